@@ -1,0 +1,106 @@
+// `hearth bench`: prefill and decode speed of a model on this device.
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "daemon/cli/commands.h"
+#include "daemon/cli/local_model.h"
+#include "runtime/generator.h"
+
+namespace hearth::cli {
+
+namespace {
+
+struct BenchArgs {
+  std::string model;
+  int prompt_tokens = 128;
+  int gen_tokens = 64;
+  int threads = 0;
+  int repeats = 3;
+  bool json = false;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Bytes of weights one decode step reads: every layer matrix and the output head (the
+// embedding contributes one row, which is negligible).
+uint64_t decode_weight_bytes(const runtime::StageWeights& w) {
+  uint64_t n = w.output().bytes();
+  for (int l = w.spec().first_layer; l < w.spec().last_layer; ++l) {
+    const auto& L = w.layer(l);
+    for (const auto* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) n += m->bytes();
+  }
+  return n;
+}
+
+void bench(const BenchArgs& a) {
+  LocalModel m = open_local_model(a.model);
+  const int threads = a.threads > 0 ? a.threads : runtime::hardware_threads();
+  runtime::ThreadPool pool(threads);
+  runtime::Stage stage(m.weights,
+                       {.n_ctx = a.prompt_tokens + a.gen_tokens + 1, .max_batch = std::max(1, a.prompt_tokens), .max_sequences = 1},
+                       pool);
+  runtime::Rng rng(42);
+  std::vector<int32_t> prompt(static_cast<size_t>(a.prompt_tokens));
+  for (auto& t : prompt) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(m.config.n_vocab));
+
+  std::vector<double> prefill, decode;
+  for (int r = 0; r < a.repeats + 1; ++r) {  // the first round warms caches and page mappings
+    const auto t0 = std::chrono::steady_clock::now();
+    runtime::SeqChunk chunk{1, 0, a.prompt_tokens};
+    if (a.prompt_tokens > 0) stage.forward({.chunks = {&chunk, 1}, .tokens = prompt});
+    const auto t1 = std::chrono::steady_clock::now();
+    int32_t tok = 1;
+    for (int i = 0; i < a.gen_tokens; ++i) {
+      chunk = {1, a.prompt_tokens + i, 1};
+      auto logits = stage.forward({.chunks = {&chunk, 1}, .tokens = {&tok, 1}});
+      tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    }
+    const auto t2 = std::chrono::steady_clock::now();
+    stage.release(1);
+    if (r == 0) continue;
+    prefill.push_back(a.prompt_tokens / std::chrono::duration<double>(t1 - t0).count());
+    decode.push_back(a.gen_tokens / std::chrono::duration<double>(t2 - t1).count());
+  }
+  const double pf = a.prompt_tokens > 0 ? median(prefill) : 0, dc = a.gen_tokens > 0 ? median(decode) : 0;
+  const double bytes = static_cast<double>(decode_weight_bytes(*m.weights));
+  const double read_gb_s = bytes * dc / 1e9;
+  if (a.json) {
+    nlohmann::json j = {{"model", a.model},           {"threads", threads},          {"kernels", stage.kernels().name},
+                        {"prompt_tokens", a.prompt_tokens}, {"gen_tokens", a.gen_tokens}, {"repeats", a.repeats},
+                        {"prefill_tok_s", pf},         {"decode_tok_s", dc},          {"decode_weight_bytes", bytes},
+                        {"decode_read_gb_s", read_gb_s}};
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::printf("model          %s (%s)\n", a.model.c_str(), m.config.name.c_str());
+  std::printf("threads        %d (%s kernels)\n", threads, std::string(stage.kernels().name).c_str());
+  std::printf("prefill        %8.2f tok/s  (%d tokens, median of %d)\n", pf, a.prompt_tokens, a.repeats);
+  std::printf("decode         %8.2f tok/s  (%d tokens, median of %d)\n", dc, a.gen_tokens, a.repeats);
+  std::printf("decode reads   %8.2f GB/s   (%.1f MB of weights per token)\n", read_gb_s, bytes / 1e6);
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto a = std::make_shared<BenchArgs>();
+  CLI::App* cmd = app.add_subcommand("bench", "Measure prefill and decode speed on this device");
+  cmd->add_option("-m,--model", a->model, "GGUF model file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--prompt-tokens", a->prompt_tokens, "Prompt length for prefill")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--gen-tokens", a->gen_tokens, "Tokens to decode")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("-t,--threads", a->threads, "Compute threads (default: all cores)");
+  cmd->add_option("--repeats", a->repeats, "Measured rounds (the median is reported)")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_flag("--json", a->json, "Print JSON");
+  cmd->callback([a] { bench(*a); });
+}
+
+}  // namespace hearth::cli

@@ -1,0 +1,41 @@
+#pragma once
+// What the planner knows about one device: memory, speeds, fixed overheads.
+// Figures are measured by the self-profiler or read from profiles/devices/*.json.
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "partitioner/link.h"
+
+namespace hearth::partitioner {
+
+// Fraction of the peak streaming bandwidth a decode matvec reaches when the profile
+// has no measured rate for a weight type (design note §4.1: eta^B ~ 0.7).
+inline constexpr double kDefaultBandwidthEfficiency = 0.7;
+
+struct DeviceProfile {
+    std::string name;
+    double usable_memory_bytes = 0;           // bytes the runtime may fill: free RAM minus a safety margin
+    double memory_bandwidth_bytes_per_s = 0;  // bytes/s, multi-threaded streaming read
+    // bytes/s of weights a single-token decode matvec streams, keyed by GGUF type
+    // name ("f32", "f16", "q4_0", ...). Already includes the efficiency factor.
+    std::map<std::string, double> decode_bytes_per_s;
+    double prefill_flop_s = 0;   // FLOP/s of a batched (prefill) matmul in the model's format
+    double step_overhead_s = 0;  // seconds per stage step: graph build, dispatch, thread wake-up
+    std::optional<Link> link;    // access link to the home network (to the switch / AP)
+};
+
+// bytes/s at which `device` streams weights of `weight_type` in decode; falls back
+// to kDefaultBandwidthEfficiency x memory bandwidth for an unmeasured type.
+double weight_read_rate(const DeviceProfile& device, std::string_view weight_type);
+
+// bytes/s at which `device` reads the KV cache (f16 rows, like an f16 matvec).
+double kv_read_rate(const DeviceProfile& device);
+
+// True when the two profiles give the same figures (names may differ), so the
+// planner may treat the devices as interchangeable.
+bool same_figures(const DeviceProfile& a, const DeviceProfile& b);
+
+}  // namespace hearth::partitioner

@@ -1,0 +1,71 @@
+#pragma once
+// What the planner knows about a model: per-block weight bytes and FLOPs, plus the
+// dimensions that size the KV cache, activations and scratch buffers.
+//
+// A ModelSpec comes either from a GGUF file (runtime's extractor) or from a
+// ModelShape (a config.json-like summary) through model_spec_from_shape(), e.g.
+//   auto shape = *preset_shape("llama-3-8b"); shape.weight_type = "q4_0";
+//   ModelSpec spec = model_spec_from_shape(shape);
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace hearth::partitioner {
+
+struct ModelSpec {
+    std::string name;
+    int n_layers = 0;                          // transformer blocks
+    std::vector<double> layer_weight_bytes;    // bytes per block, [n_layers]
+    std::vector<double> layer_flops_per_token; // FLOP per token per block, linear layers only, [n_layers]
+    std::string weight_type;                   // GGUF type name of the block weights ("q4_0", ...)
+    double embedding_bytes = 0;                // bytes, token embedding table (n_vocab, n_embd)
+    double output_bytes = 0;                   // bytes, final norm + LM head (n_embd, n_vocab)
+    double output_flops_per_token = 0;         // FLOP per sampled token in the LM head
+    bool tied_embeddings = false;              // LM head reuses the embedding table
+    int n_head = 0;                            // query heads
+    int n_kv_head = 0;                         // key/value heads (GQA)
+    int head_dim = 0;                          // elements per head
+    int n_embd = 0;                            // hidden size d_model
+    int n_ff = 0;                              // feed-forward hidden size
+    int n_vocab = 0;                           // vocabulary size
+};
+
+// A model's architecture in the terms of a Hugging Face config.json (Llama-style
+// decoder: GQA attention, SwiGLU feed-forward, RMSNorm).
+struct ModelShape {
+    std::string name;
+    int n_layers = 0;
+    int n_embd = 0;
+    int n_ff = 0;
+    int n_head = 0;
+    int n_kv_head = 0;
+    int n_vocab = 0;
+    std::string weight_type = "f16";  // GGUF type name of the matmul weights
+    double bytes_per_weight = 0;      // bytes per weight incl. block scales; 0 = from weight_type
+    bool tied_embeddings = false;     // LM head shares the embedding table (Llama 3.2, small Qwen2.5)
+    bool qkv_bias = false;            // q/k/v projections carry biases (Qwen2)
+};
+
+// Bytes per weight of a GGUF type including block scales (q4_0: 18 bytes per 32
+// weights), or nothing for an unknown type.
+std::optional<double> bytes_per_weight(std::string_view weight_type);
+
+// Weight type names bytes_per_weight() knows, e.g. for CLI help.
+std::vector<std::string_view> weight_type_names();
+
+// Builds the spec of a Llama-style decoder. Norms and biases are counted as f32.
+// Throws std::invalid_argument when a dimension is not positive or the weight
+// type is unknown and bytes_per_weight is 0 (a configuration error).
+ModelSpec model_spec_from_shape(const ModelShape& shape);
+
+// Shape of a well-known model by name ("llama-3-8b", "qwen2.5-7b", ...), with
+// weight_type "f16"; nothing for an unknown name.
+std::optional<ModelShape> preset_shape(std::string_view name);
+std::vector<std::string_view> preset_names();
+
+// Bytes of a full copy of the weights (one embedding table when tied): roughly the GGUF size.
+double total_weight_bytes(const ModelSpec& spec);
+
+}  // namespace hearth::partitioner

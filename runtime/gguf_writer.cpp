@@ -1,0 +1,139 @@
+#include "runtime/gguf_writer.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <utility>
+
+namespace hearth::runtime {
+
+namespace {
+
+class Out {
+ public:
+  explicit Out(const std::string& path) : path_(path), f_(std::fopen(path.c_str(), "wb")) {
+    if (!f_) throw std::runtime_error("cannot create '" + path + "': " + std::strerror(errno));
+  }
+  ~Out() {
+    if (f_) std::fclose(f_);
+  }
+  void bytes(const void* p, size_t n) {
+    if (n && std::fwrite(p, 1, n, f_) != n)
+      throw std::runtime_error("write to '" + path_ + "' failed: " + std::strerror(errno));
+    pos_ += n;
+  }
+  template <typename T>
+  void pod(T v) { bytes(&v, sizeof v); }
+  void str(const std::string& s) {
+    pod<uint64_t>(s.size());
+    bytes(s.data(), s.size());
+  }
+  void pad_to(uint64_t alignment) {
+    static const uint8_t zeros[64] = {};
+    while (pos_ % alignment) bytes(zeros, std::min<uint64_t>(alignment - pos_ % alignment, 64));
+  }
+  void close() {
+    if (std::fclose(std::exchange(f_, nullptr)) != 0)
+      throw std::runtime_error("closing '" + path_ + "' failed: " + std::strerror(errno));
+  }
+  uint64_t pos() const { return pos_; }
+
+ private:
+  std::string path_;
+  std::FILE* f_;
+  uint64_t pos_ = 0;
+};
+
+void write_value(Out& o, const GgufValue& v) {
+  switch (v.type) {
+    case GgufType::UINT8: o.pod<uint8_t>(static_cast<uint8_t>(std::get<uint64_t>(v.value))); break;
+    case GgufType::INT8: o.pod<int8_t>(static_cast<int8_t>(std::get<int64_t>(v.value))); break;
+    case GgufType::UINT16: o.pod<uint16_t>(static_cast<uint16_t>(std::get<uint64_t>(v.value))); break;
+    case GgufType::INT16: o.pod<int16_t>(static_cast<int16_t>(std::get<int64_t>(v.value))); break;
+    case GgufType::UINT32: o.pod<uint32_t>(static_cast<uint32_t>(std::get<uint64_t>(v.value))); break;
+    case GgufType::INT32: o.pod<int32_t>(static_cast<int32_t>(std::get<int64_t>(v.value))); break;
+    case GgufType::UINT64: o.pod<uint64_t>(std::get<uint64_t>(v.value)); break;
+    case GgufType::INT64: o.pod<int64_t>(std::get<int64_t>(v.value)); break;
+    case GgufType::FLOAT32: o.pod<float>(static_cast<float>(std::get<double>(v.value))); break;
+    case GgufType::FLOAT64: o.pod<double>(std::get<double>(v.value)); break;
+    case GgufType::BOOL: o.pod<uint8_t>(std::get<bool>(v.value) ? 1 : 0); break;
+    case GgufType::STRING: o.str(std::get<std::string>(v.value)); break;
+    case GgufType::ARRAY: {
+      const auto& a = std::get<GgufArray>(v.value);
+      o.pod<uint32_t>(static_cast<uint32_t>(a.elem_type));
+      o.pod<uint64_t>(a.items.size());
+      for (const auto& it : a.items) {
+        if (it.type != a.elem_type) throw std::logic_error("GGUF array with mixed element types");
+        write_value(o, it);
+      }
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+void GgufWriter::add_tensor(const std::string& name, TensorType type, std::vector<uint64_t> shape) {
+  const auto info = tensor_type_info(static_cast<uint32_t>(type));
+  if (!info || shape.empty() || shape.size() > 4 || shape[0] % info->block_elems != 0)
+    throw std::invalid_argument("tensor '" + name + "': shape does not fit its type");
+  GgufTensorInfo t;
+  t.name = name;
+  t.type = type;
+  t.shape = std::move(shape);
+  t.n_bytes = t.n_elements() / info->block_elems * info->block_bytes;
+  uint64_t offset = 0;
+  if (!tensors_.empty()) {
+    const auto& last = tensors_.back();
+    offset = (last.offset + last.n_bytes + alignment_ - 1) / alignment_ * alignment_;
+  }
+  t.offset = offset;
+  tensors_.push_back(std::move(t));
+}
+
+void GgufWriter::write(const std::string& path, const FillFn& fill) const {
+  const std::string tmp = path + ".partial";
+  {
+    Out o(tmp);
+    o.pod<uint32_t>(0x46554747);
+    o.pod<uint32_t>(3);
+    o.pod<uint64_t>(tensors_.size());
+    const bool explicit_alignment = alignment_ != 32 && !metadata_.has("general.alignment");
+    o.pod<uint64_t>(metadata_.all().size() + (explicit_alignment ? 1 : 0));
+    if (explicit_alignment) {
+      o.str("general.alignment");
+      o.pod<uint32_t>(static_cast<uint32_t>(GgufType::UINT32));
+      o.pod<uint32_t>(alignment_);
+    }
+    for (const auto& [key, value] : metadata_.all()) {
+      o.str(key);
+      o.pod<uint32_t>(static_cast<uint32_t>(value.type));
+      write_value(o, value);
+    }
+    for (const auto& t : tensors_) {
+      o.str(t.name);
+      o.pod<uint32_t>(static_cast<uint32_t>(t.shape.size()));
+      for (auto d : t.shape) o.pod<uint64_t>(d);
+      o.pod<uint32_t>(static_cast<uint32_t>(t.type));
+      o.pod<uint64_t>(t.offset);
+    }
+    o.pad_to(alignment_);
+    const uint64_t data_start = o.pos();
+    std::vector<uint8_t> buf;
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const auto& t = tensors_[i];
+      o.pad_to(alignment_);
+      if (o.pos() - data_start != t.offset) throw std::logic_error("GGUF writer offset mismatch");
+      buf.assign(t.n_bytes, 0);
+      fill(i, std::span<uint8_t>(buf));
+      o.bytes(buf.data(), buf.size());
+    }
+    o.close();
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw std::runtime_error("cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(errno));
+}
+
+}  // namespace hearth::runtime

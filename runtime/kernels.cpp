@@ -1,0 +1,178 @@
+#include "runtime/kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "runtime/half.h"
+
+namespace hearth::runtime {
+
+#if defined(HEARTH_HAVE_AVX2_KERNELS)
+const KernelTable& avx2_kernels();  // kernels_avx2.cpp
+#endif
+
+namespace {
+
+float dot_f32_scalar(const float* w, const float* x, int n) {
+  float s = 0.f;
+  for (int i = 0; i < n; ++i) s += w[i] * x[i];
+  return s;
+}
+
+float dot_f16_scalar(const uint16_t* w, const float* x, int n) {
+  float s = 0.f;
+  for (int i = 0; i < n; ++i) s += fp16_to_fp32(w[i]) * x[i];
+  return s;
+}
+
+float dot_bf16_scalar(const uint16_t* w, const float* x, int n) {
+  float s = 0.f;
+  for (int i = 0; i < n; ++i) s += bf16_to_fp32(w[i]) * x[i];
+  return s;
+}
+
+float dot_q8_0_scalar(const BlockQ8_0* w, const BlockQ8_0* x, int n_blocks) {
+  float s = 0.f;
+  for (int b = 0; b < n_blocks; ++b) {
+    int32_t acc = 0;
+    for (int j = 0; j < kQ8_0Block; ++j) acc += int32_t{w[b].qs[j]} * int32_t{x[b].qs[j]};
+    s += static_cast<float>(acc) * (fp16_to_fp32(w[b].d) * fp16_to_fp32(x[b].d));
+  }
+  return s;
+}
+
+float dot_q4_0_scalar(const BlockQ4_0* w, const BlockQ8_0* x, int n_blocks) {
+  float s = 0.f;
+  for (int b = 0; b < n_blocks; ++b) {
+    int32_t acc = 0;
+    for (int j = 0; j < kQ4_0Block / 2; ++j) {
+      const int lo = (w[b].qs[j] & 0x0f) - 8;
+      const int hi = (w[b].qs[j] >> 4) - 8;
+      acc += lo * x[b].qs[j] + hi * x[b].qs[j + kQ4_0Block / 2];
+    }
+    s += static_cast<float>(acc) * (fp16_to_fp32(w[b].d) * fp16_to_fp32(x[b].d));
+  }
+  return s;
+}
+
+void quantize_q8_0_scalar(const float* x, BlockQ8_0* y, int n) {
+  for (int b = 0; b < n / kQ8_0Block; ++b) {
+    const float* xb = x + b * kQ8_0Block;
+    float amax = 0.f;
+    for (int j = 0; j < kQ8_0Block; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    y[b].d = fp32_to_fp16(amax / 127.f);
+    const float id = amax != 0.f ? 127.f / amax : 0.f;
+    for (int j = 0; j < kQ8_0Block; ++j) y[b].qs[j] = static_cast<int8_t>(std::nearbyint(xb[j] * id));
+  }
+}
+
+// llama.cpp's reference Q4_0 quantizer: the value of largest magnitude maps to -8 exactly.
+void quantize_q4_0_ref(const float* x, BlockQ4_0* y, int64_t n) {
+  for (int64_t b = 0; b < n / kQ4_0Block; ++b) {
+    const float* xb = x + b * kQ4_0Block;
+    float amax = 0.f, max = 0.f;
+    for (int j = 0; j < kQ4_0Block; ++j) {
+      if (std::fabs(xb[j]) > amax) {
+        amax = std::fabs(xb[j]);
+        max = xb[j];
+      }
+    }
+    const float d = max / -8.f;
+    const float id = d != 0.f ? 1.f / d : 0.f;
+    y[b].d = fp32_to_fp16(d);
+    for (int j = 0; j < kQ4_0Block / 2; ++j) {
+      const auto q0 = static_cast<uint8_t>(std::min(15.f, xb[j] * id + 8.5f));
+      const auto q1 = static_cast<uint8_t>(std::min(15.f, xb[j + kQ4_0Block / 2] * id + 8.5f));
+      y[b].qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
+    }
+  }
+}
+
+// llama.cpp's reference Q8_0 quantizer (rounds half away from zero, unlike the activation path).
+void quantize_q8_0_ref(const float* x, BlockQ8_0* y, int64_t n) {
+  for (int64_t b = 0; b < n / kQ8_0Block; ++b) {
+    const float* xb = x + b * kQ8_0Block;
+    float amax = 0.f;
+    for (int j = 0; j < kQ8_0Block; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float d = amax / 127.f;
+    const float id = d != 0.f ? 1.f / d : 0.f;
+    y[b].d = fp32_to_fp16(d);
+    for (int j = 0; j < kQ8_0Block; ++j) y[b].qs[j] = static_cast<int8_t>(std::round(xb[j] * id));
+  }
+}
+
+}  // namespace
+
+const KernelTable& scalar_kernels() {
+  static constexpr KernelTable table{"scalar",        dot_f32_scalar,  dot_f16_scalar, dot_bf16_scalar,
+                                     dot_q8_0_scalar, dot_q4_0_scalar, quantize_q8_0_scalar};
+  return table;
+}
+
+const KernelTable& best_kernels() {
+#if defined(HEARTH_HAVE_AVX2_KERNELS)
+  static const bool has_avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (has_avx2) return avx2_kernels();
+#endif
+  return scalar_kernels();
+}
+
+void dequantize_row(TensorType type, const void* row, float* out, int64_t n) {
+  switch (type) {
+    case TensorType::F32: std::memcpy(out, row, static_cast<size_t>(n) * 4); return;
+    case TensorType::F16: {
+      const auto* h = static_cast<const uint16_t*>(row);
+      for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_fp32(h[i]);
+      return;
+    }
+    case TensorType::BF16: {
+      const auto* h = static_cast<const uint16_t*>(row);
+      for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_fp32(h[i]);
+      return;
+    }
+    case TensorType::Q8_0: {
+      const auto* b = static_cast<const BlockQ8_0*>(row);
+      for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_fp32(b[i / kQ8_0Block].d) * b[i / kQ8_0Block].qs[i % kQ8_0Block];
+      return;
+    }
+    case TensorType::Q4_0: {
+      const auto* b = static_cast<const BlockQ4_0*>(row);
+      for (int64_t blk = 0; blk < n / kQ4_0Block; ++blk) {
+        const float d = fp16_to_fp32(b[blk].d);
+        for (int j = 0; j < kQ4_0Block / 2; ++j) {
+          out[blk * kQ4_0Block + j] = d * static_cast<float>((b[blk].qs[j] & 0x0f) - 8);
+          out[blk * kQ4_0Block + j + kQ4_0Block / 2] = d * static_cast<float>((b[blk].qs[j] >> 4) - 8);
+        }
+      }
+      return;
+    }
+    default:
+      throw std::runtime_error("cannot dequantize tensor type " + std::string(tensor_type_name(type)));
+  }
+}
+
+void quantize_row(TensorType type, const float* x, void* out, int64_t n) {
+  switch (type) {
+    case TensorType::F32: std::memcpy(out, x, static_cast<size_t>(n) * 4); return;
+    case TensorType::F16: {
+      auto* h = static_cast<uint16_t*>(out);
+      for (int64_t i = 0; i < n; ++i) h[i] = fp32_to_fp16(x[i]);
+      return;
+    }
+    case TensorType::BF16: {
+      auto* h = static_cast<uint16_t*>(out);
+      for (int64_t i = 0; i < n; ++i) h[i] = fp32_to_bf16(x[i]);
+      return;
+    }
+    case TensorType::Q8_0: quantize_q8_0_ref(x, static_cast<BlockQ8_0*>(out), n); return;
+    case TensorType::Q4_0: quantize_q4_0_ref(x, static_cast<BlockQ4_0*>(out), n); return;
+    default:
+      throw std::runtime_error("cannot quantize to tensor type " + std::string(tensor_type_name(type)));
+  }
+}
+
+}  // namespace hearth::runtime

@@ -1,0 +1,40 @@
+// Read-only memory mappings of a file, whole or by byte range.
+//
+// A pipeline stage maps only the byte ranges of its own tensors, so the pages of other layers
+// are never faulted in (they do not count in the process's resident memory).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace hearth::runtime {
+
+// RAII owner of one read-only mmap of [offset, offset + size) of a file.
+class MappedRegion {
+ public:
+  MappedRegion() = default;
+  // Throws std::runtime_error naming the file when it cannot be opened or mapped.
+  MappedRegion(const std::string& path, uint64_t offset, uint64_t size);
+  ~MappedRegion();
+  MappedRegion(MappedRegion&& other) noexcept;
+  MappedRegion& operator=(MappedRegion&& other) noexcept;
+  MappedRegion(const MappedRegion&) = delete;
+  MappedRegion& operator=(const MappedRegion&) = delete;
+
+  // Pointer to the byte at file offset `offset` given to the constructor.
+  const uint8_t* data() const { return base_ + lead_; }
+  uint64_t size() const { return size_; }
+  uint64_t offset() const { return offset_; }
+
+ private:
+  void release();
+  uint8_t* base_ = nullptr;  // page-aligned start of the mapping
+  uint64_t lead_ = 0;        // bytes between base_ and the requested offset
+  uint64_t offset_ = 0;      // file offset of data()
+  uint64_t size_ = 0;        // bytes usable from data()
+};
+
+uint64_t file_size(const std::string& path);
+
+}  // namespace hearth::runtime

@@ -1,0 +1,44 @@
+// Writes llama-architecture GGUF models of a real shape with random weights: the fixtures of
+// tests and benchmarks (`hearth mkmodel`). No download is ever needed to test hearth.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/tensor_type.h"
+
+namespace hearth::runtime {
+
+struct RandomModelShape {
+  int n_vocab = 512;
+  int n_embd = 128;
+  int n_layer = 4;
+  int n_head = 4;
+  int n_head_kv = 2;
+  int n_ff = 384;
+  int n_ctx = 512;
+  float rope_base = 10000.f;
+  float rms_eps = 1e-5f;
+};
+
+// "tiny", "tinyllama-1.1b", "llama-2-7b".
+std::optional<RandomModelShape> random_model_preset(const std::string& name);
+std::vector<std::string> random_model_preset_names();
+
+struct MakeModelOptions {
+  RandomModelShape shape;
+  TensorType type = TensorType::F32;  // matrices; norms stay f32 as in real files
+  uint64_t seed = 1;
+  float weight_std = 0.02f;           // of the uniform distribution the weights are drawn from
+  std::string vocab_from;             // copy tokenizer.* from this GGUF (n_vocab follows it)
+  std::string name = "hearth-random";
+  int threads = 0;                    // 0 = all hardware threads
+};
+
+// Writes the model to `path`. The default vocabulary is byte-level (every text encodes) padded
+// with pseudo-words up to n_vocab, so generated text is visibly noise. Throws on bad options.
+void make_random_model(const std::string& path, const MakeModelOptions& options);
+
+}  // namespace hearth::runtime

@@ -1,0 +1,66 @@
+// Weight encodings as numbered by the GGUF format (ggml_type), with their block layouts.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace hearth::runtime {
+
+enum class TensorType : uint32_t {
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q8_1 = 9,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  Q8_K = 15,
+  I8 = 24,
+  I16 = 25,
+  I32 = 26,
+  I64 = 27,
+  F64 = 28,
+  BF16 = 30,
+};
+
+struct TensorTypeInfo {
+  std::string_view name;  // as llama.cpp prints it, e.g. "q4_0"
+  uint32_t block_elems;   // elements per block (1 for plain floats)
+  uint32_t block_bytes;   // bytes per block
+  bool computable;        // this runtime has kernels for it
+};
+
+// Layout of a known GGUF type, or nullopt for a number GGUF does not define.
+std::optional<TensorTypeInfo> tensor_type_info(uint32_t type);
+std::string_view tensor_type_name(TensorType type);
+// Parses "f32", "q8_0", ... (case-insensitive); nullopt if unknown.
+std::optional<TensorType> tensor_type_from_name(std::string_view name);
+// Names of the types this runtime computes with, e.g. "f32, f16, bf16, q8_0, q4_0".
+std::string computable_type_names();
+// Bytes of one row of `n_elems` elements; REQUIRES n_elems % block_elems == 0.
+uint64_t row_bytes(TensorType type, uint64_t n_elems);
+
+// Block layouts (GGUF spec / ggml-common.h).
+constexpr int kQ8_0Block = 32;  // {f16 d; int8 qs[32]}          x = d * q
+constexpr int kQ4_0Block = 32;  // {f16 d; uint8 qs[16]}         x = d * (nibble - 8); low nibbles are
+                                //                               elements 0..15, high nibbles 16..31
+struct BlockQ8_0 {
+  uint16_t d;
+  int8_t qs[kQ8_0Block];
+};
+struct BlockQ4_0 {
+  uint16_t d;
+  uint8_t qs[kQ4_0Block / 2];
+};
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18);
+
+}  // namespace hearth::runtime

@@ -1,0 +1,49 @@
+// Helpers shared by the tests: temporary files, small generated models, the shared reference
+// data and running the CLI.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/model_maker.h"
+
+namespace hearth::test {
+
+// A directory removed with everything in it when the object goes away.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// ../shared (or $HEARTH_SHARED_DIR) if it exists; tests that need it skip when it does not.
+std::optional<std::filesystem::path> shared_dir();
+// Path of a file under shared/, or nullopt with a MESSAGE saying the test is skipped.
+std::optional<std::string> shared_file(const std::string& relative);
+
+// Writes a small random llama model (default: the "tiny" preset) and returns its path.
+std::string make_model(const TempDir& dir, const std::string& name, runtime::MakeModelOptions options);
+
+std::vector<uint8_t> read_bytes(const std::string& path);
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);
+std::vector<float> read_f32(const std::string& path);
+
+struct CommandResult {
+  int exit_code;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs the built `hearth` CLI with the given arguments (no shell involved).
+CommandResult run_cli(const std::vector<std::string>& args);
+
+}  // namespace hearth::test
