@@ -85,7 +85,7 @@ GgufValue read_array(Cursor& c, int depth) {
   // Each element takes at least min_encoded_size bytes, so a count that cannot fit is rejected
   // before anything is allocated.
   if (count > c.remaining() / min_encoded_size(et))
-    c.fail("array length " + std::to_string(count) + " exceeds the bytes left in the file");
+    c.fail("array length " + std::to_string(count) + " exceeds the bytes left in the file (truncated?)");
   GgufArray arr;
   arr.elem_type = et;
   arr.items.reserve(count);

@@ -46,15 +46,20 @@ void add_byte_vocab(GgufMetadata& md, int n_vocab, uint64_t seed) {
   }
   add(kSpace, -1.f, 1);
   for (char c = 33; c < 127; ++c) add(std::string(1, c), -1.f, 1);
-  Rng rng(seed ^ 0x766f636162ull);
+  // Pseudo-words: the syllables of the word's index in base 20, so every piece is unique (the
+  // tokenizer indexes pieces by text). `seed` shuffles which word gets which id.
   static const char* const syllables[] = {"ka", "lo", "mi", "ne", "ru", "ta", "si", "po", "an", "el",
                                           "or", "ve", "du", "th", "er", "in", "st", "ow", "ly", "ch"};
-  for (int i = static_cast<int>(tokens.size()); i < n_vocab; ++i) {
+  const int first_word = static_cast<int>(tokens.size());
+  Rng rng(seed ^ 0x766f636162ull);
+  const uint64_t offset = rng.next() % 400;
+  for (int i = first_word; i < n_vocab; ++i) {
     std::string w = kSpace;
-    const int n = 1 + static_cast<int>(rng.next() % 3);
-    for (int j = 0; j < n; ++j) w += syllables[rng.next() % std::size(syllables)];
-    // Keep pieces unique: the tokenizer indexes them by text.
-    w += std::to_string(i);
+    uint64_t n = static_cast<uint64_t>(i - first_word) + offset;
+    do {
+      w += syllables[n % std::size(syllables)];
+      n /= std::size(syllables);
+    } while (n > 0);
     add(w, -2.f - static_cast<float>(i) * 1e-4f, 1);
   }
   md.set("tokenizer.ggml.model", GgufValue::str("llama"));

@@ -6,29 +6,13 @@
 #include <stdexcept>
 #include <string>
 
+#include "runtime/ops.h"
+
 namespace hearth::runtime {
 
 namespace {
 
 constexpr int kDefaultMaxCtx = 4096;
-
-void rmsnorm(const float* x, const float* w, float* out, int n, float eps) {
-  double ss = 0.0;
-  for (int i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
-  const float scale = static_cast<float>(1.0 / std::sqrt(ss / n + eps));
-  for (int i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
-}
-
-// Rotates adjacent pairs (x[2i], x[2i+1]) by pos * inv_freq[i]: llama's "normal" RoPE.
-void rope_normal(float* x, int n_rot, int pos, const std::vector<double>& inv_freq) {
-  for (int i = 0; i < n_rot / 2; ++i) {
-    const double theta = pos * inv_freq[static_cast<size_t>(i)];
-    const float c = static_cast<float>(std::cos(theta)), s = static_cast<float>(std::sin(theta));
-    const float a = x[2 * i], b = x[2 * i + 1];
-    x[2 * i] = a * c - b * s;
-    x[2 * i + 1] = a * s + b * c;
-  }
-}
 
 [[noreturn]] void bad_input(const std::string& what) { throw std::invalid_argument("stage input: " + what); }
 
@@ -44,7 +28,7 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
                                                      weights_->config().q_dim()})) {
   const ModelConfig& c = config();
   if (options_.max_batch <= 0 || options_.max_sequences <= 0) throw std::invalid_argument("max_batch and max_sequences must be positive");
-  for (int i = 0; i < c.n_rot / 2; ++i) rope_inv_freq_.push_back(std::pow(double{c.rope_base}, -2.0 * i / c.n_rot));
+  rope_inv_freq_ = rope_inv_freq(c.rope_base, c.n_rot);
   const auto B = static_cast<size_t>(options_.max_batch);
   x_.resize(B * c.n_embd);
   xn_.resize(B * c.n_embd);
@@ -116,7 +100,7 @@ std::span<const float> Stage::forward(const StageInput& in) {
   if (spec().has_embedding) embed(in, n_tokens);
   else std::copy(in.hidden.begin(), in.hidden.end(), x_.begin());
 
-  for (int l = spec().first_layer; l < spec().last_layer; ++l) layer_forward(l, in.chunks, n_tokens);
+  for (int l = spec().first_layer; l < spec().last_layer; ++l) layer_forward(l, n_tokens);
 
   for (const SeqChunk& ch : in.chunks) caches_.at(ch.seq).set_length(ch.pos + ch.n_tokens);
 
@@ -130,7 +114,7 @@ void Stage::embed(const StageInput& in, int n_tokens) {
     dequantize_row(e.type, e.row(in.tokens[static_cast<size_t>(t)]), x_.data() + static_cast<size_t>(t) * e.n_in, e.n_in);
 }
 
-void Stage::layer_forward(int l, std::span<const SeqChunk> chunks, int n_tokens) {
+void Stage::layer_forward(int l, int n_tokens) {
   const ModelConfig& c = config();
   const LayerWeights& w = weights_->layer(l);
   const int E = c.n_embd;
@@ -143,13 +127,13 @@ void Stage::layer_forward(int l, std::span<const SeqChunk> chunks, int n_tokens)
   const int local = l - spec().first_layer;
   for (int t = 0; t < n_tokens; ++t) {
     const int pos = row_pos_[static_cast<size_t>(t)];
-    for (int h = 0; h < c.n_head; ++h) rope_normal(&q_[static_cast<size_t>(t * c.q_dim() + h * c.head_dim)], c.n_rot, pos, rope_inv_freq_);
-    for (int h = 0; h < c.n_head_kv; ++h) rope_normal(&k_[static_cast<size_t>(t * c.kv_dim() + h * c.head_dim)], c.n_rot, pos, rope_inv_freq_);
+    for (int h = 0; h < c.n_head; ++h) rope_normal(&q_[static_cast<size_t>(t * c.q_dim() + h * c.head_dim)], pos, rope_inv_freq_);
+    for (int h = 0; h < c.n_head_kv; ++h) rope_normal(&k_[static_cast<size_t>(t * c.kv_dim() + h * c.head_dim)], pos, rope_inv_freq_);
     KvCache& cache = *row_cache_[static_cast<size_t>(t)];
     std::copy_n(&k_[static_cast<size_t>(t) * c.kv_dim()], c.kv_dim(), cache.k(local, pos));
     std::copy_n(&v_[static_cast<size_t>(t) * c.kv_dim()], c.kv_dim(), cache.v(local, pos));
   }
-  attention(local, chunks, n_tokens);
+  attention(local, n_tokens);
   matmul(w.wo, attn_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
 
@@ -157,16 +141,13 @@ void Stage::layer_forward(int l, std::span<const SeqChunk> chunks, int n_tokens)
   for (int t = 0; t < n_tokens; ++t) rmsnorm(&x_[t * E], w.ffn_norm.data(), &xn_[t * E], E, c.rms_eps);
   matmul(w.w_gate, xn_.data(), n_tokens, gate_.data(), scratch_, pool_, kernels_);
   matmul(w.w_up, xn_.data(), n_tokens, up_.data(), scratch_, pool_, kernels_);
-  for (size_t i = 0; i < static_cast<size_t>(n_tokens) * c.n_ff; ++i) {
-    const float g = gate_[i];
-    gate_[i] = g / (1.f + std::exp(-g)) * up_[i];
-  }
+  swiglu(gate_.data(), up_.data(), static_cast<size_t>(n_tokens) * c.n_ff);
   matmul(w.w_down, gate_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
 }
 
 // Causal attention of every row over its own sequence's cache, one task per query head.
-void Stage::attention(int local_layer, std::span<const SeqChunk>, int n_tokens) {
+void Stage::attention(int local_layer, int n_tokens) {
   const ModelConfig& c = config();
   const int group = c.n_head / c.n_head_kv;
   const float scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
@@ -175,26 +156,9 @@ void Stage::attention(int local_layer, std::span<const SeqChunk>, int n_tokens) 
     const int kvh = h / group;
     for (int t = 0; t < n_tokens; ++t) {
       const KvCache& cache = *row_cache_[static_cast<size_t>(t)];
-      const int n_keys = row_pos_[static_cast<size_t>(t)] + 1;
-      const float* q = &q_[static_cast<size_t>(t * c.q_dim() + h * c.head_dim)];
-      float max = -INFINITY;
-      for (int j = 0; j < n_keys; ++j) {
-        scores[j] = kernels_.dot_f32(q, cache.k(local_layer, j) + kvh * c.head_dim, c.head_dim) * scale;
-        max = std::max(max, scores[j]);
-      }
-      double sum = 0.0;
-      for (int j = 0; j < n_keys; ++j) {
-        scores[j] = std::exp(scores[j] - max);
-        sum += scores[j];
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      float* out = &attn_[static_cast<size_t>(t * c.q_dim() + h * c.head_dim)];
-      std::fill_n(out, c.head_dim, 0.f);
-      for (int j = 0; j < n_keys; ++j) {
-        const float p = scores[j] * inv;
-        const float* v = cache.v(local_layer, j) + kvh * c.head_dim;
-        for (int d = 0; d < c.head_dim; ++d) out[d] += p * v[d];
-      }
+      const size_t at = static_cast<size_t>(t * c.q_dim() + h * c.head_dim);
+      attend(&q_[at], cache.k(local_layer, 0) + kvh * c.head_dim, cache.v(local_layer, 0) + kvh * c.head_dim,
+             row_pos_[static_cast<size_t>(t)] + 1, c.head_dim, c.kv_dim(), scale, scores, &attn_[at], kernels_);
     }
   });
 }

@@ -76,8 +76,8 @@ class Stage {
  private:
   int validate(const StageInput& in) const;
   void embed(const StageInput& in, int n_tokens);
-  void attention(int l, std::span<const SeqChunk> chunks, int n_tokens);
-  void layer_forward(int l, std::span<const SeqChunk> chunks, int n_tokens);
+  void attention(int local_layer, int n_tokens);
+  void layer_forward(int l, int n_tokens);
   std::span<const float> output_head(const StageInput& in, int n_tokens);
 
   std::shared_ptr<const StageWeights> weights_;

@@ -114,3 +114,26 @@ CommandResult run_cli(const std::vector<std::string>& args) {
 }
 
 }  // namespace hearth::test
+
+#include "runtime/gguf_writer.h"
+#include "runtime/mapped_file.h"
+
+namespace hearth::test {
+
+void rewrite_gguf(const std::string& src, const std::string& dst,
+                  const std::function<void(runtime::GgufMetadata&, std::vector<runtime::GgufTensorInfo>&)>& mutate) {
+  const runtime::GgufFile in = runtime::GgufFile::open(src);
+  runtime::GgufMetadata md = in.metadata();
+  std::vector<runtime::GgufTensorInfo> tensors = in.tensors();
+  mutate(md, tensors);
+  runtime::GgufWriter w(static_cast<uint32_t>(in.alignment()));
+  for (const auto& [k, v] : md.all()) w.metadata().set(k, v);
+  for (const auto& t : tensors) w.add_tensor(t.name, t.type, t.shape);
+  const runtime::MappedRegion bytes(src, 0, runtime::file_size(src));
+  w.write(dst, [&](size_t i, std::span<uint8_t> out) {
+    const runtime::GgufTensorInfo* orig = in.find_tensor(w.tensors()[i].name);
+    if (orig && orig->n_bytes == out.size()) std::memcpy(out.data(), bytes.data() + orig->offset, out.size());
+  });
+}
+
+}  // namespace hearth::test

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -45,5 +46,17 @@ struct CommandResult {
 };
 // Runs the built `hearth` CLI with the given arguments (no shell involved).
 CommandResult run_cli(const std::vector<std::string>& args);
+
+}  // namespace hearth::test
+
+#include "runtime/gguf.h"
+
+namespace hearth::test {
+
+// Copies GGUF `src` to `dst`, letting `mutate` change the metadata and the tensor list first
+// (drop a tensor, change a shape or type...). Tensor bytes are copied from the source by name;
+// a tensor whose size changed is filled with zeros.
+void rewrite_gguf(const std::string& src, const std::string& dst,
+                  const std::function<void(runtime::GgufMetadata&, std::vector<runtime::GgufTensorInfo>&)>& mutate);
 
 }  // namespace hearth::test

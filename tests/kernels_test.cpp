@@ -1,0 +1,203 @@
+// Kernels against naive loops, for every table this CPU can run.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "runtime/half.h"
+#include "runtime/kernels.h"
+#include "runtime/matmul.h"
+
+using namespace hearth::runtime;
+
+namespace {
+
+#if defined(__x86_64__)
+__attribute__((target("f16c"))) uint16_t hw_to_half(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
+__attribute__((target("f16c"))) float hw_from_half(uint16_t h) { return _cvtsh_ss(h); }
+#endif
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+std::vector<const KernelTable*> tables() {
+  std::vector<const KernelTable*> t{&scalar_kernels()};
+  if (&best_kernels() != &scalar_kernels()) t.push_back(&best_kernels());
+  return t;
+}
+
+double naive_dot(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += double{a[i]} * double{b[i]};
+  return s;
+}
+
+std::vector<uint8_t> quantized(TensorType t, const std::vector<float>& x) {
+  std::vector<uint8_t> out(row_bytes(t, x.size()));
+  quantize_row(t, x.data(), out.data(), static_cast<int64_t>(x.size()));
+  return out;
+}
+
+std::vector<float> dequantized(TensorType t, const std::vector<uint8_t>& q, size_t n) {
+  std::vector<float> out(n);
+  dequantize_row(t, q.data(), out.data(), static_cast<int64_t>(n));
+  return out;
+}
+
+}  // namespace
+
+TEST_SUITE("kernels") {
+
+TEST_CASE("fp16 and bf16 conversions round to nearest even, like the hardware") {
+  // Every half value converts to float and back unchanged (NaNs stay NaN).
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = fp16_to_fp32(static_cast<uint16_t>(h));
+    if (std::isnan(f)) CHECK(std::isnan(fp16_to_fp32(fp32_to_fp16(f))));
+    else REQUIRE(fp32_to_fp16(f) == h);
+  }
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("f16c")) {
+    std::mt19937 rng(3);
+    for (int i = 0; i < 200000; ++i) {
+      const uint32_t bits = rng();
+      const float f = bits_to_float(bits);
+      if (std::isnan(f)) continue;
+      REQUIRE(fp32_to_fp16(f) == hw_to_half(f));
+      REQUIRE(float_to_bits(fp16_to_fp32(static_cast<uint16_t>(bits))) == float_to_bits(hw_from_half(static_cast<uint16_t>(bits))));
+    }
+  }
+#endif
+  CHECK(bf16_to_fp32(fp32_to_bf16(1.0f)) == 1.0f);
+  CHECK(fp32_to_bf16(bits_to_float(0x3f808000)) == 0x3f80);  // tie goes to even
+  CHECK(fp32_to_bf16(bits_to_float(0x3f818000)) == 0x3f82);
+}
+
+TEST_CASE("hand-built Q8_0 and Q4_0 blocks dequantize to known values") {
+  BlockQ8_0 q8{};
+  q8.d = fp32_to_fp16(0.5f);
+  for (int i = 0; i < 32; ++i) q8.qs[i] = static_cast<int8_t>(i - 16);
+  std::vector<float> out(32);
+  dequantize_row(TensorType::Q8_0, &q8, out.data(), 32);
+  for (int i = 0; i < 32; ++i) CHECK(out[static_cast<size_t>(i)] == 0.5f * static_cast<float>(i - 16));
+
+  BlockQ4_0 q4{};
+  q4.d = fp32_to_fp16(2.0f);
+  for (int i = 0; i < 16; ++i) q4.qs[i] = static_cast<uint8_t>(i | ((15 - i) << 4));
+  dequantize_row(TensorType::Q4_0, &q4, out.data(), 32);
+  for (int i = 0; i < 16; ++i) {
+    CHECK(out[static_cast<size_t>(i)] == 2.0f * static_cast<float>(i - 8));
+    CHECK(out[static_cast<size_t>(i + 16)] == 2.0f * static_cast<float>(7 - i));
+  }
+}
+
+TEST_CASE("quantize then dequantize stays within each type's step") {
+  const auto x = random_floats(4096, 1);
+  struct Case {
+    TensorType type;
+    double max_rel_err;  // of max |x| per block
+  };
+  for (const Case c : {Case{TensorType::F32, 0}, Case{TensorType::F16, 1e-3}, Case{TensorType::BF16, 8e-3},
+                       Case{TensorType::Q8_0, 1.0 / 127}, Case{TensorType::Q4_0, 1.0 / 8 + 1e-3}}) {
+    const auto y = dequantized(c.type, quantized(c.type, x), x.size());
+    for (size_t b = 0; b < x.size(); b += 32) {
+      float amax = 0;
+      for (size_t i = b; i < b + 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+      for (size_t i = b; i < b + 32; ++i) REQUIRE(std::fabs(x[i] - y[i]) <= c.max_rel_err * amax + 1e-7);
+    }
+  }
+}
+
+TEST_CASE("dot kernels agree with naive loops, in every table") {
+  for (const KernelTable* k : tables()) {
+    CAPTURE(std::string(k->name));
+    for (int n : {32, 64, 96, 4096, 5632}) {
+      CAPTURE(n);
+      const auto w = random_floats(static_cast<size_t>(n), 10u + static_cast<uint32_t>(n));
+      const auto x = random_floats(static_cast<size_t>(n), 20u + static_cast<uint32_t>(n));
+      const double scale = std::sqrt(double(n));  // typical magnitude of the dot product
+
+      CHECK(std::fabs(k->dot_f32(w.data(), x.data(), n) - naive_dot(w, x)) < 1e-5 * scale);
+
+      for (TensorType t : {TensorType::F16, TensorType::BF16}) {
+        const auto q = quantized(t, w);
+        const auto wd = dequantized(t, q, w.size());
+        const auto* h = reinterpret_cast<const uint16_t*>(q.data());
+        const float got = t == TensorType::F16 ? k->dot_f16(h, x.data(), n) : k->dot_bf16(h, x.data(), n);
+        CHECK(std::fabs(got - naive_dot(wd, x)) < 1e-5 * scale);
+      }
+
+      // Quantized weights against Q8_0 activations: compare with the exact integer-domain sum
+      // over the dequantized operands.
+      std::vector<BlockQ8_0> xq(static_cast<size_t>(n / 32));
+      k->quantize_q8_0(x.data(), xq.data(), n);
+      std::vector<BlockQ8_0> xq_ref(xq.size());
+      scalar_kernels().quantize_q8_0(x.data(), xq_ref.data(), n);
+      REQUIRE(std::memcmp(xq.data(), xq_ref.data(), xq.size() * sizeof(BlockQ8_0)) == 0);
+      const auto xd = dequantized(TensorType::Q8_0, std::vector<uint8_t>(reinterpret_cast<uint8_t*>(xq.data()),
+                                                                         reinterpret_cast<uint8_t*>(xq.data() + xq.size())),
+                                  x.size());
+      for (TensorType t : {TensorType::Q8_0, TensorType::Q4_0}) {
+        const auto q = quantized(t, w);
+        const auto wd = dequantized(t, q, w.size());
+        const float got = t == TensorType::Q8_0 ? k->dot_q8_0(reinterpret_cast<const BlockQ8_0*>(q.data()), xq.data(), n / 32)
+                                                : k->dot_q4_0(reinterpret_cast<const BlockQ4_0*>(q.data()), xq.data(), n / 32);
+        CHECK(std::fabs(got - naive_dot(wd, xd)) < 1e-5 * scale);
+      }
+    }
+  }
+}
+
+TEST_CASE("matmul equals row-by-row dot products for 1 and many tokens, any thread count") {
+  const int n_in = 256, n_out = 100;
+  const auto wf = random_floats(static_cast<size_t>(n_in * n_out), 5);
+  for (TensorType t : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0}) {
+    CAPTURE(std::string(tensor_type_name(t)));
+    std::vector<uint8_t> data(row_bytes(t, n_in) * n_out);
+    for (int r = 0; r < n_out; ++r) quantize_row(t, &wf[static_cast<size_t>(r * n_in)], data.data() + r * row_bytes(t, n_in), n_in);
+    const WeightMatrix w{t, data.data(), n_in, n_out, row_bytes(t, n_in)};
+    for (int n_tok : {1, 3, 17}) {
+      const auto x = random_floats(static_cast<size_t>(n_tok * n_in), 7u + static_cast<uint32_t>(n_tok));
+      std::vector<float> y1(static_cast<size_t>(n_tok * n_out)), y2(y1.size());
+      MatmulScratch scratch(n_tok, n_in);
+      ThreadPool one(1), two(2);
+      matmul(w, x.data(), n_tok, y1.data(), scratch, one, best_kernels());
+      matmul(w, x.data(), n_tok, y2.data(), scratch, two, best_kernels());
+      CHECK(y1 == y2);  // rows are split across threads, never a row's sum
+      for (int tk = 0; tk < n_tok; ++tk) {
+        std::vector<float> xt(x.begin() + tk * n_in, x.begin() + (tk + 1) * n_in);
+        if (t == TensorType::Q8_0 || t == TensorType::Q4_0)
+          xt = dequantized(TensorType::Q8_0, quantized(TensorType::Q8_0, xt), xt.size());
+        for (int r = 0; r < n_out; ++r) {
+          std::vector<float> wr(static_cast<size_t>(n_in));
+          dequantize_row(t, w.row(r), wr.data(), n_in);
+          REQUIRE(std::fabs(y1[static_cast<size_t>(tk * n_out + r)] - naive_dot(wr, xt)) < 2e-2);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("thread pool runs every task once and rethrows a task's exception") {
+  ThreadPool pool(3);
+  for (int round = 0; round < 200; ++round) {
+    std::vector<std::atomic<int>> hits(57);
+    pool.run(57, [&](int i) { hits[static_cast<size_t>(i)]++; });
+    for (auto& h : hits) REQUIRE(h == 1);
+  }
+  CHECK_THROWS_AS(pool.run(10, [](int i) { if (i == 7) throw std::runtime_error("boom"); }), std::runtime_error);
+  int n = 0;
+  pool.run(1, [&](int) { ++n; });
+  CHECK(n == 1);
+}
+
+}  // TEST_SUITE
