@@ -61,13 +61,20 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
     activation_bytes_per_token_ = spec_.n_embd * o.activation_bytes_per_elem;
     kv_bytes_per_layer_ = kv_token_layer_bytes_ * double(o.ctx) * o.streams;
 
-    // Working memory (§4.4), assuming a backend without fused attention: a stage with
-    // blocks keeps f32 buffers for one prefill micro-batch of u tokens (feed-forward
-    // and attention projections, plus the u x ctx x n_head score matrix); the LM-head
-    // stage keeps one row of logits per stream; every stage double-buffers messages.
+    // Working memory (§4.4), as runtime/stage.cpp allocates it for a stage with blocks and a
+    // micro-batch of u tokens: f32 rows for the hidden state (x, normed x, residual tmp), q and
+    // the attention output, k and v, and SwiGLU's gate and up; the matmul's quantized copy of its
+    // input (one q8_0 and one q8_k row per token, ~34/32 + 292/256 bytes per element of the
+    // widest input); and one row of attention scores per head over the whole context (scores
+    // are computed one query at a time, so this does not grow with u). The LM-head stage keeps
+    // one row of logits per stream; every stage double-buffers activation messages.
     const double u = o.prefill_chunk > 0 ? o.prefill_chunk : std::min(o.prompt_tokens, kDefaultUbatch);
-    scratch_bytes_ = u * (spec_.n_ff + 4.0 * spec_.n_embd) * kScratchElemBytes +
-                     u * double(o.ctx) * spec_.n_head * kScratchElemBytes;
+    const double q_dim = double(spec_.n_head) * spec_.head_dim;
+    const double kv_dim = double(spec_.n_kv_head) * spec_.head_dim;
+    const double widest_input = std::max({double(spec_.n_embd), double(spec_.n_ff), q_dim});
+    scratch_bytes_ = u * (3.0 * spec_.n_embd + 2 * q_dim + 2 * kv_dim + 2.0 * spec_.n_ff) * kScratchElemBytes +
+                     u * widest_input * kQuantizedInputBytesPerElem +
+                     double(spec_.n_head) * double(o.ctx) * kScratchElemBytes;
     logits_bytes_ = double(o.streams) * spec_.n_vocab * kScratchElemBytes;
     buffer_bytes_ = kMessageBuffers * u * activation_bytes_per_token_;
 

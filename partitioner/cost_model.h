@@ -17,6 +17,9 @@ namespace hearth::partitioner {
 
 inline constexpr double kTokenIdBytes = 4;      // bytes per sampled token id on the return hop
 inline constexpr double kScratchElemBytes = 4;  // bytes per element of f32 compute buffers
+// bytes per input element of a matmul's quantized activations: a q8_0 row (34 B per 32) and a
+// q8_k row (292 B per 256), both kept by the runtime's MatmulScratch
+inline constexpr double kQuantizedInputBytesPerElem = 34.0 / 32 + 292.0 / 256;
 inline constexpr int kMessageBuffers = 4;       // activation messages a stage holds: 2 in, 2 out
 inline constexpr int kDefaultUbatch = 512;      // tokens per prefill micro-batch when chunking is automatic
 inline constexpr int kMaxMicroBatches = 16;     // most micro-batches in flight considered for throughput

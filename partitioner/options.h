@@ -29,7 +29,7 @@ struct PartitionOptions {
     int prefill_chunk = 0;           // tokens per prefill chunk; 0 = best of 1..16 equal-FLOP chunks
     double kv_bytes_per_elem = 2;    // bytes per cached K/V element (f16 = 2, q8_0 = 34/32)
     double activation_bytes_per_elem = 4;  // bytes per hidden-state element on the wire (f32)
-    double exact_work_limit = 4e8;   // DP relaxations allowed before dp switches to its fast path
+    double exact_work_limit = 2e9;   // estimated DP relaxations before dp switches to its fast path
 };
 
 std::string_view to_string(Objective objective);

@@ -1,5 +1,6 @@
 #include "runtime/gguf_writer.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -11,18 +12,13 @@ namespace hearth::runtime {
 
 namespace {
 
+// Serialises the header into memory: it is small, and the same bytes are what the head streams
+// to a device as the start of its stage file.
 class Out {
  public:
-  explicit Out(const std::string& path) : path_(path), f_(std::fopen(path.c_str(), "wb")) {
-    if (!f_) throw std::runtime_error("cannot create '" + path + "': " + std::strerror(errno));
-  }
-  ~Out() {
-    if (f_) std::fclose(f_);
-  }
   void bytes(const void* p, size_t n) {
-    if (n && std::fwrite(p, 1, n, f_) != n)
-      throw std::runtime_error("write to '" + path_ + "' failed: " + std::strerror(errno));
-    pos_ += n;
+    const auto* b = static_cast<const uint8_t*>(p);
+    buf_.insert(buf_.end(), b, b + n);
   }
   template <typename T>
   void pod(T v) { bytes(&v, sizeof v); }
@@ -31,19 +27,34 @@ class Out {
     bytes(s.data(), s.size());
   }
   void pad_to(uint64_t alignment) {
-    static const uint8_t zeros[64] = {};
-    while (pos_ % alignment) bytes(zeros, std::min<uint64_t>(alignment - pos_ % alignment, 64));
+    while (buf_.size() % alignment) buf_.push_back(0);
+  }
+  std::vector<uint8_t> take() { return std::move(buf_); }
+
+ private:
+  std::vector<uint8_t> buf_;
+};
+
+class File {
+ public:
+  explicit File(const std::string& path) : path_(path), f_(std::fopen(path.c_str(), "wb")) {
+    if (!f_) throw std::runtime_error("cannot create '" + path + "': " + std::strerror(errno));
+  }
+  ~File() {
+    if (f_) std::fclose(f_);
+  }
+  void write(const void* p, size_t n) {
+    if (n && std::fwrite(p, 1, n, f_) != n)
+      throw std::runtime_error("write to '" + path_ + "' failed: " + std::strerror(errno));
   }
   void close() {
     if (std::fclose(std::exchange(f_, nullptr)) != 0)
       throw std::runtime_error("closing '" + path_ + "' failed: " + std::strerror(errno));
   }
-  uint64_t pos() const { return pos_; }
 
  private:
   std::string path_;
   std::FILE* f_;
-  uint64_t pos_ = 0;
 };
 
 void write_value(Out& o, const GgufValue& v) {
@@ -93,44 +104,60 @@ void GgufWriter::add_tensor(const std::string& name, TensorType type, std::vecto
   tensors_.push_back(std::move(t));
 }
 
+std::vector<uint8_t> GgufWriter::header() const {
+  Out o;
+  o.pod<uint32_t>(0x46554747);
+  o.pod<uint32_t>(3);
+  o.pod<uint64_t>(tensors_.size());
+  const bool explicit_alignment = alignment_ != 32 && !metadata_.has("general.alignment");
+  o.pod<uint64_t>(metadata_.all().size() + (explicit_alignment ? 1 : 0));
+  if (explicit_alignment) {
+    o.str("general.alignment");
+    o.pod<uint32_t>(static_cast<uint32_t>(GgufType::UINT32));
+    o.pod<uint32_t>(alignment_);
+  }
+  for (const auto& [key, value] : metadata_.all()) {
+    o.str(key);
+    o.pod<uint32_t>(static_cast<uint32_t>(value.type));
+    write_value(o, value);
+  }
+  for (const auto& t : tensors_) {
+    o.str(t.name);
+    o.pod<uint32_t>(static_cast<uint32_t>(t.shape.size()));
+    for (auto d : t.shape) o.pod<uint64_t>(d);
+    o.pod<uint32_t>(static_cast<uint32_t>(t.type));
+    o.pod<uint64_t>(t.offset);
+  }
+  o.pad_to(alignment_);
+  return o.take();
+}
+
+uint64_t GgufWriter::data_bytes() const {
+  return tensors_.empty() ? 0 : tensors_.back().offset + tensors_.back().n_bytes;
+}
+
 void GgufWriter::write(const std::string& path, const FillFn& fill) const {
   const std::string tmp = path + ".partial";
   {
-    Out o(tmp);
-    o.pod<uint32_t>(0x46554747);
-    o.pod<uint32_t>(3);
-    o.pod<uint64_t>(tensors_.size());
-    const bool explicit_alignment = alignment_ != 32 && !metadata_.has("general.alignment");
-    o.pod<uint64_t>(metadata_.all().size() + (explicit_alignment ? 1 : 0));
-    if (explicit_alignment) {
-      o.str("general.alignment");
-      o.pod<uint32_t>(static_cast<uint32_t>(GgufType::UINT32));
-      o.pod<uint32_t>(alignment_);
-    }
-    for (const auto& [key, value] : metadata_.all()) {
-      o.str(key);
-      o.pod<uint32_t>(static_cast<uint32_t>(value.type));
-      write_value(o, value);
-    }
-    for (const auto& t : tensors_) {
-      o.str(t.name);
-      o.pod<uint32_t>(static_cast<uint32_t>(t.shape.size()));
-      for (auto d : t.shape) o.pod<uint64_t>(d);
-      o.pod<uint32_t>(static_cast<uint32_t>(t.type));
-      o.pod<uint64_t>(t.offset);
-    }
-    o.pad_to(alignment_);
-    const uint64_t data_start = o.pos();
+    File f(tmp);
+    const std::vector<uint8_t> head = header();
+    f.write(head.data(), head.size());
+    uint64_t pos = 0;  // within the data section
     std::vector<uint8_t> buf;
+    static const uint8_t zeros[64] = {};
     for (size_t i = 0; i < tensors_.size(); ++i) {
       const auto& t = tensors_[i];
-      o.pad_to(alignment_);
-      if (o.pos() - data_start != t.offset) throw std::logic_error("GGUF writer offset mismatch");
+      while (pos < t.offset) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(t.offset - pos, sizeof zeros));
+        f.write(zeros, n);
+        pos += n;
+      }
       buf.assign(t.n_bytes, 0);
       fill(i, std::span<uint8_t>(buf));
-      o.bytes(buf.data(), buf.size());
+      f.write(buf.data(), buf.size());
+      pos += t.n_bytes;
     }
-    o.close();
+    f.close();
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     throw std::runtime_error("cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(errno));

@@ -30,6 +30,11 @@ class GgufWriter {
   void add_tensor(const std::string& name, TensorType type, std::vector<uint64_t> shape);
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
 
+  // The bytes before the data section: magic, version, metadata, tensor directory, padding.
+  std::vector<uint8_t> header() const;
+  // Bytes of the data section (tensor offsets are relative to its start).
+  uint64_t data_bytes() const;
+
   // Writes the file (to a temporary name, renamed when complete, so a crash never leaves a
   // half-written file under the final name). Throws std::runtime_error on I/O failure.
   void write(const std::string& path, const FillFn& fill) const;

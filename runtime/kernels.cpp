@@ -7,6 +7,7 @@
 #include <string>
 
 #include "runtime/half.h"
+#include "runtime/kquants.h"
 
 namespace hearth::runtime {
 
@@ -107,8 +108,17 @@ void quantize_q8_0_ref(const float* x, BlockQ8_0* y, int64_t n) {
 }  // namespace
 
 const KernelTable& scalar_kernels() {
-  static constexpr KernelTable table{"scalar",        dot_f32_scalar,  dot_f16_scalar, dot_bf16_scalar,
-                                     dot_q8_0_scalar, dot_q4_0_scalar, quantize_q8_0_scalar};
+  static constexpr KernelTable table{.name = "scalar",
+                                     .dot_f32 = dot_f32_scalar,
+                                     .dot_f16 = dot_f16_scalar,
+                                     .dot_bf16 = dot_bf16_scalar,
+                                     .dot_q8_0 = dot_q8_0_scalar,
+                                     .dot_q4_0 = dot_q4_0_scalar,
+                                     .dot_q4_k = dot_q4_k_scalar,
+                                     .dot_q5_k = dot_q5_k_scalar,
+                                     .dot_q6_k = dot_q6_k_scalar,
+                                     .quantize_q8_0 = quantize_q8_0_scalar,
+                                     .quantize_q8_k = quantize_q8_k_scalar};
   return table;
 }
 
@@ -119,6 +129,17 @@ const KernelTable& best_kernels() {
   if (has_avx2) return avx2_kernels();
 #endif
   return scalar_kernels();
+}
+
+TensorType dot_type(TensorType t) {
+  switch (t) {
+    case TensorType::Q8_0:
+    case TensorType::Q4_0: return TensorType::Q8_0;
+    case TensorType::Q4_K:
+    case TensorType::Q5_K:
+    case TensorType::Q6_K: return TensorType::Q8_K;
+    default: return TensorType::F32;
+  }
 }
 
 void dequantize_row(TensorType type, const void* row, float* out, int64_t n) {
@@ -150,6 +171,10 @@ void dequantize_row(TensorType type, const void* row, float* out, int64_t n) {
       }
       return;
     }
+    case TensorType::Q4_K: dequantize_q4_k(static_cast<const BlockQ4_K*>(row), out, n); return;
+    case TensorType::Q5_K: dequantize_q5_k(static_cast<const BlockQ5_K*>(row), out, n); return;
+    case TensorType::Q6_K: dequantize_q6_k(static_cast<const BlockQ6_K*>(row), out, n); return;
+    case TensorType::Q8_K: dequantize_q8_k(static_cast<const BlockQ8_K*>(row), out, n); return;
     default:
       throw std::runtime_error("cannot dequantize tensor type " + std::string(tensor_type_name(type)));
   }
@@ -170,6 +195,9 @@ void quantize_row(TensorType type, const float* x, void* out, int64_t n) {
     }
     case TensorType::Q8_0: quantize_q8_0_ref(x, static_cast<BlockQ8_0*>(out), n); return;
     case TensorType::Q4_0: quantize_q4_0_ref(x, static_cast<BlockQ4_0*>(out), n); return;
+    case TensorType::Q4_K: quantize_q4_k(x, static_cast<BlockQ4_K*>(out), n); return;
+    case TensorType::Q5_K: quantize_q5_k(x, static_cast<BlockQ5_K*>(out), n); return;
+    case TensorType::Q6_K: quantize_q6_k(x, static_cast<BlockQ6_K*>(out), n); return;
     default:
       throw std::runtime_error("cannot quantize to tensor type " + std::string(tensor_type_name(type)));
   }

@@ -17,9 +17,11 @@ class MatmulScratch {
  public:
   MatmulScratch(int max_tokens, int64_t max_n_in);
   BlockQ8_0* q8(int token, int64_t n_in) { return q8_.data() + static_cast<int64_t>(token) * (n_in / kQ8_0Block); }
+  BlockQ8_K* q8k(int token, int64_t n_in) { return q8k_.data() + static_cast<int64_t>(token) * (n_in / kQK); }
 
  private:
   std::vector<BlockQ8_0> q8_;
+  std::vector<BlockQ8_K> q8k_;
 };
 
 // y[t * w.n_out + r] = dot(row r of w, x[t * w.n_in ...]) for t in [0, n_tokens).

@@ -84,16 +84,30 @@ int copy_vocab(GgufMetadata& md, const std::string& from) {
   return n;
 }
 
-void check_shape(const RandomModelShape& s, TensorType type) {
-  const auto block = static_cast<int>(tensor_type_info(static_cast<uint32_t>(type))->block_elems);
-  if (s.n_embd <= 0 || s.n_layer <= 0 || s.n_head <= 0 || s.n_head_kv <= 0 || s.n_ff <= 0 || s.n_vocab <= 0 || s.n_ctx <= 0)
-    throw std::invalid_argument("model dimensions must be positive");
-  if (s.n_embd % s.n_head != 0 || s.n_head % s.n_head_kv != 0 || (s.n_embd / s.n_head) % 2 != 0)
-    throw std::invalid_argument("dim must be a multiple of heads, heads a multiple of kv-heads, and the head size even");
-  if (s.n_embd % block != 0 || s.n_ff % block != 0)
-    throw std::invalid_argument("dim and ffn must be multiples of " + std::to_string(block) + " for type " +
-                                std::string(tensor_type_name(type)));
+int head_dim_of(const RandomModelShape& s) { return s.head_dim > 0 ? s.head_dim : s.n_embd / std::max(1, s.n_head); }
+
+uint32_t block_of(TensorType t) { return tensor_type_info(static_cast<uint32_t>(t))->block_elems; }
+
+// The type of a matrix whose rows hold n_in elements.
+TensorType matrix_type(TensorType type, uint64_t n_in) {
+  return n_in % block_of(type) == 0 ? type : k_quant_fallback(type);
 }
+
+void check_shape(const RandomModelShape& s, TensorType type) {
+  if (s.n_embd <= 0 || s.n_layer <= 0 || s.n_head <= 0 || s.n_head_kv <= 0 || s.n_ff <= 0 || s.n_vocab <= 0 || s.n_ctx <= 0 ||
+      s.head_dim < 0)
+    throw std::invalid_argument("model dimensions must be positive");
+  if ((s.head_dim == 0 && s.n_embd % s.n_head != 0) || s.n_head % s.n_head_kv != 0 || head_dim_of(s) % 2 != 0)
+    throw std::invalid_argument("dim must be a multiple of heads, heads a multiple of kv-heads, and the head size even");
+  for (const int n_in : {s.n_embd, s.n_ff, s.n_head * head_dim_of(s)}) {
+    const TensorType t = matrix_type(type, static_cast<uint64_t>(n_in));
+    if (n_in % block_of(t) != 0)
+      throw std::invalid_argument("dim, ffn and heads x head size must be multiples of " + std::to_string(block_of(t)) +
+                                  " for type " + std::string(tensor_type_name(type)));
+  }
+}
+
+const char* const kArchs[] = {"llama", "qwen2", "qwen3"};
 
 }  // namespace
 
@@ -101,6 +115,18 @@ std::optional<RandomModelShape> random_model_preset(const std::string& name) {
   for (const auto& p : kPresets)
     if (name == p.name) return p.shape;
   return std::nullopt;
+}
+
+std::vector<std::string> random_model_arch_names() { return {std::begin(kArchs), std::end(kArchs)}; }
+
+TensorType k_quant_fallback(TensorType type) {
+  switch (type) {
+    // llama.cpp falls back to Q5_0 / Q5_1 / Q8_0; this runtime computes the nearest of those.
+    case TensorType::Q4_K: return TensorType::Q4_0;
+    case TensorType::Q5_K: return TensorType::Q8_0;
+    case TensorType::Q6_K: return TensorType::Q8_0;
+    default: return type;
+  }
 }
 
 std::vector<std::string> random_model_preset_names() {
@@ -120,36 +146,67 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
     s.n_vocab = copy_vocab(md, o.vocab_from);
   }
   check_shape(s, o.type);
+  if (std::find(std::begin(kArchs), std::end(kArchs), o.arch) == std::end(kArchs))
+    throw std::invalid_argument("unknown architecture '" + o.arch + "' (llama, qwen2, qwen3)");
+  const int hd = head_dim_of(s);
+  if (!o.rope_freq_factors.empty() && o.rope_freq_factors.size() != static_cast<size_t>(hd / 2))
+    throw std::invalid_argument("rope_freq_factors needs head_dim / 2 = " + std::to_string(hd / 2) + " values");
 
-  md.set("general.architecture", GgufValue::str("llama"));
+  const std::string a = o.arch + ".";
+  md.set("general.architecture", GgufValue::str(o.arch));
   md.set("general.name", GgufValue::str(o.name));
-  md.set("llama.context_length", GgufValue::u32(static_cast<uint32_t>(s.n_ctx)));
-  md.set("llama.embedding_length", GgufValue::u32(static_cast<uint32_t>(s.n_embd)));
-  md.set("llama.block_count", GgufValue::u32(static_cast<uint32_t>(s.n_layer)));
-  md.set("llama.feed_forward_length", GgufValue::u32(static_cast<uint32_t>(s.n_ff)));
-  md.set("llama.attention.head_count", GgufValue::u32(static_cast<uint32_t>(s.n_head)));
-  md.set("llama.attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(s.n_head_kv)));
-  md.set("llama.rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(s.n_embd / s.n_head)));
-  md.set("llama.rope.freq_base", GgufValue::f32(s.rope_base));
-  md.set("llama.attention.layer_norm_rms_epsilon", GgufValue::f32(s.rms_eps));
+  md.set(a + "context_length", GgufValue::u32(static_cast<uint32_t>(s.n_ctx)));
+  md.set(a + "embedding_length", GgufValue::u32(static_cast<uint32_t>(s.n_embd)));
+  md.set(a + "block_count", GgufValue::u32(static_cast<uint32_t>(s.n_layer)));
+  md.set(a + "feed_forward_length", GgufValue::u32(static_cast<uint32_t>(s.n_ff)));
+  md.set(a + "attention.head_count", GgufValue::u32(static_cast<uint32_t>(s.n_head)));
+  md.set(a + "attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(s.n_head_kv)));
+  if (s.head_dim > 0 || o.arch == "qwen3") {  // real qwen3 files always say it
+    md.set(a + "attention.key_length", GgufValue::u32(static_cast<uint32_t>(hd)));
+    md.set(a + "attention.value_length", GgufValue::u32(static_cast<uint32_t>(hd)));
+  }
+  md.set(a + "rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(hd)));
+  md.set(a + "rope.freq_base", GgufValue::f32(s.rope_base));
+  md.set(a + "attention.layer_norm_rms_epsilon", GgufValue::f32(s.rms_eps));
+  if (o.rope_scaling_factor > 0.f) {
+    md.set(a + "rope.scaling.type", GgufValue::str("linear"));
+    md.set(a + "rope.scaling.factor", GgufValue::f32(o.rope_scaling_factor));
+  }
 
   const uint64_t E = static_cast<uint64_t>(s.n_embd), F = static_cast<uint64_t>(s.n_ff);
-  const uint64_t KV = E / static_cast<uint64_t>(s.n_head) * static_cast<uint64_t>(s.n_head_kv);
-  w.add_tensor("token_embd.weight", o.type, {E, static_cast<uint64_t>(s.n_vocab)});
-  w.add_tensor("output_norm.weight", TensorType::F32, {E});
-  w.add_tensor("output.weight", o.type, {E, static_cast<uint64_t>(s.n_vocab)});
+  const uint64_t HD = static_cast<uint64_t>(hd), Q = HD * static_cast<uint64_t>(s.n_head);
+  const uint64_t KV = HD * static_cast<uint64_t>(s.n_head_kv);
+  const auto matrix = [&](const std::string& name, uint64_t n_in, uint64_t n_out) {
+    w.add_tensor(name, matrix_type(o.type, n_in), {n_in, n_out});
+  };
+  const auto vector = [&](const std::string& name, uint64_t n) { w.add_tensor(name, TensorType::F32, {n}); };
+  matrix("token_embd.weight", E, static_cast<uint64_t>(s.n_vocab));
+  vector("output_norm.weight", E);
+  if (!o.tied_output) matrix("output.weight", E, static_cast<uint64_t>(s.n_vocab));
   for (int l = 0; l < s.n_layer; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
-    w.add_tensor(p + "attn_q.weight", o.type, {E, E});
-    w.add_tensor(p + "attn_k.weight", o.type, {E, KV});
-    w.add_tensor(p + "attn_v.weight", o.type, {E, KV});
-    w.add_tensor(p + "attn_output.weight", o.type, {E, E});
-    w.add_tensor(p + "attn_norm.weight", TensorType::F32, {E});
-    w.add_tensor(p + "ffn_gate.weight", o.type, {E, F});
-    w.add_tensor(p + "ffn_down.weight", o.type, {F, E});
-    w.add_tensor(p + "ffn_up.weight", o.type, {E, F});
-    w.add_tensor(p + "ffn_norm.weight", TensorType::F32, {E});
+    matrix(p + "attn_q.weight", E, Q);
+    matrix(p + "attn_k.weight", E, KV);
+    matrix(p + "attn_v.weight", E, KV);
+    if (o.arch == "qwen2") {
+      vector(p + "attn_q.bias", Q);
+      vector(p + "attn_k.bias", KV);
+      vector(p + "attn_v.bias", KV);
+    }
+    if (o.arch == "qwen3") {
+      vector(p + "attn_q_norm.weight", HD);
+      vector(p + "attn_k_norm.weight", HD);
+    }
+    matrix(p + "attn_output.weight", Q, E);
+    vector(p + "attn_norm.weight", E);
+    matrix(p + "ffn_gate.weight", E, F);
+    matrix(p + "ffn_down.weight", F, E);
+    matrix(p + "ffn_up.weight", E, F);
+    vector(p + "ffn_norm.weight", E);
   }
+  // Last, so that the other tensors keep their index, which seeds their values: a model with
+  // factors has the same weights as the one without.
+  if (!o.rope_freq_factors.empty()) vector("rope_freqs.weight", HD / 2);
 
   ThreadPool pool(o.threads > 0 ? o.threads : hardware_threads());
   const float half_width = o.weight_std * 1.7320508f;  // uniform on [-a, a] has std a / sqrt(3)
@@ -158,9 +215,19 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
     const int64_t n_in = static_cast<int64_t>(t.shape[0]);
     const int64_t rows = static_cast<int64_t>(t.rows());
     const uint64_t rb = row_bytes(t.type, static_cast<uint64_t>(n_in));
-    if (t.shape.size() == 1) {  // norms: ones, as a freshly initialised model has
-      std::vector<float> ones(static_cast<size_t>(n_in), 1.f);
-      quantize_row(t.type, ones.data(), out.data(), n_in);
+    if (t.shape.size() == 1) {
+      // Norms: ones, as a freshly initialised model has; biases small and random; the per-head
+      // Q/K norms of qwen3 random around one, so that their weights matter to the output.
+      std::vector<float> v(static_cast<size_t>(n_in), 1.f);
+      Rng rng(o.seed * 0x9e3779b97f4a7c15ull + index * 0x100000001b3ull);
+      const bool bias = t.name.ends_with(".bias");
+      const bool qk_norm = t.name.ends_with("attn_q_norm.weight") || t.name.ends_with("attn_k_norm.weight");
+      if (t.name == "rope_freqs.weight") v = o.rope_freq_factors;
+      for (auto& x : v) {
+        if (bias) x = static_cast<float>((rng.uniform() * 2.0 - 1.0) * half_width);
+        if (qk_norm) x = static_cast<float>(0.75 + rng.uniform() * 0.5);
+      }
+      quantize_row(t.type, v.data(), out.data(), n_in);
       return;
     }
     const int64_t per_task = 64;

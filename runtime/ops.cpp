@@ -12,21 +12,9 @@ void rmsnorm(const float* x, const float* w, float* out, int n, float eps) {
   for (int i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
 }
 
-std::vector<double> rope_inv_freq(float base, int n_rot) {
-  std::vector<double> f;
-  for (int i = 0; i < n_rot / 2; ++i) f.push_back(std::pow(double{base}, -2.0 * i / n_rot));
-  return f;
-}
-
-void rope_normal(float* x, int pos, const std::vector<double>& inv_freq) {
-  for (size_t i = 0; i < inv_freq.size(); ++i) {
-    // Angles in double: at positions in the thousands float would lose the low bits.
-    const double theta = pos * inv_freq[i];
-    const float c = static_cast<float>(std::cos(theta)), s = static_cast<float>(std::sin(theta));
-    const float a = x[2 * i], b = x[2 * i + 1];
-    x[2 * i] = a * c - b * s;
-    x[2 * i + 1] = a * s + b * c;
-  }
+void add_bias(float* out, const float* b, int n_rows, int n) {
+  for (int r = 0; r < n_rows; ++r)
+    for (int i = 0; i < n; ++i) out[static_cast<size_t>(r) * n + i] += b[i];
 }
 
 void attend(const float* q, const float* keys, const float* values, int n_keys, int head_dim, int stride,

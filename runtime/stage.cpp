@@ -28,7 +28,9 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
                                                      weights_->config().q_dim()})) {
   const ModelConfig& c = config();
   if (options_.max_batch <= 0 || options_.max_sequences <= 0) throw std::invalid_argument("max_batch and max_sequences must be positive");
-  rope_inv_freq_ = rope_inv_freq(c.rope_base, c.n_rot);
+  rope_freq_ = rope_frequencies(c.rope_base, c.n_rot, c.rope_freq_scale, weights_->rope_freqs());
+  rope_cos_.resize(rope_freq_.size());
+  rope_sin_.resize(rope_freq_.size());
   const auto B = static_cast<size_t>(options_.max_batch);
   x_.resize(B * c.n_embd);
   xn_.resize(B * c.n_embd);
@@ -124,17 +126,29 @@ void Stage::layer_forward(int l, int n_tokens) {
   matmul(w.wq, xn_.data(), n_tokens, q_.data(), scratch_, pool_, kernels_);
   matmul(w.wk, xn_.data(), n_tokens, k_.data(), scratch_, pool_, kernels_);
   matmul(w.wv, xn_.data(), n_tokens, v_.data(), scratch_, pool_, kernels_);
+  if (!w.bq.empty()) add_bias(q_.data(), w.bq.data(), n_tokens, c.q_dim());
+  if (!w.bk.empty()) add_bias(k_.data(), w.bk.data(), n_tokens, c.kv_dim());
+  if (!w.bv.empty()) add_bias(v_.data(), w.bv.data(), n_tokens, c.kv_dim());
   const int local = l - spec().first_layer;
+  const int n_pairs = static_cast<int>(rope_freq_.size());
   for (int t = 0; t < n_tokens; ++t) {
     const int pos = row_pos_[static_cast<size_t>(t)];
-    for (int h = 0; h < c.n_head; ++h) rope_normal(&q_[static_cast<size_t>(t * c.q_dim() + h * c.head_dim)], pos, rope_inv_freq_);
-    for (int h = 0; h < c.n_head_kv; ++h) rope_normal(&k_[static_cast<size_t>(t * c.kv_dim() + h * c.head_dim)], pos, rope_inv_freq_);
+    float* qt = &q_[static_cast<size_t>(t) * c.q_dim()];
+    float* kt = &k_[static_cast<size_t>(t) * c.kv_dim()];
+    if (!w.q_norm.empty()) {  // qwen3: each head normalised on its own, before RoPE
+      for (int h = 0; h < c.n_head; ++h) rmsnorm(qt + h * c.head_dim, w.q_norm.data(), qt + h * c.head_dim, c.head_dim, c.rms_eps);
+      for (int h = 0; h < c.n_head_kv; ++h) rmsnorm(kt + h * c.head_dim, w.k_norm.data(), kt + h * c.head_dim, c.head_dim, c.rms_eps);
+    }
+    rope_angles(pos, rope_freq_, rope_cos_.data(), rope_sin_.data());
+    for (int h = 0; h < c.n_head; ++h) rope_rotate(qt + h * c.head_dim, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
+    for (int h = 0; h < c.n_head_kv; ++h) rope_rotate(kt + h * c.head_dim, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
     KvCache& cache = *row_cache_[static_cast<size_t>(t)];
     std::copy_n(&k_[static_cast<size_t>(t) * c.kv_dim()], c.kv_dim(), cache.k(local, pos));
     std::copy_n(&v_[static_cast<size_t>(t) * c.kv_dim()], c.kv_dim(), cache.v(local, pos));
   }
   attention(local, n_tokens);
   matmul(w.wo, attn_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
+  if (!w.bo.empty()) add_bias(tmp_.data(), w.bo.data(), n_tokens, E);
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
 
   // ---- feed-forward (SwiGLU) ----

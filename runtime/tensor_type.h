@@ -63,4 +63,45 @@ struct BlockQ4_0 {
 };
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18);
 
+// K-quants: super-blocks of 256 elements with their own quantized sub-block scales.
+constexpr int kQK = 256;
+// Q4_K: 8 sub-blocks of 32; x = d * sc[j] * q - dmin * m[j], q in 0..15. sc and m are 6-bit,
+// packed into scales[12] (see kquants.h, unpack_scale_min). qs[32c + l] holds element 64c + l
+// in its low nibble and element 64c + 32 + l in its high nibble.
+struct BlockQ4_K {
+  uint16_t d;     // f16 scale of the sub-block scales
+  uint16_t dmin;  // f16 scale of the sub-block mins
+  uint8_t scales[12];
+  uint8_t qs[kQK / 2];
+};
+// Q5_K: Q4_K plus a fifth bit per element, q in 0..31: bit (2c) of qh[l] belongs to element
+// 64c + l, bit (2c + 1) to element 64c + 32 + l.
+struct BlockQ5_K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qh[kQK / 8];
+  uint8_t qs[kQK / 2];
+};
+// Q6_K: 16 sub-blocks of 16; x = d * scales[j] * (q - 32), q in 0..63. Per half h (128
+// elements), for l < 32: element 128h + l      = ql[64h + l] low  | qh[32h + l] bits 0-1,
+//                        element 128h + 32 + l = ql[64h + 32 + l] low  | qh bits 2-3,
+//                        element 128h + 64 + l = ql[64h + l] high | qh bits 4-5,
+//                        element 128h + 96 + l = ql[64h + 32 + l] high | qh bits 6-7.
+struct BlockQ6_K {
+  uint8_t ql[kQK / 2];
+  uint8_t qh[kQK / 4];
+  int8_t scales[kQK / 16];
+  uint16_t d;
+};
+// Q8_K: activations only (the dot type of every K-quant). x = d * q; bsums are the sums of each
+// 16 consecutive q, which the kernels use to apply the weights' mins and offsets cheaply.
+struct BlockQ8_K {
+  float d;
+  int8_t qs[kQK];
+  int16_t bsums[kQK / 16];
+};
+static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210 &&
+              sizeof(BlockQ8_K) == 292);
+
 }  // namespace hearth::runtime

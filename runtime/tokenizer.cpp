@@ -53,6 +53,7 @@ struct Fragment {
 }  // namespace
 
 Tokenizer::Tokenizer(Vocab vocab) : vocab_(std::move(vocab)) {
+  if (vocab_.is_byte_level()) pre_ = std::make_shared<const PreTokenizer>(vocab_.pre);
   for (int32_t i = 0; i < vocab_.size(); ++i) {
     const TokenType t = vocab_.types[static_cast<size_t>(i)];
     if ((t == TokenType::CONTROL || t == TokenType::USER_DEFINED) && !vocab_.tokens[static_cast<size_t>(i)].empty())
@@ -95,6 +96,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, const EncodeOption
     if (f.is_token) {
       out.push_back(f.token);
       prev_special = true;
+    } else if (pre_) {
+      encode_bpe_fragment(f.text, out);
     } else {
       encode_fragment(f.text, vocab_.add_space_prefix && prev_special, out);
       prev_special = false;
@@ -172,6 +175,7 @@ std::string Tokenizer::piece(int32_t id) const {
     case TokenType::USER_DEFINED:
       return t;
     default: {
+      if (pre_) return bpe_piece(id);
       std::string out;
       for (size_t i = 0; i < t.size();) {
         if (t.compare(i, kSpaceMarker.size(), kSpaceMarker) == 0) {

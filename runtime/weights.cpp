@@ -1,6 +1,7 @@
 #include "runtime/weights.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "runtime/kernels.h"
@@ -9,10 +10,50 @@ namespace hearth::runtime {
 
 namespace {
 
-std::string blk(int l, const char* name) { return "blk." + std::to_string(l) + "." + name + ".weight"; }
+std::string blk(int l, const char* name, const char* kind = "weight") {
+  return "blk." + std::to_string(l) + "." + name + "." + kind;
+}
 
 const char* const kLayerTensors[] = {"attn_norm", "attn_q",   "attn_k", "attn_v",  "attn_output",
                                      "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down"};
+
+constexpr const char* kRopeFreqs = "rope_freqs.weight";
+
+// The optional kinds of layer tensors: the ModelConfig field that says whether an architecture
+// has them, their name, length and where they go.
+enum class Length { QDim, KvDim, Embd, HeadDim };
+struct OptionalTensor {
+  TensorNeed ModelConfig::*need;
+  const char* name;
+  const char* kind;
+  Length length;
+  std::vector<float> LayerWeights::*field;
+};
+const OptionalTensor kOptionalTensors[] = {
+    {&ModelConfig::qkv_bias, "attn_q", "bias", Length::QDim, &LayerWeights::bq},
+    {&ModelConfig::qkv_bias, "attn_k", "bias", Length::KvDim, &LayerWeights::bk},
+    {&ModelConfig::qkv_bias, "attn_v", "bias", Length::KvDim, &LayerWeights::bv},
+    {&ModelConfig::out_bias, "attn_output", "bias", Length::Embd, &LayerWeights::bo},
+    {&ModelConfig::qk_norm, "attn_q_norm", "weight", Length::HeadDim, &LayerWeights::q_norm},
+    {&ModelConfig::qk_norm, "attn_k_norm", "weight", Length::HeadDim, &LayerWeights::k_norm},
+};
+
+uint64_t length_of(const ModelConfig& c, Length l) {
+  switch (l) {
+    case Length::QDim: return static_cast<uint64_t>(c.q_dim());
+    case Length::KvDim: return static_cast<uint64_t>(c.kv_dim());
+    case Length::Embd: return static_cast<uint64_t>(c.n_embd);
+    case Length::HeadDim: return static_cast<uint64_t>(c.head_dim);
+  }
+  return 0;
+}
+
+// Whether the stage loads this optional tensor of layer l: always when required (a missing one
+// is then reported by name), when present if optional.
+bool wanted(const GgufFile& file, const ModelConfig& c, const OptionalTensor& t, int l) {
+  const TensorNeed need = c.*t.need;
+  return need == TensorNeed::Required || (need == TensorNeed::Optional && file.find_tensor(blk(l, t.name, t.kind)));
+}
 
 // Tied embeddings: the output head reuses token_embd when output.weight is absent.
 std::string output_tensor_name(const GgufFile& file) {
@@ -42,8 +83,13 @@ std::vector<std::string> stage_tensor_names(const GgufFile& file, const ModelCon
   check_spec(config, spec);
   std::vector<std::string> names;
   if (spec.has_embedding) names.push_back("token_embd.weight");
-  for (int l = spec.first_layer; l < spec.last_layer; ++l)
+  for (int l = spec.first_layer; l < spec.last_layer; ++l) {
     for (const char* t : kLayerTensors) names.push_back(blk(l, t));
+    for (const OptionalTensor& t : kOptionalTensors)
+      if (wanted(file, config, t, l)) names.push_back(blk(l, t.name, t.kind));
+  }
+  // Every layer rotates with the same factors, so every stage with layers maps them.
+  if (spec.first_layer < spec.last_layer && file.find_tensor(kRopeFreqs)) names.push_back(kRopeFreqs);
   if (spec.has_output) {
     names.push_back("output_norm.weight");
     names.push_back(output_tensor_name(file));
@@ -108,7 +154,15 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
     w.w_gate = matrix(blk(l, "ffn_gate"), E, F);
     w.w_up = matrix(blk(l, "ffn_up"), E, F);
     w.w_down = matrix(blk(l, "ffn_down"), F, E);
+    for (const OptionalTensor& t : kOptionalTensors)
+      if (wanted(file, config, t, l)) w.*t.field = vector(blk(l, t.name, t.kind), length_of(config, t.length));
     layers_.push_back(std::move(w));
+  }
+  if (spec.first_layer < spec.last_layer && file.find_tensor(kRopeFreqs)) {
+    rope_freqs_ = vector(kRopeFreqs, static_cast<uint64_t>(config.n_rot / 2));
+    for (float f : rope_freqs_)
+      if (!(f > 0.f) || !std::isfinite(f))
+        throw GgufError("tensor 'rope_freqs.weight' holds a factor " + std::to_string(f) + "; factors must be positive");
   }
   if (spec.has_output) {
     output_norm_ = vector("output_norm.weight", E);

@@ -26,12 +26,18 @@ struct WeightMatrix {
   uint64_t bytes() const { return row_bytes * static_cast<uint64_t>(n_out); }
 };
 
+// Vectors of optional tensors are empty when the model has none (ModelConfig says which kinds an
+// architecture may or must have).
 struct LayerWeights {
   std::vector<float> attn_norm;  // (n_embd)
   WeightMatrix wq;               // (n_embd) -> (n_head * head_dim)
   WeightMatrix wk;               // (n_embd) -> (n_head_kv * head_dim)
   WeightMatrix wv;               // (n_embd) -> (n_head_kv * head_dim)
   WeightMatrix wo;               // (n_head * head_dim) -> (n_embd)
+  std::vector<float> bq, bk, bv;  // biases of wq, wk, wv (qwen2; optional in llama)
+  std::vector<float> bo;          // bias of wo (optional in llama)
+  std::vector<float> q_norm;      // (head_dim): RMSNorm weight of each query head before RoPE (qwen3)
+  std::vector<float> k_norm;      // (head_dim): the same for each key head
   std::vector<float> ffn_norm;   // (n_embd)
   WeightMatrix w_gate;           // (n_embd) -> (n_ff)
   WeightMatrix w_up;             // (n_embd) -> (n_ff)
@@ -59,6 +65,8 @@ class StageWeights {
   const WeightMatrix& token_embd() const { return token_embd_; }  // valid if has_embedding
   const WeightMatrix& output() const { return output_; }          // valid if has_output
   const std::vector<float>& output_norm() const { return output_norm_; }
+  // Llama 3's per-dimension RoPE frequency factors (n_rot / 2), empty if the model has none.
+  const std::vector<float>& rope_freqs() const { return rope_freqs_; }
   const LayerWeights& layer(int l) const { return layers_[static_cast<size_t>(l - spec_.first_layer)]; }
   // Bytes of tensor data this stage maps.
   uint64_t mapped_bytes() const;
@@ -70,6 +78,7 @@ class StageWeights {
   WeightMatrix token_embd_;
   WeightMatrix output_;
   std::vector<float> output_norm_;
+  std::vector<float> rope_freqs_;
   std::vector<LayerWeights> layers_;
 };
 

@@ -11,6 +11,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev                      # logs
   libcli11-dev nlohmann-json3-dev               # command line, JSON
   doctest-dev                                   # tests
+  libpcre2-dev                                  # byte-level BPE pre-tokenizer rules
 )
 
 missing=()

@@ -213,7 +213,7 @@ TEST_CASE("model-level checks: missing keys and tensors, wrong shapes and types,
   CHECK_THROWS_WITH(open_stage(bad), doctest::Contains("llama.block_count"));
 
   hearth::test::rewrite_gguf(model, bad, [](GgufMetadata& md, Tensors&) { md.set("general.architecture", GgufValue::str("mamba")); });
-  CHECK_THROWS_WITH(open_stage(bad), doctest::Contains("'mamba' is not supported (supported: llama)"));
+  CHECK_THROWS_WITH(open_stage(bad), doctest::Contains("'mamba' is not supported (supported: llama"));
 
   hearth::test::rewrite_gguf(model, bad, [](GgufMetadata&, Tensors& t) {
     std::erase_if(t, [](const GgufTensorInfo& x) { return x.name == "blk.1.ffn_up.weight"; });
@@ -230,7 +230,7 @@ TEST_CASE("model-level checks: missing keys and tensors, wrong shapes and types,
     for (auto& x : t)
       if (x.name == "blk.0.attn_k.weight") x.type = TensorType::Q5_1;
   });
-  CHECK_THROWS_WITH(open_stage(bad), doctest::Contains("type q5_1, which this runtime cannot compute with (supported: f32, f16, q4_0, q8_0, bf16)"));
+  CHECK_THROWS_WITH(open_stage(bad), doctest::Contains("type q5_1, which this runtime cannot compute with (supported: f32, f16, q4_0, q8_0"));
 }
 
 }  // TEST_SUITE

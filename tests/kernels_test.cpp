@@ -160,7 +160,8 @@ TEST_CASE("dot kernels agree with naive loops, in every table") {
 TEST_CASE("matmul equals row-by-row dot products for 1 and many tokens, any thread count") {
   const int n_in = 256, n_out = 100;
   const auto wf = random_floats(static_cast<size_t>(n_in * n_out), 5);
-  for (TensorType t : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0}) {
+  for (TensorType t : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0,
+                       TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
     CAPTURE(std::string(tensor_type_name(t)));
     std::vector<uint8_t> data(row_bytes(t, n_in) * n_out);
     for (int r = 0; r < n_out; ++r) quantize_row(t, &wf[static_cast<size_t>(r * n_in)], data.data() + r * row_bytes(t, n_in), n_in);
@@ -175,8 +176,12 @@ TEST_CASE("matmul equals row-by-row dot products for 1 and many tokens, any thre
       CHECK(y1 == y2);  // rows are split across threads, never a row's sum
       for (int tk = 0; tk < n_tok; ++tk) {
         std::vector<float> xt(x.begin() + tk * n_in, x.begin() + (tk + 1) * n_in);
-        if (t == TensorType::Q8_0 || t == TensorType::Q4_0)
-          xt = dequantized(TensorType::Q8_0, quantized(TensorType::Q8_0, xt), xt.size());
+        if (dot_type(t) == TensorType::Q8_0) xt = dequantized(TensorType::Q8_0, quantized(TensorType::Q8_0, xt), xt.size());
+        if (dot_type(t) == TensorType::Q8_K) {
+          std::vector<uint8_t> q(row_bytes(TensorType::Q8_K, xt.size()));
+          best_kernels().quantize_q8_k(xt.data(), reinterpret_cast<BlockQ8_K*>(q.data()), n_in);
+          xt = dequantized(TensorType::Q8_K, q, xt.size());
+        }
         for (int r = 0; r < n_out; ++r) {
           std::vector<float> wr(static_cast<size_t>(n_in));
           dequantize_row(t, w.row(r), wr.data(), n_in);

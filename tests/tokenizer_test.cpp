@@ -1,4 +1,4 @@
-// SentencePiece tokenizer against llama.cpp's reference ids for real vocabularies.
+// SentencePiece and byte-level BPE tokenizers against reference ids for real vocabularies.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -24,7 +24,8 @@ std::string read_text(const std::string& path) {
 
 // The .inp file separates test strings with "\n__ggml_vocab_test__\n"; the .out file holds
 // one line of ids per string.
-void check_vocab(const std::string& name) {
+// SentencePiece adds a space in front of the text, which decoding keeps; byte-level BPE adds nothing.
+void check_vocab(const std::string& name, bool space_prefix = true) {
   auto vocab = hearth::test::shared_file("tokenizers/ggml-vocab-" + name + ".gguf");
   if (!vocab) return;
   const Tokenizer tok(load_vocab(GgufFile::open(*vocab).metadata()));
@@ -53,7 +54,7 @@ void check_vocab(const std::string& name) {
     CHECK(ids == expected[i]);
     matched += ids == expected[i];
     // Decoding gives the text back (with the leading space the encoder added).
-    if (!ids.empty()) CHECK(tok.decode(ids) == " " + texts[i]);
+    if (!ids.empty()) CHECK(tok.decode(ids) == (space_prefix ? " " : "") + texts[i]);
   }
   MESSAGE(name << ": " << matched << "/" << texts.size() << " strings match the reference ids");
 }
@@ -65,6 +66,14 @@ TEST_SUITE("tokenizer") {
 TEST_CASE("llama-spm vocabulary matches the reference on every string") { check_vocab("llama-spm"); }
 
 TEST_CASE("phi-3 vocabulary matches the reference on every string") { check_vocab("phi-3"); }
+
+TEST_CASE("gpt-2 byte-level BPE vocabulary matches the reference on every string") {
+  check_vocab("gpt-2", false);
+}
+
+TEST_CASE("starcoder byte-level BPE vocabulary matches the reference on every string") {
+  check_vocab("starcoder", false);
+}
 
 TEST_CASE("BOS, control tokens only when allowed, byte fallback") {
   TempDir dir;

@@ -12,14 +12,15 @@ namespace hearth::cli {
 
 void add_mkmodel_command(CLI::App& app) {
   struct Args {
-    std::string out, type = "f32", preset = "tiny";
+    std::string out, type = "f32", preset = "tiny", arch = "llama";
     runtime::MakeModelOptions opt;
     int dim = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0, ctx = 0;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("mkmodel", "Write a llama-shaped GGUF model with random weights");
+  CLI::App* cmd = app.add_subcommand("mkmodel", "Write a llama-family GGUF model with random weights");
   cmd->add_option("-o,--out", a->out, "Output file")->required();
-  cmd->add_option("--type", a->type, "Weight type: f32, f16, bf16, q8_0, q4_0")->capture_default_str();
+  cmd->add_option("--arch", a->arch, "Architecture: llama, qwen2, qwen3")->capture_default_str();
+  cmd->add_option("--type", a->type, "Weight type: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k")->capture_default_str();
   cmd->add_option("--preset", a->preset, "Shape: tiny, tinyllama-1.1b, llama-2-7b")->capture_default_str();
   cmd->add_option("--dim", a->dim, "Override: embedding size");
   cmd->add_option("--layers", a->layers, "Override: transformer blocks");
@@ -48,6 +49,7 @@ void add_mkmodel_command(CLI::App& app) {
     if (a->heads > 0 && a->kv_heads == 0) shape->n_head_kv = shape->n_head;
     a->opt.shape = *shape;
     a->opt.type = *type;
+    a->opt.arch = a->arch;
     const auto t0 = std::chrono::steady_clock::now();
     runtime::make_random_model(a->out, a->opt);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -6,6 +6,7 @@
 
 #include "daemon/cli/commands.h"
 #include "daemon/cli/local_model.h"
+#include "runtime/chat_template.h"
 #include "runtime/generator.h"
 
 namespace hearth::cli {
@@ -19,6 +20,7 @@ struct RunArgs {
   runtime::SamplingParams sampling;
   int threads = 0;
   int ctx = 0;
+  bool chat = false;
 };
 
 void run(const RunArgs& a) {
@@ -26,7 +28,16 @@ void run(const RunArgs& a) {
   runtime::Tokenizer tok(runtime::load_vocab(m.file.metadata()));
   runtime::ThreadPool pool(a.threads > 0 ? a.threads : runtime::hardware_threads());
   runtime::Stage stage(m.weights, {.n_ctx = a.ctx, .max_batch = 256, .max_sequences = 1}, pool);
-  const std::vector<int32_t> prompt = tok.encode(a.prompt);
+  std::string text = a.prompt;
+  if (a.chat) {  // the prompt as one user message in the model's chat format; BOS stays the tokenizer's
+    const auto tmpl = runtime::detect_chat_template(m.file.metadata().get_string_opt("tokenizer.chat_template").value_or(""));
+    spdlog::info("chat template: {}{}", tmpl.name, tmpl.fallback ? " (the model has none hearth recognises)" : "");
+    const auto& v = tok.vocab();
+    const runtime::ChatMessage user{"user", a.prompt};
+    text = runtime::render_chat(tmpl, {&user, 1}, {.bos_token = v.bos >= 0 ? v.tokens[size_t(v.bos)] : "",
+                                                    .eos_token = v.eos >= 0 ? v.tokens[size_t(v.eos)] : ""});
+  }
+  const std::vector<int32_t> prompt = tok.encode(text, {.parse_special = a.chat});
   spdlog::debug("prompt: {} tokens, kernels: {}", prompt.size(), stage.kernels().name);
 
   runtime::Utf8Stream utf8;
@@ -53,6 +64,7 @@ void add_run_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("run", "Generate a continuation of a prompt on this device");
   cmd->add_option("-m,--model", a->model, "GGUF model file")->required()->check(CLI::ExistingFile);
   cmd->add_option("-p,--prompt", a->prompt, "Prompt text")->required();
+  cmd->add_flag("--chat", a->chat, "Send the prompt as a user message in the model's chat template (ChatML if none)");
   cmd->add_option("-n,--n-predict", a->n_predict, "Tokens to generate at most")->check(CLI::PositiveNumber);
   cmd->add_option("--temp", a->sampling.temperature, "Temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-k", a->sampling.top_k, "Keep the K most likely tokens; 0 = off")->check(CLI::NonNegativeNumber);

@@ -11,5 +11,9 @@ void add_tokenize_command(CLI::App& app);
 void add_mkmodel_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_plan_command(CLI::App& app);
+void add_profile_command(CLI::App& app);
+// devices, launch, generate, status, stop and the global --head option.
+void add_cluster_commands(CLI::App& app);
 
 }  // namespace hearth::cli

@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
   hearth::cli::add_mkmodel_command(app);
   hearth::cli::add_inspect_command(app);
   hearth::cli::add_bench_command(app);
+  hearth::cli::add_plan_command(app);
+  hearth::cli::add_profile_command(app);
+  hearth::cli::add_cluster_commands(app);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,36 @@
+// The controller's connection to a head: a DEALER on the head's control socket, requests with
+// ids, replies matched by id.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "transport/codec.h"
+
+namespace hearth::cli {
+
+class HeadClient {
+ public:
+  // `head` is HOST:PORT; nothing is sent until the first request.
+  explicit HeadClient(const std::string& head);
+  ~HeadClient();
+
+  // Sends a request (the builder's Envelope; its request id is set here) and calls on_reply
+  // for every reply with that id until it returns false. Throws std::runtime_error naming the
+  // head when nothing arrives within `timeout` between two replies.
+  void request(capnp::MessageBuilder& message, const std::function<bool(transport::wire::Envelope::Reader)>& on_reply,
+               std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+ private:
+  std::string endpoint_;
+  zmq::context_t context_;
+  zmq::socket_t socket_;
+  uint64_t next_id_;
+};
+
+// The head to talk to: --head, else $HEARTH_HEAD, else 127.0.0.1:47400.
+std::string default_head();
+
+}  // namespace hearth::cli

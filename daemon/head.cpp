@@ -1,0 +1,559 @@
+#include "daemon/head.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "daemon/node.h"
+#include "daemon/wire_convert.h"
+#include "runtime/model_spec_gguf.h"
+
+namespace hearth::daemon {
+
+namespace wire = transport::wire;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto kDeviceTimeout = std::chrono::seconds(2);
+constexpr uint32_t kMaxWeightChunk = 8u << 20;
+constexpr int kDefaultMaxBatch = 256;
+
+std::string host_of(const std::string& endpoint) {
+  const std::string hp = endpoint.rfind("tcp://", 0) == 0 ? endpoint.substr(6) : endpoint;
+  return hp.substr(0, hp.rfind(':'));
+}
+
+// A node bound to 0.0.0.0 cannot say which of its addresses we reach it by: use the address its
+// messages come from.
+std::string reachable(const std::string& endpoint, const char* peer_address) {
+  const std::string host = host_of(endpoint);
+  if ((host == "0.0.0.0" || host == "*" || host.empty()) && peer_address != nullptr && *peer_address)
+    return "tcp://" + std::string(peer_address) + ":" + std::to_string(transport::endpoint_port(endpoint));
+  return endpoint;
+}
+
+// "head:2,a:2,b:1" -> [(name, layers)]
+std::vector<std::pair<std::string, int>> parse_split(const std::string& text) {
+  std::vector<std::pair<std::string, int>> out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    const size_t colon = item.rfind(':');
+    if (colon == std::string::npos || colon == 0) throw std::invalid_argument("--split entry '" + item + "' is not NAME:LAYERS");
+    int n = 0;
+    try {
+      n = std::stoi(item.substr(colon + 1));
+    } catch (...) {
+      n = -1;
+    }
+    if (n < 0) throw std::invalid_argument("--split entry '" + item + "' has an invalid layer count");
+    out.emplace_back(item.substr(0, colon), n);
+  }
+  if (out.empty()) throw std::invalid_argument("--split is empty");
+  return out;
+}
+
+}  // namespace
+
+Head::Head(Node& node) : node_(node), next_plan_id_(std::random_device{}() | 1) {
+  Device self;
+  self.node_id = node.node_id();
+  self.control_endpoint = node.control_endpoint();
+  self.data_endpoint = node.data_endpoint();
+  self.profile = node.profile().device;
+  self.cpu = node.profile().system.cpu;
+  self.arch = node.profile().system.arch;
+  self.os = node.profile().system.os;
+  self.cores = node.profile().system.cores;
+  self.last_seen = Clock::now();
+  self.is_self = true;
+  devices_[self.node_id] = self;
+}
+
+Head::~Head() = default;
+
+Device* Head::device_by_identity(const std::string& identity) {
+  const std::string id = identity.substr(0, identity.find('/'));
+  auto it = devices_.find(id);
+  return it == devices_.end() ? nullptr : &it->second;
+}
+
+void Head::on_control(const std::string& identity, const char* peer_address, const transport::Decoded& d, zmq::message_t*) {
+  const auto env = d.envelope();
+  const uint64_t rid = env.getRequestId();
+  switch (env.which()) {
+    case wire::Envelope::HELLO: on_hello(identity, peer_address, env.getHello()); break;
+    case wire::Envelope::HEARTBEAT: on_heartbeat(identity); break;
+    case wire::Envelope::WEIGHT_REQUEST: on_weight_request(identity, env.getWeightRequest()); break;
+    case wire::Envelope::LOAD_STATUS: on_load_status(identity, env.getLoadStatus()); break;
+    case wire::Envelope::ERROR: on_error(identity, env.getError()); break;
+    case wire::Envelope::DEVICES_REQUEST: on_devices(identity, rid); break;
+    case wire::Envelope::LAUNCH_REQUEST: on_launch(identity, rid, env.getLaunchRequest()); break;
+    case wire::Envelope::GENERATE_REQUEST: on_generate(identity, rid, env.getGenerateRequest()); break;
+    case wire::Envelope::STATUS_REQUEST: on_status(identity, rid); break;
+    case wire::Envelope::STOP_REQUEST: on_stop(identity, rid); break;
+    case wire::Envelope::LINK_REPORT: break;  // link figures feed the planner in a later version
+    default:
+      node_.drops().unexpected++;
+      spdlog::debug("head: dropped an unexpected {} from {}", transport::kind_name(env), identity);
+  }
+}
+
+// ---- registry ----
+
+void Head::on_hello(const std::string& identity, const char* peer_address, wire::Hello::Reader h) {
+  const auto refuse = [&](const std::string& why) {
+    spdlog::warn("head: refused registration from {}: {}", identity, why);
+    reply_error(identity, 0, why);
+  };
+  if (h.getProtocolVersion() != wire::PROTOCOL_VERSION) return refuse("protocol version " + std::to_string(h.getProtocolVersion()) + " is not " + std::to_string(wire::PROTOCOL_VERSION));
+  if (identity != h.getNodeId().cStr()) return refuse("the node id does not match the connection's identity");
+  Device d;
+  d.node_id = identity;
+  d.profile = from_wire(h.getProfile());
+  d.control_endpoint = reachable(transport::tcp_endpoint(h.getControlEndpoint().cStr()), peer_address);
+  d.data_endpoint = reachable(transport::tcp_endpoint(h.getDataEndpoint().cStr()), peer_address);
+  d.cpu = h.getProfile().getCpu().cStr();
+  d.arch = h.getProfile().getArch().cStr();
+  d.os = h.getProfile().getOs().cStr();
+  d.cores = static_cast<int>(h.getProfile().getCores());
+  d.last_seen = Clock::now();
+  for (const auto& [id, other] : devices_)
+    if (id != d.node_id && other.profile.name == d.profile.name && other.alive)
+      return refuse("the name '" + d.profile.name + "' is taken by another device: start it with another --name");
+  const bool known = devices_.count(d.node_id) > 0;
+  devices_[d.node_id] = d;
+  spdlog::info("head: {} device {} ({}, {:.1f} GB usable) at {}", known ? "re-registered" : "registered", d.profile.name,
+               d.node_id, d.profile.usable_memory_bytes / 1e9, d.control_endpoint);
+  capnp::MallocMessageBuilder b;
+  b.initRoot<wire::Envelope>().initHelloAck().setHeadId(node_.node_id());
+  node_.send_to(identity, b);
+}
+
+void Head::on_heartbeat(const std::string& identity) {
+  if (Device* d = device_by_identity(identity)) {
+    d->last_seen = Clock::now();
+    if (!d->alive) spdlog::info("head: device {} is back", d->profile.name);
+    d->alive = true;
+  }
+}
+
+void Head::tick() {
+  const auto now = Clock::now();
+  for (auto& [id, d] : devices_) {
+    if (d.is_self || !d.alive || now - d.last_seen <= kDeviceTimeout) continue;
+    d.alive = false;
+    spdlog::warn("head: device {} stopped responding", d.profile.name);
+    if (!plan_) continue;
+    for (const auto& st : plan_->stages)
+      if (st.node_id == id)
+        fail_plan("device " + d.profile.name + " (layers " + std::to_string(st.spec.first_layer) + "-" +
+                  std::to_string(st.spec.last_layer) + ") stopped responding (no heartbeat for 2 s)");
+  }
+  if (scheduler_ && plan_ && plan_->ready) scheduler_->step();
+}
+
+void Head::on_error(const std::string& identity, wire::Error::Reader e) {
+  const Device* d = device_by_identity(identity);
+  const std::string who = d ? d->profile.name : identity;
+  spdlog::warn("head: error from {}: {}", who, e.getMessage().cStr());
+  if (!scheduler_ || !plan_ || e.getPlanId() != plan_->id) return;
+  std::vector<uint64_t> seqs;
+  for (uint64_t s : e.getSeqs()) seqs.push_back(s);
+  if (!seqs.empty()) scheduler_->fail(who + ": " + e.getMessage().cStr(), seqs);
+}
+
+void Head::on_devices(const std::string& client, uint64_t request_id) {
+  capnp::MallocMessageBuilder b;
+  auto env = b.initRoot<wire::Envelope>();
+  env.setRequestId(request_id);
+  auto list = env.initDevicesReply().initDevices(static_cast<unsigned>(devices_.size()));
+  unsigned i = 0;
+  const auto now = Clock::now();
+  for (const auto& [id, d] : devices_) {
+    auto out = list[i++];
+    out.setNodeId(id);
+    out.setControlEndpoint(d.control_endpoint);
+    out.setAlive(d.alive);
+    out.setIsHead(d.is_self);
+    out.setLastSeenMs(d.is_self ? 0 : static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now - d.last_seen).count()));
+    profiles::Profile p;
+    p.device = d.profile;
+    p.system.cpu = d.cpu;
+    p.system.arch = d.arch;
+    p.system.os = d.os;
+    p.system.cores = d.cores;
+    to_wire(p, out.initProfile());
+  }
+  node_.send_to(client, b);
+}
+
+// ---- launch ----
+
+void Head::on_launch(const std::string& client, uint64_t request_id, wire::LaunchRequest::Reader r) {
+  try {
+    if (plan_ && !plan_->ready && plan_->failure.empty() && !plan_->launcher.empty())
+      throw std::runtime_error("a launch is already in progress");
+    unload_all();
+    auto p = std::make_unique<LaunchedPlan>();
+    p->id = next_plan_id_++;
+    p->model_path = r.getModelPath().cStr();
+    p->launcher = client;
+    p->launcher_request = request_id;
+    p->started = Clock::now();
+    p->file = std::make_unique<runtime::GgufFile>(runtime::GgufFile::open(p->model_path));
+    p->config = runtime::read_model_config(*p->file);
+    p->tokenizer = std::make_unique<runtime::Tokenizer>(runtime::load_vocab(p->file->metadata()));
+    struct stat st {};
+    ::stat(p->model_path.c_str(), &st);
+    const std::string key = p->model_path + ":" + std::to_string(st.st_size) + ":" + std::to_string(st.st_mtime);
+    if (!hash_cache_.count(key)) hash_cache_[key] = hash_file(p->model_path);
+    p->model_hash = hash_cache_[key];
+
+    const int ctx = r.getCtx() > 0 ? static_cast<int>(r.getCtx()) : std::min(p->config.n_ctx_train, 4096);
+    const int streams = r.getStreams() > 0 ? static_cast<int>(r.getStreams()) : 4;
+    p->options = {.n_ctx = ctx, .max_batch = kDefaultMaxBatch, .max_sequences = streams};
+
+    // Candidates: the head first, then the other live devices (all, or those named).
+    std::vector<const Device*> devices{&devices_.at(node_.node_id())};
+    std::vector<std::string> wanted;
+    for (auto n : r.getDevices()) wanted.emplace_back(n.cStr());
+    for (const auto& [id, d] : devices_) {
+      if (d.is_self || !d.alive) continue;
+      if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), d.profile.name) == wanted.end()) continue;
+      devices.push_back(&d);
+    }
+    partitioner::PartitionOptions opt;
+    const auto objective = partitioner::objective_from_string(r.getObjective().size() ? r.getObjective().cStr() : "latency");
+    if (!objective) throw std::invalid_argument("unknown objective '" + std::string(r.getObjective().cStr()) + "'");
+    opt.objective = *objective;
+    opt.ctx = ctx;
+    opt.streams = streams;
+    opt.kv_bytes_per_elem = 4;  // the runtime's KV cache is f32
+    const partitioner::ModelSpec spec = runtime::model_spec_from_gguf(*p->file, p->config);
+    plan_ = std::move(p);
+    plan_->plan = make_plan(spec, devices, r, opt);
+    for (const auto& line : partitioner::describe_plan(plan_->plan)) spdlog::info("plan: {}", line);
+    start_stages(devices);
+  } catch (const std::exception& e) {
+    spdlog::warn("head: launch failed: {}", e.what());
+    plan_.reset();
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<wire::Envelope>();
+    env.setRequestId(request_id);
+    auto reply = env.initLaunchReply();
+    reply.setOk(false);
+    reply.setMessage(e.what());
+    node_.send_to(client, b);
+  }
+}
+
+partitioner::PartitionPlan Head::make_plan(const partitioner::ModelSpec& spec, const std::vector<const Device*>& devices,
+                                           wire::LaunchRequest::Reader r, const partitioner::PartitionOptions& options) {
+  std::vector<partitioner::DeviceProfile> profiles;
+  for (const Device* d : devices) profiles.push_back(d->profile);
+  const partitioner::LinkTable links = partitioner::link_table_from_access_links(profiles);
+  if (r.getSplit().size() == 0) {
+    const partitioner::PlanResult result = partitioner::plan_partition(spec, profiles, links, options);
+    if (!result.ok()) throw std::runtime_error(result.error.message);
+    return *result.plan;
+  }
+  // A hand-made split: device names and layer counts in pipeline order, the head first.
+  std::vector<partitioner::StageRange> ranges;
+  int layer = 0;
+  for (const auto& [name, count] : parse_split(r.getSplit().cStr())) {
+    int index = -1;
+    for (size_t i = 0; i < devices.size(); ++i)
+      if (devices[i]->profile.name == name || (i == 0 && name == "head")) index = static_cast<int>(i);
+    if (index < 0) throw std::invalid_argument("--split names '" + name + "', which is not a live device");
+    ranges.push_back({index, layer, layer + count});
+    layer += count;
+  }
+  for (const auto& problem : partitioner::validate_ranges(spec.n_layers, static_cast<int>(profiles.size()), ranges))
+    throw std::invalid_argument("--split: " + problem);
+  partitioner::PartitionPlan plan = partitioner::assemble_plan(spec, profiles, links, options, ranges);
+  const auto problems = partitioner::validate_plan(spec, profiles, options, plan);
+  if (!problems.empty()) throw std::invalid_argument("--split does not fit: " + problems.front());
+  return plan;
+}
+
+void Head::start_stages(const std::vector<const Device*>& devices) {
+  LaunchedPlan& p = *plan_;
+  for (const auto& a : p.plan.stages) {
+    PlannedStage s;
+    s.node_id = devices[static_cast<size_t>(a.device)]->node_id;
+    s.spec = {a.first_layer, a.last_layer, a.has_embedding, a.has_output};
+    p.stages.push_back(std::move(s));
+  }
+  if (p.stages.empty() || p.stages.front().node_id != node_.node_id())
+    throw std::logic_error("the plan does not start on the head");
+  const auto next_endpoint = [&](size_t i) {
+    if (i + 1 < p.stages.size()) return devices_.at(p.stages[i + 1].node_id).data_endpoint;
+    return i == 0 ? std::string() : node_.data_endpoint();  // the last stage returns tokens to the head
+  };
+  // The head maps its own layers straight from the model file.
+  node_.load_local_stage(p.id, p.model_path, p.stages[0].spec, p.options, next_endpoint(0));
+  p.stages[0].state = "ready";
+  p.stages[0].resident_bytes = resident_bytes();
+  for (size_t i = 1; i < p.stages.size(); ++i) {
+    PlannedStage& s = p.stages[i];
+    s.file = std::make_unique<StageFile>(*p.file, p.config, s.spec);
+    s.bytes_total = s.file->size();
+    capnp::MallocMessageBuilder b;
+    auto a = b.initRoot<wire::Envelope>().initAssignment();
+    a.setPlanId(p.id);
+    a.setModelHash(p.model_hash);
+    a.setModelName(p.config.name);
+    a.setFirstLayer(static_cast<uint32_t>(s.spec.first_layer));
+    a.setLastLayer(static_cast<uint32_t>(s.spec.last_layer));
+    a.setHasEmbedding(false);
+    a.setHasOutput(s.spec.has_output);
+    a.setStageFileBytes(s.file->size());
+    a.setStageFileHash(s.file->header_hash());
+    a.setNextEndpoint(next_endpoint(i));
+    a.setNCtx(static_cast<uint32_t>(p.options.n_ctx));
+    a.setMaxBatch(static_cast<uint32_t>(p.options.max_batch));
+    a.setMaxSequences(static_cast<uint32_t>(p.options.max_sequences));
+    a.setNEmbd(static_cast<uint32_t>(p.config.n_embd));
+    if (!node_.send_to(s.node_id, b)) throw std::runtime_error("device " + devices_.at(s.node_id).profile.name + " is unreachable");
+  }
+  scheduler_ = std::make_unique<Scheduler>(node_, *p.tokenizer, p.id, p.options.n_ctx, [this](const GenerationEvent& e) { emit(e); });
+  if (p.stages.size() == 1) launch_finished(true, "");
+}
+
+void Head::on_weight_request(const std::string& identity, wire::WeightRequest::Reader r) {
+  if (!plan_ || r.getPlanId() != plan_->id) {
+    node_.drops().out_of_plan++;
+    return;
+  }
+  for (const auto& s : plan_->stages) {
+    if (s.node_id != identity || !s.file) continue;
+    if (r.getLength() == 0 || r.getLength() > kMaxWeightChunk || r.getOffset() > s.file->size() ||
+        r.getLength() > s.file->size() - r.getOffset())
+      throw std::invalid_argument("weight request outside the stage file");
+    // One chunk in memory at a time here; the device keeps a few requests in flight.
+    std::vector<uint8_t> buf(r.getLength());
+    s.file->read(r.getOffset(), buf);
+    capnp::MallocMessageBuilder b;
+    auto c = b.initRoot<wire::Envelope>().initWeightChunk();
+    c.setPlanId(plan_->id);
+    c.setOffset(r.getOffset());
+    c.setChecksum(XXH3_64bits(buf.data(), buf.size()));
+    node_.send_to(identity, b, buf.data(), buf.size());
+    return;
+  }
+  node_.drops().out_of_plan++;
+}
+
+void Head::on_load_status(const std::string& identity, wire::LoadStatus::Reader st) {
+  if (!plan_ || st.getPlanId() != plan_->id) return;
+  for (auto& s : plan_->stages) {
+    if (s.node_id != identity) continue;
+    static const char* const names[] = {"receiving", "loading", "ready", "failed"};
+    const auto state = static_cast<unsigned>(st.getState());
+    s.state = state < 4 ? names[state] : "unknown";
+    if (st.getBytesTotal() > 0) s.bytes_done = st.getBytesDone();
+    s.resident_bytes = st.getResidentBytes();
+    s.message = st.getMessage().cStr();
+    if (!plan_->launcher.empty()) {
+      capnp::MallocMessageBuilder b;
+      auto env = b.initRoot<wire::Envelope>();
+      env.setRequestId(plan_->launcher_request);
+      auto pr = env.initLaunchProgress();
+      pr.setDevice(devices_.at(identity).profile.name);
+      pr.setBytesDone(s.bytes_done);
+      pr.setBytesTotal(s.bytes_total);
+      pr.setState(s.state);
+      node_.send_to(plan_->launcher, b);
+    }
+    if (s.state == "failed") {
+      fail_plan("device " + devices_.at(identity).profile.name + " could not load its stage: " + s.message);
+      return;
+    }
+  }
+  if (!plan_->ready && std::all_of(plan_->stages.begin(), plan_->stages.end(), [](const PlannedStage& s) { return s.state == "ready"; }))
+    launch_finished(true, "");
+}
+
+void Head::launch_finished(bool ok, const std::string& message) {
+  if (ok) {
+    plan_->ready = true;
+    const double s = std::chrono::duration<double>(Clock::now() - plan_->started).count();
+    spdlog::info("head: plan {} ready in {:.1f} s", plan_->id, s);
+  }
+  if (plan_->launcher.empty()) return;
+  capnp::MallocMessageBuilder b;
+  auto env = b.initRoot<wire::Envelope>();
+  env.setRequestId(plan_->launcher_request);
+  auto reply = env.initLaunchReply();
+  reply.setOk(ok);
+  reply.setMessage(message);
+  reply.setPlanJson(plan_json());
+  node_.send_to(plan_->launcher, b);
+  plan_->launcher.clear();
+}
+
+void Head::fail_plan(const std::string& reason) {
+  if (!plan_ || !plan_->failure.empty()) return;
+  spdlog::error("head: {}", reason);
+  plan_->failure = reason;
+  const bool was_launching = !plan_->ready;
+  plan_->ready = false;
+  if (scheduler_) scheduler_->fail(reason);
+  if (was_launching) launch_finished(false, reason);
+}
+
+void Head::unload_all() {
+  if (scheduler_) scheduler_->fail("the model was unloaded");
+  scheduler_.reset();
+  if (plan_) {
+    for (const auto& s : plan_->stages) {
+      if (s.node_id == node_.node_id()) continue;
+      capnp::MallocMessageBuilder b;
+      b.initRoot<wire::Envelope>().initStopRequest();
+      node_.send_to(s.node_id, b);
+    }
+  }
+  node_.unload_stage();
+  plan_.reset();
+}
+
+// ---- clients ----
+
+void Head::on_generate(const std::string& client, uint64_t request_id, wire::GenerateRequest::Reader r) {
+  if (!plan_ || !plan_->ready || !scheduler_) {
+    const std::string why = !plan_ ? "no model is loaded: run `hearth launch --model FILE` first"
+                            : !plan_->failure.empty() ? "the cluster lost its plan (" + plan_->failure + "): launch again"
+                                                      : "the model is still loading";
+    emit({.client = client, .request_id = request_id, .done = true, .error = why});
+    return;
+  }
+  runtime::SamplingParams sampling;
+  try {
+    sampling = from_wire(r.getSampling());
+  } catch (const std::exception& e) {
+    emit({.client = client, .request_id = request_id, .done = true, .error = e.what()});
+    return;
+  }
+  std::vector<int32_t> prompt = plan_->tokenizer->encode(r.getPrompt().cStr());
+  scheduler_->add(client, request_id, std::move(prompt), static_cast<int>(std::min<uint32_t>(r.getNPredict(), 1u << 20)), sampling);
+}
+
+void Head::emit(const GenerationEvent& e) {
+  capnp::MallocMessageBuilder b;
+  auto env = b.initRoot<wire::Envelope>();
+  env.setRequestId(e.request_id);
+  auto ev = env.initGenerateEvent();
+  ev.setText(kj::StringPtr(e.piece.c_str(), e.piece.size()));
+  ev.setToken(e.token);
+  ev.setDone(e.done);
+  ev.setError(e.error);
+  ev.setPromptTokens(static_cast<uint32_t>(e.prompt_tokens));
+  ev.setGeneratedTokens(static_cast<uint32_t>(e.generated_tokens));
+  ev.setTtftMs(e.ttft_ms);
+  ev.setDecodeTokS(e.decode_tok_s);
+  node_.send_to(e.client, b);
+}
+
+void Head::on_result(wire::Result::Reader r) {
+  if (!plan_ || r.getPlanId() != plan_->id || !scheduler_) {
+    node_.drops().out_of_plan++;
+    return;
+  }
+  std::vector<SampledToken> tokens;
+  for (auto t : r.getTokens()) {
+    if (t.getToken() < 0 || t.getToken() >= plan_->config.n_vocab) throw std::invalid_argument("result with a token outside the vocabulary");
+    tokens.push_back({t.getSeq(), t.getToken()});
+  }
+  scheduler_->on_sampled(tokens);
+}
+
+void Head::on_sampled(const std::vector<SampledToken>& tokens) {
+  if (scheduler_) scheduler_->on_sampled(tokens);
+}
+
+std::string Head::plan_json() const {
+  nlohmann::json j;
+  if (!plan_) return "{}";
+  j["plan_id"] = plan_->id;
+  j["model"] = plan_->model_path;
+  j["model_name"] = plan_->config.name;
+  j["n_layers"] = plan_->config.n_layer;
+  j["objective"] = std::string(partitioner::to_string(plan_->plan.objective));
+  j["ready"] = plan_->ready;
+  if (!plan_->failure.empty()) j["failure"] = plan_->failure;
+  for (size_t i = 0; i < plan_->stages.size(); ++i) {
+    const auto& s = plan_->stages[i];
+    const auto& a = plan_->plan.stages[i];
+    j["stages"].push_back({{"device", devices_.at(s.node_id).profile.name},
+                           {"node_id", s.node_id},
+                           {"first_layer", s.spec.first_layer},
+                           {"last_layer", s.spec.last_layer},
+                           {"has_embedding", s.spec.has_embedding},
+                           {"has_output", s.spec.has_output},
+                           {"state", s.state},
+                           {"bytes_done", s.bytes_done},
+                           {"bytes_total", s.bytes_total},
+                           {"resident_bytes", s.resident_bytes},
+                           {"weight_bytes", a.weight_bytes},
+                           {"kv_bytes", a.kv_bytes},
+                           {"memory_bytes", a.memory_bytes},
+                           {"headroom_bytes", a.headroom_bytes},
+                           {"stage_time_ms", a.stage_time_s * 1e3},
+                           {"hop_time_ms", a.hop_time_s * 1e3}});
+  }
+  const auto& pr = plan_->plan.predicted;
+  j["predicted"] = {{"ms_per_token", pr.ms_per_token}, {"tokens_per_s", pr.tokens_per_s}, {"ttft_ms", pr.ttft_ms}};
+  j["left_out"] = plan_->plan.left_out_reasons;
+  j["text"] = partitioner::describe_plan(plan_->plan);
+  return j.dump();
+}
+
+void Head::on_status(const std::string& client, uint64_t request_id) {
+  nlohmann::json j;
+  j["head"] = node_.profile().device.name;
+  j["plan"] = plan_ ? nlohmann::json::parse(plan_json()) : nlohmann::json(nullptr);
+  if (node_.stage()) {
+    const auto& st = node_.stage()->host->stats();
+    j["head_stage"] = {{"batches", st.batches}, {"tokens", st.tokens}, {"compute_s", st.compute_seconds}};
+  }
+  if (scheduler_) {
+    const auto& t = scheduler_->totals();
+    j["generation"] = {{"active", scheduler_->active()},
+                       {"requests", t.requests},
+                       {"tokens_generated", t.tokens_generated},
+                       {"last_decode_tok_s", t.last_decode_tok_s},
+                       {"last_ttft_ms", t.last_ttft_ms}};
+  }
+  const DropStats& d = node_.drops();
+  j["dropped"] = {{"malformed", d.malformed}, {"out_of_plan", d.out_of_plan}, {"unexpected", d.unexpected}, {"bad_payload", d.bad_payload}};
+  capnp::MallocMessageBuilder b;
+  auto env = b.initRoot<wire::Envelope>();
+  env.setRequestId(request_id);
+  env.initStatusReply().setJson(j.dump());
+  node_.send_to(client, b);
+}
+
+void Head::on_stop(const std::string& client, uint64_t request_id) {
+  const bool had = plan_ != nullptr;
+  unload_all();
+  capnp::MallocMessageBuilder b;
+  auto env = b.initRoot<wire::Envelope>();
+  env.setRequestId(request_id);
+  env.initStopReply().setMessage(had ? "model unloaded from every device" : "no model was loaded");
+  node_.send_to(client, b);
+}
+
+void Head::reply_error(const std::string& client, uint64_t request_id, const std::string& message) {
+  capnp::MallocMessageBuilder b;
+  auto env = b.initRoot<wire::Envelope>();
+  env.setRequestId(request_id);
+  env.initError().setMessage(message);
+  node_.send_to(client, b);
+}
+
+}  // namespace hearth::daemon

@@ -1,0 +1,109 @@
+// The head's role: it keeps the table of devices, plans a launch with the partitioner, streams
+// each device only the weights of its layers, and serves the controller's requests (devices,
+// launch, generate, status, stop). It runs on the node's loop thread and sends through the node.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/scheduler.h"
+#include "daemon/stage_file.h"
+#include "partitioner/partitioner.h"
+#include "runtime/gguf.h"
+#include "runtime/model_config.h"
+#include "runtime/tokenizer.h"
+#include "transport/codec.h"
+
+namespace hearth::daemon {
+
+class Node;
+
+// A device as the head knows it.
+struct Device {
+  std::string node_id;
+  std::string control_endpoint;
+  std::string data_endpoint;
+  partitioner::DeviceProfile profile;  // profile.name is the device's name
+  std::string cpu, arch, os;
+  int cores = 0;
+  std::chrono::steady_clock::time_point last_seen;
+  bool alive = true;
+  bool is_self = false;
+};
+
+// One stage of the launched plan.
+struct PlannedStage {
+  std::string node_id;
+  runtime::StageSpec spec;
+  std::unique_ptr<StageFile> file;  // what the device receives (not for the head's own stage)
+  std::string state = "assigned";   // assigned, receiving, loading, ready, failed
+  uint64_t bytes_done = 0, bytes_total = 0;
+  uint64_t resident_bytes = 0;
+  std::string message;
+};
+
+struct LaunchedPlan {
+  uint64_t id = 0;
+  std::string model_path;
+  uint64_t model_hash = 0;
+  std::unique_ptr<runtime::GgufFile> file;
+  runtime::ModelConfig config;
+  std::unique_ptr<runtime::Tokenizer> tokenizer;
+  partitioner::PartitionPlan plan;
+  std::vector<PlannedStage> stages;
+  runtime::StageOptions options;
+  bool ready = false;
+  std::string failure;              // set when a device was lost or a stage failed to load
+  std::string launcher;             // the client waiting for the launch to finish
+  uint64_t launcher_request = 0;
+  std::chrono::steady_clock::time_point started;
+};
+
+class Head {
+ public:
+  explicit Head(Node& node);
+  ~Head();
+
+  void on_control(const std::string& identity, const char* peer_address, const transport::Decoded& d, zmq::message_t* payload);
+  void on_result(transport::wire::Result::Reader r);
+  void on_sampled(const std::vector<SampledToken>& tokens);
+  void tick();
+  bool has_work() const { return scheduler_ && scheduler_->has_work(); }
+
+ private:
+  void on_hello(const std::string& identity, const char* peer_address, transport::wire::Hello::Reader h);
+  void on_heartbeat(const std::string& identity);
+  void on_weight_request(const std::string& identity, transport::wire::WeightRequest::Reader r);
+  void on_load_status(const std::string& identity, transport::wire::LoadStatus::Reader s);
+  void on_error(const std::string& identity, transport::wire::Error::Reader e);
+  void on_devices(const std::string& client, uint64_t request_id);
+  void on_launch(const std::string& client, uint64_t request_id, transport::wire::LaunchRequest::Reader r);
+  void on_generate(const std::string& client, uint64_t request_id, transport::wire::GenerateRequest::Reader r);
+  void on_status(const std::string& client, uint64_t request_id);
+  void on_stop(const std::string& client, uint64_t request_id);
+
+  partitioner::PartitionPlan make_plan(const partitioner::ModelSpec& spec, const std::vector<const Device*>& devices,
+                                       transport::wire::LaunchRequest::Reader r, const partitioner::PartitionOptions& options);
+  void start_stages(const std::vector<const Device*>& devices);
+  void launch_finished(bool ok, const std::string& message);
+  void fail_plan(const std::string& reason);
+  void unload_all();
+  std::string plan_json() const;
+  void emit(const GenerationEvent& e);
+  void reply_error(const std::string& client, uint64_t request_id, const std::string& message);
+  Device* device_by_identity(const std::string& identity);
+
+  Node& node_;
+  std::map<std::string, Device> devices_;  // by node id
+  std::unique_ptr<LaunchedPlan> plan_;
+  std::unique_ptr<Scheduler> scheduler_;
+  uint64_t next_plan_id_;
+  std::map<std::string, uint64_t> hash_cache_;  // model path + size + mtime -> XXH3
+};
+
+}  // namespace hearth::daemon

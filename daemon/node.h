@@ -1,0 +1,159 @@
+// A hearthd node: its sockets, its event loop, and what every daemon does — register with the
+// head, keep a heartbeat, receive and load its stage's weights, run batches and pass them on.
+// A head node additionally runs a Head (head.h), which plans and serves clients.
+//
+// Threads: run() owns every ZeroMQ socket and runs on the caller's thread; compute happens on the
+// runtime's ThreadPool from that thread; a Heartbeater thread owns its own socket so that
+// heartbeats keep flowing while a long batch computes. Nothing here is shared between threads
+// except the stop flag and the peer list handed over by discovery.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon/config.h"
+#include "daemon/stage_host.h"
+#include "daemon/weight_receiver.h"
+#include "profiles/profiler.h"
+#include "runtime/gguf.h"
+#include "runtime/thread_pool.h"
+#include "transport/codec.h"
+#include "transport/sockets.h"
+
+namespace hearth::daemon {
+
+class Head;
+
+// Counters of what the node refused, by reason; shown in status.
+struct DropStats {
+  uint64_t malformed = 0;     // not a valid envelope, or a field out of range
+  uint64_t out_of_plan = 0;   // for another plan, or a stage this node does not run
+  uint64_t unexpected = 0;    // a message this role never receives
+  uint64_t bad_payload = 0;   // wrong size, NaN/Inf
+};
+
+// The stage this node runs for the current plan.
+struct LoadedStage {
+  uint64_t plan_id = 0;
+  std::unique_ptr<runtime::GgufFile> file;
+  std::unique_ptr<StageHost> host;
+  std::optional<zmq::socket_t> push;  // to the next stage's data socket (or the head's)
+  std::string next_endpoint;
+};
+
+// Sends heartbeats to the head from its own thread and socket.
+class Heartbeater {
+ public:
+  Heartbeater(zmq::context_t& ctx, std::string head_endpoint, std::string node_id);
+  ~Heartbeater();
+  void set_plan(uint64_t plan_id) { plan_id_ = plan_id; }
+
+ private:
+  void loop(zmq::context_t& ctx, std::string endpoint, std::string node_id);
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> plan_id_{0};
+  std::thread thread_;
+};
+
+class Node {
+ public:
+  Node(const DaemonConfig& config, profiles::Profile profile, std::string node_id);
+  ~Node();
+
+  // Binds the sockets; throws with a clear message if an address is taken.
+  void start();
+  // The event loop; returns when `stop` becomes true.
+  void run(const std::atomic<bool>& stop);
+  // Called from the discovery thread: a head was heard at this control endpoint.
+  void head_discovered(const std::string& control_endpoint);
+
+  const std::string& node_id() const { return node_id_; }
+  const std::string& control_endpoint() const { return control_endpoint_; }
+  const std::string& data_endpoint() const { return data_endpoint_; }
+  const profiles::Profile& profile() const { return profile_; }
+  const DaemonConfig& config() const { return config_; }
+  zmq::context_t& context() { return context_; }
+  runtime::ThreadPool& pool() { return pool_; }
+  DropStats& drops() { return drops_; }
+
+  // ---- used by the Head ----
+  // Sends an envelope (and optionally a raw payload frame) to a peer of the control socket.
+  // Returns false if the peer is gone.
+  bool send_to(const std::string& identity, capnp::MessageBuilder& message, const void* payload = nullptr, size_t n = 0);
+  // Loads the head's own stage straight from the model file (the head already has it).
+  void load_local_stage(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec,
+                        const runtime::StageOptions& options, const std::string& next_endpoint);
+  LoadedStage* stage() { return stage_ ? stage_.get() : nullptr; }
+  void unload_stage();
+  // Pushes a batch's output to the next stage: a Forward header and the hidden states.
+  // Returns false when the next stage did not take it in time (it is probably gone).
+  bool push_forward(const Batch& batch, const std::vector<float>& hidden);
+  void push_release(uint64_t plan_id, const std::vector<uint64_t>& seqs);
+
+ private:
+  void handle_control();
+  void handle_control_message(const std::string& identity, const transport::Decoded& d, zmq::message_t* payload);
+  void handle_head_link();
+  void handle_from_head(const transport::Decoded& d, zmq::message_t* payload);
+  void handle_data();
+  void process_data();
+  void connect_to_head(const std::string& control_endpoint);
+  void send_hello();
+  void on_assignment(transport::wire::Assignment::Reader a);
+  void on_weight_chunk(transport::wire::WeightChunk::Reader c, zmq::message_t* payload);
+  void request_weights();
+  void finish_loading();
+  void report_load(transport::wire::LoadStatus::State state, const std::string& message);
+  bool send_to_head(capnp::MessageBuilder& message);
+  std::optional<Batch> decode_forward(transport::wire::Forward::Reader f, zmq::message_t* payload);
+  void run_batch(Batch batch);
+  void answer_link_probe(transport::wire::LinkProbe::Reader p);
+
+  DaemonConfig config_;
+  profiles::Profile profile_;
+  std::string node_id_;
+  runtime::ThreadPool pool_;
+  zmq::context_t context_;
+  transport::SocketFactory sockets_;
+  std::optional<zmq::socket_t> control_;  // ROUTER
+  std::optional<zmq::socket_t> data_;     // PULL
+  std::optional<zmq::socket_t> head_;     // DEALER to the head (workers)
+  std::string head_endpoint_;
+  std::unique_ptr<Heartbeater> heartbeater_;
+  std::string control_endpoint_, data_endpoint_;
+  std::chrono::steady_clock::time_point last_hello_{};
+  bool registered_ = false;
+
+  std::mutex discovered_mutex_;
+  std::string discovered_head_;  // set by the discovery thread, read by run()
+
+  // Loading: the assignment being received.
+  struct Loading {
+    uint64_t plan_id = 0;
+    runtime::StageSpec spec;
+    runtime::StageOptions options;
+    std::string next_endpoint;
+    std::unique_ptr<WeightReceiver> receiver;
+    std::chrono::steady_clock::time_point last_report{};
+  };
+  std::optional<Loading> loading_;
+  std::unique_ptr<LoadedStage> stage_;
+  std::deque<Batch> pending_;  // decoded batches waiting for compute, in arrival order
+
+  std::unique_ptr<Head> head_role_;
+  DropStats drops_;
+};
+
+// Resident set size of this process, bytes (VmRSS).
+uint64_t resident_bytes();
+
+}  // namespace hearth::daemon

@@ -1,0 +1,146 @@
+#include "daemon/scheduler.h"
+
+#include <spdlog/spdlog.h>
+
+#include <stdexcept>
+
+#include "daemon/node.h"
+
+namespace hearth::daemon {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double ms_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
+
+}  // namespace
+
+Scheduler::Scheduler(Node& node, const runtime::Tokenizer& tokenizer, uint64_t plan_id, int n_ctx, Emit emit)
+    : node_(node), tokenizer_(tokenizer), plan_id_(plan_id), n_ctx_(n_ctx), emit_(std::move(emit)) {}
+
+void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
+                    const runtime::SamplingParams& sampling) {
+  totals_.requests++;
+  GenerationEvent refuse{.client = client, .request_id = request_id, .done = true};
+  if (prompt.empty()) refuse.error = "the prompt has no tokens";
+  else if (static_cast<int>(prompt.size()) >= n_ctx_)
+    refuse.error = "the prompt has " + std::to_string(prompt.size()) + " tokens; the context holds " + std::to_string(n_ctx_);
+  else if (n_predict <= 0) refuse.error = "n_predict must be positive";
+  if (!refuse.error.empty()) {
+    emit_(refuse);
+    return;
+  }
+  Session s;
+  s.client = client;
+  s.request_id = request_id;
+  s.prompt = std::move(prompt);
+  s.n_predict = n_predict;
+  s.sampling = sampling;
+  s.start = Clock::now();
+  sessions_.emplace(next_seq_++, std::move(s));
+}
+
+bool Scheduler::has_work() const {
+  for (const auto& [seq, s] : sessions_)
+    if (s.pending || s.prompt_sent < s.prompt.size()) return true;
+  return false;
+}
+
+bool Scheduler::step() {
+  LoadedStage* stage = node_.stage();
+  if (stage == nullptr || sessions_.empty()) return false;
+  const int room_total = stage->host->max_batch();
+  Batch batch;
+  // Round-robin from a rotating start so that no conversation waits behind the others.
+  std::vector<uint64_t> order;
+  for (const auto& [seq, s] : sessions_) order.push_back(seq);
+  const size_t start = static_cast<size_t>(round_robin_++ % order.size());
+  for (size_t k = 0; k < order.size(); ++k) {
+    const uint64_t seq = order[(start + k) % order.size()];
+    Session& s = sessions_.at(seq);
+    const int room = room_total - batch.n_tokens();
+    if (room <= 0) break;
+    if (s.pending) {
+      batch.chunks.push_back({seq, s.next_pos++, 1, false, true, s.sampling});
+      batch.tokens.push_back(*s.pending);
+      s.pending.reset();
+    } else if (s.prompt_sent < s.prompt.size()) {
+      const int n = static_cast<int>(std::min<size_t>({s.prompt.size() - s.prompt_sent, static_cast<size_t>(room),
+                                                       static_cast<size_t>(kPrefillChunk)}));
+      const bool last = s.prompt_sent + static_cast<size_t>(n) == s.prompt.size();
+      batch.chunks.push_back({seq, static_cast<int>(s.prompt_sent), n, true, last, s.sampling});
+      batch.tokens.insert(batch.tokens.end(), s.prompt.begin() + static_cast<long>(s.prompt_sent),
+                          s.prompt.begin() + static_cast<long>(s.prompt_sent) + n);
+      s.prompt_sent += static_cast<size_t>(n);
+      if (last) s.next_pos = static_cast<int>(s.prompt.size());
+    }
+  }
+  if (batch.chunks.empty()) return false;
+  StageOutput out;
+  try {
+    out = stage->host->run(batch);
+  } catch (const std::invalid_argument& e) {
+    std::vector<uint64_t> seqs;
+    for (const auto& c : batch.chunks) seqs.push_back(c.seq);
+    fail(std::string("the head's stage refused the batch: ") + e.what(), seqs);
+    return true;
+  }
+  if (stage->host->spec().has_output) on_sampled(out.sampled);
+  else if (!node_.push_forward(batch, out.hidden)) {
+    std::vector<uint64_t> seqs;
+    for (const auto& c : batch.chunks) seqs.push_back(c.seq);
+    fail("the next stage does not take data (is it down?)", seqs);
+  }
+  return true;
+}
+
+void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
+  for (const SampledToken& t : tokens) {
+    auto it = sessions_.find(t.seq);
+    if (it == sessions_.end()) continue;  // finished or failed meanwhile
+    Session& s = it->second;
+    if (s.generated == 0) s.first_token = Clock::now();
+    if (tokenizer_.vocab().is_end_of_generation(t.token)) {
+      finish(t.seq, "");
+      continue;
+    }
+    s.generated++;
+    totals_.tokens_generated++;
+    emit_({.client = s.client, .request_id = s.request_id, .token = t.token, .piece = tokenizer_.piece(t.token)});
+    if (s.generated >= s.n_predict || s.next_pos >= n_ctx_) finish(t.seq, "");
+    else s.pending = t.token;
+  }
+}
+
+void Scheduler::finish(uint64_t seq, const std::string& error) {
+  auto it = sessions_.find(seq);
+  if (it == sessions_.end()) return;
+  const Session& s = it->second;
+  GenerationEvent done{.client = s.client, .request_id = s.request_id, .done = true, .error = error};
+  done.prompt_tokens = static_cast<int>(s.prompt.size());
+  done.generated_tokens = s.generated;
+  const auto now = Clock::now();
+  if (s.generated > 0) {
+    done.ttft_ms = ms_between(s.start, s.first_token);
+    const double decode_ms = ms_between(s.first_token, now);
+    done.decode_tok_s = s.generated > 1 && decode_ms > 0 ? (s.generated - 1) / (decode_ms / 1000) : 0;
+    totals_.last_ttft_ms = done.ttft_ms;
+    totals_.last_decode_tok_s = done.decode_tok_s;
+  }
+  emit_(done);
+  if (LoadedStage* stage = node_.stage()) {
+    stage->host->release(seq);
+    if (!stage->host->spec().has_output) node_.push_release(plan_id_, {seq});
+  }
+  sessions_.erase(it);
+}
+
+void Scheduler::fail(const std::string& message, const std::vector<uint64_t>& seqs) {
+  std::vector<uint64_t> which = seqs;
+  if (which.empty())
+    for (const auto& [seq, s] : sessions_) which.push_back(seq);
+  for (uint64_t seq : which) finish(seq, message);
+}
+
+}  // namespace hearth::daemon

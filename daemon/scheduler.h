@@ -1,0 +1,92 @@
+// The head's generation scheduler: conversations in progress, fed through the pipeline.
+//
+// Each loop iteration builds one batch for the head's own (first) stage: every sequence whose
+// next token has come back contributes one decode token, and sequences still reading their
+// prompt contribute a chunk of it, round-robin, up to the stage's batch size. The batch's hidden
+// states go down the pipeline; sampled tokens come back as results. Prompt chunks of one sequence
+// flow back to back, so later stages work on chunk k while the head computes chunk k+1.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/stage_host.h"
+#include "runtime/sampler.h"
+#include "runtime/tokenizer.h"
+
+namespace hearth::daemon {
+
+class Node;
+
+struct GenerationEvent {
+  std::string client;     // who asked (control socket identity)
+  uint64_t request_id = 0;
+  int32_t token = -1;
+  std::string piece;      // bytes of the token (may be part of a UTF-8 character)
+  bool done = false;
+  std::string error;
+  int prompt_tokens = 0;
+  int generated_tokens = 0;
+  double ttft_ms = 0;
+  double decode_tok_s = 0;
+};
+
+struct SchedulerTotals {
+  uint64_t requests = 0;
+  uint64_t tokens_generated = 0;
+  double last_decode_tok_s = 0;
+  double last_ttft_ms = 0;
+};
+
+class Scheduler {
+ public:
+  using Emit = std::function<void(const GenerationEvent&)>;
+  // Prompt tokens per chunk sent down the pipeline.
+  static constexpr int kPrefillChunk = 64;
+
+  Scheduler(Node& node, const runtime::Tokenizer& tokenizer, uint64_t plan_id, int n_ctx, Emit emit);
+
+  // Starts a generation; emits an error event at once when it cannot start.
+  void add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
+           const runtime::SamplingParams& sampling);
+  // Runs one batch on the head's stage if any sequence has work. Returns true if it did.
+  bool step();
+  void on_sampled(const std::vector<SampledToken>& tokens);
+  // Ends sequences with an error (all of them when `seqs` is empty).
+  void fail(const std::string& message, const std::vector<uint64_t>& seqs = {});
+  bool has_work() const;
+  size_t active() const { return sessions_.size(); }
+  const SchedulerTotals& totals() const { return totals_; }
+
+ private:
+  struct Session {
+    std::string client;
+    uint64_t request_id = 0;
+    std::vector<int32_t> prompt;
+    size_t prompt_sent = 0;
+    int next_pos = 0;
+    int n_predict = 0;
+    int generated = 0;
+    runtime::SamplingParams sampling;
+    std::optional<int32_t> pending;  // sampled, waiting to be fed back
+    std::chrono::steady_clock::time_point start, first_token;
+  };
+  void finish(uint64_t seq, const std::string& error);
+
+  Node& node_;
+  const runtime::Tokenizer& tokenizer_;
+  uint64_t plan_id_;
+  int n_ctx_;
+  Emit emit_;
+  std::map<uint64_t, Session> sessions_;
+  uint64_t next_seq_ = 1;
+  uint64_t round_robin_ = 0;
+  SchedulerTotals totals_;
+};
+
+}  // namespace hearth::daemon

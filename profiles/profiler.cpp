@@ -1,0 +1,258 @@
+#include "profiles/profiler.h"
+
+#include <sys/utsname.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+#include "runtime/matmul.h"
+#include "runtime/sampler.h"
+#include "runtime/tensor_type.h"
+#include "runtime/thread_pool.h"
+
+namespace hearth::profiles {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+uint64_t meminfo_bytes(const std::string& key) {
+  std::ifstream f("/proc/meminfo");
+  std::string k;
+  uint64_t kb = 0;
+  std::string unit;
+  while (f >> k >> kb >> unit)
+    if (k == key + ":") return kb * 1024;
+  return 0;
+}
+
+uint64_t read_number_file(const std::string& path) {
+  std::ifstream f(path);
+  std::string s;
+  if (!(f >> s) || s == "max") return 0;
+  try {
+    return std::stoull(s);
+  } catch (...) {
+    return 0;
+  }
+}
+
+// The memory limit of our own cgroup, v2 (memory.max) or v1 (memory.limit_in_bytes).
+uint64_t cgroup_limit() {
+  std::ifstream f("/proc/self/cgroup");
+  for (std::string line; std::getline(f, line);) {
+    const auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    if (controllers.empty()) {
+      if (uint64_t v = read_number_file("/sys/fs/cgroup" + path + "/memory.max")) return v;
+    } else if (controllers.find("memory") != std::string::npos) {
+      const uint64_t v = read_number_file("/sys/fs/cgroup/memory" + path + "/memory.limit_in_bytes");
+      if (v > 0 && v < (uint64_t{1} << 60)) return v;  // v1 reports "no limit" as a huge number
+    }
+  }
+  return 0;
+}
+
+std::string cpu_name() {
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind("model name", 0) == 0 || line.rfind("Model", 0) == 0) {
+      const auto c = line.find(':');
+      if (c != std::string::npos) return line.substr(line.find_first_not_of(' ', c + 1));
+    }
+  }
+  return "unknown";
+}
+
+// Multi-threaded streaming read of a buffer much larger than the caches; best of a few passes.
+double measure_bandwidth(runtime::ThreadPool& pool, size_t bytes, int passes) {
+  std::vector<uint64_t> buf(bytes / 8);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = i;
+  std::vector<uint64_t> sums(static_cast<size_t>(pool.size()) * 8);
+  double best = 0;
+  for (int p = 0; p < passes; ++p) {
+    const auto t0 = Clock::now();
+    const int tasks = pool.size();
+    pool.run(tasks, [&](int t) {
+      const size_t n = buf.size() / static_cast<size_t>(tasks);
+      const uint64_t* b = buf.data() + n * static_cast<size_t>(t);
+      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (size_t i = 0; i + 4 <= n; i += 4) s0 += b[i], s1 += b[i + 1], s2 += b[i + 2], s3 += b[i + 3];
+      sums[static_cast<size_t>(t) * 8] = s0 + s1 + s2 + s3;
+    });
+    best = std::max(best, static_cast<double>(bytes) / seconds(t0, Clock::now()));
+  }
+  return best;
+}
+
+std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
+  std::vector<uint8_t> v(n);
+  runtime::Rng rng(seed);
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t x = rng.next() & 0x3bff3bff3bff3bffull;  // keeps f16/bf16 values finite and small
+    std::memcpy(&v[i], &x, 8);
+  }
+  return v;
+}
+
+// Decode matvec throughput for one weight type: bytes of weights streamed per second.
+double measure_decode(runtime::ThreadPool& pool, runtime::TensorType type, size_t bytes, int reps) {
+  const int64_t n_in = 4096;
+  const uint64_t rb = runtime::row_bytes(type, n_in);
+  const int64_t rows = static_cast<int64_t>(bytes / rb);
+  const auto data = random_bytes(static_cast<size_t>(rows) * rb, 7);
+  const runtime::WeightMatrix w{type, data.data(), n_in, rows, rb};
+  std::vector<float> x(static_cast<size_t>(n_in), 0.01f), y(static_cast<size_t>(rows));
+  runtime::MatmulScratch scratch(1, n_in);
+  const auto& k = runtime::best_kernels();
+  double best = 0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    runtime::matmul(w, x.data(), 1, y.data(), scratch, pool, k);
+    best = std::max(best, static_cast<double>(w.bytes()) / seconds(t0, Clock::now()));
+  }
+  return best;
+}
+
+// Batched (prefill) matmul throughput in FLOP/s, Q8_0 weights.
+double measure_prefill(runtime::ThreadPool& pool, int tokens, int reps) {
+  const int64_t n_in = 2048, rows = 2048;
+  const auto type = runtime::TensorType::Q8_0;
+  const uint64_t rb = runtime::row_bytes(type, n_in);
+  const auto data = random_bytes(static_cast<size_t>(rows) * rb, 9);
+  const runtime::WeightMatrix w{type, data.data(), n_in, rows, rb};
+  std::vector<float> x(static_cast<size_t>(n_in * tokens), 0.01f), y(static_cast<size_t>(rows * tokens));
+  runtime::MatmulScratch scratch(tokens, n_in);
+  double best = 0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    runtime::matmul(w, x.data(), tokens, y.data(), scratch, pool, runtime::best_kernels());
+    best = std::max(best, 2.0 * n_in * rows * tokens / seconds(t0, Clock::now()));
+  }
+  return best;
+}
+
+// Fixed cost of one stage step: ~10 parallel loops per layer-free step (norms, matmul dispatch,
+// attention) plus message handling. An estimate from the pool's own dispatch cost.
+double measure_step_overhead(runtime::ThreadPool& pool) {
+  const int n = 2000;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) pool.run(pool.size(), [](int) {});
+  const double per_run = seconds(t0, Clock::now()) / n;
+  return 10 * per_run + 50e-6;
+}
+
+}  // namespace
+
+SystemInfo read_system_info() {
+  SystemInfo s;
+  struct utsname u {};
+  if (::uname(&u) == 0) {
+    s.os = std::string(u.sysname) + " " + u.release;
+    s.arch = u.machine;
+  }
+  s.cpu = cpu_name();
+  s.cores = runtime::hardware_threads();
+  s.total_memory_bytes = meminfo_bytes("MemTotal");
+  s.available_memory_bytes = meminfo_bytes("MemAvailable");
+  s.cgroup_limit_bytes = cgroup_limit();
+  return s;
+}
+
+uint64_t usable_memory(const SystemInfo& info, uint64_t limit) {
+  uint64_t m = info.available_memory_bytes;
+  if (info.cgroup_limit_bytes > 0) m = std::min(m, info.cgroup_limit_bytes);
+  if (limit > 0 && limit <= m) {
+    const uint64_t margin = (32ull << 20) + limit / 20;
+    return limit > margin ? limit - margin : 0;
+  }
+  const uint64_t margin = std::max<uint64_t>(256ull << 20, m / 100 * 8);
+  return m > margin ? m - margin : 0;
+}
+
+Profile measure_profile(const ProfileOptions& o) {
+  Profile p;
+  p.system = read_system_info();
+  p.threads = o.threads > 0 ? o.threads : p.system.cores;
+  runtime::ThreadPool pool(p.threads);
+  const size_t big = o.quick ? (64u << 20) : (256u << 20);
+  const int reps = o.quick ? 3 : 8;
+  auto& d = p.device;
+  d.name = o.name;
+  d.usable_memory_bytes = static_cast<double>(usable_memory(p.system, o.memory_limit));
+  d.memory_bandwidth_bytes_per_s = measure_bandwidth(pool, big, reps);
+  for (uint32_t id = 0; id < 64; ++id) {
+    const auto info = runtime::tensor_type_info(id);
+    if (!info || !info->computable) continue;
+    if (runtime::row_bytes(static_cast<runtime::TensorType>(id), 4096) == 0) continue;
+    d.decode_bytes_per_s[std::string(info->name)] = measure_decode(pool, static_cast<runtime::TensorType>(id), big / 2, reps);
+  }
+  d.prefill_flop_s = measure_prefill(pool, 64, o.quick ? 2 : 5);
+  d.step_overhead_s = measure_step_overhead(pool);
+  return p;
+}
+
+std::string profile_to_json(const Profile& p) {
+  nlohmann::json j;
+  j["name"] = p.device.name;
+  j["usable_memory_bytes"] = p.device.usable_memory_bytes;
+  j["memory_bandwidth_bytes_per_s"] = p.device.memory_bandwidth_bytes_per_s;
+  j["decode_bytes_per_s"] = p.device.decode_bytes_per_s;
+  j["prefill_flop_s"] = p.device.prefill_flop_s;
+  j["step_overhead_s"] = p.device.step_overhead_s;
+  if (p.device.link) j["link"] = {{"bandwidth_bytes_per_s", p.device.link->bandwidth_bytes_per_s}, {"latency_s", p.device.link->latency_s}};
+  j["system"] = {{"cpu", p.system.cpu},
+                 {"os", p.system.os},
+                 {"arch", p.system.arch},
+                 {"cores", p.system.cores},
+                 {"threads", p.threads},
+                 {"total_memory_bytes", p.system.total_memory_bytes},
+                 {"available_memory_bytes", p.system.available_memory_bytes},
+                 {"cgroup_limit_bytes", p.system.cgroup_limit_bytes}};
+  j["sources"] = {"measured by hearth profile on this device"};
+  return j.dump(2);
+}
+
+partitioner::DeviceProfile device_profile_from_json(const std::string& text) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(std::string("profile is not valid JSON: ") + e.what());
+  }
+  const auto number = [&](const char* key) {
+    if (!j.contains(key) || !j[key].is_number()) throw std::runtime_error(std::string("profile lacks the number '") + key + "'");
+    return j[key].get<double>();
+  };
+  partitioner::DeviceProfile d;
+  if (!j.contains("name") || !j["name"].is_string()) throw std::runtime_error("profile lacks the string 'name'");
+  d.name = j["name"].get<std::string>();
+  d.usable_memory_bytes = number("usable_memory_bytes");
+  d.memory_bandwidth_bytes_per_s = number("memory_bandwidth_bytes_per_s");
+  if (j.contains("decode_bytes_per_s")) {
+    if (!j["decode_bytes_per_s"].is_object()) throw std::runtime_error("profile field 'decode_bytes_per_s' must be an object");
+    for (const auto& [k, v] : j["decode_bytes_per_s"].items()) {
+      if (!v.is_number()) throw std::runtime_error("decode_bytes_per_s." + k + " must be a number");
+      d.decode_bytes_per_s[k] = v.get<double>();
+    }
+  }
+  d.prefill_flop_s = number("prefill_flop_s");
+  d.step_overhead_s = j.contains("step_overhead_s") ? number("step_overhead_s") : 0.0;
+  if (j.contains("link")) {
+    const auto& l = j["link"];
+    if (!l.is_object() || !l.contains("bandwidth_bytes_per_s") || !l.contains("latency_s"))
+      throw std::runtime_error("profile field 'link' needs bandwidth_bytes_per_s and latency_s");
+    d.link = partitioner::Link{l["bandwidth_bytes_per_s"].get<double>(), l["latency_s"].get<double>()};
+  }
+  return d;
+}
+
+}  // namespace hearth::profiles

@@ -1,0 +1,49 @@
+// Measures what this device can do, with the runtime's own kernels: the figures the planner
+// needs (partitioner::DeviceProfile) plus facts for display.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "partitioner/device_profile.h"
+
+namespace hearth::profiles {
+
+struct SystemInfo {
+  std::string cpu;    // /proc/cpuinfo model name
+  std::string os;     // uname sysname + release
+  std::string arch;   // uname machine: x86_64, aarch64
+  int cores = 1;
+  uint64_t total_memory_bytes = 0;
+  uint64_t available_memory_bytes = 0;   // MemAvailable
+  uint64_t cgroup_limit_bytes = 0;       // 0 = none (v1 memory.limit_in_bytes or v2 memory.max)
+};
+
+SystemInfo read_system_info();
+
+// Bytes the runtime may fill: the smallest of MemAvailable, the cgroup limit and `limit`
+// (0 = none), minus a safety margin of max(256 MiB, 8%) (for an explicit limit: 32 MiB + 5%,
+// since the user chose it knowingly).
+uint64_t usable_memory(const SystemInfo& info, uint64_t limit);
+
+struct ProfileOptions {
+  std::string name;
+  int threads = 0;            // 0 = all cores
+  uint64_t memory_limit = 0;  // 0 = none
+  bool quick = true;          // ~1-2 s instead of ~10 s
+};
+
+struct Profile {
+  partitioner::DeviceProfile device;
+  SystemInfo system;
+  int threads = 1;
+};
+
+Profile measure_profile(const ProfileOptions& options);
+
+// JSON in the format of profiles/devices/*.json (documented in docs/partitioner.md).
+std::string profile_to_json(const Profile& p);
+// Reads that format; throws std::runtime_error naming the missing or wrong field.
+partitioner::DeviceProfile device_profile_from_json(const std::string& text);
+
+}  // namespace hearth::profiles

@@ -1,0 +1,291 @@
+@0x8a05d4a77dac926a;
+# The wire protocol of hearth: every message between daemons, and between the `hearth` CLI and
+# the head, is an Envelope. A message is one ZeroMQ frame holding a flat (single-segment) Cap'n
+# Proto message; bulk bytes (activations, weight chunks) travel in a second, raw frame next to it,
+# never as Cap'n Proto lists.
+#
+# Architecture-neutral: Cap'n Proto encodes integers and floats little-endian on every platform,
+# and raw payloads are little-endian f32 (or the dtype named in the header), so x86-64 and ARM64
+# daemons interoperate. Big-endian hosts are not supported.
+#
+# Evolution: append fields and union members only; never renumber or reuse an ordinal. A peer
+# whose Hello carries another protocolVersion is refused.
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("hearth::wire");
+
+const protocolVersion :UInt16 = 1;
+
+# ---- identity and health ----
+
+struct TypeThroughput {
+  type @0 :Text;              # GGUF weight type name: "f32", "q4_0", ...
+  bytesPerS @1 :Float64;      # bytes of weights a decode matvec streams per second
+}
+
+struct DeviceProfile {
+  name @0 :Text;
+  usableMemoryBytes @1 :UInt64;
+  memoryBandwidthBytesPerS @2 :Float64;
+  decode @3 :List(TypeThroughput);
+  prefillFlopS @4 :Float64;
+  stepOverheadS @5 :Float64;
+  cores @6 :UInt32;
+  cpu @7 :Text;
+  os @8 :Text;
+  arch @9 :Text;              # "x86_64", "aarch64"
+}
+
+struct Hello {
+  protocolVersion @0 :UInt16;
+  nodeId @1 :Text;            # stable per data directory
+  controlEndpoint @2 :Text;   # tcp://host:port of this node's ROUTER
+  dataEndpoint @3 :Text;      # tcp://host:port of this node's PULL (activations in)
+  profile @4 :DeviceProfile;
+}
+
+struct HelloAck {
+  headId @0 :Text;
+}
+
+struct Heartbeat {
+  nodeId @0 :Text;
+  planId @1 :UInt64;          # plan this node has loaded, 0 if none
+}
+
+# ---- loading a stage ----
+
+struct Assignment {
+  planId @0 :UInt64;          # every later message of this plan carries it
+  modelHash @1 :UInt64;       # XXH3-64 of the whole source GGUF
+  modelName @2 :Text;
+  firstLayer @3 :UInt32;
+  lastLayer @4 :UInt32;       # exclusive
+  hasEmbedding @5 :Bool;
+  hasOutput @6 :Bool;
+  stageFileBytes @7 :UInt64;  # size of the GGUF of this stage's tensors, streamed by chunks
+  stageFileHash @8 :UInt64;   # XXH3-64 of that file's header: names the cached copy
+  nextEndpoint @9 :Text;      # where this stage pushes its output (next stage, or the head)
+  nCtx @10 :UInt32;
+  maxBatch @11 :UInt32;
+  maxSequences @12 :UInt32;
+  nEmbd @13 :UInt32;
+}
+
+struct WeightRequest {
+  planId @0 :UInt64;
+  offset @1 :UInt64;          # byte offset in the stage file
+  length @2 :UInt32;
+}
+
+# Followed by a raw frame of the chunk's bytes.
+struct WeightChunk {
+  planId @0 :UInt64;
+  offset @1 :UInt64;
+  checksum @2 :UInt64;        # XXH3-64 of the raw frame
+}
+
+struct LoadStatus {
+  planId @0 :UInt64;
+  state @1 :State;
+  bytesDone @2 :UInt64;
+  bytesTotal @3 :UInt64;
+  message @4 :Text;
+  residentBytes @5 :UInt64;   # the daemon's RSS once loaded
+
+  enum State {
+    receiving @0;
+    loading @1;
+    ready @2;
+    failed @3;
+  }
+}
+
+# ---- the pipeline ----
+
+struct SamplingParams {
+  temperature @0 :Float32;
+  topK @1 :Int32;
+  topP @2 :Float32;
+  minP @3 :Float32;
+  repeatPenalty @4 :Float32;
+  repeatLastN @5 :Int32;
+  seed @6 :UInt64;
+}
+
+struct SeqChunk {
+  seq @0 :UInt64;
+  pos @1 :UInt32;             # position of the chunk's first token
+  nTokens @2 :UInt32;
+  isPrompt @3 :Bool;          # prompt tokens count for the repetition penalty of the sampler
+  wantToken @4 :Bool;         # the last stage samples after this chunk (false for a prompt's
+                              # earlier chunks)
+  sampling @5 :SamplingParams; # read when the sequence starts (pos == 0)
+}
+
+# Followed by a raw frame: [sum(nTokens) x nEmbd] values of `dtype`, little-endian, row-major.
+struct Forward {
+  planId @0 :UInt64;
+  chunks @1 :List(SeqChunk);
+  tokens @2 :List(Int32);     # ids of every token of the batch, in order
+  dtype @3 :DType;
+  nEmbd @4 :UInt32;
+
+  enum DType {
+    f32 @0;
+  }
+}
+
+struct SeqToken {
+  seq @0 :UInt64;
+  token @1 :Int32;
+}
+
+struct Result {
+  planId @0 :UInt64;
+  tokens @1 :List(SeqToken);
+}
+
+struct Release {
+  planId @0 :UInt64;
+  seqs @1 :List(UInt64);
+}
+
+struct Error {
+  planId @0 :UInt64;
+  seqs @1 :List(UInt64);      # sequences the error fails, if any
+  message @2 :Text;
+}
+
+# ---- links ----
+
+struct ProbeTarget {
+  nodeId @0 :Text;
+  controlEndpoint @1 :Text;
+}
+
+struct LinkProbe {
+  targets @0 :List(ProbeTarget);
+}
+
+# Followed, for bandwidth probes, by a raw frame of padding bytes.
+struct Ping {
+  sentNs @0 :UInt64;
+}
+
+struct Pong {
+  sentNs @0 :UInt64;
+}
+
+struct LinkMeasure {
+  from @0 :Text;
+  to @1 :Text;
+  latencyS @2 :Float64;       # one way: half the median round trip of a small message
+  bandwidthBytesPerS @3 :Float64;
+}
+
+struct LinkReport {
+  links @0 :List(LinkMeasure);
+}
+
+# ---- the controller CLI and the head ----
+
+struct DeviceInfo {
+  nodeId @0 :Text;
+  controlEndpoint @1 :Text;
+  profile @2 :DeviceProfile;
+  alive @3 :Bool;
+  isHead @4 :Bool;
+  lastSeenMs @5 :UInt64;      # ms since the head last heard from it
+}
+
+struct DevicesRequest {}
+
+struct DevicesReply {
+  devices @0 :List(DeviceInfo);
+}
+
+struct LaunchRequest {
+  modelPath @0 :Text;         # path of the GGUF on the head
+  objective @1 :Text;         # latency | throughput | ttft
+  ctx @2 :UInt32;
+  devices @3 :List(Text);     # candidate device names; empty = all
+  split @4 :Text;             # "head:2,a:2,b:1" sets devices, order and layer counts by hand
+  streams @5 :UInt32;
+}
+
+struct LaunchProgress {
+  device @0 :Text;
+  bytesDone @1 :UInt64;
+  bytesTotal @2 :UInt64;
+  state @3 :Text;
+}
+
+struct LaunchReply {
+  ok @0 :Bool;
+  message @1 :Text;
+  planJson @2 :Text;          # the plan with its predicted figures, as JSON for display
+}
+
+struct GenerateRequest {
+  prompt @0 :Text;
+  nPredict @1 :UInt32;
+  sampling @2 :SamplingParams;
+}
+
+struct GenerateEvent {
+  text @0 :Text;              # the piece of this token (may be part of a UTF-8 character)
+  token @1 :Int32;
+  done @2 :Bool;
+  error @3 :Text;             # set on failure; done is then true
+  promptTokens @4 :UInt32;    # on done: counts and timing
+  generatedTokens @5 :UInt32;
+  ttftMs @6 :Float64;
+  decodeTokS @7 :Float64;
+}
+
+struct StatusRequest {}
+
+struct StatusReply {
+  json @0 :Text;              # loaded model, plan, per-stage timings, tok/s
+}
+
+struct StopRequest {}
+
+struct StopReply {
+  message @0 :Text;
+}
+
+# ---- the envelope ----
+
+struct Envelope {
+  requestId @0 :UInt64;       # set by the sender of a request, echoed in its replies
+  union {
+    hello @1 :Hello;
+    helloAck @2 :HelloAck;
+    heartbeat @3 :Heartbeat;
+    assignment @4 :Assignment;
+    weightRequest @5 :WeightRequest;
+    weightChunk @6 :WeightChunk;
+    loadStatus @7 :LoadStatus;
+    forward @8 :Forward;
+    result @9 :Result;
+    release @10 :Release;
+    error @11 :Error;
+    linkProbe @12 :LinkProbe;
+    ping @13 :Ping;
+    pong @14 :Pong;
+    linkReport @15 :LinkReport;
+    devicesRequest @16 :DevicesRequest;
+    devicesReply @17 :DevicesReply;
+    launchRequest @18 :LaunchRequest;
+    launchProgress @19 :LaunchProgress;
+    launchReply @20 :LaunchReply;
+    generateRequest @21 :GenerateRequest;
+    generateEvent @22 :GenerateEvent;
+    statusRequest @23 :StatusRequest;
+    statusReply @24 :StatusReply;
+    stopRequest @25 :StopRequest;
+    stopReply @26 :StopReply;
+  }
+}

@@ -1,0 +1,80 @@
+#include "transport/sockets.h"
+
+#include <stdexcept>
+
+namespace hearth::transport {
+
+void SocketFactory::apply_common(zmq::socket_t& s, const SocketOptions& o) const {
+  s.set(zmq::sockopt::linger, 0);  // never hang at exit on unsent messages
+  s.set(zmq::sockopt::sndhwm, o.send_hwm);
+  s.set(zmq::sockopt::rcvhwm, o.receive_hwm);
+  if (o.max_message_bytes > 0) s.set(zmq::sockopt::maxmsgsize, o.max_message_bytes);
+  // ZMTP heartbeats drop dead TCP peers even when the application is busy computing.
+  s.set(zmq::sockopt::heartbeat_ivl, 1000);
+  s.set(zmq::sockopt::heartbeat_timeout, 3000);
+  s.set(zmq::sockopt::heartbeat_ttl, 3000);
+}
+
+zmq::socket_t SocketFactory::bind_router(const std::string& endpoint, const SocketOptions& o) const {
+  zmq::socket_t s(context_, zmq::socket_type::router);
+  apply_common(s, o);
+  // A reply to a peer that has gone fails loudly instead of vanishing.
+  s.set(zmq::sockopt::router_mandatory, true);
+  s.bind(endpoint);
+  return s;
+}
+
+zmq::socket_t SocketFactory::bind_pull(const std::string& endpoint, const SocketOptions& o) const {
+  zmq::socket_t s(context_, zmq::socket_type::pull);
+  apply_common(s, o);
+  s.bind(endpoint);
+  return s;
+}
+
+zmq::socket_t SocketFactory::connect_dealer(const std::string& endpoint, const std::string& identity, const SocketOptions& o) const {
+  zmq::socket_t s(context_, zmq::socket_type::dealer);
+  apply_common(s, o);
+  if (!identity.empty()) s.set(zmq::sockopt::routing_id, identity);
+  s.set(zmq::sockopt::immediate, true);  // queue nothing for a peer that is not connected
+  s.connect(endpoint);
+  return s;
+}
+
+zmq::socket_t SocketFactory::connect_push(const std::string& endpoint, const SocketOptions& o) const {
+  zmq::socket_t s(context_, zmq::socket_type::push);
+  apply_common(s, o);
+  // Blocking on a full queue is the pipeline's backpressure, but a stage that has died must not
+  // hang the sender forever: give up after a while and let the caller report it.
+  s.set(zmq::sockopt::sndtimeo, 5000);
+  s.connect(endpoint);
+  return s;
+}
+
+std::string tcp_endpoint(const std::string& host_port) {
+  std::string hp = host_port;
+  if (hp.rfind("tcp://", 0) == 0) hp = hp.substr(6);
+  const size_t colon = hp.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 >= hp.size())
+    throw std::invalid_argument("'" + host_port + "' is not HOST:PORT");
+  const std::string port = hp.substr(colon + 1);
+  if (port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535)
+    throw std::invalid_argument("'" + host_port + "' has an invalid port");
+  return "tcp://" + hp;
+}
+
+int endpoint_port(const std::string& endpoint) {
+  const size_t colon = endpoint.rfind(':');
+  if (colon == std::string::npos) return 0;
+  try {
+    return std::stoi(endpoint.substr(colon + 1));
+  } catch (...) {
+    return 0;
+  }
+}
+
+std::string with_port(const std::string& endpoint, int port) {
+  const size_t colon = endpoint.rfind(':');
+  return endpoint.substr(0, colon + 1) + std::to_string(port);
+}
+
+}  // namespace hearth::transport
