@@ -11,6 +11,10 @@ PACKAGES=(
   libspdlog-dev libfmt-dev                      # logs
   libcli11-dev nlohmann-json3-dev               # command line, JSON
   doctest-dev                                   # tests
+  libzmq3-dev cppzmq-dev                        # ZeroMQ sockets between daemons
+  capnproto libcapnp-dev                        # the wire schema
+  libboost-dev                                  # Asio: discovery, signals
+  libxxhash-dev                                 # weight chunk checksums, model hashes
   libpcre2-dev                                  # byte-level BPE pre-tokenizer rules
 )
 
