@@ -10,6 +10,7 @@
 
 #include "daemon/node.h"
 #include "daemon/wire_convert.h"
+#include "runtime/chat_template.h"
 #include "runtime/model_spec_gguf.h"
 
 namespace hearth::daemon {
@@ -87,7 +88,7 @@ void Head::on_control(const std::string& identity, const char* peer_address, con
   const uint64_t rid = env.getRequestId();
   switch (env.which()) {
     case wire::Envelope::HELLO: on_hello(identity, peer_address, env.getHello()); break;
-    case wire::Envelope::HEARTBEAT: on_heartbeat(identity); break;
+    case wire::Envelope::HEARTBEAT: on_heartbeat(identity, env.getHeartbeat()); break;
     case wire::Envelope::WEIGHT_REQUEST: on_weight_request(identity, env.getWeightRequest()); break;
     case wire::Envelope::LOAD_STATUS: on_load_status(identity, env.getLoadStatus()); break;
     case wire::Envelope::ERROR: on_error(identity, env.getError()); break;
@@ -96,6 +97,9 @@ void Head::on_control(const std::string& identity, const char* peer_address, con
     case wire::Envelope::GENERATE_REQUEST: on_generate(identity, rid, env.getGenerateRequest()); break;
     case wire::Envelope::STATUS_REQUEST: on_status(identity, rid); break;
     case wire::Envelope::STOP_REQUEST: on_stop(identity, rid); break;
+    case wire::Envelope::CANCEL_REQUEST:
+      if (scheduler_) scheduler_->cancel(identity, env.getCancelRequest().getRequestId());
+      break;
     case wire::Envelope::LINK_REPORT: break;  // link figures feed the planner in a later version
     default:
       node_.drops().unexpected++;
@@ -134,9 +138,11 @@ void Head::on_hello(const std::string& identity, const char* peer_address, wire:
   node_.send_to(identity, b);
 }
 
-void Head::on_heartbeat(const std::string& identity) {
+void Head::on_heartbeat(const std::string& identity, wire::Heartbeat::Reader h) {
   if (Device* d = device_by_identity(identity)) {
     d->last_seen = Clock::now();
+    d->dropped = h.getDropped();
+    d->resident_bytes = h.getResidentBytes();
     if (!d->alive) spdlog::info("head: device {} is back", d->profile.name);
     d->alive = true;
   }
@@ -178,6 +184,7 @@ void Head::on_devices(const std::string& client, uint64_t request_id) {
     auto out = list[i++];
     out.setNodeId(id);
     out.setControlEndpoint(d.control_endpoint);
+    out.setDataEndpoint(d.data_endpoint);
     out.setAlive(d.alive);
     out.setIsHead(d.is_self);
     out.setLastSeenMs(d.is_self ? 0 : static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now - d.last_seen).count()));
@@ -429,18 +436,36 @@ void Head::on_generate(const std::string& client, uint64_t request_id, wire::Gen
     const std::string why = !plan_ ? "no model is loaded: run `hearth launch --model FILE` first"
                             : !plan_->failure.empty() ? "the cluster lost its plan (" + plan_->failure + "): launch again"
                                                       : "the model is still loading";
-    emit({.client = client, .request_id = request_id, .done = true, .error = why});
+    emit({.client = client, .request_id = request_id, .done = true, .error = why, .error_code = 503, .finish_reason = "error"});
     return;
   }
   runtime::SamplingParams sampling;
+  std::vector<int32_t> prompt;
+  std::string chat_template;
   try {
     sampling = from_wire(r.getSampling());
+    prompt = encode_request(r, chat_template);
   } catch (const std::exception& e) {
-    emit({.client = client, .request_id = request_id, .done = true, .error = e.what()});
+    emit({.client = client, .request_id = request_id, .done = true, .error = e.what(), .error_code = 400, .finish_reason = "error"});
     return;
   }
-  std::vector<int32_t> prompt = plan_->tokenizer->encode(r.getPrompt().cStr());
-  scheduler_->add(client, request_id, std::move(prompt), static_cast<int>(std::min<uint32_t>(r.getNPredict(), 1u << 20)), sampling);
+  scheduler_->add(client, request_id, std::move(prompt), static_cast<int>(std::min<uint32_t>(r.getNPredict(), 1u << 20)), sampling,
+                  chat_template);
+}
+
+std::vector<int32_t> Head::encode_request(wire::GenerateRequest::Reader r, std::string& chat_template) const {
+  if (r.getMessages().size() == 0) return plan_->tokenizer->encode(r.getPrompt().cStr());
+  // A conversation: the model's own template renders it, and its control tokens are real tokens.
+  std::vector<runtime::ChatMessage> messages;
+  for (auto m : r.getMessages()) {
+    const std::string role = m.getRole().cStr();
+    if (role != "system" && role != "user" && role != "assistant") throw std::invalid_argument("unknown message role '" + role + "'");
+    messages.push_back({role, m.getContent().cStr()});
+  }
+  const runtime::ChatTemplate t =
+      runtime::detect_chat_template(plan_->file->metadata().get_string_opt("tokenizer.chat_template").value_or(""));
+  chat_template = t.name + (t.fallback ? " (fallback)" : "");
+  return plan_->tokenizer->encode(runtime::render_chat(t, messages), {.add_bos = true, .parse_special = true});
 }
 
 void Head::emit(const GenerationEvent& e) {
@@ -456,6 +481,9 @@ void Head::emit(const GenerationEvent& e) {
   ev.setGeneratedTokens(static_cast<uint32_t>(e.generated_tokens));
   ev.setTtftMs(e.ttft_ms);
   ev.setDecodeTokS(e.decode_tok_s);
+  ev.setFinishReason(e.finish_reason);
+  ev.setErrorCode(static_cast<uint16_t>(e.error_code));
+  ev.setChatTemplate(e.chat_template);
   node_.send_to(e.client, b);
 }
 
@@ -498,7 +526,9 @@ std::string Head::plan_json() const {
                            {"state", s.state},
                            {"bytes_done", s.bytes_done},
                            {"bytes_total", s.bytes_total},
-                           {"resident_bytes", s.resident_bytes},
+                           {"resident_bytes", s.node_id == node_.node_id() ? resident_bytes() : devices_.at(s.node_id).resident_bytes},
+                           {"dropped", s.node_id == node_.node_id() ? node_.drops().total() : devices_.at(s.node_id).dropped},
+                           {"message", s.message},
                            {"weight_bytes", a.weight_bytes},
                            {"kv_bytes", a.kv_bytes},
                            {"memory_bytes", a.memory_bytes},
@@ -530,7 +560,7 @@ void Head::on_status(const std::string& client, uint64_t request_id) {
                        {"last_ttft_ms", t.last_ttft_ms}};
   }
   const DropStats& d = node_.drops();
-  j["dropped"] = {{"malformed", d.malformed}, {"out_of_plan", d.out_of_plan}, {"unexpected", d.unexpected}, {"bad_payload", d.bad_payload}};
+  j["dropped"] = {{"malformed", d.malformed.load()}, {"out_of_plan", d.out_of_plan.load()}, {"unexpected", d.unexpected.load()}, {"bad_payload", d.bad_payload.load()}};
   capnp::MallocMessageBuilder b;
   auto env = b.initRoot<wire::Envelope>();
   env.setRequestId(request_id);

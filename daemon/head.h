@@ -34,6 +34,8 @@ struct Device {
   std::chrono::steady_clock::time_point last_seen;
   bool alive = true;
   bool is_self = false;
+  uint64_t dropped = 0;         // messages it refused, from its heartbeats
+  uint64_t resident_bytes = 0;  // its RSS, from its heartbeats
 };
 
 // One stage of the launched plan.
@@ -77,7 +79,7 @@ class Head {
 
  private:
   void on_hello(const std::string& identity, const char* peer_address, transport::wire::Hello::Reader h);
-  void on_heartbeat(const std::string& identity);
+  void on_heartbeat(const std::string& identity, transport::wire::Heartbeat::Reader h);
   void on_weight_request(const std::string& identity, transport::wire::WeightRequest::Reader r);
   void on_load_status(const std::string& identity, transport::wire::LoadStatus::Reader s);
   void on_error(const std::string& identity, transport::wire::Error::Reader e);
@@ -86,6 +88,7 @@ class Head {
   void on_generate(const std::string& client, uint64_t request_id, transport::wire::GenerateRequest::Reader r);
   void on_status(const std::string& client, uint64_t request_id);
   void on_stop(const std::string& client, uint64_t request_id);
+  std::vector<int32_t> encode_request(transport::wire::GenerateRequest::Reader r, std::string& chat_template) const;
 
   partitioner::PartitionPlan make_plan(const partitioner::ModelSpec& spec, const std::vector<const Device*>& devices,
                                        transport::wire::LaunchRequest::Reader r, const partitioner::PartitionOptions& options);

@@ -64,8 +64,9 @@ uint64_t resident_bytes() {
 
 // ---- heartbeats ----
 
-Heartbeater::Heartbeater(zmq::context_t& ctx, std::string head_endpoint, std::string node_id)
-    : thread_([this, &ctx, e = std::move(head_endpoint), id = std::move(node_id)] { loop(ctx, e, id); }) {}
+Heartbeater::Heartbeater(zmq::context_t& ctx, std::string head_endpoint, std::string node_id, const DropStats& drops)
+    : drops_(drops),
+      thread_([this, &ctx, e = std::move(head_endpoint), id = std::move(node_id)] { loop(ctx, e, id); }) {}
 
 Heartbeater::~Heartbeater() {
   stop_ = true;
@@ -82,11 +83,12 @@ void Heartbeater::loop(zmq::context_t& ctx, std::string endpoint, std::string no
       auto hb = b.initRoot<wire::Envelope>().initHeartbeat();
       hb.setNodeId(node_id);
       hb.setPlanId(plan_id_);
+      hb.setDropped(drops_.total());
+      hb.setResidentBytes(resident_bytes());
       s.send(transport::encode(b), zmq::send_flags::dontwait);
       next += std::chrono::milliseconds(400);
     }
-    std::vector<zmq::message_t> drop;
-    while (!receive(s).empty()) {
+    while (!receive(s).empty()) {  // the head does not answer heartbeats today; drain anyway
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -134,7 +136,7 @@ void Node::connect_to_head(const std::string& endpoint) {
   head_.emplace(sockets_.connect_dealer(endpoint, node_id_, {.max_message_bytes = kMaxDataFrame}));
   registered_ = false;
   send_hello();
-  heartbeater_ = std::make_unique<Heartbeater>(context_, endpoint, node_id_);
+  heartbeater_ = std::make_unique<Heartbeater>(context_, endpoint, node_id_, drops_);
   spdlog::info("joining head at {}", endpoint);
 }
 

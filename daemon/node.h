@@ -34,11 +34,13 @@ namespace hearth::daemon {
 class Head;
 
 // Counters of what the node refused, by reason; shown in status.
+// Atomic because the heartbeat thread reports the total.
 struct DropStats {
-  uint64_t malformed = 0;     // not a valid envelope, or a field out of range
-  uint64_t out_of_plan = 0;   // for another plan, or a stage this node does not run
-  uint64_t unexpected = 0;    // a message this role never receives
-  uint64_t bad_payload = 0;   // wrong size, NaN/Inf
+  std::atomic<uint64_t> malformed{0};     // not a valid envelope, or a field out of range
+  std::atomic<uint64_t> out_of_plan{0};   // for another plan, or a stage this node does not run
+  std::atomic<uint64_t> unexpected{0};    // a message this role never receives
+  std::atomic<uint64_t> bad_payload{0};   // wrong size, NaN/Inf
+  uint64_t total() const { return malformed + out_of_plan + unexpected + bad_payload; }
 };
 
 // The stage this node runs for the current plan.
@@ -53,12 +55,13 @@ struct LoadedStage {
 // Sends heartbeats to the head from its own thread and socket.
 class Heartbeater {
  public:
-  Heartbeater(zmq::context_t& ctx, std::string head_endpoint, std::string node_id);
+  Heartbeater(zmq::context_t& ctx, std::string head_endpoint, std::string node_id, const DropStats& drops);
   ~Heartbeater();
   void set_plan(uint64_t plan_id) { plan_id_ = plan_id; }
 
  private:
   void loop(zmq::context_t& ctx, std::string endpoint, std::string node_id);
+  const DropStats& drops_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> plan_id_{0};
   std::thread thread_;

@@ -20,13 +20,14 @@ Scheduler::Scheduler(Node& node, const runtime::Tokenizer& tokenizer, uint64_t p
     : node_(node), tokenizer_(tokenizer), plan_id_(plan_id), n_ctx_(n_ctx), emit_(std::move(emit)) {}
 
 void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
-                    const runtime::SamplingParams& sampling) {
+                    const runtime::SamplingParams& sampling, std::string chat_template) {
   totals_.requests++;
-  GenerationEvent refuse{.client = client, .request_id = request_id, .done = true};
+  GenerationEvent refuse{.client = client, .request_id = request_id, .done = true, .error_code = 400, .finish_reason = "error"};
   if (prompt.empty()) refuse.error = "the prompt has no tokens";
-  else if (static_cast<int>(prompt.size()) >= n_ctx_)
+  else if (static_cast<int>(prompt.size()) >= n_ctx_) {
     refuse.error = "the prompt has " + std::to_string(prompt.size()) + " tokens; the context holds " + std::to_string(n_ctx_);
-  else if (n_predict <= 0) refuse.error = "n_predict must be positive";
+    refuse.error_code = 413;
+  } else if (n_predict <= 0) refuse.error = "n_predict must be positive";
   if (!refuse.error.empty()) {
     emit_(refuse);
     return;
@@ -37,6 +38,7 @@ void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<
   s.prompt = std::move(prompt);
   s.n_predict = n_predict;
   s.sampling = sampling;
+  s.chat_template = std::move(chat_template);
   s.start = Clock::now();
   sessions_.emplace(next_seq_++, std::move(s));
 }
@@ -102,22 +104,32 @@ void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
     Session& s = it->second;
     if (s.generated == 0) s.first_token = Clock::now();
     if (tokenizer_.vocab().is_end_of_generation(t.token)) {
-      finish(t.seq, "");
+      finish(t.seq, "stop");
       continue;
     }
     s.generated++;
     totals_.tokens_generated++;
     emit_({.client = s.client, .request_id = s.request_id, .token = t.token, .piece = tokenizer_.piece(t.token)});
-    if (s.generated >= s.n_predict || s.next_pos >= n_ctx_) finish(t.seq, "");
+    if (s.generated >= s.n_predict || s.next_pos >= n_ctx_) finish(t.seq, "length");
     else s.pending = t.token;
   }
 }
 
-void Scheduler::finish(uint64_t seq, const std::string& error) {
+void Scheduler::cancel(const std::string& client, uint64_t request_id) {
+  for (const auto& [seq, s] : sessions_) {
+    if (s.client == client && s.request_id == request_id) {
+      finish(seq, "cancelled");
+      return;
+    }
+  }
+}
+
+void Scheduler::finish(uint64_t seq, const std::string& reason, const std::string& error) {
   auto it = sessions_.find(seq);
   if (it == sessions_.end()) return;
   const Session& s = it->second;
-  GenerationEvent done{.client = s.client, .request_id = s.request_id, .done = true, .error = error};
+  GenerationEvent done{.client = s.client, .request_id = s.request_id, .done = true, .error = error,
+                       .error_code = error.empty() ? 0 : 503, .finish_reason = reason, .chat_template = s.chat_template};
   done.prompt_tokens = static_cast<int>(s.prompt.size());
   done.generated_tokens = s.generated;
   const auto now = Clock::now();
@@ -140,7 +152,7 @@ void Scheduler::fail(const std::string& message, const std::vector<uint64_t>& se
   std::vector<uint64_t> which = seqs;
   if (which.empty())
     for (const auto& [seq, s] : sessions_) which.push_back(seq);
-  for (uint64_t seq : which) finish(seq, message);
+  for (uint64_t seq : which) finish(seq, "error", message);
 }
 
 }  // namespace hearth::daemon

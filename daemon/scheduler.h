@@ -30,6 +30,9 @@ struct GenerationEvent {
   std::string piece;      // bytes of the token (may be part of a UTF-8 character)
   bool done = false;
   std::string error;
+  int error_code = 0;          // HTTP-like: 400, 413, 503
+  std::string finish_reason;   // stop, length, cancelled, error
+  std::string chat_template;   // which template rendered a chat (on done)
   int prompt_tokens = 0;
   int generated_tokens = 0;
   double ttft_ms = 0;
@@ -53,7 +56,9 @@ class Scheduler {
 
   // Starts a generation; emits an error event at once when it cannot start.
   void add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
-           const runtime::SamplingParams& sampling);
+           const runtime::SamplingParams& sampling, std::string chat_template = "");
+  // Stops a generation a client asked to cancel (unknown ones are ignored).
+  void cancel(const std::string& client, uint64_t request_id);
   // Runs one batch on the head's stage if any sequence has work. Returns true if it did.
   bool step();
   void on_sampled(const std::vector<SampledToken>& tokens);
@@ -74,9 +79,10 @@ class Scheduler {
     int generated = 0;
     runtime::SamplingParams sampling;
     std::optional<int32_t> pending;  // sampled, waiting to be fed back
+    std::string chat_template;
     std::chrono::steady_clock::time_point start, first_token;
   };
-  void finish(uint64_t seq, const std::string& error);
+  void finish(uint64_t seq, const std::string& reason, const std::string& error = "");
 
   Node& node_;
   const runtime::Tokenizer& tokenizer_;

@@ -21,7 +21,9 @@ inline constexpr double kScratchElemBytes = 4;  // bytes per element of f32 comp
 // q8_k row (292 B per 256), both kept by the runtime's MatmulScratch
 inline constexpr double kQuantizedInputBytesPerElem = 34.0 / 32 + 292.0 / 256;
 inline constexpr int kMessageBuffers = 4;       // activation messages a stage holds: 2 in, 2 out
-inline constexpr int kDefaultUbatch = 512;      // tokens per prefill micro-batch when chunking is automatic
+// Tokens per forward() a stage is sized for when chunking is automatic: the runtime's
+// StageOptions::max_batch default, which the head uses too.
+inline constexpr int kDefaultUbatch = 256;
 inline constexpr int kMaxMicroBatches = 16;     // most micro-batches in flight considered for throughput
 
 // Prefill of `tokens` prompt tokens that follow `offset` earlier ones.

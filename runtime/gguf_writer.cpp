@@ -17,8 +17,9 @@ namespace {
 class Out {
  public:
   void bytes(const void* p, size_t n) {
-    const auto* b = static_cast<const uint8_t*>(p);
-    buf_.insert(buf_.end(), b, b + n);
+    const size_t at = buf_.size();
+    buf_.resize(at + n);
+    if (n) std::memcpy(buf_.data() + at, p, n);
   }
   template <typename T>
   void pod(T v) { bytes(&v, sizeof v); }

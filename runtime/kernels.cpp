@@ -59,6 +59,24 @@ float dot_q4_0_scalar(const BlockQ4_0* w, const BlockQ8_0* x, int n_blocks) {
   return s;
 }
 
+// Element j of a Q5_0 block, 0..31 (before the offset of 16).
+inline int q5_0_value(const BlockQ5_0& b, int j) {
+  uint32_t qh;
+  std::memcpy(&qh, b.qh, 4);
+  const int nibble = j < kQ5_0Block / 2 ? b.qs[j] & 0x0f : b.qs[j - kQ5_0Block / 2] >> 4;
+  return nibble | static_cast<int>(((qh >> j) & 1) << 4);
+}
+
+float dot_q5_0_scalar(const BlockQ5_0* w, const BlockQ8_0* x, int n_blocks) {
+  float s = 0.f;
+  for (int b = 0; b < n_blocks; ++b) {
+    int32_t acc = 0;
+    for (int j = 0; j < kQ5_0Block; ++j) acc += (q5_0_value(w[b], j) - 16) * x[b].qs[j];
+    s += static_cast<float>(acc) * (fp16_to_fp32(w[b].d) * fp16_to_fp32(x[b].d));
+  }
+  return s;
+}
+
 void quantize_q8_0_scalar(const float* x, BlockQ8_0* y, int n) {
   for (int b = 0; b < n / kQ8_0Block; ++b) {
     const float* xb = x + b * kQ8_0Block;
@@ -92,6 +110,31 @@ void quantize_q4_0_ref(const float* x, BlockQ4_0* y, int64_t n) {
   }
 }
 
+// llama.cpp's reference Q5_0 quantizer: as Q4_0's, with 32 levels.
+void quantize_q5_0_ref(const float* x, BlockQ5_0* y, int64_t n) {
+  for (int64_t b = 0; b < n / kQ5_0Block; ++b) {
+    const float* xb = x + b * kQ5_0Block;
+    float amax = 0.f, max = 0.f;
+    for (int j = 0; j < kQ5_0Block; ++j) {
+      if (std::fabs(xb[j]) > amax) {
+        amax = std::fabs(xb[j]);
+        max = xb[j];
+      }
+    }
+    const float d = max / -16.f;
+    const float id = d != 0.f ? 1.f / d : 0.f;
+    y[b].d = fp32_to_fp16(d);
+    uint32_t qh = 0;
+    for (int j = 0; j < kQ5_0Block / 2; ++j) {
+      const auto q0 = static_cast<uint32_t>(std::min(31.f, xb[j] * id + 16.5f));
+      const auto q1 = static_cast<uint32_t>(std::min(31.f, xb[j + kQ5_0Block / 2] * id + 16.5f));
+      y[b].qs[j] = static_cast<uint8_t>((q0 & 0x0f) | ((q1 & 0x0f) << 4));
+      qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + kQ5_0Block / 2));
+    }
+    std::memcpy(y[b].qh, &qh, 4);
+  }
+}
+
 // llama.cpp's reference Q8_0 quantizer (rounds half away from zero, unlike the activation path).
 void quantize_q8_0_ref(const float* x, BlockQ8_0* y, int64_t n) {
   for (int64_t b = 0; b < n / kQ8_0Block; ++b) {
@@ -114,6 +157,7 @@ const KernelTable& scalar_kernels() {
                                      .dot_bf16 = dot_bf16_scalar,
                                      .dot_q8_0 = dot_q8_0_scalar,
                                      .dot_q4_0 = dot_q4_0_scalar,
+                                     .dot_q5_0 = dot_q5_0_scalar,
                                      .dot_q4_k = dot_q4_k_scalar,
                                      .dot_q5_k = dot_q5_k_scalar,
                                      .dot_q6_k = dot_q6_k_scalar,
@@ -134,7 +178,8 @@ const KernelTable& best_kernels() {
 TensorType dot_type(TensorType t) {
   switch (t) {
     case TensorType::Q8_0:
-    case TensorType::Q4_0: return TensorType::Q8_0;
+    case TensorType::Q4_0:
+    case TensorType::Q5_0: return TensorType::Q8_0;
     case TensorType::Q4_K:
     case TensorType::Q5_K:
     case TensorType::Q6_K: return TensorType::Q8_K;
@@ -171,6 +216,14 @@ void dequantize_row(TensorType type, const void* row, float* out, int64_t n) {
       }
       return;
     }
+    case TensorType::Q5_0: {
+      const auto* b = static_cast<const BlockQ5_0*>(row);
+      for (int64_t blk = 0; blk < n / kQ5_0Block; ++blk) {
+        const float d = fp16_to_fp32(b[blk].d);
+        for (int j = 0; j < kQ5_0Block; ++j) out[blk * kQ5_0Block + j] = d * static_cast<float>(q5_0_value(b[blk], j) - 16);
+      }
+      return;
+    }
     case TensorType::Q4_K: dequantize_q4_k(static_cast<const BlockQ4_K*>(row), out, n); return;
     case TensorType::Q5_K: dequantize_q5_k(static_cast<const BlockQ5_K*>(row), out, n); return;
     case TensorType::Q6_K: dequantize_q6_k(static_cast<const BlockQ6_K*>(row), out, n); return;
@@ -195,6 +248,7 @@ void quantize_row(TensorType type, const float* x, void* out, int64_t n) {
     }
     case TensorType::Q8_0: quantize_q8_0_ref(x, static_cast<BlockQ8_0*>(out), n); return;
     case TensorType::Q4_0: quantize_q4_0_ref(x, static_cast<BlockQ4_0*>(out), n); return;
+    case TensorType::Q5_0: quantize_q5_0_ref(x, static_cast<BlockQ5_0*>(out), n); return;
     case TensorType::Q4_K: quantize_q4_k(x, static_cast<BlockQ4_K*>(out), n); return;
     case TensorType::Q5_K: quantize_q5_k(x, static_cast<BlockQ5_K*>(out), n); return;
     case TensorType::Q6_K: quantize_q6_k(x, static_cast<BlockQ6_K*>(out), n); return;

@@ -1,7 +1,7 @@
 // Dot-product kernels behind one seam: a table of function pointers chosen once for this CPU.
 //
-// Activations are converted once per token to the "dot type" of the weight (Q8_0 for Q8_0 and
-// Q4_0 weights, Q8_K for the K-quants, as llama.cpp does; f32 otherwise), then every weight row is dotted with them
+// Activations are converted once per token to the "dot type" of the weight (Q8_0 for Q8_0, Q4_0
+// and Q5_0 weights, Q8_K for the K-quants, as llama.cpp does; f32 otherwise), then every weight row is dotted with them
 // block by block in the weights' packed form. The scalar table is the reference every SIMD table
 // is tested against; it is also what non-x86 builds use until their own kernels exist.
 #pragma once
@@ -20,6 +20,7 @@ struct KernelTable {
   float (*dot_bf16)(const uint16_t* w, const float* x, int n);
   float (*dot_q8_0)(const BlockQ8_0* w, const BlockQ8_0* x, int n_blocks);
   float (*dot_q4_0)(const BlockQ4_0* w, const BlockQ8_0* x, int n_blocks);
+  float (*dot_q5_0)(const BlockQ5_0* w, const BlockQ8_0* x, int n_blocks);
   float (*dot_q4_k)(const BlockQ4_K* w, const BlockQ8_K* x, int n_blocks);
   float (*dot_q5_k)(const BlockQ5_K* w, const BlockQ8_K* x, int n_blocks);
   float (*dot_q6_k)(const BlockQ6_K* w, const BlockQ8_K* x, int n_blocks);
@@ -40,7 +41,7 @@ const KernelTable& best_kernels();
 // Dequantizes one row of n elements of any computable type (and of Q8_K) into f32.
 void dequantize_row(TensorType type, const void* row, float* out, int64_t n);
 // Quantizes n floats into one row of any computable type (used by the model writer). f32, f16,
-// bf16, q8_0 and q4_0 are bit-compatible with llama.cpp's reference quantizers; the K-quants use
+// bf16, q8_0, q4_0 and q5_0 are bit-compatible with llama.cpp's reference quantizers; the K-quants use
 // a simpler quantizer (kquants.h) whose blocks llama.cpp reads the same way.
 void quantize_row(TensorType type, const float* x, void* out, int64_t n);
 

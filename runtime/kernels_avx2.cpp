@@ -110,6 +110,28 @@ float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int n_blocks) {
   return hsum(acc);
 }
 
+float dot_q5_0(const BlockQ5_0* w, const BlockQ8_0* x, int n_blocks) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i sixteen = _mm256_set1_epi8(16);
+  // Byte j of the spread qh is byte j / 8 of qh; bit j % 8 of it is element j's fifth bit.
+  const __m256i spread = _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303);
+  const __m256i bit_of_byte = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  __m256 acc = _mm256_setzero_ps();
+  for (int b = 0; b < n_blocks; ++b) {
+    const __m256 d = _mm256_set1_ps(half_to_float(w[b].d) * half_to_float(x[b].d));
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].qs));
+    __m256i qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low4);
+    uint32_t qh;
+    __builtin_memcpy(&qh, w[b].qh, 4);
+    const __m256i bits = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(qh)), spread), bit_of_byte);
+    qw = _mm256_or_si256(qw, _mm256_and_si256(_mm256_cmpeq_epi8(bits, bit_of_byte), sixteen));
+    qw = _mm256_sub_epi8(qw, sixteen);
+    const __m256i qx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
+    acc = _mm256_fmadd_ps(d, mul_sum_i8(qw, qx), acc);
+  }
+  return hsum(acc);
+}
+
 void quantize_q8_0(const float* x, BlockQ8_0* y, int n) {
   const __m256 sign_bit = _mm256_set1_ps(-0.0f);
   for (int b = 0; b < n / kQ8_0Block; ++b) {
@@ -303,6 +325,7 @@ const KernelTable& avx2_kernels() {
                                      .dot_bf16 = dot_bf16,
                                      .dot_q8_0 = dot_q8_0,
                                      .dot_q4_0 = dot_q4_0,
+                                     .dot_q5_0 = dot_q5_0,
                                      .dot_q4_k = dot_q4_k,
                                      .dot_q5_k = dot_q5_k,
                                      .dot_q6_k = dot_q6_k,

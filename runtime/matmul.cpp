@@ -34,6 +34,7 @@ float dot_row(const WeightMatrix& w, int64_t r, const float* x, const void* xq, 
     case TensorType::BF16: return k.dot_bf16(reinterpret_cast<const uint16_t*>(w.row(r)), x, n);
     case TensorType::Q8_0: return k.dot_q8_0(reinterpret_cast<const BlockQ8_0*>(w.row(r)), static_cast<const BlockQ8_0*>(xq), n / kQ8_0Block);
     case TensorType::Q4_0: return k.dot_q4_0(reinterpret_cast<const BlockQ4_0*>(w.row(r)), static_cast<const BlockQ8_0*>(xq), n / kQ4_0Block);
+    case TensorType::Q5_0: return k.dot_q5_0(reinterpret_cast<const BlockQ5_0*>(w.row(r)), static_cast<const BlockQ8_0*>(xq), n / kQ5_0Block);
     case TensorType::Q4_K: return k.dot_q4_k(reinterpret_cast<const BlockQ4_K*>(w.row(r)), static_cast<const BlockQ8_K*>(xq), n / kQK);
     case TensorType::Q5_K: return k.dot_q5_k(reinterpret_cast<const BlockQ5_K*>(w.row(r)), static_cast<const BlockQ8_K*>(xq), n / kQK);
     case TensorType::Q6_K: return k.dot_q6_k(reinterpret_cast<const BlockQ6_K*>(w.row(r)), static_cast<const BlockQ8_K*>(xq), n / kQK);

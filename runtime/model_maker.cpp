@@ -121,8 +121,8 @@ std::vector<std::string> random_model_arch_names() { return {std::begin(kArchs),
 
 TensorType k_quant_fallback(TensorType type) {
   switch (type) {
-    // llama.cpp falls back to Q5_0 / Q5_1 / Q8_0; this runtime computes the nearest of those.
-    case TensorType::Q4_K: return TensorType::Q4_0;
+    // As llama.cpp, except Q5_K: llama.cpp uses Q5_1, which this runtime does not compute.
+    case TensorType::Q4_K: return TensorType::Q5_0;
     case TensorType::Q5_K: return TensorType::Q8_0;
     case TensorType::Q6_K: return TensorType::Q8_0;
     default: return type;

@@ -9,7 +9,7 @@
 
 namespace hearth::runtime {
 
-// out = x / sqrt(mean(x^2) + eps) * w, over n elements (the sum is kept in double).
+// out = x / sqrt(mean(x^2) + eps) * w, over n elements (the sum is kept in double). out may be x.
 void rmsnorm(const float* x, const float* w, float* out, int n, float eps);
 
 // out[i] += b[i] for each of n_rows rows of n (a bias on a matmul's output).

@@ -62,6 +62,16 @@ struct BlockQ4_0 {
   uint8_t qs[kQ4_0Block / 2];
 };
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18);
+// Q5_0: {f16 d; uint8 qh[4]; uint8 qs[16]}  x = d * (q - 16), q 5 bits: the nibbles as in Q4_0,
+// and bit j of qh (a little-endian uint32) is the fifth bit of element j. llama-quantize writes
+// it for the tensors of a Q4_K_M file whose rows do not divide into 256-element super-blocks.
+constexpr int kQ5_0Block = 32;
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[kQ5_0Block / 2];
+};
+static_assert(sizeof(BlockQ5_0) == 22);
 
 // K-quants: super-blocks of 256 elements with their own quantized sub-block scales.
 constexpr int kQK = 256;

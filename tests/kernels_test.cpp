@@ -100,6 +100,33 @@ TEST_CASE("hand-built Q8_0 and Q4_0 blocks dequantize to known values") {
   }
 }
 
+TEST_CASE("a hand-built Q5_0 block dequantizes to known values; llama.cpp's quantizer maps the extreme to -16") {
+  // x = d * (q - 16): low nibbles are elements 0..15, high nibbles 16..31, bit j of qh (little
+  // endian) is element j's fifth bit.
+  BlockQ5_0 b{};
+  b.d = fp32_to_fp16(0.5f);
+  const auto v = [](int j) { return (j * 9 + 4) % 32; };
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    b.qs[j] = static_cast<uint8_t>((v(j) & 15) | ((v(j + 16) & 15) << 4));
+    qh |= static_cast<uint32_t>(v(j) >> 4) << j | static_cast<uint32_t>(v(j + 16) >> 4) << (j + 16);
+  }
+  b.qh[0] = static_cast<uint8_t>(qh), b.qh[1] = static_cast<uint8_t>(qh >> 8);
+  b.qh[2] = static_cast<uint8_t>(qh >> 16), b.qh[3] = static_cast<uint8_t>(qh >> 24);
+  std::vector<float> out(32);
+  dequantize_row(TensorType::Q5_0, &b, out.data(), 32);
+  for (int j = 0; j < 32; ++j) CHECK(out[static_cast<size_t>(j)] == 0.5f * static_cast<float>(v(j) - 16));
+
+  std::vector<float> x(32, 0.25f);
+  x[3] = 4.f;  // d = 4 / -16; 0.25 -> round(-1) + 16 = 15; 4 -> 0
+  BlockQ5_0 q{};
+  quantize_row(TensorType::Q5_0, x.data(), &q, 32);
+  CHECK(fp16_to_fp32(q.d) == -0.25f);
+  dequantize_row(TensorType::Q5_0, &q, out.data(), 32);
+  CHECK(out[3] == 4.f);
+  CHECK(out[0] == 0.25f);
+}
+
 TEST_CASE("quantize then dequantize stays within each type's step") {
   const auto x = random_floats(4096, 1);
   struct Case {
@@ -107,7 +134,8 @@ TEST_CASE("quantize then dequantize stays within each type's step") {
     double max_rel_err;  // of max |x| per block
   };
   for (const Case c : {Case{TensorType::F32, 0}, Case{TensorType::F16, 1e-3}, Case{TensorType::BF16, 8e-3},
-                       Case{TensorType::Q8_0, 1.0 / 127}, Case{TensorType::Q4_0, 1.0 / 8 + 1e-3}}) {
+                       Case{TensorType::Q8_0, 1.0 / 127}, Case{TensorType::Q4_0, 1.0 / 8 + 1e-3},
+                       Case{TensorType::Q5_0, 1.0 / 16 + 1e-3}}) {
     const auto y = dequantized(c.type, quantized(c.type, x), x.size());
     for (size_t b = 0; b < x.size(); b += 32) {
       float amax = 0;
@@ -146,11 +174,12 @@ TEST_CASE("dot kernels agree with naive loops, in every table") {
       const auto xd = dequantized(TensorType::Q8_0, std::vector<uint8_t>(reinterpret_cast<uint8_t*>(xq.data()),
                                                                          reinterpret_cast<uint8_t*>(xq.data() + xq.size())),
                                   x.size());
-      for (TensorType t : {TensorType::Q8_0, TensorType::Q4_0}) {
+      for (TensorType t : {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0}) {
         const auto q = quantized(t, w);
         const auto wd = dequantized(t, q, w.size());
-        const float got = t == TensorType::Q8_0 ? k->dot_q8_0(reinterpret_cast<const BlockQ8_0*>(q.data()), xq.data(), n / 32)
-                                                : k->dot_q4_0(reinterpret_cast<const BlockQ4_0*>(q.data()), xq.data(), n / 32);
+        const float got = t == TensorType::Q8_0   ? k->dot_q8_0(reinterpret_cast<const BlockQ8_0*>(q.data()), xq.data(), n / 32)
+                          : t == TensorType::Q4_0 ? k->dot_q4_0(reinterpret_cast<const BlockQ4_0*>(q.data()), xq.data(), n / 32)
+                                                  : k->dot_q5_0(reinterpret_cast<const BlockQ5_0*>(q.data()), xq.data(), n / 32);
         CHECK(std::fabs(got - naive_dot(wd, xd)) < 1e-5 * scale);
       }
     }
@@ -161,7 +190,7 @@ TEST_CASE("matmul equals row-by-row dot products for 1 and many tokens, any thre
   const int n_in = 256, n_out = 100;
   const auto wf = random_floats(static_cast<size_t>(n_in * n_out), 5);
   for (TensorType t : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0,
-                       TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
+                       TensorType::Q5_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
     CAPTURE(std::string(tensor_type_name(t)));
     std::vector<uint8_t> data(row_bytes(t, n_in) * n_out);
     for (int r = 0; r < n_out; ++r) quantize_row(t, &wf[static_cast<size_t>(r * n_in)], data.data() + r * row_bytes(t, n_in), n_in);

@@ -364,7 +364,7 @@ TEST_CASE("partitioner: a device too small for one block is left out with a reas
 TEST_CASE("partitioner: exhaustive refuses instances that are too large") {
     const ModelSpec spec = preset("llama-3-70b", "q4_0");
     std::vector<DeviceProfile> devices;
-    for (int d = 0; d < 6; ++d) devices.push_back(device("d" + std::to_string(d), 16, 20 + d));
+    for (int d = 0; d < 6; ++d) devices.push_back(device(std::string("d").append(std::to_string(d)), 16, 20 + d));
     PartitionOptions o;
     o.algorithm = Algorithm::exhaustive;
     const PlanResult r = plan_partition(spec, devices, LinkTable{}, o);

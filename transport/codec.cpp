@@ -74,6 +74,7 @@ const char* kind_name(wire::Envelope::Reader env) {
     case W::STATUS_REPLY: return "statusReply";
     case W::STOP_REQUEST: return "stopRequest";
     case W::STOP_REPLY: return "stopReply";
+    case W::CANCEL_REQUEST: return "cancelRequest";
   }
   return "unknown";
 }

@@ -51,6 +51,8 @@ struct HelloAck {
 struct Heartbeat {
   nodeId @0 :Text;
   planId @1 :UInt64;          # plan this node has loaded, 0 if none
+  dropped @2 :UInt64;         # messages this node refused so far (malformed, out of plan, ...)
+  residentBytes @3 :UInt64;   # its RSS
 }
 
 # ---- loading a stage ----
@@ -197,6 +199,7 @@ struct DeviceInfo {
   alive @3 :Bool;
   isHead @4 :Bool;
   lastSeenMs @5 :UInt64;      # ms since the head last heard from it
+  dataEndpoint @6 :Text;
 }
 
 struct DevicesRequest {}
@@ -227,10 +230,21 @@ struct LaunchReply {
   planJson @2 :Text;          # the plan with its predicted figures, as JSON for display
 }
 
+struct ChatMessage {
+  role @0 :Text;              # system | user | assistant
+  content @1 :Text;
+}
+
 struct GenerateRequest {
-  prompt @0 :Text;
+  prompt @0 :Text;            # plain continuation when `messages` is empty
   nPredict @1 :UInt32;
   sampling @2 :SamplingParams;
+  messages @3 :List(ChatMessage);  # a conversation: rendered with the model's chat template
+}
+
+# Stops the generation this client started with `requestId`; its KV cache is freed.
+struct CancelRequest {
+  requestId @0 :UInt64;
 }
 
 struct GenerateEvent {
@@ -242,6 +256,9 @@ struct GenerateEvent {
   generatedTokens @5 :UInt32;
   ttftMs @6 :Float64;
   decodeTokS @7 :Float64;
+  finishReason @8 :Text;      # on done: stop (end of generation), length, cancelled, error
+  errorCode @9 :UInt16;       # on error, HTTP-like: 400 bad request, 413 too long, 503 not ready
+  chatTemplate @10 :Text;     # on the first event of a chat: which template family rendered it
 }
 
 struct StatusRequest {}
@@ -287,5 +304,6 @@ struct Envelope {
     statusReply @24 :StatusReply;
     stopRequest @25 :StopRequest;
     stopReply @26 :StopReply;
+    cancelRequest @27 :CancelRequest;
   }
 }

@@ -36,6 +36,7 @@ void devices(const std::string& head, bool json) {
       out.push_back({{"name", p.getName().cStr()},
                      {"node_id", d.getNodeId().cStr()},
                      {"endpoint", d.getControlEndpoint().cStr()},
+                     {"data_endpoint", d.getDataEndpoint().cStr()},
                      {"head", d.getIsHead()},
                      {"alive", d.getAlive()},
                      {"last_seen_ms", d.getLastSeenMs()},

@@ -368,7 +368,8 @@ void plan(const PlanArgs& a) {
     }
     std::string hint;
     if (r.error.kind == pt::Infeasibility::insufficient_memory)
-      hint = " (add a device, use a smaller --type, a shorter --ctx or fewer --streams)";
+      hint = std::string(" (add a device, ") + (a.preset.empty() ? "a more quantized model file" : "a smaller --type") +
+             ", a shorter --ctx or fewer --streams)";
     throw std::runtime_error("no plan: " + r.error.message + hint);
   }
   if (a.json) {

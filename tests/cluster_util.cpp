@@ -1,0 +1,129 @@
+#include "tests/cluster_util.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <thread>
+
+namespace hearth::test {
+
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+// Rates only: usable memory is recomputed by the daemon at start (from --memory-limit).
+void write_profile(const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  nlohmann::json j = {{"name", "seeded"},
+                      {"usable_memory_bytes", 8e9},
+                      {"memory_bandwidth_bytes_per_s", 20e9},
+                      {"decode_bytes_per_s", {{"f32", 14e9}, {"f16", 14e9}, {"q8_0", 14e9}, {"q4_0", 14e9}}},
+                      {"prefill_flop_s", 50e9},
+                      {"step_overhead_s", 1e-4}};
+  std::ofstream(dir + "/profile.json") << j.dump(2);
+}
+
+}  // namespace
+
+uint64_t process_rss(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  while (f >> key) {
+    if (key == "VmRSS:") {
+      uint64_t kb = 0;
+      f >> kb;
+      return kb * 1024;
+    }
+    std::getline(f, key);
+  }
+  return 0;
+}
+
+Cluster::~Cluster() {
+  for (auto& d : daemons_)
+    if (d.pid > 0) ::kill(d.pid, SIGTERM);
+  for (auto& d : daemons_) {
+    if (d.pid <= 0) continue;
+    for (int i = 0; i < 50; ++i) {
+      if (::waitpid(d.pid, nullptr, WNOHANG) == d.pid) {
+        d.pid = -1;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (d.pid > 0) {
+      ::kill(d.pid, SIGKILL);
+      ::waitpid(d.pid, nullptr, 0);
+    }
+  }
+}
+
+DaemonProcess& Cluster::start(const std::string& name, std::vector<std::string> extra) {
+  DaemonProcess d;
+  d.name = name;
+  d.data_dir = dir_.file("node-" + name);
+  d.log = dir_.file(name + ".log");
+  write_profile(d.data_dir);
+  const std::string ready = dir_.file(name + ".ready");
+  std::vector<std::string> args{HEARTH_DAEMON, "--name", name, "--listen", "127.0.0.1:0", "--no-discovery",
+                                "--data-dir", d.data_dir, "--ready-file", ready, "--threads", "1"};
+  if (daemons_.empty()) args.push_back("--head");
+  else args.insert(args.end(), {"--join", head()});
+  args.insert(args.end(), extra.begin(), extra.end());
+  d.pid = ::fork();
+  if (d.pid == 0) {
+    std::FILE* log = std::fopen(d.log.c_str(), "w");
+    if (log) ::dup2(::fileno(log), 2);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while ((d.control = read_file(ready)).empty()) {
+    if (std::chrono::steady_clock::now() > deadline || ::waitpid(d.pid, nullptr, WNOHANG) == d.pid)
+      throw std::runtime_error("hearthd " + name + " did not start; see " + d.log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  daemons_.push_back(d);
+  if (daemons_.size() > 1) {  // wait until the head lists it
+    for (;;) {
+      const auto r = cli({"devices", "--json"});
+      if (r.exit_code == 0 && r.out.find("\"" + name + "\"") != std::string::npos) break;
+      if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("hearthd " + name + " did not register; see " + d.log);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  return daemons_.back();
+}
+
+DaemonProcess& Cluster::daemon(const std::string& name) {
+  for (auto& d : daemons_)
+    if (d.name == name) return d;
+  throw std::invalid_argument("no daemon " + name);
+}
+
+void Cluster::kill(const std::string& name, int signal) {
+  DaemonProcess& d = daemon(name);
+  ::kill(d.pid, signal);
+  ::waitpid(d.pid, nullptr, 0);
+  d.pid = -1;
+}
+
+CommandResult Cluster::cli(std::vector<std::string> args) const {
+  args.insert(args.begin(), {"--head", head()});
+  return run_cli(args);
+}
+
+}  // namespace hearth::test

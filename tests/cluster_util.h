@@ -1,0 +1,46 @@
+// Real hearthd processes on loopback for integration tests: each on free ports, with its own
+// data directory and a fixed profile (so no test waits for a device measurement).
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "tests/test_util.h"
+
+namespace hearth::test {
+
+struct DaemonProcess {
+  std::string name;
+  pid_t pid = -1;
+  std::string data_dir;
+  std::string control;  // tcp://127.0.0.1:PORT
+  std::string log;      // its stderr
+};
+
+class Cluster {
+ public:
+  explicit Cluster(const TempDir& dir) : dir_(dir) {}
+  ~Cluster();
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+
+  // Starts a daemon (the first one started is the head) and waits until it listens and, for a
+  // worker, until the head lists it.
+  DaemonProcess& start(const std::string& name, std::vector<std::string> extra_args = {});
+  const std::string& head() const { return daemons_.front().control; }
+  DaemonProcess& daemon(const std::string& name);
+  void kill(const std::string& name, int signal);
+  // `hearth --head HEAD args...`
+  CommandResult cli(std::vector<std::string> args) const;
+
+ private:
+  const TempDir& dir_;
+  std::vector<DaemonProcess> daemons_;
+};
+
+// Resident set size of a process, bytes (0 if gone).
+uint64_t process_rss(pid_t pid);
+
+}  // namespace hearth::test
