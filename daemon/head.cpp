@@ -5,6 +5,7 @@
 #include <xxhash.h>
 
 #include <nlohmann/json.hpp>
+#include <cmath>
 #include <random>
 #include <sstream>
 
@@ -100,7 +101,7 @@ void Head::on_control(const std::string& identity, const char* peer_address, con
     case wire::Envelope::CANCEL_REQUEST:
       if (scheduler_) scheduler_->cancel(identity, env.getCancelRequest().getRequestId());
       break;
-    case wire::Envelope::LINK_REPORT: break;  // link figures feed the planner in a later version
+    case wire::Envelope::LINK_REPORT: on_link_report(identity, env.getLinkReport()); break;
     default:
       node_.drops().unexpected++;
       spdlog::debug("head: dropped an unexpected {} from {}", transport::kind_name(env), identity);
@@ -136,6 +137,40 @@ void Head::on_hello(const std::string& identity, const char* peer_address, wire:
   capnp::MallocMessageBuilder b;
   b.initRoot<wire::Envelope>().initHelloAck().setHeadId(node_.node_id());
   node_.send_to(identity, b);
+
+  // Links for the planner: the newcomer measures its way to everyone, and every other worker
+  // its way to the newcomer. The head measures nothing itself (its loop must stay responsive);
+  // a link between a worker and the head is taken as the same both ways.
+  std::vector<const Device*> others;
+  for (const auto& [id, other] : devices_)
+    if (id != d.node_id && other.alive) others.push_back(&other);
+  request_probe(d.node_id, others);
+  for (const Device* o : others)
+    if (!o->is_self) request_probe(o->node_id, {&devices_.at(d.node_id)});
+}
+
+void Head::request_probe(const std::string& prober, const std::vector<const Device*>& targets) {
+  if (targets.empty()) return;
+  capnp::MallocMessageBuilder b;
+  auto list = b.initRoot<wire::Envelope>().initLinkProbe().initTargets(static_cast<unsigned>(targets.size()));
+  for (unsigned i = 0; i < targets.size(); ++i) {
+    list[i].setNodeId(targets[i]->node_id);
+    list[i].setControlEndpoint(targets[i]->control_endpoint);
+  }
+  node_.send_to(prober, b);
+}
+
+void Head::on_link_report(const std::string& identity, wire::LinkReport::Reader r) {
+  const Device* from = device_by_identity(identity);
+  if (from == nullptr) return;
+  for (auto l : r.getLinks()) {
+    const std::string to = l.getTo().cStr();
+    const double bw = l.getBandwidthBytesPerS(), lat = l.getLatencyS();
+    if (!devices_.count(to) || !std::isfinite(bw) || !std::isfinite(lat) || bw <= 0 || lat < 0 || lat > 10) continue;
+    links_[{from->node_id, to}] = {bw, lat};
+    if (devices_.at(to).is_self) links_[{to, from->node_id}] = {bw, lat};
+    spdlog::info("head: link {} -> {}: {:.2f} ms, {:.0f} MB/s", from->profile.name, devices_.at(to).profile.name, lat * 1e3, bw / 1e6);
+  }
 }
 
 void Head::on_heartbeat(const std::string& identity, wire::Heartbeat::Reader h) {
@@ -263,7 +298,11 @@ partitioner::PartitionPlan Head::make_plan(const partitioner::ModelSpec& spec, c
                                            wire::LaunchRequest::Reader r, const partitioner::PartitionOptions& options) {
   std::vector<partitioner::DeviceProfile> profiles;
   for (const Device* d : devices) profiles.push_back(d->profile);
-  const partitioner::LinkTable links = partitioner::link_table_from_access_links(profiles);
+  partitioner::LinkTable links = partitioner::link_table_from_access_links(profiles);
+  for (size_t i = 0; i < devices.size(); ++i)
+    for (size_t j = 0; j < devices.size(); ++j)
+      if (auto it = links_.find({devices[i]->node_id, devices[j]->node_id}); it != links_.end())
+        links.set(static_cast<int>(i), static_cast<int>(j), it->second);
   if (r.getSplit().size() == 0) {
     const partitioner::PlanResult result = partitioner::plan_partition(spec, profiles, links, options);
     if (!result.ok()) throw std::runtime_error(result.error.message);
@@ -559,6 +598,12 @@ void Head::on_status(const std::string& client, uint64_t request_id) {
                        {"last_decode_tok_s", t.last_decode_tok_s},
                        {"last_ttft_ms", t.last_ttft_ms}};
   }
+  for (const auto& [key, l] : links_)
+    if (devices_.count(key.first) && devices_.count(key.second))
+      j["links"].push_back({{"from", devices_.at(key.first).profile.name},
+                            {"to", devices_.at(key.second).profile.name},
+                            {"latency_ms", l.latency_s * 1e3},
+                            {"bandwidth_mb_s", l.bandwidth_bytes_per_s / 1e6}});
   const DropStats& d = node_.drops();
   j["dropped"] = {{"malformed", d.malformed.load()}, {"out_of_plan", d.out_of_plan.load()}, {"unexpected", d.unexpected.load()}, {"bad_payload", d.bad_payload.load()}};
   capnp::MallocMessageBuilder b;

@@ -83,6 +83,9 @@ class Head {
   void on_weight_request(const std::string& identity, transport::wire::WeightRequest::Reader r);
   void on_load_status(const std::string& identity, transport::wire::LoadStatus::Reader s);
   void on_error(const std::string& identity, transport::wire::Error::Reader e);
+  void on_link_report(const std::string& identity, transport::wire::LinkReport::Reader r);
+  // Asks `prober` to measure its links to `targets` (it answers with a LinkReport).
+  void request_probe(const std::string& prober, const std::vector<const Device*>& targets);
   void on_devices(const std::string& client, uint64_t request_id);
   void on_launch(const std::string& client, uint64_t request_id, transport::wire::LaunchRequest::Reader r);
   void on_generate(const std::string& client, uint64_t request_id, transport::wire::GenerateRequest::Reader r);
@@ -107,6 +110,8 @@ class Head {
   std::unique_ptr<Scheduler> scheduler_;
   uint64_t next_plan_id_;
   std::map<std::string, uint64_t> hash_cache_;  // model path + size + mtime -> XXH3
+  // Measured links, (from node id, to node id) -> figures, from the devices' link probes.
+  std::map<std::pair<std::string, std::string>, partitioner::Link> links_;
 };
 
 }  // namespace hearth::daemon

@@ -120,6 +120,7 @@ class Node {
   std::optional<Batch> decode_forward(transport::wire::Forward::Reader f, zmq::message_t* payload);
   void run_batch(Batch batch);
   void answer_link_probe(transport::wire::LinkProbe::Reader p);
+  void probe_links(std::vector<std::pair<std::string, std::string>> targets, std::string head_endpoint);
 
   DaemonConfig config_;
   profiles::Profile profile_;
@@ -154,6 +155,8 @@ class Node {
 
   std::unique_ptr<Head> head_role_;
   DropStats drops_;
+  // Link probes run here, off the loop: two nodes probing each other must still answer pings.
+  std::thread prober_;
 };
 
 // Resident set size of this process, bytes (VmRSS).
