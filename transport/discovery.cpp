@@ -52,7 +52,8 @@ void Discovery::start() {
   receive_socket_.open(udp::v4());
   // Several daemons on one machine all listen on the beacon port.
   receive_socket_.set_option(asio::socket_base::reuse_address(true));
-  receive_socket_.bind(udp::endpoint(asio::ip::address_v4::any(), static_cast<unsigned short>(options_.port)));
+  const int listen = options_.listen_port > 0 ? options_.listen_port : options_.port;
+  receive_socket_.bind(udp::endpoint(asio::ip::address_v4::any(), static_cast<unsigned short>(listen)));
   receive();
   send_beacon();
 }

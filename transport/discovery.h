@@ -27,7 +27,8 @@ std::string encode_beacon(const Beacon& b);
 std::optional<Beacon> decode_beacon(std::string_view packet);
 
 struct DiscoveryOptions {
-  int port = 47470;                              // UDP port beacons are sent to and heard on
+  int port = 47470;                              // UDP port beacons are sent to
+  int listen_port = 0;                           // port beacons are heard on; 0 = `port`
   std::string send_to = "255.255.255.255";       // broadcast address (tests use 127.0.0.1)
   std::chrono::milliseconds interval{2000};
 };
