@@ -367,7 +367,8 @@ void Head::start_stages(const std::vector<const Device*>& devices) {
     a.setNEmbd(static_cast<uint32_t>(p.config.n_embd));
     if (!node_.send_to(s.node_id, b)) throw std::runtime_error("device " + devices_.at(s.node_id).profile.name + " is unreachable");
   }
-  scheduler_ = std::make_unique<Scheduler>(node_, *p.tokenizer, p.id, p.options.n_ctx, [this](const GenerationEvent& e) { emit(e); });
+  scheduler_ = std::make_unique<Scheduler>(node_, *p.tokenizer, p.id, p.options.n_ctx, static_cast<int>(p.stages.size()),
+                                           [this](const GenerationEvent& e) { emit(e); });
   if (p.stages.size() == 1) launch_finished(true, "");
 }
 

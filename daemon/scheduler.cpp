@@ -16,8 +16,8 @@ double ms_between(Clock::time_point a, Clock::time_point b) { return std::chrono
 
 }  // namespace
 
-Scheduler::Scheduler(Node& node, const runtime::Tokenizer& tokenizer, uint64_t plan_id, int n_ctx, Emit emit)
-    : node_(node), tokenizer_(tokenizer), plan_id_(plan_id), n_ctx_(n_ctx), emit_(std::move(emit)) {}
+Scheduler::Scheduler(Node& node, const runtime::Tokenizer& tokenizer, uint64_t plan_id, int n_ctx, int n_stages, Emit emit)
+    : node_(node), tokenizer_(tokenizer), plan_id_(plan_id), n_ctx_(n_ctx), n_stages_(std::max(1, n_stages)), emit_(std::move(emit)) {}
 
 void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
                     const runtime::SamplingParams& sampling, std::string chat_template) {
@@ -53,6 +53,11 @@ bool Scheduler::step() {
   LoadedStage* stage = node_.stage();
   if (stage == nullptr || sessions_.empty()) return false;
   const int room_total = stage->host->max_batch();
+  // Decoding conversations (waiting or in flight) split into one micro-batch per stage.
+  int decoding = 0;
+  for (const auto& [seq, s] : sessions_) decoding += s.prompt_sent == s.prompt.size() ? 1 : 0;
+  const int micro_batch = std::max(1, (decoding + n_stages_ - 1) / n_stages_);
+  int decode_tokens = 0;
   Batch batch;
   // Round-robin from a rotating start so that no conversation waits behind the others.
   std::vector<uint64_t> order;
@@ -64,6 +69,8 @@ bool Scheduler::step() {
     const int room = room_total - batch.n_tokens();
     if (room <= 0) break;
     if (s.pending) {
+      if (decode_tokens == micro_batch) continue;
+      ++decode_tokens;
       batch.chunks.push_back({seq, s.next_pos++, 1, false, true, s.sampling});
       batch.tokens.push_back(*s.pending);
       s.pending.reset();

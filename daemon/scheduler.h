@@ -5,6 +5,10 @@
 // prompt contribute a chunk of it, round-robin, up to the stage's batch size. The batch's hidden
 // states go down the pipeline; sampled tokens come back as results. Prompt chunks of one sequence
 // flow back to back, so later stages work on chunk k while the head computes chunk k+1.
+//
+// Decode tokens go in micro-batches of ceil(waiting / stages): with S stages and B conversations,
+// S groups circulate, so every stage has a group to work on while the others are elsewhere in the
+// ring (one batch of all B would leave every stage but one idle).
 #pragma once
 
 #include <chrono>
@@ -52,7 +56,7 @@ class Scheduler {
   // Prompt tokens per chunk sent down the pipeline.
   static constexpr int kPrefillChunk = 64;
 
-  Scheduler(Node& node, const runtime::Tokenizer& tokenizer, uint64_t plan_id, int n_ctx, Emit emit);
+  Scheduler(Node& node, const runtime::Tokenizer& tokenizer, uint64_t plan_id, int n_ctx, int n_stages, Emit emit);
 
   // Starts a generation; emits an error event at once when it cannot start.
   void add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
@@ -88,6 +92,7 @@ class Scheduler {
   const runtime::Tokenizer& tokenizer_;
   uint64_t plan_id_;
   int n_ctx_;
+  int n_stages_;
   Emit emit_;
   std::map<uint64_t, Session> sessions_;
   uint64_t next_seq_ = 1;

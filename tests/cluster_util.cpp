@@ -84,6 +84,9 @@ DaemonProcess& Cluster::start(const std::string& name, std::vector<std::string> 
   if (d.pid == 0) {
     std::FILE* log = std::fopen(d.log.c_str(), "w");
     if (log) ::dup2(::fileno(log), 2);
+    // Not the test's stdout: a reader of the test's output would wait for the daemon too.
+    std::FILE* null = std::fopen("/dev/null", "w");
+    if (null) ::dup2(::fileno(null), 1);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

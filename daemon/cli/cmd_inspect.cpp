@@ -2,7 +2,6 @@
 #include <cstdio>
 #include <map>
 #include <memory>
-#include <regex>
 
 #include "daemon/cli/commands.h"
 #include "runtime/gguf.h"
@@ -25,6 +24,14 @@ std::string show_value(const runtime::GgufValue& v) {
   return std::get<bool>(v.value) ? "true" : "false";
 }
 
+// The N of "blk.N.*", or -1.
+int layer_of(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return -1;
+  const size_t dot = name.find('.', 4);
+  if (dot == std::string::npos || dot == 4 || name.find_first_not_of("0123456789", 4) != dot) return -1;
+  return std::stoi(name.substr(4, dot - 4));
+}
+
 void inspect(const std::string& path, bool show_tensors) {
   const runtime::GgufFile f = runtime::GgufFile::open(path);
   std::printf("%s: GGUF v%u, %zu metadata keys, %zu tensors, alignment %llu, data at byte %llu\n\n", path.c_str(),
@@ -35,10 +42,9 @@ void inspect(const std::string& path, bool show_tensors) {
   // Bytes per layer: what a pipeline stage holding that layer must store.
   std::map<int, uint64_t> per_layer;
   uint64_t other = 0, total = 0;
-  const std::regex blk(R"(^blk\.(\d+)\.)");
+
   for (const auto& t : f.tensors()) {
-    std::smatch m;
-    if (std::regex_search(t.name, m, blk)) per_layer[std::stoi(m[1])] += t.n_bytes;
+    if (const int layer = layer_of(t.name); layer >= 0) per_layer[layer] += t.n_bytes;
     else other += t.n_bytes;
     total += t.n_bytes;
   }
