@@ -368,7 +368,7 @@ void Head::start_stages(const std::vector<const Device*>& devices) {
     if (!node_.send_to(s.node_id, b)) throw std::runtime_error("device " + devices_.at(s.node_id).profile.name + " is unreachable");
   }
   scheduler_ = std::make_unique<Scheduler>(node_, *p.tokenizer, p.id, p.options.n_ctx, static_cast<int>(p.stages.size()),
-                                           [this](const GenerationEvent& e) { emit(e); });
+                                           p.options.max_sequences, [this](const GenerationEvent& e) { emit(e); });
   if (p.stages.size() == 1) launch_finished(true, "");
 }
 
@@ -553,6 +553,8 @@ std::string Head::plan_json() const {
   j["n_layers"] = plan_->config.n_layer;
   j["objective"] = std::string(partitioner::to_string(plan_->plan.objective));
   j["ready"] = plan_->ready;
+  j["max_sequences"] = plan_->options.max_sequences;
+  j["n_ctx"] = plan_->options.n_ctx;
   if (!plan_->failure.empty()) j["failure"] = plan_->failure;
   for (size_t i = 0; i < plan_->stages.size(); ++i) {
     const auto& s = plan_->stages[i];
@@ -594,6 +596,7 @@ void Head::on_status(const std::string& client, uint64_t request_id) {
   if (scheduler_) {
     const auto& t = scheduler_->totals();
     j["generation"] = {{"active", scheduler_->active()},
+                       {"queued", scheduler_->queued()},
                        {"requests", t.requests},
                        {"tokens_generated", t.tokens_generated},
                        {"last_decode_tok_s", t.last_decode_tok_s},

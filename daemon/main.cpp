@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "daemon/config.h"
+#include "daemon/http/gateway.h"
 #include "daemon/node.h"
 #include "profiles/profiler.h"
 #include "transport/discovery.h"
@@ -100,12 +101,20 @@ int main(int argc, char** argv) {
   app.add_option("--discovery-port", c.discovery_port, "UDP port of the beacons")->capture_default_str();
   app.add_option("--discovery-address", c.discovery_address, "Where beacons are sent")->capture_default_str();
   app.add_flag("--reprofile", c.reprofile, "Measure the device again");
+  std::string http_listen, api_key;
+  app.add_option("--http", http_listen, "HOST:PORT for the OpenAI API and web chat (head only; 0.0.0.0:8080 opens it to the LAN; default: off)")
+      ->envname("HEARTH_HTTP");
+  app.add_option("--api-key", api_key, "Require 'Authorization: Bearer KEY' on the HTTP API")->envname("HEARTH_API_KEY");
   std::string ready_file;
-  app.add_option("--ready-file", ready_file, "Write the control endpoint to this file once listening (for scripts)");
+  app.add_option("--ready-file", ready_file, "Write the control endpoint (and, with --http, the URL on a second line) to this file once listening");
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "Debug logs");
   CLI11_PARSE(app, argc, argv);
   c.discovery = !no_discovery;
+  if (!http_listen.empty() && !c.head) {
+    spdlog::error("--http needs --head: only the head serves HTTP");
+    return 2;
+  }
   if (verbose) spdlog::set_level(spdlog::level::debug);
   if (c.name.empty()) c.name = host_name();
   if (c.data_dir.empty()) c.data_dir = default_data_dir();
@@ -133,7 +142,10 @@ int main(int argc, char** argv) {
           });
       discovery->start();
     }
-    if (!ready_file.empty()) std::ofstream(ready_file) << node.control_endpoint() << "\n";
+    std::unique_ptr<hearth::http::Gateway> gateway;
+    if (!http_listen.empty())
+      gateway = std::make_unique<hearth::http::Gateway>(hearth::http::GatewayOptions{http_listen, api_key, node.control_endpoint()});
+    if (!ready_file.empty()) std::ofstream(ready_file) << node.control_endpoint() << "\n" << (gateway ? gateway->url() + "\n" : "");
 
     std::exception_ptr failure;
     std::thread loop([&] {

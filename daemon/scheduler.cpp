@@ -16,8 +16,34 @@ double ms_between(Clock::time_point a, Clock::time_point b) { return std::chrono
 
 }  // namespace
 
-Scheduler::Scheduler(Node& node, const runtime::Tokenizer& tokenizer, uint64_t plan_id, int n_ctx, int n_stages, Emit emit)
-    : node_(node), tokenizer_(tokenizer), plan_id_(plan_id), n_ctx_(n_ctx), n_stages_(std::max(1, n_stages)), emit_(std::move(emit)) {}
+Scheduler::Scheduler(Node& node, const runtime::Tokenizer& tokenizer, uint64_t plan_id, int n_ctx, int n_stages, int max_sequences,
+                     Emit emit)
+    : node_(node),
+      tokenizer_(tokenizer),
+      plan_id_(plan_id),
+      n_ctx_(n_ctx),
+      n_stages_(std::max(1, n_stages)),
+      max_sequences_(std::max(1, max_sequences)),
+      emit_(std::move(emit)) {}
+
+size_t Scheduler::queued() const {
+  size_t n = 0;
+  for (const auto& [seq, s] : sessions_) n += s.admitted ? 0 : 1;
+  return n;
+}
+
+// Admits waiting conversations, oldest first (sequence ids grow with arrival), while the stages
+// have KV cache slots for them.
+void Scheduler::admit() {
+  size_t admitted = sessions_.size() - queued();
+  for (auto& [seq, s] : sessions_) {
+    if (admitted >= static_cast<size_t>(max_sequences_)) break;
+    if (!s.admitted) {
+      s.admitted = true;
+      ++admitted;
+    }
+  }
+}
 
 void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
                     const runtime::SamplingParams& sampling, std::string chat_template) {
@@ -44,18 +70,22 @@ void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<
 }
 
 bool Scheduler::has_work() const {
-  for (const auto& [seq, s] : sessions_)
-    if (s.pending || s.prompt_sent < s.prompt.size()) return true;
-  return false;
+  size_t admitted = 0;
+  for (const auto& [seq, s] : sessions_) {
+    if (s.admitted && (s.pending || s.prompt_sent < s.prompt.size())) return true;
+    admitted += s.admitted ? 1 : 0;
+  }
+  return admitted < static_cast<size_t>(max_sequences_) && admitted < sessions_.size();
 }
 
 bool Scheduler::step() {
   LoadedStage* stage = node_.stage();
   if (stage == nullptr || sessions_.empty()) return false;
+  admit();
   const int room_total = stage->host->max_batch();
   // Decoding conversations (waiting or in flight) split into one micro-batch per stage.
   int decoding = 0;
-  for (const auto& [seq, s] : sessions_) decoding += s.prompt_sent == s.prompt.size() ? 1 : 0;
+  for (const auto& [seq, s] : sessions_) decoding += s.admitted && s.prompt_sent == s.prompt.size() ? 1 : 0;
   const int micro_batch = std::max(1, (decoding + n_stages_ - 1) / n_stages_);
   int decode_tokens = 0;
   Batch batch;
@@ -66,6 +96,7 @@ bool Scheduler::step() {
   for (size_t k = 0; k < order.size(); ++k) {
     const uint64_t seq = order[(start + k) % order.size()];
     Session& s = sessions_.at(seq);
+    if (!s.admitted) continue;
     const int room = room_total - batch.n_tokens();
     if (room <= 0) break;
     if (s.pending) {
@@ -148,7 +179,7 @@ void Scheduler::finish(uint64_t seq, const std::string& reason, const std::strin
     totals_.last_decode_tok_s = done.decode_tok_s;
   }
   emit_(done);
-  if (LoadedStage* stage = node_.stage()) {
+  if (LoadedStage* stage = node_.stage(); stage != nullptr && s.admitted) {
     stage->host->release(seq);
     if (!stage->host->spec().has_output) node_.push_release(plan_id_, {seq});
   }

@@ -56,7 +56,9 @@ class Scheduler {
   // Prompt tokens per chunk sent down the pipeline.
   static constexpr int kPrefillChunk = 64;
 
-  Scheduler(Node& node, const runtime::Tokenizer& tokenizer, uint64_t plan_id, int n_ctx, int n_stages, Emit emit);
+  // `max_sequences`: conversations the stages hold KV caches for; more wait in arrival order.
+  Scheduler(Node& node, const runtime::Tokenizer& tokenizer, uint64_t plan_id, int n_ctx, int n_stages, int max_sequences,
+            Emit emit);
 
   // Starts a generation; emits an error event at once when it cannot start.
   void add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
@@ -69,7 +71,8 @@ class Scheduler {
   // Ends sequences with an error (all of them when `seqs` is empty).
   void fail(const std::string& message, const std::vector<uint64_t>& seqs = {});
   bool has_work() const;
-  size_t active() const { return sessions_.size(); }
+  size_t active() const { return sessions_.size() - queued(); }
+  size_t queued() const;
   const SchedulerTotals& totals() const { return totals_; }
 
  private:
@@ -85,7 +88,9 @@ class Scheduler {
     std::optional<int32_t> pending;  // sampled, waiting to be fed back
     std::string chat_template;
     std::chrono::steady_clock::time_point start, first_token;
+    bool admitted = false;  // holds a KV cache slot on the stages
   };
+  void admit();
   void finish(uint64_t seq, const std::string& reason, const std::string& error = "");
 
   Node& node_;
@@ -93,6 +98,7 @@ class Scheduler {
   uint64_t plan_id_;
   int n_ctx_;
   int n_stages_;
+  int max_sequences_;
   Emit emit_;
   std::map<uint64_t, Session> sessions_;
   uint64_t next_seq_ = 1;

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "runtime/half.h"
 #include "runtime/kquants.h"
@@ -12,7 +14,8 @@
 namespace hearth::runtime {
 
 #if defined(HEARTH_HAVE_AVX2_KERNELS)
-const KernelTable& avx2_kernels();  // kernels_avx2.cpp
+const KernelTable& avx2_kernels();    // kernels_avx2.cpp
+const KernelTable& avx512_kernels();  // kernels_avx512.cpp
 #endif
 
 namespace {
@@ -148,7 +151,43 @@ void quantize_q8_0_ref(const float* x, BlockQ8_0* y, int64_t n) {
   }
 }
 
+// The scalar gemm kernels are the dot kernels, output by output: the reference the tiled kernels
+// of the other tables must equal output for output against their own dot kernels.
+template <class W, class X, float (*Dot)(const W*, const X*, int), int kPerUnit>
+void gemm_by_dots(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
+  for (int r = 0; r < n_rows; ++r) {
+    const auto* wr = reinterpret_cast<const W*>(static_cast<const uint8_t*>(w) + static_cast<size_t>(r) * ws);
+    for (int t = 0; t < n_tokens; ++t) {
+      const auto* xt = reinterpret_cast<const X*>(static_cast<const uint8_t*>(x) + static_cast<size_t>(t) * xs);
+      y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] = Dot(wr, xt, n / kPerUnit);
+    }
+  }
+}
+
+// The scalar kernels read the dot type's blocks as they are.
+size_t no_packing(TensorType, int) { return 0; }
+void no_pack(TensorType, const void*, void*, int) {}
+
+void axpy_scalar(float a, const float* x, float* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
 }  // namespace
+
+GemmKernel gemm_kernel(const KernelTable& k, TensorType t) {
+  switch (t) {
+    case TensorType::F32: return k.gemm_f32;
+    case TensorType::F16: return k.gemm_f16;
+    case TensorType::BF16: return k.gemm_bf16;
+    case TensorType::Q8_0: return k.gemm_q8_0;
+    case TensorType::Q4_0: return k.gemm_q4_0;
+    case TensorType::Q5_0: return k.gemm_q5_0;
+    case TensorType::Q4_K: return k.gemm_q4_k;
+    case TensorType::Q5_K: return k.gemm_q5_k;
+    case TensorType::Q6_K: return k.gemm_q6_k;
+    default: return nullptr;
+  }
+}
 
 const KernelTable& scalar_kernels() {
   static constexpr KernelTable table{.name = "scalar",
@@ -162,17 +201,49 @@ const KernelTable& scalar_kernels() {
                                      .dot_q5_k = dot_q5_k_scalar,
                                      .dot_q6_k = dot_q6_k_scalar,
                                      .quantize_q8_0 = quantize_q8_0_scalar,
-                                     .quantize_q8_k = quantize_q8_k_scalar};
+                                     .quantize_q8_k = quantize_q8_k_scalar,
+                                     .gemm_f32 = gemm_by_dots<float, float, dot_f32_scalar, 1>,
+                                     .gemm_f16 = gemm_by_dots<uint16_t, float, dot_f16_scalar, 1>,
+                                     .gemm_bf16 = gemm_by_dots<uint16_t, float, dot_bf16_scalar, 1>,
+                                     .gemm_q8_0 = gemm_by_dots<BlockQ8_0, BlockQ8_0, dot_q8_0_scalar, kQ8_0Block>,
+                                     .gemm_q4_0 = gemm_by_dots<BlockQ4_0, BlockQ8_0, dot_q4_0_scalar, kQ4_0Block>,
+                                     .gemm_q5_0 = gemm_by_dots<BlockQ5_0, BlockQ8_0, dot_q5_0_scalar, kQ5_0Block>,
+                                     .gemm_q4_k = gemm_by_dots<BlockQ4_K, BlockQ8_K, dot_q4_k_scalar, kQK>,
+                                     .gemm_q5_k = gemm_by_dots<BlockQ5_K, BlockQ8_K, dot_q5_k_scalar, kQK>,
+                                     .gemm_q6_k = gemm_by_dots<BlockQ6_K, BlockQ8_K, dot_q6_k_scalar, kQK>,
+                                     .packed_bytes = no_packing,
+                                     .pack = no_pack,
+                                     .axpy = axpy_scalar};
   return table;
 }
 
-const KernelTable& best_kernels() {
+std::vector<const KernelTable*> supported_kernels() {
+  std::vector<const KernelTable*> tables{&scalar_kernels()};
 #if defined(HEARTH_HAVE_AVX2_KERNELS)
   static const bool has_avx2 =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  if (has_avx2) return avx2_kernels();
+  static const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+                                 __builtin_cpu_supports("avx512vbmi");
+  if (has_avx2) tables.push_back(&avx2_kernels());
+  if (has_avx512) tables.push_back(&avx512_kernels());
 #endif
-  return scalar_kernels();
+  return tables;
+}
+
+const KernelTable& best_kernels() {
+  static const KernelTable& best = [&]() -> const KernelTable& {
+    const auto tables = supported_kernels();
+    if (const char* want = std::getenv("HEARTH_KERNELS"); want != nullptr && *want != '\0') {
+      for (const KernelTable* t : tables)
+        if (t->name == want) return *t;
+      std::string names;
+      for (const KernelTable* t : tables) names += (names.empty() ? "" : ", ") + std::string(t->name);
+      throw std::runtime_error("HEARTH_KERNELS=" + std::string(want) + " is not supported on this CPU (supported: " + names + ")");
+    }
+    return *tables.back();
+  }();
+  return best;
 }
 
 TensorType dot_type(TensorType t) {

@@ -1,44 +1,80 @@
 #include "runtime/matmul.h"
 
-#include <cblas.h>
-
 #include <algorithm>
-#include <mutex>
+#include <array>
+#include <stdexcept>
+
+#include "runtime/ops.h"
 
 namespace hearth::runtime {
 
 namespace {
 
-// Rows per task: enough tasks for the pool to balance, few enough that the per-task overhead
-// stays small against a row's work.
+// Rows per task: enough tasks for the pool to balance (8 per thread), few enough that the
+// per-task overhead stays small against a row's work; a multiple of 16 so tasks hold whole
+// register tiles.
 int64_t rows_per_task(int64_t n_out, int n_threads) {
-  return std::max<int64_t>(16, (n_out + n_threads * 8 - 1) / (n_threads * 8));
+  const int64_t rows = std::max<int64_t>(16, (n_out + n_threads * 8 - 1) / (n_threads * 8));
+  return (rows + 15) / 16 * 16;
 }
 
-// OpenBLAS runs inside our own pool's tasks, one slice of rows each, so its own threads would
-// only compete with ours.
-void single_thread_blas() {
-  static std::once_flag once;
-  std::call_once(once, [] { openblas_set_num_threads(1); });
+// Tokens per gemm call inside a task: their activations (about 256 KiB) stay in L2 while the
+// task's rows pass over them. Only f32 activations of long rows need more than one call.
+constexpr size_t kActivationBudget = size_t{256} << 10;
+
+// The input of one matmul as its gemm kernel reads it, for every token.
+struct Activations {
+  const void* x;
+  size_t stride;  // bytes between tokens
+};
+
+// Activations are shared by weights that read them the same way: the same dot type, and the
+// same packed layout if the table packs (which it may do per weight type).
+TensorType activation_key(const KernelTable& k, TensorType weight, int64_t n_in) {
+  return k.packed_bytes(weight, static_cast<int>(n_in)) > 0 ? weight : dot_type(weight);
 }
 
-// Batches at least this large go to sgemm for f32 weights; below it, the dot kernels are faster.
-constexpr int kSgemmMinTokens = 8;
+// Converts x for `weight` (all tokens, in parallel over tokens): quantized to the dot type and
+// packed if the table packs; f32 is used as is.
+Activations prepare(TensorType weight, const float* x, int64_t n_in, int n_tokens, MatmulScratch& scratch, ThreadPool& pool,
+                    const KernelTable& k) {
+  const TensorType dt = dot_type(weight);
+  if (dt == TensorType::F32) return {x, static_cast<size_t>(n_in) * sizeof(float)};
+  const int n = static_cast<int>(n_in);
+  const size_t packed = k.packed_bytes(weight, n);
+  const auto one = [&](int t) {
+    const float* xt = x + static_cast<int64_t>(t) * n_in;
+    const void* blocks;
+    if (dt == TensorType::Q8_0) {
+      k.quantize_q8_0(xt, scratch.q8(t, n_in), n);
+      blocks = scratch.q8(t, n_in);
+    } else {
+      k.quantize_q8_k(xt, scratch.q8k(t, n_in), n);
+      blocks = scratch.q8k(t, n_in);
+    }
+    if (packed > 0) k.pack(weight, blocks, scratch.packed(t, packed), n);
+  };
+  if (n_tokens == 1) one(0);
+  else pool.run(n_tokens, one);
+  if (packed > 0) return {scratch.packed(0, packed), packed};
+  if (dt == TensorType::Q8_0) return {scratch.q8(0, n_in), static_cast<size_t>(n_in / kQ8_0Block) * sizeof(BlockQ8_0)};
+  return {scratch.q8k(0, n_in), static_cast<size_t>(n_in / kQK) * sizeof(BlockQ8_K)};
+}
 
-// x in the weight's dot type: f32, Q8_0 or Q8_K blocks.
-float dot_row(const WeightMatrix& w, int64_t r, const float* x, const void* xq, const KernelTable& k) {
-  const int n = static_cast<int>(w.n_in);
-  switch (w.type) {
-    case TensorType::F32: return k.dot_f32(reinterpret_cast<const float*>(w.row(r)), x, n);
-    case TensorType::F16: return k.dot_f16(reinterpret_cast<const uint16_t*>(w.row(r)), x, n);
-    case TensorType::BF16: return k.dot_bf16(reinterpret_cast<const uint16_t*>(w.row(r)), x, n);
-    case TensorType::Q8_0: return k.dot_q8_0(reinterpret_cast<const BlockQ8_0*>(w.row(r)), static_cast<const BlockQ8_0*>(xq), n / kQ8_0Block);
-    case TensorType::Q4_0: return k.dot_q4_0(reinterpret_cast<const BlockQ4_0*>(w.row(r)), static_cast<const BlockQ8_0*>(xq), n / kQ4_0Block);
-    case TensorType::Q5_0: return k.dot_q5_0(reinterpret_cast<const BlockQ5_0*>(w.row(r)), static_cast<const BlockQ8_0*>(xq), n / kQ5_0Block);
-    case TensorType::Q4_K: return k.dot_q4_k(reinterpret_cast<const BlockQ4_K*>(w.row(r)), static_cast<const BlockQ8_K*>(xq), n / kQK);
-    case TensorType::Q5_K: return k.dot_q5_k(reinterpret_cast<const BlockQ5_K*>(w.row(r)), static_cast<const BlockQ8_K*>(xq), n / kQK);
-    case TensorType::Q6_K: return k.dot_q6_k(reinterpret_cast<const BlockQ6_K*>(w.row(r)), static_cast<const BlockQ8_K*>(xq), n / kQK);
-    default: return 0.f;  // unreachable: StageWeights refuses other types
+GemmKernel kernel_of(const KernelTable& k, TensorType t) {
+  const GemmKernel g = gemm_kernel(k, t);
+  if (g == nullptr) throw std::runtime_error("no kernel for weights of type " + std::string(tensor_type_name(t)));
+  return g;
+}
+
+// Rows [r0, r1) of w for every token, in token chunks that fit the activation budget.
+void rows_times_tokens(const WeightMatrix& w, GemmKernel g, const Activations& a, int64_t r0, int64_t r1, int n_tokens,
+                       float* y) {
+  const int chunk = static_cast<int>(std::clamp<size_t>(kActivationBudget / a.stride, 1, static_cast<size_t>(n_tokens)));
+  for (int t = 0; t < n_tokens; t += chunk) {
+    const int nt = std::min(chunk, n_tokens - t);
+    g(w.row(r0), w.row_bytes, static_cast<int>(r1 - r0), static_cast<const uint8_t*>(a.x) + static_cast<size_t>(t) * a.stride,
+      a.stride, nt, static_cast<int>(w.n_in), y + static_cast<int64_t>(t) * w.n_out + r0, static_cast<size_t>(w.n_out));
   }
 }
 
@@ -46,46 +82,74 @@ float dot_row(const WeightMatrix& w, int64_t r, const float* x, const void* xq, 
 
 MatmulScratch::MatmulScratch(int max_tokens, int64_t max_n_in)
     : q8_(static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in / kQ8_0Block + 1)),
-      q8k_(static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in / kQK + 1)) {}
+      q8k_(static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in / kQK + 1)) {
+  size_t packed = 0;
+  for (const KernelTable* k : supported_kernels())
+    for (TensorType t : {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K})
+      packed = std::max(packed, k->packed_bytes(t, static_cast<int>(max_n_in)));
+  packed_.resize(static_cast<size_t>(max_tokens) * packed);
+}
 
-void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, MatmulScratch& scratch,
-            ThreadPool& pool, const KernelTable& k) {
-  const int64_t per_task = rows_per_task(w.n_out, pool.size());
-  const int n_tasks = static_cast<int>((w.n_out + per_task - 1) / per_task);
+void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, MatmulScratch& scratch, ThreadPool& pool,
+            const KernelTable& k) {
+  const MatmulTarget one[] = {{&w, y}};
+  matmul_many(one, x, n_tokens, scratch, pool, k);
+}
 
-  if (w.type == TensorType::F32 && n_tokens >= kSgemmMinTokens) {
-    single_thread_blas();
-    pool.run(n_tasks, [&](int task) {
-      const int64_t r0 = task * per_task, r1 = std::min(w.n_out, r0 + per_task);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_tokens, static_cast<int>(r1 - r0),
-                  static_cast<int>(w.n_in), 1.f, x, static_cast<int>(w.n_in),
-                  reinterpret_cast<const float*>(w.row(r0)), static_cast<int>(w.n_in), 0.f, y + r0,
-                  static_cast<int>(w.n_out));
-    });
+void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_tokens, MatmulScratch& scratch,
+                 ThreadPool& pool, const KernelTable& k) {
+  constexpr size_t kMax = 4;
+  if (targets.empty() || targets.size() > kMax) throw std::invalid_argument("matmul_many takes 1 to 4 weights");
+  const int64_t n_in = targets[0].w->n_in;
+  const TensorType key = activation_key(k, targets[0].w->type, n_in);
+  for (const MatmulTarget& t : targets) {
+    if (t.w->n_in != n_in) throw std::invalid_argument("matmul_many: weights of different input sizes");
+    if (activation_key(k, t.w->type, n_in) != key) {
+      // Mixed weight types that read the input differently: one pass each.
+      for (const MatmulTarget& one : targets) matmul_many({&one, 1}, x, n_tokens, scratch, pool, k);
+      return;
+    }
+  }
+  const Activations act = prepare(targets[0].w->type, x, n_in, n_tokens, scratch, pool, k);
+
+  // Tasks are numbered through the targets in order: first[i] is target i's first task.
+  std::array<int, kMax + 1> first{};
+  std::array<int64_t, kMax> per_task{};
+  std::array<GemmKernel, kMax> gemm{};
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const WeightMatrix& w = *targets[i].w;
+    per_task[i] = rows_per_task(w.n_out, pool.size());
+    first[i + 1] = first[i] + static_cast<int>((w.n_out + per_task[i] - 1) / per_task[i]);
+    gemm[i] = kernel_of(k, w.type);
+  }
+  pool.run(first[targets.size()], [&](int task) {
+    size_t i = 0;
+    while (task >= first[i + 1]) ++i;
+    const WeightMatrix& w = *targets[i].w;
+    const int64_t r0 = (task - first[i]) * per_task[i], r1 = std::min(w.n_out, r0 + per_task[i]);
+    rows_times_tokens(w, gemm[i], act, r0, r1, n_tokens, targets[i].y);
+  });
+}
+
+void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, float* gate_out,
+                   float* up_out, MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k) {
+  if (gate.n_in != up.n_in || gate.n_out != up.n_out) throw std::invalid_argument("matmul_swiglu: gate and up differ in shape");
+  const int64_t n_in = gate.n_in, n_out = gate.n_out;
+  if (activation_key(k, gate.type, n_in) != activation_key(k, up.type, n_in)) {
+    matmul(gate, x, n_tokens, gate_out, scratch, pool, k);
+    matmul(up, x, n_tokens, up_out, scratch, pool, k);
+    swiglu(gate_out, up_out, static_cast<size_t>(n_tokens) * static_cast<size_t>(n_out));
     return;
   }
-
-  const TensorType xt_type = dot_type(w.type);
-  const auto x_of = [&](int t) -> const void* {
-    switch (xt_type) {
-      case TensorType::Q8_0: return scratch.q8(t, w.n_in);
-      case TensorType::Q8_K: return scratch.q8k(t, w.n_in);
-      default: return nullptr;
-    }
-  };
-  if (xt_type == TensorType::Q8_0)
-    pool.run(n_tokens, [&](int t) { k.quantize_q8_0(x + t * w.n_in, scratch.q8(t, w.n_in), static_cast<int>(w.n_in)); });
-  else if (xt_type == TensorType::Q8_K)
-    pool.run(n_tokens, [&](int t) { k.quantize_q8_k(x + t * w.n_in, scratch.q8k(t, w.n_in), static_cast<int>(w.n_in)); });
-  pool.run(n_tasks, [&](int task) {
-    const int64_t r0 = task * per_task, r1 = std::min(w.n_out, r0 + per_task);
-    // Tokens in the inner loop: a task's rows stay in cache while every token passes over them.
-    for (int t = 0; t < n_tokens; ++t) {
-      const float* xt = x + t * w.n_in;
-      const void* xq = x_of(t);
-      float* yt = y + t * w.n_out;
-      for (int64_t r = r0; r < r1; ++r) yt[r] = dot_row(w, r, xt, xq, k);
-    }
+  const Activations act = prepare(gate.type, x, n_in, n_tokens, scratch, pool, k);
+  const GemmKernel gg = kernel_of(k, gate.type), gu = kernel_of(k, up.type);
+  const int64_t per_task = rows_per_task(n_out, pool.size());
+  pool.run(static_cast<int>((n_out + per_task - 1) / per_task), [&](int task) {
+    const int64_t r0 = task * per_task, r1 = std::min(n_out, r0 + per_task);
+    rows_times_tokens(gate, gg, act, r0, r1, n_tokens, gate_out);
+    rows_times_tokens(up, gu, act, r0, r1, n_tokens, up_out);
+    for (int t = 0; t < n_tokens; ++t)
+      swiglu(gate_out + t * n_out + r0, up_out + t * n_out + r0, static_cast<size_t>(r1 - r0));
   });
 }
 

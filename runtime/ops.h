@@ -21,6 +21,12 @@ void add_bias(float* out, const float* b, int n_rows, int n);
 void attend(const float* q, const float* keys, const float* values, int n_keys, int head_dim, int stride,
             float scale, float* scores, float* out, const KernelTable& k);
 
+// attend() for n_q query heads sharing one K/V head (grouped-query attention), so that each key
+// and value is loaded once for all of them: head i reads q + i * head_dim, writes out + i *
+// head_dim and uses scores + i * scores_stride. Each head's result equals attend() on it alone.
+void attend_heads(const float* q, int n_q, const float* keys, const float* values, int n_keys, int head_dim, int stride,
+                  float scale, float* scores, size_t scores_stride, float* out, const KernelTable& k);
+
 // x = silu(x) * y elementwise (SwiGLU's gate).
 void swiglu(float* x, const float* y, size_t n);
 

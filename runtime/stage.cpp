@@ -123,9 +123,8 @@ void Stage::layer_forward(int l, int n_tokens) {
 
   // ---- attention ----
   for (int t = 0; t < n_tokens; ++t) rmsnorm(&x_[t * E], w.attn_norm.data(), &xn_[t * E], E, c.rms_eps);
-  matmul(w.wq, xn_.data(), n_tokens, q_.data(), scratch_, pool_, kernels_);
-  matmul(w.wk, xn_.data(), n_tokens, k_.data(), scratch_, pool_, kernels_);
-  matmul(w.wv, xn_.data(), n_tokens, v_.data(), scratch_, pool_, kernels_);
+  const MatmulTarget qkv[] = {{&w.wq, q_.data()}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
+  matmul_many(qkv, xn_.data(), n_tokens, scratch_, pool_, kernels_);
   if (!w.bq.empty()) add_bias(q_.data(), w.bq.data(), n_tokens, c.q_dim());
   if (!w.bk.empty()) add_bias(k_.data(), w.bk.data(), n_tokens, c.kv_dim());
   if (!w.bv.empty()) add_bias(v_.data(), w.bv.data(), n_tokens, c.kv_dim());
@@ -153,26 +152,31 @@ void Stage::layer_forward(int l, int n_tokens) {
 
   // ---- feed-forward (SwiGLU) ----
   for (int t = 0; t < n_tokens; ++t) rmsnorm(&x_[t * E], w.ffn_norm.data(), &xn_[t * E], E, c.rms_eps);
-  matmul(w.w_gate, xn_.data(), n_tokens, gate_.data(), scratch_, pool_, kernels_);
-  matmul(w.w_up, xn_.data(), n_tokens, up_.data(), scratch_, pool_, kernels_);
-  swiglu(gate_.data(), up_.data(), static_cast<size_t>(n_tokens) * c.n_ff);
+  matmul_swiglu(w.w_gate, w.w_up, xn_.data(), n_tokens, gate_.data(), up_.data(), scratch_, pool_, kernels_);
   matmul(w.w_down, gate_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
 }
 
-// Causal attention of every row over its own sequence's cache, one task per query head.
+// Causal attention of every row over its own sequence's cache. A task takes query heads that
+// share one K/V head (so each key is loaded once for all of them), in groups small enough to give
+// every thread several tasks.
 void Stage::attention(int local_layer, int n_tokens) {
   const ModelConfig& c = config();
   const int group = c.n_head / c.n_head_kv;
   const float scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
-  pool_.run(c.n_head, [&](int h) {
-    float* scores = &scores_[static_cast<size_t>(h) * n_ctx_];
-    const int kvh = h / group;
+  int per_task = group;
+  while (per_task % 2 == 0 && c.n_head_kv * (group / per_task) < 4 * pool_.size()) per_task /= 2;
+  const int tasks_per_kv = group / per_task;
+  pool_.run(c.n_head_kv * tasks_per_kv, [&](int task) {
+    const int kvh = task / tasks_per_kv;
+    const int h0 = kvh * group + (task % tasks_per_kv) * per_task;
+    float* scores = &scores_[static_cast<size_t>(h0) * n_ctx_];
     for (int t = 0; t < n_tokens; ++t) {
       const KvCache& cache = *row_cache_[static_cast<size_t>(t)];
-      const size_t at = static_cast<size_t>(t * c.q_dim() + h * c.head_dim);
-      attend(&q_[at], cache.k(local_layer, 0) + kvh * c.head_dim, cache.v(local_layer, 0) + kvh * c.head_dim,
-             row_pos_[static_cast<size_t>(t)] + 1, c.head_dim, c.kv_dim(), scale, scores, &attn_[at], kernels_);
+      const size_t at = static_cast<size_t>(t) * c.q_dim() + static_cast<size_t>(h0) * c.head_dim;
+      attend_heads(&q_[at], per_task, cache.k(local_layer, 0) + kvh * c.head_dim, cache.v(local_layer, 0) + kvh * c.head_dim,
+                   row_pos_[static_cast<size_t>(t)] + 1, c.head_dim, c.kv_dim(), scale, scores, static_cast<size_t>(n_ctx_),
+                   &attn_[at], kernels_);
     }
   });
 }

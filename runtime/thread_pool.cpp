@@ -19,8 +19,17 @@ inline void cpu_relax() {
 }
 
 // How long an idle worker spins before it sleeps. Long enough to bridge the gap between two
-// matmuls of one decode step, short enough not to burn a core while the stage waits for input.
-constexpr auto kSpin = std::chrono::microseconds(200);
+// loops of one decode step (a few microseconds) and between two decode steps (sampling, tens of
+// microseconds); short, because on a shared device a spinning worker burns the CPU share that the
+// scheduler then takes from the thread doing the work.
+constexpr auto kSpin = std::chrono::microseconds(100);
+
+// Pauses the waiting caller spins before it yields its core, in case the thread it waits for
+// is runnable on it.
+constexpr int kSpinsBeforeYield = 2000;
+
+constexpr uint32_t generation_of(uint64_t state) { return static_cast<uint32_t>(state >> 32); }
+constexpr uint32_t index_of(uint64_t state) { return static_cast<uint32_t>(state); }
 
 }  // namespace
 
@@ -37,64 +46,81 @@ ThreadPool::~ThreadPool() {
   {
     std::lock_guard lock(mutex_);
     stop_ = true;
-    generation_.fetch_add(1);
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::drain() {
+void ThreadPool::work(uint32_t gen) {
+  const Slot& slot = slots_[gen & 1];
+  uint64_t s = state_.load(std::memory_order_acquire);
   for (;;) {
-    const int i = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (i >= n_tasks_) return;
+    if (generation_of(s) != gen) return;
+    // Read before the claim; the claim's success proves they belong to `gen` (its slot is only
+    // rewritten after the next generation is published, which would fail the exchange).
+    const int n = slot.n_tasks.load(std::memory_order_relaxed);
+    void* fn = slot.fn.load(std::memory_order_relaxed);
+    const Call call = slot.call.load(std::memory_order_relaxed);
+    const uint32_t i = index_of(s);
+    if (static_cast<int>(i) >= n) return;
+    if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
     try {
-      (*job_)(i);
+      call(fn, static_cast<int>(i));
     } catch (...) {
       std::lock_guard lock(mutex_);
       if (!error_) error_ = std::current_exception();
     }
+    done_.fetch_add(1, std::memory_order_acq_rel);
+    s = state_.load(std::memory_order_acquire);
   }
 }
 
-void ThreadPool::run(int n_tasks, const std::function<void(int)>& fn) {
+void ThreadPool::run_tasks(int n_tasks, void* fn, Call call) {
   if (n_tasks <= 0) return;
   if (workers_.empty() || n_tasks == 1) {
-    for (int i = 0; i < n_tasks; ++i) fn(i);
+    for (int i = 0; i < n_tasks; ++i) call(fn, i);
     return;
   }
-  {
+  // Every task of the previous generation has finished, so nothing reads done_ or claims.
+  const uint32_t gen = generation_of(state_.load(std::memory_order_relaxed)) + 1;
+  Slot& slot = slots_[gen & 1];
+  slot.fn.store(fn, std::memory_order_relaxed);
+  slot.call.store(call, std::memory_order_relaxed);
+  slot.n_tasks.store(n_tasks, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  error_ = nullptr;
+  state_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) {
     std::lock_guard lock(mutex_);
-    job_ = &fn;
-    n_tasks_ = n_tasks;
-    error_ = nullptr;
-    next_task_.store(0, std::memory_order_relaxed);
-    busy_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
+    wake_.notify_all();
   }
-  wake_.notify_all();
-  drain();
-  while (busy_workers_.load(std::memory_order_acquire) != 0) cpu_relax();
+  work(gen);
+  for (int spins = 0; done_.load(std::memory_order_acquire) != n_tasks;) {
+    cpu_relax();
+    if (++spins % kSpinsBeforeYield == 0) std::this_thread::yield();
+  }
   if (error_) std::rethrow_exception(error_);
 }
 
 void ThreadPool::worker_loop() {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
-    // Spin, then sleep, until a new generation (a new job or stop) is published.
+    // Spin, then sleep, until a new generation (a new job) or stop is published.
     const auto spin_until = std::chrono::steady_clock::now() + kSpin;
     int spins = 0;
-    while (generation_.load(std::memory_order_acquire) == seen) {
+    uint32_t gen;
+    while ((gen = generation_of(state_.load(std::memory_order_acquire))) == seen) {
+      if (stop_.load(std::memory_order_relaxed)) return;
       cpu_relax();
       if (++spins % 64 == 0 && std::chrono::steady_clock::now() > spin_until) {
         std::unique_lock lock(mutex_);
-        wake_.wait(lock, [&] { return generation_.load() != seen; });
-        break;
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        wake_.wait(lock, [&] { return stop_.load() || generation_of(state_.load(std::memory_order_seq_cst)) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
       }
     }
-    seen = generation_.load(std::memory_order_acquire);
-    if (stop_) return;
-    drain();
-    busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
+    seen = gen;
+    work(gen);
   }
 }
 

@@ -13,9 +13,10 @@ PACKAGES=(
   doctest-dev                                   # tests
   libzmq3-dev cppzmq-dev                        # ZeroMQ sockets between daemons
   capnproto libcapnp-dev                        # the wire schema
-  libboost-dev                                  # Asio: discovery, signals
+  libboost-dev                                  # Asio: discovery, signals; Beast: the HTTP gateway
   libxxhash-dev                                 # weight chunk checksums, model hashes
   libpcre2-dev                                  # byte-level BPE pre-tokenizer rules
+  libedit-dev                                   # line editing and history in `hearth chat` (BSD)
 )
 
 missing=()

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 werror=OFF
 [ "${CI:-}" = "true" ] && werror=ON
 HEARTH_CMAKE_ARGS="-DHEARTH_WERROR=$werror ${HEARTH_CMAKE_ARGS:-}" scripts/setup.sh
+scripts/test_tools.sh  # node + chromium (apt-get) and `npm ci --prefix tests/openai`, for tests/http_test.cpp
 
 echo "== tests (Release)" >&2
 ctest --test-dir build --output-on-failure -j 2 "$@"

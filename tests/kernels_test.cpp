@@ -1,7 +1,9 @@
 // Kernels against naive loops, for every table this CPU can run.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -12,6 +14,7 @@
 #include "runtime/half.h"
 #include "runtime/kernels.h"
 #include "runtime/matmul.h"
+#include "runtime/ops.h"
 
 using namespace hearth::runtime;
 
@@ -30,11 +33,7 @@ std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.f) {
   return v;
 }
 
-std::vector<const KernelTable*> tables() {
-  std::vector<const KernelTable*> t{&scalar_kernels()};
-  if (&best_kernels() != &scalar_kernels()) t.push_back(&best_kernels());
-  return t;
-}
+std::vector<const KernelTable*> tables() { return supported_kernels(); }
 
 double naive_dot(const std::vector<float>& a, const std::vector<float>& b) {
   double s = 0;
@@ -217,6 +216,189 @@ TEST_CASE("matmul equals row-by-row dot products for 1 and many tokens, any thre
           REQUIRE(std::fabs(y1[static_cast<size_t>(tk * n_out + r)] - naive_dot(wr, xt)) < 2e-2);
         }
       }
+    }
+  }
+}
+
+// Weights of every computable type with random values; K-quant rows need multiples of 256.
+std::vector<uint8_t> random_matrix(TensorType t, int n_in, int n_out, uint32_t seed) {
+  const auto wf = random_floats(static_cast<size_t>(n_in) * static_cast<size_t>(n_out), seed);
+  std::vector<uint8_t> data(row_bytes(t, static_cast<uint64_t>(n_in)) * static_cast<size_t>(n_out));
+  for (int r = 0; r < n_out; ++r)
+    quantize_row(t, &wf[static_cast<size_t>(r) * static_cast<size_t>(n_in)], data.data() + r * row_bytes(t, static_cast<uint64_t>(n_in)), n_in);
+  return data;
+}
+
+constexpr TensorType kAllTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0,
+                                    TensorType::Q5_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
+
+// One token's activations for `t` in table k's packed form, and the dot kernel of k on row w.
+struct TokenActivations {
+  std::vector<float> f32;
+  std::vector<uint8_t> blocks;  // Q8_0 or Q8_K
+  std::vector<uint8_t> packed;  // k.pack() of the blocks, if k packs for t
+};
+
+TokenActivations activations_for(const KernelTable& k, TensorType t, const float* x, int n) {
+  TokenActivations a;
+  a.f32.assign(x, x + n);
+  if (dot_type(t) == TensorType::Q8_0) {
+    a.blocks.resize(static_cast<size_t>(n / 32) * sizeof(BlockQ8_0));
+    k.quantize_q8_0(x, reinterpret_cast<BlockQ8_0*>(a.blocks.data()), n);
+  } else if (dot_type(t) == TensorType::Q8_K) {
+    a.blocks.resize(static_cast<size_t>(n / 256) * sizeof(BlockQ8_K));
+    k.quantize_q8_k(x, reinterpret_cast<BlockQ8_K*>(a.blocks.data()), n);
+  }
+  if (const size_t bytes = k.packed_bytes(t, n); bytes > 0) {
+    a.packed.resize(bytes);
+    k.pack(t, a.blocks.data(), a.packed.data(), n);
+  }
+  return a;
+}
+
+float table_dot(const KernelTable& k, TensorType t, const uint8_t* w, const TokenActivations& a, int n) {
+  const void* x = a.blocks.data();
+  switch (t) {
+    case TensorType::F32: return k.dot_f32(reinterpret_cast<const float*>(w), a.f32.data(), n);
+    case TensorType::F16: return k.dot_f16(reinterpret_cast<const uint16_t*>(w), a.f32.data(), n);
+    case TensorType::BF16: return k.dot_bf16(reinterpret_cast<const uint16_t*>(w), a.f32.data(), n);
+    case TensorType::Q8_0: return k.dot_q8_0(reinterpret_cast<const BlockQ8_0*>(w), static_cast<const BlockQ8_0*>(x), n / 32);
+    case TensorType::Q4_0: return k.dot_q4_0(reinterpret_cast<const BlockQ4_0*>(w), static_cast<const BlockQ8_0*>(x), n / 32);
+    case TensorType::Q5_0: return k.dot_q5_0(reinterpret_cast<const BlockQ5_0*>(w), static_cast<const BlockQ8_0*>(x), n / 32);
+    case TensorType::Q4_K: return k.dot_q4_k(reinterpret_cast<const BlockQ4_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
+    case TensorType::Q5_K: return k.dot_q5_k(reinterpret_cast<const BlockQ5_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
+    default: return k.dot_q6_k(reinterpret_cast<const BlockQ6_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
+  }
+}
+
+TEST_CASE("gemm kernels equal their table's dot kernel bit for bit, whatever the tile (batch invariance)") {
+  // Row and token counts around every tile shape (1..8 rows, 1..4 tokens and their remainders),
+  // rows with a partial last group of blocks (n = 96, 160: 3 and 5 blocks of 32), a strided
+  // output, and an output row stride larger than the rows computed.
+  for (const KernelTable* k : tables()) {
+    CAPTURE(std::string(k->name));
+    for (TensorType t : kAllTypes) {
+      CAPTURE(std::string(tensor_type_name(t)));
+      const bool kquant = dot_type(t) == TensorType::Q8_K;
+      for (int n : kquant ? std::vector<int>{256, 768} : std::vector<int>{32, 96, 160, 2048}) {
+        CAPTURE(n);
+        const int n_rows = 19;
+        const auto w = random_matrix(t, n, n_rows, 100u + static_cast<uint32_t>(n));
+        const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
+        for (int n_tok : {1, 2, 3, 4, 5, 9}) {
+          CAPTURE(n_tok);
+          const auto x = random_floats(static_cast<size_t>(n_tok) * static_cast<size_t>(n), 7u + static_cast<uint32_t>(n_tok));
+          std::vector<TokenActivations> acts;
+          for (int tk = 0; tk < n_tok; ++tk) acts.push_back(activations_for(*k, t, &x[static_cast<size_t>(tk) * static_cast<size_t>(n)], n));
+          // The gemm's input: every token's activations side by side, as matmul lays them out.
+          const std::vector<uint8_t>& first = dot_type(t) == TensorType::F32 ? std::vector<uint8_t>{}
+                                              : acts[0].packed.empty()       ? acts[0].blocks
+                                                                             : acts[0].packed;
+          const size_t xs = dot_type(t) == TensorType::F32 ? static_cast<size_t>(n) * 4 : first.size();
+          std::vector<uint8_t> xin(xs * static_cast<size_t>(n_tok));
+          for (int tk = 0; tk < n_tok; ++tk) {
+            const auto& a = acts[static_cast<size_t>(tk)];
+            const uint8_t* src = dot_type(t) == TensorType::F32 ? reinterpret_cast<const uint8_t*>(a.f32.data())
+                                 : a.packed.empty()              ? a.blocks.data()
+                                                                 : a.packed.data();
+            std::memcpy(&xin[static_cast<size_t>(tk) * xs], src, xs);
+          }
+          const size_t ldy = n_rows + 3;
+          std::vector<float> y(ldy * static_cast<size_t>(n_tok), -1.f);
+          gemm_kernel(*k, t)(w.data(), ws, n_rows, xin.data(), xs, n_tok, n, y.data(), ldy);
+          for (int tk = 0; tk < n_tok; ++tk)
+            for (int r = 0; r < n_rows; ++r) {
+              const float want = table_dot(*k, t, w.data() + static_cast<size_t>(r) * ws, acts[static_cast<size_t>(tk)], n);
+              const float got = y[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r)];
+              if (float_to_bits(got) != float_to_bits(want)) FAIL_CHECK("row " << r << " token " << tk << ": " << got << " != " << want);
+            }
+          // Also a sub-range of rows starting inside: the tiles shift, the results may not.
+          std::vector<float> y2(ldy * static_cast<size_t>(n_tok), -1.f);
+          gemm_kernel(*k, t)(w.data() + 5 * ws, ws, n_rows - 5, xin.data(), xs, n_tok, n, y2.data(), ldy);
+          for (int tk = 0; tk < n_tok; ++tk)
+            for (int r = 5; r < n_rows; ++r)
+              REQUIRE(float_to_bits(y2[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r - 5)]) ==
+                      float_to_bits(y[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r)]));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("every table's dot kernels stay within rounding of the scalar reference on the same activations") {
+  // The tables sum in different orders, so they agree to rounding, not bit for bit.
+  for (TensorType t : kAllTypes)
+  for (int n : dot_type(t) == TensorType::Q8_K ? std::vector<int>{256, 2048} : std::vector<int>{32, 96, 160, 2048}) {
+    CAPTURE(std::string(tensor_type_name(t)));
+    CAPTURE(n);
+    const auto w = random_matrix(t, n, 4, 3);
+    const auto x = random_floats(static_cast<size_t>(n), 4);
+    const TokenActivations ref_act = activations_for(scalar_kernels(), t, x.data(), n);
+    for (const KernelTable* k : tables()) {
+      CAPTURE(std::string(k->name));
+      const TokenActivations act = activations_for(*k, t, x.data(), n);
+      REQUIRE(act.blocks == ref_act.blocks);  // activation quantization is bit-identical everywhere
+      for (int r = 0; r < 4; ++r) {
+        const uint8_t* row = w.data() + static_cast<size_t>(r) * row_bytes(t, n);
+        const float want = table_dot(scalar_kernels(), t, row, ref_act, n), got = table_dot(*k, t, row, act, n);
+        CHECK(std::fabs(got - want) <= 1e-5f * (1.f + std::fabs(want)) + 1e-4f);
+      }
+    }
+  }
+}
+
+TEST_CASE("the x86 SIMD tables (avx2, avx512) give the same bits, so devices with and without AVX-512 agree") {
+  std::vector<const KernelTable*> simd;
+  for (const KernelTable* k : tables())
+    if (k->name != "scalar") simd.push_back(k);
+  if (simd.size() < 2) return;
+  const int n_in = 512, n_out = 21, n_tok = 5;
+  for (TensorType t : kAllTypes) {
+    CAPTURE(std::string(tensor_type_name(t)));
+    const auto data = random_matrix(t, n_in, n_out, 21);
+    const WeightMatrix w{t, data.data(), n_in, n_out, row_bytes(t, n_in)};
+    const auto x = random_floats(static_cast<size_t>(n_tok * n_in), 22);
+    MatmulScratch scratch(n_tok, n_in);
+    ThreadPool pool(2);
+    std::vector<float> first(static_cast<size_t>(n_tok * n_out)), other(first.size());
+    matmul(w, x.data(), n_tok, first.data(), scratch, pool, *simd[0]);
+    for (size_t i = 1; i < simd.size(); ++i) {
+      CAPTURE(std::string(simd[i]->name));
+      matmul(w, x.data(), n_tok, other.data(), scratch, pool, *simd[i]);
+      CHECK(std::memcmp(first.data(), other.data(), first.size() * 4) == 0);
+    }
+  }
+}
+
+TEST_CASE("matmul gives the same bits for a token alone and in a batch, at 1 and 2 threads") {
+  const int n_in = 512, n_out = 70;
+  for (const KernelTable* k : tables()) {
+    CAPTURE(std::string(k->name));
+    for (TensorType t : kAllTypes) {
+      CAPTURE(std::string(tensor_type_name(t)));
+      const auto data = random_matrix(t, n_in, n_out, 11);
+      const WeightMatrix w{t, data.data(), n_in, n_out, row_bytes(t, n_in)};
+      const int n_tok = 13;
+      const auto x = random_floats(static_cast<size_t>(n_tok * n_in), 12);
+      std::vector<float> batch(static_cast<size_t>(n_tok * n_out));
+      MatmulScratch scratch(n_tok, n_in);
+      ThreadPool two(2), one(1);
+      matmul(w, x.data(), n_tok, batch.data(), scratch, two, *k);
+      for (int tk = 0; tk < n_tok; ++tk) {
+        std::vector<float> alone(static_cast<size_t>(n_out));
+        matmul(w, &x[static_cast<size_t>(tk * n_in)], 1, alone.data(), scratch, tk % 2 ? one : two, *k);
+        REQUIRE(std::memcmp(alone.data(), &batch[static_cast<size_t>(tk * n_out)], alone.size() * 4) == 0);
+      }
+      // Several weights in one pass (Q, K, V) and the fused SwiGLU equal their separate matmuls.
+      std::vector<float> a(batch.size()), b(batch.size()), g(batch.size()), u(batch.size());
+      const MatmulTarget both[] = {{&w, a.data()}, {&w, b.data()}};
+      matmul_many(both, x.data(), n_tok, scratch, two, *k);
+      CHECK(a == batch);
+      CHECK(b == batch);
+      matmul_swiglu(w, w, x.data(), n_tok, g.data(), u.data(), scratch, two, *k);
+      std::vector<float> expect = batch;
+      swiglu(expect.data(), batch.data(), expect.size());
+      CHECK(g == expect);
     }
   }
 }

@@ -324,6 +324,38 @@ TEST_CASE("K-quant dot kernels agree with naive loops over the dequantized opera
   }
 }
 
+TEST_CASE("K-quant gemm kernels equal their table's dot kernel bit for bit on random blocks, whatever the tile") {
+  // Random bytes: every value, scale and min pattern, including the extremes.
+  for (const KernelTable* k : supported_kernels()) {
+    CAPTURE(std::string(k->name));
+    for (TensorType t : kKTypes) {
+      CAPTURE(std::string(tensor_type_name(t)));
+      const int n_blocks = 3, n = n_blocks * kQK, n_rows = 11;
+      std::vector<uint8_t> w;
+      for (int r = 0; r < n_rows; ++r) {
+        const auto row = random_blocks(t, n_blocks, 50u + static_cast<uint32_t>(r));
+        w.insert(w.end(), row.begin(), row.end());
+      }
+      const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
+      for (int n_tok : {1, 2, 3, 7}) {
+        CAPTURE(n_tok);
+        const auto x = random_floats(static_cast<size_t>(n_tok * n), 60u + static_cast<uint32_t>(n_tok));
+        std::vector<BlockQ8_K> xq(static_cast<size_t>(n_tok * n_blocks));
+        for (int tk = 0; tk < n_tok; ++tk) k->quantize_q8_k(&x[static_cast<size_t>(tk * n)], &xq[static_cast<size_t>(tk * n_blocks)], n);
+        // These tables read the Q8_K blocks as they are (no packed layout for the K-quants).
+        REQUIRE(k->packed_bytes(t, n) == 0);
+        std::vector<float> y(static_cast<size_t>(n_tok * n_rows));
+        gemm_kernel(*k, t)(w.data(), ws, n_rows, xq.data(), n_blocks * sizeof(BlockQ8_K), n_tok, n, y.data(), n_rows);
+        for (int tk = 0; tk < n_tok; ++tk)
+          for (int r = 0; r < n_rows; ++r) {
+            const float want = kernel_dot(*k, t, w.data() + static_cast<size_t>(r) * ws, &xq[static_cast<size_t>(tk * n_blocks)], n_blocks);
+            REQUIRE(float_to_bits(y[static_cast<size_t>(tk * n_rows + r)]) == float_to_bits(want));
+          }
+      }
+    }
+  }
+}
+
 TEST_CASE("K-quant models: pipeline splits are bit-identical and logits match the same weights in f32") {
   TempDir dir;
   ThreadPool pool(2);

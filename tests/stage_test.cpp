@@ -1,6 +1,7 @@
 // Stage API: ops, attention, KV cache, pipeline splits, several sequences, bad input, memory.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -252,6 +253,112 @@ TEST_CASE("several sequences in one batch give the same results as each alone") 
   run(chain, 11, 0, tb);
   CHECK(run(chain, 10, 4, {5}) == dec_a);
   CHECK(run(chain, 11, 7, {6}) == dec_b);
+}
+
+// Batch invariance for every weight type: the cluster batches several sequences' tokens together
+// and must still produce the tokens a single device produces, so each token's logits must not
+// depend, bit for bit, on the batch it was computed in (the kernels compute every output with the
+// same operations whatever the batch; see kernels.h).
+namespace {
+
+// A shape every type can take (rows in whole 256-element K-quant super-blocks).
+MakeModelOptions any_type_model(TensorType t) {
+  MakeModelOptions o = opts(t, 3);
+  o.shape.n_embd = 256;
+  o.shape.n_head = 4;
+  o.shape.n_head_kv = 2;
+  o.shape.n_ff = 512;
+  return o;
+}
+
+constexpr TensorType kEveryType[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q8_0,
+                                     TensorType::Q4_0, TensorType::Q5_0, TensorType::Q4_K, TensorType::Q5_K,
+                                     TensorType::Q6_K};
+
+std::vector<float> part(std::span<const float> v, size_t from, size_t n) {
+  return {v.begin() + static_cast<long>(from), v.begin() + static_cast<long>(from + n)};
+}
+
+}  // namespace
+
+TEST_CASE("every weight type: prefill then decode equals one batch, bit for bit") {
+  TempDir dir;
+  for (TensorType t : kEveryType) {
+    CAPTURE(std::string(tensor_type_name(t)));
+    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", any_type_model(t)));
+    ThreadPool pool(2);
+    auto s = make_stage(m, 0, 3, pool);
+    Stage* chain[] = {s.get()};
+    const auto tokens = some_tokens(11, 9, m.config.n_vocab);
+    const auto batch = run(chain, 1, 0, tokens, true);
+    std::vector<float> step = run(chain, 2, 0, {tokens.begin(), tokens.begin() + 5}, true);
+    for (int i = 5; i < 11; ++i) {
+      const auto l = run(chain, 2, i, {tokens[static_cast<size_t>(i)]});
+      step.insert(step.end(), l.begin(), l.end());
+    }
+    CHECK(step == batch);
+  }
+}
+
+TEST_CASE("every weight type: several sequences in one batch give the same results as each alone, bit for bit") {
+  TempDir dir;
+  for (TensorType t : kEveryType) {
+    CAPTURE(std::string(tensor_type_name(t)));
+    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", any_type_model(t)));
+    ThreadPool pool(2);
+    auto s = make_stage(m, 0, 3, pool);
+    Stage* chain[] = {s.get()};
+    const size_t V = static_cast<size_t>(m.config.n_vocab);
+    const auto ta = some_tokens(3, 1, m.config.n_vocab), tb = some_tokens(6, 2, m.config.n_vocab),
+               tc = some_tokens(1, 3, m.config.n_vocab);
+    const auto alone_a = run(chain, 10, 0, ta, true), alone_b = run(chain, 11, 0, tb, true), alone_c = run(chain, 12, 0, tc, true);
+    const auto next_a = run(chain, 10, 3, {7}), next_b = run(chain, 11, 6, {8}), next_c = run(chain, 12, 1, {9});
+    for (uint64_t q : {10, 11, 12}) s->release(q);
+
+    // The three prompts as one batch (every token's logits), then one decode token each, batched.
+    const SeqChunk chunks[] = {{20, 0, 3}, {21, 0, 6}, {22, 0, 1}};
+    std::vector<int32_t> all = ta;
+    all.insert(all.end(), tb.begin(), tb.end());
+    all.insert(all.end(), tc.begin(), tc.end());
+    const auto out = s->forward({.chunks = chunks, .tokens = all, .all_logits = true});
+    REQUIRE(out.size() == 10 * V);
+    CHECK(part(out, 0, 3 * V) == alone_a);
+    CHECK(part(out, 3 * V, 6 * V) == alone_b);
+    CHECK(part(out, 9 * V, V) == alone_c);
+    const SeqChunk next[] = {{20, 3, 1}, {21, 6, 1}, {22, 1, 1}};
+    const std::vector<int32_t> toks{7, 8, 9};
+    const auto dec = s->forward({.chunks = next, .tokens = toks});
+    REQUIRE(dec.size() == 3 * V);
+    CHECK(part(dec, 0, V) == next_a);
+    CHECK(part(dec, V, V) == next_b);
+    CHECK(part(dec, 2 * V, V) == next_c);
+  }
+}
+
+TEST_CASE("greedy generation gives the same tokens and logits at 1 and 2 threads") {
+  TempDir dir;
+  for (TensorType t : {TensorType::F32, TensorType::F16, TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_K, TensorType::Q6_K}) {
+    CAPTURE(std::string(tensor_type_name(t)));
+    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", any_type_model(t)));
+    const auto greedy = [&](int threads) {
+      ThreadPool pool(threads);
+      auto s = make_stage(m, 0, 3, pool);
+      Stage* chain[] = {s.get()};
+      std::vector<int32_t> tokens = some_tokens(7, 4, m.config.n_vocab);
+      std::vector<float> logits = run(chain, 1, 0, tokens);
+      std::vector<float> all = logits;
+      for (int i = 0; i < 16; ++i) {
+        const auto next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        logits = run(chain, 1, static_cast<int>(tokens.size()), {next});
+        tokens.push_back(next);
+        all.insert(all.end(), logits.begin(), logits.end());
+      }
+      return std::make_pair(tokens, all);
+    };
+    const auto one = greedy(1), two = greedy(2);
+    CHECK(one.first == two.first);
+    CHECK(one.second == two.second);
+  }
 }
 
 TEST_CASE("bad input is refused with a clear message and changes nothing") {

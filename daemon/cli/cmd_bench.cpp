@@ -5,12 +5,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 
 #include "daemon/cli/commands.h"
 #include "daemon/cli/local_model.h"
 #include "runtime/generator.h"
+#include "runtime/membw.h"
 
 namespace hearth::cli {
 
@@ -24,6 +27,21 @@ struct BenchArgs {
   int repeats = 3;
   bool json = false;
 };
+
+// Nanoseconds this process's threads have spent runnable but waiting for a CPU, summed
+// (/proc/self/task/*/schedstat, Linux; 0 elsewhere). Over decode it tells how much of the machine
+// other processes took: the fraction of bandwidth decode reaches is only meaningful when hearth
+// had its cores.
+uint64_t runqueue_wait_ns() {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    std::ifstream f(task.path() / "schedstat");
+    uint64_t on_cpu = 0, waiting = 0;
+    if (f >> on_cpu >> waiting) total += waiting;
+  }
+  return total;
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -53,32 +71,63 @@ void bench(const BenchArgs& a) {
   std::vector<int32_t> prompt(static_cast<size_t>(a.prompt_tokens));
   for (auto& t : prompt) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(m.config.n_vocab));
 
-  std::vector<double> prefill, decode;
+  // The memory read bandwidth is measured in the same run as decode, in short passes between its
+  // tokens (their time is not decode's), so that both figures see the same machine: on a shared or
+  // throttled device an absolute GB/s says little, while the fraction of what this machine
+  // streams at the same moments is the runtime's own efficiency. A pass reads 128 MiB, four times
+  // the last-level cache of most devices, and decode's weights evict it from there in between.
+  using Clock = std::chrono::steady_clock;
+  runtime::ReadBandwidthProbe probe(size_t{128} << 20);
+  constexpr int kTokensPerProbe = 4;
+  std::vector<double> prefill, decode, bandwidth, cpu_wait;
   for (int r = 0; r < a.repeats + 1; ++r) {  // the first round warms caches and page mappings
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = Clock::now();
     runtime::SeqChunk chunk{1, 0, a.prompt_tokens};
     if (a.prompt_tokens > 0) stage.forward({.chunks = {&chunk, 1}, .tokens = prompt});
-    const auto t1 = std::chrono::steady_clock::now();
+    const double prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    double decode_s = 0;
+    uint64_t waited_ns = 0;
     int32_t tok = 1;
     for (int i = 0; i < a.gen_tokens; ++i) {
+      if (i % kTokensPerProbe == 0) {
+        const double bw = probe.measure(pool, 1);
+        if (r > 0) bandwidth.push_back(bw);
+      }
+      const uint64_t w0 = runqueue_wait_ns();
+      const auto t1 = Clock::now();
       chunk = {1, a.prompt_tokens + i, 1};
       auto logits = stage.forward({.chunks = {&chunk, 1}, .tokens = {&tok, 1}});
       tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      decode_s += std::chrono::duration<double>(Clock::now() - t1).count();
+      waited_ns += runqueue_wait_ns() - w0;
     }
-    const auto t2 = std::chrono::steady_clock::now();
+    if (a.gen_tokens == 0 && r > 0) bandwidth.push_back(probe.measure(pool, 1));
     stage.release(1);
     if (r == 0) continue;
-    prefill.push_back(a.prompt_tokens / std::chrono::duration<double>(t1 - t0).count());
-    decode.push_back(a.gen_tokens / std::chrono::duration<double>(t2 - t1).count());
+    prefill.push_back(a.prompt_tokens / prefill_s);
+    decode.push_back(a.gen_tokens / decode_s);
+    cpu_wait.push_back(decode_s > 0 ? static_cast<double>(waited_ns) * 1e-9 / (decode_s * threads) : 0);
   }
   const double pf = a.prompt_tokens > 0 ? median(prefill) : 0, dc = a.gen_tokens > 0 ? median(decode) : 0;
   const double bytes = static_cast<double>(decode_weight_bytes(*m.weights));
   const double read_gb_s = bytes * dc / 1e9;
+  const double mem_gb_s = median(bandwidth) / 1e9;
+  const double fraction = mem_gb_s > 0 ? read_gb_s / mem_gb_s : 0;
   if (a.json) {
-    nlohmann::json j = {{"model", a.model},           {"threads", threads},          {"kernels", stage.kernels().name},
-                        {"prompt_tokens", a.prompt_tokens}, {"gen_tokens", a.gen_tokens}, {"repeats", a.repeats},
-                        {"prefill_tok_s", pf},         {"decode_tok_s", dc},          {"decode_weight_bytes", bytes},
-                        {"decode_read_gb_s", read_gb_s}};
+    nlohmann::json j = {{"model", a.model},
+                        {"weight_type", std::string(runtime::tensor_type_name(m.weights->layer(0).wq.type))},
+                        {"threads", threads},
+                        {"kernels", stage.kernels().name},
+                        {"prompt_tokens", a.prompt_tokens},
+                        {"gen_tokens", a.gen_tokens},
+                        {"repeats", a.repeats},
+                        {"prefill_tok_s", pf},
+                        {"decode_tok_s", dc},
+                        {"decode_weight_bytes", bytes},
+                        {"decode_read_gb_s", read_gb_s},
+                        {"memory_read_gb_s", mem_gb_s},
+                        {"decode_fraction_of_bandwidth", fraction},
+                        {"decode_cpu_wait_fraction", median(cpu_wait)}};
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -87,6 +136,11 @@ void bench(const BenchArgs& a) {
   std::printf("prefill        %8.2f tok/s  (%d tokens, median of %d)\n", pf, a.prompt_tokens, a.repeats);
   std::printf("decode         %8.2f tok/s  (%d tokens, median of %d)\n", dc, a.gen_tokens, a.repeats);
   std::printf("decode reads   %8.2f GB/s   (%.1f MB of weights per token)\n", read_gb_s, bytes / 1e6);
+  std::printf("memory read    %8.2f GB/s   (%d threads streaming %.0f MiB between decode tokens, median of %zu)\n", mem_gb_s,
+              threads, static_cast<double>(probe.bytes()) / (1 << 20), bandwidth.size());
+  std::printf("decode / read  %8.0f %%\n", 100 * fraction);
+  std::printf("cpu wait       %8.0f %%     (of decode time, threads runnable but waiting for a core: other processes)\n",
+              100 * median(cpu_wait));
 }
 
 }  // namespace

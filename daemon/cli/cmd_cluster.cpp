@@ -17,10 +17,19 @@ namespace wire = transport::wire;
 
 namespace {
 
+// Sizes as people read them: GB from 1 GB up, MB below (small models and KV caches).
 std::string gb(double bytes) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f GB", bytes / 1e9);
+  if (bytes >= 1e9) std::snprintf(buf, sizeof buf, "%.2f GB", bytes / 1e9);
+  else std::snprintf(buf, sizeof buf, bytes >= 10e6 ? "%.0f MB" : "%.1f MB", bytes / 1e6);
   return buf;
+}
+
+// The layers [first, last) of a stage as an inclusive range ("0-1", "2-4"; "5" for one; "-" for none).
+std::string layers(int first, int last) {
+  if (last <= first) return "-";
+  if (last == first + 1) return std::to_string(first);
+  return std::to_string(first) + "-" + std::to_string(last - 1);
 }
 
 void devices(const std::string& head, bool json) {
@@ -64,8 +73,8 @@ void devices(const std::string& head, bool json) {
 void print_plan(const nlohmann::json& plan) {
   std::printf("%-16s %-10s %12s %12s %12s %10s %10s\n", "DEVICE", "LAYERS", "WEIGHTS", "KV CACHE", "HEADROOM", "STAGE ms", "HOP ms");
   for (const auto& s : plan["stages"]) {
-    const std::string layers = std::to_string(s["first_layer"].get<int>()) + "-" + std::to_string(s["last_layer"].get<int>());
-    std::printf("%-16s %-10s %12s %12s %12s %10.2f %10.2f\n", s["device"].get<std::string>().c_str(), layers.c_str(),
+    std::printf("%-16s %-10s %12s %12s %12s %10.2f %10.2f\n", s["device"].get<std::string>().c_str(),
+                layers(s["first_layer"].get<int>(), s["last_layer"].get<int>()).c_str(),
                 gb(s["weight_bytes"].get<double>()).c_str(), gb(s["kv_bytes"].get<double>()).c_str(),
                 gb(s["headroom_bytes"].get<double>()).c_str(), s["stage_time_ms"].get<double>(), s["hop_time_ms"].get<double>());
   }
@@ -188,7 +197,7 @@ void status(const std::string& head, bool json) {
     std::printf("%-16s %-10s %-10s %14s\n", "DEVICE", "LAYERS", "STATE", "RESIDENT");
     for (const auto& st : p["stages"])
       std::printf("%-16s %-10s %-10s %14s\n", st["device"].get<std::string>().c_str(),
-                  (std::to_string(st["first_layer"].get<int>()) + "-" + std::to_string(st["last_layer"].get<int>())).c_str(),
+                  layers(st["first_layer"].get<int>(), st["last_layer"].get<int>()).c_str(),
                   st["state"].get<std::string>().c_str(), gb(st["resident_bytes"].get<double>()).c_str());
     print_plan(p);
   }

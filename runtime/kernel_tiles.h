@@ -1,0 +1,92 @@
+// The driver shared by the SIMD kernel tables (kernels_avx2.cpp, kernels_avx512.cpp): a gemm over
+// register tiles. Only those files include it.
+//
+// A kernel K provides one template K::run<R, T>(w, ws, x, xs, n, y, ldy) computing R rows x T
+// tokens, with one accumulator per output whose operations never depend on R, T or the output's
+// place in the tile. Its 1x1 instance is the table's dot kernel, so every output of gemm<K>
+// equals the dot kernel's, bit for bit (batch invariance, see kernels.h).
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+namespace hearth::runtime::tiles {
+
+using TileFn = void (*)(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy);
+
+template <class K, int R, int T>
+void tile(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+  K::template run<R, T>(w, ws, x, xs, n, y, ldy);
+}
+
+// How far ahead of a tile of `tile_bytes` (R rows, contiguous) it prefetches the rows that follow:
+// at least the next tile, and enough bytes to cover the memory latency at full speed even when
+// rows are short (decode takes one row at a time) or other cores load the memory bus.
+#ifndef HEARTH_PREFETCH_BYTES
+#define HEARTH_PREFETCH_BYTES 8192
+#endif
+inline size_t prefetch_distance(size_t tile_bytes) { return std::max<size_t>(tile_bytes, HEARTH_PREFETCH_BYTES); }
+
+// table[(r - 1) * kTokens + t - 1] = tile<r, t>.
+template <class K, int... I>
+constexpr std::array<TileFn, sizeof...(I)> tile_table(std::integer_sequence<int, I...>) {
+  return {&tile<K, I / K::kTokens + 1, I % K::kTokens + 1>...};
+}
+// table[r - 1] = tile<r, 1>: decode (one token) takes taller tiles, as it has registers to spare.
+template <class K, int... I>
+constexpr std::array<TileFn, sizeof...(I)> decode_table(std::integer_sequence<int, I...>) {
+  return {&tile<K, I + 1, 1>...};
+}
+
+// Rows in groups, the outer loop: a group's weights stay in L1 while every token passes over
+// them. Kernels with K::kTokensOuter (f32 activations, several times larger than quantized ones)
+// take tokens as the outer loop instead, so that a tile's activations stay in L1 while rows pass. Remainders use smaller instances of
+// the same template.
+template <class K>
+void gemm(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const auto* xb = static_cast<const uint8_t*>(x);
+  if (n_tokens == 1) {
+    static constexpr auto table = decode_table<K>(std::make_integer_sequence<int, K::kDecodeRows>{});
+    for (int r = 0; r < n_rows; r += K::kDecodeRows) {
+      const int nr = std::min(K::kDecodeRows, n_rows - r);
+      table[static_cast<size_t>(nr - 1)](wb + static_cast<size_t>(r) * ws, ws, xb, xs, n, y + r, ldy);
+    }
+    return;
+  }
+  static constexpr auto table = tile_table<K>(std::make_integer_sequence<int, K::kRows * K::kTokens>{});
+  if constexpr (K::kTokensOuter) {
+    for (int t = 0; t < n_tokens; t += K::kTokens) {
+      const int nt = std::min(K::kTokens, n_tokens - t);
+      for (int r = 0; r < n_rows; r += K::kRows) {
+        const int nr = std::min(K::kRows, n_rows - r);
+        table[static_cast<size_t>((nr - 1) * K::kTokens + nt - 1)](wb + static_cast<size_t>(r) * ws, ws,
+                                                                    xb + static_cast<size_t>(t) * xs, xs, n,
+                                                                    y + static_cast<size_t>(t) * ldy + r, ldy);
+      }
+    }
+    return;
+  }
+  for (int r = 0; r < n_rows; r += K::kRows) {
+    const int nr = std::min(K::kRows, n_rows - r);
+    for (int t = 0; t < n_tokens; t += K::kTokens) {
+      const int nt = std::min(K::kTokens, n_tokens - t);
+      table[static_cast<size_t>((nr - 1) * K::kTokens + nt - 1)](wb + static_cast<size_t>(r) * ws, ws,
+                                                                  xb + static_cast<size_t>(t) * xs, xs, n,
+                                                                  y + static_cast<size_t>(t) * ldy + r, ldy);
+    }
+  }
+}
+
+// The dot kernel of a table: the 1x1 tile.
+template <class K, class W, class X>
+float dot1(const W* w, const X* x, int n) {
+  float y;
+  K::template run<1, 1>(reinterpret_cast<const uint8_t*>(w), 0, reinterpret_cast<const uint8_t*>(x), 0, n, &y, 0);
+  return y;
+}
+
+}  // namespace hearth::runtime::tiles

@@ -1,0 +1,450 @@
+// AVX-512 kernels (F, BW, VL, VNNI and VBMI: AMD Zen 4 and later, Intel Ice Lake and later) for
+// the kernels that are instruction-bound in AVX2 at two threads: Q4_0, Q8_0, Q4_K and Q5_K decode
+// (about 12 instructions per Q4_0 block and row in AVX2, about 7 here: two rows per 512-bit
+// register, VNNI byte dot products, a VBMI permute to unpack, and the activations' share done
+// once per token by pack()), and f32/f16/bf16 prefill (twice the multiply-adds per instruction).
+// Every kernel gives the AVX2 kernel's results bit for bit, so a device with AVX-512 and one
+// without produce the same tokens; the rest of the table is the AVX2 table.
+//
+// The file is compiled with the baseline flags; each function carries its target attribute, and
+// kernels.cpp picks this table only when the CPU reports every feature.
+#if defined(__x86_64__) && defined(HEARTH_HAVE_AVX2_KERNELS)
+
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 reports the deliberately undefined upper lanes inside its own AVX-512 intrinsics
+// (_mm512_undefined_*) as maybe uninitialized when they are inlined into target("...")
+// functions. Before the include, as the warning points into the header.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "runtime/kernel_tiles.h"
+#include "runtime/kernels.h"
+
+#define HEARTH_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
+
+namespace hearth::runtime {
+
+const KernelTable& avx2_kernels();  // kernels_avx2.cpp
+
+namespace {
+
+// ---- Q8_0 and Q4_0 weights against packed Q8_0 activations ----
+//
+// These kernels compute exactly what the AVX2 kernels compute, bit for bit: per block and
+// output, 8 int32 lanes (lane l: the exact sum of the products of elements 4l..4l+3), then
+// acc = fma(d_w * d_x, float(lanes), acc) block after block in one 8-lane accumulator, then the
+// AVX2 kernels' horizontal sum. (It is also the float order of llama.cpp's AVX2 kernels, which
+// the reference tests rely on: an activation that rounds the other way in a later layer moves
+// the logits by 1e-2.) A 512-bit register simply holds two outputs: rows r and r + 1, each in
+// its own 256-bit half, so a table with AVX-512 and one without give the same tokens.
+//
+// The lanes come from VNNI, which multiplies unsigned by signed bytes: the weights enter as
+// u = w + offset (Q4_0: the stored nibble, offset 8; Q8_0: w ^ 0x80, offset 128) and the lanes
+// start from -offset * (the sum of the lane's 4 activations), which pack() computes once per
+// token together with the activations' scale as a float.
+
+// One token's activations for one block, as the kernels read them (broadcast to both halves).
+struct PackedBlock {
+  int8_t q[32];
+  int32_t offset[8];  // -offset * sums of 4 (the weight type decides the offset)
+  float d;
+};
+static_assert(sizeof(PackedBlock) == 68);
+
+template <int kOffsetShift>
+HEARTH_AVX512 void pack_blocks(const BlockQ8_0* x, PackedBlock* out, int nb) {
+  const __m256i ones = _mm256_set1_epi8(1);
+  for (int b = 0; b < nb; ++b) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
+    const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, q);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].q), q);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].offset),
+                        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sums, kOffsetShift)));
+    out[b].d = _cvtsh_ss(x[b].d);
+  }
+}
+
+// Rows r and r + 1 of block b: the unsigned values u as [row r | row r + 1] (32 bytes each, in
+// element order) and the scales [d_r x8 | d_r+1 x8].
+struct WeightsQ4_0 {
+  using Block = BlockQ4_0;
+  static constexpr int kOffsetShift = 3;
+  HEARTH_AVX512 static inline __attribute__((always_inline)) void load(const Block& a, const Block& b, __m512i& u, __m512& d) {
+    // [qs_a | qs_b] in the low 32 bytes, then each 16 twice: [qs_a, qs_a, qs_b, qs_b], the
+    // second copies shifted to their high nibbles.
+    alignas(64) static constexpr uint8_t kSpread[64] = {
+        0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 0,  1,  2,  3,  4,  5,
+        6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27,
+        28, 29, 30, 31, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+    const __m256i both = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.qs))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs)), 1);
+    __m512i q = _mm512_permutexvar_epi8(_mm512_load_si512(kSpread), _mm512_castsi256_si512(both));
+    q = _mm512_mask_srli_epi16(q, 0xff00ff00u, q, 4);
+    u = _mm512_and_si512(q, _mm512_set1_epi8(0x0f));
+    d = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a.d))),
+                                                _mm_set1_epi16(static_cast<short>(b.d)), 1));
+  }
+};
+
+struct WeightsQ8_0 {
+  using Block = BlockQ8_0;
+  static constexpr int kOffsetShift = 7;
+  HEARTH_AVX512 static inline __attribute__((always_inline)) void load(const Block& a, const Block& b, __m512i& u, __m512& d) {
+    const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs))),
+                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)), 1);
+    u = _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80)));
+    d = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a.d))),
+                                                _mm_set1_epi16(static_cast<short>(b.d)), 1));
+  }
+};
+
+// The AVX2 kernels' horizontal sum of 8 lanes, for one half of a register.
+HEARTH_AVX512 inline float hsum8(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+template <class W>
+struct PairTiles {
+  // Rows go in pairs (one register); an odd last row is paired with itself.
+  static constexpr int kRows = 4, kTokens = 4, kDecodeRows = 2;
+  static constexpr bool kTokensOuter = false;
+  using Block = typename W::Block;
+
+  template <int R, int T>
+  HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    constexpr int P = (R + 1) / 2;  // registers of row pairs
+    __m512 acc[P][T];
+    for (int p = 0; p < P; ++p)
+      for (int t = 0; t < T; ++t) acc[p][t] = _mm512_setzero_ps();
+    const int nb = n / kQ8_0Block;
+    const Block* rows[2 * P];
+    for (int r = 0; r < 2 * P; ++r) rows[r] = reinterpret_cast<const Block*>(w + static_cast<size_t>(std::min(r, R - 1)) * ws);
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    constexpr int kAheadPerBlock = R * static_cast<int>(sizeof(Block));
+    for (int b = 0; b < nb; ++b) {
+      const uint8_t* pf = ahead + static_cast<size_t>(b) * kAheadPerBlock;
+      for (int o = 0; o < kAheadPerBlock; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
+      __m512i xq[T], xoff[T];
+      __m512 xd[T];
+      for (int t = 0; t < T; ++t) {
+        const PackedBlock& xb = reinterpret_cast<const PackedBlock*>(x + static_cast<size_t>(t) * xs)[b];
+        xq[t] = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.q)));
+        xoff[t] = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.offset)));
+        xd[t] = _mm512_set1_ps(xb.d);
+      }
+      for (int p = 0; p < P; ++p) {
+        __m512i u;
+        __m512 dw;
+        W::load(rows[2 * p][b], rows[2 * p + 1][b], u, dw);
+        for (int t = 0; t < T; ++t) {
+          const __m512i lanes = _mm512_dpbusd_epi32(xoff[t], u, xq[t]);
+          acc[p][t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, xd[t]), _mm512_cvtepi32_ps(lanes), acc[p][t]);
+        }
+      }
+    }
+    for (int p = 0; p < P; ++p)
+      for (int t = 0; t < T; ++t) {
+        float* yt = y + static_cast<size_t>(t) * ldy;
+        yt[2 * p] = hsum8(_mm512_castps512_ps256(acc[p][t]));
+        if (2 * p + 1 < R) yt[2 * p + 1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p][t]), 1)));
+      }
+  }
+};
+
+// ---- Q4_K and Q5_K weights against Q8_K activations ----
+//
+// Bit for bit the AVX2 kernels' computation (see kernels_avx2.cpp): per super-block and output,
+// 8 int32 lanes of sum_j scale_j * (q_j . x_j) (maddubs, then VNNI's vpdpwssd adding the
+// scale-weighted pairs into the lanes as madd + add did), then acc += (d * d_x) * lanes and
+// acc -= (dmin * d_x) * (mins . bsums), in one 8-lane accumulator, rows r and r + 1 in the two
+// halves of a register.
+
+// The 8 scales (bytes 0..7) and 8 mins (bytes 8..15) of a super-block (unpack_scale_min's values).
+HEARTH_AVX512 inline __m128i scales_and_mins(const uint8_t* packed) {
+  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+  uint32_t u[4];
+  __builtin_memcpy(u, packed, 12);
+  u[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
+  const uint32_t mins_low = u[1] & kLow6;
+  u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
+  u[2] = mins_low;
+  u[0] &= kLow6;
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
+}
+
+// Each min twice, to meet the bsums of the two halves (16 each) of its sub-block.
+HEARTH_AVX512 inline __m256i dup_mins(__m128i scales_and_mins) {
+  const __m128i m16 = _mm_cvtepu8_epi16(_mm_srli_si128(scales_and_mins, 8));
+  return _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
+}
+
+HEARTH_AVX512 inline __m512i pair256(__m256i a, __m256i b) { return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1); }
+HEARTH_AVX512 inline __m512 pair_ps(float a, float b) {
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(a)), _mm256_castps_pd(_mm256_set1_ps(b)), 1));
+}
+
+template <bool kFifthBit>
+struct ScaleMinPairTiles {
+  static constexpr int kRows = 4, kTokens = 2, kDecodeRows = 2;
+  static constexpr bool kTokensOuter = false;
+  using Block = std::conditional_t<kFifthBit, BlockQ5_K, BlockQ4_K>;
+
+  template <int R, int T>
+  HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    constexpr int P = (R + 1) / 2;
+    __m512 acc[P][T];
+    for (int p = 0; p < P; ++p)
+      for (int t = 0; t < T; ++t) acc[p][t] = _mm512_setzero_ps();
+    const int nb = n / kQK;
+    const Block* rows[2 * P];
+    for (int r = 0; r < 2 * P; ++r) rows[r] = reinterpret_cast<const Block*>(w + static_cast<size_t>(std::min(r, R - 1)) * ws);
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    constexpr int kAheadPerBlock = R * static_cast<int>(sizeof(Block));
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    for (int b = 0; b < nb; ++b) {
+      const uint8_t* pf = ahead + static_cast<size_t>(b) * kAheadPerBlock;
+      for (int o = 0; o < kAheadPerBlock; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
+      for (int p = 0; p < P; ++p) {
+        const Block& ba = rows[2 * p][b];
+        const Block& bb = rows[2 * p + 1][b];
+        const __m128i sma = scales_and_mins(ba.scales), smb = scales_and_mins(bb.scales);
+        // Scales as 16-bit words: row a's in words 0..7, row b's in words 16..23.
+        const __m512i sc = pair256(_mm256_cvtepu8_epi16(sma), _mm256_cvtepu8_epi16(smb));
+        const __m512i mins = pair256(dup_mins(sma), dup_mins(smb));
+        __m512i q[8];
+        for (int c = 0; c < 4; ++c) {
+          const __m512i packed = pair256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ba.qs + 32 * c)),
+                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bb.qs + 32 * c)));
+          q[2 * c] = _mm512_and_si512(packed, low4);
+          q[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
+        }
+        if constexpr (kFifthBit) {
+          // Bit j of qh[l] is the fifth bit of element l of sub-block j.
+          const __m512i qh = pair256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ba.qh)),
+                                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bb.qh)));
+          const __m512i bit4 = _mm512_set1_epi8(16);
+          q[0] = _mm512_or_si512(q[0], _mm512_and_si512(_mm512_slli_epi16(qh, 4), bit4));
+          q[1] = _mm512_or_si512(q[1], _mm512_and_si512(_mm512_slli_epi16(qh, 3), bit4));
+          q[2] = _mm512_or_si512(q[2], _mm512_and_si512(_mm512_slli_epi16(qh, 2), bit4));
+          q[3] = _mm512_or_si512(q[3], _mm512_and_si512(_mm512_slli_epi16(qh, 1), bit4));
+          q[4] = _mm512_or_si512(q[4], _mm512_and_si512(qh, bit4));
+          q[5] = _mm512_or_si512(q[5], _mm512_and_si512(_mm512_srli_epi16(qh, 1), bit4));
+          q[6] = _mm512_or_si512(q[6], _mm512_and_si512(_mm512_srli_epi16(qh, 2), bit4));
+          q[7] = _mm512_or_si512(q[7], _mm512_and_si512(_mm512_srli_epi16(qh, 3), bit4));
+        }
+        __m512i scale[8];
+        for (int j = 0; j < 8; ++j)
+          scale[j] = _mm512_permutexvar_epi16(_mm512_inserti64x4(_mm512_set1_epi16(static_cast<short>(j)),
+                                                                 _mm256_set1_epi16(static_cast<short>(16 + j)), 1),
+                                              sc);
+        const float da = _cvtsh_ss(ba.d), db = _cvtsh_ss(bb.d), dmina = _cvtsh_ss(ba.dmin), dminb = _cvtsh_ss(bb.dmin);
+        const __m512 d = pair_ps(da, db), dmin = pair_ps(dmina, dminb);
+        for (int t = 0; t < T; ++t) {
+          const BlockQ8_K& xb = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * xs)[b];
+          __m512i sumi = _mm512_setzero_si512();
+          for (int j = 0; j < 8; ++j) {
+            const __m512i xj = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs + 32 * j)));
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[j], xj), scale[j]);
+          }
+          const __m512i bsums = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums)));
+          const __m512i summ = _mm512_madd_epi16(bsums, mins);
+          const __m512 xd = _mm512_set1_ps(xb.d);
+          acc[p][t] = _mm512_fmadd_ps(_mm512_mul_ps(d, xd), _mm512_cvtepi32_ps(sumi), acc[p][t]);
+          acc[p][t] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, xd), _mm512_cvtepi32_ps(summ), acc[p][t]);
+        }
+      }
+    }
+    for (int p = 0; p < P; ++p)
+      for (int t = 0; t < T; ++t) {
+        float* yt = y + static_cast<size_t>(t) * ldy;
+        yt[2 * p] = hsum8(_mm512_castps512_ps256(acc[p][t]));
+        if (2 * p + 1 < R) yt[2 * p + 1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p][t]), 1)));
+      }
+  }
+};
+
+// ---- f32, f16, bf16 weights against f32 activations (prefill) ----
+//
+// The AVX2 kernels' computation bit for bit, two rows per register: each output has 4 8-lane
+// accumulators, step i of 8 elements going to accumulator i % 4, then (a0 + a1) + (a2 + a3),
+// the horizontal sum and a scalar FMA tail. Only batches use these (twice the multiply-adds per
+// instruction); decode keeps the AVX2 kernel, which streams one row at a time.
+
+struct PairF32 {
+  HEARTH_AVX512 static inline __attribute__((always_inline)) __m512 load(const uint8_t* a, const uint8_t* b, int i) {
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(reinterpret_cast<const float*>(a) + i))),
+                                               _mm256_castps_pd(_mm256_loadu_ps(reinterpret_cast<const float*>(b) + i)), 1));
+  }
+  static float at(const uint8_t* row, int i) { return reinterpret_cast<const float*>(row)[i]; }
+};
+struct PairF16 {
+  HEARTH_AVX512 static inline __attribute__((always_inline)) __m512 load(const uint8_t* a, const uint8_t* b, int i) {
+    const __m128i ha = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(a) + i));
+    const __m128i hb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(b) + i));
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(ha), hb, 1));
+  }
+  HEARTH_AVX512 static float at(const uint8_t* row, int i) { return _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[i]); }
+};
+struct PairBF16 {
+  HEARTH_AVX512 static inline __attribute__((always_inline)) __m512 load(const uint8_t* a, const uint8_t* b, int i) {
+    const __m128i ha = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(a) + i));
+    const __m128i hb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(b) + i));
+    const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(ha), hb, 1);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  static float at(const uint8_t* row, int i) {
+    const uint32_t u = static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(row)[i]) << 16;
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+  }
+};
+
+template <class L>
+struct FloatPairTiles {
+  static constexpr int kAcc = 4;
+  // 2 rows (one register) x 6 tokens: 24 accumulators; tokens outer (see kernel_tiles.h).
+  static constexpr int kRows = 2, kTokens = 6, kDecodeRows = 2;
+  static constexpr bool kTokensOuter = true;
+  template <int R, int T>
+  HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    const uint8_t* ra = w;
+    const uint8_t* rb = R > 1 ? w + ws : w;  // a single row is paired with itself
+    __m512 acc[T][kAcc];
+    for (int t = 0; t < T; ++t)
+      for (int a = 0; a < kAcc; ++a) acc[t][a] = _mm512_setzero_ps();
+    const float* xt[T];
+    for (int t = 0; t < T; ++t) xt[t] = reinterpret_cast<const float*>(x + static_cast<size_t>(t) * xs);
+    int i = 0;
+    for (; i + 8 * kAcc <= n; i += 8 * kAcc)
+      for (int a = 0; a < kAcc; ++a) {
+        const __m512 wv = L::load(ra, rb, i + 8 * a);
+        for (int t = 0; t < T; ++t) {
+          const __m512 xv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(xt[t] + i + 8 * a))));
+          acc[t][a] = _mm512_fmadd_ps(wv, xv, acc[t][a]);
+        }
+      }
+    for (int a = 0; i + 8 <= n; i += 8, ++a) {
+      const __m512 wv = L::load(ra, rb, i);
+      for (int t = 0; t < T; ++t) {
+        const __m512 xv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(xt[t] + i))));
+        acc[t][a] = _mm512_fmadd_ps(wv, xv, acc[t][a]);
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), _mm512_add_ps(acc[t][2], acc[t][3]));
+      float* yt = y + static_cast<size_t>(t) * ldy;
+      for (int r = 0; r < R; ++r) {
+        const __m256 half = r == 0 ? _mm512_castps512_ps256(sum)
+                                   : _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1));
+        float s = hsum8(half);
+        const uint8_t* row = r == 0 ? ra : rb;
+        for (int j = i; j < n; ++j) s = std::fma(L::at(row, j), xt[t][j], s);
+        yt[r] = s;
+      }
+    }
+  }
+};
+
+// Batches through the pair tiles, decode through the AVX2 kernel (the same bits either way).
+template <class L>
+void gemm_float(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy,
+                GemmKernel decode) {
+  if (n_tokens == 1) decode(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
+  else tiles::gemm<FloatPairTiles<L>>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
+}
+void gemm_f32(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
+  gemm_float<PairF32>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f32);
+}
+void gemm_f16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
+  gemm_float<PairF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f16);
+}
+void gemm_bf16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
+  gemm_float<PairBF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_bf16);
+}
+
+using Q4_0Tiles = PairTiles<WeightsQ4_0>;
+using Q8_0Tiles = PairTiles<WeightsQ8_0>;
+
+size_t packed_bytes(TensorType weight, int n) {
+  switch (weight) {
+    case TensorType::Q4_0:
+    case TensorType::Q8_0: return static_cast<size_t>(n / kQ8_0Block) * sizeof(PackedBlock);
+    default: return 0;  // the AVX2 kernels, reading the blocks
+  }
+}
+
+void pack(TensorType weight, const void* blocks, void* out, int n) {
+  const auto* x = static_cast<const BlockQ8_0*>(blocks);
+  if (weight == TensorType::Q4_0) pack_blocks<WeightsQ4_0::kOffsetShift>(x, static_cast<PackedBlock*>(out), n / kQ8_0Block);
+  if (weight == TensorType::Q8_0) pack_blocks<WeightsQ8_0::kOffsetShift>(x, static_cast<PackedBlock*>(out), n / kQ8_0Block);
+}
+
+// The dot kernels pack their activations first, in a buffer of the thread's that grows to the
+// longest row seen (they serve tests and one-off products; matmul packs once per token).
+template <class K>
+float packed_dot(TensorType weight, const void* w, const BlockQ8_0* x, int nb) {
+  thread_local std::vector<uint8_t> buf;
+  const int n = nb * kQ8_0Block;
+  buf.resize(std::max(buf.size(), packed_bytes(weight, n)));
+  pack(weight, x, buf.data(), n);
+  float y;
+  K::template run<1, 1>(static_cast<const uint8_t*>(w), 0, buf.data(), 0, n, &y, 0);
+  return y;
+}
+
+HEARTH_AVX512 float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) {
+  return tiles::dot1<ScaleMinPairTiles<false>>(w, x, nb * kQK);
+}
+HEARTH_AVX512 float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) {
+  return tiles::dot1<ScaleMinPairTiles<true>>(w, x, nb * kQK);
+}
+
+float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q4_0Tiles>(TensorType::Q4_0, w, x, nb); }
+float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q8_0Tiles>(TensorType::Q8_0, w, x, nb); }
+
+KernelTable make_table() {
+  KernelTable t = avx2_kernels();
+  t.name = "avx512";
+  t.dot_q4_0 = dot_q4_0;
+  t.gemm_q4_0 = tiles::gemm<Q4_0Tiles>;
+  t.dot_q8_0 = dot_q8_0;
+  t.gemm_q8_0 = tiles::gemm<Q8_0Tiles>;
+  t.dot_q4_k = dot_q4_k;
+  t.gemm_q4_k = tiles::gemm<ScaleMinPairTiles<false>>;
+  t.dot_q5_k = dot_q5_k;
+  t.gemm_q5_k = tiles::gemm<ScaleMinPairTiles<true>>;
+  t.gemm_f32 = gemm_f32;
+  t.gemm_f16 = gemm_f16;
+  t.gemm_bf16 = gemm_bf16;
+  t.packed_bytes = packed_bytes;
+  t.pack = pack;
+  return t;
+}
+
+}  // namespace
+
+const KernelTable& avx512_kernels() {
+  static const KernelTable table = make_table();
+  return table;
+}
+
+}  // namespace hearth::runtime
+
+#endif
