@@ -95,7 +95,12 @@ TEST_CASE("a random model split by the planner across memory-limited daemons: sa
     const uint64_t rss = hearth::test::process_rss(c.daemon(name).pid);
     const double share = s["weight_bytes"].get<double>() + s["kv_bytes"].get<double>();
     MESSAGE(name << ": RSS " << rss / 1e6 << " MB for a share of " << share / 1e6 << " MB (model " << model_bytes / 1e6 << " MB)");
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer's shadow memory and quarantine inflate RSS; the Release run checks it.
+    (void)rss;
+#else
     CHECK(rss < share + 48e6);
+#endif
   }
 
   // Relaunching the same plan costs no transfer: the devices find their stages in the cache.
