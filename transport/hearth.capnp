@@ -258,7 +258,7 @@ struct GenerateEvent {
   decodeTokS @7 :Float64;
   finishReason @8 :Text;      # on done: stop (end of generation), length, cancelled, error
   errorCode @9 :UInt16;       # on error, HTTP-like: 400 bad request, 413 too long, 503 not ready
-  chatTemplate @10 :Text;     # on the first event of a chat: which template family rendered it
+  chatTemplate @10 :Text;     # on the done event of a chat: which template family rendered it
 }
 
 struct StatusRequest {}
