@@ -25,6 +25,7 @@ struct BenchArgs {
   int gen_tokens = 64;
   int threads = 0;
   int repeats = 3;
+  int batch = 1;  // sequences decoded together, one token each per step (as a stage batches streams)
   bool json = false;
 };
 
@@ -65,7 +66,9 @@ void bench(const BenchArgs& a) {
   const int threads = a.threads > 0 ? a.threads : runtime::hardware_threads();
   runtime::ThreadPool pool(threads);
   runtime::Stage stage(m.weights,
-                       {.n_ctx = a.prompt_tokens + a.gen_tokens + 1, .max_batch = std::max(1, a.prompt_tokens), .max_sequences = 1},
+                       {.n_ctx = a.prompt_tokens + a.gen_tokens + 1,
+                        .max_batch = std::max(a.batch, a.prompt_tokens),
+                        .max_sequences = a.batch},
                        pool);
   runtime::Rng rng(42);
   std::vector<int32_t> prompt(static_cast<size_t>(a.prompt_tokens));
@@ -80,14 +83,20 @@ void bench(const BenchArgs& a) {
   runtime::ReadBandwidthProbe probe(size_t{128} << 20);
   constexpr int kTokensPerProbe = 4;
   std::vector<double> prefill, decode, bandwidth, cpu_wait;
+  // Sequences 1..batch; each is prefilled alone (prefill speed is that of sequence 1), then all
+  // decode together, one token each per forward().
+  std::vector<runtime::SeqChunk> chunks(static_cast<size_t>(a.batch));
+  std::vector<int32_t> toks(static_cast<size_t>(a.batch), 1);
   for (int r = 0; r < a.repeats + 1; ++r) {  // the first round warms caches and page mappings
-    const auto t0 = Clock::now();
-    runtime::SeqChunk chunk{1, 0, a.prompt_tokens};
-    if (a.prompt_tokens > 0) stage.forward({.chunks = {&chunk, 1}, .tokens = prompt});
-    const double prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    double prefill_s = 0;
+    for (int b = 0; b < a.batch && a.prompt_tokens > 0; ++b) {
+      const auto t0 = Clock::now();
+      runtime::SeqChunk chunk{static_cast<uint64_t>(b + 1), 0, a.prompt_tokens};
+      stage.forward({.chunks = {&chunk, 1}, .tokens = prompt});
+      if (b == 0) prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    }
     double decode_s = 0;
     uint64_t waited_ns = 0;
-    int32_t tok = 1;
     for (int i = 0; i < a.gen_tokens; ++i) {
       if (i % kTokensPerProbe == 0) {
         const double bw = probe.measure(pool, 1);
@@ -95,22 +104,26 @@ void bench(const BenchArgs& a) {
       }
       const uint64_t w0 = runqueue_wait_ns();
       const auto t1 = Clock::now();
-      chunk = {1, a.prompt_tokens + i, 1};
-      auto logits = stage.forward({.chunks = {&chunk, 1}, .tokens = {&tok, 1}});
-      tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      for (int b = 0; b < a.batch; ++b) chunks[static_cast<size_t>(b)] = {static_cast<uint64_t>(b + 1), a.prompt_tokens + i, 1};
+      auto logits = stage.forward({.chunks = chunks, .tokens = toks});
+      const auto n_vocab = static_cast<size_t>(m.config.n_vocab);
+      for (size_t b = 0; b < toks.size(); ++b) {
+        const auto row = logits.subspan(b * n_vocab, n_vocab);
+        toks[b] = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+      }
       decode_s += std::chrono::duration<double>(Clock::now() - t1).count();
       waited_ns += runqueue_wait_ns() - w0;
     }
     if (a.gen_tokens == 0 && r > 0) bandwidth.push_back(probe.measure(pool, 1));
-    stage.release(1);
+    for (int b = 0; b < a.batch; ++b) stage.release(static_cast<uint64_t>(b + 1));
     if (r == 0) continue;
     prefill.push_back(a.prompt_tokens / prefill_s);
-    decode.push_back(a.gen_tokens / decode_s);
+    decode.push_back(static_cast<double>(a.gen_tokens) * a.batch / decode_s);
     cpu_wait.push_back(decode_s > 0 ? static_cast<double>(waited_ns) * 1e-9 / (decode_s * threads) : 0);
   }
   const double pf = a.prompt_tokens > 0 ? median(prefill) : 0, dc = a.gen_tokens > 0 ? median(decode) : 0;
   const double bytes = static_cast<double>(decode_weight_bytes(*m.weights));
-  const double read_gb_s = bytes * dc / 1e9;
+  const double read_gb_s = bytes * dc / a.batch / 1e9;  // one pass over the weights per step
   const double mem_gb_s = median(bandwidth) / 1e9;
   const double fraction = mem_gb_s > 0 ? read_gb_s / mem_gb_s : 0;
   if (a.json) {
@@ -120,6 +133,7 @@ void bench(const BenchArgs& a) {
                         {"kernels", stage.kernels().name},
                         {"prompt_tokens", a.prompt_tokens},
                         {"gen_tokens", a.gen_tokens},
+                        {"batch", a.batch},
                         {"repeats", a.repeats},
                         {"prefill_tok_s", pf},
                         {"decode_tok_s", dc},
@@ -134,7 +148,7 @@ void bench(const BenchArgs& a) {
   std::printf("model          %s (%s)\n", a.model.c_str(), m.config.name.c_str());
   std::printf("threads        %d (%s kernels)\n", threads, std::string(stage.kernels().name).c_str());
   std::printf("prefill        %8.2f tok/s  (%d tokens, median of %d)\n", pf, a.prompt_tokens, a.repeats);
-  std::printf("decode         %8.2f tok/s  (%d tokens, median of %d)\n", dc, a.gen_tokens, a.repeats);
+  std::printf("decode         %8.2f tok/s  (%d tokens x %d sequences, median of %d)\n", dc, a.gen_tokens, a.batch, a.repeats);
   std::printf("decode reads   %8.2f GB/s   (%.1f MB of weights per token)\n", read_gb_s, bytes / 1e6);
   std::printf("memory read    %8.2f GB/s   (%d threads streaming %.0f MiB between decode tokens, median of %zu)\n", mem_gb_s,
               threads, static_cast<double>(probe.bytes()) / (1 << 20), bandwidth.size());
@@ -153,6 +167,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--gen-tokens", a->gen_tokens, "Tokens to decode")->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("-t,--threads", a->threads, "Compute threads (default: all cores)");
   cmd->add_option("--repeats", a->repeats, "Measured rounds (the median is reported)")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", a->batch, "Sequences decoded together (aggregate tok/s is reported)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_flag("--json", a->json, "Print JSON");
   cmd->callback([a] { bench(*a); });
 }
