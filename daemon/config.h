@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,15 @@ struct DaemonConfig {
   int discovery_port = 47470;
   std::string discovery_address = "255.255.255.255";
   bool reprofile = false;            // measure the device again instead of using the cached profile
+  std::string token;                 // join token from the head, to pair this device (once)
+  bool insecure = false;             // no CURVE: plain sockets, anyone on the LAN may connect
 };
+
+// $HEARTH_DATA_DIR, else ~/.local/share/hearth (the CLI reads its keys from the same place).
+inline std::string default_data_dir() {
+  if (const char* d = std::getenv("HEARTH_DATA_DIR")) return d;
+  if (const char* h = std::getenv("HOME")) return std::string(h) + "/.local/share/hearth";
+  return "/var/lib/hearth";
+}
 
 }  // namespace hearth::daemon

@@ -1,6 +1,7 @@
 #include "daemon/head.h"
 
 #include <spdlog/spdlog.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <xxhash.h>
 
@@ -73,7 +74,42 @@ Head::Head(Node& node) : node_(node), next_plan_id_(std::random_device{}() | 1) 
   self.cores = node.profile().system.cores;
   self.last_seen = Clock::now();
   self.is_self = true;
+  self.public_key = node.public_key();
   devices_[self.node_id] = self;
+  if (node.keys()) {
+    pairing_ = std::make_unique<PairingRegistry>(node.keys_dir());
+    for (const auto& [key, id] : pairing_->paired()) node.admit(key);
+    const std::string token = join_token();
+    transport::write_private_file(node.keys_dir() + "/join-token", token + "\n");
+    spdlog::info("head: join token (pair a device with `hearthd --join HOST:{} --token TOKEN`; `hearth token` prints it again):\n  {}",
+                 transport::endpoint_port(node.control_endpoint()), token);
+  } else {
+    spdlog::warn("head: --insecure: no encryption and no authentication; anyone on this network can join or send data");
+  }
+}
+
+std::string Head::join_token() const {
+  if (!pairing_) return "";
+  return transport::format_join_token({node_.public_key(), node_.pairing_port(), pairing_->secret()});
+}
+
+std::string Head::on_pair(const std::string& public_key, const std::string& node_id, const std::string& secret) {
+  if (!pairing_) return "this head does not pair devices (--insecure)";
+  const std::string refusal = pairing_->pair(public_key, node_id, secret);
+  if (!refusal.empty()) {
+    spdlog::warn("head: refused to pair {} ({}): {}", node_id, public_key, refusal);
+    return refusal;
+  }
+  node_.admit(public_key);
+  spdlog::info("head: paired device {} (key {})", node_id, public_key);
+  return "";
+}
+
+std::vector<std::string> Head::member_keys() const {
+  std::vector<std::string> keys;
+  for (const auto& [id, d] : devices_)
+    if (!d.public_key.empty()) keys.push_back(d.public_key);
+  return keys;
 }
 
 Head::~Head() = default;
@@ -84,11 +120,12 @@ Device* Head::device_by_identity(const std::string& identity) {
   return it == devices_.end() ? nullptr : &it->second;
 }
 
-void Head::on_control(const std::string& identity, const char* peer_address, const transport::Decoded& d, zmq::message_t*) {
+void Head::on_control(const std::string& identity, const char* peer_address, const char* user_id, const transport::Decoded& d,
+                      zmq::message_t*) {
   const auto env = d.envelope();
   const uint64_t rid = env.getRequestId();
   switch (env.which()) {
-    case wire::Envelope::HELLO: on_hello(identity, peer_address, env.getHello()); break;
+    case wire::Envelope::HELLO: on_hello(identity, peer_address, user_id, env.getHello()); break;
     case wire::Envelope::HEARTBEAT: on_heartbeat(identity, env.getHeartbeat()); break;
     case wire::Envelope::WEIGHT_REQUEST: on_weight_request(identity, env.getWeightRequest()); break;
     case wire::Envelope::LOAD_STATUS: on_load_status(identity, env.getLoadStatus()); break;
@@ -110,15 +147,21 @@ void Head::on_control(const std::string& identity, const char* peer_address, con
 
 // ---- registry ----
 
-void Head::on_hello(const std::string& identity, const char* peer_address, wire::Hello::Reader h) {
+void Head::on_hello(const std::string& identity, const char* peer_address, const char* user_id, wire::Hello::Reader h) {
   const auto refuse = [&](const std::string& why) {
     spdlog::warn("head: refused registration from {}: {}", identity, why);
     reply_error(identity, 0, why);
   };
   if (h.getProtocolVersion() != wire::PROTOCOL_VERSION) return refuse("protocol version " + std::to_string(h.getProtocolVersion()) + " is not " + std::to_string(wire::PROTOCOL_VERSION));
   if (identity != h.getNodeId().cStr()) return refuse("the node id does not match the connection's identity");
+  // The key the connection was authenticated with (ZAP's User-Id) is the device's identity: another
+  // paired device cannot take over a node id that registered with a different key.
+  const std::string key = user_id == nullptr ? "" : user_id;
+  if (auto known = devices_.find(identity); known != devices_.end() && !known->second.public_key.empty() && known->second.public_key != key)
+    return refuse("node id " + identity + " belongs to another key");
   Device d;
   d.node_id = identity;
+  d.public_key = key;
   d.profile = from_wire(h.getProfile());
   d.control_endpoint = reachable(transport::tcp_endpoint(h.getControlEndpoint().cStr()), peer_address);
   d.data_endpoint = reachable(transport::tcp_endpoint(h.getDataEndpoint().cStr()), peer_address);
@@ -135,7 +178,11 @@ void Head::on_hello(const std::string& identity, const char* peer_address, wire:
   spdlog::info("head: {} device {} ({}, {:.1f} GB usable) at {}", known ? "re-registered" : "registered", d.profile.name,
                d.node_id, d.profile.usable_memory_bytes / 1e9, d.control_endpoint);
   capnp::MallocMessageBuilder b;
-  b.initRoot<wire::Envelope>().initHelloAck().setHeadId(node_.node_id());
+  auto ack = b.initRoot<wire::Envelope>().initHelloAck();
+  ack.setHeadId(node_.node_id());
+  const auto keys = member_keys();
+  auto list = ack.initMemberKeys(static_cast<unsigned>(keys.size()));
+  for (unsigned i = 0; i < keys.size(); ++i) list.set(i, keys[i]);
   node_.send_to(identity, b);
 
   // Links for the planner: the newcomer measures its way to everyone, and every other worker
@@ -156,6 +203,7 @@ void Head::request_probe(const std::string& prober, const std::vector<const Devi
   for (unsigned i = 0; i < targets.size(); ++i) {
     list[i].setNodeId(targets[i]->node_id);
     list[i].setControlEndpoint(targets[i]->control_endpoint);
+    list[i].setPublicKey(targets[i]->public_key);
   }
   node_.send_to(prober, b);
 }
@@ -178,6 +226,11 @@ void Head::on_heartbeat(const std::string& identity, wire::Heartbeat::Reader h) 
     d->last_seen = Clock::now();
     d->dropped = h.getDropped();
     d->resident_bytes = h.getResidentBytes();
+    d->batches = h.getBatches();
+    d->tokens = h.getTokens();
+    d->compute_ns = h.getComputeNs();
+    d->bytes_out = h.getBytesOut();
+    d->refused_handshakes = h.getRefusedHandshakes();
     if (!d->alive) spdlog::info("head: device {} is back", d->profile.name);
     d->alive = true;
   }
@@ -341,8 +394,13 @@ void Head::start_stages(const std::vector<const Device*>& devices) {
     if (i + 1 < p.stages.size()) return devices_.at(p.stages[i + 1].node_id).data_endpoint;
     return i == 0 ? std::string() : node_.data_endpoint();  // the last stage returns tokens to the head
   };
+  const auto next_key = [&](size_t i) {
+    return i + 1 < p.stages.size() ? devices_.at(p.stages[i + 1].node_id).public_key : node_.public_key();
+  };
+  std::vector<std::string> plan_keys;
+  for (const auto& s : p.stages) plan_keys.push_back(devices_.at(s.node_id).public_key);
   // The head maps its own layers straight from the model file.
-  node_.load_local_stage(p.id, p.model_path, p.stages[0].spec, p.options, next_endpoint(0));
+  node_.load_local_stage(p.id, p.model_path, p.stages[0].spec, p.options, next_endpoint(0), next_key(0));
   p.stages[0].state = "ready";
   p.stages[0].resident_bytes = resident_bytes();
   for (size_t i = 1; i < p.stages.size(); ++i) {
@@ -361,6 +419,9 @@ void Head::start_stages(const std::vector<const Device*>& devices) {
     a.setStageFileBytes(s.file->size());
     a.setStageFileHash(s.file->header_hash());
     a.setNextEndpoint(next_endpoint(i));
+    a.setNextKey(next_key(i));
+    auto keys = a.initMemberKeys(static_cast<unsigned>(plan_keys.size()));
+    for (unsigned k = 0; k < plan_keys.size(); ++k) keys.set(k, plan_keys[k]);
     a.setNCtx(static_cast<uint32_t>(p.options.n_ctx));
     a.setMaxBatch(static_cast<uint32_t>(p.options.max_batch));
     a.setMaxSequences(static_cast<uint32_t>(p.options.max_sequences));
@@ -431,6 +492,9 @@ void Head::launch_finished(bool ok, const std::string& message) {
     plan_->ready = true;
     const double s = std::chrono::duration<double>(Clock::now() - plan_->started).count();
     spdlog::info("head: plan {} ready in {:.1f} s", plan_->id, s);
+    // Streaming the weights went through many encrypted multi-MiB messages whose freed buffers
+    // glibc keeps; give them back, so the head's resident memory is its stage, not the transfer.
+    ::malloc_trim(0);
   }
   if (plan_->launcher.empty()) return;
   capnp::MallocMessageBuilder b;
@@ -559,7 +623,13 @@ std::string Head::plan_json() const {
   for (size_t i = 0; i < plan_->stages.size(); ++i) {
     const auto& s = plan_->stages[i];
     const auto& a = plan_->plan.stages[i];
-    j["stages"].push_back({{"device", devices_.at(s.node_id).profile.name},
+    const Device& d = devices_.at(s.node_id);
+    const bool self = s.node_id == node_.node_id();
+    const WorkStats& w = node_.work();
+    // Counters since each daemon started (Prometheus counters; rates come from differences).
+    const uint64_t batches = self ? w.batches.load() : d.batches, tokens = self ? w.tokens.load() : d.tokens,
+                   compute_ns = self ? w.compute_ns.load() : d.compute_ns, bytes_out = self ? w.bytes_out.load() : d.bytes_out;
+    j["stages"].push_back({{"device", d.profile.name},
                            {"node_id", s.node_id},
                            {"first_layer", s.spec.first_layer},
                            {"last_layer", s.spec.last_layer},
@@ -568,8 +638,13 @@ std::string Head::plan_json() const {
                            {"state", s.state},
                            {"bytes_done", s.bytes_done},
                            {"bytes_total", s.bytes_total},
-                           {"resident_bytes", s.node_id == node_.node_id() ? resident_bytes() : devices_.at(s.node_id).resident_bytes},
-                           {"dropped", s.node_id == node_.node_id() ? node_.drops().total() : devices_.at(s.node_id).dropped},
+                           {"resident_bytes", self ? resident_bytes() : d.resident_bytes},
+                           {"dropped", self ? node_.drops().total() : d.dropped},
+                           {"batches", batches},
+                           {"tokens", tokens},
+                           {"compute_s", static_cast<double>(compute_ns) * 1e-9},
+                           {"bytes_out", bytes_out},
+                           {"refused_handshakes", self ? node_.refused_handshakes() : d.refused_handshakes},
                            {"message", s.message},
                            {"weight_bytes", a.weight_bytes},
                            {"kv_bytes", a.kv_bytes},
@@ -590,8 +665,8 @@ void Head::on_status(const std::string& client, uint64_t request_id) {
   j["head"] = node_.profile().device.name;
   j["plan"] = plan_ ? nlohmann::json::parse(plan_json()) : nlohmann::json(nullptr);
   if (node_.stage()) {
-    const auto& st = node_.stage()->host->stats();
-    j["head_stage"] = {{"batches", st.batches}, {"tokens", st.tokens}, {"compute_s", st.compute_seconds}};
+    const WorkStats& w = node_.work();
+    j["head_stage"] = {{"batches", w.batches.load()}, {"tokens", w.tokens.load()}, {"compute_s", static_cast<double>(w.compute_ns.load()) * 1e-9}};
   }
   if (scheduler_) {
     const auto& t = scheduler_->totals();
@@ -608,6 +683,8 @@ void Head::on_status(const std::string& client, uint64_t request_id) {
                             {"to", devices_.at(key.second).profile.name},
                             {"latency_ms", l.latency_s * 1e3},
                             {"bandwidth_mb_s", l.bandwidth_bytes_per_s / 1e6}});
+  j["security"] = node_.keys() ? "curve" : "insecure";
+  j["refused_handshakes"] = node_.refused_handshakes();
   const DropStats& d = node_.drops();
   j["dropped"] = {{"malformed", d.malformed.load()}, {"out_of_plan", d.out_of_plan.load()}, {"unexpected", d.unexpected.load()}, {"bad_payload", d.bad_payload.load()}};
   capnp::MallocMessageBuilder b;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/pairing.h"
 #include "daemon/scheduler.h"
 #include "daemon/stage_file.h"
 #include "partitioner/partitioner.h"
@@ -34,8 +35,12 @@ struct Device {
   std::chrono::steady_clock::time_point last_seen;
   bool alive = true;
   bool is_self = false;
+  std::string public_key;       // its CURVE key (empty with --insecure)
   uint64_t dropped = 0;         // messages it refused, from its heartbeats
   uint64_t resident_bytes = 0;  // its RSS, from its heartbeats
+  // Its stage's counters, from its heartbeats (the head's own come from its node).
+  uint64_t batches = 0, tokens = 0, compute_ns = 0, bytes_out = 0;
+  uint64_t refused_handshakes = 0;
 };
 
 // One stage of the launched plan.
@@ -71,14 +76,20 @@ class Head {
   explicit Head(Node& node);
   ~Head();
 
-  void on_control(const std::string& identity, const char* peer_address, const transport::Decoded& d, zmq::message_t* payload);
+  // `user_id`: the CURVE key ZAP authenticated the sender with (nullptr with --insecure).
+  void on_control(const std::string& identity, const char* peer_address, const char* user_id, const transport::Decoded& d,
+                  zmq::message_t* payload);
   void on_result(transport::wire::Result::Reader r);
   void on_sampled(const std::vector<SampledToken>& tokens);
   void tick();
   bool has_work() const { return scheduler_ && scheduler_->has_work(); }
+  // A pairing request (from the pairing socket): "" when the key was added, else why not.
+  std::string on_pair(const std::string& public_key, const std::string& node_id, const std::string& secret);
+  // The join token new devices pair with (empty with --insecure).
+  std::string join_token() const;
 
  private:
-  void on_hello(const std::string& identity, const char* peer_address, transport::wire::Hello::Reader h);
+  void on_hello(const std::string& identity, const char* peer_address, const char* user_id, transport::wire::Hello::Reader h);
   void on_heartbeat(const std::string& identity, transport::wire::Heartbeat::Reader h);
   void on_weight_request(const std::string& identity, transport::wire::WeightRequest::Reader r);
   void on_load_status(const std::string& identity, transport::wire::LoadStatus::Reader s);
@@ -103,8 +114,10 @@ class Head {
   void emit(const GenerationEvent& e);
   void reply_error(const std::string& client, uint64_t request_id, const std::string& message);
   Device* device_by_identity(const std::string& identity);
+  std::vector<std::string> member_keys() const;
 
   Node& node_;
+  std::unique_ptr<PairingRegistry> pairing_;  // secure clusters only
   std::map<std::string, Device> devices_;  // by node id
   std::unique_ptr<LaunchedPlan> plan_;
   std::unique_ptr<Scheduler> scheduler_;

@@ -24,12 +24,6 @@ using hearth::daemon::DaemonConfig;
 
 namespace {
 
-std::string default_data_dir() {
-  if (const char* d = std::getenv("HEARTH_DATA_DIR")) return d;
-  if (const char* h = std::getenv("HOME")) return std::string(h) + "/.local/share/hearth";
-  return "/var/lib/hearth";
-}
-
 std::string host_name() {
   char buf[256] = {};
   ::gethostname(buf, sizeof buf - 1);
@@ -101,6 +95,10 @@ int main(int argc, char** argv) {
   app.add_option("--discovery-port", c.discovery_port, "UDP port of the beacons")->capture_default_str();
   app.add_option("--discovery-address", c.discovery_address, "Where beacons are sent")->capture_default_str();
   app.add_flag("--reprofile", c.reprofile, "Measure the device again");
+  app.add_option("--token", c.token, "Join token printed by the head (`hearth token` there): pairs this device once")
+      ->envname("HEARTH_TOKEN");
+  app.add_flag("--insecure", c.insecure, "No encryption or authentication (every daemon of the cluster must use it)")
+      ->envname("HEARTH_INSECURE");
   std::string http_listen, api_key;
   app.add_option("--http", http_listen, "HOST:PORT for the OpenAI API and web chat (head only; 0.0.0.0:8080 opens it to the LAN; default: off)")
       ->envname("HEARTH_HTTP");
@@ -116,8 +114,20 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (verbose) spdlog::set_level(spdlog::level::debug);
+  if (!c.token.empty()) {
+    if (c.head || c.insecure) {
+      spdlog::error("--token is for a device joining a head (not with --head or --insecure)");
+      return 2;
+    }
+    try {
+      hearth::transport::parse_join_token(c.token);
+    } catch (const std::exception& e) {
+      spdlog::error("--token: {}", e.what());
+      return 2;
+    }
+  }
   if (c.name.empty()) c.name = host_name();
-  if (c.data_dir.empty()) c.data_dir = default_data_dir();
+  if (c.data_dir.empty()) c.data_dir = hearth::daemon::default_data_dir();
 
   try {
     fs::create_directories(c.data_dir);
@@ -144,7 +154,8 @@ int main(int argc, char** argv) {
     }
     std::unique_ptr<hearth::http::Gateway> gateway;
     if (!http_listen.empty())
-      gateway = std::make_unique<hearth::http::Gateway>(hearth::http::GatewayOptions{http_listen, api_key, node.control_endpoint()});
+      gateway = std::make_unique<hearth::http::Gateway>(
+          hearth::http::GatewayOptions{http_listen, api_key, node.control_endpoint(), node.keys()});
     if (!ready_file.empty()) std::ofstream(ready_file) << node.control_endpoint() << "\n" << (gateway ? gateway->url() + "\n" : "");
 
     std::exception_ptr failure;

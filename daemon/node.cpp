@@ -1,6 +1,7 @@
 #include "daemon/node.h"
 
 #include <spdlog/spdlog.h>
+#include <malloc.h>
 #include <xxhash.h>
 
 #include <cmath>
@@ -11,6 +12,7 @@
 #include <zmq_addon.hpp>
 
 #include "daemon/head.h"
+#include "daemon/pairing.h"
 #include "daemon/wire_convert.h"
 
 namespace hearth::daemon {
@@ -20,7 +22,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto kHelloRetry = std::chrono::seconds(2);
+constexpr auto kHelloRetry = std::chrono::milliseconds(500);  // the first may leave before the handshake is done
 constexpr int kWeightWindow = 4;  // weight chunks requested ahead: bounds the head's buffers too
 constexpr auto kProgressEvery = std::chrono::milliseconds(250);
 
@@ -39,6 +41,14 @@ std::vector<zmq::message_t> receive(zmq::socket_t& s) {
   const auto n = zmq::recv_multipart(s, std::back_inserter(parts), zmq::recv_flags::dontwait);
   if (!n) parts.clear();
   return parts;
+}
+
+// This daemon's CURVE identity: none with --insecure.
+std::optional<transport::CurveKeys> node_keys(const DaemonConfig& c) {
+  if (c.insecure) return std::nullopt;
+  if (!transport::curve_available())
+    throw std::runtime_error("this libzmq was built without CURVE: install Debian's libzmq5, or run every daemon with --insecure on a trusted network");
+  return transport::load_or_create_keys(std::filesystem::path(c.data_dir) / "keys");
 }
 
 bool all_finite(const float* p, size_t n) {
@@ -65,18 +75,20 @@ uint64_t resident_bytes() {
 
 // ---- heartbeats ----
 
-Heartbeater::Heartbeater(zmq::context_t& ctx, std::string head_endpoint, std::string node_id, const DropStats& drops)
+Heartbeater::Heartbeater(const transport::SocketFactory& sockets, std::string head_endpoint, std::string head_key, std::string node_id,
+                         const DropStats& drops, const WorkStats& work, const transport::ZapHandler* zap)
     : drops_(drops),
-      thread_([this, &ctx, e = std::move(head_endpoint), id = std::move(node_id)] { loop(ctx, e, id); }) {}
+      work_(work),
+      zap_(zap),
+      thread_([this, &sockets, e = std::move(head_endpoint), k = std::move(head_key), id = std::move(node_id)] { loop(sockets, e, k, id); }) {}
 
 Heartbeater::~Heartbeater() {
   stop_ = true;
   thread_.join();
 }
 
-void Heartbeater::loop(zmq::context_t& ctx, std::string endpoint, std::string node_id) {
-  transport::SocketFactory f(ctx);
-  zmq::socket_t s = f.connect_dealer(endpoint, node_id + "/hb", {.send_hwm = 4});
+void Heartbeater::loop(const transport::SocketFactory& sockets, std::string endpoint, std::string head_key, std::string node_id) {
+  zmq::socket_t s = sockets.connect_dealer(endpoint, node_id + "/hb", {.send_hwm = 4, .server_key = head_key});
   auto next = Clock::now();
   while (!stop_) {
     if (Clock::now() >= next) {
@@ -86,6 +98,11 @@ void Heartbeater::loop(zmq::context_t& ctx, std::string endpoint, std::string no
       hb.setPlanId(plan_id_);
       hb.setDropped(drops_.total());
       hb.setResidentBytes(resident_bytes());
+      hb.setBatches(work_.batches);
+      hb.setTokens(work_.tokens);
+      hb.setComputeNs(work_.compute_ns);
+      hb.setBytesOut(work_.bytes_out);
+      hb.setRefusedHandshakes(zap_ ? zap_->denied() : 0);
       s.send(transport::encode(b), zmq::send_flags::dontwait);
       next += std::chrono::milliseconds(400);
     }
@@ -102,7 +119,21 @@ Node::Node(const DaemonConfig& config, profiles::Profile profile, std::string no
       profile_(std::move(profile)),
       node_id_(std::move(node_id)),
       pool_(config.threads > 0 ? config.threads : runtime::hardware_threads()),
-      sockets_(context_) {}
+      keys_(node_keys(config_)),
+      zap_(keys_ ? std::make_unique<transport::ZapHandler>(context_) : nullptr),
+      sockets_(context_, keys_, zap_.get()) {
+  if (!keys_) return;
+  zap_->allow(keys_->public_key);  // the CLI and the HTTP gateway on this device act with its identity
+  if (config_.head) transport::write_private_file(keys_dir() + "/head.pub", keys_->public_key + "\n");
+  head_key_ = transport::read_first_line(keys_dir() + "/head.pub");
+  admit(head_key_);
+}
+
+std::string Node::keys_dir() const { return config_.data_dir + "/keys"; }
+
+void Node::admit(const std::string& public_key) {
+  if (zap_ && transport::is_z85_key(public_key)) zap_->allow(public_key);
+}
 
 Node::~Node() {
   if (prober_.joinable()) prober_.join();
@@ -119,7 +150,13 @@ void Node::start() {
   const std::string data_bind = ephemeral ? control_bind : transport::with_port(listen, transport::endpoint_port(listen) + 1);
   data_.emplace(sockets_.bind_pull(data_bind, {.max_message_bytes = kMaxDataFrame, .receive_hwm = 64}));
   data_endpoint_ = data_->get(zmq::sockopt::last_endpoint);
-  spdlog::info("node {} ({}): control {}, data {}", profile_.device.name, node_id_, control_endpoint_, data_endpoint_);
+  spdlog::info("node {} ({}): control {}, data {}{}", profile_.device.name, node_id_, control_endpoint_, data_endpoint_,
+               keys_ ? ", CURVE on" : ", --insecure: no encryption, no authentication");
+  if (config_.head && keys_) {
+    const std::string pairing_bind = ephemeral ? any_port : transport::with_port(listen, transport::endpoint_port(listen) + 2);
+    pairing_.emplace(sockets_.bind_router(pairing_bind, {.max_message_bytes = 4096, .zap_domain = transport::kPairingDomain}));
+    pairing_port_ = transport::endpoint_port(pairing_->get(zmq::sockopt::last_endpoint));
+  }
 
   if (config_.head) head_role_ = std::make_unique<Head>(*this);
   std::string join = config_.join;
@@ -134,13 +171,33 @@ void Node::head_discovered(const std::string& control_endpoint) {
 
 void Node::connect_to_head(const std::string& endpoint) {
   if (endpoint == head_endpoint_) return;
+  pair_if_needed(endpoint);
   head_endpoint_ = endpoint;
   heartbeater_.reset();
-  head_.emplace(sockets_.connect_dealer(endpoint, node_id_, {.max_message_bytes = kMaxDataFrame}));
+  head_.emplace(sockets_.connect_dealer(endpoint, node_id_, {.max_message_bytes = kMaxDataFrame, .server_key = head_key_}));
   registered_ = false;
   send_hello();
-  heartbeater_ = std::make_unique<Heartbeater>(context_, endpoint, node_id_, drops_);
+  heartbeater_ = std::make_unique<Heartbeater>(sockets_, endpoint, head_key_, node_id_, drops_, work_, zap_.get());
   spdlog::info("joining head at {}", endpoint);
+}
+
+// With a token whose head we are not paired with yet, pairs first (the pairing socket is on the
+// control endpoint's host, at the token's port).
+void Node::pair_if_needed(const std::string& endpoint) {
+  if (!keys_) return;
+  if (!config_.token.empty()) {
+    const transport::JoinToken token = transport::parse_join_token(config_.token);
+    if (token.head_public_key != head_key_) {
+      spdlog::info("pairing with the head at {}", endpoint);
+      pair_with_head(sockets_, transport::with_port(endpoint, token.pairing_port), token, node_id_, std::chrono::seconds(10));
+      transport::write_private_file(keys_dir() + "/head.pub", token.head_public_key + "\n");
+      head_key_ = token.head_public_key;
+      admit(head_key_);
+      spdlog::info("paired: the head's key is kept in {}/head.pub, later starts need no token", keys_dir());
+    }
+  }
+  if (!transport::is_z85_key(head_key_))
+    throw std::runtime_error("this device is not paired with a head: start it once with --token TOKEN (`hearth token` on the head prints it), or run every daemon with --insecure");
 }
 
 void Node::send_hello() {
@@ -182,10 +239,12 @@ void Node::run(const std::atomic<bool>& stop) {
   while (!stop) {
     std::vector<zmq::pollitem_t> items{{control_->handle(), 0, ZMQ_POLLIN, 0}, {data_->handle(), 0, ZMQ_POLLIN, 0}};
     if (head_) items.push_back({head_->handle(), 0, ZMQ_POLLIN, 0});
+    if (pairing_) items.push_back({pairing_->handle(), 0, ZMQ_POLLIN, 0});
     const bool busy = !pending_.empty() || (head_role_ && head_role_->has_work());
     zmq::poll(items, std::chrono::milliseconds(busy ? 0 : 20));
 
     handle_control();
+    if (pairing_) handle_pairing();
     if (head_) handle_head_link();
     handle_data();
     process_data();
@@ -196,7 +255,14 @@ void Node::run(const std::atomic<bool>& stop) {
       std::lock_guard lock(discovered_mutex_);
       discovered.swap(discovered_head_);
     }
-    if (!discovered.empty() && !config_.head && head_endpoint_.empty()) connect_to_head(discovered);
+    if (!discovered.empty() && !config_.head && head_endpoint_.empty() && discovered != refused_head_) {
+      try {
+        connect_to_head(discovered);
+      } catch (const std::exception& e) {
+        refused_head_ = discovered;  // say it once, not at every beacon
+        spdlog::error("cannot join the head at {}: {}", discovered, e.what());
+      }
+    }
     if (head_ && !registered_ && Clock::now() - last_hello_ > kHelloRetry) send_hello();
   }
 }
@@ -223,7 +289,8 @@ void Node::handle_control() {
         spdlog::debug("dropped a {} from {}: this node is not a head", transport::kind_name(d.envelope()), identity);
         continue;
       }
-      head_role_->on_control(identity, parts[1].gets("Peer-Address"), d, parts.size() == 3 ? &parts[2] : nullptr);
+      head_role_->on_control(identity, transport::message_property(parts[1], "Peer-Address"),
+                             transport::message_property(parts[1], "User-Id"), d, parts.size() == 3 ? &parts[2] : nullptr);
     } catch (const std::exception& e) {
       drops_.malformed++;
       spdlog::warn("dropped a control message from {}: {}", identity, e.what());
@@ -231,6 +298,41 @@ void Node::handle_control() {
       drops_.malformed++;
       spdlog::warn("dropped a control message from {}: {}", identity, e.getDescription().cStr());
     }
+  }
+}
+
+// The head's pairing socket: anyone with a CURVE key may connect, and may only ask to pair.
+void Node::handle_pairing() {
+  for (int i = 0; i < 16; ++i) {
+    auto parts = receive(*pairing_);
+    if (parts.empty()) return;
+    if (parts.size() != 2) {
+      drops_.malformed++;
+      continue;
+    }
+    const std::string identity = parts[0].to_string();
+    std::string refusal;
+    try {
+      const transport::Decoded d = transport::decode(parts[1]);
+      if (!d.envelope().isPairRequest()) throw std::invalid_argument("only pairing requests are taken here");
+      const auto r = d.envelope().getPairRequest();
+      const char* key = transport::message_property(parts[1], "User-Id");
+      refusal = head_role_->on_pair(key == nullptr ? "" : key, r.getNodeId().cStr(), r.getSecret().cStr());
+    } catch (const std::exception& e) {
+      drops_.malformed++;
+      refusal = e.what();
+    } catch (const kj::Exception& e) {
+      drops_.malformed++;
+      refusal = "malformed message";
+    }
+    capnp::MallocMessageBuilder b;
+    auto reply = b.initRoot<wire::Envelope>().initPairReply();
+    reply.setOk(refusal.empty());
+    reply.setMessage(refusal);
+    zmq::message_t to(identity.data(), identity.size());
+    if (!pairing_->send(to, zmq::send_flags::sndmore | zmq::send_flags::dontwait) ||
+        !pairing_->send(transport::encode(b), zmq::send_flags::dontwait))
+      spdlog::debug("pairing reply to a peer that left");
   }
 }
 
@@ -260,6 +362,7 @@ void Node::handle_from_head(const transport::Decoded& d, zmq::message_t* payload
     case wire::Envelope::HELLO_ACK:
       if (!registered_) spdlog::info("registered with head {}", env.getHelloAck().getHeadId().cStr());
       registered_ = true;
+      for (auto k : env.getHelloAck().getMemberKeys()) admit(k.cStr());
       break;
     case wire::Envelope::ASSIGNMENT: on_assignment(env.getAssignment()); break;
     case wire::Envelope::WEIGHT_CHUNK: on_weight_chunk(env.getWeightChunk(), payload); break;
@@ -290,6 +393,8 @@ void Node::on_assignment(wire::Assignment::Reader a) {
   l.options = {.n_ctx = static_cast<int>(a.getNCtx()), .max_batch = static_cast<int>(a.getMaxBatch()),
                .max_sequences = static_cast<int>(a.getMaxSequences())};
   l.next_endpoint = transport::tcp_endpoint(a.getNextEndpoint().cStr());
+  l.next_key = a.getNextKey().cStr();
+  for (auto k : a.getMemberKeys()) admit(k.cStr());
   const std::string name = hex64(a.getModelHash()) + "-" + std::to_string(l.spec.first_layer) + "-" +
                            std::to_string(l.spec.last_layer) + (l.spec.has_output ? "-out-" : "-") + hex64(a.getStageFileHash()) + ".gguf";
   spdlog::info("assigned layers [{}, {}){} of {} (plan {}), {:.1f} MB", l.spec.first_layer, l.spec.last_layer,
@@ -358,11 +463,12 @@ void Node::finish_loading() {
     auto weights = std::make_shared<runtime::StageWeights>(*st->file, cfg, l.spec);
     st->host = std::make_unique<StageHost>(weights, l.options, pool_);
     st->next_endpoint = l.next_endpoint;
-    st->push.emplace(sockets_.connect_push(l.next_endpoint, {.send_hwm = 64}));
+    st->push.emplace(sockets_.connect_push(l.next_endpoint, {.send_hwm = 64, .server_key = l.next_key}));
     stage_ = std::move(st);
     if (heartbeater_) heartbeater_->set_plan(plan_id);
     spdlog::info("stage ready: layers [{}, {}), {:.1f} MB mapped, next {}", l.spec.first_layer, l.spec.last_layer,
                  weights->mapped_bytes() / 1e6, l.next_endpoint);
+    ::malloc_trim(0);  // the transfer's freed chunk buffers (see Head::launch_finished)
     capnp::MallocMessageBuilder b;
     auto s = b.initRoot<wire::Envelope>().initLoadStatus();
     s.setPlanId(plan_id);
@@ -399,7 +505,7 @@ void Node::report_load(wire::LoadStatus::State state, const std::string& message
 }
 
 void Node::load_local_stage(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec,
-                            const runtime::StageOptions& options, const std::string& next_endpoint) {
+                            const runtime::StageOptions& options, const std::string& next_endpoint, const std::string& next_key) {
   unload_stage();
   auto st = std::make_unique<LoadedStage>();
   st->plan_id = plan_id;
@@ -407,7 +513,7 @@ void Node::load_local_stage(uint64_t plan_id, const std::string& model_path, con
   const runtime::ModelConfig cfg = runtime::read_model_config(*st->file);
   st->host = std::make_unique<StageHost>(std::make_shared<runtime::StageWeights>(*st->file, cfg, spec), options, pool_);
   st->next_endpoint = next_endpoint;
-  if (!next_endpoint.empty()) st->push.emplace(sockets_.connect_push(next_endpoint, {.send_hwm = 64}));
+  if (!next_endpoint.empty()) st->push.emplace(sockets_.connect_push(next_endpoint, {.send_hwm = 64, .server_key = next_key}));
   stage_ = std::move(st);
 }
 
@@ -531,10 +637,19 @@ void Node::process_data() {
   }
 }
 
+StageOutput Node::compute(const Batch& batch) {
+  const auto t0 = Clock::now();
+  StageOutput out = stage_->host->run(batch);
+  work_.batches++;
+  work_.tokens += static_cast<uint64_t>(batch.n_tokens());
+  work_.compute_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+  return out;
+}
+
 void Node::run_batch(Batch batch) {
   StageOutput out;
   try {
-    out = stage_->host->run(batch);
+    out = compute(batch);
   } catch (const std::invalid_argument& e) {
     drops_.malformed++;
     spdlog::warn("refused a batch: {}", e.what());
@@ -590,6 +705,7 @@ bool Node::push_forward(const Batch& batch, const std::vector<float>& hidden) {
     spdlog::error("the next stage ({}) does not take data: batch dropped", stage_->next_endpoint);
     return false;
   }
+  work_.bytes_out += hidden.size() * sizeof(float);
   return true;
 }
 
@@ -609,22 +725,27 @@ void Node::push_release(uint64_t plan_id, const std::vector<uint64_t>& seqs) {
 void Node::answer_link_probe(wire::LinkProbe::Reader p) {
   auto targets = p.getTargets();
   if (targets.size() > 64) throw std::invalid_argument("link probe with too many targets");
-  std::vector<std::pair<std::string, std::string>> list;
-  for (auto t : targets) list.emplace_back(t.getNodeId().cStr(), transport::tcp_endpoint(t.getControlEndpoint().cStr()));
+  std::vector<ProbeTarget> list;
+  for (auto t : targets) {
+    list.push_back({t.getNodeId().cStr(), transport::tcp_endpoint(t.getControlEndpoint().cStr()), t.getPublicKey().cStr()});
+    admit(list.back().public_key);  // it will probe us too
+  }
   if (prober_.joinable()) prober_.join();  // one probe at a time; they take milliseconds on a LAN
-  prober_ = std::thread([this, list = std::move(list), head = head_endpoint_]() mutable { probe_links(std::move(list), head); });
+  prober_ = std::thread([this, list = std::move(list), head = head_endpoint_, key = head_key_]() mutable {
+    probe_links(std::move(list), head, key);
+  });
 }
 
 // Runs on the prober thread with sockets of its own. Latency: half the median round trip of a
 // small ping; bandwidth: a 4 MiB ping's transfer time, less the round trip.
-void Node::probe_links(std::vector<std::pair<std::string, std::string>> targets, std::string head_endpoint) {
+void Node::probe_links(std::vector<ProbeTarget> targets, std::string head_endpoint, std::string head_key) {
   const std::string suffix = std::to_string(std::random_device{}());
   capnp::MallocMessageBuilder report;
   auto links = report.initRoot<wire::Envelope>().initLinkReport().initLinks(static_cast<unsigned>(targets.size()));
   for (unsigned i = 0; i < targets.size(); ++i) {
     // A fresh identity per probe: a ROUTER refuses a second connection under an identity it
     // still holds.
-    zmq::socket_t s = sockets_.connect_dealer(targets[i].second, node_id_ + "/probe-" + suffix, {});
+    zmq::socket_t s = sockets_.connect_dealer(targets[i].control_endpoint, node_id_ + "/probe-" + suffix, {.server_key = targets[i].public_key});
     s.set(zmq::sockopt::rcvtimeo, 1000);
     const auto round_trip = [&](size_t padding) {
       capnp::MallocMessageBuilder b;
@@ -644,7 +765,7 @@ void Node::probe_links(std::vector<std::pair<std::string, std::string>> targets,
     for (int k = 0; k < 9 && rtts.size() + 3 > static_cast<size_t>(k); ++k)  // give up after 3 misses
       if (double r = round_trip(0); r > 0) rtts.push_back(r);
     links[i].setFrom(profile_.device.name);
-    links[i].setTo(targets[i].first);
+    links[i].setTo(targets[i].node_id);
     if (rtts.empty()) {  // unreachable: report nothing measurable rather than a made-up figure
       links[i].setLatencyS(-1);
       continue;
@@ -657,7 +778,7 @@ void Node::probe_links(std::vector<std::pair<std::string, std::string>> targets,
     links[i].setBandwidthBytesPerS(t > 0 ? bulk / std::max(1e-6, t - 2 * latency) : 0.0);
   }
   if (head_endpoint.empty()) return;
-  zmq::socket_t to_head = sockets_.connect_dealer(head_endpoint, node_id_ + "/links-" + suffix, {});
+  zmq::socket_t to_head = sockets_.connect_dealer(head_endpoint, node_id_ + "/links-" + suffix, {.server_key = head_key});
   to_head.set(zmq::sockopt::sndtimeo, 2000);
   to_head.set(zmq::sockopt::linger, 2000);  // let the report leave before the socket closes
   to_head.send(transport::encode(report), zmq::send_flags::none);

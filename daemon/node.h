@@ -43,6 +43,16 @@ struct DropStats {
   uint64_t total() const { return malformed + out_of_plan + unexpected + bad_payload; }
 };
 
+// What this node's stage computed and sent since the daemon started; reported in heartbeats,
+// so the head's status and /metrics show every stage's compute time and the bytes on each link.
+// Atomic because the heartbeat thread reads it.
+struct WorkStats {
+  std::atomic<uint64_t> batches{0};
+  std::atomic<uint64_t> tokens{0};
+  std::atomic<uint64_t> compute_ns{0};
+  std::atomic<uint64_t> bytes_out{0};  // activations pushed to the next stage
+};
+
 // The stage this node runs for the current plan.
 struct LoadedStage {
   uint64_t plan_id = 0;
@@ -55,13 +65,16 @@ struct LoadedStage {
 // Sends heartbeats to the head from its own thread and socket.
 class Heartbeater {
  public:
-  Heartbeater(zmq::context_t& ctx, std::string head_endpoint, std::string node_id, const DropStats& drops);
+  Heartbeater(const transport::SocketFactory& sockets, std::string head_endpoint, std::string head_key, std::string node_id,
+              const DropStats& drops, const WorkStats& work, const transport::ZapHandler* zap);
   ~Heartbeater();
   void set_plan(uint64_t plan_id) { plan_id_ = plan_id; }
 
  private:
-  void loop(zmq::context_t& ctx, std::string endpoint, std::string node_id);
+  void loop(const transport::SocketFactory& sockets, std::string endpoint, std::string head_key, std::string node_id);
   const DropStats& drops_;
+  const WorkStats& work_;
+  const transport::ZapHandler* zap_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> plan_id_{0};
   std::thread thread_;
@@ -87,6 +100,14 @@ class Node {
   zmq::context_t& context() { return context_; }
   runtime::ThreadPool& pool() { return pool_; }
   DropStats& drops() { return drops_; }
+  const WorkStats& work() const { return work_; }
+  // Security: the CURVE identity (none with --insecure), and the allowlist of its ZAP handler.
+  const std::optional<transport::CurveKeys>& keys() const { return keys_; }
+  std::string public_key() const { return keys_ ? keys_->public_key : ""; }
+  void admit(const std::string& public_key);
+  uint64_t refused_handshakes() const { return zap_ ? zap_->denied() : 0; }
+  std::string keys_dir() const;
+  int pairing_port() const { return pairing_port_; }
 
   // ---- used by the Head ----
   // Sends an envelope (and optionally a raw payload frame) to a peer of the control socket.
@@ -94,9 +115,11 @@ class Node {
   bool send_to(const std::string& identity, capnp::MessageBuilder& message, const void* payload = nullptr, size_t n = 0);
   // Loads the head's own stage straight from the model file (the head already has it).
   void load_local_stage(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec,
-                        const runtime::StageOptions& options, const std::string& next_endpoint);
+                        const runtime::StageOptions& options, const std::string& next_endpoint, const std::string& next_key);
   LoadedStage* stage() { return stage_ ? stage_.get() : nullptr; }
   void unload_stage();
+  // Runs a batch on this node's stage, counting it in work(). Throws as StageHost::run does.
+  StageOutput compute(const Batch& batch);
   // Pushes a batch's output to the next stage: a Forward header and the hidden states.
   // Returns false when the next stage did not take it in time (it is probably gone).
   bool push_forward(const Batch& batch, const std::vector<float>& hidden);
@@ -104,6 +127,8 @@ class Node {
 
  private:
   void handle_control();
+  void handle_pairing();
+  void pair_if_needed(const std::string& head_control_endpoint);
   void handle_control_message(const std::string& identity, const transport::Decoded& d, zmq::message_t* payload);
   void handle_head_link();
   void handle_from_head(const transport::Decoded& d, zmq::message_t* payload);
@@ -120,21 +145,30 @@ class Node {
   std::optional<Batch> decode_forward(transport::wire::Forward::Reader f, zmq::message_t* payload);
   void run_batch(Batch batch);
   void answer_link_probe(transport::wire::LinkProbe::Reader p);
-  void probe_links(std::vector<std::pair<std::string, std::string>> targets, std::string head_endpoint);
+  struct ProbeTarget {
+    std::string node_id, control_endpoint, public_key;
+  };
+  void probe_links(std::vector<ProbeTarget> targets, std::string head_endpoint, std::string head_key);
 
   DaemonConfig config_;
   profiles::Profile profile_;
   std::string node_id_;
   runtime::ThreadPool pool_;
   zmq::context_t context_;
+  std::optional<transport::CurveKeys> keys_;
+  std::unique_ptr<transport::ZapHandler> zap_;  // before any socket binds (see zap.h)
   transport::SocketFactory sockets_;
+  std::string head_key_;                  // the head's public key (keys/head.pub)
   std::optional<zmq::socket_t> control_;  // ROUTER
   std::optional<zmq::socket_t> data_;     // PULL
+  std::optional<zmq::socket_t> pairing_;  // ROUTER, head only (secure clusters)
   std::optional<zmq::socket_t> head_;     // DEALER to the head (workers)
   std::string head_endpoint_;
   std::unique_ptr<Heartbeater> heartbeater_;
   std::string control_endpoint_, data_endpoint_;
   std::chrono::steady_clock::time_point last_hello_{};
+  std::string refused_head_;  // a discovered head we could not join (not paired): not retried
+  int pairing_port_ = 0;
   bool registered_ = false;
 
   std::mutex discovered_mutex_;
@@ -146,6 +180,7 @@ class Node {
     runtime::StageSpec spec;
     runtime::StageOptions options;
     std::string next_endpoint;
+    std::string next_key;
     std::unique_ptr<WeightReceiver> receiver;
     std::chrono::steady_clock::time_point last_report{};
   };
@@ -155,6 +190,7 @@ class Node {
 
   std::unique_ptr<Head> head_role_;
   DropStats drops_;
+  WorkStats work_;
   // Link probes run here, off the loop: two nodes probing each other must still answer pings.
   std::thread prober_;
 };

@@ -119,7 +119,7 @@ bool Scheduler::step() {
   if (batch.chunks.empty()) return false;
   StageOutput out;
   try {
-    out = stage->host->run(batch);
+    out = node_.compute(batch);
   } catch (const std::invalid_argument& e) {
     std::vector<uint64_t> seqs;
     for (const auto& c : batch.chunks) seqs.push_back(c.seq);

@@ -1,6 +1,5 @@
 #include "daemon/stage_host.h"
 
-#include <chrono>
 #include <stdexcept>
 
 namespace hearth::daemon {
@@ -10,7 +9,6 @@ StageHost::StageHost(std::shared_ptr<const runtime::StageWeights> weights, const
     : weights_(weights), stage_(weights, options, pool) {}
 
 StageOutput StageHost::run(const Batch& batch) {
-  const auto t0 = std::chrono::steady_clock::now();
   chunks_.clear();
   for (const BatchChunk& c : batch.chunks) {
     if (spec().has_output && c.pos > 0 && !samplers_.count(c.seq))
@@ -38,9 +36,6 @@ StageOutput StageHost::run(const Batch& batch) {
       at += static_cast<size_t>(c.n_tokens);
     }
   }
-  stats_.batches++;
-  stats_.tokens += static_cast<uint64_t>(batch.n_tokens());
-  stats_.compute_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
 }
 

@@ -40,12 +40,6 @@ struct StageOutput {
   std::vector<SampledToken> sampled;  // from the last stage
 };
 
-struct StageStats {
-  uint64_t batches = 0;
-  uint64_t tokens = 0;
-  double compute_seconds = 0;
-};
-
 class StageHost {
  public:
   StageHost(std::shared_ptr<const runtime::StageWeights> weights, const runtime::StageOptions& options,
@@ -57,14 +51,12 @@ class StageHost {
   // Throws std::invalid_argument (state unchanged) when the batch does not fit this stage.
   StageOutput run(const Batch& batch);
   void release(uint64_t seq);
-  const StageStats& stats() const { return stats_; }
 
  private:
   std::shared_ptr<const runtime::StageWeights> weights_;
   runtime::Stage stage_;
   std::map<uint64_t, runtime::Sampler> samplers_;
   std::vector<runtime::SeqChunk> chunks_;  // reused
-  StageStats stats_;
 };
 
 }  // namespace hearth::daemon

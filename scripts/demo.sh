@@ -77,11 +77,15 @@ start() {
 start head --head --http "$http"
 head=$(sed -n 1p "$logs/head.ready")
 url=$(sed -n 2p "$logs/head.ready")
+# The cluster is encrypted (CURVE): each daemon pairs with the head's join token, and the CLI
+# talks to the head with the head's own keys (its data directory).
+token=$($bin/hearth token --data-dir "$state/head")
+export HEARTH_DATA_DIR="$state/head"  # for the hearth CLI below (daemons get --data-dir)
 # The device is measured once (cached in its data dir); the other two daemons share this machine.
 for name in a b; do
   mkdir -p "$state/$name"
   [ -f "$state/$name/profile.json" ] || cp "$state/head/profile.json" "$state/$name/profile.json"
-  start "$name" --join "$head"
+  start "$name" --join "$head" --token "$token"
 done
 for _ in $(seq 100); do
   [ "$($bin/hearth --head "$head" devices --json | grep -c '"alive": true')" -ge 3 ] && break

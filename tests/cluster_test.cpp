@@ -14,6 +14,7 @@
 
 #include "tests/cluster_util.h"
 #include "transport/codec.h"
+#include "transport/sockets.h"
 
 using hearth::test::Cluster;
 using hearth::test::TempDir;
@@ -99,7 +100,11 @@ TEST_CASE("a random model split by the planner across memory-limited daemons: sa
     // AddressSanitizer's shadow memory and quarantine inflate RSS; the Release run checks it.
     (void)rss;
 #else
-    CHECK(rss < share + 48e6);
+    // The fixed part, measured: a device ~27 MB (stage buffers for 256-token batches, ZeroMQ,
+    // CURVE), the head ~50 MB (with --insecure 46 MB: it also holds the tokenizer and the plan,
+    // and ~36 MB of anonymous memory appears at launch that is not yet accounted for item by
+    // item: see the #6 note). The bound is that, with a few MB of room, far below the model.
+    CHECK(rss < share + 56e6);
 #endif
   }
 
@@ -126,13 +131,15 @@ TEST_CASE("malformed, truncated and out-of-plan messages are dropped and the clu
     if (d["name"] == "a") a_data = d["data_endpoint"];
   REQUIRE(!a_data.empty());
 
+  // The bad messages come from a member's key (a buggy paired device): strangers do not get as far
+  // as sending anything (security_test.cpp).
   zmq::context_t ctx;
-  zmq::socket_t ctl(ctx, zmq::socket_type::dealer);
-  ctl.set(zmq::sockopt::linger, 0);
-  ctl.connect(a_control);
-  zmq::socket_t head_ctl(ctx, zmq::socket_type::dealer);
-  head_ctl.set(zmq::sockopt::linger, 0);
-  head_ctl.connect(c.head());
+  const auto member = hearth::transport::load_keys(c.daemon("head").data_dir + "/keys");
+  const auto a_keys = hearth::transport::load_keys(c.daemon("a").data_dir + "/keys");
+  REQUIRE((member && a_keys));
+  const hearth::transport::SocketFactory sockets(ctx, member);
+  zmq::socket_t ctl = sockets.connect_dealer(a_control, "", {.server_key = a_keys->public_key});
+  zmq::socket_t head_ctl = sockets.connect_dealer(c.head(), "", {.server_key = member->public_key});
   const auto forward = [&](uint64_t plan, uint32_t n_embd, size_t payload_floats, float value) {
     capnp::MallocMessageBuilder b;
     auto f = b.initRoot<wire::Envelope>().initForward();
@@ -159,9 +166,7 @@ TEST_CASE("malformed, truncated and out-of-plan messages are dropped and the clu
     s->send(zmq::str_buffer("extra frame"), zmq::send_flags::none);
   }
   // Bad forwards straight into a's data socket.
-  zmq::socket_t push(ctx, zmq::socket_type::push);
-  push.set(zmq::sockopt::linger, 0);
-  push.connect(a_data);
+  zmq::socket_t push = sockets.connect_push(a_data, {.server_key = a_keys->public_key});
   push.send(zmq::str_buffer("not capnp"), zmq::send_flags::none);
   const auto send_forward = [&](std::pair<zmq::message_t, zmq::message_t> m) {
     push.send(m.first, zmq::send_flags::sndmore);

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -68,17 +69,25 @@ Cluster::~Cluster() {
   }
 }
 
-DaemonProcess& Cluster::start(const std::string& name, std::vector<std::string> extra) {
+DaemonProcess& Cluster::start(const std::string& name, std::vector<std::string> extra, std::vector<std::string> command) {
   DaemonProcess d;
   d.name = name;
   d.data_dir = dir_.file("node-" + name);
   d.log = dir_.file(name + ".log");
   write_profile(d.data_dir);
   const std::string ready = dir_.file(name + ".ready");
-  std::vector<std::string> args{HEARTH_DAEMON, "--name", name, "--listen", "127.0.0.1:0", "--no-discovery",
-                                "--data-dir", d.data_dir, "--ready-file", ready, "--threads", "1"};
-  if (daemons_.empty()) args.push_back("--head");
-  else args.insert(args.end(), {"--join", head()});
+  std::vector<std::string> args = command.empty() ? std::vector<std::string>{HEARTH_DAEMON} : command;
+  args.insert(args.end(), {"--name", name, "--listen", "127.0.0.1:0", "--no-discovery", "--data-dir", d.data_dir,
+                           "--ready-file", ready, "--threads", "1"});
+  const bool insecure = std::find(extra.begin(), extra.end(), "--insecure") != extra.end();
+  if (daemons_.empty()) {
+    args.push_back("--head");
+    insecure_ = insecure;
+  } else {
+    args.insert(args.end(), {"--join", head()});
+    // Paired with the head's join token, as a user does (the head wrote it to its data dir).
+    if (!insecure && !insecure_) args.insert(args.end(), {"--token", read_file(daemons_.front().data_dir + "/keys/join-token")});
+  }
   args.insert(args.end(), extra.begin(), extra.end());
   d.pid = ::fork();
   if (d.pid == 0) {
@@ -93,7 +102,7 @@ DaemonProcess& Cluster::start(const std::string& name, std::vector<std::string> 
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  const auto deadline = std::chrono::steady_clock::now() + start_timeout_;
   while ((d.control = read_file(ready)).empty()) {
     if (std::chrono::steady_clock::now() > deadline || ::waitpid(d.pid, nullptr, WNOHANG) == d.pid)
       throw std::runtime_error("hearthd " + name + " did not start; see " + d.log);
@@ -125,7 +134,8 @@ void Cluster::kill(const std::string& name, int signal) {
 }
 
 CommandResult Cluster::cli(std::vector<std::string> args) const {
-  args.insert(args.begin(), {"--head", head()});
+  // The CLI authenticates with the head's own keys, as on the head's machine.
+  args.insert(args.begin(), {"--head", head(), "--data-dir", daemons_.front().data_dir});
   return run_cli(args);
 }
 

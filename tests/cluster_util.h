@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -27,8 +28,12 @@ class Cluster {
   Cluster& operator=(const Cluster&) = delete;
 
   // Starts a daemon (the first one started is the head) and waits until it listens and, for a
-  // worker, until the head lists it.
-  DaemonProcess& start(const std::string& name, std::vector<std::string> extra_args = {});
+  // worker, until the head lists it. `command` replaces this build's hearthd: the program and
+  // its first arguments (e.g. an emulator and another architecture's hearthd).
+  DaemonProcess& start(const std::string& name, std::vector<std::string> extra_args = {},
+                       std::vector<std::string> command = {});
+  // How long start() waits for a daemon to listen and register (default 20 s).
+  void set_start_timeout(std::chrono::seconds t) { start_timeout_ = t; }
   const std::string& head() const { return daemons_.front().control; }
   DaemonProcess& daemon(const std::string& name);
   void kill(const std::string& name, int signal);
@@ -38,6 +43,8 @@ class Cluster {
  private:
   const TempDir& dir_;
   std::vector<DaemonProcess> daemons_;
+  bool insecure_ = false;  // the head runs with --insecure: so do the others
+  std::chrono::seconds start_timeout_{20};
 };
 
 // Resident set size of a process, bytes (0 if gone).

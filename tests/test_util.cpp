@@ -81,6 +81,12 @@ std::string slurp_fd(int fd) {
 }  // namespace
 
 CommandResult run_cli(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{HEARTH_CLI};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_command(argv);
+}
+
+CommandResult run_command(const std::vector<std::string>& command) {
   // stderr goes to a file so that neither pipe can fill up and block the child.
   TempDir tmp;
   const std::string err_path = tmp.file("stderr");
@@ -93,13 +99,11 @@ CommandResult run_cli(const std::vector<std::string>& args) {
     ::close(out_pipe[1]);
     std::FILE* err = std::fopen(err_path.c_str(), "w");
     if (err) ::dup2(::fileno(err), 2);
+    std::vector<std::string> copy = command;
     std::vector<char*> argv;
-    std::string exe = HEARTH_CLI;
-    argv.push_back(exe.data());
-    std::vector<std::string> copy = args;
     for (auto& a : copy) argv.push_back(a.data());
     argv.push_back(nullptr);
-    ::execv(exe.c_str(), argv.data());
+    ::execv(argv[0], argv.data());
     ::_exit(127);
   }
   ::close(out_pipe[1]);

@@ -46,6 +46,8 @@ struct CommandResult {
 };
 // Runs the built `hearth` CLI with the given arguments (no shell involved).
 CommandResult run_cli(const std::vector<std::string>& args);
+// Runs a program (command[0], a path) with arguments, waiting for it to end.
+CommandResult run_command(const std::vector<std::string>& command);
 
 }  // namespace hearth::test
 

@@ -27,13 +27,13 @@ Decoded decode(const zmq::message_t& frame) {
   if (n > kMaxEnvelopeBytes) throw DecodeError("frame of " + std::to_string(n) + " bytes exceeds the envelope limit");
   if (n % sizeof(capnp::word) != 0) throw DecodeError("frame of " + std::to_string(n) + " bytes is not a whole number of words");
   Decoded d;
-  d.words_.resize(n / sizeof(capnp::word));
-  std::memcpy(d.words_.data(), frame.data(), n);  // aligned copy: ZeroMQ frames may be misaligned
+  d.words_ = kj::heapArray<capnp::word>(n / sizeof(capnp::word));
+  std::memcpy(d.words_.begin(), frame.data(), n);  // aligned copy: ZeroMQ frames may be misaligned
   capnp::ReaderOptions options;
   options.traversalLimitInWords = kTraversalLimitWords;
   options.nestingLimit = kNestingLimit;
   try {
-    const kj::ArrayPtr<const capnp::word> words(d.words_.data(), d.words_.size());
+    const kj::ArrayPtr<const capnp::word> words(d.words_.begin(), d.words_.size());
     // A flat message must use exactly the bytes it came in; trailing garbage is refused.
     if (capnp::expectedSizeInWordsFromPrefix(words) != words.size()) throw DecodeError("frame size does not match its segment table");
     d.reader_ = std::make_unique<capnp::FlatArrayMessageReader>(words, options);
@@ -75,6 +75,8 @@ const char* kind_name(wire::Envelope::Reader env) {
     case W::STOP_REQUEST: return "stopRequest";
     case W::STOP_REPLY: return "stopReply";
     case W::CANCEL_REQUEST: return "cancelRequest";
+    case W::PAIR_REQUEST: return "pairRequest";
+    case W::PAIR_REPLY: return "pairReply";
   }
   return "unknown";
 }

@@ -17,6 +17,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 
+#include <bit>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -29,6 +30,11 @@
 namespace hearth::transport {
 
 namespace wire = ::hearth::wire;
+
+// Raw payload frames (activations, weight chunks) are little-endian on the wire and are sent
+// and read in host order (daemon/node.cpp), as are GGUF files: so only little-endian hosts.
+static_assert(std::endian::native == std::endian::little,
+              "hearth needs a little-endian host: its wire payloads and GGUF weights are little-endian and used in host order");
 
 class DecodeError : public std::runtime_error {
  public:
@@ -47,7 +53,7 @@ class Decoded {
 
  private:
   friend Decoded decode(const zmq::message_t& frame);
-  std::vector<capnp::word> words_;
+  kj::Array<capnp::word> words_;  // not std::vector: capnp::word cannot be copied or moved (clang rejects the resize)
   std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
   wire::Envelope::Reader root_;
 };

@@ -6,7 +6,11 @@
 #
 # Architecture-neutral: Cap'n Proto encodes integers and floats little-endian on every platform,
 # and raw payloads are little-endian f32 (or the dtype named in the header), so x86-64 and ARM64
-# daemons interoperate. Big-endian hosts are not supported.
+# daemons interoperate. Big-endian hosts are not supported: the daemons copy raw payloads to and
+# from memory in host order, which is this order on every supported host (x86-64, AArch64 Linux
+# and Android), and transport/codec.h refuses to compile for any other. tests/mixed_arch_test.cpp
+# checks it: an arm64 hearthd under qemu-aarch64 as one stage among x86-64 stages generates what
+# one device generates.
 #
 # Evolution: append fields and union members only; never renumber or reuse an ordinal. A peer
 # whose Hello carries another protocolVersion is refused.
@@ -46,6 +50,19 @@ struct Hello {
 
 struct HelloAck {
   headId @0 :Text;
+  memberKeys @1 :List(Text);  # CURVE public keys of the cluster's devices: whom to admit
+}
+
+# ---- pairing (on the head's pairing socket, CURVE-encrypted to the head's key) ----
+
+struct PairRequest {
+  nodeId @0 :Text;
+  secret @1 :Text;            # the join token's secret
+}
+
+struct PairReply {
+  ok @0 :Bool;
+  message @1 :Text;
 }
 
 struct Heartbeat {
@@ -53,6 +70,12 @@ struct Heartbeat {
   planId @1 :UInt64;          # plan this node has loaded, 0 if none
   dropped @2 :UInt64;         # messages this node refused so far (malformed, out of plan, ...)
   residentBytes @3 :UInt64;   # its RSS
+  # What its stage did since the daemon started (counters; the head shows them per stage).
+  batches @4 :UInt64;
+  tokens @5 :UInt64;
+  computeNs @6 :UInt64;       # time spent computing batches
+  bytesOut @7 :UInt64;        # activation bytes pushed to the next stage
+  refusedHandshakes @8 :UInt64;  # connections its ZAP handler refused (unpaired keys)
 }
 
 # ---- loading a stage ----
@@ -72,6 +95,8 @@ struct Assignment {
   maxBatch @11 :UInt32;
   maxSequences @12 :UInt32;
   nEmbd @13 :UInt32;
+  nextKey @14 :Text;          # CURVE public key of whoever listens at nextEndpoint
+  memberKeys @15 :List(Text); # keys of the plan's devices: who may push into this stage
 }
 
 struct WeightRequest {
@@ -125,7 +150,8 @@ struct SeqChunk {
   sampling @5 :SamplingParams; # read when the sequence starts (pos == 0)
 }
 
-# Followed by a raw frame: [sum(nTokens) x nEmbd] values of `dtype`, little-endian, row-major.
+# Followed by a raw frame: [sum(nTokens) x nEmbd] values of `dtype`, little-endian, row-major
+# (IEEE-754 binary32 for f32: the same bits on x86-64 and ARM64, no conversion on either).
 struct Forward {
   planId @0 :UInt64;
   chunks @1 :List(SeqChunk);
@@ -164,6 +190,7 @@ struct Error {
 struct ProbeTarget {
   nodeId @0 :Text;
   controlEndpoint @1 :Text;
+  publicKey @2 :Text;         # its CURVE key; the prober also admits it (it probes back)
 }
 
 struct LinkProbe {
@@ -305,5 +332,7 @@ struct Envelope {
     stopRequest @25 :StopRequest;
     stopReply @26 :StopReply;
     cancelRequest @27 :CancelRequest;
+    pairRequest @28 :PairRequest;
+    pairReply @29 :PairReply;
   }
 }

@@ -15,11 +15,30 @@ void SocketFactory::apply_common(zmq::socket_t& s, const SocketOptions& o) const
   s.set(zmq::sockopt::heartbeat_ttl, 3000);
 }
 
+void SocketFactory::make_server(zmq::socket_t& s, const SocketOptions& o) const {
+  if (!keys_) return;
+  // Without a ZAP handler in the context CURVE would admit anyone who knows our public key.
+  if (zap_ == nullptr) throw std::logic_error("a CURVE server socket needs the context's ZapHandler");
+  s.set(zmq::sockopt::curve_server, true);
+  s.set(zmq::sockopt::curve_secretkey, keys_->secret_key);
+  s.set(zmq::sockopt::zap_domain, o.zap_domain);
+}
+
+void SocketFactory::make_client(zmq::socket_t& s, const std::string& endpoint, const SocketOptions& o) const {
+  if (!keys_) return;
+  if (!is_z85_key(o.server_key))
+    throw std::invalid_argument("no CURVE key known for " + endpoint + ": this cluster is encrypted and the peer was never introduced");
+  s.set(zmq::sockopt::curve_serverkey, o.server_key);
+  s.set(zmq::sockopt::curve_publickey, keys_->public_key);
+  s.set(zmq::sockopt::curve_secretkey, keys_->secret_key);
+}
+
 zmq::socket_t SocketFactory::bind_router(const std::string& endpoint, const SocketOptions& o) const {
   zmq::socket_t s(context_, zmq::socket_type::router);
   apply_common(s, o);
   // A reply to a peer that has gone fails loudly instead of vanishing.
   s.set(zmq::sockopt::router_mandatory, true);
+  make_server(s, o);
   s.bind(endpoint);
   return s;
 }
@@ -27,6 +46,7 @@ zmq::socket_t SocketFactory::bind_router(const std::string& endpoint, const Sock
 zmq::socket_t SocketFactory::bind_pull(const std::string& endpoint, const SocketOptions& o) const {
   zmq::socket_t s(context_, zmq::socket_type::pull);
   apply_common(s, o);
+  make_server(s, o);
   s.bind(endpoint);
   return s;
 }
@@ -36,6 +56,7 @@ zmq::socket_t SocketFactory::connect_dealer(const std::string& endpoint, const s
   apply_common(s, o);
   if (!identity.empty()) s.set(zmq::sockopt::routing_id, identity);
   s.set(zmq::sockopt::immediate, true);  // queue nothing for a peer that is not connected
+  make_client(s, endpoint, o);
   s.connect(endpoint);
   return s;
 }
@@ -46,9 +67,12 @@ zmq::socket_t SocketFactory::connect_push(const std::string& endpoint, const Soc
   // Blocking on a full queue is the pipeline's backpressure, but a stage that has died must not
   // hang the sender forever: give up after a while and let the caller report it.
   s.set(zmq::sockopt::sndtimeo, 5000);
+  make_client(s, endpoint, o);
   s.connect(endpoint);
   return s;
 }
+
+const char* message_property(zmq::message_t& message, const char* name) { return zmq_msg_gets(message.handle(), name); }
 
 std::string tcp_endpoint(const std::string& host_port) {
   std::string hp = host_port;

@@ -8,8 +8,10 @@
 
 #include "daemon/cli/commands.h"
 #include "daemon/cli/head_client.h"
+#include "daemon/config.h"
 #include "daemon/wire_convert.h"
 #include "runtime/tokenizer.h"
+#include "transport/curve.h"
 
 namespace hearth::cli {
 
@@ -32,7 +34,7 @@ std::string layers(int first, int last) {
   return std::to_string(first) + "-" + std::to_string(last - 1);
 }
 
-void devices(const std::string& head, bool json) {
+void devices(const HeadTarget& head, bool json) {
   HeadClient c(head);
   capnp::MallocMessageBuilder b;
   b.initRoot<wire::Envelope>().initDevicesRequest();
@@ -91,7 +93,7 @@ struct LaunchArgs {
   bool json = false;
 };
 
-void launch(const std::string& head, const LaunchArgs& a) {
+void launch(const HeadTarget& head, const LaunchArgs& a) {
   HeadClient c(head);
   capnp::MallocMessageBuilder b;
   auto r = b.initRoot<wire::Envelope>().initLaunchRequest();
@@ -140,7 +142,7 @@ struct GenerateArgs {
   runtime::SamplingParams sampling;
 };
 
-void generate(const std::string& head, const GenerateArgs& a) {
+void generate(const HeadTarget& head, const GenerateArgs& a) {
   HeadClient c(head);
   capnp::MallocMessageBuilder b;
   auto r = b.initRoot<wire::Envelope>().initGenerateRequest();
@@ -173,7 +175,7 @@ void generate(const std::string& head, const GenerateArgs& a) {
   if (!error.empty()) throw std::runtime_error(error);
 }
 
-void status(const std::string& head, bool json) {
+void status(const HeadTarget& head, bool json) {
   HeadClient c(head);
   capnp::MallocMessageBuilder b;
   b.initRoot<wire::Envelope>().initStatusRequest();
@@ -208,11 +210,15 @@ void status(const std::string& head, bool json) {
                 g["last_ttft_ms"].get<double>());
   }
   const auto& d = s["dropped"];
+  if (s.contains("security"))
+    std::printf("security: %s, %llu connections refused (unpaired keys)\n",
+                s["security"] == "curve" ? "CURVE encryption + paired keys only" : "none (--insecure)",
+                static_cast<unsigned long long>(s.value("refused_handshakes", uint64_t{0})));
   std::printf("dropped messages: %d malformed, %d out of plan, %d unexpected, %d bad payload\n", d["malformed"].get<int>(),
               d["out_of_plan"].get<int>(), d["unexpected"].get<int>(), d["bad_payload"].get<int>());
 }
 
-void stop(const std::string& head) {
+void stop(const HeadTarget& head) {
   HeadClient c(head);
   capnp::MallocMessageBuilder b;
   b.initRoot<wire::Envelope>().initStopRequest();
@@ -222,11 +228,23 @@ void stop(const std::string& head) {
   });
 }
 
+void print_token(const std::string& data_dir) {
+  const std::string token = transport::read_first_line(data_dir + "/keys/join-token");
+  if (token.empty())
+    throw std::runtime_error("no join token in " + data_dir + "/keys: pass --data-dir of the head, started without --insecure");
+  std::cout << token << "\n";
+}
+
 }  // namespace
 
 void add_cluster_commands(CLI::App& app) {
-  auto head = std::make_shared<std::string>(default_head());
-  app.add_option("--head", *head, "HOST:PORT of the head (default: $HEARTH_HEAD or 127.0.0.1:47400)");
+  auto head = std::make_shared<HeadTarget>(HeadTarget{default_head(), daemon::default_data_dir()});
+  app.add_option("--head", head->head, "HOST:PORT of the head (default: $HEARTH_HEAD or 127.0.0.1:47400)");
+  app.add_option("--data-dir", head->data_dir,
+                 "A hearthd data directory on this machine whose keys authenticate the CLI (default: $HEARTH_DATA_DIR or ~/.local/share/hearth)");
+
+  CLI::App* tk = app.add_subcommand("token", "Print the head's join token (run on the head; reads its data directory)");
+  tk->callback([head] { print_token(head->data_dir); });
 
   auto dj = std::make_shared<bool>(false);
   CLI::App* d = app.add_subcommand("devices", "List the devices registered with the head");

@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "transport/curve.h"
 #include "transport/sockets.h"
 
 namespace hearth::cli {
@@ -14,10 +15,30 @@ std::string default_head() {
   return "127.0.0.1:47400";
 }
 
-HeadClient::HeadClient(const std::string& head)
-    : endpoint_(transport::tcp_endpoint(head)),
-      socket_(transport::SocketFactory(context_).connect_dealer(endpoint_, "cli-" + std::to_string(std::random_device{}()),
-                                                                {.max_message_bytes = 64 << 20})),
+namespace {
+
+// The data directory's identity, if it has one: its key pair and the head's public key.
+std::optional<transport::CurveKeys> cli_keys(const std::string& data_dir, std::string& head_key) {
+  const std::string dir = data_dir + "/keys";
+  auto keys = transport::load_keys(dir);
+  head_key = transport::read_first_line(dir + "/head.pub");
+  if (!keys || !transport::is_z85_key(head_key)) return std::nullopt;
+  return keys;
+}
+
+zmq::socket_t connect(zmq::context_t& context, const std::string& endpoint, const HeadTarget& t) {
+  std::string head_key;
+  auto keys = cli_keys(t.data_dir, head_key);
+  return transport::SocketFactory(context, keys).connect_dealer(endpoint, "cli-" + std::to_string(std::random_device{}()),
+                                                                 {.max_message_bytes = 64 << 20, .server_key = head_key});
+}
+
+}  // namespace
+
+HeadClient::HeadClient(const HeadTarget& target)
+    : endpoint_(transport::tcp_endpoint(target.head)),
+      data_dir_(target.data_dir),
+      socket_(connect(context_, endpoint_, target)),
       next_id_(std::random_device{}()) {}
 
 HeadClient::~HeadClient() = default;
@@ -30,7 +51,8 @@ void HeadClient::request(capnp::MessageBuilder& message, const std::function<boo
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!socket_.send(transport::encode(message), zmq::send_flags::dontwait)) {
     if (std::chrono::steady_clock::now() > deadline)
-      throw std::runtime_error("cannot reach the head at " + endpoint_ + " (is hearthd --head running there?)");
+      throw std::runtime_error("cannot reach the head at " + endpoint_ + " (is hearthd --head running there? This CLI authenticates with the keys in " +
+                               data_dir_ + "/keys: pass --data-dir of the head or of a paired device)");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   for (;;) {

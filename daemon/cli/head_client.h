@@ -11,10 +11,17 @@
 
 namespace hearth::cli {
 
+// Where the head is, and whose identity to talk to it with.
+struct HeadTarget {
+  std::string head;      // HOST:PORT
+  std::string data_dir;  // a hearthd data directory on this machine (the head's, or a paired
+                         // device's): its keys/ authenticate us; without keys, plain sockets
+};
+
 class HeadClient {
  public:
-  // `head` is HOST:PORT; nothing is sent until the first request.
-  explicit HeadClient(const std::string& head);
+  // Nothing is sent until the first request.
+  explicit HeadClient(const HeadTarget& target);
   ~HeadClient();
 
   // Sends a request (the builder's Envelope; its request id is set here) and calls on_reply
@@ -25,6 +32,7 @@ class HeadClient {
 
  private:
   std::string endpoint_;
+  std::string data_dir_;
   zmq::context_t context_;
   zmq::socket_t socket_;
   uint64_t next_id_;

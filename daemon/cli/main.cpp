@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"hearth: run a language model across the devices of a home"};
   app.require_subcommand(1);
+  app.fallthrough();  // global options (--head, --data-dir) may also follow the subcommand
   app.set_version_flag("--version", "hearth 0.1.0");
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "More log output");

@@ -94,7 +94,7 @@ std::string local_endpoint(const std::string& endpoint) {
 
 Gateway::Gateway(GatewayOptions options)
     : options_(std::move(options)),
-      link_(local_endpoint(options_.head)),
+      link_(local_endpoint(options_.head), options_.keys),
       server_(
           io_, options_.listen, [this](const std::shared_ptr<HttpConnection>& c) { handle(c); },
           [this](const std::string& route, int status) { stats_.count_response(route, status); }),

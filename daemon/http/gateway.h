@@ -24,6 +24,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -33,6 +34,7 @@
 #include "daemon/http/http_server.h"
 #include "daemon/http/metrics.h"
 #include "daemon/http/openai_api.h"
+#include "transport/curve.h"
 
 namespace hearth::http {
 
@@ -40,6 +42,9 @@ struct GatewayOptions {
   std::string listen;   // HOST:PORT to serve HTTP on; PORT 0: any free port
   std::string api_key;  // empty: no authentication
   std::string head;     // the head's control endpoint (tcp://HOST:PORT)
+  // The head's own CURVE identity: the gateway runs in the head's process and talks to its control
+  // socket as the head itself. None with --insecure.
+  std::optional<transport::CurveKeys> keys;
 };
 
 class Gateway {

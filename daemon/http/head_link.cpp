@@ -14,8 +14,8 @@ namespace hearth::http {
 
 using Clock = std::chrono::steady_clock;
 
-HeadLink::HeadLink(const std::string& head)
-    : endpoint_(head), wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)), next_id_(std::random_device{}()) {
+HeadLink::HeadLink(const std::string& head, std::optional<transport::CurveKeys> keys)
+    : endpoint_(head), keys_(std::move(keys)), wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)), next_id_(std::random_device{}()) {
   if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd for the HTTP gateway");
   thread_ = std::thread([this] { loop(); });
 }
@@ -55,8 +55,9 @@ void HeadLink::cancel(uint64_t request_id, bool forget) {
 }
 
 void HeadLink::loop() {
-  zmq::socket_t socket = transport::SocketFactory(context_).connect_dealer(
-      endpoint_, "http-" + std::to_string(std::random_device{}()), {.max_message_bytes = 64 << 20, .receive_hwm = 100000});
+  zmq::socket_t socket = transport::SocketFactory(context_, keys_).connect_dealer(
+      endpoint_, "http-" + std::to_string(std::random_device{}()),
+      {.max_message_bytes = 64 << 20, .receive_hwm = 100000, .server_key = keys_ ? keys_->public_key : ""});
   while (!stop_) {
     zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
     bool unsent = false;

@@ -14,11 +14,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "transport/codec.h"
+#include "transport/curve.h"
 
 namespace hearth::http {
 
@@ -32,7 +34,8 @@ class HeadLink {
   using OnReply = std::function<bool(const wire::Envelope::Reader* reply)>;
 
   // `head` is the head's control endpoint (tcp://HOST:PORT). Starts the thread.
-  explicit HeadLink(const std::string& head);
+  // `keys`: the head's own identity (the gateway runs on the head), or none with --insecure.
+  HeadLink(const std::string& head, std::optional<transport::CurveKeys> keys);
   ~HeadLink();
   HeadLink(const HeadLink&) = delete;
   HeadLink& operator=(const HeadLink&) = delete;
@@ -68,6 +71,7 @@ class HeadLink {
   void expire();
 
   std::string endpoint_;
+  std::optional<transport::CurveKeys> keys_;
   zmq::context_t context_;
   int wake_fd_;  // eventfd: the outbox has something
   std::mutex mutex_;

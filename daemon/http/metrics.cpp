@@ -138,10 +138,31 @@ std::string GatewayStats::render(const json& status, const json& devices, uint64
               [](const json& s) { return get(s, "dropped"); });
     per_stage("hearth_stage_predicted_seconds", "gauge", "The planner's predicted compute time of the stage per token",
               [](const json& s) { return get(s, "stage_time_ms") / 1e3; });
+    per_stage("hearth_stage_compute_seconds_total", "counter", "Time the stage's daemon spent computing batches",
+              [](const json& s) { return get(s, "compute_s"); });
+    per_stage("hearth_stage_refused_handshakes_total", "counter", "Connections the stage's daemon refused (keys not paired with the cluster)",
+              [](const json& s) { return get(s, "refused_handshakes"); });
+    per_stage("hearth_stage_batches_total", "counter", "Batches the stage's daemon computed",
+              [](const json& s) { return get(s, "batches"); });
+    per_stage("hearth_stage_tokens_total", "counter", "Tokens the stage's daemon computed (prompt and decode)",
+              [](const json& s) { return get(s, "tokens"); });
+    // The bytes a stage pushes are the bytes on the link to the next stage.
+    per_stage("hearth_stage_bytes_out_total", "counter", "Activation bytes the stage pushed to the next stage (its outgoing link)",
+              [](const json& s) { return get(s, "bytes_out"); });
     if (plan.contains("predicted")) {
       e.family("hearth_plan_predicted_tokens_per_second", "gauge", "The planner's predicted decode speed");
       e.sample("hearth_plan_predicted_tokens_per_second", get(plan["predicted"], "tokens_per_s"));
     }
+  }
+  if (status.contains("links") && status["links"].is_array()) {
+    const auto per_link = [&](const std::string& name, const std::string& help, const char* field, double scale) {
+      e.family(name, "gauge", help);
+      for (const auto& l : status["links"])
+        e.sample(name, get(l, field) * scale,
+                 "from=\"" + prom_label(l.value("from", "")) + "\",to=\"" + prom_label(l.value("to", "")) + "\"");
+    };
+    per_link("hearth_link_latency_seconds", "Measured latency of a link (link probe at launch)", "latency_ms", 1e-3);
+    per_link("hearth_link_bandwidth_bytes_per_second", "Measured bandwidth of a link (link probe at launch)", "bandwidth_mb_s", 1e6);
   }
   if (status.contains("dropped")) {
     e.family("hearth_head_dropped_messages_total", "counter", "Messages the head refused, by reason");
