@@ -1,7 +1,6 @@
 #include "daemon/head.h"
 
 #include <spdlog/spdlog.h>
-#include <malloc.h>
 #include <sys/stat.h>
 #include <xxhash.h>
 
@@ -242,11 +241,17 @@ void Head::tick() {
     if (d.is_self || !d.alive || now - d.last_seen <= kDeviceTimeout) continue;
     d.alive = false;
     spdlog::warn("head: device {} stopped responding", d.profile.name);
-    if (!plan_) continue;
-    for (const auto& st : plan_->stages)
-      if (st.node_id == id)
-        fail_plan("device " + d.profile.name + " (layers " + std::to_string(st.spec.first_layer) + "-" +
-                  std::to_string(st.spec.last_layer) + ") stopped responding (no heartbeat for 2 s)");
+    if (!plan_ || !plan_->failure.empty()) continue;
+    for (const auto& st : plan_->stages) {
+      if (st.node_id != id) continue;
+      const std::string reason = "device " + d.profile.name + " (layers " + std::to_string(st.spec.first_layer) + "-" +
+                                 std::to_string(st.spec.last_layer - 1) + ") stopped responding (no heartbeat for 2 s)";
+      // A ready pipeline is rebuilt on the devices left; a launch in progress fails (its
+      // client can launch again).
+      if (!plan_->ready && !plan_->launcher.empty()) fail_plan(reason);
+      else recover(id, reason);
+      break;
+    }
   }
   if (scheduler_ && plan_ && plan_->ready) scheduler_->step();
 }
@@ -313,15 +318,9 @@ void Head::on_launch(const std::string& client, uint64_t request_id, wire::Launc
     const int streams = r.getStreams() > 0 ? static_cast<int>(r.getStreams()) : 4;
     p->options = {.n_ctx = ctx, .max_batch = kDefaultMaxBatch, .max_sequences = streams};
 
-    // Candidates: the head first, then the other live devices (all, or those named).
-    std::vector<const Device*> devices{&devices_.at(node_.node_id())};
     std::vector<std::string> wanted;
     for (auto n : r.getDevices()) wanted.emplace_back(n.cStr());
-    for (const auto& [id, d] : devices_) {
-      if (d.is_self || !d.alive) continue;
-      if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), d.profile.name) == wanted.end()) continue;
-      devices.push_back(&d);
-    }
+    const std::vector<const Device*> devices = candidates(wanted);
     partitioner::PartitionOptions opt;
     const auto objective = partitioner::objective_from_string(r.getObjective().size() ? r.getObjective().cStr() : "latency");
     if (!objective) throw std::invalid_argument("unknown objective '" + std::string(r.getObjective().cStr()) + "'");
@@ -330,6 +329,9 @@ void Head::on_launch(const std::string& client, uint64_t request_id, wire::Launc
     opt.streams = streams;
     opt.kv_bytes_per_elem = 4;  // the runtime's KV cache is f32
     const partitioner::ModelSpec spec = runtime::model_spec_from_gguf(*p->file, p->config);
+    p->spec = spec;
+    p->partition = opt;
+    p->wanted = wanted;
     plan_ = std::move(p);
     plan_->plan = make_plan(spec, devices, r, opt);
     for (const auto& line : partitioner::describe_plan(plan_->plan)) spdlog::info("plan: {}", line);
@@ -344,6 +346,80 @@ void Head::on_launch(const std::string& client, uint64_t request_id, wire::Launc
     reply.setOk(false);
     reply.setMessage(e.what());
     node_.send_to(client, b);
+  }
+}
+
+// The head first, then the other live devices (all, or those named).
+std::vector<const Device*> Head::candidates(const std::vector<std::string>& wanted) const {
+  std::vector<const Device*> devices{&devices_.at(node_.node_id())};
+  for (const auto& [id, d] : devices_) {
+    if (d.is_self || !d.alive) continue;
+    if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), d.profile.name) == wanted.end()) continue;
+    devices.push_back(&d);
+  }
+  return devices;
+}
+
+void Head::recover(const std::string& lost_node_id, const std::string& reason) {
+  spdlog::warn("head: {}: planning again on the devices left", reason);
+  std::vector<CarriedSession> carried = scheduler_ ? scheduler_->suspend() : std::vector<CarriedSession>{};
+  carried.insert(carried.end(), std::make_move_iterator(carried_.begin()), std::make_move_iterator(carried_.end()));
+  carried_.clear();
+  scheduler_.reset();
+  std::unique_ptr<LaunchedPlan> old = std::move(plan_);
+  node_.unload_stage();
+  auto p = std::make_unique<LaunchedPlan>();
+  p->id = next_plan_id_++;
+  p->model_path = old->model_path;
+  p->model_hash = old->model_hash;
+  p->file = std::move(old->file);
+  p->config = old->config;
+  p->tokenizer = std::move(old->tokenizer);
+  p->options = old->options;
+  p->spec = old->spec;
+  p->partition = old->partition;
+  p->wanted = old->wanted;
+  p->events = old->events;
+  p->events.push_back(reason);
+  p->started = Clock::now();
+  try {
+    const std::vector<const Device*> devices = candidates(p->wanted);
+    std::vector<partitioner::DeviceProfile> profiles;
+    for (const Device* d : devices) profiles.push_back(d->profile);
+    partitioner::LinkTable links = partitioner::link_table_from_access_links(profiles);
+    for (size_t i = 0; i < devices.size(); ++i)
+      for (size_t j = 0; j < devices.size(); ++j)
+        if (auto it = links_.find({devices[i]->node_id, devices[j]->node_id}); it != links_.end())
+          links.set(static_cast<int>(i), static_cast<int>(j), it->second);
+    const partitioner::PlanResult result = partitioner::plan_partition(p->spec, profiles, links, p->partition);
+    if (!result.ok()) throw std::runtime_error(result.error.message);
+    p->plan = *result.plan;
+    plan_ = std::move(p);
+    for (const auto& line : partitioner::describe_plan(plan_->plan)) spdlog::info("re-plan: {}", line);
+    // Stages of the old plan on devices still up get their new assignment (which replaces the
+    // old stage); those no longer used are told to unload.
+    for (const auto& s : old->stages) {
+      bool used = false;
+      for (const auto& a : plan_->plan.stages) used |= devices[static_cast<size_t>(a.device)]->node_id == s.node_id;
+      if (!used && s.node_id != lost_node_id && s.node_id != node_.node_id()) {
+        capnp::MallocMessageBuilder b;
+        b.initRoot<wire::Envelope>().initStopRequest();
+        node_.send_to(s.node_id, b);
+      }
+    }
+    plan_->events.push_back("re-planned on " + std::to_string(plan_->plan.stages.size()) + " device(s); replaying " +
+                            std::to_string(carried.size()) + " conversation(s)");
+    start_stages(devices);
+    for (auto& c : carried) scheduler_->resume(std::move(c));  // they run once the stages are ready
+  } catch (const std::exception& e) {
+    const std::string why = reason + ", and the devices left cannot run the model (" + e.what() +
+                            "): start another device and run `hearth launch` again";
+    spdlog::error("head: {}", why);
+    if (!plan_) plan_ = std::move(p);  // keep the model's facts for status, with the failure
+    plan_->failure = why;
+    plan_->ready = false;
+    for (const auto& c : carried)
+      emit({.client = c.client, .request_id = c.request_id, .done = true, .error = why, .error_code = 503, .finish_reason = "error"});
   }
 }
 
@@ -492,9 +568,6 @@ void Head::launch_finished(bool ok, const std::string& message) {
     plan_->ready = true;
     const double s = std::chrono::duration<double>(Clock::now() - plan_->started).count();
     spdlog::info("head: plan {} ready in {:.1f} s", plan_->id, s);
-    // Streaming the weights went through many encrypted multi-MiB messages whose freed buffers
-    // glibc keeps; give them back, so the head's resident memory is its stage, not the transfer.
-    ::malloc_trim(0);
   }
   if (plan_->launcher.empty()) return;
   capnp::MallocMessageBuilder b;
@@ -620,6 +693,7 @@ std::string Head::plan_json() const {
   j["max_sequences"] = plan_->options.max_sequences;
   j["n_ctx"] = plan_->options.n_ctx;
   if (!plan_->failure.empty()) j["failure"] = plan_->failure;
+  j["events"] = plan_->events;
   for (size_t i = 0; i < plan_->stages.size(); ++i) {
     const auto& s = plan_->stages[i];
     const auto& a = plan_->plan.stages[i];

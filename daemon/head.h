@@ -64,6 +64,11 @@ struct LaunchedPlan {
   partitioner::PartitionPlan plan;
   std::vector<PlannedStage> stages;
   runtime::StageOptions options;
+  // How it was planned, to plan again on the devices left when one is lost.
+  partitioner::ModelSpec spec;
+  partitioner::PartitionOptions partition;
+  std::vector<std::string> wanted;  // --devices (empty: any)
+  std::vector<std::string> events;  // what happened to it (lost devices, re-plans), for status
   bool ready = false;
   std::string failure;              // set when a device was lost or a stage failed to load
   std::string launcher;             // the client waiting for the launch to finish
@@ -109,6 +114,11 @@ class Head {
   void start_stages(const std::vector<const Device*>& devices);
   void launch_finished(bool ok, const std::string& message);
   void fail_plan(const std::string& reason);
+  // A device of the ready plan was lost: plan again on the devices left and replay every open
+  // conversation there (the clients see a pause). Fails them with a clear error if the devices
+  // left cannot hold the model.
+  void recover(const std::string& lost_node_id, const std::string& reason);
+  std::vector<const Device*> candidates(const std::vector<std::string>& wanted) const;
   void unload_all();
   std::string plan_json() const;
   void emit(const GenerationEvent& e);
@@ -121,6 +131,7 @@ class Head {
   std::map<std::string, Device> devices_;  // by node id
   std::unique_ptr<LaunchedPlan> plan_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::vector<CarriedSession> carried_;  // conversations waiting for a re-planned pipeline
   uint64_t next_plan_id_;
   std::map<std::string, uint64_t> hash_cache_;  // model path + size + mtime -> XXH3
   // Measured links, (from node id, to node id) -> figures, from the devices' link probes.

@@ -1,7 +1,6 @@
 #include "daemon/node.h"
 
 #include <spdlog/spdlog.h>
-#include <malloc.h>
 #include <xxhash.h>
 
 #include <cmath>
@@ -468,7 +467,6 @@ void Node::finish_loading() {
     if (heartbeater_) heartbeater_->set_plan(plan_id);
     spdlog::info("stage ready: layers [{}, {}), {:.1f} MB mapped, next {}", l.spec.first_layer, l.spec.last_layer,
                  weights->mapped_bytes() / 1e6, l.next_endpoint);
-    ::malloc_trim(0);  // the transfer's freed chunk buffers (see Head::launch_finished)
     capnp::MallocMessageBuilder b;
     auto s = b.initRoot<wire::Envelope>().initLoadStatus();
     s.setPlanId(plan_id);

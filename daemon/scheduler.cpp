@@ -66,6 +66,37 @@ void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<
   s.sampling = sampling;
   s.chat_template = std::move(chat_template);
   s.start = Clock::now();
+  s.original_prompt = s.prompt.size();
+  sessions_.emplace(next_seq_++, std::move(s));
+}
+
+std::vector<CarriedSession> Scheduler::suspend() {
+  std::vector<CarriedSession> out;
+  for (auto& [seq, s] : sessions_) {
+    CarriedSession c{.client = s.client, .request_id = s.request_id, .n_predict = s.n_predict, .sampling = s.sampling,
+                     .chat_template = s.chat_template, .start = s.start, .first_token = s.first_token};
+    c.prompt.assign(s.prompt.begin(), s.prompt.begin() + static_cast<long>(s.original_prompt));
+    c.output = s.output;
+    out.push_back(std::move(c));
+  }
+  sessions_.clear();  // the stages that held their caches are gone or reassigned
+  return out;
+}
+
+void Scheduler::resume(CarriedSession c) {
+  Session s;
+  s.client = std::move(c.client);
+  s.request_id = c.request_id;
+  s.original_prompt = c.prompt.size();
+  s.prompt = std::move(c.prompt);
+  s.prompt.insert(s.prompt.end(), c.output.begin(), c.output.end());
+  s.generated = static_cast<int>(c.output.size());
+  s.output = std::move(c.output);
+  s.n_predict = c.n_predict;
+  s.sampling = c.sampling;
+  s.chat_template = std::move(c.chat_template);
+  s.start = c.start;
+  s.first_token = c.first_token;
   sessions_.emplace(next_seq_++, std::move(s));
 }
 
@@ -141,6 +172,7 @@ void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
     if (it == sessions_.end()) continue;  // finished or failed meanwhile
     Session& s = it->second;
     if (s.generated == 0) s.first_token = Clock::now();
+    s.output.push_back(t.token);
     if (tokenizer_.vocab().is_end_of_generation(t.token)) {
       finish(t.seq, "stop");
       continue;
@@ -168,7 +200,7 @@ void Scheduler::finish(uint64_t seq, const std::string& reason, const std::strin
   const Session& s = it->second;
   GenerationEvent done{.client = s.client, .request_id = s.request_id, .done = true, .error = error,
                        .error_code = error.empty() ? 0 : 503, .finish_reason = reason, .chat_template = s.chat_template};
-  done.prompt_tokens = static_cast<int>(s.prompt.size());
+  done.prompt_tokens = static_cast<int>(s.original_prompt);
   done.generated_tokens = s.generated;
   const auto now = Clock::now();
   if (s.generated > 0) {

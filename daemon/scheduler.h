@@ -50,6 +50,19 @@ struct SchedulerTotals {
   double last_ttft_ms = 0;
 };
 
+// A conversation taken out of a pipeline that lost a stage, to be replayed on the next one: its
+// prompt and every token it generated rebuild the KV caches, and the stream goes on from there.
+struct CarriedSession {
+  std::string client;
+  uint64_t request_id = 0;
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> output;  // generated so far (already sent to the client)
+  int n_predict = 0;
+  runtime::SamplingParams sampling;
+  std::string chat_template;
+  std::chrono::steady_clock::time_point start, first_token;
+};
+
 class Scheduler {
  public:
   using Emit = std::function<void(const GenerationEvent&)>;
@@ -68,6 +81,11 @@ class Scheduler {
   // Runs one batch on the head's stage if any sequence has work. Returns true if it did.
   bool step();
   void on_sampled(const std::vector<SampledToken>& tokens);
+  // Takes every conversation out (nothing is emitted): the pipeline lost a stage.
+  std::vector<CarriedSession> suspend();
+  // Continues a carried conversation: its prompt and output are fed again as a prompt (greedy
+  // output is then exactly what it would have been; sampled output restarts its random stream).
+  void resume(CarriedSession c);
   // Ends sequences with an error (all of them when `seqs` is empty).
   void fail(const std::string& message, const std::vector<uint64_t>& seqs = {});
   bool has_work() const;
@@ -79,8 +97,10 @@ class Scheduler {
   struct Session {
     std::string client;
     uint64_t request_id = 0;
-    std::vector<int32_t> prompt;
+    std::vector<int32_t> prompt;  // for a resumed conversation: its prompt and output so far
     size_t prompt_sent = 0;
+    size_t original_prompt = 0;   // tokens of `prompt` the client sent (the rest it has seen generated)
+    std::vector<int32_t> output;  // generated tokens, in order
     int next_pos = 0;
     int n_predict = 0;
     int generated = 0;
