@@ -221,18 +221,31 @@ void Head::on_link_report(const std::string& identity, wire::LinkReport::Reader 
 }
 
 void Head::on_heartbeat(const std::string& identity, wire::Heartbeat::Reader h) {
-  if (Device* d = device_by_identity(identity)) {
-    d->last_seen = Clock::now();
-    d->dropped = h.getDropped();
-    d->resident_bytes = h.getResidentBytes();
-    d->batches = h.getBatches();
-    d->tokens = h.getTokens();
-    d->compute_ns = h.getComputeNs();
-    d->bytes_out = h.getBytesOut();
-    d->refused_handshakes = h.getRefusedHandshakes();
-    if (!d->alive) spdlog::info("head: device {} is back", d->profile.name);
-    d->alive = true;
+  Device* d = device_by_identity(identity);
+  if (d == nullptr) {
+    // A device that registered with an earlier run of this head (same keys, same port): ask it to
+    // register again, at most once a second.
+    const std::string node_id = identity.substr(0, identity.find('/'));
+    if (hello_requested_.size() > 1024) hello_requested_.clear();  // bounded, whoever sends
+    auto& last = hello_requested_[node_id];
+    if (Clock::now() - last > std::chrono::seconds(1)) {
+      last = Clock::now();
+      capnp::MallocMessageBuilder b;
+      b.initRoot<wire::Envelope>().initHelloRequest();
+      if (node_.send_to(node_id, b)) spdlog::info("head: asked {} to register again", node_id);
+    }
+    return;
   }
+  d->last_seen = Clock::now();
+  d->dropped = h.getDropped();
+  d->resident_bytes = h.getResidentBytes();
+  d->batches = h.getBatches();
+  d->tokens = h.getTokens();
+  d->compute_ns = h.getComputeNs();
+  d->bytes_out = h.getBytesOut();
+  d->refused_handshakes = h.getRefusedHandshakes();
+  if (!d->alive) spdlog::info("head: device {} is back", d->profile.name);
+  d->alive = true;
 }
 
 void Head::tick() {

@@ -131,7 +131,8 @@ class Head {
   std::map<std::string, Device> devices_;  // by node id
   std::unique_ptr<LaunchedPlan> plan_;
   std::unique_ptr<Scheduler> scheduler_;
-  std::vector<CarriedSession> carried_;  // conversations waiting for a re-planned pipeline
+  std::vector<CarriedSession> carried_;
+  std::map<std::string, std::chrono::steady_clock::time_point> hello_requested_;  // unknown node ids we asked  // conversations waiting for a re-planned pipeline
   uint64_t next_plan_id_;
   std::map<std::string, uint64_t> hash_cache_;  // model path + size + mtime -> XXH3
   // Measured links, (from node id, to node id) -> figures, from the devices' link probes.

@@ -363,6 +363,10 @@ void Node::handle_from_head(const transport::Decoded& d, zmq::message_t* payload
       registered_ = true;
       for (auto k : env.getHelloAck().getMemberKeys()) admit(k.cStr());
       break;
+    case wire::Envelope::HELLO_REQUEST:  // the head restarted and does not know us
+      registered_ = false;
+      send_hello();
+      break;
     case wire::Envelope::ASSIGNMENT: on_assignment(env.getAssignment()); break;
     case wire::Envelope::WEIGHT_CHUNK: on_weight_chunk(env.getWeightChunk(), payload); break;
     case wire::Envelope::LINK_PROBE: answer_link_probe(env.getLinkProbe()); break;

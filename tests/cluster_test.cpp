@@ -267,6 +267,25 @@ TEST_CASE("a stage killed mid-generation: the head re-plans on the devices left 
   c.start("a");
 }
 
+TEST_CASE("the head restarted: its devices register again by themselves, with no new pairing") {
+  auto model = hearth::test::shared_file("models/stories260K/stories260K.gguf");
+  if (!model) return;
+  TempDir dir;
+  Cluster c(dir);
+  c.start("head");
+  c.start("a");
+  c.restart("head");
+  bool listed = false;
+  for (int i = 0; i < 100 && !listed; ++i) {
+    const auto r = c.cli({"devices", "--json"});
+    listed = r.exit_code == 0 && r.out.find("\"a\"") != std::string::npos;
+    if (!listed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(listed);
+  REQUIRE(c.cli({"launch", "--model", *model, "--split", "head:2,a:3"}).exit_code == 0);
+  check_same_as_one_device(c, *model, "Once upon a time", 16);
+}
+
 TEST_CASE("a stage killed when the devices left cannot hold the model: a clear error within seconds") {
   TempDir dir;
   hearth::runtime::MakeModelOptions o;

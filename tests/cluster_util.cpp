@@ -77,10 +77,11 @@ DaemonProcess& Cluster::start(const std::string& name, std::vector<std::string> 
   write_profile(d.data_dir);
   const std::string ready = dir_.file(name + ".ready");
   std::vector<std::string> args = command.empty() ? std::vector<std::string>{HEARTH_DAEMON} : command;
-  args.insert(args.end(), {"--name", name, "--listen", "127.0.0.1:0", "--no-discovery", "--data-dir", d.data_dir,
+  const std::string listen = listen_override_.empty() ? "127.0.0.1:0" : listen_override_;
+  args.insert(args.end(), {"--name", name, "--listen", listen, "--no-discovery", "--data-dir", d.data_dir,
                            "--ready-file", ready, "--threads", "1"});
   const bool insecure = std::find(extra.begin(), extra.end(), "--insecure") != extra.end();
-  if (daemons_.empty()) {
+  if (daemons_.empty() || daemons_.front().name == name) {
     args.push_back("--head");
     insecure_ = insecure;
   } else {
@@ -108,6 +109,11 @@ DaemonProcess& Cluster::start(const std::string& name, std::vector<std::string> 
       throw std::runtime_error("hearthd " + name + " did not start; see " + d.log);
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  if (!listen_override_.empty()) {  // a restart: it takes its old place (the head stays first)
+    for (auto& old : daemons_)
+      if (old.name == name) old = d;
+    return daemon(name);
+  }
   daemons_.push_back(d);
   if (daemons_.size() > 1) {  // wait until the head lists it
     for (;;) {
@@ -131,6 +137,18 @@ void Cluster::kill(const std::string& name, int signal) {
   ::kill(d.pid, signal);
   ::waitpid(d.pid, nullptr, 0);
   d.pid = -1;
+}
+
+DaemonProcess& Cluster::restart(const std::string& name) {
+  DaemonProcess& d = daemon(name);
+  const std::string endpoint = d.control;  // tcp://127.0.0.1:PORT
+  kill(name, SIGTERM);
+  listen_override_ = endpoint.substr(endpoint.find("//") + 2);
+  struct Reset {
+    std::string& s;
+    ~Reset() { s.clear(); }
+  } reset{listen_override_};
+  return start(name);
 }
 
 CommandResult Cluster::cli(std::vector<std::string> args) const {

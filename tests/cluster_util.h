@@ -32,6 +32,9 @@ class Cluster {
   // its first arguments (e.g. an emulator and another architecture's hearthd).
   DaemonProcess& start(const std::string& name, std::vector<std::string> extra_args = {},
                        std::vector<std::string> command = {});
+  // Stops a daemon (SIGTERM) and starts it again with the same name, data directory and ports
+  // (so a restarted head is where its devices look for it). Waits until it listens.
+  DaemonProcess& restart(const std::string& name);
   // How long start() waits for a daemon to listen and register (default 20 s).
   void set_start_timeout(std::chrono::seconds t) { start_timeout_ = t; }
   const std::string& head() const { return daemons_.front().control; }
@@ -43,6 +46,7 @@ class Cluster {
  private:
   const TempDir& dir_;
   std::vector<DaemonProcess> daemons_;
+  std::string listen_override_;  // set by restart()
   bool insecure_ = false;  // the head runs with --insecure: so do the others
   std::chrono::seconds start_timeout_{20};
 };

@@ -77,6 +77,7 @@ const char* kind_name(wire::Envelope::Reader env) {
     case W::CANCEL_REQUEST: return "cancelRequest";
     case W::PAIR_REQUEST: return "pairRequest";
     case W::PAIR_REPLY: return "pairReply";
+    case W::HELLO_REQUEST: return "helloRequest";
   }
   return "unknown";
 }

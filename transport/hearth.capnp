@@ -48,6 +48,9 @@ struct Hello {
   profile @4 :DeviceProfile;
 }
 
+# The head asks a device it does not know (it restarted) to register again.
+struct HelloRequest {}
+
 struct HelloAck {
   headId @0 :Text;
   memberKeys @1 :List(Text);  # CURVE public keys of the cluster's devices: whom to admit
@@ -334,5 +337,6 @@ struct Envelope {
     cancelRequest @27 :CancelRequest;
     pairRequest @28 :PairRequest;
     pairReply @29 :PairReply;
+    helloRequest @30 :HelloRequest;
   }
 }
