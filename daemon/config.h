@@ -16,7 +16,7 @@ struct DaemonConfig {
                                      // they see our messages come from
   bool head = false;                 // plan, serve weights, tokenize, sample, serve clients
   std::string join;                  // HOST:PORT of the head to register with
-  std::vector<std::string> peers;    // HOST:PORT of other daemons (heads among them are joined)
+  std::vector<std::string> peers;    // HOST:PORT of daemons one of which is the head (tried in turn)
   std::string data_dir;              // node id, profile, weight cache; default: ~/.local/share/hearth
   uint64_t memory_limit = 0;         // bytes this daemon may use for its stage; 0 = what is free
   int threads = 0;                   // compute threads; 0 = all cores

@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
       ->envname("HEARTH_LISTEN")->capture_default_str();
   app.add_flag("--head", c.head, "Be the head: plan, serve weights and clients")->envname("HEARTH_HEAD_NODE");
   app.add_option("--join", c.join, "HOST:PORT of the head to register with")->envname("HEARTH_JOIN");
-  app.add_option("--peer", c.peers, "HOST:PORT of another daemon, where broadcast does not pass (repeatable)");
+  app.add_option("--peer", c.peers, "HOST:PORT of a daemon that may be the head, where broadcast does not pass (repeatable: tried in turn)");
   app.add_option("--data-dir", c.data_dir, "Node id, profile and weight cache (default: $HEARTH_DATA_DIR or ~/.local/share/hearth)")
       ->envname("HEARTH_DATA_DIR");
   app.add_option("--memory-limit", c.memory_limit, "Bytes this daemon may use for its stage (default: what is free)")

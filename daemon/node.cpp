@@ -22,6 +22,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr auto kHelloRetry = std::chrono::milliseconds(500);  // the first may leave before the handshake is done
+constexpr auto kPeerPatience = std::chrono::seconds(3);        // before the next --peer is tried as the head
 constexpr int kWeightWindow = 4;  // weight chunks requested ahead: bounds the head's buffers too
 constexpr auto kProgressEvery = std::chrono::milliseconds(250);
 
@@ -158,9 +159,25 @@ void Node::start() {
   }
 
   if (config_.head) head_role_ = std::make_unique<Head>(*this);
-  std::string join = config_.join;
-  if (join.empty() && !config_.peers.empty() && !config_.head) join = config_.peers.front();
-  if (!join.empty() && !config_.head) connect_to_head(transport::tcp_endpoint(join));
+  if (config_.head) return;
+  if (!config_.join.empty()) {
+    connect_to_head(transport::tcp_endpoint(config_.join));
+  } else if (!config_.peers.empty()) {
+    next_peer_ = config_.peers.size() - 1;
+    try_next_peer();  // the first
+  }
+}
+
+// --peer names daemons one of which is the head: each is tried in turn until one registers us.
+void Node::try_next_peer() {
+  next_peer_ = (next_peer_ + 1) % config_.peers.size();
+  const std::string endpoint = transport::tcp_endpoint(config_.peers[next_peer_]);
+  try {
+    connect_to_head(endpoint);
+  } catch (const std::exception& e) {
+    spdlog::warn("peer {} is not the head we can join: {}", endpoint, e.what());
+  }
+  joined_at_ = Clock::now();
 }
 
 void Node::head_discovered(const std::string& control_endpoint) {
@@ -172,6 +189,7 @@ void Node::connect_to_head(const std::string& endpoint) {
   if (endpoint == head_endpoint_) return;
   pair_if_needed(endpoint);
   head_endpoint_ = endpoint;
+  joined_at_ = Clock::now();
   heartbeater_.reset();
   head_.emplace(sockets_.connect_dealer(endpoint, node_id_, {.max_message_bytes = kMaxDataFrame, .server_key = head_key_}));
   registered_ = false;
@@ -263,6 +281,8 @@ void Node::run(const std::atomic<bool>& stop) {
       }
     }
     if (head_ && !registered_ && Clock::now() - last_hello_ > kHelloRetry) send_hello();
+    if (!config_.head && config_.join.empty() && config_.peers.size() > 1 && !registered_ && Clock::now() - joined_at_ > kPeerPatience)
+      try_next_peer();
   }
 }
 

@@ -129,6 +129,7 @@ class Node {
   void handle_control();
   void handle_pairing();
   void pair_if_needed(const std::string& head_control_endpoint);
+  void try_next_peer();
   void handle_control_message(const std::string& identity, const transport::Decoded& d, zmq::message_t* payload);
   void handle_head_link();
   void handle_from_head(const transport::Decoded& d, zmq::message_t* payload);
@@ -168,6 +169,8 @@ class Node {
   std::string control_endpoint_, data_endpoint_;
   std::chrono::steady_clock::time_point last_hello_{};
   std::string refused_head_;  // a discovered head we could not join (not paired): not retried
+  size_t next_peer_ = 0;      // the --peer tried as the head
+  std::chrono::steady_clock::time_point joined_at_{};
   int pairing_port_ = 0;
   bool registered_ = false;
 
