@@ -24,6 +24,7 @@ struct DaemonConfig {
   int discovery_port = 47470;
   std::string discovery_address = "255.255.255.255";
   bool reprofile = false;            // measure the device again instead of using the cached profile
+  std::vector<std::string> model_dirs;  // GGUF files this device has (default: DATA_DIR/models)
   std::string token;                 // join token from the head, to pair this device (once)
   bool insecure = false;             // no CURVE: plain sockets, anyone on the LAN may connect
 };

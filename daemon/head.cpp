@@ -554,6 +554,7 @@ void Head::on_load_status(const std::string& identity, wire::LoadStatus::Reader 
     const auto state = static_cast<unsigned>(st.getState());
     s.state = state < 4 ? names[state] : "unknown";
     if (st.getBytesTotal() > 0) s.bytes_done = st.getBytesDone();
+    if (st.getState() == wire::LoadStatus::State::READY) s.bytes_done = s.bytes_total;  // also when mapped from a local copy
     s.resident_bytes = st.getResidentBytes();
     s.message = st.getMessage().cStr();
     if (!plan_->launcher.empty()) {

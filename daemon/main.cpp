@@ -95,6 +95,9 @@ int main(int argc, char** argv) {
   app.add_option("--discovery-port", c.discovery_port, "UDP port of the beacons")->capture_default_str();
   app.add_option("--discovery-address", c.discovery_address, "Where beacons are sent")->capture_default_str();
   app.add_flag("--reprofile", c.reprofile, "Measure the device again");
+  app.add_option("--models", c.model_dirs,
+                 "Folder of GGUF files this device already has: a matching model's layers are mapped from it, not transferred "
+                 "(repeatable; default: DATA_DIR/models)");
   app.add_option("--token", c.token, "Join token printed by the head (`hearth token` there): pairs this device once")
       ->envname("HEARTH_TOKEN");
   app.add_flag("--insecure", c.insecure, "No encryption or authentication (every daemon of the cluster must use it)")

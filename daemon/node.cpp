@@ -121,7 +121,9 @@ Node::Node(const DaemonConfig& config, profiles::Profile profile, std::string no
       pool_(config.threads > 0 ? config.threads : runtime::hardware_threads()),
       keys_(node_keys(config_)),
       zap_(keys_ ? std::make_unique<transport::ZapHandler>(context_) : nullptr),
-      sockets_(context_, keys_, zap_.get()) {
+      sockets_(context_, keys_, zap_.get()),
+      local_models_(config_.model_dirs.empty() ? std::vector<std::string>{config_.data_dir + "/models"} : config_.model_dirs,
+                    config_.data_dir + "/model-hashes") {
   if (!keys_) return;
   zap_->allow(keys_->public_key);  // the CLI and the HTTP gateway on this device act with its identity
   if (config_.head) transport::write_private_file(keys_dir() + "/head.pub", keys_->public_key + "\n");
@@ -427,6 +429,12 @@ void Node::on_assignment(wire::Assignment::Reader a) {
     if (config_.memory_limit > 0 && bytes > config_.memory_limit)
       throw std::runtime_error("the stage's weights (" + std::to_string(bytes) + " bytes) exceed this device's memory limit (" +
                                std::to_string(config_.memory_limit) + " bytes)");
+    if (auto local = local_models_.find(a.getModelHash())) {
+      spdlog::info("this device has the model ({}): its layers are mapped from it, nothing is transferred", *local);
+      loading_->local_model = *local;
+      finish_loading();
+      return;
+    }
     loading_->receiver = std::make_unique<WeightReceiver>(config_.data_dir + "/cache/" + name, bytes);
     if (loading_->receiver->complete()) {
       spdlog::info("weights found in the cache: no transfer needed");
@@ -478,10 +486,10 @@ void Node::finish_loading() {
   const uint64_t plan_id = l.plan_id;
   try {
     report_load(wire::LoadStatus::State::LOADING, "");  // sent while loading_ is empty: reports 0/0
-    l.receiver->finish();
+    if (l.receiver) l.receiver->finish();
     auto st = std::make_unique<LoadedStage>();
     st->plan_id = plan_id;
-    st->file = std::make_unique<runtime::GgufFile>(runtime::GgufFile::open(l.receiver->final_path()));
+    st->file = std::make_unique<runtime::GgufFile>(runtime::GgufFile::open(l.receiver ? l.receiver->final_path() : l.local_model));
     const runtime::ModelConfig cfg = runtime::read_model_config(*st->file);
     auto weights = std::make_shared<runtime::StageWeights>(*st->file, cfg, l.spec);
     st->host = std::make_unique<StageHost>(weights, l.options, pool_);
@@ -495,10 +503,10 @@ void Node::finish_loading() {
     auto s = b.initRoot<wire::Envelope>().initLoadStatus();
     s.setPlanId(plan_id);
     s.setState(wire::LoadStatus::State::READY);
-    s.setBytesDone(l.receiver->total());
-    s.setBytesTotal(l.receiver->total());
+    s.setBytesDone(l.receiver ? l.receiver->total() : 0);
+    s.setBytesTotal(l.receiver ? l.receiver->total() : 0);
     s.setResidentBytes(resident_bytes());
-    s.setMessage(l.receiver->was_cached() ? "cached" : "");
+    s.setMessage(!l.receiver ? "local copy" : l.receiver->was_cached() ? "cached" : "");
     send_to_head(b);
   } catch (const std::exception& e) {
     stage_.reset();

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "daemon/config.h"
+#include "daemon/local_models.h"
 #include "daemon/stage_host.h"
 #include "daemon/weight_receiver.h"
 #include "profiles/profiler.h"
@@ -185,9 +186,11 @@ class Node {
     std::string next_endpoint;
     std::string next_key;
     std::unique_ptr<WeightReceiver> receiver;
+    std::string local_model;  // or: a GGUF of the same model this device already has
     std::chrono::steady_clock::time_point last_report{};
   };
   std::optional<Loading> loading_;
+  LocalModels local_models_;
   std::unique_ptr<LoadedStage> stage_;
   std::deque<Batch> pending_;  // decoded batches waiting for compute, in arrival order
 

@@ -286,6 +286,29 @@ TEST_CASE("the head restarted: its devices register again by themselves, with no
   check_same_as_one_device(c, *model, "Once upon a time", 16);
 }
 
+TEST_CASE("a device that already has the model file maps its layers from it: nothing is transferred") {
+  TempDir dir;
+  hearth::runtime::MakeModelOptions o;
+  o.type = hearth::runtime::TensorType::Q8_0;
+  const std::string model = hearth::test::make_model(dir, "m.gguf", o);
+  const std::string own = dir.file("a-models");
+  std::filesystem::create_directories(own);
+  std::filesystem::copy_file(model, own + "/downloaded.gguf");
+  std::filesystem::create_directories(dir.file("b-models"));
+  hearth::test::write_bytes(dir.file("b-models") + "/other.gguf", {1, 2, 3});  // not a match: b receives
+  Cluster c(dir);
+  c.start("head");
+  c.start("a", {"--models", own});
+  c.start("b", {"--models", dir.file("b-models")});
+  REQUIRE(c.cli({"launch", "--model", model, "--split", "head:2,a:1,b:1"}).exit_code == 0);
+  const auto s = status(c);
+  for (const auto& st : s["plan"]["stages"]) {
+    if (st["device"] == "a") CHECK(st["message"] == "local copy");
+    if (st["device"] == "b") CHECK(st["message"] == "");
+  }
+  check_same_as_one_device(c, model, "hello world", 16);
+}
+
 TEST_CASE("a stage killed when the devices left cannot hold the model: a clear error within seconds") {
   TempDir dir;
   hearth::runtime::MakeModelOptions o;
