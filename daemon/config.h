@@ -27,6 +27,8 @@ struct DaemonConfig {
   std::vector<std::string> model_dirs;  // GGUF files this device has (default: DATA_DIR/models)
   std::string token;                 // join token from the head, to pair this device (once)
   bool insecure = false;             // no CURVE: plain sockets, anyone on the LAN may connect
+  int recovery_wait_s = 30;          // head: how long conversations wait for a device when the
+                                     // devices left after a loss cannot hold the model
 };
 
 // $HEARTH_DATA_DIR, else ~/.local/share/hearth (the CLI reads its keys from the same place).

@@ -161,6 +161,7 @@ void Head::on_hello(const std::string& identity, const char* peer_address, const
   Device d;
   d.node_id = identity;
   d.public_key = key;
+  d.incarnation = h.getIncarnation();
   d.profile = from_wire(h.getProfile());
   d.control_endpoint = reachable(transport::tcp_endpoint(h.getControlEndpoint().cStr()), peer_address);
   d.data_endpoint = reachable(transport::tcp_endpoint(h.getDataEndpoint().cStr()), peer_address);
@@ -193,6 +194,7 @@ void Head::on_hello(const std::string& identity, const char* peer_address, const
   request_probe(d.node_id, others);
   for (const Device* o : others)
     if (!o->is_self) request_probe(o->node_id, {&devices_.at(d.node_id)});
+  retry_recovery("device " + d.profile.name + " registered");
 }
 
 void Head::request_probe(const std::string& prober, const std::vector<const Device*>& targets) {
@@ -222,7 +224,9 @@ void Head::on_link_report(const std::string& identity, wire::LinkReport::Reader 
 
 void Head::on_heartbeat(const std::string& identity, wire::Heartbeat::Reader h) {
   Device* d = device_by_identity(identity);
-  if (d == nullptr) {
+  // Unknown, or a restarted process whose Hello has not arrived yet (its endpoints are new): it
+  // must register (again) before it counts as up.
+  if (d == nullptr || (!d->is_self && d->incarnation != h.getIncarnation())) {
     // A device that registered with an earlier run of this head (same keys, same port): ask it to
     // register again, at most once a second.
     const std::string node_id = identity.substr(0, identity.find('/'));
@@ -244,8 +248,11 @@ void Head::on_heartbeat(const std::string& identity, wire::Heartbeat::Reader h) 
   d->compute_ns = h.getComputeNs();
   d->bytes_out = h.getBytesOut();
   d->refused_handshakes = h.getRefusedHandshakes();
-  if (!d->alive) spdlog::info("head: device {} is back", d->profile.name);
-  d->alive = true;
+  if (!d->alive) {
+    spdlog::info("head: device {} is back", d->profile.name);
+    d->alive = true;
+    retry_recovery("device " + d->profile.name + " is back");
+  }
 }
 
 void Head::tick() {
@@ -265,6 +272,13 @@ void Head::tick() {
       else recover(id, reason);
       break;
     }
+  }
+  if (!carried_.empty() && Clock::now() > recovery_deadline_) {
+    const std::string why = (plan_ ? plan_->failure : std::string("a device was lost")) + "; no device came within " +
+                            std::to_string(node_.config().recovery_wait_s) + " s: start another device and run `hearth launch` again";
+    spdlog::error("head: {}", why);
+    if (plan_) plan_->failure = why;
+    fail_carried(why);
   }
   if (scheduler_ && plan_ && plan_->ready) scheduler_->step();
 }
@@ -425,15 +439,37 @@ void Head::recover(const std::string& lost_node_id, const std::string& reason) {
     start_stages(devices);
     for (auto& c : carried) scheduler_->resume(std::move(c));  // they run once the stages are ready
   } catch (const std::exception& e) {
-    const std::string why = reason + ", and the devices left cannot run the model (" + e.what() +
-                            "): start another device and run `hearth launch` again";
-    spdlog::error("head: {}", why);
     if (!plan_) plan_ = std::move(p);  // keep the model's facts for status, with the failure
-    plan_->failure = why;
     plan_->ready = false;
-    for (const auto& c : carried)
-      emit({.client = c.client, .request_id = c.request_id, .done = true, .error = why, .error_code = 503, .finish_reason = "error"});
+    scheduler_.reset();
+    const std::string why = reason + ", and the devices left cannot run the model (" + e.what() + ")";
+    const int wait = node_.config().recovery_wait_s;
+    // The device may come back (a link that heals, a daemon restarted): the conversations wait for
+    // it, up to --recovery-wait, then fail.
+    if (carried.empty() || wait <= 0) {
+      plan_->failure = why + ": start another device and run `hearth launch` again";
+      spdlog::error("head: {}", plan_->failure);
+      carried_ = std::move(carried);
+      fail_carried(plan_->failure);
+      return;
+    }
+    if (carried_.empty() && recovery_deadline_ < Clock::now()) recovery_deadline_ = Clock::now() + std::chrono::seconds(wait);
+    carried_ = std::move(carried);
+    plan_->failure = why + ": " + std::to_string(carried_.size()) + " conversation(s) wait for a device to join or come back";
+    spdlog::error("head: {}", plan_->failure);
   }
+}
+
+void Head::retry_recovery(const std::string& why) {
+  if (carried_.empty() || !plan_) return;
+  spdlog::info("head: {}: planning again for the {} waiting conversation(s)", why, carried_.size());
+  recover("", why);
+}
+
+void Head::fail_carried(const std::string& why) {
+  for (const auto& c : carried_)
+    emit({.client = c.client, .request_id = c.request_id, .done = true, .error = why, .error_code = 503, .finish_reason = "error"});
+  carried_.clear();
 }
 
 partitioner::PartitionPlan Head::make_plan(const partitioner::ModelSpec& spec, const std::vector<const Device*>& devices,

@@ -36,6 +36,7 @@ struct Device {
   bool alive = true;
   bool is_self = false;
   std::string public_key;       // its CURVE key (empty with --insecure)
+  uint64_t incarnation = 0;     // of the process that registered (Hello)
   uint64_t dropped = 0;         // messages it refused, from its heartbeats
   uint64_t resident_bytes = 0;  // its RSS, from its heartbeats
   // Its stage's counters, from its heartbeats (the head's own come from its node).
@@ -118,6 +119,9 @@ class Head {
   // conversation there (the clients see a pause). Fails them with a clear error if the devices
   // left cannot hold the model.
   void recover(const std::string& lost_node_id, const std::string& reason);
+  // A device registered or came back while conversations wait for one: try the re-plan again.
+  void retry_recovery(const std::string& why);
+  void fail_carried(const std::string& why);
   std::vector<const Device*> candidates(const std::vector<std::string>& wanted) const;
   void unload_all();
   std::string plan_json() const;
@@ -131,8 +135,9 @@ class Head {
   std::map<std::string, Device> devices_;  // by node id
   std::unique_ptr<LaunchedPlan> plan_;
   std::unique_ptr<Scheduler> scheduler_;
-  std::vector<CarriedSession> carried_;
-  std::map<std::string, std::chrono::steady_clock::time_point> hello_requested_;  // unknown node ids we asked  // conversations waiting for a re-planned pipeline
+  std::vector<CarriedSession> carried_;  // conversations waiting for a device (see recover())
+  std::chrono::steady_clock::time_point recovery_deadline_{};
+  std::map<std::string, std::chrono::steady_clock::time_point> hello_requested_;  // unknown node ids we asked
   uint64_t next_plan_id_;
   std::map<std::string, uint64_t> hash_cache_;  // model path + size + mtime -> XXH3
   // Measured links, (from node id, to node id) -> figures, from the devices' link probes.

@@ -98,6 +98,11 @@ int main(int argc, char** argv) {
   app.add_option("--models", c.model_dirs,
                  "Folder of GGUF files this device already has: a matching model's layers are mapped from it, not transferred "
                  "(repeatable; default: DATA_DIR/models)");
+  app.add_option("--recovery-wait", c.recovery_wait_s,
+                 "Head: seconds open conversations wait for a device to come (back) when the devices left after a loss cannot "
+                 "hold the model; 0 = fail them at once")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--token", c.token, "Join token printed by the head (`hearth token` there): pairs this device once")
       ->envname("HEARTH_TOKEN");
   app.add_flag("--insecure", c.insecure, "No encryption or authentication (every daemon of the cluster must use it)")

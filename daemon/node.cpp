@@ -76,10 +76,11 @@ uint64_t resident_bytes() {
 // ---- heartbeats ----
 
 Heartbeater::Heartbeater(const transport::SocketFactory& sockets, std::string head_endpoint, std::string head_key, std::string node_id,
-                         const DropStats& drops, const WorkStats& work, const transport::ZapHandler* zap)
+                         uint64_t incarnation, const DropStats& drops, const WorkStats& work, const transport::ZapHandler* zap)
     : drops_(drops),
       work_(work),
       zap_(zap),
+      incarnation_(incarnation),
       thread_([this, &sockets, e = std::move(head_endpoint), k = std::move(head_key), id = std::move(node_id)] { loop(sockets, e, k, id); }) {}
 
 Heartbeater::~Heartbeater() {
@@ -103,6 +104,7 @@ void Heartbeater::loop(const transport::SocketFactory& sockets, std::string endp
       hb.setComputeNs(work_.compute_ns);
       hb.setBytesOut(work_.bytes_out);
       hb.setRefusedHandshakes(zap_ ? zap_->denied() : 0);
+      hb.setIncarnation(incarnation_);
       s.send(transport::encode(b), zmq::send_flags::dontwait);
       next += std::chrono::milliseconds(400);
     }
@@ -122,6 +124,7 @@ Node::Node(const DaemonConfig& config, profiles::Profile profile, std::string no
       keys_(node_keys(config_)),
       zap_(keys_ ? std::make_unique<transport::ZapHandler>(context_) : nullptr),
       sockets_(context_, keys_, zap_.get()),
+      incarnation_((static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}()),
       local_models_(config_.model_dirs.empty() ? std::vector<std::string>{config_.data_dir + "/models"} : config_.model_dirs,
                     config_.data_dir + "/model-hashes") {
   if (!keys_) return;
@@ -196,7 +199,7 @@ void Node::connect_to_head(const std::string& endpoint) {
   head_.emplace(sockets_.connect_dealer(endpoint, node_id_, {.max_message_bytes = kMaxDataFrame, .server_key = head_key_}));
   registered_ = false;
   send_hello();
-  heartbeater_ = std::make_unique<Heartbeater>(sockets_, endpoint, head_key_, node_id_, drops_, work_, zap_.get());
+  heartbeater_ = std::make_unique<Heartbeater>(sockets_, endpoint, head_key_, node_id_, incarnation_, drops_, work_, zap_.get());
   spdlog::info("joining head at {}", endpoint);
 }
 
@@ -226,6 +229,7 @@ void Node::send_hello() {
   h.setNodeId(node_id_);
   h.setControlEndpoint(control_endpoint_);
   h.setDataEndpoint(data_endpoint_);
+  h.setIncarnation(incarnation_);
   to_wire(profile_, h.initProfile());
   send_to_head(b);
   last_hello_ = Clock::now();

@@ -67,7 +67,7 @@ struct LoadedStage {
 class Heartbeater {
  public:
   Heartbeater(const transport::SocketFactory& sockets, std::string head_endpoint, std::string head_key, std::string node_id,
-              const DropStats& drops, const WorkStats& work, const transport::ZapHandler* zap);
+              uint64_t incarnation, const DropStats& drops, const WorkStats& work, const transport::ZapHandler* zap);
   ~Heartbeater();
   void set_plan(uint64_t plan_id) { plan_id_ = plan_id; }
 
@@ -76,6 +76,7 @@ class Heartbeater {
   const DropStats& drops_;
   const WorkStats& work_;
   const transport::ZapHandler* zap_;
+  uint64_t incarnation_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> plan_id_{0};
   std::thread thread_;
@@ -173,6 +174,7 @@ class Node {
   size_t next_peer_ = 0;      // the --peer tried as the head
   std::chrono::steady_clock::time_point joined_at_{};
   int pairing_port_ = 0;
+  uint64_t incarnation_;  // random per start (Hello, Heartbeat)
   bool registered_ = false;
 
   std::mutex discovered_mutex_;

@@ -318,7 +318,7 @@ TEST_CASE("a stage killed when the devices left cannot hold the model: a clear e
   // Together they hold it; the head alone does not.
   const std::string limit = std::to_string(std::filesystem::file_size(model) / 2 + (80ull << 20));
   Cluster c(dir);
-  c.start("head", {"--memory-limit", limit});
+  c.start("head", {"--memory-limit", limit, "--recovery-wait", "0"});  // fail at once rather than wait for a device
   c.start("a", {"--memory-limit", limit});
   const auto launched = c.cli({"launch", "--model", model, "--ctx", "512", "--streams", "1"});
   REQUIRE_MESSAGE(launched.exit_code == 0, launched.err);
@@ -340,6 +340,40 @@ TEST_CASE("a stage killed when the devices left cannot hold the model: a clear e
   const auto r = c.cli({"generate", "--prompt", "x", "-n", "2"});
   CHECK(r.exit_code != 0);
   CHECK(r.err.find("launch again") != std::string::npos);
+}
+
+
+TEST_CASE("a stage lost when the devices left cannot hold the model: the conversation waits for it to come back") {
+  TempDir dir;
+  hearth::runtime::MakeModelOptions o;
+  o.type = hearth::runtime::TensorType::Q8_0;
+  o.shape = {.n_vocab = 512, .n_embd = 1024, .n_layer = 8, .n_head = 8, .n_head_kv = 4, .n_ff = 2816, .n_ctx = 512};
+  const std::string model = hearth::test::make_model(dir, "m.gguf", o);
+  const std::vector<std::string> gen{"--prompt", "a long story", "-n", "400", "--temp", "0"};
+  std::vector<std::string> run{"run", "--model", model};
+  run.insert(run.end(), gen.begin(), gen.end());
+  const auto reference = hearth::test::run_cli(run);
+  REQUIRE(reference.exit_code == 0);
+  const std::string limit = std::to_string(std::filesystem::file_size(model) / 2 + (80ull << 20));
+  Cluster c(dir);
+  c.start("head", {"--memory-limit", limit});  // waits up to 30 s for a device
+  c.start("a", {"--memory-limit", limit});
+  REQUIRE(c.cli({"launch", "--model", model, "--ctx", "512", "--streams", "1"}).exit_code == 0);
+  std::vector<std::string> args{"generate"};
+  args.insert(args.end(), gen.begin(), gen.end());
+  const std::string out = dir.file("generated.txt");
+  const pid_t client = generate_in_background(c, args, out);
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  c.kill("a", SIGKILL);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));  // the head notices, cannot re-plan, waits
+  const auto waiting = status(c);
+  CHECK(waiting["plan"]["failure"].get<std::string>().find("wait for a device") != std::string::npos);
+  c.start("a", {"--memory-limit", limit});  // its weights are in its cache
+  const int code = wait_for(client, std::chrono::seconds(60));
+  CAPTURE(slurp(out + ".err"));
+  CHECK(code == 0);
+  CHECK(slurp(out) == reference.out);
+  CHECK(status(c)["plan"]["ready"] == true);
 }
 
 }  // TEST_SUITE

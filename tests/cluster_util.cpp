@@ -134,6 +134,7 @@ DaemonProcess& Cluster::daemon(const std::string& name) {
 
 void Cluster::kill(const std::string& name, int signal) {
   DaemonProcess& d = daemon(name);
+  if (d.pid <= 0) return;  // already stopped (kill(-1, ...) would signal every process)
   ::kill(d.pid, signal);
   ::waitpid(d.pid, nullptr, 0);
   d.pid = -1;

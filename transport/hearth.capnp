@@ -46,6 +46,7 @@ struct Hello {
   controlEndpoint @2 :Text;   # tcp://host:port of this node's ROUTER
   dataEndpoint @3 :Text;      # tcp://host:port of this node's PULL (activations in)
   profile @4 :DeviceProfile;
+  incarnation @5 :UInt64;     # random per process start: a restarted daemon is a new incarnation
 }
 
 # The head asks a device it does not know (it restarted) to register again.
@@ -79,6 +80,7 @@ struct Heartbeat {
   computeNs @6 :UInt64;       # time spent computing batches
   bytesOut @7 :UInt64;        # activation bytes pushed to the next stage
   refusedHandshakes @8 :UInt64;  # connections its ZAP handler refused (unpaired keys)
+  incarnation @9 :UInt64;     # as in its Hello: heartbeats of another incarnation wait for its Hello
 }
 
 # ---- loading a stage ----
