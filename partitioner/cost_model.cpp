@@ -130,6 +130,9 @@ double CostModel::decode_time(int d, int first, int last, bool with_output, int 
 void CostModel::build_decode_tables() {
     const int b = std::max(1, options_.streams);
     for (int g = 1; g <= std::min(b, kMaxMicroBatches); ++g) micro_batches_.push_back((b + g - 1) / g);
+    // m = 1 (one stream's latency, micro_batch_index(1)) even when B > kMaxMicroBatches stops the
+    // loop above at ceil(B / 16) >= 2: without it index -1 was read (head crash at --streams 17).
+    micro_batches_.push_back(1);
     std::sort(micro_batches_.begin(), micro_batches_.end());
     micro_batches_.erase(std::unique(micro_batches_.begin(), micro_batches_.end()), micro_batches_.end());
     for (int m : micro_batches_) {

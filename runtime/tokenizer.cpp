@@ -154,10 +154,12 @@ void Tokenizer::encode_fragment(std::string_view raw, bool space_prefix, std::ve
       out.push_back(id);
       continue;
     }
-    // Not in the vocabulary: one byte token per byte (or <unk> where the vocabulary lacks them).
+    // Not in the vocabulary: one byte token per byte (or <unk> where the vocabulary lacks them;
+    // a byte is dropped when it has neither, as in byte-level BPE: -1 is not a token).
     for (size_t j = 0; j < s.n; ++j) {
       const int32_t bt = vocab_.byte_token[static_cast<unsigned char>(text[s.begin + j])];
-      out.push_back(bt >= 0 ? bt : vocab_.unk);
+      if (bt >= 0) out.push_back(bt);
+      else if (vocab_.unk >= 0) out.push_back(vocab_.unk);
     }
   }
 }

@@ -259,6 +259,17 @@ TEST_CASE("OpenAI request parsing: fields, defaults and errors") {
     CAPTURE(bad);
     CHECK_THROWS_AS(hearth::http::parse_chat_request(bad, 1), hearth::http::ApiError);
   }
+  // Found by fuzzing: an overflowing number was a 500; a deeply nested body took ~70 bytes of the
+  // head's memory per level before it was refused.
+  for (const std::string& bad : std::vector<std::string>{R"({"messages":[{"role":"user","content":"a"}],"temperature":1e999})",
+                                std::string(100000, '['), R"({"messages":)" + std::string(65, '[') + std::string(65, ']') + "}"}) {
+    try {
+      hearth::http::parse_chat_request(bad, 1);
+      FAIL("accepted");
+    } catch (const hearth::http::ApiError& e) {
+      CHECK(e.status() == 400);
+    }
+  }
   try {
     hearth::http::parse_chat_request(R"({"messages":[{"role":"user","content":"a"}],"top_p":3})", 1);
   } catch (const hearth::http::ApiError& e) {

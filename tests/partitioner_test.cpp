@@ -283,6 +283,21 @@ TEST_CASE("partitioner: blocks too big for any device are reported even when the
     CHECK(r.error.message.find("no split fits") != std::string::npos);
 }
 
+TEST_CASE("partitioner: more streams than micro-batch sizes it tabulates (found by the load test: it crashed at 17)") {
+    const ModelSpec spec = preset("tinyllama-1.1b", "q4_0");
+    const std::vector<DeviceProfile> devices{device("a", 8, 10), device("b", 8, 10)};
+    for (int streams : {16, 17, 50, 256}) {
+        CAPTURE(streams);
+        PartitionOptions o;
+        o.streams = streams;
+        o.ctx = 256;
+        const PlanResult r = plan_partition(spec, devices, LinkTable{}, o);
+        REQUIRE(r.ok());
+        CHECK(r.plan->predicted.ms_per_token > 0);
+        CHECK(r.plan->predicted.tokens_per_s > 0);
+    }
+}
+
 TEST_CASE("partitioner: invalid inputs are reported, not thrown") {
     const ModelSpec spec = preset("tinyllama-1.1b", "q4_0");
     CHECK(plan_partition(spec, {}, LinkTable{}, PartitionOptions{}).error.kind == Infeasibility::invalid_input);
