@@ -643,6 +643,7 @@ void Head::fail_plan(const std::string& reason) {
 
 void Head::unload_all() {
   if (scheduler_) scheduler_->fail("the model was unloaded");
+  fail_carried("the model was unloaded");  // conversations that waited for a device
   scheduler_.reset();
   if (plan_) {
     for (const auto& s : plan_->stages) {
