@@ -8,6 +8,13 @@
 #include <string>
 #include <vector>
 
+#if defined(HEARTH_HAVE_AVX2_KERNELS)
+#include <cpuid.h>
+#endif
+#if defined(HEARTH_HAVE_NEON_KERNELS)
+#include <sys/auxv.h>
+#endif
+
 #include "runtime/half.h"
 #include "runtime/kquants.h"
 
@@ -16,6 +23,10 @@ namespace hearth::runtime {
 #if defined(HEARTH_HAVE_AVX2_KERNELS)
 const KernelTable& avx2_kernels();    // kernels_avx2.cpp
 const KernelTable& avx512_kernels();  // kernels_avx512.cpp
+#endif
+#if defined(HEARTH_HAVE_NEON_KERNELS)
+const KernelTable& neon_kernels();          // kernels_neon.cpp
+const KernelTable& neon_dotprod_kernels();  // kernels_neon.cpp
 #endif
 
 namespace {
@@ -217,16 +228,32 @@ const KernelTable& scalar_kernels() {
   return table;
 }
 
+#if defined(HEARTH_HAVE_AVX2_KERNELS)
+// CPUID leaf 1, ECX bit 29. (clang 14 does not accept __builtin_cpu_supports("f16c"); GCC does.)
+static bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+}
+#endif
+
 std::vector<const KernelTable*> supported_kernels() {
   std::vector<const KernelTable*> tables{&scalar_kernels()};
 #if defined(HEARTH_HAVE_AVX2_KERNELS)
   static const bool has_avx2 =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
   static const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
                                  __builtin_cpu_supports("avx512vbmi");
   if (has_avx2) tables.push_back(&avx2_kernels());
   if (has_avx512) tables.push_back(&avx512_kernels());
+#endif
+#if defined(HEARTH_HAVE_NEON_KERNELS)
+  // NEON is part of every AArch64 core; the dot-product instructions (ARMv8.2's SDOT) are not,
+  // and the kernel tells (HWCAP_ASIMDDP, bit 20 of AT_HWCAP, also on Android).
+  constexpr unsigned long kHwcapAsimddp = 1ul << 20;
+  static const bool has_dotprod = (getauxval(AT_HWCAP) & kHwcapAsimddp) != 0;
+  tables.push_back(&neon_kernels());
+  if (has_dotprod) tables.push_back(&neon_dotprod_kernels());
 #endif
   return tables;
 }

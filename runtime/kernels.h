@@ -3,7 +3,7 @@
 // Activations are converted once per token to the "dot type" of the weight (Q8_0 for Q8_0, Q4_0
 // and Q5_0 weights, Q8_K for the K-quants, as llama.cpp does; f32 otherwise), then every weight row is dotted with them
 // block by block in the weights' packed form. The scalar table is the reference every SIMD table
-// is tested against; it is also what non-x86 builds use until their own kernels exist.
+// (AVX2, AVX-512 on x86-64; NEON, NEON with the dot-product extension on AArch64) is tested against.
 //
 // Batch invariance. Each table also has a matrix kernel per weight type (gemm_*), which computes
 // many rows against many tokens at once in register tiles, so that a row's weights are loaded
@@ -31,7 +31,7 @@ using GemmKernel = void (*)(const void* w, size_t w_stride, int n_rows, const vo
                             int n, float* y, size_t ldy);
 
 struct KernelTable {
-  std::string_view name;  // "scalar", "avx2", "avx512"
+  std::string_view name;  // "scalar", "avx2", "avx512", "neon", "neon-dotprod"
   float (*dot_f32)(const float* w, const float* x, int n);
   float (*dot_f16)(const uint16_t* w, const float* x, int n);
   float (*dot_bf16)(const uint16_t* w, const float* x, int n);
@@ -70,7 +70,7 @@ const KernelTable& scalar_kernels();
 // Every table this CPU supports (checked at run time), scalar first, fastest last.
 std::vector<const KernelTable*> supported_kernels();
 // The fastest table this CPU supports, or the one the environment variable HEARTH_KERNELS names
-// ("scalar", "avx2", "avx512"), to compare tables on one machine. Chosen once per process.
+// ("scalar", "avx2", "avx512", "neon", "neon-dotprod"), to compare tables on one machine. Chosen once per process.
 const KernelTable& best_kernels();
 
 // Dequantizes one row of n elements of any computable type (and of Q8_K) into f32.

@@ -113,12 +113,24 @@ TEST_CASE("stories260K: 251 greedy tokens equal the reference text") {
 // f16 weights llama.cpp first rounds the activations to f16 and we do not, which measured
 // 6e-4 on these logits (std ~0.3); 2e-3 bounds that. For scale: llama.cpp's own f16-KV vs
 // f32-KV runs differ by up to 1e-3 (f32/f16) and 1.5e-2 (q8_0/q4_0).
+//
+// Those 1e-4 hold for the x86 tables, which sum in llama.cpp's x86 order. Tables with another
+// order (scalar, NEON: the same products, summed in another order) may flip the
+// int8 rounding of one activation element at a .5 boundary, which moves these logits by ~1e-2
+// (scalar q8_0: 9.7e-3, q4_0: 1.2e-7): the same discontinuity as llama.cpp's own f16-/f32-KV
+// difference above, so its 1.5e-2 (rounded up to 2e-2) bounds them. Those tables' dot products
+// are checked block by block against the scalar one in kernels_test, and stories260K's 251
+// greedy tokens above must still match exactly.
 TEST_CASE("random-tiny: logits match llama.cpp for every weight type") {
   struct Case {
     const char* type;
     double tolerance;
   };
-  for (const Case c : {Case{"f32", 1e-4}, Case{"f16", 2e-3}, Case{"q8_0", 1e-4}, Case{"q4_0", 1e-4}}) {
+  const std::string table(hearth::runtime::best_kernels().name);
+  const bool x86_order = table == "avx2" || table == "avx512";
+  const double q8 = x86_order ? 1e-4 : 2e-2;
+  MESSAGE("kernels: " << table << std::string(x86_order ? " (llama.cpp's x86 summation order)" : " (another summation order)"));
+  for (const Case c : {Case{"f32", 1e-4}, Case{"f16", 2e-3}, Case{"q8_0", q8}, Case{"q4_0", q8}}) {
     const std::string type = c.type;
     CAPTURE(type);
     const std::string base = std::string("models/random-tiny/");
@@ -132,7 +144,7 @@ TEST_CASE("random-tiny: logits match llama.cpp for every weight type") {
     all.insert(all.end(), gen.begin(), gen.end());
     const auto expected = hearth::test::read_f32(*shared_file(base + "reference/" + ref.at("logits_file").get<std::string>()));
     const double diff = max_abs_diff(all_logits(m, all), expected);
-    MESSAGE("random-tiny " << c.type << " max |logit - reference| = " << diff);
+    MESSAGE("random-tiny " << type << " max |logit - reference| = " << diff);
     CHECK(diff < c.tolerance);
   }
 }
