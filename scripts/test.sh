@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Sets up if needed, builds, and runs the whole test suite through ctest, then the same suite
-# built with AddressSanitizer + UndefinedBehaviorSanitizer. Exit status = result.
+# Sets up if needed, builds, and runs the whole test suite through ctest; the arm64 build's suites
+# under qemu-aarch64 (and, natively, a cluster with an arm64 stage); the same suite built with
+# AddressSanitizer + UndefinedBehaviorSanitizer; and every libFuzzer target briefly. Exit status =
+# result.
 #   scripts/test.sh            # everything
-#   scripts/test.sh -L stage   # extra arguments go to both ctest runs (e.g. one suite)
-#   HEARTH_SKIP_SANITIZE=1 scripts/test.sh   # quick local run without the sanitizer build
+#   scripts/test.sh -L stage   # extra arguments go to every ctest run (e.g. one suite)
+#   scripts/test.sh -LE arm64  # without the arm64 build and its suites
+#   HEARTH_SKIP_SANITIZE=1 HEARTH_SKIP_FUZZ=1 scripts/test.sh   # a quicker local run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +15,9 @@ werror=OFF
 [ "${CI:-}" = "true" ] && werror=ON
 HEARTH_CMAKE_ARGS="-DHEARTH_WERROR=$werror ${HEARTH_CMAKE_ARGS:-}" scripts/setup.sh
 scripts/test_tools.sh  # node + chromium (apt-get) and `npm ci --prefix tests/openai`, for tests/http_test.cpp
+# Cross build + the arm64 suites under qemu (label arm64); first, because the native mixed_arch
+# test runs build-arm64/bin/hearthd as a stage.
+scripts/test-arm64.sh "$@"
 
 echo "== tests (Release)" >&2
 ctest --test-dir build --output-on-failure -j 2 "$@"
@@ -22,4 +28,9 @@ if [ -z "${HEARTH_SKIP_SANITIZE:-}" ]; then
   cmake --build build-asan -j 2
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j 2 "$@"
+fi
+
+if [ -z "${HEARTH_SKIP_FUZZ:-}" ]; then
+  echo "== fuzzing (libFuzzer, 20 s per target)" >&2
+  scripts/fuzz.sh 20
 fi
