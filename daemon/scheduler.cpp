@@ -94,6 +94,9 @@ void Scheduler::resume(CarriedSession c) {
   s.output = std::move(c.output);
   s.n_predict = c.n_predict;
   s.sampling = c.sampling;
+  // Each token it generated took one random draw (with a temperature): the new last stage's
+  // sampler skips them and continues the same stream.
+  if (s.sampling.temperature > 0) s.sampling.draws_done = s.output.size();
   s.chat_template = std::move(c.chat_template);
   s.start = c.start;
   s.first_token = c.first_token;

@@ -83,8 +83,8 @@ class Scheduler {
   void on_sampled(const std::vector<SampledToken>& tokens);
   // Takes every conversation out (nothing is emitted): the pipeline lost a stage.
   std::vector<CarriedSession> suspend();
-  // Continues a carried conversation: its prompt and output are fed again as a prompt (greedy
-  // output is then exactly what it would have been; sampled output restarts its random stream).
+  // Continues a carried conversation: its prompt and output are fed again as a prompt, and the
+  // sampler skips the random draws already made, so the text is what it would have been.
   void resume(CarriedSession c);
   // Ends sequences with an error (all of them when `seqs` is empty).
   void fail(const std::string& message, const std::vector<uint64_t>& seqs = {});

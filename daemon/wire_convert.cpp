@@ -50,6 +50,7 @@ void to_wire(const runtime::SamplingParams& p, wire::SamplingParams::Builder out
   out.setRepeatPenalty(p.repeat_penalty);
   out.setRepeatLastN(p.repeat_last_n);
   out.setSeed(p.seed);
+  out.setDrawsDone(p.draws_done);
 }
 
 runtime::SamplingParams from_wire(wire::SamplingParams::Reader in) {
@@ -61,6 +62,8 @@ runtime::SamplingParams from_wire(wire::SamplingParams::Reader in) {
   p.repeat_penalty = in.getRepeatPenalty();
   p.repeat_last_n = in.getRepeatLastN();
   p.seed = in.getSeed();
+  p.draws_done = in.getDrawsDone();
+  if (p.draws_done > (uint64_t{1} << 24)) throw std::invalid_argument("sampling parameters out of range");
   if (!std::isfinite(p.temperature) || p.temperature < 0 || !std::isfinite(p.top_p) || p.top_p < 0 || p.top_p > 1 ||
       !std::isfinite(p.min_p) || p.min_p < 0 || p.min_p > 1 || !std::isfinite(p.repeat_penalty) || p.repeat_penalty <= 0 ||
       p.top_k < 0 || p.repeat_last_n < 0 || p.repeat_last_n > 4096)

@@ -37,7 +37,9 @@ uint64_t Rng::next() {
 
 double Rng::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
 
-Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
+  for (uint64_t i = 0; i < params.draws_done; ++i) rng_.next();  // sample() draws once per token (uniform())
+}
 
 void Sampler::accept(int32_t token) {
   if (params_.repeat_last_n <= 0) return;

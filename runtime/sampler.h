@@ -19,6 +19,10 @@ struct SamplingParams {
   float repeat_penalty = 1.0f;  // 1 = off; divides positive (multiplies negative) logits of recent tokens
   int repeat_last_n = 64;       // how many recent tokens the penalty looks at
   uint64_t seed = 0;
+  // Random draws an earlier run of this sequence already made (one per token sampled with a
+  // temperature): a sequence replayed after a device was lost skips them, so it goes on with the
+  // same random stream and gives the same tokens as if nothing had happened.
+  uint64_t draws_done = 0;
 };
 
 // xoshiro256** seeded through splitmix64: the same stream on every platform and compiler,

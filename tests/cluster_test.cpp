@@ -239,11 +239,13 @@ TEST_CASE("a stage killed mid-generation: the head re-plans on the devices left 
   o.type = hearth::runtime::TensorType::Q4_0;
   o.shape.n_ctx = 4096;
   const std::string model = hearth::test::make_model(dir, "m.gguf", o);
-  const std::vector<std::string> gen{"--prompt", "a long story", "-n", "2500", "--temp", "0"};
+  // Seeded sampling, not only greedy: the replay must also continue the random stream.
+  const std::vector<std::string> gen{"--prompt", "a long story", "-n", "2500", "--temp", "0.9", "--seed", "3"};
   std::vector<std::string> run{"run", "--model", model};
   run.insert(run.end(), gen.begin(), gen.end());
   const auto reference = hearth::test::run_cli(run);
   REQUIRE(reference.exit_code == 0);
+  REQUIRE_MESSAGE(reference.err.find("2500 tokens generated") != std::string::npos, reference.err);  // no early end
 
   Cluster c(dir);
   c.start("head");
@@ -259,7 +261,7 @@ TEST_CASE("a stage killed mid-generation: the head re-plans on the devices left 
   const int code = wait_for(client, std::chrono::seconds(60));
   CAPTURE(slurp(out + ".err"));
   CHECK(code == 0);                      // no error: the client saw a pause
-  CHECK(slurp(out) == reference.out);    // and the text of an undisturbed greedy run
+  CHECK(slurp(out) == reference.out);    // and the text of an undisturbed run
   const auto s = status(c);
   CHECK(s["plan"]["ready"] == true);
   CHECK(s["plan"]["events"].dump().find("device a (layers 2-3) stopped responding") != std::string::npos);

@@ -71,3 +71,25 @@ TEST_CASE("repetition penalty steers greedy away from recent tokens") {
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("a replayed sequence skips the draws already made and continues the same tokens") {
+  std::vector<float> logits(50);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>((i * 37) % 11) * 0.3f;
+  const SamplingParams p{.temperature = 1.2f, .top_k = 0, .top_p = 1.f, .min_p = 0.f, .repeat_penalty = 1.3f, .seed = 9};
+  Sampler undisturbed(p);
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 40; ++i) tokens.push_back(undisturbed.sample(logits));
+  // After 25 tokens the sequence moves to another device: a fresh sampler that accepts the
+  // tokens so far (the replayed prompt) and skips 25 draws goes on exactly as before.
+  SamplingParams resumed_params = p;
+  resumed_params.draws_done = 25;
+  Sampler resumed(resumed_params);
+  for (int i = 0; i < 25; ++i) resumed.accept(tokens[static_cast<size_t>(i)]);
+  for (int i = 25; i < 40; ++i) CHECK(resumed.sample(logits) == tokens[static_cast<size_t>(i)]);
+  // Without the skip it would not (the check that the test can fail).
+  Sampler restarted(p);
+  for (int i = 0; i < 25; ++i) restarted.accept(tokens[static_cast<size_t>(i)]);
+  std::vector<int32_t> again;
+  for (int i = 25; i < 40; ++i) again.push_back(restarted.sample(logits));
+  CHECK(again != std::vector<int32_t>(tokens.begin() + 25, tokens.end()));
+}

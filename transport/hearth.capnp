@@ -143,6 +143,7 @@ struct SamplingParams {
   repeatPenalty @4 :Float32;
   repeatLastN @5 :Int32;
   seed @6 :UInt64;
+  drawsDone @7 :UInt64;       # random draws already made for this sequence (a replay skips them)
 }
 
 struct SeqChunk {
