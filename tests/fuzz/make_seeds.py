@@ -233,14 +233,14 @@ def main():
 
     spm = gguf(spm_vocab())
     bpe = gguf(bpe_vocab("llama-bpe"))
-    write("gguf_fuzz", "vocab-spm.gguf", spm)
-    write("gguf_fuzz", "vocab-bpe.gguf", bpe)
-    write("gguf_fuzz", "all-types.gguf", all_types())
-    write("gguf_fuzz", "v2-empty.gguf", gguf([], version=2))
+    write("gguf_fuzz", "vocab-spm.gguf-seed", spm)
+    write("gguf_fuzz", "vocab-bpe.gguf-seed", bpe)
+    write("gguf_fuzz", "all-types.gguf-seed", all_types())
+    write("gguf_fuzz", "v2-empty.gguf-seed", gguf([], version=2))
     with tempfile.TemporaryDirectory() as tmp:
         for name, vocab, extra in [
-            ("model-llama-f32.gguf", spm, ["--arch", "llama", "--type", "f32", "--dim", "8", "--ffn", "8"]),
-            ("model-qwen2-f16.gguf", bpe, ["--arch", "qwen2", "--type", "f16", "--dim", "8", "--ffn", "8"]),
+            ("model-llama-f32.gguf-seed", spm, ["--arch", "llama", "--type", "f32", "--dim", "8", "--ffn", "8"]),
+            ("model-qwen2-f16.gguf-seed", bpe, ["--arch", "qwen2", "--type", "f16", "--dim", "8", "--ffn", "8"]),
         ]:
             vf = os.path.join(tmp, "vocab.gguf")
             with open(vf, "wb") as f:
