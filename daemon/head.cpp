@@ -411,16 +411,7 @@ void Head::recover(const std::string& lost_node_id, const std::string& reason) {
   p->started = Clock::now();
   try {
     const std::vector<const Device*> devices = candidates(p->wanted);
-    std::vector<partitioner::DeviceProfile> profiles;
-    for (const Device* d : devices) profiles.push_back(d->profile);
-    partitioner::LinkTable links = partitioner::link_table_from_access_links(profiles);
-    for (size_t i = 0; i < devices.size(); ++i)
-      for (size_t j = 0; j < devices.size(); ++j)
-        if (auto it = links_.find({devices[i]->node_id, devices[j]->node_id}); it != links_.end())
-          links.set(static_cast<int>(i), static_cast<int>(j), it->second);
-    const partitioner::PlanResult result = partitioner::plan_partition(p->spec, profiles, links, p->partition);
-    if (!result.ok()) throw std::runtime_error(result.error.message);
-    p->plan = *result.plan;
+    p->plan = plan_by_planner(p->spec, devices, p->partition);
     plan_ = std::move(p);
     for (const auto& line : partitioner::describe_plan(plan_->plan)) spdlog::info("re-plan: {}", line);
     // Stages of the old plan on devices still up get their new assignment (which replaces the
@@ -472,20 +463,32 @@ void Head::fail_carried(const std::string& why) {
   carried_.clear();
 }
 
-partitioner::PartitionPlan Head::make_plan(const partitioner::ModelSpec& spec, const std::vector<const Device*>& devices,
-                                           wire::LaunchRequest::Reader r, const partitioner::PartitionOptions& options) {
-  std::vector<partitioner::DeviceProfile> profiles;
-  for (const Device* d : devices) profiles.push_back(d->profile);
+// The links between `devices`, as their probes measured them, else the access-link defaults.
+partitioner::LinkTable Head::link_table(const std::vector<const Device*>& devices,
+                                        const std::vector<partitioner::DeviceProfile>& profiles) const {
   partitioner::LinkTable links = partitioner::link_table_from_access_links(profiles);
   for (size_t i = 0; i < devices.size(); ++i)
     for (size_t j = 0; j < devices.size(); ++j)
       if (auto it = links_.find({devices[i]->node_id, devices[j]->node_id}); it != links_.end())
         links.set(static_cast<int>(i), static_cast<int>(j), it->second);
-  if (r.getSplit().size() == 0) {
-    const partitioner::PlanResult result = partitioner::plan_partition(spec, profiles, links, options);
-    if (!result.ok()) throw std::runtime_error(result.error.message);
-    return *result.plan;
-  }
+  return links;
+}
+
+partitioner::PartitionPlan Head::plan_by_planner(const partitioner::ModelSpec& spec, const std::vector<const Device*>& devices,
+                                                 const partitioner::PartitionOptions& options) const {
+  std::vector<partitioner::DeviceProfile> profiles;
+  for (const Device* d : devices) profiles.push_back(d->profile);
+  const partitioner::PlanResult result = partitioner::plan_partition(spec, profiles, link_table(devices, profiles), options);
+  if (!result.ok()) throw std::runtime_error(result.error.message);
+  return *result.plan;
+}
+
+partitioner::PartitionPlan Head::make_plan(const partitioner::ModelSpec& spec, const std::vector<const Device*>& devices,
+                                           wire::LaunchRequest::Reader r, const partitioner::PartitionOptions& options) {
+  if (r.getSplit().size() == 0) return plan_by_planner(spec, devices, options);
+  std::vector<partitioner::DeviceProfile> profiles;
+  for (const Device* d : devices) profiles.push_back(d->profile);
+  const partitioner::LinkTable links = link_table(devices, profiles);
   // A hand-made split: device names and layer counts in pipeline order, the head first.
   std::vector<partitioner::StageRange> ranges;
   int layer = 0;

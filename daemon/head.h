@@ -123,6 +123,10 @@ class Head {
   void retry_recovery(const std::string& why);
   void fail_carried(const std::string& why);
   std::vector<const Device*> candidates(const std::vector<std::string>& wanted) const;
+  partitioner::LinkTable link_table(const std::vector<const Device*>& devices,
+                                    const std::vector<partitioner::DeviceProfile>& profiles) const;
+  partitioner::PartitionPlan plan_by_planner(const partitioner::ModelSpec& spec, const std::vector<const Device*>& devices,
+                                             const partitioner::PartitionOptions& options) const;
   void unload_all();
   std::string plan_json() const;
   void emit(const GenerationEvent& e);
