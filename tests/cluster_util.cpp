@@ -1,6 +1,8 @@
 #include "tests/cluster_util.h"
 
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -8,6 +10,7 @@
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <stdexcept>
 #include <thread>
 
@@ -32,6 +35,39 @@ void write_profile(const std::string& dir) {
                       {"prefill_flop_s", 50e9},
                       {"step_overhead_s", 1e-4}};
   std::ofstream(dir + "/profile.json") << j.dump(2);
+}
+
+bool can_bind(uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// The head listens on P, P+1 and P+2 (control, data, pairing), and a restarted head must get the
+// same three back. Below Linux's ephemeral range (32768+) no outgoing connection or "any port"
+// bind of another daemon can take one of them meanwhile, as it could with ports the kernel chose.
+std::string free_head_listen() {
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int> pick(20000, 32000);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const auto p = static_cast<uint16_t>(pick(rng));
+    if (can_bind(p) && can_bind(p + 1) && can_bind(p + 2)) return "127.0.0.1:" + std::to_string(p);
+  }
+  throw std::runtime_error("no three free consecutive ports for the head in 20000-32002");
+}
+
+bool log_says_port_taken(const std::string& log) {
+  std::ifstream f(log);
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return text.find("Address already in use") != std::string::npos;
 }
 
 }  // namespace
@@ -70,17 +106,33 @@ Cluster::~Cluster() {
 }
 
 DaemonProcess& Cluster::start(const std::string& name, std::vector<std::string> extra, std::vector<std::string> command) {
+  const bool head = daemons_.empty() || daemons_.front().name == name;
+  for (int attempt = 0;; ++attempt) {
+    // Another test running beside this one may take the head's ports between our check and its bind.
+    const std::string listen = head ? free_head_listen() : "127.0.0.1:0";
+    try {
+      return start_on(name, listen, extra, command);
+    } catch (const std::exception&) {
+      if (!head || attempt == 2 || !log_says_port_taken(dir_.file(name + ".log"))) throw;
+    }
+  }
+}
+
+DaemonProcess& Cluster::start_on(const std::string& name, const std::string& listen, const std::vector<std::string>& extra,
+                                 const std::vector<std::string>& command) {
   DaemonProcess d;
   d.name = name;
+  d.listen = listen;
   d.data_dir = dir_.file("node-" + name);
   d.log = dir_.file(name + ".log");
   write_profile(d.data_dir);
   const std::string ready = dir_.file(name + ".ready");
+  std::filesystem::remove(ready);  // a restart must not read the last run's
   std::vector<std::string> args = command.empty() ? std::vector<std::string>{HEARTH_DAEMON} : command;
-  const std::string listen = listen_override_.empty() ? "127.0.0.1:0" : listen_override_;
   args.insert(args.end(), {"--name", name, "--listen", listen, "--no-discovery", "--data-dir", d.data_dir,
                            "--ready-file", ready, "--threads", "1"});
   const bool insecure = std::find(extra.begin(), extra.end(), "--insecure") != extra.end();
+  const auto known = std::find_if(daemons_.begin(), daemons_.end(), [&](const DaemonProcess& o) { return o.name == name; });
   if (daemons_.empty() || daemons_.front().name == name) {
     args.push_back("--head");
     insecure_ = insecure;
@@ -109,13 +161,10 @@ DaemonProcess& Cluster::start(const std::string& name, std::vector<std::string> 
       throw std::runtime_error("hearthd " + name + " did not start; see " + d.log);
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  if (!listen_override_.empty()) {  // a restart: it takes its old place (the head stays first)
-    for (auto& old : daemons_)
-      if (old.name == name) old = d;
-    return daemon(name);
-  }
-  daemons_.push_back(d);
-  if (daemons_.size() > 1) {  // wait until the head lists it
+  d.extra = extra;
+  d.command = command;
+  DaemonProcess& placed = known != daemons_.end() ? (*known = d) : daemons_.emplace_back(d);  // the head stays first
+  if (&placed != &daemons_.front()) {  // wait until the head lists it
     for (;;) {
       const auto r = cli({"devices", "--json"});
       if (r.exit_code == 0 && r.out.find("\"" + name + "\"") != std::string::npos) break;
@@ -123,7 +172,7 @@ DaemonProcess& Cluster::start(const std::string& name, std::vector<std::string> 
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
-  return daemons_.back();
+  return placed;
 }
 
 DaemonProcess& Cluster::daemon(const std::string& name) {
@@ -141,15 +190,9 @@ void Cluster::kill(const std::string& name, int signal) {
 }
 
 DaemonProcess& Cluster::restart(const std::string& name) {
-  DaemonProcess& d = daemon(name);
-  const std::string endpoint = d.control;  // tcp://127.0.0.1:PORT
+  const DaemonProcess old = daemon(name);
   kill(name, SIGTERM);
-  listen_override_ = endpoint.substr(endpoint.find("//") + 2);
-  struct Reset {
-    std::string& s;
-    ~Reset() { s.clear(); }
-  } reset{listen_override_};
-  return start(name);
+  return start_on(name, old.listen, old.extra, old.command);
 }
 
 CommandResult Cluster::cli(std::vector<std::string> args) const {

@@ -16,8 +16,11 @@ struct DaemonProcess {
   std::string name;
   pid_t pid = -1;
   std::string data_dir;
+  std::string listen;   // its --listen: fixed ports for the head, any ports for the others
   std::string control;  // tcp://127.0.0.1:PORT
   std::string log;      // its stderr
+  std::vector<std::string> extra;    // start()'s arguments, for a restart
+  std::vector<std::string> command;
 };
 
 class Cluster {
@@ -44,9 +47,11 @@ class Cluster {
   CommandResult cli(std::vector<std::string> args) const;
 
  private:
+  DaemonProcess& start_on(const std::string& name, const std::string& listen, const std::vector<std::string>& extra,
+                          const std::vector<std::string>& command);
+
   const TempDir& dir_;
   std::vector<DaemonProcess> daemons_;
-  std::string listen_override_;  // set by restart()
   bool insecure_ = false;  // the head runs with --insecure: so do the others
   std::chrono::seconds start_timeout_{20};
 };
