@@ -5,18 +5,11 @@
 #include <stdexcept>
 
 #include "runtime/ops.h"
+#include "runtime/row_split.h"
 
 namespace hearth::runtime {
 
 namespace {
-
-// Rows per task: enough tasks for the pool to balance (8 per thread), few enough that the
-// per-task overhead stays small against a row's work; a multiple of 16 so tasks hold whole
-// register tiles.
-int64_t rows_per_task(int64_t n_out, int n_threads) {
-  const int64_t rows = std::max<int64_t>(16, (n_out + n_threads * 8 - 1) / (n_threads * 8));
-  return (rows + 15) / 16 * 16;
-}
 
 // Tokens per gemm call inside a task: their activations (about 256 KiB) stay in L2 while the
 // task's rows pass over them. Only f32 activations of long rows need more than one call.
@@ -114,20 +107,19 @@ void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_to
 
   // Tasks are numbered through the targets in order: first[i] is target i's first task.
   std::array<int, kMax + 1> first{};
-  std::array<int64_t, kMax> per_task{};
+  std::array<RowSplit, kMax> split;
   std::array<GemmKernel, kMax> gemm{};
   for (size_t i = 0; i < targets.size(); ++i) {
     const WeightMatrix& w = *targets[i].w;
-    per_task[i] = rows_per_task(w.n_out, pool.size());
-    first[i + 1] = first[i] + static_cast<int>((w.n_out + per_task[i] - 1) / per_task[i]);
+    split[i] = RowSplit(w.n_out, pool.size());
+    first[i + 1] = first[i] + split[i].tasks();
     gemm[i] = kernel_of(k, w.type);
   }
   pool.run(first[targets.size()], [&](int task) {
     size_t i = 0;
     while (task >= first[i + 1]) ++i;
-    const WeightMatrix& w = *targets[i].w;
-    const int64_t r0 = (task - first[i]) * per_task[i], r1 = std::min(w.n_out, r0 + per_task[i]);
-    rows_times_tokens(w, gemm[i], act, r0, r1, n_tokens, targets[i].y);
+    const auto [r0, r1] = split[i].rows(task - first[i]);
+    rows_times_tokens(*targets[i].w, gemm[i], act, r0, r1, n_tokens, targets[i].y);
   });
 }
 
@@ -143,9 +135,9 @@ void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float
   }
   const Activations act = prepare(gate.type, x, n_in, n_tokens, scratch, pool, k);
   const GemmKernel gg = kernel_of(k, gate.type), gu = kernel_of(k, up.type);
-  const int64_t per_task = rows_per_task(n_out, pool.size());
-  pool.run(static_cast<int>((n_out + per_task - 1) / per_task), [&](int task) {
-    const int64_t r0 = task * per_task, r1 = std::min(n_out, r0 + per_task);
+  const RowSplit split(n_out, pool.size());
+  pool.run(split.tasks(), [&](int task) {
+    const auto [r0, r1] = split.rows(task);
     rows_times_tokens(gate, gg, act, r0, r1, n_tokens, gate_out);
     rows_times_tokens(up, gu, act, r0, r1, n_tokens, up_out);
     for (int t = 0; t < n_tokens; ++t)

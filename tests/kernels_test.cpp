@@ -14,6 +14,7 @@
 #include "runtime/half.h"
 #include "runtime/kernels.h"
 #include "runtime/matmul.h"
+#include "runtime/row_split.h"
 #include "runtime/ops.h"
 
 using namespace hearth::runtime;
@@ -417,3 +418,33 @@ TEST_CASE("thread pool runs every task once and rethrows a task's exception") {
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("matmul's row split: every row in exactly one task, tasks on granules and shrinking, the first a thread's share") {
+  for (int threads : {1, 2, 3, 8}) {
+    for (int64_t rows : {0, 1, 15, 16, 17, 256, 2048, 5632, 32000, 151936}) {
+      CAPTURE(threads);
+      CAPTURE(rows);
+      const RowSplit split(rows, threads);
+      REQUIRE(split.tasks() <= RowSplit::kMaxTasks);
+      int64_t next = 0, last_size = rows + 1;
+      for (int t = 0; t < split.tasks(); ++t) {
+        const auto [r0, r1] = split.rows(t);
+        REQUIRE(r0 == next);
+        REQUIRE(r1 > r0);
+        REQUIRE(r0 % 16 == 0);
+        CHECK(r1 - r0 < last_size + 16);  // never larger than the task before, but for the last granule's rest
+        last_size = r1 - r0;
+        next = r1;
+      }
+      REQUIRE(next == rows);
+      if (rows >= 16 * threads) CHECK(split.rows(0).second >= rows / threads - 15);
+      if (threads > 1 && rows >= 64 * threads) CHECK(split.tasks() > threads);  // something left to balance with
+      if (threads == 1) CHECK(split.tasks() == (rows > 0 ? 1 : 0));  // nothing to balance: one stream
+    }
+  }
+  CHECK_THROWS_AS(RowSplit(10, 0), std::invalid_argument);
+  // More rows than kMaxTasks granules of a shrinking split: the last task takes what is left.
+  const RowSplit huge(int64_t{1} << 40, 64);
+  CHECK(huge.tasks() == RowSplit::kMaxTasks);
+  CHECK(huge.rows(RowSplit::kMaxTasks - 1).second == int64_t{1} << 40);
+}
