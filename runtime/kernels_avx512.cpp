@@ -197,6 +197,10 @@ HEARTH_AVX512 inline __m256i pair_scales_and_mins(const uint8_t* a, const uint8_
 }
 
 HEARTH_AVX512 inline __m512i pair256(__m256i a, __m256i b) { return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1); }
+// 32 bytes of row a and 32 of row b: [a | b].
+HEARTH_AVX512 inline __m512i pair_load(const uint8_t* a, const uint8_t* b) {
+  return pair256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
+}
 
 template <bool kFifthBit>
 struct ScaleMinPairTiles {
@@ -275,6 +279,86 @@ struct ScaleMinPairTiles {
           const __m512 xd = _mm512_set1_ps(xb.d);
           acc[p][t] = _mm512_fmadd_ps(_mm512_mul_ps(d, xd), _mm512_cvtepi32_ps(sumi), acc[p][t]);
           acc[p][t] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, xd), _mm512_cvtepi32_ps(summ), acc[p][t]);
+        }
+      }
+    }
+    for (int p = 0; p < P; ++p)
+      for (int t = 0; t < T; ++t) {
+        float* yt = y + static_cast<size_t>(t) * ldy;
+        yt[2 * p] = hsum8(_mm512_castps512_ps256(acc[p][t]));
+        if (2 * p + 1 < R) yt[2 * p + 1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p][t]), 1)));
+      }
+  }
+};
+
+// ---- Q6_K weights against Q8_K activations ----
+//
+// Bit for bit the AVX2 kernel's computation (Q6KTiles in kernels_avx2.cpp), rows r and r + 1 in
+// the two halves of a register: the same int32 lanes (maddubs, then VNNI's vpdpwssd adding the
+// scale-weighted pairs as madd + add did), less 32 * (scales . bsums), then one FMA per
+// super-block. The 16 scales of both rows are widened once and each group's pair of scales taken
+// with one permute, where AVX2 builds them from 16 broadcasts per row.
+struct Q6KPairTiles {
+  static constexpr int kRows = 4, kTokens = 2, kDecodeRows = 2;
+  static constexpr bool kTokensOuter = false;
+
+  template <int R, int T>
+  HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    constexpr int P = (R + 1) / 2;
+    __m512 acc[P][T];
+    for (int p = 0; p < P; ++p)
+      for (int t = 0; t < T; ++t) acc[p][t] = _mm512_setzero_ps();
+    const int nb = n / kQK;
+    const BlockQ6_K* rows[2 * P];
+    for (int r = 0; r < 2 * P; ++r) rows[r] = reinterpret_cast<const BlockQ6_K*>(w + static_cast<size_t>(std::min(r, R - 1)) * ws);
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    constexpr int kAheadPerBlock = R * static_cast<int>(sizeof(BlockQ6_K));
+    const __m512i low4 = _mm512_set1_epi8(0x0f), low2 = _mm512_set1_epi8(0x03);
+    for (int b = 0; b < nb; ++b) {
+      const uint8_t* pf = ahead + static_cast<size_t>(b) * kAheadPerBlock;
+      for (int o = 0; o < kAheadPerBlock; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
+      for (int p = 0; p < P; ++p) {
+        const BlockQ6_K& ba = rows[2 * p][b];
+        const BlockQ6_K& bb = rows[2 * p + 1][b];
+        // Signed scales as words: row a's in words 0..15, row b's in 16..31.
+        const __m512i sc16 = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ba.scales))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(bb.scales)), 1));
+        // Group g (32 elements) spans sub-blocks 2g and 2g + 1, one per 128-bit lane of a row.
+        __m512i scale[8], q[8];
+        for (int g = 0; g < 8; ++g) {
+          const __m512i idx = _mm512_inserti64x4(
+              _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(static_cast<short>(2 * g + 1)), _mm_set1_epi16(static_cast<short>(2 * g)))),
+              _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(16 + 2 * g + 1)), _mm_set1_epi16(static_cast<short>(16 + 2 * g))), 1);
+          scale[g] = _mm512_permutexvar_epi16(idx, sc16);
+        }
+        for (int h = 0; h < 2; ++h) {
+          const __m512i ql0 = pair_load(ba.ql + 64 * h, bb.ql + 64 * h), ql1 = pair_load(ba.ql + 64 * h + 32, bb.ql + 64 * h + 32);
+          const __m512i qh = pair_load(ba.qh + 32 * h, bb.qh + 32 * h);
+          // Bits 4-5 of each value: two bits of qh, at `shift` for the group.
+          const __m512i h0 = _mm512_slli_epi16(_mm512_and_si512(qh, low2), 4);
+          const __m512i h2 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 2), low2), 4);
+          const __m512i h4 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 4), low2), 4);
+          const __m512i h6 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 6), low2), 4);
+          q[4 * h] = _mm512_or_si512(_mm512_and_si512(ql0, low4), h0);
+          q[4 * h + 1] = _mm512_or_si512(_mm512_and_si512(ql1, low4), h2);
+          q[4 * h + 2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql0, 4), low4), h4);
+          q[4 * h + 3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql1, 4), low4), h6);
+        }
+        const float da = _cvtsh_ss(ba.d), db = _cvtsh_ss(bb.d);
+        for (int t = 0; t < T; ++t) {
+          const BlockQ8_K& xb = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * xs)[b];
+          __m512i sumi = _mm512_setzero_si512();
+          for (int g = 0; g < 8; ++g) {
+            const __m512i xg = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs + 32 * g)));
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[g], xg), scale[g]);
+          }
+          const __m512i bsums = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums)));
+          sumi = _mm512_sub_epi32(sumi, _mm512_slli_epi32(_mm512_madd_epi16(bsums, sc16), 5));
+          // d * d_x rounded as the AVX2 kernel rounds it (a float product per row).
+          const __m512 dxd = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(da * xb.d)),
+                                                                 _mm256_castps_pd(_mm256_set1_ps(db * xb.d)), 1));
+          acc[p][t] = _mm512_fmadd_ps(dxd, _mm512_cvtepi32_ps(sumi), acc[p][t]);
         }
       }
     }
@@ -423,6 +507,7 @@ HEARTH_AVX512 float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) {
 HEARTH_AVX512 float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) {
   return tiles::dot1<ScaleMinPairTiles<true>>(w, x, nb * kQK);
 }
+HEARTH_AVX512 float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* x, int nb) { return tiles::dot1<Q6KPairTiles>(w, x, nb * kQK); }
 
 float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q4_0Tiles>(TensorType::Q4_0, w, x, nb); }
 float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q8_0Tiles>(TensorType::Q8_0, w, x, nb); }
@@ -438,6 +523,8 @@ KernelTable make_table() {
   t.gemm_q4_k = tiles::gemm<ScaleMinPairTiles<false>>;
   t.dot_q5_k = dot_q5_k;
   t.gemm_q5_k = tiles::gemm<ScaleMinPairTiles<true>>;
+  t.dot_q6_k = dot_q6_k;
+  t.gemm_q6_k = tiles::gemm<Q6KPairTiles>;
   t.gemm_f32 = gemm_f32;
   t.gemm_f16 = gemm_f16;
   t.gemm_bf16 = gemm_bf16;
