@@ -20,7 +20,7 @@ HOST_PACKAGES=(
 )
 # Libraries linked into the binaries: arm64 builds, beside the host's (Multi-Arch: same).
 ARM64_PACKAGES=(
-  libopenblas-dev:arm64 libspdlog-dev:arm64 libfmt-dev:arm64 libzmq3-dev:arm64 libcapnp-dev:arm64
+  libspdlog-dev:arm64 libfmt-dev:arm64 libzmq3-dev:arm64 libcapnp-dev:arm64
   libxxhash-dev:arm64 libpcre2-dev:arm64 libedit-dev:arm64
 )
 

@@ -7,7 +7,6 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config  # toolchain
-  libopenblas-dev                               # sgemm for prefill
   libspdlog-dev libfmt-dev                      # logs
   libcli11-dev nlohmann-json3-dev               # command line, JSON
   doctest-dev                                   # tests

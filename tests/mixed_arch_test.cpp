@@ -47,10 +47,9 @@ int elf_machine(const std::string& file) {
 }
 
 // qemu-aarch64 with the arm64 libraries of Debian multiarch, loader and libc included
-// (cmake/aarch64-linux-gnu.cmake says why), and OpenBLAS told what to expect: under emulation
-// its CPU probe and thread spinning go wrong.
+// (cmake/aarch64-linux-gnu.cmake says why).
 std::vector<std::string> emulated(const std::string& qemu, const std::string& hearthd) {
-  return {qemu, "-L", "/", "-E", "OPENBLAS_NUM_THREADS=1", "-E", "OPENBLAS_CORETYPE=ARMV8", hearthd};
+  return {qemu, "-L", "/", hearthd};
 }
 
 }  // namespace
