@@ -31,6 +31,8 @@
 #include "runtime/kernels.h"
 
 #define HEARTH_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
+// A kernel piece that must be inlined into its loop (a call per block would cost more than the block).
+#define HEARTH_AVX512_INLINE HEARTH_AVX512 static inline __attribute__((always_inline))
 
 namespace hearth::runtime {
 
@@ -79,7 +81,7 @@ HEARTH_AVX512 void pack_blocks(const BlockQ8_0* x, PackedBlock* out, int nb) {
 struct WeightsQ4_0 {
   using Block = BlockQ4_0;
   static constexpr int kOffsetShift = 3;
-  HEARTH_AVX512 static inline __attribute__((always_inline)) void load(const Block& a, const Block& b, __m512i& u, __m512& d) {
+  HEARTH_AVX512_INLINE void load(const Block& a, const Block& b, __m512i& u, __m512& d) {
     // [qs_a | qs_b] in the low 32 bytes, then each 16 twice: [qs_a, qs_a, qs_b, qs_b], the
     // second copies shifted to their high nibbles.
     alignas(64) static constexpr uint8_t kSpread[64] = {
@@ -100,7 +102,7 @@ struct WeightsQ4_0 {
 struct WeightsQ8_0 {
   using Block = BlockQ8_0;
   static constexpr int kOffsetShift = 7;
-  HEARTH_AVX512 static inline __attribute__((always_inline)) void load(const Block& a, const Block& b, __m512i& u, __m512& d) {
+  HEARTH_AVX512_INLINE void load(const Block& a, const Block& b, __m512i& u, __m512& d) {
     const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs))),
                                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)), 1);
     u = _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80)));
@@ -119,12 +121,16 @@ HEARTH_AVX512 inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
-template <class W>
-struct PairTiles {
-  // Rows go in pairs (one register); an odd last row is paired with itself.
-  static constexpr int kRows = 4, kTokens = 4, kDecodeRows = 2;
+// The loop every pair kernel shares: rows r and r + 1 in the two halves of a register (an odd
+// last row paired with itself), blocks in order with the prefetch ahead of them, then the AVX2
+// kernels' horizontal sum per output. K says what one block is: K::Tokens<T> reads a tile's
+// activations for a block once for all its row pairs, K::add_block() adds a row pair's block
+// into the pair's accumulator for each token.
+template <class K>
+struct PairRows {
+  static constexpr int kRows = 4, kTokens = K::kTokens, kDecodeRows = K::kDecodeRows;
   static constexpr bool kTokensOuter = false;
-  using Block = typename W::Block;
+  using Block = typename K::Block;
 
   template <int R, int T>
   HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
@@ -132,7 +138,7 @@ struct PairTiles {
     __m512 acc[P][T];
     for (int p = 0; p < P; ++p)
       for (int t = 0; t < T; ++t) acc[p][t] = _mm512_setzero_ps();
-    const int nb = n / kQ8_0Block;
+    const int nb = n / K::kBlockElements;
     const Block* rows[2 * P];
     for (int r = 0; r < 2 * P; ++r) rows[r] = reinterpret_cast<const Block*>(w + static_cast<size_t>(std::min(r, R - 1)) * ws);
     const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
@@ -140,23 +146,8 @@ struct PairTiles {
     for (int b = 0; b < nb; ++b) {
       const uint8_t* pf = ahead + static_cast<size_t>(b) * kAheadPerBlock;
       for (int o = 0; o < kAheadPerBlock; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
-      __m512i xq[T], xoff[T];
-      __m512 xd[T];
-      for (int t = 0; t < T; ++t) {
-        const PackedBlock& xb = reinterpret_cast<const PackedBlock*>(x + static_cast<size_t>(t) * xs)[b];
-        xq[t] = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.q)));
-        xoff[t] = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.offset)));
-        xd[t] = _mm512_set1_ps(xb.d);
-      }
-      for (int p = 0; p < P; ++p) {
-        __m512i u;
-        __m512 dw;
-        W::load(rows[2 * p][b], rows[2 * p + 1][b], u, dw);
-        for (int t = 0; t < T; ++t) {
-          const __m512i lanes = _mm512_dpbusd_epi32(xoff[t], u, xq[t]);
-          acc[p][t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, xd[t]), _mm512_cvtepi32_ps(lanes), acc[p][t]);
-        }
-      }
+      const typename K::template Tokens<T> tokens(x, xs, b);
+      for (int p = 0; p < P; ++p) K::add_block(rows[2 * p][b], rows[2 * p + 1][b], tokens, acc[p]);
     }
     for (int p = 0; p < P; ++p)
       for (int t = 0; t < T; ++t) {
@@ -164,6 +155,45 @@ struct PairTiles {
         yt[2 * p] = hsum8(_mm512_castps512_ps256(acc[p][t]));
         if (2 * p + 1 < R) yt[2 * p + 1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p][t]), 1)));
       }
+  }
+};
+
+// Q4_0 and Q8_0 blocks against packed activations.
+template <class W>
+struct PackedBlocks {
+  using Block = typename W::Block;
+  static constexpr int kTokens = 4, kDecodeRows = 2, kBlockElements = kQ8_0Block;
+  template <int T>
+  struct Tokens {
+    __m512i q[T], offset[T];
+    __m512 d[T];
+    HEARTH_AVX512 Tokens(const uint8_t* x, size_t xs, int b) {
+      for (int t = 0; t < T; ++t) {
+        const PackedBlock& xb = reinterpret_cast<const PackedBlock*>(x + static_cast<size_t>(t) * xs)[b];
+        q[t] = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.q)));
+        offset[t] = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.offset)));
+        d[t] = _mm512_set1_ps(xb.d);
+      }
+    }
+  };
+  template <int T>
+  HEARTH_AVX512_INLINE void add_block(const Block& a, const Block& b, const Tokens<T>& x, __m512 (&acc)[T]) {
+    __m512i u;
+    __m512 dw;
+    W::load(a, b, u, dw);
+    for (int t = 0; t < T; ++t) {
+      const __m512i lanes = _mm512_dpbusd_epi32(x.offset[t], u, x.q[t]);
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, x.d[t]), _mm512_cvtepi32_ps(lanes), acc[t]);
+    }
+  }
+};
+
+// The K-quants' activations: Q8_K blocks as they are.
+template <int T>
+struct Q8KTokens {
+  const BlockQ8_K* x[T];
+  Q8KTokens(const uint8_t* base, size_t xs, int b) {
+    for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const BlockQ8_K*>(base + static_cast<size_t>(t) * xs) + b;
   }
 };
 
@@ -203,91 +233,67 @@ HEARTH_AVX512 inline __m512i pair_load(const uint8_t* a, const uint8_t* b) {
 }
 
 template <bool kFifthBit>
-struct ScaleMinPairTiles {
-  static constexpr int kRows = 4, kTokens = 2, kDecodeRows = 2;
-  static constexpr bool kTokensOuter = false;
+struct ScaleMinBlocks {
   using Block = std::conditional_t<kFifthBit, BlockQ5_K, BlockQ4_K>;
   static_assert(offsetof(Block, dmin) == offsetof(Block, d) + 2 && offsetof(Block, scales) + 16 <= sizeof(Block));
+  static constexpr int kTokens = 2, kDecodeRows = 2, kBlockElements = kQK;
+  template <int T>
+  using Tokens = Q8KTokens<T>;
 
-  template <int R, int T>
-  HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
-    constexpr int P = (R + 1) / 2;
-    __m512 acc[P][T];
-    for (int p = 0; p < P; ++p)
-      for (int t = 0; t < T; ++t) acc[p][t] = _mm512_setzero_ps();
-    const int nb = n / kQK;
-    const Block* rows[2 * P];
-    for (int r = 0; r < 2 * P; ++r) rows[r] = reinterpret_cast<const Block*>(w + static_cast<size_t>(std::min(r, R - 1)) * ws);
-    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
-    constexpr int kAheadPerBlock = R * static_cast<int>(sizeof(Block));
+  template <int T>
+  HEARTH_AVX512_INLINE void add_block(const Block& ba, const Block& bb, const Tokens<T>& x, __m512 (&acc)[T]) {
     const __m512i low4 = _mm512_set1_epi8(0x0f);
-    for (int b = 0; b < nb; ++b) {
-      const uint8_t* pf = ahead + static_cast<size_t>(b) * kAheadPerBlock;
-      for (int o = 0; o < kAheadPerBlock; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
-      for (int p = 0; p < P; ++p) {
-        const Block& ba = rows[2 * p][b];
-        const Block& bb = rows[2 * p + 1][b];
-        // Scales and mins as 16-bit words: row a's in words 0..15, row b's in words 16..31; each
-        // min twice, to meet the bsums of the two halves (16 each) of its sub-block.
-        const __m512i sc = _mm512_cvtepu8_epi16(pair_scales_and_mins(ba.scales, bb.scales));
-        const __m512i mins = _mm512_permutexvar_epi16(
-            _mm512_set_epi16(31, 31, 30, 30, 29, 29, 28, 28, 27, 27, 26, 26, 25, 25, 24, 24, 15, 15, 14, 14, 13, 13, 12, 12, 11,
-                             11, 10, 10, 9, 9, 8, 8),
-            sc);
-        __m512i q[8];
-        for (int c = 0; c < 4; ++c) {
-          const __m512i packed = pair256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ba.qs + 32 * c)),
-                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bb.qs + 32 * c)));
-          q[2 * c] = _mm512_and_si512(packed, low4);
-          q[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
-        }
-        if constexpr (kFifthBit) {
-          // Bit j of qh[l] is the fifth bit of element l of sub-block j.
-          const __m512i qh = pair256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ba.qh)),
-                                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bb.qh)));
-          const __m512i bit4 = _mm512_set1_epi8(16);
-          q[0] = _mm512_or_si512(q[0], _mm512_and_si512(_mm512_slli_epi16(qh, 4), bit4));
-          q[1] = _mm512_or_si512(q[1], _mm512_and_si512(_mm512_slli_epi16(qh, 3), bit4));
-          q[2] = _mm512_or_si512(q[2], _mm512_and_si512(_mm512_slli_epi16(qh, 2), bit4));
-          q[3] = _mm512_or_si512(q[3], _mm512_and_si512(_mm512_slli_epi16(qh, 1), bit4));
-          q[4] = _mm512_or_si512(q[4], _mm512_and_si512(qh, bit4));
-          q[5] = _mm512_or_si512(q[5], _mm512_and_si512(_mm512_srli_epi16(qh, 1), bit4));
-          q[6] = _mm512_or_si512(q[6], _mm512_and_si512(_mm512_srli_epi16(qh, 2), bit4));
-          q[7] = _mm512_or_si512(q[7], _mm512_and_si512(_mm512_srli_epi16(qh, 3), bit4));
-        }
-        __m512i scale[8];
-        for (int j = 0; j < 8; ++j)
-          scale[j] = _mm512_permutexvar_epi16(_mm512_inserti64x4(_mm512_set1_epi16(static_cast<short>(j)),
-                                                                 _mm256_set1_epi16(static_cast<short>(16 + j)), 1),
-                                              sc);
-        // [d_a, dmin_a, d_b, dmin_b] (adjacent in each block), then each spread over its row's half.
-        uint32_t dda, ddb;
-        __builtin_memcpy(&dda, &ba.d, 4);
-        __builtin_memcpy(&ddb, &bb.d, 4);
-        const __m512 dd = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(dda)), static_cast<int>(ddb), 1)));
-        const __m512 d = _mm512_permutexvar_ps(_mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0), dd);
-        const __m512 dmin = _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1), dd);
-        for (int t = 0; t < T; ++t) {
-          const BlockQ8_K& xb = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * xs)[b];
-          __m512i sumi = _mm512_setzero_si512();
-          for (int j = 0; j < 8; ++j) {
-            const __m512i xj = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs + 32 * j)));
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[j], xj), scale[j]);
-          }
-          const __m512i bsums = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums)));
-          const __m512i summ = _mm512_madd_epi16(bsums, mins);
-          const __m512 xd = _mm512_set1_ps(xb.d);
-          acc[p][t] = _mm512_fmadd_ps(_mm512_mul_ps(d, xd), _mm512_cvtepi32_ps(sumi), acc[p][t]);
-          acc[p][t] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, xd), _mm512_cvtepi32_ps(summ), acc[p][t]);
-        }
-      }
+    // Scales and mins as 16-bit words: row a's in words 0..15, row b's in words 16..31; each
+    // min twice, to meet the bsums of the two halves (16 each) of its sub-block.
+    const __m512i sc = _mm512_cvtepu8_epi16(pair_scales_and_mins(ba.scales, bb.scales));
+    const __m512i mins = _mm512_permutexvar_epi16(
+        _mm512_set_epi16(31, 31, 30, 30, 29, 29, 28, 28, 27, 27, 26, 26, 25, 25, 24, 24, 15, 15, 14, 14, 13, 13, 12, 12, 11,
+                         11, 10, 10, 9, 9, 8, 8),
+        sc);
+    __m512i q[8];
+    for (int c = 0; c < 4; ++c) {
+      const __m512i packed = pair_load(ba.qs + 32 * c, bb.qs + 32 * c);
+      q[2 * c] = _mm512_and_si512(packed, low4);
+      q[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
     }
-    for (int p = 0; p < P; ++p)
-      for (int t = 0; t < T; ++t) {
-        float* yt = y + static_cast<size_t>(t) * ldy;
-        yt[2 * p] = hsum8(_mm512_castps512_ps256(acc[p][t]));
-        if (2 * p + 1 < R) yt[2 * p + 1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p][t]), 1)));
+    if constexpr (kFifthBit) {
+      // Bit j of qh[l] is the fifth bit of element l of sub-block j.
+      const __m512i qh = pair_load(ba.qh, bb.qh);
+      const __m512i bit4 = _mm512_set1_epi8(16);
+      q[0] = _mm512_or_si512(q[0], _mm512_and_si512(_mm512_slli_epi16(qh, 4), bit4));
+      q[1] = _mm512_or_si512(q[1], _mm512_and_si512(_mm512_slli_epi16(qh, 3), bit4));
+      q[2] = _mm512_or_si512(q[2], _mm512_and_si512(_mm512_slli_epi16(qh, 2), bit4));
+      q[3] = _mm512_or_si512(q[3], _mm512_and_si512(_mm512_slli_epi16(qh, 1), bit4));
+      q[4] = _mm512_or_si512(q[4], _mm512_and_si512(qh, bit4));
+      q[5] = _mm512_or_si512(q[5], _mm512_and_si512(_mm512_srli_epi16(qh, 1), bit4));
+      q[6] = _mm512_or_si512(q[6], _mm512_and_si512(_mm512_srli_epi16(qh, 2), bit4));
+      q[7] = _mm512_or_si512(q[7], _mm512_and_si512(_mm512_srli_epi16(qh, 3), bit4));
+    }
+    __m512i scale[8];
+    for (int j = 0; j < 8; ++j)
+      scale[j] = _mm512_permutexvar_epi16(_mm512_inserti64x4(_mm512_set1_epi16(static_cast<short>(j)),
+                                                             _mm256_set1_epi16(static_cast<short>(16 + j)), 1),
+                                          sc);
+    // [d_a, dmin_a, d_b, dmin_b] (adjacent in each block), then each spread over its row's half.
+    uint32_t dda, ddb;
+    __builtin_memcpy(&dda, &ba.d, 4);
+    __builtin_memcpy(&ddb, &bb.d, 4);
+    const __m512 dd = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(dda)), static_cast<int>(ddb), 1)));
+    const __m512 d = _mm512_permutexvar_ps(_mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0), dd);
+    const __m512 dmin = _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1), dd);
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8_K& xb = *x.x[t];
+      __m512i sumi = _mm512_setzero_si512();
+      for (int j = 0; j < 8; ++j) {
+        const __m512i xj = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs + 32 * j)));
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[j], xj), scale[j]);
       }
+      const __m512i bsums = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums)));
+      const __m512i summ = _mm512_madd_epi16(bsums, mins);
+      const __m512 xd = _mm512_set1_ps(xb.d);
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, xd), _mm512_cvtepi32_ps(sumi), acc[t]);
+      acc[t] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, xd), _mm512_cvtepi32_ps(summ), acc[t]);
+    }
   }
 };
 
@@ -298,76 +304,55 @@ struct ScaleMinPairTiles {
 // scale-weighted pairs as madd + add did), less 32 * (scales . bsums), then one FMA per
 // super-block. The 16 scales of both rows are widened once and each group's pair of scales taken
 // with one permute, where AVX2 builds them from 16 broadcasts per row.
-struct Q6KPairTiles {
-  static constexpr int kRows = 4, kTokens = 2, kDecodeRows = 2;
-  static constexpr bool kTokensOuter = false;
+struct Q6KBlocks {
+  using Block = BlockQ6_K;
+  static constexpr int kTokens = 2, kDecodeRows = 2, kBlockElements = kQK;
+  template <int T>
+  using Tokens = Q8KTokens<T>;
 
-  template <int R, int T>
-  HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
-    constexpr int P = (R + 1) / 2;
-    __m512 acc[P][T];
-    for (int p = 0; p < P; ++p)
-      for (int t = 0; t < T; ++t) acc[p][t] = _mm512_setzero_ps();
-    const int nb = n / kQK;
-    const BlockQ6_K* rows[2 * P];
-    for (int r = 0; r < 2 * P; ++r) rows[r] = reinterpret_cast<const BlockQ6_K*>(w + static_cast<size_t>(std::min(r, R - 1)) * ws);
-    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
-    constexpr int kAheadPerBlock = R * static_cast<int>(sizeof(BlockQ6_K));
+  template <int T>
+  HEARTH_AVX512_INLINE void add_block(const BlockQ6_K& ba, const BlockQ6_K& bb, const Tokens<T>& x, __m512 (&acc)[T]) {
     const __m512i low4 = _mm512_set1_epi8(0x0f), low2 = _mm512_set1_epi8(0x03);
-    for (int b = 0; b < nb; ++b) {
-      const uint8_t* pf = ahead + static_cast<size_t>(b) * kAheadPerBlock;
-      for (int o = 0; o < kAheadPerBlock; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
-      for (int p = 0; p < P; ++p) {
-        const BlockQ6_K& ba = rows[2 * p][b];
-        const BlockQ6_K& bb = rows[2 * p + 1][b];
-        // Signed scales as words: row a's in words 0..15, row b's in 16..31.
-        const __m512i sc16 = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ba.scales))),
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(bb.scales)), 1));
-        // Group g (32 elements) spans sub-blocks 2g and 2g + 1, one per 128-bit lane of a row.
-        __m512i scale[8], q[8];
-        for (int g = 0; g < 8; ++g) {
-          const __m512i idx = _mm512_inserti64x4(
-              _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(static_cast<short>(2 * g + 1)), _mm_set1_epi16(static_cast<short>(2 * g)))),
-              _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(16 + 2 * g + 1)), _mm_set1_epi16(static_cast<short>(16 + 2 * g))), 1);
-          scale[g] = _mm512_permutexvar_epi16(idx, sc16);
-        }
-        for (int h = 0; h < 2; ++h) {
-          const __m512i ql0 = pair_load(ba.ql + 64 * h, bb.ql + 64 * h), ql1 = pair_load(ba.ql + 64 * h + 32, bb.ql + 64 * h + 32);
-          const __m512i qh = pair_load(ba.qh + 32 * h, bb.qh + 32 * h);
-          // Bits 4-5 of each value: two bits of qh, at `shift` for the group.
-          const __m512i h0 = _mm512_slli_epi16(_mm512_and_si512(qh, low2), 4);
-          const __m512i h2 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 2), low2), 4);
-          const __m512i h4 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 4), low2), 4);
-          const __m512i h6 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 6), low2), 4);
-          q[4 * h] = _mm512_or_si512(_mm512_and_si512(ql0, low4), h0);
-          q[4 * h + 1] = _mm512_or_si512(_mm512_and_si512(ql1, low4), h2);
-          q[4 * h + 2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql0, 4), low4), h4);
-          q[4 * h + 3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql1, 4), low4), h6);
-        }
-        const float da = _cvtsh_ss(ba.d), db = _cvtsh_ss(bb.d);
-        for (int t = 0; t < T; ++t) {
-          const BlockQ8_K& xb = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * xs)[b];
-          __m512i sumi = _mm512_setzero_si512();
-          for (int g = 0; g < 8; ++g) {
-            const __m512i xg = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs + 32 * g)));
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[g], xg), scale[g]);
-          }
-          const __m512i bsums = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums)));
-          sumi = _mm512_sub_epi32(sumi, _mm512_slli_epi32(_mm512_madd_epi16(bsums, sc16), 5));
-          // d * d_x rounded as the AVX2 kernel rounds it (a float product per row).
-          const __m512 dxd = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(da * xb.d)),
-                                                                 _mm256_castps_pd(_mm256_set1_ps(db * xb.d)), 1));
-          acc[p][t] = _mm512_fmadd_ps(dxd, _mm512_cvtepi32_ps(sumi), acc[p][t]);
-        }
-      }
+    // Signed scales as words: row a's in words 0..15, row b's in 16..31.
+    const __m512i sc16 = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ba.scales))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(bb.scales)), 1));
+    // Group g (32 elements) spans sub-blocks 2g and 2g + 1, one per 128-bit lane of a row.
+    __m512i scale[8], q[8];
+    for (int g = 0; g < 8; ++g) {
+      const __m512i idx = _mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(static_cast<short>(2 * g + 1)), _mm_set1_epi16(static_cast<short>(2 * g)))),
+          _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(16 + 2 * g + 1)), _mm_set1_epi16(static_cast<short>(16 + 2 * g))), 1);
+      scale[g] = _mm512_permutexvar_epi16(idx, sc16);
     }
-    for (int p = 0; p < P; ++p)
-      for (int t = 0; t < T; ++t) {
-        float* yt = y + static_cast<size_t>(t) * ldy;
-        yt[2 * p] = hsum8(_mm512_castps512_ps256(acc[p][t]));
-        if (2 * p + 1 < R) yt[2 * p + 1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p][t]), 1)));
+    for (int h = 0; h < 2; ++h) {
+      const __m512i ql0 = pair_load(ba.ql + 64 * h, bb.ql + 64 * h), ql1 = pair_load(ba.ql + 64 * h + 32, bb.ql + 64 * h + 32);
+      const __m512i qh = pair_load(ba.qh + 32 * h, bb.qh + 32 * h);
+      // Bits 4-5 of the values of groups 4h .. 4h + 3: bit pairs 0-1, 2-3, 4-5, 6-7 of qh.
+      const __m512i h0 = _mm512_slli_epi16(_mm512_and_si512(qh, low2), 4);
+      const __m512i h2 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 2), low2), 4);
+      const __m512i h4 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 4), low2), 4);
+      const __m512i h6 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 6), low2), 4);
+      q[4 * h] = _mm512_or_si512(_mm512_and_si512(ql0, low4), h0);
+      q[4 * h + 1] = _mm512_or_si512(_mm512_and_si512(ql1, low4), h2);
+      q[4 * h + 2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql0, 4), low4), h4);
+      q[4 * h + 3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql1, 4), low4), h6);
+    }
+    const float da = _cvtsh_ss(ba.d), db = _cvtsh_ss(bb.d);
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8_K& xb = *x.x[t];
+      __m512i sumi = _mm512_setzero_si512();
+      for (int g = 0; g < 8; ++g) {
+        const __m512i xg = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs + 32 * g)));
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[g], xg), scale[g]);
       }
+      const __m512i bsums = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums)));
+      sumi = _mm512_sub_epi32(sumi, _mm512_slli_epi32(_mm512_madd_epi16(bsums, sc16), 5));
+      // d * d_x rounded as the AVX2 kernel rounds it (a float product per row).
+      const __m512 dxd = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(da * xb.d)),
+                                                             _mm256_castps_pd(_mm256_set1_ps(db * xb.d)), 1));
+      acc[t] = _mm512_fmadd_ps(dxd, _mm512_cvtepi32_ps(sumi), acc[t]);
+    }
   }
 };
 
@@ -379,14 +364,14 @@ struct Q6KPairTiles {
 // instruction); decode keeps the AVX2 kernel, which streams one row at a time.
 
 struct PairF32 {
-  HEARTH_AVX512 static inline __attribute__((always_inline)) __m512 load(const uint8_t* a, const uint8_t* b, int i) {
+  HEARTH_AVX512_INLINE __m512 load(const uint8_t* a, const uint8_t* b, int i) {
     return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(reinterpret_cast<const float*>(a) + i))),
                                                _mm256_castps_pd(_mm256_loadu_ps(reinterpret_cast<const float*>(b) + i)), 1));
   }
   static float at(const uint8_t* row, int i) { return reinterpret_cast<const float*>(row)[i]; }
 };
 struct PairF16 {
-  HEARTH_AVX512 static inline __attribute__((always_inline)) __m512 load(const uint8_t* a, const uint8_t* b, int i) {
+  HEARTH_AVX512_INLINE __m512 load(const uint8_t* a, const uint8_t* b, int i) {
     const __m128i ha = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(a) + i));
     const __m128i hb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(b) + i));
     return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(ha), hb, 1));
@@ -394,7 +379,7 @@ struct PairF16 {
   HEARTH_AVX512 static float at(const uint8_t* row, int i) { return _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[i]); }
 };
 struct PairBF16 {
-  HEARTH_AVX512 static inline __attribute__((always_inline)) __m512 load(const uint8_t* a, const uint8_t* b, int i) {
+  HEARTH_AVX512_INLINE __m512 load(const uint8_t* a, const uint8_t* b, int i) {
     const __m128i ha = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(a) + i));
     const __m128i hb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(b) + i));
     const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(ha), hb, 1);
@@ -471,8 +456,11 @@ void gemm_bf16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, i
   gemm_float<PairBF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_bf16);
 }
 
-using Q4_0Tiles = PairTiles<WeightsQ4_0>;
-using Q8_0Tiles = PairTiles<WeightsQ8_0>;
+using Q4_0Tiles = PairRows<PackedBlocks<WeightsQ4_0>>;
+using Q8_0Tiles = PairRows<PackedBlocks<WeightsQ8_0>>;
+using Q4_KTiles = PairRows<ScaleMinBlocks<false>>;
+using Q5_KTiles = PairRows<ScaleMinBlocks<true>>;
+using Q6_KTiles = PairRows<Q6KBlocks>;
 
 size_t packed_bytes(TensorType weight, int n) {
   switch (weight) {
@@ -502,12 +490,12 @@ float packed_dot(TensorType weight, const void* w, const BlockQ8_0* x, int nb) {
 }
 
 HEARTH_AVX512 float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) {
-  return tiles::dot1<ScaleMinPairTiles<false>>(w, x, nb * kQK);
+  return tiles::dot1<Q4_KTiles>(w, x, nb * kQK);
 }
 HEARTH_AVX512 float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) {
-  return tiles::dot1<ScaleMinPairTiles<true>>(w, x, nb * kQK);
+  return tiles::dot1<Q5_KTiles>(w, x, nb * kQK);
 }
-HEARTH_AVX512 float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* x, int nb) { return tiles::dot1<Q6KPairTiles>(w, x, nb * kQK); }
+HEARTH_AVX512 float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* x, int nb) { return tiles::dot1<Q6_KTiles>(w, x, nb * kQK); }
 
 float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q4_0Tiles>(TensorType::Q4_0, w, x, nb); }
 float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q8_0Tiles>(TensorType::Q8_0, w, x, nb); }
@@ -520,11 +508,11 @@ KernelTable make_table() {
   t.dot_q8_0 = dot_q8_0;
   t.gemm_q8_0 = tiles::gemm<Q8_0Tiles>;
   t.dot_q4_k = dot_q4_k;
-  t.gemm_q4_k = tiles::gemm<ScaleMinPairTiles<false>>;
+  t.gemm_q4_k = tiles::gemm<Q4_KTiles>;
   t.dot_q5_k = dot_q5_k;
-  t.gemm_q5_k = tiles::gemm<ScaleMinPairTiles<true>>;
+  t.gemm_q5_k = tiles::gemm<Q5_KTiles>;
   t.dot_q6_k = dot_q6_k;
-  t.gemm_q6_k = tiles::gemm<Q6KPairTiles>;
+  t.gemm_q6_k = tiles::gemm<Q6_KTiles>;
   t.gemm_f32 = gemm_f32;
   t.gemm_f16 = gemm_f16;
   t.gemm_bf16 = gemm_bf16;
