@@ -401,7 +401,9 @@ TEST_CASE("partitioner: hand-written plans are validated and evaluated") {
     CHECK(evaluate_plan(spec, devices, LinkTable{}, PartitionOptions{}, bad).ms_per_token == 0);
 }
 
-TEST_CASE("partitioner: 16 devices plan quickly") {
+// How long it takes is a figure of scripts/bench-partitioner, not a bound here: a timed assertion
+// fails on a loaded or instrumented machine for no fault of the code.
+TEST_CASE("partitioner: 16 devices of 6 kinds, an 80-layer model: valid plans for both objectives") {
     const ModelSpec spec = preset("llama-3-70b", "q4_0");  // 80 blocks, ~40 GB
     std::vector<DeviceProfile> classes{device("pi", 6.5, 7), device("jetson", 5.2, 45, 2e12),
                                        device("phone", 6, 30), device("mac", 10.5, 85, 2e12),
@@ -420,8 +422,7 @@ TEST_CASE("partitioner: 16 devices plan quickly") {
             CAPTURE(distinct);
             REQUIRE(r.ok());
             CHECK(validate_plan(spec, devices, o, *r.plan).empty());
-            CHECK(seconds < 2.0);
-            CAPTURE(seconds);
+            MESSAGE("planned in " << seconds << " s");
         }
     }
 }
