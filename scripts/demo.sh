@@ -101,5 +101,12 @@ if [ -n "$prompt" ]; then
 elif [ -t 0 ]; then
   $bin/hearth chat --url "$url" "${max_tokens[@]}"
 else
-  $bin/hearth chat --url "$url" "${max_tokens[@]}"  # reads the prompt from stdin
+  # Not a terminal: the prompt comes from stdin (`echo hi | scripts/demo.sh`); with none (a
+  # script, `< /dev/null`), a default one, so that the demo still generates text.
+  input=$(cat)
+  if [ -z "$input" ]; then
+    input="Once upon a time"
+    echo "demo: no terminal and nothing on stdin: prompting with \"$input\"" >&2
+  fi
+  printf '%s\n' "$input" | $bin/hearth chat --url "$url" "${max_tokens[@]}"
 fi
