@@ -27,23 +27,13 @@ ARM64_PACKAGES=(
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
 
-updated=""
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   echo "build-arm64: dpkg --add-architecture arm64" >&2
-  $sudo dpkg --add-architecture arm64
-  updated="needed"
+  $sudo dpkg --add-architecture arm64  # apt_ensure's update then fetches the arm64 lists
 fi
-missing=()
-for p in "${HOST_PACKAGES[@]}" "${ARM64_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ] || [ -n "$updated" ]; then
-  $sudo apt-get update -qq
-fi
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "build-arm64: installing ${missing[*]}" >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/lib/apt.sh
+. scripts/lib/apt.sh
+apt_ensure build-arm64 "${HOST_PACKAGES[@]}" "${ARM64_PACKAGES[@]}"
 
 # shellcheck disable=SC2086
 cmake -S . -B build-arm64 -G Ninja -DCMAKE_BUILD_TYPE=Release \
