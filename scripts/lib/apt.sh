@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts that install their own Debian packages (setup.sh, fuzz.sh,
 # build-arm64.sh), so that each says only what it needs.
 #
