@@ -571,15 +571,16 @@ void Head::on_weight_request(const std::string& identity, wire::WeightRequest::R
     if (r.getLength() == 0 || r.getLength() > kMaxWeightChunk || r.getOffset() > s.file->size() ||
         r.getLength() > s.file->size() - r.getOffset())
       throw std::invalid_argument("weight request outside the stage file");
-    // One chunk in memory at a time here; the device keeps a few requests in flight.
-    std::vector<uint8_t> buf(r.getLength());
-    s.file->read(r.getOffset(), buf);
+    // Read straight into the message ZeroMQ sends (no copy, one chunk at a time here; the
+    // device keeps a few requests in flight).
+    zmq::message_t chunk(r.getLength());
+    s.file->read(r.getOffset(), {chunk.data<uint8_t>(), chunk.size()});
     capnp::MallocMessageBuilder b;
     auto c = b.initRoot<wire::Envelope>().initWeightChunk();
     c.setPlanId(plan_->id);
     c.setOffset(r.getOffset());
-    c.setChecksum(XXH3_64bits(buf.data(), buf.size()));
-    node_.send_to(identity, b, buf.data(), buf.size());
+    c.setChecksum(XXH3_64bits(chunk.data(), chunk.size()));
+    node_.send_to(identity, b, std::move(chunk));
     return;
   }
   node_.drops().out_of_plan++;

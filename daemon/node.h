@@ -115,6 +115,8 @@ class Node {
   // Sends an envelope (and optionally a raw payload frame) to a peer of the control socket.
   // Returns false if the peer is gone.
   bool send_to(const std::string& identity, capnp::MessageBuilder& message, const void* payload = nullptr, size_t n = 0);
+  // The same with a payload already in a ZeroMQ message, sent without a copy.
+  bool send_to(const std::string& identity, capnp::MessageBuilder& message, zmq::message_t&& payload);
   // Loads the head's own stage straight from the model file (the head already has it).
   void load_local_stage(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec,
                         const runtime::StageOptions& options, const std::string& next_endpoint, const std::string& next_key);
