@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "daemon/node.h"
+#include "daemon/pace.h"
 #include "daemon/wire_convert.h"
 #include "runtime/chat_template.h"
 #include "runtime/model_spec_gguf.h"
@@ -246,6 +247,8 @@ void Head::on_heartbeat(const std::string& identity, wire::Heartbeat::Reader h) 
   d->batches = h.getBatches();
   d->tokens = h.getTokens();
   d->compute_ns = h.getComputeNs();
+  d->decode_steps = h.getDecodeSteps();
+  d->decode_ns = h.getDecodeNs();
   d->bytes_out = h.getBytesOut();
   d->refused_handshakes = h.getRefusedHandshakes();
   if (!d->alive) {
@@ -717,6 +720,43 @@ void Head::emit(const GenerationEvent& e) {
   ev.setErrorCode(static_cast<uint16_t>(e.error_code));
   ev.setChatTemplate(e.chat_template);
   node_.send_to(e.client, b);
+  // Long enough for a rate to mean something; alone, as the plan's figure is for one stream.
+  if (e.done && e.error.empty() && e.generated_tokens >= 16 && e.decode_tok_s > 0 && scheduler_ &&
+      scheduler_->active() <= 1 && scheduler_->queued() == 0)
+    check_pace(e.decode_tok_s);
+}
+
+void Head::check_pace(double decode_tok_s) {
+  if (!plan_ || !plan_->ready) return;
+  Pace pace;
+  pace.planned_ms_per_token = plan_->plan.predicted.ms_per_token;
+  pace.measured_ms_per_token = 1e3 / decode_tok_s;
+  plan_->pace_mark.resize(plan_->stages.size());
+  std::vector<std::pair<uint64_t, uint64_t>> now;
+  for (size_t i = 0; i < plan_->stages.size(); ++i) {
+    const std::string& id = plan_->stages[i].node_id;
+    const Device& d = devices_.at(id);
+    const bool self = id == node_.node_id();
+    const uint64_t steps = self ? node_.work().decode_steps.load() : d.decode_steps;
+    const uint64_t ns = self ? node_.work().decode_ns.load() : d.decode_ns;
+    const auto [steps0, ns0] = plan_->pace_mark[i];
+    // A device's counters come with its heartbeats (every 400 ms): without new ones, judge later.
+    if (steps <= steps0 || ns < ns0) return;
+    pace.stages.push_back({d.profile.name, plan_->plan.stages[i].stage_time_s * 1e3,
+                           static_cast<double>(ns - ns0) * 1e-6 / static_cast<double>(steps - steps0)});
+    now.emplace_back(steps, ns);
+  }
+  plan_->pace_mark = now;
+  spdlog::debug("head: decode pace {:.2f} ms/token, planned {:.2f}", pace.measured_ms_per_token, pace.planned_ms_per_token);
+  const auto slow = explain_slow_pace(pace);
+  if (slow && !plan_->slow_pace) {
+    spdlog::warn("head: {}", *slow);
+    plan_->events.push_back(*slow);
+  } else if (!slow && plan_->slow_pace) {
+    plan_->events.push_back(fmt::format("back on pace: {:.1f} ms/token (planned {:.1f})", pace.measured_ms_per_token,
+                                        pace.planned_ms_per_token));
+  }
+  plan_->slow_pace = slow.has_value();
 }
 
 void Head::on_result(wire::Result::Reader r) {

@@ -40,7 +40,7 @@ struct Device {
   uint64_t dropped = 0;         // messages it refused, from its heartbeats
   uint64_t resident_bytes = 0;  // its RSS, from its heartbeats
   // Its stage's counters, from its heartbeats (the head's own come from its node).
-  uint64_t batches = 0, tokens = 0, compute_ns = 0, bytes_out = 0;
+  uint64_t batches = 0, tokens = 0, compute_ns = 0, bytes_out = 0, decode_steps = 0, decode_ns = 0;
   uint64_t refused_handshakes = 0;
 };
 
@@ -75,6 +75,10 @@ struct LaunchedPlan {
   std::string launcher;             // the client waiting for the launch to finish
   uint64_t launcher_request = 0;
   std::chrono::steady_clock::time_point started;
+  // Each stage's decode counters (steps, ns) when the pace was last checked, and whether a slow
+  // pace is being reported (an event when it starts and one when it ends).
+  std::vector<std::pair<uint64_t, uint64_t>> pace_mark;
+  bool slow_pace = false;
 };
 
 class Head {
@@ -130,6 +134,8 @@ class Head {
   void unload_all();
   std::string plan_json() const;
   void emit(const GenerationEvent& e);
+  // After a generation that decoded alone: compares its pace with the plan's (daemon/pace.h).
+  void check_pace(double decode_tok_s);
   void reply_error(const std::string& client, uint64_t request_id, const std::string& message);
   Device* device_by_identity(const std::string& identity);
   std::vector<std::string> member_keys() const;

@@ -102,6 +102,8 @@ void Heartbeater::loop(const transport::SocketFactory& sockets, std::string endp
       hb.setBatches(work_.batches);
       hb.setTokens(work_.tokens);
       hb.setComputeNs(work_.compute_ns);
+      hb.setDecodeSteps(work_.decode_steps);
+      hb.setDecodeNs(work_.decode_ns);
       hb.setBytesOut(work_.bytes_out);
       hb.setRefusedHandshakes(zap_ ? zap_->denied() : 0);
       hb.setIncarnation(incarnation_);
@@ -684,9 +686,14 @@ void Node::process_data() {
 StageOutput Node::compute(const Batch& batch) {
   const auto t0 = Clock::now();
   StageOutput out = stage_->host->run(batch);
+  const auto ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
   work_.batches++;
   work_.tokens += static_cast<uint64_t>(batch.n_tokens());
-  work_.compute_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+  work_.compute_ns += ns;
+  if (batch.n_tokens() == static_cast<int>(batch.chunks.size())) {
+    work_.decode_steps++;
+    work_.decode_ns += ns;
+  }
   return out;
 }
 

@@ -380,4 +380,31 @@ TEST_CASE("a stage lost when the devices left cannot hold the model: the convers
   CHECK(status(c)["plan"]["ready"] == true);
 }
 
+
+TEST_CASE("a device slower than its profile: status names it when decoding falls behind the plan") {
+  TempDir dir;
+  hearth::runtime::MakeModelOptions o;
+  o.type = hearth::runtime::TensorType::Q8_0;
+  // Big enough that the stage of a dominates a token (about 3 ms of its 7 layers).
+  o.shape = {.n_vocab = 512, .n_embd = 1024, .n_layer = 8, .n_head = 8, .n_head_kv = 4, .n_ff = 2816, .n_ctx = 256};
+  const std::string model = hearth::test::make_model(dir, "m.gguf", o);
+  Cluster c(dir);
+  c.set_profile_speedup("a", 1000);  // measured on a quiet day, busy now
+  c.set_profile_speedup("head", 3);  // about what this machine does, so that the plan is right for it
+  c.start("head");
+  c.start("a");
+  const auto l = c.cli({"launch", "--model", model, "--ctx", "128", "--split", "head:1,a:7"});
+  REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+  // Counters come with heartbeats (400 ms), so the pace is judged after a later generation.
+  std::string events;
+  for (int round = 0; round < 10 && events.find("a computes its layers in") == std::string::npos; ++round) {
+    REQUIRE(c.cli({"generate", "--prompt", "hello", "-n", "48", "--temp", "0"}).exit_code == 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(450));
+    events = status(c)["plan"]["events"].dump();
+  }
+  CHECK(events.find("ms planned: ") != std::string::npos);
+  CHECK(events.find("a computes its layers in") != std::string::npos);
+  MESSAGE(events);
+}
+
 }  // TEST_SUITE

@@ -26,14 +26,16 @@ std::string read_file(const std::string& path) {
 }
 
 // Rates only: usable memory is recomputed by the daemon at start (from --memory-limit).
-void write_profile(const std::string& dir) {
+// `speedup` scales every rate (a device that claims to be faster than it is).
+void write_profile(const std::string& dir, double speedup) {
   std::filesystem::create_directories(dir);
+  const double decode = 14e9 * speedup;
   nlohmann::json j = {{"name", "seeded"},
                       {"usable_memory_bytes", 8e9},
-                      {"memory_bandwidth_bytes_per_s", 20e9},
-                      {"decode_bytes_per_s", {{"f32", 14e9}, {"f16", 14e9}, {"q8_0", 14e9}, {"q4_0", 14e9}}},
-                      {"prefill_flop_s", 50e9},
-                      {"step_overhead_s", 1e-4}};
+                      {"memory_bandwidth_bytes_per_s", 20e9 * speedup},
+                      {"decode_bytes_per_s", {{"f32", decode}, {"f16", decode}, {"q8_0", decode}, {"q4_0", decode}}},
+                      {"prefill_flop_s", 50e9 * speedup},
+                      {"step_overhead_s", 1e-4 / speedup}};
   std::ofstream(dir + "/profile.json") << j.dump(2);
 }
 
@@ -125,7 +127,8 @@ DaemonProcess& Cluster::start_on(const std::string& name, const std::string& lis
   d.listen = listen;
   d.data_dir = dir_.file("node-" + name);
   d.log = dir_.file(name + ".log");
-  write_profile(d.data_dir);
+  const auto claimed = profile_speedup_.find(name);
+  write_profile(d.data_dir, claimed == profile_speedup_.end() ? 1.0 : claimed->second);
   const std::string ready = dir_.file(name + ".ready");
   std::filesystem::remove(ready);  // a restart must not read the last run's
   std::vector<std::string> args = command.empty() ? std::vector<std::string>{HEARTH_DAEMON} : command;

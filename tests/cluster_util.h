@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,9 @@ class Cluster {
   // Stops a daemon (SIGTERM) and starts it again with the same name, data directory and ports
   // (so a restarted head is where its devices look for it). Waits until it listens.
   DaemonProcess& restart(const std::string& name);
+  // The daemon `name`, when started, claims to compute `speedup` times faster than the others
+  // (its profile's rates): a device busier than when it was measured.
+  void set_profile_speedup(const std::string& name, double speedup) { profile_speedup_[name] = speedup; }
   // How long start() waits for a daemon to listen and register (default 20 s).
   void set_start_timeout(std::chrono::seconds t) { start_timeout_ = t; }
   const std::string& head() const { return daemons_.front().control; }
@@ -52,6 +56,7 @@ class Cluster {
 
   const TempDir& dir_;
   std::vector<DaemonProcess> daemons_;
+  std::map<std::string, double> profile_speedup_;
   bool insecure_ = false;  // the head runs with --insecure: so do the others
   std::chrono::seconds start_timeout_{20};
 };

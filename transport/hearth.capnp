@@ -81,6 +81,10 @@ struct Heartbeat {
   bytesOut @7 :UInt64;        # activation bytes pushed to the next stage
   refusedHandshakes @8 :UInt64;  # connections its ZAP handler refused (unpaired keys)
   incarnation @9 :UInt64;     # as in its Hello: heartbeats of another incarnation wait for its Hello
+  # Of those, the decode steps (batches of one token per sequence) and their compute time: what
+  # the head compares with the plan's stage time when decoding is slow.
+  decodeSteps @10 :UInt64;
+  decodeNs @11 :UInt64;
 }
 
 # ---- loading a stage ----
