@@ -728,10 +728,12 @@ void Head::emit(const GenerationEvent& e) {
 
 void Head::check_pace(double decode_tok_s) {
   if (!plan_ || !plan_->ready) return;
+  // The first check only marks where the counters are (they count since each daemon started,
+  // earlier plans included); later ones judge the steps since the last check.
+  const bool first = plan_->pace_mark.empty();
   Pace pace;
   pace.planned_ms_per_token = plan_->plan.predicted.ms_per_token;
   pace.measured_ms_per_token = 1e3 / decode_tok_s;
-  plan_->pace_mark.resize(plan_->stages.size());
   std::vector<std::pair<uint64_t, uint64_t>> now;
   for (size_t i = 0; i < plan_->stages.size(); ++i) {
     const std::string& id = plan_->stages[i].node_id;
@@ -739,14 +741,16 @@ void Head::check_pace(double decode_tok_s) {
     const bool self = id == node_.node_id();
     const uint64_t steps = self ? node_.work().decode_steps.load() : d.decode_steps;
     const uint64_t ns = self ? node_.work().decode_ns.load() : d.decode_ns;
+    now.emplace_back(steps, ns);
+    if (first) continue;
     const auto [steps0, ns0] = plan_->pace_mark[i];
     // A device's counters come with its heartbeats (every 400 ms): without new ones, judge later.
     if (steps <= steps0 || ns < ns0) return;
     pace.stages.push_back({d.profile.name, plan_->plan.stages[i].stage_time_s * 1e3,
                            static_cast<double>(ns - ns0) * 1e-6 / static_cast<double>(steps - steps0)});
-    now.emplace_back(steps, ns);
   }
   plan_->pace_mark = now;
+  if (first) return;
   spdlog::debug("head: decode pace {:.2f} ms/token, planned {:.2f}", pace.measured_ms_per_token, pace.planned_ms_per_token);
   const auto slow = explain_slow_pace(pace);
   if (slow && !plan_->slow_pace) {

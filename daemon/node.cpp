@@ -243,24 +243,20 @@ bool Node::send_to_head(capnp::MessageBuilder& message) {
 }
 
 bool Node::send_to(const std::string& identity, capnp::MessageBuilder& message, const void* payload, size_t n) {
-  if (payload == nullptr) {
-    try {
-      control_->send(zmq::buffer(identity), zmq::send_flags::sndmore);
-      control_->send(transport::encode(message), zmq::send_flags::none);
-      return true;
-    } catch (const zmq::error_t& e) {  // EHOSTUNREACH: the peer has gone (router_mandatory)
-      spdlog::debug("cannot send to {}: {}", identity, e.what());
-      return false;
-    }
-  }
-  return send_to(identity, message, zmq::message_t(payload, n));
+  if (payload == nullptr) return send_frames(identity, message, nullptr);
+  zmq::message_t copy(payload, n);
+  return send_frames(identity, message, &copy);
 }
 
 bool Node::send_to(const std::string& identity, capnp::MessageBuilder& message, zmq::message_t&& payload) {
+  return send_frames(identity, message, &payload);
+}
+
+bool Node::send_frames(const std::string& identity, capnp::MessageBuilder& message, zmq::message_t* payload) {
   try {
     control_->send(zmq::buffer(identity), zmq::send_flags::sndmore);
-    control_->send(transport::encode(message), zmq::send_flags::sndmore);
-    control_->send(payload, zmq::send_flags::none);
+    control_->send(transport::encode(message), payload ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    if (payload) control_->send(*payload, zmq::send_flags::none);
     return true;
   } catch (const zmq::error_t& e) {  // EHOSTUNREACH: the peer has gone (router_mandatory)
     spdlog::debug("cannot send to {}: {}", identity, e.what());

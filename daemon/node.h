@@ -150,6 +150,8 @@ class Node {
   void finish_loading();
   void report_load(transport::wire::LoadStatus::State state, const std::string& message);
   bool send_to_head(capnp::MessageBuilder& message);
+  // Identity, envelope and, if any, the payload frame on the control socket; false if the peer is gone.
+  bool send_frames(const std::string& identity, capnp::MessageBuilder& message, zmq::message_t* payload);
   std::optional<Batch> decode_forward(transport::wire::Forward::Reader f, zmq::message_t* payload);
   void run_batch(Batch batch);
   void answer_link_probe(transport::wire::LinkProbe::Reader p);
