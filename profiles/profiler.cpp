@@ -10,10 +10,10 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "runtime/matmul.h"
-#include "runtime/sampler.h"
-#include "runtime/tensor_type.h"
-#include "runtime/thread_pool.h"
+#include "runtime/model/matmul.h"
+#include "runtime/model/sampler.h"
+#include "runtime/format/tensor_type.h"
+#include "runtime/kernels/thread_pool.h"
 
 namespace hearth::profiles {
 

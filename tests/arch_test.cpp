@@ -7,10 +7,10 @@
 #include <functional>
 #include <random>
 
-#include "runtime/generator.h"
-#include "runtime/model_config.h"
-#include "runtime/rope.h"
-#include "runtime/stage.h"
+#include "runtime/model/generator.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/rope.h"
+#include "runtime/model/stage.h"
 #include "tests/test_util.h"
 
 using namespace hearth::runtime;

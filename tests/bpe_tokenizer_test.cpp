@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "runtime/gguf.h"
-#include "runtime/pretokenizer.h"
-#include "runtime/tokenizer.h"
+#include "runtime/format/gguf.h"
+#include "runtime/text/pretokenizer.h"
+#include "runtime/text/tokenizer.h"
 #include "tests/test_util.h"
 
 using namespace hearth::runtime;

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/chat_template.h"
+#include "runtime/text/chat_template.h"
 #include "tests/test_util.h"
 
 using namespace hearth::runtime;

@@ -1,5 +1,7 @@
 #include "tests/cluster_util.h"
 
+#include "profiles/process_memory.h"
+
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -74,19 +76,7 @@ bool log_says_port_taken(const std::string& log) {
 
 }  // namespace
 
-uint64_t process_rss(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  while (f >> key) {
-    if (key == "VmRSS:") {
-      uint64_t kb = 0;
-      f >> kb;
-      return kb * 1024;
-    }
-    std::getline(f, key);
-  }
-  return 0;
-}
+uint64_t process_rss(pid_t pid) { return profiles::resident_bytes(pid); }
 
 Cluster::~Cluster() {
   for (auto& d : daemons_)

@@ -3,10 +3,10 @@
 
 #include <cstring>
 
-#include "runtime/gguf.h"
-#include "runtime/gguf_writer.h"
-#include "runtime/model_config.h"
-#include "runtime/weights.h"
+#include "runtime/format/gguf.h"
+#include "runtime/format/gguf_writer.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/weights.h"
 #include "tests/test_util.h"
 
 using namespace hearth::runtime;

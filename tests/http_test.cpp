@@ -22,10 +22,10 @@
 #include <sstream>
 #include <thread>
 
-#include "daemon/http/http_client.h"
-#include "daemon/http/openai_api.h"
-#include "daemon/http/sse.h"
-#include "daemon/http/stop_matcher.h"
+#include "gateway/http_client.h"
+#include "gateway/openai_api.h"
+#include "gateway/sse.h"
+#include "gateway/stop_matcher.h"
 #include "tests/cluster_util.h"
 
 using hearth::http::HttpClient;

@@ -11,11 +11,11 @@
 #include <immintrin.h>
 #endif
 
-#include "runtime/half.h"
-#include "runtime/kernels.h"
-#include "runtime/matmul.h"
-#include "runtime/row_split.h"
-#include "runtime/ops.h"
+#include "runtime/kernels/half.h"
+#include "runtime/kernels/kernels.h"
+#include "runtime/model/matmul.h"
+#include "runtime/kernels/row_split.h"
+#include "runtime/model/ops.h"
 
 using namespace hearth::runtime;
 

@@ -7,12 +7,12 @@
 #include <random>
 #include <vector>
 
-#include "runtime/generator.h"
-#include "runtime/half.h"
-#include "runtime/kernels.h"
-#include "runtime/kquants.h"
-#include "runtime/model_config.h"
-#include "runtime/stage.h"
+#include "runtime/model/generator.h"
+#include "runtime/kernels/half.h"
+#include "runtime/kernels/kernels.h"
+#include "runtime/kernels/kquants.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/stage.h"
 #include "tests/test_util.h"
 
 using namespace hearth::runtime;

@@ -1,9 +1,9 @@
 #include <doctest/doctest.h>
 
-#include "daemon/pace.h"
+#include "cluster/pace.h"
 
-using hearth::daemon::explain_slow_pace;
-using hearth::daemon::Pace;
+using hearth::cluster::explain_slow_pace;
+using hearth::cluster::Pace;
 
 TEST_CASE("pace: on pace, nothing to say; a slow device is named; otherwise the links are blamed") {
   Pace p;

@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "partitioner/model_spec.h"
-#include "runtime/gguf.h"
-#include "runtime/model_config.h"
-#include "runtime/model_spec_gguf.h"
+#include "runtime/format/gguf.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/model_spec_gguf.h"
 #include "tests/test_util.h"
 
 using hearth::test::run_cli;

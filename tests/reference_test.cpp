@@ -5,10 +5,10 @@
 #include <cmath>
 #include <fstream>
 
-#include "runtime/generator.h"
-#include "runtime/model_config.h"
-#include "runtime/stage.h"
-#include "runtime/tokenizer.h"
+#include "runtime/model/generator.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/stage.h"
+#include "runtime/text/tokenizer.h"
 #include "tests/test_util.h"
 
 using namespace hearth::runtime;

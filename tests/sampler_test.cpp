@@ -3,7 +3,7 @@
 
 #include <map>
 
-#include "runtime/sampler.h"
+#include "runtime/model/sampler.h"
 
 using namespace hearth::runtime;
 

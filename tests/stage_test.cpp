@@ -7,10 +7,10 @@
 #include <fstream>
 #include <random>
 
-#include "runtime/generator.h"
-#include "runtime/model_config.h"
-#include "runtime/ops.h"
-#include "runtime/stage.h"
+#include "runtime/model/generator.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/ops.h"
+#include "runtime/model/stage.h"
 #include "tests/test_util.h"
 
 using namespace hearth::runtime;

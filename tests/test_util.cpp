@@ -119,8 +119,8 @@ CommandResult run_command(const std::vector<std::string>& command) {
 
 }  // namespace hearth::test
 
-#include "runtime/gguf_writer.h"
-#include "runtime/mapped_file.h"
+#include "runtime/format/gguf_writer.h"
+#include "runtime/format/mapped_file.h"
 
 namespace hearth::test {
 

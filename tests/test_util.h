@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/model_maker.h"
+#include "runtime/model/model_maker.h"
 
 namespace hearth::test {
 
@@ -51,7 +51,7 @@ CommandResult run_command(const std::vector<std::string>& command);
 
 }  // namespace hearth::test
 
-#include "runtime/gguf.h"
+#include "runtime/format/gguf.h"
 
 namespace hearth::test {
 

@@ -5,8 +5,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "runtime/gguf.h"
-#include "runtime/tokenizer.h"
+#include "runtime/format/gguf.h"
+#include "runtime/text/tokenizer.h"
 #include "tests/test_util.h"
 
 using hearth::test::TempDir;

@@ -6,9 +6,9 @@
 #include <cstring>
 #include <filesystem>
 
-#include "daemon/stage_file.h"
-#include "daemon/weight_receiver.h"
-#include "runtime/model_config.h"
+#include "cluster/stage_file.h"
+#include "cluster/weight_receiver.h"
+#include "runtime/model/model_config.h"
 #include "tests/test_util.h"
 
 using namespace hearth;
@@ -17,7 +17,7 @@ using hearth::test::TempDir;
 namespace {
 
 // Receives `file` into `path` through a receiver, stopping after `max_chunks` chunks.
-void transfer(const daemon::StageFile& file, daemon::WeightReceiver& rx, size_t max_chunks) {
+void transfer(const cluster::StageFile& file, cluster::WeightReceiver& rx, size_t max_chunks) {
   size_t n = 0;
   while (!rx.complete() && n < max_chunks) {
     for (const auto& [offset, length] : rx.next_requests(4)) {
@@ -41,7 +41,7 @@ TEST_CASE("a stage file holds exactly the stage's tensors, byte for byte") {
   const runtime::GgufFile src = runtime::GgufFile::open(model);
   const runtime::ModelConfig cfg = runtime::read_model_config(src);
   const runtime::StageSpec spec{2, 5, false, true};
-  const daemon::StageFile file(src, cfg, spec);
+  const cluster::StageFile file(src, cfg, spec);
   std::vector<uint8_t> whole(file.size());
   file.read(0, whole);
   test::write_bytes(dir.file("stage.gguf"), whole);
@@ -70,11 +70,11 @@ TEST_CASE("the receiver verifies checksums and resumes an interrupted transfer")
   const std::string model = test::make_model(dir, "m.gguf", o);
   const runtime::GgufFile src = runtime::GgufFile::open(model);
   const runtime::ModelConfig cfg = runtime::read_model_config(src);
-  const daemon::StageFile file(src, cfg, {0, 4, false, true});
-  REQUIRE(file.size() > 3 * daemon::WeightReceiver::kChunkBytes);
+  const cluster::StageFile file(src, cfg, {0, 4, false, true});
+  REQUIRE(file.size() > 3 * cluster::WeightReceiver::kChunkBytes);
   const std::string path = dir.file("cache/stage.gguf");
   {
-    daemon::WeightReceiver rx(path, file.size());
+    cluster::WeightReceiver rx(path, file.size());
     // A chunk with a bad checksum is refused and asked for again.
     const auto first = rx.next_requests(1).at(0);
     std::vector<uint8_t> buf(first.second);
@@ -83,10 +83,10 @@ TEST_CASE("the receiver verifies checksums and resumes an interrupted transfer")
     CHECK_THROWS_AS(rx.accept(first.first + 1, buf, XXH3_64bits(buf.data(), buf.size())), std::invalid_argument);
     transfer(file, rx, 2);  // then the daemon "dies"
     CHECK(!rx.complete());
-    CHECK(rx.bytes_done() == 2ull * daemon::WeightReceiver::kChunkBytes);
+    CHECK(rx.bytes_done() == 2ull * cluster::WeightReceiver::kChunkBytes);
   }
-  daemon::WeightReceiver again(path, file.size());
-  CHECK(again.bytes_done() == 2ull * daemon::WeightReceiver::kChunkBytes);  // resumed, not restarted
+  cluster::WeightReceiver again(path, file.size());
+  CHECK(again.bytes_done() == 2ull * cluster::WeightReceiver::kChunkBytes);  // resumed, not restarted
   size_t requested = 0;
   transfer(file, again, 1000);
   for (const auto& r : again.next_requests(4)) requested += r.second;
@@ -98,7 +98,7 @@ TEST_CASE("the receiver verifies checksums and resumes an interrupted transfer")
   CHECK(test::read_bytes(path) == expect);
   CHECK(!std::filesystem::exists(path + ".partial"));
   // A second transfer of the same stage finds it cached.
-  daemon::WeightReceiver cached(path, file.size());
+  cluster::WeightReceiver cached(path, file.size());
   CHECK(cached.complete());
   CHECK(cached.was_cached());
 }

@@ -13,12 +13,29 @@
 # one device generates.
 #
 # Evolution: append fields and union members only; never renumber or reuse an ordinal. A peer
-# whose Hello carries another protocolVersion is refused.
+# whose Hello carries another protocolVersion is refused with a VERSION_MISMATCH error that says
+# both versions.
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("hearth::wire");
 
-const protocolVersion :UInt16 = 1;
+# 2: errors carry an ErrorCategory.
+const protocolVersion :UInt16 = 2;
+
+# What kind of failure an error is, chosen where it arises. Only the edges turn it into something
+# else: the HTTP gateway into a status code, the CLI into an exit code.
+enum ErrorCategory {
+  internal @0;                # a bug or an unexpected state on our side
+  badRequest @1;              # the request itself is wrong (a malformed split, an unknown role)
+  notFound @2;                # it names something that is not there (a model file, a device)
+  noCapacity @3;              # the devices cannot hold it (a model, a context)
+  lostDevice @4;              # a device of the plan stopped responding
+  unauthorized @5;            # a key that is not the one this identity registered with
+  conflict @6;                # it clashes with the current state (a launch in progress, a taken name)
+  unavailable @7;             # not now: no model loaded, still loading, unloaded meanwhile
+  versionMismatch @8;         # the peer speaks another protocolVersion
+  tooLarge @9;                # a prompt longer than the context
+}
 
 # ---- identity and health ----
 
@@ -193,6 +210,7 @@ struct Error {
   planId @0 :UInt64;
   seqs @1 :List(UInt64);      # sequences the error fails, if any
   message @2 :Text;
+  category @3 :ErrorCategory;
 }
 
 # ---- links ----
@@ -265,6 +283,7 @@ struct LaunchReply {
   ok @0 :Bool;
   message @1 :Text;
   planJson @2 :Text;          # the plan with its predicted figures, as JSON for display
+  category @3 :ErrorCategory; # when not ok
 }
 
 struct ChatMessage {
@@ -294,8 +313,9 @@ struct GenerateEvent {
   ttftMs @6 :Float64;
   decodeTokS @7 :Float64;
   finishReason @8 :Text;      # on done: stop (end of generation), length, cancelled, error
-  errorCode @9 :UInt16;       # on error, HTTP-like: 400 bad request, 413 too long, 503 not ready
+  errorCode @9 :UInt16;       # unused since protocol 2 (was an HTTP-like code): see errorCategory
   chatTemplate @10 :Text;     # on the done event of a chat: which template family rendered it
+  errorCategory @11 :ErrorCategory;  # on error
 }
 
 struct StatusRequest {}

@@ -1,6 +1,8 @@
 #include "transport/sockets.h"
 
+#include <iterator>
 #include <stdexcept>
+#include <zmq_addon.hpp>
 
 namespace hearth::transport {
 
@@ -74,6 +76,17 @@ zmq::socket_t SocketFactory::connect_push(const std::string& endpoint, const Soc
 
 const char* message_property(zmq::message_t& message, const char* name) { return zmq_msg_gets(message.handle(), name); }
 
+std::vector<zmq::message_t> receive_multipart(zmq::socket_t& socket) {
+  std::vector<zmq::message_t> parts;
+  if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait)) parts.clear();
+  return parts;
+}
+
+void drain(zmq::socket_t& socket, int limit) {
+  for (int i = 0; i < limit && !receive_multipart(socket).empty(); ++i) {
+  }
+}
+
 std::string tcp_endpoint(const std::string& host_port) {
   std::string hp = host_port;
   if (hp.rfind("tcp://", 0) == 0) hp = hp.substr(6);
@@ -94,6 +107,16 @@ int endpoint_port(const std::string& endpoint) {
   } catch (...) {
     return 0;
   }
+}
+
+std::string endpoint_host(const std::string& endpoint) {
+  const std::string hp = endpoint.rfind("tcp://", 0) == 0 ? endpoint.substr(6) : endpoint;
+  const size_t colon = hp.rfind(':');
+  return colon == std::string::npos ? "" : hp.substr(0, colon);
+}
+
+std::string with_host(const std::string& endpoint, const std::string& host) {
+  return "tcp://" + host + ":" + std::to_string(endpoint_port(endpoint));
 }
 
 std::string with_port(const std::string& endpoint, int port) {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 #include <zmq.hpp>
 
 #include "transport/curve.h"
@@ -57,12 +58,21 @@ class SocketFactory {
 // admitted), or nullptr if the connection has none (cppzmq's gets() throws instead).
 const char* message_property(zmq::message_t& message, const char* name);
 
+// One multipart message, without blocking; empty when none is waiting.
+std::vector<zmq::message_t> receive_multipart(zmq::socket_t& socket);
+// Reads and drops whatever is waiting (at most `limit` messages, so a flood cannot hold the caller).
+void drain(zmq::socket_t& socket, int limit = 1024);
+
 // "host:port" or "tcp://host:port" -> "tcp://host:port"; throws std::invalid_argument if it is
 // neither.
 std::string tcp_endpoint(const std::string& host_port);
 // The port of "tcp://host:port" (0 if none).
 int endpoint_port(const std::string& endpoint);
+// The host of "tcp://host:port" or "host:port" ("" if none).
+std::string endpoint_host(const std::string& endpoint);
 // Same host, another port.
 std::string with_port(const std::string& endpoint, int port);
+// Same port, another host: "tcp://host:port".
+std::string with_host(const std::string& endpoint, const std::string& host);
 
 }  // namespace hearth::transport

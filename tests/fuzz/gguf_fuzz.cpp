@@ -7,12 +7,12 @@
 #include <exception>
 #include <string>
 
-#include "runtime/chat_template.h"
-#include "runtime/gguf.h"
-#include "runtime/model_config.h"
-#include "runtime/model_spec_gguf.h"
-#include "runtime/tokenizer.h"
-#include "runtime/vocab.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/format/gguf.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/model_spec_gguf.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/text/vocab.h"
 
 using namespace hearth::runtime;
 

@@ -7,8 +7,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "daemon/http/http_server.h"
-#include "daemon/http/openai_api.h"
+#include "gateway/http_server.h"
+#include "gateway/openai_api.h"
 
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;

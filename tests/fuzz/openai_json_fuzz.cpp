@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "daemon/http/openai_api.h"
+#include "gateway/openai_api.h"
 
 using namespace hearth::http;
 

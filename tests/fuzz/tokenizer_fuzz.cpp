@@ -18,9 +18,9 @@
 #include <string>
 #include <vector>
 
-#include "runtime/gguf.h"
-#include "runtime/tokenizer.h"
-#include "runtime/vocab.h"
+#include "runtime/format/gguf.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/text/vocab.h"
 
 using namespace hearth::runtime;
 

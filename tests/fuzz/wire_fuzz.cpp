@@ -14,7 +14,7 @@
 #include <exception>
 #include <zmq.hpp>
 
-#include "daemon/wire_convert.h"
+#include "cluster/wire_convert.h"
 #include "transport/codec.h"
 
 using namespace hearth;
@@ -28,7 +28,7 @@ void check(bool ok) {
 
 void sampling(wire::SamplingParams::Reader r) {
   try {
-    const runtime::SamplingParams p = daemon::from_wire(r);
+    const runtime::SamplingParams p = cluster::from_wire(r);
     // What from_wire accepts, the sampler may use without further checks.
     check(std::isfinite(p.temperature) && p.temperature >= 0 && p.top_p >= 0 && p.top_p <= 1 && p.min_p >= 0 && p.min_p <= 1 &&
           p.repeat_penalty > 0 && p.top_k >= 0 && p.repeat_last_n >= 0 && p.repeat_last_n <= 4096);
@@ -38,7 +38,7 @@ void sampling(wire::SamplingParams::Reader r) {
 
 void profile(wire::DeviceProfile::Reader r) {
   try {
-    const partitioner::DeviceProfile d = daemon::from_wire(r);
+    const partitioner::DeviceProfile d = cluster::from_wire(r);
     check(!d.name.empty() && d.name.size() <= 64 && d.memory_bandwidth_bytes_per_s > 0 && d.prefill_flop_s > 0 &&
           std::isfinite(d.step_overhead_s) && d.step_overhead_s >= 0);
   } catch (const std::invalid_argument&) {

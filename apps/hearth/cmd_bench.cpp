@@ -1,0 +1,177 @@
+// `hearth bench`: prefill and decode speed of a model on this device.
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include "apps/hearth/commands.h"
+#include "apps/hearth/local_model.h"
+#include "runtime/model/generator.h"
+#include "runtime/kernels/membw.h"
+
+namespace hearth::cli {
+
+namespace {
+
+struct BenchArgs {
+  std::string model;
+  int prompt_tokens = 128;
+  int gen_tokens = 64;
+  int threads = 0;
+  int repeats = 3;
+  int batch = 1;  // sequences decoded together, one token each per step (as a stage batches streams)
+  bool json = false;
+};
+
+// Nanoseconds this process's threads have spent runnable but waiting for a CPU, summed
+// (/proc/self/task/*/schedstat, Linux; 0 elsewhere). Over decode it tells how much of the machine
+// other processes took: the fraction of bandwidth decode reaches is only meaningful when hearth
+// had its cores.
+uint64_t runqueue_wait_ns() {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    std::ifstream f(task.path() / "schedstat");
+    uint64_t on_cpu = 0, waiting = 0;
+    if (f >> on_cpu >> waiting) total += waiting;
+  }
+  return total;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Bytes of weights one decode step reads: every layer matrix and the output head (the
+// embedding contributes one row, which is negligible).
+uint64_t decode_weight_bytes(const runtime::StageWeights& w) {
+  uint64_t n = w.output().bytes();
+  for (int l = w.spec().first_layer; l < w.spec().last_layer; ++l) {
+    const auto& L = w.layer(l);
+    for (const auto* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) n += m->bytes();
+  }
+  return n;
+}
+
+void bench(const BenchArgs& a) {
+  LocalModel m = open_local_model(a.model);
+  const int threads = a.threads > 0 ? a.threads : runtime::hardware_threads();
+  runtime::ThreadPool pool(threads);
+  runtime::Stage stage(m.weights,
+                       {.n_ctx = a.prompt_tokens + a.gen_tokens + 1,
+                        .max_batch = std::max(a.batch, a.prompt_tokens),
+                        .max_sequences = a.batch},
+                       pool);
+  runtime::Rng rng(42);
+  std::vector<int32_t> prompt(static_cast<size_t>(a.prompt_tokens));
+  for (auto& t : prompt) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(m.config.n_vocab));
+
+  // The memory read bandwidth is measured in the same run as decode, in short passes between its
+  // tokens (their time is not decode's), so that both figures see the same machine: on a shared or
+  // throttled device an absolute GB/s says little, while the fraction of what this machine
+  // streams at the same moments is the runtime's own efficiency. A pass reads 128 MiB, four times
+  // the last-level cache of most devices, and decode's weights evict it from there in between.
+  using Clock = std::chrono::steady_clock;
+  runtime::ReadBandwidthProbe probe(size_t{128} << 20);
+  constexpr int kTokensPerProbe = 4;
+  std::vector<double> prefill, decode, bandwidth, cpu_wait;
+  // Sequences 1..batch; each is prefilled alone (prefill speed is that of sequence 1), then all
+  // decode together, one token each per forward().
+  std::vector<runtime::SeqChunk> chunks(static_cast<size_t>(a.batch));
+  std::vector<int32_t> toks(static_cast<size_t>(a.batch), 1);
+  for (int r = 0; r < a.repeats + 1; ++r) {  // the first round warms caches and page mappings
+    double prefill_s = 0;
+    for (int b = 0; b < a.batch && a.prompt_tokens > 0; ++b) {
+      const auto t0 = Clock::now();
+      runtime::SeqChunk chunk{static_cast<uint64_t>(b + 1), 0, a.prompt_tokens};
+      stage.forward({.chunks = {&chunk, 1}, .tokens = prompt});
+      if (b == 0) prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    }
+    double decode_s = 0;
+    uint64_t waited_ns = 0;
+    for (int i = 0; i < a.gen_tokens; ++i) {
+      if (i % kTokensPerProbe == 0) {
+        const double bw = probe.measure(pool, 1);
+        if (r > 0) bandwidth.push_back(bw);
+      }
+      const uint64_t w0 = runqueue_wait_ns();
+      const auto t1 = Clock::now();
+      for (int b = 0; b < a.batch; ++b) chunks[static_cast<size_t>(b)] = {static_cast<uint64_t>(b + 1), a.prompt_tokens + i, 1};
+      auto logits = stage.forward({.chunks = chunks, .tokens = toks});
+      const auto n_vocab = static_cast<size_t>(m.config.n_vocab);
+      for (size_t b = 0; b < toks.size(); ++b) {
+        const auto row = logits.subspan(b * n_vocab, n_vocab);
+        toks[b] = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+      }
+      decode_s += std::chrono::duration<double>(Clock::now() - t1).count();
+      waited_ns += runqueue_wait_ns() - w0;
+    }
+    if (a.gen_tokens == 0 && r > 0) bandwidth.push_back(probe.measure(pool, 1));
+    for (int b = 0; b < a.batch; ++b) stage.release(static_cast<uint64_t>(b + 1));
+    if (r == 0) continue;
+    prefill.push_back(a.prompt_tokens / prefill_s);
+    decode.push_back(static_cast<double>(a.gen_tokens) * a.batch / decode_s);
+    cpu_wait.push_back(decode_s > 0 ? static_cast<double>(waited_ns) * 1e-9 / (decode_s * threads) : 0);
+  }
+  const double pf = a.prompt_tokens > 0 ? median(prefill) : 0, dc = a.gen_tokens > 0 ? median(decode) : 0;
+  const double bytes = static_cast<double>(decode_weight_bytes(*m.weights));
+  const double read_gb_s = bytes * dc / a.batch / 1e9;  // one pass over the weights per step
+  const double mem_gb_s = median(bandwidth) / 1e9;
+  const double fraction = mem_gb_s > 0 ? read_gb_s / mem_gb_s : 0;
+  if (a.json) {
+    nlohmann::json j = {{"model", a.model},
+                        {"weight_type", std::string(runtime::tensor_type_name(m.weights->layer(0).wq.type))},
+                        {"threads", threads},
+                        {"kernels", stage.kernels().name},
+                        {"prompt_tokens", a.prompt_tokens},
+                        {"gen_tokens", a.gen_tokens},
+                        {"batch", a.batch},
+                        {"repeats", a.repeats},
+                        {"prefill_tok_s", pf},
+                        {"decode_tok_s", dc},
+                        {"decode_weight_bytes", bytes},
+                        {"decode_read_gb_s", read_gb_s},
+                        {"memory_read_gb_s", mem_gb_s},
+                        {"decode_fraction_of_bandwidth", fraction},
+                        {"decode_cpu_wait_fraction", median(cpu_wait)}};
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::printf("model          %s (%s)\n", a.model.c_str(), m.config.name.c_str());
+  std::printf("threads        %d (%s kernels)\n", threads, std::string(stage.kernels().name).c_str());
+  std::printf("prefill        %8.2f tok/s  (%d tokens, median of %d)\n", pf, a.prompt_tokens, a.repeats);
+  std::printf("decode         %8.2f tok/s  (%d tokens x %d sequences, median of %d)\n", dc, a.gen_tokens, a.batch, a.repeats);
+  std::printf("decode reads   %8.2f GB/s   (%.1f MB of weights per token)\n", read_gb_s, bytes / 1e6);
+  std::printf("memory read    %8.2f GB/s   (%d threads streaming %.0f MiB between decode tokens, median of %zu)\n", mem_gb_s,
+              threads, static_cast<double>(probe.bytes()) / (1 << 20), bandwidth.size());
+  std::printf("decode / read  %8.0f %%\n", 100 * fraction);
+  std::printf("cpu wait       %8.0f %%     (of decode time, threads runnable but waiting for a core: other processes)\n",
+              100 * median(cpu_wait));
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto a = std::make_shared<BenchArgs>();
+  CLI::App* cmd = app.add_subcommand("bench", "Measure prefill and decode speed on this device");
+  cmd->add_option("-m,--model", a->model, "GGUF model file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--prompt-tokens", a->prompt_tokens, "Prompt length for prefill")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--gen-tokens", a->gen_tokens, "Tokens to decode")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("-t,--threads", a->threads, "Compute threads (default: all cores)");
+  cmd->add_option("--repeats", a->repeats, "Measured rounds (the median is reported)")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", a->batch, "Sequences decoded together (aggregate tok/s is reported)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--json", a->json, "Print JSON");
+  cmd->callback([a] { bench(*a); });
+}
+
+}  // namespace hearth::cli

@@ -1,0 +1,288 @@
+// The controller commands that talk to a head: devices, launch, generate, status, stop.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "apps/hearth/commands.h"
+#include "apps/hearth/head_client.h"
+#include "cluster/config.h"
+#include "cluster/wire_convert.h"
+#include "runtime/text/tokenizer.h"
+#include "transport/curve.h"
+
+namespace hearth::cli {
+
+namespace wire = transport::wire;
+
+namespace {
+
+// Sizes as people read them: GB from 1 GB up, MB below (small models and KV caches).
+std::string gb(double bytes) {
+  char buf[32];
+  if (bytes >= 1e9) std::snprintf(buf, sizeof buf, "%.2f GB", bytes / 1e9);
+  else std::snprintf(buf, sizeof buf, bytes >= 10e6 ? "%.0f MB" : "%.1f MB", bytes / 1e6);
+  return buf;
+}
+
+// The layers [first, last) of a stage as an inclusive range ("0-1", "2-4"; "5" for one; "-" for none).
+std::string layers(int first, int last) {
+  if (last <= first) return "-";
+  if (last == first + 1) return std::to_string(first);
+  return std::to_string(first) + "-" + std::to_string(last - 1);
+}
+
+void devices(const HeadTarget& head, bool json) {
+  HeadClient c(head);
+  capnp::MallocMessageBuilder b;
+  b.initRoot<wire::Envelope>().initDevicesRequest();
+  nlohmann::json out = nlohmann::json::array();
+  c.request(b, [&](wire::Envelope::Reader env) {
+    for (auto d : env.getDevicesReply().getDevices()) {
+      const auto p = d.getProfile();
+      nlohmann::json decode;
+      for (auto t : p.getDecode()) decode[t.getType().cStr()] = t.getBytesPerS();
+      out.push_back({{"name", p.getName().cStr()},
+                     {"node_id", d.getNodeId().cStr()},
+                     {"endpoint", d.getControlEndpoint().cStr()},
+                     {"data_endpoint", d.getDataEndpoint().cStr()},
+                     {"head", d.getIsHead()},
+                     {"alive", d.getAlive()},
+                     {"last_seen_ms", d.getLastSeenMs()},
+                     {"usable_memory_bytes", p.getUsableMemoryBytes()},
+                     {"memory_bandwidth_bytes_per_s", p.getMemoryBandwidthBytesPerS()},
+                     {"decode_bytes_per_s", decode},
+                     {"cores", p.getCores()},
+                     {"cpu", p.getCpu().cStr()},
+                     {"arch", p.getArch().cStr()}});
+    }
+    return false;
+  });
+  if (json) {
+    std::cout << out.dump(2) << "\n";
+    return;
+  }
+  std::printf("%-16s %-6s %-6s %-26s %12s %12s %6s  %s\n", "DEVICE", "ROLE", "STATE", "ENDPOINT", "USABLE MEM", "MEM BW", "CORES", "CPU");
+  for (const auto& d : out)
+    std::printf("%-16s %-6s %-6s %-26s %12s %9.1f GB/s %6d  %s\n", d["name"].get<std::string>().c_str(), d["head"].get<bool>() ? "head" : "node",
+                d["alive"].get<bool>() ? "up" : "down", d["endpoint"].get<std::string>().c_str(),
+                gb(d["usable_memory_bytes"].get<double>()).c_str(), d["memory_bandwidth_bytes_per_s"].get<double>() / 1e9,
+                d["cores"].get<int>(), d["cpu"].get<std::string>().c_str());
+}
+
+void print_plan(const nlohmann::json& plan) {
+  std::printf("%-16s %-10s %12s %12s %12s %10s %10s\n", "DEVICE", "LAYERS", "WEIGHTS", "KV CACHE", "HEADROOM", "STAGE ms", "HOP ms");
+  for (const auto& s : plan["stages"]) {
+    std::printf("%-16s %-10s %12s %12s %12s %10.2f %10.2f\n", s["device"].get<std::string>().c_str(),
+                layers(s["first_layer"].get<int>(), s["last_layer"].get<int>()).c_str(),
+                gb(s["weight_bytes"].get<double>()).c_str(), gb(s["kv_bytes"].get<double>()).c_str(),
+                gb(s["headroom_bytes"].get<double>()).c_str(), s["stage_time_ms"].get<double>(), s["hop_time_ms"].get<double>());
+  }
+  const auto& p = plan["predicted"];
+  std::printf("predicted: %.1f ms/token, %.1f tokens/s, time to first token %.0f ms\n", p["ms_per_token"].get<double>(),
+              p["tokens_per_s"].get<double>(), p["ttft_ms"].get<double>());
+  for (const auto& why : plan["left_out"]) std::printf("left out: %s\n", why.get<std::string>().c_str());
+}
+
+struct LaunchArgs {
+  std::string model, objective = "latency", split;
+  std::vector<std::string> devices;
+  uint32_t ctx = 0, streams = 0;
+  bool json = false;
+};
+
+void launch(const HeadTarget& head, const LaunchArgs& a) {
+  HeadClient c(head);
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<wire::Envelope>().initLaunchRequest();
+  r.setModelPath(a.model);
+  r.setObjective(a.objective);
+  r.setCtx(a.ctx);
+  r.setStreams(a.streams);
+  r.setSplit(a.split);
+  auto list = r.initDevices(static_cast<unsigned>(a.devices.size()));
+  for (unsigned i = 0; i < a.devices.size(); ++i) list.set(i, a.devices[i]);
+  const bool tty = ::isatty(2);
+  std::string failure;
+  nlohmann::json plan;
+  // Weight streaming can take minutes for big models: the timeout is per progress message.
+  c.request(
+      b,
+      [&](wire::Envelope::Reader env) {
+        if (env.isLaunchProgress()) {
+          const auto p = env.getLaunchProgress();
+          const double frac = p.getBytesTotal() ? static_cast<double>(p.getBytesDone()) / static_cast<double>(p.getBytesTotal()) : 1.0;
+          const int width = 30, fill = static_cast<int>(frac * width);
+          std::fprintf(stderr, "%s%-16s [%s%s] %5.1f%% of %s  %-10s%s", tty ? "\r" : "", p.getDevice().cStr(), std::string(static_cast<size_t>(fill), '#').c_str(),
+                       std::string(static_cast<size_t>(width - fill), '.').c_str(), 100 * frac, gb(static_cast<double>(p.getBytesTotal())).c_str(),
+                       p.getState().cStr(), tty ? "" : "\n");
+          if (tty && std::string(p.getState().cStr()) == "ready") std::fprintf(stderr, "\n");
+          return true;
+        }
+        const auto reply = env.getLaunchReply();
+        if (!reply.getOk()) failure = reply.getMessage().cStr();
+        else plan = nlohmann::json::parse(reply.getPlanJson().cStr());
+        return false;
+      },
+      std::chrono::seconds(120));
+  if (!failure.empty()) throw std::runtime_error("launch failed: " + failure);
+  if (a.json) {
+    std::cout << plan.dump(2) << "\n";
+    return;
+  }
+  std::printf("launched %s across %zu device(s)\n", plan["model_name"].get<std::string>().c_str(), plan["stages"].size());
+  print_plan(plan);
+}
+
+struct GenerateArgs {
+  std::string prompt;
+  uint32_t n_predict = 128;
+  runtime::SamplingParams sampling;
+};
+
+void generate(const HeadTarget& head, const GenerateArgs& a) {
+  HeadClient c(head);
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<wire::Envelope>().initGenerateRequest();
+  r.setPrompt(a.prompt);
+  r.setNPredict(a.n_predict);
+  cluster::to_wire(a.sampling, r.initSampling());
+  runtime::Utf8Stream utf8;
+  std::string error;
+  c.request(
+      b,
+      [&](wire::Envelope::Reader env) {
+        const auto e = env.getGenerateEvent();
+        if (!e.getDone()) {
+          const auto t = e.getText();
+          const std::string text = utf8.push(std::string_view(t.cStr(), t.size()));
+          std::fwrite(text.data(), 1, text.size(), stdout);
+          std::fflush(stdout);
+          return true;
+        }
+        error = e.getError().cStr();
+        const std::string rest = utf8.flush();
+        std::fwrite(rest.data(), 1, rest.size(), stdout);
+        std::fputc('\n', stdout);
+        if (error.empty())
+          std::fprintf(stderr, "%u prompt tokens, %u generated; first token after %.0f ms, then %.2f tok/s\n", e.getPromptTokens(),
+                       e.getGeneratedTokens(), e.getTtftMs(), e.getDecodeTokS());
+        return false;
+      },
+      std::chrono::seconds(60));
+  if (!error.empty()) throw std::runtime_error(error);
+}
+
+void status(const HeadTarget& head, bool json) {
+  HeadClient c(head);
+  capnp::MallocMessageBuilder b;
+  b.initRoot<wire::Envelope>().initStatusRequest();
+  nlohmann::json s;
+  c.request(b, [&](wire::Envelope::Reader env) {
+    s = nlohmann::json::parse(env.getStatusReply().getJson().cStr());
+    return false;
+  });
+  if (json) {
+    std::cout << s.dump(2) << "\n";
+    return;
+  }
+  std::printf("head: %s\n", s["head"].get<std::string>().c_str());
+  if (s["plan"].is_null()) {
+    std::printf("no model loaded\n");
+  } else {
+    const auto& p = s["plan"];
+    std::printf("model: %s (%s)%s\n", p["model_name"].get<std::string>().c_str(), p["model"].get<std::string>().c_str(),
+                p.value("ready", false) ? "" : "  NOT READY");
+    if (p.contains("failure")) std::printf("failure: %s\n", p["failure"].get<std::string>().c_str());
+    if (p.contains("events"))
+      for (const auto& e : p["events"]) std::printf("event: %s\n", e.get<std::string>().c_str());
+    std::printf("%-16s %-10s %-10s %14s\n", "DEVICE", "LAYERS", "STATE", "RESIDENT");
+    for (const auto& st : p["stages"])
+      std::printf("%-16s %-10s %-10s %14s\n", st["device"].get<std::string>().c_str(),
+                  layers(st["first_layer"].get<int>(), st["last_layer"].get<int>()).c_str(),
+                  st["state"].get<std::string>().c_str(), gb(st["resident_bytes"].get<double>()).c_str());
+    print_plan(p);
+  }
+  if (s.contains("generation")) {
+    const auto& g = s["generation"];
+    std::printf("generation: %d active, %d requests, %d tokens; last: %.2f tok/s, first token after %.0f ms\n", g["active"].get<int>(),
+                g["requests"].get<int>(), g["tokens_generated"].get<int>(), g["last_decode_tok_s"].get<double>(),
+                g["last_ttft_ms"].get<double>());
+  }
+  const auto& d = s["dropped"];
+  if (s.contains("security"))
+    std::printf("security: %s, %llu connections refused (unpaired keys)\n",
+                s["security"] == "curve" ? "CURVE encryption + paired keys only" : "none (--insecure)",
+                static_cast<unsigned long long>(s.value("refused_handshakes", uint64_t{0})));
+  std::printf("dropped messages: %d malformed, %d out of plan, %d unexpected, %d bad payload\n", d["malformed"].get<int>(),
+              d["out_of_plan"].get<int>(), d["unexpected"].get<int>(), d["bad_payload"].get<int>());
+}
+
+void stop(const HeadTarget& head) {
+  HeadClient c(head);
+  capnp::MallocMessageBuilder b;
+  b.initRoot<wire::Envelope>().initStopRequest();
+  c.request(b, [&](wire::Envelope::Reader env) {
+    std::printf("%s\n", env.getStopReply().getMessage().cStr());
+    return false;
+  });
+}
+
+void print_token(const std::string& data_dir) {
+  const std::string token = transport::read_first_line(data_dir + "/keys/join-token");
+  if (token.empty())
+    throw std::runtime_error("no join token in " + data_dir + "/keys: pass --data-dir of the head, started without --insecure");
+  std::cout << token << "\n";
+}
+
+}  // namespace
+
+void add_cluster_commands(CLI::App& app) {
+  auto head = std::make_shared<HeadTarget>(HeadTarget{default_head(), cluster::default_data_dir()});
+  app.add_option("--head", head->head, "HOST:PORT of the head (default: $HEARTH_HEAD or 127.0.0.1:47400)");
+  app.add_option("--data-dir", head->data_dir,
+                 "A hearthd data directory on this machine whose keys authenticate the CLI (default: $HEARTH_DATA_DIR or ~/.local/share/hearth)");
+
+  CLI::App* tk = app.add_subcommand("token", "Print the head's join token (run on the head; reads its data directory)");
+  tk->callback([head] { print_token(head->data_dir); });
+
+  auto dj = std::make_shared<bool>(false);
+  CLI::App* d = app.add_subcommand("devices", "List the devices registered with the head");
+  d->add_flag("--json", *dj, "Print JSON");
+  d->callback([head, dj] { devices(*head, *dj); });
+
+  auto la = std::make_shared<LaunchArgs>();
+  CLI::App* l = app.add_subcommand("launch", "Plan a split of a model over the devices, send the weights, load");
+  l->add_option("-m,--model", la->model, "GGUF model file on the head")->required();
+  l->add_option("--objective", la->objective, "latency | throughput | ttft")->capture_default_str();
+  l->add_option("--ctx", la->ctx, "Context tokens per conversation (default: the model's, at most 4096)");
+  l->add_option("--streams", la->streams, "Conversations at once (default 4)");
+  l->add_option("--devices", la->devices, "Only these devices (names, comma separated)")->delimiter(',');
+  l->add_option("--split", la->split, "By hand: NAME:LAYERS,... in pipeline order, the head first (e.g. head:2,a:2,b:1)");
+  l->add_flag("--json", la->json, "Print the plan as JSON");
+  l->callback([head, la] { launch(*head, *la); });
+
+  auto ga = std::make_shared<GenerateArgs>();
+  CLI::App* g = app.add_subcommand("generate", "Stream a continuation through the cluster");
+  g->add_option("-p,--prompt", ga->prompt, "Prompt text")->required();
+  g->add_option("-n,--n-predict", ga->n_predict, "Tokens to generate at most")->capture_default_str();
+  g->add_option("--temp", ga->sampling.temperature, "Temperature; 0 = greedy");
+  g->add_option("--top-k", ga->sampling.top_k, "Keep the K most likely tokens; 0 = off");
+  g->add_option("--top-p", ga->sampling.top_p, "Nucleus sampling threshold; 1 = off");
+  g->add_option("--min-p", ga->sampling.min_p, "Minimum probability relative to the top; 0 = off");
+  g->add_option("--repeat-penalty", ga->sampling.repeat_penalty, "Penalty for recent tokens; 1 = off");
+  g->add_option("--seed", ga->sampling.seed, "Random seed");
+  g->callback([head, ga] { generate(*head, *ga); });
+
+  auto sj = std::make_shared<bool>(false);
+  CLI::App* s = app.add_subcommand("status", "The loaded model, its plan, and how it runs");
+  s->add_flag("--json", *sj, "Print JSON");
+  s->callback([head, sj] { status(*head, *sj); });
+
+  CLI::App* st = app.add_subcommand("stop", "Unload the model from every device");
+  st->callback([head] { stop(*head); });
+}
+
+}  // namespace hearth::cli

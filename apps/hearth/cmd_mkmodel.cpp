@@ -1,0 +1,60 @@
+// `hearth mkmodel`: write a random-weight model of a real shape.
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <memory>
+
+#include "apps/hearth/commands.h"
+#include "runtime/format/mapped_file.h"
+#include "runtime/model/model_maker.h"
+
+namespace hearth::cli {
+
+void add_mkmodel_command(CLI::App& app) {
+  struct Args {
+    std::string out, type = "f32", preset = "tiny", arch = "llama";
+    runtime::MakeModelOptions opt;
+    int dim = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0, ctx = 0;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("mkmodel", "Write a llama-family GGUF model with random weights");
+  cmd->add_option("-o,--out", a->out, "Output file")->required();
+  cmd->add_option("--arch", a->arch, "Architecture: llama, qwen2, qwen3")->capture_default_str();
+  cmd->add_option("--type", a->type, "Weight type: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k")->capture_default_str();
+  cmd->add_option("--preset", a->preset, "Shape: tiny, tinyllama-1.1b, llama-2-7b")->capture_default_str();
+  cmd->add_option("--dim", a->dim, "Override: embedding size");
+  cmd->add_option("--layers", a->layers, "Override: transformer blocks");
+  cmd->add_option("--heads", a->heads, "Override: attention heads");
+  cmd->add_option("--kv-heads", a->kv_heads, "Override: key/value heads");
+  cmd->add_option("--ffn", a->ffn, "Override: feed-forward size");
+  cmd->add_option("--vocab", a->vocab, "Override: vocabulary size (byte-level vocabulary)");
+  cmd->add_option("--ctx", a->ctx, "Override: context length");
+  cmd->add_option("--seed", a->opt.seed, "Random seed")->capture_default_str();
+  cmd->add_option("--vocab-from", a->opt.vocab_from, "Copy the tokenizer from this GGUF")->check(CLI::ExistingFile);
+  cmd->add_option("--name", a->opt.name, "general.name of the model")->capture_default_str();
+  cmd->callback([a] {
+    auto shape = runtime::random_model_preset(a->preset);
+    if (!shape) throw std::invalid_argument("unknown preset '" + a->preset + "' (tiny, tinyllama-1.1b, llama-2-7b)");
+    auto type = runtime::tensor_type_from_name(a->type);
+    if (!type || !runtime::tensor_type_info(static_cast<uint32_t>(*type))->computable)
+      throw std::invalid_argument("unknown or unsupported type '" + a->type + "' (" + runtime::computable_type_names() + ")");
+    const auto override_if = [](int v, int& field) { if (v > 0) field = v; };
+    override_if(a->dim, shape->n_embd);
+    override_if(a->layers, shape->n_layer);
+    override_if(a->heads, shape->n_head);
+    override_if(a->kv_heads, shape->n_head_kv);
+    override_if(a->ffn, shape->n_ff);
+    override_if(a->vocab, shape->n_vocab);
+    override_if(a->ctx, shape->n_ctx);
+    if (a->heads > 0 && a->kv_heads == 0) shape->n_head_kv = shape->n_head;
+    a->opt.shape = *shape;
+    a->opt.type = *type;
+    a->opt.arch = a->arch;
+    const auto t0 = std::chrono::steady_clock::now();
+    runtime::make_random_model(a->out, a->opt);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    spdlog::info("wrote {} ({:.1f} MB, {}) in {:.1f} s", a->out, runtime::file_size(a->out) / 1e6, a->type, s);
+  });
+}
+
+}  // namespace hearth::cli

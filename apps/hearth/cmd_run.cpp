@@ -1,0 +1,80 @@
+// `hearth run`: generate a continuation of a prompt on this device.
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "apps/hearth/commands.h"
+#include "apps/hearth/local_model.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/model/generator.h"
+
+namespace hearth::cli {
+
+namespace {
+
+struct RunArgs {
+  std::string model;
+  std::string prompt;
+  int n_predict = 128;
+  runtime::SamplingParams sampling;
+  int threads = 0;
+  int ctx = 0;
+  bool chat = false;
+};
+
+void run(const RunArgs& a) {
+  LocalModel m = open_local_model(a.model);
+  runtime::Tokenizer tok(runtime::load_vocab(m.file.metadata()));
+  runtime::ThreadPool pool(a.threads > 0 ? a.threads : runtime::hardware_threads());
+  runtime::Stage stage(m.weights, {.n_ctx = a.ctx, .max_batch = 256, .max_sequences = 1}, pool);
+  std::string text = a.prompt;
+  if (a.chat) {  // the prompt as one user message in the model's chat format; BOS stays the tokenizer's
+    const auto tmpl = runtime::detect_chat_template(m.file.metadata().get_string_opt("tokenizer.chat_template").value_or(""));
+    spdlog::info("chat template: {}{}", tmpl.name, tmpl.fallback ? " (the model has none hearth recognises)" : "");
+    const auto& v = tok.vocab();
+    const runtime::ChatMessage user{"user", a.prompt};
+    text = runtime::render_chat(tmpl, {&user, 1}, {.bos_token = v.bos >= 0 ? v.tokens[size_t(v.bos)] : "",
+                                                    .eos_token = v.eos >= 0 ? v.tokens[size_t(v.eos)] : ""});
+  }
+  const std::vector<int32_t> prompt = tok.encode(text, {.parse_special = a.chat});
+  spdlog::debug("prompt: {} tokens, kernels: {}", prompt.size(), stage.kernels().name);
+
+  runtime::Utf8Stream utf8;
+  runtime::Stage* stages[] = {&stage};
+  const auto stats = runtime::generate(stages, 1, prompt, {.n_predict = a.n_predict, .sampling = a.sampling},
+                                       tok.vocab(), [&](int32_t id) {
+                                         const std::string text = utf8.push(tok.piece(id));
+                                         std::fwrite(text.data(), 1, text.size(), stdout);
+                                         std::fflush(stdout);
+                                         return true;
+                                       });
+  const std::string rest = utf8.flush();
+  std::fwrite(rest.data(), 1, rest.size(), stdout);
+  std::fputc('\n', stdout);
+  spdlog::info("{} prompt tokens in {:.3f} s, {} tokens generated at {:.2f} tok/s", stats.prompt_tokens,
+               stats.prefill_seconds, stats.generated_tokens,
+               stats.decode_seconds > 0 ? (stats.generated_tokens - 1) / stats.decode_seconds : 0.0);
+}
+
+}  // namespace
+
+void add_run_command(CLI::App& app) {
+  auto a = std::make_shared<RunArgs>();
+  CLI::App* cmd = app.add_subcommand("run", "Generate a continuation of a prompt on this device");
+  cmd->add_option("-m,--model", a->model, "GGUF model file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("-p,--prompt", a->prompt, "Prompt text")->required();
+  cmd->add_flag("--chat", a->chat, "Send the prompt as a user message in the model's chat template (ChatML if none)");
+  cmd->add_option("-n,--n-predict", a->n_predict, "Tokens to generate at most")->check(CLI::PositiveNumber);
+  cmd->add_option("--temp", a->sampling.temperature, "Temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-k", a->sampling.top_k, "Keep the K most likely tokens; 0 = off")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", a->sampling.top_p, "Nucleus sampling threshold; 1 = off")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--min-p", a->sampling.min_p, "Drop tokens below min-p x the top probability; 0 = off")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--repeat-penalty", a->sampling.repeat_penalty, "Penalty for recent tokens; 1 = off")->check(CLI::PositiveNumber);
+  cmd->add_option("--seed", a->sampling.seed, "Random seed for sampling");
+  cmd->add_option("-t,--threads", a->threads, "Compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-c,--ctx", a->ctx, "Context length in tokens (default: the model's, at most 4096)")->check(CLI::NonNegativeNumber);
+  cmd->callback([a] { run(*a); });
+}
+
+}  // namespace hearth::cli

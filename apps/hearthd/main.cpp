@@ -1,0 +1,188 @@
+// hearthd: the daemon every device runs. One of them is started with --head.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <utility>  // before Asio: Boost 1.74 uses std::exchange without including it
+#include <boost/asio.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "cluster/config.h"
+#include "gateway/gateway.h"
+#include "cluster/node.h"
+#include "profiles/profiler.h"
+#include "transport/discovery.h"
+
+namespace fs = std::filesystem;
+using hearth::cluster::DaemonConfig;
+
+namespace {
+
+std::string host_name() {
+  char buf[256] = {};
+  ::gethostname(buf, sizeof buf - 1);
+  std::string n = buf;
+  return n.empty() ? "device" : n;
+}
+
+// A stable id per data directory, so a restarted daemon is recognised.
+std::string load_node_id(const std::string& dir) {
+  const fs::path p = fs::path(dir) / "node_id";
+  std::ifstream in(p);
+  std::string id;
+  if (in >> id && !id.empty()) return id;
+  std::random_device rd;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
+  std::ofstream(p) << buf << "\n";
+  return buf;
+}
+
+// Measured once and cached; the memory figure is recomputed at every start because what is free
+// (and the limit) changes.
+hearth::profiles::Profile load_profile(const DaemonConfig& c) {
+  const fs::path path = fs::path(c.data_dir) / "profile.json";
+  hearth::profiles::Profile p;
+  if (!c.reprofile && fs::exists(path)) {
+    try {
+      std::ifstream in(path);
+      const std::string text((std::istreambuf_iterator<char>(in)), {});
+      p.device = hearth::profiles::device_profile_from_json(text);
+      p.system = hearth::profiles::read_system_info();
+      p.threads = c.threads > 0 ? c.threads : p.system.cores;
+    } catch (const std::exception& e) {
+      spdlog::warn("cached profile unusable ({}): measuring again", e.what());
+      p = {};
+    }
+  }
+  if (p.device.memory_bandwidth_bytes_per_s <= 0) {
+    spdlog::info("measuring this device (once; cached in {})", path.string());
+    p = hearth::profiles::measure_profile({.name = c.name, .threads = c.threads, .memory_limit = c.memory_limit, .quick = true});
+    std::ofstream(path) << hearth::profiles::profile_to_json(p) << "\n";
+  }
+  p.device.name = c.name;
+  p.device.usable_memory_bytes = static_cast<double>(hearth::profiles::usable_memory(p.system, c.memory_limit));
+  return p;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_default_logger(spdlog::stderr_color_mt("hearthd"));
+  spdlog::set_pattern("[%H:%M:%S.%e] %^%l%$ %v");
+
+  DaemonConfig c;
+  CLI::App app{"hearthd: the hearth daemon, one per device"};
+  app.add_option("--name", c.name, "Device name shown in plans (default: host name)")->envname("HEARTH_NAME");
+  app.add_option("--listen", c.listen, "HOST:PORT of the control socket; data uses PORT+1 (PORT 0: any free ports)")
+      ->envname("HEARTH_LISTEN")->capture_default_str();
+  app.add_flag("--head", c.head, "Be the head: plan, serve weights and clients")->envname("HEARTH_HEAD_NODE");
+  app.add_option("--join", c.join, "HOST:PORT of the head to register with")->envname("HEARTH_JOIN");
+  app.add_option("--peer", c.peers, "HOST:PORT of a daemon that may be the head, where broadcast does not pass (repeatable: tried in turn)");
+  app.add_option("--data-dir", c.data_dir, "Node id, profile and weight cache (default: $HEARTH_DATA_DIR or ~/.local/share/hearth)")
+      ->envname("HEARTH_DATA_DIR");
+  app.add_option("--memory-limit", c.memory_limit, "Bytes this daemon may use for its stage (default: what is free)")
+      ->envname("HEARTH_MEMORY_LIMIT");
+  app.add_option("--threads", c.threads, "Compute threads (default: all cores)")->envname("HEARTH_THREADS");
+  bool no_discovery = false;
+  app.add_flag("--no-discovery", no_discovery, "No UDP beacons (use --join/--peer)");
+  app.add_option("--discovery-port", c.discovery_port, "UDP port of the beacons")->capture_default_str();
+  app.add_option("--discovery-address", c.discovery_address, "Where beacons are sent")->capture_default_str();
+  app.add_flag("--reprofile", c.reprofile, "Measure the device again");
+  app.add_option("--models", c.model_dirs,
+                 "Folder of GGUF files this device already has: a matching model's layers are mapped from it, not transferred "
+                 "(repeatable; default: DATA_DIR/models)");
+  app.add_option("--recovery-wait", c.recovery_wait_s,
+                 "Head: seconds open conversations wait for a device to come (back) when the devices left after a loss cannot "
+                 "hold the model; 0 = fail them at once")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--token", c.token, "Join token printed by the head (`hearth token` there): pairs this device once")
+      ->envname("HEARTH_TOKEN");
+  app.add_flag("--insecure", c.insecure, "No encryption or authentication (every daemon of the cluster must use it)")
+      ->envname("HEARTH_INSECURE");
+  std::string http_listen, api_key;
+  app.add_option("--http", http_listen, "HOST:PORT for the OpenAI API and web chat (head only; 0.0.0.0:8080 opens it to the LAN; default: off)")
+      ->envname("HEARTH_HTTP");
+  app.add_option("--api-key", api_key, "Require 'Authorization: Bearer KEY' on the HTTP API")->envname("HEARTH_API_KEY");
+  std::string ready_file;
+  app.add_option("--ready-file", ready_file, "Write the control endpoint (and, with --http, the URL on a second line) to this file once listening");
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Debug logs");
+  CLI11_PARSE(app, argc, argv);
+  c.discovery = !no_discovery;
+  if (!http_listen.empty() && !c.head) {
+    spdlog::error("--http needs --head: only the head serves HTTP");
+    return 2;
+  }
+  if (verbose) spdlog::set_level(spdlog::level::debug);
+  if (!c.token.empty()) {
+    if (c.head || c.insecure) {
+      spdlog::error("--token is for a device joining a head (not with --head or --insecure)");
+      return 2;
+    }
+    try {
+      hearth::transport::parse_join_token(c.token);
+    } catch (const std::exception& e) {
+      spdlog::error("--token: {}", e.what());
+      return 2;
+    }
+  }
+  if (c.name.empty()) c.name = host_name();
+  if (c.data_dir.empty()) c.data_dir = hearth::cluster::default_data_dir();
+
+  try {
+    fs::create_directories(c.data_dir);
+    hearth::cluster::Node node(c, load_profile(c), load_node_id(c.data_dir));
+    node.start();
+
+    std::atomic<bool> stop{false};
+    boost::asio::io_context io;
+    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code&, int sig) {
+      spdlog::info("signal {}: shutting down", sig);
+      stop = true;
+      io.stop();
+    });
+    std::unique_ptr<hearth::transport::Discovery> discovery;
+    if (c.discovery) {
+      discovery = std::make_unique<hearth::transport::Discovery>(
+          io, hearth::transport::DiscoveryOptions{.port = c.discovery_port, .send_to = c.discovery_address},
+          hearth::transport::Beacon{node.node_id(), hearth::transport::endpoint_port(node.control_endpoint()), c.head},
+          [&](const hearth::transport::Beacon& b, const std::string& ip) {
+            if (b.is_head) node.head_discovered("tcp://" + ip + ":" + std::to_string(b.control_port));
+          });
+      discovery->start();
+    }
+    std::unique_ptr<hearth::http::Gateway> gateway;
+    if (!http_listen.empty())
+      gateway = std::make_unique<hearth::http::Gateway>(
+          hearth::http::GatewayOptions{http_listen, api_key, node.control_endpoint(), node.keys()});
+    if (!ready_file.empty()) std::ofstream(ready_file) << node.control_endpoint() << "\n" << (gateway ? gateway->url() + "\n" : "");
+
+    std::exception_ptr failure;
+    std::thread loop([&] {
+      try {
+        node.run(stop);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      io.stop();
+    });
+    io.run();
+    stop = true;
+    loop.join();
+    if (failure) std::rethrow_exception(failure);
+    spdlog::info("stopped");
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,142 @@
+// The head's role: it keeps the table of devices, plans a launch with the partitioner, streams
+// each device only the weights of its layers, re-plans when a device is lost, and serves the
+// clients' requests (devices, launch, generate, status, stop).
+//
+// It runs on its daemon's loop thread and reaches the rest only through the narrow interfaces of
+// cluster/host.h (an outbox to devices and clients, its own first stage, its host's counters, a
+// clock), so tests/head_test.cpp drives it in-process with fakes. Its code is split by concept:
+//   head.cpp          registration, heartbeats, links, pairing; dispatch and the tick
+//   head_launch.cpp   launch: planning, assignments, weight serving, load progress, unloading
+//   head_recovery.cpp a lost device: re-plan on the devices left, replay, wait for a device
+//   head_clients.cpp  generation requests, their events, the pace check
+//   head_status.cpp   the devices, plan and status replies
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cluster/device_registry.h"
+#include "cluster/failure.h"
+#include "cluster/host.h"
+#include "cluster/launch.h"
+#include "cluster/pairing.h"
+#include "cluster/scheduler.h"
+#include "profiles/profiler.h"
+#include "transport/codec.h"
+
+namespace hearth::cluster {
+
+// Who the head is: facts of its daemon, fixed for its life.
+struct HeadIdentity {
+  std::string node_id;
+  std::string control_endpoint;
+  std::string data_endpoint;
+  profiles::Profile profile;
+  std::string public_key;  // empty with --insecure
+  std::string keys_dir;    // where pairing keeps its keys; empty with --insecure (no pairing)
+  int pairing_port = 0;
+  int recovery_wait_s = 30;  // how long conversations wait for a device after a loss
+};
+
+// The head's ways out (cluster/host.h).
+struct HeadPorts {
+  Outbox& outbox;
+  LocalStage& stage;
+  Host& host;
+  const Clock& clock;
+};
+
+class Head {
+ public:
+  Head(HeadIdentity self, HeadPorts ports);
+  ~Head();
+
+  // A message on the control socket. `user_id`: the CURVE key ZAP authenticated the sender with
+  // (nullptr with --insecure). Throws std::invalid_argument for a malformed one.
+  void on_control(const std::string& identity, const char* peer_address, const char* user_id, const transport::Decoded& d,
+                  zmq::message_t* payload);
+  // Sampled tokens from the last stage (a Result on the data socket).
+  void on_result(transport::wire::Result::Reader r);
+  void on_sampled(const std::vector<SampledToken>& tokens);
+  // Liveness, recovery deadlines, and one scheduler step; the loop calls it every iteration.
+  void tick();
+  bool has_work() const { return scheduler_ && scheduler_->has_work(); }
+  // A pairing request (from the pairing socket): "" when the key was added, else why not.
+  std::string on_pair(const std::string& public_key, const std::string& node_id, const std::string& secret);
+  // The join token new devices pair with (empty with --insecure).
+  std::string join_token() const;
+
+  // For tests and status: what the head holds.
+  const DeviceRegistry& devices() const { return registry_; }
+  const LaunchedPlan* plan() const { return plan_.get(); }
+
+ private:
+  // head.cpp: registration and health.
+  void on_hello(const std::string& identity, const char* peer_address, const char* user_id, transport::wire::Hello::Reader h);
+  void on_heartbeat(const std::string& identity, transport::wire::Heartbeat::Reader h);
+  void on_error(const std::string& identity, transport::wire::Error::Reader e);
+  void on_link_report(const std::string& identity, transport::wire::LinkReport::Reader r);
+  void request_probe(const std::string& prober, const std::vector<const Device*>& targets);
+  void ask_to_register(const std::string& node_id);
+  void device_lost(const std::string& node_id);
+
+  // head_launch.cpp
+  void on_launch(const std::string& client, uint64_t request_id, transport::wire::LaunchRequest::Reader r);
+  std::unique_ptr<LaunchedPlan> open_model(const std::string& model_path);
+  partitioner::PartitionOptions partition_options(transport::wire::LaunchRequest::Reader r, LaunchedPlan& p) const;
+  void start_stages(const std::vector<const Device*>& devices);
+  void send_assignment(const LaunchedPlan& p, size_t i, const std::vector<std::string>& plan_keys);
+  void on_weight_request(const std::string& identity, transport::wire::WeightRequest::Reader r);
+  void on_load_status(const std::string& identity, transport::wire::LoadStatus::Reader s);
+  void report_progress(const PlannedStage& s);
+  void launch_finished(bool ok, const std::string& message, ErrorCategory category = ErrorCategory::INTERNAL);
+  void fail_plan(const std::string& reason, ErrorCategory category);
+  void unload_all();
+  void send_stop(const std::string& node_id);
+
+  // head_recovery.cpp
+  // A device of the ready plan was lost: plan again on the devices left and replay every open
+  // conversation there (the clients see a pause). When the devices left cannot hold the model,
+  // the conversations wait up to --recovery-wait for a device, then fail.
+  void recover(const std::string& lost_node_id, const std::string& reason);
+  void wait_for_device(std::vector<CarriedSession> carried, const std::string& why);
+  // A device registered or came back while conversations wait for one: try the re-plan again.
+  void retry_recovery(const std::string& why);
+  void fail_carried(const std::string& why, ErrorCategory category);
+  void check_recovery_deadline();
+
+  // head_clients.cpp
+  void on_generate(const std::string& client, uint64_t request_id, transport::wire::GenerateRequest::Reader r);
+  std::vector<int32_t> encode_request(transport::wire::GenerateRequest::Reader r, std::string& chat_template) const;
+  void emit(const GenerationEvent& e);
+  // After a generation that decoded alone: compares its pace with the plan's (cluster/pace.h).
+  void check_pace(double decode_tok_s);
+
+  // head_status.cpp
+  void on_devices(const std::string& client, uint64_t request_id);
+  void on_status(const std::string& client, uint64_t request_id);
+  void on_stop(const std::string& client, uint64_t request_id);
+  std::string plan_json() const;
+  StageCounters counters_of(const std::string& node_id) const;
+
+  void reply_error(const std::string& client, uint64_t request_id, const Failure& failure);
+
+  HeadIdentity self_;
+  HeadPorts ports_;
+  DeviceRegistry registry_;
+  std::unique_ptr<PairingRegistry> pairing_;  // secure clusters only
+  std::unique_ptr<LaunchedPlan> plan_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::vector<CarriedSession> carried_;  // conversations waiting for a device (see recover())
+  Clock::time_point recovery_deadline_{};
+  std::map<std::string, Clock::time_point> hello_requested_;  // unknown node ids we asked to register
+  uint64_t next_plan_id_;
+  std::map<std::string, uint64_t> hash_cache_;  // model path + size + mtime -> XXH3
+};
+
+}  // namespace hearth::cluster

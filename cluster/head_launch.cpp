@@ -1,0 +1,262 @@
+// The head's launches: check and plan before anything that serves is touched, assign each device
+// its layers, serve the weights they ask for, follow their progress, and unload.
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#include <filesystem>
+
+#include "cluster/head.h"
+#include "runtime/model/model_spec_gguf.h"
+
+namespace hearth::cluster {
+
+namespace wire = transport::wire;
+
+namespace {
+
+constexpr uint32_t kMaxWeightChunk = 8u << 20;
+constexpr int kDefaultMaxBatch = 256;
+
+}  // namespace
+
+void Head::on_launch(const std::string& client, uint64_t request_id, wire::LaunchRequest::Reader r) {
+  try {
+    if (plan_ && plan_->launching()) throw Failure(ErrorCategory::CONFLICT, "a launch is already in progress");
+    unload_all();
+    auto p = open_model(r.getModelPath().cStr());
+    p->launcher = client;
+    p->launcher_request = request_id;
+    p->partition = partition_options(r, *p);
+    for (auto n : r.getDevices()) p->wanted.emplace_back(n.cStr());
+    const std::vector<const Device*> devices = registry_.candidates(p->wanted);
+    const partitioner::LinkTable links = registry_.link_table(devices);
+    p->plan = r.getSplit().size() == 0 ? plan_by_planner(p->spec, devices, links, p->partition)
+                                       : plan_by_split(r.getSplit().cStr(), p->spec, devices, links, p->partition);
+    plan_ = std::move(p);
+    for (const auto& line : partitioner::describe_plan(plan_->plan)) spdlog::info("plan: {}", line);
+    start_stages(devices);
+  } catch (const std::exception& e) {
+    spdlog::warn("head: launch failed: {}", e.what());
+    plan_.reset();
+    scheduler_.reset();
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<wire::Envelope>();
+    env.setRequestId(request_id);
+    auto reply = env.initLaunchReply();
+    reply.setOk(false);
+    reply.setMessage(e.what());
+    reply.setCategory(category_of(e));
+    ports_.outbox.send(client, b);
+  }
+}
+
+// The model's file, config, vocabulary and hash (hashed once per path, size and mtime).
+std::unique_ptr<LaunchedPlan> Head::open_model(const std::string& model_path) {
+  auto p = std::make_unique<LaunchedPlan>();
+  p->id = next_plan_id_++;
+  p->model_path = model_path;
+  p->started = std::chrono::steady_clock::now();
+  struct stat st {};
+  if (::stat(model_path.c_str(), &st) != 0)
+    throw Failure(ErrorCategory::NOT_FOUND, "the model file " + model_path + " does not exist on the head");
+  if (!S_ISREG(st.st_mode)) throw Failure(ErrorCategory::BAD_REQUEST, model_path + " is not a file");
+  p->file = std::make_unique<runtime::GgufFile>(runtime::GgufFile::open(model_path));
+  p->config = runtime::read_model_config(*p->file);
+  p->tokenizer = std::make_unique<runtime::Tokenizer>(runtime::load_vocab(p->file->metadata()));
+  const std::string key = model_path + ":" + std::to_string(st.st_size) + ":" + std::to_string(st.st_mtime);
+  if (!hash_cache_.count(key)) hash_cache_[key] = hash_file(model_path);
+  p->model_hash = hash_cache_[key];
+  p->spec = runtime::model_spec_from_gguf(*p->file, p->config);
+  return p;
+}
+
+partitioner::PartitionOptions Head::partition_options(wire::LaunchRequest::Reader r, LaunchedPlan& p) const {
+  const int ctx = r.getCtx() > 0 ? static_cast<int>(r.getCtx()) : std::min(p.config.n_ctx_train, 4096);
+  const int streams = r.getStreams() > 0 ? static_cast<int>(r.getStreams()) : 4;
+  p.options = {.n_ctx = ctx, .max_batch = kDefaultMaxBatch, .max_sequences = streams};
+  partitioner::PartitionOptions opt;
+  const std::string objective = r.getObjective().size() ? r.getObjective().cStr() : "latency";
+  const auto parsed = partitioner::objective_from_string(objective);
+  if (!parsed) throw Failure(ErrorCategory::BAD_REQUEST, "unknown objective '" + objective + "'");
+  opt.objective = *parsed;
+  opt.ctx = ctx;
+  opt.streams = streams;
+  opt.kv_bytes_per_elem = 4;  // the runtime's KV cache is f32
+  return opt;
+}
+
+void Head::start_stages(const std::vector<const Device*>& devices) {
+  LaunchedPlan& p = *plan_;
+  for (const auto& a : p.plan.stages) {
+    PlannedStage s;
+    s.node_id = devices[static_cast<size_t>(a.device)]->node_id;
+    s.spec = {a.first_layer, a.last_layer, a.has_embedding, a.has_output};
+    p.stages.push_back(std::move(s));
+  }
+  if (p.stages.empty() || p.stages.front().node_id != self_.node_id)
+    throw Failure(ErrorCategory::INTERNAL, "the plan does not start on the head");
+  std::vector<std::string> plan_keys;
+  for (const auto& s : p.stages) plan_keys.push_back(registry_.at(s.node_id).public_key);
+  // The head maps its own layers straight from the model file.
+  const bool alone = p.stages.size() == 1;
+  ports_.stage.load(p.id, p.model_path, p.stages[0].spec, p.options, alone ? "" : registry_.at(p.stages[1].node_id).data_endpoint,
+                    alone ? self_.public_key : plan_keys[1]);
+  p.stages[0].state = StageState::kReady;
+  p.stages[0].resident_bytes = ports_.host.resident_bytes();
+  for (size_t i = 1; i < p.stages.size(); ++i) {
+    PlannedStage& s = p.stages[i];
+    s.file = std::make_unique<StageFile>(*p.file, p.config, s.spec);
+    s.bytes_total = s.file->size();
+    send_assignment(p, i, plan_keys);
+  }
+  scheduler_ = std::make_unique<Scheduler>(ports_.stage, *p.tokenizer, p.options.n_ctx, static_cast<int>(p.stages.size()),
+                                           p.options.max_sequences, [this](const GenerationEvent& e) { emit(e); });
+  if (alone) launch_finished(true, "");
+}
+
+void Head::send_assignment(const LaunchedPlan& p, size_t i, const std::vector<std::string>& plan_keys) {
+  const PlannedStage& s = p.stages[i];
+  const bool last = i + 1 == p.stages.size();
+  capnp::MallocMessageBuilder b;
+  auto a = b.initRoot<wire::Envelope>().initAssignment();
+  a.setPlanId(p.id);
+  a.setModelHash(p.model_hash);
+  a.setModelName(p.config.name);
+  a.setFirstLayer(static_cast<uint32_t>(s.spec.first_layer));
+  a.setLastLayer(static_cast<uint32_t>(s.spec.last_layer));
+  a.setHasEmbedding(false);
+  a.setHasOutput(s.spec.has_output);
+  a.setStageFileBytes(s.file->size());
+  a.setStageFileHash(s.file->header_hash());
+  // The last stage returns tokens to the head.
+  a.setNextEndpoint(last ? self_.data_endpoint : registry_.at(p.stages[i + 1].node_id).data_endpoint);
+  a.setNextKey(last ? self_.public_key : plan_keys[i + 1]);
+  auto keys = a.initMemberKeys(static_cast<unsigned>(plan_keys.size()));
+  for (unsigned k = 0; k < plan_keys.size(); ++k) keys.set(k, plan_keys[k]);
+  a.setNCtx(static_cast<uint32_t>(p.options.n_ctx));
+  a.setMaxBatch(static_cast<uint32_t>(p.options.max_batch));
+  a.setMaxSequences(static_cast<uint32_t>(p.options.max_sequences));
+  a.setNEmbd(static_cast<uint32_t>(p.config.n_embd));
+  if (!ports_.outbox.send(s.node_id, b))
+    throw Failure(ErrorCategory::LOST_DEVICE, "device " + registry_.at(s.node_id).profile.name + " is unreachable");
+}
+
+void Head::on_weight_request(const std::string& identity, wire::WeightRequest::Reader r) {
+  if (!plan_ || r.getPlanId() != plan_->id) {
+    ports_.host.count_out_of_plan();
+    return;
+  }
+  for (const auto& s : plan_->stages) {
+    if (s.node_id != identity || !s.file) continue;
+    if (r.getLength() == 0 || r.getLength() > kMaxWeightChunk || r.getOffset() > s.file->size() ||
+        r.getLength() > s.file->size() - r.getOffset())
+      throw std::invalid_argument("weight request outside the stage file");
+    // Read straight into the message ZeroMQ sends (no copy, one chunk at a time here; the
+    // device keeps a few requests in flight).
+    zmq::message_t chunk(r.getLength());
+    s.file->read(r.getOffset(), {chunk.data<uint8_t>(), chunk.size()});
+    capnp::MallocMessageBuilder b;
+    auto c = b.initRoot<wire::Envelope>().initWeightChunk();
+    c.setPlanId(plan_->id);
+    c.setOffset(r.getOffset());
+    c.setChecksum(XXH3_64bits(chunk.data(), chunk.size()));
+    ports_.outbox.send(identity, b, std::move(chunk));
+    return;
+  }
+  ports_.host.count_out_of_plan();
+}
+
+namespace {
+
+StageState stage_state(wire::LoadStatus::State s) {
+  switch (s) {
+    case wire::LoadStatus::State::RECEIVING: return StageState::kReceiving;
+    case wire::LoadStatus::State::LOADING: return StageState::kLoading;
+    case wire::LoadStatus::State::READY: return StageState::kReady;
+    case wire::LoadStatus::State::FAILED: return StageState::kFailed;
+  }
+  throw std::invalid_argument("load status with an unknown state");
+}
+
+}  // namespace
+
+void Head::on_load_status(const std::string& identity, wire::LoadStatus::Reader st) {
+  if (!plan_ || st.getPlanId() != plan_->id || plan_->state() != LaunchState::kLoading) return;
+  for (auto& s : plan_->stages) {
+    if (s.node_id != identity) continue;
+    s.state = stage_state(st.getState());
+    if (st.getBytesTotal() > 0) s.bytes_done = st.getBytesDone();
+    if (s.state == StageState::kReady) s.bytes_done = s.bytes_total;  // also when mapped from a local copy
+    s.resident_bytes = st.getResidentBytes();
+    s.message = st.getMessage().cStr();
+    report_progress(s);
+    if (s.state == StageState::kFailed) {
+      fail_plan("device " + registry_.at(identity).profile.name + " could not load its stage: " + s.message, ErrorCategory::INTERNAL);
+      return;
+    }
+  }
+  if (std::all_of(plan_->stages.begin(), plan_->stages.end(), [](const PlannedStage& s) { return s.state == StageState::kReady; }))
+    launch_finished(true, "");
+}
+
+void Head::report_progress(const PlannedStage& s) {
+  if (plan_->launcher.empty()) return;
+  capnp::MallocMessageBuilder b;
+  auto env = b.initRoot<wire::Envelope>();
+  env.setRequestId(plan_->launcher_request);
+  auto pr = env.initLaunchProgress();
+  pr.setDevice(registry_.at(s.node_id).profile.name);
+  pr.setBytesDone(s.bytes_done);
+  pr.setBytesTotal(s.bytes_total);
+  pr.setState(to_string(s.state));
+  ports_.outbox.send(plan_->launcher, b);
+}
+
+void Head::launch_finished(bool ok, const std::string& message, ErrorCategory category) {
+  if (ok) {
+    plan_->move_to(LaunchState::kReady);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - plan_->started).count();
+    spdlog::info("head: plan {} ready in {:.1f} s", plan_->id, s);
+  }
+  if (plan_->launcher.empty()) return;
+  capnp::MallocMessageBuilder b;
+  auto env = b.initRoot<wire::Envelope>();
+  env.setRequestId(plan_->launcher_request);
+  auto reply = env.initLaunchReply();
+  reply.setOk(ok);
+  reply.setMessage(message);
+  reply.setPlanJson(plan_json());
+  if (!ok) reply.setCategory(category);
+  ports_.outbox.send(plan_->launcher, b);
+  plan_->launcher.clear();
+}
+
+void Head::fail_plan(const std::string& reason, ErrorCategory category) {
+  if (!plan_ || plan_->state() == LaunchState::kFailed) return;
+  spdlog::error("head: {}", reason);
+  const bool was_launching = plan_->state() == LaunchState::kLoading;
+  plan_->failure = reason;
+  plan_->move_to(LaunchState::kFailed);
+  if (scheduler_) scheduler_->fail(reason, category);
+  if (was_launching) launch_finished(false, reason, category);
+}
+
+void Head::unload_all() {
+  if (scheduler_) scheduler_->fail("the model was unloaded", ErrorCategory::UNAVAILABLE);
+  fail_carried("the model was unloaded", ErrorCategory::UNAVAILABLE);  // conversations that waited for a device
+  scheduler_.reset();
+  if (plan_)
+    for (const auto& s : plan_->stages)
+      if (s.node_id != self_.node_id) send_stop(s.node_id);
+  ports_.stage.unload();
+  plan_.reset();
+}
+
+void Head::send_stop(const std::string& node_id) {
+  capnp::MallocMessageBuilder b;
+  b.initRoot<wire::Envelope>().initStopRequest();
+  ports_.outbox.send(node_id, b);
+}
+
+}  // namespace hearth::cluster

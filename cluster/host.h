@@ -1,0 +1,88 @@
+// What the head and its scheduler need from the daemon that hosts them, as narrow interfaces
+// owned here: hearthd implements them over its sockets and its stage (cluster/node.h), and
+// tests/head_test.cpp implements them with fakes, so the head's decisions (registration, launch,
+// recovery, pace) run in-process without sockets or processes.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "cluster/stage_host.h"
+#include "runtime/model/stage.h"
+#include "transport/codec.h"
+
+namespace hearth::cluster {
+
+// Sends envelopes to peers of the head's control socket: devices and clients, by identity.
+class Outbox {
+ public:
+  virtual ~Outbox() = default;
+  // False when the peer is gone.
+  virtual bool send(const std::string& identity, capnp::MessageBuilder& message) = 0;
+  // With a raw payload frame (a weight chunk), handed over without a copy.
+  virtual bool send(const std::string& identity, capnp::MessageBuilder& message, zmq::message_t&& payload) = 0;
+};
+
+// What a stage computed and sent since its daemon started (counters; status shows differences).
+struct StageCounters {
+  uint64_t batches = 0, tokens = 0, compute_ns = 0;
+  uint64_t bytes_out = 0;                   // activations pushed to the next stage
+  uint64_t decode_steps = 0, decode_ns = 0;  // of the batches, those of one token per sequence
+};
+
+// Messages a daemon refused, by reason.
+struct DropCounts {
+  uint64_t malformed = 0, out_of_plan = 0, unexpected = 0, bad_payload = 0;
+  uint64_t total() const { return malformed + out_of_plan + unexpected + bad_payload; }
+};
+
+// The head's own stage, the first of the pipeline: the launch loads it from the model file, the
+// scheduler feeds it and passes its output on.
+class LocalStage {
+ public:
+  virtual ~LocalStage() = default;
+  virtual void load(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec,
+                    const runtime::StageOptions& options, const std::string& next_endpoint, const std::string& next_key) = 0;
+  virtual void unload() = 0;
+  virtual bool loaded() const = 0;
+  virtual int max_batch() const = 0;
+  virtual bool has_output() const = 0;  // a one-stage plan samples here
+  // Throws std::invalid_argument (state unchanged) when the batch does not fit the stage.
+  virtual StageOutput compute(const Batch& batch) = 0;
+  // False when the next stage did not take it (it is probably gone).
+  virtual bool push_forward(const Batch& batch, const std::vector<float>& hidden) = 0;
+  // Frees these sequences' caches here and, down the pipeline, on every later stage.
+  virtual void release(const std::vector<uint64_t>& seqs) = 0;
+  virtual StageCounters counters() const = 0;
+};
+
+// The rest of what the head asks of its daemon.
+class Host {
+ public:
+  virtual ~Host() = default;
+  // Lets a paired device's key through the daemon's authentication (ZAP).
+  virtual void admit(const std::string& public_key) = 0;
+  virtual void count_out_of_plan() = 0;
+  virtual void count_unexpected() = 0;
+  virtual DropCounts drops() const = 0;
+  virtual uint64_t refused_handshakes() const = 0;
+  virtual uint64_t resident_bytes() const = 0;
+};
+
+// Time as the head's liveness and recovery deadlines read it (a fake in tests moves it by hand).
+class Clock {
+ public:
+  using time_point = std::chrono::steady_clock::time_point;
+  virtual ~Clock() = default;
+  virtual time_point now() const = 0;
+};
+
+class SteadyClock final : public Clock {
+ public:
+  time_point now() const override { return std::chrono::steady_clock::now(); }
+};
+
+}  // namespace hearth::cluster

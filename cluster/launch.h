@@ -1,0 +1,103 @@
+// A launch and the plan it serves: which device runs which layers, how far each got, and the
+// launch's life as an explicit state machine.
+//
+//   kLoading ---------> kReady ---(a device is lost: a new plan on the devices left)---> kLoading
+//      |   \                 \
+//      |    \                 +--(the devices left cannot hold the model)--+
+//      |     +--(a re-plan's devices cannot hold the model)---------------+--> kWaitingForDevice
+//      v                                                                        |  (a device comes
+//   kFailed <--(a load failed, a launch lost a device, the wait expired)--------+   back: kLoading)
+//
+// kFailed is final: a new `hearth launch` makes a new LaunchedPlan.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cluster/device_registry.h"
+#include "cluster/stage_file.h"
+#include "partitioner/partitioner.h"
+#include "runtime/format/gguf.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/stage.h"
+#include "runtime/text/tokenizer.h"
+
+namespace hearth::cluster {
+
+enum class LaunchState {
+  kLoading,           // assignments sent; stages receive and load their weights
+  kReady,             // every stage loaded: conversations run
+  kWaitingForDevice,  // a device was lost and the ones left cannot hold the model
+  kFailed,            // final; `failure` says why
+};
+const char* to_string(LaunchState s);
+// Whether the state machine above has this edge.
+bool can_move(LaunchState from, LaunchState to);
+
+enum class StageState { kAssigned, kReceiving, kLoading, kReady, kFailed };
+const char* to_string(StageState s);
+
+// One stage of the plan.
+struct PlannedStage {
+  std::string node_id;
+  runtime::StageSpec spec;
+  std::unique_ptr<StageFile> file;  // what the device receives (not for the head's own stage)
+  StageState state = StageState::kAssigned;
+  uint64_t bytes_done = 0, bytes_total = 0;
+  uint64_t resident_bytes = 0;
+  std::string message;
+};
+
+struct LaunchedPlan {
+  uint64_t id = 0;
+  std::string model_path;
+  uint64_t model_hash = 0;
+  std::unique_ptr<runtime::GgufFile> file;
+  runtime::ModelConfig config;
+  std::unique_ptr<runtime::Tokenizer> tokenizer;
+  partitioner::PartitionPlan plan;
+  std::vector<PlannedStage> stages;
+  runtime::StageOptions options;
+  // How it was planned, to plan again on the devices left when one is lost.
+  partitioner::ModelSpec spec;
+  partitioner::PartitionOptions partition;
+  std::vector<std::string> wanted;  // --devices (empty: any)
+  std::vector<std::string> events;  // what happened to it (lost devices, re-plans), for status
+  std::string failure;              // why it failed or waits (kFailed, kWaitingForDevice)
+  std::string launcher;             // the client waiting for the launch to finish, if any
+  uint64_t launcher_request = 0;
+  std::chrono::steady_clock::time_point started;
+  // Each stage's decode counters (steps, ns) when the pace was last checked, and whether a slow
+  // pace is being reported (an event when it starts and one when it ends).
+  std::vector<std::pair<uint64_t, uint64_t>> pace_mark;
+  bool slow_pace = false;
+
+  LaunchState state() const { return state_; }
+  bool ready() const { return state_ == LaunchState::kReady; }
+  // A launch a client waits for, still loading.
+  bool launching() const { return state_ == LaunchState::kLoading && !launcher.empty(); }
+  // Takes an edge of the state machine; throws std::logic_error for one it does not have.
+  void move_to(LaunchState to);
+
+ private:
+  LaunchState state_ = LaunchState::kLoading;
+};
+
+// "head:2,a:2,b:1" -> [(name, layers)]; throws Failure(BAD_REQUEST).
+std::vector<std::pair<std::string, int>> parse_split(const std::string& text);
+
+// The planner's choice on `devices` (the head first); throws Failure(NO_CAPACITY) when nothing fits.
+partitioner::PartitionPlan plan_by_planner(const partitioner::ModelSpec& spec, const std::vector<const Device*>& devices,
+                                           const partitioner::LinkTable& links, const partitioner::PartitionOptions& options);
+// A hand-made split (device names and layer counts in pipeline order, "head" for the head),
+// checked against memory like the planner's: BAD_REQUEST for a malformed or impossible split,
+// NO_CAPACITY for one that does not fit.
+partitioner::PartitionPlan plan_by_split(const std::string& split, const partitioner::ModelSpec& spec,
+                                         const std::vector<const Device*>& devices, const partitioner::LinkTable& links,
+                                         const partitioner::PartitionOptions& options);
+
+}  // namespace hearth::cluster

@@ -1,0 +1,226 @@
+#include "cluster/scheduler.h"
+
+#include <spdlog/spdlog.h>
+
+#include <stdexcept>
+
+
+namespace hearth::cluster {
+
+using Steady = std::chrono::steady_clock;
+
+namespace {
+
+double ms_between(Steady::time_point a, Steady::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
+
+}  // namespace
+
+Scheduler::Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences,
+                     Emit emit)
+    : stage_(stage),
+      tokenizer_(tokenizer),
+      n_ctx_(n_ctx),
+      n_stages_(std::max(1, n_stages)),
+      max_sequences_(std::max(1, max_sequences)),
+      emit_(std::move(emit)) {}
+
+size_t Scheduler::queued() const {
+  size_t n = 0;
+  for (const auto& [seq, s] : sessions_) n += s.admitted ? 0 : 1;
+  return n;
+}
+
+// Admits waiting conversations, oldest first (sequence ids grow with arrival), while the stages
+// have KV cache slots for them.
+void Scheduler::admit() {
+  size_t admitted = sessions_.size() - queued();
+  for (auto& [seq, s] : sessions_) {
+    if (admitted >= static_cast<size_t>(max_sequences_)) break;
+    if (!s.admitted) {
+      s.admitted = true;
+      ++admitted;
+    }
+  }
+}
+
+void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
+                    const runtime::SamplingParams& sampling, std::string chat_template) {
+  totals_.requests++;
+  GenerationEvent refuse{
+      .client = client, .request_id = request_id, .done = true, .category = ErrorCategory::BAD_REQUEST, .finish_reason = "error"};
+  if (prompt.empty()) refuse.error = "the prompt has no tokens";
+  else if (static_cast<int>(prompt.size()) >= n_ctx_) {
+    refuse.error = "the prompt has " + std::to_string(prompt.size()) + " tokens; the context holds " + std::to_string(n_ctx_);
+    refuse.category = ErrorCategory::TOO_LARGE;
+  } else if (n_predict <= 0) refuse.error = "n_predict must be positive";
+  if (!refuse.error.empty()) {
+    emit_(refuse);
+    return;
+  }
+  Session s;
+  s.client = client;
+  s.request_id = request_id;
+  s.prompt = std::move(prompt);
+  s.n_predict = n_predict;
+  s.sampling = sampling;
+  s.chat_template = std::move(chat_template);
+  s.start = Steady::now();
+  s.original_prompt = s.prompt.size();
+  sessions_.emplace(next_seq_++, std::move(s));
+}
+
+std::vector<CarriedSession> Scheduler::suspend() {
+  std::vector<CarriedSession> out;
+  for (auto& [seq, s] : sessions_) {
+    CarriedSession c{.client = s.client, .request_id = s.request_id, .n_predict = s.n_predict, .sampling = s.sampling,
+                     .chat_template = s.chat_template, .start = s.start, .first_token = s.first_token};
+    c.prompt.assign(s.prompt.begin(), s.prompt.begin() + static_cast<long>(s.original_prompt));
+    c.output = s.output;
+    out.push_back(std::move(c));
+  }
+  sessions_.clear();  // the stages that held their caches are gone or reassigned
+  return out;
+}
+
+void Scheduler::resume(CarriedSession c) {
+  Session s;
+  s.client = std::move(c.client);
+  s.request_id = c.request_id;
+  s.original_prompt = c.prompt.size();
+  s.prompt = std::move(c.prompt);
+  s.prompt.insert(s.prompt.end(), c.output.begin(), c.output.end());
+  s.generated = static_cast<int>(c.output.size());
+  s.output = std::move(c.output);
+  s.n_predict = c.n_predict;
+  s.sampling = c.sampling;
+  // Each token it generated took one random draw (with a temperature): the new last stage's
+  // sampler skips them and continues the same stream.
+  if (s.sampling.temperature > 0) s.sampling.draws_done = s.output.size();
+  s.chat_template = std::move(c.chat_template);
+  s.start = c.start;
+  s.first_token = c.first_token;
+  sessions_.emplace(next_seq_++, std::move(s));
+}
+
+bool Scheduler::has_work() const {
+  size_t admitted = 0;
+  for (const auto& [seq, s] : sessions_) {
+    if (s.admitted && (s.pending || s.prompt_sent < s.prompt.size())) return true;
+    admitted += s.admitted ? 1 : 0;
+  }
+  return admitted < static_cast<size_t>(max_sequences_) && admitted < sessions_.size();
+}
+
+bool Scheduler::step() {
+  if (!stage_.loaded() || sessions_.empty()) return false;
+  admit();
+  const int room_total = stage_.max_batch();
+  // Decoding conversations (waiting or in flight) split into one micro-batch per stage.
+  int decoding = 0;
+  for (const auto& [seq, s] : sessions_) decoding += s.admitted && s.prompt_sent == s.prompt.size() ? 1 : 0;
+  const int micro_batch = std::max(1, (decoding + n_stages_ - 1) / n_stages_);
+  int decode_tokens = 0;
+  Batch batch;
+  // Round-robin from a rotating start so that no conversation waits behind the others.
+  std::vector<uint64_t> order;
+  for (const auto& [seq, s] : sessions_) order.push_back(seq);
+  const size_t start = static_cast<size_t>(round_robin_++ % order.size());
+  for (size_t k = 0; k < order.size(); ++k) {
+    const uint64_t seq = order[(start + k) % order.size()];
+    Session& s = sessions_.at(seq);
+    if (!s.admitted) continue;
+    const int room = room_total - batch.n_tokens();
+    if (room <= 0) break;
+    if (s.pending) {
+      if (decode_tokens == micro_batch) continue;
+      ++decode_tokens;
+      batch.chunks.push_back({seq, s.next_pos++, 1, false, true, s.sampling});
+      batch.tokens.push_back(*s.pending);
+      s.pending.reset();
+    } else if (s.prompt_sent < s.prompt.size()) {
+      const int n = static_cast<int>(std::min<size_t>({s.prompt.size() - s.prompt_sent, static_cast<size_t>(room),
+                                                       static_cast<size_t>(kPrefillChunk)}));
+      const bool last = s.prompt_sent + static_cast<size_t>(n) == s.prompt.size();
+      batch.chunks.push_back({seq, static_cast<int>(s.prompt_sent), n, true, last, s.sampling});
+      batch.tokens.insert(batch.tokens.end(), s.prompt.begin() + static_cast<long>(s.prompt_sent),
+                          s.prompt.begin() + static_cast<long>(s.prompt_sent) + n);
+      s.prompt_sent += static_cast<size_t>(n);
+      if (last) s.next_pos = static_cast<int>(s.prompt.size());
+    }
+  }
+  if (batch.chunks.empty()) return false;
+  StageOutput out;
+  try {
+    out = stage_.compute(batch);
+  } catch (const std::invalid_argument& e) {
+    std::vector<uint64_t> seqs;
+    for (const auto& c : batch.chunks) seqs.push_back(c.seq);
+    fail(std::string("the head's stage refused the batch: ") + e.what(), ErrorCategory::INTERNAL, seqs);
+    return true;
+  }
+  if (stage_.has_output()) on_sampled(out.sampled);
+  else if (!stage_.push_forward(batch, out.hidden)) {
+    std::vector<uint64_t> seqs;
+    for (const auto& c : batch.chunks) seqs.push_back(c.seq);
+    fail("the next stage does not take data (is it down?)", ErrorCategory::UNAVAILABLE, seqs);
+  }
+  return true;
+}
+
+void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
+  for (const SampledToken& t : tokens) {
+    auto it = sessions_.find(t.seq);
+    if (it == sessions_.end()) continue;  // finished or failed meanwhile
+    Session& s = it->second;
+    if (s.generated == 0) s.first_token = Steady::now();
+    s.output.push_back(t.token);
+    if (tokenizer_.vocab().is_end_of_generation(t.token)) {
+      finish(t.seq, "stop");
+      continue;
+    }
+    s.generated++;
+    totals_.tokens_generated++;
+    emit_({.client = s.client, .request_id = s.request_id, .token = t.token, .piece = tokenizer_.piece(t.token)});
+    if (s.generated >= s.n_predict || s.next_pos >= n_ctx_) finish(t.seq, "length");
+    else s.pending = t.token;
+  }
+}
+
+void Scheduler::cancel(const std::string& client, uint64_t request_id) {
+  for (const auto& [seq, s] : sessions_) {
+    if (s.client == client && s.request_id == request_id) {
+      finish(seq, "cancelled");
+      return;
+    }
+  }
+}
+
+void Scheduler::finish(uint64_t seq, const std::string& reason, const std::string& error, ErrorCategory category) {
+  auto it = sessions_.find(seq);
+  if (it == sessions_.end()) return;
+  const Session& s = it->second;
+  GenerationEvent done{.client = s.client, .request_id = s.request_id, .done = true, .error = error, .category = category,
+                       .finish_reason = reason, .chat_template = s.chat_template};
+  done.prompt_tokens = static_cast<int>(s.original_prompt);
+  done.generated_tokens = s.generated;
+  const auto now = Steady::now();
+  if (s.generated > 0) {
+    done.ttft_ms = ms_between(s.start, s.first_token);
+    const double decode_ms = ms_between(s.first_token, now);
+    done.decode_tok_s = s.generated > 1 && decode_ms > 0 ? (s.generated - 1) / (decode_ms / 1000) : 0;
+    totals_.last_ttft_ms = done.ttft_ms;
+    totals_.last_decode_tok_s = done.decode_tok_s;
+  }
+  emit_(done);
+  if (stage_.loaded() && s.admitted) stage_.release({seq});
+  sessions_.erase(it);
+}
+
+void Scheduler::fail(const std::string& message, ErrorCategory category, const std::vector<uint64_t>& seqs) {
+  std::vector<uint64_t> which = seqs;
+  if (which.empty())
+    for (const auto& [seq, s] : sessions_) which.push_back(seq);
+  for (uint64_t seq : which) finish(seq, "error", message, category);
+}
+
+}  // namespace hearth::cluster

@@ -1,0 +1,129 @@
+// The head's generation scheduler: conversations in progress, fed through the pipeline.
+//
+// Each loop iteration builds one batch for the head's own (first) stage: every sequence whose
+// next token has come back contributes one decode token, and sequences still reading their
+// prompt contribute a chunk of it, round-robin, up to the stage's batch size. The batch's hidden
+// states go down the pipeline; sampled tokens come back as results. Prompt chunks of one sequence
+// flow back to back, so later stages work on chunk k while the head computes chunk k+1.
+//
+// Decode tokens go in micro-batches of ceil(waiting / stages): with S stages and B conversations,
+// S groups circulate, so every stage has a group to work on while the others are elsewhere in the
+// ring (one batch of all B would leave every stage but one idle).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cluster/failure.h"
+#include "cluster/host.h"
+#include "cluster/stage_host.h"
+#include "runtime/model/sampler.h"
+#include "runtime/text/tokenizer.h"
+
+namespace hearth::cluster {
+
+struct GenerationEvent {
+  std::string client;     // who asked (control socket identity)
+  uint64_t request_id = 0;
+  int32_t token = -1;
+  std::string piece;      // bytes of the token (may be part of a UTF-8 character)
+  bool done = false;
+  std::string error;
+  ErrorCategory category = ErrorCategory::INTERNAL;  // of the error, if any
+  std::string finish_reason;   // stop, length, cancelled, error
+  std::string chat_template;   // which template rendered a chat (on done)
+  int prompt_tokens = 0;
+  int generated_tokens = 0;
+  double ttft_ms = 0;
+  double decode_tok_s = 0;
+};
+
+struct SchedulerTotals {
+  uint64_t requests = 0;
+  uint64_t tokens_generated = 0;
+  double last_decode_tok_s = 0;
+  double last_ttft_ms = 0;
+};
+
+// A conversation taken out of a pipeline that lost a stage, to be replayed on the next one: its
+// prompt and every token it generated rebuild the KV caches, and the stream goes on from there.
+struct CarriedSession {
+  std::string client;
+  uint64_t request_id = 0;
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> output;  // generated so far (already sent to the client)
+  int n_predict = 0;
+  runtime::SamplingParams sampling;
+  std::string chat_template;
+  std::chrono::steady_clock::time_point start, first_token;
+};
+
+class Scheduler {
+ public:
+  using Emit = std::function<void(const GenerationEvent&)>;
+  // Prompt tokens per chunk sent down the pipeline.
+  static constexpr int kPrefillChunk = 64;
+
+  // `max_sequences`: conversations the stages hold KV caches for; more wait in arrival order.
+  Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences,
+            Emit emit);
+
+  // Starts a generation; emits an error event at once when it cannot start.
+  void add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
+           const runtime::SamplingParams& sampling, std::string chat_template = "");
+  // Stops a generation a client asked to cancel (unknown ones are ignored).
+  void cancel(const std::string& client, uint64_t request_id);
+  // Runs one batch on the head's stage if any sequence has work. Returns true if it did.
+  bool step();
+  void on_sampled(const std::vector<SampledToken>& tokens);
+  // Takes every conversation out (nothing is emitted): the pipeline lost a stage.
+  std::vector<CarriedSession> suspend();
+  // Continues a carried conversation: its prompt and output are fed again as a prompt, and the
+  // sampler skips the random draws already made, so the text is what it would have been.
+  void resume(CarriedSession c);
+  // Ends sequences with an error (all of them when `seqs` is empty).
+  void fail(const std::string& message, ErrorCategory category, const std::vector<uint64_t>& seqs = {});
+  bool has_work() const;
+  size_t active() const { return sessions_.size() - queued(); }
+  size_t queued() const;
+  const SchedulerTotals& totals() const { return totals_; }
+
+ private:
+  struct Session {
+    std::string client;
+    uint64_t request_id = 0;
+    std::vector<int32_t> prompt;  // for a resumed conversation: its prompt and output so far
+    size_t prompt_sent = 0;
+    size_t original_prompt = 0;   // tokens of `prompt` the client sent (the rest it has seen generated)
+    std::vector<int32_t> output;  // generated tokens, in order
+    int next_pos = 0;
+    int n_predict = 0;
+    int generated = 0;
+    runtime::SamplingParams sampling;
+    std::optional<int32_t> pending;  // sampled, waiting to be fed back
+    std::string chat_template;
+    std::chrono::steady_clock::time_point start, first_token;
+    bool admitted = false;  // holds a KV cache slot on the stages
+  };
+  void admit();
+  void finish(uint64_t seq, const std::string& reason, const std::string& error = "",
+              ErrorCategory category = ErrorCategory::INTERNAL);
+
+  LocalStage& stage_;
+  const runtime::Tokenizer& tokenizer_;
+  int n_ctx_;
+  int n_stages_;
+  int max_sequences_;
+  Emit emit_;
+  std::map<uint64_t, Session> sessions_;
+  uint64_t next_seq_ = 1;
+  uint64_t round_robin_ = 0;
+  SchedulerTotals totals_;
+};
+
+}  // namespace hearth::cluster

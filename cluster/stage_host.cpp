@@ -1,0 +1,47 @@
+#include "cluster/stage_host.h"
+
+#include <stdexcept>
+
+namespace hearth::cluster {
+
+StageHost::StageHost(std::shared_ptr<const runtime::StageWeights> weights, const runtime::StageOptions& options,
+                     runtime::ThreadPool& pool)
+    : weights_(weights), stage_(weights, options, pool) {}
+
+StageOutput StageHost::run(const Batch& batch) {
+  chunks_.clear();
+  for (const BatchChunk& c : batch.chunks) {
+    if (spec().has_output && c.pos > 0 && !samplers_.count(c.seq))
+      throw std::invalid_argument("sequence " + std::to_string(c.seq) + " continues but never started on this stage");
+    chunks_.push_back({c.seq, c.pos, c.n_tokens});
+  }
+  const runtime::StageInput in{.chunks = chunks_,
+                               .tokens = spec().has_embedding ? std::span<const int32_t>(batch.tokens) : std::span<const int32_t>(),
+                               .hidden = batch.hidden};
+  const std::span<const float> out = stage_.forward(in);
+
+  StageOutput result;
+  if (!spec().has_output) {
+    result.hidden.assign(out.begin(), out.end());
+  } else {
+    const size_t V = static_cast<size_t>(config().n_vocab);
+    size_t at = 0;
+    for (size_t i = 0; i < batch.chunks.size(); ++i) {
+      const BatchChunk& c = batch.chunks[i];
+      auto [it, fresh] = samplers_.try_emplace(c.seq, c.sampling);
+      if (!fresh && c.pos == 0) it->second = runtime::Sampler(c.sampling);  // a reused id starts over
+      if (c.is_prompt)
+        for (int t = 0; t < c.n_tokens; ++t) it->second.accept(batch.tokens[at + static_cast<size_t>(t)]);
+      if (c.want_token) result.sampled.push_back({c.seq, it->second.sample(out.subspan(i * V, V))});
+      at += static_cast<size_t>(c.n_tokens);
+    }
+  }
+  return result;
+}
+
+void StageHost::release(uint64_t seq) {
+  stage_.release(seq);
+  samplers_.erase(seq);
+}
+
+}  // namespace hearth::cluster

@@ -1,0 +1,62 @@
+// Runs one pipeline stage inside a daemon: takes batches of chunks (token ids on the first stage,
+// hidden states on the others), and produces hidden states for the next stage or, on the last
+// stage, sampled tokens. Samplers live here, on the last stage, created from the parameters that
+// travel with a sequence's first chunk, so a pipeline samples exactly as one device would.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "runtime/model/sampler.h"
+#include "runtime/model/stage.h"
+
+namespace hearth::cluster {
+
+struct BatchChunk {
+  uint64_t seq = 0;
+  int pos = 0;
+  int n_tokens = 0;
+  bool is_prompt = false;    // its tokens count for the repetition penalty
+  bool want_token = false;   // the last stage samples after it
+  runtime::SamplingParams sampling;  // used when pos == 0
+};
+
+struct Batch {
+  std::vector<BatchChunk> chunks;
+  std::vector<int32_t> tokens;  // every token id of the batch
+  std::vector<float> hidden;    // [tokens x n_embd], empty on the first stage
+  int n_tokens() const { return static_cast<int>(tokens.size()); }
+};
+
+struct SampledToken {
+  uint64_t seq;
+  int32_t token;
+};
+
+struct StageOutput {
+  std::vector<float> hidden;          // for the next stage
+  std::vector<SampledToken> sampled;  // from the last stage
+};
+
+class StageHost {
+ public:
+  StageHost(std::shared_ptr<const runtime::StageWeights> weights, const runtime::StageOptions& options,
+            runtime::ThreadPool& pool);
+
+  const runtime::StageSpec& spec() const { return stage_.spec(); }
+  const runtime::ModelConfig& config() const { return stage_.config(); }
+  int max_batch() const { return stage_.max_batch(); }
+  // Throws std::invalid_argument (state unchanged) when the batch does not fit this stage.
+  StageOutput run(const Batch& batch);
+  void release(uint64_t seq);
+
+ private:
+  std::shared_ptr<const runtime::StageWeights> weights_;
+  runtime::Stage stage_;
+  std::map<uint64_t, runtime::Sampler> samplers_;
+  std::vector<runtime::SeqChunk> chunks_;  // reused
+};
+
+}  // namespace hearth::cluster

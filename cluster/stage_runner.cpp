@@ -1,0 +1,238 @@
+#include "cluster/stage_runner.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "cluster/wire_convert.h"
+#include "runtime/model/weights.h"
+
+namespace hearth::cluster {
+
+namespace wire = transport::wire;
+using Steady = std::chrono::steady_clock;
+
+namespace {
+
+bool all_finite(const float* p, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i])) return false;
+  return true;
+}
+
+}  // namespace
+
+StageRunner::StageRunner(const transport::SocketFactory& sockets, runtime::ThreadPool& pool, DropStats& drops, std::string device_name,
+                         Reports reports)
+    : sockets_(sockets), pool_(pool), drops_(drops), device_name_(std::move(device_name)), reports_(std::move(reports)) {}
+
+void StageRunner::load(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec,
+                       const runtime::StageOptions& options, const std::string& next_endpoint, const std::string& next_key) {
+  unload();
+  auto st = std::make_unique<Loaded>();
+  st->file = std::make_unique<runtime::GgufFile>(runtime::GgufFile::open(model_path));
+  const runtime::ModelConfig cfg = runtime::read_model_config(*st->file);
+  auto weights = std::make_shared<runtime::StageWeights>(*st->file, cfg, spec);
+  const double mapped_mb = weights->mapped_bytes() / 1e6;
+  st->host = std::make_unique<StageHost>(std::move(weights), options, pool_);
+  st->next_endpoint = next_endpoint;
+  if (!next_endpoint.empty()) st->push.emplace(sockets_.connect_push(next_endpoint, {.send_hwm = 64, .server_key = next_key}));
+  stage_ = std::move(st);
+  plan_id_ = plan_id;
+  spdlog::info("stage ready: layers [{}, {}), {:.1f} MB mapped, next {}", spec.first_layer, spec.last_layer, mapped_mb,
+               next_endpoint.empty() ? "none" : next_endpoint);
+}
+
+void StageRunner::unload() {
+  if (stage_) spdlog::info("unloading the stage of plan {}", plan_id_.load());
+  stage_.reset();
+  pending_.clear();
+  plan_id_ = 0;
+}
+
+// ---- in ----
+
+void StageRunner::accept_forward(wire::Forward::Reader f, zmq::message_t* payload) {
+  if (!stage_ || f.getPlanId() != plan_id_) {
+    drops_.out_of_plan++;
+    spdlog::debug("dropped a forward for plan {}", f.getPlanId());
+    return;
+  }
+  const StageHost& host = *stage_->host;
+  const auto& cfg = host.config();
+  if (host.spec().has_embedding) throw std::invalid_argument("the first stage takes no forwards");
+  if (f.getDtype() != wire::Forward::DType::F32 || f.getNEmbd() != static_cast<uint32_t>(cfg.n_embd))
+    throw std::invalid_argument("forward with a dtype or width this stage does not use");
+  const auto chunks = f.getChunks();
+  const auto tokens = f.getTokens();
+  if (chunks.size() == 0 || chunks.size() > static_cast<unsigned>(host.max_batch()))
+    throw std::invalid_argument("forward with " + std::to_string(chunks.size()) + " chunks");
+  Batch b;
+  uint64_t total = 0;
+  for (auto c : chunks) {
+    if (c.getNTokens() == 0 || c.getNTokens() > static_cast<uint32_t>(host.max_batch()))
+      throw std::invalid_argument("chunk with " + std::to_string(c.getNTokens()) + " tokens");
+    BatchChunk bc{c.getSeq(), static_cast<int>(c.getPos()), static_cast<int>(c.getNTokens()), c.getIsPrompt(), c.getWantToken(), {}};
+    if (bc.pos == 0) bc.sampling = from_wire(c.getSampling());
+    total += c.getNTokens();
+    b.chunks.push_back(bc);
+  }
+  if (total > static_cast<uint64_t>(host.max_batch()) || tokens.size() != total)
+    throw std::invalid_argument("forward token count does not match its chunks");
+  const size_t floats = total * static_cast<size_t>(cfg.n_embd);
+  if (payload == nullptr || payload->size() != floats * sizeof(float)) {
+    drops_.bad_payload++;
+    throw std::invalid_argument("forward payload of the wrong size");
+  }
+  b.hidden.resize(floats);
+  std::memcpy(b.hidden.data(), payload->data(), payload->size());  // frames may be misaligned
+  if (!all_finite(b.hidden.data(), floats)) {
+    drops_.bad_payload++;
+    throw std::invalid_argument("forward payload holds NaN or infinity");
+  }
+  for (int32_t t : tokens) b.tokens.push_back(t);
+  pending_.push_back({std::move(b), {}});
+}
+
+void StageRunner::accept_release(wire::Release::Reader r) {
+  if (!stage_ || r.getPlanId() != plan_id_) {
+    drops_.out_of_plan++;
+    return;
+  }
+  Pending marker;
+  for (uint64_t s : r.getSeqs()) marker.released.push_back(s);
+  pending_.push_back(std::move(marker));
+}
+
+// ---- compute ----
+
+void StageRunner::process() {
+  while (!pending_.empty() && stage_) {
+    Pending item = std::move(pending_.front());
+    pending_.pop_front();
+    if (item.batch.chunks.empty()) {
+      release(item.released);
+      continue;
+    }
+    // Merge the batches that follow into one pass over the weights, while they fit and no
+    // sequence appears twice.
+    Batch& batch = item.batch;
+    std::set<uint64_t> seqs;
+    for (const auto& c : batch.chunks) seqs.insert(c.seq);
+    while (!pending_.empty()) {
+      const Batch& next = pending_.front().batch;
+      if (next.chunks.empty()) break;
+      if (batch.n_tokens() + next.n_tokens() > stage_->host->max_batch()) break;
+      bool clash = false;
+      for (const auto& c : next.chunks) clash |= seqs.count(c.seq) > 0;
+      if (clash) break;
+      for (const auto& c : next.chunks) seqs.insert(c.seq), batch.chunks.push_back(c);
+      batch.tokens.insert(batch.tokens.end(), next.tokens.begin(), next.tokens.end());
+      batch.hidden.insert(batch.hidden.end(), next.hidden.begin(), next.hidden.end());
+      pending_.pop_front();
+    }
+    run_batch(std::move(batch));
+  }
+}
+
+StageOutput StageRunner::compute(const Batch& batch) {
+  const auto t0 = Steady::now();
+  StageOutput out = stage_->host->run(batch);
+  const auto ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Steady::now() - t0).count());
+  work_.batches++;
+  work_.tokens += static_cast<uint64_t>(batch.n_tokens());
+  work_.compute_ns += ns;
+  if (batch.n_tokens() == static_cast<int>(batch.chunks.size())) {
+    work_.decode_steps++;
+    work_.decode_ns += ns;
+  }
+  return out;
+}
+
+void StageRunner::run_batch(Batch batch) {
+  StageOutput out;
+  try {
+    out = compute(batch);
+  } catch (const std::invalid_argument& e) {
+    drops_.malformed++;
+    spdlog::warn("refused a batch: {}", e.what());
+    report_refusal(batch, e.what());
+    return;
+  }
+  if (!has_output()) push_forward(batch, out.hidden);
+  else if (!reports_.sampled || !reports_.sampled(out.sampled)) send_result(out.sampled);
+}
+
+void StageRunner::report_refusal(const Batch& batch, const std::string& why) {
+  capnp::MallocMessageBuilder b;
+  auto err = b.initRoot<wire::Envelope>().initError();
+  err.setPlanId(plan_id_);
+  auto seqs = err.initSeqs(static_cast<unsigned>(batch.chunks.size()));
+  for (unsigned i = 0; i < batch.chunks.size(); ++i) seqs.set(i, batch.chunks[i].seq);
+  err.setMessage("stage " + device_name_ + ": " + why);
+  err.setCategory(wire::ErrorCategory::BAD_REQUEST);
+  reports_.to_head(b);
+}
+
+// ---- out ----
+
+void StageRunner::send_result(const std::vector<SampledToken>& sampled) {
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<wire::Envelope>().initResult();
+  r.setPlanId(plan_id_);
+  auto list = r.initTokens(static_cast<unsigned>(sampled.size()));
+  for (unsigned i = 0; i < sampled.size(); ++i) {
+    list[i].setSeq(sampled[i].seq);
+    list[i].setToken(sampled[i].token);
+  }
+  if (!stage_->push->send(transport::encode(b), zmq::send_flags::none))
+    spdlog::error("the head ({}) does not take results: tokens dropped", stage_->next_endpoint);
+}
+
+bool StageRunner::push_forward(const Batch& batch, const std::vector<float>& hidden) {
+  capnp::MallocMessageBuilder b;
+  auto f = b.initRoot<wire::Envelope>().initForward();
+  f.setPlanId(plan_id_);
+  f.setDtype(wire::Forward::DType::F32);
+  f.setNEmbd(static_cast<uint32_t>(stage_->host->config().n_embd));
+  auto chunks = f.initChunks(static_cast<unsigned>(batch.chunks.size()));
+  for (unsigned i = 0; i < batch.chunks.size(); ++i) {
+    const BatchChunk& c = batch.chunks[i];
+    chunks[i].setSeq(c.seq);
+    chunks[i].setPos(static_cast<uint32_t>(c.pos));
+    chunks[i].setNTokens(static_cast<uint32_t>(c.n_tokens));
+    chunks[i].setIsPrompt(c.is_prompt);
+    chunks[i].setWantToken(c.want_token);
+    if (c.pos == 0) to_wire(c.sampling, chunks[i].initSampling());
+  }
+  auto tokens = f.initTokens(static_cast<unsigned>(batch.tokens.size()));
+  for (unsigned i = 0; i < batch.tokens.size(); ++i) tokens.set(i, batch.tokens[i]);
+  if (!stage_->push->send(transport::encode(b), zmq::send_flags::sndmore) ||
+      !stage_->push->send(zmq::message_t(hidden.data(), hidden.size() * sizeof(float)), zmq::send_flags::none)) {
+    spdlog::error("the next stage ({}) does not take data: batch dropped", stage_->next_endpoint);
+    return false;
+  }
+  work_.bytes_out += hidden.size() * sizeof(float);
+  return true;
+}
+
+void StageRunner::release(const std::vector<uint64_t>& seqs) {
+  if (!stage_) return;
+  for (uint64_t s : seqs) stage_->host->release(s);
+  if (!has_output()) push_release(seqs);
+}
+
+void StageRunner::push_release(const std::vector<uint64_t>& seqs) {
+  if (!stage_ || !stage_->push) return;
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<wire::Envelope>().initRelease();
+  r.setPlanId(plan_id_);
+  auto list = r.initSeqs(static_cast<unsigned>(seqs.size()));
+  for (unsigned i = 0; i < seqs.size(); ++i) list.set(i, seqs[i]);
+  if (!stage_->push->send(transport::encode(b), zmq::send_flags::none))
+    spdlog::error("the next stage ({}) does not take data: release dropped", stage_->next_endpoint);
+}
+
+}  // namespace hearth::cluster

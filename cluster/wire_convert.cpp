@@ -1,0 +1,74 @@
+#include "cluster/wire_convert.h"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace hearth::cluster {
+
+void to_wire(const profiles::Profile& p, wire::DeviceProfile::Builder out) {
+  out.setName(p.device.name);
+  out.setUsableMemoryBytes(static_cast<uint64_t>(p.device.usable_memory_bytes));
+  out.setMemoryBandwidthBytesPerS(p.device.memory_bandwidth_bytes_per_s);
+  auto list = out.initDecode(static_cast<unsigned>(p.device.decode_bytes_per_s.size()));
+  unsigned i = 0;
+  for (const auto& [type, rate] : p.device.decode_bytes_per_s) {
+    list[i].setType(type);
+    list[i].setBytesPerS(rate);
+    ++i;
+  }
+  out.setPrefillFlopS(p.device.prefill_flop_s);
+  out.setStepOverheadS(p.device.step_overhead_s);
+  out.setCores(static_cast<uint32_t>(p.system.cores));
+  out.setCpu(p.system.cpu);
+  out.setOs(p.system.os);
+  out.setArch(p.system.arch);
+}
+
+partitioner::DeviceProfile from_wire(wire::DeviceProfile::Reader in) {
+  // A profile from the network feeds the planner: refuse values that would break its arithmetic.
+  const auto positive = [](double v, const char* what) {
+    if (!std::isfinite(v) || v <= 0) throw std::invalid_argument(std::string("profile ") + what + " must be positive");
+    return v;
+  };
+  partitioner::DeviceProfile d;
+  d.name = in.getName().cStr();
+  if (d.name.empty() || d.name.size() > 64) throw std::invalid_argument("profile name must have 1 to 64 characters");
+  d.usable_memory_bytes = static_cast<double>(in.getUsableMemoryBytes());
+  d.memory_bandwidth_bytes_per_s = positive(in.getMemoryBandwidthBytesPerS(), "memory bandwidth");
+  for (auto t : in.getDecode()) d.decode_bytes_per_s[t.getType().cStr()] = positive(t.getBytesPerS(), "decode rate");
+  d.prefill_flop_s = positive(in.getPrefillFlopS(), "prefill FLOP/s");
+  d.step_overhead_s = in.getStepOverheadS();
+  if (!std::isfinite(d.step_overhead_s) || d.step_overhead_s < 0) throw std::invalid_argument("profile step overhead must be >= 0");
+  return d;
+}
+
+void to_wire(const runtime::SamplingParams& p, wire::SamplingParams::Builder out) {
+  out.setTemperature(p.temperature);
+  out.setTopK(p.top_k);
+  out.setTopP(p.top_p);
+  out.setMinP(p.min_p);
+  out.setRepeatPenalty(p.repeat_penalty);
+  out.setRepeatLastN(p.repeat_last_n);
+  out.setSeed(p.seed);
+  out.setDrawsDone(p.draws_done);
+}
+
+runtime::SamplingParams from_wire(wire::SamplingParams::Reader in) {
+  runtime::SamplingParams p;
+  p.temperature = in.getTemperature();
+  p.top_k = in.getTopK();
+  p.top_p = in.getTopP();
+  p.min_p = in.getMinP();
+  p.repeat_penalty = in.getRepeatPenalty();
+  p.repeat_last_n = in.getRepeatLastN();
+  p.seed = in.getSeed();
+  p.draws_done = in.getDrawsDone();
+  if (p.draws_done > (uint64_t{1} << 24)) throw std::invalid_argument("sampling parameters out of range");
+  if (!std::isfinite(p.temperature) || p.temperature < 0 || !std::isfinite(p.top_p) || p.top_p < 0 || p.top_p > 1 ||
+      !std::isfinite(p.min_p) || p.min_p < 0 || p.min_p > 1 || !std::isfinite(p.repeat_penalty) || p.repeat_penalty <= 0 ||
+      p.top_k < 0 || p.repeat_last_n < 0 || p.repeat_last_n > 4096)
+    throw std::invalid_argument("sampling parameters out of range");
+  return p;
+}
+
+}  // namespace hearth::cluster

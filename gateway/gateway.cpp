@@ -1,0 +1,386 @@
+#include "gateway/gateway.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/post.hpp>
+#include <capnp/serialize.h>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "gateway/completion.h"
+#include "gateway/error_status.h"
+#include "gateway/web_assets.h"
+#include "cluster/wire_convert.h"
+
+namespace hearth::http {
+
+using nlohmann::json;
+namespace bhttp = boost::beast::http;
+
+namespace {
+
+constexpr auto kQueryTimeout = std::chrono::seconds(5);
+// Between two events of one generation: a long prompt on slow devices takes a while to read.
+constexpr auto kGenerationIdleTimeout = std::chrono::minutes(10);
+// What the head's scheduler clamps "no limit" to; generation also ends when the context is full.
+constexpr uint32_t kUnlimitedTokens = 1u << 20;
+
+// The name clients use for the loaded model: its file's stem ("tinyllama-1.1b-chat-v1.0.Q8_0").
+std::string model_id(const json& status) {
+  if (!status.is_object() || !status.contains("plan") || !status["plan"].is_object() || !status["plan"].contains("model")) return "";
+  return std::filesystem::path(status["plan"]["model"].get<std::string>()).stem().string();
+}
+
+bool model_ready(const json& status) {
+  return status.is_object() && status.contains("plan") && status["plan"].is_object() && status["plan"].value("ready", false);
+}
+
+// Any of the names the model goes by.
+bool names_model(const json& status, const std::string& name) {
+  if (name.empty()) return true;
+  const json& plan = status["plan"];
+  const std::string path = plan.value("model", "");
+  return name == model_id(status) || name == plan.value("model_name", "") || name == std::filesystem::path(path).filename().string() ||
+         name == path;
+}
+
+bool constant_time_equal(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const std::string& longer = a.size() >= b.size() ? a : b;
+  for (size_t i = 0; i < longer.size(); ++i)
+    diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ (i < b.size() ? b[i] : 0));
+  return diff == 0;
+}
+
+json model_object(const json& status) {
+  const json& plan = status["plan"];
+  json stages = json::array();
+  for (const auto& s : plan.value("stages", json::array()))
+    stages.push_back({{"device", s.value("device", "")}, {"first_layer", s.value("first_layer", 0)}, {"last_layer", s.value("last_layer", 0)}});
+  return {{"id", model_id(status)},
+          {"object", "model"},
+          {"created", 0},
+          {"owned_by", "hearth"},
+          {"hearth", {{"name", plan.value("model_name", "")}, {"ready", plan.value("ready", false)}, {"n_layers", plan.value("n_layers", 0)}, {"stages", stages}}}};
+}
+
+json devices_json(transport::wire::DevicesReply::Reader r) {
+  json out = json::array();
+  for (auto d : r.getDevices()) {
+    const auto p = d.getProfile();
+    out.push_back({{"name", p.getName().cStr()},
+                   {"node_id", d.getNodeId().cStr()},
+                   {"endpoint", d.getControlEndpoint().cStr()},
+                   {"head", d.getIsHead()},
+                   {"alive", d.getAlive()},
+                   {"last_seen_ms", d.getLastSeenMs()},
+                   {"usable_memory_bytes", p.getUsableMemoryBytes()},
+                   {"memory_bandwidth_bytes_per_s", p.getMemoryBandwidthBytesPerS()},
+                   {"cores", p.getCores()},
+                   {"cpu", p.getCpu().cStr()},
+                   {"arch", p.getArch().cStr()}});
+  }
+  return out;
+}
+
+// The head's control socket as this process reaches it: a wildcard bind is reached on loopback.
+std::string local_endpoint(const std::string& endpoint) {
+  for (const char* wildcard : {"tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:"})
+    if (endpoint.rfind(wildcard, 0) == 0) return "tcp://127.0.0.1:" + endpoint.substr(std::string(wildcard).size());
+  return endpoint;
+}
+
+}  // namespace
+
+Gateway::Gateway(GatewayOptions options)
+    : options_(std::move(options)),
+      link_(local_endpoint(options_.head), options_.keys),
+      server_(
+          io_, options_.listen, [this](const std::shared_ptr<HttpConnection>& c) { handle(c); },
+          [this](const std::string& route, int status) { stats_.count_response(route, status); }),
+      rng_(std::random_device{}()) {
+  server_.start();
+  thread_ = std::thread([this] {
+    try {
+      io_.run();
+    } catch (const std::exception& e) {
+      spdlog::error("http: the gateway stopped: {}", e.what());
+    }
+  });
+  spdlog::info("http: serving the OpenAI API and the web chat on {}{}", url(), options_.api_key.empty() ? "" : " (API key required)");
+}
+
+Gateway::~Gateway() {
+  net::post(io_, [this] {
+    server_.stop();
+    io_.stop();
+  });
+  thread_.join();
+}
+
+std::string Gateway::url() const { return "http://" + server_.address(); }
+
+std::string Gateway::new_id(const char* prefix) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%s-%016llx%08llx", prefix, static_cast<unsigned long long>(rng_()),
+                static_cast<unsigned long long>(rng_() & 0xffffffffu));
+  return buf;
+}
+
+bool Gateway::authorized(const Request& r) const {
+  if (options_.api_key.empty()) return true;
+  const auto it = r.find(bhttp::field::authorization);
+  if (it == r.end()) return false;
+  const std::string value(it->value());
+  const std::string prefix = "Bearer ";
+  return value.size() > prefix.size() && value.compare(0, prefix.size(), prefix) == 0 &&
+         constant_time_equal(value.substr(prefix.size()), options_.api_key);
+}
+
+void Gateway::handle(const std::shared_ptr<HttpConnection>& c) {
+  const Request& r = c->request();
+  std::string path(r.target());
+  path = path.substr(0, path.find('?'));
+  const bool get = r.method() == bhttp::verb::get || r.method() == bhttp::verb::head;
+  const bool post = r.method() == bhttp::verb::post;
+  const auto wrong_method = [&](const char* allowed) {
+    c->respond(405, "application/json", error_body(405, "use " + std::string(allowed) + " for " + path, "method_not_allowed"),
+               {{"Allow", allowed}});
+  };
+  try {
+    if (path == "/" || path == "/index.html") {
+      c->set_route("/");
+      if (!get) return wrong_method("GET");
+      c->respond(200, "text/html; charset=utf-8", std::string(web_page()),
+                 {{"Cache-Control", "no-cache"},
+                  {"Content-Security-Policy",
+                   "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"}});
+      return;
+    }
+    if (path == "/health") {
+      c->set_route(path);
+      if (!get) return wrong_method("GET");
+      return health(c);
+    }
+    const bool api = path.rfind("/v1/", 0) == 0 || path == "/metrics";
+    if (api && !authorized(r)) {
+      c->set_route("unauthorized");
+      c->respond(401, "application/json",
+                 error_body(401, "a valid API key is required: send the header 'Authorization: Bearer KEY' (the key hearthd got with --api-key)",
+                            "invalid_api_key"),
+                 {{"WWW-Authenticate", "Bearer"}});
+      return;
+    }
+    if (path == "/metrics") {
+      c->set_route(path);
+      if (!get) return wrong_method("GET");
+      return metrics(c);
+    }
+    if (path == "/v1/chat/completions" || path == "/v1/completions") {
+      c->set_route(path);
+      if (!post) return wrong_method("POST");
+      return completions(c, path == "/v1/chat/completions");
+    }
+    if (path == "/v1/models" || path.rfind("/v1/models/", 0) == 0) {
+      c->set_route("/v1/models");
+      if (!get) return wrong_method("GET");
+      return models(c, path == "/v1/models" ? "" : path.substr(std::string("/v1/models/").size()));
+    }
+    if (path == "/v1/hearth/status") {
+      c->set_route(path);
+      if (!get) return wrong_method("GET");
+      return cluster_status(c);
+    }
+    c->respond_error(404, "no route " + std::string(r.method_string()) + " " + path +
+                              ": hearth serves /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics and the chat page at /",
+                     "not_found");
+  } catch (const ApiError& e) {
+    c->respond(e.status(), "application/json", e.body());
+  } catch (const std::exception& e) {
+    spdlog::error("http: {} {}: {}", std::string(r.method_string()), path, e.what());
+    c->respond_error(500, std::string("internal error: ") + e.what(), "internal_error");
+  }
+}
+
+void Gateway::completions(const std::shared_ptr<HttpConnection>& c, bool chat) {
+  const std::string& body = c->request().body();
+  CompletionRequest request = chat ? parse_chat_request(body, rng_()) : parse_completion_request(body, rng_());
+  // The usual case needs no question to the head: the model named is the one last seen loaded.
+  if (model_ready(last_status_) && names_model(last_status_, request.model)) {
+    start_generation(c, std::move(request), model_id(last_status_));
+    return;
+  }
+  auto shared = std::make_shared<CompletionRequest>(std::move(request));
+  fetch_status([this, c, shared](json status) {
+    if (!c->open()) return;
+    if (status.is_null()) return c->respond_error(504, "the head did not answer", "head_timeout");
+    if (!status["plan"].is_object() || status["plan"].empty())
+      return c->respond_error(503, "no model is loaded: run `hearth launch --model FILE` on the head first", "model_not_loaded");
+    if (!names_model(status, shared->model))
+      return c->respond_error(404, "the model '" + shared->model + "' is not loaded; this head serves '" + model_id(status) + "' (see GET /v1/models)",
+                              "model_not_found", "model");
+    start_generation(c, std::move(*shared), model_id(status));
+  });
+}
+
+void Gateway::start_generation(const std::shared_ptr<HttpConnection>& c, CompletionRequest request, const std::string& model_id) {
+  auto message = std::make_unique<capnp::MallocMessageBuilder>();
+  auto g = message->initRoot<transport::wire::Envelope>().initGenerateRequest();
+  if (request.chat) {
+    auto list = g.initMessages(static_cast<unsigned>(request.messages.size()));
+    for (size_t i = 0; i < request.messages.size(); ++i) {
+      list[static_cast<unsigned>(i)].setRole(request.messages[i].role);
+      list[static_cast<unsigned>(i)].setContent(request.messages[i].content);
+    }
+  } else {
+    g.setPrompt(request.prompt);
+  }
+  g.setNPredict(request.max_tokens > 0 ? request.max_tokens : kUnlimitedTokens);
+  cluster::to_wire(request.sampling, g.initSampling());
+  // The head refuses control messages over this size: say so instead of waiting in vain.
+  if (capnp::computeSerializedSizeInWords(*message) * sizeof(capnp::word) > transport::kMaxEnvelopeBytes)
+    throw ApiError(413, "the request's text is larger than the head accepts (" + std::to_string(transport::kMaxEnvelopeBytes >> 10) +
+                            " KiB): shorten the conversation",
+                   "context_length_exceeded");
+
+  const ResponseHead head{new_id(request.chat ? "chatcmpl" : "cmpl"),
+                          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
+                          model_id.empty() ? (request.model.empty() ? "hearth" : request.model) : model_id, request.chat};
+  auto launch = [this, c, head, request = std::make_shared<CompletionRequest>(std::move(request)),
+                 message = std::shared_ptr<capnp::MallocMessageBuilder>(std::move(message))]() {
+    if (!c->open()) return false;  // left while queued
+    running_++;
+    auto id = std::make_shared<uint64_t>(0);
+    auto completion = std::make_shared<Completion>(
+        c, std::move(*request), head, stats_, [this, id](bool forget) { link_.cancel(*id, forget); }, [this] { generation_ended(); });
+    c->watch_disconnect([completion] { completion->on_client_gone(); });
+    auto copy = std::make_unique<capnp::MallocMessageBuilder>();
+    copy->setRoot(message->getRoot<transport::wire::Envelope>().asReader());
+    *id = link_.request(
+        std::move(copy),
+        [this, completion](const transport::wire::Envelope::Reader* reply) {
+          HeadEvent e;
+          if (reply == nullptr) e = HeadEvent::failure(504, "head_timeout", "the head stopped answering this generation");
+          else if (reply->isGenerateEvent()) e = HeadEvent::from_wire(reply->getGenerateEvent());
+          else if (reply->isError())
+            e = HeadEvent::failure(http_status(reply->getError().getCategory()), error_code_name(reply->getError().getCategory()),
+                                   std::string("head: ") + reply->getError().getMessage().cStr());
+          else return true;
+          net::post(io_, [completion, e] { completion->on_event(e); });
+          return !e.done;
+        },
+        kGenerationIdleTimeout);
+    return true;
+  };
+  if (running_ < max_running() && waiting_.empty()) {
+    launch();
+    return;
+  }
+  // Queued: a client that leaves meanwhile is simply skipped when its turn comes.
+  c->watch_disconnect([] {});
+  waiting_.push_back(std::move(launch));
+  stats_.set_queued(waiting_.size());
+}
+
+int Gateway::max_running() const {
+  if (!last_status_.is_object() || !last_status_.contains("plan") || !last_status_["plan"].is_object()) return 4;
+  const json& plan = last_status_["plan"];
+  for (const char* key : {"max_sequences", "streams"})
+    if (plan.contains(key) && plan[key].is_number_integer() && plan[key].get<int>() > 0) return plan[key].get<int>();
+  return 4;  // what `hearth launch` uses without --streams
+}
+
+void Gateway::generation_ended() {
+  running_--;
+  while (!waiting_.empty() && running_ < max_running()) {
+    auto next = std::move(waiting_.front());
+    waiting_.pop_front();
+    next();
+  }
+  stats_.set_queued(waiting_.size());
+}
+
+void Gateway::fetch_status(JsonThen then) {
+  auto message = std::make_unique<capnp::MallocMessageBuilder>();
+  message->initRoot<transport::wire::Envelope>().initStatusRequest();
+  link_.request(
+      std::move(message),
+      [this, then = std::move(then)](const transport::wire::Envelope::Reader* reply) {
+        json status;
+        if (reply != nullptr && reply->isStatusReply()) {
+          try {
+            status = json::parse(reply->getStatusReply().getJson().cStr());
+          } catch (const json::exception& e) {
+            spdlog::warn("http: the head's status is not JSON: {}", e.what());
+          }
+        }
+        net::post(io_, [this, then, status] {
+          if (!status.is_null()) last_status_ = status;
+          then(status);
+        });
+        return false;
+      },
+      kQueryTimeout);
+}
+
+void Gateway::fetch_devices(JsonThen then) {
+  auto message = std::make_unique<capnp::MallocMessageBuilder>();
+  message->initRoot<transport::wire::Envelope>().initDevicesRequest();
+  link_.request(
+      std::move(message),
+      [this, then = std::move(then)](const transport::wire::Envelope::Reader* reply) {
+        json devices;
+        if (reply != nullptr && reply->isDevicesReply()) devices = devices_json(reply->getDevicesReply());
+        net::post(io_, [then, devices] { then(devices); });
+        return false;
+      },
+      kQueryTimeout);
+}
+
+void Gateway::models(const std::shared_ptr<HttpConnection>& c, const std::string& one) {
+  fetch_status([c, one](json status) {
+    if (status.is_null()) return c->respond_error(504, "the head did not answer", "head_timeout");
+    const bool loaded = status["plan"].is_object() && !status["plan"].empty();
+    if (!one.empty()) {
+      if (loaded && names_model(status, one)) return c->respond(200, "application/json", dump(model_object(status)));
+      return c->respond_error(404, "the model '" + one + "' is not loaded", "model_not_found", "model");
+    }
+    json list = {{"object", "list"}, {"data", json::array()}};
+    if (loaded) list["data"].push_back(model_object(status));
+    c->respond(200, "application/json", dump(list));
+  });
+}
+
+void Gateway::health(const std::shared_ptr<HttpConnection>& c) {
+  fetch_status([c](json status) {
+    if (status.is_null()) return c->respond(503, "application/json", dump({{"status", "error"}, {"message", "the head does not answer"}}));
+    const json& plan = status["plan"];
+    if (!plan.is_object() || plan.empty())
+      return c->respond(503, "application/json", dump({{"status", "no_model"}, {"message", "no model is loaded: run `hearth launch`"}}));
+    if (plan.contains("failure"))
+      return c->respond(503, "application/json", dump({{"status", "failed"}, {"message", plan["failure"]}}));
+    if (!plan.value("ready", false)) return c->respond(503, "application/json", dump({{"status", "loading"}, {"model", model_id(status)}}));
+    c->respond(200, "application/json", dump({{"status", "ok"}, {"model", model_id(status)}}));
+  });
+}
+
+void Gateway::metrics(const std::shared_ptr<HttpConnection>& c) {
+  fetch_status([this, c](json status) {
+    fetch_devices([this, c, status](json devices) {
+      c->respond(200, "text/plain; version=0.0.4; charset=utf-8", stats_.render(status, devices, link_.unrouted()));
+    });
+  });
+}
+
+void Gateway::cluster_status(const std::shared_ptr<HttpConnection>& c) {
+  fetch_status([this, c](json status) {
+    if (status.is_null()) return c->respond_error(504, "the head did not answer", "head_timeout");
+    fetch_devices([c, status](json devices) {
+      c->respond(200, "application/json",
+                 dump({{"model", model_id(status).empty() ? json(nullptr) : json(model_id(status))}, {"status", status}, {"devices", devices}}));
+    });
+  });
+}
+
+}  // namespace hearth::http

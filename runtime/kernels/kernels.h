@@ -1,0 +1,83 @@
+// Dot-product kernels behind one seam: a table of function pointers chosen once for this CPU.
+//
+// Activations are converted once per token to the "dot type" of the weight (Q8_0 for Q8_0, Q4_0
+// and Q5_0 weights, Q8_K for the K-quants, as llama.cpp does; f32 otherwise), then every weight row is dotted with them
+// block by block in the weights' packed form. The scalar table is the reference every SIMD table
+// (AVX2, AVX-512 on x86-64; NEON, NEON with the dot-product extension on AArch64) is tested against.
+//
+// Batch invariance. Each table also has a matrix kernel per weight type (gemm_*), which computes
+// many rows against many tokens at once in register tiles, so that a row's weights are loaded
+// once for several tokens (prefill) and an activation once for several rows (decode). Every
+// output element of a gemm kernel is computed with exactly the operations, in the same order, as
+// that table's dot kernel on the same row and token, whatever the number of rows and tokens and
+// wherever the element falls in a tile. So a token's result does not depend on the batch it is
+// in, which the cluster needs: it batches several sequences' tokens together and must still
+// produce bit-identical tokens to a single device. tests/kernels_test.cpp checks it bit for bit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "runtime/format/tensor_type.h"
+
+namespace hearth::runtime {
+
+// y[t * ldy + r] = dot(row r of W, token t of X) for r < n_rows, t < n_tokens. Row r of W starts
+// at w + r * w_stride bytes, token t of X (already in the weight's dot type) at x + t * x_stride
+// bytes; n is the number of elements per row.
+using GemmKernel = void (*)(const void* w, size_t w_stride, int n_rows, const void* x, size_t x_stride, int n_tokens,
+                            int n, float* y, size_t ldy);
+
+struct KernelTable {
+  std::string_view name;  // "scalar", "avx2", "avx512", "neon", "neon-dotprod"
+  float (*dot_f32)(const float* w, const float* x, int n);
+  float (*dot_f16)(const uint16_t* w, const float* x, int n);
+  float (*dot_bf16)(const uint16_t* w, const float* x, int n);
+  float (*dot_q8_0)(const BlockQ8_0* w, const BlockQ8_0* x, int n_blocks);
+  float (*dot_q4_0)(const BlockQ4_0* w, const BlockQ8_0* x, int n_blocks);
+  float (*dot_q5_0)(const BlockQ5_0* w, const BlockQ8_0* x, int n_blocks);
+  float (*dot_q4_k)(const BlockQ4_K* w, const BlockQ8_K* x, int n_blocks);
+  float (*dot_q5_k)(const BlockQ5_K* w, const BlockQ8_K* x, int n_blocks);
+  float (*dot_q6_k)(const BlockQ6_K* w, const BlockQ8_K* x, int n_blocks);
+  // x[n] -> n/32 Q8_0 blocks; rounding is to nearest even in every implementation.
+  void (*quantize_q8_0)(const float* x, BlockQ8_0* y, int n);
+  // x[n] -> n/256 Q8_K blocks, bit-identical in every implementation.
+  void (*quantize_q8_k)(const float* x, BlockQ8_K* y, int n);
+  // Matrix kernels, each equal output for output to the dot kernel of its type (see above).
+  // For quantized weights they read the activations of a token "packed": the dot type's blocks
+  // (Q8_0, Q8_K) as they are, or, where packed_bytes() is not 0, a layout of the table's own
+  // made by pack() once per matmul and token and shared by every row (e.g. regrouped bytes with
+  // sums and scales precomputed, so that decode can take rows one at a time).
+  GemmKernel gemm_f32, gemm_f16, gemm_bf16, gemm_q8_0, gemm_q4_0, gemm_q5_0, gemm_q4_k, gemm_q5_k, gemm_q6_k;
+  // Bytes of one token's packed activations for `weight` and rows of n elements; 0 = the blocks.
+  size_t (*packed_bytes)(TensorType weight, int n);
+  // One token's dot-type blocks (n elements) -> its packed activations for `weight`.
+  void (*pack)(TensorType weight, const void* blocks, void* out, int n);
+  // y[i] += a * x[i] for i < n (attention's weighted sum of values).
+  void (*axpy)(float a, const float* x, float* y, int n);
+};
+
+// The gemm kernel of `t` in `k` (nullptr for types that have none).
+GemmKernel gemm_kernel(const KernelTable& k, TensorType t);
+
+// The type activations are converted to before a dot product with weights of type `t`: Q8_0,
+// Q8_K, or F32 (used as is).
+TensorType dot_type(TensorType t);
+
+const KernelTable& scalar_kernels();
+// Every table this CPU supports (checked at run time), scalar first, fastest last.
+std::vector<const KernelTable*> supported_kernels();
+// The fastest table this CPU supports, or the one the environment variable HEARTH_KERNELS names
+// ("scalar", "avx2", "avx512", "neon", "neon-dotprod"), to compare tables on one machine. Chosen once per process.
+const KernelTable& best_kernels();
+
+// Dequantizes one row of n elements of any computable type (and of Q8_K) into f32.
+void dequantize_row(TensorType type, const void* row, float* out, int64_t n);
+// Quantizes n floats into one row of any computable type (used by the model writer). f32, f16,
+// bf16, q8_0, q4_0 and q5_0 are bit-compatible with llama.cpp's reference quantizers; the K-quants use
+// a simpler quantizer (kquants.h) whose blocks llama.cpp reads the same way.
+void quantize_row(TensorType type, const float* x, void* out, int64_t n);
+
+}  // namespace hearth::runtime

@@ -1,0 +1,496 @@
+// AVX2 + FMA + F16C kernels. This file alone is compiled with -mavx2 -mfma -mf16c; kernels.cpp
+// picks this table only when the CPU reports all three.
+#if defined(__x86_64__) && defined(HEARTH_HAVE_AVX2_KERNELS)
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstddef>
+#include <type_traits>
+
+#include "runtime/kernels/kernel_tiles.h"
+#include "runtime/kernels/kernels.h"
+#include "runtime/kernels/kquants.h"
+
+namespace hearth::runtime {
+
+namespace {
+
+using tiles::dot1;
+using tiles::gemm;
+
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
+
+inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// ---- Register tiles ----
+//
+// Every kernel below is one template K::run<R, T> computing R rows x T tokens with accumulators
+// of its own for each output (kernel_tiles.h drives them). Its 1x1 instance is the table's dot
+// kernel, and an output's operations never depend on R, T or its place in the tile: its
+// accumulators see the same sequence of loads, integer dot products and float operations
+// (explicit FMAs only, so no contraction choice of the compiler can differ between instances).
+// That is what makes the result of a token independent of the batch it is computed in.
+
+// Rows are a few KiB long and the hardware prefetcher stops at every 4 KiB page, and several rows
+// read at once are too short for it to learn as streams; decode would wait on memory latency.
+// A tile therefore asks for the rows that follow it (contiguous in memory, `ahead` =
+// tiles::prefetch_distance() past its start) as it goes, kBytesPerStep per step of its loop, so
+// that the next tile's bytes are all requested by the time it ends. Prefetches past the end of a
+// matrix are harmless (they never fault).
+template <int kBytesPerStep>
+inline void prefetch_ahead(const uint8_t* ahead, int step) {
+  const uint8_t* p = ahead + static_cast<size_t>(step) * kBytesPerStep;
+  for (int o = 0; o < kBytesPerStep; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
+
+// ---- f32, f16, bf16 weights against f32 activations ----
+
+struct LoadF32 {
+  static constexpr int kElementBytes = 4;
+  static __m256 load(const uint8_t* row, int i) { return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + i); }
+  static float at(const uint8_t* row, int i) { return reinterpret_cast<const float*>(row)[i]; }
+};
+struct LoadF16 {
+  static constexpr int kElementBytes = 2;
+  static __m256 load(const uint8_t* row, int i) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(row) + i)));
+  }
+  static float at(const uint8_t* row, int i) { return half_to_float(reinterpret_cast<const uint16_t*>(row)[i]); }
+};
+struct LoadBF16 {
+  static constexpr int kElementBytes = 2;
+  static __m256 load(const uint8_t* row, int i) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(row) + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  static float at(const uint8_t* row, int i) {
+    const uint32_t u = static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(row)[i]) << 16;
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+  }
+};
+
+template <class L>
+struct FloatTiles {
+  // Each output has kAcc accumulators, step i of 8 elements going to accumulator i % kAcc, then
+  // (a0 + a1) + (a2 + a3), the horizontal sum and a scalar FMA tail: one row alone (decode) keeps
+  // 4 FMA chains in flight and streams its memory in order.
+  // Tiles of 1 row x 3 tokens: 12 accumulators + 3 activations + 1 weight vector = 16 ymm.
+  static constexpr int kAcc = 4;
+  static constexpr int kRows = 1, kTokens = 3, kDecodeRows = 1;
+  static constexpr bool kTokensOuter = true;
+  template <int R, int T>
+  static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    __m256 acc[R][T][kAcc];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t)
+        for (int a = 0; a < kAcc; ++a) acc[r][t][a] = _mm256_setzero_ps();
+    const auto xt = [&](int t) { return reinterpret_cast<const float*>(x + static_cast<size_t>(t) * xs); };
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    int i = 0;
+    for (; i + 8 * kAcc <= n; i += 8 * kAcc) {
+      prefetch_ahead<8 * kAcc * R * L::kElementBytes>(ahead, i / (8 * kAcc));
+      for (int a = 0; a < kAcc; ++a) {
+        __m256 xv[T];
+        for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(xt(t) + i + 8 * a);
+        for (int r = 0; r < R; ++r) {
+          const __m256 wv = L::load(w + static_cast<size_t>(r) * ws, i + 8 * a);
+          for (int t = 0; t < T; ++t) acc[r][t][a] = _mm256_fmadd_ps(wv, xv[t], acc[r][t][a]);
+        }
+      }
+    }
+    for (int a = 0; i + 8 <= n; i += 8, ++a) {  // fewer than 8 * kAcc left: one step each
+      __m256 xv[T];
+      for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(xt(t) + i);
+      for (int r = 0; r < R; ++r) {
+        const __m256 wv = L::load(w + static_cast<size_t>(r) * ws, i);
+        for (int t = 0; t < T; ++t) acc[r][t][a] = _mm256_fmadd_ps(wv, xv[t], acc[r][t][a]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) {
+        const __m256 sum = _mm256_add_ps(_mm256_add_ps(acc[r][t][0], acc[r][t][1]), _mm256_add_ps(acc[r][t][2], acc[r][t][3]));
+        float s = hsum(sum);
+        for (int j = i; j < n; ++j) s = std::fma(L::at(w + static_cast<size_t>(r) * ws, j), xt(t)[j], s);
+        y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] = s;
+      }
+  }
+};
+
+// ---- Q8_0, Q4_0, Q5_0 weights against Q8_0 activations ----
+//
+// Per block and output, 8 int32 lanes each hold the exact sum of 4 products w * x (lane l:
+// elements 4l..4l+3), then acc += (d_w * d_x) * float(lanes). How the lanes are formed differs
+// by type but never their values: integers are exact, so any table may form them its own way
+// and a VNNI instruction gives the same lanes as maddubs + madd.
+//   Q8_0: |x| (unsigned) times w with x's sign; maddubs pairs into int16 (at most 2 * 127 *
+//         128, never saturated), madd pairs again.
+//   Q4_0, Q5_0: the stored unsigned values u = w + offset (0..15, 0..31) times x, less
+//         offset * (sum of x over the lane's 4 elements), computed once per token and block.
+
+// Where a weight's value comes from: kOffsetShift = log2 of the offset of unsigned values, or 0
+// for signed values.
+struct DecodeQ8_0 {
+  using Block = BlockQ8_0;
+  static constexpr int kOffsetShift = 0;
+  static constexpr int kDecodeRows = 1;
+  static __m256i values(const Block& b) { return load32(b.qs); }
+};
+struct DecodeQ4_0 {
+  using Block = BlockQ4_0;
+  static constexpr int kOffsetShift = 3;
+  static constexpr int kDecodeRows = 4;
+  static __m256i values(const Block& b) {
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+    // Low nibbles are elements 0..15, high nibbles 16..31.
+    const __m256i q = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+    return _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
+  }
+};
+struct DecodeQ5_0 {
+  using Block = BlockQ5_0;
+  static constexpr int kOffsetShift = 4;
+  static constexpr int kDecodeRows = 4;
+  static __m256i values(const Block& b) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    // Byte j of the spread qh is byte j / 8 of qh; bit j % 8 of it is element j's fifth bit.
+    const __m256i spread = _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303);
+    const __m256i bit_of_byte = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+    const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low4);
+    uint32_t qh;
+    __builtin_memcpy(&qh, b.qh, 4);
+    const __m256i bits = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(qh)), spread), bit_of_byte);
+    return _mm256_or_si256(q, _mm256_and_si256(_mm256_cmpeq_epi8(bits, bit_of_byte), _mm256_set1_epi8(16)));
+  }
+};
+
+// An f16 scale broadcast to 8 floats (exact, as _cvtsh_ss).
+inline __m256 broadcast_half(uint16_t h) { return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(h))); }
+
+template <class D>
+struct Q8Tiles {
+  static constexpr int kRows = 4, kTokens = 2, kDecodeRows = D::kDecodeRows;
+  static constexpr bool kTokensOuter = false;
+  static constexpr bool kUnsigned = D::kOffsetShift > 0;
+  template <int R, int T>
+  static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    using Block = typename D::Block;
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    __m256 acc[R][T];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+    const int nb = n / kQ8_0Block;
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    for (int b = 0; b < nb; ++b) {
+      prefetch_ahead<R * sizeof(Block)>(ahead, b);
+      // Per token: the activations, and either |x| (signed weights) or offset * sums of 4.
+      __m256i qx[T], aux[T];
+      __m256 dx[T];
+      for (int t = 0; t < T; ++t) {
+        const BlockQ8_0& xb = reinterpret_cast<const BlockQ8_0*>(x + static_cast<size_t>(t) * xs)[b];
+        qx[t] = load32(xb.qs);
+        dx[t] = broadcast_half(xb.d);
+        if constexpr (kUnsigned) {
+          const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qx[t]), ones16);
+          aux[t] = _mm256_slli_epi32(sums, D::kOffsetShift);
+        } else {
+          aux[t] = _mm256_sign_epi8(qx[t], qx[t]);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        const Block& wb = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws)[b];
+        const __m256i qw = D::values(wb);
+        const __m256 dw = broadcast_half(wb.d);
+        for (int t = 0; t < T; ++t) {
+          __m256i lanes;
+          if constexpr (kUnsigned) {
+            lanes = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(qw, qx[t]), ones16), aux[t]);
+          } else {
+            lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(aux[t], _mm256_sign_epi8(qw, qx[t])), ones16);
+          }
+          acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx[t]), _mm256_cvtepi32_ps(lanes), acc[r][t]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] = hsum(acc[r][t]);
+  }
+};
+
+void quantize_q8_0(const float* x, BlockQ8_0* y, int n) {
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  for (int b = 0; b < n / kQ8_0Block; ++b) {
+    const float* xb = x + b * kQ8_0Block;
+    __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+    __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+    __m256 m = _mm256_max_ps(_mm256_andnot_ps(sign_bit, v0), _mm256_andnot_ps(sign_bit, v1));
+    m = _mm256_max_ps(m, _mm256_max_ps(_mm256_andnot_ps(sign_bit, v2), _mm256_andnot_ps(sign_bit, v3)));
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    y[b].d = _cvtss_sh(amax / 127.f, _MM_FROUND_TO_NEAREST_INT);
+    const __m256 id = _mm256_set1_ps(amax != 0.f ? 127.f / amax : 0.f);
+    const auto q = [&](__m256 v) {
+      return _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    };
+    __m256i i0 = q(v0), i1 = q(v1), i2 = q(v2), i3 = q(v3);
+    // Pack 32 int32 -> 32 int8; packs interleave 128-bit lanes, so fix the order afterwards.
+    i0 = _mm256_packs_epi32(i0, i1);
+    i2 = _mm256_packs_epi32(i2, i3);
+    i0 = _mm256_packs_epi16(i0, i2);
+    i0 = _mm256_permutevar8x32_epi32(i0, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[b].qs), i0);
+  }
+}
+
+// ---- K-quants against Q8_K activations ----
+//
+// Per super-block and output, the integer sum of scale * (q . x) over sub-blocks is built in 8
+// int32 lanes: maddubs multiplies the unsigned weight values (0..63) by the signed activations
+// and adds pairs into int16 (at most 2 * 63 * 127, no saturation), madd then multiplies by the
+// sub-block scale and adds pairs into int32. Then acc += (d * d_x) * lanes, and the mins (Q4_K,
+// Q5_K) leave through the activations' bsums: acc -= (dmin * d_x) * (m_j * sum of x over j).
+// Q6_K's offset of 32 leaves in integers the same way. A row's values are unpacked once per
+// super-block for all tokens of the tile.
+
+// The 8 scales (bytes 0..7) and 8 mins (bytes 8..15) of a Q4_K/Q5_K super-block, as
+// unpack_scale_min gives them, with 32-bit operations instead of a loop.
+inline __m128i scales_and_mins(const uint8_t* packed) {
+  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+  uint32_t u[4];
+  __builtin_memcpy(u, packed, 12);
+  u[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
+  const uint32_t mins_low = u[1] & kLow6;
+  u[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
+  u[2] = mins_low;
+  u[0] &= kLow6;
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
+}
+
+// Q4_K and Q5_K: 8 sub-blocks of 32 unsigned values, a 6-bit scale and min each.
+template <bool kFifthBit>
+struct ScaleMinTiles {
+  static constexpr int kRows = 4, kTokens = 2, kDecodeRows = 1;
+  static constexpr bool kTokensOuter = false;
+  using Block = std::conditional_t<kFifthBit, BlockQ5_K, BlockQ4_K>;
+  template <int R, int T>
+  static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[R][T];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+    const int nb = n / kQK;
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    for (int b = 0; b < nb; ++b) {
+      prefetch_ahead<R * sizeof(Block)>(ahead, b);
+      for (int r = 0; r < R; ++r) {
+        const Block& wb = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws)[b];
+        const __m128i sm = scales_and_mins(wb.scales);
+        alignas(16) int16_t sc[8];
+        _mm_store_si128(reinterpret_cast<__m128i*>(sc), _mm_cvtepu8_epi16(sm));
+        // Each min twice, to meet the bsums of the two halves (16 each) of its sub-block.
+        const __m128i m16 = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+        const __m256i mins = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
+        __m256i q[8];
+        for (int c = 0; c < 4; ++c) {
+          const __m256i packed = load32(wb.qs + 32 * c);
+          q[2 * c] = _mm256_and_si256(packed, low4);
+          q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
+        }
+        if constexpr (kFifthBit) {
+          // Bit j of qh[l] is the fifth bit of element l of sub-block j.
+          const __m256i qh = load32(wb.qh);
+          const __m256i bit4 = _mm256_set1_epi8(16);
+          q[0] = _mm256_or_si256(q[0], _mm256_and_si256(_mm256_slli_epi16(qh, 4), bit4));
+          q[1] = _mm256_or_si256(q[1], _mm256_and_si256(_mm256_slli_epi16(qh, 3), bit4));
+          q[2] = _mm256_or_si256(q[2], _mm256_and_si256(_mm256_slli_epi16(qh, 2), bit4));
+          q[3] = _mm256_or_si256(q[3], _mm256_and_si256(_mm256_slli_epi16(qh, 1), bit4));
+          q[4] = _mm256_or_si256(q[4], _mm256_and_si256(qh, bit4));
+          q[5] = _mm256_or_si256(q[5], _mm256_and_si256(_mm256_srli_epi16(qh, 1), bit4));
+          q[6] = _mm256_or_si256(q[6], _mm256_and_si256(_mm256_srli_epi16(qh, 2), bit4));
+          q[7] = _mm256_or_si256(q[7], _mm256_and_si256(_mm256_srli_epi16(qh, 3), bit4));
+        }
+        const float d = half_to_float(wb.d), dmin = half_to_float(wb.dmin);
+        for (int t = 0; t < T; ++t) {
+          const BlockQ8_K& xb = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * xs)[b];
+          __m256i sumi = _mm256_setzero_si256();
+          for (int j = 0; j < 8; ++j) {
+            const __m256i p16 = _mm256_maddubs_epi16(q[j], load32(xb.qs + 32 * j));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, _mm256_set1_epi16(sc[j])));
+          }
+          const __m256i summ = _mm256_madd_epi16(load32(xb.bsums), mins);
+          acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(sumi), acc[r][t]);
+          acc[r][t] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * xb.d), _mm256_cvtepi32_ps(summ), acc[r][t]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] = hsum(acc[r][t]);
+  }
+};
+
+// Q6_K: 16 sub-blocks of 16 values stored as q + 32 (0..63, what maddubs needs unsigned) with a
+// signed 8-bit scale each; the 32 comes back out through the sums of x per sub-block.
+struct Q6KTiles {
+  static constexpr int kRows = 4, kTokens = 2, kDecodeRows = 1;
+  static constexpr bool kTokensOuter = false;
+  template <int R, int T>
+  static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m256i low2 = _mm256_set1_epi8(0x03);
+    __m256 acc[R][T];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+    const int nb = n / kQK;
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    for (int b = 0; b < nb; ++b) {
+      prefetch_ahead<R * sizeof(BlockQ6_K)>(ahead, b);
+      for (int r = 0; r < R; ++r) {
+        const BlockQ6_K& wb = reinterpret_cast<const BlockQ6_K*>(w + static_cast<size_t>(r) * ws)[b];
+        const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.scales));
+        const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);  // for the offset, against the 16 bsums
+        // Group k of half h (32 elements) spans sub-blocks j, j + 1 (j = 8h + 2k): one per
+        // 128-bit lane, as maddubs and madd keep lanes apart.
+        __m256i scale[8], q[8];
+        for (int g = 0; g < 8; ++g)
+          scale[g] = _mm256_set_m128i(_mm_set1_epi16(wb.scales[2 * g + 1]), _mm_set1_epi16(wb.scales[2 * g]));
+        for (int h = 0; h < 2; ++h) {
+          const __m256i ql0 = load32(wb.ql + 64 * h), ql1 = load32(wb.ql + 64 * h + 32);
+          const __m256i qh = load32(wb.qh + 32 * h);
+          const auto high_bits = [&](int shift) {
+            return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift), low2), 4);
+          };
+          q[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, low4), high_bits(0));
+          q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, low4), high_bits(2));
+          q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), high_bits(4));
+          q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), high_bits(6));
+        }
+        const float d = half_to_float(wb.d);
+        for (int t = 0; t < T; ++t) {
+          const BlockQ8_K& xb = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * xs)[b];
+          __m256i sumi = _mm256_setzero_si256();
+          for (int g = 0; g < 8; ++g) {
+            const __m256i p16 = _mm256_maddubs_epi16(q[g], load32(xb.qs + 32 * g));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, scale[g]));
+          }
+          const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(load32(xb.bsums), sc16), 5);
+          sumi = _mm256_sub_epi32(sumi, offset);
+          acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(sumi), acc[r][t]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] = hsum(acc[r][t]);
+  }
+};
+
+float dot_f32(const float* w, const float* x, int n) { return dot1<FloatTiles<LoadF32>>(w, x, n); }
+float dot_f16(const uint16_t* w, const float* x, int n) { return dot1<FloatTiles<LoadF16>>(w, x, n); }
+float dot_bf16(const uint16_t* w, const float* x, int n) { return dot1<FloatTiles<LoadBF16>>(w, x, n); }
+float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, int nb) { return dot1<Q8Tiles<DecodeQ8_0>>(w, x, nb * kQ8_0Block); }
+float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int nb) { return dot1<Q8Tiles<DecodeQ4_0>>(w, x, nb * kQ4_0Block); }
+float dot_q5_0(const BlockQ5_0* w, const BlockQ8_0* x, int nb) { return dot1<Q8Tiles<DecodeQ5_0>>(w, x, nb * kQ5_0Block); }
+float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) { return dot1<ScaleMinTiles<false>>(w, x, nb * kQK); }
+float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) { return dot1<ScaleMinTiles<true>>(w, x, nb * kQK); }
+float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* x, int nb) { return dot1<Q6KTiles>(w, x, nb * kQK); }
+
+// These kernels read the Q8_0 and Q8_K blocks as they are.
+size_t no_packing(TensorType, int) { return 0; }
+void no_pack(TensorType, const void*, void*, int) {}
+
+void axpy(float a, const float* x, float* y, int n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);
+}
+
+// Bit-identical to quantize_q8_k_scalar: the same float products, rounded to nearest even.
+void quantize_q8_k(const float* x, BlockQ8_K* y, int n) {
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  for (int i = 0; i < n / kQK; ++i, x += kQK) {
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < kQK; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign_bit, _mm256_loadu_ps(x + j)));
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    if (amax == 0.f) {
+      __builtin_memset(&y[i], 0, sizeof(BlockQ8_K));
+      continue;
+    }
+    // The sign comes from the first element of largest magnitude, as in the scalar scan.
+    int first = 0;
+    while (std::fabs(x[first]) != amax) ++first;
+    const float iscale = -127.f / x[first];
+    const __m256 id = _mm256_set1_ps(iscale);
+    for (int j = 0; j < kQK; j += 32) {
+      const auto q = [&](int k) {
+        const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + j + k), id);
+        return _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      };
+      // Saturating packs clip at 127 like the scalar min(127, v); values never go below -127.
+      __m256i a = _mm256_packs_epi32(q(0), q(8));
+      __m256i b = _mm256_packs_epi32(q(16), q(24));
+      a = _mm256_packs_epi16(a, b);
+      a = _mm256_permutevar8x32_epi32(a, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs + j), a);
+      // Sums of each 16: maddubs with ones adds byte pairs, madd adds those pairs again.
+      const __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), a), _mm256_set1_epi16(1));
+      // s32 lanes hold sums of 4 bytes; lanes 0-3 are bytes 0..15, lanes 4-7 bytes 16..31.
+      const __m128i lo = _mm256_castsi256_si128(s32), hi = _mm256_extracti128_si256(s32, 1);
+      const __m128i pair = _mm_hadd_epi32(lo, hi);  // [l0+l1, l2+l3, h0+h1, h2+h3]
+      const __m128i quad = _mm_hadd_epi32(pair, pair);
+      y[i].bsums[j / 16] = static_cast<int16_t>(_mm_extract_epi32(quad, 0));
+      y[i].bsums[j / 16 + 1] = static_cast<int16_t>(_mm_extract_epi32(quad, 1));
+    }
+    y[i].d = 1.f / iscale;
+  }
+}
+
+}  // namespace
+
+const KernelTable& avx2_kernels() {
+  static constexpr KernelTable table{.name = "avx2",
+                                     .dot_f32 = dot_f32,
+                                     .dot_f16 = dot_f16,
+                                     .dot_bf16 = dot_bf16,
+                                     .dot_q8_0 = dot_q8_0,
+                                     .dot_q4_0 = dot_q4_0,
+                                     .dot_q5_0 = dot_q5_0,
+                                     .dot_q4_k = dot_q4_k,
+                                     .dot_q5_k = dot_q5_k,
+                                     .dot_q6_k = dot_q6_k,
+                                     .quantize_q8_0 = quantize_q8_0,
+                                     .quantize_q8_k = quantize_q8_k,
+                                     .gemm_f32 = gemm<FloatTiles<LoadF32>>,
+                                     .gemm_f16 = gemm<FloatTiles<LoadF16>>,
+                                     .gemm_bf16 = gemm<FloatTiles<LoadBF16>>,
+                                     .gemm_q8_0 = gemm<Q8Tiles<DecodeQ8_0>>,
+                                     .gemm_q4_0 = gemm<Q8Tiles<DecodeQ4_0>>,
+                                     .gemm_q5_0 = gemm<Q8Tiles<DecodeQ5_0>>,
+                                     .gemm_q4_k = gemm<ScaleMinTiles<false>>,
+                                     .gemm_q5_k = gemm<ScaleMinTiles<true>>,
+                                     .gemm_q6_k = gemm<Q6KTiles>,
+                                     .packed_bytes = no_packing,
+                                     .pack = no_pack,
+                                     .axpy = axpy};
+  return table;
+}
+
+}  // namespace hearth::runtime
+
+#endif

@@ -1,0 +1,533 @@
+// AVX-512 kernels (F, BW, VL, VNNI and VBMI: AMD Zen 4 and later, Intel Ice Lake and later) for
+// the kernels that are instruction-bound in AVX2 at two threads: Q4_0, Q8_0, Q4_K and Q5_K decode
+// (about 12 instructions per Q4_0 block and row in AVX2, about 7 here: two rows per 512-bit
+// register, VNNI byte dot products, a VBMI permute to unpack, and the activations' share done
+// once per token by pack()), and f32/f16/bf16 prefill (twice the multiply-adds per instruction).
+// Every kernel gives the AVX2 kernel's results bit for bit, so a device with AVX-512 and one
+// without produce the same tokens; the rest of the table is the AVX2 table.
+//
+// The file is compiled with the baseline flags; each function carries its target attribute, and
+// kernels.cpp picks this table only when the CPU reports every feature.
+#if defined(__x86_64__) && defined(HEARTH_HAVE_AVX2_KERNELS)
+
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 reports the deliberately undefined upper lanes inside its own AVX-512 intrinsics
+// (_mm512_undefined_*) as maybe uninitialized when they are inlined into target("...")
+// functions. Before the include, as the warning points into the header.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "runtime/kernels/kernel_tiles.h"
+#include "runtime/kernels/kernels.h"
+
+#define HEARTH_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
+// A kernel piece that must be inlined into its loop (a call per block would cost more than the block).
+#define HEARTH_AVX512_INLINE HEARTH_AVX512 static inline __attribute__((always_inline))
+
+namespace hearth::runtime {
+
+const KernelTable& avx2_kernels();  // kernels_avx2.cpp
+
+namespace {
+
+// ---- Q8_0 and Q4_0 weights against packed Q8_0 activations ----
+//
+// These kernels compute exactly what the AVX2 kernels compute, bit for bit: per block and
+// output, 8 int32 lanes (lane l: the exact sum of the products of elements 4l..4l+3), then
+// acc = fma(d_w * d_x, float(lanes), acc) block after block in one 8-lane accumulator, then the
+// AVX2 kernels' horizontal sum. (It is also the float order of llama.cpp's AVX2 kernels, which
+// the reference tests rely on: an activation that rounds the other way in a later layer moves
+// the logits by 1e-2.) A 512-bit register simply holds two outputs: rows r and r + 1, each in
+// its own 256-bit half, so a table with AVX-512 and one without give the same tokens.
+//
+// The lanes come from VNNI, which multiplies unsigned by signed bytes: the weights enter as
+// u = w + offset (Q4_0: the stored nibble, offset 8; Q8_0: w ^ 0x80, offset 128) and the lanes
+// start from -offset * (the sum of the lane's 4 activations), which pack() computes once per
+// token together with the activations' scale as a float.
+
+// One token's activations for one block, as the kernels read them (broadcast to both halves).
+struct PackedBlock {
+  int8_t q[32];
+  int32_t offset[8];  // -offset * sums of 4 (the weight type decides the offset)
+  float d;
+};
+static_assert(sizeof(PackedBlock) == 68);
+
+template <int kOffsetShift>
+HEARTH_AVX512 void pack_blocks(const BlockQ8_0* x, PackedBlock* out, int nb) {
+  const __m256i ones = _mm256_set1_epi8(1);
+  for (int b = 0; b < nb; ++b) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs));
+    const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, q);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].q), q);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].offset),
+                        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sums, kOffsetShift)));
+    out[b].d = _cvtsh_ss(x[b].d);
+  }
+}
+
+// Rows r and r + 1 of block b: the unsigned values u as [row r | row r + 1] (32 bytes each, in
+// element order) and the scales [d_r x8 | d_r+1 x8].
+struct WeightsQ4_0 {
+  using Block = BlockQ4_0;
+  static constexpr int kOffsetShift = 3;
+  HEARTH_AVX512_INLINE void load(const Block& a, const Block& b, __m512i& u, __m512& d) {
+    // [qs_a | qs_b] in the low 32 bytes, then each 16 twice: [qs_a, qs_a, qs_b, qs_b], the
+    // second copies shifted to their high nibbles.
+    alignas(64) static constexpr uint8_t kSpread[64] = {
+        0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 0,  1,  2,  3,  4,  5,
+        6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27,
+        28, 29, 30, 31, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+    const __m256i both = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.qs))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs)), 1);
+    __m512i q = _mm512_permutexvar_epi8(_mm512_load_si512(kSpread), _mm512_castsi256_si512(both));
+    q = _mm512_mask_srli_epi16(q, 0xff00ff00u, q, 4);
+    u = _mm512_and_si512(q, _mm512_set1_epi8(0x0f));
+    d = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a.d))),
+                                                _mm_set1_epi16(static_cast<short>(b.d)), 1));
+  }
+};
+
+struct WeightsQ8_0 {
+  using Block = BlockQ8_0;
+  static constexpr int kOffsetShift = 7;
+  HEARTH_AVX512_INLINE void load(const Block& a, const Block& b, __m512i& u, __m512& d) {
+    const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs))),
+                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)), 1);
+    u = _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80)));
+    d = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a.d))),
+                                                _mm_set1_epi16(static_cast<short>(b.d)), 1));
+  }
+};
+
+// The AVX2 kernels' horizontal sum of 8 lanes, for one half of a register.
+HEARTH_AVX512 inline float hsum8(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+// The loop every pair kernel shares: rows r and r + 1 in the two halves of a register (an odd
+// last row paired with itself), blocks in order with the prefetch ahead of them, then the AVX2
+// kernels' horizontal sum per output. K says what one block is: K::Tokens<T> reads a tile's
+// activations for a block once for all its row pairs, K::add_block() adds a row pair's block
+// into the pair's accumulator for each token.
+template <class K>
+struct PairRows {
+  static constexpr int kRows = 4, kTokens = K::kTokens, kDecodeRows = K::kDecodeRows;
+  static constexpr bool kTokensOuter = false;
+  using Block = typename K::Block;
+
+  template <int R, int T>
+  HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    constexpr int P = (R + 1) / 2;  // registers of row pairs
+    __m512 acc[P][T];
+    for (int p = 0; p < P; ++p)
+      for (int t = 0; t < T; ++t) acc[p][t] = _mm512_setzero_ps();
+    const int nb = n / K::kBlockElements;
+    const Block* rows[2 * P];
+    for (int r = 0; r < 2 * P; ++r) rows[r] = reinterpret_cast<const Block*>(w + static_cast<size_t>(std::min(r, R - 1)) * ws);
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    constexpr int kAheadPerBlock = R * static_cast<int>(sizeof(Block));
+    for (int b = 0; b < nb; ++b) {
+      const uint8_t* pf = ahead + static_cast<size_t>(b) * kAheadPerBlock;
+      for (int o = 0; o < kAheadPerBlock; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
+      const typename K::template Tokens<T> tokens(x, xs, b);
+      for (int p = 0; p < P; ++p) K::add_block(rows[2 * p][b], rows[2 * p + 1][b], tokens, acc[p]);
+    }
+    for (int p = 0; p < P; ++p)
+      for (int t = 0; t < T; ++t) {
+        float* yt = y + static_cast<size_t>(t) * ldy;
+        yt[2 * p] = hsum8(_mm512_castps512_ps256(acc[p][t]));
+        if (2 * p + 1 < R) yt[2 * p + 1] = hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[p][t]), 1)));
+      }
+  }
+};
+
+// Q4_0 and Q8_0 blocks against packed activations.
+template <class W>
+struct PackedBlocks {
+  using Block = typename W::Block;
+  static constexpr int kTokens = 4, kDecodeRows = 2, kBlockElements = kQ8_0Block;
+  template <int T>
+  struct Tokens {
+    __m512i q[T], offset[T];
+    __m512 d[T];
+    HEARTH_AVX512 Tokens(const uint8_t* x, size_t xs, int b) {
+      for (int t = 0; t < T; ++t) {
+        const PackedBlock& xb = reinterpret_cast<const PackedBlock*>(x + static_cast<size_t>(t) * xs)[b];
+        q[t] = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.q)));
+        offset[t] = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.offset)));
+        d[t] = _mm512_set1_ps(xb.d);
+      }
+    }
+  };
+  template <int T>
+  HEARTH_AVX512_INLINE void add_block(const Block& a, const Block& b, const Tokens<T>& x, __m512 (&acc)[T]) {
+    __m512i u;
+    __m512 dw;
+    W::load(a, b, u, dw);
+    for (int t = 0; t < T; ++t) {
+      const __m512i lanes = _mm512_dpbusd_epi32(x.offset[t], u, x.q[t]);
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, x.d[t]), _mm512_cvtepi32_ps(lanes), acc[t]);
+    }
+  }
+};
+
+// The K-quants' activations: Q8_K blocks as they are.
+template <int T>
+struct Q8KTokens {
+  const BlockQ8_K* x[T];
+  Q8KTokens(const uint8_t* base, size_t xs, int b) {
+    for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const BlockQ8_K*>(base + static_cast<size_t>(t) * xs) + b;
+  }
+};
+
+// ---- Q4_K and Q5_K weights against Q8_K activations ----
+//
+// Bit for bit the AVX2 kernels' computation (see kernels_avx2.cpp): per super-block and output,
+// 8 int32 lanes of sum_j scale_j * (q_j . x_j) (maddubs, then VNNI's vpdpwssd adding the
+// scale-weighted pairs into the lanes as madd + add did), then acc += (d * d_x) * lanes and
+// acc -= (dmin * d_x) * (mins . bsums), in one 8-lane accumulator, rows r and r + 1 in the two
+// halves of a register.
+
+// The 8 scales (bytes 0..7) and 8 mins (bytes 8..15) of two super-blocks, unpack_scale_min's
+// values, row a's in the low 128 bits and row b's in the high: a few shuffles for both rows where
+// the scalar unpacking cost a quarter of the kernel's instructions. Reads 16 bytes from each
+// `scales` (the 12 packed bytes and the 4 after them, still inside the block).
+HEARTH_AVX512 inline __m256i pair_scales_and_mins(const uint8_t* a, const uint8_t* b) {
+  const __m256i s = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
+                                            _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
+  // Low bits: scales 0-3 from bytes 0-3 (6 bits), scales 4-7 from bytes 8-11 (low nibble),
+  // mins 0-3 from bytes 4-7 (6 bits), mins 4-7 from bytes 8-11 (high nibble).
+  const __m256i low_src = _mm256_shuffle_epi8(s, _mm256_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11, 0, 1, 2, 3, 8,
+                                                                  9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+  const __m256i low = _mm256_blend_epi32(low_src, _mm256_srli_epi16(low_src, 4), 0x88);  // mins 4-7: the high nibble
+  const __m256i low_mask = _mm256_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15,
+                                            15, 15, 63, 63, 63, 63, 15, 15, 15, 15);
+  // Bits 4-5 of scales 4-7 and mins 4-7: the top 2 bits of bytes 0-3 and 4-7.
+  const __m256i high_src = _mm256_shuffle_epi8(s, _mm256_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7, -1, -1,
+                                                                   -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+  return _mm256_or_si256(_mm256_and_si256(low, low_mask),
+                         _mm256_and_si256(_mm256_srli_epi16(high_src, 2), _mm256_set1_epi8(0x30)));
+}
+
+HEARTH_AVX512 inline __m512i pair256(__m256i a, __m256i b) { return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1); }
+// 32 bytes of row a and 32 of row b: [a | b].
+HEARTH_AVX512 inline __m512i pair_load(const uint8_t* a, const uint8_t* b) {
+  return pair256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
+}
+
+template <bool kFifthBit>
+struct ScaleMinBlocks {
+  using Block = std::conditional_t<kFifthBit, BlockQ5_K, BlockQ4_K>;
+  static_assert(offsetof(Block, dmin) == offsetof(Block, d) + 2 && offsetof(Block, scales) + 16 <= sizeof(Block));
+  static constexpr int kTokens = 2, kDecodeRows = 2, kBlockElements = kQK;
+  template <int T>
+  using Tokens = Q8KTokens<T>;
+
+  template <int T>
+  HEARTH_AVX512_INLINE void add_block(const Block& ba, const Block& bb, const Tokens<T>& x, __m512 (&acc)[T]) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    // Scales and mins as 16-bit words: row a's in words 0..15, row b's in words 16..31; each
+    // min twice, to meet the bsums of the two halves (16 each) of its sub-block.
+    const __m512i sc = _mm512_cvtepu8_epi16(pair_scales_and_mins(ba.scales, bb.scales));
+    const __m512i mins = _mm512_permutexvar_epi16(
+        _mm512_set_epi16(31, 31, 30, 30, 29, 29, 28, 28, 27, 27, 26, 26, 25, 25, 24, 24, 15, 15, 14, 14, 13, 13, 12, 12, 11,
+                         11, 10, 10, 9, 9, 8, 8),
+        sc);
+    __m512i q[8];
+    for (int c = 0; c < 4; ++c) {
+      const __m512i packed = pair_load(ba.qs + 32 * c, bb.qs + 32 * c);
+      q[2 * c] = _mm512_and_si512(packed, low4);
+      q[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
+    }
+    if constexpr (kFifthBit) {
+      // Bit j of qh[l] is the fifth bit of element l of sub-block j.
+      const __m512i qh = pair_load(ba.qh, bb.qh);
+      const __m512i bit4 = _mm512_set1_epi8(16);
+      q[0] = _mm512_or_si512(q[0], _mm512_and_si512(_mm512_slli_epi16(qh, 4), bit4));
+      q[1] = _mm512_or_si512(q[1], _mm512_and_si512(_mm512_slli_epi16(qh, 3), bit4));
+      q[2] = _mm512_or_si512(q[2], _mm512_and_si512(_mm512_slli_epi16(qh, 2), bit4));
+      q[3] = _mm512_or_si512(q[3], _mm512_and_si512(_mm512_slli_epi16(qh, 1), bit4));
+      q[4] = _mm512_or_si512(q[4], _mm512_and_si512(qh, bit4));
+      q[5] = _mm512_or_si512(q[5], _mm512_and_si512(_mm512_srli_epi16(qh, 1), bit4));
+      q[6] = _mm512_or_si512(q[6], _mm512_and_si512(_mm512_srli_epi16(qh, 2), bit4));
+      q[7] = _mm512_or_si512(q[7], _mm512_and_si512(_mm512_srli_epi16(qh, 3), bit4));
+    }
+    __m512i scale[8];
+    for (int j = 0; j < 8; ++j)
+      scale[j] = _mm512_permutexvar_epi16(_mm512_inserti64x4(_mm512_set1_epi16(static_cast<short>(j)),
+                                                             _mm256_set1_epi16(static_cast<short>(16 + j)), 1),
+                                          sc);
+    // [d_a, dmin_a, d_b, dmin_b] (adjacent in each block), then each spread over its row's half.
+    uint32_t dda, ddb;
+    __builtin_memcpy(&dda, &ba.d, 4);
+    __builtin_memcpy(&ddb, &bb.d, 4);
+    const __m512 dd = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(dda)), static_cast<int>(ddb), 1)));
+    const __m512 d = _mm512_permutexvar_ps(_mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0), dd);
+    const __m512 dmin = _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1), dd);
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8_K& xb = *x.x[t];
+      __m512i sumi = _mm512_setzero_si512();
+      for (int j = 0; j < 8; ++j) {
+        const __m512i xj = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs + 32 * j)));
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[j], xj), scale[j]);
+      }
+      const __m512i bsums = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums)));
+      const __m512i summ = _mm512_madd_epi16(bsums, mins);
+      const __m512 xd = _mm512_set1_ps(xb.d);
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, xd), _mm512_cvtepi32_ps(sumi), acc[t]);
+      acc[t] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, xd), _mm512_cvtepi32_ps(summ), acc[t]);
+    }
+  }
+};
+
+// ---- Q6_K weights against Q8_K activations ----
+//
+// Bit for bit the AVX2 kernel's computation (Q6KTiles in kernels_avx2.cpp), rows r and r + 1 in
+// the two halves of a register: the same int32 lanes (maddubs, then VNNI's vpdpwssd adding the
+// scale-weighted pairs as madd + add did), less 32 * (scales . bsums), then one FMA per
+// super-block. The 16 scales of both rows are widened once and each group's pair of scales taken
+// with one permute, where AVX2 builds them from 16 broadcasts per row.
+struct Q6KBlocks {
+  using Block = BlockQ6_K;
+  static constexpr int kTokens = 2, kDecodeRows = 2, kBlockElements = kQK;
+  template <int T>
+  using Tokens = Q8KTokens<T>;
+
+  template <int T>
+  HEARTH_AVX512_INLINE void add_block(const BlockQ6_K& ba, const BlockQ6_K& bb, const Tokens<T>& x, __m512 (&acc)[T]) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), low2 = _mm512_set1_epi8(0x03);
+    // Signed scales as words: row a's in words 0..15, row b's in 16..31.
+    const __m512i sc16 = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ba.scales))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(bb.scales)), 1));
+    // Group g (32 elements) spans sub-blocks 2g and 2g + 1, one per 128-bit lane of a row.
+    __m512i scale[8], q[8];
+    for (int g = 0; g < 8; ++g) {
+      const __m512i idx = _mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(static_cast<short>(2 * g + 1)), _mm_set1_epi16(static_cast<short>(2 * g)))),
+          _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(16 + 2 * g + 1)), _mm_set1_epi16(static_cast<short>(16 + 2 * g))), 1);
+      scale[g] = _mm512_permutexvar_epi16(idx, sc16);
+    }
+    for (int h = 0; h < 2; ++h) {
+      const __m512i ql0 = pair_load(ba.ql + 64 * h, bb.ql + 64 * h), ql1 = pair_load(ba.ql + 64 * h + 32, bb.ql + 64 * h + 32);
+      const __m512i qh = pair_load(ba.qh + 32 * h, bb.qh + 32 * h);
+      // Bits 4-5 of the values of groups 4h .. 4h + 3: bit pairs 0-1, 2-3, 4-5, 6-7 of qh.
+      const __m512i h0 = _mm512_slli_epi16(_mm512_and_si512(qh, low2), 4);
+      const __m512i h2 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 2), low2), 4);
+      const __m512i h4 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 4), low2), 4);
+      const __m512i h6 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 6), low2), 4);
+      q[4 * h] = _mm512_or_si512(_mm512_and_si512(ql0, low4), h0);
+      q[4 * h + 1] = _mm512_or_si512(_mm512_and_si512(ql1, low4), h2);
+      q[4 * h + 2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql0, 4), low4), h4);
+      q[4 * h + 3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql1, 4), low4), h6);
+    }
+    const float da = _cvtsh_ss(ba.d), db = _cvtsh_ss(bb.d);
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8_K& xb = *x.x[t];
+      __m512i sumi = _mm512_setzero_si512();
+      for (int g = 0; g < 8; ++g) {
+        const __m512i xg = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs + 32 * g)));
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[g], xg), scale[g]);
+      }
+      const __m512i bsums = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums)));
+      sumi = _mm512_sub_epi32(sumi, _mm512_slli_epi32(_mm512_madd_epi16(bsums, sc16), 5));
+      // d * d_x rounded as the AVX2 kernel rounds it (a float product per row).
+      const __m512 dxd = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(da * xb.d)),
+                                                             _mm256_castps_pd(_mm256_set1_ps(db * xb.d)), 1));
+      acc[t] = _mm512_fmadd_ps(dxd, _mm512_cvtepi32_ps(sumi), acc[t]);
+    }
+  }
+};
+
+// ---- f32, f16, bf16 weights against f32 activations (prefill) ----
+//
+// The AVX2 kernels' computation bit for bit, two rows per register: each output has 4 8-lane
+// accumulators, step i of 8 elements going to accumulator i % 4, then (a0 + a1) + (a2 + a3),
+// the horizontal sum and a scalar FMA tail. Only batches use these (twice the multiply-adds per
+// instruction); decode keeps the AVX2 kernel, which streams one row at a time.
+
+struct PairF32 {
+  HEARTH_AVX512_INLINE __m512 load(const uint8_t* a, const uint8_t* b, int i) {
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(reinterpret_cast<const float*>(a) + i))),
+                                               _mm256_castps_pd(_mm256_loadu_ps(reinterpret_cast<const float*>(b) + i)), 1));
+  }
+  static float at(const uint8_t* row, int i) { return reinterpret_cast<const float*>(row)[i]; }
+};
+struct PairF16 {
+  HEARTH_AVX512_INLINE __m512 load(const uint8_t* a, const uint8_t* b, int i) {
+    const __m128i ha = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(a) + i));
+    const __m128i hb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(b) + i));
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(ha), hb, 1));
+  }
+  HEARTH_AVX512 static float at(const uint8_t* row, int i) { return _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[i]); }
+};
+struct PairBF16 {
+  HEARTH_AVX512_INLINE __m512 load(const uint8_t* a, const uint8_t* b, int i) {
+    const __m128i ha = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(a) + i));
+    const __m128i hb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(b) + i));
+    const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(ha), hb, 1);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  static float at(const uint8_t* row, int i) {
+    const uint32_t u = static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(row)[i]) << 16;
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+  }
+};
+
+template <class L>
+struct FloatPairTiles {
+  static constexpr int kAcc = 4;
+  // 2 rows (one register) x 6 tokens: 24 accumulators; tokens outer (see kernel_tiles.h).
+  static constexpr int kRows = 2, kTokens = 6, kDecodeRows = 2;
+  static constexpr bool kTokensOuter = true;
+  template <int R, int T>
+  HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    const uint8_t* ra = w;
+    const uint8_t* rb = R > 1 ? w + ws : w;  // a single row is paired with itself
+    __m512 acc[T][kAcc];
+    for (int t = 0; t < T; ++t)
+      for (int a = 0; a < kAcc; ++a) acc[t][a] = _mm512_setzero_ps();
+    const float* xt[T];
+    for (int t = 0; t < T; ++t) xt[t] = reinterpret_cast<const float*>(x + static_cast<size_t>(t) * xs);
+    int i = 0;
+    for (; i + 8 * kAcc <= n; i += 8 * kAcc)
+      for (int a = 0; a < kAcc; ++a) {
+        const __m512 wv = L::load(ra, rb, i + 8 * a);
+        for (int t = 0; t < T; ++t) {
+          const __m512 xv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(xt[t] + i + 8 * a))));
+          acc[t][a] = _mm512_fmadd_ps(wv, xv, acc[t][a]);
+        }
+      }
+    for (int a = 0; i + 8 <= n; i += 8, ++a) {
+      const __m512 wv = L::load(ra, rb, i);
+      for (int t = 0; t < T; ++t) {
+        const __m512 xv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(xt[t] + i))));
+        acc[t][a] = _mm512_fmadd_ps(wv, xv, acc[t][a]);
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), _mm512_add_ps(acc[t][2], acc[t][3]));
+      float* yt = y + static_cast<size_t>(t) * ldy;
+      for (int r = 0; r < R; ++r) {
+        const __m256 half = r == 0 ? _mm512_castps512_ps256(sum)
+                                   : _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1));
+        float s = hsum8(half);
+        const uint8_t* row = r == 0 ? ra : rb;
+        for (int j = i; j < n; ++j) s = std::fma(L::at(row, j), xt[t][j], s);
+        yt[r] = s;
+      }
+    }
+  }
+};
+
+// Batches through the pair tiles, decode through the AVX2 kernel (the same bits either way).
+template <class L>
+void gemm_float(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy,
+                GemmKernel decode) {
+  if (n_tokens == 1) decode(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
+  else tiles::gemm<FloatPairTiles<L>>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
+}
+void gemm_f32(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
+  gemm_float<PairF32>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f32);
+}
+void gemm_f16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
+  gemm_float<PairF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f16);
+}
+void gemm_bf16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
+  gemm_float<PairBF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_bf16);
+}
+
+using Q4_0Tiles = PairRows<PackedBlocks<WeightsQ4_0>>;
+using Q8_0Tiles = PairRows<PackedBlocks<WeightsQ8_0>>;
+using Q4_KTiles = PairRows<ScaleMinBlocks<false>>;
+using Q5_KTiles = PairRows<ScaleMinBlocks<true>>;
+using Q6_KTiles = PairRows<Q6KBlocks>;
+
+size_t packed_bytes(TensorType weight, int n) {
+  switch (weight) {
+    case TensorType::Q4_0:
+    case TensorType::Q8_0: return static_cast<size_t>(n / kQ8_0Block) * sizeof(PackedBlock);
+    default: return 0;  // the AVX2 kernels, reading the blocks
+  }
+}
+
+void pack(TensorType weight, const void* blocks, void* out, int n) {
+  const auto* x = static_cast<const BlockQ8_0*>(blocks);
+  if (weight == TensorType::Q4_0) pack_blocks<WeightsQ4_0::kOffsetShift>(x, static_cast<PackedBlock*>(out), n / kQ8_0Block);
+  if (weight == TensorType::Q8_0) pack_blocks<WeightsQ8_0::kOffsetShift>(x, static_cast<PackedBlock*>(out), n / kQ8_0Block);
+}
+
+// The dot kernels pack their activations first, in a buffer of the thread's that grows to the
+// longest row seen (they serve tests and one-off products; matmul packs once per token).
+template <class K>
+float packed_dot(TensorType weight, const void* w, const BlockQ8_0* x, int nb) {
+  thread_local std::vector<uint8_t> buf;
+  const int n = nb * kQ8_0Block;
+  buf.resize(std::max(buf.size(), packed_bytes(weight, n)));
+  pack(weight, x, buf.data(), n);
+  float y;
+  K::template run<1, 1>(static_cast<const uint8_t*>(w), 0, buf.data(), 0, n, &y, 0);
+  return y;
+}
+
+HEARTH_AVX512 float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) {
+  return tiles::dot1<Q4_KTiles>(w, x, nb * kQK);
+}
+HEARTH_AVX512 float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) {
+  return tiles::dot1<Q5_KTiles>(w, x, nb * kQK);
+}
+HEARTH_AVX512 float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* x, int nb) { return tiles::dot1<Q6_KTiles>(w, x, nb * kQK); }
+
+float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q4_0Tiles>(TensorType::Q4_0, w, x, nb); }
+float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q8_0Tiles>(TensorType::Q8_0, w, x, nb); }
+
+KernelTable make_table() {
+  KernelTable t = avx2_kernels();
+  t.name = "avx512";
+  t.dot_q4_0 = dot_q4_0;
+  t.gemm_q4_0 = tiles::gemm<Q4_0Tiles>;
+  t.dot_q8_0 = dot_q8_0;
+  t.gemm_q8_0 = tiles::gemm<Q8_0Tiles>;
+  t.dot_q4_k = dot_q4_k;
+  t.gemm_q4_k = tiles::gemm<Q4_KTiles>;
+  t.dot_q5_k = dot_q5_k;
+  t.gemm_q5_k = tiles::gemm<Q5_KTiles>;
+  t.dot_q6_k = dot_q6_k;
+  t.gemm_q6_k = tiles::gemm<Q6_KTiles>;
+  t.gemm_f32 = gemm_f32;
+  t.gemm_f16 = gemm_f16;
+  t.gemm_bf16 = gemm_bf16;
+  t.packed_bytes = packed_bytes;
+  t.pack = pack;
+  return t;
+}
+
+}  // namespace
+
+const KernelTable& avx512_kernels() {
+  static const KernelTable table = make_table();
+  return table;
+}
+
+}  // namespace hearth::runtime
+
+#endif

@@ -1,0 +1,148 @@
+#include "runtime/model/matmul.h"
+
+#include <algorithm>
+#include <array>
+#include <stdexcept>
+
+#include "runtime/model/ops.h"
+#include "runtime/kernels/row_split.h"
+
+namespace hearth::runtime {
+
+namespace {
+
+// Tokens per gemm call inside a task: their activations (about 256 KiB) stay in L2 while the
+// task's rows pass over them. Only f32 activations of long rows need more than one call.
+constexpr size_t kActivationBudget = size_t{256} << 10;
+
+// The input of one matmul as its gemm kernel reads it, for every token.
+struct Activations {
+  const void* x;
+  size_t stride;  // bytes between tokens
+};
+
+// Activations are shared by weights that read them the same way: the same dot type, and the
+// same packed layout if the table packs (which it may do per weight type).
+TensorType activation_key(const KernelTable& k, TensorType weight, int64_t n_in) {
+  return k.packed_bytes(weight, static_cast<int>(n_in)) > 0 ? weight : dot_type(weight);
+}
+
+// Converts x for `weight` (all tokens, in parallel over tokens): quantized to the dot type and
+// packed if the table packs; f32 is used as is.
+Activations prepare(TensorType weight, const float* x, int64_t n_in, int n_tokens, MatmulScratch& scratch, ThreadPool& pool,
+                    const KernelTable& k) {
+  const TensorType dt = dot_type(weight);
+  if (dt == TensorType::F32) return {x, static_cast<size_t>(n_in) * sizeof(float)};
+  const int n = static_cast<int>(n_in);
+  const size_t packed = k.packed_bytes(weight, n);
+  const auto one = [&](int t) {
+    const float* xt = x + static_cast<int64_t>(t) * n_in;
+    const void* blocks;
+    if (dt == TensorType::Q8_0) {
+      k.quantize_q8_0(xt, scratch.q8(t, n_in), n);
+      blocks = scratch.q8(t, n_in);
+    } else {
+      k.quantize_q8_k(xt, scratch.q8k(t, n_in), n);
+      blocks = scratch.q8k(t, n_in);
+    }
+    if (packed > 0) k.pack(weight, blocks, scratch.packed(t, packed), n);
+  };
+  if (n_tokens == 1) one(0);
+  else pool.run(n_tokens, one);
+  if (packed > 0) return {scratch.packed(0, packed), packed};
+  if (dt == TensorType::Q8_0) return {scratch.q8(0, n_in), static_cast<size_t>(n_in / kQ8_0Block) * sizeof(BlockQ8_0)};
+  return {scratch.q8k(0, n_in), static_cast<size_t>(n_in / kQK) * sizeof(BlockQ8_K)};
+}
+
+GemmKernel kernel_of(const KernelTable& k, TensorType t) {
+  const GemmKernel g = gemm_kernel(k, t);
+  if (g == nullptr) throw std::runtime_error("no kernel for weights of type " + std::string(tensor_type_name(t)));
+  return g;
+}
+
+// Rows [r0, r1) of w for every token, in token chunks that fit the activation budget.
+void rows_times_tokens(const WeightMatrix& w, GemmKernel g, const Activations& a, int64_t r0, int64_t r1, int n_tokens,
+                       float* y) {
+  const int chunk = static_cast<int>(std::clamp<size_t>(kActivationBudget / a.stride, 1, static_cast<size_t>(n_tokens)));
+  for (int t = 0; t < n_tokens; t += chunk) {
+    const int nt = std::min(chunk, n_tokens - t);
+    g(w.row(r0), w.row_bytes, static_cast<int>(r1 - r0), static_cast<const uint8_t*>(a.x) + static_cast<size_t>(t) * a.stride,
+      a.stride, nt, static_cast<int>(w.n_in), y + static_cast<int64_t>(t) * w.n_out + r0, static_cast<size_t>(w.n_out));
+  }
+}
+
+}  // namespace
+
+MatmulScratch::MatmulScratch(int max_tokens, int64_t max_n_in)
+    : q8_(static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in / kQ8_0Block + 1)),
+      q8k_(static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in / kQK + 1)) {
+  size_t packed = 0;
+  for (const KernelTable* k : supported_kernels())
+    for (TensorType t : {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K})
+      packed = std::max(packed, k->packed_bytes(t, static_cast<int>(max_n_in)));
+  packed_.resize(static_cast<size_t>(max_tokens) * packed);
+}
+
+void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, MatmulScratch& scratch, ThreadPool& pool,
+            const KernelTable& k) {
+  const MatmulTarget one[] = {{&w, y}};
+  matmul_many(one, x, n_tokens, scratch, pool, k);
+}
+
+void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_tokens, MatmulScratch& scratch,
+                 ThreadPool& pool, const KernelTable& k) {
+  constexpr size_t kMax = 4;
+  if (targets.empty() || targets.size() > kMax) throw std::invalid_argument("matmul_many takes 1 to 4 weights");
+  const int64_t n_in = targets[0].w->n_in;
+  const TensorType key = activation_key(k, targets[0].w->type, n_in);
+  for (const MatmulTarget& t : targets) {
+    if (t.w->n_in != n_in) throw std::invalid_argument("matmul_many: weights of different input sizes");
+    if (activation_key(k, t.w->type, n_in) != key) {
+      // Mixed weight types that read the input differently: one pass each.
+      for (const MatmulTarget& one : targets) matmul_many({&one, 1}, x, n_tokens, scratch, pool, k);
+      return;
+    }
+  }
+  const Activations act = prepare(targets[0].w->type, x, n_in, n_tokens, scratch, pool, k);
+
+  // Tasks are numbered through the targets in order: first[i] is target i's first task.
+  std::array<int, kMax + 1> first{};
+  std::array<RowSplit, kMax> split;
+  std::array<GemmKernel, kMax> gemm{};
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const WeightMatrix& w = *targets[i].w;
+    split[i] = RowSplit(w.n_out, pool.size());
+    first[i + 1] = first[i] + split[i].tasks();
+    gemm[i] = kernel_of(k, w.type);
+  }
+  pool.run(first[targets.size()], [&](int task) {
+    size_t i = 0;
+    while (task >= first[i + 1]) ++i;
+    const auto [r0, r1] = split[i].rows(task - first[i]);
+    rows_times_tokens(*targets[i].w, gemm[i], act, r0, r1, n_tokens, targets[i].y);
+  });
+}
+
+void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, float* gate_out,
+                   float* up_out, MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k) {
+  if (gate.n_in != up.n_in || gate.n_out != up.n_out) throw std::invalid_argument("matmul_swiglu: gate and up differ in shape");
+  const int64_t n_in = gate.n_in, n_out = gate.n_out;
+  if (activation_key(k, gate.type, n_in) != activation_key(k, up.type, n_in)) {
+    matmul(gate, x, n_tokens, gate_out, scratch, pool, k);
+    matmul(up, x, n_tokens, up_out, scratch, pool, k);
+    swiglu(gate_out, up_out, static_cast<size_t>(n_tokens) * static_cast<size_t>(n_out));
+    return;
+  }
+  const Activations act = prepare(gate.type, x, n_in, n_tokens, scratch, pool, k);
+  const GemmKernel gg = kernel_of(k, gate.type), gu = kernel_of(k, up.type);
+  const RowSplit split(n_out, pool.size());
+  pool.run(split.tasks(), [&](int task) {
+    const auto [r0, r1] = split.rows(task);
+    rows_times_tokens(gate, gg, act, r0, r1, n_tokens, gate_out);
+    rows_times_tokens(up, gu, act, r0, r1, n_tokens, up_out);
+    for (int t = 0; t < n_tokens; ++t)
+      swiglu(gate_out + t * n_out + r0, up_out + t * n_out + r0, static_cast<size_t>(r1 - r0));
+  });
+}
+
+}  // namespace hearth::runtime

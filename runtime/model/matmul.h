@@ -1,0 +1,58 @@
+// Y = X W^T for weight matrices used in place: the decode (1 token) and prefill (many tokens)
+// paths of every weight type.
+//
+// Activations are converted once per call to the weights' dot type, then tasks of rows run on
+// the pool, each through the table's gemm kernel (register tiles of rows x tokens). Every output
+// is computed exactly as the dot kernel computes it, so results do not depend on the batch size,
+// on which other tokens share the batch, or on the thread count (rows are split, never a sum).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "runtime/kernels/kernels.h"
+#include "runtime/kernels/thread_pool.h"
+#include "runtime/model/weights.h"
+
+namespace hearth::runtime {
+
+// Reusable buffers for activations converted to a weight's dot type. Sized once for the largest
+// batch and row, so no allocation happens per token.
+class MatmulScratch {
+ public:
+  MatmulScratch(int max_tokens, int64_t max_n_in);
+  BlockQ8_0* q8(int token, int64_t n_in) { return q8_.data() + static_cast<int64_t>(token) * (n_in / kQ8_0Block); }
+  BlockQ8_K* q8k(int token, int64_t n_in) { return q8k_.data() + static_cast<int64_t>(token) * (n_in / kQK); }
+  // A kernel table's packed activations (KernelTable::pack), `bytes` per token.
+  uint8_t* packed(int token, size_t bytes) { return packed_.data() + static_cast<size_t>(token) * bytes; }
+
+ private:
+  std::vector<BlockQ8_0> q8_;
+  std::vector<BlockQ8_K> q8k_;
+  std::vector<uint8_t> packed_;  // room for the largest layout of any table this CPU supports
+};
+
+// y[t * w.n_out + r] = dot(row r of w, x[t * w.n_in ...]) for t in [0, n_tokens).
+// REQUIRES: n_tokens <= the scratch's max_tokens, w.n_in <= its max_n_in.
+void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, MatmulScratch& scratch,
+            ThreadPool& pool, const KernelTable& k);
+
+// One weight of a fused matmul and its output ([n_tokens x w->n_out]).
+struct MatmulTarget {
+  const WeightMatrix* w;
+  float* y;
+};
+
+// Several weights over the same input (Q, K and V), in one parallel loop: the input is
+// converted once and the pool is woken once. REQUIRES: the same n_in, at most 4 targets.
+void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_tokens, MatmulScratch& scratch,
+                 ThreadPool& pool, const KernelTable& k);
+
+// SwiGLU's two projections in one pass: gate_out = silu(x Wg^T) * (x Wu^T). Each task computes
+// the same rows of both and applies swiglu() to them while they are in cache. up_out is a buffer
+// of the same size for the up projection. REQUIRES: gate and up of the same shape.
+void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, float* gate_out,
+                   float* up_out, MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k);
+
+}  // namespace hearth::runtime

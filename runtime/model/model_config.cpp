@@ -1,0 +1,102 @@
+#include "runtime/model/model_config.h"
+
+#include <optional>
+#include <string>
+
+namespace hearth::runtime {
+
+namespace {
+
+struct Arch {
+  const char* name;
+  RopeStyle rope_style;
+  TensorNeed qkv_bias, out_bias, qk_norm;
+};
+
+// What llama.cpp's graphs for these architectures do beyond the shared llama structure.
+constexpr Arch kArchs[] = {
+    {"llama", RopeStyle::Normal, TensorNeed::Optional, TensorNeed::Optional, TensorNeed::Absent},
+    {"qwen2", RopeStyle::NeoX, TensorNeed::Required, TensorNeed::Absent, TensorNeed::Absent},
+    {"qwen3", RopeStyle::NeoX, TensorNeed::Absent, TensorNeed::Absent, TensorNeed::Required},
+};
+
+std::string supported_archs() {
+  std::string out;
+  for (const Arch& a : kArchs) out += (out.empty() ? "" : ", ") + std::string(a.name);
+  return out;
+}
+
+// Linear scaling divides positions by the factor; Llama 3's scaling needs no key, it is carried
+// by the rope_freqs.weight tensor. llama.cpp assumes "linear" when only a factor is given.
+void read_rope_scaling(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
+  std::optional<double> factor = md.get_float_opt(a + "rope.scaling.factor");
+  if (!factor) factor = md.get_float_opt(a + "rope.scale_linear");
+  const std::string type = md.get_string_opt(a + "rope.scaling.type").value_or(factor ? "linear" : "none");
+  if (type != "none" && type != "linear")
+    throw GgufError("metadata '" + a + "rope.scaling.type' = '" + type +
+                    "' is not supported (supported: none, linear; Llama 3 frequency factors come from rope_freqs.weight)");
+  if (type == "linear" && factor && *factor != 0.0) {
+    if (!(*factor > 0.0)) throw GgufError("metadata '" + a + "rope.scaling.factor' must be positive");
+    c.rope_freq_scale = static_cast<float>(1.0 / *factor);
+  }
+  c.n_ctx_orig = static_cast<int>(md.get_uint_opt(a + "rope.scaling.original_context_length").value_or(0));
+}
+
+int positive(const GgufMetadata& md, const std::string& key, uint64_t max = 1u << 24) {
+  const uint64_t v = md.get_uint(key);
+  if (v == 0 || v > max) throw GgufError("metadata '" + key + "' = " + std::to_string(v) + " is out of range");
+  return static_cast<int>(v);
+}
+
+}  // namespace
+
+ModelConfig read_model_config(const GgufFile& file) {
+  const GgufMetadata& md = file.metadata();
+  ModelConfig c;
+  c.arch = md.get_string("general.architecture");
+  const Arch* arch = nullptr;
+  for (const Arch& x : kArchs)
+    if (c.arch == x.name) arch = &x;
+  if (arch == nullptr)
+    throw GgufError("'" + file.path() + "': architecture '" + c.arch + "' is not supported (supported: " +
+                    supported_archs() + ")");
+  c.rope_style = arch->rope_style;
+  c.qkv_bias = arch->qkv_bias;
+  c.out_bias = arch->out_bias;
+  c.qk_norm = arch->qk_norm;
+  c.name = md.get_string_opt("general.name").value_or(file.path());
+  const std::string a = c.arch + ".";
+  c.n_embd = positive(md, a + "embedding_length");
+  c.n_layer = positive(md, a + "block_count", 4096);
+  c.n_head = positive(md, a + "attention.head_count", 4096);
+  c.n_head_kv = md.has(a + "attention.head_count_kv") ? positive(md, a + "attention.head_count_kv", 4096) : c.n_head;
+  c.n_ff = positive(md, a + "feed_forward_length");
+  c.n_ctx_train = positive(md, a + "context_length");
+  if (c.n_embd % c.n_head != 0 && !md.has(a + "attention.key_length"))
+    throw GgufError("embedding_length is not a multiple of head_count");
+  c.head_dim = md.has(a + "attention.key_length") ? positive(md, a + "attention.key_length", 4096) : c.n_embd / c.n_head;
+  if (md.has(a + "attention.value_length") && md.get_uint(a + "attention.value_length") != static_cast<uint64_t>(c.head_dim))
+    throw GgufError("attention.value_length differs from the key length " + std::to_string(c.head_dim) +
+                    ", which this runtime does not support");
+  if (c.n_head % c.n_head_kv != 0)
+    throw GgufError("head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
+                    std::to_string(c.n_head_kv));
+  c.n_rot = md.has(a + "rope.dimension_count") ? positive(md, a + "rope.dimension_count", 4096) : c.head_dim;
+  if (c.n_rot > c.head_dim || c.n_rot % 2 != 0) throw GgufError("rope.dimension_count must be even and <= head size");
+  c.rms_eps = static_cast<float>(md.get_float_opt(a + "attention.layer_norm_rms_epsilon").value_or(1e-5));
+  c.rope_base = static_cast<float>(md.get_float_opt(a + "rope.freq_base").value_or(10000.0));
+  if (!(c.rms_eps > 0.f) || !(c.rope_base > 0.f)) throw GgufError("rms epsilon and rope base must be positive");
+  read_rope_scaling(md, a, c);
+  // The vocabulary size comes from the token list, or from the embedding when there is none.
+  if (md.has("tokenizer.ggml.tokens")) {
+    const auto* tokens = std::get_if<GgufArray>(&md.find("tokenizer.ggml.tokens")->value);
+    if (tokens == nullptr) throw GgufError("metadata 'tokenizer.ggml.tokens' is not an array");
+    c.n_vocab = static_cast<int>(tokens->items.size());
+  } else {
+    c.n_vocab = static_cast<int>(file.require_tensor("token_embd.weight").rows());
+  }
+  if (c.n_vocab <= 0) throw GgufError("the model has an empty vocabulary");
+  return c;
+}
+
+}  // namespace hearth::runtime

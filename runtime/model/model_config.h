@@ -1,0 +1,46 @@
+// Hyperparameters of a llama-family model (architectures llama, qwen2, qwen3), read from GGUF
+// metadata. The architectures differ only in the details below; their metadata keys share the
+// layout "<arch>.embedding_length" etc.
+#pragma once
+
+#include <string>
+
+#include "runtime/format/gguf.h"
+#include "runtime/model/rope.h"
+
+namespace hearth::runtime {
+
+// Whether an architecture's layers have an optional kind of tensor.
+enum class TensorNeed { Absent, Optional, Required };
+
+struct ModelConfig {
+  std::string arch;         // general.architecture: "llama", "qwen2" or "qwen3"
+  std::string name;         // general.name, or the file name
+  int n_vocab = 0;          // tokens
+  int n_embd = 0;           // hidden size
+  int n_layer = 0;          // transformer blocks
+  int n_head = 0;           // query heads
+  int n_head_kv = 0;        // key/value heads (GQA when < n_head)
+  int head_dim = 0;         // n_embd / n_head unless the file says otherwise
+  int n_ff = 0;             // feed-forward hidden size
+  int n_ctx_train = 0;      // context length the model was trained for
+  int n_rot = 0;            // dimensions of each head that RoPE rotates
+  float rms_eps = 1e-5f;
+  float rope_base = 10000.f;
+  RopeStyle rope_style = RopeStyle::Normal;  // NeoX for qwen2/qwen3
+  float rope_freq_scale = 1.f;  // linear RoPE scaling: positions are multiplied by this (1/factor)
+  int n_ctx_orig = 0;           // rope.scaling.original_context_length, 0 if absent (informative)
+  TensorNeed qkv_bias = TensorNeed::Absent;  // blk.N.attn_{q,k,v}.bias (qwen2: required)
+  TensorNeed out_bias = TensorNeed::Absent;  // blk.N.attn_output.bias (llama: optional)
+  TensorNeed qk_norm = TensorNeed::Absent;   // blk.N.attn_{q,k}_norm.weight, per head (qwen3)
+
+  int q_dim() const { return n_head * head_dim; }
+  int kv_dim() const { return n_head_kv * head_dim; }
+};
+
+// Reads and checks the hyperparameters; throws GgufError naming the key that is missing or
+// inconsistent, or listing the supported architectures (or RoPE scalings) when the file's is
+// unknown.
+ModelConfig read_model_config(const GgufFile& file);
+
+}  // namespace hearth::runtime

@@ -1,0 +1,246 @@
+#include "runtime/model/model_maker.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <stdexcept>
+#include <thread>
+
+#include "runtime/format/gguf_writer.h"
+#include "runtime/kernels/kernels.h"
+#include "runtime/model/sampler.h"
+#include "runtime/kernels/thread_pool.h"
+
+namespace hearth::runtime {
+
+namespace {
+
+struct Preset {
+  const char* name;
+  RandomModelShape shape;
+};
+
+const Preset kPresets[] = {
+    {"tiny", {512, 128, 4, 4, 2, 384, 512, 10000.f, 1e-5f}},
+    {"tinyllama-1.1b", {32000, 2048, 22, 32, 4, 5632, 2048, 10000.f, 1e-5f}},
+    {"llama-2-7b", {32000, 4096, 32, 32, 32, 11008, 4096, 10000.f, 1e-5f}},
+};
+
+const std::string kSpace = "\xe2\x96\x81";
+
+// Byte-level SentencePiece vocabulary: <unk> <s> </s>, 256 byte tokens, the printable ASCII
+// characters and U+2581, then pseudo-words of those characters up to n_vocab.
+void add_byte_vocab(GgufMetadata& md, int n_vocab, uint64_t seed) {
+  std::vector<GgufValue> tokens, scores, types;
+  const auto add = [&](std::string text, float score, int32_t type) {
+    tokens.push_back(GgufValue::str(std::move(text)));
+    scores.push_back(GgufValue::f32(score));
+    types.push_back(GgufValue::i32(type));
+  };
+  add("<unk>", 0.f, 2);
+  add("<s>", 0.f, 3);
+  add("</s>", 0.f, 3);
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    add(name, 0.f, 6);
+  }
+  add(kSpace, -1.f, 1);
+  for (char c = 33; c < 127; ++c) add(std::string(1, c), -1.f, 1);
+  // Pseudo-words: the syllables of the word's index in base 20, so every piece is unique (the
+  // tokenizer indexes pieces by text). `seed` shuffles which word gets which id.
+  static const char* const syllables[] = {"ka", "lo", "mi", "ne", "ru", "ta", "si", "po", "an", "el",
+                                          "or", "ve", "du", "th", "er", "in", "st", "ow", "ly", "ch"};
+  const int first_word = static_cast<int>(tokens.size());
+  Rng rng(seed ^ 0x766f636162ull);
+  const uint64_t offset = rng.next() % 400;
+  for (int i = first_word; i < n_vocab; ++i) {
+    std::string w = kSpace;
+    uint64_t n = static_cast<uint64_t>(i - first_word) + offset;
+    do {
+      w += syllables[n % std::size(syllables)];
+      n /= std::size(syllables);
+    } while (n > 0);
+    add(w, -2.f - static_cast<float>(i) * 1e-4f, 1);
+  }
+  md.set("tokenizer.ggml.model", GgufValue::str("llama"));
+  md.set("tokenizer.ggml.tokens", GgufValue::array(GgufType::STRING, std::move(tokens)));
+  md.set("tokenizer.ggml.scores", GgufValue::array(GgufType::FLOAT32, std::move(scores)));
+  md.set("tokenizer.ggml.token_type", GgufValue::array(GgufType::INT32, std::move(types)));
+  md.set("tokenizer.ggml.bos_token_id", GgufValue::u32(1));
+  md.set("tokenizer.ggml.eos_token_id", GgufValue::u32(2));
+  md.set("tokenizer.ggml.unknown_token_id", GgufValue::u32(0));
+  md.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(true));
+}
+
+int copy_vocab(GgufMetadata& md, const std::string& from) {
+  const GgufFile src = GgufFile::open(from);
+  int n = 0;
+  for (const auto& [key, value] : src.metadata().all()) {
+    if (key.rfind("tokenizer.", 0) != 0) continue;
+    md.set(key, value);
+    if (key == "tokenizer.ggml.tokens") n = static_cast<int>(std::get<GgufArray>(value.value).items.size());
+  }
+  if (n == 0) throw std::runtime_error("'" + from + "' has no tokenizer.ggml.tokens to copy");
+  return n;
+}
+
+int head_dim_of(const RandomModelShape& s) { return s.head_dim > 0 ? s.head_dim : s.n_embd / std::max(1, s.n_head); }
+
+uint32_t block_of(TensorType t) { return tensor_type_info(static_cast<uint32_t>(t))->block_elems; }
+
+// The type of a matrix whose rows hold n_in elements.
+TensorType matrix_type(TensorType type, uint64_t n_in) {
+  return n_in % block_of(type) == 0 ? type : k_quant_fallback(type);
+}
+
+void check_shape(const RandomModelShape& s, TensorType type) {
+  if (s.n_embd <= 0 || s.n_layer <= 0 || s.n_head <= 0 || s.n_head_kv <= 0 || s.n_ff <= 0 || s.n_vocab <= 0 || s.n_ctx <= 0 ||
+      s.head_dim < 0)
+    throw std::invalid_argument("model dimensions must be positive");
+  if ((s.head_dim == 0 && s.n_embd % s.n_head != 0) || s.n_head % s.n_head_kv != 0 || head_dim_of(s) % 2 != 0)
+    throw std::invalid_argument("dim must be a multiple of heads, heads a multiple of kv-heads, and the head size even");
+  for (const int n_in : {s.n_embd, s.n_ff, s.n_head * head_dim_of(s)}) {
+    const TensorType t = matrix_type(type, static_cast<uint64_t>(n_in));
+    if (n_in % block_of(t) != 0)
+      throw std::invalid_argument("dim, ffn and heads x head size must be multiples of " + std::to_string(block_of(t)) +
+                                  " for type " + std::string(tensor_type_name(type)));
+  }
+}
+
+const char* const kArchs[] = {"llama", "qwen2", "qwen3"};
+
+}  // namespace
+
+std::optional<RandomModelShape> random_model_preset(const std::string& name) {
+  for (const auto& p : kPresets)
+    if (name == p.name) return p.shape;
+  return std::nullopt;
+}
+
+std::vector<std::string> random_model_arch_names() { return {std::begin(kArchs), std::end(kArchs)}; }
+
+TensorType k_quant_fallback(TensorType type) {
+  switch (type) {
+    // As llama.cpp, except Q5_K: llama.cpp uses Q5_1, which this runtime does not compute.
+    case TensorType::Q4_K: return TensorType::Q5_0;
+    case TensorType::Q5_K: return TensorType::Q8_0;
+    case TensorType::Q6_K: return TensorType::Q8_0;
+    default: return type;
+  }
+}
+
+std::vector<std::string> random_model_preset_names() {
+  std::vector<std::string> out;
+  for (const auto& p : kPresets) out.emplace_back(p.name);
+  return out;
+}
+
+void make_random_model(const std::string& path, const MakeModelOptions& o) {
+  RandomModelShape s = o.shape;
+  GgufWriter w;
+  GgufMetadata& md = w.metadata();
+  if (o.vocab_from.empty()) {
+    if (s.n_vocab < 400) throw std::invalid_argument("the byte-level vocabulary needs at least 400 tokens");
+    add_byte_vocab(md, s.n_vocab, o.seed);
+  } else {
+    s.n_vocab = copy_vocab(md, o.vocab_from);
+  }
+  check_shape(s, o.type);
+  if (std::find(std::begin(kArchs), std::end(kArchs), o.arch) == std::end(kArchs))
+    throw std::invalid_argument("unknown architecture '" + o.arch + "' (llama, qwen2, qwen3)");
+  const int hd = head_dim_of(s);
+  if (!o.rope_freq_factors.empty() && o.rope_freq_factors.size() != static_cast<size_t>(hd / 2))
+    throw std::invalid_argument("rope_freq_factors needs head_dim / 2 = " + std::to_string(hd / 2) + " values");
+
+  const std::string a = o.arch + ".";
+  md.set("general.architecture", GgufValue::str(o.arch));
+  md.set("general.name", GgufValue::str(o.name));
+  md.set(a + "context_length", GgufValue::u32(static_cast<uint32_t>(s.n_ctx)));
+  md.set(a + "embedding_length", GgufValue::u32(static_cast<uint32_t>(s.n_embd)));
+  md.set(a + "block_count", GgufValue::u32(static_cast<uint32_t>(s.n_layer)));
+  md.set(a + "feed_forward_length", GgufValue::u32(static_cast<uint32_t>(s.n_ff)));
+  md.set(a + "attention.head_count", GgufValue::u32(static_cast<uint32_t>(s.n_head)));
+  md.set(a + "attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(s.n_head_kv)));
+  if (s.head_dim > 0 || o.arch == "qwen3") {  // real qwen3 files always say it
+    md.set(a + "attention.key_length", GgufValue::u32(static_cast<uint32_t>(hd)));
+    md.set(a + "attention.value_length", GgufValue::u32(static_cast<uint32_t>(hd)));
+  }
+  md.set(a + "rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(hd)));
+  md.set(a + "rope.freq_base", GgufValue::f32(s.rope_base));
+  md.set(a + "attention.layer_norm_rms_epsilon", GgufValue::f32(s.rms_eps));
+  if (o.rope_scaling_factor > 0.f) {
+    md.set(a + "rope.scaling.type", GgufValue::str("linear"));
+    md.set(a + "rope.scaling.factor", GgufValue::f32(o.rope_scaling_factor));
+  }
+
+  const uint64_t E = static_cast<uint64_t>(s.n_embd), F = static_cast<uint64_t>(s.n_ff);
+  const uint64_t HD = static_cast<uint64_t>(hd), Q = HD * static_cast<uint64_t>(s.n_head);
+  const uint64_t KV = HD * static_cast<uint64_t>(s.n_head_kv);
+  const auto matrix = [&](const std::string& name, uint64_t n_in, uint64_t n_out) {
+    w.add_tensor(name, matrix_type(o.type, n_in), {n_in, n_out});
+  };
+  const auto vector = [&](const std::string& name, uint64_t n) { w.add_tensor(name, TensorType::F32, {n}); };
+  matrix("token_embd.weight", E, static_cast<uint64_t>(s.n_vocab));
+  vector("output_norm.weight", E);
+  if (!o.tied_output) matrix("output.weight", E, static_cast<uint64_t>(s.n_vocab));
+  for (int l = 0; l < s.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    matrix(p + "attn_q.weight", E, Q);
+    matrix(p + "attn_k.weight", E, KV);
+    matrix(p + "attn_v.weight", E, KV);
+    if (o.arch == "qwen2") {
+      vector(p + "attn_q.bias", Q);
+      vector(p + "attn_k.bias", KV);
+      vector(p + "attn_v.bias", KV);
+    }
+    if (o.arch == "qwen3") {
+      vector(p + "attn_q_norm.weight", HD);
+      vector(p + "attn_k_norm.weight", HD);
+    }
+    matrix(p + "attn_output.weight", Q, E);
+    vector(p + "attn_norm.weight", E);
+    matrix(p + "ffn_gate.weight", E, F);
+    matrix(p + "ffn_down.weight", F, E);
+    matrix(p + "ffn_up.weight", E, F);
+    vector(p + "ffn_norm.weight", E);
+  }
+  // Last, so that the other tensors keep their index, which seeds their values: a model with
+  // factors has the same weights as the one without.
+  if (!o.rope_freq_factors.empty()) vector("rope_freqs.weight", HD / 2);
+
+  ThreadPool pool(o.threads > 0 ? o.threads : hardware_threads());
+  const float half_width = o.weight_std * 1.7320508f;  // uniform on [-a, a] has std a / sqrt(3)
+  w.write(path, [&](size_t index, std::span<uint8_t> out) {
+    const GgufTensorInfo& t = w.tensors()[index];
+    const int64_t n_in = static_cast<int64_t>(t.shape[0]);
+    const int64_t rows = static_cast<int64_t>(t.rows());
+    const uint64_t rb = row_bytes(t.type, static_cast<uint64_t>(n_in));
+    if (t.shape.size() == 1) {
+      // Norms: ones, as a freshly initialised model has; biases small and random; the per-head
+      // Q/K norms of qwen3 random around one, so that their weights matter to the output.
+      std::vector<float> v(static_cast<size_t>(n_in), 1.f);
+      Rng rng(o.seed * 0x9e3779b97f4a7c15ull + index * 0x100000001b3ull);
+      const bool bias = t.name.ends_with(".bias");
+      const bool qk_norm = t.name.ends_with("attn_q_norm.weight") || t.name.ends_with("attn_k_norm.weight");
+      if (t.name == "rope_freqs.weight") v = o.rope_freq_factors;
+      for (auto& x : v) {
+        if (bias) x = static_cast<float>((rng.uniform() * 2.0 - 1.0) * half_width);
+        if (qk_norm) x = static_cast<float>(0.75 + rng.uniform() * 0.5);
+      }
+      quantize_row(t.type, v.data(), out.data(), n_in);
+      return;
+    }
+    const int64_t per_task = 64;
+    pool.run(static_cast<int>((rows + per_task - 1) / per_task), [&](int task) {
+      std::vector<float> row(static_cast<size_t>(n_in));
+      for (int64_t r = task * per_task; r < std::min(rows, (task + 1) * per_task); ++r) {
+        // One generator per row: the file is the same whatever the thread count.
+        Rng rng(o.seed * 0x9e3779b97f4a7c15ull + index * 0x100000001b3ull + static_cast<uint64_t>(r));
+        for (auto& v : row) v = static_cast<float>((rng.uniform() * 2.0 - 1.0) * half_width);
+        quantize_row(t.type, row.data(), out.data() + static_cast<uint64_t>(r) * rb, n_in);
+      }
+    });
+  });
+}
+
+}  // namespace hearth::runtime

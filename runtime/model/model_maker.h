@@ -1,0 +1,59 @@
+// Writes llama, qwen2 and qwen3 GGUF models of a real shape with random weights: the fixtures of
+// tests and benchmarks (`hearth mkmodel`). No download is ever needed to test hearth.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/format/tensor_type.h"
+
+namespace hearth::runtime {
+
+struct RandomModelShape {
+  int n_vocab = 512;
+  int n_embd = 128;
+  int n_layer = 4;
+  int n_head = 4;
+  int n_head_kv = 2;
+  int n_ff = 384;
+  int n_ctx = 512;
+  float rope_base = 10000.f;
+  float rms_eps = 1e-5f;
+  int head_dim = 0;  // 0 = n_embd / n_head; another value is written as attention.key_length
+};
+
+// "tiny", "tinyllama-1.1b", "llama-2-7b".
+std::optional<RandomModelShape> random_model_preset(const std::string& name);
+std::vector<std::string> random_model_preset_names();
+
+// "llama", "qwen2", "qwen3".
+std::vector<std::string> random_model_arch_names();
+
+struct MakeModelOptions {
+  RandomModelShape shape;
+  std::string arch = "llama";         // qwen2 adds Q/K/V biases, qwen3 per-head Q/K norms
+  // Matrices; norms and biases stay f32 as in real files. A K-quant matrix whose rows are not a
+  // multiple of 256 falls back to another type for that tensor, as llama-quantize does
+  // (k_quant_fallback).
+  TensorType type = TensorType::F32;
+  uint64_t seed = 1;
+  float weight_std = 0.02f;           // of the uniform distribution the weights are drawn from
+  std::string vocab_from;             // copy tokenizer.* from this GGUF (n_vocab follows it)
+  std::string name = "hearth-random";
+  int threads = 0;                    // 0 = all hardware threads
+  bool tied_output = false;           // no output.weight: the head reuses token_embd
+  std::vector<float> rope_freq_factors;  // written as rope_freqs.weight (Llama 3) if not empty
+  float rope_scaling_factor = 0.f;       // > 0: linear RoPE scaling by this factor
+};
+
+// The type llama-quantize-like writers use for a matrix of `type` whose rows do not divide into
+// 256-element super-blocks.
+TensorType k_quant_fallback(TensorType type);
+
+// Writes the model to `path`. The default vocabulary is byte-level (every text encodes) padded
+// with pseudo-words up to n_vocab, so generated text is visibly noise. Throws on bad options.
+void make_random_model(const std::string& path, const MakeModelOptions& options);
+
+}  // namespace hearth::runtime

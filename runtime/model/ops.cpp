@@ -1,0 +1,66 @@
+#include "runtime/model/ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace hearth::runtime {
+
+void rmsnorm(const float* x, const float* w, float* out, int n, float eps) {
+  double ss = 0.0;
+  for (int i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float scale = static_cast<float>(1.0 / std::sqrt(ss / n + eps));
+  for (int i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
+}
+
+void add_bias(float* out, const float* b, int n_rows, int n) {
+  for (int r = 0; r < n_rows; ++r)
+    for (int i = 0; i < n; ++i) out[static_cast<size_t>(r) * n + i] += b[i];
+}
+
+void attend(const float* q, const float* keys, const float* values, int n_keys, int head_dim, int stride,
+            float scale, float* scores, float* out, const KernelTable& k) {
+  attend_heads(q, 1, keys, values, n_keys, head_dim, stride, scale, scores, 0, out, k);
+}
+
+void attend_heads(const float* q, int n_q, const float* keys, const float* values, int n_keys, int head_dim, int stride,
+                  float scale, float* scores, size_t scores_stride, float* out, const KernelTable& k) {
+  constexpr int kMaxHeads = 64;  // query heads per K/V head; larger groups go in parts
+  if (n_q > kMaxHeads) {
+    for (int h = 0; h < n_q; h += kMaxHeads)
+      attend_heads(q + static_cast<size_t>(h) * head_dim, std::min(kMaxHeads, n_q - h), keys, values, n_keys, head_dim,
+                   stride, scale, scores + static_cast<size_t>(h) * scores_stride, scores_stride,
+                   out + static_cast<size_t>(h) * head_dim, k);
+    return;
+  }
+  // All scores of all heads at once: keys are the rows, query heads the tokens of a gemm, whose
+  // every output equals dot_f32(k_j, q).
+  k.gemm_f32(keys, static_cast<size_t>(stride) * sizeof(float), n_keys, q, static_cast<size_t>(head_dim) * sizeof(float),
+             n_q, head_dim, scores, scores_stride);
+  float inv[kMaxHeads];
+  for (int h = 0; h < n_q; ++h) {
+    float* s = scores + static_cast<size_t>(h) * scores_stride;
+    float max = -INFINITY;
+    for (int j = 0; j < n_keys; ++j) {
+      s[j] *= scale;
+      max = std::max(max, s[j]);
+    }
+    double sum = 0.0;
+    for (int j = 0; j < n_keys; ++j) {
+      s[j] = std::exp(s[j] - max);
+      sum += s[j];
+    }
+    inv[h] = static_cast<float>(1.0 / sum);
+    std::fill_n(out + static_cast<size_t>(h) * head_dim, head_dim, 0.f);
+  }
+  for (int j = 0; j < n_keys; ++j) {
+    const float* v = values + static_cast<size_t>(j) * stride;
+    for (int h = 0; h < n_q; ++h)
+      k.axpy(scores[static_cast<size_t>(h) * scores_stride + j] * inv[h], v, out + static_cast<size_t>(h) * head_dim, head_dim);
+  }
+}
+
+void swiglu(float* x, const float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] = x[i] / (1.f + std::exp(-x[i])) * y[i];
+}
+
+}  // namespace hearth::runtime

@@ -1,0 +1,205 @@
+#include "runtime/model/stage.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <stdexcept>
+#include <string>
+
+#include "runtime/model/ops.h"
+
+namespace hearth::runtime {
+
+namespace {
+
+constexpr int kDefaultMaxCtx = 4096;
+
+[[noreturn]] void bad_input(const std::string& what) { throw std::invalid_argument("stage input: " + what); }
+
+}  // namespace
+
+Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& options, ThreadPool& pool)
+    : weights_(std::move(weights)),
+      options_(options),
+      pool_(pool),
+      kernels_(best_kernels()),
+      n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min(weights_->config().n_ctx_train, kDefaultMaxCtx)),
+      scratch_(options.max_batch, std::max<int64_t>({weights_->config().n_embd, weights_->config().n_ff,
+                                                     weights_->config().q_dim()})) {
+  const ModelConfig& c = config();
+  if (options_.max_batch <= 0 || options_.max_sequences <= 0) throw std::invalid_argument("max_batch and max_sequences must be positive");
+  rope_freq_ = rope_frequencies(c.rope_base, c.n_rot, c.rope_freq_scale, weights_->rope_freqs());
+  rope_cos_.resize(rope_freq_.size());
+  rope_sin_.resize(rope_freq_.size());
+  const auto B = static_cast<size_t>(options_.max_batch);
+  x_.resize(B * c.n_embd);
+  xn_.resize(B * c.n_embd);
+  tmp_.resize(B * c.n_embd);
+  q_.resize(B * c.q_dim());
+  attn_.resize(B * c.q_dim());
+  k_.resize(B * c.kv_dim());
+  v_.resize(B * c.kv_dim());
+  gate_.resize(B * c.n_ff);
+  up_.resize(B * c.n_ff);
+  scores_.resize(static_cast<size_t>(c.n_head) * n_ctx_);
+  row_cache_.resize(B);
+  row_pos_.resize(B);
+}
+
+int Stage::length(uint64_t seq) const {
+  auto it = caches_.find(seq);
+  return it == caches_.end() ? 0 : it->second.length();
+}
+
+void Stage::release(uint64_t seq) { caches_.erase(seq); }
+
+int Stage::validate(const StageInput& in) const {
+  const ModelConfig& c = config();
+  if (in.chunks.empty()) bad_input("empty batch");
+  int total = 0;
+  std::set<uint64_t> seen;
+  size_t new_seqs = 0;
+  for (const SeqChunk& ch : in.chunks) {
+    if (ch.n_tokens <= 0) bad_input("chunk of sequence " + std::to_string(ch.seq) + " has no tokens");
+    if (!seen.insert(ch.seq).second) bad_input("sequence " + std::to_string(ch.seq) + " appears twice in one batch");
+    const int len = length(ch.seq);
+    if (ch.pos < 0 || ch.pos > len)
+      bad_input("sequence " + std::to_string(ch.seq) + " continues at position " + std::to_string(ch.pos) +
+                " but holds " + std::to_string(len) + " tokens");
+    if (ch.n_tokens > n_ctx_ - ch.pos)
+      bad_input("sequence " + std::to_string(ch.seq) + " would exceed the context of " + std::to_string(n_ctx_) + " tokens");
+    if (!caches_.count(ch.seq)) ++new_seqs;
+    total += ch.n_tokens;
+    if (total > options_.max_batch) bad_input("batch exceeds " + std::to_string(options_.max_batch) + " tokens");
+  }
+  if (caches_.size() + new_seqs > static_cast<size_t>(options_.max_sequences))
+    bad_input("more than " + std::to_string(options_.max_sequences) + " sequences in progress");
+  if (spec().has_embedding) {
+    if (in.tokens.size() != static_cast<size_t>(total)) bad_input("expected " + std::to_string(total) + " token ids");
+    for (int32_t id : in.tokens)
+      if (id < 0 || id >= c.n_vocab) bad_input("token id " + std::to_string(id) + " is outside the vocabulary");
+  } else if (in.hidden.size() != static_cast<size_t>(total) * c.n_embd) {
+    bad_input("expected hidden states of " + std::to_string(total) + " x " + std::to_string(c.n_embd) + " floats");
+  }
+  return total;
+}
+
+std::span<const float> Stage::forward(const StageInput& in) {
+  const int n_tokens = validate(in);
+  const ModelConfig& c = config();
+
+  int t = 0;
+  for (const SeqChunk& ch : in.chunks) {
+    auto it = caches_.find(ch.seq);
+    if (it == caches_.end())
+      it = caches_.try_emplace(ch.seq, spec().last_layer - spec().first_layer, n_ctx_, c.kv_dim()).first;
+    for (int i = 0; i < ch.n_tokens; ++i, ++t) {
+      row_cache_[static_cast<size_t>(t)] = &it->second;
+      row_pos_[static_cast<size_t>(t)] = ch.pos + i;
+    }
+  }
+
+  if (spec().has_embedding) embed(in, n_tokens);
+  else std::copy(in.hidden.begin(), in.hidden.end(), x_.begin());
+
+  for (int l = spec().first_layer; l < spec().last_layer; ++l) layer_forward(l, n_tokens);
+
+  for (const SeqChunk& ch : in.chunks) caches_.at(ch.seq).set_length(ch.pos + ch.n_tokens);
+
+  if (spec().has_output) return output_head(in, n_tokens);
+  return {x_.data(), static_cast<size_t>(n_tokens) * c.n_embd};
+}
+
+void Stage::embed(const StageInput& in, int n_tokens) {
+  const WeightMatrix& e = weights_->token_embd();
+  for (int t = 0; t < n_tokens; ++t)
+    dequantize_row(e.type, e.row(in.tokens[static_cast<size_t>(t)]), x_.data() + static_cast<size_t>(t) * e.n_in, e.n_in);
+}
+
+void Stage::layer_forward(int l, int n_tokens) {
+  const ModelConfig& c = config();
+  const LayerWeights& w = weights_->layer(l);
+  const int E = c.n_embd;
+
+  // ---- attention ----
+  for (int t = 0; t < n_tokens; ++t) rmsnorm(&x_[t * E], w.attn_norm.data(), &xn_[t * E], E, c.rms_eps);
+  const MatmulTarget qkv[] = {{&w.wq, q_.data()}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
+  matmul_many(qkv, xn_.data(), n_tokens, scratch_, pool_, kernels_);
+  if (!w.bq.empty()) add_bias(q_.data(), w.bq.data(), n_tokens, c.q_dim());
+  if (!w.bk.empty()) add_bias(k_.data(), w.bk.data(), n_tokens, c.kv_dim());
+  if (!w.bv.empty()) add_bias(v_.data(), w.bv.data(), n_tokens, c.kv_dim());
+  const int local = l - spec().first_layer;
+  const int n_pairs = static_cast<int>(rope_freq_.size());
+  for (int t = 0; t < n_tokens; ++t) {
+    const int pos = row_pos_[static_cast<size_t>(t)];
+    float* qt = &q_[static_cast<size_t>(t) * c.q_dim()];
+    float* kt = &k_[static_cast<size_t>(t) * c.kv_dim()];
+    if (!w.q_norm.empty()) {  // qwen3: each head normalised on its own, before RoPE
+      for (int h = 0; h < c.n_head; ++h) rmsnorm(qt + h * c.head_dim, w.q_norm.data(), qt + h * c.head_dim, c.head_dim, c.rms_eps);
+      for (int h = 0; h < c.n_head_kv; ++h) rmsnorm(kt + h * c.head_dim, w.k_norm.data(), kt + h * c.head_dim, c.head_dim, c.rms_eps);
+    }
+    rope_angles(pos, rope_freq_, rope_cos_.data(), rope_sin_.data());
+    for (int h = 0; h < c.n_head; ++h) rope_rotate(qt + h * c.head_dim, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
+    for (int h = 0; h < c.n_head_kv; ++h) rope_rotate(kt + h * c.head_dim, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
+    KvCache& cache = *row_cache_[static_cast<size_t>(t)];
+    std::copy_n(&k_[static_cast<size_t>(t) * c.kv_dim()], c.kv_dim(), cache.k(local, pos));
+    std::copy_n(&v_[static_cast<size_t>(t) * c.kv_dim()], c.kv_dim(), cache.v(local, pos));
+  }
+  attention(local, n_tokens);
+  matmul(w.wo, attn_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
+  if (!w.bo.empty()) add_bias(tmp_.data(), w.bo.data(), n_tokens, E);
+  for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
+
+  // ---- feed-forward (SwiGLU) ----
+  for (int t = 0; t < n_tokens; ++t) rmsnorm(&x_[t * E], w.ffn_norm.data(), &xn_[t * E], E, c.rms_eps);
+  matmul_swiglu(w.w_gate, w.w_up, xn_.data(), n_tokens, gate_.data(), up_.data(), scratch_, pool_, kernels_);
+  matmul(w.w_down, gate_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
+  for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
+}
+
+// Causal attention of every row over its own sequence's cache. A task takes query heads that
+// share one K/V head (so each key is loaded once for all of them), in groups small enough to give
+// every thread several tasks.
+void Stage::attention(int local_layer, int n_tokens) {
+  const ModelConfig& c = config();
+  const int group = c.n_head / c.n_head_kv;
+  const float scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
+  int per_task = group;
+  while (per_task % 2 == 0 && c.n_head_kv * (group / per_task) < 4 * pool_.size()) per_task /= 2;
+  const int tasks_per_kv = group / per_task;
+  pool_.run(c.n_head_kv * tasks_per_kv, [&](int task) {
+    const int kvh = task / tasks_per_kv;
+    const int h0 = kvh * group + (task % tasks_per_kv) * per_task;
+    float* scores = &scores_[static_cast<size_t>(h0) * n_ctx_];
+    for (int t = 0; t < n_tokens; ++t) {
+      const KvCache& cache = *row_cache_[static_cast<size_t>(t)];
+      const size_t at = static_cast<size_t>(t) * c.q_dim() + static_cast<size_t>(h0) * c.head_dim;
+      attend_heads(&q_[at], per_task, cache.k(local_layer, 0) + kvh * c.head_dim, cache.v(local_layer, 0) + kvh * c.head_dim,
+                   row_pos_[static_cast<size_t>(t)] + 1, c.head_dim, c.kv_dim(), scale, scores, static_cast<size_t>(n_ctx_),
+                   &attn_[at], kernels_);
+    }
+  });
+}
+
+std::span<const float> Stage::output_head(const StageInput& in, int n_tokens) {
+  const ModelConfig& c = config();
+  const int E = c.n_embd;
+  // Rows whose logits are wanted: every token, or the last of each chunk.
+  int rows = 0;
+  if (in.all_logits) {
+    for (int t = 0; t < n_tokens; ++t, ++rows) rmsnorm(&x_[t * E], weights_->output_norm().data(), &xn_[rows * E], E, c.rms_eps);
+  } else {
+    int end = 0;
+    for (const SeqChunk& ch : in.chunks) {
+      end += ch.n_tokens;
+      rmsnorm(&x_[(end - 1) * E], weights_->output_norm().data(), &xn_[rows * E], E, c.rms_eps);
+      ++rows;
+    }
+  }
+  const size_t need = static_cast<size_t>(rows) * c.n_vocab;
+  if (logits_.size() < need) logits_.resize(need);
+  matmul(weights_->output(), xn_.data(), rows, logits_.data(), scratch_, pool_, kernels_);
+  return {logits_.data(), need};
+}
+
+}  // namespace hearth::runtime

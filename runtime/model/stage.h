@@ -1,0 +1,101 @@
+// A pipeline stage: layers [first, last) of one model, plus the embedding and/or output head.
+//
+//   auto weights = std::make_shared<StageWeights>(file, config, StageSpec{0, 5, true, true});
+//   Stage stage(weights, StageOptions{}, pool);
+//   SeqChunk chunk{.seq = 1, .pos = 0, .n_tokens = 5};
+//   auto logits = stage.forward({.chunks = {&chunk, 1}, .tokens = prompt_ids});
+//
+// A batch holds one or more chunks, each a run of consecutive tokens of one sequence (a prompt
+// being prefilled, or one decode token). All chunks pass the weights together (one matrix-matrix
+// product), then attend to their own sequence's KV cache. Each sequence has its own cache, so
+// several conversations can be in progress on one stage.
+//
+// Hidden states between stages are plain [n_tokens x n_embd] f32 arrays, so stages [0,2) then
+// [2,5) give bit-identical results to one stage [0,5).
+//
+// Thread safety: one thread calls forward()/release() at a time; the work inside runs on `pool`.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "runtime/kernels/kernels.h"
+#include "runtime/model/kv_cache.h"
+#include "runtime/model/matmul.h"
+#include "runtime/kernels/thread_pool.h"
+#include "runtime/model/weights.h"
+
+namespace hearth::runtime {
+
+struct StageOptions {
+  int n_ctx = 0;           // tokens per sequence; 0 = the model's training context, at most 4096
+  int max_batch = 256;     // tokens per forward() call
+  int max_sequences = 16;  // sequences holding a KV cache at once
+};
+
+// A run of consecutive tokens of one sequence within a batch.
+struct SeqChunk {
+  uint64_t seq = 0;  // caller-chosen sequence id
+  int pos = 0;       // position of the first token; must be <= the sequence's current length
+                     // (a smaller value rewinds the cache, e.g. to regenerate)
+  int n_tokens = 0;
+};
+
+struct StageInput {
+  std::span<const SeqChunk> chunks;
+  std::span<const int32_t> tokens;  // embedding stage: one id per token of the batch
+  std::span<const float> hidden;    // other stages: [n_tokens x n_embd]
+  bool all_logits = false;          // output stage: logits for every token, not just each chunk's last
+};
+
+class Stage {
+ public:
+  Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& options, ThreadPool& pool);
+
+  const StageSpec& spec() const { return weights_->spec(); }
+  const ModelConfig& config() const { return weights_->config(); }
+  int n_ctx() const { return n_ctx_; }
+  int max_batch() const { return options_.max_batch; }
+
+  // Runs the batch through this stage's layers. Returns hidden states [n_tokens x n_embd], or on
+  // the output stage logits [rows x n_vocab] (rows = chunks, or tokens with all_logits). The span
+  // stays valid until the next call. Throws std::invalid_argument, before changing any state,
+  // when the input is inconsistent (bad ids, sizes, positions, too many tokens or sequences).
+  std::span<const float> forward(const StageInput& input);
+
+  // Frees a sequence's KV cache. Unknown ids are ignored.
+  void release(uint64_t seq);
+  // Tokens held for `seq` (0 if unknown).
+  int length(uint64_t seq) const;
+  size_t n_sequences() const { return caches_.size(); }
+  const KernelTable& kernels() const { return kernels_; }
+
+ private:
+  int validate(const StageInput& in) const;
+  void embed(const StageInput& in, int n_tokens);
+  void attention(int local_layer, int n_tokens);
+  void layer_forward(int l, int n_tokens);
+  std::span<const float> output_head(const StageInput& in, int n_tokens);
+
+  std::shared_ptr<const StageWeights> weights_;
+  StageOptions options_;
+  ThreadPool& pool_;
+  const KernelTable& kernels_;
+  int n_ctx_;
+  std::vector<double> rope_freq_;     // (n_rot / 2), with the model's factors and scaling applied
+  std::vector<float> rope_cos_, rope_sin_;  // (n_rot / 2), angles of one position
+  std::map<uint64_t, KvCache> caches_;
+
+  // Working buffers, sized for max_batch tokens at construction.
+  MatmulScratch scratch_;
+  std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, tmp_;
+  std::vector<float> scores_;  // (n_head, n_ctx)
+  std::vector<KvCache*> row_cache_;
+  std::vector<int> row_pos_;
+  std::vector<float> logits_;
+};
+
+}  // namespace hearth::runtime

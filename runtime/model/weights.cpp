@@ -1,0 +1,179 @@
+#include "runtime/model/weights.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "runtime/kernels/kernels.h"
+
+namespace hearth::runtime {
+
+namespace {
+
+std::string blk(int l, const char* name, const char* kind = "weight") {
+  return "blk." + std::to_string(l) + "." + name + "." + kind;
+}
+
+const char* const kLayerTensors[] = {"attn_norm", "attn_q",   "attn_k", "attn_v",  "attn_output",
+                                     "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down"};
+
+constexpr const char* kRopeFreqs = "rope_freqs.weight";
+
+// The optional kinds of layer tensors: the ModelConfig field that says whether an architecture
+// has them, their name, length and where they go.
+enum class Length { QDim, KvDim, Embd, HeadDim };
+struct OptionalTensor {
+  TensorNeed ModelConfig::*need;
+  const char* name;
+  const char* kind;
+  Length length;
+  std::vector<float> LayerWeights::*field;
+};
+const OptionalTensor kOptionalTensors[] = {
+    {&ModelConfig::qkv_bias, "attn_q", "bias", Length::QDim, &LayerWeights::bq},
+    {&ModelConfig::qkv_bias, "attn_k", "bias", Length::KvDim, &LayerWeights::bk},
+    {&ModelConfig::qkv_bias, "attn_v", "bias", Length::KvDim, &LayerWeights::bv},
+    {&ModelConfig::out_bias, "attn_output", "bias", Length::Embd, &LayerWeights::bo},
+    {&ModelConfig::qk_norm, "attn_q_norm", "weight", Length::HeadDim, &LayerWeights::q_norm},
+    {&ModelConfig::qk_norm, "attn_k_norm", "weight", Length::HeadDim, &LayerWeights::k_norm},
+};
+
+uint64_t length_of(const ModelConfig& c, Length l) {
+  switch (l) {
+    case Length::QDim: return static_cast<uint64_t>(c.q_dim());
+    case Length::KvDim: return static_cast<uint64_t>(c.kv_dim());
+    case Length::Embd: return static_cast<uint64_t>(c.n_embd);
+    case Length::HeadDim: return static_cast<uint64_t>(c.head_dim);
+  }
+  return 0;
+}
+
+// Whether the stage loads this optional tensor of layer l: always when required (a missing one
+// is then reported by name), when present if optional.
+bool wanted(const GgufFile& file, const ModelConfig& c, const OptionalTensor& t, int l) {
+  const TensorNeed need = c.*t.need;
+  return need == TensorNeed::Required || (need == TensorNeed::Optional && file.find_tensor(blk(l, t.name, t.kind)));
+}
+
+// Tied embeddings: the output head reuses token_embd when output.weight is absent.
+std::string output_tensor_name(const GgufFile& file) {
+  return file.find_tensor("output.weight") ? "output.weight" : "token_embd.weight";
+}
+
+void check_spec(const ModelConfig& c, const StageSpec& s) {
+  if (s.first_layer < 0 || s.first_layer > s.last_layer || s.last_layer > c.n_layer)
+    throw GgufError("layer range [" + std::to_string(s.first_layer) + ", " + std::to_string(s.last_layer) +
+                    ") does not fit a model of " + std::to_string(c.n_layer) + " layers");
+}
+
+void check_shape(const GgufTensorInfo& t, uint64_t ne0, uint64_t ne1) {
+  const bool ok = (ne1 == 0 && t.shape.size() == 1 && t.shape[0] == ne0) ||
+                  (ne1 != 0 && t.shape.size() == 2 && t.shape[0] == ne0 && t.shape[1] == ne1);
+  if (!ok) {
+    std::string got;
+    for (auto d : t.shape) got += (got.empty() ? "" : ", ") + std::to_string(d);
+    throw GgufError("tensor '" + t.name + "' has shape [" + got + "], expected [" + std::to_string(ne0) +
+                    (ne1 ? ", " + std::to_string(ne1) : "") + "]");
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> stage_tensor_names(const GgufFile& file, const ModelConfig& config, const StageSpec& spec) {
+  check_spec(config, spec);
+  std::vector<std::string> names;
+  if (spec.has_embedding) names.push_back("token_embd.weight");
+  for (int l = spec.first_layer; l < spec.last_layer; ++l) {
+    for (const char* t : kLayerTensors) names.push_back(blk(l, t));
+    for (const OptionalTensor& t : kOptionalTensors)
+      if (wanted(file, config, t, l)) names.push_back(blk(l, t.name, t.kind));
+  }
+  // Every layer rotates with the same factors, so every stage with layers maps them.
+  if (spec.first_layer < spec.last_layer && file.find_tensor(kRopeFreqs)) names.push_back(kRopeFreqs);
+  if (spec.has_output) {
+    names.push_back("output_norm.weight");
+    names.push_back(output_tensor_name(file));
+  }
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  std::sort(names.begin(), names.end(), [&](const std::string& a, const std::string& b) {
+    return file.require_tensor(a).offset < file.require_tensor(b).offset;
+  });
+  return names;
+}
+
+StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, const StageSpec& spec)
+    : config_(config), spec_(spec) {
+  const std::vector<std::string> names = stage_tensor_names(file, config, spec);
+
+  // Map the needed tensors, merging neighbours whose gap is small, so a stage holds a handful of
+  // mappings rather than hundreds.
+  constexpr uint64_t kMergeGap = 64 * 1024;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [begin, end) file offsets
+  for (const auto& n : names) {
+    const auto& t = file.require_tensor(n);
+    if (!ranges.empty() && t.offset <= ranges.back().second + kMergeGap)
+      ranges.back().second = std::max(ranges.back().second, t.offset + t.n_bytes);
+    else
+      ranges.emplace_back(t.offset, t.offset + t.n_bytes);
+  }
+  for (const auto& [b, e] : ranges) regions_.emplace_back(file.path(), b, e - b);
+
+  const auto bytes_of = [&](const GgufTensorInfo& t) -> const uint8_t* {
+    for (const auto& r : regions_)
+      if (t.offset >= r.offset() && t.offset + t.n_bytes <= r.offset() + r.size()) return r.data() + (t.offset - r.offset());
+    throw GgufError("internal: tensor '" + t.name + "' is not mapped");
+  };
+  const auto matrix = [&](const std::string& name, uint64_t n_in, uint64_t n_out) {
+    const auto& t = file.require_tensor(name);
+    check_shape(t, n_in, n_out);
+    const auto info = tensor_type_info(static_cast<uint32_t>(t.type));
+    if (!info->computable)
+      throw GgufError("tensor '" + name + "' has type " + std::string(info->name) +
+                      ", which this runtime cannot compute with (supported: " + computable_type_names() + ")");
+    return WeightMatrix{t.type, bytes_of(t), static_cast<int64_t>(n_in), static_cast<int64_t>(n_out),
+                        row_bytes(t.type, n_in)};
+  };
+  const auto vector = [&](const std::string& name, uint64_t n) {
+    const WeightMatrix m = matrix(name, n, 0);
+    std::vector<float> v(n);
+    dequantize_row(m.type, m.data, v.data(), static_cast<int64_t>(n));
+    return v;
+  };
+
+  const uint64_t E = config.n_embd, Q = config.q_dim(), KV = config.kv_dim(), F = config.n_ff;
+  if (spec.has_embedding) token_embd_ = matrix("token_embd.weight", E, config.n_vocab);
+  for (int l = spec.first_layer; l < spec.last_layer; ++l) {
+    LayerWeights w;
+    w.attn_norm = vector(blk(l, "attn_norm"), E);
+    w.wq = matrix(blk(l, "attn_q"), E, Q);
+    w.wk = matrix(blk(l, "attn_k"), E, KV);
+    w.wv = matrix(blk(l, "attn_v"), E, KV);
+    w.wo = matrix(blk(l, "attn_output"), Q, E);
+    w.ffn_norm = vector(blk(l, "ffn_norm"), E);
+    w.w_gate = matrix(blk(l, "ffn_gate"), E, F);
+    w.w_up = matrix(blk(l, "ffn_up"), E, F);
+    w.w_down = matrix(blk(l, "ffn_down"), F, E);
+    for (const OptionalTensor& t : kOptionalTensors)
+      if (wanted(file, config, t, l)) w.*t.field = vector(blk(l, t.name, t.kind), length_of(config, t.length));
+    layers_.push_back(std::move(w));
+  }
+  if (spec.first_layer < spec.last_layer && file.find_tensor(kRopeFreqs)) {
+    rope_freqs_ = vector(kRopeFreqs, static_cast<uint64_t>(config.n_rot / 2));
+    for (float f : rope_freqs_)
+      if (!(f > 0.f) || !std::isfinite(f))
+        throw GgufError("tensor 'rope_freqs.weight' holds a factor " + std::to_string(f) + "; factors must be positive");
+  }
+  if (spec.has_output) {
+    output_norm_ = vector("output_norm.weight", E);
+    output_ = matrix(output_tensor_name(file), E, config.n_vocab);
+  }
+}
+
+uint64_t StageWeights::mapped_bytes() const {
+  uint64_t n = 0;
+  for (const auto& r : regions_) n += r.size();
+  return n;
+}
+
+}  // namespace hearth::runtime

@@ -1,0 +1,88 @@
+// The weights one pipeline stage needs, mapped from the GGUF file range by range.
+//
+// A stage [first, last) maps only its layers' tensors (plus the embedding and/or output head if
+// it holds them); nothing else of the file is mapped, so other layers never enter its memory.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/format/gguf.h"
+#include "runtime/format/mapped_file.h"
+#include "runtime/model/model_config.h"
+#include "runtime/format/tensor_type.h"
+
+namespace hearth::runtime {
+
+// A 2-D weight used in place from the mapping: n_out rows of n_in elements, row-major.
+struct WeightMatrix {
+  TensorType type = TensorType::F32;
+  const uint8_t* data = nullptr;
+  int64_t n_in = 0;       // elements per row (GGUF ne[0])
+  int64_t n_out = 0;      // rows (GGUF ne[1])
+  uint64_t row_bytes = 0; // bytes per row
+  const uint8_t* row(int64_t r) const { return data + static_cast<uint64_t>(r) * row_bytes; }
+  uint64_t bytes() const { return row_bytes * static_cast<uint64_t>(n_out); }
+};
+
+// Vectors of optional tensors are empty when the model has none (ModelConfig says which kinds an
+// architecture may or must have).
+struct LayerWeights {
+  std::vector<float> attn_norm;  // (n_embd)
+  WeightMatrix wq;               // (n_embd) -> (n_head * head_dim)
+  WeightMatrix wk;               // (n_embd) -> (n_head_kv * head_dim)
+  WeightMatrix wv;               // (n_embd) -> (n_head_kv * head_dim)
+  WeightMatrix wo;               // (n_head * head_dim) -> (n_embd)
+  std::vector<float> bq, bk, bv;  // biases of wq, wk, wv (qwen2; optional in llama)
+  std::vector<float> bo;          // bias of wo (optional in llama)
+  std::vector<float> q_norm;      // (head_dim): RMSNorm weight of each query head before RoPE (qwen3)
+  std::vector<float> k_norm;      // (head_dim): the same for each key head
+  std::vector<float> ffn_norm;   // (n_embd)
+  WeightMatrix w_gate;           // (n_embd) -> (n_ff)
+  WeightMatrix w_up;             // (n_embd) -> (n_ff)
+  WeightMatrix w_down;           // (n_ff) -> (n_embd)
+};
+
+// Which part of the model a stage runs.
+struct StageSpec {
+  int first_layer = 0;  // inclusive
+  int last_layer = 0;   // exclusive
+  bool has_embedding = false;  // turns token ids into hidden states (first stage)
+  bool has_output = false;     // final norm + output head, produces logits (last stage)
+
+  static StageSpec whole(int n_layer) { return {0, n_layer, true, true}; }
+};
+
+class StageWeights {
+ public:
+  // Maps the tensors of `spec` from `file`; throws GgufError when a tensor is missing, has the
+  // wrong shape, or has a type this runtime cannot compute with.
+  StageWeights(const GgufFile& file, const ModelConfig& config, const StageSpec& spec);
+
+  const ModelConfig& config() const { return config_; }
+  const StageSpec& spec() const { return spec_; }
+  const WeightMatrix& token_embd() const { return token_embd_; }  // valid if has_embedding
+  const WeightMatrix& output() const { return output_; }          // valid if has_output
+  const std::vector<float>& output_norm() const { return output_norm_; }
+  // Llama 3's per-dimension RoPE frequency factors (n_rot / 2), empty if the model has none.
+  const std::vector<float>& rope_freqs() const { return rope_freqs_; }
+  const LayerWeights& layer(int l) const { return layers_[static_cast<size_t>(l - spec_.first_layer)]; }
+  // Bytes of tensor data this stage maps.
+  uint64_t mapped_bytes() const;
+
+ private:
+  ModelConfig config_;
+  StageSpec spec_;
+  std::vector<MappedRegion> regions_;
+  WeightMatrix token_embd_;
+  WeightMatrix output_;
+  std::vector<float> output_norm_;
+  std::vector<float> rope_freqs_;
+  std::vector<LayerWeights> layers_;
+};
+
+// Names of the tensors a stage needs, in file order (used by weight streaming and tests).
+std::vector<std::string> stage_tensor_names(const GgufFile& file, const ModelConfig& config, const StageSpec& spec);
+
+}  // namespace hearth::runtime

@@ -1,0 +1,317 @@
+// The head's decisions, in-process: the Head runs against fakes of the interfaces it owns
+// (cluster/host.h: an outbox, its local stage, its host, a clock), so registration, launches,
+// recovery and their failures are checked without sockets or processes.
+#include <doctest/doctest.h>
+
+#include <map>
+#include <set>
+
+#include "cluster/head.h"
+#include "cluster/wire_convert.h"
+#include "tests/test_util.h"
+
+namespace hearth::cluster {
+namespace {
+
+namespace wire = transport::wire;
+
+// Everything the head sent, decoded, by recipient.
+struct FakeOutbox final : Outbox {
+  struct Sent {
+    std::string to;
+    transport::Decoded message;
+  };
+  std::vector<Sent> sent;
+  std::set<std::string> gone;  // identities whose sends fail
+
+  bool send(const std::string& identity, capnp::MessageBuilder& m) override {
+    if (gone.count(identity)) return false;
+    sent.push_back({identity, transport::decode(transport::encode(m))});
+    return true;
+  }
+  bool send(const std::string& identity, capnp::MessageBuilder& m, zmq::message_t&&) override { return send(identity, m); }
+
+  // The messages of one kind sent to `to`, oldest first.
+  std::vector<wire::Envelope::Reader> to(const std::string& identity, wire::Envelope::Which kind) const {
+    std::vector<wire::Envelope::Reader> out;
+    for (const auto& s : sent)
+      if (s.to == identity && s.message.envelope().which() == kind) out.push_back(s.message.envelope());
+    return out;
+  }
+};
+
+// The head's own stage: a one-stage plan samples token 65 after every chunk that wants one.
+struct FakeStage final : LocalStage {
+  bool is_loaded = false;
+  runtime::StageSpec spec;
+  uint64_t plan_id = 0;
+  int loads = 0, forwards = 0;
+  void load(uint64_t id, const std::string&, const runtime::StageSpec& s, const runtime::StageOptions&, const std::string&,
+            const std::string&) override {
+    is_loaded = true, spec = s, plan_id = id, ++loads;
+  }
+  void unload() override { is_loaded = false; }
+  bool loaded() const override { return is_loaded; }
+  int max_batch() const override { return 256; }
+  bool has_output() const override { return spec.has_output; }
+  StageOutput compute(const Batch& batch) override {
+    StageOutput out;
+    for (const auto& c : batch.chunks)
+      if (c.want_token && spec.has_output) out.sampled.push_back({c.seq, 65});
+    return out;
+  }
+  bool push_forward(const Batch&, const std::vector<float>&) override { return ++forwards, true; }
+  void release(const std::vector<uint64_t>&) override {}
+  StageCounters counters() const override { return {}; }
+};
+
+struct FakeHost final : Host {
+  std::vector<std::string> admitted;
+  void admit(const std::string& key) override { admitted.push_back(key); }
+  void count_out_of_plan() override {}
+  void count_unexpected() override {}
+  DropCounts drops() const override { return {}; }
+  uint64_t refused_handshakes() const override { return 0; }
+  uint64_t resident_bytes() const override { return 0; }
+};
+
+struct FakeClock final : Clock {
+  time_point t = std::chrono::steady_clock::now();
+  time_point now() const override { return t; }
+  void advance(std::chrono::milliseconds d) { t += d; }
+};
+
+profiles::Profile device_profile(const std::string& name, double memory_bytes) {
+  profiles::Profile p;
+  p.device.name = name;
+  p.device.usable_memory_bytes = memory_bytes;
+  p.device.memory_bandwidth_bytes_per_s = 20e9;
+  p.device.prefill_flop_s = 100e9;
+  p.system.cores = 4;
+  return p;
+}
+
+// A head with fakes around it, and helpers that send it what devices and clients would.
+struct Harness {
+  FakeOutbox outbox;
+  FakeStage stage;
+  FakeHost host;
+  FakeClock clock;
+  Head head;
+  std::map<std::string, uint64_t> incarnations;
+
+  explicit Harness(double head_memory = 8e9)
+      : head({.node_id = "head-id",
+              .control_endpoint = "tcp://127.0.0.1:5000",
+              .data_endpoint = "tcp://127.0.0.1:5001",
+              .profile = device_profile("head", head_memory),
+              .recovery_wait_s = 30},
+             {outbox, stage, host, clock}) {}
+
+  void deliver(const std::string& from, capnp::MallocMessageBuilder& b, const char* key = nullptr) {
+    const transport::Decoded d = transport::decode(transport::encode(b));
+    head.on_control(from, "127.0.0.1", key, d, nullptr);
+  }
+  void hello(const std::string& id, const std::string& name, const char* key, double memory = 8e9, uint16_t version = wire::PROTOCOL_VERSION) {
+    capnp::MallocMessageBuilder b;
+    auto h = b.initRoot<wire::Envelope>().initHello();
+    h.setProtocolVersion(version);
+    h.setNodeId(id);
+    h.setControlEndpoint("tcp://127.0.0.1:6000");
+    h.setDataEndpoint("tcp://127.0.0.1:6001");
+    h.setIncarnation(incarnations[id] = 7);
+    to_wire(device_profile(name, memory), h.initProfile());
+    deliver(id, b, key);
+  }
+  void heartbeat(const std::string& id) {
+    capnp::MallocMessageBuilder b;
+    auto h = b.initRoot<wire::Envelope>().initHeartbeat();
+    h.setNodeId(id);
+    h.setIncarnation(incarnations[id]);
+    deliver(id + "/hb", b);
+  }
+  void launch(const std::string& model, const std::string& split = "") {
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<wire::Envelope>();
+    env.setRequestId(1);
+    auto r = env.initLaunchRequest();
+    r.setModelPath(model);
+    r.setSplit(split);
+    r.setCtx(64);
+    deliver("cli", b);
+  }
+  void ready(const std::string& id, uint64_t plan_id) {
+    capnp::MallocMessageBuilder b;
+    auto s = b.initRoot<wire::Envelope>().initLoadStatus();
+    s.setPlanId(plan_id);
+    s.setState(wire::LoadStatus::State::READY);
+    deliver(id, b);
+  }
+  void generate(uint64_t request_id, const std::string& prompt, uint32_t n) {
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<wire::Envelope>();
+    env.setRequestId(request_id);
+    auto g = env.initGenerateRequest();
+    g.setPrompt(prompt);
+    g.setNPredict(n);
+    runtime::SamplingParams greedy;
+    greedy.temperature = 0;
+    to_wire(greedy, g.initSampling());
+    deliver("client", b);
+  }
+  // Time passes; only `alive` keep sending heartbeats.
+  void pass(std::chrono::milliseconds d, const std::vector<std::string>& alive) {
+    for (auto t = std::chrono::milliseconds(0); t < d; t += std::chrono::milliseconds(400)) {
+      clock.advance(std::chrono::milliseconds(400));
+      for (const auto& id : alive) heartbeat(id);
+      head.tick();
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("head: a second daemon with a live device's node id but another key is refused") {
+  Harness h;
+  h.hello("dev-a", "a", "KEY-ONE");
+  REQUIRE(h.outbox.to("dev-a", wire::Envelope::HELLO_ACK).size() == 1);
+  h.hello("dev-a", "a2", "KEY-TWO");
+  const auto errors = h.outbox.to("dev-a", wire::Envelope::ERROR);
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0].getError().getCategory() == wire::ErrorCategory::UNAUTHORIZED);
+  CHECK(std::string(errors[0].getError().getMessage().cStr()).find("another key") != std::string::npos);
+  // The first registration stands.
+  REQUIRE(h.head.devices().find("dev-a") != nullptr);
+  CHECK(h.head.devices().find("dev-a")->public_key == "KEY-ONE");
+  CHECK(h.head.devices().find("dev-a")->profile.name == "a");
+  // The same key may register again (a restarted daemon).
+  h.hello("dev-a", "a", "KEY-ONE");
+  CHECK(h.outbox.to("dev-a", wire::Envelope::HELLO_ACK).size() == 2);
+}
+
+TEST_CASE("head: a taken name and another protocol version are refused with their categories") {
+  Harness h;
+  h.hello("dev-a", "kitchen", "K1");
+  h.hello("dev-b", "kitchen", "K2");
+  auto errors = h.outbox.to("dev-b", wire::Envelope::ERROR);
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0].getError().getCategory() == wire::ErrorCategory::CONFLICT);
+  h.hello("dev-c", "old", "K3", 8e9, wire::PROTOCOL_VERSION - 1);
+  errors = h.outbox.to("dev-c", wire::Envelope::ERROR);
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0].getError().getCategory() == wire::ErrorCategory::VERSION_MISMATCH);
+  CHECK(std::string(errors[0].getError().getMessage().cStr()).find("version mismatch") != std::string::npos);
+  CHECK(h.head.devices().find("dev-c") == nullptr);
+}
+
+TEST_CASE("head: a launch that cannot fit fails as NO_CAPACITY, and a missing file as NOT_FOUND") {
+  test::TempDir dir;
+  const std::string model = test::make_model(dir, "m.gguf", {});
+  Harness h(/*head_memory=*/1e5);  // far below the model
+  h.launch(model);
+  auto replies = h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY);
+  REQUIRE(replies.size() == 1);
+  CHECK_FALSE(replies[0].getLaunchReply().getOk());
+  CHECK(replies[0].getLaunchReply().getCategory() == wire::ErrorCategory::NO_CAPACITY);
+  CHECK(h.head.plan() == nullptr);
+  CHECK_FALSE(h.stage.loaded());
+
+  h.launch(dir.file("absent.gguf"));
+  replies = h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY);
+  REQUIRE(replies.size() == 2);
+  CHECK(replies[1].getLaunchReply().getCategory() == wire::ErrorCategory::NOT_FOUND);
+
+  h.launch(model, "head:1,nobody:1");
+  replies = h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY);
+  REQUIRE(replies.size() == 3);
+  CHECK(replies[2].getLaunchReply().getCategory() == wire::ErrorCategory::NOT_FOUND);
+}
+
+TEST_CASE("head: a device lost mid-generation leads to a re-plan on the devices left") {
+  test::TempDir dir;
+  const std::string model = test::make_model(dir, "m.gguf", {});
+  Harness h;
+  h.hello("dev-a", "a", "KA");
+  h.hello("dev-b", "b", "KB");
+  h.launch(model, "head:1,a:2,b:1");
+  REQUIRE(h.head.plan() != nullptr);
+  const uint64_t first_plan = h.head.plan()->id;
+  REQUIRE(h.head.plan()->stages.size() == 3);
+  CHECK(h.head.plan()->state() == LaunchState::kLoading);
+  REQUIRE(h.outbox.to("dev-a", wire::Envelope::ASSIGNMENT).size() == 1);
+  REQUIRE(h.outbox.to("dev-b", wire::Envelope::ASSIGNMENT).size() == 1);
+  h.ready("dev-a", first_plan);
+  h.ready("dev-b", first_plan);
+  REQUIRE(h.head.plan()->state() == LaunchState::kReady);
+  REQUIRE(h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).size() == 1);
+  CHECK(h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY)[0].getLaunchReply().getOk());
+
+  // A generation starts: the head's stage computes its first layers and pushes them on.
+  h.generate(9, "once upon a time", 8);
+  h.head.tick();
+  CHECK(h.stage.forwards >= 1);
+
+  // Device b stops sending heartbeats; a keeps them up.
+  h.pass(std::chrono::milliseconds(2400), {"dev-a"});
+  const LaunchedPlan* p = h.head.plan();
+  REQUIRE(p != nullptr);
+  CHECK(p->id != first_plan);
+  CHECK_FALSE(h.head.devices().find("dev-b")->alive);
+  for (const auto& s : p->stages) CHECK(s.node_id != "dev-b");
+  bool replanned = false;
+  for (const auto& e : p->events) replanned |= e.find("re-planned on") != std::string::npos && e.find("replaying 1") != std::string::npos;
+  CHECK(replanned);
+  // The conversation was carried into the new plan, not failed.
+  for (const auto& e : h.outbox.to("client", wire::Envelope::GENERATE_EVENT)) CHECK(std::string(e.getGenerateEvent().getError().cStr()).empty());
+  // Device a was given the new plan's layers or told to unload.
+  const bool a_in_plan = std::any_of(p->stages.begin(), p->stages.end(), [](const PlannedStage& s) { return s.node_id == "dev-a"; });
+  if (a_in_plan) CHECK(h.outbox.to("dev-a", wire::Envelope::ASSIGNMENT).size() == 2);
+  else CHECK(h.outbox.to("dev-a", wire::Envelope::STOP_REQUEST).size() == 1);
+  // Once the new plan is ready the conversation runs to its end with no error.
+  for (const auto& s : p->stages)
+    if (s.node_id != "head-id") h.ready(s.node_id, p->id);
+  REQUIRE(h.head.plan()->state() == LaunchState::kReady);
+  if (h.head.plan()->stages.size() == 1) {
+    for (int i = 0; i < 20; ++i) h.head.tick();
+    const auto events = h.outbox.to("client", wire::Envelope::GENERATE_EVENT);
+    REQUIRE_FALSE(events.empty());
+    CHECK(events.back().getGenerateEvent().getDone());
+    CHECK(std::string(events.back().getGenerateEvent().getError().cStr()).empty());
+  }
+}
+
+TEST_CASE("head: when the devices left cannot hold the model, conversations wait, then fail as LOST_DEVICE") {
+  test::TempDir dir;
+  const std::string model = test::make_model(dir, "m.gguf", {});
+  Harness h(/*head_memory=*/4e6);
+  h.hello("dev-a", "a", "KA");
+  h.launch(model);
+  REQUIRE(h.head.plan() != nullptr);
+  REQUIRE(h.head.plan()->stages.size() == 2);  // the head alone cannot hold it
+  h.ready("dev-a", h.head.plan()->id);
+  REQUIRE(h.head.plan()->ready());
+  h.generate(3, "hello", 4);
+  h.head.tick();
+  h.pass(std::chrono::milliseconds(2400), {});
+  REQUIRE(h.head.plan() != nullptr);
+  CHECK(h.head.plan()->state() == LaunchState::kWaitingForDevice);
+  CHECK(h.outbox.to("client", wire::Envelope::GENERATE_EVENT).empty());  // waiting, not failed
+  h.pass(std::chrono::seconds(31), {});
+  CHECK(h.head.plan()->state() == LaunchState::kFailed);
+  const auto events = h.outbox.to("client", wire::Envelope::GENERATE_EVENT);
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].getGenerateEvent().getErrorCategory() == wire::ErrorCategory::LOST_DEVICE);
+}
+
+TEST_CASE("launch: the state machine has only its edges") {
+  CHECK(can_move(LaunchState::kLoading, LaunchState::kReady));
+  CHECK(can_move(LaunchState::kReady, LaunchState::kWaitingForDevice));
+  CHECK(can_move(LaunchState::kWaitingForDevice, LaunchState::kLoading));
+  CHECK_FALSE(can_move(LaunchState::kFailed, LaunchState::kReady));
+  CHECK_FALSE(can_move(LaunchState::kFailed, LaunchState::kLoading));
+  LaunchedPlan p;
+  p.move_to(LaunchState::kFailed);
+  CHECK_THROWS_AS(p.move_to(LaunchState::kReady), std::logic_error);
+}
+
+}  // namespace hearth::cluster
