@@ -1,12 +1,11 @@
 // A launch and the plan it serves: which device runs which layers, how far each got, and the
 // launch's life as an explicit state machine.
 //
-//   kLoading ---------> kReady ---(a device is lost: a new plan on the devices left)---> kLoading
-//      |   \                 \
-//      |    \                 +--(the devices left cannot hold the model)--+
-//      |     +--(a re-plan's devices cannot hold the model)---------------+--> kWaitingForDevice
-//      v                                                                        |  (a device comes
-//   kFailed <--(a load failed, a launch lost a device, the wait expired)--------+   back: kLoading)
+//   kLoading  --(every stage loaded)----------------------------------> kReady
+//   kReady    --(a device is lost: a new plan on the devices left)-----> kLoading
+//   kReady or kLoading --(the devices left cannot hold the model)------> kWaitingForDevice
+//   kWaitingForDevice --(a device joins or comes back: a new plan)-----> kLoading
+//   any but kFailed --(a load failed, a launch lost a device, the wait expired)--> kFailed
 //
 // kFailed is final: a new `hearth launch` makes a new LaunchedPlan.
 #pragma once

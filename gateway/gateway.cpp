@@ -45,14 +45,6 @@ bool names_model(const json& status, const std::string& name) {
          name == path;
 }
 
-bool constant_time_equal(const std::string& a, const std::string& b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  const std::string& longer = a.size() >= b.size() ? a : b;
-  for (size_t i = 0; i < longer.size(); ++i)
-    diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ (i < b.size() ? b[i] : 0));
-  return diff == 0;
-}
-
 json model_object(const json& status) {
   const json& plan = status["plan"];
   json stages = json::array();
@@ -135,7 +127,7 @@ bool Gateway::authorized(const Request& r) const {
   const std::string value(it->value());
   const std::string prefix = "Bearer ";
   return value.size() > prefix.size() && value.compare(0, prefix.size(), prefix) == 0 &&
-         constant_time_equal(value.substr(prefix.size()), options_.api_key);
+         transport::secrets_equal(value.substr(prefix.size()), options_.api_key);
 }
 
 void Gateway::handle(const std::shared_ptr<HttpConnection>& c) {

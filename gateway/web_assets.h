@@ -1,5 +1,5 @@
 // The web chat page served at `/`: one self-contained HTML file (styles and script inline, no
-// CDN, no build step), embedded in the binary at build time from daemon/http/web/index.html.
+// CDN, no build step), embedded in the binary at build time from gateway/web/index.html.
 #pragma once
 
 #include <string_view>

@@ -61,7 +61,7 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
     activation_bytes_per_token_ = spec_.n_embd * o.activation_bytes_per_elem;
     kv_bytes_per_layer_ = kv_token_layer_bytes_ * double(o.ctx) * o.streams;
 
-    // Working memory (§4.4), as runtime/stage.cpp allocates it for a stage with blocks and a
+    // Working memory (§4.4), as runtime/model/stage.cpp allocates it for a stage with blocks and a
     // micro-batch of u tokens: f32 rows for the hidden state (x, normed x, residual tmp), q and
     // the attention output, k and v, and SwiGLU's gate and up; the matmul's quantized copy of its
     // input (one q8_0 and one q8_k row per token, ~34/32 + 292/256 bytes per element of the

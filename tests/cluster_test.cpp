@@ -336,14 +336,18 @@ TEST_CASE("a stage killed when the devices left cannot hold the model: a clear e
   MESSAGE("client got its error " << waited << " s after the kill");
   const std::string err = slurp(out + ".err");
   CAPTURE(err);
-  CHECK(code == 1);
+  CHECK(code == 1);  // generate_in_background reports failure as 1
   CHECK(err.find("stopped responding") != std::string::npos);
   CHECK(err.find("cannot run the model") != std::string::npos);
   CHECK(waited < 5.0);
   // The head reports it and refuses new work with a clear reason.
   const auto r = c.cli({"generate", "--prompt", "x", "-n", "2"});
-  CHECK(r.exit_code != 0);
+  CHECK(r.exit_code == 5);  // unavailable
   CHECK(r.err.find("launch again") != std::string::npos);
+  // A launch on the head alone does not fit: its own category and exit code.
+  const auto again = c.cli({"launch", "--model", model, "--ctx", "512", "--streams", "1"});
+  CAPTURE(again.err);
+  CHECK(again.exit_code == 4);
 }
 
 

@@ -209,7 +209,7 @@ TEST_CASE("a paired cluster generates; strangers cannot register, push activatio
     CHECK(again.out == reference.out);
   }
   SUBCASE("the discovery beacon holds only its four public fields: no key, no secret") {
-    // hearthd builds its beacon from exactly these (daemon/main.cpp); the encoding adds nothing.
+    // hearthd builds its beacon from exactly these (apps/hearthd/main.cpp); the encoding adds nothing.
     const std::string beacon = transport::encode_beacon({"0123456789abcdef", 47400, true});
     CHECK(beacon == "hearth/1 0123456789abcdef 47400 head");
     CHECK(beacon.find(head_keys->public_key) == std::string::npos);

@@ -32,7 +32,7 @@ namespace hearth::transport {
 namespace wire = ::hearth::wire;
 
 // Raw payload frames (activations, weight chunks) are little-endian on the wire and are sent
-// and read in host order (daemon/node.cpp), as are GGUF files: so only little-endian hosts.
+// and read in host order (cluster/stage_runner.cpp), as are GGUF files: so only little-endian hosts.
 static_assert(std::endian::native == std::endian::little,
               "hearth needs a little-endian host: its wire payloads and GGUF weights are little-endian and used in host order");
 

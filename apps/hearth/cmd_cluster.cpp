@@ -8,6 +8,7 @@
 
 #include "apps/hearth/commands.h"
 #include "apps/hearth/head_client.h"
+#include "apps/hearth/head_error.h"
 #include "cluster/config.h"
 #include "cluster/wire_convert.h"
 #include "runtime/text/tokenizer.h"
@@ -106,6 +107,7 @@ void launch(const HeadTarget& head, const LaunchArgs& a) {
   for (unsigned i = 0; i < a.devices.size(); ++i) list.set(i, a.devices[i]);
   const bool tty = ::isatty(2);
   std::string failure;
+  auto failure_category = wire::ErrorCategory::INTERNAL;
   nlohmann::json plan;
   // Weight streaming can take minutes for big models: the timeout is per progress message.
   c.request(
@@ -122,12 +124,12 @@ void launch(const HeadTarget& head, const LaunchArgs& a) {
           return true;
         }
         const auto reply = env.getLaunchReply();
-        if (!reply.getOk()) failure = reply.getMessage().cStr();
+        if (!reply.getOk()) failure = reply.getMessage().cStr(), failure_category = reply.getCategory();
         else plan = nlohmann::json::parse(reply.getPlanJson().cStr());
         return false;
       },
       std::chrono::seconds(120));
-  if (!failure.empty()) throw std::runtime_error("launch failed: " + failure);
+  if (!failure.empty()) throw HeadError(failure_category, "launch failed: " + failure);
   if (a.json) {
     std::cout << plan.dump(2) << "\n";
     return;
@@ -151,6 +153,7 @@ void generate(const HeadTarget& head, const GenerateArgs& a) {
   cluster::to_wire(a.sampling, r.initSampling());
   runtime::Utf8Stream utf8;
   std::string error;
+  auto category = wire::ErrorCategory::INTERNAL;
   c.request(
       b,
       [&](wire::Envelope::Reader env) {
@@ -163,6 +166,7 @@ void generate(const HeadTarget& head, const GenerateArgs& a) {
           return true;
         }
         error = e.getError().cStr();
+        category = e.getErrorCategory();
         const std::string rest = utf8.flush();
         std::fwrite(rest.data(), 1, rest.size(), stdout);
         std::fputc('\n', stdout);
@@ -172,7 +176,7 @@ void generate(const HeadTarget& head, const GenerateArgs& a) {
         return false;
       },
       std::chrono::seconds(60));
-  if (!error.empty()) throw std::runtime_error(error);
+  if (!error.empty()) throw HeadError(category, error);
 }
 
 void status(const HeadTarget& head, bool json) {

@@ -29,7 +29,7 @@ namespace {
 
 namespace pt = partitioner;
 
-// Our runtime's KV cache holds f32 keys and values (runtime/kv_cache.h); the planner's default
+// Our runtime's KV cache holds f32 keys and values (runtime/model/kv_cache.h); the planner's default
 // assumes f16, which would undercount the cache by half.
 constexpr double kRuntimeKvBytesPerElem = 4;
 // Context a GGUF model is planned for when --ctx is not given: the runtime's own default.

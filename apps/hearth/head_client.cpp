@@ -1,5 +1,7 @@
 #include "apps/hearth/head_client.h"
 
+#include "apps/hearth/head_error.h"
+
 #include <cstdlib>
 #include <random>
 #include <stdexcept>
@@ -68,9 +70,9 @@ void HeadClient::request(capnp::MessageBuilder& message, const std::function<boo
     }
     const transport::Decoded d = transport::decode(frame);
     const auto env = d.envelope();
-    if (env.isError() && env.getRequestId() == 0) throw std::runtime_error(std::string("head: ") + env.getError().getMessage().cStr());
+    if (env.isError() && (env.getRequestId() == 0 || env.getRequestId() == id))
+      throw HeadError(env.getError().getCategory(), std::string("head: ") + env.getError().getMessage().cStr());
     if (env.getRequestId() != id) continue;
-    if (env.isError()) throw std::runtime_error(std::string("head: ") + env.getError().getMessage().cStr());
     if (!on_reply(env)) return;
   }
 }

@@ -5,6 +5,7 @@
 #include <exception>
 
 #include "apps/hearth/commands.h"
+#include "apps/hearth/head_error.h"
 
 int main(int argc, char** argv) {
   // Logs go to stderr: stdout carries only what a command produces (generated text, JSON).
@@ -33,6 +34,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const hearth::cli::HeadError& e) {
+    spdlog::error("{}", e.what());
+    return hearth::cli::exit_code(e.category());
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return 1;

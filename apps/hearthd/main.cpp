@@ -71,14 +71,15 @@ hearth::profiles::Profile load_profile(const DaemonConfig& c) {
   return p;
 }
 
-}  // namespace
+// Everything hearthd reads from its command line and environment.
+struct Options {
+  DaemonConfig config;
+  std::string http_listen, api_key, ready_file;
+  bool verbose = false;
+};
 
-int main(int argc, char** argv) {
-  spdlog::set_default_logger(spdlog::stderr_color_mt("hearthd"));
-  spdlog::set_pattern("[%H:%M:%S.%e] %^%l%$ %v");
-
-  DaemonConfig c;
-  CLI::App app{"hearthd: the hearth daemon, one per device"};
+void add_options(CLI::App& app, Options& o, bool& no_discovery) {
+  DaemonConfig& c = o.config;
   app.add_option("--name", c.name, "Device name shown in plans (default: host name)")->envname("HEARTH_NAME");
   app.add_option("--listen", c.listen, "HOST:PORT of the control socket; data uses PORT+1 (PORT 0: any free ports)")
       ->envname("HEARTH_LISTEN")->capture_default_str();
@@ -90,7 +91,6 @@ int main(int argc, char** argv) {
   app.add_option("--memory-limit", c.memory_limit, "Bytes this daemon may use for its stage (default: what is free)")
       ->envname("HEARTH_MEMORY_LIMIT");
   app.add_option("--threads", c.threads, "Compute threads (default: all cores)")->envname("HEARTH_THREADS");
-  bool no_discovery = false;
   app.add_flag("--no-discovery", no_discovery, "No UDP beacons (use --join/--peer)");
   app.add_option("--discovery-port", c.discovery_port, "UDP port of the beacons")->capture_default_str();
   app.add_option("--discovery-address", c.discovery_address, "Where beacons are sent")->capture_default_str();
@@ -107,79 +107,96 @@ int main(int argc, char** argv) {
       ->envname("HEARTH_TOKEN");
   app.add_flag("--insecure", c.insecure, "No encryption or authentication (every daemon of the cluster must use it)")
       ->envname("HEARTH_INSECURE");
-  std::string http_listen, api_key;
-  app.add_option("--http", http_listen, "HOST:PORT for the OpenAI API and web chat (head only; 0.0.0.0:8080 opens it to the LAN; default: off)")
+  app.add_option("--http", o.http_listen, "HOST:PORT for the OpenAI API and web chat (head only; 0.0.0.0:8080 opens it to the LAN; default: off)")
       ->envname("HEARTH_HTTP");
-  app.add_option("--api-key", api_key, "Require 'Authorization: Bearer KEY' on the HTTP API")->envname("HEARTH_API_KEY");
-  std::string ready_file;
-  app.add_option("--ready-file", ready_file, "Write the control endpoint (and, with --http, the URL on a second line) to this file once listening");
-  bool verbose = false;
-  app.add_flag("-v,--verbose", verbose, "Debug logs");
+  app.add_option("--api-key", o.api_key, "Require 'Authorization: Bearer KEY' on the HTTP API")->envname("HEARTH_API_KEY");
+  app.add_option("--ready-file", o.ready_file, "Write the control endpoint (and, with --http, the URL on a second line) to this file once listening");
+  app.add_flag("-v,--verbose", o.verbose, "Debug logs");
+}
+
+// What the command line cannot check by itself; "" when the options are usable.
+std::string check_options(const Options& o) {
+  const DaemonConfig& c = o.config;
+  if (!o.http_listen.empty() && !c.head) return "--http needs --head: only the head serves HTTP";
+  if (c.token.empty()) return "";
+  if (c.head || c.insecure) return "--token is for a device joining a head (not with --head or --insecure)";
+  try {
+    hearth::transport::parse_join_token(c.token);
+  } catch (const std::exception& e) {
+    return std::string("--token: ") + e.what();
+  }
+  return "";
+}
+
+// Runs the node's loop on its own thread and the signals, discovery and (with --http) the gateway
+// on this one, until SIGINT or SIGTERM.
+void serve(const Options& o) {
+  const DaemonConfig& c = o.config;
+  fs::create_directories(c.data_dir);
+  hearth::cluster::Node node(c, load_profile(c), load_node_id(c.data_dir));
+  node.start();
+
+  std::atomic<bool> stop{false};
+  boost::asio::io_context io;
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code&, int sig) {
+    spdlog::info("signal {}: shutting down", sig);
+    stop = true;
+    io.stop();
+  });
+  std::unique_ptr<hearth::transport::Discovery> discovery;
+  if (c.discovery) {
+    discovery = std::make_unique<hearth::transport::Discovery>(
+        io, hearth::transport::DiscoveryOptions{.port = c.discovery_port, .send_to = c.discovery_address},
+        hearth::transport::Beacon{node.node_id(), hearth::transport::endpoint_port(node.control_endpoint()), c.head},
+        [&](const hearth::transport::Beacon& b, const std::string& ip) {
+          if (b.is_head) node.head_discovered("tcp://" + ip + ":" + std::to_string(b.control_port));
+        });
+    discovery->start();
+  }
+  std::unique_ptr<hearth::http::Gateway> gateway;
+  if (!o.http_listen.empty())
+    gateway = std::make_unique<hearth::http::Gateway>(
+        hearth::http::GatewayOptions{o.http_listen, o.api_key, node.control_endpoint(), node.keys()});
+  if (!o.ready_file.empty()) std::ofstream(o.ready_file) << node.control_endpoint() << "\n" << (gateway ? gateway->url() + "\n" : "");
+
+  std::exception_ptr failure;
+  std::thread loop([&] {
+    try {
+      node.run(stop);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    io.stop();
+  });
+  io.run();
+  stop = true;
+  loop.join();
+  if (failure) std::rethrow_exception(failure);
+  spdlog::info("stopped");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_default_logger(spdlog::stderr_color_mt("hearthd"));
+  spdlog::set_pattern("[%H:%M:%S.%e] %^%l%$ %v");
+
+  Options o;
+  bool no_discovery = false;
+  CLI::App app{"hearthd: the hearth daemon, one per device"};
+  add_options(app, o, no_discovery);
   CLI11_PARSE(app, argc, argv);
-  c.discovery = !no_discovery;
-  if (!http_listen.empty() && !c.head) {
-    spdlog::error("--http needs --head: only the head serves HTTP");
+  o.config.discovery = !no_discovery;
+  if (o.verbose) spdlog::set_level(spdlog::level::debug);
+  if (const std::string problem = check_options(o); !problem.empty()) {
+    spdlog::error("{}", problem);
     return 2;
   }
-  if (verbose) spdlog::set_level(spdlog::level::debug);
-  if (!c.token.empty()) {
-    if (c.head || c.insecure) {
-      spdlog::error("--token is for a device joining a head (not with --head or --insecure)");
-      return 2;
-    }
-    try {
-      hearth::transport::parse_join_token(c.token);
-    } catch (const std::exception& e) {
-      spdlog::error("--token: {}", e.what());
-      return 2;
-    }
-  }
-  if (c.name.empty()) c.name = host_name();
-  if (c.data_dir.empty()) c.data_dir = hearth::cluster::default_data_dir();
-
+  if (o.config.name.empty()) o.config.name = host_name();
+  if (o.config.data_dir.empty()) o.config.data_dir = hearth::cluster::default_data_dir();
   try {
-    fs::create_directories(c.data_dir);
-    hearth::cluster::Node node(c, load_profile(c), load_node_id(c.data_dir));
-    node.start();
-
-    std::atomic<bool> stop{false};
-    boost::asio::io_context io;
-    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-    signals.async_wait([&](const boost::system::error_code&, int sig) {
-      spdlog::info("signal {}: shutting down", sig);
-      stop = true;
-      io.stop();
-    });
-    std::unique_ptr<hearth::transport::Discovery> discovery;
-    if (c.discovery) {
-      discovery = std::make_unique<hearth::transport::Discovery>(
-          io, hearth::transport::DiscoveryOptions{.port = c.discovery_port, .send_to = c.discovery_address},
-          hearth::transport::Beacon{node.node_id(), hearth::transport::endpoint_port(node.control_endpoint()), c.head},
-          [&](const hearth::transport::Beacon& b, const std::string& ip) {
-            if (b.is_head) node.head_discovered("tcp://" + ip + ":" + std::to_string(b.control_port));
-          });
-      discovery->start();
-    }
-    std::unique_ptr<hearth::http::Gateway> gateway;
-    if (!http_listen.empty())
-      gateway = std::make_unique<hearth::http::Gateway>(
-          hearth::http::GatewayOptions{http_listen, api_key, node.control_endpoint(), node.keys()});
-    if (!ready_file.empty()) std::ofstream(ready_file) << node.control_endpoint() << "\n" << (gateway ? gateway->url() + "\n" : "");
-
-    std::exception_ptr failure;
-    std::thread loop([&] {
-      try {
-        node.run(stop);
-      } catch (...) {
-        failure = std::current_exception();
-      }
-      io.stop();
-    });
-    io.run();
-    stop = true;
-    loop.join();
-    if (failure) std::rethrow_exception(failure);
-    spdlog::info("stopped");
+    serve(o);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return 1;

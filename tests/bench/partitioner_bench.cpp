@@ -21,7 +21,7 @@ namespace {
 
 namespace pt = hearth::partitioner;
 
-// Our runtime's KV cache is f32 (runtime/kv_cache.h), as `hearth plan` assumes.
+// Our runtime's KV cache is f32 (runtime/model/kv_cache.h), as `hearth plan` assumes.
 constexpr double kRuntimeKvBytesPerElem = 4;
 
 // Access links beyond the profiles' own (Ethernet for the Pi, Jetson and desktop; Wi-Fi for the

@@ -1,5 +1,5 @@
 // libFuzzer target: the bytes a client sends on the head's HTTP port. They go through Beast's
-// request parser with the server's limits (daemon/http/http_server.cpp: body limit, default header
+// request parser with the server's limits (gateway/http_server.cpp: body limit, default header
 // limit), fed in two pieces as a socket would deliver them; a complete request's body then goes
 // to the OpenAI parser of its route. Any outcome other than a parsed request, a parse error (the
 // server answers 400/413 and closes) or an ApiError (4xx) is a finding.
