@@ -83,7 +83,7 @@ class DeviceRegistry {
  private:
   const Clock& clock_;
   std::string self_id_;
-  std::map<std::string, Device> devices_;  // by node id
+  std::map<std::string, Device> devices_;                                   // by node id
   std::map<std::pair<std::string, std::string>, partitioner::Link> links_;  // (from, to) node ids
 };
 

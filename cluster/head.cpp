@@ -50,8 +50,9 @@ Head::Head(HeadIdentity self, HeadPorts ports)
   for (const auto& [key, id] : pairing_->paired()) ports_.host.admit(key);
   const std::string token = join_token();
   transport::write_private_file(self_.keys_dir + "/join-token", token + "\n");
-  spdlog::info("head: join token (pair a device with `hearthd --join HOST:{} --token TOKEN`; `hearth token` prints it again):\n  {}",
-               transport::endpoint_port(self_.control_endpoint), token);
+  spdlog::info(
+      "head: join token (pair a device with `hearthd --join HOST:{} --token TOKEN`; `hearth token` prints it again):\n  {}",
+      transport::endpoint_port(self_.control_endpoint), token);
 }
 
 Head::~Head() = default;
@@ -112,9 +113,10 @@ void Head::on_hello(const std::string& identity, const char* peer_address, const
     reply_error(identity, 0, f);
   };
   if (h.getProtocolVersion() != wire::PROTOCOL_VERSION)
-    return refuse(Failure(ErrorCategory::VERSION_MISMATCH,
-                          "version mismatch: the device speaks protocol " + std::to_string(h.getProtocolVersion()) +
-                              ", this head " + std::to_string(wire::PROTOCOL_VERSION) + ": run the same hearth version on every device"));
+    return refuse(Failure(ErrorCategory::VERSION_MISMATCH, "version mismatch: the device speaks protocol " +
+                                                               std::to_string(h.getProtocolVersion()) + ", this head " +
+                                                               std::to_string(wire::PROTOCOL_VERSION) +
+                                                               ": run the same hearth version on every device"));
   if (identity != h.getNodeId().cStr())
     return refuse(Failure(ErrorCategory::BAD_REQUEST, "the node id does not match the connection's identity"));
   Device d;
@@ -130,8 +132,8 @@ void Head::on_hello(const std::string& identity, const char* peer_address, const
   d.cores = static_cast<int>(h.getProfile().getCores());
   const bool known = registry_.find(d.node_id) != nullptr;
   if (auto refusal = registry_.add(d)) return refuse(*refusal);
-  spdlog::info("head: {} device {} ({}, {:.1f} GB usable) at {}", known ? "re-registered" : "registered", d.profile.name, d.node_id,
-               d.profile.usable_memory_bytes / 1e9, d.control_endpoint);
+  spdlog::info("head: {} device {} ({}, {:.1f} GB usable) at {}", known ? "re-registered" : "registered", d.profile.name,
+               d.node_id, d.profile.usable_memory_bytes / 1e9, d.control_endpoint);
   capnp::MallocMessageBuilder b;
   auto ack = b.initRoot<wire::Envelope>().initHelloAck();
   ack.setHeadId(self_.node_id);

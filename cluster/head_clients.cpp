@@ -14,9 +14,14 @@ namespace wire = transport::wire;
 void Head::on_generate(const std::string& client, uint64_t request_id, wire::GenerateRequest::Reader r) {
   if (!plan_ || !plan_->ready() || !scheduler_) {
     const std::string why = !plan_ ? "no model is loaded: run `hearth launch --model FILE` first"
-                            : plan_->state() == LaunchState::kLoading ? "the model is still loading"
-                                                                      : "the cluster lost its plan (" + plan_->failure + "): launch again";
-    emit({.client = client, .request_id = request_id, .done = true, .error = why, .category = ErrorCategory::UNAVAILABLE,
+                            : plan_->state() == LaunchState::kLoading
+                                ? "the model is still loading"
+                                : "the cluster lost its plan (" + plan_->failure + "): launch again";
+    emit({.client = client,
+          .request_id = request_id,
+          .done = true,
+          .error = why,
+          .category = ErrorCategory::UNAVAILABLE,
           .finish_reason = "error"});
     return;
   }
@@ -27,12 +32,16 @@ void Head::on_generate(const std::string& client, uint64_t request_id, wire::Gen
     sampling = from_wire(r.getSampling());
     prompt = encode_request(r, chat_template);
   } catch (const std::exception& e) {
-    emit({.client = client, .request_id = request_id, .done = true, .error = e.what(), .category = category_of(e),
+    emit({.client = client,
+          .request_id = request_id,
+          .done = true,
+          .error = e.what(),
+          .category = category_of(e),
           .finish_reason = "error"});
     return;
   }
-  scheduler_->add(client, request_id, std::move(prompt), static_cast<int>(std::min<uint32_t>(r.getNPredict(), 1u << 20)), sampling,
-                  chat_template);
+  scheduler_->add(client, request_id, std::move(prompt), static_cast<int>(std::min<uint32_t>(r.getNPredict(), 1u << 20)),
+                  sampling, chat_template);
 }
 
 std::vector<int32_t> Head::encode_request(wire::GenerateRequest::Reader r, std::string& chat_template) const {
@@ -114,7 +123,8 @@ void Head::on_result(wire::Result::Reader r) {
   }
   std::vector<SampledToken> tokens;
   for (auto t : r.getTokens()) {
-    if (t.getToken() < 0 || t.getToken() >= plan_->config.n_vocab) throw std::invalid_argument("result with a token outside the vocabulary");
+    if (t.getToken() < 0 || t.getToken() >= plan_->config.n_vocab)
+      throw std::invalid_argument("result with a token outside the vocabulary");
     tokens.push_back({t.getSeq(), t.getToken()});
   }
   scheduler_->on_sampled(tokens);

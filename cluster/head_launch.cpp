@@ -192,11 +192,13 @@ void Head::on_load_status(const std::string& identity, wire::LoadStatus::Reader 
     s.message = st.getMessage().cStr();
     report_progress(s);
     if (s.state == StageState::kFailed) {
-      fail_plan("device " + registry_.at(identity).profile.name + " could not load its stage: " + s.message, ErrorCategory::INTERNAL);
+      fail_plan("device " + registry_.at(identity).profile.name + " could not load its stage: " + s.message,
+                ErrorCategory::INTERNAL);
       return;
     }
   }
-  if (std::all_of(plan_->stages.begin(), plan_->stages.end(), [](const PlannedStage& s) { return s.state == StageState::kReady; }))
+  if (std::all_of(plan_->stages.begin(), plan_->stages.end(),
+                  [](const PlannedStage& s) { return s.state == StageState::kReady; }))
     launch_finished(true, "");
 }
 

@@ -99,7 +99,12 @@ void Head::check_recovery_deadline() {
 
 void Head::fail_carried(const std::string& why, ErrorCategory category) {
   for (const auto& c : carried_)
-    emit({.client = c.client, .request_id = c.request_id, .done = true, .error = why, .category = category, .finish_reason = "error"});
+    emit({.client = c.client,
+          .request_id = c.request_id,
+          .done = true,
+          .error = why,
+          .category = category,
+          .finish_reason = "error"});
   carried_.clear();
 }
 

@@ -28,7 +28,8 @@ void Head::on_devices(const std::string& client, uint64_t request_id) {
     out.setDataEndpoint(d.data_endpoint);
     out.setAlive(d.alive);
     out.setIsHead(d.is_self);
-    out.setLastSeenMs(d.is_self ? 0 : static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now - d.last_seen).count()));
+    out.setLastSeenMs(
+        d.is_self ? 0 : static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now - d.last_seen).count()));
     profiles::Profile p;
     p.device = d.profile;
     p.system.cpu = d.cpu;
@@ -103,12 +104,9 @@ void Head::on_status(const std::string& client, uint64_t request_id) {
   }
   if (scheduler_) {
     const auto& t = scheduler_->totals();
-    j["generation"] = {{"active", scheduler_->active()},
-                       {"queued", scheduler_->queued()},
-                       {"requests", t.requests},
-                       {"tokens_generated", t.tokens_generated},
-                       {"last_decode_tok_s", t.last_decode_tok_s},
-                       {"last_ttft_ms", t.last_ttft_ms}};
+    j["generation"] = {
+        {"active", scheduler_->active()},         {"queued", scheduler_->queued()},           {"requests", t.requests},
+        {"tokens_generated", t.tokens_generated}, {"last_decode_tok_s", t.last_decode_tok_s}, {"last_ttft_ms", t.last_ttft_ms}};
   }
   for (const auto& [key, l] : registry_.links())
     if (registry_.find(key.first) && registry_.find(key.second))
@@ -119,7 +117,8 @@ void Head::on_status(const std::string& client, uint64_t request_id) {
   j["security"] = self_.keys_dir.empty() ? "insecure" : "curve";
   j["refused_handshakes"] = ports_.host.refused_handshakes();
   const DropCounts d = ports_.host.drops();
-  j["dropped"] = {{"malformed", d.malformed}, {"out_of_plan", d.out_of_plan}, {"unexpected", d.unexpected}, {"bad_payload", d.bad_payload}};
+  j["dropped"] = {
+      {"malformed", d.malformed}, {"out_of_plan", d.out_of_plan}, {"unexpected", d.unexpected}, {"bad_payload", d.bad_payload}};
   capnp::MallocMessageBuilder b;
   auto env = b.initRoot<wire::Envelope>();
   env.setRequestId(request_id);

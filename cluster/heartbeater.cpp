@@ -10,15 +10,17 @@ namespace hearth::cluster {
 namespace wire = transport::wire;
 using Steady = std::chrono::steady_clock;
 
-Heartbeater::Heartbeater(const transport::SocketFactory& sockets, std::string head_endpoint, std::string head_key, std::string node_id,
-                         uint64_t incarnation, const DropStats& drops, const WorkStats& work, const std::atomic<uint64_t>& plan_id,
-                         const transport::ZapHandler* zap)
+Heartbeater::Heartbeater(const transport::SocketFactory& sockets, std::string head_endpoint, std::string head_key,
+                         std::string node_id, uint64_t incarnation, const DropStats& drops, const WorkStats& work,
+                         const std::atomic<uint64_t>& plan_id, const transport::ZapHandler* zap)
     : drops_(drops),
       work_(work),
       plan_id_(plan_id),
       zap_(zap),
       incarnation_(incarnation),
-      thread_([this, &sockets, e = std::move(head_endpoint), k = std::move(head_key), id = std::move(node_id)] { loop(sockets, e, k, id); }) {}
+      thread_([this, &sockets, e = std::move(head_endpoint), k = std::move(head_key), id = std::move(node_id)] {
+        loop(sockets, e, k, id);
+      }) {}
 
 Heartbeater::~Heartbeater() {
   stop_ = true;

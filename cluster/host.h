@@ -29,7 +29,7 @@ class Outbox {
 // What a stage computed and sent since its daemon started (counters; status shows differences).
 struct StageCounters {
   uint64_t batches = 0, tokens = 0, compute_ns = 0;
-  uint64_t bytes_out = 0;                   // activations pushed to the next stage
+  uint64_t bytes_out = 0;                    // activations pushed to the next stage
   uint64_t decode_steps = 0, decode_ns = 0;  // of the batches, those of one token per sequence
 };
 

@@ -32,8 +32,8 @@ void LinkProber::run(std::vector<Target> targets, const std::string& head_endpoi
   for (unsigned i = 0; i < targets.size(); ++i) {
     // A fresh identity per probe: a ROUTER refuses a second connection under an identity it
     // still holds.
-    zmq::socket_t s =
-        sockets_.connect_dealer(targets[i].control_endpoint, node_id_ + "/probe-" + suffix, {.server_key = targets[i].public_key});
+    zmq::socket_t s = sockets_.connect_dealer(targets[i].control_endpoint, node_id_ + "/probe-" + suffix,
+                                              {.server_key = targets[i].public_key});
     s.set(zmq::sockopt::rcvtimeo, 1000);
     const auto round_trip = [&](size_t padding) {
       capnp::MallocMessageBuilder b;

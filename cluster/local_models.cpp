@@ -31,7 +31,8 @@ void LocalModels::load_cache() {
 
 void LocalModels::save_cache() const {
   std::ofstream out(cache_ + ".tmp");
-  for (const auto& [path, e] : known_) out << std::hex << e.hash << std::dec << " " << e.size << " " << e.mtime << " " << path << "\n";
+  for (const auto& [path, e] : known_)
+    out << std::hex << e.hash << std::dec << " " << e.size << " " << e.mtime << " " << path << "\n";
   out.close();
   std::error_code ec;
   fs::rename(cache_ + ".tmp", cache_, ec);

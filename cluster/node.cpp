@@ -17,7 +17,7 @@ using Steady = std::chrono::steady_clock;
 namespace {
 
 constexpr auto kHelloRetry = std::chrono::milliseconds(500);  // the first may leave before the handshake is done
-constexpr auto kPeerPatience = std::chrono::seconds(3);        // before the next --peer is tried as the head
+constexpr auto kPeerPatience = std::chrono::seconds(3);       // before the next --peer is tried as the head
 
 // Largest frame a data socket accepts: a full batch of hidden states of a large model, plus room.
 constexpr int64_t kMaxDataFrame = int64_t{512} << 20;
@@ -27,7 +27,8 @@ std::optional<transport::CurveKeys> node_keys(const DaemonConfig& c) {
   if (c.insecure) return std::nullopt;
   if (!transport::curve_available())
     throw std::runtime_error(
-        "this libzmq was built without CURVE: install Debian's libzmq5, or run every daemon with --insecure on a trusted network");
+        "this libzmq was built without CURVE: install Debian's libzmq5, or run every daemon with --insecure on a trusted "
+        "network");
   return transport::load_or_create_keys(std::filesystem::path(c.data_dir) / "keys");
 }
 
@@ -66,7 +67,8 @@ Node::Node(const DaemonConfig& config, profiles::Profile profile, std::string no
                      if (head_role_) head_role_->on_sampled(t);
                      return head_role_ != nullptr;
                    }}),
-      loader_(config_, runner_, [this](capnp::MessageBuilder& m) { send_to_head(m); }, [this](const std::string& k) { admit(k); }),
+      loader_(
+          config_, runner_, [this](capnp::MessageBuilder& m) { send_to_head(m); }, [this](const std::string& k) { admit(k); }),
       prober_(sockets_, node_id_, profile_.device.name) {
   if (!keys_) return;
   zap_->allow(keys_->public_key);  // the CLI and the HTTP gateway on this device act with its identity
@@ -146,7 +148,8 @@ void Node::run(const std::atomic<bool>& stop) {
 
     join_discovered_head();
     if (head_ && !registered_ && Steady::now() - last_hello_ > kHelloRetry) send_hello();
-    if (!config_.head && config_.join.empty() && config_.peers.size() > 1 && !registered_ && Steady::now() - joined_at_ > kPeerPatience)
+    if (!config_.head && config_.join.empty() && config_.peers.size() > 1 && !registered_ &&
+        Steady::now() - joined_at_ > kPeerPatience)
       try_next_peer();
   }
 }
@@ -243,13 +246,12 @@ void Node::handle_from_head(const transport::Decoded& d, zmq::message_t* payload
       // A refusal that another Hello cannot mend (a taken name, another key, another version):
       // stop retrying; the message says what to change.
       const auto c = e.getCategory();
-      if (c == wire::ErrorCategory::CONFLICT || c == wire::ErrorCategory::UNAUTHORIZED || c == wire::ErrorCategory::VERSION_MISMATCH)
+      if (c == wire::ErrorCategory::CONFLICT || c == wire::ErrorCategory::UNAUTHORIZED ||
+          c == wire::ErrorCategory::VERSION_MISMATCH)
         registered_ = true;
       break;
     }
-    default:
-      drops_.unexpected++;
-      spdlog::debug("dropped an unexpected {} from the head", transport::kind_name(env));
+    default: drops_.unexpected++; spdlog::debug("dropped an unexpected {} from the head", transport::kind_name(env));
   }
 }
 
@@ -372,7 +374,8 @@ void Node::pair_if_needed(const std::string& endpoint) {
   }
   if (!transport::is_z85_key(head_key_))
     throw std::runtime_error(
-        "this device is not paired with a head: start it once with --token TOKEN (`hearth token` on the head prints it), or run every "
+        "this device is not paired with a head: start it once with --token TOKEN (`hearth token` on the head prints it), or run "
+        "every "
         "daemon with --insecure");
 }
 

@@ -17,8 +17,7 @@ std::optional<std::string> explain_slow_pace(const Pace& pace, double factor) {
                           st.measured_ms, st.planned_ms);
   }
   if (!slow.empty()) return s + slow;
-  return s + fmt::format("the devices compute as planned ({:.2f} ms of it): the rest goes to the links or to waiting",
-                         computing);
+  return s + fmt::format("the devices compute as planned ({:.2f} ms of it): the rest goes to the links or to waiting", computing);
 }
 
 }  // namespace hearth::cluster

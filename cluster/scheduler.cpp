@@ -4,7 +4,6 @@
 
 #include <stdexcept>
 
-
 namespace hearth::cluster {
 
 using Steady = std::chrono::steady_clock;
@@ -72,8 +71,13 @@ void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<
 std::vector<CarriedSession> Scheduler::suspend() {
   std::vector<CarriedSession> out;
   for (auto& [seq, s] : sessions_) {
-    CarriedSession c{.client = s.client, .request_id = s.request_id, .n_predict = s.n_predict, .sampling = s.sampling,
-                     .chat_template = s.chat_template, .start = s.start, .first_token = s.first_token};
+    CarriedSession c{.client = s.client,
+                     .request_id = s.request_id,
+                     .n_predict = s.n_predict,
+                     .sampling = s.sampling,
+                     .chat_template = s.chat_template,
+                     .start = s.start,
+                     .first_token = s.first_token};
     c.prompt.assign(s.prompt.begin(), s.prompt.begin() + static_cast<long>(s.original_prompt));
     c.output = s.output;
     out.push_back(std::move(c));
@@ -138,8 +142,8 @@ bool Scheduler::step() {
       batch.tokens.push_back(*s.pending);
       s.pending.reset();
     } else if (s.prompt_sent < s.prompt.size()) {
-      const int n = static_cast<int>(std::min<size_t>({s.prompt.size() - s.prompt_sent, static_cast<size_t>(room),
-                                                       static_cast<size_t>(kPrefillChunk)}));
+      const int n = static_cast<int>(
+          std::min<size_t>({s.prompt.size() - s.prompt_sent, static_cast<size_t>(room), static_cast<size_t>(kPrefillChunk)}));
       const bool last = s.prompt_sent + static_cast<size_t>(n) == s.prompt.size();
       batch.chunks.push_back({seq, static_cast<int>(s.prompt_sent), n, true, last, s.sampling});
       batch.tokens.insert(batch.tokens.end(), s.prompt.begin() + static_cast<long>(s.prompt_sent),
@@ -199,8 +203,13 @@ void Scheduler::finish(uint64_t seq, const std::string& reason, const std::strin
   auto it = sessions_.find(seq);
   if (it == sessions_.end()) return;
   const Session& s = it->second;
-  GenerationEvent done{.client = s.client, .request_id = s.request_id, .done = true, .error = error, .category = category,
-                       .finish_reason = reason, .chat_template = s.chat_template};
+  GenerationEvent done{.client = s.client,
+                       .request_id = s.request_id,
+                       .done = true,
+                       .error = error,
+                       .category = category,
+                       .finish_reason = reason,
+                       .chat_template = s.chat_template};
   done.prompt_tokens = static_cast<int>(s.original_prompt);
   done.generated_tokens = s.generated;
   const auto now = Steady::now();

@@ -28,15 +28,15 @@
 namespace hearth::cluster {
 
 struct GenerationEvent {
-  std::string client;     // who asked (control socket identity)
+  std::string client;  // who asked (control socket identity)
   uint64_t request_id = 0;
   int32_t token = -1;
-  std::string piece;      // bytes of the token (may be part of a UTF-8 character)
+  std::string piece;  // bytes of the token (may be part of a UTF-8 character)
   bool done = false;
   std::string error;
   ErrorCategory category = ErrorCategory::INTERNAL;  // of the error, if any
-  std::string finish_reason;   // stop, length, cancelled, error
-  std::string chat_template;   // which template rendered a chat (on done)
+  std::string finish_reason;                         // stop, length, cancelled, error
+  std::string chat_template;                         // which template rendered a chat (on done)
   int prompt_tokens = 0;
   int generated_tokens = 0;
   double ttft_ms = 0;
@@ -70,8 +70,7 @@ class Scheduler {
   static constexpr int kPrefillChunk = 64;
 
   // `max_sequences`: conversations the stages hold KV caches for; more wait in arrival order.
-  Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences,
-            Emit emit);
+  Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences, Emit emit);
 
   // Starts a generation; emits an error event at once when it cannot start.
   void add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,

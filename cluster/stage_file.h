@@ -31,7 +31,7 @@ class StageFile {
 
  private:
   struct Segment {
-    uint64_t offset;         // in the stage file
+    uint64_t offset;  // in the stage file
     uint64_t size;
     uint64_t source_offset;  // in the source file
   };

@@ -15,9 +15,10 @@ StageOutput StageHost::run(const Batch& batch) {
       throw std::invalid_argument("sequence " + std::to_string(c.seq) + " continues but never started on this stage");
     chunks_.push_back({c.seq, c.pos, c.n_tokens});
   }
-  const runtime::StageInput in{.chunks = chunks_,
-                               .tokens = spec().has_embedding ? std::span<const int32_t>(batch.tokens) : std::span<const int32_t>(),
-                               .hidden = batch.hidden};
+  const runtime::StageInput in{
+      .chunks = chunks_,
+      .tokens = spec().has_embedding ? std::span<const int32_t>(batch.tokens) : std::span<const int32_t>(),
+      .hidden = batch.hidden};
   const std::span<const float> out = stage_.forward(in);
 
   StageOutput result;

@@ -18,8 +18,8 @@ struct BatchChunk {
   uint64_t seq = 0;
   int pos = 0;
   int n_tokens = 0;
-  bool is_prompt = false;    // its tokens count for the repetition penalty
-  bool want_token = false;   // the last stage samples after it
+  bool is_prompt = false;            // its tokens count for the repetition penalty
+  bool want_token = false;           // the last stage samples after it
   runtime::SamplingParams sampling;  // used when pos == 0
 };
 

@@ -33,8 +33,8 @@ StageLoader::StageLoader(const DaemonConfig& config, StageRunner& runner, SendTo
 void StageLoader::on_assignment(wire::Assignment::Reader a) {
   const uint64_t bytes = a.getStageFileBytes();
   if (a.getFirstLayer() > a.getLastLayer() || a.getLastLayer() > 4096 || bytes == 0 || bytes > (uint64_t{1} << 42) ||
-      a.getNCtx() == 0 || a.getNCtx() > (1u << 20) || a.getMaxBatch() == 0 || a.getMaxBatch() > 4096 || a.getMaxSequences() == 0 ||
-      a.getMaxSequences() > 1024 || a.getHasEmbedding())
+      a.getNCtx() == 0 || a.getNCtx() > (1u << 20) || a.getMaxBatch() == 0 || a.getMaxBatch() > 4096 ||
+      a.getMaxSequences() == 0 || a.getMaxSequences() > 1024 || a.getHasEmbedding())
     throw std::invalid_argument("assignment out of range");
   runner_.unload();
   Loading l;
@@ -46,8 +46,9 @@ void StageLoader::on_assignment(wire::Assignment::Reader a) {
   l.next_endpoint = transport::tcp_endpoint(a.getNextEndpoint().cStr());
   l.next_key = a.getNextKey().cStr();
   for (auto k : a.getMemberKeys()) admit_(k.cStr());
-  const std::string name = hex64(a.getModelHash()) + "-" + std::to_string(l.spec.first_layer) + "-" + std::to_string(l.spec.last_layer) +
-                           (l.spec.has_output ? "-out-" : "-") + hex64(a.getStageFileHash()) + ".gguf";
+  const std::string name = hex64(a.getModelHash()) + "-" + std::to_string(l.spec.first_layer) + "-" +
+                           std::to_string(l.spec.last_layer) + (l.spec.has_output ? "-out-" : "-") + hex64(a.getStageFileHash()) +
+                           ".gguf";
   spdlog::info("assigned layers [{}, {}){} of {} (plan {}), {:.1f} MB", l.spec.first_layer, l.spec.last_layer,
                l.spec.has_output ? " + output head" : "", a.getModelName().cStr(), l.plan_id, bytes / 1e6);
   loading_ = std::move(l);
@@ -101,7 +102,8 @@ void StageLoader::on_weight_chunk(wire::WeightChunk::Reader c, zmq::message_t* p
   }
   request_weights();
   if (Steady::now() - loading_->last_report > kProgressEvery) {
-    report(wire::LoadStatus::State::RECEIVING, "", loading_->plan_id, loading_->receiver->bytes_done(), loading_->receiver->total());
+    report(wire::LoadStatus::State::RECEIVING, "", loading_->plan_id, loading_->receiver->bytes_done(),
+           loading_->receiver->total());
     loading_->last_report = Steady::now();
   }
 }
@@ -113,8 +115,13 @@ void StageLoader::finish_loading() {
   try {
     report(wire::LoadStatus::State::LOADING, "", l.plan_id, 0, 0);
     if (l.receiver) l.receiver->finish();
-    runner_.load(l.plan_id, l.receiver ? l.receiver->final_path() : l.local_model, l.spec, l.options, l.next_endpoint, l.next_key);
-    report(wire::LoadStatus::State::READY, !l.receiver ? "local copy" : l.receiver->was_cached() ? "cached" : "", l.plan_id, total, total);
+    runner_.load(l.plan_id, l.receiver ? l.receiver->final_path() : l.local_model, l.spec, l.options, l.next_endpoint,
+                 l.next_key);
+    report(wire::LoadStatus::State::READY,
+           !l.receiver                ? "local copy"
+           : l.receiver->was_cached() ? "cached"
+                                      : "",
+           l.plan_id, total, total);
   } catch (const std::exception& e) {
     runner_.unload();
     spdlog::error("cannot load the stage: {}", e.what());
@@ -122,7 +129,8 @@ void StageLoader::finish_loading() {
   }
 }
 
-void StageLoader::report(wire::LoadStatus::State state, const std::string& message, uint64_t plan_id, uint64_t done, uint64_t total) {
+void StageLoader::report(wire::LoadStatus::State state, const std::string& message, uint64_t plan_id, uint64_t done,
+                         uint64_t total) {
   capnp::MallocMessageBuilder b;
   auto s = b.initRoot<wire::Envelope>().initLoadStatus();
   s.setPlanId(plan_id);

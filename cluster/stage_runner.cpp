@@ -24,8 +24,8 @@ bool all_finite(const float* p, size_t n) {
 
 }  // namespace
 
-StageRunner::StageRunner(const transport::SocketFactory& sockets, runtime::ThreadPool& pool, DropStats& drops, std::string device_name,
-                         Reports reports)
+StageRunner::StageRunner(const transport::SocketFactory& sockets, runtime::ThreadPool& pool, DropStats& drops,
+                         std::string device_name, Reports reports)
     : sockets_(sockets), pool_(pool), drops_(drops), device_name_(std::move(device_name)), reports_(std::move(reports)) {}
 
 void StageRunner::load(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec,
@@ -74,7 +74,8 @@ void StageRunner::accept_forward(wire::Forward::Reader f, zmq::message_t* payloa
   for (auto c : chunks) {
     if (c.getNTokens() == 0 || c.getNTokens() > static_cast<uint32_t>(host.max_batch()))
       throw std::invalid_argument("chunk with " + std::to_string(c.getNTokens()) + " tokens");
-    BatchChunk bc{c.getSeq(), static_cast<int>(c.getPos()), static_cast<int>(c.getNTokens()), c.getIsPrompt(), c.getWantToken(), {}};
+    BatchChunk bc{c.getSeq(), static_cast<int>(c.getPos()), static_cast<int>(c.getNTokens()), c.getIsPrompt(), c.getWantToken(),
+                  {}};
     if (bc.pos == 0) bc.sampling = from_wire(c.getSampling());
     total += c.getNTokens();
     b.chunks.push_back(bc);

@@ -64,7 +64,8 @@ std::vector<std::pair<uint64_t, uint32_t>> WeightReceiver::next_requests(int win
 
 void WeightReceiver::accept(uint64_t offset, std::span<const uint8_t> data, uint64_t checksum) {
   const uint64_t i = offset / kChunkBytes;
-  if (offset % kChunkBytes != 0 || !outstanding_.count(i)) throw std::invalid_argument("weight chunk at an offset that was not requested");
+  if (offset % kChunkBytes != 0 || !outstanding_.count(i))
+    throw std::invalid_argument("weight chunk at an offset that was not requested");
   if (data.size() != chunk_size(i) || XXH3_64bits(data.data(), data.size()) != checksum) {
     outstanding_.erase(i);
     next_ = std::min(next_, i);  // ask for it again

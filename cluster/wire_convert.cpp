@@ -38,7 +38,8 @@ partitioner::DeviceProfile from_wire(wire::DeviceProfile::Reader in) {
   for (auto t : in.getDecode()) d.decode_bytes_per_s[t.getType().cStr()] = positive(t.getBytesPerS(), "decode rate");
   d.prefill_flop_s = positive(in.getPrefillFlopS(), "prefill FLOP/s");
   d.step_overhead_s = in.getStepOverheadS();
-  if (!std::isfinite(d.step_overhead_s) || d.step_overhead_s < 0) throw std::invalid_argument("profile step overhead must be >= 0");
+  if (!std::isfinite(d.step_overhead_s) || d.step_overhead_s < 0)
+    throw std::invalid_argument("profile step overhead must be >= 0");
   return d;
 }
 

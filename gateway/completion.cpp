@@ -45,8 +45,8 @@ HeadEvent HeadEvent::failure(int status, std::string code, std::string message) 
   return h;
 }
 
-Completion::Completion(std::shared_ptr<HttpConnection> connection, CompletionRequest request, ResponseHead head, GatewayStats& stats,
-                       std::function<void(bool)> cancel, std::function<void()> on_end)
+Completion::Completion(std::shared_ptr<HttpConnection> connection, CompletionRequest request, ResponseHead head,
+                       GatewayStats& stats, std::function<void(bool)> cancel, std::function<void()> on_end)
     : connection_(std::move(connection)),
       request_(std::move(request)),
       head_(std::move(head)),
@@ -102,14 +102,16 @@ void Completion::finish(const HeadEvent& e) {
   if (stop_.stopped()) stop_hit_ = true;
   const std::string finish_reason = stop_hit_ || e.finish_reason != "length" ? "stop" : "length";
   const Usage usage{e.prompt_tokens, e.generated_tokens};
-  const json timings = {{"ttft_ms", e.ttft_ms},
-                        {"decode_tok_s", e.decode_tok_s},
-                        {"http_ttft_ms", tokens_ > 0 ? std::chrono::duration<double, std::milli>(first_token_ - start_).count() : 0.0},
-                        {"total_ms", ms_since(start_)},
-                        {"chat_template", e.chat_template}};
+  const json timings = {
+      {"ttft_ms", e.ttft_ms},
+      {"decode_tok_s", e.decode_tok_s},
+      {"http_ttft_ms", tokens_ > 0 ? std::chrono::duration<double, std::milli>(first_token_ - start_).count() : 0.0},
+      {"total_ms", ms_since(start_)},
+      {"chat_template", e.chat_template}};
   if (request_.stream) {
     first_chunk_if_needed();
-    if (!rest.empty() || !sent_first_) connection_->send_chunk(sse_event(dump(completion_chunk(head_, rest, !sent_first_, std::nullopt))));
+    if (!rest.empty() || !sent_first_)
+      connection_->send_chunk(sse_event(dump(completion_chunk(head_, rest, !sent_first_, std::nullopt))));
     json last = completion_chunk(head_, std::nullopt, false, finish_reason);
     last["hearth"] = timings;
     connection_->send_chunk(sse_event(dump(last)));
@@ -119,8 +121,8 @@ void Completion::finish(const HeadEvent& e) {
   } else {
     connection_->respond(200, "application/json", dump(completion_response(head_, text_ + rest, finish_reason, usage, timings)));
   }
-  spdlog::info("http: {} {}: {} prompt + {} generated tokens, first after {:.0f} ms, {:.1f} tok/s, {}", connection_->peer(), head_.id,
-               e.prompt_tokens, e.generated_tokens, e.ttft_ms, e.decode_tok_s, finish_reason);
+  spdlog::info("http: {} {}: {} prompt + {} generated tokens, first after {:.0f} ms, {:.1f} tok/s, {}", connection_->peer(),
+               head_.id, e.prompt_tokens, e.generated_tokens, e.ttft_ms, e.decode_tok_s, finish_reason);
   ended();
 }
 

@@ -62,10 +62,10 @@ class Completion {
   std::function<void()> on_end_;
   runtime::Utf8Stream utf8_;
   StopMatcher stop_;
-  std::string text_;             // the whole reply, for a response that is not streamed
-  bool streaming_ = false;       // the SSE headers went out
-  bool sent_first_ = false;      // the chunk with the role went out
-  bool stop_hit_ = false;        // cut at a stop string, cancelled, waiting for the final event
+  std::string text_;         // the whole reply, for a response that is not streamed
+  bool streaming_ = false;   // the SSE headers went out
+  bool sent_first_ = false;  // the chunk with the role went out
+  bool stop_hit_ = false;    // cut at a stop string, cancelled, waiting for the final event
   bool finished_ = false;
   uint32_t tokens_ = 0;
   std::chrono::steady_clock::time_point start_, first_token_;

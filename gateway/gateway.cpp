@@ -28,7 +28,8 @@ constexpr uint32_t kUnlimitedTokens = 1u << 20;
 
 // The name clients use for the loaded model: its file's stem ("tinyllama-1.1b-chat-v1.0.Q8_0").
 std::string model_id(const json& status) {
-  if (!status.is_object() || !status.contains("plan") || !status["plan"].is_object() || !status["plan"].contains("model")) return "";
+  if (!status.is_object() || !status.contains("plan") || !status["plan"].is_object() || !status["plan"].contains("model"))
+    return "";
   return std::filesystem::path(status["plan"]["model"].get<std::string>()).stem().string();
 }
 
@@ -41,20 +42,26 @@ bool names_model(const json& status, const std::string& name) {
   if (name.empty()) return true;
   const json& plan = status["plan"];
   const std::string path = plan.value("model", "");
-  return name == model_id(status) || name == plan.value("model_name", "") || name == std::filesystem::path(path).filename().string() ||
-         name == path;
+  return name == model_id(status) || name == plan.value("model_name", "") ||
+         name == std::filesystem::path(path).filename().string() || name == path;
 }
 
 json model_object(const json& status) {
   const json& plan = status["plan"];
   json stages = json::array();
   for (const auto& s : plan.value("stages", json::array()))
-    stages.push_back({{"device", s.value("device", "")}, {"first_layer", s.value("first_layer", 0)}, {"last_layer", s.value("last_layer", 0)}});
+    stages.push_back({{"device", s.value("device", "")},
+                      {"first_layer", s.value("first_layer", 0)},
+                      {"last_layer", s.value("last_layer", 0)}});
   return {{"id", model_id(status)},
           {"object", "model"},
           {"created", 0},
           {"owned_by", "hearth"},
-          {"hearth", {{"name", plan.value("model_name", "")}, {"ready", plan.value("ready", false)}, {"n_layers", plan.value("n_layers", 0)}, {"stages", stages}}}};
+          {"hearth",
+           {{"name", plan.value("model_name", "")},
+            {"ready", plan.value("ready", false)},
+            {"n_layers", plan.value("n_layers", 0)},
+            {"stages", stages}}}};
 }
 
 json devices_json(transport::wire::DevicesReply::Reader r) {
@@ -100,7 +107,8 @@ Gateway::Gateway(GatewayOptions options)
       spdlog::error("http: the gateway stopped: {}", e.what());
     }
   });
-  spdlog::info("http: serving the OpenAI API and the web chat on {}{}", url(), options_.api_key.empty() ? "" : " (API key required)");
+  spdlog::info("http: serving the OpenAI API and the web chat on {}{}", url(),
+               options_.api_key.empty() ? "" : " (API key required)");
 }
 
 Gateway::~Gateway() {
@@ -144,10 +152,11 @@ void Gateway::handle(const std::shared_ptr<HttpConnection>& c) {
     if (path == "/" || path == "/index.html") {
       c->set_route("/");
       if (!get) return wrong_method("GET");
-      c->respond(200, "text/html; charset=utf-8", std::string(web_page()),
-                 {{"Cache-Control", "no-cache"},
-                  {"Content-Security-Policy",
-                   "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"}});
+      c->respond(
+          200, "text/html; charset=utf-8", std::string(web_page()),
+          {{"Cache-Control", "no-cache"},
+           {"Content-Security-Policy",
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"}});
       return;
     }
     if (path == "/health") {
@@ -158,10 +167,13 @@ void Gateway::handle(const std::shared_ptr<HttpConnection>& c) {
     const bool api = path.rfind("/v1/", 0) == 0 || path == "/metrics";
     if (api && !authorized(r)) {
       c->set_route("unauthorized");
-      c->respond(401, "application/json",
-                 error_body(401, "a valid API key is required: send the header 'Authorization: Bearer KEY' (the key hearthd got with --api-key)",
-                            "invalid_api_key"),
-                 {{"WWW-Authenticate", "Bearer"}});
+      c->respond(
+          401, "application/json",
+          error_body(
+              401,
+              "a valid API key is required: send the header 'Authorization: Bearer KEY' (the key hearthd got with --api-key)",
+              "invalid_api_key"),
+          {{"WWW-Authenticate", "Bearer"}});
       return;
     }
     if (path == "/metrics") {
@@ -184,9 +196,11 @@ void Gateway::handle(const std::shared_ptr<HttpConnection>& c) {
       if (!get) return wrong_method("GET");
       return cluster_status(c);
     }
-    c->respond_error(404, "no route " + std::string(r.method_string()) + " " + path +
-                              ": hearth serves /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics and the chat page at /",
-                     "not_found");
+    c->respond_error(
+        404,
+        "no route " + std::string(r.method_string()) + " " + path +
+            ": hearth serves /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics and the chat page at /",
+        "not_found");
   } catch (const ApiError& e) {
     c->respond(e.status(), "application/json", e.body());
   } catch (const std::exception& e) {
@@ -210,8 +224,10 @@ void Gateway::completions(const std::shared_ptr<HttpConnection>& c, bool chat) {
     if (!status["plan"].is_object() || status["plan"].empty())
       return c->respond_error(503, "no model is loaded: run `hearth launch --model FILE` on the head first", "model_not_loaded");
     if (!names_model(status, shared->model))
-      return c->respond_error(404, "the model '" + shared->model + "' is not loaded; this head serves '" + model_id(status) + "' (see GET /v1/models)",
-                              "model_not_found", "model");
+      return c->respond_error(
+          404,
+          "the model '" + shared->model + "' is not loaded; this head serves '" + model_id(status) + "' (see GET /v1/models)",
+          "model_not_found", "model");
     start_generation(c, std::move(*shared), model_id(status));
   });
 }
@@ -232,20 +248,23 @@ void Gateway::start_generation(const std::shared_ptr<HttpConnection>& c, Complet
   cluster::to_wire(request.sampling, g.initSampling());
   // The head refuses control messages over this size: say so instead of waiting in vain.
   if (capnp::computeSerializedSizeInWords(*message) * sizeof(capnp::word) > transport::kMaxEnvelopeBytes)
-    throw ApiError(413, "the request's text is larger than the head accepts (" + std::to_string(transport::kMaxEnvelopeBytes >> 10) +
-                            " KiB): shorten the conversation",
+    throw ApiError(413,
+                   "the request's text is larger than the head accepts (" + std::to_string(transport::kMaxEnvelopeBytes >> 10) +
+                       " KiB): shorten the conversation",
                    "context_length_exceeded");
 
-  const ResponseHead head{new_id(request.chat ? "chatcmpl" : "cmpl"),
-                          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
-                          model_id.empty() ? (request.model.empty() ? "hearth" : request.model) : model_id, request.chat};
+  const ResponseHead head{
+      new_id(request.chat ? "chatcmpl" : "cmpl"),
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
+      model_id.empty() ? (request.model.empty() ? "hearth" : request.model) : model_id, request.chat};
   auto launch = [this, c, head, request = std::make_shared<CompletionRequest>(std::move(request)),
                  message = std::shared_ptr<capnp::MallocMessageBuilder>(std::move(message))]() {
     if (!c->open()) return false;  // left while queued
     running_++;
     auto id = std::make_shared<uint64_t>(0);
     auto completion = std::make_shared<Completion>(
-        c, std::move(*request), head, stats_, [this, id](bool forget) { link_.cancel(*id, forget); }, [this] { generation_ended(); });
+        c, std::move(*request), head, stats_, [this, id](bool forget) { link_.cancel(*id, forget); },
+        [this] { generation_ended(); });
     c->watch_disconnect([completion] { completion->on_client_gone(); });
     auto copy = std::make_unique<capnp::MallocMessageBuilder>();
     copy->setRoot(message->getRoot<transport::wire::Envelope>().asReader());
@@ -346,13 +365,16 @@ void Gateway::models(const std::shared_ptr<HttpConnection>& c, const std::string
 
 void Gateway::health(const std::shared_ptr<HttpConnection>& c) {
   fetch_status([c](json status) {
-    if (status.is_null()) return c->respond(503, "application/json", dump({{"status", "error"}, {"message", "the head does not answer"}}));
+    if (status.is_null())
+      return c->respond(503, "application/json", dump({{"status", "error"}, {"message", "the head does not answer"}}));
     const json& plan = status["plan"];
     if (!plan.is_object() || plan.empty())
-      return c->respond(503, "application/json", dump({{"status", "no_model"}, {"message", "no model is loaded: run `hearth launch`"}}));
+      return c->respond(503, "application/json",
+                        dump({{"status", "no_model"}, {"message", "no model is loaded: run `hearth launch`"}}));
     if (plan.contains("failure"))
       return c->respond(503, "application/json", dump({{"status", "failed"}, {"message", plan["failure"]}}));
-    if (!plan.value("ready", false)) return c->respond(503, "application/json", dump({{"status", "loading"}, {"model", model_id(status)}}));
+    if (!plan.value("ready", false))
+      return c->respond(503, "application/json", dump({{"status", "loading"}, {"model", model_id(status)}}));
     c->respond(200, "application/json", dump({{"status", "ok"}, {"model", model_id(status)}}));
   });
 }
@@ -370,7 +392,9 @@ void Gateway::cluster_status(const std::shared_ptr<HttpConnection>& c) {
     if (status.is_null()) return c->respond_error(504, "the head did not answer", "head_timeout");
     fetch_devices([c, status](json devices) {
       c->respond(200, "application/json",
-                 dump({{"model", model_id(status).empty() ? json(nullptr) : json(model_id(status))}, {"status", status}, {"devices", devices}}));
+                 dump({{"model", model_id(status).empty() ? json(nullptr) : json(model_id(status))},
+                       {"status", status},
+                       {"devices", devices}}));
     });
   });
 }

@@ -82,8 +82,8 @@ class Gateway {
   HeadLink link_;
   GatewayStats stats_;
   HttpServer server_;
-  nlohmann::json last_status_;  // the head's last status (Asio thread)
-  int running_ = 0;             // generations sent to the head and not ended (Asio thread)
+  nlohmann::json last_status_;                 // the head's last status (Asio thread)
+  int running_ = 0;                            // generations sent to the head and not ended (Asio thread)
   std::deque<std::function<void()>> waiting_;  // generations queued for a free stream (Asio thread)
   std::mt19937_64 rng_;
   std::thread thread_;

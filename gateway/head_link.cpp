@@ -15,7 +15,10 @@ namespace hearth::http {
 using Clock = std::chrono::steady_clock;
 
 HeadLink::HeadLink(const std::string& head, std::optional<transport::CurveKeys> keys)
-    : endpoint_(head), keys_(std::move(keys)), wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)), next_id_(std::random_device{}()) {
+    : endpoint_(head),
+      keys_(std::move(keys)),
+      wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
+      next_id_(std::random_device{}()) {
   if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd for the HTTP gateway");
   thread_ = std::thread([this] { loop(); });
 }
@@ -32,7 +35,8 @@ void HeadLink::wake() {
   [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
 }
 
-uint64_t HeadLink::request(std::unique_ptr<capnp::MallocMessageBuilder> message, OnReply on_reply, std::chrono::milliseconds idle_timeout) {
+uint64_t HeadLink::request(std::unique_ptr<capnp::MallocMessageBuilder> message, OnReply on_reply,
+                           std::chrono::milliseconds idle_timeout) {
   const uint64_t id = ++next_id_;
   message->getRoot<wire::Envelope>().setRequestId(id);
   {
@@ -49,15 +53,17 @@ void HeadLink::cancel(uint64_t request_id, bool forget) {
   {
     std::lock_guard lock(mutex_);
     // No callback marks a cancel.
-    outbox_.push_back({transport::encode(b), request_id, nullptr, forget, std::chrono::milliseconds(0), Clock::now() + std::chrono::seconds(5)});
+    outbox_.push_back({transport::encode(b), request_id, nullptr, forget, std::chrono::milliseconds(0),
+                       Clock::now() + std::chrono::seconds(5)});
   }
   wake();
 }
 
 void HeadLink::loop() {
-  zmq::socket_t socket = transport::SocketFactory(context_, keys_).connect_dealer(
-      endpoint_, "http-" + std::to_string(std::random_device{}()),
-      {.max_message_bytes = 64 << 20, .receive_hwm = 100000, .server_key = keys_ ? keys_->public_key : ""});
+  zmq::socket_t socket =
+      transport::SocketFactory(context_, keys_)
+          .connect_dealer(endpoint_, "http-" + std::to_string(std::random_device{}()),
+                          {.max_message_bytes = 64 << 20, .receive_hwm = 100000, .server_key = keys_ ? keys_->public_key : ""});
   while (!stop_) {
     zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
     bool unsent = false;

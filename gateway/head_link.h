@@ -42,7 +42,8 @@ class HeadLink {
 
   // Sends the message (its request id is set here) and returns that id. `idle_timeout` is the
   // longest wait for the next reply. Thread-safe.
-  uint64_t request(std::unique_ptr<capnp::MallocMessageBuilder> message, OnReply on_reply, std::chrono::milliseconds idle_timeout);
+  uint64_t request(std::unique_ptr<capnp::MallocMessageBuilder> message, OnReply on_reply,
+                   std::chrono::milliseconds idle_timeout);
   // Sends a CancelRequest for `request_id`. With `forget`, its replies stop being routed;
   // without, the caller still gets the final (cancelled) event with its counts. Thread-safe.
   void cancel(uint64_t request_id, bool forget = true);
@@ -59,7 +60,7 @@ class HeadLink {
   struct Outgoing {
     zmq::message_t frame;
     uint64_t id = 0;
-    OnReply on_reply;  // empty for a cancel
+    OnReply on_reply;     // empty for a cancel
     bool forget = false;  // a cancel that also stops routing
     std::chrono::milliseconds idle_timeout{0};
     std::chrono::steady_clock::time_point deadline;  // give up if it cannot be sent by then

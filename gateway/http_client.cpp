@@ -23,8 +23,8 @@ using tcp = net::ip::tcp;
 
 namespace {
 
-bhttp::request<bhttp::string_body> make_request(bhttp::verb verb, const std::string& host, const std::string& path, const std::string& body,
-                                               const std::string& api_key) {
+bhttp::request<bhttp::string_body> make_request(bhttp::verb verb, const std::string& host, const std::string& path,
+                                                const std::string& body, const std::string& api_key) {
   bhttp::request<bhttp::string_body> r{verb, path, 11};
   r.set(bhttp::field::host, host);
   r.set(bhttp::field::user_agent, "hearth-cli");
@@ -45,7 +45,8 @@ class Connection {
     tcp::resolver resolver(io_);
     const auto results = resolver.resolve(host, port, ec);
     if (!ec) net::connect(socket_, results, ec);
-    if (ec) throw std::runtime_error("cannot reach " + base + ": " + ec.message() + " (is hearthd --head running there with --http?)");
+    if (ec)
+      throw std::runtime_error("cannot reach " + base + ": " + ec.message() + " (is hearthd --head running there with --http?)");
   }
   ~Connection() {
     beast::error_code ec;
@@ -58,7 +59,8 @@ class Connection {
   tcp::socket socket_;
 };
 
-HttpResponse simple(const std::string& base, const std::string& host, const std::string& port, bhttp::request<bhttp::string_body> req) {
+HttpResponse simple(const std::string& base, const std::string& host, const std::string& port,
+                    bhttp::request<bhttp::string_body> req) {
   Connection c(base, host, port);
   bhttp::write(c.socket(), req);
   beast::flat_buffer buffer;
@@ -73,10 +75,12 @@ HttpResponse simple(const std::string& base, const std::string& host, const std:
 
 HttpClient::HttpClient(const std::string& base_url, std::string api_key) : api_key_(std::move(api_key)) {
   std::string rest = base_url;
-  if (rest.rfind("https://", 0) == 0) throw std::invalid_argument("'" + base_url + "': https is not supported; use http://HOST:PORT");
+  if (rest.rfind("https://", 0) == 0)
+    throw std::invalid_argument("'" + base_url + "': https is not supported; use http://HOST:PORT");
   if (rest.rfind("http://", 0) == 0) rest = rest.substr(7);
   while (!rest.empty() && rest.back() == '/') rest.pop_back();
-  if (rest.find('/') != std::string::npos) throw std::invalid_argument("'" + base_url + "' has a path: give only http://HOST:PORT");
+  if (rest.find('/') != std::string::npos)
+    throw std::invalid_argument("'" + base_url + "' has a path: give only http://HOST:PORT");
   const size_t colon = rest.rfind(':');
   if (rest.empty() || colon == 0) throw std::invalid_argument("'" + base_url + "' is not http://HOST:PORT");
   host_ = colon == std::string::npos ? rest : rest.substr(0, colon);
@@ -93,7 +97,8 @@ HttpResponse HttpClient::post(const std::string& path, const std::string& json_b
   return simple(base_url_, host_, port_, make_request(bhttp::verb::post, host_, path, json_body, api_key_));
 }
 
-HttpResponse HttpClient::post_stream(const std::string& path, const std::string& json_body, const std::function<bool(std::string_view)>& on_data,
+HttpResponse HttpClient::post_stream(const std::string& path, const std::string& json_body,
+                                     const std::function<bool(std::string_view)>& on_data,
                                      const std::function<bool()>& keep_going) const {
   Connection c(base_url_, host_, port_);
   // A signal (Ctrl-C) interrupts a blocking call: go on if keep_going says so, else give up

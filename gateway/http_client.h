@@ -26,7 +26,8 @@ class HttpClient {
   // stop reading (the connection is closed, which makes the server cancel). `keep_going` is
   // asked when a read or write is interrupted by a signal: false stops too (status 0 if no
   // answer had come yet).
-  HttpResponse post_stream(const std::string& path, const std::string& json_body, const std::function<bool(std::string_view)>& on_data,
+  HttpResponse post_stream(const std::string& path, const std::string& json_body,
+                           const std::function<bool(std::string_view)>& on_data,
                            const std::function<bool()>& keep_going = {}) const;
 
   const std::string& base_url() const { return base_url_; }

@@ -70,13 +70,14 @@ void HttpConnection::read_request() {
 }
 
 void HttpConnection::read_body() {
-  bhttp::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) { self->on_request(ec); });
+  bhttp::async_read(stream_, buffer_, *parser_,
+                    [self = shared_from_this()](beast::error_code ec, size_t) { self->on_request(ec); });
 }
 
 void HttpConnection::on_request(beast::error_code ec) {
   if (!open_) return;
-  if (ec == bhttp::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset || ec == beast::error::timeout ||
-      ec == net::error::operation_aborted) {
+  if (ec == bhttp::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
+      ec == beast::error::timeout || ec == net::error::operation_aborted) {
     close();
     return;
   }
@@ -130,9 +131,10 @@ void HttpConnection::gone() {
   if (on_gone) on_gone();
 }
 
-std::string HttpConnection::status_line_and_headers(int status, const std::string& content_type, const Headers& extra, bool keep_alive,
-                                                    std::optional<size_t> content_length) const {
-  std::string h = "HTTP/1.1 " + std::to_string(status) + " " + std::string(bhttp::obsolete_reason(static_cast<bhttp::status>(status))) + "\r\n";
+std::string HttpConnection::status_line_and_headers(int status, const std::string& content_type, const Headers& extra,
+                                                    bool keep_alive, std::optional<size_t> content_length) const {
+  std::string h = "HTTP/1.1 " + std::to_string(status) + " " +
+                  std::string(bhttp::obsolete_reason(static_cast<bhttp::status>(status))) + "\r\n";
   h += "Server: hearth\r\n";
   if (!content_type.empty()) h += "Content-Type: " + content_type + "\r\n";
   if (content_length) h += "Content-Length: " + std::to_string(*content_length) + "\r\n";
@@ -225,7 +227,8 @@ void HttpConnection::close() {
   stream_.socket().close(ec);
 }
 
-HttpServer::HttpServer(net::io_context& io, const std::string& host_port, HttpConnection::Handler handler, HttpConnection::Observer observer)
+HttpServer::HttpServer(net::io_context& io, const std::string& host_port, HttpConnection::Handler handler,
+                       HttpConnection::Observer observer)
     : io_(io), acceptor_(io), handler_(std::move(handler)), observer_(std::move(observer)) {
   const auto [host, port] = split_host_port(host_port);
   beast::error_code ec;
@@ -238,8 +241,9 @@ HttpServer::HttpServer(net::io_context& io, const std::string& host_port, HttpCo
   if (!ec) acceptor_.bind(ep, ec);
   if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
   if (ec)
-    throw std::runtime_error("cannot serve HTTP on " + host_port + ": " + ec.message() +
-                             (ec == net::error::address_in_use ? " (another program uses the port: pick another with --http HOST:PORT)" : ""));
+    throw std::runtime_error(
+        "cannot serve HTTP on " + host_port + ": " + ec.message() +
+        (ec == net::error::address_in_use ? " (another program uses the port: pick another with --http HOST:PORT)" : ""));
 }
 
 std::string HttpServer::address() const {

@@ -97,7 +97,8 @@ class HttpServer {
  public:
   // Binds HOST:PORT (PORT 0: any free port); throws std::runtime_error with an actionable
   // message when it cannot.
-  HttpServer(net::io_context& io, const std::string& host_port, HttpConnection::Handler handler, HttpConnection::Observer observer);
+  HttpServer(net::io_context& io, const std::string& host_port, HttpConnection::Handler handler,
+             HttpConnection::Observer observer);
   void start();
   void stop();
   // HOST:PORT actually bound.

@@ -66,12 +66,15 @@ std::string GatewayStats::render(const json& status, const json& devices, uint64
   Exposition e;
   e.family("hearth_http_responses_total", "counter", "HTTP responses by route and status code");
   for (const auto& [key, n] : responses_)
-    e.sample("hearth_http_responses_total", static_cast<double>(n), "route=\"" + prom_label(key.first) + "\",code=\"" + std::to_string(key.second) + "\"");
-  e.family("hearth_http_time_to_first_token_seconds", "histogram", "From an HTTP request to its first token, as the client gets it");
+    e.sample("hearth_http_responses_total", static_cast<double>(n),
+             "route=\"" + prom_label(key.first) + "\",code=\"" + std::to_string(key.second) + "\"");
+  e.family("hearth_http_time_to_first_token_seconds", "histogram",
+           "From an HTTP request to its first token, as the client gets it");
   uint64_t cumulative = 0;
   for (size_t i = 0; i < ttft_bounds_.size(); ++i) {
     cumulative += ttft_buckets_[i];
-    e.sample("hearth_http_time_to_first_token_seconds_bucket", static_cast<double>(cumulative), "le=\"" + num(ttft_bounds_[i]) + "\"");
+    e.sample("hearth_http_time_to_first_token_seconds_bucket", static_cast<double>(cumulative),
+             "le=\"" + num(ttft_bounds_[i]) + "\"");
   }
   e.sample("hearth_http_time_to_first_token_seconds_bucket", static_cast<double>(ttft_count_), "le=\"+Inf\"");
   e.sample("hearth_http_time_to_first_token_seconds_sum", ttft_sum_);
@@ -84,7 +87,8 @@ std::string GatewayStats::render(const json& status, const json& devices, uint64
   e.sample("hearth_http_streams_active", static_cast<double>(streams_active_));
   e.family("hearth_http_tokens_sent_total", "counter", "Tokens the gateway passed on to HTTP clients");
   e.sample("hearth_http_tokens_sent_total", static_cast<double>(tokens_));
-  e.family("hearth_http_client_disconnects_total", "counter", "Clients that left before their generation ended (each one cancelled)");
+  e.family("hearth_http_client_disconnects_total", "counter",
+           "Clients that left before their generation ended (each one cancelled)");
   e.sample("hearth_http_client_disconnects_total", static_cast<double>(disconnects_));
   e.family("hearth_http_stop_strings_total", "counter", "Generations cut and cancelled at a stop string");
   e.sample("hearth_http_stop_strings_total", static_cast<double>(stop_strings_));
@@ -110,7 +114,8 @@ std::string GatewayStats::render(const json& status, const json& devices, uint64
     e.sample("hearth_tokens_generated_total", get(g, "tokens_generated"));
     e.family("hearth_last_decode_tokens_per_second", "gauge", "Decode speed of the last finished generation");
     e.sample("hearth_last_decode_tokens_per_second", get(g, "last_decode_tok_s"));
-    e.family("hearth_last_time_to_first_token_seconds", "gauge", "Time to first token of the last finished generation, at the head");
+    e.family("hearth_last_time_to_first_token_seconds", "gauge",
+             "Time to first token of the last finished generation, at the head");
     e.sample("hearth_last_time_to_first_token_seconds", get(g, "last_ttft_ms") / 1e3);
   }
   if (status.contains("head_stage")) {
@@ -127,8 +132,9 @@ std::string GatewayStats::render(const json& status, const json& devices, uint64
     const auto per_stage = [&](const std::string& name, const std::string& type, const std::string& help, auto value) {
       e.family(name, type, help);
       for (const auto& s : plan["stages"])
-        e.sample(name, value(s), "device=\"" + prom_label(s.value("device", "")) + "\",layers=\"" + std::to_string(s.value("first_layer", 0)) +
-                                     "-" + std::to_string(s.value("last_layer", 0)) + "\"");
+        e.sample(name, value(s),
+                 "device=\"" + prom_label(s.value("device", "")) + "\",layers=\"" + std::to_string(s.value("first_layer", 0)) +
+                     "-" + std::to_string(s.value("last_layer", 0)) + "\"");
     };
     per_stage("hearth_stage_ready", "gauge", "1 if the stage is loaded and ready, by device and layers",
               [](const json& s) { return s.value("state", "") == "ready" ? 1.0 : 0.0; });
@@ -140,14 +146,16 @@ std::string GatewayStats::render(const json& status, const json& devices, uint64
               [](const json& s) { return get(s, "stage_time_ms") / 1e3; });
     per_stage("hearth_stage_compute_seconds_total", "counter", "Time the stage's daemon spent computing batches",
               [](const json& s) { return get(s, "compute_s"); });
-    per_stage("hearth_stage_refused_handshakes_total", "counter", "Connections the stage's daemon refused (keys not paired with the cluster)",
+    per_stage("hearth_stage_refused_handshakes_total", "counter",
+              "Connections the stage's daemon refused (keys not paired with the cluster)",
               [](const json& s) { return get(s, "refused_handshakes"); });
     per_stage("hearth_stage_batches_total", "counter", "Batches the stage's daemon computed",
               [](const json& s) { return get(s, "batches"); });
     per_stage("hearth_stage_tokens_total", "counter", "Tokens the stage's daemon computed (prompt and decode)",
               [](const json& s) { return get(s, "tokens"); });
     // The bytes a stage pushes are the bytes on the link to the next stage.
-    per_stage("hearth_stage_bytes_out_total", "counter", "Activation bytes the stage pushed to the next stage (its outgoing link)",
+    per_stage("hearth_stage_bytes_out_total", "counter",
+              "Activation bytes the stage pushed to the next stage (its outgoing link)",
               [](const json& s) { return get(s, "bytes_out"); });
     if (plan.contains("predicted")) {
       e.family("hearth_plan_predicted_tokens_per_second", "gauge", "The planner's predicted decode speed");
@@ -162,7 +170,8 @@ std::string GatewayStats::render(const json& status, const json& devices, uint64
                  "from=\"" + prom_label(l.value("from", "")) + "\",to=\"" + prom_label(l.value("to", "")) + "\"");
     };
     per_link("hearth_link_latency_seconds", "Measured latency of a link (link probe at launch)", "latency_ms", 1e-3);
-    per_link("hearth_link_bandwidth_bytes_per_second", "Measured bandwidth of a link (link probe at launch)", "bandwidth_mb_s", 1e6);
+    per_link("hearth_link_bandwidth_bytes_per_second", "Measured bandwidth of a link (link probe at launch)", "bandwidth_mb_s",
+             1e6);
   }
   if (status.contains("dropped")) {
     e.family("hearth_head_dropped_messages_total", "counter", "Messages the head refused, by reason");
@@ -175,7 +184,9 @@ std::string GatewayStats::render(const json& status, const json& devices, uint64
       e.sample("hearth_device_up", d.value("alive", false) ? 1 : 0,
                "device=\"" + prom_label(d.value("name", "")) + "\",role=\"" + (d.value("head", false) ? "head" : "node") + "\"");
     e.family("hearth_device_usable_memory_bytes", "gauge", "Memory the device offers for stages");
-    for (const auto& d : devices) e.sample("hearth_device_usable_memory_bytes", get(d, "usable_memory_bytes"), "device=\"" + prom_label(d.value("name", "")) + "\"");
+    for (const auto& d : devices)
+      e.sample("hearth_device_usable_memory_bytes", get(d, "usable_memory_bytes"),
+               "device=\"" + prom_label(d.value("name", "")) + "\"");
   }
   return e.str();
 }

@@ -70,7 +70,8 @@ int64_t integer(const json& j, const char* name, int64_t lo, int64_t hi) {
   const int64_t x = v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
                         ? std::numeric_limits<int64_t>::max()
                         : v->get<int64_t>();
-  if (x < lo || x > hi) throw bad(name, std::string("'") + name + "' must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+  if (x < lo || x > hi)
+    throw bad(name, std::string("'") + name + "' must be between " + std::to_string(lo) + " and " + std::to_string(hi));
   return x;
 }
 
@@ -102,8 +103,10 @@ void parse_common(const json& j, CompletionRequest& r, uint64_t random_seed) {
   // Checked so that a typo is caught, then ignored (see the header).
   if (field(j, "presence_penalty")) number(j, "presence_penalty", -2, 2);
   if (field(j, "frequency_penalty")) number(j, "frequency_penalty", -2, 2);
-  r.sampling.seed = field(j, "seed") ? static_cast<uint64_t>(integer(j, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()))
-                                     : random_seed;
+  r.sampling.seed =
+      field(j, "seed")
+          ? static_cast<uint64_t>(integer(j, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()))
+          : random_seed;
   for (const char* name : {"max_completion_tokens", "max_tokens"})
     if (field(j, name)) r.max_tokens = static_cast<uint32_t>(integer(j, name, 1, 1 << 20));
   if (field(j, "n") && integer(j, "n", 1, 128) != 1) throw bad("n", "'n' must be 1: hearth generates one choice per request");
@@ -138,8 +141,10 @@ std::string message_content(const json& m, size_t index) {
   for (const auto& part : *c) {
     if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
       throw bad(param, "each part of '" + param + "' must be an object with a 'type'");
-    if (part["type"] != "text") throw bad(param, "'" + param + "' has a " + part["type"].get<std::string>() + " part: hearth reads text only");
-    if (!part.contains("text") || !part["text"].is_string()) throw bad(param, "a text part of '" + param + "' has no 'text' string");
+    if (part["type"] != "text")
+      throw bad(param, "'" + param + "' has a " + part["type"].get<std::string>() + " part: hearth reads text only");
+    if (!part.contains("text") || !part["text"].is_string())
+      throw bad(param, "a text part of '" + param + "' has no 'text' string");
     out += part["text"].get<std::string>();
   }
   return out;
@@ -190,7 +195,8 @@ CompletionRequest parse_chat_request(const std::string& body, uint64_t random_se
       throw bad(param + ".role", "'" + param + ".role' is '" + role + "': hearth takes system, user and assistant messages");
     r.messages.push_back({role, message_content(m, i)});
   }
-  if (field(j, "tools") && j["tools"].is_array() && !j["tools"].empty()) throw bad("tools", "'tools' are not supported by hearth");
+  if (field(j, "tools") && j["tools"].is_array() && !j["tools"].empty())
+    throw bad("tools", "'tools' are not supported by hearth");
   parse_common(j, r, random_seed);
   return r;
 }
@@ -211,7 +217,9 @@ CompletionRequest parse_completion_request(const std::string& body, uint64_t ran
 }
 
 json usage_json(const Usage& u) {
-  return {{"prompt_tokens", u.prompt_tokens}, {"completion_tokens", u.completion_tokens}, {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.prompt_tokens + u.completion_tokens}};
 }
 
 json completion_response(const ResponseHead& h, const std::string& text, const std::string& finish_reason, const Usage& usage,
@@ -228,7 +236,8 @@ json completion_response(const ResponseHead& h, const std::string& text, const s
           {"hearth", timings}};
 }
 
-json completion_chunk(const ResponseHead& h, const std::optional<std::string>& text, bool first, const std::optional<std::string>& finish_reason) {
+json completion_chunk(const ResponseHead& h, const std::optional<std::string>& text, bool first,
+                      const std::optional<std::string>& finish_reason) {
   json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason ? json(*finish_reason) : json(nullptr)}};
   if (h.chat) {
     json delta = json::object();

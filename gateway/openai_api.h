@@ -49,10 +49,10 @@ struct CompletionRequest {
   std::vector<ChatTurn> messages;  // chat
   std::string prompt;              // completions
   runtime::SamplingParams sampling;
-  uint32_t max_tokens = 0;         // 0: until the end of generation or of the context
+  uint32_t max_tokens = 0;  // 0: until the end of generation or of the context
   std::vector<std::string> stop;
   bool stream = false;
-  bool include_usage = false;      // stream_options.include_usage
+  bool include_usage = false;  // stream_options.include_usage
 };
 
 // Throw ApiError(400) naming the offending field.
@@ -76,8 +76,8 @@ struct ResponseHead {
 };
 
 // A whole (non-streamed) response. `timings` goes under the extension key "hearth".
-nlohmann::json completion_response(const ResponseHead& h, const std::string& text, const std::string& finish_reason, const Usage& usage,
-                                   const nlohmann::json& timings);
+nlohmann::json completion_response(const ResponseHead& h, const std::string& text, const std::string& finish_reason,
+                                   const Usage& usage, const nlohmann::json& timings);
 // A stream chunk: the first one of a chat carries the role, the last one the finish reason.
 nlohmann::json completion_chunk(const ResponseHead& h, const std::optional<std::string>& text, bool first,
                                 const std::optional<std::string>& finish_reason);

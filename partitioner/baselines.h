@@ -13,9 +13,9 @@ namespace hearth::partitioner {
 inline constexpr long kMaxExhaustivePlans = 5'000'000;  // plans scored before giving up
 
 struct ExhaustiveResult {
-    std::optional<std::vector<StageRange>> best;  // nothing when no plan fits memory
-    long plans = 0;                               // plans scored
-    bool too_large = false;                       // stopped after max_plans
+  std::optional<std::vector<StageRange>> best;  // nothing when no plan fits memory
+  long plans = 0;                               // plans scored
+  bool too_large = false;                       // stopped after max_plans
 };
 
 // Scores every plan (head first, any subset and order of the other devices, every

@@ -13,193 +13,191 @@ constexpr int kChunkCounts[] = {1, 2, 3, 4, 6, 8, 12, 16};
 
 // FLOPs of the first q prompt tokens over all blocks: linear layers plus causal attention.
 double prompt_flops(double linear_per_token, double attention_per_pair, double q) {
-    return q * linear_per_token + attention_per_pair * q * (q + 1) / 2;
+  return q * linear_per_token + attention_per_pair * q * (q + 1) / 2;
 }
 
 }  // namespace
 
 std::vector<PromptChunk> equal_flop_chunks(const ModelSpec& spec, int prompt_tokens, int n_chunks) {
-    assert(n_chunks >= 1 && n_chunks <= prompt_tokens);
-    double linear = 0;
-    for (double f : spec.layer_flops_per_token) linear += f;
-    const double attention = 4.0 * spec.n_head * spec.head_dim * spec.n_layers;
-    const double total = prompt_flops(linear, attention, prompt_tokens);
-    std::vector<PromptChunk> chunks;
-    int start = 0;
-    for (int k = 1; k <= n_chunks; ++k) {
-        int end = prompt_tokens;
-        if (k < n_chunks) {
-            // Smallest end whose cumulative FLOPs reach k/K of the total, keeping >= 1 token per chunk.
-            const double target = total * k / n_chunks;
-            int lo = start + 1, hi = prompt_tokens - (n_chunks - k);
-            while (lo < hi) {
-                int mid = (lo + hi) / 2;
-                if (prompt_flops(linear, attention, mid) >= target) hi = mid; else lo = mid + 1;
-            }
-            end = lo;
-        }
-        chunks.push_back({end - start, start});
-        start = end;
+  assert(n_chunks >= 1 && n_chunks <= prompt_tokens);
+  double linear = 0;
+  for (double f : spec.layer_flops_per_token) linear += f;
+  const double attention = 4.0 * spec.n_head * spec.head_dim * spec.n_layers;
+  const double total = prompt_flops(linear, attention, prompt_tokens);
+  std::vector<PromptChunk> chunks;
+  int start = 0;
+  for (int k = 1; k <= n_chunks; ++k) {
+    int end = prompt_tokens;
+    if (k < n_chunks) {
+      // Smallest end whose cumulative FLOPs reach k/K of the total, keeping >= 1 token per chunk.
+      const double target = total * k / n_chunks;
+      int lo = start + 1, hi = prompt_tokens - (n_chunks - k);
+      while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (prompt_flops(linear, attention, mid) >= target) hi = mid;
+        else lo = mid + 1;
+      }
+      end = lo;
     }
-    return chunks;
+    chunks.push_back({end - start, start});
+    start = end;
+  }
+  return chunks;
 }
 
 std::vector<PromptChunk> fixed_size_chunks(int prompt_tokens, int chunk_tokens) {
-    std::vector<PromptChunk> chunks;
-    for (int q = 0; q < prompt_tokens; q += chunk_tokens)
-        chunks.push_back({std::min(chunk_tokens, prompt_tokens - q), q});
-    return chunks;
+  std::vector<PromptChunk> chunks;
+  for (int q = 0; q < prompt_tokens; q += chunk_tokens) chunks.push_back({std::min(chunk_tokens, prompt_tokens - q), q});
+  return chunks;
 }
 
 CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devices, const LinkTable& links,
                      const PartitionOptions& options)
     : spec_(spec), devices_(devices.begin(), devices.end()), links_(links), options_(options) {
-    const PartitionOptions& o = options_;
-    decode_ctx_ = o.decode_ctx > 0 ? o.decode_ctx : o.ctx / 2.0;
-    kv_token_layer_bytes_ = 2.0 * spec_.n_kv_head * spec_.head_dim * o.kv_bytes_per_elem;  // K and V
-    attention_flops_per_pair_ = 4.0 * spec_.n_head * spec_.head_dim;                       // QK^T and AV
-    activation_bytes_per_token_ = spec_.n_embd * o.activation_bytes_per_elem;
-    kv_bytes_per_layer_ = kv_token_layer_bytes_ * double(o.ctx) * o.streams;
+  const PartitionOptions& o = options_;
+  decode_ctx_ = o.decode_ctx > 0 ? o.decode_ctx : o.ctx / 2.0;
+  kv_token_layer_bytes_ = 2.0 * spec_.n_kv_head * spec_.head_dim * o.kv_bytes_per_elem;  // K and V
+  attention_flops_per_pair_ = 4.0 * spec_.n_head * spec_.head_dim;                       // QK^T and AV
+  activation_bytes_per_token_ = spec_.n_embd * o.activation_bytes_per_elem;
+  kv_bytes_per_layer_ = kv_token_layer_bytes_ * double(o.ctx) * o.streams;
 
-    // Working memory (§4.4), as runtime/model/stage.cpp allocates it for a stage with blocks and a
-    // micro-batch of u tokens: f32 rows for the hidden state (x, normed x, residual tmp), q and
-    // the attention output, k and v, and SwiGLU's gate and up; the matmul's quantized copy of its
-    // input (one q8_0 and one q8_k row per token, ~34/32 + 292/256 bytes per element of the
-    // widest input); and one row of attention scores per head over the whole context (scores
-    // are computed one query at a time, so this does not grow with u). The LM-head stage keeps
-    // one row of logits per stream; every stage double-buffers activation messages.
-    const double u = o.prefill_chunk > 0 ? o.prefill_chunk : std::min(o.prompt_tokens, kDefaultUbatch);
-    const double q_dim = double(spec_.n_head) * spec_.head_dim;
-    const double kv_dim = double(spec_.n_kv_head) * spec_.head_dim;
-    const double widest_input = std::max({double(spec_.n_embd), double(spec_.n_ff), q_dim});
-    scratch_bytes_ = u * (3.0 * spec_.n_embd + 2 * q_dim + 2 * kv_dim + 2.0 * spec_.n_ff) * kScratchElemBytes +
-                     u * widest_input * kQuantizedInputBytesPerElem +
-                     double(spec_.n_head) * double(o.ctx) * kScratchElemBytes;
-    logits_bytes_ = double(o.streams) * spec_.n_vocab * kScratchElemBytes;
-    buffer_bytes_ = kMessageBuffers * u * activation_bytes_per_token_;
+  // Working memory (§4.4), as runtime/model/stage.cpp allocates it for a stage with blocks and a
+  // micro-batch of u tokens: f32 rows for the hidden state (x, normed x, residual tmp), q and
+  // the attention output, k and v, and SwiGLU's gate and up; the matmul's quantized copy of its
+  // input (one q8_0 and one q8_k row per token, ~34/32 + 292/256 bytes per element of the
+  // widest input); and one row of attention scores per head over the whole context (scores
+  // are computed one query at a time, so this does not grow with u). The LM-head stage keeps
+  // one row of logits per stream; every stage double-buffers activation messages.
+  const double u = o.prefill_chunk > 0 ? o.prefill_chunk : std::min(o.prompt_tokens, kDefaultUbatch);
+  const double q_dim = double(spec_.n_head) * spec_.head_dim;
+  const double kv_dim = double(spec_.n_kv_head) * spec_.head_dim;
+  const double widest_input = std::max({double(spec_.n_embd), double(spec_.n_ff), q_dim});
+  scratch_bytes_ = u * (3.0 * spec_.n_embd + 2 * q_dim + 2 * kv_dim + 2.0 * spec_.n_ff) * kScratchElemBytes +
+                   u * widest_input * kQuantizedInputBytesPerElem + double(spec_.n_head) * double(o.ctx) * kScratchElemBytes;
+  logits_bytes_ = double(o.streams) * spec_.n_vocab * kScratchElemBytes;
+  buffer_bytes_ = kMessageBuffers * u * activation_bytes_per_token_;
 
-    for (const DeviceProfile& d : devices_) {
-        weight_rate_.push_back(weight_read_rate(d, spec_.weight_type));
-        kv_rate_.push_back(kv_read_rate(d));
-        flop_rate_.push_back(d.prefill_flop_s);
-        overhead_.push_back(d.step_overhead_s);
-    }
-    weight_prefix_.assign(spec_.n_layers + 1, 0.0);
-    for (int l = 0; l < spec_.n_layers; ++l) weight_prefix_[l + 1] = weight_prefix_[l] + spec_.layer_weight_bytes[l];
+  for (const DeviceProfile& d : devices_) {
+    weight_rate_.push_back(weight_read_rate(d, spec_.weight_type));
+    kv_rate_.push_back(kv_read_rate(d));
+    flop_rate_.push_back(d.prefill_flop_s);
+    overhead_.push_back(d.step_overhead_s);
+  }
+  weight_prefix_.assign(spec_.n_layers + 1, 0.0);
+  for (int l = 0; l < spec_.n_layers; ++l) weight_prefix_[l + 1] = weight_prefix_[l] + spec_.layer_weight_bytes[l];
 
-    build_decode_tables();
-    build_prefill_tables();
-    build_links();
+  build_decode_tables();
+  build_prefill_tables();
+  build_links();
 }
 
 int CostModel::micro_batch_index(int m) const {
-    for (size_t i = 0; i < micro_batches_.size(); ++i)
-        if (micro_batches_[i] == m) return static_cast<int>(i);
-    return -1;
+  for (size_t i = 0; i < micro_batches_.size(); ++i)
+    if (micro_batches_[i] == m) return static_cast<int>(i);
+  return -1;
 }
 
 // Per-block roofline of §4.2: weights (and the KV rows read by attention) stream at
 // the device's decode rate, or the step is compute-bound, whichever is slower.
 double CostModel::layer_decode_time(int d, int layer, int m) const {
-    const double bytes_time = spec_.layer_weight_bytes[layer] / weight_rate_[d] +
-                              m * decode_ctx_ * kv_token_layer_bytes_ / kv_rate_[d];
-    const double flops = m * (spec_.layer_flops_per_token[layer] + attention_flops_per_pair_ * decode_ctx_);
-    return std::max(bytes_time, flops / flop_rate_[d]);
+  const double bytes_time =
+      spec_.layer_weight_bytes[layer] / weight_rate_[d] + m * decode_ctx_ * kv_token_layer_bytes_ / kv_rate_[d];
+  const double flops = m * (spec_.layer_flops_per_token[layer] + attention_flops_per_pair_ * decode_ctx_);
+  return std::max(bytes_time, flops / flop_rate_[d]);
 }
 
 double CostModel::layer_prefill_time(int d, int layer, const PromptChunk& c) const {
-    const double p = c.tokens, q = c.offset;
-    const double bytes_time = spec_.layer_weight_bytes[layer] / weight_rate_[d] +
-                              (q + p) * kv_token_layer_bytes_ / kv_rate_[d];
-    const double flops = p * spec_.layer_flops_per_token[layer] + attention_flops_per_pair_ * (p * q + p * (p + 1) / 2);
-    return std::max(bytes_time, flops / flop_rate_[d]);
+  const double p = c.tokens, q = c.offset;
+  const double bytes_time = spec_.layer_weight_bytes[layer] / weight_rate_[d] + (q + p) * kv_token_layer_bytes_ / kv_rate_[d];
+  const double flops = p * spec_.layer_flops_per_token[layer] + attention_flops_per_pair_ * (p * q + p * (p + 1) / 2);
+  return std::max(bytes_time, flops / flop_rate_[d]);
 }
 
 double CostModel::output_time(int d, int m) const {
-    return std::max(spec_.output_bytes / weight_rate_[d], m * spec_.output_flops_per_token / flop_rate_[d]);
+  return std::max(spec_.output_bytes / weight_rate_[d], m * spec_.output_flops_per_token / flop_rate_[d]);
 }
 
 double CostModel::decode_time(int d, int first, int last, bool with_output, int m) const {
-    const int mi = micro_batch_index(m);
-    if (mi >= 0) return decode_time_at(mi, d, first, last, with_output);
-    double t = overhead_[d];
-    for (int l = first; l < last; ++l) t += layer_decode_time(d, l, m);
-    return t + (with_output ? output_time(d, m) : 0.0);
+  const int mi = micro_batch_index(m);
+  if (mi >= 0) return decode_time_at(mi, d, first, last, with_output);
+  double t = overhead_[d];
+  for (int l = first; l < last; ++l) t += layer_decode_time(d, l, m);
+  return t + (with_output ? output_time(d, m) : 0.0);
 }
 
 void CostModel::build_decode_tables() {
-    const int b = std::max(1, options_.streams);
-    for (int g = 1; g <= std::min(b, kMaxMicroBatches); ++g) micro_batches_.push_back((b + g - 1) / g);
-    // m = 1 (one stream's latency, micro_batch_index(1)) even when B > kMaxMicroBatches stops the
-    // loop above at ceil(B / 16) >= 2: without it index -1 was read (head crash at --streams 17).
-    micro_batches_.push_back(1);
-    std::sort(micro_batches_.begin(), micro_batches_.end());
-    micro_batches_.erase(std::unique(micro_batches_.begin(), micro_batches_.end()), micro_batches_.end());
-    for (int m : micro_batches_) {
-        std::vector<std::vector<double>> per_device;
-        std::vector<double> outputs;
-        for (int d = 0; d < n_devices(); ++d) {
-            std::vector<double> prefix(spec_.n_layers + 1, 0.0);
-            for (int l = 0; l < spec_.n_layers; ++l) prefix[l + 1] = prefix[l] + layer_decode_time(d, l, m);
-            per_device.push_back(std::move(prefix));
-            outputs.push_back(output_time(d, m));
-        }
-        decode_prefix_.push_back(std::move(per_device));
-        output_time_.push_back(std::move(outputs));
+  const int b = std::max(1, options_.streams);
+  for (int g = 1; g <= std::min(b, kMaxMicroBatches); ++g) micro_batches_.push_back((b + g - 1) / g);
+  // m = 1 (one stream's latency, micro_batch_index(1)) even when B > kMaxMicroBatches stops the
+  // loop above at ceil(B / 16) >= 2: without it index -1 was read (head crash at --streams 17).
+  micro_batches_.push_back(1);
+  std::sort(micro_batches_.begin(), micro_batches_.end());
+  micro_batches_.erase(std::unique(micro_batches_.begin(), micro_batches_.end()), micro_batches_.end());
+  for (int m : micro_batches_) {
+    std::vector<std::vector<double>> per_device;
+    std::vector<double> outputs;
+    for (int d = 0; d < n_devices(); ++d) {
+      std::vector<double> prefix(spec_.n_layers + 1, 0.0);
+      for (int l = 0; l < spec_.n_layers; ++l) prefix[l + 1] = prefix[l] + layer_decode_time(d, l, m);
+      per_device.push_back(std::move(prefix));
+      outputs.push_back(output_time(d, m));
     }
+    decode_prefix_.push_back(std::move(per_device));
+    output_time_.push_back(std::move(outputs));
+  }
 }
 
 void CostModel::build_prefill_tables() {
-    const int p = std::max(1, options_.prompt_tokens);
-    if (options_.prefill_chunk > 0) {
-        schedules_.push_back(fixed_size_chunks(p, options_.prefill_chunk));
-    } else {
-        for (int k : kChunkCounts)
-            if (k <= p) schedules_.push_back(equal_flop_chunks(spec_, p, k));
+  const int p = std::max(1, options_.prompt_tokens);
+  if (options_.prefill_chunk > 0) {
+    schedules_.push_back(fixed_size_chunks(p, options_.prefill_chunk));
+  } else {
+    for (int k : kChunkCounts)
+      if (k <= p) schedules_.push_back(equal_flop_chunks(spec_, p, k));
+  }
+  for (const std::vector<PromptChunk>& schedule : schedules_) {
+    std::vector<std::vector<std::vector<double>>> per_chunk;
+    for (const PromptChunk& chunk : schedule) {
+      std::vector<std::vector<double>> per_device;
+      for (int d = 0; d < n_devices(); ++d) {
+        std::vector<double> prefix(spec_.n_layers + 1, 0.0);
+        for (int l = 0; l < spec_.n_layers; ++l) prefix[l + 1] = prefix[l] + layer_prefill_time(d, l, chunk);
+        per_device.push_back(std::move(prefix));
+      }
+      per_chunk.push_back(std::move(per_device));
     }
-    for (const std::vector<PromptChunk>& schedule : schedules_) {
-        std::vector<std::vector<std::vector<double>>> per_chunk;
-        for (const PromptChunk& chunk : schedule) {
-            std::vector<std::vector<double>> per_device;
-            for (int d = 0; d < n_devices(); ++d) {
-                std::vector<double> prefix(spec_.n_layers + 1, 0.0);
-                for (int l = 0; l < spec_.n_layers; ++l) prefix[l + 1] = prefix[l] + layer_prefill_time(d, l, chunk);
-                per_device.push_back(std::move(prefix));
-            }
-            per_chunk.push_back(std::move(per_device));
-        }
-        prefill_prefix_.push_back(std::move(per_chunk));
-    }
+    prefill_prefix_.push_back(std::move(per_chunk));
+  }
 }
 
 void CostModel::build_links() {
-    const int n = n_devices();
-    latency_.assign(n * n, 0.0);
-    inv_bandwidth_.assign(n * n, 0.0);
-    for (int a = 0; a < n; ++a) {
-        for (int b = 0; b < n; ++b) {
-            if (a == b) continue;
-            const Link link = links_.between(a, b);
-            latency_[a * n + b] = link.latency_s;
-            inv_bandwidth_[a * n + b] = 1.0 / link.bandwidth_bytes_per_s;
-        }
+  const int n = n_devices();
+  latency_.assign(n * n, 0.0);
+  inv_bandwidth_.assign(n * n, 0.0);
+  for (int a = 0; a < n; ++a) {
+    for (int b = 0; b < n; ++b) {
+      if (a == b) continue;
+      const Link link = links_.between(a, b);
+      latency_[a * n + b] = link.latency_s;
+      inv_bandwidth_[a * n + b] = 1.0 / link.bandwidth_bytes_per_s;
     }
+  }
 }
 
 // Memory does not depend on the device yet (same runtime everywhere); `d` is kept
 // for backends with their own buffer needs.
 MemoryUse CostModel::memory(int /*d*/, int first, int last, bool with_embedding, bool with_output) const {
-    MemoryUse use;
-    use.weight_bytes = weight_prefix_[last] - weight_prefix_[first];
-    if (with_embedding) use.weight_bytes += spec_.embedding_bytes;
-    if (with_output) {
-        // A tied LM head on the head device reuses the embedding table it already holds.
-        const bool shared = with_embedding && spec_.tied_embeddings;
-        use.weight_bytes += shared ? spec_.output_bytes - spec_.embedding_bytes : spec_.output_bytes;
-    }
-    use.kv_bytes = (last - first) * kv_bytes_per_layer_;
-    use.work_bytes = buffer_bytes_ + (last > first ? scratch_bytes_ : 0.0) + (with_output ? logits_bytes_ : 0.0);
-    return use;
+  MemoryUse use;
+  use.weight_bytes = weight_prefix_[last] - weight_prefix_[first];
+  if (with_embedding) use.weight_bytes += spec_.embedding_bytes;
+  if (with_output) {
+    // A tied LM head on the head device reuses the embedding table it already holds.
+    const bool shared = with_embedding && spec_.tied_embeddings;
+    use.weight_bytes += shared ? spec_.output_bytes - spec_.embedding_bytes : spec_.output_bytes;
+  }
+  use.kv_bytes = (last - first) * kv_bytes_per_layer_;
+  use.work_bytes = buffer_bytes_ + (last > first ? scratch_bytes_ : 0.0) + (with_output ? logits_bytes_ : 0.0);
+  return use;
 }
 
 }  // namespace hearth::partitioner

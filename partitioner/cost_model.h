@@ -20,16 +20,16 @@ inline constexpr double kScratchElemBytes = 4;  // bytes per element of f32 comp
 // bytes per input element of a matmul's quantized activations: a q8_0 row (34 B per 32) and a
 // q8_k row (292 B per 256), both kept by the runtime's MatmulScratch
 inline constexpr double kQuantizedInputBytesPerElem = 34.0 / 32 + 292.0 / 256;
-inline constexpr int kMessageBuffers = 4;       // activation messages a stage holds: 2 in, 2 out
+inline constexpr int kMessageBuffers = 4;  // activation messages a stage holds: 2 in, 2 out
 // Tokens per forward() a stage is sized for when chunking is automatic: the runtime's
 // StageOptions::max_batch default, which the head uses too.
 inline constexpr int kDefaultUbatch = 256;
-inline constexpr int kMaxMicroBatches = 16;     // most micro-batches in flight considered for throughput
+inline constexpr int kMaxMicroBatches = 16;  // most micro-batches in flight considered for throughput
 
 // Prefill of `tokens` prompt tokens that follow `offset` earlier ones.
 struct PromptChunk {
-    int tokens = 0;
-    int offset = 0;
+  int tokens = 0;
+  int offset = 0;
 };
 
 // Splits a prompt into `n_chunks` chunks of equal FLOPs (§4.7): attention grows with
@@ -40,91 +40,91 @@ std::vector<PromptChunk> equal_flop_chunks(const ModelSpec& spec, int prompt_tok
 std::vector<PromptChunk> fixed_size_chunks(int prompt_tokens, int chunk_tokens);
 
 struct MemoryUse {
-    double weight_bytes = 0;  // bytes: blocks, plus embedding / LM head when held
-    double kv_bytes = 0;      // bytes: ctx x streams tokens of K and V for each held block
-    double work_bytes = 0;    // bytes: scratch buffers, logits, activation messages
-    double total() const { return weight_bytes + kv_bytes + work_bytes; }
+  double weight_bytes = 0;  // bytes: blocks, plus embedding / LM head when held
+  double kv_bytes = 0;      // bytes: ctx x streams tokens of K and V for each held block
+  double work_bytes = 0;    // bytes: scratch buffers, logits, activation messages
+  double total() const { return weight_bytes + kv_bytes + work_bytes; }
 };
 
 class CostModel {
-public:
-    // REQUIRES: inputs pass validate_inputs() (positive sizes and rates).
-    CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devices, const LinkTable& links,
-              const PartitionOptions& options);
+ public:
+  // REQUIRES: inputs pass validate_inputs() (positive sizes and rates).
+  CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devices, const LinkTable& links,
+            const PartitionOptions& options);
 
-    const ModelSpec& spec() const { return spec_; }
-    const std::vector<DeviceProfile>& devices() const { return devices_; }
-    const LinkTable& links() const { return links_; }
-    const PartitionOptions& options() const { return options_; }
-    int n_layers() const { return spec_.n_layers; }
-    int n_devices() const { return static_cast<int>(devices_.size()); }
+  const ModelSpec& spec() const { return spec_; }
+  const std::vector<DeviceProfile>& devices() const { return devices_; }
+  const LinkTable& links() const { return links_; }
+  const PartitionOptions& options() const { return options_; }
+  int n_layers() const { return spec_.n_layers; }
+  int n_devices() const { return static_cast<int>(devices_.size()); }
 
-    // ---- workload candidates ----
-    // Micro-batch sizes m worth trying: ceil(B / G) for G = 1..min(B, kMaxMicroBatches); ascending, has 1.
-    const std::vector<int>& micro_batches() const { return micro_batches_; }
-    int micro_batch_index(int m) const;  // index into micro_batches(), or -1
-    // Prompt chunkings worth trying for ttft (one entry when prefill_chunk is fixed).
-    const std::vector<std::vector<PromptChunk>>& chunk_schedules() const { return schedules_; }
+  // ---- workload candidates ----
+  // Micro-batch sizes m worth trying: ceil(B / G) for G = 1..min(B, kMaxMicroBatches); ascending, has 1.
+  const std::vector<int>& micro_batches() const { return micro_batches_; }
+  int micro_batch_index(int m) const;  // index into micro_batches(), or -1
+  // Prompt chunkings worth trying for ttft (one entry when prefill_chunk is fixed).
+  const std::vector<std::vector<PromptChunk>>& chunk_schedules() const { return schedules_; }
 
-    // ---- time, seconds ----
-    // Decode step of m streams on device d over blocks [first, last), plus the LM head
-    // when with_output (§4.2). Every step pays the device's fixed overhead.
-    double decode_time(int d, int first, int last, bool with_output, int m) const;
-    // Same for m = micro_batches()[mi], without searching for m.
-    double decode_time_at(int mi, int d, int first, int last, bool with_output) const {
-        const std::vector<double>& p = decode_prefix_[mi][d];
-        return overhead_[d] + (p[last] - p[first]) + (with_output ? output_time_[mi][d] : 0.0);
-    }
-    double output_time(int d, int m) const;  // LM head for m streams on device d
-    // Prefill of chunk `chunk` of schedule `schedule` on device d over blocks [first, last).
-    double prefill_time(int d, int first, int last, int schedule, int chunk) const {
-        const std::vector<double>& p = prefill_prefix_[schedule][chunk][d];
-        return overhead_[d] + (p[last] - p[first]);
-    }
-    // Hop of `bytes` from device `from` to device `to`; free on the same device.
-    double hop_time(int from, int to, double bytes) const {
-        if (from == to) return 0;
-        const int k = from * n_devices() + to;
-        return latency_[k] + bytes * inv_bandwidth_[k];
-    }
-    double activation_bytes(int tokens) const { return tokens * activation_bytes_per_token_; }
+  // ---- time, seconds ----
+  // Decode step of m streams on device d over blocks [first, last), plus the LM head
+  // when with_output (§4.2). Every step pays the device's fixed overhead.
+  double decode_time(int d, int first, int last, bool with_output, int m) const;
+  // Same for m = micro_batches()[mi], without searching for m.
+  double decode_time_at(int mi, int d, int first, int last, bool with_output) const {
+    const std::vector<double>& p = decode_prefix_[mi][d];
+    return overhead_[d] + (p[last] - p[first]) + (with_output ? output_time_[mi][d] : 0.0);
+  }
+  double output_time(int d, int m) const;  // LM head for m streams on device d
+  // Prefill of chunk `chunk` of schedule `schedule` on device d over blocks [first, last).
+  double prefill_time(int d, int first, int last, int schedule, int chunk) const {
+    const std::vector<double>& p = prefill_prefix_[schedule][chunk][d];
+    return overhead_[d] + (p[last] - p[first]);
+  }
+  // Hop of `bytes` from device `from` to device `to`; free on the same device.
+  double hop_time(int from, int to, double bytes) const {
+    if (from == to) return 0;
+    const int k = from * n_devices() + to;
+    return latency_[k] + bytes * inv_bandwidth_[k];
+  }
+  double activation_bytes(int tokens) const { return tokens * activation_bytes_per_token_; }
 
-    // ---- memory, bytes ----
-    MemoryUse memory(int d, int first, int last, bool with_embedding, bool with_output) const;
-    bool fits(int d, int first, int last, bool with_embedding, bool with_output) const {
-        return memory(d, first, last, with_embedding, with_output).total() <= devices_[d].usable_memory_bytes;
-    }
-    double kv_bytes_per_layer() const { return kv_bytes_per_layer_; }  // all streams, full ctx
+  // ---- memory, bytes ----
+  MemoryUse memory(int d, int first, int last, bool with_embedding, bool with_output) const;
+  bool fits(int d, int first, int last, bool with_embedding, bool with_output) const {
+    return memory(d, first, last, with_embedding, with_output).total() <= devices_[d].usable_memory_bytes;
+  }
+  double kv_bytes_per_layer() const { return kv_bytes_per_layer_; }  // all streams, full ctx
 
-private:
-    double layer_decode_time(int d, int layer, int m) const;
-    double layer_prefill_time(int d, int layer, const PromptChunk& chunk) const;
-    void build_decode_tables();
-    void build_prefill_tables();
-    void build_links();
+ private:
+  double layer_decode_time(int d, int layer, int m) const;
+  double layer_prefill_time(int d, int layer, const PromptChunk& chunk) const;
+  void build_decode_tables();
+  void build_prefill_tables();
+  void build_links();
 
-    ModelSpec spec_;
-    std::vector<DeviceProfile> devices_;
-    LinkTable links_;
-    PartitionOptions options_;
+  ModelSpec spec_;
+  std::vector<DeviceProfile> devices_;
+  LinkTable links_;
+  PartitionOptions options_;
 
-    double decode_ctx_ = 0;                  // tokens of context when timing decode
-    double kv_token_layer_bytes_ = 0;        // bytes of K+V per token per block
-    double attention_flops_per_pair_ = 0;    // FLOP per (query, key) pair per block
-    double activation_bytes_per_token_ = 0;  // bytes per token crossing a stage boundary
-    double kv_bytes_per_layer_ = 0;          // bytes reserved per block: ctx x streams tokens
-    double scratch_bytes_ = 0;               // bytes of compute buffers of a stage with blocks
-    double logits_bytes_ = 0;                // bytes of logits on the LM-head stage
-    double buffer_bytes_ = 0;                // bytes of activation messages per stage
+  double decode_ctx_ = 0;                  // tokens of context when timing decode
+  double kv_token_layer_bytes_ = 0;        // bytes of K+V per token per block
+  double attention_flops_per_pair_ = 0;    // FLOP per (query, key) pair per block
+  double activation_bytes_per_token_ = 0;  // bytes per token crossing a stage boundary
+  double kv_bytes_per_layer_ = 0;          // bytes reserved per block: ctx x streams tokens
+  double scratch_bytes_ = 0;               // bytes of compute buffers of a stage with blocks
+  double logits_bytes_ = 0;                // bytes of logits on the LM-head stage
+  double buffer_bytes_ = 0;                // bytes of activation messages per stage
 
-    std::vector<double> weight_rate_, kv_rate_, flop_rate_, overhead_;  // per device
-    std::vector<double> weight_prefix_;                                 // bytes, [n_layers + 1]
-    std::vector<int> micro_batches_;
-    std::vector<std::vector<std::vector<double>>> decode_prefix_;       // [mi][d][layer + 1], seconds
-    std::vector<std::vector<double>> output_time_;                      // [mi][d], seconds
-    std::vector<std::vector<PromptChunk>> schedules_;
-    std::vector<std::vector<std::vector<std::vector<double>>>> prefill_prefix_;  // [s][k][d][layer + 1]
-    std::vector<double> latency_, inv_bandwidth_;                       // [from * n + to]
+  std::vector<double> weight_rate_, kv_rate_, flop_rate_, overhead_;  // per device
+  std::vector<double> weight_prefix_;                                 // bytes, [n_layers + 1]
+  std::vector<int> micro_batches_;
+  std::vector<std::vector<std::vector<double>>> decode_prefix_;  // [mi][d][layer + 1], seconds
+  std::vector<std::vector<double>> output_time_;                 // [mi][d], seconds
+  std::vector<std::vector<PromptChunk>> schedules_;
+  std::vector<std::vector<std::vector<std::vector<double>>>> prefill_prefix_;  // [s][k][d][layer + 1]
+  std::vector<double> latency_, inv_bandwidth_;                                // [from * n + to]
 };
 
 }  // namespace hearth::partitioner

@@ -16,15 +16,15 @@ namespace hearth::partitioner {
 inline constexpr double kDefaultBandwidthEfficiency = 0.7;
 
 struct DeviceProfile {
-    std::string name;
-    double usable_memory_bytes = 0;           // bytes the runtime may fill: free RAM minus a safety margin
-    double memory_bandwidth_bytes_per_s = 0;  // bytes/s, multi-threaded streaming read
-    // bytes/s of weights a single-token decode matvec streams, keyed by GGUF type
-    // name ("f32", "f16", "q4_0", ...). Already includes the efficiency factor.
-    std::map<std::string, double> decode_bytes_per_s;
-    double prefill_flop_s = 0;   // FLOP/s of a batched (prefill) matmul in the model's format
-    double step_overhead_s = 0;  // seconds per stage step: graph build, dispatch, thread wake-up
-    std::optional<Link> link;    // access link to the home network (to the switch / AP)
+  std::string name;
+  double usable_memory_bytes = 0;           // bytes the runtime may fill: free RAM minus a safety margin
+  double memory_bandwidth_bytes_per_s = 0;  // bytes/s, multi-threaded streaming read
+  // bytes/s of weights a single-token decode matvec streams, keyed by GGUF type
+  // name ("f32", "f16", "q4_0", ...). Already includes the efficiency factor.
+  std::map<std::string, double> decode_bytes_per_s;
+  double prefill_flop_s = 0;   // FLOP/s of a batched (prefill) matmul in the model's format
+  double step_overhead_s = 0;  // seconds per stage step: graph build, dispatch, thread wake-up
+  std::optional<Link> link;    // access link to the home network (to the switch / AP)
 };
 
 // bytes/s at which `device` streams weights of `weight_type` in decode; falls back

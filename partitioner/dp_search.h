@@ -18,9 +18,9 @@
 namespace hearth::partitioner {
 
 struct DpResult {
-    std::vector<PathStage> path;  // stages in pipeline order
-    double value = 0;             // seconds: R(m) or TTFT
-    bool exact = true;            // false when a Pareto front hit its cap and dropped labels
+  std::vector<PathStage> path;  // stages in pipeline order
+  double value = 0;             // seconds: R(m) or TTFT
+  bool exact = true;            // false when a Pareto front hit its cap and dropped labels
 };
 
 inline constexpr double kNoLimit = std::numeric_limits<double>::infinity();

@@ -15,8 +15,8 @@ namespace hearth::partitioner {
 
 // Problems with planner inputs (empty device list, non-positive sizes, rates or
 // options, links to unknown devices); empty when the inputs are usable.
-std::vector<std::string> validate_inputs(const ModelSpec& spec, std::span<const DeviceProfile> devices,
-                                         const LinkTable& links, const PartitionOptions& options);
+std::vector<std::string> validate_inputs(const ModelSpec& spec, std::span<const DeviceProfile> devices, const LinkTable& links,
+                                         const PartitionOptions& options);
 
 // Turns stage ranges into a full plan: per-stage memory, headroom and times, the
 // prediction, and reasons for every device left out.

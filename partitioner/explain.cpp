@@ -13,184 +13,177 @@ namespace hearth::partitioner {
 namespace {
 
 std::string printf_string(const char* format, double value) {
-    char buffer[64];
-    std::snprintf(buffer, sizeof buffer, format, value);
-    return buffer;
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, format, value);
+  return buffer;
 }
 
 std::string quoted(const CostModel& cm, int d) { return "'" + cm.devices()[d].name + "'"; }
 
 // Seconds per block of device d in single-stream decode, averaged over the model.
 double block_time(const CostModel& cm, int d) {
-    const int n = cm.n_layers();
-    return (cm.decode_time(d, 0, n, false, 1) - cm.devices()[d].step_overhead_s) / n;
+  const int n = cm.n_layers();
+  return (cm.decode_time(d, 0, n, false, 1) - cm.devices()[d].step_overhead_s) / n;
 }
 
 // Blocks device d can hold as a middle stage (no embedding, no LM head).
 int block_capacity(const CostModel& cm, int d) {
-    int j = 0;
-    while (j < cm.n_layers() && cm.fits(d, 0, j + 1, false, false)) ++j;
-    return j;
+  int j = 0;
+  while (j < cm.n_layers() && cm.fits(d, 0, j + 1, false, false)) ++j;
+  return j;
 }
 
 // Extra seconds per token of inserting device d, with no blocks yet, at the cheapest
 // place in the ring: two hops replace one, and d pays its step overhead.
 double insertion_cost(const CostModel& cm, std::span<const StageRange> ranges, int d) {
-    const double act = cm.activation_bytes(1);
-    double best = std::numeric_limits<double>::infinity();
-    for (size_t s = 0; s < ranges.size(); ++s) {
-        const int u = ranges[s].device;
-        const bool to_head = s + 1 == ranges.size();
-        const int v = to_head ? ranges[0].device : ranges[s + 1].device;
-        const double out_bytes = to_head ? kTokenIdBytes : act;
-        const double added = cm.hop_time(u, d, act) + cm.hop_time(d, v, out_bytes) - cm.hop_time(u, v, out_bytes);
-        best = std::min(best, added);
-    }
-    return best + cm.devices()[d].step_overhead_s;
+  const double act = cm.activation_bytes(1);
+  double best = std::numeric_limits<double>::infinity();
+  for (size_t s = 0; s < ranges.size(); ++s) {
+    const int u = ranges[s].device;
+    const bool to_head = s + 1 == ranges.size();
+    const int v = to_head ? ranges[0].device : ranges[s + 1].device;
+    const double out_bytes = to_head ? kTokenIdBytes : act;
+    const double added = cm.hop_time(u, d, act) + cm.hop_time(d, v, out_bytes) - cm.hop_time(u, v, out_bytes);
+    best = std::min(best, added);
+  }
+  return best + cm.devices()[d].step_overhead_s;
 }
 
 std::string baseline_reason(const CostModel& cm, int d) {
-    const std::string what = cm.options().algorithm == Algorithm::memory ? "memory-proportional" : "equal";
-    return quoted(cm, d) + ": the " + what + " split gives it no blocks";
+  const std::string what = cm.options().algorithm == Algorithm::memory ? "memory-proportional" : "equal";
+  return quoted(cm, d) + ": the " + what + " split gives it no blocks";
 }
 
 std::string searched_reason(const CostModel& cm, std::span<const StageRange> ranges, int d) {
-    const int capacity = block_capacity(cm, d);
-    if (capacity == 0) {
-        const double need = cm.memory(d, 0, 1, false, false).total();
-        return quoted(cm, d) + ": too little memory for one block (needs " + format_bytes(need) + ", has " +
-               format_bytes(cm.devices()[d].usable_memory_bytes) + " usable)";
-    }
-    double slowest = 0;
-    for (const StageRange& r : ranges)
-        if (r.last_layer > r.first_layer) slowest = std::max(slowest, block_time(cm, r.device));
-    const double own = block_time(cm, d);
-    const double cost = insertion_cost(cm, ranges, d);
-    const double saving = std::min(capacity, cm.n_layers()) * std::max(0.0, slowest - own);
-    const std::string facts = " (its blocks take " + format_ms(own) + " each, the slowest used device's " +
-                              format_ms(slowest) + ")";
-    // For latency (a pure sum) this bound proves the device useless; for the other
-    // objectives only the search itself does.
-    if (cm.options().objective == Objective::latency && saving <= cost)
-        return quoted(cm, d) + ": joining costs at least " + format_ms(cost) +
-               " per token in hops and step overhead, more than the at most " + format_ms(saving) +
-               " its blocks could save" + facts;
-    return quoted(cm, d) + ": no plan using it predicts a better " + std::string(to_string(cm.options().objective)) +
-           facts;
+  const int capacity = block_capacity(cm, d);
+  if (capacity == 0) {
+    const double need = cm.memory(d, 0, 1, false, false).total();
+    return quoted(cm, d) + ": too little memory for one block (needs " + format_bytes(need) + ", has " +
+           format_bytes(cm.devices()[d].usable_memory_bytes) + " usable)";
+  }
+  double slowest = 0;
+  for (const StageRange& r : ranges)
+    if (r.last_layer > r.first_layer) slowest = std::max(slowest, block_time(cm, r.device));
+  const double own = block_time(cm, d);
+  const double cost = insertion_cost(cm, ranges, d);
+  const double saving = std::min(capacity, cm.n_layers()) * std::max(0.0, slowest - own);
+  const std::string facts =
+      " (its blocks take " + format_ms(own) + " each, the slowest used device's " + format_ms(slowest) + ")";
+  // For latency (a pure sum) this bound proves the device useless; for the other
+  // objectives only the search itself does.
+  if (cm.options().objective == Objective::latency && saving <= cost)
+    return quoted(cm, d) + ": joining costs at least " + format_ms(cost) +
+           " per token in hops and step overhead, more than the at most " + format_ms(saving) + " its blocks could save" + facts;
+  return quoted(cm, d) + ": no plan using it predicts a better " + std::string(to_string(cm.options().objective)) + facts;
 }
 
 }  // namespace
 
 std::string format_bytes(double bytes) {
-    const double a = std::fabs(bytes);
-    if (a >= 1e9) return printf_string("%.1f GB", bytes / 1e9);
-    if (a >= 1e6) return printf_string("%.1f MB", bytes / 1e6);
-    if (a >= 1e3) return printf_string("%.1f kB", bytes / 1e3);
-    return printf_string("%.0f B", bytes);
+  const double a = std::fabs(bytes);
+  if (a >= 1e9) return printf_string("%.1f GB", bytes / 1e9);
+  if (a >= 1e6) return printf_string("%.1f MB", bytes / 1e6);
+  if (a >= 1e3) return printf_string("%.1f kB", bytes / 1e3);
+  return printf_string("%.0f B", bytes);
 }
 
 std::string format_ms(double seconds) { return printf_string("%.1f ms", seconds * 1e3); }
 
 Infeasible diagnose_infeasible(const CostModel& cm) {
-    const int n = cm.n_layers();
-    const int head = 0;
-    const MemoryUse whole = cm.memory(head, 0, n, true, true);
-    double offer = 0;
-    for (const DeviceProfile& d : cm.devices()) offer += d.usable_memory_bytes;
-    Infeasible e;
-    e.kind = Infeasibility::insufficient_memory;
-    if (offer < whole.total()) {
-        e.missing_bytes = whole.total() - offer;
-        const PartitionOptions& o = cm.options();
-        e.message = "model needs " + format_bytes(whole.total()) + " (weights " + format_bytes(whole.weight_bytes) +
-                    ", KV cache " + format_bytes(whole.kv_bytes) + " for " + std::to_string(o.streams) +
-                    " stream(s) x " + std::to_string(o.ctx) + " tokens, buffers " + format_bytes(whole.work_bytes) +
-                    "), the " + std::to_string(cm.n_devices()) + " device(s) offer " + format_bytes(offer) +
-                    " usable: " + format_bytes(e.missing_bytes) + " missing";
-        return e;
-    }
-    const MemoryUse thin = cm.memory(head, 0, 0, true, false);
-    if (thin.total() > cm.devices()[head].usable_memory_bytes) {
-        e.missing_bytes = thin.total() - cm.devices()[head].usable_memory_bytes;
-        e.message = "the head " + quoted(cm, head) + " cannot hold the embedding table and buffers: needs " +
-                    format_bytes(thin.total()) + ", has " + format_bytes(cm.devices()[head].usable_memory_bytes) +
-                    " usable: " + format_bytes(e.missing_bytes) + " missing";
-        return e;
-    }
-    // Greedy fill, head first then the roomiest devices: what is left over is what's missing.
-    int start = 0;
-    while (start < n && cm.fits(head, 0, start + 1, true, false)) ++start;
-    std::vector<int> others(cm.n_devices() - 1);
-    std::iota(others.begin(), others.end(), 1);
-    std::stable_sort(others.begin(), others.end(), [&](int a, int b) {
-        return cm.devices()[a].usable_memory_bytes > cm.devices()[b].usable_memory_bytes;
-    });
-    for (int d : others) {
-        if (start < n && cm.fits(d, start, n, false, true)) start = n;
-        while (start < n && cm.fits(d, start, start + 1, false, false)) ++start;
-    }
-    const MemoryUse rest = cm.memory(head, start, n, false, true);
-    e.missing_bytes = rest.total();
-    e.message = "no split fits: after filling every device, blocks " + std::to_string(start) + "-" +
-                std::to_string(n - 1) + " and the LM head find no room: about " + format_bytes(rest.total()) +
-                " missing (each stage also needs its own scratch buffers)";
+  const int n = cm.n_layers();
+  const int head = 0;
+  const MemoryUse whole = cm.memory(head, 0, n, true, true);
+  double offer = 0;
+  for (const DeviceProfile& d : cm.devices()) offer += d.usable_memory_bytes;
+  Infeasible e;
+  e.kind = Infeasibility::insufficient_memory;
+  if (offer < whole.total()) {
+    e.missing_bytes = whole.total() - offer;
+    const PartitionOptions& o = cm.options();
+    e.message = "model needs " + format_bytes(whole.total()) + " (weights " + format_bytes(whole.weight_bytes) + ", KV cache " +
+                format_bytes(whole.kv_bytes) + " for " + std::to_string(o.streams) + " stream(s) x " + std::to_string(o.ctx) +
+                " tokens, buffers " + format_bytes(whole.work_bytes) + "), the " + std::to_string(cm.n_devices()) +
+                " device(s) offer " + format_bytes(offer) + " usable: " + format_bytes(e.missing_bytes) + " missing";
     return e;
+  }
+  const MemoryUse thin = cm.memory(head, 0, 0, true, false);
+  if (thin.total() > cm.devices()[head].usable_memory_bytes) {
+    e.missing_bytes = thin.total() - cm.devices()[head].usable_memory_bytes;
+    e.message = "the head " + quoted(cm, head) + " cannot hold the embedding table and buffers: needs " +
+                format_bytes(thin.total()) + ", has " + format_bytes(cm.devices()[head].usable_memory_bytes) +
+                " usable: " + format_bytes(e.missing_bytes) + " missing";
+    return e;
+  }
+  // Greedy fill, head first then the roomiest devices: what is left over is what's missing.
+  int start = 0;
+  while (start < n && cm.fits(head, 0, start + 1, true, false)) ++start;
+  std::vector<int> others(cm.n_devices() - 1);
+  std::iota(others.begin(), others.end(), 1);
+  std::stable_sort(others.begin(), others.end(),
+                   [&](int a, int b) { return cm.devices()[a].usable_memory_bytes > cm.devices()[b].usable_memory_bytes; });
+  for (int d : others) {
+    if (start < n && cm.fits(d, start, n, false, true)) start = n;
+    while (start < n && cm.fits(d, start, start + 1, false, false)) ++start;
+  }
+  const MemoryUse rest = cm.memory(head, start, n, false, true);
+  e.missing_bytes = rest.total();
+  e.message = "no split fits: after filling every device, blocks " + std::to_string(start) + "-" + std::to_string(n - 1) +
+              " and the LM head find no room: about " + format_bytes(rest.total()) +
+              " missing (each stage also needs its own scratch buffers)";
+  return e;
 }
 
-std::vector<Infeasible> memory_overflows(const CostModel& cm, std::span<const StageRange> ranges,
-                                         std::string_view what) {
-    std::vector<Infeasible> out;
-    for (size_t s = 0; s < ranges.size(); ++s) {
-        const StageRange& r = ranges[s];
-        const double need = cm.memory(r.device, r.first_layer, r.last_layer, s == 0, s + 1 == ranges.size()).total();
-        const double have = cm.devices()[r.device].usable_memory_bytes;
-        if (need <= have) continue;
-        Infeasible e;
-        e.kind = Infeasibility::insufficient_memory;
-        e.missing_bytes = need - have;
-        e.message = "the " + std::string(what) + " puts " + format_bytes(need) + " on " + quoted(cm, r.device) +
-                    " (stage " + std::to_string(s) + "), which has " + format_bytes(have) + " usable: " +
-                    format_bytes(e.missing_bytes) + " missing";
-        out.push_back(e);
-    }
-    return out;
+std::vector<Infeasible> memory_overflows(const CostModel& cm, std::span<const StageRange> ranges, std::string_view what) {
+  std::vector<Infeasible> out;
+  for (size_t s = 0; s < ranges.size(); ++s) {
+    const StageRange& r = ranges[s];
+    const double need = cm.memory(r.device, r.first_layer, r.last_layer, s == 0, s + 1 == ranges.size()).total();
+    const double have = cm.devices()[r.device].usable_memory_bytes;
+    if (need <= have) continue;
+    Infeasible e;
+    e.kind = Infeasibility::insufficient_memory;
+    e.missing_bytes = need - have;
+    e.message = "the " + std::string(what) + " puts " + format_bytes(need) + " on " + quoted(cm, r.device) + " (stage " +
+                std::to_string(s) + "), which has " + format_bytes(have) + " usable: " + format_bytes(e.missing_bytes) +
+                " missing";
+    out.push_back(e);
+  }
+  return out;
 }
 
 std::vector<std::string> left_out_reasons(const CostModel& cm, std::span<const StageRange> ranges) {
-    std::vector<char> used(cm.n_devices(), 0);
-    for (const StageRange& r : ranges) used[r.device] = 1;
-    const bool baseline = cm.options().algorithm == Algorithm::memory || cm.options().algorithm == Algorithm::equal;
-    std::vector<std::string> reasons;
-    for (int d = 0; d < cm.n_devices(); ++d) {
-        if (used[d]) continue;
-        reasons.push_back(baseline ? baseline_reason(cm, d) : searched_reason(cm, ranges, d));
-    }
-    return reasons;
+  std::vector<char> used(cm.n_devices(), 0);
+  for (const StageRange& r : ranges) used[r.device] = 1;
+  const bool baseline = cm.options().algorithm == Algorithm::memory || cm.options().algorithm == Algorithm::equal;
+  std::vector<std::string> reasons;
+  for (int d = 0; d < cm.n_devices(); ++d) {
+    if (used[d]) continue;
+    reasons.push_back(baseline ? baseline_reason(cm, d) : searched_reason(cm, ranges, d));
+  }
+  return reasons;
 }
 
 std::vector<std::string> describe_plan(const PartitionPlan& plan) {
-    std::vector<std::string> lines;
-    for (size_t s = 0; s < plan.stages.size(); ++s) {
-        const StageAssignment& a = plan.stages[s];
-        std::string line = "stage " + std::to_string(s) + ": " + a.device_name + ", blocks " +
-                           std::to_string(a.first_layer) + "-" + std::to_string(a.last_layer - 1) + " (" +
-                           std::to_string(a.last_layer - a.first_layer) + ")";
-        if (a.last_layer == a.first_layer) line = "stage " + std::to_string(s) + ": " + a.device_name + ", no blocks";
-        if (a.has_embedding) line += " + embedding";
-        if (a.has_output) line += " + LM head";
-        line += "; memory " + format_bytes(a.memory_bytes) + " (" + format_bytes(a.headroom_bytes) + " free)";
-        line += "; step " + format_ms(a.stage_time_s) + ", hop " + format_ms(a.hop_time_s);
-        if (static_cast<int>(s) == plan.predicted.bottleneck_stage) line += "  <- bottleneck";
-        lines.push_back(line);
-    }
-    const Prediction& p = plan.predicted;
-    lines.push_back(printf_string("predicted: %.1f ms/token for one stream", p.ms_per_token) +
-                    printf_string(", %.2f tokens/s", p.tokens_per_s) + " at micro-batch " +
-                    std::to_string(p.micro_batch) + printf_string(", TTFT %.0f ms", p.ttft_ms) + " (" +
-                    std::to_string(p.prefill_chunks) + " prefill chunk(s))");
-    for (const std::string& r : plan.left_out_reasons) lines.push_back("left out: " + r);
-    if (!plan.exact) lines.push_back("note: searched with the fast path; the optimum is not guaranteed");
-    return lines;
+  std::vector<std::string> lines;
+  for (size_t s = 0; s < plan.stages.size(); ++s) {
+    const StageAssignment& a = plan.stages[s];
+    std::string line = "stage " + std::to_string(s) + ": " + a.device_name + ", blocks " + std::to_string(a.first_layer) + "-" +
+                       std::to_string(a.last_layer - 1) + " (" + std::to_string(a.last_layer - a.first_layer) + ")";
+    if (a.last_layer == a.first_layer) line = "stage " + std::to_string(s) + ": " + a.device_name + ", no blocks";
+    if (a.has_embedding) line += " + embedding";
+    if (a.has_output) line += " + LM head";
+    line += "; memory " + format_bytes(a.memory_bytes) + " (" + format_bytes(a.headroom_bytes) + " free)";
+    line += "; step " + format_ms(a.stage_time_s) + ", hop " + format_ms(a.hop_time_s);
+    if (static_cast<int>(s) == plan.predicted.bottleneck_stage) line += "  <- bottleneck";
+    lines.push_back(line);
+  }
+  const Prediction& p = plan.predicted;
+  lines.push_back(printf_string("predicted: %.1f ms/token for one stream", p.ms_per_token) +
+                  printf_string(", %.2f tokens/s", p.tokens_per_s) + " at micro-batch " + std::to_string(p.micro_batch) +
+                  printf_string(", TTFT %.0f ms", p.ttft_ms) + " (" + std::to_string(p.prefill_chunks) + " prefill chunk(s))");
+  for (const std::string& r : plan.left_out_reasons) lines.push_back("left out: " + r);
+  if (!plan.exact) lines.push_back("note: searched with the fast path; the optimum is not guaranteed");
+  return lines;
 }
 
 }  // namespace hearth::partitioner

@@ -20,8 +20,7 @@ Infeasible diagnose_infeasible(const CostModel& cm);
 
 // One entry per stage that does not fit its device, saying by how much; `what`
 // names the split in the message ("memory split"). Empty when all stages fit.
-std::vector<Infeasible> memory_overflows(const CostModel& cm, std::span<const StageRange> ranges,
-                                         std::string_view what);
+std::vector<Infeasible> memory_overflows(const CostModel& cm, std::span<const StageRange> ranges, std::string_view what);
 
 // One line per device holding no stage, saying why leaving it out is right.
 std::vector<std::string> left_out_reasons(const CostModel& cm, std::span<const StageRange> ranges);

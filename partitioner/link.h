@@ -4,8 +4,8 @@
 namespace hearth::partitioner {
 
 struct Link {
-    double bandwidth_bytes_per_s = 0;  // bytes/s, effective bulk throughput
-    double latency_s = 0;              // seconds, one way (RTT / 2 of a small message)
+  double bandwidth_bytes_per_s = 0;  // bytes/s, effective bulk throughput
+  double latency_s = 0;              // seconds, one way (RTT / 2 of a small message)
 };
 
 // Assumed for any pair of devices with no measured link: a busy home Wi-Fi path
@@ -17,8 +17,6 @@ inline constexpr Link kDefaultLink{100e6 / 8, 0.005};
 inline constexpr Link kDefaultAccessLink{kDefaultLink.bandwidth_bytes_per_s, kDefaultLink.latency_s / 2};
 
 // Seconds to deliver `bytes` over `link`: latency plus serialisation (§4.3).
-inline double transfer_time(const Link& link, double bytes) {
-    return link.latency_s + bytes / link.bandwidth_bytes_per_s;
-}
+inline double transfer_time(const Link& link, double bytes) { return link.latency_s + bytes / link.bandwidth_bytes_per_s; }
 
 }  // namespace hearth::partitioner

@@ -12,12 +12,15 @@
 namespace hearth::partitioner {
 
 struct LinkTable {
-    Link fallback = kDefaultLink;
-    std::map<std::pair<int, int>, Link> links;  // (from, to) device indices -> measured link
+  Link fallback = kDefaultLink;
+  std::map<std::pair<int, int>, Link> links;  // (from, to) device indices -> measured link
 
-    Link between(int from, int to) const;
-    void set(int from, int to, const Link& link) { links[{from, to}] = link; }
-    void set_both(int a, int b, const Link& link) { set(a, b, link); set(b, a, link); }
+  Link between(int from, int to) const;
+  void set(int from, int to, const Link& link) { links[{from, to}] = link; }
+  void set_both(int a, int b, const Link& link) {
+    set(a, b, link);
+    set(b, a, link);
+  }
 };
 
 // Pairwise links derived from each device's access link: traffic goes device ->

@@ -9,8 +9,8 @@ namespace hearth::partitioner {
 namespace {
 
 struct TypeSize {
-    std::string_view name;
-    double bytes_per_weight;  // bytes, block scales included
+  std::string_view name;
+  double bytes_per_weight;  // bytes, block scales included
 };
 
 // GGUF block layouts: q8_0 = 32 x int8 + f16 scale; q4_0 = 32 x 4 bit + f16 scale;
@@ -29,9 +29,9 @@ constexpr std::array<TypeSize, 8> kTypeSizes{{
 constexpr double kF32 = 4.0;  // bytes: norms and biases stay f32 in GGUF files
 
 struct Preset {
-    std::string_view name;
-    int n_layers, n_embd, n_ff, n_head, n_kv_head, n_vocab;
-    bool tied_embeddings, qkv_bias;
+  std::string_view name;
+  int n_layers, n_embd, n_ff, n_head, n_kv_head, n_vocab;
+  bool tied_embeddings, qkv_bias;
 };
 
 // From the models' published config.json files.
@@ -53,91 +53,91 @@ constexpr std::array<Preset, 14> kPresets{{
 }};
 
 void require_positive(int value, const char* what) {
-    if (value <= 0) throw std::invalid_argument(std::string("model shape: ") + what + " must be positive");
+  if (value <= 0) throw std::invalid_argument(std::string("model shape: ") + what + " must be positive");
 }
 
 }  // namespace
 
 std::optional<double> bytes_per_weight(std::string_view weight_type) {
-    for (const TypeSize& t : kTypeSizes)
-        if (t.name == weight_type) return t.bytes_per_weight;
-    return std::nullopt;
+  for (const TypeSize& t : kTypeSizes)
+    if (t.name == weight_type) return t.bytes_per_weight;
+  return std::nullopt;
 }
 
 std::vector<std::string_view> weight_type_names() {
-    std::vector<std::string_view> names;
-    for (const TypeSize& t : kTypeSizes) names.push_back(t.name);
-    return names;
+  std::vector<std::string_view> names;
+  for (const TypeSize& t : kTypeSizes) names.push_back(t.name);
+  return names;
 }
 
 ModelSpec model_spec_from_shape(const ModelShape& s) {
-    require_positive(s.n_layers, "n_layers");
-    require_positive(s.n_embd, "n_embd");
-    require_positive(s.n_ff, "n_ff");
-    require_positive(s.n_head, "n_head");
-    require_positive(s.n_kv_head, "n_kv_head");
-    require_positive(s.n_vocab, "n_vocab");
-    double bpw = s.bytes_per_weight;
-    if (bpw <= 0) {
-        auto known = bytes_per_weight(s.weight_type);
-        if (!known) throw std::invalid_argument("model shape: unknown weight type '" + s.weight_type + "'");
-        bpw = *known;
-    }
-    const double embd = s.n_embd;
-    const double head_dim = embd / s.n_head;
-    const double q_dim = s.n_head * head_dim;
-    const double kv_dim = s.n_kv_head * head_dim;
-    // Matmul weights of one block: wq, wk, wv, wo, then SwiGLU's gate, up and down.
-    const double matmul_params = embd * q_dim + 2 * embd * kv_dim + q_dim * embd + 3 * embd * s.n_ff;
-    const double f32_params = 2 * embd + (s.qkv_bias ? q_dim + 2 * kv_dim : 0);  // two norms (+ biases)
+  require_positive(s.n_layers, "n_layers");
+  require_positive(s.n_embd, "n_embd");
+  require_positive(s.n_ff, "n_ff");
+  require_positive(s.n_head, "n_head");
+  require_positive(s.n_kv_head, "n_kv_head");
+  require_positive(s.n_vocab, "n_vocab");
+  double bpw = s.bytes_per_weight;
+  if (bpw <= 0) {
+    auto known = bytes_per_weight(s.weight_type);
+    if (!known) throw std::invalid_argument("model shape: unknown weight type '" + s.weight_type + "'");
+    bpw = *known;
+  }
+  const double embd = s.n_embd;
+  const double head_dim = embd / s.n_head;
+  const double q_dim = s.n_head * head_dim;
+  const double kv_dim = s.n_kv_head * head_dim;
+  // Matmul weights of one block: wq, wk, wv, wo, then SwiGLU's gate, up and down.
+  const double matmul_params = embd * q_dim + 2 * embd * kv_dim + q_dim * embd + 3 * embd * s.n_ff;
+  const double f32_params = 2 * embd + (s.qkv_bias ? q_dim + 2 * kv_dim : 0);  // two norms (+ biases)
 
-    ModelSpec spec;
-    spec.name = s.name;
-    spec.n_layers = s.n_layers;
-    spec.layer_weight_bytes.assign(s.n_layers, matmul_params * bpw + f32_params * kF32);
-    spec.layer_flops_per_token.assign(s.n_layers, 2 * matmul_params);
-    spec.weight_type = s.weight_type;
-    spec.embedding_bytes = double(s.n_vocab) * embd * bpw;
-    spec.output_bytes = double(s.n_vocab) * embd * bpw + embd * kF32;  // LM head + final norm
-    spec.output_flops_per_token = 2 * double(s.n_vocab) * embd;
-    spec.tied_embeddings = s.tied_embeddings;
-    spec.n_head = s.n_head;
-    spec.n_kv_head = s.n_kv_head;
-    spec.head_dim = s.n_embd / s.n_head;
-    spec.n_embd = s.n_embd;
-    spec.n_ff = s.n_ff;
-    spec.n_vocab = s.n_vocab;
-    return spec;
+  ModelSpec spec;
+  spec.name = s.name;
+  spec.n_layers = s.n_layers;
+  spec.layer_weight_bytes.assign(s.n_layers, matmul_params * bpw + f32_params * kF32);
+  spec.layer_flops_per_token.assign(s.n_layers, 2 * matmul_params);
+  spec.weight_type = s.weight_type;
+  spec.embedding_bytes = double(s.n_vocab) * embd * bpw;
+  spec.output_bytes = double(s.n_vocab) * embd * bpw + embd * kF32;  // LM head + final norm
+  spec.output_flops_per_token = 2 * double(s.n_vocab) * embd;
+  spec.tied_embeddings = s.tied_embeddings;
+  spec.n_head = s.n_head;
+  spec.n_kv_head = s.n_kv_head;
+  spec.head_dim = s.n_embd / s.n_head;
+  spec.n_embd = s.n_embd;
+  spec.n_ff = s.n_ff;
+  spec.n_vocab = s.n_vocab;
+  return spec;
 }
 
 std::optional<ModelShape> preset_shape(std::string_view name) {
-    for (const Preset& p : kPresets) {
-        if (p.name != name) continue;
-        ModelShape s;
-        s.name = std::string(p.name);
-        s.n_layers = p.n_layers;
-        s.n_embd = p.n_embd;
-        s.n_ff = p.n_ff;
-        s.n_head = p.n_head;
-        s.n_kv_head = p.n_kv_head;
-        s.n_vocab = p.n_vocab;
-        s.tied_embeddings = p.tied_embeddings;
-        s.qkv_bias = p.qkv_bias;
-        return s;
-    }
-    return std::nullopt;
+  for (const Preset& p : kPresets) {
+    if (p.name != name) continue;
+    ModelShape s;
+    s.name = std::string(p.name);
+    s.n_layers = p.n_layers;
+    s.n_embd = p.n_embd;
+    s.n_ff = p.n_ff;
+    s.n_head = p.n_head;
+    s.n_kv_head = p.n_kv_head;
+    s.n_vocab = p.n_vocab;
+    s.tied_embeddings = p.tied_embeddings;
+    s.qkv_bias = p.qkv_bias;
+    return s;
+  }
+  return std::nullopt;
 }
 
 std::vector<std::string_view> preset_names() {
-    std::vector<std::string_view> names;
-    for (const Preset& p : kPresets) names.push_back(p.name);
-    return names;
+  std::vector<std::string_view> names;
+  for (const Preset& p : kPresets) names.push_back(p.name);
+  return names;
 }
 
 double total_weight_bytes(const ModelSpec& spec) {
-    double blocks = std::accumulate(spec.layer_weight_bytes.begin(), spec.layer_weight_bytes.end(), 0.0);
-    double head = spec.tied_embeddings ? spec.output_bytes - spec.embedding_bytes : spec.output_bytes;
-    return blocks + spec.embedding_bytes + head;
+  double blocks = std::accumulate(spec.layer_weight_bytes.begin(), spec.layer_weight_bytes.end(), 0.0);
+  double head = spec.tied_embeddings ? spec.output_bytes - spec.embedding_bytes : spec.output_bytes;
+  return blocks + spec.embedding_bytes + head;
 }
 
 }  // namespace hearth::partitioner

@@ -15,37 +15,37 @@
 namespace hearth::partitioner {
 
 struct ModelSpec {
-    std::string name;
-    int n_layers = 0;                          // transformer blocks
-    std::vector<double> layer_weight_bytes;    // bytes per block, [n_layers]
-    std::vector<double> layer_flops_per_token; // FLOP per token per block, linear layers only, [n_layers]
-    std::string weight_type;                   // GGUF type name of the block weights ("q4_0", ...)
-    double embedding_bytes = 0;                // bytes, token embedding table (n_vocab, n_embd)
-    double output_bytes = 0;                   // bytes, final norm + LM head (n_embd, n_vocab)
-    double output_flops_per_token = 0;         // FLOP per sampled token in the LM head
-    bool tied_embeddings = false;              // LM head reuses the embedding table
-    int n_head = 0;                            // query heads
-    int n_kv_head = 0;                         // key/value heads (GQA)
-    int head_dim = 0;                          // elements per head
-    int n_embd = 0;                            // hidden size d_model
-    int n_ff = 0;                              // feed-forward hidden size
-    int n_vocab = 0;                           // vocabulary size
+  std::string name;
+  int n_layers = 0;                           // transformer blocks
+  std::vector<double> layer_weight_bytes;     // bytes per block, [n_layers]
+  std::vector<double> layer_flops_per_token;  // FLOP per token per block, linear layers only, [n_layers]
+  std::string weight_type;                    // GGUF type name of the block weights ("q4_0", ...)
+  double embedding_bytes = 0;                 // bytes, token embedding table (n_vocab, n_embd)
+  double output_bytes = 0;                    // bytes, final norm + LM head (n_embd, n_vocab)
+  double output_flops_per_token = 0;          // FLOP per sampled token in the LM head
+  bool tied_embeddings = false;               // LM head reuses the embedding table
+  int n_head = 0;                             // query heads
+  int n_kv_head = 0;                          // key/value heads (GQA)
+  int head_dim = 0;                           // elements per head
+  int n_embd = 0;                             // hidden size d_model
+  int n_ff = 0;                               // feed-forward hidden size
+  int n_vocab = 0;                            // vocabulary size
 };
 
 // A model's architecture in the terms of a Hugging Face config.json (Llama-style
 // decoder: GQA attention, SwiGLU feed-forward, RMSNorm).
 struct ModelShape {
-    std::string name;
-    int n_layers = 0;
-    int n_embd = 0;
-    int n_ff = 0;
-    int n_head = 0;
-    int n_kv_head = 0;
-    int n_vocab = 0;
-    std::string weight_type = "f16";  // GGUF type name of the matmul weights
-    double bytes_per_weight = 0;      // bytes per weight incl. block scales; 0 = from weight_type
-    bool tied_embeddings = false;     // LM head shares the embedding table (Llama 3.2, small Qwen2.5)
-    bool qkv_bias = false;            // q/k/v projections carry biases (Qwen2)
+  std::string name;
+  int n_layers = 0;
+  int n_embd = 0;
+  int n_ff = 0;
+  int n_head = 0;
+  int n_kv_head = 0;
+  int n_vocab = 0;
+  std::string weight_type = "f16";  // GGUF type name of the matmul weights
+  double bytes_per_weight = 0;      // bytes per weight incl. block scales; 0 = from weight_type
+  bool tied_embeddings = false;     // LM head shares the embedding table (Llama 3.2, small Qwen2.5)
+  bool qkv_bias = false;            // q/k/v projections carry biases (Qwen2)
 };
 
 // Bytes per weight of a GGUF type including block scales (q4_0: 18 bytes per 32

@@ -7,29 +7,29 @@
 namespace hearth::partitioner {
 
 enum class Objective {
-    latency,     // one stream's time per token around the ring (§4.5)
-    throughput,  // tokens/s summed over `streams` concurrent streams (§4.6)
-    ttft,        // time to first token for a `prompt_tokens` prompt (§4.7)
+  latency,     // one stream's time per token around the ring (§4.5)
+  throughput,  // tokens/s summed over `streams` concurrent streams (§4.6)
+  ttft,        // time to first token for a `prompt_tokens` prompt (§4.7)
 };
 
 enum class Algorithm {
-    dp,          // exact DP over device subsets, orders and splits (fast path when large)
-    exhaustive,  // brute force over every plan; small instances only
-    memory,      // all devices in the given order, layers in proportion to usable memory
-    equal,       // all devices in the given order, equal layer counts
+  dp,          // exact DP over device subsets, orders and splits (fast path when large)
+  exhaustive,  // brute force over every plan; small instances only
+  memory,      // all devices in the given order, layers in proportion to usable memory
+  equal,       // all devices in the given order, equal layer counts
 };
 
 struct PartitionOptions {
-    Objective objective = Objective::latency;
-    Algorithm algorithm = Algorithm::dp;
-    int ctx = 4096;                  // tokens of KV cache reserved per stream
-    int decode_ctx = 0;              // tokens of context assumed when timing decode; 0 = ctx / 2
-    int streams = 1;                 // concurrent streams B; every stage keeps KV for all of them
-    int prompt_tokens = 512;         // prompt length P for ttft
-    int prefill_chunk = 0;           // tokens per prefill chunk; 0 = best of 1..16 equal-FLOP chunks
-    double kv_bytes_per_elem = 2;    // bytes per cached K/V element (f16 = 2, q8_0 = 34/32)
-    double activation_bytes_per_elem = 4;  // bytes per hidden-state element on the wire (f32)
-    double exact_work_limit = 2e9;   // estimated DP relaxations before dp switches to its fast path
+  Objective objective = Objective::latency;
+  Algorithm algorithm = Algorithm::dp;
+  int ctx = 4096;                        // tokens of KV cache reserved per stream
+  int decode_ctx = 0;                    // tokens of context assumed when timing decode; 0 = ctx / 2
+  int streams = 1;                       // concurrent streams B; every stage keeps KV for all of them
+  int prompt_tokens = 512;               // prompt length P for ttft
+  int prefill_chunk = 0;                 // tokens per prefill chunk; 0 = best of 1..16 equal-FLOP chunks
+  double kv_bytes_per_elem = 2;          // bytes per cached K/V element (f16 = 2, q8_0 = 34/32)
+  double activation_bytes_per_elem = 4;  // bytes per hidden-state element on the wire (f32)
+  double exact_work_limit = 2e9;         // estimated DP relaxations before dp switches to its fast path
 };
 
 std::string_view to_string(Objective objective);

@@ -19,19 +19,19 @@
 namespace hearth::partitioner {
 
 struct SearchSpace {
-    std::vector<int> group_of_node;        // device group of each node's last stage
-    std::vector<int> device_of_node;       // representative device of that group (for costs)
-    std::vector<std::vector<int>> next;    // successor nodes
-    std::vector<std::vector<int>> groups;  // device indices per group, ascending; groups[0] = {head}
-    int start = 0;                         // node of the head alone
-    int n_nodes() const { return static_cast<int>(device_of_node.size()); }
+  std::vector<int> group_of_node;        // device group of each node's last stage
+  std::vector<int> device_of_node;       // representative device of that group (for costs)
+  std::vector<std::vector<int>> next;    // successor nodes
+  std::vector<std::vector<int>> groups;  // device indices per group, ascending; groups[0] = {head}
+  int start = 0;                         // node of the head alone
+  int n_nodes() const { return static_cast<int>(device_of_node.size()); }
 };
 
 // A stage found by the DP, before groups are resolved to concrete devices.
 struct PathStage {
-    int node = 0;
-    int first_layer = 0;
-    int last_layer = 0;
+  int node = 0;
+  int first_layer = 0;
+  int last_layer = 0;
 };
 
 SearchSpace typed_space(const CostModel& cm);

@@ -213,7 +213,8 @@ std::string profile_to_json(const Profile& p) {
   j["decode_bytes_per_s"] = p.device.decode_bytes_per_s;
   j["prefill_flop_s"] = p.device.prefill_flop_s;
   j["step_overhead_s"] = p.device.step_overhead_s;
-  if (p.device.link) j["link"] = {{"bandwidth_bytes_per_s", p.device.link->bandwidth_bytes_per_s}, {"latency_s", p.device.link->latency_s}};
+  if (p.device.link)
+    j["link"] = {{"bandwidth_bytes_per_s", p.device.link->bandwidth_bytes_per_s}, {"latency_s", p.device.link->latency_s}};
   j["system"] = {{"cpu", p.system.cpu},
                  {"os", p.system.os},
                  {"arch", p.system.arch},

@@ -10,13 +10,13 @@
 namespace hearth::profiles {
 
 struct SystemInfo {
-  std::string cpu;    // /proc/cpuinfo model name
-  std::string os;     // uname sysname + release
-  std::string arch;   // uname machine: x86_64, aarch64
+  std::string cpu;   // /proc/cpuinfo model name
+  std::string os;    // uname sysname + release
+  std::string arch;  // uname machine: x86_64, aarch64
   int cores = 1;
   uint64_t total_memory_bytes = 0;
-  uint64_t available_memory_bytes = 0;   // MemAvailable
-  uint64_t cgroup_limit_bytes = 0;       // 0 = none (v1 memory.limit_in_bytes or v2 memory.max)
+  uint64_t available_memory_bytes = 0;  // MemAvailable
+  uint64_t cgroup_limit_bytes = 0;      // 0 = none (v1 memory.limit_in_bytes or v2 memory.max)
 };
 
 SystemInfo read_system_info();

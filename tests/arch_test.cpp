@@ -42,7 +42,8 @@ std::vector<float> run(std::span<Stage* const> stages, uint64_t seq, int pos, co
 }
 
 // Logits of the whole model at every position of a fixed prompt, in one batch.
-std::vector<float> logits_of(const std::string& path, const std::vector<int32_t>& prompt = {1, 70, 300, 5, 260, 99, 411, 12, 3, 150}) {
+std::vector<float> logits_of(const std::string& path,
+                             const std::vector<int32_t>& prompt = {1, 70, 300, 5, 260, 99, 411, 12, 3, 150}) {
   ThreadPool pool(2);
   const Model m = open_model(path);
   auto s = make_stage(m, 0, m.config.n_layer, pool);
@@ -80,231 +81,232 @@ bool ends_with(const std::string& s, const char* suffix) { return s.ends_with(su
 }  // namespace
 
 TEST_SUITE("arch") {
+  TEST_CASE("NeoX RoPE rotates (x[i], x[i + n_rot/2]) like a naive loop; both styles agree with rope_rotate") {
+    const int n_rot = 8, head = 10;  // the last two dimensions are past n_rot and stay
+    const auto freq = rope_inv_freq(10000.f, n_rot);
+    std::mt19937 rng(4);
+    std::normal_distribution<float> d;
+    std::vector<float> x(head);
+    for (auto& v : x) v = d(rng);
+    for (int pos : {0, 1, 7, 1000}) {
+      CAPTURE(pos);
+      std::vector<float> y = x, naive = x;
+      rope_neox(y.data(), pos, freq);
+      for (int i = 0; i < n_rot / 2; ++i) {
+        const double theta = pos * std::pow(10000.0, -2.0 * i / n_rot);
+        const double a = x[static_cast<size_t>(i)], b = x[static_cast<size_t>(i + n_rot / 2)];
+        naive[static_cast<size_t>(i)] = static_cast<float>(a * std::cos(theta) - b * std::sin(theta));
+        naive[static_cast<size_t>(i + n_rot / 2)] = static_cast<float>(a * std::sin(theta) + b * std::cos(theta));
+      }
+      for (int i = 0; i < head; ++i)
+        CHECK(y[static_cast<size_t>(i)] == doctest::Approx(naive[static_cast<size_t>(i)]).epsilon(1e-5));
+      CHECK(y[8] == x[8]);
+      CHECK(y[9] == x[9]);
 
-TEST_CASE("NeoX RoPE rotates (x[i], x[i + n_rot/2]) like a naive loop; both styles agree with rope_rotate") {
-  const int n_rot = 8, head = 10;  // the last two dimensions are past n_rot and stay
-  const auto freq = rope_inv_freq(10000.f, n_rot);
-  std::mt19937 rng(4);
-  std::normal_distribution<float> d;
-  std::vector<float> x(head);
-  for (auto& v : x) v = d(rng);
-  for (int pos : {0, 1, 7, 1000}) {
-    CAPTURE(pos);
-    std::vector<float> y = x, naive = x;
-    rope_neox(y.data(), pos, freq);
-    for (int i = 0; i < n_rot / 2; ++i) {
-      const double theta = pos * std::pow(10000.0, -2.0 * i / n_rot);
-      const double a = x[static_cast<size_t>(i)], b = x[static_cast<size_t>(i + n_rot / 2)];
-      naive[static_cast<size_t>(i)] = static_cast<float>(a * std::cos(theta) - b * std::sin(theta));
-      naive[static_cast<size_t>(i + n_rot / 2)] = static_cast<float>(a * std::sin(theta) + b * std::cos(theta));
-    }
-    for (int i = 0; i < head; ++i) CHECK(y[static_cast<size_t>(i)] == doctest::Approx(naive[static_cast<size_t>(i)]).epsilon(1e-5));
-    CHECK(y[8] == x[8]);
-    CHECK(y[9] == x[9]);
-
-    // NeoX on x equals normal RoPE on x with its halves interleaved (how a converter turns one
-    // layout into the other).
-    std::vector<float> inter(head);
-    for (int i = 0; i < n_rot / 2; ++i) inter[2 * i] = x[i], inter[2 * i + 1] = x[i + n_rot / 2];
-    inter[8] = x[8], inter[9] = x[9];
-    rope_normal(inter.data(), pos, freq);
-    for (int i = 0; i < n_rot / 2; ++i) {
-      CHECK(inter[2 * i] == y[i]);
-      CHECK(inter[2 * i + 1] == y[i + n_rot / 2]);
-    }
-  }
-}
-
-TEST_CASE("rope frequencies: Llama 3 factors divide, linear scaling multiplies by 1/factor") {
-  const auto base = rope_inv_freq(500000.f, 8);
-  const auto ones = rope_frequencies(500000.f, 8, 1.f, {1, 1, 1, 1});
-  CHECK(ones == base);
-  const auto f = rope_frequencies(500000.f, 8, 0.25f, {1, 2, 4, 8});
-  for (size_t i = 0; i < 4; ++i) CHECK(f[i] == doctest::Approx(base[i] * 0.25 / double(1 << i)));
-}
-
-TEST_CASE("qwen2 metadata and tensors: NeoX, biases, tied output; unknown architectures are refused with the list") {
-  TempDir dir;
-  MakeModelOptions o = opts("qwen2");
-  o.tied_output = true;
-  const Model m = open_model(hearth::test::make_model(dir, "q2.gguf", o));
-  CHECK(m.config.arch == "qwen2");
-  CHECK(m.config.rope_style == RopeStyle::NeoX);
-  CHECK(m.file.find_tensor("output.weight") == nullptr);
-  const StageWeights w(m.file, m.config, StageSpec::whole(m.config.n_layer));
-  CHECK(w.layer(0).bq.size() == static_cast<size_t>(m.config.q_dim()));
-  CHECK(w.layer(0).bk.size() == static_cast<size_t>(m.config.kv_dim()));
-  CHECK(w.layer(0).bv.size() == static_cast<size_t>(m.config.kv_dim()));
-  CHECK(w.output().data == w.token_embd().data);  // tied: the head reads the embedding
-
-  // qwen2 requires its biases.
-  const std::string nobias = dir.file("nobias.gguf");
-  hearth::test::rewrite_gguf(dir.file("q2.gguf"), nobias, [](GgufMetadata&, std::vector<GgufTensorInfo>& t) {
-    std::erase_if(t, [](const GgufTensorInfo& x) { return x.name == "blk.2.attn_k.bias"; });
-  });
-  const Model nb = open_model(nobias);
-  CHECK_THROWS_WITH_AS(StageWeights(nb.file, nb.config, StageSpec::whole(nb.config.n_layer)),
-                       doctest::Contains("'blk.2.attn_k.bias' is missing"), GgufError);
-
-  const std::string other = dir.file("gemma.gguf");
-  hearth::test::rewrite_gguf(dir.file("q2.gguf"), other,
-                             [](GgufMetadata& md, std::vector<GgufTensorInfo>&) { md.set("general.architecture", GgufValue::str("gemma")); });
-  CHECK_THROWS_WITH_AS(open_model(other), doctest::Contains("architecture 'gemma' is not supported (supported: llama, qwen2, qwen3)"),
-                       GgufError);
-}
-
-TEST_CASE("qwen2 equals llama with Q/K rows interleaved per head (NeoX vs normal RoPE), biases included") {
-  TempDir dir;
-  const std::string q2 = hearth::test::make_model(dir, "q2.gguf", opts("qwen2"));
-  // The llama twin: arch keys renamed, and in each head of Q and K (weights and biases) the
-  // element i of the first half goes to 2i, of the second half to 2i + 1.
-  const std::string twin = dir.file("llama.gguf");
-  hearth::test::rewrite_gguf(q2, twin, [](GgufMetadata& md, std::vector<GgufTensorInfo>&) {
-    GgufMetadata out;
-    for (const auto& [k, v] : md.all()) out.set(k.rfind("qwen2.", 0) == 0 ? "llama." + k.substr(6) : k, v);
-    out.set("general.architecture", GgufValue::str("llama"));
-    md = out;
-  });
-  const Model m = open_model(q2);
-  const int hd = m.config.head_dim, E = m.config.n_embd;
-  edit_f32(twin, twin, [&](const GgufTensorInfo& t, float* data) {
-    const bool q_or_k = t.name.find("attn_q.") != std::string::npos || t.name.find("attn_k.") != std::string::npos;
-    if (!q_or_k) return;
-    const size_t row = ends_with(t.name, ".bias") ? 1 : static_cast<size_t>(E);  // elements per output row
-    const size_t rows = (ends_with(t.name, ".bias") ? t.shape[0] : t.shape[1]);
-    std::vector<float> old(data, data + rows * row);
-    for (size_t r = 0; r < rows; ++r) {
-      const size_t head = r / static_cast<size_t>(hd), i = r % static_cast<size_t>(hd);
-      const size_t half = static_cast<size_t>(hd / 2);
-      const size_t to = head * static_cast<size_t>(hd) + (i < half ? 2 * i : 2 * (i - half) + 1);
-      std::memcpy(data + to * row, old.data() + r * row, row * sizeof(float));
-    }
-  });
-  const auto a = logits_of(q2), b = logits_of(twin);
-  const double d = max_diff(a, b);
-  MESSAGE("qwen2 vs interleaved llama twin: max |diff| = " << d);
-  CHECK(d < 1e-4);  // the same sums in another order
-
-  // And the biases matter: zeroing them moves the logits.
-  const std::string zero = dir.file("zero.gguf");
-  edit_f32(q2, zero, [](const GgufTensorInfo& t, float* data) {
-    if (ends_with(t.name, ".bias")) std::fill(data, data + t.shape[0], 0.f);
-  });
-  const double moved = max_diff(a, logits_of(zero));
-  MESSAGE("qwen2 with zero biases: max |diff| = " << moved);
-  CHECK(moved > 1e-2);
-}
-
-TEST_CASE("qwen3: per-head Q/K RMSNorm before RoPE, with a head size of its own") {
-  TempDir dir;
-  MakeModelOptions o = opts("qwen3");
-  o.shape.head_dim = 64;  // 4 heads x 64 = 256 != n_embd 128
-  const std::string path = hearth::test::make_model(dir, "q3.gguf", o);
-  const Model m = open_model(path);
-  CHECK(m.config.head_dim == 64);
-  CHECK(m.config.q_dim() == 256);
-  CHECK(m.config.rope_style == RopeStyle::NeoX);
-  const auto base = logits_of(path);
-
-  const auto scaled = [&](const char* suffix, float s) {
-    const std::string out = dir.file(std::string("scaled") + suffix + ".gguf");
-    edit_f32(path, out, [&](const GgufTensorInfo& t, float* data) {
-      if (ends_with(t.name, suffix))
-        for (uint64_t i = 0; i < t.n_elements(); ++i) data[i] *= s;
-    });
-    return logits_of(out);
-  };
-  // Each head of q is normalised, so the scale of W_q does not matter (it would for llama)...
-  const double wq = max_diff(base, scaled("attn_q.weight", 3.f));
-  MESSAGE("qwen3 with W_q x3: max |diff| = " << wq);
-  CHECK(wq < 1e-4);
-  // ...but the norm's weight does: it scales q . k, the same whether it is on q or on k.
-  const auto q2 = scaled("attn_q_norm.weight", 2.f), k2 = scaled("attn_k_norm.weight", 2.f);
-  const double qk = max_diff(q2, k2), moved = max_diff(base, q2);
-  MESSAGE("qwen3 q_norm x2 vs k_norm x2: " << qk << "; vs unscaled: " << moved);
-  CHECK(qk < 1e-4);
-  CHECK(moved > 1e-2);
-
-  // Missing norms are reported by name.
-  const std::string nonorm = dir.file("nonorm.gguf");
-  hearth::test::rewrite_gguf(path, nonorm, [](GgufMetadata&, std::vector<GgufTensorInfo>& t) {
-    std::erase_if(t, [](const GgufTensorInfo& x) { return x.name == "blk.3.attn_q_norm.weight"; });
-  });
-  const Model nn = open_model(nonorm);
-  CHECK_THROWS_WITH_AS(StageWeights(nn.file, nn.config, StageSpec::whole(nn.config.n_layer)),
-                       doctest::Contains("'blk.3.attn_q_norm.weight' is missing"), GgufError);
-}
-
-TEST_CASE("qwen2 and qwen3: pipeline splits give bit-identical logits") {
-  TempDir dir;
-  ThreadPool pool(2);
-  for (const char* arch : {"qwen2", "qwen3"}) {
-    for (TensorType t : {TensorType::F32, TensorType::Q8_0}) {
-      CAPTURE(std::string(arch));
-      CAPTURE(std::string(tensor_type_name(t)));
-      MakeModelOptions o = opts(arch, 5);
-      o.type = t;
-      const Model m = open_model(hearth::test::make_model(dir, "m.gguf", o));
-      auto whole = make_stage(m, 0, 5, pool);
-      auto a = make_stage(m, 0, 2, pool), b = make_stage(m, 2, 5, pool);
-      auto x = make_stage(m, 0, 1, pool), y = make_stage(m, 1, 3, pool), z = make_stage(m, 3, 5, pool);
-      Stage* one[] = {whole.get()};
-      Stage* two[] = {a.get(), b.get()};
-      Stage* three[] = {x.get(), y.get(), z.get()};
-      const std::vector<int32_t> prompt{1, 20, 30, 400, 5, 6, 77, 8};
-      const auto ref = run(one, 1, 0, prompt);
-      CHECK(run(two, 1, 0, prompt) == ref);
-      CHECK(run(three, 1, 0, prompt) == ref);
-      for (int i = 0; i < 3; ++i) {
-        const std::vector<int32_t> tok{static_cast<int32_t>(40 + i)};
-        const auto r = run(one, 1, 8 + i, tok);
-        CHECK(run(two, 1, 8 + i, tok) == r);
-        CHECK(run(three, 1, 8 + i, tok) == r);
+      // NeoX on x equals normal RoPE on x with its halves interleaved (how a converter turns one
+      // layout into the other).
+      std::vector<float> inter(head);
+      for (int i = 0; i < n_rot / 2; ++i) inter[2 * i] = x[i], inter[2 * i + 1] = x[i + n_rot / 2];
+      inter[8] = x[8], inter[9] = x[9];
+      rope_normal(inter.data(), pos, freq);
+      for (int i = 0; i < n_rot / 2; ++i) {
+        CHECK(inter[2 * i] == y[i]);
+        CHECK(inter[2 * i + 1] == y[i + n_rot / 2]);
       }
     }
   }
-}
 
-TEST_CASE("Llama 3 rope_freqs: factors of 1 change nothing, other factors do; linear scaling by 2 equals factors of 2") {
-  TempDir dir;
-  ThreadPool pool(2);
-  MakeModelOptions o = opts("llama");
-  const int half = o.shape.n_embd / o.shape.n_head / 2;
-  const auto plain = logits_of(hearth::test::make_model(dir, "plain.gguf", o));
+  TEST_CASE("rope frequencies: Llama 3 factors divide, linear scaling multiplies by 1/factor") {
+    const auto base = rope_inv_freq(500000.f, 8);
+    const auto ones = rope_frequencies(500000.f, 8, 1.f, {1, 1, 1, 1});
+    CHECK(ones == base);
+    const auto f = rope_frequencies(500000.f, 8, 0.25f, {1, 2, 4, 8});
+    for (size_t i = 0; i < 4; ++i) CHECK(f[i] == doctest::Approx(base[i] * 0.25 / double(1 << i)));
+  }
 
-  o.rope_freq_factors.assign(static_cast<size_t>(half), 1.f);
-  const std::string ones = hearth::test::make_model(dir, "ones.gguf", o);
-  CHECK(logits_of(ones) == plain);
+  TEST_CASE("qwen2 metadata and tensors: NeoX, biases, tied output; unknown architectures are refused with the list") {
+    TempDir dir;
+    MakeModelOptions o = opts("qwen2");
+    o.tied_output = true;
+    const Model m = open_model(hearth::test::make_model(dir, "q2.gguf", o));
+    CHECK(m.config.arch == "qwen2");
+    CHECK(m.config.rope_style == RopeStyle::NeoX);
+    CHECK(m.file.find_tensor("output.weight") == nullptr);
+    const StageWeights w(m.file, m.config, StageSpec::whole(m.config.n_layer));
+    CHECK(w.layer(0).bq.size() == static_cast<size_t>(m.config.q_dim()));
+    CHECK(w.layer(0).bk.size() == static_cast<size_t>(m.config.kv_dim()));
+    CHECK(w.layer(0).bv.size() == static_cast<size_t>(m.config.kv_dim()));
+    CHECK(w.output().data == w.token_embd().data);  // tied: the head reads the embedding
 
-  // Llama-3.1-like: high frequencies kept, low ones slowed down.
-  for (int i = 0; i < half; ++i) o.rope_freq_factors[static_cast<size_t>(i)] = i < half / 2 ? 1.f : 8.f;
-  const std::string l3 = hearth::test::make_model(dir, "l3.gguf", o);
-  const double moved = max_diff(plain, logits_of(l3));
-  MESSAGE("rope_freqs 1/8 vs none: max |diff| = " << moved);
-  CHECK(moved > 1e-3);
-  // Every stage with layers maps the factors (they are not part of any layer).
-  const Model m = open_model(l3);
-  auto a = make_stage(m, 0, 2, pool), b = make_stage(m, 2, 4, pool), whole = make_stage(m, 0, 4, pool);
-  Stage* two[] = {a.get(), b.get()};
-  Stage* one[] = {whole.get()};
-  const std::vector<int32_t> prompt{1, 2, 300, 4};
-  CHECK(run(two, 1, 0, prompt) == run(one, 1, 0, prompt));
+    // qwen2 requires its biases.
+    const std::string nobias = dir.file("nobias.gguf");
+    hearth::test::rewrite_gguf(dir.file("q2.gguf"), nobias, [](GgufMetadata&, std::vector<GgufTensorInfo>& t) {
+      std::erase_if(t, [](const GgufTensorInfo& x) { return x.name == "blk.2.attn_k.bias"; });
+    });
+    const Model nb = open_model(nobias);
+    CHECK_THROWS_WITH_AS(StageWeights(nb.file, nb.config, StageSpec::whole(nb.config.n_layer)),
+                         doctest::Contains("'blk.2.attn_k.bias' is missing"), GgufError);
 
-  o.rope_freq_factors.assign(static_cast<size_t>(half), 2.f);
-  const auto twos = logits_of(hearth::test::make_model(dir, "twos.gguf", o));
-  o.rope_freq_factors.clear();
-  o.rope_scaling_factor = 2.f;
-  const std::string linear = hearth::test::make_model(dir, "linear.gguf", o);
-  CHECK(open_model(linear).config.rope_freq_scale == 0.5f);
-  CHECK(logits_of(linear) == twos);
-  CHECK(max_diff(twos, plain) > 1e-3);
+    const std::string other = dir.file("gemma.gguf");
+    hearth::test::rewrite_gguf(dir.file("q2.gguf"), other, [](GgufMetadata& md, std::vector<GgufTensorInfo>&) {
+      md.set("general.architecture", GgufValue::str("gemma"));
+    });
+    CHECK_THROWS_WITH_AS(open_model(other),
+                         doctest::Contains("architecture 'gemma' is not supported (supported: llama, qwen2, qwen3)"), GgufError);
+  }
 
-  // Scalings this runtime does not implement are refused by name.
-  const std::string yarn = dir.file("yarn.gguf");
-  hearth::test::rewrite_gguf(linear, yarn, [](GgufMetadata& md, std::vector<GgufTensorInfo>&) {
-    md.set("llama.rope.scaling.type", GgufValue::str("yarn"));
-  });
-  CHECK_THROWS_WITH_AS(open_model(yarn), doctest::Contains("'yarn' is not supported (supported: none, linear"), GgufError);
-}
+  TEST_CASE("qwen2 equals llama with Q/K rows interleaved per head (NeoX vs normal RoPE), biases included") {
+    TempDir dir;
+    const std::string q2 = hearth::test::make_model(dir, "q2.gguf", opts("qwen2"));
+    // The llama twin: arch keys renamed, and in each head of Q and K (weights and biases) the
+    // element i of the first half goes to 2i, of the second half to 2i + 1.
+    const std::string twin = dir.file("llama.gguf");
+    hearth::test::rewrite_gguf(q2, twin, [](GgufMetadata& md, std::vector<GgufTensorInfo>&) {
+      GgufMetadata out;
+      for (const auto& [k, v] : md.all()) out.set(k.rfind("qwen2.", 0) == 0 ? "llama." + k.substr(6) : k, v);
+      out.set("general.architecture", GgufValue::str("llama"));
+      md = out;
+    });
+    const Model m = open_model(q2);
+    const int hd = m.config.head_dim, E = m.config.n_embd;
+    edit_f32(twin, twin, [&](const GgufTensorInfo& t, float* data) {
+      const bool q_or_k = t.name.find("attn_q.") != std::string::npos || t.name.find("attn_k.") != std::string::npos;
+      if (!q_or_k) return;
+      const size_t row = ends_with(t.name, ".bias") ? 1 : static_cast<size_t>(E);  // elements per output row
+      const size_t rows = (ends_with(t.name, ".bias") ? t.shape[0] : t.shape[1]);
+      std::vector<float> old(data, data + rows * row);
+      for (size_t r = 0; r < rows; ++r) {
+        const size_t head = r / static_cast<size_t>(hd), i = r % static_cast<size_t>(hd);
+        const size_t half = static_cast<size_t>(hd / 2);
+        const size_t to = head * static_cast<size_t>(hd) + (i < half ? 2 * i : 2 * (i - half) + 1);
+        std::memcpy(data + to * row, old.data() + r * row, row * sizeof(float));
+      }
+    });
+    const auto a = logits_of(q2), b = logits_of(twin);
+    const double d = max_diff(a, b);
+    MESSAGE("qwen2 vs interleaved llama twin: max |diff| = " << d);
+    CHECK(d < 1e-4);  // the same sums in another order
+
+    // And the biases matter: zeroing them moves the logits.
+    const std::string zero = dir.file("zero.gguf");
+    edit_f32(q2, zero, [](const GgufTensorInfo& t, float* data) {
+      if (ends_with(t.name, ".bias")) std::fill(data, data + t.shape[0], 0.f);
+    });
+    const double moved = max_diff(a, logits_of(zero));
+    MESSAGE("qwen2 with zero biases: max |diff| = " << moved);
+    CHECK(moved > 1e-2);
+  }
+
+  TEST_CASE("qwen3: per-head Q/K RMSNorm before RoPE, with a head size of its own") {
+    TempDir dir;
+    MakeModelOptions o = opts("qwen3");
+    o.shape.head_dim = 64;  // 4 heads x 64 = 256 != n_embd 128
+    const std::string path = hearth::test::make_model(dir, "q3.gguf", o);
+    const Model m = open_model(path);
+    CHECK(m.config.head_dim == 64);
+    CHECK(m.config.q_dim() == 256);
+    CHECK(m.config.rope_style == RopeStyle::NeoX);
+    const auto base = logits_of(path);
+
+    const auto scaled = [&](const char* suffix, float s) {
+      const std::string out = dir.file(std::string("scaled") + suffix + ".gguf");
+      edit_f32(path, out, [&](const GgufTensorInfo& t, float* data) {
+        if (ends_with(t.name, suffix))
+          for (uint64_t i = 0; i < t.n_elements(); ++i) data[i] *= s;
+      });
+      return logits_of(out);
+    };
+    // Each head of q is normalised, so the scale of W_q does not matter (it would for llama)...
+    const double wq = max_diff(base, scaled("attn_q.weight", 3.f));
+    MESSAGE("qwen3 with W_q x3: max |diff| = " << wq);
+    CHECK(wq < 1e-4);
+    // ...but the norm's weight does: it scales q . k, the same whether it is on q or on k.
+    const auto q2 = scaled("attn_q_norm.weight", 2.f), k2 = scaled("attn_k_norm.weight", 2.f);
+    const double qk = max_diff(q2, k2), moved = max_diff(base, q2);
+    MESSAGE("qwen3 q_norm x2 vs k_norm x2: " << qk << "; vs unscaled: " << moved);
+    CHECK(qk < 1e-4);
+    CHECK(moved > 1e-2);
+
+    // Missing norms are reported by name.
+    const std::string nonorm = dir.file("nonorm.gguf");
+    hearth::test::rewrite_gguf(path, nonorm, [](GgufMetadata&, std::vector<GgufTensorInfo>& t) {
+      std::erase_if(t, [](const GgufTensorInfo& x) { return x.name == "blk.3.attn_q_norm.weight"; });
+    });
+    const Model nn = open_model(nonorm);
+    CHECK_THROWS_WITH_AS(StageWeights(nn.file, nn.config, StageSpec::whole(nn.config.n_layer)),
+                         doctest::Contains("'blk.3.attn_q_norm.weight' is missing"), GgufError);
+  }
+
+  TEST_CASE("qwen2 and qwen3: pipeline splits give bit-identical logits") {
+    TempDir dir;
+    ThreadPool pool(2);
+    for (const char* arch : {"qwen2", "qwen3"}) {
+      for (TensorType t : {TensorType::F32, TensorType::Q8_0}) {
+        CAPTURE(std::string(arch));
+        CAPTURE(std::string(tensor_type_name(t)));
+        MakeModelOptions o = opts(arch, 5);
+        o.type = t;
+        const Model m = open_model(hearth::test::make_model(dir, "m.gguf", o));
+        auto whole = make_stage(m, 0, 5, pool);
+        auto a = make_stage(m, 0, 2, pool), b = make_stage(m, 2, 5, pool);
+        auto x = make_stage(m, 0, 1, pool), y = make_stage(m, 1, 3, pool), z = make_stage(m, 3, 5, pool);
+        Stage* one[] = {whole.get()};
+        Stage* two[] = {a.get(), b.get()};
+        Stage* three[] = {x.get(), y.get(), z.get()};
+        const std::vector<int32_t> prompt{1, 20, 30, 400, 5, 6, 77, 8};
+        const auto ref = run(one, 1, 0, prompt);
+        CHECK(run(two, 1, 0, prompt) == ref);
+        CHECK(run(three, 1, 0, prompt) == ref);
+        for (int i = 0; i < 3; ++i) {
+          const std::vector<int32_t> tok{static_cast<int32_t>(40 + i)};
+          const auto r = run(one, 1, 8 + i, tok);
+          CHECK(run(two, 1, 8 + i, tok) == r);
+          CHECK(run(three, 1, 8 + i, tok) == r);
+        }
+      }
+    }
+  }
+
+  TEST_CASE("Llama 3 rope_freqs: factors of 1 change nothing, other factors do; linear scaling by 2 equals factors of 2") {
+    TempDir dir;
+    ThreadPool pool(2);
+    MakeModelOptions o = opts("llama");
+    const int half = o.shape.n_embd / o.shape.n_head / 2;
+    const auto plain = logits_of(hearth::test::make_model(dir, "plain.gguf", o));
+
+    o.rope_freq_factors.assign(static_cast<size_t>(half), 1.f);
+    const std::string ones = hearth::test::make_model(dir, "ones.gguf", o);
+    CHECK(logits_of(ones) == plain);
+
+    // Llama-3.1-like: high frequencies kept, low ones slowed down.
+    for (int i = 0; i < half; ++i) o.rope_freq_factors[static_cast<size_t>(i)] = i < half / 2 ? 1.f : 8.f;
+    const std::string l3 = hearth::test::make_model(dir, "l3.gguf", o);
+    const double moved = max_diff(plain, logits_of(l3));
+    MESSAGE("rope_freqs 1/8 vs none: max |diff| = " << moved);
+    CHECK(moved > 1e-3);
+    // Every stage with layers maps the factors (they are not part of any layer).
+    const Model m = open_model(l3);
+    auto a = make_stage(m, 0, 2, pool), b = make_stage(m, 2, 4, pool), whole = make_stage(m, 0, 4, pool);
+    Stage* two[] = {a.get(), b.get()};
+    Stage* one[] = {whole.get()};
+    const std::vector<int32_t> prompt{1, 2, 300, 4};
+    CHECK(run(two, 1, 0, prompt) == run(one, 1, 0, prompt));
+
+    o.rope_freq_factors.assign(static_cast<size_t>(half), 2.f);
+    const auto twos = logits_of(hearth::test::make_model(dir, "twos.gguf", o));
+    o.rope_freq_factors.clear();
+    o.rope_scaling_factor = 2.f;
+    const std::string linear = hearth::test::make_model(dir, "linear.gguf", o);
+    CHECK(open_model(linear).config.rope_freq_scale == 0.5f);
+    CHECK(logits_of(linear) == twos);
+    CHECK(max_diff(twos, plain) > 1e-3);
+
+    // Scalings this runtime does not implement are refused by name.
+    const std::string yarn = dir.file("yarn.gguf");
+    hearth::test::rewrite_gguf(linear, yarn, [](GgufMetadata& md, std::vector<GgufTensorInfo>&) {
+      md.set("llama.rope.scaling.type", GgufValue::str("yarn"));
+    });
+    CHECK_THROWS_WITH_AS(open_model(yarn), doctest::Contains("'yarn' is not supported (supported: none, linear"), GgufError);
+  }
 
 }  // TEST_SUITE

@@ -25,9 +25,17 @@ const std::vector<ChatMessage> kChat = {
     {"user", "What is 2+2?"},
 };
 
-const std::string kDsUser = "<\xef\xbd\x9c" "User\xef\xbd\x9c>";
-const std::string kDsAssistant = "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>";
-const std::string kDsEos = "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>";
+const std::string kDsUser =
+    "<\xef\xbd\x9c"
+    "User\xef\xbd\x9c>";
+const std::string kDsAssistant =
+    "<\xef\xbd\x9c"
+    "Assistant\xef\xbd\x9c>";
+const std::string kDsEos =
+    "<\xef\xbd\x9c"
+    "end\xe2\x96\x81"
+    "of\xe2\x96\x81"
+    "sentence\xef\xbd\x9c>";
 
 const std::string kChatml =
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello!<|im_end|>\n"
@@ -74,11 +82,11 @@ const std::vector<TemplateCase> kFiles = {
     {"meetkai-functionary-medium-v3.2", ChatFamily::LLAMA3, "llama3", kLlama3},
     // DeepSeek R1: system text first, no newlines; answers keep their spaces.
     {"deepseek-ai-DeepSeek-R1-Distill-Llama-8B", ChatFamily::DEEPSEEK_R1, "deepseek-r1",
-     "You are a helpful assistant." + kDsUser + "Hello!" + kDsAssistant + " Hi there. " + kDsEos + kDsUser +
-         "What is 2+2?" + kDsAssistant + "<think>\n"},
+     "You are a helpful assistant." + kDsUser + "Hello!" + kDsAssistant + " Hi there. " + kDsEos + kDsUser + "What is 2+2?" +
+         kDsAssistant + "<think>\n"},
     {"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", ChatFamily::DEEPSEEK_R1, "deepseek-r1",
-     "You are a helpful assistant." + kDsUser + "Hello!" + kDsAssistant + " Hi there. " + kDsEos + kDsUser +
-         "What is 2+2?" + kDsAssistant + "<think>\n"},
+     "You are a helpful assistant." + kDsUser + "Hello!" + kDsAssistant + " Hi there. " + kDsEos + kDsUser + "What is 2+2?" +
+         kDsAssistant + "<think>\n"},
     // llama.cpp's R1 template also ends user turns with <｜end▁of▁sentence｜>.
     {"llama-cpp-deepseek-r1", ChatFamily::DEEPSEEK_R1, "deepseek-r1-user-eos",
      "You are a helpful assistant." + kDsUser + "Hello!" + kDsEos + kDsAssistant + " Hi there. " + kDsEos + kDsUser +
@@ -112,159 +120,164 @@ std::string render(const std::string& jinja, const ChatRenderOptions& o = {}) {
 }  // namespace
 
 TEST_SUITE("chat_template") {
+  TEST_CASE("every real template is recognised and renders as the template does") {
+    auto dir = hearth::test::shared_dir();
+    if (!dir || !std::filesystem::exists(*dir / "chat-templates")) {
+      MESSAGE("SKIPPED: shared reference data 'chat-templates' is absent (set HEARTH_SHARED_DIR to the shared/ folder)");
+      return;
+    }
+    // Every .jinja file there has a case: a new template must be looked at, not silently ignored.
+    size_t files = 0;
+    for (const auto& e : std::filesystem::directory_iterator(*dir / "chat-templates")) {
+      if (e.path().extension() != ".jinja") continue;
+      ++files;
+      const std::string stem = e.path().stem().string();
+      CAPTURE(stem);
+      CHECK(std::any_of(kFiles.begin(), kFiles.end(), [&](const TemplateCase& c) { return stem == c.file; }));
+    }
+    int matched = 0, present = 0;
+    for (const auto& c : kFiles) {
+      const auto path = *dir / "chat-templates" / (std::string(c.file) + ".jinja");
+      if (!std::filesystem::exists(path)) continue;
+      ++present;
+      CAPTURE(c.file);
+      const ChatTemplate t = detect_chat_template(read_text(path.string()));
+      CHECK(t.family == c.family);
+      CHECK(t.name == c.name);
+      CHECK_FALSE(t.fallback);
+      const std::string out = render_chat(t, kChat);
+      CHECK(out == c.expected);
+      matched += t.family == c.family && t.name == c.name && out == c.expected;
+    }
+    MESSAGE(matched << "/" << present << " templates detected and rendered as expected (" << files << " files)");
+  }
 
-TEST_CASE("every real template is recognised and renders as the template does") {
-  auto dir = hearth::test::shared_dir();
-  if (!dir || !std::filesystem::exists(*dir / "chat-templates")) {
-    MESSAGE("SKIPPED: shared reference data 'chat-templates' is absent (set HEARTH_SHARED_DIR to the shared/ folder)");
-    return;
+  TEST_CASE("absent or unknown templates fall back to ChatML and say so") {
+    for (const char* jinja : {"", "{% for m in messages %}{{ m.content }}{% endfor %}"}) {
+      const ChatTemplate t = detect_chat_template(jinja);
+      CHECK(t.fallback);
+      CHECK(t.family == ChatFamily::CHATML);
+      CHECK(t.name == "chatml");
+      CHECK(render_chat(t, kChat) == kChatml);
+    }
   }
-  // Every .jinja file there has a case: a new template must be looked at, not silently ignored.
-  size_t files = 0;
-  for (const auto& e : std::filesystem::directory_iterator(*dir / "chat-templates")) {
-    if (e.path().extension() != ".jinja") continue;
-    ++files;
-    const std::string stem = e.path().stem().string();
-    CAPTURE(stem);
-    CHECK(std::any_of(kFiles.begin(), kFiles.end(), [&](const TemplateCase& c) { return stem == c.file; }));
-  }
-  int matched = 0, present = 0;
-  for (const auto& c : kFiles) {
-    const auto path = *dir / "chat-templates" / (std::string(c.file) + ".jinja");
-    if (!std::filesystem::exists(path)) continue;
-    ++present;
-    CAPTURE(c.file);
-    const ChatTemplate t = detect_chat_template(read_text(path.string()));
-    CHECK(t.family == c.family);
-    CHECK(t.name == c.name);
-    CHECK_FALSE(t.fallback);
-    const std::string out = render_chat(t, kChat);
-    CHECK(out == c.expected);
-    matched += t.family == c.family && t.name == c.name && out == c.expected;
-  }
-  MESSAGE(matched << "/" << present << " templates detected and rendered as expected (" << files << " files)");
-}
 
-TEST_CASE("absent or unknown templates fall back to ChatML and say so") {
-  for (const char* jinja : {"", "{% for m in messages %}{{ m.content }}{% endfor %}"}) {
-    const ChatTemplate t = detect_chat_template(jinja);
-    CHECK(t.fallback);
-    CHECK(t.family == ChatFamily::CHATML);
-    CHECK(t.name == "chatml");
-    CHECK(render_chat(t, kChat) == kChatml);
-  }
-}
-
-TEST_CASE("Llama 2: system folded into the first turn, BOS before later turns") {
-  // meta-llama/Llama-2-7b-chat-hf (its distinctive lines).
-  const std::string jinja =
-      "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
-      "'\\n<</SYS>>\\n\\n' + message['content'] %}{% endif %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}";
-  CHECK(detect_chat_template(jinja).family == ChatFamily::LLAMA2);
-  CHECK(render(jinja) ==
+  TEST_CASE("Llama 2: system folded into the first turn, BOS before later turns") {
+    // meta-llama/Llama-2-7b-chat-hf (its distinctive lines).
+    const std::string jinja =
+        "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+        "'\\n<</SYS>>\\n\\n' + message['content'] %}{% endif %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}";
+    CHECK(detect_chat_template(jinja).family == ChatFamily::LLAMA2);
+    CHECK(
+        render(jinja) ==
         "[INST] <<SYS>>\nYou are a helpful assistant.\n<</SYS>>\n\nHello! [/INST] Hi there. </s><s>[INST] What is 2+2? [/INST]");
-  CHECK(render(jinja, {.bos_token = "<BOS>", .eos_token = "<EOS>"}) ==
-        "[INST] <<SYS>>\nYou are a helpful assistant.\n<</SYS>>\n\nHello! [/INST] Hi there. <EOS><BOS>[INST] What is 2+2? [/INST]");
-}
+    CHECK(render(jinja, {.bos_token = "<BOS>", .eos_token = "<EOS>"}) ==
+          "[INST] <<SYS>>\nYou are a helpful assistant.\n<</SYS>>\n\nHello! [/INST] Hi there. <EOS><BOS>[INST] What is 2+2? "
+          "[/INST]");
+  }
 
-TEST_CASE("Mistral versions differ in spaces and in where the system message goes") {
-  const std::string v1 = "{{- ' [INST] ' + system_message + '\\n\\n' + message['content'] + ' [/INST]' }}";
-  CHECK(detect_chat_template(v1).name == "mistral-v1");
-  CHECK(render(v1) == " [INST] You are a helpful assistant.\n\nHello! [/INST]  Hi there. </s> [INST] What is 2+2? [/INST]");
-  const std::string v3 = "[AVAILABLE_TOOLS] {{- \"[INST] \" + system_message + \"\\n\\n\" + message[\"content\"] + \"[/INST]\" }}";
-  CHECK(detect_chat_template(v3).name == "mistral-v3");
-  CHECK(render(v3) == "[INST] Hello![/INST] Hi there.</s>[INST] You are a helpful assistant.\n\nWhat is 2+2?[/INST]");
-  const std::string v7 = "{{ '[SYSTEM_PROMPT] ' + message['content'] + '[/SYSTEM_PROMPT]' }}{{ '[INST] ' + message['content'] + '[/INST]' }}";
-  CHECK(detect_chat_template(v7).name == "mistral-v7");
-  CHECK(render(v7) ==
-        "[SYSTEM_PROMPT] You are a helpful assistant.[/SYSTEM_PROMPT][INST] Hello![/INST]  Hi there. </s>[INST] What is 2+2?[/INST]");
-  // Mistral 7B v0.1 (no system support of its own: the system message leads the first turn).
-  const std::string legacy = "{{ '[INST] ' + message['content'] + ' [/INST]' }}{{ message['content'] + eos_token}}";
-  CHECK(detect_chat_template(legacy).name == "mistral-legacy");
-  CHECK(render(legacy) == "[INST] You are a helpful assistant.\n\nHello! [/INST] Hi there. </s>[INST] What is 2+2? [/INST]");
-  // v3 drops the system message when the conversation does not end with a user turn.
-  const std::vector<ChatMessage> answered(kChat.begin(), kChat.begin() + 3);
-  CHECK(render_chat(detect_chat_template(v3), answered) == "[INST] Hello![/INST] Hi there.</s>");
-}
+  TEST_CASE("Mistral versions differ in spaces and in where the system message goes") {
+    const std::string v1 = "{{- ' [INST] ' + system_message + '\\n\\n' + message['content'] + ' [/INST]' }}";
+    CHECK(detect_chat_template(v1).name == "mistral-v1");
+    CHECK(render(v1) == " [INST] You are a helpful assistant.\n\nHello! [/INST]  Hi there. </s> [INST] What is 2+2? [/INST]");
+    const std::string v3 =
+        "[AVAILABLE_TOOLS] {{- \"[INST] \" + system_message + \"\\n\\n\" + message[\"content\"] + \"[/INST]\" }}";
+    CHECK(detect_chat_template(v3).name == "mistral-v3");
+    CHECK(render(v3) == "[INST] Hello![/INST] Hi there.</s>[INST] You are a helpful assistant.\n\nWhat is 2+2?[/INST]");
+    const std::string v7 =
+        "{{ '[SYSTEM_PROMPT] ' + message['content'] + '[/SYSTEM_PROMPT]' }}{{ '[INST] ' + message['content'] + '[/INST]' }}";
+    CHECK(detect_chat_template(v7).name == "mistral-v7");
+    CHECK(render(v7) ==
+          "[SYSTEM_PROMPT] You are a helpful assistant.[/SYSTEM_PROMPT][INST] Hello![/INST]  Hi there. </s>[INST] What is "
+          "2+2?[/INST]");
+    // Mistral 7B v0.1 (no system support of its own: the system message leads the first turn).
+    const std::string legacy = "{{ '[INST] ' + message['content'] + ' [/INST]' }}{{ message['content'] + eos_token}}";
+    CHECK(detect_chat_template(legacy).name == "mistral-legacy");
+    CHECK(render(legacy) == "[INST] You are a helpful assistant.\n\nHello! [/INST] Hi there. </s>[INST] What is 2+2? [/INST]");
+    // v3 drops the system message when the conversation does not end with a user turn.
+    const std::vector<ChatMessage> answered(kChat.begin(), kChat.begin() + 3);
+    CHECK(render_chat(detect_chat_template(v3), answered) == "[INST] Hello![/INST] Hi there.</s>");
+  }
 
-TEST_CASE("Zephyr / TinyLlama, Llama 3.0, SmolLM2, DeepSeek Coder and V2, Command-R") {
-  // TinyLlama-1.1B-Chat-v1.0 and HuggingFaceH4/zephyr-7b-beta.
-  const std::string zephyr = "{{ '<|user|>\\n' + message['content'] + eos_token }}{{ '<|assistant|>' }}";
-  CHECK(detect_chat_template(zephyr).family == ChatFamily::ZEPHYR);
-  CHECK(render(zephyr) ==
-        "<|system|>\nYou are a helpful assistant.</s>\n<|user|>\nHello!</s>\n<|assistant|>\n Hi there. </s>\n"
-        "<|user|>\nWhat is 2+2?</s>\n<|assistant|>\n");
-  // Meta-Llama-3-8B-Instruct: no dated system turn.
-  const std::string llama3 =
-      "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + "
-      "'<|eot_id|>' %}";
-  CHECK(detect_chat_template(llama3).name == "llama3");
-  CHECK(render(llama3) == kLlama3);
-  // SmolLM2-Instruct: ChatML with a default system message, used only without one.
-  const std::string smollm2 =
-      "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful AI assistant "
-      "named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] }}";
-  const ChatTemplate smol = detect_chat_template(smollm2);
-  CHECK(smol.name == "chatml-smollm2");
-  CHECK(render_chat(smol, kChat) == kChatml);
-  CHECK(render_chat(smol, std::vector<ChatMessage>{{"user", "Hi"}}) ==
-        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
-  // deepseek-coder-6.7b-instruct: a default system text when there is none.
-  const std::string coder = "{{'### Instruction:\\n' + message['content'] + '\\n'}}{{'### Response:\\n' + message['content'] + '\\n<|EOT|>\\n'}}";
-  CHECK(detect_chat_template(coder).family == ChatFamily::DEEPSEEK_CODER);
-  CHECK(render(coder) ==
-        "You are a helpful assistant.### Instruction:\nHello!\n### Response:\n Hi there. \n<|EOT|>\n"
-        "### Instruction:\nWhat is 2+2?\n### Response:\n");
-  const std::string no_system = render_chat(detect_chat_template(coder), std::vector<ChatMessage>{{"user", "Hi"}});
-  CHECK(no_system.rfind("You are an AI programming assistant, utilizing the Deepseek Coder model", 0) == 0);
-  CHECK(no_system.find("refuse to answer\n### Instruction:\nHi\n### Response:\n") != std::string::npos);
-  // DeepSeek-V2-Chat.
-  const std::string v2 = "{{ 'User: ' + message['content'] + '\\n\\n' }}{{ 'Assistant: ' + message['content'] + eos_token }}";
-  CHECK(detect_chat_template(v2).family == ChatFamily::DEEPSEEK_V2);
-  CHECK(render(v2) == "You are a helpful assistant.\n\nUser: Hello!\n\nAssistant:  Hi there. " + kDsEos +
-                          "User: What is 2+2?\n\nAssistant:");
-  // c4ai-command-r-v01 (the plain chat template).
-  const std::string command_r =
-      "{{ '<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>' + system_message + '<|END_OF_TURN_TOKEN|>' }}"
-      "{{ '<|START_OF_TURN_TOKEN|><|USER_TOKEN|>' + content.strip() + '<|END_OF_TURN_TOKEN|>' }}";
-  CHECK(detect_chat_template(command_r).family == ChatFamily::COMMAND_R);
-  CHECK(render(command_r) == kCommandR);
-}
+  TEST_CASE("Zephyr / TinyLlama, Llama 3.0, SmolLM2, DeepSeek Coder and V2, Command-R") {
+    // TinyLlama-1.1B-Chat-v1.0 and HuggingFaceH4/zephyr-7b-beta.
+    const std::string zephyr = "{{ '<|user|>\\n' + message['content'] + eos_token }}{{ '<|assistant|>' }}";
+    CHECK(detect_chat_template(zephyr).family == ChatFamily::ZEPHYR);
+    CHECK(render(zephyr) ==
+          "<|system|>\nYou are a helpful assistant.</s>\n<|user|>\nHello!</s>\n<|assistant|>\n Hi there. </s>\n"
+          "<|user|>\nWhat is 2+2?</s>\n<|assistant|>\n");
+    // Meta-Llama-3-8B-Instruct: no dated system turn.
+    const std::string llama3 =
+        "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + "
+        "'<|eot_id|>' %}";
+    CHECK(detect_chat_template(llama3).name == "llama3");
+    CHECK(render(llama3) == kLlama3);
+    // SmolLM2-Instruct: ChatML with a default system message, used only without one.
+    const std::string smollm2 =
+        "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful AI assistant "
+        "named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] }}";
+    const ChatTemplate smol = detect_chat_template(smollm2);
+    CHECK(smol.name == "chatml-smollm2");
+    CHECK(render_chat(smol, kChat) == kChatml);
+    CHECK(render_chat(smol, std::vector<ChatMessage>{{"user", "Hi"}}) ==
+          "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+          "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    // deepseek-coder-6.7b-instruct: a default system text when there is none.
+    const std::string coder =
+        "{{'### Instruction:\\n' + message['content'] + '\\n'}}{{'### Response:\\n' + message['content'] + '\\n<|EOT|>\\n'}}";
+    CHECK(detect_chat_template(coder).family == ChatFamily::DEEPSEEK_CODER);
+    CHECK(render(coder) ==
+          "You are a helpful assistant.### Instruction:\nHello!\n### Response:\n Hi there. \n<|EOT|>\n"
+          "### Instruction:\nWhat is 2+2?\n### Response:\n");
+    const std::string no_system = render_chat(detect_chat_template(coder), std::vector<ChatMessage>{{"user", "Hi"}});
+    CHECK(no_system.rfind("You are an AI programming assistant, utilizing the Deepseek Coder model", 0) == 0);
+    CHECK(no_system.find("refuse to answer\n### Instruction:\nHi\n### Response:\n") != std::string::npos);
+    // DeepSeek-V2-Chat.
+    const std::string v2 = "{{ 'User: ' + message['content'] + '\\n\\n' }}{{ 'Assistant: ' + message['content'] + eos_token }}";
+    CHECK(detect_chat_template(v2).family == ChatFamily::DEEPSEEK_V2);
+    CHECK(render(v2) ==
+          "You are a helpful assistant.\n\nUser: Hello!\n\nAssistant:  Hi there. " + kDsEos + "User: What is 2+2?\n\nAssistant:");
+    // c4ai-command-r-v01 (the plain chat template).
+    const std::string command_r =
+        "{{ '<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>' + system_message + '<|END_OF_TURN_TOKEN|>' }}"
+        "{{ '<|START_OF_TURN_TOKEN|><|USER_TOKEN|>' + content.strip() + '<|END_OF_TURN_TOKEN|>' }}";
+    CHECK(detect_chat_template(command_r).family == ChatFamily::COMMAND_R);
+    CHECK(render(command_r) == kCommandR);
+  }
 
-TEST_CASE("generation prompt, DeepSeek R1 reasoning and Phi-3's closing EOS") {
-  const ChatTemplate chatml = detect_chat_template("<|im_start|>");
-  CHECK(render_chat(chatml, kChat, {.add_generation_prompt = false}) ==
-        kChatml.substr(0, kChatml.size() - std::string("<|im_start|>assistant\n").size()));
-  // Phi-3 ends a conversation without generation prompt with EOS.
-  const ChatTemplate phi3 = detect_chat_template("<|user|> <|end|>");
-  const std::string phi = render_chat(phi3, std::vector<ChatMessage>{{"user", "Hi"}}, {.add_generation_prompt = false});
-  CHECK(phi == "<|user|>\nHi<|end|>\n<|endoftext|>");
-  // Phi-3.5 skips an empty system message.
-  CHECK(render_chat(phi3, std::vector<ChatMessage>{{"system", ""}, {"user", "Hi"}}) == "<|user|>\nHi<|end|>\n<|assistant|>\n");
-  // R1 shows earlier answers without their reasoning, and keeps the last system message.
-  ChatTemplate r1 = detect_chat_template(kDsUser + kDsAssistant);
-  CHECK(r1.family == ChatFamily::DEEPSEEK_R1);
-  CHECK_FALSE(r1.think);
-  const std::vector<ChatMessage> chat = {
-      {"system", "A"}, {"user", "Q"}, {"assistant", "<think>\nhmm\n</think>\n\n4"}, {"system", "B"}, {"user", "Q2"}};
-  CHECK(render_chat(r1, chat) == "B" + kDsUser + "Q" + kDsAssistant + "\n\n4" + kDsEos + kDsUser + "Q2" + kDsAssistant);
-}
+  TEST_CASE("generation prompt, DeepSeek R1 reasoning and Phi-3's closing EOS") {
+    const ChatTemplate chatml = detect_chat_template("<|im_start|>");
+    CHECK(render_chat(chatml, kChat, {.add_generation_prompt = false}) ==
+          kChatml.substr(0, kChatml.size() - std::string("<|im_start|>assistant\n").size()));
+    // Phi-3 ends a conversation without generation prompt with EOS.
+    const ChatTemplate phi3 = detect_chat_template("<|user|> <|end|>");
+    const std::string phi = render_chat(phi3, std::vector<ChatMessage>{{"user", "Hi"}}, {.add_generation_prompt = false});
+    CHECK(phi == "<|user|>\nHi<|end|>\n<|endoftext|>");
+    // Phi-3.5 skips an empty system message.
+    CHECK(render_chat(phi3, std::vector<ChatMessage>{{"system", ""}, {"user", "Hi"}}) == "<|user|>\nHi<|end|>\n<|assistant|>\n");
+    // R1 shows earlier answers without their reasoning, and keeps the last system message.
+    ChatTemplate r1 = detect_chat_template(kDsUser + kDsAssistant);
+    CHECK(r1.family == ChatFamily::DEEPSEEK_R1);
+    CHECK_FALSE(r1.think);
+    const std::vector<ChatMessage> chat = {
+        {"system", "A"}, {"user", "Q"}, {"assistant", "<think>\nhmm\n</think>\n\n4"}, {"system", "B"}, {"user", "Q2"}};
+    CHECK(render_chat(r1, chat) == "B" + kDsUser + "Q" + kDsAssistant + "\n\n4" + kDsEos + kDsUser + "Q2" + kDsAssistant);
+  }
 
-TEST_CASE("Gemma folds the system message into the first turn whoever speaks") {
-  const ChatTemplate gemma = detect_chat_template("<start_of_turn>");
-  CHECK(render_chat(gemma, std::vector<ChatMessage>{{"system", "Be brief."}, {"user", "  Hi  "}}) ==
-        "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n");
-  CHECK(render_chat(gemma, std::vector<ChatMessage>{{"user", "Hi"}}) ==
-        "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n");
-}
+  TEST_CASE("Gemma folds the system message into the first turn whoever speaks") {
+    const ChatTemplate gemma = detect_chat_template("<start_of_turn>");
+    CHECK(render_chat(gemma, std::vector<ChatMessage>{{"system", "Be brief."}, {"user", "  Hi  "}}) ==
+          "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n");
+    CHECK(render_chat(gemma, std::vector<ChatMessage>{{"user", "Hi"}}) ==
+          "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n");
+  }
 
-TEST_CASE("Llama 3.1 always writes the system turn, with the date given") {
-  const ChatTemplate t = detect_chat_template("<|start_header_id|><|end_header_id|> Cutting Knowledge Date Today Date");
-  CHECK(t.dated_system);
-  CHECK(render_chat(t, std::vector<ChatMessage>{{"user", "Hi"}}, {.date = "01 Jan 2025"}) ==
-        "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 01 Jan 2025\n\n"
-        "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
-}
+  TEST_CASE("Llama 3.1 always writes the system turn, with the date given") {
+    const ChatTemplate t = detect_chat_template("<|start_header_id|><|end_header_id|> Cutting Knowledge Date Today Date");
+    CHECK(t.dated_system);
+    CHECK(render_chat(t, std::vector<ChatMessage>{{"user", "Hi"}}, {.date = "01 Jan 2025"}) ==
+          "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 01 Jan 2025\n\n"
+          "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+  }
 
 }  // TEST_SUITE

@@ -122,8 +122,8 @@ DaemonProcess& Cluster::start_on(const std::string& name, const std::string& lis
   const std::string ready = dir_.file(name + ".ready");
   std::filesystem::remove(ready);  // a restart must not read the last run's
   std::vector<std::string> args = command.empty() ? std::vector<std::string>{HEARTH_DAEMON} : command;
-  args.insert(args.end(), {"--name", name, "--listen", listen, "--no-discovery", "--data-dir", d.data_dir,
-                           "--ready-file", ready, "--threads", "1"});
+  args.insert(args.end(), {"--name", name, "--listen", listen, "--no-discovery", "--data-dir", d.data_dir, "--ready-file", ready,
+                           "--threads", "1"});
   const bool insecure = std::find(extra.begin(), extra.end(), "--insecure") != extra.end();
   const auto known = std::find_if(daemons_.begin(), daemons_.end(), [&](const DaemonProcess& o) { return o.name == name; });
   if (daemons_.empty() || daemons_.front().name == name) {
@@ -157,11 +157,12 @@ DaemonProcess& Cluster::start_on(const std::string& name, const std::string& lis
   d.extra = extra;
   d.command = command;
   DaemonProcess& placed = known != daemons_.end() ? (*known = d) : daemons_.emplace_back(d);  // the head stays first
-  if (&placed != &daemons_.front()) {  // wait until the head lists it
+  if (&placed != &daemons_.front()) {                                                         // wait until the head lists it
     for (;;) {
       const auto r = cli({"devices", "--json"});
       if (r.exit_code == 0 && r.out.find("\"" + name + "\"") != std::string::npos) break;
-      if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("hearthd " + name + " did not register; see " + d.log);
+      if (std::chrono::steady_clock::now() > deadline)
+        throw std::runtime_error("hearthd " + name + " did not register; see " + d.log);
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }

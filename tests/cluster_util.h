@@ -17,10 +17,10 @@ struct DaemonProcess {
   std::string name;
   pid_t pid = -1;
   std::string data_dir;
-  std::string listen;   // its --listen: fixed ports for the head, any ports for the others
-  std::string control;  // tcp://127.0.0.1:PORT
-  std::string log;      // its stderr
-  std::vector<std::string> extra;    // start()'s arguments, for a restart
+  std::string listen;              // its --listen: fixed ports for the head, any ports for the others
+  std::string control;             // tcp://127.0.0.1:PORT
+  std::string log;                 // its stderr
+  std::vector<std::string> extra;  // start()'s arguments, for a restart
   std::vector<std::string> command;
 };
 
@@ -34,8 +34,7 @@ class Cluster {
   // Starts a daemon (the first one started is the head) and waits until it listens and, for a
   // worker, until the head lists it. `command` replaces this build's hearthd: the program and
   // its first arguments (e.g. an emulator and another architecture's hearthd).
-  DaemonProcess& start(const std::string& name, std::vector<std::string> extra_args = {},
-                       std::vector<std::string> command = {});
+  DaemonProcess& start(const std::string& name, std::vector<std::string> extra_args = {}, std::vector<std::string> command = {});
   // Stops a daemon (SIGTERM) and starts it again with the same name, data directory and ports
   // (so a restarted head is where its devices look for it). Waits until it listens.
   DaemonProcess& restart(const std::string& name);

@@ -112,7 +112,8 @@ struct Harness {
     const transport::Decoded d = transport::decode(transport::encode(b));
     head.on_control(from, "127.0.0.1", key, d, nullptr);
   }
-  void hello(const std::string& id, const std::string& name, const char* key, double memory = 8e9, uint16_t version = wire::PROTOCOL_VERSION) {
+  void hello(const std::string& id, const std::string& name, const char* key, double memory = 8e9,
+             uint16_t version = wire::PROTOCOL_VERSION) {
     capnp::MallocMessageBuilder b;
     auto h = b.initRoot<wire::Envelope>().initHello();
     h.setProtocolVersion(version);
@@ -259,12 +260,15 @@ TEST_CASE("head: a device lost mid-generation leads to a re-plan on the devices 
   CHECK_FALSE(h.head.devices().find("dev-b")->alive);
   for (const auto& s : p->stages) CHECK(s.node_id != "dev-b");
   bool replanned = false;
-  for (const auto& e : p->events) replanned |= e.find("re-planned on") != std::string::npos && e.find("replaying 1") != std::string::npos;
+  for (const auto& e : p->events)
+    replanned |= e.find("re-planned on") != std::string::npos && e.find("replaying 1") != std::string::npos;
   CHECK(replanned);
   // The conversation was carried into the new plan, not failed.
-  for (const auto& e : h.outbox.to("client", wire::Envelope::GENERATE_EVENT)) CHECK(std::string(e.getGenerateEvent().getError().cStr()).empty());
+  for (const auto& e : h.outbox.to("client", wire::Envelope::GENERATE_EVENT))
+    CHECK(std::string(e.getGenerateEvent().getError().cStr()).empty());
   // Device a was given the new plan's layers or told to unload.
-  const bool a_in_plan = std::any_of(p->stages.begin(), p->stages.end(), [](const PlannedStage& s) { return s.node_id == "dev-a"; });
+  const bool a_in_plan =
+      std::any_of(p->stages.begin(), p->stages.end(), [](const PlannedStage& s) { return s.node_id == "dev-a"; });
   if (a_in_plan) CHECK(h.outbox.to("dev-a", wire::Envelope::ASSIGNMENT).size() == 2);
   else CHECK(h.outbox.to("dev-a", wire::Envelope::STOP_REQUEST).size() == 1);
   // Once the new plan is ready the conversation runs to its end with no error.

@@ -57,365 +57,375 @@ std::vector<float> dequantized(TensorType t, const std::vector<uint8_t>& q, size
 }  // namespace
 
 TEST_SUITE("kernels") {
-
-TEST_CASE("fp16 and bf16 conversions round to nearest even, like the hardware") {
-  // Every half value converts to float and back unchanged (NaNs stay NaN).
-  for (uint32_t h = 0; h < 65536; ++h) {
-    const float f = fp16_to_fp32(static_cast<uint16_t>(h));
-    if (std::isnan(f)) CHECK(std::isnan(fp16_to_fp32(fp32_to_fp16(f))));
-    else REQUIRE(fp32_to_fp16(f) == h);
-  }
+  TEST_CASE("fp16 and bf16 conversions round to nearest even, like the hardware") {
+    // Every half value converts to float and back unchanged (NaNs stay NaN).
+    for (uint32_t h = 0; h < 65536; ++h) {
+      const float f = fp16_to_fp32(static_cast<uint16_t>(h));
+      if (std::isnan(f)) CHECK(std::isnan(fp16_to_fp32(fp32_to_fp16(f))));
+      else REQUIRE(fp32_to_fp16(f) == h);
+    }
 #if defined(__x86_64__)
-  if (__builtin_cpu_supports("f16c")) {
-    std::mt19937 rng(3);
-    for (int i = 0; i < 200000; ++i) {
-      const uint32_t bits = rng();
-      const float f = bits_to_float(bits);
-      if (std::isnan(f)) continue;
-      REQUIRE(fp32_to_fp16(f) == hw_to_half(f));
-      REQUIRE(float_to_bits(fp16_to_fp32(static_cast<uint16_t>(bits))) == float_to_bits(hw_from_half(static_cast<uint16_t>(bits))));
+    if (__builtin_cpu_supports("f16c")) {
+      std::mt19937 rng(3);
+      for (int i = 0; i < 200000; ++i) {
+        const uint32_t bits = rng();
+        const float f = bits_to_float(bits);
+        if (std::isnan(f)) continue;
+        REQUIRE(fp32_to_fp16(f) == hw_to_half(f));
+        REQUIRE(float_to_bits(fp16_to_fp32(static_cast<uint16_t>(bits))) ==
+                float_to_bits(hw_from_half(static_cast<uint16_t>(bits))));
+      }
     }
-  }
 #endif
-  CHECK(bf16_to_fp32(fp32_to_bf16(1.0f)) == 1.0f);
-  CHECK(fp32_to_bf16(bits_to_float(0x3f808000)) == 0x3f80);  // tie goes to even
-  CHECK(fp32_to_bf16(bits_to_float(0x3f818000)) == 0x3f82);
-}
-
-TEST_CASE("hand-built Q8_0 and Q4_0 blocks dequantize to known values") {
-  BlockQ8_0 q8{};
-  q8.d = fp32_to_fp16(0.5f);
-  for (int i = 0; i < 32; ++i) q8.qs[i] = static_cast<int8_t>(i - 16);
-  std::vector<float> out(32);
-  dequantize_row(TensorType::Q8_0, &q8, out.data(), 32);
-  for (int i = 0; i < 32; ++i) CHECK(out[static_cast<size_t>(i)] == 0.5f * static_cast<float>(i - 16));
-
-  BlockQ4_0 q4{};
-  q4.d = fp32_to_fp16(2.0f);
-  for (int i = 0; i < 16; ++i) q4.qs[i] = static_cast<uint8_t>(i | ((15 - i) << 4));
-  dequantize_row(TensorType::Q4_0, &q4, out.data(), 32);
-  for (int i = 0; i < 16; ++i) {
-    CHECK(out[static_cast<size_t>(i)] == 2.0f * static_cast<float>(i - 8));
-    CHECK(out[static_cast<size_t>(i + 16)] == 2.0f * static_cast<float>(7 - i));
+    CHECK(bf16_to_fp32(fp32_to_bf16(1.0f)) == 1.0f);
+    CHECK(fp32_to_bf16(bits_to_float(0x3f808000)) == 0x3f80);  // tie goes to even
+    CHECK(fp32_to_bf16(bits_to_float(0x3f818000)) == 0x3f82);
   }
-}
 
-TEST_CASE("a hand-built Q5_0 block dequantizes to known values; llama.cpp's quantizer maps the extreme to -16") {
-  // x = d * (q - 16): low nibbles are elements 0..15, high nibbles 16..31, bit j of qh (little
-  // endian) is element j's fifth bit.
-  BlockQ5_0 b{};
-  b.d = fp32_to_fp16(0.5f);
-  const auto v = [](int j) { return (j * 9 + 4) % 32; };
-  uint32_t qh = 0;
-  for (int j = 0; j < 16; ++j) {
-    b.qs[j] = static_cast<uint8_t>((v(j) & 15) | ((v(j + 16) & 15) << 4));
-    qh |= static_cast<uint32_t>(v(j) >> 4) << j | static_cast<uint32_t>(v(j + 16) >> 4) << (j + 16);
-  }
-  b.qh[0] = static_cast<uint8_t>(qh), b.qh[1] = static_cast<uint8_t>(qh >> 8);
-  b.qh[2] = static_cast<uint8_t>(qh >> 16), b.qh[3] = static_cast<uint8_t>(qh >> 24);
-  std::vector<float> out(32);
-  dequantize_row(TensorType::Q5_0, &b, out.data(), 32);
-  for (int j = 0; j < 32; ++j) CHECK(out[static_cast<size_t>(j)] == 0.5f * static_cast<float>(v(j) - 16));
+  TEST_CASE("hand-built Q8_0 and Q4_0 blocks dequantize to known values") {
+    BlockQ8_0 q8{};
+    q8.d = fp32_to_fp16(0.5f);
+    for (int i = 0; i < 32; ++i) q8.qs[i] = static_cast<int8_t>(i - 16);
+    std::vector<float> out(32);
+    dequantize_row(TensorType::Q8_0, &q8, out.data(), 32);
+    for (int i = 0; i < 32; ++i) CHECK(out[static_cast<size_t>(i)] == 0.5f * static_cast<float>(i - 16));
 
-  std::vector<float> x(32, 0.25f);
-  x[3] = 4.f;  // d = 4 / -16; 0.25 -> round(-1) + 16 = 15; 4 -> 0
-  BlockQ5_0 q{};
-  quantize_row(TensorType::Q5_0, x.data(), &q, 32);
-  CHECK(fp16_to_fp32(q.d) == -0.25f);
-  dequantize_row(TensorType::Q5_0, &q, out.data(), 32);
-  CHECK(out[3] == 4.f);
-  CHECK(out[0] == 0.25f);
-}
-
-TEST_CASE("quantize then dequantize stays within each type's step") {
-  const auto x = random_floats(4096, 1);
-  struct Case {
-    TensorType type;
-    double max_rel_err;  // of max |x| per block
-  };
-  for (const Case c : {Case{TensorType::F32, 0}, Case{TensorType::F16, 1e-3}, Case{TensorType::BF16, 8e-3},
-                       Case{TensorType::Q8_0, 1.0 / 127}, Case{TensorType::Q4_0, 1.0 / 8 + 1e-3},
-                       Case{TensorType::Q5_0, 1.0 / 16 + 1e-3}}) {
-    const auto y = dequantized(c.type, quantized(c.type, x), x.size());
-    for (size_t b = 0; b < x.size(); b += 32) {
-      float amax = 0;
-      for (size_t i = b; i < b + 32; ++i) amax = std::max(amax, std::fabs(x[i]));
-      for (size_t i = b; i < b + 32; ++i) REQUIRE(std::fabs(x[i] - y[i]) <= c.max_rel_err * amax + 1e-7);
+    BlockQ4_0 q4{};
+    q4.d = fp32_to_fp16(2.0f);
+    for (int i = 0; i < 16; ++i) q4.qs[i] = static_cast<uint8_t>(i | ((15 - i) << 4));
+    dequantize_row(TensorType::Q4_0, &q4, out.data(), 32);
+    for (int i = 0; i < 16; ++i) {
+      CHECK(out[static_cast<size_t>(i)] == 2.0f * static_cast<float>(i - 8));
+      CHECK(out[static_cast<size_t>(i + 16)] == 2.0f * static_cast<float>(7 - i));
     }
   }
-}
 
-TEST_CASE("dot kernels agree with naive loops, in every table") {
-  for (const KernelTable* k : tables()) {
-    CAPTURE(std::string(k->name));
-    for (int n : {32, 64, 96, 4096, 5632}) {
-      CAPTURE(n);
-      const auto w = random_floats(static_cast<size_t>(n), 10u + static_cast<uint32_t>(n));
-      const auto x = random_floats(static_cast<size_t>(n), 20u + static_cast<uint32_t>(n));
-      const double scale = std::sqrt(double(n));  // typical magnitude of the dot product
+  TEST_CASE("a hand-built Q5_0 block dequantizes to known values; llama.cpp's quantizer maps the extreme to -16") {
+    // x = d * (q - 16): low nibbles are elements 0..15, high nibbles 16..31, bit j of qh (little
+    // endian) is element j's fifth bit.
+    BlockQ5_0 b{};
+    b.d = fp32_to_fp16(0.5f);
+    const auto v = [](int j) { return (j * 9 + 4) % 32; };
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; ++j) {
+      b.qs[j] = static_cast<uint8_t>((v(j) & 15) | ((v(j + 16) & 15) << 4));
+      qh |= static_cast<uint32_t>(v(j) >> 4) << j | static_cast<uint32_t>(v(j + 16) >> 4) << (j + 16);
+    }
+    b.qh[0] = static_cast<uint8_t>(qh), b.qh[1] = static_cast<uint8_t>(qh >> 8);
+    b.qh[2] = static_cast<uint8_t>(qh >> 16), b.qh[3] = static_cast<uint8_t>(qh >> 24);
+    std::vector<float> out(32);
+    dequantize_row(TensorType::Q5_0, &b, out.data(), 32);
+    for (int j = 0; j < 32; ++j) CHECK(out[static_cast<size_t>(j)] == 0.5f * static_cast<float>(v(j) - 16));
 
-      CHECK(std::fabs(k->dot_f32(w.data(), x.data(), n) - naive_dot(w, x)) < 1e-5 * scale);
+    std::vector<float> x(32, 0.25f);
+    x[3] = 4.f;  // d = 4 / -16; 0.25 -> round(-1) + 16 = 15; 4 -> 0
+    BlockQ5_0 q{};
+    quantize_row(TensorType::Q5_0, x.data(), &q, 32);
+    CHECK(fp16_to_fp32(q.d) == -0.25f);
+    dequantize_row(TensorType::Q5_0, &q, out.data(), 32);
+    CHECK(out[3] == 4.f);
+    CHECK(out[0] == 0.25f);
+  }
 
-      for (TensorType t : {TensorType::F16, TensorType::BF16}) {
-        const auto q = quantized(t, w);
-        const auto wd = dequantized(t, q, w.size());
-        const auto* h = reinterpret_cast<const uint16_t*>(q.data());
-        const float got = t == TensorType::F16 ? k->dot_f16(h, x.data(), n) : k->dot_bf16(h, x.data(), n);
-        CHECK(std::fabs(got - naive_dot(wd, x)) < 1e-5 * scale);
-      }
-
-      // Quantized weights against Q8_0 activations: compare with the exact integer-domain sum
-      // over the dequantized operands.
-      std::vector<BlockQ8_0> xq(static_cast<size_t>(n / 32));
-      k->quantize_q8_0(x.data(), xq.data(), n);
-      std::vector<BlockQ8_0> xq_ref(xq.size());
-      scalar_kernels().quantize_q8_0(x.data(), xq_ref.data(), n);
-      REQUIRE(std::memcmp(xq.data(), xq_ref.data(), xq.size() * sizeof(BlockQ8_0)) == 0);
-      const auto xd = dequantized(TensorType::Q8_0, std::vector<uint8_t>(reinterpret_cast<uint8_t*>(xq.data()),
-                                                                         reinterpret_cast<uint8_t*>(xq.data() + xq.size())),
-                                  x.size());
-      for (TensorType t : {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0}) {
-        const auto q = quantized(t, w);
-        const auto wd = dequantized(t, q, w.size());
-        const float got = t == TensorType::Q8_0   ? k->dot_q8_0(reinterpret_cast<const BlockQ8_0*>(q.data()), xq.data(), n / 32)
-                          : t == TensorType::Q4_0 ? k->dot_q4_0(reinterpret_cast<const BlockQ4_0*>(q.data()), xq.data(), n / 32)
-                                                  : k->dot_q5_0(reinterpret_cast<const BlockQ5_0*>(q.data()), xq.data(), n / 32);
-        CHECK(std::fabs(got - naive_dot(wd, xd)) < 1e-5 * scale);
+  TEST_CASE("quantize then dequantize stays within each type's step") {
+    const auto x = random_floats(4096, 1);
+    struct Case {
+      TensorType type;
+      double max_rel_err;  // of max |x| per block
+    };
+    for (const Case c :
+         {Case{TensorType::F32, 0}, Case{TensorType::F16, 1e-3}, Case{TensorType::BF16, 8e-3}, Case{TensorType::Q8_0, 1.0 / 127},
+          Case{TensorType::Q4_0, 1.0 / 8 + 1e-3}, Case{TensorType::Q5_0, 1.0 / 16 + 1e-3}}) {
+      const auto y = dequantized(c.type, quantized(c.type, x), x.size());
+      for (size_t b = 0; b < x.size(); b += 32) {
+        float amax = 0;
+        for (size_t i = b; i < b + 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+        for (size_t i = b; i < b + 32; ++i) REQUIRE(std::fabs(x[i] - y[i]) <= c.max_rel_err * amax + 1e-7);
       }
     }
   }
-}
 
-TEST_CASE("matmul equals row-by-row dot products for 1 and many tokens, any thread count") {
-  const int n_in = 256, n_out = 100;
-  const auto wf = random_floats(static_cast<size_t>(n_in * n_out), 5);
-  for (TensorType t : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0,
-                       TensorType::Q5_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
-    CAPTURE(std::string(tensor_type_name(t)));
-    std::vector<uint8_t> data(row_bytes(t, n_in) * n_out);
-    for (int r = 0; r < n_out; ++r) quantize_row(t, &wf[static_cast<size_t>(r * n_in)], data.data() + r * row_bytes(t, n_in), n_in);
-    const WeightMatrix w{t, data.data(), n_in, n_out, row_bytes(t, n_in)};
-    for (int n_tok : {1, 3, 17}) {
-      const auto x = random_floats(static_cast<size_t>(n_tok * n_in), 7u + static_cast<uint32_t>(n_tok));
-      std::vector<float> y1(static_cast<size_t>(n_tok * n_out)), y2(y1.size());
-      MatmulScratch scratch(n_tok, n_in);
-      ThreadPool one(1), two(2);
-      matmul(w, x.data(), n_tok, y1.data(), scratch, one, best_kernels());
-      matmul(w, x.data(), n_tok, y2.data(), scratch, two, best_kernels());
-      CHECK(y1 == y2);  // rows are split across threads, never a row's sum
-      for (int tk = 0; tk < n_tok; ++tk) {
-        std::vector<float> xt(x.begin() + tk * n_in, x.begin() + (tk + 1) * n_in);
-        if (dot_type(t) == TensorType::Q8_0) xt = dequantized(TensorType::Q8_0, quantized(TensorType::Q8_0, xt), xt.size());
-        if (dot_type(t) == TensorType::Q8_K) {
-          std::vector<uint8_t> q(row_bytes(TensorType::Q8_K, xt.size()));
-          best_kernels().quantize_q8_k(xt.data(), reinterpret_cast<BlockQ8_K*>(q.data()), n_in);
-          xt = dequantized(TensorType::Q8_K, q, xt.size());
-        }
-        for (int r = 0; r < n_out; ++r) {
-          std::vector<float> wr(static_cast<size_t>(n_in));
-          dequantize_row(t, w.row(r), wr.data(), n_in);
-          REQUIRE(std::fabs(y1[static_cast<size_t>(tk * n_out + r)] - naive_dot(wr, xt)) < 2e-2);
-        }
-      }
-    }
-  }
-}
-
-// Weights of every computable type with random values; K-quant rows need multiples of 256.
-std::vector<uint8_t> random_matrix(TensorType t, int n_in, int n_out, uint32_t seed) {
-  const auto wf = random_floats(static_cast<size_t>(n_in) * static_cast<size_t>(n_out), seed);
-  std::vector<uint8_t> data(row_bytes(t, static_cast<uint64_t>(n_in)) * static_cast<size_t>(n_out));
-  for (int r = 0; r < n_out; ++r)
-    quantize_row(t, &wf[static_cast<size_t>(r) * static_cast<size_t>(n_in)], data.data() + r * row_bytes(t, static_cast<uint64_t>(n_in)), n_in);
-  return data;
-}
-
-constexpr TensorType kAllTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0,
-                                    TensorType::Q5_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
-
-// One token's activations for `t` in table k's packed form, and the dot kernel of k on row w.
-struct TokenActivations {
-  std::vector<float> f32;
-  std::vector<uint8_t> blocks;  // Q8_0 or Q8_K
-  std::vector<uint8_t> packed;  // k.pack() of the blocks, if k packs for t
-};
-
-TokenActivations activations_for(const KernelTable& k, TensorType t, const float* x, int n) {
-  TokenActivations a;
-  a.f32.assign(x, x + n);
-  if (dot_type(t) == TensorType::Q8_0) {
-    a.blocks.resize(static_cast<size_t>(n / 32) * sizeof(BlockQ8_0));
-    k.quantize_q8_0(x, reinterpret_cast<BlockQ8_0*>(a.blocks.data()), n);
-  } else if (dot_type(t) == TensorType::Q8_K) {
-    a.blocks.resize(static_cast<size_t>(n / 256) * sizeof(BlockQ8_K));
-    k.quantize_q8_k(x, reinterpret_cast<BlockQ8_K*>(a.blocks.data()), n);
-  }
-  if (const size_t bytes = k.packed_bytes(t, n); bytes > 0) {
-    a.packed.resize(bytes);
-    k.pack(t, a.blocks.data(), a.packed.data(), n);
-  }
-  return a;
-}
-
-float table_dot(const KernelTable& k, TensorType t, const uint8_t* w, const TokenActivations& a, int n) {
-  const void* x = a.blocks.data();
-  switch (t) {
-    case TensorType::F32: return k.dot_f32(reinterpret_cast<const float*>(w), a.f32.data(), n);
-    case TensorType::F16: return k.dot_f16(reinterpret_cast<const uint16_t*>(w), a.f32.data(), n);
-    case TensorType::BF16: return k.dot_bf16(reinterpret_cast<const uint16_t*>(w), a.f32.data(), n);
-    case TensorType::Q8_0: return k.dot_q8_0(reinterpret_cast<const BlockQ8_0*>(w), static_cast<const BlockQ8_0*>(x), n / 32);
-    case TensorType::Q4_0: return k.dot_q4_0(reinterpret_cast<const BlockQ4_0*>(w), static_cast<const BlockQ8_0*>(x), n / 32);
-    case TensorType::Q5_0: return k.dot_q5_0(reinterpret_cast<const BlockQ5_0*>(w), static_cast<const BlockQ8_0*>(x), n / 32);
-    case TensorType::Q4_K: return k.dot_q4_k(reinterpret_cast<const BlockQ4_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
-    case TensorType::Q5_K: return k.dot_q5_k(reinterpret_cast<const BlockQ5_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
-    default: return k.dot_q6_k(reinterpret_cast<const BlockQ6_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
-  }
-}
-
-TEST_CASE("gemm kernels equal their table's dot kernel bit for bit, whatever the tile (batch invariance)") {
-  // Row and token counts around every tile shape (1..8 rows, 1..4 tokens and their remainders),
-  // rows with a partial last group of blocks (n = 96, 160: 3 and 5 blocks of 32), a strided
-  // output, and an output row stride larger than the rows computed.
-  for (const KernelTable* k : tables()) {
-    CAPTURE(std::string(k->name));
-    for (TensorType t : kAllTypes) {
-      CAPTURE(std::string(tensor_type_name(t)));
-      const bool kquant = dot_type(t) == TensorType::Q8_K;
-      for (int n : kquant ? std::vector<int>{256, 768} : std::vector<int>{32, 96, 160, 2048}) {
-        CAPTURE(n);
-        const int n_rows = 19;
-        const auto w = random_matrix(t, n, n_rows, 100u + static_cast<uint32_t>(n));
-        const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
-        for (int n_tok : {1, 2, 3, 4, 5, 9}) {
-          CAPTURE(n_tok);
-          const auto x = random_floats(static_cast<size_t>(n_tok) * static_cast<size_t>(n), 7u + static_cast<uint32_t>(n_tok));
-          std::vector<TokenActivations> acts;
-          for (int tk = 0; tk < n_tok; ++tk) acts.push_back(activations_for(*k, t, &x[static_cast<size_t>(tk) * static_cast<size_t>(n)], n));
-          // The gemm's input: every token's activations side by side, as matmul lays them out.
-          const std::vector<uint8_t>& first = dot_type(t) == TensorType::F32 ? std::vector<uint8_t>{}
-                                              : acts[0].packed.empty()       ? acts[0].blocks
-                                                                             : acts[0].packed;
-          const size_t xs = dot_type(t) == TensorType::F32 ? static_cast<size_t>(n) * 4 : first.size();
-          std::vector<uint8_t> xin(xs * static_cast<size_t>(n_tok));
-          for (int tk = 0; tk < n_tok; ++tk) {
-            const auto& a = acts[static_cast<size_t>(tk)];
-            const uint8_t* src = dot_type(t) == TensorType::F32 ? reinterpret_cast<const uint8_t*>(a.f32.data())
-                                 : a.packed.empty()              ? a.blocks.data()
-                                                                 : a.packed.data();
-            std::memcpy(&xin[static_cast<size_t>(tk) * xs], src, xs);
-          }
-          const size_t ldy = n_rows + 3;
-          std::vector<float> y(ldy * static_cast<size_t>(n_tok), -1.f);
-          gemm_kernel(*k, t)(w.data(), ws, n_rows, xin.data(), xs, n_tok, n, y.data(), ldy);
-          for (int tk = 0; tk < n_tok; ++tk)
-            for (int r = 0; r < n_rows; ++r) {
-              const float want = table_dot(*k, t, w.data() + static_cast<size_t>(r) * ws, acts[static_cast<size_t>(tk)], n);
-              const float got = y[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r)];
-              if (float_to_bits(got) != float_to_bits(want)) FAIL_CHECK("row " << r << " token " << tk << ": " << got << " != " << want);
-            }
-          // Also a sub-range of rows starting inside: the tiles shift, the results may not.
-          std::vector<float> y2(ldy * static_cast<size_t>(n_tok), -1.f);
-          gemm_kernel(*k, t)(w.data() + 5 * ws, ws, n_rows - 5, xin.data(), xs, n_tok, n, y2.data(), ldy);
-          for (int tk = 0; tk < n_tok; ++tk)
-            for (int r = 5; r < n_rows; ++r)
-              REQUIRE(float_to_bits(y2[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r - 5)]) ==
-                      float_to_bits(y[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r)]));
-        }
-      }
-    }
-  }
-}
-
-TEST_CASE("every table's dot kernels stay within rounding of the scalar reference on the same activations") {
-  // The tables sum in different orders, so they agree to rounding, not bit for bit.
-  for (TensorType t : kAllTypes)
-  for (int n : dot_type(t) == TensorType::Q8_K ? std::vector<int>{256, 2048} : std::vector<int>{32, 96, 160, 2048}) {
-    CAPTURE(std::string(tensor_type_name(t)));
-    CAPTURE(n);
-    const auto w = random_matrix(t, n, 4, 3);
-    const auto x = random_floats(static_cast<size_t>(n), 4);
-    const TokenActivations ref_act = activations_for(scalar_kernels(), t, x.data(), n);
+  TEST_CASE("dot kernels agree with naive loops, in every table") {
     for (const KernelTable* k : tables()) {
       CAPTURE(std::string(k->name));
-      const TokenActivations act = activations_for(*k, t, x.data(), n);
-      REQUIRE(act.blocks == ref_act.blocks);  // activation quantization is bit-identical everywhere
-      for (int r = 0; r < 4; ++r) {
-        const uint8_t* row = w.data() + static_cast<size_t>(r) * row_bytes(t, n);
-        const float want = table_dot(scalar_kernels(), t, row, ref_act, n), got = table_dot(*k, t, row, act, n);
-        CHECK(std::fabs(got - want) <= 1e-5f * (1.f + std::fabs(want)) + 1e-4f);
+      for (int n : {32, 64, 96, 4096, 5632}) {
+        CAPTURE(n);
+        const auto w = random_floats(static_cast<size_t>(n), 10u + static_cast<uint32_t>(n));
+        const auto x = random_floats(static_cast<size_t>(n), 20u + static_cast<uint32_t>(n));
+        const double scale = std::sqrt(double(n));  // typical magnitude of the dot product
+
+        CHECK(std::fabs(k->dot_f32(w.data(), x.data(), n) - naive_dot(w, x)) < 1e-5 * scale);
+
+        for (TensorType t : {TensorType::F16, TensorType::BF16}) {
+          const auto q = quantized(t, w);
+          const auto wd = dequantized(t, q, w.size());
+          const auto* h = reinterpret_cast<const uint16_t*>(q.data());
+          const float got = t == TensorType::F16 ? k->dot_f16(h, x.data(), n) : k->dot_bf16(h, x.data(), n);
+          CHECK(std::fabs(got - naive_dot(wd, x)) < 1e-5 * scale);
+        }
+
+        // Quantized weights against Q8_0 activations: compare with the exact integer-domain sum
+        // over the dequantized operands.
+        std::vector<BlockQ8_0> xq(static_cast<size_t>(n / 32));
+        k->quantize_q8_0(x.data(), xq.data(), n);
+        std::vector<BlockQ8_0> xq_ref(xq.size());
+        scalar_kernels().quantize_q8_0(x.data(), xq_ref.data(), n);
+        REQUIRE(std::memcmp(xq.data(), xq_ref.data(), xq.size() * sizeof(BlockQ8_0)) == 0);
+        const auto xd = dequantized(
+            TensorType::Q8_0,
+            std::vector<uint8_t>(reinterpret_cast<uint8_t*>(xq.data()), reinterpret_cast<uint8_t*>(xq.data() + xq.size())),
+            x.size());
+        for (TensorType t : {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0}) {
+          const auto q = quantized(t, w);
+          const auto wd = dequantized(t, q, w.size());
+          const float got = t == TensorType::Q8_0 ? k->dot_q8_0(reinterpret_cast<const BlockQ8_0*>(q.data()), xq.data(), n / 32)
+                            : t == TensorType::Q4_0
+                                ? k->dot_q4_0(reinterpret_cast<const BlockQ4_0*>(q.data()), xq.data(), n / 32)
+                                : k->dot_q5_0(reinterpret_cast<const BlockQ5_0*>(q.data()), xq.data(), n / 32);
+          CHECK(std::fabs(got - naive_dot(wd, xd)) < 1e-5 * scale);
+        }
       }
     }
   }
-}
 
-TEST_CASE("the x86 SIMD tables (avx2, avx512) give the same bits, so devices with and without AVX-512 agree") {
-  std::vector<const KernelTable*> simd;
-  for (const KernelTable* k : tables())
-    if (k->name != "scalar") simd.push_back(k);
-  if (simd.size() < 2) return;
-  const int n_in = 512, n_out = 21, n_tok = 5;
-  for (TensorType t : kAllTypes) {
-    CAPTURE(std::string(tensor_type_name(t)));
-    const auto data = random_matrix(t, n_in, n_out, 21);
-    const WeightMatrix w{t, data.data(), n_in, n_out, row_bytes(t, n_in)};
-    const auto x = random_floats(static_cast<size_t>(n_tok * n_in), 22);
-    MatmulScratch scratch(n_tok, n_in);
-    ThreadPool pool(2);
-    std::vector<float> first(static_cast<size_t>(n_tok * n_out)), other(first.size());
-    matmul(w, x.data(), n_tok, first.data(), scratch, pool, *simd[0]);
-    for (size_t i = 1; i < simd.size(); ++i) {
-      CAPTURE(std::string(simd[i]->name));
-      matmul(w, x.data(), n_tok, other.data(), scratch, pool, *simd[i]);
-      CHECK(std::memcmp(first.data(), other.data(), first.size() * 4) == 0);
+  TEST_CASE("matmul equals row-by-row dot products for 1 and many tokens, any thread count") {
+    const int n_in = 256, n_out = 100;
+    const auto wf = random_floats(static_cast<size_t>(n_in * n_out), 5);
+    for (TensorType t : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0,
+                         TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
+      CAPTURE(std::string(tensor_type_name(t)));
+      std::vector<uint8_t> data(row_bytes(t, n_in) * n_out);
+      for (int r = 0; r < n_out; ++r)
+        quantize_row(t, &wf[static_cast<size_t>(r * n_in)], data.data() + r * row_bytes(t, n_in), n_in);
+      const WeightMatrix w{t, data.data(), n_in, n_out, row_bytes(t, n_in)};
+      for (int n_tok : {1, 3, 17}) {
+        const auto x = random_floats(static_cast<size_t>(n_tok * n_in), 7u + static_cast<uint32_t>(n_tok));
+        std::vector<float> y1(static_cast<size_t>(n_tok * n_out)), y2(y1.size());
+        MatmulScratch scratch(n_tok, n_in);
+        ThreadPool one(1), two(2);
+        matmul(w, x.data(), n_tok, y1.data(), scratch, one, best_kernels());
+        matmul(w, x.data(), n_tok, y2.data(), scratch, two, best_kernels());
+        CHECK(y1 == y2);  // rows are split across threads, never a row's sum
+        for (int tk = 0; tk < n_tok; ++tk) {
+          std::vector<float> xt(x.begin() + tk * n_in, x.begin() + (tk + 1) * n_in);
+          if (dot_type(t) == TensorType::Q8_0) xt = dequantized(TensorType::Q8_0, quantized(TensorType::Q8_0, xt), xt.size());
+          if (dot_type(t) == TensorType::Q8_K) {
+            std::vector<uint8_t> q(row_bytes(TensorType::Q8_K, xt.size()));
+            best_kernels().quantize_q8_k(xt.data(), reinterpret_cast<BlockQ8_K*>(q.data()), n_in);
+            xt = dequantized(TensorType::Q8_K, q, xt.size());
+          }
+          for (int r = 0; r < n_out; ++r) {
+            std::vector<float> wr(static_cast<size_t>(n_in));
+            dequantize_row(t, w.row(r), wr.data(), n_in);
+            REQUIRE(std::fabs(y1[static_cast<size_t>(tk * n_out + r)] - naive_dot(wr, xt)) < 2e-2);
+          }
+        }
+      }
     }
   }
-}
 
-TEST_CASE("matmul gives the same bits for a token alone and in a batch, at 1 and 2 threads") {
-  const int n_in = 512, n_out = 70;
-  for (const KernelTable* k : tables()) {
-    CAPTURE(std::string(k->name));
+  // Weights of every computable type with random values; K-quant rows need multiples of 256.
+  std::vector<uint8_t> random_matrix(TensorType t, int n_in, int n_out, uint32_t seed) {
+    const auto wf = random_floats(static_cast<size_t>(n_in) * static_cast<size_t>(n_out), seed);
+    std::vector<uint8_t> data(row_bytes(t, static_cast<uint64_t>(n_in)) * static_cast<size_t>(n_out));
+    for (int r = 0; r < n_out; ++r)
+      quantize_row(t, &wf[static_cast<size_t>(r) * static_cast<size_t>(n_in)],
+                   data.data() + r * row_bytes(t, static_cast<uint64_t>(n_in)), n_in);
+    return data;
+  }
+
+  constexpr TensorType kAllTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0,
+                                      TensorType::Q5_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
+
+  // One token's activations for `t` in table k's packed form, and the dot kernel of k on row w.
+  struct TokenActivations {
+    std::vector<float> f32;
+    std::vector<uint8_t> blocks;  // Q8_0 or Q8_K
+    std::vector<uint8_t> packed;  // k.pack() of the blocks, if k packs for t
+  };
+
+  TokenActivations activations_for(const KernelTable& k, TensorType t, const float* x, int n) {
+    TokenActivations a;
+    a.f32.assign(x, x + n);
+    if (dot_type(t) == TensorType::Q8_0) {
+      a.blocks.resize(static_cast<size_t>(n / 32) * sizeof(BlockQ8_0));
+      k.quantize_q8_0(x, reinterpret_cast<BlockQ8_0*>(a.blocks.data()), n);
+    } else if (dot_type(t) == TensorType::Q8_K) {
+      a.blocks.resize(static_cast<size_t>(n / 256) * sizeof(BlockQ8_K));
+      k.quantize_q8_k(x, reinterpret_cast<BlockQ8_K*>(a.blocks.data()), n);
+    }
+    if (const size_t bytes = k.packed_bytes(t, n); bytes > 0) {
+      a.packed.resize(bytes);
+      k.pack(t, a.blocks.data(), a.packed.data(), n);
+    }
+    return a;
+  }
+
+  float table_dot(const KernelTable& k, TensorType t, const uint8_t* w, const TokenActivations& a, int n) {
+    const void* x = a.blocks.data();
+    switch (t) {
+      case TensorType::F32: return k.dot_f32(reinterpret_cast<const float*>(w), a.f32.data(), n);
+      case TensorType::F16: return k.dot_f16(reinterpret_cast<const uint16_t*>(w), a.f32.data(), n);
+      case TensorType::BF16: return k.dot_bf16(reinterpret_cast<const uint16_t*>(w), a.f32.data(), n);
+      case TensorType::Q8_0: return k.dot_q8_0(reinterpret_cast<const BlockQ8_0*>(w), static_cast<const BlockQ8_0*>(x), n / 32);
+      case TensorType::Q4_0: return k.dot_q4_0(reinterpret_cast<const BlockQ4_0*>(w), static_cast<const BlockQ8_0*>(x), n / 32);
+      case TensorType::Q5_0: return k.dot_q5_0(reinterpret_cast<const BlockQ5_0*>(w), static_cast<const BlockQ8_0*>(x), n / 32);
+      case TensorType::Q4_K: return k.dot_q4_k(reinterpret_cast<const BlockQ4_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
+      case TensorType::Q5_K: return k.dot_q5_k(reinterpret_cast<const BlockQ5_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
+      default: return k.dot_q6_k(reinterpret_cast<const BlockQ6_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
+    }
+  }
+
+  TEST_CASE("gemm kernels equal their table's dot kernel bit for bit, whatever the tile (batch invariance)") {
+    // Row and token counts around every tile shape (1..8 rows, 1..4 tokens and their remainders),
+    // rows with a partial last group of blocks (n = 96, 160: 3 and 5 blocks of 32), a strided
+    // output, and an output row stride larger than the rows computed.
+    for (const KernelTable* k : tables()) {
+      CAPTURE(std::string(k->name));
+      for (TensorType t : kAllTypes) {
+        CAPTURE(std::string(tensor_type_name(t)));
+        const bool kquant = dot_type(t) == TensorType::Q8_K;
+        for (int n : kquant ? std::vector<int>{256, 768} : std::vector<int>{32, 96, 160, 2048}) {
+          CAPTURE(n);
+          const int n_rows = 19;
+          const auto w = random_matrix(t, n, n_rows, 100u + static_cast<uint32_t>(n));
+          const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
+          for (int n_tok : {1, 2, 3, 4, 5, 9}) {
+            CAPTURE(n_tok);
+            const auto x = random_floats(static_cast<size_t>(n_tok) * static_cast<size_t>(n), 7u + static_cast<uint32_t>(n_tok));
+            std::vector<TokenActivations> acts;
+            for (int tk = 0; tk < n_tok; ++tk)
+              acts.push_back(activations_for(*k, t, &x[static_cast<size_t>(tk) * static_cast<size_t>(n)], n));
+            // The gemm's input: every token's activations side by side, as matmul lays them out.
+            const std::vector<uint8_t>& first = dot_type(t) == TensorType::F32 ? std::vector<uint8_t>{}
+                                                : acts[0].packed.empty()       ? acts[0].blocks
+                                                                               : acts[0].packed;
+            const size_t xs = dot_type(t) == TensorType::F32 ? static_cast<size_t>(n) * 4 : first.size();
+            std::vector<uint8_t> xin(xs * static_cast<size_t>(n_tok));
+            for (int tk = 0; tk < n_tok; ++tk) {
+              const auto& a = acts[static_cast<size_t>(tk)];
+              const uint8_t* src = dot_type(t) == TensorType::F32 ? reinterpret_cast<const uint8_t*>(a.f32.data())
+                                   : a.packed.empty()             ? a.blocks.data()
+                                                                  : a.packed.data();
+              std::memcpy(&xin[static_cast<size_t>(tk) * xs], src, xs);
+            }
+            const size_t ldy = n_rows + 3;
+            std::vector<float> y(ldy * static_cast<size_t>(n_tok), -1.f);
+            gemm_kernel(*k, t)(w.data(), ws, n_rows, xin.data(), xs, n_tok, n, y.data(), ldy);
+            for (int tk = 0; tk < n_tok; ++tk)
+              for (int r = 0; r < n_rows; ++r) {
+                const float want = table_dot(*k, t, w.data() + static_cast<size_t>(r) * ws, acts[static_cast<size_t>(tk)], n);
+                const float got = y[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r)];
+                if (float_to_bits(got) != float_to_bits(want))
+                  FAIL_CHECK("row " << r << " token " << tk << ": " << got << " != " << want);
+              }
+            // Also a sub-range of rows starting inside: the tiles shift, the results may not.
+            std::vector<float> y2(ldy * static_cast<size_t>(n_tok), -1.f);
+            gemm_kernel(*k, t)(w.data() + 5 * ws, ws, n_rows - 5, xin.data(), xs, n_tok, n, y2.data(), ldy);
+            for (int tk = 0; tk < n_tok; ++tk)
+              for (int r = 5; r < n_rows; ++r)
+                REQUIRE(float_to_bits(y2[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r - 5)]) ==
+                        float_to_bits(y[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r)]));
+          }
+        }
+      }
+    }
+  }
+
+  TEST_CASE("every table's dot kernels stay within rounding of the scalar reference on the same activations") {
+    // The tables sum in different orders, so they agree to rounding, not bit for bit.
+    for (TensorType t : kAllTypes)
+      for (int n : dot_type(t) == TensorType::Q8_K ? std::vector<int>{256, 2048} : std::vector<int>{32, 96, 160, 2048}) {
+        CAPTURE(std::string(tensor_type_name(t)));
+        CAPTURE(n);
+        const auto w = random_matrix(t, n, 4, 3);
+        const auto x = random_floats(static_cast<size_t>(n), 4);
+        const TokenActivations ref_act = activations_for(scalar_kernels(), t, x.data(), n);
+        for (const KernelTable* k : tables()) {
+          CAPTURE(std::string(k->name));
+          const TokenActivations act = activations_for(*k, t, x.data(), n);
+          REQUIRE(act.blocks == ref_act.blocks);  // activation quantization is bit-identical everywhere
+          for (int r = 0; r < 4; ++r) {
+            const uint8_t* row = w.data() + static_cast<size_t>(r) * row_bytes(t, n);
+            const float want = table_dot(scalar_kernels(), t, row, ref_act, n), got = table_dot(*k, t, row, act, n);
+            CHECK(std::fabs(got - want) <= 1e-5f * (1.f + std::fabs(want)) + 1e-4f);
+          }
+        }
+      }
+  }
+
+  TEST_CASE("the x86 SIMD tables (avx2, avx512) give the same bits, so devices with and without AVX-512 agree") {
+    std::vector<const KernelTable*> simd;
+    for (const KernelTable* k : tables())
+      if (k->name != "scalar") simd.push_back(k);
+    if (simd.size() < 2) return;
+    const int n_in = 512, n_out = 21, n_tok = 5;
     for (TensorType t : kAllTypes) {
       CAPTURE(std::string(tensor_type_name(t)));
-      const auto data = random_matrix(t, n_in, n_out, 11);
+      const auto data = random_matrix(t, n_in, n_out, 21);
       const WeightMatrix w{t, data.data(), n_in, n_out, row_bytes(t, n_in)};
-      const int n_tok = 13;
-      const auto x = random_floats(static_cast<size_t>(n_tok * n_in), 12);
-      std::vector<float> batch(static_cast<size_t>(n_tok * n_out));
+      const auto x = random_floats(static_cast<size_t>(n_tok * n_in), 22);
       MatmulScratch scratch(n_tok, n_in);
-      ThreadPool two(2), one(1);
-      matmul(w, x.data(), n_tok, batch.data(), scratch, two, *k);
-      for (int tk = 0; tk < n_tok; ++tk) {
-        std::vector<float> alone(static_cast<size_t>(n_out));
-        matmul(w, &x[static_cast<size_t>(tk * n_in)], 1, alone.data(), scratch, tk % 2 ? one : two, *k);
-        REQUIRE(std::memcmp(alone.data(), &batch[static_cast<size_t>(tk * n_out)], alone.size() * 4) == 0);
+      ThreadPool pool(2);
+      std::vector<float> first(static_cast<size_t>(n_tok * n_out)), other(first.size());
+      matmul(w, x.data(), n_tok, first.data(), scratch, pool, *simd[0]);
+      for (size_t i = 1; i < simd.size(); ++i) {
+        CAPTURE(std::string(simd[i]->name));
+        matmul(w, x.data(), n_tok, other.data(), scratch, pool, *simd[i]);
+        CHECK(std::memcmp(first.data(), other.data(), first.size() * 4) == 0);
       }
-      // Several weights in one pass (Q, K, V) and the fused SwiGLU equal their separate matmuls.
-      std::vector<float> a(batch.size()), b(batch.size()), g(batch.size()), u(batch.size());
-      const MatmulTarget both[] = {{&w, a.data()}, {&w, b.data()}};
-      matmul_many(both, x.data(), n_tok, scratch, two, *k);
-      CHECK(a == batch);
-      CHECK(b == batch);
-      matmul_swiglu(w, w, x.data(), n_tok, g.data(), u.data(), scratch, two, *k);
-      std::vector<float> expect = batch;
-      swiglu(expect.data(), batch.data(), expect.size());
-      CHECK(g == expect);
     }
   }
-}
 
-TEST_CASE("thread pool runs every task once and rethrows a task's exception") {
-  ThreadPool pool(3);
-  for (int round = 0; round < 200; ++round) {
-    std::vector<std::atomic<int>> hits(57);
-    pool.run(57, [&](int i) { hits[static_cast<size_t>(i)]++; });
-    for (auto& h : hits) REQUIRE(h == 1);
+  TEST_CASE("matmul gives the same bits for a token alone and in a batch, at 1 and 2 threads") {
+    const int n_in = 512, n_out = 70;
+    for (const KernelTable* k : tables()) {
+      CAPTURE(std::string(k->name));
+      for (TensorType t : kAllTypes) {
+        CAPTURE(std::string(tensor_type_name(t)));
+        const auto data = random_matrix(t, n_in, n_out, 11);
+        const WeightMatrix w{t, data.data(), n_in, n_out, row_bytes(t, n_in)};
+        const int n_tok = 13;
+        const auto x = random_floats(static_cast<size_t>(n_tok * n_in), 12);
+        std::vector<float> batch(static_cast<size_t>(n_tok * n_out));
+        MatmulScratch scratch(n_tok, n_in);
+        ThreadPool two(2), one(1);
+        matmul(w, x.data(), n_tok, batch.data(), scratch, two, *k);
+        for (int tk = 0; tk < n_tok; ++tk) {
+          std::vector<float> alone(static_cast<size_t>(n_out));
+          matmul(w, &x[static_cast<size_t>(tk * n_in)], 1, alone.data(), scratch, tk % 2 ? one : two, *k);
+          REQUIRE(std::memcmp(alone.data(), &batch[static_cast<size_t>(tk * n_out)], alone.size() * 4) == 0);
+        }
+        // Several weights in one pass (Q, K, V) and the fused SwiGLU equal their separate matmuls.
+        std::vector<float> a(batch.size()), b(batch.size()), g(batch.size()), u(batch.size());
+        const MatmulTarget both[] = {{&w, a.data()}, {&w, b.data()}};
+        matmul_many(both, x.data(), n_tok, scratch, two, *k);
+        CHECK(a == batch);
+        CHECK(b == batch);
+        matmul_swiglu(w, w, x.data(), n_tok, g.data(), u.data(), scratch, two, *k);
+        std::vector<float> expect = batch;
+        swiglu(expect.data(), batch.data(), expect.size());
+        CHECK(g == expect);
+      }
+    }
   }
-  CHECK_THROWS_AS(pool.run(10, [](int i) { if (i == 7) throw std::runtime_error("boom"); }), std::runtime_error);
-  int n = 0;
-  pool.run(1, [&](int) { ++n; });
-  CHECK(n == 1);
-}
+
+  TEST_CASE("thread pool runs every task once and rethrows a task's exception") {
+    ThreadPool pool(3);
+    for (int round = 0; round < 200; ++round) {
+      std::vector<std::atomic<int>> hits(57);
+      pool.run(57, [&](int i) { hits[static_cast<size_t>(i)]++; });
+      for (auto& h : hits) REQUIRE(h == 1);
+    }
+    CHECK_THROWS_AS(pool.run(10,
+                             [](int i) {
+                               if (i == 7) throw std::runtime_error("boom");
+                             }),
+                    std::runtime_error);
+    int n = 0;
+    pool.run(1, [&](int) { ++n; });
+    CHECK(n == 1);
+  }
 
 }  // TEST_SUITE
 
@@ -439,7 +449,7 @@ TEST_CASE("matmul's row split: every row in exactly one task, tasks on granules 
       REQUIRE(next == rows);
       if (rows >= 16 * threads) CHECK(split.rows(0).second >= rows / threads - 15);
       if (threads > 1 && rows >= 64 * threads) CHECK(split.tasks() > threads);  // something left to balance with
-      if (threads == 1) CHECK(split.tasks() == (rows > 0 ? 1 : 0));  // nothing to balance: one stream
+      if (threads == 1) CHECK(split.tasks() == (rows > 0 ? 1 : 0));             // nothing to balance: one stream
     }
   }
   CHECK_THROWS_AS(RowSplit(10, 0), std::invalid_argument);

@@ -48,67 +48,66 @@ int elf_machine(const std::string& file) {
 
 // qemu-aarch64 with the arm64 libraries of Debian multiarch, loader and libc included
 // (cmake/aarch64-linux-gnu.cmake says why).
-std::vector<std::string> emulated(const std::string& qemu, const std::string& hearthd) {
-  return {qemu, "-L", "/", hearthd};
-}
+std::vector<std::string> emulated(const std::string& qemu, const std::string& hearthd) { return {qemu, "-L", "/", hearthd}; }
 
 }  // namespace
 
 TEST_SUITE("mixed_arch") {
+  TEST_CASE("an arm64 hearthd under qemu as one stage among x86-64 stages generates what one device generates") {
+    const char* arm = std::getenv("HEARTH_ARM64_HEARTHD");
+    if (arm == nullptr || *arm == '\0' || !std::filesystem::exists(arm)) {
+      MESSAGE(
+          "skipped: HEARTH_ARM64_HEARTHD does not name an arm64 hearthd (build one with scripts/build-arm64.sh; "
+          "ctest passes build-arm64/bin/hearthd): "
+          << (arm ? std::string(arm) : std::string("(unset)")));
+      return;
+    }
+    const auto qemu = find_program("qemu-aarch64");
+    if (!qemu) {
+      MESSAGE("skipped: qemu-aarch64 is not installed (Debian package qemu-user; scripts/build-arm64.sh installs it)");
+      return;
+    }
+    REQUIRE_MESSAGE(elf_machine(arm) == 183, arm << " is not an AArch64 executable");
+    auto model = hearth::test::shared_file("models/stories260K/stories260K.gguf");
+    if (!model) return;
 
-TEST_CASE("an arm64 hearthd under qemu as one stage among x86-64 stages generates what one device generates") {
-  const char* arm = std::getenv("HEARTH_ARM64_HEARTHD");
-  if (arm == nullptr || *arm == '\0' || !std::filesystem::exists(arm)) {
-    MESSAGE("skipped: HEARTH_ARM64_HEARTHD does not name an arm64 hearthd (build one with scripts/build-arm64.sh; "
-            "ctest passes build-arm64/bin/hearthd): "
-            << (arm ? std::string(arm) : std::string("(unset)")));
-    return;
-  }
-  const auto qemu = find_program("qemu-aarch64");
-  if (!qemu) {
-    MESSAGE("skipped: qemu-aarch64 is not installed (Debian package qemu-user; scripts/build-arm64.sh installs it)");
-    return;
-  }
-  REQUIRE_MESSAGE(elf_machine(arm) == 183, arm << " is not an AArch64 executable");
-  auto model = hearth::test::shared_file("models/stories260K/stories260K.gguf");
-  if (!model) return;
+    TempDir dir;
+    Cluster c(dir);
+    c.start("head");
+    c.start("arm", {}, emulated(*qemu, arm));
+    c.start("b");
 
-  TempDir dir;
-  Cluster c(dir);
-  c.start("head");
-  c.start("arm", {}, emulated(*qemu, arm));
-  c.start("b");
+    // The head lists the emulated daemon with the architecture it reads at start (uname), the
+    // others with this machine's.
+    struct utsname self {};
+    REQUIRE(::uname(&self) == 0);
+    const auto devices = c.cli({"devices", "--json"});
+    REQUIRE(devices.exit_code == 0);
+    for (const auto& d : nlohmann::json::parse(devices.out)) {
+      CAPTURE(d.dump());
+      CHECK(d["arch"] == (d["name"] == "arm" ? std::string("aarch64") : std::string(self.machine)));
+    }
 
-  // The head lists the emulated daemon with the architecture it reads at start (uname), the
-  // others with this machine's.
-  struct utsname self {};
-  REQUIRE(::uname(&self) == 0);
-  const auto devices = c.cli({"devices", "--json"});
-  REQUIRE(devices.exit_code == 0);
-  for (const auto& d : nlohmann::json::parse(devices.out)) {
-    CAPTURE(d.dump());
-    CHECK(d["arch"] == (d["name"] == "arm" ? std::string("aarch64") : std::string(self.machine)));
+    const auto single =
+        hearth::test::run_cli({"run", "--model", *model, "--prompt", "Once upon a time", "-n", "40", "--temp", "0"});
+    REQUIRE(single.exit_code == 0);
+    REQUIRE(!single.out.empty());
+    // The arm64 stage in the middle (activations in from x86-64 and out to it), then last (it
+    // applies the output head, samples and sends the token ids back).
+    for (const std::string split : {"head:2,arm:2,b:1", "head:2,b:1,arm:2"}) {
+      CAPTURE(split);
+      const auto l = c.cli({"launch", "--model", *model, "--split", split, "--json"});
+      REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+      int arm_layers = 0;
+      const auto plan = nlohmann::json::parse(l.out);
+      for (const auto& st : plan["stages"])
+        if (st["device"] == "arm") arm_layers = st["last_layer"].get<int>() - st["first_layer"].get<int>();
+      CHECK(arm_layers == 2);
+      const auto gen = c.cli({"generate", "--prompt", "Once upon a time", "-n", "40", "--temp", "0"});
+      CAPTURE(gen.err);
+      CHECK(gen.exit_code == 0);
+      CHECK(gen.out == single.out);
+    }
   }
-
-  const auto single = hearth::test::run_cli({"run", "--model", *model, "--prompt", "Once upon a time", "-n", "40", "--temp", "0"});
-  REQUIRE(single.exit_code == 0);
-  REQUIRE(!single.out.empty());
-  // The arm64 stage in the middle (activations in from x86-64 and out to it), then last (it
-  // applies the output head, samples and sends the token ids back).
-  for (const std::string split : {"head:2,arm:2,b:1", "head:2,b:1,arm:2"}) {
-    CAPTURE(split);
-    const auto l = c.cli({"launch", "--model", *model, "--split", split, "--json"});
-    REQUIRE_MESSAGE(l.exit_code == 0, l.err);
-    int arm_layers = 0;
-    const auto plan = nlohmann::json::parse(l.out);
-    for (const auto& st : plan["stages"])
-      if (st["device"] == "arm") arm_layers = st["last_layer"].get<int>() - st["first_layer"].get<int>();
-    CHECK(arm_layers == 2);
-    const auto gen = c.cli({"generate", "--prompt", "Once upon a time", "-n", "40", "--temp", "0"});
-    CAPTURE(gen.err);
-    CHECK(gen.exit_code == 0);
-    CHECK(gen.out == single.out);
-  }
-}
 
 }  // TEST_SUITE

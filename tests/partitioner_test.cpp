@@ -23,10 +23,10 @@ constexpr double GB = 1e9;
 // ---- fixtures ----
 
 struct Instance {
-    ModelSpec spec;
-    std::vector<DeviceProfile> devices;
-    LinkTable links;
-    PartitionOptions options;
+  ModelSpec spec;
+  std::vector<DeviceProfile> devices;
+  LinkTable links;
+  PartitionOptions options;
 };
 
 double uniform(std::mt19937& rng, double lo, double hi) { return std::uniform_real_distribution<>(lo, hi)(rng); }
@@ -34,139 +34,136 @@ int uniform_int(std::mt19937& rng, int lo, int hi) { return std::uniform_int_dis
 
 // A small Llama-like model whose blocks differ in size, so block ranges matter.
 ModelSpec random_spec(std::mt19937& rng, int n_layers) {
-    ModelSpec s;
-    s.name = "random";
-    s.n_layers = n_layers;
-    for (int l = 0; l < n_layers; ++l) {
-        const double w = uniform(rng, 0.05, 0.15) * GB;
-        s.layer_weight_bytes.push_back(w);
-        s.layer_flops_per_token.push_back(2 * w / uniform(rng, 0.5, 2.0));
-    }
-    s.weight_type = "q8_0";
-    s.embedding_bytes = uniform(rng, 0.02, 0.2) * GB;
-    s.output_bytes = s.embedding_bytes * uniform(rng, 1.0, 1.5);
-    s.output_flops_per_token = 2 * s.output_bytes;
-    s.tied_embeddings = uniform_int(rng, 0, 1) == 1;
-    s.n_head = 16;
-    s.n_kv_head = 4;
-    s.head_dim = 64;
-    s.n_embd = 1024;
-    s.n_ff = 2816;
-    s.n_vocab = 32000;
-    return s;
+  ModelSpec s;
+  s.name = "random";
+  s.n_layers = n_layers;
+  for (int l = 0; l < n_layers; ++l) {
+    const double w = uniform(rng, 0.05, 0.15) * GB;
+    s.layer_weight_bytes.push_back(w);
+    s.layer_flops_per_token.push_back(2 * w / uniform(rng, 0.5, 2.0));
+  }
+  s.weight_type = "q8_0";
+  s.embedding_bytes = uniform(rng, 0.02, 0.2) * GB;
+  s.output_bytes = s.embedding_bytes * uniform(rng, 1.0, 1.5);
+  s.output_flops_per_token = 2 * s.output_bytes;
+  s.tied_embeddings = uniform_int(rng, 0, 1) == 1;
+  s.n_head = 16;
+  s.n_kv_head = 4;
+  s.head_dim = 64;
+  s.n_embd = 1024;
+  s.n_ff = 2816;
+  s.n_vocab = 32000;
+  return s;
 }
 
 DeviceProfile random_device(std::mt19937& rng, int index) {
-    DeviceProfile d;
-    d.name = "dev" + std::to_string(index);
-    d.usable_memory_bytes = uniform(rng, 0.25, 1.3) * GB;
-    d.memory_bandwidth_bytes_per_s = uniform(rng, 5, 100) * GB;
-    d.decode_bytes_per_s["q8_0"] = d.memory_bandwidth_bytes_per_s * uniform(rng, 0.3, 0.8);
-    d.prefill_flop_s = uniform(rng, 20, 2000) * 1e9;
-    d.step_overhead_s = uniform(rng, 0, 0.002);
-    return d;
+  DeviceProfile d;
+  d.name = "dev" + std::to_string(index);
+  d.usable_memory_bytes = uniform(rng, 0.25, 1.3) * GB;
+  d.memory_bandwidth_bytes_per_s = uniform(rng, 5, 100) * GB;
+  d.decode_bytes_per_s["q8_0"] = d.memory_bandwidth_bytes_per_s * uniform(rng, 0.3, 0.8);
+  d.prefill_flop_s = uniform(rng, 20, 2000) * 1e9;
+  d.step_overhead_s = uniform(rng, 0, 0.002);
+  return d;
 }
 
 // 2-5 devices, 2-12 blocks; some devices are copies of earlier ones on default links,
 // so the typed (grouped) search is exercised too.
 Instance random_instance(std::mt19937& rng, int max_devices, int max_layers) {
-    Instance in;
-    in.spec = random_spec(rng, uniform_int(rng, 2, max_layers));
-    const int n = uniform_int(rng, 2, max_devices);
-    for (int d = 0; d < n; ++d) {
-        const bool copy = d >= 2 && uniform_int(rng, 0, 2) == 0;
-        in.devices.push_back(copy ? in.devices[d - 1] : random_device(rng, d));
-        in.devices.back().name = "dev" + std::to_string(d);
-    }
-    for (int a = 0; a < n; ++a)
-        for (int b = 0; b < n; ++b)
-            if (a != b && uniform_int(rng, 0, 2) == 0)
-                in.links.set(a, b, {uniform(rng, 2, 120) * 1e6, uniform(rng, 0.0005, 0.01)});
-    in.options.ctx = 512 * uniform_int(rng, 1, 4);
-    in.options.streams = 1;
-    in.options.prompt_tokens = uniform_int(rng, 4, 64);
-    return in;
+  Instance in;
+  in.spec = random_spec(rng, uniform_int(rng, 2, max_layers));
+  const int n = uniform_int(rng, 2, max_devices);
+  for (int d = 0; d < n; ++d) {
+    const bool copy = d >= 2 && uniform_int(rng, 0, 2) == 0;
+    in.devices.push_back(copy ? in.devices[d - 1] : random_device(rng, d));
+    in.devices.back().name = "dev" + std::to_string(d);
+  }
+  for (int a = 0; a < n; ++a)
+    for (int b = 0; b < n; ++b)
+      if (a != b && uniform_int(rng, 0, 2) == 0) in.links.set(a, b, {uniform(rng, 2, 120) * 1e6, uniform(rng, 0.0005, 0.01)});
+  in.options.ctx = 512 * uniform_int(rng, 1, 4);
+  in.options.streams = 1;
+  in.options.prompt_tokens = uniform_int(rng, 4, 64);
+  return in;
 }
 
 // The first n devices of an instance, with the links among them.
 Instance prefix(const Instance& in, int n) {
-    Instance out = in;
-    out.devices.resize(n);
-    out.links.links.clear();
-    for (const auto& [pair, link] : in.links.links)
-        if (pair.first < n && pair.second < n) out.links.links[pair] = link;
-    return out;
+  Instance out = in;
+  out.devices.resize(n);
+  out.links.links.clear();
+  for (const auto& [pair, link] : in.links.links)
+    if (pair.first < n && pair.second < n) out.links.links[pair] = link;
+  return out;
 }
 
 PlanResult plan(const Instance& in, Algorithm algorithm) {
-    PartitionOptions o = in.options;
-    o.algorithm = algorithm;
-    return plan_partition(in.spec, in.devices, in.links, o);
+  PartitionOptions o = in.options;
+  o.algorithm = algorithm;
+  return plan_partition(in.spec, in.devices, in.links, o);
 }
 
 // The objective's figure, lower is better.
 double cost(const PartitionPlan& p) {
-    switch (p.objective) {
-        case Objective::latency: return p.predicted.ms_per_token;
-        case Objective::throughput: return -p.predicted.tokens_per_s;
-        case Objective::ttft: return p.predicted.ttft_ms;
-    }
-    return 0;
+  switch (p.objective) {
+    case Objective::latency: return p.predicted.ms_per_token;
+    case Objective::throughput: return -p.predicted.tokens_per_s;
+    case Objective::ttft: return p.predicted.ttft_ms;
+  }
+  return 0;
 }
 
-bool close(double a, double b, double relative) {
-    return std::fabs(a - b) <= relative * std::max(std::fabs(a), std::fabs(b));
-}
+bool close(double a, double b, double relative) { return std::fabs(a - b) <= relative * std::max(std::fabs(a), std::fabs(b)); }
 
 DeviceProfile device(const std::string& name, double memory_gb, double decode_gb_s, double flops = 200e9) {
-    DeviceProfile d;
-    d.name = name;
-    d.usable_memory_bytes = memory_gb * GB;
-    d.memory_bandwidth_bytes_per_s = decode_gb_s * GB / kDefaultBandwidthEfficiency;
-    d.decode_bytes_per_s["q4_0"] = decode_gb_s * GB;
-    d.decode_bytes_per_s["f16"] = decode_gb_s * GB;
-    d.prefill_flop_s = flops;
-    d.step_overhead_s = 0.0005;
-    return d;
+  DeviceProfile d;
+  d.name = name;
+  d.usable_memory_bytes = memory_gb * GB;
+  d.memory_bandwidth_bytes_per_s = decode_gb_s * GB / kDefaultBandwidthEfficiency;
+  d.decode_bytes_per_s["q4_0"] = decode_gb_s * GB;
+  d.decode_bytes_per_s["f16"] = decode_gb_s * GB;
+  d.prefill_flop_s = flops;
+  d.step_overhead_s = 0.0005;
+  return d;
 }
 
 ModelSpec preset(const std::string& name, const std::string& type) {
-    ModelShape shape = *preset_shape(name);
-    shape.weight_type = type;
-    return model_spec_from_shape(shape);
+  ModelShape shape = *preset_shape(name);
+  shape.weight_type = type;
+  return model_spec_from_shape(shape);
 }
 
 int blocks_on(const PartitionPlan& p, int device) {
-    for (const StageAssignment& s : p.stages)
-        if (s.device == device) return s.last_layer - s.first_layer;
-    return 0;
+  for (const StageAssignment& s : p.stages)
+    if (s.device == device) return s.last_layer - s.first_layer;
+  return 0;
 }
 
 // Runs `check` on `count` random instances with the given objective and workload.
 template <class Check>
-void for_random_instances(int count, unsigned seed, Objective objective, int max_devices, int max_layers,
-                          int max_streams, Check check) {
-    std::mt19937 rng(seed);
-    for (int i = 0; i < count; ++i) {
-        Instance in = random_instance(rng, max_devices, max_layers);
-        in.options.objective = objective;
-        in.options.streams = uniform_int(rng, 1, max_streams);
-        check(in, i);
-    }
+void for_random_instances(int count, unsigned seed, Objective objective, int max_devices, int max_layers, int max_streams,
+                          Check check) {
+  std::mt19937 rng(seed);
+  for (int i = 0; i < count; ++i) {
+    Instance in = random_instance(rng, max_devices, max_layers);
+    in.options.objective = objective;
+    in.options.streams = uniform_int(rng, 1, max_streams);
+    check(in, i);
+  }
 }
 
 // dp and exhaustive agree on feasibility and, within 1e-9, on the objective.
 void check_dp_equals_exhaustive(const Instance& in, int i) {
-    const PlanResult dp = plan(in, Algorithm::dp);
-    const PlanResult brute = plan(in, Algorithm::exhaustive);
-    CAPTURE(i);
-    REQUIRE(dp.ok() == brute.ok());
-    if (!dp.ok()) {
-        CHECK(dp.error.kind == Infeasibility::insufficient_memory);
-        return;
-    }
-    CHECK(dp.plan->exact);
-    CHECK(close(cost(*dp.plan), cost(*brute.plan), 1e-9));
+  const PlanResult dp = plan(in, Algorithm::dp);
+  const PlanResult brute = plan(in, Algorithm::exhaustive);
+  CAPTURE(i);
+  REQUIRE(dp.ok() == brute.ok());
+  if (!dp.ok()) {
+    CHECK(dp.error.kind == Infeasibility::insufficient_memory);
+    return;
+  }
+  CHECK(dp.plan->exact);
+  CHECK(close(cost(*dp.plan), cost(*brute.plan), 1e-9));
 }
 
 }  // namespace
@@ -174,255 +171,254 @@ void check_dp_equals_exhaustive(const Instance& in, int i) {
 // ---- properties over random small instances ----
 
 TEST_CASE("partitioner: dp equals exhaustive for latency") {
-    for_random_instances(2500, 1, Objective::latency, 5, 12, 1, check_dp_equals_exhaustive);
+  for_random_instances(2500, 1, Objective::latency, 5, 12, 1, check_dp_equals_exhaustive);
 }
 
 TEST_CASE("partitioner: dp equals exhaustive for throughput") {
-    for_random_instances(400, 2, Objective::throughput, 4, 8, 6, check_dp_equals_exhaustive);
+  for_random_instances(400, 2, Objective::throughput, 4, 8, 6, check_dp_equals_exhaustive);
 }
 
 TEST_CASE("partitioner: dp equals exhaustive for ttft") {
-    for_random_instances(300, 3, Objective::ttft, 4, 8, 1, check_dp_equals_exhaustive);
+  for_random_instances(300, 3, Objective::ttft, 4, 8, 1, check_dp_equals_exhaustive);
 }
 
 TEST_CASE("partitioner: plans fit memory and cover every block once, in order") {
-    for (Objective objective : {Objective::latency, Objective::throughput, Objective::ttft}) {
-        for_random_instances(300, 4, objective, 5, 12, 4, [](const Instance& in, int i) {
-            for (Algorithm a : {Algorithm::dp, Algorithm::memory, Algorithm::equal}) {
-                const PlanResult r = plan(in, a);
-                if (!r.ok()) continue;
-                CAPTURE(i);
-                CHECK(validate_plan(in.spec, in.devices, in.options, *r.plan).empty());
-                for (const StageAssignment& s : r.plan->stages) CHECK(s.headroom_bytes >= 0);
-            }
-        });
-    }
+  for (Objective objective : {Objective::latency, Objective::throughput, Objective::ttft}) {
+    for_random_instances(300, 4, objective, 5, 12, 4, [](const Instance& in, int i) {
+      for (Algorithm a : {Algorithm::dp, Algorithm::memory, Algorithm::equal}) {
+        const PlanResult r = plan(in, a);
+        if (!r.ok()) continue;
+        CAPTURE(i);
+        CHECK(validate_plan(in.spec, in.devices, in.options, *r.plan).empty());
+        for (const StageAssignment& s : r.plan->stages) CHECK(s.headroom_bytes >= 0);
+      }
+    });
+  }
 }
 
 TEST_CASE("partitioner: adding a device never makes the optimum worse") {
-    for (Objective objective : {Objective::latency, Objective::throughput, Objective::ttft}) {
-        for_random_instances(300, 5, objective, 5, 10, 3, [](const Instance& in, int i) {
-            const PlanResult fewer = plan(prefix(in, static_cast<int>(in.devices.size()) - 1), Algorithm::dp);
-            const PlanResult more = plan(in, Algorithm::dp);
-            CAPTURE(i);
-            if (fewer.ok()) {
-                REQUIRE(more.ok());
-                CHECK(cost(*more.plan) <= cost(*fewer.plan) + 1e-12 * std::fabs(cost(*fewer.plan)));
-            }
-        });
-    }
+  for (Objective objective : {Objective::latency, Objective::throughput, Objective::ttft}) {
+    for_random_instances(300, 5, objective, 5, 10, 3, [](const Instance& in, int i) {
+      const PlanResult fewer = plan(prefix(in, static_cast<int>(in.devices.size()) - 1), Algorithm::dp);
+      const PlanResult more = plan(in, Algorithm::dp);
+      CAPTURE(i);
+      if (fewer.ok()) {
+        REQUIRE(more.ok());
+        CHECK(cost(*more.plan) <= cost(*fewer.plan) + 1e-12 * std::fabs(cost(*fewer.plan)));
+      }
+    });
+  }
 }
 
 TEST_CASE("partitioner: dp plans are deterministic") {
-    for_random_instances(200, 6, Objective::throughput, 5, 12, 4, [](const Instance& in, int i) {
-        const PlanResult a = plan(in, Algorithm::dp), b = plan(in, Algorithm::dp);
-        CAPTURE(i);
-        REQUIRE(a.ok() == b.ok());
-        if (!a.ok()) return;
-        REQUIRE(a.plan->stages.size() == b.plan->stages.size());
-        for (size_t s = 0; s < a.plan->stages.size(); ++s) {
-            CHECK(a.plan->stages[s].device == b.plan->stages[s].device);
-            CHECK(a.plan->stages[s].last_layer == b.plan->stages[s].last_layer);
-        }
-    });
+  for_random_instances(200, 6, Objective::throughput, 5, 12, 4, [](const Instance& in, int i) {
+    const PlanResult a = plan(in, Algorithm::dp), b = plan(in, Algorithm::dp);
+    CAPTURE(i);
+    REQUIRE(a.ok() == b.ok());
+    if (!a.ok()) return;
+    REQUIRE(a.plan->stages.size() == b.plan->stages.size());
+    for (size_t s = 0; s < a.plan->stages.size(); ++s) {
+      CHECK(a.plan->stages[s].device == b.plan->stages[s].device);
+      CHECK(a.plan->stages[s].last_layer == b.plan->stages[s].last_layer);
+    }
+  });
 }
 
 TEST_CASE("partitioner: simulator reproduces the closed-form predictions") {
-    for_random_instances(150, 7, Objective::throughput, 4, 10, 8, [](const Instance& in, int i) {
-        const PlanResult r = plan(in, Algorithm::dp);
-        if (!r.ok()) return;
-        CAPTURE(i);
-        const Prediction& p = r.plan->predicted;
-        const SimulationResult sim = simulate_plan(in.spec, in.devices, in.links, in.options, *r.plan);
-        CHECK(close(sim.ms_per_token, p.ms_per_token, 1e-9));
-        CHECK(close(sim.ttft_ms, p.ttft_ms, 1e-9));
-        if (in.options.streams % p.micro_batch == 0) {  // the closed form assumes equal micro-batches
-            CHECK(close(sim.tokens_per_s, p.tokens_per_s, 1e-3));
-            CHECK(close(sim.stream_ms_per_token, p.stream_ms_per_token, 1e-3));
-        }
-    });
+  for_random_instances(150, 7, Objective::throughput, 4, 10, 8, [](const Instance& in, int i) {
+    const PlanResult r = plan(in, Algorithm::dp);
+    if (!r.ok()) return;
+    CAPTURE(i);
+    const Prediction& p = r.plan->predicted;
+    const SimulationResult sim = simulate_plan(in.spec, in.devices, in.links, in.options, *r.plan);
+    CHECK(close(sim.ms_per_token, p.ms_per_token, 1e-9));
+    CHECK(close(sim.ttft_ms, p.ttft_ms, 1e-9));
+    if (in.options.streams % p.micro_batch == 0) {  // the closed form assumes equal micro-batches
+      CHECK(close(sim.tokens_per_s, p.tokens_per_s, 1e-3));
+      CHECK(close(sim.stream_ms_per_token, p.stream_ms_per_token, 1e-3));
+    }
+  });
 }
 
 // ---- table cases ----
 
 TEST_CASE("partitioner: presets produce the published sizes") {
-    CHECK(total_weight_bytes(preset("tinyllama-1.1b", "q4_0")) == doctest::Approx(0.62 * GB).epsilon(0.03));
-    CHECK(total_weight_bytes(preset("llama-2-7b", "f16")) == doctest::Approx(13.48 * GB).epsilon(0.01));
-    CHECK(total_weight_bytes(preset("llama-3-8b", "f16")) == doctest::Approx(16.06 * GB).epsilon(0.01));
-    CHECK(total_weight_bytes(preset("qwen2.5-0.5b", "f16")) == doctest::Approx(0.99 * GB).epsilon(0.01));
-    CHECK(total_weight_bytes(preset("qwen2.5-72b", "f16")) == doctest::Approx(145.4 * GB).epsilon(0.01));
-    CHECK(preset_names().size() == 14);
-    CHECK_FALSE(preset_shape("gpt-5").has_value());
-    CHECK(*bytes_per_weight("q4_k") == doctest::Approx(4.5 / 8));
-    ModelShape bad = *preset_shape("llama-2-7b");
-    bad.weight_type = "q3_xyz";
-    CHECK_THROWS_AS(model_spec_from_shape(bad), std::invalid_argument);
+  CHECK(total_weight_bytes(preset("tinyllama-1.1b", "q4_0")) == doctest::Approx(0.62 * GB).epsilon(0.03));
+  CHECK(total_weight_bytes(preset("llama-2-7b", "f16")) == doctest::Approx(13.48 * GB).epsilon(0.01));
+  CHECK(total_weight_bytes(preset("llama-3-8b", "f16")) == doctest::Approx(16.06 * GB).epsilon(0.01));
+  CHECK(total_weight_bytes(preset("qwen2.5-0.5b", "f16")) == doctest::Approx(0.99 * GB).epsilon(0.01));
+  CHECK(total_weight_bytes(preset("qwen2.5-72b", "f16")) == doctest::Approx(145.4 * GB).epsilon(0.01));
+  CHECK(preset_names().size() == 14);
+  CHECK_FALSE(preset_shape("gpt-5").has_value());
+  CHECK(*bytes_per_weight("q4_k") == doctest::Approx(4.5 / 8));
+  ModelShape bad = *preset_shape("llama-2-7b");
+  bad.weight_type = "q3_xyz";
+  CHECK_THROWS_AS(model_spec_from_shape(bad), std::invalid_argument);
 }
 
 TEST_CASE("partitioner: infeasible plans say how many bytes are missing") {
-    const ModelSpec spec = preset("llama-2-7b", "f16");
-    const std::vector<DeviceProfile> devices{device("a", 2.5, 10), device("b", 2.5, 10), device("c", 2.5, 10)};
-    const PlanResult r = plan_partition(spec, devices, LinkTable{}, PartitionOptions{});
-    REQUIRE_FALSE(r.ok());
-    CHECK(r.error.kind == Infeasibility::insufficient_memory);
-    CHECK(r.error.missing_bytes > 6 * GB);
-    CHECK(r.error.message.find(format_bytes(r.error.missing_bytes) + " missing") != std::string::npos);
-    CHECK(r.error.message.find("the 3 device(s) offer 7.5 GB usable") != std::string::npos);
+  const ModelSpec spec = preset("llama-2-7b", "f16");
+  const std::vector<DeviceProfile> devices{device("a", 2.5, 10), device("b", 2.5, 10), device("c", 2.5, 10)};
+  const PlanResult r = plan_partition(spec, devices, LinkTable{}, PartitionOptions{});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error.kind == Infeasibility::insufficient_memory);
+  CHECK(r.error.missing_bytes > 6 * GB);
+  CHECK(r.error.message.find(format_bytes(r.error.missing_bytes) + " missing") != std::string::npos);
+  CHECK(r.error.message.find("the 3 device(s) offer 7.5 GB usable") != std::string::npos);
 }
 
 TEST_CASE("partitioner: blocks too big for any device are reported even when the total fits") {
-    ModelSpec spec = preset("tinyllama-1.1b", "q4_0");
-    spec.n_layers = 2;
-    spec.layer_weight_bytes = {5 * GB, 5 * GB};
-    spec.layer_flops_per_token = {1e10, 1e10};
-    const std::vector<DeviceProfile> devices{device("a", 4, 10), device("b", 4, 10), device("c", 4, 10)};
-    const PlanResult r = plan_partition(spec, devices, LinkTable{}, PartitionOptions{});
-    REQUIRE_FALSE(r.ok());
-    CHECK(r.error.kind == Infeasibility::insufficient_memory);
-    CHECK(r.error.missing_bytes > 10 * GB);
-    CHECK(r.error.message.find("no split fits") != std::string::npos);
+  ModelSpec spec = preset("tinyllama-1.1b", "q4_0");
+  spec.n_layers = 2;
+  spec.layer_weight_bytes = {5 * GB, 5 * GB};
+  spec.layer_flops_per_token = {1e10, 1e10};
+  const std::vector<DeviceProfile> devices{device("a", 4, 10), device("b", 4, 10), device("c", 4, 10)};
+  const PlanResult r = plan_partition(spec, devices, LinkTable{}, PartitionOptions{});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error.kind == Infeasibility::insufficient_memory);
+  CHECK(r.error.missing_bytes > 10 * GB);
+  CHECK(r.error.message.find("no split fits") != std::string::npos);
 }
 
 TEST_CASE("partitioner: more streams than micro-batch sizes it tabulates (found by the load test: it crashed at 17)") {
-    const ModelSpec spec = preset("tinyllama-1.1b", "q4_0");
-    const std::vector<DeviceProfile> devices{device("a", 8, 10), device("b", 8, 10)};
-    for (int streams : {16, 17, 50, 256}) {
-        CAPTURE(streams);
-        PartitionOptions o;
-        o.streams = streams;
-        o.ctx = 256;
-        const PlanResult r = plan_partition(spec, devices, LinkTable{}, o);
-        REQUIRE(r.ok());
-        CHECK(r.plan->predicted.ms_per_token > 0);
-        CHECK(r.plan->predicted.tokens_per_s > 0);
-    }
+  const ModelSpec spec = preset("tinyllama-1.1b", "q4_0");
+  const std::vector<DeviceProfile> devices{device("a", 8, 10), device("b", 8, 10)};
+  for (int streams : {16, 17, 50, 256}) {
+    CAPTURE(streams);
+    PartitionOptions o;
+    o.streams = streams;
+    o.ctx = 256;
+    const PlanResult r = plan_partition(spec, devices, LinkTable{}, o);
+    REQUIRE(r.ok());
+    CHECK(r.plan->predicted.ms_per_token > 0);
+    CHECK(r.plan->predicted.tokens_per_s > 0);
+  }
 }
 
 TEST_CASE("partitioner: invalid inputs are reported, not thrown") {
-    const ModelSpec spec = preset("tinyllama-1.1b", "q4_0");
-    CHECK(plan_partition(spec, {}, LinkTable{}, PartitionOptions{}).error.kind == Infeasibility::invalid_input);
-    std::vector<DeviceProfile> devices{device("a", 8, 10)};
-    devices[0].prefill_flop_s = 0;
-    const PlanResult r = plan_partition(spec, devices, LinkTable{}, PartitionOptions{});
-    REQUIRE_FALSE(r.ok());
-    CHECK(r.error.message.find("prefill_flop_s") != std::string::npos);
+  const ModelSpec spec = preset("tinyllama-1.1b", "q4_0");
+  CHECK(plan_partition(spec, {}, LinkTable{}, PartitionOptions{}).error.kind == Infeasibility::invalid_input);
+  std::vector<DeviceProfile> devices{device("a", 8, 10)};
+  devices[0].prefill_flop_s = 0;
+  const PlanResult r = plan_partition(spec, devices, LinkTable{}, PartitionOptions{});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error.message.find("prefill_flop_s") != std::string::npos);
 }
 
 TEST_CASE("partitioner: memory baseline matches llama.cpp's proportional split") {
-    const ModelSpec spec = preset("tinyllama-1.1b", "q4_0");  // 22 blocks
-    const std::vector<DeviceProfile> devices{device("a", 3, 10), device("b", 2, 30), device("c", 2, 5)};
-    PartitionOptions o;
-    o.algorithm = Algorithm::memory;
-    const PlanResult r = plan_partition(spec, devices, LinkTable{}, o);
-    REQUIRE(r.ok());
-    // Shares 3/7, 5/7, 1: block l goes to the first device with l/22 < cumulative share.
-    REQUIRE(r.plan->stages.size() == 3);
-    CHECK(blocks_on(*r.plan, 0) == 10);
-    CHECK(blocks_on(*r.plan, 1) == 6);
-    CHECK(blocks_on(*r.plan, 2) == 6);
-    o.algorithm = Algorithm::equal;
-    const PlanResult e = plan_partition(spec, devices, LinkTable{}, o);
-    REQUIRE(e.ok());
-    CHECK(blocks_on(*e.plan, 0) == 8);
-    CHECK(blocks_on(*e.plan, 1) == 7);
-    CHECK(blocks_on(*e.plan, 2) == 7);
+  const ModelSpec spec = preset("tinyllama-1.1b", "q4_0");  // 22 blocks
+  const std::vector<DeviceProfile> devices{device("a", 3, 10), device("b", 2, 30), device("c", 2, 5)};
+  PartitionOptions o;
+  o.algorithm = Algorithm::memory;
+  const PlanResult r = plan_partition(spec, devices, LinkTable{}, o);
+  REQUIRE(r.ok());
+  // Shares 3/7, 5/7, 1: block l goes to the first device with l/22 < cumulative share.
+  REQUIRE(r.plan->stages.size() == 3);
+  CHECK(blocks_on(*r.plan, 0) == 10);
+  CHECK(blocks_on(*r.plan, 1) == 6);
+  CHECK(blocks_on(*r.plan, 2) == 6);
+  o.algorithm = Algorithm::equal;
+  const PlanResult e = plan_partition(spec, devices, LinkTable{}, o);
+  REQUIRE(e.ok());
+  CHECK(blocks_on(*e.plan, 0) == 8);
+  CHECK(blocks_on(*e.plan, 1) == 7);
+  CHECK(blocks_on(*e.plan, 2) == 7);
 }
 
 TEST_CASE("partitioner: a faster device with equal memory never gets fewer blocks") {
-    const ModelSpec spec = preset("llama-2-7b", "q4_0");  // 3.8 GB
-    for (Objective objective : {Objective::latency, Objective::throughput, Objective::ttft}) {
-        for (double fast : {12.0, 20.0, 60.0}) {
-            // The head is small, so the two others must share the blocks.
-            const std::vector<DeviceProfile> devices{device("head", 1.0, 10), device("slow", 2.5, 10),
-                                                     device("fast", 2.5, fast, 400e9)};
-            PartitionOptions o;
-            o.objective = objective;
-            o.streams = 4;
-            o.ctx = 512;
-            const PlanResult r = plan_partition(spec, devices, LinkTable{}, o);
-            REQUIRE(r.ok());
-            CAPTURE(fast);
-            CHECK(blocks_on(*r.plan, 2) >= blocks_on(*r.plan, 1));
-        }
+  const ModelSpec spec = preset("llama-2-7b", "q4_0");  // 3.8 GB
+  for (Objective objective : {Objective::latency, Objective::throughput, Objective::ttft}) {
+    for (double fast : {12.0, 20.0, 60.0}) {
+      // The head is small, so the two others must share the blocks.
+      const std::vector<DeviceProfile> devices{device("head", 1.0, 10), device("slow", 2.5, 10),
+                                               device("fast", 2.5, fast, 400e9)};
+      PartitionOptions o;
+      o.objective = objective;
+      o.streams = 4;
+      o.ctx = 512;
+      const PlanResult r = plan_partition(spec, devices, LinkTable{}, o);
+      REQUIRE(r.ok());
+      CAPTURE(fast);
+      CHECK(blocks_on(*r.plan, 2) >= blocks_on(*r.plan, 1));
     }
+  }
 }
 
 TEST_CASE("partitioner: a very slow link keeps everything on one device") {
-    const ModelSpec spec = preset("llama-3.2-1b", "q4_0");
-    const std::vector<DeviceProfile> devices{device("head", 8, 10), device("fast", 8, 40)};
-    LinkTable links;
-    links.set_both(0, 1, {1e6 / 8, 0.1});  // 1 Mbit/s, 100 ms
-    const PlanResult r = plan_partition(spec, devices, links, PartitionOptions{});
-    REQUIRE(r.ok());
-    REQUIRE(r.plan->stages.size() == 1);
-    CHECK(r.plan->stages[0].device == 0);
-    CHECK(r.plan->stages[0].last_layer == spec.n_layers);
-    REQUIRE(r.plan->left_out_reasons.size() == 1);
-    CHECK(r.plan->left_out_reasons[0].find("'fast'") != std::string::npos);
-    // On a fast link the faster device takes the blocks and the head becomes a thin stage.
-    links.set_both(0, 1, {1e9 / 8, 0.0002});
-    const PlanResult wired = plan_partition(spec, devices, links, PartitionOptions{});
-    REQUIRE(wired.ok());
-    CHECK(blocks_on(*wired.plan, 1) == spec.n_layers);
+  const ModelSpec spec = preset("llama-3.2-1b", "q4_0");
+  const std::vector<DeviceProfile> devices{device("head", 8, 10), device("fast", 8, 40)};
+  LinkTable links;
+  links.set_both(0, 1, {1e6 / 8, 0.1});  // 1 Mbit/s, 100 ms
+  const PlanResult r = plan_partition(spec, devices, links, PartitionOptions{});
+  REQUIRE(r.ok());
+  REQUIRE(r.plan->stages.size() == 1);
+  CHECK(r.plan->stages[0].device == 0);
+  CHECK(r.plan->stages[0].last_layer == spec.n_layers);
+  REQUIRE(r.plan->left_out_reasons.size() == 1);
+  CHECK(r.plan->left_out_reasons[0].find("'fast'") != std::string::npos);
+  // On a fast link the faster device takes the blocks and the head becomes a thin stage.
+  links.set_both(0, 1, {1e9 / 8, 0.0002});
+  const PlanResult wired = plan_partition(spec, devices, links, PartitionOptions{});
+  REQUIRE(wired.ok());
+  CHECK(blocks_on(*wired.plan, 1) == spec.n_layers);
 }
 
 TEST_CASE("partitioner: a device too small for one block is left out with a reason") {
-    const ModelSpec spec = preset("llama-2-7b", "q4_0");
-    const std::vector<DeviceProfile> devices{device("head", 8, 10), device("tiny", 0.05, 100)};
-    const PlanResult r = plan_partition(spec, devices, LinkTable{}, PartitionOptions{});
-    REQUIRE(r.ok());
-    REQUIRE(r.plan->left_out_reasons.size() == 1);
-    CHECK(r.plan->left_out_reasons[0].find("too little memory") != std::string::npos);
-    CHECK_FALSE(describe_plan(*r.plan).empty());
+  const ModelSpec spec = preset("llama-2-7b", "q4_0");
+  const std::vector<DeviceProfile> devices{device("head", 8, 10), device("tiny", 0.05, 100)};
+  const PlanResult r = plan_partition(spec, devices, LinkTable{}, PartitionOptions{});
+  REQUIRE(r.ok());
+  REQUIRE(r.plan->left_out_reasons.size() == 1);
+  CHECK(r.plan->left_out_reasons[0].find("too little memory") != std::string::npos);
+  CHECK_FALSE(describe_plan(*r.plan).empty());
 }
 
 TEST_CASE("partitioner: exhaustive refuses instances that are too large") {
-    const ModelSpec spec = preset("llama-3-70b", "q4_0");
-    std::vector<DeviceProfile> devices;
-    for (int d = 0; d < 6; ++d) devices.push_back(device(std::string("d").append(std::to_string(d)), 16, 20 + d));
-    PartitionOptions o;
-    o.algorithm = Algorithm::exhaustive;
-    const PlanResult r = plan_partition(spec, devices, LinkTable{}, o);
-    REQUIRE_FALSE(r.ok());
-    CHECK(r.error.kind == Infeasibility::too_large);
+  const ModelSpec spec = preset("llama-3-70b", "q4_0");
+  std::vector<DeviceProfile> devices;
+  for (int d = 0; d < 6; ++d) devices.push_back(device(std::string("d").append(std::to_string(d)), 16, 20 + d));
+  PartitionOptions o;
+  o.algorithm = Algorithm::exhaustive;
+  const PlanResult r = plan_partition(spec, devices, LinkTable{}, o);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error.kind == Infeasibility::too_large);
 }
 
 TEST_CASE("partitioner: hand-written plans are validated and evaluated") {
-    const ModelSpec spec = preset("tinyllama-1.1b", "q4_0");
-    const std::vector<DeviceProfile> devices{device("a", 4, 10), device("b", 4, 20)};
-    const std::vector<StageRange> good{{0, 0, 10}, {1, 10, 22}};
-    const PartitionPlan p = assemble_plan(spec, devices, LinkTable{}, PartitionOptions{}, good);
-    CHECK(validate_plan(spec, devices, PartitionOptions{}, p).empty());
-    const Prediction e = evaluate_plan(spec, devices, LinkTable{}, PartitionOptions{}, p);
-    CHECK(e.ms_per_token == doctest::Approx(p.predicted.ms_per_token));
-    PartitionPlan bad = p;
-    bad.stages[1].first_layer = 11;
-    CHECK_FALSE(validate_plan(spec, devices, PartitionOptions{}, bad).empty());
-    CHECK(evaluate_plan(spec, devices, LinkTable{}, PartitionOptions{}, bad).ms_per_token == 0);
+  const ModelSpec spec = preset("tinyllama-1.1b", "q4_0");
+  const std::vector<DeviceProfile> devices{device("a", 4, 10), device("b", 4, 20)};
+  const std::vector<StageRange> good{{0, 0, 10}, {1, 10, 22}};
+  const PartitionPlan p = assemble_plan(spec, devices, LinkTable{}, PartitionOptions{}, good);
+  CHECK(validate_plan(spec, devices, PartitionOptions{}, p).empty());
+  const Prediction e = evaluate_plan(spec, devices, LinkTable{}, PartitionOptions{}, p);
+  CHECK(e.ms_per_token == doctest::Approx(p.predicted.ms_per_token));
+  PartitionPlan bad = p;
+  bad.stages[1].first_layer = 11;
+  CHECK_FALSE(validate_plan(spec, devices, PartitionOptions{}, bad).empty());
+  CHECK(evaluate_plan(spec, devices, LinkTable{}, PartitionOptions{}, bad).ms_per_token == 0);
 }
 
 // How long it takes is a figure of scripts/bench-partitioner, not a bound here: a timed assertion
 // fails on a loaded or instrumented machine for no fault of the code.
 TEST_CASE("partitioner: 16 devices of 6 kinds, an 80-layer model: valid plans for both objectives") {
-    const ModelSpec spec = preset("llama-3-70b", "q4_0");  // 80 blocks, ~40 GB
-    std::vector<DeviceProfile> classes{device("pi", 6.5, 7), device("jetson", 5.2, 45, 2e12),
-                                       device("phone", 6, 30), device("mac", 10.5, 85, 2e12),
-                                       device("laptop", 11, 40), device("desktop", 26, 60)};
-    std::vector<DeviceProfile> devices;
-    for (int d = 0; d < 16; ++d) devices.push_back(classes[d % classes.size()]);
-    for (bool distinct : {false, true}) {
-        if (distinct)
-            for (size_t d = 0; d < devices.size(); ++d) devices[d].step_overhead_s += 1e-6 * d;
-        for (Objective objective : {Objective::latency, Objective::throughput}) {
-            PartitionOptions o;
-            o.objective = objective;
-            const auto t0 = std::chrono::steady_clock::now();
-            const PlanResult r = plan_partition(spec, devices, LinkTable{}, o);
-            const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            CAPTURE(distinct);
-            REQUIRE(r.ok());
-            CHECK(validate_plan(spec, devices, o, *r.plan).empty());
-            MESSAGE("planned in " << seconds << " s");
-        }
+  const ModelSpec spec = preset("llama-3-70b", "q4_0");  // 80 blocks, ~40 GB
+  std::vector<DeviceProfile> classes{device("pi", 6.5, 7),          device("jetson", 5.2, 45, 2e12), device("phone", 6, 30),
+                                     device("mac", 10.5, 85, 2e12), device("laptop", 11, 40),        device("desktop", 26, 60)};
+  std::vector<DeviceProfile> devices;
+  for (int d = 0; d < 16; ++d) devices.push_back(classes[d % classes.size()]);
+  for (bool distinct : {false, true}) {
+    if (distinct)
+      for (size_t d = 0; d < devices.size(); ++d) devices[d].step_overhead_s += 1e-6 * d;
+    for (Objective objective : {Objective::latency, Objective::throughput}) {
+      PartitionOptions o;
+      o.objective = objective;
+      const auto t0 = std::chrono::steady_clock::now();
+      const PlanResult r = plan_partition(spec, devices, LinkTable{}, o);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      CAPTURE(distinct);
+      REQUIRE(r.ok());
+      CHECK(validate_plan(spec, devices, o, *r.plan).empty());
+      MESSAGE("planned in " << seconds << " s");
     }
+  }
 }

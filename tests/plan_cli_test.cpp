@@ -26,7 +26,7 @@ std::string device(const std::string& stem) {
   return (fs::path(__FILE__).parent_path().parent_path() / "profiles" / "devices" / (stem + ".json")).string();
 }
 
-const std::vector<std::string> kAllDevices{"raspberry-pi-5-8gb",   "x86-laptop-16gb", "jetson-orin-nano-8gb",
+const std::vector<std::string> kAllDevices{"raspberry-pi-5-8gb",  "x86-laptop-16gb", "jetson-orin-nano-8gb",
                                            "macbook-air-m2-16gb", "desktop-32gb",    "android-phone-12gb"};
 
 // `hearth plan --json` with the given arguments; fails the test unless it succeeds.
@@ -70,192 +70,193 @@ double sum_bytes(const hearth::runtime::GgufFile& f, const std::string& prefix) 
 }  // namespace
 
 TEST_SUITE("plan_cli") {
+  TEST_CASE("model_spec_from_gguf: exact bytes per block, FLOPs, embedding and LM head") {
+    using namespace hearth;
+    TempDir dir;
+    runtime::MakeModelOptions o;
+    o.type = runtime::TensorType::Q8_0;
+    const std::string path = test::make_model(dir, "m.gguf", o);
+    const runtime::GgufFile f = runtime::GgufFile::open(path);
+    const runtime::ModelConfig c = runtime::read_model_config(f);
+    const partitioner::ModelSpec spec = runtime::model_spec_from_gguf(f, c);
 
-TEST_CASE("model_spec_from_gguf: exact bytes per block, FLOPs, embedding and LM head") {
-  using namespace hearth;
-  TempDir dir;
-  runtime::MakeModelOptions o;
-  o.type = runtime::TensorType::Q8_0;
-  const std::string path = test::make_model(dir, "m.gguf", o);
-  const runtime::GgufFile f = runtime::GgufFile::open(path);
-  const runtime::ModelConfig c = runtime::read_model_config(f);
-  const partitioner::ModelSpec spec = runtime::model_spec_from_gguf(f, c);
+    REQUIRE(spec.n_layers == c.n_layer);
+    REQUIRE(spec.layer_weight_bytes.size() == static_cast<size_t>(c.n_layer));
+    const double matmul_params = 2.0 * c.n_embd * c.q_dim() + 2.0 * c.n_embd * c.kv_dim() + 3.0 * c.n_embd * c.n_ff;
+    double all_blocks = 0;
+    for (int l = 0; l < c.n_layer; ++l) {
+      const double bytes = sum_bytes(f, "blk." + std::to_string(l) + ".");
+      CHECK(spec.layer_weight_bytes[static_cast<size_t>(l)] == bytes);
+      CHECK(spec.layer_flops_per_token[static_cast<size_t>(l)] == doctest::Approx(2 * matmul_params));
+      all_blocks += bytes;
+    }
+    CHECK(spec.weight_type == "q8_0");
+    CHECK(!spec.tied_embeddings);
+    CHECK(spec.embedding_bytes == f.require_tensor("token_embd.weight").n_bytes);
+    CHECK(spec.output_bytes == f.require_tensor("output.weight").n_bytes + f.require_tensor("output_norm.weight").n_bytes);
+    CHECK(spec.output_flops_per_token == doctest::Approx(2.0 * c.n_vocab * c.n_embd));
+    CHECK(spec.n_head == c.n_head);
+    CHECK(spec.n_kv_head == c.n_head_kv);
+    CHECK(spec.head_dim == c.head_dim);
+    CHECK(spec.n_embd == c.n_embd);
+    CHECK(spec.n_ff == c.n_ff);
+    CHECK(spec.n_vocab == c.n_vocab);
+    // Every byte of the file's tensors is somewhere in the spec, once.
+    CHECK(partitioner::total_weight_bytes(spec) == doctest::Approx(sum_bytes(f, "")));
+    CHECK(all_blocks + spec.embedding_bytes + spec.output_bytes == doctest::Approx(sum_bytes(f, "")));
 
-  REQUIRE(spec.n_layers == c.n_layer);
-  REQUIRE(spec.layer_weight_bytes.size() == static_cast<size_t>(c.n_layer));
-  const double matmul_params = 2.0 * c.n_embd * c.q_dim() + 2.0 * c.n_embd * c.kv_dim() + 3.0 * c.n_embd * c.n_ff;
-  double all_blocks = 0;
-  for (int l = 0; l < c.n_layer; ++l) {
-    const double bytes = sum_bytes(f, "blk." + std::to_string(l) + ".");
-    CHECK(spec.layer_weight_bytes[static_cast<size_t>(l)] == bytes);
-    CHECK(spec.layer_flops_per_token[static_cast<size_t>(l)] == doctest::Approx(2 * matmul_params));
-    all_blocks += bytes;
-  }
-  CHECK(spec.weight_type == "q8_0");
-  CHECK(!spec.tied_embeddings);
-  CHECK(spec.embedding_bytes == f.require_tensor("token_embd.weight").n_bytes);
-  CHECK(spec.output_bytes == f.require_tensor("output.weight").n_bytes + f.require_tensor("output_norm.weight").n_bytes);
-  CHECK(spec.output_flops_per_token == doctest::Approx(2.0 * c.n_vocab * c.n_embd));
-  CHECK(spec.n_head == c.n_head);
-  CHECK(spec.n_kv_head == c.n_head_kv);
-  CHECK(spec.head_dim == c.head_dim);
-  CHECK(spec.n_embd == c.n_embd);
-  CHECK(spec.n_ff == c.n_ff);
-  CHECK(spec.n_vocab == c.n_vocab);
-  // Every byte of the file's tensors is somewhere in the spec, once.
-  CHECK(partitioner::total_weight_bytes(spec) == doctest::Approx(sum_bytes(f, "")));
-  CHECK(all_blocks + spec.embedding_bytes + spec.output_bytes == doctest::Approx(sum_bytes(f, "")));
+    SUBCASE("no output.weight: tied embeddings") {
+      const std::string tied = dir.file("tied.gguf");
+      test::rewrite_gguf(path, tied, [](runtime::GgufMetadata&, std::vector<runtime::GgufTensorInfo>& ts) {
+        std::erase_if(ts, [](const auto& t) { return t.name == "output.weight"; });
+      });
+      const runtime::GgufFile g = runtime::GgufFile::open(tied);
+      const partitioner::ModelSpec s = runtime::model_spec_from_gguf(g, runtime::read_model_config(g));
+      CHECK(s.tied_embeddings);
+      CHECK(s.output_bytes == g.require_tensor("token_embd.weight").n_bytes + g.require_tensor("output_norm.weight").n_bytes);
+      CHECK(partitioner::total_weight_bytes(s) == doctest::Approx(sum_bytes(g, "")));
+    }
 
-  SUBCASE("no output.weight: tied embeddings") {
-    const std::string tied = dir.file("tied.gguf");
-    test::rewrite_gguf(path, tied, [](runtime::GgufMetadata&, std::vector<runtime::GgufTensorInfo>& ts) {
-      std::erase_if(ts, [](const auto& t) { return t.name == "output.weight"; });
-    });
-    const runtime::GgufFile g = runtime::GgufFile::open(tied);
-    const partitioner::ModelSpec s = runtime::model_spec_from_gguf(g, runtime::read_model_config(g));
-    CHECK(s.tied_embeddings);
-    CHECK(s.output_bytes == g.require_tensor("token_embd.weight").n_bytes + g.require_tensor("output_norm.weight").n_bytes);
-    CHECK(partitioner::total_weight_bytes(s) == doctest::Approx(sum_bytes(g, "")));
-  }
-
-  SUBCASE("mixed types: the type of most matrix bytes wins") {
-    const std::string mixed = dir.file("mixed.gguf");
-    test::rewrite_gguf(path, mixed, [](runtime::GgufMetadata&, std::vector<runtime::GgufTensorInfo>& ts) {
-      for (auto& t : ts)
-        if (t.name.ends_with("ffn_gate.weight") || t.name.ends_with("ffn_down.weight")) t.type = runtime::TensorType::F16;
-    });
-    const runtime::GgufFile g = runtime::GgufFile::open(mixed);
-    const partitioner::ModelSpec s = runtime::model_spec_from_gguf(g, runtime::read_model_config(g));
-    CHECK(s.weight_type == "f16");  // 2 x 2 x E x F bytes of f16 against ~1.06 x (2EQ + 2E KV + EF) of q8_0
-    CHECK(s.layer_weight_bytes[1] == sum_bytes(g, "blk.1."));
-  }
-}
-
-TEST_CASE("plan --json on the shipped device profiles covers every layer") {
-  const std::map<std::string, int> presets{{"llama-3.2-1b", 16}, {"llama-3-8b", 32}, {"qwen2.5-14b", 48}};
-  for (const auto& [preset, n_layers] : presets) {
-    for (const std::string algorithm : {"dp", "memory", "equal"}) {
-      CAPTURE(preset);
-      CAPTURE(algorithm);
-      std::vector<std::string> args{"--preset", preset, "--type", "q4_0", "--algorithm", algorithm};
-      for (const std::string& d : kAllDevices) args.insert(args.end(), {"--device", device(d)});
-      const json plan = plan_json(args);
-      check_covers(plan, n_layers, "Raspberry Pi 5 8GB");
-      CHECK(plan.at("links").at("default").get<std::string>() == "access_links");
+    SUBCASE("mixed types: the type of most matrix bytes wins") {
+      const std::string mixed = dir.file("mixed.gguf");
+      test::rewrite_gguf(path, mixed, [](runtime::GgufMetadata&, std::vector<runtime::GgufTensorInfo>& ts) {
+        for (auto& t : ts)
+          if (t.name.ends_with("ffn_gate.weight") || t.name.ends_with("ffn_down.weight")) t.type = runtime::TensorType::F16;
+      });
+      const runtime::GgufFile g = runtime::GgufFile::open(mixed);
+      const partitioner::ModelSpec s = runtime::model_spec_from_gguf(g, runtime::read_model_config(g));
+      CHECK(s.weight_type == "f16");  // 2 x 2 x E x F bytes of f16 against ~1.06 x (2EQ + 2E KV + EF) of q8_0
+      CHECK(s.layer_weight_bytes[1] == sum_bytes(g, "blk.1."));
     }
   }
-  // Throughput with several streams and ttft run too.
-  for (const std::string objective : {"throughput", "ttft"}) {
-    const json plan = plan_json({"--preset", "llama-3-8b", "--objective", objective, "--streams", "4", "--device",
-                                 device("x86-laptop-16gb"), "--device", device("jetson-orin-nano-8gb"), "--device",
-                                 device("raspberry-pi-5-8gb")});
-    check_covers(plan, 32, "x86 laptop, Ryzen 7 7840U, 16 GB LPDDR5-6400");
+
+  TEST_CASE("plan --json on the shipped device profiles covers every layer") {
+    const std::map<std::string, int> presets{{"llama-3.2-1b", 16}, {"llama-3-8b", 32}, {"qwen2.5-14b", 48}};
+    for (const auto& [preset, n_layers] : presets) {
+      for (const std::string algorithm : {"dp", "memory", "equal"}) {
+        CAPTURE(preset);
+        CAPTURE(algorithm);
+        std::vector<std::string> args{"--preset", preset, "--type", "q4_0", "--algorithm", algorithm};
+        for (const std::string& d : kAllDevices) args.insert(args.end(), {"--device", device(d)});
+        const json plan = plan_json(args);
+        check_covers(plan, n_layers, "Raspberry Pi 5 8GB");
+        CHECK(plan.at("links").at("default").get<std::string>() == "access_links");
+      }
+    }
+    // Throughput with several streams and ttft run too.
+    for (const std::string objective : {"throughput", "ttft"}) {
+      const json plan =
+          plan_json({"--preset", "llama-3-8b", "--objective", objective, "--streams", "4", "--device", device("x86-laptop-16gb"),
+                     "--device", device("jetson-orin-nano-8gb"), "--device", device("raspberry-pi-5-8gb")});
+      check_covers(plan, 32, "x86 laptop, Ryzen 7 7840U, 16 GB LPDDR5-6400");
+    }
   }
-}
 
-TEST_CASE("plan on a GGUF file uses its exact sizes") {
-  TempDir dir;
-  hearth::runtime::MakeModelOptions o;
-  o.type = hearth::runtime::TensorType::Q4_0;
-  const std::string model = hearth::test::make_model(dir, "m.gguf", o);
-  const json plan = plan_json({"--model", model, "--device", device("raspberry-pi-5-8gb"), "--device", device("desktop-32gb")});
-  check_covers(plan, 4, "Raspberry Pi 5 8GB");
-  CHECK(plan.at("model").at("weight_type").get<std::string>() == "q4_0");
-  CHECK(plan.at("options").at("ctx").get<int>() == 512);  // the model's training context
-  CHECK(plan.at("options").at("kv_bytes_per_elem").get<double>() == 4);
-  // --type belongs to presets only.
-  CHECK(run_cli({"plan", "--model", model, "--type", "f16", "--device", device("desktop-32gb")}).exit_code != 0);
-}
+  TEST_CASE("plan on a GGUF file uses its exact sizes") {
+    TempDir dir;
+    hearth::runtime::MakeModelOptions o;
+    o.type = hearth::runtime::TensorType::Q4_0;
+    const std::string model = hearth::test::make_model(dir, "m.gguf", o);
+    const json plan = plan_json({"--model", model, "--device", device("raspberry-pi-5-8gb"), "--device", device("desktop-32gb")});
+    check_covers(plan, 4, "Raspberry Pi 5 8GB");
+    CHECK(plan.at("model").at("weight_type").get<std::string>() == "q4_0");
+    CHECK(plan.at("options").at("ctx").get<int>() == 512);  // the model's training context
+    CHECK(plan.at("options").at("kv_bytes_per_elem").get<double>() == 4);
+    // --type belongs to presets only.
+    CHECK(run_cli({"plan", "--model", model, "--type", "f16", "--device", device("desktop-32gb")}).exit_code != 0);
+  }
 
-TEST_CASE("plan: a model that does not fit exits 1 and says how much is missing") {
-  const auto r = run_cli({"plan", "--preset", "llama-3-70b", "--type", "f16", "--device", device("raspberry-pi-5-8gb"),
-                          "--device", device("android-phone-12gb")});
-  CHECK(r.exit_code == 1);
-  CHECK(r.err.find("missing") != std::string::npos);
-  CHECK(r.err.find("GB") != std::string::npos);
-  const auto j = run_cli({"plan", "--preset", "llama-3-70b", "--type", "f16", "--json", "--device", device("raspberry-pi-5-8gb")});
-  CHECK(j.exit_code == 1);
-  CHECK(json::parse(j.out).at("missing_bytes").get<double>() > 100e9);
-}
+  TEST_CASE("plan: a model that does not fit exits 1 and says how much is missing") {
+    const auto r = run_cli({"plan", "--preset", "llama-3-70b", "--type", "f16", "--device", device("raspberry-pi-5-8gb"),
+                            "--device", device("android-phone-12gb")});
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("missing") != std::string::npos);
+    CHECK(r.err.find("GB") != std::string::npos);
+    const auto j =
+        run_cli({"plan", "--preset", "llama-3-70b", "--type", "f16", "--json", "--device", device("raspberry-pi-5-8gb")});
+    CHECK(j.exit_code == 1);
+    CHECK(json::parse(j.out).at("missing_bytes").get<double>() > 100e9);
+  }
 
-TEST_CASE("plan --link: a very slow link keeps the model on the head") {
-  const std::vector<std::string> base{"--preset", "llama-3.2-1b", "--device", device("raspberry-pi-5-8gb"),
-                                      "--device", device("macbook-air-m2-16gb")};
-  // By default the MacBook's faster memory wins: the Pi only embeds and samples.
-  const json fast = plan_json(base);
-  REQUIRE(fast.at("stages").size() == 2);
-  CHECK(fast.at("stages")[1].at("device").get<std::string>() == "MacBook Air M2 16GB (10-core GPU)");
-  CHECK(fast.at("stages")[1].at("first_layer").get<int>() == 0);
+  TEST_CASE("plan --link: a very slow link keeps the model on the head") {
+    const std::vector<std::string> base{
+        "--preset", "llama-3.2-1b", "--device", device("raspberry-pi-5-8gb"), "--device", device("macbook-air-m2-16gb")};
+    // By default the MacBook's faster memory wins: the Pi only embeds and samples.
+    const json fast = plan_json(base);
+    REQUIRE(fast.at("stages").size() == 2);
+    CHECK(fast.at("stages")[1].at("device").get<std::string>() == "MacBook Air M2 16GB (10-core GPU)");
+    CHECK(fast.at("stages")[1].at("first_layer").get<int>() == 0);
 
-  // 1 Mbit/s and 500 ms each way: not worth leaving the Pi. Devices by file name...
-  std::vector<std::string> slow_args = base;
-  slow_args.insert(slow_args.end(), {"--link", "raspberry-pi-5-8gb,macbook-air-m2-16gb,1,500"});
-  const json slow = plan_json(slow_args);
-  REQUIRE(slow.at("stages").size() == 1);
-  CHECK(slow.at("stages")[0].at("last_layer").get<int>() == 16);
-  CHECK(slow.at("left_out").size() == 1);
-  CHECK(slow.at("predicted").at("ms_per_token").get<double>() > fast.at("predicted").at("ms_per_token").get<double>());
+    // 1 Mbit/s and 500 ms each way: not worth leaving the Pi. Devices by file name...
+    std::vector<std::string> slow_args = base;
+    slow_args.insert(slow_args.end(), {"--link", "raspberry-pi-5-8gb,macbook-air-m2-16gb,1,500"});
+    const json slow = plan_json(slow_args);
+    REQUIRE(slow.at("stages").size() == 1);
+    CHECK(slow.at("stages")[0].at("last_layer").get<int>() == 16);
+    CHECK(slow.at("left_out").size() == 1);
+    CHECK(slow.at("predicted").at("ms_per_token").get<double>() > fast.at("predicted").at("ms_per_token").get<double>());
 
-  // ...or by profile names, which may contain commas.
-  const json by_name = plan_json({"--preset", "llama-3.2-1b", "--device", device("raspberry-pi-5-8gb"), "--device",
-                                  device("x86-laptop-16gb"), "--link",
-                                  "Raspberry Pi 5 8GB,x86 laptop, Ryzen 7 7840U, 16 GB LPDDR5-6400,1,500"});
-  CHECK(by_name.at("stages").size() == 1);
-  CHECK(by_name.at("links").at("overrides").size() == 1);
+    // ...or by profile names, which may contain commas.
+    const json by_name =
+        plan_json({"--preset", "llama-3.2-1b", "--device", device("raspberry-pi-5-8gb"), "--device", device("x86-laptop-16gb"),
+                   "--link", "Raspberry Pi 5 8GB,x86 laptop, Ryzen 7 7840U, 16 GB LPDDR5-6400,1,500"});
+    CHECK(by_name.at("stages").size() == 1);
+    CHECK(by_name.at("links").at("overrides").size() == 1);
 
-  const auto bad = run_cli({"plan", "--preset", "llama-3.2-1b", "--device", device("raspberry-pi-5-8gb"), "--link", "pi,mac,1,5"});
-  CHECK(bad.exit_code == 1);
-  CHECK(bad.err.find("not two known devices") != std::string::npos);
-}
+    const auto bad =
+        run_cli({"plan", "--preset", "llama-3.2-1b", "--device", device("raspberry-pi-5-8gb"), "--link", "pi,mac,1,5"});
+    CHECK(bad.exit_code == 1);
+    CHECK(bad.err.find("not two known devices") != std::string::npos);
+  }
 
-TEST_CASE("plan prints a table and states the default link it used") {
-  TempDir dir;
-  // A profile without a measured link: every pair falls back to kDefaultLink.
-  json p;
-  std::ifstream(device("desktop-32gb")) >> p;
-  p.erase("link");
-  const std::string path = dir.file("desktop.json");
-  std::ofstream(path) << p.dump();
-  const auto r = run_cli({"plan", "--preset", "llama-3-8b", "--device", path, "--device", path});
-  INFO(r.err);
-  REQUIRE(r.exit_code == 0);
-  CHECK(r.out.find("kDefaultLink (100 Mbit/s, 5 ms one way)") != std::string::npos);
-  CHECK(r.out.find("ms/token") != std::string::npos);
-  CHECK(r.out.find("TTFT") != std::string::npos);
-  CHECK(r.out.find("headroom") != std::string::npos);
-  // The second copy of a profile gets its own name; it is left out, and the plan says why.
-  CHECK(r.out.find("#2") != std::string::npos);
-  CHECK(r.out.find("left out") != std::string::npos);
-}
+  TEST_CASE("plan prints a table and states the default link it used") {
+    TempDir dir;
+    // A profile without a measured link: every pair falls back to kDefaultLink.
+    json p;
+    std::ifstream(device("desktop-32gb")) >> p;
+    p.erase("link");
+    const std::string path = dir.file("desktop.json");
+    std::ofstream(path) << p.dump();
+    const auto r = run_cli({"plan", "--preset", "llama-3-8b", "--device", path, "--device", path});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.out.find("kDefaultLink (100 Mbit/s, 5 ms one way)") != std::string::npos);
+    CHECK(r.out.find("ms/token") != std::string::npos);
+    CHECK(r.out.find("TTFT") != std::string::npos);
+    CHECK(r.out.find("headroom") != std::string::npos);
+    // The second copy of a profile gets its own name; it is left out, and the plan says why.
+    CHECK(r.out.find("#2") != std::string::npos);
+    CHECK(r.out.find("left out") != std::string::npos);
+  }
 
-TEST_CASE("profile --quick --json measures this device, caches it, and plan reads it") {
-  TempDir dir;
-  const auto r = run_cli({"profile", "--quick", "--json", "--data-dir", dir.path().string(), "--name", "ci"});
-  INFO(r.err);
-  REQUIRE(r.exit_code == 0);
-  const json j = json::parse(r.out);
-  CHECK(j.at("name").get<std::string>() == "ci");
-  CHECK(j.at("usable_memory_bytes").get<double>() > 0);
-  CHECK(j.at("memory_bandwidth_bytes_per_s").get<double>() > 0);
-  CHECK(j.at("prefill_flop_s").get<double>() > 0);
-  CHECK(j.at("step_overhead_s").get<double>() > 0);
-  REQUIRE(j.at("decode_bytes_per_s").contains("q4_0"));
-  for (const auto& [type, rate] : j.at("decode_bytes_per_s").items()) CHECK(rate.get<double>() > 0);
-  const std::string cached = dir.file("profile.json");
-  REQUIRE(fs::exists(cached));
+  TEST_CASE("profile --quick --json measures this device, caches it, and plan reads it") {
+    TempDir dir;
+    const auto r = run_cli({"profile", "--quick", "--json", "--data-dir", dir.path().string(), "--name", "ci"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const json j = json::parse(r.out);
+    CHECK(j.at("name").get<std::string>() == "ci");
+    CHECK(j.at("usable_memory_bytes").get<double>() > 0);
+    CHECK(j.at("memory_bandwidth_bytes_per_s").get<double>() > 0);
+    CHECK(j.at("prefill_flop_s").get<double>() > 0);
+    CHECK(j.at("step_overhead_s").get<double>() > 0);
+    REQUIRE(j.at("decode_bytes_per_s").contains("q4_0"));
+    for (const auto& [type, rate] : j.at("decode_bytes_per_s").items()) CHECK(rate.get<double>() > 0);
+    const std::string cached = dir.file("profile.json");
+    REQUIRE(fs::exists(cached));
 
-  // The second run reuses the measured speeds (free memory is read again).
-  const auto again = run_cli({"profile", "--quick", "--json", "--data-dir", dir.path().string()});
-  REQUIRE(again.exit_code == 0);
-  const json k = json::parse(again.out);
-  CHECK(k.at("memory_bandwidth_bytes_per_s") == j.at("memory_bandwidth_bytes_per_s"));
-  CHECK(k.at("measured_at") == j.at("measured_at"));
-  CHECK(k.at("name").get<std::string>() == "ci");
-  const auto text = run_cli({"profile", "--quick", "--data-dir", dir.path().string()});
-  CHECK(text.out.find("cached") != std::string::npos);
+    // The second run reuses the measured speeds (free memory is read again).
+    const auto again = run_cli({"profile", "--quick", "--json", "--data-dir", dir.path().string()});
+    REQUIRE(again.exit_code == 0);
+    const json k = json::parse(again.out);
+    CHECK(k.at("memory_bandwidth_bytes_per_s") == j.at("memory_bandwidth_bytes_per_s"));
+    CHECK(k.at("measured_at") == j.at("measured_at"));
+    CHECK(k.at("name").get<std::string>() == "ci");
+    const auto text = run_cli({"profile", "--quick", "--data-dir", dir.path().string()});
+    CHECK(text.out.find("cached") != std::string::npos);
 
-  const json plan = plan_json({"--preset", "qwen2.5-0.5b", "--device", cached});
-  check_covers(plan, 24, "ci");
-}
+    const json plan = plan_json({"--preset", "qwen2.5-0.5b", "--device", cached});
+    check_covers(plan, 24, "ci");
+  }
 
 }  // TEST_SUITE

@@ -70,10 +70,11 @@ TEST_CASE("join tokens round-trip and malformed ones are refused with a reason")
   CHECK(back.pairing_port == 47402);
   CHECK(back.secret == t.secret);
   CHECK(text.find(k.secret_key) == std::string::npos);
-  for (const std::string& bad : std::vector<std::string>{"", "hearth1-", "hearth2-47402-00-00", "hearth1-0-" + std::string(64, 'a') + "-" + std::string(32, 'b'),
-                                "hearth1-47402-" + std::string(63, 'a') + "-" + std::string(32, 'b'),
-                                "hearth1-47402-" + std::string(64, 'a') + "-" + std::string(31, 'b'),
-                                "hearth1-47402-" + std::string(64, 'g') + "-" + std::string(32, 'b')})
+  for (const std::string& bad : std::vector<std::string>{"", "hearth1-", "hearth2-47402-00-00",
+                                                         "hearth1-0-" + std::string(64, 'a') + "-" + std::string(32, 'b'),
+                                                         "hearth1-47402-" + std::string(63, 'a') + "-" + std::string(32, 'b'),
+                                                         "hearth1-47402-" + std::string(64, 'a') + "-" + std::string(31, 'b'),
+                                                         "hearth1-47402-" + std::string(64, 'g') + "-" + std::string(32, 'b')})
     CHECK_THROWS_AS(transport::parse_join_token(bad), std::invalid_argument);
   CHECK(transport::secrets_equal("abc", "abc"));
   CHECK_FALSE(transport::secrets_equal("abc", "abd"));
@@ -117,8 +118,9 @@ TEST_CASE("the ZAP handler admits allowlisted keys only; without one, CURVE admi
     CHECK_FALSE(round_trip(router, plain));
     // The pairing domain admits any key (the request itself must prove the secret).
     zmq::socket_t pairing = f.bind_router("tcp://127.0.0.1:*", {.zap_domain = transport::kPairingDomain});
-    zmq::socket_t newcomer = transport::SocketFactory(ctx, stranger)
-                                 .connect_dealer(pairing.get(zmq::sockopt::last_endpoint), "n", {.server_key = server.public_key});
+    zmq::socket_t newcomer =
+        transport::SocketFactory(ctx, stranger)
+            .connect_dealer(pairing.get(zmq::sockopt::last_endpoint), "n", {.server_key = server.public_key});
     CHECK(round_trip(pairing, newcomer));
   }
   SUBCASE("libzmq without a ZAP handler admits a stranger that knows the server key: why every daemon runs one") {

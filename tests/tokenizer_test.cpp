@@ -62,51 +62,46 @@ void check_vocab(const std::string& name, bool space_prefix = true) {
 }  // namespace
 
 TEST_SUITE("tokenizer") {
+  TEST_CASE("llama-spm vocabulary matches the reference on every string") { check_vocab("llama-spm"); }
 
-TEST_CASE("llama-spm vocabulary matches the reference on every string") { check_vocab("llama-spm"); }
+  TEST_CASE("phi-3 vocabulary matches the reference on every string") { check_vocab("phi-3"); }
 
-TEST_CASE("phi-3 vocabulary matches the reference on every string") { check_vocab("phi-3"); }
+  TEST_CASE("gpt-2 byte-level BPE vocabulary matches the reference on every string") { check_vocab("gpt-2", false); }
 
-TEST_CASE("gpt-2 byte-level BPE vocabulary matches the reference on every string") {
-  check_vocab("gpt-2", false);
-}
+  TEST_CASE("starcoder byte-level BPE vocabulary matches the reference on every string") { check_vocab("starcoder", false); }
 
-TEST_CASE("starcoder byte-level BPE vocabulary matches the reference on every string") {
-  check_vocab("starcoder", false);
-}
+  TEST_CASE("BOS, control tokens only when allowed, byte fallback") {
+    TempDir dir;
+    const std::string path = hearth::test::make_model(dir, "m.gguf", {});
+    const Tokenizer tok(load_vocab(GgufFile::open(path).metadata()));
+    const auto& v = tok.vocab();
+    CHECK(tok.encode("").size() == 1);  // just BOS
+    CHECK(tok.encode("", {.add_bos = false}).empty());
+    const auto with_bos = tok.encode("hi");
+    REQUIRE(!with_bos.empty());
+    CHECK(with_bos[0] == v.bos);
+    // "</s>" in user text is plain text unless the caller allows control tokens.
+    const auto plain = tok.encode("a</s>", {.add_bos = false});
+    CHECK(std::find(plain.begin(), plain.end(), v.eos) == plain.end());
+    const auto special = tok.encode("a</s>", {.add_bos = false, .parse_special = true});
+    CHECK(special.back() == v.eos);
+    // Characters outside the vocabulary fall back to their UTF-8 bytes and decode back.
+    const std::string text = "héllo → 🦙";
+    const auto ids = tok.encode(text);
+    CHECK(tok.decode(ids) == text);
+  }
 
-TEST_CASE("BOS, control tokens only when allowed, byte fallback") {
-  TempDir dir;
-  const std::string path = hearth::test::make_model(dir, "m.gguf", {});
-  const Tokenizer tok(load_vocab(GgufFile::open(path).metadata()));
-  const auto& v = tok.vocab();
-  CHECK(tok.encode("").size() == 1);  // just BOS
-  CHECK(tok.encode("", {.add_bos = false}).empty());
-  const auto with_bos = tok.encode("hi");
-  REQUIRE(!with_bos.empty());
-  CHECK(with_bos[0] == v.bos);
-  // "</s>" in user text is plain text unless the caller allows control tokens.
-  const auto plain = tok.encode("a</s>", {.add_bos = false});
-  CHECK(std::find(plain.begin(), plain.end(), v.eos) == plain.end());
-  const auto special = tok.encode("a</s>", {.add_bos = false, .parse_special = true});
-  CHECK(special.back() == v.eos);
-  // Characters outside the vocabulary fall back to their UTF-8 bytes and decode back.
-  const std::string text = "héllo → 🦙";
-  const auto ids = tok.encode(text);
-  CHECK(tok.decode(ids) == text);
-}
-
-TEST_CASE("Utf8Stream holds back incomplete characters") {
-  Utf8Stream s;
-  const std::string llama = "\xf0\x9f\xa6\x99";  // U+1F999
-  CHECK(s.push("a").empty() == false);
-  CHECK(s.push(llama.substr(0, 1)).empty());
-  CHECK(s.push(llama.substr(1, 2)).empty());
-  CHECK(s.push(llama.substr(3, 1)) == llama);
-  CHECK(s.push("\xc3") == "");
-  CHECK(s.push("\xa9x") == "\xc3\xa9x");
-  CHECK(s.push("\xe2\x82") == "");
-  CHECK(s.flush() == "\xe2\x82");
-}
+  TEST_CASE("Utf8Stream holds back incomplete characters") {
+    Utf8Stream s;
+    const std::string llama = "\xf0\x9f\xa6\x99";  // U+1F999
+    CHECK(s.push("a").empty() == false);
+    CHECK(s.push(llama.substr(0, 1)).empty());
+    CHECK(s.push(llama.substr(1, 2)).empty());
+    CHECK(s.push(llama.substr(3, 1)) == llama);
+    CHECK(s.push("\xc3") == "");
+    CHECK(s.push("\xa9x") == "\xc3\xa9x");
+    CHECK(s.push("\xe2\x82") == "");
+    CHECK(s.flush() == "\xe2\x82");
+  }
 
 }  // TEST_SUITE

@@ -19,7 +19,8 @@ int main(int argc, char** argv) {
   uint64_t seed = 1;
   std::string ready_file, stats_file;
   CLI::App app{"hearth_link_emulator: a TCP relay that adds one-way latency, jitter and loss"};
-  app.add_option("--route", routes, "LISTEN_HOST:PORT=TARGET_HOST:PORT (repeatable; port 0 listens on any free port)")->required();
+  app.add_option("--route", routes, "LISTEN_HOST:PORT=TARGET_HOST:PORT (repeatable; port 0 listens on any free port)")
+      ->required();
   app.add_option("--delay-ms", delay_ms, "One-way delay added in each direction")->capture_default_str();
   app.add_option("--jitter-ms", jitter_ms, "Each chunk's delay varies uniformly by +/- this much")->capture_default_str();
   app.add_option("--loss", loss, "Probability that a 1448-byte segment is lost (0..1)")->capture_default_str();
@@ -45,7 +46,8 @@ int main(int argc, char** argv) {
       const auto listen = hearth::tools::parse_endpoint(r.substr(0, eq));
       const auto target = hearth::tools::parse_endpoint(r.substr(eq + 1));
       const uint16_t port = relay.add_route(listen, target);
-      spdlog::info("{}:{} -> {}:{} ({} ms +/- {} ms, loss {})", listen.host, port, target.host, target.port, delay_ms, jitter_ms, loss);
+      spdlog::info("{}:{} -> {}:{} ({} ms +/- {} ms, loss {})", listen.host, port, target.host, target.port, delay_ms, jitter_ms,
+                   loss);
       ready += listen.host + " " + std::to_string(port) + "\n";
     }
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -59,8 +61,9 @@ int main(int argc, char** argv) {
                                                   {"bytes", s.bytes},
                                                   {"chunks", s.chunks},
                                                   {"lost_chunks", s.lost_chunks},
-                                                  {"mean_delay_ms", s.chunks ? 1e3 * s.delay_sum_s / static_cast<double>(s.chunks) : 0.0}}
-                                          .dump()
+                                                  {"mean_delay_ms",
+                                                   s.chunks ? 1e3 * s.delay_sum_s / static_cast<double>(s.chunks) : 0.0}}
+                                       .dump()
                                 << "\n";
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());

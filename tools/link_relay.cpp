@@ -49,7 +49,8 @@ struct LinkRelay::Listener {
 // One relayed connection: two sockets and a delay line in each direction.
 class LinkRelay::Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(LinkRelay& relay, tcp::socket down) : relay_(relay), down_(std::move(down)), up_(relay.io_), pipes_{Pipe(down_, up_), Pipe(up_, down_)} {}
+  Session(LinkRelay& relay, tcp::socket down)
+      : relay_(relay), down_(std::move(down)), up_(relay.io_), pipes_{Pipe(down_, up_), Pipe(up_, down_)} {}
 
   void start(const tcp::endpoint& target) {
     up_.async_connect(target, [self = shared_from_this()](const boost::system::error_code& ec) {
@@ -95,7 +96,8 @@ class LinkRelay::Session : public std::enable_shared_from_this<Session> {
       const double delay = self->relay_.draw_delay(n);
       // Delivery never goes back in time: a chunk delayed by jitter or loss holds up the ones
       // behind it, as one TCP stream does.
-      const auto due = std::max(p.last_due, Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(delay)));
+      const auto due =
+          std::max(p.last_due, Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(delay)));
       p.last_due = due;
       p.queue.push_back({due, std::vector<uint8_t>(p.buffer.begin(), p.buffer.begin() + static_cast<std::ptrdiff_t>(n))});
       p.queued_bytes += n;
@@ -118,7 +120,8 @@ class LinkRelay::Session : public std::enable_shared_from_this<Session> {
         p.to.shutdown(tcp::socket::shutdown_send, ignored);
         p.queue.pop_front();
         p.writing = false;
-        if (self->pipes_[0].eof && self->pipes_[1].eof && self->pipes_[0].queue.empty() && self->pipes_[1].queue.empty()) self->close_all();
+        if (self->pipes_[0].eof && self->pipes_[1].eof && self->pipes_[0].queue.empty() && self->pipes_[1].queue.empty())
+          self->close_all();
         return;
       }
       asio::async_write(p.to, asio::buffer(p.queue.front().data), [self, d](const boost::system::error_code& ec, size_t n) {

@@ -38,7 +38,7 @@ RelayEndpoint parse_endpoint(const std::string& text);
 
 struct RelayStats {
   uint64_t connections = 0;
-  uint64_t bytes = 0;      // both directions
+  uint64_t bytes = 0;  // both directions
   uint64_t chunks = 0;
   uint64_t lost_chunks = 0;
   double delay_sum_s = 0;  // of the delays drawn (before head-of-line waiting)

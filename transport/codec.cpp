@@ -35,7 +35,8 @@ Decoded decode(const zmq::message_t& frame) {
   try {
     const kj::ArrayPtr<const capnp::word> words(d.words_.begin(), d.words_.size());
     // A flat message must use exactly the bytes it came in; trailing garbage is refused.
-    if (capnp::expectedSizeInWordsFromPrefix(words) != words.size()) throw DecodeError("frame size does not match its segment table");
+    if (capnp::expectedSizeInWordsFromPrefix(words) != words.size())
+      throw DecodeError("frame size does not match its segment table");
     d.reader_ = std::make_unique<capnp::FlatArrayMessageReader>(words, options);
     d.root_ = d.reader_->getRoot<wire::Envelope>();
     (void)d.root_.which();  // touches the union tag: an out-of-range pointer throws here

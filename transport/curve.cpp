@@ -108,7 +108,8 @@ std::string format_join_token(const JoinToken& t) {
 
 JoinToken parse_join_token(std::string_view text) {
   const auto bad = [](const std::string& why) {
-    return std::invalid_argument("not a join token (" + why + "): copy it again from the head's log or `hearth token` on the head");
+    return std::invalid_argument("not a join token (" + why +
+                                 "): copy it again from the head's log or `hearth token` on the head");
   };
   if (text.substr(0, kTokenPrefix.size()) != kTokenPrefix) throw bad("it does not start with " + std::string(kTokenPrefix));
   text.remove_prefix(kTokenPrefix.size());
@@ -143,8 +144,7 @@ bool secrets_equal(std::string_view a, std::string_view b) {
   // longer one's length, of how long the secret is).
   unsigned char diff = a.size() == b.size() ? 0 : 1;
   const size_t n = std::max(a.size(), b.size());
-  for (size_t i = 0; i < n; ++i)
-    diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ (i < b.size() ? b[i] : 0));
+  for (size_t i = 0; i < n; ++i) diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ (i < b.size() ? b[i] : 0));
   return diff == 0;
 }
 

@@ -16,8 +16,8 @@
 namespace hearth::transport {
 
 struct Beacon {
-  std::string node_id;           // [A-Za-z0-9._-], at most 64 characters
-  int control_port = 0;          // the sender's address comes from the UDP packet itself
+  std::string node_id;   // [A-Za-z0-9._-], at most 64 characters
+  int control_port = 0;  // the sender's address comes from the UDP packet itself
   bool is_head = false;
 };
 
@@ -27,9 +27,9 @@ std::string encode_beacon(const Beacon& b);
 std::optional<Beacon> decode_beacon(std::string_view packet);
 
 struct DiscoveryOptions {
-  int port = 47470;                              // UDP port beacons are sent to
-  int listen_port = 0;                           // port beacons are heard on; 0 = `port`
-  std::string send_to = "255.255.255.255";       // broadcast address (tests use 127.0.0.1)
+  int port = 47470;                         // UDP port beacons are sent to
+  int listen_port = 0;                      // port beacons are heard on; 0 = `port`
+  std::string send_to = "255.255.255.255";  // broadcast address (tests use 127.0.0.1)
   std::chrono::milliseconds interval{2000};
 };
 

@@ -29,7 +29,8 @@ void SocketFactory::make_server(zmq::socket_t& s, const SocketOptions& o) const 
 void SocketFactory::make_client(zmq::socket_t& s, const std::string& endpoint, const SocketOptions& o) const {
   if (!keys_) return;
   if (!is_z85_key(o.server_key))
-    throw std::invalid_argument("no CURVE key known for " + endpoint + ": this cluster is encrypted and the peer was never introduced");
+    throw std::invalid_argument("no CURVE key known for " + endpoint +
+                                ": this cluster is encrypted and the peer was never introduced");
   s.set(zmq::sockopt::curve_serverkey, o.server_key);
   s.set(zmq::sockopt::curve_publickey, keys_->public_key);
   s.set(zmq::sockopt::curve_secretkey, keys_->secret_key);
@@ -53,7 +54,8 @@ zmq::socket_t SocketFactory::bind_pull(const std::string& endpoint, const Socket
   return s;
 }
 
-zmq::socket_t SocketFactory::connect_dealer(const std::string& endpoint, const std::string& identity, const SocketOptions& o) const {
+zmq::socket_t SocketFactory::connect_dealer(const std::string& endpoint, const std::string& identity,
+                                            const SocketOptions& o) const {
   zmq::socket_t s(context_, zmq::socket_type::dealer);
   apply_common(s, o);
   if (!identity.empty()) s.set(zmq::sockopt::routing_id, identity);

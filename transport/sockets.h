@@ -26,7 +26,7 @@ struct SocketOptions {
   int64_t max_message_bytes = -1;  // ZMQ_MAXMSGSIZE on receiving sockets; -1 = unlimited
   int send_hwm = 1000;             // messages queued before send blocks or drops
   int receive_hwm = 1000;
-  std::string server_key;          // connecting sockets: the peer's CURVE public key (Z85)
+  std::string server_key;                   // connecting sockets: the peer's CURVE public key (Z85)
   const char* zap_domain = kMembersDomain;  // bound sockets: whom the ZAP handler admits
 };
 

@@ -61,11 +61,11 @@ void ZapHandler::loop(zmq::socket_t socket) {
     if (!ok) denied_++;
     // A refused peer reconnects every 100 ms or so: say it once per key (and keep the set small).
     if (!ok && warned_.size() < 1000 && warned_.insert(key).second) {
-      spdlog::warn("refused a connection from {} ({}): its key {} is not paired with this cluster", address,
-                   domain, key.empty() ? "(none)" : key);
+      spdlog::warn("refused a connection from {} ({}): its key {} is not paired with this cluster", address, domain,
+                   key.empty() ? "(none)" : key);
     }
-    const std::array<std::string, 6> reply{"1.0", parts[1].to_string(), ok ? "200" : "400",
-                                           ok ? "OK" : "key not allowed", ok ? key : "", ""};
+    const std::array<std::string, 6> reply{
+        "1.0", parts[1].to_string(), ok ? "200" : "400", ok ? "OK" : "key not allowed", ok ? key : "", ""};
     for (size_t i = 0; i < reply.size(); ++i)
       socket.send(zmq::buffer(reply[i]), i + 1 < reply.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
   }

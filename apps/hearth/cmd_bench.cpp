@@ -65,11 +65,10 @@ void bench(const BenchArgs& a) {
   LocalModel m = open_local_model(a.model);
   const int threads = a.threads > 0 ? a.threads : runtime::hardware_threads();
   runtime::ThreadPool pool(threads);
-  runtime::Stage stage(m.weights,
-                       {.n_ctx = a.prompt_tokens + a.gen_tokens + 1,
-                        .max_batch = std::max(a.batch, a.prompt_tokens),
-                        .max_sequences = a.batch},
-                       pool);
+  runtime::Stage stage(
+      m.weights,
+      {.n_ctx = a.prompt_tokens + a.gen_tokens + 1, .max_batch = std::max(a.batch, a.prompt_tokens), .max_sequences = a.batch},
+      pool);
   runtime::Rng rng(42);
   std::vector<int32_t> prompt(static_cast<size_t>(a.prompt_tokens));
   for (auto& t : prompt) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(m.config.n_vocab));
@@ -163,10 +162,14 @@ void add_bench_command(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
   CLI::App* cmd = app.add_subcommand("bench", "Measure prefill and decode speed on this device");
   cmd->add_option("-m,--model", a->model, "GGUF model file")->required()->check(CLI::ExistingFile);
-  cmd->add_option("--prompt-tokens", a->prompt_tokens, "Prompt length for prefill")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--prompt-tokens", a->prompt_tokens, "Prompt length for prefill")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--gen-tokens", a->gen_tokens, "Tokens to decode")->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("-t,--threads", a->threads, "Compute threads (default: all cores)");
-  cmd->add_option("--repeats", a->repeats, "Measured rounds (the median is reported)")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--repeats", a->repeats, "Measured rounds (the median is reported)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--batch", a->batch, "Sequences decoded together (aggregate tok/s is reported)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

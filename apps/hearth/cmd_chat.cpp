@@ -90,7 +90,8 @@ class ChatSession {
   std::string model() const {
     const auto r = client_.get("/v1/models");
     if (r.status == 401) throw std::runtime_error("the head refused the API key: pass --api-key KEY (or set $HEARTH_API_KEY)");
-    if (r.status != 200) throw std::runtime_error("GET /v1/models answered " + std::to_string(r.status) + ": " + error_message(r));
+    if (r.status != 200)
+      throw std::runtime_error("GET /v1/models answered " + std::to_string(r.status) + ": " + error_message(r));
     const json j = json::parse(r.body);
     return j["data"].empty() ? "" : j["data"][0]["id"].get<std::string>();
   }
@@ -190,9 +191,11 @@ std::optional<std::string> read_line(const char* prompt) {
 
 void interactive(ChatSession& chat) {
   const std::string model = chat.model();
-  std::fprintf(stderr, "hearth chat with %s at %s\n", model.empty() ? "(no model loaded yet)" : model.c_str(), chat.url().c_str());
-  std::fprintf(stderr, "end a line with \\ to go on; /reset forgets the conversation, /system TEXT sets the system prompt, /exit quits;\n"
-                       "Ctrl-C stops a reply\n");
+  std::fprintf(stderr, "hearth chat with %s at %s\n", model.empty() ? "(no model loaded yet)" : model.c_str(),
+               chat.url().c_str());
+  std::fprintf(stderr,
+               "end a line with \\ to go on; /reset forgets the conversation, /system TEXT sets the system prompt, /exit quits;\n"
+               "Ctrl-C stops a reply\n");
   const std::string history = history_file();
   ::using_history();
   if (!history.empty()) ::read_history(history.c_str());
@@ -261,12 +264,14 @@ void add_chat_command(CLI::App& app) {
   const char* url = std::getenv("HEARTH_URL");
   a->url = url ? url : "http://127.0.0.1:8080";
   if (const char* key = std::getenv("HEARTH_API_KEY")) a->api_key = key;
-  CLI::App* cmd = app.add_subcommand("chat", "Chat with the cluster through the head's HTTP API (stdin not a terminal: answer it once)");
+  CLI::App* cmd =
+      app.add_subcommand("chat", "Chat with the cluster through the head's HTTP API (stdin not a terminal: answer it once)");
   cmd->add_option("--url", a->url, "The head's HTTP address (default: $HEARTH_URL or http://127.0.0.1:8080)");
   cmd->add_option("--api-key", a->api_key, "Key of the head's --api-key (default: $HEARTH_API_KEY)");
   cmd->add_option("--system", a->system, "System prompt");
   cmd->add_option("--temp", a->temperature, "Temperature; 0 = greedy (default: the head's, 0.8)")->check(CLI::Range(0.0, 2.0));
-  cmd->add_option("--max-tokens", a->max_tokens, "Tokens per reply at most (default: until the model stops)")->check(CLI::PositiveNumber);
+  cmd->add_option("--max-tokens", a->max_tokens, "Tokens per reply at most (default: until the model stops)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", a->seed, "Random seed (default: a new one per reply)");
   cmd->callback([a] { chat(*a); });
 }

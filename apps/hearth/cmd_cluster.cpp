@@ -65,16 +65,19 @@ void devices(const HeadTarget& head, bool json) {
     std::cout << out.dump(2) << "\n";
     return;
   }
-  std::printf("%-16s %-6s %-6s %-26s %12s %12s %6s  %s\n", "DEVICE", "ROLE", "STATE", "ENDPOINT", "USABLE MEM", "MEM BW", "CORES", "CPU");
+  std::printf("%-16s %-6s %-6s %-26s %12s %12s %6s  %s\n", "DEVICE", "ROLE", "STATE", "ENDPOINT", "USABLE MEM", "MEM BW", "CORES",
+              "CPU");
   for (const auto& d : out)
-    std::printf("%-16s %-6s %-6s %-26s %12s %9.1f GB/s %6d  %s\n", d["name"].get<std::string>().c_str(), d["head"].get<bool>() ? "head" : "node",
-                d["alive"].get<bool>() ? "up" : "down", d["endpoint"].get<std::string>().c_str(),
-                gb(d["usable_memory_bytes"].get<double>()).c_str(), d["memory_bandwidth_bytes_per_s"].get<double>() / 1e9,
-                d["cores"].get<int>(), d["cpu"].get<std::string>().c_str());
+    std::printf("%-16s %-6s %-6s %-26s %12s %9.1f GB/s %6d  %s\n", d["name"].get<std::string>().c_str(),
+                d["head"].get<bool>() ? "head" : "node", d["alive"].get<bool>() ? "up" : "down",
+                d["endpoint"].get<std::string>().c_str(), gb(d["usable_memory_bytes"].get<double>()).c_str(),
+                d["memory_bandwidth_bytes_per_s"].get<double>() / 1e9, d["cores"].get<int>(),
+                d["cpu"].get<std::string>().c_str());
 }
 
 void print_plan(const nlohmann::json& plan) {
-  std::printf("%-16s %-10s %12s %12s %12s %10s %10s\n", "DEVICE", "LAYERS", "WEIGHTS", "KV CACHE", "HEADROOM", "STAGE ms", "HOP ms");
+  std::printf("%-16s %-10s %12s %12s %12s %10s %10s\n", "DEVICE", "LAYERS", "WEIGHTS", "KV CACHE", "HEADROOM", "STAGE ms",
+              "HOP ms");
   for (const auto& s : plan["stages"]) {
     std::printf("%-16s %-10s %12s %12s %12s %10.2f %10.2f\n", s["device"].get<std::string>().c_str(),
                 layers(s["first_layer"].get<int>(), s["last_layer"].get<int>()).c_str(),
@@ -115,11 +118,13 @@ void launch(const HeadTarget& head, const LaunchArgs& a) {
       [&](wire::Envelope::Reader env) {
         if (env.isLaunchProgress()) {
           const auto p = env.getLaunchProgress();
-          const double frac = p.getBytesTotal() ? static_cast<double>(p.getBytesDone()) / static_cast<double>(p.getBytesTotal()) : 1.0;
+          const double frac =
+              p.getBytesTotal() ? static_cast<double>(p.getBytesDone()) / static_cast<double>(p.getBytesTotal()) : 1.0;
           const int width = 30, fill = static_cast<int>(frac * width);
-          std::fprintf(stderr, "%s%-16s [%s%s] %5.1f%% of %s  %-10s%s", tty ? "\r" : "", p.getDevice().cStr(), std::string(static_cast<size_t>(fill), '#').c_str(),
-                       std::string(static_cast<size_t>(width - fill), '.').c_str(), 100 * frac, gb(static_cast<double>(p.getBytesTotal())).c_str(),
-                       p.getState().cStr(), tty ? "" : "\n");
+          std::fprintf(stderr, "%s%-16s [%s%s] %5.1f%% of %s  %-10s%s", tty ? "\r" : "", p.getDevice().cStr(),
+                       std::string(static_cast<size_t>(fill), '#').c_str(),
+                       std::string(static_cast<size_t>(width - fill), '.').c_str(), 100 * frac,
+                       gb(static_cast<double>(p.getBytesTotal())).c_str(), p.getState().cStr(), tty ? "" : "\n");
           if (tty && std::string(p.getState().cStr()) == "ready") std::fprintf(stderr, "\n");
           return true;
         }
@@ -171,8 +176,8 @@ void generate(const HeadTarget& head, const GenerateArgs& a) {
         std::fwrite(rest.data(), 1, rest.size(), stdout);
         std::fputc('\n', stdout);
         if (error.empty())
-          std::fprintf(stderr, "%u prompt tokens, %u generated; first token after %.0f ms, then %.2f tok/s\n", e.getPromptTokens(),
-                       e.getGeneratedTokens(), e.getTtftMs(), e.getDecodeTokS());
+          std::fprintf(stderr, "%u prompt tokens, %u generated; first token after %.0f ms, then %.2f tok/s\n",
+                       e.getPromptTokens(), e.getGeneratedTokens(), e.getTtftMs(), e.getDecodeTokS());
         return false;
       },
       std::chrono::seconds(60));
@@ -211,9 +216,9 @@ void status(const HeadTarget& head, bool json) {
   }
   if (s.contains("generation")) {
     const auto& g = s["generation"];
-    std::printf("generation: %d active, %d requests, %d tokens; last: %.2f tok/s, first token after %.0f ms\n", g["active"].get<int>(),
-                g["requests"].get<int>(), g["tokens_generated"].get<int>(), g["last_decode_tok_s"].get<double>(),
-                g["last_ttft_ms"].get<double>());
+    std::printf("generation: %d active, %d requests, %d tokens; last: %.2f tok/s, first token after %.0f ms\n",
+                g["active"].get<int>(), g["requests"].get<int>(), g["tokens_generated"].get<int>(),
+                g["last_decode_tok_s"].get<double>(), g["last_ttft_ms"].get<double>());
   }
   const auto& d = s["dropped"];
   if (s.contains("security"))
@@ -247,7 +252,8 @@ void add_cluster_commands(CLI::App& app) {
   auto head = std::make_shared<HeadTarget>(HeadTarget{default_head(), cluster::default_data_dir()});
   app.add_option("--head", head->head, "HOST:PORT of the head (default: $HEARTH_HEAD or 127.0.0.1:47400)");
   app.add_option("--data-dir", head->data_dir,
-                 "A hearthd data directory on this machine whose keys authenticate the CLI (default: $HEARTH_DATA_DIR or ~/.local/share/hearth)");
+                 "A hearthd data directory on this machine whose keys authenticate the CLI (default: $HEARTH_DATA_DIR or "
+                 "~/.local/share/hearth)");
 
   CLI::App* tk = app.add_subcommand("token", "Print the head's join token (run on the head; reads its data directory)");
   tk->callback([head] { print_token(head->data_dir); });

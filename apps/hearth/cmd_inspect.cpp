@@ -14,7 +14,8 @@ std::string show_value(const runtime::GgufValue& v) {
   using runtime::GgufType;
   if (auto* a = std::get_if<runtime::GgufArray>(&v.value)) {
     std::string s = "[" + std::string(runtime::gguf_type_name(a->elem_type)) + " x " + std::to_string(a->items.size()) + "]";
-    if (!a->items.empty() && a->elem_type != GgufType::ARRAY) s += " " + show_value(a->items[0]) + (a->items.size() > 1 ? ", ..." : "");
+    if (!a->items.empty() && a->elem_type != GgufType::ARRAY)
+      s += " " + show_value(a->items[0]) + (a->items.size() > 1 ? ", ..." : "");
     return s;
   }
   if (auto* s = std::get_if<std::string>(&v.value)) return s->size() > 80 ? "\"" + s->substr(0, 77) + "...\"" : "\"" + *s + "\"";
@@ -34,9 +35,9 @@ int layer_of(const std::string& name) {
 
 void inspect(const std::string& path, bool show_tensors) {
   const runtime::GgufFile f = runtime::GgufFile::open(path);
-  std::printf("%s: GGUF v%u, %zu metadata keys, %zu tensors, alignment %llu, data at byte %llu\n\n", path.c_str(),
-              f.version(), f.metadata().all().size(), f.tensors().size(),
-              static_cast<unsigned long long>(f.alignment()), static_cast<unsigned long long>(f.data_offset()));
+  std::printf("%s: GGUF v%u, %zu metadata keys, %zu tensors, alignment %llu, data at byte %llu\n\n", path.c_str(), f.version(),
+              f.metadata().all().size(), f.tensors().size(), static_cast<unsigned long long>(f.alignment()),
+              static_cast<unsigned long long>(f.data_offset()));
   for (const auto& [k, v] : f.metadata().all()) std::printf("  %-44s %s\n", k.c_str(), show_value(v).c_str());
 
   // Bytes per layer: what a pipeline stage holding that layer must store.
@@ -58,8 +59,8 @@ void inspect(const std::string& path, bool show_tensors) {
     std::string shape;
     for (auto d : t.shape) shape += (shape.empty() ? "" : " x ") + std::to_string(d);
     std::printf("  %-36s %-6s %-20s %12llu bytes at %llu\n", t.name.c_str(),
-                std::string(runtime::tensor_type_name(t.type)).c_str(), shape.c_str(),
-                static_cast<unsigned long long>(t.n_bytes), static_cast<unsigned long long>(t.offset));
+                std::string(runtime::tensor_type_name(t.type)).c_str(), shape.c_str(), static_cast<unsigned long long>(t.n_bytes),
+                static_cast<unsigned long long>(t.offset));
   }
 }
 

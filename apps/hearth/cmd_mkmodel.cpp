@@ -38,7 +38,9 @@ void add_mkmodel_command(CLI::App& app) {
     auto type = runtime::tensor_type_from_name(a->type);
     if (!type || !runtime::tensor_type_info(static_cast<uint32_t>(*type))->computable)
       throw std::invalid_argument("unknown or unsupported type '" + a->type + "' (" + runtime::computable_type_names() + ")");
-    const auto override_if = [](int v, int& field) { if (v > 0) field = v; };
+    const auto override_if = [](int v, int& field) {
+      if (v > 0) field = v;
+    };
     override_if(a->dim, shape->n_embd);
     override_if(a->layers, shape->n_layer);
     override_if(a->heads, shape->n_head);

@@ -141,8 +141,7 @@ LinkOverride parse_link(const std::string& spec, const std::vector<Device>& devi
     throw std::runtime_error("--link '" + spec + "': expected A,B,MBIT_S,MS (two device names, Mbit/s, one-way ms)");
   const double mbit = parse_number(spec.substr(c1 + 1, c2 - c1 - 1), "bandwidth", spec);
   const double ms = parse_number(spec.substr(c2 + 1), "latency", spec);
-  if (mbit <= 0 || ms < 0)
-    throw std::runtime_error("--link '" + spec + "': bandwidth must be positive and latency not negative");
+  if (mbit <= 0 || ms < 0) throw std::runtime_error("--link '" + spec + "': bandwidth must be positive and latency not negative");
   const std::string names = spec.substr(0, c1);
   for (size_t comma = names.find(','); comma != std::string::npos; comma = names.find(',', comma + 1)) {
     const int a = find_device(devices, names.substr(0, comma));
@@ -177,7 +176,8 @@ Links build_links(const std::vector<Device>& devices, const std::vector<pt::Devi
     l.source = "access_links";
     l.statement = "pairs not given with --link use the profiles' access links (the slower bandwidth, latencies added)";
     const bool all_access = std::all_of(profiles.begin(), profiles.end(), [](const auto& p) { return p.link.has_value(); });
-    if (!all_access) l.statement += "; profiles without a link use kDefaultAccessLink (" + describe_link(pt::kDefaultAccessLink) + ")";
+    if (!all_access)
+      l.statement += "; profiles without a link use kDefaultAccessLink (" + describe_link(pt::kDefaultAccessLink) + ")";
   } else {
     l.source = "default_link";
     l.statement = "pairs not given with --link use kDefaultLink (" + describe_link(pt::kDefaultLink) +
@@ -221,10 +221,9 @@ std::string fmt(const char* format, double v) {
 }
 
 std::string layers_text(const pt::StageAssignment& s) {
-  std::string t = s.last_layer == s.first_layer
-                      ? "none"
-                      : std::to_string(s.first_layer) + "-" + std::to_string(s.last_layer - 1) + " (" +
-                            std::to_string(s.last_layer - s.first_layer) + ")";
+  std::string t = s.last_layer == s.first_layer ? "none"
+                                                : std::to_string(s.first_layer) + "-" + std::to_string(s.last_layer - 1) + " (" +
+                                                      std::to_string(s.last_layer - s.first_layer) + ")";
   if (s.has_embedding) t += " +embd";
   if (s.has_output) t += " +head";
   return t;
@@ -256,8 +255,8 @@ void print_plan(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfi
   std::printf("model     %s: %d blocks, %s of weights\n", model.description.c_str(), model.spec.n_layers,
               pt::format_bytes(pt::total_weight_bytes(model.spec)).c_str());
   std::printf("workload  objective %s, algorithm %s; KV cache f32 for %d tokens x %d stream(s); %d-token prompt\n",
-              std::string(pt::to_string(o.objective)).c_str(), std::string(pt::to_string(o.algorithm)).c_str(), o.ctx,
-              o.streams, o.prompt_tokens);
+              std::string(pt::to_string(o.objective)).c_str(), std::string(pt::to_string(o.algorithm)).c_str(), o.ctx, o.streams,
+              o.prompt_tokens);
   std::printf("links     %s\n", links.statement.c_str());
   for (const LinkOverride& l : links.overrides)
     std::printf("          --link %s <-> %s: %s\n", profiles[l.a].name.c_str(), profiles[l.b].name.c_str(),
@@ -291,8 +290,8 @@ void print_plan(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfi
   if (!plan.exact) std::printf("note: the search used its fast path; the optimum is not guaranteed\n");
 }
 
-nlohmann::json plan_json(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfile>& profiles,
-                         const Model& model, const pt::PartitionOptions& o, const Links& links) {
+nlohmann::json plan_json(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfile>& profiles, const Model& model,
+                         const pt::PartitionOptions& o, const Links& links) {
   using nlohmann::json;
   json stages = json::array();
   for (const pt::StageAssignment& a : plan.stages)
@@ -385,12 +384,12 @@ std::vector<std::string> strings(const std::vector<std::string_view>& v) { retur
 
 void add_plan_command(CLI::App& app) {
   auto a = std::make_shared<PlanArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "plan",
-      "Split a model's layers over devices and predict ms/token, tokens/s and time to first token. "
-      "KV cache is sized at 4 bytes per element (the runtime's cache is f32 today).");
-  auto* model = cmd->add_option("-m,--model", a->model, "GGUF model file (sizes read from its tensor directory)")
-                    ->check(CLI::ExistingFile);
+  CLI::App* cmd =
+      app.add_subcommand("plan",
+                         "Split a model's layers over devices and predict ms/token, tokens/s and time to first token. "
+                         "KV cache is sized at 4 bytes per element (the runtime's cache is f32 today).");
+  auto* model =
+      cmd->add_option("-m,--model", a->model, "GGUF model file (sizes read from its tensor directory)")->check(CLI::ExistingFile);
   auto* preset = cmd->add_option("--preset", a->preset, "A well-known model shape instead of a file")
                      ->check(CLI::IsMember(strings(partitioner::preset_names())));
   auto* type = cmd->add_option("--type", a->type, "Weight type of a --preset")
@@ -411,7 +410,9 @@ void add_plan_command(CLI::App& app) {
       ->check(CLI::IsMember({"latency", "throughput", "ttft"}));
   cmd->add_option("--ctx", a->ctx, "Tokens of KV cache per stream (default: the model's context, at most 4096)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--streams", a->streams, "Concurrent streams (conversations)")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--streams", a->streams, "Concurrent streams (conversations)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--prompt-tokens", a->prompt_tokens, "Prompt length for the time to first token")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

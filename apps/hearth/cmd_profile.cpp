@@ -119,8 +119,8 @@ void print_summary(const json& j, const std::string& origin) {
   if (s.value("cgroup_limit_bytes", 0.0) > 0) limits += ", cgroup limit " + bytes(s["cgroup_limit_bytes"]);
   if (j["measured_with"].value("memory_limit_bytes", 0.0) > 0)
     limits += ", --memory-limit " + bytes(j["measured_with"]["memory_limit_bytes"]);
-  std::printf("memory         %s usable (%s, minus a safety margin; read now)\n",
-              bytes(j["usable_memory_bytes"]).c_str(), limits.c_str());
+  std::printf("memory         %s usable (%s, minus a safety margin; read now)\n", bytes(j["usable_memory_bytes"]).c_str(),
+              limits.c_str());
   std::printf("bandwidth      %s streaming read\n", gb_s(j["memory_bandwidth_bytes_per_s"].get<double>()).c_str());
   std::string decode;
   for (const auto& [type, rate] : j["decode_bytes_per_s"].items())
@@ -152,8 +152,8 @@ void profile(const ProfileArgs& a) {
   } else {
     spdlog::info("measuring this device ({}, {} threads)...", a.quick ? "quick, a few seconds" : "full, about 10 s", threads);
     const auto t0 = std::chrono::steady_clock::now();
-    const profiles::Profile p = profiles::measure_profile(
-        {.name = "", .threads = threads, .memory_limit = a.memory_limit, .quick = a.quick});
+    const profiles::Profile p =
+        profiles::measure_profile({.name = "", .threads = threads, .memory_limit = a.memory_limit, .quick = a.quick});
     const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     j = json::parse(profiles::profile_to_json(p));
     j["measured_at"] = now_utc();
@@ -191,7 +191,8 @@ void add_profile_command(CLI::App& app) {
       "DATA_DIR/profile.json and reused until --refresh");
   cmd->add_flag("--json", a->json, "Print the profile as JSON (the format `hearth plan --device` reads)");
   cmd->add_flag("--quick", a->quick, "Measure in a few seconds instead of about ten (less precise)");
-  cmd->add_option("-t,--threads", a->threads, "Compute threads to measure with (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-t,--threads", a->threads, "Compute threads to measure with (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--memory-limit", a->memory_limit, "Let hearth use at most this much memory, in bytes (suffixes: 8GB, 512MB)")
       ->transform(CLI::AsSizeValue(true));
   cmd->add_option("--name", a->name, "Device name in plans (default: the host name)");

@@ -34,27 +34,27 @@ void run(const RunArgs& a) {
     spdlog::info("chat template: {}{}", tmpl.name, tmpl.fallback ? " (the model has none hearth recognises)" : "");
     const auto& v = tok.vocab();
     const runtime::ChatMessage user{"user", a.prompt};
-    text = runtime::render_chat(tmpl, {&user, 1}, {.bos_token = v.bos >= 0 ? v.tokens[size_t(v.bos)] : "",
-                                                    .eos_token = v.eos >= 0 ? v.tokens[size_t(v.eos)] : ""});
+    text = runtime::render_chat(
+        tmpl, {&user, 1},
+        {.bos_token = v.bos >= 0 ? v.tokens[size_t(v.bos)] : "", .eos_token = v.eos >= 0 ? v.tokens[size_t(v.eos)] : ""});
   }
   const std::vector<int32_t> prompt = tok.encode(text, {.parse_special = a.chat});
   spdlog::debug("prompt: {} tokens, kernels: {}", prompt.size(), stage.kernels().name);
 
   runtime::Utf8Stream utf8;
   runtime::Stage* stages[] = {&stage};
-  const auto stats = runtime::generate(stages, 1, prompt, {.n_predict = a.n_predict, .sampling = a.sampling},
-                                       tok.vocab(), [&](int32_t id) {
-                                         const std::string text = utf8.push(tok.piece(id));
-                                         std::fwrite(text.data(), 1, text.size(), stdout);
-                                         std::fflush(stdout);
-                                         return true;
-                                       });
+  const auto stats =
+      runtime::generate(stages, 1, prompt, {.n_predict = a.n_predict, .sampling = a.sampling}, tok.vocab(), [&](int32_t id) {
+        const std::string text = utf8.push(tok.piece(id));
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        std::fflush(stdout);
+        return true;
+      });
   const std::string rest = utf8.flush();
   std::fwrite(rest.data(), 1, rest.size(), stdout);
   std::fputc('\n', stdout);
-  spdlog::info("{} prompt tokens in {:.3f} s, {} tokens generated at {:.2f} tok/s", stats.prompt_tokens,
-               stats.prefill_seconds, stats.generated_tokens,
-               stats.decode_seconds > 0 ? (stats.generated_tokens - 1) / stats.decode_seconds : 0.0);
+  spdlog::info("{} prompt tokens in {:.3f} s, {} tokens generated at {:.2f} tok/s", stats.prompt_tokens, stats.prefill_seconds,
+               stats.generated_tokens, stats.decode_seconds > 0 ? (stats.generated_tokens - 1) / stats.decode_seconds : 0.0);
 }
 
 }  // namespace
@@ -69,11 +69,14 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--temp", a->sampling.temperature, "Temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-k", a->sampling.top_k, "Keep the K most likely tokens; 0 = off")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", a->sampling.top_p, "Nucleus sampling threshold; 1 = off")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--min-p", a->sampling.min_p, "Drop tokens below min-p x the top probability; 0 = off")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--repeat-penalty", a->sampling.repeat_penalty, "Penalty for recent tokens; 1 = off")->check(CLI::PositiveNumber);
+  cmd->add_option("--min-p", a->sampling.min_p, "Drop tokens below min-p x the top probability; 0 = off")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--repeat-penalty", a->sampling.repeat_penalty, "Penalty for recent tokens; 1 = off")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", a->sampling.seed, "Random seed for sampling");
   cmd->add_option("-t,--threads", a->threads, "Compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("-c,--ctx", a->ctx, "Context length in tokens (default: the model's, at most 4096)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-c,--ctx", a->ctx, "Context length in tokens (default: the model's, at most 4096)")
+      ->check(CLI::NonNegativeNumber);
   cmd->callback([a] { run(*a); });
 }
 

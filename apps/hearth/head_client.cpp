@@ -31,8 +31,9 @@ std::optional<transport::CurveKeys> cli_keys(const std::string& data_dir, std::s
 zmq::socket_t connect(zmq::context_t& context, const std::string& endpoint, const HeadTarget& t) {
   std::string head_key;
   auto keys = cli_keys(t.data_dir, head_key);
-  return transport::SocketFactory(context, keys).connect_dealer(endpoint, "cli-" + std::to_string(std::random_device{}()),
-                                                                 {.max_message_bytes = 64 << 20, .server_key = head_key});
+  return transport::SocketFactory(context, keys)
+      .connect_dealer(endpoint, "cli-" + std::to_string(std::random_device{}()),
+                      {.max_message_bytes = 64 << 20, .server_key = head_key});
 }
 
 }  // namespace
@@ -53,8 +54,9 @@ void HeadClient::request(capnp::MessageBuilder& message, const std::function<boo
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!socket_.send(transport::encode(message), zmq::send_flags::dontwait)) {
     if (std::chrono::steady_clock::now() > deadline)
-      throw std::runtime_error("cannot reach the head at " + endpoint_ + " (is hearthd --head running there? This CLI authenticates with the keys in " +
-                               data_dir_ + "/keys: pass --data-dir of the head or of a paired device)");
+      throw std::runtime_error("cannot reach the head at " + endpoint_ +
+                               " (is hearthd --head running there? This CLI authenticates with the keys in " + data_dir_ +
+                               "/keys: pass --data-dir of the head or of a paired device)");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   for (;;) {

@@ -11,7 +11,8 @@ namespace hearth::cli {
 
 class HeadError : public std::runtime_error {
  public:
-  HeadError(transport::wire::ErrorCategory category, const std::string& message) : std::runtime_error(message), category_(category) {}
+  HeadError(transport::wire::ErrorCategory category, const std::string& message)
+      : std::runtime_error(message), category_(category) {}
   transport::wire::ErrorCategory category() const { return category_; }
 
  private:

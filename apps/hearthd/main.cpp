@@ -82,11 +82,14 @@ void add_options(CLI::App& app, Options& o, bool& no_discovery) {
   DaemonConfig& c = o.config;
   app.add_option("--name", c.name, "Device name shown in plans (default: host name)")->envname("HEARTH_NAME");
   app.add_option("--listen", c.listen, "HOST:PORT of the control socket; data uses PORT+1 (PORT 0: any free ports)")
-      ->envname("HEARTH_LISTEN")->capture_default_str();
+      ->envname("HEARTH_LISTEN")
+      ->capture_default_str();
   app.add_flag("--head", c.head, "Be the head: plan, serve weights and clients")->envname("HEARTH_HEAD_NODE");
   app.add_option("--join", c.join, "HOST:PORT of the head to register with")->envname("HEARTH_JOIN");
-  app.add_option("--peer", c.peers, "HOST:PORT of a daemon that may be the head, where broadcast does not pass (repeatable: tried in turn)");
-  app.add_option("--data-dir", c.data_dir, "Node id, profile and weight cache (default: $HEARTH_DATA_DIR or ~/.local/share/hearth)")
+  app.add_option("--peer", c.peers,
+                 "HOST:PORT of a daemon that may be the head, where broadcast does not pass (repeatable: tried in turn)");
+  app.add_option("--data-dir", c.data_dir,
+                 "Node id, profile and weight cache (default: $HEARTH_DATA_DIR or ~/.local/share/hearth)")
       ->envname("HEARTH_DATA_DIR");
   app.add_option("--memory-limit", c.memory_limit, "Bytes this daemon may use for its stage (default: what is free)")
       ->envname("HEARTH_MEMORY_LIMIT");
@@ -107,10 +110,12 @@ void add_options(CLI::App& app, Options& o, bool& no_discovery) {
       ->envname("HEARTH_TOKEN");
   app.add_flag("--insecure", c.insecure, "No encryption or authentication (every daemon of the cluster must use it)")
       ->envname("HEARTH_INSECURE");
-  app.add_option("--http", o.http_listen, "HOST:PORT for the OpenAI API and web chat (head only; 0.0.0.0:8080 opens it to the LAN; default: off)")
+  app.add_option("--http", o.http_listen,
+                 "HOST:PORT for the OpenAI API and web chat (head only; 0.0.0.0:8080 opens it to the LAN; default: off)")
       ->envname("HEARTH_HTTP");
   app.add_option("--api-key", o.api_key, "Require 'Authorization: Bearer KEY' on the HTTP API")->envname("HEARTH_API_KEY");
-  app.add_option("--ready-file", o.ready_file, "Write the control endpoint (and, with --http, the URL on a second line) to this file once listening");
+  app.add_option("--ready-file", o.ready_file,
+                 "Write the control endpoint (and, with --http, the URL on a second line) to this file once listening");
   app.add_flag("-v,--verbose", o.verbose, "Debug logs");
 }
 
@@ -158,7 +163,8 @@ void serve(const Options& o) {
   if (!o.http_listen.empty())
     gateway = std::make_unique<hearth::http::Gateway>(
         hearth::http::GatewayOptions{o.http_listen, o.api_key, node.control_endpoint(), node.keys()});
-  if (!o.ready_file.empty()) std::ofstream(o.ready_file) << node.control_endpoint() << "\n" << (gateway ? gateway->url() + "\n" : "");
+  if (!o.ready_file.empty())
+    std::ofstream(o.ready_file) << node.control_endpoint() << "\n" << (gateway ? gateway->url() + "\n" : "");
 
   std::exception_ptr failure;
   std::thread loop([&] {

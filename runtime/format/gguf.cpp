@@ -20,8 +20,7 @@ constexpr uint32_t kMaxDims = 4;
 // reading so that a truncated file says where it ends.
 class Cursor {
  public:
-  Cursor(const uint8_t* data, uint64_t size, const std::string& name)
-      : data_(data), size_(size), name_(name) {}
+  Cursor(const uint8_t* data, uint64_t size, const std::string& name) : data_(data), size_(size), name_(name) {}
 
   uint64_t pos() const { return pos_; }
   uint64_t remaining() const { return size_ - pos_; }
@@ -32,8 +31,8 @@ class Cursor {
 
   void need(uint64_t n, const char* what) const {
     if (n > remaining())
-      fail(std::string("file truncated while reading ") + what + ": needs " + std::to_string(n) +
-           " bytes, " + std::to_string(remaining()) + " left");
+      fail(std::string("file truncated while reading ") + what + ": needs " + std::to_string(n) + " bytes, " +
+           std::to_string(remaining()) + " left");
   }
 
   template <typename T>
@@ -65,10 +64,18 @@ bool valid_value_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::
 
 uint64_t min_encoded_size(GgufType t) {
   switch (t) {
-    case GgufType::UINT8: case GgufType::INT8: case GgufType::BOOL: return 1;
-    case GgufType::UINT16: case GgufType::INT16: return 2;
-    case GgufType::UINT32: case GgufType::INT32: case GgufType::FLOAT32: return 4;
-    case GgufType::UINT64: case GgufType::INT64: case GgufType::FLOAT64: case GgufType::STRING: return 8;
+    case GgufType::UINT8:
+    case GgufType::INT8:
+    case GgufType::BOOL: return 1;
+    case GgufType::UINT16:
+    case GgufType::INT16: return 2;
+    case GgufType::UINT32:
+    case GgufType::INT32:
+    case GgufType::FLOAT32: return 4;
+    case GgufType::UINT64:
+    case GgufType::INT64:
+    case GgufType::FLOAT64:
+    case GgufType::STRING: return 8;
     case GgufType::ARRAY: return 12;
   }
   return 1;
@@ -135,9 +142,8 @@ GgufTensorInfo read_tensor_info(Cursor& c) {
   if (!info) c.fail("tensor '" + t.name + "' has unknown type " + std::to_string(type));
   t.type = static_cast<TensorType>(type);
   if (t.shape[0] % info->block_elems != 0)
-    c.fail("tensor '" + t.name + "' row of " + std::to_string(t.shape[0]) +
-           " elements is not a multiple of the " + std::string(info->name) + " block size " +
-           std::to_string(info->block_elems));
+    c.fail("tensor '" + t.name + "' row of " + std::to_string(t.shape[0]) + " elements is not a multiple of the " +
+           std::string(info->name) + " block size " + std::to_string(info->block_elems));
   t.n_bytes = n / info->block_elems * info->block_bytes;
   t.offset = c.read<uint64_t>("tensor data offset");
   return t;
@@ -146,9 +152,8 @@ GgufTensorInfo read_tensor_info(Cursor& c) {
 }  // namespace
 
 const char* gguf_type_name(GgufType t) {
-  static constexpr const char* names[] = {"uint8",  "int8",   "uint16", "int16",  "uint32",
-                                          "int32",  "float32", "bool",  "string", "array",
-                                          "uint64", "int64",  "float64"};
+  static constexpr const char* names[] = {"uint8", "int8",   "uint16", "int16",  "uint32", "int32",  "float32",
+                                          "bool",  "string", "array",  "uint64", "int64",  "float64"};
   const auto i = static_cast<uint32_t>(t);
   return i < std::size(names) ? names[i] : "unknown";
 }
@@ -210,13 +215,12 @@ GgufFile GgufFile::parse(const uint8_t* data, uint64_t size, const std::string& 
   f.data_offset_ = (c.pos() + f.alignment_ - 1) / f.alignment_ * f.alignment_;
   for (auto& t : f.tensors_) {
     if (t.offset % f.alignment_ != 0)
-      throw GgufError("GGUF '" + name + "': tensor '" + t.name + "' data offset " +
-                      std::to_string(t.offset) + " is not aligned to " + std::to_string(f.alignment_));
+      throw GgufError("GGUF '" + name + "': tensor '" + t.name + "' data offset " + std::to_string(t.offset) +
+                      " is not aligned to " + std::to_string(f.alignment_));
     const uint64_t room = size >= f.data_offset_ ? size - f.data_offset_ : 0;
     if (t.offset > room || t.n_bytes > room - t.offset)
-      throw GgufError("GGUF '" + name + "': tensor '" + t.name + "' data [" +
-                      std::to_string(t.offset) + ", +" + std::to_string(t.n_bytes) +
-                      ") lies outside the file (truncated?)");
+      throw GgufError("GGUF '" + name + "': tensor '" + t.name + "' data [" + std::to_string(t.offset) + ", +" +
+                      std::to_string(t.n_bytes) + ") lies outside the file (truncated?)");
     t.offset += f.data_offset_;
   }
   return f;

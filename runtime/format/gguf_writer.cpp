@@ -22,7 +22,9 @@ class Out {
     if (n) std::memcpy(buf_.data() + at, p, n);
   }
   template <typename T>
-  void pod(T v) { bytes(&v, sizeof v); }
+  void pod(T v) {
+    bytes(&v, sizeof v);
+  }
   void str(const std::string& s) {
     pod<uint64_t>(s.size());
     bytes(s.data(), s.size());
@@ -45,8 +47,7 @@ class File {
     if (f_) std::fclose(f_);
   }
   void write(const void* p, size_t n) {
-    if (n && std::fwrite(p, 1, n, f_) != n)
-      throw std::runtime_error("write to '" + path_ + "' failed: " + std::strerror(errno));
+    if (n && std::fwrite(p, 1, n, f_) != n) throw std::runtime_error("write to '" + path_ + "' failed: " + std::strerror(errno));
   }
   void close() {
     if (std::fclose(std::exchange(f_, nullptr)) != 0)
@@ -133,9 +134,7 @@ std::vector<uint8_t> GgufWriter::header() const {
   return o.take();
 }
 
-uint64_t GgufWriter::data_bytes() const {
-  return tensors_.empty() ? 0 : tensors_.back().offset + tensors_.back().n_bytes;
-}
+uint64_t GgufWriter::data_bytes() const { return tensors_.empty() ? 0 : tensors_.back().offset + tensors_.back().n_bytes; }
 
 void GgufWriter::write(const std::string& path, const FillFn& fill) const {
   const std::string tmp = path + ".partial";

@@ -26,8 +26,7 @@ struct Fd {
 
 uint64_t file_size(const std::string& path) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0)
-    throw std::runtime_error("cannot stat '" + path + "': " + std::strerror(errno));
+  if (::stat(path.c_str(), &st) != 0) throw std::runtime_error("cannot stat '" + path + "': " + std::strerror(errno));
   return static_cast<uint64_t>(st.st_size);
 }
 
@@ -37,9 +36,8 @@ MappedRegion::MappedRegion(const std::string& path, uint64_t offset, uint64_t si
   if (::fstat(f.fd, &st) != 0) throw std::runtime_error("cannot stat '" + path + "'");
   const uint64_t fsize = static_cast<uint64_t>(st.st_size);
   if (offset > fsize || size > fsize - offset)
-    throw std::runtime_error("'" + path + "': range [" + std::to_string(offset) + ", +" +
-                             std::to_string(size) + ") lies outside the file (" +
-                             std::to_string(fsize) + " bytes)");
+    throw std::runtime_error("'" + path + "': range [" + std::to_string(offset) + ", +" + std::to_string(size) +
+                             ") lies outside the file (" + std::to_string(fsize) + " bytes)");
   offset_ = offset;
   size_ = size;
   if (size == 0) return;

@@ -14,15 +14,12 @@ struct Entry {
 };
 
 constexpr std::array kTypes = {
-    Entry{0, {"f32", 1, 4, true}},        Entry{1, {"f16", 1, 2, true}},
-    Entry{2, {"q4_0", 32, 18, true}},     Entry{3, {"q4_1", 32, 20, false}},
-    Entry{6, {"q5_0", 32, 22, true}},     Entry{7, {"q5_1", 32, 24, false}},
-    Entry{8, {"q8_0", 32, 34, true}},     Entry{9, {"q8_1", 32, 36, false}},
-    Entry{10, {"q2_k", 256, 84, false}},  Entry{11, {"q3_k", 256, 110, false}},
-    Entry{12, {"q4_k", 256, 144, true}},  Entry{13, {"q5_k", 256, 176, true}},
-    Entry{14, {"q6_k", 256, 210, true}},  Entry{15, {"q8_k", 256, 292, false}},
-    Entry{24, {"i8", 1, 1, false}},       Entry{25, {"i16", 1, 2, false}},
-    Entry{26, {"i32", 1, 4, false}},      Entry{27, {"i64", 1, 8, false}},
+    Entry{0, {"f32", 1, 4, true}},        Entry{1, {"f16", 1, 2, true}},        Entry{2, {"q4_0", 32, 18, true}},
+    Entry{3, {"q4_1", 32, 20, false}},    Entry{6, {"q5_0", 32, 22, true}},     Entry{7, {"q5_1", 32, 24, false}},
+    Entry{8, {"q8_0", 32, 34, true}},     Entry{9, {"q8_1", 32, 36, false}},    Entry{10, {"q2_k", 256, 84, false}},
+    Entry{11, {"q3_k", 256, 110, false}}, Entry{12, {"q4_k", 256, 144, true}},  Entry{13, {"q5_k", 256, 176, true}},
+    Entry{14, {"q6_k", 256, 210, true}},  Entry{15, {"q8_k", 256, 292, false}}, Entry{24, {"i8", 1, 1, false}},
+    Entry{25, {"i16", 1, 2, false}},      Entry{26, {"i32", 1, 4, false}},      Entry{27, {"i64", 1, 8, false}},
     Entry{28, {"f64", 1, 8, false}},      Entry{30, {"bf16", 1, 2, true}},
 };
 
@@ -41,8 +38,7 @@ std::string_view tensor_type_name(TensorType type) {
 
 std::optional<TensorType> tensor_type_from_name(std::string_view name) {
   std::string lower(name);
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   for (const auto& e : kTypes)
     if (e.info.name == lower) return static_cast<TensorType>(e.id);
   return std::nullopt;

@@ -111,7 +111,6 @@ struct BlockQ8_K {
   int8_t qs[kQK];
   int16_t bsums[kQK / 16];
 };
-static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210 &&
-              sizeof(BlockQ8_K) == 292);
+static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292);
 
 }  // namespace hearth::runtime

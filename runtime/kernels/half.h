@@ -38,7 +38,7 @@ inline uint16_t fp32_to_fp16(float f) {
   const uint32_t absx = x & 0x7fffffff;
   if (absx >= 0x7f800000) return static_cast<uint16_t>(sign | 0x7c00 | (absx > 0x7f800000 ? 0x200 : 0));
   if (absx >= 0x477ff000) return static_cast<uint16_t>(sign | 0x7c00);  // overflow to inf
-  if (absx < 0x38800000) {                                               // subnormal or zero
+  if (absx < 0x38800000) {                                              // subnormal or zero
     // Adding 0.5 shifts the mantissa so the FPU rounds it to nearest even for us.
     const float r = bits_to_float(absx) + 0.5f;
     return static_cast<uint16_t>(sign | (float_to_bits(r) - 0x3f000000u));
@@ -53,7 +53,7 @@ inline float bf16_to_fp32(uint16_t h) { return bits_to_float(static_cast<uint32_
 inline uint16_t fp32_to_bf16(float f) {
   uint32_t u = float_to_bits(f);
   if ((u & 0x7fffffff) > 0x7f800000) return static_cast<uint16_t>((u >> 16) | 64);  // quiet nan
-  u += 0x7fff + ((u >> 16) & 1);  // round to nearest even
+  u += 0x7fff + ((u >> 16) & 1);                                                    // round to nearest even
   return static_cast<uint16_t>(u >> 16);
 }
 

@@ -43,8 +43,8 @@ constexpr std::array<TileFn, sizeof...(I)> decode_table(std::integer_sequence<in
 
 // Rows in groups, the outer loop: a group's weights stay in L1 while every token passes over
 // them. Kernels with K::kTokensOuter (f32 activations, several times larger than quantized ones)
-// take tokens as the outer loop instead, so that a tile's activations stay in L1 while rows pass. Remainders use smaller instances of
-// the same template.
+// take tokens as the outer loop instead, so that a tile's activations stay in L1 while rows pass. Remainders use smaller
+// instances of the same template.
 template <class K>
 void gemm(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
   const auto* wb = static_cast<const uint8_t*>(w);
@@ -64,8 +64,8 @@ void gemm(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_
       for (int r = 0; r < n_rows; r += K::kRows) {
         const int nr = std::min(K::kRows, n_rows - r);
         table[static_cast<size_t>((nr - 1) * K::kTokens + nt - 1)](wb + static_cast<size_t>(r) * ws, ws,
-                                                                    xb + static_cast<size_t>(t) * xs, xs, n,
-                                                                    y + static_cast<size_t>(t) * ldy + r, ldy);
+                                                                   xb + static_cast<size_t>(t) * xs, xs, n,
+                                                                   y + static_cast<size_t>(t) * ldy + r, ldy);
       }
     }
     return;
@@ -75,8 +75,8 @@ void gemm(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_
     for (int t = 0; t < n_tokens; t += K::kTokens) {
       const int nt = std::min(K::kTokens, n_tokens - t);
       table[static_cast<size_t>((nr - 1) * K::kTokens + nt - 1)](wb + static_cast<size_t>(r) * ws, ws,
-                                                                  xb + static_cast<size_t>(t) * xs, xs, n,
-                                                                  y + static_cast<size_t>(t) * ldy + r, ldy);
+                                                                 xb + static_cast<size_t>(t) * xs, xs, n,
+                                                                 y + static_cast<size_t>(t) * ldy + r, ldy);
     }
   }
 }

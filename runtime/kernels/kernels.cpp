@@ -239,8 +239,7 @@ static bool cpu_has_f16c() {
 std::vector<const KernelTable*> supported_kernels() {
   std::vector<const KernelTable*> tables{&scalar_kernels()};
 #if defined(HEARTH_HAVE_AVX2_KERNELS)
-  static const bool has_avx2 =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
+  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
   static const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
                                  __builtin_cpu_supports("avx512vbmi");
@@ -266,7 +265,8 @@ const KernelTable& best_kernels() {
         if (t->name == want) return *t;
       std::string names;
       for (const KernelTable* t : tables) names += (names.empty() ? "" : ", ") + std::string(t->name);
-      throw std::runtime_error("HEARTH_KERNELS=" + std::string(want) + " is not supported on this CPU (supported: " + names + ")");
+      throw std::runtime_error("HEARTH_KERNELS=" + std::string(want) + " is not supported on this CPU (supported: " + names +
+                               ")");
     }
     return *tables.back();
   }();
@@ -326,8 +326,7 @@ void dequantize_row(TensorType type, const void* row, float* out, int64_t n) {
     case TensorType::Q5_K: dequantize_q5_k(static_cast<const BlockQ5_K*>(row), out, n); return;
     case TensorType::Q6_K: dequantize_q6_k(static_cast<const BlockQ6_K*>(row), out, n); return;
     case TensorType::Q8_K: dequantize_q8_k(static_cast<const BlockQ8_K*>(row), out, n); return;
-    default:
-      throw std::runtime_error("cannot dequantize tensor type " + std::string(tensor_type_name(type)));
+    default: throw std::runtime_error("cannot dequantize tensor type " + std::string(tensor_type_name(type)));
   }
 }
 
@@ -350,8 +349,7 @@ void quantize_row(TensorType type, const float* x, void* out, int64_t n) {
     case TensorType::Q4_K: quantize_q4_k(x, static_cast<BlockQ4_K*>(out), n); return;
     case TensorType::Q5_K: quantize_q5_k(x, static_cast<BlockQ5_K*>(out), n); return;
     case TensorType::Q6_K: quantize_q6_k(x, static_cast<BlockQ6_K*>(out), n); return;
-    default:
-      throw std::runtime_error("cannot quantize to tensor type " + std::string(tensor_type_name(type)));
+    default: throw std::runtime_error("cannot quantize to tensor type " + std::string(tensor_type_name(type)));
   }
 }
 

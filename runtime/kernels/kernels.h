@@ -27,8 +27,8 @@ namespace hearth::runtime {
 // y[t * ldy + r] = dot(row r of W, token t of X) for r < n_rows, t < n_tokens. Row r of W starts
 // at w + r * w_stride bytes, token t of X (already in the weight's dot type) at x + t * x_stride
 // bytes; n is the number of elements per row.
-using GemmKernel = void (*)(const void* w, size_t w_stride, int n_rows, const void* x, size_t x_stride, int n_tokens,
-                            int n, float* y, size_t ldy);
+using GemmKernel = void (*)(const void* w, size_t w_stride, int n_rows, const void* x, size_t x_stride, int n_tokens, int n,
+                            float* y, size_t ldy);
 
 struct KernelTable {
   std::string_view name;  // "scalar", "avx2", "avx512", "neon", "neon-dotprod"

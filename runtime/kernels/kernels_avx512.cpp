@@ -84,13 +84,12 @@ struct WeightsQ4_0 {
   HEARTH_AVX512_INLINE void load(const Block& a, const Block& b, __m512i& u, __m512& d) {
     // [qs_a | qs_b] in the low 32 bytes, then each 16 twice: [qs_a, qs_a, qs_b, qs_b], the
     // second copies shifted to their high nibbles.
-    alignas(64) static constexpr uint8_t kSpread[64] = {
-        0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 0,  1,  2,  3,  4,  5,
-        6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27,
-        28, 29, 30, 31, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
-    const __m256i both = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.qs))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs)), 1);
+    alignas(64) static constexpr uint8_t kSpread[64] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                                        0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                                        16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+                                                        16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.qs))),
+                                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs)), 1);
     __m512i q = _mm512_permutexvar_epi8(_mm512_load_si512(kSpread), _mm512_castsi256_si512(both));
     q = _mm512_mask_srli_epi16(q, 0xff00ff00u, q, 4);
     u = _mm512_and_si512(q, _mm512_set1_epi8(0x0f));
@@ -214,11 +213,11 @@ HEARTH_AVX512 inline __m256i pair_scales_and_mins(const uint8_t* a, const uint8_
                                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
   // Low bits: scales 0-3 from bytes 0-3 (6 bits), scales 4-7 from bytes 8-11 (low nibble),
   // mins 0-3 from bytes 4-7 (6 bits), mins 4-7 from bytes 8-11 (high nibble).
-  const __m256i low_src = _mm256_shuffle_epi8(s, _mm256_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11, 0, 1, 2, 3, 8,
-                                                                  9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+  const __m256i low_src = _mm256_shuffle_epi8(s, _mm256_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11, 0, 1, 2, 3,
+                                                                  8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
   const __m256i low = _mm256_blend_epi32(low_src, _mm256_srli_epi16(low_src, 4), 0x88);  // mins 4-7: the high nibble
-  const __m256i low_mask = _mm256_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15,
-                                            15, 15, 63, 63, 63, 63, 15, 15, 15, 15);
+  const __m256i low_mask = _mm256_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15,
+                                            15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15);
   // Bits 4-5 of scales 4-7 and mins 4-7: the top 2 bits of bytes 0-3 and 4-7.
   const __m256i high_src = _mm256_shuffle_epi8(s, _mm256_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7, -1, -1,
                                                                    -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
@@ -229,7 +228,8 @@ HEARTH_AVX512 inline __m256i pair_scales_and_mins(const uint8_t* a, const uint8_
 HEARTH_AVX512 inline __m512i pair256(__m256i a, __m256i b) { return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1); }
 // 32 bytes of row a and 32 of row b: [a | b].
 HEARTH_AVX512 inline __m512i pair_load(const uint8_t* a, const uint8_t* b) {
-  return pair256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
+  return pair256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)),
+                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
 }
 
 template <bool kFifthBit>
@@ -246,10 +246,9 @@ struct ScaleMinBlocks {
     // Scales and mins as 16-bit words: row a's in words 0..15, row b's in words 16..31; each
     // min twice, to meet the bsums of the two halves (16 each) of its sub-block.
     const __m512i sc = _mm512_cvtepu8_epi16(pair_scales_and_mins(ba.scales, bb.scales));
-    const __m512i mins = _mm512_permutexvar_epi16(
-        _mm512_set_epi16(31, 31, 30, 30, 29, 29, 28, 28, 27, 27, 26, 26, 25, 25, 24, 24, 15, 15, 14, 14, 13, 13, 12, 12, 11,
-                         11, 10, 10, 9, 9, 8, 8),
-        sc);
+    const __m512i mins = _mm512_permutexvar_epi16(_mm512_set_epi16(31, 31, 30, 30, 29, 29, 28, 28, 27, 27, 26, 26, 25, 25, 24, 24,
+                                                                   15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8),
+                                                  sc);
     __m512i q[8];
     for (int c = 0; c < 4; ++c) {
       const __m512i packed = pair_load(ba.qs + 32 * c, bb.qs + 32 * c);
@@ -271,14 +270,14 @@ struct ScaleMinBlocks {
     }
     __m512i scale[8];
     for (int j = 0; j < 8; ++j)
-      scale[j] = _mm512_permutexvar_epi16(_mm512_inserti64x4(_mm512_set1_epi16(static_cast<short>(j)),
-                                                             _mm256_set1_epi16(static_cast<short>(16 + j)), 1),
-                                          sc);
+      scale[j] = _mm512_permutexvar_epi16(
+          _mm512_inserti64x4(_mm512_set1_epi16(static_cast<short>(j)), _mm256_set1_epi16(static_cast<short>(16 + j)), 1), sc);
     // [d_a, dmin_a, d_b, dmin_b] (adjacent in each block), then each spread over its row's half.
     uint32_t dda, ddb;
     __builtin_memcpy(&dda, &ba.d, 4);
     __builtin_memcpy(&ddb, &bb.d, 4);
-    const __m512 dd = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(dda)), static_cast<int>(ddb), 1)));
+    const __m512 dd = _mm512_castps128_ps512(
+        _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(dda)), static_cast<int>(ddb), 1)));
     const __m512 d = _mm512_permutexvar_ps(_mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0), dd);
     const __m512 dmin = _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1), dd);
     for (int t = 0; t < T; ++t) {
@@ -314,15 +313,17 @@ struct Q6KBlocks {
   HEARTH_AVX512_INLINE void add_block(const BlockQ6_K& ba, const BlockQ6_K& bb, const Tokens<T>& x, __m512 (&acc)[T]) {
     const __m512i low4 = _mm512_set1_epi8(0x0f), low2 = _mm512_set1_epi8(0x03);
     // Signed scales as words: row a's in words 0..15, row b's in 16..31.
-    const __m512i sc16 = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ba.scales))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(bb.scales)), 1));
+    const __m512i sc16 = _mm512_cvtepi8_epi16(
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ba.scales))),
+                                _mm_loadu_si128(reinterpret_cast<const __m128i*>(bb.scales)), 1));
     // Group g (32 elements) spans sub-blocks 2g and 2g + 1, one per 128-bit lane of a row.
     __m512i scale[8], q[8];
     for (int g = 0; g < 8; ++g) {
       const __m512i idx = _mm512_inserti64x4(
-          _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(static_cast<short>(2 * g + 1)), _mm_set1_epi16(static_cast<short>(2 * g)))),
-          _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(16 + 2 * g + 1)), _mm_set1_epi16(static_cast<short>(16 + 2 * g))), 1);
+          _mm512_castsi256_si512(
+              _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(2 * g + 1)), _mm_set1_epi16(static_cast<short>(2 * g)))),
+          _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(16 + 2 * g + 1)), _mm_set1_epi16(static_cast<short>(16 + 2 * g))),
+          1);
       scale[g] = _mm512_permutexvar_epi16(idx, sc16);
     }
     for (int h = 0; h < 2; ++h) {
@@ -349,8 +350,8 @@ struct Q6KBlocks {
       const __m512i bsums = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums)));
       sumi = _mm512_sub_epi32(sumi, _mm512_slli_epi32(_mm512_madd_epi16(bsums, sc16), 5));
       // d * d_x rounded as the AVX2 kernel rounds it (a float product per row).
-      const __m512 dxd = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(da * xb.d)),
-                                                             _mm256_castps_pd(_mm256_set1_ps(db * xb.d)), 1));
+      const __m512 dxd = _mm512_castpd_ps(
+          _mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(da * xb.d)), _mm256_castps_pd(_mm256_set1_ps(db * xb.d)), 1));
       acc[t] = _mm512_fmadd_ps(dxd, _mm512_cvtepi32_ps(sumi), acc[t]);
     }
   }
@@ -365,8 +366,9 @@ struct Q6KBlocks {
 
 struct PairF32 {
   HEARTH_AVX512_INLINE __m512 load(const uint8_t* a, const uint8_t* b, int i) {
-    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(reinterpret_cast<const float*>(a) + i))),
-                                               _mm256_castps_pd(_mm256_loadu_ps(reinterpret_cast<const float*>(b) + i)), 1));
+    return _mm512_castpd_ps(
+        _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(reinterpret_cast<const float*>(a) + i))),
+                           _mm256_castps_pd(_mm256_loadu_ps(reinterpret_cast<const float*>(b) + i)), 1));
   }
   static float at(const uint8_t* row, int i) { return reinterpret_cast<const float*>(row)[i]; }
 };
@@ -428,8 +430,8 @@ struct FloatPairTiles {
       const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), _mm512_add_ps(acc[t][2], acc[t][3]));
       float* yt = y + static_cast<size_t>(t) * ldy;
       for (int r = 0; r < R; ++r) {
-        const __m256 half = r == 0 ? _mm512_castps512_ps256(sum)
-                                   : _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1));
+        const __m256 half =
+            r == 0 ? _mm512_castps512_ps256(sum) : _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1));
         float s = hsum8(half);
         const uint8_t* row = r == 0 ? ra : rb;
         for (int j = i; j < n; ++j) s = std::fma(L::at(row, j), xt[t][j], s);
@@ -489,12 +491,8 @@ float packed_dot(TensorType weight, const void* w, const BlockQ8_0* x, int nb) {
   return y;
 }
 
-HEARTH_AVX512 float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) {
-  return tiles::dot1<Q4_KTiles>(w, x, nb * kQK);
-}
-HEARTH_AVX512 float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) {
-  return tiles::dot1<Q5_KTiles>(w, x, nb * kQK);
-}
+HEARTH_AVX512 float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) { return tiles::dot1<Q4_KTiles>(w, x, nb * kQK); }
+HEARTH_AVX512 float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) { return tiles::dot1<Q5_KTiles>(w, x, nb * kQK); }
 HEARTH_AVX512 float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* x, int nb) { return tiles::dot1<Q6_KTiles>(w, x, nb * kQK); }
 
 float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q4_0Tiles>(TensorType::Q4_0, w, x, nb); }

@@ -468,8 +468,12 @@ struct Table {
   static float dot_q5_0(const BlockQ5_0* w, const BlockQ8_0* x, int nb) {
     return dot1<Q8Tiles<DecodeQ5_0, Lanes>>(w, x, nb * kQ5_0Block);
   }
-  static float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) { return dot1<ScaleMinTiles<false, Lanes>>(w, x, nb * kQK); }
-  static float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) { return dot1<ScaleMinTiles<true, Lanes>>(w, x, nb * kQK); }
+  static float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) {
+    return dot1<ScaleMinTiles<false, Lanes>>(w, x, nb * kQK);
+  }
+  static float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) {
+    return dot1<ScaleMinTiles<true, Lanes>>(w, x, nb * kQK);
+  }
   static float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* x, int nb) { return dot1<Q6KTiles<Lanes>>(w, x, nb * kQK); }
 
   static constexpr KernelTable make(std::string_view name) {

@@ -13,7 +13,7 @@ RowSplit::RowSplit(int64_t n_rows, int n_threads, int64_t granule) {
     // 1 / threads of the rows left: the first task takes a thread's equal share, the next ones
     // ever less, so whoever finishes first finds work until the last granules.
     int64_t take = std::max(left / n_threads / granule * granule, granule);
-    if (left - take < granule) take = left;  // no task of a few rows after this one
+    if (left - take < granule) take = left;      // no task of a few rows after this one
     if (n_tasks_ == kMaxTasks - 1) take = left;  // the last slot takes the rest
     start_[static_cast<size_t>(n_tasks_++)] = r;
     r += std::min(take, left);

@@ -24,8 +24,7 @@ std::span<const float> forward_chain(std::span<Stage* const> stages, const Stage
 }
 
 GenerateStats generate(std::span<Stage* const> stages, uint64_t seq, std::span<const int32_t> prompt,
-                       const GenerateOptions& options, const Vocab& vocab,
-                       const std::function<bool(int32_t)>& on_token) {
+                       const GenerateOptions& options, const Vocab& vocab, const std::function<bool(int32_t)>& on_token) {
   if (prompt.empty()) throw std::invalid_argument("the prompt has no tokens");
   GenerateStats stats;
   stats.prompt_tokens = static_cast<int>(prompt.size());

@@ -36,7 +36,6 @@ struct GenerateStats {
 // Feeds `prompt` (in batches of the stages' max_batch) then samples up to n_predict tokens,
 // calling on_token for each; on_token returning false stops early. Releases `seq` at the end.
 GenerateStats generate(std::span<Stage* const> stages, uint64_t seq, std::span<const int32_t> prompt,
-                       const GenerateOptions& options, const Vocab& vocab,
-                       const std::function<bool(int32_t)>& on_token);
+                       const GenerateOptions& options, const Vocab& vocab, const std::function<bool(int32_t)>& on_token);
 
 }  // namespace hearth::runtime

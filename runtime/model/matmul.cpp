@@ -78,7 +78,8 @@ MatmulScratch::MatmulScratch(int max_tokens, int64_t max_n_in)
       q8k_(static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in / kQK + 1)) {
   size_t packed = 0;
   for (const KernelTable* k : supported_kernels())
-    for (TensorType t : {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K})
+    for (TensorType t :
+         {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K})
       packed = std::max(packed, k->packed_bytes(t, static_cast<int>(max_n_in)));
   packed_.resize(static_cast<size_t>(max_tokens) * packed);
 }
@@ -89,8 +90,8 @@ void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, Matmu
   matmul_many(one, x, n_tokens, scratch, pool, k);
 }
 
-void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_tokens, MatmulScratch& scratch,
-                 ThreadPool& pool, const KernelTable& k) {
+void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_tokens, MatmulScratch& scratch, ThreadPool& pool,
+                 const KernelTable& k) {
   constexpr size_t kMax = 4;
   if (targets.empty() || targets.size() > kMax) throw std::invalid_argument("matmul_many takes 1 to 4 weights");
   const int64_t n_in = targets[0].w->n_in;
@@ -123,8 +124,8 @@ void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_to
   });
 }
 
-void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, float* gate_out,
-                   float* up_out, MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k) {
+void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, float* gate_out, float* up_out,
+                   MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k) {
   if (gate.n_in != up.n_in || gate.n_out != up.n_out) throw std::invalid_argument("matmul_swiglu: gate and up differ in shape");
   const int64_t n_in = gate.n_in, n_out = gate.n_out;
   if (activation_key(k, gate.type, n_in) != activation_key(k, up.type, n_in)) {
@@ -140,8 +141,7 @@ void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float
     const auto [r0, r1] = split.rows(task);
     rows_times_tokens(gate, gg, act, r0, r1, n_tokens, gate_out);
     rows_times_tokens(up, gu, act, r0, r1, n_tokens, up_out);
-    for (int t = 0; t < n_tokens; ++t)
-      swiglu(gate_out + t * n_out + r0, up_out + t * n_out + r0, static_cast<size_t>(r1 - r0));
+    for (int t = 0; t < n_tokens; ++t) swiglu(gate_out + t * n_out + r0, up_out + t * n_out + r0, static_cast<size_t>(r1 - r0));
   });
 }
 

@@ -35,8 +35,8 @@ class MatmulScratch {
 
 // y[t * w.n_out + r] = dot(row r of w, x[t * w.n_in ...]) for t in [0, n_tokens).
 // REQUIRES: n_tokens <= the scratch's max_tokens, w.n_in <= its max_n_in.
-void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, MatmulScratch& scratch,
-            ThreadPool& pool, const KernelTable& k);
+void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, MatmulScratch& scratch, ThreadPool& pool,
+            const KernelTable& k);
 
 // One weight of a fused matmul and its output ([n_tokens x w->n_out]).
 struct MatmulTarget {
@@ -46,13 +46,13 @@ struct MatmulTarget {
 
 // Several weights over the same input (Q, K and V), in one parallel loop: the input is
 // converted once and the pool is woken once. REQUIRES: the same n_in, at most 4 targets.
-void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_tokens, MatmulScratch& scratch,
-                 ThreadPool& pool, const KernelTable& k);
+void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_tokens, MatmulScratch& scratch, ThreadPool& pool,
+                 const KernelTable& k);
 
 // SwiGLU's two projections in one pass: gate_out = silu(x Wg^T) * (x Wu^T). Each task computes
 // the same rows of both and applies swiglu() to them while they are in cache. up_out is a buffer
 // of the same size for the up projection. REQUIRES: gate and up of the same shape.
-void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, float* gate_out,
-                   float* up_out, MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k);
+void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, float* gate_out, float* up_out,
+                   MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k);
 
 }  // namespace hearth::runtime

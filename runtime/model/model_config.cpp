@@ -58,8 +58,8 @@ ModelConfig read_model_config(const GgufFile& file) {
   for (const Arch& x : kArchs)
     if (c.arch == x.name) arch = &x;
   if (arch == nullptr)
-    throw GgufError("'" + file.path() + "': architecture '" + c.arch + "' is not supported (supported: " +
-                    supported_archs() + ")");
+    throw GgufError("'" + file.path() + "': architecture '" + c.arch + "' is not supported (supported: " + supported_archs() +
+                    ")");
   c.rope_style = arch->rope_style;
   c.qkv_bias = arch->qkv_bias;
   c.out_bias = arch->out_bias;

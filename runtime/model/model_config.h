@@ -14,22 +14,22 @@ namespace hearth::runtime {
 enum class TensorNeed { Absent, Optional, Required };
 
 struct ModelConfig {
-  std::string arch;         // general.architecture: "llama", "qwen2" or "qwen3"
-  std::string name;         // general.name, or the file name
-  int n_vocab = 0;          // tokens
-  int n_embd = 0;           // hidden size
-  int n_layer = 0;          // transformer blocks
-  int n_head = 0;           // query heads
-  int n_head_kv = 0;        // key/value heads (GQA when < n_head)
-  int head_dim = 0;         // n_embd / n_head unless the file says otherwise
-  int n_ff = 0;             // feed-forward hidden size
-  int n_ctx_train = 0;      // context length the model was trained for
-  int n_rot = 0;            // dimensions of each head that RoPE rotates
+  std::string arch;     // general.architecture: "llama", "qwen2" or "qwen3"
+  std::string name;     // general.name, or the file name
+  int n_vocab = 0;      // tokens
+  int n_embd = 0;       // hidden size
+  int n_layer = 0;      // transformer blocks
+  int n_head = 0;       // query heads
+  int n_head_kv = 0;    // key/value heads (GQA when < n_head)
+  int head_dim = 0;     // n_embd / n_head unless the file says otherwise
+  int n_ff = 0;         // feed-forward hidden size
+  int n_ctx_train = 0;  // context length the model was trained for
+  int n_rot = 0;        // dimensions of each head that RoPE rotates
   float rms_eps = 1e-5f;
   float rope_base = 10000.f;
   RopeStyle rope_style = RopeStyle::Normal;  // NeoX for qwen2/qwen3
-  float rope_freq_scale = 1.f;  // linear RoPE scaling: positions are multiplied by this (1/factor)
-  int n_ctx_orig = 0;           // rope.scaling.original_context_length, 0 if absent (informative)
+  float rope_freq_scale = 1.f;               // linear RoPE scaling: positions are multiplied by this (1/factor)
+  int n_ctx_orig = 0;                        // rope.scaling.original_context_length, 0 if absent (informative)
   TensorNeed qkv_bias = TensorNeed::Absent;  // blk.N.attn_{q,k,v}.bias (qwen2: required)
   TensorNeed out_bias = TensorNeed::Absent;  // blk.N.attn_output.bias (llama: optional)
   TensorNeed qk_norm = TensorNeed::Absent;   // blk.N.attn_{q,k}_norm.weight, per head (qwen3)

@@ -89,9 +89,7 @@ int head_dim_of(const RandomModelShape& s) { return s.head_dim > 0 ? s.head_dim 
 uint32_t block_of(TensorType t) { return tensor_type_info(static_cast<uint32_t>(t))->block_elems; }
 
 // The type of a matrix whose rows hold n_in elements.
-TensorType matrix_type(TensorType type, uint64_t n_in) {
-  return n_in % block_of(type) == 0 ? type : k_quant_fallback(type);
-}
+TensorType matrix_type(TensorType type, uint64_t n_in) { return n_in % block_of(type) == 0 ? type : k_quant_fallback(type); }
 
 void check_shape(const RandomModelShape& s, TensorType type) {
   if (s.n_embd <= 0 || s.n_layer <= 0 || s.n_head <= 0 || s.n_head_kv <= 0 || s.n_ff <= 0 || s.n_vocab <= 0 || s.n_ctx <= 0 ||

@@ -33,17 +33,17 @@ std::vector<std::string> random_model_arch_names();
 
 struct MakeModelOptions {
   RandomModelShape shape;
-  std::string arch = "llama";         // qwen2 adds Q/K/V biases, qwen3 per-head Q/K norms
+  std::string arch = "llama";  // qwen2 adds Q/K/V biases, qwen3 per-head Q/K norms
   // Matrices; norms and biases stay f32 as in real files. A K-quant matrix whose rows are not a
   // multiple of 256 falls back to another type for that tensor, as llama-quantize does
   // (k_quant_fallback).
   TensorType type = TensorType::F32;
   uint64_t seed = 1;
-  float weight_std = 0.02f;           // of the uniform distribution the weights are drawn from
-  std::string vocab_from;             // copy tokenizer.* from this GGUF (n_vocab follows it)
+  float weight_std = 0.02f;  // of the uniform distribution the weights are drawn from
+  std::string vocab_from;    // copy tokenizer.* from this GGUF (n_vocab follows it)
   std::string name = "hearth-random";
-  int threads = 0;                    // 0 = all hardware threads
-  bool tied_output = false;           // no output.weight: the head reuses token_embd
+  int threads = 0;                       // 0 = all hardware threads
+  bool tied_output = false;              // no output.weight: the head reuses token_embd
   std::vector<float> rope_freq_factors;  // written as rope_freqs.weight (Llama 3) if not empty
   float rope_scaling_factor = 0.f;       // > 0: linear RoPE scaling by this factor
 };

@@ -38,8 +38,8 @@ partitioner::ModelSpec model_spec_from_gguf(const GgufFile& file, const ModelCon
     const int b = block_of(t.name);
     if (b < 0) continue;
     if (b >= config.n_layer)
-      throw GgufError(file.path() + ": tensor " + t.name + " belongs to block " + std::to_string(b) +
-                      " but the model has " + std::to_string(config.n_layer) + " blocks");
+      throw GgufError(file.path() + ": tensor " + t.name + " belongs to block " + std::to_string(b) + " but the model has " +
+                      std::to_string(config.n_layer) + " blocks");
     const auto i = static_cast<size_t>(b);
     spec.layer_weight_bytes[i] += static_cast<double>(t.n_bytes);
     ++tensors_per_block[i];
@@ -70,8 +70,8 @@ partitioner::ModelSpec model_spec_from_gguf(const GgufFile& file, const ModelCon
   spec.tied_embeddings = output == nullptr;
   // Like model_spec_from_shape: the LM head's bytes include the matrix even when tied, because a
   // last stage that is not the head must hold its own copy of the table.
-  spec.output_bytes = static_cast<double>(output ? output->n_bytes : embd.n_bytes) +
-                      static_cast<double>(output_norm ? output_norm->n_bytes : 0);
+  spec.output_bytes =
+      static_cast<double>(output ? output->n_bytes : embd.n_bytes) + static_cast<double>(output_norm ? output_norm->n_bytes : 0);
   spec.output_flops_per_token = 2.0 * config.n_vocab * static_cast<double>(config.n_embd);
 
   spec.n_head = config.n_head;

@@ -17,8 +17,8 @@ void add_bias(float* out, const float* b, int n_rows, int n) {
     for (int i = 0; i < n; ++i) out[static_cast<size_t>(r) * n + i] += b[i];
 }
 
-void attend(const float* q, const float* keys, const float* values, int n_keys, int head_dim, int stride,
-            float scale, float* scores, float* out, const KernelTable& k) {
+void attend(const float* q, const float* keys, const float* values, int n_keys, int head_dim, int stride, float scale,
+            float* scores, float* out, const KernelTable& k) {
   attend_heads(q, 1, keys, values, n_keys, head_dim, stride, scale, scores, 0, out, k);
 }
 
@@ -27,15 +27,15 @@ void attend_heads(const float* q, int n_q, const float* keys, const float* value
   constexpr int kMaxHeads = 64;  // query heads per K/V head; larger groups go in parts
   if (n_q > kMaxHeads) {
     for (int h = 0; h < n_q; h += kMaxHeads)
-      attend_heads(q + static_cast<size_t>(h) * head_dim, std::min(kMaxHeads, n_q - h), keys, values, n_keys, head_dim,
-                   stride, scale, scores + static_cast<size_t>(h) * scores_stride, scores_stride,
-                   out + static_cast<size_t>(h) * head_dim, k);
+      attend_heads(q + static_cast<size_t>(h) * head_dim, std::min(kMaxHeads, n_q - h), keys, values, n_keys, head_dim, stride,
+                   scale, scores + static_cast<size_t>(h) * scores_stride, scores_stride, out + static_cast<size_t>(h) * head_dim,
+                   k);
     return;
   }
   // All scores of all heads at once: keys are the rows, query heads the tokens of a gemm, whose
   // every output equals dot_f32(k_j, q).
-  k.gemm_f32(keys, static_cast<size_t>(stride) * sizeof(float), n_keys, q, static_cast<size_t>(head_dim) * sizeof(float),
-             n_q, head_dim, scores, scores_stride);
+  k.gemm_f32(keys, static_cast<size_t>(stride) * sizeof(float), n_keys, q, static_cast<size_t>(head_dim) * sizeof(float), n_q,
+             head_dim, scores, scores_stride);
   float inv[kMaxHeads];
   for (int h = 0; h < n_q; ++h) {
     float* s = scores + static_cast<size_t>(h) * scores_stride;

@@ -18,8 +18,8 @@ void add_bias(float* out, const float* b, int n_rows, int n);
 // One query head attending over n_keys cached positions:
 //   out = sum_j softmax_j(q . k_j * scale) v_j
 // k_j = keys + j * stride, v_j = values + j * stride; `scores` has room for n_keys floats.
-void attend(const float* q, const float* keys, const float* values, int n_keys, int head_dim, int stride,
-            float scale, float* scores, float* out, const KernelTable& k);
+void attend(const float* q, const float* keys, const float* values, int n_keys, int head_dim, int stride, float scale,
+            float* scores, float* out, const KernelTable& k);
 
 // attend() for n_q query heads sharing one K/V head (grouped-query attention), so that each key
 // and value is loaded once for all of them: head i reads q + i * head_dim, writes out + i *

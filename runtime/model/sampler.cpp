@@ -61,7 +61,9 @@ int32_t Sampler::sample(std::span<const float> logits) {
   for (size_t i = 0; i < logits.size(); ++i) cand_[i] = {static_cast<int32_t>(i), logits[i]};
   apply_penalty();
   // Sorted by logit, ties by id, so every filter below and the greedy choice are deterministic.
-  const auto better = [](const Candidate& a, const Candidate& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
+  const auto better = [](const Candidate& a, const Candidate& b) {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+  };
 
   int32_t chosen;
   if (params_.temperature <= 0.f) {

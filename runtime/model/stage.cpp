@@ -24,10 +24,11 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
       pool_(pool),
       kernels_(best_kernels()),
       n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min(weights_->config().n_ctx_train, kDefaultMaxCtx)),
-      scratch_(options.max_batch, std::max<int64_t>({weights_->config().n_embd, weights_->config().n_ff,
-                                                     weights_->config().q_dim()})) {
+      scratch_(options.max_batch,
+               std::max<int64_t>({weights_->config().n_embd, weights_->config().n_ff, weights_->config().q_dim()})) {
   const ModelConfig& c = config();
-  if (options_.max_batch <= 0 || options_.max_sequences <= 0) throw std::invalid_argument("max_batch and max_sequences must be positive");
+  if (options_.max_batch <= 0 || options_.max_sequences <= 0)
+    throw std::invalid_argument("max_batch and max_sequences must be positive");
   rope_freq_ = rope_frequencies(c.rope_base, c.n_rot, c.rope_freq_scale, weights_->rope_freqs());
   rope_cos_.resize(rope_freq_.size());
   rope_sin_.resize(rope_freq_.size());
@@ -64,8 +65,8 @@ int Stage::validate(const StageInput& in) const {
     if (!seen.insert(ch.seq).second) bad_input("sequence " + std::to_string(ch.seq) + " appears twice in one batch");
     const int len = length(ch.seq);
     if (ch.pos < 0 || ch.pos > len)
-      bad_input("sequence " + std::to_string(ch.seq) + " continues at position " + std::to_string(ch.pos) +
-                " but holds " + std::to_string(len) + " tokens");
+      bad_input("sequence " + std::to_string(ch.seq) + " continues at position " + std::to_string(ch.pos) + " but holds " +
+                std::to_string(len) + " tokens");
     if (ch.n_tokens > n_ctx_ - ch.pos)
       bad_input("sequence " + std::to_string(ch.seq) + " would exceed the context of " + std::to_string(n_ctx_) + " tokens");
     if (!caches_.count(ch.seq)) ++new_seqs;
@@ -91,8 +92,7 @@ std::span<const float> Stage::forward(const StageInput& in) {
   int t = 0;
   for (const SeqChunk& ch : in.chunks) {
     auto it = caches_.find(ch.seq);
-    if (it == caches_.end())
-      it = caches_.try_emplace(ch.seq, spec().last_layer - spec().first_layer, n_ctx_, c.kv_dim()).first;
+    if (it == caches_.end()) it = caches_.try_emplace(ch.seq, spec().last_layer - spec().first_layer, n_ctx_, c.kv_dim()).first;
     for (int i = 0; i < ch.n_tokens; ++i, ++t) {
       row_cache_[static_cast<size_t>(t)] = &it->second;
       row_pos_[static_cast<size_t>(t)] = ch.pos + i;
@@ -135,12 +135,16 @@ void Stage::layer_forward(int l, int n_tokens) {
     float* qt = &q_[static_cast<size_t>(t) * c.q_dim()];
     float* kt = &k_[static_cast<size_t>(t) * c.kv_dim()];
     if (!w.q_norm.empty()) {  // qwen3: each head normalised on its own, before RoPE
-      for (int h = 0; h < c.n_head; ++h) rmsnorm(qt + h * c.head_dim, w.q_norm.data(), qt + h * c.head_dim, c.head_dim, c.rms_eps);
-      for (int h = 0; h < c.n_head_kv; ++h) rmsnorm(kt + h * c.head_dim, w.k_norm.data(), kt + h * c.head_dim, c.head_dim, c.rms_eps);
+      for (int h = 0; h < c.n_head; ++h)
+        rmsnorm(qt + h * c.head_dim, w.q_norm.data(), qt + h * c.head_dim, c.head_dim, c.rms_eps);
+      for (int h = 0; h < c.n_head_kv; ++h)
+        rmsnorm(kt + h * c.head_dim, w.k_norm.data(), kt + h * c.head_dim, c.head_dim, c.rms_eps);
     }
     rope_angles(pos, rope_freq_, rope_cos_.data(), rope_sin_.data());
-    for (int h = 0; h < c.n_head; ++h) rope_rotate(qt + h * c.head_dim, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
-    for (int h = 0; h < c.n_head_kv; ++h) rope_rotate(kt + h * c.head_dim, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
+    for (int h = 0; h < c.n_head; ++h)
+      rope_rotate(qt + h * c.head_dim, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
+    for (int h = 0; h < c.n_head_kv; ++h)
+      rope_rotate(kt + h * c.head_dim, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
     KvCache& cache = *row_cache_[static_cast<size_t>(t)];
     std::copy_n(&k_[static_cast<size_t>(t) * c.kv_dim()], c.kv_dim(), cache.k(local, pos));
     std::copy_n(&v_[static_cast<size_t>(t) * c.kv_dim()], c.kv_dim(), cache.v(local, pos));

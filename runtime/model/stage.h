@@ -85,7 +85,7 @@ class Stage {
   ThreadPool& pool_;
   const KernelTable& kernels_;
   int n_ctx_;
-  std::vector<double> rope_freq_;     // (n_rot / 2), with the model's factors and scaling applied
+  std::vector<double> rope_freq_;           // (n_rot / 2), with the model's factors and scaling applied
   std::vector<float> rope_cos_, rope_sin_;  // (n_rot / 2), angles of one position
   std::map<uint64_t, KvCache> caches_;
 

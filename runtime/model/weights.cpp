@@ -114,8 +114,7 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
     const auto& t = file.require_tensor(n);
     if (!ranges.empty() && t.offset <= ranges.back().second + kMergeGap)
       ranges.back().second = std::max(ranges.back().second, t.offset + t.n_bytes);
-    else
-      ranges.emplace_back(t.offset, t.offset + t.n_bytes);
+    else ranges.emplace_back(t.offset, t.offset + t.n_bytes);
   }
   for (const auto& [b, e] : ranges) regions_.emplace_back(file.path(), b, e - b);
 
@@ -131,8 +130,7 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
     if (!info->computable)
       throw GgufError("tensor '" + name + "' has type " + std::string(info->name) +
                       ", which this runtime cannot compute with (supported: " + computable_type_names() + ")");
-    return WeightMatrix{t.type, bytes_of(t), static_cast<int64_t>(n_in), static_cast<int64_t>(n_out),
-                        row_bytes(t.type, n_in)};
+    return WeightMatrix{t.type, bytes_of(t), static_cast<int64_t>(n_in), static_cast<int64_t>(n_out), row_bytes(t.type, n_in)};
   };
   const auto vector = [&](const std::string& name, uint64_t n) {
     const WeightMatrix m = matrix(name, n, 0);

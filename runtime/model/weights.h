@@ -19,9 +19,9 @@ namespace hearth::runtime {
 struct WeightMatrix {
   TensorType type = TensorType::F32;
   const uint8_t* data = nullptr;
-  int64_t n_in = 0;       // elements per row (GGUF ne[0])
-  int64_t n_out = 0;      // rows (GGUF ne[1])
-  uint64_t row_bytes = 0; // bytes per row
+  int64_t n_in = 0;        // elements per row (GGUF ne[0])
+  int64_t n_out = 0;       // rows (GGUF ne[1])
+  uint64_t row_bytes = 0;  // bytes per row
   const uint8_t* row(int64_t r) const { return data + static_cast<uint64_t>(r) * row_bytes; }
   uint64_t bytes() const { return row_bytes * static_cast<uint64_t>(n_out); }
 };
@@ -29,25 +29,25 @@ struct WeightMatrix {
 // Vectors of optional tensors are empty when the model has none (ModelConfig says which kinds an
 // architecture may or must have).
 struct LayerWeights {
-  std::vector<float> attn_norm;  // (n_embd)
-  WeightMatrix wq;               // (n_embd) -> (n_head * head_dim)
-  WeightMatrix wk;               // (n_embd) -> (n_head_kv * head_dim)
-  WeightMatrix wv;               // (n_embd) -> (n_head_kv * head_dim)
-  WeightMatrix wo;               // (n_head * head_dim) -> (n_embd)
+  std::vector<float> attn_norm;   // (n_embd)
+  WeightMatrix wq;                // (n_embd) -> (n_head * head_dim)
+  WeightMatrix wk;                // (n_embd) -> (n_head_kv * head_dim)
+  WeightMatrix wv;                // (n_embd) -> (n_head_kv * head_dim)
+  WeightMatrix wo;                // (n_head * head_dim) -> (n_embd)
   std::vector<float> bq, bk, bv;  // biases of wq, wk, wv (qwen2; optional in llama)
   std::vector<float> bo;          // bias of wo (optional in llama)
   std::vector<float> q_norm;      // (head_dim): RMSNorm weight of each query head before RoPE (qwen3)
   std::vector<float> k_norm;      // (head_dim): the same for each key head
-  std::vector<float> ffn_norm;   // (n_embd)
-  WeightMatrix w_gate;           // (n_embd) -> (n_ff)
-  WeightMatrix w_up;             // (n_embd) -> (n_ff)
-  WeightMatrix w_down;           // (n_ff) -> (n_embd)
+  std::vector<float> ffn_norm;    // (n_embd)
+  WeightMatrix w_gate;            // (n_embd) -> (n_ff)
+  WeightMatrix w_up;              // (n_embd) -> (n_ff)
+  WeightMatrix w_down;            // (n_ff) -> (n_embd)
 };
 
 // Which part of the model a stage runs.
 struct StageSpec {
-  int first_layer = 0;  // inclusive
-  int last_layer = 0;   // exclusive
+  int first_layer = 0;         // inclusive
+  int last_layer = 0;          // exclusive
   bool has_embedding = false;  // turns token ids into hidden states (first stage)
   bool has_output = false;     // final norm + output head, produces logits (last stage)
 

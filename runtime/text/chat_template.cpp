@@ -6,9 +6,17 @@ namespace {
 
 // DeepSeek's markers use U+FF5C (fullwidth vertical line) and U+2581; spelled as bytes (and split
 // where a hex escape would swallow the next letter) so the source encoding cannot change them.
-const std::string kDsUser = "<\xef\xbd\x9c" "User\xef\xbd\x9c>";
-const std::string kDsAssistant = "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>";
-const std::string kDsEndOfSentence = "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>";
+const std::string kDsUser =
+    "<\xef\xbd\x9c"
+    "User\xef\xbd\x9c>";
+const std::string kDsAssistant =
+    "<\xef\xbd\x9c"
+    "Assistant\xef\xbd\x9c>";
+const std::string kDsEndOfSentence =
+    "<\xef\xbd\x9c"
+    "end\xe2\x96\x81"
+    "of\xe2\x96\x81"
+    "sentence\xef\xbd\x9c>";
 
 const std::string kQwenSystem = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
 const std::string kSmolLmSystem = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
@@ -78,8 +86,8 @@ std::string render_llama3(const ChatTemplate& t, std::span<const ChatMessage> me
   if (t.dated_system) {
     // Llama 3.1+ always writes a system turn: knowledge cut-off, date, then the system message.
     const auto split = split_system(messages);
-    out += header("system") + "Cutting Knowledge Date: December 2023\nToday Date: " + o.date + "\n\n" +
-           trim(split.system) + "<|eot_id|>";
+    out += header("system") + "Cutting Knowledge Date: December 2023\nToday Date: " + o.date + "\n\n" + trim(split.system) +
+           "<|eot_id|>";
     rest = split.rest;
   }
   for (const auto& m : rest) out += header(m.role) + trim(m.content) + "<|eot_id|>";
@@ -105,9 +113,8 @@ std::string render_mistral(const ChatTemplate& t, std::span<const ChatMessage> m
     if (m.role == "user") {
       // v0.1 and v1 put the system message in the first turn; v3 in the last, and only when the
       // conversation ends with a user turn.
-      const bool here = has_system && (t.mistral == MistralVersion::LEGACY || t.mistral == MistralVersion::V1
-                                           ? i == 0
-                                           : i + 1 == rest.size());
+      const bool here =
+          has_system && (t.mistral == MistralVersion::LEGACY || t.mistral == MistralVersion::V1 ? i == 0 : i + 1 == rest.size());
       const std::string content = (here ? system + "\n\n" : "") + m.content;
       switch (t.mistral) {
         case MistralVersion::LEGACY: out += "[INST] " + content + " [/INST]"; break;

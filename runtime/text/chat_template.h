@@ -63,12 +63,12 @@ struct ChatTemplate {
   bool fallback = false;        // no template, or none hearth recognises: ChatML was chosen
 
   // Variants, read from the template text.
-  std::string default_system;   // ChatML: system message used when the conversation has none
-                                // (Qwen 2.5, SmolLM2)
-  bool dated_system = false;    // Llama 3.1+: system turn always written, with knowledge cut-off and date
+  std::string default_system;  // ChatML: system message used when the conversation has none
+                               // (Qwen 2.5, SmolLM2)
+  bool dated_system = false;   // Llama 3.1+: system turn always written, with knowledge cut-off and date
   MistralVersion mistral = MistralVersion::V3;
-  bool user_eos = false;        // DeepSeek R1 (llama.cpp's template): user turns end with EOS too
-  bool think = false;           // DeepSeek R1: the generation prompt opens "<think>\n"
+  bool user_eos = false;  // DeepSeek R1 (llama.cpp's template): user turns end with EOS too
+  bool think = false;     // DeepSeek R1: the generation prompt opens "<think>\n"
 };
 
 struct ChatRenderOptions {
@@ -85,8 +85,7 @@ struct ChatRenderOptions {
 ChatTemplate detect_chat_template(std::string_view jinja);
 
 // The prompt text for `messages` in the template's format (without a leading BOS, see above).
-std::string render_chat(const ChatTemplate& tmpl, std::span<const ChatMessage> messages,
-                        const ChatRenderOptions& options = {});
+std::string render_chat(const ChatTemplate& tmpl, std::span<const ChatMessage> messages, const ChatRenderOptions& options = {});
 
 std::string_view chat_family_name(ChatFamily family);
 

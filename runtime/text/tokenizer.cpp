@@ -169,13 +169,12 @@ std::string Tokenizer::piece(int32_t id) const {
   const std::string& t = vocab_.tokens[static_cast<size_t>(id)];
   switch (vocab_.types[static_cast<size_t>(id)]) {
     case TokenType::CONTROL:
-    case TokenType::UNUSED:
-      return "";
+    case TokenType::UNUSED: return "";
     case TokenType::BYTE:
-      if (t.size() == 6 && t.rfind("<0x", 0) == 0) return std::string(1, static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
+      if (t.size() == 6 && t.rfind("<0x", 0) == 0)
+        return std::string(1, static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
       return t;
-    case TokenType::USER_DEFINED:
-      return t;
+    case TokenType::USER_DEFINED: return t;
     default: {
       if (pre_) return bpe_piece(id);
       std::string out;

@@ -58,7 +58,7 @@ class Tokenizer {
 
   Vocab vocab_;
   std::shared_ptr<const PreTokenizer> pre_;  // byte-level BPE only; shared so that copies stay cheap
-  std::vector<int32_t> specials_;  // user-defined and control tokens, longest text first
+  std::vector<int32_t> specials_;            // user-defined and control tokens, longest text first
 };
 
 // Splits a byte stream into complete UTF-8 characters as they arrive, so that streamed output

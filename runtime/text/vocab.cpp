@@ -39,8 +39,16 @@ const ByteAlphabet& byte_alphabet() {
 
 // Control tokens that end a turn in common chat formats; generation stops at them as in llama.cpp.
 constexpr const char* kEndOfTurnTexts[] = {
-    "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>", "<|EOT|>",
-    "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",  // DeepSeek's <｜end▁of▁sentence｜>
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<EOT>",
+    "<|EOT|>",
+    "<\xef\xbd\x9c"
+    "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",  // DeepSeek's <｜end▁of▁sentence｜>
 };
 
 int32_t special_id(const GgufMetadata& md, const std::string& key, int32_t n_vocab, int32_t fallback) {
@@ -119,7 +127,8 @@ Vocab load_vocab(const GgufMetadata& md) {
       // malformed entry must not take the loader down: search from 1 as llama.cpp does.
       const size_t sp = m.find(' ', 1);
       if (sp == std::string::npos)
-        throw GgufError("tokenizer.ggml.merges[" + std::to_string(rank) + "] = '" + m + "' is not two tokens separated by a space");
+        throw GgufError("tokenizer.ggml.merges[" + std::to_string(rank) + "] = '" + m +
+                        "' is not two tokens separated by a space");
       const std::string left = m.substr(0, sp), right = m.substr(sp + 1);
       const int32_t l = v.find(left), r = v.find(right), result = v.find(left + right);
       // A merge whose parts or result are not tokens can never apply; skip it.

@@ -24,16 +24,16 @@ struct BpeMerge {
 struct Vocab {
   // tokenizer.ggml.model: "llama" (SentencePiece) or "gpt2" (byte-level BPE: Llama 3, Qwen, SmolLM...)
   std::string model;
-  std::string pre;                    // tokenizer.ggml.pre (byte-level BPE's pre-tokenizer name), "" if absent
-  std::vector<std::string> tokens;    // piece text; SentencePiece marks spaces with U+2581, byte-level BPE
-                                      // writes every byte as one character of GPT-2's byte alphabet
-  std::vector<float> scores;          // merge priority (higher merges first); SentencePiece only
+  std::string pre;                  // tokenizer.ggml.pre (byte-level BPE's pre-tokenizer name), "" if absent
+  std::vector<std::string> tokens;  // piece text; SentencePiece marks spaces with U+2581, byte-level BPE
+                                    // writes every byte as one character of GPT-2's byte alphabet
+  std::vector<float> scores;        // merge priority (higher merges first); SentencePiece only
   std::vector<TokenType> types;
   int32_t bos = -1, eos = -1, unk = -1, eot = -1;
-  bool add_bos = true;                // tokenizer.ggml.add_bos_token (default: SentencePiece yes, gpt2 no
-                                      // except the Llama 3 pre-tokenizer, as llama.cpp)
+  bool add_bos = true;  // tokenizer.ggml.add_bos_token (default: SentencePiece yes, gpt2 no
+                        // except the Llama 3 pre-tokenizer, as llama.cpp)
   bool add_eos = false;
-  bool add_space_prefix = true;       // tokenizer.ggml.add_space_prefix (SentencePiece only)
+  bool add_space_prefix = true;                    // tokenizer.ggml.add_space_prefix (SentencePiece only)
   std::unordered_map<std::string, int32_t> index;  // piece -> id
   // The token of each byte: <0xXX> for SentencePiece, the byte's alphabet character for
   // byte-level BPE; -1 if absent.

@@ -31,8 +31,8 @@ constexpr pt::Link kWifiFar{40e6 / 8, 0.008};    // two walls away: 40 Mbit/s, 8
 
 std::map<std::string, pt::DeviceProfile> load_profiles(const std::string& dir) {
   std::map<std::string, pt::DeviceProfile> out;
-  for (const char* stem : {"raspberry-pi-5-8gb", "x86-laptop-16gb", "jetson-orin-nano-8gb", "macbook-air-m2-16gb",
-                           "desktop-32gb", "android-phone-12gb"}) {
+  for (const char* stem : {"raspberry-pi-5-8gb", "x86-laptop-16gb", "jetson-orin-nano-8gb", "macbook-air-m2-16gb", "desktop-32gb",
+                           "android-phone-12gb"}) {
     const std::string path = dir + "/" + stem + ".json";
     std::ifstream f(path);
     if (!f) throw std::runtime_error("cannot read " + path + "; pass the profiles directory as the first argument");
@@ -56,8 +56,8 @@ struct Scenario {
 };
 
 const std::map<std::string, std::string> kShort{{"raspberry-pi-5-8gb", "Pi5"},      {"x86-laptop-16gb", "Laptop"},
-                                                 {"jetson-orin-nano-8gb", "Jetson"}, {"macbook-air-m2-16gb", "Mac"},
-                                                 {"desktop-32gb", "Desktop"},        {"android-phone-12gb", "Phone"}};
+                                                {"jetson-orin-nano-8gb", "Jetson"}, {"macbook-air-m2-16gb", "Mac"},
+                                                {"desktop-32gb", "Desktop"},        {"android-phone-12gb", "Phone"}};
 
 std::vector<pt::DeviceProfile> build_devices(const std::map<std::string, pt::DeviceProfile>& profiles,
                                              const std::vector<Member>& members) {
@@ -109,37 +109,69 @@ void quality_table(const std::map<std::string, pt::DeviceProfile>& profiles) {
       {"Pi + laptop", {{"raspberry-pi-5-8gb"}, {"x86-laptop-16gb"}}, "llama-3.2-3b", "q4_0"},
       {"phone, Pi, Jetson", {{"android-phone-12gb"}, {"raspberry-pi-5-8gb"}, {"jetson-orin-nano-8gb"}}, "llama-3-8b", "q4_0"},
       {"laptop + 2 Pis", {{"x86-laptop-16gb"}, {"raspberry-pi-5-8gb"}, {"raspberry-pi-5-8gb", 'f'}}, "llama-3-8b", "q8_0"},
-      {"4 Pis", {{"raspberry-pi-5-8gb"}, {"raspberry-pi-5-8gb"}, {"raspberry-pi-5-8gb", 'n'}, {"raspberry-pi-5-8gb", 'f'}},
-       "llama-2-13b", "q4_0"},
-      {"Mac, laptop, Jetson, Pi", {{"macbook-air-m2-16gb"}, {"x86-laptop-16gb"}, {"jetson-orin-nano-8gb"}, {"raspberry-pi-5-8gb", 'n'}},
-       "qwen2.5-14b", "q4_0"},
+      {"4 Pis",
+       {{"raspberry-pi-5-8gb"}, {"raspberry-pi-5-8gb"}, {"raspberry-pi-5-8gb", 'n'}, {"raspberry-pi-5-8gb", 'f'}},
+       "llama-2-13b",
+       "q4_0"},
+      {"Mac, laptop, Jetson, Pi",
+       {{"macbook-air-m2-16gb"}, {"x86-laptop-16gb"}, {"jetson-orin-nano-8gb"}, {"raspberry-pi-5-8gb", 'n'}},
+       "qwen2.5-14b",
+       "q4_0"},
       {"Pi head + 4 others",
        {{"raspberry-pi-5-8gb"}, {"desktop-32gb"}, {"macbook-air-m2-16gb"}, {"x86-laptop-16gb", 'f'}, {"android-phone-12gb"}},
-       "qwen2.5-32b", "q4_0"},
+       "qwen2.5-32b",
+       "q4_0"},
       {"6 small devices",
-       {{"jetson-orin-nano-8gb"}, {"jetson-orin-nano-8gb"}, {"raspberry-pi-5-8gb"}, {"raspberry-pi-5-8gb", 'f'},
-        {"android-phone-12gb"}, {"x86-laptop-16gb", 'n'}},
-       "qwen2.5-32b", "q4_0"},
+       {{"jetson-orin-nano-8gb"},
+        {"jetson-orin-nano-8gb"},
+        {"raspberry-pi-5-8gb"},
+        {"raspberry-pi-5-8gb", 'f'},
+        {"android-phone-12gb"},
+        {"x86-laptop-16gb", 'n'}},
+       "qwen2.5-32b",
+       "q4_0"},
       {"7 mixed",
-       {{"desktop-32gb"}, {"x86-laptop-16gb"}, {"macbook-air-m2-16gb"}, {"jetson-orin-nano-8gb"}, {"raspberry-pi-5-8gb"},
-        {"raspberry-pi-5-8gb", 'f'}, {"android-phone-12gb"}},
-       "llama-3-70b", "q4_0"},
+       {{"desktop-32gb"},
+        {"x86-laptop-16gb"},
+        {"macbook-air-m2-16gb"},
+        {"jetson-orin-nano-8gb"},
+        {"raspberry-pi-5-8gb"},
+        {"raspberry-pi-5-8gb", 'f'},
+        {"android-phone-12gb"}},
+       "llama-3-70b",
+       "q4_0"},
       {"8 mixed, phone head",
-       {{"android-phone-12gb"}, {"raspberry-pi-5-8gb"}, {"jetson-orin-nano-8gb"}, {"x86-laptop-16gb"}, {"desktop-32gb"},
-        {"macbook-air-m2-16gb", 'f'}, {"raspberry-pi-5-8gb", 'n'}, {"jetson-orin-nano-8gb"}},
-       "llama-3-70b", "q4_0"},
+       {{"android-phone-12gb"},
+        {"raspberry-pi-5-8gb"},
+        {"jetson-orin-nano-8gb"},
+        {"x86-laptop-16gb"},
+        {"desktop-32gb"},
+        {"macbook-air-m2-16gb", 'f'},
+        {"raspberry-pi-5-8gb", 'n'},
+        {"jetson-orin-nano-8gb"}},
+       "llama-3-70b",
+       "q4_0"},
       {"8 mixed, desktop head",
-       {{"desktop-32gb"}, {"macbook-air-m2-16gb"}, {"x86-laptop-16gb", 'n'}, {"jetson-orin-nano-8gb"},
-        {"jetson-orin-nano-8gb"}, {"raspberry-pi-5-8gb"}, {"raspberry-pi-5-8gb"}, {"android-phone-12gb"}},
-       "qwen2.5-72b", "q4_0"},
+       {{"desktop-32gb"},
+        {"macbook-air-m2-16gb"},
+        {"x86-laptop-16gb", 'n'},
+        {"jetson-orin-nano-8gb"},
+        {"jetson-orin-nano-8gb"},
+        {"raspberry-pi-5-8gb"},
+        {"raspberry-pi-5-8gb"},
+        {"android-phone-12gb"}},
+       "qwen2.5-72b",
+       "q4_0"},
   };
 
   std::printf("### Predicted decode latency: dp vs the memory and equal splits\n\n");
-  std::printf("One stream, latency objective, 4096-token f32 KV cache, links from the profiles' access links "
-              "(wifi: 200 Mbit/s + 3 ms to the AP; far wifi: 40 Mbit/s + 8 ms). The head is listed first. "
-              "ms/token = R(1), one token around the ring; ratio = baseline / dp (higher = dp better); "
-              "\"no fit\" = the split overflows a device's memory.\n\n");
-  std::printf("| N | devices (head first) | model | dp ms/tok | dp stages | memory ms/tok | equal ms/tok | memory/dp | equal/dp |\n");
+  std::printf(
+      "One stream, latency objective, 4096-token f32 KV cache, links from the profiles' access links "
+      "(wifi: 200 Mbit/s + 3 ms to the AP; far wifi: 40 Mbit/s + 8 ms). The head is listed first. "
+      "ms/token = R(1), one token around the ring; ratio = baseline / dp (higher = dp better); "
+      "\"no fit\" = the split overflows a device's memory.\n\n");
+  std::printf(
+      "| N | devices (head first) | model | dp ms/tok | dp stages | memory ms/tok | equal ms/tok | memory/dp | equal/dp |\n");
   std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|\n");
   for (const Scenario& s : suite) {
     const auto devices = build_devices(profiles, s.members);
@@ -157,9 +189,8 @@ void quality_table(const std::map<std::string, pt::DeviceProfile>& profiles) {
     const auto show = [](double v) { return v > 0 ? cell(v, "%.1f") : std::string("no fit"); };
     const auto ratio = [&](double v) { return v > 0 && ms[0] > 0 ? cell(v / ms[0], "%.2fx") : std::string("-"); };
     std::printf("| %zu | %s | %s %s (%s) | %s | %d | %s | %s | %s | %s |\n", s.members.size(), describe(s.members).c_str(),
-                s.preset.c_str(), s.type.c_str(), pt::format_bytes(pt::total_weight_bytes(spec)).c_str(),
-                show(ms[0]).c_str(), stages, show(ms[1]).c_str(), show(ms[2]).c_str(), ratio(ms[1]).c_str(),
-                ratio(ms[2]).c_str());
+                s.preset.c_str(), s.type.c_str(), pt::format_bytes(pt::total_weight_bytes(spec)).c_str(), show(ms[0]).c_str(),
+                stages, show(ms[1]).c_str(), show(ms[2]).c_str(), ratio(ms[1]).c_str(), ratio(ms[2]).c_str());
   }
   std::printf("\n");
 }
@@ -179,13 +210,14 @@ double time_plan(const pt::ModelSpec& spec, const std::vector<pt::DeviceProfile>
 }
 
 void timing_table(const std::map<std::string, pt::DeviceProfile>& profiles) {
-  const std::vector<std::string> cycle{"desktop-32gb",       "macbook-air-m2-16gb", "x86-laptop-16gb",
-                                       "jetson-orin-nano-8gb", "raspberry-pi-5-8gb", "android-phone-12gb"};
+  const std::vector<std::string> cycle{"desktop-32gb",         "macbook-air-m2-16gb", "x86-laptop-16gb",
+                                       "jetson-orin-nano-8gb", "raspberry-pi-5-8gb",  "android-phone-12gb"};
   const pt::ModelSpec spec = spec_of("llama-3-70b", "q4_0");
   std::printf("### Planning time (dp), llama-3-70b q4_0 (80 blocks)\n\n");
-  std::printf("Devices cycle through the six profiles. \"6 types\": repeats are identical, so the DP groups them; "
-              "\"all distinct\": each device's memory and access link differ slightly, so no two can be grouped. "
-              "Best of 3 runs, one thread; (fast) = dp switched to its fast path, the optimum is not guaranteed.\n\n");
+  std::printf(
+      "Devices cycle through the six profiles. \"6 types\": repeats are identical, so the DP groups them; "
+      "\"all distinct\": each device's memory and access link differ slightly, so no two can be grouped. "
+      "Best of 3 runs, one thread; (fast) = dp switched to its fast path, the optimum is not guaranteed.\n\n");
   std::printf("| devices | kind | latency | throughput (4 streams) | ttft (512-token prompt) |\n");
   std::printf("|---:|---|---:|---:|---:|\n");
   for (int n : {8, 12, 16}) {
@@ -202,8 +234,8 @@ void timing_table(const std::map<std::string, pt::DeviceProfile>& profiles) {
       }
       const auto links = pt::link_table_from_access_links(devices);
       std::string cells;
-      for (auto [objective, streams] : {std::pair{pt::Objective::latency, 1}, std::pair{pt::Objective::throughput, 4},
-                                        std::pair{pt::Objective::ttft, 1}}) {
+      for (auto [objective, streams] :
+           {std::pair{pt::Objective::latency, 1}, std::pair{pt::Objective::throughput, 4}, std::pair{pt::Objective::ttft, 1}}) {
         bool exact = true;
         const double ms = time_plan(spec, devices, links, options(pt::Algorithm::dp, objective, streams), exact);
         cells += " | " + cell(ms, ms < 10 ? "%.1f ms" : "%.0f ms") + (exact ? "" : " (fast)");

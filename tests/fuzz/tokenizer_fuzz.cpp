@@ -52,15 +52,24 @@ GgufMetadata small_bpe(const std::string& pre) {
     types.push_back(GgufValue::i32(1));
   }
   const std::vector<std::pair<std::string, int>> extra = {
-      {"<|endoftext|>", 3}, {"<tool>", 4},     {"he", 1},         {"ll", 1},          {"hell", 1},
-      {"hello", 1},         {spell(" w"), 1}, {"or", 1},         {spell(" wor"), 1}, {"ld", 1},
+      {"<|endoftext|>", 3}, {"<tool>", 4},    {"he", 1},          {"ll", 1},          {"hell", 1},
+      {"hello", 1},         {spell(" w"), 1}, {"or", 1},          {spell(" wor"), 1}, {"ld", 1},
       {spell(" world"), 1}, {"12", 1},        {spell("\n\n"), 1}, {"<|im_end|>", 3}};
   for (const auto& [t, type] : extra) {
     tokens.push_back(t);
     types.push_back(GgufValue::i32(type));
   }
-  const std::vector<std::string> merges = {"h e",  "l l",  "he ll", "hell o", spell(" ") + " w", "o r", spell(" w") + " or",
-                                           "l d",  spell(" wor") + " ld", "1 2", spell("\n") + " " + spell("\n")};
+  const std::vector<std::string> merges = {"h e",
+                                           "l l",
+                                           "he ll",
+                                           "hell o",
+                                           spell(" ") + " w",
+                                           "o r",
+                                           spell(" w") + " or",
+                                           "l d",
+                                           spell(" wor") + " ld",
+                                           "1 2",
+                                           spell("\n") + " " + spell("\n")};
   GgufMetadata md;
   md.set("tokenizer.ggml.model", GgufValue::str("gpt2"));
   md.set("tokenizer.ggml.pre", GgufValue::str(pre));
@@ -118,7 +127,8 @@ GgufMetadata small_spm(bool byte_tokens, bool has_unk) {
 
 std::vector<std::unique_ptr<Tokenizer>> make_tokenizers() {
   std::vector<std::unique_ptr<Tokenizer>> out;
-  for (const char* pre : {"gpt-2", "llama-bpe", "qwen2", "starcoder", "deepseek-llm", "deepseek-coder", "deepseek-v3", "unknown-pre"})
+  for (const char* pre :
+       {"gpt-2", "llama-bpe", "qwen2", "starcoder", "deepseek-llm", "deepseek-coder", "deepseek-v3", "unknown-pre"})
     out.push_back(std::make_unique<Tokenizer>(load_vocab(small_bpe(pre))));
   out.push_back(std::make_unique<Tokenizer>(load_vocab(small_spm(true, true))));
   out.push_back(std::make_unique<Tokenizer>(load_vocab(small_spm(false, true))));

@@ -76,8 +76,7 @@ void read(wire::Envelope::Reader env) {
     case wire::Envelope::GENERATE_REQUEST:
       if (env.getGenerateRequest().hasSampling()) sampling(env.getGenerateRequest().getSampling());
       break;
-    default:
-      break;
+    default: break;
   }
 }
 
