@@ -121,7 +121,8 @@ class Head {
   void on_devices(const std::string& client, uint64_t request_id);
   void on_status(const std::string& client, uint64_t request_id);
   void on_stop(const std::string& client, uint64_t request_id);
-  std::string plan_json() const;
+  void fill_plan(transport::wire::PlanReport::Builder out) const;
+  void fill_stage(const PlannedStage& s, const partitioner::StageAssignment& a, transport::wire::StageReport::Builder out) const;
   StageCounters counters_of(const std::string& node_id) const;
 
   void reply_error(const std::string& client, uint64_t request_id, const Failure& failure);

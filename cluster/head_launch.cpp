@@ -228,8 +228,8 @@ void Head::launch_finished(bool ok, const std::string& message, ErrorCategory ca
   auto reply = env.initLaunchReply();
   reply.setOk(ok);
   reply.setMessage(message);
-  reply.setPlanJson(plan_json());
-  if (!ok) reply.setCategory(category);
+  if (ok) fill_plan(reply.initPlan());
+  else reply.setCategory(category);
   ports_.outbox.send(plan_->launcher, b);
   plan_->launcher.clear();
 }

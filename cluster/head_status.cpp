@@ -1,13 +1,19 @@
 // What the head tells clients about the cluster: its devices, the launched plan with each
 // stage's progress and counters, links, generation totals, and what its daemon refused.
-#include <nlohmann/json.hpp>
-
 #include "cluster/head.h"
 #include "cluster/wire_convert.h"
 
 namespace hearth::cluster {
 
 namespace wire = transport::wire;
+
+namespace {
+
+void set_texts(capnp::List<capnp::Text>::Builder out, const std::vector<std::string>& texts) {
+  for (unsigned i = 0; i < texts.size(); ++i) out.set(i, texts[i]);
+}
+
+}  // namespace
 
 StageCounters Head::counters_of(const std::string& node_id) const {
   return node_id == self_.node_id ? ports_.stage.counters() : registry_.at(node_id).work;
@@ -41,88 +47,102 @@ void Head::on_devices(const std::string& client, uint64_t request_id) {
   ports_.outbox.send(client, b);
 }
 
-std::string Head::plan_json() const {
-  nlohmann::json j;
-  if (!plan_) return "{}";
-  j["plan_id"] = plan_->id;
-  j["model"] = plan_->model_path;
-  j["model_name"] = plan_->config.name;
-  j["n_layers"] = plan_->config.n_layer;
-  j["objective"] = std::string(partitioner::to_string(plan_->plan.objective));
-  j["ready"] = plan_->ready();
-  j["state"] = to_string(plan_->state());
-  j["max_sequences"] = plan_->options.max_sequences;
-  j["n_ctx"] = plan_->options.n_ctx;
-  if (!plan_->failure.empty()) j["failure"] = plan_->failure;
-  j["events"] = plan_->events;
-  const DropCounts own_drops = ports_.host.drops();
-  for (size_t i = 0; i < plan_->stages.size(); ++i) {
-    const auto& s = plan_->stages[i];
-    const auto& a = plan_->plan.stages[i];
-    const Device& d = registry_.at(s.node_id);
-    const bool self = s.node_id == self_.node_id;
-    // Counters since each daemon started (Prometheus counters; rates come from differences).
-    const StageCounters w = counters_of(s.node_id);
-    j["stages"].push_back({{"device", d.profile.name},
-                           {"node_id", s.node_id},
-                           {"first_layer", s.spec.first_layer},
-                           {"last_layer", s.spec.last_layer},
-                           {"has_embedding", s.spec.has_embedding},
-                           {"has_output", s.spec.has_output},
-                           {"state", to_string(s.state)},
-                           {"bytes_done", s.bytes_done},
-                           {"bytes_total", s.bytes_total},
-                           {"resident_bytes", self ? ports_.host.resident_bytes() : d.resident_bytes},
-                           {"dropped", self ? own_drops.total() : d.dropped},
-                           {"batches", w.batches},
-                           {"tokens", w.tokens},
-                           {"compute_s", static_cast<double>(w.compute_ns) * 1e-9},
-                           {"bytes_out", w.bytes_out},
-                           {"refused_handshakes", self ? ports_.host.refused_handshakes() : d.refused_handshakes},
-                           {"message", s.message},
-                           {"weight_bytes", a.weight_bytes},
-                           {"kv_bytes", a.kv_bytes},
-                           {"memory_bytes", a.memory_bytes},
-                           {"headroom_bytes", a.headroom_bytes},
-                           {"stage_time_ms", a.stage_time_s * 1e3},
-                           {"hop_time_ms", a.hop_time_s * 1e3}});
-  }
-  const auto& pr = plan_->plan.predicted;
-  j["predicted"] = {{"ms_per_token", pr.ms_per_token}, {"tokens_per_s", pr.tokens_per_s}, {"ttft_ms", pr.ttft_ms}};
-  j["left_out"] = plan_->plan.left_out_reasons;
-  j["text"] = partitioner::describe_plan(plan_->plan);
-  return j.dump();
+void Head::fill_plan(wire::PlanReport::Builder out) const {
+  const LaunchedPlan& p = *plan_;
+  out.setPlanId(p.id);
+  out.setModel(p.model_path);
+  out.setModelName(p.config.name);
+  out.setNLayers(static_cast<uint32_t>(p.config.n_layer));
+  out.setObjective(std::string(partitioner::to_string(p.plan.objective)));
+  out.setState(to_string(p.state()));
+  out.setReady(p.ready());
+  out.setMaxSequences(static_cast<uint32_t>(p.options.max_sequences));
+  out.setNCtx(static_cast<uint32_t>(p.options.n_ctx));
+  out.setFailure(p.failure);
+  set_texts(out.initEvents(static_cast<unsigned>(p.events.size())), p.events);
+  auto stages = out.initStages(static_cast<unsigned>(p.stages.size()));
+  for (unsigned i = 0; i < p.stages.size(); ++i) fill_stage(p.stages[i], p.plan.stages[i], stages[i]);
+  const auto& pr = p.plan.predicted;
+  out.setPredictedSPerToken(pr.ms_per_token / 1e3);
+  out.setPredictedTokensPerS(pr.tokens_per_s);
+  out.setPredictedTtftS(pr.ttft_ms / 1e3);
+  set_texts(out.initLeftOut(static_cast<unsigned>(p.plan.left_out_reasons.size())), p.plan.left_out_reasons);
+  const std::vector<std::string> text = partitioner::describe_plan(p.plan);
+  set_texts(out.initText(static_cast<unsigned>(text.size())), text);
+}
+
+void Head::fill_stage(const PlannedStage& s, const partitioner::StageAssignment& a, wire::StageReport::Builder out) const {
+  const Device& d = registry_.at(s.node_id);
+  const bool self = s.node_id == self_.node_id;
+  // Counters since each daemon started (Prometheus counters; rates come from differences).
+  const StageCounters w = counters_of(s.node_id);
+  out.setDevice(d.profile.name);
+  out.setNodeId(s.node_id);
+  out.setFirstLayer(static_cast<uint32_t>(s.spec.first_layer));
+  out.setLastLayer(static_cast<uint32_t>(s.spec.last_layer));
+  out.setHasEmbedding(s.spec.has_embedding);
+  out.setHasOutput(s.spec.has_output);
+  out.setState(to_string(s.state));
+  out.setBytesDone(s.bytes_done);
+  out.setBytesTotal(s.bytes_total);
+  out.setResidentBytes(self ? ports_.host.resident_bytes() : d.resident_bytes);
+  out.setDropped(self ? ports_.host.drops().total() : d.dropped);
+  out.setBatches(w.batches);
+  out.setTokens(w.tokens);
+  out.setComputeS(static_cast<double>(w.compute_ns) * 1e-9);
+  out.setBytesOut(w.bytes_out);
+  out.setRefusedHandshakes(self ? ports_.host.refused_handshakes() : d.refused_handshakes);
+  out.setMessage(s.message);
+  out.setWeightBytes(a.weight_bytes);
+  out.setKvBytes(a.kv_bytes);
+  out.setMemoryBytes(a.memory_bytes);
+  out.setHeadroomBytes(a.headroom_bytes);
+  out.setStageTimeS(a.stage_time_s);
+  out.setHopTimeS(a.hop_time_s);
 }
 
 void Head::on_status(const std::string& client, uint64_t request_id) {
-  nlohmann::json j;
-  j["head"] = self_.profile.device.name;
-  j["plan"] = plan_ ? nlohmann::json::parse(plan_json()) : nlohmann::json(nullptr);
-  if (ports_.stage.loaded()) {
-    const StageCounters w = ports_.stage.counters();
-    j["head_stage"] = {{"batches", w.batches}, {"tokens", w.tokens}, {"compute_s", static_cast<double>(w.compute_ns) * 1e-9}};
-  }
-  if (scheduler_) {
-    const auto& t = scheduler_->totals();
-    j["generation"] = {
-        {"active", scheduler_->active()},         {"queued", scheduler_->queued()},           {"requests", t.requests},
-        {"tokens_generated", t.tokens_generated}, {"last_decode_tok_s", t.last_decode_tok_s}, {"last_ttft_ms", t.last_ttft_ms}};
-  }
-  for (const auto& [key, l] : registry_.links())
-    if (registry_.find(key.first) && registry_.find(key.second))
-      j["links"].push_back({{"from", registry_.at(key.first).profile.name},
-                            {"to", registry_.at(key.second).profile.name},
-                            {"latency_ms", l.latency_s * 1e3},
-                            {"bandwidth_mb_s", l.bandwidth_bytes_per_s / 1e6}});
-  j["security"] = self_.keys_dir.empty() ? "insecure" : "curve";
-  j["refused_handshakes"] = ports_.host.refused_handshakes();
-  const DropCounts d = ports_.host.drops();
-  j["dropped"] = {
-      {"malformed", d.malformed}, {"out_of_plan", d.out_of_plan}, {"unexpected", d.unexpected}, {"bad_payload", d.bad_payload}};
   capnp::MallocMessageBuilder b;
   auto env = b.initRoot<wire::Envelope>();
   env.setRequestId(request_id);
-  env.initStatusReply().setJson(j.dump());
+  auto r = env.initStatusReply();
+  r.setHead(self_.profile.device.name);
+  r.setHasPlan(plan_ != nullptr);
+  if (plan_) fill_plan(r.initPlan());
+  r.setHasHeadStage(ports_.stage.loaded());
+  if (ports_.stage.loaded()) {
+    const StageCounters w = ports_.stage.counters();
+    r.setHeadStageBatches(w.batches);
+    r.setHeadStageTokens(w.tokens);
+    r.setHeadStageComputeS(static_cast<double>(w.compute_ns) * 1e-9);
+  }
+  r.setHasGeneration(scheduler_ != nullptr);
+  if (scheduler_) {
+    const auto& t = scheduler_->totals();
+    r.setActive(static_cast<uint32_t>(scheduler_->active()));
+    r.setQueued(static_cast<uint32_t>(scheduler_->queued()));
+    r.setRequests(t.requests);
+    r.setTokensGenerated(t.tokens_generated);
+    r.setLastDecodeTokS(t.last_decode_tok_s);
+    r.setLastTtftS(t.last_ttft_ms / 1e3);
+  }
+  std::vector<std::pair<std::pair<std::string, std::string>, partitioner::Link>> links;
+  for (const auto& [key, l] : registry_.links())
+    if (registry_.find(key.first) && registry_.find(key.second)) links.emplace_back(key, l);
+  auto list = r.initLinks(static_cast<unsigned>(links.size()));
+  for (unsigned i = 0; i < links.size(); ++i) {
+    list[i].setFrom(registry_.at(links[i].first.first).profile.name);
+    list[i].setTo(registry_.at(links[i].first.second).profile.name);
+    list[i].setLatencyS(links[i].second.latency_s);
+    list[i].setBandwidthBytesPerS(links[i].second.bandwidth_bytes_per_s);
+  }
+  r.setSecure(!self_.keys_dir.empty());
+  r.setRefusedHandshakes(ports_.host.refused_handshakes());
+  const DropCounts d = ports_.host.drops();
+  r.setDroppedMalformed(d.malformed);
+  r.setDroppedOutOfPlan(d.out_of_plan);
+  r.setDroppedUnexpected(d.unexpected);
+  r.setDroppedBadPayload(d.bad_payload);
   ports_.outbox.send(client, b);
 }
 

@@ -10,6 +10,7 @@
 
 #include "gateway/completion.h"
 #include "gateway/error_status.h"
+#include "transport/status_view.h"
 #include "gateway/web_assets.h"
 #include "cluster/wire_convert.h"
 
@@ -321,7 +322,7 @@ void Gateway::fetch_status(JsonThen then) {
         json status;
         if (reply != nullptr && reply->isStatusReply()) {
           try {
-            status = json::parse(reply->getStatusReply().getJson().cStr());
+            status = transport::status_view(reply->getStatusReply());
           } catch (const json::exception& e) {
             spdlog::warn("http: the head's status is not JSON: {}", e.what());
           }

@@ -8,6 +8,7 @@
 
 #include "cluster/head.h"
 #include "cluster/wire_convert.h"
+#include "transport/status_view.h"
 #include "tests/test_util.h"
 
 namespace hearth::cluster {
@@ -247,6 +248,24 @@ TEST_CASE("head: a device lost mid-generation leads to a re-plan on the devices 
   REQUIRE(h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).size() == 1);
   CHECK(h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY)[0].getLaunchReply().getOk());
 
+  // Status travels typed; its one JSON view has the plan's layout.
+  {
+    capnp::MallocMessageBuilder b;
+    b.initRoot<wire::Envelope>().initStatusRequest();
+    h.deliver("cli", b);
+    const auto replies = h.outbox.to("cli", wire::Envelope::STATUS_REPLY);
+    REQUIRE(replies.size() == 1);
+    const nlohmann::json view = transport::status_view(replies[0].getStatusReply());
+    CHECK(view["plan"]["state"] == "ready");
+    REQUIRE(view["plan"]["stages"].size() == 3);
+    CHECK(view["plan"]["stages"][1]["device"] == "a");
+    CHECK(view["plan"]["stages"][1]["first_layer"] == 1);
+    CHECK(view["plan"]["stages"][1]["last_layer"] == 3);
+    CHECK(view["plan"]["stages"][2]["has_output"] == true);
+    CHECK(view["plan"]["stages"][0]["stage_time_ms"].get<double>() > 0);
+    CHECK(view["plan"]["predicted"]["ms_per_token"].get<double>() > 0);
+    CHECK(view["security"] == "insecure");
+  }
   // A generation starts: the head's stage computes its first layers and pushes them on.
   h.generate(9, "once upon a time", 8);
   h.head.tick();

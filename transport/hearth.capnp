@@ -279,11 +279,63 @@ struct LaunchProgress {
   state @3 :Text;
 }
 
+# One stage of a launched plan: what the planner gave it and how it is doing. Bytes, seconds,
+# bytes per second: SI units throughout; displays convert (transport/status_view.h is the one
+# JSON view of these structs, for `--json`, HTTP and /metrics).
+struct StageReport {
+  device @0 :Text;
+  nodeId @1 :Text;
+  firstLayer @2 :UInt32;
+  lastLayer @3 :UInt32;       # exclusive
+  hasEmbedding @4 :Bool;
+  hasOutput @5 :Bool;
+  state @6 :Text;             # assigned, receiving, loading, ready, failed
+  bytesDone @7 :UInt64;
+  bytesTotal @8 :UInt64;
+  residentBytes @9 :UInt64;   # the daemon's RSS
+  dropped @10 :UInt64;        # messages its daemon refused
+  # Counters since its daemon started.
+  batches @11 :UInt64;
+  tokens @12 :UInt64;
+  computeS @13 :Float64;
+  bytesOut @14 :UInt64;
+  refusedHandshakes @15 :UInt64;
+  message @16 :Text;          # "cached", "local copy", or why it failed
+  # The plan's figures for it.
+  weightBytes @17 :Float64;
+  kvBytes @18 :Float64;
+  memoryBytes @19 :Float64;
+  headroomBytes @20 :Float64; # negative: does not fit
+  stageTimeS @21 :Float64;    # per decode step of one stream
+  hopTimeS @22 :Float64;      # to send one token's output on
+}
+
+struct PlanReport {
+  planId @0 :UInt64;
+  model @1 :Text;             # the path on the head
+  modelName @2 :Text;
+  nLayers @3 :UInt32;
+  objective @4 :Text;
+  state @5 :Text;             # loading, ready, waiting for a device, failed
+  ready @6 :Bool;
+  maxSequences @7 :UInt32;
+  nCtx @8 :UInt32;
+  failure @9 :Text;
+  events @10 :List(Text);     # lost devices, re-plans, pace
+  stages @11 :List(StageReport);
+  predictedSPerToken @12 :Float64;  # one stream decoding alone
+  predictedTokensPerS @13 :Float64; # all streams at the best micro-batch
+  predictedTtftS @14 :Float64;
+  leftOut @15 :List(Text);    # why each unused device holds no stage
+  text @16 :List(Text);       # the planner's explanation, one line each
+}
+
 struct LaunchReply {
   ok @0 :Bool;
   message @1 :Text;
-  planJson @2 :Text;          # the plan with its predicted figures, as JSON for display
+  planJson @2 :Text;          # unused since protocol 2: see plan
   category @3 :ErrorCategory; # when not ok
+  plan @4 :PlanReport;        # when ok
 }
 
 struct ChatMessage {
@@ -320,8 +372,36 @@ struct GenerateEvent {
 
 struct StatusRequest {}
 
+struct LinkStatus {
+  from @0 :Text;              # device names
+  to @1 :Text;
+  latencyS @2 :Float64;
+  bandwidthBytesPerS @3 :Float64;
+}
+
 struct StatusReply {
-  json @0 :Text;              # loaded model, plan, per-stage timings, tok/s
+  json @0 :Text;              # unused since protocol 2: the fields below
+  head @1 :Text;              # the head's device name
+  hasPlan @2 :Bool;
+  plan @3 :PlanReport;
+  hasHeadStage @4 :Bool;      # the head's own stage, counters since it started
+  headStageBatches @5 :UInt64;
+  headStageTokens @6 :UInt64;
+  headStageComputeS @7 :Float64;
+  hasGeneration @8 :Bool;     # conversations, once a plan has a scheduler
+  active @9 :UInt32;
+  queued @10 :UInt32;
+  requests @11 :UInt64;
+  tokensGenerated @12 :UInt64;
+  lastDecodeTokS @13 :Float64;
+  lastTtftS @14 :Float64;
+  links @15 :List(LinkStatus);
+  secure @16 :Bool;           # CURVE on (false: --insecure)
+  refusedHandshakes @17 :UInt64;
+  droppedMalformed @18 :UInt64;
+  droppedOutOfPlan @19 :UInt64;
+  droppedUnexpected @20 :UInt64;
+  droppedBadPayload @21 :UInt64;
 }
 
 struct StopRequest {}

@@ -9,6 +9,7 @@
 #include "apps/hearth/commands.h"
 #include "apps/hearth/head_client.h"
 #include "apps/hearth/head_error.h"
+#include "transport/status_view.h"
 #include "cluster/config.h"
 #include "cluster/wire_convert.h"
 #include "runtime/text/tokenizer.h"
@@ -130,7 +131,7 @@ void launch(const HeadTarget& head, const LaunchArgs& a) {
         }
         const auto reply = env.getLaunchReply();
         if (!reply.getOk()) failure = reply.getMessage().cStr(), failure_category = reply.getCategory();
-        else plan = nlohmann::json::parse(reply.getPlanJson().cStr());
+        else plan = transport::plan_view(reply.getPlan());
         return false;
       },
       std::chrono::seconds(120));
@@ -190,7 +191,7 @@ void status(const HeadTarget& head, bool json) {
   b.initRoot<wire::Envelope>().initStatusRequest();
   nlohmann::json s;
   c.request(b, [&](wire::Envelope::Reader env) {
-    s = nlohmann::json::parse(env.getStatusReply().getJson().cStr());
+    s = transport::status_view(env.getStatusReply());
     return false;
   });
   if (json) {

@@ -306,8 +306,8 @@ nlohmann::json plan_json(const pt::PartitionPlan& plan, const std::vector<pt::De
                       {"memory_bytes", a.memory_bytes},
                       {"usable_memory_bytes", profiles[a.device].usable_memory_bytes},
                       {"headroom_bytes", a.headroom_bytes},
-                      {"stage_ms", a.stage_time_s * 1e3},
-                      {"hop_ms", a.hop_time_s * 1e3}});
+                      {"stage_time_ms", a.stage_time_s * 1e3},
+                      {"hop_time_ms", a.hop_time_s * 1e3}});
   const pt::Prediction& p = plan.predicted;
   json overrides = json::array();
   for (const LinkOverride& l : links.overrides)

@@ -1,0 +1,97 @@
+#include "transport/status_view.h"
+
+#include <string>
+#include <vector>
+
+namespace hearth::transport {
+
+using nlohmann::json;
+
+namespace {
+
+std::vector<std::string> texts(capnp::List<capnp::Text>::Reader list) {
+  std::vector<std::string> out;
+  for (auto t : list) out.emplace_back(t.cStr());
+  return out;
+}
+
+json stage_view(wire::StageReport::Reader s) {
+  return {{"device", s.getDevice().cStr()},
+          {"node_id", s.getNodeId().cStr()},
+          {"first_layer", s.getFirstLayer()},
+          {"last_layer", s.getLastLayer()},
+          {"has_embedding", s.getHasEmbedding()},
+          {"has_output", s.getHasOutput()},
+          {"state", s.getState().cStr()},
+          {"bytes_done", s.getBytesDone()},
+          {"bytes_total", s.getBytesTotal()},
+          {"resident_bytes", s.getResidentBytes()},
+          {"dropped", s.getDropped()},
+          {"batches", s.getBatches()},
+          {"tokens", s.getTokens()},
+          {"compute_s", s.getComputeS()},
+          {"bytes_out", s.getBytesOut()},
+          {"refused_handshakes", s.getRefusedHandshakes()},
+          {"message", s.getMessage().cStr()},
+          {"weight_bytes", s.getWeightBytes()},
+          {"kv_bytes", s.getKvBytes()},
+          {"memory_bytes", s.getMemoryBytes()},
+          {"headroom_bytes", s.getHeadroomBytes()},
+          {"stage_time_ms", s.getStageTimeS() * 1e3},
+          {"hop_time_ms", s.getHopTimeS() * 1e3}};
+}
+
+}  // namespace
+
+json plan_view(wire::PlanReport::Reader p) {
+  json j;
+  j["plan_id"] = p.getPlanId();
+  j["model"] = p.getModel().cStr();
+  j["model_name"] = p.getModelName().cStr();
+  j["n_layers"] = p.getNLayers();
+  j["objective"] = p.getObjective().cStr();
+  j["ready"] = p.getReady();
+  j["state"] = p.getState().cStr();
+  j["max_sequences"] = p.getMaxSequences();
+  j["n_ctx"] = p.getNCtx();
+  if (p.getFailure().size() > 0) j["failure"] = p.getFailure().cStr();
+  j["events"] = texts(p.getEvents());
+  j["stages"] = json::array();
+  for (auto s : p.getStages()) j["stages"].push_back(stage_view(s));
+  j["predicted"] = {{"ms_per_token", p.getPredictedSPerToken() * 1e3},
+                    {"tokens_per_s", p.getPredictedTokensPerS()},
+                    {"ttft_ms", p.getPredictedTtftS() * 1e3}};
+  j["left_out"] = texts(p.getLeftOut());
+  j["text"] = texts(p.getText());
+  return j;
+}
+
+json status_view(wire::StatusReply::Reader s) {
+  json j;
+  j["head"] = s.getHead().cStr();
+  j["plan"] = s.getHasPlan() ? plan_view(s.getPlan()) : json(nullptr);
+  if (s.getHasHeadStage())
+    j["head_stage"] = {
+        {"batches", s.getHeadStageBatches()}, {"tokens", s.getHeadStageTokens()}, {"compute_s", s.getHeadStageComputeS()}};
+  if (s.getHasGeneration())
+    j["generation"] = {{"active", s.getActive()},
+                       {"queued", s.getQueued()},
+                       {"requests", s.getRequests()},
+                       {"tokens_generated", s.getTokensGenerated()},
+                       {"last_decode_tok_s", s.getLastDecodeTokS()},
+                       {"last_ttft_ms", s.getLastTtftS() * 1e3}};
+  for (auto l : s.getLinks())
+    j["links"].push_back({{"from", l.getFrom().cStr()},
+                          {"to", l.getTo().cStr()},
+                          {"latency_ms", l.getLatencyS() * 1e3},
+                          {"bandwidth_mb_s", l.getBandwidthBytesPerS() / 1e6}});
+  j["security"] = s.getSecure() ? "curve" : "insecure";
+  j["refused_handshakes"] = s.getRefusedHandshakes();
+  j["dropped"] = {{"malformed", s.getDroppedMalformed()},
+                  {"out_of_plan", s.getDroppedOutOfPlan()},
+                  {"unexpected", s.getDroppedUnexpected()},
+                  {"bad_payload", s.getDroppedBadPayload()}};
+  return j;
+}
+
+}  // namespace hearth::transport

@@ -1,0 +1,16 @@
+// The one JSON view of the head's typed replies (PlanReport, StatusReply): what `hearth status
+// --json` and `hearth launch --json` print, what the HTTP gateway serves and /metrics reads.
+// The wire carries SI units; this view keeps the documented display keys (`stage_time_ms`,
+// `compute_s`, `bandwidth_mb_s`, ...), converted here and nowhere else.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "transport/codec.h"
+
+namespace hearth::transport {
+
+nlohmann::json plan_view(wire::PlanReport::Reader plan);
+nlohmann::json status_view(wire::StatusReply::Reader status);
+
+}  // namespace hearth::transport
