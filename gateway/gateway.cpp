@@ -65,25 +65,6 @@ json model_object(const json& status) {
             {"stages", stages}}}};
 }
 
-json devices_json(transport::wire::DevicesReply::Reader r) {
-  json out = json::array();
-  for (auto d : r.getDevices()) {
-    const auto p = d.getProfile();
-    out.push_back({{"name", p.getName().cStr()},
-                   {"node_id", d.getNodeId().cStr()},
-                   {"endpoint", d.getControlEndpoint().cStr()},
-                   {"head", d.getIsHead()},
-                   {"alive", d.getAlive()},
-                   {"last_seen_ms", d.getLastSeenMs()},
-                   {"usable_memory_bytes", p.getUsableMemoryBytes()},
-                   {"memory_bandwidth_bytes_per_s", p.getMemoryBandwidthBytesPerS()},
-                   {"cores", p.getCores()},
-                   {"cpu", p.getCpu().cStr()},
-                   {"arch", p.getArch().cStr()}});
-  }
-  return out;
-}
-
 // The head's control socket as this process reaches it: a wildcard bind is reached on loopback.
 std::string local_endpoint(const std::string& endpoint) {
   for (const char* wildcard : {"tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:"})
@@ -343,7 +324,7 @@ void Gateway::fetch_devices(JsonThen then) {
       std::move(message),
       [this, then = std::move(then)](const transport::wire::Envelope::Reader* reply) {
         json devices;
-        if (reply != nullptr && reply->isDevicesReply()) devices = devices_json(reply->getDevicesReply());
+        if (reply != nullptr && reply->isDevicesReply()) devices = transport::devices_view(reply->getDevicesReply());
         net::post(io_, [then, devices] { then(devices); });
         return false;
       },

@@ -1,5 +1,7 @@
 #include "gateway/http_client.h"
 
+#include "transport/sockets.h"
+
 #include <cstdint>
 #include <limits>
 #include <stdexcept>
@@ -81,11 +83,11 @@ HttpClient::HttpClient(const std::string& base_url, std::string api_key) : api_k
   while (!rest.empty() && rest.back() == '/') rest.pop_back();
   if (rest.find('/') != std::string::npos)
     throw std::invalid_argument("'" + base_url + "' has a path: give only http://HOST:PORT");
-  const size_t colon = rest.rfind(':');
-  if (rest.empty() || colon == 0) throw std::invalid_argument("'" + base_url + "' is not http://HOST:PORT");
-  host_ = colon == std::string::npos ? rest : rest.substr(0, colon);
-  port_ = colon == std::string::npos ? "80" : rest.substr(colon + 1);
-  if (host_.size() >= 2 && host_.front() == '[') host_ = host_.substr(1, host_.size() - 2);
+  const auto hp = transport::split_host_port(rest);
+  const bool bare_host = !hp && !rest.empty() && rest.back() != ']' && rest.find(':') == std::string::npos;
+  if ((!hp && !bare_host) || (hp && hp->host.empty())) throw std::invalid_argument("'" + base_url + "' is not http://HOST:PORT");
+  host_ = transport::unbracketed(hp ? hp->host : rest);
+  port_ = hp ? std::to_string(hp->port) : "80";
   base_url_ = "http://" + rest;
 }
 

@@ -1,5 +1,7 @@
 #include "gateway/http_server.h"
 
+#include "transport/sockets.h"
+
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/strand.hpp>
@@ -23,13 +25,11 @@ const Headers kCors = {{"Access-Control-Allow-Origin", "*"},
                        {"Access-Control-Allow-Headers", "Authorization, Content-Type"},
                        {"Access-Control-Allow-Methods", "GET, POST, OPTIONS"}};
 
-std::pair<std::string, std::string> split_host_port(const std::string& host_port) {
-  const size_t colon = host_port.rfind(':');
-  if (colon == std::string::npos || colon + 1 >= host_port.size())
-    throw std::invalid_argument("--http '" + host_port + "' is not HOST:PORT (e.g. 0.0.0.0:8080)");
-  std::string host = host_port.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  return {host.empty() ? "0.0.0.0" : host, host_port.substr(colon + 1)};
+std::pair<std::string, std::string> listen_address(const std::string& host_port) {
+  const auto hp = transport::split_host_port(host_port);
+  if (!hp) throw std::invalid_argument("--http '" + host_port + "' is not HOST:PORT (e.g. 0.0.0.0:8080)");
+  const std::string host = transport::unbracketed(hp->host);
+  return {host.empty() ? "0.0.0.0" : host, std::to_string(hp->port)};
 }
 
 }  // namespace
@@ -230,7 +230,7 @@ void HttpConnection::close() {
 HttpServer::HttpServer(net::io_context& io, const std::string& host_port, HttpConnection::Handler handler,
                        HttpConnection::Observer observer)
     : io_(io), acceptor_(io), handler_(std::move(handler)), observer_(std::move(observer)) {
-  const auto [host, port] = split_host_port(host_port);
+  const auto [host, port] = listen_address(host_port);
   beast::error_code ec;
   tcp::resolver resolver(io);
   const auto results = resolver.resolve(host, port, tcp::resolver::passive | tcp::resolver::numeric_service, ec);

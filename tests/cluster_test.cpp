@@ -115,8 +115,23 @@ TEST_SUITE("cluster") {
     REQUIRE(c.cli({"stop"}).exit_code == 0);
     REQUIRE(c.cli({"launch", "--model", model, "--ctx", "128", "--streams", "1"}).exit_code == 0);
     const auto reloaded = status(c);
-    for (const auto& s : reloaded["plan"]["stages"])
-      if (s["device"] != "head") CHECK(s["message"] == "cached");
+    // The same plan, that is: links measured between the two launches may move a layer, and a
+    // stage with other layers is another file.
+    const auto layout = [](const nlohmann::json& stages) {
+      std::string text;
+      for (const auto& s : stages)
+        text += s["device"].get<std::string>() + ":" + s["first_layer"].dump() + "-" + s["last_layer"].dump() + " ";
+      return text;
+    };
+    CAPTURE(layout(plan["stages"]));
+    CAPTURE(layout(reloaded["plan"]["stages"]));
+    for (const auto& s : reloaded["plan"]["stages"]) {
+      bool same = false;
+      for (const auto& before : plan["stages"])
+        same |= before["device"] == s["device"] && before["first_layer"] == s["first_layer"] &&
+                before["last_layer"] == s["last_layer"];
+      if (s["device"] != "head" && same) CHECK(s["message"] == "cached");
+    }
     check_same_as_one_device(c, model, "hello world", 8);
   }
 

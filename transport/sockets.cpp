@@ -89,41 +89,41 @@ void drain(zmq::socket_t& socket, int limit) {
   }
 }
 
-std::string tcp_endpoint(const std::string& host_port) {
-  std::string hp = host_port;
-  if (hp.rfind("tcp://", 0) == 0) hp = hp.substr(6);
+std::optional<HostPort> split_host_port(const std::string& text) {
+  const std::string hp = text.rfind("tcp://", 0) == 0 ? text.substr(6) : text;
   const size_t colon = hp.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 >= hp.size())
-    throw std::invalid_argument("'" + host_port + "' is not HOST:PORT");
+  if (colon == std::string::npos) return std::nullopt;
   const std::string port = hp.substr(colon + 1);
-  if (port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535)
-    throw std::invalid_argument("'" + host_port + "' has an invalid port");
-  return "tcp://" + hp;
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  const int number = std::stoi(port);
+  if (number > 65535) return std::nullopt;
+  return HostPort{hp.substr(0, colon), number};
+}
+
+std::string unbracketed(const std::string& host) {
+  return host.size() >= 2 && host.front() == '[' && host.back() == ']' ? host.substr(1, host.size() - 2) : host;
+}
+
+std::string tcp_endpoint(const std::string& host_port) {
+  const auto hp = split_host_port(host_port);
+  if (!hp || hp->host.empty()) throw std::invalid_argument("'" + host_port + "' is not HOST:PORT (a port from 0 to 65535)");
+  return "tcp://" + hp->host + ":" + std::to_string(hp->port);
 }
 
 int endpoint_port(const std::string& endpoint) {
-  const size_t colon = endpoint.rfind(':');
-  if (colon == std::string::npos) return 0;
-  try {
-    return std::stoi(endpoint.substr(colon + 1));
-  } catch (...) {
-    return 0;
-  }
+  const auto hp = split_host_port(endpoint);
+  return hp ? hp->port : 0;
 }
 
 std::string endpoint_host(const std::string& endpoint) {
-  const std::string hp = endpoint.rfind("tcp://", 0) == 0 ? endpoint.substr(6) : endpoint;
-  const size_t colon = hp.rfind(':');
-  return colon == std::string::npos ? "" : hp.substr(0, colon);
+  const auto hp = split_host_port(endpoint);
+  return hp ? hp->host : "";
 }
 
 std::string with_host(const std::string& endpoint, const std::string& host) {
   return "tcp://" + host + ":" + std::to_string(endpoint_port(endpoint));
 }
 
-std::string with_port(const std::string& endpoint, int port) {
-  const size_t colon = endpoint.rfind(':');
-  return endpoint.substr(0, colon + 1) + std::to_string(port);
-}
+std::string with_port(const std::string& endpoint, int port) { return "tcp://" + endpoint_host(endpoint) + ":" + std::to_string(port); }
 
 }  // namespace hearth::transport

@@ -63,6 +63,16 @@ std::vector<zmq::message_t> receive_multipart(zmq::socket_t& socket);
 // Reads and drops whatever is waiting (at most `limit` messages, so a flood cannot hold the caller).
 void drain(zmq::socket_t& socket, int limit = 1024);
 
+// "HOST:PORT" (or "tcp://HOST:PORT"), split at the last colon; nullopt when there is none or the
+// port is not a number from 0 to 65535. An IPv6 host keeps its brackets ("[::1]"), as ZeroMQ
+// wants them; `unbracketed` drops them for resolvers that do not.
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+std::optional<HostPort> split_host_port(const std::string& text);
+std::string unbracketed(const std::string& host);
+
 // "host:port" or "tcp://host:port" -> "tcp://host:port"; throws std::invalid_argument if it is
 // neither.
 std::string tcp_endpoint(const std::string& host_port);

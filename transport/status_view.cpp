@@ -94,4 +94,27 @@ json status_view(wire::StatusReply::Reader s) {
   return j;
 }
 
+json devices_view(wire::DevicesReply::Reader r) {
+  json out = json::array();
+  for (auto d : r.getDevices()) {
+    const auto p = d.getProfile();
+    json decode = json::object();
+    for (auto t : p.getDecode()) decode[t.getType().cStr()] = t.getBytesPerS();
+    out.push_back({{"name", p.getName().cStr()},
+                   {"node_id", d.getNodeId().cStr()},
+                   {"endpoint", d.getControlEndpoint().cStr()},
+                   {"data_endpoint", d.getDataEndpoint().cStr()},
+                   {"head", d.getIsHead()},
+                   {"alive", d.getAlive()},
+                   {"last_seen_ms", d.getLastSeenMs()},
+                   {"usable_memory_bytes", p.getUsableMemoryBytes()},
+                   {"memory_bandwidth_bytes_per_s", p.getMemoryBandwidthBytesPerS()},
+                   {"decode_bytes_per_s", decode},
+                   {"cores", p.getCores()},
+                   {"cpu", p.getCpu().cStr()},
+                   {"arch", p.getArch().cStr()}});
+  }
+  return out;
+}
+
 }  // namespace hearth::transport

@@ -1,4 +1,4 @@
-// The one JSON view of the head's typed replies (PlanReport, StatusReply): what `hearth status
+// The one JSON view of the head's typed replies (PlanReport, StatusReply, DevicesReply): what `hearth status
 // --json` and `hearth launch --json` print, what the HTTP gateway serves and /metrics reads.
 // The wire carries SI units; this view keeps the documented display keys (`stage_time_ms`,
 // `compute_s`, `bandwidth_mb_s`, ...), converted here and nowhere else.
@@ -12,5 +12,7 @@ namespace hearth::transport {
 
 nlohmann::json plan_view(wire::PlanReport::Reader plan);
 nlohmann::json status_view(wire::StatusReply::Reader status);
+// The devices the head knows, one object each (`hearth devices --json`, GET /v1/cluster).
+nlohmann::json devices_view(wire::DevicesReply::Reader devices);
 
 }  // namespace hearth::transport

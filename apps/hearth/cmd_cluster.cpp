@@ -42,24 +42,7 @@ void devices(const HeadTarget& head, bool json) {
   b.initRoot<wire::Envelope>().initDevicesRequest();
   nlohmann::json out = nlohmann::json::array();
   c.request(b, [&](wire::Envelope::Reader env) {
-    for (auto d : env.getDevicesReply().getDevices()) {
-      const auto p = d.getProfile();
-      nlohmann::json decode;
-      for (auto t : p.getDecode()) decode[t.getType().cStr()] = t.getBytesPerS();
-      out.push_back({{"name", p.getName().cStr()},
-                     {"node_id", d.getNodeId().cStr()},
-                     {"endpoint", d.getControlEndpoint().cStr()},
-                     {"data_endpoint", d.getDataEndpoint().cStr()},
-                     {"head", d.getIsHead()},
-                     {"alive", d.getAlive()},
-                     {"last_seen_ms", d.getLastSeenMs()},
-                     {"usable_memory_bytes", p.getUsableMemoryBytes()},
-                     {"memory_bandwidth_bytes_per_s", p.getMemoryBandwidthBytesPerS()},
-                     {"decode_bytes_per_s", decode},
-                     {"cores", p.getCores()},
-                     {"cpu", p.getCpu().cStr()},
-                     {"arch", p.getArch().cStr()}});
-    }
+    out = transport::devices_view(env.getDevicesReply());
     return false;
   });
   if (json) {

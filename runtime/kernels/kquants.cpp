@@ -110,10 +110,15 @@ void unpack_q6_k(const BlockQ6_K& b, int8_t q[kQK]) {
   }
 }
 
-void dequantize_q4_k(const BlockQ4_K* b, float* out, int64_t n) {
+namespace {
+
+// Q4_K and Q5_K share their 6-bit scales and mins per 32 values; they differ only in how a block's
+// quants unpack.
+template <typename Block, void (*Unpack)(const Block&, uint8_t*)>
+void dequantize_scale_min(const Block* b, float* out, int64_t n) {
   uint8_t q[kQK];
   for (int64_t i = 0; i < n / kQK; ++i, out += kQK) {
-    unpack_q4_k(b[i], q);
+    Unpack(b[i], q);
     const float d = fp16_to_fp32(b[i].d), dmin = fp16_to_fp32(b[i].dmin);
     for (int j = 0; j < 8; ++j) {
       uint8_t sc, m;
@@ -124,19 +129,11 @@ void dequantize_q4_k(const BlockQ4_K* b, float* out, int64_t n) {
   }
 }
 
-void dequantize_q5_k(const BlockQ5_K* b, float* out, int64_t n) {
-  uint8_t q[kQK];
-  for (int64_t i = 0; i < n / kQK; ++i, out += kQK) {
-    unpack_q5_k(b[i], q);
-    const float d = fp16_to_fp32(b[i].d), dmin = fp16_to_fp32(b[i].dmin);
-    for (int j = 0; j < 8; ++j) {
-      uint8_t sc, m;
-      unpack_scale_min(b[i].scales, j, sc, m);
-      const float ds = d * sc, dm = dmin * m;
-      for (int l = 0; l < 32; ++l) out[32 * j + l] = ds * q[32 * j + l] - dm;
-    }
-  }
-}
+}  // namespace
+
+void dequantize_q4_k(const BlockQ4_K* b, float* out, int64_t n) { dequantize_scale_min<BlockQ4_K, unpack_q4_k>(b, out, n); }
+
+void dequantize_q5_k(const BlockQ5_K* b, float* out, int64_t n) { dequantize_scale_min<BlockQ5_K, unpack_q5_k>(b, out, n); }
 
 void dequantize_q6_k(const BlockQ6_K* b, float* out, int64_t n) {
   int8_t q[kQK];
