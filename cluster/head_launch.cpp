@@ -20,10 +20,12 @@ constexpr int kDefaultMaxBatch = 256;
 
 }  // namespace
 
+// Everything that can refuse a launch (the file, the split, the memory) is checked before
+// anything that serves is touched: a refused launch leaves the loaded model serving.
 void Head::on_launch(const std::string& client, uint64_t request_id, wire::LaunchRequest::Reader r) {
+  bool switched = false;  // the old model is unloaded and this launch's plan took its place
   try {
     if (plan_ && plan_->launching()) throw Failure(ErrorCategory::CONFLICT, "a launch is already in progress");
-    unload_all();
     auto p = open_model(r.getModelPath().cStr());
     p->launcher = client;
     p->launcher_request = request_id;
@@ -33,13 +35,15 @@ void Head::on_launch(const std::string& client, uint64_t request_id, wire::Launc
     const partitioner::LinkTable links = registry_.link_table(devices);
     p->plan = r.getSplit().size() == 0 ? plan_by_planner(p->spec, devices, links, p->partition)
                                        : plan_by_split(r.getSplit().cStr(), p->spec, devices, links, p->partition);
+    unload_all();
     plan_ = std::move(p);
+    switched = true;
     for (const auto& line : partitioner::describe_plan(plan_->plan)) spdlog::info("plan: {}", line);
     start_stages(devices);
   } catch (const std::exception& e) {
     spdlog::warn("head: launch failed: {}", e.what());
-    plan_.reset();
-    scheduler_.reset();
+    // A failure once stages were assigned leaves nothing half-loaded behind.
+    if (switched) unload_all();
     capnp::MallocMessageBuilder b;
     auto env = b.initRoot<wire::Envelope>();
     env.setRequestId(request_id);

@@ -93,8 +93,14 @@ void StageLoader::on_weight_chunk(wire::WeightChunk::Reader c, zmq::message_t* p
   }
   try {
     loading_->receiver->accept(c.getOffset(), {payload->data<uint8_t>(), payload->size()}, c.getChecksum());
-  } catch (const std::invalid_argument& e) {
+  } catch (const std::invalid_argument& e) {  // a bad chunk: asked for again
     spdlog::warn("weights: {}", e.what());
+  } catch (const std::exception& e) {  // this device cannot store it (a full disk): the launch fails now
+    spdlog::error("cannot store the stage's weights: {}", e.what());
+    report(wire::LoadStatus::State::FAILED, std::string("cannot store the stage's weights: ") + e.what(), loading_->plan_id, 0,
+           0);
+    loading_.reset();
+    return;
   }
   if (loading_->receiver->complete()) {
     finish_loading();

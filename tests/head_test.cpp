@@ -229,6 +229,43 @@ TEST_CASE("head: a launch that cannot fit fails as NO_CAPACITY, and a missing fi
   CHECK(replies[2].getLaunchReply().getCategory() == wire::ErrorCategory::NOT_FOUND);
 }
 
+TEST_CASE("head: a refused launch leaves the loaded model serving; a device that fails to load fails the launch") {
+  test::TempDir dir;
+  const std::string model = test::make_model(dir, "m.gguf", {});
+  Harness h;
+  h.launch(model);  // the head alone holds it
+  REQUIRE(h.head.plan() != nullptr);
+  REQUIRE(h.head.plan()->ready());
+  const uint64_t serving = h.head.plan()->id;
+  for (const char* bad : {"absent.gguf", ""}) {
+    h.launch(bad[0] ? dir.file(bad) : model + "x");
+    CHECK_FALSE(h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).back().getLaunchReply().getOk());
+    REQUIRE(h.head.plan() != nullptr);
+    CHECK(h.head.plan()->id == serving);
+    CHECK(h.head.plan()->ready());
+    CHECK(h.stage.loaded());
+  }
+  h.launch(model, "head:1,nobody:3");
+  CHECK(h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).back().getLaunchReply().getCategory() == wire::ErrorCategory::NOT_FOUND);
+  CHECK(h.head.plan()->id == serving);
+
+  // A launch whose device reports a failed load ends at once, naming the device.
+  h.hello("dev-a", "a", "KA");
+  h.launch(model, "head:2,a:2");
+  REQUIRE(h.head.plan()->launching());
+  capnp::MallocMessageBuilder b;
+  auto st = b.initRoot<wire::Envelope>().initLoadStatus();
+  st.setPlanId(h.head.plan()->id);
+  st.setState(wire::LoadStatus::State::FAILED);
+  st.setMessage("cannot store the stage's weights: No space left on device");
+  h.deliver("dev-a", b);
+  const auto reply = h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).back().getLaunchReply();
+  CHECK_FALSE(reply.getOk());
+  CHECK(std::string(reply.getMessage().cStr()).find("device a could not load its stage: cannot store") != std::string::npos);
+  CHECK(h.head.plan()->state() == LaunchState::kFailed);
+  CHECK_FALSE(h.head.plan()->launching());  // the next launch is not refused as "in progress"
+}
+
 TEST_CASE("head: a device lost mid-generation leads to a re-plan on the devices left") {
   test::TempDir dir;
   const std::string model = test::make_model(dir, "m.gguf", {});

@@ -124,6 +124,8 @@ std::string with_host(const std::string& endpoint, const std::string& host) {
   return "tcp://" + host + ":" + std::to_string(endpoint_port(endpoint));
 }
 
-std::string with_port(const std::string& endpoint, int port) { return "tcp://" + endpoint_host(endpoint) + ":" + std::to_string(port); }
+std::string with_port(const std::string& endpoint, int port) {
+  return "tcp://" + endpoint_host(endpoint) + ":" + std::to_string(port);
+}
 
 }  // namespace hearth::transport

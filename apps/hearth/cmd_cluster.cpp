@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -85,7 +86,8 @@ void launch(const HeadTarget& head, const LaunchArgs& a) {
   HeadClient c(head);
   capnp::MallocMessageBuilder b;
   auto r = b.initRoot<wire::Envelope>().initLaunchRequest();
-  r.setModelPath(a.model);
+  // The head resolves the path in its own working directory: send it absolute.
+  r.setModelPath(std::filesystem::absolute(a.model).lexically_normal().string());
   r.setObjective(a.objective);
   r.setCtx(a.ctx);
   r.setStreams(a.streams);

@@ -15,6 +15,7 @@
 
 #include "cluster/config.h"
 #include "gateway/gateway.h"
+#include "cluster/data_dir_lock.h"
 #include "cluster/node.h"
 #include "profiles/profiler.h"
 #include "transport/discovery.h"
@@ -91,8 +92,10 @@ void add_options(CLI::App& app, Options& o, bool& no_discovery) {
   app.add_option("--data-dir", c.data_dir,
                  "Node id, profile and weight cache (default: $HEARTH_DATA_DIR or ~/.local/share/hearth)")
       ->envname("HEARTH_DATA_DIR");
-  app.add_option("--memory-limit", c.memory_limit, "Bytes this daemon may use for its stage (default: what is free)")
-      ->envname("HEARTH_MEMORY_LIMIT");
+  app.add_option("--memory-limit", c.memory_limit,
+                 "Memory this daemon may use for its stage: bytes, or 3G, 3GB (10^9), 3GiB (2^30) (default: what is free)")
+      ->envname("HEARTH_MEMORY_LIMIT")
+      ->transform(CLI::AsSizeValue(true));
   app.add_option("--threads", c.threads, "Compute threads (default: all cores)")->envname("HEARTH_THREADS");
   app.add_flag("--no-discovery", no_discovery, "No UDP beacons (use --join/--peer)");
   app.add_option("--discovery-port", c.discovery_port, "UDP port of the beacons")->capture_default_str();
@@ -138,6 +141,7 @@ std::string check_options(const Options& o) {
 void serve(const Options& o) {
   const DaemonConfig& c = o.config;
   fs::create_directories(c.data_dir);
+  const hearth::cluster::DataDirLock lock(c.data_dir);  // before anything in it is read or written
   hearth::cluster::Node node(c, load_profile(c), load_node_id(c.data_dir));
   node.start();
 

@@ -1,0 +1,134 @@
+// Operations a home can trust: one daemon per data directory, sizes people write, and a device
+// that cannot store its weights ends the launch at once instead of hanging it.
+#include <doctest/doctest.h>
+#include <sys/resource.h>
+#include <xxhash.h>
+
+#include <csignal>
+#include <nlohmann/json.hpp>
+
+#include "cluster/data_dir_lock.h"
+#include "cluster/stage_loader.h"
+#include "tests/cluster_util.h"
+#include "tests/test_util.h"
+
+namespace hearth::cluster {
+
+namespace wire = transport::wire;
+
+TEST_CASE("operations: one daemon per data directory") {
+  test::TempDir dir;
+  {
+    const DataDirLock first(dir.path().string());
+    try {
+      const DataDirLock second(dir.path().string());
+      FAIL("a second lock on the same directory was granted");
+    } catch (const std::runtime_error& e) {
+      const std::string what = e.what();
+      CHECK(what.find("another hearthd") != std::string::npos);
+      CHECK(what.find(dir.path().string()) != std::string::npos);
+      CHECK(what.find("--data-dir") != std::string::npos);
+    }
+  }
+  const DataDirLock again(dir.path().string());  // released with its holder
+}
+
+TEST_CASE("operations: a second hearthd on a daemon's data directory stops with a clear error; sizes take suffixes") {
+  test::TempDir dir;
+  test::Cluster c(dir);
+  c.start("head");
+  c.start("a", {"--memory-limit", "300MiB"});
+  const auto second = test::run_command(
+      {HEARTH_DAEMON, "--name", "twin", "--data-dir", c.daemon("a").data_dir, "--listen", "127.0.0.1:0", "--no-discovery"});
+  CAPTURE(second.err);
+  CHECK(second.exit_code == 1);
+  CHECK(second.err.find("another hearthd") != std::string::npos);
+  // The first one is untouched and its limit was read as 300 x 2^20 bytes.
+  const auto devices = c.cli({"devices", "--json"});
+  REQUIRE(devices.exit_code == 0);
+  bool seen = false;
+  for (const auto& d : nlohmann::json::parse(devices.out))
+    if (d["name"] == "a") {
+      seen = true;
+      CHECK(d["alive"] == true);
+      CHECK(d["usable_memory_bytes"].get<double>() <= 300.0 * (1 << 20));
+      CHECK(d["usable_memory_bytes"].get<double>() > 0);
+    }
+  CHECK(seen);
+  const auto bad = test::run_command({HEARTH_DAEMON, "--memory-limit", "3 potatoes", "--data-dir", dir.file("x")});
+  CHECK(bad.exit_code != 0);
+}
+
+namespace {
+
+// Writes beyond `bytes` fail with EFBIG, as on a full disk, until the guard goes away.
+struct FileSizeLimit {
+  rlimit old{};
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    ::getrlimit(RLIMIT_FSIZE, &old);
+    rlimit l = old;
+    l.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &l);
+  }
+  ~FileSizeLimit() { ::setrlimit(RLIMIT_FSIZE, &old); }
+};
+
+}  // namespace
+
+TEST_CASE("operations: a device that cannot store its weights fails the launch at once") {
+  test::TempDir dir;
+  zmq::context_t context;
+  transport::SocketFactory sockets(context);
+  runtime::ThreadPool pool(1);
+  DropStats drops;
+  StageRunner runner(sockets, pool, drops, "phone", {.to_head = [](capnp::MessageBuilder&) {}, .sampled = nullptr});
+  DaemonConfig config;
+  config.data_dir = dir.path().string();
+  std::vector<transport::Decoded> to_head;
+  StageLoader loader(
+      config, runner, [&](capnp::MessageBuilder& m) { to_head.push_back(transport::decode(transport::encode(m))); },
+      [](const std::string&) {});
+
+  capnp::MallocMessageBuilder b;
+  auto a = b.initRoot<wire::Envelope>().initAssignment();
+  a.setPlanId(42);
+  a.setModelHash(0x1234);
+  a.setFirstLayer(0);
+  a.setLastLayer(1);
+  a.setStageFileBytes(16u << 20);
+  a.setStageFileHash(0x5678);
+  a.setNextEndpoint("127.0.0.1:1");
+  a.setNCtx(64);
+  a.setMaxBatch(16);
+  a.setMaxSequences(1);
+  loader.on_assignment(a.asReader());
+  REQUIRE_FALSE(to_head.empty());
+  const auto request = to_head.front().envelope();
+  REQUIRE(request.isWeightRequest());
+  const uint64_t offset = request.getWeightRequest().getOffset();
+  zmq::message_t chunk(request.getWeightRequest().getLength());
+  std::memset(chunk.data(), 7, chunk.size());
+
+  capnp::MallocMessageBuilder cb;
+  auto c = cb.initRoot<wire::Envelope>().initWeightChunk();
+  c.setPlanId(42);
+  c.setOffset(offset);
+  c.setChecksum(XXH3_64bits(chunk.data(), chunk.size()));
+  {
+    const FileSizeLimit full(1);
+    loader.on_weight_chunk(c.asReader(), &chunk, drops);
+  }
+  const auto last = to_head.back().envelope();
+  REQUIRE(last.isLoadStatus());
+  CHECK(last.getLoadStatus().getPlanId() == 42);
+  CHECK(last.getLoadStatus().getState() == wire::LoadStatus::State::FAILED);
+  CHECK(std::string(last.getLoadStatus().getMessage().cStr()).find("cannot store") != std::string::npos);
+  // Later chunks of that launch are out of plan, not a crash.
+  const size_t sent = to_head.size();
+  loader.on_weight_chunk(c.asReader(), &chunk, drops);
+  CHECK(to_head.size() == sent);
+  CHECK(drops.out_of_plan == 1);
+}
+
+}  // namespace hearth::cluster
