@@ -7,6 +7,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
+#include <algorithm>
 #include <cstdio>
 
 #include "gateway/openai_api.h"
@@ -229,7 +230,7 @@ void HttpConnection::close() {
 
 HttpServer::HttpServer(net::io_context& io, const std::string& host_port, HttpConnection::Handler handler,
                        HttpConnection::Observer observer)
-    : io_(io), acceptor_(io), handler_(std::move(handler)), observer_(std::move(observer)) {
+    : io_(io), acceptor_(io), backoff_(io), handler_(std::move(handler)), observer_(std::move(observer)) {
   const auto [host, port] = listen_address(host_port);
   beast::error_code ec;
   tcp::resolver resolver(io);
@@ -257,19 +258,31 @@ void HttpServer::start() { accept(); }
 void HttpServer::stop() {
   beast::error_code ec;
   acceptor_.close(ec);
+  backoff_.cancel();
 }
 
 void HttpServer::accept() {
   acceptor_.async_accept([this](beast::error_code ec, tcp::socket socket) {
     if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
-    if (!ec) {
-      beast::error_code nd;
-      socket.set_option(tcp::no_delay(true), nd);  // one token per write: do not wait to coalesce
-      std::make_shared<HttpConnection>(std::move(socket), handler_, observer_)->start();
-    } else {
-      spdlog::warn("http: accept failed: {}", ec.message());
-    }
+    if (ec) return accept_later(ec);
+    backoff_delay_ = std::chrono::milliseconds(0);
+    beast::error_code nd;
+    socket.set_option(tcp::no_delay(true), nd);  // one token per write: do not wait to coalesce
+    std::make_shared<HttpConnection>(std::move(socket), handler_, observer_)->start();
     accept();
+  });
+}
+
+void HttpServer::accept_later(const beast::error_code& ec) {
+  // 10 ms doubling to 1 s: the connections open now finish and give back their descriptors.
+  backoff_delay_ = std::min(std::chrono::milliseconds(1000), std::max(std::chrono::milliseconds(10), backoff_delay_ * 2));
+  // Logged on the first failure of a run and then every 100th, not a million times a second.
+  if (failed_accepts_++ % 100 == 0)
+    spdlog::warn("http: cannot accept connections: {} (retrying in {} ms; {} failed so far)", ec.message(), backoff_delay_.count(),
+                 failed_accepts_);
+  backoff_.expires_after(backoff_delay_);
+  backoff_.async_wait([this](const beast::error_code& wait) {
+    if (!wait && acceptor_.is_open()) accept();
   });
 }
 

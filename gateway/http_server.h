@@ -20,6 +20,7 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -106,9 +107,15 @@ class HttpServer {
 
  private:
   void accept();
+  // After a failed accept (out of file descriptors, say): accept again later, not at once,
+  // so the loop neither spins on the error nor floods the log with it.
+  void accept_later(const boost::beast::error_code& ec);
 
   net::io_context& io_;
   tcp::acceptor acceptor_;
+  net::steady_timer backoff_;
+  std::chrono::milliseconds backoff_delay_{0};
+  uint64_t failed_accepts_ = 0;
   HttpConnection::Handler handler_;
   HttpConnection::Observer observer_;
 };

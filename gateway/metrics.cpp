@@ -62,48 +62,10 @@ void GatewayStats::observe_ttft(double seconds) {
     }
 }
 
-std::string GatewayStats::render(const json& status, const json& devices, uint64_t unrouted) const {
-  Exposition e;
-  e.family("hearth_http_responses_total", "counter", "HTTP responses by route and status code");
-  for (const auto& [key, n] : responses_)
-    e.sample("hearth_http_responses_total", static_cast<double>(n),
-             "route=\"" + prom_label(key.first) + "\",code=\"" + std::to_string(key.second) + "\"");
-  e.family("hearth_http_time_to_first_token_seconds", "histogram",
-           "From an HTTP request to its first token, as the client gets it");
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < ttft_bounds_.size(); ++i) {
-    cumulative += ttft_buckets_[i];
-    e.sample("hearth_http_time_to_first_token_seconds_bucket", static_cast<double>(cumulative),
-             "le=\"" + num(ttft_bounds_[i]) + "\"");
-  }
-  e.sample("hearth_http_time_to_first_token_seconds_bucket", static_cast<double>(ttft_count_), "le=\"+Inf\"");
-  e.sample("hearth_http_time_to_first_token_seconds_sum", ttft_sum_);
-  e.sample("hearth_http_time_to_first_token_seconds_count", static_cast<double>(ttft_count_));
-  e.family("hearth_http_generations_active", "gauge", "Generations the gateway is waiting on");
-  e.sample("hearth_http_generations_active", static_cast<double>(generations_active_));
-  e.family("hearth_http_queue_depth", "gauge", "Generations waiting in the gateway for one of the head's streams");
-  e.sample("hearth_http_queue_depth", static_cast<double>(queued_));
-  e.family("hearth_http_streams_active", "gauge", "Streamed (SSE) responses in progress");
-  e.sample("hearth_http_streams_active", static_cast<double>(streams_active_));
-  e.family("hearth_http_tokens_sent_total", "counter", "Tokens the gateway passed on to HTTP clients");
-  e.sample("hearth_http_tokens_sent_total", static_cast<double>(tokens_));
-  e.family("hearth_http_client_disconnects_total", "counter",
-           "Clients that left before their generation ended (each one cancelled)");
-  e.sample("hearth_http_client_disconnects_total", static_cast<double>(disconnects_));
-  e.family("hearth_http_stop_strings_total", "counter", "Generations cut and cancelled at a stop string");
-  e.sample("hearth_http_stop_strings_total", static_cast<double>(stop_strings_));
-  e.family("hearth_http_unrouted_replies_total", "counter", "Replies from the head that arrived after their request had ended");
-  e.sample("hearth_http_unrouted_replies_total", static_cast<double>(unrouted));
+namespace {
 
-  e.family("hearth_head_up", "gauge", "1 if the head answered the gateway's status request");
-  e.sample("hearth_head_up", status.is_object() ? 1 : 0);
-  if (!status.is_object()) return e.str();
-
-  const json& plan = status.contains("plan") ? status["plan"] : json(nullptr);
-  const bool loaded = plan.is_object() && !plan.empty();
-  e.family("hearth_model_loaded", "gauge", "1 if a model is launched and ready");
-  e.sample("hearth_model_loaded", loaded && plan.value("ready", false) ? 1 : 0,
-           loaded ? "model=\"" + prom_label(plan.value("model_name", "")) + "\"" : "");
+// The head's conversations and its own stage, as its status reports them.
+void generation_families(Exposition& e, const json& status) {
   if (status.contains("generation")) {
     const json& g = status["generation"];
     e.family("hearth_generations_active", "gauge", "Conversations the head's scheduler is running (prefill or decode)");
@@ -127,7 +89,11 @@ std::string GatewayStats::render(const json& status, const json& devices, uint64
     e.family("hearth_head_stage_compute_seconds_total", "counter", "Compute time of the head's own stage");
     e.sample("hearth_head_stage_compute_seconds_total", get(h, "compute_s"));
   }
-  if (loaded && plan.contains("stages")) {
+}
+
+// One sample per stage of the plan, and the plan's prediction.
+void stage_families(Exposition& e, const json& plan) {
+  if (plan.contains("stages")) {
     // Each family's samples stay together, as the format requires.
     const auto per_stage = [&](const std::string& name, const std::string& type, const std::string& help, auto value) {
       e.family(name, type, help);
@@ -162,6 +128,10 @@ std::string GatewayStats::render(const json& status, const json& devices, uint64
       e.sample("hearth_plan_predicted_tokens_per_second", get(plan["predicted"], "tokens_per_s"));
     }
   }
+}
+
+// Links as measured, what the head refused, and the devices.
+void cluster_families(Exposition& e, const json& status, const json& devices) {
   if (status.contains("links") && status["links"].is_array()) {
     const auto per_link = [&](const std::string& name, const std::string& help, const char* field, double scale) {
       e.family(name, "gauge", help);
@@ -188,6 +158,54 @@ std::string GatewayStats::render(const json& status, const json& devices, uint64
       e.sample("hearth_device_usable_memory_bytes", get(d, "usable_memory_bytes"),
                "device=\"" + prom_label(d.value("name", "")) + "\"");
   }
+}
+
+}  // namespace
+
+std::string GatewayStats::render(const json& status, const json& devices, uint64_t unrouted) const {
+  Exposition e;
+  e.family("hearth_http_responses_total", "counter", "HTTP responses by route and status code");
+  for (const auto& [key, n] : responses_)
+    e.sample("hearth_http_responses_total", static_cast<double>(n),
+             "route=\"" + prom_label(key.first) + "\",code=\"" + std::to_string(key.second) + "\"");
+  e.family("hearth_http_time_to_first_token_seconds", "histogram",
+           "From an HTTP request to its first token, as the client gets it");
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < ttft_bounds_.size(); ++i) {
+    cumulative += ttft_buckets_[i];
+    e.sample("hearth_http_time_to_first_token_seconds_bucket", static_cast<double>(cumulative),
+             "le=\"" + num(ttft_bounds_[i]) + "\"");
+  }
+  e.sample("hearth_http_time_to_first_token_seconds_bucket", static_cast<double>(ttft_count_), "le=\"+Inf\"");
+  e.sample("hearth_http_time_to_first_token_seconds_sum", ttft_sum_);
+  e.sample("hearth_http_time_to_first_token_seconds_count", static_cast<double>(ttft_count_));
+  e.family("hearth_http_generations_active", "gauge", "Generations the gateway is waiting on");
+  e.sample("hearth_http_generations_active", static_cast<double>(generations_active_));
+  e.family("hearth_http_queue_depth", "gauge", "Generations waiting in the gateway for one of the head's streams");
+  e.sample("hearth_http_queue_depth", static_cast<double>(queued_));
+  e.family("hearth_http_streams_active", "gauge", "Streamed (SSE) responses in progress");
+  e.sample("hearth_http_streams_active", static_cast<double>(streams_active_));
+  e.family("hearth_http_tokens_sent_total", "counter", "Tokens the gateway passed on to HTTP clients");
+  e.sample("hearth_http_tokens_sent_total", static_cast<double>(tokens_));
+  e.family("hearth_http_client_disconnects_total", "counter",
+           "Clients that left before their generation ended (each one cancelled)");
+  e.sample("hearth_http_client_disconnects_total", static_cast<double>(disconnects_));
+  e.family("hearth_http_stop_strings_total", "counter", "Generations cut and cancelled at a stop string");
+  e.sample("hearth_http_stop_strings_total", static_cast<double>(stop_strings_));
+  e.family("hearth_http_unrouted_replies_total", "counter", "Replies from the head that arrived after their request had ended");
+  e.sample("hearth_http_unrouted_replies_total", static_cast<double>(unrouted));
+  e.family("hearth_head_up", "gauge", "1 if the head answered the gateway's status request");
+  e.sample("hearth_head_up", status.is_object() ? 1 : 0);
+  if (!status.is_object()) return e.str();
+
+  const json& plan = status.contains("plan") ? status["plan"] : json(nullptr);
+  const bool loaded = plan.is_object() && !plan.empty();
+  e.family("hearth_model_loaded", "gauge", "1 if a model is launched and ready");
+  e.sample("hearth_model_loaded", loaded && plan.value("ready", false) ? 1 : 0,
+           loaded ? "model=\"" + prom_label(plan.value("model_name", "")) + "\"" : "");
+  generation_families(e, status);
+  if (loaded) stage_families(e, plan);
+  cluster_families(e, status, devices);
   return e.str();
 }
 

@@ -1,14 +1,23 @@
 // Operations a home can trust: one daemon per data directory, sizes people write, and a device
 // that cannot store its weights ends the launch at once instead of hanging it.
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <xxhash.h>
+
+#include <thread>
 
 #include <csignal>
 #include <nlohmann/json.hpp>
 
 #include "cluster/data_dir_lock.h"
 #include "cluster/stage_loader.h"
+#include "gateway/http_client.h"
+#include "gateway/http_server.h"
 #include "tests/cluster_util.h"
 #include "tests/test_util.h"
 
@@ -132,3 +141,69 @@ TEST_CASE("operations: a device that cannot store its weights fails the launch a
 }
 
 }  // namespace hearth::cluster
+
+
+namespace hearth::http {
+
+namespace {
+
+double cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+int connect_to(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0) (void)::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  return fd;
+}
+
+}  // namespace
+
+TEST_CASE("operations: out of file descriptors, the HTTP server backs off instead of spinning, and recovers") {
+  net::io_context io;
+  const HttpConnection::Handler handler = [](const std::shared_ptr<HttpConnection>& c) { c->respond(200, "text/plain", "ok"); };
+  const HttpConnection::Observer observer = [](const std::string&, int) {};
+  HttpServer server(io, "127.0.0.1:0", handler, observer);
+  server.start();
+  const std::string address = server.address();
+  const int port = std::stoi(address.substr(address.rfind(':') + 1));
+
+  // Connections wait in the backlog while the server's loop is not running yet; then no
+  // descriptor is left for accept() to take: it fails with EMFILE for as long as they wait.
+  std::vector<int> clients;
+  for (int i = 0; i < 4; ++i)
+    if (const int fd = connect_to(port); fd >= 0) clients.push_back(fd);
+  REQUIRE(clients.size() == 4);
+  rlimit old{};
+  ::getrlimit(RLIMIT_NOFILE, &old);
+  int open_now = 0;
+  for (int fd = 0; fd < 65536; ++fd)
+    if (::fcntl(fd, F_GETFD) != -1) open_now = fd + 1;
+  rlimit tight = old;
+  tight.rlim_cur = static_cast<rlim_t>(open_now);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+  std::vector<int> holes;  // free numbers below the limit, taken so that accept() finds none
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY)) >= 0;) holes.push_back(fd);
+  std::thread loop([&] { io.run(); });
+  const double cpu0 = cpu_seconds();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const double busy = cpu_seconds() - cpu0;
+  ::setrlimit(RLIMIT_NOFILE, &old);
+  for (int fd : holes) ::close(fd);
+  MESSAGE("CPU time while accept() fails: " << busy << " s in 1 s");
+  CHECK(busy < 0.3);  // a loop that accepts again at once takes the whole second
+  for (int fd : clients) ::close(fd);
+  // Descriptors are back: the server answers again (within its longest backoff, 1 s).
+  const HttpClient client("http://" + address, "");
+  CHECK(client.get("/").status == 200);
+  io.stop();
+  loop.join();
+}
+
+}  // namespace hearth::http
