@@ -5,6 +5,7 @@
 #include <random>
 
 #include "cluster/wire_convert.h"
+#include "transport/printable.h"
 
 namespace hearth::cluster {
 
@@ -66,7 +67,7 @@ std::string Head::on_pair(const std::string& public_key, const std::string& node
   if (!pairing_) return "this head does not pair devices (--insecure)";
   const std::string refusal = pairing_->pair(public_key, node_id, secret);
   if (!refusal.empty()) {
-    spdlog::warn("head: refused to pair {} ({}): {}", node_id, public_key, refusal);
+    spdlog::warn("head: refused to pair {} ({}): {}", transport::printable(node_id), transport::printable(public_key), refusal);
     return refusal;
   }
   ports_.host.admit(public_key);
@@ -95,7 +96,7 @@ void Head::on_control(const std::string& identity, const char* peer_address, con
     case wire::Envelope::LINK_REPORT: on_link_report(identity, env.getLinkReport()); break;
     default:
       ports_.host.count_unexpected();
-      spdlog::debug("head: dropped an unexpected {} from {}", transport::kind_name(env), identity);
+      spdlog::debug("head: dropped an unexpected {} from {}", transport::kind_name(env), transport::printable(identity));
   }
 }
 
@@ -109,7 +110,7 @@ void Head::tick() {
 
 void Head::on_hello(const std::string& identity, const char* peer_address, const char* user_id, wire::Hello::Reader h) {
   const auto refuse = [&](const Failure& f) {
-    spdlog::warn("head: refused registration from {}: {}", identity, f.what());
+    spdlog::warn("head: refused registration from {}: {}", transport::printable(identity), f.what());
     reply_error(identity, 0, f);
   };
   if (h.getProtocolVersion() != wire::PROTOCOL_VERSION)
@@ -209,7 +210,7 @@ void Head::ask_to_register(const std::string& node_id) {
   last = now;
   capnp::MallocMessageBuilder b;
   b.initRoot<wire::Envelope>().initHelloRequest();
-  if (ports_.outbox.send(node_id, b)) spdlog::info("head: asked {} to register again", node_id);
+  if (ports_.outbox.send(node_id, b)) spdlog::info("head: asked {} to register again", transport::printable(node_id));
 }
 
 void Head::device_lost(const std::string& node_id) {
@@ -230,8 +231,8 @@ void Head::device_lost(const std::string& node_id) {
 
 void Head::on_error(const std::string& identity, wire::Error::Reader e) {
   const Device* d = registry_.by_identity(identity);
-  const std::string who = d ? d->profile.name : identity;
-  spdlog::warn("head: error from {}: {}", who, e.getMessage().cStr());
+  const std::string who = d ? d->profile.name : transport::printable(identity);
+  spdlog::warn("head: error from {}: {}", who, transport::printable(e.getMessage().cStr(), 1000));
   if (!scheduler_ || !plan_ || e.getPlanId() != plan_->id) return;
   std::vector<uint64_t> seqs;
   for (uint64_t s : e.getSeqs()) seqs.push_back(s);

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "cluster/head.h"
+#include "transport/printable.h"
 #include "runtime/model/model_spec_gguf.h"
 
 namespace hearth::cluster {
@@ -193,7 +194,7 @@ void Head::on_load_status(const std::string& identity, wire::LoadStatus::Reader 
     if (st.getBytesTotal() > 0) s.bytes_done = st.getBytesDone();
     if (s.state == StageState::kReady) s.bytes_done = s.bytes_total;  // also when mapped from a local copy
     s.resident_bytes = st.getResidentBytes();
-    s.message = st.getMessage().cStr();
+    s.message = transport::printable(st.getMessage().cStr(), 1000);  // it reaches logs and terminals
     report_progress(s);
     if (s.state == StageState::kFailed) {
       fail_plan("device " + registry_.at(identity).profile.name + " could not load its stage: " + s.message,

@@ -8,6 +8,7 @@
 #include "cluster/pairing.h"
 #include "cluster/wire_convert.h"
 #include "profiles/process_memory.h"
+#include "transport/printable.h"
 
 namespace hearth::cluster {
 
@@ -40,10 +41,10 @@ void guarded(DropStats& drops, const char* what, F&& handle) {
     handle();
   } catch (const std::exception& e) {
     drops.malformed++;
-    spdlog::warn("dropped {}: {}", what, e.what());
+    spdlog::warn("dropped {}: {}", what, transport::printable(e.what(), 500));
   } catch (const kj::Exception& e) {
     drops.malformed++;
-    spdlog::warn("dropped {}: {}", what, e.getDescription().cStr());
+    spdlog::warn("dropped {}: {}", what, transport::printable(e.getDescription().cStr(), 500));
   }
 }
 
@@ -173,7 +174,8 @@ void Node::handle_control() {
       }
       if (!head_role_) {
         drops_.unexpected++;
-        spdlog::debug("dropped a {} from {}: this node is not a head", transport::kind_name(d.envelope()), identity);
+        spdlog::debug("dropped a {} from {}: this node is not a head", transport::kind_name(d.envelope()),
+                      transport::printable(identity));
         return;
       }
       head_role_->on_control(identity, transport::message_property(parts[1], "Peer-Address"),
@@ -242,7 +244,7 @@ void Node::handle_from_head(const transport::Decoded& d, zmq::message_t* payload
     case wire::Envelope::STOP_REQUEST: runner_.unload(); break;
     case wire::Envelope::ERROR: {
       const auto e = env.getError();
-      spdlog::error("head: {}", e.getMessage().cStr());
+      spdlog::error("head: {}", transport::printable(e.getMessage().cStr(), 1000));
       // A refusal that another Hello cannot mend (a taken name, another key, another version):
       // stop retrying; the message says what to change.
       const auto c = e.getCategory();
@@ -300,7 +302,7 @@ bool Node::send_frames(const std::string& identity, capnp::MessageBuilder& messa
     if (payload) control_->send(*payload, zmq::send_flags::none);
     return true;
   } catch (const zmq::error_t& e) {  // EHOSTUNREACH: the peer has gone (router_mandatory)
-    spdlog::debug("cannot send to {}: {}", identity, e.what());
+    spdlog::debug("cannot send to {}: {}", transport::printable(identity), e.what());
     return false;
   }
 }

@@ -1,5 +1,7 @@
 #include "cluster/pairing.h"
 
+#include "transport/printable.h"
+
 #include <spdlog/spdlog.h>
 
 #include <fstream>
@@ -30,7 +32,7 @@ PairingRegistry::PairingRegistry(fs::path keys_dir) : dir_(std::move(keys_dir)) 
 std::string PairingRegistry::pair(const std::string& public_key, const std::string& node_id, const std::string& secret) {
   if (!transport::secrets_equal(secret, secret_)) return "wrong join token: copy it again from the head (`hearth token` there)";
   if (!transport::is_z85_key(public_key)) return "no CURVE key on the connection";
-  if (node_id.empty() || node_id.size() > 64 || node_id.find_first_of(" \t\n/") != std::string::npos) return "invalid node id";
+  if (!transport::valid_node_id(node_id)) return "invalid node id (1-64 of [A-Za-z0-9._-])";
   paired_[public_key] = node_id;
   save();
   return "";

@@ -8,6 +8,7 @@
 
 #include "cluster/head.h"
 #include "cluster/wire_convert.h"
+#include "transport/printable.h"
 #include "transport/status_view.h"
 #include "tests/test_util.h"
 
@@ -372,6 +373,31 @@ TEST_CASE("launch: the state machine has only its edges") {
   LaunchedPlan p;
   p.move_to(LaunchState::kFailed);
   CHECK_THROWS_AS(p.move_to(LaunchState::kReady), std::logic_error);
+}
+
+}  // namespace hearth::cluster
+
+namespace hearth::cluster {
+
+TEST_CASE("head: names and node ids that could forge a log line are refused; logged strings are escaped") {
+  Harness h;
+  h.hello("dev-x", "kitchen\n[12:00:00.000] info head: paired device evil", "KX");
+  auto errors = h.outbox.to("dev-x", wire::Envelope::ERROR);
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0].getError().getCategory() == wire::ErrorCategory::BAD_REQUEST);
+  CHECK(std::string(errors[0].getError().getMessage().cStr()).find("\\x0a") != std::string::npos);
+  h.hello("dev\x1b[2J", "screen", "KY");
+  CHECK(h.head.devices().find("dev\x1b[2J") == nullptr);
+  CHECK(h.head.devices().all().size() == 1);  // only the head
+
+  CHECK(transport::printable("a\nb\x1b[31mc\\") == "a\\x0ab\\x1b[31mc\\\\");
+  CHECK(transport::printable("caf\xc3\xa9") == "caf\xc3\xa9");     // UTF-8 stays
+  CHECK(transport::printable("\xc2\x9b" "2J") == "\\xc2\\x9b2J");  // a C1 control does not
+  CHECK(transport::printable(std::string(300, 'x'), 10) == "xxxxxxxxxx...");
+  CHECK(transport::valid_node_id("0123abcdef"));
+  CHECK_FALSE(transport::valid_node_id("a/b"));
+  CHECK(transport::valid_device_name("Anna's phone"));
+  CHECK_FALSE(transport::valid_device_name("a\tb"));
 }
 
 }  // namespace hearth::cluster
