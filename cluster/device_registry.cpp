@@ -18,7 +18,8 @@ DeviceRegistry::DeviceRegistry(const Clock& clock, Device self) : clock_(clock),
 
 std::optional<Failure> DeviceRegistry::add(Device d) {
   if (!transport::valid_node_id(d.node_id))
-    return Failure(ErrorCategory::BAD_REQUEST, "node id '" + transport::printable(d.node_id, 64) + "' is not 1-64 of [A-Za-z0-9._-]");
+    return Failure(ErrorCategory::BAD_REQUEST,
+                   "node id '" + transport::printable(d.node_id, 64) + "' is not 1-64 of [A-Za-z0-9._-]");
   if (!transport::valid_device_name(d.profile.name))
     return Failure(ErrorCategory::BAD_REQUEST, "device name '" + transport::printable(d.profile.name, 64) +
                                                    "' is not 1-64 bytes of printable UTF-8: start it with another --name");

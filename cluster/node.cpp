@@ -20,8 +20,15 @@ namespace {
 constexpr auto kHelloRetry = std::chrono::milliseconds(500);  // the first may leave before the handshake is done
 constexpr auto kPeerPatience = std::chrono::seconds(3);       // before the next --peer is tried as the head
 
-// Largest frame a data socket accepts: a full batch of hidden states of a large model, plus room.
-constexpr int64_t kMaxDataFrame = int64_t{512} << 20;
+// The largest frame each socket takes, as small as what it carries needs: ZeroMQ buffers a frame
+// up to this size before it can tell a member from a stranger, so these bound what an
+// unauthenticated connection can make a daemon hold.
+// Control: envelopes, and the 4 MiB padding of a bandwidth probe.
+constexpr int64_t kMaxControlFrame = int64_t{8} << 20;
+// Data: a batch of hidden states, [256 tokens x n_embd] f32: 8 MiB at n_embd 8192, 64 MiB at 65536.
+constexpr int64_t kMaxDataFrame = int64_t{64} << 20;
+// From the head: weight chunks of at most 8 MiB (cluster/head_launch.cpp).
+constexpr int64_t kMaxHeadFrame = int64_t{16} << 20;
 
 // This daemon's CURVE identity: none with --insecure.
 std::optional<transport::CurveKeys> node_keys(const DaemonConfig& c) {
@@ -105,7 +112,7 @@ void Node::start() {
   // Port 0 asks for any free ports (ZeroMQ spells it "*"): tests and scripts use it.
   const std::string any_port = "tcp://" + transport::endpoint_host(listen) + ":*";
   const std::string control_bind = ephemeral ? any_port : listen;
-  control_.emplace(sockets_.bind_router(control_bind, {.max_message_bytes = kMaxDataFrame}));
+  control_.emplace(sockets_.bind_router(control_bind, {.max_message_bytes = kMaxControlFrame}));
   control_endpoint_ = control_->get(zmq::sockopt::last_endpoint);
   const std::string data_bind = ephemeral ? control_bind : transport::with_port(listen, transport::endpoint_port(listen) + 1);
   data_.emplace(sockets_.bind_pull(data_bind, {.max_message_bytes = kMaxDataFrame, .receive_hwm = 64}));
@@ -351,7 +358,7 @@ void Node::connect_to_head(const std::string& endpoint) {
   head_endpoint_ = endpoint;
   joined_at_ = Steady::now();
   heartbeater_.reset();
-  head_.emplace(sockets_.connect_dealer(endpoint, node_id_, {.max_message_bytes = kMaxDataFrame, .server_key = head_key_}));
+  head_.emplace(sockets_.connect_dealer(endpoint, node_id_, {.max_message_bytes = kMaxHeadFrame, .server_key = head_key_}));
   registered_ = false;
   send_hello();
   heartbeater_ = std::make_unique<Heartbeater>(sockets_, endpoint, head_key_, node_id_, incarnation_, drops_, runner_.work(),

@@ -278,8 +278,8 @@ void HttpServer::accept_later(const beast::error_code& ec) {
   backoff_delay_ = std::min(std::chrono::milliseconds(1000), std::max(std::chrono::milliseconds(10), backoff_delay_ * 2));
   // Logged on the first failure of a run and then every 100th, not a million times a second.
   if (failed_accepts_++ % 100 == 0)
-    spdlog::warn("http: cannot accept connections: {} (retrying in {} ms; {} failed so far)", ec.message(), backoff_delay_.count(),
-                 failed_accepts_);
+    spdlog::warn("http: cannot accept connections: {} (retrying in {} ms; {} failed so far)", ec.message(),
+                 backoff_delay_.count(), failed_accepts_);
   backoff_.expires_after(backoff_delay_);
   backoff_.async_wait([this](const beast::error_code& wait) {
     if (!wait && acceptor_.is_open()) accept();

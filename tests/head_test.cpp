@@ -391,8 +391,9 @@ TEST_CASE("head: names and node ids that could forge a log line are refused; log
   CHECK(h.head.devices().all().size() == 1);  // only the head
 
   CHECK(transport::printable("a\nb\x1b[31mc\\") == "a\\x0ab\\x1b[31mc\\\\");
-  CHECK(transport::printable("caf\xc3\xa9") == "caf\xc3\xa9");     // UTF-8 stays
-  CHECK(transport::printable("\xc2\x9b" "2J") == "\\xc2\\x9b2J");  // a C1 control does not
+  CHECK(transport::printable("caf\xc3\xa9") == "caf\xc3\xa9");  // UTF-8 stays
+  CHECK(transport::printable("\xc2\x9b"
+                             "2J") == "\\xc2\\x9b2J");  // a C1 control does not
   CHECK(transport::printable(std::string(300, 'x'), 10) == "xxxxxxxxxx...");
   CHECK(transport::valid_node_id("0123abcdef"));
   CHECK_FALSE(transport::valid_node_id("a/b"));

@@ -142,7 +142,6 @@ TEST_CASE("operations: a device that cannot store its weights fails the launch a
 
 }  // namespace hearth::cluster
 
-
 namespace hearth::http {
 
 namespace {
@@ -150,7 +149,8 @@ namespace {
 double cpu_seconds() {
   rusage u{};
   ::getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
 int connect_to(int port) {
@@ -207,3 +207,52 @@ TEST_CASE("operations: out of file descriptors, the HTTP server backs off instea
 }
 
 }  // namespace hearth::http
+
+namespace hearth::cluster {
+
+namespace {
+
+// A plain TCP client that speaks just enough ZMTP 3.0 to announce one frame of `announced` bytes
+// in the CURVE handshake, then sends `sent` bytes of it (or until the daemon hangs up).
+void announce_large_frame(int port, uint64_t announced, size_t sent) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  std::string greeting(64, '\0');
+  greeting[0] = '\xff';
+  greeting[9] = '\x7f';
+  greeting[10] = 3;  // ZMTP 3.0
+  greeting.replace(12, 5, "CURVE");
+  std::string header(9, '\0');
+  header[0] = 0x06;  // a long command frame
+  for (int i = 0; i < 8; ++i) header[1 + i] = static_cast<char>((announced >> (8 * (7 - i))) & 0xff);
+  const std::string junk(1 << 20, 'x');
+  std::string first = greeting + header;
+  (void)::send(fd, first.data(), first.size(), MSG_NOSIGNAL);
+  for (size_t done = 0; done < sent; done += junk.size())
+    if (::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL) <= 0) break;  // hung up: as it should
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ::close(fd);
+}
+
+}  // namespace
+
+TEST_CASE("operations: a stranger announcing a large frame cannot make a daemon hold it") {
+  test::TempDir dir;
+  test::Cluster c(dir);
+  const auto& head = c.start("head");
+  const int control = transport::endpoint_port(c.head());
+  const uint64_t before = test::process_rss(head.pid);
+  announce_large_frame(control, 400ull << 20, 48u << 20);      // on the control socket
+  announce_large_frame(control + 1, 400ull << 20, 48u << 20);  // and on the data socket
+  const uint64_t after = test::process_rss(head.pid);
+  MESSAGE("head RSS " << before / 1e6 << " MB -> " << after / 1e6 << " MB after two strangers sent 48 MB each");
+  CHECK(after < before + (24u << 20));
+  CHECK(c.cli({"devices"}).exit_code == 0);  // and it still serves
+}
+
+}  // namespace hearth::cluster

@@ -52,7 +52,8 @@ std::string printable(std::string_view text, size_t max_bytes) {
 bool valid_node_id(std::string_view id) {
   if (id.empty() || id.size() > 64) return false;
   for (char c : id)
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')) return false;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+      return false;
   return true;
 }
 
