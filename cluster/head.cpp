@@ -63,8 +63,15 @@ std::string Head::join_token() const {
   return transport::format_join_token({self_.public_key, self_.pairing_port, pairing_->secret()});
 }
 
-std::string Head::on_pair(const std::string& public_key, const std::string& node_id, const std::string& secret) {
+std::string Head::on_pair(const std::string& public_key, const std::string& node_id, const std::string& secret,
+                          const std::string& peer_address) {
   if (!pairing_) return "this head does not pair devices (--insecure)";
+  if (!pairing_throttle_.allow(peer_address, ports_.clock.now())) {
+    if (pairing_throttle_.refused() % 100 == 1)  // said once per hundred, not once per attempt
+      spdlog::warn("head: too many pairing attempts from {} ({} refused so far)", transport::printable(peer_address),
+                   pairing_throttle_.refused());
+    return "too many pairing attempts from this address: wait a minute and try again";
+  }
   const std::string refusal = pairing_->pair(public_key, node_id, secret);
   if (!refusal.empty()) {
     spdlog::warn("head: refused to pair {} ({}): {}", transport::printable(node_id), transport::printable(public_key), refusal);

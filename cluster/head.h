@@ -25,6 +25,7 @@
 #include "cluster/host.h"
 #include "cluster/launch.h"
 #include "cluster/pairing.h"
+#include "cluster/pairing_throttle.h"
 #include "cluster/scheduler.h"
 #include "profiles/profiler.h"
 #include "transport/codec.h"
@@ -66,8 +67,10 @@ class Head {
   // Liveness, recovery deadlines, and one scheduler step; the loop calls it every iteration.
   void tick();
   bool has_work() const { return scheduler_ && scheduler_->has_work(); }
-  // A pairing request (from the pairing socket): "" when the key was added, else why not.
-  std::string on_pair(const std::string& public_key, const std::string& node_id, const std::string& secret);
+  // A pairing request (from the pairing socket) from `peer_address`: "" when the key was added,
+  // else why not.
+  std::string on_pair(const std::string& public_key, const std::string& node_id, const std::string& secret,
+                      const std::string& peer_address);
   // The join token new devices pair with (empty with --insecure).
   std::string join_token() const;
 
@@ -131,6 +134,7 @@ class Head {
   HeadPorts ports_;
   DeviceRegistry registry_;
   std::unique_ptr<PairingRegistry> pairing_;  // secure clusters only
+  PairingThrottle pairing_throttle_;
   std::unique_ptr<LaunchedPlan> plan_;
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<CarriedSession> carried_;  // conversations waiting for a device (see recover())

@@ -143,6 +143,7 @@ void Head::on_status(const std::string& client, uint64_t request_id) {
   r.setDroppedOutOfPlan(d.out_of_plan);
   r.setDroppedUnexpected(d.unexpected);
   r.setDroppedBadPayload(d.bad_payload);
+  r.setPairingRateLimited(pairing_throttle_.refused());
   ports_.outbox.send(client, b);
 }
 

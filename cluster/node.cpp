@@ -207,7 +207,9 @@ void Node::handle_pairing() {
       if (!d.envelope().isPairRequest()) throw std::invalid_argument("only pairing requests are taken here");
       const auto r = d.envelope().getPairRequest();
       const char* key = transport::message_property(parts[1], "User-Id");
-      refusal = head_role_->on_pair(key == nullptr ? "" : key, r.getNodeId().cStr(), r.getSecret().cStr());
+      const char* address = transport::message_property(parts[1], "Peer-Address");
+      refusal = head_role_->on_pair(key == nullptr ? "" : key, r.getNodeId().cStr(), r.getSecret().cStr(),
+                                    address == nullptr ? "" : address);
     });
     capnp::MallocMessageBuilder b;
     auto reply = b.initRoot<wire::Envelope>().initPairReply();

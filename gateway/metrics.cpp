@@ -143,6 +143,10 @@ void cluster_families(Exposition& e, const json& status, const json& devices) {
     per_link("hearth_link_bandwidth_bytes_per_second", "Measured bandwidth of a link (link probe at launch)", "bandwidth_mb_s",
              1e6);
   }
+  if (status.contains("pairing_rate_limited")) {
+    e.family("hearth_pairing_rate_limited_total", "counter", "Pairing attempts refused for coming too often from one address");
+    e.sample("hearth_pairing_rate_limited_total", get(status, "pairing_rate_limited"));
+  }
   if (status.contains("dropped")) {
     e.family("hearth_head_dropped_messages_total", "counter", "Messages the head refused, by reason");
     for (const auto& [reason, n] : status["dropped"].items())

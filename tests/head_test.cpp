@@ -102,11 +102,14 @@ struct Harness {
   Head head;
   std::map<std::string, uint64_t> incarnations;
 
-  explicit Harness(double head_memory = 8e9)
+  // `keys_dir`: where pairing keeps its secret (empty: an --insecure head, which pairs nobody).
+  explicit Harness(double head_memory = 8e9, std::string keys_dir = "")
       : head({.node_id = "head-id",
               .control_endpoint = "tcp://127.0.0.1:5000",
               .data_endpoint = "tcp://127.0.0.1:5001",
               .profile = device_profile("head", head_memory),
+              .public_key = keys_dir.empty() ? "" : transport::generate_curve_keys().public_key,
+              .keys_dir = keys_dir,
               .recovery_wait_s = 30},
              {outbox, stage, host, clock}) {}
 
@@ -399,6 +402,30 @@ TEST_CASE("head: names and node ids that could forge a log line are refused; log
   CHECK_FALSE(transport::valid_node_id("a/b"));
   CHECK(transport::valid_device_name("Anna's phone"));
   CHECK_FALSE(transport::valid_device_name("a\tb"));
+}
+
+}  // namespace hearth::cluster
+
+namespace hearth::cluster {
+
+TEST_CASE("head: pairing attempts are rate-limited per address, and counted in status") {
+  test::TempDir dir;
+  Harness h(8e9, dir.path().string());
+  const std::string key = "rq:A[O&yb8vHN){g1jw=0wGB#9V.V@]]%k>+b6qF";  // any Z85 key
+  for (int i = 0; i < 5; ++i) CHECK(h.head.on_pair(key, "dev-z", "wrong secret", "10.0.0.9").find("wrong join token") == 0);
+  CHECK(h.head.on_pair(key, "dev-z", "wrong secret", "10.0.0.9").find("too many pairing attempts") == 0);
+  // Another address is not held up by this one; the first gets an attempt back in 12 s.
+  CHECK(h.head.on_pair(key, "dev-y", "wrong secret", "10.0.0.10").find("wrong join token") == 0);
+  h.clock.advance(std::chrono::seconds(13));
+  CHECK(h.head.on_pair(key, "dev-z", "wrong secret", "10.0.0.9").find("wrong join token") == 0);
+  CHECK(h.head.on_pair(key, "dev-z", "wrong secret", "10.0.0.9").find("too many") == 0);
+
+  capnp::MallocMessageBuilder b;
+  b.initRoot<wire::Envelope>().initStatusRequest();
+  h.deliver("cli", b);
+  const auto view = transport::status_view(h.outbox.to("cli", wire::Envelope::STATUS_REPLY).back().getStatusReply());
+  CHECK(view["pairing_rate_limited"] == 2);
+  CHECK(view["security"] == "curve");
 }
 
 }  // namespace hearth::cluster

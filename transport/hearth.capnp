@@ -402,6 +402,7 @@ struct StatusReply {
   droppedOutOfPlan @19 :UInt64;
   droppedUnexpected @20 :UInt64;
   droppedBadPayload @21 :UInt64;
+  pairingRateLimited @22 :UInt64;  # pairing attempts refused for coming too often from one address
 }
 
 struct StopRequest {}

@@ -91,6 +91,7 @@ json status_view(wire::StatusReply::Reader s) {
                   {"out_of_plan", s.getDroppedOutOfPlan()},
                   {"unexpected", s.getDroppedUnexpected()},
                   {"bad_payload", s.getDroppedBadPayload()}};
+  j["pairing_rate_limited"] = s.getPairingRateLimited();
   return j;
 }
 
