@@ -19,6 +19,7 @@
 #include "gateway/http_client.h"
 #include "gateway/http_server.h"
 #include "tests/cluster_util.h"
+#include "transport/curve.h"
 #include "tests/test_util.h"
 
 namespace hearth::cluster {
@@ -253,6 +254,44 @@ TEST_CASE("operations: a stranger announcing a large frame cannot make a daemon 
   MESSAGE("head RSS " << before / 1e6 << " MB -> " << after / 1e6 << " MB after two strangers sent 48 MB each");
   CHECK(after < before + (24u << 20));
   CHECK(c.cli({"devices"}).exit_code == 0);  // and it still serves
+}
+
+}  // namespace hearth::cluster
+
+namespace hearth::cluster {
+
+TEST_CASE("operations: the CLI tells 'cannot reach' from 'not authorised' within seconds") {
+  test::TempDir dir;
+  test::Cluster c(dir);
+  c.start("head");
+  const std::string head = c.head().substr(std::string("tcp://").size());
+  const auto timed = [](const std::vector<std::string>& args) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = test::run_cli(args);
+    return std::make_pair(r, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  };
+  // No keys at all.
+  std::filesystem::create_directories(dir.file("empty"));
+  auto [no_keys, t1] = timed({"--head", head, "--data-dir", dir.file("empty"), "devices"});
+  CAPTURE(no_keys.err);
+  CHECK(no_keys.exit_code == 6);
+  CHECK(no_keys.err.find("has no keys") != std::string::npos);
+  CHECK(t1 < 5);
+  // Keys the head never paired, and the head's public key (no secret).
+  const auto head_keys = transport::load_keys(c.daemon("head").data_dir + "/keys");
+  REQUIRE(head_keys);
+  (void)transport::load_or_create_keys(dir.file("stranger") + "/keys");
+  transport::write_private_file(dir.file("stranger") + "/keys/head.pub", head_keys->public_key + "\n");
+  auto [stranger, t2] = timed({"--head", head, "--data-dir", dir.file("stranger"), "devices"});
+  CAPTURE(stranger.err);
+  CHECK(stranger.exit_code == 6);
+  CHECK(stranger.err.find("refused this CLI's key") != std::string::npos);
+  CHECK(t2 < 5);
+  // Nothing listening.
+  auto [nobody, t3] = timed({"--head", "127.0.0.1:1", "--data-dir", dir.file("stranger"), "devices"});
+  CHECK(nobody.exit_code == 5);
+  CHECK(nobody.err.find("nothing listens there") != std::string::npos);
+  CHECK(t3 < 5);
 }
 
 }  // namespace hearth::cluster

@@ -3,6 +3,7 @@
 #include "apps/hearth/head_error.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -36,13 +37,38 @@ zmq::socket_t connect(zmq::context_t& context, const std::string& endpoint, cons
                       {.max_message_bytes = 64 << 20, .server_key = head_key});
 }
 
+// A PAIR socket that receives `socket`'s connection events.
+zmq::socket_t monitor(zmq::context_t& context, zmq::socket_t& socket) {
+  const std::string address = "inproc://cli-monitor-" + std::to_string(std::random_device{}());
+  const int events = ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                     ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+  if (zmq_socket_monitor(socket.handle(), address.c_str(), events) != 0) throw zmq::error_t();
+  zmq::socket_t pair(context, zmq::socket_type::pair);
+  pair.connect(address);
+  return pair;
+}
+
+// The next event on a monitor socket, or 0 when none is waiting.
+uint16_t next_event(zmq::socket_t& monitor) {
+  zmq::message_t event, address;
+  if (!monitor.recv(event, zmq::recv_flags::dontwait)) return 0;
+  if (event.more()) (void)monitor.recv(address);
+  uint16_t id = 0;
+  if (event.size() >= sizeof id) std::memcpy(&id, event.data(), sizeof id);
+  return id;
+}
+
 }  // namespace
 
 HeadClient::HeadClient(const HeadTarget& target)
     : endpoint_(transport::tcp_endpoint(target.head)),
       data_dir_(target.data_dir),
       socket_(connect(context_, endpoint_, target)),
-      next_id_(std::random_device{}()) {}
+      monitor_(monitor(context_, socket_)),
+      next_id_(std::random_device{}()) {
+  std::string head_key;
+  has_keys_ = cli_keys(data_dir_, head_key).has_value();
+}
 
 HeadClient::~HeadClient() = default;
 
@@ -50,15 +76,7 @@ void HeadClient::request(capnp::MessageBuilder& message, const std::function<boo
                          std::chrono::milliseconds timeout) {
   const uint64_t id = ++next_id_;
   message.getRoot<transport::wire::Envelope>().setRequestId(id);
-  // ZMQ_IMMEDIATE holds the message until the connection is up; wait for that up to the timeout.
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!socket_.send(transport::encode(message), zmq::send_flags::dontwait)) {
-    if (std::chrono::steady_clock::now() > deadline)
-      throw std::runtime_error("cannot reach the head at " + endpoint_ +
-                               " (is hearthd --head running there? This CLI authenticates with the keys in " + data_dir_ +
-                               "/keys: pass --data-dir of the head or of a paired device)");
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  send_when_connected(message, timeout);
   for (;;) {
     zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, timeout);
@@ -76,6 +94,37 @@ void HeadClient::request(capnp::MessageBuilder& message, const std::function<boo
       throw HeadError(env.getError().getCategory(), std::string("head: ") + env.getError().getMessage().cStr());
     if (env.getRequestId() != id) continue;
     if (!on_reply(env)) return;
+  }
+}
+
+void HeadClient::send_when_connected(capnp::MessageBuilder& message, std::chrono::milliseconds timeout) {
+  using transport::wire::ErrorCategory;
+  // ZMQ_IMMEDIATE holds the message until the connection is up. Meanwhile the monitor says why
+  // it is not: refused connections (nothing listens) or a handshake the head refused.
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout;
+  bool retried = false, handshake = false;
+  const std::string keys = data_dir_ + "/keys";
+  while (!socket_.send(transport::encode(message), zmq::send_flags::dontwait)) {
+    for (uint16_t e; (e = next_event(monitor_)) != 0;) {
+      if (e == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) handshake = true;
+      if (e == ZMQ_EVENT_CONNECT_RETRIED) retried = true;
+      if (e == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        throw HeadError(ErrorCategory::UNAUTHORIZED, "the head at " + endpoint_ + " refused this CLI's key (" + keys +
+                                                         "): pass --data-dir of the head, or of a device paired with it");
+      if (e == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || e == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        throw HeadError(ErrorCategory::UNAUTHORIZED,
+                        has_keys_
+                            ? "the head at " + endpoint_ + " does not speak CURVE (--insecure?) with this CLI's keys in " + keys
+                            : "the head at " + endpoint_ + " encrypts (CURVE) and this CLI has no keys in " + keys +
+                                  ": pass --data-dir of the head, or of a device paired with it");
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if ((retried && !handshake && now - start > std::chrono::seconds(1)) || now > deadline)
+      throw HeadError(ErrorCategory::UNAVAILABLE,
+                      "cannot reach the head at " + endpoint_ + ": " + (retried ? "nothing listens there" : "no answer") +
+                          " (is hearthd --head running there? --head HOST:PORT or $HEARTH_HEAD say where)");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }
 

@@ -31,10 +31,16 @@ class HeadClient {
                std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
  private:
+  // Waits until the connection is up (the first request is sent then); throws HeadError saying
+  // which of "nothing listens there" and "the head refused our key" it is, within about a second.
+  void send_when_connected(capnp::MessageBuilder& message, std::chrono::milliseconds timeout);
+
   std::string endpoint_;
   std::string data_dir_;
+  bool has_keys_ = false;
   zmq::context_t context_;
   zmq::socket_t socket_;
+  zmq::socket_t monitor_;  // the socket's connection events (ZMQ_EVENT_*)
   uint64_t next_id_;
 };
 
