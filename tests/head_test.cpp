@@ -231,6 +231,12 @@ TEST_CASE("head: a launch that cannot fit fails as NO_CAPACITY, and a missing fi
   replies = h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY);
   REQUIRE(replies.size() == 3);
   CHECK(replies[2].getLaunchReply().getCategory() == wire::ErrorCategory::NOT_FOUND);
+
+  h.launch(dir.path().string());  // a directory
+  replies = h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY);
+  REQUIRE(replies.size() == 4);
+  CHECK(replies[3].getLaunchReply().getCategory() == wire::ErrorCategory::BAD_REQUEST);
+  CHECK(std::string(replies[3].getLaunchReply().getMessage().cStr()).find("is not a file") != std::string::npos);
 }
 
 TEST_CASE("head: a refused launch leaves the loaded model serving; a device that fails to load fails the launch") {

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -292,6 +293,39 @@ TEST_CASE("operations: the CLI tells 'cannot reach' from 'not authorised' within
   CHECK(nobody.exit_code == 5);
   CHECK(nobody.err.find("nothing listens there") != std::string::npos);
   CHECK(t3 < 5);
+}
+
+}  // namespace hearth::cluster
+
+namespace hearth::cluster {
+
+TEST_CASE(
+    "operations: files people get wrong: a directory as the model, loose key permissions, a data directory under umask 000") {
+  test::TempDir dir;
+  const auto run = test::run_cli({"run", "--model", dir.path().string(), "--prompt", "x", "-n", "1"});
+  CHECK(run.exit_code != 0);
+  CHECK(run.err.find("is actually a directory") != std::string::npos);  // CLI11's check, before any file is read
+
+  const std::string keys = dir.file("keys");
+  (void)transport::load_or_create_keys(keys);
+  ::chmod((keys + "/node.key").c_str(), 0644);
+  CHECK_THROWS_WITH(transport::load_keys(keys), doctest::Contains("chmod 600"));
+  ::chmod((keys + "/node.key").c_str(), 0600);
+  CHECK(transport::load_keys(keys).has_value());
+
+  // A daemon that stops early (its --listen is wrong) still leaves a private data directory and
+  // whole files behind.
+  const std::string data = dir.file("fresh");
+  const mode_t old = ::umask(0);
+  const auto r = test::run_command({HEARTH_DAEMON, "--data-dir", data, "--listen", "nohost", "--no-discovery", "--insecure"});
+  ::umask(old);
+  CHECK(r.exit_code == 1);
+  struct stat st {};
+  REQUIRE(::stat(data.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  REQUIRE(::stat((data + "/node_id").c_str(), &st) == 0);
+  CHECK(st.st_size == 17);
+  CHECK((st.st_mode & 077) == 0);
 }
 
 }  // namespace hearth::cluster

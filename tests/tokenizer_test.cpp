@@ -105,3 +105,21 @@ TEST_SUITE("tokenizer") {
   }
 
 }  // TEST_SUITE
+
+TEST_CASE("a special token id past the vocabulary is dropped with a warning, not silently") {
+  hearth::test::TempDir dir;
+  const std::string model = hearth::test::make_model(dir, "m.gguf", {});
+  const std::string bad = dir.file("bad.gguf");
+  hearth::test::rewrite_gguf(model, bad, [](hearth::runtime::GgufMetadata& md, std::vector<hearth::runtime::GgufTensorInfo>&) {
+    md.set("tokenizer.ggml.bos_token_id", hearth::runtime::GgufValue::u32(100000));
+    md.set("tokenizer.ggml.eot_token_id", hearth::runtime::GgufValue::u32(0xFFFFFFFFu));  // llama.cpp's "none"
+  });
+  const auto file = hearth::runtime::GgufFile::open(bad);
+  const auto vocab = hearth::runtime::load_vocab(file.metadata());
+  CHECK(vocab.bos == -1);
+  CHECK(vocab.eot == -1);
+  REQUIRE(vocab.warnings.size() == 1);  // "none" is no warning
+  CHECK(vocab.warnings[0].find("tokenizer.ggml.bos_token_id is 100000") != std::string::npos);
+  const auto good = hearth::runtime::load_vocab(hearth::runtime::GgufFile::open(model).metadata());
+  CHECK(good.warnings.empty());
+}

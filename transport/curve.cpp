@@ -84,6 +84,15 @@ std::optional<CurveKeys> load_keys(const fs::path& dir) {
   const fs::path path = dir / "node.key";
   std::ifstream in(path);
   if (!in) return std::nullopt;
+  // As ssh does with its keys: a secret others can read is not used.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    throw std::runtime_error(path.string() + " can be read or changed by other users (mode " + mode +
+                             "): its secret key may be known. Run chmod 600 " + path.string() +
+                             " (or delete it to make new keys)");
+  }
   CurveKeys k;
   std::getline(in, k.public_key);
   std::getline(in, k.secret_key);

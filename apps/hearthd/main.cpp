@@ -18,6 +18,7 @@
 #include "cluster/data_dir_lock.h"
 #include "cluster/node.h"
 #include "profiles/profiler.h"
+#include "transport/curve.h"
 #include "transport/discovery.h"
 
 namespace fs = std::filesystem;
@@ -41,7 +42,8 @@ std::string load_node_id(const std::string& dir) {
   std::random_device rd;
   char buf[17];
   std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
-  std::ofstream(p) << buf << "\n";
+  // Whole or not at all (a full disk leaves no empty file behind): written aside, then renamed.
+  hearth::transport::write_private_file(p, std::string(buf) + "\n");
   return buf;
 }
 
@@ -65,7 +67,7 @@ hearth::profiles::Profile load_profile(const DaemonConfig& c) {
   if (p.device.memory_bandwidth_bytes_per_s <= 0) {
     spdlog::info("measuring this device (once; cached in {})", path.string());
     p = hearth::profiles::measure_profile({.name = c.name, .threads = c.threads, .memory_limit = c.memory_limit, .quick = true});
-    std::ofstream(path) << hearth::profiles::profile_to_json(p) << "\n";
+    hearth::transport::write_private_file(path, hearth::profiles::profile_to_json(p) + "\n");
   }
   p.device.name = c.name;
   p.device.usable_memory_bytes = static_cast<double>(hearth::profiles::usable_memory(p.system, c.memory_limit));
@@ -140,7 +142,11 @@ std::string check_options(const Options& o) {
 // on this one, until SIGINT or SIGTERM.
 void serve(const Options& o) {
   const DaemonConfig& c = o.config;
-  fs::create_directories(c.data_dir);
+  // The data directory holds the device's secret key: only its owner may enter it, whatever the umask.
+  if (!fs::exists(c.data_dir)) {
+    fs::create_directories(c.data_dir);
+    fs::permissions(c.data_dir, fs::perms::owner_all, fs::perm_options::replace);
+  }
   const hearth::cluster::DataDirLock lock(c.data_dir);  // before anything in it is read or written
   hearth::cluster::Node node(c, load_profile(c), load_node_id(c.data_dir));
   node.start();

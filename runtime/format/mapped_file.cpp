@@ -34,6 +34,8 @@ MappedRegion::MappedRegion(const std::string& path, uint64_t offset, uint64_t si
   Fd f(path);
   struct stat st {};
   if (::fstat(f.fd, &st) != 0) throw std::runtime_error("cannot stat '" + path + "'");
+  if (S_ISDIR(st.st_mode)) throw std::runtime_error("'" + path + "' is a directory, not a GGUF file");
+  if (!S_ISREG(st.st_mode)) throw std::runtime_error("'" + path + "' is not a regular file");
   const uint64_t fsize = static_cast<uint64_t>(st.st_size);
   if (offset > fsize || size > fsize - offset)
     throw std::runtime_error("'" + path + "': range [" + std::to_string(offset) + ", +" + std::to_string(size) +

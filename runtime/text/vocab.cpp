@@ -1,5 +1,7 @@
 #include "runtime/text/vocab.h"
 
+#include <spdlog/spdlog.h>
+
 #include <cstdio>
 
 #include "runtime/text/pretokenizer.h"
@@ -51,11 +53,19 @@ constexpr const char* kEndOfTurnTexts[] = {
     "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",  // DeepSeek's <｜end▁of▁sentence｜>
 };
 
-int32_t special_id(const GgufMetadata& md, const std::string& key, int32_t n_vocab, int32_t fallback) {
+int32_t special_id(const GgufMetadata& md, const std::string& key, int32_t n_vocab, int32_t fallback,
+                   std::vector<std::string>& warnings) {
   auto v = md.get_uint_opt(key);
   if (!v) return fallback;
-  // 0xFFFFFFFF (and any id past the vocabulary) means "none" in files written by llama.cpp.
-  if (*v >= static_cast<uint64_t>(n_vocab)) return -1;
+  // 0xFFFFFFFF means "none" in files written by llama.cpp.
+  if (*v == 0xFFFFFFFFull) return -1;
+  if (*v >= static_cast<uint64_t>(n_vocab)) {
+    // As llama.cpp does: the file is usable without it, but never silently.
+    warnings.push_back(key + " is " + std::to_string(*v) + ", past the vocabulary's " + std::to_string(n_vocab) +
+                       " tokens: the model has no such token");
+    spdlog::warn("vocabulary: {}", warnings.back());
+    return -1;
+  }
   return static_cast<int32_t>(*v);
 }
 
@@ -92,10 +102,10 @@ Vocab load_vocab(const GgufMetadata& md) {
   }
   // SentencePiece files without these keys use its fixed ids; byte-level BPE has no such
   // convention, so a missing id means "none" there.
-  v.bos = special_id(md, "tokenizer.ggml.bos_token_id", n, !byte_level && 1 < n ? 1 : -1);
-  v.eos = special_id(md, "tokenizer.ggml.eos_token_id", n, !byte_level && 2 < n ? 2 : -1);
-  v.unk = special_id(md, "tokenizer.ggml.unknown_token_id", n, byte_level ? -1 : 0);
-  v.eot = special_id(md, "tokenizer.ggml.eot_token_id", n, -1);
+  v.bos = special_id(md, "tokenizer.ggml.bos_token_id", n, !byte_level && 1 < n ? 1 : -1, v.warnings);
+  v.eos = special_id(md, "tokenizer.ggml.eos_token_id", n, !byte_level && 2 < n ? 2 : -1, v.warnings);
+  v.unk = special_id(md, "tokenizer.ggml.unknown_token_id", n, byte_level ? -1 : 0, v.warnings);
+  v.eot = special_id(md, "tokenizer.ggml.eot_token_id", n, -1, v.warnings);
   // llama.cpp's defaults: SentencePiece adds BOS; byte-level BPE does only for Llama 3.
   const bool bos_by_default = !byte_level || pre_tokenizer_family(v.pre) == PreTokenizerFamily::LLAMA3;
   v.add_bos = md.get_bool_or("tokenizer.ggml.add_bos_token", bos_by_default);

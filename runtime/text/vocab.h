@@ -30,6 +30,8 @@ struct Vocab {
   std::vector<float> scores;        // merge priority (higher merges first); SentencePiece only
   std::vector<TokenType> types;
   int32_t bos = -1, eos = -1, unk = -1, eot = -1;
+  // What loading found odd but survived (a special id past the vocabulary); each is also logged.
+  std::vector<std::string> warnings;
   bool add_bos = true;  // tokenizer.ggml.add_bos_token (default: SentencePiece yes, gpt2 no
                         // except the Llama 3 pre-tokenizer, as llama.cpp)
   bool add_eos = false;
