@@ -32,45 +32,25 @@
 
 namespace hearth::cluster {
 
-// Who the head is: facts of its daemon, fixed for its life.
-struct HeadIdentity {
-  std::string node_id;
-  std::string control_endpoint;
-  std::string data_endpoint;
-  profiles::Profile profile;
-  std::string public_key;  // empty with --insecure
-  std::string keys_dir;    // where pairing keeps its keys; empty with --insecure (no pairing)
-  int pairing_port = 0;
-  int recovery_wait_s = 30;  // how long conversations wait for a device after a loss
-};
-
-// The head's ways out (cluster/host.h).
-struct HeadPorts {
-  Outbox& outbox;
-  LocalStage& stage;
-  Host& host;
-  const Clock& clock;
-};
-
-class Head {
+class Head final : public HeadRole {
  public:
   Head(HeadIdentity self, HeadPorts ports);
-  ~Head();
+  ~Head() override;
 
   // A message on the control socket. `user_id`: the CURVE key ZAP authenticated the sender with
   // (nullptr with --insecure). Throws std::invalid_argument for a malformed one.
   void on_control(const std::string& identity, const char* peer_address, const char* user_id, const transport::Decoded& d,
-                  zmq::message_t* payload);
+                  zmq::message_t* payload) override;
   // Sampled tokens from the last stage (a Result on the data socket).
-  void on_result(transport::wire::Result::Reader r);
-  void on_sampled(const std::vector<SampledToken>& tokens);
+  void on_result(transport::wire::Result::Reader r) override;
+  void on_sampled(const std::vector<SampledToken>& tokens) override;
   // Liveness, recovery deadlines, and one scheduler step; the loop calls it every iteration.
-  void tick();
-  bool has_work() const { return scheduler_ && scheduler_->has_work(); }
+  void tick() override;
+  bool has_work() const override { return scheduler_ && scheduler_->has_work(); }
   // A pairing request (from the pairing socket) from `peer_address`: "" when the key was added,
   // else why not.
   std::string on_pair(const std::string& public_key, const std::string& node_id, const std::string& secret,
-                      const std::string& peer_address);
+                      const std::string& peer_address) override;
   // The join token new devices pair with (empty with --insecure).
   std::string join_token() const;
 

@@ -11,6 +11,7 @@
 #include <zmq.hpp>
 
 #include "cluster/stage_host.h"
+#include "profiles/profiler.h"
 #include "runtime/model/stage.h"
 #include "transport/codec.h"
 
@@ -83,6 +84,45 @@ class Clock {
 class SteadyClock final : public Clock {
  public:
   time_point now() const override { return std::chrono::steady_clock::now(); }
+};
+
+// Who the head is: facts of its daemon, fixed for its life.
+struct HeadIdentity {
+  std::string node_id;
+  std::string control_endpoint;
+  std::string data_endpoint;
+  profiles::Profile profile;
+  std::string public_key;  // empty with --insecure
+  std::string keys_dir;    // where pairing keeps its keys; empty with --insecure (no pairing)
+  int pairing_port = 0;
+  int recovery_wait_s = 30;  // how long conversations wait for a device after a loss
+};
+
+// The head's ways out (cluster/host.h).
+struct HeadPorts {
+  Outbox& outbox;
+  LocalStage& stage;
+  Host& host;
+  const Clock& clock;
+};
+
+// What a node hands to the head's role, when it hosts one: requests on its control and pairing
+// sockets, and the last stage's results. The node knows this interface, not the Head
+// (apps/hearthd/main.cpp puts the two together), so neither has to be built to test the other.
+class HeadRole {
+ public:
+  virtual ~HeadRole() = default;
+  // `user_id`: the CURVE key ZAP authenticated the sender with (nullptr with --insecure).
+  virtual void on_control(const std::string& identity, const char* peer_address, const char* user_id, const transport::Decoded& d,
+                          zmq::message_t* payload) = 0;
+  // "" when the key was paired, else why not.
+  virtual std::string on_pair(const std::string& public_key, const std::string& node_id, const std::string& secret,
+                              const std::string& peer_address) = 0;
+  virtual void on_result(transport::wire::Result::Reader r) = 0;
+  virtual void on_sampled(const std::vector<SampledToken>& tokens) = 0;
+  // Called every loop iteration; has_work() keeps the loop from sleeping.
+  virtual void tick() = 0;
+  virtual bool has_work() const = 0;
 };
 
 }  // namespace hearth::cluster

@@ -125,10 +125,7 @@ void Node::start() {
     pairing_port_ = transport::endpoint_port(pairing_->get(zmq::sockopt::last_endpoint));
   }
 
-  if (config_.head) {
-    head_role_ = std::make_unique<Head>(head_identity(), HeadPorts{*this, runner_, *this, clock_});
-    return;
-  }
+  if (config_.head) return;  // the head's role is handed over by set_head_role()
   if (!config_.join.empty()) {
     connect_to_head(transport::tcp_endpoint(config_.join));
   } else if (!config_.peers.empty()) {

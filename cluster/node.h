@@ -1,8 +1,9 @@
 // A hearthd node: its sockets, its event loop, and what every daemon does: register with the
 // head and keep a heartbeat (Heartbeater), receive and load its stage's weights (StageLoader),
 // run batches and pass them on (StageRunner), measure its links (LinkProber). A head node also
-// hosts a Head (head.h), which reaches the node only through cluster/host.h: the node is its
-// Outbox and Host, the StageRunner its LocalStage.
+// hosts the head's role (a HeadRole: cluster/head.h implements it, apps/hearthd/main.cpp makes
+// it), which reaches the node only through cluster/host.h: the node is its Outbox and Host, the
+// StageRunner its LocalStage. The node's files include nothing of the head's.
 //
 // Threads: run() owns every ZeroMQ socket of the loop and runs on the caller's thread; compute
 // happens on the runtime's ThreadPool from that thread; the Heartbeater and the LinkProber have
@@ -20,7 +21,6 @@
 
 #include "cluster/config.h"
 #include "cluster/counters.h"
-#include "cluster/head.h"
 #include "cluster/heartbeater.h"
 #include "cluster/host.h"
 #include "cluster/link_prober.h"
@@ -51,6 +51,13 @@ class Node final : public Outbox, public Host {
   // Security: the CURVE identity (none with --insecure).
   const std::optional<transport::CurveKeys>& keys() const { return keys_; }
 
+  // For the head's role, after start(): who it is, its first stage, its clock; then hand it over.
+  HeadIdentity head_identity() const;
+  LocalStage& local_stage() { return runner_; }
+  const Clock& clock() const { return clock_; }
+  // The role this node forwards the head's messages to (it must outlive run()).
+  void set_head_role(HeadRole* role) { head_role_ = role; }
+
   // Outbox: to a peer of the control socket.
   bool send(const std::string& identity, capnp::MessageBuilder& message) override;
   bool send(const std::string& identity, capnp::MessageBuilder& message, zmq::message_t&& payload) override;
@@ -64,7 +71,6 @@ class Node final : public Outbox, public Host {
 
  private:
   std::string keys_dir() const;
-  HeadIdentity head_identity() const;
   // The loop's parts.
   void handle_control();
   void handle_pairing();
@@ -113,7 +119,7 @@ class Node final : public Outbox, public Host {
   LinkProber prober_;
   SteadyClock clock_;
   std::unique_ptr<Heartbeater> heartbeater_;
-  std::unique_ptr<Head> head_role_;
+  HeadRole* head_role_ = nullptr;
 };
 
 }  // namespace hearth::cluster

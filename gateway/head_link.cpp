@@ -126,14 +126,10 @@ void HeadLink::drain_outbox(zmq::socket_t& socket) {
 
 void HeadLink::receive(zmq::socket_t& socket) {
   for (int i = 0; i < 1024; ++i) {
-    zmq::message_t frame;
-    if (!socket.recv(frame, zmq::recv_flags::dontwait)) return;
-    while (frame.more()) {  // a reply to a client never has a payload frame: drain anything else
-      zmq::message_t extra;
-      if (!socket.recv(extra, zmq::recv_flags::dontwait) || !extra.more()) break;
-    }
+    const auto parts = transport::receive_multipart(socket);  // a reply to a client has no payload frame: any is dropped
+    if (parts.empty()) return;
     try {
-      const transport::Decoded d = transport::decode(frame);
+      const transport::Decoded d = transport::decode(parts[0]);
       const auto env = d.envelope();
       auto it = pending_.find(env.getRequestId());
       if (it == pending_.end()) {

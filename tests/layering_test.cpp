@@ -119,3 +119,25 @@ TEST_CASE("layering: the partitioner is pure and the runtime knows no network") 
   for (const auto& v : violations) MESSAGE(v);
   CHECK(violations.empty());
 }
+
+TEST_CASE("layering: the node's rooms include nothing of the head's") {
+  // The node reaches the head's role through cluster/host.h (HeadRole) only; apps/hearthd/main.cpp
+  // puts the two together.
+  const std::set<std::string> node_side = {"cluster/node.h",           "cluster/node.cpp",        "cluster/stage_runner.h",
+                                           "cluster/stage_runner.cpp", "cluster/stage_loader.h",  "cluster/stage_loader.cpp",
+                                           "cluster/heartbeater.h",    "cluster/heartbeater.cpp", "cluster/link_prober.h",
+                                           "cluster/link_prober.cpp"};
+  const std::set<std::string> head_side = {"cluster/head.h", "cluster/scheduler.h", "cluster/launch.h",
+                                           "cluster/device_registry.h", "cluster/pairing_throttle.h"};
+  std::vector<std::string> violations;
+  size_t seen = 0;
+  for (const Source& s : sources()) {
+    if (!node_side.count(s.path)) continue;
+    ++seen;
+    for (const std::string& h : s.includes)
+      if (head_side.count(h)) violations.push_back(s.path + " includes " + h);
+  }
+  CHECK(seen == node_side.size());
+  for (const auto& v : violations) MESSAGE(v);
+  CHECK(violations.empty());
+}

@@ -81,14 +81,9 @@ void HeadClient::request(capnp::MessageBuilder& message, const std::function<boo
     zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, timeout);
     if (!(item.revents & ZMQ_POLLIN)) throw std::runtime_error("the head at " + endpoint_ + " did not answer in time");
-    zmq::message_t frame;
-    if (!socket_.recv(frame)) continue;
-    while (frame.more()) {  // a reply never has a payload frame; drain anything unexpected
-      zmq::message_t extra;
-      (void)socket_.recv(extra);
-      if (!extra.more()) break;
-    }
-    const transport::Decoded d = transport::decode(frame);
+    const auto parts = transport::receive_multipart(socket_);  // a reply has no payload frame: any is dropped
+    if (parts.empty()) continue;
+    const transport::Decoded d = transport::decode(parts[0]);
     const auto env = d.envelope();
     if (env.isError() && (env.getRequestId() == 0 || env.getRequestId() == id))
       throw HeadError(env.getError().getCategory(), std::string("head: ") + env.getError().getMessage().cStr());

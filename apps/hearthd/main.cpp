@@ -16,6 +16,7 @@
 #include "cluster/config.h"
 #include "gateway/gateway.h"
 #include "cluster/data_dir_lock.h"
+#include "cluster/head.h"
 #include "cluster/node.h"
 #include "profiles/profiler.h"
 #include "transport/curve.h"
@@ -150,6 +151,12 @@ void serve(const Options& o) {
   const hearth::cluster::DataDirLock lock(c.data_dir);  // before anything in it is read or written
   hearth::cluster::Node node(c, load_profile(c), load_node_id(c.data_dir));
   node.start();
+  std::unique_ptr<hearth::cluster::Head> head;  // the head's role, when this daemon is the head
+  if (c.head) {
+    head = std::make_unique<hearth::cluster::Head>(node.head_identity(),
+                                                   hearth::cluster::HeadPorts{node, node.local_stage(), node, node.clock()});
+    node.set_head_role(head.get());
+  }
 
   std::atomic<bool> stop{false};
   boost::asio::io_context io;
