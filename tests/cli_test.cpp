@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <fstream>
 
 #include "tests/test_util.h"
@@ -48,6 +49,13 @@ TEST_SUITE("cli") {
     CHECK(j.at("prefill_tok_s").get<double>() > 0);
     CHECK(j.at("decode_tok_s").get<double>() > 0);
     CHECK(j.at("decode_read_gb_s").get<double>() > 0);
+  }
+
+  TEST_CASE("hearth --data-dir X profile keeps its profile in X, like every command") {
+    hearth::test::TempDir dir;
+    const auto r = hearth::test::run_cli({"--data-dir", dir.path().string(), "profile", "--quick", "--json", "-t", "1"});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    CHECK(std::filesystem::exists(dir.path() / "profile.json"));
   }
 
   TEST_CASE("errors are clear and exit non-zero") {

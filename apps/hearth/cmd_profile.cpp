@@ -198,7 +198,13 @@ void add_profile_command(CLI::App& app) {
   cmd->add_option("--name", a->name, "Device name in plans (default: the host name)");
   cmd->add_option("--data-dir", a->data_dir, "Where profile.json is kept (default: $HEARTH_DATA_DIR or ~/.local/share/hearth)");
   cmd->add_flag("--refresh", a->refresh, "Measure again even if a cached profile exists");
-  cmd->callback([a] { profile(*a); });
+  // `hearth --data-dir X profile` names the directory with the global option (the cluster
+  // commands'): honour it as every command does, rather than measure into the default one.
+  cmd->callback([a, &app] {
+    const CLI::Option* global = app.get_option_no_throw("--data-dir");
+    if (a->data_dir.empty() && global != nullptr && global->count() > 0) a->data_dir = global->as<std::string>();
+    profile(*a);
+  });
 }
 
 }  // namespace hearth::cli
