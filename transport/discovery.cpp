@@ -38,8 +38,7 @@ std::optional<Beacon> decode_beacon(std::string_view packet) {
 }
 
 Discovery::Discovery(asio::io_context& io, DiscoveryOptions options, Beacon self, Callback on_beacon)
-    : io_(io),
-      options_(std::move(options)),
+    : options_(std::move(options)),
       self_(std::move(self)),
       on_beacon_(std::move(on_beacon)),
       send_socket_(io),

@@ -45,7 +45,6 @@ class Discovery {
   void send_beacon();
   void receive();
 
-  boost::asio::io_context& io_;
   DiscoveryOptions options_;
   Beacon self_;
   Callback on_beacon_;

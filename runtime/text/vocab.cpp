@@ -49,8 +49,7 @@ constexpr const char* kEndOfTurnTexts[] = {
     "<|endoftext|>",
     "<EOT>",
     "<|EOT|>",
-    "<\xef\xbd\x9c"
-    "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",  // DeepSeek's <｜end▁of▁sentence｜>
+    "<\uff5cend\u2581of\u2581sentence\uff5c>",  // DeepSeek's <｜end▁of▁sentence｜> (UTF-8)
 };
 
 int32_t special_id(const GgufMetadata& md, const std::string& key, int32_t n_vocab, int32_t fallback,
