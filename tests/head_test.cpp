@@ -5,6 +5,7 @@
 
 #include <map>
 #include <set>
+#include <thread>
 
 #include "cluster/head.h"
 #include "cluster/wire_convert.h"
@@ -48,6 +49,8 @@ struct FakeStage final : LocalStage {
   runtime::StageSpec spec;
   uint64_t plan_id = 0;
   int loads = 0, forwards = 0;
+  std::chrono::milliseconds compute_time{0};  // each batch takes this long (a busy device)
+  StageCounters work;
   void load(uint64_t id, const std::string&, const runtime::StageSpec& s, const runtime::StageOptions&, const std::string&,
             const std::string&) override {
     is_loaded = true, spec = s, plan_id = id, ++loads;
@@ -57,6 +60,12 @@ struct FakeStage final : LocalStage {
   int max_batch() const override { return 256; }
   bool has_output() const override { return spec.has_output; }
   StageOutput compute(const Batch& batch) override {
+    std::this_thread::sleep_for(compute_time);
+    work.batches++;
+    if (batch.n_tokens() == static_cast<int>(batch.chunks.size())) {
+      work.decode_steps++;
+      work.decode_ns += static_cast<uint64_t>(std::chrono::nanoseconds(compute_time).count());
+    }
     StageOutput out;
     for (const auto& c : batch.chunks)
       if (c.want_token && spec.has_output) out.sampled.push_back({c.seq, 65});
@@ -64,7 +73,7 @@ struct FakeStage final : LocalStage {
   }
   bool push_forward(const Batch&, const std::vector<float>&) override { return ++forwards, true; }
   void release(const std::vector<uint64_t>&) override {}
-  StageCounters counters() const override { return {}; }
+  StageCounters counters() const override { return work; }
 };
 
 struct FakeHost final : Host {
@@ -83,11 +92,11 @@ struct FakeClock final : Clock {
   void advance(std::chrono::milliseconds d) { t += d; }
 };
 
-profiles::Profile device_profile(const std::string& name, double memory_bytes) {
+profiles::Profile device_profile(const std::string& name, double memory_bytes, double bandwidth = 20e9) {
   profiles::Profile p;
   p.device.name = name;
   p.device.usable_memory_bytes = memory_bytes;
-  p.device.memory_bandwidth_bytes_per_s = 20e9;
+  p.device.memory_bandwidth_bytes_per_s = bandwidth;
   p.device.prefill_flop_s = 100e9;
   p.system.cores = 4;
   return p;
@@ -103,11 +112,11 @@ struct Harness {
   std::map<std::string, uint64_t> incarnations;
 
   // `keys_dir`: where pairing keeps its secret (empty: an --insecure head, which pairs nobody).
-  explicit Harness(double head_memory = 8e9, std::string keys_dir = "")
+  explicit Harness(double head_memory = 8e9, std::string keys_dir = "", double head_bandwidth = 20e9)
       : head({.node_id = "head-id",
               .control_endpoint = "tcp://127.0.0.1:5000",
               .data_endpoint = "tcp://127.0.0.1:5001",
-              .profile = device_profile("head", head_memory),
+              .profile = device_profile("head", head_memory, head_bandwidth),
               .public_key = keys_dir.empty() ? "" : transport::generate_curve_keys().public_key,
               .keys_dir = keys_dir,
               .recovery_wait_s = 30},
@@ -432,6 +441,44 @@ TEST_CASE("head: pairing attempts are rate-limited per address, and counted in s
   const auto view = transport::status_view(h.outbox.to("cli", wire::Envelope::STATUS_REPLY).back().getStatusReply());
   CHECK(view["pairing_rate_limited"] == 2);
   CHECK(view["security"] == "curve");
+}
+
+}  // namespace hearth::cluster
+
+namespace hearth::cluster {
+
+TEST_CASE("head: decoding at a third of the planned pace is reported once, naming the slow stage") {
+  test::TempDir dir;
+  const std::string model = test::make_model(dir, "m.gguf", {});
+  // A slow device, so that the planned pace (milliseconds a token) leaves the test's own
+  // overhead per token far behind, even under an emulator or a sanitizer.
+  Harness h(8e9, "", 1e9);
+  h.launch(model);  // the head alone: its stage is the whole pipeline
+  REQUIRE(h.head.plan() != nullptr);
+  REQUIRE(h.head.plan()->ready());
+  const double planned = h.head.plan()->plan.predicted.ms_per_token;
+  MESSAGE("planned " << planned << " ms/token");
+  REQUIRE(planned > 2);
+  // The device is busier than its profile said: each step takes far longer than planned.
+  h.stage.compute_time = std::chrono::milliseconds(static_cast<int>(planned * 6) + 2);
+  const auto generate_to_end = [&](uint64_t id) {
+    h.generate(id, "once upon a time", 20);
+    for (int i = 0; i < 200 && h.head.has_work(); ++i) h.head.tick();
+  };
+  generate_to_end(1);  // the first only marks the counters
+  CHECK(h.head.plan()->events.empty());
+  generate_to_end(2);
+  REQUIRE(h.head.plan()->events.size() == 1);
+  const std::string event = h.head.plan()->events[0];
+  CAPTURE(event);
+  CHECK(event.find("planned") != std::string::npos);
+  CHECK(event.find("head computes its layers in") != std::string::npos);
+  generate_to_end(3);  // still slow: said once, not again
+  CHECK(h.head.plan()->events.size() == 1);
+  h.stage.compute_time = std::chrono::milliseconds(0);
+  generate_to_end(4);  // on pace again: said once
+  REQUIRE(h.head.plan()->events.size() == 2);
+  CHECK(h.head.plan()->events[1].find("back on pace") == 0);
 }
 
 }  // namespace hearth::cluster
