@@ -72,6 +72,8 @@ class Head final : public HeadRole {
   void on_launch(const std::string& client, uint64_t request_id, transport::wire::LaunchRequest::Reader r);
   std::unique_ptr<LaunchedPlan> open_model(const std::string& model_path);
   partitioner::PartitionOptions partition_options(transport::wire::LaunchRequest::Reader r, LaunchedPlan& p) const;
+  partitioner::PartitionPlan fit_plan(LaunchedPlan& p, const std::vector<const Device*>& devices,
+                                      const partitioner::LinkTable& links, bool sized_by_client);
   void start_stages(const std::vector<const Device*>& devices);
   void send_assignment(const LaunchedPlan& p, size_t i, const std::vector<std::string>& plan_keys);
   void on_weight_request(const std::string& identity, transport::wire::WeightRequest::Reader r);

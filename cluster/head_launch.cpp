@@ -34,7 +34,8 @@ void Head::on_launch(const std::string& client, uint64_t request_id, wire::Launc
     for (auto n : r.getDevices()) p->wanted.emplace_back(n.cStr());
     const std::vector<const Device*> devices = registry_.candidates(p->wanted);
     const partitioner::LinkTable links = registry_.link_table(devices);
-    p->plan = r.getSplit().size() == 0 ? plan_by_planner(p->spec, devices, links, p->partition)
+    const bool sized_by_client = r.getCtx() > 0 || r.getStreams() > 0;
+    p->plan = r.getSplit().size() == 0 ? fit_plan(*p, devices, links, sized_by_client)
                                        : plan_by_split(r.getSplit().cStr(), p->spec, devices, links, p->partition);
     unload_all();
     plan_ = std::move(p);
@@ -54,6 +55,55 @@ void Head::on_launch(const std::string& client, uint64_t request_id, wire::Launc
     reply.setCategory(category_of(e));
     ports_.outbox.send(client, b);
   }
+}
+
+namespace {
+
+// The (ctx, streams) tried, largest first, when the client named neither: fewer streams before a
+// shorter context, since a conversation's length matters more at home than how many run at once.
+std::vector<std::pair<int, int>> fallback_sizes(int ctx, int streams) {
+  std::vector<std::pair<int, int>> sizes;
+  for (int k = streams; k >= 1; k /= 2) sizes.emplace_back(ctx, k);
+  for (int c = ctx / 2; c >= 256; c /= 2) sizes.emplace_back(c, 1);
+  return sizes;
+}
+
+}  // namespace
+
+// The planner's choice. With the defaults (no --ctx, no --streams) that do not fit, the largest
+// context and stream count that do, said in the plan's events; when nothing fits, or the client's
+// sizes do not, the error says which sizes would, if any.
+partitioner::PartitionPlan Head::fit_plan(LaunchedPlan& p, const std::vector<const Device*>& devices,
+                                          const partitioner::LinkTable& links, bool sized_by_client) {
+  const int ctx = p.partition.ctx, streams = p.partition.streams;
+  std::optional<Failure> first;
+  for (const auto& [c, k] : fallback_sizes(ctx, streams)) {
+    partitioner::PartitionOptions o = p.partition;
+    o.ctx = c;
+    o.streams = k;
+    std::optional<partitioner::PartitionPlan> plan;
+    try {
+      plan = plan_by_planner(p.spec, devices, links, o);
+    } catch (const Failure& f) {
+      if (f.category() != ErrorCategory::NO_CAPACITY) throw;
+      if (!first) first = f;
+      continue;
+    }
+    if (!first) return *plan;
+    const std::string sizes = "--ctx " + std::to_string(c) + " --streams " + std::to_string(k);
+    if (sized_by_client) throw Failure(ErrorCategory::NO_CAPACITY, std::string(first->what()) + ": " + sizes + " would fit");
+    p.partition = o;
+    p.options.n_ctx = c;
+    p.options.max_sequences = k;
+    p.events.push_back(sizes + ": the largest that fit the devices (" + std::to_string(ctx) + " tokens and " +
+                       std::to_string(streams) + " streams did not)");
+    spdlog::info("head: {}", p.events.back());
+    return *plan;
+  }
+  throw Failure(ErrorCategory::NO_CAPACITY,
+                std::string(first->what()) +
+                    "; not even --ctx 256 --streams 1 fits: add a device, or give the devices more memory "
+                    "(--memory-limit)");
 }
 
 // The model's file, config, vocabulary and hash (hashed once per path, size and mtime).

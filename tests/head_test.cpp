@@ -145,14 +145,14 @@ struct Harness {
     h.setIncarnation(incarnations[id]);
     deliver(id + "/hb", b);
   }
-  void launch(const std::string& model, const std::string& split = "") {
+  void launch(const std::string& model, const std::string& split = "", uint32_t ctx = 64) {
     capnp::MallocMessageBuilder b;
     auto env = b.initRoot<wire::Envelope>();
     env.setRequestId(1);
     auto r = env.initLaunchRequest();
     r.setModelPath(model);
     r.setSplit(split);
-    r.setCtx(64);
+    r.setCtx(ctx);
     deliver("cli", b);
   }
   void ready(const std::string& id, uint64_t plan_id) {
@@ -479,6 +479,36 @@ TEST_CASE("head: decoding at a third of the planned pace is reported once, namin
   generate_to_end(4);  // on pace again: said once
   REQUIRE(h.head.plan()->events.size() == 2);
   CHECK(h.head.plan()->events[1].find("back on pace") == 0);
+}
+
+}  // namespace hearth::cluster
+
+namespace hearth::cluster {
+
+TEST_CASE("head: without --ctx and --streams a launch takes the largest that fit, and says so") {
+  test::TempDir dir;
+  const std::string model = test::make_model(dir, "m.gguf", {});  // trained for 512 tokens
+  Harness h(7.6e6);  // the model with 512 tokens for 4 streams does not fit; for 1 stream it does
+  h.launch(model, "", /*ctx=*/0);
+  const auto reply = h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).back().getLaunchReply();
+  CAPTURE(std::string(reply.getMessage().cStr()));
+  REQUIRE(reply.getOk());
+  const LaunchedPlan& p = *h.head.plan();
+  CHECK(p.options.max_sequences < 4);
+  CHECK(p.options.max_sequences == p.partition.streams);
+  CHECK(p.options.n_ctx == p.partition.ctx);
+  REQUIRE(p.events.size() == 1);
+  CHECK(p.events[0].find("the largest that fit the devices") != std::string::npos);
+  MESSAGE(p.events[0]);
+
+  // Sizes the client named are kept: too large is an error that says what would fit.
+  Harness g(7.6e6);
+  g.launch(model, "", 512);
+  const auto refused = g.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).back().getLaunchReply();
+  CHECK_FALSE(refused.getOk());
+  CHECK(refused.getCategory() == wire::ErrorCategory::NO_CAPACITY);
+  CHECK(std::string(refused.getMessage().cStr()).find("would fit") != std::string::npos);
+  MESSAGE(std::string(refused.getMessage().cStr()));
 }
 
 }  // namespace hearth::cluster
