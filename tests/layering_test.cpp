@@ -1,9 +1,9 @@
 // The floors of docs/architecture.md, checked on the sources: a file may include headers of its
-// own floor and of the floors below it, never of one above or beside it. The build links each
-// library only to the floors below, but every library shares the repository root as its include
-// path, so a reverse #include of a header-only piece would still compile: this test is what
-// fails then. It also keeps the partitioner pure (no I/O, no threads) and the runtime off the
-// network.
+// own floor and of the floors below it, never of one above or beside it. The build already
+// refuses most of it (each library's include root holds only its folder, and it links only the
+// floors below); this test also catches what linking cannot (the gateway may use one header of
+// the cluster, the node's rooms nothing of the head's) and keeps the partitioner pure (no I/O, no
+// threads) and the runtime off the network.
 #include <doctest/doctest.h>
 
 #include <filesystem>
