@@ -227,24 +227,28 @@ void quantize_q8_k_scalar(const float* x, BlockQ8_K* y, int n) {
   }
 }
 
-float dot_q4_k_scalar(const BlockQ4_K* w, const BlockQ8_K* x, int n_blocks) {
+namespace {
+
+// Q4_K and Q5_K differ only in how a block's quants unpack (as in dequantize_scale_min).
+template <typename Block, void (*Unpack)(const Block&, uint8_t*)>
+float dot_scale_min_blocks(const Block* w, const BlockQ8_K* x, int n_blocks) {
   uint8_t q[kQK];
   float s = 0.f;
   for (int b = 0; b < n_blocks; ++b) {
-    unpack_q4_k(w[b], q);
+    Unpack(w[b], q);
     s += dot_scale_min(w[b], x[b], q);
   }
   return s;
 }
 
+}  // namespace
+
+float dot_q4_k_scalar(const BlockQ4_K* w, const BlockQ8_K* x, int n_blocks) {
+  return dot_scale_min_blocks<BlockQ4_K, unpack_q4_k>(w, x, n_blocks);
+}
+
 float dot_q5_k_scalar(const BlockQ5_K* w, const BlockQ8_K* x, int n_blocks) {
-  uint8_t q[kQK];
-  float s = 0.f;
-  for (int b = 0; b < n_blocks; ++b) {
-    unpack_q5_k(w[b], q);
-    s += dot_scale_min(w[b], x[b], q);
-  }
-  return s;
+  return dot_scale_min_blocks<BlockQ5_K, unpack_q5_k>(w, x, n_blocks);
 }
 
 float dot_q6_k_scalar(const BlockQ6_K* w, const BlockQ8_K* x, int n_blocks) {
