@@ -152,7 +152,7 @@ TEST_SUITE("arch") {
       md.set("general.architecture", GgufValue::str("gemma"));
     });
     CHECK_THROWS_WITH_AS(open_model(other),
-                         doctest::Contains("architecture 'gemma' is not supported (supported: llama, qwen2, qwen3)"), GgufError);
+                         doctest::Contains("architecture 'gemma' is not supported (supported: llama, qwen2, qwen3, qwen3moe, olmoe)"), GgufError);
   }
 
   TEST_CASE("qwen2 equals llama with Q/K rows interleaved per head (NeoX vs normal RoPE), biases included") {

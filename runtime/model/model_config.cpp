@@ -11,13 +11,22 @@ struct Arch {
   const char* name;
   RopeStyle rope_style;
   TensorNeed qkv_bias, out_bias, qk_norm;
+  bool qk_norm_whole;
+  // Experts: never, when the file says expert_count (llama: Mixtral), or always.
+  TensorNeed experts;
+  bool expert_weights_norm;
 };
 
 // What llama.cpp's graphs for these architectures do beyond the shared llama structure.
 constexpr Arch kArchs[] = {
-    {"llama", RopeStyle::Normal, TensorNeed::Optional, TensorNeed::Optional, TensorNeed::Absent},
-    {"qwen2", RopeStyle::NeoX, TensorNeed::Required, TensorNeed::Absent, TensorNeed::Absent},
-    {"qwen3", RopeStyle::NeoX, TensorNeed::Absent, TensorNeed::Absent, TensorNeed::Required},
+    {"llama", RopeStyle::Normal, TensorNeed::Optional, TensorNeed::Optional, TensorNeed::Absent, false, TensorNeed::Optional,
+     true},
+    {"qwen2", RopeStyle::NeoX, TensorNeed::Required, TensorNeed::Absent, TensorNeed::Absent, false, TensorNeed::Absent, false},
+    {"qwen3", RopeStyle::NeoX, TensorNeed::Absent, TensorNeed::Absent, TensorNeed::Required, false, TensorNeed::Absent, false},
+    {"qwen3moe", RopeStyle::NeoX, TensorNeed::Absent, TensorNeed::Absent, TensorNeed::Required, false, TensorNeed::Required,
+     true},
+    // OLMoE normalises the whole Q and K projections and keeps the router's probabilities as they are.
+    {"olmoe", RopeStyle::NeoX, TensorNeed::Absent, TensorNeed::Absent, TensorNeed::Required, true, TensorNeed::Required, false},
 };
 
 std::string supported_archs() {
@@ -48,6 +57,23 @@ int positive(const GgufMetadata& md, const std::string& key, uint64_t max = 1u <
   return static_cast<int>(v);
 }
 
+// Mixture of experts. The expert width has a key of its own where it differs from the dense
+// width (qwen3moe); elsewhere (olmoe, Mixtral) feed_forward_length is the expert width.
+void read_experts(const GgufMetadata& md, const std::string& a, const Arch& arch, ModelConfig& c) {
+  const bool has = md.has(a + "expert_count") && md.get_uint(a + "expert_count") > 0;
+  if (arch.experts == TensorNeed::Absent && has)
+    throw GgufError("metadata '" + a + "expert_count' is set, but architecture '" + c.arch + "' has no experts");
+  if (arch.experts == TensorNeed::Required && !has) throw GgufError("metadata '" + a + "expert_count' is missing");
+  if (!has) return;
+  c.n_expert = positive(md, a + "expert_count", 4096);
+  c.n_expert_used = positive(md, a + "expert_used_count", 4096);
+  if (c.n_expert_used > c.n_expert)
+    throw GgufError("metadata '" + a + "expert_used_count' = " + std::to_string(c.n_expert_used) + " exceeds expert_count " +
+                    std::to_string(c.n_expert));
+  if (md.has(a + "expert_feed_forward_length")) c.n_ff_exp = positive(md, a + "expert_feed_forward_length");
+  c.expert_weights_norm = arch.expert_weights_norm;
+}
+
 }  // namespace
 
 ModelConfig read_model_config(const GgufFile& file) {
@@ -64,13 +90,17 @@ ModelConfig read_model_config(const GgufFile& file) {
   c.qkv_bias = arch->qkv_bias;
   c.out_bias = arch->out_bias;
   c.qk_norm = arch->qk_norm;
+  c.qk_norm_whole = arch->qk_norm_whole;
   c.name = md.get_string_opt("general.name").value_or(file.path());
   const std::string a = c.arch + ".";
   c.n_embd = positive(md, a + "embedding_length");
   c.n_layer = positive(md, a + "block_count", 4096);
   c.n_head = positive(md, a + "attention.head_count", 4096);
   c.n_head_kv = md.has(a + "attention.head_count_kv") ? positive(md, a + "attention.head_count_kv", 4096) : c.n_head;
-  c.n_ff = positive(md, a + "feed_forward_length");
+  read_experts(md, a, *arch, c);
+  // A model whose every layer is MoE needs no dense width; llama.cpp's qwen3moe files still carry one.
+  c.n_ff = c.is_moe() && !md.has(a + "feed_forward_length") ? 0 : positive(md, a + "feed_forward_length");
+  if (c.is_moe() && c.n_ff_exp == 0) c.n_ff_exp = c.n_ff;
   c.n_ctx_train = positive(md, a + "context_length");
   if (c.n_embd % c.n_head != 0 && !md.has(a + "attention.key_length"))
     throw GgufError("embedding_length is not a multiple of head_count");

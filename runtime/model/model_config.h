@@ -1,6 +1,7 @@
-// Hyperparameters of a llama-family model (architectures llama, qwen2, qwen3), read from GGUF
-// metadata. The architectures differ only in the details below; their metadata keys share the
-// layout "<arch>.embedding_length" etc.
+// Hyperparameters of a llama-family model (architectures llama, qwen2, qwen3, and the
+// mixture-of-experts qwen3moe, olmoe and Mixtral-style llama), read from GGUF metadata. The
+// architectures differ only in the details below; their metadata keys share the layout
+// "<arch>.embedding_length" etc.
 #pragma once
 
 #include <string>
@@ -14,7 +15,7 @@ namespace hearth::runtime {
 enum class TensorNeed { Absent, Optional, Required };
 
 struct ModelConfig {
-  std::string arch;     // general.architecture: "llama", "qwen2" or "qwen3"
+  std::string arch;     // general.architecture: "llama", "qwen2", "qwen3", "qwen3moe", "olmoe"
   std::string name;     // general.name, or the file name
   int n_vocab = 0;      // tokens
   int n_embd = 0;       // hidden size
@@ -22,7 +23,7 @@ struct ModelConfig {
   int n_head = 0;       // query heads
   int n_head_kv = 0;    // key/value heads (GQA when < n_head)
   int head_dim = 0;     // n_embd / n_head unless the file says otherwise
-  int n_ff = 0;         // feed-forward hidden size
+  int n_ff = 0;         // feed-forward hidden size of a dense layer (0 when every layer is MoE and the file has none)
   int n_ctx_train = 0;  // context length the model was trained for
   int n_rot = 0;        // dimensions of each head that RoPE rotates
   float rms_eps = 1e-5f;
@@ -33,6 +34,16 @@ struct ModelConfig {
   TensorNeed qkv_bias = TensorNeed::Absent;  // blk.N.attn_{q,k,v}.bias (qwen2: required)
   TensorNeed out_bias = TensorNeed::Absent;  // blk.N.attn_output.bias (llama: optional)
   TensorNeed qk_norm = TensorNeed::Absent;   // blk.N.attn_{q,k}_norm.weight, per head (qwen3)
+  bool qk_norm_whole = false;                // the q/k norms span the whole projection, not one head (olmoe)
+
+  // Mixture of experts: every layer's FFN is n_expert SwiGLU experts of width n_ff_exp, of which
+  // a router picks n_expert_used per token. n_expert == 0 for a dense model.
+  int n_expert = 0;
+  int n_expert_used = 0;
+  int n_ff_exp = 0;
+  bool expert_weights_norm = false;  // the chosen experts' probabilities are rescaled to sum to 1
+
+  bool is_moe() const { return n_expert > 0; }
 
   int q_dim() const { return n_head * head_dim; }
   int kv_dim() const { return n_head_kv * head_dim; }

@@ -24,8 +24,8 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
       pool_(pool),
       kernels_(best_kernels()),
       n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min(weights_->config().n_ctx_train, kDefaultMaxCtx)),
-      scratch_(options.max_batch,
-               std::max<int64_t>({weights_->config().n_embd, weights_->config().n_ff, weights_->config().q_dim()})) {
+      scratch_(options.max_batch, std::max<int64_t>({weights_->config().n_embd, weights_->config().n_ff,
+                                                     weights_->config().n_ff_exp, weights_->config().q_dim()})) {
   const ModelConfig& c = config();
   if (options_.max_batch <= 0 || options_.max_sequences <= 0)
     throw std::invalid_argument("max_batch and max_sequences must be positive");
@@ -45,6 +45,7 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   scores_.resize(static_cast<size_t>(c.n_head) * n_ctx_);
   row_cache_.resize(B);
   row_pos_.resize(B);
+  if (c.is_moe()) experts_.emplace(c, options_.max_batch);
 }
 
 int Stage::length(uint64_t seq) const {
@@ -134,7 +135,10 @@ void Stage::layer_forward(int l, int n_tokens) {
     const int pos = row_pos_[static_cast<size_t>(t)];
     float* qt = &q_[static_cast<size_t>(t) * c.q_dim()];
     float* kt = &k_[static_cast<size_t>(t) * c.kv_dim()];
-    if (!w.q_norm.empty()) {  // qwen3: each head normalised on its own, before RoPE
+    if (!w.q_norm.empty() && c.qk_norm_whole) {  // olmoe: the whole projections, before RoPE
+      rmsnorm(qt, w.q_norm.data(), qt, c.q_dim(), c.rms_eps);
+      rmsnorm(kt, w.k_norm.data(), kt, c.kv_dim(), c.rms_eps);
+    } else if (!w.q_norm.empty()) {  // qwen3: each head normalised on its own, before RoPE
       for (int h = 0; h < c.n_head; ++h)
         rmsnorm(qt + h * c.head_dim, w.q_norm.data(), qt + h * c.head_dim, c.head_dim, c.rms_eps);
       for (int h = 0; h < c.n_head_kv; ++h)
@@ -154,10 +158,14 @@ void Stage::layer_forward(int l, int n_tokens) {
   if (!w.bo.empty()) add_bias(tmp_.data(), w.bo.data(), n_tokens, E);
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
 
-  // ---- feed-forward (SwiGLU) ----
+  // ---- feed-forward (SwiGLU, or a mixture of SwiGLU experts) ----
   for (int t = 0; t < n_tokens; ++t) rmsnorm(&x_[t * E], w.ffn_norm.data(), &xn_[t * E], E, c.rms_eps);
-  matmul_swiglu(w.w_gate, w.w_up, xn_.data(), n_tokens, gate_.data(), up_.data(), scratch_, pool_, kernels_);
-  matmul(w.w_down, gate_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
+  if (experts_) {
+    experts_->forward(w, xn_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
+  } else {
+    matmul_swiglu(w.w_gate, w.w_up, xn_.data(), n_tokens, gate_.data(), up_.data(), scratch_, pool_, kernels_);
+    matmul(w.w_down, gate_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
+  }
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
 }
 

@@ -19,10 +19,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "runtime/kernels/kernels.h"
+#include "runtime/model/expert_ffn.h"
 #include "runtime/model/kv_cache.h"
 #include "runtime/model/matmul.h"
 #include "runtime/kernels/thread_pool.h"
@@ -96,6 +98,7 @@ class Stage {
   std::vector<KvCache*> row_cache_;
   std::vector<int> row_pos_;
   std::vector<float> logits_;
+  std::optional<ExpertFfn> experts_;  // MoE models
 };
 
 }  // namespace hearth::runtime

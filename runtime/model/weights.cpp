@@ -14,14 +14,15 @@ std::string blk(int l, const char* name, const char* kind = "weight") {
   return "blk." + std::to_string(l) + "." + name + "." + kind;
 }
 
-const char* const kLayerTensors[] = {"attn_norm", "attn_q",   "attn_k", "attn_v",  "attn_output",
-                                     "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down"};
+const char* const kAttentionTensors[] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm"};
+const char* const kDenseFfnTensors[] = {"ffn_gate", "ffn_up", "ffn_down"};
+const char* const kExpertTensors[] = {"ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
 
 constexpr const char* kRopeFreqs = "rope_freqs.weight";
 
 // The optional kinds of layer tensors: the ModelConfig field that says whether an architecture
 // has them, their name, length and where they go.
-enum class Length { QDim, KvDim, Embd, HeadDim };
+enum class Length { QDim, KvDim, Embd, QNorm, KNorm };
 struct OptionalTensor {
   TensorNeed ModelConfig::*need;
   const char* name;
@@ -34,8 +35,8 @@ const OptionalTensor kOptionalTensors[] = {
     {&ModelConfig::qkv_bias, "attn_k", "bias", Length::KvDim, &LayerWeights::bk},
     {&ModelConfig::qkv_bias, "attn_v", "bias", Length::KvDim, &LayerWeights::bv},
     {&ModelConfig::out_bias, "attn_output", "bias", Length::Embd, &LayerWeights::bo},
-    {&ModelConfig::qk_norm, "attn_q_norm", "weight", Length::HeadDim, &LayerWeights::q_norm},
-    {&ModelConfig::qk_norm, "attn_k_norm", "weight", Length::HeadDim, &LayerWeights::k_norm},
+    {&ModelConfig::qk_norm, "attn_q_norm", "weight", Length::QNorm, &LayerWeights::q_norm},
+    {&ModelConfig::qk_norm, "attn_k_norm", "weight", Length::KNorm, &LayerWeights::k_norm},
 };
 
 uint64_t length_of(const ModelConfig& c, Length l) {
@@ -43,7 +44,8 @@ uint64_t length_of(const ModelConfig& c, Length l) {
     case Length::QDim: return static_cast<uint64_t>(c.q_dim());
     case Length::KvDim: return static_cast<uint64_t>(c.kv_dim());
     case Length::Embd: return static_cast<uint64_t>(c.n_embd);
-    case Length::HeadDim: return static_cast<uint64_t>(c.head_dim);
+    case Length::QNorm: return static_cast<uint64_t>(c.qk_norm_whole ? c.q_dim() : c.head_dim);
+    case Length::KNorm: return static_cast<uint64_t>(c.qk_norm_whole ? c.kv_dim() : c.head_dim);
   }
   return 0;
 }
@@ -66,15 +68,15 @@ void check_spec(const ModelConfig& c, const StageSpec& s) {
                     ") does not fit a model of " + std::to_string(c.n_layer) + " layers");
 }
 
-void check_shape(const GgufTensorInfo& t, uint64_t ne0, uint64_t ne1) {
-  const bool ok = (ne1 == 0 && t.shape.size() == 1 && t.shape[0] == ne0) ||
-                  (ne1 != 0 && t.shape.size() == 2 && t.shape[0] == ne0 && t.shape[1] == ne1);
-  if (!ok) {
-    std::string got;
-    for (auto d : t.shape) got += (got.empty() ? "" : ", ") + std::to_string(d);
-    throw GgufError("tensor '" + t.name + "' has shape [" + got + "], expected [" + std::to_string(ne0) +
-                    (ne1 ? ", " + std::to_string(ne1) : "") + "]");
-  }
+std::string shape_text(const std::vector<uint64_t>& shape) {
+  std::string s;
+  for (auto d : shape) s += (s.empty() ? "" : ", ") + std::to_string(d);
+  return "[" + s + "]";
+}
+
+void check_shape(const GgufTensorInfo& t, const std::vector<uint64_t>& expected) {
+  if (t.shape != expected)
+    throw GgufError("tensor '" + t.name + "' has shape " + shape_text(t.shape) + ", expected " + shape_text(expected));
 }
 
 }  // namespace
@@ -84,7 +86,11 @@ std::vector<std::string> stage_tensor_names(const GgufFile& file, const ModelCon
   std::vector<std::string> names;
   if (spec.has_embedding) names.push_back("token_embd.weight");
   for (int l = spec.first_layer; l < spec.last_layer; ++l) {
-    for (const char* t : kLayerTensors) names.push_back(blk(l, t));
+    for (const char* t : kAttentionTensors) names.push_back(blk(l, t));
+    if (config.is_moe())
+      for (const char* t : kExpertTensors) names.push_back(blk(l, t));
+    else
+      for (const char* t : kDenseFfnTensors) names.push_back(blk(l, t));
     for (const OptionalTensor& t : kOptionalTensors)
       if (wanted(file, config, t, l)) names.push_back(blk(l, t.name, t.kind));
   }
@@ -123,9 +129,13 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
       if (t.offset >= r.offset() && t.offset + t.n_bytes <= r.offset() + r.size()) return r.data() + (t.offset - r.offset());
     throw GgufError("internal: tensor '" + t.name + "' is not mapped");
   };
-  const auto matrix = [&](const std::string& name, uint64_t n_in, uint64_t n_out) {
+  // A matrix, or with n_expert > 0 the first of a 3-D tensor's expert matrices.
+  const auto matrix = [&](const std::string& name, uint64_t n_in, uint64_t n_out, uint64_t n_expert = 0) {
     const auto& t = file.require_tensor(name);
-    check_shape(t, n_in, n_out);
+    std::vector<uint64_t> shape{n_in};
+    if (n_out) shape.push_back(n_out);
+    if (n_expert) shape.push_back(n_expert);
+    check_shape(t, shape);
     const auto info = tensor_type_info(static_cast<uint32_t>(t.type));
     if (!info->computable)
       throw GgufError("tensor '" + name + "' has type " + std::string(info->name) +
@@ -149,9 +159,17 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
     w.wv = matrix(blk(l, "attn_v"), E, KV);
     w.wo = matrix(blk(l, "attn_output"), Q, E);
     w.ffn_norm = vector(blk(l, "ffn_norm"), E);
-    w.w_gate = matrix(blk(l, "ffn_gate"), E, F);
-    w.w_up = matrix(blk(l, "ffn_up"), E, F);
-    w.w_down = matrix(blk(l, "ffn_down"), F, E);
+    if (config.is_moe()) {
+      const uint64_t X = static_cast<uint64_t>(config.n_expert), FX = static_cast<uint64_t>(config.n_ff_exp);
+      w.router = matrix(blk(l, "ffn_gate_inp"), E, X);
+      w.gate_exps = {matrix(blk(l, "ffn_gate_exps"), E, FX, X), config.n_expert};
+      w.up_exps = {matrix(blk(l, "ffn_up_exps"), E, FX, X), config.n_expert};
+      w.down_exps = {matrix(blk(l, "ffn_down_exps"), FX, E, X), config.n_expert};
+    } else {
+      w.w_gate = matrix(blk(l, "ffn_gate"), E, F);
+      w.w_up = matrix(blk(l, "ffn_up"), E, F);
+      w.w_down = matrix(blk(l, "ffn_down"), F, E);
+    }
     for (const OptionalTensor& t : kOptionalTensors)
       if (wanted(file, config, t, l)) w.*t.field = vector(blk(l, t.name, t.kind), length_of(config, t.length));
     layers_.push_back(std::move(w));

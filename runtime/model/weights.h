@@ -26,6 +26,17 @@ struct WeightMatrix {
   uint64_t bytes() const { return row_bytes * static_cast<uint64_t>(n_out); }
 };
 
+// A 3-D GGUF tensor [n_in, n_out, n_expert]: one matrix per expert, stored back to back.
+struct ExpertMatrix {
+  WeightMatrix first;  // expert 0
+  int n_expert = 0;
+  WeightMatrix expert(int e) const {
+    WeightMatrix m = first;
+    m.data += static_cast<uint64_t>(e) * first.bytes();
+    return m;
+  }
+};
+
 // Vectors of optional tensors are empty when the model has none (ModelConfig says which kinds an
 // architecture may or must have).
 struct LayerWeights {
@@ -36,12 +47,19 @@ struct LayerWeights {
   WeightMatrix wo;                // (n_head * head_dim) -> (n_embd)
   std::vector<float> bq, bk, bv;  // biases of wq, wk, wv (qwen2; optional in llama)
   std::vector<float> bo;          // bias of wo (optional in llama)
-  std::vector<float> q_norm;      // (head_dim): RMSNorm weight of each query head before RoPE (qwen3)
-  std::vector<float> k_norm;      // (head_dim): the same for each key head
+  std::vector<float> q_norm;      // (head_dim): RMSNorm weight of each query head before RoPE (qwen3);
+                                  // (n_head * head_dim) when it spans the whole projection (olmoe)
+  std::vector<float> k_norm;      // (head_dim) or (n_head_kv * head_dim): the same for the keys
   std::vector<float> ffn_norm;    // (n_embd)
-  WeightMatrix w_gate;            // (n_embd) -> (n_ff)
-  WeightMatrix w_up;              // (n_embd) -> (n_ff)
-  WeightMatrix w_down;            // (n_ff) -> (n_embd)
+  // Dense FFN (not MoE):
+  WeightMatrix w_gate;  // (n_embd) -> (n_ff)
+  WeightMatrix w_up;    // (n_embd) -> (n_ff)
+  WeightMatrix w_down;  // (n_ff) -> (n_embd)
+  // Mixture of experts (ModelConfig::is_moe):
+  WeightMatrix router;     // ffn_gate_inp: (n_embd) -> (n_expert) logits
+  ExpertMatrix gate_exps;  // (n_embd) -> (n_ff_exp), per expert
+  ExpertMatrix up_exps;    // (n_embd) -> (n_ff_exp), per expert
+  ExpertMatrix down_exps;  // (n_ff_exp) -> (n_embd), per expert
 };
 
 // Which part of the model a stage runs.

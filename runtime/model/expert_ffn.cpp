@@ -1,0 +1,96 @@
+#include "runtime/model/expert_ffn.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace hearth::runtime {
+
+Routing route(std::span<const float> logits, int k, bool normalize) {
+  const size_t n = logits.size();
+  // ggml's softmax: exponentials in float, their sum in double, one float scale.
+  const float max = *std::max_element(logits.begin(), logits.end());
+  std::vector<float> p(n);
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += static_cast<double>(p[i] = std::exp(logits[i] - max));
+  const auto scale = static_cast<float>(1.0 / sum);
+  for (float& v : p) v *= scale;
+
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return p[static_cast<size_t>(a)] > p[static_cast<size_t>(b)]; });
+  Routing r;
+  r.experts.assign(order.begin(), order.begin() + k);
+  for (int e : r.experts) r.weights.push_back(p[static_cast<size_t>(e)]);
+  if (normalize) {
+    double total = 0;
+    for (float w : r.weights) total += w;
+    const auto t = static_cast<float>(total);
+    for (float& w : r.weights) w /= t;
+  }
+  return r;
+}
+
+ExpertFfn::ExpertFfn(const ModelConfig& c, int max_tokens)
+    : n_embd_(c.n_embd),
+      n_expert_(c.n_expert),
+      n_used_(c.n_expert_used),
+      n_ff_exp_(c.n_ff_exp),
+      normalize_(c.expert_weights_norm),
+      logits_(static_cast<size_t>(max_tokens) * c.n_expert),
+      chosen_(static_cast<size_t>(max_tokens) * c.n_expert_used),
+      weight_(chosen_.size()),
+      by_expert_(static_cast<size_t>(c.n_expert)),
+      x_(static_cast<size_t>(max_tokens) * c.n_embd),
+      gate_(static_cast<size_t>(max_tokens) * c.n_ff_exp),
+      up_(gate_.size()),
+      y_(x_.size()),
+      slot_out_(chosen_.size() * static_cast<size_t>(c.n_embd)) {}
+
+void ExpertFfn::forward(const LayerWeights& w, const float* xn, int n_tokens, float* out, MatmulScratch& scratch,
+                        ThreadPool& pool, const KernelTable& k) {
+  const auto E = static_cast<size_t>(n_embd_), K = static_cast<size_t>(n_used_);
+  matmul(w.router, xn, n_tokens, logits_.data(), scratch, pool, k);
+  for (auto& v : by_expert_) v.clear();
+  for (int t = 0; t < n_tokens; ++t) {
+    const Routing r = route({&logits_[static_cast<size_t>(t) * n_expert_], static_cast<size_t>(n_expert_)}, n_used_, normalize_);
+    for (size_t s = 0; s < K; ++s) {
+      const size_t slot = static_cast<size_t>(t) * K + s;
+      chosen_[slot] = r.experts[s];
+      weight_[slot] = r.weights[s];
+      by_expert_[static_cast<size_t>(r.experts[s])].push_back(static_cast<int>(slot));
+    }
+  }
+
+  // Each chosen expert over the tokens that chose it; a lone token is used in place.
+  for (int e = 0; e < n_expert_; ++e) {
+    const std::vector<int>& slots = by_expert_[static_cast<size_t>(e)];
+    if (slots.empty()) continue;
+    const int m = static_cast<int>(slots.size());
+    const float* in = xn;
+    if (n_tokens > 1) {
+      for (int i = 0; i < m; ++i)
+        std::copy_n(xn + static_cast<size_t>(slots[static_cast<size_t>(i)]) / K * E, E, &x_[static_cast<size_t>(i) * E]);
+      in = x_.data();
+    }
+    const WeightMatrix gate = w.gate_exps.expert(e), up = w.up_exps.expert(e), down = w.down_exps.expert(e);
+    matmul_swiglu(gate, up, in, m, gate_.data(), up_.data(), scratch, pool, k);
+    matmul(down, gate_.data(), m, y_.data(), scratch, pool, k);
+    for (int i = 0; i < m; ++i)
+      std::copy_n(&y_[static_cast<size_t>(i) * E], E, &slot_out_[static_cast<size_t>(slots[static_cast<size_t>(i)]) * E]);
+  }
+
+  // Weighted sum in slot order, as llama.cpp adds the experts' views one after another.
+  for (int t = 0; t < n_tokens; ++t) {
+    float* o = out + static_cast<size_t>(t) * E;
+    for (size_t s = 0; s < K; ++s) {
+      const size_t slot = static_cast<size_t>(t) * K + s;
+      const float* y = &slot_out_[slot * E];
+      const float wt = weight_[slot];
+      for (size_t i = 0; i < E; ++i) o[i] = s == 0 ? y[i] * wt : o[i] + y[i] * wt;
+    }
+  }
+}
+
+}  // namespace hearth::runtime

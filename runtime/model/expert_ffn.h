@@ -1,0 +1,54 @@
+// The feed-forward block of a mixture-of-experts layer (qwen3moe, olmoe, Mixtral):
+//
+//   p = softmax(router · x);  E = the n_expert_used most probable experts;
+//   w_e = p_e (divided by the sum over E when the model normalises);
+//   out = sum over e in E, most probable first, of w_e · down_e(silu(gate_e · x) * up_e · x)
+//
+// as llama.cpp computes it. A batch is grouped by expert, so each chosen expert's matrices pass
+// once over the tokens that chose it; since every matmul output is computed the same way whatever
+// the batch (matmul.h), a token's result does not depend on the other tokens in its batch.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "runtime/kernels/kernels.h"
+#include "runtime/kernels/thread_pool.h"
+#include "runtime/model/matmul.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/weights.h"
+
+namespace hearth::runtime {
+
+// The experts one token goes to, most probable first, with their weights.
+struct Routing {
+  std::vector<int> experts;
+  std::vector<float> weights;
+};
+
+// Picks the top `k` of `logits` (n_expert router outputs) by softmax probability (the lower index
+// first on ties) and weights them by that probability, renormalised over the k when `normalize`.
+Routing route(std::span<const float> logits, int k, bool normalize);
+
+class ExpertFfn {
+ public:
+  // Buffers for up to max_tokens tokens per forward().
+  ExpertFfn(const ModelConfig& config, int max_tokens);
+
+  // out[t] = the layer's MoE output for input xn[t] (the normed hidden state), t < n_tokens.
+  void forward(const LayerWeights& w, const float* xn, int n_tokens, float* out, MatmulScratch& scratch, ThreadPool& pool,
+               const KernelTable& k);
+
+ private:
+  int n_embd_, n_expert_, n_used_, n_ff_exp_;
+  bool normalize_;
+  std::vector<float> logits_;                // [tokens x n_expert]
+  std::vector<int> chosen_;                  // [tokens x n_used]: expert of each (token, slot)
+  std::vector<float> weight_;                // [tokens x n_used]
+  std::vector<std::vector<int>> by_expert_;  // per expert: the (token * n_used + slot) that chose it
+  std::vector<float> x_, gate_, up_, y_;     // one expert's gathered inputs and outputs
+  std::vector<float> slot_out_;              // [tokens x n_used x n_embd]
+};
+
+}  // namespace hearth::runtime
