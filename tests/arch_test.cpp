@@ -7,6 +7,7 @@
 #include <functional>
 #include <random>
 
+#include "runtime/model/expert_ffn.h"
 #include "runtime/model/generator.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/rope.h"
@@ -307,6 +308,95 @@ TEST_SUITE("arch") {
       md.set("llama.rope.scaling.type", GgufValue::str("yarn"));
     });
     CHECK_THROWS_WITH_AS(open_model(yarn), doctest::Contains("'yarn' is not supported (supported: none, linear"), GgufError);
+  }
+
+  TEST_CASE("routing: the top k by softmax probability, most probable first, renormalised when the model says so") {
+    const std::vector<float> logits{0.5f, 2.f, -1.f, 2.f, 1.f};
+    const Routing plain = route(logits, 3, false);
+    CHECK(plain.experts == std::vector<int>{1, 3, 4});  // a tie keeps the lower index first
+    double z = 0;
+    for (float l : logits) z += std::exp(double{l});
+    CHECK(plain.weights[0] == doctest::Approx(std::exp(2.0) / z).epsilon(1e-6));
+    CHECK(plain.weights[2] == doctest::Approx(std::exp(1.0) / z).epsilon(1e-6));
+    const Routing norm = route(logits, 3, true);
+    CHECK(norm.experts == plain.experts);
+    CHECK(norm.weights[0] + norm.weights[1] + norm.weights[2] == doctest::Approx(1.0).epsilon(1e-6));
+    CHECK(norm.weights[0] / norm.weights[2] == doctest::Approx(plain.weights[0] / plain.weights[2]).epsilon(1e-5));
+  }
+
+  TEST_CASE("MoE models from mkmodel (qwen3moe, olmoe, Mixtral-style llama): splits, decode and prefill agree bit for bit") {
+    TempDir dir;
+    ThreadPool pool(2);
+    for (const char* arch : {"qwen3moe", "olmoe", "llama"}) {
+      for (TensorType t : {TensorType::F32, TensorType::Q8_0, TensorType::Q4_K}) {
+        CAPTURE(std::string(arch));
+        CAPTURE(std::string(tensor_type_name(t)));
+        MakeModelOptions o = opts(arch, 5);
+        o.shape = *random_model_preset("tiny-moe");
+        o.shape.n_layer = 5;
+        o.shape.n_embd = 256;  // a K-quant super-block
+        o.shape.n_ff_exp = 256;
+        o.type = t;
+        const Model m = open_model(hearth::test::make_model(dir, "m.gguf", o));
+        CHECK(m.config.arch == arch);
+        CHECK(m.config.n_expert == 8);
+        CHECK(m.config.n_expert_used == 2);
+        CHECK(m.config.n_ff_exp == 256);
+        auto whole = make_stage(m, 0, 5, pool);
+        auto a = make_stage(m, 0, 2, pool), b = make_stage(m, 2, 5, pool);
+        auto x = make_stage(m, 0, 1, pool), y = make_stage(m, 1, 3, pool), z = make_stage(m, 3, 5, pool);
+        Stage* one[] = {whole.get()};
+        Stage* two[] = {a.get(), b.get()};
+        Stage* three[] = {x.get(), y.get(), z.get()};
+        const std::vector<int32_t> prompt{1, 20, 30, 400, 5, 6, 77, 8, 9, 310, 11, 12};
+        const auto ref = run(one, 1, 0, prompt);
+        CHECK(run(two, 1, 0, prompt) == ref);
+        CHECK(run(three, 1, 0, prompt) == ref);
+        // Token by token in another sequence: each row equals the batch's.
+        const int V = m.config.n_vocab;
+        for (size_t i = 0; i < prompt.size(); ++i) {
+          const auto row = run(one, 2, static_cast<int>(i), {prompt[i]});
+          CHECK(std::equal(row.begin(), row.end(), ref.begin() + static_cast<std::ptrdiff_t>(i) * V));
+        }
+      }
+    }
+  }
+
+  TEST_CASE("MoE: a missing or misshapen expert tensor is named; expert metadata out of range is refused") {
+    TempDir dir;
+    MakeModelOptions o = opts("qwen3moe");
+    o.shape = *random_model_preset("tiny-moe");
+    const std::string path = hearth::test::make_model(dir, "moe.gguf", o);
+    const std::string missing = dir.file("missing.gguf");
+    hearth::test::rewrite_gguf(path, missing, [](GgufMetadata&, std::vector<GgufTensorInfo>& t) {
+      std::erase_if(t, [](const GgufTensorInfo& x) { return x.name == "blk.1.ffn_up_exps.weight"; });
+    });
+    const Model mm = open_model(missing);
+    CHECK_THROWS_WITH_AS(StageWeights(mm.file, mm.config, StageSpec::whole(mm.config.n_layer)),
+                         doctest::Contains("'blk.1.ffn_up_exps.weight' is missing"), GgufError);
+    const std::string shape = dir.file("shape.gguf");
+    hearth::test::rewrite_gguf(path, shape, [](GgufMetadata&, std::vector<GgufTensorInfo>& t) {
+      for (auto& x : t)
+        if (x.name == "blk.0.ffn_down_exps.weight") x.shape = {64, 128, 4};
+    });
+    const Model ms = open_model(shape);
+    CHECK_THROWS_WITH_AS(StageWeights(ms.file, ms.config, StageSpec::whole(ms.config.n_layer)),
+                         doctest::Contains("'blk.0.ffn_down_exps.weight' has shape [64, 128, 4], expected [64, 128, 8]"),
+                         GgufError);
+    const std::string used = dir.file("used.gguf");
+    hearth::test::rewrite_gguf(path, used, [](GgufMetadata& md, std::vector<GgufTensorInfo>&) {
+      md.set("qwen3moe.expert_used_count", GgufValue::u32(9));
+    });
+    CHECK_THROWS_WITH_AS(open_model(used), doctest::Contains("'qwen3moe.expert_used_count' = 9 exceeds expert_count 8"),
+                         GgufError);
+    const std::string none = dir.file("none.gguf");
+    hearth::test::rewrite_gguf(path, none, [](GgufMetadata& md, std::vector<GgufTensorInfo>&) {
+      GgufMetadata out;
+      for (const auto& [k, v] : md.all())
+        if (k != "qwen3moe.expert_count") out.set(k, v);
+      md = out;
+    });
+    CHECK_THROWS_WITH_AS(open_model(none), doctest::Contains("'qwen3moe.expert_count' is missing"), GgufError);
   }
 
 }  // TEST_SUITE

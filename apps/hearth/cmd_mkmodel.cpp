@@ -14,14 +14,16 @@ void add_mkmodel_command(CLI::App& app) {
   struct Args {
     std::string out, type = "f32", preset = "tiny", arch = "llama";
     runtime::MakeModelOptions opt;
-    int dim = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0, ctx = 0;
+    int dim = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0, ctx = 0, experts = 0, experts_used = 0, expert_ffn = 0;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("mkmodel", "Write a llama-family GGUF model with random weights");
   cmd->add_option("-o,--out", a->out, "Output file")->required();
-  cmd->add_option("--arch", a->arch, "Architecture: llama, qwen2, qwen3")->capture_default_str();
+  cmd->add_option("--arch", a->arch, "Architecture: llama, qwen2, qwen3, qwen3moe, olmoe (llama with experts = Mixtral)")
+      ->capture_default_str();
   cmd->add_option("--type", a->type, "Weight type: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k")->capture_default_str();
-  cmd->add_option("--preset", a->preset, "Shape: tiny, tinyllama-1.1b, llama-2-7b")->capture_default_str();
+  cmd->add_option("--preset", a->preset, "Shape: tiny, tinyllama-1.1b, llama-2-7b; MoE: tiny-moe, qwen3-30b-a3b")
+      ->capture_default_str();
   cmd->add_option("--dim", a->dim, "Override: embedding size");
   cmd->add_option("--layers", a->layers, "Override: transformer blocks");
   cmd->add_option("--heads", a->heads, "Override: attention heads");
@@ -29,12 +31,19 @@ void add_mkmodel_command(CLI::App& app) {
   cmd->add_option("--ffn", a->ffn, "Override: feed-forward size");
   cmd->add_option("--vocab", a->vocab, "Override: vocabulary size (byte-level vocabulary)");
   cmd->add_option("--ctx", a->ctx, "Override: context length");
+  cmd->add_option("--experts", a->experts, "Override: experts per layer (MoE)");
+  cmd->add_option("--experts-used", a->experts_used, "Override: experts each token uses (MoE)");
+  cmd->add_option("--expert-ffn", a->expert_ffn, "Override: feed-forward size of each expert (MoE)");
   cmd->add_option("--seed", a->opt.seed, "Random seed")->capture_default_str();
   cmd->add_option("--vocab-from", a->opt.vocab_from, "Copy the tokenizer from this GGUF")->check(CLI::ExistingFile);
   cmd->add_option("--name", a->opt.name, "general.name of the model")->capture_default_str();
   cmd->callback([a] {
     auto shape = runtime::random_model_preset(a->preset);
-    if (!shape) throw std::invalid_argument("unknown preset '" + a->preset + "' (tiny, tinyllama-1.1b, llama-2-7b)");
+    if (!shape) {
+      std::string names;
+      for (const auto& n : runtime::random_model_preset_names()) names += (names.empty() ? "" : ", ") + n;
+      throw std::invalid_argument("unknown preset '" + a->preset + "' (" + names + ")");
+    }
     auto type = runtime::tensor_type_from_name(a->type);
     if (!type || !runtime::tensor_type_info(static_cast<uint32_t>(*type))->computable)
       throw std::invalid_argument("unknown or unsupported type '" + a->type + "' (" + runtime::computable_type_names() + ")");
@@ -48,6 +57,9 @@ void add_mkmodel_command(CLI::App& app) {
     override_if(a->ffn, shape->n_ff);
     override_if(a->vocab, shape->n_vocab);
     override_if(a->ctx, shape->n_ctx);
+    override_if(a->experts, shape->n_expert);
+    override_if(a->experts_used, shape->n_expert_used);
+    override_if(a->expert_ffn, shape->n_ff_exp);
     if (a->heads > 0 && a->kv_heads == 0) shape->n_head_kv = shape->n_head;
     a->opt.shape = *shape;
     a->opt.type = *type;

@@ -23,6 +23,9 @@ const Preset kPresets[] = {
     {"tiny", {512, 128, 4, 4, 2, 384, 512, 10000.f, 1e-5f}},
     {"tinyllama-1.1b", {32000, 2048, 22, 32, 4, 5632, 2048, 10000.f, 1e-5f}},
     {"llama-2-7b", {32000, 4096, 32, 32, 32, 11008, 4096, 10000.f, 1e-5f}},
+    {"tiny-moe", {512, 128, 4, 4, 2, 384, 512, 1e6f, 1e-6f, 0, 8, 2, 64}},
+    // Qwen3-30B-A3B's config.json: 128 experts of 768, 8 per token; 6144 is its (unused) dense width.
+    {"qwen3-30b-a3b", {151936, 2048, 48, 32, 4, 6144, 40960, 1e6f, 1e-6f, 128, 128, 8, 768}},
 };
 
 const std::string kSpace = "\xe2\x96\x81";
@@ -95,9 +98,11 @@ void check_shape(const RandomModelShape& s, TensorType type) {
   if (s.n_embd <= 0 || s.n_layer <= 0 || s.n_head <= 0 || s.n_head_kv <= 0 || s.n_ff <= 0 || s.n_vocab <= 0 || s.n_ctx <= 0 ||
       s.head_dim < 0)
     throw std::invalid_argument("model dimensions must be positive");
+  if (s.n_expert < 0 || (s.n_expert > 0 && (s.n_expert_used <= 0 || s.n_expert_used > s.n_expert || s.n_ff_exp <= 0)))
+    throw std::invalid_argument("a mixture of experts needs 1 <= experts used <= experts and a positive expert FFN size");
   if ((s.head_dim == 0 && s.n_embd % s.n_head != 0) || s.n_head % s.n_head_kv != 0 || head_dim_of(s) % 2 != 0)
     throw std::invalid_argument("dim must be a multiple of heads, heads a multiple of kv-heads, and the head size even");
-  for (const int n_in : {s.n_embd, s.n_ff, s.n_head * head_dim_of(s)}) {
+  for (const int n_in : {s.n_embd, s.n_expert > 0 ? s.n_ff_exp : s.n_ff, s.n_head * head_dim_of(s)}) {
     const TensorType t = matrix_type(type, static_cast<uint64_t>(n_in));
     if (n_in % block_of(t) != 0)
       throw std::invalid_argument("dim, ffn and heads x head size must be multiples of " + std::to_string(block_of(t)) +
@@ -105,7 +110,17 @@ void check_shape(const RandomModelShape& s, TensorType type) {
   }
 }
 
-const char* const kArchs[] = {"llama", "qwen2", "qwen3"};
+const char* const kArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "olmoe"};
+
+void check_arch(const std::string& arch, const RandomModelShape& s) {
+  if (std::find(std::begin(kArchs), std::end(kArchs), arch) == std::end(kArchs))
+    throw std::invalid_argument("unknown architecture '" + arch + "' (llama, qwen2, qwen3, qwen3moe, olmoe)");
+  const bool moe_arch = arch == "qwen3moe" || arch == "olmoe";
+  if (moe_arch && s.n_expert == 0)
+    throw std::invalid_argument("architecture '" + arch + "' needs experts (a MoE preset such as tiny-moe, or --experts)");
+  if ((arch == "qwen2" || arch == "qwen3") && s.n_expert > 0)
+    throw std::invalid_argument("architecture '" + arch + "' has no experts (qwen3moe, olmoe and llama do)");
+}
 
 }  // namespace
 
@@ -144,8 +159,9 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
     s.n_vocab = copy_vocab(md, o.vocab_from);
   }
   check_shape(s, o.type);
-  if (std::find(std::begin(kArchs), std::end(kArchs), o.arch) == std::end(kArchs))
-    throw std::invalid_argument("unknown architecture '" + o.arch + "' (llama, qwen2, qwen3)");
+  check_arch(o.arch, s);
+  const bool moe = s.n_expert > 0;
+  const bool qk_norm = o.arch == "qwen3" || o.arch == "qwen3moe" || o.arch == "olmoe";
   const int hd = head_dim_of(s);
   if (!o.rope_freq_factors.empty() && o.rope_freq_factors.size() != static_cast<size_t>(hd / 2))
     throw std::invalid_argument("rope_freq_factors needs head_dim / 2 = " + std::to_string(hd / 2) + " values");
@@ -156,10 +172,18 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   md.set(a + "context_length", GgufValue::u32(static_cast<uint32_t>(s.n_ctx)));
   md.set(a + "embedding_length", GgufValue::u32(static_cast<uint32_t>(s.n_embd)));
   md.set(a + "block_count", GgufValue::u32(static_cast<uint32_t>(s.n_layer)));
-  md.set(a + "feed_forward_length", GgufValue::u32(static_cast<uint32_t>(s.n_ff)));
+  // As llama.cpp's converters write them: qwen3moe keeps the dense width beside a key for the
+  // expert width; olmoe and Mixtral say the expert width as feed_forward_length.
+  const bool own_expert_key = o.arch == "qwen3moe";
+  md.set(a + "feed_forward_length", GgufValue::u32(static_cast<uint32_t>(moe && !own_expert_key ? s.n_ff_exp : s.n_ff)));
+  if (moe) {
+    md.set(a + "expert_count", GgufValue::u32(static_cast<uint32_t>(s.n_expert)));
+    md.set(a + "expert_used_count", GgufValue::u32(static_cast<uint32_t>(s.n_expert_used)));
+    if (own_expert_key) md.set(a + "expert_feed_forward_length", GgufValue::u32(static_cast<uint32_t>(s.n_ff_exp)));
+  }
   md.set(a + "attention.head_count", GgufValue::u32(static_cast<uint32_t>(s.n_head)));
   md.set(a + "attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(s.n_head_kv)));
-  if (s.head_dim > 0 || o.arch == "qwen3") {  // real qwen3 files always say it
+  if (s.head_dim > 0 || o.arch == "qwen3" || o.arch == "qwen3moe") {  // real qwen3 files always say it
     md.set(a + "attention.key_length", GgufValue::u32(static_cast<uint32_t>(hd)));
     md.set(a + "attention.value_length", GgufValue::u32(static_cast<uint32_t>(hd)));
   }
@@ -178,6 +202,10 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
     w.add_tensor(name, matrix_type(o.type, n_in), {n_in, n_out});
   };
   const auto vector = [&](const std::string& name, uint64_t n) { w.add_tensor(name, TensorType::F32, {n}); };
+  const uint64_t X = static_cast<uint64_t>(s.n_expert), FX = static_cast<uint64_t>(s.n_ff_exp);
+  const auto experts = [&](const std::string& name, uint64_t n_in, uint64_t n_out) {
+    w.add_tensor(name, matrix_type(o.type, n_in), {n_in, n_out, X});
+  };
   matrix("token_embd.weight", E, static_cast<uint64_t>(s.n_vocab));
   vector("output_norm.weight", E);
   if (!o.tied_output) matrix("output.weight", E, static_cast<uint64_t>(s.n_vocab));
@@ -191,15 +219,23 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       vector(p + "attn_k.bias", KV);
       vector(p + "attn_v.bias", KV);
     }
-    if (o.arch == "qwen3") {
-      vector(p + "attn_q_norm.weight", HD);
-      vector(p + "attn_k_norm.weight", HD);
+    if (qk_norm) {
+      vector(p + "attn_q_norm.weight", o.arch == "olmoe" ? Q : HD);
+      vector(p + "attn_k_norm.weight", o.arch == "olmoe" ? KV : HD);
     }
     matrix(p + "attn_output.weight", Q, E);
     vector(p + "attn_norm.weight", E);
-    matrix(p + "ffn_gate.weight", E, F);
-    matrix(p + "ffn_down.weight", F, E);
-    matrix(p + "ffn_up.weight", E, F);
+    if (moe) {
+      // The router stays f32, as llama-quantize leaves it.
+      w.add_tensor(p + "ffn_gate_inp.weight", TensorType::F32, {E, X});
+      experts(p + "ffn_gate_exps.weight", E, FX);
+      experts(p + "ffn_down_exps.weight", FX, E);
+      experts(p + "ffn_up_exps.weight", E, FX);
+    } else {
+      matrix(p + "ffn_gate.weight", E, F);
+      matrix(p + "ffn_down.weight", F, E);
+      matrix(p + "ffn_up.weight", E, F);
+    }
     vector(p + "ffn_norm.weight", E);
   }
   // Last, so that the other tensors keep their index, which seeds their values: a model with

@@ -1,4 +1,4 @@
-// Writes llama, qwen2 and qwen3 GGUF models of a real shape with random weights: the fixtures of
+// Writes llama, qwen2, qwen3, qwen3moe and olmoe GGUF models of a real shape with random weights: the fixtures of
 // tests and benchmarks (`hearth mkmodel`). No download is ever needed to test hearth.
 #pragma once
 
@@ -22,18 +22,23 @@ struct RandomModelShape {
   float rope_base = 10000.f;
   float rms_eps = 1e-5f;
   int head_dim = 0;  // 0 = n_embd / n_head; another value is written as attention.key_length
+  // Mixture of experts (qwen3moe, olmoe, or llama as Mixtral): 0 experts = dense.
+  int n_expert = 0;
+  int n_expert_used = 0;
+  int n_ff_exp = 0;  // expert FFN width; olmoe and Mixtral files say it as feed_forward_length
 };
 
-// "tiny", "tinyllama-1.1b", "llama-2-7b".
+// "tiny", "tinyllama-1.1b", "llama-2-7b", and the MoE shapes "tiny-moe", "qwen3-30b-a3b".
 std::optional<RandomModelShape> random_model_preset(const std::string& name);
 std::vector<std::string> random_model_preset_names();
 
-// "llama", "qwen2", "qwen3".
+// "llama", "qwen2", "qwen3", "qwen3moe", "olmoe".
 std::vector<std::string> random_model_arch_names();
 
 struct MakeModelOptions {
   RandomModelShape shape;
-  std::string arch = "llama";  // qwen2 adds Q/K/V biases, qwen3 per-head Q/K norms
+  std::string arch = "llama";  // qwen2 adds Q/K/V biases, qwen3 per-head Q/K norms, qwen3moe and
+                               // olmoe experts (llama has them when the shape does)
   // Matrices; norms and biases stay f32 as in real files. A K-quant matrix whose rows are not a
   // multiple of 256 falls back to another type for that tensor, as llama-quantize does
   // (k_quant_fallback).
