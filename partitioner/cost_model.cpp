@@ -72,7 +72,11 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
   const double q_dim = double(spec_.n_head) * spec_.head_dim;
   const double kv_dim = double(spec_.n_kv_head) * spec_.head_dim;
   const double widest_input = std::max({double(spec_.n_embd), double(spec_.n_ff), q_dim});
-  scratch_bytes_ = u * (3.0 * spec_.n_embd + 2 * q_dim + 2 * kv_dim + 2.0 * spec_.n_ff) * kScratchElemBytes +
+  // A MoE block also keeps, per token, its router logits, the gathered input and output of one
+  // expert, and each used expert's output until they are summed (runtime/model/expert_ffn.h).
+  const double moe_row =
+      spec_.n_expert > 0 ? double(spec_.n_expert) + (2.0 + spec_.n_expert_used) * spec_.n_embd + 2.0 * spec_.n_expert_used : 0.0;
+  scratch_bytes_ = u * (3.0 * spec_.n_embd + 2 * q_dim + 2 * kv_dim + 2.0 * spec_.n_ff + moe_row) * kScratchElemBytes +
                    u * widest_input * kQuantizedInputBytesPerElem + double(spec_.n_head) * double(o.ctx) * kScratchElemBytes;
   logits_bytes_ = double(o.streams) * spec_.n_vocab * kScratchElemBytes;
   buffer_bytes_ = kMessageBuffers * u * activation_bytes_per_token_;
@@ -101,14 +105,14 @@ int CostModel::micro_batch_index(int m) const {
 // the device's decode rate, or the step is compute-bound, whichever is slower.
 double CostModel::layer_decode_time(int d, int layer, int m) const {
   const double bytes_time =
-      spec_.layer_weight_bytes[layer] / weight_rate_[d] + m * decode_ctx_ * kv_token_layer_bytes_ / kv_rate_[d];
+      layer_read_bytes(spec_, layer, m) / weight_rate_[d] + m * decode_ctx_ * kv_token_layer_bytes_ / kv_rate_[d];
   const double flops = m * (spec_.layer_flops_per_token[layer] + attention_flops_per_pair_ * decode_ctx_);
   return std::max(bytes_time, flops / flop_rate_[d]);
 }
 
 double CostModel::layer_prefill_time(int d, int layer, const PromptChunk& c) const {
   const double p = c.tokens, q = c.offset;
-  const double bytes_time = spec_.layer_weight_bytes[layer] / weight_rate_[d] + (q + p) * kv_token_layer_bytes_ / kv_rate_[d];
+  const double bytes_time = layer_read_bytes(spec_, layer, p) / weight_rate_[d] + (q + p) * kv_token_layer_bytes_ / kv_rate_[d];
   const double flops = p * spec_.layer_flops_per_token[layer] + attention_flops_per_pair_ * (p * q + p * (p + 1) / 2);
   return std::max(bytes_time, flops / flop_rate_[d]);
 }

@@ -23,6 +23,15 @@ void check_spec(std::vector<std::string>& out, const ModelSpec& spec) {
       static_cast<int>(spec.layer_flops_per_token.size()) != spec.n_layers)
     out.push_back("model per-layer vectors must have n_layers entries");
   for (double w : spec.layer_weight_bytes) check_not_negative(out, "model layer_weight_bytes", w);
+  if (!spec.layer_expert_bytes.empty()) {
+    if (static_cast<int>(spec.layer_expert_bytes.size()) != spec.n_layers || spec.n_expert <= 0 || spec.n_expert_used <= 0 ||
+        spec.n_expert_used > spec.n_expert)
+      out.push_back("model expert sizes are inconsistent (need one expert byte count per layer and 1 <= used <= experts)");
+    else
+      for (int l = 0; l < spec.n_layers; ++l)
+        if (spec.layer_expert_bytes[static_cast<size_t>(l)] > spec.layer_weight_bytes[static_cast<size_t>(l)])
+          out.push_back("model layer " + std::to_string(l) + " has more expert bytes than bytes");
+  }
   for (double f : spec.layer_flops_per_token) check_not_negative(out, "model layer_flops_per_token", f);
   check_not_negative(out, "model embedding_bytes", spec.embedding_bytes);
   check_not_negative(out, "model output_bytes", spec.output_bytes);

@@ -1,6 +1,7 @@
 #include "partitioner/model_spec.h"
 
 #include <array>
+#include <cmath>
 #include <numeric>
 #include <stdexcept>
 
@@ -32,10 +33,11 @@ struct Preset {
   std::string_view name;
   int n_layers, n_embd, n_ff, n_head, n_kv_head, n_vocab;
   bool tied_embeddings, qkv_bias;
+  int head_dim = 0, n_expert = 0, n_expert_used = 0;  // MoE: n_ff is one expert's width
 };
 
 // From the models' published config.json files.
-constexpr std::array<Preset, 14> kPresets{{
+constexpr Preset kPresets[] = {
     {"tinyllama-1.1b", 22, 2048, 5632, 32, 4, 32000, false, false},
     {"llama-3.2-1b", 16, 2048, 8192, 32, 8, 128256, true, false},
     {"llama-3.2-3b", 28, 3072, 8192, 24, 8, 128256, true, false},
@@ -50,7 +52,12 @@ constexpr std::array<Preset, 14> kPresets{{
     {"qwen2.5-14b", 48, 5120, 13824, 40, 8, 152064, false, true},
     {"qwen2.5-32b", 64, 5120, 27648, 40, 8, 152064, false, true},
     {"qwen2.5-72b", 80, 8192, 29568, 64, 8, 152064, false, true},
-}};
+    // Mixture of experts.
+    {"qwen3-30b-a3b", 48, 2048, 768, 32, 4, 151936, false, false, 128, 128, 8},
+    {"qwen3-235b-a22b", 94, 4096, 1536, 64, 4, 151936, false, false, 128, 128, 8},
+    {"gpt-oss-20b", 24, 2880, 2880, 64, 8, 201088, false, true, 64, 32, 4},
+    {"gpt-oss-120b", 36, 2880, 2880, 64, 8, 201088, false, true, 64, 128, 4},
+};
 
 void require_positive(int value, const char* what) {
   if (value <= 0) throw std::invalid_argument(std::string("model shape: ") + what + " must be positive");
@@ -83,19 +90,30 @@ ModelSpec model_spec_from_shape(const ModelShape& s) {
     if (!known) throw std::invalid_argument("model shape: unknown weight type '" + s.weight_type + "'");
     bpw = *known;
   }
+  if (s.n_expert < 0 || (s.n_expert > 0 && (s.n_expert_used <= 0 || s.n_expert_used > s.n_expert)))
+    throw std::invalid_argument("model shape: experts used must be between 1 and the expert count");
   const double embd = s.n_embd;
-  const double head_dim = embd / s.n_head;
-  const double q_dim = s.n_head * head_dim;
-  const double kv_dim = s.n_kv_head * head_dim;
-  // Matmul weights of one block: wq, wk, wv, wo, then SwiGLU's gate, up and down.
-  const double matmul_params = embd * q_dim + 2 * embd * kv_dim + q_dim * embd + 3 * embd * s.n_ff;
-  const double f32_params = 2 * embd + (s.qkv_bias ? q_dim + 2 * kv_dim : 0);  // two norms (+ biases)
+  const int head_dim = s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head;
+  const double q_dim = double(s.n_head) * head_dim;
+  const double kv_dim = double(s.n_kv_head) * head_dim;
+  // Matmul weights of one block: wq, wk, wv, wo, then SwiGLU's gate, up and down (per expert,
+  // with an f32 router in front of them in a MoE block).
+  const double attention_params = embd * q_dim + 2 * embd * kv_dim + q_dim * embd;
+  const double ffn_params = 3 * embd * s.n_ff;
+  const double experts = s.n_expert > 0 ? s.n_expert : 1, used = s.n_expert > 0 ? s.n_expert_used : 1;
+  const double router_params = s.n_expert > 0 ? embd * s.n_expert : 0;
+  const double f32_params = 2 * embd + router_params + (s.qkv_bias ? q_dim + 2 * kv_dim : 0);  // norms, router, biases
 
   ModelSpec spec;
   spec.name = s.name;
   spec.n_layers = s.n_layers;
-  spec.layer_weight_bytes.assign(s.n_layers, matmul_params * bpw + f32_params * kF32);
-  spec.layer_flops_per_token.assign(s.n_layers, 2 * matmul_params);
+  spec.layer_weight_bytes.assign(s.n_layers, (attention_params + experts * ffn_params) * bpw + f32_params * kF32);
+  spec.layer_flops_per_token.assign(s.n_layers, 2 * (attention_params + used * ffn_params + router_params));
+  if (s.n_expert > 0) {
+    spec.n_expert = s.n_expert;
+    spec.n_expert_used = s.n_expert_used;
+    spec.layer_expert_bytes.assign(s.n_layers, experts * ffn_params * bpw);
+  }
   spec.weight_type = s.weight_type;
   spec.embedding_bytes = double(s.n_vocab) * embd * bpw;
   spec.output_bytes = double(s.n_vocab) * embd * bpw + embd * kF32;  // LM head + final norm
@@ -103,7 +121,7 @@ ModelSpec model_spec_from_shape(const ModelShape& s) {
   spec.tied_embeddings = s.tied_embeddings;
   spec.n_head = s.n_head;
   spec.n_kv_head = s.n_kv_head;
-  spec.head_dim = s.n_embd / s.n_head;
+  spec.head_dim = head_dim;
   spec.n_embd = s.n_embd;
   spec.n_ff = s.n_ff;
   spec.n_vocab = s.n_vocab;
@@ -123,6 +141,9 @@ std::optional<ModelShape> preset_shape(std::string_view name) {
     s.n_vocab = p.n_vocab;
     s.tied_embeddings = p.tied_embeddings;
     s.qkv_bias = p.qkv_bias;
+    s.head_dim = p.head_dim;
+    s.n_expert = p.n_expert;
+    s.n_expert_used = p.n_expert_used;
     return s;
   }
   return std::nullopt;
@@ -132,6 +153,21 @@ std::vector<std::string_view> preset_names() {
   std::vector<std::string_view> names;
   for (const Preset& p : kPresets) names.push_back(p.name);
   return names;
+}
+
+double layer_read_bytes(const ModelSpec& spec, int layer, double tokens) {
+  const double all = spec.layer_weight_bytes[static_cast<size_t>(layer)];
+  if (spec.layer_expert_bytes.empty() || spec.n_expert <= 0) return all;
+  const double experts = spec.layer_expert_bytes[static_cast<size_t>(layer)];
+  const double miss = 1.0 - double(spec.n_expert_used) / spec.n_expert;  // one token skips a given expert
+  const double touched = 1.0 - std::pow(miss, std::max(1.0, tokens));
+  return all - experts + experts * touched;
+}
+
+double active_weight_bytes(const ModelSpec& spec) {
+  double bytes = 0;
+  for (int l = 0; l < spec.n_layers; ++l) bytes += layer_read_bytes(spec, l, 1);
+  return bytes;
 }
 
 double total_weight_bytes(const ModelSpec& spec) {

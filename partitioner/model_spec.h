@@ -28,9 +28,22 @@ struct ModelSpec {
   int n_kv_head = 0;                          // key/value heads (GQA)
   int head_dim = 0;                           // elements per head
   int n_embd = 0;                             // hidden size d_model
-  int n_ff = 0;                               // feed-forward hidden size
+  int n_ff = 0;                               // feed-forward hidden size (of one expert in a MoE model)
   int n_vocab = 0;                            // vocabulary size
+  // Mixture of experts: memory holds every expert, but a token reads only the n_expert_used its
+  // router picks. layer_expert_bytes is the part of layer_weight_bytes that is routed experts
+  // (empty for a dense model); layer_flops_per_token already counts only the used experts.
+  int n_expert = 0;
+  int n_expert_used = 0;
+  std::vector<double> layer_expert_bytes;  // bytes per block, [n_layers] or empty
 };
+
+// Bytes of block `layer` that a step of `tokens` tokens reads: all of a dense block; of a MoE
+// block, everything but the experts, plus the experts at least one of the tokens picks, expected
+// over uniform routing (n_expert * (1 - (1 - used / n_expert)^tokens) of them).
+double layer_read_bytes(const ModelSpec& spec, int layer, double tokens);
+// What one decoded token reads of all the blocks (for a dense model, all their bytes).
+double active_weight_bytes(const ModelSpec& spec);
 
 // A model's architecture in the terms of a Hugging Face config.json (Llama-style
 // decoder: GQA attention, SwiGLU feed-forward, RMSNorm).
@@ -46,6 +59,9 @@ struct ModelShape {
   double bytes_per_weight = 0;      // bytes per weight incl. block scales; 0 = from weight_type
   bool tied_embeddings = false;     // LM head shares the embedding table (Llama 3.2, small Qwen2.5)
   bool qkv_bias = false;            // q/k/v projections carry biases (Qwen2)
+  int head_dim = 0;                 // 0 = n_embd / n_head
+  int n_expert = 0;                 // MoE: experts per block (n_ff is then one expert's width)
+  int n_expert_used = 0;            // MoE: experts per token
 };
 
 // Bytes per weight of a GGUF type including block scales (q4_0: 18 bytes per 32

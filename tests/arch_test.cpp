@@ -10,6 +10,7 @@
 #include "runtime/model/expert_ffn.h"
 #include "runtime/model/generator.h"
 #include "runtime/model/model_config.h"
+#include "runtime/model/model_spec_gguf.h"
 #include "runtime/model/rope.h"
 #include "runtime/model/stage.h"
 #include "tests/test_util.h"
@@ -152,8 +153,9 @@ TEST_SUITE("arch") {
     hearth::test::rewrite_gguf(dir.file("q2.gguf"), other, [](GgufMetadata& md, std::vector<GgufTensorInfo>&) {
       md.set("general.architecture", GgufValue::str("gemma"));
     });
-    CHECK_THROWS_WITH_AS(open_model(other),
-                         doctest::Contains("architecture 'gemma' is not supported (supported: llama, qwen2, qwen3, qwen3moe, olmoe)"), GgufError);
+    CHECK_THROWS_WITH_AS(
+        open_model(other),
+        doctest::Contains("architecture 'gemma' is not supported (supported: llama, qwen2, qwen3, qwen3moe, olmoe)"), GgufError);
   }
 
   TEST_CASE("qwen2 equals llama with Q/K rows interleaved per head (NeoX vs normal RoPE), biases included") {
@@ -367,6 +369,20 @@ TEST_SUITE("arch") {
     MakeModelOptions o = opts("qwen3moe");
     o.shape = *random_model_preset("tiny-moe");
     const std::string path = hearth::test::make_model(dir, "moe.gguf", o);
+    // The planner's view: every expert held, the used ones multiplied.
+    const Model m = open_model(path);
+    const auto spec = model_spec_from_gguf(m.file, m.config);
+    const auto& exps = m.file.require_tensor("blk.0.ffn_up_exps.weight");
+    CHECK(spec.n_expert == 8);
+    CHECK(spec.n_expert_used == 2);
+    CHECK(spec.n_ff == 64);
+    REQUIRE(spec.layer_expert_bytes.size() == 4u);
+    CHECK(spec.layer_expert_bytes[0] == doctest::Approx(3.0 * exps.n_bytes));
+    const double attention_and_router = 2.0 * (128 * 128 * 2 + 128 * 64 * 2 + 128 * 8);
+    CHECK(spec.layer_flops_per_token[0] == doctest::Approx(attention_and_router + 2.0 * 3 * 128 * 64 * 2));
+    CHECK(hearth::partitioner::layer_read_bytes(spec, 0, 1) ==
+          doctest::Approx(spec.layer_weight_bytes[0] - spec.layer_expert_bytes[0] * 6 / 8));
+
     const std::string missing = dir.file("missing.gguf");
     hearth::test::rewrite_gguf(path, missing, [](GgufMetadata&, std::vector<GgufTensorInfo>& t) {
       std::erase_if(t, [](const GgufTensorInfo& x) { return x.name == "blk.1.ffn_up_exps.weight"; });

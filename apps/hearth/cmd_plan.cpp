@@ -254,6 +254,13 @@ void print_plan(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfi
   const pt::Prediction& p = plan.predicted;
   std::printf("model     %s: %d blocks, %s of weights\n", model.description.c_str(), model.spec.n_layers,
               pt::format_bytes(pt::total_weight_bytes(model.spec)).c_str());
+  if (model.spec.n_expert > 0) {
+    double blocks = 0;
+    for (double b : model.spec.layer_weight_bytes) blocks += b;
+    std::printf("          mixture of experts: %d experts per block, %d per token; a decoded token reads %s of the blocks' %s\n",
+                model.spec.n_expert, model.spec.n_expert_used, pt::format_bytes(pt::active_weight_bytes(model.spec)).c_str(),
+                pt::format_bytes(blocks).c_str());
+  }
   std::printf("workload  objective %s, algorithm %s; KV cache f32 for %d tokens x %d stream(s); %d-token prompt\n",
               std::string(pt::to_string(o.objective)).c_str(), std::string(pt::to_string(o.algorithm)).c_str(), o.ctx, o.streams,
               o.prompt_tokens);
@@ -320,7 +327,10 @@ nlohmann::json plan_json(const pt::PartitionPlan& plan, const std::vector<pt::De
             {"description", model.description},
             {"n_layers", model.spec.n_layers},
             {"weight_type", model.spec.weight_type},
-            {"total_weight_bytes", pt::total_weight_bytes(model.spec)}}},
+            {"total_weight_bytes", pt::total_weight_bytes(model.spec)},
+            {"active_block_bytes", pt::active_weight_bytes(model.spec)},
+            {"n_expert", model.spec.n_expert},
+            {"n_expert_used", model.spec.n_expert_used}}},
           {"options",
            {{"objective", pt::to_string(o.objective)},
             {"algorithm", pt::to_string(o.algorithm)},

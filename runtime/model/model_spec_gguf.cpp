@@ -23,6 +23,9 @@ int block_of(std::string_view name) {
 // whose FLOPs are negligible next to a matvec.
 bool is_matrix(const GgufTensorInfo& t) { return t.shape.size() >= 2 && t.rows() > 1; }
 
+// The routed experts of a MoE block ("blk.N.ffn_gate_exps.weight" etc.), one matrix per expert.
+bool is_experts(const GgufTensorInfo& t) { return t.shape.size() == 3 && t.name.find("_exps.") != std::string::npos; }
+
 }  // namespace
 
 partitioner::ModelSpec model_spec_from_gguf(const GgufFile& file, const ModelConfig& config) {
@@ -32,6 +35,11 @@ partitioner::ModelSpec model_spec_from_gguf(const GgufFile& file, const ModelCon
   spec.layer_weight_bytes.assign(static_cast<size_t>(config.n_layer), 0.0);
   spec.layer_flops_per_token.assign(static_cast<size_t>(config.n_layer), 0.0);
   std::vector<int> tensors_per_block(static_cast<size_t>(config.n_layer), 0);
+  if (config.is_moe()) {
+    spec.n_expert = config.n_expert;
+    spec.n_expert_used = config.n_expert_used;
+    spec.layer_expert_bytes.assign(static_cast<size_t>(config.n_layer), 0.0);
+  }
   std::map<TensorType, double> matrix_bytes_by_type;
 
   for (const GgufTensorInfo& t : file.tensors()) {
@@ -44,9 +52,12 @@ partitioner::ModelSpec model_spec_from_gguf(const GgufFile& file, const ModelCon
     spec.layer_weight_bytes[i] += static_cast<double>(t.n_bytes);
     ++tensors_per_block[i];
     if (is_matrix(t)) {
-      spec.layer_flops_per_token[i] += 2.0 * static_cast<double>(t.n_elements());
+      // A token multiplies by the experts it is routed to only.
+      const double used = is_experts(t) && config.is_moe() ? double(config.n_expert_used) / config.n_expert : 1.0;
+      spec.layer_flops_per_token[i] += 2.0 * static_cast<double>(t.n_elements()) * used;
       matrix_bytes_by_type[t.type] += static_cast<double>(t.n_bytes);
     }
+    if (is_experts(t) && config.is_moe()) spec.layer_expert_bytes[i] += static_cast<double>(t.n_bytes);
   }
   for (int b = 0; b < config.n_layer; ++b)
     if (tensors_per_block[static_cast<size_t>(b)] == 0)
@@ -78,7 +89,7 @@ partitioner::ModelSpec model_spec_from_gguf(const GgufFile& file, const ModelCon
   spec.n_kv_head = config.n_head_kv;
   spec.head_dim = config.head_dim;
   spec.n_embd = config.n_embd;
-  spec.n_ff = config.n_ff;
+  spec.n_ff = config.is_moe() ? config.n_ff_exp : config.n_ff;
   spec.n_vocab = config.n_vocab;
   return spec;
 }

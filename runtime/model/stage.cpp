@@ -14,6 +14,9 @@ namespace {
 
 constexpr int kDefaultMaxCtx = 4096;
 
+// The width of the FFN's hidden layer: of one expert in a MoE model, whose dense width goes unused.
+int64_t ffn_width(const ModelConfig& c) { return c.is_moe() ? c.n_ff_exp : c.n_ff; }
+
 [[noreturn]] void bad_input(const std::string& what) { throw std::invalid_argument("stage input: " + what); }
 
 }  // namespace
@@ -24,8 +27,8 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
       pool_(pool),
       kernels_(best_kernels()),
       n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min(weights_->config().n_ctx_train, kDefaultMaxCtx)),
-      scratch_(options.max_batch, std::max<int64_t>({weights_->config().n_embd, weights_->config().n_ff,
-                                                     weights_->config().n_ff_exp, weights_->config().q_dim()})) {
+      scratch_(options.max_batch,
+               std::max<int64_t>({weights_->config().n_embd, ffn_width(weights_->config()), weights_->config().q_dim()})) {
   const ModelConfig& c = config();
   if (options_.max_batch <= 0 || options_.max_sequences <= 0)
     throw std::invalid_argument("max_batch and max_sequences must be positive");
@@ -40,8 +43,10 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   attn_.resize(B * c.q_dim());
   k_.resize(B * c.kv_dim());
   v_.resize(B * c.kv_dim());
-  gate_.resize(B * c.n_ff);
-  up_.resize(B * c.n_ff);
+  if (!c.is_moe()) {  // a MoE layer's experts have buffers of their own
+    gate_.resize(B * c.n_ff);
+    up_.resize(B * c.n_ff);
+  }
   scores_.resize(static_cast<size_t>(c.n_head) * n_ctx_);
   row_cache_.resize(B);
   row_pos_.resize(B);
