@@ -285,6 +285,56 @@ TEST_SUITE("cluster") {
     c.start("a");
   }
 
+  TEST_CASE("mixture-of-experts models on 2 and 3 daemons generate what one device does, also after a stage is killed") {
+    TempDir dir;
+    Cluster c(dir);
+    c.start("head");
+    c.start("a");
+    c.start("b");
+    // llama.cpp's fixtures (tests/random_arch_test.cpp checks them against its logits).
+    for (const char* name : {"qwen3moe-q8_0", "olmoe-f32", "mixtral-q8_0"}) {
+      auto model = hearth::test::shared_file(std::string("models/random-arch/") + name + ".gguf");
+      if (!model) break;
+      const bool three_layers = std::string(name).starts_with("qwen3moe");
+      for (const std::string split : {std::string("head:1,a:") + (three_layers ? "2" : "1"),
+                                      std::string("head:0,a:1,b:") + (three_layers ? "2" : "1")}) {
+        CAPTURE(name);
+        CAPTURE(split);
+        const auto l = c.cli({"launch", "--model", *model, "--split", split});
+        REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+        check_same_as_one_device(c, *model, "Once upon a time, there was a little robot", 30);
+      }
+    }
+
+    // A stage lost mid-stream: replay rebuilds its experts' layers elsewhere, the text goes on.
+    hearth::runtime::MakeModelOptions o;
+    o.arch = "qwen3moe";
+    o.shape = *hearth::runtime::random_model_preset("tiny-moe");
+    o.shape.n_ctx = 4096;
+    o.type = hearth::runtime::TensorType::Q8_0;
+    const std::string model = hearth::test::make_model(dir, "moe.gguf", o);
+    const std::vector<std::string> gen{"--prompt", "a long story", "-n", "4000", "--temp", "0.9", "--seed", "5"};
+    std::vector<std::string> run{"run", "--model", model};
+    run.insert(run.end(), gen.begin(), gen.end());
+    const auto reference = hearth::test::run_cli(run);
+    REQUIRE(reference.exit_code == 0);
+    REQUIRE_MESSAGE(reference.err.find("4000 tokens generated") != std::string::npos, reference.err);
+    REQUIRE(c.cli({"launch", "--model", model, "--split", "head:1,a:2,b:1", "--ctx", "4096"}).exit_code == 0);
+    std::vector<std::string> args{"generate"};
+    args.insert(args.end(), gen.begin(), gen.end());
+    const std::string out = dir.file("generated.txt");
+    const pid_t client = generate_in_background(c, args, out);
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    int wstatus = 0;
+    CHECK_MESSAGE(waitpid(client, &wstatus, WNOHANG) == 0, "the stream ended before the stage was killed");
+    c.kill("a", SIGKILL);
+    const int code = wait_for(client, std::chrono::seconds(60));
+    CAPTURE(slurp(out + ".err"));
+    CHECK(code == 0);
+    CHECK(slurp(out) == reference.out);
+    CHECK(status(c)["plan"]["events"].dump().find("device a (layers 1-2) stopped responding") != std::string::npos);
+  }
+
   TEST_CASE("the head restarted: its devices register again by themselves, with no new pairing") {
     auto model = hearth::test::shared_file("models/stories260K/stories260K.gguf");
     if (!model) return;
