@@ -50,17 +50,6 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-// Bytes of weights one decode step reads: every layer matrix and the output head (the
-// embedding contributes one row, which is negligible).
-uint64_t decode_weight_bytes(const runtime::StageWeights& w) {
-  uint64_t n = w.output().bytes();
-  for (int l = w.spec().first_layer; l < w.spec().last_layer; ++l) {
-    const auto& L = w.layer(l);
-    for (const auto* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) n += m->bytes();
-  }
-  return n;
-}
-
 void bench(const BenchArgs& a) {
   LocalModel m = open_local_model(a.model);
   const int threads = a.threads > 0 ? a.threads : runtime::hardware_threads();
@@ -82,6 +71,9 @@ void bench(const BenchArgs& a) {
   runtime::ReadBandwidthProbe probe(size_t{128} << 20);
   constexpr int kTokensPerProbe = 4;
   std::vector<double> prefill, decode, bandwidth, cpu_wait;
+  // Weight bytes each decode step read, as the stage counts them: every matrix, and of a MoE
+  // model's experts those the step's tokens chose (so it varies with the routing).
+  std::vector<double> step_bytes;
   // Sequences 1..batch; each is prefilled alone (prefill speed is that of sequence 1), then all
   // decode together, one token each per forward().
   std::vector<runtime::SeqChunk> chunks(static_cast<size_t>(a.batch));
@@ -96,6 +88,7 @@ void bench(const BenchArgs& a) {
     }
     double decode_s = 0;
     uint64_t waited_ns = 0;
+    const uint64_t read0 = stage.weight_bytes_read();
     for (int i = 0; i < a.gen_tokens; ++i) {
       if (i % kTokensPerProbe == 0) {
         const double bw = probe.measure(pool, 1);
@@ -113,6 +106,7 @@ void bench(const BenchArgs& a) {
       decode_s += std::chrono::duration<double>(Clock::now() - t1).count();
       waited_ns += runqueue_wait_ns() - w0;
     }
+    if (a.gen_tokens > 0 && r > 0) step_bytes.push_back(static_cast<double>(stage.weight_bytes_read() - read0) / a.gen_tokens);
     if (a.gen_tokens == 0 && r > 0) bandwidth.push_back(probe.measure(pool, 1));
     for (int b = 0; b < a.batch; ++b) stage.release(static_cast<uint64_t>(b + 1));
     if (r == 0) continue;
@@ -121,8 +115,8 @@ void bench(const BenchArgs& a) {
     cpu_wait.push_back(decode_s > 0 ? static_cast<double>(waited_ns) * 1e-9 / (decode_s * threads) : 0);
   }
   const double pf = a.prompt_tokens > 0 ? median(prefill) : 0, dc = a.gen_tokens > 0 ? median(decode) : 0;
-  const double bytes = static_cast<double>(decode_weight_bytes(*m.weights));
-  const double read_gb_s = bytes * dc / a.batch / 1e9;  // one pass over the weights per step
+  const double bytes = step_bytes.empty() ? 0 : median(step_bytes);
+  const double read_gb_s = bytes * dc / a.batch / 1e9;  // bytes per step x steps per second
   const double mem_gb_s = median(bandwidth) / 1e9;
   const double fraction = mem_gb_s > 0 ? read_gb_s / mem_gb_s : 0;
   if (a.json) {
@@ -148,7 +142,8 @@ void bench(const BenchArgs& a) {
   std::printf("threads        %d (%s kernels)\n", threads, std::string(stage.kernels().name).c_str());
   std::printf("prefill        %8.2f tok/s  (%d tokens, median of %d)\n", pf, a.prompt_tokens, a.repeats);
   std::printf("decode         %8.2f tok/s  (%d tokens x %d sequences, median of %d)\n", dc, a.gen_tokens, a.batch, a.repeats);
-  std::printf("decode reads   %8.2f GB/s   (%.1f MB of weights per token)\n", read_gb_s, bytes / 1e6);
+  std::printf("decode reads   %8.2f GB/s   (%.1f MB of weights per step%s)\n", read_gb_s, bytes / 1e6,
+              m.config.is_moe() ? ": attention, routers, the experts chosen and the output head" : "");
   std::printf("memory read    %8.2f GB/s   (%d threads streaming %.0f MiB between decode tokens, median of %zu)\n", mem_gb_s,
               threads, static_cast<double>(probe.bytes()) / (1 << 20), bandwidth.size());
   std::printf("decode / read  %8.0f %%\n", 100 * fraction);

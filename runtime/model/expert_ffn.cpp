@@ -76,6 +76,7 @@ void ExpertFfn::forward(const LayerWeights& w, const float* xn, int n_tokens, fl
     }
     const WeightMatrix gate = w.gate_exps.expert(e), up = w.up_exps.expert(e), down = w.down_exps.expert(e);
     matmul_swiglu(gate, up, in, m, gate_.data(), up_.data(), scratch, pool, k);
+    bytes_read_ += gate.bytes() + up.bytes() + down.bytes();
     matmul(down, gate_.data(), m, y_.data(), scratch, pool, k);
     for (int i = 0; i < m; ++i)
       std::copy_n(&y_[static_cast<size_t>(i) * E], E, &slot_out_[static_cast<size_t>(slots[static_cast<size_t>(i)]) * E]);

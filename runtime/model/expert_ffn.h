@@ -39,6 +39,8 @@ class ExpertFfn {
   // out[t] = the layer's MoE output for input xn[t] (the normed hidden state), t < n_tokens.
   void forward(const LayerWeights& w, const float* xn, int n_tokens, float* out, MatmulScratch& scratch, ThreadPool& pool,
                const KernelTable& k);
+  // Bytes of expert matrices forward() has read so far: each chosen expert once per call.
+  uint64_t bytes_read() const { return bytes_read_; }
 
  private:
   int n_embd_, n_expert_, n_used_, n_ff_exp_;
@@ -49,6 +51,7 @@ class ExpertFfn {
   std::vector<std::vector<int>> by_expert_;  // per expert: the (token * n_used + slot) that chose it
   std::vector<float> x_, gate_, up_, y_;     // one expert's gathered inputs and outputs
   std::vector<float> slot_out_;              // [tokens x n_used x n_embd]
+  uint64_t bytes_read_ = 0;
 };
 
 }  // namespace hearth::runtime

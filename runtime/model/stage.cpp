@@ -51,6 +51,12 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   row_cache_.resize(B);
   row_pos_.resize(B);
   if (c.is_moe()) experts_.emplace(c, options_.max_batch);
+  for (int l = spec().first_layer; l < spec().last_layer; ++l) {
+    const LayerWeights& w = weights_->layer(l);
+    for (const WeightMatrix* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.router})
+      step_bytes_ += m->bytes();
+  }
+  if (spec().has_output) step_bytes_ += weights_->output().bytes();
 }
 
 int Stage::length(uint64_t seq) const {
@@ -109,6 +115,7 @@ std::span<const float> Stage::forward(const StageInput& in) {
   else std::copy(in.hidden.begin(), in.hidden.end(), x_.begin());
 
   for (int l = spec().first_layer; l < spec().last_layer; ++l) layer_forward(l, n_tokens);
+  dense_bytes_read_ += step_bytes_;
 
   for (const SeqChunk& ch : in.chunks) caches_.at(ch.seq).set_length(ch.pos + ch.n_tokens);
 

@@ -73,6 +73,9 @@ class Stage {
   // Tokens held for `seq` (0 if unknown).
   int length(uint64_t seq) const;
   size_t n_sequences() const { return caches_.size(); }
+  // Bytes of weight matrices forward() has read so far: each matrix once per call, and of a
+  // MoE layer's experts only those some token chose (what a benchmark divides by its time).
+  uint64_t weight_bytes_read() const { return dense_bytes_read_ + (experts_ ? experts_->bytes_read() : 0); }
   const KernelTable& kernels() const { return kernels_; }
 
  private:
@@ -99,6 +102,8 @@ class Stage {
   std::vector<int> row_pos_;
   std::vector<float> logits_;
   std::optional<ExpertFfn> experts_;  // MoE models
+  uint64_t step_bytes_ = 0;           // matrices every forward() reads (all but the experts)
+  uint64_t dense_bytes_read_ = 0;
 };
 
 }  // namespace hearth::runtime
