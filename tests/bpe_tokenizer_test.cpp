@@ -99,20 +99,38 @@ TEST_SUITE("bpe_tokenizer") {
     CHECK(split("gpt-2", "нещо ٣٤") == Pieces{"нещо", " ٣٤"});
   }
 
-  TEST_CASE("unknown pre-tokenizer names fall back to gpt-2 and say so") {
+  TEST_CASE("an unknown pre-tokenizer is refused with the known names; a missing one gets llama.cpp's default and a warning") {
     const PreTokenizer known("llama-bpe");
     CHECK(known.name() == "llama3");
     CHECK(known.family() == PreTokenizerFamily::LLAMA3);
     CHECK_FALSE(known.is_fallback());
-    for (const char* name : {"", "no-such-family"}) {
-      const PreTokenizer p(name);
-      CHECK(p.name() == "gpt-2");
-      CHECK(p.is_fallback());
-    }
-    const Tokenizer tok(load_vocab(small_vocab("mystery")));
+    CHECK_THROWS_WITH_AS(PreTokenizer("no-such-family"), doctest::Contains("known: default, gpt-2"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(load_vocab(small_vocab("mystery")),
+                         doctest::Contains("tokenizer.ggml.pre 'mystery' names a pre-tokenizer"), GgufError);
+    const PreTokenizer none("");
+    CHECK(none.name() == "default");
+    CHECK(none.is_fallback());
+    const Vocab v = load_vocab(small_vocab(""));
+    REQUIRE(v.warnings.size() == 1);
+    CHECK(v.warnings[0].find("tokenizer.ggml.pre is missing") != std::string::npos);
+    const Tokenizer tok(v);
     REQUIRE(tok.pre_tokenizer() != nullptr);
     CHECK(tok.pre_tokenizer()->is_fallback());
-    CHECK(tok.vocab().pre == "mystery");
+  }
+
+  TEST_CASE("the 2026 families split as llama.cpp's rules do: falcon, default, qwen35, gpt-4o") {
+    // falcon: punctuation runs first (so "'s" is not a contraction and "(" leaves its space), then
+    // GPT-2's rules, then three digits at a time out of each number.
+    CHECK(split("falcon", "it's 12345 (ok)\n") == Pieces{"it", "'", "s", " ", "123", "45", " ", "(", "ok", ")", "\n"});
+    // default: like falcon without the backquote, and digit runs apart from their space.
+    CHECK(split("default", "a 12345") == Pieces{"a", " ", "123", "45"});
+    // qwen35: a combining mark stays in its word (qwen2 cuts the word at it).
+    const std::string e_acute = "e\xcc\x81te";  // e + U+0301 + te
+    CHECK(split("qwen35", e_acute) == Pieces{e_acute});
+    CHECK(split("qwen2", e_acute) == Pieces{"e", "\xcc\x81te"});
+    // gpt-4o: an upper-case run then lower-case letters is one word; digits in threes.
+    CHECK(split("gpt-4o", "HTTPServer 12345") == Pieces{"HTTPServer", " ", "123", "45"});
+    CHECK(split("gpt-4o", "helloWorld") == Pieces{"hello", "World"});
   }
 
   TEST_CASE("pieces cover the text exactly, invalid UTF-8 included") {

@@ -33,9 +33,22 @@ constexpr const char* kDeepseekV3Cjk = R"re([\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\
 constexpr const char* kDeepseekV3 =
     R"re([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re";
 
+// Qwen 3.5: Qwen 2's rules, with combining marks (\p{M}) part of words, not punctuation.
+constexpr const char* kQwen35 =
+    R"re((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re";
+
+// GPT-4o (o200k, gpt-oss): a word is upper-case letters then lower-case ones (or the reverse), with
+// a contraction; llama.cpp spells tokenizer.json's \p{Lu}/\p{Ll} classes with look-aheads.
+constexpr const char* kGpt4o =
+    R"re([^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)re";
+
 std::vector<const char*> patterns_for(PreTokenizerFamily family) {
   switch (family) {
+    case PreTokenizerFamily::DEFAULT: return {R"re([\p{P}\$\+<=>\^~\|]+)re", kGpt2, R"re(\p{N}+)re", R"re([0-9][0-9][0-9])re"};
     case PreTokenizerFamily::GPT2: return {kGpt2};
+    case PreTokenizerFamily::FALCON: return {R"re([\p{P}\$\+<=>\^~\|`]+)re", kGpt2, R"re([0-9][0-9][0-9])re"};
+    case PreTokenizerFamily::QWEN35: return {kQwen35};
+    case PreTokenizerFamily::GPT4O: return {kGpt4o};
     case PreTokenizerFamily::LLAMA3: return {kLlama3};
     case PreTokenizerFamily::QWEN2: return {kQwen2};
     case PreTokenizerFamily::STARCODER: return {R"re(\p{N})re", kGpt2};
@@ -55,8 +68,8 @@ struct NameFamily {
 
 // tokenizer.ggml.pre names, grouped as llama.cpp groups them by the rules they share.
 constexpr std::array kNames{
+    NameFamily{"default", PreTokenizerFamily::DEFAULT},
     NameFamily{"gpt-2", PreTokenizerFamily::GPT2},
-    NameFamily{"default", PreTokenizerFamily::GPT2},
     NameFamily{"phi-2", PreTokenizerFamily::GPT2},
     NameFamily{"mpt", PreTokenizerFamily::GPT2},
     NameFamily{"olmo", PreTokenizerFamily::GPT2},
@@ -67,6 +80,18 @@ constexpr std::array kNames{
     NameFamily{"llama-v3", PreTokenizerFamily::LLAMA3},
     NameFamily{"llama-bpe", PreTokenizerFamily::LLAMA3},
     NameFamily{"falcon3", PreTokenizerFamily::LLAMA3},
+    NameFamily{"falcon-h1", PreTokenizerFamily::LLAMA3},
+    NameFamily{"pixtral", PreTokenizerFamily::LLAMA3},
+    NameFamily{"lfm2", PreTokenizerFamily::LLAMA3},
+    NameFamily{"dbrx", PreTokenizerFamily::LLAMA3},
+    NameFamily{"smaug-bpe", PreTokenizerFamily::LLAMA3},
+    NameFamily{"falcon", PreTokenizerFamily::FALCON},
+    NameFamily{"qwen35", PreTokenizerFamily::QWEN35},
+    NameFamily{"gpt-4o", PreTokenizerFamily::GPT4O},
+    NameFamily{"llama4", PreTokenizerFamily::GPT4O},
+    NameFamily{"kormo", PreTokenizerFamily::QWEN2},
+    NameFamily{"f2llmv2", PreTokenizerFamily::QWEN2},
+    NameFamily{"mellum2", PreTokenizerFamily::STARCODER},
     NameFamily{"qwen2", PreTokenizerFamily::QWEN2},
     NameFamily{"deepseek-r1-qwen", PreTokenizerFamily::QWEN2},
     NameFamily{"stablelm2", PreTokenizerFamily::QWEN2},
@@ -101,13 +126,24 @@ class MatchData {
 }  // namespace
 
 std::optional<PreTokenizerFamily> pre_tokenizer_family(std::string_view pre) {
+  if (pre.empty()) return PreTokenizerFamily::DEFAULT;
   for (const auto& nf : kNames)
     if (pre == nf.name) return nf.family;
   return std::nullopt;
 }
 
+std::string known_pre_tokenizer_names() {
+  std::string out;
+  for (const auto& nf : kNames) out += (out.empty() ? "" : ", ") + std::string(nf.name);
+  return out;
+}
+
 std::string_view pre_tokenizer_name(PreTokenizerFamily family) {
   switch (family) {
+    case PreTokenizerFamily::DEFAULT: return "default";
+    case PreTokenizerFamily::FALCON: return "falcon";
+    case PreTokenizerFamily::QWEN35: return "qwen35";
+    case PreTokenizerFamily::GPT4O: return "gpt-4o";
     case PreTokenizerFamily::GPT2: return "gpt-2";
     case PreTokenizerFamily::LLAMA3: return "llama3";
     case PreTokenizerFamily::QWEN2: return "qwen2";
@@ -146,8 +182,12 @@ struct PreTokenizer::Regex {
 
 PreTokenizer::PreTokenizer(std::string_view pre) {
   const auto family = pre_tokenizer_family(pre);
-  family_ = family.value_or(PreTokenizerFamily::GPT2);
-  fallback_ = !family.has_value();
+  if (!family)
+    throw std::invalid_argument(
+        "pre-tokenizer '" + std::string(pre) + "' (tokenizer.ggml.pre) is unknown to this runtime, " +
+        "which would split text differently from the model's training; known: " + known_pre_tokenizer_names());
+  family_ = *family;
+  fallback_ = pre.empty();
   name_ = std::string(pre_tokenizer_name(family_));
   for (const char* p : patterns_for(family_)) regexes_.push_back(std::make_shared<const Regex>(p));
 }

@@ -18,7 +18,11 @@
 namespace hearth::runtime {
 
 enum class PreTokenizerFamily {
-  GPT2,            // "gpt-2" (and the fallback for names this runtime does not know)
+  DEFAULT,         // "default", and a file without tokenizer.ggml.pre: llama.cpp's catch-all rules
+  GPT2,            // "gpt-2", "olmo", "mpt", ...
+  FALCON,          // "falcon": punctuation runs first, then GPT-2's rules, then digits in threes
+  QWEN35,          // "qwen35" (Qwen 3.5): Qwen 2's rules with combining marks kept in words
+  GPT4O,           // "gpt-4o" (gpt-oss), "llama4": case-aware words, digits in threes
   LLAMA3,          // "llama3", "llama-bpe" (Llama 3.x), "falcon3", ...
   QWEN2,           // "qwen2", "deepseek-r1-qwen" (Qwen 2.x): like Llama 3 but one digit per piece
   STARCODER,       // "starcoder", "smollm", "refact", "command-r", ...: digits alone, then GPT-2's rules
@@ -27,16 +31,21 @@ enum class PreTokenizerFamily {
   DEEPSEEK_V3,     // "deepseek-v3"
 };
 
-// The family for a tokenizer.ggml.pre name, or nullopt when this runtime does not know it.
+// The family for a tokenizer.ggml.pre name ("" = DEFAULT), or nullopt when this runtime does not
+// know it.
 std::optional<PreTokenizerFamily> pre_tokenizer_family(std::string_view pre);
+// Every tokenizer.ggml.pre name this runtime knows, comma-separated (for error messages).
+std::string known_pre_tokenizer_names();
 // The family's canonical name: "gpt-2", "llama3", "qwen2", "starcoder", "deepseek-llm", ...
 std::string_view pre_tokenizer_name(PreTokenizerFamily family);
 
 class PreTokenizer {
  public:
-  // `pre` is tokenizer.ggml.pre. An empty or unknown name gets GPT-2's rules (the most common
-  // byte-level scheme) without complaint; is_fallback() then tells the caller so it can say so.
-  // Throws std::runtime_error only if PCRE2 rejects a pattern (a build problem, not user input).
+  // `pre` is tokenizer.ggml.pre. An empty name gets llama.cpp's default rules, and is_fallback()
+  // tells the caller so it can warn (the file does not say how its model was trained to split).
+  // An unknown name throws std::invalid_argument naming the known ones: tokenizing it another way
+  // would feed the model text cut as it never saw in training, without a word. Throws
+  // std::runtime_error if PCRE2 rejects a pattern (a build problem, not user input).
   explicit PreTokenizer(std::string_view pre);
 
   PreTokenizerFamily family() const { return family_; }

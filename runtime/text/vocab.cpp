@@ -83,6 +83,15 @@ Vocab load_vocab(const GgufMetadata& md) {
     throw GgufError("tokenizer model '" + v.model + "' is not supported (supported: llama, gpt2)");
   const bool byte_level = v.is_byte_level();
   v.pre = md.get_string_opt("tokenizer.ggml.pre").value_or("");
+  if (byte_level && !pre_tokenizer_family(v.pre))
+    throw GgufError("tokenizer.ggml.pre '" + v.pre +
+                    "' names a pre-tokenizer this runtime does not know; splitting text another way would change "
+                    "what the model reads (known: " +
+                    known_pre_tokenizer_names() + ")");
+  if (byte_level && v.pre.empty())
+    v.warnings.push_back(
+        "tokenizer.ggml.pre is missing: text is split by llama.cpp's default rules, which may not be the model's own; "
+        "generation quality may suffer (convert the model again with a current llama.cpp)");
   v.tokens = md.get_string_array("tokenizer.ggml.tokens");
   const auto n = static_cast<int32_t>(v.tokens.size());
   if (n == 0) throw GgufError("tokenizer.ggml.tokens is empty");

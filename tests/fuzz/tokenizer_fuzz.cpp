@@ -127,8 +127,8 @@ GgufMetadata small_spm(bool byte_tokens, bool has_unk) {
 
 std::vector<std::unique_ptr<Tokenizer>> make_tokenizers() {
   std::vector<std::unique_ptr<Tokenizer>> out;
-  for (const char* pre :
-       {"gpt-2", "llama-bpe", "qwen2", "starcoder", "deepseek-llm", "deepseek-coder", "deepseek-v3", "unknown-pre"})
+  for (const char* pre : {"gpt-2", "llama-bpe", "qwen2", "starcoder", "deepseek-llm", "deepseek-coder", "deepseek-v3", "",
+                          "falcon", "qwen35", "gpt-4o"})
     out.push_back(std::make_unique<Tokenizer>(load_vocab(small_bpe(pre))));
   out.push_back(std::make_unique<Tokenizer>(load_vocab(small_spm(true, true))));
   out.push_back(std::make_unique<Tokenizer>(load_vocab(small_spm(false, true))));
