@@ -1,5 +1,6 @@
 #include "runtime/model/model_config.h"
 
+#include <cmath>
 #include <optional>
 #include <string>
 
@@ -15,6 +16,7 @@ struct Arch {
   // Experts: never, when the file says expert_count (llama: Mixtral), or always.
   TensorNeed experts;
   bool expert_weights_norm;
+  bool fused = false;  // attn_qkv and a gate-up ffn_up (phi3)
 };
 
 // What llama.cpp's graphs for these architectures do beyond the shared llama structure.
@@ -27,6 +29,8 @@ constexpr Arch kArchs[] = {
      true},
     // OLMoE normalises the whole Q and K projections and keeps the router's probabilities as they are.
     {"olmoe", RopeStyle::NeoX, TensorNeed::Absent, TensorNeed::Absent, TensorNeed::Required, true, TensorNeed::Required, false},
+    // Phi-3.5 / Phi-4-mini: fused projections, partial rotary, LongRoPE factors as global tensors.
+    {"phi3", RopeStyle::NeoX, TensorNeed::Absent, TensorNeed::Absent, TensorNeed::Absent, false, TensorNeed::Absent, false, true},
 };
 
 std::string supported_archs() {
@@ -49,6 +53,9 @@ void read_rope_scaling(const GgufMetadata& md, const std::string& a, ModelConfig
     c.rope_freq_scale = static_cast<float>(1.0 / *factor);
   }
   c.n_ctx_orig = static_cast<int>(md.get_uint_opt(a + "rope.scaling.original_context_length").value_or(0));
+  c.rope_attn_factor = static_cast<float>(md.get_float_opt(a + "rope.scaling.attn_factor").value_or(1.0));
+  if (!(c.rope_attn_factor > 0.f) || !std::isfinite(c.rope_attn_factor))
+    throw GgufError("metadata '" + a + "rope.scaling.attn_factor' must be positive");
 }
 
 int positive(const GgufMetadata& md, const std::string& key, uint64_t max = 1u << 24) {
@@ -91,6 +98,7 @@ ModelConfig read_model_config(const GgufFile& file) {
   c.out_bias = arch->out_bias;
   c.qk_norm = arch->qk_norm;
   c.qk_norm_whole = arch->qk_norm_whole;
+  c.fused_qkv = c.fused_gate_up = arch->fused;
   c.name = md.get_string_opt("general.name").value_or(file.path());
   const std::string a = c.arch + ".";
   c.n_embd = positive(md, a + "embedding_length");

@@ -30,11 +30,16 @@ struct ModelConfig {
   float rope_base = 10000.f;
   RopeStyle rope_style = RopeStyle::Normal;  // NeoX for qwen2/qwen3
   float rope_freq_scale = 1.f;               // linear RoPE scaling: positions are multiplied by this (1/factor)
-  int n_ctx_orig = 0;                        // rope.scaling.original_context_length, 0 if absent (informative)
+  int n_ctx_orig = 0;                        // rope.scaling.original_context_length, 0 if absent; LongRoPE
+                                             // (phi3) uses its long factors for contexts beyond it
   TensorNeed qkv_bias = TensorNeed::Absent;  // blk.N.attn_{q,k,v}.bias (qwen2: required)
   TensorNeed out_bias = TensorNeed::Absent;  // blk.N.attn_output.bias (llama: optional)
   TensorNeed qk_norm = TensorNeed::Absent;   // blk.N.attn_{q,k}_norm.weight, per head (qwen3)
   bool qk_norm_whole = false;                // the q/k norms span the whole projection, not one head (olmoe)
+  // phi3: Q, K and V are row ranges of one attn_qkv matrix, gate and up of one ffn_up matrix.
+  bool fused_qkv = false;
+  bool fused_gate_up = false;
+  float rope_attn_factor = 1.f;  // rope.scaling.attn_factor: multiplies cos and sin (phi3's LongRoPE)
 
   // Mixture of experts: every layer's FFN is n_expert SwiGLU experts of width n_ff_exp, of which
   // a router picks n_expert_used per token. n_expert == 0 for a dense model.

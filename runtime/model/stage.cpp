@@ -32,7 +32,7 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   const ModelConfig& c = config();
   if (options_.max_batch <= 0 || options_.max_sequences <= 0)
     throw std::invalid_argument("max_batch and max_sequences must be positive");
-  rope_freq_ = rope_frequencies(c.rope_base, c.n_rot, c.rope_freq_scale, weights_->rope_freqs());
+  rope_freq_ = rope_frequencies(c.rope_base, c.n_rot, c.rope_freq_scale, weights_->rope_factors(n_ctx_));
   rope_cos_.resize(rope_freq_.size());
   rope_sin_.resize(rope_freq_.size());
   const auto B = static_cast<size_t>(options_.max_batch);
@@ -157,6 +157,8 @@ void Stage::layer_forward(int l, int n_tokens) {
         rmsnorm(kt + h * c.head_dim, w.k_norm.data(), kt + h * c.head_dim, c.head_dim, c.rms_eps);
     }
     rope_angles(pos, rope_freq_, rope_cos_.data(), rope_sin_.data());
+    if (c.rope_attn_factor != 1.f)
+      for (int i = 0; i < n_pairs; ++i) rope_cos_[i] *= c.rope_attn_factor, rope_sin_[i] *= c.rope_attn_factor;
     for (int h = 0; h < c.n_head; ++h)
       rope_rotate(qt + h * c.head_dim, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
     for (int h = 0; h < c.n_head_kv; ++h)

@@ -14,11 +14,33 @@ std::string blk(int l, const char* name, const char* kind = "weight") {
   return "blk." + std::to_string(l) + "." + name + "." + kind;
 }
 
-const char* const kAttentionTensors[] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm"};
-const char* const kDenseFfnTensors[] = {"ffn_gate", "ffn_up", "ffn_down"};
+const char* const kNormAndOutputTensors[] = {"attn_norm", "attn_output", "ffn_norm"};
 const char* const kExpertTensors[] = {"ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
 
 constexpr const char* kRopeFreqs = "rope_freqs.weight";
+constexpr const char* kRopeShort = "rope_factors_short.weight";
+constexpr const char* kRopeLong = "rope_factors_long.weight";
+// Every layer rotates with the same factors, so every stage with layers maps them.
+constexpr const char* kRopeTensors[] = {kRopeFreqs, kRopeShort, kRopeLong};
+
+// The attention and FFN input tensors of one layer: separate, or fused (phi3).
+std::vector<const char*> projection_tensors(const ModelConfig& c) {
+  std::vector<const char*> names;
+  if (c.fused_qkv) names.push_back("attn_qkv");
+  else names.insert(names.end(), {"attn_q", "attn_k", "attn_v"});
+  if (c.is_moe()) return names;
+  if (c.fused_gate_up) names.insert(names.end(), {"ffn_up", "ffn_down"});
+  else names.insert(names.end(), {"ffn_gate", "ffn_up", "ffn_down"});
+  return names;
+}
+
+// Rows [first, first + n) of a matrix, as a matrix of its own (rows are contiguous).
+WeightMatrix row_range(const WeightMatrix& m, int64_t first, int64_t n) {
+  WeightMatrix out = m;
+  out.data = m.row(first);
+  out.n_out = n;
+  return out;
+}
 
 // The optional kinds of layer tensors: the ModelConfig field that says whether an architecture
 // has them, their name, length and where they go.
@@ -86,16 +108,15 @@ std::vector<std::string> stage_tensor_names(const GgufFile& file, const ModelCon
   std::vector<std::string> names;
   if (spec.has_embedding) names.push_back("token_embd.weight");
   for (int l = spec.first_layer; l < spec.last_layer; ++l) {
-    for (const char* t : kAttentionTensors) names.push_back(blk(l, t));
+    for (const char* t : kNormAndOutputTensors) names.push_back(blk(l, t));
+    for (const char* t : projection_tensors(config)) names.push_back(blk(l, t));
     if (config.is_moe())
       for (const char* t : kExpertTensors) names.push_back(blk(l, t));
-    else
-      for (const char* t : kDenseFfnTensors) names.push_back(blk(l, t));
     for (const OptionalTensor& t : kOptionalTensors)
       if (wanted(file, config, t, l)) names.push_back(blk(l, t.name, t.kind));
   }
-  // Every layer rotates with the same factors, so every stage with layers maps them.
-  if (spec.first_layer < spec.last_layer && file.find_tensor(kRopeFreqs)) names.push_back(kRopeFreqs);
+  for (const char* t : kRopeTensors)
+    if (spec.first_layer < spec.last_layer && file.find_tensor(t)) names.push_back(t);
   if (spec.has_output) {
     names.push_back("output_norm.weight");
     names.push_back(output_tensor_name(file));
@@ -154,9 +175,16 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
   for (int l = spec.first_layer; l < spec.last_layer; ++l) {
     LayerWeights w;
     w.attn_norm = vector(blk(l, "attn_norm"), E);
-    w.wq = matrix(blk(l, "attn_q"), E, Q);
-    w.wk = matrix(blk(l, "attn_k"), E, KV);
-    w.wv = matrix(blk(l, "attn_v"), E, KV);
+    if (config.fused_qkv) {
+      const WeightMatrix qkv = matrix(blk(l, "attn_qkv"), E, Q + 2 * KV);
+      w.wq = row_range(qkv, 0, static_cast<int64_t>(Q));
+      w.wk = row_range(qkv, static_cast<int64_t>(Q), static_cast<int64_t>(KV));
+      w.wv = row_range(qkv, static_cast<int64_t>(Q + KV), static_cast<int64_t>(KV));
+    } else {
+      w.wq = matrix(blk(l, "attn_q"), E, Q);
+      w.wk = matrix(blk(l, "attn_k"), E, KV);
+      w.wv = matrix(blk(l, "attn_v"), E, KV);
+    }
     w.wo = matrix(blk(l, "attn_output"), Q, E);
     w.ffn_norm = vector(blk(l, "ffn_norm"), E);
     if (config.is_moe()) {
@@ -165,6 +193,11 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
       w.gate_exps = {matrix(blk(l, "ffn_gate_exps"), E, FX, X), config.n_expert};
       w.up_exps = {matrix(blk(l, "ffn_up_exps"), E, FX, X), config.n_expert};
       w.down_exps = {matrix(blk(l, "ffn_down_exps"), FX, E, X), config.n_expert};
+    } else if (config.fused_gate_up) {  // the gate's rows first, then the up projection's
+      const WeightMatrix gate_up = matrix(blk(l, "ffn_up"), E, 2 * F);
+      w.w_gate = row_range(gate_up, 0, static_cast<int64_t>(F));
+      w.w_up = row_range(gate_up, static_cast<int64_t>(F), static_cast<int64_t>(F));
+      w.w_down = matrix(blk(l, "ffn_down"), F, E);
     } else {
       w.w_gate = matrix(blk(l, "ffn_gate"), E, F);
       w.w_up = matrix(blk(l, "ffn_up"), E, F);
@@ -174,16 +207,28 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
       if (wanted(file, config, t, l)) w.*t.field = vector(blk(l, t.name, t.kind), length_of(config, t.length));
     layers_.push_back(std::move(w));
   }
-  if (spec.first_layer < spec.last_layer && file.find_tensor(kRopeFreqs)) {
-    rope_freqs_ = vector(kRopeFreqs, static_cast<uint64_t>(config.n_rot / 2));
-    for (float f : rope_freqs_)
+  const auto factors = [&](const char* name) {
+    std::vector<float> v;
+    if (spec.first_layer == spec.last_layer || !file.find_tensor(name)) return v;
+    v = vector(name, static_cast<uint64_t>(config.n_rot / 2));
+    for (float f : v)
       if (!(f > 0.f) || !std::isfinite(f))
-        throw GgufError("tensor 'rope_freqs.weight' holds a factor " + std::to_string(f) + "; factors must be positive");
-  }
+        throw GgufError("tensor '" + std::string(name) + "' holds a factor " + std::to_string(f) + "; factors must be positive");
+    return v;
+  };
+  rope_freqs_ = factors(kRopeFreqs);
+  rope_factors_short_ = factors(kRopeShort);
+  rope_factors_long_ = factors(kRopeLong);
   if (spec.has_output) {
     output_norm_ = vector("output_norm.weight", E);
     output_ = matrix(output_tensor_name(file), E, config.n_vocab);
   }
+}
+
+const std::vector<float>& StageWeights::rope_factors(int n_ctx) const {
+  if (!rope_freqs_.empty()) return rope_freqs_;
+  const bool long_context = config_.n_ctx_orig > 0 && n_ctx > config_.n_ctx_orig;
+  return long_context && !rope_factors_long_.empty() ? rope_factors_long_ : rope_factors_short_;
 }
 
 uint64_t StageWeights::mapped_bytes() const {

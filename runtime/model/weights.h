@@ -83,8 +83,10 @@ class StageWeights {
   const WeightMatrix& token_embd() const { return token_embd_; }  // valid if has_embedding
   const WeightMatrix& output() const { return output_; }          // valid if has_output
   const std::vector<float>& output_norm() const { return output_norm_; }
-  // Llama 3's per-dimension RoPE frequency factors (n_rot / 2), empty if the model has none.
-  const std::vector<float>& rope_freqs() const { return rope_freqs_; }
+  // The per-dimension RoPE frequency factors (n_rot / 2) for a context of n_ctx tokens, empty if
+  // the model has none: Llama 3's rope_freqs, or phi3's LongRoPE factors (the long ones beyond the
+  // original context, as llama.cpp chooses).
+  const std::vector<float>& rope_factors(int n_ctx) const;
   const LayerWeights& layer(int l) const { return layers_[static_cast<size_t>(l - spec_.first_layer)]; }
   // Bytes of tensor data this stage maps.
   uint64_t mapped_bytes() const;
@@ -97,6 +99,7 @@ class StageWeights {
   WeightMatrix output_;
   std::vector<float> output_norm_;
   std::vector<float> rope_freqs_;
+  std::vector<float> rope_factors_short_, rope_factors_long_;
   std::vector<LayerWeights> layers_;
 };
 
