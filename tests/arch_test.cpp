@@ -356,9 +356,14 @@ TEST_SUITE("arch") {
         CHECK(run(three, 1, 0, prompt) == ref);
         // Token by token in another sequence: each row equals the batch's.
         const int V = m.config.n_vocab;
+        // A stage whose batch is one token, fewer than the experts a token uses.
+        const StageSpec spec{0, 5, true, true};
+        Stage narrow(std::make_shared<StageWeights>(m.file, m.config, spec), StageOptions{.n_ctx = 128, .max_batch = 1}, pool);
+        Stage* lone[] = {&narrow};
         for (size_t i = 0; i < prompt.size(); ++i) {
           const auto row = run(one, 2, static_cast<int>(i), {prompt[i]});
           CHECK(std::equal(row.begin(), row.end(), ref.begin() + static_cast<std::ptrdiff_t>(i) * V));
+          CHECK(run(lone, 3, static_cast<int>(i), {prompt[i]}) == row);
         }
       }
     }

@@ -43,10 +43,43 @@ ExpertFfn::ExpertFfn(const ModelConfig& c, int max_tokens)
       weight_(chosen_.size()),
       by_expert_(static_cast<size_t>(c.n_expert)),
       x_(static_cast<size_t>(max_tokens) * c.n_embd),
-      gate_(static_cast<size_t>(max_tokens) * c.n_ff_exp),
+      gate_(static_cast<size_t>(std::max(max_tokens, c.n_expert_used)) * c.n_ff_exp),
       up_(gate_.size()),
       y_(x_.size()),
       slot_out_(chosen_.size() * static_cast<size_t>(c.n_embd)) {}
+
+void ExpertFfn::run_expert(const LayerWeights& w, int e, const float* xn, MatmulScratch& scratch, ThreadPool& pool,
+                           const KernelTable& k) {
+  const auto E = static_cast<size_t>(n_embd_), K = static_cast<size_t>(n_used_);
+  const std::vector<int>& slots = by_expert_[static_cast<size_t>(e)];
+  if (slots.empty()) return;
+  const int m = static_cast<int>(slots.size());
+  for (int i = 0; i < m; ++i)
+    std::copy_n(xn + static_cast<size_t>(slots[static_cast<size_t>(i)]) / K * E, E, &x_[static_cast<size_t>(i) * E]);
+  const WeightMatrix gate = w.gate_exps.expert(e), up = w.up_exps.expert(e), down = w.down_exps.expert(e);
+  matmul_swiglu(gate, up, x_.data(), m, gate_.data(), up_.data(), scratch, pool, k);
+  matmul(down, gate_.data(), m, y_.data(), scratch, pool, k);
+  bytes_read_ += gate.bytes() + up.bytes() + down.bytes();
+  for (int i = 0; i < m; ++i)
+    std::copy_n(&y_[static_cast<size_t>(i) * E], E, &slot_out_[static_cast<size_t>(slots[static_cast<size_t>(i)]) * E]);
+}
+
+void ExpertFfn::decode_one(const LayerWeights& w, const float* xn, MatmulScratch& scratch, ThreadPool& pool,
+                           const KernelTable& k) {
+  const auto F = static_cast<size_t>(n_ff_exp_), E = static_cast<size_t>(n_embd_);
+  std::vector<WeightMatrix>& m = decode_matrices_;
+  std::vector<ExpertTarget>& targets = decode_targets_;
+  m.clear();
+  targets.clear();
+  for (int s = 0; s < n_used_; ++s) {
+    const int e = chosen_[static_cast<size_t>(s)];
+    m.insert(m.end(), {w.gate_exps.expert(e), w.up_exps.expert(e), w.down_exps.expert(e)});
+    bytes_read_ += m[m.size() - 3].bytes() + m[m.size() - 2].bytes() + m.back().bytes();
+  }
+  for (size_t s = 0; s < static_cast<size_t>(n_used_); ++s)
+    targets.push_back({&m[3 * s], &m[3 * s + 1], &m[3 * s + 2], &gate_[s * F], &up_[s * F], &slot_out_[s * E]});
+  matmul_experts(targets, xn, scratch, pool, k);
+}
 
 void ExpertFfn::forward(const LayerWeights& w, const float* xn, int n_tokens, float* out, MatmulScratch& scratch,
                         ThreadPool& pool, const KernelTable& k) {
@@ -63,25 +96,13 @@ void ExpertFfn::forward(const LayerWeights& w, const float* xn, int n_tokens, fl
     }
   }
 
-  // Each chosen expert over the tokens that chose it; a lone token is used in place.
-  for (int e = 0; e < n_expert_; ++e) {
-    const std::vector<int>& slots = by_expert_[static_cast<size_t>(e)];
-    if (slots.empty()) continue;
-    const int m = static_cast<int>(slots.size());
-    const float* in = xn;
-    if (n_tokens > 1) {
-      for (int i = 0; i < m; ++i)
-        std::copy_n(xn + static_cast<size_t>(slots[static_cast<size_t>(i)]) / K * E, E, &x_[static_cast<size_t>(i) * E]);
-      in = x_.data();
-    }
-    const WeightMatrix gate = w.gate_exps.expert(e), up = w.up_exps.expert(e), down = w.down_exps.expert(e);
-    matmul_swiglu(gate, up, in, m, gate_.data(), up_.data(), scratch, pool, k);
-    bytes_read_ += gate.bytes() + up.bytes() + down.bytes();
-    matmul(down, gate_.data(), m, y_.data(), scratch, pool, k);
-    for (int i = 0; i < m; ++i)
-      std::copy_n(&y_[static_cast<size_t>(i) * E], E, &slot_out_[static_cast<size_t>(slots[static_cast<size_t>(i)]) * E]);
+  // One token (decode): all its experts in two parallel loops. More: each chosen expert over the
+  // tokens that chose it. Both compute every output the same way.
+  if (n_tokens == 1) {
+    decode_one(w, xn, scratch, pool, k);
+  } else {
+    for (int e = 0; e < n_expert_; ++e) run_expert(w, e, xn, scratch, pool, k);
   }
-
   // Weighted sum in slot order, as llama.cpp adds the experts' views one after another.
   for (int t = 0; t < n_tokens; ++t) {
     float* o = out + static_cast<size_t>(t) * E;

@@ -33,7 +33,8 @@ Routing route(std::span<const float> logits, int k, bool normalize);
 
 class ExpertFfn {
  public:
-  // Buffers for up to max_tokens tokens per forward().
+  // Buffers for up to max_tokens tokens per forward(). The scratch given to forward() must hold
+  // max(max_tokens, n_expert_used) tokens: decode converts each chosen expert's hidden row in it.
   ExpertFfn(const ModelConfig& config, int max_tokens);
 
   // out[t] = the layer's MoE output for input xn[t] (the normed hidden state), t < n_tokens.
@@ -43,14 +44,22 @@ class ExpertFfn {
   uint64_t bytes_read() const { return bytes_read_; }
 
  private:
+  // Expert e over the tokens that chose it (gathered), its outputs into their slots.
+  void run_expert(const LayerWeights& w, int e, const float* xn, MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k);
+  // The one token's chosen experts together (matmul_experts).
+  void decode_one(const LayerWeights& w, const float* xn, MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k);
+
   int n_embd_, n_expert_, n_used_, n_ff_exp_;
   bool normalize_;
-  std::vector<float> logits_;                // [tokens x n_expert]
-  std::vector<int> chosen_;                  // [tokens x n_used]: expert of each (token, slot)
-  std::vector<float> weight_;                // [tokens x n_used]
-  std::vector<std::vector<int>> by_expert_;  // per expert: the (token * n_used + slot) that chose it
-  std::vector<float> x_, gate_, up_, y_;     // one expert's gathered inputs and outputs
-  std::vector<float> slot_out_;              // [tokens x n_used x n_embd]
+  std::vector<float> logits_;                  // [tokens x n_expert]
+  std::vector<int> chosen_;                    // [tokens x n_used]: expert of each (token, slot)
+  std::vector<float> weight_;                  // [tokens x n_used]
+  std::vector<std::vector<int>> by_expert_;    // per expert: the (token * n_used + slot) that chose it
+  std::vector<float> x_, gate_, up_, y_;       // one expert's gathered inputs and outputs; in decode,
+                                               // gate_ and up_ hold every chosen expert's rows
+  std::vector<WeightMatrix> decode_matrices_;  // decode: gate, up and down of each chosen expert
+  std::vector<ExpertTarget> decode_targets_;
+  std::vector<float> slot_out_;  // [tokens x n_used x n_embd]
   uint64_t bytes_read_ = 0;
 };
 

@@ -145,4 +145,38 @@ void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float
   });
 }
 
+void matmul_experts(std::span<const ExpertTarget> experts, const float* x, MatmulScratch& scratch, ThreadPool& pool,
+                    const KernelTable& k) {
+  if (experts.empty()) return;
+  const ExpertTarget& e0 = experts[0];
+  const int64_t n_in = e0.gate->n_in, n_ff = e0.gate->n_out;
+  if (activation_key(k, e0.gate->type, n_in) != activation_key(k, e0.up->type, n_in))
+    throw std::invalid_argument("matmul_experts: gate and up read their input differently");
+  const auto n = static_cast<int>(experts.size());
+
+  // Gate and up of every expert over the one input: tasks numbered expert by expert.
+  const Activations act = prepare(e0.gate->type, x, n_in, 1, scratch, pool, k);
+  const GemmKernel gg = kernel_of(k, e0.gate->type), gu = kernel_of(k, e0.up->type), gd = kernel_of(k, e0.down->type);
+  const RowSplit ff_split(n_ff, pool.size());
+  pool.run(n * ff_split.tasks(), [&](int task) {
+    const ExpertTarget& e = experts[static_cast<size_t>(task / ff_split.tasks())];
+    const auto [r0, r1] = ff_split.rows(task % ff_split.tasks());
+    rows_times_tokens(*e.gate, gg, act, r0, r1, 1, e.gate_out);
+    rows_times_tokens(*e.up, gu, act, r0, r1, 1, e.up_out);
+    swiglu(e.gate_out + r0, e.up_out + r0, static_cast<size_t>(r1 - r0));
+  });
+
+  // Each down projection reads its own expert's hidden row: converted together, as the rows of
+  // n "tokens", then each expert's task reads its row.
+  const Activations hidden = prepare(e0.down->type, e0.gate_out, n_ff, n, scratch, pool, k);
+  const RowSplit out_split(e0.down->n_out, pool.size());
+  pool.run(n * out_split.tasks(), [&](int task) {
+    const int i = task / out_split.tasks();
+    const ExpertTarget& e = experts[static_cast<size_t>(i)];
+    const auto [r0, r1] = out_split.rows(task % out_split.tasks());
+    const Activations own{static_cast<const uint8_t*>(hidden.x) + static_cast<size_t>(i) * hidden.stride, hidden.stride};
+    rows_times_tokens(*e.down, gd, own, r0, r1, 1, e.y);
+  });
+}
+
 }  // namespace hearth::runtime

@@ -55,4 +55,24 @@ void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_to
 void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, float* gate_out, float* up_out,
                    MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k);
 
+// One expert of a mixture-of-experts layer for one token: its SwiGLU projections and down
+// projection, and where their outputs go (gate_out, up_out: [w_gate->n_out]; y: [w_down->n_out]).
+struct ExpertTarget {
+  const WeightMatrix* gate;
+  const WeightMatrix* up;
+  const WeightMatrix* down;
+  float* gate_out;
+  float* up_out;
+  float* y;
+};
+
+// A decoded token through several experts: y = down(silu(gate x) * up x) for each, in two parallel
+// loops over all of them (one for gate and up, which share x, one for the downs) rather than two
+// per expert. Each output is computed exactly as matmul_swiglu() and matmul() compute it.
+// REQUIRES: every expert of the same shapes and types; gate_out of consecutive experts
+// consecutive (expert i's at gate_out of expert 0 + i * gate->n_out); at most max_tokens experts
+// (the scratch holds their down inputs as it holds tokens).
+void matmul_experts(std::span<const ExpertTarget> experts, const float* x, MatmulScratch& scratch, ThreadPool& pool,
+                    const KernelTable& k);
+
 }  // namespace hearth::runtime

@@ -27,7 +27,7 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
       pool_(pool),
       kernels_(best_kernels()),
       n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min(weights_->config().n_ctx_train, kDefaultMaxCtx)),
-      scratch_(options.max_batch,
+      scratch_(std::max(options.max_batch, weights_->config().n_expert_used),
                std::max<int64_t>({weights_->config().n_embd, ffn_width(weights_->config()), weights_->config().q_dim()})) {
   const ModelConfig& c = config();
   if (options_.max_batch <= 0 || options_.max_sequences <= 0)
