@@ -155,7 +155,7 @@ TEST_SUITE("arch") {
     });
     CHECK_THROWS_WITH_AS(
         open_model(other),
-        doctest::Contains("architecture 'gemma' is not supported (supported: llama, qwen2, qwen3, qwen3moe, olmoe, phi3)"), GgufError);
+        doctest::Contains("architecture 'gemma' is not supported (supported: llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3)"), GgufError);
   }
 
   TEST_CASE("qwen2 equals llama with Q/K rows interleaved per head (NeoX vs normal RoPE), biases included") {

@@ -285,20 +285,27 @@ TEST_SUITE("cluster") {
     c.start("a");
   }
 
-  TEST_CASE("mixture-of-experts models on 2 and 3 daemons generate what one device does, also after a stage is killed") {
+  TEST_CASE(
+      "MoE, phi3 and gemma3 models on 2 and 3 daemons generate what one device does; a MoE stream survives a killed stage") {
     TempDir dir;
     Cluster c(dir);
     c.start("head");
     c.start("a");
     c.start("b");
     // llama.cpp's fixtures (tests/random_arch_test.cpp checks them against its logits).
-    for (const char* name : {"qwen3moe-q8_0", "olmoe-f32", "mixtral-q8_0"}) {
-      auto model = hearth::test::shared_file(std::string("models/random-arch/") + name + ".gguf");
+    struct Fixture {
+      const char* name;
+      const char* two;
+      const char* three;
+    };
+    for (const Fixture fx :
+         {Fixture{"qwen3moe-q8_0", "head:1,a:2", "head:0,a:1,b:2"}, Fixture{"olmoe-f32", "head:1,a:1", "head:0,a:1,b:1"},
+          Fixture{"mixtral-q8_0", "head:1,a:1", "head:0,b:1,a:1"}, Fixture{"phi3-q8_0", "head:2,a:1", "head:1,a:1,b:1"},
+          Fixture{"gemma3-q8_0", "head:1,a:5", "head:0,a:2,b:4"}}) {
+      auto model = hearth::test::shared_file(std::string("models/random-arch/") + fx.name + ".gguf");
       if (!model) break;
-      const bool three_layers = std::string(name).starts_with("qwen3moe");
-      for (const std::string split : {std::string("head:1,a:") + (three_layers ? "2" : "1"),
-                                      std::string("head:0,a:1,b:") + (three_layers ? "2" : "1")}) {
-        CAPTURE(name);
+      for (const char* split : {fx.two, fx.three}) {
+        CAPTURE(fx.name);
         CAPTURE(split);
         const auto l = c.cli({"launch", "--model", *model, "--split", split});
         REQUIRE_MESSAGE(l.exit_code == 0, l.err);

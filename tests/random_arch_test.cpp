@@ -42,7 +42,14 @@ double tolerance(const Fixture& fx) {
   const std::string table(best_kernels().name);
   const bool x86_order = table == "avx2" || table == "avx512";
   const bool unexplained = std::string(fx.name) == "phi3-q8_0";
-  return quantized(fx) && (!x86_order || unexplained) ? 0.25 : 1e-4;
+  if (quantized(fx) && (!x86_order || unexplained)) return 0.25;
+  // gemma3's GELU rounds its input to fp16 (ops.h: geglu), so a last-bit difference before it
+  // (another f32 summation order) can move a result by an fp16 step: llama.cpp's own batch and
+  // incremental runs of gemma3-f32 differ by 1.3e-3, and PROVENANCE's independent pass with
+  // llama.cpp's GELU lands 3.1e-3 from it, where we land (3.09e-3). The Q8_0 file, whose dots
+  // are integer sums, agrees bit for bit on the x86 tables.
+  if (fx.name == std::string("gemma3-f32")) return 5e-3;
+  return 1e-4;
 }
 
 struct Loaded {
@@ -146,6 +153,10 @@ TEST_SUITE("random_arch") {
   TEST_CASE("phi3 (fused QKV and gate-up, 24 of 32 dims rotated, LongRoPE short factors, attn_factor, tied)") {
     check_fixture({"phi3-f32", "phi3"});
     check_fixture({"phi3-q8_0", "phi3"});
+  }
+  TEST_CASE("gemma3 (5 sliding-window layers of 8 then a global one, GeGLU, pre and post norms, embeddings scaled, tied)") {
+    check_fixture({"gemma3-f32", "gemma3"});
+    check_fixture({"gemma3-q8_0", "gemma3"});
   }
   TEST_CASE("olmoe (16 experts, top 4, not renormalised; q/k norm over the whole projection)") {
     check_fixture({"olmoe-f32", "olmoe"});

@@ -125,13 +125,14 @@ void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_to
 }
 
 void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, float* gate_out, float* up_out,
-                   MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k) {
+                   MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k, FfnActivation activation) {
+  const auto glu = activation == FfnActivation::GeluTanh ? geglu : swiglu;
   if (gate.n_in != up.n_in || gate.n_out != up.n_out) throw std::invalid_argument("matmul_swiglu: gate and up differ in shape");
   const int64_t n_in = gate.n_in, n_out = gate.n_out;
   if (activation_key(k, gate.type, n_in) != activation_key(k, up.type, n_in)) {
     matmul(gate, x, n_tokens, gate_out, scratch, pool, k);
     matmul(up, x, n_tokens, up_out, scratch, pool, k);
-    swiglu(gate_out, up_out, static_cast<size_t>(n_tokens) * static_cast<size_t>(n_out));
+    glu(gate_out, up_out, static_cast<size_t>(n_tokens) * static_cast<size_t>(n_out));
     return;
   }
   const Activations act = prepare(gate.type, x, n_in, n_tokens, scratch, pool, k);
@@ -141,7 +142,7 @@ void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float
     const auto [r0, r1] = split.rows(task);
     rows_times_tokens(gate, gg, act, r0, r1, n_tokens, gate_out);
     rows_times_tokens(up, gu, act, r0, r1, n_tokens, up_out);
-    for (int t = 0; t < n_tokens; ++t) swiglu(gate_out + t * n_out + r0, up_out + t * n_out + r0, static_cast<size_t>(r1 - r0));
+    for (int t = 0; t < n_tokens; ++t) glu(gate_out + t * n_out + r0, up_out + t * n_out + r0, static_cast<size_t>(r1 - r0));
   });
 }
 

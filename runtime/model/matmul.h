@@ -52,8 +52,10 @@ void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_to
 // SwiGLU's two projections in one pass: gate_out = silu(x Wg^T) * (x Wu^T). Each task computes
 // the same rows of both and applies swiglu() to them while they are in cache. up_out is a buffer
 // of the same size for the up projection. REQUIRES: gate and up of the same shape.
+// With FfnActivation::GeluTanh the gate is GELU's instead (GeGLU, geglu()).
 void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, float* gate_out, float* up_out,
-                   MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k);
+                   MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k,
+                   FfnActivation activation = FfnActivation::SiLU);
 
 // One expert of a mixture-of-experts layer for one token: its SwiGLU projections and down
 // projection, and where their outputs go (gate_out, up_out: [w_gate->n_out]; y: [w_down->n_out]).

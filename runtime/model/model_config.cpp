@@ -8,29 +8,35 @@ namespace hearth::runtime {
 
 namespace {
 
+// What llama.cpp's graphs for these architectures do beyond the shared llama structure.
 struct Arch {
   const char* name;
-  RopeStyle rope_style;
-  TensorNeed qkv_bias, out_bias, qk_norm;
-  bool qk_norm_whole;
+  RopeStyle rope_style = RopeStyle::NeoX;
+  TensorNeed qkv_bias = TensorNeed::Absent, out_bias = TensorNeed::Absent, qk_norm = TensorNeed::Absent;
+  bool qk_norm_whole = false;
   // Experts: never, when the file says expert_count (llama: Mixtral), or always.
-  TensorNeed experts;
-  bool expert_weights_norm;
+  TensorNeed experts = TensorNeed::Absent;
+  bool expert_weights_norm = false;
   bool fused = false;  // attn_qkv and a gate-up ffn_up (phi3)
+  // Gemma: norms after attention and FFN too, GELU, embeddings scaled, local and global layers.
+  bool gemma = false;
 };
 
-// What llama.cpp's graphs for these architectures do beyond the shared llama structure.
 constexpr Arch kArchs[] = {
-    {"llama", RopeStyle::Normal, TensorNeed::Optional, TensorNeed::Optional, TensorNeed::Absent, false, TensorNeed::Optional,
-     true},
-    {"qwen2", RopeStyle::NeoX, TensorNeed::Required, TensorNeed::Absent, TensorNeed::Absent, false, TensorNeed::Absent, false},
-    {"qwen3", RopeStyle::NeoX, TensorNeed::Absent, TensorNeed::Absent, TensorNeed::Required, false, TensorNeed::Absent, false},
-    {"qwen3moe", RopeStyle::NeoX, TensorNeed::Absent, TensorNeed::Absent, TensorNeed::Required, false, TensorNeed::Required,
-     true},
+    {.name = "llama",
+     .rope_style = RopeStyle::Normal,
+     .qkv_bias = TensorNeed::Optional,
+     .out_bias = TensorNeed::Optional,
+     .experts = TensorNeed::Optional,
+     .expert_weights_norm = true},
+    {.name = "qwen2", .qkv_bias = TensorNeed::Required},
+    {.name = "qwen3", .qk_norm = TensorNeed::Required},
+    {.name = "qwen3moe", .qk_norm = TensorNeed::Required, .experts = TensorNeed::Required, .expert_weights_norm = true},
     // OLMoE normalises the whole Q and K projections and keeps the router's probabilities as they are.
-    {"olmoe", RopeStyle::NeoX, TensorNeed::Absent, TensorNeed::Absent, TensorNeed::Required, true, TensorNeed::Required, false},
+    {.name = "olmoe", .qk_norm = TensorNeed::Required, .qk_norm_whole = true, .experts = TensorNeed::Required},
     // Phi-3.5 / Phi-4-mini: fused projections, partial rotary, LongRoPE factors as global tensors.
-    {"phi3", RopeStyle::NeoX, TensorNeed::Absent, TensorNeed::Absent, TensorNeed::Absent, false, TensorNeed::Absent, false, true},
+    {.name = "phi3", .fused = true},
+    {.name = "gemma3", .qk_norm = TensorNeed::Required, .gemma = true},
 };
 
 std::string supported_archs() {
@@ -81,6 +87,19 @@ void read_experts(const GgufMetadata& md, const std::string& a, const Arch& arch
   c.expert_weights_norm = arch.expert_weights_norm;
 }
 
+// Gemma 3: sliding-window layers (all but every swa_period-th) rotate with their own base and no
+// scaling; the final logits may be soft-capped; the 27B scales queries by its model width.
+void read_gemma(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
+  c.n_swa = static_cast<int>(md.get_uint_opt(a + "attention.sliding_window").value_or(0));
+  if (c.n_swa > 0) {
+    c.swa_period = static_cast<int>(md.get_uint_opt(a + "attention.sliding_window_pattern").value_or(6));  // llama.cpp's default
+    if (c.swa_period < 1) throw GgufError("metadata '" + a + "attention.sliding_window_pattern' must be positive");
+    c.rope_base_swa = static_cast<float>(md.get_float_opt(a + "rope.freq_base_swa").value_or(10000.0));  // llama.cpp's default
+  }
+  c.logit_softcap = static_cast<float>(md.get_float_opt(a + "final_logit_softcapping").value_or(0.0));
+  if (c.n_layer == 62) c.attention_scale = 1.f / std::sqrt(static_cast<float>(c.n_embd / c.n_head));
+}
+
 }  // namespace
 
 ModelConfig read_model_config(const GgufFile& file) {
@@ -99,6 +118,9 @@ ModelConfig read_model_config(const GgufFile& file) {
   c.qk_norm = arch->qk_norm;
   c.qk_norm_whole = arch->qk_norm_whole;
   c.fused_qkv = c.fused_gate_up = arch->fused;
+  c.post_norms = arch->gemma ? TensorNeed::Required : TensorNeed::Absent;
+  c.ffn_activation = arch->gemma ? FfnActivation::GeluTanh : FfnActivation::SiLU;
+  c.embed_scale = arch->gemma;
   c.name = md.get_string_opt("general.name").value_or(file.path());
   const std::string a = c.arch + ".";
   c.n_embd = positive(md, a + "embedding_length");
@@ -125,6 +147,7 @@ ModelConfig read_model_config(const GgufFile& file) {
   c.rope_base = static_cast<float>(md.get_float_opt(a + "rope.freq_base").value_or(10000.0));
   if (!(c.rms_eps > 0.f) || !(c.rope_base > 0.f)) throw GgufError("rms epsilon and rope base must be positive");
   read_rope_scaling(md, a, c);
+  if (arch->gemma) read_gemma(md, a, c);
   // The vocabulary size comes from the token list, or from the embedding when there is none.
   if (md.has("tokenizer.ggml.tokens")) {
     const auto* tokens = std::get_if<GgufArray>(&md.find("tokenizer.ggml.tokens")->value);

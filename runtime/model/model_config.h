@@ -14,6 +14,10 @@ namespace hearth::runtime {
 // Whether an architecture's layers have an optional kind of tensor.
 enum class TensorNeed { Absent, Optional, Required };
 
+// The gate's activation in the gated FFN: silu(gate) * up (SwiGLU), or gelu(gate) * up (GeGLU,
+// the tanh GELU, Gemma).
+enum class FfnActivation { SiLU, GeluTanh };
+
 struct ModelConfig {
   std::string arch;     // general.architecture: "llama", "qwen2", "qwen3", "qwen3moe", "olmoe"
   std::string name;     // general.name, or the file name
@@ -49,6 +53,19 @@ struct ModelConfig {
   bool expert_weights_norm = false;  // the chosen experts' probabilities are rescaled to sum to 1
 
   bool is_moe() const { return n_expert > 0; }
+
+  // Gemma: a norm after attention and after the FFN (post_attention_norm, post_ffw_norm), GELU,
+  // embeddings scaled by sqrt(n_embd), sliding-window layers.
+  TensorNeed post_norms = TensorNeed::Absent;
+  FfnActivation ffn_activation = FfnActivation::SiLU;
+  bool embed_scale = false;
+  int n_swa = 0;              // sliding window: a query at p sees keys p - n_swa < q <= p; 0 = none
+  int swa_period = 0;         // layer l slides when l % swa_period < swa_period - 1
+  float rope_base_swa = 0;    // RoPE base of sliding layers (which are not scaled)
+  float logit_softcap = 0;    // logits = c * tanh(logits / c) when > 0
+  float attention_scale = 0;  // scores = q.k * this; 0 = 1 / sqrt(head_dim)
+
+  bool is_swa(int layer) const { return n_swa > 0 && layer % swa_period < swa_period - 1; }
 
   int q_dim() const { return n_head * head_dim; }
   int kv_dim() const { return n_head_kv * head_dim; }

@@ -1,7 +1,10 @@
 #include "runtime/model/ops.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+
+#include "runtime/kernels/half.h"
 
 namespace hearth::runtime {
 
@@ -61,6 +64,32 @@ void attend_heads(const float* q, int n_q, const float* keys, const float* value
 
 void swiglu(float* x, const float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] = x[i] / (1.f + std::exp(-x[i])) * y[i];
+}
+
+namespace {
+
+// ggml's table: for each fp16 value h, fp16(gelu(h)) with the tanh form in float.
+const std::array<uint16_t, 65536>& gelu_fp16_table() {
+  static const auto table = [] {
+    std::array<uint16_t, 65536> t{};
+    for (uint32_t i = 0; i < t.size(); ++i) {
+      const float x = fp16_to_fp32(static_cast<uint16_t>(i));
+      t[i] = fp32_to_fp16(0.5f * x * (1.0f + std::tanh(0.79788456080286535587989211986876f * x * (1.0f + 0.044715f * x * x))));
+    }
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace
+
+void geglu(float* x, const float* y, size_t n) {
+  const auto& table = gelu_fp16_table();
+  for (size_t i = 0; i < n; ++i) {
+    if (x[i] <= -10.f) x[i] = 0.f;
+    else if (x[i] >= 10.f) x[i] = x[i] * y[i];
+    else x[i] = fp16_to_fp32(table[fp32_to_fp16(x[i])]) * y[i];
+  }
 }
 
 }  // namespace hearth::runtime

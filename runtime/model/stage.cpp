@@ -33,6 +33,7 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   if (options_.max_batch <= 0 || options_.max_sequences <= 0)
     throw std::invalid_argument("max_batch and max_sequences must be positive");
   rope_freq_ = rope_frequencies(c.rope_base, c.n_rot, c.rope_freq_scale, weights_->rope_factors(n_ctx_));
+  if (c.n_swa > 0) rope_freq_swa_ = rope_frequencies(c.rope_base_swa, c.n_rot, 1.f, {});
   rope_cos_.resize(rope_freq_.size());
   rope_sin_.resize(rope_freq_.size());
   const auto B = static_cast<size_t>(options_.max_batch);
@@ -127,6 +128,10 @@ void Stage::embed(const StageInput& in, int n_tokens) {
   const WeightMatrix& e = weights_->token_embd();
   for (int t = 0; t < n_tokens; ++t)
     dequantize_row(e.type, e.row(in.tokens[static_cast<size_t>(t)]), x_.data() + static_cast<size_t>(t) * e.n_in, e.n_in);
+  if (config().embed_scale) {  // Gemma: by sqrt(n_embd), in float as llama.cpp scales
+    const float scale = std::sqrt(static_cast<float>(e.n_in));
+    for (size_t i = 0; i < static_cast<size_t>(n_tokens) * e.n_in; ++i) x_[i] *= scale;
+  }
 }
 
 void Stage::layer_forward(int l, int n_tokens) {
@@ -142,7 +147,8 @@ void Stage::layer_forward(int l, int n_tokens) {
   if (!w.bk.empty()) add_bias(k_.data(), w.bk.data(), n_tokens, c.kv_dim());
   if (!w.bv.empty()) add_bias(v_.data(), w.bv.data(), n_tokens, c.kv_dim());
   const int local = l - spec().first_layer;
-  const int n_pairs = static_cast<int>(rope_freq_.size());
+  const std::vector<double>& freq = c.is_swa(l) ? rope_freq_swa_ : rope_freq_;
+  const int n_pairs = static_cast<int>(freq.size());
   for (int t = 0; t < n_tokens; ++t) {
     const int pos = row_pos_[static_cast<size_t>(t)];
     float* qt = &q_[static_cast<size_t>(t) * c.q_dim()];
@@ -156,7 +162,7 @@ void Stage::layer_forward(int l, int n_tokens) {
       for (int h = 0; h < c.n_head_kv; ++h)
         rmsnorm(kt + h * c.head_dim, w.k_norm.data(), kt + h * c.head_dim, c.head_dim, c.rms_eps);
     }
-    rope_angles(pos, rope_freq_, rope_cos_.data(), rope_sin_.data());
+    rope_angles(pos, freq, rope_cos_.data(), rope_sin_.data());
     if (c.rope_attn_factor != 1.f)
       for (int i = 0; i < n_pairs; ++i) rope_cos_[i] *= c.rope_attn_factor, rope_sin_[i] *= c.rope_attn_factor;
     for (int h = 0; h < c.n_head; ++h)
@@ -167,9 +173,11 @@ void Stage::layer_forward(int l, int n_tokens) {
     std::copy_n(&k_[static_cast<size_t>(t) * c.kv_dim()], c.kv_dim(), cache.k(local, pos));
     std::copy_n(&v_[static_cast<size_t>(t) * c.kv_dim()], c.kv_dim(), cache.v(local, pos));
   }
-  attention(local, n_tokens);
+  attention(l, n_tokens);
   matmul(w.wo, attn_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
   if (!w.bo.empty()) add_bias(tmp_.data(), w.bo.data(), n_tokens, E);
+  if (!w.post_attn_norm.empty())
+    for (int t = 0; t < n_tokens; ++t) rmsnorm(&tmp_[t * E], w.post_attn_norm.data(), &tmp_[t * E], E, c.rms_eps);
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
 
   // ---- feed-forward (SwiGLU, or a mixture of SwiGLU experts) ----
@@ -177,19 +185,23 @@ void Stage::layer_forward(int l, int n_tokens) {
   if (experts_) {
     experts_->forward(w, xn_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
   } else {
-    matmul_swiglu(w.w_gate, w.w_up, xn_.data(), n_tokens, gate_.data(), up_.data(), scratch_, pool_, kernels_);
+    matmul_swiglu(w.w_gate, w.w_up, xn_.data(), n_tokens, gate_.data(), up_.data(), scratch_, pool_, kernels_, c.ffn_activation);
     matmul(w.w_down, gate_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
   }
+  if (!w.post_ffn_norm.empty())
+    for (int t = 0; t < n_tokens; ++t) rmsnorm(&tmp_[t * E], w.post_ffn_norm.data(), &tmp_[t * E], E, c.rms_eps);
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
 }
 
 // Causal attention of every row over its own sequence's cache. A task takes query heads that
 // share one K/V head (so each key is loaded once for all of them), in groups small enough to give
 // every thread several tasks.
-void Stage::attention(int local_layer, int n_tokens) {
+void Stage::attention(int layer, int n_tokens) {
   const ModelConfig& c = config();
+  const int local_layer = layer - spec().first_layer;
   const int group = c.n_head / c.n_head_kv;
-  const float scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
+  const float scale = c.attention_scale > 0 ? c.attention_scale : 1.f / std::sqrt(static_cast<float>(c.head_dim));
+  const int window = c.is_swa(layer) ? c.n_swa : 0;  // keys p - window < q <= p; 0 = all
   int per_task = group;
   while (per_task % 2 == 0 && c.n_head_kv * (group / per_task) < 4 * pool_.size()) per_task /= 2;
   const int tasks_per_kv = group / per_task;
@@ -200,9 +212,11 @@ void Stage::attention(int local_layer, int n_tokens) {
     for (int t = 0; t < n_tokens; ++t) {
       const KvCache& cache = *row_cache_[static_cast<size_t>(t)];
       const size_t at = static_cast<size_t>(t) * c.q_dim() + static_cast<size_t>(h0) * c.head_dim;
-      attend_heads(&q_[at], per_task, cache.k(local_layer, 0) + kvh * c.head_dim, cache.v(local_layer, 0) + kvh * c.head_dim,
-                   row_pos_[static_cast<size_t>(t)] + 1, c.head_dim, c.kv_dim(), scale, scores, static_cast<size_t>(n_ctx_),
-                   &attn_[at], kernels_);
+      const int pos = row_pos_[static_cast<size_t>(t)];
+      const int first = window > 0 ? std::max(0, pos - window + 1) : 0;
+      attend_heads(&q_[at], per_task, cache.k(local_layer, first) + kvh * c.head_dim,
+                   cache.v(local_layer, first) + kvh * c.head_dim, pos + 1 - first, c.head_dim, c.kv_dim(), scale, scores,
+                   static_cast<size_t>(n_ctx_), &attn_[at], kernels_);
     }
   });
 }
@@ -225,6 +239,10 @@ std::span<const float> Stage::output_head(const StageInput& in, int n_tokens) {
   const size_t need = static_cast<size_t>(rows) * c.n_vocab;
   if (logits_.size() < need) logits_.resize(need);
   matmul(weights_->output(), xn_.data(), rows, logits_.data(), scratch_, pool_, kernels_);
+  if (c.logit_softcap > 0) {  // as llama.cpp: scale by 1/cap, tanh, scale by cap
+    const float inv = 1.f / c.logit_softcap;
+    for (size_t i = 0; i < need; ++i) logits_[i] = std::tanh(logits_[i] * inv) * c.logit_softcap;
+  }
   return {logits_.data(), need};
 }
 

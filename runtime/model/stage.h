@@ -81,7 +81,7 @@ class Stage {
  private:
   int validate(const StageInput& in) const;
   void embed(const StageInput& in, int n_tokens);
-  void attention(int local_layer, int n_tokens);
+  void attention(int layer, int n_tokens);
   void layer_forward(int l, int n_tokens);
   std::span<const float> output_head(const StageInput& in, int n_tokens);
 
@@ -91,6 +91,7 @@ class Stage {
   const KernelTable& kernels_;
   int n_ctx_;
   std::vector<double> rope_freq_;           // (n_rot / 2), with the model's factors and scaling applied
+  std::vector<double> rope_freq_swa_;       // the same for sliding-window layers (Gemma: own base, no scaling)
   std::vector<float> rope_cos_, rope_sin_;  // (n_rot / 2), angles of one position
   std::map<uint64_t, KvCache> caches_;
 

@@ -59,6 +59,8 @@ const OptionalTensor kOptionalTensors[] = {
     {&ModelConfig::out_bias, "attn_output", "bias", Length::Embd, &LayerWeights::bo},
     {&ModelConfig::qk_norm, "attn_q_norm", "weight", Length::QNorm, &LayerWeights::q_norm},
     {&ModelConfig::qk_norm, "attn_k_norm", "weight", Length::KNorm, &LayerWeights::k_norm},
+    {&ModelConfig::post_norms, "post_attention_norm", "weight", Length::Embd, &LayerWeights::post_attn_norm},
+    {&ModelConfig::post_norms, "post_ffw_norm", "weight", Length::Embd, &LayerWeights::post_ffn_norm},
 };
 
 uint64_t length_of(const ModelConfig& c, Length l) {

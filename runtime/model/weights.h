@@ -40,17 +40,19 @@ struct ExpertMatrix {
 // Vectors of optional tensors are empty when the model has none (ModelConfig says which kinds an
 // architecture may or must have).
 struct LayerWeights {
-  std::vector<float> attn_norm;   // (n_embd)
-  WeightMatrix wq;                // (n_embd) -> (n_head * head_dim)
-  WeightMatrix wk;                // (n_embd) -> (n_head_kv * head_dim)
-  WeightMatrix wv;                // (n_embd) -> (n_head_kv * head_dim)
-  WeightMatrix wo;                // (n_head * head_dim) -> (n_embd)
-  std::vector<float> bq, bk, bv;  // biases of wq, wk, wv (qwen2; optional in llama)
-  std::vector<float> bo;          // bias of wo (optional in llama)
-  std::vector<float> q_norm;      // (head_dim): RMSNorm weight of each query head before RoPE (qwen3);
-                                  // (n_head * head_dim) when it spans the whole projection (olmoe)
-  std::vector<float> k_norm;      // (head_dim) or (n_head_kv * head_dim): the same for the keys
-  std::vector<float> ffn_norm;    // (n_embd)
+  std::vector<float> attn_norm;       // (n_embd)
+  WeightMatrix wq;                    // (n_embd) -> (n_head * head_dim)
+  WeightMatrix wk;                    // (n_embd) -> (n_head_kv * head_dim)
+  WeightMatrix wv;                    // (n_embd) -> (n_head_kv * head_dim)
+  WeightMatrix wo;                    // (n_head * head_dim) -> (n_embd)
+  std::vector<float> bq, bk, bv;      // biases of wq, wk, wv (qwen2; optional in llama)
+  std::vector<float> bo;              // bias of wo (optional in llama)
+  std::vector<float> q_norm;          // (head_dim): RMSNorm weight of each query head before RoPE (qwen3);
+                                      // (n_head * head_dim) when it spans the whole projection (olmoe)
+  std::vector<float> k_norm;          // (head_dim) or (n_head_kv * head_dim): the same for the keys
+  std::vector<float> ffn_norm;        // (n_embd)
+  std::vector<float> post_attn_norm;  // (n_embd): Gemma's norm of the attention output
+  std::vector<float> post_ffn_norm;   // (n_embd): and of the FFN output
   // Dense FFN (not MoE):
   WeightMatrix w_gate;  // (n_embd) -> (n_ff)
   WeightMatrix w_up;    // (n_embd) -> (n_ff)
