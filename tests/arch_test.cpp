@@ -155,7 +155,9 @@ TEST_SUITE("arch") {
     });
     CHECK_THROWS_WITH_AS(
         open_model(other),
-        doctest::Contains("architecture 'gemma' is not supported (supported: llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3)"), GgufError);
+        doctest::Contains(
+            "architecture 'gemma' is not supported (supported: llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3)"),
+        GgufError);
   }
 
   TEST_CASE("qwen2 equals llama with Q/K rows interleaved per head (NeoX vs normal RoPE), biases included") {
@@ -367,6 +369,48 @@ TEST_SUITE("arch") {
         }
       }
     }
+  }
+
+  TEST_CASE("phi3 and gemma3 from mkmodel: splits, and decode past the sliding window, agree bit for bit with the batch") {
+    TempDir dir;
+    ThreadPool pool(2);
+    for (const char* arch : {"phi3", "gemma3"}) {
+      for (TensorType t : {TensorType::F32, TensorType::Q8_0}) {
+        CAPTURE(std::string(arch));
+        CAPTURE(std::string(tensor_type_name(t)));
+        MakeModelOptions o = opts(arch, 7);
+        o.type = t;
+        o.sliding_window = 4;  // the 16-token prompt crosses it many times
+        const Model m = open_model(hearth::test::make_model(dir, "m.gguf", o));
+        CHECK(m.config.arch == arch);
+        CHECK(m.config.fused_qkv == (std::string(arch) == "phi3"));
+        CHECK(m.config.is_swa(0) == (std::string(arch) == "gemma3"));
+        CHECK_FALSE(m.config.is_swa(5));
+        auto whole = make_stage(m, 0, 7, pool);
+        auto a = make_stage(m, 0, 3, pool), b = make_stage(m, 3, 7, pool);
+        Stage* one[] = {whole.get()};
+        Stage* two[] = {a.get(), b.get()};
+        std::vector<int32_t> prompt;
+        for (int i = 0; i < 16; ++i) prompt.push_back(1 + (i * 37) % 500);
+        const auto ref = run(one, 1, 0, prompt);
+        CHECK(run(two, 1, 0, prompt) == ref);
+        const int V = m.config.n_vocab;
+        for (size_t i = 0; i < prompt.size(); ++i) {
+          const auto row = run(one, 2, static_cast<int>(i), {prompt[i]});
+          CHECK(std::equal(row.begin(), row.end(), ref.begin() + static_cast<std::ptrdiff_t>(i) * V));
+        }
+      }
+    }
+    // The window matters: the same gemma3 weights with a window longer than the prompt differ
+    // after position 4, not before.
+    MakeModelOptions o = opts("gemma3", 7);
+    o.sliding_window = 4;
+    const auto narrow = logits_of(hearth::test::make_model(dir, "narrow.gguf", o));
+    o.sliding_window = 512;
+    const auto wide = logits_of(hearth::test::make_model(dir, "wide.gguf", o));
+    const size_t V = 512;
+    CHECK(std::equal(narrow.begin(), narrow.begin() + 4 * V, wide.begin()));
+    CHECK(max_diff(narrow, wide) > 1e-3);
   }
 
   TEST_CASE("MoE: a missing or misshapen expert tensor is named; expert metadata out of range is refused") {

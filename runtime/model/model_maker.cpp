@@ -110,15 +110,15 @@ void check_shape(const RandomModelShape& s, TensorType type) {
   }
 }
 
-const char* const kArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "olmoe"};
+const char* const kArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3"};
 
 void check_arch(const std::string& arch, const RandomModelShape& s) {
   if (std::find(std::begin(kArchs), std::end(kArchs), arch) == std::end(kArchs))
-    throw std::invalid_argument("unknown architecture '" + arch + "' (llama, qwen2, qwen3, qwen3moe, olmoe)");
+    throw std::invalid_argument("unknown architecture '" + arch + "' (llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3)");
   const bool moe_arch = arch == "qwen3moe" || arch == "olmoe";
   if (moe_arch && s.n_expert == 0)
     throw std::invalid_argument("architecture '" + arch + "' needs experts (a MoE preset such as tiny-moe, or --experts)");
-  if ((arch == "qwen2" || arch == "qwen3") && s.n_expert > 0)
+  if ((arch == "qwen2" || arch == "qwen3" || arch == "phi3" || arch == "gemma3") && s.n_expert > 0)
     throw std::invalid_argument("architecture '" + arch + "' has no experts (qwen3moe, olmoe and llama do)");
 }
 
@@ -161,7 +161,9 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   check_shape(s, o.type);
   check_arch(o.arch, s);
   const bool moe = s.n_expert > 0;
-  const bool qk_norm = o.arch == "qwen3" || o.arch == "qwen3moe" || o.arch == "olmoe";
+  const bool qk_norm = o.arch == "qwen3" || o.arch == "qwen3moe" || o.arch == "olmoe" || o.arch == "gemma3";
+  const bool fused = o.arch == "phi3", gemma = o.arch == "gemma3";
+  if (gemma && o.sliding_window <= 0) throw std::invalid_argument("gemma3 needs a positive sliding window");
   const int hd = head_dim_of(s);
   if (!o.rope_freq_factors.empty() && o.rope_freq_factors.size() != static_cast<size_t>(hd / 2))
     throw std::invalid_argument("rope_freq_factors needs head_dim / 2 = " + std::to_string(hd / 2) + " values");
@@ -183,7 +185,11 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   }
   md.set(a + "attention.head_count", GgufValue::u32(static_cast<uint32_t>(s.n_head)));
   md.set(a + "attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(s.n_head_kv)));
-  if (s.head_dim > 0 || o.arch == "qwen3" || o.arch == "qwen3moe") {  // real qwen3 files always say it
+  if (gemma) {
+    md.set(a + "attention.sliding_window", GgufValue::u32(static_cast<uint32_t>(o.sliding_window)));
+    md.set(a + "rope.freq_base_swa", GgufValue::f32(10000.f));
+  }
+  if (s.head_dim > 0 || o.arch == "qwen3" || o.arch == "qwen3moe" || gemma) {  // real files of these always say it
     md.set(a + "attention.key_length", GgufValue::u32(static_cast<uint32_t>(hd)));
     md.set(a + "attention.value_length", GgufValue::u32(static_cast<uint32_t>(hd)));
   }
@@ -208,12 +214,16 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   };
   matrix("token_embd.weight", E, static_cast<uint64_t>(s.n_vocab));
   vector("output_norm.weight", E);
-  if (!o.tied_output) matrix("output.weight", E, static_cast<uint64_t>(s.n_vocab));
+  if (!o.tied_output && !gemma) matrix("output.weight", E, static_cast<uint64_t>(s.n_vocab));  // Gemma is always tied
   for (int l = 0; l < s.n_layer; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
-    matrix(p + "attn_q.weight", E, Q);
-    matrix(p + "attn_k.weight", E, KV);
-    matrix(p + "attn_v.weight", E, KV);
+    if (fused) {
+      matrix(p + "attn_qkv.weight", E, Q + 2 * KV);
+    } else {
+      matrix(p + "attn_q.weight", E, Q);
+      matrix(p + "attn_k.weight", E, KV);
+      matrix(p + "attn_v.weight", E, KV);
+    }
     if (o.arch == "qwen2") {
       vector(p + "attn_q.bias", Q);
       vector(p + "attn_k.bias", KV);
@@ -231,12 +241,19 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       experts(p + "ffn_gate_exps.weight", E, FX);
       experts(p + "ffn_down_exps.weight", FX, E);
       experts(p + "ffn_up_exps.weight", E, FX);
+    } else if (fused) {  // gate rows, then up rows
+      matrix(p + "ffn_up.weight", E, 2 * F);
+      matrix(p + "ffn_down.weight", F, E);
     } else {
       matrix(p + "ffn_gate.weight", E, F);
       matrix(p + "ffn_down.weight", F, E);
       matrix(p + "ffn_up.weight", E, F);
     }
     vector(p + "ffn_norm.weight", E);
+    if (gemma) {
+      vector(p + "post_attention_norm.weight", E);
+      vector(p + "post_ffw_norm.weight", E);
+    }
   }
   // Last, so that the other tensors keep their index, which seeds their values: a model with
   // factors has the same weights as the one without.
