@@ -80,6 +80,26 @@ void edit_f32(const std::string& src, const std::string& dst,
 
 bool ends_with(const std::string& s, const char* suffix) { return s.ends_with(suffix); }
 
+// The prompt through the whole model and through splits in two and three stages: the same logits
+// bit for bit; then token by token in another sequence: every row equals the batch's row.
+void check_splits_and_decode(const Model& m, ThreadPool& pool, const std::vector<int32_t>& prompt) {
+  const int L = m.config.n_layer, V = m.config.n_vocab;
+  REQUIRE(L >= 3);
+  auto whole = make_stage(m, 0, L, pool);
+  auto a = make_stage(m, 0, L / 2, pool), b = make_stage(m, L / 2, L, pool);
+  auto x = make_stage(m, 0, 1, pool), y = make_stage(m, 1, L - 1, pool), z = make_stage(m, L - 1, L, pool);
+  Stage* one[] = {whole.get()};
+  Stage* two[] = {a.get(), b.get()};
+  Stage* three[] = {x.get(), y.get(), z.get()};
+  const auto ref = run(one, 1, 0, prompt);
+  CHECK(run(two, 1, 0, prompt) == ref);
+  CHECK(run(three, 1, 0, prompt) == ref);
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    const auto row = run(one, 2, static_cast<int>(i), {prompt[i]});
+    CHECK(std::equal(row.begin(), row.end(), ref.begin() + static_cast<std::ptrdiff_t>(i) * V));
+  }
+}
+
 }  // namespace
 
 TEST_SUITE("arch") {
@@ -346,27 +366,16 @@ TEST_SUITE("arch") {
         CHECK(m.config.n_expert == 8);
         CHECK(m.config.n_expert_used == 2);
         CHECK(m.config.n_ff_exp == 256);
-        auto whole = make_stage(m, 0, 5, pool);
-        auto a = make_stage(m, 0, 2, pool), b = make_stage(m, 2, 5, pool);
-        auto x = make_stage(m, 0, 1, pool), y = make_stage(m, 1, 3, pool), z = make_stage(m, 3, 5, pool);
-        Stage* one[] = {whole.get()};
-        Stage* two[] = {a.get(), b.get()};
-        Stage* three[] = {x.get(), y.get(), z.get()};
         const std::vector<int32_t> prompt{1, 20, 30, 400, 5, 6, 77, 8, 9, 310, 11, 12};
-        const auto ref = run(one, 1, 0, prompt);
-        CHECK(run(two, 1, 0, prompt) == ref);
-        CHECK(run(three, 1, 0, prompt) == ref);
-        // Token by token in another sequence: each row equals the batch's.
-        const int V = m.config.n_vocab;
+        check_splits_and_decode(m, pool, prompt);
+        auto whole = make_stage(m, 0, 5, pool);
+        Stage* one[] = {whole.get()};
         // A stage whose batch is one token, fewer than the experts a token uses.
         const StageSpec spec{0, 5, true, true};
         Stage narrow(std::make_shared<StageWeights>(m.file, m.config, spec), StageOptions{.n_ctx = 128, .max_batch = 1}, pool);
         Stage* lone[] = {&narrow};
-        for (size_t i = 0; i < prompt.size(); ++i) {
-          const auto row = run(one, 2, static_cast<int>(i), {prompt[i]});
-          CHECK(std::equal(row.begin(), row.end(), ref.begin() + static_cast<std::ptrdiff_t>(i) * V));
-          CHECK(run(lone, 3, static_cast<int>(i), {prompt[i]}) == row);
-        }
+        for (size_t i = 0; i < prompt.size(); ++i)
+          CHECK(run(lone, 3, static_cast<int>(i), {prompt[i]}) == run(one, 3, static_cast<int>(i), {prompt[i]}));
       }
     }
   }
@@ -386,19 +395,9 @@ TEST_SUITE("arch") {
         CHECK(m.config.fused_qkv == (std::string(arch) == "phi3"));
         CHECK(m.config.is_swa(0) == (std::string(arch) == "gemma3"));
         CHECK_FALSE(m.config.is_swa(5));
-        auto whole = make_stage(m, 0, 7, pool);
-        auto a = make_stage(m, 0, 3, pool), b = make_stage(m, 3, 7, pool);
-        Stage* one[] = {whole.get()};
-        Stage* two[] = {a.get(), b.get()};
         std::vector<int32_t> prompt;
         for (int i = 0; i < 16; ++i) prompt.push_back(1 + (i * 37) % 500);
-        const auto ref = run(one, 1, 0, prompt);
-        CHECK(run(two, 1, 0, prompt) == ref);
-        const int V = m.config.n_vocab;
-        for (size_t i = 0; i < prompt.size(); ++i) {
-          const auto row = run(one, 2, static_cast<int>(i), {prompt[i]});
-          CHECK(std::equal(row.begin(), row.end(), ref.begin() + static_cast<std::ptrdiff_t>(i) * V));
-        }
+        check_splits_and_decode(m, pool, prompt);
       }
     }
     // The window matters: the same gemma3 weights with a window longer than the prompt differ
