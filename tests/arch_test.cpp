@@ -176,7 +176,7 @@ TEST_SUITE("arch") {
     CHECK_THROWS_WITH_AS(
         open_model(other),
         doctest::Contains(
-            "architecture 'gemma' is not supported (supported: llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3)"),
+            "architecture 'gemma' is not supported (supported: llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gpt-oss)"),
         GgufError);
   }
 
@@ -329,9 +329,10 @@ TEST_SUITE("arch") {
     // Scalings this runtime does not implement are refused by name.
     const std::string yarn = dir.file("yarn.gguf");
     hearth::test::rewrite_gguf(linear, yarn, [](GgufMetadata& md, std::vector<GgufTensorInfo>&) {
-      md.set("llama.rope.scaling.type", GgufValue::str("yarn"));
+      md.set("llama.rope.scaling.type", GgufValue::str("longrope"));
     });
-    CHECK_THROWS_WITH_AS(open_model(yarn), doctest::Contains("'yarn' is not supported (supported: none, linear"), GgufError);
+    CHECK_THROWS_WITH_AS(open_model(yarn), doctest::Contains("'longrope' is not supported (supported: none, linear, yarn"),
+                         GgufError);
   }
 
   TEST_CASE("routing: the top k by softmax probability, most probable first, renormalised when the model says so") {
@@ -348,10 +349,11 @@ TEST_SUITE("arch") {
     CHECK(norm.weights[0] / norm.weights[2] == doctest::Approx(plain.weights[0] / plain.weights[2]).epsilon(1e-5));
   }
 
-  TEST_CASE("MoE models from mkmodel (qwen3moe, olmoe, Mixtral-style llama): splits, decode and prefill agree bit for bit") {
+  TEST_CASE(
+      "MoE models from mkmodel (qwen3moe, olmoe, Mixtral-style llama, gpt-oss): splits, decode and prefill agree bit for bit") {
     TempDir dir;
     ThreadPool pool(2);
-    for (const char* arch : {"qwen3moe", "olmoe", "llama"}) {
+    for (const char* arch : {"qwen3moe", "olmoe", "llama", "gpt-oss"}) {
       for (TensorType t : {TensorType::F32, TensorType::Q8_0, TensorType::Q4_K}) {
         CAPTURE(std::string(arch));
         CAPTURE(std::string(tensor_type_name(t)));
@@ -361,6 +363,7 @@ TEST_SUITE("arch") {
         o.shape.n_embd = 256;  // a K-quant super-block
         o.shape.n_ff_exp = 256;
         o.type = t;
+        o.sliding_window = 4;  // gpt-oss: the 12-token prompt crosses its window
         const Model m = open_model(hearth::test::make_model(dir, "m.gguf", o));
         CHECK(m.config.arch == arch);
         CHECK(m.config.n_expert == 8);

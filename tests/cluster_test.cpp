@@ -301,7 +301,7 @@ TEST_SUITE("cluster") {
     for (const Fixture fx :
          {Fixture{"qwen3moe-q8_0", "head:1,a:2", "head:0,a:1,b:2"}, Fixture{"olmoe-f32", "head:1,a:1", "head:0,a:1,b:1"},
           Fixture{"mixtral-q8_0", "head:1,a:1", "head:0,b:1,a:1"}, Fixture{"phi3-q8_0", "head:2,a:1", "head:1,a:1,b:1"},
-          Fixture{"gemma3-q8_0", "head:1,a:5", "head:0,a:2,b:4"}}) {
+          Fixture{"gemma3-q8_0", "head:1,a:5", "head:0,a:2,b:4"}, Fixture{"gpt-oss-q8_0", "head:2,a:2", "head:1,a:1,b:2"}}) {
       auto model = hearth::test::shared_file(std::string("models/random-arch/") + fx.name + ".gguf");
       if (!model) break;
       for (const char* split : {fx.two, fx.three}) {

@@ -13,7 +13,10 @@
 // and every greedy id. One file is an exception on every table: phi3-q8_0 lands 0.1913 from
 // llama.cpp on x86 too, exactly where that independent pass lands (its JSON: 0.1913), while its
 // F32 twin agrees to 1e-5; so llama.cpp computes something for phi3's quantized path that neither
-// we nor PROVENANCE's pass do (not found yet), and that file gets the 0.25 as well.
+// we nor PROVENANCE's pass do (not found yet), and that file gets the 0.25 as well. So does
+// gpt-oss-q8_0 (0.096 here): llama.cpp's own token-by-token run of it differs from its batch run
+// by 0.059 and the independent pass by 0.107, its activations sitting near Q8_0 rounding
+// boundaries; our RoPE angles (YaRN included) are taken in double where ggml iterates in float.
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
@@ -41,7 +44,7 @@ bool quantized(const Fixture& fx) { return !std::string(fx.name).ends_with("-f32
 double tolerance(const Fixture& fx) {
   const std::string table(best_kernels().name);
   const bool x86_order = table == "avx2" || table == "avx512";
-  const bool unexplained = std::string(fx.name) == "phi3-q8_0";
+  const bool unexplained = std::string(fx.name) == "phi3-q8_0" || std::string(fx.name) == "gpt-oss-q8_0";
   if (quantized(fx) && (!x86_order || unexplained)) return 0.25;
   // gemma3's GELU rounds its input to fp16 (ops.h: geglu), so a last-bit difference before it
   // (another f32 summation order) can move a result by an fp16 step: llama.cpp's own batch and
@@ -157,6 +160,11 @@ TEST_SUITE("random_arch") {
   TEST_CASE("gemma3 (5 sliding-window layers of 8 then a global one, GeGLU, pre and post norms, embeddings scaled, tied)") {
     check_fixture({"gemma3-f32", "gemma3"});
     check_fixture({"gemma3-q8_0", "gemma3"});
+  }
+  TEST_CASE(
+      "gpt-oss (sinks, biases, YaRN, sliding and full layers alternating, softmax over the chosen experts, clamped SwiGLU)") {
+    check_fixture({"gpt-oss-f32", "gpt-oss"});
+    check_fixture({"gpt-oss-q8_0", "gpt-oss"});
   }
   TEST_CASE("olmoe (16 experts, top 4, not renormalised; q/k norm over the whole projection)") {
     check_fixture({"olmoe-f32", "olmoe"});

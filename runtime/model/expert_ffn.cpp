@@ -4,25 +4,36 @@
 #include <cmath>
 #include <numeric>
 
+#include "runtime/model/ops.h"
+
 namespace hearth::runtime {
 
-Routing route(std::span<const float> logits, int k, bool normalize) {
-  const size_t n = logits.size();
-  // ggml's softmax: exponentials in float, their sum in double, one float scale.
-  const float max = *std::max_element(logits.begin(), logits.end());
-  std::vector<float> p(n);
+namespace {
+
+// ggml's softmax: exponentials in float, their sum in double, one float scale.
+std::vector<float> softmax(std::span<const float> x) {
+  const float max = *std::max_element(x.begin(), x.end());
+  std::vector<float> p(x.size());
   double sum = 0;
-  for (size_t i = 0; i < n; ++i) sum += static_cast<double>(p[i] = std::exp(logits[i] - max));
+  for (size_t i = 0; i < x.size(); ++i) sum += static_cast<double>(p[i] = std::exp(x[i] - max));
   const auto scale = static_cast<float>(1.0 / sum);
   for (float& v : p) v *= scale;
+  return p;
+}
 
-  std::vector<int> order(n);
+}  // namespace
+
+Routing route(std::span<const float> logits, int k, bool normalize, ExpertGating gating) {
+  const std::vector<float> p =
+      gating == ExpertGating::Softmax ? softmax(logits) : std::vector<float>(logits.begin(), logits.end());
+  std::vector<int> order(p.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
                    [&](int a, int b) { return p[static_cast<size_t>(a)] > p[static_cast<size_t>(b)]; });
   Routing r;
   r.experts.assign(order.begin(), order.begin() + k);
   for (int e : r.experts) r.weights.push_back(p[static_cast<size_t>(e)]);
+  if (gating == ExpertGating::SoftmaxOfChosen) r.weights = softmax(r.weights);
   if (normalize) {
     double total = 0;
     for (float w : r.weights) total += w;
@@ -38,6 +49,8 @@ ExpertFfn::ExpertFfn(const ModelConfig& c, int max_tokens)
       n_used_(c.n_expert_used),
       n_ff_exp_(c.n_ff_exp),
       normalize_(c.expert_weights_norm),
+      gating_(c.expert_gating),
+      activation_(c.ffn_activation),
       logits_(static_cast<size_t>(max_tokens) * c.n_expert),
       chosen_(static_cast<size_t>(max_tokens) * c.n_expert_used),
       weight_(chosen_.size()),
@@ -48,6 +61,11 @@ ExpertFfn::ExpertFfn(const ModelConfig& c, int max_tokens)
       y_(x_.size()),
       slot_out_(chosen_.size() * static_cast<size_t>(c.n_embd)) {}
 
+// Expert e's bias of n elements, or null when the model has none.
+const float* ExpertFfn::bias_of(const std::vector<float>& biases, size_t e, size_t n) {
+  return biases.empty() ? nullptr : biases.data() + e * n;
+}
+
 void ExpertFfn::run_expert(const LayerWeights& w, int e, const float* xn, MatmulScratch& scratch, ThreadPool& pool,
                            const KernelTable& k) {
   const auto E = static_cast<size_t>(n_embd_), K = static_cast<size_t>(n_used_);
@@ -57,8 +75,11 @@ void ExpertFfn::run_expert(const LayerWeights& w, int e, const float* xn, Matmul
   for (int i = 0; i < m; ++i)
     std::copy_n(xn + static_cast<size_t>(slots[static_cast<size_t>(i)]) / K * E, E, &x_[static_cast<size_t>(i) * E]);
   const WeightMatrix gate = w.gate_exps.expert(e), up = w.up_exps.expert(e), down = w.down_exps.expert(e);
-  matmul_swiglu(gate, up, x_.data(), m, gate_.data(), up_.data(), scratch, pool, k);
+  const auto F = static_cast<size_t>(n_ff_exp_), ue = static_cast<size_t>(e);
+  matmul_swiglu(gate, up, x_.data(), m, gate_.data(), up_.data(), scratch, pool, k, activation_, bias_of(w.gate_exps_bias, ue, F),
+                bias_of(w.up_exps_bias, ue, F));
   matmul(down, gate_.data(), m, y_.data(), scratch, pool, k);
+  if (!w.down_exps_bias.empty()) add_bias(y_.data(), bias_of(w.down_exps_bias, ue, E), m, n_embd_);
   bytes_read_ += gate.bytes() + up.bytes() + down.bytes();
   for (int i = 0; i < m; ++i)
     std::copy_n(&y_[static_cast<size_t>(i) * E], E, &slot_out_[static_cast<size_t>(slots[static_cast<size_t>(i)]) * E]);
@@ -76,18 +97,26 @@ void ExpertFfn::decode_one(const LayerWeights& w, const float* xn, MatmulScratch
     m.insert(m.end(), {w.gate_exps.expert(e), w.up_exps.expert(e), w.down_exps.expert(e)});
     bytes_read_ += m[m.size() - 3].bytes() + m[m.size() - 2].bytes() + m.back().bytes();
   }
-  for (size_t s = 0; s < static_cast<size_t>(n_used_); ++s)
-    targets.push_back({&m[3 * s], &m[3 * s + 1], &m[3 * s + 2], &gate_[s * F], &up_[s * F], &slot_out_[s * E]});
-  matmul_experts(targets, xn, scratch, pool, k);
+  for (size_t s = 0; s < static_cast<size_t>(n_used_); ++s) {
+    const auto e = static_cast<size_t>(chosen_[s]);
+    targets.push_back({&m[3 * s], &m[3 * s + 1], &m[3 * s + 2], &gate_[s * F], &up_[s * F], &slot_out_[s * E],
+                       bias_of(w.gate_exps_bias, e, F), bias_of(w.up_exps_bias, e, F)});
+  }
+  matmul_experts(targets, xn, scratch, pool, k, activation_);
+  if (!w.down_exps_bias.empty())
+    for (size_t s = 0; s < static_cast<size_t>(n_used_); ++s)
+      add_bias(&slot_out_[s * E], bias_of(w.down_exps_bias, static_cast<size_t>(chosen_[s]), E), 1, n_embd_);
 }
 
 void ExpertFfn::forward(const LayerWeights& w, const float* xn, int n_tokens, float* out, MatmulScratch& scratch,
                         ThreadPool& pool, const KernelTable& k) {
   const auto E = static_cast<size_t>(n_embd_), K = static_cast<size_t>(n_used_);
   matmul(w.router, xn, n_tokens, logits_.data(), scratch, pool, k);
+  if (!w.router_bias.empty()) add_bias(logits_.data(), w.router_bias.data(), n_tokens, n_expert_);
   for (auto& v : by_expert_) v.clear();
   for (int t = 0; t < n_tokens; ++t) {
-    const Routing r = route({&logits_[static_cast<size_t>(t) * n_expert_], static_cast<size_t>(n_expert_)}, n_used_, normalize_);
+    const Routing r =
+        route({&logits_[static_cast<size_t>(t) * n_expert_], static_cast<size_t>(n_expert_)}, n_used_, normalize_, gating_);
     for (size_t s = 0; s < K; ++s) {
       const size_t slot = static_cast<size_t>(t) * K + s;
       chosen_[slot] = r.experts[s];

@@ -27,9 +27,10 @@ struct Routing {
   std::vector<float> weights;
 };
 
-// Picks the top `k` of `logits` (n_expert router outputs) by softmax probability (the lower index
-// first on ties) and weights them by that probability, renormalised over the k when `normalize`.
-Routing route(std::span<const float> logits, int k, bool normalize);
+// Picks the top `k` of `logits` (n_expert router outputs; the lower index first on ties). With
+// ExpertGating::Softmax they are weighted by their softmax probability over all experts,
+// renormalised over the k when `normalize`; with SoftmaxOfChosen by a softmax over the k logits.
+Routing route(std::span<const float> logits, int k, bool normalize, ExpertGating gating = ExpertGating::Softmax);
 
 class ExpertFfn {
  public:
@@ -46,11 +47,14 @@ class ExpertFfn {
  private:
   // Expert e over the tokens that chose it (gathered), its outputs into their slots.
   void run_expert(const LayerWeights& w, int e, const float* xn, MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k);
+  static const float* bias_of(const std::vector<float>& biases, size_t e, size_t n);
   // The one token's chosen experts together (matmul_experts).
   void decode_one(const LayerWeights& w, const float* xn, MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k);
 
   int n_embd_, n_expert_, n_used_, n_ff_exp_;
   bool normalize_;
+  ExpertGating gating_;
+  FfnActivation activation_;
   std::vector<float> logits_;                  // [tokens x n_expert]
   std::vector<int> chosen_;                    // [tokens x n_used]: expert of each (token, slot)
   std::vector<float> weight_;                  // [tokens x n_used]

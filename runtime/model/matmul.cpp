@@ -71,6 +71,19 @@ void rows_times_tokens(const WeightMatrix& w, GemmKernel g, const Activations& a
   }
 }
 
+// Biases (either may be null) then the gate's activation, over n elements of one token.
+void gated(FfnActivation activation, float* gate, float* up, const float* gate_bias, const float* up_bias, size_t n) {
+  if (gate_bias)
+    for (size_t i = 0; i < n; ++i) gate[i] += gate_bias[i];
+  if (up_bias)
+    for (size_t i = 0; i < n; ++i) up[i] += up_bias[i];
+  switch (activation) {
+    case FfnActivation::SiLU: swiglu(gate, up, n); break;
+    case FfnActivation::GeluTanh: geglu(gate, up, n); break;
+    case FfnActivation::SwigluOai: swiglu_oai(gate, up, n); break;
+  }
+}
+
 }  // namespace
 
 MatmulScratch::MatmulScratch(int max_tokens, int64_t max_n_in)
@@ -125,14 +138,18 @@ void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_to
 }
 
 void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, float* gate_out, float* up_out,
-                   MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k, FfnActivation activation) {
-  const auto glu = activation == FfnActivation::GeluTanh ? geglu : swiglu;
+                   MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k, FfnActivation activation,
+                   const float* gate_bias, const float* up_bias) {
   if (gate.n_in != up.n_in || gate.n_out != up.n_out) throw std::invalid_argument("matmul_swiglu: gate and up differ in shape");
   const int64_t n_in = gate.n_in, n_out = gate.n_out;
+  const auto rows_of = [&](int t, int64_t r0, int64_t r1) {
+    gated(activation, gate_out + t * n_out + r0, up_out + t * n_out + r0, gate_bias ? gate_bias + r0 : nullptr,
+          up_bias ? up_bias + r0 : nullptr, static_cast<size_t>(r1 - r0));
+  };
   if (activation_key(k, gate.type, n_in) != activation_key(k, up.type, n_in)) {
     matmul(gate, x, n_tokens, gate_out, scratch, pool, k);
     matmul(up, x, n_tokens, up_out, scratch, pool, k);
-    glu(gate_out, up_out, static_cast<size_t>(n_tokens) * static_cast<size_t>(n_out));
+    for (int t = 0; t < n_tokens; ++t) rows_of(t, 0, n_out);
     return;
   }
   const Activations act = prepare(gate.type, x, n_in, n_tokens, scratch, pool, k);
@@ -142,12 +159,12 @@ void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float
     const auto [r0, r1] = split.rows(task);
     rows_times_tokens(gate, gg, act, r0, r1, n_tokens, gate_out);
     rows_times_tokens(up, gu, act, r0, r1, n_tokens, up_out);
-    for (int t = 0; t < n_tokens; ++t) glu(gate_out + t * n_out + r0, up_out + t * n_out + r0, static_cast<size_t>(r1 - r0));
+    for (int t = 0; t < n_tokens; ++t) rows_of(t, r0, r1);
   });
 }
 
 void matmul_experts(std::span<const ExpertTarget> experts, const float* x, MatmulScratch& scratch, ThreadPool& pool,
-                    const KernelTable& k) {
+                    const KernelTable& k, FfnActivation activation) {
   if (experts.empty()) return;
   const ExpertTarget& e0 = experts[0];
   const int64_t n_in = e0.gate->n_in, n_ff = e0.gate->n_out;
@@ -164,7 +181,8 @@ void matmul_experts(std::span<const ExpertTarget> experts, const float* x, Matmu
     const auto [r0, r1] = ff_split.rows(task % ff_split.tasks());
     rows_times_tokens(*e.gate, gg, act, r0, r1, 1, e.gate_out);
     rows_times_tokens(*e.up, gu, act, r0, r1, 1, e.up_out);
-    swiglu(e.gate_out + r0, e.up_out + r0, static_cast<size_t>(r1 - r0));
+    gated(activation, e.gate_out + r0, e.up_out + r0, e.gate_bias ? e.gate_bias + r0 : nullptr,
+          e.up_bias ? e.up_bias + r0 : nullptr, static_cast<size_t>(r1 - r0));
   });
 
   // Each down projection reads its own expert's hidden row: converted together, as the rows of

@@ -52,10 +52,11 @@ void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_to
 // SwiGLU's two projections in one pass: gate_out = silu(x Wg^T) * (x Wu^T). Each task computes
 // the same rows of both and applies swiglu() to them while they are in cache. up_out is a buffer
 // of the same size for the up projection. REQUIRES: gate and up of the same shape.
-// With FfnActivation::GeluTanh the gate is GELU's instead (GeGLU, geglu()).
+// With another activation the gate is GELU's (GeGLU, geglu()) or gpt-oss's (swiglu_oai()); with
+// biases (n_out each, or null) they are added to the projections before it.
 void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, float* gate_out, float* up_out,
-                   MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k,
-                   FfnActivation activation = FfnActivation::SiLU);
+                   MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k, FfnActivation activation = FfnActivation::SiLU,
+                   const float* gate_bias = nullptr, const float* up_bias = nullptr);
 
 // One expert of a mixture-of-experts layer for one token: its SwiGLU projections and down
 // projection, and where their outputs go (gate_out, up_out: [w_gate->n_out]; y: [w_down->n_out]).
@@ -66,6 +67,8 @@ struct ExpertTarget {
   float* gate_out;
   float* up_out;
   float* y;
+  const float* gate_bias = nullptr;  // (gate->n_out), or null
+  const float* up_bias = nullptr;
 };
 
 // A decoded token through several experts: y = down(silu(gate x) * up x) for each, in two parallel
@@ -75,6 +78,6 @@ struct ExpertTarget {
 // consecutive (expert i's at gate_out of expert 0 + i * gate->n_out); at most max_tokens experts
 // (the scratch holds their down inputs as it holds tokens).
 void matmul_experts(std::span<const ExpertTarget> experts, const float* x, MatmulScratch& scratch, ThreadPool& pool,
-                    const KernelTable& k);
+                    const KernelTable& k, FfnActivation activation = FfnActivation::SiLU);
 
 }  // namespace hearth::runtime

@@ -20,6 +20,9 @@ struct Arch {
   bool fused = false;  // attn_qkv and a gate-up ffn_up (phi3)
   // Gemma: norms after attention and FFN too, GELU, embeddings scaled, local and global layers.
   bool gemma = false;
+  // gpt-oss: attention sinks, router and expert biases, softmax over the chosen experts, the
+  // clamped SwiGLU, sliding-window layers alternating with full ones.
+  bool gpt_oss = false;
 };
 
 constexpr Arch kArchs[] = {
@@ -37,6 +40,11 @@ constexpr Arch kArchs[] = {
     // Phi-3.5 / Phi-4-mini: fused projections, partial rotary, LongRoPE factors as global tensors.
     {.name = "phi3", .fused = true},
     {.name = "gemma3", .qk_norm = TensorNeed::Required, .gemma = true},
+    {.name = "gpt-oss",
+     .qkv_bias = TensorNeed::Required,
+     .out_bias = TensorNeed::Required,
+     .experts = TensorNeed::Required,
+     .gpt_oss = true},
 };
 
 std::string supported_archs() {
@@ -45,29 +53,40 @@ std::string supported_archs() {
   return out;
 }
 
+int positive(const GgufMetadata& md, const std::string& key, uint64_t max = 1u << 24) {
+  const uint64_t v = md.get_uint(key);
+  if (v == 0 || v > max) throw GgufError("metadata '" + key + "' = " + std::to_string(v) + " is out of range");
+  return static_cast<int>(v);
+}
+
 // Linear scaling divides positions by the factor; Llama 3's scaling needs no key, it is carried
 // by the rope_freqs.weight tensor. llama.cpp assumes "linear" when only a factor is given.
 void read_rope_scaling(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
   std::optional<double> factor = md.get_float_opt(a + "rope.scaling.factor");
   if (!factor) factor = md.get_float_opt(a + "rope.scale_linear");
   const std::string type = md.get_string_opt(a + "rope.scaling.type").value_or(factor ? "linear" : "none");
-  if (type != "none" && type != "linear")
+  if (type != "none" && type != "linear" && type != "yarn")
     throw GgufError("metadata '" + a + "rope.scaling.type' = '" + type +
-                    "' is not supported (supported: none, linear; Llama 3 frequency factors come from rope_freqs.weight)");
+                    "' is not supported (supported: none, linear, yarn; Llama 3 frequency factors come from rope_freqs.weight)");
+  if (type == "yarn") {
+    // llama.cpp reads no yarn_beta_* keys and uses its defaults; so does this.
+    if (!factor || !(*factor > 0.0)) throw GgufError("metadata '" + a + "rope.scaling.factor' is needed for yarn");
+    c.yarn = true;
+    c.rope_freq_scale = static_cast<float>(1.0 / *factor);
+    c.n_ctx_orig = positive(md, a + "rope.scaling.original_context_length");
+    return;
+  }
   if (type == "linear" && factor && *factor != 0.0) {
     if (!(*factor > 0.0)) throw GgufError("metadata '" + a + "rope.scaling.factor' must be positive");
     c.rope_freq_scale = static_cast<float>(1.0 / *factor);
   }
   c.n_ctx_orig = static_cast<int>(md.get_uint_opt(a + "rope.scaling.original_context_length").value_or(0));
+}
+
+void read_rope_attn_factor(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
   c.rope_attn_factor = static_cast<float>(md.get_float_opt(a + "rope.scaling.attn_factor").value_or(1.0));
   if (!(c.rope_attn_factor > 0.f) || !std::isfinite(c.rope_attn_factor))
     throw GgufError("metadata '" + a + "rope.scaling.attn_factor' must be positive");
-}
-
-int positive(const GgufMetadata& md, const std::string& key, uint64_t max = 1u << 24) {
-  const uint64_t v = md.get_uint(key);
-  if (v == 0 || v > max) throw GgufError("metadata '" + key + "' = " + std::to_string(v) + " is out of range");
-  return static_cast<int>(v);
 }
 
 // Mixture of experts. The expert width has a key of its own where it differs from the dense
@@ -98,6 +117,20 @@ void read_gemma(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
   }
   c.logit_softcap = static_cast<float>(md.get_float_opt(a + "final_logit_softcapping").value_or(0.0));
   if (c.n_layer == 62) c.attention_scale = 1.f / std::sqrt(static_cast<float>(c.n_embd / c.n_head));
+}
+
+// gpt-oss: even layers slide (llama.cpp's default period 2) with the same RoPE as the others.
+void read_gpt_oss(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
+  c.n_swa = positive(md, a + "attention.sliding_window");
+  c.swa_period = static_cast<int>(md.get_uint_opt(a + "attention.sliding_window_pattern").value_or(2));
+  if (c.swa_period < 1) throw GgufError("metadata '" + a + "attention.sliding_window_pattern' must be positive");
+  c.rope_base_swa = static_cast<float>(md.get_float_opt(a + "rope.freq_base_swa").value_or(c.rope_base));
+  c.rope_freq_scale_swa = c.rope_freq_scale;
+  c.attn_sinks = TensorNeed::Required;
+  c.expert_bias = TensorNeed::Required;
+  c.expert_gating = ExpertGating::SoftmaxOfChosen;
+  c.ffn_activation = FfnActivation::SwigluOai;
+  c.ffn_norm_tensor = "post_attention_norm";
 }
 
 }  // namespace
@@ -147,7 +180,9 @@ ModelConfig read_model_config(const GgufFile& file) {
   c.rope_base = static_cast<float>(md.get_float_opt(a + "rope.freq_base").value_or(10000.0));
   if (!(c.rms_eps > 0.f) || !(c.rope_base > 0.f)) throw GgufError("rms epsilon and rope base must be positive");
   read_rope_scaling(md, a, c);
+  read_rope_attn_factor(md, a, c);
   if (arch->gemma) read_gemma(md, a, c);
+  if (arch->gpt_oss) read_gpt_oss(md, a, c);
   // The vocabulary size comes from the token list, or from the embedding when there is none.
   if (md.has("tokenizer.ggml.tokens")) {
     const auto* tokens = std::get_if<GgufArray>(&md.find("tokenizer.ggml.tokens")->value);

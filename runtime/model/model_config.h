@@ -16,7 +16,11 @@ enum class TensorNeed { Absent, Optional, Required };
 
 // The gate's activation in the gated FFN: silu(gate) * up (SwiGLU), or gelu(gate) * up (GeGLU,
 // the tanh GELU, Gemma).
-enum class FfnActivation { SiLU, GeluTanh };
+enum class FfnActivation { SiLU, GeluTanh, SwigluOai };
+
+// How a MoE router's logits become the chosen experts' weights: a softmax over all experts
+// (the top k of it, maybe renormalised), or the top k logits and a softmax over just them (gpt-oss).
+enum class ExpertGating { Softmax, SoftmaxOfChosen };
 
 struct ModelConfig {
   std::string arch;     // general.architecture: "llama", "qwen2", "qwen3", "qwen3moe", "olmoe"
@@ -51,6 +55,8 @@ struct ModelConfig {
   int n_expert_used = 0;
   int n_ff_exp = 0;
   bool expert_weights_norm = false;  // the chosen experts' probabilities are rescaled to sum to 1
+  ExpertGating expert_gating = ExpertGating::Softmax;
+  TensorNeed expert_bias = TensorNeed::Absent;  // router and per-expert biases (gpt-oss)
 
   bool is_moe() const { return n_expert > 0; }
 
@@ -59,11 +65,21 @@ struct ModelConfig {
   TensorNeed post_norms = TensorNeed::Absent;
   FfnActivation ffn_activation = FfnActivation::SiLU;
   bool embed_scale = false;
-  int n_swa = 0;              // sliding window: a query at p sees keys p - n_swa < q <= p; 0 = none
-  int swa_period = 0;         // layer l slides when l % swa_period < swa_period - 1
-  float rope_base_swa = 0;    // RoPE base of sliding layers (which are not scaled)
-  float logit_softcap = 0;    // logits = c * tanh(logits / c) when > 0
-  float attention_scale = 0;  // scores = q.k * this; 0 = 1 / sqrt(head_dim)
+  int n_swa = 0;                  // sliding window: a query at p sees keys p - n_swa < q <= p; 0 = none
+  int swa_period = 0;             // layer l slides when l % swa_period < swa_period - 1
+  float rope_base_swa = 0;        // RoPE base of sliding layers
+  float rope_freq_scale_swa = 1;  // and their linear scaling (Gemma: none; gpt-oss: the model's)
+  float logit_softcap = 0;        // logits = c * tanh(logits / c) when > 0
+  float attention_scale = 0;      // scores = q.k * this; 0 = 1 / sqrt(head_dim)
+
+  TensorNeed attn_sinks = TensorNeed::Absent;  // one softmax sink logit per head (gpt-oss)
+  std::string ffn_norm_tensor = "ffn_norm";    // gpt-oss calls its pre-FFN norm post_attention_norm
+
+  // YaRN RoPE scaling (gpt-oss): per pair, a mix of the scaled and the unscaled angle, by a ramp
+  // between the dimensions given by beta_fast and beta_slow; cos and sin times 1 + 0.1 ln(factor).
+  bool yarn = false;
+  float yarn_beta_fast = 32.f;
+  float yarn_beta_slow = 1.f;
 
   bool is_swa(int layer) const { return n_swa > 0 && layer % swa_period < swa_period - 1; }
 

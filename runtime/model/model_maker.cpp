@@ -110,12 +110,13 @@ void check_shape(const RandomModelShape& s, TensorType type) {
   }
 }
 
-const char* const kArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3"};
+const char* const kArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3", "gpt-oss"};
 
 void check_arch(const std::string& arch, const RandomModelShape& s) {
   if (std::find(std::begin(kArchs), std::end(kArchs), arch) == std::end(kArchs))
-    throw std::invalid_argument("unknown architecture '" + arch + "' (llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3)");
-  const bool moe_arch = arch == "qwen3moe" || arch == "olmoe";
+    throw std::invalid_argument("unknown architecture '" + arch +
+                                "' (llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gpt-oss)");
+  const bool moe_arch = arch == "qwen3moe" || arch == "olmoe" || arch == "gpt-oss";
   if (moe_arch && s.n_expert == 0)
     throw std::invalid_argument("architecture '" + arch + "' needs experts (a MoE preset such as tiny-moe, or --experts)");
   if ((arch == "qwen2" || arch == "qwen3" || arch == "phi3" || arch == "gemma3") && s.n_expert > 0)
@@ -162,8 +163,8 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   check_arch(o.arch, s);
   const bool moe = s.n_expert > 0;
   const bool qk_norm = o.arch == "qwen3" || o.arch == "qwen3moe" || o.arch == "olmoe" || o.arch == "gemma3";
-  const bool fused = o.arch == "phi3", gemma = o.arch == "gemma3";
-  if (gemma && o.sliding_window <= 0) throw std::invalid_argument("gemma3 needs a positive sliding window");
+  const bool fused = o.arch == "phi3", gemma = o.arch == "gemma3", oss = o.arch == "gpt-oss";
+  if ((gemma || oss) && o.sliding_window <= 0) throw std::invalid_argument(o.arch + " needs a positive sliding window");
   const int hd = head_dim_of(s);
   if (!o.rope_freq_factors.empty() && o.rope_freq_factors.size() != static_cast<size_t>(hd / 2))
     throw std::invalid_argument("rope_freq_factors needs head_dim / 2 = " + std::to_string(hd / 2) + " values");
@@ -176,7 +177,7 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   md.set(a + "block_count", GgufValue::u32(static_cast<uint32_t>(s.n_layer)));
   // As llama.cpp's converters write them: qwen3moe keeps the dense width beside a key for the
   // expert width; olmoe and Mixtral say the expert width as feed_forward_length.
-  const bool own_expert_key = o.arch == "qwen3moe";
+  const bool own_expert_key = o.arch == "qwen3moe" || oss;
   md.set(a + "feed_forward_length", GgufValue::u32(static_cast<uint32_t>(moe && !own_expert_key ? s.n_ff_exp : s.n_ff)));
   if (moe) {
     md.set(a + "expert_count", GgufValue::u32(static_cast<uint32_t>(s.n_expert)));
@@ -185,11 +186,9 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   }
   md.set(a + "attention.head_count", GgufValue::u32(static_cast<uint32_t>(s.n_head)));
   md.set(a + "attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(s.n_head_kv)));
-  if (gemma) {
-    md.set(a + "attention.sliding_window", GgufValue::u32(static_cast<uint32_t>(o.sliding_window)));
-    md.set(a + "rope.freq_base_swa", GgufValue::f32(10000.f));
-  }
-  if (s.head_dim > 0 || o.arch == "qwen3" || o.arch == "qwen3moe" || gemma) {  // real files of these always say it
+  if (gemma || oss) md.set(a + "attention.sliding_window", GgufValue::u32(static_cast<uint32_t>(o.sliding_window)));
+  if (gemma) md.set(a + "rope.freq_base_swa", GgufValue::f32(10000.f));
+  if (s.head_dim > 0 || o.arch == "qwen3" || o.arch == "qwen3moe" || gemma || oss) {  // real files of these always say it
     md.set(a + "attention.key_length", GgufValue::u32(static_cast<uint32_t>(hd)));
     md.set(a + "attention.value_length", GgufValue::u32(static_cast<uint32_t>(hd)));
   }
@@ -224,7 +223,7 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       matrix(p + "attn_k.weight", E, KV);
       matrix(p + "attn_v.weight", E, KV);
     }
-    if (o.arch == "qwen2") {
+    if (o.arch == "qwen2" || oss) {
       vector(p + "attn_q.bias", Q);
       vector(p + "attn_k.bias", KV);
       vector(p + "attn_v.bias", KV);
@@ -235,12 +234,22 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
     }
     matrix(p + "attn_output.weight", Q, E);
     vector(p + "attn_norm.weight", E);
+    if (oss) {
+      vector(p + "attn_output.bias", E);
+      vector(p + "attn_sinks.weight", static_cast<uint64_t>(s.n_head));
+    }
     if (moe) {
       // The router stays f32, as llama-quantize leaves it.
       w.add_tensor(p + "ffn_gate_inp.weight", TensorType::F32, {E, X});
       experts(p + "ffn_gate_exps.weight", E, FX);
       experts(p + "ffn_down_exps.weight", FX, E);
       experts(p + "ffn_up_exps.weight", E, FX);
+      if (oss) {  // gpt-oss: a bias on the router and on every expert's projections
+        vector(p + "ffn_gate_inp.bias", X);
+        w.add_tensor(p + "ffn_gate_exps.bias", TensorType::F32, {FX, X});
+        w.add_tensor(p + "ffn_down_exps.bias", TensorType::F32, {E, X});
+        w.add_tensor(p + "ffn_up_exps.bias", TensorType::F32, {FX, X});
+      }
     } else if (fused) {  // gate rows, then up rows
       matrix(p + "ffn_up.weight", E, 2 * F);
       matrix(p + "ffn_down.weight", F, E);
@@ -249,7 +258,7 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       matrix(p + "ffn_down.weight", F, E);
       matrix(p + "ffn_up.weight", E, F);
     }
-    vector(p + "ffn_norm.weight", E);
+    vector(p + (oss ? "post_attention_norm.weight" : "ffn_norm.weight"), E);  // gpt-oss names its pre-FFN norm so
     if (gemma) {
       vector(p + "post_attention_norm.weight", E);
       vector(p + "post_ffw_norm.weight", E);
@@ -271,7 +280,7 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       // Q/K norms of qwen3 random around one, so that their weights matter to the output.
       std::vector<float> v(static_cast<size_t>(n_in), 1.f);
       Rng rng(o.seed * 0x9e3779b97f4a7c15ull + index * 0x100000001b3ull);
-      const bool bias = t.name.ends_with(".bias");
+      const bool bias = t.name.ends_with(".bias") || t.name.ends_with("attn_sinks.weight");
       const bool qk_norm = t.name.ends_with("attn_q_norm.weight") || t.name.ends_with("attn_k_norm.weight");
       if (t.name == "rope_freqs.weight") v = o.rope_freq_factors;
       for (auto& x : v) {

@@ -1,5 +1,5 @@
-// Writes llama, qwen2, qwen3, qwen3moe, olmoe, phi3 and gemma3 GGUF models of a real shape with random weights: the fixtures of
-// tests and benchmarks (`hearth mkmodel`). No download is ever needed to test hearth.
+// Writes llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3 and gpt-oss GGUF models of a real shape with random weights: the
+// fixtures of tests and benchmarks (`hearth mkmodel`). No download is ever needed to test hearth.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +32,7 @@ struct RandomModelShape {
 std::optional<RandomModelShape> random_model_preset(const std::string& name);
 std::vector<std::string> random_model_preset_names();
 
-// "llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3".
+// "llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3", "gpt-oss".
 std::vector<std::string> random_model_arch_names();
 
 struct MakeModelOptions {
@@ -51,7 +51,8 @@ struct MakeModelOptions {
   bool tied_output = false;              // no output.weight: the head reuses token_embd
   std::vector<float> rope_freq_factors;  // written as rope_freqs.weight (Llama 3) if not empty
   float rope_scaling_factor = 0.f;       // > 0: linear RoPE scaling by this factor
-  int sliding_window = 512;              // gemma3: tokens a sliding-window layer sees (5 of every 6 layers)
+  int sliding_window = 512;              // gemma3 (5 of every 6 layers), gpt-oss (every other layer): tokens a
+                                         // sliding-window layer sees
 };
 
 // The type llama-quantize-like writers use for a matrix of `type` whose rows do not divide into

@@ -26,13 +26,13 @@ void attend(const float* q, const float* keys, const float* values, int n_keys, 
 }
 
 void attend_heads(const float* q, int n_q, const float* keys, const float* values, int n_keys, int head_dim, int stride,
-                  float scale, float* scores, size_t scores_stride, float* out, const KernelTable& k) {
+                  float scale, float* scores, size_t scores_stride, float* out, const KernelTable& k, const float* sinks) {
   constexpr int kMaxHeads = 64;  // query heads per K/V head; larger groups go in parts
   if (n_q > kMaxHeads) {
     for (int h = 0; h < n_q; h += kMaxHeads)
       attend_heads(q + static_cast<size_t>(h) * head_dim, std::min(kMaxHeads, n_q - h), keys, values, n_keys, head_dim, stride,
                    scale, scores + static_cast<size_t>(h) * scores_stride, scores_stride, out + static_cast<size_t>(h) * head_dim,
-                   k);
+                   k, sinks ? sinks + h : nullptr);
     return;
   }
   // All scores of all heads at once: keys are the rows, query heads the tokens of a gemm, whose
@@ -47,11 +47,13 @@ void attend_heads(const float* q, int n_q, const float* keys, const float* value
       s[j] *= scale;
       max = std::max(max, s[j]);
     }
+    if (sinks) max = std::max(max, sinks[h]);
     double sum = 0.0;
     for (int j = 0; j < n_keys; ++j) {
       s[j] = std::exp(s[j] - max);
       sum += s[j];
     }
+    if (sinks) sum += static_cast<double>(std::exp(sinks[h] - max));
     inv[h] = static_cast<float>(1.0 / sum);
     std::fill_n(out + static_cast<size_t>(h) * head_dim, head_dim, 0.f);
   }
@@ -64,6 +66,15 @@ void attend_heads(const float* q, int n_q, const float* keys, const float* value
 
 void swiglu(float* x, const float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] = x[i] / (1.f + std::exp(-x[i])) * y[i];
+}
+
+void swiglu_oai(float* x, const float* y, size_t n) {
+  constexpr float kAlpha = 1.702f, kLimit = 7.f;  // as llama.cpp's gpt-oss graph sets them
+  for (size_t i = 0; i < n; ++i) {
+    const float g = std::min(x[i], kLimit);
+    const float u = std::clamp(y[i], -kLimit, kLimit);
+    x[i] = g / (1.f + std::exp(kAlpha * (-g))) * (u + 1.f);
+  }
 }
 
 namespace {

@@ -24,11 +24,18 @@ void attend(const float* q, const float* keys, const float* values, int n_keys, 
 // attend() for n_q query heads sharing one K/V head (grouped-query attention), so that each key
 // and value is loaded once for all of them: head i reads q + i * head_dim, writes out + i *
 // head_dim and uses scores + i * scores_stride. Each head's result equals attend() on it alone.
+// `sinks` (gpt-oss), when not null, holds one logit per query head that joins the softmax's
+// denominator only: attention weights then sum to less than one.
 void attend_heads(const float* q, int n_q, const float* keys, const float* values, int n_keys, int head_dim, int stride,
-                  float scale, float* scores, size_t scores_stride, float* out, const KernelTable& k);
+                  float scale, float* scores, size_t scores_stride, float* out, const KernelTable& k,
+                  const float* sinks = nullptr);
 
 // x = silu(x) * y elementwise (SwiGLU's gate).
 void swiglu(float* x, const float* y, size_t n);
+
+// gpt-oss's clamped SwiGLU: with g = min(x, 7) and u = clamp(y, -7, 7),
+// x = g * sigmoid(1.702 g) * (u + 1), elementwise.
+void swiglu_oai(float* x, const float* y, size_t n);
 
 // x = gelu(x) * y elementwise (GeGLU's gate), with the tanh GELU as llama.cpp's CPU backend
 // computes it: x rounded to fp16 and looked up in a table of fp16 results, x itself above 10 and

@@ -1,5 +1,6 @@
 #include "runtime/model/rope.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace hearth::runtime {
@@ -18,6 +19,32 @@ std::vector<double> rope_frequencies(float base, int n_rot, float freq_scale, co
   }
   return f;
 }
+
+namespace {
+
+// The dimension whose rotation makes n_rot turns over the original context (ggml's
+// ggml_rope_yarn_corr_dim, in float as there).
+float yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base) {
+  return static_cast<float>(n_dims) * std::log(static_cast<float>(n_ctx_orig) / (n_rot * 2 * 3.14159265358979323846f)) /
+         (2 * std::log(base));
+}
+
+}  // namespace
+
+std::vector<double> rope_yarn_frequencies(float base, int n_rot, float freq_scale, int n_ctx_orig, float beta_fast,
+                                          float beta_slow) {
+  const float low = std::max(0.f, std::floor(yarn_corr_dim(n_rot, n_ctx_orig, beta_fast, base)));
+  const float high = std::min(static_cast<float>(n_rot - 1), std::ceil(yarn_corr_dim(n_rot, n_ctx_orig, beta_slow, base)));
+  std::vector<double> f = rope_inv_freq(base, n_rot);
+  for (size_t i = 0; i < f.size(); ++i) {
+    const float y = (static_cast<float>(i) - low) / std::max(0.001f, high - low);
+    const float ramp = 1 - std::min(1.f, std::max(0.f, y));  // ext_factor 1, as llama.cpp sets it for YaRN
+    f[i] *= double{freq_scale} * (1.0 - ramp) + ramp;
+  }
+  return f;
+}
+
+float rope_yarn_mscale(float freq_scale) { return 1.0f + 0.1f * std::log(1.0f / freq_scale); }
 
 void rope_angles(int pos, const std::vector<double>& freq, float* cos_out, float* sin_out) {
   for (size_t i = 0; i < freq.size(); ++i) {

@@ -20,6 +20,16 @@ std::vector<double> rope_inv_freq(float base, int n_rot);
 // of linear scaling (positions divided by the factor), 1 without scaling.
 std::vector<double> rope_frequencies(float base, int n_rot, float freq_scale, const std::vector<float>& factors);
 
+// YaRN (gpt-oss): pair i rotates at a mix of its scaled and unscaled frequency,
+//   inv_freq[i] * (freq_scale * (1 - r_i) + r_i),
+// where r_i ramps from 1 (fast pairs, kept as trained) to 0 (slow pairs, scaled) between the
+// dimensions at which beta_fast and beta_slow rotations fit the original context, rounded out to
+// whole dimensions as ggml rounds them. Cos and sin are then multiplied by rope_yarn_mscale().
+std::vector<double> rope_yarn_frequencies(float base, int n_rot, float freq_scale, int n_ctx_orig, float beta_fast,
+                                          float beta_slow);
+// 1 + 0.1 ln(1 / freq_scale): YaRN's attention temperature, applied through cos and sin.
+float rope_yarn_mscale(float freq_scale);
+
 // cos and sin of pos * freq[i], for the n_rot/2 pairs of one position; computed once per token
 // and shared by every head. Angles are taken in double: at positions in the thousands float
 // would lose the low bits.

@@ -32,8 +32,17 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   const ModelConfig& c = config();
   if (options_.max_batch <= 0 || options_.max_sequences <= 0)
     throw std::invalid_argument("max_batch and max_sequences must be positive");
-  rope_freq_ = rope_frequencies(c.rope_base, c.n_rot, c.rope_freq_scale, weights_->rope_factors(n_ctx_));
-  if (c.n_swa > 0) rope_freq_swa_ = rope_frequencies(c.rope_base_swa, c.n_rot, 1.f, {});
+  if (c.yarn) {
+    rope_freq_ = rope_yarn_frequencies(c.rope_base, c.n_rot, c.rope_freq_scale, c.n_ctx_orig, c.yarn_beta_fast, c.yarn_beta_slow);
+    if (c.n_swa > 0)
+      rope_freq_swa_ = rope_yarn_frequencies(c.rope_base_swa, c.n_rot, c.rope_freq_scale_swa, c.n_ctx_orig, c.yarn_beta_fast,
+                                             c.yarn_beta_slow);
+    rope_mscale_ = c.rope_attn_factor * rope_yarn_mscale(c.rope_freq_scale);
+  } else {
+    rope_freq_ = rope_frequencies(c.rope_base, c.n_rot, c.rope_freq_scale, weights_->rope_factors(n_ctx_));
+    if (c.n_swa > 0) rope_freq_swa_ = rope_frequencies(c.rope_base_swa, c.n_rot, c.rope_freq_scale_swa, {});
+    rope_mscale_ = c.rope_attn_factor;
+  }
   rope_cos_.resize(rope_freq_.size());
   rope_sin_.resize(rope_freq_.size());
   const auto B = static_cast<size_t>(options_.max_batch);
@@ -163,8 +172,8 @@ void Stage::layer_forward(int l, int n_tokens) {
         rmsnorm(kt + h * c.head_dim, w.k_norm.data(), kt + h * c.head_dim, c.head_dim, c.rms_eps);
     }
     rope_angles(pos, freq, rope_cos_.data(), rope_sin_.data());
-    if (c.rope_attn_factor != 1.f)
-      for (int i = 0; i < n_pairs; ++i) rope_cos_[i] *= c.rope_attn_factor, rope_sin_[i] *= c.rope_attn_factor;
+    if (rope_mscale_ != 1.f)
+      for (int i = 0; i < n_pairs; ++i) rope_cos_[i] *= rope_mscale_, rope_sin_[i] *= rope_mscale_;
     for (int h = 0; h < c.n_head; ++h)
       rope_rotate(qt + h * c.head_dim, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
     for (int h = 0; h < c.n_head_kv; ++h)
@@ -202,6 +211,7 @@ void Stage::attention(int layer, int n_tokens) {
   const int group = c.n_head / c.n_head_kv;
   const float scale = c.attention_scale > 0 ? c.attention_scale : 1.f / std::sqrt(static_cast<float>(c.head_dim));
   const int window = c.is_swa(layer) ? c.n_swa : 0;  // keys p - window < q <= p; 0 = all
+  const std::vector<float>& sinks = weights_->layer(layer).attn_sinks;
   int per_task = group;
   while (per_task % 2 == 0 && c.n_head_kv * (group / per_task) < 4 * pool_.size()) per_task /= 2;
   const int tasks_per_kv = group / per_task;
@@ -216,7 +226,7 @@ void Stage::attention(int layer, int n_tokens) {
       const int first = window > 0 ? std::max(0, pos - window + 1) : 0;
       attend_heads(&q_[at], per_task, cache.k(local_layer, first) + kvh * c.head_dim,
                    cache.v(local_layer, first) + kvh * c.head_dim, pos + 1 - first, c.head_dim, c.kv_dim(), scale, scores,
-                   static_cast<size_t>(n_ctx_), &attn_[at], kernels_);
+                   static_cast<size_t>(n_ctx_), &attn_[at], kernels_, sinks.empty() ? nullptr : &sinks[static_cast<size_t>(h0)]);
     }
   });
 }

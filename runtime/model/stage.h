@@ -93,6 +93,7 @@ class Stage {
   std::vector<double> rope_freq_;           // (n_rot / 2), with the model's factors and scaling applied
   std::vector<double> rope_freq_swa_;       // the same for sliding-window layers (Gemma: own base, no scaling)
   std::vector<float> rope_cos_, rope_sin_;  // (n_rot / 2), angles of one position
+  float rope_mscale_ = 1.f;                 // cos and sin are multiplied by this (attn_factor, YaRN)
   std::map<uint64_t, KvCache> caches_;
 
   // Working buffers, sized for max_batch tokens at construction.

@@ -14,7 +14,7 @@ std::string blk(int l, const char* name, const char* kind = "weight") {
   return "blk." + std::to_string(l) + "." + name + "." + kind;
 }
 
-const char* const kNormAndOutputTensors[] = {"attn_norm", "attn_output", "ffn_norm"};
+const char* const kNormAndOutputTensors[] = {"attn_norm", "attn_output"};
 const char* const kExpertTensors[] = {"ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
 
 constexpr const char* kRopeFreqs = "rope_freqs.weight";
@@ -44,7 +44,7 @@ WeightMatrix row_range(const WeightMatrix& m, int64_t first, int64_t n) {
 
 // The optional kinds of layer tensors: the ModelConfig field that says whether an architecture
 // has them, their name, length and where they go.
-enum class Length { QDim, KvDim, Embd, QNorm, KNorm };
+enum class Length { QDim, KvDim, Embd, QNorm, KNorm, Heads };
 struct OptionalTensor {
   TensorNeed ModelConfig::*need;
   const char* name;
@@ -61,6 +61,7 @@ const OptionalTensor kOptionalTensors[] = {
     {&ModelConfig::qk_norm, "attn_k_norm", "weight", Length::KNorm, &LayerWeights::k_norm},
     {&ModelConfig::post_norms, "post_attention_norm", "weight", Length::Embd, &LayerWeights::post_attn_norm},
     {&ModelConfig::post_norms, "post_ffw_norm", "weight", Length::Embd, &LayerWeights::post_ffn_norm},
+    {&ModelConfig::attn_sinks, "attn_sinks", "weight", Length::Heads, &LayerWeights::attn_sinks},
 };
 
 uint64_t length_of(const ModelConfig& c, Length l) {
@@ -68,6 +69,7 @@ uint64_t length_of(const ModelConfig& c, Length l) {
     case Length::QDim: return static_cast<uint64_t>(c.q_dim());
     case Length::KvDim: return static_cast<uint64_t>(c.kv_dim());
     case Length::Embd: return static_cast<uint64_t>(c.n_embd);
+    case Length::Heads: return static_cast<uint64_t>(c.n_head);
     case Length::QNorm: return static_cast<uint64_t>(c.qk_norm_whole ? c.q_dim() : c.head_dim);
     case Length::KNorm: return static_cast<uint64_t>(c.qk_norm_whole ? c.kv_dim() : c.head_dim);
   }
@@ -111,9 +113,13 @@ std::vector<std::string> stage_tensor_names(const GgufFile& file, const ModelCon
   if (spec.has_embedding) names.push_back("token_embd.weight");
   for (int l = spec.first_layer; l < spec.last_layer; ++l) {
     for (const char* t : kNormAndOutputTensors) names.push_back(blk(l, t));
+    names.push_back(blk(l, config.ffn_norm_tensor.c_str()));
     for (const char* t : projection_tensors(config)) names.push_back(blk(l, t));
     if (config.is_moe())
-      for (const char* t : kExpertTensors) names.push_back(blk(l, t));
+      for (const char* t : kExpertTensors) {
+        names.push_back(blk(l, t));
+        if (config.expert_bias == TensorNeed::Required) names.push_back(blk(l, t, "bias"));
+      }
     for (const OptionalTensor& t : kOptionalTensors)
       if (wanted(file, config, t, l)) names.push_back(blk(l, t.name, t.kind));
   }
@@ -188,13 +194,26 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
       w.wv = matrix(blk(l, "attn_v"), E, KV);
     }
     w.wo = matrix(blk(l, "attn_output"), Q, E);
-    w.ffn_norm = vector(blk(l, "ffn_norm"), E);
+    w.ffn_norm = vector(blk(l, config.ffn_norm_tensor.c_str()), E);
     if (config.is_moe()) {
       const uint64_t X = static_cast<uint64_t>(config.n_expert), FX = static_cast<uint64_t>(config.n_ff_exp);
       w.router = matrix(blk(l, "ffn_gate_inp"), E, X);
       w.gate_exps = {matrix(blk(l, "ffn_gate_exps"), E, FX, X), config.n_expert};
       w.up_exps = {matrix(blk(l, "ffn_up_exps"), E, FX, X), config.n_expert};
       w.down_exps = {matrix(blk(l, "ffn_down_exps"), FX, E, X), config.n_expert};
+      if (config.expert_bias == TensorNeed::Required) {
+        const auto rows = [&](const char* name, uint64_t n, uint64_t count) {  // a [n, count] f32 bias, row by row
+          const WeightMatrix m = matrix(blk(l, name, "bias"), n, count);
+          std::vector<float> v(n * count);
+          for (uint64_t r = 0; r < count; ++r)
+            dequantize_row(m.type, m.row(static_cast<int64_t>(r)), v.data() + r * n, static_cast<int64_t>(n));
+          return v;
+        };
+        w.router_bias = vector(blk(l, "ffn_gate_inp", "bias"), X);
+        w.gate_exps_bias = rows("ffn_gate_exps", FX, X);
+        w.up_exps_bias = rows("ffn_up_exps", FX, X);
+        w.down_exps_bias = rows("ffn_down_exps", E, X);
+      }
     } else if (config.fused_gate_up) {  // the gate's rows first, then the up projection's
       const WeightMatrix gate_up = matrix(blk(l, "ffn_up"), E, 2 * F);
       w.w_gate = row_range(gate_up, 0, static_cast<int64_t>(F));

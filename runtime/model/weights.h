@@ -53,6 +53,7 @@ struct LayerWeights {
   std::vector<float> ffn_norm;        // (n_embd)
   std::vector<float> post_attn_norm;  // (n_embd): Gemma's norm of the attention output
   std::vector<float> post_ffn_norm;   // (n_embd): and of the FFN output
+  std::vector<float> attn_sinks;      // (n_head): gpt-oss's per-head softmax sink logits
   // Dense FFN (not MoE):
   WeightMatrix w_gate;  // (n_embd) -> (n_ff)
   WeightMatrix w_up;    // (n_embd) -> (n_ff)
@@ -62,6 +63,9 @@ struct LayerWeights {
   ExpertMatrix gate_exps;  // (n_embd) -> (n_ff_exp), per expert
   ExpertMatrix up_exps;    // (n_embd) -> (n_ff_exp), per expert
   ExpertMatrix down_exps;  // (n_ff_exp) -> (n_embd), per expert
+  // Biases (gpt-oss), empty when the model has none: of the router (n_expert), and of each
+  // expert's gate, up (n_expert x n_ff_exp) and down (n_expert x n_embd), expert by expert.
+  std::vector<float> router_bias, gate_exps_bias, up_exps_bias, down_exps_bias;
 };
 
 // Which part of the model a stage runs.
