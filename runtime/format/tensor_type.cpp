@@ -14,13 +14,31 @@ struct Entry {
 };
 
 constexpr std::array kTypes = {
-    Entry{0, {"f32", 1, 4, true}},        Entry{1, {"f16", 1, 2, true}},        Entry{2, {"q4_0", 32, 18, true}},
-    Entry{3, {"q4_1", 32, 20, false}},    Entry{6, {"q5_0", 32, 22, true}},     Entry{7, {"q5_1", 32, 24, false}},
-    Entry{8, {"q8_0", 32, 34, true}},     Entry{9, {"q8_1", 32, 36, false}},    Entry{10, {"q2_k", 256, 84, false}},
-    Entry{11, {"q3_k", 256, 110, false}}, Entry{12, {"q4_k", 256, 144, true}},  Entry{13, {"q5_k", 256, 176, true}},
-    Entry{14, {"q6_k", 256, 210, true}},  Entry{15, {"q8_k", 256, 292, false}}, Entry{24, {"i8", 1, 1, false}},
-    Entry{25, {"i16", 1, 2, false}},      Entry{26, {"i32", 1, 4, false}},      Entry{27, {"i64", 1, 8, false}},
-    Entry{28, {"f64", 1, 8, false}},      Entry{30, {"bf16", 1, 2, true}},
+    Entry{0, {"f32", 1, 4, true}},
+    Entry{1, {"f16", 1, 2, true}},
+    Entry{2, {"q4_0", 32, 18, true}},
+    Entry{3, {"q4_1", 32, 20, false}},
+    Entry{6, {"q5_0", 32, 22, true}},
+    Entry{7, {"q5_1", 32, 24, false}},
+    Entry{8, {"q8_0", 32, 34, true}},
+    Entry{9, {"q8_1", 32, 36, false}},
+    Entry{10, {"q2_k", 256, 84, false}},
+    Entry{11, {"q3_k", 256, 110, false}},
+    Entry{12, {"q4_k", 256, 144, true}},
+    Entry{13, {"q5_k", 256, 176, true}},
+    Entry{14, {"q6_k", 256, 210, true}},
+    Entry{15, {"q8_k", 256, 292, false}},
+    Entry{24, {"i8", 1, 1, false}},
+    Entry{25, {"i16", 1, 2, false}},
+    Entry{26, {"i32", 1, 4, false}},
+    Entry{27, {"i64", 1, 8, false}},
+    Entry{28, {"f64", 1, 8, false}},
+    Entry{30, {"bf16", 1, 2, true}},
+    // Known by layout (so such files open, are inspected and sized), not yet computed: the
+    // 4-bit types of today's MoE releases (IQ4_NL/IQ4_XS "dynamic" quants, gpt-oss's MXFP4).
+    Entry{20, {"iq4_nl", 32, 18, false}},
+    Entry{23, {"iq4_xs", 256, 136, false}},
+    Entry{39, {"mxfp4", 32, 17, false}},
 };
 
 }  // namespace
