@@ -1,7 +1,7 @@
-// Hyperparameters of a llama-family model (architectures llama, qwen2, qwen3, and the
-// mixture-of-experts qwen3moe, olmoe and Mixtral-style llama), read from GGUF metadata. The
-// architectures differ only in the details below; their metadata keys share the layout
-// "<arch>.embedding_length" etc.
+// Hyperparameters of a transformer in the llama family (architectures llama, qwen2, qwen3, phi3,
+// gemma3, and the mixture-of-experts qwen3moe, olmoe, gpt-oss and Mixtral-style llama), read from
+// GGUF metadata. The architectures differ only in the details below; their metadata keys share the
+// layout "<arch>.embedding_length" etc.
 #pragma once
 
 #include <string>
@@ -14,8 +14,8 @@ namespace hearth::runtime {
 // Whether an architecture's layers have an optional kind of tensor.
 enum class TensorNeed { Absent, Optional, Required };
 
-// The gate's activation in the gated FFN: silu(gate) * up (SwiGLU), or gelu(gate) * up (GeGLU,
-// the tanh GELU, Gemma).
+// The gate's activation in the gated FFN: silu(gate) * up (SwiGLU), gelu(gate) * up (GeGLU,
+// the tanh GELU, Gemma), or gpt-oss's clamped SwiGLU (ops.h: swiglu_oai).
 enum class FfnActivation { SiLU, GeluTanh, SwigluOai };
 
 // How a MoE router's logits become the chosen experts' weights: a softmax over all experts
@@ -23,7 +23,7 @@ enum class FfnActivation { SiLU, GeluTanh, SwigluOai };
 enum class ExpertGating { Softmax, SoftmaxOfChosen };
 
 struct ModelConfig {
-  std::string arch;     // general.architecture: "llama", "qwen2", "qwen3", "qwen3moe", "olmoe"
+  std::string arch;     // general.architecture: "llama", "qwen2", "qwen3", "qwen3moe", "gpt-oss", ...
   std::string name;     // general.name, or the file name
   int n_vocab = 0;      // tokens
   int n_embd = 0;       // hidden size
