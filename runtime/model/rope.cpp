@@ -46,11 +46,11 @@ std::vector<double> rope_yarn_frequencies(float base, int n_rot, float freq_scal
 
 float rope_yarn_mscale(float freq_scale) { return 1.0f + 0.1f * std::log(1.0f / freq_scale); }
 
-void rope_angles(int pos, const std::vector<double>& freq, float* cos_out, float* sin_out) {
+void rope_angles(int pos, const std::vector<double>& freq, float* cos_out, float* sin_out, float mscale) {
   for (size_t i = 0; i < freq.size(); ++i) {
     const double theta = pos * freq[i];
-    cos_out[i] = static_cast<float>(std::cos(theta));
-    sin_out[i] = static_cast<float>(std::sin(theta));
+    cos_out[i] = static_cast<float>(std::cos(theta)) * mscale;
+    sin_out[i] = static_cast<float>(std::sin(theta)) * mscale;
   }
 }
 

@@ -33,7 +33,8 @@ float rope_yarn_mscale(float freq_scale);
 // cos and sin of pos * freq[i], for the n_rot/2 pairs of one position; computed once per token
 // and shared by every head. Angles are taken in double: at positions in the thousands float
 // would lose the low bits.
-void rope_angles(int pos, const std::vector<double>& freq, float* cos_out, float* sin_out);
+// Both are multiplied by `mscale` (phi3's attn_factor, YaRN's temperature; 1 = none).
+void rope_angles(int pos, const std::vector<double>& freq, float* cos_out, float* sin_out, float mscale = 1.f);
 
 // Rotates pair i of head x by the angle whose cos/sin are c[i]/s[i], for i < n_pairs.
 // Dimensions past 2 * n_pairs are left as they are.

@@ -171,9 +171,7 @@ void Stage::layer_forward(int l, int n_tokens) {
       for (int h = 0; h < c.n_head_kv; ++h)
         rmsnorm(kt + h * c.head_dim, w.k_norm.data(), kt + h * c.head_dim, c.head_dim, c.rms_eps);
     }
-    rope_angles(pos, freq, rope_cos_.data(), rope_sin_.data());
-    if (rope_mscale_ != 1.f)
-      for (int i = 0; i < n_pairs; ++i) rope_cos_[i] *= rope_mscale_, rope_sin_[i] *= rope_mscale_;
+    rope_angles(pos, freq, rope_cos_.data(), rope_sin_.data(), rope_mscale_);
     for (int h = 0; h < c.n_head; ++h)
       rope_rotate(qt + h * c.head_dim, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
     for (int h = 0; h < c.n_head_kv; ++h)
