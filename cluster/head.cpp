@@ -110,6 +110,7 @@ void Head::on_control(const std::string& identity, const char* peer_address, con
 void Head::tick() {
   for (const std::string& id : registry_.expire()) device_lost(id);
   check_recovery_deadline();
+  try_commit();
   if (scheduler_ && plan_ && plan_->ready()) scheduler_->step();
 }
 
@@ -223,6 +224,13 @@ void Head::ask_to_register(const std::string& node_id) {
 void Head::device_lost(const std::string& node_id) {
   const Device& d = registry_.at(node_id);
   spdlog::warn("head: device {} stopped responding", d.profile.name);
+  if (next_)
+    for (const auto& st : next_->stages)
+      if (st.node_id == node_id) {
+        abandon_next("device " + d.profile.name + " stopped responding (no heartbeat for 2 s) while receiving its weights",
+                     ErrorCategory::LOST_DEVICE);
+        break;
+      }
   if (!plan_ || (plan_->state() != LaunchState::kLoading && plan_->state() != LaunchState::kReady)) return;
   for (const auto& st : plan_->stages) {
     if (st.node_id != node_id) continue;

@@ -6,7 +6,8 @@
 // cluster/host.h (an outbox to devices and clients, its own first stage, its host's counters, a
 // clock), so tests/head_test.cpp drives it in-process with fakes. Its code is split by concept:
 //   head.cpp          registration, heartbeats, links, pairing; dispatch and the tick
-//   head_launch.cpp   launch: planning, assignments, weight serving, load progress, unloading
+//   head_launch.cpp   launch: planning, staging beside the serving plan, the commit, weight
+//                     serving, load progress, unloading
 //   head_recovery.cpp a lost device: re-plan on the devices left, replay, wait for a device
 //   head_clients.cpp  generation requests, their events, the pace check
 //   head_status.cpp   the devices, plan and status replies
@@ -57,6 +58,10 @@ class Head final : public HeadRole {
   // For tests and status: what the head holds.
   const DeviceRegistry& devices() const { return registry_; }
   const LaunchedPlan* plan() const { return plan_.get(); }
+  // A launch receiving its weights beside the serving plan, if any.
+  const LaunchedPlan* next() const { return next_.get(); }
+  // How long a staged launch waits for the old model's conversations to finish before it switches.
+  static constexpr std::chrono::seconds kDrainWait{10};
 
  private:
   // head.cpp: registration and health.
@@ -74,15 +79,24 @@ class Head final : public HeadRole {
   partitioner::PartitionOptions partition_options(transport::wire::LaunchRequest::Reader r, LaunchedPlan& p) const;
   partitioner::PartitionPlan fit_plan(LaunchedPlan& p, const std::vector<const Device*>& devices,
                                       const partitioner::LinkTable& links, bool sized_by_client);
-  void start_stages(const std::vector<const Device*>& devices);
-  void send_assignment(const LaunchedPlan& p, size_t i, const std::vector<std::string>& plan_keys);
+  // Makes p's stages and sends each device its assignment; `staged`: they receive and wait for a
+  // Commit (a launch), else they load at once (a re-plan).
+  void assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devices, bool staged);
+  void send_assignment(const LaunchedPlan& p, size_t i, bool staged);
+  void start_serving();
+  void try_commit();
+  void abandon_next(const std::string& reason, ErrorCategory category);
+  void announce_plan(const LaunchedPlan& p);
+  LaunchedPlan* plan_with_id(uint64_t id);
   void on_weight_request(const std::string& identity, transport::wire::WeightRequest::Reader r);
   void on_load_status(const std::string& identity, transport::wire::LoadStatus::Reader s);
-  void report_progress(const PlannedStage& s);
-  void launch_finished(bool ok, const std::string& message, ErrorCategory category = ErrorCategory::INTERNAL);
+  void report_progress(const LaunchedPlan& p, const PlannedStage& s);
+  void launch_finished(LaunchedPlan& p, bool ok, const std::string& message, ErrorCategory category = ErrorCategory::INTERNAL);
+  void reply_launch_failure(const std::string& client, uint64_t request_id, const std::string& why, ErrorCategory category);
   void fail_plan(const std::string& reason, ErrorCategory category);
-  void unload_all();
-  void send_stop(const std::string& node_id);
+  // Fails every conversation with `why`, tells the plan's devices to unload, unloads the head's stage.
+  void unload_all(const std::string& why);
+  void send_stop(const std::string& node_id, uint64_t plan_id);
 
   // head_recovery.cpp
   // A device of the ready plan was lost: plan again on the devices left and replay every open
@@ -106,7 +120,7 @@ class Head final : public HeadRole {
   void on_devices(const std::string& client, uint64_t request_id);
   void on_status(const std::string& client, uint64_t request_id);
   void on_stop(const std::string& client, uint64_t request_id);
-  void fill_plan(transport::wire::PlanReport::Builder out) const;
+  void fill_plan(const LaunchedPlan& p, transport::wire::PlanReport::Builder out) const;
   void fill_stage(const PlannedStage& s, const partitioner::StageAssignment& a, transport::wire::StageReport::Builder out) const;
   StageCounters counters_of(const std::string& node_id) const;
 
@@ -117,7 +131,8 @@ class Head final : public HeadRole {
   DeviceRegistry registry_;
   std::unique_ptr<PairingRegistry> pairing_;  // secure clusters only
   PairingThrottle pairing_throttle_;
-  std::unique_ptr<LaunchedPlan> plan_;
+  std::unique_ptr<LaunchedPlan> plan_;  // the plan that serves (or is rebuilt after a lost device)
+  std::unique_ptr<LaunchedPlan> next_;  // a launch staging beside it (LaunchState::kStaging)
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<CarriedSession> carried_;  // conversations waiting for a device (see recover())
   Clock::time_point recovery_deadline_{};

@@ -12,11 +12,12 @@ namespace hearth::cluster {
 namespace wire = transport::wire;
 
 void Head::on_generate(const std::string& client, uint64_t request_id, wire::GenerateRequest::Reader r) {
-  if (!plan_ || !plan_->ready() || !scheduler_) {
-    const std::string why = !plan_ ? "no model is loaded: run `hearth launch --model FILE` first"
-                            : plan_->state() == LaunchState::kLoading
-                                ? "the model is still loading"
-                                : "the cluster lost its plan (" + plan_->failure + "): launch again";
+  // While the stages load (after a launch's switch, or a re-plan) requests wait in the queue.
+  const bool serving = plan_ && scheduler_ && (plan_->ready() || plan_->state() == LaunchState::kLoading);
+  if (!serving) {
+    const std::string why = plan_ ? "the cluster lost its plan (" + plan_->failure + "): launch again"
+                            : next_ ? "no model is loaded yet: the launch of " + next_->config.name + " is receiving its weights"
+                                    : "no model is loaded: run `hearth launch --model FILE` first";
     emit({.client = client,
           .request_id = request_id,
           .done = true,

@@ -22,11 +22,13 @@ constexpr int kDefaultMaxBatch = 256;
 }  // namespace
 
 // Everything that can refuse a launch (the file, the split, the memory) is checked before
-// anything that serves is touched: a refused launch leaves the loaded model serving.
+// anything is sent. Then the launch stages beside the model that serves: devices receive their
+// weights while the old plan keeps answering, and only when every device has them does the head
+// commit (see try_commit): a launch that fails on the way leaves the old model serving.
 void Head::on_launch(const std::string& client, uint64_t request_id, wire::LaunchRequest::Reader r) {
-  bool switched = false;  // the old model is unloaded and this launch's plan took its place
+  bool staging = false;  // next_ is this launch's
   try {
-    if (plan_ && plan_->launching()) throw Failure(ErrorCategory::CONFLICT, "a launch is already in progress");
+    if (next_ || (plan_ && plan_->launching())) throw Failure(ErrorCategory::CONFLICT, "a launch is already in progress");
     auto p = open_model(r.getModelPath().cStr());
     p->launcher = client;
     p->launcher_request = request_id;
@@ -37,24 +39,29 @@ void Head::on_launch(const std::string& client, uint64_t request_id, wire::Launc
     const bool sized_by_client = r.getCtx() > 0 || r.getStreams() > 0;
     p->plan = r.getSplit().size() == 0 ? fit_plan(*p, devices, links, sized_by_client)
                                        : plan_by_split(r.getSplit().cStr(), p->spec, devices, links, p->partition);
-    unload_all();
-    plan_ = std::move(p);
-    switched = true;
-    for (const auto& line : partitioner::describe_plan(plan_->plan)) spdlog::info("plan: {}", line);
-    start_stages(devices);
+    for (const auto& line : partitioner::describe_plan(p->plan)) spdlog::info("plan: {}", line);
+    next_ = std::move(p);
+    staging = true;
+    assign_stages(*next_, devices, /*staged=*/true);
+    next_->stages[0].state = StageState::kStaged;  // the head maps its layers from the file at the commit
+    announce_plan(*next_);
+    try_commit();
   } catch (const std::exception& e) {
     spdlog::warn("head: launch failed: {}", e.what());
-    // A failure once stages were assigned leaves nothing half-loaded behind.
-    if (switched) unload_all();
-    capnp::MallocMessageBuilder b;
-    auto env = b.initRoot<wire::Envelope>();
-    env.setRequestId(request_id);
-    auto reply = env.initLaunchReply();
-    reply.setOk(false);
-    reply.setMessage(e.what());
-    reply.setCategory(category_of(e));
-    ports_.outbox.send(client, b);
+    if (staging && next_) abandon_next(e.what(), category_of(e));  // nothing half-staged is left behind
+    else reply_launch_failure(client, request_id, e.what(), category_of(e));
   }
+}
+
+void Head::reply_launch_failure(const std::string& client, uint64_t request_id, const std::string& why, ErrorCategory category) {
+  capnp::MallocMessageBuilder b;
+  auto env = b.initRoot<wire::Envelope>();
+  env.setRequestId(request_id);
+  auto reply = env.initLaunchReply();
+  reply.setOk(false);
+  reply.setMessage(why);
+  reply.setCategory(category);
+  ports_.outbox.send(client, b);
 }
 
 namespace {
@@ -108,7 +115,7 @@ partitioner::PartitionPlan Head::fit_plan(LaunchedPlan& p, const std::vector<con
 
 // The model's file, config, vocabulary and hash (hashed once per path, size and mtime).
 std::unique_ptr<LaunchedPlan> Head::open_model(const std::string& model_path) {
-  auto p = std::make_unique<LaunchedPlan>();
+  auto p = std::make_unique<LaunchedPlan>(LaunchState::kStaging);
   p->id = next_plan_id_++;
   p->model_path = model_path;
   p->started = std::chrono::steady_clock::now();
@@ -141,8 +148,7 @@ partitioner::PartitionOptions Head::partition_options(wire::LaunchRequest::Reade
   return opt;
 }
 
-void Head::start_stages(const std::vector<const Device*>& devices) {
-  LaunchedPlan& p = *plan_;
+void Head::assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devices, bool staged) {
   for (const auto& a : p.plan.stages) {
     PlannedStage s;
     s.node_id = devices[static_cast<size_t>(a.device)]->node_id;
@@ -151,26 +157,80 @@ void Head::start_stages(const std::vector<const Device*>& devices) {
   }
   if (p.stages.empty() || p.stages.front().node_id != self_.node_id)
     throw Failure(ErrorCategory::INTERNAL, "the plan does not start on the head");
-  std::vector<std::string> plan_keys;
-  for (const auto& s : p.stages) plan_keys.push_back(registry_.at(s.node_id).public_key);
-  // The head maps its own layers straight from the model file.
-  const bool alone = p.stages.size() == 1;
-  ports_.stage.load(p.id, p.model_path, p.stages[0].spec, p.options, alone ? "" : registry_.at(p.stages[1].node_id).data_endpoint,
-                    alone ? self_.public_key : plan_keys[1]);
-  p.stages[0].state = StageState::kReady;
-  p.stages[0].resident_bytes = ports_.host.resident_bytes();
   for (size_t i = 1; i < p.stages.size(); ++i) {
     PlannedStage& s = p.stages[i];
     s.file = std::make_unique<StageFile>(*p.file, p.config, s.spec);
     s.bytes_total = s.file->size();
-    send_assignment(p, i, plan_keys);
+    send_assignment(p, i, staged);
   }
-  scheduler_ = std::make_unique<Scheduler>(ports_.stage, *p.tokenizer, p.options.n_ctx, static_cast<int>(p.stages.size()),
-                                           p.options.max_sequences, [this](const GenerationEvent& e) { emit(e); });
-  if (alone) launch_finished(true, "");
 }
 
-void Head::send_assignment(const LaunchedPlan& p, size_t i, const std::vector<std::string>& plan_keys) {
+// plan_'s stages have (or are getting) their weights: the head maps its own layers and the
+// conversations are scheduled; they run once every stage reports ready.
+void Head::start_serving() {
+  LaunchedPlan& p = *plan_;
+  const bool alone = p.stages.size() == 1;
+  ports_.stage.load(p.id, p.model_path, p.stages[0].spec, p.options,
+                    alone ? "" : registry_.at(p.stages[1].node_id).data_endpoint,
+                    alone ? self_.public_key : registry_.at(p.stages[1].node_id).public_key);
+  p.stages[0].state = StageState::kReady;
+  p.stages[0].resident_bytes = ports_.host.resident_bytes();
+  scheduler_ = std::make_unique<Scheduler>(ports_.stage, *p.tokenizer, p.options.n_ctx, static_cast<int>(p.stages.size()),
+                                           p.options.max_sequences, [this](const GenerationEvent& e) { emit(e); });
+  if (alone) launch_finished(p, true, "");
+}
+
+// The staged launch replaces the serving plan once every device has its weights, and once the
+// conversations of the old model have finished, or kDrainWait has passed (those still running
+// then end with an error that says why). The switch itself is an unmap and a map on every device.
+void Head::try_commit() {
+  if (!next_ || !next_->staged_everywhere()) return;
+  const auto now = ports_.clock.now();
+  if (!next_->staged_at) next_->staged_at = now;
+  if (scheduler_ && scheduler_->has_work() && now - *next_->staged_at < kDrainWait) return;
+  std::unique_ptr<LaunchedPlan> p = std::move(next_);
+  spdlog::info("head: every device has the weights of {}: switching to it", p->config.name);
+  unload_all("the model was replaced by " + p->config.name + " (hearth launch): send the request again");
+  plan_ = std::move(p);
+  plan_->move_to(LaunchState::kLoading);
+  for (size_t i = 1; i < plan_->stages.size(); ++i) {
+    capnp::MallocMessageBuilder b;
+    b.initRoot<wire::Envelope>().initCommit().setPlanId(plan_->id);
+    plan_->stages[i].state = StageState::kLoading;
+    if (!ports_.outbox.send(plan_->stages[i].node_id, b))
+      return fail_plan("device " + registry_.at(plan_->stages[i].node_id).profile.name + " is unreachable",
+                       ErrorCategory::LOST_DEVICE);
+  }
+  try {
+    start_serving();
+  } catch (const std::exception& e) {  // the head cannot map its own layers: the launch fails, said to its client
+    fail_plan(std::string("the head cannot load its stage: ") + e.what(), category_of(e));
+  }
+}
+
+// The staged launch failed (a device lost, a full disk, a refused assignment): its devices drop
+// what they staged, its client is told, and the serving plan is untouched.
+void Head::abandon_next(const std::string& reason, ErrorCategory category) {
+  std::unique_ptr<LaunchedPlan> p = std::move(next_);
+  spdlog::error("head: launch of {} failed: {}", p->config.name, reason);
+  for (size_t i = 1; i < p->stages.size(); ++i) send_stop(p->stages[i].node_id, p->id);
+  if (!p->launcher.empty()) reply_launch_failure(p->launcher, p->launcher_request, reason, category);
+  if (plan_) plan_->events.push_back("a launch of " + p->config.name + " failed, this model kept serving: " + reason);
+}
+
+// The client sees the plan before any weights move: the transfer can take minutes.
+void Head::announce_plan(const LaunchedPlan& p) {
+  if (p.launcher.empty()) return;
+  capnp::MallocMessageBuilder b;
+  auto env = b.initRoot<wire::Envelope>();
+  env.setRequestId(p.launcher_request);
+  fill_plan(p, env.initLaunchProgress().initPlan());
+  ports_.outbox.send(p.launcher, b);
+}
+
+void Head::send_assignment(const LaunchedPlan& p, size_t i, bool staged) {
+  std::vector<std::string> plan_keys;
+  for (const auto& st : p.stages) plan_keys.push_back(registry_.at(st.node_id).public_key);
   const PlannedStage& s = p.stages[i];
   const bool last = i + 1 == p.stages.size();
   capnp::MallocMessageBuilder b;
@@ -193,16 +253,24 @@ void Head::send_assignment(const LaunchedPlan& p, size_t i, const std::vector<st
   a.setMaxBatch(static_cast<uint32_t>(p.options.max_batch));
   a.setMaxSequences(static_cast<uint32_t>(p.options.max_sequences));
   a.setNEmbd(static_cast<uint32_t>(p.config.n_embd));
+  a.setStaged(staged);
   if (!ports_.outbox.send(s.node_id, b))
     throw Failure(ErrorCategory::LOST_DEVICE, "device " + registry_.at(s.node_id).profile.name + " is unreachable");
 }
 
+LaunchedPlan* Head::plan_with_id(uint64_t id) {
+  if (plan_ && plan_->id == id) return plan_.get();
+  if (next_ && next_->id == id) return next_.get();
+  return nullptr;
+}
+
 void Head::on_weight_request(const std::string& identity, wire::WeightRequest::Reader r) {
-  if (!plan_ || r.getPlanId() != plan_->id) {
+  const LaunchedPlan* p = plan_with_id(r.getPlanId());
+  if (p == nullptr) {
     ports_.host.count_out_of_plan();
     return;
   }
-  for (const auto& s : plan_->stages) {
+  for (const auto& s : p->stages) {
     if (s.node_id != identity || !s.file) continue;
     if (r.getLength() == 0 || r.getLength() > kMaxWeightChunk || r.getOffset() > s.file->size() ||
         r.getLength() > s.file->size() - r.getOffset())
@@ -213,7 +281,7 @@ void Head::on_weight_request(const std::string& identity, wire::WeightRequest::R
     s.file->read(r.getOffset(), {chunk.data<uint8_t>(), chunk.size()});
     capnp::MallocMessageBuilder b;
     auto c = b.initRoot<wire::Envelope>().initWeightChunk();
-    c.setPlanId(plan_->id);
+    c.setPlanId(p->id);
     c.setOffset(r.getOffset());
     c.setChecksum(XXH3_64bits(chunk.data(), chunk.size()));
     ports_.outbox.send(identity, b, std::move(chunk));
@@ -230,6 +298,7 @@ StageState stage_state(wire::LoadStatus::State s) {
     case wire::LoadStatus::State::LOADING: return StageState::kLoading;
     case wire::LoadStatus::State::READY: return StageState::kReady;
     case wire::LoadStatus::State::FAILED: return StageState::kFailed;
+    case wire::LoadStatus::State::STAGED: return StageState::kStaged;
   }
   throw std::invalid_argument("load status with an unknown state");
 }
@@ -237,56 +306,61 @@ StageState stage_state(wire::LoadStatus::State s) {
 }  // namespace
 
 void Head::on_load_status(const std::string& identity, wire::LoadStatus::Reader st) {
-  if (!plan_ || st.getPlanId() != plan_->id || plan_->state() != LaunchState::kLoading) return;
-  for (auto& s : plan_->stages) {
+  LaunchedPlan* p = plan_with_id(st.getPlanId());
+  if (p == nullptr || (p->state() != LaunchState::kLoading && p->state() != LaunchState::kStaging)) return;
+  for (auto& s : p->stages) {
     if (s.node_id != identity) continue;
     s.state = stage_state(st.getState());
     if (st.getBytesTotal() > 0) s.bytes_done = st.getBytesDone();
-    if (s.state == StageState::kReady) s.bytes_done = s.bytes_total;  // also when mapped from a local copy
+    if (s.state == StageState::kReady || s.state == StageState::kStaged) s.bytes_done = s.bytes_total;  // also from a local copy
     s.resident_bytes = st.getResidentBytes();
     s.message = transport::printable(st.getMessage().cStr(), 1000);  // it reaches logs and terminals
-    report_progress(s);
+    report_progress(*p, s);
     if (s.state == StageState::kFailed) {
-      fail_plan("device " + registry_.at(identity).profile.name + " could not load its stage: " + s.message,
-                ErrorCategory::INTERNAL);
+      const std::string why = "device " + registry_.at(identity).profile.name + " could not load its stage: " + s.message;
+      if (p == next_.get()) abandon_next(why, ErrorCategory::INTERNAL);
+      else fail_plan(why, ErrorCategory::INTERNAL);
       return;
     }
   }
-  if (std::all_of(plan_->stages.begin(), plan_->stages.end(),
-                  [](const PlannedStage& s) { return s.state == StageState::kReady; }))
-    launch_finished(true, "");
+  if (p == next_.get()) try_commit();
+  else if (std::all_of(p->stages.begin(), p->stages.end(), [](const PlannedStage& s) { return s.state == StageState::kReady; }))
+    launch_finished(*p, true, "");
 }
 
-void Head::report_progress(const PlannedStage& s) {
-  if (plan_->launcher.empty()) return;
+void Head::report_progress(const LaunchedPlan& p, const PlannedStage& s) {
+  if (p.launcher.empty()) return;
   capnp::MallocMessageBuilder b;
   auto env = b.initRoot<wire::Envelope>();
-  env.setRequestId(plan_->launcher_request);
+  env.setRequestId(p.launcher_request);
   auto pr = env.initLaunchProgress();
   pr.setDevice(registry_.at(s.node_id).profile.name);
   pr.setBytesDone(s.bytes_done);
   pr.setBytesTotal(s.bytes_total);
   pr.setState(to_string(s.state));
-  ports_.outbox.send(plan_->launcher, b);
+  ports_.outbox.send(p.launcher, b);
 }
 
-void Head::launch_finished(bool ok, const std::string& message, ErrorCategory category) {
+void Head::launch_finished(LaunchedPlan& p, bool ok, const std::string& message, ErrorCategory category) {
   if (ok) {
-    plan_->move_to(LaunchState::kReady);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - plan_->started).count();
-    spdlog::info("head: plan {} ready in {:.1f} s", plan_->id, s);
+    p.move_to(LaunchState::kReady);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - p.started).count();
+    spdlog::info("head: plan {} ready in {:.1f} s", p.id, s);
   }
-  if (plan_->launcher.empty()) return;
-  capnp::MallocMessageBuilder b;
-  auto env = b.initRoot<wire::Envelope>();
-  env.setRequestId(plan_->launcher_request);
-  auto reply = env.initLaunchReply();
-  reply.setOk(ok);
-  reply.setMessage(message);
-  if (ok) fill_plan(reply.initPlan());
-  else reply.setCategory(category);
-  ports_.outbox.send(plan_->launcher, b);
-  plan_->launcher.clear();
+  if (p.launcher.empty()) return;
+  if (!ok) {
+    reply_launch_failure(p.launcher, p.launcher_request, message, category);
+  } else {
+    capnp::MallocMessageBuilder b;
+    auto env = b.initRoot<wire::Envelope>();
+    env.setRequestId(p.launcher_request);
+    auto reply = env.initLaunchReply();
+    reply.setOk(true);
+    reply.setMessage(message);
+    fill_plan(p, reply.initPlan());
+    ports_.outbox.send(p.launcher, b);
+  }
+  p.launcher.clear();
 }
 
 void Head::fail_plan(const std::string& reason, ErrorCategory category) {
@@ -296,23 +370,23 @@ void Head::fail_plan(const std::string& reason, ErrorCategory category) {
   plan_->failure = reason;
   plan_->move_to(LaunchState::kFailed);
   if (scheduler_) scheduler_->fail(reason, category);
-  if (was_launching) launch_finished(false, reason, category);
+  if (was_launching) launch_finished(*plan_, false, reason, category);
 }
 
-void Head::unload_all() {
-  if (scheduler_) scheduler_->fail("the model was unloaded", ErrorCategory::UNAVAILABLE);
-  fail_carried("the model was unloaded", ErrorCategory::UNAVAILABLE);  // conversations that waited for a device
+void Head::unload_all(const std::string& why) {
+  if (scheduler_) scheduler_->fail(why, ErrorCategory::UNAVAILABLE);
+  fail_carried(why, ErrorCategory::UNAVAILABLE);  // conversations that waited for a device
   scheduler_.reset();
   if (plan_)
     for (const auto& s : plan_->stages)
-      if (s.node_id != self_.node_id) send_stop(s.node_id);
+      if (s.node_id != self_.node_id) send_stop(s.node_id, plan_->id);
   ports_.stage.unload();
   plan_.reset();
 }
 
-void Head::send_stop(const std::string& node_id) {
+void Head::send_stop(const std::string& node_id, uint64_t plan_id) {
   capnp::MallocMessageBuilder b;
-  b.initRoot<wire::Envelope>().initStopRequest();
+  b.initRoot<wire::Envelope>().initStopRequest().setPlanId(plan_id);
   ports_.outbox.send(node_id, b);
 }
 

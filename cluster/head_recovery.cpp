@@ -48,11 +48,12 @@ void Head::recover(const std::string& lost_node_id, const std::string& reason) {
     for (const auto& s : old->stages) {
       bool used = false;
       for (const auto& a : plan_->plan.stages) used |= devices[static_cast<size_t>(a.device)]->node_id == s.node_id;
-      if (!used && s.node_id != lost_node_id && s.node_id != self_.node_id) send_stop(s.node_id);
+      if (!used && s.node_id != lost_node_id && s.node_id != self_.node_id) send_stop(s.node_id, old->id);
     }
     plan_->events.push_back("re-planned on " + std::to_string(plan_->plan.stages.size()) + " device(s); replaying " +
                             std::to_string(carried.size()) + " conversation(s)");
-    start_stages(devices);
+    assign_stages(*plan_, devices, /*staged=*/false);
+    start_serving();
     for (auto& c : carried) scheduler_->resume(std::move(c));  // they run once the stages are ready
   } catch (const std::exception& e) {
     scheduler_.reset();

@@ -47,8 +47,7 @@ void Head::on_devices(const std::string& client, uint64_t request_id) {
   ports_.outbox.send(client, b);
 }
 
-void Head::fill_plan(wire::PlanReport::Builder out) const {
-  const LaunchedPlan& p = *plan_;
+void Head::fill_plan(const LaunchedPlan& p, wire::PlanReport::Builder out) const {
   out.setPlanId(p.id);
   out.setModel(p.model_path);
   out.setModelName(p.config.name);
@@ -66,6 +65,7 @@ void Head::fill_plan(wire::PlanReport::Builder out) const {
   out.setPredictedSPerToken(pr.ms_per_token / 1e3);
   out.setPredictedTokensPerS(pr.tokens_per_s);
   out.setPredictedTtftS(pr.ttft_ms / 1e3);
+  out.setPredictedPromptTokens(static_cast<uint32_t>(p.partition.prompt_tokens));
   set_texts(out.initLeftOut(static_cast<unsigned>(p.plan.left_out_reasons.size())), p.plan.left_out_reasons);
   const std::vector<std::string> text = partitioner::describe_plan(p.plan);
   set_texts(out.initText(static_cast<unsigned>(text.size())), text);
@@ -108,7 +108,7 @@ void Head::on_status(const std::string& client, uint64_t request_id) {
   auto r = env.initStatusReply();
   r.setHead(self_.profile.device.name);
   r.setHasPlan(plan_ != nullptr);
-  if (plan_) fill_plan(r.initPlan());
+  if (plan_) fill_plan(*plan_, r.initPlan());
   r.setHasHeadStage(ports_.stage.loaded());
   if (ports_.stage.loaded()) {
     const StageCounters w = ports_.stage.counters();
@@ -148,8 +148,9 @@ void Head::on_status(const std::string& client, uint64_t request_id) {
 }
 
 void Head::on_stop(const std::string& client, uint64_t request_id) {
-  const bool had = plan_ != nullptr;
-  unload_all();
+  const bool had = plan_ != nullptr || next_ != nullptr;
+  if (next_) abandon_next("stopped by `hearth stop`", ErrorCategory::UNAVAILABLE);
+  unload_all("the model was unloaded (hearth stop)");
   capnp::MallocMessageBuilder b;
   auto env = b.initRoot<wire::Envelope>();
   env.setRequestId(request_id);

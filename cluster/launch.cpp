@@ -1,5 +1,6 @@
 #include "cluster/launch.h"
 
+#include <algorithm>
 #include <sstream>
 #include <stdexcept>
 
@@ -7,6 +8,7 @@ namespace hearth::cluster {
 
 const char* to_string(LaunchState s) {
   switch (s) {
+    case LaunchState::kStaging: return "staging";
     case LaunchState::kLoading: return "loading";
     case LaunchState::kReady: return "ready";
     case LaunchState::kWaitingForDevice: return "waiting for a device";
@@ -18,6 +20,7 @@ const char* to_string(LaunchState s) {
 bool can_move(LaunchState from, LaunchState to) {
   using S = LaunchState;
   switch (from) {
+    case S::kStaging: return to == S::kLoading || to == S::kFailed;
     case S::kLoading: return to == S::kReady || to == S::kWaitingForDevice || to == S::kFailed;
     case S::kReady: return to == S::kLoading || to == S::kWaitingForDevice || to == S::kFailed;
     case S::kWaitingForDevice: return to == S::kLoading || to == S::kWaitingForDevice || to == S::kFailed;
@@ -32,10 +35,16 @@ void LaunchedPlan::move_to(LaunchState to) {
   state_ = to;
 }
 
+bool LaunchedPlan::staged_everywhere() const {
+  return !stages.empty() &&
+         std::all_of(stages.begin(), stages.end(), [](const PlannedStage& s) { return s.state == StageState::kStaged; });
+}
+
 const char* to_string(StageState s) {
   switch (s) {
     case StageState::kAssigned: return "assigned";
     case StageState::kReceiving: return "receiving";
+    case StageState::kStaged: return "staged";
     case StageState::kLoading: return "loading";
     case StageState::kReady: return "ready";
     case StageState::kFailed: return "failed";

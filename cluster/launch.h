@@ -1,18 +1,22 @@
 // A launch and the plan it serves: which device runs which layers, how far each got, and the
 // launch's life as an explicit state machine.
 //
+//   kStaging  --(every device has its weights; the old model drained)--> kLoading
 //   kLoading  --(every stage loaded)----------------------------------> kReady
 //   kReady    --(a device is lost: a new plan on the devices left)-----> kLoading
 //   kReady or kLoading --(the devices left cannot hold the model)------> kWaitingForDevice
 //   kWaitingForDevice --(a device joins or comes back: a new plan)-----> kLoading
 //   any but kFailed --(a load failed, a launch lost a device, the wait expired)--> kFailed
 //
-// kFailed is final: a new `hearth launch` makes a new LaunchedPlan.
+// kFailed is final: a new `hearth launch` makes a new LaunchedPlan. A launch starts in kStaging,
+// beside the plan that serves (which it replaces only at the commit, kStaging -> kLoading); a
+// re-plan after a lost device starts in kLoading, since nothing serves then.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,6 +32,7 @@
 namespace hearth::cluster {
 
 enum class LaunchState {
+  kStaging,           // assignments sent; devices receive weights while the old plan serves
   kLoading,           // assignments sent; stages receive and load their weights
   kReady,             // every stage loaded: conversations run
   kWaitingForDevice,  // a device was lost and the ones left cannot hold the model
@@ -37,7 +42,7 @@ const char* to_string(LaunchState s);
 // Whether the state machine above has this edge.
 bool can_move(LaunchState from, LaunchState to);
 
-enum class StageState { kAssigned, kReceiving, kLoading, kReady, kFailed };
+enum class StageState { kAssigned, kReceiving, kStaged, kLoading, kReady, kFailed };
 const char* to_string(StageState s);
 
 // One stage of the plan.
@@ -70,20 +75,26 @@ struct LaunchedPlan {
   std::string launcher;             // the client waiting for the launch to finish, if any
   uint64_t launcher_request = 0;
   std::chrono::steady_clock::time_point started;
+  std::optional<std::chrono::steady_clock::time_point> staged_at;  // when every stage had its weights (head clock)
   // Each stage's decode counters (steps, ns) when the pace was last checked, and whether a slow
   // pace is being reported (an event when it starts and one when it ends).
   std::vector<std::pair<uint64_t, uint64_t>> pace_mark;
   bool slow_pace = false;
 
+  explicit LaunchedPlan(LaunchState initial = LaunchState::kLoading) : state_(initial) {}
   LaunchState state() const { return state_; }
   bool ready() const { return state_ == LaunchState::kReady; }
-  // A launch a client waits for, still loading.
-  bool launching() const { return state_ == LaunchState::kLoading && !launcher.empty(); }
+  // A launch a client waits for, still staging or loading.
+  bool launching() const {
+    return (state_ == LaunchState::kStaging || state_ == LaunchState::kLoading) && !launcher.empty();
+  }
+  // Every stage has its weights and waits for the commit (the head's own stage maps the file then).
+  bool staged_everywhere() const;
   // Takes an edge of the state machine; throws std::logic_error for one it does not have.
   void move_to(LaunchState to);
 
  private:
-  LaunchState state_ = LaunchState::kLoading;
+  LaunchState state_;
 };
 
 // "head:2,a:2,b:1" -> [(name, layers)]; throws Failure(BAD_REQUEST).

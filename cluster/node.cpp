@@ -247,7 +247,8 @@ void Node::handle_from_head(const transport::Decoded& d, zmq::message_t* payload
     case wire::Envelope::ASSIGNMENT: loader_.on_assignment(env.getAssignment()); break;
     case wire::Envelope::WEIGHT_CHUNK: loader_.on_weight_chunk(env.getWeightChunk(), payload, drops_); break;
     case wire::Envelope::LINK_PROBE: answer_link_probe(env.getLinkProbe()); break;
-    case wire::Envelope::STOP_REQUEST: runner_.unload(); break;
+    case wire::Envelope::STOP_REQUEST: loader_.on_stop(env.getStopRequest().getPlanId()); break;
+    case wire::Envelope::COMMIT: loader_.on_commit(env.getCommit().getPlanId()); break;
     case wire::Envelope::ERROR: {
       const auto e = env.getError();
       spdlog::error("head: {}", transport::printable(e.getMessage().cStr(), 1000));

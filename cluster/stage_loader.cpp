@@ -36,9 +36,13 @@ void StageLoader::on_assignment(wire::Assignment::Reader a) {
       a.getNCtx() == 0 || a.getNCtx() > (1u << 20) || a.getMaxBatch() == 0 || a.getMaxBatch() > 4096 ||
       a.getMaxSequences() == 0 || a.getMaxSequences() > 1024 || a.getHasEmbedding())
     throw std::invalid_argument("assignment out of range");
-  runner_.unload();
   Loading l;
   l.plan_id = a.getPlanId();
+  l.staged = a.getStaged();
+  // A new assignment of a kind replaces the one under way of that kind; a plain one also the
+  // serving stage.
+  if (!l.staged) runner_.unload();
+  std::erase_if(loads_, [&](const auto& kv) { return kv.second.staged == l.staged || kv.first == l.plan_id; });
   l.spec = {static_cast<int>(a.getFirstLayer()), static_cast<int>(a.getLastLayer()), false, a.getHasOutput()};
   l.options = {.n_ctx = static_cast<int>(a.getNCtx()),
                .max_batch = static_cast<int>(a.getMaxBatch()),
@@ -49,37 +53,36 @@ void StageLoader::on_assignment(wire::Assignment::Reader a) {
   const std::string name = hex64(a.getModelHash()) + "-" + std::to_string(l.spec.first_layer) + "-" +
                            std::to_string(l.spec.last_layer) + (l.spec.has_output ? "-out-" : "-") + hex64(a.getStageFileHash()) +
                            ".gguf";
-  spdlog::info("assigned layers [{}, {}){} of {} (plan {}), {:.1f} MB", l.spec.first_layer, l.spec.last_layer,
-               l.spec.has_output ? " + output head" : "", a.getModelName().cStr(), l.plan_id, bytes / 1e6);
-  loading_ = std::move(l);
+  spdlog::info("assigned layers [{}, {}){} of {} (plan {}{}), {:.1f} MB", l.spec.first_layer, l.spec.last_layer,
+               l.spec.has_output ? " + output head" : "", a.getModelName().cStr(), l.plan_id,
+               l.staged ? ", staged beside the serving stage" : "", bytes / 1e6);
+  const uint64_t id = l.plan_id;
+  Loading& at = loads_[id] = std::move(l);
   try {
     if (config_.memory_limit > 0 && bytes > config_.memory_limit)
       throw std::runtime_error("the stage's weights (" + std::to_string(bytes) + " bytes) exceed this device's memory limit (" +
                                std::to_string(config_.memory_limit) + " bytes)");
     if (auto local = local_models_.find(a.getModelHash())) {
       spdlog::info("this device has the model ({}): its layers are mapped from it, nothing is transferred", *local);
-      loading_->local_model = *local;
-      finish_loading();
-      return;
+      at.local_model = *local;
+      return weights_here(id);
     }
-    loading_->receiver = std::make_unique<WeightReceiver>(config_.data_dir + "/cache/" + name, bytes);
-    if (loading_->receiver->complete()) {
+    at.receiver = std::make_unique<WeightReceiver>(config_.data_dir + "/cache/" + name, bytes);
+    if (at.receiver->complete()) {
       spdlog::info("weights found in the cache: no transfer needed");
-      finish_loading();
-    } else {
-      request_weights();
+      return weights_here(id);
     }
+    request_weights(at);
   } catch (const std::exception& e) {
-    report(wire::LoadStatus::State::FAILED, e.what(), loading_->plan_id, 0, 0);
-    loading_.reset();
+    fail(id, e.what());
   }
 }
 
-void StageLoader::request_weights() {
-  for (const auto& [offset, length] : loading_->receiver->next_requests(kWeightWindow)) {
+void StageLoader::request_weights(Loading& l) {
+  for (const auto& [offset, length] : l.receiver->next_requests(kWeightWindow)) {
     capnp::MallocMessageBuilder b;
     auto r = b.initRoot<wire::Envelope>().initWeightRequest();
-    r.setPlanId(loading_->plan_id);
+    r.setPlanId(l.plan_id);
     r.setOffset(offset);
     r.setLength(length);
     send_to_head_(b);
@@ -87,40 +90,71 @@ void StageLoader::request_weights() {
 }
 
 void StageLoader::on_weight_chunk(wire::WeightChunk::Reader c, zmq::message_t* payload, DropStats& drops) {
-  if (!loading_ || c.getPlanId() != loading_->plan_id || payload == nullptr || !loading_->receiver) {
+  const auto it = loads_.find(c.getPlanId());
+  if (it == loads_.end() || payload == nullptr || !it->second.receiver || it->second.here) {
     drops.out_of_plan++;
     return;
   }
+  Loading& l = it->second;
   try {
-    loading_->receiver->accept(c.getOffset(), {payload->data<uint8_t>(), payload->size()}, c.getChecksum());
+    l.receiver->accept(c.getOffset(), {payload->data<uint8_t>(), payload->size()}, c.getChecksum());
   } catch (const std::invalid_argument& e) {  // a bad chunk: asked for again
     spdlog::warn("weights: {}", e.what());
   } catch (const std::exception& e) {  // this device cannot store it (a full disk): the launch fails now
-    spdlog::error("cannot store the stage's weights: {}", e.what());
-    report(wire::LoadStatus::State::FAILED, std::string("cannot store the stage's weights: ") + e.what(), loading_->plan_id, 0,
-           0);
-    loading_.reset();
-    return;
+    return fail(l.plan_id, std::string("cannot store the stage's weights: ") + e.what());
   }
-  if (loading_->receiver->complete()) {
-    finish_loading();
-    return;
-  }
-  request_weights();
-  if (Steady::now() - loading_->last_report > kProgressEvery) {
-    report(wire::LoadStatus::State::RECEIVING, "", loading_->plan_id, loading_->receiver->bytes_done(),
-           loading_->receiver->total());
-    loading_->last_report = Steady::now();
+  if (l.receiver->complete()) return weights_here(l.plan_id);
+  request_weights(l);
+  if (Steady::now() - l.last_report > kProgressEvery) {
+    report(wire::LoadStatus::State::RECEIVING, "", l.plan_id, l.receiver->bytes_done(), l.receiver->total());
+    l.last_report = Steady::now();
   }
 }
 
-void StageLoader::finish_loading() {
-  Loading l = std::move(*loading_);
-  loading_.reset();
+// A plain assignment loads now; a staged one says so and waits for the Commit.
+void StageLoader::weights_here(uint64_t plan_id) {
+  Loading& l = loads_.at(plan_id);
+  if (!l.staged) return finish_loading(plan_id);
+  try {
+    if (l.receiver) l.receiver->finish();
+  } catch (const std::exception& e) {
+    return fail(plan_id, std::string("cannot store the stage's weights: ") + e.what());
+  }
+  l.here = true;
+  const uint64_t total = l.receiver ? l.receiver->total() : 0;
+  spdlog::info("the weights of plan {} are here: waiting for the head to switch to it", plan_id);
+  report(wire::LoadStatus::State::STAGED, "", plan_id, total, total);
+}
+
+void StageLoader::on_commit(uint64_t plan_id) {
+  const auto it = loads_.find(plan_id);
+  if (it == loads_.end() || !it->second.staged || !it->second.here) {
+    spdlog::warn("the head switched to plan {}, whose weights this device does not have", plan_id);
+    report(wire::LoadStatus::State::FAILED, "this device has no staged weights for the plan", plan_id, 0, 0);
+    return;
+  }
+  runner_.unload();
+  finish_loading(plan_id);
+}
+
+void StageLoader::on_stop(uint64_t plan_id) {
+  if (plan_id == 0 || runner_.plan_id() == plan_id) runner_.unload();
+  std::erase_if(loads_, [&](const auto& kv) { return plan_id == 0 || kv.first == plan_id; });
+}
+
+void StageLoader::fail(uint64_t plan_id, const std::string& why) {
+  spdlog::error("cannot load the stage of plan {}: {}", plan_id, why);
+  report(wire::LoadStatus::State::FAILED, why, plan_id, 0, 0);
+  loads_.erase(plan_id);
+}
+
+void StageLoader::finish_loading(uint64_t plan_id) {
+  Loading l = std::move(loads_.at(plan_id));
+  loads_.erase(plan_id);
   const uint64_t total = l.receiver ? l.receiver->total() : 0;
   try {
     report(wire::LoadStatus::State::LOADING, "", l.plan_id, 0, 0);
-    if (l.receiver) l.receiver->finish();
+    if (l.receiver && !l.here) l.receiver->finish();
     runner_.load(l.plan_id, l.receiver ? l.receiver->final_path() : l.local_model, l.spec, l.options, l.next_endpoint,
                  l.next_key);
     report(wire::LoadStatus::State::READY,

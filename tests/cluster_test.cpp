@@ -385,6 +385,50 @@ TEST_SUITE("cluster") {
     check_same_as_one_device(c, model, "hello world", 16);
   }
 
+  TEST_CASE("a launch stages beside the serving model: a device lost on the way fails it, and the old model still serves") {
+    TempDir dir;
+    const std::string serving = hearth::test::make_model(dir, "serving.gguf", {});
+    hearth::runtime::MakeModelOptions o;
+    o.seed = 99;
+    o.shape.n_embd = 256;
+    const std::string next = hearth::test::make_model(dir, "next.gguf", o);
+    Cluster c(dir);
+    c.start("head");
+    c.start("a");
+    REQUIRE(c.cli({"launch", "--model", serving, "--split", "head:4"}).exit_code == 0);
+    // Device a goes silent just as the next launch gives it layers: the launch ends within
+    // seconds naming a, and the model that served is still loaded and answers.
+    ::kill(c.daemon("a").pid, SIGSTOP);  // Cluster::kill waits for the process to end
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto launched = c.cli({"launch", "--model", next, "--split", "head:2,a:2"});
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ::kill(c.daemon("a").pid, SIGCONT);
+    MESSAGE("the launch failed " << waited << " s after it started");
+    CAPTURE(launched.err);
+    CHECK(launched.exit_code == 5);  // LOST_DEVICE
+    CHECK(launched.err.find("device a stopped responding") != std::string::npos);
+    CHECK(waited < 8.0);
+    const auto s = status(c);
+    CHECK(s["plan"]["model"] == serving);
+    CHECK(s["plan"]["ready"] == true);
+    CHECK(s["plan"]["events"].dump().find("kept serving") != std::string::npos);
+    check_same_as_one_device(c, serving, "hello", 8);
+    // Once a is back the launch goes through: its stage staged, then the switch.
+    for (int i = 0; i < 50; ++i) {
+      bool up = false;
+      const auto d = c.cli({"devices", "--json"});
+      for (const auto& dev : nlohmann::json::parse(d.out))
+        if (dev["name"] == "a") up = dev["alive"].get<bool>();
+      if (up) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    const auto again = c.cli({"launch", "--model", next, "--split", "head:2,a:2"});
+    REQUIRE_MESSAGE(again.exit_code == 0, again.err);
+    CHECK(again.out.find("plan for") < again.out.find("launched"));  // the plan before the transfer
+    CHECK(status(c)["plan"]["model"] == next);
+    check_same_as_one_device(c, next, "hello", 8);
+  }
+
   TEST_CASE("a stage killed when the devices left cannot hold the model: a clear error within seconds") {
     TempDir dir;
     hearth::runtime::MakeModelOptions o;

@@ -155,12 +155,30 @@ struct Harness {
     r.setCtx(ctx);
     deliver("cli", b);
   }
-  void ready(const std::string& id, uint64_t plan_id) {
+  void load_status(const std::string& id, uint64_t plan_id, wire::LoadStatus::State state, const std::string& message = "") {
     capnp::MallocMessageBuilder b;
     auto s = b.initRoot<wire::Envelope>().initLoadStatus();
     s.setPlanId(plan_id);
-    s.setState(wire::LoadStatus::State::READY);
+    s.setState(state);
+    s.setMessage(message);
     deliver(id, b);
+  }
+  void ready(const std::string& id, uint64_t plan_id) { load_status(id, plan_id, wire::LoadStatus::State::READY); }
+  // The devices of the staged launch report their weights here (the head then switches to it,
+  // unless old conversations still run), and, once it did, loaded.
+  void bring_up() {
+    if (const LaunchedPlan* n = head.next()) {
+      std::vector<std::string> ids;
+      for (size_t i = 1; i < n->stages.size(); ++i) ids.push_back(n->stages[i].node_id);
+      const uint64_t id = n->id;
+      for (const auto& d : ids) load_status(d, id, wire::LoadStatus::State::STAGED);
+    }
+    const LaunchedPlan* p = head.plan();
+    if (p == nullptr || p->state() != LaunchState::kLoading) return;
+    std::vector<std::string> ids;
+    for (size_t i = 1; i < p->stages.size(); ++i) ids.push_back(p->stages[i].node_id);
+    const uint64_t id = p->id;
+    for (const auto& d : ids) ready(d, id);
   }
   void generate(uint64_t request_id, const std::string& prompt, uint32_t n) {
     capnp::MallocMessageBuilder b;
@@ -268,21 +286,113 @@ TEST_CASE("head: a refused launch leaves the loaded model serving; a device that
   CHECK(h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).back().getLaunchReply().getCategory() == wire::ErrorCategory::NOT_FOUND);
   CHECK(h.head.plan()->id == serving);
 
-  // A launch whose device reports a failed load ends at once, naming the device.
+  // A launch whose device reports a failed load ends at once, naming the device; the model that
+  // served still does, and the device drops what it staged.
   h.hello("dev-a", "a", "KA");
   h.launch(model, "head:2,a:2");
-  REQUIRE(h.head.plan()->launching());
-  capnp::MallocMessageBuilder b;
-  auto st = b.initRoot<wire::Envelope>().initLoadStatus();
-  st.setPlanId(h.head.plan()->id);
-  st.setState(wire::LoadStatus::State::FAILED);
-  st.setMessage("cannot store the stage's weights: No space left on device");
-  h.deliver("dev-a", b);
+  REQUIRE(h.head.next() != nullptr);
+  const uint64_t staged = h.head.next()->id;
+  CHECK(h.head.next()->launching());
+  h.load_status("dev-a", staged, wire::LoadStatus::State::FAILED, "cannot store the stage's weights: No space left on device");
   const auto reply = h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).back().getLaunchReply();
   CHECK_FALSE(reply.getOk());
   CHECK(std::string(reply.getMessage().cStr()).find("device a could not load its stage: cannot store") != std::string::npos);
-  CHECK(h.head.plan()->state() == LaunchState::kFailed);
-  CHECK_FALSE(h.head.plan()->launching());  // the next launch is not refused as "in progress"
+  CHECK(h.head.next() == nullptr);  // the next launch is not refused as "in progress"
+  CHECK(h.head.plan()->id == serving);
+  CHECK(h.head.plan()->ready());
+  CHECK(h.stage.plan_id == serving);
+  REQUIRE(h.outbox.to("dev-a", wire::Envelope::STOP_REQUEST).size() == 1);
+  CHECK(h.outbox.to("dev-a", wire::Envelope::STOP_REQUEST)[0].getStopRequest().getPlanId() == staged);
+}
+
+TEST_CASE("head: a launch stages beside the serving model and switches only once every device has its weights") {
+  test::TempDir dir;
+  const std::string model = test::make_model(dir, "m.gguf", {});
+  Harness h;
+  h.launch(model);  // the head alone serves it
+  REQUIRE(h.head.plan() != nullptr);
+  REQUIRE(h.head.plan()->ready());
+  const uint64_t serving = h.head.plan()->id;
+
+  h.hello("dev-a", "a", "KA");
+  h.launch(model, "head:2,a:2");
+  REQUIRE(h.head.next() != nullptr);
+  const uint64_t staged = h.head.next()->id;
+  // The client saw the plan before any weights moved.
+  const auto progress = h.outbox.to("cli", wire::Envelope::LAUNCH_PROGRESS);
+  REQUIRE_FALSE(progress.empty());
+  REQUIRE(progress.back().getLaunchProgress().hasPlan());
+  CHECK(progress.back().getLaunchProgress().getPlan().getStages().size() == 2);
+  const auto assignment = h.outbox.to("dev-a", wire::Envelope::ASSIGNMENT);
+  REQUIRE(assignment.size() == 1);
+  CHECK(assignment[0].getAssignment().getStaged());
+  CHECK(assignment[0].getAssignment().getPlanId() == staged);
+  // A second launch meanwhile is refused; the old model answers all along.
+  h.launch(model);
+  CHECK(h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).back().getLaunchReply().getCategory() == wire::ErrorCategory::CONFLICT);
+  h.load_status("dev-a", staged, wire::LoadStatus::State::RECEIVING);
+  h.generate(5, "hello", 3);
+  for (int i = 0; i < 20 && h.head.has_work(); ++i) h.head.tick();
+  auto events = h.outbox.to("client", wire::Envelope::GENERATE_EVENT);
+  REQUIRE_FALSE(events.empty());
+  CHECK(events.back().getGenerateEvent().getDone());
+  CHECK(std::string(events.back().getGenerateEvent().getError().cStr()).empty());
+  CHECK(h.head.plan()->id == serving);
+  CHECK(h.stage.plan_id == serving);
+  CHECK(h.outbox.to("dev-a", wire::Envelope::COMMIT).empty());
+
+  // A conversation still running when the weights are all here delays the switch, up to the
+  // drain wait; then it ends with an error that says why.
+  h.generate(6, "hello", 1000);
+  h.head.tick();
+  h.load_status("dev-a", staged, wire::LoadStatus::State::STAGED);
+  CHECK(h.head.plan()->id == serving);
+  h.pass(std::chrono::milliseconds(4000), {"dev-a"});
+  CHECK(h.head.plan()->id == serving);
+  h.pass(Head::kDrainWait, {"dev-a"});
+  REQUIRE(h.head.plan()->id == staged);
+  CHECK(h.head.next() == nullptr);
+  events = h.outbox.to("client", wire::Envelope::GENERATE_EVENT);
+  CHECK(std::string(events.back().getGenerateEvent().getError().cStr()).find("replaced by") != std::string::npos);
+  // The switch: the device is told to load what it staged, the head maps its own layers.
+  REQUIRE(h.outbox.to("dev-a", wire::Envelope::COMMIT).size() == 1);
+  CHECK(h.outbox.to("dev-a", wire::Envelope::COMMIT)[0].getCommit().getPlanId() == staged);
+  CHECK(h.stage.plan_id == staged);
+  CHECK(h.head.plan()->state() == LaunchState::kLoading);
+  h.generate(7, "hello", 2);  // waits for the stages, is not refused
+  CHECK(h.outbox.to("client", wire::Envelope::GENERATE_EVENT).size() == events.size());
+  h.ready("dev-a", staged);
+  CHECK(h.head.plan()->ready());
+  CHECK(h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).back().getLaunchReply().getOk());
+}
+
+TEST_CASE("head: a device lost while it receives a launch's weights fails that launch, and the old model keeps serving") {
+  test::TempDir dir;
+  const std::string model = test::make_model(dir, "m.gguf", {});
+  Harness h;
+  h.launch(model);
+  REQUIRE(h.head.plan()->ready());
+  const uint64_t serving = h.head.plan()->id;
+  h.hello("dev-a", "a", "KA");
+  h.launch(model, "head:2,a:2");
+  REQUIRE(h.head.next() != nullptr);
+  h.load_status("dev-a", h.head.next()->id, wire::LoadStatus::State::RECEIVING);
+  h.pass(std::chrono::milliseconds(2800), {});  // a stops answering
+  REQUIRE(h.head.next() == nullptr);
+  const auto reply = h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).back().getLaunchReply();
+  CHECK_FALSE(reply.getOk());
+  CHECK(reply.getCategory() == wire::ErrorCategory::LOST_DEVICE);
+  CHECK(std::string(reply.getMessage().cStr()).find("device a stopped responding") != std::string::npos);
+  REQUIRE(h.head.plan() != nullptr);
+  CHECK(h.head.plan()->id == serving);
+  CHECK(h.head.plan()->ready());
+  REQUIRE_FALSE(h.head.plan()->events.empty());
+  CHECK(h.head.plan()->events.back().find("kept serving") != std::string::npos);
+  h.generate(8, "hello", 2);
+  for (int i = 0; i < 20 && h.head.has_work(); ++i) h.head.tick();
+  const auto events = h.outbox.to("client", wire::Envelope::GENERATE_EVENT);
+  REQUIRE_FALSE(events.empty());
+  CHECK(std::string(events.back().getGenerateEvent().getError().cStr()).empty());
 }
 
 TEST_CASE("head: a device lost mid-generation leads to a re-plan on the devices left") {
@@ -292,14 +402,15 @@ TEST_CASE("head: a device lost mid-generation leads to a re-plan on the devices 
   h.hello("dev-a", "a", "KA");
   h.hello("dev-b", "b", "KB");
   h.launch(model, "head:1,a:2,b:1");
-  REQUIRE(h.head.plan() != nullptr);
-  const uint64_t first_plan = h.head.plan()->id;
-  REQUIRE(h.head.plan()->stages.size() == 3);
-  CHECK(h.head.plan()->state() == LaunchState::kLoading);
+  REQUIRE(h.head.next() != nullptr);
+  const uint64_t first_plan = h.head.next()->id;
+  REQUIRE(h.head.next()->stages.size() == 3);
+  CHECK(h.head.next()->state() == LaunchState::kStaging);
   REQUIRE(h.outbox.to("dev-a", wire::Envelope::ASSIGNMENT).size() == 1);
   REQUIRE(h.outbox.to("dev-b", wire::Envelope::ASSIGNMENT).size() == 1);
-  h.ready("dev-a", first_plan);
-  h.ready("dev-b", first_plan);
+  h.bring_up();
+  REQUIRE(h.head.plan() != nullptr);
+  CHECK(h.head.plan()->id == first_plan);
   REQUIRE(h.head.plan()->state() == LaunchState::kReady);
   REQUIRE(h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).size() == 1);
   CHECK(h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY)[0].getLaunchReply().getOk());
@@ -365,9 +476,10 @@ TEST_CASE("head: when the devices left cannot hold the model, conversations wait
   Harness h(/*head_memory=*/4e6);
   h.hello("dev-a", "a", "KA");
   h.launch(model);
+  REQUIRE(h.head.next() != nullptr);
+  REQUIRE(h.head.next()->stages.size() == 2);  // the head alone cannot hold it
+  h.bring_up();
   REQUIRE(h.head.plan() != nullptr);
-  REQUIRE(h.head.plan()->stages.size() == 2);  // the head alone cannot hold it
-  h.ready("dev-a", h.head.plan()->id);
   REQUIRE(h.head.plan()->ready());
   h.generate(3, "hello", 4);
   h.head.tick();

@@ -143,6 +143,69 @@ TEST_CASE("operations: a device that cannot store its weights fails the launch a
   CHECK(drops.out_of_plan == 1);
 }
 
+TEST_CASE("operations: a staged assignment gathers weights beside the serving stage and loads only on its commit") {
+  test::TempDir dir;
+  zmq::context_t context;
+  transport::SocketFactory sockets(context);
+  runtime::ThreadPool pool(1);
+  DropStats drops;
+  StageRunner runner(sockets, pool, drops, "phone", {.to_head = [](capnp::MessageBuilder&) {}, .sampled = nullptr});
+  DaemonConfig config;
+  config.data_dir = dir.path().string();
+  std::vector<transport::Decoded> to_head;
+  StageLoader loader(
+      config, runner, [&](capnp::MessageBuilder& m) { to_head.push_back(transport::decode(transport::encode(m))); },
+      [](const std::string&) {});
+  const auto assign = [&](uint64_t plan) {
+    capnp::MallocMessageBuilder b;
+    auto a = b.initRoot<wire::Envelope>().initAssignment();
+    a.setPlanId(plan);
+    a.setModelHash(0x1234);
+    a.setFirstLayer(0);
+    a.setLastLayer(1);
+    a.setStageFileBytes(1000);
+    a.setStageFileHash(plan);
+    a.setNextEndpoint("127.0.0.1:1");
+    a.setNCtx(64);
+    a.setMaxBatch(16);
+    a.setMaxSequences(1);
+    a.setStaged(true);
+    loader.on_assignment(a.asReader());
+  };
+  const auto send_all = [&](uint64_t plan) {
+    zmq::message_t chunk(1000);
+    std::memset(chunk.data(), 7, chunk.size());
+    capnp::MallocMessageBuilder cb;
+    auto c = cb.initRoot<wire::Envelope>().initWeightChunk();
+    c.setPlanId(plan);
+    c.setOffset(0);
+    c.setChecksum(XXH3_64bits(chunk.data(), chunk.size()));
+    loader.on_weight_chunk(c.asReader(), &chunk, drops);
+  };
+  const auto last_state = [&] { return to_head.back().envelope().getLoadStatus().getState(); };
+  assign(7);
+  REQUIRE(to_head.back().envelope().isWeightRequest());
+  send_all(7);
+  CHECK(last_state() == wire::LoadStatus::State::STAGED);  // not LOADING: nothing was unloaded or loaded
+  // A commit for another plan is refused; a stop for this one drops what it staged.
+  loader.on_commit(8);
+  CHECK(last_state() == wire::LoadStatus::State::FAILED);
+  loader.on_stop(7);
+  loader.on_commit(7);
+  CHECK(last_state() == wire::LoadStatus::State::FAILED);
+  CHECK(to_head.back().envelope().getLoadStatus().getPlanId() == 7);
+  // Staged again (the weights are in the cache now): the commit loads them. These bytes are no
+  // GGUF, so the load fails, which is what shows that the commit, and only it, loads.
+  assign(7);
+  CHECK(last_state() == wire::LoadStatus::State::STAGED);
+  loader.on_commit(7);
+  CHECK(last_state() == wire::LoadStatus::State::FAILED);
+  bool loading = false;
+  for (const auto& m : to_head)
+    loading |= m.envelope().isLoadStatus() && m.envelope().getLoadStatus().getState() == wire::LoadStatus::State::LOADING;
+  CHECK(loading);
+}
+
 }  // namespace hearth::cluster
 
 namespace hearth::http {

@@ -79,6 +79,7 @@ const char* kind_name(wire::Envelope::Reader env) {
     case W::PAIR_REQUEST: return "pairRequest";
     case W::PAIR_REPLY: return "pairReply";
     case W::HELLO_REQUEST: return "helloRequest";
+    case W::COMMIT: return "commit";
   }
   return "unknown";
 }

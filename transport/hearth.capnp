@@ -20,7 +20,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("hearth::wire");
 
 # 2: errors carry an ErrorCategory.
-const protocolVersion :UInt16 = 2;
+const protocolVersion :UInt16 = 3;
 
 # What kind of failure an error is, chosen where it arises. Only the edges turn it into something
 # else: the HTTP gateway into a status code, the CLI into an exit code.
@@ -123,6 +123,15 @@ struct Assignment {
   nEmbd @13 :UInt32;
   nextKey @14 :Text;          # CURVE public key of whoever listens at nextEndpoint
   memberKeys @15 :List(Text); # keys of the plan's devices: who may push into this stage
+  # A launch beside a serving model: receive the weights, report `staged`, and keep serving the
+  # current stage until a Commit for this plan says to load it. False for a re-plan after a lost
+  # device (nothing serves then): load as soon as the weights are here.
+  staged @16 :Bool;
+}
+
+# Every device of a staged plan has its weights: drop the old stage, load this plan's.
+struct Commit {
+  planId @0 :UInt64;
 }
 
 struct WeightRequest {
@@ -151,6 +160,7 @@ struct LoadStatus {
     loading @1;
     ready @2;
     failed @3;
+    staged @4;                # a staged assignment's weights are all here; waiting for Commit
   }
 }
 
@@ -272,11 +282,13 @@ struct LaunchRequest {
   streams @5 :UInt32;
 }
 
+# A launch's progress: first the plan (before any weights move), then each device's transfer.
 struct LaunchProgress {
   device @0 :Text;
   bytesDone @1 :UInt64;
   bytesTotal @2 :UInt64;
   state @3 :Text;
+  plan @4 :PlanReport;        # set in the first message only
 }
 
 # One stage of a launched plan: what the planner gave it and how it is doing. Bytes, seconds,
@@ -316,7 +328,7 @@ struct PlanReport {
   modelName @2 :Text;
   nLayers @3 :UInt32;
   objective @4 :Text;
-  state @5 :Text;             # loading, ready, waiting for a device, failed
+  state @5 :Text;             # staging, loading, ready, waiting for a device, failed
   ready @6 :Bool;
   maxSequences @7 :UInt32;
   nCtx @8 :UInt32;
@@ -325,9 +337,10 @@ struct PlanReport {
   stages @11 :List(StageReport);
   predictedSPerToken @12 :Float64;  # one stream decoding alone
   predictedTokensPerS @13 :Float64; # all streams at the best micro-batch
-  predictedTtftS @14 :Float64;
+  predictedTtftS @14 :Float64;     # for a prompt of predictedPromptTokens
   leftOut @15 :List(Text);    # why each unused device holds no stage
   text @16 :List(Text);       # the planner's explanation, one line each
+  predictedPromptTokens @17 :UInt32;
 }
 
 struct LaunchReply {
@@ -405,7 +418,11 @@ struct StatusReply {
   pairingRateLimited @22 :UInt64;  # pairing attempts refused for coming too often from one address
 }
 
-struct StopRequest {}
+# From the CLI: unload everything. From the head to a device: drop the stage and any staged
+# weights of plan `planId` (0: of every plan).
+struct StopRequest {
+  planId @0 :UInt64;
+}
 
 struct StopReply {
   message @0 :Text;
@@ -446,5 +463,6 @@ struct Envelope {
     pairRequest @28 :PairRequest;
     pairReply @29 :PairReply;
     helloRequest @30 :HelloRequest;
+    commit @31 :Commit;
   }
 }

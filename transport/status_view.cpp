@@ -58,9 +58,14 @@ json plan_view(wire::PlanReport::Reader p) {
   j["events"] = texts(p.getEvents());
   j["stages"] = json::array();
   for (auto s : p.getStages()) j["stages"].push_back(stage_view(s));
-  j["predicted"] = {{"ms_per_token", p.getPredictedSPerToken() * 1e3},
+  // One stream's pace and all streams' throughput are different figures: each says which it is.
+  const double s_per_token = p.getPredictedSPerToken();
+  j["predicted"] = {{"ms_per_token", s_per_token * 1e3},
+                    {"tokens_per_s_one_stream", s_per_token > 0 ? 1 / s_per_token : 0.0},
                     {"tokens_per_s", p.getPredictedTokensPerS()},
-                    {"ttft_ms", p.getPredictedTtftS() * 1e3}};
+                    {"streams", p.getMaxSequences()},
+                    {"ttft_ms", p.getPredictedTtftS() * 1e3},
+                    {"prompt_tokens", p.getPredictedPromptTokens()}};
   j["left_out"] = texts(p.getLeftOut());
   j["text"] = texts(p.getText());
   return j;

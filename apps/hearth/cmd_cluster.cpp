@@ -10,6 +10,7 @@
 #include "apps/hearth/commands.h"
 #include "apps/hearth/head_client.h"
 #include "apps/hearth/head_error.h"
+#include "apps/hearth/launch_progress.h"
 #include "transport/status_view.h"
 #include "cluster/config.h"
 #include "cluster/wire_convert.h"
@@ -69,9 +70,13 @@ void print_plan(const nlohmann::json& plan) {
                 gb(s["weight_bytes"].get<double>()).c_str(), gb(s["kv_bytes"].get<double>()).c_str(),
                 gb(s["headroom_bytes"].get<double>()).c_str(), s["stage_time_ms"].get<double>(), s["hop_time_ms"].get<double>());
   }
+  // One stream's pace, all streams' throughput and the first token's wait are three figures,
+  // each with what it assumes.
   const auto& p = plan["predicted"];
-  std::printf("predicted: %.1f ms/token, %.1f tokens/s, time to first token %.0f ms\n", p["ms_per_token"].get<double>(),
-              p["tokens_per_s"].get<double>(), p["ttft_ms"].get<double>());
+  std::printf("predicted: %.1f ms/token (%.1f tokens/s) for one conversation; %.1f tokens/s over %d at once; first token %.0f "
+              "ms after a %d-token prompt\n",
+              p["ms_per_token"].get<double>(), p.value("tokens_per_s_one_stream", 0.0), p["tokens_per_s"].get<double>(),
+              p.value("streams", 1), p["ttft_ms"].get<double>(), p.value("prompt_tokens", 0));
   for (const auto& why : plan["left_out"]) std::printf("left out: %s\n", why.get<std::string>().c_str());
 }
 
@@ -94,24 +99,26 @@ void launch(const HeadTarget& head, const LaunchArgs& a) {
   r.setSplit(a.split);
   auto list = r.initDevices(static_cast<unsigned>(a.devices.size()));
   for (unsigned i = 0; i < a.devices.size(); ++i) list.set(i, a.devices[i]);
-  const bool tty = ::isatty(2);
+  LaunchProgressView progress(stderr, ::isatty(2));
   std::string failure;
   auto failure_category = wire::ErrorCategory::INTERNAL;
   nlohmann::json plan;
+  const auto started = std::chrono::steady_clock::now();
   // Weight streaming can take minutes for big models: the timeout is per progress message.
   c.request(
       b,
       [&](wire::Envelope::Reader env) {
         if (env.isLaunchProgress()) {
           const auto p = env.getLaunchProgress();
-          const double frac =
-              p.getBytesTotal() ? static_cast<double>(p.getBytesDone()) / static_cast<double>(p.getBytesTotal()) : 1.0;
-          const int width = 30, fill = static_cast<int>(frac * width);
-          std::fprintf(stderr, "%s%-16s [%s%s] %5.1f%% of %s  %-10s%s", tty ? "\r" : "", p.getDevice().cStr(),
-                       std::string(static_cast<size_t>(fill), '#').c_str(),
-                       std::string(static_cast<size_t>(width - fill), '.').c_str(), 100 * frac,
-                       gb(static_cast<double>(p.getBytesTotal())).c_str(), p.getState().cStr(), tty ? "" : "\n");
-          if (tty && std::string(p.getState().cStr()) == "ready") std::fprintf(stderr, "\n");
+          if (p.hasPlan()) {  // the plan comes first, before any weights move
+            if (!a.json) {
+              std::printf("plan for %s:\n", p.getPlan().getModelName().cStr());
+              print_plan(transport::plan_view(p.getPlan()));
+              std::fflush(stdout);
+            }
+            return true;
+          }
+          progress.update(p.getDevice().cStr(), p.getBytesDone(), p.getBytesTotal(), p.getState().cStr());
           return true;
         }
         const auto reply = env.getLaunchReply();
@@ -125,8 +132,10 @@ void launch(const HeadTarget& head, const LaunchArgs& a) {
     std::cout << plan.dump(2) << "\n";
     return;
   }
-  std::printf("launched %s across %zu device(s)\n", plan["model_name"].get<std::string>().c_str(), plan["stages"].size());
-  print_plan(plan);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::printf("launched %s across %zu device(s) in %.1f s\n", plan["model_name"].get<std::string>().c_str(),
+              plan["stages"].size(), s);
+  for (const auto& e : plan["events"]) std::printf("event: %s\n", e.get<std::string>().c_str());
 }
 
 struct GenerateArgs {
