@@ -15,6 +15,7 @@
 #include "cluster/host.h"
 #include "partitioner/device_profile.h"
 #include "partitioner/link_table.h"
+#include "profiles/profiler.h"
 
 namespace hearth::cluster {
 
@@ -24,6 +25,7 @@ struct Device {
   std::string control_endpoint;
   std::string data_endpoint;
   partitioner::DeviceProfile profile;  // profile.name is the device's name
+  profiles::MemoryBudget memory;       // behind profile.usable_memory_bytes
   std::string cpu, arch, os;
   int cores = 0;
   Clock::time_point last_seen;

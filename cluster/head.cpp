@@ -28,6 +28,7 @@ Device self_device(const HeadIdentity& self) {
   d.control_endpoint = self.control_endpoint;
   d.data_endpoint = self.data_endpoint;
   d.profile = self.profile.device;
+  d.memory = self.profile.memory;
   d.cpu = self.profile.system.cpu;
   d.arch = self.profile.system.arch;
   d.os = self.profile.system.os;
@@ -133,6 +134,7 @@ void Head::on_hello(const std::string& identity, const char* peer_address, const
   d.public_key = user_id == nullptr ? "" : user_id;
   d.incarnation = h.getIncarnation();
   d.profile = from_wire(h.getProfile());
+  d.memory = memory_from_wire(h.getProfile());
   d.control_endpoint = reachable(transport::tcp_endpoint(h.getControlEndpoint().cStr()), peer_address);
   d.data_endpoint = reachable(transport::tcp_endpoint(h.getDataEndpoint().cStr()), peer_address);
   d.cpu = h.getProfile().getCpu().cStr();

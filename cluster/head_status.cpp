@@ -38,6 +38,7 @@ void Head::on_devices(const std::string& client, uint64_t request_id) {
         d.is_self ? 0 : static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now - d.last_seen).count()));
     profiles::Profile p;
     p.device = d.profile;
+    p.memory = d.memory;
     p.system.cpu = d.cpu;
     p.system.arch = d.arch;
     p.system.os = d.os;

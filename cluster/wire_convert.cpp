@@ -1,5 +1,7 @@
 #include "cluster/wire_convert.h"
 
+#include "transport/printable.h"
+
 #include <cmath>
 #include <stdexcept>
 
@@ -22,6 +24,19 @@ void to_wire(const profiles::Profile& p, wire::DeviceProfile::Builder out) {
   out.setCpu(p.system.cpu);
   out.setOs(p.system.os);
   out.setArch(p.system.arch);
+  out.setMemoryBasis(p.memory.basis);
+  out.setMemoryBasisBytes(p.memory.basis_bytes);
+  out.setMemoryHeldBackBytes(p.memory.held_back_bytes);
+  out.setMemoryHeldBackWhy(p.memory.held_back_why);
+}
+
+profiles::MemoryBudget memory_from_wire(wire::DeviceProfile::Reader in) {
+  // Texts from a peer reach terminals: escaped, and short.
+  return {.basis = transport::printable(in.getMemoryBasis().cStr(), 64),
+          .basis_bytes = in.getMemoryBasisBytes(),
+          .held_back_bytes = in.getMemoryHeldBackBytes(),
+          .held_back_why = transport::printable(in.getMemoryHeldBackWhy().cStr(), 200),
+          .usable_bytes = in.getUsableMemoryBytes()};
 }
 
 partitioner::DeviceProfile from_wire(wire::DeviceProfile::Reader in) {

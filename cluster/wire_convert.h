@@ -12,6 +12,8 @@ namespace hearth::cluster {
 namespace wire = transport::wire;
 
 void to_wire(const profiles::Profile& p, wire::DeviceProfile::Builder out);
+// What a device holds back from its memory, and why (`hearth devices` shows it).
+profiles::MemoryBudget memory_from_wire(transport::wire::DeviceProfile::Reader in);
 partitioner::DeviceProfile from_wire(wire::DeviceProfile::Reader in);
 
 void to_wire(const runtime::SamplingParams& p, wire::SamplingParams::Builder out);

@@ -172,15 +172,20 @@ SystemInfo read_system_info() {
   return s;
 }
 
-uint64_t usable_memory(const SystemInfo& info, uint64_t limit) {
-  uint64_t m = info.available_memory_bytes;
-  if (info.cgroup_limit_bytes > 0) m = std::min(m, info.cgroup_limit_bytes);
-  if (limit > 0 && limit <= m) {
-    const uint64_t margin = (32ull << 20) + limit / 20;
-    return limit > margin ? limit - margin : 0;
+MemoryBudget memory_budget(const SystemInfo& info, uint64_t limit) {
+  MemoryBudget b{.basis = "available memory", .basis_bytes = info.available_memory_bytes};
+  if (info.cgroup_limit_bytes > 0 && info.cgroup_limit_bytes < b.basis_bytes)
+    b = {.basis = "the cgroup's limit", .basis_bytes = info.cgroup_limit_bytes};
+  if (limit > 0 && limit <= b.basis_bytes) {
+    b = {.basis = "--memory-limit", .basis_bytes = limit};
+    b.held_back_bytes = std::min<uint64_t>(limit, (32ull << 20) + limit / 20);
+    b.held_back_why = "the daemon's own code, buffers and messages (32 MiB + 5% of the limit)";
+  } else {
+    b.held_back_bytes = std::min(b.basis_bytes, std::max<uint64_t>(256ull << 20, b.basis_bytes / 100 * 8));
+    b.held_back_why = "the system and its other programs (8%, at least 256 MiB)";
   }
-  const uint64_t margin = std::max<uint64_t>(256ull << 20, m / 100 * 8);
-  return m > margin ? m - margin : 0;
+  b.usable_bytes = b.basis_bytes - b.held_back_bytes;
+  return b;
 }
 
 Profile measure_profile(const ProfileOptions& o) {
@@ -192,7 +197,8 @@ Profile measure_profile(const ProfileOptions& o) {
   const int reps = o.quick ? 3 : 8;
   auto& d = p.device;
   d.name = o.name;
-  d.usable_memory_bytes = static_cast<double>(usable_memory(p.system, o.memory_limit));
+  p.memory = memory_budget(p.system, o.memory_limit);
+  d.usable_memory_bytes = static_cast<double>(p.memory.usable_bytes);
   d.memory_bandwidth_bytes_per_s = measure_bandwidth(pool, big, reps);
   for (uint32_t id = 0; id < 64; ++id) {
     const auto info = runtime::tensor_type_info(id);

@@ -21,10 +21,20 @@ struct SystemInfo {
 
 SystemInfo read_system_info();
 
-// Bytes the runtime may fill: the smallest of MemAvailable, the cgroup limit and `limit`
-// (0 = none), minus a safety margin of max(256 MiB, 8%) (for an explicit limit: 32 MiB + 5%,
-// since the user chose it knowingly).
-uint64_t usable_memory(const SystemInfo& info, uint64_t limit);
+// The memory a device offers the planner, and what it holds back and why: shown by
+// `hearth devices`, since "usable: 23 MB" for `--memory-limit 60M` needs its reason.
+struct MemoryBudget {
+  std::string basis;            // "--memory-limit", "the cgroup's limit" or "available memory"
+  uint64_t basis_bytes = 0;     // the smallest of MemAvailable, the cgroup limit and --memory-limit
+  uint64_t held_back_bytes = 0;
+  std::string held_back_why;    // whom it is held back for, and the rule
+  uint64_t usable_bytes = 0;    // basis - held back: what the planner may fill
+};
+
+// The smallest of MemAvailable, the cgroup limit and `limit` (0 = none), minus a safety margin
+// of max(256 MiB, 8%) (for an explicit limit: 32 MiB + 5%, since the user chose it knowingly).
+MemoryBudget memory_budget(const SystemInfo& info, uint64_t limit);
+inline uint64_t usable_memory(const SystemInfo& info, uint64_t limit) { return memory_budget(info, limit).usable_bytes; }
 
 struct ProfileOptions {
   std::string name;
@@ -37,6 +47,7 @@ struct Profile {
   partitioner::DeviceProfile device;
   SystemInfo system;
   int threads = 1;
+  MemoryBudget memory;  // behind device.usable_memory_bytes
 };
 
 Profile measure_profile(const ProfileOptions& options);

@@ -305,6 +305,40 @@ TEST_CASE("head: a refused launch leaves the loaded model serving; a device that
   CHECK(h.outbox.to("dev-a", wire::Envelope::STOP_REQUEST)[0].getStopRequest().getPlanId() == staged);
 }
 
+TEST_CASE("head: `hearth devices` says what each device holds back from its memory, and why") {
+  Harness h;
+  capnp::MallocMessageBuilder b;
+  auto hello = b.initRoot<wire::Envelope>().initHello();
+  hello.setProtocolVersion(wire::PROTOCOL_VERSION);
+  hello.setNodeId("dev-a");
+  hello.setControlEndpoint("tcp://127.0.0.1:6000");
+  hello.setDataEndpoint("tcp://127.0.0.1:6001");
+  profiles::Profile p = device_profile("a", 0);
+  profiles::SystemInfo sys;
+  sys.available_memory_bytes = 20'000'000'000;
+  p.memory = profiles::memory_budget(sys, 60'000'000);
+  p.memory.held_back_why += "\x1b[2J";  // a peer's text reaches terminals: escaped
+  p.device.usable_memory_bytes = static_cast<double>(p.memory.usable_bytes);
+  to_wire(p, hello.initProfile());
+  h.deliver("dev-a", b, "KA");
+  capnp::MallocMessageBuilder q;
+  q.initRoot<wire::Envelope>().initDevicesRequest();
+  h.deliver("cli", q);
+  const auto view = transport::devices_view(h.outbox.to("cli", wire::Envelope::DEVICES_REPLY).back().getDevicesReply());
+  bool seen = false;
+  for (const auto& d : view) {
+    if (d["name"] != "a") continue;
+    seen = true;
+    CHECK(d["memory"]["basis"] == "--memory-limit");
+    CHECK(d["memory"]["basis_bytes"] == 60'000'000);
+    CHECK(d["memory"]["held_back_bytes"].get<uint64_t>() + d["usable_memory_bytes"].get<uint64_t>() == 60'000'000);
+    const std::string why = d["memory"]["held_back_why"];
+    CHECK(why.find("32 MiB + 5%") != std::string::npos);
+    CHECK(why.find('\x1b') == std::string::npos);
+  }
+  CHECK(seen);
+}
+
 TEST_CASE("head: a launch stages beside the serving model and switches only once every device has its weights") {
   test::TempDir dir;
   const std::string model = test::make_model(dir, "m.gguf", {});

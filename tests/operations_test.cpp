@@ -19,6 +19,7 @@
 #include "cluster/data_dir_lock.h"
 #include "cluster/stage_loader.h"
 #include "gateway/http_client.h"
+#include "profiles/profiler.h"
 #include "gateway/http_server.h"
 #include "tests/cluster_util.h"
 #include "transport/curve.h"
@@ -141,6 +142,28 @@ TEST_CASE("operations: a device that cannot store its weights fails the launch a
   loader.on_weight_chunk(c.asReader(), &chunk, drops);
   CHECK(to_head.size() == sent);
   CHECK(drops.out_of_plan == 1);
+}
+
+TEST_CASE("operations: the memory a device offers, what it holds back, and why") {
+  profiles::SystemInfo sys;
+  sys.available_memory_bytes = 16'000'000'000;
+  auto b = profiles::memory_budget(sys, 0);
+  CHECK(b.basis == "available memory");
+  CHECK(b.held_back_bytes == 1'280'000'000);  // 8%
+  CHECK(b.usable_bytes == b.basis_bytes - b.held_back_bytes);
+  CHECK(b.held_back_why.find("8%") != std::string::npos);
+  sys.cgroup_limit_bytes = 2'000'000'000;
+  b = profiles::memory_budget(sys, 0);
+  CHECK(b.basis == "the cgroup's limit");
+  CHECK(b.held_back_bytes == 256ull << 20);  // at least 256 MiB
+  b = profiles::memory_budget(sys, 3'000'000'000);  // a limit above the cgroup's: the cgroup's holds
+  CHECK(b.basis == "the cgroup's limit");
+  b = profiles::memory_budget(sys, 60'000'000);
+  CHECK(b.basis == "--memory-limit");
+  CHECK(b.held_back_bytes == (32ull << 20) + 3'000'000);
+  CHECK(b.usable_bytes == 60'000'000 - b.held_back_bytes);
+  b = profiles::memory_budget(sys, 1'000'000);  // less than the margin: nothing usable, no underflow
+  CHECK(b.usable_bytes == 0);
 }
 
 TEST_CASE("operations: a staged assignment gathers weights beside the serving stage and loads only on its commit") {

@@ -55,6 +55,11 @@ struct DeviceProfile {
   cpu @7 :Text;
   os @8 :Text;
   arch @9 :Text;              # "x86_64", "aarch64"
+  # Behind usableMemoryBytes: the memory it is taken from, and what is held back from it, why.
+  memoryBasis @10 :Text;      # "--memory-limit", "the cgroup's limit", "available memory"
+  memoryBasisBytes @11 :UInt64;
+  memoryHeldBackBytes @12 :UInt64;
+  memoryHeldBackWhy @13 :Text;
 }
 
 struct Hello {

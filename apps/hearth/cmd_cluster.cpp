@@ -59,6 +59,15 @@ void devices(const HeadTarget& head, bool json) {
                 d["endpoint"].get<std::string>().c_str(), gb(d["usable_memory_bytes"].get<double>()).c_str(),
                 d["memory_bandwidth_bytes_per_s"].get<double>() / 1e9, d["cores"].get<int>(),
                 d["cpu"].get<std::string>().c_str());
+  // Why a device offers less than it has: "usable 23 MB" for --memory-limit 60M needs its reason.
+  for (const auto& d : out) {
+    const auto& m = d["memory"];
+    if (m["basis"].get<std::string>().empty()) continue;
+    std::printf("%s: %s usable of %s %s; %s held back for %s\n", d["name"].get<std::string>().c_str(),
+                gb(d["usable_memory_bytes"].get<double>()).c_str(), m["basis"].get<std::string>().c_str(),
+                gb(m["basis_bytes"].get<double>()).c_str(), gb(m["held_back_bytes"].get<double>()).c_str(),
+                m["held_back_why"].get<std::string>().c_str());
+  }
 }
 
 void print_plan(const nlohmann::json& plan) {

@@ -71,7 +71,8 @@ hearth::profiles::Profile load_profile(const DaemonConfig& c) {
     hearth::transport::write_private_file(path, hearth::profiles::profile_to_json(p) + "\n");
   }
   p.device.name = c.name;
-  p.device.usable_memory_bytes = static_cast<double>(hearth::profiles::usable_memory(p.system, c.memory_limit));
+  p.memory = hearth::profiles::memory_budget(p.system, c.memory_limit);
+  p.device.usable_memory_bytes = static_cast<double>(p.memory.usable_bytes);
   return p;
 }
 
