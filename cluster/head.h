@@ -79,6 +79,7 @@ class Head final : public HeadRole {
   partitioner::PartitionOptions partition_options(transport::wire::LaunchRequest::Reader r, LaunchedPlan& p) const;
   partitioner::PartitionPlan fit_plan(LaunchedPlan& p, const std::vector<const Device*>& devices,
                                       const partitioner::LinkTable& links, bool sized_by_client);
+  std::string what_would_fit(const LaunchedPlan& p, const std::vector<const Device*>& devices) const;
   // Makes p's stages and sends each device its assignment; `staged`: they receive and wait for a
   // Commit (a launch), else they load at once (a re-plan).
   void assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devices, bool staged);

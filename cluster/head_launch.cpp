@@ -107,10 +107,35 @@ partitioner::PartitionPlan Head::fit_plan(LaunchedPlan& p, const std::vector<con
     spdlog::info("head: {}", p.events.back());
     return *plan;
   }
-  throw Failure(ErrorCategory::NO_CAPACITY,
-                std::string(first->what()) +
-                    "; not even --ctx 256 --streams 1 fits: add a device, or give the devices more memory "
-                    "(--memory-limit)");
+  throw Failure(ErrorCategory::NO_CAPACITY, std::string(first->what()) + "; not even --ctx 256 --streams 1 fits: " +
+                                                what_would_fit(p, devices));
+}
+
+// The devices that would make a model fit, named: those --devices left out (when all of them
+// together hold it), and those whose own --memory-limit caps what they offer.
+std::string Head::what_would_fit(const LaunchedPlan& p, const std::vector<const Device*>& devices) const {
+  if (!p.wanted.empty()) {
+    const std::vector<const Device*> all = registry_.candidates({});
+    if (all.size() > devices.size()) {
+      partitioner::PartitionOptions smallest = p.partition;
+      smallest.ctx = std::min(smallest.ctx, 256);
+      smallest.streams = 1;
+      try {
+        plan_by_planner(p.spec, all, registry_.link_table(all), smallest);
+        std::string names;
+        for (const Device* d : all)
+          if (std::find(devices.begin(), devices.end(), d) == devices.end()) names += (names.empty() ? "" : ", ") + d->profile.name;
+        return "with the devices --devices left out (" + names + ") it fits: launch without --devices, or add them";
+      } catch (const Failure&) {
+      }
+    }
+  }
+  std::string capped;
+  for (const Device* d : registry_.candidates({}))
+    if (d->memory.basis == "--memory-limit") capped += (capped.empty() ? "" : ", ") + d->profile.name;
+  std::string advice = "add a device";
+  if (!capped.empty()) advice += ", or raise the --memory-limit of " + capped + " (it caps what they offer)";
+  return advice + "; `hearth devices` shows what each device offers";
 }
 
 // The model's file, config, vocabulary and hash (hashed once per path, size and mtime).

@@ -249,6 +249,8 @@ TEST_CASE("head: a launch that cannot fit fails as NO_CAPACITY, and a missing fi
   CHECK(h.head.plan() == nullptr);
   CHECK_FALSE(h.stage.loaded());
 
+  CHECK(std::string(replies[0].getLaunchReply().getMessage().cStr()).find("add a device") != std::string::npos);
+
   h.launch(dir.file("absent.gguf"));
   replies = h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY);
   REQUIRE(replies.size() == 2);
@@ -264,6 +266,25 @@ TEST_CASE("head: a launch that cannot fit fails as NO_CAPACITY, and a missing fi
   REQUIRE(replies.size() == 4);
   CHECK(replies[3].getLaunchReply().getCategory() == wire::ErrorCategory::BAD_REQUEST);
   CHECK(std::string(replies[3].getLaunchReply().getMessage().cStr()).find("is not a file") != std::string::npos);
+}
+
+TEST_CASE("head: a launch that does not fit names the devices that would make it fit") {
+  test::TempDir dir;
+  const std::string model = test::make_model(dir, "m.gguf", {});
+  Harness h(/*head_memory=*/4e6);  // the head holds part of the model, not all
+  h.hello("dev-a", "a", "KA");
+  capnp::MallocMessageBuilder b;
+  auto env = b.initRoot<wire::Envelope>();
+  env.setRequestId(1);
+  auto r = env.initLaunchRequest();
+  r.setModelPath(model);
+  r.initDevices(1).set(0, "head");
+  h.deliver("cli", b);
+  const auto reply = h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).back().getLaunchReply();
+  CHECK(reply.getCategory() == wire::ErrorCategory::NO_CAPACITY);
+  const std::string message = reply.getMessage().cStr();
+  CAPTURE(message);
+  CHECK(message.find("--devices left out (a) it fits") != std::string::npos);
 }
 
 TEST_CASE("head: a refused launch leaves the loaded model serving; a device that fails to load fails the launch") {
