@@ -51,6 +51,28 @@ TEST_SUITE("cli") {
     CHECK(j.at("decode_read_gb_s").get<double>() > 0);
   }
 
+  TEST_CASE("a dimension too large is named by its flag: mkmodel --dim, run --ctx") {
+    TempDir dir;
+    auto r = run_cli({"mkmodel", "--out", dir.file("big.gguf"), "--dim", "20000000", "--heads", "1", "--kv-heads", "1"});
+    CHECK(r.exit_code != 0);
+    CHECK(r.err.find("--dim 20000000 is out of range") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(dir.file("big.gguf")));
+    const std::string model = dir.file("m.gguf");
+    REQUIRE(run_cli({"mkmodel", "--out", model}).exit_code == 0);
+    r = run_cli({"run", "--model", model, "--prompt", "hi", "-n", "2", "--ctx", "100000000"});
+    CHECK(r.exit_code != 0);
+    CAPTURE(r.err);
+    CHECK(r.err.find("--ctx") != std::string::npos);
+    CHECK(r.err.find("bad_alloc") == std::string::npos);
+    // Within range, but its cache (260 GB here) is larger than memory: refused before it is allocated.
+    const std::string deep = dir.file("deep.gguf");
+    REQUIRE(run_cli({"mkmodel", "--out", deep, "--layers", "32"}).exit_code == 0);
+    r = run_cli({"run", "--model", deep, "--prompt", "hi", "-n", "2", "--ctx", "16000000"});
+    CHECK(r.exit_code != 0);
+    CAPTURE(r.err);
+    CHECK(r.err.find("use a smaller --ctx") != std::string::npos);
+  }
+
   TEST_CASE("hearth --data-dir X profile keeps its profile in X, like every command") {
     hearth::test::TempDir dir;
     const auto r = hearth::test::run_cli({"--data-dir", dir.path().string(), "profile", "--quick", "--json", "-t", "1"});

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "runtime/model/generator.h"
+#include "runtime/model/kv_cache.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/ops.h"
 #include "runtime/model/stage.h"
@@ -200,6 +201,22 @@ TEST_SUITE("stage") {
         CHECK(run(three, 1, 12 + i, tok) == r);
       }
     }
+  }
+
+  TEST_CASE("a KV cache larger than memory is an error that says what was asked for, not std::bad_alloc") {
+#if defined(__SANITIZE_ADDRESS__)
+    MESSAGE("skipped under AddressSanitizer, which aborts on allocations this large instead of failing them");
+#else
+    try {
+      hearth::runtime::KvCache cache(4096, 1 << 24, 4096);  // ~2 PB: no machine has it
+      FAIL("the allocation succeeded");
+    } catch (const std::runtime_error& e) {
+      const std::string what = e.what();
+      CAPTURE(what);
+      CHECK(what.find("16777216 tokens") != std::string::npos);
+      CHECK(what.find("--ctx") != std::string::npos);
+    }
+#endif
   }
 
   TEST_CASE("KV cache reuse: prefill then decode equals one batch; rewinding regenerates the same logits") {

@@ -6,6 +6,7 @@
 
 #include "apps/hearth/commands.h"
 #include "apps/hearth/local_model.h"
+#include "profiles/profiler.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/model/generator.h"
 
@@ -23,8 +24,21 @@ struct RunArgs {
   bool chat = false;
 };
 
+// A context whose KV cache cannot fit this machine's memory is refused before it is allocated
+// (zero-filling one larger than memory would get the process killed, not an error).
+void check_context_fits(const runtime::ModelConfig& c, int ctx) {
+  if (ctx <= 0) return;
+  const double kv = 2.0 * c.n_layer * static_cast<double>(ctx) * c.kv_dim() * sizeof(float);
+  const profiles::MemoryBudget m = profiles::memory_budget(profiles::read_system_info(), 0);
+  if (kv > static_cast<double>(m.basis_bytes))
+    throw std::invalid_argument("--ctx " + std::to_string(ctx) + " needs a KV cache of " + std::to_string(kv / 1e9) +
+                                " GB, more than this machine's " + m.basis + " (" + std::to_string(m.basis_bytes / 1000000) +
+                                " MB): use a smaller --ctx");
+}
+
 void run(const RunArgs& a) {
   LocalModel m = open_local_model(a.model);
+  check_context_fits(m.config, a.ctx);
   runtime::Tokenizer tok(runtime::load_vocab(m.file.metadata()));
   runtime::ThreadPool pool(a.threads > 0 ? a.threads : runtime::hardware_threads());
   runtime::Stage stage(m.weights, {.n_ctx = a.ctx, .max_batch = 256, .max_sequences = 1}, pool);

@@ -152,7 +152,12 @@ void GgufWriter::write(const std::string& path, const FillFn& fill) const {
         f.write(zeros, n);
         pos += n;
       }
-      buf.assign(t.n_bytes, 0);
+      try {
+        buf.assign(t.n_bytes, 0);
+      } catch (const std::bad_alloc&) {  // said with the tensor's name and size, not as "std::bad_alloc"
+        throw std::runtime_error("tensor '" + t.name + "' (" + std::to_string(t.n_bytes / 1000000) +
+                                 " MB) does not fit in this machine's memory to be written");
+      }
       fill(i, std::span<uint8_t>(buf));
       f.write(buf.data(), buf.size());
       pos += t.n_bytes;

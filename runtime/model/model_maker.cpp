@@ -98,6 +98,16 @@ void check_shape(const RandomModelShape& s, TensorType type) {
   if (s.n_embd <= 0 || s.n_layer <= 0 || s.n_head <= 0 || s.n_head_kv <= 0 || s.n_ff <= 0 || s.n_vocab <= 0 || s.n_ctx <= 0 ||
       s.head_dim < 0)
     throw std::invalid_argument("model dimensions must be positive");
+  // The limits read_model_config() accepts, named by the flags that set them: mkmodel writes no
+  // file that hearth would then refuse to read.
+  const std::pair<const char*, std::pair<int, int>> limits[] = {
+      {"--dim", {s.n_embd, 1 << 24}},    {"--ffn", {s.n_ff, 1 << 24}},         {"--expert-ffn", {s.n_ff_exp, 1 << 24}},
+      {"--ctx", {s.n_ctx, 1 << 24}},     {"--layers", {s.n_layer, 4096}},      {"--heads", {s.n_head, 4096}},
+      {"--kv-heads", {s.n_head_kv, 4096}}, {"--experts", {s.n_expert, 4096}}, {"--vocab", {s.n_vocab, 1 << 24}}};
+  for (const auto& [flag, value_max] : limits)
+    if (value_max.first > value_max.second)
+      throw std::invalid_argument(std::string(flag) + " " + std::to_string(value_max.first) + " is out of range (at most " +
+                                  std::to_string(value_max.second) + ")");
   if (s.n_expert < 0 || (s.n_expert > 0 && (s.n_expert_used <= 0 || s.n_expert_used > s.n_expert || s.n_ff_exp <= 0)))
     throw std::invalid_argument("a mixture of experts needs 1 <= experts used <= experts and a positive expert FFN size");
   if ((s.head_dim == 0 && s.n_embd % s.n_head != 0) || s.n_head % s.n_head_kv != 0 || head_dim_of(s) % 2 != 0)

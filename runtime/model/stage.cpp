@@ -32,6 +32,8 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   const ModelConfig& c = config();
   if (options_.max_batch <= 0 || options_.max_sequences <= 0)
     throw std::invalid_argument("max_batch and max_sequences must be positive");
+  if (n_ctx_ > (1 << 24))
+    throw std::invalid_argument("a context of " + std::to_string(n_ctx_) + " tokens is out of range (--ctx: at most 16777216)");
   if (c.yarn) {
     rope_freq_ = rope_yarn_frequencies(c.rope_base, c.n_rot, c.rope_freq_scale, c.n_ctx_orig, c.yarn_beta_fast, c.yarn_beta_slow);
     if (c.n_swa > 0)
