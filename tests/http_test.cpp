@@ -571,4 +571,51 @@ TEST_SUITE("http") {
     CHECK(metric(m, "hearth_http_generations_active") == 0);
   }
 
+  TEST_CASE("hearth chat says the answer was cut when the stream ends without its end marker (the head stopped)") {
+    TempDir dir;
+    // A head that dies mid-answer: it sends the status line and one token, then the connection
+    // closes, with no [DONE] and no end of the chunked body.
+    const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(listener, 4) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len);
+    const std::string url = "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    std::thread dying_head([listener] {
+      for (const bool clean_close : {false, true}) {
+        const int fd = ::accept(listener, nullptr, nullptr);
+        if (fd < 0) return;
+        char buf[4096];
+        std::string request;
+        while (request.find("\r\n\r\n") == std::string::npos) {  // headers; the body is not needed
+          const ssize_t n = ::read(fd, buf, sizeof buf);
+          if (n <= 0) break;
+          request.append(buf, static_cast<size_t>(n));
+        }
+        const std::string event = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Once\"}}]}\n\n";
+        char size[16];
+        std::snprintf(size, sizeof size, "%zx", event.size());
+        std::string response =
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(size) +
+            "\r\n" + event + "\r\n";
+        if (clean_close) response += "0\r\n\r\n";  // a body that ends properly, still without [DONE]
+        (void)!::write(fd, response.data(), response.size());
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        ::close(fd);
+      }
+    });
+    for (int i = 0; i < 2; ++i) {
+      const auto chat = run_program({HEARTH_CLI, "chat", "--url", url}, "hello\n", dir);
+      CAPTURE(chat.err);
+      CHECK(chat.exit_code != 0);
+      CHECK(chat.out.find("Once") != std::string::npos);  // what came is shown
+      CHECK(chat.err.find("lost before the answer ended") != std::string::npos);
+    }
+    dying_head.join();
+    ::close(listener);
+  }
+
 }  // TEST_SUITE

@@ -113,8 +113,12 @@ class ChatSession {
     http::SseParser sse;
     InterruptScope interrupt;
     const auto start = Clock::now();
+    bool done = false;  // the stream's end marker came: anything else is a cut answer
     const auto on_event = [&](const std::string& data) {
-      if (data == "[DONE]") return;
+      if (data == "[DONE]") {
+        done = true;
+        return;
+      }
       const json j = json::parse(data, nullptr, false);
       if (j.is_discarded()) return;
       if (j.contains("error")) error = j["error"].value("message", "the generation failed");
@@ -132,13 +136,21 @@ class ChatSession {
         std::fflush(stdout);
       }
     };
-    const auto r = client_.post_stream(
-        "/v1/chat/completions", body.dump(-1, ' ', false, json::error_handler_t::replace),
-        [&](std::string_view bytes) {
-          sse.push(bytes, on_event);
-          return !interrupt.interrupted();
-        },
-        [&] { return !interrupt.interrupted(); });
+    constexpr const char* kCut =
+        "the connection to the head was lost before the answer ended (did the head stop?): the reply above is incomplete";
+    http::HttpResponse r;
+    try {
+      r = client_.post_stream(
+          "/v1/chat/completions", body.dump(-1, ' ', false, json::error_handler_t::replace),
+          [&](std::string_view bytes) {
+            sse.push(bytes, on_event);
+            return !interrupt.interrupted();
+          },
+          [&] { return !interrupt.interrupted(); });
+    } catch (const std::runtime_error&) {  // a network error (boost's system_error is one)
+      if (chunks == 0 && error.empty()) throw;  // nothing came: the plain network error says more
+      if (error.empty()) throw std::runtime_error(kCut);
+    }
     reply.total_s = std::chrono::duration<double>(Clock::now() - start).count();
     reply.stopped = interrupt.interrupted();
     if (reply.tokens == 0) reply.tokens = chunks;  // stopped before the usage came
@@ -148,6 +160,7 @@ class ChatSession {
     if (r.status == 401) throw std::runtime_error("the head refused the API key: pass --api-key KEY (or set $HEARTH_API_KEY)");
     if (r.status != 200) throw std::runtime_error("the head answered " + std::to_string(r.status) + ": " + error_message(r));
     if (!error.empty()) throw std::runtime_error(error);
+    if (!done && !reply.stopped) throw std::runtime_error(kCut);
     history_.push_back({{"role", "user"}, {"content", user}});
     history_.push_back({{"role", "assistant"}, {"content", reply.text}});
     return reply;
