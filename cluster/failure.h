@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "runtime/format/gguf.h"
 #include "transport/codec.h"
 
 namespace hearth::cluster {
@@ -27,6 +28,8 @@ class Failure : public std::runtime_error {
 inline ErrorCategory category_of(const std::exception& e) {
   if (const auto* f = dynamic_cast<const Failure*>(&e)) return f->category();
   if (dynamic_cast<const std::invalid_argument*>(&e)) return ErrorCategory::BAD_REQUEST;
+  // A truncated or malformed model file is the caller's input, not the head's fault.
+  if (dynamic_cast<const runtime::GgufError*>(&e)) return ErrorCategory::BAD_REQUEST;
   return ErrorCategory::INTERNAL;
 }
 

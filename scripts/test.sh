@@ -7,6 +7,7 @@
 #   scripts/test.sh -L stage   # extra arguments go to every ctest run (e.g. one suite)
 #   scripts/test.sh -LE arm64  # without the arm64 build and its suites
 #   HEARTH_SKIP_SANITIZE=1 HEARTH_SKIP_FUZZ=1 scripts/test.sh   # a quicker local run
+# With CI=true it also runs one round of scripts/chaos (HEARTH_SKIP_CHAOS=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,12 @@ scripts/test-arm64.sh "$@"
 
 echo "== tests (Release)" >&2
 ctest --test-dir build --output-on-failure -j 2 "$@"
+
+# The chaos tries (scripts/chaos) are not part of a local run; CI runs one round of them.
+if [ "${CI:-}" = "true" ] && [ -z "${HEARTH_SKIP_CHAOS:-}" ]; then
+  echo "== chaos (one round)" >&2
+  scripts/chaos --short
+fi
 
 if [ -z "${HEARTH_SKIP_SANITIZE:-}" ]; then
   echo "== tests (ASan + UBSan)" >&2

@@ -3,6 +3,7 @@
 // recovery and their failures are checked without sockets or processes.
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <map>
 #include <set>
 #include <thread>
@@ -266,6 +267,15 @@ TEST_CASE("head: a launch that cannot fit fails as NO_CAPACITY, and a missing fi
   REQUIRE(replies.size() == 4);
   CHECK(replies[3].getLaunchReply().getCategory() == wire::ErrorCategory::BAD_REQUEST);
   CHECK(std::string(replies[3].getLaunchReply().getMessage().cStr()).find("is not a file") != std::string::npos);
+
+  // A truncated file is the caller's bad input (BAD_REQUEST, exit 2), not the head's fault.
+  const std::string cut = dir.file("cut.gguf");
+  std::filesystem::copy_file(model, cut);
+  std::filesystem::resize_file(cut, std::filesystem::file_size(model) / 2);
+  h.launch(cut);
+  replies = h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY);
+  REQUIRE(replies.size() == 5);
+  CHECK(replies[4].getLaunchReply().getCategory() == wire::ErrorCategory::BAD_REQUEST);
 }
 
 TEST_CASE("head: a launch that does not fit names the devices that would make it fit") {
