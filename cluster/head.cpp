@@ -109,7 +109,7 @@ void Head::on_control(const std::string& identity, const char* peer_address, con
 }
 
 void Head::tick() {
-  for (const std::string& id : registry_.expire()) device_lost(id);
+  for (const std::string& id : registry_.expire()) device_lost(id, "stopped responding (no heartbeat for 2 s)");
   check_recovery_deadline();
   try_commit();
   if (scheduler_ && plan_ && plan_->ready()) scheduler_->step();
@@ -141,7 +141,11 @@ void Head::on_hello(const std::string& identity, const char* peer_address, const
   d.arch = h.getProfile().getArch().cStr();
   d.os = h.getProfile().getOs().cStr();
   d.cores = static_cast<int>(h.getProfile().getCores());
-  const bool known = registry_.find(d.node_id) != nullptr;
+  const Device* before = registry_.find(d.node_id);
+  const bool known = before != nullptr;
+  // A daemon that restarted within the heartbeat timeout never looked lost, but its stage and
+  // whatever it was computing are gone with the old process.
+  const bool restarted = known && before->incarnation != 0 && before->incarnation != d.incarnation;
   if (auto refusal = registry_.add(d)) return refuse(*refusal);
   spdlog::info("head: {} device {} ({}, {:.1f} GB usable) at {}", known ? "re-registered" : "registered", d.profile.name,
                d.node_id, d.profile.usable_memory_bytes / 1e9, d.control_endpoint);
@@ -160,6 +164,7 @@ void Head::on_hello(const std::string& identity, const char* peer_address, const
   request_probe(d.node_id, others);
   for (const Device* o : others)
     if (!o->is_self) request_probe(o->node_id, {registry_.find(d.node_id)});
+  if (restarted) device_lost(d.node_id, "restarted, and lost its stage");
   retry_recovery("device " + d.profile.name + " registered");
 }
 
@@ -223,21 +228,20 @@ void Head::ask_to_register(const std::string& node_id) {
   if (ports_.outbox.send(node_id, b)) spdlog::info("head: asked {} to register again", transport::printable(node_id));
 }
 
-void Head::device_lost(const std::string& node_id) {
+void Head::device_lost(const std::string& node_id, const std::string& what) {
   const Device& d = registry_.at(node_id);
-  spdlog::warn("head: device {} stopped responding", d.profile.name);
+  spdlog::warn("head: device {} {}", d.profile.name, what);
   if (next_)
     for (const auto& st : next_->stages)
       if (st.node_id == node_id) {
-        abandon_next("device " + d.profile.name + " stopped responding (no heartbeat for 2 s) while receiving its weights",
-                     ErrorCategory::LOST_DEVICE);
+        abandon_next("device " + d.profile.name + " " + what + " while receiving its weights", ErrorCategory::LOST_DEVICE);
         break;
       }
   if (!plan_ || (plan_->state() != LaunchState::kLoading && plan_->state() != LaunchState::kReady)) return;
   for (const auto& st : plan_->stages) {
     if (st.node_id != node_id) continue;
     const std::string reason = "device " + d.profile.name + " (layers " + std::to_string(st.spec.first_layer) + "-" +
-                               std::to_string(st.spec.last_layer - 1) + ") stopped responding (no heartbeat for 2 s)";
+                               std::to_string(st.spec.last_layer - 1) + ") " + what;
     // A launch a client waits for fails (its client can launch again); a ready pipeline, or one
     // being rebuilt, is rebuilt on the devices left.
     if (plan_->launching()) fail_plan(reason, ErrorCategory::LOST_DEVICE);

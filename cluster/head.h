@@ -71,7 +71,8 @@ class Head final : public HeadRole {
   void on_link_report(const std::string& identity, transport::wire::LinkReport::Reader r);
   void request_probe(const std::string& prober, const std::vector<const Device*>& targets);
   void ask_to_register(const std::string& node_id);
-  void device_lost(const std::string& node_id);
+  // `what` happened to it: "stopped responding (...)", "restarted, and lost its stage".
+  void device_lost(const std::string& node_id, const std::string& what);
 
   // head_launch.cpp
   void on_launch(const std::string& client, uint64_t request_id, transport::wire::LaunchRequest::Reader r);

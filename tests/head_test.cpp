@@ -128,14 +128,14 @@ struct Harness {
     head.on_control(from, "127.0.0.1", key, d, nullptr);
   }
   void hello(const std::string& id, const std::string& name, const char* key, double memory = 8e9,
-             uint16_t version = wire::PROTOCOL_VERSION) {
+             uint16_t version = wire::PROTOCOL_VERSION, uint64_t incarnation = 7) {
     capnp::MallocMessageBuilder b;
     auto h = b.initRoot<wire::Envelope>().initHello();
     h.setProtocolVersion(version);
     h.setNodeId(id);
     h.setControlEndpoint("tcp://127.0.0.1:6000");
     h.setDataEndpoint("tcp://127.0.0.1:6001");
-    h.setIncarnation(incarnations[id] = 7);
+    h.setIncarnation(incarnations[id] = incarnation);
     to_wire(device_profile(name, memory), h.initProfile());
     deliver(id, b, key);
   }
@@ -533,6 +533,32 @@ TEST_CASE("head: a device lost mid-generation leads to a re-plan on the devices 
     CHECK(events.back().getGenerateEvent().getDone());
     CHECK(std::string(events.back().getGenerateEvent().getError().cStr()).empty());
   }
+}
+
+TEST_CASE("head: a device that restarts within the heartbeat timeout lost its stage: the head re-plans") {
+  test::TempDir dir;
+  const std::string model = test::make_model(dir, "m.gguf", {});
+  Harness h;
+  h.hello("dev-a", "a", "KA");
+  h.hello("dev-b", "b", "KB");
+  h.launch(model, "head:1,a:2,b:1");
+  h.bring_up();
+  REQUIRE(h.head.plan()->ready());
+  const uint64_t first_plan = h.head.plan()->id;
+  h.generate(9, "once upon a time", 8);
+  h.head.tick();
+  // b's process was killed and started again at once: same node id, a new incarnation, no gap
+  // in heartbeats long enough to look lost.
+  h.hello("dev-b", "b", "KB", 8e9, wire::PROTOCOL_VERSION, 8);
+  REQUIRE(h.head.plan() != nullptr);
+  CHECK(h.head.plan()->id != first_plan);
+  bool said = false;
+  for (const auto& e : h.head.plan()->events) said |= e.find("device b (layers 3-3) restarted") != std::string::npos;
+  CHECK(said);
+  // A Hello from the same process again (a reconnect) is no loss.
+  const uint64_t second_plan = h.head.plan()->id;
+  h.hello("dev-b", "b", "KB", 8e9, wire::PROTOCOL_VERSION, 8);
+  CHECK(h.head.plan()->id == second_plan);
 }
 
 TEST_CASE("head: when the devices left cannot hold the model, conversations wait, then fail as LOST_DEVICE") {
