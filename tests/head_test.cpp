@@ -193,6 +193,13 @@ struct Harness {
     to_wire(greedy, g.initSampling());
     deliver("client", b);
   }
+  // With no device registered, the head alone loads `model`: the plan that then serves.
+  uint64_t serve_alone(const std::string& model) {
+    launch(model);
+    REQUIRE(head.plan() != nullptr);
+    REQUIRE(head.plan()->ready());
+    return head.plan()->id;
+  }
   // Time passes; only `alive` keep sending heartbeats.
   void pass(std::chrono::milliseconds d, const std::vector<std::string>& alive) {
     for (auto t = std::chrono::milliseconds(0); t < d; t += std::chrono::milliseconds(400)) {
@@ -301,10 +308,7 @@ TEST_CASE("head: a refused launch leaves the loaded model serving; a device that
   test::TempDir dir;
   const std::string model = test::make_model(dir, "m.gguf", {});
   Harness h;
-  h.launch(model);  // the head alone holds it
-  REQUIRE(h.head.plan() != nullptr);
-  REQUIRE(h.head.plan()->ready());
-  const uint64_t serving = h.head.plan()->id;
+  const uint64_t serving = h.serve_alone(model);
   for (const char* bad : {"absent.gguf", ""}) {
     h.launch(bad[0] ? dir.file(bad) : model + "x");
     CHECK_FALSE(h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).back().getLaunchReply().getOk());
@@ -374,10 +378,7 @@ TEST_CASE("head: a launch stages beside the serving model and switches only once
   test::TempDir dir;
   const std::string model = test::make_model(dir, "m.gguf", {});
   Harness h;
-  h.launch(model);  // the head alone serves it
-  REQUIRE(h.head.plan() != nullptr);
-  REQUIRE(h.head.plan()->ready());
-  const uint64_t serving = h.head.plan()->id;
+  const uint64_t serving = h.serve_alone(model);
 
   h.hello("dev-a", "a", "KA");
   h.launch(model, "head:2,a:2");
@@ -435,9 +436,7 @@ TEST_CASE("head: a device lost while it receives a launch's weights fails that l
   test::TempDir dir;
   const std::string model = test::make_model(dir, "m.gguf", {});
   Harness h;
-  h.launch(model);
-  REQUIRE(h.head.plan()->ready());
-  const uint64_t serving = h.head.plan()->id;
+  const uint64_t serving = h.serve_alone(model);
   h.hello("dev-a", "a", "KA");
   h.launch(model, "head:2,a:2");
   REQUIRE(h.head.next() != nullptr);

@@ -89,19 +89,32 @@ struct FileSizeLimit {
 
 }  // namespace
 
-TEST_CASE("operations: a device that cannot store its weights fails the launch at once") {
+namespace {
+
+// A device's loader with a real (unloaded) runner, and what it sent the head.
+struct LoaderRig {
   test::TempDir dir;
   zmq::context_t context;
-  transport::SocketFactory sockets(context);
-  runtime::ThreadPool pool(1);
+  transport::SocketFactory sockets{context};
+  runtime::ThreadPool pool{1};
   DropStats drops;
-  StageRunner runner(sockets, pool, drops, "phone", {.to_head = [](capnp::MessageBuilder&) {}, .sampled = nullptr});
-  DaemonConfig config;
-  config.data_dir = dir.path().string();
+  StageRunner runner{sockets, pool, drops, "phone", {.to_head = [](capnp::MessageBuilder&) {}, .sampled = nullptr}};
+  DaemonConfig config = [this] {
+    DaemonConfig c;
+    c.data_dir = dir.path().string();
+    return c;
+  }();
   std::vector<transport::Decoded> to_head;
-  StageLoader loader(
-      config, runner, [&](capnp::MessageBuilder& m) { to_head.push_back(transport::decode(transport::encode(m))); },
-      [](const std::string&) {});
+  StageLoader loader{config, runner,
+                     [this](capnp::MessageBuilder& m) { to_head.push_back(transport::decode(transport::encode(m))); },
+                     [](const std::string&) {}};
+};
+
+}  // namespace
+
+TEST_CASE("operations: a device that cannot store its weights fails the launch at once") {
+  LoaderRig rig;
+  auto& [dir, context, sockets, pool, drops, runner, config, to_head, loader] = rig;
 
   capnp::MallocMessageBuilder b;
   auto a = b.initRoot<wire::Envelope>().initAssignment();
@@ -167,18 +180,8 @@ TEST_CASE("operations: the memory a device offers, what it holds back, and why")
 }
 
 TEST_CASE("operations: a staged assignment gathers weights beside the serving stage and loads only on its commit") {
-  test::TempDir dir;
-  zmq::context_t context;
-  transport::SocketFactory sockets(context);
-  runtime::ThreadPool pool(1);
-  DropStats drops;
-  StageRunner runner(sockets, pool, drops, "phone", {.to_head = [](capnp::MessageBuilder&) {}, .sampled = nullptr});
-  DaemonConfig config;
-  config.data_dir = dir.path().string();
-  std::vector<transport::Decoded> to_head;
-  StageLoader loader(
-      config, runner, [&](capnp::MessageBuilder& m) { to_head.push_back(transport::decode(transport::encode(m))); },
-      [](const std::string&) {});
+  LoaderRig rig;
+  auto& [dir, context, sockets, pool, drops, runner, config, to_head, loader] = rig;
   const auto assign = [&](uint64_t plan) {
     capnp::MallocMessageBuilder b;
     auto a = b.initRoot<wire::Envelope>().initAssignment();
