@@ -110,6 +110,8 @@ void Head::on_status(const std::string& client, uint64_t request_id) {
   r.setHead(self_.profile.device.name);
   r.setHasPlan(plan_ != nullptr);
   if (plan_) fill_plan(*plan_, r.initPlan());
+  r.setHasLaunching(next_ != nullptr);
+  if (next_) fill_plan(*next_, r.initLaunching());
   r.setHasHeadStage(ports_.stage.loaded());
   if (ports_.stage.loaded()) {
     const StageCounters w = ports_.stage.counters();

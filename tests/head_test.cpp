@@ -397,6 +397,16 @@ TEST_CASE("head: a launch stages beside the serving model and switches only once
   h.launch(model);
   CHECK(h.outbox.to("cli", wire::Envelope::LAUNCH_REPLY).back().getLaunchReply().getCategory() == wire::ErrorCategory::CONFLICT);
   h.load_status("dev-a", staged, wire::LoadStatus::State::RECEIVING);
+  {  // `hearth status` shows both: the plan that serves and the launch on its way
+    capnp::MallocMessageBuilder b;
+    b.initRoot<wire::Envelope>().initStatusRequest();
+    h.deliver("cli", b);
+    const nlohmann::json view = transport::status_view(h.outbox.to("cli", wire::Envelope::STATUS_REPLY).back().getStatusReply());
+    CHECK(view["plan"]["ready"] == true);
+    REQUIRE(view.contains("launching"));
+    CHECK(view["launching"]["state"] == "staging");
+    CHECK(view["launching"]["stages"][1]["state"] == "receiving");
+  }
   h.generate(5, "hello", 3);
   for (int i = 0; i < 20 && h.head.has_work(); ++i) h.head.tick();
   auto events = h.outbox.to("client", wire::Envelope::GENERATE_EVENT);

@@ -421,6 +421,8 @@ struct StatusReply {
   droppedUnexpected @20 :UInt64;
   droppedBadPayload @21 :UInt64;
   pairingRateLimited @22 :UInt64;  # pairing attempts refused for coming too often from one address
+  hasLaunching @23 :Bool;     # a launch receiving its weights beside the plan that serves
+  launching @24 :PlanReport;
 }
 
 # From the CLI: unload everything. From the head to a device: drop the stage and any staged

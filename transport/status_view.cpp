@@ -75,6 +75,7 @@ json status_view(wire::StatusReply::Reader s) {
   json j;
   j["head"] = s.getHead().cStr();
   j["plan"] = s.getHasPlan() ? plan_view(s.getPlan()) : json(nullptr);
+  if (s.getHasLaunching()) j["launching"] = plan_view(s.getLaunching());
   if (s.getHasHeadStage())
     j["head_stage"] = {
         {"batches", s.getHeadStageBatches()}, {"tokens", s.getHeadStageTokens()}, {"compute_s", s.getHeadStageComputeS()}};

@@ -218,6 +218,15 @@ void status(const HeadTarget& head, bool json) {
                   st["state"].get<std::string>().c_str(), gb(st["resident_bytes"].get<double>()).c_str());
     print_plan(p);
   }
+  if (s.contains("launching")) {  // a launch receiving its weights while the model above serves
+    const auto& l = s["launching"];
+    std::printf("launching: %s (%s), switching once every device has its weights\n", l["model_name"].get<std::string>().c_str(),
+                l["model"].get<std::string>().c_str());
+    for (const auto& st : l["stages"])
+      std::printf("  %-16s %-10s %-10s %s of %s\n", st["device"].get<std::string>().c_str(),
+                  layers(st["first_layer"].get<int>(), st["last_layer"].get<int>()).c_str(), st["state"].get<std::string>().c_str(),
+                  gb(st["bytes_done"].get<double>()).c_str(), gb(st["bytes_total"].get<double>()).c_str());
+  }
   if (s.contains("generation")) {
     const auto& g = s["generation"];
     std::printf("generation: %d active, %d requests, %d tokens; last: %.2f tok/s, first token after %.0f ms\n",
