@@ -84,7 +84,7 @@ class Head final : public HeadRole {
   // Makes p's stages and sends each device its assignment; `staged`: they receive and wait for a
   // Commit (a launch), else they load at once (a re-plan).
   void assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devices, bool staged);
-  void send_assignment(const LaunchedPlan& p, size_t i, bool staged);
+  void send_assignment(const LaunchedPlan& p, size_t i, const std::vector<std::string>& plan_keys, bool staged);
   void start_serving();
   void try_commit();
   void abandon_next(const std::string& reason, ErrorCategory category);

@@ -132,7 +132,7 @@ std::string Head::what_would_fit(const LaunchedPlan& p, const std::vector<const 
   }
   std::string capped;
   for (const Device* d : registry_.candidates({}))
-    if (d->memory.basis == "--memory-limit") capped += (capped.empty() ? "" : ", ") + d->profile.name;
+    if (d->memory.basis == profiles::kMemoryLimitBasis) capped += (capped.empty() ? "" : ", ") + d->profile.name;
   std::string advice = "add a device";
   if (!capped.empty()) advice += ", or raise the --memory-limit of " + capped + " (it caps what they offer)";
   return advice + "; `hearth devices` shows what each device offers";
@@ -182,11 +182,13 @@ void Head::assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devi
   }
   if (p.stages.empty() || p.stages.front().node_id != self_.node_id)
     throw Failure(ErrorCategory::INTERNAL, "the plan does not start on the head");
+  std::vector<std::string> plan_keys;  // who may push into each stage
+  for (const auto& st : p.stages) plan_keys.push_back(registry_.at(st.node_id).public_key);
   for (size_t i = 1; i < p.stages.size(); ++i) {
     PlannedStage& s = p.stages[i];
     s.file = std::make_unique<StageFile>(*p.file, p.config, s.spec);
     s.bytes_total = s.file->size();
-    send_assignment(p, i, staged);
+    send_assignment(p, i, plan_keys, staged);
   }
 }
 
@@ -253,9 +255,7 @@ void Head::announce_plan(const LaunchedPlan& p) {
   ports_.outbox.send(p.launcher, b);
 }
 
-void Head::send_assignment(const LaunchedPlan& p, size_t i, bool staged) {
-  std::vector<std::string> plan_keys;
-  for (const auto& st : p.stages) plan_keys.push_back(registry_.at(st.node_id).public_key);
+void Head::send_assignment(const LaunchedPlan& p, size_t i, const std::vector<std::string>& plan_keys, bool staged) {
   const PlannedStage& s = p.stages[i];
   const bool last = i + 1 == p.stages.size();
   capnp::MallocMessageBuilder b;

@@ -177,7 +177,7 @@ MemoryBudget memory_budget(const SystemInfo& info, uint64_t limit) {
   if (info.cgroup_limit_bytes > 0 && info.cgroup_limit_bytes < b.basis_bytes)
     b = {.basis = "the cgroup's limit", .basis_bytes = info.cgroup_limit_bytes};
   if (limit > 0 && limit <= b.basis_bytes) {
-    b = {.basis = "--memory-limit", .basis_bytes = limit};
+    b = {.basis = kMemoryLimitBasis, .basis_bytes = limit};
     b.held_back_bytes = std::min<uint64_t>(limit, (32ull << 20) + limit / 20);
     b.held_back_why = "the daemon's own code, buffers and messages (32 MiB + 5% of the limit)";
   } else {

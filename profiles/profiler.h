@@ -21,6 +21,9 @@ struct SystemInfo {
 
 SystemInfo read_system_info();
 
+// MemoryBudget::basis when the device's own --memory-limit sets it (one that could be raised).
+inline constexpr const char* kMemoryLimitBasis = "--memory-limit";
+
 // The memory a device offers the planner, and what it holds back and why: shown by
 // `hearth devices`, since "usable: 23 MB" for `--memory-limit 60M` needs its reason.
 struct MemoryBudget {
