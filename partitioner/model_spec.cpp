@@ -15,16 +15,21 @@ struct TypeSize {
 };
 
 // GGUF block layouts: q8_0 = 32 x int8 + f16 scale; q4_0 = 32 x 4 bit + f16 scale;
-// k-quants use 256-weight super-blocks (q4_k 144 B, q5_k 176 B, q6_k 210 B).
-constexpr std::array<TypeSize, 8> kTypeSizes{{
+// k-quants use 256-weight super-blocks (q4_k 144 B, q5_k 176 B, q6_k 210 B); mxfp4 = 32 x 4 bit
+// + an 8-bit exponent, iq4_nl as q4_0, iq4_xs 256 x 4 bit + f16 + 8 six-bit scales (136 B).
+constexpr std::array<TypeSize, 12> kTypeSizes{{
     {"f32", 4.0},
     {"f16", 2.0},
     {"bf16", 2.0},
     {"q8_0", 34.0 / 32},
     {"q4_0", 18.0 / 32},
+    {"q5_0", 22.0 / 32},
     {"q4_k", 144.0 / 256},
     {"q5_k", 176.0 / 256},
     {"q6_k", 210.0 / 256},
+    {"mxfp4", 17.0 / 32},
+    {"iq4_nl", 18.0 / 32},
+    {"iq4_xs", 136.0 / 256},
 }};
 
 constexpr double kF32 = 4.0;  // bytes: norms and biases stay f32 in GGUF files
@@ -34,6 +39,7 @@ struct Preset {
   int n_layers, n_embd, n_ff, n_head, n_kv_head, n_vocab;
   bool tied_embeddings, qkv_bias;
   int head_dim = 0, n_expert = 0, n_expert_used = 0;  // MoE: n_ff is one expert's width
+  std::string_view expert_type = {};                   // as ModelShape::expert_type
 };
 
 // From the models' published config.json files.
@@ -55,8 +61,8 @@ constexpr Preset kPresets[] = {
     // Mixture of experts.
     {"qwen3-30b-a3b", 48, 2048, 768, 32, 4, 151936, false, false, 128, 128, 8},
     {"qwen3-235b-a22b", 94, 4096, 1536, 64, 4, 151936, false, false, 128, 128, 8},
-    {"gpt-oss-20b", 24, 2880, 2880, 64, 8, 201088, false, true, 64, 32, 4},
-    {"gpt-oss-120b", 36, 2880, 2880, 64, 8, 201088, false, true, 64, 128, 4},
+    {"gpt-oss-20b", 24, 2880, 2880, 64, 8, 201088, false, true, 64, 32, 4, "mxfp4"},
+    {"gpt-oss-120b", 36, 2880, 2880, 64, 8, 201088, false, true, 64, 128, 4, "mxfp4"},
 };
 
 void require_positive(int value, const char* what) {
@@ -90,6 +96,12 @@ ModelSpec model_spec_from_shape(const ModelShape& s) {
     if (!known) throw std::invalid_argument("model shape: unknown weight type '" + s.weight_type + "'");
     bpw = *known;
   }
+  double expert_bpw = bpw;
+  if (!s.expert_type.empty()) {
+    auto known = bytes_per_weight(s.expert_type);
+    if (!known) throw std::invalid_argument("model shape: unknown expert weight type '" + s.expert_type + "'");
+    expert_bpw = *known;
+  }
   if (s.n_expert < 0 || (s.n_expert > 0 && (s.n_expert_used <= 0 || s.n_expert_used > s.n_expert)))
     throw std::invalid_argument("model shape: experts used must be between 1 and the expert count");
   const double embd = s.n_embd;
@@ -107,12 +119,13 @@ ModelSpec model_spec_from_shape(const ModelShape& s) {
   ModelSpec spec;
   spec.name = s.name;
   spec.n_layers = s.n_layers;
-  spec.layer_weight_bytes.assign(s.n_layers, (attention_params + experts * ffn_params) * bpw + f32_params * kF32);
+  const double ffn_bpw = s.n_expert > 0 ? expert_bpw : bpw;
+  spec.layer_weight_bytes.assign(s.n_layers, attention_params * bpw + experts * ffn_params * ffn_bpw + f32_params * kF32);
   spec.layer_flops_per_token.assign(s.n_layers, 2 * (attention_params + used * ffn_params + router_params));
   if (s.n_expert > 0) {
     spec.n_expert = s.n_expert;
     spec.n_expert_used = s.n_expert_used;
-    spec.layer_expert_bytes.assign(s.n_layers, experts * ffn_params * bpw);
+    spec.layer_expert_bytes.assign(s.n_layers, experts * ffn_params * ffn_bpw);
   }
   spec.weight_type = s.weight_type;
   spec.embedding_bytes = double(s.n_vocab) * embd * bpw;
@@ -144,6 +157,7 @@ std::optional<ModelShape> preset_shape(std::string_view name) {
     s.head_dim = p.head_dim;
     s.n_expert = p.n_expert;
     s.n_expert_used = p.n_expert_used;
+    s.expert_type = std::string(p.expert_type);
     return s;
   }
   return std::nullopt;

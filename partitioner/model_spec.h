@@ -62,6 +62,9 @@ struct ModelShape {
   int head_dim = 0;                 // 0 = n_embd / n_head
   int n_expert = 0;                 // MoE: experts per block (n_ff is then one expert's width)
   int n_expert_used = 0;            // MoE: experts per token
+  // MoE: the GGUF type of the expert matrices where a release fixes it whatever the rest is
+  // quantized to (gpt-oss's experts are published in MXFP4); empty = weight_type.
+  std::string expert_type;
 };
 
 // Bytes per weight of a GGUF type including block scales (q4_0: 18 bytes per 32

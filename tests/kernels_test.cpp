@@ -13,6 +13,7 @@
 
 #include "runtime/kernels/half.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/lut_quants.h"
 #include "runtime/model/matmul.h"
 #include "runtime/kernels/row_split.h"
 #include "runtime/model/ops.h"
@@ -52,6 +53,21 @@ std::vector<float> dequantized(TensorType t, const std::vector<uint8_t>& q, size
   std::vector<float> out(n);
   dequantize_row(t, q.data(), out.data(), static_cast<int64_t>(n));
   return out;
+}
+
+constexpr TensorType kAllTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16,  TensorType::Q8_0,
+                                    TensorType::Q4_0, TensorType::Q5_0, TensorType::Q4_K,  TensorType::Q5_K,
+                                    TensorType::Q6_K, TensorType::MXFP4, TensorType::IQ4_NL, TensorType::IQ4_XS};
+
+// The dot kernel of k for a weight type whose activations are Q8_0.
+float q8_0_dot(const KernelTable& k, TensorType t, const void* w, const BlockQ8_0* x, int nb) {
+  switch (t) {
+    case TensorType::Q8_0: return k.dot_q8_0(static_cast<const BlockQ8_0*>(w), x, nb);
+    case TensorType::Q4_0: return k.dot_q4_0(static_cast<const BlockQ4_0*>(w), x, nb);
+    case TensorType::Q5_0: return k.dot_q5_0(static_cast<const BlockQ5_0*>(w), x, nb);
+    case TensorType::MXFP4: return k.dot_mxfp4(static_cast<const BlockMXFP4*>(w), x, nb);
+    default: return k.dot_iq4_nl(static_cast<const BlockIQ4_NL*>(w), x, nb);
+  }
 }
 
 }  // namespace
@@ -127,15 +143,67 @@ TEST_SUITE("kernels") {
     CHECK(out[0] == 0.25f);
   }
 
+  TEST_CASE("hand-built MXFP4, IQ4_NL and IQ4_XS blocks dequantize to known values") {
+    // MXFP4: 2^(e - 128) times the doubled E2M1 value of each nibble; e = 130 scales by 4.
+    BlockMXFP4 m{};
+    m.e = 130;
+    for (int j = 0; j < 16; ++j) m.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+    std::vector<float> out(256);
+    dequantize_row(TensorType::MXFP4, &m, out.data(), 32);
+    const float e2m1[16] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6, -0.f, -0.5f, -1, -1.5f, -2, -3, -4, -6};
+    for (int j = 0; j < 16; ++j) {
+      CHECK(out[static_cast<size_t>(j)] == 8.f * e2m1[j]);
+      CHECK(out[static_cast<size_t>(j + 16)] == 8.f * e2m1[15 - j]);
+    }
+    CHECK(mxfp4_scale(0) == std::ldexp(1.f, -128));  // the subnormal ends of E8M0, exact
+    CHECK(mxfp4_scale(1) == std::ldexp(1.f, -127));
+    CHECK(mxfp4_scale(255) == std::ldexp(1.f, 127));
+
+    BlockIQ4_NL nl{};
+    nl.d = fp32_to_fp16(0.5f);
+    for (int j = 0; j < 16; ++j) nl.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+    dequantize_row(TensorType::IQ4_NL, &nl, out.data(), 32);
+    for (int j = 0; j < 16; ++j) {
+      CHECK(out[static_cast<size_t>(j)] == 0.5f * kIq4Values[j]);
+      CHECK(out[static_cast<size_t>(j + 16)] == 0.5f * kIq4Values[15 - j]);
+    }
+
+    // IQ4_XS: sub-block j's 6-bit scale is a nibble of scales_l plus two bits of scales_h, less 32.
+    BlockIQ4_XS xs{};
+    xs.d = fp32_to_fp16(0.25f);
+    const int ls[8] = {-32, -1, 0, 1, 5, 17, 30, 31};
+    for (int j = 0; j < 8; ++j) {
+      const int biased = ls[j] + 32;
+      xs.scales_l[j / 2] = static_cast<uint8_t>(xs.scales_l[j / 2] | ((biased & 15) << (4 * (j % 2))));
+      xs.scales_h = static_cast<uint16_t>(xs.scales_h | ((biased >> 4) << (2 * j)));
+      for (int l = 0; l < 16; ++l) xs.qs[16 * j + l] = static_cast<uint8_t>(((l + j) % 16) | ((15 - l) << 4));
+    }
+    dequantize_row(TensorType::IQ4_XS, &xs, out.data(), 256);
+    for (int j = 0; j < 8; ++j) {
+      CHECK(iq4_xs_scale(xs, j) == ls[j]);
+      for (int l = 0; l < 16; ++l) {
+        CHECK(out[static_cast<size_t>(32 * j + l)] == 0.25f * static_cast<float>(ls[j]) * kIq4Values[(l + j) % 16]);
+        CHECK(out[static_cast<size_t>(32 * j + 16 + l)] == 0.25f * static_cast<float>(ls[j]) * kIq4Values[15 - l]);
+      }
+    }
+  }
+
   TEST_CASE("quantize then dequantize stays within each type's step") {
     const auto x = random_floats(4096, 1);
     struct Case {
       TensorType type;
       double max_rel_err;  // of max |x| per block
     };
+    // MXFP4: the largest magnitude lies in [4, 8) scale steps and the grid's widest gap (8 to 12)
+    // is 4 steps, so an element is off by at most half of that, a quarter of the largest.
+    // IQ4_NL: the grid's widest gap is 23 of 127 (104 to 127), about 0.09 of the largest, plus
+    // the scale search moving the grid by up to 7 of 127. IQ4_XS: the same grid, its group's scale
+    // rounded to a 6-bit multiple of the super-block's (a relative error of 1/2 in 12 or more).
     for (const Case c :
          {Case{TensorType::F32, 0}, Case{TensorType::F16, 1e-3}, Case{TensorType::BF16, 8e-3}, Case{TensorType::Q8_0, 1.0 / 127},
-          Case{TensorType::Q4_0, 1.0 / 8 + 1e-3}, Case{TensorType::Q5_0, 1.0 / 16 + 1e-3}}) {
+          Case{TensorType::Q4_0, 1.0 / 8 + 1e-3}, Case{TensorType::Q5_0, 1.0 / 16 + 1e-3}, Case{TensorType::MXFP4, 0.25},
+          Case{TensorType::IQ4_NL, 0.15}, Case{TensorType::IQ4_XS, 0.2}}) {
+      CAPTURE(std::string(tensor_type_name(c.type)));
       const auto y = dequantized(c.type, quantized(c.type, x), x.size());
       for (size_t b = 0; b < x.size(); b += 32) {
         float amax = 0;
@@ -175,13 +243,11 @@ TEST_SUITE("kernels") {
             TensorType::Q8_0,
             std::vector<uint8_t>(reinterpret_cast<uint8_t*>(xq.data()), reinterpret_cast<uint8_t*>(xq.data() + xq.size())),
             x.size());
-        for (TensorType t : {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0}) {
+        for (TensorType t : {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0, TensorType::MXFP4, TensorType::IQ4_NL}) {
+          CAPTURE(std::string(tensor_type_name(t)));
           const auto q = quantized(t, w);
           const auto wd = dequantized(t, q, w.size());
-          const float got = t == TensorType::Q8_0 ? k->dot_q8_0(reinterpret_cast<const BlockQ8_0*>(q.data()), xq.data(), n / 32)
-                            : t == TensorType::Q4_0
-                                ? k->dot_q4_0(reinterpret_cast<const BlockQ4_0*>(q.data()), xq.data(), n / 32)
-                                : k->dot_q5_0(reinterpret_cast<const BlockQ5_0*>(q.data()), xq.data(), n / 32);
+          const float got = q8_0_dot(*k, t, q.data(), xq.data(), n / 32);
           CHECK(std::fabs(got - naive_dot(wd, xd)) < 1e-5 * scale);
         }
       }
@@ -191,8 +257,7 @@ TEST_SUITE("kernels") {
   TEST_CASE("matmul equals row-by-row dot products for 1 and many tokens, any thread count") {
     const int n_in = 256, n_out = 100;
     const auto wf = random_floats(static_cast<size_t>(n_in * n_out), 5);
-    for (TensorType t : {TensorType::F32, TensorType::F16, TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0,
-                         TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
+    for (TensorType t : kAllTypes) {
       CAPTURE(std::string(tensor_type_name(t)));
       std::vector<uint8_t> data(row_bytes(t, n_in) * n_out);
       for (int r = 0; r < n_out; ++r)
@@ -234,8 +299,6 @@ TEST_SUITE("kernels") {
     return data;
   }
 
-  constexpr TensorType kAllTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q8_0, TensorType::Q4_0,
-                                      TensorType::Q5_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
 
   // One token's activations for `t` in table k's packed form, and the dot kernel of k on row w.
   struct TokenActivations {
@@ -267,9 +330,12 @@ TEST_SUITE("kernels") {
       case TensorType::F32: return k.dot_f32(reinterpret_cast<const float*>(w), a.f32.data(), n);
       case TensorType::F16: return k.dot_f16(reinterpret_cast<const uint16_t*>(w), a.f32.data(), n);
       case TensorType::BF16: return k.dot_bf16(reinterpret_cast<const uint16_t*>(w), a.f32.data(), n);
-      case TensorType::Q8_0: return k.dot_q8_0(reinterpret_cast<const BlockQ8_0*>(w), static_cast<const BlockQ8_0*>(x), n / 32);
-      case TensorType::Q4_0: return k.dot_q4_0(reinterpret_cast<const BlockQ4_0*>(w), static_cast<const BlockQ8_0*>(x), n / 32);
-      case TensorType::Q5_0: return k.dot_q5_0(reinterpret_cast<const BlockQ5_0*>(w), static_cast<const BlockQ8_0*>(x), n / 32);
+      case TensorType::Q8_0:
+      case TensorType::Q4_0:
+      case TensorType::Q5_0:
+      case TensorType::MXFP4:
+      case TensorType::IQ4_NL: return q8_0_dot(k, t, w, static_cast<const BlockQ8_0*>(x), n / 32);
+      case TensorType::IQ4_XS: return k.dot_iq4_xs(reinterpret_cast<const BlockIQ4_XS*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
       case TensorType::Q4_K: return k.dot_q4_k(reinterpret_cast<const BlockQ4_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
       case TensorType::Q5_K: return k.dot_q5_k(reinterpret_cast<const BlockQ5_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
       default: return k.dot_q6_k(reinterpret_cast<const BlockQ6_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);

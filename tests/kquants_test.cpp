@@ -422,7 +422,7 @@ TEST_SUITE("kquants") {
     const Model m = open_model(dst);
     CHECK_THROWS_WITH_AS(StageWeights(m.file, m.config, StageSpec::whole(m.config.n_layer)),
                          doctest::Contains("'blk.1.attn_v.weight' has type q2_k, which this runtime cannot compute with "
-                                           "(supported: f32, f16, q4_0, q5_0, q8_0, q4_k, q5_k, q6_k, bf16)"),
+                                           "(supported: f32, f16, q4_0, q5_0, q8_0, q4_k, q5_k, q6_k, bf16, iq4_nl, iq4_xs, mxfp4)"),
                          GgufError);
     // A stage without that layer does not need it.
     CHECK_NOTHROW(StageWeights(m.file, m.config, StageSpec{2, 4, false, true}));

@@ -268,12 +268,29 @@ TEST_CASE("partitioner: MoE presets have their published total and active parame
   for (const Case c : {Case{"qwen3-30b-a3b", 30.5e9, 3.3e9, true}, Case{"gpt-oss-20b", 20.9e9, 3.6e9, false},
                        Case{"gpt-oss-120b", 116.8e9, 5.1e9, false}}) {
     CAPTURE(std::string(c.name));
-    const ModelSpec s = preset(c.name, "f16");
+    ModelShape shape = *preset_shape(c.name);
+    shape.weight_type = "f16";
+    shape.expert_type.clear();  // every matrix in f16, to count parameters
+    const ModelSpec s = model_spec_from_shape(shape);
     CHECK(total_weight_bytes(s) == doctest::Approx(2 * c.total).epsilon(0.02));
     const double active = active_weight_bytes(s) + s.output_bytes + (c.active_counts_embedding ? s.embedding_bytes : 0);
     CHECK(active == doctest::Approx(2 * c.active).epsilon(0.03));
     CHECK(s.layer_expert_bytes.size() == static_cast<size_t>(s.n_layers));
   }
+  // gpt-oss is published with MXFP4 experts (17 bytes per 32 weights) whatever --type says of
+  // the rest; `--type` still sizes attention, embeddings and head.
+  ModelShape oss = *preset_shape("gpt-oss-20b");
+  CHECK(oss.expert_type == "mxfp4");
+  oss.weight_type = "q8_0";
+  const ModelSpec mx = model_spec_from_shape(oss);
+  oss.expert_type = "q8_0";
+  const ModelSpec q8 = model_spec_from_shape(oss);
+  CHECK(mx.layer_expert_bytes[0] == doctest::Approx(q8.layer_expert_bytes[0] * (17.0 / 32) / (34.0 / 32)));
+  CHECK(mx.layer_weight_bytes[0] - mx.layer_expert_bytes[0] == doctest::Approx(q8.layer_weight_bytes[0] - q8.layer_expert_bytes[0]));
+  CHECK(mx.embedding_bytes == q8.embedding_bytes);
+  oss.expert_type = "q3_xyz";
+  CHECK_THROWS_AS(model_spec_from_shape(oss), std::invalid_argument);
+
   // A dense model reads every byte.
   const ModelSpec dense = preset("llama-3-8b", "q4_0");
   CHECK(active_weight_bytes(dense) == doctest::Approx(total_weight_bytes(dense) - dense.embedding_bytes - dense.output_bytes));

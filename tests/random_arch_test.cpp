@@ -17,6 +17,10 @@
 // gpt-oss-q8_0 (0.096 here): llama.cpp's own token-by-token run of it differs from its batch run
 // by 0.059 and the independent pass by 0.107, its activations sitting near Q8_0 rounding
 // boundaries; our RoPE angles (YaRN included) are taken in double where ggml iterates in float.
+// gpt-oss-mxfp4 the same (0.1099 here on avx2 and avx512, while llama.cpp's own token-by-token run
+// differs from its batch run by 0.1099 and the independent pass with its rounding by 0.122); its
+// experts' bytes are llama.cpp's bit for bit (the quantizer test below), so the difference is not
+// in the weights.
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
@@ -44,8 +48,9 @@ bool quantized(const Fixture& fx) { return !std::string(fx.name).ends_with("-f32
 double tolerance(const Fixture& fx) {
   const std::string table(best_kernels().name);
   const bool x86_order = table == "avx2" || table == "avx512";
-  const bool unexplained = std::string(fx.name) == "phi3-q8_0" || std::string(fx.name) == "gpt-oss-q8_0";
-  if (quantized(fx) && (!x86_order || unexplained)) return 0.25;
+  const std::string name(fx.name);
+  const bool boundary_sensitive = name == "phi3-q8_0" || name == "gpt-oss-q8_0" || name == "gpt-oss-mxfp4";
+  if (quantized(fx) && (!x86_order || boundary_sensitive)) return 0.25;
   // gemma3's GELU rounds its input to fp16 (ops.h: geglu), so a last-bit difference before it
   // (another f32 summation order) can move a result by an fp16 step: llama.cpp's own batch and
   // incremental runs of gemma3-f32 differ by 1.3e-3, and PROVENANCE's independent pass with
@@ -70,6 +75,15 @@ std::vector<float> forward(std::span<Stage* const> chain, int pos, const std::ve
   const SeqChunk chunk{1, pos, static_cast<int>(ids.size())};
   const auto out = forward_chain(chain, {.chunks = {&chunk, 1}, .tokens = ids, .all_logits = all});
   return {out.begin(), out.end()};
+}
+
+std::vector<uint8_t> tensor_bytes(const std::string& path, const GgufTensorInfo& t) {
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(t.offset));
+  std::vector<uint8_t> bytes(t.n_bytes);
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(in.good());
+  return bytes;
 }
 
 int argmax(const float* row, int n) { return static_cast<int>(std::max_element(row, row + n) - row); }
@@ -165,6 +179,28 @@ TEST_SUITE("random_arch") {
       "gpt-oss (sinks, biases, YaRN, sliding and full layers alternating, softmax over the chosen experts, clamped SwiGLU)") {
     check_fixture({"gpt-oss-f32", "gpt-oss"});
     check_fixture({"gpt-oss-q8_0", "gpt-oss"});
+    check_fixture({"gpt-oss-mxfp4", "gpt-oss"});
+  }
+  TEST_CASE("the MXFP4 quantizer writes llama.cpp's bytes: the F32 experts quantized equal the MXFP4 file's") {
+    const auto f32 = shared_file("models/random-arch/gpt-oss-f32.gguf");
+    const auto mx = shared_file("models/random-arch/gpt-oss-mxfp4.gguf");
+    if (!f32 || !mx) return;
+    const GgufFile a = GgufFile::open(*f32), b = GgufFile::open(*mx);
+    int compared = 0;
+    for (const GgufTensorInfo& t : b.tensors()) {
+      if (t.type != TensorType::MXFP4) continue;
+      const GgufTensorInfo* src = a.find_tensor(t.name);
+      REQUIRE(src != nullptr);
+      REQUIRE(src->type == TensorType::F32);
+      const auto n = static_cast<int64_t>(src->n_elements());
+      const auto x = tensor_bytes(*f32, *src);
+      std::vector<uint8_t> out(row_bytes(TensorType::MXFP4, static_cast<uint64_t>(n)));
+      quantize_row(TensorType::MXFP4, reinterpret_cast<const float*>(x.data()), out.data(), n);
+      CAPTURE(t.name);
+      CHECK(out == tensor_bytes(*mx, t));
+      ++compared;
+    }
+    CHECK(compared == 12);  // gate, up and down experts of 4 layers
   }
   TEST_CASE("olmoe (16 experts, top 4, not renormalised; q/k norm over the whole projection)") {
     check_fixture({"olmoe-f32", "olmoe"});

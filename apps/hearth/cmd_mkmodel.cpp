@@ -12,7 +12,7 @@ namespace hearth::cli {
 
 void add_mkmodel_command(CLI::App& app) {
   struct Args {
-    std::string out, type = "f32", preset = "tiny", arch = "llama";
+    std::string out, type = "f32", expert_type, preset = "tiny", arch = "llama";
     runtime::MakeModelOptions opt;
     int dim = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0, ctx = 0, experts = 0, experts_used = 0, expert_ffn = 0;
   };
@@ -22,7 +22,11 @@ void add_mkmodel_command(CLI::App& app) {
   cmd->add_option("--arch", a->arch,
                   "Architecture: llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gpt-oss (llama with experts = Mixtral)")
       ->capture_default_str();
-  cmd->add_option("--type", a->type, "Weight type: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k")->capture_default_str();
+  cmd->add_option("--type", a->type,
+                  "Weight type: f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q5_k, q6_k, mxfp4, iq4_nl, iq4_xs")
+      ->capture_default_str();
+  cmd->add_option("--expert-type", a->expert_type,
+                  "MoE: the expert matrices' type, if not --type (gpt-oss is published with mxfp4 experts)");
   cmd->add_option("--preset", a->preset, "Shape: tiny, tinyllama-1.1b, llama-2-7b; MoE: tiny-moe, qwen3-30b-a3b")
       ->capture_default_str();
   cmd->add_option("--dim", a->dim, "Override: embedding size");
@@ -48,9 +52,14 @@ void add_mkmodel_command(CLI::App& app) {
       for (const auto& n : runtime::random_model_preset_names()) names += (names.empty() ? "" : ", ") + n;
       throw std::invalid_argument("unknown preset '" + a->preset + "' (" + names + ")");
     }
-    auto type = runtime::tensor_type_from_name(a->type);
-    if (!type || !runtime::tensor_type_info(static_cast<uint32_t>(*type))->computable)
-      throw std::invalid_argument("unknown or unsupported type '" + a->type + "' (" + runtime::computable_type_names() + ")");
+    const auto computable_type = [](const std::string& name) {
+      auto type = runtime::tensor_type_from_name(name);
+      if (!type || !runtime::tensor_type_info(static_cast<uint32_t>(*type))->computable)
+        throw std::invalid_argument("unknown or unsupported type '" + name + "' (" + runtime::computable_type_names() + ")");
+      return *type;
+    };
+    const runtime::TensorType type = computable_type(a->type);
+    if (!a->expert_type.empty()) a->opt.expert_type = computable_type(a->expert_type);
     const auto override_if = [](int v, int& field) {
       if (v > 0) field = v;
     };
@@ -66,7 +75,7 @@ void add_mkmodel_command(CLI::App& app) {
     override_if(a->expert_ffn, shape->n_ff_exp);
     if (a->heads > 0 && a->kv_heads == 0) shape->n_head_kv = shape->n_head;
     a->opt.shape = *shape;
-    a->opt.type = *type;
+    a->opt.type = type;
     a->opt.arch = a->arch;
     const auto t0 = std::chrono::steady_clock::now();
     runtime::make_random_model(a->out, a->opt);

@@ -34,11 +34,11 @@ constexpr std::array kTypes = {
     Entry{27, {"i64", 1, 8, false}},
     Entry{28, {"f64", 1, 8, false}},
     Entry{30, {"bf16", 1, 2, true}},
-    // Known by layout (so such files open, are inspected and sized), not yet computed: the
-    // 4-bit types of today's MoE releases (IQ4_NL/IQ4_XS "dynamic" quants, gpt-oss's MXFP4).
-    Entry{20, {"iq4_nl", 32, 18, false}},
-    Entry{23, {"iq4_xs", 256, 136, false}},
-    Entry{39, {"mxfp4", 32, 17, false}},
+    // The 4-bit table types of today's MoE releases: IQ4_NL/IQ4_XS ("dynamic" quants) and
+    // gpt-oss's MXFP4.
+    Entry{20, {"iq4_nl", 32, 18, true}},
+    Entry{23, {"iq4_xs", 256, 136, true}},
+    Entry{39, {"mxfp4", 32, 17, true}},
 };
 
 }  // namespace

@@ -24,12 +24,15 @@ enum class TensorType : uint32_t {
   Q5_K = 13,
   Q6_K = 14,
   Q8_K = 15,
+  IQ4_NL = 20,
+  IQ4_XS = 23,
   I8 = 24,
   I16 = 25,
   I32 = 26,
   I64 = 27,
   F64 = 28,
   BF16 = 30,
+  MXFP4 = 39,
 };
 
 struct TensorTypeInfo {
@@ -112,5 +115,32 @@ struct BlockQ8_K {
   int16_t bsums[kQK / 16];
 };
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210 && sizeof(BlockQ8_K) == 292);
+
+// 4-bit types whose values come from a fixed table of 16 signed integers (lut_quants.h). Nibbles
+// are laid out as in Q4_0: in each group of 32 elements, 16 bytes hold elements 0..15 in their
+// low nibbles and 16..31 in their high ones.
+// MXFP4 (OCP microscaling, gpt-oss's experts): x = 2^(e - 128) * kMxfp4Values[nibble], the
+// values being FP4 E2M1 numbers doubled (so the table holds integers) and the scale halved.
+constexpr int kMxfp4Block = 32;
+struct BlockMXFP4 {
+  uint8_t e;  // E8M0 exponent
+  uint8_t qs[kMxfp4Block / 2];
+};
+// IQ4_NL: x = d * kIq4Values[nibble], a non-uniform grid denser near 0.
+constexpr int kIq4NlBlock = 32;
+struct BlockIQ4_NL {
+  uint16_t d;
+  uint8_t qs[kIq4NlBlock / 2];
+};
+// IQ4_XS: IQ4_NL's grid in 256-element super-blocks with a 6-bit signed scale per 32:
+// x = d * (ls_j - 32) * kIq4Values[nibble], ls_j = low nibble of scales_l[j / 2] (high for odd j)
+// | bits 2j, 2j + 1 of scales_h as its bits 4 and 5. qs[16j..16j+15] holds sub-block j.
+struct BlockIQ4_XS {
+  uint16_t d;
+  uint16_t scales_h;
+  uint8_t scales_l[kQK / 64];
+  uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockMXFP4) == 17 && sizeof(BlockIQ4_NL) == 18 && sizeof(BlockIQ4_XS) == 136);
 
 }  // namespace hearth::runtime

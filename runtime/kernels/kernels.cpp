@@ -17,6 +17,7 @@
 
 #include "runtime/kernels/half.h"
 #include "runtime/kernels/kquants.h"
+#include "runtime/kernels/lut_quants.h"
 
 namespace hearth::runtime {
 
@@ -196,6 +197,9 @@ GemmKernel gemm_kernel(const KernelTable& k, TensorType t) {
     case TensorType::Q4_K: return k.gemm_q4_k;
     case TensorType::Q5_K: return k.gemm_q5_k;
     case TensorType::Q6_K: return k.gemm_q6_k;
+    case TensorType::MXFP4: return k.gemm_mxfp4;
+    case TensorType::IQ4_NL: return k.gemm_iq4_nl;
+    case TensorType::IQ4_XS: return k.gemm_iq4_xs;
     default: return nullptr;
   }
 }
@@ -211,6 +215,9 @@ const KernelTable& scalar_kernels() {
                                      .dot_q4_k = dot_q4_k_scalar,
                                      .dot_q5_k = dot_q5_k_scalar,
                                      .dot_q6_k = dot_q6_k_scalar,
+                                     .dot_mxfp4 = dot_mxfp4_scalar,
+                                     .dot_iq4_nl = dot_iq4_nl_scalar,
+                                     .dot_iq4_xs = dot_iq4_xs_scalar,
                                      .quantize_q8_0 = quantize_q8_0_scalar,
                                      .quantize_q8_k = quantize_q8_k_scalar,
                                      .gemm_f32 = gemm_by_dots<float, float, dot_f32_scalar, 1>,
@@ -222,6 +229,9 @@ const KernelTable& scalar_kernels() {
                                      .gemm_q4_k = gemm_by_dots<BlockQ4_K, BlockQ8_K, dot_q4_k_scalar, kQK>,
                                      .gemm_q5_k = gemm_by_dots<BlockQ5_K, BlockQ8_K, dot_q5_k_scalar, kQK>,
                                      .gemm_q6_k = gemm_by_dots<BlockQ6_K, BlockQ8_K, dot_q6_k_scalar, kQK>,
+                                     .gemm_mxfp4 = gemm_by_dots<BlockMXFP4, BlockQ8_0, dot_mxfp4_scalar, kMxfp4Block>,
+                                     .gemm_iq4_nl = gemm_by_dots<BlockIQ4_NL, BlockQ8_0, dot_iq4_nl_scalar, kIq4NlBlock>,
+                                     .gemm_iq4_xs = gemm_by_dots<BlockIQ4_XS, BlockQ8_K, dot_iq4_xs_scalar, kQK>,
                                      .packed_bytes = no_packing,
                                      .pack = no_pack,
                                      .axpy = axpy_scalar};
@@ -277,10 +287,13 @@ TensorType dot_type(TensorType t) {
   switch (t) {
     case TensorType::Q8_0:
     case TensorType::Q4_0:
-    case TensorType::Q5_0: return TensorType::Q8_0;
+    case TensorType::Q5_0:
+    case TensorType::MXFP4:
+    case TensorType::IQ4_NL: return TensorType::Q8_0;
     case TensorType::Q4_K:
     case TensorType::Q5_K:
-    case TensorType::Q6_K: return TensorType::Q8_K;
+    case TensorType::Q6_K:
+    case TensorType::IQ4_XS: return TensorType::Q8_K;
     default: return TensorType::F32;
   }
 }
@@ -326,6 +339,9 @@ void dequantize_row(TensorType type, const void* row, float* out, int64_t n) {
     case TensorType::Q5_K: dequantize_q5_k(static_cast<const BlockQ5_K*>(row), out, n); return;
     case TensorType::Q6_K: dequantize_q6_k(static_cast<const BlockQ6_K*>(row), out, n); return;
     case TensorType::Q8_K: dequantize_q8_k(static_cast<const BlockQ8_K*>(row), out, n); return;
+    case TensorType::MXFP4: dequantize_mxfp4(static_cast<const BlockMXFP4*>(row), out, n); return;
+    case TensorType::IQ4_NL: dequantize_iq4_nl(static_cast<const BlockIQ4_NL*>(row), out, n); return;
+    case TensorType::IQ4_XS: dequantize_iq4_xs(static_cast<const BlockIQ4_XS*>(row), out, n); return;
     default: throw std::runtime_error("cannot dequantize tensor type " + std::string(tensor_type_name(type)));
   }
 }
@@ -349,6 +365,9 @@ void quantize_row(TensorType type, const float* x, void* out, int64_t n) {
     case TensorType::Q4_K: quantize_q4_k(x, static_cast<BlockQ4_K*>(out), n); return;
     case TensorType::Q5_K: quantize_q5_k(x, static_cast<BlockQ5_K*>(out), n); return;
     case TensorType::Q6_K: quantize_q6_k(x, static_cast<BlockQ6_K*>(out), n); return;
+    case TensorType::MXFP4: quantize_mxfp4(x, static_cast<BlockMXFP4*>(out), n); return;
+    case TensorType::IQ4_NL: quantize_iq4_nl(x, static_cast<BlockIQ4_NL*>(out), n); return;
+    case TensorType::IQ4_XS: quantize_iq4_xs(x, static_cast<BlockIQ4_XS*>(out), n); return;
     default: throw std::runtime_error("cannot quantize to tensor type " + std::string(tensor_type_name(type)));
   }
 }

@@ -1,7 +1,7 @@
 // Dot-product kernels behind one seam: a table of function pointers chosen once for this CPU.
 //
-// Activations are converted once per token to the "dot type" of the weight (Q8_0 for Q8_0, Q4_0
-// and Q5_0 weights, Q8_K for the K-quants, as llama.cpp does; f32 otherwise), then every weight row is dotted with them
+// Activations are converted once per token to the "dot type" of the weight (Q8_0 for Q8_0, Q4_0,
+// Q5_0, MXFP4 and IQ4_NL weights, Q8_K for the K-quants and IQ4_XS, as llama.cpp does; f32 otherwise), then every weight row is dotted with them
 // block by block in the weights' packed form. The scalar table is the reference every SIMD table
 // (AVX2, AVX-512 on x86-64; NEON, NEON with the dot-product extension on AArch64) is tested against.
 //
@@ -41,6 +41,9 @@ struct KernelTable {
   float (*dot_q4_k)(const BlockQ4_K* w, const BlockQ8_K* x, int n_blocks);
   float (*dot_q5_k)(const BlockQ5_K* w, const BlockQ8_K* x, int n_blocks);
   float (*dot_q6_k)(const BlockQ6_K* w, const BlockQ8_K* x, int n_blocks);
+  float (*dot_mxfp4)(const BlockMXFP4* w, const BlockQ8_0* x, int n_blocks);
+  float (*dot_iq4_nl)(const BlockIQ4_NL* w, const BlockQ8_0* x, int n_blocks);
+  float (*dot_iq4_xs)(const BlockIQ4_XS* w, const BlockQ8_K* x, int n_blocks);
   // x[n] -> n/32 Q8_0 blocks; rounding is to nearest even in every implementation.
   void (*quantize_q8_0)(const float* x, BlockQ8_0* y, int n);
   // x[n] -> n/256 Q8_K blocks, bit-identical in every implementation.
@@ -50,7 +53,8 @@ struct KernelTable {
   // (Q8_0, Q8_K) as they are, or, where packed_bytes() is not 0, a layout of the table's own
   // made by pack() once per matmul and token and shared by every row (e.g. regrouped bytes with
   // sums and scales precomputed, so that decode can take rows one at a time).
-  GemmKernel gemm_f32, gemm_f16, gemm_bf16, gemm_q8_0, gemm_q4_0, gemm_q5_0, gemm_q4_k, gemm_q5_k, gemm_q6_k;
+  GemmKernel gemm_f32, gemm_f16, gemm_bf16, gemm_q8_0, gemm_q4_0, gemm_q5_0, gemm_q4_k, gemm_q5_k, gemm_q6_k, gemm_mxfp4,
+      gemm_iq4_nl, gemm_iq4_xs;
   // Bytes of one token's packed activations for `weight` and rows of n elements; 0 = the blocks.
   size_t (*packed_bytes)(TensorType weight, int n);
   // One token's dot-type blocks (n elements) -> its packed activations for `weight`.
@@ -66,6 +70,11 @@ GemmKernel gemm_kernel(const KernelTable& k, TensorType t);
 // Q8_K, or F32 (used as is).
 TensorType dot_type(TensorType t);
 
+// Every quantized weight type the tables compute (the ones whose dot type is not F32).
+inline constexpr TensorType kQuantizedWeightTypes[] = {TensorType::Q8_0, TensorType::Q4_0,  TensorType::Q5_0,
+                                                       TensorType::Q4_K, TensorType::Q5_K,  TensorType::Q6_K,
+                                                       TensorType::MXFP4, TensorType::IQ4_NL, TensorType::IQ4_XS};
+
 const KernelTable& scalar_kernels();
 // Every table this CPU supports (checked at run time), scalar first, fastest last.
 std::vector<const KernelTable*> supported_kernels();
@@ -76,8 +85,9 @@ const KernelTable& best_kernels();
 // Dequantizes one row of n elements of any computable type (and of Q8_K) into f32.
 void dequantize_row(TensorType type, const void* row, float* out, int64_t n);
 // Quantizes n floats into one row of any computable type (used by the model writer). f32, f16,
-// bf16, q8_0, q4_0 and q5_0 are bit-compatible with llama.cpp's reference quantizers; the K-quants use
-// a simpler quantizer (kquants.h) whose blocks llama.cpp reads the same way.
+// bf16, q8_0, q4_0, q5_0 and mxfp4 are bit-compatible with llama.cpp's reference quantizers, iq4_nl
+// and iq4_xs follow its search without an importance matrix (lut_quants.h); the K-quants use a
+// simpler quantizer (kquants.h) whose blocks llama.cpp reads the same way.
 void quantize_row(TensorType type, const float* x, void* out, int64_t n);
 
 }  // namespace hearth::runtime

@@ -11,6 +11,7 @@
 #include "runtime/kernels/kernel_tiles.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/kernels/kquants.h"
+#include "runtime/kernels/lut_quants.h"
 
 namespace hearth::runtime {
 
@@ -128,24 +129,29 @@ struct FloatTiles {
   }
 };
 
-// ---- Q8_0, Q4_0, Q5_0 weights against Q8_0 activations ----
+// ---- Q8_0, Q4_0, Q5_0, MXFP4, IQ4_NL weights against Q8_0 activations ----
 //
 // Per block and output, 8 int32 lanes each hold the exact sum of 4 products w * x (lane l:
 // elements 4l..4l+3), then acc += (d_w * d_x) * float(lanes). How the lanes are formed differs
 // by type but never their values: integers are exact, so any table may form them its own way
 // and a VNNI instruction gives the same lanes as maddubs + madd.
-//   Q8_0: |x| (unsigned) times w with x's sign; maddubs pairs into int16 (at most 2 * 127 *
-//         128, never saturated), madd pairs again.
+//   Q8_0, MXFP4, IQ4_NL: signed weights (MXFP4 and IQ4_NL looked up in their 16-entry table
+//         with a byte shuffle). |x| (unsigned) times w with x's sign; maddubs pairs into int16
+//         (at most 2 * 127 * 128, never saturated), madd pairs again.
 //   Q4_0, Q5_0: the stored unsigned values u = w + offset (0..15, 0..31) times x, less
 //         offset * (sum of x over the lane's 4 elements), computed once per token and block.
 
 // Where a weight's value comes from: kOffsetShift = log2 of the offset of unsigned values, or 0
 // for signed values.
+// An f16 scale broadcast to 8 floats (exact, as _cvtsh_ss).
+inline __m256 broadcast_half(uint16_t h) { return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(h))); }
+
 struct DecodeQ8_0 {
   using Block = BlockQ8_0;
   static constexpr int kOffsetShift = 0;
   static constexpr int kDecodeRows = 1;
   static __m256i values(const Block& b) { return load32(b.qs); }
+  static __m256 scale(const Block& b) { return broadcast_half(b.d); }
 };
 struct DecodeQ4_0 {
   using Block = BlockQ4_0;
@@ -157,6 +163,7 @@ struct DecodeQ4_0 {
     const __m256i q = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
     return _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
   }
+  static __m256 scale(const Block& b) { return broadcast_half(b.d); }
 };
 struct DecodeQ5_0 {
   using Block = BlockQ5_0;
@@ -174,10 +181,31 @@ struct DecodeQ5_0 {
     const __m256i bits = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(qh)), spread), bit_of_byte);
     return _mm256_or_si256(q, _mm256_and_si256(_mm256_cmpeq_epi8(bits, bit_of_byte), _mm256_set1_epi8(16)));
   }
+  static __m256 scale(const Block& b) { return broadcast_half(b.d); }
 };
 
-// An f16 scale broadcast to 8 floats (exact, as _cvtsh_ss).
-inline __m256 broadcast_half(uint16_t h) { return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(h))); }
+// 32 nibbles in Q4_0's order (16 bytes: low nibbles are elements 0..15, high 16..31) looked up
+// in a table of 16 signed bytes.
+inline __m256i table_values(const uint8_t* qs, const int8_t (&table)[16]) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m256i idx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(0x0f));
+  return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table))), idx);
+}
+
+struct DecodeMXFP4 {
+  using Block = BlockMXFP4;
+  static constexpr int kOffsetShift = 0;
+  static constexpr int kDecodeRows = 4;
+  static __m256i values(const Block& b) { return table_values(b.qs, kMxfp4Values); }
+  static __m256 scale(const Block& b) { return _mm256_set1_ps(mxfp4_scale(b.e)); }
+};
+struct DecodeIQ4_NL {
+  using Block = BlockIQ4_NL;
+  static constexpr int kOffsetShift = 0;
+  static constexpr int kDecodeRows = 4;
+  static __m256i values(const Block& b) { return table_values(b.qs, kIq4Values); }
+  static __m256 scale(const Block& b) { return broadcast_half(b.d); }
+};
 
 template <class D>
 struct Q8Tiles {
@@ -212,7 +240,7 @@ struct Q8Tiles {
       for (int r = 0; r < R; ++r) {
         const Block& wb = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws)[b];
         const __m256i qw = D::values(wb);
-        const __m256 dw = broadcast_half(wb.d);
+        const __m256 dw = D::scale(wb);
         for (int t = 0; t < T; ++t) {
           __m256i lanes;
           if constexpr (kUnsigned) {
@@ -397,6 +425,47 @@ struct Q6KTiles {
   }
 };
 
+// IQ4_XS: 8 sub-blocks of 32 signed table values with a signed 6-bit scale each, against Q8_K:
+// per super-block the sub-blocks' lanes (|x| times w with x's sign, as Q8_0's) times their scale
+// in integers, then acc += (d * d_x) * float(lanes). A row's values are looked up once per
+// super-block for all tokens of the tile.
+struct IQ4XSTiles {
+  static constexpr int kRows = 4, kTokens = 2, kDecodeRows = 2;
+  static constexpr bool kTokensOuter = false;
+  template <int R, int T>
+  static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    __m256 acc[R][T];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+    const int nb = n / kQK;
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    for (int b = 0; b < nb; ++b) {
+      prefetch_ahead<R * sizeof(BlockIQ4_XS)>(ahead, b);
+      for (int r = 0; r < R; ++r) {
+        const BlockIQ4_XS& wb = reinterpret_cast<const BlockIQ4_XS*>(w + static_cast<size_t>(r) * ws)[b];
+        __m256i q[8], scale[8];
+        for (int j = 0; j < 8; ++j) {
+          q[j] = table_values(wb.qs + 16 * j, kIq4Values);
+          scale[j] = _mm256_set1_epi16(static_cast<short>(iq4_xs_scale(wb, j)));
+        }
+        const float d = half_to_float(wb.d);
+        for (int t = 0; t < T; ++t) {
+          const BlockQ8_K& xb = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * xs)[b];
+          __m256i sumi = _mm256_setzero_si256();
+          for (int j = 0; j < 8; ++j) {
+            const __m256i qx = load32(xb.qs + 32 * j);
+            const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(q[j], qx));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, scale[j]));
+          }
+          acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(sumi), acc[r][t]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] = hsum(acc[r][t]);
+  }
+};
+
 float dot_f32(const float* w, const float* x, int n) { return dot1<FloatTiles<LoadF32>>(w, x, n); }
 float dot_f16(const uint16_t* w, const float* x, int n) { return dot1<FloatTiles<LoadF16>>(w, x, n); }
 float dot_bf16(const uint16_t* w, const float* x, int n) { return dot1<FloatTiles<LoadBF16>>(w, x, n); }
@@ -406,6 +475,9 @@ float dot_q5_0(const BlockQ5_0* w, const BlockQ8_0* x, int nb) { return dot1<Q8T
 float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) { return dot1<ScaleMinTiles<false>>(w, x, nb * kQK); }
 float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) { return dot1<ScaleMinTiles<true>>(w, x, nb * kQK); }
 float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* x, int nb) { return dot1<Q6KTiles>(w, x, nb * kQK); }
+float dot_mxfp4(const BlockMXFP4* w, const BlockQ8_0* x, int nb) { return dot1<Q8Tiles<DecodeMXFP4>>(w, x, nb * kMxfp4Block); }
+float dot_iq4_nl(const BlockIQ4_NL* w, const BlockQ8_0* x, int nb) { return dot1<Q8Tiles<DecodeIQ4_NL>>(w, x, nb * kIq4NlBlock); }
+float dot_iq4_xs(const BlockIQ4_XS* w, const BlockQ8_K* x, int nb) { return dot1<IQ4XSTiles>(w, x, nb * kQK); }
 
 // These kernels read the Q8_0 and Q8_K blocks as they are.
 size_t no_packing(TensorType, int) { return 0; }
@@ -474,6 +546,9 @@ const KernelTable& avx2_kernels() {
                                      .dot_q4_k = dot_q4_k,
                                      .dot_q5_k = dot_q5_k,
                                      .dot_q6_k = dot_q6_k,
+                                     .dot_mxfp4 = dot_mxfp4,
+                                     .dot_iq4_nl = dot_iq4_nl,
+                                     .dot_iq4_xs = dot_iq4_xs,
                                      .quantize_q8_0 = quantize_q8_0,
                                      .quantize_q8_k = quantize_q8_k,
                                      .gemm_f32 = gemm<FloatTiles<LoadF32>>,
@@ -485,6 +560,9 @@ const KernelTable& avx2_kernels() {
                                      .gemm_q4_k = gemm<ScaleMinTiles<false>>,
                                      .gemm_q5_k = gemm<ScaleMinTiles<true>>,
                                      .gemm_q6_k = gemm<Q6KTiles>,
+                                     .gemm_mxfp4 = gemm<Q8Tiles<DecodeMXFP4>>,
+                                     .gemm_iq4_nl = gemm<Q8Tiles<DecodeIQ4_NL>>,
+                                     .gemm_iq4_xs = gemm<IQ4XSTiles>,
                                      .packed_bytes = no_packing,
                                      .pack = no_pack,
                                      .axpy = axpy};

@@ -32,6 +32,7 @@
 #include "runtime/kernels/half.h"
 #include "runtime/kernels/kernel_tiles.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/lut_quants.h"
 
 namespace hearth::runtime {
 
@@ -171,11 +172,12 @@ struct FloatTiles {
   }
 };
 
-// ---- Q8_0, Q4_0, Q5_0 weights against Q8_0 activations ----
+// ---- Q8_0, Q4_0, Q5_0, MXFP4, IQ4_NL weights against Q8_0 activations ----
 //
 // Per block and output: the weights as 32 signed bytes (NEON multiplies signed by signed, so the
-// offsets of Q4_0 and Q5_0 come off the bytes, unlike AVX2's unsigned maddubs), the 4 integer
-// lanes of their dot product with the activations, then acc += float(lanes) * (d_w * d_x).
+// offsets of Q4_0 and Q5_0 come off the bytes, unlike AVX2's unsigned maddubs; MXFP4's and
+// IQ4_NL's come from their tables by a byte lookup), the 4 integer lanes of their dot product
+// with the activations, then acc += float(lanes) * (d_w * d_x).
 
 struct DecodeQ8_0 {
   using Block = BlockQ8_0;
@@ -183,6 +185,7 @@ struct DecodeQ8_0 {
     v0 = vld1q_s8(b.qs);
     v1 = vld1q_s8(b.qs + 16);
   }
+  static float scale(const Block& b) { return half_to_float(b.d); }
 };
 struct DecodeQ4_0 {
   using Block = BlockQ4_0;
@@ -193,6 +196,7 @@ struct DecodeQ4_0 {
     v0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(packed, vdupq_n_u8(0x0f))), eight);
     v1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(packed, 4)), eight);
   }
+  static float scale(const Block& b) { return half_to_float(b.d); }
 };
 struct DecodeQ5_0 {
   using Block = BlockQ5_0;
@@ -213,6 +217,26 @@ struct DecodeQ5_0 {
     v0 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(packed, vdupq_n_u8(0x0f)), h0)), offset);
     v1 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(packed, 4), h1)), offset);
   }
+  static float scale(const Block& b) { return half_to_float(b.d); }
+};
+
+// 32 nibbles in Q4_0's order (low nibbles are elements 0..15, high 16..31) looked up in a table
+// of 16 signed bytes.
+inline void table_values(const uint8_t* qs, const int8_t (&table)[16], int8x16_t& v0, int8x16_t& v1) {
+  const uint8x16_t packed = vld1q_u8(qs);
+  const int8x16_t t = vld1q_s8(table);
+  v0 = vqtbl1q_s8(t, vandq_u8(packed, vdupq_n_u8(0x0f)));
+  v1 = vqtbl1q_s8(t, vshrq_n_u8(packed, 4));
+}
+struct DecodeMXFP4 {
+  using Block = BlockMXFP4;
+  static void values(const Block& b, int8x16_t& v0, int8x16_t& v1) { table_values(b.qs, kMxfp4Values, v0, v1); }
+  static float scale(const Block& b) { return mxfp4_scale(b.e); }
+};
+struct DecodeIQ4_NL {
+  using Block = BlockIQ4_NL;
+  static void values(const Block& b, int8x16_t& v0, int8x16_t& v1) { table_values(b.qs, kIq4Values, v0, v1); }
+  static float scale(const Block& b) { return half_to_float(b.d); }
 };
 
 template <class D, class Lanes>
@@ -243,7 +267,7 @@ struct Q8Tiles {
         const Block& wb = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws)[b];
         int8x16_t w0, w1;
         D::values(wb, w0, w1);
-        const float dw = half_to_float(wb.d);
+        const float dw = D::scale(wb);
         for (int t = 0; t < T; ++t) {
           const int32x4_t lanes = Lanes::dot32(w0, w1, x0[t], x1[t]);
           acc[r][t] = vfmaq_f32(acc[r][t], vcvtq_f32_s32(lanes), vdupq_n_f32(dw * dx[t]));
@@ -442,6 +466,47 @@ struct Q6KTiles {
   }
 };
 
+// IQ4_XS: 8 sub-blocks of 32 signed table values with a signed 6-bit scale each, against Q8_K:
+// per super-block the sub-blocks' lanes times their scales in integers, then acc +=
+// float(lanes) * (d * d_x). A row's values are looked up once per super-block for the tile.
+template <class Lanes>
+struct IQ4XSTiles {
+  static constexpr int kRows = 4, kTokens = 2, kDecodeRows = 2;
+  static constexpr bool kTokensOuter = false;
+  template <int R, int T>
+  static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    float32x4_t acc[R][T];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) acc[r][t] = vdupq_n_f32(0.f);
+    const int nb = n / kQK;
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    for (int b = 0; b < nb; ++b) {
+      prefetch_ahead<R * sizeof(BlockIQ4_XS)>(ahead, b);
+      for (int r = 0; r < R; ++r) {
+        const BlockIQ4_XS& wb = reinterpret_cast<const BlockIQ4_XS*>(w + static_cast<size_t>(r) * ws)[b];
+        int8x16_t q[8][2];
+        int scale[8];
+        for (int j = 0; j < 8; ++j) {
+          table_values(wb.qs + 16 * j, kIq4Values, q[j][0], q[j][1]);
+          scale[j] = iq4_xs_scale(wb, j);
+        }
+        const float d = half_to_float(wb.d);
+        for (int t = 0; t < T; ++t) {
+          const BlockQ8_K& xb = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * xs)[b];
+          int32x4_t sumi = vdupq_n_s32(0);
+          for (int j = 0; j < 8; ++j) {
+            const int32x4_t lanes = Lanes::dot32(q[j][0], q[j][1], vld1q_s8(xb.qs + 32 * j), vld1q_s8(xb.qs + 32 * j + 16));
+            sumi = vmlaq_n_s32(sumi, lanes, scale[j]);
+          }
+          acc[r][t] = vfmaq_f32(acc[r][t], vcvtq_f32_s32(sumi), vdupq_n_f32(d * xb.d));
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] = vaddvq_f32(acc[r][t]);
+  }
+};
+
 // These kernels read the Q8_0 and Q8_K blocks as they are.
 size_t no_packing(TensorType, int) { return 0; }
 void no_pack(TensorType, const void*, void*, int) {}
@@ -475,6 +540,13 @@ struct Table {
     return dot1<ScaleMinTiles<true, Lanes>>(w, x, nb * kQK);
   }
   static float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* x, int nb) { return dot1<Q6KTiles<Lanes>>(w, x, nb * kQK); }
+  static float dot_mxfp4(const BlockMXFP4* w, const BlockQ8_0* x, int nb) {
+    return dot1<Q8Tiles<DecodeMXFP4, Lanes>>(w, x, nb * kMxfp4Block);
+  }
+  static float dot_iq4_nl(const BlockIQ4_NL* w, const BlockQ8_0* x, int nb) {
+    return dot1<Q8Tiles<DecodeIQ4_NL, Lanes>>(w, x, nb * kIq4NlBlock);
+  }
+  static float dot_iq4_xs(const BlockIQ4_XS* w, const BlockQ8_K* x, int nb) { return dot1<IQ4XSTiles<Lanes>>(w, x, nb * kQK); }
 
   static constexpr KernelTable make(std::string_view name) {
     return KernelTable{.name = name,
@@ -487,6 +559,9 @@ struct Table {
                        .dot_q4_k = dot_q4_k,
                        .dot_q5_k = dot_q5_k,
                        .dot_q6_k = dot_q6_k,
+                       .dot_mxfp4 = dot_mxfp4,
+                       .dot_iq4_nl = dot_iq4_nl,
+                       .dot_iq4_xs = dot_iq4_xs,
                        .quantize_q8_0 = quantize_q8_0,
                        .quantize_q8_k = quantize_q8_k,
                        .gemm_f32 = gemm<FloatTiles<LoadF32>>,
@@ -498,6 +573,9 @@ struct Table {
                        .gemm_q4_k = gemm<ScaleMinTiles<false, Lanes>>,
                        .gemm_q5_k = gemm<ScaleMinTiles<true, Lanes>>,
                        .gemm_q6_k = gemm<Q6KTiles<Lanes>>,
+                       .gemm_mxfp4 = gemm<Q8Tiles<DecodeMXFP4, Lanes>>,
+                       .gemm_iq4_nl = gemm<Q8Tiles<DecodeIQ4_NL, Lanes>>,
+                       .gemm_iq4_xs = gemm<IQ4XSTiles<Lanes>>,
                        .packed_bytes = no_packing,
                        .pack = no_pack,
                        .axpy = axpy};

@@ -91,8 +91,7 @@ MatmulScratch::MatmulScratch(int max_tokens, int64_t max_n_in)
       q8k_(static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in / kQK + 1)) {
   size_t packed = 0;
   for (const KernelTable* k : supported_kernels())
-    for (TensorType t :
-         {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K})
+    for (TensorType t : kQuantizedWeightTypes)
       packed = std::max(packed, k->packed_bytes(t, static_cast<int>(max_n_in)));
   packed_.resize(static_cast<size_t>(max_tokens) * packed);
 }

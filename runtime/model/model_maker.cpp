@@ -149,6 +149,7 @@ TensorType k_quant_fallback(TensorType type) {
     case TensorType::Q4_K: return TensorType::Q5_0;
     case TensorType::Q5_K: return TensorType::Q8_0;
     case TensorType::Q6_K: return TensorType::Q8_0;
+    case TensorType::IQ4_XS: return TensorType::IQ4_NL;
     default: return type;
   }
 }
@@ -170,6 +171,7 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
     s.n_vocab = copy_vocab(md, o.vocab_from);
   }
   check_shape(s, o.type);
+  if (o.expert_type) check_shape(s, *o.expert_type);
   check_arch(o.arch, s);
   const bool moe = s.n_expert > 0;
   const bool qk_norm = o.arch == "qwen3" || o.arch == "qwen3moe" || o.arch == "olmoe" || o.arch == "gemma3";
@@ -219,7 +221,7 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   const auto vector = [&](const std::string& name, uint64_t n) { w.add_tensor(name, TensorType::F32, {n}); };
   const uint64_t X = static_cast<uint64_t>(s.n_expert), FX = static_cast<uint64_t>(s.n_ff_exp);
   const auto experts = [&](const std::string& name, uint64_t n_in, uint64_t n_out) {
-    w.add_tensor(name, matrix_type(o.type, n_in), {n_in, n_out, X});
+    w.add_tensor(name, matrix_type(o.expert_type.value_or(o.type), n_in), {n_in, n_out, X});
   };
   matrix("token_embd.weight", E, static_cast<uint64_t>(s.n_vocab));
   vector("output_norm.weight", E);

@@ -43,6 +43,9 @@ struct MakeModelOptions {
   // multiple of 256 falls back to another type for that tensor, as llama-quantize does
   // (k_quant_fallback).
   TensorType type = TensorType::F32;
+  // The 3-D expert matrices' type, if not `type` (gpt-oss is published with MXFP4 experts and
+  // the rest in another type).
+  std::optional<TensorType> expert_type;
   uint64_t seed = 1;
   float weight_std = 0.02f;  // of the uniform distribution the weights are drawn from
   std::string vocab_from;    // copy tokenizer.* from this GGUF (n_vocab follows it)
