@@ -113,7 +113,9 @@ class Head final : public HeadRole {
 
   // head_clients.cpp
   void on_generate(const std::string& client, uint64_t request_id, transport::wire::GenerateRequest::Reader r);
-  std::vector<int32_t> encode_request(transport::wire::GenerateRequest::Reader r, std::string& chat_template) const;
+  // The prompt's tokens; a conversation also names its template and how its reply is shown.
+  std::vector<int32_t> encode_request(transport::wire::GenerateRequest::Reader r, std::string& chat_template,
+                                      runtime::ReplyFilter& reply) const;
   void emit(const GenerationEvent& e);
   // After a generation that decoded alone: compares its pace with the plan's (cluster/pace.h).
   void check_pace(double decode_tok_s);

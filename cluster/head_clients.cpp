@@ -6,6 +6,7 @@
 #include "cluster/pace.h"
 #include "cluster/wire_convert.h"
 #include "runtime/text/chat_template.h"
+#include "runtime/text/reply_filter.h"
 
 namespace hearth::cluster {
 
@@ -29,9 +30,10 @@ void Head::on_generate(const std::string& client, uint64_t request_id, wire::Gen
   runtime::SamplingParams sampling;
   std::vector<int32_t> prompt;
   std::string chat_template;
+  runtime::ReplyFilter reply;
   try {
     sampling = from_wire(r.getSampling());
-    prompt = encode_request(r, chat_template);
+    prompt = encode_request(r, chat_template, reply);
   } catch (const std::exception& e) {
     emit({.client = client,
           .request_id = request_id,
@@ -42,10 +44,11 @@ void Head::on_generate(const std::string& client, uint64_t request_id, wire::Gen
     return;
   }
   scheduler_->add(client, request_id, std::move(prompt), static_cast<int>(std::min<uint32_t>(r.getNPredict(), 1u << 20)),
-                  sampling, chat_template);
+                  sampling, chat_template, reply);
 }
 
-std::vector<int32_t> Head::encode_request(wire::GenerateRequest::Reader r, std::string& chat_template) const {
+std::vector<int32_t> Head::encode_request(wire::GenerateRequest::Reader r, std::string& chat_template,
+                                          runtime::ReplyFilter& reply) const {
   if (r.getMessages().size() == 0) return plan_->tokenizer->encode(r.getPrompt().cStr());
   // A conversation: the model's own template renders it, and its control tokens are real tokens.
   std::vector<runtime::ChatMessage> messages;
@@ -58,6 +61,7 @@ std::vector<int32_t> Head::encode_request(wire::GenerateRequest::Reader r, std::
   const runtime::ChatTemplate t =
       runtime::detect_chat_template(plan_->file->metadata().get_string_opt("tokenizer.chat_template").value_or(""));
   chat_template = t.name + (t.fallback ? " (fallback)" : "");
+  reply = runtime::ReplyFilter::for_chat(t, plan_->tokenizer->vocab());
   return plan_->tokenizer->encode(runtime::render_chat(t, messages), {.add_bos = true, .parse_special = true});
 }
 

@@ -43,7 +43,7 @@ void Scheduler::admit() {
 }
 
 void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
-                    const runtime::SamplingParams& sampling, std::string chat_template) {
+                    const runtime::SamplingParams& sampling, std::string chat_template, runtime::ReplyFilter reply) {
   totals_.requests++;
   GenerationEvent refuse{
       .client = client, .request_id = request_id, .done = true, .category = ErrorCategory::BAD_REQUEST, .finish_reason = "error"};
@@ -63,6 +63,7 @@ void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<
   s.n_predict = n_predict;
   s.sampling = sampling;
   s.chat_template = std::move(chat_template);
+  s.reply = reply;
   s.start = Steady::now();
   s.original_prompt = s.prompt.size();
   sessions_.emplace(next_seq_++, std::move(s));
@@ -76,6 +77,7 @@ std::vector<CarriedSession> Scheduler::suspend() {
                      .n_predict = s.n_predict,
                      .sampling = s.sampling,
                      .chat_template = s.chat_template,
+                     .reply = s.reply,
                      .start = s.start,
                      .first_token = s.first_token};
     c.prompt.assign(s.prompt.begin(), s.prompt.begin() + static_cast<long>(s.original_prompt));
@@ -101,6 +103,7 @@ void Scheduler::resume(CarriedSession c) {
   // sampler skips them and continues the same stream.
   if (s.sampling.temperature > 0) s.sampling.draws_done = s.output.size();
   s.chat_template = std::move(c.chat_template);
+  s.reply = c.reply;
   s.start = c.start;
   s.first_token = c.first_token;
   sessions_.emplace(next_seq_++, std::move(s));
@@ -184,7 +187,7 @@ void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
     }
     s.generated++;
     totals_.tokens_generated++;
-    emit_({.client = s.client, .request_id = s.request_id, .token = t.token, .piece = tokenizer_.piece(t.token)});
+    emit_({.client = s.client, .request_id = s.request_id, .token = t.token, .piece = s.reply.visible(t.token, tokenizer_.piece(t.token))});
     if (s.generated >= s.n_predict || s.next_pos >= n_ctx_) finish(t.seq, "length");
     else s.pending = t.token;
   }

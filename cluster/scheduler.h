@@ -23,6 +23,7 @@
 #include "cluster/host.h"
 #include "cluster/stage_host.h"
 #include "runtime/model/sampler.h"
+#include "runtime/text/reply_filter.h"
 #include "runtime/text/tokenizer.h"
 
 namespace hearth::cluster {
@@ -60,6 +61,7 @@ struct CarriedSession {
   int n_predict = 0;
   runtime::SamplingParams sampling;
   std::string chat_template;
+  runtime::ReplyFilter reply;  // where the client's view of the reply is
   std::chrono::steady_clock::time_point start, first_token;
 };
 
@@ -74,7 +76,7 @@ class Scheduler {
 
   // Starts a generation; emits an error event at once when it cannot start.
   void add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
-           const runtime::SamplingParams& sampling, std::string chat_template = "");
+           const runtime::SamplingParams& sampling, std::string chat_template = "", runtime::ReplyFilter reply = {});
   // Stops a generation a client asked to cancel (unknown ones are ignored).
   void cancel(const std::string& client, uint64_t request_id);
   // Runs one batch on the head's stage if any sequence has work. Returns true if it did.
@@ -106,6 +108,7 @@ class Scheduler {
     runtime::SamplingParams sampling;
     std::optional<int32_t> pending;  // sampled, waiting to be fed back
     std::string chat_template;
+    runtime::ReplyFilter reply;  // what of each token the client sees
     std::chrono::steady_clock::time_point start, first_token;
     bool admitted = false;  // holds a KV cache slot on the stages
   };

@@ -10,7 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "runtime/format/gguf.h"
 #include "runtime/text/chat_template.h"
+#include "runtime/text/reply_filter.h"
+#include "runtime/text/vocab.h"
 #include "tests/test_util.h"
 
 using namespace hearth::runtime;
@@ -278,6 +281,73 @@ TEST_SUITE("chat_template") {
     CHECK(render_chat(t, std::vector<ChatMessage>{{"user", "Hi"}}, {.date = "01 Jan 2025"}) ==
           "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 01 Jan 2025\n\n"
           "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+  }
+
+  TEST_CASE("gpt-oss's harmony format: system preamble, developer instructions, past answers on the final channel") {
+    // The detection llama.cpp uses; the expected text follows OpenAI's template (models/templates/
+    // openai-gpt-oss-120b.jinja in llama.cpp) without tools.
+    const ChatTemplate t = detect_chat_template("{{- \"<|start|>system<|message|>\" }} ... <|channel|>final<|message|>");
+    CHECK(t.family == ChatFamily::HARMONY);
+    CHECK(t.name == "harmony");
+    const std::string preamble =
+        "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: 2024-06\n"
+        "Current date: 2026-12-04\n\nReasoning: medium\n\n# Valid channels: analysis, commentary, final. Channel must be "
+        "included for every message.<|end|>";
+    CHECK(render_chat(t, kChat, {.iso_date = "2026-12-04"}) ==
+          preamble + "<|start|>developer<|message|># Instructions\n\nYou are a helpful assistant.\n\n<|end|>"
+                     "<|start|>user<|message|>Hello!<|end|><|start|>assistant<|channel|>final<|message|> Hi there. <|end|>"
+                     "<|start|>user<|message|>What is 2+2?<|end|><|start|>assistant");
+    // No system message, no developer turn; the effort is the caller's.
+    CHECK(render_chat(t, std::vector<ChatMessage>{{"user", "Hi"}}, {.iso_date = "2026-12-04", .reasoning_effort = "low"}) ==
+          "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: 2024-06\n"
+          "Current date: 2026-12-04\n\nReasoning: low\n\n# Valid channels: analysis, commentary, final. Channel must be "
+          "included for every message.<|end|><|start|>user<|message|>Hi<|end|><|start|>assistant");
+    // Without a date given, today's.
+    const std::string today = render_chat(t, std::vector<ChatMessage>{{"user", "Hi"}});
+    CHECK(today.find("Current date: 20") != std::string::npos);
+  }
+
+  TEST_CASE("a harmony reply shows only its final channel; <|end|> does not stop it, <|return|> does") {
+    GgufMetadata md;
+    const std::vector<std::string> pieces = {"<unk>",       "<s>",       "</s>",   "<|start|>", "<|channel|>", "<|message|>",
+                                             "<|end|>",     "<|return|>", "<|call|>", "analysis", "final",      "assistant",
+                                             "Let me think", "4",         " ",       "commentary"};
+    std::vector<GgufValue> tokens, types;
+    for (const auto& p : pieces) {
+      tokens.push_back(GgufValue::str(p));
+      types.push_back(GgufValue::i32(p.starts_with("<") ? 3 : 1));  // control tokens, normal text
+    }
+    md.set("tokenizer.ggml.model", GgufValue::str("llama"));
+    md.set("tokenizer.ggml.tokens", GgufValue::array(GgufType::STRING, std::move(tokens)));
+    md.set("tokenizer.ggml.token_type", GgufValue::array(GgufType::INT32, std::move(types)));
+    md.set("tokenizer.ggml.eot_token_id", GgufValue::u32(6));  // some conversions name <|end|> as EOT
+    const Vocab v = load_vocab(md);
+    const auto id = [&](const std::string& p) { return v.find(p); };
+    CHECK(v.is_end_of_generation(id("<|return|>")));
+    CHECK(v.is_end_of_generation(id("<|call|>")));
+    CHECK_FALSE(v.is_end_of_generation(id("<|end|>")));
+
+    const ChatTemplate harmony = detect_chat_template("<|start|> <|channel|>");
+    const auto shown = [&](ReplyFilter f, const std::vector<std::string>& reply) {
+      std::string out;
+      for (const auto& p : reply) out += f.visible(id(p), p);
+      return out;
+    };
+    const std::vector<std::string> reply = {"<|channel|>", "analysis",  "<|message|>", "Let me think", "<|end|>",
+                                            "<|start|>",   "assistant", "<|channel|>", "final",        "<|message|>",
+                                            "4",           " ",         "4"};
+    CHECK(shown(ReplyFilter::for_chat(harmony, v), reply) == "4 4");
+    // A commentary message (a tool call) is not the answer either.
+    CHECK(shown(ReplyFilter::for_chat(harmony, v), {"<|channel|>", "commentary", "<|message|>", "4", "<|end|>", "<|start|>",
+                                                    "assistant", "<|channel|>", " final", "<|message|>", "4"}) == "4");
+    // A reply without a header is shown as it is; other templates show everything.
+    CHECK(shown(ReplyFilter::for_chat(harmony, v), {"4", " ", "4"}) == "4 4");
+    CHECK(shown(ReplyFilter::for_chat(detect_chat_template("<|im_start|>"), v), {"<|channel|>", "4"}) == "<|channel|>4");
+    // Carried mid-reply (a copy), the filter goes on where it was.
+    ReplyFilter f = ReplyFilter::for_chat(harmony, v);
+    for (size_t i = 0; i < 10; ++i) f.visible(id(reply[i]), reply[i]);
+    ReplyFilter carried = f;
+    CHECK(carried.visible(id("4"), "4") == "4");
   }
 
 }  // TEST_SUITE

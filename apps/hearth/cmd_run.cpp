@@ -8,6 +8,7 @@
 #include "apps/hearth/local_model.h"
 #include "profiles/profiler.h"
 #include "runtime/text/chat_template.h"
+#include "runtime/text/reply_filter.h"
 #include "runtime/model/generator.h"
 
 namespace hearth::cli {
@@ -43,6 +44,7 @@ void run(const RunArgs& a) {
   runtime::ThreadPool pool(a.threads > 0 ? a.threads : runtime::hardware_threads());
   runtime::Stage stage(m.weights, {.n_ctx = a.ctx, .max_batch = 256, .max_sequences = 1}, pool);
   std::string text = a.prompt;
+  runtime::ReplyFilter reply;  // what of the reply is the answer (gpt-oss: its final channel)
   if (a.chat) {  // the prompt as one user message in the model's chat format; BOS stays the tokenizer's
     const auto tmpl = runtime::detect_chat_template(m.file.metadata().get_string_opt("tokenizer.chat_template").value_or(""));
     spdlog::info("chat template: {}{}", tmpl.name, tmpl.fallback ? " (the model has none hearth recognises)" : "");
@@ -51,6 +53,7 @@ void run(const RunArgs& a) {
     text = runtime::render_chat(
         tmpl, {&user, 1},
         {.bos_token = v.bos >= 0 ? v.tokens[size_t(v.bos)] : "", .eos_token = v.eos >= 0 ? v.tokens[size_t(v.eos)] : ""});
+    reply = runtime::ReplyFilter::for_chat(tmpl, v);
   }
   const std::vector<int32_t> prompt = tok.encode(text, {.parse_special = a.chat});
   spdlog::debug("prompt: {} tokens, kernels: {}", prompt.size(), stage.kernels().name);
@@ -59,7 +62,7 @@ void run(const RunArgs& a) {
   runtime::Stage* stages[] = {&stage};
   const auto stats =
       runtime::generate(stages, 1, prompt, {.n_predict = a.n_predict, .sampling = a.sampling}, tok.vocab(), [&](int32_t id) {
-        const std::string text = utf8.push(tok.piece(id));
+        const std::string text = utf8.push(reply.visible(id, tok.piece(id)));
         std::fwrite(text.data(), 1, text.size(), stdout);
         std::fflush(stdout);
         return true;

@@ -1,5 +1,7 @@
 #include "runtime/text/chat_template.h"
 
+#include <ctime>
+
 namespace hearth::runtime {
 
 namespace {
@@ -223,6 +225,34 @@ std::string render_command_r(std::span<const ChatMessage> messages, const ChatRe
   return out;
 }
 
+std::string today_utc_iso() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
+  return buf;
+}
+
+// OpenAI's gpt-oss template without tools: a system message of its own (identity, knowledge
+// cut-off, date, reasoning effort, channels), the conversation's system message as the
+// "developer" instructions, past answers on the final channel (their reasoning is not shown
+// again), and the generation prompt "<|start|>assistant", after which the model names a channel.
+std::string render_harmony(std::span<const ChatMessage> messages, const ChatRenderOptions& o) {
+  std::string out = "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n";
+  out += "Knowledge cutoff: 2024-06\nCurrent date: " + (o.iso_date.empty() ? today_utc_iso() : o.iso_date) + "\n\n";
+  out += "Reasoning: " + o.reasoning_effort + "\n\n";
+  out += "# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|>";
+  const auto [has_system, system, rest] = split_system(messages);
+  if (has_system && !system.empty()) out += "<|start|>developer<|message|># Instructions\n\n" + system + "\n\n<|end|>";
+  for (const auto& m : rest) {
+    if (m.role == "user") out += "<|start|>user<|message|>" + m.content + "<|end|>";
+    else if (m.role == "assistant") out += "<|start|>assistant<|channel|>final<|message|>" + m.content + "<|end|>";
+  }
+  if (o.add_generation_prompt) out += "<|start|>assistant";
+  return out;
+}
+
 }  // namespace
 
 std::string_view chat_family_name(ChatFamily family) {
@@ -238,6 +268,7 @@ std::string_view chat_family_name(ChatFamily family) {
     case ChatFamily::DEEPSEEK_CODER: return "deepseek-coder";
     case ChatFamily::DEEPSEEK_V2: return "deepseek-v2";
     case ChatFamily::COMMAND_R: return "command-r";
+    case ChatFamily::HARMONY: return "harmony";
   }
   return "chatml";
 }
@@ -251,7 +282,9 @@ ChatTemplate detect_chat_template(std::string_view jinja) {
   };
   // Order matters: a template may mention another family's markers (a Llama 3 tool template
   // quoting "<|python_tag|>", ChatML inside a Llama-3-based model...); the most specific come first.
-  if (has("<|im_start|>")) {
+  if (has("<|start|>") && has("<|channel|>")) {
+    set(ChatFamily::HARMONY);
+  } else if (has("<|im_start|>")) {
     set(ChatFamily::CHATML);
     if (has(kQwenSystem)) {
       t.default_system = kQwenSystem;
@@ -316,6 +349,7 @@ std::string render_chat(const ChatTemplate& tmpl, std::span<const ChatMessage> m
     case ChatFamily::DEEPSEEK_CODER: return render_deepseek_coder(messages, options);
     case ChatFamily::DEEPSEEK_V2: return render_deepseek_v2(messages, options);
     case ChatFamily::COMMAND_R: return render_command_r(messages, options);
+    case ChatFamily::HARMONY: return render_harmony(messages, options);
   }
   return render_chatml(tmpl, messages, options);
 }

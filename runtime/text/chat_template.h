@@ -46,6 +46,7 @@ enum class ChatFamily {
   DEEPSEEK_CODER,  // ### Instruction: ... ### Response: ... <|EOT|>: DeepSeek Coder
   DEEPSEEK_V2,     // User: ... Assistant: ...: DeepSeek V2 / LLM chat
   COMMAND_R,       // <|START_OF_TURN_TOKEN|><|USER_TOKEN|>...: Cohere Command-R
+  HARMONY,         // <|start|>role<|message|> ... <|end|>, answers on channels: gpt-oss (reply_filter.h)
 };
 
 // Mistral's formats differ in spaces and in where the system message goes.
@@ -78,6 +79,9 @@ struct ChatRenderOptions {
   std::string bos_token;
   std::string eos_token;
   std::string date = "26 Jul 2024";  // Llama 3.1+ "Today Date" (the templates' own default)
+  // Harmony's "Current date" (YYYY-MM-DD); empty = today (UTC), as the template's strftime_now.
+  std::string iso_date;
+  std::string reasoning_effort = "medium";  // harmony: "low", "medium" or "high"
 };
 
 // Recognises a tokenizer.chat_template's family; an empty or unknown template gives ChatML

@@ -47,6 +47,8 @@ constexpr const char* kEndOfTurnTexts[] = {
     "<|end|>",
     "<end_of_turn>",
     "<|endoftext|>",
+    "<|return|>",
+    "<|call|>",
     "<EOT>",
     "<|EOT|>",
     "<\uff5cend\u2581of\u2581sentence\uff5c>",  // DeepSeek's <｜end▁of▁sentence｜> (UTF-8)
@@ -155,12 +157,17 @@ Vocab load_vocab(const GgufMetadata& md) {
     }
   }
 
+  // Harmony (gpt-oss) ends a reply with <|return|> or <|call|>; its <|end|> only closes one
+  // message of the reply (the reasoning before the answer), so there it must not stop generation.
+  const bool harmony = v.find("<|return|>") >= 0 && v.find("<|call|>") >= 0;
   for (const char* text : kEndOfTurnTexts) {
     const int32_t id = v.find(text);
     if (id < 0 || id == v.eos || id == v.eot) continue;
+    if (harmony && std::string_view(text) == "<|end|>") continue;
     const TokenType t = v.types[static_cast<size_t>(id)];
     if (t == TokenType::CONTROL || t == TokenType::USER_DEFINED) v.end_of_generation.push_back(id);
   }
+  if (harmony && v.eot >= 0 && v.eot == v.find("<|end|>")) v.eot = -1;
   return v;
 }
 
