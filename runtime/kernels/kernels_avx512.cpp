@@ -1,5 +1,5 @@
 // AVX-512 kernels (F, BW, VL, VNNI and VBMI: AMD Zen 4 and later, Intel Ice Lake and later) for
-// the kernels that are instruction-bound in AVX2 at two threads: Q4_0, Q8_0, Q4_K and Q5_K decode
+// the kernels that are instruction-bound in AVX2 at two threads: Q4_0, Q8_0, MXFP4, IQ4_NL, Q4_K and Q5_K decode
 // (about 12 instructions per Q4_0 block and row in AVX2, about 7 here: two rows per 512-bit
 // register, VNNI byte dot products, a VBMI permute to unpack, and the activations' share done
 // once per token by pack()), and f32/f16/bf16 prefill (twice the multiply-adds per instruction).
@@ -29,6 +29,7 @@
 
 #include "runtime/kernels/kernel_tiles.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/lut_quants.h"
 
 #define HEARTH_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
 // A kernel piece that must be inlined into its loop (a call per block would cost more than the block).
@@ -78,23 +79,60 @@ HEARTH_AVX512 void pack_blocks(const BlockQ8_0* x, PackedBlock* out, int nb) {
 
 // Rows r and r + 1 of block b: the unsigned values u as [row r | row r + 1] (32 bytes each, in
 // element order) and the scales [d_r x8 | d_r+1 x8].
+// The 32 nibbles of two blocks in Q4_0's order (16 bytes each: low nibbles are elements 0..15,
+// high 16..31) as bytes 0..15: [row a | row b], 32 elements each.
+HEARTH_AVX512_INLINE __m512i pair_nibbles(const uint8_t* a, const uint8_t* b) {
+  // [qs_a | qs_b] in the low 32 bytes, then each 16 twice: [qs_a, qs_a, qs_b, qs_b], the
+  // second copies shifted to their high nibbles.
+  alignas(64) static constexpr uint8_t kSpread[64] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                                      0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                                      16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+                                                      16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+  const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
+                                               _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
+  __m512i q = _mm512_permutexvar_epi8(_mm512_load_si512(kSpread), _mm512_castsi256_si512(both));
+  q = _mm512_mask_srli_epi16(q, 0xff00ff00u, q, 4);
+  return _mm512_and_si512(q, _mm512_set1_epi8(0x0f));
+}
+
+// Two f16 scales as [d_a x8 | d_b x8].
+HEARTH_AVX512_INLINE __m512 pair_halves(uint16_t a, uint16_t b) {
+  return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a))),
+                                                 _mm_set1_epi16(static_cast<short>(b)), 1));
+}
+
 struct WeightsQ4_0 {
   using Block = BlockQ4_0;
   static constexpr int kOffsetShift = 3;
   HEARTH_AVX512_INLINE void load(const Block& a, const Block& b, __m512i& u, __m512& d) {
-    // [qs_a | qs_b] in the low 32 bytes, then each 16 twice: [qs_a, qs_a, qs_b, qs_b], the
-    // second copies shifted to their high nibbles.
-    alignas(64) static constexpr uint8_t kSpread[64] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
-                                                        0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
-                                                        16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
-                                                        16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
-    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a.qs))),
-                                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs)), 1);
-    __m512i q = _mm512_permutexvar_epi8(_mm512_load_si512(kSpread), _mm512_castsi256_si512(both));
-    q = _mm512_mask_srli_epi16(q, 0xff00ff00u, q, 4);
-    u = _mm512_and_si512(q, _mm512_set1_epi8(0x0f));
-    d = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a.d))),
-                                                _mm_set1_epi16(static_cast<short>(b.d)), 1));
+    u = pair_nibbles(a.qs, b.qs);
+    d = pair_halves(a.d, b.d);
+  }
+};
+
+// MXFP4 and IQ4_NL: the nibbles index a table of signed values, which VNNI takes unsigned as
+// value + 128 (the offset of Q8_0's u = w ^ 0x80): a byte shuffle of the table so shifted.
+HEARTH_AVX512_INLINE __m512i pair_table_values(const uint8_t* a, const uint8_t* b, const int8_t (&table)[16]) {
+  const __m128i shifted = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table)), _mm_set1_epi8(static_cast<char>(0x80)));
+  return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(shifted), pair_nibbles(a, b));
+}
+
+struct WeightsMXFP4 {
+  using Block = BlockMXFP4;
+  static constexpr int kOffsetShift = 7;
+  HEARTH_AVX512_INLINE void load(const Block& a, const Block& b, __m512i& u, __m512& d) {
+    u = pair_table_values(a.qs, b.qs, kMxfp4Values);
+    d = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(mxfp4_scale(a.e))),
+                                            _mm256_castps_pd(_mm256_set1_ps(mxfp4_scale(b.e))), 1));
+  }
+};
+
+struct WeightsIQ4_NL {
+  using Block = BlockIQ4_NL;
+  static constexpr int kOffsetShift = 7;
+  HEARTH_AVX512_INLINE void load(const Block& a, const Block& b, __m512i& u, __m512& d) {
+    u = pair_table_values(a.qs, b.qs, kIq4Values);
+    d = pair_halves(a.d, b.d);
   }
 };
 
@@ -105,8 +143,7 @@ struct WeightsQ8_0 {
     const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qs))),
                                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)), 1);
     u = _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80)));
-    d = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a.d))),
-                                                _mm_set1_epi16(static_cast<short>(b.d)), 1));
+    d = pair_halves(a.d, b.d);
   }
 };
 
@@ -460,6 +497,8 @@ void gemm_bf16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, i
 
 using Q4_0Tiles = PairRows<PackedBlocks<WeightsQ4_0>>;
 using Q8_0Tiles = PairRows<PackedBlocks<WeightsQ8_0>>;
+using MXFP4Tiles = PairRows<PackedBlocks<WeightsMXFP4>>;
+using IQ4_NLTiles = PairRows<PackedBlocks<WeightsIQ4_NL>>;
 using Q4_KTiles = PairRows<ScaleMinBlocks<false>>;
 using Q5_KTiles = PairRows<ScaleMinBlocks<true>>;
 using Q6_KTiles = PairRows<Q6KBlocks>;
@@ -467,7 +506,9 @@ using Q6_KTiles = PairRows<Q6KBlocks>;
 size_t packed_bytes(TensorType weight, int n) {
   switch (weight) {
     case TensorType::Q4_0:
-    case TensorType::Q8_0: return static_cast<size_t>(n / kQ8_0Block) * sizeof(PackedBlock);
+    case TensorType::Q8_0:
+    case TensorType::MXFP4:
+    case TensorType::IQ4_NL: return static_cast<size_t>(n / kQ8_0Block) * sizeof(PackedBlock);
     default: return 0;  // the AVX2 kernels, reading the blocks
   }
 }
@@ -475,7 +516,9 @@ size_t packed_bytes(TensorType weight, int n) {
 void pack(TensorType weight, const void* blocks, void* out, int n) {
   const auto* x = static_cast<const BlockQ8_0*>(blocks);
   if (weight == TensorType::Q4_0) pack_blocks<WeightsQ4_0::kOffsetShift>(x, static_cast<PackedBlock*>(out), n / kQ8_0Block);
-  if (weight == TensorType::Q8_0) pack_blocks<WeightsQ8_0::kOffsetShift>(x, static_cast<PackedBlock*>(out), n / kQ8_0Block);
+  // Q8_0, MXFP4 and IQ4_NL share the offset of 128, and so their packed activations.
+  if (weight == TensorType::Q8_0 || weight == TensorType::MXFP4 || weight == TensorType::IQ4_NL)
+    pack_blocks<WeightsQ8_0::kOffsetShift>(x, static_cast<PackedBlock*>(out), n / kQ8_0Block);
 }
 
 // The dot kernels pack their activations first, in a buffer of the thread's that grows to the
@@ -497,6 +540,10 @@ HEARTH_AVX512 float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* x, int nb) { r
 
 float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q4_0Tiles>(TensorType::Q4_0, w, x, nb); }
 float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q8_0Tiles>(TensorType::Q8_0, w, x, nb); }
+float dot_mxfp4(const BlockMXFP4* w, const BlockQ8_0* x, int nb) { return packed_dot<MXFP4Tiles>(TensorType::MXFP4, w, x, nb); }
+float dot_iq4_nl(const BlockIQ4_NL* w, const BlockQ8_0* x, int nb) {
+  return packed_dot<IQ4_NLTiles>(TensorType::IQ4_NL, w, x, nb);
+}
 
 KernelTable make_table() {
   KernelTable t = avx2_kernels();
@@ -505,6 +552,10 @@ KernelTable make_table() {
   t.gemm_q4_0 = tiles::gemm<Q4_0Tiles>;
   t.dot_q8_0 = dot_q8_0;
   t.gemm_q8_0 = tiles::gemm<Q8_0Tiles>;
+  t.dot_mxfp4 = dot_mxfp4;
+  t.gemm_mxfp4 = tiles::gemm<MXFP4Tiles>;
+  t.dot_iq4_nl = dot_iq4_nl;
+  t.gemm_iq4_nl = tiles::gemm<IQ4_NLTiles>;
   t.dot_q4_k = dot_q4_k;
   t.gemm_q4_k = tiles::gemm<Q4_KTiles>;
   t.dot_q5_k = dot_q5_k;
