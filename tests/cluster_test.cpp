@@ -297,12 +297,15 @@ TEST_SUITE("cluster") {
       const char* name;
       const char* two;
       const char* three;
+      const char* dir = "models/random-arch/";
     };
     for (const Fixture fx :
          {Fixture{"qwen3moe-q8_0", "head:1,a:2", "head:0,a:1,b:2"}, Fixture{"olmoe-f32", "head:1,a:1", "head:0,a:1,b:1"},
           Fixture{"mixtral-q8_0", "head:1,a:1", "head:0,b:1,a:1"}, Fixture{"phi3-q8_0", "head:2,a:1", "head:1,a:1,b:1"},
-          Fixture{"gemma3-q8_0", "head:1,a:5", "head:0,a:2,b:4"}, Fixture{"gpt-oss-q8_0", "head:2,a:2", "head:1,a:1,b:2"}}) {
-      auto model = hearth::test::shared_file(std::string("models/random-arch/") + fx.name + ".gguf");
+          Fixture{"gemma3-q8_0", "head:1,a:5", "head:0,a:2,b:4"}, Fixture{"gpt-oss-q8_0", "head:2,a:2", "head:1,a:1,b:2"},
+          Fixture{"gpt-oss-mxfp4", "head:2,a:2", "head:1,a:1,b:2"},
+          Fixture{"gemma4-tiny-q8_0", "head:3,a:1", "head:1,a:2,b:1", "models/random-arch-2026/"}}) {
+      auto model = hearth::test::shared_file(std::string(fx.dir) + fx.name + ".gguf");
       if (!model) break;
       for (const char* split : {fx.two, fx.three}) {
         CAPTURE(fx.name);

@@ -76,15 +76,17 @@ uint64_t rss_file_bytes() {
 
 TEST_SUITE("stage") {
   TEST_CASE("rope: position 0 is the identity, a pair turns by pos x frequency, dot products see relative positions") {
-    const auto inv = rope_inv_freq(10000.f, 8);
-    CHECK(inv.size() == 4);
-    CHECK(inv[1] == doctest::Approx(std::pow(10000.0, -0.25)));
+    const RopeSpec inv{.base = 10000.f, .n_rot = 8};
+    float c[4], sn[4];
+    rope_angles(1, inv, c, sn);
+    CHECK(c[1] == doctest::Approx(std::cos(std::pow(10000.0, -0.25))));
+    CHECK(sn[1] == doctest::Approx(std::sin(std::pow(10000.0, -0.25))));
     float x[10] = {1, 0, 0.5f, -2, 3, 4, 1, 1, 7, 9};  // the last two are past n_rot and stay
     float y[10];
     std::copy(x, x + 10, y);
-    rope_normal(y, 0, inv);
+    rope_apply(y, 0, inv, RopeStyle::Normal);
     for (int i = 0; i < 10; ++i) CHECK(y[i] == x[i]);
-    rope_normal(y, 3, inv);
+    rope_apply(y, 3, inv, RopeStyle::Normal);
     CHECK(y[0] == doctest::Approx(std::cos(3.0)));
     CHECK(y[1] == doctest::Approx(std::sin(3.0)));
     CHECK(y[8] == 7);
@@ -98,8 +100,8 @@ TEST_SUITE("stage") {
       float a[8], b[8];
       std::copy(q, q + 8, a);
       std::copy(k, k + 8, b);
-      rope_normal(a, m, inv);
-      rope_normal(b, n, inv);
+      rope_apply(a, m, inv, RopeStyle::Normal);
+      rope_apply(b, n, inv, RopeStyle::Normal);
       double s = 0;
       for (int i = 0; i < 8; ++i) s += a[i] * b[i];
       return s;

@@ -10,21 +10,32 @@ namespace {
 
 // Both halves of a conversation's cache, or an error that says what was asked for (a huge
 // --ctx used to surface as "std::bad_alloc").
-std::vector<float> allocate(int n_layers, int n_ctx, int kv_dim) {
-  const size_t n = static_cast<size_t>(n_layers) * static_cast<size_t>(n_ctx) * static_cast<size_t>(kv_dim);
+std::vector<float> allocate(size_t n, size_t n_layers, int n_ctx) {
   try {
     return std::vector<float>(n);
   } catch (const std::bad_alloc&) {
     throw std::runtime_error("the KV cache of one conversation (" + std::to_string(n_layers) + " layers x " +
-                             std::to_string(n_ctx) + " tokens x " + std::to_string(kv_dim) + " values, " +
-                             std::to_string(2 * n * sizeof(float) / 1000000) +
+                             std::to_string(n_ctx) + " tokens, " + std::to_string(2 * n * sizeof(float) / 1000000) +
                              " MB) does not fit in this device's memory: use a smaller context (--ctx)");
   }
 }
 
+// Floats per half: the sum over layers of n_ctx x kv_dim (each layer's start recorded).
+size_t layout(int n_ctx, const std::vector<int>& dims, std::vector<size_t>& starts) {
+  size_t n = 0;
+  for (int d : dims) {
+    starts.push_back(n);
+    n += static_cast<size_t>(n_ctx) * static_cast<size_t>(d);
+  }
+  return n;
+}
+
 }  // namespace
 
-KvCache::KvCache(int n_layers, int n_ctx, int kv_dim)
-    : n_ctx_(n_ctx), kv_dim_(kv_dim), k_(allocate(n_layers, n_ctx, kv_dim)), v_(allocate(n_layers, n_ctx, kv_dim)) {}
+KvCache::KvCache(int n_ctx, const std::vector<int>& layer_kv_dims) : n_ctx_(n_ctx), kv_dims_(layer_kv_dims) {
+  const size_t n = layout(n_ctx, kv_dims_, layer_start_);
+  k_ = allocate(n, kv_dims_.size(), n_ctx);
+  v_ = allocate(n, kv_dims_.size(), n_ctx);
+}
 
 }  // namespace hearth::runtime

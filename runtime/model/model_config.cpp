@@ -1,5 +1,6 @@
 #include "runtime/model/model_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <string>
@@ -23,6 +24,8 @@ struct Arch {
   // gpt-oss: attention sinks, router and expert biases, softmax over the chosen experts, the
   // clamped SwiGLU, sliding-window layers alternating with full ones.
   bool gpt_oss = false;
+  // Gemma 4: Gemma's structure with per-layer attention shapes (ModelConfig says which).
+  bool gemma4 = false;
 };
 
 constexpr Arch kArchs[] = {
@@ -40,6 +43,7 @@ constexpr Arch kArchs[] = {
     // Phi-3.5 / Phi-4-mini: fused projections, partial rotary, LongRoPE factors as global tensors.
     {.name = "phi3", .fused = true},
     {.name = "gemma3", .qk_norm = TensorNeed::Required, .gemma = true},
+    {.name = "gemma4", .qk_norm = TensorNeed::Required, .gemma = true, .gemma4 = true},
     {.name = "gpt-oss",
      .qkv_bias = TensorNeed::Required,
      .out_bias = TensorNeed::Required,
@@ -108,15 +112,70 @@ void read_experts(const GgufMetadata& md, const std::string& a, const Arch& arch
 
 // Gemma 3: sliding-window layers (all but every swa_period-th) rotate with their own base and no
 // scaling; the final logits may be soft-capped; the 27B scales queries by its model width.
-void read_gemma(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
+void read_gemma(const GgufMetadata& md, const std::string& a, const Arch& arch, ModelConfig& c) {
   c.n_swa = static_cast<int>(md.get_uint_opt(a + "attention.sliding_window").value_or(0));
-  if (c.n_swa > 0) {
+  if (c.n_swa > 0 && arch.gemma4) {  // its pattern is per layer (read_gemma4)
+    c.rope_base_swa = static_cast<float>(md.get_float_opt(a + "rope.freq_base_swa").value_or(10000.0));
+  } else if (c.n_swa > 0) {
     c.swa_period = static_cast<int>(md.get_uint_opt(a + "attention.sliding_window_pattern").value_or(6));  // llama.cpp's default
     if (c.swa_period < 1) throw GgufError("metadata '" + a + "attention.sliding_window_pattern' must be positive");
     c.rope_base_swa = static_cast<float>(md.get_float_opt(a + "rope.freq_base_swa").value_or(10000.0));  // llama.cpp's default
   }
   c.logit_softcap = static_cast<float>(md.get_float_opt(a + "final_logit_softcapping").value_or(0.0));
   if (c.n_layer == 62) c.attention_scale = 1.f / std::sqrt(static_cast<float>(c.n_embd / c.n_head));
+}
+
+// A per-layer array of unsigned integers or booleans, or one value for every layer.
+std::vector<int64_t> per_layer(const GgufMetadata& md, const std::string& key, int n_layer) {
+  const GgufValue* e = md.find(key);
+  if (e == nullptr) throw GgufError("metadata '" + key + "' is missing");
+  std::vector<int64_t> out;
+  if (const auto* arr = std::get_if<GgufArray>(&e->value)) {
+    for (const GgufValue& v : arr->items) {
+      if (const auto* b = std::get_if<bool>(&v.value)) out.push_back(*b ? 1 : 0);
+      else if (const auto* i = std::get_if<int64_t>(&v.value)) out.push_back(*i);
+      else if (const auto* u = std::get_if<uint64_t>(&v.value); u && *u < (uint64_t{1} << 32)) out.push_back(static_cast<int64_t>(*u));
+      else throw GgufError("metadata '" + key + "' holds a value that is not an integer or a boolean");
+    }
+    if (out.size() != static_cast<size_t>(n_layer))
+      throw GgufError("metadata '" + key + "' has " + std::to_string(out.size()) + " values for " + std::to_string(n_layer) +
+                      " layers");
+    return out;
+  }
+  out.assign(static_cast<size_t>(n_layer), static_cast<int64_t>(md.get_uint(key)));
+  return out;
+}
+
+// Gemma 4: which layers slide (a boolean per layer), the sliding layers' head size and rotated
+// dimensions, each layer's KV heads, a query scale of 1 (the q/k norms take its place).
+void read_gemma4(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
+  for (int64_t v : per_layer(md, a + "attention.sliding_window_pattern", c.n_layer)) c.swa_layers.push_back(v != 0);
+  c.n_swa = positive(md, a + "attention.sliding_window");
+  c.swa_period = 1;  // unused: swa_layers decides
+  c.head_dim_swa = positive(md, a + "attention.key_length_swa", 4096);
+  if (md.get_uint_opt(a + "attention.value_length_swa").value_or(c.head_dim_swa) != static_cast<uint64_t>(c.head_dim_swa))
+    throw GgufError("attention.value_length_swa differs from key_length_swa, which Gemma 4 does not allow");
+  c.n_rot_swa = md.has(a + "rope.dimension_count_swa") ? positive(md, a + "rope.dimension_count_swa", 4096) : c.head_dim_swa;
+  if (c.n_rot_swa > c.head_dim_swa || c.n_rot_swa % 2 != 0)
+    throw GgufError("rope.dimension_count_swa must be even and <= the sliding layers' head size");
+  c.n_head_kv_layers.clear();
+  for (int64_t v : per_layer(md, a + "attention.head_count_kv", c.n_layer)) {
+    if (v <= 0 || v > 4096 || c.n_head % v != 0)
+      throw GgufError("metadata '" + a + "attention.head_count_kv' holds " + std::to_string(v) +
+                      ", which does not divide head_count " + std::to_string(c.n_head));
+    c.n_head_kv_layers.push_back(static_cast<int>(v));
+  }
+  c.n_head_kv = *std::max_element(c.n_head_kv_layers.begin(), c.n_head_kv_layers.end());
+  if (md.get_uint_opt(a + "embedding_length_per_layer_input").value_or(0) != 0)
+    throw GgufError("Gemma 4 per-layer embeddings (E2B/E4B) are not supported yet");
+  if (md.get_uint_opt(a + "attention.shared_kv_layers").value_or(0) != 0)
+    throw GgufError("Gemma 4 layers sharing another layer's KV cache are not supported yet");
+  if (md.get_uint_opt(a + "expert_count").value_or(0) != 0)
+    throw GgufError("Gemma 4 mixture-of-experts layers (26B-A4B) are not supported yet");
+  c.attention_scale = 1.f;
+  c.v_from_k = true;
+  c.v_norm = true;
+  c.layer_out_scale = TensorNeed::Optional;
 }
 
 // gpt-oss: even layers slide (llama.cpp's default period 2) with the same RoPE as the others.
@@ -134,6 +193,18 @@ void read_gpt_oss(const GgufMetadata& md, const std::string& a, ModelConfig& c) 
 }
 
 }  // namespace
+
+int ModelConfig::max_q_dim() const {
+  int m = q_dim();
+  for (int l = 0; l < n_layer; ++l) m = std::max(m, layer_q_dim(l));
+  return m;
+}
+
+int ModelConfig::max_kv_dim() const {
+  int m = kv_dim();
+  for (int l = 0; l < n_layer; ++l) m = std::max(m, layer_kv_dim(l));
+  return m;
+}
 
 ModelConfig read_model_config(const GgufFile& file) {
   const GgufMetadata& md = file.metadata();
@@ -159,7 +230,8 @@ ModelConfig read_model_config(const GgufFile& file) {
   c.n_embd = positive(md, a + "embedding_length");
   c.n_layer = positive(md, a + "block_count", 4096);
   c.n_head = positive(md, a + "attention.head_count", 4096);
-  c.n_head_kv = md.has(a + "attention.head_count_kv") ? positive(md, a + "attention.head_count_kv", 4096) : c.n_head;
+  if (arch->gemma4) c.n_head_kv = c.n_head;  // per layer: read_gemma4
+  else c.n_head_kv = md.has(a + "attention.head_count_kv") ? positive(md, a + "attention.head_count_kv", 4096) : c.n_head;
   read_experts(md, a, *arch, c);
   // A model whose every layer is MoE needs no dense width; llama.cpp's qwen3moe files still carry one.
   c.n_ff = c.is_moe() && !md.has(a + "feed_forward_length") ? 0 : positive(md, a + "feed_forward_length");
@@ -181,7 +253,8 @@ ModelConfig read_model_config(const GgufFile& file) {
   if (!(c.rms_eps > 0.f) || !(c.rope_base > 0.f)) throw GgufError("rms epsilon and rope base must be positive");
   read_rope_scaling(md, a, c);
   read_rope_attn_factor(md, a, c);
-  if (arch->gemma) read_gemma(md, a, c);
+  if (arch->gemma) read_gemma(md, a, *arch, c);
+  if (arch->gemma4) read_gemma4(md, a, c);
   if (arch->gpt_oss) read_gpt_oss(md, a, c);
   // The vocabulary size comes from the token list, or from the embedding when there is none.
   if (md.has("tokenizer.ggml.tokens")) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "runtime/format/gguf.h"
 #include "runtime/model/rope.h"
@@ -81,7 +82,30 @@ struct ModelConfig {
   float yarn_beta_fast = 32.f;
   float yarn_beta_slow = 1.f;
 
-  bool is_swa(int layer) const { return n_swa > 0 && layer % swa_period < swa_period - 1; }
+  // Gemma 4: layers of two shapes. Sliding layers have a head size and rotated dimensions of
+  // their own, each layer its own KV head count; the full layers rotate with rope_freqs (their
+  // "proportional" RoPE) and may have no attn_v, using K's projection (before its norm) as V; V is
+  // RMS-normalised without a weight; each layer's output is scaled by a scalar.
+  std::vector<bool> swa_layers;       // which layers slide, when the file says it layer by layer
+  int head_dim_swa = 0;               // 0 = head_dim
+  int n_rot_swa = 0;                  // 0 = n_rot
+  std::vector<int> n_head_kv_layers;  // empty = n_head_kv everywhere
+  bool v_from_k = false;              // a layer without attn_v takes V from attn_k
+  bool v_norm = false;
+  TensorNeed layer_out_scale = TensorNeed::Absent;  // blk.N.layer_output_scale.weight, one value
+
+  bool is_swa(int layer) const {
+    if (!swa_layers.empty()) return swa_layers[static_cast<size_t>(layer)];
+    return n_swa > 0 && layer % swa_period < swa_period - 1;
+  }
+  int layer_head_dim(int l) const { return is_swa(l) && head_dim_swa > 0 ? head_dim_swa : head_dim; }
+  int layer_n_rot(int l) const { return is_swa(l) && n_rot_swa > 0 ? n_rot_swa : n_rot; }
+  int layer_n_head_kv(int l) const { return n_head_kv_layers.empty() ? n_head_kv : n_head_kv_layers[static_cast<size_t>(l)]; }
+  int layer_q_dim(int l) const { return n_head * layer_head_dim(l); }
+  int layer_kv_dim(int l) const { return layer_n_head_kv(l) * layer_head_dim(l); }
+  // The widest layer's (for buffers): the same as q_dim() and kv_dim() unless layers differ.
+  int max_q_dim() const;
+  int max_kv_dim() const;
 
   int q_dim() const { return n_head * head_dim; }
   int kv_dim() const { return n_head_kv * head_dim; }

@@ -86,8 +86,9 @@ partitioner::ModelSpec model_spec_from_gguf(const GgufFile& file, const ModelCon
   spec.output_flops_per_token = 2.0 * config.n_vocab * static_cast<double>(config.n_embd);
 
   spec.n_head = config.n_head;
+  // Layers of different shapes (Gemma 4) are sized as the widest: the KV estimate is an upper bound.
   spec.n_kv_head = config.n_head_kv;
-  spec.head_dim = config.head_dim;
+  spec.head_dim = config.max_kv_dim() / config.n_head_kv;
   spec.n_embd = config.n_embd;
   spec.n_ff = config.is_moe() ? config.n_ff_exp : config.n_ff;
   spec.n_vocab = config.n_vocab;

@@ -5,21 +5,6 @@
 
 namespace hearth::runtime {
 
-std::vector<double> rope_inv_freq(float base, int n_rot) {
-  std::vector<double> f;
-  for (int i = 0; i < n_rot / 2; ++i) f.push_back(std::pow(double{base}, -2.0 * i / n_rot));
-  return f;
-}
-
-std::vector<double> rope_frequencies(float base, int n_rot, float freq_scale, const std::vector<float>& factors) {
-  std::vector<double> f = rope_inv_freq(base, n_rot);
-  for (size_t i = 0; i < f.size(); ++i) {
-    f[i] *= freq_scale;
-    if (!factors.empty()) f[i] /= factors[i];
-  }
-  return f;
-}
-
 namespace {
 
 // The dimension whose rotation makes n_rot turns over the original context (ggml's
@@ -31,26 +16,29 @@ float yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base) {
 
 }  // namespace
 
-std::vector<double> rope_yarn_frequencies(float base, int n_rot, float freq_scale, int n_ctx_orig, float beta_fast,
-                                          float beta_slow) {
-  const float low = std::max(0.f, std::floor(yarn_corr_dim(n_rot, n_ctx_orig, beta_fast, base)));
-  const float high = std::min(static_cast<float>(n_rot - 1), std::ceil(yarn_corr_dim(n_rot, n_ctx_orig, beta_slow, base)));
-  std::vector<double> f = rope_inv_freq(base, n_rot);
-  for (size_t i = 0; i < f.size(); ++i) {
-    const float y = (static_cast<float>(i) - low) / std::max(0.001f, high - low);
-    const float ramp = 1 - std::min(1.f, std::max(0.f, y));  // ext_factor 1, as llama.cpp sets it for YaRN
-    f[i] *= double{freq_scale} * (1.0 - ramp) + ramp;
-  }
-  return f;
+void RopeSpec::set_yarn(int n_ctx_orig, float beta_fast, float beta_slow) {
+  yarn = true;
+  yarn_low = std::max(0.f, std::floor(yarn_corr_dim(n_rot, n_ctx_orig, beta_fast, base)));
+  yarn_high = std::min(static_cast<float>(n_rot - 1), std::ceil(yarn_corr_dim(n_rot, n_ctx_orig, beta_slow, base)));
 }
 
-float rope_yarn_mscale(float freq_scale) { return 1.0f + 0.1f * std::log(1.0f / freq_scale); }
-
-void rope_angles(int pos, const std::vector<double>& freq, float* cos_out, float* sin_out, float mscale) {
-  for (size_t i = 0; i < freq.size(); ++i) {
-    const double theta = pos * freq[i];
-    cos_out[i] = static_cast<float>(std::cos(theta)) * mscale;
-    sin_out[i] = static_cast<float>(std::sin(theta)) * mscale;
+void rope_angles(int pos, const RopeSpec& s, float* cos_out, float* sin_out) {
+  const float theta_scale = std::pow(s.base, -2.0f / static_cast<float>(s.n_rot));
+  float mscale = s.attn_factor;
+  if (s.yarn) mscale *= 1.0f + 0.1f * std::log(1.0f / s.freq_scale);
+  float theta_extrap = static_cast<float>(pos);
+  for (int i = 0; i < s.n_rot / 2; ++i) {
+    const float extrap = s.factors.empty() ? theta_extrap : theta_extrap / s.factors[static_cast<size_t>(i)];
+    const float interp = s.freq_scale * extrap;
+    float theta = interp;
+    if (s.yarn) {  // ext_factor 1, as llama.cpp sets it for YaRN
+      const float y = (static_cast<float>(i) - s.yarn_low) / std::max(0.001f, s.yarn_high - s.yarn_low);
+      const float ramp = 1 - std::min(1.f, std::max(0.f, y));
+      theta = interp * (1 - ramp) + extrap * ramp;
+    }
+    cos_out[i] = std::cos(theta) * mscale;
+    sin_out[i] = std::sin(theta) * mscale;
+    theta_extrap *= theta_scale;
   }
 }
 
@@ -67,17 +55,10 @@ void rope_rotate(float* x, const float* c, const float* s, int n_pairs, RopeStyl
   }
 }
 
-namespace {
-
-void rope_one(float* x, int pos, const std::vector<double>& freq, RopeStyle style) {
-  std::vector<float> c(freq.size()), s(freq.size());
-  rope_angles(pos, freq, c.data(), s.data());
-  rope_rotate(x, c.data(), s.data(), static_cast<int>(freq.size()), style);
+void rope_apply(float* x, int pos, const RopeSpec& spec, RopeStyle style) {
+  std::vector<float> c(static_cast<size_t>(spec.n_rot / 2)), s(c.size());
+  rope_angles(pos, spec, c.data(), s.data());
+  rope_rotate(x, c.data(), s.data(), spec.n_rot / 2, style);
 }
-
-}  // namespace
-
-void rope_normal(float* x, int pos, const std::vector<double>& freq) { rope_one(x, pos, freq, RopeStyle::Normal); }
-void rope_neox(float* x, int pos, const std::vector<double>& freq) { rope_one(x, pos, freq, RopeStyle::NeoX); }
 
 }  // namespace hearth::runtime

@@ -1,5 +1,5 @@
 // Rotary position embeddings (RoPE) in the two layouts llama.cpp knows, with the frequency
-// adjustments GGUF files carry (Llama 3's per-dimension factors, linear position scaling).
+// adjustments GGUF files carry (Llama 3's per-dimension factors, LongRoPE, linear scaling, YaRN).
 #pragma once
 
 #include <vector>
@@ -12,36 +12,34 @@ enum class RopeStyle {
   NeoX,    // halves (x[i], x[i + n_rot/2]): qwen2, qwen3 (llama.cpp rope type 2, "NeoX")
 };
 
-// Inverse frequencies base^(-2i/n_rot) for i in [0, n_rot/2).
-std::vector<double> rope_inv_freq(float base, int n_rot);
+// How one kind of layer rotates, computed as llama.cpp's CPU backend computes it (ggml's rope
+// cache), in float: pair i's angle at position p is freq_scale * theta_i / factors[i] with
+// theta_i = p * base^(-2/n_rot) ^ i iterated in float, YaRN's ramp mixing it with the unscaled
+// angle; cos and sin are multiplied by attn_factor (and YaRN's temperature). Float angles lose low
+// bits at positions in the thousands, as the reference and the models' own training code do; the
+// Q8_0 reference files then agree bit for bit (a last-bit difference in an angle moves an
+// activation across a rounding boundary, and logits by 0.07).
+struct RopeSpec {
+  float base = 10000.f;
+  int n_rot = 0;                // dimensions rotated (pairs: n_rot / 2)
+  float freq_scale = 1.f;       // 1 / linear scaling factor
+  std::vector<float> factors;   // per pair, dividing the angle (rope_freqs, LongRoPE); empty = none
+  float attn_factor = 1.f;      // rope.scaling.attn_factor
+  bool yarn = false;            // YaRN (set_yarn)
+  float yarn_low = 0, yarn_high = 0;  // the correction range, in dimensions
 
-// The frequencies a model actually rotates with: inv_freq[i] * freq_scale / factors[i].
-// `factors` is Llama 3's rope_freqs.weight (empty when the file has none); freq_scale is 1/factor
-// of linear scaling (positions divided by the factor), 1 without scaling.
-std::vector<double> rope_frequencies(float base, int n_rot, float freq_scale, const std::vector<float>& factors);
+  // YaRN with ggml's rounded correction range for this base, n_rot and freq_scale.
+  void set_yarn(int n_ctx_orig, float beta_fast, float beta_slow);
+};
 
-// YaRN (gpt-oss): pair i rotates at a mix of its scaled and unscaled frequency,
-//   inv_freq[i] * (freq_scale * (1 - r_i) + r_i),
-// where r_i ramps from 1 (fast pairs, kept as trained) to 0 (slow pairs, scaled) between the
-// dimensions at which beta_fast and beta_slow rotations fit the original context, rounded out to
-// whole dimensions as ggml rounds them. Cos and sin are then multiplied by rope_yarn_mscale().
-std::vector<double> rope_yarn_frequencies(float base, int n_rot, float freq_scale, int n_ctx_orig, float beta_fast,
-                                          float beta_slow);
-// 1 + 0.1 ln(1 / freq_scale): YaRN's attention temperature, applied through cos and sin.
-float rope_yarn_mscale(float freq_scale);
-
-// cos and sin of pos * freq[i], for the n_rot/2 pairs of one position; computed once per token
-// and shared by every head. Angles are taken in double: at positions in the thousands float
-// would lose the low bits.
-// Both are multiplied by `mscale` (phi3's attn_factor, YaRN's temperature; 1 = none).
-void rope_angles(int pos, const std::vector<double>& freq, float* cos_out, float* sin_out, float mscale = 1.f);
+// cos and sin of the n_rot/2 angles of one position; computed once per token, shared by heads.
+void rope_angles(int pos, const RopeSpec& spec, float* cos_out, float* sin_out);
 
 // Rotates pair i of head x by the angle whose cos/sin are c[i]/s[i], for i < n_pairs.
 // Dimensions past 2 * n_pairs are left as they are.
 void rope_rotate(float* x, const float* c, const float* s, int n_pairs, RopeStyle style);
 
 // One head at one position, angles computed on the spot (tests and one-off use).
-void rope_normal(float* x, int pos, const std::vector<double>& freq);
-void rope_neox(float* x, int pos, const std::vector<double>& freq);
+void rope_apply(float* x, int pos, const RopeSpec& spec, RopeStyle style);
 
 }  // namespace hearth::runtime

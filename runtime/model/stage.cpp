@@ -28,33 +28,38 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
       kernels_(best_kernels()),
       n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min(weights_->config().n_ctx_train, kDefaultMaxCtx)),
       scratch_(std::max(options.max_batch, weights_->config().n_expert_used),
-               std::max<int64_t>({weights_->config().n_embd, ffn_width(weights_->config()), weights_->config().q_dim()})) {
+               std::max<int64_t>({weights_->config().n_embd, ffn_width(weights_->config()), weights_->config().max_q_dim()})) {
   const ModelConfig& c = config();
   if (options_.max_batch <= 0 || options_.max_sequences <= 0)
     throw std::invalid_argument("max_batch and max_sequences must be positive");
   if (n_ctx_ > (1 << 24))
     throw std::invalid_argument("a context of " + std::to_string(n_ctx_) + " tokens is out of range (--ctx: at most 16777216)");
+  // Sliding layers rotate without the factors (Gemma 4's proportional RoPE is the full layers').
+  rope_ = RopeSpec{.base = c.rope_base,
+                   .n_rot = c.n_rot,
+                   .freq_scale = c.rope_freq_scale,
+                   .factors = weights_->rope_factors(n_ctx_),
+                   .attn_factor = c.rope_attn_factor};
+  rope_swa_ = RopeSpec{.base = c.rope_base_swa,
+                       .n_rot = c.n_rot_swa > 0 ? c.n_rot_swa : c.n_rot,
+                       .freq_scale = c.rope_freq_scale_swa,
+                       .attn_factor = c.rope_attn_factor};
   if (c.yarn) {
-    rope_freq_ = rope_yarn_frequencies(c.rope_base, c.n_rot, c.rope_freq_scale, c.n_ctx_orig, c.yarn_beta_fast, c.yarn_beta_slow);
-    if (c.n_swa > 0)
-      rope_freq_swa_ = rope_yarn_frequencies(c.rope_base_swa, c.n_rot, c.rope_freq_scale_swa, c.n_ctx_orig, c.yarn_beta_fast,
-                                             c.yarn_beta_slow);
-    rope_mscale_ = c.rope_attn_factor * rope_yarn_mscale(c.rope_freq_scale);
-  } else {
-    rope_freq_ = rope_frequencies(c.rope_base, c.n_rot, c.rope_freq_scale, weights_->rope_factors(n_ctx_));
-    if (c.n_swa > 0) rope_freq_swa_ = rope_frequencies(c.rope_base_swa, c.n_rot, c.rope_freq_scale_swa, {});
-    rope_mscale_ = c.rope_attn_factor;
+    rope_.set_yarn(c.n_ctx_orig, c.yarn_beta_fast, c.yarn_beta_slow);
+    rope_swa_.set_yarn(c.n_ctx_orig, c.yarn_beta_fast, c.yarn_beta_slow);
   }
-  rope_cos_.resize(rope_freq_.size());
-  rope_sin_.resize(rope_freq_.size());
+  rope_cos_.resize(static_cast<size_t>(std::max(rope_.n_rot, rope_swa_.n_rot) / 2));
+  rope_sin_.resize(rope_cos_.size());
+  for (int l = spec().first_layer; l < spec().last_layer; ++l) layer_kv_dims_.push_back(c.layer_kv_dim(l));
+  v_norm_ones_.assign(static_cast<size_t>(std::max(c.head_dim, c.head_dim_swa)), 1.f);
   const auto B = static_cast<size_t>(options_.max_batch);
   x_.resize(B * c.n_embd);
   xn_.resize(B * c.n_embd);
   tmp_.resize(B * c.n_embd);
-  q_.resize(B * c.q_dim());
-  attn_.resize(B * c.q_dim());
-  k_.resize(B * c.kv_dim());
-  v_.resize(B * c.kv_dim());
+  q_.resize(B * c.max_q_dim());
+  attn_.resize(B * c.max_q_dim());
+  k_.resize(B * c.max_kv_dim());
+  v_.resize(B * c.max_kv_dim());
   if (!c.is_moe()) {  // a MoE layer's experts have buffers of their own
     gate_.resize(B * c.n_ff);
     up_.resize(B * c.n_ff);
@@ -116,7 +121,7 @@ std::span<const float> Stage::forward(const StageInput& in) {
   int t = 0;
   for (const SeqChunk& ch : in.chunks) {
     auto it = caches_.find(ch.seq);
-    if (it == caches_.end()) it = caches_.try_emplace(ch.seq, spec().last_layer - spec().first_layer, n_ctx_, c.kv_dim()).first;
+    if (it == caches_.end()) it = caches_.try_emplace(ch.seq, n_ctx_, layer_kv_dims_).first;
     for (int i = 0; i < ch.n_tokens; ++i, ++t) {
       row_cache_[static_cast<size_t>(t)] = &it->second;
       row_pos_[static_cast<size_t>(t)] = ch.pos + i;
@@ -149,38 +154,40 @@ void Stage::layer_forward(int l, int n_tokens) {
   const ModelConfig& c = config();
   const LayerWeights& w = weights_->layer(l);
   const int E = c.n_embd;
+  const int Q = c.layer_q_dim(l), KV = c.layer_kv_dim(l), hd = c.layer_head_dim(l), n_kv = c.layer_n_head_kv(l);
 
   // ---- attention ----
   for (int t = 0; t < n_tokens; ++t) rmsnorm(&x_[t * E], w.attn_norm.data(), &xn_[t * E], E, c.rms_eps);
+  const bool own_v = w.wv.n_out > 0;  // else V is K's projection (Gemma 4's full layers)
   const MatmulTarget qkv[] = {{&w.wq, q_.data()}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
-  matmul_many(qkv, xn_.data(), n_tokens, scratch_, pool_, kernels_);
-  if (!w.bq.empty()) add_bias(q_.data(), w.bq.data(), n_tokens, c.q_dim());
-  if (!w.bk.empty()) add_bias(k_.data(), w.bk.data(), n_tokens, c.kv_dim());
-  if (!w.bv.empty()) add_bias(v_.data(), w.bv.data(), n_tokens, c.kv_dim());
+  matmul_many(std::span(qkv, own_v ? 3 : 2), xn_.data(), n_tokens, scratch_, pool_, kernels_);
+  if (!own_v) std::copy_n(k_.begin(), static_cast<size_t>(n_tokens) * KV, v_.begin());
+  if (!w.bq.empty()) add_bias(q_.data(), w.bq.data(), n_tokens, Q);
+  if (!w.bk.empty()) add_bias(k_.data(), w.bk.data(), n_tokens, KV);
+  if (!w.bv.empty()) add_bias(v_.data(), w.bv.data(), n_tokens, KV);
   const int local = l - spec().first_layer;
-  const std::vector<double>& freq = c.is_swa(l) ? rope_freq_swa_ : rope_freq_;
-  const int n_pairs = static_cast<int>(freq.size());
+  const RopeSpec& rope = c.is_swa(l) ? rope_swa_ : rope_;
+  const int n_pairs = rope.n_rot / 2;
   for (int t = 0; t < n_tokens; ++t) {
     const int pos = row_pos_[static_cast<size_t>(t)];
-    float* qt = &q_[static_cast<size_t>(t) * c.q_dim()];
-    float* kt = &k_[static_cast<size_t>(t) * c.kv_dim()];
+    float* qt = &q_[static_cast<size_t>(t) * Q];
+    float* kt = &k_[static_cast<size_t>(t) * KV];
+    float* vt = &v_[static_cast<size_t>(t) * KV];
     if (!w.q_norm.empty() && c.qk_norm_whole) {  // olmoe: the whole projections, before RoPE
-      rmsnorm(qt, w.q_norm.data(), qt, c.q_dim(), c.rms_eps);
-      rmsnorm(kt, w.k_norm.data(), kt, c.kv_dim(), c.rms_eps);
+      rmsnorm(qt, w.q_norm.data(), qt, Q, c.rms_eps);
+      rmsnorm(kt, w.k_norm.data(), kt, KV, c.rms_eps);
     } else if (!w.q_norm.empty()) {  // qwen3: each head normalised on its own, before RoPE
-      for (int h = 0; h < c.n_head; ++h)
-        rmsnorm(qt + h * c.head_dim, w.q_norm.data(), qt + h * c.head_dim, c.head_dim, c.rms_eps);
-      for (int h = 0; h < c.n_head_kv; ++h)
-        rmsnorm(kt + h * c.head_dim, w.k_norm.data(), kt + h * c.head_dim, c.head_dim, c.rms_eps);
+      for (int h = 0; h < c.n_head; ++h) rmsnorm(qt + h * hd, w.q_norm.data(), qt + h * hd, hd, c.rms_eps);
+      for (int h = 0; h < n_kv; ++h) rmsnorm(kt + h * hd, w.k_norm.data(), kt + h * hd, hd, c.rms_eps);
     }
-    rope_angles(pos, freq, rope_cos_.data(), rope_sin_.data(), rope_mscale_);
-    for (int h = 0; h < c.n_head; ++h)
-      rope_rotate(qt + h * c.head_dim, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
-    for (int h = 0; h < c.n_head_kv; ++h)
-      rope_rotate(kt + h * c.head_dim, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
+    if (c.v_norm)  // Gemma 4: each value head too, without a weight
+      for (int h = 0; h < n_kv; ++h) rmsnorm(vt + h * hd, v_norm_ones_.data(), vt + h * hd, hd, c.rms_eps);
+    rope_angles(pos, rope, rope_cos_.data(), rope_sin_.data());
+    for (int h = 0; h < c.n_head; ++h) rope_rotate(qt + h * hd, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
+    for (int h = 0; h < n_kv; ++h) rope_rotate(kt + h * hd, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
     KvCache& cache = *row_cache_[static_cast<size_t>(t)];
-    std::copy_n(&k_[static_cast<size_t>(t) * c.kv_dim()], c.kv_dim(), cache.k(local, pos));
-    std::copy_n(&v_[static_cast<size_t>(t) * c.kv_dim()], c.kv_dim(), cache.v(local, pos));
+    std::copy_n(kt, KV, cache.k(local, pos));
+    std::copy_n(vt, KV, cache.v(local, pos));
   }
   attention(l, n_tokens);
   matmul(w.wo, attn_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
@@ -200,6 +207,8 @@ void Stage::layer_forward(int l, int n_tokens) {
   if (!w.post_ffn_norm.empty())
     for (int t = 0; t < n_tokens; ++t) rmsnorm(&tmp_[t * E], w.post_ffn_norm.data(), &tmp_[t * E], E, c.rms_eps);
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
+  if (!w.out_scale.empty())
+    for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] *= w.out_scale[0];
 }
 
 // Causal attention of every row over its own sequence's cache. A task takes query heads that
@@ -208,24 +217,25 @@ void Stage::layer_forward(int l, int n_tokens) {
 void Stage::attention(int layer, int n_tokens) {
   const ModelConfig& c = config();
   const int local_layer = layer - spec().first_layer;
-  const int group = c.n_head / c.n_head_kv;
-  const float scale = c.attention_scale > 0 ? c.attention_scale : 1.f / std::sqrt(static_cast<float>(c.head_dim));
+  const int n_kv = c.layer_n_head_kv(layer), hd = c.layer_head_dim(layer), Q = c.layer_q_dim(layer), KV = c.layer_kv_dim(layer);
+  const int group = c.n_head / n_kv;
+  const float scale = c.attention_scale > 0 ? c.attention_scale : 1.f / std::sqrt(static_cast<float>(hd));
   const int window = c.is_swa(layer) ? c.n_swa : 0;  // keys p - window < q <= p; 0 = all
   const std::vector<float>& sinks = weights_->layer(layer).attn_sinks;
   int per_task = group;
-  while (per_task % 2 == 0 && c.n_head_kv * (group / per_task) < 4 * pool_.size()) per_task /= 2;
+  while (per_task % 2 == 0 && n_kv * (group / per_task) < 4 * pool_.size()) per_task /= 2;
   const int tasks_per_kv = group / per_task;
-  pool_.run(c.n_head_kv * tasks_per_kv, [&](int task) {
+  pool_.run(n_kv * tasks_per_kv, [&](int task) {
     const int kvh = task / tasks_per_kv;
     const int h0 = kvh * group + (task % tasks_per_kv) * per_task;
     float* scores = &scores_[static_cast<size_t>(h0) * n_ctx_];
     for (int t = 0; t < n_tokens; ++t) {
       const KvCache& cache = *row_cache_[static_cast<size_t>(t)];
-      const size_t at = static_cast<size_t>(t) * c.q_dim() + static_cast<size_t>(h0) * c.head_dim;
+      const size_t at = static_cast<size_t>(t) * Q + static_cast<size_t>(h0) * hd;
       const int pos = row_pos_[static_cast<size_t>(t)];
       const int first = window > 0 ? std::max(0, pos - window + 1) : 0;
-      attend_heads(&q_[at], per_task, cache.k(local_layer, first) + kvh * c.head_dim,
-                   cache.v(local_layer, first) + kvh * c.head_dim, pos + 1 - first, c.head_dim, c.kv_dim(), scale, scores,
+      attend_heads(&q_[at], per_task, cache.k(local_layer, first) + kvh * hd, cache.v(local_layer, first) + kvh * hd,
+                   pos + 1 - first, hd, KV, scale, scores,
                    static_cast<size_t>(n_ctx_), &attn_[at], kernels_, sinks.empty() ? nullptr : &sinks[static_cast<size_t>(h0)]);
     }
   });

@@ -90,10 +90,11 @@ class Stage {
   ThreadPool& pool_;
   const KernelTable& kernels_;
   int n_ctx_;
-  std::vector<double> rope_freq_;           // (n_rot / 2), with the model's factors and scaling applied
-  std::vector<double> rope_freq_swa_;       // the same for sliding-window layers (Gemma: own base, no scaling)
+  RopeSpec rope_;                           // how full layers rotate
+  RopeSpec rope_swa_;                       // and sliding-window layers (Gemma: own base, no scaling)
   std::vector<float> rope_cos_, rope_sin_;  // (n_rot / 2), angles of one position
-  float rope_mscale_ = 1.f;                 // cos and sin are multiplied by this (attn_factor, YaRN)
+  std::vector<int> layer_kv_dims_;          // of this stage's layers, for their KV caches
+  std::vector<float> v_norm_ones_;          // the weight of a norm without one (Gemma 4's V)
   std::map<uint64_t, KvCache> caches_;
 
   // Working buffers, sized for max_batch tokens at construction.

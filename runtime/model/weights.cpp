@@ -23,11 +23,17 @@ constexpr const char* kRopeLong = "rope_factors_long.weight";
 // Every layer rotates with the same factors, so every stage with layers maps them.
 constexpr const char* kRopeTensors[] = {kRopeFreqs, kRopeShort, kRopeLong};
 
-// The attention and FFN input tensors of one layer: separate, or fused (phi3).
-std::vector<const char*> projection_tensors(const ModelConfig& c) {
+// Whether layer l has its own V projection (Gemma 4's full layers may take V from K).
+bool has_v(const GgufFile& file, const ModelConfig& c, int l) {
+  return !c.v_from_k || file.find_tensor(blk(l, "attn_v")) != nullptr;
+}
+
+// The attention and FFN input tensors of layer l: separate, or fused (phi3).
+std::vector<const char*> projection_tensors(const GgufFile& file, const ModelConfig& c, int l) {
   std::vector<const char*> names;
   if (c.fused_qkv) names.push_back("attn_qkv");
-  else names.insert(names.end(), {"attn_q", "attn_k", "attn_v"});
+  else names.insert(names.end(), {"attn_q", "attn_k"});
+  if (!c.fused_qkv && has_v(file, c, l)) names.push_back("attn_v");
   if (c.is_moe()) return names;
   if (c.fused_gate_up) names.insert(names.end(), {"ffn_up", "ffn_down"});
   else names.insert(names.end(), {"ffn_gate", "ffn_up", "ffn_down"});
@@ -44,7 +50,7 @@ WeightMatrix row_range(const WeightMatrix& m, int64_t first, int64_t n) {
 
 // The optional kinds of layer tensors: the ModelConfig field that says whether an architecture
 // has them, their name, length and where they go.
-enum class Length { QDim, KvDim, Embd, QNorm, KNorm, Heads };
+enum class Length { QDim, KvDim, Embd, QNorm, KNorm, Heads, One };
 struct OptionalTensor {
   TensorNeed ModelConfig::*need;
   const char* name;
@@ -62,16 +68,19 @@ const OptionalTensor kOptionalTensors[] = {
     {&ModelConfig::post_norms, "post_attention_norm", "weight", Length::Embd, &LayerWeights::post_attn_norm},
     {&ModelConfig::post_norms, "post_ffw_norm", "weight", Length::Embd, &LayerWeights::post_ffn_norm},
     {&ModelConfig::attn_sinks, "attn_sinks", "weight", Length::Heads, &LayerWeights::attn_sinks},
+    {&ModelConfig::layer_out_scale, "layer_output_scale", "weight", Length::One, &LayerWeights::out_scale},
 };
 
-uint64_t length_of(const ModelConfig& c, Length l) {
+// The length of an optional tensor of layer `layer`.
+uint64_t length_of(const ModelConfig& c, Length l, int layer) {
   switch (l) {
-    case Length::QDim: return static_cast<uint64_t>(c.q_dim());
-    case Length::KvDim: return static_cast<uint64_t>(c.kv_dim());
+    case Length::QDim: return static_cast<uint64_t>(c.layer_q_dim(layer));
+    case Length::KvDim: return static_cast<uint64_t>(c.layer_kv_dim(layer));
     case Length::Embd: return static_cast<uint64_t>(c.n_embd);
     case Length::Heads: return static_cast<uint64_t>(c.n_head);
-    case Length::QNorm: return static_cast<uint64_t>(c.qk_norm_whole ? c.q_dim() : c.head_dim);
-    case Length::KNorm: return static_cast<uint64_t>(c.qk_norm_whole ? c.kv_dim() : c.head_dim);
+    case Length::QNorm: return static_cast<uint64_t>(c.qk_norm_whole ? c.layer_q_dim(layer) : c.layer_head_dim(layer));
+    case Length::KNorm: return static_cast<uint64_t>(c.qk_norm_whole ? c.layer_kv_dim(layer) : c.layer_head_dim(layer));
+    case Length::One: return 1;
   }
   return 0;
 }
@@ -114,7 +123,7 @@ std::vector<std::string> stage_tensor_names(const GgufFile& file, const ModelCon
   for (int l = spec.first_layer; l < spec.last_layer; ++l) {
     for (const char* t : kNormAndOutputTensors) names.push_back(blk(l, t));
     names.push_back(blk(l, config.ffn_norm_tensor.c_str()));
-    for (const char* t : projection_tensors(config)) names.push_back(blk(l, t));
+    for (const char* t : projection_tensors(file, config, l)) names.push_back(blk(l, t));
     if (config.is_moe())
       for (const char* t : kExpertTensors) {
         names.push_back(blk(l, t));
@@ -178,9 +187,10 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
     return v;
   };
 
-  const uint64_t E = config.n_embd, Q = config.q_dim(), KV = config.kv_dim(), F = config.n_ff;
+  const uint64_t E = config.n_embd, F = config.n_ff;
   if (spec.has_embedding) token_embd_ = matrix("token_embd.weight", E, config.n_vocab);
   for (int l = spec.first_layer; l < spec.last_layer; ++l) {
+    const uint64_t Q = config.layer_q_dim(l), KV = config.layer_kv_dim(l);
     LayerWeights w;
     w.attn_norm = vector(blk(l, "attn_norm"), E);
     if (config.fused_qkv) {
@@ -191,7 +201,7 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
     } else {
       w.wq = matrix(blk(l, "attn_q"), E, Q);
       w.wk = matrix(blk(l, "attn_k"), E, KV);
-      w.wv = matrix(blk(l, "attn_v"), E, KV);
+      if (has_v(file, config, l)) w.wv = matrix(blk(l, "attn_v"), E, KV);  // else V is K's projection
     }
     w.wo = matrix(blk(l, "attn_output"), Q, E);
     w.ffn_norm = vector(blk(l, config.ffn_norm_tensor.c_str()), E);
@@ -225,7 +235,7 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
       w.w_down = matrix(blk(l, "ffn_down"), F, E);
     }
     for (const OptionalTensor& t : kOptionalTensors)
-      if (wanted(file, config, t, l)) w.*t.field = vector(blk(l, t.name, t.kind), length_of(config, t.length));
+      if (wanted(file, config, t, l)) w.*t.field = vector(blk(l, t.name, t.kind), length_of(config, t.length, l));
     layers_.push_back(std::move(w));
   }
   const auto factors = [&](const char* name) {

@@ -43,7 +43,7 @@ struct LayerWeights {
   std::vector<float> attn_norm;       // (n_embd)
   WeightMatrix wq;                    // (n_embd) -> (n_head * head_dim)
   WeightMatrix wk;                    // (n_embd) -> (n_head_kv * head_dim)
-  WeightMatrix wv;                    // (n_embd) -> (n_head_kv * head_dim)
+  WeightMatrix wv;                    // (n_embd) -> (n_head_kv * head_dim); no rows when V is K's (Gemma 4)
   WeightMatrix wo;                    // (n_head * head_dim) -> (n_embd)
   std::vector<float> bq, bk, bv;      // biases of wq, wk, wv (qwen2; optional in llama)
   std::vector<float> bo;              // bias of wo (optional in llama)
@@ -54,6 +54,7 @@ struct LayerWeights {
   std::vector<float> post_attn_norm;  // (n_embd): Gemma's norm of the attention output
   std::vector<float> post_ffn_norm;   // (n_embd): and of the FFN output
   std::vector<float> attn_sinks;      // (n_head): gpt-oss's per-head softmax sink logits
+  std::vector<float> out_scale;       // (1): Gemma 4 scales the layer's output by it
   // Dense FFN (not MoE):
   WeightMatrix w_gate;  // (n_embd) -> (n_ff)
   WeightMatrix w_up;    // (n_embd) -> (n_ff)
