@@ -396,10 +396,10 @@ TEST_SUITE("arch") {
     }
   }
 
-  TEST_CASE("phi3 and gemma3 from mkmodel: splits, and decode past the sliding window, agree bit for bit with the batch") {
+  TEST_CASE("phi3, gemma3 and gemma4 from mkmodel: splits, and decode past the sliding window, agree bit for bit with the batch") {
     TempDir dir;
     ThreadPool pool(2);
-    for (const char* arch : {"phi3", "gemma3"}) {
+    for (const char* arch : {"phi3", "gemma3", "gemma4"}) {
       for (TensorType t : {TensorType::F32, TensorType::Q8_0}) {
         CAPTURE(std::string(arch));
         CAPTURE(std::string(tensor_type_name(t)));
@@ -409,8 +409,14 @@ TEST_SUITE("arch") {
         const Model m = open_model(hearth::test::make_model(dir, "m.gguf", o));
         CHECK(m.config.arch == arch);
         CHECK(m.config.fused_qkv == (std::string(arch) == "phi3"));
-        CHECK(m.config.is_swa(0) == (std::string(arch) == "gemma3"));
+        CHECK(m.config.is_swa(0) == std::string(arch).starts_with("gemma"));
         CHECK_FALSE(m.config.is_swa(5));
+        if (std::string(arch) == "gemma4") {  // the full layer: twice the head size, half the KV heads, V from K
+          CHECK(m.config.layer_head_dim(5) == 2 * m.config.layer_head_dim(0));
+          CHECK(m.config.layer_n_head_kv(5) * 2 == m.config.layer_n_head_kv(0));
+          CHECK(m.file.find_tensor("blk.5.attn_v.weight") == nullptr);
+          CHECK(m.file.find_tensor("blk.4.attn_v.weight") != nullptr);
+        }
         std::vector<int32_t> prompt;
         for (int i = 0; i < 16; ++i) prompt.push_back(1 + (i * 37) % 500);
         check_splits_and_decode(m, pool, prompt);

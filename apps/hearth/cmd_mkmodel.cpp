@@ -20,7 +20,7 @@ void add_mkmodel_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("mkmodel", "Write a llama-family GGUF model with random weights");
   cmd->add_option("-o,--out", a->out, "Output file")->required();
   cmd->add_option("--arch", a->arch,
-                  "Architecture: llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gpt-oss (llama with experts = Mixtral)")
+                  "Architecture: llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gemma4, gpt-oss (llama with experts = Mixtral)")
       ->capture_default_str();
   cmd->add_option("--type", a->type,
                   "Weight type: f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q5_k, q6_k, mxfp4, iq4_nl, iq4_xs")
@@ -36,7 +36,7 @@ void add_mkmodel_command(CLI::App& app) {
   cmd->add_option("--ffn", a->ffn, "Override: feed-forward size");
   cmd->add_option("--vocab", a->vocab, "Override: vocabulary size (byte-level vocabulary)");
   cmd->add_option("--ctx", a->ctx, "Override: context length");
-  cmd->add_option("--sliding-window", a->opt.sliding_window, "gemma3, gpt-oss: tokens a sliding-window layer attends to")
+  cmd->add_option("--sliding-window", a->opt.sliding_window, "gemma3, gemma4, gpt-oss: tokens a sliding-window layer attends to")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--experts", a->experts, "Override: experts per layer (MoE)");

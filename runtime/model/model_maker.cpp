@@ -120,16 +120,16 @@ void check_shape(const RandomModelShape& s, TensorType type) {
   }
 }
 
-const char* const kArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3", "gpt-oss"};
+const char* const kArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3", "gemma4", "gpt-oss"};
 
 void check_arch(const std::string& arch, const RandomModelShape& s) {
   if (std::find(std::begin(kArchs), std::end(kArchs), arch) == std::end(kArchs))
     throw std::invalid_argument("unknown architecture '" + arch +
-                                "' (llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gpt-oss)");
+                                "' (llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gemma4, gpt-oss)");
   const bool moe_arch = arch == "qwen3moe" || arch == "olmoe" || arch == "gpt-oss";
   if (moe_arch && s.n_expert == 0)
     throw std::invalid_argument("architecture '" + arch + "' needs experts (a MoE preset such as tiny-moe, or --experts)");
-  if ((arch == "qwen2" || arch == "qwen3" || arch == "phi3" || arch == "gemma3") && s.n_expert > 0)
+  if ((arch == "qwen2" || arch == "qwen3" || arch == "phi3" || arch == "gemma3" || arch == "gemma4") && s.n_expert > 0)
     throw std::invalid_argument("architecture '" + arch + "' has no experts (qwen3moe, olmoe and llama do)");
 }
 
@@ -174,8 +174,13 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   if (o.expert_type) check_shape(s, *o.expert_type);
   check_arch(o.arch, s);
   const bool moe = s.n_expert > 0;
-  const bool qk_norm = o.arch == "qwen3" || o.arch == "qwen3moe" || o.arch == "olmoe" || o.arch == "gemma3";
-  const bool fused = o.arch == "phi3", gemma = o.arch == "gemma3", oss = o.arch == "gpt-oss";
+  const bool gemma4 = o.arch == "gemma4";
+  const bool qk_norm = o.arch == "qwen3" || o.arch == "qwen3moe" || o.arch == "olmoe" || o.arch == "gemma3" || gemma4;
+  const bool fused = o.arch == "phi3", gemma = o.arch == "gemma3" || gemma4, oss = o.arch == "gpt-oss";
+  // Gemma 4 (its 31B layout): every sixth layer (and the last of a shorter model) is full, with
+  // twice the head size, half the KV heads, no attn_v (V is K's projection) and RoPE on a quarter
+  // of its dimensions (rope_freqs: ones, then factors that stop the rest).
+  const auto gemma4_full = [&](int l) { return gemma4 && (l % 6 == 5 || (s.n_layer < 6 && l == s.n_layer - 1)); };
   if ((gemma || oss) && o.sliding_window <= 0) throw std::invalid_argument(o.arch + " needs a positive sliding window");
   const int hd = head_dim_of(s);
   if (!o.rope_freq_factors.empty() && o.rope_freq_factors.size() != static_cast<size_t>(hd / 2))
@@ -197,7 +202,18 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
     if (own_expert_key) md.set(a + "expert_feed_forward_length", GgufValue::u32(static_cast<uint32_t>(s.n_ff_exp)));
   }
   md.set(a + "attention.head_count", GgufValue::u32(static_cast<uint32_t>(s.n_head)));
-  md.set(a + "attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(s.n_head_kv)));
+  const int full_kv_heads = s.n_head_kv % 2 == 0 ? s.n_head_kv / 2 : s.n_head_kv;
+  if (gemma4) {
+    std::vector<GgufValue> kv_heads, sliding;
+    for (int l = 0; l < s.n_layer; ++l) {
+      kv_heads.push_back(GgufValue::i32(gemma4_full(l) ? full_kv_heads : s.n_head_kv));
+      sliding.push_back(GgufValue::boolean(!gemma4_full(l)));
+    }
+    md.set(a + "attention.head_count_kv", GgufValue::array(GgufType::INT32, std::move(kv_heads)));
+    md.set(a + "attention.sliding_window_pattern", GgufValue::array(GgufType::BOOL, std::move(sliding)));
+  } else {
+    md.set(a + "attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(s.n_head_kv)));
+  }
   if (gemma || oss) md.set(a + "attention.sliding_window", GgufValue::u32(static_cast<uint32_t>(o.sliding_window)));
   if (gemma) md.set(a + "rope.freq_base_swa", GgufValue::f32(10000.f));
   if (s.head_dim > 0 || o.arch == "qwen3" || o.arch == "qwen3moe" || gemma || oss) {  // real files of these always say it
@@ -205,6 +221,13 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
     md.set(a + "attention.value_length", GgufValue::u32(static_cast<uint32_t>(hd)));
   }
   md.set(a + "rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(hd)));
+  if (gemma4) {  // the full layers' shapes under the plain keys, the sliding layers' under _swa
+    for (const char* k : {"attention.key_length", "attention.value_length", "rope.dimension_count"})
+      md.set(a + k, GgufValue::u32(static_cast<uint32_t>(2 * hd)));
+    for (const char* k : {"attention.key_length_swa", "attention.value_length_swa", "rope.dimension_count_swa"})
+      md.set(a + k, GgufValue::u32(static_cast<uint32_t>(hd)));
+    md.set(a + "final_logit_softcapping", GgufValue::f32(30.f));
+  }
   md.set(a + "rope.freq_base", GgufValue::f32(s.rope_base));
   md.set(a + "attention.layer_norm_rms_epsilon", GgufValue::f32(s.rms_eps));
   if (o.rope_scaling_factor > 0.f) {
@@ -213,8 +236,7 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   }
 
   const uint64_t E = static_cast<uint64_t>(s.n_embd), F = static_cast<uint64_t>(s.n_ff);
-  const uint64_t HD = static_cast<uint64_t>(hd), Q = HD * static_cast<uint64_t>(s.n_head);
-  const uint64_t KV = HD * static_cast<uint64_t>(s.n_head_kv);
+  const uint64_t HD0 = static_cast<uint64_t>(hd);
   const auto matrix = [&](const std::string& name, uint64_t n_in, uint64_t n_out) {
     w.add_tensor(name, matrix_type(o.type, n_in), {n_in, n_out});
   };
@@ -228,12 +250,15 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   if (!o.tied_output && !gemma) matrix("output.weight", E, static_cast<uint64_t>(s.n_vocab));  // Gemma is always tied
   for (int l = 0; l < s.n_layer; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
+    // Gemma 4's full layers: twice the head size, fewer KV heads (their own Q, KV and head size).
+    const uint64_t HD = gemma4_full(l) ? 2 * HD0 : HD0, Q = HD * static_cast<uint64_t>(s.n_head);
+    const uint64_t KV = HD * static_cast<uint64_t>(gemma4_full(l) ? full_kv_heads : s.n_head_kv);
     if (fused) {
       matrix(p + "attn_qkv.weight", E, Q + 2 * KV);
     } else {
       matrix(p + "attn_q.weight", E, Q);
       matrix(p + "attn_k.weight", E, KV);
-      matrix(p + "attn_v.weight", E, KV);
+      if (!gemma4_full(l)) matrix(p + "attn_v.weight", E, KV);
     }
     if (o.arch == "qwen2" || oss) {
       vector(p + "attn_q.bias", Q);
@@ -275,10 +300,16 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       vector(p + "post_attention_norm.weight", E);
       vector(p + "post_ffw_norm.weight", E);
     }
+    if (gemma4) vector(p + "layer_output_scale.weight", 1);
   }
   // Last, so that the other tensors keep their index, which seeds their values: a model with
   // factors has the same weights as the one without.
-  if (!o.rope_freq_factors.empty()) vector("rope_freqs.weight", HD / 2);
+  std::vector<float> rope_factors = o.rope_freq_factors;
+  if (gemma4) {  // Gemma 4's proportional RoPE: the full layers rotate a quarter of their pairs
+    rope_factors.assign(HD0, 1e30f);
+    std::fill_n(rope_factors.begin(), HD0 / 4, 1.f);
+  }
+  if (!rope_factors.empty()) vector("rope_freqs.weight", rope_factors.size());
 
   ThreadPool pool(o.threads > 0 ? o.threads : hardware_threads());
   const float half_width = o.weight_std * 1.7320508f;  // uniform on [-a, a] has std a / sqrt(3)
@@ -293,8 +324,9 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       std::vector<float> v(static_cast<size_t>(n_in), 1.f);
       Rng rng(o.seed * 0x9e3779b97f4a7c15ull + index * 0x100000001b3ull);
       const bool bias = t.name.ends_with(".bias") || t.name.ends_with("attn_sinks.weight");
-      const bool qk_norm = t.name.ends_with("attn_q_norm.weight") || t.name.ends_with("attn_k_norm.weight");
-      if (t.name == "rope_freqs.weight") v = o.rope_freq_factors;
+      const bool qk_norm = t.name.ends_with("attn_q_norm.weight") || t.name.ends_with("attn_k_norm.weight") ||
+                           t.name.ends_with("layer_output_scale.weight");
+      if (t.name == "rope_freqs.weight") v = rope_factors;
       for (auto& x : v) {
         if (bias) x = static_cast<float>((rng.uniform() * 2.0 - 1.0) * half_width);
         if (qk_norm) x = static_cast<float>(0.75 + rng.uniform() * 0.5);

@@ -1,4 +1,4 @@
-// Writes llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3 and gpt-oss GGUF models of a real shape with random weights: the
+// Writes llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gemma4 and gpt-oss GGUF models of a real shape with random weights: the
 // fixtures of tests and benchmarks (`hearth mkmodel`). No download is ever needed to test hearth.
 #pragma once
 
@@ -32,7 +32,7 @@ struct RandomModelShape {
 std::optional<RandomModelShape> random_model_preset(const std::string& name);
 std::vector<std::string> random_model_preset_names();
 
-// "llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3", "gpt-oss".
+// "llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3", "gemma4", "gpt-oss".
 std::vector<std::string> random_model_arch_names();
 
 struct MakeModelOptions {
@@ -54,7 +54,7 @@ struct MakeModelOptions {
   bool tied_output = false;              // no output.weight: the head reuses token_embd
   std::vector<float> rope_freq_factors;  // written as rope_freqs.weight (Llama 3) if not empty
   float rope_scaling_factor = 0.f;       // > 0: linear RoPE scaling by this factor
-  int sliding_window = 512;              // gemma3 (5 of every 6 layers), gpt-oss (every other layer): tokens a
+  int sliding_window = 512;              // gemma3, gemma4 (5 of every 6 layers), gpt-oss (every other layer): tokens a
                                          // sliding-window layer sees
 };
 
