@@ -304,7 +304,8 @@ TEST_SUITE("cluster") {
           Fixture{"mixtral-q8_0", "head:1,a:1", "head:0,b:1,a:1"}, Fixture{"phi3-q8_0", "head:2,a:1", "head:1,a:1,b:1"},
           Fixture{"gemma3-q8_0", "head:1,a:5", "head:0,a:2,b:4"}, Fixture{"gpt-oss-q8_0", "head:2,a:2", "head:1,a:1,b:2"},
           Fixture{"gpt-oss-mxfp4", "head:2,a:2", "head:1,a:1,b:2"},
-          Fixture{"gemma4-tiny-q8_0", "head:3,a:1", "head:1,a:2,b:1", "models/random-arch-2026/"}}) {
+          Fixture{"gemma4-tiny-q8_0", "head:3,a:1", "head:1,a:2,b:1", "models/random-arch-2026/"},
+          Fixture{"qwen35-tiny-q8_0", "head:2,a:2", "head:1,a:2,b:1", "models/random-arch-2026/"}}) {
       auto model = hearth::test::shared_file(std::string(fx.dir) + fx.name + ".gguf");
       if (!model) break;
       for (const char* split : {fx.two, fx.three}) {
@@ -330,6 +331,37 @@ TEST_SUITE("cluster") {
     REQUIRE(reference.exit_code == 0);
     REQUIRE_MESSAGE(reference.err.find("4000 tokens generated") != std::string::npos, reference.err);
     REQUIRE(c.cli({"launch", "--model", model, "--split", "head:1,a:2,b:1", "--ctx", "4096"}).exit_code == 0);
+    std::vector<std::string> args{"generate"};
+    args.insert(args.end(), gen.begin(), gen.end());
+    const std::string out = dir.file("generated.txt");
+    const pid_t client = generate_in_background(c, args, out);
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    int wstatus = 0;
+    CHECK_MESSAGE(waitpid(client, &wstatus, WNOHANG) == 0, "the stream ended before the stage was killed");
+    c.kill("a", SIGKILL);
+    const int code = wait_for(client, std::chrono::seconds(60));
+    CAPTURE(slurp(out + ".err"));
+    CHECK(code == 0);
+    CHECK(slurp(out) == reference.out);
+    CHECK(status(c)["plan"]["events"].dump().find("device a (layers 1-2) stopped responding") != std::string::npos);
+  }
+
+  TEST_CASE("a hybrid model's stream survives a killed stage: replay rebuilds the gated delta-nets' recurrent state") {
+    auto model = hearth::test::shared_file("models/random-arch-2026/qwen35-tiny-q8_0.gguf");
+    if (!model) return;
+    TempDir dir;
+    Cluster c(dir);
+    c.start("head");
+    c.start("a");
+    c.start("b");
+    const std::vector<std::string> gen{"--prompt", "a long story", "-n", "4000", "--temp", "0.9", "--seed", "12"};  // a seed whose story runs the whole 4000
+    std::vector<std::string> run{"run", "--model", *model, "--ctx", "4096"};
+    run.insert(run.end(), gen.begin(), gen.end());
+    const auto reference = hearth::test::run_cli(run);
+    REQUIRE(reference.exit_code == 0);
+    REQUIRE_MESSAGE(reference.err.find("4000 tokens generated") != std::string::npos, reference.err);
+    // a holds two delta-net layers (1 and 2); b the full-attention layer.
+    REQUIRE(c.cli({"launch", "--model", *model, "--split", "head:1,a:2,b:1", "--ctx", "4096"}).exit_code == 0);
     std::vector<std::string> args{"generate"};
     args.insert(args.end(), gen.begin(), gen.end());
     const std::string out = dir.file("generated.txt");

@@ -189,6 +189,23 @@ TEST_SUITE("random_arch") {
     check_fixture({"gemma4-tiny-f32", "gemma4", "models/random-arch-2026/"});
     check_fixture({"gemma4-tiny-q8_0", "gemma4", "models/random-arch-2026/"});
   }
+  TEST_CASE("qwen35 (gated delta-net layers with their recurrent state, a gated full-attention layer, partial rotary)") {
+    check_fixture({"qwen35-tiny-f32", "qwen35", "models/random-arch-2026/"});
+    check_fixture({"qwen35-tiny-q8_0", "qwen35", "models/random-arch-2026/"});
+  }
+  TEST_CASE("a recurrent model's sequence cannot rewind; starting over at 0 clears its state") {
+    const auto model = shared_file("models/random-arch-2026/qwen35-tiny-f32.gguf");
+    if (!model) return;
+    Loaded m{GgufFile::open(*model), {}};
+    m.config = read_model_config(m.file);
+    ThreadPool pool(2);
+    auto whole = stage_of(m, 0, m.config.n_layer, pool);
+    Stage* one[] = {whole.get()};
+    const std::vector<int32_t> ids{1, 403, 407, 261, 378, 432};
+    const auto first = forward(one, 0, ids, true);
+    CHECK_THROWS_WITH_AS(forward(one, 3, {261}, false), doctest::Contains("recurrent layers cannot rewind"), std::invalid_argument);
+    CHECK(forward(one, 0, ids, true) == first);  // the state of the first run is gone
+  }
   TEST_CASE("the MXFP4 quantizer writes llama.cpp's bytes: the F32 experts quantized equal the MXFP4 file's") {
     const auto f32 = shared_file("models/random-arch/gpt-oss-f32.gguf");
     const auto mx = shared_file("models/random-arch/gpt-oss-mxfp4.gguf");

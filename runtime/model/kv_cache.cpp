@@ -32,10 +32,17 @@ size_t layout(int n_ctx, const std::vector<int>& dims, std::vector<size_t>& star
 
 }  // namespace
 
-KvCache::KvCache(int n_ctx, const std::vector<int>& layer_kv_dims) : n_ctx_(n_ctx), kv_dims_(layer_kv_dims) {
+KvCache::KvCache(int n_ctx, const std::vector<int>& layer_kv_dims, const std::vector<int64_t>& layer_state_floats)
+    : n_ctx_(n_ctx), kv_dims_(layer_kv_dims) {
   const size_t n = layout(n_ctx, kv_dims_, layer_start_);
   k_ = allocate(n, kv_dims_.size(), n_ctx);
   v_ = allocate(n, kv_dims_.size(), n_ctx);
+  size_t states = 0;
+  for (int64_t f : layer_state_floats) {
+    state_start_.push_back(states);
+    states += static_cast<size_t>(f);
+  }
+  state_.assign(states, 0.f);
 }
 
 }  // namespace hearth::runtime

@@ -26,6 +26,8 @@ struct Arch {
   bool gpt_oss = false;
   // Gemma 4: Gemma's structure with per-layer attention shapes (ModelConfig says which).
   bool gemma4 = false;
+  // Qwen 3.5: gated delta-net layers between full-attention ones (ModelConfig says which).
+  bool qwen35 = false;
 };
 
 constexpr Arch kArchs[] = {
@@ -44,6 +46,7 @@ constexpr Arch kArchs[] = {
     {.name = "phi3", .fused = true},
     {.name = "gemma3", .qk_norm = TensorNeed::Required, .gemma = true},
     {.name = "gemma4", .qk_norm = TensorNeed::Required, .gemma = true, .gemma4 = true},
+    {.name = "qwen35", .qk_norm = TensorNeed::Required, .qwen35 = true},
     {.name = "gpt-oss",
      .qkv_bias = TensorNeed::Required,
      .out_bias = TensorNeed::Required,
@@ -178,6 +181,27 @@ void read_gemma4(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
   c.layer_out_scale = TensorNeed::Optional;
 }
 
+// Qwen 3.5: which layers are gated delta-nets and their sizes; the pre-FFN norm is named
+// post_attention_norm; the full layers gate their attention output.
+void read_qwen35(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
+  c.full_attention_interval = positive(md, a + "full_attention_interval", 4096);
+  c.ssm_conv_kernel = positive(md, a + "ssm.conv_kernel", 64);
+  if (c.ssm_conv_kernel < 2) throw GgufError("metadata '" + a + "ssm.conv_kernel' must be at least 2");
+  c.ssm_d_state = positive(md, a + "ssm.state_size", 4096);
+  c.ssm_n_group = positive(md, a + "ssm.group_count", 4096);
+  c.ssm_dt_rank = positive(md, a + "ssm.time_step_rank", 4096);
+  c.ssm_d_inner = positive(md, a + "ssm.inner_size");
+  if (c.ssm_d_inner % c.ssm_dt_rank != 0 || c.ssm_dt_rank % c.ssm_n_group != 0)
+    throw GgufError("ssm.inner_size must be a multiple of ssm.time_step_rank, and that of ssm.group_count");
+  if (c.ssm_head_v_dim() != c.ssm_d_state)
+    throw GgufError("gated delta-net value heads of " + std::to_string(c.ssm_head_v_dim()) + " differ from key heads of " +
+                    std::to_string(c.ssm_d_state) + ", which this runtime does not support");
+  if (md.get_uint_opt(a + "nextn_predict_layers").value_or(0) != 0)
+    throw GgufError("Qwen 3.5 multi-token-prediction layers are not supported yet");
+  c.attn_output_gate = true;
+  c.ffn_norm_tensor = "post_attention_norm";
+}
+
 // gpt-oss: even layers slide (llama.cpp's default period 2) with the same RoPE as the others.
 void read_gpt_oss(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
   c.n_swa = positive(md, a + "attention.sliding_window");
@@ -255,6 +279,7 @@ ModelConfig read_model_config(const GgufFile& file) {
   read_rope_attn_factor(md, a, c);
   if (arch->gemma) read_gemma(md, a, *arch, c);
   if (arch->gemma4) read_gemma4(md, a, c);
+  if (arch->qwen35) read_qwen35(md, a, c);
   if (arch->gpt_oss) read_gpt_oss(md, a, c);
   // The vocabulary size comes from the token list, or from the embedding when there is none.
   if (md.has("tokenizer.ggml.tokens")) {

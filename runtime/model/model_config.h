@@ -94,6 +94,27 @@ struct ModelConfig {
   bool v_norm = false;
   TensorNeed layer_out_scale = TensorNeed::Absent;  // blk.N.layer_output_scale.weight, one value
 
+  // Qwen 3.5: gated delta-net layers (linear attention keeping a recurrent state per sequence
+  // instead of a KV cache) with a full-attention layer every full_attention_interval-th; the full
+  // layers' attn_q also yields a per-head output gate (output x sigmoid(gate)).
+  int full_attention_interval = 0;  // 0 = no recurrent layers
+  int ssm_conv_kernel = 0;          // causal depthwise convolution taps (its state: the last taps - 1 inputs)
+  int ssm_d_state = 0;              // key head size
+  int ssm_n_group = 0;              // key heads
+  int ssm_dt_rank = 0;              // value heads
+  int ssm_d_inner = 0;              // value heads x value head size
+  bool attn_output_gate = false;
+
+  bool is_recurrent(int l) const { return full_attention_interval > 0 && (l + 1) % full_attention_interval != 0; }
+  int ssm_head_v_dim() const { return ssm_dt_rank > 0 ? ssm_d_inner / ssm_dt_rank : 0; }
+  int ssm_conv_channels() const { return ssm_d_inner + 2 * ssm_n_group * ssm_d_state; }
+  // Floats of a recurrent layer's state for one sequence: the convolution's last inputs, then a
+  // value-head-size square matrix per value head.
+  int64_t ssm_state_floats() const {
+    return static_cast<int64_t>(ssm_conv_kernel - 1) * ssm_conv_channels() +
+           static_cast<int64_t>(ssm_dt_rank) * ssm_head_v_dim() * ssm_head_v_dim();
+  }
+
   bool is_swa(int layer) const {
     if (!swa_layers.empty()) return swa_layers[static_cast<size_t>(layer)];
     return n_swa > 0 && layer % swa_period < swa_period - 1;
@@ -102,7 +123,7 @@ struct ModelConfig {
   int layer_n_rot(int l) const { return is_swa(l) && n_rot_swa > 0 ? n_rot_swa : n_rot; }
   int layer_n_head_kv(int l) const { return n_head_kv_layers.empty() ? n_head_kv : n_head_kv_layers[static_cast<size_t>(l)]; }
   int layer_q_dim(int l) const { return n_head * layer_head_dim(l); }
-  int layer_kv_dim(int l) const { return layer_n_head_kv(l) * layer_head_dim(l); }
+  int layer_kv_dim(int l) const { return is_recurrent(l) ? 0 : layer_n_head_kv(l) * layer_head_dim(l); }
   // The widest layer's (for buffers): the same as q_dim() and kv_dim() unless layers differ.
   int max_q_dim() const;
   int max_kv_dim() const;

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "runtime/model/delta_net.h"
 #include "runtime/model/ops.h"
 
 namespace hearth::runtime {
@@ -50,9 +51,22 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   }
   rope_cos_.resize(static_cast<size_t>(std::max(rope_.n_rot, rope_swa_.n_rot) / 2));
   rope_sin_.resize(rope_cos_.size());
-  for (int l = spec().first_layer; l < spec().last_layer; ++l) layer_kv_dims_.push_back(c.layer_kv_dim(l));
-  v_norm_ones_.assign(static_cast<size_t>(std::max(c.head_dim, c.head_dim_swa)), 1.f);
   const auto B = static_cast<size_t>(options_.max_batch);
+  for (int l = spec().first_layer; l < spec().last_layer; ++l) {
+    layer_kv_dims_.push_back(c.layer_kv_dim(l));
+    layer_state_floats_.push_back(c.is_recurrent(l) ? c.ssm_state_floats() : 0);
+    recurrent_ = recurrent_ || c.is_recurrent(l);
+  }
+  if (recurrent_) {
+    ssm_qkv_.resize(B * c.ssm_conv_channels());
+    ssm_z_.resize(B * c.ssm_d_inner);
+    ssm_beta_.resize(B * c.ssm_dt_rank);
+    ssm_alpha_.resize(B * c.ssm_dt_rank);
+    ssm_y_.resize(B * c.ssm_d_inner);
+    ssm_scratch_.resize(static_cast<size_t>(c.ssm_conv_channels() + c.ssm_head_v_dim()));
+  }
+  if (c.attn_output_gate) q_gate_.resize(B * 2 * c.max_q_dim());
+  v_norm_ones_.assign(static_cast<size_t>(std::max(c.head_dim, c.head_dim_swa)), 1.f);
   x_.resize(B * c.n_embd);
   xn_.resize(B * c.n_embd);
   tmp_.resize(B * c.n_embd);
@@ -70,7 +84,8 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   if (c.is_moe()) experts_.emplace(c, options_.max_batch);
   for (int l = spec().first_layer; l < spec().last_layer; ++l) {
     const LayerWeights& w = weights_->layer(l);
-    for (const WeightMatrix* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.router})
+    for (const WeightMatrix* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.router, &w.ssm_qkv, &w.ssm_z,
+                                  &w.ssm_beta, &w.ssm_alpha, &w.ssm_out})
       step_bytes_ += m->bytes();
   }
   if (spec().has_output) step_bytes_ += weights_->output().bytes();
@@ -96,6 +111,9 @@ int Stage::validate(const StageInput& in) const {
     if (ch.pos < 0 || ch.pos > len)
       bad_input("sequence " + std::to_string(ch.seq) + " continues at position " + std::to_string(ch.pos) + " but holds " +
                 std::to_string(len) + " tokens");
+    if (recurrent_ && ch.pos != len && ch.pos != 0)
+      bad_input("sequence " + std::to_string(ch.seq) + " would go back to position " + std::to_string(ch.pos) + " of " +
+                std::to_string(len) + ": this model's recurrent layers cannot rewind (continue at the end or start over at 0)");
     if (ch.n_tokens > n_ctx_ - ch.pos)
       bad_input("sequence " + std::to_string(ch.seq) + " would exceed the context of " + std::to_string(n_ctx_) + " tokens");
     if (!caches_.count(ch.seq)) ++new_seqs;
@@ -121,7 +139,8 @@ std::span<const float> Stage::forward(const StageInput& in) {
   int t = 0;
   for (const SeqChunk& ch : in.chunks) {
     auto it = caches_.find(ch.seq);
-    if (it == caches_.end()) it = caches_.try_emplace(ch.seq, n_ctx_, layer_kv_dims_).first;
+    if (it == caches_.end()) it = caches_.try_emplace(ch.seq, n_ctx_, layer_kv_dims_, layer_state_floats_).first;
+    else if (ch.pos == 0 && it->second.has_state()) it->second.clear_state();  // starts over
     for (int i = 0; i < ch.n_tokens; ++i, ++t) {
       row_cache_[static_cast<size_t>(t)] = &it->second;
       row_pos_[static_cast<size_t>(t)] = ch.pos + i;
@@ -156,11 +175,22 @@ void Stage::layer_forward(int l, int n_tokens) {
   const int E = c.n_embd;
   const int Q = c.layer_q_dim(l), KV = c.layer_kv_dim(l), hd = c.layer_head_dim(l), n_kv = c.layer_n_head_kv(l);
 
-  // ---- attention ----
+  // ---- attention (or a gated delta-net) ----
   for (int t = 0; t < n_tokens; ++t) rmsnorm(&x_[t * E], w.attn_norm.data(), &xn_[t * E], E, c.rms_eps);
+  if (c.is_recurrent(l)) {
+    delta_net_forward(l, n_tokens);
+    for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
+    ffn_forward(l, n_tokens);
+    return;
+  }
   const bool own_v = w.wv.n_out > 0;  // else V is K's projection (Gemma 4's full layers)
-  const MatmulTarget qkv[] = {{&w.wq, q_.data()}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
+  float* q_out = c.attn_output_gate ? q_gate_.data() : q_.data();
+  const MatmulTarget qkv[] = {{&w.wq, q_out}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
   matmul_many(std::span(qkv, own_v ? 3 : 2), xn_.data(), n_tokens, scratch_, pool_, kernels_);
+  if (c.attn_output_gate)  // per head, the query then its gate: the queries to q_, gates stay
+    for (int t = 0; t < n_tokens; ++t)
+      for (int h = 0; h < c.n_head; ++h)
+        std::copy_n(&q_gate_[(static_cast<size_t>(t) * c.n_head + h) * 2 * hd], hd, &q_[static_cast<size_t>(t) * Q + h * hd]);
   if (!own_v) std::copy_n(k_.begin(), static_cast<size_t>(n_tokens) * KV, v_.begin());
   if (!w.bq.empty()) add_bias(q_.data(), w.bq.data(), n_tokens, Q);
   if (!w.bk.empty()) add_bias(k_.data(), w.bk.data(), n_tokens, KV);
@@ -190,12 +220,45 @@ void Stage::layer_forward(int l, int n_tokens) {
     std::copy_n(vt, KV, cache.v(local, pos));
   }
   attention(l, n_tokens);
+  if (c.attn_output_gate)  // Qwen 3.5: output x sigmoid(gate)
+    for (int t = 0; t < n_tokens; ++t)
+      for (int h = 0; h < c.n_head; ++h) {
+        const float* g = &q_gate_[(static_cast<size_t>(t) * c.n_head + h) * 2 * hd + hd];
+        float* o = &attn_[static_cast<size_t>(t) * Q + h * hd];
+        for (int i = 0; i < hd; ++i) o[i] *= 1.f / (1.f + std::exp(-g[i]));
+      }
   matmul(w.wo, attn_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
   if (!w.bo.empty()) add_bias(tmp_.data(), w.bo.data(), n_tokens, E);
   if (!w.post_attn_norm.empty())
     for (int t = 0; t < n_tokens; ++t) rmsnorm(&tmp_[t * E], w.post_attn_norm.data(), &tmp_[t * E], E, c.rms_eps);
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
+  ffn_forward(l, n_tokens);
+}
 
+// A gated delta-net (delta_net.h) in place of attention: the projections of every token at once,
+// then the recurrence token by token in row order, each row on its own sequence's state (a
+// sequence's rows come in order), then ssm_out into tmp_.
+void Stage::delta_net_forward(int l, int n_tokens) {
+  const ModelConfig& c = config();
+  const LayerWeights& w = weights_->layer(l);
+  const MatmulTarget in[] = {{&w.ssm_qkv, ssm_qkv_.data()}, {&w.ssm_z, ssm_z_.data()}, {&w.ssm_beta, ssm_beta_.data()},
+                             {&w.ssm_alpha, ssm_alpha_.data()}};
+  matmul_many(in, xn_.data(), n_tokens, scratch_, pool_, kernels_);
+  const auto C = static_cast<size_t>(c.ssm_conv_channels()), DI = static_cast<size_t>(c.ssm_d_inner);
+  const auto H = static_cast<size_t>(c.ssm_dt_rank);
+  const int local = l - spec().first_layer;
+  for (int t = 0; t < n_tokens; ++t) {
+    const auto r = static_cast<size_t>(t);
+    delta_net_token(c, w, &ssm_qkv_[r * C], &ssm_z_[r * DI], &ssm_beta_[r * H], &ssm_alpha_[r * H],
+                    row_cache_[r]->state(local), &ssm_y_[r * DI], ssm_scratch_.data(), kernels_);
+  }
+  matmul(w.ssm_out, ssm_y_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
+}
+
+void Stage::ffn_forward(int l, int n_tokens) {
+  const ModelConfig& c = config();
+  const LayerWeights& w = weights_->layer(l);
+  const int E = c.n_embd;
   // ---- feed-forward (SwiGLU, or a mixture of SwiGLU experts) ----
   for (int t = 0; t < n_tokens; ++t) rmsnorm(&x_[t * E], w.ffn_norm.data(), &xn_[t * E], E, c.rms_eps);
   if (experts_) {

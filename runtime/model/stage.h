@@ -83,6 +83,8 @@ class Stage {
   void embed(const StageInput& in, int n_tokens);
   void attention(int layer, int n_tokens);
   void layer_forward(int l, int n_tokens);
+  void delta_net_forward(int l, int n_tokens);  // into tmp_
+  void ffn_forward(int l, int n_tokens);        // the residual FFN half of a layer
   std::span<const float> output_head(const StageInput& in, int n_tokens);
 
   std::shared_ptr<const StageWeights> weights_;
@@ -94,6 +96,10 @@ class Stage {
   RopeSpec rope_swa_;                       // and sliding-window layers (Gemma: own base, no scaling)
   std::vector<float> rope_cos_, rope_sin_;  // (n_rot / 2), angles of one position
   std::vector<int> layer_kv_dims_;          // of this stage's layers, for their KV caches
+  std::vector<int64_t> layer_state_floats_; // and their recurrent states (0: none)
+  bool recurrent_ = false;                  // some layer keeps a recurrent state (no rewinding)
+  std::vector<float> q_gate_;               // Qwen 3.5: the query projection with its gates
+  std::vector<float> ssm_qkv_, ssm_z_, ssm_beta_, ssm_alpha_, ssm_y_, ssm_scratch_;  // gated delta-net
   std::vector<float> v_norm_ones_;          // the weight of a norm without one (Gemma 4's V)
   std::map<uint64_t, KvCache> caches_;
 

@@ -15,6 +15,9 @@ std::string blk(int l, const char* name, const char* kind = "weight") {
 }
 
 const char* const kNormAndOutputTensors[] = {"attn_norm", "attn_output"};
+// A gated delta-net layer's own tensors (Qwen 3.5), besides its norms and FFN.
+const char* const kDeltaNetTensors[] = {"attn_qkv.weight",  "attn_gate.weight", "ssm_conv1d.weight", "ssm_dt.bias", "ssm_a",
+                                        "ssm_beta.weight",  "ssm_alpha.weight", "ssm_norm.weight",   "ssm_out.weight"};
 const char* const kExpertTensors[] = {"ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
 
 constexpr const char* kRopeFreqs = "rope_freqs.weight";
@@ -121,8 +124,14 @@ std::vector<std::string> stage_tensor_names(const GgufFile& file, const ModelCon
   std::vector<std::string> names;
   if (spec.has_embedding) names.push_back("token_embd.weight");
   for (int l = spec.first_layer; l < spec.last_layer; ++l) {
-    for (const char* t : kNormAndOutputTensors) names.push_back(blk(l, t));
     names.push_back(blk(l, config.ffn_norm_tensor.c_str()));
+    if (config.is_recurrent(l)) {
+      names.push_back(blk(l, "attn_norm"));
+      for (const char* t : kDeltaNetTensors) names.push_back("blk." + std::to_string(l) + "." + t);
+      for (const char* t : {"ffn_gate", "ffn_up", "ffn_down"}) names.push_back(blk(l, t));
+      continue;
+    }
+    for (const char* t : kNormAndOutputTensors) names.push_back(blk(l, t));
     for (const char* t : projection_tensors(file, config, l)) names.push_back(blk(l, t));
     if (config.is_moe())
       for (const char* t : kExpertTensors) {
@@ -193,13 +202,35 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
     const uint64_t Q = config.layer_q_dim(l), KV = config.layer_kv_dim(l);
     LayerWeights w;
     w.attn_norm = vector(blk(l, "attn_norm"), E);
+    if (config.is_recurrent(l)) {
+      const auto name = [&](const char* t) { return "blk." + std::to_string(l) + "." + t; };
+      const uint64_t C = static_cast<uint64_t>(config.ssm_conv_channels()), DI = static_cast<uint64_t>(config.ssm_d_inner);
+      const uint64_t H = static_cast<uint64_t>(config.ssm_dt_rank), K = static_cast<uint64_t>(config.ssm_conv_kernel);
+      w.ssm_qkv = matrix(name("attn_qkv.weight"), E, C);
+      w.ssm_z = matrix(name("attn_gate.weight"), E, DI);
+      w.ssm_beta = matrix(name("ssm_beta.weight"), E, H);
+      w.ssm_alpha = matrix(name("ssm_alpha.weight"), E, H);
+      w.ssm_out = matrix(name("ssm_out.weight"), DI, E);
+      const WeightMatrix conv = matrix(name("ssm_conv1d.weight"), K, C);
+      w.ssm_conv.resize(K * C);
+      for (uint64_t c = 0; c < C; ++c) dequantize_row(conv.type, conv.row(static_cast<int64_t>(c)), &w.ssm_conv[c * K], static_cast<int64_t>(K));
+      w.ssm_dt_bias = vector(name("ssm_dt.bias"), H);
+      w.ssm_a = vector(name("ssm_a"), H);
+      w.ssm_norm = vector(name("ssm_norm.weight"), static_cast<uint64_t>(config.ssm_head_v_dim()));
+      w.ffn_norm = vector(blk(l, config.ffn_norm_tensor.c_str()), E);
+      w.w_gate = matrix(blk(l, "ffn_gate"), E, F);
+      w.w_up = matrix(blk(l, "ffn_up"), E, F);
+      w.w_down = matrix(blk(l, "ffn_down"), F, E);
+      layers_.push_back(std::move(w));
+      continue;
+    }
     if (config.fused_qkv) {
       const WeightMatrix qkv = matrix(blk(l, "attn_qkv"), E, Q + 2 * KV);
       w.wq = row_range(qkv, 0, static_cast<int64_t>(Q));
       w.wk = row_range(qkv, static_cast<int64_t>(Q), static_cast<int64_t>(KV));
       w.wv = row_range(qkv, static_cast<int64_t>(Q + KV), static_cast<int64_t>(KV));
     } else {
-      w.wq = matrix(blk(l, "attn_q"), E, Q);
+      w.wq = matrix(blk(l, "attn_q"), E, config.attn_output_gate ? 2 * Q : Q);  // per head: query, then gate
       w.wk = matrix(blk(l, "attn_k"), E, KV);
       if (has_v(file, config, l)) w.wv = matrix(blk(l, "attn_v"), E, KV);  // else V is K's projection
     }

@@ -59,6 +59,15 @@ struct LayerWeights {
   WeightMatrix w_gate;  // (n_embd) -> (n_ff)
   WeightMatrix w_up;    // (n_embd) -> (n_ff)
   WeightMatrix w_down;  // (n_ff) -> (n_embd)
+  // Gated delta-net (ModelConfig::is_recurrent; such a layer has no wq..wo):
+  WeightMatrix ssm_qkv;               // attn_qkv: (n_embd) -> convolution channels (q, k, v)
+  WeightMatrix ssm_z;                 // attn_gate: (n_embd) -> (d_inner), the output gate
+  WeightMatrix ssm_beta, ssm_alpha;   // (n_embd) -> (value heads)
+  WeightMatrix ssm_out;               // (d_inner) -> (n_embd)
+  std::vector<float> ssm_conv;        // (channels x taps): each channel's taps, oldest input first
+  std::vector<float> ssm_dt_bias;     // (value heads)
+  std::vector<float> ssm_a;           // (value heads): -exp(A_log)
+  std::vector<float> ssm_norm;        // (value head size)
   // Mixture of experts (ModelConfig::is_moe):
   WeightMatrix router;     // ffn_gate_inp: (n_embd) -> (n_expert) logits
   ExpertMatrix gate_exps;  // (n_embd) -> (n_ff_exp), per expert
