@@ -189,7 +189,7 @@ TEST_SUITE("arch") {
     CHECK_THROWS_WITH_AS(
         open_model(other),
         doctest::Contains(
-            "architecture 'gemma' is not supported (supported: llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gemma4, qwen35, gpt-oss)"),
+            "architecture 'gemma' is not supported (supported: llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gemma4, qwen35, qwen35moe, gpt-oss)"),
         GgufError);
   }
 

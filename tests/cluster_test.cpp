@@ -305,7 +305,8 @@ TEST_SUITE("cluster") {
           Fixture{"gemma3-q8_0", "head:1,a:5", "head:0,a:2,b:4"}, Fixture{"gpt-oss-q8_0", "head:2,a:2", "head:1,a:1,b:2"},
           Fixture{"gpt-oss-mxfp4", "head:2,a:2", "head:1,a:1,b:2"},
           Fixture{"gemma4-tiny-q8_0", "head:3,a:1", "head:1,a:2,b:1", "models/random-arch-2026/"},
-          Fixture{"qwen35-tiny-q8_0", "head:2,a:2", "head:1,a:2,b:1", "models/random-arch-2026/"}}) {
+          Fixture{"qwen35-tiny-q8_0", "head:2,a:2", "head:1,a:2,b:1", "models/random-arch-2026/"},
+          Fixture{"qwen35moe-tiny-q8_0", "head:1,a:3", "head:2,a:1,b:1", "models/random-arch-2026/"}}) {
       auto model = hearth::test::shared_file(std::string(fx.dir) + fx.name + ".gguf");
       if (!model) break;
       for (const char* split : {fx.two, fx.three}) {

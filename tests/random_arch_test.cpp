@@ -114,19 +114,34 @@ void check_fixture(const Fixture& fx) {
   Stage* one[] = {whole.get()};
   const auto logits = forward(one, 0, all, true);
   double diff = 0;
-  int argmax_differs = 0;
-  for (size_t row = 0; row < all.size(); ++row) {
-    const float* a = &logits[row * V];
-    const float* b = &expected[row * V];
-    for (int i = 0; i < V; ++i) diff = std::max(diff, std::fabs(double{a[i]} - double{b[i]}));
-    argmax_differs += argmax(a, V) != argmax(b, V);
-  }
+  for (size_t row = 0; row < all.size(); ++row)
+    for (int i = 0; i < V; ++i) diff = std::max(diff, std::fabs(double{logits[row * V + i]} - double{expected[row * V + i]}));
   MESSAGE(std::string(fx.name) << ": max |logit - llama.cpp| = " << diff << " over " << all.size() << " positions ("
                                << best_kernels().name << " kernels, tolerance " << tolerance(fx) << ")");
   CHECK(diff < tolerance(fx));
+  // Every row's argmax agrees, except where the reference's own top two are closer than the
+  // distance measured (a deviation of `diff` per logit closes a margin of up to 2 diff): no order
+  // of summation can be held to those. Only tables that sum in another order than the
+  // reference's meet such rows (gemma4-q8_0, whose greedy path has a margin of 0.004, on scalar
+  // and NEON); the x86 tables land at 0 on it.
+  int argmax_differs = 0, within_noise = 0;
+  bool greedy_path_decided = true;
+  for (size_t row = 0; row < all.size(); ++row) {
+    const float* b = &expected[row * V];
+    const int top = argmax(b, V);
+    float second = -INFINITY;
+    for (int i = 0; i < V; ++i)
+      if (i != top) second = std::max(second, b[i]);
+    const bool decided = b[top] - second > 2 * diff;
+    if (!decided && row + 1 >= prompt.size()) greedy_path_decided = false;
+    if (argmax(&logits[row * V], V) != top) (decided ? argmax_differs : within_noise)++;
+  }
   CHECK(argmax_differs == 0);
+  if (within_noise > 0)
+    MESSAGE(std::string(fx.name) << ": " << within_noise << " rows whose reference margin is within 2 x " << diff << " pick another argmax");
 
-  // Greedy, token by token after the prompt, as the reference ran it.
+  // Greedy, token by token after the prompt, as the reference ran it (where its path is decided
+  // beyond the measured distance; else it is reported).
   whole->release(1);
   std::vector<int32_t> got;
   auto last = forward(one, 0, prompt, false);
@@ -134,7 +149,8 @@ void check_fixture(const Fixture& fx) {
     got.push_back(argmax(last.data(), V));
     last = forward(one, static_cast<int>(prompt.size() + i), {got.back()}, false);
   }
-  CHECK(got == greedy);
+  if (greedy_path_decided) CHECK(got == greedy);
+  else if (got != greedy) MESSAGE(std::string(fx.name) << ": the greedy path, within the measured distance of a tie, went another way");
 
   // Split in two and, where there are layers enough, three: every logit bit for bit.
   std::vector<std::vector<int>> splits{{0, L / 2, L}};
@@ -192,6 +208,10 @@ TEST_SUITE("random_arch") {
   TEST_CASE("qwen35 (gated delta-net layers with their recurrent state, a gated full-attention layer, partial rotary)") {
     check_fixture({"qwen35-tiny-f32", "qwen35", "models/random-arch-2026/"});
     check_fixture({"qwen35-tiny-q8_0", "qwen35", "models/random-arch-2026/"});
+  }
+  TEST_CASE("qwen35moe (the same hybrid layers, 8 routed experts top 2 renormalised, a sigmoid-gated shared expert)") {
+    check_fixture({"qwen35moe-tiny-f32", "qwen35moe", "models/random-arch-2026/"});
+    check_fixture({"qwen35moe-tiny-q8_0", "qwen35moe", "models/random-arch-2026/"});
   }
   TEST_CASE("a recurrent model's sequence cannot rewind; starting over at 0 clears its state") {
     const auto model = shared_file("models/random-arch-2026/qwen35-tiny-f32.gguf");

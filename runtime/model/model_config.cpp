@@ -47,6 +47,11 @@ constexpr Arch kArchs[] = {
     {.name = "gemma3", .qk_norm = TensorNeed::Required, .gemma = true},
     {.name = "gemma4", .qk_norm = TensorNeed::Required, .gemma = true, .gemma4 = true},
     {.name = "qwen35", .qk_norm = TensorNeed::Required, .qwen35 = true},
+    {.name = "qwen35moe",
+     .qk_norm = TensorNeed::Required,
+     .experts = TensorNeed::Required,
+     .expert_weights_norm = true,
+     .qwen35 = true},
     {.name = "gpt-oss",
      .qkv_bias = TensorNeed::Required,
      .out_bias = TensorNeed::Required,
@@ -200,6 +205,8 @@ void read_qwen35(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
     throw GgufError("Qwen 3.5 multi-token-prediction layers are not supported yet");
   c.attn_output_gate = true;
   c.ffn_norm_tensor = "post_attention_norm";
+  if (c.is_moe() && md.has(a + "expert_shared_feed_forward_length"))
+    c.n_ff_shexp = positive(md, a + "expert_shared_feed_forward_length");
 }
 
 // gpt-oss: even layers slide (llama.cpp's default period 2) with the same RoPE as the others.

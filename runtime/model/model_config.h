@@ -59,6 +59,10 @@ struct ModelConfig {
   ExpertGating expert_gating = ExpertGating::Softmax;
   TensorNeed expert_bias = TensorNeed::Absent;  // router and per-expert biases (gpt-oss)
 
+  // A shared expert beside the routed ones (Qwen 3.5 MoE): a SwiGLU of width n_ff_shexp every
+  // token runs, scaled by sigmoid(ffn_gate_inp_shexp . x); 0 = none.
+  int n_ff_shexp = 0;
+
   bool is_moe() const { return n_expert > 0; }
 
   // Gemma: a norm after attention and after the FFN (post_attention_norm, post_ffw_norm), GELU,

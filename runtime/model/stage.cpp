@@ -16,7 +16,7 @@ namespace {
 constexpr int kDefaultMaxCtx = 4096;
 
 // The width of the FFN's hidden layer: of one expert in a MoE model, whose dense width goes unused.
-int64_t ffn_width(const ModelConfig& c) { return c.is_moe() ? c.n_ff_exp : c.n_ff; }
+int64_t ffn_width(const ModelConfig& c) { return c.is_moe() ? std::max(c.n_ff_exp, c.n_ff_shexp) : c.n_ff; }
 
 [[noreturn]] void bad_input(const std::string& what) { throw std::invalid_argument("stage input: " + what); }
 
@@ -77,6 +77,10 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   if (!c.is_moe()) {  // a MoE layer's experts have buffers of their own
     gate_.resize(B * c.n_ff);
     up_.resize(B * c.n_ff);
+  } else if (c.n_ff_shexp > 0) {  // but not its shared expert
+    gate_.resize(B * c.n_ff_shexp);
+    up_.resize(B * c.n_ff_shexp);
+    shexp_out_.resize(B * c.n_embd);
   }
   scores_.resize(static_cast<size_t>(c.n_head) * n_ctx_);
   row_cache_.resize(B);
@@ -85,7 +89,7 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   for (int l = spec().first_layer; l < spec().last_layer; ++l) {
     const LayerWeights& w = weights_->layer(l);
     for (const WeightMatrix* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.router, &w.ssm_qkv, &w.ssm_z,
-                                  &w.ssm_beta, &w.ssm_alpha, &w.ssm_out})
+                                  &w.ssm_beta, &w.ssm_alpha, &w.ssm_out, &w.gate_shexp, &w.up_shexp, &w.down_shexp})
       step_bytes_ += m->bytes();
   }
   if (spec().has_output) step_bytes_ += weights_->output().bytes();
@@ -235,6 +239,20 @@ void Stage::layer_forward(int l, int n_tokens) {
   ffn_forward(l, n_tokens);
 }
 
+// Qwen 3.5 MoE's shared expert, added into tmp_ (the routed experts' output): a SwiGLU of every
+// token scaled by sigmoid(gate_inp_shexp . x).
+void Stage::shared_expert_forward(int l, int n_tokens) {
+  const ModelConfig& c = config();
+  const LayerWeights& w = weights_->layer(l);
+  const int E = c.n_embd;
+  matmul_swiglu(w.gate_shexp, w.up_shexp, xn_.data(), n_tokens, gate_.data(), up_.data(), scratch_, pool_, kernels_);
+  matmul(w.down_shexp, gate_.data(), n_tokens, shexp_out_.data(), scratch_, pool_, kernels_);
+  for (int t = 0; t < n_tokens; ++t) {
+    const float g = 1.f / (1.f + std::exp(-kernels_.dot_f32(w.gate_inp_shexp.data(), &xn_[static_cast<size_t>(t) * E], E)));
+    for (int i = 0; i < E; ++i) tmp_[static_cast<size_t>(t) * E + i] += shexp_out_[static_cast<size_t>(t) * E + i] * g;
+  }
+}
+
 // A gated delta-net (delta_net.h) in place of attention: the projections of every token at once,
 // then the recurrence token by token in row order, each row on its own sequence's state (a
 // sequence's rows come in order), then ssm_out into tmp_.
@@ -263,6 +281,7 @@ void Stage::ffn_forward(int l, int n_tokens) {
   for (int t = 0; t < n_tokens; ++t) rmsnorm(&x_[t * E], w.ffn_norm.data(), &xn_[t * E], E, c.rms_eps);
   if (experts_) {
     experts_->forward(w, xn_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
+    if (c.n_ff_shexp > 0) shared_expert_forward(l, n_tokens);
   } else {
     matmul_swiglu(w.w_gate, w.w_up, xn_.data(), n_tokens, gate_.data(), up_.data(), scratch_, pool_, kernels_, c.ffn_activation);
     matmul(w.w_down, gate_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);

@@ -85,6 +85,7 @@ class Stage {
   void layer_forward(int l, int n_tokens);
   void delta_net_forward(int l, int n_tokens);  // into tmp_
   void ffn_forward(int l, int n_tokens);        // the residual FFN half of a layer
+  void shared_expert_forward(int l, int n_tokens);  // added into tmp_
   std::span<const float> output_head(const StageInput& in, int n_tokens);
 
   std::shared_ptr<const StageWeights> weights_;
@@ -99,6 +100,7 @@ class Stage {
   std::vector<int64_t> layer_state_floats_; // and their recurrent states (0: none)
   bool recurrent_ = false;                  // some layer keeps a recurrent state (no rewinding)
   std::vector<float> q_gate_;               // Qwen 3.5: the query projection with its gates
+  std::vector<float> shexp_out_;            // Qwen 3.5 MoE: the shared expert's output
   std::vector<float> ssm_qkv_, ssm_z_, ssm_beta_, ssm_alpha_, ssm_y_, ssm_scratch_;  // gated delta-net
   std::vector<float> v_norm_ones_;          // the weight of a norm without one (Gemma 4's V)
   std::map<uint64_t, KvCache> caches_;

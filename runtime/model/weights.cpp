@@ -19,6 +19,7 @@ const char* const kNormAndOutputTensors[] = {"attn_norm", "attn_output"};
 const char* const kDeltaNetTensors[] = {"attn_qkv.weight",  "attn_gate.weight", "ssm_conv1d.weight", "ssm_dt.bias", "ssm_a",
                                         "ssm_beta.weight",  "ssm_alpha.weight", "ssm_norm.weight",   "ssm_out.weight"};
 const char* const kExpertTensors[] = {"ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+const char* const kSharedExpertTensors[] = {"ffn_gate_inp_shexp", "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp"};
 
 constexpr const char* kRopeFreqs = "rope_freqs.weight";
 constexpr const char* kRopeShort = "rope_factors_short.weight";
@@ -128,18 +129,22 @@ std::vector<std::string> stage_tensor_names(const GgufFile& file, const ModelCon
     if (config.is_recurrent(l)) {
       names.push_back(blk(l, "attn_norm"));
       for (const char* t : kDeltaNetTensors) names.push_back("blk." + std::to_string(l) + "." + t);
-      for (const char* t : {"ffn_gate", "ffn_up", "ffn_down"}) names.push_back(blk(l, t));
-      continue;
+    } else {
+      for (const char* t : kNormAndOutputTensors) names.push_back(blk(l, t));
+      for (const char* t : projection_tensors(file, config, l)) names.push_back(blk(l, t));
     }
-    for (const char* t : kNormAndOutputTensors) names.push_back(blk(l, t));
-    for (const char* t : projection_tensors(file, config, l)) names.push_back(blk(l, t));
+    if (config.is_recurrent(l) && !config.is_moe())
+      for (const char* t : {"ffn_gate", "ffn_up", "ffn_down"}) names.push_back(blk(l, t));
     if (config.is_moe())
       for (const char* t : kExpertTensors) {
         names.push_back(blk(l, t));
         if (config.expert_bias == TensorNeed::Required) names.push_back(blk(l, t, "bias"));
       }
-    for (const OptionalTensor& t : kOptionalTensors)
-      if (wanted(file, config, t, l)) names.push_back(blk(l, t.name, t.kind));
+    if (config.n_ff_shexp > 0)
+      for (const char* t : kSharedExpertTensors) names.push_back(blk(l, t));
+    if (!config.is_recurrent(l))  // the optional tensors are attention's and Gemma's
+      for (const OptionalTensor& t : kOptionalTensors)
+        if (wanted(file, config, t, l)) names.push_back(blk(l, t.name, t.kind));
   }
   for (const char* t : kRopeTensors)
     if (spec.first_layer < spec.last_layer && file.find_tensor(t)) names.push_back(t);
@@ -217,14 +222,7 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
       w.ssm_dt_bias = vector(name("ssm_dt.bias"), H);
       w.ssm_a = vector(name("ssm_a"), H);
       w.ssm_norm = vector(name("ssm_norm.weight"), static_cast<uint64_t>(config.ssm_head_v_dim()));
-      w.ffn_norm = vector(blk(l, config.ffn_norm_tensor.c_str()), E);
-      w.w_gate = matrix(blk(l, "ffn_gate"), E, F);
-      w.w_up = matrix(blk(l, "ffn_up"), E, F);
-      w.w_down = matrix(blk(l, "ffn_down"), F, E);
-      layers_.push_back(std::move(w));
-      continue;
-    }
-    if (config.fused_qkv) {
+    } else if (config.fused_qkv) {
       const WeightMatrix qkv = matrix(blk(l, "attn_qkv"), E, Q + 2 * KV);
       w.wq = row_range(qkv, 0, static_cast<int64_t>(Q));
       w.wk = row_range(qkv, static_cast<int64_t>(Q), static_cast<int64_t>(KV));
@@ -234,7 +232,7 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
       w.wk = matrix(blk(l, "attn_k"), E, KV);
       if (has_v(file, config, l)) w.wv = matrix(blk(l, "attn_v"), E, KV);  // else V is K's projection
     }
-    w.wo = matrix(blk(l, "attn_output"), Q, E);
+    if (!config.is_recurrent(l)) w.wo = matrix(blk(l, "attn_output"), Q, E);
     w.ffn_norm = vector(blk(l, config.ffn_norm_tensor.c_str()), E);
     if (config.is_moe()) {
       const uint64_t X = static_cast<uint64_t>(config.n_expert), FX = static_cast<uint64_t>(config.n_ff_exp);
@@ -265,8 +263,16 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
       w.w_up = matrix(blk(l, "ffn_up"), E, F);
       w.w_down = matrix(blk(l, "ffn_down"), F, E);
     }
-    for (const OptionalTensor& t : kOptionalTensors)
-      if (wanted(file, config, t, l)) w.*t.field = vector(blk(l, t.name, t.kind), length_of(config, t.length, l));
+    if (config.n_ff_shexp > 0) {
+      const uint64_t FS = static_cast<uint64_t>(config.n_ff_shexp);
+      w.gate_inp_shexp = vector(blk(l, "ffn_gate_inp_shexp"), E);
+      w.gate_shexp = matrix(blk(l, "ffn_gate_shexp"), E, FS);
+      w.up_shexp = matrix(blk(l, "ffn_up_shexp"), E, FS);
+      w.down_shexp = matrix(blk(l, "ffn_down_shexp"), FS, E);
+    }
+    if (!config.is_recurrent(l))
+      for (const OptionalTensor& t : kOptionalTensors)
+        if (wanted(file, config, t, l)) w.*t.field = vector(blk(l, t.name, t.kind), length_of(config, t.length, l));
     layers_.push_back(std::move(w));
   }
   const auto factors = [&](const char* name) {

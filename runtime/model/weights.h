@@ -73,6 +73,10 @@ struct LayerWeights {
   ExpertMatrix gate_exps;  // (n_embd) -> (n_ff_exp), per expert
   ExpertMatrix up_exps;    // (n_embd) -> (n_ff_exp), per expert
   ExpertMatrix down_exps;  // (n_ff_exp) -> (n_embd), per expert
+  // The shared expert (ModelConfig::n_ff_shexp > 0): its SwiGLU and the gate of its output.
+  WeightMatrix gate_shexp, up_shexp;  // (n_embd) -> (n_ff_shexp)
+  WeightMatrix down_shexp;            // (n_ff_shexp) -> (n_embd)
+  std::vector<float> gate_inp_shexp;  // (n_embd): sigmoid(this . x) scales the shared expert
   // Biases (gpt-oss), empty when the model has none: of the router (n_expert), and of each
   // expert's gate, up (n_expert x n_ff_exp) and down (n_expert x n_embd), expert by expert.
   std::vector<float> router_bias, gate_exps_bias, up_exps_bias, down_exps_bias;
