@@ -434,6 +434,32 @@ TEST_SUITE("arch") {
     CHECK(max_diff(narrow, wide) > 1e-3);
   }
 
+  TEST_CASE("qwen35 and qwen35moe from mkmodel: splits, and token-by-token decode through the recurrent state, agree bit for bit") {
+    TempDir dir;
+    ThreadPool pool(2);
+    for (const char* arch : {"qwen35", "qwen35moe"}) {
+      for (TensorType t : {TensorType::F32, TensorType::Q8_0}) {
+        CAPTURE(std::string(arch));
+        CAPTURE(std::string(tensor_type_name(t)));
+        MakeModelOptions o = opts(arch, 7);
+        if (std::string(arch) == "qwen35moe") {
+          o.shape = *random_model_preset("tiny-moe");
+          o.shape.n_layer = 7;
+        }
+        o.type = t;
+        const Model m = open_model(hearth::test::make_model(dir, "m.gguf", o));
+        CHECK(m.config.arch == arch);
+        CHECK(m.config.is_recurrent(0));
+        CHECK_FALSE(m.config.is_recurrent(3));
+        CHECK(m.config.layer_kv_dim(0) == 0);  // no KV cache on a delta-net layer
+        CHECK((m.config.n_ff_shexp > 0) == (std::string(arch) == "qwen35moe"));
+        std::vector<int32_t> prompt;
+        for (int i = 0; i < 16; ++i) prompt.push_back(1 + (i * 37) % 500);
+        check_splits_and_decode(m, pool, prompt);
+      }
+    }
+  }
+
   TEST_CASE("MoE: a missing or misshapen expert tensor is named; expert metadata out of range is refused") {
     TempDir dir;
     MakeModelOptions o = opts("qwen3moe");

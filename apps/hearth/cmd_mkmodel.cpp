@@ -20,7 +20,8 @@ void add_mkmodel_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("mkmodel", "Write a llama-family GGUF model with random weights");
   cmd->add_option("-o,--out", a->out, "Output file")->required();
   cmd->add_option("--arch", a->arch,
-                  "Architecture: llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gemma4, gpt-oss (llama with experts = Mixtral)")
+                  "Architecture: llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gemma4, qwen35, qwen35moe, gpt-oss (llama with experts = "
+                  "Mixtral)")
       ->capture_default_str();
   cmd->add_option("--type", a->type,
                   "Weight type: f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q5_k, q6_k, mxfp4, iq4_nl, iq4_xs")

@@ -120,16 +120,17 @@ void check_shape(const RandomModelShape& s, TensorType type) {
   }
 }
 
-const char* const kArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3", "gemma4", "gpt-oss"};
+const char* const kArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3", "gemma4", "qwen35", "qwen35moe", "gpt-oss"};
 
 void check_arch(const std::string& arch, const RandomModelShape& s) {
   if (std::find(std::begin(kArchs), std::end(kArchs), arch) == std::end(kArchs))
     throw std::invalid_argument("unknown architecture '" + arch +
-                                "' (llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gemma4, gpt-oss)");
-  const bool moe_arch = arch == "qwen3moe" || arch == "olmoe" || arch == "gpt-oss";
+                                "' (llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gemma4, qwen35, qwen35moe, gpt-oss)");
+  const bool moe_arch = arch == "qwen3moe" || arch == "olmoe" || arch == "gpt-oss" || arch == "qwen35moe";
   if (moe_arch && s.n_expert == 0)
     throw std::invalid_argument("architecture '" + arch + "' needs experts (a MoE preset such as tiny-moe, or --experts)");
-  if ((arch == "qwen2" || arch == "qwen3" || arch == "phi3" || arch == "gemma3" || arch == "gemma4") && s.n_expert > 0)
+  if ((arch == "qwen2" || arch == "qwen3" || arch == "phi3" || arch == "gemma3" || arch == "gemma4" || arch == "qwen35") &&
+      s.n_expert > 0)
     throw std::invalid_argument("architecture '" + arch + "' has no experts (qwen3moe, olmoe and llama do)");
 }
 
@@ -175,12 +176,18 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   check_arch(o.arch, s);
   const bool moe = s.n_expert > 0;
   const bool gemma4 = o.arch == "gemma4";
-  const bool qk_norm = o.arch == "qwen3" || o.arch == "qwen3moe" || o.arch == "olmoe" || o.arch == "gemma3" || gemma4;
+  const bool qk_norm = o.arch == "qwen3" || o.arch == "qwen3moe" || o.arch == "olmoe" || o.arch == "gemma3" || gemma4 ||
+                       o.arch == "qwen35" || o.arch == "qwen35moe";
   const bool fused = o.arch == "phi3", gemma = o.arch == "gemma3" || gemma4, oss = o.arch == "gpt-oss";
   // Gemma 4 (its 31B layout): every sixth layer (and the last of a shorter model) is full, with
   // twice the head size, half the KV heads, no attn_v (V is K's projection) and RoPE on a quarter
   // of its dimensions (rope_freqs: ones, then factors that stop the rest).
   const auto gemma4_full = [&](int l) { return gemma4 && (l % 6 == 5 || (s.n_layer < 6 && l == s.n_layer - 1)); };
+  // Qwen 3.5: three gated delta-net layers for each full-attention one (every fourth); the
+  // delta-nets have a key head per two value heads, both of the attention's head size.
+  const bool qwen35 = o.arch == "qwen35" || o.arch == "qwen35moe";
+  const auto recurrent = [&](int l) { return qwen35 && (l + 1) % 4 != 0; };
+  const uint64_t ssm_v_heads = static_cast<uint64_t>(s.n_head), ssm_k_heads = std::max<uint64_t>(1, ssm_v_heads / 2);
   if ((gemma || oss) && o.sliding_window <= 0) throw std::invalid_argument(o.arch + " needs a positive sliding window");
   const int hd = head_dim_of(s);
   if (!o.rope_freq_factors.empty() && o.rope_freq_factors.size() != static_cast<size_t>(hd / 2))
@@ -194,7 +201,7 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   md.set(a + "block_count", GgufValue::u32(static_cast<uint32_t>(s.n_layer)));
   // As llama.cpp's converters write them: qwen3moe keeps the dense width beside a key for the
   // expert width; olmoe and Mixtral say the expert width as feed_forward_length.
-  const bool own_expert_key = o.arch == "qwen3moe" || oss;
+  const bool own_expert_key = o.arch == "qwen3moe" || oss || qwen35;
   md.set(a + "feed_forward_length", GgufValue::u32(static_cast<uint32_t>(moe && !own_expert_key ? s.n_ff_exp : s.n_ff)));
   if (moe) {
     md.set(a + "expert_count", GgufValue::u32(static_cast<uint32_t>(s.n_expert)));
@@ -228,6 +235,17 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       md.set(a + k, GgufValue::u32(static_cast<uint32_t>(hd)));
     md.set(a + "final_logit_softcapping", GgufValue::f32(30.f));
   }
+  if (qwen35) {
+    const auto hd64 = static_cast<uint64_t>(hd);
+    md.set(a + "full_attention_interval", GgufValue::u32(4));
+    md.set(a + "rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(hd / 4)));  // partial rotary, as Qwen 3.5's 0.25
+    md.set(a + "ssm.conv_kernel", GgufValue::u32(4));
+    md.set(a + "ssm.state_size", GgufValue::u32(static_cast<uint32_t>(hd)));
+    md.set(a + "ssm.group_count", GgufValue::u32(static_cast<uint32_t>(ssm_k_heads)));
+    md.set(a + "ssm.time_step_rank", GgufValue::u32(static_cast<uint32_t>(ssm_v_heads)));
+    md.set(a + "ssm.inner_size", GgufValue::u32(static_cast<uint32_t>(ssm_v_heads * hd64)));
+    if (moe) md.set(a + "expert_shared_feed_forward_length", GgufValue::u32(static_cast<uint32_t>(s.n_ff_exp)));
+  }
   md.set(a + "rope.freq_base", GgufValue::f32(s.rope_base));
   md.set(a + "attention.layer_norm_rms_epsilon", GgufValue::f32(s.rms_eps));
   if (o.rope_scaling_factor > 0.f) {
@@ -253,10 +271,22 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
     // Gemma 4's full layers: twice the head size, fewer KV heads (their own Q, KV and head size).
     const uint64_t HD = gemma4_full(l) ? 2 * HD0 : HD0, Q = HD * static_cast<uint64_t>(s.n_head);
     const uint64_t KV = HD * static_cast<uint64_t>(gemma4_full(l) ? full_kv_heads : s.n_head_kv);
-    if (fused) {
+    if (recurrent(l)) {  // a gated delta-net in place of attention
+      const uint64_t C = (2 * ssm_k_heads + ssm_v_heads) * HD, DI = ssm_v_heads * HD;
+      vector(p + "attn_norm.weight", E);
+      matrix(p + "attn_qkv.weight", E, C);
+      matrix(p + "attn_gate.weight", E, DI);
+      w.add_tensor(p + "ssm_conv1d.weight", TensorType::F32, {4, C});  // llama-quantize keeps it f32
+      vector(p + "ssm_dt.bias", ssm_v_heads);
+      vector(p + "ssm_a", ssm_v_heads);
+      matrix(p + "ssm_beta.weight", E, ssm_v_heads);
+      matrix(p + "ssm_alpha.weight", E, ssm_v_heads);
+      vector(p + "ssm_norm.weight", HD);
+      matrix(p + "ssm_out.weight", DI, E);
+    } else if (fused) {
       matrix(p + "attn_qkv.weight", E, Q + 2 * KV);
     } else {
-      matrix(p + "attn_q.weight", E, Q);
+      matrix(p + "attn_q.weight", E, qwen35 ? 2 * Q : Q);  // Qwen 3.5: each head's query, then its gate
       matrix(p + "attn_k.weight", E, KV);
       if (!gemma4_full(l)) matrix(p + "attn_v.weight", E, KV);
     }
@@ -265,12 +295,14 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       vector(p + "attn_k.bias", KV);
       vector(p + "attn_v.bias", KV);
     }
-    if (qk_norm) {
+    if (qk_norm && !recurrent(l)) {
       vector(p + "attn_q_norm.weight", o.arch == "olmoe" ? Q : HD);
       vector(p + "attn_k_norm.weight", o.arch == "olmoe" ? KV : HD);
     }
-    matrix(p + "attn_output.weight", Q, E);
-    vector(p + "attn_norm.weight", E);
+    if (!recurrent(l)) {
+      matrix(p + "attn_output.weight", Q, E);
+      vector(p + "attn_norm.weight", E);
+    }
     if (oss) {
       vector(p + "attn_output.bias", E);
       vector(p + "attn_sinks.weight", static_cast<uint64_t>(s.n_head));
@@ -287,6 +319,12 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
         w.add_tensor(p + "ffn_down_exps.bias", TensorType::F32, {E, X});
         w.add_tensor(p + "ffn_up_exps.bias", TensorType::F32, {FX, X});
       }
+      if (qwen35) {  // Qwen 3.5 MoE: a shared expert of the routed experts' width, sigmoid-gated
+        vector(p + "ffn_gate_inp_shexp.weight", E);
+        matrix(p + "ffn_gate_shexp.weight", E, FX);
+        matrix(p + "ffn_up_shexp.weight", E, FX);
+        matrix(p + "ffn_down_shexp.weight", FX, E);
+      }
     } else if (fused) {  // gate rows, then up rows
       matrix(p + "ffn_up.weight", E, 2 * F);
       matrix(p + "ffn_down.weight", F, E);
@@ -295,7 +333,8 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       matrix(p + "ffn_down.weight", F, E);
       matrix(p + "ffn_up.weight", E, F);
     }
-    vector(p + (oss ? "post_attention_norm.weight" : "ffn_norm.weight"), E);  // gpt-oss names its pre-FFN norm so
+    // gpt-oss and Qwen 3.5 name their pre-FFN norm so
+    vector(p + (oss || qwen35 ? "post_attention_norm.weight" : "ffn_norm.weight"), E);
     if (gemma) {
       vector(p + "post_attention_norm.weight", E);
       vector(p + "post_ffw_norm.weight", E);
@@ -326,10 +365,14 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       const bool bias = t.name.ends_with(".bias") || t.name.ends_with("attn_sinks.weight");
       const bool qk_norm = t.name.ends_with("attn_q_norm.weight") || t.name.ends_with("attn_k_norm.weight") ||
                            t.name.ends_with("layer_output_scale.weight");
+      const bool decay = t.name.ends_with("ssm_a");  // -exp(A_log): a slow decay, the state lasts
+      const bool shared_gate = t.name.ends_with("ffn_gate_inp_shexp.weight");
       if (t.name == "rope_freqs.weight") v = rope_factors;
       for (auto& x : v) {
         if (bias) x = static_cast<float>((rng.uniform() * 2.0 - 1.0) * half_width);
         if (qk_norm) x = static_cast<float>(0.75 + rng.uniform() * 0.5);
+        if (decay) x = static_cast<float>(-(0.05 + rng.uniform() * 0.45));
+        if (shared_gate) x = static_cast<float>((rng.uniform() * 2.0 - 1.0) * half_width);
       }
       quantize_row(t.type, v.data(), out.data(), n_in);
       return;

@@ -1,4 +1,4 @@
-// Writes llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gemma4 and gpt-oss GGUF models of a real shape with random weights: the
+// Writes llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gemma4, qwen35, qwen35moe and gpt-oss GGUF models of a real shape with random weights: the
 // fixtures of tests and benchmarks (`hearth mkmodel`). No download is ever needed to test hearth.
 #pragma once
 
@@ -32,7 +32,7 @@ struct RandomModelShape {
 std::optional<RandomModelShape> random_model_preset(const std::string& name);
 std::vector<std::string> random_model_preset_names();
 
-// "llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3", "gemma4", "gpt-oss".
+// "llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3", "gemma4", "qwen35", "qwen35moe", "gpt-oss".
 std::vector<std::string> random_model_arch_names();
 
 struct MakeModelOptions {
