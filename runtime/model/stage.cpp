@@ -18,6 +18,11 @@ constexpr int kDefaultMaxCtx = 4096;
 // The width of the FFN's hidden layer: of one expert in a MoE model, whose dense width goes unused.
 int64_t ffn_width(const ModelConfig& c) { return c.is_moe() ? std::max(c.n_ff_exp, c.n_ff_shexp) : c.n_ff; }
 
+// The longest input row of any matmul of a stage (what its activation scratch must hold).
+int64_t widest_input(const ModelConfig& c) {
+  return std::max<int64_t>({c.n_embd, ffn_width(c), c.max_q_dim(), c.ssm_d_inner});
+}
+
 [[noreturn]] void bad_input(const std::string& what) { throw std::invalid_argument("stage input: " + what); }
 
 }  // namespace
@@ -28,8 +33,7 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
       pool_(pool),
       kernels_(best_kernels()),
       n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min(weights_->config().n_ctx_train, kDefaultMaxCtx)),
-      scratch_(std::max(options.max_batch, weights_->config().n_expert_used),
-               std::max<int64_t>({weights_->config().n_embd, ffn_width(weights_->config()), weights_->config().max_q_dim()})) {
+      scratch_(std::max(options.max_batch, weights_->config().n_expert_used), widest_input(weights_->config())) {
   const ModelConfig& c = config();
   if (options_.max_batch <= 0 || options_.max_sequences <= 0)
     throw std::invalid_argument("max_batch and max_sequences must be positive");
