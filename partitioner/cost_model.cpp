@@ -89,6 +89,13 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
   }
   weight_prefix_.assign(spec_.n_layers + 1, 0.0);
   for (int l = 0; l < spec_.n_layers; ++l) weight_prefix_[l + 1] = weight_prefix_[l] + spec_.layer_weight_bytes[l];
+  // A recurrent layer holds its fixed state per stream instead of a KV cache.
+  kv_prefix_.assign(spec_.n_layers + 1, 0.0);
+  const bool states = spec_.layer_state_bytes.size() == static_cast<size_t>(spec_.n_layers);
+  for (int l = 0; l < spec_.n_layers; ++l) {
+    const double state = states ? spec_.layer_state_bytes[static_cast<size_t>(l)] : 0.0;
+    kv_prefix_[l + 1] = kv_prefix_[l] + (state > 0 ? state * o.streams : kv_bytes_per_layer_);
+  }
 
   build_decode_tables();
   build_prefill_tables();
@@ -199,7 +206,7 @@ MemoryUse CostModel::memory(int /*d*/, int first, int last, bool with_embedding,
     const bool shared = with_embedding && spec_.tied_embeddings;
     use.weight_bytes += shared ? spec_.output_bytes - spec_.embedding_bytes : spec_.output_bytes;
   }
-  use.kv_bytes = (last - first) * kv_bytes_per_layer_;
+  use.kv_bytes = kv_prefix_[last] - kv_prefix_[first];
   use.work_bytes = buffer_bytes_ + (last > first ? scratch_bytes_ : 0.0) + (with_output ? logits_bytes_ : 0.0);
   return use;
 }

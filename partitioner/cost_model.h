@@ -94,7 +94,7 @@ class CostModel {
   bool fits(int d, int first, int last, bool with_embedding, bool with_output) const {
     return memory(d, first, last, with_embedding, with_output).total() <= devices_[d].usable_memory_bytes;
   }
-  double kv_bytes_per_layer() const { return kv_bytes_per_layer_; }  // all streams, full ctx
+  double kv_bytes_per_layer() const { return kv_bytes_per_layer_; }  // all streams, full ctx (a layer with a KV cache)
 
  private:
   double layer_decode_time(int d, int layer, int m) const;
@@ -119,6 +119,7 @@ class CostModel {
 
   std::vector<double> weight_rate_, kv_rate_, flop_rate_, overhead_;  // per device
   std::vector<double> weight_prefix_;                                 // bytes, [n_layers + 1]
+  std::vector<double> kv_prefix_;  // bytes of KV caches (or recurrent states), all streams, [n_layers + 1]
   std::vector<int> micro_batches_;
   std::vector<std::vector<std::vector<double>>> decode_prefix_;  // [mi][d][layer + 1], seconds
   std::vector<std::vector<double>> output_time_;                 // [mi][d], seconds

@@ -32,6 +32,9 @@ void check_spec(std::vector<std::string>& out, const ModelSpec& spec) {
         if (spec.layer_expert_bytes[static_cast<size_t>(l)] > spec.layer_weight_bytes[static_cast<size_t>(l)])
           out.push_back("model layer " + std::to_string(l) + " has more expert bytes than bytes");
   }
+  if (!spec.layer_state_bytes.empty() && static_cast<int>(spec.layer_state_bytes.size()) != spec.n_layers)
+    out.push_back("model recurrent state sizes must have n_layers entries");
+  for (double b : spec.layer_state_bytes) check_not_negative(out, "model layer_state_bytes", b);
   for (double f : spec.layer_flops_per_token) check_not_negative(out, "model layer_flops_per_token", f);
   check_not_negative(out, "model embedding_bytes", spec.embedding_bytes);
   check_not_negative(out, "model output_bytes", spec.output_bytes);

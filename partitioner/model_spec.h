@@ -36,6 +36,10 @@ struct ModelSpec {
   int n_expert = 0;
   int n_expert_used = 0;
   std::vector<double> layer_expert_bytes;  // bytes per block, [n_layers] or empty
+  // Recurrent layers (Qwen 3.5's gated delta-nets) keep no KV cache but a state of fixed size per
+  // stream, whatever the context: its bytes per block, [n_layers] (0 for a layer with a KV cache)
+  // or empty when every layer has a KV cache.
+  std::vector<double> layer_state_bytes;
 };
 
 // Bytes of block `layer` that a step of `tokens` tokens reads: all of a dense block; of a MoE

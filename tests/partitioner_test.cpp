@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "partitioner/baselines.h"
+#include "partitioner/cost_model.h"
 #include "partitioner/metrics.h"
 #include "partitioner/partitioner.h"
 
@@ -294,6 +295,27 @@ TEST_CASE("partitioner: MoE presets have their published total and active parame
   // A dense model reads every byte.
   const ModelSpec dense = preset("llama-3-8b", "q4_0");
   CHECK(active_weight_bytes(dense) == doctest::Approx(total_weight_bytes(dense) - dense.embedding_bytes - dense.output_bytes));
+}
+
+TEST_CASE("partitioner: recurrent layers hold a fixed state per stream instead of a KV cache") {
+  ModelSpec s = preset("llama-3-8b", "q4_0");
+  PartitionOptions o;
+  o.ctx = 4096;
+  o.streams = 2;
+  const std::vector<DeviceProfile> one{device("box", 64, 50)};
+  const CostModel dense(s, one, LinkTable{}, o);
+  // Qwen 3.5's pattern: three gated delta-nets (1 MB of state each) for every attention layer.
+  s.layer_state_bytes.assign(static_cast<size_t>(s.n_layers), 0.0);
+  for (int l = 0; l < s.n_layers; ++l)
+    if ((l + 1) % 4 != 0) s.layer_state_bytes[static_cast<size_t>(l)] = 1e6;
+  const CostModel hybrid(s, one, LinkTable{}, o);
+  const double kv = dense.kv_bytes_per_layer();
+  CHECK(dense.memory(0, 0, 8, false, false).kv_bytes == doctest::Approx(8 * kv));
+  CHECK(hybrid.memory(0, 0, 8, false, false).kv_bytes == doctest::Approx(2 * kv + 6 * 2e6));
+  CHECK(hybrid.memory(0, 3, 4, false, false).kv_bytes == doctest::Approx(kv));  // the attention layer alone
+  s.layer_state_bytes.pop_back();
+  PlanResult bad = plan_partition(s, one, LinkTable{}, o);
+  CHECK_FALSE(bad.plan);
 }
 
 TEST_CASE("partitioner: a MoE block's read bytes grow with the batch towards all of its experts") {

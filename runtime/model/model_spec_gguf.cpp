@@ -85,6 +85,9 @@ partitioner::ModelSpec model_spec_from_gguf(const GgufFile& file, const ModelCon
       static_cast<double>(output ? output->n_bytes : embd.n_bytes) + static_cast<double>(output_norm ? output_norm->n_bytes : 0);
   spec.output_flops_per_token = 2.0 * config.n_vocab * static_cast<double>(config.n_embd);
 
+  if (config.full_attention_interval > 0)
+    for (int l = 0; l < config.n_layer; ++l)
+      spec.layer_state_bytes.push_back(config.is_recurrent(l) ? 4.0 * static_cast<double>(config.ssm_state_floats()) : 0.0);
   spec.n_head = config.n_head;
   // Layers of different shapes (Gemma 4) are sized as the widest: the KV estimate is an upper bound.
   spec.n_kv_head = config.n_head_kv;
