@@ -44,7 +44,7 @@ void Head::on_generate(const std::string& client, uint64_t request_id, wire::Gen
     return;
   }
   scheduler_->add(client, request_id, std::move(prompt), static_cast<int>(std::min<uint32_t>(r.getNPredict(), 1u << 20)),
-                  sampling, chat_template, reply);
+                  sampling, chat_template, reply, r.getCachePrompt());
 }
 
 std::vector<int32_t> Head::encode_request(wire::GenerateRequest::Reader r, std::string& chat_template,
@@ -75,6 +75,7 @@ void Head::emit(const GenerationEvent& e) {
   ev.setDone(e.done);
   ev.setError(e.error);
   ev.setPromptTokens(static_cast<uint32_t>(e.prompt_tokens));
+  ev.setCachedTokens(static_cast<uint32_t>(e.cached_tokens));
   ev.setGeneratedTokens(static_cast<uint32_t>(e.generated_tokens));
   ev.setTtftMs(e.ttft_ms);
   ev.setDecodeTokS(e.decode_tok_s);

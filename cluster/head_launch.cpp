@@ -203,7 +203,8 @@ void Head::start_serving() {
   p.stages[0].state = StageState::kReady;
   p.stages[0].resident_bytes = ports_.host.resident_bytes();
   scheduler_ = std::make_unique<Scheduler>(ports_.stage, *p.tokenizer, p.options.n_ctx, static_cast<int>(p.stages.size()),
-                                           p.options.max_sequences, [this](const GenerationEvent& e) { emit(e); });
+                                           p.options.max_sequences, p.config.full_attention_interval == 0,
+                                           [this](const GenerationEvent& e) { emit(e); });
   if (alone) launch_finished(p, true, "");
 }
 

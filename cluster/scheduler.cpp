@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace hearth::cluster {
@@ -15,13 +16,14 @@ double ms_between(Steady::time_point a, Steady::time_point b) { return std::chro
 }  // namespace
 
 Scheduler::Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences,
-                     Emit emit)
+                     bool can_rewind, Emit emit)
     : stage_(stage),
       tokenizer_(tokenizer),
       n_ctx_(n_ctx),
       n_stages_(std::max(1, n_stages)),
       max_sequences_(std::max(1, max_sequences)),
-      emit_(std::move(emit)) {}
+      emit_(std::move(emit)),
+      cache_(can_rewind) {}
 
 size_t Scheduler::queued() const {
   size_t n = 0;
@@ -29,27 +31,54 @@ size_t Scheduler::queued() const {
   return n;
 }
 
+size_t Scheduler::admitted() const { return sessions_.size() - queued(); }
+
 // Admits waiting conversations, oldest first (sequence ids grow with arrival), while the stages
-// have KV cache slots for them.
+// have cache slots for them: free ones, or kept caches, reused or evicted.
 void Scheduler::admit() {
-  size_t admitted = sessions_.size() - queued();
-  for (auto& [seq, s] : sessions_) {
-    if (admitted >= static_cast<size_t>(max_sequences_)) break;
-    if (!s.admitted) {
-      s.admitted = true;
-      ++admitted;
-    }
+  std::vector<uint64_t> waiting;
+  for (const auto& [seq, s] : sessions_)
+    if (!s.admitted) waiting.push_back(seq);
+  for (uint64_t seq : waiting) {
+    if (admitted() + draining_.size() >= static_cast<size_t>(max_sequences_)) break;
+    admit(seq);
   }
 }
 
+// A session that reuses a kept cache takes its sequence id: the stages know the caches by it.
+void Scheduler::admit(uint64_t seq) {
+  auto node = sessions_.extract(seq);
+  Session& s = node.mapped();
+  // The prompt's last token is always computed (its logits give the first token), and with a
+  // repetition penalty so are the last repeat_last_n, which the new sampler must see.
+  size_t compute = 1;
+  if (s.sampling.repeat_penalty != 1.0f) compute = std::max<size_t>(compute, static_cast<size_t>(std::max(0, s.sampling.repeat_last_n)));
+  const size_t max_reuse = s.prompt.size() > compute ? s.prompt.size() - compute : 0;
+  std::optional<PromptCache::Hit> hit;
+  if (s.use_cache) hit = cache_.take(s.prompt, max_reuse);
+  if (hit) {
+    node.key() = hit->seq;
+    s.prompt_sent = s.cached = hit->reuse;
+    s.fed.assign(s.prompt.begin(), s.prompt.begin() + static_cast<long>(hit->reuse));
+  } else if (admitted() + draining_.size() + cache_.size() >= static_cast<size_t>(max_sequences_)) {
+    stage_.release({*cache_.evict_oldest()});  // admit() left a slot: one is kept
+  }
+  s.admitted = true;
+  sessions_.insert(std::move(node));
+}
+
 void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
-                    const runtime::SamplingParams& sampling, std::string chat_template, runtime::ReplyFilter reply) {
+                    const runtime::SamplingParams& sampling, std::string chat_template, runtime::ReplyFilter reply,
+                    bool use_cache) {
   totals_.requests++;
   GenerationEvent refuse{
       .client = client, .request_id = request_id, .done = true, .category = ErrorCategory::BAD_REQUEST, .finish_reason = "error"};
   if (prompt.empty()) refuse.error = "the prompt has no tokens";
   else if (static_cast<int>(prompt.size()) >= n_ctx_) {
-    refuse.error = "the prompt has " + std::to_string(prompt.size()) + " tokens; the context holds " + std::to_string(n_ctx_);
+    // What a client needs to decide: how much of the conversation to leave out.
+    const size_t drop = prompt.size() - static_cast<size_t>(n_ctx_) + 1;
+    refuse.error = "the prompt has " + std::to_string(prompt.size()) + " tokens; the context holds " + std::to_string(n_ctx_) +
+                   ": leave out at least " + std::to_string(drop) + " tokens (the oldest messages), or start a new conversation";
     refuse.category = ErrorCategory::TOO_LARGE;
   } else if (n_predict <= 0) refuse.error = "n_predict must be positive";
   if (!refuse.error.empty()) {
@@ -64,6 +93,7 @@ void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<
   s.sampling = sampling;
   s.chat_template = std::move(chat_template);
   s.reply = reply;
+  s.use_cache = use_cache;
   s.start = Steady::now();
   s.original_prompt = s.prompt.size();
   sessions_.emplace(next_seq_++, std::move(s));
@@ -85,6 +115,8 @@ std::vector<CarriedSession> Scheduler::suspend() {
     out.push_back(std::move(c));
   }
   sessions_.clear();  // the stages that held their caches are gone or reassigned
+  cache_.clear();
+  draining_.clear();
   return out;
 }
 
@@ -110,12 +142,9 @@ void Scheduler::resume(CarriedSession c) {
 }
 
 bool Scheduler::has_work() const {
-  size_t admitted = 0;
-  for (const auto& [seq, s] : sessions_) {
+  for (const auto& [seq, s] : sessions_)
     if (s.admitted && (s.pending || s.prompt_sent < s.prompt.size())) return true;
-    admitted += s.admitted ? 1 : 0;
-  }
-  return admitted < static_cast<size_t>(max_sequences_) && admitted < sessions_.size();
+  return admitted() + draining_.size() < static_cast<size_t>(max_sequences_) && queued() > 0;
 }
 
 bool Scheduler::step() {
@@ -143,16 +172,23 @@ bool Scheduler::step() {
       ++decode_tokens;
       batch.chunks.push_back({seq, s.next_pos++, 1, false, true, s.sampling});
       batch.tokens.push_back(*s.pending);
+      s.fed.push_back(*s.pending);
       s.pending.reset();
+      s.in_flight = true;
     } else if (s.prompt_sent < s.prompt.size()) {
       const int n = static_cast<int>(
           std::min<size_t>({s.prompt.size() - s.prompt_sent, static_cast<size_t>(room), static_cast<size_t>(kPrefillChunk)}));
       const bool last = s.prompt_sent + static_cast<size_t>(n) == s.prompt.size();
-      batch.chunks.push_back({seq, static_cast<int>(s.prompt_sent), n, true, last, s.sampling});
-      batch.tokens.insert(batch.tokens.end(), s.prompt.begin() + static_cast<long>(s.prompt_sent),
-                          s.prompt.begin() + static_cast<long>(s.prompt_sent) + n);
+      // A request that continues a kept cache starts at its end: the last stage then needs to be
+      // told to start a new sampler.
+      const bool restarts = !s.started && s.prompt_sent > 0;
+      batch.chunks.push_back({seq, static_cast<int>(s.prompt_sent), n, true, last, s.sampling, restarts});
+      const auto from = s.prompt.begin() + static_cast<long>(s.prompt_sent);
+      batch.tokens.insert(batch.tokens.end(), from, from + n);
+      s.fed.insert(s.fed.end(), from, from + n);
       s.prompt_sent += static_cast<size_t>(n);
-      if (last) s.next_pos = static_cast<int>(s.prompt.size());
+      s.started = true;
+      if (last) s.next_pos = static_cast<int>(s.prompt.size()), s.in_flight = true;
     }
   }
   if (batch.chunks.empty()) return false;
@@ -176,9 +212,15 @@ bool Scheduler::step() {
 
 void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
   for (const SampledToken& t : tokens) {
+    if (auto d = draining_.find(t.seq); d != draining_.end()) {
+      cache_.keep(t.seq, std::move(d->second));  // the token of a request that ended: dropped
+      draining_.erase(d);
+      continue;
+    }
     auto it = sessions_.find(t.seq);
-    if (it == sessions_.end()) continue;  // finished or failed meanwhile
+    if (it == sessions_.end()) continue;  // failed meanwhile
     Session& s = it->second;
+    s.in_flight = false;
     if (s.generated == 0) s.first_token = Steady::now();
     s.output.push_back(t.token);
     if (tokenizer_.vocab().is_end_of_generation(t.token)) {
@@ -214,6 +256,7 @@ void Scheduler::finish(uint64_t seq, const std::string& reason, const std::strin
                        .finish_reason = reason,
                        .chat_template = s.chat_template};
   done.prompt_tokens = static_cast<int>(s.original_prompt);
+  done.cached_tokens = static_cast<int>(std::min(s.cached, s.original_prompt));
   done.generated_tokens = s.generated;
   const auto now = Steady::now();
   if (s.generated > 0) {
@@ -224,8 +267,15 @@ void Scheduler::finish(uint64_t seq, const std::string& reason, const std::strin
     totals_.last_decode_tok_s = done.decode_tok_s;
   }
   emit_(done);
-  if (stage_.loaded() && s.admitted) stage_.release({seq});
+  if (stage_.loaded() && s.admitted) keep_or_release(seq, s, reason);
   sessions_.erase(it);
+}
+
+void Scheduler::keep_or_release(uint64_t seq, const Session& s, const std::string& reason) {
+  // After an error the caches may be anywhere, or their stage gone.
+  if (reason == "error" || s.fed.empty()) stage_.release({seq});
+  else if (s.in_flight) draining_[seq] = s.fed;
+  else cache_.keep(seq, s.fed);
 }
 
 void Scheduler::fail(const std::string& message, ErrorCategory category, const std::vector<uint64_t>& seqs) {
@@ -233,6 +283,16 @@ void Scheduler::fail(const std::string& message, ErrorCategory category, const s
   if (which.empty())
     for (const auto& [seq, s] : sessions_) which.push_back(seq);
   for (uint64_t seq : which) finish(seq, "error", message, category);
+  // A stage that failed a sequence may have failed one that was ending; when all fail, nothing is
+  // worth keeping.
+  std::vector<uint64_t> dropped;
+  for (auto d = draining_.begin(); d != draining_.end();) {
+    if (seqs.empty() || std::find(seqs.begin(), seqs.end(), d->first) != seqs.end()) dropped.push_back(d->first), d = draining_.erase(d);
+    else ++d;
+  }
+  if (seqs.empty())
+    for (uint64_t seq : cache_.clear()) dropped.push_back(seq);
+  if (!dropped.empty() && stage_.loaded()) stage_.release(dropped);
 }
 
 }  // namespace hearth::cluster

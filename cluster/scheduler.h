@@ -9,6 +9,10 @@
 // Decode tokens go in micro-batches of ceil(waiting / stages): with S stages and B conversations,
 // S groups circulate, so every stage has a group to work on while the others are elsewhere in the
 // ring (one batch of all B would leave every stage but one idle).
+//
+// A request that ends leaves its caches on the stages (cluster/prompt_cache.h): the next turn of
+// its conversation prefills only the tokens it adds. Results do not change: the stages compute
+// the same rows for the same positions, and the last stage starts the request's sampler afresh.
 #pragma once
 
 #include <chrono>
@@ -21,6 +25,7 @@
 
 #include "cluster/failure.h"
 #include "cluster/host.h"
+#include "cluster/prompt_cache.h"
 #include "cluster/stage_host.h"
 #include "runtime/model/sampler.h"
 #include "runtime/text/reply_filter.h"
@@ -39,6 +44,7 @@ struct GenerationEvent {
   std::string finish_reason;                         // stop, length, cancelled, error
   std::string chat_template;                         // which template rendered a chat (on done)
   int prompt_tokens = 0;
+  int cached_tokens = 0;  // of the prompt, found in a kept cache (not computed again)
   int generated_tokens = 0;
   double ttft_ms = 0;
   double decode_tok_s = 0;
@@ -71,12 +77,16 @@ class Scheduler {
   // Prompt tokens per chunk sent down the pipeline.
   static constexpr int kPrefillChunk = 64;
 
-  // `max_sequences`: conversations the stages hold KV caches for; more wait in arrival order.
-  Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences, Emit emit);
+  // `max_sequences`: conversations the stages hold KV caches for (running or kept); more wait in
+  // arrival order. `can_rewind`: whether the stages can cut a sequence back (not a model with
+  // recurrent layers).
+  Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences, bool can_rewind,
+            Emit emit);
 
   // Starts a generation; emits an error event at once when it cannot start.
   void add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
-           const runtime::SamplingParams& sampling, std::string chat_template = "", runtime::ReplyFilter reply = {});
+           const runtime::SamplingParams& sampling, std::string chat_template = "", runtime::ReplyFilter reply = {},
+           bool use_cache = true);
   // Stops a generation a client asked to cancel (unknown ones are ignored).
   void cancel(const std::string& client, uint64_t request_id);
   // Runs one batch on the head's stage if any sequence has work. Returns true if it did.
@@ -91,6 +101,7 @@ class Scheduler {
   void fail(const std::string& message, ErrorCategory category, const std::vector<uint64_t>& seqs = {});
   bool has_work() const;
   size_t active() const { return sessions_.size() - queued(); }
+  size_t kept() const { return cache_.size(); }
   size_t queued() const;
   const SchedulerTotals& totals() const { return totals_; }
 
@@ -102,6 +113,11 @@ class Scheduler {
     size_t prompt_sent = 0;
     size_t original_prompt = 0;   // tokens of `prompt` the client sent (the rest it has seen generated)
     std::vector<int32_t> output;  // generated tokens, in order
+    std::vector<int32_t> fed;     // tokens sent down the pipeline: what the caches hold, in order
+    size_t cached = 0;            // leading prompt tokens a kept cache held when admitted
+    bool use_cache = true;        // may reuse a kept cache
+    bool started = false;         // its first chunk was sent
+    bool in_flight = false;       // a chunk that samples is in the pipeline
     int next_pos = 0;
     int n_predict = 0;
     int generated = 0;
@@ -113,6 +129,10 @@ class Scheduler {
     bool admitted = false;  // holds a KV cache slot on the stages
   };
   void admit();
+  void admit(uint64_t seq);
+  size_t admitted() const;
+  // Leaves a finished sequence's caches on the stages for a later request (or frees them).
+  void keep_or_release(uint64_t seq, const Session& s, const std::string& reason);
   void finish(uint64_t seq, const std::string& reason, const std::string& error = "",
               ErrorCategory category = ErrorCategory::INTERNAL);
 
@@ -123,6 +143,10 @@ class Scheduler {
   int max_sequences_;
   Emit emit_;
   std::map<uint64_t, Session> sessions_;
+  PromptCache cache_;
+  // Finished sequences with a sampled token still on its way back: kept once it arrives (until
+  // then a new request could not tell that token from its own).
+  std::map<uint64_t, std::vector<int32_t>> draining_;
   uint64_t next_seq_ = 1;
   uint64_t round_robin_ = 0;
   SchedulerTotals totals_;

@@ -11,7 +11,7 @@ StageHost::StageHost(std::shared_ptr<const runtime::StageWeights> weights, const
 StageOutput StageHost::run(const Batch& batch) {
   chunks_.clear();
   for (const BatchChunk& c : batch.chunks) {
-    if (spec().has_output && c.pos > 0 && !samplers_.count(c.seq))
+    if (spec().has_output && !c.starts() && !samplers_.count(c.seq))
       throw std::invalid_argument("sequence " + std::to_string(c.seq) + " continues but never started on this stage");
     chunks_.push_back({c.seq, c.pos, c.n_tokens});
   }
@@ -30,7 +30,7 @@ StageOutput StageHost::run(const Batch& batch) {
     for (size_t i = 0; i < batch.chunks.size(); ++i) {
       const BatchChunk& c = batch.chunks[i];
       auto [it, fresh] = samplers_.try_emplace(c.seq, c.sampling);
-      if (!fresh && c.pos == 0) it->second = runtime::Sampler(c.sampling);  // a reused id starts over
+      if (!fresh && c.starts()) it->second = runtime::Sampler(c.sampling);  // a reused id starts over
       if (c.is_prompt)
         for (int t = 0; t < c.n_tokens; ++t) it->second.accept(batch.tokens[at + static_cast<size_t>(t)]);
       if (c.want_token) result.sampled.push_back({c.seq, it->second.sample(out.subspan(i * V, V))});

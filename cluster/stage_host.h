@@ -20,7 +20,11 @@ struct BatchChunk {
   int n_tokens = 0;
   bool is_prompt = false;            // its tokens count for the repetition penalty
   bool want_token = false;           // the last stage samples after it
-  runtime::SamplingParams sampling;  // used when pos == 0
+  runtime::SamplingParams sampling;  // used when the request starts
+  // The first chunk of a request that continues a kept cache (pos > 0): the last stage starts a
+  // new sampler, as at pos 0.
+  bool restarts = false;
+  bool starts() const { return pos == 0 || restarts; }
 };
 
 struct Batch {

@@ -75,8 +75,8 @@ void StageRunner::accept_forward(wire::Forward::Reader f, zmq::message_t* payloa
     if (c.getNTokens() == 0 || c.getNTokens() > static_cast<uint32_t>(host.max_batch()))
       throw std::invalid_argument("chunk with " + std::to_string(c.getNTokens()) + " tokens");
     BatchChunk bc{c.getSeq(), static_cast<int>(c.getPos()), static_cast<int>(c.getNTokens()), c.getIsPrompt(), c.getWantToken(),
-                  {}};
-    if (bc.pos == 0) bc.sampling = from_wire(c.getSampling());
+                  {}, c.getRestarts()};
+    if (bc.starts()) bc.sampling = from_wire(c.getSampling());
     total += c.getNTokens();
     b.chunks.push_back(bc);
   }
@@ -206,7 +206,8 @@ bool StageRunner::push_forward(const Batch& batch, const std::vector<float>& hid
     chunks[i].setNTokens(static_cast<uint32_t>(c.n_tokens));
     chunks[i].setIsPrompt(c.is_prompt);
     chunks[i].setWantToken(c.want_token);
-    if (c.pos == 0) to_wire(c.sampling, chunks[i].initSampling());
+    chunks[i].setRestarts(c.restarts);
+    if (c.starts()) to_wire(c.sampling, chunks[i].initSampling());
   }
   auto tokens = f.initTokens(static_cast<unsigned>(batch.tokens.size()));
   for (unsigned i = 0; i < batch.tokens.size(); ++i) tokens.set(i, batch.tokens[i]);

@@ -28,6 +28,7 @@ HeadEvent HeadEvent::from_wire(transport::wire::GenerateEvent::Reader e) {
   }
   h.finish_reason = e.getFinishReason().cStr();
   h.prompt_tokens = e.getPromptTokens();
+  h.cached_tokens = e.getCachedTokens();
   h.generated_tokens = e.getGeneratedTokens();
   h.ttft_ms = e.getTtftMs();
   h.decode_tok_s = e.getDecodeTokS();
@@ -101,7 +102,7 @@ void Completion::finish(const HeadEvent& e) {
   if (!stop_hit_) rest = stop_.push(utf8_.flush()) + stop_.flush();
   if (stop_.stopped()) stop_hit_ = true;
   const std::string finish_reason = stop_hit_ || e.finish_reason != "length" ? "stop" : "length";
-  const Usage usage{e.prompt_tokens, e.generated_tokens};
+  const Usage usage{e.prompt_tokens, e.generated_tokens, e.cached_tokens};
   const json timings = {
       {"ttft_ms", e.ttft_ms},
       {"decode_tok_s", e.decode_tok_s},
@@ -121,8 +122,9 @@ void Completion::finish(const HeadEvent& e) {
   } else {
     connection_->respond(200, "application/json", dump(completion_response(head_, text_ + rest, finish_reason, usage, timings)));
   }
-  spdlog::info("http: {} {}: {} prompt + {} generated tokens, first after {:.0f} ms, {:.1f} tok/s, {}", connection_->peer(),
-               head_.id, e.prompt_tokens, e.generated_tokens, e.ttft_ms, e.decode_tok_s, finish_reason);
+  spdlog::info("http: {} {}: {} prompt ({} cached) + {} generated tokens, first after {:.0f} ms, {:.1f} tok/s, {}",
+               connection_->peer(), head_.id, e.prompt_tokens, e.cached_tokens, e.generated_tokens, e.ttft_ms, e.decode_tok_s,
+               finish_reason);
   ended();
 }
 

@@ -28,7 +28,7 @@ struct HeadEvent {
   int status = 0;          // the HTTP status of the error (gateway/error_status.h)
   std::string error_code;  // OpenAI's error.code for it
   std::string finish_reason;
-  uint32_t prompt_tokens = 0, generated_tokens = 0;
+  uint32_t prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0;
   double ttft_ms = 0, decode_tok_s = 0;
   std::string chat_template;
 

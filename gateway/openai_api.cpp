@@ -91,6 +91,7 @@ std::string text(const json& j, const char* name) {
 void parse_common(const json& j, CompletionRequest& r, uint64_t random_seed) {
   if (field(j, "model")) r.model = text(j, "model");
   if (field(j, "stream")) r.stream = boolean(j, "stream");
+  if (field(j, "cache_prompt")) r.cache_prompt = boolean(j, "cache_prompt");
   if (const json* o = field(j, "stream_options")) {
     if (!o->is_object()) throw bad("stream_options", "'stream_options' must be an object");
     if (field(*o, "include_usage")) r.include_usage = boolean(*o, "include_usage");
@@ -219,7 +220,8 @@ CompletionRequest parse_completion_request(const std::string& body, uint64_t ran
 json usage_json(const Usage& u) {
   return {{"prompt_tokens", u.prompt_tokens},
           {"completion_tokens", u.completion_tokens},
-          {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+          {"total_tokens", u.prompt_tokens + u.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
 }
 
 json completion_response(const ResponseHead& h, const std::string& text, const std::string& finish_reason, const Usage& usage,

@@ -53,6 +53,7 @@ struct CompletionRequest {
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  bool cache_prompt = true;    // llama.cpp's field: false computes the whole prompt again
 };
 
 // Throw ApiError(400) naming the offending field.
@@ -65,6 +66,7 @@ std::string dump(const nlohmann::json& j);
 struct Usage {
   uint32_t prompt_tokens = 0;
   uint32_t completion_tokens = 0;
+  uint32_t cached_tokens = 0;  // of the prompt, served from a kept KV cache
 };
 
 // The ids, names and times every object of one response shares.

@@ -71,6 +71,44 @@ TEST_SUITE("cluster") {
     }
   }
 
+  TEST_CASE("a conversation's next turn reuses the caches its last turn left on every stage, with the same tokens") {
+    auto model = hearth::test::shared_file("models/stories260K/stories260K.gguf");
+    if (!model) return;
+    TempDir dir;
+    Cluster c(dir);
+    c.start("head");
+    c.start("a");
+    c.start("b");
+    const auto l = c.cli({"launch", "--model", *model, "--split", "head:2,a:2,b:1"});
+    REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+    const auto cached = [](const std::string& err) {
+      const auto at = err.find(" cached)");
+      REQUIRE_MESSAGE(at != std::string::npos, err);
+      return std::stoi(err.substr(err.rfind('(', at) + 1));
+    };
+    for (const auto& sampling : std::vector<std::vector<std::string>>{{"--temp", "0"}, {"--temp", "0.9", "--seed", "7"}}) {
+      auto first = gen_args("Once upon a time", sampling, 30);
+      first.insert(first.begin(), "generate");
+      const auto turn1 = c.cli(first);
+      REQUIRE(turn1.exit_code == 0);
+      // The story so far and more of the user's words: its beginning is in the caches.
+      const std::string prompt = "Once upon a time" + turn1.out.substr(0, turn1.out.size() - 1) + " Then the dog said";
+      auto next = gen_args(prompt, sampling, 30);
+      next.insert(next.begin(), "generate");
+      const auto turn2 = c.cli(next);
+      REQUIRE(turn2.exit_code == 0);
+      CHECK(cached(turn2.err) > 20);
+      next.push_back("--no-cache-prompt");
+      const auto uncached = c.cli(next);
+      REQUIRE(uncached.exit_code == 0);
+      CHECK(cached(uncached.err) == 0);
+      CHECK(turn2.out == uncached.out);
+      auto run = gen_args(prompt, sampling, 30);
+      run.insert(run.begin(), {"run", "--model", *model});
+      CHECK(turn2.out == hearth::test::run_cli(run).out);
+    }
+  }
+
   TEST_CASE("a random model split by the planner across memory-limited daemons: same tokens, bounded memory, cached weights") {
     TempDir dir;
     hearth::runtime::MakeModelOptions o;

@@ -20,7 +20,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("hearth::wire");
 
 # 2: errors carry an ErrorCategory.
-const protocolVersion :UInt16 = 3;
+const protocolVersion :UInt16 = 4;
 
 # What kind of failure an error is, chosen where it arises. Only the edges turn it into something
 # else: the HTTP gateway into a status code, the CLI into an exit code.
@@ -189,7 +189,9 @@ struct SeqChunk {
   isPrompt @3 :Bool;          # prompt tokens count for the repetition penalty of the sampler
   wantToken @4 :Bool;         # the last stage samples after this chunk (false for a prompt's
                               # earlier chunks)
-  sampling @5 :SamplingParams; # read when the sequence starts (pos == 0)
+  sampling @5 :SamplingParams; # read when the request starts (pos == 0, or restarts)
+  restarts @6 :Bool;          # the first chunk of a request that continues the sequence's kept
+                              # caches from pos > 0: the last stage starts a new sampler
 }
 
 # Followed by a raw frame: [sum(nTokens) x nEmbd] values of `dtype`, little-endian, row-major
@@ -366,6 +368,7 @@ struct GenerateRequest {
   nPredict @1 :UInt32;
   sampling @2 :SamplingParams;
   messages @3 :List(ChatMessage);  # a conversation: rendered with the model's chat template
+  cachePrompt @4 :Bool = true;  # reuse a kept KV cache that shares the prompt's beginning
 }
 
 # Stops the generation this client started with `requestId`; its KV cache is freed.
@@ -386,6 +389,7 @@ struct GenerateEvent {
   errorCode @9 :UInt16;       # unused since protocol 2 (was an HTTP-like code): see errorCategory
   chatTemplate @10 :Text;     # on the done event of a chat: which template family rendered it
   errorCategory @11 :ErrorCategory;  # on error
+  cachedTokens @12 :UInt32;   # on done: prompt tokens found in a kept cache (not computed again)
 }
 
 struct StatusRequest {}

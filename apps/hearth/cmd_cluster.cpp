@@ -151,6 +151,7 @@ struct GenerateArgs {
   std::string prompt;
   uint32_t n_predict = 128;
   runtime::SamplingParams sampling;
+  bool no_cache = false;
 };
 
 void generate(const HeadTarget& head, const GenerateArgs& a) {
@@ -159,6 +160,7 @@ void generate(const HeadTarget& head, const GenerateArgs& a) {
   auto r = b.initRoot<wire::Envelope>().initGenerateRequest();
   r.setPrompt(a.prompt);
   r.setNPredict(a.n_predict);
+  r.setCachePrompt(!a.no_cache);
   cluster::to_wire(a.sampling, r.initSampling());
   runtime::Utf8Stream utf8;
   std::string error;
@@ -180,8 +182,8 @@ void generate(const HeadTarget& head, const GenerateArgs& a) {
         std::fwrite(rest.data(), 1, rest.size(), stdout);
         std::fputc('\n', stdout);
         if (error.empty())
-          std::fprintf(stderr, "%u prompt tokens, %u generated; first token after %.0f ms, then %.2f tok/s\n",
-                       e.getPromptTokens(), e.getGeneratedTokens(), e.getTtftMs(), e.getDecodeTokS());
+          std::fprintf(stderr, "%u prompt tokens (%u cached), %u generated; first token after %.0f ms, then %.2f tok/s\n",
+                       e.getPromptTokens(), e.getCachedTokens(), e.getGeneratedTokens(), e.getTtftMs(), e.getDecodeTokS());
         return false;
       },
       std::chrono::seconds(60));
@@ -297,6 +299,7 @@ void add_cluster_commands(CLI::App& app) {
   g->add_option("--min-p", ga->sampling.min_p, "Minimum probability relative to the top; 0 = off");
   g->add_option("--repeat-penalty", ga->sampling.repeat_penalty, "Penalty for recent tokens; 1 = off");
   g->add_option("--seed", ga->sampling.seed, "Random seed");
+  g->add_flag("--no-cache-prompt", ga->no_cache, "Compute the whole prompt, even where a kept KV cache holds its beginning");
   g->callback([head, ga] { generate(*head, *ga); });
 
   auto sj = std::make_shared<bool>(false);

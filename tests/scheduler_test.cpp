@@ -1,0 +1,327 @@
+// The head's scheduler on real stages in-process: a conversation's next turn reuses the caches its
+// last turn left on every stage, and generates exactly what a prefill from scratch generates.
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <random>
+
+#include "cluster/prompt_cache.h"
+#include "cluster/scheduler.h"
+#include "runtime/format/gguf.h"
+#include "runtime/kernels/thread_pool.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/model_maker.h"
+#include "runtime/model/weights.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/text/vocab.h"
+#include "tests/test_util.h"
+
+using namespace hearth::cluster;
+using hearth::runtime::SamplingParams;
+using hearth::test::TempDir;
+
+namespace {
+
+// A pipeline of StageHosts behind the head's LocalStage seam: the head's stage computes, and
+// push_forward runs the later stages at once, holding their sampled tokens until the test hands
+// them back (as results arrive at the head, later).
+struct Pipeline final : LocalStage {
+  std::vector<std::unique_ptr<StageHost>> hosts;
+  std::vector<SampledToken> results;
+  std::vector<uint64_t> released;
+
+  void load(uint64_t, const std::string&, const hearth::runtime::StageSpec&, const hearth::runtime::StageOptions&,
+            const std::string&, const std::string&) override {}
+  void unload() override {}
+  bool loaded() const override { return true; }
+  int max_batch() const override { return hosts.front()->max_batch(); }
+  bool has_output() const override { return hosts.size() == 1; }
+  StageOutput compute(const Batch& batch) override { return hosts.front()->run(batch); }
+  bool push_forward(const Batch& batch, const std::vector<float>& hidden) override {
+    Batch b = batch;
+    b.hidden = hidden;
+    for (size_t i = 1; i < hosts.size(); ++i) {
+      StageOutput out = hosts[i]->run(b);
+      b.hidden = std::move(out.hidden);
+      results.insert(results.end(), out.sampled.begin(), out.sampled.end());
+    }
+    return true;
+  }
+  void release(const std::vector<uint64_t>& seqs) override {
+    for (uint64_t seq : seqs) {
+      for (auto& h : hosts) h->release(seq);
+      released.push_back(seq);
+    }
+  }
+  StageCounters counters() const override { return {}; }
+};
+
+struct Model {
+  hearth::runtime::GgufFile file;
+  hearth::runtime::ModelConfig config;
+  hearth::runtime::Tokenizer tokenizer;
+};
+
+std::unique_ptr<Model> open_model(const std::string& path) {
+  auto file = hearth::runtime::GgufFile::open(path);
+  auto config = hearth::runtime::read_model_config(file);
+  hearth::runtime::Tokenizer tok(hearth::runtime::load_vocab(file.metadata()));
+  return std::make_unique<Model>(Model{std::move(file), std::move(config), std::move(tok)});
+}
+
+// Layers cut at `cuts` (e.g. {2} = two stages [0,2) and [2,n)).
+std::unique_ptr<Pipeline> make_pipeline(const Model& m, const std::vector<int>& cuts, hearth::runtime::ThreadPool& pool) {
+  auto p = std::make_unique<Pipeline>();
+  std::vector<int> bounds{0};
+  bounds.insert(bounds.end(), cuts.begin(), cuts.end());
+  bounds.push_back(m.config.n_layer);
+  for (size_t i = 0; i + 1 < bounds.size(); ++i) {
+    const hearth::runtime::StageSpec spec{bounds[i], bounds[i + 1], i == 0, i + 2 == bounds.size()};
+    p->hosts.push_back(std::make_unique<StageHost>(std::make_shared<hearth::runtime::StageWeights>(m.file, m.config, spec),
+                                                   hearth::runtime::StageOptions{.n_ctx = 256, .max_batch = 64, .max_sequences = 4},
+                                                   pool));
+  }
+  return p;
+}
+
+struct Reply {
+  std::vector<int32_t> tokens;
+  GenerationEvent done;
+};
+
+// Drives a scheduler and its pipeline: results go back to the scheduler after every step.
+struct Driver {
+  Pipeline& pipeline;
+  std::vector<GenerationEvent> events;
+  Scheduler scheduler;
+  Driver(Pipeline& p, const Model& m, int max_sequences, bool can_rewind)
+      : pipeline(p),
+        scheduler(p, m.tokenizer, 256, static_cast<int>(p.hosts.size()), max_sequences, can_rewind,
+                  [this](const GenerationEvent& e) { events.push_back(e); }) {}
+
+  void deliver() {
+    auto results = std::move(pipeline.results);
+    pipeline.results.clear();
+    scheduler.on_sampled(results);
+  }
+  Reply generate(uint64_t request_id, const std::vector<int32_t>& prompt, int n, const SamplingParams& sampling) {
+    scheduler.add("client", request_id, prompt, n, sampling);
+    Reply r;
+    for (int guard = 0; guard < 10000; ++guard) {
+      scheduler.step();
+      deliver();
+      for (const auto& e : events) {
+        if (e.request_id != request_id) continue;
+        if (e.done) {
+          r.done = e;
+          events.clear();
+          return r;
+        }
+        r.tokens.push_back(e.token);
+      }
+      std::erase_if(events, [&](const GenerationEvent& e) { return e.request_id == request_id; });
+    }
+    FAIL("the generation did not end");
+    return r;
+  }
+};
+
+std::vector<int32_t> random_tokens(int n, uint32_t seed, int n_vocab) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> d(3, n_vocab - 1);  // no BOS/EOS
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = d(rng);
+  return t;
+}
+
+std::vector<int32_t> concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+std::vector<int32_t> head_of(const std::vector<int32_t>& a, size_t n) { return {a.begin(), a.begin() + static_cast<long>(n)}; }
+
+// What a prefill from scratch generates: new stages, a new scheduler.
+Reply fresh(const Model& m, const std::vector<int>& cuts, const std::vector<int32_t>& prompt, int n, const SamplingParams& s) {
+  hearth::runtime::ThreadPool pool(2);
+  auto p = make_pipeline(m, cuts, pool);
+  Driver h(*p, m, 4, m.config.full_attention_interval == 0);
+  return h.generate(1, prompt, n, s);
+}
+
+std::vector<std::pair<const char*, SamplingParams>> samplings() {
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  SamplingParams seeded;
+  seeded.temperature = 0.9f;
+  seeded.seed = 7;
+  SamplingParams penalised = seeded;
+  penalised.repeat_penalty = 1.3f;
+  penalised.repeat_last_n = 16;
+  return {{"greedy", greedy}, {"seeded", seeded}, {"seeded, repetition penalty over 16", penalised}};
+}
+
+// Tokens a turn's caches hold after it: the prompt and the generated tokens, but the last of a
+// reply cut by its length (never fed back; an end-of-generation token is not among `tokens`).
+size_t held_after(const std::vector<int32_t>& prompt, const Reply& r) {
+  return prompt.size() + r.tokens.size() - (r.done.finish_reason == "length" ? 1 : 0);
+}
+
+}  // namespace
+
+TEST_SUITE("scheduler") {
+  TEST_CASE("the prompt cache takes the kept sequence with the longest shared prefix, and frees the least recently kept") {
+    PromptCache c(true);
+    c.keep(1, {5, 6, 7, 8});
+    c.keep(2, {5, 6, 9, 9, 9, 9});
+    c.keep(3, {1, 2, 3});
+    // Shares 3 of sequence 1's 4 tokens, 2 of sequence 2's 6 (too few to take it from its conversation).
+    auto hit = c.take(std::vector<int32_t>{5, 6, 7, 1, 1}, 4);
+    REQUIRE(hit);
+    CHECK(hit->seq == 1);
+    CHECK(hit->reuse == 3);
+    CHECK(c.size() == 2);
+    // The reuse is capped where the caller must compute.
+    hit = c.take(std::vector<int32_t>{1, 2, 3}, 2);
+    REQUIRE(hit);
+    CHECK(hit->seq == 3);
+    CHECK(hit->reuse == 2);
+    CHECK_FALSE(c.take(std::vector<int32_t>{7, 7}, 1));
+    c.keep(4, {7});
+    c.keep(2, {5, 6, 9});  // kept again: now the most recent
+    CHECK(c.evict_oldest() == 4);
+    CHECK(c.evict_oldest() == 2);
+    CHECK_FALSE(c.evict_oldest());
+  }
+
+  TEST_CASE("without rewinding, only a prompt that continues all of a kept sequence reuses it") {
+    PromptCache c(false);
+    c.keep(1, {5, 6, 7, 8});
+    CHECK_FALSE(c.take(std::vector<int32_t>{5, 6, 7, 9, 9}, 4));
+    CHECK_FALSE(c.take(std::vector<int32_t>{5, 6, 7, 8, 9}, 3));  // the caller must compute from token 3
+    auto hit = c.take(std::vector<int32_t>{5, 6, 7, 8, 9}, 4);
+    REQUIRE(hit);
+    CHECK(hit->reuse == 4);
+  }
+
+  TEST_CASE("a conversation's next turns prefill only their new tokens and generate what a prefill from scratch does") {
+    TempDir dir;
+    hearth::runtime::MakeModelOptions o;
+    o.shape = *hearth::runtime::random_model_preset("tiny");
+    o.weight_std = 0.08f;
+    const auto m = open_model(hearth::test::make_model(dir, "m.gguf", o));
+    const int V = m->config.n_vocab;
+    for (const std::vector<int>& cuts : std::vector<std::vector<int>>{{}, {2}, {1, 3}}) {
+      for (const auto& [name, sampling] : samplings()) {
+        CAPTURE(cuts.size() + 1);
+        CAPTURE(name);
+        hearth::runtime::ThreadPool pool(2);
+        auto p = make_pipeline(*m, cuts, pool);
+        Driver head(*p, *m, 4, true);
+        const size_t computed = sampling.repeat_penalty != 1.0f ? 16 : 1;
+        // Turn 1, then turn 2 extends it (the history with the reply, then a new message).
+        const auto p1 = random_tokens(30, 1, V);
+        const Reply r1 = head.generate(1, p1, 12, sampling);
+        CHECK(r1.done.cached_tokens == 0);
+        const auto p2 = concat(concat(p1, r1.tokens), random_tokens(20, 2, V));
+        const Reply r2 = head.generate(2, p2, 12, sampling);
+        CHECK(r2.done.cached_tokens == static_cast<int>(std::min(held_after(p1, r1), p2.size() - computed)));
+        CHECK(r2.tokens == fresh(*m, cuts, p2, 12, sampling).tokens);
+        // An edited last message: everything before the edit is reused.
+        const auto p3 = concat(head_of(p2, p2.size() - 5), random_tokens(7, 3, V));
+        const Reply r3 = head.generate(3, p3, 12, sampling);
+        CHECK(r3.done.cached_tokens == static_cast<int>(std::min(p2.size() - 5, p3.size() - computed)));
+        CHECK(r3.tokens == fresh(*m, cuts, p3, 12, sampling).tokens);
+        // A regenerate: the same prompt again, all but its last token(s) cached.
+        const Reply r4 = head.generate(4, p3, 12, sampling);
+        CHECK(r4.done.cached_tokens == static_cast<int>(p3.size() - computed));
+        CHECK(r4.tokens == r3.tokens);
+        CHECK(p->released.empty());
+      }
+    }
+  }
+
+  TEST_CASE("kept caches stay within the plan's streams: a new conversation frees the least recently used") {
+    TempDir dir;
+    const auto m = open_model(hearth::test::make_model(dir, "m.gguf", {.shape = *hearth::runtime::random_model_preset("tiny")}));
+    hearth::runtime::ThreadPool pool(2);
+    auto p = make_pipeline(*m, {2}, pool);
+    Driver head(*p, *m, 2, true);
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    const int V = m->config.n_vocab;
+    const auto a = random_tokens(20, 10, V), b = random_tokens(20, 11, V), c = random_tokens(20, 12, V);
+    const Reply ra = head.generate(1, a, 4, greedy);
+    const Reply rb = head.generate(2, b, 4, greedy);
+    CHECK(head.scheduler.kept() == 2);
+    CHECK(p->released.empty());
+    // A conversation that shares only a short opening with a (system prompt) takes no cache from it.
+    const auto d = concat(head_of(a, 3), random_tokens(30, 13, V));
+    CHECK(head.generate(3, d, 4, greedy).done.cached_tokens == 0);
+    REQUIRE(p->released.size() == 1);  // a's: the least recently used
+    CHECK(head.scheduler.kept() == 2);
+    // b is still kept; a is not.
+    CHECK(head.generate(4, concat(b, rb.tokens), 4, greedy).done.cached_tokens == static_cast<int>(held_after(b, rb)));
+    CHECK(head.generate(5, concat(a, ra.tokens), 4, greedy).done.cached_tokens == 0);
+    CHECK(head.generate(6, c, 4, greedy).tokens == fresh(*m, {2}, c, 4, greedy).tokens);
+    CHECK(head.scheduler.kept() <= 2);
+  }
+
+  TEST_CASE("a model with recurrent layers reuses a kept cache only to continue it, with the same tokens") {
+    TempDir dir;
+    hearth::runtime::MakeModelOptions o;
+    o.shape = *hearth::runtime::random_model_preset("tiny");
+    o.arch = "qwen35";
+    o.weight_std = 0.08f;
+    const auto m = open_model(hearth::test::make_model(dir, "q.gguf", o));
+    REQUIRE(m->config.full_attention_interval > 0);
+    const int V = m->config.n_vocab;
+    for (const std::vector<int>& cuts : std::vector<std::vector<int>>{{}, {2}}) {
+      CAPTURE(cuts.size() + 1);
+      SamplingParams seeded;
+      seeded.temperature = 0.9f;
+      seeded.seed = 3;
+      hearth::runtime::ThreadPool pool(2);
+      auto p = make_pipeline(*m, cuts, pool);
+      Driver head(*p, *m, 4, false);
+      const auto p1 = random_tokens(25, 4, V);
+      const Reply r1 = head.generate(1, p1, 8, seeded);
+      const auto p2 = concat(concat(p1, r1.tokens), random_tokens(10, 5, V));
+      const Reply r2 = head.generate(2, p2, 8, seeded);
+      CHECK(r2.done.cached_tokens == static_cast<int>(held_after(p1, r1)));
+      CHECK(r2.tokens == fresh(*m, cuts, p2, 8, seeded).tokens);
+      // An edit cannot cut the recurrent state back: computed from scratch, same tokens.
+      const auto p3 = concat(head_of(p2, p2.size() - 4), random_tokens(6, 6, V));
+      const Reply r3 = head.generate(3, p3, 8, seeded);
+      CHECK(r3.done.cached_tokens == 0);
+      CHECK(r3.tokens == fresh(*m, cuts, p3, 8, seeded).tokens);
+    }
+  }
+
+  TEST_CASE("a request cancelled while its token is in the pipeline keeps its cache once the token is back") {
+    TempDir dir;
+    const auto m = open_model(hearth::test::make_model(dir, "m.gguf", {.shape = *hearth::runtime::random_model_preset("tiny")}));
+    hearth::runtime::ThreadPool pool(2);
+    auto p = make_pipeline(*m, {2}, pool);
+    Driver head(*p, *m, 4, true);
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    const auto prompt = random_tokens(20, 20, m->config.n_vocab);
+    head.scheduler.add("client", 1, prompt, 50, greedy);
+    head.scheduler.step();  // the prompt
+    head.deliver();         // its first token
+    head.scheduler.step();  // which goes down the pipeline
+    REQUIRE(p->results.size() == 1);
+    head.scheduler.cancel("client", 1);
+    CHECK(head.scheduler.kept() == 0);
+    head.events.clear();
+    head.deliver();
+    CHECK(head.events.empty());  // the token of an ended request reaches nobody
+    CHECK(head.scheduler.kept() == 1);
+    CHECK(p->released.empty());
+    const auto next = concat(prompt, random_tokens(5, 21, m->config.n_vocab));
+    const Reply r = head.generate(2, next, 6, greedy);
+    CHECK(r.done.cached_tokens == static_cast<int>(prompt.size()));  // the prompt; its first token was dropped from view
+    CHECK(r.tokens == fresh(*m, {2}, next, 6, greedy).tokens);
+  }
+}
