@@ -10,7 +10,7 @@ int http_status(ErrorCategory category) {
     case ErrorCategory::UNAUTHORIZED: return 403;
     case ErrorCategory::NOT_FOUND: return 404;
     case ErrorCategory::CONFLICT: return 409;
-    case ErrorCategory::TOO_LARGE: return 413;
+    case ErrorCategory::TOO_LARGE: return 400;  // OpenAI's status for context_length_exceeded
     case ErrorCategory::INTERNAL: return 500;
     case ErrorCategory::VERSION_MISMATCH: return 502;
     case ErrorCategory::NO_CAPACITY:

@@ -73,6 +73,22 @@ struct Reply {
   double first_s = 0, total_s = 0, decode_tok_s = 0;
 };
 
+// The conversation no longer fits the model's context (the API's context_length_exceeded).
+struct ContextFull : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Replies are cut here unless --max-tokens says otherwise, so that one reply cannot fill the
+// context and leave the conversation nowhere to go.
+constexpr int kDefaultReplyTokens = 512;
+
+std::string error_code(const http::HttpResponse& r) {
+  const json j = json::parse(r.body, nullptr, false);
+  if (j.is_object() && j.contains("error") && j["error"].is_object() && j["error"].contains("code") && j["error"]["code"].is_string())
+    return j["error"]["code"];
+  return "";
+}
+
 std::string error_message(const http::HttpResponse& r) {
   try {
     const json j = json::parse(r.body);
@@ -97,14 +113,34 @@ class ChatSession {
   }
 
   // Sends the conversation plus `user`, streams the answer to stdout, keeps both in the history.
+  // A conversation grown past the context leaves out its oldest exchanges (never the system
+  // prompt), and says so.
   Reply ask(const std::string& user) {
+    for (;;) {
+      try {
+        return ask_once(user);
+      } catch (const ContextFull& e) {
+        if (history_.size() < 2) throw std::runtime_error(std::string("the head answered 400: ") + e.what());
+        history_.erase(history_.begin(), history_.begin() + 2);
+        std::fprintf(stderr, "[the oldest exchange no longer fits the model's context: left out; %zu message(s) kept]\n",
+                     history_.size());
+      }
+    }
+  }
+
+  void reset() { history_.clear(); }
+  void set_system(const std::string& s) { system_ = s; }
+  const std::string& url() const { return client_.base_url(); }
+
+ private:
+  Reply ask_once(const std::string& user) {
     json messages = json::array();
     if (!system_.empty()) messages.push_back({{"role", "system"}, {"content", system_}});
     for (const auto& m : history_) messages.push_back(m);
     messages.push_back({{"role", "user"}, {"content", user}});
     json body = {{"messages", messages}, {"stream", true}, {"stream_options", {{"include_usage", true}}}};
     if (args_.temperature) body["temperature"] = *args_.temperature;
-    if (args_.max_tokens) body["max_tokens"] = *args_.max_tokens;
+    body["max_tokens"] = args_.max_tokens.value_or(kDefaultReplyTokens);
     if (args_.seed) body["seed"] = *args_.seed;
 
     Reply reply;
@@ -158,6 +194,7 @@ class ChatSession {
       reply.decode_tok_s = (chunks - 1) / (reply.total_s - reply.first_s);
     if (reply.stopped && r.status == 0) return reply;  // stopped before any answer
     if (r.status == 401) throw std::runtime_error("the head refused the API key: pass --api-key KEY (or set $HEARTH_API_KEY)");
+    if (r.status == 400 && error_code(r) == "context_length_exceeded") throw ContextFull(error_message(r));
     if (r.status != 200) throw std::runtime_error("the head answered " + std::to_string(r.status) + ": " + error_message(r));
     if (!error.empty()) throw std::runtime_error(error);
     if (!done && !reply.stopped) throw std::runtime_error(kCut);
@@ -166,11 +203,6 @@ class ChatSession {
     return reply;
   }
 
-  void reset() { history_.clear(); }
-  void set_system(const std::string& s) { system_ = s; }
-  const std::string& url() const { return client_.base_url(); }
-
- private:
   const ChatArgs& args_;
   http::HttpClient client_;
   std::string system_;
@@ -283,7 +315,7 @@ void add_chat_command(CLI::App& app) {
   cmd->add_option("--api-key", a->api_key, "Key of the head's --api-key (default: $HEARTH_API_KEY)");
   cmd->add_option("--system", a->system, "System prompt");
   cmd->add_option("--temp", a->temperature, "Temperature; 0 = greedy (default: the head's, 0.8)")->check(CLI::Range(0.0, 2.0));
-  cmd->add_option("--max-tokens", a->max_tokens, "Tokens per reply at most (default: until the model stops)")
+  cmd->add_option("--max-tokens", a->max_tokens, "Tokens per reply at most (default: 512)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", a->seed, "Random seed (default: a new one per reply)");
   cmd->callback([a] { chat(*a); });
