@@ -476,6 +476,53 @@ TEST_SUITE("kernels") {
     }
   }
 
+  TEST_CASE("attention's weighted sum of values gives the bits of its axpy calls, in every table") {
+    for (const KernelTable* k : tables()) {
+      CAPTURE(std::string(k->name));
+      for (int n : {64, 80, 13, 128, 4}) {
+        for (int n_q : {1, 2, 5, 8}) {
+          CAPTURE(n);
+          CAPTURE(n_q);
+          const int n_keys = 37;
+          const size_t p_stride = 50, v_stride = static_cast<size_t>(n) * 3;
+          const auto p = random_floats(p_stride * static_cast<size_t>(n_q), 21);
+          const auto v = random_floats(v_stride * n_keys, 22);
+          const auto inv = random_floats(static_cast<size_t>(n_q), 23);
+          auto start = random_floats(static_cast<size_t>(n_q * n), 24);
+          std::vector<float> by_axpy = start, fused = start;
+          for (int j = 0; j < n_keys; ++j)
+            for (int h = 0; h < n_q; ++h)
+              k->axpy(p[static_cast<size_t>(h) * p_stride + static_cast<size_t>(j)] * inv[static_cast<size_t>(h)], &v[j * v_stride],
+                      &by_axpy[static_cast<size_t>(h * n)], n);
+          k->weighted_sum(p.data(), p_stride, inv.data(), n_q, v.data(), v_stride, n_keys, n, fused.data());
+          CHECK(std::memcmp(by_axpy.data(), fused.data(), fused.size() * 4) == 0);
+        }
+      }
+    }
+  }
+
+  TEST_CASE("attention's softmax exp is within 2 ulp of std::exp, the same for an element in a vector or alone") {
+    for (const KernelTable* k : tables()) {
+      CAPTURE(std::string(k->name));
+      std::vector<float> x(1000);
+      for (size_t i = 0; i < x.size(); ++i) x[i] = -static_cast<float>(i) * 0.0901f + 3.f;  // max 3: down to -87
+      x[5] = -200.f;  // underflows to (nearly) nothing
+      std::vector<float> all = x;
+      const double sum = k->exp_sum(all.data(), static_cast<int>(all.size()), 3.f);
+      double expect = 0;
+      for (size_t i = 0; i < x.size(); ++i) {
+        float alone = x[i];
+        k->exp_sum(&alone, 1, 3.f);
+        REQUIRE(std::memcmp(&alone, &all[i], 4) == 0);
+        const float ref = std::exp(x[i] - 3.f);
+        if (i != 5) CHECK(std::abs(all[i] - ref) <= 2 * std::abs(std::nextafter(ref, 0.f) - ref) + 1e-37f);
+        CHECK(all[i] < 2e-38f + ref * 1.000001f);
+        expect += all[i];
+      }
+      CHECK(std::abs(sum - expect) < 1e-12 * expect);
+    }
+  }
+
   TEST_CASE("thread pool runs every task once and rethrows a task's exception") {
     ThreadPool pool(3);
     for (int round = 0; round < 200; ++round) {

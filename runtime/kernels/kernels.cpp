@@ -184,6 +184,23 @@ void axpy_scalar(float a, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+double exp_sum_scalar(float* s, int n, float max) {
+  double sum = 0.0;
+  for (int j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - max);
+    sum += s[j];
+  }
+  return sum;
+}
+
+void weighted_sum_scalar(const float* p, size_t p_stride, const float* inv, int n_q, const float* v, size_t v_stride, int n_keys,
+                         int n, float* out) {
+  for (int j = 0; j < n_keys; ++j)
+    for (int h = 0; h < n_q; ++h)
+      axpy_scalar(p[static_cast<size_t>(h) * p_stride + static_cast<size_t>(j)] * inv[h], v + static_cast<size_t>(j) * v_stride,
+                  out + static_cast<size_t>(h) * static_cast<size_t>(n), n);
+}
+
 }  // namespace
 
 GemmKernel gemm_kernel(const KernelTable& k, TensorType t) {
@@ -234,7 +251,9 @@ const KernelTable& scalar_kernels() {
                                      .gemm_iq4_xs = gemm_by_dots<BlockIQ4_XS, BlockQ8_K, dot_iq4_xs_scalar, kQK>,
                                      .packed_bytes = no_packing,
                                      .pack = no_pack,
-                                     .axpy = axpy_scalar};
+                                     .axpy = axpy_scalar,
+                                     .weighted_sum = weighted_sum_scalar,
+                                     .exp_sum = exp_sum_scalar};
   return table;
 }
 

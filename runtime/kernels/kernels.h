@@ -61,6 +61,16 @@ struct KernelTable {
   void (*pack)(TensorType weight, const void* blocks, void* out, int n);
   // y[i] += a * x[i] for i < n (attention's weighted sum of values).
   void (*axpy)(float a, const float* x, float* y, int n);
+  // Attention's weighted sum of values: for each head h < n_q and each key j < n_keys in order,
+  // out[h * n + i] += (p[h * p_stride + j] * inv[h]) * v[j * v_stride + i] for i < n, each term
+  // added as axpy adds it. The same bits as those n_q x n_keys axpy calls, without reloading
+  // and storing `out` for every key.
+  void (*weighted_sum)(const float* p, size_t p_stride, const float* inv, int n_q, const float* v, size_t v_stride, int n_keys,
+                       int n, float* out);
+  // Attention's softmax numerators: s[j] = exp(s[j] - max) for j < n; returns their sum, in
+  // double. Each table its own exp (the SIMD ones a polynomial within 2 ulp of std::exp), the
+  // same for an element wherever it lies in s.
+  double (*exp_sum)(float* s, int n, float max);
 };
 
 // The gemm kernel of `t` in `k` (nullptr for types that have none).

@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "runtime/kernels/kernel_tiles.h"
@@ -490,6 +492,110 @@ void axpy(float a, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);
 }
 
+// exp(x) for x <= 0: n = round(x / ln 2), r = x - n ln 2 (in two parts), e^r by its Taylor
+// polynomial of degree 6 (|r| <= ln 2 / 2: within 2 ulp), times 2^n through the exponent bits.
+// Below -87.3 (where 2^n leaves the normal floats) it gives e^-87.3, about 1e-38: nothing next
+// to the softmax's largest term, which is 1.
+constexpr float kExpMin = -87.33654f, kLog2e = 1.44269504088896341f, kLn2Hi = 0.693145751953125f, kLn2Lo = 1.42860682030941723e-6f;
+constexpr float kExpC[] = {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f};
+
+inline __m256 exp_nonpositive(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(kExpMin));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kExpC[0]);
+  for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpC[i]));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+// The same arithmetic on one float (the elements after the last full vector).
+inline float exp_nonpositive(float x) {
+  x = x > kExpMin ? x : kExpMin;
+  const float n = std::nearbyint(x * kLog2e);
+  float r = std::fma(-n, kLn2Hi, x);
+  r = std::fma(-n, kLn2Lo, r);
+  float p = kExpC[0];
+  for (int i = 1; i < 7; ++i) p = std::fma(p, r, kExpC[i]);
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+double exp_sum(float* s, int n, float max) {
+  const __m256 m = _mm256_set1_ps(max);
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+    _mm256_storeu_ps(s + j, e);
+    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+  }
+  alignas(32) double l[8];
+  _mm256_store_pd(l, lo);
+  _mm256_store_pd(l + 4, hi);
+  double sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+  for (; j < n; ++j) {
+    s[j] = exp_nonpositive(s[j] - max);
+    sum += s[j];
+  }
+  return sum;
+}
+
+// Heads in pairs, 8 x kVecs columns at a time held in registers across all keys: every element
+// gets axpy's fused multiply-adds in axpy's order (its tail elements too, by std::fma).
+template <int kVecs>
+void weighted_columns(const float* p, size_t p_stride, const float* inv, int n_q, const float* v, size_t v_stride, int n_keys,
+                      int n, float* out, int col) {
+  int h = 0;
+  for (; h + 2 <= n_q; h += 2) {
+    float* o0 = out + static_cast<size_t>(h) * static_cast<size_t>(n) + col;
+    float* o1 = o0 + n;
+    const float* p0 = p + static_cast<size_t>(h) * p_stride;
+    const float* p1 = p0 + p_stride;
+    __m256 a0[kVecs], a1[kVecs];
+    for (int k = 0; k < kVecs; ++k) a0[k] = _mm256_loadu_ps(o0 + 8 * k), a1[k] = _mm256_loadu_ps(o1 + 8 * k);
+    for (int j = 0; j < n_keys; ++j) {
+      const float* vj = v + static_cast<size_t>(j) * v_stride + col;
+      const __m256 w0 = _mm256_set1_ps(p0[j] * inv[h]), w1 = _mm256_set1_ps(p1[j] * inv[h + 1]);
+      for (int k = 0; k < kVecs; ++k) {
+        const __m256 x = _mm256_loadu_ps(vj + 8 * k);
+        a0[k] = _mm256_fmadd_ps(w0, x, a0[k]);
+        a1[k] = _mm256_fmadd_ps(w1, x, a1[k]);
+      }
+    }
+    for (int k = 0; k < kVecs; ++k) _mm256_storeu_ps(o0 + 8 * k, a0[k]), _mm256_storeu_ps(o1 + 8 * k, a1[k]);
+  }
+  for (; h < n_q; ++h) {
+    float* o = out + static_cast<size_t>(h) * static_cast<size_t>(n) + col;
+    const float* ph = p + static_cast<size_t>(h) * p_stride;
+    __m256 a[kVecs];
+    for (int k = 0; k < kVecs; ++k) a[k] = _mm256_loadu_ps(o + 8 * k);
+    for (int j = 0; j < n_keys; ++j) {
+      const float* vj = v + static_cast<size_t>(j) * v_stride + col;
+      const __m256 w = _mm256_set1_ps(ph[j] * inv[h]);
+      for (int k = 0; k < kVecs; ++k) a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 8 * k), a[k]);
+    }
+    for (int k = 0; k < kVecs; ++k) _mm256_storeu_ps(o + 8 * k, a[k]);
+  }
+}
+
+void weighted_sum(const float* p, size_t p_stride, const float* inv, int n_q, const float* v, size_t v_stride, int n_keys, int n,
+                  float* out) {
+  int col = 0;
+  for (; col + 32 <= n; col += 32) weighted_columns<4>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
+  for (; col + 8 <= n; col += 8) weighted_columns<1>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
+  for (; col < n; ++col)
+    for (int h = 0; h < n_q; ++h) {
+      float* o = out + static_cast<size_t>(h) * static_cast<size_t>(n) + col;
+      for (int j = 0; j < n_keys; ++j)
+        *o = std::fma(p[static_cast<size_t>(h) * p_stride + static_cast<size_t>(j)] * inv[h], v[static_cast<size_t>(j) * v_stride + col], *o);
+    }
+}
+
 // Bit-identical to quantize_q8_k_scalar: the same float products, rounded to nearest even.
 void quantize_q8_k(const float* x, BlockQ8_K* y, int n) {
   const __m256 sign_bit = _mm256_set1_ps(-0.0f);
@@ -565,7 +671,9 @@ const KernelTable& avx2_kernels() {
                                      .gemm_iq4_xs = gemm<IQ4XSTiles>,
                                      .packed_bytes = no_packing,
                                      .pack = no_pack,
-                                     .axpy = axpy};
+                                     .axpy = axpy,
+                                     .weighted_sum = weighted_sum,
+                                     .exp_sum = exp_sum};
   return table;
 }
 

@@ -518,6 +518,112 @@ void axpy(float a, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);
 }
 
+// exp(x) for x <= 0 as the x86 tables compute it (kernels_avx2.cpp): n = round(x / ln 2), r = x -
+// n ln 2 in two parts, e^r by its Taylor polynomial of degree 6, times 2^n through the exponent
+// bits; clamped at -87.3 (about 1e-38).
+constexpr float kExpMin = -87.33654f, kLog2e = 1.44269504088896341f, kLn2Hi = 0.693145751953125f, kLn2Lo = 1.42860682030941723e-6f;
+constexpr float kExpC[] = {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f};
+
+inline float32x4_t exp_nonpositive(float32x4_t x) {
+  x = vmaxq_f32(x, vdupq_n_f32(kExpMin));
+  const float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(kLog2e)));
+  float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(kLn2Hi));
+  r = vfmsq_f32(r, n, vdupq_n_f32(kLn2Lo));
+  float32x4_t p = vdupq_n_f32(kExpC[0]);
+  for (int i = 1; i < 7; ++i) p = vfmaq_f32(vdupq_n_f32(kExpC[i]), p, r);
+  const int32x4_t bits = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+  return vmulq_f32(p, vreinterpretq_f32_s32(bits));
+}
+
+inline float exp_nonpositive(float x) {
+  x = x > kExpMin ? x : kExpMin;
+  const float n = std::nearbyint(x * kLog2e);
+  float r = std::fma(-n, kLn2Hi, x);
+  r = std::fma(-n, kLn2Lo, r);
+  float p = kExpC[0];
+  for (int i = 1; i < 7; ++i) p = std::fma(p, r, kExpC[i]);
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+double exp_sum(float* s, int n, float max) {
+  const float32x4_t m = vdupq_n_f32(max);
+  float64x2_t acc[4] = {vdupq_n_f64(0), vdupq_n_f64(0), vdupq_n_f64(0), vdupq_n_f64(0)};
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const float32x4_t e0 = exp_nonpositive(vsubq_f32(vld1q_f32(s + j), m));
+    const float32x4_t e1 = exp_nonpositive(vsubq_f32(vld1q_f32(s + j + 4), m));
+    vst1q_f32(s + j, e0);
+    vst1q_f32(s + j + 4, e1);
+    acc[0] = vaddq_f64(acc[0], vcvt_f64_f32(vget_low_f32(e0)));
+    acc[1] = vaddq_f64(acc[1], vcvt_high_f64_f32(e0));
+    acc[2] = vaddq_f64(acc[2], vcvt_f64_f32(vget_low_f32(e1)));
+    acc[3] = vaddq_f64(acc[3], vcvt_high_f64_f32(e1));
+  }
+  // Lanes l[0..7] are the x86 tables' lanes: the same fixed order of the final sum.
+  const double l[8] = {vgetq_lane_f64(acc[0], 0), vgetq_lane_f64(acc[0], 1), vgetq_lane_f64(acc[1], 0), vgetq_lane_f64(acc[1], 1),
+                       vgetq_lane_f64(acc[2], 0), vgetq_lane_f64(acc[2], 1), vgetq_lane_f64(acc[3], 0), vgetq_lane_f64(acc[3], 1)};
+  double sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+  for (; j < n; ++j) {
+    s[j] = exp_nonpositive(s[j] - max);
+    sum += s[j];
+  }
+  return sum;
+}
+
+// Heads in pairs, 4 x kVecs columns at a time held in registers across all keys: every element
+// gets axpy's fused multiply-adds in axpy's order (its tail elements too, by std::fma).
+template <int kVecs>
+void weighted_columns(const float* p, size_t p_stride, const float* inv, int n_q, const float* v, size_t v_stride, int n_keys,
+                      int n, float* out, int col) {
+  int h = 0;
+  for (; h + 2 <= n_q; h += 2) {
+    float* o0 = out + static_cast<size_t>(h) * static_cast<size_t>(n) + col;
+    float* o1 = o0 + n;
+    const float* p0 = p + static_cast<size_t>(h) * p_stride;
+    const float* p1 = p0 + p_stride;
+    float32x4_t a0[kVecs], a1[kVecs];
+    for (int k = 0; k < kVecs; ++k) a0[k] = vld1q_f32(o0 + 4 * k), a1[k] = vld1q_f32(o1 + 4 * k);
+    for (int j = 0; j < n_keys; ++j) {
+      const float* vj = v + static_cast<size_t>(j) * v_stride + col;
+      const float32x4_t w0 = vdupq_n_f32(p0[j] * inv[h]), w1 = vdupq_n_f32(p1[j] * inv[h + 1]);
+      for (int k = 0; k < kVecs; ++k) {
+        const float32x4_t x = vld1q_f32(vj + 4 * k);
+        a0[k] = vfmaq_f32(a0[k], x, w0);
+        a1[k] = vfmaq_f32(a1[k], x, w1);
+      }
+    }
+    for (int k = 0; k < kVecs; ++k) vst1q_f32(o0 + 4 * k, a0[k]), vst1q_f32(o1 + 4 * k, a1[k]);
+  }
+  for (; h < n_q; ++h) {
+    float* o = out + static_cast<size_t>(h) * static_cast<size_t>(n) + col;
+    const float* ph = p + static_cast<size_t>(h) * p_stride;
+    float32x4_t a[kVecs];
+    for (int k = 0; k < kVecs; ++k) a[k] = vld1q_f32(o + 4 * k);
+    for (int j = 0; j < n_keys; ++j) {
+      const float* vj = v + static_cast<size_t>(j) * v_stride + col;
+      const float32x4_t w = vdupq_n_f32(ph[j] * inv[h]);
+      for (int k = 0; k < kVecs; ++k) a[k] = vfmaq_f32(a[k], vld1q_f32(vj + 4 * k), w);
+    }
+    for (int k = 0; k < kVecs; ++k) vst1q_f32(o + 4 * k, a[k]);
+  }
+}
+
+void weighted_sum(const float* p, size_t p_stride, const float* inv, int n_q, const float* v, size_t v_stride, int n_keys, int n,
+                  float* out) {
+  int col = 0;
+  for (; col + 16 <= n; col += 16) weighted_columns<4>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
+  for (; col + 4 <= n; col += 4) weighted_columns<1>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
+  for (; col < n; ++col)
+    for (int h = 0; h < n_q; ++h) {
+      float* o = out + static_cast<size_t>(h) * static_cast<size_t>(n) + col;
+      for (int j = 0; j < n_keys; ++j)
+        *o = std::fma(p[static_cast<size_t>(h) * p_stride + static_cast<size_t>(j)] * inv[h], v[static_cast<size_t>(j) * v_stride + col], *o);
+    }
+}
+
 // One table per way of forming integer lanes; everything else is shared.
 template <class Lanes>
 struct Table {
@@ -578,7 +684,9 @@ struct Table {
                        .gemm_iq4_xs = gemm<IQ4XSTiles<Lanes>>,
                        .packed_bytes = no_packing,
                        .pack = no_pack,
-                       .axpy = axpy};
+                       .axpy = axpy,
+                       .weighted_sum = weighted_sum,
+                       .exp_sum = exp_sum};
   }
 };
 

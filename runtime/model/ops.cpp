@@ -25,9 +25,39 @@ void attend(const float* q, const float* keys, const float* values, int n_keys, 
   attend_heads(q, 1, keys, values, n_keys, head_dim, stride, scale, scores, 0, out, k);
 }
 
+namespace {
+
+constexpr int kMaxHeads = 64;  // query heads per K/V head at a time; larger groups go in parts
+
+// Softmax of n_q rows of scores (one per query head, each n_keys long, rows scores_stride
+// apart): the numerators in place, 1 / their sum (with the sink's term) in inv.
+void softmax_rows(float* scores, size_t scores_stride, int n_q, int n_keys, float scale, const float* sinks, float* inv,
+                  const KernelTable& k) {
+  for (int h = 0; h < n_q; ++h) {
+    float* s = scores + static_cast<size_t>(h) * scores_stride;
+    float max = -INFINITY;
+    for (int j = 0; j < n_keys; ++j) {
+      s[j] *= scale;
+      max = std::max(max, s[j]);
+    }
+    if (sinks) max = std::max(max, sinks[h]);
+    double sum = k.exp_sum(s, n_keys, max);
+    if (sinks) sum += static_cast<double>(std::exp(sinks[h] - max));
+    inv[h] = static_cast<float>(1.0 / sum);
+  }
+}
+
+// The weighted sum of values into out (n_q heads of head_dim), from softmax_rows' results.
+void sum_values(const float* scores, size_t scores_stride, const float* inv, int n_q, const float* values, int stride, int n_keys,
+                int head_dim, float* out, const KernelTable& k) {
+  std::fill_n(out, static_cast<size_t>(n_q) * head_dim, 0.f);
+  k.weighted_sum(scores, scores_stride, inv, n_q, values, static_cast<size_t>(stride), n_keys, head_dim, out);
+}
+
+}  // namespace
+
 void attend_heads(const float* q, int n_q, const float* keys, const float* values, int n_keys, int head_dim, int stride,
                   float scale, float* scores, size_t scores_stride, float* out, const KernelTable& k, const float* sinks) {
-  constexpr int kMaxHeads = 64;  // query heads per K/V head; larger groups go in parts
   if (n_q > kMaxHeads) {
     for (int h = 0; h < n_q; h += kMaxHeads)
       attend_heads(q + static_cast<size_t>(h) * head_dim, std::min(kMaxHeads, n_q - h), keys, values, n_keys, head_dim, stride,
@@ -40,27 +70,31 @@ void attend_heads(const float* q, int n_q, const float* keys, const float* value
   k.gemm_f32(keys, static_cast<size_t>(stride) * sizeof(float), n_keys, q, static_cast<size_t>(head_dim) * sizeof(float), n_q,
              head_dim, scores, scores_stride);
   float inv[kMaxHeads];
-  for (int h = 0; h < n_q; ++h) {
-    float* s = scores + static_cast<size_t>(h) * scores_stride;
-    float max = -INFINITY;
-    for (int j = 0; j < n_keys; ++j) {
-      s[j] *= scale;
-      max = std::max(max, s[j]);
+  softmax_rows(scores, scores_stride, n_q, n_keys, scale, sinks, inv, k);
+  sum_values(scores, scores_stride, inv, n_q, values, stride, n_keys, head_dim, out, k);
+}
+
+void attend_tokens(std::span<const AttendToken> tokens, int n_q, const float* keys, const float* values, int head_dim, int stride,
+                   float scale, float* qpack, float* scores, size_t scores_stride, const KernelTable& k, const float* sinks) {
+  if (tokens.empty()) return;
+  int lo = tokens[0].first_key, hi = 0;
+  for (const AttendToken& t : tokens) lo = std::min(lo, t.first_key), hi = std::max(hi, t.first_key + t.n_keys);
+  const size_t hd = static_cast<size_t>(head_dim);
+  for (size_t i = 0; i < tokens.size(); ++i)
+    std::copy_n(tokens[i].q, static_cast<size_t>(n_q) * hd, qpack + i * static_cast<size_t>(n_q) * hd);
+  k.gemm_f32(keys + static_cast<size_t>(lo) * stride, static_cast<size_t>(stride) * sizeof(float), hi - lo, qpack,
+             hd * sizeof(float), static_cast<int>(tokens.size()) * n_q, head_dim, scores, scores_stride);
+  float inv[kMaxHeads];
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const AttendToken& t = tokens[i];
+    float* s = scores + i * static_cast<size_t>(n_q) * scores_stride + static_cast<size_t>(t.first_key - lo);
+    for (int h = 0; h < n_q; h += kMaxHeads) {
+      const int n = std::min(kMaxHeads, n_q - h);
+      float* sh = s + static_cast<size_t>(h) * scores_stride;
+      softmax_rows(sh, scores_stride, n, t.n_keys, scale, sinks ? sinks + h : nullptr, inv, k);
+      sum_values(sh, scores_stride, inv, n, values + static_cast<size_t>(t.first_key) * stride, stride, t.n_keys, head_dim,
+                 t.out + static_cast<size_t>(h) * hd, k);
     }
-    if (sinks) max = std::max(max, sinks[h]);
-    double sum = 0.0;
-    for (int j = 0; j < n_keys; ++j) {
-      s[j] = std::exp(s[j] - max);
-      sum += s[j];
-    }
-    if (sinks) sum += static_cast<double>(std::exp(sinks[h] - max));
-    inv[h] = static_cast<float>(1.0 / sum);
-    std::fill_n(out + static_cast<size_t>(h) * head_dim, head_dim, 0.f);
-  }
-  for (int j = 0; j < n_keys; ++j) {
-    const float* v = values + static_cast<size_t>(j) * stride;
-    for (int h = 0; h < n_q; ++h)
-      k.axpy(scores[static_cast<size_t>(h) * scores_stride + j] * inv[h], v, out + static_cast<size_t>(h) * head_dim, head_dim);
   }
 }
 

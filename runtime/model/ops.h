@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <span>
 
 #include "runtime/kernels/kernels.h"
 #include "runtime/model/rope.h"
@@ -29,6 +30,24 @@ void attend(const float* q, const float* keys, const float* values, int n_keys, 
 void attend_heads(const float* q, int n_q, const float* keys, const float* values, int n_keys, int head_dim, int stride,
                   float scale, float* scores, size_t scores_stride, float* out, const KernelTable& k,
                   const float* sinks = nullptr);
+
+// One token's share of attend_tokens(): its query heads, where its output goes, and the keys it
+// sees (a sliding window's, or all up to its position).
+struct AttendToken {
+  const float* q;  // n_q heads of head_dim floats
+  float* out;      // n_q heads of head_dim floats
+  int first_key;
+  int n_keys;
+};
+
+// attend_heads() for several tokens over the same cached keys (a prompt chunk of one sequence):
+// all their query heads in one matrix product against the keys, each key loaded once for all
+// of them. Each token's result equals attend_heads() on it alone: the product's every output is
+// dot_f32(k_j, q), whatever the tile. `keys`/`values` point at key 0; `qpack` holds tokens x n_q x
+// head_dim floats and `scores` tokens x n_q rows of scores_stride (at least the keys' span).
+void attend_tokens(std::span<const AttendToken> tokens, int n_q, const float* keys, const float* values, int head_dim, int stride,
+                   float scale, float* qpack, float* scores, size_t scores_stride, const KernelTable& k,
+                   const float* sinks = nullptr);
 
 // x = silu(x) * y elementwise (SwiGLU's gate).
 void swiglu(float* x, const float* y, size_t n);

@@ -86,7 +86,10 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
     up_.resize(B * c.n_ff_shexp);
     shexp_out_.resize(B * c.n_embd);
   }
-  scores_.resize(static_cast<size_t>(c.n_head) * n_ctx_);
+  int max_head_dim = 0;
+  for (int l = spec().first_layer; l < spec().last_layer; ++l) max_head_dim = std::max(max_head_dim, c.layer_head_dim(l));
+  scores_.resize(static_cast<size_t>(c.n_head) * kTokenBlock * n_ctx_);
+  qpack_.resize(static_cast<size_t>(c.n_head) * kTokenBlock * static_cast<size_t>(max_head_dim));
   row_cache_.resize(B);
   row_pos_.resize(B);
   if (c.is_moe()) experts_.emplace(c, options_.max_batch);
@@ -314,16 +317,31 @@ void Stage::attention(int layer, int n_tokens) {
   pool_.run(n_kv * tasks_per_kv, [&](int task) {
     const int kvh = task / tasks_per_kv;
     const int h0 = kvh * group + (task % tasks_per_kv) * per_task;
-    float* scores = &scores_[static_cast<size_t>(h0) * n_ctx_];
+    float* scores = &scores_[static_cast<size_t>(h0) * kTokenBlock * n_ctx_];
+    float* qpack = &qpack_[static_cast<size_t>(h0) * kTokenBlock * hd];
+    // Tokens of one sequence (a prompt chunk) go together, up to kTokenBlock: their keys are
+    // loaded once for all of them.
+    AttendToken block[kTokenBlock];
+    size_t n_block = 0;
+    const KvCache* cache = nullptr;
+    const auto flush = [&] {
+      if (n_block == 0) return;
+      attend_tokens({block, n_block}, per_task, cache->k(local_layer, 0) + kvh * hd, cache->v(local_layer, 0) + kvh * hd, hd, KV,
+                    scale, qpack, scores, static_cast<size_t>(n_ctx_), kernels_,
+                    sinks.empty() ? nullptr : &sinks[static_cast<size_t>(h0)]);
+      n_block = 0;
+    };
     for (int t = 0; t < n_tokens; ++t) {
-      const KvCache& cache = *row_cache_[static_cast<size_t>(t)];
+      if (row_cache_[static_cast<size_t>(t)] != cache || n_block == kTokenBlock) {
+        flush();
+        cache = row_cache_[static_cast<size_t>(t)];
+      }
       const size_t at = static_cast<size_t>(t) * Q + static_cast<size_t>(h0) * hd;
       const int pos = row_pos_[static_cast<size_t>(t)];
       const int first = window > 0 ? std::max(0, pos - window + 1) : 0;
-      attend_heads(&q_[at], per_task, cache.k(local_layer, first) + kvh * hd, cache.v(local_layer, first) + kvh * hd,
-                   pos + 1 - first, hd, KV, scale, scores,
-                   static_cast<size_t>(n_ctx_), &attn_[at], kernels_, sinks.empty() ? nullptr : &sinks[static_cast<size_t>(h0)]);
+      block[n_block++] = {&q_[at], &attn_[at], first, pos + 1 - first};
     }
+    flush();
   });
 }
 

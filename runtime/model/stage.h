@@ -108,7 +108,10 @@ class Stage {
   // Working buffers, sized for max_batch tokens at construction.
   MatmulScratch scratch_;
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, tmp_;
-  std::vector<float> scores_;  // (n_head, n_ctx)
+  // Attention's tokens at a time per sequence (a prompt chunk's), and its buffers for them.
+  static constexpr int kTokenBlock = 8;
+  std::vector<float> scores_;  // (n_head, kTokenBlock, n_ctx)
+  std::vector<float> qpack_;   // (n_head, kTokenBlock, head_dim)
   std::vector<KvCache*> row_cache_;
   std::vector<int> row_pos_;
   std::vector<float> logits_;
