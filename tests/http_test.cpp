@@ -504,6 +504,35 @@ TEST_SUITE("http") {
       CHECK(w["saved_messages"] == 2);      // the conversation is in localStorage
       CHECK(w["cluster_rows"] == 2);        // head and a
       CHECK(w["model_at_start"] == model_id);
+      // Regenerate and edit-and-resend (greedy: the same reply each time).
+      CHECK(w["regenerated"] == expected);
+      CHECK(w["edit_input"] == kPrompt);
+      CHECK(w["edit_saved"] == 0);
+      CHECK(w["edited_reply"] == expected);
+      // Markdown renders; the model's HTML stays text.
+      const json& md = w["markdown"];
+      CAPTURE(md.dump());
+      CHECK(md["pwned"] == 0);
+      CHECK(md["elements"] == 0);
+      CHECK(md["visible"] == true);
+      CHECK(md["code"] == "console.log(\"<b>hi</b>\");");
+      CHECK(md["copy"] == true);
+      CHECK(md["items"] == 4);
+      CHECK(md["cells"] == 2);
+      CHECK(md["strong"] == 1);
+      CHECK(md["em"] == 3);  // *emphasis*, _more_, _c_
+      CHECK(md["inline_code"] == "a<b>");
+      CHECK(md["text"].get<std::string>().find("<script>window.__pwned = 1</script>") != std::string::npos);
+      CHECK(md["text"].get<std::string>().find("<img src=x onerror=") != std::string::npos);
+      CHECK(md["user"] == "<b>not bold</b>");
+      // 360 px: no horizontal scroll, the cluster table and the model name fit; a backdrop closes the sidebar.
+      const json& narrow = w["narrow"];
+      CAPTURE(narrow.dump());
+      CHECK(narrow["page_width"].get<int>() <= 360);
+      CHECK(narrow["cluster_overflow"].get<int>() <= 0);
+      CHECK(narrow["model_lines_overflow"].get<int>() <= 0);
+      CHECK(narrow["backdrop"] == "block");
+      CHECK(narrow["sidebar_after_backdrop"] == false);
     }
   }
 

@@ -25,7 +25,7 @@ const chrome = spawn(chromiumPath, [
   "--remote-debugging-pipe", `--user-data-dir=${profile}`, "--window-size=420,800", "about:blank",
 ], { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"] });
 
-const deadline = setTimeout(() => fail("timed out after 40 s"), 40000);
+const deadline = setTimeout(() => fail("timed out after 60 s"), 60000);
 function finish(code) { clearTimeout(deadline); try { chrome.kill("SIGKILL"); } catch {} try { rmSync(profile, { recursive: true, force: true }); } catch {} process.exit(code); }
 function fail(why) { console.error("web_chat: " + why); finish(1); }
 chrome.on("error", (e) => fail("cannot start " + chromiumPath + ": " + e.message));
@@ -102,7 +102,7 @@ async function main() {
     const a = document.querySelector(".msg.assistant");
     const error = document.querySelector(".msg.error");
     const saved = JSON.parse(localStorage.getItem("hearth.conversations") || "[]");
-    return { model: document.getElementById("model").textContent, reply: a ? a.querySelector(".text").textContent : "",
+    return { model: document.getElementById("model").textContent, reply: saved.length ? (saved[0].messages[1] || {}).content || "" : "",
              meta: a && a.querySelector(".meta") ? a.querySelector(".meta").textContent : "", error: error ? error.textContent : "",
              updates: window.__updates, saved_conversations: saved.length, saved_messages: saved.length ? saved[0].messages.length : 0 };
   })()`);
@@ -111,11 +111,70 @@ async function main() {
   await waitFor(`document.querySelectorAll("#cluster td").length > 0`, "the cluster panel");
   result.cluster_rows = await evaluate(`document.querySelectorAll("#cluster tr").length - 1`);
   result.cluster_text = await evaluate(`document.getElementById("cluster").innerText`);
+  result.model_at_start = model;
+  const saved = `JSON.parse(localStorage.getItem("hearth.conversations"))[0].messages`;
+  const idle = `document.body.dataset.state === "idle" && !document.querySelector(".msg.assistant.streaming")`;
+  const button = (label) => `[...document.querySelectorAll(".msg .actions button")].find((b) => b.textContent.includes("${label}"))`;
+
+  // Regenerate answers the last message again (greedy: the same text).
+  await evaluate(`${button("Regenerate")}.click(); true`);
+  await waitFor(`${idle} && ${saved}.length === 2`, "the regenerated reply");
+  result.regenerated = await evaluate(`${saved}[1].content`);
+  // Edit puts the last message back in the box and takes it and its reply out; Enter sends it again.
+  await evaluate(`${button("Edit")}.click(); true`);
+  result.edit_input = await evaluate(`document.getElementById("input").value`);
+  result.edit_saved = await evaluate(`${saved}.length`);
+  await evaluate(`document.getElementById("input").focus(); true`);
+  for (const type of ["keyDown", "keyUp"])
+    await page("Input.dispatchKeyEvent", { type, key: "Enter", code: "Enter", windowsVirtualKeyCode: 13, text: type === "keyDown" ? "\r" : undefined });
+  await waitFor(`${idle} && ${saved}.length === 2 && ${saved}[1].role === "assistant"`, "the reply to the edited message");
+  result.edited_reply = await evaluate(`${saved}[1].content`);
+
+  // A reply with Markdown and hostile HTML, as a model could write it: the Markdown renders, the
+  // HTML stays text (no element of it reaches the page, no handler runs).
+  const hostile = [
+    "Some **bold**, *emphasis*, _more_ and `a<b>` code.", "",
+    "```js", "console.log(\"<b>hi</b>\");", "```", "",
+    "- one", "- two <script>window.__pwned = 1</script>", "", "1. first", "2. second", "",
+    "| name | value |", "|---|---|", "| <img src=x onerror=\"window.__pwned = 2\"> | _c_ |", "",
+    "<iframe src=\"javascript:window.__pwned = 3\"></iframe> <a href=\"javascript:window.__pwned = 4\">link</a> <style>body{display:none}</style>",
+  ].join("\n");
+  const conversation = { id: "md", title: "markdown", updated: Date.now(), messages: [{ role: "user", content: "<b>not bold</b>" }, { role: "assistant", content: hostile }] };
+  await evaluate(`localStorage.setItem("hearth.conversations", ${JSON.stringify(JSON.stringify([conversation]))}); localStorage.setItem("hearth.current", '"md"'); true`);
+  loaded = load();
+  await page("Page.reload");
+  await loaded;
+  await sleep(300);
+  result.markdown = await evaluate(`(() => {
+    const box = document.getElementById("messages");
+    const a = box.querySelector(".msg.assistant .text");
+    return { pwned: window.__pwned || 0, elements: box.querySelectorAll("script, img, iframe, a, style, b").length,
+             code: (a.querySelector(".code pre code") || {}).textContent || "", copy: !!a.querySelector(".code .copy"),
+             items: a.querySelectorAll("ul > li").length + a.querySelectorAll("ol > li").length,
+             cells: a.querySelectorAll(".table td").length, strong: a.querySelectorAll("strong").length, em: a.querySelectorAll("em").length,
+             inline_code: (a.querySelector("p code") || {}).textContent || "", text: a.textContent,
+             user: box.querySelector(".msg.user .text").textContent, visible: getComputedStyle(document.body).display !== "none" };
+  })()`);
+
+  // A 360 px phone: nothing wider than the screen, the cluster panel included; the sidebar has a
+  // backdrop that closes it.
+  await page("Emulation.setDeviceMetricsOverride", { width: 360, height: 740, deviceScaleFactor: 1, mobile: true });
+  await sleep(500);  // the sidebar slides out of view (a 0.2 s transition) as the page turns narrow
+  await evaluate(`document.getElementById("cluster-toggle").click(); true`);
+  await waitFor(`document.querySelectorAll("#cluster td").length > 0`, "the cluster panel at 360 px");
+  result.narrow = await evaluate(`(() => {
+    const d = document.documentElement, cluster = document.getElementById("cluster"), model = document.getElementById("model");
+    return { page_width: Math.max(d.scrollWidth, document.body.scrollWidth), viewport: d.clientWidth,
+             cluster_overflow: cluster.scrollWidth - cluster.clientWidth, model_lines_overflow: model.scrollWidth - model.clientWidth };
+  })()`);
   if (screenshot) {
     const shot = await page("Page.captureScreenshot", { format: "png" });
     writeFileSync(screenshot, Buffer.from(shot.data, "base64"));
   }
-  result.model_at_start = model;
+  await evaluate(`document.getElementById("menu").click(); true`);
+  result.narrow.backdrop = await evaluate(`getComputedStyle(document.getElementById("backdrop")).display`);
+  await evaluate(`document.getElementById("backdrop").click(); true`);
+  result.narrow.sidebar_after_backdrop = await evaluate(`document.body.classList.contains("sidebar")`);
   console.log(JSON.stringify(result));
 }
 
