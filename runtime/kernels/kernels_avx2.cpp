@@ -12,6 +12,7 @@
 
 #include "runtime/kernels/kernel_tiles.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/softmax_exp.h"
 #include "runtime/kernels/kquants.h"
 #include "runtime/kernels/lut_quants.h"
 
@@ -492,38 +493,21 @@ void axpy(float a, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);
 }
 
-// exp(x) for x <= 0: n = round(x / ln 2), r = x - n ln 2 (in two parts), e^r by its Taylor
-// polynomial of degree 6 (|r| <= ln 2 / 2: within 2 ulp), times 2^n through the exponent bits.
-// Below -87.3 (where 2^n leaves the normal floats) it gives e^-87.3, about 1e-38: nothing next
-// to the softmax's largest term, which is 1.
-constexpr float kExpMin = -87.33654f, kLog2e = 1.44269504088896341f, kLn2Hi = 0.693145751953125f, kLn2Lo = 1.42860682030941723e-6f;
-constexpr float kExpC[] = {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f};
+using namespace softmax_exp;
 
+// softmax_exp::exp_nonpositive (softmax_exp.h) on 8 lanes.
 inline __m256 exp_nonpositive(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(kExpMin));
+  x = _mm256_max_ps(x, _mm256_set1_ps(kMin));
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
-  __m256 p = _mm256_set1_ps(kExpC[0]);
-  for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpC[i]));
+  __m256 p = _mm256_set1_ps(kPoly[0]);
+  for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kPoly[i]));
   const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
 
 // The same arithmetic on one float (the elements after the last full vector).
-inline float exp_nonpositive(float x) {
-  x = x > kExpMin ? x : kExpMin;
-  const float n = std::nearbyint(x * kLog2e);
-  float r = std::fma(-n, kLn2Hi, x);
-  r = std::fma(-n, kLn2Lo, r);
-  float p = kExpC[0];
-  for (int i = 1; i < 7; ++i) p = std::fma(p, r, kExpC[i]);
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-
 double exp_sum(float* s, int n, float max) {
   const __m256 m = _mm256_set1_ps(max);
   __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
@@ -539,7 +523,7 @@ double exp_sum(float* s, int n, float max) {
   _mm256_store_pd(l + 4, hi);
   double sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
   for (; j < n; ++j) {
-    s[j] = exp_nonpositive(s[j] - max);
+    s[j] = softmax_exp::exp_nonpositive(s[j] - max);
     sum += s[j];
   }
   return sum;
@@ -588,12 +572,7 @@ void weighted_sum(const float* p, size_t p_stride, const float* inv, int n_q, co
   int col = 0;
   for (; col + 32 <= n; col += 32) weighted_columns<4>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
   for (; col + 8 <= n; col += 8) weighted_columns<1>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
-  for (; col < n; ++col)
-    for (int h = 0; h < n_q; ++h) {
-      float* o = out + static_cast<size_t>(h) * static_cast<size_t>(n) + col;
-      for (int j = 0; j < n_keys; ++j)
-        *o = std::fma(p[static_cast<size_t>(h) * p_stride + static_cast<size_t>(j)] * inv[h], v[static_cast<size_t>(j) * v_stride + col], *o);
-    }
+  for (; col < n; ++col) softmax_exp::weighted_sum_column(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
 }
 
 // Bit-identical to quantize_q8_k_scalar: the same float products, rounded to nearest even.

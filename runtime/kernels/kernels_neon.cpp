@@ -32,6 +32,7 @@
 #include "runtime/kernels/half.h"
 #include "runtime/kernels/kernel_tiles.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/softmax_exp.h"
 #include "runtime/kernels/lut_quants.h"
 
 namespace hearth::runtime {
@@ -518,34 +519,18 @@ void axpy(float a, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);
 }
 
-// exp(x) for x <= 0 as the x86 tables compute it (kernels_avx2.cpp): n = round(x / ln 2), r = x -
-// n ln 2 in two parts, e^r by its Taylor polynomial of degree 6, times 2^n through the exponent
-// bits; clamped at -87.3 (about 1e-38).
-constexpr float kExpMin = -87.33654f, kLog2e = 1.44269504088896341f, kLn2Hi = 0.693145751953125f, kLn2Lo = 1.42860682030941723e-6f;
-constexpr float kExpC[] = {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f};
+using namespace softmax_exp;
 
+// softmax_exp::exp_nonpositive (softmax_exp.h) on 4 lanes, as the x86 tables compute it.
 inline float32x4_t exp_nonpositive(float32x4_t x) {
-  x = vmaxq_f32(x, vdupq_n_f32(kExpMin));
+  x = vmaxq_f32(x, vdupq_n_f32(kMin));
   const float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(kLog2e)));
   float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(kLn2Hi));
   r = vfmsq_f32(r, n, vdupq_n_f32(kLn2Lo));
-  float32x4_t p = vdupq_n_f32(kExpC[0]);
-  for (int i = 1; i < 7; ++i) p = vfmaq_f32(vdupq_n_f32(kExpC[i]), p, r);
+  float32x4_t p = vdupq_n_f32(kPoly[0]);
+  for (int i = 1; i < 7; ++i) p = vfmaq_f32(vdupq_n_f32(kPoly[i]), p, r);
   const int32x4_t bits = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
   return vmulq_f32(p, vreinterpretq_f32_s32(bits));
-}
-
-inline float exp_nonpositive(float x) {
-  x = x > kExpMin ? x : kExpMin;
-  const float n = std::nearbyint(x * kLog2e);
-  float r = std::fma(-n, kLn2Hi, x);
-  r = std::fma(-n, kLn2Lo, r);
-  float p = kExpC[0];
-  for (int i = 1; i < 7; ++i) p = std::fma(p, r, kExpC[i]);
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
 }
 
 double exp_sum(float* s, int n, float max) {
@@ -567,7 +552,7 @@ double exp_sum(float* s, int n, float max) {
                        vgetq_lane_f64(acc[2], 0), vgetq_lane_f64(acc[2], 1), vgetq_lane_f64(acc[3], 0), vgetq_lane_f64(acc[3], 1)};
   double sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
   for (; j < n; ++j) {
-    s[j] = exp_nonpositive(s[j] - max);
+    s[j] = softmax_exp::exp_nonpositive(s[j] - max);
     sum += s[j];
   }
   return sum;
@@ -616,12 +601,7 @@ void weighted_sum(const float* p, size_t p_stride, const float* inv, int n_q, co
   int col = 0;
   for (; col + 16 <= n; col += 16) weighted_columns<4>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
   for (; col + 4 <= n; col += 4) weighted_columns<1>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
-  for (; col < n; ++col)
-    for (int h = 0; h < n_q; ++h) {
-      float* o = out + static_cast<size_t>(h) * static_cast<size_t>(n) + col;
-      for (int j = 0; j < n_keys; ++j)
-        *o = std::fma(p[static_cast<size_t>(h) * p_stride + static_cast<size_t>(j)] * inv[h], v[static_cast<size_t>(j) * v_stride + col], *o);
-    }
+  for (; col < n; ++col) softmax_exp::weighted_sum_column(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
 }
 
 // One table per way of forming integer lanes; everything else is shared.
