@@ -525,6 +525,14 @@ TEST_SUITE("http") {
       CHECK(md["text"].get<std::string>().find("<script>window.__pwned = 1</script>") != std::string::npos);
       CHECK(md["text"].get<std::string>().find("<img src=x onerror=") != std::string::npos);
       CHECK(md["user"] == "<b>not bold</b>");
+      // A conversation longer than the context: its oldest exchanges are left out, and the page says so.
+      const json& overflow = w["overflow"];
+      CAPTURE(overflow.dump());
+      CHECK(overflow["from"].get<int>() >= 2);
+      CHECK(overflow["from"].get<int>() % 2 == 0);  // whole exchanges
+      CHECK(overflow["note"].get<std::string>().find("no longer fit the model's context") != std::string::npos);
+      CHECK(overflow["error"] == "");
+      CHECK(overflow["reply"] == true);
       // 360 px: no horizontal scroll, the cluster table and the model name fit; a backdrop closes the sidebar.
       const json& narrow = w["narrow"];
       CAPTURE(narrow.dump());

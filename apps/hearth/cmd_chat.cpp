@@ -213,7 +213,7 @@ void print_summary(const Reply& r) {
   const bool tty = ::isatty(2);
   std::fprintf(stderr, "%s[%s%u tokens in %.2f s, first after %.2f s, %.1f tok/s%s]%s\n", tty ? "\033[2m" : "",
                r.stopped ? "stopped; " : "", r.tokens, r.total_s, r.first_s, r.decode_tok_s,
-               r.finish_reason == "length" ? "; cut at --max-tokens" : "", tty ? "\033[0m" : "");
+               r.finish_reason == "length" ? "; cut at --max-tokens or the end of the context" : "", tty ? "\033[0m" : "");
 }
 
 std::string history_file() {

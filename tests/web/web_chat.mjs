@@ -156,6 +156,28 @@ async function main() {
              user: box.querySelector(".msg.user .text").textContent, visible: getComputedStyle(document.body).display !== "none" };
   })()`);
 
+  // A conversation longer than the model's context: the page leaves out its oldest exchanges,
+  // says so, and the new message is answered.
+  const words = (k) => Array.from({ length: 200 }, (_, i) => ["the", "little", "dog", "ran", "to", "a", "big", "tree"][(i + k) % 8]).join(" ");
+  const long = { id: "long", title: "long", updated: Date.now(), messages: [] };
+  for (let k = 0; k < 6; k++) long.messages.push({ role: "user", content: "Tell me " + words(k) }, { role: "assistant", content: words(k + 3) });
+  await evaluate(`localStorage.setItem("hearth.conversations", ${JSON.stringify(JSON.stringify([long]))}); localStorage.setItem("hearth.current", '"long"'); true`);
+  loaded = load();
+  await page("Page.reload");
+  await loaded;
+  await waitFor(`document.getElementById("model").textContent !== "connecting\u2026"`, "the model name after the reload");
+  await evaluate(`document.getElementById("input").focus(); true`);
+  await page("Input.insertText", { text: message });
+  for (const type of ["keyDown", "keyUp"])
+    await page("Input.dispatchKeyEvent", { type, key: "Enter", code: "Enter", windowsVirtualKeyCode: 13, text: type === "keyDown" ? "\r" : undefined });
+  await waitFor(`${idle} && ${saved}.length === 14`, "the answer to a conversation longer than the context");
+  result.overflow = await evaluate(`(() => {
+    const c = JSON.parse(localStorage.getItem("hearth.conversations"))[0];
+    const note = document.getElementById("left-out");
+    return { from: c.from || 0, note: note ? note.textContent : "", error: (document.querySelector(".msg.error") || {}).textContent || "",
+             reply: c.messages[13].role === "assistant" && c.messages[13].content.length > 0 };
+  })()`);
+
   // A 360 px phone: nothing wider than the screen, the cluster panel included; the sidebar has a
   // backdrop that closes it.
   await page("Emulation.setDeviceMetricsOverride", { width: 360, height: 740, deviceScaleFactor: 1, mobile: true });
