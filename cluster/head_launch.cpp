@@ -6,6 +6,8 @@
 
 #include <filesystem>
 
+#include "cluster/wire_convert.h"
+#include "runtime/model/kv_rows.h"
 #include "cluster/head.h"
 #include "transport/printable.h"
 #include "runtime/model/model_spec_gguf.h"
@@ -161,7 +163,14 @@ std::unique_ptr<LaunchedPlan> Head::open_model(const std::string& model_path) {
 partitioner::PartitionOptions Head::partition_options(wire::LaunchRequest::Reader r, LaunchedPlan& p) const {
   const int ctx = r.getCtx() > 0 ? static_cast<int>(r.getCtx()) : std::min(p.config.n_ctx_train, 4096);
   const int streams = r.getStreams() > 0 ? static_cast<int>(r.getStreams()) : 4;
-  p.options = {.n_ctx = ctx, .max_batch = kDefaultMaxBatch, .max_sequences = streams};
+  // f16 unless the launch says otherwise: half of f32's memory for a logit difference of about
+  // 1e-2 (the note on issue 15 has the figures per model).
+  const runtime::TensorType kv = kv_type_from_wire(r.getKvType()).value_or(runtime::TensorType::F16);
+  for (int l = 0; l < p.config.n_layer; ++l)
+    if (const std::string why = runtime::kv_type_unfit(kv, p.config.is_recurrent(l) ? 32 : p.config.layer_head_dim(l));
+        !why.empty())
+      throw Failure(ErrorCategory::BAD_REQUEST, why);
+  p.options = {.n_ctx = ctx, .max_batch = kDefaultMaxBatch, .max_sequences = streams, .kv_type = kv};
   partitioner::PartitionOptions opt;
   const std::string objective = r.getObjective().size() ? r.getObjective().cStr() : "latency";
   const auto parsed = partitioner::objective_from_string(objective);
@@ -169,7 +178,7 @@ partitioner::PartitionOptions Head::partition_options(wire::LaunchRequest::Reade
   opt.objective = *parsed;
   opt.ctx = ctx;
   opt.streams = streams;
-  opt.kv_bytes_per_elem = 4;  // the runtime's KV cache is f32
+  opt.kv_bytes_per_elem = runtime::kv_bytes_per_element(kv);
   return opt;
 }
 
@@ -280,6 +289,7 @@ void Head::send_assignment(const LaunchedPlan& p, size_t i, const std::vector<st
   a.setMaxSequences(static_cast<uint32_t>(p.options.max_sequences));
   a.setNEmbd(static_cast<uint32_t>(p.config.n_embd));
   a.setStaged(staged);
+  a.setKvType(kv_type_to_wire(p.options.kv_type));
   if (!ports_.outbox.send(s.node_id, b))
     throw Failure(ErrorCategory::LOST_DEVICE, "device " + registry_.at(s.node_id).profile.name + " is unreachable");
 }

@@ -58,6 +58,7 @@ void Head::fill_plan(const LaunchedPlan& p, wire::PlanReport::Builder out) const
   out.setReady(p.ready());
   out.setMaxSequences(static_cast<uint32_t>(p.options.max_sequences));
   out.setNCtx(static_cast<uint32_t>(p.options.n_ctx));
+  out.setKvType(std::string(runtime::tensor_type_name(p.options.kv_type)));
   out.setFailure(p.failure);
   set_texts(out.initEvents(static_cast<unsigned>(p.events.size())), p.events);
   auto stages = out.initStages(static_cast<unsigned>(p.stages.size()));

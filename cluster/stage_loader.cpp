@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cluster/wire_convert.h"
 #include "profiles/process_memory.h"
 
 namespace hearth::cluster {
@@ -34,7 +35,7 @@ void StageLoader::on_assignment(wire::Assignment::Reader a) {
   const uint64_t bytes = a.getStageFileBytes();
   if (a.getFirstLayer() > a.getLastLayer() || a.getLastLayer() > 4096 || bytes == 0 || bytes > (uint64_t{1} << 42) ||
       a.getNCtx() == 0 || a.getNCtx() > (1u << 20) || a.getMaxBatch() == 0 || a.getMaxBatch() > 4096 ||
-      a.getMaxSequences() == 0 || a.getMaxSequences() > 1024 || a.getHasEmbedding())
+      a.getMaxSequences() == 0 || a.getMaxSequences() > 1024 || a.getHasEmbedding() || !kv_type_from_wire(a.getKvType()))
     throw std::invalid_argument("assignment out of range");
   Loading l;
   l.plan_id = a.getPlanId();
@@ -46,7 +47,8 @@ void StageLoader::on_assignment(wire::Assignment::Reader a) {
   l.spec = {static_cast<int>(a.getFirstLayer()), static_cast<int>(a.getLastLayer()), false, a.getHasOutput()};
   l.options = {.n_ctx = static_cast<int>(a.getNCtx()),
                .max_batch = static_cast<int>(a.getMaxBatch()),
-               .max_sequences = static_cast<int>(a.getMaxSequences())};
+               .max_sequences = static_cast<int>(a.getMaxSequences()),
+               .kv_type = *kv_type_from_wire(a.getKvType())};
   l.next_endpoint = transport::tcp_endpoint(a.getNextEndpoint().cStr());
   l.next_key = a.getNextKey().cStr();
   for (auto k : a.getMemberKeys()) admit_(k.cStr());

@@ -87,4 +87,22 @@ runtime::SamplingParams from_wire(wire::SamplingParams::Reader in) {
   return p;
 }
 
+wire::KvType kv_type_to_wire(runtime::TensorType t) {
+  switch (t) {
+    case runtime::TensorType::F32: return wire::KvType::F32;
+    case runtime::TensorType::F16: return wire::KvType::F16;
+    case runtime::TensorType::Q8_0: return wire::KvType::Q80;
+    default: throw std::invalid_argument("a KV cache holds f32, f16 or q8_0");
+  }
+}
+
+std::optional<runtime::TensorType> kv_type_from_wire(wire::KvType t) {
+  switch (t) {
+    case wire::KvType::F32: return runtime::TensorType::F32;
+    case wire::KvType::F16: return runtime::TensorType::F16;
+    case wire::KvType::Q80: return runtime::TensorType::Q8_0;
+    default: return std::nullopt;
+  }
+}
+
 }  // namespace hearth::cluster

@@ -2,8 +2,11 @@
 // the glue that keeps transport/ ignorant of models and runtime/ ignorant of networks.
 #pragma once
 
+#include <optional>
+
 #include "partitioner/device_profile.h"
 #include "profiles/profiler.h"
+#include "runtime/format/tensor_type.h"
 #include "runtime/model/sampler.h"
 #include "transport/codec.h"
 
@@ -18,5 +21,9 @@ partitioner::DeviceProfile from_wire(wire::DeviceProfile::Reader in);
 
 void to_wire(const runtime::SamplingParams& p, wire::SamplingParams::Builder out);
 runtime::SamplingParams from_wire(wire::SamplingParams::Reader in);
+
+// A KV cache type (F32, F16 or Q8_0) and back; `unset` reads as nullopt.
+wire::KvType kv_type_to_wire(runtime::TensorType t);
+std::optional<runtime::TensorType> kv_type_from_wire(wire::KvType t);
 
 }  // namespace hearth::cluster

@@ -31,10 +31,11 @@ std::vector<std::string> gen_args(const std::string& prompt, const std::vector<s
 }
 
 // `hearth run` on one device vs `hearth generate` through the cluster, greedy and seeded.
-void check_same_as_one_device(Cluster& c, const std::string& model, const std::string& prompt, int n) {
+void check_same_as_one_device(Cluster& c, const std::string& model, const std::string& prompt, int n,
+                              const std::string& kv_type = "f16") {
   for (const auto& sampling : std::vector<std::vector<std::string>>{{"--temp", "0"}, {"--temp", "0.9", "--seed", "7"}}) {
     auto run = gen_args(prompt, sampling, n);
-    run.insert(run.begin(), {"run", "--model", model});
+    run.insert(run.begin(), {"run", "--model", model, "--kv-type", kv_type});
     const auto single = hearth::test::run_cli(run);
     REQUIRE(single.exit_code == 0);
     auto gen = gen_args(prompt, sampling, n);
@@ -107,6 +108,34 @@ TEST_SUITE("cluster") {
       run.insert(run.begin(), {"run", "--model", *model});
       CHECK(turn2.out == hearth::test::run_cli(run).out);
     }
+  }
+
+  TEST_CASE("every KV cache type across three daemons generates what one device generates with it") {
+    TempDir dir;
+    hearth::runtime::MakeModelOptions o;
+    o.type = hearth::runtime::TensorType::Q4_0;
+    o.shape = {.n_vocab = 512, .n_embd = 256, .n_layer = 4, .n_head = 4, .n_head_kv = 2, .n_ff = 512, .n_ctx = 256};
+    o.weight_std = 0.05f;
+    const std::string model = hearth::test::make_model(dir, "m.gguf", o);
+    Cluster c(dir);
+    c.start("head");
+    c.start("a");
+    c.start("b");
+    for (const std::string kv : {"f32", "f16", "q8_0"}) {
+      CAPTURE(kv);
+      const auto l = c.cli({"launch", "--model", model, "--split", "head:1,a:2,b:1", "--kv-type", kv});
+      REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+      CHECK(l.out.find("KV cache: " + kv + ", 256 tokens") != std::string::npos);
+      CHECK(status(c)["plan"]["kv_type"] == kv);
+      check_same_as_one_device(c, model, "hello world", 24, kv);
+    }
+    // stories260K's heads of 8 elements cannot be cut into q8_0 blocks: refused, with the way out.
+    auto stories = hearth::test::shared_file("models/stories260K/stories260K.gguf");
+    if (!stories) return;
+    const auto refused = c.cli({"launch", "--model", *stories, "--kv-type", "q8_0"});
+    CHECK(refused.exit_code != 0);
+    CHECK(refused.err.find("multiple of 32") != std::string::npos);
+    CHECK(refused.err.find("--kv-type f16") != std::string::npos);
   }
 
   TEST_CASE("a random model split by the planner across memory-limited daemons: same tokens, bounded memory, cached weights") {

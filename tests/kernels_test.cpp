@@ -501,6 +501,24 @@ TEST_SUITE("kernels") {
     }
   }
 
+  TEST_CASE("f16_to_f32 reads every f16 value as the reference conversion does, in a vector or alone") {
+    std::vector<uint16_t> all(65536);
+    for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);
+    for (const KernelTable* k : tables()) {
+      CAPTURE(std::string(k->name));
+      std::vector<float> y(all.size() + 3);
+      k->f16_to_f32(all.data(), y.data(), static_cast<int>(all.size()));
+      k->f16_to_f32(all.data() + 1, y.data() + all.size(), 3);  // a tail shorter than a vector
+      int differs = 0;
+      for (size_t i = 0; i < all.size(); ++i) {
+        const float ref = fp16_to_fp32(all[i]);
+        if (std::isnan(ref) ? !std::isnan(y[i]) : std::memcmp(&ref, &y[i], 4) != 0) ++differs;
+      }
+      CHECK(differs == 0);
+      for (size_t i = 0; i < 3; ++i) CHECK(std::memcmp(&y[all.size() + i], &y[i + 1], 4) == 0);
+    }
+  }
+
   TEST_CASE("attention's softmax exp is within 2 ulp of std::exp, the same for an element in a vector or alone") {
     for (const KernelTable* k : tables()) {
       CAPTURE(std::string(k->name));

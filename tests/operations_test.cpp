@@ -126,6 +126,7 @@ TEST_CASE("operations: a device that cannot store its weights fails the launch a
   a.setStageFileHash(0x5678);
   a.setNextEndpoint("127.0.0.1:1");
   a.setNCtx(64);
+  a.setKvType(wire::KvType::F16);
   a.setMaxBatch(16);
   a.setMaxSequences(1);
   loader.on_assignment(a.asReader());
@@ -193,6 +194,7 @@ TEST_CASE("operations: a staged assignment gathers weights beside the serving st
     a.setStageFileHash(plan);
     a.setNextEndpoint("127.0.0.1:1");
     a.setNCtx(64);
+    a.setKvType(wire::KvType::F16);
     a.setMaxBatch(16);
     a.setMaxSequences(1);
     a.setStaged(true);

@@ -161,7 +161,24 @@ TEST_SUITE("plan_cli") {
     check_covers(plan, 4, "Raspberry Pi 5 8GB");
     CHECK(plan.at("model").at("weight_type").get<std::string>() == "q4_0");
     CHECK(plan.at("options").at("ctx").get<int>() == 512);  // the model's training context
-    CHECK(plan.at("options").at("kv_bytes_per_elem").get<double>() == 4);
+    CHECK(plan.at("options").at("kv_bytes_per_elem").get<double>() == 2);  // f16 by default
+    // --kv-type sizes the cache: f32 twice f16, q8_0 34/32 bytes per element.
+    const auto kv_bytes = [&](const json& p) {
+      double sum = 0;
+      for (const auto& st : p.at("stages")) sum += st.at("kv_bytes").get<double>();
+      return sum;
+    };
+    const std::vector<std::string> base{"--model", model, "--device", device("raspberry-pi-5-8gb"), "--device", device("desktop-32gb")};
+    auto with = [&](const char* type) {
+      std::vector<std::string> args = base;
+      args.insert(args.end(), {"--kv-type", type});
+      return plan_json(args);
+    };
+    const json f32 = with("f32"), q8 = with("q8_0");
+    CHECK(f32.at("options").at("kv_bytes_per_elem").get<double>() == 4);
+    CHECK(q8.at("options").at("kv_bytes_per_elem").get<double>() == 34.0 / 32);
+    CHECK(kv_bytes(f32) == doctest::Approx(2 * kv_bytes(plan)));
+    CHECK(kv_bytes(q8) == doctest::Approx(kv_bytes(plan) * 17 / 32));
     // --type belongs to presets only.
     CHECK(run_cli({"plan", "--model", model, "--type", "f16", "--device", device("desktop-32gb")}).exit_code != 0);
   }

@@ -110,6 +110,47 @@ TEST_SUITE("stage") {
     CHECK(rotated_dot(5, 2) != doctest::Approx(rotated_dot(5, 3)).epsilon(1e-4));
   }
 
+  TEST_CASE("attend_tokens over an f16 or q8_0 cache equals attend_heads over its rows read as f32, bit for bit") {
+    std::mt19937 rng(3);
+    std::normal_distribution<float> d;
+    const int n_ctx = 300, hd = 64, n_kv = 2, n_q = 3, KV = n_kv * hd;  // 300 keys: several tiles of 128
+    const float sinks[n_q] = {0.5f, -1.f, 2.f};
+    for (TensorType type : {TensorType::F32, TensorType::F16, TensorType::Q8_0}) {
+      CAPTURE(tensor_type_name(type));
+      KvCache cache(n_ctx, {KV}, {}, type);
+      std::vector<float> k(KV), v(KV);
+      for (int pos = 0; pos < n_ctx; ++pos) {
+        for (auto& x : k) x = d(rng);
+        for (auto& x : v) x = d(rng);
+        cache.store(0, pos, k.data(), v.data(), best_kernels());
+      }
+      // The second K/V head's rows read back as f32, for the reference.
+      std::vector<float> keys(static_cast<size_t>(n_ctx) * hd), values(keys.size());
+      for (int pos = 0; pos < n_ctx; ++pos) {
+        const KvRows kr = cache.keys(0).from(hd), vr = cache.values(0).from(hd);
+        dequantize_row(type, kr.data + pos * kr.row_bytes, &keys[static_cast<size_t>(pos) * hd], hd);
+        dequantize_row(type, vr.data + pos * vr.row_bytes, &values[static_cast<size_t>(pos) * hd], hd);
+      }
+      // Three tokens of a chunk: a window (keys 20..259), all keys to 280, and all to 299.
+      const int first[] = {20, 0, 0}, count[] = {240, 281, 300};
+      std::vector<float> q(3 * n_q * hd), out(q.size()), qpack(q.size()), scores(3 * n_q * n_ctx), inv(3 * n_q);
+      std::vector<float> tile(kKvTileFloats);
+      for (auto& x : q) x = d(rng);
+      AttendToken tokens[3];
+      for (int i = 0; i < 3; ++i) tokens[i] = {&q[static_cast<size_t>(i) * n_q * hd], &out[static_cast<size_t>(i) * n_q * hd], first[i], count[i]};
+      attend_tokens(tokens, n_q, cache.keys(0).from(hd), cache.values(0).from(hd), hd, 0.125f, qpack.data(), scores.data(),
+                    static_cast<size_t>(n_ctx), inv.data(), tile.data(), best_kernels(), sinks);
+      for (int i = 0; i < 3; ++i) {
+        std::vector<float> alone(static_cast<size_t>(n_q) * hd), s(static_cast<size_t>(n_q) * n_ctx);
+        const size_t at = static_cast<size_t>(first[i]) * hd;
+        attend_heads(tokens[i].q, n_q, &keys[at], &values[at], count[i], hd, hd, 0.125f, s.data(), static_cast<size_t>(n_ctx),
+                     alone.data(), best_kernels(), sinks);
+        CAPTURE(i);
+        CHECK(std::memcmp(alone.data(), tokens[i].out, alone.size() * sizeof(float)) == 0);
+      }
+    }
+  }
+
   TEST_CASE("attend equals a naive softmax attention") {
     std::mt19937 rng(2);
     std::normal_distribution<float> d;
@@ -300,6 +341,55 @@ TEST_SUITE("stage") {
   }
 
   }  // namespace
+
+  TEST_CASE("f16 and q8_0 KV caches: prefill then decode equals one batch, batched sequences equal each alone, splits "
+            "change no bit") {
+    TempDir dir;
+    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", any_type_model(TensorType::Q8_0)));
+    ThreadPool pool(2);
+    const size_t V = static_cast<size_t>(m.config.n_vocab);
+    for (TensorType kv : {TensorType::F16, TensorType::Q8_0}) {
+      CAPTURE(tensor_type_name(kv));
+      const StageOptions o{.n_ctx = 128, .max_batch = 32, .kv_type = kv};
+      auto s = make_stage(m, 0, 3, pool, o);
+      Stage* chain[] = {s.get()};
+      const auto tokens = some_tokens(20, 4, m.config.n_vocab);
+      const auto batch = run(chain, 1, 0, tokens, true);
+      std::vector<float> step = run(chain, 2, 0, {tokens.begin(), tokens.begin() + 11}, true);
+      for (size_t i = 11; i < tokens.size(); ++i) {
+        const auto l = run(chain, 2, static_cast<int>(i), {tokens[i]});
+        step.insert(step.end(), l.begin(), l.end());
+      }
+      CHECK(step == batch);
+      // Two sequences' decode tokens in one batch, against each alone.
+      const SeqChunk next[] = {{1, 20, 1}, {2, 20, 1}};
+      const std::vector<int32_t> toks{5, 6};
+      const auto dec = s->forward({.chunks = next, .tokens = toks});
+      CHECK(run(chain, 1, 20, {5}) == part(dec, 0, V));
+      CHECK(run(chain, 2, 20, {6}) == part(dec, V, V));
+      // The cache differs from f32's only by its rounding: close, not equal.
+      auto exact = make_stage(m, 0, 3, pool);
+      Stage* exact_chain[] = {exact.get()};
+      const auto ref = run(exact_chain, 1, 0, tokens, true);
+      double diff = 0;
+      for (size_t i = 0; i < ref.size(); ++i) diff = std::max(diff, double(std::fabs(ref[i] - batch[i])));
+      MESSAGE(tensor_type_name(kv) << " KV cache: max |logit - f32 cache's| = " << diff);
+      CHECK(diff > 0);
+      CHECK(diff < 0.5);
+      auto a = make_stage(m, 0, 1, pool, o), b = make_stage(m, 1, 3, pool, o);
+      Stage* two[] = {a.get(), b.get()};
+      CHECK(run(two, 1, 0, tokens, true) == batch);
+    }
+    // Heads of 16 cannot be cut into q8_0 blocks of 32: refused, naming the way out.
+    MakeModelOptions heads16 = opts(TensorType::F32);
+    heads16.shape.n_embd = 64;
+    heads16.shape.n_head = 4;
+    heads16.shape.n_head_kv = 2;
+    const Model small = open_model(hearth::test::make_model(dir, "small.gguf", heads16));
+    REQUIRE(small.config.head_dim % 32 != 0);
+    CHECK_THROWS_WITH_AS(make_stage(small, 0, 5, pool, {.n_ctx = 64, .max_batch = 8, .kv_type = TensorType::Q8_0}),
+                         doctest::Contains("--kv-type f16"), std::invalid_argument);
+  }
 
   TEST_CASE("every weight type: prefill then decode equals one batch, bit for bit") {
     TempDir dir;

@@ -20,7 +20,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("hearth::wire");
 
 # 2: errors carry an ErrorCategory.
-const protocolVersion :UInt16 = 4;
+const protocolVersion :UInt16 = 5;
 
 # What kind of failure an error is, chosen where it arises. Only the edges turn it into something
 # else: the HTTP gateway into a status code, the CLI into an exit code.
@@ -111,6 +111,14 @@ struct Heartbeat {
 
 # ---- loading a stage ----
 
+# What a stage's KV cache stores (runtime/model/kv_rows.h).
+enum KvType {
+  unset @0;                   # in a LaunchRequest: the head's default (f16); never in an Assignment
+  f32 @1;
+  f16 @2;
+  q80 @3;                     # q8_0: heads of a multiple of 32 elements
+}
+
 struct Assignment {
   planId @0 :UInt64;          # every later message of this plan carries it
   modelHash @1 :UInt64;       # XXH3-64 of the whole source GGUF
@@ -132,6 +140,7 @@ struct Assignment {
   # current stage until a Commit for this plan says to load it. False for a re-plan after a lost
   # device (nothing serves then): load as soon as the weights are here.
   staged @16 :Bool;
+  kvType @17 :KvType;
 }
 
 # Every device of a staged plan has its weights: drop the old stage, load this plan's.
@@ -287,6 +296,7 @@ struct LaunchRequest {
   devices @3 :List(Text);     # candidate device names; empty = all
   split @4 :Text;             # "head:2,a:2,b:1" sets devices, order and layer counts by hand
   streams @5 :UInt32;
+  kvType @6 :KvType;
 }
 
 # A launch's progress: first the plan (before any weights move), then each device's transfer.
@@ -348,6 +358,7 @@ struct PlanReport {
   leftOut @15 :List(Text);    # why each unused device holds no stage
   text @16 :List(Text);       # the planner's explanation, one line each
   predictedPromptTokens @17 :UInt32;
+  kvType @18 :Text;           # f32, f16 or q8_0: what every stage's KV cache stores
 }
 
 struct LaunchReply {

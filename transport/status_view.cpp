@@ -54,6 +54,7 @@ json plan_view(wire::PlanReport::Reader p) {
   j["state"] = p.getState().cStr();
   j["max_sequences"] = p.getMaxSequences();
   j["n_ctx"] = p.getNCtx();
+  j["kv_type"] = p.getKvType().cStr();
   if (p.getFailure().size() > 0) j["failure"] = p.getFailure().cStr();
   j["events"] = texts(p.getEvents());
   j["stages"] = json::array();

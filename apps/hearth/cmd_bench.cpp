@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "apps/hearth/commands.h"
+#include "apps/hearth/kv_type_option.h"
 #include "apps/hearth/local_model.h"
 #include "runtime/model/generator.h"
 #include "runtime/kernels/membw.h"
@@ -27,6 +28,7 @@ struct BenchArgs {
   int repeats = 3;
   int batch = 1;  // sequences decoded together, one token each per step (as a stage batches streams)
   bool json = false;
+  std::string kv_type = kDefaultKvType;
 };
 
 // Nanoseconds this process's threads have spent runnable but waiting for a CPU, summed
@@ -56,7 +58,8 @@ void bench(const BenchArgs& a) {
   runtime::ThreadPool pool(threads);
   runtime::Stage stage(
       m.weights,
-      {.n_ctx = a.prompt_tokens + a.gen_tokens + 1, .max_batch = std::max(a.batch, a.prompt_tokens), .max_sequences = a.batch},
+      {.n_ctx = a.prompt_tokens + a.gen_tokens + 1, .max_batch = std::max(a.batch, a.prompt_tokens), .max_sequences = a.batch,
+       .kv_type = kv_type_named(a.kv_type)},
       pool);
   runtime::Rng rng(42);
   std::vector<int32_t> prompt(static_cast<size_t>(a.prompt_tokens));
@@ -169,6 +172,7 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--json", a->json, "Print JSON");
+  add_kv_type_option(cmd, a->kv_type);
   cmd->callback([a] { bench(*a); });
 }
 

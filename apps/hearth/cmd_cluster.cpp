@@ -10,6 +10,7 @@
 #include "apps/hearth/commands.h"
 #include "apps/hearth/head_client.h"
 #include "apps/hearth/head_error.h"
+#include "apps/hearth/kv_type_option.h"
 #include "apps/hearth/launch_progress.h"
 #include "transport/status_view.h"
 #include "cluster/config.h"
@@ -79,6 +80,9 @@ void print_plan(const nlohmann::json& plan) {
                 gb(s["weight_bytes"].get<double>()).c_str(), gb(s["kv_bytes"].get<double>()).c_str(),
                 gb(s["headroom_bytes"].get<double>()).c_str(), s["stage_time_ms"].get<double>(), s["hop_time_ms"].get<double>());
   }
+  if (plan.contains("kv_type"))
+    std::printf("KV cache: %s, %d tokens for each of %d conversations\n", plan["kv_type"].get<std::string>().c_str(),
+                plan.value("n_ctx", 0), plan.value("max_sequences", 0));
   // One stream's pace, all streams' throughput and the first token's wait are three figures,
   // each with what it assumes.
   const auto& p = plan["predicted"];
@@ -94,6 +98,7 @@ struct LaunchArgs {
   std::vector<std::string> devices;
   uint32_t ctx = 0, streams = 0;
   bool json = false;
+  std::string kv_type = kDefaultKvType;
 };
 
 void launch(const HeadTarget& head, const LaunchArgs& a) {
@@ -105,6 +110,7 @@ void launch(const HeadTarget& head, const LaunchArgs& a) {
   r.setObjective(a.objective);
   r.setCtx(a.ctx);
   r.setStreams(a.streams);
+  r.setKvType(cluster::kv_type_to_wire(kv_type_named(a.kv_type)));
   r.setSplit(a.split);
   auto list = r.initDevices(static_cast<unsigned>(a.devices.size()));
   for (unsigned i = 0; i < a.devices.size(); ++i) list.set(i, a.devices[i]);
@@ -287,6 +293,7 @@ void add_cluster_commands(CLI::App& app) {
   l->add_option("--devices", la->devices, "Only these devices (names, comma separated)")->delimiter(',');
   l->add_option("--split", la->split, "By hand: NAME:LAYERS,... in pipeline order, the head first (e.g. head:2,a:2,b:1)");
   l->add_flag("--json", la->json, "Print the plan as JSON");
+  add_kv_type_option(l, la->kv_type);
   l->callback([head, la] { launch(*head, *la); });
 
   auto ga = std::make_shared<GenerateArgs>();

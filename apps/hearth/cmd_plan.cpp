@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "apps/hearth/commands.h"
+#include "apps/hearth/kv_type_option.h"
 #include "partitioner/partitioner.h"
 #include "profiles/profiler.h"
 #include "runtime/format/gguf.h"
@@ -29,9 +30,6 @@ namespace {
 
 namespace pt = partitioner;
 
-// Our runtime's KV cache holds f32 keys and values (runtime/model/kv_cache.h); the planner's default
-// assumes f16, which would undercount the cache by half.
-constexpr double kRuntimeKvBytesPerElem = 4;
 // Context a GGUF model is planned for when --ctx is not given: the runtime's own default.
 constexpr int kDefaultMaxCtx = 4096;
 
@@ -47,6 +45,7 @@ struct PlanArgs {
   int streams = 1;
   int prompt_tokens = 512;
   bool json = false;
+  std::string kv_type = kDefaultKvType;
 };
 
 struct Device {
@@ -367,7 +366,9 @@ void plan(const PlanArgs& a) {
   o.ctx = a.ctx > 0 ? a.ctx : model.ctx_default;
   o.streams = a.streams;
   o.prompt_tokens = a.prompt_tokens;
-  o.kv_bytes_per_elem = kRuntimeKvBytesPerElem;
+  o.kv_bytes_per_elem = runtime::kv_bytes_per_element(kv_type_named(a.kv_type));
+  if (const std::string why = runtime::kv_type_unfit(kv_type_named(a.kv_type), model.spec.head_dim); !why.empty())
+    throw std::runtime_error(why);
 
   const pt::PlanResult r = pt::plan_partition(model.spec, profiles, links.table, o);
   if (!r.ok()) {
@@ -397,7 +398,7 @@ void add_plan_command(CLI::App& app) {
   CLI::App* cmd =
       app.add_subcommand("plan",
                          "Split a model's layers over devices and predict ms/token, tokens/s and time to first token. "
-                         "KV cache is sized at 4 bytes per element (the runtime's cache is f32 today).");
+                         "The KV cache is sized for --kv-type (f16: 2 bytes per element).");
   auto* model =
       cmd->add_option("-m,--model", a->model, "GGUF model file (sizes read from its tensor directory)")->check(CLI::ExistingFile);
   auto* preset = cmd->add_option("--preset", a->preset, "A well-known model shape instead of a file")
@@ -430,6 +431,7 @@ void add_plan_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"dp", "exhaustive", "memory", "equal"}));
   cmd->add_flag("--json", a->json, "Print the plan as JSON");
+  add_kv_type_option(cmd, a->kv_type);
   cmd->callback([a] { plan(*a); });
 }
 

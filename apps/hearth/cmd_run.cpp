@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "apps/hearth/commands.h"
+#include "apps/hearth/kv_type_option.h"
 #include "apps/hearth/local_model.h"
 #include "profiles/profiler.h"
 #include "runtime/text/chat_template.h"
@@ -23,13 +24,14 @@ struct RunArgs {
   int threads = 0;
   int ctx = 0;
   bool chat = false;
+  std::string kv_type = kDefaultKvType;
 };
 
 // A context whose KV cache cannot fit this machine's memory is refused before it is allocated
 // (zero-filling one larger than memory would get the process killed, not an error).
-void check_context_fits(const runtime::ModelConfig& c, int ctx) {
+void check_context_fits(const runtime::ModelConfig& c, int ctx, runtime::TensorType kv_type) {
   if (ctx <= 0) return;
-  const double kv = 2.0 * c.n_layer * static_cast<double>(ctx) * c.kv_dim() * sizeof(float);
+  const double kv = 2.0 * c.n_layer * static_cast<double>(ctx) * c.kv_dim() * runtime::kv_bytes_per_element(kv_type);
   const profiles::MemoryBudget m = profiles::memory_budget(profiles::read_system_info(), 0);
   if (kv > static_cast<double>(m.basis_bytes))
     throw std::invalid_argument("--ctx " + std::to_string(ctx) + " needs a KV cache of " + std::to_string(kv / 1e9) +
@@ -39,10 +41,10 @@ void check_context_fits(const runtime::ModelConfig& c, int ctx) {
 
 void run(const RunArgs& a) {
   LocalModel m = open_local_model(a.model);
-  check_context_fits(m.config, a.ctx);
+  check_context_fits(m.config, a.ctx, kv_type_named(a.kv_type));
   runtime::Tokenizer tok(runtime::load_vocab(m.file.metadata()));
   runtime::ThreadPool pool(a.threads > 0 ? a.threads : runtime::hardware_threads());
-  runtime::Stage stage(m.weights, {.n_ctx = a.ctx, .max_batch = 256, .max_sequences = 1}, pool);
+  runtime::Stage stage(m.weights, {.n_ctx = a.ctx, .max_batch = 256, .max_sequences = 1, .kv_type = kv_type_named(a.kv_type)}, pool);
   std::string text = a.prompt;
   runtime::ReplyFilter reply;  // what of the reply is the answer (gpt-oss: its final channel)
   if (a.chat) {  // the prompt as one user message in the model's chat format; BOS stays the tokenizer's
@@ -94,6 +96,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("-t,--threads", a->threads, "Compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("-c,--ctx", a->ctx, "Context length in tokens (default: the model's, at most 4096)")
       ->check(CLI::NonNegativeNumber);
+  add_kv_type_option(cmd, a->kv_type);
   cmd->callback([a] { run(*a); });
 }
 

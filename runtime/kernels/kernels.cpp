@@ -184,6 +184,10 @@ void axpy_scalar(float a, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+void f16_to_f32_scalar(const uint16_t* x, float* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] = fp16_to_fp32(x[i]);
+}
+
 double exp_sum_scalar(float* s, int n, float max) {
   double sum = 0.0;
   for (int j = 0; j < n; ++j) {
@@ -253,7 +257,8 @@ const KernelTable& scalar_kernels() {
                                      .pack = no_pack,
                                      .axpy = axpy_scalar,
                                      .weighted_sum = weighted_sum_scalar,
-                                     .exp_sum = exp_sum_scalar};
+                                     .exp_sum = exp_sum_scalar,
+                                     .f16_to_f32 = f16_to_f32_scalar};
   return table;
 }
 

@@ -71,6 +71,8 @@ struct KernelTable {
   // double. Each table its own exp (the SIMD ones a polynomial within 2 ulp of std::exp), the
   // same for an element wherever it lies in s.
   double (*exp_sum)(float* s, int n, float max);
+  // y[i] = x[i] as f32 for i < n (exact): an f16 KV cache read back for attention.
+  void (*f16_to_f32)(const uint16_t* x, float* y, int n);
 };
 
 // The gemm kernel of `t` in `k` (nullptr for types that have none).

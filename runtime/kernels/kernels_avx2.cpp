@@ -493,6 +493,12 @@ void axpy(float a, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);
 }
 
+void f16_to_f32(const uint16_t* x, float* y, int n) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))));
+  for (; i < n; ++i) y[i] = half_to_float(x[i]);
+}
+
 using namespace softmax_exp;
 
 // softmax_exp::exp_nonpositive (softmax_exp.h) on 8 lanes.
@@ -652,7 +658,8 @@ const KernelTable& avx2_kernels() {
                                      .pack = no_pack,
                                      .axpy = axpy,
                                      .weighted_sum = weighted_sum,
-                                     .exp_sum = exp_sum};
+                                     .exp_sum = exp_sum,
+                                     .f16_to_f32 = f16_to_f32};
   return table;
 }
 

@@ -519,6 +519,12 @@ void axpy(float a, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);
 }
 
+void f16_to_f32(const uint16_t* x, float* y, int n) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x + i))));
+  for (; i < n; ++i) y[i] = half_to_float(x[i]);
+}
+
 using namespace softmax_exp;
 
 // softmax_exp::exp_nonpositive (softmax_exp.h) on 4 lanes, as the x86 tables compute it.
@@ -666,7 +672,8 @@ struct Table {
                        .pack = no_pack,
                        .axpy = axpy,
                        .weighted_sum = weighted_sum,
-                       .exp_sum = exp_sum};
+                       .exp_sum = exp_sum,
+                       .f16_to_f32 = f16_to_f32};
   }
 };
 

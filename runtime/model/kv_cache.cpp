@@ -1,5 +1,6 @@
 #include "runtime/model/kv_cache.h"
 
+#include <algorithm>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -10,31 +11,37 @@ namespace {
 
 // Both halves of a conversation's cache, or an error that says what was asked for (a huge
 // --ctx used to surface as "std::bad_alloc").
-std::vector<float> allocate(size_t n, size_t n_layers, int n_ctx) {
+std::vector<uint8_t> allocate(size_t n, size_t n_layers, int n_ctx) {
   try {
-    return std::vector<float>(n);
+    return std::vector<uint8_t>(n);
   } catch (const std::bad_alloc&) {
     throw std::runtime_error("the KV cache of one conversation (" + std::to_string(n_layers) + " layers x " +
-                             std::to_string(n_ctx) + " tokens, " + std::to_string(2 * n * sizeof(float) / 1000000) +
+                             std::to_string(n_ctx) + " tokens, " + std::to_string(2 * n / 1000000) +
                              " MB) does not fit in this device's memory: use a smaller context (--ctx)");
   }
 }
 
-// Floats per half: the sum over layers of n_ctx x kv_dim (each layer's start recorded).
-size_t layout(int n_ctx, const std::vector<int>& dims, std::vector<size_t>& starts) {
+// Bytes per half: the sum over layers of n_ctx rows (each layer's start and row size recorded).
+size_t layout(int n_ctx, const std::vector<int>& dims, TensorType type, std::vector<size_t>& row_bytes,
+              std::vector<size_t>& starts) {
   size_t n = 0;
   for (int d : dims) {
+    if (type == TensorType::Q8_0 && d % kQ8_0Block != 0)
+      throw std::invalid_argument("a q8_0 KV cache needs rows of a multiple of 32 elements, not " + std::to_string(d));
     starts.push_back(n);
-    n += static_cast<size_t>(n_ctx) * static_cast<size_t>(d);
+    row_bytes.push_back(kv_row_bytes(type, d));
+    n += static_cast<size_t>(n_ctx) * row_bytes.back();
   }
   return n;
 }
 
 }  // namespace
 
-KvCache::KvCache(int n_ctx, const std::vector<int>& layer_kv_dims, const std::vector<int64_t>& layer_state_floats)
-    : n_ctx_(n_ctx), kv_dims_(layer_kv_dims) {
-  const size_t n = layout(n_ctx, kv_dims_, layer_start_);
+KvCache::KvCache(int n_ctx, const std::vector<int>& layer_kv_dims, const std::vector<int64_t>& layer_state_floats,
+                 TensorType type)
+    : n_ctx_(n_ctx), type_(type), kv_dims_(layer_kv_dims) {
+  if (!is_kv_type(type)) throw std::invalid_argument(kv_type_unfit(type, 0));
+  const size_t n = layout(n_ctx, kv_dims_, type, row_bytes_, layer_start_);
   k_ = allocate(n, kv_dims_.size(), n_ctx);
   v_ = allocate(n, kv_dims_.size(), n_ctx);
   size_t states = 0;
@@ -43,6 +50,25 @@ KvCache::KvCache(int n_ctx, const std::vector<int>& layer_kv_dims, const std::ve
     states += static_cast<size_t>(f);
   }
   state_.assign(states, 0.f);
+}
+
+void KvCache::store(int l, int pos, const float* key, const float* value, const KernelTable& k) {
+  const auto layer = static_cast<size_t>(l);
+  const size_t at = layer_start_[layer] + static_cast<size_t>(pos) * row_bytes_[layer];
+  const int n = kv_dims_[layer];
+  switch (type_) {
+    case TensorType::F16:
+      quantize_row(TensorType::F16, key, &k_[at], n);
+      quantize_row(TensorType::F16, value, &v_[at], n);
+      break;
+    case TensorType::Q8_0:
+      k.quantize_q8_0(key, reinterpret_cast<BlockQ8_0*>(&k_[at]), n);
+      k.quantize_q8_0(value, reinterpret_cast<BlockQ8_0*>(&v_[at]), n);
+      break;
+    default:
+      std::copy_n(key, n, reinterpret_cast<float*>(&k_[at]));
+      std::copy_n(value, n, reinterpret_cast<float*>(&v_[at]));
+  }
 }
 
 }  // namespace hearth::runtime

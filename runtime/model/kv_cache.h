@@ -7,43 +7,48 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/kernels/kernels.h"
+#include "runtime/model/kv_rows.h"
+
 namespace hearth::runtime {
 
 class KvCache {
  public:
   // Allocates the whole context up front: no allocation happens while tokens are added. Layer l
-  // holds rows of layer_kv_dims[l] floats (layers may differ: Gemma 4's sliding and full layers).
-  KvCache(int n_ctx, const std::vector<int>& layer_kv_dims, const std::vector<int64_t>& layer_state_floats = {});
+  // holds rows of layer_kv_dims[l] elements (layers may differ: Gemma 4's sliding and full
+  // layers) of `type` (kv_rows.h: f32, f16 or q8_0).
+  KvCache(int n_ctx, const std::vector<int>& layer_kv_dims, const std::vector<int64_t>& layer_state_floats = {},
+          TensorType type = TensorType::F32);
   // Every layer with rows of kv_dim floats.
   KvCache(int n_layers, int n_ctx, int kv_dim) : KvCache(n_ctx, std::vector<int>(static_cast<size_t>(n_layers), kv_dim)) {}
 
   int n_ctx() const { return n_ctx_; }
   int length() const { return length_; }  // positions [0, length) hold valid entries
   void set_length(int n) { length_ = n; }
+  TensorType type() const { return type_; }
 
-  // Row of stage-local layer `l` at position `pos`.
-  float* k(int l, int pos) { return k_.data() + offset(l, pos); }
-  float* v(int l, int pos) { return v_.data() + offset(l, pos); }
-  const float* k(int l, int pos) const { return k_.data() + offset(l, pos); }
-  const float* v(int l, int pos) const { return v_.data() + offset(l, pos); }
+  // Stores the key and value rows of stage-local layer `l` at position `pos`, converted to the
+  // cache's type (q8_0 rounds as `k` quantizes activations).
+  void store(int l, int pos, const float* key, const float* value, const KernelTable& k);
+  // Layer l's rows from position 0.
+  KvRows keys(int l) const { return {k_.data() + layer_start_[static_cast<size_t>(l)], row_bytes_[static_cast<size_t>(l)], type_}; }
+  KvRows values(int l) const { return {v_.data() + layer_start_[static_cast<size_t>(l)], row_bytes_[static_cast<size_t>(l)], type_}; }
   // The recurrent state of stage-local layer `l` (zero for a new sequence).
   float* state(int l) { return state_.data() + state_start_[static_cast<size_t>(l)]; }
   // Back to the state of no tokens (a sequence that starts over).
   void clear_state() { std::fill(state_.begin(), state_.end(), 0.f); }
   bool has_state() const { return !state_.empty(); }
-  uint64_t bytes() const { return (k_.size() + v_.size() + state_.size()) * sizeof(float); }
+  uint64_t bytes() const { return k_.size() + v_.size() + state_.size() * sizeof(float); }
 
  private:
-  size_t offset(int l, int pos) const {
-    const auto layer = static_cast<size_t>(l);
-    return layer_start_[layer] + static_cast<size_t>(pos) * static_cast<size_t>(kv_dims_[layer]);
-  }
   int n_ctx_;
+  TensorType type_;
   std::vector<int> kv_dims_;
-  std::vector<size_t> layer_start_;  // first float of each layer's [n_ctx][kv_dim] rows
+  std::vector<size_t> row_bytes_;    // of each layer's rows
+  std::vector<size_t> layer_start_;  // first byte of each layer's [n_ctx] rows
   int length_ = 0;
-  std::vector<float> k_;
-  std::vector<float> v_;
+  std::vector<uint8_t> k_;
+  std::vector<uint8_t> v_;
   std::vector<size_t> state_start_;
   std::vector<float> state_;
 };

@@ -74,26 +74,40 @@ void attend_heads(const float* q, int n_q, const float* keys, const float* value
   sum_values(scores, scores_stride, inv, n_q, values, stride, n_keys, head_dim, out, k);
 }
 
-void attend_tokens(std::span<const AttendToken> tokens, int n_q, const float* keys, const float* values, int head_dim, int stride,
-                   float scale, float* qpack, float* scores, size_t scores_stride, const KernelTable& k, const float* sinks) {
+void attend_tokens(std::span<const AttendToken> tokens, int n_q, const KvRows& keys, const KvRows& values, int head_dim,
+                   float scale, float* qpack, float* scores, size_t scores_stride, float* inv, float* tile,
+                   const KernelTable& k, const float* sinks) {
   if (tokens.empty()) return;
   int lo = tokens[0].first_key, hi = 0;
   for (const AttendToken& t : tokens) lo = std::min(lo, t.first_key), hi = std::max(hi, t.first_key + t.n_keys);
   const size_t hd = static_cast<size_t>(head_dim);
-  for (size_t i = 0; i < tokens.size(); ++i)
-    std::copy_n(tokens[i].q, static_cast<size_t>(n_q) * hd, qpack + i * static_cast<size_t>(n_q) * hd);
-  k.gemm_f32(keys + static_cast<size_t>(lo) * stride, static_cast<size_t>(stride) * sizeof(float), hi - lo, qpack,
-             hd * sizeof(float), static_cast<int>(tokens.size()) * n_q, head_dim, scores, scores_stride);
-  float inv[kMaxHeads];
+  const size_t row_floats = static_cast<size_t>(n_q) * hd;  // one token's heads
+  for (size_t i = 0; i < tokens.size(); ++i) std::copy_n(tokens[i].q, row_floats, qpack + i * row_floats);
+  // An f32 cache is read in place, all at once; other types a tile at a time, converted.
+  const int tile_rows =
+      keys.type == TensorType::F32 ? hi - lo : std::max(1, static_cast<int>(kKvTileFloats / hd));
+  const int n_rows = static_cast<int>(tokens.size()) * n_q;
+  for (int j0 = lo; j0 < hi; j0 += tile_rows) {
+    const int n = std::min(tile_rows, hi - j0);
+    const F32Rows kr = read_rows(keys, j0, n, head_dim, tile, k);
+    k.gemm_f32(kr.data, kr.stride * sizeof(float), n, qpack, hd * sizeof(float), n_rows, head_dim, scores + (j0 - lo),
+               scores_stride);
+  }
+  const auto scores_of = [&](size_t i) { return scores + i * static_cast<size_t>(n_q) * scores_stride; };
   for (size_t i = 0; i < tokens.size(); ++i) {
     const AttendToken& t = tokens[i];
-    float* s = scores + i * static_cast<size_t>(n_q) * scores_stride + static_cast<size_t>(t.first_key - lo);
-    for (int h = 0; h < n_q; h += kMaxHeads) {
-      const int n = std::min(kMaxHeads, n_q - h);
-      float* sh = s + static_cast<size_t>(h) * scores_stride;
-      softmax_rows(sh, scores_stride, n, t.n_keys, scale, sinks ? sinks + h : nullptr, inv, k);
-      sum_values(sh, scores_stride, inv, n, values + static_cast<size_t>(t.first_key) * stride, stride, t.n_keys, head_dim,
-                 t.out + static_cast<size_t>(h) * hd, k);
+    softmax_rows(scores_of(i) + (t.first_key - lo), scores_stride, n_q, t.n_keys, scale, sinks, inv + i * static_cast<size_t>(n_q), k);
+    std::fill_n(t.out, row_floats, 0.f);
+  }
+  for (int j0 = lo; j0 < hi; j0 += tile_rows) {
+    const int n = std::min(tile_rows, hi - j0);
+    const F32Rows vr = read_rows(values, j0, n, head_dim, tile, k);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const AttendToken& t = tokens[i];
+      const int a = std::max(j0, t.first_key), b = std::min(j0 + n, t.first_key + t.n_keys);
+      if (a >= b) continue;
+      k.weighted_sum(scores_of(i) + (a - lo), scores_stride, inv + i * static_cast<size_t>(n_q), n_q,
+                     vr.data + static_cast<size_t>(a - j0) * vr.stride, vr.stride, b - a, head_dim, t.out);
     }
   }
 }

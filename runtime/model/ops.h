@@ -6,6 +6,7 @@
 #include <span>
 
 #include "runtime/kernels/kernels.h"
+#include "runtime/model/kv_rows.h"
 #include "runtime/model/rope.h"
 
 namespace hearth::runtime {
@@ -40,14 +41,19 @@ struct AttendToken {
   int n_keys;
 };
 
-// attend_heads() for several tokens over the same cached keys (a prompt chunk of one sequence):
-// all their query heads in one matrix product against the keys, each key loaded once for all
-// of them. Each token's result equals attend_heads() on it alone: the product's every output is
-// dot_f32(k_j, q), whatever the tile. `keys`/`values` point at key 0; `qpack` holds tokens x n_q x
-// head_dim floats and `scores` tokens x n_q rows of scores_stride (at least the keys' span).
-void attend_tokens(std::span<const AttendToken> tokens, int n_q, const float* keys, const float* values, int head_dim, int stride,
-                   float scale, float* qpack, float* scores, size_t scores_stride, const KernelTable& k,
-                   const float* sinks = nullptr);
+// Floats of the tile attend_tokens() reads cached rows into (32 KiB: it stays in L1).
+inline constexpr size_t kKvTileFloats = 8192;
+
+// attend_heads() for several tokens over the same cached keys and values (a prompt chunk of one
+// sequence, or one decode token), stored as the cache stores them (kv_rows.h): all their query
+// heads in one matrix product against the keys, each key read once for all of them. Each
+// token's result equals attend_heads() on it alone over the rows read as f32: the product's
+// every output is dot_f32(k_j, q), whatever the tile. `keys`/`values` start at position 0 of
+// one K/V head; `qpack` holds tokens x n_q x head_dim floats, `scores` tokens x n_q rows of
+// scores_stride (at least the keys' span), `inv` tokens x n_q floats and `tile` kKvTileFloats.
+void attend_tokens(std::span<const AttendToken> tokens, int n_q, const KvRows& keys, const KvRows& values, int head_dim,
+                   float scale, float* qpack, float* scores, size_t scores_stride, float* inv, float* tile,
+                   const KernelTable& k, const float* sinks = nullptr);
 
 // x = silu(x) * y elementwise (SwiGLU's gate).
 void swiglu(float* x, const float* y, size_t n);

@@ -57,6 +57,9 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   rope_sin_.resize(rope_cos_.size());
   const auto B = static_cast<size_t>(options_.max_batch);
   for (int l = spec().first_layer; l < spec().last_layer; ++l) {
+    if (const std::string why = kv_type_unfit(options_.kv_type, c.is_recurrent(l) ? kQ8_0Block : c.layer_head_dim(l));
+        !why.empty())
+      throw std::invalid_argument(why);
     layer_kv_dims_.push_back(c.layer_kv_dim(l));
     layer_state_floats_.push_back(c.is_recurrent(l) ? c.ssm_state_floats() : 0);
     recurrent_ = recurrent_ || c.is_recurrent(l);
@@ -90,6 +93,8 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   for (int l = spec().first_layer; l < spec().last_layer; ++l) max_head_dim = std::max(max_head_dim, c.layer_head_dim(l));
   scores_.resize(static_cast<size_t>(c.n_head) * kTokenBlock * n_ctx_);
   qpack_.resize(static_cast<size_t>(c.n_head) * kTokenBlock * static_cast<size_t>(max_head_dim));
+  inv_.resize(static_cast<size_t>(c.n_head) * kTokenBlock);
+  if (options_.kv_type != TensorType::F32) kv_tile_.resize(static_cast<size_t>(c.n_head) * kKvTileFloats);
   row_cache_.resize(B);
   row_pos_.resize(B);
   if (c.is_moe()) experts_.emplace(c, options_.max_batch);
@@ -150,7 +155,7 @@ std::span<const float> Stage::forward(const StageInput& in) {
   int t = 0;
   for (const SeqChunk& ch : in.chunks) {
     auto it = caches_.find(ch.seq);
-    if (it == caches_.end()) it = caches_.try_emplace(ch.seq, n_ctx_, layer_kv_dims_, layer_state_floats_).first;
+    if (it == caches_.end()) it = caches_.try_emplace(ch.seq, n_ctx_, layer_kv_dims_, layer_state_floats_, options_.kv_type).first;
     else if (ch.pos == 0 && it->second.has_state()) it->second.clear_state();  // starts over
     for (int i = 0; i < ch.n_tokens; ++i, ++t) {
       row_cache_[static_cast<size_t>(t)] = &it->second;
@@ -226,9 +231,7 @@ void Stage::layer_forward(int l, int n_tokens) {
     rope_angles(pos, rope, rope_cos_.data(), rope_sin_.data());
     for (int h = 0; h < c.n_head; ++h) rope_rotate(qt + h * hd, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
     for (int h = 0; h < n_kv; ++h) rope_rotate(kt + h * hd, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
-    KvCache& cache = *row_cache_[static_cast<size_t>(t)];
-    std::copy_n(kt, KV, cache.k(local, pos));
-    std::copy_n(vt, KV, cache.v(local, pos));
+    row_cache_[static_cast<size_t>(t)]->store(local, pos, kt, vt, kernels_);
   }
   attention(l, n_tokens);
   if (c.attn_output_gate)  // Qwen 3.5: output x sigmoid(gate)
@@ -306,7 +309,7 @@ void Stage::ffn_forward(int l, int n_tokens) {
 void Stage::attention(int layer, int n_tokens) {
   const ModelConfig& c = config();
   const int local_layer = layer - spec().first_layer;
-  const int n_kv = c.layer_n_head_kv(layer), hd = c.layer_head_dim(layer), Q = c.layer_q_dim(layer), KV = c.layer_kv_dim(layer);
+  const int n_kv = c.layer_n_head_kv(layer), hd = c.layer_head_dim(layer), Q = c.layer_q_dim(layer);
   const int group = c.n_head / n_kv;
   const float scale = c.attention_scale > 0 ? c.attention_scale : 1.f / std::sqrt(static_cast<float>(hd));
   const int window = c.is_swa(layer) ? c.n_swa : 0;  // keys p - window < q <= p; 0 = all
@@ -319,6 +322,8 @@ void Stage::attention(int layer, int n_tokens) {
     const int h0 = kvh * group + (task % tasks_per_kv) * per_task;
     float* scores = &scores_[static_cast<size_t>(h0) * kTokenBlock * n_ctx_];
     float* qpack = &qpack_[static_cast<size_t>(h0) * kTokenBlock * hd];
+    float* inv = &inv_[static_cast<size_t>(h0) * kTokenBlock];
+    float* tile = kv_tile_.empty() ? nullptr : &kv_tile_[static_cast<size_t>(task) * kKvTileFloats];
     // Tokens of one sequence (a prompt chunk) go together, up to kTokenBlock: their keys are
     // loaded once for all of them.
     AttendToken block[kTokenBlock];
@@ -326,8 +331,8 @@ void Stage::attention(int layer, int n_tokens) {
     const KvCache* cache = nullptr;
     const auto flush = [&] {
       if (n_block == 0) return;
-      attend_tokens({block, n_block}, per_task, cache->k(local_layer, 0) + kvh * hd, cache->v(local_layer, 0) + kvh * hd, hd, KV,
-                    scale, qpack, scores, static_cast<size_t>(n_ctx_), kernels_,
+      attend_tokens({block, n_block}, per_task, cache->keys(local_layer).from(kvh * hd), cache->values(local_layer).from(kvh * hd),
+                    hd, scale, qpack, scores, static_cast<size_t>(n_ctx_), inv, tile, kernels_,
                     sinks.empty() ? nullptr : &sinks[static_cast<size_t>(h0)]);
       n_block = 0;
     };

@@ -36,6 +36,10 @@ struct StageOptions {
   int n_ctx = 0;           // tokens per sequence; 0 = the model's training context, at most 4096
   int max_batch = 256;     // tokens per forward() call
   int max_sequences = 16;  // sequences holding a KV cache at once
+  // What the KV cache stores (kv_rows.h): f32 is what the reference fixtures use, so the library
+  // defaults to it; the programs default to f16 (half the memory; the note on issue 15 has the
+  // logit differences) and q8_0 needs heads of a multiple of 32.
+  TensorType kv_type = TensorType::F32;
 };
 
 // A run of consecutive tokens of one sequence within a batch.
@@ -112,6 +116,8 @@ class Stage {
   static constexpr int kTokenBlock = 8;
   std::vector<float> scores_;  // (n_head, kTokenBlock, n_ctx)
   std::vector<float> qpack_;   // (n_head, kTokenBlock, head_dim)
+  std::vector<float> inv_;     // (n_head, kTokenBlock): the softmax's 1 / sums
+  std::vector<float> kv_tile_; // (tasks, kKvTileFloats): cached rows read as f32 (not for f32 caches)
   std::vector<KvCache*> row_cache_;
   std::vector<int> row_pos_;
   std::vector<float> logits_;

@@ -1,0 +1,51 @@
+// The cached keys (or values) of one layer as attention reads them: one row per position, stored
+// as f32, f16 or q8_0 (the cache's type), and read back a tile of positions at a time as f32.
+//
+// Reading back is exact (an f16 or a q8_0 element is a float), so attention over an f16 cache
+// computes exactly what the f32 path computes on the rounded keys and values, with the same
+// batch invariance: a row's result does not depend on the tile it was read in.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "runtime/format/tensor_type.h"
+#include "runtime/kernels/kernels.h"
+
+namespace hearth::runtime {
+
+// The types a KV cache may hold: F32 (what the reference fixtures use), F16 (half the memory,
+// the product's default) and Q8_0 (about a quarter, for rows whose heads are multiples of 32).
+bool is_kv_type(TensorType t);
+// "f32", "f16" or "q8_0" (any case); nullopt for anything else.
+std::optional<TensorType> kv_type_from_name(std::string_view name);
+// Why `t` cannot hold rows whose heads have head_dim elements, or "" when it can.
+std::string kv_type_unfit(TensorType t, int head_dim);
+// Bytes per cached element, for the planner's memory accounting: 4, 2 or 34/32.
+double kv_bytes_per_element(TensorType t);
+// Bytes of one cached row of n elements (n a multiple of the type's block).
+size_t kv_row_bytes(TensorType t, int n);
+
+struct KvRows {
+  const uint8_t* data = nullptr;  // position 0, at the first element read
+  size_t row_bytes = 0;           // from one position to the next
+  TensorType type = TensorType::F32;
+
+  // The same rows from element `first` on (a head's slice): first a multiple of the type's block.
+  KvRows from(int first) const { return {data + kv_row_bytes(type, first), row_bytes, type}; }
+};
+
+// Rows as f32: where they start and the floats from one to the next.
+struct F32Rows {
+  const float* data;
+  size_t stride;
+};
+
+// Rows [r0, r0 + n_rows) of `rows`, n elements each, as f32: the cache itself for f32, else
+// converted into `tile` (room for n_rows x n floats).
+F32Rows read_rows(const KvRows& rows, int r0, int n_rows, int n, float* tile, const KernelTable& k);
+
+}  // namespace hearth::runtime
