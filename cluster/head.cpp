@@ -43,6 +43,7 @@ Head::Head(HeadIdentity self, HeadPorts ports)
     : self_(std::move(self)),
       ports_(ports),
       registry_(ports.clock, self_device(self_)),
+      library_(self_.model_dirs),
       next_plan_id_(std::random_device{}() | 1) {
   if (self_.keys_dir.empty()) {
     spdlog::warn("head: --insecure: no encryption and no authentication; anyone on this network can join or send data");
@@ -97,6 +98,7 @@ void Head::on_control(const std::string& identity, const char* peer_address, con
     case wire::Envelope::LAUNCH_REQUEST: on_launch(identity, rid, env.getLaunchRequest()); break;
     case wire::Envelope::GENERATE_REQUEST: on_generate(identity, rid, env.getGenerateRequest()); break;
     case wire::Envelope::STATUS_REQUEST: on_status(identity, rid); break;
+    case wire::Envelope::MODELS_REQUEST: on_models(identity, rid); break;
     case wire::Envelope::STOP_REQUEST: on_stop(identity, rid); break;
     case wire::Envelope::CANCEL_REQUEST:
       if (scheduler_) scheduler_->cancel(identity, env.getCancelRequest().getRequestId());

@@ -11,6 +11,7 @@
 //   head_recovery.cpp a lost device: re-plan on the devices left, replay, wait for a device
 //   head_clients.cpp  generation requests, their events, the pace check
 //   head_status.cpp   the devices, plan and status replies
+//   head_models.cpp   the model library, each model planned on the devices up now
 #pragma once
 
 #include <chrono>
@@ -25,6 +26,7 @@
 #include "cluster/failure.h"
 #include "cluster/host.h"
 #include "cluster/launch.h"
+#include "cluster/model_library.h"
 #include "cluster/pairing.h"
 #include "cluster/pairing_throttle.h"
 #include "cluster/scheduler.h"
@@ -128,11 +130,17 @@ class Head final : public HeadRole {
   void fill_stage(const PlannedStage& s, const partitioner::StageAssignment& a, transport::wire::StageReport::Builder out) const;
   StageCounters counters_of(const std::string& node_id) const;
 
+  // head_models.cpp: the model library, each model planned on the devices up now as a launch with no sizes would be.
+  void on_models(const std::string& client, uint64_t request_id);
+  void fill_library_model(const LibraryModel& m, const std::vector<const Device*>& devices,
+                          transport::wire::LibraryModel::Builder out) const;
+
   void reply_error(const std::string& client, uint64_t request_id, const Failure& failure);
 
   HeadIdentity self_;
   HeadPorts ports_;
   DeviceRegistry registry_;
+  ModelLibrary library_;
   std::unique_ptr<PairingRegistry> pairing_;  // secure clusters only
   PairingThrottle pairing_throttle_;
   std::unique_ptr<LaunchedPlan> plan_;  // the plan that serves (or is rebuilt after a lost device)

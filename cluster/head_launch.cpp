@@ -66,19 +66,6 @@ void Head::reply_launch_failure(const std::string& client, uint64_t request_id, 
   ports_.outbox.send(client, b);
 }
 
-namespace {
-
-// The (ctx, streams) tried, largest first, when the client named neither: fewer streams before a
-// shorter context, since a conversation's length matters more at home than how many run at once.
-std::vector<std::pair<int, int>> fallback_sizes(int ctx, int streams) {
-  std::vector<std::pair<int, int>> sizes;
-  for (int k = streams; k >= 1; k /= 2) sizes.emplace_back(ctx, k);
-  for (int c = ctx / 2; c >= 256; c /= 2) sizes.emplace_back(c, 1);
-  return sizes;
-}
-
-}  // namespace
-
 // The planner's choice. With the defaults (no --ctx, no --streams) that do not fit, the largest
 // context and stream count that do, said in the plan's events; when nothing fits, or the client's
 // sizes do not, the error says which sizes would, if any.
@@ -142,13 +129,19 @@ std::string Head::what_would_fit(const LaunchedPlan& p, const std::vector<const 
 
 // The model's file, config, vocabulary and hash (hashed once per path, size and mtime).
 std::unique_ptr<LaunchedPlan> Head::open_model(const std::string& model_path) {
+  struct stat st {};
+  if (::stat(model_path.c_str(), &st) != 0) {
+    // Not a file: a model of the library, by name ("hearth launch -m qwen3-8b-q4_k_m").
+    const std::string name = std::filesystem::path(model_path).filename().string();
+    library_.scan();
+    if (const LibraryModel* m = library_.find(name); m != nullptr && m->path != model_path) return open_model(m->path);
+    throw Failure(ErrorCategory::NOT_FOUND, "the model file " + model_path + " does not exist on the head, nor is " + name +
+                                                " a model of its library (`hearth models` lists them)");
+  }
   auto p = std::make_unique<LaunchedPlan>(LaunchState::kStaging);
   p->id = next_plan_id_++;
   p->model_path = model_path;
   p->started = std::chrono::steady_clock::now();
-  struct stat st {};
-  if (::stat(model_path.c_str(), &st) != 0)
-    throw Failure(ErrorCategory::NOT_FOUND, "the model file " + model_path + " does not exist on the head");
   if (!S_ISREG(st.st_mode)) throw Failure(ErrorCategory::BAD_REQUEST, model_path + " is not a file");
   p->file = std::make_unique<runtime::GgufFile>(runtime::GgufFile::open(model_path));
   p->config = runtime::read_model_config(*p->file);

@@ -96,6 +96,7 @@ struct HeadIdentity {
   std::string keys_dir;    // where pairing keeps its keys; empty with --insecure (no pairing)
   int pairing_port = 0;
   int recovery_wait_s = 30;  // how long conversations wait for a device after a loss
+  std::vector<std::string> model_dirs;  // its model library's folders (hearthd --models)
 };
 
 // The head's ways out (cluster/host.h).

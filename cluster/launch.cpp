@@ -81,6 +81,13 @@ std::vector<partitioner::DeviceProfile> profiles_of(const std::vector<const Devi
 
 }  // namespace
 
+std::vector<std::pair<int, int>> fallback_sizes(int ctx, int streams) {
+  std::vector<std::pair<int, int>> sizes;
+  for (int k = streams; k >= 1; k /= 2) sizes.emplace_back(ctx, k);
+  for (int c = ctx / 2; c >= 256; c /= 2) sizes.emplace_back(c, 1);
+  return sizes;
+}
+
 partitioner::PartitionPlan plan_by_planner(const partitioner::ModelSpec& spec, const std::vector<const Device*>& devices,
                                            const partitioner::LinkTable& links, const partitioner::PartitionOptions& options) {
   const partitioner::PlanResult result = partitioner::plan_partition(spec, profiles_of(devices), links, options);

@@ -97,6 +97,11 @@ struct LaunchedPlan {
   LaunchState state_;
 };
 
+// The (ctx, streams) a launch tries, largest first, when the client named neither: fewer streams
+// before a shorter context, since a conversation's length matters more at home than how many run
+// at once.
+std::vector<std::pair<int, int>> fallback_sizes(int ctx, int streams);
+
 // "head:2,a:2,b:1" -> [(name, layers)]; throws Failure(BAD_REQUEST).
 std::vector<std::pair<std::string, int>> parse_split(const std::string& text);
 

@@ -103,7 +103,8 @@ HeadIdentity Node::head_identity() const {
           .public_key = keys_ ? keys_->public_key : "",
           .keys_dir = keys_ ? keys_dir() : "",
           .pairing_port = pairing_port_,
-          .recovery_wait_s = config_.recovery_wait_s};
+          .recovery_wait_s = config_.recovery_wait_s,
+          .model_dirs = config_.model_dirs.empty() ? std::vector<std::string>{config_.data_dir + "/models"} : config_.model_dirs};
 }
 
 void Node::start() {

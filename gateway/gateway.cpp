@@ -47,6 +47,37 @@ bool names_model(const json& status, const std::string& name) {
          name == std::filesystem::path(path).filename().string() || name == path;
 }
 
+// A model of the head's library as an OpenAI model object, with what hearth knows of it.
+json library_object(const json& m) {
+  json hearth = m;
+  hearth.erase("id");
+  return {{"id", m["id"]}, {"object", "model"}, {"created", 0}, {"owned_by", "hearth"}, {"hearth", hearth}};
+}
+
+json model_object(const json& status);
+
+// GET /v1/models: the library's models, the loaded one marked (with its stages), and the loaded
+// one also when it was launched from a file outside the library.
+json model_list(const json& status, const json& library) {
+  json list = {{"object", "list"}, {"data", json::array()}};
+  const bool loaded = status["plan"].is_object() && !status["plan"].empty();
+  bool listed = false;
+  for (const json& m : library.value("models", json::array())) {
+    json o = library_object(m);
+    if (m.value("loaded", false) && loaded) {
+      o["hearth"].update(model_object(status)["hearth"]);
+      listed = true;
+    }
+    list["data"].push_back(std::move(o));
+  }
+  if (loaded && !listed) {
+    json o = model_object(status);
+    o["hearth"]["loaded"] = true;
+    list["data"].push_back(std::move(o));
+  }
+  return list;
+}
+
 json model_object(const json& status) {
   const json& plan = status["plan"];
   json stages = json::array();
@@ -203,14 +234,25 @@ void Gateway::completions(const std::shared_ptr<HttpConnection>& c, bool chat) {
   fetch_status([this, c, shared](json status) {
     if (!c->open()) return;
     if (status.is_null()) return c->respond_error(504, "the head did not answer", "head_timeout");
-    if (!status["plan"].is_object() || status["plan"].empty())
-      return c->respond_error(503, "no model is loaded: run `hearth launch --model FILE` on the head first", "model_not_loaded");
-    if (!names_model(status, shared->model))
-      return c->respond_error(
-          404,
-          "the model '" + shared->model + "' is not loaded; this head serves '" + model_id(status) + "' (see GET /v1/models)",
-          "model_not_found", "model");
-    start_generation(c, std::move(*shared), model_id(status));
+    const bool loaded = status["plan"].is_object() && !status["plan"].empty();
+    if (loaded && names_model(status, shared->model)) return start_generation(c, std::move(*shared), model_id(status));
+    // Another model than the loaded one (or none loaded): one of the library's is a conflict with
+    // what the head serves, anything else unknown.
+    fetch_models([c, shared, status, loaded](json library) {
+      if (!c->open()) return;
+      const std::string serving = loaded ? "this head serves '" + model_id(status) + "'" : "no model is loaded";
+      for (const json& m : library.value("models", json::array()))
+        if (!shared->model.empty() && m["id"] == shared->model)
+          return c->respond_error(409,
+                                  "the model '" + shared->model + "' is in the library but not loaded; " + serving +
+                                      ": load it with `hearth launch -m " + shared->model + "` or the chat page's model menu",
+                                  "model_not_loaded", "model");
+      if (!loaded)
+        return c->respond_error(503, "no model is loaded: run `hearth launch --model FILE` on the head first (`hearth models` "
+                                     "lists its library)", "model_not_loaded");
+      c->respond_error(404, "the model '" + shared->model + "' is not loaded nor in the library; " + serving + " (see GET /v1/models)",
+                       "model_not_found", "model");
+    });
   });
 }
 
@@ -332,17 +374,38 @@ void Gateway::fetch_devices(JsonThen then) {
       kQueryTimeout);
 }
 
+void Gateway::fetch_models(JsonThen then) {
+  auto message = std::make_unique<capnp::MallocMessageBuilder>();
+  message->initRoot<transport::wire::Envelope>().initModelsRequest();
+  link_.request(
+      std::move(message),
+      [this, then = std::move(then)](const transport::wire::Envelope::Reader* reply) {
+        json models;
+        if (reply != nullptr && reply->isModelsReply()) models = transport::models_view(reply->getModelsReply());
+        net::post(io_, [then, models] { then(models); });
+        return false;
+      },
+      kQueryTimeout);
+}
+
+void Gateway::fetch_model_list(JsonThen then) {
+  fetch_status([this, then = std::move(then)](json status) {
+    if (status.is_null()) return then(json());
+    fetch_models([status, then](json library) {
+      if (library.is_null()) return then(json());
+      then(model_list(status, library));
+    });
+  });
+}
+
 void Gateway::models(const std::shared_ptr<HttpConnection>& c, const std::string& one) {
-  fetch_status([c, one](json status) {
-    if (status.is_null()) return c->respond_error(504, "the head did not answer", "head_timeout");
-    const bool loaded = status["plan"].is_object() && !status["plan"].empty();
-    if (!one.empty()) {
-      if (loaded && names_model(status, one)) return c->respond(200, "application/json", dump(model_object(status)));
-      return c->respond_error(404, "the model '" + one + "' is not loaded", "model_not_found", "model");
-    }
-    json list = {{"object", "list"}, {"data", json::array()}};
-    if (loaded) list["data"].push_back(model_object(status));
-    c->respond(200, "application/json", dump(list));
+  fetch_model_list([c, one](json list) {
+    if (list.is_null()) return c->respond_error(504, "the head did not answer", "head_timeout");
+    if (one.empty()) return c->respond(200, "application/json", dump(list));
+    for (const json& m : list["data"])
+      if (m["id"] == one) return c->respond(200, "application/json", dump(m));
+    c->respond_error(404, "the model '" + one + "' is neither loaded nor in the head's library (GET /v1/models lists them)",
+                     "model_not_found", "model");
   });
 }
 

@@ -75,6 +75,10 @@ class Gateway {
   // Ask the head; `then` runs on the Asio thread with the reply as JSON, null if none came.
   void fetch_status(JsonThen then);
   void fetch_devices(JsonThen then);
+  // The head's model library (transport::models_view), null when the head did not answer.
+  void fetch_models(JsonThen then);
+  // The status and the library together: every model clients may name, the loaded one marked.
+  void fetch_model_list(JsonThen then);
   std::string new_id(const char* prefix);
 
   GatewayOptions options_;

@@ -658,4 +658,76 @@ TEST_SUITE("http") {
     ::close(listener);
   }
 
+  TEST_CASE("the model library: listed with what each takes, launched by name, a library model not loaded is a 409") {
+    TempDir dir;
+    const fs::path lib = dir.file("lib");
+    fs::create_directories(lib);
+    for (const char* name : {"beta.gguf", "alpha.gguf"}) fs::rename(hearth::test::make_model(dir, name, {}), lib / name);
+    {  // a download cut short: listed, with why it cannot be launched
+      std::ofstream broken(lib / "broken.gguf", std::ios::binary);
+      broken << "GGUF\x03";
+    }
+    std::ofstream(lib / "notes.txt") << "not a model";
+    Cluster c(dir);
+    c.start("head", {"--http", "127.0.0.1:0", "--models", lib.string()});
+    c.start("a");
+    const HttpClient api(http_url(dir), "");
+
+    auto r = c.cli({"models", "--json"});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    json listed = json::parse(r.out);
+    REQUIRE(listed["models"].size() == 3);
+    CHECK(listed["models"][0]["id"] == "alpha");
+    CHECK(listed["models"][1]["id"] == "beta");
+    const json& alpha = listed["models"][0];
+    CHECK(alpha["fits"] == true);
+    CHECK(alpha["loaded"] == false);
+    CHECK(alpha["arch"] == "llama");
+    CHECK(alpha["weight_type"] == "f32");
+    CHECK(alpha["predicted_tokens_per_s"].get<double>() > 0);
+    CHECK(!alpha["devices"].empty());
+    const json& broken = listed["models"][2];
+    CHECK(broken["fits"] == false);
+    CHECK(broken["why"].get<std::string>().find("cannot be read") != std::string::npos);
+
+    // Nothing loaded: every model listed, none marked; naming one is a conflict, not "unknown".
+    json models = json::parse(api.get("/v1/models").body);
+    REQUIRE(models["data"].size() == 3);
+    CHECK(models["data"][0]["hearth"]["loaded"] == false);
+    json body = chat_body("hello", 4);
+    body["model"] = "alpha";
+    auto h = api.post("/v1/chat/completions", body.dump());
+    CHECK(h.status == 409);
+    CHECK(error_code(h) == "model_not_loaded");
+
+    // Launched by its name in the library.
+    r = c.cli({"launch", "--model", "alpha", "--split", "head:2,a:2"});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    models = json::parse(api.get("/v1/models").body);
+    REQUIRE(models["data"].size() == 3);
+    CHECK(models["data"][0]["hearth"]["loaded"] == true);
+    CHECK(models["data"][0]["hearth"]["stages"].size() == 2);
+    CHECK(models["data"][1]["hearth"]["loaded"] == false);
+    CHECK(api.post("/v1/chat/completions", body.dump()).status == 200);
+    body["model"] = "beta";
+    h = api.post("/v1/chat/completions", body.dump());
+    CHECK(h.status == 409);
+    CHECK(json::parse(h.body)["error"]["message"].get<std::string>().find("this head serves 'alpha'") != std::string::npos);
+    body["model"] = "gpt-4o";
+    h = api.post("/v1/chat/completions", body.dump());
+    CHECK(h.status == 404);
+    CHECK(error_code(h) == "model_not_found");
+    h = api.get("/v1/models/beta");
+    CHECK(h.status == 200);
+    CHECK(json::parse(h.body)["hearth"]["fits"] == true);
+    CHECK(api.get("/v1/models/nothing").status == 404);
+
+    r = c.cli({"models"});
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.out.find("alpha") != std::string::npos);
+    CHECK(r.out.find("yes") != std::string::npos);
+    CHECK(r.out.find("fits on") != std::string::npos);
+    CHECK(c.cli({"launch", "--model", "gamma"}).err.find("`hearth models` lists them") != std::string::npos);
+  }
+
 }  // TEST_SUITE

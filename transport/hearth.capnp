@@ -361,6 +361,32 @@ struct PlanReport {
   kvType @18 :Text;           # f32, f16 or q8_0: what every stage's KV cache stores
 }
 
+# ---- the model library: GGUF files in the head's models directories ----
+
+struct ModelsRequest {}
+
+struct LibraryModel {
+  id @0 :Text;                # the file's stem: what clients name it by
+  path @1 :Text;              # on the head
+  name @2 :Text;              # general.name
+  arch @3 :Text;
+  fileBytes @4 :UInt64;
+  weightType @5 :Text;
+  nLayers @6 :UInt32;
+  loaded @7 :Bool;            # the model being served (or launched)
+  fits @8 :Bool;              # the devices up now can hold it
+  why @9 :Text;               # why it does not fit, or cannot be read
+  devices @10 :List(Text);    # those the planner would use, in pipeline order
+  predictedTokensPerS @11 :Float64;  # one conversation decoding alone
+  nCtx @12 :UInt32;           # the context and streams a launch with no sizes would get
+  streams @13 :UInt32;
+}
+
+struct ModelsReply {
+  models @0 :List(LibraryModel);
+  dirs @1 :List(Text);        # the folders searched
+}
+
 struct LaunchReply {
   ok @0 :Bool;
   message @1 :Text;
@@ -486,5 +512,7 @@ struct Envelope {
     pairReply @29 :PairReply;
     helloRequest @30 :HelloRequest;
     commit @31 :Commit;
+    modelsRequest @32 :ModelsRequest;
+    modelsReply @33 :ModelsReply;
   }
 }

@@ -130,4 +130,24 @@ json devices_view(wire::DevicesReply::Reader r) {
   return out;
 }
 
+json models_view(wire::ModelsReply::Reader r) {
+  json out = {{"dirs", texts(r.getDirs())}, {"models", json::array()}};
+  for (auto m : r.getModels())
+    out["models"].push_back({{"id", m.getId().cStr()},
+                             {"path", m.getPath().cStr()},
+                             {"name", m.getName().cStr()},
+                             {"arch", m.getArch().cStr()},
+                             {"file_bytes", m.getFileBytes()},
+                             {"weight_type", m.getWeightType().cStr()},
+                             {"n_layers", m.getNLayers()},
+                             {"loaded", m.getLoaded()},
+                             {"fits", m.getFits()},
+                             {"why", m.getWhy().cStr()},
+                             {"devices", texts(m.getDevices())},
+                             {"predicted_tokens_per_s", m.getPredictedTokensPerS()},
+                             {"n_ctx", m.getNCtx()},
+                             {"streams", m.getStreams()}});
+  return out;
+}
+
 }  // namespace hearth::transport

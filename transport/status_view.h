@@ -14,5 +14,8 @@ nlohmann::json plan_view(wire::PlanReport::Reader plan);
 nlohmann::json status_view(wire::StatusReply::Reader status);
 // The devices the head knows, one object each (`hearth devices --json`, GET /v1/cluster).
 nlohmann::json devices_view(wire::DevicesReply::Reader devices);
+// {"dirs": [...], "models": [{"id", "path", "name", "arch", "file_bytes", "weight_type", "n_layers",
+// "loaded", "fits", "why", "devices", "predicted_tokens_per_s", "n_ctx", "streams"}]}
+nlohmann::json models_view(wire::ModelsReply::Reader models);
 
 }  // namespace hearth::transport

@@ -71,6 +71,45 @@ void devices(const HeadTarget& head, bool json) {
   }
 }
 
+void models(const HeadTarget& head, bool json) {
+  HeadClient c(head);
+  capnp::MallocMessageBuilder b;
+  b.initRoot<wire::Envelope>().initModelsRequest();
+  nlohmann::json out;
+  c.request(b, [&](wire::Envelope::Reader env) {
+    out = transport::models_view(env.getModelsReply());
+    return false;
+  });
+  if (json) {
+    std::cout << out.dump(2) << "\n";
+    return;
+  }
+  std::string dirs;
+  for (const auto& d : out["dirs"]) dirs += (dirs.empty() ? "" : ", ") + d.get<std::string>();
+  if (out["models"].empty()) {
+    std::printf("no GGUF files in %s (hearthd --models DIR names the folders)\n", dirs.c_str());
+    return;
+  }
+  std::printf("%-36s %-10s %-8s %10s %-7s %s\n", "MODEL", "ARCH", "TYPE", "SIZE", "LOADED", "ON THE DEVICES UP NOW");
+  for (const auto& m : out["models"]) {
+    std::string cost;
+    if (m["fits"].get<bool>()) {
+      std::string names;
+      for (const auto& d : m["devices"]) names += (names.empty() ? "" : "+") + d.get<std::string>();
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "fits on %s, ~%.1f tokens/s, %u tokens x %u", names.c_str(),
+                    m["predicted_tokens_per_s"].get<double>(), m["n_ctx"].get<unsigned>(), m["streams"].get<unsigned>());
+      cost = buf;
+    } else {
+      cost = m["why"].get<std::string>();
+    }
+    std::printf("%-36s %-10s %-8s %10s %-7s %s\n", m["id"].get<std::string>().c_str(), m["arch"].get<std::string>().c_str(),
+                m["weight_type"].get<std::string>().c_str(), gb(m["file_bytes"].get<double>()).c_str(),
+                m["loaded"].get<bool>() ? "yes" : "", cost.c_str());
+  }
+  std::printf("(from %s)\n", dirs.c_str());
+}
+
 void print_plan(const nlohmann::json& plan) {
   std::printf("%-16s %-10s %12s %12s %12s %10s %10s\n", "DEVICE", "LAYERS", "WEIGHTS", "KV CACHE", "HEADROOM", "STAGE ms",
               "HOP ms");
@@ -105,8 +144,9 @@ void launch(const HeadTarget& head, const LaunchArgs& a) {
   HeadClient c(head);
   capnp::MallocMessageBuilder b;
   auto r = b.initRoot<wire::Envelope>().initLaunchRequest();
-  // The head resolves the path in its own working directory: send it absolute.
-  r.setModelPath(std::filesystem::absolute(a.model).lexically_normal().string());
+  // The head resolves the path in its own working directory: send it absolute. A name that is
+  // no file here may be a model of the head's library: sent as it is.
+  r.setModelPath(std::filesystem::exists(a.model) ? std::filesystem::absolute(a.model).lexically_normal().string() : a.model);
   r.setObjective(a.objective);
   r.setCtx(a.ctx);
   r.setStreams(a.streams);
@@ -284,9 +324,15 @@ void add_cluster_commands(CLI::App& app) {
   d->add_flag("--json", *dj, "Print JSON");
   d->callback([head, dj] { devices(*head, *dj); });
 
+  auto mj = std::make_shared<bool>(false);
+  CLI::App* mo = app.add_subcommand("models", "List the GGUF files of the head's models directories and what each would take");
+  mo->add_flag("--json", *mj, "Print JSON");
+  mo->callback([head, mj] { models(*head, *mj); });
+
   auto la = std::make_shared<LaunchArgs>();
   CLI::App* l = app.add_subcommand("launch", "Plan a split of a model over the devices, send the weights, load");
-  l->add_option("-m,--model", la->model, "GGUF model file on the head")->required();
+  l->add_option("-m,--model", la->model, "GGUF model file on the head, or the name of one in its library (`hearth models`)")
+      ->required();
   l->add_option("--objective", la->objective, "latency | throughput | ttft")->capture_default_str();
   l->add_option("--ctx", la->ctx, "Context tokens per conversation (default: the model's, at most 4096)");
   l->add_option("--streams", la->streams, "Conversations at once (default 4)");
