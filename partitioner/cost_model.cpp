@@ -65,8 +65,9 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
   // micro-batch of u tokens: f32 rows for the hidden state (x, normed x, residual tmp), q and
   // the attention output, k and v, and SwiGLU's gate and up; the matmul's quantized copy of its
   // input (one q8_0 and one q8_k row per token, ~34/32 + 292/256 bytes per element of the
-  // widest input); and one row of attention scores per head over the whole context (scores
-  // are computed one query at a time, so this does not grow with u). The LM-head stage keeps
+  // widest input); and attention's scores: a row per head over the whole context for each of the
+  // up to 8 tokens one pass attends together (Stage::kTokenBlock; not growing with u), with a
+  // 32 KiB tile per head where the KV cache is not f32 (read back as f32). The LM-head stage keeps
   // one row of logits per stream; every stage double-buffers activation messages.
   const double u = o.prefill_chunk > 0 ? o.prefill_chunk : std::min(o.prompt_tokens, kDefaultUbatch);
   const double q_dim = double(spec_.n_head) * spec_.head_dim;
@@ -77,7 +78,9 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
   const double moe_row =
       spec_.n_expert > 0 ? double(spec_.n_expert) + (2.0 + spec_.n_expert_used) * spec_.n_embd + 2.0 * spec_.n_expert_used : 0.0;
   scratch_bytes_ = u * (3.0 * spec_.n_embd + 2 * q_dim + 2 * kv_dim + 2.0 * spec_.n_ff + moe_row) * kScratchElemBytes +
-                   u * widest_input * kQuantizedInputBytesPerElem + double(spec_.n_head) * double(o.ctx) * kScratchElemBytes;
+                   u * widest_input * kQuantizedInputBytesPerElem +
+                   double(spec_.n_head) * (kAttentionTokens * double(o.ctx) * kScratchElemBytes +
+                                           (o.kv_bytes_per_elem < kScratchElemBytes ? kKvTileBytes : 0.0));
   logits_bytes_ = double(o.streams) * spec_.n_vocab * kScratchElemBytes;
   buffer_bytes_ = kMessageBuffers * u * activation_bytes_per_token_;
 

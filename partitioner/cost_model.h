@@ -20,6 +20,10 @@ inline constexpr double kScratchElemBytes = 4;  // bytes per element of f32 comp
 // bytes per input element of a matmul's quantized activations: a q8_0 row (34 B per 32) and a
 // q8_k row (292 B per 256), both kept by the runtime's MatmulScratch
 inline constexpr double kQuantizedInputBytesPerElem = 34.0 / 32 + 292.0 / 256;
+// Attention's buffers per head, as runtime/model/stage.h sizes them: score rows for 8 tokens at a
+// time (Stage::kTokenBlock), and a 32 KiB tile (kKvTileFloats) a non-f32 KV cache is read into.
+inline constexpr double kAttentionTokens = 8;
+inline constexpr double kKvTileBytes = 32768;
 inline constexpr int kMessageBuffers = 4;  // activation messages a stage holds: 2 in, 2 out
 // Tokens per forward() a stage is sized for when chunking is automatic: the runtime's
 // StageOptions::max_batch default, which the head uses too.
