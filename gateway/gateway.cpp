@@ -10,6 +10,7 @@
 
 #include "gateway/completion.h"
 #include "gateway/error_status.h"
+#include "gateway/sse.h"
 #include "transport/status_view.h"
 #include "gateway/web_assets.h"
 #include "cluster/wire_convert.h"
@@ -45,6 +46,21 @@ bool names_model(const json& status, const std::string& name) {
   const std::string path = plan.value("model", "");
   return name == model_id(status) || name == plan.value("model_name", "") ||
          name == std::filesystem::path(path).filename().string() || name == path;
+}
+
+// A LaunchRequest for the model file at `path` on the head.
+std::unique_ptr<capnp::MallocMessageBuilder> launch_request(const std::string& path) {
+  auto message = std::make_unique<capnp::MallocMessageBuilder>();
+  message->initRoot<transport::wire::Envelope>().initLaunchRequest().setModelPath(path);
+  return message;
+}
+
+// How a launch ended, from its last reply (null: none came in time).
+std::pair<bool, std::string> launch_outcome(const transport::wire::Envelope::Reader* reply) {
+  if (reply != nullptr && reply->isLaunchReply())
+    return {reply->getLaunchReply().getOk(), reply->getLaunchReply().getMessage().cStr()};
+  if (reply != nullptr && reply->isError()) return {false, reply->getError().getMessage().cStr()};
+  return {false, "the head did not answer"};
 }
 
 // A model of the head's library as an OpenAI model object, with what hearth knows of it.
@@ -204,6 +220,11 @@ void Gateway::handle(const std::shared_ptr<HttpConnection>& c) {
       if (!get) return wrong_method("GET");
       return models(c, path == "/v1/models" ? "" : path.substr(std::string("/v1/models/").size()));
     }
+    if (path == "/v1/hearth/launch") {
+      c->set_route(path);
+      if (!post) return wrong_method("POST");
+      return launch(c);
+    }
     if (path == "/v1/hearth/status") {
       c->set_route(path);
       if (!get) return wrong_method("GET");
@@ -238,15 +259,24 @@ void Gateway::completions(const std::shared_ptr<HttpConnection>& c, bool chat) {
     if (loaded && names_model(status, shared->model)) return start_generation(c, std::move(*shared), model_id(status));
     // Another model than the loaded one (or none loaded): one of the library's is a conflict with
     // what the head serves, anything else unknown.
-    fetch_models([c, shared, status, loaded](json library) {
+    fetch_models([this, c, shared, status, loaded](json library) {
       if (!c->open()) return;
       const std::string serving = loaded ? "this head serves '" + model_id(status) + "'" : "no model is loaded";
-      for (const json& m : library.value("models", json::array()))
-        if (!shared->model.empty() && m["id"] == shared->model)
-          return c->respond_error(409,
+      for (const json& m : library.value("models", json::array())) {
+        if (shared->model.empty() || m["id"] != shared->model) continue;
+        if (options_.auto_load)
+          return load_then(shared->model, m["path"], [this, c, shared](bool ok, const std::string& why) {
+            if (!c->open()) return;
+            if (!ok)
+              return c->respond_error(503, "loading the model '" + shared->model + "' failed: " + why, "model_load_failed", "model");
+            const std::string id = shared->model;
+            start_generation(c, std::move(*shared), id);
+          });
+        return c->respond_error(409,
                                   "the model '" + shared->model + "' is in the library but not loaded; " + serving +
                                       ": load it with `hearth launch -m " + shared->model + "` or the chat page's model menu",
                                   "model_not_loaded", "model");
+      }
       if (!loaded)
         return c->respond_error(503, "no model is loaded: run `hearth launch --model FILE` on the head first (`hearth models` "
                                      "lists its library)", "model_not_loaded");
@@ -407,6 +437,74 @@ void Gateway::models(const std::shared_ptr<HttpConnection>& c, const std::string
     c->respond_error(404, "the model '" + one + "' is neither loaded nor in the head's library (GET /v1/models lists them)",
                      "model_not_found", "model");
   });
+}
+
+void Gateway::launch(const std::shared_ptr<HttpConnection>& c) {
+  std::string id;
+  try {
+    id = json::parse(c->request().body()).at("model").get<std::string>();
+  } catch (const json::exception&) {
+    return c->respond_error(400, "the body must be JSON with \"model\": the id of a model GET /v1/models lists",
+                            "invalid_request_error", "model");
+  }
+  // Only the library's models: a client on the LAN names one, never a path on the head.
+  fetch_models([this, c, id](json library) {
+    if (!c->open()) return;
+    if (library.is_null()) return c->respond_error(504, "the head did not answer", "head_timeout");
+    std::string path;
+    for (const json& m : library.value("models", json::array()))
+      if (m["id"] == id) path = m["path"];
+    if (path.empty())
+      return c->respond_error(404, "the model '" + id + "' is not in the head's library (GET /v1/models lists it)",
+                              "model_not_found", "model");
+    c->start_stream(200, "text/event-stream");
+    link_.request(
+        launch_request(path),
+        [this, c](const transport::wire::Envelope::Reader* reply) {
+          json event;
+          bool more = false;
+          if (reply != nullptr && reply->isLaunchProgress()) {
+            const auto p = reply->getLaunchProgress();
+            event = {{"device", p.getDevice().cStr()},
+                     {"bytes_done", p.getBytesDone()},
+                     {"bytes_total", p.getBytesTotal()},
+                     {"state", p.getState().cStr()}};
+            if (p.hasPlan()) event["plan"] = transport::plan_view(p.getPlan());
+            more = true;
+          } else {
+            const auto [ok, why] = launch_outcome(reply);
+            event = {{"done", true}, {"ok", ok}, {"message", why}};
+          }
+          net::post(io_, [c, event, more] {
+            if (!c->open()) return;
+            c->send_chunk(sse_event(dump(event)));
+            if (!more) c->end_stream();
+          });
+          return more;
+        },
+        kGenerationIdleTimeout);
+  });
+}
+
+void Gateway::load_then(const std::string& id, const std::string& path,
+                        std::function<void(bool ok, const std::string& why)> then) {
+  auto& waiters = loading_[id];
+  waiters.push_back(std::move(then));
+  if (waiters.size() > 1) return;  // its launch is under way
+  spdlog::info("http: a request names {}: loading it (--auto-load)", id);
+  link_.request(
+      launch_request(path),
+      [this, id](const transport::wire::Envelope::Reader* reply) {
+        if (reply != nullptr && reply->isLaunchProgress()) return true;
+        const auto [ok, why] = launch_outcome(reply);
+        net::post(io_, [this, id, ok = ok, why = why] {
+          auto waiters = std::move(loading_[id]);
+          loading_.erase(id);
+          for (auto& w : waiters) w(ok, why);
+        });
+        return false;
+      },
+      kGenerationIdleTimeout);
 }
 
 void Gateway::health(const std::shared_ptr<HttpConnection>& c) {

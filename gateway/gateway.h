@@ -23,6 +23,7 @@
 
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <nlohmann/json.hpp>
@@ -45,6 +46,9 @@ struct GatewayOptions {
   // The head's own CURVE identity: the gateway runs in the head's process and talks to its control
   // socket as the head itself. None with --insecure.
   std::optional<transport::CurveKeys> keys;
+  // A request naming a model of the library that is not loaded loads it (in place of the one
+  // serving, for everyone) instead of getting a 409 (hearthd --auto-load).
+  bool auto_load = false;
 };
 
 class Gateway {
@@ -69,6 +73,12 @@ class Gateway {
   int max_running() const;
   void generation_ended();
   void models(const std::shared_ptr<HttpConnection>& c, const std::string& one);
+  // POST /v1/hearth/launch {"model": ID}: launches a model of the library, its progress streamed
+  // as server-sent events (the plan, then each device's bytes, then {"done": true, "ok": ...}).
+  void launch(const std::shared_ptr<HttpConnection>& c);
+  // --auto-load: launches the library's model `id` (at `path` on the head), then calls `then`
+  // with whether it loaded and why not; requests that name it meanwhile wait for the same launch.
+  void load_then(const std::string& id, const std::string& path, std::function<void(bool ok, const std::string& why)> then);
   void health(const std::shared_ptr<HttpConnection>& c);
   void metrics(const std::shared_ptr<HttpConnection>& c);
   void cluster_status(const std::shared_ptr<HttpConnection>& c);
@@ -89,6 +99,8 @@ class Gateway {
   nlohmann::json last_status_;                 // the head's last status (Asio thread)
   int running_ = 0;                            // generations sent to the head and not ended (Asio thread)
   std::deque<std::function<void()>> waiting_;  // generations queued for a free stream (Asio thread)
+  // --auto-load: the launches under way, by model id, and the requests waiting for each (Asio thread).
+  std::map<std::string, std::vector<std::function<void(bool, const std::string&)>>> loading_;
   std::mt19937_64 rng_;
   std::thread thread_;
 };

@@ -728,6 +728,62 @@ TEST_SUITE("http") {
     CHECK(r.out.find("yes") != std::string::npos);
     CHECK(r.out.find("fits on") != std::string::npos);
     CHECK(c.cli({"launch", "--model", "gamma"}).err.find("`hearth models` lists them") != std::string::npos);
+
+    // The page's model picker: the library with what each costs, a load with its progress.
+    // The launch endpoint takes only the library's names.
+    h = api.post("/v1/hearth/launch", R"({"model":"/etc/passwd"})");
+    CHECK(h.status == 404);
+    CHECK(api.post("/v1/hearth/launch", "not json").status == 400);
+    if (!on_path("node") || !fs::exists("/usr/bin/chromium")) {
+      MESSAGE("SKIPPED the model picker check: it needs node and Debian's chromium (scripts/test.sh installs them)");
+      return;
+    }
+    const auto web = run_program(
+        {"node", (tests_dir() / "web" / "web_chat.mjs").string(), http_url(dir) + "/", "-", "--pick-model", "beta"}, "", dir);
+    CAPTURE(web.err);
+    REQUIRE(web.exit_code == 0);
+    const json w = json::parse(web.out);
+    CAPTURE(w.dump());
+    CHECK(w["model_at_start"].get<std::string>().rfind("alpha", 0) == 0);
+    REQUIRE(w["listed"].size() == 3);
+    CHECK(w["listed"][0].get<std::string>().find("alpha (loaded)") != std::string::npos);
+    CHECK(w["listed"][1].get<std::string>().find("tok/s") != std::string::npos);  // what loading beta costs
+    CHECK(w["listed"][2].get<std::string>().find("cannot be read") != std::string::npos);
+    CHECK(w["progress"] == "beta is loaded.");
+    CHECK(w["model_after"].get<std::string>().rfind("beta", 0) == 0);
+    CHECK(w["picker_horizontal_scroll"] == false);
+    CHECK(json::parse(api.get("/v1/models/beta").body)["hearth"]["loaded"] == true);
+  }
+
+  TEST_CASE("--auto-load: a request naming a model of the library loads it, and requests meanwhile wait for the same launch") {
+    TempDir dir;
+    const fs::path lib = dir.file("lib");
+    fs::create_directories(lib);
+    for (const char* name : {"alpha.gguf", "beta.gguf"}) fs::rename(hearth::test::make_model(dir, name, {}), lib / name);
+    Cluster c(dir);
+    c.start("head", {"--http", "127.0.0.1:0", "--models", lib.string(), "--auto-load"});
+    c.start("a");
+    const HttpClient api(http_url(dir), "");
+    json body = chat_body("hello", 4);
+    for (const char* id : {"alpha", "beta"}) {
+      CAPTURE(id);
+      body["model"] = id;
+      // Two at once: one launch, both answered by the model it loaded.
+      std::vector<hearth::http::HttpResponse> replies(2);
+      std::thread other([&] { replies[1] = api.post("/v1/chat/completions", body.dump()); });
+      replies[0] = api.post("/v1/chat/completions", body.dump());
+      other.join();
+      for (const auto& r : replies) {
+        REQUIRE_MESSAGE(r.status == 200, r.body);
+        CHECK(json::parse(r.body)["model"] == id);
+      }
+      CHECK(json::parse(api.get(std::string("/v1/models/") + id).body)["hearth"]["loaded"] == true);
+    }
+    body["model"] = "gpt-4o";
+    CHECK(api.post("/v1/chat/completions", body.dump()).status == 404);
+    const auto refused = run_program({HEARTH_DAEMON, "--auto-load", "--data-dir", dir.file("solo")}, "", dir);
+    CHECK(refused.exit_code != 0);
+    CHECK(refused.err.find("--auto-load needs --http") != std::string::npos);
   }
 
 }  // TEST_SUITE

@@ -80,6 +80,7 @@ hearth::profiles::Profile load_profile(const DaemonConfig& c) {
 struct Options {
   DaemonConfig config;
   std::string http_listen, api_key, ready_file;
+  bool auto_load = false;
   bool verbose = false;
 };
 
@@ -120,6 +121,9 @@ void add_options(CLI::App& app, Options& o, bool& no_discovery) {
   app.add_option("--http", o.http_listen,
                  "HOST:PORT for the OpenAI API and web chat (head only; 0.0.0.0:8080 opens it to the LAN; default: off)")
       ->envname("HEARTH_HTTP");
+  app.add_flag("--auto-load", o.auto_load,
+               "A chat request naming a model of the library that is not loaded loads it, in place of the one serving "
+               "(default: 409)");
   app.add_option("--api-key", o.api_key, "Require 'Authorization: Bearer KEY' on the HTTP API")->envname("HEARTH_API_KEY");
   app.add_option("--ready-file", o.ready_file,
                  "Write the control endpoint (and, with --http, the URL on a second line) to this file once listening");
@@ -130,6 +134,7 @@ void add_options(CLI::App& app, Options& o, bool& no_discovery) {
 std::string check_options(const Options& o) {
   const DaemonConfig& c = o.config;
   if (!o.http_listen.empty() && !c.head) return "--http needs --head: only the head serves HTTP";
+  if (o.auto_load && o.http_listen.empty()) return "--auto-load needs --http: it loads the models HTTP requests name";
   if (c.token.empty()) return "";
   if (c.head || c.insecure) return "--token is for a device joining a head (not with --head or --insecure)";
   try {
@@ -180,7 +185,7 @@ void serve(const Options& o) {
   std::unique_ptr<hearth::http::Gateway> gateway;
   if (!o.http_listen.empty())
     gateway = std::make_unique<hearth::http::Gateway>(
-        hearth::http::GatewayOptions{o.http_listen, o.api_key, node.control_endpoint(), node.keys()});
+        hearth::http::GatewayOptions{o.http_listen, o.api_key, node.control_endpoint(), node.keys(), o.auto_load});
   if (!o.ready_file.empty())
     std::ofstream(o.ready_file) << node.control_endpoint() << "\n" << (gateway ? gateway->url() + "\n" : "");
 

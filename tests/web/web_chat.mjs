@@ -3,6 +3,10 @@
 // Enter and waits for the streamed reply. Prints one JSON line with what the page showed.
 //
 //   node tests/web/web_chat.mjs URL MESSAGE [--api-key KEY] [--screenshot FILE] [--chromium PATH]
+//   node tests/web/web_chat.mjs URL - --pick-model ID [--screenshot FILE]
+//
+// With --pick-model it only opens the header's model picker, loads model ID from it and reports
+// the list, the launch's progress and the header afterwards.
 //
 // The page is set to greedy decoding and 30 tokens, so the reply can be compared with the API's.
 import { spawn } from "node:child_process";
@@ -15,6 +19,7 @@ const option = (name, fallback) => { const i = args.indexOf(name); return i >= 0
 const apiKey = option("--api-key", "");
 const screenshot = option("--screenshot", "");
 const chromiumPath = option("--chromium", "/usr/bin/chromium");
+const pickModel = option("--pick-model", "");
 const [url, message] = args;
 if (!url || !message) { console.error("usage: web_chat.mjs URL MESSAGE [--api-key KEY] [--screenshot FILE]"); process.exit(2); }
 
@@ -88,6 +93,26 @@ async function main() {
   await loaded;
   await waitFor(`document.getElementById("model").textContent !== "connecting\u2026"`, "the model name");
   const model = await evaluate(`document.getElementById("model").textContent`);
+  if (pickModel) {
+    const item = `document.querySelector('#model-list li[data-id=${JSON.stringify(pickModel)}]')`;
+    await evaluate(`document.getElementById("model").click(); true`);
+    await waitFor(`${item} !== null && ${item}.querySelector("button") !== null`, "the model picker to list " + pickModel);
+    const listed = await evaluate(`[...document.querySelectorAll("#model-list li")].map((li) => li.innerText)`);
+    await evaluate(`${item}.querySelector("button").click(); true`);
+    await waitFor(`/is loaded|failed/.test(document.getElementById("launch-progress").textContent)`, "the launch to end", 45000);
+    const progress = await evaluate(`document.getElementById("launch-progress").textContent`);
+    await waitFor(`${item} !== null && ${item}.classList.contains("loaded")`, "the picker to mark it loaded");
+    await waitFor(`document.getElementById("model").textContent.startsWith(${JSON.stringify(pickModel)})`, "the header to name it");
+    const after = await evaluate(`document.getElementById("model").textContent`);
+    const scroll = await evaluate(`document.querySelector("#models form").scrollWidth > document.querySelector("#models form").clientWidth`);
+    if (screenshot) {
+      const shot = await page("Page.captureScreenshot", { format: "png" });
+      writeFileSync(screenshot, Buffer.from(shot.data, "base64"));
+    }
+    console.log(JSON.stringify({ model_at_start: model, listed, progress, model_after: after, picker_horizontal_scroll: scroll }));
+    finish(0);
+    return;
+  }
 
   // Count every change of the reply's text: a streamed reply changes it once per chunk.
   await evaluate(`window.__updates = 0; new MutationObserver((records) => { window.__updates += records.length; })
