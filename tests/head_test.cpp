@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <thread>
@@ -721,6 +722,42 @@ TEST_CASE("head: without --ctx and --streams a launch takes the largest that fit
   CHECK(refused.getCategory() == wire::ErrorCategory::NO_CAPACITY);
   CHECK(std::string(refused.getMessage().cStr()).find("would fit") != std::string::npos);
   MESSAGE(std::string(refused.getMessage().cStr()));
+}
+
+TEST_CASE("model library: every GGUF of its folders, unreadable ones with why, re-read only when a file changes") {
+  hearth::test::TempDir dir;
+  namespace fs = std::filesystem;
+  const fs::path lib = dir.file("lib");
+  fs::create_directories(lib);
+  fs::rename(hearth::test::make_model(dir, "a.gguf", {}), lib / "a.gguf");
+  std::ofstream(lib / "b.gguf") << "GGUF but cut short";
+  std::ofstream(lib / "c.txt") << "not a model";
+  ModelLibrary library({lib.string(), dir.file("missing")});
+  auto models = library.scan();
+  REQUIRE(models.size() == 2);
+  CHECK(models[0].id == "a");
+  CHECK(models[0].arch == "llama");
+  CHECK(models[0].spec.has_value());
+  CHECK(models[0].error.empty());
+  CHECK(models[0].n_layers > 0);
+  CHECK(models[0].file_bytes == fs::file_size(lib / "a.gguf"));
+  CHECK(models[1].id == "b");
+  CHECK(!models[1].spec.has_value());
+  CHECK(!models[1].error.empty());
+  // Named by id, file name or path.
+  CHECK(library.find("a") != nullptr);
+  CHECK(library.find("a.gguf") != nullptr);
+  CHECK(library.find(models[0].path) != nullptr);
+  CHECK(library.find("c") == nullptr);
+  // The download finished: b is read again; a is gone.
+  fs::remove(lib / "b.gguf");
+  fs::rename(hearth::test::make_model(dir, "b.gguf", {}), lib / "b.gguf");
+  fs::remove(lib / "a.gguf");
+  models = library.scan();
+  REQUIRE(models.size() == 1);
+  CHECK(models[0].id == "b");
+  CHECK(models[0].spec.has_value());
+  CHECK(library.find("a") == nullptr);
 }
 
 }  // namespace hearth::cluster

@@ -128,7 +128,11 @@ class Cluster:
         launch = ["launch", "--model", model, "--ctx", str(a.ctx), "--streams", str(a.streams)]
         if split:
             launch += ["--split", split]
-        log("launching %s (%s, --streams %d)" % (os.path.basename(model), split or "planned", a.streams))
+        kv_type = getattr(a, "kv_type", "")
+        if kv_type:
+            launch += ["--kv-type", kv_type]
+        log("launching %s (%s, --streams %d%s)" % (os.path.basename(model), split or "planned", a.streams,
+                                                   ", --kv-type " + kv_type if kv_type else ""))
         self.hearth(head, *launch)
         return url
 
