@@ -390,32 +390,29 @@ void Gateway::fetch_status(JsonThen then) {
       kQueryTimeout);
 }
 
-void Gateway::fetch_devices(JsonThen then) {
+void Gateway::query(const std::function<void(transport::wire::Envelope::Builder)>& init, ReplyView view, JsonThen then) {
   auto message = std::make_unique<capnp::MallocMessageBuilder>();
-  message->initRoot<transport::wire::Envelope>().initDevicesRequest();
+  init(message->initRoot<transport::wire::Envelope>());
   link_.request(
       std::move(message),
-      [this, then = std::move(then)](const transport::wire::Envelope::Reader* reply) {
-        json devices;
-        if (reply != nullptr && reply->isDevicesReply()) devices = transport::devices_view(reply->getDevicesReply());
-        net::post(io_, [then, devices] { then(devices); });
+      [this, view = std::move(view), then = std::move(then)](const transport::wire::Envelope::Reader* reply) {
+        const json out = reply != nullptr ? view(*reply) : json();
+        net::post(io_, [then, out] { then(out); });
         return false;
       },
       kQueryTimeout);
 }
 
+void Gateway::fetch_devices(JsonThen then) {
+  query([](transport::wire::Envelope::Builder e) { e.initDevicesRequest(); },
+        [](const transport::wire::Envelope::Reader& r) { return r.isDevicesReply() ? transport::devices_view(r.getDevicesReply()) : json(); },
+        std::move(then));
+}
+
 void Gateway::fetch_models(JsonThen then) {
-  auto message = std::make_unique<capnp::MallocMessageBuilder>();
-  message->initRoot<transport::wire::Envelope>().initModelsRequest();
-  link_.request(
-      std::move(message),
-      [this, then = std::move(then)](const transport::wire::Envelope::Reader* reply) {
-        json models;
-        if (reply != nullptr && reply->isModelsReply()) models = transport::models_view(reply->getModelsReply());
-        net::post(io_, [then, models] { then(models); });
-        return false;
-      },
-      kQueryTimeout);
+  query([](transport::wire::Envelope::Builder e) { e.initModelsRequest(); },
+        [](const transport::wire::Envelope::Reader& r) { return r.isModelsReply() ? transport::models_view(r.getModelsReply()) : json(); },
+        std::move(then));
 }
 
 void Gateway::fetch_model_list(JsonThen then) {

@@ -84,6 +84,9 @@ class Gateway {
   void cluster_status(const std::shared_ptr<HttpConnection>& c);
   // Ask the head; `then` runs on the Asio thread with the reply as JSON, null if none came.
   void fetch_status(JsonThen then);
+  // Sends the request `init` makes; `then` gets `view` of the reply (null if none came).
+  using ReplyView = std::function<nlohmann::json(const transport::wire::Envelope::Reader&)>;
+  void query(const std::function<void(transport::wire::Envelope::Builder)>& init, ReplyView view, JsonThen then);
   void fetch_devices(JsonThen then);
   // The head's model library (transport::models_view), null when the head did not answer.
   void fetch_models(JsonThen then);

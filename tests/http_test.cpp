@@ -517,10 +517,15 @@ TEST_SUITE("http") {
       CHECK(md["visible"] == true);
       CHECK(md["code"] == "console.log(\"<b>hi</b>\");");
       CHECK(md["copy"] == true);
-      CHECK(md["items"] == 4);
+      CHECK(md["items"] == 7);  // 2 + 2 + outer and its 2 inner ones
+      CHECK(md["nested"] == 2);
+      CHECK(md["quote"] == "quoted words\nand more");
+      REQUIRE(md["links"].size() == 1);
+      CHECK(md["links"][0] == "https://example.org/docs?a=1 the docs noopener noreferrer");
+      CHECK(md["text"].get<std::string>().find("[not a link](javascript:window.__pwned=5)") != std::string::npos);
       CHECK(md["cells"] == 2);
       CHECK(md["strong"] == 1);
-      CHECK(md["em"] == 3);  // *emphasis*, _more_, _c_
+      CHECK(md["em"] == 4);  // *emphasis*, _more_, _c_, *words*
       CHECK(md["inline_code"] == "a<b>");
       CHECK(md["text"].get<std::string>().find("<script>window.__pwned = 1</script>") != std::string::npos);
       CHECK(md["text"].get<std::string>().find("<img src=x onerror=") != std::string::npos);

@@ -27,6 +27,7 @@ struct BenchArgs {
   int threads = 0;
   int repeats = 3;
   int batch = 1;  // sequences decoded together, one token each per step (as a stage batches streams)
+  int depth = 0;  // tokens already in each sequence's cache before the measured prompt (a conversation's history)
   bool json = false;
   std::string kv_type = kDefaultKvType;
 };
@@ -52,18 +53,24 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+// The history (--depth) goes in chunks of this many tokens, as a stage prefills a long prompt.
+constexpr int kDepthChunk = 256;
+
 void bench(const BenchArgs& a) {
   LocalModel m = open_local_model(a.model);
   const int threads = a.threads > 0 ? a.threads : runtime::hardware_threads();
   runtime::ThreadPool pool(threads);
   runtime::Stage stage(
       m.weights,
-      {.n_ctx = a.prompt_tokens + a.gen_tokens + 1, .max_batch = std::max(a.batch, a.prompt_tokens), .max_sequences = a.batch,
+      {.n_ctx = a.depth + a.prompt_tokens + a.gen_tokens + 1,
+       .max_batch = std::max({a.batch, a.prompt_tokens, std::min(a.depth, kDepthChunk)}),
+       .max_sequences = a.batch,
        .kv_type = kv_type_named(a.kv_type)},
       pool);
   runtime::Rng rng(42);
-  std::vector<int32_t> prompt(static_cast<size_t>(a.prompt_tokens));
+  std::vector<int32_t> prompt(static_cast<size_t>(a.prompt_tokens)), history(static_cast<size_t>(a.depth));
   for (auto& t : prompt) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(m.config.n_vocab));
+  for (auto& t : history) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(m.config.n_vocab));
 
   // The memory read bandwidth is measured in the same run as decode, in short passes between its
   // tokens (their time is not decode's), so that both figures see the same machine: on a shared or
@@ -80,12 +87,22 @@ void bench(const BenchArgs& a) {
   // Sequences 1..batch; each is prefilled alone (prefill speed is that of sequence 1), then all
   // decode together, one token each per forward().
   std::vector<runtime::SeqChunk> chunks(static_cast<size_t>(a.batch));
+  bool recurrent = false;
+  for (int l = 0; l < m.config.n_layer; ++l) recurrent = recurrent || m.config.is_recurrent(l);
   std::vector<int32_t> toks(static_cast<size_t>(a.batch), 1);
   for (int r = 0; r < a.repeats + 1; ++r) {  // the first round warms caches and page mappings
     double prefill_s = 0;
+    // The history, not measured: once, as later rounds rewind to its end; every round for a
+    // model whose recurrent layers cannot rewind.
+    for (int b = 0; b < a.batch && (r == 0 || recurrent); ++b)
+      for (int at = 0; at < a.depth; at += kDepthChunk) {
+        const int n = std::min(kDepthChunk, a.depth - at);
+        runtime::SeqChunk chunk{static_cast<uint64_t>(b + 1), at, n};
+        stage.forward({.chunks = {&chunk, 1}, .tokens = std::span(history).subspan(static_cast<size_t>(at), static_cast<size_t>(n))});
+      }
     for (int b = 0; b < a.batch && a.prompt_tokens > 0; ++b) {
       const auto t0 = Clock::now();
-      runtime::SeqChunk chunk{static_cast<uint64_t>(b + 1), 0, a.prompt_tokens};
+      runtime::SeqChunk chunk{static_cast<uint64_t>(b + 1), a.depth, a.prompt_tokens};
       stage.forward({.chunks = {&chunk, 1}, .tokens = prompt});
       if (b == 0) prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
     }
@@ -99,7 +116,7 @@ void bench(const BenchArgs& a) {
       }
       const uint64_t w0 = runqueue_wait_ns();
       const auto t1 = Clock::now();
-      for (int b = 0; b < a.batch; ++b) chunks[static_cast<size_t>(b)] = {static_cast<uint64_t>(b + 1), a.prompt_tokens + i, 1};
+      for (int b = 0; b < a.batch; ++b) chunks[static_cast<size_t>(b)] = {static_cast<uint64_t>(b + 1), a.depth + a.prompt_tokens + i, 1};
       auto logits = stage.forward({.chunks = chunks, .tokens = toks});
       const auto n_vocab = static_cast<size_t>(m.config.n_vocab);
       for (size_t b = 0; b < toks.size(); ++b) {
@@ -111,7 +128,8 @@ void bench(const BenchArgs& a) {
     }
     if (a.gen_tokens > 0 && r > 0) step_bytes.push_back(static_cast<double>(stage.weight_bytes_read() - read0) / a.gen_tokens);
     if (a.gen_tokens == 0 && r > 0) bandwidth.push_back(probe.measure(pool, 1));
-    for (int b = 0; b < a.batch; ++b) stage.release(static_cast<uint64_t>(b + 1));
+    if (a.depth == 0 || recurrent)
+      for (int b = 0; b < a.batch; ++b) stage.release(static_cast<uint64_t>(b + 1));
     if (r == 0) continue;
     prefill.push_back(a.prompt_tokens / prefill_s);
     decode.push_back(static_cast<double>(a.gen_tokens) * a.batch / decode_s);
@@ -130,6 +148,8 @@ void bench(const BenchArgs& a) {
                         {"prompt_tokens", a.prompt_tokens},
                         {"gen_tokens", a.gen_tokens},
                         {"batch", a.batch},
+                        {"depth", a.depth},
+                        {"kv_type", a.kv_type},
                         {"repeats", a.repeats},
                         {"prefill_tok_s", pf},
                         {"decode_tok_s", dc},
@@ -143,6 +163,8 @@ void bench(const BenchArgs& a) {
   }
   std::printf("model          %s (%s)\n", a.model.c_str(), m.config.name.c_str());
   std::printf("threads        %d (%s kernels)\n", threads, std::string(stage.kernels().name).c_str());
+  std::printf("kv cache       %s%s\n", a.kv_type.c_str(),
+              a.depth > 0 ? (", " + std::to_string(a.depth) + " tokens of history before the prompt").c_str() : "");
   std::printf("prefill        %8.2f tok/s  (%d tokens, median of %d)\n", pf, a.prompt_tokens, a.repeats);
   std::printf("decode         %8.2f tok/s  (%d tokens x %d sequences, median of %d)\n", dc, a.gen_tokens, a.batch, a.repeats);
   std::printf("decode reads   %8.2f GB/s   (%.1f MB of weights per step%s)\n", read_gb_s, bytes / 1e6,
@@ -171,6 +193,11 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--batch", a->batch, "Sequences decoded together (aggregate tok/s is reported)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--depth", a->depth,
+                  "Tokens already in each sequence's KV cache before the measured prompt and decode (a conversation's "
+                  "history; not measured)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", a->json, "Print JSON");
   add_kv_type_option(cmd, a->kv_type);
   cmd->callback([a] { bench(*a); });

@@ -39,19 +39,27 @@ std::string layers(int first, int last) {
   return std::to_string(first) + "-" + std::to_string(last - 1);
 }
 
-void devices(const HeadTarget& head, bool json) {
+// Asks the head with the request `init` makes and returns `view` of its reply; with `print_json`
+// also prints it (the commands' --json).
+template <typename Init, typename View>
+nlohmann::json ask_head(const HeadTarget& head, Init init, View view, bool print_json) {
   HeadClient c(head);
   capnp::MallocMessageBuilder b;
-  b.initRoot<wire::Envelope>().initDevicesRequest();
-  nlohmann::json out = nlohmann::json::array();
+  init(b.initRoot<wire::Envelope>());
+  nlohmann::json out;
   c.request(b, [&](wire::Envelope::Reader env) {
-    out = transport::devices_view(env.getDevicesReply());
+    out = view(env);
     return false;
   });
-  if (json) {
-    std::cout << out.dump(2) << "\n";
-    return;
-  }
+  if (print_json) std::cout << out.dump(2) << "\n";
+  return out;
+}
+
+void devices(const HeadTarget& head, bool json) {
+  const nlohmann::json out = ask_head(
+      head, [](wire::Envelope::Builder e) { e.initDevicesRequest(); },
+      [](wire::Envelope::Reader r) { return transport::devices_view(r.getDevicesReply()); }, json);
+  if (json) return;
   std::printf("%-16s %-6s %-6s %-26s %12s %12s %6s  %s\n", "DEVICE", "ROLE", "STATE", "ENDPOINT", "USABLE MEM", "MEM BW", "CORES",
               "CPU");
   for (const auto& d : out)
@@ -72,18 +80,10 @@ void devices(const HeadTarget& head, bool json) {
 }
 
 void models(const HeadTarget& head, bool json) {
-  HeadClient c(head);
-  capnp::MallocMessageBuilder b;
-  b.initRoot<wire::Envelope>().initModelsRequest();
-  nlohmann::json out;
-  c.request(b, [&](wire::Envelope::Reader env) {
-    out = transport::models_view(env.getModelsReply());
-    return false;
-  });
-  if (json) {
-    std::cout << out.dump(2) << "\n";
-    return;
-  }
+  const nlohmann::json out = ask_head(
+      head, [](wire::Envelope::Builder e) { e.initModelsRequest(); },
+      [](wire::Envelope::Reader r) { return transport::models_view(r.getModelsReply()); }, json);
+  if (json) return;
   std::string dirs;
   for (const auto& d : out["dirs"]) dirs += (dirs.empty() ? "" : ", ") + d.get<std::string>();
   if (out["models"].empty()) {
@@ -237,18 +237,10 @@ void generate(const HeadTarget& head, const GenerateArgs& a) {
 }
 
 void status(const HeadTarget& head, bool json) {
-  HeadClient c(head);
-  capnp::MallocMessageBuilder b;
-  b.initRoot<wire::Envelope>().initStatusRequest();
-  nlohmann::json s;
-  c.request(b, [&](wire::Envelope::Reader env) {
-    s = transport::status_view(env.getStatusReply());
-    return false;
-  });
-  if (json) {
-    std::cout << s.dump(2) << "\n";
-    return;
-  }
+  const nlohmann::json s = ask_head(
+      head, [](wire::Envelope::Builder e) { e.initStatusRequest(); },
+      [](wire::Envelope::Reader r) { return transport::status_view(r.getStatusReply()); }, json);
+  if (json) return;
   std::printf("head: %s\n", s["head"].get<std::string>().c_str());
   if (s["plan"].is_null()) {
     std::printf("no model loaded\n");

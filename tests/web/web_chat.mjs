@@ -162,6 +162,9 @@ async function main() {
     "```js", "console.log(\"<b>hi</b>\");", "```", "",
     "- one", "- two <script>window.__pwned = 1</script>", "", "1. first", "2. second", "",
     "| name | value |", "|---|---|", "| <img src=x onerror=\"window.__pwned = 2\"> | _c_ |", "",
+    "[the docs](https://example.org/docs?a=1) and [not a link](javascript:window.__pwned=5)", "",
+    "> quoted *words*", "> and more", "",
+    "- outer", "  - inner one", "  - inner two", "",
     "<iframe src=\"javascript:window.__pwned = 3\"></iframe> <a href=\"javascript:window.__pwned = 4\">link</a> <style>body{display:none}</style>",
   ].join("\n");
   const conversation = { id: "md", title: "markdown", updated: Date.now(), messages: [{ role: "user", content: "<b>not bold</b>" }, { role: "assistant", content: hostile }] };
@@ -173,7 +176,9 @@ async function main() {
   result.markdown = await evaluate(`(() => {
     const box = document.getElementById("messages");
     const a = box.querySelector(".msg.assistant .text");
-    return { pwned: window.__pwned || 0, elements: box.querySelectorAll("script, img, iframe, a, style, b").length,
+    return { pwned: window.__pwned || 0, elements: box.querySelectorAll("script, img, iframe, style, b, a:not([href^='https:'])").length,
+             links: [...a.querySelectorAll("a")].map((l) => l.href + " " + l.textContent + " " + l.rel),
+             quote: (a.querySelector("blockquote") || {}).textContent || "", nested: a.querySelectorAll("ul li ul li").length,
              code: (a.querySelector(".code pre code") || {}).textContent || "", copy: !!a.querySelector(".code .copy"),
              items: a.querySelectorAll("ul > li").length + a.querySelectorAll("ol > li").length,
              cells: a.querySelectorAll(".table td").length, strong: a.querySelectorAll("strong").length, em: a.querySelectorAll("em").length,
