@@ -80,6 +80,8 @@ const char* kind_name(wire::Envelope::Reader env) {
     case W::PAIR_REPLY: return "pairReply";
     case W::HELLO_REQUEST: return "helloRequest";
     case W::COMMIT: return "commit";
+    case W::MODELS_REQUEST: return "modelsRequest";
+    case W::MODELS_REPLY: return "modelsReply";
   }
   return "unknown";
 }
