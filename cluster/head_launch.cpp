@@ -159,10 +159,8 @@ partitioner::PartitionOptions Head::partition_options(wire::LaunchRequest::Reade
   // f16 unless the launch says otherwise: half of f32's memory for a logit difference of about
   // 1e-2 (the note on issue 15 has the figures per model).
   const runtime::TensorType kv = kv_type_from_wire(r.getKvType()).value_or(runtime::TensorType::F16);
-  for (int l = 0; l < p.config.n_layer; ++l)
-    if (const std::string why = runtime::kv_type_unfit(kv, p.config.is_recurrent(l) ? 32 : p.config.layer_head_dim(l));
-        !why.empty())
-      throw Failure(ErrorCategory::BAD_REQUEST, why);
+  if (const std::string why = runtime::kv_type_unfit(kv, p.config, 0, p.config.n_layer); !why.empty())
+    throw Failure(ErrorCategory::BAD_REQUEST, why);
   p.options = {.n_ctx = ctx, .max_batch = kDefaultMaxBatch, .max_sequences = streams, .kv_type = kv};
   partitioner::PartitionOptions opt;
   const std::string objective = r.getObjective().size() ? r.getObjective().cStr() : "latency";

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -192,6 +193,7 @@ Links build_links(const std::vector<Device>& devices, const std::vector<pt::Devi
 
 struct Model {
   pt::ModelSpec spec;
+  std::optional<runtime::ModelConfig> config;  // for a file (a preset has only its shape)
   std::string description;
   int ctx_default = kDefaultMaxCtx;
 };
@@ -206,7 +208,7 @@ Model load_model(const PlanArgs& a) {
     return m;
   }
   const runtime::GgufFile file = runtime::GgufFile::open(a.model);
-  const runtime::ModelConfig config = runtime::read_model_config(file);
+  const runtime::ModelConfig& config = m.config.emplace(runtime::read_model_config(file));
   m.spec = runtime::model_spec_from_gguf(file, config);
   m.description = a.model + " (" + config.name + ", " + m.spec.weight_type + ")";
   if (config.n_ctx_train > 0) m.ctx_default = std::min(config.n_ctx_train, kDefaultMaxCtx);
@@ -366,8 +368,11 @@ void plan(const PlanArgs& a) {
   o.ctx = a.ctx > 0 ? a.ctx : model.ctx_default;
   o.streams = a.streams;
   o.prompt_tokens = a.prompt_tokens;
-  o.kv_bytes_per_elem = runtime::kv_bytes_per_element(kv_type_named(a.kv_type));
-  if (const std::string why = runtime::kv_type_unfit(kv_type_named(a.kv_type), model.spec.head_dim); !why.empty())
+  const runtime::TensorType kv = kv_type_named(a.kv_type);
+  o.kv_bytes_per_elem = runtime::kv_bytes_per_element(kv);
+  if (const std::string why = model.config ? runtime::kv_type_unfit(kv, *model.config, 0, model.config->n_layer)
+                                           : runtime::kv_type_unfit(kv, model.spec.head_dim);
+      !why.empty())
     throw std::runtime_error(why);
 
   const pt::PlanResult r = pt::plan_partition(model.spec, profiles, links.table, o);

@@ -26,6 +26,14 @@ std::string kv_type_unfit(TensorType t, int head_dim) {
   return "";
 }
 
+std::string kv_type_unfit(TensorType t, const ModelConfig& c, int first_layer, int last_layer) {
+  if (const std::string why = kv_type_unfit(t, 0); !is_kv_type(t)) return why;
+  for (int l = first_layer; l < last_layer; ++l)
+    if (!c.is_recurrent(l))
+      if (std::string why = kv_type_unfit(t, c.layer_head_dim(l)); !why.empty()) return why;
+  return "";
+}
+
 double kv_bytes_per_element(TensorType t) { return static_cast<double>(kv_row_bytes(t, kQ8_0Block)) / kQ8_0Block; }
 
 size_t kv_row_bytes(TensorType t, int n) {

@@ -14,6 +14,7 @@
 
 #include "runtime/format/tensor_type.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/model/model_config.h"
 
 namespace hearth::runtime {
 
@@ -24,6 +25,9 @@ bool is_kv_type(TensorType t);
 std::optional<TensorType> kv_type_from_name(std::string_view name);
 // Why `t` cannot hold rows whose heads have head_dim elements, or "" when it can.
 std::string kv_type_unfit(TensorType t, int head_dim);
+// The same for the caches of layers [first_layer, last_layer) of a model (its recurrent layers
+// keep a state, not a cache): what the head checks before planning and a stage before loading.
+std::string kv_type_unfit(TensorType t, const ModelConfig& c, int first_layer, int last_layer);
 // Bytes per cached element, for the planner's memory accounting: 4, 2 or 34/32.
 double kv_bytes_per_element(TensorType t);
 // Bytes of one cached row of n elements (n a multiple of the type's block).

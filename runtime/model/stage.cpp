@@ -56,10 +56,9 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   rope_cos_.resize(static_cast<size_t>(std::max(rope_.n_rot, rope_swa_.n_rot) / 2));
   rope_sin_.resize(rope_cos_.size());
   const auto B = static_cast<size_t>(options_.max_batch);
+  if (const std::string why = kv_type_unfit(options_.kv_type, c, spec().first_layer, spec().last_layer); !why.empty())
+    throw std::invalid_argument(why);
   for (int l = spec().first_layer; l < spec().last_layer; ++l) {
-    if (const std::string why = kv_type_unfit(options_.kv_type, c.is_recurrent(l) ? kQ8_0Block : c.layer_head_dim(l));
-        !why.empty())
-      throw std::invalid_argument(why);
     layer_kv_dims_.push_back(c.layer_kv_dim(l));
     layer_state_floats_.push_back(c.is_recurrent(l) ? c.ssm_state_floats() : 0);
     recurrent_ = recurrent_ || c.is_recurrent(l);
