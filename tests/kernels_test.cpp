@@ -1,6 +1,7 @@
 // Kernels against naive loops, for every table this CPU can run.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -497,6 +498,44 @@ TEST_SUITE("kernels") {
           k->weighted_sum(p.data(), p_stride, inv.data(), n_q, v.data(), v_stride, n_keys, n, fused.data());
           CHECK(std::memcmp(by_axpy.data(), fused.data(), fused.size() * 4) == 0);
         }
+      }
+    }
+  }
+
+  TEST_CASE("attention's scores: within rounding of the dot products, each the same bits whatever comes with it") {
+    for (const KernelTable* k : tables()) {
+      CAPTURE(std::string(k->name));
+      for (int n : {64, 128, 80, 13, 8, 256}) {
+        CAPTURE(n);
+        const int n_keys = 71, n_q = 11;
+        const size_t k_stride = static_cast<size_t>(n) * 3 + 5, q_stride = static_cast<size_t>(n) + 3, s_stride = 80;
+        const auto keys = random_floats(k_stride * n_keys, 31);
+        const auto q = random_floats(q_stride * n_q, 32);
+        std::vector<float> all(s_stride * n_q, -1.f);
+        k->attention_scores(keys.data(), k_stride, n_keys, q.data(), q_stride, n_q, n, all.data(), s_stride);
+        for (int r = 0; r < n_q; ++r)
+          for (int j = 0; j < n_keys; ++j) {
+            const float* kj = &keys[static_cast<size_t>(j) * k_stride];
+            const float* qr = &q[static_cast<size_t>(r) * q_stride];
+            double exact = 0, magnitude = 0;
+            for (int i = 0; i < n; ++i) exact += static_cast<double>(kj[i]) * qr[i], magnitude += std::fabs(static_cast<double>(kj[i]) * qr[i]);
+            const float got = all[static_cast<size_t>(r) * s_stride + static_cast<size_t>(j)];
+            REQUIRE(std::fabs(got - exact) <= 1e-6 * magnitude + 1e-30);
+            // Alone, and in a 3 x 5 block starting at it (rows and keys cut short at the ends).
+            float alone = 0;
+            k->attention_scores(kj, k_stride, 1, qr, q_stride, 1, n, &alone, 1);
+            REQUIRE(std::memcmp(&alone, &got, 4) == 0);
+            const int rows = std::min(3, n_q - r), cols = std::min(5, n_keys - j);
+            std::vector<float> block(static_cast<size_t>(rows) * cols);
+            k->attention_scores(kj, k_stride, cols, qr, q_stride, rows, n, block.data(), static_cast<size_t>(cols));
+            for (int a = 0; a < rows; ++a)
+              for (int b = 0; b < cols; ++b)
+                REQUIRE(std::memcmp(&block[static_cast<size_t>(a * cols + b)],
+                                    &all[static_cast<size_t>(r + a) * s_stride + static_cast<size_t>(j + b)], 4) == 0);
+          }
+        // Nothing written past the keys of a row.
+        for (int r = 0; r < n_q; ++r)
+          for (size_t j = n_keys; j < s_stride; ++j) REQUIRE(all[static_cast<size_t>(r) * s_stride + j] == -1.f);
       }
     }
   }

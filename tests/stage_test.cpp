@@ -110,7 +110,7 @@ TEST_SUITE("stage") {
     CHECK(rotated_dot(5, 2) != doctest::Approx(rotated_dot(5, 3)).epsilon(1e-4));
   }
 
-  TEST_CASE("attend_tokens over an f16 or q8_0 cache equals attend_heads over its rows read as f32, bit for bit") {
+  TEST_CASE("attend_tokens over an f32, f16 or q8_0 cache equals attend_heads over its rows read as f32, bit for bit") {
     std::mt19937 rng(3);
     std::normal_distribution<float> d;
     const int n_ctx = 300, hd = 64, n_kv = 2, n_q = 3, KV = n_kv * hd;  // 300 keys: several tiles of 128
@@ -144,7 +144,7 @@ TEST_SUITE("stage") {
         std::vector<float> alone(static_cast<size_t>(n_q) * hd), s(static_cast<size_t>(n_q) * n_ctx);
         const size_t at = static_cast<size_t>(first[i]) * hd;
         attend_heads(tokens[i].q, n_q, &keys[at], &values[at], count[i], hd, hd, 0.125f, s.data(), static_cast<size_t>(n_ctx),
-                     alone.data(), best_kernels(), sinks);
+                     alone.data(), best_kernels(), sinks, score_order(type));
         CAPTURE(i);
         CHECK(std::memcmp(alone.data(), tokens[i].out, alone.size() * sizeof(float)) == 0);
       }

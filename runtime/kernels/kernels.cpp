@@ -188,6 +188,14 @@ void f16_to_f32_scalar(const uint16_t* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] = fp16_to_fp32(x[i]);
 }
 
+void attention_scores_scalar(const float* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n,
+                             float* s, size_t s_stride) {
+  for (int r = 0; r < n_q; ++r)
+    for (int j = 0; j < n_keys; ++j)
+      s[static_cast<size_t>(r) * s_stride + static_cast<size_t>(j)] =
+          dot_f32_scalar(k + static_cast<size_t>(j) * k_stride, q + static_cast<size_t>(r) * q_stride, n);
+}
+
 double exp_sum_scalar(float* s, int n, float max) {
   double sum = 0.0;
   for (int j = 0; j < n; ++j) {
@@ -255,6 +263,7 @@ const KernelTable& scalar_kernels() {
                                      .gemm_iq4_xs = gemm_by_dots<BlockIQ4_XS, BlockQ8_K, dot_iq4_xs_scalar, kQK>,
                                      .packed_bytes = no_packing,
                                      .pack = no_pack,
+                                     .attention_scores = attention_scores_scalar,
                                      .axpy = axpy_scalar,
                                      .weighted_sum = weighted_sum_scalar,
                                      .exp_sum = exp_sum_scalar,

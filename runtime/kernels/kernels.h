@@ -59,6 +59,14 @@ struct KernelTable {
   size_t (*packed_bytes)(TensorType weight, int n);
   // One token's dot-type blocks (n elements) -> its packed activations for `weight`.
   void (*pack)(TensorType weight, const void* blocks, void* out, int n);
+  // Attention's scores: s[r * s_stride + j] = the dot product of query row r (at q + r * q_stride)
+  // and key j (at k + j * k_stride), n elements each, for r < n_q and j < n_keys; strides in
+  // floats. Unlike the gemm kernels these need not equal dot_f32: the SIMD x86 tables keep a
+  // score's elements in vector lanes and add the lanes of 16 (avx512) or 8 (avx2) scores at once in
+  // a tree, instead of a horizontal sum per score (which cost as much as the products). A score's
+  // bits are the same wherever it lies, however many rows and keys come with it (batch invariance).
+  void (*attention_scores)(const float* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n,
+                           float* s, size_t s_stride);
   // y[i] += a * x[i] for i < n (attention's weighted sum of values).
   void (*axpy)(float a, const float* x, float* y, int n);
   // Attention's weighted sum of values: for each head h < n_q and each key j < n_keys in order,

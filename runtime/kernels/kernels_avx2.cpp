@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -581,6 +582,90 @@ void weighted_sum(const float* p, size_t p_stride, const float* inv, int n_q, co
   for (; col < n; ++col) softmax_exp::weighted_sum_column(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
 }
 
+// ---- attention's scores ----
+//
+// A score's n elements go to 8 lanes (element i to lane i % 8, one FMA chain per lane from 0,
+// the last partial vector zero-filled), then the lanes of 8 scores are added at once by
+// sum_lanes8; so a score's bits do not depend on the other scores computed with it.
+
+// Lane 4a + b of the result: the sum of v[4a + b]'s lanes (a fixed tree: pairs within 128-bit
+// halves, then the halves).
+inline __m256 sum_lanes8(const __m256 v[8]) {
+  __m256 t[4];
+#pragma GCC unroll 16
+  for (int i = 0; i < 4; ++i) t[i] = _mm256_add_ps(_mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  __m256 u[2];
+#pragma GCC unroll 16
+  for (int i = 0; i < 2; ++i) {
+    const __m256d a = _mm256_castps_pd(t[2 * i]), b = _mm256_castps_pd(t[2 * i + 1]);
+    u[i] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(a, b)), _mm256_castpd_ps(_mm256_unpackhi_pd(a, b)));
+  }
+  return _mm256_add_ps(_mm256_permute2f128_ps(u[0], u[1], 0x20), _mm256_permute2f128_ps(u[0], u[1], 0x31));
+}
+
+// Scores of 2 query rows x 4 keys (accumulator 4r + m: row r, key m); rows and keys past the
+// last repeat it, and only real ones are stored.
+void scores_2x4(const float* const q[2], const float* const k[4], int n, float* s, size_t s_stride, int rows, int keys) {
+  __m256 acc[8];
+#pragma GCC unroll 16
+  for (__m256& a : acc) a = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 kv[4];
+#pragma GCC unroll 16
+    for (int m = 0; m < 4; ++m) kv[m] = _mm256_loadu_ps(k[m] + i);
+#pragma GCC unroll 16
+    for (int r = 0; r < 2; ++r) {
+      const __m256 qv = _mm256_loadu_ps(q[r] + i);
+#pragma GCC unroll 16
+      for (int m = 0; m < 4; ++m) acc[4 * r + m] = _mm256_fmadd_ps(qv, kv[m], acc[4 * r + m]);
+    }
+  }
+  if (i < n) {
+    alignas(32) static constexpr int32_t kLanes[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - i), _mm256_load_si256(reinterpret_cast<const __m256i*>(kLanes)));
+    __m256 kv[4];
+#pragma GCC unroll 16
+    for (int m = 0; m < 4; ++m) kv[m] = _mm256_maskload_ps(k[m] + i, mask);
+#pragma GCC unroll 16
+    for (int r = 0; r < 2; ++r) {
+      const __m256 qv = _mm256_maskload_ps(q[r] + i, mask);
+#pragma GCC unroll 16
+      for (int m = 0; m < 4; ++m) acc[4 * r + m] = _mm256_fmadd_ps(qv, kv[m], acc[4 * r + m]);
+    }
+  }
+  const __m256 sum = sum_lanes8(acc);
+  if (keys == 4) {
+    _mm_storeu_ps(s, _mm256_castps256_ps128(sum));
+    if (rows > 1) _mm_storeu_ps(s + s_stride, _mm256_extractf128_ps(sum, 1));
+    return;
+  }
+  alignas(32) float out[8];
+  _mm256_store_ps(out, sum);
+#pragma GCC unroll 16
+  for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 16
+    for (int m = 0; m < keys; ++m) s[static_cast<size_t>(r) * s_stride + static_cast<size_t>(m)] = out[4 * r + m];
+}
+
+void attention_scores(const float* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n, float* s,
+                      size_t s_stride) {
+  constexpr int kKeyBlock = 64;  // keys reread for every pair of rows, from L1
+  for (int j1 = 0; j1 < n_keys; j1 += kKeyBlock) {
+    const int j_end = std::min(n_keys, j1 + kKeyBlock);
+    for (int r0 = 0; r0 < n_q; r0 += 2) {
+      const float* qr[2];
+      for (int r = 0; r < 2; ++r) qr[r] = q + static_cast<size_t>(std::min(r0 + r, n_q - 1)) * q_stride;
+      for (int j0 = j1; j0 < j_end; j0 += 4) {
+        const float* kj[4];
+        for (int m = 0; m < 4; ++m) kj[m] = k + static_cast<size_t>(std::min(j0 + m, n_keys - 1)) * k_stride;
+        scores_2x4(qr, kj, n, s + static_cast<size_t>(r0) * s_stride + static_cast<size_t>(j0), s_stride, std::min(2, n_q - r0),
+                   std::min(4, j_end - j0));
+      }
+    }
+  }
+}
+
 // Bit-identical to quantize_q8_k_scalar: the same float products, rounded to nearest even.
 void quantize_q8_k(const float* x, BlockQ8_K* y, int n) {
   const __m256 sign_bit = _mm256_set1_ps(-0.0f);
@@ -656,6 +741,7 @@ const KernelTable& avx2_kernels() {
                                      .gemm_iq4_xs = gemm<IQ4XSTiles>,
                                      .packed_bytes = no_packing,
                                      .pack = no_pack,
+                                     .attention_scores = attention_scores,
                                      .axpy = axpy,
                                      .weighted_sum = weighted_sum,
                                      .exp_sum = exp_sum,

@@ -495,6 +495,139 @@ void gemm_bf16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, i
   gemm_float<PairBF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_bf16);
 }
 
+// ---- attention's scores ----
+//
+// As the AVX2 table's (element i of a score in lane i % 16, one FMA chain per lane from 0, the last
+// partial vector zero-filled), with 16 scores' lanes added at once by sum_lanes16.
+
+// Lane 4a + b of the result: the sum of v[4a + b]'s lanes (a fixed tree: pairs within 128-bit
+// lanes twice, then across them twice).
+HEARTH_AVX512_INLINE __m512 sum_lanes16(const __m512 v[16]) {
+  __m512 t[8];
+#pragma GCC unroll 16
+  for (int i = 0; i < 8; ++i) t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  __m512 u[4];
+#pragma GCC unroll 16
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[2 * i]), b = _mm512_castps_pd(t[2 * i + 1]);
+    u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  const __m512 w01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+  const __m512 w23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(w01, w23, 0x88), _mm512_shuffle_f32x4(w01, w23, 0xDD));
+}
+
+// Scores of 4 query rows x 4 keys (accumulator 4r + m: row r, key m); rows and keys past the
+// last repeat it, and only real ones are stored.
+HEARTH_AVX512 void scores_4x4(const float* const q[4], const float* const k[4], int n, float* s, size_t s_stride, int rows,
+                              int keys) {
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (__m512& a : acc) a = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 kv[4];
+#pragma GCC unroll 16
+    for (int m = 0; m < 4; ++m) kv[m] = _mm512_loadu_ps(k[m] + i);
+#pragma GCC unroll 16
+    for (int r = 0; r < 4; ++r) {
+      const __m512 qv = _mm512_loadu_ps(q[r] + i);
+#pragma GCC unroll 16
+      for (int m = 0; m < 4; ++m) acc[4 * r + m] = _mm512_fmadd_ps(qv, kv[m], acc[4 * r + m]);
+    }
+  }
+  if (i < n) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1);
+    __m512 kv[4];
+#pragma GCC unroll 16
+    for (int m = 0; m < 4; ++m) kv[m] = _mm512_maskz_loadu_ps(mask, k[m] + i);
+#pragma GCC unroll 16
+    for (int r = 0; r < 4; ++r) {
+      const __m512 qv = _mm512_maskz_loadu_ps(mask, q[r] + i);
+#pragma GCC unroll 16
+      for (int m = 0; m < 4; ++m) acc[4 * r + m] = _mm512_fmadd_ps(qv, kv[m], acc[4 * r + m]);
+    }
+  }
+  const __m512 sum = sum_lanes16(acc);
+  const __mmask8 kmask = static_cast<__mmask8>((1u << keys) - 1);
+  _mm_mask_storeu_ps(s, kmask, _mm512_castps512_ps128(sum));
+  if (rows > 1) _mm_mask_storeu_ps(s + s_stride, kmask, _mm512_extractf32x4_ps(sum, 1));
+  if (rows > 2) _mm_mask_storeu_ps(s + 2 * s_stride, kmask, _mm512_extractf32x4_ps(sum, 2));
+  if (rows > 3) _mm_mask_storeu_ps(s + 3 * s_stride, kmask, _mm512_extractf32x4_ps(sum, 3));
+}
+
+HEARTH_AVX512 void attention_scores(const float* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n,
+                                    float* s, size_t s_stride) {
+  constexpr int kKeyBlock = 64;  // keys reread for every 4 rows, from L1
+  for (int j1 = 0; j1 < n_keys; j1 += kKeyBlock) {
+    const int j_end = std::min(n_keys, j1 + kKeyBlock);
+    for (int r0 = 0; r0 < n_q; r0 += 4) {
+      const float* qr[4];
+      for (int r = 0; r < 4; ++r) qr[r] = q + static_cast<size_t>(std::min(r0 + r, n_q - 1)) * q_stride;
+      for (int j0 = j1; j0 < j_end; j0 += 4) {
+        const float* kj[4];
+        for (int m = 0; m < 4; ++m) kj[m] = k + static_cast<size_t>(std::min(j0 + m, n_keys - 1)) * k_stride;
+        scores_4x4(qr, kj, n, s + static_cast<size_t>(r0) * s_stride + static_cast<size_t>(j0), s_stride, std::min(4, n_q - r0),
+                   std::min(4, j_end - j0));
+      }
+    }
+  }
+}
+
+// ---- attention's weighted sum of values ----
+//
+// The AVX2 table's arithmetic on 16 columns a vector: each output element takes the same FMAs in
+// the same order (an element's FMA does not depend on the vector it is in), so the bits are
+// those of the axpy calls; kHeads heads at a time share each load of a value row. `mask` cuts
+// the last vector of a row short.
+template <int kVecs, int kHeads>
+HEARTH_AVX512 void weighted_block(const float* p, size_t p_stride, const float* inv, int h0, const float* v, size_t v_stride,
+                                  int n_keys, int n, float* out, int col, __mmask16 mask) {
+  __m512 a[kHeads][kVecs];
+  float* o[kHeads];
+  const float* ph[kHeads];
+#pragma GCC unroll 16
+  for (int h = 0; h < kHeads; ++h) {
+    o[h] = out + static_cast<size_t>(h0 + h) * static_cast<size_t>(n) + col;
+    ph[h] = p + static_cast<size_t>(h0 + h) * p_stride;
+#pragma GCC unroll 16
+    for (int k = 0; k < kVecs; ++k) a[h][k] = _mm512_maskz_loadu_ps(k == kVecs - 1 ? mask : 0xFFFF, o[h] + 16 * k);
+  }
+  for (int j = 0; j < n_keys; ++j) {
+    const float* vj = v + static_cast<size_t>(j) * v_stride + col;
+    __m512 x[kVecs];
+#pragma GCC unroll 16
+    for (int k = 0; k < kVecs; ++k) x[k] = _mm512_maskz_loadu_ps(k == kVecs - 1 ? mask : 0xFFFF, vj + 16 * k);
+#pragma GCC unroll 16
+    for (int h = 0; h < kHeads; ++h) {
+      const __m512 w = _mm512_set1_ps(ph[h][j] * inv[h0 + h]);
+#pragma GCC unroll 16
+      for (int k = 0; k < kVecs; ++k) a[h][k] = _mm512_fmadd_ps(w, x[k], a[h][k]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int h = 0; h < kHeads; ++h)
+#pragma GCC unroll 16
+    for (int k = 0; k < kVecs; ++k) _mm512_mask_storeu_ps(o[h] + 16 * k, k == kVecs - 1 ? mask : 0xFFFF, a[h][k]);
+}
+
+template <int kVecs>
+HEARTH_AVX512 void weighted_columns(const float* p, size_t p_stride, const float* inv, int n_q, const float* v, size_t v_stride,
+                                    int n_keys, int n, float* out, int col, __mmask16 mask) {
+  int h = 0;
+  for (; h + 4 <= n_q; h += 4) weighted_block<kVecs, 4>(p, p_stride, inv, h, v, v_stride, n_keys, n, out, col, mask);
+  for (; h < n_q; ++h) weighted_block<kVecs, 1>(p, p_stride, inv, h, v, v_stride, n_keys, n, out, col, mask);
+}
+
+HEARTH_AVX512 void weighted_sum(const float* p, size_t p_stride, const float* inv, int n_q, const float* v, size_t v_stride,
+                                int n_keys, int n, float* out) {
+  int col = 0;
+  for (; col + 64 <= n; col += 64) weighted_columns<4>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col, 0xFFFF);
+  for (; col + 16 <= n; col += 16) weighted_columns<1>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col, 0xFFFF);
+  if (col < n)
+    weighted_columns<1>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col, static_cast<__mmask16>((1u << (n - col)) - 1));
+}
+
 using Q4_0Tiles = PairRows<PackedBlocks<WeightsQ4_0>>;
 using Q8_0Tiles = PairRows<PackedBlocks<WeightsQ8_0>>;
 using MXFP4Tiles = PairRows<PackedBlocks<WeightsMXFP4>>;
@@ -565,6 +698,8 @@ KernelTable make_table() {
   t.gemm_f32 = gemm_f32;
   t.gemm_f16 = gemm_f16;
   t.gemm_bf16 = gemm_bf16;
+  t.attention_scores = attention_scores;
+  t.weighted_sum = weighted_sum;
   t.packed_bytes = packed_bytes;
   t.pack = pack;
   return t;

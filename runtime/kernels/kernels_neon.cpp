@@ -610,6 +610,12 @@ void weighted_sum(const float* p, size_t p_stride, const float* inv, int n_q, co
   for (; col < n; ++col) softmax_exp::weighted_sum_column(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
 }
 
+// Attention's scores through the f32 gemm: each equals this table's dot_f32.
+void attention_scores(const float* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n, float* s,
+                      size_t s_stride) {
+  gemm<FloatTiles<LoadF32>>(k, k_stride * sizeof(float), n_keys, q, q_stride * sizeof(float), n_q, n, s, s_stride);
+}
+
 // One table per way of forming integer lanes; everything else is shared.
 template <class Lanes>
 struct Table {
@@ -670,6 +676,7 @@ struct Table {
                        .gemm_iq4_xs = gemm<IQ4XSTiles<Lanes>>,
                        .packed_bytes = no_packing,
                        .pack = no_pack,
+                       .attention_scores = attention_scores,
                        .axpy = axpy,
                        .weighted_sum = weighted_sum,
                        .exp_sum = exp_sum,

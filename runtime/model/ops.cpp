@@ -20,6 +20,15 @@ void add_bias(float* out, const float* b, int n_rows, int n) {
     for (int i = 0; i < n; ++i) out[static_cast<size_t>(r) * n + i] += b[i];
 }
 
+void attention_scores(ScoreOrder order, const float* keys, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q,
+                      int head_dim, float* s, size_t s_stride, const KernelTable& k) {
+  // The gemm takes keys as its rows and queries as its tokens: every output is dot_f32(k_j, q).
+  if (order == ScoreOrder::dot)
+    k.gemm_f32(keys, k_stride * sizeof(float), n_keys, q, q_stride * sizeof(float), n_q, head_dim, s, s_stride);
+  else
+    k.attention_scores(keys, k_stride, n_keys, q, q_stride, n_q, head_dim, s, s_stride);
+}
+
 void attend(const float* q, const float* keys, const float* values, int n_keys, int head_dim, int stride, float scale,
             float* scores, float* out, const KernelTable& k) {
   attend_heads(q, 1, keys, values, n_keys, head_dim, stride, scale, scores, 0, out, k);
@@ -57,18 +66,18 @@ void sum_values(const float* scores, size_t scores_stride, const float* inv, int
 }  // namespace
 
 void attend_heads(const float* q, int n_q, const float* keys, const float* values, int n_keys, int head_dim, int stride,
-                  float scale, float* scores, size_t scores_stride, float* out, const KernelTable& k, const float* sinks) {
+                  float scale, float* scores, size_t scores_stride, float* out, const KernelTable& k, const float* sinks,
+                  ScoreOrder order) {
   if (n_q > kMaxHeads) {
     for (int h = 0; h < n_q; h += kMaxHeads)
       attend_heads(q + static_cast<size_t>(h) * head_dim, std::min(kMaxHeads, n_q - h), keys, values, n_keys, head_dim, stride,
                    scale, scores + static_cast<size_t>(h) * scores_stride, scores_stride, out + static_cast<size_t>(h) * head_dim,
-                   k, sinks ? sinks + h : nullptr);
+                   k, sinks ? sinks + h : nullptr, order);
     return;
   }
-  // All scores of all heads at once: keys are the rows, query heads the tokens of a gemm, whose
-  // every output equals dot_f32(k_j, q).
-  k.gemm_f32(keys, static_cast<size_t>(stride) * sizeof(float), n_keys, q, static_cast<size_t>(head_dim) * sizeof(float), n_q,
-             head_dim, scores, scores_stride);
+  // All scores of all heads at once (each the same bits as alone, in either order).
+  attention_scores(order, keys, static_cast<size_t>(stride), n_keys, q, static_cast<size_t>(head_dim), n_q, head_dim, scores,
+                   scores_stride, k);
   float inv[kMaxHeads];
   softmax_rows(scores, scores_stride, n_q, n_keys, scale, sinks, inv, k);
   sum_values(scores, scores_stride, inv, n_q, values, stride, n_keys, head_dim, out, k);
@@ -90,8 +99,8 @@ void attend_tokens(std::span<const AttendToken> tokens, int n_q, const KvRows& k
   for (int j0 = lo; j0 < hi; j0 += tile_rows) {
     const int n = std::min(tile_rows, hi - j0);
     const F32Rows kr = read_rows(keys, j0, n, head_dim, tile, k);
-    k.gemm_f32(kr.data, kr.stride * sizeof(float), n, qpack, hd * sizeof(float), n_rows, head_dim, scores + (j0 - lo),
-               scores_stride);
+    attention_scores(score_order(keys.type), kr.data, kr.stride, n, qpack, hd, n_rows, head_dim, scores + (j0 - lo),
+                     scores_stride, k);
   }
   const auto scores_of = [&](size_t i) { return scores + i * static_cast<size_t>(n_q) * scores_stride; };
   for (size_t i = 0; i < tokens.size(); ++i) {
