@@ -58,6 +58,12 @@ constexpr Preset kPresets[] = {
     {"qwen2.5-14b", 48, 5120, 13824, 40, 8, 152064, false, true},
     {"qwen2.5-32b", 64, 5120, 27648, 40, 8, 152064, false, true},
     {"qwen2.5-72b", 80, 8192, 29568, 64, 8, 152064, false, true},
+    // Gemma 3 (text): heads of 256 (27b: 128), not n_embd / n_head; tied embeddings. Its sliding-
+    // window layers are sized as full ones (the planner does not know windows yet).
+    {"gemma-3-1b", 26, 1152, 6912, 4, 1, 262144, true, false, 256},
+    {"gemma-3-4b", 34, 2560, 10240, 8, 4, 262208, true, false, 256},
+    {"gemma-3-12b", 48, 3840, 15360, 16, 8, 262208, true, false, 256},
+    {"gemma-3-27b", 62, 5376, 21504, 32, 16, 262208, true, false, 128},
     // Mixture of experts.
     {"qwen3-30b-a3b", 48, 2048, 768, 32, 4, 151936, false, false, 128, 128, 8},
     {"qwen3-235b-a22b", 94, 4096, 1536, 64, 4, 151936, false, false, 128, 128, 8},

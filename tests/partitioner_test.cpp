@@ -249,7 +249,13 @@ TEST_CASE("partitioner: presets produce the published sizes") {
   CHECK(total_weight_bytes(preset("llama-3-8b", "f16")) == doctest::Approx(16.06 * GB).epsilon(0.01));
   CHECK(total_weight_bytes(preset("qwen2.5-0.5b", "f16")) == doctest::Approx(0.99 * GB).epsilon(0.01));
   CHECK(total_weight_bytes(preset("qwen2.5-72b", "f16")) == doctest::Approx(145.4 * GB).epsilon(0.01));
-  CHECK(preset_names().size() == 18);
+  // Gemma 3's text models: 1.0B, 3.88B, 11.77B and 27.0B parameters at 2 bytes each.
+  CHECK(total_weight_bytes(preset("gemma-3-1b", "f16")) == doctest::Approx(2.0 * GB).epsilon(0.02));
+  CHECK(total_weight_bytes(preset("gemma-3-4b", "f16")) == doctest::Approx(7.76 * GB).epsilon(0.02));
+  CHECK(total_weight_bytes(preset("gemma-3-12b", "f16")) == doctest::Approx(23.54 * GB).epsilon(0.02));
+  CHECK(total_weight_bytes(preset("gemma-3-27b", "f16")) == doctest::Approx(54.0 * GB).epsilon(0.02));
+  CHECK(preset("gemma-3-27b", "f16").head_dim == 128);
+  CHECK(preset_names().size() == 22);
   CHECK_FALSE(preset_shape("gpt-5").has_value());
   CHECK(*bytes_per_weight("q4_k") == doctest::Approx(4.5 / 8));
   ModelShape bad = *preset_shape("llama-2-7b");

@@ -179,6 +179,10 @@ TEST_SUITE("plan_cli") {
     CHECK(q8.at("options").at("kv_bytes_per_elem").get<double>() == 34.0 / 32);
     CHECK(kv_bytes(f32) == doctest::Approx(2 * kv_bytes(plan)));
     CHECK(kv_bytes(q8) == doctest::Approx(kv_bytes(plan) * 17 / 32));
+    // The text names the type it sized the cache for.
+    const auto text = run_cli({"plan", "--model", model, "--device", device("desktop-32gb"), "--kv-type", "q8_0"});
+    CHECK(text.out.find("KV cache q8_0 for") != std::string::npos);
+    CHECK(run_cli({"plan", "--model", model, "--device", device("desktop-32gb")}).out.find("KV cache f16 for") != std::string::npos);
     // --type belongs to presets only.
     CHECK(run_cli({"plan", "--model", model, "--type", "f16", "--device", device("desktop-32gb")}).exit_code != 0);
   }

@@ -251,7 +251,7 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
 }
 
 void print_plan(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfile>& profiles, const Model& model,
-                const pt::PartitionOptions& o, const Links& links) {
+                const pt::PartitionOptions& o, const Links& links, const std::string& kv_type) {
   const pt::Prediction& p = plan.predicted;
   std::printf("model     %s: %d blocks, %s of weights\n", model.description.c_str(), model.spec.n_layers,
               pt::format_bytes(pt::total_weight_bytes(model.spec)).c_str());
@@ -262,9 +262,9 @@ void print_plan(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfi
                 model.spec.n_expert, model.spec.n_expert_used, pt::format_bytes(pt::active_weight_bytes(model.spec)).c_str(),
                 pt::format_bytes(blocks).c_str());
   }
-  std::printf("workload  objective %s, algorithm %s; KV cache f32 for %d tokens x %d stream(s); %d-token prompt\n",
-              std::string(pt::to_string(o.objective)).c_str(), std::string(pt::to_string(o.algorithm)).c_str(), o.ctx, o.streams,
-              o.prompt_tokens);
+  std::printf("workload  objective %s, algorithm %s; KV cache %s for %d tokens x %d stream(s); %d-token prompt\n",
+              std::string(pt::to_string(o.objective)).c_str(), std::string(pt::to_string(o.algorithm)).c_str(),
+              std::string(runtime::tensor_type_name(kv_type_named(kv_type))).c_str(), o.ctx, o.streams, o.prompt_tokens);
   std::printf("links     %s\n", links.statement.c_str());
   for (const LinkOverride& l : links.overrides)
     std::printf("          --link %s <-> %s: %s\n", profiles[l.a].name.c_str(), profiles[l.b].name.c_str(),
@@ -391,7 +391,7 @@ void plan(const PlanArgs& a) {
     std::cout << plan_json(*r.plan, profiles, model, o, links).dump(2) << "\n";
     return;
   }
-  print_plan(*r.plan, profiles, model, o, links);
+  print_plan(*r.plan, profiles, model, o, links, a.kv_type);
 }
 
 std::vector<std::string> strings(const std::vector<std::string_view>& v) { return {v.begin(), v.end()}; }
