@@ -25,7 +25,7 @@ void l2_normalise(float* x, int n, float eps) {
 }  // namespace
 
 void delta_net_token(const ModelConfig& c, const LayerWeights& w, const float* qkv, const float* z, const float* beta,
-                     const float* alpha, float* state, float* out, float* scratch, const KernelTable& k) {
+                     const float* alpha, float* state, float* out, float* scratch, ThreadPool& pool, const KernelTable& k) {
   const int C = c.ssm_conv_channels(), K = c.ssm_conv_kernel;
   const int dk = c.ssm_d_state, nk = c.ssm_n_group, H = c.ssm_dt_rank, S = c.ssm_head_v_dim();
 
@@ -50,11 +50,13 @@ void delta_net_token(const ModelConfig& c, const LayerWeights& w, const float* q
     l2_normalise(key + static_cast<size_t>(h) * dk, dk, c.rms_eps);
   }
 
-  // The delta rule per value head, S stored transposed (row j of m is column j of S).
-  float* delta = scratch + C;
+  // The delta rule per value head, S stored transposed (row j of m is column j of S). Heads are
+  // independent (each its own state, output and scratch row), so they run as tasks; a head's
+  // arithmetic is the same whichever thread takes it.
   const float scale = 1.0f / std::sqrt(static_cast<float>(S));
   float* ssm = state + static_cast<size_t>(K - 1) * C;
-  for (int h = 0; h < H; ++h) {
+  pool.run(H, [&](int h) {
+    float* delta = scratch + C + static_cast<size_t>(h) * S;
     float* m = ssm + static_cast<size_t>(h) * S * S;
     const float* qh = q + static_cast<size_t>(h % nk) * dk;
     const float* kh = key + static_cast<size_t>(h % nk) * dk;
@@ -69,7 +71,7 @@ void delta_net_token(const ModelConfig& c, const LayerWeights& w, const float* q
     // Normalised per head, gated by SiLU(z).
     rmsnorm(oh, w.ssm_norm.data(), oh, S, c.rms_eps);
     for (int j = 0; j < S; ++j) oh[j] *= silu(z[static_cast<size_t>(h) * S + j]);
-  }
+  });
 }
 
 }  // namespace hearth::runtime

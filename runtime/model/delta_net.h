@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/thread_pool.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/weights.h"
 
@@ -24,8 +25,9 @@ namespace hearth::runtime {
 //   qkv (conv channels), z (d_inner), beta and alpha (value heads): the token's projections;
 //   state: the sequence's state for this layer (ModelConfig::ssm_state_floats), updated;
 //   out: d_inner floats, the gated, normalised output (before ssm_out);
-//   scratch: conv channels + value head size floats.
+//   scratch: conv channels + value heads x value head size floats.
+// The value heads run as tasks of `pool`.
 void delta_net_token(const ModelConfig& c, const LayerWeights& w, const float* qkv, const float* z, const float* beta,
-                     const float* alpha, float* state, float* out, float* scratch, const KernelTable& k);
+                     const float* alpha, float* state, float* out, float* scratch, ThreadPool& pool, const KernelTable& k);
 
 }  // namespace hearth::runtime

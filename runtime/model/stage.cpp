@@ -69,7 +69,7 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
     ssm_beta_.resize(B * c.ssm_dt_rank);
     ssm_alpha_.resize(B * c.ssm_dt_rank);
     ssm_y_.resize(B * c.ssm_d_inner);
-    ssm_scratch_.resize(static_cast<size_t>(c.ssm_conv_channels() + c.ssm_head_v_dim()));
+    ssm_scratch_.resize(static_cast<size_t>(c.ssm_conv_channels()) + static_cast<size_t>(c.ssm_dt_rank) * c.ssm_head_v_dim());
   }
   if (c.attn_output_gate) q_gate_.resize(B * 2 * c.max_q_dim());
   v_norm_ones_.assign(static_cast<size_t>(std::max(c.head_dim, c.head_dim_swa)), 1.f);
@@ -277,7 +277,7 @@ void Stage::delta_net_forward(int l, int n_tokens) {
   for (int t = 0; t < n_tokens; ++t) {
     const auto r = static_cast<size_t>(t);
     delta_net_token(c, w, &ssm_qkv_[r * C], &ssm_z_[r * DI], &ssm_beta_[r * H], &ssm_alpha_[r * H],
-                    row_cache_[r]->state(local), &ssm_y_[r * DI], ssm_scratch_.data(), kernels_);
+                    row_cache_[r]->state(local), &ssm_y_[r * DI], ssm_scratch_.data(), pool_, kernels_);
   }
   matmul(w.ssm_out, ssm_y_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
 }
