@@ -89,4 +89,27 @@ float dot1(const W* w, const X* x, int n) {
   return y;
 }
 
+// Attention's scores (KernelTable::attention_scores) over tiles of kRows query rows x kKeys keys,
+// keys taken kKeyBlock at a time so that a block stays in L1 while every group of rows passes.
+// tile(q_rows, keys, n, s, s_stride, rows, n_keys) computes one tile: a row or key past the last
+// points at the last again, and it stores only the first `rows` x `n_keys` scores.
+// Always inlined: in its caller's target (AVX-512) the tile can be inlined in turn.
+template <int kRows, int kKeys, int kKeyBlock, class Tile>
+inline __attribute__((always_inline)) void score_tiles(const float* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n, float* s,
+                 size_t s_stride, Tile tile) {
+  for (int j1 = 0; j1 < n_keys; j1 += kKeyBlock) {
+    const int j_end = std::min(n_keys, j1 + kKeyBlock);
+    for (int r0 = 0; r0 < n_q; r0 += kRows) {
+      const float* qr[kRows];
+      for (int r = 0; r < kRows; ++r) qr[r] = q + static_cast<size_t>(std::min(r0 + r, n_q - 1)) * q_stride;
+      for (int j0 = j1; j0 < j_end; j0 += kKeys) {
+        const float* kj[kKeys];
+        for (int m = 0; m < kKeys; ++m) kj[m] = k + static_cast<size_t>(std::min(j0 + m, n_keys - 1)) * k_stride;
+        tile(qr, kj, n, s + static_cast<size_t>(r0) * s_stride + static_cast<size_t>(j0), s_stride, std::min(kRows, n_q - r0),
+             std::min(kKeys, j_end - j0));
+      }
+    }
+  }
+}
+
 }  // namespace hearth::runtime::tiles

@@ -650,20 +650,7 @@ void scores_2x4(const float* const q[2], const float* const k[4], int n, float* 
 
 void attention_scores(const float* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n, float* s,
                       size_t s_stride) {
-  constexpr int kKeyBlock = 64;  // keys reread for every pair of rows, from L1
-  for (int j1 = 0; j1 < n_keys; j1 += kKeyBlock) {
-    const int j_end = std::min(n_keys, j1 + kKeyBlock);
-    for (int r0 = 0; r0 < n_q; r0 += 2) {
-      const float* qr[2];
-      for (int r = 0; r < 2; ++r) qr[r] = q + static_cast<size_t>(std::min(r0 + r, n_q - 1)) * q_stride;
-      for (int j0 = j1; j0 < j_end; j0 += 4) {
-        const float* kj[4];
-        for (int m = 0; m < 4; ++m) kj[m] = k + static_cast<size_t>(std::min(j0 + m, n_keys - 1)) * k_stride;
-        scores_2x4(qr, kj, n, s + static_cast<size_t>(r0) * s_stride + static_cast<size_t>(j0), s_stride, std::min(2, n_q - r0),
-                   std::min(4, j_end - j0));
-      }
-    }
-  }
+  tiles::score_tiles<2, 4, 64>(k, k_stride, n_keys, q, q_stride, n_q, n, s, s_stride, scores_2x4);
 }
 
 // Bit-identical to quantize_q8_k_scalar: the same float products, rounded to nearest even.

@@ -558,20 +558,7 @@ HEARTH_AVX512 void scores_4x4(const float* const q[4], const float* const k[4], 
 
 HEARTH_AVX512 void attention_scores(const float* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n,
                                     float* s, size_t s_stride) {
-  constexpr int kKeyBlock = 64;  // keys reread for every 4 rows, from L1
-  for (int j1 = 0; j1 < n_keys; j1 += kKeyBlock) {
-    const int j_end = std::min(n_keys, j1 + kKeyBlock);
-    for (int r0 = 0; r0 < n_q; r0 += 4) {
-      const float* qr[4];
-      for (int r = 0; r < 4; ++r) qr[r] = q + static_cast<size_t>(std::min(r0 + r, n_q - 1)) * q_stride;
-      for (int j0 = j1; j0 < j_end; j0 += 4) {
-        const float* kj[4];
-        for (int m = 0; m < 4; ++m) kj[m] = k + static_cast<size_t>(std::min(j0 + m, n_keys - 1)) * k_stride;
-        scores_4x4(qr, kj, n, s + static_cast<size_t>(r0) * s_stride + static_cast<size_t>(j0), s_stride, std::min(4, n_q - r0),
-                   std::min(4, j_end - j0));
-      }
-    }
-  }
+  tiles::score_tiles<4, 4, 64>(k, k_stride, n_keys, q, q_stride, n_q, n, s, s_stride, scores_4x4);
 }
 
 // ---- attention's weighted sum of values ----
