@@ -14,6 +14,7 @@
 #include "transport/status_view.h"
 #include "gateway/web_assets.h"
 #include "cluster/wire_convert.h"
+#include "runtime/model/kv_rows.h"
 
 namespace hearth::http {
 
@@ -48,10 +49,43 @@ bool names_model(const json& status, const std::string& name) {
          name == std::filesystem::path(path).filename().string() || name == path;
 }
 
+// What a client of POST /v1/hearth/launch may choose beside the model; 0 / nullopt = the head's
+// default (the model's context up to 4096, 4 conversations, an f16 cache).
+struct LaunchOptions {
+  uint32_t ctx = 0;
+  uint32_t streams = 0;
+  std::optional<runtime::TensorType> kv_type;
+};
+
+// An optional whole number in [lo, hi] of the launch body, or 0 when absent; ApiError otherwise.
+uint32_t launch_count(const json& body, const char* key, uint32_t lo, uint32_t hi) {
+  if (!body.contains(key) || body[key].is_null()) return 0;
+  const json& v = body[key];
+  if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+    throw ApiError(400, std::string("\"") + key + "\" must be a whole number from " + std::to_string(lo) + " to " +
+                            std::to_string(hi), "invalid_request_error", key);
+  return static_cast<uint32_t>(v.get<int64_t>());
+}
+
+LaunchOptions launch_options(const json& body) {
+  LaunchOptions o;
+  o.ctx = launch_count(body, "ctx", 16, 1u << 20);
+  o.streams = launch_count(body, "streams", 1, 64);
+  if (body.contains("kv_type") && !body["kv_type"].is_null()) {
+    if (body["kv_type"].is_string()) o.kv_type = runtime::kv_type_from_name(body["kv_type"].get<std::string>());
+    if (!o.kv_type) throw ApiError(400, "\"kv_type\" must be \"f16\", \"q8_0\" or \"f32\"", "invalid_request_error", "kv_type");
+  }
+  return o;
+}
+
 // A LaunchRequest for the model file at `path` on the head.
-std::unique_ptr<capnp::MallocMessageBuilder> launch_request(const std::string& path) {
+std::unique_ptr<capnp::MallocMessageBuilder> launch_request(const std::string& path, const LaunchOptions& o = {}) {
   auto message = std::make_unique<capnp::MallocMessageBuilder>();
-  message->initRoot<transport::wire::Envelope>().initLaunchRequest().setModelPath(path);
+  auto r = message->initRoot<transport::wire::Envelope>().initLaunchRequest();
+  r.setModelPath(path);
+  r.setCtx(o.ctx);
+  r.setStreams(o.streams);
+  if (o.kv_type) r.setKvType(cluster::kv_type_to_wire(*o.kv_type));
   return message;
 }
 
@@ -438,14 +472,17 @@ void Gateway::models(const std::shared_ptr<HttpConnection>& c, const std::string
 
 void Gateway::launch(const std::shared_ptr<HttpConnection>& c) {
   std::string id;
+  LaunchOptions options;
   try {
-    id = json::parse(c->request().body()).at("model").get<std::string>();
+    const json body = json::parse(c->request().body());
+    id = body.at("model").get<std::string>();
+    options = launch_options(body);
   } catch (const json::exception&) {
     return c->respond_error(400, "the body must be JSON with \"model\": the id of a model GET /v1/models lists",
                             "invalid_request_error", "model");
   }
   // Only the library's models: a client on the LAN names one, never a path on the head.
-  fetch_models([this, c, id](json library) {
+  fetch_models([this, c, id, options](json library) {
     if (!c->open()) return;
     if (library.is_null()) return c->respond_error(504, "the head did not answer", "head_timeout");
     std::string path;
@@ -456,7 +493,7 @@ void Gateway::launch(const std::shared_ptr<HttpConnection>& c) {
                               "model_not_found", "model");
     c->start_stream(200, "text/event-stream");
     link_.request(
-        launch_request(path),
+        launch_request(path, options),
         [this, c](const transport::wire::Envelope::Reader* reply) {
           json event;
           bool more = false;

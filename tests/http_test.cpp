@@ -739,12 +739,22 @@ TEST_SUITE("http") {
     h = api.post("/v1/hearth/launch", R"({"model":"/etc/passwd"})");
     CHECK(h.status == 404);
     CHECK(api.post("/v1/hearth/launch", "not json").status == 400);
+    // Its options are checked before anything is planned: each a 400 naming the field.
+    for (const char* bad : {R"({"model":"beta","kv_type":"q4"})", R"({"model":"beta","kv_type":16})", R"({"model":"beta","ctx":5})",
+                            R"({"model":"beta","ctx":"big"})", R"({"model":"beta","streams":1000})", R"({"model":"beta","streams":1.5})"}) {
+      CAPTURE(bad);
+      h = api.post("/v1/hearth/launch", bad);
+      CHECK(h.status == 400);
+      CHECK(json::parse(h.body)["error"]["param"] != "model");
+    }
     if (!on_path("node") || !fs::exists("/usr/bin/chromium")) {
       MESSAGE("SKIPPED the model picker check: it needs node and Debian's chromium (scripts/test.sh installs them)");
       return;
     }
     const auto web = run_program(
-        {"node", (tests_dir() / "web" / "web_chat.mjs").string(), http_url(dir) + "/", "-", "--pick-model", "beta"}, "", dir);
+        {"node", (tests_dir() / "web" / "web_chat.mjs").string(), http_url(dir) + "/", "-", "--pick-model", "beta", "--launch-ctx",
+         "2048", "--launch-kv", "f32", "--launch-streams", "2"},
+        "", dir);
     CAPTURE(web.err);
     REQUIRE(web.exit_code == 0);
     const json w = json::parse(web.out);
@@ -758,6 +768,12 @@ TEST_SUITE("http") {
     CHECK(w["model_after"].get<std::string>().rfind("beta", 0) == 0);
     CHECK(w["picker_horizontal_scroll"] == false);
     CHECK(json::parse(api.get("/v1/models/beta").body)["hearth"]["loaded"] == true);
+    // Loaded as chosen on the page, not with the defaults (ctx 512 here, f16, 4 conversations).
+    const json plan = json::parse(api.get("/v1/hearth/status").body)["status"]["plan"];
+    CAPTURE(plan.dump());
+    CHECK(plan["n_ctx"] == 2048);
+    CHECK(plan["kv_type"] == "f32");
+    CHECK(plan["max_sequences"] == 2);
   }
 
   TEST_CASE("--auto-load: a request naming a model of the library loads it, and requests meanwhile wait for the same launch") {

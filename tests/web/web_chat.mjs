@@ -3,7 +3,7 @@
 // Enter and waits for the streamed reply. Prints one JSON line with what the page showed.
 //
 //   node tests/web/web_chat.mjs URL MESSAGE [--api-key KEY] [--screenshot FILE] [--chromium PATH]
-//   node tests/web/web_chat.mjs URL - --pick-model ID [--screenshot FILE]
+//   node tests/web/web_chat.mjs URL - --pick-model ID [--launch-ctx N] [--launch-kv TYPE] [--launch-streams N]
 //
 // With --pick-model it only opens the header's model picker, loads model ID from it and reports
 // the list, the launch's progress and the header afterwards.
@@ -20,6 +20,9 @@ const apiKey = option("--api-key", "");
 const screenshot = option("--screenshot", "");
 const chromiumPath = option("--chromium", "/usr/bin/chromium");
 const pickModel = option("--pick-model", "");
+// The picker's launch options to choose before loading (the select's values; empty: leave as is).
+const launchChoices = { "launch-ctx": option("--launch-ctx", ""), "launch-kv": option("--launch-kv", ""),
+                        "launch-streams": option("--launch-streams", "") };
 const [url, message] = args;
 if (!url || !message) { console.error("usage: web_chat.mjs URL MESSAGE [--api-key KEY] [--screenshot FILE]"); process.exit(2); }
 
@@ -98,6 +101,8 @@ async function main() {
     await evaluate(`document.getElementById("model").click(); true`);
     await waitFor(`${item} !== null && ${item}.querySelector("button") !== null`, "the model picker to list " + pickModel);
     const listed = await evaluate(`[...document.querySelectorAll("#model-list li")].map((li) => li.innerText)`);
+    for (const [select, value] of Object.entries(launchChoices))
+      if (value) await evaluate(`document.getElementById(${JSON.stringify(select)}).value = ${JSON.stringify(value)}; true`);
     await evaluate(`${item}.querySelector("button").click(); true`);
     await waitFor(`/is loaded|failed/.test(document.getElementById("launch-progress").textContent)`, "the launch to end", 45000);
     const progress = await evaluate(`document.getElementById("launch-progress").textContent`);
