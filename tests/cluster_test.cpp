@@ -616,10 +616,12 @@ TEST_SUITE("cluster") {
     c.start("a");
     const auto l = c.cli({"launch", "--model", model, "--ctx", "128", "--split", "head:1,a:7"});
     REQUIRE_MESSAGE(l.exit_code == 0, l.err);
-    // Counters come with heartbeats (400 ms), so the pace is judged after a later generation.
+    // Counters come with heartbeats (400 ms), so the pace is judged after a later generation; 100
+    // tokens a round (was 48: with faster attention a round could end between two heartbeats,
+    // and under load 10 rounds sometimes judged nothing).
     std::string events;
     for (int round = 0; round < 10 && events.find("a computes its layers in") == std::string::npos; ++round) {
-      REQUIRE(c.cli({"generate", "--prompt", "hello", "-n", "48", "--temp", "0"}).exit_code == 0);
+      REQUIRE(c.cli({"generate", "--prompt", "hello", "-n", "100", "--temp", "0"}).exit_code == 0);
       std::this_thread::sleep_for(std::chrono::milliseconds(450));
       events = status(c)["plan"]["events"].dump();
     }
