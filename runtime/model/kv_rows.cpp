@@ -27,7 +27,7 @@ std::string kv_type_unfit(TensorType t, int head_dim) {
 }
 
 std::string kv_type_unfit(TensorType t, const ModelConfig& c, int first_layer, int last_layer) {
-  if (const std::string why = kv_type_unfit(t, 0); !is_kv_type(t)) return why;
+  if (!is_kv_type(t)) return kv_type_unfit(t, 0);
   for (int l = first_layer; l < last_layer; ++l)
     if (!c.is_recurrent(l))
       if (std::string why = kv_type_unfit(t, c.layer_head_dim(l)); !why.empty()) return why;
