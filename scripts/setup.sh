@@ -16,6 +16,8 @@ PACKAGES=(
   libxxhash-dev                                 # weight chunk checksums, model hashes
   libpcre2-dev                                  # byte-level BPE pre-tokenizer rules
   libedit-dev                                   # line editing and history in `hearth chat` (BSD)
+  libvulkan-dev glslc                           # GPU stages: the Vulkan loader, shaders compiled at build time
+  mesa-vulkan-drivers                           # lavapipe: Vulkan on the CPU, where the GPU tests run without a GPU
 )
 
 # shellcheck source=scripts/lib/apt.sh

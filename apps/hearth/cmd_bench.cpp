@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "apps/hearth/commands.h"
+#include "apps/hearth/gpu_option.h"
 #include "apps/hearth/kv_type_option.h"
 #include "apps/hearth/local_model.h"
 #include "runtime/model/generator.h"
@@ -30,6 +31,7 @@ struct BenchArgs {
   int depth = 0;  // tokens already in each sequence's cache before the measured prompt (a conversation's history)
   bool json = false;
   std::string kv_type = kDefaultKvType;
+  std::string gpu = "auto";
 };
 
 // Nanoseconds this process's threads have spent runnable but waiting for a CPU, summed
@@ -60,12 +62,14 @@ void bench(const BenchArgs& a) {
   LocalModel m = open_local_model(a.model);
   const int threads = a.threads > 0 ? a.threads : runtime::hardware_threads();
   runtime::ThreadPool pool(threads);
+  const auto gpu = runtime::choose_stage_gpu(a.gpu, *m.weights);
   runtime::Stage stage(
       m.weights,
       {.n_ctx = a.depth + a.prompt_tokens + a.gen_tokens + 1,
        .max_batch = std::max({a.batch, a.prompt_tokens, std::min(a.depth, kDepthChunk)}),
        .max_sequences = a.batch,
-       .kv_type = kv_type_named(a.kv_type)},
+       .kv_type = kv_type_named(a.kv_type),
+       .offload = gpu ? &gpu->offload() : nullptr},
       pool);
   runtime::Rng rng(42);
   std::vector<int32_t> prompt(static_cast<size_t>(a.prompt_tokens)), history(static_cast<size_t>(a.depth));
@@ -87,6 +91,8 @@ void bench(const BenchArgs& a) {
   // Sequences 1..batch; each is prefilled alone (prefill speed is that of sequence 1), then all
   // decode together, one token each per forward().
   std::vector<runtime::SeqChunk> chunks(static_cast<size_t>(a.batch));
+  runtime::GpuCounters gpu_decode;  // over the measured rounds' decode steps
+  int gpu_steps = 0;
   bool recurrent = false;
   for (int l = 0; l < m.config.n_layer; ++l) recurrent = recurrent || m.config.is_recurrent(l);
   std::vector<int32_t> toks(static_cast<size_t>(a.batch), 1);
@@ -108,6 +114,7 @@ void bench(const BenchArgs& a) {
     }
     double decode_s = 0;
     uint64_t waited_ns = 0;
+    const runtime::GpuCounters gpu0 = gpu ? gpu->counters() : runtime::GpuCounters{};
     const uint64_t read0 = stage.weight_bytes_read();
     for (int i = 0; i < a.gen_tokens; ++i) {
       if (i % kTokensPerProbe == 0) {
@@ -126,6 +133,14 @@ void bench(const BenchArgs& a) {
       decode_s += std::chrono::duration<double>(Clock::now() - t1).count();
       waited_ns += runqueue_wait_ns() - w0;
     }
+    if (gpu && r > 0) {
+      const runtime::GpuCounters g = gpu->counters();
+      gpu_decode.submissions += g.submissions - gpu0.submissions;
+      gpu_decode.weight_bytes += g.weight_bytes - gpu0.weight_bytes;
+      gpu_decode.gpu_s += g.gpu_s - gpu0.gpu_s;
+      gpu_decode.wall_s += g.wall_s - gpu0.wall_s;
+      gpu_steps += a.gen_tokens;
+    }
     if (a.gen_tokens > 0 && r > 0) step_bytes.push_back(static_cast<double>(stage.weight_bytes_read() - read0) / a.gen_tokens);
     if (a.gen_tokens == 0 && r > 0) bandwidth.push_back(probe.measure(pool, 1));
     if (a.depth == 0 || recurrent)
@@ -140,11 +155,26 @@ void bench(const BenchArgs& a) {
   const double read_gb_s = bytes * dc / a.batch / 1e9;  // bytes per step x steps per second
   const double mem_gb_s = median(bandwidth) / 1e9;
   const double fraction = mem_gb_s > 0 ? read_gb_s / mem_gb_s : 0;
+  // Per decode step on the GPU: the products' own time (timestamps), and the time the stage spent
+  // on them (that and copies, submission, waking up): what a pass per product costs.
+  const double steps = gpu_steps > 0 ? gpu_steps : 1;
+  const double gpu_busy_ms = gpu_decode.gpu_s / steps * 1e3, gpu_wall_ms = gpu_decode.wall_s / steps * 1e3;
+  const double gpu_read_gb_s = gpu_decode.gpu_s > 0 ? static_cast<double>(gpu_decode.weight_bytes) / gpu_decode.gpu_s / 1e9 : 0;
   if (a.json) {
     nlohmann::json j = {{"model", a.model},
                         {"weight_type", std::string(runtime::tensor_type_name(m.weights->layer(0).wq.type))},
                         {"threads", threads},
                         {"kernels", stage.kernels().name},
+                        {"gpu", gpu ? nlohmann::json{{"name", gpu->info().name},
+                                                     {"kind", gpu->info().kind},
+                                                     {"layers", gpu->placement().layers},
+                                                     {"output_head", gpu->placement().output},
+                                                     {"weight_bytes", gpu->placement().bytes},
+                                                     {"decode_busy_ms", gpu_busy_ms},
+                                                     {"decode_products_ms", gpu_wall_ms},
+                                                     {"decode_submissions", gpu_decode.submissions / steps},
+                                                     {"decode_busy_read_gb_s", gpu_read_gb_s}}
+                                    : nlohmann::json(nullptr)},
                         {"prompt_tokens", a.prompt_tokens},
                         {"gen_tokens", a.gen_tokens},
                         {"batch", a.batch},
@@ -163,6 +193,10 @@ void bench(const BenchArgs& a) {
   }
   std::printf("model          %s (%s)\n", a.model.c_str(), m.config.name.c_str());
   std::printf("threads        %d (%s kernels)\n", threads, std::string(stage.kernels().name).c_str());
+  if (gpu)
+    std::printf("gpu            %s (%s): %d layers%s, %.1f MiB of weights; the rest on the CPU\n", gpu->info().name.c_str(),
+                gpu->info().kind.c_str(), gpu->placement().layers, gpu->placement().output ? " and the output head" : "",
+                static_cast<double>(gpu->placement().bytes) / (1 << 20));
   std::printf("kv cache       %s%s\n", a.kv_type.c_str(),
               a.depth > 0 ? (", " + std::to_string(a.depth) + " tokens of history before the prompt").c_str() : "");
   std::printf("prefill        %8.2f tok/s  (%d tokens, median of %d)\n", pf, a.prompt_tokens, a.repeats);
@@ -172,6 +206,10 @@ void bench(const BenchArgs& a) {
   std::printf("memory read    %8.2f GB/s   (%d threads streaming %.0f MiB between decode tokens, median of %zu)\n", mem_gb_s,
               threads, static_cast<double>(probe.bytes()) / (1 << 20), bandwidth.size());
   std::printf("decode / read  %8.0f %%\n", 100 * fraction);
+  if (gpu && gpu_steps > 0)
+    std::printf("gpu decode     %8.2f ms     of products per step on the GPU (%.2f ms with copies, submission and waiting; %.0f "
+                "submissions), reading %.1f GB/s while busy\n",
+                gpu_busy_ms, gpu_wall_ms, gpu_decode.submissions / steps, gpu_read_gb_s);
   std::printf("cpu wait       %8.0f %%     (of decode time, threads runnable but waiting for a core: other processes)\n",
               100 * median(cpu_wait));
 }
@@ -200,6 +238,7 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", a->json, "Print JSON");
   add_kv_type_option(cmd, a->kv_type);
+  add_gpu_option(cmd, a->gpu);
   cmd->callback([a] { bench(*a); });
 }
 

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "apps/hearth/commands.h"
+#include "apps/hearth/gpu_option.h"
 #include "apps/hearth/kv_type_option.h"
 #include "apps/hearth/local_model.h"
 #include "profiles/profiler.h"
@@ -25,6 +26,7 @@ struct RunArgs {
   int ctx = 0;
   bool chat = false;
   std::string kv_type = kDefaultKvType;
+  std::string gpu = "auto";
 };
 
 // A context whose KV cache cannot fit this machine's memory is refused before it is allocated
@@ -44,7 +46,14 @@ void run(const RunArgs& a) {
   check_context_fits(m.config, a.ctx, kv_type_named(a.kv_type));
   runtime::Tokenizer tok(runtime::load_vocab(m.file.metadata()));
   runtime::ThreadPool pool(a.threads > 0 ? a.threads : runtime::hardware_threads());
-  runtime::Stage stage(m.weights, {.n_ctx = a.ctx, .max_batch = 256, .max_sequences = 1, .kv_type = kv_type_named(a.kv_type)}, pool);
+  const auto gpu = runtime::choose_stage_gpu(a.gpu, *m.weights);
+  runtime::Stage stage(m.weights,
+                       {.n_ctx = a.ctx,
+                        .max_batch = 256,
+                        .max_sequences = 1,
+                        .kv_type = kv_type_named(a.kv_type),
+                        .offload = gpu ? &gpu->offload() : nullptr},
+                       pool);
   std::string text = a.prompt;
   runtime::ReplyFilter reply;  // what of the reply is the answer (gpt-oss: its final channel)
   if (a.chat) {  // the prompt as one user message in the model's chat format; BOS stays the tokenizer's
@@ -97,6 +106,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("-c,--ctx", a->ctx, "Context length in tokens (default: the model's, at most 4096)")
       ->check(CLI::NonNegativeNumber);
   add_kv_type_option(cmd, a->kv_type);
+  add_gpu_option(cmd, a->gpu);
   cmd->callback([a] { run(*a); });
 }
 

@@ -16,5 +16,6 @@ void add_profile_command(CLI::App& app);
 // devices, launch, generate, status, stop and the global --head option.
 void add_cluster_commands(CLI::App& app);
 void add_chat_command(CLI::App& app);
+void add_gpus_command(CLI::App& app);
 
 }  // namespace hearth::cli

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   hearth::cli::add_profile_command(app);
   hearth::cli::add_cluster_commands(app);
   hearth::cli::add_chat_command(app);
+  hearth::cli::add_gpus_command(app);
 
   try {
     app.parse(argc, argv);

@@ -71,7 +71,8 @@ void rows_times_tokens(const WeightMatrix& w, GemmKernel g, const Activations& a
   }
 }
 
-// Biases (either may be null) then the gate's activation, over n elements of one token.
+}  // namespace
+
 void gated(FfnActivation activation, float* gate, float* up, const float* gate_bias, const float* up_bias, size_t n) {
   if (gate_bias)
     for (size_t i = 0; i < n; ++i) gate[i] += gate_bias[i];
@@ -84,7 +85,6 @@ void gated(FfnActivation activation, float* gate, float* up, const float* gate_b
   }
 }
 
-}  // namespace
 
 MatmulScratch::MatmulScratch(int max_tokens, int64_t max_n_in)
     : q8_(static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in / kQ8_0Block + 1)),

@@ -38,6 +38,10 @@ class MatmulScratch {
 void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, MatmulScratch& scratch, ThreadPool& pool,
             const KernelTable& k);
 
+// Biases (either may be null) then the gate's activation, over n elements of one token: what
+// matmul_swiglu() does to its projections (and a stage to projections computed elsewhere).
+void gated(FfnActivation activation, float* gate, float* up, const float* gate_bias, const float* up_bias, size_t n);
+
 // One weight of a fused matmul and its output ([n_tokens x w->n_out]).
 struct MatmulTarget {
   const WeightMatrix* w;

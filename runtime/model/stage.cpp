@@ -201,7 +201,7 @@ void Stage::layer_forward(int l, int n_tokens) {
   const bool own_v = w.wv.n_out > 0;  // else V is K's projection (Gemma 4's full layers)
   float* q_out = c.attn_output_gate ? q_gate_.data() : q_.data();
   const MatmulTarget qkv[] = {{&w.wq, q_out}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
-  matmul_many(std::span(qkv, own_v ? 3 : 2), xn_.data(), n_tokens, scratch_, pool_, kernels_);
+  project(std::span(qkv, own_v ? 3 : 2), xn_.data(), n_tokens);
   if (c.attn_output_gate)  // per head, the query then its gate: the queries to q_, gates stay
     for (int t = 0; t < n_tokens; ++t)
       for (int h = 0; h < c.n_head; ++h)
@@ -240,7 +240,7 @@ void Stage::layer_forward(int l, int n_tokens) {
         float* o = &attn_[static_cast<size_t>(t) * Q + h * hd];
         for (int i = 0; i < hd; ++i) o[i] *= 1.f / (1.f + std::exp(-g[i]));
       }
-  matmul(w.wo, attn_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
+  project(w.wo, attn_.data(), n_tokens, tmp_.data());
   if (!w.bo.empty()) add_bias(tmp_.data(), w.bo.data(), n_tokens, E);
   if (!w.post_attn_norm.empty())
     for (int t = 0; t < n_tokens; ++t) rmsnorm(&tmp_[t * E], w.post_attn_norm.data(), &tmp_[t * E], E, c.rms_eps);
@@ -254,8 +254,8 @@ void Stage::shared_expert_forward(int l, int n_tokens) {
   const ModelConfig& c = config();
   const LayerWeights& w = weights_->layer(l);
   const int E = c.n_embd;
-  matmul_swiglu(w.gate_shexp, w.up_shexp, xn_.data(), n_tokens, gate_.data(), up_.data(), scratch_, pool_, kernels_);
-  matmul(w.down_shexp, gate_.data(), n_tokens, shexp_out_.data(), scratch_, pool_, kernels_);
+  project_gated(w.gate_shexp, w.up_shexp, xn_.data(), n_tokens, FfnActivation::SiLU);
+  project(w.down_shexp, gate_.data(), n_tokens, shexp_out_.data());
   for (int t = 0; t < n_tokens; ++t) {
     const float g = 1.f / (1.f + std::exp(-kernels_.dot_f32(w.gate_inp_shexp.data(), &xn_[static_cast<size_t>(t) * E], E)));
     for (int i = 0; i < E; ++i) tmp_[static_cast<size_t>(t) * E + i] += shexp_out_[static_cast<size_t>(t) * E + i] * g;
@@ -270,7 +270,7 @@ void Stage::delta_net_forward(int l, int n_tokens) {
   const LayerWeights& w = weights_->layer(l);
   const MatmulTarget in[] = {{&w.ssm_qkv, ssm_qkv_.data()}, {&w.ssm_z, ssm_z_.data()}, {&w.ssm_beta, ssm_beta_.data()},
                              {&w.ssm_alpha, ssm_alpha_.data()}};
-  matmul_many(in, xn_.data(), n_tokens, scratch_, pool_, kernels_);
+  project(in, xn_.data(), n_tokens);
   const auto C = static_cast<size_t>(c.ssm_conv_channels()), DI = static_cast<size_t>(c.ssm_d_inner);
   const auto H = static_cast<size_t>(c.ssm_dt_rank);
   const int local = l - spec().first_layer;
@@ -279,7 +279,7 @@ void Stage::delta_net_forward(int l, int n_tokens) {
     delta_net_token(c, w, &ssm_qkv_[r * C], &ssm_z_[r * DI], &ssm_beta_[r * H], &ssm_alpha_[r * H],
                     row_cache_[r]->state(local), &ssm_y_[r * DI], ssm_scratch_.data(), pool_, kernels_);
   }
-  matmul(w.ssm_out, ssm_y_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
+  project(w.ssm_out, ssm_y_.data(), n_tokens, tmp_.data());
 }
 
 void Stage::ffn_forward(int l, int n_tokens) {
@@ -292,8 +292,8 @@ void Stage::ffn_forward(int l, int n_tokens) {
     experts_->forward(w, xn_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
     if (c.n_ff_shexp > 0) shared_expert_forward(l, n_tokens);
   } else {
-    matmul_swiglu(w.w_gate, w.w_up, xn_.data(), n_tokens, gate_.data(), up_.data(), scratch_, pool_, kernels_, c.ffn_activation);
-    matmul(w.w_down, gate_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
+    project_gated(w.w_gate, w.w_up, xn_.data(), n_tokens, c.ffn_activation);
+    project(w.w_down, gate_.data(), n_tokens, tmp_.data());
   }
   if (!w.post_ffn_norm.empty())
     for (int t = 0; t < n_tokens; ++t) rmsnorm(&tmp_[t * E], w.post_ffn_norm.data(), &tmp_[t * E], E, c.rms_eps);
@@ -366,12 +366,43 @@ std::span<const float> Stage::output_head(const StageInput& in, int n_tokens) {
   }
   const size_t need = static_cast<size_t>(rows) * c.n_vocab;
   if (logits_.size() < need) logits_.resize(need);
-  matmul(weights_->output(), xn_.data(), rows, logits_.data(), scratch_, pool_, kernels_);
+  project(weights_->output(), xn_.data(), rows, logits_.data());
   if (c.logit_softcap > 0) {  // as llama.cpp: scale by 1/cap, tanh, scale by cap
     const float inv = 1.f / c.logit_softcap;
     for (size_t i = 0; i < need; ++i) logits_[i] = std::tanh(logits_[i] * inv) * c.logit_softcap;
   }
   return {logits_.data(), need};
+}
+
+void Stage::project(std::span<const MatmulTarget> targets, const float* x, int n_tokens) {
+  MatmulOffload* gpu = options_.offload;
+  if (gpu && std::all_of(targets.begin(), targets.end(), [&](const MatmulTarget& t) { return gpu->holds(*t.w); })) {
+    gpu->matmul(targets, x, n_tokens);
+    return;
+  }
+  if (targets.size() == 1) {
+    matmul(*targets[0].w, x, n_tokens, targets[0].y, scratch_, pool_, kernels_);
+    return;
+  }
+  matmul_many(targets, x, n_tokens, scratch_, pool_, kernels_);
+}
+
+void Stage::project(const WeightMatrix& w, const float* x, int n_tokens, float* y) {
+  const MatmulTarget target{&w, y};
+  project(std::span(&target, 1), x, n_tokens);
+}
+
+// Into gate_ (the gated product) and up_.
+void Stage::project_gated(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, FfnActivation activation) {
+  MatmulOffload* gpu = options_.offload;
+  if (!gpu || !gpu->holds(gate) || !gpu->holds(up)) {
+    matmul_swiglu(gate, up, x, n_tokens, gate_.data(), up_.data(), scratch_, pool_, kernels_, activation);
+    return;
+  }
+  const MatmulTarget both[] = {{&gate, gate_.data()}, {&up, up_.data()}};
+  gpu->matmul(both, x, n_tokens);
+  const auto n = static_cast<size_t>(gate.n_out);
+  for (size_t t = 0; t < static_cast<size_t>(n_tokens); ++t) runtime::gated(activation, &gate_[t * n], &up_[t * n], nullptr, nullptr, n);
 }
 
 }  // namespace hearth::runtime

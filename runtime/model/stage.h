@@ -27,6 +27,7 @@
 #include "runtime/model/expert_ffn.h"
 #include "runtime/model/kv_cache.h"
 #include "runtime/model/matmul.h"
+#include "runtime/model/matmul_offload.h"
 #include "runtime/kernels/thread_pool.h"
 #include "runtime/model/weights.h"
 
@@ -40,6 +41,9 @@ struct StageOptions {
   // defaults to it; the programs default to f16 (half the memory; the note on issue 15 has the
   // logit differences) and q8_0 needs heads of a multiple of 32.
   TensorType kv_type = TensorType::F32;
+  // Where the products of the matrices it holds run (a GPU, runtime/gpu/gpu.h); the rest, and
+  // everything else of a layer, run on the CPU. Not owned; must outlive the stage.
+  MatmulOffload* offload = nullptr;
 };
 
 // A run of consecutive tokens of one sequence within a batch.
@@ -91,6 +95,10 @@ class Stage {
   void ffn_forward(int l, int n_tokens);        // the residual FFN half of a layer
   void shared_expert_forward(int l, int n_tokens);  // added into tmp_
   std::span<const float> output_head(const StageInput& in, int n_tokens);
+  // The products of a layer: on options_.offload when it holds every weight, else on the CPU.
+  void project(std::span<const MatmulTarget> targets, const float* x, int n_tokens);
+  void project(const WeightMatrix& w, const float* x, int n_tokens, float* y);
+  void project_gated(const WeightMatrix& gate, const WeightMatrix& up, const float* x, int n_tokens, FfnActivation activation);
 
   std::shared_ptr<const StageWeights> weights_;
   StageOptions options_;

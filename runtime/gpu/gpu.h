@@ -1,0 +1,86 @@
+// GPUs that take a stage's matrix products (Vulkan compute), behind one header that names no
+// GPU API: the programs choose a GPU with `--gpu auto|none|N`, and the stage sees only the
+// MatmulOffload it is given.
+//
+//   auto gpu = open_stage_gpu("auto", *weights, {});
+//   Stage stage(weights, {.offload = &gpu->offload()}, pool);
+//
+// What runs on the GPU (this slice of issue 18): the dense weight matrices of the stage's layers
+// and its output head, of types F32, F16, Q8_0 and Q4_0, uploaded once, first layers first until
+// the memory budget is spent; the rest of each layer (norms, RoPE, attention, activations) and
+// the matrices not uploaded run on the CPU, and activations cross to the GPU and back per product.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/model/matmul_offload.h"
+#include "runtime/model/weights.h"
+
+namespace hearth::runtime {
+
+// Why a GPU could not be used: none found, a driver that failed, a choice that names none.
+class GpuError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct GpuInfo {
+  int index = 0;       // what `--gpu N` names
+  std::string name;    // the driver's device name
+  std::string kind;    // "discrete", "integrated", "virtual" or "cpu" (lavapipe)
+  uint64_t memory_bytes = 0;  // its largest device-local heap
+  std::string api;     // "Vulkan 1.3.x"
+};
+
+// Whether this build has a GPU API at all (Vulkan found when it was configured).
+bool gpu_support_built();
+
+// The GPUs the driver lists; empty without any (or without a Vulkan loader).
+std::vector<GpuInfo> list_gpus();
+
+// What a GPU holds of a stage.
+struct GpuPlacement {
+  int layers = 0;           // the stage's first layers whose matrices are all on the GPU
+  int matrices = 0;         // matrices uploaded (those layers', and the output head's)
+  bool output = false;      // the output head
+  uint64_t bytes = 0;       // weight bytes uploaded
+  std::vector<std::string> left;  // why matrices stayed on the CPU (type, size, budget), one line each
+};
+
+struct StageGpuOptions {
+  uint64_t budget_bytes = 0;  // weight bytes to upload at most; 0: the GPU's memory less a margin
+};
+
+// What the GPU did so far: the products it ran and the time they took, on the GPU (its
+// timestamps, from the first dispatch of a submission to its last's end) and around them on the
+// CPU (copies in and out, submission, waiting). Their ratio is what submission costs.
+struct GpuCounters {
+  uint64_t submissions = 0;
+  uint64_t weight_bytes = 0;  // of the matrices multiplied, each once per submission
+  double gpu_s = 0;           // 0 where the queue has no timestamps
+  double wall_s = 0;
+};
+
+class StageGpu {
+ public:
+  virtual ~StageGpu() = default;
+  virtual const GpuInfo& info() const = 0;
+  virtual const GpuPlacement& placement() const = 0;
+  virtual MatmulOffload& offload() = 0;
+  virtual GpuCounters counters() const = 0;
+};
+
+// "auto" (the best GPU: discrete, then integrated, then virtual; never a CPU device such as
+// lavapipe, which the CPU tables outrun on the same cores), or an index of list_gpus(). Throws GpuError when the choice names no GPU, none exists, or the driver fails.
+std::unique_ptr<StageGpu> open_stage_gpu(const std::string& choice, const StageWeights& weights, const StageGpuOptions& options);
+
+// What the programs' `--gpu` does: null for "none"; else open_stage_gpu(), with the GPU and what
+// it holds said in the log. With "auto", no GPU or a failing driver is said there too and gives
+// null (the CPU runs everything); a GPU named by number that cannot be used throws GpuError.
+std::unique_ptr<StageGpu> choose_stage_gpu(const std::string& choice, const StageWeights& weights);
+
+}  // namespace hearth::runtime

@@ -1,0 +1,288 @@
+#include "runtime/gpu/vulkan_matmul.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <optional>
+
+namespace hearth::runtime {
+
+namespace {
+
+// SPIR-V of shaders/matmul.comp, one per weight type, compiled by glslc at build time.
+const uint32_t kMatmulF32[] = {
+#include "matmul_f32.spv.inc"
+};
+const uint32_t kMatmulF16[] = {
+#include "matmul_f16.spv.inc"
+};
+const uint32_t kMatmulQ8_0[] = {
+#include "matmul_q8_0.spv.inc"
+};
+const uint32_t kMatmulQ4_0[] = {
+#include "matmul_q4_0.spv.inc"
+};
+const uint32_t kQuantizeQ8_0[] = {
+#include "quantize_q8_0.spv.inc"
+};
+
+struct ShaderCode {
+  std::optional<TensorType> type;  // the weights a matmul shader reads; none for the quantizer
+  const uint32_t* words;
+  size_t bytes;
+};
+const ShaderCode kShaders[] = {
+    {TensorType::F32, kMatmulF32, sizeof(kMatmulF32)},
+    {TensorType::F16, kMatmulF16, sizeof(kMatmulF16)},
+    {TensorType::Q8_0, kMatmulQ8_0, sizeof(kMatmulQ8_0)},
+    {TensorType::Q4_0, kMatmulQ4_0, sizeof(kMatmulQ4_0)},
+    {std::nullopt, kQuantizeQ8_0, sizeof(kQuantizeQ8_0)},  // activations for the quantized ones
+};
+constexpr int kQuantizePipeline = 4;
+
+// Whether a type's shader reads the activations as Q8_0 blocks (as the CPU's dot products do).
+bool quantized(TensorType t) { return t == TensorType::Q8_0 || t == TensorType::Q4_0; }
+
+// Bytes of Q8_0 activation blocks for n floats: 9 words per 32.
+uint64_t q8_bytes(uint64_t n) { return n / 32 * 9 * 4; }
+
+int shader_of(TensorType t) {
+  for (size_t i = 0; i < std::size(kShaders); ++i)
+    if (kShaders[i].type == t) return static_cast<int>(i);
+  return -1;
+}
+
+struct Shape {  // the shader's push constants
+  uint32_t n_in, n_out, n_tokens, row_words, rows_per_y, y_offset;
+};
+
+constexpr uint32_t kTokensPerGroup = 8;  // TOK in the shader
+constexpr int kSetsPerPool = 256;
+constexpr uint32_t kBindings = 4;  // weights, activations, products, activations as Q8_0
+
+void barrier(VkCommandBuffer cmd, VkPipelineStageFlags from, VkAccessFlags from_access, VkPipelineStageFlags to, VkAccessFlags to_access) {
+  VkMemoryBarrier b{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+  b.srcAccessMask = from_access;
+  b.dstAccessMask = to_access;
+  vkCmdPipelineBarrier(cmd, from, to, 0, 1, &b, 0, nullptr, 0, nullptr);
+}
+
+}  // namespace
+
+VulkanMatmul::VulkanMatmul(VulkanDevice& gpu) : gpu_(gpu) {
+  VkDevice d = gpu_.device();
+  VkDescriptorSetLayoutBinding bindings[kBindings]{};
+  for (uint32_t i = 0; i < kBindings; ++i) {
+    bindings[i].binding = i;
+    bindings[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    bindings[i].descriptorCount = 1;
+    bindings[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
+  }
+  VkDescriptorSetLayoutCreateInfo li{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+  li.bindingCount = kBindings;
+  li.pBindings = bindings;
+  const VkPushConstantRange push{VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(Shape)};
+  try {
+    vk_check(vkCreateDescriptorSetLayout(d, &li, nullptr, &set_layout_), "vkCreateDescriptorSetLayout");
+    VkPipelineLayoutCreateInfo pi{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
+    pi.setLayoutCount = 1;
+    pi.pSetLayouts = &set_layout_;
+    pi.pushConstantRangeCount = 1;
+    pi.pPushConstantRanges = &push;
+    vk_check(vkCreatePipelineLayout(d, &pi, nullptr, &layout_), "vkCreatePipelineLayout");
+    for (const ShaderCode& s : kShaders) {
+      VkShaderModuleCreateInfo mi{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
+      mi.codeSize = s.bytes;
+      mi.pCode = s.words;
+      VkShaderModule module;
+      vk_check(vkCreateShaderModule(d, &mi, nullptr, &module), "vkCreateShaderModule");
+      modules_.push_back(module);
+      VkComputePipelineCreateInfo ci{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
+      ci.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
+      ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+      ci.stage.module = module;
+      ci.stage.pName = "main";
+      ci.layout = layout_;
+      VkPipeline pipeline;
+      vk_check(vkCreateComputePipelines(d, VK_NULL_HANDLE, 1, &ci, nullptr, &pipeline), "vkCreateComputePipelines");
+      pipelines_.push_back(pipeline);
+    }
+  } catch (...) {
+    release();  // the constructor did not finish, so no destructor will run
+    throw;
+  }
+}
+
+VulkanMatmul::~VulkanMatmul() { release(); }
+
+void VulkanMatmul::release() {
+  VkDevice d = gpu_.device();
+  for (auto& [_, r] : resident_) gpu_.destroy(r.weights);
+  resident_.clear();
+  for (VulkanBuffer* b : {&x_dev_, &y_dev_, &xq_dev_, &x_host_, &y_host_}) gpu_.destroy(*b);
+  for (VkDescriptorPool p : pools_) vkDestroyDescriptorPool(d, p, nullptr);
+  pools_.clear();
+  for (VkPipeline p : pipelines_) vkDestroyPipeline(d, p, nullptr);
+  pipelines_.clear();
+  for (VkShaderModule m : modules_) vkDestroyShaderModule(d, m, nullptr);
+  modules_.clear();
+  if (layout_) vkDestroyPipelineLayout(d, layout_, nullptr);
+  if (set_layout_) vkDestroyDescriptorSetLayout(d, set_layout_, nullptr);
+  layout_ = VK_NULL_HANDLE;
+  set_layout_ = VK_NULL_HANDLE;
+}
+
+std::string VulkanMatmul::unfit(const WeightMatrix& w) const {
+  if (shader_of(w.type) < 0) return "no GPU shader for " + std::string(tensor_type_name(w.type)) + " weights yet";
+  if (w.bytes() > gpu_.max_buffer_bytes())
+    return "the matrix (" + std::to_string(w.bytes() >> 20) + " MiB) is larger than the GPU's largest buffer (" +
+           std::to_string(gpu_.max_buffer_bytes() >> 20) + " MiB)";
+  if (w.type == TensorType::F16 && w.n_in % 2 != 0) return "f16 rows of an odd length (the shader reads pairs)";
+  return "";
+}
+
+VkDescriptorSet VulkanMatmul::allocate_set() {
+  VkDevice d = gpu_.device();
+  if (sets_left_ == 0) {
+    const VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, kBindings * kSetsPerPool};
+    VkDescriptorPoolCreateInfo pi{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+    pi.maxSets = kSetsPerPool;
+    pi.poolSizeCount = 1;
+    pi.pPoolSizes = &size;
+    VkDescriptorPool pool;
+    vk_check(vkCreateDescriptorPool(d, &pi, nullptr, &pool), "vkCreateDescriptorPool");
+    pools_.push_back(pool);
+    sets_left_ = kSetsPerPool;
+  }
+  VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+  ai.descriptorPool = pools_.back();
+  ai.descriptorSetCount = 1;
+  ai.pSetLayouts = &set_layout_;
+  VkDescriptorSet set;
+  vk_check(vkAllocateDescriptorSets(d, &ai, &set), "vkAllocateDescriptorSets");
+  --sets_left_;
+  return set;
+}
+
+void VulkanMatmul::bind_io(VkDescriptorSet set) const {
+  const VkDescriptorBufferInfo io[3] = {
+      {x_dev_.buffer, 0, VK_WHOLE_SIZE}, {y_dev_.buffer, 0, VK_WHOLE_SIZE}, {xq_dev_.buffer, 0, VK_WHOLE_SIZE}};
+  VkWriteDescriptorSet writes[3]{};
+  for (uint32_t i = 0; i < 3; ++i) {
+    writes[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+    writes[i].dstSet = set;
+    writes[i].dstBinding = i + 1;
+    writes[i].descriptorCount = 1;
+    writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    writes[i].pBufferInfo = &io[i];
+  }
+  vkUpdateDescriptorSets(gpu_.device(), 3, writes, 0, nullptr);
+}
+
+void VulkanMatmul::ensure_io(uint64_t x_floats, uint64_t y_floats) {
+  const uint64_t xb = x_floats * sizeof(float), yb = y_floats * sizeof(float);
+  if (x_dev_.buffer && x_dev_.size >= xb && y_dev_.size >= yb) return;
+  const uint64_t x_size = std::max({xb, x_dev_.size, uint64_t{1} << 16}), y_size = std::max({yb, y_dev_.size, uint64_t{1} << 16});
+  for (VulkanBuffer* b : {&x_dev_, &y_dev_, &xq_dev_, &x_host_, &y_host_}) gpu_.destroy(*b);
+  x_dev_ = gpu_.create_buffer(x_size, true);
+  y_dev_ = gpu_.create_buffer(y_size, true);
+  xq_dev_ = gpu_.create_buffer(q8_bytes(x_size / sizeof(float)) + 64, true);
+  if (!x_dev_.mapped) x_host_ = gpu_.create_buffer(x_size, false);
+  if (!y_dev_.mapped) y_host_ = gpu_.create_buffer(y_size, false);
+  for (const auto& [_, r] : resident_) bind_io(r.set);
+}
+
+void VulkanMatmul::upload(const WeightMatrix& w) {
+  if (holds(w)) return;
+  Resident r;
+  r.pipeline = shader_of(w.type);
+  r.weights = gpu_.create_buffer(w.bytes(), true);
+  try {
+    gpu_.upload(r.weights, w.data, w.bytes());
+    r.set = allocate_set();
+    ensure_io(1, 1);
+  } catch (...) {
+    gpu_.destroy(r.weights);
+    throw;
+  }
+  const VkDescriptorBufferInfo wi{r.weights.buffer, 0, VK_WHOLE_SIZE};
+  VkWriteDescriptorSet write{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
+  write.dstSet = r.set;
+  write.dstBinding = 0;
+  write.descriptorCount = 1;
+  write.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+  write.pBufferInfo = &wi;
+  vkUpdateDescriptorSets(gpu_.device(), 1, &write, 0, nullptr);
+  bind_io(r.set);
+  bytes_ += w.bytes();
+  resident_.emplace(w.data, r);
+}
+
+void VulkanMatmul::matmul(std::span<const MatmulTarget> targets, const float* x, int n_tokens) {
+  if (targets.empty() || n_tokens <= 0) return;
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t n_in = targets[0].w->n_in;
+  uint64_t y_floats = 0;
+  for (const MatmulTarget& t : targets) y_floats += static_cast<uint64_t>(t.w->n_out) * static_cast<uint64_t>(n_tokens);
+  const uint64_t x_floats = static_cast<uint64_t>(n_in) * static_cast<uint64_t>(n_tokens);
+  ensure_io(x_floats, y_floats);
+  std::memcpy(x_host_.buffer ? x_host_.mapped : x_dev_.mapped, x, x_floats * sizeof(float));
+
+  VkCommandBuffer cmd = gpu_.begin();
+  if (x_host_.buffer) {
+    const VkBufferCopy region{0, 0, x_floats * sizeof(float)};
+    vkCmdCopyBuffer(cmd, x_host_.buffer, x_dev_.buffer, 1, &region);
+    barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+  }
+  const uint32_t max_x = std::min<uint32_t>(gpu_.max_group_count_x(), 65535);
+  gpu_.stamp(cmd, 0);
+  if (std::any_of(targets.begin(), targets.end(), [](const MatmulTarget& t) { return quantized(t.w->type); })) {
+    // Once for all targets: their n_in is the same. Any target's set binds x and xq.
+    const Shape shape{static_cast<uint32_t>(n_in), 0, static_cast<uint32_t>(n_tokens), 0, 0, 0};
+    vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipelines_[kQuantizePipeline]);
+    vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 1, &resident_.at(targets[0].w->data).set, 0, nullptr);
+    vkCmdPushConstants(cmd, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(shape), &shape);
+    const uint64_t blocks = x_floats / 32;
+    vkCmdDispatch(cmd, static_cast<uint32_t>((blocks + 63) / 64), 1, 1);
+    barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+  }
+  uint64_t y_at = 0;
+  int bound = -1;
+  for (const MatmulTarget& t : targets) {
+    const Resident& r = resident_.at(t.w->data);
+    if (r.pipeline != bound) {
+      vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipelines_[static_cast<size_t>(r.pipeline)]);
+      bound = r.pipeline;
+    }
+    vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 1, &r.set, 0, nullptr);
+    const auto n_out = static_cast<uint32_t>(t.w->n_out);
+    const uint32_t gx = std::min(n_out, max_x);
+    const Shape shape{static_cast<uint32_t>(n_in), n_out, static_cast<uint32_t>(n_tokens), static_cast<uint32_t>(t.w->row_bytes / 2), gx,
+                      static_cast<uint32_t>(y_at)};
+    vkCmdPushConstants(cmd, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(shape), &shape);
+    vkCmdDispatch(cmd, gx, (n_out + gx - 1) / gx, (static_cast<uint32_t>(n_tokens) + kTokensPerGroup - 1) / kTokensPerGroup);
+    y_at += static_cast<uint64_t>(n_out) * static_cast<uint64_t>(n_tokens);
+  }
+  gpu_.stamp(cmd, 1);
+  if (y_host_.buffer) {
+    barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+    const VkBufferCopy region{0, 0, y_floats * sizeof(float)};
+    vkCmdCopyBuffer(cmd, y_dev_.buffer, y_host_.buffer, 1, &region);
+    barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+  } else {
+    barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+  }
+  gpu_.submit();
+  const auto* y = static_cast<const float*>(y_host_.buffer ? y_host_.mapped : y_dev_.mapped);
+  for (const MatmulTarget& t : targets) {
+    const size_t n = static_cast<size_t>(t.w->n_out) * static_cast<size_t>(n_tokens);
+    std::memcpy(t.y, y, n * sizeof(float));
+    y += n;
+    counters_.weight_bytes += t.w->bytes();
+  }
+  counters_.submissions++;
+  counters_.gpu_s += gpu_.stamped_seconds();
+  counters_.wall_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace hearth::runtime

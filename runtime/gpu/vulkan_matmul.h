@@ -1,0 +1,60 @@
+// Matrix products on a Vulkan device (shaders/matmul.comp): weights uploaded once, activations
+// copied in and products copied out around each call, in one submission per call.
+#pragma once
+
+#include <vulkan/vulkan.h>
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/gpu/vulkan_device.h"
+#include "runtime/model/matmul_offload.h"
+
+namespace hearth::runtime {
+
+class VulkanMatmul : public MatmulOffload {
+ public:
+  explicit VulkanMatmul(VulkanDevice& gpu);
+  ~VulkanMatmul() override;
+  VulkanMatmul(const VulkanMatmul&) = delete;
+  VulkanMatmul& operator=(const VulkanMatmul&) = delete;
+
+  // Why w cannot live on this GPU ("" when it can): a weight type without a shader, or a matrix
+  // over the device's largest storage buffer.
+  std::string unfit(const WeightMatrix& w) const;
+  // Copies w's weights to the GPU. REQUIRES: unfit(w) is empty. Throws GpuError (out of memory).
+  void upload(const WeightMatrix& w);
+  uint64_t bytes_uploaded() const { return bytes_; }
+  const GpuCounters& counters() const { return counters_; }
+
+  bool holds(const WeightMatrix& w) const override { return resident_.count(w.data) != 0; }
+  void matmul(std::span<const MatmulTarget> targets, const float* x, int n_tokens) override;
+
+ private:
+  struct Resident {
+    VulkanBuffer weights;
+    VkDescriptorSet set = VK_NULL_HANDLE;
+    int pipeline = 0;  // index into pipelines_
+  };
+  void release();
+  void ensure_io(uint64_t x_floats, uint64_t y_floats);
+  void bind_io(VkDescriptorSet set) const;
+  VkDescriptorSet allocate_set();
+
+  VulkanDevice& gpu_;
+  VkDescriptorSetLayout set_layout_ = VK_NULL_HANDLE;
+  VkPipelineLayout layout_ = VK_NULL_HANDLE;
+  std::vector<VkShaderModule> modules_;
+  std::vector<VkPipeline> pipelines_;  // F32, F16, Q8_0, Q4_0, then the Q8_0 activation quantizer
+  std::vector<VkDescriptorPool> pools_;
+  int sets_left_ = 0;                  // in pools_.back()
+  std::unordered_map<const uint8_t*, Resident> resident_;  // by where the weights are mapped
+  uint64_t bytes_ = 0;
+  GpuCounters counters_;
+  // Activations in and products out: on the GPU (x_dev_, y_dev_), and where the CPU writes and
+  // reads them when that memory is not the CPU's (x_host_, y_host_ stay empty on unified memory).
+  VulkanBuffer x_dev_, y_dev_, xq_dev_, x_host_, y_host_;
+};
+
+}  // namespace hearth::runtime

@@ -1,0 +1,253 @@
+// A stage's matrix products on a GPU (runtime/gpu): the same tokens and nearly the same logits as
+// the CPU. In CI the GPU is lavapipe (Mesa's Vulkan on the CPU), which runs the same shaders a
+// graphics card runs; without any Vulkan device (or a build without Vulkan) the cases say so and
+// check only what needs none.
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <optional>
+#include <random>
+
+#include "runtime/gpu/gpu.h"
+#include "runtime/model/generator.h"
+#include "runtime/model/stage.h"
+#include "tests/test_util.h"
+
+using namespace hearth::runtime;
+using hearth::test::shared_file;
+
+namespace {
+
+// The device the tests use: a CPU one (lavapipe) when there is one, as in CI, so that the
+// results do not depend on which graphics card a developer has; else the first.
+std::optional<std::string> test_gpu() {
+  if (!gpu_support_built()) {
+    MESSAGE("skipped: this build has no Vulkan (install libvulkan-dev and glslc, as scripts/setup.sh does)");
+    return std::nullopt;
+  }
+  const auto gpus = list_gpus();
+  if (gpus.empty()) {
+    MESSAGE("skipped: no Vulkan device (mesa-vulkan-drivers provides lavapipe)");
+    return std::nullopt;
+  }
+  for (const GpuInfo& g : gpus)
+    if (g.kind == "cpu") return std::to_string(g.index);
+  return std::to_string(gpus.front().index);
+}
+
+struct Model {
+  GgufFile file;
+  ModelConfig config;
+  std::shared_ptr<StageWeights> weights;
+};
+
+Model open_model(const std::string& path) {
+  GgufFile f = GgufFile::open(path);
+  ModelConfig c = read_model_config(f);
+  auto w = std::make_shared<StageWeights>(f, c, StageSpec::whole(c.n_layer));
+  return {std::move(f), std::move(c), std::move(w)};
+}
+
+// Logits of every position of `ids` in one batch, with the products on `offload` (or the CPU).
+std::vector<float> all_logits(const Model& m, const std::vector<int32_t>& ids, MatmulOffload* offload) {
+  ThreadPool pool(2);
+  Stage stage(m.weights, {.n_ctx = 256, .max_batch = 64, .max_sequences = 1, .offload = offload}, pool);
+  const SeqChunk chunk{1, 0, static_cast<int>(ids.size())};
+  const auto out = stage.forward({.chunks = {&chunk, 1}, .tokens = ids, .all_logits = true});
+  return {out.begin(), out.end()};
+}
+
+std::vector<int32_t> greedy(const Model& m, const std::vector<int32_t>& prompt, int n, MatmulOffload* offload) {
+  ThreadPool pool(2);
+  Stage stage(m.weights, {.n_ctx = 512, .max_batch = 64, .max_sequences = 1, .offload = offload}, pool);
+  std::vector<int32_t> out;
+  std::vector<int32_t> next = prompt;
+  int pos = 0;
+  for (int i = 0; i < n; ++i) {
+    const SeqChunk chunk{1, pos, static_cast<int>(next.size())};
+    const auto logits = stage.forward({.chunks = {&chunk, 1}, .tokens = next});
+    pos += static_cast<int>(next.size());
+    const auto id = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    out.push_back(id);
+    next = {id};
+  }
+  return out;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(double{a[i]} - double{b[i]}));
+  return d;
+}
+
+double max_abs(const std::vector<float>& a) {
+  double m = 0;
+  for (float v : a) m = std::max(m, std::fabs(double{v}));
+  return m;
+}
+
+MakeModelOptions random_model(TensorType type) {
+  MakeModelOptions o;
+  o.type = type;
+  o.shape.n_layer = 4;
+  o.weight_std = 0.05f;  // enough signal that every layer matters to the logits
+  return o;
+}
+
+}  // namespace
+
+TEST_SUITE("gpu") {
+  TEST_CASE("a --gpu choice that names no GPU is refused with the reason") {
+    hearth::test::TempDir dir;
+    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", random_model(TensorType::Q8_0)));
+    CHECK_THROWS_AS(open_stage_gpu("fast", *m.weights, {}), GpuError);
+    CHECK_THROWS_AS(open_stage_gpu("-1", *m.weights, {}), GpuError);
+    CHECK_THROWS_AS(open_stage_gpu("99", *m.weights, {}), GpuError);
+  }
+
+  TEST_CASE("stories260K: the greedy continuation on the GPU is the CPU's, token for token") {
+    const auto gpu_choice = test_gpu();
+    const auto path = shared_file("models/stories260K/stories260K.gguf");
+    const auto ref_path = shared_file("models/stories260K/reference/once_upon_a_time_32.kvf32.json");
+    if (!gpu_choice || !path || !ref_path) return;
+    std::ifstream rf(*ref_path);
+    const std::vector<int32_t> prompt = nlohmann::json::parse(rf).at("prompt_ids").get<std::vector<int32_t>>();
+    const Model m = open_model(*path);
+    auto gpu = open_stage_gpu(*gpu_choice, *m.weights, {});
+    MESSAGE("GPU: " << gpu->info().name << " (" << gpu->info().kind << ")");
+    CHECK(gpu->placement().layers == m.config.n_layer);
+    CHECK(gpu->placement().output);
+    const auto cpu_ids = greedy(m, prompt, 64, nullptr);
+    const auto gpu_ids = greedy(m, prompt, 64, &gpu->offload());
+    CHECK(gpu_ids == cpu_ids);
+  }
+
+  // Each product as the scalar CPU table computes it: quantized weights meet activations rounded
+  // to Q8_0 the same way (quantize_q8_0.comp), so a block's sum is the same integer, and only
+  // the order of f32 additions differs (about 1e-7 of the largest output; 1e-5 leaves room for
+  // rows 100x longer).
+  TEST_CASE("products of every weight type equal the CPU's up to the order of f32 sums") {
+    const auto gpu_choice = test_gpu();
+    if (!gpu_choice) return;
+    for (const TensorType type : {TensorType::F32, TensorType::F16, TensorType::Q8_0, TensorType::Q4_0}) {
+      CAPTURE(tensor_type_name(type));
+      hearth::test::TempDir dir;
+      const Model m = open_model(hearth::test::make_model(dir, "m.gguf", random_model(type)));
+      auto gpu = open_stage_gpu(*gpu_choice, *m.weights, {});
+      ThreadPool pool(2);
+      for (const WeightMatrix* w : {&m.weights->layer(0).w_gate, &m.weights->layer(1).w_down, &m.weights->output()}) {
+        REQUIRE(gpu->offload().holds(*w));
+        for (const int n_tokens : {1, 3, 9}) {  // 9: two of the shader's groups of 8 tokens
+          CAPTURE(n_tokens);
+          std::mt19937 rng(static_cast<uint32_t>(n_tokens));
+          std::normal_distribution<float> normal(0.f, 1.f);
+          std::vector<float> x(static_cast<size_t>(w->n_in * n_tokens)), cpu(static_cast<size_t>(w->n_out * n_tokens)), on_gpu(cpu.size());
+          for (float& v : x) v = normal(rng);
+          MatmulScratch scratch(n_tokens, w->n_in);
+          matmul(*w, x.data(), n_tokens, cpu.data(), scratch, pool, scalar_kernels());
+          const MatmulTarget target{w, on_gpu.data()};
+          gpu->offload().matmul(std::span(&target, 1), x.data(), n_tokens);
+          CHECK(max_abs_diff(on_gpu, cpu) / max_abs(cpu) < 1e-5);
+        }
+      }
+    }
+  }
+
+  // Whole models: the products' small differences pass through every later layer. These random
+  // models are chaotic at Q8_0 rounding boundaries (reference_test: llama.cpp's own f16- and
+  // f32-KV logits differ by 1.5e-2 on them), and llama.cpp's f16 path rounds activations to f16
+  // (5.5e-4 from hearth's CPU as from this), so those bounds are the reference test's.
+  TEST_CASE("random-tiny: logits of every weight type near the CPU's and llama.cpp's") {
+    const auto gpu_choice = test_gpu();
+    if (!gpu_choice) return;
+    struct Case {
+      const char* type;
+      double vs_cpu, vs_llama;  // bounds relative to the largest logit
+    };
+    for (const Case c : {Case{"f32", 1e-5, 1e-5}, Case{"f16", 1e-5, 2e-3}, Case{"q8_0", 2e-2, 2e-2}, Case{"q4_0", 2e-2, 2e-2}}) {
+      const std::string type = c.type;
+      CAPTURE(type);
+      const std::string base = "models/random-tiny/";
+      const auto model = shared_file(base + "tiny-" + c.type + ".gguf");
+      const auto ref_path = shared_file(base + "reference/tiny-" + c.type + ".once_upon_a_time_32.kvf32.json");
+      if (!model || !ref_path) return;
+      std::ifstream rf(*ref_path);
+      const auto ref = nlohmann::json::parse(rf);
+      std::vector<int32_t> ids = ref.at("prompt_ids").get<std::vector<int32_t>>();
+      const auto gen = ref.at("generated_ids").get<std::vector<int32_t>>();
+      ids.insert(ids.end(), gen.begin(), gen.end());
+      const auto expected = hearth::test::read_f32(*shared_file(base + "reference/" + ref.at("logits_file").get<std::string>()));
+      const Model m = open_model(*model);
+      auto gpu = open_stage_gpu(*gpu_choice, *m.weights, {});
+      const auto on_gpu = all_logits(m, ids, &gpu->offload());
+      const auto on_cpu = all_logits(m, ids, nullptr);
+      const double scale = max_abs(on_cpu);
+      const double vs_cpu = max_abs_diff(on_gpu, on_cpu) / scale, vs_ref = max_abs_diff(on_gpu, expected) / scale;
+      MESSAGE(type << ": max |GPU - CPU| / max |logit| = " << vs_cpu << ", against llama.cpp " << vs_ref);
+      CHECK(vs_cpu < c.vs_cpu);
+      CHECK(vs_ref < c.vs_llama);
+    }
+  }
+
+  TEST_CASE("sequences batched on the GPU get what each gets alone") {
+    const auto gpu_choice = test_gpu();
+    if (!gpu_choice) return;
+    hearth::test::TempDir dir;
+    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", random_model(TensorType::Q4_0)));
+    auto gpu = open_stage_gpu(*gpu_choice, *m.weights, {});
+    ThreadPool pool(2);
+    Stage stage(m.weights, {.n_ctx = 64, .max_batch = 64, .max_sequences = 8, .offload = &gpu->offload()}, pool);
+    const std::vector<std::vector<int32_t>> prompts = {{1, 5, 9}, {1, 7, 3, 8, 2}, {1, 4}};
+    // Alone: each prompt, then its last logits row.
+    std::vector<std::vector<float>> alone;
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      const SeqChunk chunk{100 + s, 0, static_cast<int>(prompts[s].size())};
+      const auto out = stage.forward({.chunks = {&chunk, 1}, .tokens = prompts[s]});
+      alone.emplace_back(out.begin(), out.end());
+    }
+    // Together: the three prompts in one batch (one product over 10 tokens: 8 and 2 in the
+    // shader's token groups, so a prompt's tokens land in different groups than alone).
+    std::vector<SeqChunk> chunks;
+    std::vector<int32_t> tokens;
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      chunks.push_back({s + 1, 0, static_cast<int>(prompts[s].size())});
+      tokens.insert(tokens.end(), prompts[s].begin(), prompts[s].end());
+    }
+    const auto together = stage.forward({.chunks = chunks, .tokens = tokens});
+    const auto n_vocab = static_cast<size_t>(m.config.n_vocab);
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      CAPTURE(s);
+      CHECK(std::equal(alone[s].begin(), alone[s].end(), together.begin() + static_cast<std::ptrdiff_t>(s * n_vocab)));
+    }
+  }
+
+  TEST_CASE("a GPU budget smaller than the stage keeps the first layers there and the rest on the CPU") {
+    const auto gpu_choice = test_gpu();
+    if (!gpu_choice) return;
+    hearth::test::TempDir dir;
+    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", random_model(TensorType::F16)));
+    // Room for two of the four layers' matrices, not the output head.
+    uint64_t layer_bytes = 0;
+    for (const WeightMatrix* w : {&m.weights->layer(0).wq, &m.weights->layer(0).wk, &m.weights->layer(0).wv, &m.weights->layer(0).wo,
+                                  &m.weights->layer(0).w_gate, &m.weights->layer(0).w_up, &m.weights->layer(0).w_down})
+      layer_bytes += w->bytes();
+    auto gpu = open_stage_gpu(*gpu_choice, *m.weights, {.budget_bytes = 2 * layer_bytes + layer_bytes / 2});
+    const GpuPlacement& p = gpu->placement();
+    CHECK(p.layers == 2);
+    CHECK(p.matrices == 14);
+    CHECK_FALSE(p.output);
+    CHECK(p.bytes == 2 * layer_bytes);
+    REQUIRE_FALSE(p.left.empty());
+    CHECK(p.left.back().find("layers 2-3") != std::string::npos);
+    CHECK(gpu->offload().holds(m.weights->layer(1).w_down));
+    CHECK_FALSE(gpu->offload().holds(m.weights->layer(2).wq));
+    const std::vector<int32_t> ids = {1, 17, 33, 2, 90, 41};
+    const auto split = all_logits(m, ids, &gpu->offload());
+    const auto cpu = all_logits(m, ids, nullptr);
+    CHECK(max_abs_diff(split, cpu) / max_abs(cpu) < 1e-4);
+    CHECK(split != cpu);  // the first layers did run elsewhere
+  }
+}
