@@ -20,6 +20,7 @@ struct DaemonConfig {
   std::string data_dir;                  // node id, profile, weight cache; default: ~/.local/share/hearth
   uint64_t memory_limit = 0;             // bytes this daemon may use for its stage; 0 = what is free
   int threads = 0;                       // compute threads; 0 = all cores
+  std::string gpu = "auto";              // where a stage's matrix products run: auto, none or a GPU's number
   bool discovery = true;                 // UDP beacons on the LAN
   int discovery_port = 47470;
   std::string discovery_address = "255.255.255.255";

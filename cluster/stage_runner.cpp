@@ -7,6 +7,7 @@
 #include <set>
 
 #include "cluster/wire_convert.h"
+#include "runtime/gpu/gpu.h"
 #include "runtime/model/weights.h"
 
 namespace hearth::cluster {
@@ -25,8 +26,13 @@ bool all_finite(const float* p, size_t n) {
 }  // namespace
 
 StageRunner::StageRunner(const transport::SocketFactory& sockets, runtime::ThreadPool& pool, DropStats& drops,
-                         std::string device_name, Reports reports)
-    : sockets_(sockets), pool_(pool), drops_(drops), device_name_(std::move(device_name)), reports_(std::move(reports)) {}
+                         std::string device_name, std::string gpu, Reports reports)
+    : sockets_(sockets),
+      pool_(pool),
+      drops_(drops),
+      device_name_(std::move(device_name)),
+      gpu_(std::move(gpu)),
+      reports_(std::move(reports)) {}
 
 void StageRunner::load(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec,
                        const runtime::StageOptions& options, const std::string& next_endpoint, const std::string& next_key) {
@@ -36,7 +42,10 @@ void StageRunner::load(uint64_t plan_id, const std::string& model_path, const ru
   const runtime::ModelConfig cfg = runtime::read_model_config(*st->file);
   auto weights = std::make_shared<runtime::StageWeights>(*st->file, cfg, spec);
   const double mapped_mb = weights->mapped_bytes() / 1e6;
-  st->host = std::make_unique<StageHost>(std::move(weights), options, pool_);
+  st->gpu = runtime::choose_stage_gpu(gpu_, *weights);
+  runtime::StageOptions with_gpu = options;
+  with_gpu.offload = st->gpu ? &st->gpu->offload() : nullptr;
+  st->host = std::make_unique<StageHost>(std::move(weights), with_gpu, pool_);
   st->next_endpoint = next_endpoint;
   if (!next_endpoint.empty()) st->push.emplace(sockets_.connect_push(next_endpoint, {.send_hwm = 64, .server_key = next_key}));
   stage_ = std::move(st);

@@ -17,6 +17,7 @@
 #include "cluster/host.h"
 #include "cluster/stage_host.h"
 #include "runtime/format/gguf.h"
+#include "runtime/gpu/gpu.h"
 #include "runtime/kernels/thread_pool.h"
 #include "transport/codec.h"
 #include "transport/sockets.h"
@@ -31,8 +32,9 @@ class StageRunner final : public LocalStage {
     std::function<void(capnp::MessageBuilder&)> to_head;
     std::function<bool(const std::vector<SampledToken>&)> sampled;
   };
+  // gpu: the daemon's --gpu choice (runtime/gpu/gpu.h), applied to every stage it loads.
   StageRunner(const transport::SocketFactory& sockets, runtime::ThreadPool& pool, DropStats& drops, std::string device_name,
-              Reports reports);
+              std::string gpu, Reports reports);
 
   // LocalStage. `load` maps the stage's layers from a GGUF file: the whole model (the head's own
   // stage, or a device's local copy) or the stage file a device received.
@@ -62,6 +64,7 @@ class StageRunner final : public LocalStage {
  private:
   struct Loaded {
     std::unique_ptr<runtime::GgufFile> file;
+    std::unique_ptr<runtime::StageGpu> gpu;  // what of the stage runs on a GPU (null: none); outlives host
     std::unique_ptr<StageHost> host;
     std::optional<zmq::socket_t> push;  // to the next stage's data socket (or the head's)
     std::string next_endpoint;
@@ -80,6 +83,7 @@ class StageRunner final : public LocalStage {
   runtime::ThreadPool& pool_;
   DropStats& drops_;
   std::string device_name_;
+  std::string gpu_;  // --gpu
   Reports reports_;
   std::unique_ptr<Loaded> stage_;
   std::atomic<uint64_t> plan_id_{0};

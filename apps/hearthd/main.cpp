@@ -19,6 +19,7 @@
 #include "cluster/head.h"
 #include "cluster/node.h"
 #include "profiles/profiler.h"
+#include "runtime/gpu/gpu.h"
 #include "transport/curve.h"
 #include "transport/discovery.h"
 
@@ -102,6 +103,11 @@ void add_options(CLI::App& app, Options& o, bool& no_discovery) {
       ->envname("HEARTH_MEMORY_LIMIT")
       ->transform(CLI::AsSizeValue(true));
   app.add_option("--threads", c.threads, "Compute threads (default: all cores)")->envname("HEARTH_THREADS");
+  app.add_option("--gpu", c.gpu,
+                 "Where this device's stage multiplies its matrices: auto (the best GPU, if any; never a CPU device such as "
+                 "lavapipe), none (the CPU), or a GPU's number from `hearth gpus`")
+      ->envname("HEARTH_GPU")
+      ->capture_default_str();
   app.add_flag("--no-discovery", no_discovery, "No UDP beacons (use --join/--peer)");
   app.add_option("--discovery-port", c.discovery_port, "UDP port of the beacons")->capture_default_str();
   app.add_option("--discovery-address", c.discovery_address, "Where beacons are sent")->capture_default_str();
@@ -131,10 +137,19 @@ void add_options(CLI::App& app, Options& o, bool& no_discovery) {
 }
 
 // What the command line cannot check by itself; "" when the options are usable.
+// A GPU named by number must exist now, not at the first launch; auto and none always do.
+std::string check_gpu_choice(const std::string& choice) {
+  if (choice == "auto" || choice == "none") return "";
+  for (const hearth::runtime::GpuInfo& g : hearth::runtime::list_gpus())
+    if (std::to_string(g.index) == choice) return "";
+  return "--gpu " + choice + " names no GPU of this device (`hearth gpus` lists them; auto or none always work)";
+}
+
 std::string check_options(const Options& o) {
   const DaemonConfig& c = o.config;
   if (!o.http_listen.empty() && !c.head) return "--http needs --head: only the head serves HTTP";
   if (o.auto_load && o.http_listen.empty()) return "--auto-load needs --http: it loads the models HTTP requests name";
+  if (const std::string why = check_gpu_choice(c.gpu); !why.empty()) return why;
   if (c.token.empty()) return "";
   if (c.head || c.insecure) return "--token is for a device joining a head (not with --head or --insecure)";
   try {
