@@ -1,9 +1,11 @@
 // hearthd: the daemon every device runs. One of them is started with --head.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <utility>  // before Asio: Boost 1.74 uses std::exchange without including it
 #include <boost/asio.hpp>
@@ -11,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "cluster/config.h"
@@ -137,10 +140,52 @@ void add_options(CLI::App& app, Options& o, bool& no_discovery) {
 }
 
 // What the command line cannot check by itself; "" when the options are usable.
-// A GPU named by number must exist now, not at the first launch; auto and none always do.
-std::string check_gpu_choice(const std::string& choice) {
-  if (choice == "auto" || choice == "none") return "";
-  for (const hearth::runtime::GpuInfo& g : hearth::runtime::list_gpus())
+// The GPUs, listed by a child process: creating a Vulkan instance loads every installed driver
+// (Mesa's take ~56 MB of resident memory with their LLVM, and keep it after the instance is
+// gone), which a daemon without a GPU should not carry. Called while the daemon is one thread.
+std::vector<hearth::runtime::GpuInfo> list_gpus_apart() {
+  int fds[2];
+  if (::pipe(fds) != 0) return {};
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return {};
+  }
+  if (pid == 0) {  // the child: one line per GPU, "index kind" (names may hold spaces: not needed)
+    ::close(fds[0]);
+    std::string out;
+    for (const auto& g : hearth::runtime::list_gpus()) out += std::to_string(g.index) + " " + g.kind + "\n";
+    const ssize_t written = ::write(fds[1], out.data(), out.size());
+    ::_exit(written == static_cast<ssize_t>(out.size()) ? 0 : 1);
+  }
+  ::close(fds[1]);
+  std::string text;
+  char buf[256];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  std::vector<hearth::runtime::GpuInfo> gpus;
+  std::istringstream lines(text);
+  hearth::runtime::GpuInfo g;
+  while (lines >> g.index >> g.kind) gpus.push_back(g);
+  return gpus;
+}
+
+// A GPU named by number must exist now, not at the first launch. With auto and no GPU (only CPU
+// devices such as lavapipe, or none), the daemon never loads a Vulkan driver: none it is.
+std::string resolve_gpu_choice(std::string& choice) {
+  if (choice == "none") return "";
+  const auto gpus = list_gpus_apart();
+  if (choice == "auto") {
+    if (std::none_of(gpus.begin(), gpus.end(), [](const auto& g) { return g.kind != "cpu"; })) {
+      spdlog::info("no GPU found: the CPU runs this device's stages");
+      choice = "none";
+    }
+    return "";
+  }
+  for (const hearth::runtime::GpuInfo& g : gpus)
     if (std::to_string(g.index) == choice) return "";
   return "--gpu " + choice + " names no GPU of this device (`hearth gpus` lists them; auto or none always work)";
 }
@@ -149,7 +194,6 @@ std::string check_options(const Options& o) {
   const DaemonConfig& c = o.config;
   if (!o.http_listen.empty() && !c.head) return "--http needs --head: only the head serves HTTP";
   if (o.auto_load && o.http_listen.empty()) return "--auto-load needs --http: it loads the models HTTP requests name";
-  if (const std::string why = check_gpu_choice(c.gpu); !why.empty()) return why;
   if (c.token.empty()) return "";
   if (c.head || c.insecure) return "--token is for a device joining a head (not with --head or --insecure)";
   try {
@@ -234,6 +278,10 @@ int main(int argc, char** argv) {
   o.config.discovery = !no_discovery;
   if (o.verbose) spdlog::set_level(spdlog::level::debug);
   if (const std::string problem = check_options(o); !problem.empty()) {
+    spdlog::error("{}", problem);
+    return 2;
+  }
+  if (const std::string problem = resolve_gpu_choice(o.config.gpu); !problem.empty()) {
     spdlog::error("{}", problem);
     return 2;
   }
