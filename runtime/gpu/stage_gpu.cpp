@@ -14,6 +14,21 @@ namespace hearth::runtime {
 
 namespace {
 
+int parse_choice(const std::string& choice) {
+  if (choice == "auto") return -1;
+  int index = -1;
+  const auto [end, ec] = std::from_chars(choice.data(), choice.data() + choice.size(), index);
+  if (ec != std::errc() || end != choice.data() + choice.size() || index < 0)
+    throw GpuError("--gpu takes auto, none or a GPU's number (hearth gpus lists them), not '" + choice + "'");
+  return index;
+}
+
+}  // namespace
+
+#ifdef HEARTH_HAVE_VULKAN
+
+namespace {
+
 // The dense matrices of a layer that the stage multiplies through its MatmulOffload (a MoE
 // layer's experts and router stay on the CPU in this slice).
 std::vector<const WeightMatrix*> layer_matrices(const LayerWeights& w) {
@@ -30,21 +45,6 @@ uint64_t default_budget(uint64_t memory_bytes) {
   const uint64_t margin = std::max<uint64_t>(memory_bytes / 10, uint64_t{512} << 20);
   return memory_bytes > margin ? memory_bytes - margin : 0;
 }
-
-int parse_choice(const std::string& choice) {
-  if (choice == "auto") return -1;
-  int index = -1;
-  const auto [end, ec] = std::from_chars(choice.data(), choice.data() + choice.size(), index);
-  if (ec != std::errc() || end != choice.data() + choice.size() || index < 0)
-    throw GpuError("--gpu takes auto, none or a GPU's number (hearth devices lists them), not '" + choice + "'");
-  return index;
-}
-
-}  // namespace
-
-#ifdef HEARTH_HAVE_VULKAN
-
-namespace {
 
 class VulkanStageGpu : public StageGpu {
  public:
