@@ -16,7 +16,9 @@
 #include "tests/test_util.h"
 
 using namespace hearth::runtime;
+using hearth::test::open_whole_model;
 using hearth::test::shared_file;
+using hearth::test::WholeModel;
 
 namespace {
 
@@ -37,21 +39,8 @@ std::optional<std::string> test_gpu() {
   return std::to_string(gpus.front().index);
 }
 
-struct Model {
-  GgufFile file;
-  ModelConfig config;
-  std::shared_ptr<StageWeights> weights;
-};
-
-Model open_model(const std::string& path) {
-  GgufFile f = GgufFile::open(path);
-  ModelConfig c = read_model_config(f);
-  auto w = std::make_shared<StageWeights>(f, c, StageSpec::whole(c.n_layer));
-  return {std::move(f), std::move(c), std::move(w)};
-}
-
 // Logits of every position of `ids` in one batch, with the products on `offload` (or the CPU).
-std::vector<float> all_logits(const Model& m, const std::vector<int32_t>& ids, MatmulOffload* offload) {
+std::vector<float> all_logits(const WholeModel& m, const std::vector<int32_t>& ids, MatmulOffload* offload) {
   ThreadPool pool(2);
   Stage stage(m.weights, {.n_ctx = 256, .max_batch = 64, .max_sequences = 1, .offload = offload}, pool);
   const SeqChunk chunk{1, 0, static_cast<int>(ids.size())};
@@ -59,7 +48,7 @@ std::vector<float> all_logits(const Model& m, const std::vector<int32_t>& ids, M
   return {out.begin(), out.end()};
 }
 
-std::vector<int32_t> greedy(const Model& m, const std::vector<int32_t>& prompt, int n, MatmulOffload* offload) {
+std::vector<int32_t> greedy(const WholeModel& m, const std::vector<int32_t>& prompt, int n, MatmulOffload* offload) {
   ThreadPool pool(2);
   Stage stage(m.weights, {.n_ctx = 512, .max_batch = 64, .max_sequences = 1, .offload = offload}, pool);
   std::vector<int32_t> out;
@@ -102,7 +91,7 @@ MakeModelOptions random_model(TensorType type) {
 TEST_SUITE("gpu") {
   TEST_CASE("a --gpu choice that names no GPU is refused with the reason") {
     hearth::test::TempDir dir;
-    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", random_model(TensorType::Q8_0)));
+    const WholeModel m = open_whole_model(hearth::test::make_model(dir, "m.gguf", random_model(TensorType::Q8_0)));
     CHECK_THROWS_AS(open_stage_gpu("fast", *m.weights, {}), GpuError);
     CHECK_THROWS_AS(open_stage_gpu("-1", *m.weights, {}), GpuError);
     CHECK_THROWS_AS(open_stage_gpu("99", *m.weights, {}), GpuError);
@@ -115,7 +104,7 @@ TEST_SUITE("gpu") {
     if (!gpu_choice || !path || !ref_path) return;
     std::ifstream rf(*ref_path);
     const std::vector<int32_t> prompt = nlohmann::json::parse(rf).at("prompt_ids").get<std::vector<int32_t>>();
-    const Model m = open_model(*path);
+    const WholeModel m = open_whole_model(*path);
     auto gpu = open_stage_gpu(*gpu_choice, *m.weights, {});
     MESSAGE("GPU: " << gpu->info().name << " (" << gpu->info().kind << ")");
     CHECK(gpu->placement().layers == m.config.n_layer);
@@ -135,7 +124,7 @@ TEST_SUITE("gpu") {
     for (const TensorType type : {TensorType::F32, TensorType::F16, TensorType::Q8_0, TensorType::Q4_0}) {
       CAPTURE(tensor_type_name(type));
       hearth::test::TempDir dir;
-      const Model m = open_model(hearth::test::make_model(dir, "m.gguf", random_model(type)));
+      const WholeModel m = open_whole_model(hearth::test::make_model(dir, "m.gguf", random_model(type)));
       auto gpu = open_stage_gpu(*gpu_choice, *m.weights, {});
       ThreadPool pool(2);
       for (const WeightMatrix* w : {&m.weights->layer(0).w_gate, &m.weights->layer(1).w_down, &m.weights->output()}) {
@@ -180,7 +169,7 @@ TEST_SUITE("gpu") {
       const auto gen = ref.at("generated_ids").get<std::vector<int32_t>>();
       ids.insert(ids.end(), gen.begin(), gen.end());
       const auto expected = hearth::test::read_f32(*shared_file(base + "reference/" + ref.at("logits_file").get<std::string>()));
-      const Model m = open_model(*model);
+      const WholeModel m = open_whole_model(*model);
       auto gpu = open_stage_gpu(*gpu_choice, *m.weights, {});
       const auto on_gpu = all_logits(m, ids, &gpu->offload());
       const auto on_cpu = all_logits(m, ids, nullptr);
@@ -196,7 +185,7 @@ TEST_SUITE("gpu") {
     const auto gpu_choice = test_gpu();
     if (!gpu_choice) return;
     hearth::test::TempDir dir;
-    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", random_model(TensorType::Q4_0)));
+    const WholeModel m = open_whole_model(hearth::test::make_model(dir, "m.gguf", random_model(TensorType::Q4_0)));
     auto gpu = open_stage_gpu(*gpu_choice, *m.weights, {});
     ThreadPool pool(2);
     Stage stage(m.weights, {.n_ctx = 64, .max_batch = 64, .max_sequences = 8, .offload = &gpu->offload()}, pool);
@@ -228,7 +217,7 @@ TEST_SUITE("gpu") {
     const auto gpu_choice = test_gpu();
     if (!gpu_choice) return;
     hearth::test::TempDir dir;
-    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", random_model(TensorType::F16)));
+    const WholeModel m = open_whole_model(hearth::test::make_model(dir, "m.gguf", random_model(TensorType::F16)));
     // Room for two of the four layers' matrices, not the output head.
     uint64_t layer_bytes = 0;
     for (const WeightMatrix* w : {&m.weights->layer(0).wq, &m.weights->layer(0).wk, &m.weights->layer(0).wv, &m.weights->layer(0).wo,

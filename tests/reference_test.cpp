@@ -12,7 +12,9 @@
 #include "tests/test_util.h"
 
 using namespace hearth::runtime;
+using hearth::test::open_whole_model;
 using hearth::test::shared_file;
+using hearth::test::WholeModel;
 
 namespace {
 
@@ -21,21 +23,8 @@ nlohmann::json read_json(const std::string& path) {
   return nlohmann::json::parse(f);
 }
 
-struct Loaded {
-  GgufFile file;
-  ModelConfig config;
-  std::shared_ptr<StageWeights> weights;
-};
-
-Loaded load(const std::string& path) {
-  GgufFile f = GgufFile::open(path);
-  ModelConfig c = read_model_config(f);
-  auto w = std::make_shared<StageWeights>(f, c, StageSpec::whole(c.n_layer));
-  return {std::move(f), std::move(c), std::move(w)};
-}
-
 // Logits at every position of `ids`, computed in one batch as the reference did.
-std::vector<float> all_logits(const Loaded& m, const std::vector<int32_t>& ids, int threads = 2) {
+std::vector<float> all_logits(const WholeModel& m, const std::vector<int32_t>& ids, int threads = 2) {
   ThreadPool pool(threads);
   Stage stage(m.weights, {.n_ctx = 512, .max_batch = 64, .max_sequences = 1}, pool);
   SeqChunk chunk{1, 0, static_cast<int>(ids.size())};
@@ -60,7 +49,7 @@ TEST_SUITE("reference") {
     auto ref_path = shared_file("models/stories260K/reference/once_upon_a_time_32.kvf32.json");
     if (!model || !ref_path) return;
     const auto ref = read_json(*ref_path);
-    const Loaded m = load(*model);
+    const WholeModel m = open_whole_model(*model);
     const Tokenizer tok(load_vocab(m.file.metadata()));
 
     const auto prompt = tok.encode(ref.at("prompt").get<std::string>());
@@ -92,7 +81,7 @@ TEST_SUITE("reference") {
     auto ref_path = shared_file("models/stories260K/reference/once_upon_a_time_251.kvf32.json");
     if (!model || !ref_path) return;
     const auto ref = read_json(*ref_path);
-    const Loaded m = load(*model);
+    const WholeModel m = open_whole_model(*model);
     const Tokenizer tok(load_vocab(m.file.metadata()));
     ThreadPool pool(2);
     Stage stage(m.weights, {.max_sequences = 1}, pool);
@@ -138,7 +127,7 @@ TEST_SUITE("reference") {
       auto ref_path = shared_file(base + "reference/tiny-" + c.type + ".once_upon_a_time_32.kvf32.json");
       if (!model || !ref_path) return;
       const auto ref = read_json(*ref_path);
-      const Loaded m = load(*model);
+      const WholeModel m = open_whole_model(*model);
       std::vector<int32_t> all = ids_of(ref, "prompt_ids");
       const auto gen = ids_of(ref, "generated_ids");
       all.insert(all.end(), gen.begin(), gen.end());

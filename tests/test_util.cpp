@@ -140,4 +140,11 @@ void rewrite_gguf(const std::string& src, const std::string& dst,
   });
 }
 
+WholeModel open_whole_model(const std::string& path) {
+  runtime::GgufFile f = runtime::GgufFile::open(path);
+  runtime::ModelConfig c = runtime::read_model_config(f);
+  auto w = std::make_shared<runtime::StageWeights>(f, c, runtime::StageSpec::whole(c.n_layer));
+  return {std::move(f), std::move(c), std::move(w)};
+}
+
 }  // namespace hearth::test

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -52,6 +53,8 @@ CommandResult run_command(const std::vector<std::string>& command);
 }  // namespace hearth::test
 
 #include "runtime/format/gguf.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/weights.h"
 
 namespace hearth::test {
 
@@ -60,5 +63,13 @@ namespace hearth::test {
 // a tensor whose size changed is filled with zeros.
 void rewrite_gguf(const std::string& src, const std::string& dst,
                   const std::function<void(runtime::GgufMetadata&, std::vector<runtime::GgufTensorInfo>&)>& mutate);
+
+// A model file opened whole: its config and the weights of one stage holding every layer.
+struct WholeModel {
+  runtime::GgufFile file;
+  runtime::ModelConfig config;
+  std::shared_ptr<runtime::StageWeights> weights;
+};
+WholeModel open_whole_model(const std::string& path);
 
 }  // namespace hearth::test

@@ -62,7 +62,7 @@ class VulkanStageGpu : public StageGpu {
   void place(const StageWeights& weights, uint64_t budget) {
     const StageSpec& spec = weights.spec();
     bool full = false;
-    for (int l = spec.first_layer; l < spec.last_layer && !full; ++l) {
+    for (int l = spec.first_layer; l < spec.last_layer; ++l) {
       std::vector<const WeightMatrix*> fit;
       uint64_t bytes = 0;
       for (const WeightMatrix* m : layer_matrices(weights.layer(l))) {

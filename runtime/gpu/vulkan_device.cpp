@@ -142,6 +142,10 @@ VulkanDevice::VulkanDevice(int index) {
   }
   physical_ = devices[static_cast<size_t>(index)];
   info_ = describe(physical_, index);
+  // A GPU's product takes tens of microseconds, and a driver's blocking wait may sleep longer
+  // than that before it wakes: submit() polls first. Not on a CPU device (lavapipe), whose own
+  // threads need the cores it would spin on.
+  poll_fence_ = info_.kind != "cpu";
   const int family = compute_queue_family(physical_);
   if (family < 0) throw GpuError(info_.name + " has no compute queue");
   queue_family_ = static_cast<uint32_t>(family);
@@ -294,11 +298,8 @@ void VulkanDevice::submit() {
   si.commandBufferCount = 1;
   si.pCommandBuffers = &cmd_;
   vk_check(vkQueueSubmit(queue_, 1, &si, fence_), "vkQueueSubmit");
-  // A GPU's product takes tens of microseconds, and a driver's blocking wait may sleep longer
-  // than that before it wakes: poll first. Not on a CPU device (lavapipe), whose own threads
-  // need the cores this would spin on.
   VkResult r = VK_NOT_READY;
-  if (info_.kind != "cpu") {
+  if (poll_fence_) {
     const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
     while ((r = vkGetFenceStatus(device_, fence_)) == VK_NOT_READY && std::chrono::steady_clock::now() < until) {
     }

@@ -68,6 +68,7 @@ class VulkanDevice {
   VkQueryPool timestamps_ = VK_NULL_HANDLE;  // 2 queries; none where the queue cannot
   double timestamp_ns_ = 0;                  // per tick
   uint64_t timestamp_mask_ = 0;              // the bits a timestamp has
+  bool poll_fence_ = false;  // submit() polls before it blocks (not on CPU devices)
   uint64_t max_storage_range_ = 0;
   uint32_t max_group_x_ = 0;
 };
