@@ -54,13 +54,19 @@ zmq::socket_t SocketFactory::bind_pull(const std::string& endpoint, const Socket
   return s;
 }
 
-zmq::socket_t SocketFactory::connect_dealer(const std::string& endpoint, const std::string& identity,
-                                            const SocketOptions& o) const {
+zmq::socket_t SocketFactory::dealer(const std::string& endpoint, const std::string& identity,
+                                    const SocketOptions& o) const {
   zmq::socket_t s(context_, zmq::socket_type::dealer);
   apply_common(s, o);
   if (!identity.empty()) s.set(zmq::sockopt::routing_id, identity);
   s.set(zmq::sockopt::immediate, true);  // queue nothing for a peer that is not connected
   make_client(s, endpoint, o);
+  return s;
+}
+
+zmq::socket_t SocketFactory::connect_dealer(const std::string& endpoint, const std::string& identity,
+                                            const SocketOptions& o) const {
+  zmq::socket_t s = dealer(endpoint, identity, o);
   s.connect(endpoint);
   return s;
 }

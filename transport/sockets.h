@@ -40,6 +40,10 @@ class SocketFactory {
   zmq::socket_t bind_router(const std::string& endpoint, const SocketOptions& options) const;
   zmq::socket_t bind_pull(const std::string& endpoint, const SocketOptions& options) const;
   zmq::socket_t connect_dealer(const std::string& endpoint, const std::string& identity, const SocketOptions& options) const;
+  // connect_dealer's socket before its connect(), for a caller that must watch the connection
+  // from its first event: a monitor attached after connect() can miss a failed handshake, and
+  // libzmq never retries one, so the caller would wait for an answer that cannot come.
+  zmq::socket_t dealer(const std::string& endpoint, const std::string& identity, const SocketOptions& options) const;
   zmq::socket_t connect_push(const std::string& endpoint, const SocketOptions& options) const;
   zmq::context_t& context() const { return context_; }
   bool secure() const { return keys_.has_value(); }

@@ -29,12 +29,13 @@ std::optional<transport::CurveKeys> cli_keys(const std::string& data_dir, std::s
   return keys;
 }
 
-zmq::socket_t connect(zmq::context_t& context, const std::string& endpoint, const HeadTarget& t) {
+// Not yet connected: the monitor must be attached first (see SocketFactory::dealer).
+zmq::socket_t dealer(zmq::context_t& context, const std::string& endpoint, const HeadTarget& t) {
   std::string head_key;
   auto keys = cli_keys(t.data_dir, head_key);
   return transport::SocketFactory(context, keys)
-      .connect_dealer(endpoint, "cli-" + std::to_string(std::random_device{}()),
-                      {.max_message_bytes = 64 << 20, .server_key = head_key});
+      .dealer(endpoint, "cli-" + std::to_string(std::random_device{}()),
+              {.max_message_bytes = 64 << 20, .server_key = head_key});
 }
 
 // A PAIR socket that receives `socket`'s connection events.
@@ -63,9 +64,10 @@ uint16_t next_event(zmq::socket_t& monitor) {
 HeadClient::HeadClient(const HeadTarget& target)
     : endpoint_(transport::tcp_endpoint(target.head)),
       data_dir_(target.data_dir),
-      socket_(connect(context_, endpoint_, target)),
+      socket_(dealer(context_, endpoint_, target)),
       monitor_(monitor(context_, socket_)),
       next_id_(std::random_device{}()) {
+  socket_.connect(endpoint_);
   std::string head_key;
   has_keys_ = cli_keys(data_dir_, head_key).has_value();
 }
