@@ -6,6 +6,8 @@
 
 #include <filesystem>
 
+#include "cluster/activation_codec.h"
+#include "cluster/wire_choice.h"
 #include "cluster/wire_convert.h"
 #include "runtime/model/kv_rows.h"
 #include "cluster/head.h"
@@ -163,6 +165,11 @@ partitioner::PartitionOptions Head::partition_options(wire::LaunchRequest::Reade
     throw Failure(ErrorCategory::BAD_REQUEST, why);
   p.options = {.n_ctx = ctx, .max_batch = kDefaultMaxBatch, .max_sequences = streams, .kv_type = kv};
   partitioner::PartitionOptions opt;
+  try {
+    p.wire_type = apply_wire_choice(r.getWireType(), p.config.n_embd, opt);
+  } catch (const std::invalid_argument& e) {
+    throw Failure(ErrorCategory::BAD_REQUEST, e.what());
+  }
   const std::string objective = r.getObjective().size() ? r.getObjective().cStr() : "latency";
   const auto parsed = partitioner::objective_from_string(objective);
   if (!parsed) throw Failure(ErrorCategory::BAD_REQUEST, "unknown objective '" + objective + "'");
@@ -178,6 +185,7 @@ void Head::assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devi
     PlannedStage s;
     s.node_id = devices[static_cast<size_t>(a.device)]->node_id;
     s.spec = {a.first_layer, a.last_layer, a.has_embedding, a.has_output};
+    if (!a.has_output) s.wire_type = hop_wire_type(p.wire_type, a.compressed_hop);
     p.stages.push_back(std::move(s));
   }
   if (p.stages.empty() || p.stages.front().node_id != self_.node_id)
@@ -198,8 +206,9 @@ void Head::start_serving() {
   LaunchedPlan& p = *plan_;
   const bool alone = p.stages.size() == 1;
   ports_.stage.load(p.id, p.model_path, p.stages[0].spec, p.options,
-                    alone ? "" : registry_.at(p.stages[1].node_id).data_endpoint,
-                    alone ? self_.public_key : registry_.at(p.stages[1].node_id).public_key);
+                    {.endpoint = alone ? "" : registry_.at(p.stages[1].node_id).data_endpoint,
+                     .key = alone ? self_.public_key : registry_.at(p.stages[1].node_id).public_key,
+                     .wire_type = p.stages[0].wire_type});
   p.stages[0].state = StageState::kReady;
   p.stages[0].resident_bytes = ports_.host.resident_bytes();
   scheduler_ = std::make_unique<Scheduler>(ports_.stage, *p.tokenizer, p.options.n_ctx, static_cast<int>(p.stages.size()),
@@ -281,6 +290,7 @@ void Head::send_assignment(const LaunchedPlan& p, size_t i, const std::vector<st
   a.setNEmbd(static_cast<uint32_t>(p.config.n_embd));
   a.setStaged(staged);
   a.setKvType(kv_type_to_wire(p.options.kv_type));
+  a.setWireType(dtype_to_wire(s.wire_type));
   if (!ports_.outbox.send(s.node_id, b))
     throw Failure(ErrorCategory::LOST_DEVICE, "device " + registry_.at(s.node_id).profile.name + " is unreachable");
 }

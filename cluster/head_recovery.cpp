@@ -19,6 +19,7 @@ std::unique_ptr<LaunchedPlan> successor(LaunchedPlan& old, uint64_t id, const st
   p->config = old.config;
   p->tokenizer = std::move(old.tokenizer);
   p->options = old.options;
+  p->wire_type = old.wire_type;
   p->spec = old.spec;
   p->partition = old.partition;
   p->wanted = old.wanted;

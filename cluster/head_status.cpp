@@ -101,6 +101,7 @@ void Head::fill_stage(const PlannedStage& s, const partitioner::StageAssignment&
   out.setHeadroomBytes(a.headroom_bytes);
   out.setStageTimeS(a.stage_time_s);
   out.setHopTimeS(a.hop_time_s);
+  if (!s.spec.has_output) out.setWireType(std::string(runtime::tensor_type_name(s.wire_type)));
 }
 
 void Head::on_status(const std::string& client, uint64_t request_id) {

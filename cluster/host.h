@@ -40,13 +40,22 @@ struct DropCounts {
   uint64_t total() const { return malformed + out_of_plan + unexpected + bad_payload; }
 };
 
+// Where a stage sends its output: the next stage's data socket (or, from the last stage, the
+// head's), that listener's CURVE key, and how activations cross that hop (F32, F16 or Q8_0:
+// cluster/activation_codec.h; sampled tokens always travel as ids).
+struct NextHop {
+  std::string endpoint;  // "" for none (a one-stage plan on the head)
+  std::string key;
+  runtime::TensorType wire_type = runtime::TensorType::F32;
+};
+
 // The head's own stage, the first of the pipeline: the launch loads it from the model file, the
 // scheduler feeds it and passes its output on.
 class LocalStage {
  public:
   virtual ~LocalStage() = default;
   virtual void load(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec,
-                    const runtime::StageOptions& options, const std::string& next_endpoint, const std::string& next_key) = 0;
+                    const runtime::StageOptions& options, const NextHop& next) = 0;
   virtual void unload() = 0;
   virtual bool loaded() const = 0;
   virtual int max_batch() const = 0;

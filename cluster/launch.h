@@ -54,6 +54,7 @@ struct PlannedStage {
   uint64_t bytes_done = 0, bytes_total = 0;
   uint64_t resident_bytes = 0;
   std::string message;
+  runtime::TensorType wire_type = runtime::TensorType::F32;  // how its output hop carries activations
 };
 
 struct LaunchedPlan {
@@ -66,6 +67,8 @@ struct LaunchedPlan {
   partitioner::PartitionPlan plan;
   std::vector<PlannedStage> stages;
   runtime::StageOptions options;
+  // How hops carry activations (F32, F16, Q8_0); nullopt: `auto`, the plan says per hop.
+  std::optional<runtime::TensorType> wire_type = runtime::TensorType::F32;
   // How it was planned, to plan again on the devices left when one is lost.
   partitioner::ModelSpec spec;
   partitioner::PartitionOptions partition;

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cluster/activation_codec.h"
 #include "cluster/wire_convert.h"
 #include "profiles/process_memory.h"
 
@@ -35,7 +36,8 @@ void StageLoader::on_assignment(wire::Assignment::Reader a) {
   const uint64_t bytes = a.getStageFileBytes();
   if (a.getFirstLayer() > a.getLastLayer() || a.getLastLayer() > 4096 || bytes == 0 || bytes > (uint64_t{1} << 42) ||
       a.getNCtx() == 0 || a.getNCtx() > (1u << 20) || a.getMaxBatch() == 0 || a.getMaxBatch() > 4096 ||
-      a.getMaxSequences() == 0 || a.getMaxSequences() > 1024 || a.getHasEmbedding() || !kv_type_from_wire(a.getKvType()))
+      a.getMaxSequences() == 0 || a.getMaxSequences() > 1024 || a.getHasEmbedding() || !kv_type_from_wire(a.getKvType()) ||
+      !dtype_from_wire(a.getWireType()))
     throw std::invalid_argument("assignment out of range");
   Loading l;
   l.plan_id = a.getPlanId();
@@ -49,8 +51,9 @@ void StageLoader::on_assignment(wire::Assignment::Reader a) {
                .max_batch = static_cast<int>(a.getMaxBatch()),
                .max_sequences = static_cast<int>(a.getMaxSequences()),
                .kv_type = *kv_type_from_wire(a.getKvType())};
-  l.next_endpoint = transport::tcp_endpoint(a.getNextEndpoint().cStr());
-  l.next_key = a.getNextKey().cStr();
+  l.next = {.endpoint = transport::tcp_endpoint(a.getNextEndpoint().cStr()),
+            .key = a.getNextKey().cStr(),
+            .wire_type = *dtype_from_wire(a.getWireType())};
   for (auto k : a.getMemberKeys()) admit_(k.cStr());
   const std::string name = hex64(a.getModelHash()) + "-" + std::to_string(l.spec.first_layer) + "-" +
                            std::to_string(l.spec.last_layer) + (l.spec.has_output ? "-out-" : "-") + hex64(a.getStageFileHash()) +
@@ -157,8 +160,7 @@ void StageLoader::finish_loading(uint64_t plan_id) {
   try {
     report(wire::LoadStatus::State::LOADING, "", l.plan_id, 0, 0);
     if (l.receiver && !l.here) l.receiver->finish();
-    runner_.load(l.plan_id, l.receiver ? l.receiver->final_path() : l.local_model, l.spec, l.options, l.next_endpoint,
-                 l.next_key);
+    runner_.load(l.plan_id, l.receiver ? l.receiver->final_path() : l.local_model, l.spec, l.options, l.next);
     report(wire::LoadStatus::State::READY,
            !l.receiver                ? "local copy"
            : l.receiver->was_cached() ? "cached"

@@ -42,8 +42,7 @@ class StageLoader {
     uint64_t plan_id = 0;
     runtime::StageSpec spec;
     runtime::StageOptions options;
-    std::string next_endpoint;
-    std::string next_key;
+    NextHop next;
     std::unique_ptr<WeightReceiver> receiver;
     std::string local_model;  // or: a GGUF of the same model this device already has
     bool staged = false;      // waits for a Commit once its weights are here

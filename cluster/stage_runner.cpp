@@ -6,6 +6,7 @@
 #include <cstring>
 #include <set>
 
+#include "cluster/activation_codec.h"
 #include "cluster/wire_convert.h"
 #include "runtime/gpu/gpu.h"
 #include "runtime/model/weights.h"
@@ -14,16 +15,6 @@ namespace hearth::cluster {
 
 namespace wire = transport::wire;
 using Steady = std::chrono::steady_clock;
-
-namespace {
-
-bool all_finite(const float* p, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(p[i])) return false;
-  return true;
-}
-
-}  // namespace
 
 StageRunner::StageRunner(const transport::SocketFactory& sockets, runtime::ThreadPool& pool, DropStats& drops,
                          std::string device_name, std::string gpu, Reports reports)
@@ -35,7 +26,7 @@ StageRunner::StageRunner(const transport::SocketFactory& sockets, runtime::Threa
       reports_(std::move(reports)) {}
 
 void StageRunner::load(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec,
-                       const runtime::StageOptions& options, const std::string& next_endpoint, const std::string& next_key) {
+                       const runtime::StageOptions& options, const NextHop& next) {
   unload();
   auto st = std::make_unique<Loaded>();
   st->file = std::make_unique<runtime::GgufFile>(runtime::GgufFile::open(model_path));
@@ -46,12 +37,18 @@ void StageRunner::load(uint64_t plan_id, const std::string& model_path, const ru
   runtime::StageOptions with_gpu = options;
   with_gpu.offload = st->gpu ? &st->gpu->offload() : nullptr;
   st->host = std::make_unique<StageHost>(std::move(weights), with_gpu, pool_);
-  st->next_endpoint = next_endpoint;
-  if (!next_endpoint.empty()) st->push.emplace(sockets_.connect_push(next_endpoint, {.send_hwm = 64, .server_key = next_key}));
+  if (const std::string why = wire_type_unfit(next.wire_type, static_cast<size_t>(cfg.n_embd)); !why.empty())
+    throw std::invalid_argument(why);
+  st->next_endpoint = next.endpoint;
+  st->wire_type = next.wire_type;
+  if (!next.endpoint.empty()) st->push.emplace(sockets_.connect_push(next.endpoint, {.send_hwm = 64, .server_key = next.key}));
   stage_ = std::move(st);
   plan_id_ = plan_id;
-  spdlog::info("stage ready: layers [{}, {}), {:.1f} MB mapped, next {}", spec.first_layer, spec.last_layer, mapped_mb,
-               next_endpoint.empty() ? "none" : next_endpoint);
+  spdlog::info("stage ready: layers [{}, {}), {:.1f} MB mapped, next {}{}", spec.first_layer, spec.last_layer, mapped_mb,
+               next.endpoint.empty() ? "none" : next.endpoint,
+               spec.has_output || next.wire_type == runtime::TensorType::F32
+                   ? ""
+                   : " (activations as " + std::string(runtime::tensor_type_name(next.wire_type)) + ")");
 }
 
 void StageRunner::unload() {
@@ -72,7 +69,8 @@ void StageRunner::accept_forward(wire::Forward::Reader f, zmq::message_t* payloa
   const StageHost& host = *stage_->host;
   const auto& cfg = host.config();
   if (host.spec().has_embedding) throw std::invalid_argument("the first stage takes no forwards");
-  if (f.getDtype() != wire::Forward::DType::F32 || f.getNEmbd() != static_cast<uint32_t>(cfg.n_embd))
+  const auto dtype = dtype_from_wire(f.getDtype());
+  if (!dtype || f.getNEmbd() != static_cast<uint32_t>(cfg.n_embd))
     throw std::invalid_argument("forward with a dtype or width this stage does not use");
   const auto chunks = f.getChunks();
   const auto tokens = f.getTokens();
@@ -91,16 +89,13 @@ void StageRunner::accept_forward(wire::Forward::Reader f, zmq::message_t* payloa
   }
   if (total > static_cast<uint64_t>(host.max_batch()) || tokens.size() != total)
     throw std::invalid_argument("forward token count does not match its chunks");
-  const size_t floats = total * static_cast<size_t>(cfg.n_embd);
-  if (payload == nullptr || payload->size() != floats * sizeof(float)) {
+  b.hidden.resize(total * static_cast<size_t>(cfg.n_embd));
+  try {
+    if (payload == nullptr) throw std::invalid_argument("forward without its payload");
+    decode_activations(*dtype, {payload->data<uint8_t>(), payload->size()}, static_cast<size_t>(cfg.n_embd), b.hidden);
+  } catch (const std::invalid_argument&) {
     drops_.bad_payload++;
-    throw std::invalid_argument("forward payload of the wrong size");
-  }
-  b.hidden.resize(floats);
-  std::memcpy(b.hidden.data(), payload->data(), payload->size());  // frames may be misaligned
-  if (!all_finite(b.hidden.data(), floats)) {
-    drops_.bad_payload++;
-    throw std::invalid_argument("forward payload holds NaN or infinity");
+    throw;
   }
   for (int32_t t : tokens) b.tokens.push_back(t);
   pending_.push_back({std::move(b), {}});
@@ -205,8 +200,16 @@ bool StageRunner::push_forward(const Batch& batch, const std::vector<float>& hid
   capnp::MallocMessageBuilder b;
   auto f = b.initRoot<wire::Envelope>().initForward();
   f.setPlanId(plan_id_);
-  f.setDtype(wire::Forward::DType::F32);
-  f.setNEmbd(static_cast<uint32_t>(stage_->host->config().n_embd));
+  const auto width = static_cast<size_t>(stage_->host->config().n_embd);
+  // A batch whose values f16 cannot hold goes as f32: exact, only larger.
+  runtime::TensorType type = stage_->wire_type;
+  zmq::message_t payload(encoded_bytes(type, hidden.size() / width, width));
+  if (!encode_activations(type, hidden, width, {payload.data<uint8_t>(), payload.size()})) {
+    type = runtime::TensorType::F32;
+    payload = zmq::message_t(hidden.data(), hidden.size() * sizeof(float));
+  }
+  f.setDtype(dtype_to_wire(type));
+  f.setNEmbd(static_cast<uint32_t>(width));
   auto chunks = f.initChunks(static_cast<unsigned>(batch.chunks.size()));
   for (unsigned i = 0; i < batch.chunks.size(); ++i) {
     const BatchChunk& c = batch.chunks[i];
@@ -220,12 +223,13 @@ bool StageRunner::push_forward(const Batch& batch, const std::vector<float>& hid
   }
   auto tokens = f.initTokens(static_cast<unsigned>(batch.tokens.size()));
   for (unsigned i = 0; i < batch.tokens.size(); ++i) tokens.set(i, batch.tokens[i]);
+  const size_t bytes = payload.size();
   if (!stage_->push->send(transport::encode(b), zmq::send_flags::sndmore) ||
-      !stage_->push->send(zmq::message_t(hidden.data(), hidden.size() * sizeof(float)), zmq::send_flags::none)) {
+      !stage_->push->send(payload, zmq::send_flags::none)) {
     spdlog::error("the next stage ({}) does not take data: batch dropped", stage_->next_endpoint);
     return false;
   }
-  work_.bytes_out += hidden.size() * sizeof(float);
+  work_.bytes_out += bytes;
   return true;
 }
 

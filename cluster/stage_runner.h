@@ -39,7 +39,7 @@ class StageRunner final : public LocalStage {
   // LocalStage. `load` maps the stage's layers from a GGUF file: the whole model (the head's own
   // stage, or a device's local copy) or the stage file a device received.
   void load(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec, const runtime::StageOptions& options,
-            const std::string& next_endpoint, const std::string& next_key) override;
+            const NextHop& next) override;
   void unload() override;
   bool loaded() const override { return stage_ != nullptr; }
   int max_batch() const override { return stage_->host->max_batch(); }
@@ -68,6 +68,7 @@ class StageRunner final : public LocalStage {
     std::unique_ptr<StageHost> host;
     std::optional<zmq::socket_t> push;  // to the next stage's data socket (or the head's)
     std::string next_endpoint;
+    runtime::TensorType wire_type = runtime::TensorType::F32;  // of the forwards it pushes
   };
   // A queued item: a batch, or (no chunks) a release of `released` kept in order with batches.
   struct Pending {

@@ -188,12 +188,15 @@ void CostModel::build_links() {
   const int n = n_devices();
   latency_.assign(n * n, 0.0);
   inv_bandwidth_.assign(n * n, 0.0);
+  hop_bytes_per_token_.assign(n * n, activation_bytes_per_token_);
   for (int a = 0; a < n; ++a) {
     for (int b = 0; b < n; ++b) {
       if (a == b) continue;
       const Link link = links_.between(a, b);
       latency_[a * n + b] = link.latency_s;
       inv_bandwidth_[a * n + b] = 1.0 / link.bandwidth_bytes_per_s;
+      if (link.bandwidth_bytes_per_s < options_.compress_below_bytes_per_s)
+        hop_bytes_per_token_[a * n + b] = spec_.n_embd * options_.compressed_bytes_per_elem;
     }
   }
 }

@@ -91,7 +91,17 @@ class CostModel {
     const int k = from * n_devices() + to;
     return latency_[k] + bytes * inv_bandwidth_[k];
   }
-  double activation_bytes(int tokens) const { return tokens * activation_bytes_per_token_; }
+  // Hop of `tokens` tokens' activations, at the bytes per element of that link (see
+  // PartitionOptions::compress_below_bytes_per_s); free on the same device.
+  double activation_hop_time(int from, int to, double tokens) const {
+    if (from == to) return 0;
+    const int k = from * n_devices() + to;
+    return latency_[k] + tokens * hop_bytes_per_token_[k] * inv_bandwidth_[k];
+  }
+  // Whether the hop from -> to carries compressed activations (wire type auto on a slow link).
+  bool compressed_hop(int from, int to) const {
+    return from != to && hop_bytes_per_token_[from * n_devices() + to] < activation_bytes_per_token_;
+  }
 
   // ---- memory, bytes ----
   MemoryUse memory(int d, int first, int last, bool with_embedding, bool with_output) const;
@@ -129,7 +139,8 @@ class CostModel {
   std::vector<std::vector<double>> output_time_;                 // [mi][d], seconds
   std::vector<std::vector<PromptChunk>> schedules_;
   std::vector<std::vector<std::vector<std::vector<double>>>> prefill_prefix_;  // [s][k][d][layer + 1]
-  std::vector<double> latency_, inv_bandwidth_;                                // [from * n + to]
+  // Per link, [from * n + to]: seconds, seconds per byte, activation bytes per token.
+  std::vector<double> latency_, inv_bandwidth_, hop_bytes_per_token_;
 };
 
 }  // namespace hearth::partitioner

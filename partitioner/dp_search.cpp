@@ -77,7 +77,7 @@ class SumOps {
         theta_(theta),
         start_(space.start),
         head_(space.device_of_node[space.start]),
-        hop_bytes_(cm.activation_bytes(cm.micro_batches()[mi])),
+        hop_tokens_(cm.micro_batches()[mi]),
         back_bytes_(cm.micro_batches()[mi] * kTokenIdBytes),
         value_(cells(space), kInf),
         parent_node_(cells(space), -1),
@@ -91,7 +91,7 @@ class SumOps {
   }
   bool reached(int node, int i) const { return value_[cell(node, i)] < kInf; }
   bool begin(int /*node*/, int /*i*/, int d, int e) {
-    hop_ = cm_.hop_time(d, e, hop_bytes_);
+    hop_ = cm_.activation_hop_time(d, e, hop_tokens_);
     return hop_ <= theta_;
   }
   bool relax(int node, int i, int nx, int e, int j) {
@@ -139,7 +139,7 @@ class SumOps {
   int n_layers_, mi_;
   double theta_;
   int start_, head_;
-  double hop_bytes_, back_bytes_;
+  double hop_tokens_, back_bytes_;
   double hop_ = 0;
   std::vector<double> value_;  // seconds: least R so far per (node, end layer)
   std::vector<int> parent_node_, parent_first_;

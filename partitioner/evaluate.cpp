@@ -68,6 +68,8 @@ void check_options(std::vector<std::string>& out, const PartitionOptions& o) {
   check_not_negative(out, "prefill_chunk", o.prefill_chunk);
   check_positive(out, "kv_bytes_per_elem", o.kv_bytes_per_elem);
   check_positive(out, "activation_bytes_per_elem", o.activation_bytes_per_elem);
+  check_positive(out, "compressed_bytes_per_elem", o.compressed_bytes_per_elem);
+  check_not_negative(out, "compress_below_bytes_per_s", o.compress_below_bytes_per_s);
 }
 
 }  // namespace
@@ -143,7 +145,8 @@ PartitionPlan assemble_plan(const CostModel& cm, std::span<const StageRange> ran
     a.headroom_bytes = cm.devices()[r.device].usable_memory_bytes - use.total();
     a.stage_time_s = cm.decode_time(r.device, r.first_layer, r.last_layer, last, 1);
     a.hop_time_s =
-        last ? cm.hop_time(r.device, head, kTokenIdBytes) : cm.hop_time(r.device, ranges[s + 1].device, cm.activation_bytes(1));
+        last ? cm.hop_time(r.device, head, kTokenIdBytes) : cm.activation_hop_time(r.device, ranges[s + 1].device, 1);
+    a.compressed_hop = !last && cm.compressed_hop(r.device, ranges[s + 1].device);
     plan.stages.push_back(a);
   }
   plan.predicted = predict(cm, ranges);

@@ -36,14 +36,16 @@ int block_capacity(const CostModel& cm, int d) {
 // Extra seconds per token of inserting device d, with no blocks yet, at the cheapest
 // place in the ring: two hops replace one, and d pays its step overhead.
 double insertion_cost(const CostModel& cm, std::span<const StageRange> ranges, int d) {
-  const double act = cm.activation_bytes(1);
   double best = std::numeric_limits<double>::infinity();
   for (size_t s = 0; s < ranges.size(); ++s) {
     const int u = ranges[s].device;
     const bool to_head = s + 1 == ranges.size();
     const int v = to_head ? ranges[0].device : ranges[s + 1].device;
-    const double out_bytes = to_head ? kTokenIdBytes : act;
-    const double added = cm.hop_time(u, d, act) + cm.hop_time(d, v, out_bytes) - cm.hop_time(u, v, out_bytes);
+    // Out of a stage: one token's activations, or its id back to the head.
+    const auto out = [&](int from, int to) {
+      return to_head ? cm.hop_time(from, to, kTokenIdBytes) : cm.activation_hop_time(from, to, 1);
+    };
+    const double added = cm.activation_hop_time(u, d, 1) + out(d, v) - out(u, v);
     best = std::min(best, added);
   }
   return best + cm.devices()[d].step_overhead_s;
@@ -174,6 +176,7 @@ std::vector<std::string> describe_plan(const PartitionPlan& plan) {
     if (a.has_output) line += " + LM head";
     line += "; memory " + format_bytes(a.memory_bytes) + " (" + format_bytes(a.headroom_bytes) + " free)";
     line += "; step " + format_ms(a.stage_time_s) + ", hop " + format_ms(a.hop_time_s);
+    if (a.compressed_hop) line += " (slow link: activations compressed)";
     if (static_cast<int>(s) == plan.predicted.bottleneck_stage) line += "  <- bottleneck";
     lines.push_back(line);
   }

@@ -16,7 +16,7 @@ RingTimes ring_times(const CostModel& cm, std::span<const StageRange> stages, in
     const StageRange& st = stages[s];
     const bool is_last = s == n - 1;
     // Same summation order as the DP (stage, then hop + next stage) so values match bit for bit.
-    const double hop = s == 0 ? 0.0 : cm.hop_time(stages[s - 1].device, st.device, cm.activation_bytes(m));
+    const double hop = s == 0 ? 0.0 : cm.activation_hop_time(stages[s - 1].device, st.device, m);
     const double t = cm.decode_time_at(mi, st.device, st.first_layer, st.last_layer, is_last);
     r.ring_s = s == 0 ? t : r.ring_s + hop + t;
     period_link = std::max(period_link, hop);
@@ -63,7 +63,7 @@ void prefill_hop(const CostModel& cm, int schedule, int from, int to, std::span<
   const std::vector<PromptChunk>& chunks = cm.chunk_schedules()[schedule];
   double link_free = 0;
   for (size_t k = 0; k < done.size(); ++k) {
-    link_free = std::max(done[k], link_free) + cm.hop_time(from, to, cm.activation_bytes(chunks[k].tokens));
+    link_free = std::max(done[k], link_free) + cm.activation_hop_time(from, to, chunks[k].tokens);
     arrived[k] = link_free;
   }
 }

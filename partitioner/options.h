@@ -29,6 +29,10 @@ struct PartitionOptions {
   int prefill_chunk = 0;                 // tokens per prefill chunk; 0 = best of 1..16 equal-FLOP chunks
   double kv_bytes_per_elem = 2;          // bytes per cached K/V element (f16 = 2, q8_0 = 34/32)
   double activation_bytes_per_elem = 4;  // bytes per hidden-state element on the wire (f32)
+  // Wire type `auto`: hops over links slower than this (bytes/s) carry activations at
+  // compressed_bytes_per_elem instead (f16); 0 = every hop at activation_bytes_per_elem.
+  double compress_below_bytes_per_s = 0;
+  double compressed_bytes_per_elem = 2;
   double exact_work_limit = 2e9;         // estimated DP relaxations before dp switches to its fast path
 };
 

@@ -31,6 +31,7 @@ struct StageAssignment {
   double headroom_bytes = 0;   // bytes: usable memory left over (negative = does not fit)
   double stage_time_s = 0;     // seconds per decode step of one stream, LM head included
   double hop_time_s = 0;       // seconds to send one token's output on (or back to the head)
+  bool compressed_hop = false;  // its output hop carries compressed activations (wire type auto, slow link)
 };
 
 struct Prediction {

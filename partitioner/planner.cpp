@@ -64,7 +64,7 @@ std::vector<double> period_thresholds(const CostModel& cm, const SearchSpace& sp
     }
   }
   for (int d = 0; d < cm.n_devices(); ++d) {  // hops between any two devices, same group included
-    for (int e = 0; e < cm.n_devices(); ++e) t.push_back(cm.hop_time(d, e, cm.activation_bytes(m)));
+    for (int e = 0; e < cm.n_devices(); ++e) t.push_back(cm.activation_hop_time(d, e, m));
     t.push_back(cm.hop_time(d, head, m * kTokenIdBytes));
   }
   std::sort(t.begin(), t.end());
@@ -154,7 +154,7 @@ std::vector<std::vector<int>> seed_orders(const CostModel& cm) {
   std::vector<int> nearest{0}, left = others;  // nearest neighbour on one token's hop time
   while (!left.empty()) {
     auto it = std::min_element(left.begin(), left.end(), [&](int a, int b) {
-      return cm.hop_time(nearest.back(), a, cm.activation_bytes(1)) < cm.hop_time(nearest.back(), b, cm.activation_bytes(1));
+      return cm.activation_hop_time(nearest.back(), a, 1) < cm.activation_hop_time(nearest.back(), b, 1);
     });
     nearest.push_back(*it);
     left.erase(it);

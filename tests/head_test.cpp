@@ -53,8 +53,7 @@ struct FakeStage final : LocalStage {
   int loads = 0, forwards = 0;
   std::chrono::milliseconds compute_time{0};  // each batch takes this long (a busy device)
   StageCounters work;
-  void load(uint64_t id, const std::string&, const runtime::StageSpec& s, const runtime::StageOptions&, const std::string&,
-            const std::string&) override {
+  void load(uint64_t id, const std::string&, const runtime::StageSpec& s, const runtime::StageOptions&, const NextHop&) override {
     is_loaded = true, spec = s, plan_id = id, ++loads;
   }
   void unload() override { is_loaded = false; }

@@ -459,6 +459,51 @@ TEST_CASE("partitioner: a very slow link keeps everything on one device") {
   CHECK(blocks_on(*wired.plan, 1) == spec.n_layers);
 }
 
+TEST_CASE("partitioner: activations on the wire: bytes per hop by type, and auto compresses only slow links") {
+  const ModelSpec spec = preset("tinyllama-1.1b", "q4_0");
+  const std::vector<DeviceProfile> devices{device("head", 4, 10), device("wifi", 4, 20), device("wired", 4, 20)};
+  LinkTable links;
+  links.set_both(0, 1, {50e6 / 8, 0.005});     // Wi-Fi: 50 Mbit/s, 5 ms
+  links.set_both(1, 2, {50e6 / 8, 0.005});
+  links.set_both(0, 2, {1e9 / 8, 0.0002});     // Gigabit Ethernet
+  PartitionOptions f32;
+  f32.objective = Objective::ttft;
+  const CostModel plain(spec, devices, links, f32);
+  PartitionOptions f16 = f32;
+  f16.activation_bytes_per_elem = 2;
+  const CostModel half(spec, devices, links, f16);
+  PartitionOptions q8 = f32;
+  q8.activation_bytes_per_elem = 34.0 / 32;
+  const CostModel quarter(spec, devices, links, q8);
+  PartitionOptions automatic = f32;
+  automatic.compress_below_bytes_per_s = 1e9 / 8;
+  automatic.compressed_bytes_per_elem = 2;
+  const CostModel chosen(spec, devices, links, automatic);
+  // 512 tokens of 2048 values: 4 MiB as f32 over 50 Mbit/s.
+  const double bytes = 512.0 * spec.n_embd;
+  CHECK(plain.activation_hop_time(0, 1, 512) == doctest::Approx(0.005 + bytes * 4 / (50e6 / 8)));
+  CHECK(half.activation_hop_time(0, 1, 512) == doctest::Approx(0.005 + bytes * 2 / (50e6 / 8)));
+  CHECK(quarter.activation_hop_time(0, 1, 512) == doctest::Approx(0.005 + bytes * 34 / 32 / (50e6 / 8)));
+  CHECK(chosen.activation_hop_time(0, 1, 512) == half.activation_hop_time(0, 1, 512));  // slow: f16
+  CHECK(chosen.activation_hop_time(0, 2, 512) == plain.activation_hop_time(0, 2, 512));  // gigabit: f32
+  CHECK(chosen.compressed_hop(0, 1));
+  CHECK_FALSE(chosen.compressed_hop(0, 2));
+  CHECK_FALSE(plain.compressed_hop(0, 1));
+  CHECK(chosen.activation_hop_time(1, 1, 512) == 0);
+
+  // A plan over the Wi-Fi hop: its stage says it compresses, and the predicted first token comes
+  // sooner than with f32 on the wire.
+  const std::vector<StageRange> over_wifi{{0, 0, 11}, {1, 11, 22}};
+  const PartitionPlan p32 = assemble_plan(spec, devices, links, f32, over_wifi);
+  const PartitionPlan pauto = assemble_plan(spec, devices, links, automatic, over_wifi);
+  CHECK(pauto.stages[0].compressed_hop);
+  CHECK_FALSE(pauto.stages[1].compressed_hop);  // the last stage sends token ids
+  CHECK_FALSE(p32.stages[0].compressed_hop);
+  CHECK(pauto.stages[0].hop_time_s < p32.stages[0].hop_time_s);
+  CHECK(pauto.predicted.ttft_ms < p32.predicted.ttft_ms);
+  CHECK(describe_plan(pauto)[0].find("compressed") != std::string::npos);
+}
+
 TEST_CASE("partitioner: a device too small for one block is left out with a reason") {
   const ModelSpec spec = preset("llama-2-7b", "q4_0");
   const std::vector<DeviceProfile> devices{device("head", 8, 10), device("tiny", 0.05, 100)};

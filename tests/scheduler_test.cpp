@@ -31,7 +31,7 @@ struct Pipeline final : LocalStage {
   std::vector<uint64_t> released;
 
   void load(uint64_t, const std::string&, const hearth::runtime::StageSpec&, const hearth::runtime::StageOptions&,
-            const std::string&, const std::string&) override {}
+            const hearth::cluster::NextHop&) override {}
   void unload() override {}
   bool loaded() const override { return true; }
   int max_batch() const override { return hosts.front()->max_batch(); }

@@ -20,7 +20,8 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("hearth::wire");
 
 # 2: errors carry an ErrorCategory.
-const protocolVersion :UInt16 = 5;
+# 6: a hop may carry activations as f16 or q8_0 (Forward.dtype, Assignment.wireType).
+const protocolVersion :UInt16 = 6;
 
 # What kind of failure an error is, chosen where it arises. Only the edges turn it into something
 # else: the HTTP gateway into a status code, the CLI into an exit code.
@@ -141,6 +142,7 @@ struct Assignment {
   # device (nothing serves then): load as soon as the weights are here.
   staged @16 :Bool;
   kvType @17 :KvType;
+  wireType @18 :Forward.DType; # how this stage's output hop carries activations
 }
 
 # Every device of a staged plan has its weights: drop the old stage, load this plan's.
@@ -214,6 +216,8 @@ struct Forward {
 
   enum DType {
     f32 @0;
+    f16 @1;                   # IEEE-754 binary16
+    q80 @2;                   # each row as nEmbd/32 q8_0 blocks (f16 scale, 32 x int8)
   }
 }
 
@@ -297,6 +301,15 @@ struct LaunchRequest {
   split @4 :Text;             # "head:2,a:2,b:1" sets devices, order and layer counts by hand
   streams @5 :UInt32;
   kvType @6 :KvType;
+  wireType @7 :WireType;
+}
+
+# How the hops between stages carry activations (cluster/activation_codec.h).
+enum WireType {
+  f32 @0;                     # bit-exact: what one device computes
+  f16 @1;                     # half the bytes
+  q80 @2;                     # q8_0 rows: 34 bytes per 32 values, 27% of f32
+  auto @3;                    # the head chooses per hop: f16 on the links the planner finds slow
 }
 
 # A launch's progress: first the plan (before any weights move), then each device's transfer.
@@ -337,6 +350,7 @@ struct StageReport {
   headroomBytes @20 :Float64; # negative: does not fit
   stageTimeS @21 :Float64;    # per decode step of one stream
   hopTimeS @22 :Float64;      # to send one token's output on
+  wireType @23 :Text;         # f32, f16 or q8_0: how its output hop carries activations ("" on the last)
 }
 
 struct PlanReport {

@@ -38,7 +38,8 @@ json stage_view(wire::StageReport::Reader s) {
           {"memory_bytes", s.getMemoryBytes()},
           {"headroom_bytes", s.getHeadroomBytes()},
           {"stage_time_ms", s.getStageTimeS() * 1e3},
-          {"hop_time_ms", s.getHopTimeS() * 1e3}};
+          {"hop_time_ms", s.getHopTimeS() * 1e3},
+          {"wire_type", s.getWireType().cStr()}};
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "apps/hearth/head_client.h"
 #include "apps/hearth/head_error.h"
 #include "apps/hearth/kv_type_option.h"
+#include "apps/hearth/wire_type_option.h"
 #include "apps/hearth/launch_progress.h"
 #include "transport/status_view.h"
 #include "cluster/config.h"
@@ -111,13 +112,15 @@ void models(const HeadTarget& head, bool json) {
 }
 
 void print_plan(const nlohmann::json& plan) {
-  std::printf("%-16s %-10s %12s %12s %12s %10s %10s\n", "DEVICE", "LAYERS", "WEIGHTS", "KV CACHE", "HEADROOM", "STAGE ms",
-              "HOP ms");
+  std::printf("%-16s %-10s %12s %12s %12s %10s %10s %5s\n", "DEVICE", "LAYERS", "WEIGHTS", "KV CACHE", "HEADROOM", "STAGE ms",
+              "HOP ms", "WIRE");
   for (const auto& s : plan["stages"]) {
-    std::printf("%-16s %-10s %12s %12s %12s %10.2f %10.2f\n", s["device"].get<std::string>().c_str(),
+    const std::string wire = s.value("wire_type", "");
+    std::printf("%-16s %-10s %12s %12s %12s %10.2f %10.2f %5s\n", s["device"].get<std::string>().c_str(),
                 layers(s["first_layer"].get<int>(), s["last_layer"].get<int>()).c_str(),
                 gb(s["weight_bytes"].get<double>()).c_str(), gb(s["kv_bytes"].get<double>()).c_str(),
-                gb(s["headroom_bytes"].get<double>()).c_str(), s["stage_time_ms"].get<double>(), s["hop_time_ms"].get<double>());
+                gb(s["headroom_bytes"].get<double>()).c_str(), s["stage_time_ms"].get<double>(), s["hop_time_ms"].get<double>(),
+                wire.empty() ? "ids" : wire.c_str());
   }
   if (plan.contains("kv_type"))
     std::printf("KV cache: %s, %d tokens for each of %d conversations\n", plan["kv_type"].get<std::string>().c_str(),
@@ -138,6 +141,7 @@ struct LaunchArgs {
   uint32_t ctx = 0, streams = 0;
   bool json = false;
   std::string kv_type = kDefaultKvType;
+  std::string wire_type = "f32";
 };
 
 void launch(const HeadTarget& head, const LaunchArgs& a) {
@@ -151,6 +155,7 @@ void launch(const HeadTarget& head, const LaunchArgs& a) {
   r.setCtx(a.ctx);
   r.setStreams(a.streams);
   r.setKvType(cluster::kv_type_to_wire(kv_type_named(a.kv_type)));
+  r.setWireType(wire_type_named(a.wire_type));
   r.setSplit(a.split);
   auto list = r.initDevices(static_cast<unsigned>(a.devices.size()));
   for (unsigned i = 0; i < a.devices.size(); ++i) list.set(i, a.devices[i]);
@@ -332,6 +337,7 @@ void add_cluster_commands(CLI::App& app) {
   l->add_option("--split", la->split, "By hand: NAME:LAYERS,... in pipeline order, the head first (e.g. head:2,a:2,b:1)");
   l->add_flag("--json", la->json, "Print the plan as JSON");
   add_kv_type_option(l, la->kv_type);
+  add_wire_type_option(l, la->wire_type);
   l->callback([head, la] { launch(*head, *la); });
 
   auto ga = std::make_shared<GenerateArgs>();

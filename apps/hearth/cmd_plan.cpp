@@ -19,6 +19,7 @@
 
 #include "apps/hearth/commands.h"
 #include "apps/hearth/kv_type_option.h"
+#include "apps/hearth/wire_type_option.h"
 #include "partitioner/partitioner.h"
 #include "profiles/profiler.h"
 #include "runtime/format/gguf.h"
@@ -47,6 +48,15 @@ struct PlanArgs {
   int prompt_tokens = 512;
   bool json = false;
   std::string kv_type = kDefaultKvType;
+  std::string wire_type = "f32";
+};
+
+// How the plan's hops carry activations: the type of all of them, or (auto) per hop.
+struct Wire {
+  std::optional<runtime::TensorType> fixed;
+  std::string of(const pt::StageAssignment& a) const {
+    return std::string(runtime::tensor_type_name(cluster::hop_wire_type(fixed, a.compressed_hop)));
+  }
 };
 
 struct Device {
@@ -251,7 +261,7 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
 }
 
 void print_plan(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfile>& profiles, const Model& model,
-                const pt::PartitionOptions& o, const Links& links, const std::string& kv_type) {
+                const pt::PartitionOptions& o, const Links& links, const std::string& kv_type, const Wire& wire) {
   const pt::Prediction& p = plan.predicted;
   std::printf("model     %s: %d blocks, %s of weights\n", model.description.c_str(), model.spec.n_layers,
               pt::format_bytes(pt::total_weight_bytes(model.spec)).c_str());
@@ -265,7 +275,8 @@ void print_plan(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfi
   std::printf("workload  objective %s, algorithm %s; KV cache %s for %d tokens x %d stream(s); %d-token prompt\n",
               std::string(pt::to_string(o.objective)).c_str(), std::string(pt::to_string(o.algorithm)).c_str(),
               std::string(runtime::tensor_type_name(kv_type_named(kv_type))).c_str(), o.ctx, o.streams, o.prompt_tokens);
-  std::printf("links     %s\n", links.statement.c_str());
+  std::printf("links     %s; activations on the wire as %s\n", links.statement.c_str(),
+              wire.fixed ? std::string(runtime::tensor_type_name(*wire.fixed)).c_str() : "f16 over links below 1 Gbit/s, else f32");
   for (const LinkOverride& l : links.overrides)
     std::printf("          --link %s <-> %s: %s\n", profiles[l.a].name.c_str(), profiles[l.b].name.c_str(),
                 describe_link(l.link).c_str());
@@ -280,7 +291,7 @@ void print_plan(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfi
                     pt::format_bytes(a.kv_bytes), pt::format_bytes(a.memory_bytes),
                     pt::format_bytes(a.headroom_bytes) + fmt(" (%.0f%%)", 100 * a.headroom_bytes / usable),
                     fmt("%.2f", a.stage_time_s * 1e3) + (static_cast<int>(s) == p.bottleneck_stage ? "*" : ""),
-                    fmt("%.2f", a.hop_time_s * 1e3) + (s + 1 == plan.stages.size() ? " ->head" : "")});
+                    fmt("%.2f", a.hop_time_s * 1e3) + (s + 1 == plan.stages.size() ? " ->head" : " " + wire.of(a))});
   }
   print_table(rows);
   std::printf("\n");
@@ -299,7 +310,7 @@ void print_plan(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfi
 }
 
 nlohmann::json plan_json(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfile>& profiles, const Model& model,
-                         const pt::PartitionOptions& o, const Links& links) {
+                         const pt::PartitionOptions& o, const Links& links, const Wire& wire) {
   using nlohmann::json;
   json stages = json::array();
   for (const pt::StageAssignment& a : plan.stages)
@@ -315,7 +326,8 @@ nlohmann::json plan_json(const pt::PartitionPlan& plan, const std::vector<pt::De
                       {"usable_memory_bytes", profiles[a.device].usable_memory_bytes},
                       {"headroom_bytes", a.headroom_bytes},
                       {"stage_time_ms", a.stage_time_s * 1e3},
-                      {"hop_time_ms", a.hop_time_s * 1e3}});
+                      {"hop_time_ms", a.hop_time_s * 1e3},
+                      {"wire_type", a.has_output ? "" : wire.of(a)}});
   const pt::Prediction& p = plan.predicted;
   json overrides = json::array();
   for (const LinkOverride& l : links.overrides)
@@ -375,6 +387,8 @@ void plan(const PlanArgs& a) {
       !why.empty())
     throw std::runtime_error(why);
 
+  const Wire wire{cluster::apply_wire_choice(wire_type_named(a.wire_type), model.spec.n_embd, o)};
+
   const pt::PlanResult r = pt::plan_partition(model.spec, profiles, links.table, o);
   if (!r.ok()) {
     if (a.json) {
@@ -388,10 +402,10 @@ void plan(const PlanArgs& a) {
     throw std::runtime_error("no plan: " + r.error.message + hint);
   }
   if (a.json) {
-    std::cout << plan_json(*r.plan, profiles, model, o, links).dump(2) << "\n";
+    std::cout << plan_json(*r.plan, profiles, model, o, links, wire).dump(2) << "\n";
     return;
   }
-  print_plan(*r.plan, profiles, model, o, links, a.kv_type);
+  print_plan(*r.plan, profiles, model, o, links, a.kv_type, wire);
 }
 
 std::vector<std::string> strings(const std::vector<std::string_view>& v) { return {v.begin(), v.end()}; }
@@ -437,6 +451,7 @@ void add_plan_command(CLI::App& app) {
       ->check(CLI::IsMember({"dp", "exhaustive", "memory", "equal"}));
   cmd->add_flag("--json", a->json, "Print the plan as JSON");
   add_kv_type_option(cmd, a->kv_type);
+  add_wire_type_option(cmd, a->wire_type);
   cmd->callback([a] { plan(*a); });
 }
 
