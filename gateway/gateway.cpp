@@ -13,6 +13,7 @@
 #include "gateway/sse.h"
 #include "transport/status_view.h"
 #include "gateway/web_assets.h"
+#include "cluster/wire_choice.h"
 #include "cluster/wire_convert.h"
 #include "runtime/model/kv_rows.h"
 
@@ -55,6 +56,7 @@ struct LaunchOptions {
   uint32_t ctx = 0;
   uint32_t streams = 0;
   std::optional<runtime::TensorType> kv_type;
+  transport::wire::WireType wire_type = transport::wire::WireType::F32;
 };
 
 // An optional whole number in [lo, hi] of the launch body, or 0 when absent; ApiError otherwise.
@@ -75,6 +77,11 @@ LaunchOptions launch_options(const json& body) {
     if (body["kv_type"].is_string()) o.kv_type = runtime::kv_type_from_name(body["kv_type"].get<std::string>());
     if (!o.kv_type) throw ApiError(400, "\"kv_type\" must be \"f16\", \"q8_0\" or \"f32\"", "invalid_request_error", "kv_type");
   }
+  if (body.contains("wire_type") && !body["wire_type"].is_null()) {
+    const auto w = body["wire_type"].is_string() ? cluster::wire_choice_from_name(body["wire_type"].get<std::string>()) : std::nullopt;
+    if (!w) throw ApiError(400, "\"wire_type\" must be \"f32\", \"f16\", \"q8_0\" or \"auto\"", "invalid_request_error", "wire_type");
+    o.wire_type = *w;
+  }
   return o;
 }
 
@@ -86,6 +93,7 @@ std::unique_ptr<capnp::MallocMessageBuilder> launch_request(const std::string& p
   r.setCtx(o.ctx);
   r.setStreams(o.streams);
   if (o.kv_type) r.setKvType(cluster::kv_type_to_wire(*o.kv_type));
+  r.setWireType(o.wire_type);
   return message;
 }
 

@@ -741,6 +741,7 @@ TEST_SUITE("http") {
     CHECK(api.post("/v1/hearth/launch", "not json").status == 400);
     // Its options are checked before anything is planned: each a 400 naming the field.
     for (const char* bad : {R"({"model":"beta","kv_type":"q4"})", R"({"model":"beta","kv_type":16})", R"({"model":"beta","ctx":5})",
+                            R"({"model":"beta","wire_type":"q4_0"})", R"({"model":"beta","wire_type":2})",
                             R"({"model":"beta","ctx":"big"})", R"({"model":"beta","streams":1000})", R"({"model":"beta","streams":1.5})"}) {
       CAPTURE(bad);
       h = api.post("/v1/hearth/launch", bad);
