@@ -9,14 +9,6 @@ namespace hearth::cluster {
 namespace wire = transport::wire;
 using runtime::TensorType;
 
-std::optional<wire::WireType> wire_choice_from_name(std::string_view name) {
-  if (name == "f32") return wire::WireType::F32;
-  if (name == "f16") return wire::WireType::F16;
-  if (name == "q8_0") return wire::WireType::Q80;
-  if (name == "auto") return wire::WireType::AUTO;
-  return std::nullopt;
-}
-
 std::optional<TensorType> apply_wire_choice(wire::WireType choice, int n_embd, partitioner::PartitionOptions& options) {
   if (choice == wire::WireType::AUTO) {
     options.compress_below_bytes_per_s = kAutoCompressBelowBytesPerS;

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <optional>
-#include <string_view>
 
 #include "partitioner/options.h"
 #include "runtime/format/tensor_type.h"
@@ -14,9 +13,6 @@
 namespace hearth::cluster {
 
 inline constexpr double kAutoCompressBelowBytesPerS = 1e9 / 8;
-
-// "f32", "f16", "q8_0" or "auto"; nullopt for anything else.
-std::optional<transport::wire::WireType> wire_choice_from_name(std::string_view name);
 
 // Sets the planner's bytes per hop for `choice` and returns the type of every hop, or nullopt
 // for auto (then each plan's StageAssignment::compressed_hop says, see hop_wire_type()). Throws

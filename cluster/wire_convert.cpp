@@ -105,4 +105,12 @@ std::optional<runtime::TensorType> kv_type_from_wire(wire::KvType t) {
   }
 }
 
+std::optional<wire::WireType> wire_choice_from_name(std::string_view name) {
+  if (name == "f32") return wire::WireType::F32;
+  if (name == "f16") return wire::WireType::F16;
+  if (name == "q8_0") return wire::WireType::Q80;
+  if (name == "auto") return wire::WireType::AUTO;
+  return std::nullopt;
+}
+
 }  // namespace hearth::cluster

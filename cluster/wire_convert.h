@@ -3,6 +3,7 @@
 #pragma once
 
 #include <optional>
+#include <string_view>
 
 #include "partitioner/device_profile.h"
 #include "profiles/profiler.h"
@@ -25,5 +26,9 @@ runtime::SamplingParams from_wire(wire::SamplingParams::Reader in);
 // A KV cache type (F32, F16 or Q8_0) and back; `unset` reads as nullopt.
 wire::KvType kv_type_to_wire(runtime::TensorType t);
 std::optional<runtime::TensorType> kv_type_from_wire(wire::KvType t);
+
+// A launch's wire type by name: "f32", "f16", "q8_0" or "auto" (cluster/wire_choice.h); nullopt
+// for anything else.
+std::optional<wire::WireType> wire_choice_from_name(std::string_view name);
 
 }  // namespace hearth::cluster

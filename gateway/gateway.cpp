@@ -13,7 +13,6 @@
 #include "gateway/sse.h"
 #include "transport/status_view.h"
 #include "gateway/web_assets.h"
-#include "cluster/wire_choice.h"
 #include "cluster/wire_convert.h"
 #include "runtime/model/kv_rows.h"
 

@@ -20,6 +20,7 @@
 #include "apps/hearth/commands.h"
 #include "apps/hearth/kv_type_option.h"
 #include "apps/hearth/wire_type_option.h"
+#include "cluster/wire_choice.h"
 #include "partitioner/partitioner.h"
 #include "profiles/profiler.h"
 #include "runtime/format/gguf.h"

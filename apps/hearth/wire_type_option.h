@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "cluster/wire_choice.h"
+#include "cluster/wire_convert.h"
 
 namespace hearth::cli {
 
