@@ -34,13 +34,6 @@ std::string wire_type_unfit(TensorType t, size_t width) {
   return "";
 }
 
-std::optional<TensorType> wire_type_from_name(std::string_view name) {
-  if (name == "f32") return TensorType::F32;
-  if (name == "f16") return TensorType::F16;
-  if (name == "q8_0") return TensorType::Q8_0;
-  return std::nullopt;
-}
-
 size_t encoded_bytes(TensorType t, size_t rows, size_t width) { return rows * runtime::row_bytes(t, width); }
 
 bool encode_activations(TensorType t, std::span<const float> rows, size_t width, std::span<uint8_t> out) {
@@ -59,14 +52,19 @@ bool encode_activations(TensorType t, std::span<const float> rows, size_t width,
 
 void decode_activations(TensorType t, std::span<const uint8_t> in, size_t width, std::span<float> out) {
   const size_t n_rows = width == 0 ? 0 : out.size() / width;
-  if (!is_wire_type(t) || !wire_type_unfit(t, width).empty()) throw std::invalid_argument("activations of a type this hop cannot carry");
+  if (!wire_type_unfit(t, width).empty()) throw std::invalid_argument("activations of a type this hop cannot carry");
   if (in.size() != encoded_bytes(t, n_rows, width)) throw std::invalid_argument("forward payload of the wrong size");
-  const size_t row_in = runtime::row_bytes(t, width);
-  // Rows are read from a copy: ZeroMQ frames may be misaligned and q8_0 blocks hold f16 scales.
-  std::vector<uint8_t> row(row_in);
-  for (size_t r = 0; r < n_rows; ++r) {
-    std::memcpy(row.data(), in.data() + r * row_in, row_in);
-    runtime::dequantize_row(t, row.data(), out.data() + r * width, static_cast<int64_t>(width));
+  if (t == TensorType::F32) {
+    std::memcpy(out.data(), in.data(), in.size());  // one copy, as before there were other types
+  } else {
+    // Rows are read from a copy: ZeroMQ frames may be misaligned, and f16 values and q8_0 scales
+    // are read as 16-bit words.
+    const size_t row_in = runtime::row_bytes(t, width);
+    std::vector<uint8_t> row(row_in);
+    for (size_t r = 0; r < n_rows; ++r) {
+      std::memcpy(row.data(), in.data() + r * row_in, row_in);
+      runtime::dequantize_row(t, row.data(), out.data() + r * width, static_cast<int64_t>(width));
+    }
   }
   if (!all_finite(out)) throw std::invalid_argument("forward payload holds NaN or infinity");
 }

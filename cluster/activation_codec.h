@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
-#include <string_view>
+#include <string>
 #include <vector>
 
 #include "runtime/format/tensor_type.h"
@@ -20,8 +20,6 @@ namespace hearth::cluster {
 bool is_wire_type(runtime::TensorType t);
 // Why `t` cannot carry rows of `width` values, or "" when it can.
 std::string wire_type_unfit(runtime::TensorType t, size_t width);
-// "f32", "f16" or "q8_0" as a wire type; nullopt for anything else.
-std::optional<runtime::TensorType> wire_type_from_name(std::string_view name);
 
 // Bytes of `rows` rows of `width` values as `t`.
 size_t encoded_bytes(runtime::TensorType t, size_t rows, size_t width);
