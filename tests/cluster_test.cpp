@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <capnp/message.h>
 #include <chrono>
 #include <cmath>
@@ -717,13 +718,32 @@ TEST_SUITE("cluster") {
     c.set_profile_speedup("a", 1000);  // measured on a quiet day, busy now
     c.set_profile_speedup("head", 3);  // about what this machine does, so that the plan is right for it
     c.start("head");
-    // And busy it is: niced, a yields to whatever else runs. On a quiet machine that changes
-    // nothing; on a loaded one (CI) the head's link probes measure loopback's latency in
-    // milliseconds, the plan expects 10 ms a token in hops, and a un-niced would not fall behind
-    // that by half (measured: 7.5 ms/token against 10.7 planned, so nothing to report).
-    c.start("a", {}, {"/usr/bin/nice", "-n", "10", HEARTH_DAEMON});
+    const pid_t a = c.start("a").pid;
     const auto l = c.cli({"launch", "--model", model, "--ctx", "128", "--split", "head:1,a:7"});
     REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+    // And busy it is, whatever else the machine does: stopped 30 ms of every 35, a computes at a
+    // seventh of its speed. (Its own speed is not enough: when the head probed its links under
+    // load (CI) it measured loopback's latency in milliseconds, the plan expects ~10.7 ms a token
+    // in hops, and a's 4-5 ms of compute never made decoding fall behind that by half.)
+    std::atomic<bool> busy{true};
+    std::thread duty([&] {
+      while (busy) {
+        ::kill(a, SIGSTOP);
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        ::kill(a, SIGCONT);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    });
+    struct Resume {
+      std::atomic<bool>& busy;
+      std::thread& duty;
+      pid_t a;
+      ~Resume() {
+        busy = false;
+        duty.join();
+        ::kill(a, SIGCONT);
+      }
+    } resume{busy, duty, a};
     // Counters come with heartbeats (400 ms), so the pace is judged after a later generation; 100
     // tokens a round (was 48: with faster attention a round could end between two heartbeats,
     // and under load 10 rounds sometimes judged nothing).
