@@ -26,6 +26,7 @@ class MatmulScratch {
   BlockQ8_K* q8k(int token, int64_t n_in) { return q8k_.data() + static_cast<int64_t>(token) * (n_in / kQK); }
   // A kernel table's packed activations (KernelTable::pack), `bytes` per token.
   uint8_t* packed(int token, size_t bytes) { return packed_.data() + static_cast<size_t>(token) * bytes; }
+  uint64_t bytes() const { return q8_.size() * sizeof(BlockQ8_0) + q8k_.size() * sizeof(BlockQ8_K) + packed_.size(); }
 
  private:
   std::vector<BlockQ8_0> q8_;

@@ -104,6 +104,20 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
       step_bytes_ += m->bytes();
   }
   if (spec().has_output) step_bytes_ += weights_->output().bytes();
+  if (!options_.paging.empty()) pager_ = std::make_unique<LayerPager>(*weights_, options_.paging);
+}
+
+uint64_t Stage::memory_bytes(int n_sequences) const {
+  uint64_t floats = 0;
+  for (const std::vector<float>* v : {&x_, &xn_, &q_, &k_, &v_, &attn_, &gate_, &up_, &tmp_, &scores_, &qpack_, &inv_, &kv_tile_,
+                                      &logits_, &q_gate_, &shexp_out_, &ssm_qkv_, &ssm_z_, &ssm_beta_, &ssm_alpha_, &ssm_y_,
+                                      &ssm_scratch_, &v_norm_ones_})
+    floats += v->capacity();
+  uint64_t per_sequence = 0;
+  for (size_t l = 0; l < layer_kv_dims_.size(); ++l)
+    per_sequence += 2 * static_cast<uint64_t>(n_ctx_) * kv_row_bytes(options_.kv_type, layer_kv_dims_[l]) +
+                    static_cast<uint64_t>(layer_state_floats_[l]) * sizeof(float);
+  return floats * sizeof(float) + scratch_.bytes() + static_cast<uint64_t>(n_sequences) * per_sequence;
 }
 
 int Stage::length(uint64_t seq) const {
@@ -165,7 +179,14 @@ std::span<const float> Stage::forward(const StageInput& in) {
   if (spec().has_embedding) embed(in, n_tokens);
   else std::copy(in.hidden.begin(), in.hidden.end(), x_.begin());
 
-  for (int l = spec().first_layer; l < spec().last_layer; ++l) layer_forward(l, n_tokens);
+  for (int l = spec().first_layer; l < spec().last_layer; ++l) {
+    if (pager_ && pager_->pages(l)) {
+      layer_forward(l, pager_->acquire(l), n_tokens);
+      pager_->release(l);
+    } else {
+      layer_forward(l, weights_->layer(l), n_tokens);
+    }
+  }
   dense_bytes_read_ += step_bytes_;
 
   for (const SeqChunk& ch : in.chunks) caches_.at(ch.seq).set_length(ch.pos + ch.n_tokens);
@@ -184,18 +205,17 @@ void Stage::embed(const StageInput& in, int n_tokens) {
   }
 }
 
-void Stage::layer_forward(int l, int n_tokens) {
+void Stage::layer_forward(int l, const LayerWeights& w, int n_tokens) {
   const ModelConfig& c = config();
-  const LayerWeights& w = weights_->layer(l);
   const int E = c.n_embd;
   const int Q = c.layer_q_dim(l), KV = c.layer_kv_dim(l), hd = c.layer_head_dim(l), n_kv = c.layer_n_head_kv(l);
 
   // ---- attention (or a gated delta-net) ----
   for (int t = 0; t < n_tokens; ++t) rmsnorm(&x_[t * E], w.attn_norm.data(), &xn_[t * E], E, c.rms_eps);
   if (c.is_recurrent(l)) {
-    delta_net_forward(l, n_tokens);
+    delta_net_forward(l, w, n_tokens);
     for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
-    ffn_forward(l, n_tokens);
+    ffn_forward(w, n_tokens);
     return;
   }
   const bool own_v = w.wv.n_out > 0;  // else V is K's projection (Gemma 4's full layers)
@@ -245,14 +265,13 @@ void Stage::layer_forward(int l, int n_tokens) {
   if (!w.post_attn_norm.empty())
     for (int t = 0; t < n_tokens; ++t) rmsnorm(&tmp_[t * E], w.post_attn_norm.data(), &tmp_[t * E], E, c.rms_eps);
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
-  ffn_forward(l, n_tokens);
+  ffn_forward(w, n_tokens);
 }
 
 // Qwen 3.5 MoE's shared expert, added into tmp_ (the routed experts' output): a SwiGLU of every
 // token scaled by sigmoid(gate_inp_shexp . x).
-void Stage::shared_expert_forward(int l, int n_tokens) {
+void Stage::shared_expert_forward(const LayerWeights& w, int n_tokens) {
   const ModelConfig& c = config();
-  const LayerWeights& w = weights_->layer(l);
   const int E = c.n_embd;
   project_gated(w.gate_shexp, w.up_shexp, xn_.data(), n_tokens, FfnActivation::SiLU);
   project(w.down_shexp, gate_.data(), n_tokens, shexp_out_.data());
@@ -265,9 +284,8 @@ void Stage::shared_expert_forward(int l, int n_tokens) {
 // A gated delta-net (delta_net.h) in place of attention: the projections of every token at once,
 // then the recurrence token by token in row order, each row on its own sequence's state (a
 // sequence's rows come in order), then ssm_out into tmp_.
-void Stage::delta_net_forward(int l, int n_tokens) {
+void Stage::delta_net_forward(int l, const LayerWeights& w, int n_tokens) {
   const ModelConfig& c = config();
-  const LayerWeights& w = weights_->layer(l);
   const MatmulTarget in[] = {{&w.ssm_qkv, ssm_qkv_.data()}, {&w.ssm_z, ssm_z_.data()}, {&w.ssm_beta, ssm_beta_.data()},
                              {&w.ssm_alpha, ssm_alpha_.data()}};
   project(in, xn_.data(), n_tokens);
@@ -282,15 +300,14 @@ void Stage::delta_net_forward(int l, int n_tokens) {
   project(w.ssm_out, ssm_y_.data(), n_tokens, tmp_.data());
 }
 
-void Stage::ffn_forward(int l, int n_tokens) {
+void Stage::ffn_forward(const LayerWeights& w, int n_tokens) {
   const ModelConfig& c = config();
-  const LayerWeights& w = weights_->layer(l);
   const int E = c.n_embd;
   // ---- feed-forward (SwiGLU, or a mixture of SwiGLU experts) ----
   for (int t = 0; t < n_tokens; ++t) rmsnorm(&x_[t * E], w.ffn_norm.data(), &xn_[t * E], E, c.rms_eps);
   if (experts_) {
     experts_->forward(w, xn_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
-    if (c.n_ff_shexp > 0) shared_expert_forward(l, n_tokens);
+    if (c.n_ff_shexp > 0) shared_expert_forward(w, n_tokens);
   } else {
     project_gated(w.w_gate, w.w_up, xn_.data(), n_tokens, c.ffn_activation);
     project(w.w_down, gate_.data(), n_tokens, tmp_.data());

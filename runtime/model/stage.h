@@ -26,6 +26,7 @@
 #include "runtime/kernels/kernels.h"
 #include "runtime/model/expert_ffn.h"
 #include "runtime/model/kv_cache.h"
+#include "runtime/model/layer_pager.h"
 #include "runtime/model/matmul.h"
 #include "runtime/model/matmul_offload.h"
 #include "runtime/kernels/thread_pool.h"
@@ -44,6 +45,9 @@ struct StageOptions {
   // Where the products of the matrices it holds run (a GPU, runtime/gpu/gpu.h); the rest, and
   // everything else of a layer, run on the CPU. Not owned; must outlive the stage.
   MatmulOffload* offload = nullptr;
+  // Layers whose largest matrices are read from the model file as each pass reaches them, not
+  // kept in memory (layer_pager.h); empty: every weight stays mapped.
+  PagingPlan paging;
 };
 
 // A run of consecutive tokens of one sequence within a batch.
@@ -85,15 +89,22 @@ class Stage {
   // MoE layer's experts only those some token chose (what a benchmark divides by its time).
   uint64_t weight_bytes_read() const { return dense_bytes_read_ + (experts_ ? experts_->bytes_read() : 0); }
   const KernelTable& kernels() const { return kernels_; }
+  // Memory the stage holds besides its weights when n_sequences caches are full: its buffers,
+  // and a KV cache (or recurrent state) of n_ctx tokens per sequence. What a budget subtracts
+  // before it decides what of the weights must be paged.
+  uint64_t memory_bytes(int n_sequences) const;
+  // What paging read from storage, and how much of it the stage waited for (null: no paging).
+  const LayerPager* pager() const { return pager_.get(); }
 
  private:
   int validate(const StageInput& in) const;
   void embed(const StageInput& in, int n_tokens);
   void attention(int layer, int n_tokens);
-  void layer_forward(int l, int n_tokens);
-  void delta_net_forward(int l, int n_tokens);  // into tmp_
-  void ffn_forward(int l, int n_tokens);        // the residual FFN half of a layer
-  void shared_expert_forward(int l, int n_tokens);  // added into tmp_
+  // w: layer l's weights (its paged matrices in the pager's buffer).
+  void layer_forward(int l, const LayerWeights& w, int n_tokens);
+  void delta_net_forward(int l, const LayerWeights& w, int n_tokens);  // into tmp_
+  void ffn_forward(const LayerWeights& w, int n_tokens);                // the residual FFN half of a layer
+  void shared_expert_forward(const LayerWeights& w, int n_tokens);      // added into tmp_
   std::span<const float> output_head(const StageInput& in, int n_tokens);
   // The products of a layer: on options_.offload when it holds every weight, else on the CPU.
   void project(std::span<const MatmulTarget> targets, const float* x, int n_tokens);
@@ -130,6 +141,7 @@ class Stage {
   std::vector<int> row_pos_;
   std::vector<float> logits_;
   std::optional<ExpertFfn> experts_;  // MoE models
+  std::unique_ptr<LayerPager> pager_;  // when options_.paging pages some layer
   uint64_t step_bytes_ = 0;           // matrices every forward() reads (all but the experts)
   uint64_t dense_bytes_read_ = 0;
 };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <stdexcept>
 
 #include "runtime/kernels/kernels.h"
 
@@ -161,7 +162,7 @@ std::vector<std::string> stage_tensor_names(const GgufFile& file, const ModelCon
 }
 
 StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, const StageSpec& spec)
-    : config_(config), spec_(spec) {
+    : config_(config), spec_(spec), path_(file.path()) {
   const std::vector<std::string> names = stage_tensor_names(file, config, spec);
 
   // Map the needed tensors, merging neighbours whose gap is small, so a stage holds a handful of
@@ -303,6 +304,12 @@ uint64_t StageWeights::mapped_bytes() const {
   uint64_t n = 0;
   for (const auto& r : regions_) n += r.size();
   return n;
+}
+
+uint64_t StageWeights::file_offset(const uint8_t* mapped) const {
+  for (const auto& r : regions_)
+    if (mapped >= r.data() && mapped < r.data() + r.size()) return r.offset() + static_cast<uint64_t>(mapped - r.data());
+  throw std::logic_error("StageWeights::file_offset: the pointer is not in this stage's mappings");
 }
 
 }  // namespace hearth::runtime

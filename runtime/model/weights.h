@@ -110,10 +110,14 @@ class StageWeights {
   const LayerWeights& layer(int l) const { return layers_[static_cast<size_t>(l - spec_.first_layer)]; }
   // Bytes of tensor data this stage maps.
   uint64_t mapped_bytes() const;
+  // The model file, and the offset in it of a byte this stage maps (what a LayerPager reads).
+  const std::string& path() const { return path_; }
+  uint64_t file_offset(const uint8_t* mapped) const;
 
  private:
   ModelConfig config_;
   StageSpec spec_;
+  std::string path_;
   std::vector<MappedRegion> regions_;
   WeightMatrix token_embd_;
   WeightMatrix output_;
