@@ -3,6 +3,11 @@
 // --memory-limit`.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -44,6 +49,23 @@ std::vector<float> logits_of(std::span<Stage* const> stages, int n_vocab, int st
     all.insert(all.end(), out.begin(), out.end());
   }
   return all;
+}
+
+// Bytes of [offset, offset + size) of the file that are in the page cache (mincore).
+uint64_t cached_bytes(const std::string& path, uint64_t offset, uint64_t size) {
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = offset / page * page, length = offset + size - begin;
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  void* p = ::mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(begin));
+  ::close(fd);
+  REQUIRE(p != MAP_FAILED);
+  std::vector<unsigned char> in((length + page - 1) / page);
+  REQUIRE(::mincore(p, length, in.data()) == 0);
+  ::munmap(p, length);
+  uint64_t n = 0;
+  for (unsigned char c : in) n += (c & 1) ? page : 0;
+  return n;
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
@@ -144,6 +166,41 @@ TEST_SUITE("paging") {
       pager.release(l);
     }
     CHECK_THROWS_AS(pager.acquire(1), std::invalid_argument);
+  }
+
+  TEST_CASE("paged matrices stay out of the page cache, which a memory cgroup would charge") {
+    TempDir dir;
+    struct statfs fs {};
+    REQUIRE(::statfs(dir.path().c_str(), &fs) == 0);
+    if (fs.f_type == 0x01021994) {  // TMPFS_MAGIC: its pages are the file, never dropped
+      MESSAGE("skipped: the temporary directory is on tmpfs, whose pages cannot leave memory");
+      return;
+    }
+    const std::string path = hearth::test::make_model(dir, "m.gguf", model_of("llama", TensorType::Q8_0));
+    {  // just written: every page is cached, and dirty until written back (which nothing can drop)
+      const int fd = ::open(path.c_str(), O_RDONLY);
+      REQUIRE(fd >= 0);
+      REQUIRE(::fsync(fd) == 0);
+      ::close(fd);
+    }
+    const auto m = hearth::test::open_whole_model(path);
+    ThreadPool pool(2);
+    StageOptions o{.n_ctx = 64, .max_batch = 16};
+    o.paging = {{1, 3, 5}, PagedPart::Ffn};
+    Stage paged(m.weights, o, pool);
+    Stage* p[] = {&paged};
+    logits_of(p, m.config.n_vocab, 4);
+    uint64_t paged_bytes = 0, cached = 0;
+    for (int l : o.paging.layers)
+      for (const WeightMatrix* w : {&m.weights->layer(l).w_gate, &m.weights->layer(l).w_up, &m.weights->layer(l).w_down}) {
+        paged_bytes += w->bytes();
+        cached += cached_bytes(path, m.weights->file_offset(w->data), w->bytes());
+      }
+    CAPTURE(paged_bytes);
+    CHECK(cached <= 9 * 2 * 4096);  // a tensor's edge pages may stay, shared with a resident neighbour
+    // The resident matrices are there.
+    const WeightMatrix& resident = m.weights->layer(2).w_down;
+    CHECK(cached_bytes(path, m.weights->file_offset(resident.data), resident.bytes()) >= resident.bytes());
   }
 
   TEST_CASE("a model file cut short under a paging stage is a clear error, not a crash") {

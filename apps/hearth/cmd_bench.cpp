@@ -14,6 +14,7 @@
 #include "apps/hearth/gpu_option.h"
 #include "apps/hearth/kv_type_option.h"
 #include "apps/hearth/local_model.h"
+#include "apps/hearth/memory_limit.h"
 #include "runtime/model/generator.h"
 #include "runtime/kernels/membw.h"
 
@@ -32,6 +33,7 @@ struct BenchArgs {
   bool json = false;
   std::string kv_type = kDefaultKvType;
   std::string gpu = "auto";
+  uint64_t memory_limit = 0;  // 0: none; else weights beyond it are paged (and no bandwidth probe is run)
 };
 
 // Nanoseconds this process's threads have spent runnable but waiting for a CPU, summed
@@ -62,15 +64,14 @@ void bench(const BenchArgs& a) {
   LocalModel m = open_local_model(a.model);
   const int threads = a.threads > 0 ? a.threads : runtime::hardware_threads();
   runtime::ThreadPool pool(threads);
-  const auto gpu = runtime::choose_stage_gpu(a.gpu, *m.weights);
-  runtime::Stage stage(
-      m.weights,
-      {.n_ctx = a.depth + a.prompt_tokens + a.gen_tokens + 1,
-       .max_batch = std::max({a.batch, a.prompt_tokens, std::min(a.depth, kDepthChunk)}),
-       .max_sequences = a.batch,
-       .kv_type = kv_type_named(a.kv_type),
-       .offload = gpu ? &gpu->offload() : nullptr},
-      pool);
+  runtime::StageOptions options{.n_ctx = a.depth + a.prompt_tokens + a.gen_tokens + 1,
+                                .max_batch = std::max({a.batch, a.prompt_tokens, std::min(a.depth, kDepthChunk)}),
+                                .max_sequences = a.batch,
+                                .kv_type = kv_type_named(a.kv_type)};
+  options.paging = paging_within(m, options, a.memory_limit, pool);
+  const auto gpu = options.paging.empty() ? runtime::choose_stage_gpu(a.gpu, *m.weights) : nullptr;
+  options.offload = gpu ? &gpu->offload() : nullptr;
+  runtime::Stage stage(m.weights, options, pool);
   runtime::Rng rng(42);
   std::vector<int32_t> prompt(static_cast<size_t>(a.prompt_tokens)), history(static_cast<size_t>(a.depth));
   for (auto& t : prompt) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(m.config.n_vocab));
@@ -82,12 +83,17 @@ void bench(const BenchArgs& a) {
   // streams at the same moments is the runtime's own efficiency. A pass reads 128 MiB, four times
   // the last-level cache of most devices, and decode's weights evict it from there in between.
   using Clock = std::chrono::steady_clock;
-  runtime::ReadBandwidthProbe probe(size_t{128} << 20);
+  // Under --memory-limit the probe's buffer would not fit the budget: no probe then.
+  const bool probing = a.memory_limit == 0;
+  runtime::ReadBandwidthProbe probe(probing ? size_t{128} << 20 : size_t{1} << 20);
   constexpr int kTokensPerProbe = 4;
   std::vector<double> prefill, decode, bandwidth, cpu_wait;
   // Weight bytes each decode step read, as the stage counts them: every matrix, and of a MoE
   // model's experts those the step's tokens chose (so it varies with the routing).
   std::vector<double> step_bytes;
+  // Paging (--memory-limit): bytes read from storage per decode step, their read rate, and the
+  // share of the reads' time the stage did not wait for (hidden behind compute).
+  std::vector<double> paged_bytes, storage_gb_s, hidden;
   // Sequences 1..batch; each is prefilled alone (prefill speed is that of sequence 1), then all
   // decode together, one token each per forward().
   std::vector<runtime::SeqChunk> chunks(static_cast<size_t>(a.batch));
@@ -116,8 +122,9 @@ void bench(const BenchArgs& a) {
     uint64_t waited_ns = 0;
     const runtime::GpuCounters gpu0 = gpu ? gpu->counters() : runtime::GpuCounters{};
     const uint64_t read0 = stage.weight_bytes_read();
+    const runtime::PagerStats paged0 = stage.pager() ? stage.pager()->stats() : runtime::PagerStats{};
     for (int i = 0; i < a.gen_tokens; ++i) {
-      if (i % kTokensPerProbe == 0) {
+      if (probing && i % kTokensPerProbe == 0) {
         const double bw = probe.measure(pool, 1);
         if (r > 0) bandwidth.push_back(bw);
       }
@@ -142,7 +149,14 @@ void bench(const BenchArgs& a) {
       gpu_steps += a.gen_tokens;
     }
     if (a.gen_tokens > 0 && r > 0) step_bytes.push_back(static_cast<double>(stage.weight_bytes_read() - read0) / a.gen_tokens);
-    if (a.gen_tokens == 0 && r > 0) bandwidth.push_back(probe.measure(pool, 1));
+    if (a.gen_tokens == 0 && r > 0 && probing) bandwidth.push_back(probe.measure(pool, 1));
+    if (stage.pager() && a.gen_tokens > 0 && r > 0) {
+      const runtime::PagerStats p = stage.pager()->stats();
+      const double read_s = p.read_seconds - paged0.read_seconds, wait_s = p.wait_seconds - paged0.wait_seconds;
+      paged_bytes.push_back(static_cast<double>(p.bytes_read - paged0.bytes_read) / a.gen_tokens);
+      storage_gb_s.push_back(read_s > 0 ? static_cast<double>(p.bytes_read - paged0.bytes_read) / read_s / 1e9 : 0);
+      hidden.push_back(read_s > 0 ? std::max(0.0, 1.0 - wait_s / read_s) : 0);
+    }
     if (a.depth == 0 || recurrent)
       for (int b = 0; b < a.batch; ++b) stage.release(static_cast<uint64_t>(b + 1));
     if (r == 0) continue;
@@ -153,7 +167,9 @@ void bench(const BenchArgs& a) {
   const double pf = a.prompt_tokens > 0 ? median(prefill) : 0, dc = a.gen_tokens > 0 ? median(decode) : 0;
   const double bytes = step_bytes.empty() ? 0 : median(step_bytes);
   const double read_gb_s = bytes * dc / a.batch / 1e9;  // bytes per step x steps per second
-  const double mem_gb_s = median(bandwidth) / 1e9;
+  const double mem_gb_s = bandwidth.empty() ? 0 : median(bandwidth) / 1e9;
+  const double paged = paged_bytes.empty() ? 0 : median(paged_bytes);
+  const double storage = storage_gb_s.empty() ? 0 : median(storage_gb_s), hidden_share = hidden.empty() ? 0 : median(hidden);
   const double fraction = mem_gb_s > 0 ? read_gb_s / mem_gb_s : 0;
   // Per decode step on the GPU: the products' own time (timestamps), and the time the stage spent
   // on them (that and copies, submission, waking up): what a pass per product costs.
@@ -187,7 +203,17 @@ void bench(const BenchArgs& a) {
                         {"decode_read_gb_s", read_gb_s},
                         {"memory_read_gb_s", mem_gb_s},
                         {"decode_fraction_of_bandwidth", fraction},
-                        {"decode_cpu_wait_fraction", median(cpu_wait)}};
+                        {"decode_cpu_wait_fraction", median(cpu_wait)},
+                        {"memory_limit_bytes", a.memory_limit},
+                        {"paging", stage.pager() ? nlohmann::json{{"layers", stage.pager()->plan().layers.size()},
+                                                                  {"part", stage.pager()->plan().part == runtime::PagedPart::Ffn
+                                                                               ? "ffn" : "ffn+attention"},
+                                                                  {"resident_bytes", runtime::paging_cost(*m.weights, stage.pager()->plan()).resident_bytes},
+                                                                  {"decode_storage_bytes", paged},
+                                                                  {"storage_read_gb_s", storage},
+                                                                  {"read_hidden_fraction", hidden_share},
+                                                                  {"direct_io", stage.pager()->stats().direct}}
+                                                 : nlohmann::json(nullptr)}};
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -203,9 +229,15 @@ void bench(const BenchArgs& a) {
   std::printf("decode         %8.2f tok/s  (%d tokens x %d sequences, median of %d)\n", dc, a.gen_tokens, a.batch, a.repeats);
   std::printf("decode reads   %8.2f GB/s   (%.1f MB of weights per step%s)\n", read_gb_s, bytes / 1e6,
               m.config.is_moe() ? ": attention, routers, the experts chosen and the output head" : "");
-  std::printf("memory read    %8.2f GB/s   (%d threads streaming %.0f MiB between decode tokens, median of %zu)\n", mem_gb_s,
-              threads, static_cast<double>(probe.bytes()) / (1 << 20), bandwidth.size());
-  std::printf("decode / read  %8.0f %%\n", 100 * fraction);
+  if (probing) {
+    std::printf("memory read    %8.2f GB/s   (%d threads streaming %.0f MiB between decode tokens, median of %zu)\n", mem_gb_s,
+                threads, static_cast<double>(probe.bytes()) / (1 << 20), bandwidth.size());
+    std::printf("decode / read  %8.0f %%\n", 100 * fraction);
+  }
+  if (stage.pager())
+    std::printf("paged          %8.1f MB     from storage per decode step at %.2f GB/s (%s); %.0f%% of the reads' time hidden "
+                "behind compute\n",
+                paged / 1e6, storage, stage.pager()->stats().direct ? "direct I/O" : "buffered", 100 * hidden_share);
   if (gpu && gpu_steps > 0)
     std::printf("gpu decode     %8.2f ms     of products per step on the GPU (%.2f ms with copies, submission and waiting; %.0f "
                 "submissions), reading %.1f GB/s while busy\n",
@@ -239,6 +271,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--json", a->json, "Print JSON");
   add_kv_type_option(cmd, a->kv_type);
   add_gpu_option(cmd, a->gpu);
+  add_memory_limit_option(cmd, a->memory_limit);
   cmd->callback([a] { bench(*a); });
 }
 

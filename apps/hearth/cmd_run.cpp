@@ -2,13 +2,13 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
-#include <algorithm>
 #include <memory>
 
 #include "apps/hearth/commands.h"
 #include "apps/hearth/gpu_option.h"
 #include "apps/hearth/kv_type_option.h"
 #include "apps/hearth/local_model.h"
+#include "apps/hearth/memory_limit.h"
 #include "profiles/profiler.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/text/reply_filter.h"
@@ -31,46 +31,6 @@ struct RunArgs {
   uint64_t memory_limit = 0;  // 0: no limit, every weight stays mapped
 };
 
-// What the process holds besides the stage: the program, the vocabulary, thread stacks, the
-// allocator's slack (measured at 15-25 MB resident for `hearth run` of small models).
-constexpr uint64_t kProcessBytes = 32ull << 20;
-
-// The stage of `hearth run`: within --memory-limit, the weights that do not fit are paged from
-// the model file (layer_pager.h) rather than the model refused.
-std::unique_ptr<runtime::Stage> make_stage(const LocalModel& m, runtime::StageOptions options, uint64_t memory_limit,
-                                           runtime::ThreadPool& pool) {
-  auto stage = std::make_unique<runtime::Stage>(m.weights, options, pool);
-  if (memory_limit == 0) return stage;
-  const uint64_t other = stage->memory_bytes(1) + kProcessBytes;
-  if (other >= memory_limit)
-    throw std::invalid_argument("--memory-limit " + std::to_string(memory_limit / 1000000) + " MB leaves nothing for the weights: " +
-                                "the KV cache and buffers take " + std::to_string(other / 1000000) + " MB; use a smaller --ctx");
-  options.paging = runtime::choose_paging(*m.weights, memory_limit - other);
-  if (options.paging.empty()) {
-    spdlog::info("the model fits --memory-limit: nothing is paged");
-    return stage;
-  }
-  const runtime::PagingCost cost = runtime::paging_cost(*m.weights, options.paging);
-  spdlog::info("paging {} of {} layers' {} from the model file: {} MB read per token, {} MB resident (two read buffers of {} MB "
-               "included) of {} MB of weights",
-               options.paging.layers.size(), m.config.n_layer,
-               options.paging.part == runtime::PagedPart::Ffn ? "FFN matrices" : "matrices", cost.paged_bytes / 1000000,
-               cost.resident_bytes / 1000000, cost.buffer_bytes / 2000000, m.weights->mapped_bytes() / 1000000);
-  if (options.offload) spdlog::info("the GPU is not used while paging (its copy would hold the paged layers too)");
-  options.offload = nullptr;
-  stage.reset();
-  return std::make_unique<runtime::Stage>(m.weights, options, pool);
-}
-
-void report_paging(const runtime::LayerPager& pager) {
-  const runtime::PagerStats s = pager.stats();
-  if (s.read_seconds <= 0) return;
-  spdlog::info("paged: {} MB read from storage in {:.3f} s ({:.0f} MB/s, {}), {:.0f}% of it hidden behind compute",
-               s.bytes_read / 1000000, s.read_seconds, s.bytes_read / 1e6 / s.read_seconds,
-               s.direct ? "direct I/O" : "buffered, page cache dropped",
-               100.0 * std::max(0.0, 1.0 - s.wait_seconds / s.read_seconds));
-}
-
 // A context whose KV cache cannot fit this machine's memory is refused before it is allocated
 // (zero-filling one larger than memory would get the process killed, not an error).
 void check_context_fits(const runtime::ModelConfig& c, int ctx, runtime::TensorType kv_type) {
@@ -88,15 +48,11 @@ void run(const RunArgs& a) {
   check_context_fits(m.config, a.ctx, kv_type_named(a.kv_type));
   runtime::Tokenizer tok(runtime::load_vocab(m.file.metadata()));
   runtime::ThreadPool pool(a.threads > 0 ? a.threads : runtime::hardware_threads());
-  const auto gpu = runtime::choose_stage_gpu(a.gpu, *m.weights);
-  const auto stage_ptr = make_stage(m,
-                                    {.n_ctx = a.ctx,
-                                     .max_batch = 256,
-                                     .max_sequences = 1,
-                                     .kv_type = kv_type_named(a.kv_type),
-                                     .offload = gpu ? &gpu->offload() : nullptr},
-                                    a.memory_limit, pool);
-  runtime::Stage& stage = *stage_ptr;
+  runtime::StageOptions options{.n_ctx = a.ctx, .max_batch = 256, .max_sequences = 1, .kv_type = kv_type_named(a.kv_type)};
+  options.paging = paging_within(m, options, a.memory_limit, pool);
+  const auto gpu = options.paging.empty() ? runtime::choose_stage_gpu(a.gpu, *m.weights) : nullptr;
+  options.offload = gpu ? &gpu->offload() : nullptr;
+  runtime::Stage stage(m.weights, options, pool);
   std::string text = a.prompt;
   runtime::ReplyFilter reply;  // what of the reply is the answer (gpt-oss: its final channel)
   if (a.chat) {  // the prompt as one user message in the model's chat format; BOS stays the tokenizer's
@@ -126,7 +82,7 @@ void run(const RunArgs& a) {
   std::fputc('\n', stdout);
   spdlog::info("{} prompt tokens in {:.3f} s, {} tokens generated at {:.2f} tok/s", stats.prompt_tokens, stats.prefill_seconds,
                stats.generated_tokens, stats.decode_seconds > 0 ? (stats.generated_tokens - 1) / stats.decode_seconds : 0.0);
-  if (stage.pager()) report_paging(*stage.pager());
+  if (stage.pager()) log_paging(stage.pager()->stats());
 }
 
 }  // namespace
@@ -149,10 +105,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("-t,--threads", a->threads, "Compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("-c,--ctx", a->ctx, "Context length in tokens (default: the model's, at most 4096)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--memory-limit", a->memory_limit,
-                  "Use at most this much memory (suffixes: 8GB, 512MB); weights beyond it are read from the model file "
-                  "as each token needs them")
-      ->transform(CLI::AsSizeValue(true));
+  add_memory_limit_option(cmd, a->memory_limit);
   add_kv_type_option(cmd, a->kv_type);
   add_gpu_option(cmd, a->gpu);
   cmd->callback([a] { run(*a); });

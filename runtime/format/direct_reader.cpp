@@ -32,6 +32,10 @@ DirectReader::~DirectReader() {
   ::close(buffered_fd_);
 }
 
+void DirectReader::drop_cached(uint64_t offset, uint64_t size) const {
+  ::posix_fadvise(buffered_fd_, static_cast<off_t>(offset), static_cast<off_t>(size), POSIX_FADV_DONTNEED);
+}
+
 uint64_t DirectReader::span_bytes(uint64_t offset, uint64_t size) {
   const uint64_t begin = offset / kDirectAlign * kDirectAlign;
   const uint64_t end = (offset + size + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
@@ -73,7 +77,7 @@ const uint8_t* DirectReader::read(uint64_t offset, uint64_t size, uint8_t* dst) 
   }
   if (direct_fd_ < 0) {
     got = read_at(buffered_fd_, offset, size, dst + lead, false);
-    ::posix_fadvise(buffered_fd_, static_cast<off_t>(offset), static_cast<off_t>(size), POSIX_FADV_DONTNEED);
+    drop_cached(offset, size);
   }
   if (got < 0)
     throw std::runtime_error("cannot read '" + path_ + "' at byte " + std::to_string(offset) + ": " +

@@ -46,7 +46,9 @@ class DirectReader {
   // where the byte at `offset` landed. Throws std::runtime_error when the file is shorter or the
   // read fails, naming the file and the range.
   const uint8_t* read(uint64_t offset, uint64_t size, uint8_t* dst);
-  bool direct() const { return direct_fd_ >= 0; }  // false: buffered reads, page cache dropped
+  bool direct() const { return direct_fd_ >= 0; }
+  // Drops [offset, offset + size) of the file from the page cache where no one maps it.
+  void drop_cached(uint64_t offset, uint64_t size) const;  // false: buffered reads, page cache dropped
 
  private:
   std::string path_;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -49,6 +50,21 @@ MappedRegion::MappedRegion(const std::string& path, uint64_t offset, uint64_t si
   void* p = ::mmap(nullptr, lead_ + size, PROT_READ, MAP_PRIVATE, f.fd, static_cast<off_t>(start));
   if (p == MAP_FAILED) throw std::runtime_error("cannot mmap '" + path + "': " + std::strerror(errno));
   base_ = static_cast<uint8_t*>(p);
+}
+
+void MappedRegion::advise(Advice advice, uint64_t offset, uint64_t size) const {
+  if (base_ == nullptr) return;
+  const uint64_t begin = std::max(offset, offset_), end = std::min(offset + size, offset_ + size_);
+  if (begin >= end) return;
+  // madvise wants a page-aligned start; widening it to the page stays inside the mapping.
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t at = lead_ + (begin - offset_);
+  const uint64_t aligned = at / page * page;
+  const int flag = advice == Advice::Random     ? MADV_RANDOM
+                   : advice == Advice::Normal   ? MADV_NORMAL
+                   : advice == Advice::WillNeed ? MADV_WILLNEED
+                                                : MADV_DONTNEED;
+  ::madvise(base_ + aligned, end - begin + (at - aligned), flag);
 }
 
 MappedRegion::~MappedRegion() { release(); }

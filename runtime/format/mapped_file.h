@@ -27,6 +27,15 @@ class MappedRegion {
   uint64_t size() const { return size_; }
   uint64_t offset() const { return offset_; }
 
+  // How the mapping will be read, for the kernel's readahead (madvise). Random: a fault reads
+  // only its page, not the megabytes around it (read_ahead_kb, often 128 KB to 8 MB); Normal:
+  // back to that; WillNeed: read [offset, offset + size) of the file (clipped to the region)
+  // into memory now; DontNeed: unmap its pages (widened to whole pages), so that they can leave
+  // the page cache (a later read maps them again from the file). Advice the kernel refuses is
+  // ignored.
+  enum class Advice { Normal, Random, WillNeed, DontNeed };
+  void advise(Advice advice, uint64_t offset, uint64_t size) const;
+
  private:
   void release();
   uint8_t* base_ = nullptr;  // page-aligned start of the mapping

@@ -116,6 +116,12 @@ LayerPager::LayerPager(const StageWeights& weights, const PagingPlan& plan) : pl
     widest = std::max(widest, at);
   }
   for (Slot& s : slots_) s.buffer = AlignedBuffer(widest);
+  std::vector<std::pair<uint64_t, uint64_t>> paged;
+  for (const PagedLayer& p : layers_)
+    for (const Piece& piece : p.pieces) paged.emplace_back(piece.file_offset, piece.file_offset + piece.bytes);
+  std::sort(paged.begin(), paged.end());
+  weights.prepare_for_paging(paged);
+  for (const auto& [begin, end] : paged) reader_.drop_cached(begin, end - begin);  // read before the plan was known
   stats_.direct = reader_.direct();
   thread_ = std::thread([this] { read_loop(); });
   if (!layers_.empty()) {

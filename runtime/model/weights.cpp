@@ -176,6 +176,10 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
     else ranges.emplace_back(t.offset, t.offset + t.n_bytes);
   }
   for (const auto& [b, e] : ranges) regions_.emplace_back(file.path(), b, e - b);
+  // The norms and biases read below are small tensors between large matrices: without this, each
+  // read would bring read_ahead_kb of its neighbours into the page cache, which a stage that
+  // pages those matrices (layer_pager.h) must not hold.
+  for (const auto& r : regions_) r.advise(MappedRegion::Advice::Random, r.offset(), r.size());
 
   const auto bytes_of = [&](const GgufTensorInfo& t) -> const uint8_t* {
     for (const auto& r : regions_)
@@ -292,6 +296,7 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
     output_norm_ = vector("output_norm.weight", E);
     output_ = matrix(output_tensor_name(file), E, config.n_vocab);
   }
+  for (const auto& r : regions_) r.advise(MappedRegion::Advice::Normal, r.offset(), r.size());
 }
 
 const std::vector<float>& StageWeights::rope_factors(int n_ctx) const {
@@ -304,6 +309,19 @@ uint64_t StageWeights::mapped_bytes() const {
   uint64_t n = 0;
   for (const auto& r : regions_) n += r.size();
   return n;
+}
+
+void StageWeights::prepare_for_paging(const std::vector<std::pair<uint64_t, uint64_t>>& paged) const {
+  for (const auto& r : regions_) {
+    r.advise(MappedRegion::Advice::Random, r.offset(), r.size());
+    uint64_t at = r.offset();
+    for (const auto& [begin, end] : paged) {
+      r.advise(MappedRegion::Advice::DontNeed, begin, end - begin);  // what reading the norms mapped
+      if (begin > at) r.advise(MappedRegion::Advice::WillNeed, at, begin - at);
+      at = std::max(at, end);
+    }
+    if (at < r.offset() + r.size()) r.advise(MappedRegion::Advice::WillNeed, at, r.offset() + r.size() - at);
+  }
 }
 
 uint64_t StageWeights::file_offset(const uint8_t* mapped) const {

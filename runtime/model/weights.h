@@ -113,6 +113,11 @@ class StageWeights {
   // The model file, and the offset in it of a byte this stage maps (what a LayerPager reads).
   const std::string& path() const { return path_; }
   uint64_t file_offset(const uint8_t* mapped) const;
+  // For a stage that reads the file ranges `paged` ([begin, end), sorted) itself: no readahead
+  // around the mapping's faults (it would bring paged bytes into the page cache, which a memory
+  // cgroup charges, and under a tight limit evict the resident weights for them), what of them
+  // is mapped unmapped (so the page cache can let it go), and the rest of the mapping read in now.
+  void prepare_for_paging(const std::vector<std::pair<uint64_t, uint64_t>>& paged) const;
 
  private:
   ModelConfig config_;

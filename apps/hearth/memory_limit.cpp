@@ -1,0 +1,58 @@
+#include "apps/hearth/memory_limit.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace hearth::cli {
+
+namespace {
+
+// What the process holds besides the stage: the program, the vocabulary, thread stacks, the
+// allocator's slack (15-25 MB resident for `hearth run` of small models).
+constexpr uint64_t kProcessBytes = 32ull << 20;
+
+}  // namespace
+
+void add_memory_limit_option(CLI::App* cmd, uint64_t& bytes) {
+  cmd->add_option("--memory-limit", bytes,
+                  "Use at most this much memory (suffixes: 8GB, 512MB); weights beyond it are read from the model file "
+                  "as each token needs them")
+      ->transform(CLI::AsSizeValue(true));
+}
+
+runtime::PagingPlan paging_within(const LocalModel& m, const runtime::StageOptions& options, uint64_t limit,
+                                  runtime::ThreadPool& pool) {
+  if (limit == 0) return {};
+  runtime::StageOptions resident = options;
+  resident.offload = nullptr;
+  resident.paging = {};
+  const uint64_t other = runtime::Stage(m.weights, resident, pool).memory_bytes(options.max_sequences) + kProcessBytes;
+  if (other >= limit)
+    throw std::invalid_argument("--memory-limit " + std::to_string(limit / 1000000) + " MB leaves nothing for the weights: " +
+                                "the KV cache and buffers take " + std::to_string(other / 1000000) + " MB; use a smaller --ctx");
+  runtime::PagingPlan plan = runtime::choose_paging(*m.weights, limit - other);
+  if (plan.empty()) {
+    spdlog::info("the model fits --memory-limit: nothing is paged");
+    return plan;
+  }
+  const runtime::PagingCost cost = runtime::paging_cost(*m.weights, plan);
+  spdlog::info("paging {} of {} layers' {} from the model file: {} MB read per token, {} MB resident (two read buffers of {} MB "
+               "included) of {} MB of weights; no GPU while paging",
+               plan.layers.size(), m.config.n_layer, plan.part == runtime::PagedPart::Ffn ? "FFN matrices" : "matrices",
+               cost.paged_bytes / 1000000, cost.resident_bytes / 1000000, cost.buffer_bytes / 2000000,
+               m.weights->mapped_bytes() / 1000000);
+  return plan;
+}
+
+void log_paging(const runtime::PagerStats& s) {
+  if (s.read_seconds <= 0) return;
+  spdlog::info("paged: {} MB read from storage in {:.3f} s ({:.0f} MB/s, {}), {:.0f}% of it hidden behind compute",
+               s.bytes_read / 1000000, s.read_seconds, s.bytes_read / 1e6 / s.read_seconds,
+               s.direct ? "direct I/O" : "buffered, page cache dropped",
+               100.0 * std::max(0.0, 1.0 - s.wait_seconds / s.read_seconds));
+}
+
+}  // namespace hearth::cli
