@@ -220,13 +220,13 @@ TEST_SUITE("paging") {
     MakeModelOptions o = model_of("llama", TensorType::Q8_0);
     o.shape.n_embd = 512;
     o.shape.n_ff = 2048;
-    o.shape.n_layer = 8;
+    o.shape.n_layer = 16;  // 72 MB of weights; the KV cache, buffers and process take about 45 MB of the limit
     const std::string path = hearth::test::make_model(dir, "m.gguf", o);
     const std::vector<std::string> args{"run", "--model", path, "--prompt", "hello there", "-n", "12", "--temp", "0", "--ctx", "64"};
     const auto whole = hearth::test::run_cli(args);
     REQUIRE(whole.exit_code == 0);
     auto limited = args;
-    limited.insert(limited.end(), {"--memory-limit", "70MB"});
+    limited.insert(limited.end(), {"--memory-limit", "90MB"});
     const auto paged = hearth::test::run_cli(limited);
     CHECK(paged.exit_code == 0);
     CHECK(paged.err.find("paging") != std::string::npos);
