@@ -28,6 +28,8 @@ void to_wire(const profiles::Profile& p, wire::DeviceProfile::Builder out) {
   out.setMemoryBasisBytes(p.memory.basis_bytes);
   out.setMemoryHeldBackBytes(p.memory.held_back_bytes);
   out.setMemoryHeldBackWhy(p.memory.held_back_why);
+  out.setStorageReadBytesPerS(p.device.storage_read_bytes_per_s);
+  out.setStorageFreeBytes(static_cast<uint64_t>(p.device.storage_free_bytes));
 }
 
 profiles::MemoryBudget memory_from_wire(wire::DeviceProfile::Reader in) {
@@ -55,6 +57,10 @@ partitioner::DeviceProfile from_wire(wire::DeviceProfile::Reader in) {
   d.step_overhead_s = in.getStepOverheadS();
   if (!std::isfinite(d.step_overhead_s) || d.step_overhead_s < 0)
     throw std::invalid_argument("profile step overhead must be >= 0");
+  d.storage_read_bytes_per_s = in.getStorageReadBytesPerS();
+  if (!std::isfinite(d.storage_read_bytes_per_s) || d.storage_read_bytes_per_s < 0)
+    throw std::invalid_argument("profile storage read rate must be >= 0");
+  d.storage_free_bytes = static_cast<double>(in.getStorageFreeBytes());
   return d;
 }
 

@@ -18,7 +18,8 @@ static bool same_link(const std::optional<Link>& a, const std::optional<Link>& b
 bool same_figures(const DeviceProfile& a, const DeviceProfile& b) {
   return a.usable_memory_bytes == b.usable_memory_bytes && a.memory_bandwidth_bytes_per_s == b.memory_bandwidth_bytes_per_s &&
          a.decode_bytes_per_s == b.decode_bytes_per_s && a.prefill_flop_s == b.prefill_flop_s &&
-         a.step_overhead_s == b.step_overhead_s && same_link(a.link, b.link);
+         a.step_overhead_s == b.step_overhead_s && a.storage_read_bytes_per_s == b.storage_read_bytes_per_s &&
+         a.storage_free_bytes == b.storage_free_bytes && same_link(a.link, b.link);
 }
 
 }  // namespace hearth::partitioner

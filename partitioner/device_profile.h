@@ -24,6 +24,10 @@ struct DeviceProfile {
   std::map<std::string, double> decode_bytes_per_s;
   double prefill_flop_s = 0;   // FLOP/s of a batched (prefill) matmul in the model's format
   double step_overhead_s = 0;  // seconds per stage step: graph build, dispatch, thread wake-up
+  // The storage of the device's data directory, where paged layers would be read from (issue 19):
+  // its sequential read rate with nothing cached, bytes/s, and its free bytes. 0: not measured.
+  double storage_read_bytes_per_s = 0;
+  double storage_free_bytes = 0;
   std::optional<Link> link;    // access link to the home network (to the switch / AP)
 };
 

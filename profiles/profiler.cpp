@@ -208,6 +208,15 @@ Profile measure_profile(const ProfileOptions& o) {
   }
   d.prefill_flop_s = measure_prefill(pool, 64, o.quick ? 2 : 5);
   d.step_overhead_s = measure_step_overhead(pool, o.quick ? 10 : 40);
+  if (!o.storage_dir.empty()) {
+    try {  // a device whose disk is full still computes: it says so, and offers no paging
+      p.storage = measure_storage(o.storage_dir, o.quick ? (32u << 20) : (128u << 20));
+      d.storage_read_bytes_per_s = p.storage.read_bytes_per_s;
+      d.storage_free_bytes = static_cast<double>(p.storage.free_bytes);
+    } catch (const std::runtime_error& e) {
+      p.storage = {.path = o.storage_dir, .error = e.what()};
+    }
+  }
   return p;
 }
 
@@ -219,6 +228,11 @@ std::string profile_to_json(const Profile& p) {
   j["decode_bytes_per_s"] = p.device.decode_bytes_per_s;
   j["prefill_flop_s"] = p.device.prefill_flop_s;
   j["step_overhead_s"] = p.device.step_overhead_s;
+  if (p.device.storage_read_bytes_per_s > 0) {
+    j["storage_read_bytes_per_s"] = p.device.storage_read_bytes_per_s;
+    j["storage_free_bytes"] = p.device.storage_free_bytes;
+    j["storage"] = {{"path", p.storage.path}, {"total_bytes", p.storage.total_bytes}, {"direct_io", p.storage.direct}};
+  }
   if (p.device.link)
     j["link"] = {{"bandwidth_bytes_per_s", p.device.link->bandwidth_bytes_per_s}, {"latency_s", p.device.link->latency_s}};
   j["system"] = {{"cpu", p.system.cpu},
@@ -258,6 +272,9 @@ partitioner::DeviceProfile device_profile_from_json(const std::string& text) {
   }
   d.prefill_flop_s = number("prefill_flop_s");
   d.step_overhead_s = j.contains("step_overhead_s") ? number("step_overhead_s") : 0.0;
+  d.storage_read_bytes_per_s = j.contains("storage_read_bytes_per_s") ? number("storage_read_bytes_per_s") : 0.0;
+  d.storage_free_bytes = j.contains("storage_free_bytes") ? number("storage_free_bytes") : 0.0;
+  if (d.storage_read_bytes_per_s < 0 || d.storage_free_bytes < 0) throw std::runtime_error("profile storage figures must be >= 0");
   if (j.contains("link")) {
     const auto& l = j["link"];
     if (!l.is_object() || !l.contains("bandwidth_bytes_per_s") || !l.contains("latency_s"))

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "partitioner/device_profile.h"
+#include "profiles/storage.h"
 
 namespace hearth::profiles {
 
@@ -44,6 +45,7 @@ struct ProfileOptions {
   int threads = 0;            // 0 = all cores
   uint64_t memory_limit = 0;  // 0 = none
   bool quick = true;          // ~1-2 s instead of ~10 s
+  std::string storage_dir;    // the data directory, whose storage is measured (storage.h); empty = not
 };
 
 struct Profile {
@@ -51,6 +53,7 @@ struct Profile {
   SystemInfo system;
   int threads = 1;
   MemoryBudget memory;  // behind device.usable_memory_bytes
+  StorageProfile storage;  // behind device.storage_*; read_bytes_per_s 0 when not measured
 };
 
 Profile measure_profile(const ProfileOptions& options);

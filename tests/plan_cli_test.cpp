@@ -263,6 +263,9 @@ TEST_SUITE("plan_cli") {
     CHECK(j.at("step_overhead_s").get<double>() > 0);
     REQUIRE(j.at("decode_bytes_per_s").contains("q4_0"));
     for (const auto& [type, rate] : j.at("decode_bytes_per_s").items()) CHECK(rate.get<double>() > 0);
+    CHECK(j.at("storage_read_bytes_per_s").get<double>() > 0);  // the data directory's storage, for paging
+    CHECK(j.at("storage_free_bytes").get<double>() > 0);
+    CHECK(j.at("storage").at("path").get<std::string>() == dir.path().string());
     const std::string cached = dir.file("profile.json");
     REQUIRE(fs::exists(cached));
 
@@ -275,6 +278,7 @@ TEST_SUITE("plan_cli") {
     CHECK(k.at("name").get<std::string>() == "ci");
     const auto text = run_cli({"profile", "--quick", "--data-dir", dir.path().string()});
     CHECK(text.out.find("cached") != std::string::npos);
+    CHECK(text.out.find("sequential read with nothing cached") != std::string::npos);
 
     const json plan = plan_json({"--preset", "qwen2.5-0.5b", "--device", cached});
     check_covers(plan, 24, "ci");

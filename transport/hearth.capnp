@@ -61,6 +61,10 @@ struct DeviceProfile {
   memoryBasisBytes @11 :UInt64;
   memoryHeldBackBytes @12 :UInt64;
   memoryHeldBackWhy @13 :Text;
+  # The data directory's storage (paging, issue 19): cold sequential read rate and free bytes;
+  # 0 = not measured.
+  storageReadBytesPerS @14 :Float64;
+  storageFreeBytes @15 :UInt64;
 }
 
 struct Hello {

@@ -124,6 +124,8 @@ json devices_view(wire::DevicesReply::Reader r) {
                      {"held_back_why", p.getMemoryHeldBackWhy().cStr()}}},
                    {"memory_bandwidth_bytes_per_s", p.getMemoryBandwidthBytesPerS()},
                    {"decode_bytes_per_s", decode},
+                   {"storage_read_bytes_per_s", p.getStorageReadBytesPerS()},
+                   {"storage_free_bytes", p.getStorageFreeBytes()},
                    {"cores", p.getCores()},
                    {"cpu", p.getCpu().cStr()},
                    {"arch", p.getArch().cStr()}});

@@ -61,14 +61,19 @@ void devices(const HeadTarget& head, bool json) {
       head, [](wire::Envelope::Builder e) { e.initDevicesRequest(); },
       [](wire::Envelope::Reader r) { return transport::devices_view(r.getDevicesReply()); }, json);
   if (json) return;
-  std::printf("%-16s %-6s %-6s %-26s %12s %12s %6s  %s\n", "DEVICE", "ROLE", "STATE", "ENDPOINT", "USABLE MEM", "MEM BW", "CORES",
-              "CPU");
-  for (const auto& d : out)
-    std::printf("%-16s %-6s %-6s %-26s %12s %9.1f GB/s %6d  %s\n", d["name"].get<std::string>().c_str(),
+  std::printf("%-16s %-6s %-6s %-26s %12s %12s %12s %6s  %s\n", "DEVICE", "ROLE", "STATE", "ENDPOINT", "USABLE MEM", "MEM BW",
+              "STORAGE", "CORES", "CPU");
+  for (const auto& d : out) {
+    // The data directory's cold read rate: what paging a layer from storage would cost.
+    const double storage = d.value("storage_read_bytes_per_s", 0.0);
+    char storage_text[32] = "-";
+    if (storage > 0) std::snprintf(storage_text, sizeof storage_text, "%.2f GB/s", storage / 1e9);
+    std::printf("%-16s %-6s %-6s %-26s %12s %9.1f GB/s %12s %6d  %s\n", d["name"].get<std::string>().c_str(),
                 d["head"].get<bool>() ? "head" : "node", d["alive"].get<bool>() ? "up" : "down",
                 d["endpoint"].get<std::string>().c_str(), gb(d["usable_memory_bytes"].get<double>()).c_str(),
-                d["memory_bandwidth_bytes_per_s"].get<double>() / 1e9, d["cores"].get<int>(),
+                d["memory_bandwidth_bytes_per_s"].get<double>() / 1e9, storage_text, d["cores"].get<int>(),
                 d["cpu"].get<std::string>().c_str());
+  }
   // Why a device offers less than it has: "usable 23 MB" for --memory-limit 60M needs its reason.
   for (const auto& d : out) {
     const auto& m = d["memory"];

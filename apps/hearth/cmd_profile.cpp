@@ -99,6 +99,7 @@ std::string cache_mismatch(const json& cached, const ProfileArgs& a, int threads
   const json& w = cached["measured_with"];
   if (w.value("threads", 0) != threads) return "it used " + std::to_string(w.value("threads", 0)) + " threads";
   if (w.value("quick", true) && !a.quick) return "it was a --quick measurement";
+  if (!cached.contains("storage_read_bytes_per_s")) return "it has no storage figure";
   return "";
 }
 
@@ -128,6 +129,13 @@ void print_summary(const json& j, const std::string& origin) {
   std::printf("decode         %s (weights streamed by a one-token matvec)\n", decode.c_str());
   std::printf("prefill        %.1f GFLOP/s (batched q8_0 matmul)\n", j["prefill_flop_s"].get<double>() / 1e9);
   std::printf("step overhead  %.2f ms\n", j["step_overhead_s"].get<double>() * 1e3);
+  if (j.contains("storage_read_bytes_per_s"))
+    std::printf("storage        %s sequential read with nothing cached (%s) in %s; %s free\n",
+                gb_s(j["storage_read_bytes_per_s"].get<double>()).c_str(),
+                j["storage"].value("direct_io", false) ? "direct I/O" : "page cache dropped",
+                j["storage"].value("path", std::string("?")).c_str(), bytes(j["storage_free_bytes"]).c_str());
+  else if (j.contains("storage_error"))
+    std::printf("storage        not measured: %s\n", j["storage_error"].get<std::string>().c_str());
 }
 
 void profile(const ProfileArgs& a) {
@@ -152,10 +160,13 @@ void profile(const ProfileArgs& a) {
   } else {
     spdlog::info("measuring this device ({}, {} threads)...", a.quick ? "quick, a few seconds" : "full, about 10 s", threads);
     const auto t0 = std::chrono::steady_clock::now();
-    const profiles::Profile p =
-        profiles::measure_profile({.name = "", .threads = threads, .memory_limit = a.memory_limit, .quick = a.quick});
+    std::error_code ec;
+    fs::create_directories(dir, ec);  // the storage is measured there (write_cache says what failed)
+    const profiles::Profile p = profiles::measure_profile(
+        {.name = "", .threads = threads, .memory_limit = a.memory_limit, .quick = a.quick, .storage_dir = dir.string()});
     const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     j = json::parse(profiles::profile_to_json(p));
+    if (!p.storage.error.empty()) j["storage_error"] = p.storage.error;
     j["measured_at"] = now_utc();
     j["measured_with"] = {{"quick", a.quick}, {"threads", threads}, {"seconds", took}};
     char took_text[32];

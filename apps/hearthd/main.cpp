@@ -71,7 +71,9 @@ hearth::profiles::Profile load_profile(const DaemonConfig& c) {
   }
   if (p.device.memory_bandwidth_bytes_per_s <= 0) {
     spdlog::info("measuring this device (once; cached in {})", path.string());
-    p = hearth::profiles::measure_profile({.name = c.name, .threads = c.threads, .memory_limit = c.memory_limit, .quick = true});
+    p = hearth::profiles::measure_profile(
+        {.name = c.name, .threads = c.threads, .memory_limit = c.memory_limit, .quick = true, .storage_dir = c.data_dir});
+    if (!p.storage.error.empty()) spdlog::warn("{}: this device offers no paging", p.storage.error);
     hearth::transport::write_private_file(path, hearth::profiles::profile_to_json(p) + "\n");
   }
   p.device.name = c.name;
