@@ -4,6 +4,7 @@
 //
 //   node tests/web/web_chat.mjs URL MESSAGE [--api-key KEY] [--screenshot FILE] [--chromium PATH]
 //   node tests/web/web_chat.mjs URL - --pick-model ID [--launch-ctx N] [--launch-kv TYPE] [--launch-streams N]
+//                                    [--launch-wire TYPE]
 //
 // With --pick-model it only opens the header's model picker, loads model ID from it and reports
 // the list, the launch's progress and the header afterwards.
@@ -22,7 +23,7 @@ const chromiumPath = option("--chromium", "/usr/bin/chromium");
 const pickModel = option("--pick-model", "");
 // The picker's launch options to choose before loading (the select's values; empty: leave as is).
 const launchChoices = { "launch-ctx": option("--launch-ctx", ""), "launch-kv": option("--launch-kv", ""),
-                        "launch-streams": option("--launch-streams", "") };
+                        "launch-streams": option("--launch-streams", ""), "launch-wire": option("--launch-wire", "") };
 const [url, message] = args;
 if (!url || !message) { console.error("usage: web_chat.mjs URL MESSAGE [--api-key KEY] [--screenshot FILE]"); process.exit(2); }
 
@@ -103,6 +104,10 @@ async function main() {
     const listed = await evaluate(`[...document.querySelectorAll("#model-list li")].map((li) => li.innerText)`);
     for (const [select, value] of Object.entries(launchChoices))
       if (value) await evaluate(`document.getElementById(${JSON.stringify(select)}).value = ${JSON.stringify(value)}; true`);
+    // What the page asks the head for: the launch request's body, as sent.
+    await evaluate(`(() => { window.launchBodies = []; const original = window.fetch;
+      window.fetch = (u, o) => { if (String(u).includes("hearth/launch")) window.launchBodies.push(o && o.body); return original(u, o); };
+      return true; })()`);
     await evaluate(`${item}.querySelector("button").click(); true`);
     await waitFor(`/is loaded|failed/.test(document.getElementById("launch-progress").textContent)`, "the launch to end", 45000);
     const progress = await evaluate(`document.getElementById("launch-progress").textContent`);
@@ -114,7 +119,9 @@ async function main() {
       const shot = await page("Page.captureScreenshot", { format: "png" });
       writeFileSync(screenshot, Buffer.from(shot.data, "base64"));
     }
-    console.log(JSON.stringify({ model_at_start: model, listed, progress, model_after: after, picker_horizontal_scroll: scroll }));
+    const sent = await evaluate(`window.launchBodies.map((b) => JSON.parse(b))`);
+    console.log(JSON.stringify({ model_at_start: model, listed, progress, model_after: after, picker_horizontal_scroll: scroll,
+                                 launch_bodies: sent }));
     finish(0);
     return;
   }
