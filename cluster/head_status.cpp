@@ -99,6 +99,7 @@ void Head::fill_stage(const PlannedStage& s, const partitioner::StageAssignment&
   out.setKvBytes(a.kv_bytes);
   out.setMemoryBytes(a.memory_bytes);
   out.setHeadroomBytes(a.headroom_bytes);
+  out.setPagedBytes(a.paged_bytes);
   out.setStageTimeS(a.stage_time_s);
   out.setHopTimeS(a.hop_time_s);
   if (!s.spec.has_output) out.setWireType(std::string(runtime::tensor_type_name(s.wire_type)));

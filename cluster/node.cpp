@@ -68,7 +68,7 @@ Node::Node(const DaemonConfig& config, profiles::Profile profile, std::string no
       zap_(keys_ ? std::make_unique<transport::ZapHandler>(context_) : nullptr),
       sockets_(context_, keys_, zap_.get()),
       incarnation_((static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}()),
-      runner_(sockets_, pool_, drops_, profile_.device.name, config_.gpu,
+      runner_(sockets_, pool_, drops_, profile_.device.name, config_.gpu, profile_.memory.usable_bytes,
               {.to_head = [this](capnp::MessageBuilder& m) { send_to_head(m); },
                .sampled =
                    [this](const std::vector<SampledToken>& t) {

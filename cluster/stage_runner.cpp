@@ -9,6 +9,7 @@
 #include "cluster/activation_codec.h"
 #include "cluster/wire_convert.h"
 #include "runtime/gpu/gpu.h"
+#include "runtime/model/stage_budget.h"
 #include "runtime/model/weights.h"
 
 namespace hearth::cluster {
@@ -17,12 +18,13 @@ namespace wire = transport::wire;
 using Steady = std::chrono::steady_clock;
 
 StageRunner::StageRunner(const transport::SocketFactory& sockets, runtime::ThreadPool& pool, DropStats& drops,
-                         std::string device_name, std::string gpu, Reports reports)
+                         std::string device_name, std::string gpu, uint64_t memory_budget, Reports reports)
     : sockets_(sockets),
       pool_(pool),
       drops_(drops),
       device_name_(std::move(device_name)),
       gpu_(std::move(gpu)),
+      memory_budget_(memory_budget),
       reports_(std::move(reports)) {}
 
 void StageRunner::load(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec,
@@ -33,8 +35,9 @@ void StageRunner::load(uint64_t plan_id, const std::string& model_path, const ru
   const runtime::ModelConfig cfg = runtime::read_model_config(*st->file);
   auto weights = std::make_shared<runtime::StageWeights>(*st->file, cfg, spec);
   const double mapped_mb = weights->mapped_bytes() / 1e6;
-  st->gpu = runtime::choose_stage_gpu(gpu_, *weights);
   runtime::StageOptions with_gpu = options;
+  with_gpu.paging = paging_for(weights, options);
+  st->gpu = with_gpu.paging.empty() ? runtime::choose_stage_gpu(gpu_, *weights) : nullptr;
   with_gpu.offload = st->gpu ? &st->gpu->offload() : nullptr;
   st->host = std::make_unique<StageHost>(std::move(weights), with_gpu, pool_);
   if (const std::string why = wire_type_unfit(next.wire_type, static_cast<size_t>(cfg.n_embd)); !why.empty())
@@ -49,6 +52,26 @@ void StageRunner::load(uint64_t plan_id, const std::string& model_path, const ru
                spec.has_output || next.wire_type == runtime::TensorType::F32
                    ? ""
                    : " (activations as " + std::string(runtime::tensor_type_name(next.wire_type)) + ")");
+}
+
+// What the stage must page to stay within this device's memory: nothing for most stages. The
+// planner gives a device more than its memory only where its storage makes up the rest; the stage
+// measures its own caches and buffers, so it pages what its own count says does not fit. One that
+// cannot fit even so is loaded whole, as before paging existed, with a warning.
+runtime::PagingPlan StageRunner::paging_for(const std::shared_ptr<runtime::StageWeights>& weights,
+                                            const runtime::StageOptions& options) {
+  if (memory_budget_ == 0) return {};
+  try {
+    const runtime::PagingPlan plan = runtime::budget_stage(weights, options, memory_budget_, pool_).paging;
+    if (!plan.empty())
+      spdlog::info("paging {} of the stage's {} layers from {} ({} MB read per step): its weights do not fit {} MB",
+                   plan.layers.size(), weights->spec().last_layer - weights->spec().first_layer, weights->path(),
+                   runtime::paging_cost(*weights, plan).paged_bytes / 1000000, memory_budget_ / 1000000);
+    return plan;
+  } catch (const std::invalid_argument& e) {
+    spdlog::warn("the stage may not fit this device's memory ({}); loaded whole", e.what());
+    return {};
+  }
 }
 
 void StageRunner::unload() {

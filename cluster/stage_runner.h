@@ -33,8 +33,10 @@ class StageRunner final : public LocalStage {
     std::function<bool(const std::vector<SampledToken>&)> sampled;
   };
   // gpu: the daemon's --gpu choice (runtime/gpu/gpu.h), applied to every stage it loads.
+  // memory_budget: the bytes a stage may take on this device (0: no limit); a stage whose weights
+  // do not fit beside its caches and buffers pages the rest from its file (layer_pager.h).
   StageRunner(const transport::SocketFactory& sockets, runtime::ThreadPool& pool, DropStats& drops, std::string device_name,
-              std::string gpu, Reports reports);
+              std::string gpu, uint64_t memory_budget, Reports reports);
 
   // LocalStage. `load` maps the stage's layers from a GGUF file: the whole model (the head's own
   // stage, or a device's local copy) or the stage file a device received.
@@ -62,6 +64,7 @@ class StageRunner final : public LocalStage {
   const WorkStats& work() const { return work_; }
 
  private:
+  runtime::PagingPlan paging_for(const std::shared_ptr<runtime::StageWeights>& weights, const runtime::StageOptions& options);
   struct Loaded {
     std::unique_ptr<runtime::GgufFile> file;
     std::unique_ptr<runtime::StageGpu> gpu;  // what of the stage runs on a GPU (null: none); outlives host
@@ -84,7 +87,9 @@ class StageRunner final : public LocalStage {
   runtime::ThreadPool& pool_;
   DropStats& drops_;
   std::string device_name_;
-  std::string gpu_;  // --gpu
+  std::string gpu_;
+  uint64_t memory_budget_;
+ // --gpu
   Reports reports_;
   std::unique_ptr<Loaded> stage_;
   std::atomic<uint64_t> plan_id_{0};

@@ -89,7 +89,9 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
     kv_rate_.push_back(kv_read_rate(d));
     flop_rate_.push_back(d.prefill_flop_s);
     overhead_.push_back(d.step_overhead_s);
+    storage_rate_.push_back(o.allow_paging ? d.storage_read_bytes_per_s : 0.0);
   }
+  for (double b : spec_.layer_weight_bytes) widest_layer_bytes_ = std::max(widest_layer_bytes_, b);
   weight_prefix_.assign(spec_.n_layers + 1, 0.0);
   for (int l = 0; l < spec_.n_layers; ++l) weight_prefix_[l + 1] = weight_prefix_[l] + spec_.layer_weight_bytes[l];
   // A recurrent layer holds its fixed state per stream instead of a KV cache.
@@ -203,6 +205,12 @@ void CostModel::build_links() {
 
 // Memory does not depend on the device yet (same runtime everywhere); `d` is kept
 // for backends with their own buffer needs.
+double CostModel::paged_bytes(int d, int first, int last, bool with_embedding, bool with_output) const {
+  if (storage_rate_[d] <= 0 || last <= first) return 0;
+  const double excess = memory(d, first, last, with_embedding, with_output).total() - devices_[d].usable_memory_bytes;
+  return excess > 0 ? excess + 2 * widest_layer_bytes_ : 0;
+}
+
 MemoryUse CostModel::memory(int /*d*/, int first, int last, bool with_embedding, bool with_output) const {
   MemoryUse use;
   use.weight_bytes = weight_prefix_[last] - weight_prefix_[first];

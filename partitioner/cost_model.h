@@ -5,6 +5,7 @@
 // A CostModel copies its inputs and precomputes prefix sums, so every query below
 // is O(1). It is immutable after construction and safe to share across threads.
 
+#include <algorithm>
 #include <span>
 #include <vector>
 
@@ -77,13 +78,13 @@ class CostModel {
   // Same for m = micro_batches()[mi], without searching for m.
   double decode_time_at(int mi, int d, int first, int last, bool with_output) const {
     const std::vector<double>& p = decode_prefix_[mi][d];
-    return overhead_[d] + (p[last] - p[first]) + (with_output ? output_time_[mi][d] : 0.0);
+    return overhead_[d] + with_paging(d, first, last, with_output, (p[last] - p[first]) + (with_output ? output_time_[mi][d] : 0.0));
   }
   double output_time(int d, int m) const;  // LM head for m streams on device d
   // Prefill of chunk `chunk` of schedule `schedule` on device d over blocks [first, last).
   double prefill_time(int d, int first, int last, int schedule, int chunk) const {
     const std::vector<double>& p = prefill_prefix_[schedule][chunk][d];
-    return overhead_[d] + (p[last] - p[first]);
+    return overhead_[d] + with_paging(d, first, last, false, p[last] - p[first]);
   }
   // Hop of `bytes` from device `from` to device `to`; free on the same device.
   double hop_time(int from, int to, double bytes) const {
@@ -105,13 +106,29 @@ class CostModel {
 
   // ---- memory, bytes ----
   MemoryUse memory(int d, int first, int last, bool with_embedding, bool with_output) const;
+  // Fits the device's memory, or with paging (paged_bytes()) its storage makes up the rest.
   bool fits(int d, int first, int last, bool with_embedding, bool with_output) const {
-    return memory(d, first, last, with_embedding, with_output).total() <= devices_[d].usable_memory_bytes;
+    const MemoryUse use = memory(d, first, last, with_embedding, with_output);
+    if (use.total() <= devices_[d].usable_memory_bytes) return true;
+    const double paged = paged_bytes(d, first, last, with_embedding, with_output);
+    return paged > 0 && paged <= weight_prefix_[last] - weight_prefix_[first];
   }
+  // Bytes the stage reads from storage every step when its memory use exceeds the device's: the
+  // excess, plus the two buffers paged layers are read into (runtime/model/layer_pager.h, sized
+  // here by the widest block); only blocks are paged. 0 when it fits, or the device cannot page
+  // (no measured storage, or PartitionOptions::allow_paging off).
+  double paged_bytes(int d, int first, int last, bool with_embedding, bool with_output) const;
   double kv_bytes_per_layer() const { return kv_bytes_per_layer_; }  // all streams, full ctx (a layer with a KV cache)
 
  private:
   double layer_decode_time(int d, int layer, int m) const;
+  // A step's time on device d with its paged bytes read alongside the compute (the reader runs a
+  // layer ahead): max(compute, read), not their sum. first == 0 holds the embedding.
+  double with_paging(int d, int first, int last, bool with_output, double compute) const {
+    if (storage_rate_[d] <= 0 || last <= first) return compute;
+    const double paged = paged_bytes(d, first, last, first == 0, with_output);
+    return paged > 0 ? std::max(compute, paged / storage_rate_[d]) : compute;
+  }
   double layer_prefill_time(int d, int layer, const PromptChunk& chunk) const;
   void build_decode_tables();
   void build_prefill_tables();
@@ -132,6 +149,8 @@ class CostModel {
   double buffer_bytes_ = 0;                // bytes of activation messages per stage
 
   std::vector<double> weight_rate_, kv_rate_, flop_rate_, overhead_;  // per device
+  std::vector<double> storage_rate_;  // bytes/s a device pages at; 0 = it does not page
+  double widest_layer_bytes_ = 0;
   std::vector<double> weight_prefix_;                                 // bytes, [n_layers + 1]
   std::vector<double> kv_prefix_;  // bytes of KV caches (or recurrent states), all streams, [n_layers + 1]
   std::vector<int> micro_batches_;

@@ -141,7 +141,7 @@ std::vector<Infeasible> memory_overflows(const CostModel& cm, std::span<const St
     const StageRange& r = ranges[s];
     const double need = cm.memory(r.device, r.first_layer, r.last_layer, s == 0, s + 1 == ranges.size()).total();
     const double have = cm.devices()[r.device].usable_memory_bytes;
-    if (need <= have) continue;
+    if (need <= have || cm.fits(r.device, r.first_layer, r.last_layer, s == 0, s + 1 == ranges.size())) continue;  // or it pages
     Infeasible e;
     e.kind = Infeasibility::insufficient_memory;
     e.missing_bytes = need - have;
@@ -174,7 +174,11 @@ std::vector<std::string> describe_plan(const PartitionPlan& plan) {
     if (a.last_layer == a.first_layer) line = "stage " + std::to_string(s) + ": " + a.device_name + ", no blocks";
     if (a.has_embedding) line += " + embedding";
     if (a.has_output) line += " + LM head";
-    line += "; memory " + format_bytes(a.memory_bytes) + " (" + format_bytes(a.headroom_bytes) + " free)";
+    if (a.paged_bytes > 0)
+      line += "; memory " + format_bytes(a.memory_bytes) + ", " + format_bytes(a.paged_bytes) +
+              " of its layers read from storage every step (" + format_ms(a.paged_time_s) + ", behind the compute)";
+    else
+      line += "; memory " + format_bytes(a.memory_bytes) + " (" + format_bytes(a.headroom_bytes) + " free)";
     line += "; step " + format_ms(a.stage_time_s) + ", hop " + format_ms(a.hop_time_s);
     if (a.compressed_hop) line += " (slow link: activations compressed)";
     if (static_cast<int>(s) == plan.predicted.bottleneck_stage) line += "  <- bottleneck";

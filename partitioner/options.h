@@ -34,6 +34,9 @@ struct PartitionOptions {
   double compress_below_bytes_per_s = 0;
   double compressed_bytes_per_elem = 2;
   double exact_work_limit = 2e9;         // estimated DP relaxations before dp switches to its fast path
+  // Devices whose profile has a storage read rate may hold more weights than their memory and
+  // read the rest from storage every step (issue 19), when that is faster or nothing else fits.
+  bool allow_paging = true;
 };
 
 std::string_view to_string(Objective objective);

@@ -28,7 +28,9 @@ struct StageAssignment {
   double weight_bytes = 0;     // bytes: blocks + embedding/LM head it holds
   double kv_bytes = 0;         // bytes: KV cache for ctx tokens x streams over its blocks
   double memory_bytes = 0;     // bytes: weights + KV + scratch and message buffers
-  double headroom_bytes = 0;   // bytes: usable memory left over (negative = does not fit)
+  double headroom_bytes = 0;   // bytes: usable memory left over (negative = does not fit, or paged)
+  double paged_bytes = 0;      // bytes read from storage every step (paging, issue 19); 0 = all in memory
+  double paged_time_s = 0;     // seconds that read takes; the step takes the longer of it and the compute
   double stage_time_s = 0;     // seconds per decode step of one stream, LM head included
   double hop_time_s = 0;       // seconds to send one token's output on (or back to the head)
   bool compressed_hop = false;  // its output hop carries compressed activations (wire type auto, slow link)

@@ -307,6 +307,41 @@ TEST_SUITE("cluster") {
     check_same_as_one_device(c, model, "hello world", 8);
   }
 
+  TEST_CASE("a model larger than the devices' memory together: the device with storage pages, same tokens") {
+    TempDir dir;
+    hearth::runtime::MakeModelOptions o;
+    o.type = hearth::runtime::TensorType::Q8_0;
+    o.shape = {.n_vocab = 512, .n_embd = 1024, .n_layer = 8, .n_head = 8, .n_head_kv = 4, .n_ff = 2816, .n_ctx = 256};
+    const std::string model = hearth::test::make_model(dir, "m.gguf", o);
+    const uint64_t model_bytes = std::filesystem::file_size(model);  // ~100 MB
+    // Usable memory (the limit less 32 MiB and 5%) of the two together is below the model with
+    // its caches and buffers; only 'a' has measured storage to page from.
+    const std::string limit = std::to_string(model_bytes * 2 / 5 + (60ull << 20));
+    Cluster c(dir);
+    c.set_profile_storage("a", 1e9);
+    c.start("head", {"--memory-limit", limit});
+    c.start("a", {"--memory-limit", limit});
+    const auto l = c.cli({"launch", "--model", model, "--ctx", "128", "--streams", "1", "--json"});
+    REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+    const auto plan = nlohmann::json::parse(l.out);
+    CAPTURE(plan.dump());
+    REQUIRE(plan["stages"].size() == 2);
+    for (const auto& s : plan["stages"]) {
+      if (s["device"] == "a") CHECK(s["paged_bytes"].get<double>() > 0);
+      else CHECK(s["paged_bytes"].get<double>() == 0);
+    }
+    check_same_as_one_device(c, model, "hello world", 16);
+    const auto text = c.cli({"status"});
+    CHECK(text.out.find("PAGED") != std::string::npos);
+    std::ifstream log(c.daemon("a").log);
+    const std::string said((std::istreambuf_iterator<char>(log)), {});
+    CHECK(said.find("paging") != std::string::npos);  // the device chose it too
+#if !defined(__SANITIZE_ADDRESS__)
+    // Paged, 'a' stays within its --memory-limit, which its stage's weights alone nearly fill.
+    CHECK(hearth::test::process_rss(c.daemon("a").pid) < std::stod(limit));
+#endif
+  }
+
   TEST_CASE("malformed, truncated and out-of-plan messages are dropped and the cluster keeps serving") {
     auto model = hearth::test::shared_file("models/stories260K/stories260K.gguf");
     if (!model) return;

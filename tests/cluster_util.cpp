@@ -29,7 +29,7 @@ std::string read_file(const std::string& path) {
 
 // Rates only: usable memory is recomputed by the daemon at start (from --memory-limit).
 // `speedup` scales every rate (a device that claims to be faster than it is).
-void write_profile(const std::string& dir, double speedup) {
+void write_profile(const std::string& dir, double speedup, double storage_bytes_per_s) {
   std::filesystem::create_directories(dir);
   const double decode = 14e9 * speedup;
   nlohmann::json j = {{"name", "seeded"},
@@ -38,6 +38,7 @@ void write_profile(const std::string& dir, double speedup) {
                       {"decode_bytes_per_s", {{"f32", decode}, {"f16", decode}, {"q8_0", decode}, {"q4_0", decode}}},
                       {"prefill_flop_s", 50e9 * speedup},
                       {"step_overhead_s", 1e-4 / speedup}};
+  if (storage_bytes_per_s > 0) j["storage_read_bytes_per_s"] = storage_bytes_per_s;
   std::ofstream(dir + "/profile.json") << j.dump(2);
 }
 
@@ -118,7 +119,9 @@ DaemonProcess& Cluster::start_on(const std::string& name, const std::string& lis
   d.data_dir = dir_.file("node-" + name);
   d.log = dir_.file(name + ".log");
   const auto claimed = profile_speedup_.find(name);
-  write_profile(d.data_dir, claimed == profile_speedup_.end() ? 1.0 : claimed->second);
+  const auto storage = profile_storage_.find(name);
+  write_profile(d.data_dir, claimed == profile_speedup_.end() ? 1.0 : claimed->second,
+                storage == profile_storage_.end() ? 0.0 : storage->second);
   const std::string ready = dir_.file(name + ".ready");
   std::filesystem::remove(ready);  // a restart must not read the last run's
   std::vector<std::string> args = command.empty() ? std::vector<std::string>{HEARTH_DAEMON} : command;

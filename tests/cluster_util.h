@@ -41,6 +41,9 @@ class Cluster {
   // The daemon `name`, when started, claims to compute `speedup` times faster than the others
   // (its profile's rates): a device busier than when it was measured.
   void set_profile_speedup(const std::string& name, double speedup) { profile_speedup_[name] = speedup; }
+  // The daemon `name`, when started, has measured storage reading at this rate: the planner may
+  // give it more layers than its memory holds, read from storage every step (paging).
+  void set_profile_storage(const std::string& name, double bytes_per_s) { profile_storage_[name] = bytes_per_s; }
   // How long start() waits for a daemon to listen and register (default 20 s).
   void set_start_timeout(std::chrono::seconds t) { start_timeout_ = t; }
   const std::string& head() const { return daemons_.front().control; }
@@ -56,6 +59,7 @@ class Cluster {
   const TempDir& dir_;
   std::vector<DaemonProcess> daemons_;
   std::map<std::string, double> profile_speedup_;
+  std::map<std::string, double> profile_storage_;
   bool insecure_ = false;  // the head runs with --insecure: so do the others
   std::chrono::seconds start_timeout_{20};
 };

@@ -98,7 +98,7 @@ struct LoaderRig {
   transport::SocketFactory sockets{context};
   runtime::ThreadPool pool{1};
   DropStats drops;
-  StageRunner runner{sockets, pool, drops, "phone", "none", {.to_head = [](capnp::MessageBuilder&) {}, .sampled = nullptr}};
+  StageRunner runner{sockets, pool, drops, "phone", "none", 0, {.to_head = [](capnp::MessageBuilder&) {}, .sampled = nullptr}};
   DaemonConfig config = [this] {
     DaemonConfig c;
     c.data_dir = dir.path().string();

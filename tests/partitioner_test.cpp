@@ -363,6 +363,53 @@ TEST_CASE("partitioner: infeasible plans say how many bytes are missing") {
   CHECK(r.error.message.find("the 3 device(s) offer 7.5 GB usable") != std::string::npos);
 }
 
+TEST_CASE("partitioner: a device with measured storage pages what memory cannot hold, only when it must or it pays") {
+  const ModelSpec spec = preset("llama-2-7b", "q4_0");  // ~3.8 GB of weights
+  PartitionOptions o;
+  o.ctx = 1024;
+  std::vector<DeviceProfile> devices{device("laptop", 2.0, 20), device("nas", 1.0, 10)};
+  REQUIRE_FALSE(plan_partition(spec, devices, LinkTable{}, o).ok());  // 3 GB of memory: too little
+  devices[1].storage_read_bytes_per_s = 2 * GB;                      // the nas's NVMe
+  const PlanResult paged = plan_partition(spec, devices, LinkTable{}, o);
+  REQUIRE(paged.ok());
+  double paged_bytes = 0;
+  for (const StageAssignment& a : paged.plan->stages) {
+    CAPTURE(a.device_name);
+    if (a.device_name == "laptop") {
+      CHECK(a.paged_bytes == 0);  // no storage figure: it never pages
+      CHECK(a.headroom_bytes >= 0);
+    } else {
+      CHECK(a.paged_bytes > 0);
+      // Beyond memory: the excess plus the two read buffers; the step takes the longer of compute and read.
+      CHECK(a.paged_bytes >= -a.headroom_bytes);
+      CHECK(a.paged_time_s == doctest::Approx(a.paged_bytes / (2 * GB)));
+      CHECK(a.stage_time_s >= a.paged_time_s);
+    }
+    paged_bytes += a.paged_bytes;
+  }
+  CHECK(paged_bytes > 0);
+  CHECK(describe_plan(*paged.plan)[1].find("read from storage every step") != std::string::npos);
+
+  // Off by option, the same home cannot run it.
+  o.allow_paging = false;
+  CHECK_FALSE(plan_partition(spec, devices, LinkTable{}, o).ok());
+  o.allow_paging = true;
+
+  // With memory enough on another device at a fast link, paging is not worth it: nothing is paged.
+  devices.push_back(device("desktop", 8.0, 30));
+  const PlanResult roomy = plan_partition(spec, devices, LinkTable{}, o);
+  REQUIRE(roomy.ok());
+  for (const StageAssignment& a : roomy.plan->stages) CHECK(a.paged_bytes == 0);
+
+  // Storage far faster than its memory: a step then costs no more paged than resident, and the
+  // planner may page rather than hop (it never predicts worse than without paging).
+  PartitionOptions no_paging = o;
+  no_paging.allow_paging = false;
+  const PlanResult without = plan_partition(spec, devices, LinkTable{}, no_paging);
+  REQUIRE(without.ok());
+  CHECK(roomy.plan->predicted.ms_per_token <= without.plan->predicted.ms_per_token + 1e-9);
+}
+
 TEST_CASE("partitioner: blocks too big for any device are reported even when the total fits") {
   ModelSpec spec = preset("tinyllama-1.1b", "q4_0");
   spec.n_layers = 2;

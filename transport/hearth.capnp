@@ -355,6 +355,7 @@ struct StageReport {
   stageTimeS @21 :Float64;    # per decode step of one stream
   hopTimeS @22 :Float64;      # to send one token's output on
   wireType @23 :Text;         # f32, f16 or q8_0: how its output hop carries activations ("" on the last)
+  pagedBytes @24 :Float64;    # planned: bytes of its layers read from storage every step (0: all in memory)
 }
 
 struct PlanReport {

@@ -37,6 +37,7 @@ json stage_view(wire::StageReport::Reader s) {
           {"kv_bytes", s.getKvBytes()},
           {"memory_bytes", s.getMemoryBytes()},
           {"headroom_bytes", s.getHeadroomBytes()},
+          {"paged_bytes", s.getPagedBytes()},
           {"stage_time_ms", s.getStageTimeS() * 1e3},
           {"hop_time_ms", s.getHopTimeS() * 1e3},
           {"wire_type", s.getWireType().cStr()}};

@@ -117,15 +117,16 @@ void models(const HeadTarget& head, bool json) {
 }
 
 void print_plan(const nlohmann::json& plan) {
-  std::printf("%-16s %-10s %12s %12s %12s %10s %10s %5s\n", "DEVICE", "LAYERS", "WEIGHTS", "KV CACHE", "HEADROOM", "STAGE ms",
-              "HOP ms", "WIRE");
+  std::printf("%-16s %-10s %12s %12s %12s %12s %10s %10s %5s\n", "DEVICE", "LAYERS", "WEIGHTS", "KV CACHE", "HEADROOM", "PAGED",
+              "STAGE ms", "HOP ms", "WIRE");
   for (const auto& s : plan["stages"]) {
     const std::string wire = s.value("wire_type", "");
-    std::printf("%-16s %-10s %12s %12s %12s %10.2f %10.2f %5s\n", s["device"].get<std::string>().c_str(),
+    const double paged = s.value("paged_bytes", 0.0);  // read from storage every step (issue 19)
+    std::printf("%-16s %-10s %12s %12s %12s %12s %10.2f %10.2f %5s\n", s["device"].get<std::string>().c_str(),
                 layers(s["first_layer"].get<int>(), s["last_layer"].get<int>()).c_str(),
                 gb(s["weight_bytes"].get<double>()).c_str(), gb(s["kv_bytes"].get<double>()).c_str(),
-                gb(s["headroom_bytes"].get<double>()).c_str(), s["stage_time_ms"].get<double>(), s["hop_time_ms"].get<double>(),
-                wire.empty() ? "ids" : wire.c_str());
+                gb(s["headroom_bytes"].get<double>()).c_str(), paged > 0 ? gb(paged).c_str() : "-", s["stage_time_ms"].get<double>(),
+                s["hop_time_ms"].get<double>(), wire.empty() ? "ids" : wire.c_str());
   }
   if (plan.contains("kv_type"))
     std::printf("KV cache: %s, %d tokens for each of %d conversations\n", plan["kv_type"].get<std::string>().c_str(),

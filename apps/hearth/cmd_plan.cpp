@@ -284,13 +284,14 @@ void print_plan(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfi
   std::printf("\n");
 
   std::vector<std::vector<std::string>> rows{
-      {"stage", "device", "layers", "weights", "KV", "memory", "headroom", "step ms", "hop ms"}};
+      {"stage", "device", "layers", "weights", "KV", "memory", "headroom", "paged", "step ms", "hop ms"}};
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     const pt::StageAssignment& a = plan.stages[s];
     const double usable = profiles[a.device].usable_memory_bytes;
     rows.push_back({std::to_string(s), a.device_name, layers_text(a), pt::format_bytes(a.weight_bytes),
                     pt::format_bytes(a.kv_bytes), pt::format_bytes(a.memory_bytes),
                     pt::format_bytes(a.headroom_bytes) + fmt(" (%.0f%%)", 100 * a.headroom_bytes / usable),
+                    a.paged_bytes > 0 ? pt::format_bytes(a.paged_bytes) + fmt(" (%.1f ms)", a.paged_time_s * 1e3) : "-",
                     fmt("%.2f", a.stage_time_s * 1e3) + (static_cast<int>(s) == p.bottleneck_stage ? "*" : ""),
                     fmt("%.2f", a.hop_time_s * 1e3) + (s + 1 == plan.stages.size() ? " ->head" : " " + wire.of(a))});
   }
@@ -326,6 +327,8 @@ nlohmann::json plan_json(const pt::PartitionPlan& plan, const std::vector<pt::De
                       {"memory_bytes", a.memory_bytes},
                       {"usable_memory_bytes", profiles[a.device].usable_memory_bytes},
                       {"headroom_bytes", a.headroom_bytes},
+                      {"paged_bytes", a.paged_bytes},
+                      {"paged_ms", a.paged_time_s * 1e3},
                       {"stage_time_ms", a.stage_time_s * 1e3},
                       {"hop_time_ms", a.hop_time_s * 1e3},
                       {"wire_type", a.has_output ? "" : wire.of(a)}});

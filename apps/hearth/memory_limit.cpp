@@ -26,14 +26,14 @@ void add_memory_limit_option(CLI::App* cmd, uint64_t& bytes) {
 runtime::PagingPlan paging_within(const LocalModel& m, const runtime::StageOptions& options, uint64_t limit,
                                   runtime::ThreadPool& pool) {
   if (limit == 0) return {};
-  runtime::StageOptions resident = options;
-  resident.offload = nullptr;
-  resident.paging = {};
-  const uint64_t other = runtime::Stage(m.weights, resident, pool).memory_bytes(options.max_sequences) + kProcessBytes;
-  if (other >= limit)
-    throw std::invalid_argument("--memory-limit " + std::to_string(limit / 1000000) + " MB leaves nothing for the weights: " +
-                                "the KV cache and buffers take " + std::to_string(other / 1000000) + " MB; use a smaller --ctx");
-  runtime::PagingPlan plan = runtime::choose_paging(*m.weights, limit - other);
+  if (limit <= kProcessBytes)
+    throw std::invalid_argument("--memory-limit " + std::to_string(limit / 1000000) + " MB leaves nothing for the weights");
+  runtime::PagingPlan plan;
+  try {
+    plan = runtime::budget_stage(m.weights, options, limit - kProcessBytes, pool).paging;
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("--memory-limit " + std::to_string(limit / 1000000) + " MB: " + e.what());
+  }
   if (plan.empty()) {
     spdlog::info("the model fits --memory-limit: nothing is paged");
     return plan;

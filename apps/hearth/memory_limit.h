@@ -10,6 +10,7 @@
 #include "apps/hearth/local_model.h"
 #include "runtime/model/layer_pager.h"
 #include "runtime/model/stage.h"
+#include "runtime/model/stage_budget.h"
 
 namespace hearth::cli {
 
