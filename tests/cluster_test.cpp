@@ -26,6 +26,14 @@ namespace wire = hearth::transport::wire;
 
 namespace {
 
+// A random Q8_0 model of about 100 MB, 8 blocks: large enough that memory limits split or page it.
+std::string make_hundred_mb_model(const TempDir& dir) {
+  hearth::runtime::MakeModelOptions o;
+  o.type = hearth::runtime::TensorType::Q8_0;
+  o.shape = {.n_vocab = 512, .n_embd = 1024, .n_layer = 8, .n_head = 8, .n_head_kv = 4, .n_ff = 2816, .n_ctx = 256};
+  return hearth::test::make_model(dir, "m.gguf", o);
+}
+
 std::vector<std::string> gen_args(const std::string& prompt, const std::vector<std::string>& sampling, int n) {
   std::vector<std::string> a{"--prompt", prompt, "-n", std::to_string(n)};
   a.insert(a.end(), sampling.begin(), sampling.end());
@@ -245,10 +253,7 @@ TEST_SUITE("cluster") {
 
   TEST_CASE("a random model split by the planner across memory-limited daemons: same tokens, bounded memory, cached weights") {
     TempDir dir;
-    hearth::runtime::MakeModelOptions o;
-    o.type = hearth::runtime::TensorType::Q8_0;
-    o.shape = {.n_vocab = 512, .n_embd = 1024, .n_layer = 8, .n_head = 8, .n_head_kv = 4, .n_ff = 2816, .n_ctx = 256};
-    const std::string model = hearth::test::make_model(dir, "m.gguf", o);
+    const std::string model = make_hundred_mb_model(dir);
     const uint64_t model_bytes = std::filesystem::file_size(model);  // ~100 MB
     // Each daemon may use less than the whole model (the margin for the process comes off the limit).
     const std::string limit = std::to_string(model_bytes / 2 + (60ull << 20));
@@ -309,10 +314,7 @@ TEST_SUITE("cluster") {
 
   TEST_CASE("a model larger than the devices' memory together: the device with storage pages, same tokens") {
     TempDir dir;
-    hearth::runtime::MakeModelOptions o;
-    o.type = hearth::runtime::TensorType::Q8_0;
-    o.shape = {.n_vocab = 512, .n_embd = 1024, .n_layer = 8, .n_head = 8, .n_head_kv = 4, .n_ff = 2816, .n_ctx = 256};
-    const std::string model = hearth::test::make_model(dir, "m.gguf", o);
+    const std::string model = make_hundred_mb_model(dir);
     const uint64_t model_bytes = std::filesystem::file_size(model);  // ~100 MB
     // Usable memory (the limit less 32 MiB and 5%) of the two together is below the model with
     // its caches and buffers; only 'a' has measured storage to page from.
