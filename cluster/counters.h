@@ -28,7 +28,13 @@ struct WorkStats {
   // Of the batches, the decode steps (one token per sequence) and their compute time.
   std::atomic<uint64_t> decode_steps{0};
   std::atomic<uint64_t> decode_ns{0};
-  StageCounters snapshot() const { return {batches, tokens, compute_ns, bytes_out, decode_steps, decode_ns}; }
+  // A paging stage's reads (runtime/model/layer_pager.h), summed over the stages it loaded.
+  std::atomic<uint64_t> paged_read_bytes{0};
+  std::atomic<uint64_t> paged_read_ns{0};
+  std::atomic<uint64_t> paged_wait_ns{0};
+  StageCounters snapshot() const {
+    return {batches, tokens, compute_ns, bytes_out, decode_steps, decode_ns, paged_read_bytes, paged_read_ns, paged_wait_ns};
+  }
 };
 
 }  // namespace hearth::cluster

@@ -204,7 +204,10 @@ void Head::on_heartbeat(const std::string& identity, wire::Heartbeat::Reader h) 
                      .compute_ns = h.getComputeNs(),
                      .bytes_out = h.getBytesOut(),
                      .decode_steps = h.getDecodeSteps(),
-                     .decode_ns = h.getDecodeNs()}};
+                     .decode_ns = h.getDecodeNs(),
+                     .paged_read_bytes = h.getPagedReadBytes(),
+                     .paged_read_ns = h.getPagedReadNs(),
+                     .paged_wait_ns = h.getPagedWaitNs()}};
   const std::string node_id = node_of(identity);
   switch (registry_.heartbeat(node_id, beat)) {
     case DeviceRegistry::BeatResult::kUnknown: ask_to_register(node_id); break;

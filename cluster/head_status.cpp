@@ -100,6 +100,9 @@ void Head::fill_stage(const PlannedStage& s, const partitioner::StageAssignment&
   out.setMemoryBytes(a.memory_bytes);
   out.setHeadroomBytes(a.headroom_bytes);
   out.setPagedBytes(a.paged_bytes);
+  out.setPagedReadBytes(w.paged_read_bytes);
+  out.setPagedReadS(static_cast<double>(w.paged_read_ns) * 1e-9);
+  out.setPagedWaitS(static_cast<double>(w.paged_wait_ns) * 1e-9);
   out.setStageTimeS(a.stage_time_s);
   out.setHopTimeS(a.hop_time_s);
   if (!s.spec.has_output) out.setWireType(std::string(runtime::tensor_type_name(s.wire_type)));

@@ -45,6 +45,9 @@ void Heartbeater::loop(const transport::SocketFactory& sockets, std::string endp
       hb.setDecodeSteps(w.decode_steps);
       hb.setDecodeNs(w.decode_ns);
       hb.setBytesOut(w.bytes_out);
+      hb.setPagedReadBytes(w.paged_read_bytes);
+      hb.setPagedReadNs(w.paged_read_ns);
+      hb.setPagedWaitNs(w.paged_wait_ns);
       hb.setRefusedHandshakes(zap_ ? zap_->denied() : 0);
       hb.setIncarnation(incarnation_);
       s.send(transport::encode(b), zmq::send_flags::dontwait);

@@ -55,6 +55,8 @@ class StageHost {
   // Throws std::invalid_argument (state unchanged) when the batch does not fit this stage.
   StageOutput run(const Batch& batch);
   void release(uint64_t seq);
+  // Its pager's reads so far (zeros when nothing is paged).
+  runtime::PagerStats pager_stats() const { return stage_.pager() ? stage_.pager()->stats() : runtime::PagerStats{}; }
 
  private:
   std::shared_ptr<const runtime::StageWeights> weights_;

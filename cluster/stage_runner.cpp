@@ -176,7 +176,19 @@ StageOutput StageRunner::compute(const Batch& batch) {
     work_.decode_steps++;
     work_.decode_ns += ns;
   }
+  count_paging();
   return out;
+}
+
+// The pager's figures are its own since the stage was loaded; the counters are the daemon's.
+void StageRunner::count_paging() {
+  const runtime::PagerStats now = stage_->host->pager_stats();
+  runtime::PagerStats& seen = stage_->paged;
+  const auto ns = [](double s) { return static_cast<uint64_t>(s * 1e9); };
+  work_.paged_read_bytes += now.bytes_read - seen.bytes_read;
+  work_.paged_read_ns += ns(now.read_seconds) - ns(seen.read_seconds);
+  work_.paged_wait_ns += ns(now.wait_seconds) - ns(seen.wait_seconds);
+  seen = now;
 }
 
 void StageRunner::run_batch(Batch batch) {

@@ -72,6 +72,7 @@ class StageRunner final : public LocalStage {
     std::optional<zmq::socket_t> push;  // to the next stage's data socket (or the head's)
     std::string next_endpoint;
     runtime::TensorType wire_type = runtime::TensorType::F32;  // of the forwards it pushes
+    runtime::PagerStats paged;  // its pager's figures already added to work_
   };
   // A queued item: a batch, or (no chunks) a release of `released` kept in order with batches.
   struct Pending {
@@ -79,6 +80,7 @@ class StageRunner final : public LocalStage {
     std::vector<uint64_t> released;
   };
   void run_batch(Batch batch);
+  void count_paging();  // adds the pager's reads since the last call to work_
   void send_result(const std::vector<SampledToken>& sampled);
   void report_refusal(const Batch& batch, const std::string& why);
   void push_release(const std::vector<uint64_t>& seqs);

@@ -123,6 +123,16 @@ void stage_families(Exposition& e, const json& plan) {
     per_stage("hearth_stage_bytes_out_total", "counter",
               "Activation bytes the stage pushed to the next stage (its outgoing link)",
               [](const json& s) { return get(s, "bytes_out"); });
+    // Paging (issue 19): what the plan reads from storage each step, and what the stage's reader did.
+    per_stage("hearth_stage_planned_paged_bytes", "gauge", "Bytes of the stage's layers the plan reads from storage every step",
+              [](const json& s) { return get(s, "paged_bytes"); });
+    per_stage("hearth_stage_paged_read_bytes_total", "counter", "Bytes the stage's pager read from storage",
+              [](const json& s) { return get(s, "paged_read_bytes"); });
+    per_stage("hearth_stage_paged_read_seconds_total", "counter", "Time the stage's pager spent reading from storage",
+              [](const json& s) { return get(s, "paged_read_s"); });
+    per_stage("hearth_stage_paged_wait_seconds_total", "counter",
+              "Time the stage's compute waited for paged layers (reads not hidden behind compute)",
+              [](const json& s) { return get(s, "paged_wait_s"); });
     if (plan.contains("predicted")) {
       e.family("hearth_plan_predicted_tokens_per_second", "gauge", "The planner's predicted decode speed");
       e.sample("hearth_plan_predicted_tokens_per_second", get(plan["predicted"], "tokens_per_s"));

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <thread>
 #include <zmq.hpp>
 
@@ -337,7 +338,24 @@ TEST_SUITE("cluster") {
     CHECK(text.out.find("PAGED") != std::string::npos);
     std::ifstream log(c.daemon("a").log);
     const std::string said((std::istreambuf_iterator<char>(log)), {});
-    CHECK(said.find("paging") != std::string::npos);  // the device chose it too
+    std::smatch per_step;
+    REQUIRE(std::regex_search(said, per_step, std::regex(R"(paging \d+ of the stage's \d+ layers from .* \((\d+) MB read per step\))")));
+    // Its reads reach the head with its heartbeats: every step read the paged layers again (16
+    // tokens generated here, and check_same_as_one_device's own), and the compute waited for part.
+    const double step_bytes = std::stod(per_step[1]) * 1e6;
+    nlohmann::json stage_a;
+    for (int i = 0; i < 50; ++i) {
+      const nlohmann::json st = status(c);
+      for (const auto& s : st["plan"]["stages"])
+        if (s["device"] == "a") stage_a = s;
+      if (stage_a.value("paged_read_bytes", 0.0) >= 16 * step_bytes) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    CAPTURE(stage_a.dump());
+    CHECK(stage_a["paged_read_bytes"].get<double>() >= 16 * step_bytes);
+    CHECK(stage_a["paged_read_s"].get<double>() > 0);
+    CHECK(stage_a["paged_wait_s"].get<double>() >= 0);
+    CHECK(c.cli({"status"}).out.find("paging on a: read") != std::string::npos);
 #if !defined(__SANITIZE_ADDRESS__)
     // Paged, 'a' stays within its --memory-limit, which its stage's weights alone nearly fill.
     CHECK(hearth::test::process_rss(c.daemon("a").pid) < std::stod(limit));

@@ -112,6 +112,11 @@ struct Heartbeat {
   # the head compares with the plan's stage time when decoding is slow.
   decodeSteps @10 :UInt64;
   decodeNs @11 :UInt64;
+  # A paging stage's reads from storage (issue 19): bytes, time in reads, and the compute's time
+  # waiting for a layer.
+  pagedReadBytes @12 :UInt64;
+  pagedReadNs @13 :UInt64;
+  pagedWaitNs @14 :UInt64;
 }
 
 # ---- loading a stage ----
@@ -356,6 +361,11 @@ struct StageReport {
   hopTimeS @22 :Float64;      # to send one token's output on
   wireType @23 :Text;         # f32, f16 or q8_0: how its output hop carries activations ("" on the last)
   pagedBytes @24 :Float64;    # planned: bytes of its layers read from storage every step (0: all in memory)
+  # Measured, counters since its daemon started: bytes its pager read, the time in reads, and the
+  # compute's time waiting for a layer (reads not hidden behind compute).
+  pagedReadBytes @25 :UInt64;
+  pagedReadS @26 :Float64;
+  pagedWaitS @27 :Float64;
 }
 
 struct PlanReport {

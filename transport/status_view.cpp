@@ -38,6 +38,9 @@ json stage_view(wire::StageReport::Reader s) {
           {"memory_bytes", s.getMemoryBytes()},
           {"headroom_bytes", s.getHeadroomBytes()},
           {"paged_bytes", s.getPagedBytes()},
+          {"paged_read_bytes", s.getPagedReadBytes()},
+          {"paged_read_s", s.getPagedReadS()},
+          {"paged_wait_s", s.getPagedWaitS()},
           {"stage_time_ms", s.getStageTimeS() * 1e3},
           {"hop_time_ms", s.getHopTimeS() * 1e3},
           {"wire_type", s.getWireType().cStr()}};

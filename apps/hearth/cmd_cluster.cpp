@@ -1,6 +1,7 @@
 // The controller commands that talk to a head: devices, launch, generate, status, stop.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -116,6 +117,16 @@ void models(const HeadTarget& head, bool json) {
   std::printf("(from %s)\n", dirs.c_str());
 }
 
+// A paging stage's reads as its daemon counted them (issue 19): how fast its storage delivers,
+// and how much of the reading the compute did not hide.
+void print_paging(const nlohmann::json& s) {
+  const double read = s.value("paged_read_bytes", 0.0), read_s = s.value("paged_read_s", 0.0);
+  if (read <= 0 || read_s <= 0) return;
+  const double hidden = std::max(0.0, 1 - s.value("paged_wait_s", 0.0) / read_s);
+  std::printf("paging on %s: read %s from storage so far at %.2f GB/s; %.0f%% of the reading hidden behind compute\n",
+              s["device"].get<std::string>().c_str(), gb(read).c_str(), read / read_s / 1e9, 100 * hidden);
+}
+
 void print_plan(const nlohmann::json& plan) {
   std::printf("%-16s %-10s %12s %12s %12s %12s %10s %10s %5s\n", "DEVICE", "LAYERS", "WEIGHTS", "KV CACHE", "HEADROOM", "PAGED",
               "STAGE ms", "HOP ms", "WIRE");
@@ -138,6 +149,7 @@ void print_plan(const nlohmann::json& plan) {
               "ms after a %d-token prompt\n",
               p["ms_per_token"].get<double>(), p.value("tokens_per_s_one_stream", 0.0), p["tokens_per_s"].get<double>(),
               p.value("streams", 1), p["ttft_ms"].get<double>(), p.value("prompt_tokens", 0));
+  for (const auto& s : plan["stages"]) print_paging(s);
   for (const auto& why : plan["left_out"]) std::printf("left out: %s\n", why.get<std::string>().c_str());
 }
 
