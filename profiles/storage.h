@@ -9,7 +9,8 @@ namespace hearth::profiles {
 
 struct StorageProfile {
   std::string path;             // the directory measured
-  double read_bytes_per_s = 0;  // sequential reads of 4 MiB, cold: O_DIRECT, else the page cache dropped first
+  double read_bytes_per_s = 0;  // sequential reads of 4 MiB, cold (O_DIRECT, else the page cache dropped
+                                // after each read): the median of a few passes
   uint64_t free_bytes = 0;      // what an unprivileged writer may still use there
   uint64_t total_bytes = 0;
   bool direct = false;          // whether the reads bypassed the page cache (O_DIRECT)
