@@ -64,7 +64,11 @@ void StageFile::read(uint64_t offset, std::span<uint8_t> out) const {
                              [](const Segment& s, uint64_t off) { return s.offset + s.size <= off; });
   for (; it != segments_.end() && it->offset < end; ++it) {
     const uint64_t from = std::max(offset, it->offset), to = std::min(end, it->offset + it->size);
-    pread_all(fd_, out.data() + (from - offset), to - from, it->source_offset + (from - it->offset), source_path_);
+    const uint64_t source = it->source_offset + (from - it->offset);
+    pread_all(fd_, out.data() + (from - offset), to - from, source, source_path_);
+    // Streamed once, to another device: cached, these pages would count against the head's memory
+    // (its cgroup charges them) and push out the weights it maps itself. Mapped pages stay.
+    ::posix_fadvise(fd_, static_cast<off_t>(source), static_cast<off_t>(to - from), POSIX_FADV_DONTNEED);
   }
 }
 
@@ -74,11 +78,16 @@ uint64_t hash_file(const std::string& path) {
   XXH3_state_t* st = XXH3_createState();
   XXH3_64bits_reset(st);
   std::vector<uint8_t> buf(8 << 20);
+  off_t done = 0;
   for (;;) {
     const ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     XXH3_64bits_update(st, buf.data(), static_cast<size_t>(n));
+    // One pass over a whole model: left cached it would fill the memory (and the memory cgroup)
+    // of a device that may hold only part of it. Pages something maps stay.
+    ::posix_fadvise(fd, done, n, POSIX_FADV_DONTNEED);
+    done += n;
   }
   const uint64_t h = XXH3_64bits_digest(st);
   XXH3_freeState(st);
