@@ -57,6 +57,18 @@ DeviceRegistry::BeatResult DeviceRegistry::heartbeat(const std::string& node_id,
   return BeatResult::kBack;
 }
 
+std::optional<std::pair<double, double>> DeviceRegistry::observe_paging(const std::string& node_id, const StageCounters& work) {
+  auto it = devices_.find(node_id);
+  if (it == devices_.end()) return std::nullopt;
+  Device& d = it->second;
+  const std::optional<double> rate = d.storage_meter.observe(work.paged_read_bytes, work.paged_read_ns);
+  if (!rate) return std::nullopt;
+  const double before = d.profile.storage_read_bytes_per_s;
+  d.profile.storage_read_bytes_per_s = *rate;
+  d.storage_from_paging = true;
+  return std::make_pair(before, *rate);
+}
+
 std::vector<std::string> DeviceRegistry::expire() {
   std::vector<std::string> lost;
   const auto now = clock_.now();

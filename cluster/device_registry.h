@@ -13,6 +13,7 @@
 
 #include "cluster/failure.h"
 #include "cluster/host.h"
+#include "cluster/storage_rate.h"
 #include "partitioner/device_profile.h"
 #include "partitioner/link_table.h"
 #include "profiles/profiler.h"
@@ -37,6 +38,8 @@ struct Device {
   uint64_t resident_bytes = 0;  // its RSS, from its heartbeats
   StageCounters work;           // its stage's counters, from its heartbeats
   uint64_t refused_handshakes = 0;
+  StorageRateMeter storage_meter;  // its pager's reads: profile.storage_read_bytes_per_s once enough
+  bool storage_from_paging = false;  // that figure is what paging sustained, not the start-up probe
 };
 
 // What a heartbeat reports.
@@ -78,6 +81,10 @@ class DeviceRegistry {
   // A link measured by `from`'s probe. Links to the head count both ways (the head probes nothing).
   // False (and nothing kept) for an unknown device or figures out of range.
   bool set_link(const std::string& from, const std::string& to, partitioner::Link link);
+  // The device's pager counters (from its heartbeats, or the head's own stage). When they close a
+  // window of reads (storage_rate.h), its storage figure becomes the rate paging sustained, for
+  // the next plan; returns {the figure before, after}.
+  std::optional<std::pair<double, double>> observe_paging(const std::string& node_id, const StageCounters& work);
   const std::map<std::pair<std::string, std::string>, partitioner::Link>& links() const { return links_; }
   // The links between `devices` as measured, else the access-link defaults of their profiles.
   partitioner::LinkTable link_table(const std::vector<const Device*>& devices) const;

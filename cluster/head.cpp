@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <random>
 
 #include "cluster/wire_convert.h"
@@ -112,6 +113,7 @@ void Head::on_control(const std::string& identity, const char* peer_address, con
 
 void Head::tick() {
   for (const std::string& id : registry_.expire()) device_lost(id, "stopped responding (no heartbeat for 2 s)");
+  if (ports_.stage.loaded()) learn_storage(self_.node_id, ports_.stage.counters());
   check_recovery_deadline();
   try_commit();
   if (scheduler_ && plan_ && plan_->ready()) scheduler_->step();
@@ -217,6 +219,22 @@ void Head::on_heartbeat(const std::string& identity, wire::Heartbeat::Reader h) 
       break;
     case DeviceRegistry::BeatResult::kAlive: break;
   }
+  learn_storage(node_id, beat.work);
+}
+
+// A paging stage's reads measure its device's storage under the load that matters; the next plan
+// uses that rate instead of the start-up probe's (cluster/storage_rate.h).
+void Head::learn_storage(const std::string& node_id, const StageCounters& work) {
+  const auto change = registry_.observe_paging(node_id, work);
+  if (!change) return;
+  const auto [before, after] = *change;
+  // Said when it moved a quarter from what was last said (the figure moves a little every window).
+  double& said = storage_said_[node_id];
+  if (said == 0) said = before;
+  if (std::abs(after - said) <= 0.25 * said) return;
+  spdlog::info("head: {}'s storage read {:.2f} GB/s while paging (the figure was {:.2f} GB/s); the next plan uses it",
+               registry_.at(node_id).profile.name, after / 1e9, said / 1e9);
+  said = after;
 }
 
 // Unknown, or a restarted process whose Hello has not arrived yet (its endpoints are new): a

@@ -69,6 +69,7 @@ class Head final : public HeadRole {
   // head.cpp: registration and health.
   void on_hello(const std::string& identity, const char* peer_address, const char* user_id, transport::wire::Hello::Reader h);
   void on_heartbeat(const std::string& identity, transport::wire::Heartbeat::Reader h);
+  void learn_storage(const std::string& node_id, const StageCounters& work);
   void on_error(const std::string& identity, transport::wire::Error::Reader e);
   void on_link_report(const std::string& identity, transport::wire::LinkReport::Reader r);
   void request_probe(const std::string& prober, const std::vector<const Device*>& targets);
@@ -151,6 +152,7 @@ class Head final : public HeadRole {
   std::map<std::string, Clock::time_point> hello_requested_;  // unknown node ids we asked to register
   uint64_t next_plan_id_;
   std::map<std::string, uint64_t> hash_cache_;  // model path + size + mtime -> XXH3
+  std::map<std::string, double> storage_said_;  // node id -> its storage figure as last logged (learn_storage)
 };
 
 }  // namespace hearth::cluster

@@ -34,6 +34,7 @@ void Head::on_devices(const std::string& client, uint64_t request_id) {
     out.setDataEndpoint(d.data_endpoint);
     out.setAlive(d.alive);
     out.setIsHead(d.is_self);
+    out.setStorageFromPaging(d.storage_from_paging);
     out.setLastSeenMs(
         d.is_self ? 0 : static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now - d.last_seen).count()));
     profiles::Profile p;
@@ -104,6 +105,8 @@ void Head::fill_stage(const PlannedStage& s, const partitioner::StageAssignment&
   out.setPagedReadS(static_cast<double>(w.paged_read_ns) * 1e-9);
   out.setPagedWaitS(static_cast<double>(w.paged_wait_ns) * 1e-9);
   out.setStageTimeS(a.stage_time_s);
+  out.setComputeTimeS(a.compute_time_s);
+  out.setPagedTimeS(a.paged_time_s);
   out.setHopTimeS(a.hop_time_s);
   if (!s.spec.has_output) out.setWireType(std::string(runtime::tensor_type_name(s.wire_type)));
 }

@@ -75,6 +75,8 @@ class CostModel {
   // Decode step of m streams on device d over blocks [first, last), plus the LM head
   // when with_output (§4.2). Every step pays the device's fixed overhead.
   double decode_time(int d, int first, int last, bool with_output, int m) const;
+  // Its compute alone: no fixed overhead, no waiting for paged layers.
+  double decode_compute_time(int d, int first, int last, bool with_output, int m) const;
   // Same for m = micro_batches()[mi], without searching for m.
   double decode_time_at(int mi, int d, int first, int last, bool with_output) const {
     const std::vector<double>& p = decode_prefix_[mi][d];

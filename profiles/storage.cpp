@@ -19,9 +19,11 @@ namespace hearth::profiles {
 namespace {
 
 constexpr uint64_t kChunk = 4u << 20;  // a paged layer is read in pieces of megabytes
-// Passes over the probe, of which the median rate counts: one pass of 32 MiB takes a few ms, and
-// a virtual disk's single passes were seen to vary 2-3x (3.8-6.9 GB/s) from one run to the next.
-constexpr int kPasses = 5;
+// Passes over the probe, of which the median rate counts: at least kMinPasses and kMinSeconds
+// of reading. A pass of 32 MiB takes a few ms on a fast disk, and a virtual disk's rate moved 2-4x
+// (2.0-8.7 GB/s) between runs of five passes a minute apart, while paging it sustained 4.3-5.6.
+constexpr int kMinPasses = 3, kMaxPasses = 64;
+constexpr double kMinSeconds = 0.5;
 
 // The probe file, removed whatever happens.
 struct ProbeFile {
@@ -68,14 +70,17 @@ StorageProfile measure_storage(const std::string& dir, uint64_t bytes) {
   runtime::DirectReader reader(probe.path);
   runtime::AlignedBuffer buffer(runtime::DirectReader::span_bytes(0, kChunk));
   std::vector<double> rates;
-  for (int pass = 0; pass < kPasses; ++pass) {  // each pass cold: direct reads, or pages dropped after each read
+  double total = 0;
+  // Each pass cold: direct reads, or pages dropped after each read.
+  while (rates.size() < kMaxPasses && (rates.size() < kMinPasses || total < kMinSeconds)) {
     const auto start = std::chrono::steady_clock::now();
     for (uint64_t at = 0; at < bytes; at += kChunk) reader.read(at, kChunk, buffer.data());
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     rates.push_back(static_cast<double>(bytes) / std::max(seconds, 1e-6));
+    total += seconds;
   }
-  std::nth_element(rates.begin(), rates.begin() + kPasses / 2, rates.end());
-  s.read_bytes_per_s = rates[kPasses / 2];
+  std::nth_element(rates.begin(), rates.begin() + rates.size() / 2, rates.end());
+  s.read_bytes_per_s = rates[rates.size() / 2];
   s.direct = reader.direct();
   return s;
 }

@@ -384,7 +384,12 @@ TEST_CASE("partitioner: a device with measured storage pages what memory cannot 
       CHECK(a.paged_bytes >= -a.headroom_bytes);
       CHECK(a.paged_time_s == doctest::Approx(a.paged_bytes / (2 * GB)));
       CHECK(a.stage_time_s >= a.paged_time_s);
+      // The step is the longer of its compute and its read, each reported on its own.
+      const double overhead = devices[1].step_overhead_s;
+      CHECK(a.stage_time_s == doctest::Approx(std::max(a.compute_time_s, overhead + a.paged_time_s)));
+      CHECK(a.compute_time_s > overhead);
     }
+    if (a.paged_bytes == 0) CHECK(a.compute_time_s == doctest::Approx(a.stage_time_s));
     paged_bytes += a.paged_bytes;
   }
   CHECK(paged_bytes > 0);

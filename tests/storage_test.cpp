@@ -7,6 +7,8 @@
 
 #include <filesystem>
 
+#include "cluster/device_registry.h"
+#include "cluster/storage_rate.h"
 #include "cluster/wire_convert.h"
 #include "profiles/profiler.h"
 #include "profiles/storage.h"
@@ -16,6 +18,48 @@ using hearth::test::TempDir;
 namespace fs = std::filesystem;
 
 TEST_SUITE("storage") {
+  TEST_CASE("a paging stage's reads become its device's storage figure once they make a window") {
+    using hearth::cluster::StorageRateMeter;
+    StorageRateMeter m;
+    constexpr uint64_t GB = 1000000000, ms = 1000000;
+    CHECK_FALSE(m.observe(GB / 2, 100 * ms));  // 0.5 GB: too little to judge
+    CHECK_FALSE(m.observe(GB, 200 * ms));      // 1 GB: still short of 1 GiB
+    auto rate = m.observe(2 * GB, 500 * ms);   // the window closes: 2 GB in 0.5 s
+    REQUIRE(rate);
+    CHECK(*rate == doctest::Approx(4e9));
+    // The next window counts only what came after (2 GB in 1 s: 2 GB/s), folded in by kFollow.
+    CHECK_FALSE(m.observe(2 * GB + GB / 2, 750 * ms));
+    rate = m.observe(4 * GB, 1500 * ms);
+    REQUIRE(rate);
+    CHECK(*rate == doctest::Approx(4e9 + StorageRateMeter::kFollow * (2e9 - 4e9)));
+    // A restarted daemon's counters start again from zero: a new window, no negative bytes.
+    const double before = *rate;
+    CHECK_FALSE(m.observe(GB / 10, 10 * ms));
+    rate = m.observe(2 * GB, 510 * ms);  // 2 GB in 0.51 s
+    REQUIRE(rate);
+    CHECK(*rate == doctest::Approx(before + StorageRateMeter::kFollow * (2e9 / 0.51 - before)));
+  }
+
+  TEST_CASE("the head's registry takes the rate paging sustained as the device's storage figure") {
+    hearth::cluster::SteadyClock clock;
+    hearth::cluster::Device self;
+    self.node_id = "head";
+    self.profile.name = "head";
+    self.profile.storage_read_bytes_per_s = 6e9;  // what its probe said
+    hearth::cluster::DeviceRegistry r(clock, self);
+    hearth::cluster::StageCounters w;
+    CHECK_FALSE(r.observe_paging("head", w));
+    w.paged_read_bytes = 2'000'000'000;
+    w.paged_read_ns = 500'000'000;  // 4 GB/s
+    const auto change = r.observe_paging("head", w);
+    REQUIRE(change);
+    CHECK(change->first == 6e9);
+    CHECK(change->second == doctest::Approx(4e9));
+    CHECK(r.at("head").profile.storage_read_bytes_per_s == doctest::Approx(4e9));
+    CHECK(r.at("head").storage_from_paging);
+    CHECK_FALSE(r.observe_paging("nobody", w));
+  }
+
   TEST_CASE("the data directory's storage is read cold and the probe file is removed") {
     TempDir dir;
     const auto s = hearth::profiles::measure_storage(dir.path().string(), 8u << 20);

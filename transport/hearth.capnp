@@ -294,6 +294,7 @@ struct DeviceInfo {
   isHead @4 :Bool;
   lastSeenMs @5 :UInt64;      # ms since the head last heard from it
   dataEndpoint @6 :Text;
+  storageFromPaging @7 :Bool; # profile's storage figure is the rate its paging sustained, not its probe's
 }
 
 struct DevicesRequest {}
@@ -366,6 +367,10 @@ struct StageReport {
   pagedReadBytes @25 :UInt64;
   pagedReadS @26 :Float64;
   pagedWaitS @27 :Float64;
+  # Planned, of stageTimeS: the compute alone (the step if nothing were paged), and the read of
+  # pagedBytes at the device's profiled storage rate. The step takes the longer of the two.
+  computeTimeS @28 :Float64;
+  pagedTimeS @29 :Float64;
 }
 
 struct PlanReport {

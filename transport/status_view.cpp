@@ -42,6 +42,8 @@ json stage_view(wire::StageReport::Reader s) {
           {"paged_read_s", s.getPagedReadS()},
           {"paged_wait_s", s.getPagedWaitS()},
           {"stage_time_ms", s.getStageTimeS() * 1e3},
+          {"compute_time_ms", s.getComputeTimeS() * 1e3},
+          {"paged_time_ms", s.getPagedTimeS() * 1e3},
           {"hop_time_ms", s.getHopTimeS() * 1e3},
           {"wire_type", s.getWireType().cStr()}};
 }
@@ -120,6 +122,7 @@ json devices_view(wire::DevicesReply::Reader r) {
                    {"head", d.getIsHead()},
                    {"alive", d.getAlive()},
                    {"last_seen_ms", d.getLastSeenMs()},
+                   {"storage_from_paging", d.getStorageFromPaging()},
                    {"usable_memory_bytes", p.getUsableMemoryBytes()},
                    {"memory",
                     {{"basis", p.getMemoryBasis().cStr()},

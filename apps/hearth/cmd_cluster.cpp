@@ -68,13 +68,20 @@ void devices(const HeadTarget& head, bool json) {
     // The data directory's cold read rate: what paging a layer from storage would cost.
     const double storage = d.value("storage_read_bytes_per_s", 0.0);
     char storage_text[32] = "-";
-    if (storage > 0) std::snprintf(storage_text, sizeof storage_text, "%.2f GB/s", storage / 1e9);
+    // "*": the rate its paging sustained, learned by the head (explained below the table).
+    if (storage > 0)
+      std::snprintf(storage_text, sizeof storage_text, "%.2f GB/s%s", storage / 1e9, d.value("storage_from_paging", false) ? "*" : "");
     std::printf("%-16s %-6s %-6s %-26s %12s %9.1f GB/s %12s %6d  %s\n", d["name"].get<std::string>().c_str(),
                 d["head"].get<bool>() ? "head" : "node", d["alive"].get<bool>() ? "up" : "down",
                 d["endpoint"].get<std::string>().c_str(), gb(d["usable_memory_bytes"].get<double>()).c_str(),
                 d["memory_bandwidth_bytes_per_s"].get<double>() / 1e9, storage_text, d["cores"].get<int>(),
                 d["cpu"].get<std::string>().c_str());
   }
+  for (const auto& d : out)
+    if (d.value("storage_from_paging", false)) {
+      std::printf("* storage: the rate its paging read at; the next plan uses it rather than its start-up probe\n");
+      break;
+    }
   // Why a device offers less than it has: "usable 23 MB" for --memory-limit 60M needs its reason.
   for (const auto& d : out) {
     const auto& m = d["memory"];

@@ -329,6 +329,7 @@ nlohmann::json plan_json(const pt::PartitionPlan& plan, const std::vector<pt::De
                       {"headroom_bytes", a.headroom_bytes},
                       {"paged_bytes", a.paged_bytes},
                       {"paged_ms", a.paged_time_s * 1e3},
+                      {"compute_time_ms", a.compute_time_s * 1e3},
                       {"stage_time_ms", a.stage_time_s * 1e3},
                       {"hop_time_ms", a.hop_time_s * 1e3},
                       {"wire_type", a.has_output ? "" : wire.of(a)}});
