@@ -355,7 +355,10 @@ TEST_SUITE("cluster") {
     CHECK(stage_a["paged_read_bytes"].get<double>() >= 16 * step_bytes);
     CHECK(stage_a["paged_read_s"].get<double>() > 0);
     CHECK(stage_a["paged_wait_s"].get<double>() >= 0);
-    CHECK(c.cli({"status"}).out.find("paging on a: read") != std::string::npos);
+    const std::string said_status = c.cli({"status"}).out;
+    CAPTURE(said_status);
+    CHECK(said_status.find("paging on a: read") != std::string::npos);                 // measured
+    CHECK(said_status.find("read from storage every step (") != std::string::npos);  // planned
     // Reads of GBs (StorageRateMeter closes a window at 1 GiB and 0.25 s of reading) replace
     // the 1 GB/s the test gave 'a' as its storage figure: the next plan uses what paging sustained.
     REQUIRE(c.cli({"generate", "-p", "and then", "-n", "48", "--temp", "0"}).exit_code == 0);

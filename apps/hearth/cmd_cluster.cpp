@@ -124,9 +124,15 @@ void models(const HeadTarget& head, bool json) {
   std::printf("(from %s)\n", dirs.c_str());
 }
 
-// A paging stage's reads as its daemon counted them (issue 19): how fast its storage delivers,
-// and how much of the reading the compute did not hide.
+// A paging stage (issue 19): what the plan keeps in memory and reads every step, at what cost;
+// then its reads as its daemon counted them: how fast its storage delivers, and how much of the
+// reading the compute hid.
 void print_paging(const nlohmann::json& s) {
+  const double paged = s.value("paged_bytes", 0.0);
+  if (paged > 0)
+    std::printf("paging on %s: %s resident, %s read from storage every step (%.1f ms, beside %.1f ms of compute)\n",
+                s["device"].get<std::string>().c_str(), gb(s.value("memory_bytes", 0.0) - paged).c_str(), gb(paged).c_str(),
+                s.value("paged_time_ms", 0.0), s.value("compute_time_ms", 0.0));
   const double read = s.value("paged_read_bytes", 0.0), read_s = s.value("paged_read_s", 0.0);
   if (read <= 0 || read_s <= 0) return;
   const double hidden = std::max(0.0, 1 - s.value("paged_wait_s", 0.0) / read_s);

@@ -15,6 +15,13 @@ namespace {
 
 constexpr int kDefaultMaxCtx = 4096;
 
+// Hands a paged layer's buffer back to its pager when the layer is done, or has thrown.
+struct ReleaseOnExit {
+  LayerPager& pager;
+  int layer;
+  ~ReleaseOnExit() { pager.release(layer); }
+};
+
 // The width of the FFN's hidden layer: of one expert in a MoE model, whose dense width goes unused.
 int64_t ffn_width(const ModelConfig& c) { return c.is_moe() ? std::max(c.n_ff_exp, c.n_ff_shexp) : c.n_ff; }
 
@@ -181,8 +188,9 @@ std::span<const float> Stage::forward(const StageInput& in) {
 
   for (int l = spec().first_layer; l < spec().last_layer; ++l) {
     if (pager_ && pager_->pages(l)) {
-      layer_forward(l, pager_->acquire(l), n_tokens);
-      pager_->release(l);
+      const LayerWeights& paged = pager_->acquire(l);
+      const ReleaseOnExit done{*pager_, l};  // a layer that throws must not keep its read buffer
+      layer_forward(l, paged, n_tokens);
     } else {
       layer_forward(l, weights_->layer(l), n_tokens);
     }
