@@ -141,10 +141,7 @@ double CostModel::decode_time(int d, int first, int last, bool with_output, int 
 
 double CostModel::decode_compute_time(int d, int first, int last, bool with_output, int m) const {
   const int mi = micro_batch_index(m);
-  if (mi >= 0) {
-    const std::vector<double>& p = decode_prefix_[mi][d];
-    return (p[last] - p[first]) + (with_output ? output_time_[mi][d] : 0.0);
-  }
+  if (mi >= 0) return decode_compute_at(mi, d, first, last, with_output);
   double t = 0;
   for (int l = first; l < last; ++l) t += layer_decode_time(d, l, m);
   return t + (with_output ? output_time(d, m) : 0.0);

@@ -79,8 +79,7 @@ class CostModel {
   double decode_compute_time(int d, int first, int last, bool with_output, int m) const;
   // Same for m = micro_batches()[mi], without searching for m.
   double decode_time_at(int mi, int d, int first, int last, bool with_output) const {
-    const std::vector<double>& p = decode_prefix_[mi][d];
-    return overhead_[d] + with_paging(d, first, last, with_output, (p[last] - p[first]) + (with_output ? output_time_[mi][d] : 0.0));
+    return overhead_[d] + with_paging(d, first, last, with_output, decode_compute_at(mi, d, first, last, with_output));
   }
   double output_time(int d, int m) const;  // LM head for m streams on device d
   // Prefill of chunk `chunk` of schedule `schedule` on device d over blocks [first, last).
@@ -124,6 +123,11 @@ class CostModel {
 
  private:
   double layer_decode_time(int d, int layer, int m) const;
+  // The compute of decode_time_at, from the tables.
+  double decode_compute_at(int mi, int d, int first, int last, bool with_output) const {
+    const std::vector<double>& p = decode_prefix_[mi][d];
+    return (p[last] - p[first]) + (with_output ? output_time_[mi][d] : 0.0);
+  }
   // A step's time on device d with its paged bytes read alongside the compute (the reader runs a
   // layer ahead): max(compute, read), not their sum. first == 0 holds the embedding.
   double with_paging(int d, int first, int last, bool with_output, double compute) const {
