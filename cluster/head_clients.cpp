@@ -2,6 +2,8 @@
 // scheduler, answered with one event per token and a final one.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "cluster/head.h"
 #include "cluster/pace.h"
 #include "cluster/wire_convert.h"
@@ -131,7 +133,7 @@ void Head::on_result(wire::Result::Reader r) {
   for (auto t : r.getTokens()) {
     if (t.getToken() < 0 || t.getToken() >= plan_->config.n_vocab)
       throw std::invalid_argument("result with a token outside the vocabulary");
-    tokens.push_back({t.getSeq(), t.getToken()});
+    tokens.push_back({t.getSeq(), t.getToken(), static_cast<int>(std::min<uint32_t>(t.getAccepted(), 1u << 16))});
   }
   scheduler_->on_sampled(tokens);
 }

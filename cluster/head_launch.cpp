@@ -170,6 +170,7 @@ partitioner::PartitionOptions Head::partition_options(wire::LaunchRequest::Reade
   } catch (const std::invalid_argument& e) {
     throw Failure(ErrorCategory::BAD_REQUEST, e.what());
   }
+  choose_draft(r, p);
   const std::string objective = r.getObjective().size() ? r.getObjective().cStr() : "latency";
   const auto parsed = partitioner::objective_from_string(objective);
   if (!parsed) throw Failure(ErrorCategory::BAD_REQUEST, "unknown objective '" + objective + "'");
@@ -178,6 +179,22 @@ partitioner::PartitionOptions Head::partition_options(wire::LaunchRequest::Reade
   opt.streams = streams;
   opt.kv_bytes_per_elem = runtime::kv_bytes_per_element(kv);
   return opt;
+}
+
+// Checked at launch, so that a wrong choice is the launch's error, not the serving's.
+void Head::choose_draft(wire::LaunchRequest::Reader r, LaunchedPlan& p) const {
+  p.draft = r.getDraft().cStr();
+  if (p.draft == "none") p.draft.clear();
+  if (r.getDraftMax() > 0) p.draft_max = static_cast<int>(std::min<uint32_t>(r.getDraftMax(), kDefaultMaxBatch / 2));
+  if (p.draft.empty()) return;
+  if (p.config.full_attention_interval != 0)
+    throw Failure(ErrorCategory::BAD_REQUEST,
+                  "--draft: this model's recurrent layers cannot take back a rejected draft; launch it without one");
+  try {
+    make_draft_source(p.draft);
+  } catch (const std::invalid_argument& e) {
+    throw Failure(ErrorCategory::BAD_REQUEST, e.what());
+  }
 }
 
 void Head::assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devices, bool staged) {
@@ -211,9 +228,10 @@ void Head::start_serving() {
                      .wire_type = p.stages[0].wire_type});
   p.stages[0].state = StageState::kReady;
   p.stages[0].resident_bytes = ports_.host.resident_bytes();
-  scheduler_ = std::make_unique<Scheduler>(ports_.stage, *p.tokenizer, p.options.n_ctx, static_cast<int>(p.stages.size()),
-                                           p.options.max_sequences, p.config.full_attention_interval == 0,
-                                           [this](const GenerationEvent& e) { emit(e); });
+  scheduler_ = std::make_unique<Scheduler>(
+      ports_.stage, *p.tokenizer, p.options.n_ctx, static_cast<int>(p.stages.size()), p.options.max_sequences,
+      p.config.full_attention_interval == 0, [this](const GenerationEvent& e) { emit(e); }, make_draft_source(p.draft),
+      DraftPaceOptions{.max_draft = p.draft_max, .first_draft = std::min(4, p.draft_max)});
   if (alone) launch_finished(p, true, "");
 }
 

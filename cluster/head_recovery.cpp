@@ -20,6 +20,8 @@ std::unique_ptr<LaunchedPlan> successor(LaunchedPlan& old, uint64_t id, const st
   p->tokenizer = std::move(old.tokenizer);
   p->options = old.options;
   p->wire_type = old.wire_type;
+  p->draft = old.draft;
+  p->draft_max = old.draft_max;
   p->spec = old.spec;
   p->partition = old.partition;
   p->wanted = old.wanted;

@@ -137,6 +137,10 @@ void Head::on_status(const std::string& client, uint64_t request_id) {
     r.setTokensGenerated(t.tokens_generated);
     r.setLastDecodeTokS(t.last_decode_tok_s);
     r.setLastTtftS(t.last_ttft_ms / 1e3);
+    r.setTokensDrafted(t.tokens_drafted);
+    r.setTokensAccepted(t.tokens_accepted);
+    r.setDecodePasses(t.decode_passes);
+    if (plan_) r.setDraft(plan_->draft.rfind("oracle:", 0) == 0 ? "oracle" : plan_->draft);
   }
   std::vector<std::pair<std::pair<std::string, std::string>, partitioner::Link>> links;
   for (const auto& [key, l] : registry_.links())

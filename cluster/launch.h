@@ -69,6 +69,10 @@ struct LaunchedPlan {
   runtime::StageOptions options;
   // How hops carry activations (F32, F16, Q8_0); nullopt: `auto`, the plan says per hop.
   std::optional<runtime::TensorType> wire_type = runtime::TensorType::F32;
+  // Speculative decoding (cluster/draft_source.h): where drafts come from ("" for none), and the
+  // most tokens one draft may hold.
+  std::string draft;
+  int draft_max = 8;
   // How it was planned, to plan again on the devices left when one is lost.
   partitioner::ModelSpec spec;
   partitioner::PartitionOptions partition;

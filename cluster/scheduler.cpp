@@ -16,14 +16,19 @@ double ms_between(Steady::time_point a, Steady::time_point b) { return std::chro
 }  // namespace
 
 Scheduler::Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences,
-                     bool can_rewind, Emit emit)
+                     bool can_rewind, Emit emit, std::unique_ptr<DraftSource> drafts, DraftPaceOptions draft_pace)
     : stage_(stage),
       tokenizer_(tokenizer),
       n_ctx_(n_ctx),
       n_stages_(std::max(1, n_stages)),
       max_sequences_(std::max(1, max_sequences)),
       emit_(std::move(emit)),
-      cache_(can_rewind) {}
+      drafts_(std::move(drafts)),
+      draft_pace_(draft_pace),
+      cache_(can_rewind) {
+  // A draft's rejected tail is undone by overwriting its positions: recurrent layers cannot.
+  if (drafts_ && !can_rewind) throw std::invalid_argument("speculative decoding needs a model whose caches can go back");
+}
 
 size_t Scheduler::queued() const {
   size_t n = 0;
@@ -94,6 +99,7 @@ void Scheduler::add(const std::string& client, uint64_t request_id, std::vector<
   s.chat_template = std::move(chat_template);
   s.reply = reply;
   s.use_cache = use_cache;
+  s.pace = DraftPace(draft_pace_);
   s.start = Steady::now();
   s.original_prompt = s.prompt.size();
   sessions_.emplace(next_seq_++, std::move(s));
@@ -138,6 +144,7 @@ void Scheduler::resume(CarriedSession c) {
   s.reply = c.reply;
   s.start = c.start;
   s.first_token = c.first_token;
+  s.pace = DraftPace(draft_pace_);
   sessions_.emplace(next_seq_++, std::move(s));
 }
 
@@ -170,10 +177,13 @@ bool Scheduler::step() {
     if (s.pending) {
       if (decode_tokens == micro_batch) continue;
       ++decode_tokens;
-      batch.chunks.push_back({seq, s.next_pos++, 1, false, true, s.sampling});
-      batch.tokens.push_back(*s.pending);
       s.fed.push_back(*s.pending);
       s.pending.reset();
+      s.draft = draft_for(seq, s, room - 1);
+      const int drafts = static_cast<int>(s.draft.size());
+      batch.chunks.push_back({seq, s.next_pos++, 1 + drafts, false, true, s.sampling, false, drafts});
+      batch.tokens.push_back(s.fed.back());
+      batch.tokens.insert(batch.tokens.end(), s.draft.begin(), s.draft.end());
       s.in_flight = true;
     } else if (s.prompt_sent < s.prompt.size()) {
       const int n = static_cast<int>(
@@ -210,6 +220,19 @@ bool Scheduler::step() {
   return true;
 }
 
+std::vector<int32_t> Scheduler::draft_for(uint64_t seq, Session& s, int room) {
+  if (!drafts_) return {};
+  // No further than the context, the tokens still wanted, and the batch allow.
+  const int k = std::min({s.pace.next(), room, n_ctx_ - s.next_pos - 1, s.n_predict - s.generated - 1});
+  std::vector<int32_t> draft;
+  if (k > 0) draft = drafts_->propose(seq, s.fed, k);
+  if (draft.size() > static_cast<size_t>(std::max(0, k))) draft.resize(static_cast<size_t>(std::max(0, k)));
+  if (draft.empty()) s.pace.plain_step();
+  totals_.decode_passes++;
+  totals_.tokens_drafted += draft.size();
+  return draft;
+}
+
 void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
   for (const SampledToken& t : tokens) {
     if (auto d = draining_.find(t.seq); d != draining_.end()) {
@@ -222,17 +245,38 @@ void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
     Session& s = it->second;
     s.in_flight = false;
     if (s.generated == 0) s.first_token = Steady::now();
-    s.output.push_back(t.token);
-    if (tokenizer_.vocab().is_end_of_generation(t.token)) {
-      finish(t.seq, "stop");
-      continue;
+    // The accepted part of the draft is in every stage's cache now; the rest is overwritten by
+    // the next chunk, which starts right after it. (A peer claiming more than was sent gets no more.)
+    const std::vector<int32_t> draft = std::move(s.draft);
+    s.draft.clear();
+    const int accepted = std::min(t.accepted, static_cast<int>(draft.size()));
+    if (!draft.empty()) s.pace.checked(static_cast<int>(draft.size()), accepted);
+    totals_.tokens_accepted += static_cast<uint64_t>(accepted);
+    bool going = true;
+    for (int i = 0; i < accepted && going; ++i) {
+      s.fed.push_back(draft[static_cast<size_t>(i)]);
+      s.next_pos++;
+      going = deliver(t.seq, s, draft[static_cast<size_t>(i)]);
     }
-    s.generated++;
-    totals_.tokens_generated++;
-    emit_({.client = s.client, .request_id = s.request_id, .token = t.token, .piece = s.reply.visible(t.token, tokenizer_.piece(t.token))});
-    if (s.generated >= s.n_predict || s.next_pos >= n_ctx_) finish(t.seq, "length");
-    else s.pending = t.token;
+    if (going && deliver(t.seq, s, t.token)) s.pending = t.token;
   }
+}
+
+bool Scheduler::deliver(uint64_t seq, Session& s, int32_t token) {
+  s.output.push_back(token);
+  if (tokenizer_.vocab().is_end_of_generation(token)) {
+    finish(seq, "stop");
+    return false;
+  }
+  s.generated++;
+  totals_.tokens_generated++;
+  emit_(
+      {.client = s.client, .request_id = s.request_id, .token = token, .piece = s.reply.visible(token, tokenizer_.piece(token))});
+  if (s.generated >= s.n_predict || s.next_pos >= n_ctx_) {
+    finish(seq, "length");
+    return false;
+  }
+  return true;
 }
 
 void Scheduler::cancel(const std::string& client, uint64_t request_id) {
@@ -267,6 +311,7 @@ void Scheduler::finish(uint64_t seq, const std::string& reason, const std::strin
     totals_.last_decode_tok_s = done.decode_tok_s;
   }
   emit_(done);
+  if (drafts_) drafts_->forget(seq);
   if (stage_.loaded() && s.admitted) keep_or_release(seq, s, reason);
   sessions_.erase(it);
 }
@@ -287,7 +332,8 @@ void Scheduler::fail(const std::string& message, ErrorCategory category, const s
   // worth keeping.
   std::vector<uint64_t> dropped;
   for (auto d = draining_.begin(); d != draining_.end();) {
-    if (seqs.empty() || std::find(seqs.begin(), seqs.end(), d->first) != seqs.end()) dropped.push_back(d->first), d = draining_.erase(d);
+    if (seqs.empty() || std::find(seqs.begin(), seqs.end(), d->first) != seqs.end())
+      dropped.push_back(d->first), d = draining_.erase(d);
     else ++d;
   }
   if (seqs.empty())

@@ -19,10 +19,13 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "cluster/draft_pace.h"
+#include "cluster/draft_source.h"
 #include "cluster/failure.h"
 #include "cluster/host.h"
 #include "cluster/prompt_cache.h"
@@ -53,6 +56,9 @@ struct GenerationEvent {
 struct SchedulerTotals {
   uint64_t requests = 0;
   uint64_t tokens_generated = 0;
+  // Speculative decoding: draft tokens sent to be checked, those the last stage accepted, and the
+  // decode passes (one token of a conversation through the pipeline, with or without a draft).
+  uint64_t tokens_drafted = 0, tokens_accepted = 0, decode_passes = 0;
   double last_decode_tok_s = 0;
   double last_ttft_ms = 0;
 };
@@ -80,8 +86,9 @@ class Scheduler {
   // `max_sequences`: conversations the stages hold KV caches for (running or kept); more wait in
   // arrival order. `can_rewind`: whether the stages can cut a sequence back (not a model with
   // recurrent layers).
+  // `drafts`: where speculative decoding's drafts come from (nullptr: none; needs `can_rewind`).
   Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences, bool can_rewind,
-            Emit emit);
+            Emit emit, std::unique_ptr<DraftSource> drafts = nullptr, DraftPaceOptions draft_pace = {});
 
   // Starts a generation; emits an error event at once when it cannot start.
   void add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
@@ -123,6 +130,8 @@ class Scheduler {
     int generated = 0;
     runtime::SamplingParams sampling;
     std::optional<int32_t> pending;  // sampled, waiting to be fed back
+    std::vector<int32_t> draft;      // sent behind the last fed token, waiting to be checked
+    DraftPace pace;
     std::string chat_template;
     runtime::ReplyFilter reply;  // what of each token the client sees
     std::chrono::steady_clock::time_point start, first_token;
@@ -135,6 +144,10 @@ class Scheduler {
   void keep_or_release(uint64_t seq, const Session& s, const std::string& reason);
   void finish(uint64_t seq, const std::string& reason, const std::string& error = "",
               ErrorCategory category = ErrorCategory::INTERNAL);
+  // The draft to send behind a decoding session's pending token, within `room` batch tokens.
+  std::vector<int32_t> draft_for(uint64_t seq, Session& s, int room);
+  // Hands one generated token to the client; false when it ended the session.
+  bool deliver(uint64_t seq, Session& s, int32_t token);
 
   LocalStage& stage_;
   const runtime::Tokenizer& tokenizer_;
@@ -142,6 +155,8 @@ class Scheduler {
   int n_stages_;
   int max_sequences_;
   Emit emit_;
+  std::unique_ptr<DraftSource> drafts_;
+  DraftPaceOptions draft_pace_;
   std::map<uint64_t, Session> sessions_;
   PromptCache cache_;
   // Finished sequences with a sampled token still on its way back: kept once it arrives (until

@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "runtime/model/draft_check.h"
+
 namespace hearth::cluster {
 
 StageHost::StageHost(std::shared_ptr<const runtime::StageWeights> weights, const runtime::StageOptions& options,
@@ -13,7 +15,10 @@ StageOutput StageHost::run(const Batch& batch) {
   for (const BatchChunk& c : batch.chunks) {
     if (spec().has_output && !c.starts() && !samplers_.count(c.seq))
       throw std::invalid_argument("sequence " + std::to_string(c.seq) + " continues but never started on this stage");
-    chunks_.push_back({c.seq, c.pos, c.n_tokens});
+    if (c.drafts < 0 || c.drafts >= c.n_tokens || (c.drafts > 0 && !c.want_token))
+      throw std::invalid_argument("sequence " + std::to_string(c.seq) + ": a chunk of " + std::to_string(c.n_tokens) +
+                                  " tokens cannot carry a draft of " + std::to_string(c.drafts));
+    chunks_.push_back({c.seq, c.pos, c.n_tokens, c.drafts + 1});
   }
   const runtime::StageInput in{
       .chunks = chunks_,
@@ -26,15 +31,21 @@ StageOutput StageHost::run(const Batch& batch) {
     result.hidden.assign(out.begin(), out.end());
   } else {
     const size_t V = static_cast<size_t>(config().n_vocab);
-    size_t at = 0;
-    for (size_t i = 0; i < batch.chunks.size(); ++i) {
-      const BatchChunk& c = batch.chunks[i];
+    size_t at = 0, row = 0;
+    for (const BatchChunk& c : batch.chunks) {
       auto [it, fresh] = samplers_.try_emplace(c.seq, c.sampling);
       if (!fresh && c.starts()) it->second = runtime::Sampler(c.sampling);  // a reused id starts over
       if (c.is_prompt)
         for (int t = 0; t < c.n_tokens; ++t) it->second.accept(batch.tokens[at + static_cast<size_t>(t)]);
-      if (c.want_token) result.sampled.push_back({c.seq, it->second.sample(out.subspan(i * V, V))});
+      const auto rows = static_cast<size_t>(c.drafts + 1);
+      if (c.want_token) {
+        const auto draft = std::span<const int32_t>(batch.tokens)
+                               .subspan(at + static_cast<size_t>(c.n_tokens - c.drafts), static_cast<size_t>(c.drafts));
+        const runtime::DraftVerdict v = runtime::check_draft(it->second, out.subspan(row * V, rows * V), V, draft);
+        result.sampled.push_back({c.seq, v.token, v.accepted});
+      }
       at += static_cast<size_t>(c.n_tokens);
+      row += rows;
     }
   }
   return result;

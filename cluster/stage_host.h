@@ -24,6 +24,11 @@ struct BatchChunk {
   // The first chunk of a request that continues a kept cache (pos > 0): the last stage starts a
   // new sampler, as at pos 0.
   bool restarts = false;
+  // Speculative decoding: the chunk's last `drafts` tokens are a draft (want_token set). The last
+  // stage checks them against its own samples (runtime/model/draft_check.h) and answers how many
+  // it accepted plus its own next token; the positions after the accepted ones are overwritten by
+  // the sequence's next chunk, on every stage.
+  int drafts = 0;
   bool starts() const { return pos == 0 || restarts; }
 };
 
@@ -36,7 +41,8 @@ struct Batch {
 
 struct SampledToken {
   uint64_t seq;
-  int32_t token;
+  int32_t token;     // the last stage's own token, after the accepted drafts
+  int accepted = 0;  // leading draft tokens of the chunk the last stage accepted (come before `token`)
 };
 
 struct StageOutput {

@@ -107,6 +107,10 @@ void StageRunner::accept_forward(wire::Forward::Reader f, zmq::message_t* payloa
     BatchChunk bc{c.getSeq(), static_cast<int>(c.getPos()), static_cast<int>(c.getNTokens()), c.getIsPrompt(), c.getWantToken(),
                   {}, c.getRestarts()};
     if (bc.starts()) bc.sampling = from_wire(c.getSampling());
+    if (c.getDrafts() >= c.getNTokens() || (c.getDrafts() > 0 && !c.getWantToken()))
+      throw std::invalid_argument("chunk of " + std::to_string(c.getNTokens()) + " tokens with a draft of " +
+                                  std::to_string(c.getDrafts()));
+    bc.drafts = static_cast<int>(c.getDrafts());
     total += c.getNTokens();
     b.chunks.push_back(bc);
   }
@@ -226,6 +230,7 @@ void StageRunner::send_result(const std::vector<SampledToken>& sampled) {
   for (unsigned i = 0; i < sampled.size(); ++i) {
     list[i].setSeq(sampled[i].seq);
     list[i].setToken(sampled[i].token);
+    list[i].setAccepted(static_cast<uint32_t>(sampled[i].accepted));
   }
   if (!stage_->push->send(transport::encode(b), zmq::send_flags::none))
     spdlog::error("the head ({}) does not take results: tokens dropped", stage_->next_endpoint);
@@ -254,6 +259,7 @@ bool StageRunner::push_forward(const Batch& batch, const std::vector<float>& hid
     chunks[i].setIsPrompt(c.is_prompt);
     chunks[i].setWantToken(c.want_token);
     chunks[i].setRestarts(c.restarts);
+    chunks[i].setDrafts(static_cast<uint32_t>(c.drafts));
     if (c.starts()) to_wire(c.sampling, chunks[i].initSampling());
   }
   auto tokens = f.initTokens(static_cast<unsigned>(batch.tokens.size()));

@@ -56,6 +56,7 @@ struct LaunchOptions {
   uint32_t streams = 0;
   std::optional<runtime::TensorType> kv_type;
   transport::wire::WireType wire_type = transport::wire::WireType::F32;
+  std::string draft;  // speculative decoding: "" / "none" or "ngram" (the oracle reads a file: CLI only)
 };
 
 // An optional whole number in [lo, hi] of the launch body, or 0 when absent; ApiError otherwise.
@@ -81,6 +82,12 @@ LaunchOptions launch_options(const json& body) {
     if (!w) throw ApiError(400, "\"wire_type\" must be \"f32\", \"f16\", \"q8_0\" or \"auto\"", "invalid_request_error", "wire_type");
     o.wire_type = *w;
   }
+  if (body.contains("draft") && !body["draft"].is_null()) {
+    const json& d = body["draft"];
+    if (!d.is_string() || (d != "none" && d != "ngram"))
+      throw ApiError(400, "\"draft\" must be \"none\" or \"ngram\"", "invalid_request_error", "draft");
+    o.draft = d.get<std::string>();
+  }
   return o;
 }
 
@@ -93,6 +100,7 @@ std::unique_ptr<capnp::MallocMessageBuilder> launch_request(const std::string& p
   r.setStreams(o.streams);
   if (o.kv_type) r.setKvType(cluster::kv_type_to_wire(*o.kv_type));
   r.setWireType(o.wire_type);
+  r.setDraft(o.draft);
   return message;
 }
 

@@ -79,6 +79,18 @@ void generation_families(Exposition& e, const json& status) {
     e.family("hearth_last_time_to_first_token_seconds", "gauge",
              "Time to first token of the last finished generation, at the head");
     e.sample("hearth_last_time_to_first_token_seconds", get(g, "last_ttft_ms") / 1e3);
+    if (g.contains("speculation")) {
+      const json& sp = g["speculation"];
+      e.family("hearth_draft_tokens_total", "counter",
+               "Draft tokens sent down the pipeline to be checked (speculative decoding)");
+      e.sample("hearth_draft_tokens_total", get(sp, "tokens_drafted"));
+      e.family("hearth_draft_tokens_accepted_total", "counter", "Draft tokens the last stage accepted");
+      e.sample("hearth_draft_tokens_accepted_total", get(sp, "tokens_accepted"));
+      e.family("hearth_decode_passes_total", "counter", "Decode passes through the pipeline (one conversation's step each)");
+      e.sample("hearth_decode_passes_total", get(sp, "decode_passes"));
+      e.family("hearth_draft_acceptance_ratio", "gauge", "Accepted draft tokens over drafted ones since the launch");
+      e.sample("hearth_draft_acceptance_ratio", get(sp, "acceptance_rate"));
+    }
   }
   if (status.contains("head_stage")) {
     const json& h = status["head_stage"];

@@ -224,6 +224,58 @@ TEST_SUITE("cluster") {
     CHECK(refused.exit_code != 0);
   }
 
+  // Issue 16's speculative decoding: drafts travel with the newest token, the last stage checks
+  // them, every stage goes on from the accepted part.
+  TEST_CASE("speculative decoding across three daemons: n-gram and oracle drafts give the one-device tokens") {
+    auto model = hearth::test::shared_file("models/stories260K/stories260K.gguf");
+    if (!model) return;
+    TempDir dir;
+    Cluster c(dir);
+    c.start("head");
+    c.start("a");
+    c.start("b");
+    const auto speculation = [&] { return status(c)["generation"]["speculation"]; };
+    auto l = c.cli({"launch", "--model", *model, "--split", "head:2,a:2,b:1", "--draft", "ngram"});
+    REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+    check_same_as_one_device(c, *model, "Once upon a time", 120);
+    auto sp = speculation();
+    CHECK(sp["draft"] == "ngram");
+    CHECK(sp["tokens_drafted"].get<uint64_t>() > 0);
+    CHECK(sp["tokens_accepted"].get<uint64_t>() > 0);  // the stories repeat their phrases
+    CHECK(sp["tokens_accepted"].get<uint64_t>() <= sp["tokens_drafted"].get<uint64_t>());
+    CHECK(c.cli({"status"}).out.find("speculation: ngram drafts") != std::string::npos);
+
+    // The oracle: the target's own greedy continuation, recorded by a plain generate.
+    const std::string ids = dir.file("ids.txt");
+    auto gen = gen_args("Once upon a time", {"--temp", "0"}, 60);
+    gen.insert(gen.begin(), "generate");
+    gen.insert(gen.end(), {"--ids", ids});
+    const auto plain = c.cli(gen);
+    REQUIRE(plain.exit_code == 0);
+    l = c.cli({"launch", "--model", *model, "--split", "head:2,a:2,b:1", "--draft", "oracle:" + ids, "--draft-max", "4"});
+    REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+    gen.resize(gen.size() - 2);
+    const auto drafted = c.cli(gen);
+    CHECK(drafted.out == plain.out);
+    sp = speculation();
+    CHECK(sp["draft"] == "oracle");
+    CHECK(sp["tokens_accepted"] == sp["tokens_drafted"]);
+    CHECK(sp["tokens_per_pass"].get<double>() > 4.0);  // 4 drafted and the target's own, but near the end
+
+    const auto unknown = c.cli({"launch", "--model", *model, "--draft", "medusa"});
+    CHECK(unknown.exit_code != 0);
+    const auto missing = c.cli({"launch", "--model", *model, "--draft", "oracle:" + dir.file("none.txt")});
+    CHECK(missing.exit_code != 0);
+    CHECK(missing.err.find("cannot read") != std::string::npos);
+    // A model whose recurrent layers cannot take a rejected draft back: refused, saying so.
+    hearth::runtime::MakeModelOptions o;
+    o.shape = *hearth::runtime::random_model_preset("tiny");
+    o.arch = "qwen35";
+    const auto hybrid = c.cli({"launch", "--model", hearth::test::make_model(dir, "q.gguf", o), "--draft", "ngram"});
+    CHECK(hybrid.exit_code != 0);
+    CHECK(hybrid.err.find("recurrent layers") != std::string::npos);
+  }
+
   // Issue 18's check: a GPU stage in the middle of a pipeline of CPU stages (in CI, lavapipe).
   // Its sums run in another order than the CPU's, so hidden states differ in the last bits: a
   // trained model's tokens do not move (stories260K, as the arm64 stage of mixed_arch_test), a

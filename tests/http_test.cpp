@@ -742,7 +742,8 @@ TEST_SUITE("http") {
     // Its options are checked before anything is planned: each a 400 naming the field.
     for (const char* bad : {R"({"model":"beta","kv_type":"q4"})", R"({"model":"beta","kv_type":16})", R"({"model":"beta","ctx":5})",
                             R"({"model":"beta","wire_type":"q4_0"})", R"({"model":"beta","wire_type":2})",
-                            R"({"model":"beta","ctx":"big"})", R"({"model":"beta","streams":1000})", R"({"model":"beta","streams":1.5})"}) {
+                            R"({"model":"beta","ctx":"big"})", R"({"model":"beta","streams":1000})", R"({"model":"beta","streams":1.5})",
+                            R"({"model":"beta","draft":"oracle:/etc/passwd"})", R"({"model":"beta","draft":1})"}) {
       CAPTURE(bad);
       h = api.post("/v1/hearth/launch", bad);
       CHECK(h.status == 400);

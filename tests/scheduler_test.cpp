@@ -94,10 +94,12 @@ struct Driver {
   Pipeline& pipeline;
   std::vector<GenerationEvent> events;
   Scheduler scheduler;
-  Driver(Pipeline& p, const Model& m, int max_sequences, bool can_rewind)
+  Driver(Pipeline& p, const Model& m, int max_sequences, bool can_rewind, std::unique_ptr<DraftSource> drafts = nullptr,
+         DraftPaceOptions pace = {})
       : pipeline(p),
-        scheduler(p, m.tokenizer, 256, static_cast<int>(p.hosts.size()), max_sequences, can_rewind,
-                  [this](const GenerationEvent& e) { events.push_back(e); }) {}
+        scheduler(
+            p, m.tokenizer, 256, static_cast<int>(p.hosts.size()), max_sequences, can_rewind,
+            [this](const GenerationEvent& e) { events.push_back(e); }, std::move(drafts), pace) {}
 
   void deliver() {
     auto results = std::move(pipeline.results);
@@ -159,6 +161,30 @@ std::vector<std::pair<const char*, SamplingParams>> samplings() {
   penalised.repeat_penalty = 1.3f;
   penalised.repeat_last_n = 16;
   return {{"greedy", greedy}, {"seeded", seeded}, {"seeded, repetition penalty over 16", penalised}};
+}
+
+// Drafts from a fixed script: what follows the history in it, with `wrong` added to every token
+// (0: the target's own continuation, every draft accepted; 1: a draft that never agrees).
+struct ScriptSource final : DraftSource {
+  std::vector<int32_t> script;
+  int wrong = 0, n_vocab = 0;
+  std::vector<int32_t> propose(uint64_t, std::span<const int32_t> history, int k) override {
+    if (history.size() >= script.size() || !std::equal(history.begin(), history.end(), script.begin())) return {};
+    std::vector<int32_t> out;
+    for (size_t i = history.size(); i < script.size() && out.size() < static_cast<size_t>(k); ++i)
+      out.push_back((script[i] + wrong) % n_vocab);
+    return out;
+  }
+  std::string name() const override { return "script"; }
+};
+
+std::unique_ptr<DraftSource> script_source(const std::vector<int32_t>& prompt, const std::vector<int32_t>& reply, int wrong,
+                                           int V) {
+  auto s = std::make_unique<ScriptSource>();
+  s->script = concat(prompt, reply);
+  s->wrong = wrong;
+  s->n_vocab = V;
+  return s;
 }
 
 // Tokens a turn's caches hold after it: the prompt and the generated tokens, but the last of a
@@ -323,5 +349,110 @@ TEST_SUITE("scheduler") {
     const Reply r = head.generate(2, next, 6, greedy);
     CHECK(r.done.cached_tokens == static_cast<int>(prompt.size()));  // the prompt; its first token was dropped from view
     CHECK(r.tokens == fresh(*m, {2}, next, 6, greedy).tokens);
+  }
+
+  TEST_CASE("speculative decoding gives the plain tokens whether the drafts always, sometimes or never agree") {
+    // Quantized weights too: a draft's rows go through the multi-token kernels, and must give the
+    // logits one token at a time gives, bit for bit, or an oracle's drafts would be rejected.
+    for (auto type : {hearth::runtime::TensorType::F32, hearth::runtime::TensorType::Q8_0, hearth::runtime::TensorType::Q4_0}) {
+      CAPTURE(hearth::runtime::tensor_type_name(type));
+      TempDir dir;
+      hearth::runtime::MakeModelOptions o;
+      o.shape = *hearth::runtime::random_model_preset("tiny");
+      o.weight_std = 0.08f;
+      o.type = type;
+      const auto m = open_model(hearth::test::make_model(dir, "m.gguf", o));
+      const int V = m->config.n_vocab;
+      // A prompt that repeats itself, so that n-gram drafts find something.
+      const auto phrase = random_tokens(9, 30, V);
+      const auto prompt = concat(concat(concat(phrase, phrase), phrase), head_of(phrase, 4));
+      const int n = 24;
+      for (const std::vector<int>& cuts : std::vector<std::vector<int>>{{}, {2}, {1, 3}}) {
+        for (const auto& [name, sampling] : samplings()) {
+          CAPTURE(cuts.size() + 1);
+          CAPTURE(name);
+          const Reply plain = fresh(*m, cuts, prompt, n, sampling);
+          REQUIRE(plain.tokens.size() == static_cast<size_t>(n));
+          struct Case {
+            const char* source;
+            std::unique_ptr<DraftSource> drafts;
+          };
+          std::vector<Case> cases;
+          cases.push_back({"oracle", script_source(prompt, plain.tokens, 0, V)});
+          cases.push_back({"never agrees", script_source(prompt, plain.tokens, 1, V)});
+          cases.push_back({"ngram", make_draft_source("ngram")});
+          for (auto& c : cases) {
+            CAPTURE(c.source);
+            hearth::runtime::ThreadPool pool(2);
+            auto p = make_pipeline(*m, cuts, pool);
+            Driver head(*p, *m, 4, true, std::move(c.drafts), {.max_draft = 4, .first_draft = 4});
+            const Reply r = head.generate(1, prompt, n, sampling);
+            CHECK(r.tokens == plain.tokens);
+            CHECK(r.done.finish_reason == "length");
+            const SchedulerTotals& t = head.scheduler.totals();
+            CHECK(t.tokens_generated == static_cast<uint64_t>(n));
+            CHECK(t.decode_passes + 1 + t.tokens_accepted == static_cast<uint64_t>(n));  // the first token came from the prompt
+            if (std::string(c.source) == "oracle") {
+              CHECK(t.tokens_accepted == t.tokens_drafted);
+              CHECK(t.decode_passes <= static_cast<uint64_t>((n - 1 + 4) / 5));  // up to 4 drafts and the target's own each pass
+            } else if (std::string(c.source) == "never agrees") {
+              CHECK(t.tokens_drafted > 0);
+              CHECK(t.tokens_accepted == 0);
+            }
+            // The caches hold what a plain run's do: the next turn reuses them and continues alike.
+            const auto next = concat(concat(prompt, r.tokens), head_of(phrase, 5));
+            const Reply r2 = head.generate(2, next, 8, sampling);
+            CHECK(r2.done.cached_tokens > static_cast<int>(prompt.size()));
+            CHECK(r2.tokens == fresh(*m, cuts, next, 8, sampling).tokens);
+          }
+        }
+      }
+    }
+  }
+
+  TEST_CASE("conversations speculate side by side, and one that ends inside an accepted draft stops there") {
+    TempDir dir;
+    hearth::runtime::MakeModelOptions o;
+    o.shape = *hearth::runtime::random_model_preset("tiny");
+    o.weight_std = 0.08f;
+    const auto m = open_model(hearth::test::make_model(dir, "m.gguf", o));
+    const int V = m->config.n_vocab;
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    const auto a = random_tokens(20, 40, V), b = random_tokens(15, 41, V);
+    const Reply pa = fresh(*m, {2}, a, 16, greedy), pb = fresh(*m, {2}, b, 16, greedy);
+    // One oracle knowing both conversations.
+    struct Both final : DraftSource {
+      std::unique_ptr<DraftSource> x, y;
+      std::vector<int32_t> propose(uint64_t seq, std::span<const int32_t> h, int k) override {
+        auto d = x->propose(seq, h, k);
+        return d.empty() ? y->propose(seq, h, k) : d;
+      }
+      std::string name() const override { return "both"; }
+    };
+    auto both = std::make_unique<Both>();
+    both->x = script_source(a, pa.tokens, 0, V);
+    both->y = script_source(b, pb.tokens, 0, V);
+    hearth::runtime::ThreadPool pool(2);
+    auto p = make_pipeline(*m, {2}, pool);
+    Driver head(*p, *m, 4, true, std::move(both), {.max_draft = 3, .first_draft = 3});
+    head.scheduler.add("client", 1, a, 16, greedy);
+    head.scheduler.add("client", 2, b, 7, greedy);  // ends in the middle of a draft
+    std::map<uint64_t, std::vector<int32_t>> got;
+    std::map<uint64_t, std::string> finish;
+    for (int guard = 0; guard < 1000 && finish.size() < 2; ++guard) {
+      head.scheduler.step();
+      head.deliver();
+      for (const auto& e : head.events) {
+        if (e.done) finish[e.request_id] = e.finish_reason;
+        else got[e.request_id].push_back(e.token);
+      }
+      head.events.clear();
+    }
+    CHECK(got[1] == pa.tokens);
+    CHECK(got[2] == head_of(pb.tokens, 7));
+    CHECK(finish[1] == "length");
+    CHECK(finish[2] == "length");
+    CHECK(head.scheduler.totals().tokens_accepted > 10);
   }
 }

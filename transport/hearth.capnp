@@ -21,7 +21,9 @@ $Cxx.namespace("hearth::wire");
 
 # 2: errors carry an ErrorCategory.
 # 6: a hop may carry activations as f16 or q8_0 (Forward.dtype, Assignment.wireType).
-const protocolVersion :UInt16 = 6;
+# 7: a chunk may end in a draft the last stage checks (SeqChunk.drafts, SeqToken.accepted); an
+#    older last stage would sample after the draft as if it were accepted.
+const protocolVersion :UInt16 = 7;
 
 # What kind of failure an error is, chosen where it arises. Only the edges turn it into something
 # else: the HTTP gateway into a status code, the CLI into an exit code.
@@ -212,6 +214,8 @@ struct SeqChunk {
   sampling @5 :SamplingParams; # read when the request starts (pos == 0, or restarts)
   restarts @6 :Bool;          # the first chunk of a request that continues the sequence's kept
                               # caches from pos > 0: the last stage starts a new sampler
+  drafts @7 :UInt32;          # speculative decoding: the chunk's last `drafts` tokens are a draft
+                              # the last stage checks (less than nTokens; wantToken set)
 }
 
 # Followed by a raw frame: [sum(nTokens) x nEmbd] values of `dtype`, little-endian, row-major
@@ -232,7 +236,8 @@ struct Forward {
 
 struct SeqToken {
   seq @0 :UInt64;
-  token @1 :Int32;
+  token @1 :Int32;            # the last stage's own token
+  accepted @2 :UInt32;        # draft tokens of the chunk it accepted; they come before `token`
 }
 
 struct Result {
@@ -312,6 +317,8 @@ struct LaunchRequest {
   streams @5 :UInt32;
   kvType @6 :KvType;
   wireType @7 :WireType;
+  draft @8 :Text;             # speculative decoding's drafts: "" or none, ngram, oracle:FILE
+  draftMax @9 :UInt32;        # the most tokens one draft holds (0: the default, 8)
 }
 
 # How the hops between stages carry activations (cluster/activation_codec.h).
@@ -498,6 +505,10 @@ struct StatusReply {
   pairingRateLimited @22 :UInt64;  # pairing attempts refused for coming too often from one address
   hasLaunching @23 :Bool;     # a launch receiving its weights beside the plan that serves
   launching @24 :PlanReport;
+  draft @25 :Text;            # speculative decoding's draft source ("" for none)
+  tokensDrafted @26 :UInt64;  # draft tokens sent down the pipeline to be checked
+  tokensAccepted @27 :UInt64; # of them, those the last stage accepted
+  decodePasses @28 :UInt64;   # decode passes (one conversation's step through the pipeline)
 }
 
 # From the CLI: unload everything. From the head to a device: drop the stage and any staged

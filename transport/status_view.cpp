@@ -94,6 +94,18 @@ json status_view(wire::StatusReply::Reader s) {
                        {"tokens_generated", s.getTokensGenerated()},
                        {"last_decode_tok_s", s.getLastDecodeTokS()},
                        {"last_ttft_ms", s.getLastTtftS() * 1e3}};
+  if (s.getHasGeneration()) {
+    // Speculative decoding: what the drafts earned. Tokens per pass is what the pipeline's round
+    // trip is divided by (1 without drafts).
+    const double drafted = static_cast<double>(s.getTokensDrafted()), passes = static_cast<double>(s.getDecodePasses());
+    j["generation"]["speculation"] = {
+        {"draft", s.getDraft().cStr()},
+        {"tokens_drafted", s.getTokensDrafted()},
+        {"tokens_accepted", s.getTokensAccepted()},
+        {"decode_passes", s.getDecodePasses()},
+        {"acceptance_rate", drafted > 0 ? static_cast<double>(s.getTokensAccepted()) / drafted : 0.0},
+        {"tokens_per_pass", passes > 0 ? 1.0 + static_cast<double>(s.getTokensAccepted()) / passes : 1.0}};
+  }
   for (auto l : s.getLinks())
     j["links"].push_back({{"from", l.getFrom().cStr()},
                           {"to", l.getTo().cStr()},

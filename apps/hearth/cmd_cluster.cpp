@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 #include "apps/hearth/launch_progress.h"
 #include "transport/status_view.h"
 #include "cluster/config.h"
+#include "cluster/draft_source.h"
 #include "cluster/wire_convert.h"
 #include "runtime/text/tokenizer.h"
 #include "transport/curve.h"
@@ -173,7 +175,16 @@ struct LaunchArgs {
   bool json = false;
   std::string kv_type = kDefaultKvType;
   std::string wire_type = "f32";
+  std::string draft = "none";
+  uint32_t draft_max = 0;
 };
+
+// The oracle's file is read by the head, in its own working directory: sent absolute.
+std::string draft_choice(const std::string& draft) {
+  const std::string oracle = "oracle:";
+  if (draft.rfind(oracle, 0) != 0 || !std::filesystem::exists(draft.substr(oracle.size()))) return draft;
+  return oracle + std::filesystem::absolute(draft.substr(oracle.size())).lexically_normal().string();
+}
 
 void launch(const HeadTarget& head, const LaunchArgs& a) {
   HeadClient c(head);
@@ -187,6 +198,8 @@ void launch(const HeadTarget& head, const LaunchArgs& a) {
   r.setStreams(a.streams);
   r.setKvType(cluster::kv_type_to_wire(kv_type_named(a.kv_type)));
   r.setWireType(wire_type_named(a.wire_type));
+  r.setDraft(draft_choice(a.draft));
+  r.setDraftMax(a.draft_max);
   r.setSplit(a.split);
   auto list = r.initDevices(static_cast<unsigned>(a.devices.size()));
   for (unsigned i = 0; i < a.devices.size(); ++i) list.set(i, a.devices[i]);
@@ -234,7 +247,14 @@ struct GenerateArgs {
   uint32_t n_predict = 128;
   runtime::SamplingParams sampling;
   bool no_cache = false;
+  std::string ids;  // where to write the generated token ids (an oracle draft's file), if anywhere
 };
+
+void write_ids(const std::string& path, const std::vector<int32_t>& ids) {
+  std::ofstream out(path);
+  for (int32_t id : ids) out << id << '\n';
+  if (!out.flush()) throw std::runtime_error("cannot write the token ids to " + path);
+}
 
 void generate(const HeadTarget& head, const GenerateArgs& a) {
   HeadClient c(head);
@@ -247,11 +267,13 @@ void generate(const HeadTarget& head, const GenerateArgs& a) {
   runtime::Utf8Stream utf8;
   std::string error;
   auto category = wire::ErrorCategory::INTERNAL;
+  std::vector<int32_t> ids;
   c.request(
       b,
       [&](wire::Envelope::Reader env) {
         const auto e = env.getGenerateEvent();
         if (!e.getDone()) {
+          ids.push_back(e.getToken());
           const auto t = e.getText();
           const std::string text = utf8.push(std::string_view(t.cStr(), t.size()));
           std::fwrite(text.data(), 1, text.size(), stdout);
@@ -270,6 +292,7 @@ void generate(const HeadTarget& head, const GenerateArgs& a) {
       },
       std::chrono::seconds(60));
   if (!error.empty()) throw HeadError(category, error);
+  if (!a.ids.empty()) write_ids(a.ids, ids);
 }
 
 void status(const HeadTarget& head, bool json) {
@@ -308,6 +331,13 @@ void status(const HeadTarget& head, bool json) {
     std::printf("generation: %d active, %d requests, %d tokens; last: %.2f tok/s, first token after %.0f ms\n",
                 g["active"].get<int>(), g["requests"].get<int>(), g["tokens_generated"].get<int>(),
                 g["last_decode_tok_s"].get<double>(), g["last_ttft_ms"].get<double>());
+    if (g.contains("speculation") && !g["speculation"]["draft"].get<std::string>().empty()) {
+      const auto& sp = g["speculation"];
+      std::printf("speculation: %s drafts, %llu tokens drafted, %llu accepted (%.0f%%); %.2f tokens per pass\n",
+                  sp["draft"].get<std::string>().c_str(), static_cast<unsigned long long>(sp["tokens_drafted"].get<uint64_t>()),
+                  static_cast<unsigned long long>(sp["tokens_accepted"].get<uint64_t>()),
+                  100 * sp["acceptance_rate"].get<double>(), sp["tokens_per_pass"].get<double>());
+    }
   }
   const auto& d = s["dropped"];
   if (s.contains("security"))
@@ -369,6 +399,12 @@ void add_cluster_commands(CLI::App& app) {
   l->add_flag("--json", la->json, "Print the plan as JSON");
   add_kv_type_option(l, la->kv_type);
   add_wire_type_option(l, la->wire_type);
+  l->add_option("--draft", la->draft,
+                "Speculative decoding: none, ngram (drafts from the conversation itself), or oracle:FILE (benchmarks: the "
+                "target's own recorded continuation, token ids)")
+      ->check([](const std::string& v) { return cluster::is_draft_choice(v) ? std::string() : "none, ngram or oracle:FILE"; })
+      ->capture_default_str();
+  l->add_option("--draft-max", la->draft_max, "The most tokens one draft holds (default 8; the pace adapts below it)");
   l->callback([head, la] { launch(*head, *la); });
 
   auto ga = std::make_shared<GenerateArgs>();
@@ -382,6 +418,7 @@ void add_cluster_commands(CLI::App& app) {
   g->add_option("--repeat-penalty", ga->sampling.repeat_penalty, "Penalty for recent tokens; 1 = off");
   g->add_option("--seed", ga->sampling.seed, "Random seed");
   g->add_flag("--no-cache-prompt", ga->no_cache, "Compute the whole prompt, even where a kept KV cache holds its beginning");
+  g->add_option("--ids", ga->ids, "Also write the generated token ids to this file (for `hearth launch --draft oracle:FILE`)");
   g->callback([head, ga] { generate(*head, *ga); });
 
   auto sj = std::make_shared<bool>(false);

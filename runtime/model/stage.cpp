@@ -142,6 +142,9 @@ int Stage::validate(const StageInput& in) const {
   size_t new_seqs = 0;
   for (const SeqChunk& ch : in.chunks) {
     if (ch.n_tokens <= 0) bad_input("chunk of sequence " + std::to_string(ch.seq) + " has no tokens");
+    if (ch.logits < 1 || ch.logits > ch.n_tokens)
+      bad_input("chunk of sequence " + std::to_string(ch.seq) + " asks for " + std::to_string(ch.logits) +
+                " rows of logits from " + std::to_string(ch.n_tokens) + " tokens");
     if (!seen.insert(ch.seq).second) bad_input("sequence " + std::to_string(ch.seq) + " appears twice in one batch");
     const int len = length(ch.seq);
     if (ch.pos < 0 || ch.pos > len)
@@ -377,16 +380,16 @@ void Stage::attention(int layer, int n_tokens) {
 std::span<const float> Stage::output_head(const StageInput& in, int n_tokens) {
   const ModelConfig& c = config();
   const int E = c.n_embd;
-  // Rows whose logits are wanted: every token, or the last of each chunk.
+  // Rows whose logits are wanted: every token, or the last `logits` of each chunk.
   int rows = 0;
+  const auto norm = [&](int t) { rmsnorm(&x_[t * E], weights_->output_norm().data(), &xn_[rows++ * E], E, c.rms_eps); };
   if (in.all_logits) {
-    for (int t = 0; t < n_tokens; ++t, ++rows) rmsnorm(&x_[t * E], weights_->output_norm().data(), &xn_[rows * E], E, c.rms_eps);
+    for (int t = 0; t < n_tokens; ++t) norm(t);
   } else {
     int end = 0;
     for (const SeqChunk& ch : in.chunks) {
       end += ch.n_tokens;
-      rmsnorm(&x_[(end - 1) * E], weights_->output_norm().data(), &xn_[rows * E], E, c.rms_eps);
-      ++rows;
+      for (int t = end - ch.logits; t < end; ++t) norm(t);
     }
   }
   const size_t need = static_cast<size_t>(rows) * c.n_vocab;

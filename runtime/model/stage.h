@@ -56,13 +56,16 @@ struct SeqChunk {
   int pos = 0;       // position of the first token; must be <= the sequence's current length
                      // (a smaller value rewinds the cache, e.g. to regenerate)
   int n_tokens = 0;
+  // Rows of logits the output stage returns for it: its last `logits` tokens (speculative
+  // decoding verifies a draft with one row per drafted token, plus one).
+  int logits = 1;
 };
 
 struct StageInput {
   std::span<const SeqChunk> chunks;
   std::span<const int32_t> tokens;  // embedding stage: one id per token of the batch
   std::span<const float> hidden;    // other stages: [n_tokens x n_embd]
-  bool all_logits = false;          // output stage: logits for every token, not just each chunk's last
+  bool all_logits = false;          // output stage: logits for every token, not just each chunk's last rows
 };
 
 class Stage {
@@ -75,7 +78,8 @@ class Stage {
   int max_batch() const { return options_.max_batch; }
 
   // Runs the batch through this stage's layers. Returns hidden states [n_tokens x n_embd], or on
-  // the output stage logits [rows x n_vocab] (rows = chunks, or tokens with all_logits). The span
+  // the output stage logits [rows x n_vocab] (rows: each chunk's `logits`, in order, or every token
+  // with all_logits). The span
   // stays valid until the next call. Throws std::invalid_argument, before changing any state,
   // when the input is inconsistent (bad ids, sizes, positions, too many tokens or sequences).
   std::span<const float> forward(const StageInput& input);

@@ -1,0 +1,32 @@
+#include "cluster/draft_pace.h"
+
+#include <algorithm>
+
+namespace hearth::cluster {
+
+namespace {
+constexpr int kMissesBeforeRest = 2;
+constexpr int kLongestRest = 64;
+}  // namespace
+
+DraftPace::DraftPace(DraftPaceOptions options)
+    : options_(options), k_(std::clamp(options.first_draft, 1, std::max(1, options.max_draft))) {}
+
+int DraftPace::next() const { return rest_ > 0 || options_.max_draft <= 0 ? 0 : k_; }
+
+void DraftPace::checked(int drafted, int accepted) {
+  if (drafted <= 0) return;
+  if (accepted >= drafted) k_ = std::min(std::max(1, options_.max_draft), k_ + 1);
+  else k_ = std::max(1, accepted + 1);
+  if (accepted > 0) {
+    misses_ = 0;
+    return;
+  }
+  if (++misses_ >= kMissesBeforeRest) rest_ = std::min(kLongestRest, 1 << std::min(misses_ - kMissesBeforeRest, 6));
+}
+
+void DraftPace::plain_step() {
+  if (rest_ > 0) --rest_;
+}
+
+}  // namespace hearth::cluster
