@@ -4,6 +4,7 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "runtime/model/draft_model.h"
 #include "runtime/model/ngram_draft.h"
 
 namespace hearth::cluster {
@@ -38,6 +39,20 @@ class OracleSource final : public DraftSource {
   std::vector<int32_t> script_;
 };
 
+// A draft model's greedy continuation (runtime/model/draft_model.h).
+class ModelSource final : public DraftSource {
+ public:
+  ModelSource(const std::string& path, const DraftTarget& t) : model_(path, t.vocab, t.n_ctx, t.max_sequences, t.threads) {}
+  std::vector<int32_t> propose(uint64_t seq, std::span<const int32_t> history, int k) override {
+    return model_.propose(seq, history, k);
+  }
+  void forget(uint64_t seq) override { model_.forget(seq); }
+  std::string name() const override { return "model"; }
+
+ private:
+  runtime::DraftModel model_;
+};
+
 constexpr const char* kOracle = "oracle:";
 
 std::vector<int32_t> read_ids(const std::string& path) {
@@ -56,15 +71,26 @@ std::vector<int32_t> read_ids(const std::string& path) {
 
 }  // namespace
 
+bool is_draft_model(const std::string& choice) { return choice.size() > 5 && choice.ends_with(".gguf"); }
+
 bool is_draft_choice(const std::string& choice) {
-  return choice.empty() || choice == "none" || choice == "ngram" || (choice.rfind(kOracle, 0) == 0 && choice.size() > 7);
+  return choice.empty() || choice == "none" || choice == "ngram" || (choice.rfind(kOracle, 0) == 0 && choice.size() > 7) ||
+         is_draft_model(choice);
 }
 
-std::unique_ptr<DraftSource> make_draft_source(const std::string& choice) {
+std::unique_ptr<DraftSource> make_draft_source(const std::string& choice, const DraftTarget& target) {
   if (!is_draft_choice(choice))
-    throw std::invalid_argument("unknown draft source \"" + choice + "\": choose none, ngram, or oracle:FILE (benchmarks)");
+    throw std::invalid_argument("unknown draft source \"" + choice +
+                                "\": choose none, ngram, a draft model FILE.gguf, or oracle:FILE (benchmarks)");
   if (choice.empty() || choice == "none") return nullptr;
   if (choice == "ngram") return std::make_unique<NgramSource>();
+  if (is_draft_model(choice)) {
+    try {
+      return std::make_unique<ModelSource>(choice, target);
+    } catch (const std::runtime_error& e) {  // not a model file, or one this runtime cannot run
+      throw std::invalid_argument(std::string("the draft model: ") + e.what());
+    }
+  }
   return std::make_unique<OracleSource>(read_ids(choice.substr(7)));
 }
 

@@ -82,6 +82,7 @@ class Head final : public HeadRole {
   std::unique_ptr<LaunchedPlan> open_model(const std::string& model_path);
   partitioner::PartitionOptions partition_options(transport::wire::LaunchRequest::Reader r, LaunchedPlan& p) const;
   void choose_draft(transport::wire::LaunchRequest::Reader r, LaunchedPlan& p) const;
+  DraftTarget draft_target(const LaunchedPlan& p) const;
   partitioner::PartitionPlan fit_plan(LaunchedPlan& p, const std::vector<const Device*>& devices,
                                       const partitioner::LinkTable& links, bool sized_by_client);
   std::string what_would_fit(const LaunchedPlan& p, const std::vector<const Device*>& devices) const;

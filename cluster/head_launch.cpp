@@ -5,6 +5,7 @@
 #include <xxhash.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "cluster/activation_codec.h"
 #include "cluster/wire_choice.h"
@@ -38,7 +39,14 @@ void Head::on_launch(const std::string& client, uint64_t request_id, wire::Launc
     p->launcher_request = request_id;
     p->partition = partition_options(r, *p);
     for (auto n : r.getDevices()) p->wanted.emplace_back(n.cStr());
-    const std::vector<const Device*> devices = registry_.candidates(p->wanted);
+    std::vector<const Device*> devices = registry_.candidates(p->wanted);
+    Device head_with_draft;  // the head as the planner sees it when it also holds a draft model
+    for (auto& d : devices)
+      if (d->is_self && p->draft_bytes > 0) {
+        head_with_draft = *d;
+        head_with_draft.profile.usable_memory_bytes = std::max(0.0, d->profile.usable_memory_bytes - static_cast<double>(p->draft_bytes));
+        d = &head_with_draft;
+      }
     const partitioner::LinkTable links = registry_.link_table(devices);
     const bool sized_by_client = r.getCtx() > 0 || r.getStreams() > 0;
     p->plan = r.getSplit().size() == 0 ? fit_plan(*p, devices, links, sized_by_client)
@@ -191,10 +199,18 @@ void Head::choose_draft(wire::LaunchRequest::Reader r, LaunchedPlan& p) const {
     throw Failure(ErrorCategory::BAD_REQUEST,
                   "--draft: this model's recurrent layers cannot take back a rejected draft; launch it without one");
   try {
-    make_draft_source(p.draft);
+    make_draft_source(p.draft, draft_target(p));
+    if (is_draft_model(p.draft)) p.draft_bytes = std::filesystem::file_size(p.draft);
   } catch (const std::invalid_argument& e) {
     throw Failure(ErrorCategory::BAD_REQUEST, e.what());
   }
+}
+
+DraftTarget Head::draft_target(const LaunchedPlan& p) const {
+  return {.vocab = p.tokenizer->vocab(),
+          .n_ctx = p.options.n_ctx,
+          .max_sequences = p.options.max_sequences,
+          .threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))};
 }
 
 void Head::assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devices, bool staged) {
@@ -230,7 +246,7 @@ void Head::start_serving() {
   p.stages[0].resident_bytes = ports_.host.resident_bytes();
   scheduler_ = std::make_unique<Scheduler>(
       ports_.stage, *p.tokenizer, p.options.n_ctx, static_cast<int>(p.stages.size()), p.options.max_sequences,
-      p.config.full_attention_interval == 0, [this](const GenerationEvent& e) { emit(e); }, make_draft_source(p.draft),
+      p.config.full_attention_interval == 0, [this](const GenerationEvent& e) { emit(e); }, make_draft_source(p.draft, draft_target(p)),
       DraftPaceOptions{.max_draft = p.draft_max, .first_draft = std::min(4, p.draft_max)});
   if (alone) launch_finished(p, true, "");
 }

@@ -22,6 +22,7 @@ std::unique_ptr<LaunchedPlan> successor(LaunchedPlan& old, uint64_t id, const st
   p->wire_type = old.wire_type;
   p->draft = old.draft;
   p->draft_max = old.draft_max;
+  p->draft_bytes = old.draft_bytes;
   p->spec = old.spec;
   p->partition = old.partition;
   p->wanted = old.wanted;

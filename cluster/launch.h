@@ -73,6 +73,7 @@ struct LaunchedPlan {
   // most tokens one draft may hold.
   std::string draft;
   int draft_max = 8;
+  uint64_t draft_bytes = 0;  // a draft model's file, held on the head beside its stage
   // How it was planned, to plan again on the devices left when one is lost.
   partitioner::ModelSpec spec;
   partitioner::PartitionOptions partition;

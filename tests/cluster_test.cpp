@@ -262,6 +262,15 @@ TEST_SUITE("cluster") {
     CHECK(sp["tokens_accepted"] == sp["tokens_drafted"]);
     CHECK(sp["tokens_per_pass"].get<double>() > 4.0);  // 4 drafted and the target's own, but near the end
 
+    // A draft model on the head: the model itself, so its greedy drafts are all accepted.
+    l = c.cli({"launch", "--model", *model, "--split", "head:2,a:2,b:1", "--draft", *model});
+    REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+    CHECK(c.cli(gen).out == plain.out);
+    sp = speculation();
+    CHECK(sp["draft"] == *model);
+    CHECK(sp["tokens_drafted"].get<uint64_t>() > 20);
+    CHECK(sp["tokens_accepted"] == sp["tokens_drafted"]);
+
     const auto unknown = c.cli({"launch", "--model", *model, "--draft", "medusa"});
     CHECK(unknown.exit_code != 0);
     const auto missing = c.cli({"launch", "--model", *model, "--draft", "oracle:" + dir.file("none.txt")});

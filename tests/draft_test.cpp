@@ -135,17 +135,19 @@ TEST_SUITE("draft") {
   }
 
   TEST_CASE("draft sources: none, ngram and an oracle from a file; anything else is refused with the choices") {
-    CHECK(cluster::make_draft_source("") == nullptr);
-    CHECK(cluster::make_draft_source("none") == nullptr);
-    CHECK(cluster::make_draft_source("ngram")->name() == "ngram");
-    CHECK_THROWS_WITH_AS(cluster::make_draft_source("medusa"), doctest::Contains("none, ngram, or oracle:FILE"),
+    const runtime::Vocab vocab;
+    const auto make = [&](const std::string& choice) { return cluster::make_draft_source(choice, {.vocab = vocab}); };
+    CHECK(make("") == nullptr);
+    CHECK(make("none") == nullptr);
+    CHECK(make("ngram")->name() == "ngram");
+    CHECK_THROWS_WITH_AS(make("medusa"), doctest::Contains("none, ngram, a draft model FILE.gguf, or oracle:FILE"),
                          std::invalid_argument);
-    CHECK_THROWS_AS(cluster::make_draft_source("oracle:/nonexistent/ids.txt"), std::invalid_argument);
+    CHECK_THROWS_AS(make("oracle:/nonexistent/ids.txt"), std::invalid_argument);
     test::TempDir dir;
     const std::string ids = dir.file("ids.txt");
     const auto write = [&](const std::string& text) { test::write_bytes(ids, std::vector<uint8_t>(text.begin(), text.end())); };
     write("5 6 7\n8 9\n");
-    auto oracle = cluster::make_draft_source("oracle:" + ids);
+    auto oracle = make("oracle:" + ids);
     // The history ends with the recording's first tokens (after a prompt it does not know).
     CHECK(oracle->propose(1, Ids{1, 2, 5, 6}, 2) == Ids{7, 8});
     CHECK(oracle->propose(1, Ids{3, 5}, 9) == Ids{6, 7, 8, 9});
@@ -153,7 +155,6 @@ TEST_SUITE("draft") {
     CHECK(oracle->propose(1, Ids{5, 6, 7, 8, 9}, 4).empty());  // the recording is over
     CHECK(oracle->propose(1, Ids{5, 7}, 2).empty());           // left the recording
     write("5 six 7\n");
-    CHECK_THROWS_WITH_AS(cluster::make_draft_source("oracle:" + ids), doctest::Contains("other than token ids"),
-                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(make("oracle:" + ids), doctest::Contains("other than token ids"), std::invalid_argument);
   }
 }

@@ -77,9 +77,9 @@ std::unique_ptr<Pipeline> make_pipeline(const Model& m, const std::vector<int>& 
   bounds.push_back(m.config.n_layer);
   for (size_t i = 0; i + 1 < bounds.size(); ++i) {
     const hearth::runtime::StageSpec spec{bounds[i], bounds[i + 1], i == 0, i + 2 == bounds.size()};
-    p->hosts.push_back(std::make_unique<StageHost>(std::make_shared<hearth::runtime::StageWeights>(m.file, m.config, spec),
-                                                   hearth::runtime::StageOptions{.n_ctx = 256, .max_batch = 64, .max_sequences = 4},
-                                                   pool));
+    p->hosts.push_back(
+        std::make_unique<StageHost>(std::make_shared<hearth::runtime::StageWeights>(m.file, m.config, spec),
+                                    hearth::runtime::StageOptions{.n_ctx = 256, .max_batch = 64, .max_sequences = 4}, pool));
   }
   return p;
 }
@@ -361,8 +361,16 @@ TEST_SUITE("scheduler") {
       o.shape = *hearth::runtime::random_model_preset("tiny");
       o.weight_std = 0.08f;
       o.type = type;
-      const auto m = open_model(hearth::test::make_model(dir, "m.gguf", o));
+      const std::string path = hearth::test::make_model(dir, "m.gguf", o);
+      const auto m = open_model(path);
       const int V = m->config.n_vocab;
+      // A draft model: another random model of the same vocabulary (it agrees now and then at most).
+      hearth::runtime::MakeModelOptions other = o;
+      other.seed = 99;
+      other.shape.n_layer = 2;
+      other.vocab_from = path;
+      const std::string other_path = hearth::test::make_model(dir, "draft.gguf", other);
+      const DraftTarget target{.vocab = m->tokenizer.vocab(), .n_ctx = 256, .max_sequences = 4, .threads = 1};
       // A prompt that repeats itself, so that n-gram drafts find something.
       const auto phrase = random_tokens(9, 30, V);
       const auto prompt = concat(concat(concat(phrase, phrase), phrase), head_of(phrase, 4));
@@ -370,7 +378,7 @@ TEST_SUITE("scheduler") {
       for (const std::vector<int>& cuts : std::vector<std::vector<int>>{{}, {2}, {1, 3}}) {
         for (const auto& [name, sampling] : samplings()) {
           CAPTURE(cuts.size() + 1);
-          CAPTURE(name);
+          CAPTURE(std::string(name));
           const Reply plain = fresh(*m, cuts, prompt, n, sampling);
           REQUIRE(plain.tokens.size() == static_cast<size_t>(n));
           struct Case {
@@ -380,9 +388,11 @@ TEST_SUITE("scheduler") {
           std::vector<Case> cases;
           cases.push_back({"oracle", script_source(prompt, plain.tokens, 0, V)});
           cases.push_back({"never agrees", script_source(prompt, plain.tokens, 1, V)});
-          cases.push_back({"ngram", make_draft_source("ngram")});
+          cases.push_back({"ngram", make_draft_source("ngram", target)});
+          cases.push_back({"draft model: the target itself", make_draft_source(path, target)});
+          cases.push_back({"draft model: another random model", make_draft_source(other_path, target)});
           for (auto& c : cases) {
-            CAPTURE(c.source);
+            CAPTURE(std::string(c.source));
             hearth::runtime::ThreadPool pool(2);
             auto p = make_pipeline(*m, cuts, pool);
             Driver head(*p, *m, 4, true, std::move(c.drafts), {.max_draft = 4, .first_draft = 4});
@@ -392,7 +402,10 @@ TEST_SUITE("scheduler") {
             const SchedulerTotals& t = head.scheduler.totals();
             CHECK(t.tokens_generated == static_cast<uint64_t>(n));
             CHECK(t.decode_passes + 1 + t.tokens_accepted == static_cast<uint64_t>(n));  // the first token came from the prompt
-            if (std::string(c.source) == "oracle") {
+            // A draft model proposes its greedy continuation: the target's own, when it samples greedily.
+            const bool always = std::string(c.source) == "oracle" ||
+                                (std::string(c.source) == "draft model: the target itself" && sampling.temperature == 0);
+            if (always) {
               CHECK(t.tokens_accepted == t.tokens_drafted);
               CHECK(t.decode_passes <= static_cast<uint64_t>((n - 1 + 4) / 5));  // up to 4 drafts and the target's own each pass
             } else if (std::string(c.source) == "never agrees") {
@@ -454,5 +467,24 @@ TEST_SUITE("scheduler") {
     CHECK(finish[1] == "length");
     CHECK(finish[2] == "length");
     CHECK(head.scheduler.totals().tokens_accepted > 10);
+  }
+
+  TEST_CASE("a draft model must share the model's vocabulary and be able to go back") {
+    TempDir dir;
+    hearth::runtime::MakeModelOptions o;
+    o.shape = *hearth::runtime::random_model_preset("tiny");
+    const auto m = open_model(hearth::test::make_model(dir, "m.gguf", o));
+    const DraftTarget target{.vocab = m->tokenizer.vocab(), .n_ctx = 256};
+    hearth::runtime::MakeModelOptions larger = o;
+    larger.shape.n_vocab = 600;
+    CHECK_THROWS_WITH_AS(make_draft_source(hearth::test::make_model(dir, "v.gguf", larger), target),
+                         doctest::Contains("must share the model's vocabulary"), std::invalid_argument);
+    hearth::runtime::MakeModelOptions hybrid = o;
+    hybrid.arch = "qwen35";
+    CHECK_THROWS_WITH_AS(make_draft_source(hearth::test::make_model(dir, "q.gguf", hybrid), target),
+                         doctest::Contains("recurrent"), std::invalid_argument);
+    const std::string junk = dir.file("junk.gguf");
+    hearth::test::write_bytes(junk, {1, 2, 3});
+    CHECK_THROWS_WITH_AS(make_draft_source(junk, target), doctest::Contains("the draft model"), std::invalid_argument);
   }
 }

@@ -179,11 +179,14 @@ struct LaunchArgs {
   uint32_t draft_max = 0;
 };
 
-// The oracle's file is read by the head, in its own working directory: sent absolute.
+// A draft model's or an oracle's file is read by the head, in its own working directory: sent
+// absolute.
 std::string draft_choice(const std::string& draft) {
   const std::string oracle = "oracle:";
-  if (draft.rfind(oracle, 0) != 0 || !std::filesystem::exists(draft.substr(oracle.size()))) return draft;
-  return oracle + std::filesystem::absolute(draft.substr(oracle.size())).lexically_normal().string();
+  const bool is_oracle = draft.rfind(oracle, 0) == 0;
+  const std::string path = is_oracle ? draft.substr(oracle.size()) : draft;
+  if (!(is_oracle || cluster::is_draft_model(draft)) || !std::filesystem::exists(path)) return draft;
+  return (is_oracle ? oracle : "") + std::filesystem::absolute(path).lexically_normal().string();
 }
 
 void launch(const HeadTarget& head, const LaunchArgs& a) {
@@ -400,9 +403,11 @@ void add_cluster_commands(CLI::App& app) {
   add_kv_type_option(l, la->kv_type);
   add_wire_type_option(l, la->wire_type);
   l->add_option("--draft", la->draft,
-                "Speculative decoding: none, ngram (drafts from the conversation itself), or oracle:FILE (benchmarks: the "
-                "target's own recorded continuation, token ids)")
-      ->check([](const std::string& v) { return cluster::is_draft_choice(v) ? std::string() : "none, ngram or oracle:FILE"; })
+                "Speculative decoding: none, ngram (drafts from the conversation itself), FILE.gguf (a small model of the same "
+                "vocabulary, run on the head), or oracle:FILE (benchmarks: the target's own recorded continuation, token ids)")
+      ->check([](const std::string& v) {
+        return cluster::is_draft_choice(v) ? std::string() : "none, ngram, FILE.gguf or oracle:FILE";
+      })
       ->capture_default_str();
   l->add_option("--draft-max", la->draft_max, "The most tokens one draft holds (default 8; the pace adapts below it)");
   l->callback([head, la] { launch(*head, *la); });
