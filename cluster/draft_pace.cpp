@@ -7,6 +7,9 @@ namespace hearth::cluster {
 namespace {
 constexpr int kMissesBeforeRest = 2;
 constexpr int kLongestRest = 64;
+constexpr double kFollow = 0.1;  // weight of a new step in the moving averages (steps jitter by milliseconds)
+
+void follow(double& average, double sample) { average = average <= 0 ? sample : average + kFollow * (sample - average); }
 }  // namespace
 
 DraftPace::DraftPace(DraftPaceOptions options)
@@ -16,6 +19,11 @@ int DraftPace::next() const { return rest_ > 0 || options_.max_draft <= 0 ? 0 : 
 
 void DraftPace::checked(int drafted, int accepted) {
   if (drafted <= 0) return;
+  if (pays()) {
+    k_ = std::max(1, options_.max_draft);
+    misses_ = 0;
+    return;
+  }
   if (accepted >= drafted) k_ = std::min(std::max(1, options_.max_draft), k_ + 1);
   else k_ = std::max(1, accepted + 1);
   if (accepted > 0) {
@@ -28,5 +36,14 @@ void DraftPace::checked(int drafted, int accepted) {
 void DraftPace::plain_step() {
   if (rest_ > 0) --rest_;
 }
+
+void DraftPace::timed(int drafted, int tokens, double seconds) {
+  if (seconds <= 0 || tokens <= 0) return;
+  if (drafted <= 0) return follow(plain_s_, seconds);
+  follow(draft_s_, seconds);
+  follow(draft_tokens_, tokens);
+}
+
+bool DraftPace::pays() const { return plain_s_ > 0 && draft_s_ > 0 && draft_s_ / draft_tokens_ < plain_s_; }
 
 }  // namespace hearth::cluster

@@ -1,11 +1,21 @@
-// How many tokens to draft next for one conversation, from how its drafts fared.
+// How many tokens to draft next for one conversation, from how its drafts fared and what they
+// cost.
 //
-// A draft costs a pass of k + 1 rows instead of one: on a CPU stage that is nearly the same time
-// (decoding reads the weights once either way), but every hop carries k + 1 rows of activations
-// and the output head computes k + 1 rows of logits. So k follows what the drafts earn: it grows
-// by one after a draft accepted whole, and shrinks to one past the accepted part after a partial
-// one. Drafts rejected outright in a row stop drafting for a while, doubling each time (1, 2, 4
-// ... 64 steps), so a source that never agrees costs a draft now and then, not one every step.
+// A draft costs its drafting (a draft model's passes on the head; n-gram lookup is free) and a
+// pass of k + 1 rows instead of one: every hop carries k + 1 rows and the stages compute them.
+// What that costs depends on the home: nearly nothing where the pipeline's round trip is what a
+// token waits for (a small model over Wi-Fi), a good part of a step where the stages' compute is
+// (a large model on CPUs). So the pace measures what drafting earns: each step's cycle (from one
+// result of the conversation to the next: drafting, sending, the pass) and the tokens it gave,
+// as moving averages for steps with a draft and steps without.
+//
+// - While steps with drafts are measured to give tokens faster than plain steps, every step
+//   drafts max_draft tokens: misses and all, drafting pays, and longer drafts catch longer runs.
+// - Otherwise (or before both are measured) k follows what the drafts earn: +1 after a draft
+//   accepted whole, one past the accepted part after a partial one; and drafts rejected outright
+//   twice in a row stop drafting for a while, doubling each time (1, 2, 4 ... 64 steps), so a
+//   source that never agrees costs a draft now and then, not one every step. The rests are also
+//   when plain steps are measured.
 #pragma once
 
 namespace hearth::cluster {
@@ -24,12 +34,19 @@ class DraftPace {
   void checked(int drafted, int accepted);
   // A step went without a draft (resting, or the source had none).
   void plain_step();
+  // One step's cycle took `seconds` and gave `tokens`, with a draft of `drafted` (0: plain).
+  void timed(int drafted, int tokens, double seconds);
+  // Whether steps with drafts are measured to give tokens faster than plain steps.
+  bool pays() const;
 
  private:
   DraftPaceOptions options_;
   int k_;
   int misses_ = 0;  // drafts in a row with nothing accepted
   int rest_ = 0;    // steps left without drafting
+  // Moving averages (0: not measured yet): a plain step's cycle; a drafting step's cycle and
+  // the tokens it gave.
+  double plain_s_ = 0, draft_s_ = 0, draft_tokens_ = 0;
 };
 
 }  // namespace hearth::cluster

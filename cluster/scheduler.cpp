@@ -185,6 +185,7 @@ bool Scheduler::step() {
       batch.tokens.push_back(s.fed.back());
       batch.tokens.insert(batch.tokens.end(), s.draft.begin(), s.draft.end());
       s.in_flight = true;
+      s.decoding = true;
     } else if (s.prompt_sent < s.prompt.size()) {
       const int n = static_cast<int>(
           std::min<size_t>({s.prompt.size() - s.prompt_sent, static_cast<size_t>(room), static_cast<size_t>(kPrefillChunk)}));
@@ -221,6 +222,7 @@ bool Scheduler::step() {
 }
 
 std::vector<int32_t> Scheduler::draft_for(uint64_t seq, Session& s, int room) {
+  totals_.decode_passes++;
   if (!drafts_) return {};
   // No further than the context, the tokens still wanted, and the batch allow.
   const int k = std::min({s.pace.next(), room, n_ctx_ - s.next_pos - 1, s.n_predict - s.generated - 1});
@@ -228,7 +230,6 @@ std::vector<int32_t> Scheduler::draft_for(uint64_t seq, Session& s, int room) {
   if (k > 0) draft = drafts_->propose(seq, s.fed, k);
   if (draft.size() > static_cast<size_t>(std::max(0, k))) draft.resize(static_cast<size_t>(std::max(0, k)));
   if (draft.empty()) s.pace.plain_step();
-  totals_.decode_passes++;
   totals_.tokens_drafted += draft.size();
   return draft;
 }
@@ -250,6 +251,12 @@ void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
     const std::vector<int32_t> draft = std::move(s.draft);
     s.draft.clear();
     const int accepted = std::min(t.accepted, static_cast<int>(draft.size()));
+    // A decode step's cycle, from the conversation's previous result: its drafting and its pass.
+    const auto now = Steady::now();
+    if (s.decoding && s.last_result)
+      s.pace.timed(static_cast<int>(draft.size()), accepted + 1, std::chrono::duration<double>(now - *s.last_result).count());
+    s.decoding = false;
+    s.last_result = now;
     if (!draft.empty()) s.pace.checked(static_cast<int>(draft.size()), accepted);
     totals_.tokens_accepted += static_cast<uint64_t>(accepted);
     bool going = true;

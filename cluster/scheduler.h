@@ -132,6 +132,8 @@ class Scheduler {
     std::optional<int32_t> pending;  // sampled, waiting to be fed back
     std::vector<int32_t> draft;      // sent behind the last fed token, waiting to be checked
     DraftPace pace;
+    bool decoding = false;           // the chunk in flight is a decode step (timed for the pace)
+    std::optional<std::chrono::steady_clock::time_point> last_result;
     std::string chat_template;
     runtime::ReplyFilter reply;  // what of each token the client sees
     std::chrono::steady_clock::time_point start, first_token;

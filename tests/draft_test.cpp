@@ -41,9 +41,11 @@ TEST_SUITE("draft") {
     // The continuation may run into the suffix itself, and stops at the history's end.
     CHECK(runtime::ngram_draft(Ids{7, 7, 7, 7}, 5) == Ids{7});
     CHECK(runtime::ngram_draft(Ids{1, 2, 8, 1, 2}, 5) == Ids{8, 1, 2});
-    // Nothing repeats, a single token is too little, k = 0: no draft.
+    // A single token matches too, unless the options ask for more.
+    CHECK(runtime::ngram_draft(Ids{5, 1, 5}, 4) == Ids{1, 5});
+    CHECK(runtime::ngram_draft(Ids{5, 1, 5}, 4, {.min_ngram = 2}).empty());
+    // Nothing repeats, k = 0, no history: no draft.
     CHECK(runtime::ngram_draft(Ids{1, 2, 3, 4}, 4).empty());
-    CHECK(runtime::ngram_draft(Ids{5, 1, 5}, 4).empty());
     CHECK(runtime::ngram_draft(Ids{1, 2, 3, 1, 2}, 0).empty());
     CHECK(runtime::ngram_draft(Ids{}, 3).empty());
     CHECK(runtime::ngram_draft(Ids{4}, 3).empty());
@@ -132,6 +134,31 @@ TEST_SUITE("draft") {
     CHECK(pace.next() == 2);
     cluster::DraftPace off({.max_draft = 0});
     CHECK(off.next() == 0);
+  }
+
+  TEST_CASE("the draft pace drafts fully, misses and all, while drafting steps are measured to give tokens faster") {
+    // A small model over Wi-Fi: 30 ms a step whatever it carries.
+    cluster::DraftPace pace({.max_draft = 8, .first_draft = 4});
+    pace.checked(4, 0);
+    pace.checked(1, 0);
+    CHECK(pace.next() == 0);  // resting: not measured yet
+    CHECK_FALSE(pace.pays());
+    pace.timed(0, 1, 0.030);
+    pace.plain_step();
+    pace.timed(1, 2, 0.031);  // 2 tokens in 31 ms
+    CHECK(pace.pays());
+    pace.checked(1, 0);
+    CHECK(pace.next() == 8);  // no rest, the whole draft
+    pace.checked(8, 2);
+    CHECK(pace.next() == 8);
+    // Drafting steps that give one token in 45 ms (a large model on CPUs, a draft that misses):
+    // the averages turn, and misses rest again.
+    for (int i = 0; i < 30; ++i) pace.timed(8, 1, 0.045);
+    CHECK_FALSE(pace.pays());
+    pace.checked(8, 0);
+    CHECK(pace.next() == 1);
+    pace.checked(1, 0);
+    CHECK(pace.next() == 0);
   }
 
   TEST_CASE("draft sources: none, ngram and an oracle from a file; anything else is refused with the choices") {

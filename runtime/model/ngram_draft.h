@@ -12,7 +12,9 @@ namespace hearth::runtime {
 
 struct NgramDraftOptions {
   int max_ngram = 4;  // the longest suffix looked for
-  int min_ngram = 2;  // the shortest (one token matches too often to be worth a draft)
+  // The shortest. One token matches often and is right less often; whether such drafts are
+  // worth sending is the draft pace's call, from what they cost (cluster/draft_pace.h).
+  int min_ngram = 1;
 };
 
 // Up to `k` tokens that followed the most recent earlier occurrence of the longest suffix of
