@@ -122,8 +122,9 @@ class Head final : public HeadRole {
   std::vector<int32_t> encode_request(transport::wire::GenerateRequest::Reader r, std::string& chat_template,
                                       runtime::ReplyFilter& reply) const;
   void emit(const GenerationEvent& e);
-  // After a generation that decoded alone: compares its pace with the plan's (cluster/pace.h).
-  void check_pace(double decode_tok_s);
+  // After a generation that decoded alone: compares its pace, in trips through the pipeline per
+  // second, with the plan's (cluster/pace.h).
+  void check_pace(double passes_per_s);
 
   // head_status.cpp
   void on_devices(const std::string& client, uint64_t request_id);

@@ -87,18 +87,21 @@ void Head::emit(const GenerationEvent& e) {
   ports_.outbox.send(e.client, b);
   // Long enough for a rate to mean something; alone, as the plan's figure is for one stream.
   if (e.done && e.error.empty() && e.generated_tokens >= 16 && e.decode_tok_s > 0 && scheduler_ && scheduler_->active() <= 1 &&
-      scheduler_->queued() == 0)
-    check_pace(e.decode_tok_s);
+      scheduler_->queued() == 0) {
+    // The plan predicts a trip through the pipeline per token; with drafts a trip gives more.
+    const double tokens_per_pass = e.decode_passes > 0 ? static_cast<double>(e.generated_tokens - 1) / e.decode_passes : 1.0;
+    check_pace(e.decode_tok_s / std::max(1.0, tokens_per_pass));
+  }
 }
 
-void Head::check_pace(double decode_tok_s) {
+void Head::check_pace(double passes_per_s) {
   if (!plan_ || !plan_->ready()) return;
   // The first check only marks where the counters are (they count since each daemon started,
   // earlier plans included); later ones judge the steps since the last check.
   const bool first = plan_->pace_mark.empty();
   Pace pace;
   pace.planned_ms_per_token = plan_->plan.predicted.ms_per_token;
-  pace.measured_ms_per_token = 1e3 / decode_tok_s;
+  pace.measured_ms_per_token = 1e3 / passes_per_s;
   std::vector<std::pair<uint64_t, uint64_t>> now;
   for (size_t i = 0; i < plan_->stages.size(); ++i) {
     const StageCounters c = counters_of(plan_->stages[i].node_id);

@@ -223,6 +223,7 @@ bool Scheduler::step() {
 
 std::vector<int32_t> Scheduler::draft_for(uint64_t seq, Session& s, int room) {
   totals_.decode_passes++;
+  s.passes++;
   if (!drafts_) return {};
   // No further than the context, the tokens still wanted, and the batch allow.
   const int k = std::min({s.pace.next(), room, n_ctx_ - s.next_pos - 1, s.n_predict - s.generated - 1});
@@ -309,6 +310,7 @@ void Scheduler::finish(uint64_t seq, const std::string& reason, const std::strin
   done.prompt_tokens = static_cast<int>(s.original_prompt);
   done.cached_tokens = static_cast<int>(std::min(s.cached, s.original_prompt));
   done.generated_tokens = s.generated;
+  done.decode_passes = s.passes;
   const auto now = Steady::now();
   if (s.generated > 0) {
     done.ttft_ms = ms_between(s.start, s.first_token);

@@ -51,6 +51,7 @@ struct GenerationEvent {
   int generated_tokens = 0;
   double ttft_ms = 0;
   double decode_tok_s = 0;
+  int decode_passes = 0;  // trips through the pipeline after the first token (fewer than tokens with drafts)
 };
 
 struct SchedulerTotals {
@@ -132,6 +133,7 @@ class Scheduler {
     std::optional<int32_t> pending;  // sampled, waiting to be fed back
     std::vector<int32_t> draft;      // sent behind the last fed token, waiting to be checked
     DraftPace pace;
+    int passes = 0;                  // decode steps sent
     bool decoding = false;           // the chunk in flight is a decode step (timed for the pace)
     std::optional<std::chrono::steady_clock::time_point> last_result;
     std::string chat_template;
