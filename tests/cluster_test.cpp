@@ -587,6 +587,19 @@ TEST_SUITE("cluster") {
     for (const auto& st : s["plan"]["stages"]) CHECK(st["device"] != "a");
     // a, restarted, registers again.
     c.start("a");
+
+    // With speculative decoding (issue 16): drafts in flight are lost with the stage, the replay
+    // rebuilds the caches, the re-plan keeps drafting, and the text is still the undisturbed one.
+    REQUIRE(c.cli({"launch", "--model", model, "--split", "head:2,b:2", "--ctx", "4096", "--draft", "ngram"}).exit_code == 0);
+    const pid_t drafting = generate_in_background(c, args, out);
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    c.kill("b", SIGKILL);
+    CHECK(wait_for(drafting, std::chrono::seconds(60)) == 0);
+    CHECK(slurp(out) == reference.out);
+    const auto after = status(c);
+    CHECK(after["plan"]["events"].dump().find("device b (layers 2-3) stopped responding") != std::string::npos);
+    CHECK(after["generation"]["speculation"]["draft"] == "ngram");
+    CHECK(after["generation"]["speculation"]["tokens_drafted"].get<uint64_t>() > 0);
   }
 
   TEST_CASE(

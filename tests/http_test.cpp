@@ -755,7 +755,7 @@ TEST_SUITE("http") {
     }
     const auto web = run_program(
         {"node", (tests_dir() / "web" / "web_chat.mjs").string(), http_url(dir) + "/", "-", "--pick-model", "beta", "--launch-ctx",
-         "2048", "--launch-kv", "f32", "--launch-streams", "2", "--launch-wire", "f16"},
+         "2048", "--launch-kv", "f32", "--launch-streams", "2", "--launch-wire", "f16", "--launch-draft", "ngram"},
         "", dir);
     CAPTURE(web.err);
     REQUIRE(web.exit_code == 0);
@@ -771,6 +771,7 @@ TEST_SUITE("http") {
     CHECK(w["picker_horizontal_scroll"] == false);
     REQUIRE(w["launch_bodies"].size() == 1);
     CHECK(w["launch_bodies"][0]["wire_type"] == "f16");
+    CHECK(w["launch_bodies"][0]["draft"] == "ngram");
     CHECK(json::parse(api.get("/v1/models/beta").body)["hearth"]["loaded"] == true);
     // Loaded as chosen on the page, not with the defaults (ctx 512 here, f16, 4 conversations).
     const json plan = json::parse(api.get("/v1/hearth/status").body)["status"]["plan"];
@@ -780,6 +781,7 @@ TEST_SUITE("http") {
     CHECK(plan["max_sequences"] == 2);
     for (const auto& stage : plan["stages"])  // hops between devices, if the planner made any, carry f16
       if (!stage["has_output"].get<bool>()) CHECK(stage["wire_type"] == "f16");
+    CHECK(json::parse(api.get("/v1/hearth/status").body)["status"]["generation"]["speculation"]["draft"] == "ngram");
   }
 
   TEST_CASE("--auto-load: a request naming a model of the library loads it, and requests meanwhile wait for the same launch") {

@@ -128,6 +128,15 @@ struct Driver {
   }
 };
 
+// The "tiny" preset with weights large enough that greedy paths do not sit on near-ties.
+hearth::runtime::MakeModelOptions tiny_model(hearth::runtime::TensorType type = hearth::runtime::TensorType::F32) {
+  hearth::runtime::MakeModelOptions o;
+  o.shape = *hearth::runtime::random_model_preset("tiny");
+  o.weight_std = 0.08f;
+  o.type = type;
+  return o;
+}
+
 std::vector<int32_t> random_tokens(int n, uint32_t seed, int n_vocab) {
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int32_t> d(3, n_vocab - 1);  // no BOS/EOS
@@ -232,10 +241,7 @@ TEST_SUITE("scheduler") {
 
   TEST_CASE("a conversation's next turns prefill only their new tokens and generate what a prefill from scratch does") {
     TempDir dir;
-    hearth::runtime::MakeModelOptions o;
-    o.shape = *hearth::runtime::random_model_preset("tiny");
-    o.weight_std = 0.08f;
-    const auto m = open_model(hearth::test::make_model(dir, "m.gguf", o));
+    const auto m = open_model(hearth::test::make_model(dir, "m.gguf", tiny_model()));
     const int V = m->config.n_vocab;
     for (const std::vector<int>& cuts : std::vector<std::vector<int>>{{}, {2}, {1, 3}}) {
       for (const auto& [name, sampling] : samplings()) {
@@ -357,10 +363,7 @@ TEST_SUITE("scheduler") {
     for (auto type : {hearth::runtime::TensorType::F32, hearth::runtime::TensorType::Q8_0, hearth::runtime::TensorType::Q4_0}) {
       CAPTURE(hearth::runtime::tensor_type_name(type));
       TempDir dir;
-      hearth::runtime::MakeModelOptions o;
-      o.shape = *hearth::runtime::random_model_preset("tiny");
-      o.weight_std = 0.08f;
-      o.type = type;
+      const hearth::runtime::MakeModelOptions o = tiny_model(type);
       const std::string path = hearth::test::make_model(dir, "m.gguf", o);
       const auto m = open_model(path);
       const int V = m->config.n_vocab;
@@ -425,10 +428,7 @@ TEST_SUITE("scheduler") {
 
   TEST_CASE("conversations speculate side by side, and one that ends inside an accepted draft stops there") {
     TempDir dir;
-    hearth::runtime::MakeModelOptions o;
-    o.shape = *hearth::runtime::random_model_preset("tiny");
-    o.weight_std = 0.08f;
-    const auto m = open_model(hearth::test::make_model(dir, "m.gguf", o));
+    const auto m = open_model(hearth::test::make_model(dir, "m.gguf", tiny_model()));
     const int V = m->config.n_vocab;
     SamplingParams greedy;
     greedy.temperature = 0;

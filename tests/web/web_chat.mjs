@@ -4,7 +4,7 @@
 //
 //   node tests/web/web_chat.mjs URL MESSAGE [--api-key KEY] [--screenshot FILE] [--chromium PATH]
 //   node tests/web/web_chat.mjs URL - --pick-model ID [--launch-ctx N] [--launch-kv TYPE] [--launch-streams N]
-//                                    [--launch-wire TYPE]
+//                                    [--launch-wire TYPE] [--launch-draft SOURCE]
 //
 // With --pick-model it only opens the header's model picker, loads model ID from it and reports
 // the list, the launch's progress and the header afterwards.
@@ -23,7 +23,8 @@ const chromiumPath = option("--chromium", "/usr/bin/chromium");
 const pickModel = option("--pick-model", "");
 // The picker's launch options to choose before loading (the select's values; empty: leave as is).
 const launchChoices = { "launch-ctx": option("--launch-ctx", ""), "launch-kv": option("--launch-kv", ""),
-                        "launch-streams": option("--launch-streams", ""), "launch-wire": option("--launch-wire", "") };
+                        "launch-streams": option("--launch-streams", ""), "launch-wire": option("--launch-wire", ""),
+                        "launch-draft": option("--launch-draft", "") };
 const [url, message] = args;
 if (!url || !message) { console.error("usage: web_chat.mjs URL MESSAGE [--api-key KEY] [--screenshot FILE]"); process.exit(2); }
 
