@@ -35,6 +35,11 @@ std::string make_hundred_mb_model(const TempDir& dir) {
   return hearth::test::make_model(dir, "m.gguf", o);
 }
 
+// Stories260K, greedy, continues this with " girl named Lily. She loved to play": what it read.
+constexpr const char* kRepeatingStory =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. One day, Lily saw a "
+    "big tree. Once upon a time, there was a little";
+
 std::vector<std::string> gen_args(const std::string& prompt, const std::vector<std::string>& sampling, int n) {
   std::vector<std::string> a{"--prompt", prompt, "-n", std::to_string(n)};
   a.insert(a.end(), sampling.begin(), sampling.end());
@@ -237,11 +242,15 @@ TEST_SUITE("cluster") {
     const auto speculation = [&] { return status(c)["generation"]["speculation"]; };
     auto l = c.cli({"launch", "--model", *model, "--split", "head:2,a:2,b:1", "--draft", "ngram"});
     REQUIRE_MESSAGE(l.exit_code == 0, l.err);
-    check_same_as_one_device(c, *model, "Once upon a time", 120);
+    // A prompt whose greedy continuation copies it: the first draft ("named Lily. She" after "a
+    // little girl") is accepted whatever the timing. Later drafts depend on it (the pace rests a
+    // source that keeps missing unless drafting is measured to pay), and "Once upon a time"
+    // alone gave no accepted draft in 120 tokens under a loaded CI run.
+    check_same_as_one_device(c, *model, kRepeatingStory, 120);
     auto sp = speculation();
     CHECK(sp["draft"] == "ngram");
     CHECK(sp["tokens_drafted"].get<uint64_t>() > 0);
-    CHECK(sp["tokens_accepted"].get<uint64_t>() > 0);  // the stories repeat their phrases
+    CHECK(sp["tokens_accepted"].get<uint64_t>() >= 4);
     CHECK(sp["tokens_accepted"].get<uint64_t>() <= sp["tokens_drafted"].get<uint64_t>());
     CHECK(c.cli({"status"}).out.find("speculation: ngram drafts") != std::string::npos);
 
