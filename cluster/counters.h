@@ -25,7 +25,7 @@ struct WorkStats {
   std::atomic<uint64_t> tokens{0};
   std::atomic<uint64_t> compute_ns{0};
   std::atomic<uint64_t> bytes_out{0};  // activations pushed to the next stage
-  // Of the batches, the decode steps (one token per sequence) and their compute time.
+  // Of the batches, the decode steps of one token of one stream and their compute time.
   std::atomic<uint64_t> decode_steps{0};
   std::atomic<uint64_t> decode_ns{0};
   // A paging stage's reads (runtime/model/layer_pager.h), summed over the stages it loaded.

@@ -97,6 +97,15 @@ std::vector<const Device*> DeviceRegistry::candidates(const std::vector<std::str
   return out;
 }
 
+void DeviceRegistry::set_speed(const std::string& node_id, double speed) {
+  auto it = devices_.find(node_id);
+  // A thousandth or a thousand times its start-up figures is a measurement gone wrong.
+  if (it == devices_.end() || !(speed >= 1e-3 && speed <= 1e3)) return;
+  Device& d = it->second;
+  d.profile = partitioner::at_speed(d.profile, speed / d.speed);
+  d.speed = speed;
+}
+
 std::vector<const Device*> DeviceRegistry::alive_except(const std::string& node_id) const {
   std::vector<const Device*> out;
   for (const auto& [id, d] : devices_)

@@ -40,6 +40,9 @@ struct Device {
   uint64_t refused_handshakes = 0;
   StorageRateMeter storage_meter;  // its pager's reads: profile.storage_read_bytes_per_s once enough
   bool storage_from_paging = false;  // that figure is what paging sustained, not the start-up probe
+  // Its speed as its stage measured it, relative to what it measured at start (cluster/drift.h);
+  // profile's compute figures are already scaled by it, so every plan uses it.
+  double speed = 1;
 };
 
 // What a heartbeat reports.
@@ -85,6 +88,9 @@ class DeviceRegistry {
   // window of reads (storage_rate.h), its storage figure becomes the rate paging sustained, for
   // the next plan; returns {the figure before, after}.
   std::optional<std::pair<double, double>> observe_paging(const std::string& node_id, const StageCounters& work);
+  // The device computes at `speed` times what it measured at start (as a stage measured it):
+  // its profile's compute figures follow. Unknown devices and speeds out of range are ignored.
+  void set_speed(const std::string& node_id, double speed);
   const std::map<std::pair<std::string, std::string>, partitioner::Link>& links() const { return links_; }
   // The links between `devices` as measured, else the access-link defaults of their profiles.
   partitioner::LinkTable link_table(const std::vector<const Device*>& devices) const;

@@ -116,6 +116,7 @@ void Head::tick() {
   if (ports_.stage.loaded()) learn_storage(self_.node_id, ports_.stage.counters());
   check_recovery_deadline();
   try_commit();
+  watch_drift();
   if (scheduler_ && plan_ && plan_->ready()) scheduler_->step();
 }
 

@@ -9,6 +9,7 @@
 //   head_launch.cpp   launch: planning, staging beside the serving plan, the commit, weight
 //                     serving, load progress, unloading
 //   head_recovery.cpp a lost device: re-plan on the devices left, replay, wait for a device
+//   head_rebalance.cpp devices slower or faster than planned: re-plan, stage, switch, replay
 //   head_clients.cpp  generation requests, their events, the pace check
 //   head_status.cpp   the devices, plan and status replies
 //   head_models.cpp   the model library, each model planned on the devices up now
@@ -90,6 +91,8 @@ class Head final : public HeadRole {
   // Commit (a launch), else they load at once (a re-plan).
   void assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devices, bool staged);
   void send_assignment(const LaunchedPlan& p, size_t i, const std::vector<std::string>& plan_keys, bool staged);
+  // `devices` as the planner sees them for p: the head's memory less a draft model it holds.
+  std::vector<const Device*> planning_devices(const LaunchedPlan& p, std::vector<const Device*> devices, Device& head_with_draft) const;
   void start_serving();
   void try_commit();
   void abandon_next(const std::string& reason, ErrorCategory category);
@@ -115,6 +118,11 @@ class Head final : public HeadRole {
   void retry_recovery(const std::string& why);
   void fail_carried(const std::string& why, ErrorCategory category);
   void check_recovery_deadline();
+
+  // head_rebalance.cpp: a plan that follows the devices' measured speeds.
+  void watch_drift();
+  void on_drift(const Drift& drift);
+  void stage_rebalance(partitioner::PartitionPlan plan, const std::vector<const Device*>& devices);
 
   // head_clients.cpp
   void on_generate(const std::string& client, uint64_t request_id, transport::wire::GenerateRequest::Reader r);
@@ -152,6 +160,7 @@ class Head final : public HeadRole {
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<CarriedSession> carried_;  // conversations waiting for a device (see recover())
   Clock::time_point recovery_deadline_{};
+  std::optional<Clock::time_point> last_rebalance_;  // when the serving plan last followed the devices
   std::map<std::string, Clock::time_point> hello_requested_;  // unknown node ids we asked to register
   uint64_t next_plan_id_;
   std::map<std::string, uint64_t> hash_cache_;  // model path + size + mtime -> XXH3

@@ -33,24 +33,20 @@ constexpr int kDefaultMaxBatch = 256;
 void Head::on_launch(const std::string& client, uint64_t request_id, wire::LaunchRequest::Reader r) {
   bool staging = false;  // next_ is this launch's
   try {
+    if (next_ && next_->rebalance) abandon_next("a launch replaced it", ErrorCategory::UNAVAILABLE);
     if (next_ || (plan_ && plan_->launching())) throw Failure(ErrorCategory::CONFLICT, "a launch is already in progress");
     auto p = open_model(r.getModelPath().cStr());
     p->launcher = client;
     p->launcher_request = request_id;
     p->partition = partition_options(r, *p);
     for (auto n : r.getDevices()) p->wanted.emplace_back(n.cStr());
-    std::vector<const Device*> devices = registry_.candidates(p->wanted);
-    Device head_with_draft;  // the head as the planner sees it when it also holds a draft model
-    for (auto& d : devices)
-      if (d->is_self && p->draft_bytes > 0) {
-        head_with_draft = *d;
-        head_with_draft.profile.usable_memory_bytes = std::max(0.0, d->profile.usable_memory_bytes - static_cast<double>(p->draft_bytes));
-        d = &head_with_draft;
-      }
+    Device head_with_draft;
+    const std::vector<const Device*> devices = planning_devices(*p, registry_.candidates(p->wanted), head_with_draft);
     const partitioner::LinkTable links = registry_.link_table(devices);
     const bool sized_by_client = r.getCtx() > 0 || r.getStreams() > 0;
-    p->plan = r.getSplit().size() == 0 ? fit_plan(*p, devices, links, sized_by_client)
-                                       : plan_by_split(r.getSplit().cStr(), p->spec, devices, links, p->partition);
+    p->split_by_user = r.getSplit().size() > 0;
+    p->plan = !p->split_by_user ? fit_plan(*p, devices, links, sized_by_client)
+                                : plan_by_split(r.getSplit().cStr(), p->spec, devices, links, p->partition);
     for (const auto& line : partitioner::describe_plan(p->plan)) spdlog::info("plan: {}", line);
     next_ = std::move(p);
     staging = true;
@@ -63,6 +59,17 @@ void Head::on_launch(const std::string& client, uint64_t request_id, wire::Launc
     if (staging && next_) abandon_next(e.what(), category_of(e));  // nothing half-staged is left behind
     else reply_launch_failure(client, request_id, e.what(), category_of(e));
   }
+}
+
+std::vector<const Device*> Head::planning_devices(const LaunchedPlan& p, std::vector<const Device*> devices,
+                                                 Device& head_with_draft) const {
+  for (auto& d : devices)
+    if (d->is_self && p.draft_bytes > 0) {
+      head_with_draft = *d;
+      head_with_draft.profile.usable_memory_bytes = std::max(0.0, d->profile.usable_memory_bytes - static_cast<double>(p.draft_bytes));
+      d = &head_with_draft;
+    }
+  return devices;
 }
 
 void Head::reply_launch_failure(const std::string& client, uint64_t request_id, const std::string& why, ErrorCategory category) {
@@ -218,6 +225,8 @@ void Head::assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devi
     PlannedStage s;
     s.node_id = devices[static_cast<size_t>(a.device)]->node_id;
     s.spec = {a.first_layer, a.last_layer, a.has_embedding, a.has_output};
+    s.expected_ms = a.stage_time_s * 1e3;
+    s.speed = devices[static_cast<size_t>(a.device)]->speed;
     if (!a.has_output) s.wire_type = hop_wire_type(p.wire_type, a.compressed_hop);
     p.stages.push_back(std::move(s));
   }
@@ -258,9 +267,16 @@ void Head::try_commit() {
   if (!next_ || !next_->staged_everywhere()) return;
   const auto now = ports_.clock.now();
   if (!next_->staged_at) next_->staged_at = now;
-  if (scheduler_ && scheduler_->has_work() && now - *next_->staged_at < kDrainWait) return;
+  if (scheduler_ && scheduler_->has_work() && !next_->rebalance && now - *next_->staged_at < kDrainWait) return;
   std::unique_ptr<LaunchedPlan> p = std::move(next_);
   spdlog::info("head: every device has the weights of {}: switching to it", p->config.name);
+  // A re-balance carries the conversations over, to replay them; a launch of a model ends them.
+  std::vector<CarriedSession> carried;
+  if (p->rebalance && scheduler_) carried = scheduler_->suspend();
+  if (p->rebalance && plan_) {
+    p->events = plan_->events;  // with what happened while it staged
+    p->events.push_back("re-balanced; replaying " + std::to_string(carried.size()) + " conversation(s)");
+  }
   unload_all("the model was replaced by " + p->config.name + " (hearth launch): send the request again");
   plan_ = std::move(p);
   plan_->move_to(LaunchState::kLoading);
@@ -274,8 +290,12 @@ void Head::try_commit() {
   }
   try {
     start_serving();
+    for (auto& c : carried) scheduler_->resume(std::move(c));  // they run once the stages are ready
   } catch (const std::exception& e) {  // the head cannot map its own layers: the launch fails, said to its client
-    fail_plan(std::string("the head cannot load its stage: ") + e.what(), category_of(e));
+    const std::string why = std::string("the head cannot load its stage: ") + e.what();
+    fail_plan(why, category_of(e));
+    carried_ = std::move(carried);
+    fail_carried(why, category_of(e));
   }
 }
 

@@ -36,6 +36,7 @@ std::unique_ptr<LaunchedPlan> successor(LaunchedPlan& old, uint64_t id, const st
 
 void Head::recover(const std::string& lost_node_id, const std::string& reason) {
   spdlog::warn("head: {}: planning again on the devices left", reason);
+  if (next_ && next_->rebalance) abandon_next("a device was lost while it staged", ErrorCategory::LOST_DEVICE);
   std::vector<CarriedSession> carried = scheduler_ ? scheduler_->suspend() : std::vector<CarriedSession>{};
   carried.insert(carried.end(), std::make_move_iterator(carried_.begin()), std::make_move_iterator(carried_.end()));
   carried_.clear();

@@ -31,7 +31,7 @@ class Outbox {
 struct StageCounters {
   uint64_t batches = 0, tokens = 0, compute_ns = 0;
   uint64_t bytes_out = 0;                    // activations pushed to the next stage
-  uint64_t decode_steps = 0, decode_ns = 0;  // of the batches, those of one token per sequence
+  uint64_t decode_steps = 0, decode_ns = 0;  // of the batches, those of one token of one stream
   // A paging stage's reads from storage (issue 19): bytes, the reader's time in reads, and the
   // compute's time waiting for a layer (the part of the reads not hidden behind compute).
   uint64_t paged_read_bytes = 0, paged_read_ns = 0, paged_wait_ns = 0;

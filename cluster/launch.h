@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cluster/device_registry.h"
+#include "cluster/drift.h"
 #include "cluster/stage_file.h"
 #include "partitioner/partitioner.h"
 #include "runtime/format/gguf.h"
@@ -55,6 +56,10 @@ struct PlannedStage {
   uint64_t resident_bytes = 0;
   std::string message;
   runtime::TensorType wire_type = runtime::TensorType::F32;  // how its output hop carries activations
+  // What the drift watch expects of it per decode step, and its device's speed behind that: the
+  // plan's figure at first, what was measured once a drift did not pay a re-plan.
+  double expected_ms = 0;
+  double speed = 1;
 };
 
 struct LaunchedPlan {
@@ -88,6 +93,15 @@ struct LaunchedPlan {
   // pace is being reported (an event when it starts and one when it ends).
   std::vector<std::pair<uint64_t, uint64_t>> pace_mark;
   bool slow_pace = false;
+  // A plan that follows the devices (cluster/drift.h): only the planner's (a --split is the
+  // user's to keep); each stage's decode counters (steps, ns) where the drift window opened.
+  bool split_by_user = false;
+  DriftWatch drift;
+  std::vector<std::pair<uint64_t, uint64_t>> drift_mark;
+  Clock::time_point drift_mark_at{};
+  // A re-balance of the serving plan: it switches as soon as its stages have their weights, and
+  // the conversations go on on it, replayed, instead of being drained.
+  bool rebalance = false;
 
   explicit LaunchedPlan(LaunchState initial = LaunchState::kLoading) : state_(initial) {}
   LaunchState state() const { return state_; }

@@ -176,7 +176,9 @@ StageOutput StageRunner::compute(const Batch& batch) {
   work_.batches++;
   work_.tokens += static_cast<uint64_t>(batch.n_tokens());
   work_.compute_ns += ns;
-  if (batch.n_tokens() == static_cast<int>(batch.chunks.size())) {
+  // A step of one token of one stream: what the plan predicts a stage's step to cost (several
+  // streams, or a draft's rows, cost more and say nothing of the device's speed).
+  if (batch.n_tokens() == 1) {
     work_.decode_steps++;
     work_.decode_ns += ns;
   }

@@ -10,6 +10,16 @@ double weight_read_rate(const DeviceProfile& device, std::string_view weight_typ
 
 double kv_read_rate(const DeviceProfile& device) { return weight_read_rate(device, "f16"); }
 
+DeviceProfile at_speed(const DeviceProfile& device, double speed) {
+  DeviceProfile d = device;
+  if (!(speed > 0) || speed == 1) return d;
+  d.memory_bandwidth_bytes_per_s *= speed;
+  for (auto& [type, rate] : d.decode_bytes_per_s) rate *= speed;
+  d.prefill_flop_s *= speed;
+  d.step_overhead_s /= speed;
+  return d;
+}
+
 static bool same_link(const std::optional<Link>& a, const std::optional<Link>& b) {
   if (a.has_value() != b.has_value()) return false;
   return !a || (a->bandwidth_bytes_per_s == b->bandwidth_bytes_per_s && a->latency_s == b->latency_s);

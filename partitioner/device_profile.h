@@ -38,6 +38,10 @@ double weight_read_rate(const DeviceProfile& device, std::string_view weight_typ
 // bytes/s at which `device` reads the KV cache (f16 rows, like an f16 matvec).
 double kv_read_rate(const DeviceProfile& device);
 
+// The device computing `speed` times as fast as `device` says (a busy laptop: 0.3), as measured
+// while it runs a stage: its compute figures scaled, its memory, storage and link as they were.
+DeviceProfile at_speed(const DeviceProfile& device, double speed);
+
 // True when the two profiles give the same figures (names may differ), so the
 // planner may treat the devices as interchangeable.
 bool same_figures(const DeviceProfile& a, const DeviceProfile& b);

@@ -912,4 +912,68 @@ TEST_SUITE("cluster") {
     MESSAGE(events);
   }
 
+  // Issue 16's plan that follows the devices: a slows down in the middle of a generation; the
+  // head measures it, plans again with the measured speed, stages the new plan beside the serving
+  // one, switches between two tokens, and the conversation goes on, replayed, with the same text.
+  TEST_CASE("a device slowed mid-generation: the head moves layers off it while serving, and the text is unchanged") {
+    TempDir dir;
+    const std::string model = make_hundred_mb_model(dir);
+    const std::vector<std::string> gen{"--prompt", "hello", "-n", "400", "--temp", "0.9", "--seed", "5"};
+    std::vector<std::string> run{"run", "--model", model, "--ctx", "512"};
+    run.insert(run.end(), gen.begin(), gen.end());
+    const auto reference = hearth::test::run_cli(run);
+    REQUIRE(reference.exit_code == 0);
+
+    Cluster c(dir);
+    // a claims twice the head's speed, so the planner gives it every layer it can; the head holds
+    // about half of the model.
+    c.set_profile_speedup("a", 2);
+    c.start("head", {"--memory-limit", std::to_string(std::filesystem::file_size(model) / 2 + (60ull << 20))});
+    const pid_t a = c.start("a").pid;
+    const auto l = c.cli({"launch", "--model", model, "--ctx", "512", "--streams", "1", "--json"});
+    REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+    const auto layers_of_a = [](const nlohmann::json& plan) {
+      int n = 0;
+      for (const auto& st : plan["stages"])
+        if (st["device"] == "a") n += st["last_layer"].get<int>() - st["first_layer"].get<int>();
+      return n;
+    };
+    const int before = layers_of_a(nlohmann::json::parse(l.out));
+    std::vector<std::string> args{"generate"};
+    args.insert(args.end(), gen.begin(), gen.end());
+    const std::string out = dir.file("generated.txt");
+    const pid_t client = generate_in_background(c, args, out);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    // From now on a is stopped 30 ms of every 35: it computes at about a seventh of its speed.
+    std::atomic<bool> busy{true};
+    std::thread duty([&] {
+      while (busy) {
+        ::kill(a, SIGSTOP);
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        ::kill(a, SIGCONT);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    });
+    struct Resume {
+      std::atomic<bool>& busy;
+      std::thread& duty;
+      pid_t a;
+      ~Resume() {
+        busy = false;
+        duty.join();
+        ::kill(a, SIGCONT);
+      }
+    } resume{busy, duty, a};
+    const int code = wait_for(client, std::chrono::seconds(120));
+    CAPTURE(slurp(out + ".err"));
+    CHECK(code == 0);                    // no error: the client saw a pause
+    CHECK(slurp(out) == reference.out);  // and the text of an undisturbed run
+    const auto s = status(c);
+    const std::string events = s["plan"]["events"].dump();
+    MESSAGE(events);
+    CHECK(events.find("re-balancing: a computes its layers in") != std::string::npos);
+    CHECK(events.find("re-balanced; replaying 1 conversation(s)") != std::string::npos);
+    CHECK(layers_of_a(s["plan"]) < before);
+  }
+
 }  // TEST_SUITE

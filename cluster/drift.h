@@ -1,0 +1,54 @@
+// Whether the devices still compute at the speeds their plan assumed. A laptop someone starts
+// a build on, a phone that throttles, a mini-PC whose fan clogged: the plan's layer ranges were
+// right for the speeds measured at start, and a stage that now takes three times as long sets
+// the pace of every token. The watch compares each stage's measured time per decode step with
+// what the plan expects of it, window by window (the head closes one every second or so), and
+// calls it drift only when some stage stays off by `factor` or more, slower or faster, for
+// `windows` windows in a row: one slow second (a page fault storm, a GC pause) moves nothing.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace hearth::cluster {
+
+struct StageWindow {
+  std::string device;       // its name, for the figures
+  double expected_ms = 0;   // what the plan expects of the stage per decode step
+  double measured_ms = 0;   // what its steps took over the window, on average
+  double speed = 1;         // the device's speed (1: its profile's) behind the expectation
+};
+
+struct DriftOptions {
+  double factor = 1.5;  // a stage this much slower (or faster) than expected is off
+  int windows = 3;      // for this many windows in a row
+  // Stages the plan expects to take less are not judged: their time is fixed costs and jitter
+  // (a head that only embeds, a small model's layers), not a device's speed.
+  double min_ms = 0.5;
+};
+
+struct Drift {
+  // Per stage, in the plan's order: its time per step measured over the windows, and its
+  // device's speed: for a stage off on average, speed x expected / measured (0.33 for a device
+  // three times slower than assumed), else the speed assumed.
+  std::vector<double> measured_ms;
+  std::vector<double> speeds;
+  std::string figures;  // "b computes its layers in 9.12 ms (expected 3.04)", the stages off
+};
+
+class DriftWatch {
+ public:
+  explicit DriftWatch(DriftOptions options = {}) : options_(options) {}
+  // One window, a StageWindow per stage of the plan. A Drift when this window closes a run of
+  // `windows` with some stage off; the run starts again after.
+  std::optional<Drift> observe(const std::vector<StageWindow>& window);
+
+ private:
+  bool off(const StageWindow& s) const;
+
+  DriftOptions options_;
+  std::vector<std::vector<StageWindow>> run_;  // the windows in a row with a stage off
+};
+
+}  // namespace hearth::cluster

@@ -1,0 +1,156 @@
+// A plan that follows the devices: when a stage keeps computing at another speed than its plan
+// expects (cluster/drift.h), the head plans again with the measured speeds and, when that pays,
+// stages the new plan beside the serving one (the moved layers stream while tokens keep coming)
+// and switches between two tokens, the open conversations replayed on the new stages.
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "cluster/head.h"
+
+namespace hearth::cluster {
+
+namespace {
+
+// A window closes after this long, once every stage decoded kDriftSteps steps in it.
+constexpr auto kDriftWindow = std::chrono::seconds(1);
+constexpr uint64_t kDriftSteps = 8;
+// Hysteresis: a re-balance must be predicted to save this much of a token's time, and this many
+// ms (a small model's stages jitter by more than they weigh), and one follows another only after
+// kRebalanceRest: replaying the conversations costs a prefill each.
+constexpr double kMinGain = 0.2;
+constexpr double kMinGainMs = 1.0;
+constexpr auto kRebalanceRest = std::chrono::seconds(30);
+
+// "head 0-1, a 2-6, b 7": the plan's layer ranges by device.
+std::string ranges_text(const partitioner::PartitionPlan& plan, const std::vector<const Device*>& devices) {
+  std::string s;
+  for (const auto& a : plan.stages) {
+    if (a.last_layer <= a.first_layer) continue;
+    s += fmt::format("{}{} {}", s.empty() ? "" : ", ", devices[static_cast<size_t>(a.device)]->profile.name, a.first_layer);
+    if (a.last_layer - 1 > a.first_layer) s += fmt::format("-{}", a.last_layer - 1);
+  }
+  return s;
+}
+
+bool same_stages(const LaunchedPlan& serving, const partitioner::PartitionPlan& plan, const std::vector<const Device*>& devices) {
+  if (serving.stages.size() != plan.stages.size()) return false;
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    const auto& a = plan.stages[i];
+    const auto& s = serving.stages[i];
+    if (devices[static_cast<size_t>(a.device)]->node_id != s.node_id || a.first_layer != s.spec.first_layer ||
+        a.last_layer != s.spec.last_layer)
+      return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// Called every tick: closes a window of decode steps when it is long enough, and hands it to the
+// plan's drift watch.
+void Head::watch_drift() {
+  if (!plan_ || !plan_->ready() || plan_->split_by_user || next_) return;
+  const auto now = ports_.clock.now();
+  std::vector<std::pair<uint64_t, uint64_t>> counts;
+  for (const auto& s : plan_->stages) {
+    const StageCounters c = counters_of(s.node_id);
+    counts.emplace_back(c.decode_steps, c.decode_ns);
+  }
+  auto& mark = plan_->drift_mark;
+  const auto restart = [&] {
+    mark = counts;
+    plan_->drift_mark_at = now;
+  };
+  if (mark.size() != counts.size()) return restart();
+  if (now - plan_->drift_mark_at < kDriftWindow) return;
+  std::vector<StageWindow> window;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (counts[i].first < mark[i].first || counts[i].second < mark[i].second) return restart();  // a daemon restarted
+    const uint64_t steps = counts[i].first - mark[i].first;
+    if (steps < kDriftSteps) return;  // idle, or a heartbeat late: the window stays open
+    const PlannedStage& s = plan_->stages[i];
+    window.push_back({.device = registry_.at(s.node_id).profile.name,
+                      .expected_ms = s.expected_ms,
+                      .measured_ms = static_cast<double>(counts[i].second - mark[i].second) * 1e-6 / static_cast<double>(steps),
+                      .speed = s.speed});
+  }
+  restart();
+  if (auto drift = plan_->drift.observe(window)) on_drift(*drift);
+}
+
+// The measured speeds become the devices' figures for every later plan; the serving plan is
+// re-balanced when the planner, given them, predicts enough of a gain.
+void Head::on_drift(const Drift& drift) {
+  LaunchedPlan& serving = *plan_;
+  double measured_ms = serving.plan.predicted.ms_per_token;  // the plan's hops, its stages as measured
+  for (size_t i = 0; i < serving.stages.size(); ++i) {
+    registry_.set_speed(serving.stages[i].node_id, drift.speeds[i]);
+    measured_ms += drift.measured_ms[i] - serving.plan.stages[i].stage_time_s * 1e3;
+  }
+  const std::vector<const Device*> devices = registry_.candidates(serving.wanted);
+  std::optional<partitioner::PartitionPlan> candidate;
+  std::string verdict;
+  try {
+    Device head_copy;
+    candidate = plan_by_planner(serving.spec, planning_devices(serving, devices, head_copy), registry_.link_table(devices),
+                                serving.partition);
+  } catch (const Failure& f) {
+    verdict = std::string("no plan fits the measured figures (") + f.what() + ")";
+  }
+  const double gain = candidate ? measured_ms - candidate->predicted.ms_per_token : 0;
+  if (candidate && same_stages(serving, *candidate, devices)) verdict = "the planner keeps the same layers";
+  else if (candidate && gain < std::max(kMinGainMs, kMinGain * measured_ms))
+    verdict = fmt::format("re-planning would save {:.2f} ms of {:.2f}", std::max(0.0, gain), measured_ms);
+  const auto now = ports_.clock.now();
+  if (verdict.empty() && last_rebalance_ && now - *last_rebalance_ < kRebalanceRest) {
+    spdlog::info("head: {}; a re-balance waits: the last was less than {} s ago", drift.figures, kRebalanceRest.count());
+    return;  // the watch measures again, and a later drift may re-balance
+  }
+  if (!verdict.empty()) {
+    // The plan stays; what was measured is what to expect from now on, so that only a further
+    // change counts as drift.
+    for (size_t i = 0; i < serving.stages.size(); ++i) {
+      serving.stages[i].expected_ms = drift.measured_ms[i];
+      serving.stages[i].speed = drift.speeds[i];
+    }
+    serving.events.push_back(fmt::format("{}; {}: the plan stays", drift.figures, verdict));
+    spdlog::info("head: {}", serving.events.back());
+    return;
+  }
+  last_rebalance_ = now;
+  const std::string why =
+      fmt::format("re-balancing: {}; decoding at about {:.2f} ms/token; the plan for the measured speeds ({}) predicts {:.2f}",
+                  drift.figures, measured_ms, ranges_text(*candidate, devices), candidate->predicted.ms_per_token);
+  spdlog::warn("head: {}", why);
+  serving.events.push_back(why);
+  stage_rebalance(std::move(*candidate), devices);
+}
+
+// The new plan stages beside the serving one like a launch with no client; try_commit switches
+// to it as soon as every device has its weights.
+void Head::stage_rebalance(partitioner::PartitionPlan plan, const std::vector<const Device*>& devices) {
+  const LaunchedPlan& serving = *plan_;
+  try {
+    auto p = open_model(serving.model_path);
+    p->options = serving.options;
+    p->wire_type = serving.wire_type;
+    p->draft = serving.draft;
+    p->draft_max = serving.draft_max;
+    p->draft_bytes = serving.draft_bytes;
+    p->partition = serving.partition;
+    p->wanted = serving.wanted;
+    p->events = serving.events;
+    p->rebalance = true;
+    p->plan = std::move(plan);
+    for (const auto& line : partitioner::describe_plan(p->plan)) spdlog::info("re-balance: {}", line);
+    next_ = std::move(p);
+    assign_stages(*next_, devices, /*staged=*/true);
+    next_->stages[0].state = StageState::kStaged;
+    try_commit();
+  } catch (const std::exception& e) {
+    if (next_) abandon_next(std::string("the re-balance failed: ") + e.what(), category_of(e));
+    else plan_->events.push_back(std::string("the re-balance failed: ") + e.what());
+  }
+}
+
+}  // namespace hearth::cluster

@@ -1,0 +1,110 @@
+// The drift watch (cluster/drift.h) and the measured speed it gives a device's profile.
+#include <doctest/doctest.h>
+
+#include "cluster/device_registry.h"
+#include "cluster/drift.h"
+#include "partitioner/device_profile.h"
+
+namespace hearth::cluster {
+
+namespace {
+
+std::vector<StageWindow> window(double a_ms, double b_ms) {
+  return {{.device = "head", .expected_ms = 2, .measured_ms = 2.1, .speed = 1},
+          {.device = "a", .expected_ms = 3, .measured_ms = a_ms, .speed = 1},
+          {.device = "b", .expected_ms = 1, .measured_ms = b_ms, .speed = 0.5}};
+}
+
+}  // namespace
+
+TEST_SUITE("drift") {
+  TEST_CASE("a stage off its plan for three windows in a row is drift, with each device's measured speed") {
+    DriftWatch watch;
+    CHECK_FALSE(watch.observe(window(9, 1)));
+    CHECK_FALSE(watch.observe(window(9.3, 1)));
+    const auto d = watch.observe(window(8.7, 1));
+    REQUIRE(d);
+    REQUIRE(d->speeds.size() == 3);
+    CHECK(d->measured_ms[1] == doctest::Approx(9));
+    CHECK(d->measured_ms[0] == doctest::Approx(2.1));
+    CHECK(d->speeds[0] == 1);  // within the factor: as assumed
+    CHECK(d->speeds[1] == doctest::Approx(1.0 / 3));
+    CHECK(d->speeds[2] == doctest::Approx(0.5));  // on plan: as assumed
+    CHECK(d->figures == "a computes its layers in 9.00 ms (expected 3.00)");
+    // The run starts again after a drift is reported.
+    CHECK_FALSE(watch.observe(window(9, 1)));
+  }
+
+  TEST_CASE("one slow window, or a run broken by a window on plan, is not drift; faster than planned is") {
+    DriftWatch watch;
+    CHECK_FALSE(watch.observe(window(9, 1)));
+    CHECK_FALSE(watch.observe(window(9, 1)));
+    CHECK_FALSE(watch.observe(window(3.2, 1)));  // back on plan: the run ends
+    CHECK_FALSE(watch.observe(window(9, 1)));
+    CHECK_FALSE(watch.observe(window(4, 1)));  // 1.33x: within the factor
+    // A device measured slow that recovered: b now computes twice as fast as its plan expects.
+    DriftWatch recovered;
+    for (int i = 0; i < 2; ++i) CHECK_FALSE(recovered.observe(window(3, 0.5)));
+    const auto d = recovered.observe(window(3, 0.5));
+    REQUIRE(d);
+    CHECK(d->speeds[2] == doctest::Approx(1.0));
+    CHECK(d->figures.find("b computes its layers in 0.50 ms (expected 1.00)") != std::string::npos);
+  }
+
+  TEST_CASE("a run whose average is on plan is not drift, nor is a window of another plan's shape") {
+    DriftWatch watch({.factor = 1.5, .windows = 2});
+    CHECK_FALSE(watch.observe(window(9, 1)));
+    CHECK_FALSE(watch.observe({{.device = "head", .expected_ms = 2, .measured_ms = 9}}));  // another plan: starts a run
+    CHECK(watch.observe({{.device = "head", .expected_ms = 2, .measured_ms = 9}}));
+    // Off one way then the other: each window is off, their average is not.
+    CHECK_FALSE(watch.observe(window(6, 1)));
+    CHECK_FALSE(watch.observe(window(1.2, 1)));
+    CHECK_FALSE(watch.observe({}));  // a plan with no stage measured: nothing to judge
+    // A stage expected to take 0.2 ms, measured at 0.9: fixed costs, not a device's speed.
+    for (int i = 0; i < 3; ++i) CHECK_FALSE(watch.observe({{.device = "head", .expected_ms = 0.2, .measured_ms = 0.9}}));
+  }
+
+  TEST_CASE("a device at a third of its speed: compute figures scaled, memory, storage and link kept") {
+    partitioner::DeviceProfile p;
+    p.name = "laptop";
+    p.usable_memory_bytes = 8e9;
+    p.memory_bandwidth_bytes_per_s = 30e9;
+    p.decode_bytes_per_s = {{"q4_0", 12e9}, {"f16", 18e9}};
+    p.prefill_flop_s = 300e9;
+    p.step_overhead_s = 2e-4;
+    p.storage_read_bytes_per_s = 1e9;
+    p.link = partitioner::Link{.bandwidth_bytes_per_s = 1e7, .latency_s = 0.005};
+    const auto slow = partitioner::at_speed(p, 1.0 / 3);
+    CHECK(slow.memory_bandwidth_bytes_per_s == doctest::Approx(10e9));
+    CHECK(slow.decode_bytes_per_s.at("q4_0") == doctest::Approx(4e9));
+    CHECK(slow.decode_bytes_per_s.at("f16") == doctest::Approx(6e9));
+    CHECK(slow.prefill_flop_s == doctest::Approx(100e9));
+    CHECK(slow.step_overhead_s == doctest::Approx(6e-4));
+    CHECK(slow.usable_memory_bytes == p.usable_memory_bytes);
+    CHECK(slow.storage_read_bytes_per_s == p.storage_read_bytes_per_s);
+    CHECK(slow.link->latency_s == p.link->latency_s);
+    CHECK(partitioner::at_speed(slow, 3).prefill_flop_s == doctest::Approx(p.prefill_flop_s));
+    CHECK(partitioner::same_figures(partitioner::at_speed(p, 0), p));  // no measurement: as it was
+  }
+
+  TEST_CASE("the registry keeps a device's measured speed: set again, it scales from the start-up figures") {
+    SteadyClock clock;
+    Device self;
+    self.node_id = "head";
+    self.profile.name = "head";
+    self.profile.prefill_flop_s = 300e9;
+    self.profile.storage_read_bytes_per_s = 6e9;
+    DeviceRegistry r(clock, self);
+    r.set_speed("head", 0.25);
+    CHECK(r.at("head").speed == 0.25);
+    CHECK(r.at("head").profile.prefill_flop_s == doctest::Approx(75e9));
+    r.set_speed("head", 0.5);  // measured again: half its start-up speed, not half of a quarter
+    CHECK(r.at("head").profile.prefill_flop_s == doctest::Approx(150e9));
+    CHECK(r.at("head").profile.storage_read_bytes_per_s == 6e9);
+    r.set_speed("head", 0);  // out of range: a measurement gone wrong
+    r.set_speed("nobody", 0.5);
+    CHECK(r.at("head").speed == 0.5);
+  }
+}
+
+}  // namespace hearth::cluster
