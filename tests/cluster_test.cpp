@@ -939,7 +939,8 @@ TEST_SUITE("cluster") {
       return n;
     };
     const int before = layers_of_a(nlohmann::json::parse(l.out));
-    std::vector<std::string> args{"generate"};
+    const std::string timings = dir.file("timings.txt");
+    std::vector<std::string> args{"generate", "--timings", timings};
     args.insert(args.end(), gen.begin(), gen.end());
     const std::string out = dir.file("generated.txt");
     const pid_t client = generate_in_background(c, args, out);
@@ -974,6 +975,15 @@ TEST_SUITE("cluster") {
     CHECK(events.find("re-balancing: a computes its layers in") != std::string::npos);
     CHECK(events.find("re-balanced; replaying 1 conversation(s)") != std::string::npos);
     CHECK(layers_of_a(s["plan"]) < before);
+    // Each token's arrival: 400 of them, in order. The figures, for the note: tok/s over the
+    // first 0.5 s, and over the last 100 tokens (after the switch).
+    std::vector<double> t;
+    std::ifstream f(timings);
+    for (double x; f >> x;) t.push_back(x);
+    REQUIRE(t.size() == 400);
+    CHECK(std::is_sorted(t.begin(), t.end()));
+    const auto first = std::count_if(t.begin(), t.end(), [&](double x) { return x < t.front() + 0.5; });
+    MESSAGE("tok/s before the slowdown ", static_cast<double>(first) / 0.5, ", over the last 100 tokens ", 100 / (t.back() - t[299]));
   }
 
 }  // TEST_SUITE

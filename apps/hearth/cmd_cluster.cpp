@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -251,12 +252,15 @@ struct GenerateArgs {
   runtime::SamplingParams sampling;
   bool no_cache = false;
   std::string ids;  // where to write the generated token ids (an oracle draft's file), if anywhere
+  std::string timings;  // where to write each token's arrival, if anywhere (benchmarks)
 };
 
-void write_ids(const std::string& path, const std::vector<int32_t>& ids) {
+// One value a line: the file a benchmark or an oracle draft reads.
+template <typename T>
+void write_lines(const std::string& path, const std::vector<T>& values, const std::string& what) {
   std::ofstream out(path);
-  for (int32_t id : ids) out << id << '\n';
-  if (!out.flush()) throw std::runtime_error("cannot write the token ids to " + path);
+  for (const T& v : values) out << v << '\n';
+  if (!out.flush()) throw std::runtime_error("cannot write " + what + " to " + path);
 }
 
 void generate(const HeadTarget& head, const GenerateArgs& a) {
@@ -271,12 +275,15 @@ void generate(const HeadTarget& head, const GenerateArgs& a) {
   std::string error;
   auto category = wire::ErrorCategory::INTERNAL;
   std::vector<int32_t> ids;
+  std::vector<double> arrivals;  // seconds after the request was sent
+  const auto sent = std::chrono::steady_clock::now();
   c.request(
       b,
       [&](wire::Envelope::Reader env) {
         const auto e = env.getGenerateEvent();
         if (!e.getDone()) {
           ids.push_back(e.getToken());
+          arrivals.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count());
           const auto t = e.getText();
           const std::string text = utf8.push(std::string_view(t.cStr(), t.size()));
           std::fwrite(text.data(), 1, text.size(), stdout);
@@ -295,7 +302,8 @@ void generate(const HeadTarget& head, const GenerateArgs& a) {
       },
       std::chrono::seconds(60));
   if (!error.empty()) throw HeadError(category, error);
-  if (!a.ids.empty()) write_ids(a.ids, ids);
+  if (!a.ids.empty()) write_lines(a.ids, ids, "the token ids");
+  if (!a.timings.empty()) write_lines(a.timings, arrivals, "the token timings");
 }
 
 void status(const HeadTarget& head, bool json) {
@@ -424,6 +432,8 @@ void add_cluster_commands(CLI::App& app) {
   g->add_option("--seed", ga->sampling.seed, "Random seed");
   g->add_flag("--no-cache-prompt", ga->no_cache, "Compute the whole prompt, even where a kept KV cache holds its beginning");
   g->add_option("--ids", ga->ids, "Also write the generated token ids to this file (for `hearth launch --draft oracle:FILE`)");
+  g->add_option("--timings", ga->timings,
+                "Also write when each token arrived, in seconds after the request, one a line (for benchmarks)");
   g->callback([head, ga] { generate(*head, *ga); });
 
   auto sj = std::make_shared<bool>(false);
