@@ -14,10 +14,10 @@
 namespace hearth::cluster {
 
 struct StageWindow {
-  std::string device;       // its name, for the figures
-  double expected_ms = 0;   // what the plan expects of the stage per decode step
-  double measured_ms = 0;   // what its steps took over the window, on average
-  double speed = 1;         // the device's speed (1: its profile's) behind the expectation
+  std::string device;      // its name, for the figures
+  double expected_ms = 0;  // what the plan expects of the stage per decode step
+  double measured_ms = 0;  // what its steps took over the window, on average
+  double speed = 1;        // the device's speed (1: its profile's) behind the expectation
 };
 
 struct DriftOptions {

@@ -92,7 +92,8 @@ class Head final : public HeadRole {
   void assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devices, bool staged);
   void send_assignment(const LaunchedPlan& p, size_t i, const std::vector<std::string>& plan_keys, bool staged);
   // `devices` as the planner sees them for p: the head's memory less a draft model it holds.
-  std::vector<const Device*> planning_devices(const LaunchedPlan& p, std::vector<const Device*> devices, Device& head_with_draft) const;
+  std::vector<const Device*> planning_devices(const LaunchedPlan& p, std::vector<const Device*> devices,
+                                              Device& head_with_draft) const;
   void start_serving();
   void try_commit();
   void abandon_next(const std::string& reason, ErrorCategory category);
@@ -160,7 +161,7 @@ class Head final : public HeadRole {
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<CarriedSession> carried_;  // conversations waiting for a device (see recover())
   Clock::time_point recovery_deadline_{};
-  std::optional<Clock::time_point> last_rebalance_;  // when the serving plan last followed the devices
+  std::optional<Clock::time_point> last_rebalance_;           // when the serving plan last followed the devices
   std::map<std::string, Clock::time_point> hello_requested_;  // unknown node ids we asked to register
   uint64_t next_plan_id_;
   std::map<std::string, uint64_t> hash_cache_;  // model path + size + mtime -> XXH3

@@ -62,11 +62,12 @@ void Head::on_launch(const std::string& client, uint64_t request_id, wire::Launc
 }
 
 std::vector<const Device*> Head::planning_devices(const LaunchedPlan& p, std::vector<const Device*> devices,
-                                                 Device& head_with_draft) const {
+                                                  Device& head_with_draft) const {
   for (auto& d : devices)
     if (d->is_self && p.draft_bytes > 0) {
       head_with_draft = *d;
-      head_with_draft.profile.usable_memory_bytes = std::max(0.0, d->profile.usable_memory_bytes - static_cast<double>(p.draft_bytes));
+      head_with_draft.profile.usable_memory_bytes =
+          std::max(0.0, d->profile.usable_memory_bytes - static_cast<double>(p.draft_bytes));
       d = &head_with_draft;
     }
   return devices;

@@ -983,7 +983,8 @@ TEST_SUITE("cluster") {
     REQUIRE(t.size() == 400);
     CHECK(std::is_sorted(t.begin(), t.end()));
     const auto first = std::count_if(t.begin(), t.end(), [&](double x) { return x < t.front() + 0.5; });
-    MESSAGE("tok/s before the slowdown ", static_cast<double>(first) / 0.5, ", over the last 100 tokens ", 100 / (t.back() - t[299]));
+    MESSAGE("tok/s before the slowdown ", static_cast<double>(first) / 0.5, ", over the last 100 tokens ",
+            100 / (t.back() - t[299]));
   }
 
 }  // TEST_SUITE
