@@ -64,9 +64,9 @@ void StageLoader::on_assignment(wire::Assignment::Reader a) {
   const uint64_t id = l.plan_id;
   Loading& at = loads_[id] = std::move(l);
   try {
-    if (config_.memory_limit > 0 && bytes > config_.memory_limit)
-      throw std::runtime_error("the stage's weights (" + std::to_string(bytes) + " bytes) exceed this device's memory limit (" +
-                               std::to_string(config_.memory_limit) + " bytes)");
+    // No check of the weights against this device's memory limit here: the planner may give a
+    // device with storage more weights than its memory, and the stage pages what does not fit
+    // (StageRunner::paging_for).
     if (auto local = local_models_.find(a.getModelHash())) {
       spdlog::info("this device has the model ({}): its layers are mapped from it, nothing is transferred", *local);
       at.local_model = *local;

@@ -448,6 +448,33 @@ TEST_SUITE("cluster") {
 #endif
   }
 
+  // Found by home-cluster's wifi-three-drift scenario: the planner gave a tablet a stage of 211 MB
+  // of weights, most of them paged, and the tablet refused it against its 205 MB limit, a check
+  // older than paging. The stage pages what does not fit (StageRunner::paging_for).
+  TEST_CASE("a stage whose weights alone exceed its device's memory limit is paged, not refused") {
+    TempDir dir;
+    hearth::runtime::MakeModelOptions o;
+    o.type = hearth::runtime::TensorType::Q8_0;
+    o.shape = {.n_vocab = 512, .n_embd = 1024, .n_layer = 16, .n_head = 8, .n_head_kv = 4, .n_ff = 2816, .n_ctx = 256};
+    const std::string model = hearth::test::make_model(dir, "m.gguf", o);  // ~200 MB, 12 MB a block
+    Cluster c(dir);
+    c.set_profile_storage("a", 1e9);
+    c.start("head", {"--memory-limit", "120MB"});  // a few blocks
+    c.start("a", {"--memory-limit", "100MB"});     // less than the rest, which it pages
+    const auto l = c.cli({"launch", "--model", model, "--ctx", "128", "--streams", "1", "--json"});
+    REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+    const auto plan = nlohmann::json::parse(l.out);
+    CAPTURE(plan.dump());
+    double a_weights = 0;
+    for (const auto& s : plan["stages"])
+      if (s["device"] == "a") a_weights = s["weight_bytes"].get<double>();
+    CHECK(a_weights > 100e6);
+    check_same_as_one_device(c, model, "hello world", 8);
+    std::ifstream log(c.daemon("a").log);
+    const std::string said((std::istreambuf_iterator<char>(log)), {});
+    CHECK(said.find("paging ") != std::string::npos);  // paged, not loaded whole
+  }
+
   TEST_CASE("malformed, truncated and out-of-plan messages are dropped and the cluster keeps serving") {
     auto model = hearth::test::shared_file("models/stories260K/stories260K.gguf");
     if (!model) return;
