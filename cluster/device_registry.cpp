@@ -104,6 +104,16 @@ void DeviceRegistry::set_speed(const std::string& node_id, double speed) {
   Device& d = it->second;
   d.profile = partitioner::at_speed(d.profile, speed / d.speed);
   d.speed = speed;
+  d.speed_at = clock_.now();
+}
+
+void DeviceRegistry::forget_speeds(std::chrono::steady_clock::duration age, const std::vector<std::string>& measuring) {
+  const auto now = clock_.now();
+  for (auto& [id, d] : devices_)
+    if (d.speed != 1 && now - d.speed_at > age && std::find(measuring.begin(), measuring.end(), id) == measuring.end()) {
+      d.profile = partitioner::at_speed(d.profile, 1 / d.speed);
+      d.speed = 1;
+    }
 }
 
 std::vector<const Device*> DeviceRegistry::alive_except(const std::string& node_id) const {

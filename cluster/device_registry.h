@@ -4,6 +4,7 @@
 // its answers into messages.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -43,6 +44,7 @@ struct Device {
   // Its speed as its stage measured it, relative to what it measured at start (cluster/drift.h);
   // profile's compute figures are already scaled by it, so every plan uses it.
   double speed = 1;
+  Clock::time_point speed_at{};  // when it was measured
 };
 
 // What a heartbeat reports.
@@ -91,6 +93,10 @@ class DeviceRegistry {
   // The device computes at `speed` times what it measured at start (as a stage measured it):
   // its profile's compute figures follow. Unknown devices and speeds out of range are ignored.
   void set_speed(const std::string& node_id, double speed);
+  // A speed measured longer than `age` ago on a device not in `measuring` (the serving plan's,
+  // whose stages measure them all along) no longer says how fast it is: the device's build may
+  // have ended long since. Its profile's figures apply again.
+  void forget_speeds(std::chrono::steady_clock::duration age, const std::vector<std::string>& measuring);
   const std::map<std::pair<std::string, std::string>, partitioner::Link>& links() const { return links_; }
   // The links between `devices` as measured, else the access-link defaults of their profiles.
   partitioner::LinkTable link_table(const std::vector<const Device*>& devices) const;

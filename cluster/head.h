@@ -122,6 +122,8 @@ class Head final : public HeadRole {
 
   // head_rebalance.cpp: a plan that follows the devices' measured speeds.
   void watch_drift();
+  // Speeds measured long ago on devices that run no stage now are forgotten before a plan is made.
+  void forget_stale_speeds();
   void on_drift(const Drift& drift);
   void stage_rebalance(partitioner::PartitionPlan plan, const std::vector<const Device*>& devices);
 

@@ -40,6 +40,7 @@ void Head::on_launch(const std::string& client, uint64_t request_id, wire::Launc
     p->launcher_request = request_id;
     p->partition = partition_options(r, *p);
     for (auto n : r.getDevices()) p->wanted.emplace_back(n.cStr());
+    forget_stale_speeds();
     Device head_with_draft;
     const std::vector<const Device*> devices = planning_devices(*p, registry_.candidates(p->wanted), head_with_draft);
     const partitioner::LinkTable links = registry_.link_table(devices);

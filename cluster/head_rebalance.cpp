@@ -20,6 +20,8 @@ constexpr uint64_t kDriftSteps = 8;
 constexpr double kMinGain = 0.2;
 constexpr double kMinGainMs = 1.0;
 constexpr auto kRebalanceRest = std::chrono::seconds(30);
+// How long a speed measured on a device that no longer runs a stage still counts.
+constexpr auto kSpeedMemory = std::chrono::minutes(10);
 
 // "head 0-1, a 2-6, b 7": the plan's layer ranges by device.
 std::string ranges_text(const partitioner::PartitionPlan& plan, const std::vector<const Device*>& devices) {
@@ -46,23 +48,30 @@ bool same_stages(const LaunchedPlan& serving, const partitioner::PartitionPlan& 
 
 }  // namespace
 
+void Head::forget_stale_speeds() {
+  std::vector<std::string> measuring;
+  if (plan_)
+    for (const auto& s : plan_->stages) measuring.push_back(s.node_id);
+  registry_.forget_speeds(kSpeedMemory, measuring);
+}
+
 // Called every tick: closes a window of decode steps when it is long enough, and hands it to the
 // plan's drift watch.
 void Head::watch_drift() {
   if (!plan_ || !plan_->ready() || plan_->split_by_user || next_) return;
   const auto now = ports_.clock.now();
+  auto& mark = plan_->drift_mark;
+  if (mark.size() == plan_->stages.size() && now - plan_->drift_mark_at < kDriftWindow) return;  // the loop ticks often
   std::vector<std::pair<uint64_t, uint64_t>> counts;
   for (const auto& s : plan_->stages) {
     const StageCounters c = counters_of(s.node_id);
     counts.emplace_back(c.decode_steps, c.decode_ns);
   }
-  auto& mark = plan_->drift_mark;
   const auto restart = [&] {
     mark = counts;
     plan_->drift_mark_at = now;
   };
   if (mark.size() != counts.size()) return restart();
-  if (now - plan_->drift_mark_at < kDriftWindow) return;
   std::vector<StageWindow> window;
   for (size_t i = 0; i < counts.size(); ++i) {
     if (counts[i].first < mark[i].first || counts[i].second < mark[i].second) return restart();  // a daemon restarted
@@ -87,6 +96,7 @@ void Head::on_drift(const Drift& drift) {
     registry_.set_speed(serving.stages[i].node_id, drift.speeds[i]);
     measured_ms += drift.measured_ms[i] - serving.plan.stages[i].stage_time_s * 1e3;
   }
+  forget_stale_speeds();
   const std::vector<const Device*> devices = registry_.candidates(serving.wanted);
   std::optional<partitioner::PartitionPlan> candidate;
   std::string verdict;

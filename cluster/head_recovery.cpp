@@ -45,7 +45,9 @@ void Head::recover(const std::string& lost_node_id, const std::string& reason) {
   ports_.stage.unload();
   plan_ = successor(*old, next_plan_id_++, reason);
   try {
-    const std::vector<const Device*> devices = registry_.candidates(plan_->wanted);
+    forget_stale_speeds();
+    Device head_with_draft;
+    const std::vector<const Device*> devices = planning_devices(*plan_, registry_.candidates(plan_->wanted), head_with_draft);
     plan_->plan = plan_by_planner(plan_->spec, devices, registry_.link_table(devices), plan_->partition);
     for (const auto& line : partitioner::describe_plan(plan_->plan)) spdlog::info("re-plan: {}", line);
     // Stages of the old plan on devices still up get their new assignment (which replaces the

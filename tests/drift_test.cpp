@@ -9,6 +9,11 @@ namespace hearth::cluster {
 
 namespace {
 
+struct ManualClock final : Clock {
+  time_point t{};
+  time_point now() const override { return t; }
+};
+
 std::vector<StageWindow> window(double a_ms, double b_ms) {
   return {{.device = "head", .expected_ms = 2, .measured_ms = 2.1, .speed = 1},
           {.device = "a", .expected_ms = 3, .measured_ms = a_ms, .speed = 1},
@@ -88,7 +93,7 @@ TEST_SUITE("drift") {
   }
 
   TEST_CASE("the registry keeps a device's measured speed: set again, it scales from the start-up figures") {
-    SteadyClock clock;
+    ManualClock clock;
     Device self;
     self.node_id = "head";
     self.profile.name = "head";
@@ -104,6 +109,23 @@ TEST_SUITE("drift") {
     r.set_speed("head", 0);  // out of range: a measurement gone wrong
     r.set_speed("nobody", 0.5);
     CHECK(r.at("head").speed == 0.5);
+  }
+
+  TEST_CASE("a speed measured long ago on a device that runs no stage is forgotten") {
+    ManualClock clock;
+    Device self;
+    self.node_id = "head";
+    self.profile.prefill_flop_s = 300e9;
+    DeviceRegistry r(clock, self);
+    r.set_speed("head", 0.25);
+    clock.t += std::chrono::minutes(11);
+    r.forget_speeds(std::chrono::minutes(10), {"head"});  // it runs a stage: measured all along
+    CHECK(r.at("head").speed == 0.25);
+    r.forget_speeds(std::chrono::minutes(12), {});  // not that long ago
+    CHECK(r.at("head").speed == 0.25);
+    r.forget_speeds(std::chrono::minutes(10), {});
+    CHECK(r.at("head").speed == 1);
+    CHECK(r.at("head").profile.prefill_flop_s == doctest::Approx(300e9));
   }
 }
 
