@@ -142,14 +142,7 @@ void Head::stage_rebalance(partitioner::PartitionPlan plan, const std::vector<co
   const LaunchedPlan& serving = *plan_;
   try {
     auto p = open_model(serving.model_path);
-    p->options = serving.options;
-    p->wire_type = serving.wire_type;
-    p->draft = serving.draft;
-    p->draft_max = serving.draft_max;
-    p->draft_bytes = serving.draft_bytes;
-    p->partition = serving.partition;
-    p->wanted = serving.wanted;
-    p->events = serving.events;
+    carry_choices(serving, *p);
     p->rebalance = true;
     p->plan = std::move(plan);
     for (const auto& line : partitioner::describe_plan(p->plan)) spdlog::info("re-balance: {}", line);

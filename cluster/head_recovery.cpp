@@ -18,15 +18,8 @@ std::unique_ptr<LaunchedPlan> successor(LaunchedPlan& old, uint64_t id, const st
   p->file = std::move(old.file);
   p->config = old.config;
   p->tokenizer = std::move(old.tokenizer);
-  p->options = old.options;
-  p->wire_type = old.wire_type;
-  p->draft = old.draft;
-  p->draft_max = old.draft_max;
-  p->draft_bytes = old.draft_bytes;
   p->spec = old.spec;
-  p->partition = old.partition;
-  p->wanted = old.wanted;
-  p->events = old.events;
+  carry_choices(old, *p);
   p->events.push_back(reason);
   p->started = std::chrono::steady_clock::now();
   return p;

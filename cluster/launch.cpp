@@ -81,6 +81,17 @@ std::vector<partitioner::DeviceProfile> profiles_of(const std::vector<const Devi
 
 }  // namespace
 
+void carry_choices(const LaunchedPlan& from, LaunchedPlan& to) {
+  to.options = from.options;
+  to.wire_type = from.wire_type;
+  to.draft = from.draft;
+  to.draft_max = from.draft_max;
+  to.draft_bytes = from.draft_bytes;
+  to.partition = from.partition;
+  to.wanted = from.wanted;
+  to.events = from.events;
+}
+
 std::vector<std::pair<int, int>> fallback_sizes(int ctx, int streams) {
   std::vector<std::pair<int, int>> sizes;
   for (int k = streams; k >= 1; k /= 2) sizes.emplace_back(ctx, k);

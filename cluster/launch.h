@@ -119,6 +119,10 @@ struct LaunchedPlan {
   LaunchState state_;
 };
 
+// What a launch chose (sizes, wire type, drafts, how to plan) and its history, for a plan of the
+// same model that replaces it: a re-plan after a lost device, a re-balance.
+void carry_choices(const LaunchedPlan& from, LaunchedPlan& to);
+
 // The (ctx, streams) a launch tries, largest first, when the client named neither: fewer streams
 // before a shorter context, since a conversation's length matters more at home than how many run
 // at once.

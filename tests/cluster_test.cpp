@@ -581,6 +581,32 @@ TEST_SUITE("cluster") {
     return WIFEXITED(status_code) ? WEXITSTATUS(status_code) : -1;
   }
 
+  // Stops the process 30 ms of every 35 while it lives (it then computes at about a seventh of its
+  // speed, whatever else the machine does), and lets it run again at the end.
+  class DutyCycle {
+   public:
+    explicit DutyCycle(pid_t pid) : pid_(pid), thread_([this] {
+      while (busy_) {
+        ::kill(pid_, SIGSTOP);
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        ::kill(pid_, SIGCONT);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    }) {}
+    ~DutyCycle() {
+      busy_ = false;
+      thread_.join();
+      ::kill(pid_, SIGCONT);
+    }
+    DutyCycle(const DutyCycle&) = delete;
+    DutyCycle& operator=(const DutyCycle&) = delete;
+
+   private:
+    pid_t pid_;
+    std::atomic<bool> busy_{true};
+    std::thread thread_;
+  };
+
   std::string slurp(const std::string& path) {
     std::ifstream f(path);
     return {std::istreambuf_iterator<char>(f), {}};
@@ -906,25 +932,7 @@ TEST_SUITE("cluster") {
     // seventh of its speed. (Its own speed is not enough: when the head probed its links under
     // load (CI) it measured loopback's latency in milliseconds, the plan expects ~10.7 ms a token
     // in hops, and a's 4-5 ms of compute never made decoding fall behind that by half.)
-    std::atomic<bool> busy{true};
-    std::thread duty([&] {
-      while (busy) {
-        ::kill(a, SIGSTOP);
-        std::this_thread::sleep_for(std::chrono::milliseconds(30));
-        ::kill(a, SIGCONT);
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      }
-    });
-    struct Resume {
-      std::atomic<bool>& busy;
-      std::thread& duty;
-      pid_t a;
-      ~Resume() {
-        busy = false;
-        duty.join();
-        ::kill(a, SIGCONT);
-      }
-    } resume{busy, duty, a};
+    const DutyCycle busy(a);
     // Counters come with heartbeats (400 ms), so the pace is judged after a later generation; 100
     // tokens a round (was 48: with faster attention a round could end between two heartbeats,
     // and under load 10 rounds sometimes judged nothing).
@@ -973,25 +981,7 @@ TEST_SUITE("cluster") {
     const pid_t client = generate_in_background(c, args, out);
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     // From now on a is stopped 30 ms of every 35: it computes at about a seventh of its speed.
-    std::atomic<bool> busy{true};
-    std::thread duty([&] {
-      while (busy) {
-        ::kill(a, SIGSTOP);
-        std::this_thread::sleep_for(std::chrono::milliseconds(30));
-        ::kill(a, SIGCONT);
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      }
-    });
-    struct Resume {
-      std::atomic<bool>& busy;
-      std::thread& duty;
-      pid_t a;
-      ~Resume() {
-        busy = false;
-        duty.join();
-        ::kill(a, SIGCONT);
-      }
-    } resume{busy, duty, a};
+    const DutyCycle busy(a);
     const int code = wait_for(client, std::chrono::seconds(120));
     CAPTURE(slurp(out + ".err"));
     CHECK(code == 0);                    // no error: the client saw a pause
