@@ -585,14 +585,15 @@ TEST_SUITE("cluster") {
   // speed, whatever else the machine does), and lets it run again at the end.
   class DutyCycle {
    public:
-    explicit DutyCycle(pid_t pid) : pid_(pid), thread_([this] {
-      while (busy_) {
-        ::kill(pid_, SIGSTOP);
-        std::this_thread::sleep_for(std::chrono::milliseconds(30));
-        ::kill(pid_, SIGCONT);
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      }
-    }) {}
+    explicit DutyCycle(pid_t pid)
+        : pid_(pid), thread_([this] {
+            while (busy_) {
+              ::kill(pid_, SIGSTOP);
+              std::this_thread::sleep_for(std::chrono::milliseconds(30));
+              ::kill(pid_, SIGCONT);
+              std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            }
+          }) {}
     ~DutyCycle() {
       busy_ = false;
       thread_.join();
