@@ -282,22 +282,27 @@ void Head::try_commit() {
   unload_all("the model was replaced by " + p->config.name + " (hearth launch): send the request again");
   plan_ = std::move(p);
   plan_->move_to(LaunchState::kLoading);
+  // The switch failed: the launch fails, said to its client, and so do the conversations a
+  // re-balance carried (they would otherwise wait for nothing).
+  const auto fail_switch = [&](const std::string& why, ErrorCategory category) {
+    fail_plan(why, category);
+    carried_ = std::move(carried);
+    fail_carried(why, category);
+  };
   for (size_t i = 1; i < plan_->stages.size(); ++i) {
     capnp::MallocMessageBuilder b;
     b.initRoot<wire::Envelope>().initCommit().setPlanId(plan_->id);
     plan_->stages[i].state = StageState::kLoading;
     if (!ports_.outbox.send(plan_->stages[i].node_id, b))
-      return fail_plan("device " + registry_.at(plan_->stages[i].node_id).profile.name + " is unreachable",
-                       ErrorCategory::LOST_DEVICE);
+      return fail_switch("device " + registry_.at(plan_->stages[i].node_id).profile.name + " is unreachable",
+                         ErrorCategory::LOST_DEVICE);
   }
   try {
     start_serving();
     for (auto& c : carried) scheduler_->resume(std::move(c));  // they run once the stages are ready
-  } catch (const std::exception& e) {  // the head cannot map its own layers: the launch fails, said to its client
-    const std::string why = std::string("the head cannot load its stage: ") + e.what();
-    fail_plan(why, category_of(e));
-    carried_ = std::move(carried);
-    fail_carried(why, category_of(e));
+  } catch (const std::exception& e) {
+    // The head cannot map its own layers.
+    fail_switch(std::string("the head cannot load its stage: ") + e.what(), category_of(e));
   }
 }
 
