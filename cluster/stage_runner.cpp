@@ -40,7 +40,8 @@ void StageRunner::load(uint64_t plan_id, const std::string& model_path, const ru
   st->gpu = with_gpu.paging.empty() ? runtime::choose_stage_gpu(gpu_, *weights) : nullptr;
   with_gpu.offload = st->gpu ? &st->gpu->offload() : nullptr;
   st->host = std::make_unique<StageHost>(std::move(weights), with_gpu, pool_);
-  if (const std::string why = wire_type_unfit(next.wire_type, static_cast<size_t>(cfg.n_embd)); !why.empty())
+  if (const std::string why = wire_type_unfit(next.wire_type, static_cast<size_t>(cfg.hidden_width(spec.last_layer)));
+      !why.empty())
     throw std::invalid_argument(why);
   st->next_endpoint = next.endpoint;
   st->wire_type = next.wire_type;
@@ -93,8 +94,8 @@ void StageRunner::accept_forward(wire::Forward::Reader f, zmq::message_t* payloa
   const auto& cfg = host.config();
   if (host.spec().has_embedding) throw std::invalid_argument("the first stage takes no forwards");
   const auto dtype = dtype_from_wire(f.getDtype());
-  if (!dtype || f.getNEmbd() != static_cast<uint32_t>(cfg.n_embd))
-    throw std::invalid_argument("forward with a dtype or width this stage does not use");
+  const auto width = static_cast<size_t>(cfg.hidden_width(host.spec().first_layer));
+  if (!dtype || f.getNEmbd() != width) throw std::invalid_argument("forward with a dtype or width this stage does not use");
   const auto chunks = f.getChunks();
   const auto tokens = f.getTokens();
   if (chunks.size() == 0 || chunks.size() > static_cast<unsigned>(host.max_batch()))
@@ -116,10 +117,10 @@ void StageRunner::accept_forward(wire::Forward::Reader f, zmq::message_t* payloa
   }
   if (total > static_cast<uint64_t>(host.max_batch()) || tokens.size() != total)
     throw std::invalid_argument("forward token count does not match its chunks");
-  b.hidden.resize(total * static_cast<size_t>(cfg.n_embd));
+  b.hidden.resize(total * width);
   try {
     if (payload == nullptr) throw std::invalid_argument("forward without its payload");
-    decode_activations(*dtype, {payload->data<uint8_t>(), payload->size()}, static_cast<size_t>(cfg.n_embd), b.hidden);
+    decode_activations(*dtype, {payload->data<uint8_t>(), payload->size()}, width, b.hidden);
   } catch (const std::invalid_argument&) {
     drops_.bad_payload++;
     throw;
@@ -242,7 +243,7 @@ bool StageRunner::push_forward(const Batch& batch, const std::vector<float>& hid
   capnp::MallocMessageBuilder b;
   auto f = b.initRoot<wire::Envelope>().initForward();
   f.setPlanId(plan_id_);
-  const auto width = static_cast<size_t>(stage_->host->config().n_embd);
+  const auto width = static_cast<size_t>(stage_->host->config().hidden_width(stage_->host->spec().last_layer));
   // A batch whose values f16 cannot hold goes as f32: exact, only larger.
   runtime::TensorType type = stage_->wire_type;
   zmq::message_t payload(encoded_bytes(type, hidden.size() / width, width));

@@ -17,6 +17,7 @@ class Exhaustive {
     used_[0] = 1;
     for (int j = 0; j <= n_layers_ && !result_.too_large; ++j) {
       if (!cm_.fits(0, 0, j, true, j == n_layers_)) break;
+      if (!can_cut(cm_.spec(), j)) continue;
       stages_.push_back({0, 0, j});
       extend(j);
       stages_.pop_back();
@@ -31,6 +32,7 @@ class Exhaustive {
       if (used_[e]) continue;
       used_[e] = 1;
       for (int j = done + 1; j <= n_layers_ && cm_.fits(e, done, j, false, j == n_layers_); ++j) {
+        if (!can_cut(cm_.spec(), j)) continue;
         stages_.push_back({e, done, j});
         extend(j);
         stages_.pop_back();

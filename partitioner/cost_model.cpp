@@ -94,12 +94,15 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
   for (double b : spec_.layer_weight_bytes) widest_layer_bytes_ = std::max(widest_layer_bytes_, b);
   weight_prefix_.assign(spec_.n_layers + 1, 0.0);
   for (int l = 0; l < spec_.n_layers; ++l) weight_prefix_[l + 1] = weight_prefix_[l] + spec_.layer_weight_bytes[l];
-  // A recurrent layer holds its fixed state per stream instead of a KV cache.
+  // A recurrent layer holds its fixed state per stream instead of a KV cache; a shared-KV layer
+  // holds neither.
   kv_prefix_.assign(spec_.n_layers + 1, 0.0);
   const bool states = spec_.layer_state_bytes.size() == static_cast<size_t>(spec_.n_layers);
+  const bool shares = spec_.layer_shares_kv.size() == static_cast<size_t>(spec_.n_layers);
   for (int l = 0; l < spec_.n_layers; ++l) {
     const double state = states ? spec_.layer_state_bytes[static_cast<size_t>(l)] : 0.0;
-    kv_prefix_[l + 1] = kv_prefix_[l] + (state > 0 ? state * o.streams : kv_bytes_per_layer_);
+    const double kv = shares && spec_.layer_shares_kv[static_cast<size_t>(l)] ? 0.0 : kv_bytes_per_layer_;
+    kv_prefix_[l + 1] = kv_prefix_[l] + (state > 0 ? state * o.streams : kv);
   }
 
   build_decode_tables();

@@ -43,8 +43,10 @@ template <class Ops>
 void run_dp(const CostModel& cm, const SearchSpace& space, Ops& ops) {
   const int n_layers = cm.n_layers();
   const int head = space.device_of_node[space.start];
-  for (int j = 0; j <= n_layers; ++j)
-    if (!cm.fits(head, 0, j, true, j == n_layers) || !ops.seed(j)) break;
+  for (int j = 0; j <= n_layers; ++j) {
+    if (!cm.fits(head, 0, j, true, j == n_layers)) break;
+    if (can_cut(cm.spec(), j) && !ops.seed(j)) break;
+  }
   const Reach reach = compute_reach(cm);
   for (int node = space.start; node < space.n_nodes(); ++node) {
     if (space.next[node].empty()) continue;
@@ -59,7 +61,7 @@ void run_dp(const CostModel& cm, const SearchSpace& space, Ops& ops) {
         if (!ops.begin(node, i, d, e)) continue;
         const int jmax = reach.max_end[e][i];
         int j = i + 1;
-        while (j <= jmax && ops.relax(node, i, nx, e, j)) ++j;
+        while (j <= jmax && (!can_cut(cm.spec(), j) || ops.relax(node, i, nx, e, j))) ++j;
         if (j > jmax && reach.to_end[e][i]) ops.relax(node, i, nx, e, n_layers);
       }
     }

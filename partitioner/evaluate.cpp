@@ -35,6 +35,10 @@ void check_spec(std::vector<std::string>& out, const ModelSpec& spec) {
   if (!spec.layer_state_bytes.empty() && static_cast<int>(spec.layer_state_bytes.size()) != spec.n_layers)
     out.push_back("model recurrent state sizes must have n_layers entries");
   for (double b : spec.layer_state_bytes) check_not_negative(out, "model layer_state_bytes", b);
+  if (!spec.no_cut_at.empty() && static_cast<int>(spec.no_cut_at.size()) != spec.n_layers + 1)
+    out.push_back("model no_cut_at must have n_layers + 1 entries");
+  if (!spec.layer_shares_kv.empty() && static_cast<int>(spec.layer_shares_kv.size()) != spec.n_layers)
+    out.push_back("model layer_shares_kv must have n_layers entries");
   for (double f : spec.layer_flops_per_token) check_not_negative(out, "model layer_flops_per_token", f);
   check_not_negative(out, "model embedding_bytes", spec.embedding_bytes);
   check_not_negative(out, "model output_bytes", spec.output_bytes);
@@ -179,6 +183,9 @@ std::vector<std::string> validate_plan(const ModelSpec& spec, std::span<const De
     if (a.has_embedding != (s == 0)) out.push_back("stage " + std::to_string(s) + " has the wrong embedding flag");
     if (a.has_output != (s + 1 == plan.stages.size()))
       out.push_back("stage " + std::to_string(s) + " has the wrong LM head flag");
+    if (!can_cut(spec, a.first_layer))
+      out.push_back("stage " + std::to_string(s) + " starts at layer " + std::to_string(a.first_layer) +
+                    ", whose layers read the KV cache of an earlier layer on another stage");
   }
   const CostModel cm(spec, devices, LinkTable{}, options);
   for (const Infeasible& overflow : memory_overflows(cm, ranges, "plan")) out.push_back(overflow.message);

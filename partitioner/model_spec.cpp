@@ -196,4 +196,8 @@ double total_weight_bytes(const ModelSpec& spec) {
   return blocks + spec.embedding_bytes + head;
 }
 
+bool can_cut(const ModelSpec& spec, int boundary) {
+  return boundary <= 0 || boundary >= spec.n_layers || spec.no_cut_at.empty() || !spec.no_cut_at[static_cast<size_t>(boundary)];
+}
+
 }  // namespace hearth::partitioner

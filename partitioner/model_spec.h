@@ -40,7 +40,16 @@ struct ModelSpec {
   // stream, whatever the context: its bytes per block, [n_layers] (0 for a layer with a KV cache)
   // or empty when every layer has a KV cache.
   std::vector<double> layer_state_bytes;
+  // Boundaries no stage may start at, [n_layers + 1] or empty (every one allowed): a layer that
+  // reads an earlier layer's KV cache (Gemma 4's shared-KV layers) must be on that layer's stage.
+  std::vector<bool> no_cut_at;
+  // Layers that read another layer's KV cache and hold none (Gemma 4's shared-KV layers; they
+  // still read it, so their time is as any layer's): [n_layers] or empty.
+  std::vector<bool> layer_shares_kv;
 };
+
+// Whether a stage may start at layer `boundary` (0 and n_layers always may).
+bool can_cut(const ModelSpec& spec, int boundary);
 
 // Bytes of block `layer` that a step of `tokens` tokens reads: all of a dense block; of a MoE
 // block, everything but the experts, plus the experts at least one of the tokens picks, expected

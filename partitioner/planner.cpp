@@ -232,6 +232,12 @@ PlanResult run_exhaustive(const CostModel& cm) {
 }
 
 PlanResult run_baseline(const CostModel& cm, const std::vector<StageRange>& ranges, std::string_view what) {
+  for (const StageRange& r : ranges)
+    if (!can_cut(cm.spec(), r.first_layer))
+      return failure({Infeasibility::invalid_input,
+                      std::string(what) + " starts a stage at layer " + std::to_string(r.first_layer) +
+                          ", whose layers read the KV cache of an earlier layer: use the dp planner",
+                      0});
   std::vector<Infeasible> overflows = memory_overflows(cm, ranges, what);
   if (!overflows.empty()) return failure(overflows.front());
   return success(cm, ranges, true);

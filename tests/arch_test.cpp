@@ -85,9 +85,16 @@ bool ends_with(const std::string& s, const char* suffix) { return s.ends_with(su
 void check_splits_and_decode(const Model& m, ThreadPool& pool, const std::vector<int32_t>& prompt) {
   const int L = m.config.n_layer, V = m.config.n_vocab;
   REQUIRE(L >= 3);
+  // Cuts where a stage may start (Gemma 4's shared-KV layers stay with the layers they read).
+  const auto allowed = [&](int b) {
+    while (!m.config.stage_may_start_at(b)) --b;
+    return b;
+  };
+  const int half = allowed(L / 2), late = allowed(L - 1);
+  REQUIRE(late > 1);
   auto whole = make_stage(m, 0, L, pool);
-  auto a = make_stage(m, 0, L / 2, pool), b = make_stage(m, L / 2, L, pool);
-  auto x = make_stage(m, 0, 1, pool), y = make_stage(m, 1, L - 1, pool), z = make_stage(m, L - 1, L, pool);
+  auto a = make_stage(m, 0, half, pool), b = make_stage(m, half, L, pool);
+  auto x = make_stage(m, 0, 1, pool), y = make_stage(m, 1, late, pool), z = make_stage(m, late, L, pool);
   Stage* one[] = {whole.get()};
   Stage* two[] = {a.get(), b.get()};
   Stage* three[] = {x.get(), y.get(), z.get()};
@@ -421,6 +428,23 @@ TEST_SUITE("arch") {
         for (int i = 0; i < 16; ++i) prompt.push_back(1 + (i * 37) % 500);
         check_splits_and_decode(m, pool, prompt);
       }
+    }
+    // Gemma 4 E2B/E4B's layout: per-layer inputs carried between stages, shared-KV layers.
+    for (TensorType t : {TensorType::F32, TensorType::Q8_0}) {
+      MakeModelOptions o = opts("gemma4", 7);
+      o.type = t;
+      o.sliding_window = 4;
+      o.shape.n_layer = 10;
+      o.full_layer_period = 5;
+      o.per_layer_embd = 32;
+      o.shared_kv_layers = 5;
+      const Model m = open_model(hearth::test::make_model(dir, "e.gguf", o));
+      CHECK(m.config.n_embd_per_layer == 32);
+      CHECK(m.config.hidden_width(3) == m.config.n_embd + 7 * 32);
+      CHECK(m.file.find_tensor("blk.7.attn_k.weight") == nullptr);
+      std::vector<int32_t> prompt;
+      for (int i = 0; i < 16; ++i) prompt.push_back(1 + (i * 37) % 500);
+      check_splits_and_decode(m, pool, prompt);
     }
     // The window matters: the same gemma3 weights with a window longer than the prompt differ
     // after position 4, not before.

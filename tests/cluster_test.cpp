@@ -666,7 +666,8 @@ TEST_SUITE("cluster") {
   }
 
   TEST_CASE(
-      "MoE, phi3 and gemma3 models on 2 and 3 daemons generate what one device does; a MoE stream survives a killed stage") {
+      "MoE, phi3, gemma3 and gemma4 (E2B-style too) models on 2 and 3 daemons generate what one device does; a MoE stream "
+      "survives a killed stage") {
     TempDir dir;
     Cluster c(dir);
     c.start("head");
@@ -696,6 +697,30 @@ TEST_SUITE("cluster") {
         REQUIRE_MESSAGE(l.exit_code == 0, l.err);
         check_same_as_one_device(c, *model, "Once upon a time, there was a little robot", 30);
       }
+    }
+
+    // Gemma 4 E2B/E4B's layout (random_arch_test checks it against llama.cpp): the per-layer
+    // inputs travel with the hidden state, and the shared-KV layers 5-9 stay with layers 3 and 4.
+    {
+      hearth::runtime::MakeModelOptions e{.type = hearth::runtime::TensorType::Q8_0, .seed = 7, .sliding_window = 8};
+      e.arch = "gemma4";
+      e.shape.n_layer = 10;
+      e.full_layer_period = 5;
+      e.per_layer_embd = 64;
+      e.shared_kv_layers = 5;
+      const std::string model = hearth::test::make_model(dir, "gemma4-e.gguf", e);
+      for (const char* split : {"head:3,a:7", "head:1,a:2,b:7"}) {
+        CAPTURE(split);
+        const auto l = c.cli({"launch", "--model", model, "--split", split});
+        REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+        check_same_as_one_device(c, model, "Once upon a time, there was a little robot", 30);
+      }
+      const auto refused = c.cli({"launch", "--model", model, "--split", "head:5,a:5"});
+      CHECK(refused.exit_code != 0);
+      CHECK_MESSAGE(refused.err.find("starts at layer 5") != std::string::npos, refused.err);
+      const auto planned = c.cli({"launch", "--model", model});  // the planner's own choice
+      REQUIRE_MESSAGE(planned.exit_code == 0, planned.err);
+      check_same_as_one_device(c, model, "Once upon a time, there was a little robot", 30);
     }
 
     // A stage lost mid-stream: replay rebuilds its experts' layers elsewhere, the text goes on.

@@ -319,6 +319,11 @@ TEST_CASE("partitioner: recurrent layers hold a fixed state per stream instead o
   CHECK(dense.memory(0, 0, 8, false, false).kv_bytes == doctest::Approx(8 * kv));
   CHECK(hybrid.memory(0, 0, 8, false, false).kv_bytes == doctest::Approx(2 * kv + 6 * 2e6));
   CHECK(hybrid.memory(0, 3, 4, false, false).kv_bytes == doctest::Approx(kv));  // the attention layer alone
+  ModelSpec shared = preset("llama-3-8b", "q4_0");  // Gemma 4 E-style: the last 20 layers read others' caches
+  shared.layer_shares_kv.assign(static_cast<size_t>(shared.n_layers), false);
+  for (int l = shared.n_layers - 20; l < shared.n_layers; ++l) shared.layer_shares_kv[static_cast<size_t>(l)] = true;
+  const CostModel sharing(shared, one, LinkTable{}, o);
+  CHECK(sharing.memory(0, 0, shared.n_layers, false, false).kv_bytes == doctest::Approx((shared.n_layers - 20) * kv));
   s.layer_state_bytes.pop_back();
   PlanResult bad = plan_partition(s, one, LinkTable{}, o);
   CHECK_FALSE(bad.plan);
@@ -575,6 +580,44 @@ TEST_CASE("partitioner: exhaustive refuses instances that are too large") {
   const PlanResult r = plan_partition(spec, devices, LinkTable{}, o);
   REQUIRE_FALSE(r.ok());
   CHECK(r.error.kind == Infeasibility::too_large);
+}
+
+TEST_CASE("partitioner: no stage starts where a layer would lose the KV cache it reads (Gemma 4's shared-KV layers)") {
+  ModelSpec s = preset("tinyllama-1.1b", "q4_0");  // 22 blocks
+  // The last 10 blocks read the caches of blocks 10 and 11: stages may start at 0-10 only.
+  s.no_cut_at.assign(static_cast<size_t>(s.n_layers) + 1, false);
+  for (int b = 11; b < s.n_layers; ++b) s.no_cut_at[static_cast<size_t>(b)] = true;
+  const double block = s.layer_weight_bytes[0];
+  std::vector<DeviceProfile> devices;
+  for (const char* n : {"a", "b", "c", "d"}) devices.push_back(device(n, 0, 20));
+  const auto each_holds = [&](double blocks) {
+    for (auto& d : devices) d.usable_memory_bytes = blocks * block + s.embedding_bytes + s.output_bytes;
+  };
+  PartitionOptions o;
+  o.ctx = 256;
+  for (Algorithm algorithm : {Algorithm::dp, Algorithm::exhaustive}) {
+    CAPTURE(static_cast<int>(algorithm));
+    o.algorithm = algorithm;
+    each_holds(9);  // 12 blocks must stay together, more than any device holds
+    CHECK_FALSE(plan_partition(s, devices, LinkTable{}, o).plan);
+    each_holds(13);  // now they fit one device, the rest must go elsewhere
+    const PlanResult fits = plan_partition(s, devices, LinkTable{}, o);
+    REQUIRE(fits.plan);
+    CHECK(fits.plan->stages.size() >= 2);
+    for (const StageAssignment& a : fits.plan->stages) CHECK(can_cut(s, a.first_layer));
+    CHECK(validate_plan(s, devices, o, *fits.plan).empty());
+  }
+  o.algorithm = Algorithm::dp;
+  each_holds(40);
+  const std::vector<StageRange> cut_at_12{{0, 0, 12}, {1, 12, 22}};
+  const PartitionPlan p = assemble_plan(s, devices, LinkTable{}, o, cut_at_12);
+  const auto problems = validate_plan(s, devices, o, p);
+  REQUIRE(problems.size() == 1);
+  CHECK(problems[0].find("starts at layer 12") != std::string::npos);
+  each_holds(6);
+  o.algorithm = Algorithm::equal;  // its even split cuts at 17: refused
+  const PlanResult even = plan_partition(s, devices, LinkTable{}, o);
+  CHECK_FALSE(even.plan);
 }
 
 TEST_CASE("partitioner: hand-written plans are validated and evaluated") {

@@ -50,7 +50,8 @@ double tolerance(const Fixture& fx) {
   const std::string table(best_kernels().name);
   const bool x86_order = table == "avx2" || table == "avx512";
   const std::string name(fx.name);
-  const bool boundary_sensitive = name == "phi3-q8_0" || name == "gpt-oss-q8_0" || name == "gpt-oss-mxfp4";
+  const bool boundary_sensitive =
+      name == "phi3-q8_0" || name == "gpt-oss-q8_0" || name == "gpt-oss-mxfp4" || name == "gemma4-e-q8_0";
   if (quantized(fx) && (!x86_order || boundary_sensitive)) return 0.25;
   // gemma3's GELU rounds its input to fp16 (ops.h: geglu), so a last-bit difference before it
   // (another f32 summation order) can move a result by an fp16 step: llama.cpp's own batch and
@@ -59,7 +60,7 @@ double tolerance(const Fixture& fx) {
   // are integer sums, agrees bit for bit on the x86 tables.
   // gemma4-f32 the same (llama.cpp's own token-by-token run differs from its batch by 4.1e-4; we
   // land 6.3e-4 from it), while its Q8_0 twin agrees bit for bit.
-  if (name == "gemma3-f32" || name == "gemma4-tiny-f32") return 5e-3;
+  if (name == "gemma3-f32" || name == "gemma4-tiny-f32" || name == "gemma4-e-f32") return 5e-3;
   return 1e-4;
 }
 
@@ -91,16 +92,32 @@ std::vector<uint8_t> tensor_bytes(const std::string& path, const GgufTensorInfo&
 
 int argmax(const float* row, int n) { return static_cast<int>(std::max_element(row, row + n) - row); }
 
+// What llama.cpp made of one model: its prompt and greedy ids (JSON as the fixtures write them) and
+// the logits of every position of both in one batch.
+struct Reference {
+  nlohmann::json ids;
+  std::vector<float> logits;
+};
+
+Reference read_reference(const std::string& json_path, const std::string& logits_path) {
+  std::ifstream in(json_path);
+  return {nlohmann::json::parse(in), hearth::test::read_f32(logits_path)};
+}
+
+void check_model(const Fixture& fx, const std::string& model, const Reference& reference, TensorType kv, double limit);
+
 // With a KV cache of another type than the reference's f32, `limit` replaces the tolerance.
 void check_fixture(const Fixture& fx, TensorType kv = TensorType::F32, double limit = 0) {
   const std::string base = std::string(fx.dir) + fx.name;
   const auto model = shared_file(base + ".gguf"), ref_path = shared_file(base + ".json");
   if (!model || !ref_path) return;
-  std::ifstream in(*ref_path);
-  const auto ref = nlohmann::json::parse(in);
-  const auto expected = hearth::test::read_f32(*shared_file(base + ".logits.f32"));
+  check_model(fx, *model, read_reference(*ref_path, *shared_file(base + ".logits.f32")), kv, limit);
+}
 
-  Loaded m{GgufFile::open(*model), {}};
+void check_model(const Fixture& fx, const std::string& model, const Reference& reference, TensorType kv, double limit) {
+  const nlohmann::json& ref = reference.ids;
+  const std::vector<float>& expected = reference.logits;
+  Loaded m{GgufFile::open(model), {}};
   m.config = read_model_config(m.file);
   CHECK(m.config.arch == fx.arch);
   const int V = m.config.n_vocab, L = m.config.n_layer;
@@ -156,8 +173,11 @@ void check_fixture(const Fixture& fx, TensorType kv = TensorType::F32, double li
   else if (got != greedy) MESSAGE(std::string(fx.name) << ": the greedy path, within the measured distance of a tie, went another way");
 
   // Split in two and, where there are layers enough, three: every logit bit for bit.
-  std::vector<std::vector<int>> splits{{0, L / 2, L}};
-  if (L >= 3) splits.push_back({0, 1, 2, L});
+  // (Gemma 4's shared-KV layers stay on the stage of the layers whose caches they read.)
+  int half = L / 2;
+  while (!m.config.stage_may_start_at(half)) --half;
+  std::vector<std::vector<int>> splits{{0, half, L}};
+  if (L >= 3 && m.config.stage_may_start_at(1) && m.config.stage_may_start_at(2)) splits.push_back({0, 1, 2, L});
   for (const auto& cuts : splits) {
     std::vector<std::unique_ptr<Stage>> owned;
     std::vector<Stage*> chain;
@@ -207,6 +227,43 @@ TEST_SUITE("random_arch") {
             "proportional RoPE, layer output scales, soft-capped logits)") {
     check_fixture({"gemma4-tiny-f32", "gemma4", "models/random-arch-2026/"});
     check_fixture({"gemma4-tiny-q8_0", "gemma4", "models/random-arch-2026/"});
+  }
+  // No fixture has these (PROVENANCE.md: left out), so the reference is our own: a random model
+  // mkmodel writes again here, bit for bit the file llama.cpp b10573 ran (tests/reference/ says
+  // how, and holds the program). The F32 file gets gemma4-f32's tolerance (measured 3.9e-4, its
+  // GELU table). The Q8_0 file is exact on 37 of its 38 rows and 0.0078 off on one: a Q8_0
+  // rounding of an activation flipped by a last-bit difference in a layer whose KV no later row
+  // reads. Such flips are not this layout's: mkmodel's plain gemma4 of the same shape lands 0.013
+  // from llama.cpp from row 7 on and its llama 0.007 from row 20 on (the flip's row then feeds
+  // every later one through the cache), while the fixtures above happen to meet none. So it is
+  // held to the 0.25 of the boundary-sensitive files, and to every decided argmax and greedy id.
+  TEST_CASE(
+      "gemma4 E2B/E4B layout (per-layer embeddings, the last 5 of 10 layers reading earlier layers' KV caches) "
+      "against llama.cpp") {
+    hearth::test::TempDir dir;
+    for (const auto& [name, type] : {std::pair{"gemma4-e-f32", TensorType::F32}, std::pair{"gemma4-e-q8_0", TensorType::Q8_0}}) {
+      CAPTURE(name);
+      MakeModelOptions o{.type = type, .seed = 7, .sliding_window = 8};
+      o.arch = "gemma4";
+      o.shape.n_layer = 10;
+      o.full_layer_period = 5;
+      o.per_layer_embd = 64;
+      o.shared_kv_layers = 5;
+      const std::string model = dir.file(std::string(name) + ".gguf");
+      make_random_model(model, o);
+      const std::string ref = std::string(HEARTH_SOURCE_DIR) + "/tests/reference/" + name;
+      const Fixture fx{name, "gemma4"};
+      check_model(fx, model, read_reference(ref + ".json", ref + ".logits.f32"), TensorType::F32, 0);
+      // A stage of the shared layers without the layers whose caches they read is refused.
+      const GgufFile file = GgufFile::open(model);
+      const ModelConfig config = read_model_config(file);
+      CHECK(config.n_layer_kv == 5);
+      CHECK(config.kv_source(7) == 3);  // sliding
+      CHECK(config.kv_source(9) == 4);  // full
+      CHECK_THROWS_WITH_AS(StageWeights(file, config, StageSpec{4, 10, false, true}),
+                           doctest::Contains("reads the KV cache of layer 3: a stage holding it must start at layer 3 or before"),
+                           GgufError);
+    }
   }
   TEST_CASE("qwen35 (gated delta-net layers with their recurrent state, a gated full-attention layer, partial rotary)") {
     check_fixture({"qwen35-tiny-f32", "qwen35", "models/random-arch-2026/"});

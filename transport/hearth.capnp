@@ -225,8 +225,8 @@ struct Forward {
   chunks @1 :List(SeqChunk);
   tokens @2 :List(Int32);     # ids of every token of the batch, in order
   dtype @3 :DType;
-  nEmbd @4 :UInt32;
-
+  nEmbd @4 :UInt32;           # values per row: the model's n_embd, plus (Gemma 4 E2B/E4B) the
+                              # per-layer inputs of the layers after the sender's stage
   enum DType {
     f32 @0;
     f16 @1;                   # IEEE-754 binary16

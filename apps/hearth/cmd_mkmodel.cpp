@@ -40,6 +40,12 @@ void add_mkmodel_command(CLI::App& app) {
   cmd->add_option("--sliding-window", a->opt.sliding_window, "gemma3, gemma4, gpt-oss: tokens a sliding-window layer attends to")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--full-layer-period", a->opt.full_layer_period,
+                  "gemma4: every this-many-th layer is a full-attention one (6: 31B; 5: E2B/E4B)")
+      ->capture_default_str();
+  cmd->add_option("--per-layer-embd", a->opt.per_layer_embd, "gemma4: per-layer embedding values per layer (E2B/E4B: 256)");
+  cmd->add_option("--shared-kv-layers", a->opt.shared_kv_layers,
+                  "gemma4: the last layers, reading an earlier layer's KV cache (E2B: 20)");
   cmd->add_option("--experts", a->experts, "Override: experts per layer (MoE)");
   cmd->add_option("--experts-used", a->experts_used, "Override: experts each token uses (MoE)");
   cmd->add_option("--expert-ffn", a->expert_ffn, "Override: feed-forward size of each expert (MoE)");

@@ -154,6 +154,24 @@ std::vector<int64_t> per_layer(const GgufMetadata& md, const std::string& key, i
   return out;
 }
 
+// Gemma 4's shared-KV layers, as llama.cpp reads them: the last shared_kv_layers layers reuse the
+// cache of layer n_layer_kv - 2 (sliding ones) or n_layer_kv - 1 (full ones), which must be of
+// their kind and shape.
+void read_shared_kv(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
+  const uint64_t shared = md.get_uint_opt(a + "attention.shared_kv_layers").value_or(0);
+  if (shared == 0) return;
+  if (shared + 2 > static_cast<uint64_t>(c.n_layer))
+    throw GgufError("metadata '" + a + "attention.shared_kv_layers' is " + std::to_string(shared) +
+                    ": at least two of the model's " + std::to_string(c.n_layer) + " layers must keep a KV cache");
+  c.n_layer_kv = c.n_layer - static_cast<int>(shared);
+  for (int l = c.n_layer_kv; l < c.n_layer; ++l) {
+    const int src = c.kv_source(l);
+    if (c.is_swa(src) != c.is_swa(l) || c.layer_kv_dim(src) != c.layer_kv_dim(l) || c.layer_head_dim(src) != c.layer_head_dim(l))
+      throw GgufError("layer " + std::to_string(l) + " shares the KV cache of layer " + std::to_string(src) +
+                      ", which is of another kind or shape");
+  }
+}
+
 // Gemma 4: which layers slide (a boolean per layer), the sliding layers' head size and rotated
 // dimensions, each layer's KV heads, a query scale of 1 (the q/k norms take its place).
 void read_gemma4(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
@@ -174,10 +192,10 @@ void read_gemma4(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
     c.n_head_kv_layers.push_back(static_cast<int>(v));
   }
   c.n_head_kv = *std::max_element(c.n_head_kv_layers.begin(), c.n_head_kv_layers.end());
-  if (md.get_uint_opt(a + "embedding_length_per_layer_input").value_or(0) != 0)
-    throw GgufError("Gemma 4 per-layer embeddings (E2B/E4B) are not supported yet");
-  if (md.get_uint_opt(a + "attention.shared_kv_layers").value_or(0) != 0)
-    throw GgufError("Gemma 4 layers sharing another layer's KV cache are not supported yet");
+  c.n_embd_per_layer = static_cast<int>(md.get_uint_opt(a + "embedding_length_per_layer_input").value_or(0));
+  if (c.n_embd_per_layer < 0 || c.n_embd_per_layer > 65536)
+    throw GgufError("metadata '" + a + "embedding_length_per_layer_input' is out of range");
+  read_shared_kv(md, a, c);
   if (md.get_uint_opt(a + "expert_count").value_or(0) != 0)
     throw GgufError("Gemma 4 mixture-of-experts layers (26B-A4B) are not supported yet");
   c.attention_scale = 1.f;

@@ -4,6 +4,7 @@
 // layout "<arch>.embedding_length" etc.
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -97,6 +98,29 @@ struct ModelConfig {
   bool v_from_k = false;              // a layer without attn_v takes V from attn_k
   bool v_norm = false;
   TensorNeed layer_out_scale = TensorNeed::Absent;  // blk.N.layer_output_scale.weight, one value
+  // Gemma 4 E2B/E4B. Per-layer embeddings: besides the token embedding, each layer l adds a
+  // gated projection of its own input vector of n_embd_per_layer values, computed once per token
+  // from the token's row of per_layer_token_embd and a projection of its embedding. A later
+  // stage cannot compute them (the first stage holds those tables), so they travel with the
+  // hidden state: hidden_width() counts them. Shared KV: the last layers (from n_layer_kv on)
+  // keep no KV cache and attend over that of kv_source(l), the last earlier layer of their kind.
+  int n_embd_per_layer = 0;  // 0 = none
+  int n_layer_kv = 0;        // layers [0, n_layer_kv) have a KV cache of their own; 0 = all
+
+  bool has_own_kv(int l) const { return n_layer_kv == 0 || l < n_layer_kv; }
+  int kv_source(int l) const { return has_own_kv(l) ? l : n_layer_kv - (is_swa(l) ? 2 : 1); }
+  // Floats per token of the hidden state entering layer `boundary` from another stage: the
+  // residual stream, then the per-layer inputs of layers [boundary, n_layer).
+  int64_t hidden_width(int boundary) const { return n_embd + static_cast<int64_t>(n_layer - boundary) * n_embd_per_layer; }
+  // The first layer a stage holding layer `l` must also hold (the source of the KV cache it
+  // reads); l itself for most layers.
+  int first_layer_with(int l) const { return std::min(l, kv_source(l)); }
+  // Whether a stage may start at layer b: no layer from b on reads the cache of one before it.
+  bool stage_may_start_at(int b) const {
+    for (int l = b; l < n_layer; ++l)
+      if (first_layer_with(l) < b) return false;
+    return true;
+  }
 
   // Qwen 3.5: gated delta-net layers (linear attention keeping a recurrent state per sequence
   // instead of a KV cache) with a full-attention layer every full_attention_interval-th; the full
@@ -128,6 +152,7 @@ struct ModelConfig {
   int layer_n_head_kv(int l) const { return n_head_kv_layers.empty() ? n_head_kv : n_head_kv_layers[static_cast<size_t>(l)]; }
   int layer_q_dim(int l) const { return n_head * layer_head_dim(l); }
   int layer_kv_dim(int l) const { return is_recurrent(l) ? 0 : layer_n_head_kv(l) * layer_head_dim(l); }
+  int layer_cache_dim(int l) const { return has_own_kv(l) ? layer_kv_dim(l) : 0; }  // of its own KV cache
   // The widest layer's (for buffers): the same as q_dim() and kv_dim() unless layers differ.
   int max_q_dim() const;
   int max_kv_dim() const;

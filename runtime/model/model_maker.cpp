@@ -182,7 +182,22 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   // Gemma 4 (its 31B layout): every sixth layer (and the last of a shorter model) is full, with
   // twice the head size, half the KV heads, no attn_v (V is K's projection) and RoPE on a quarter
   // of its dimensions (rope_freqs: ones, then factors that stop the rest).
-  const auto gemma4_full = [&](int l) { return gemma4 && (l % 6 == 5 || (s.n_layer < 6 && l == s.n_layer - 1)); };
+  const int period = o.full_layer_period;
+  if (gemma4 && period < 2) throw std::invalid_argument("gemma4 needs a full-layer period of at least 2");
+  const auto gemma4_full = [&](int l) {
+    return gemma4 && (l % period == period - 1 || (s.n_layer < period && l == s.n_layer - 1));
+  };
+  // Gemma 4 E2B/E4B: layers from n_layer_kv on read the cache of the last earlier layer of their kind.
+  if ((o.per_layer_embd != 0 || o.shared_kv_layers != 0) && !gemma4)
+    throw std::invalid_argument("per-layer embeddings and shared-KV layers are Gemma 4's (--arch gemma4)");
+  if (o.per_layer_embd < 0 || o.shared_kv_layers < 0 || o.shared_kv_layers + 2 > s.n_layer)
+    throw std::invalid_argument("shared-KV layers must leave at least two layers with a cache of their own");
+  const int n_layer_kv = s.n_layer - o.shared_kv_layers;
+  if (o.shared_kv_layers > 0 && (!gemma4_full(n_layer_kv - 1) || gemma4_full(n_layer_kv - 2)))
+    throw std::invalid_argument(
+        "the last layer with a KV cache of its own must be a full one and the one before it a sliding one "
+        "(shared-KV layers read theirs): choose --shared-kv-layers to leave a multiple of the period");
+  const auto own_kv = [&](int l) { return l < n_layer_kv; };
   // Qwen 3.5: three gated delta-net layers for each full-attention one (every fourth); the
   // delta-nets have a key head per two value heads, both of the attention's head size.
   const bool qwen35 = o.arch == "qwen35" || o.arch == "qwen35moe";
@@ -234,6 +249,9 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
     for (const char* k : {"attention.key_length_swa", "attention.value_length_swa", "rope.dimension_count_swa"})
       md.set(a + k, GgufValue::u32(static_cast<uint32_t>(hd)));
     md.set(a + "final_logit_softcapping", GgufValue::f32(30.f));
+    md.set(a + "embedding_length_per_layer_input", GgufValue::u32(static_cast<uint32_t>(o.per_layer_embd)));
+    if (o.shared_kv_layers > 0)
+      md.set(a + "attention.shared_kv_layers", GgufValue::u32(static_cast<uint32_t>(o.shared_kv_layers)));
   }
   if (qwen35) {
     const auto hd64 = static_cast<uint64_t>(hd);
@@ -287,8 +305,8 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       matrix(p + "attn_qkv.weight", E, Q + 2 * KV);
     } else {
       matrix(p + "attn_q.weight", E, qwen35 ? 2 * Q : Q);  // Qwen 3.5: each head's query, then its gate
-      matrix(p + "attn_k.weight", E, KV);
-      if (!gemma4_full(l)) matrix(p + "attn_v.weight", E, KV);
+      if (own_kv(l)) matrix(p + "attn_k.weight", E, KV);
+      if (own_kv(l) && !gemma4_full(l)) matrix(p + "attn_v.weight", E, KV);
     }
     if (o.arch == "qwen2" || oss) {
       vector(p + "attn_q.bias", Q);
@@ -297,7 +315,7 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
     }
     if (qk_norm && !recurrent(l)) {
       vector(p + "attn_q_norm.weight", o.arch == "olmoe" ? Q : HD);
-      vector(p + "attn_k_norm.weight", o.arch == "olmoe" ? KV : HD);
+      if (own_kv(l)) vector(p + "attn_k_norm.weight", o.arch == "olmoe" ? KV : HD);
     }
     if (!recurrent(l)) {
       matrix(p + "attn_output.weight", Q, E);
@@ -349,6 +367,18 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
     std::fill_n(rope_factors.begin(), HD0 / 4, 1.f);
   }
   if (!rope_factors.empty()) vector("rope_freqs.weight", rope_factors.size());
+  if (const auto P = static_cast<uint64_t>(o.per_layer_embd); P > 0) {  // after the rest, as the factors
+    const uint64_t all = P * static_cast<uint64_t>(s.n_layer);
+    matrix("per_layer_token_embd.weight", all, static_cast<uint64_t>(s.n_vocab));
+    matrix("per_layer_model_proj.weight", E, all);
+    vector("per_layer_proj_norm.weight", P);
+    for (int l = 0; l < s.n_layer; ++l) {
+      const std::string p = "blk." + std::to_string(l) + ".";
+      matrix(p + "inp_gate.weight", E, P);
+      matrix(p + "proj.weight", P, E);
+      vector(p + "post_norm.weight", E);
+    }
+  }
 
   ThreadPool pool(o.threads > 0 ? o.threads : hardware_threads());
   const float half_width = o.weight_std * 1.7320508f;  // uniform on [-a, a] has std a / sqrt(3)

@@ -56,6 +56,12 @@ struct MakeModelOptions {
   float rope_scaling_factor = 0.f;       // > 0: linear RoPE scaling by this factor
   int sliding_window = 512;              // gemma3, gemma4 (5 of every 6 layers), gpt-oss (every other layer): tokens a
                                          // sliding-window layer sees
+  // gemma4 only. Every full_layer_period-th layer is a full one (6: the 31B layout; 5: E2B/E4B).
+  // Per-layer embeddings of this many values per layer (E2B/E4B: 256), and the last
+  // shared_kv_layers layers reading the cache of an earlier one (E2B: 20 of 35); 0 = none.
+  int full_layer_period = 6;
+  int per_layer_embd = 0;
+  int shared_kv_layers = 0;
 };
 
 // The type llama-quantize-like writers use for a matrix of `type` whose rows do not divide into

@@ -76,6 +76,16 @@ partitioner::ModelSpec model_spec_from_gguf(const GgufFile& file, const ModelCon
 
   const GgufTensorInfo& embd = file.require_tensor("token_embd.weight");
   spec.embedding_bytes = static_cast<double>(embd.n_bytes);
+  // Gemma 4 E2B/E4B: the first stage also holds the per-layer tables, and each stage must start
+  // where no layer of it reads the KV cache of a layer before it.
+  for (const char* name : {"per_layer_token_embd.weight", "per_layer_model_proj.weight", "per_layer_proj_norm.weight"})
+    if (const GgufTensorInfo* t = file.find_tensor(name); t && config.n_embd_per_layer > 0)
+      spec.embedding_bytes += static_cast<double>(t->n_bytes);
+  if (config.n_layer_kv > 0) {
+    spec.no_cut_at.assign(static_cast<size_t>(config.n_layer) + 1, false);
+    for (int b = 0; b <= config.n_layer; ++b) spec.no_cut_at[static_cast<size_t>(b)] = !config.stage_may_start_at(b);
+    for (int l = 0; l < config.n_layer; ++l) spec.layer_shares_kv.push_back(!config.has_own_kv(l));
+  }
   const GgufTensorInfo* output = file.find_tensor("output.weight");
   const GgufTensorInfo* output_norm = file.find_tensor("output_norm.weight");
   spec.tied_embeddings = output == nullptr;

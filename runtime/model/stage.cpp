@@ -66,7 +66,7 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   if (const std::string why = kv_type_unfit(options_.kv_type, c, spec().first_layer, spec().last_layer); !why.empty())
     throw std::invalid_argument(why);
   for (int l = spec().first_layer; l < spec().last_layer; ++l) {
-    layer_kv_dims_.push_back(c.layer_kv_dim(l));
+    layer_kv_dims_.push_back(c.layer_cache_dim(l));
     layer_state_floats_.push_back(c.is_recurrent(l) ? c.ssm_state_floats() : 0);
     recurrent_ = recurrent_ || c.is_recurrent(l);
   }
@@ -104,21 +104,30 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   row_cache_.resize(B);
   row_pos_.resize(B);
   if (c.is_moe()) experts_.emplace(c, options_.max_batch);
+  if (const auto P = static_cast<size_t>(c.n_embd_per_layer); P > 0) {
+    ple_.resize(B * static_cast<size_t>(c.n_layer) * P);
+    ple_gate_.resize(B * P);
+    if (spec().has_embedding) ple_row_.resize(static_cast<size_t>(c.n_layer) * P);
+    if (!spec().has_output) hidden_out_.resize(B * static_cast<size_t>(c.hidden_width(spec().last_layer)));
+  }
   for (int l = spec().first_layer; l < spec().last_layer; ++l) {
     const LayerWeights& w = weights_->layer(l);
-    for (const WeightMatrix* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.router, &w.ssm_qkv, &w.ssm_z,
-                                  &w.ssm_beta, &w.ssm_alpha, &w.ssm_out, &w.gate_shexp, &w.up_shexp, &w.down_shexp})
+    for (const WeightMatrix* m :
+         {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.router, &w.ssm_qkv, &w.ssm_z, &w.ssm_beta, &w.ssm_alpha,
+          &w.ssm_out, &w.gate_shexp, &w.up_shexp, &w.down_shexp, &w.ple_gate, &w.ple_proj})
       step_bytes_ += m->bytes();
   }
+  if (spec().has_embedding) step_bytes_ += weights_->per_layer_embd().model_proj.bytes();
   if (spec().has_output) step_bytes_ += weights_->output().bytes();
   if (!options_.paging.empty()) pager_ = std::make_unique<LayerPager>(*weights_, options_.paging);
 }
 
 uint64_t Stage::memory_bytes(int n_sequences) const {
   uint64_t floats = 0;
-  for (const std::vector<float>* v : {&x_, &xn_, &q_, &k_, &v_, &attn_, &gate_, &up_, &tmp_, &scores_, &qpack_, &inv_, &kv_tile_,
-                                      &logits_, &q_gate_, &shexp_out_, &ssm_qkv_, &ssm_z_, &ssm_beta_, &ssm_alpha_, &ssm_y_,
-                                      &ssm_scratch_, &v_norm_ones_})
+  for (const std::vector<float>* v :
+       {&x_,        &xn_,        &q_,     &k_,           &v_,           &attn_,   &gate_,      &up_,      &tmp_,
+        &scores_,   &qpack_,     &inv_,   &kv_tile_,     &logits_,      &q_gate_, &shexp_out_, &ssm_qkv_, &ssm_z_,
+        &ssm_beta_, &ssm_alpha_, &ssm_y_, &ssm_scratch_, &v_norm_ones_, &ple_,    &ple_gate_,  &ple_row_, &hidden_out_})
     floats += v->capacity();
   uint64_t per_sequence = 0;
   for (size_t l = 0; l < layer_kv_dims_.size(); ++l)
@@ -165,8 +174,8 @@ int Stage::validate(const StageInput& in) const {
     if (in.tokens.size() != static_cast<size_t>(total)) bad_input("expected " + std::to_string(total) + " token ids");
     for (int32_t id : in.tokens)
       if (id < 0 || id >= c.n_vocab) bad_input("token id " + std::to_string(id) + " is outside the vocabulary");
-  } else if (in.hidden.size() != static_cast<size_t>(total) * c.n_embd) {
-    bad_input("expected hidden states of " + std::to_string(total) + " x " + std::to_string(c.n_embd) + " floats");
+  } else if (const int64_t width = c.hidden_width(spec().first_layer); in.hidden.size() != static_cast<size_t>(total * width)) {
+    bad_input("expected hidden states of " + std::to_string(total) + " x " + std::to_string(width) + " floats");
   }
   return total;
 }
@@ -186,8 +195,12 @@ std::span<const float> Stage::forward(const StageInput& in) {
     }
   }
 
-  if (spec().has_embedding) embed(in, n_tokens);
-  else std::copy(in.hidden.begin(), in.hidden.end(), x_.begin());
+  if (spec().has_embedding) {
+    embed(in, n_tokens);
+    if (c.n_embd_per_layer > 0) per_layer_inputs(in, n_tokens);
+  } else {
+    read_hidden(in.hidden, n_tokens);
+  }
 
   for (int l = spec().first_layer; l < spec().last_layer; ++l) {
     if (pager_ && pager_->pages(l)) {
@@ -203,7 +216,80 @@ std::span<const float> Stage::forward(const StageInput& in) {
   for (const SeqChunk& ch : in.chunks) caches_.at(ch.seq).set_length(ch.pos + ch.n_tokens);
 
   if (spec().has_output) return output_head(in, n_tokens);
-  return {x_.data(), static_cast<size_t>(n_tokens) * c.n_embd};
+  return write_hidden(n_tokens);
+}
+
+void Stage::read_hidden(std::span<const float> hidden, int n_tokens) {
+  const ModelConfig& c = config();
+  if (c.n_embd_per_layer == 0) {
+    std::copy(hidden.begin(), hidden.end(), x_.begin());
+    return;
+  }
+  const auto E = static_cast<size_t>(c.n_embd), width = static_cast<size_t>(c.hidden_width(spec().first_layer));
+  const auto per_token = static_cast<size_t>(c.n_layer) * static_cast<size_t>(c.n_embd_per_layer);
+  const size_t skip = static_cast<size_t>(spec().first_layer) * static_cast<size_t>(c.n_embd_per_layer);
+  for (size_t t = 0; t < static_cast<size_t>(n_tokens); ++t) {
+    const float* row = &hidden[t * width];
+    std::copy_n(row, E, &x_[t * E]);
+    std::copy(row + E, row + width, &ple_[t * per_token + skip]);
+  }
+}
+
+std::span<const float> Stage::write_hidden(int n_tokens) {
+  const ModelConfig& c = config();
+  if (c.n_embd_per_layer == 0) return {x_.data(), static_cast<size_t>(n_tokens) * c.n_embd};
+  const auto E = static_cast<size_t>(c.n_embd), width = static_cast<size_t>(c.hidden_width(spec().last_layer));
+  const auto per_token = static_cast<size_t>(c.n_layer) * static_cast<size_t>(c.n_embd_per_layer);
+  const size_t skip = static_cast<size_t>(spec().last_layer) * static_cast<size_t>(c.n_embd_per_layer);
+  for (size_t t = 0; t < static_cast<size_t>(n_tokens); ++t) {
+    float* row = &hidden_out_[t * width];
+    std::copy_n(&x_[t * E], E, row);
+    std::copy_n(&ple_[t * per_token + skip], width - E, row + E);
+  }
+  return {hidden_out_.data(), static_cast<size_t>(n_tokens) * width};
+}
+
+// Gemma 4's per-layer inputs of every layer, as llama.cpp computes them: the scaled embeddings
+// projected (times 1 / sqrt(n_embd)) and RMS-normalised per layer, plus the token's row of the
+// per-layer table times sqrt(n_embd_per_layer), all times 1 / sqrt(2).
+void Stage::per_layer_inputs(const StageInput& in, int n_tokens) {
+  const ModelConfig& c = config();
+  const PerLayerEmbedding& p = weights_->per_layer_embd();
+  const auto P = static_cast<size_t>(c.n_embd_per_layer), all = static_cast<size_t>(c.n_layer) * P;
+  project(p.model_proj, x_.data(), n_tokens, ple_.data());
+  const float proj_scale = 1.f / std::sqrt(static_cast<float>(c.n_embd));
+  const float embd_scale = std::sqrt(static_cast<float>(P));
+  const float input_scale = 1.f / std::sqrt(2.f);
+  for (size_t t = 0; t < static_cast<size_t>(n_tokens); ++t) {
+    float* r = &ple_[t * all];
+    for (size_t i = 0; i < all; ++i) r[i] *= proj_scale;
+    for (size_t l = 0; l < static_cast<size_t>(c.n_layer); ++l)
+      rmsnorm(r + l * P, p.proj_norm.data(), r + l * P, static_cast<int>(P), c.rms_eps);
+    dequantize_row(p.token_embd.type, p.token_embd.row(in.tokens[t]), ple_row_.data(), static_cast<int64_t>(all));
+    for (size_t i = 0; i < all; ++i) r[i] = (r[i] + ple_row_[i] * embd_scale) * input_scale;
+  }
+}
+
+// Layer l's per-layer input: gelu(inp_gate . x) times the input, projected back, normalised and
+// added to the stream.
+void Stage::per_layer_forward(int l, const LayerWeights& w, int n_tokens) {
+  const ModelConfig& c = config();
+  const auto E = static_cast<size_t>(c.n_embd), P = static_cast<size_t>(c.n_embd_per_layer);
+  const size_t per_token = static_cast<size_t>(c.n_layer) * P;
+  project(w.ple_gate, x_.data(), n_tokens, ple_gate_.data());
+  for (size_t t = 0; t < static_cast<size_t>(n_tokens); ++t)
+    geglu(&ple_gate_[t * P], &ple_[t * per_token + static_cast<size_t>(l) * P], P);
+  project(w.ple_proj, ple_gate_.data(), n_tokens, tmp_.data());
+  for (size_t t = 0; t < static_cast<size_t>(n_tokens); ++t)
+    rmsnorm(&tmp_[t * E], w.ple_post_norm.data(), &tmp_[t * E], static_cast<int>(E), c.rms_eps);
+  for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
+}
+
+void Stage::finish_layer(int l, const LayerWeights& w, int n_tokens) {
+  ffn_forward(w, n_tokens);
+  if (config().n_embd_per_layer > 0) per_layer_forward(l, w, n_tokens);
+  if (!w.out_scale.empty())
+    for (size_t i = 0; i < static_cast<size_t>(n_tokens) * config().n_embd; ++i) x_[i] *= w.out_scale[0];
 }
 
 void Stage::embed(const StageInput& in, int n_tokens) {
@@ -226,18 +312,19 @@ void Stage::layer_forward(int l, const LayerWeights& w, int n_tokens) {
   if (c.is_recurrent(l)) {
     delta_net_forward(l, w, n_tokens);
     for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
-    ffn_forward(w, n_tokens);
+    finish_layer(l, w, n_tokens);
     return;
   }
-  const bool own_v = w.wv.n_out > 0;  // else V is K's projection (Gemma 4's full layers)
+  const bool own_kv = c.has_own_kv(l);  // else it reads another layer's cache (Gemma 4)
+  const bool own_v = w.wv.n_out > 0;    // else V is K's projection (Gemma 4's full layers)
   float* q_out = c.attn_output_gate ? q_gate_.data() : q_.data();
   const MatmulTarget qkv[] = {{&w.wq, q_out}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
-  project(std::span(qkv, own_v ? 3 : 2), xn_.data(), n_tokens);
+  project(std::span(qkv, !own_kv ? 1 : own_v ? 3 : 2), xn_.data(), n_tokens);
   if (c.attn_output_gate)  // per head, the query then its gate: the queries to q_, gates stay
     for (int t = 0; t < n_tokens; ++t)
       for (int h = 0; h < c.n_head; ++h)
         std::copy_n(&q_gate_[(static_cast<size_t>(t) * c.n_head + h) * 2 * hd], hd, &q_[static_cast<size_t>(t) * Q + h * hd]);
-  if (!own_v) std::copy_n(k_.begin(), static_cast<size_t>(n_tokens) * KV, v_.begin());
+  if (own_kv && !own_v) std::copy_n(k_.begin(), static_cast<size_t>(n_tokens) * KV, v_.begin());
   if (!w.bq.empty()) add_bias(q_.data(), w.bq.data(), n_tokens, Q);
   if (!w.bk.empty()) add_bias(k_.data(), w.bk.data(), n_tokens, KV);
   if (!w.bv.empty()) add_bias(v_.data(), w.bv.data(), n_tokens, KV);
@@ -254,12 +341,14 @@ void Stage::layer_forward(int l, const LayerWeights& w, int n_tokens) {
       rmsnorm(kt, w.k_norm.data(), kt, KV, c.rms_eps);
     } else if (!w.q_norm.empty()) {  // qwen3: each head normalised on its own, before RoPE
       for (int h = 0; h < c.n_head; ++h) rmsnorm(qt + h * hd, w.q_norm.data(), qt + h * hd, hd, c.rms_eps);
-      for (int h = 0; h < n_kv; ++h) rmsnorm(kt + h * hd, w.k_norm.data(), kt + h * hd, hd, c.rms_eps);
+      if (own_kv)
+        for (int h = 0; h < n_kv; ++h) rmsnorm(kt + h * hd, w.k_norm.data(), kt + h * hd, hd, c.rms_eps);
     }
-    if (c.v_norm)  // Gemma 4: each value head too, without a weight
+    if (c.v_norm && own_kv)  // Gemma 4: each value head too, without a weight
       for (int h = 0; h < n_kv; ++h) rmsnorm(vt + h * hd, v_norm_ones_.data(), vt + h * hd, hd, c.rms_eps);
     rope_angles(pos, rope, rope_cos_.data(), rope_sin_.data());
     for (int h = 0; h < c.n_head; ++h) rope_rotate(qt + h * hd, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
+    if (!own_kv) continue;
     for (int h = 0; h < n_kv; ++h) rope_rotate(kt + h * hd, rope_cos_.data(), rope_sin_.data(), n_pairs, c.rope_style);
     row_cache_[static_cast<size_t>(t)]->store(local, pos, kt, vt, kernels_);
   }
@@ -276,7 +365,7 @@ void Stage::layer_forward(int l, const LayerWeights& w, int n_tokens) {
   if (!w.post_attn_norm.empty())
     for (int t = 0; t < n_tokens; ++t) rmsnorm(&tmp_[t * E], w.post_attn_norm.data(), &tmp_[t * E], E, c.rms_eps);
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
-  ffn_forward(w, n_tokens);
+  finish_layer(l, w, n_tokens);
 }
 
 // Qwen 3.5 MoE's shared expert, added into tmp_ (the routed experts' output): a SwiGLU of every
@@ -326,8 +415,6 @@ void Stage::ffn_forward(const LayerWeights& w, int n_tokens) {
   if (!w.post_ffn_norm.empty())
     for (int t = 0; t < n_tokens; ++t) rmsnorm(&tmp_[t * E], w.post_ffn_norm.data(), &tmp_[t * E], E, c.rms_eps);
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
-  if (!w.out_scale.empty())
-    for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] *= w.out_scale[0];
 }
 
 // Causal attention of every row over its own sequence's cache. A task takes query heads that
@@ -335,7 +422,7 @@ void Stage::ffn_forward(const LayerWeights& w, int n_tokens) {
 // every thread several tasks.
 void Stage::attention(int layer, int n_tokens) {
   const ModelConfig& c = config();
-  const int local_layer = layer - spec().first_layer;
+  const int local_layer = c.kv_source(layer) - spec().first_layer;  // its own cache, or the one it shares
   const int n_kv = c.layer_n_head_kv(layer), hd = c.layer_head_dim(layer), Q = c.layer_q_dim(layer);
   const int group = c.n_head / n_kv;
   const float scale = c.attention_scale > 0 ? c.attention_scale : 1.f / std::sqrt(static_cast<float>(hd));

@@ -10,7 +10,8 @@
 // product), then attend to their own sequence's KV cache. Each sequence has its own cache, so
 // several conversations can be in progress on one stage.
 //
-// Hidden states between stages are plain [n_tokens x n_embd] f32 arrays, so stages [0,2) then
+// Hidden states between stages are plain f32 arrays of n_tokens rows of config().hidden_width(boundary)
+// (n_embd, plus Gemma 4's per-layer inputs of the layers still to come), so stages [0,2) then
 // [2,5) give bit-identical results to one stage [0,5).
 //
 // Thread safety: one thread calls forward()/release() at a time; the work inside runs on `pool`.
@@ -64,7 +65,7 @@ struct SeqChunk {
 struct StageInput {
   std::span<const SeqChunk> chunks;
   std::span<const int32_t> tokens;  // embedding stage: one id per token of the batch
-  std::span<const float> hidden;    // other stages: [n_tokens x n_embd]
+  std::span<const float> hidden;    // other stages: [n_tokens x config().hidden_width(first_layer)]
   bool all_logits = false;          // output stage: logits for every token, not just each chunk's last rows
 };
 
@@ -77,7 +78,7 @@ class Stage {
   int n_ctx() const { return n_ctx_; }
   int max_batch() const { return options_.max_batch; }
 
-  // Runs the batch through this stage's layers. Returns hidden states [n_tokens x n_embd], or on
+  // Runs the batch through this stage's layers. Returns hidden states [n_tokens x hidden_width(last_layer)], or on
   // the output stage logits [rows x n_vocab] (rows: each chunk's `logits`, in order, or every token
   // with all_logits). The span
   // stays valid until the next call. Throws std::invalid_argument, before changing any state,
@@ -108,6 +109,13 @@ class Stage {
   void layer_forward(int l, const LayerWeights& w, int n_tokens);
   void delta_net_forward(int l, const LayerWeights& w, int n_tokens);  // into tmp_
   void ffn_forward(const LayerWeights& w, int n_tokens);                // the residual FFN half of a layer
+  void per_layer_inputs(const StageInput& in, int n_tokens);            // into ple_ (first stage, Gemma 4 E2B/E4B)
+  void per_layer_forward(int l, const LayerWeights& w, int n_tokens);   // layer l's per-layer input, added to x_
+  void finish_layer(int l, const LayerWeights& w, int n_tokens);        // the FFN, the per-layer input, the output scale
+  // Hidden states from or for another stage: the stream in x_, then the per-layer inputs of
+  // layers [boundary, n_layer) in ple_.
+  void read_hidden(std::span<const float> hidden, int n_tokens);
+  std::span<const float> write_hidden(int n_tokens);
   void shared_expert_forward(const LayerWeights& w, int n_tokens);      // added into tmp_
   std::span<const float> output_head(const StageInput& in, int n_tokens);
   // The products of a layer: on options_.offload when it holds every weight, else on the CPU.
@@ -130,6 +138,9 @@ class Stage {
   std::vector<float> shexp_out_;            // Qwen 3.5 MoE: the shared expert's output
   std::vector<float> ssm_qkv_, ssm_z_, ssm_beta_, ssm_alpha_, ssm_y_, ssm_scratch_;  // gated delta-net
   std::vector<float> v_norm_ones_;          // the weight of a norm without one (Gemma 4's V)
+  // Per-layer embeddings: every layer's inputs, (max_batch, n_layer, n_embd_per_layer); a row's
+  // gated input; one token's row of the table; the hidden states a stage hands on with them.
+  std::vector<float> ple_, ple_gate_, ple_row_, hidden_out_;
   std::map<uint64_t, KvCache> caches_;
 
   // Working buffers, sized for max_batch tokens at construction.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <map>
 #include <stdexcept>
+#include <string_view>
 
 #include "runtime/kernels/kernels.h"
 
@@ -21,6 +22,10 @@ const char* const kDeltaNetTensors[] = {"attn_qkv.weight",  "attn_gate.weight", 
                                         "ssm_beta.weight",  "ssm_alpha.weight", "ssm_norm.weight",   "ssm_out.weight"};
 const char* const kExpertTensors[] = {"ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
 const char* const kSharedExpertTensors[] = {"ffn_gate_inp_shexp", "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp"};
+// Per-layer embeddings (Gemma 4 E2B/E4B): the first stage's tables, and each layer's own tensors.
+const char* const kPerLayerEmbdTensors[] = {"per_layer_token_embd.weight", "per_layer_model_proj.weight",
+                                            "per_layer_proj_norm.weight"};
+const char* const kPerLayerTensors[] = {"inp_gate", "proj", "post_norm"};
 
 constexpr const char* kRopeFreqs = "rope_freqs.weight";
 constexpr const char* kRopeShort = "rope_factors_short.weight";
@@ -37,8 +42,9 @@ bool has_v(const GgufFile& file, const ModelConfig& c, int l) {
 std::vector<const char*> projection_tensors(const GgufFile& file, const ModelConfig& c, int l) {
   std::vector<const char*> names;
   if (c.fused_qkv) names.push_back("attn_qkv");
-  else names.insert(names.end(), {"attn_q", "attn_k"});
-  if (!c.fused_qkv && has_v(file, c, l)) names.push_back("attn_v");
+  else if (c.has_own_kv(l)) names.insert(names.end(), {"attn_q", "attn_k"});
+  else names.push_back("attn_q");  // a shared-KV layer (Gemma 4) projects only its queries
+  if (!c.fused_qkv && c.has_own_kv(l) && has_v(file, c, l)) names.push_back("attn_v");
   if (c.is_moe()) return names;
   if (c.fused_gate_up) names.insert(names.end(), {"ffn_up", "ffn_down"});
   else names.insert(names.end(), {"ffn_gate", "ffn_up", "ffn_down"});
@@ -93,6 +99,8 @@ uint64_t length_of(const ModelConfig& c, Length l, int layer) {
 // Whether the stage loads this optional tensor of layer l: always when required (a missing one
 // is then reported by name), when present if optional.
 bool wanted(const GgufFile& file, const ModelConfig& c, const OptionalTensor& t, int l) {
+  if (!c.has_own_kv(l) && std::string_view(t.name).starts_with("attn_k"))
+    return false;  // a shared-KV layer's K norm (if the file has one) goes unused
   const TensorNeed need = c.*t.need;
   return need == TensorNeed::Required || (need == TensorNeed::Optional && file.find_tensor(blk(l, t.name, t.kind)));
 }
@@ -106,6 +114,11 @@ void check_spec(const ModelConfig& c, const StageSpec& s) {
   if (s.first_layer < 0 || s.first_layer > s.last_layer || s.last_layer > c.n_layer)
     throw GgufError("layer range [" + std::to_string(s.first_layer) + ", " + std::to_string(s.last_layer) +
                     ") does not fit a model of " + std::to_string(c.n_layer) + " layers");
+  for (int l = s.first_layer; l < s.last_layer; ++l)
+    if (c.first_layer_with(l) < s.first_layer)
+      throw GgufError("layer range [" + std::to_string(s.first_layer) + ", " + std::to_string(s.last_layer) + ") holds layer " +
+                      std::to_string(l) + ", which reads the KV cache of layer " + std::to_string(c.kv_source(l)) +
+                      ": a stage holding it must start at layer " + std::to_string(c.first_layer_with(l)) + " or before");
 }
 
 std::string shape_text(const std::vector<uint64_t>& shape) {
@@ -125,8 +138,12 @@ std::vector<std::string> stage_tensor_names(const GgufFile& file, const ModelCon
   check_spec(config, spec);
   std::vector<std::string> names;
   if (spec.has_embedding) names.push_back("token_embd.weight");
+  if (spec.has_embedding && config.n_embd_per_layer > 0)
+    names.insert(names.end(), std::begin(kPerLayerEmbdTensors), std::end(kPerLayerEmbdTensors));
   for (int l = spec.first_layer; l < spec.last_layer; ++l) {
     names.push_back(blk(l, config.ffn_norm_tensor.c_str()));
+    if (config.n_embd_per_layer > 0)
+      for (const char* t : kPerLayerTensors) names.push_back(blk(l, t));
     if (config.is_recurrent(l)) {
       names.push_back(blk(l, "attn_norm"));
       for (const char* t : kDeltaNetTensors) names.push_back("blk." + std::to_string(l) + "." + t);
@@ -208,6 +225,12 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
 
   const uint64_t E = config.n_embd, F = config.n_ff;
   if (spec.has_embedding) token_embd_ = matrix("token_embd.weight", E, config.n_vocab);
+  if (const uint64_t P = static_cast<uint64_t>(config.n_embd_per_layer); spec.has_embedding && P > 0) {
+    const uint64_t all = P * static_cast<uint64_t>(config.n_layer);
+    per_layer_embd_.token_embd = matrix(kPerLayerEmbdTensors[0], all, config.n_vocab);
+    per_layer_embd_.model_proj = matrix(kPerLayerEmbdTensors[1], E, all);
+    per_layer_embd_.proj_norm = vector(kPerLayerEmbdTensors[2], P);
+  }
   for (int l = spec.first_layer; l < spec.last_layer; ++l) {
     const uint64_t Q = config.layer_q_dim(l), KV = config.layer_kv_dim(l);
     LayerWeights w;
@@ -234,8 +257,8 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
       w.wv = row_range(qkv, static_cast<int64_t>(Q + KV), static_cast<int64_t>(KV));
     } else {
       w.wq = matrix(blk(l, "attn_q"), E, config.attn_output_gate ? 2 * Q : Q);  // per head: query, then gate
-      w.wk = matrix(blk(l, "attn_k"), E, KV);
-      if (has_v(file, config, l)) w.wv = matrix(blk(l, "attn_v"), E, KV);  // else V is K's projection
+      if (config.has_own_kv(l)) w.wk = matrix(blk(l, "attn_k"), E, KV);         // else it reads another layer's cache
+      if (config.has_own_kv(l) && has_v(file, config, l)) w.wv = matrix(blk(l, "attn_v"), E, KV);  // else V is K's projection
     }
     if (!config.is_recurrent(l)) w.wo = matrix(blk(l, "attn_output"), Q, E);
     w.ffn_norm = vector(blk(l, config.ffn_norm_tensor.c_str()), E);
@@ -278,6 +301,11 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
     if (!config.is_recurrent(l))
       for (const OptionalTensor& t : kOptionalTensors)
         if (wanted(file, config, t, l)) w.*t.field = vector(blk(l, t.name, t.kind), length_of(config, t.length, l));
+    if (const uint64_t P = static_cast<uint64_t>(config.n_embd_per_layer); P > 0) {
+      w.ple_gate = matrix(blk(l, "inp_gate"), E, P);
+      w.ple_proj = matrix(blk(l, "proj"), P, E);
+      w.ple_post_norm = vector(blk(l, "post_norm"), E);
+    }
     layers_.push_back(std::move(w));
   }
   const auto factors = [&](const char* name) {

@@ -80,6 +80,18 @@ struct LayerWeights {
   // Biases (gpt-oss), empty when the model has none: of the router (n_expert), and of each
   // expert's gate, up (n_expert x n_ff_exp) and down (n_expert x n_embd), expert by expert.
   std::vector<float> router_bias, gate_exps_bias, up_exps_bias, down_exps_bias;
+  // Per-layer embeddings (ModelConfig::n_embd_per_layer > 0): the gate of the layer's input
+  // vector, its projection back to the stream, and that projection's norm.
+  WeightMatrix ple_gate;             // inp_gate: (n_embd) -> (n_embd_per_layer)
+  WeightMatrix ple_proj;             // proj: (n_embd_per_layer) -> (n_embd)
+  std::vector<float> ple_post_norm;  // post_norm: (n_embd)
+};
+
+// What the first stage turns token ids into per-layer inputs with (Gemma 4 E2B/E4B).
+struct PerLayerEmbedding {
+  WeightMatrix token_embd;       // per_layer_token_embd: (n_layer x n_embd_per_layer) per token
+  WeightMatrix model_proj;       // per_layer_model_proj: (n_embd) -> (n_layer x n_embd_per_layer)
+  std::vector<float> proj_norm;  // per_layer_proj_norm: (n_embd_per_layer)
 };
 
 // Which part of the model a stage runs.
@@ -102,6 +114,7 @@ class StageWeights {
   const StageSpec& spec() const { return spec_; }
   const WeightMatrix& token_embd() const { return token_embd_; }  // valid if has_embedding
   const WeightMatrix& output() const { return output_; }          // valid if has_output
+  const PerLayerEmbedding& per_layer_embd() const { return per_layer_embd_; }  // has_embedding, n_embd_per_layer > 0
   const std::vector<float>& output_norm() const { return output_norm_; }
   // The per-dimension RoPE frequency factors (n_rot / 2) for a context of n_ctx tokens, empty if
   // the model has none: Llama 3's rope_freqs, or phi3's LongRoPE factors (the long ones beyond the
@@ -126,6 +139,7 @@ class StageWeights {
   std::vector<MappedRegion> regions_;
   WeightMatrix token_embd_;
   WeightMatrix output_;
+  PerLayerEmbedding per_layer_embd_;
   std::vector<float> output_norm_;
   std::vector<float> rope_freqs_;
   std::vector<float> rope_factors_short_, rope_factors_long_;
