@@ -446,6 +446,20 @@ TEST_SUITE("arch") {
       for (int i = 0; i < 16; ++i) prompt.push_back(1 + (i * 37) % 500);
       check_splits_and_decode(m, pool, prompt);
     }
+    // Gemma 4 26B-A4B's layout: a dense FFN beside the experts in every layer.
+    for (TensorType t : {TensorType::F32, TensorType::Q8_0}) {
+      MakeModelOptions o = opts("gemma4", 9);
+      o.type = t;
+      o.sliding_window = 4;
+      o.shape.n_expert = 8;
+      o.shape.n_expert_used = 2;
+      o.shape.n_ff_exp = 64;
+      const Model m = open_model(hearth::test::make_model(dir, "moe.gguf", o));
+      CHECK(m.config.moe_beside_dense);
+      std::vector<int32_t> prompt;
+      for (int i = 0; i < 16; ++i) prompt.push_back(1 + (i * 37) % 500);
+      check_splits_and_decode(m, pool, prompt);
+    }
     // The window matters: the same gemma3 weights with a window longer than the prompt differ
     // after position 4, not before.
     MakeModelOptions o = opts("gemma3", 7);

@@ -666,7 +666,8 @@ TEST_SUITE("cluster") {
   }
 
   TEST_CASE(
-      "MoE, phi3, gemma3 and gemma4 (E2B-style too) models on 2 and 3 daemons generate what one device does; a MoE stream "
+      "MoE, phi3, gemma3 and gemma4 (E2B and 26B-A4B layouts too) models on 2 and 3 daemons generate what one device does; a "
+      "MoE stream "
       "survives a killed stage") {
     TempDir dir;
     Cluster c(dir);
@@ -722,6 +723,21 @@ TEST_SUITE("cluster") {
       REQUIRE_MESSAGE(planned.exit_code == 0, planned.err);
       check_same_as_one_device(c, model, "Once upon a time, there was a little robot", 30);
     }
+    // Gemma 4 26B-A4B's layout: a dense FFN beside the experts in every layer.
+    {
+      hearth::runtime::MakeModelOptions m{.type = hearth::runtime::TensorType::Q8_0, .seed = 9, .sliding_window = 8};
+      m.arch = "gemma4";
+      m.shape.n_expert = 8;
+      m.shape.n_expert_used = 2;
+      m.shape.n_ff_exp = 64;
+      const std::string model = hearth::test::make_model(dir, "gemma4-moe.gguf", m);
+      for (const char* split : {"head:2,a:2", "head:1,a:2,b:1"}) {
+        CAPTURE(split);
+        const auto l = c.cli({"launch", "--model", model, "--split", split});
+        REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+        check_same_as_one_device(c, model, "Once upon a time, there was a little robot", 30);
+      }
+    }
 
     // A stage lost mid-stream: replay rebuilds its experts' layers elsewhere, the text goes on.
     hearth::runtime::MakeModelOptions o;
@@ -750,6 +766,49 @@ TEST_SUITE("cluster") {
     CHECK(code == 0);
     CHECK(slurp(out) == reference.out);
     CHECK(status(c)["plan"]["events"].dump().find("device a (layers 1-2) stopped responding") != std::string::npos);
+  }
+
+  TEST_CASE("a Gemma 4 E2B-style stream survives losing the stage of its shared-KV layers: the new plan keeps them together") {
+    TempDir dir;
+    hearth::runtime::MakeModelOptions e{.type = hearth::runtime::TensorType::Q8_0, .seed = 7, .sliding_window = 8};
+    e.arch = "gemma4";
+    e.shape.n_layer = 10;
+    e.shape.n_ctx = 4096;
+    e.full_layer_period = 5;
+    e.per_layer_embd = 64;
+    e.shared_kv_layers = 5;
+    const std::string model = hearth::test::make_model(dir, "gemma4-e.gguf", e);
+    Cluster c(dir);
+    c.start("head");
+    c.start("a");
+    c.start("b");
+    const std::vector<std::string> gen{"--prompt", "a long story", "-n",     "3000",
+                                       "--temp",   "0.9",          "--seed", "12"};  // a seed whose story runs the whole 3000
+    std::vector<std::string> run{"run", "--model", model, "--ctx", "4096"};
+    run.insert(run.end(), gen.begin(), gen.end());
+    const auto reference = hearth::test::run_cli(run);
+    REQUIRE(reference.exit_code == 0);
+    REQUIRE_MESSAGE(reference.err.find("3000 tokens generated") != std::string::npos, reference.err);
+    // b holds layers 3-9: the shared-KV layers 5-9 and the layers 3 and 4 whose caches they read.
+    REQUIRE(c.cli({"launch", "--model", model, "--split", "head:1,a:2,b:7", "--ctx", "4096"}).exit_code == 0);
+    std::vector<std::string> args{"generate"};
+    args.insert(args.end(), gen.begin(), gen.end());
+    const std::string out = dir.file("generated.txt");
+    const pid_t client = generate_in_background(c, args, out);
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    int wstatus = 0;
+    CHECK_MESSAGE(waitpid(client, &wstatus, WNOHANG) == 0, "the stream ended before the stage was killed");
+    c.kill("b", SIGKILL);
+    const int code = wait_for(client, std::chrono::seconds(60));
+    CAPTURE(slurp(out + ".err"));
+    CHECK(code == 0);
+    CHECK(slurp(out) == reference.out);
+    const auto after = status(c);
+    CHECK(after["plan"]["events"].dump().find("device b (layers 3-9) stopped responding") != std::string::npos);
+    for (const auto& stage : after["plan"]["stages"]) {
+      CAPTURE(stage.dump());
+      CHECK(stage["first_layer"].get<int>() <= 3);
+    }
   }
 
   TEST_CASE("a hybrid model's stream survives a killed stage: replay rebuilds the gated delta-nets' recurrent state") {

@@ -79,7 +79,7 @@ void ExpertFfn::run_expert(const LayerWeights& w, int e, const float* xn, Matmul
   matmul_swiglu(gate, up, x_.data(), m, gate_.data(), up_.data(), scratch, pool, k, activation_, bias_of(w.gate_exps_bias, ue, F),
                 bias_of(w.up_exps_bias, ue, F));
   matmul(down, gate_.data(), m, y_.data(), scratch, pool, k);
-  if (!w.down_exps_bias.empty()) add_bias(y_.data(), bias_of(w.down_exps_bias, ue, E), m, n_embd_);
+  finish_down(w, e, y_.data(), m);
   bytes_read_ += gate.bytes() + up.bytes() + down.bytes();
   for (int i = 0; i < m; ++i)
     std::copy_n(&y_[static_cast<size_t>(i) * E], E, &slot_out_[static_cast<size_t>(slots[static_cast<size_t>(i)]) * E]);
@@ -103,15 +103,20 @@ void ExpertFfn::decode_one(const LayerWeights& w, const float* xn, MatmulScratch
                        bias_of(w.gate_exps_bias, e, F), bias_of(w.up_exps_bias, e, F)});
   }
   matmul_experts(targets, xn, scratch, pool, k, activation_);
-  if (!w.down_exps_bias.empty())
-    for (size_t s = 0; s < static_cast<size_t>(n_used_); ++s)
-      add_bias(&slot_out_[s * E], bias_of(w.down_exps_bias, static_cast<size_t>(chosen_[s]), E), 1, n_embd_);
+  for (size_t s = 0; s < static_cast<size_t>(n_used_); ++s) finish_down(w, chosen_[s], &slot_out_[s * E], 1);
+}
+
+void ExpertFfn::finish_down(const LayerWeights& w, int e, float* y, int rows) const {
+  const auto E = static_cast<size_t>(n_embd_), ue = static_cast<size_t>(e);
+  if (!w.down_exps_bias.empty()) add_bias(y, bias_of(w.down_exps_bias, ue, E), rows, n_embd_);
+  if (!w.down_exps_scale.empty())
+    for (size_t i = 0; i < static_cast<size_t>(rows) * E; ++i) y[i] *= w.down_exps_scale[ue];
 }
 
 void ExpertFfn::forward(const LayerWeights& w, const float* xn, int n_tokens, float* out, MatmulScratch& scratch,
-                        ThreadPool& pool, const KernelTable& k) {
+                        ThreadPool& pool, const KernelTable& k, const float* router_in) {
   const auto E = static_cast<size_t>(n_embd_), K = static_cast<size_t>(n_used_);
-  matmul(w.router, xn, n_tokens, logits_.data(), scratch, pool, k);
+  matmul(w.router, router_in ? router_in : xn, n_tokens, logits_.data(), scratch, pool, k);
   if (!w.router_bias.empty()) add_bias(logits_.data(), w.router_bias.data(), n_tokens, n_expert_);
   for (auto& v : by_expert_) v.clear();
   for (int t = 0; t < n_tokens; ++t) {

@@ -38,9 +38,10 @@ class ExpertFfn {
   // max(max_tokens, n_expert_used) tokens: decode converts each chosen expert's hidden row in it.
   ExpertFfn(const ModelConfig& config, int max_tokens);
 
-  // out[t] = the layer's MoE output for input xn[t] (the normed hidden state), t < n_tokens.
+  // out[t] = the layer's MoE output for input xn[t] (the normed hidden state), t < n_tokens. The
+  // router reads router_in[t] where the model gives it its own input (Gemma 4), else xn[t].
   void forward(const LayerWeights& w, const float* xn, int n_tokens, float* out, MatmulScratch& scratch, ThreadPool& pool,
-               const KernelTable& k);
+               const KernelTable& k, const float* router_in = nullptr);
   // Bytes of expert matrices forward() has read so far: each chosen expert once per call.
   uint64_t bytes_read() const { return bytes_read_; }
 
@@ -48,6 +49,8 @@ class ExpertFfn {
   // Expert e over the tokens that chose it (gathered), its outputs into their slots.
   void run_expert(const LayerWeights& w, int e, const float* xn, MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k);
   static const float* bias_of(const std::vector<float>& biases, size_t e, size_t n);
+  // Expert e's bias of its down projection and its output scale (Gemma 4), on rows of y.
+  void finish_down(const LayerWeights& w, int e, float* y, int rows) const;
   // The one token's chosen experts together (matmul_experts).
   void decode_one(const LayerWeights& w, const float* xn, MatmulScratch& scratch, ThreadPool& pool, const KernelTable& k);
 

@@ -45,7 +45,12 @@ constexpr Arch kArchs[] = {
     // Phi-3.5 / Phi-4-mini: fused projections, partial rotary, LongRoPE factors as global tensors.
     {.name = "phi3", .fused = true},
     {.name = "gemma3", .qk_norm = TensorNeed::Required, .gemma = true},
-    {.name = "gemma4", .qk_norm = TensorNeed::Required, .gemma = true, .gemma4 = true},
+    {.name = "gemma4",
+     .qk_norm = TensorNeed::Required,
+     .experts = TensorNeed::Optional,  // 26B-A4B
+     .expert_weights_norm = true,
+     .gemma = true,
+     .gemma4 = true},
     {.name = "qwen35", .qk_norm = TensorNeed::Required, .qwen35 = true},
     {.name = "qwen35moe",
      .qk_norm = TensorNeed::Required,
@@ -196,8 +201,8 @@ void read_gemma4(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
   if (c.n_embd_per_layer < 0 || c.n_embd_per_layer > 65536)
     throw GgufError("metadata '" + a + "embedding_length_per_layer_input' is out of range");
   read_shared_kv(md, a, c);
-  if (md.get_uint_opt(a + "expert_count").value_or(0) != 0)
-    throw GgufError("Gemma 4 mixture-of-experts layers (26B-A4B) are not supported yet");
+  c.moe_beside_dense = c.is_moe();  // 26B-A4B: each layer runs its dense FFN and its experts
+  if (c.moe_beside_dense && c.n_ff == 0) throw GgufError("metadata '" + a + "feed_forward_length' is missing");
   c.attention_scale = 1.f;
   c.v_from_k = true;
   c.v_norm = true;

@@ -60,6 +60,12 @@ struct ModelConfig {
   ExpertGating expert_gating = ExpertGating::Softmax;
   TensorNeed expert_bias = TensorNeed::Absent;  // router and per-expert biases (gpt-oss)
 
+  // Gemma 4 26B-A4B: every layer runs its dense FFN (n_ff, normed before by ffn_norm and after by
+  // post_ffw_norm_1) and its experts (pre_ffw_norm_2, post_ffw_norm_2) and adds them; the router
+  // reads the unweighted RMS norm of the input times 1 / sqrt(n_embd) times ffn_gate_inp.scale,
+  // and each expert's output is scaled by its ffn_down_exps.scale.
+  bool moe_beside_dense = false;
+
   // A shared expert beside the routed ones (Qwen 3.5 MoE): a SwiGLU of width n_ff_shexp every
   // token runs, scaled by sigmoid(ffn_gate_inp_shexp . x); 0 = none.
   int n_ff_shexp = 0;

@@ -129,9 +129,8 @@ void check_arch(const std::string& arch, const RandomModelShape& s) {
   const bool moe_arch = arch == "qwen3moe" || arch == "olmoe" || arch == "gpt-oss" || arch == "qwen35moe";
   if (moe_arch && s.n_expert == 0)
     throw std::invalid_argument("architecture '" + arch + "' needs experts (a MoE preset such as tiny-moe, or --experts)");
-  if ((arch == "qwen2" || arch == "qwen3" || arch == "phi3" || arch == "gemma3" || arch == "gemma4" || arch == "qwen35") &&
-      s.n_expert > 0)
-    throw std::invalid_argument("architecture '" + arch + "' has no experts (qwen3moe, olmoe and llama do)");
+  if ((arch == "qwen2" || arch == "qwen3" || arch == "phi3" || arch == "gemma3" || arch == "qwen35") && s.n_expert > 0)
+    throw std::invalid_argument("architecture '" + arch + "' has no experts (qwen3moe, olmoe, gemma4 and llama do)");
 }
 
 }  // namespace
@@ -216,7 +215,7 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   md.set(a + "block_count", GgufValue::u32(static_cast<uint32_t>(s.n_layer)));
   // As llama.cpp's converters write them: qwen3moe keeps the dense width beside a key for the
   // expert width; olmoe and Mixtral say the expert width as feed_forward_length.
-  const bool own_expert_key = o.arch == "qwen3moe" || oss || qwen35;
+  const bool own_expert_key = o.arch == "qwen3moe" || oss || qwen35 || gemma4;
   md.set(a + "feed_forward_length", GgufValue::u32(static_cast<uint32_t>(moe && !own_expert_key ? s.n_ff_exp : s.n_ff)));
   if (moe) {
     md.set(a + "expert_count", GgufValue::u32(static_cast<uint32_t>(s.n_expert)));
@@ -325,7 +324,19 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       vector(p + "attn_output.bias", E);
       vector(p + "attn_sinks.weight", static_cast<uint64_t>(s.n_head));
     }
-    if (moe) {
+    if (moe && gemma4) {  // 26B-A4B: a dense FFN beside the experts, each with its own norms
+      matrix(p + "ffn_gate.weight", E, F);
+      matrix(p + "ffn_down.weight", F, E);
+      matrix(p + "ffn_up.weight", E, F);
+      vector(p + "post_ffw_norm_1.weight", E);
+      vector(p + "pre_ffw_norm_2.weight", E);
+      vector(p + "post_ffw_norm_2.weight", E);
+      w.add_tensor(p + "ffn_gate_inp.weight", TensorType::F32, {E, X});
+      vector(p + "ffn_gate_inp.scale", E);
+      experts(p + "ffn_gate_up_exps.weight", E, 2 * FX);  // each expert's gate rows, then its up rows
+      experts(p + "ffn_down_exps.weight", FX, E);
+      vector(p + "ffn_down_exps.scale", X);
+    } else if (moe) {
       // The router stays f32, as llama-quantize leaves it.
       w.add_tensor(p + "ffn_gate_inp.weight", TensorType::F32, {E, X});
       experts(p + "ffn_gate_exps.weight", E, FX);
@@ -394,7 +405,8 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       Rng rng(o.seed * 0x9e3779b97f4a7c15ull + index * 0x100000001b3ull);
       const bool bias = t.name.ends_with(".bias") || t.name.ends_with("attn_sinks.weight");
       const bool qk_norm = t.name.ends_with("attn_q_norm.weight") || t.name.ends_with("attn_k_norm.weight") ||
-                           t.name.ends_with("layer_output_scale.weight");
+                           t.name.ends_with("layer_output_scale.weight") || t.name.ends_with("ffn_gate_inp.scale") ||
+                           t.name.ends_with("ffn_down_exps.scale");
       const bool decay = t.name.ends_with("ssm_a");  // -exp(A_log): a slow decay, the state lasts
       const bool shared_gate = t.name.ends_with("ffn_gate_inp_shexp.weight");
       if (t.name == "rope_freqs.weight") v = rope_factors;

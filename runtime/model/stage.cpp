@@ -23,7 +23,9 @@ struct ReleaseOnExit {
 };
 
 // The width of the FFN's hidden layer: of one expert in a MoE model, whose dense width goes unused.
-int64_t ffn_width(const ModelConfig& c) { return c.is_moe() ? std::max(c.n_ff_exp, c.n_ff_shexp) : c.n_ff; }
+int64_t ffn_width(const ModelConfig& c) {
+  return c.is_moe() ? std::max({c.n_ff_exp, c.n_ff_shexp, c.moe_beside_dense ? c.n_ff : 0}) : c.n_ff;
+}
 
 // The longest input row of any matmul of a stage (what its activation scratch must hold).
 int64_t widest_input(const ModelConfig& c) {
@@ -79,7 +81,7 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
     ssm_scratch_.resize(static_cast<size_t>(c.ssm_conv_channels()) + static_cast<size_t>(c.ssm_dt_rank) * c.ssm_head_v_dim());
   }
   if (c.attn_output_gate) q_gate_.resize(B * 2 * c.max_q_dim());
-  v_norm_ones_.assign(static_cast<size_t>(std::max(c.head_dim, c.head_dim_swa)), 1.f);
+  v_norm_ones_.assign(static_cast<size_t>(std::max({c.head_dim, c.head_dim_swa, c.moe_beside_dense ? c.n_embd : 0})), 1.f);
   x_.resize(B * c.n_embd);
   xn_.resize(B * c.n_embd);
   tmp_.resize(B * c.n_embd);
@@ -94,6 +96,11 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
     gate_.resize(B * c.n_ff_shexp);
     up_.resize(B * c.n_ff_shexp);
     shexp_out_.resize(B * c.n_embd);
+  } else if (c.moe_beside_dense) {  // nor the dense FFN beside them (Gemma 4)
+    gate_.resize(B * c.n_ff);
+    up_.resize(B * c.n_ff);
+    shexp_out_.resize(B * c.n_embd);
+    router_in_.resize(B * c.n_embd);
   }
   int max_head_dim = 0;
   for (int l = spec().first_layer; l < spec().last_layer; ++l) max_head_dim = std::max(max_head_dim, c.layer_head_dim(l));
@@ -124,10 +131,10 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
 
 uint64_t Stage::memory_bytes(int n_sequences) const {
   uint64_t floats = 0;
-  for (const std::vector<float>* v :
-       {&x_,        &xn_,        &q_,     &k_,           &v_,           &attn_,   &gate_,      &up_,      &tmp_,
-        &scores_,   &qpack_,     &inv_,   &kv_tile_,     &logits_,      &q_gate_, &shexp_out_, &ssm_qkv_, &ssm_z_,
-        &ssm_beta_, &ssm_alpha_, &ssm_y_, &ssm_scratch_, &v_norm_ones_, &ple_,    &ple_gate_,  &ple_row_, &hidden_out_})
+  for (const std::vector<float>* v : {&x_,           &xn_,          &q_,       &k_,        &v_,        &attn_,       &gate_,
+                                      &up_,          &tmp_,         &scores_,  &qpack_,    &inv_,      &kv_tile_,    &logits_,
+                                      &q_gate_,      &shexp_out_,   &ssm_qkv_, &ssm_z_,    &ssm_beta_, &ssm_alpha_,  &ssm_y_,
+                                      &ssm_scratch_, &v_norm_ones_, &ple_,     &ple_gate_, &ple_row_,  &hidden_out_, &router_in_})
     floats += v->capacity();
   uint64_t per_sequence = 0;
   for (size_t l = 0; l < layer_kv_dims_.size(); ++l)
@@ -405,7 +412,9 @@ void Stage::ffn_forward(const LayerWeights& w, int n_tokens) {
   const int E = c.n_embd;
   // ---- feed-forward (SwiGLU, or a mixture of SwiGLU experts) ----
   for (int t = 0; t < n_tokens; ++t) rmsnorm(&x_[t * E], w.ffn_norm.data(), &xn_[t * E], E, c.rms_eps);
-  if (experts_) {
+  if (c.moe_beside_dense) {
+    dense_and_experts_forward(w, n_tokens);
+  } else if (experts_) {
     experts_->forward(w, xn_.data(), n_tokens, tmp_.data(), scratch_, pool_, kernels_);
     if (c.n_ff_shexp > 0) shared_expert_forward(w, n_tokens);
   } else {
@@ -415,6 +424,28 @@ void Stage::ffn_forward(const LayerWeights& w, int n_tokens) {
   if (!w.post_ffn_norm.empty())
     for (int t = 0; t < n_tokens; ++t) rmsnorm(&tmp_[t * E], w.post_ffn_norm.data(), &tmp_[t * E], E, c.rms_eps);
   for (size_t i = 0; i < static_cast<size_t>(n_tokens) * E; ++i) x_[i] += tmp_[i];
+}
+
+// Gemma 4 26B-A4B's FFN, into tmp_ (xn_ holds the dense FFN's normed input): the dense FFN normed
+// by post_ffw_norm_1, plus the experts on their own normed input normed by post_ffw_norm_2; the
+// router reads the unweighted RMS norm of x times 1 / sqrt(n_embd) times ffn_gate_inp.scale.
+void Stage::dense_and_experts_forward(const LayerWeights& w, int n_tokens) {
+  const ModelConfig& c = config();
+  const int E = c.n_embd;
+  const auto n = static_cast<size_t>(n_tokens) * E;
+  project_gated(w.w_gate, w.w_up, xn_.data(), n_tokens, c.ffn_activation);
+  project(w.w_down, gate_.data(), n_tokens, tmp_.data());
+  const float router_scale = 1.f / std::sqrt(static_cast<float>(E));
+  for (int t = 0; t < n_tokens; ++t) {
+    rmsnorm(&tmp_[t * E], w.post_ffn_norm_1.data(), &tmp_[t * E], E, c.rms_eps);
+    rmsnorm(&x_[t * E], w.pre_ffn_norm_2.data(), &xn_[t * E], E, c.rms_eps);
+    float* r = &router_in_[static_cast<size_t>(t) * E];
+    rmsnorm(&x_[t * E], v_norm_ones_.data(), r, E, c.rms_eps);
+    for (int i = 0; i < E; ++i) r[i] = r[i] * router_scale * w.router_scale[static_cast<size_t>(i)];
+  }
+  experts_->forward(w, xn_.data(), n_tokens, shexp_out_.data(), scratch_, pool_, kernels_, router_in_.data());
+  for (int t = 0; t < n_tokens; ++t) rmsnorm(&shexp_out_[t * E], w.post_ffn_norm_2.data(), &shexp_out_[t * E], E, c.rms_eps);
+  for (size_t i = 0; i < n; ++i) tmp_[i] += shexp_out_[i];
 }
 
 // Causal attention of every row over its own sequence's cache. A task takes query heads that

@@ -117,6 +117,7 @@ class Stage {
   void read_hidden(std::span<const float> hidden, int n_tokens);
   std::span<const float> write_hidden(int n_tokens);
   void shared_expert_forward(const LayerWeights& w, int n_tokens);      // added into tmp_
+  void dense_and_experts_forward(const LayerWeights& w, int n_tokens);  // Gemma 4 26B-A4B's FFN, into tmp_
   std::span<const float> output_head(const StageInput& in, int n_tokens);
   // The products of a layer: on options_.offload when it holds every weight, else on the CPU.
   void project(std::span<const MatmulTarget> targets, const float* x, int n_tokens);
@@ -135,7 +136,8 @@ class Stage {
   std::vector<int64_t> layer_state_floats_; // and their recurrent states (0: none)
   bool recurrent_ = false;                  // some layer keeps a recurrent state (no rewinding)
   std::vector<float> q_gate_;               // Qwen 3.5: the query projection with its gates
-  std::vector<float> shexp_out_;            // Qwen 3.5 MoE: the shared expert's output
+  std::vector<float> shexp_out_;            // Qwen 3.5 MoE: the shared expert's output; Gemma 4's experts'
+  std::vector<float> router_in_;            // Gemma 4 26B-A4B: what its router reads
   std::vector<float> ssm_qkv_, ssm_z_, ssm_beta_, ssm_alpha_, ssm_y_, ssm_scratch_;  // gated delta-net
   std::vector<float> v_norm_ones_;          // the weight of a norm without one (Gemma 4's V)
   // Per-layer embeddings: every layer's inputs, (max_batch, n_layer, n_embd_per_layer); a row's

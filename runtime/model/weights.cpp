@@ -45,7 +45,7 @@ std::vector<const char*> projection_tensors(const GgufFile& file, const ModelCon
   else if (c.has_own_kv(l)) names.insert(names.end(), {"attn_q", "attn_k"});
   else names.push_back("attn_q");  // a shared-KV layer (Gemma 4) projects only its queries
   if (!c.fused_qkv && c.has_own_kv(l) && has_v(file, c, l)) names.push_back("attn_v");
-  if (c.is_moe()) return names;
+  if (c.is_moe() && !c.moe_beside_dense) return names;
   if (c.fused_gate_up) names.insert(names.end(), {"ffn_up", "ffn_down"});
   else names.insert(names.end(), {"ffn_gate", "ffn_up", "ffn_down"});
   return names;
@@ -153,11 +153,20 @@ std::vector<std::string> stage_tensor_names(const GgufFile& file, const ModelCon
     }
     if (config.is_recurrent(l) && !config.is_moe())
       for (const char* t : {"ffn_gate", "ffn_up", "ffn_down"}) names.push_back(blk(l, t));
-    if (config.is_moe())
+    if (config.is_moe() && !config.moe_beside_dense)
       for (const char* t : kExpertTensors) {
         names.push_back(blk(l, t));
         if (config.expert_bias == TensorNeed::Required) names.push_back(blk(l, t, "bias"));
       }
+    if (config.moe_beside_dense) {
+      const bool fused = file.find_tensor(blk(l, "ffn_gate_up_exps")) != nullptr;
+      for (const char* t : {"ffn_gate_inp", "post_ffw_norm_1", "pre_ffw_norm_2", "post_ffw_norm_2", "ffn_down_exps"})
+        names.push_back(blk(l, t));
+      names.push_back(blk(l, "ffn_gate_inp", "scale"));
+      if (file.find_tensor(blk(l, "ffn_down_exps", "scale"))) names.push_back(blk(l, "ffn_down_exps", "scale"));
+      if (fused) names.push_back(blk(l, "ffn_gate_up_exps"));
+      else names.insert(names.end(), {blk(l, "ffn_gate_exps"), blk(l, "ffn_up_exps")});
+    }
     if (config.n_ff_shexp > 0)
       for (const char* t : kSharedExpertTensors) names.push_back(blk(l, t));
     if (!config.is_recurrent(l))  // the optional tensors are attention's and Gemma's
@@ -265,9 +274,26 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
     if (config.is_moe()) {
       const uint64_t X = static_cast<uint64_t>(config.n_expert), FX = static_cast<uint64_t>(config.n_ff_exp);
       w.router = matrix(blk(l, "ffn_gate_inp"), E, X);
-      w.gate_exps = {matrix(blk(l, "ffn_gate_exps"), E, FX, X), config.n_expert};
-      w.up_exps = {matrix(blk(l, "ffn_up_exps"), E, FX, X), config.n_expert};
+      if (config.moe_beside_dense && file.find_tensor(blk(l, "ffn_gate_up_exps"))) {
+        // Each expert's gate rows, then its up rows (llama.cpp's views of the fused tensor).
+        const WeightMatrix both = matrix(blk(l, "ffn_gate_up_exps"), E, 2 * FX, X);
+        w.gate_exps = {row_range(both, 0, static_cast<int64_t>(FX)), config.n_expert, both.bytes()};
+        w.up_exps = {row_range(both, static_cast<int64_t>(FX), static_cast<int64_t>(FX)), config.n_expert, both.bytes()};
+      } else {
+        w.gate_exps = {matrix(blk(l, "ffn_gate_exps"), E, FX, X), config.n_expert};
+        w.up_exps = {matrix(blk(l, "ffn_up_exps"), E, FX, X), config.n_expert};
+      }
       w.down_exps = {matrix(blk(l, "ffn_down_exps"), FX, E, X), config.n_expert};
+      if (config.moe_beside_dense) {
+        w.router_scale = vector(blk(l, "ffn_gate_inp", "scale"), E);
+        w.post_ffn_norm_1 = vector(blk(l, "post_ffw_norm_1"), E);
+        w.pre_ffn_norm_2 = vector(blk(l, "pre_ffw_norm_2"), E);
+        w.post_ffn_norm_2 = vector(blk(l, "post_ffw_norm_2"), E);
+        if (file.find_tensor(blk(l, "ffn_down_exps", "scale"))) w.down_exps_scale = vector(blk(l, "ffn_down_exps", "scale"), X);
+        w.w_gate = matrix(blk(l, "ffn_gate"), E, F);
+        w.w_up = matrix(blk(l, "ffn_up"), E, F);
+        w.w_down = matrix(blk(l, "ffn_down"), F, E);
+      }
       if (config.expert_bias == TensorNeed::Required) {
         const auto rows = [&](const char* name, uint64_t n, uint64_t count) {  // a [n, count] f32 bias, row by row
           const WeightMatrix m = matrix(blk(l, name, "bias"), n, count);

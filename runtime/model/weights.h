@@ -26,13 +26,15 @@ struct WeightMatrix {
   uint64_t bytes() const { return row_bytes * static_cast<uint64_t>(n_out); }
 };
 
-// A 3-D GGUF tensor [n_in, n_out, n_expert]: one matrix per expert, stored back to back.
+// A 3-D GGUF tensor [n_in, n_out, n_expert]: one matrix per expert, stored back to back; or rows
+// of each (a fused gate-up tensor's gate or up half: stride says how far apart experts are).
 struct ExpertMatrix {
   WeightMatrix first;  // expert 0
   int n_expert = 0;
+  uint64_t stride = 0;  // bytes from one expert to the next; 0 = first.bytes()
   WeightMatrix expert(int e) const {
     WeightMatrix m = first;
-    m.data += static_cast<uint64_t>(e) * first.bytes();
+    m.data += static_cast<uint64_t>(e) * (stride ? stride : first.bytes());
     return m;
   }
 };
@@ -80,6 +82,11 @@ struct LayerWeights {
   // Biases (gpt-oss), empty when the model has none: of the router (n_expert), and of each
   // expert's gate, up (n_expert x n_ff_exp) and down (n_expert x n_embd), expert by expert.
   std::vector<float> router_bias, gate_exps_bias, up_exps_bias, down_exps_bias;
+  // Gemma 4 26B-A4B (ModelConfig::moe_beside_dense): the dense FFN's after-norm, the experts'
+  // before- and after-norms, the router input's scale and each expert's output scale.
+  std::vector<float> post_ffn_norm_1, pre_ffn_norm_2, post_ffn_norm_2;  // (n_embd)
+  std::vector<float> router_scale;                                      // (n_embd)
+  std::vector<float> down_exps_scale;                                   // (n_expert), empty = 1
   // Per-layer embeddings (ModelConfig::n_embd_per_layer > 0): the gate of the layer's input
   // vector, its projection back to the stream, and that projection's norm.
   WeightMatrix ple_gate;             // inp_gate: (n_embd) -> (n_embd_per_layer)
