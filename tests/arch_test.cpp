@@ -429,36 +429,35 @@ TEST_SUITE("arch") {
         check_splits_and_decode(m, pool, prompt);
       }
     }
-    // Gemma 4 E2B/E4B's layout: per-layer inputs carried between stages, shared-KV layers.
-    for (TensorType t : {TensorType::F32, TensorType::Q8_0}) {
-      MakeModelOptions o = opts("gemma4", 7);
-      o.type = t;
-      o.sliding_window = 4;
+    // Gemma 4 E2B/E4B's layout (per-layer inputs carried between stages, shared-KV layers) and
+    // 26B-A4B's (a dense FFN beside the experts in every layer).
+    const auto e2b = [](MakeModelOptions& o) {
       o.shape.n_layer = 10;
       o.full_layer_period = 5;
       o.per_layer_embd = 32;
       o.shared_kv_layers = 5;
-      const Model m = open_model(hearth::test::make_model(dir, "e.gguf", o));
-      CHECK(m.config.n_embd_per_layer == 32);
-      CHECK(m.config.hidden_width(3) == m.config.n_embd + 7 * 32);
-      CHECK(m.file.find_tensor("blk.7.attn_k.weight") == nullptr);
-      std::vector<int32_t> prompt;
-      for (int i = 0; i < 16; ++i) prompt.push_back(1 + (i * 37) % 500);
-      check_splits_and_decode(m, pool, prompt);
-    }
-    // Gemma 4 26B-A4B's layout: a dense FFN beside the experts in every layer.
-    for (TensorType t : {TensorType::F32, TensorType::Q8_0}) {
-      MakeModelOptions o = opts("gemma4", 9);
-      o.type = t;
-      o.sliding_window = 4;
+    };
+    const auto a4b = [](MakeModelOptions& o) {
       o.shape.n_expert = 8;
       o.shape.n_expert_used = 2;
       o.shape.n_ff_exp = 64;
-      const Model m = open_model(hearth::test::make_model(dir, "moe.gguf", o));
-      CHECK(m.config.moe_beside_dense);
-      std::vector<int32_t> prompt;
-      for (int i = 0; i < 16; ++i) prompt.push_back(1 + (i * 37) % 500);
-      check_splits_and_decode(m, pool, prompt);
+    };
+    for (const auto& layout : {std::function<void(MakeModelOptions&)>(e2b), std::function<void(MakeModelOptions&)>(a4b)}) {
+      for (TensorType t : {TensorType::F32, TensorType::Q8_0}) {
+        MakeModelOptions o = opts("gemma4", 7);
+        o.type = t;
+        o.sliding_window = 4;
+        layout(o);
+        const Model m = open_model(hearth::test::make_model(dir, "layout.gguf", o));
+        CHECK(m.config.moe_beside_dense == (o.shape.n_expert > 0));
+        if (o.per_layer_embd > 0) {
+          CHECK(m.config.hidden_width(3) == m.config.n_embd + 7 * 32);
+          CHECK(m.file.find_tensor("blk.7.attn_k.weight") == nullptr);
+        }
+        std::vector<int32_t> prompt;
+        for (int i = 0; i < 16; ++i) prompt.push_back(1 + (i * 37) % 500);
+        check_splits_and_decode(m, pool, prompt);
+      }
     }
     // The window matters: the same gemma3 weights with a window longer than the prompt differ
     // after position 4, not before.

@@ -613,6 +613,38 @@ TEST_SUITE("cluster") {
     return {std::istreambuf_iterator<char>(f), {}};
   }
 
+  // Launches `model` on `split`, generates `tokens` tokens sampled with `seed` ("a long story",
+  // temperature 0.9), SIGKILLs device `victim` 800 ms in, and checks the text is what one device
+  // generates and that the plan's events name the loss (`lost`, e.g. "device a (layers 1-2)").
+  // Returns the status after.
+  nlohmann::json check_stream_survives_kill(Cluster& c, const TempDir& dir, const std::string& model, const std::string& split,
+                                            int tokens, const std::string& seed, const std::string& victim,
+                                            const std::string& lost) {
+    const std::string n = std::to_string(tokens);
+    const std::vector<std::string> gen{"--prompt", "a long story", "-n", n, "--temp", "0.9", "--seed", seed};
+    std::vector<std::string> run{"run", "--model", model, "--ctx", "4096"};
+    run.insert(run.end(), gen.begin(), gen.end());
+    const auto reference = hearth::test::run_cli(run);
+    REQUIRE(reference.exit_code == 0);
+    REQUIRE_MESSAGE(reference.err.find(n + " tokens generated") != std::string::npos, reference.err);
+    REQUIRE(c.cli({"launch", "--model", model, "--split", split, "--ctx", "4096"}).exit_code == 0);
+    std::vector<std::string> args{"generate"};
+    args.insert(args.end(), gen.begin(), gen.end());
+    const std::string out = dir.file("generated.txt");
+    const pid_t client = generate_in_background(c, args, out);
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    int wstatus = 0;
+    CHECK_MESSAGE(waitpid(client, &wstatus, WNOHANG) == 0, "the stream ended before the stage was killed");
+    c.kill(victim, SIGKILL);
+    const int code = wait_for(client, std::chrono::seconds(60));
+    CAPTURE(slurp(out + ".err"));
+    CHECK(code == 0);
+    CHECK(slurp(out) == reference.out);
+    const auto after = status(c);
+    CHECK(after["plan"]["events"].dump().find(lost + " stopped responding") != std::string::npos);
+    return after;
+  }
+
   }  // namespace
 
   TEST_CASE("a stage killed mid-generation: the head re-plans on the devices left and the stream goes on unchanged") {
@@ -746,26 +778,7 @@ TEST_SUITE("cluster") {
     o.shape.n_ctx = 4096;
     o.type = hearth::runtime::TensorType::Q8_0;
     const std::string model = hearth::test::make_model(dir, "moe.gguf", o);
-    const std::vector<std::string> gen{"--prompt", "a long story", "-n", "4000", "--temp", "0.9", "--seed", "5"};
-    std::vector<std::string> run{"run", "--model", model};
-    run.insert(run.end(), gen.begin(), gen.end());
-    const auto reference = hearth::test::run_cli(run);
-    REQUIRE(reference.exit_code == 0);
-    REQUIRE_MESSAGE(reference.err.find("4000 tokens generated") != std::string::npos, reference.err);
-    REQUIRE(c.cli({"launch", "--model", model, "--split", "head:1,a:2,b:1", "--ctx", "4096"}).exit_code == 0);
-    std::vector<std::string> args{"generate"};
-    args.insert(args.end(), gen.begin(), gen.end());
-    const std::string out = dir.file("generated.txt");
-    const pid_t client = generate_in_background(c, args, out);
-    std::this_thread::sleep_for(std::chrono::milliseconds(800));
-    int wstatus = 0;
-    CHECK_MESSAGE(waitpid(client, &wstatus, WNOHANG) == 0, "the stream ended before the stage was killed");
-    c.kill("a", SIGKILL);
-    const int code = wait_for(client, std::chrono::seconds(60));
-    CAPTURE(slurp(out + ".err"));
-    CHECK(code == 0);
-    CHECK(slurp(out) == reference.out);
-    CHECK(status(c)["plan"]["events"].dump().find("device a (layers 1-2) stopped responding") != std::string::npos);
+    check_stream_survives_kill(c, dir, model, "head:1,a:2,b:1", 4000, "5", "a", "device a (layers 1-2)");
   }
 
   TEST_CASE("a Gemma 4 E2B-style stream survives losing the stage of its shared-KV layers: the new plan keeps them together") {
@@ -782,29 +795,9 @@ TEST_SUITE("cluster") {
     c.start("head");
     c.start("a");
     c.start("b");
-    const std::vector<std::string> gen{"--prompt", "a long story", "-n",     "3000",
-                                       "--temp",   "0.9",          "--seed", "12"};  // a seed whose story runs the whole 3000
-    std::vector<std::string> run{"run", "--model", model, "--ctx", "4096"};
-    run.insert(run.end(), gen.begin(), gen.end());
-    const auto reference = hearth::test::run_cli(run);
-    REQUIRE(reference.exit_code == 0);
-    REQUIRE_MESSAGE(reference.err.find("3000 tokens generated") != std::string::npos, reference.err);
     // b holds layers 3-9: the shared-KV layers 5-9 and the layers 3 and 4 whose caches they read.
-    REQUIRE(c.cli({"launch", "--model", model, "--split", "head:1,a:2,b:7", "--ctx", "4096"}).exit_code == 0);
-    std::vector<std::string> args{"generate"};
-    args.insert(args.end(), gen.begin(), gen.end());
-    const std::string out = dir.file("generated.txt");
-    const pid_t client = generate_in_background(c, args, out);
-    std::this_thread::sleep_for(std::chrono::milliseconds(800));
-    int wstatus = 0;
-    CHECK_MESSAGE(waitpid(client, &wstatus, WNOHANG) == 0, "the stream ended before the stage was killed");
-    c.kill("b", SIGKILL);
-    const int code = wait_for(client, std::chrono::seconds(60));
-    CAPTURE(slurp(out + ".err"));
-    CHECK(code == 0);
-    CHECK(slurp(out) == reference.out);
-    const auto after = status(c);
-    CHECK(after["plan"]["events"].dump().find("device b (layers 3-9) stopped responding") != std::string::npos);
+    // Seed 12: a story that runs the whole 3000 tokens.
+    const auto after = check_stream_survives_kill(c, dir, model, "head:1,a:2,b:7", 3000, "12", "b", "device b (layers 3-9)");
     for (const auto& stage : after["plan"]["stages"]) {
       CAPTURE(stage.dump());
       CHECK(stage["first_layer"].get<int>() <= 3);
@@ -819,27 +812,9 @@ TEST_SUITE("cluster") {
     c.start("head");
     c.start("a");
     c.start("b");
-    const std::vector<std::string> gen{"--prompt", "a long story", "-n", "4000", "--temp", "0.9", "--seed", "14"};  // a seed whose story runs the whole 4000
-    std::vector<std::string> run{"run", "--model", *model, "--ctx", "4096"};
-    run.insert(run.end(), gen.begin(), gen.end());
-    const auto reference = hearth::test::run_cli(run);
-    REQUIRE(reference.exit_code == 0);
-    REQUIRE_MESSAGE(reference.err.find("4000 tokens generated") != std::string::npos, reference.err);
-    // a holds two delta-net layers (1 and 2); b the full-attention layer.
-    REQUIRE(c.cli({"launch", "--model", *model, "--split", "head:1,a:2,b:1", "--ctx", "4096"}).exit_code == 0);
-    std::vector<std::string> args{"generate"};
-    args.insert(args.end(), gen.begin(), gen.end());
-    const std::string out = dir.file("generated.txt");
-    const pid_t client = generate_in_background(c, args, out);
-    std::this_thread::sleep_for(std::chrono::milliseconds(800));
-    int wstatus = 0;
-    CHECK_MESSAGE(waitpid(client, &wstatus, WNOHANG) == 0, "the stream ended before the stage was killed");
-    c.kill("a", SIGKILL);
-    const int code = wait_for(client, std::chrono::seconds(60));
-    CAPTURE(slurp(out + ".err"));
-    CHECK(code == 0);
-    CHECK(slurp(out) == reference.out);
-    CHECK(status(c)["plan"]["events"].dump().find("device a (layers 1-2) stopped responding") != std::string::npos);
+    // a holds two delta-net layers (1 and 2); b the full-attention layer. Seed 14: a story that runs
+    // the whole 4000 tokens.
+    check_stream_survives_kill(c, dir, *model, "head:1,a:2,b:1", 4000, "14", "a", "device a (layers 1-2)");
   }
 
   TEST_CASE("the head restarted: its devices register again by themselves, with no new pairing") {
