@@ -85,7 +85,7 @@ TEST_SUITE("paging") {
     };
     for (const Case& c : {Case{"llama", TensorType::Q4_0, "tiny"}, Case{"llama", TensorType::F32, "tiny"},
                           Case{"qwen3moe", TensorType::Q8_0, "tiny-moe"}, Case{"qwen35", TensorType::F32, "tiny"},
-                          Case{"gemma3", TensorType::Q8_0, "tiny"}}) {
+                          Case{"gemma3", TensorType::Q8_0, "tiny"}, Case{"gemma4", TensorType::Q8_0, "tiny-moe"}}) {
       CAPTURE(c.arch);
       const std::string path = hearth::test::make_model(dir, std::string(c.arch) + ".gguf", model_of(c.arch, c.type, c.preset));
       const auto m = hearth::test::open_whole_model(path);

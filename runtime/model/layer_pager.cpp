@@ -10,21 +10,28 @@ namespace hearth::runtime {
 
 namespace {
 
-// A matrix of a layer, and how many matrices of its size lie back to back there (experts).
+// A matrix of a layer, and how many of the bytes from its first one to read (more than its own for experts).
 struct PageableMatrix {
   WeightMatrix* m;
-  uint64_t count;
+  uint64_t bytes;  // from m's first byte: one matrix, or every expert's (a fused tensor's halves interleave)
 };
 
 std::vector<PageableMatrix> pageable(LayerWeights& w, PagedPart part) {
   std::vector<PageableMatrix> out;
-  const auto add = [&](WeightMatrix& m, uint64_t count = 1) {
-    if (m.data != nullptr && m.n_out > 0) out.push_back({&m, count});
+  const auto add = [&](WeightMatrix& m, uint64_t bytes) {
+    if (m.data != nullptr && m.n_out > 0) out.push_back({&m, bytes});
   };
-  for (WeightMatrix* m : {&w.w_gate, &w.w_up, &w.w_down, &w.gate_shexp, &w.up_shexp, &w.down_shexp}) add(*m);
-  for (ExpertMatrix* e : {&w.gate_exps, &w.up_exps, &w.down_exps}) add(e->first, static_cast<uint64_t>(e->n_expert));
+  for (WeightMatrix* m : {&w.w_gate, &w.w_up, &w.w_down, &w.gate_shexp, &w.up_shexp, &w.down_shexp}) add(*m, m->bytes());
+  // Experts back to back, or (Gemma 4's fused gate-up tensor) the gate or up rows of each, a
+  // stride apart: the span from the first expert's rows to the last's, the other half's rows
+  // between them read too.
+  for (ExpertMatrix* e : {&w.gate_exps, &w.up_exps, &w.down_exps}) {
+    const uint64_t stride = e->stride ? e->stride : e->first.bytes();
+    if (e->n_expert > 0) add(e->first, stride * static_cast<uint64_t>(e->n_expert - 1) + e->first.bytes());
+  }
   if (part == PagedPart::FfnAndAttention)
-    for (WeightMatrix* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.ssm_qkv, &w.ssm_z, &w.ssm_beta, &w.ssm_alpha, &w.ssm_out}) add(*m);
+    for (WeightMatrix* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.ssm_qkv, &w.ssm_z, &w.ssm_beta, &w.ssm_alpha, &w.ssm_out})
+      add(*m, m->bytes());
   return out;
 }
 
@@ -32,15 +39,14 @@ std::vector<PageableMatrix> pageable(LayerWeights& w, PagedPart part) {
 uint64_t buffer_bytes_of(const StageWeights& weights, int layer, PagedPart part) {
   LayerWeights w = weights.layer(layer);
   uint64_t n = 0;
-  for (const PageableMatrix& p : pageable(w, part))
-    n += DirectReader::span_bytes(weights.file_offset(p.m->data), p.m->bytes() * p.count);
+  for (const PageableMatrix& p : pageable(w, part)) n += DirectReader::span_bytes(weights.file_offset(p.m->data), p.bytes);
   return n;
 }
 
 uint64_t paged_bytes_of(const StageWeights& weights, int layer, PagedPart part) {
   LayerWeights w = weights.layer(layer);
   uint64_t n = 0;
-  for (const PageableMatrix& p : pageable(w, part)) n += p.m->bytes() * p.count;
+  for (const PageableMatrix& p : pageable(w, part)) n += p.bytes;
   return n;
 }
 
@@ -109,7 +115,7 @@ LayerPager::LayerPager(const StageWeights& weights, const PagingPlan& plan) : pl
     p.view = weights.layer(p.layer);
     uint64_t at = 0;
     for (const PageableMatrix& m : pageable(p.view, plan.part)) {
-      const uint64_t offset = weights.file_offset(m.m->data), bytes = m.m->bytes() * m.count;
+      const uint64_t offset = weights.file_offset(m.m->data), bytes = m.bytes;
       p.pieces.push_back({&m.m->data, offset, bytes, at});
       at += DirectReader::span_bytes(offset, bytes);
     }
