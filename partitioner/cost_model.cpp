@@ -223,7 +223,7 @@ double CostModel::paged_bytes(int d, int first, int last, bool with_embedding, b
 MemoryUse CostModel::memory(int /*d*/, int first, int last, bool with_embedding, bool with_output) const {
   MemoryUse use;
   use.weight_bytes = weight_prefix_[last] - weight_prefix_[first];
-  if (with_embedding) use.weight_bytes += spec_.embedding_bytes;
+  if (with_embedding) use.weight_bytes += spec_.embedding_bytes + spec_.per_layer_input_bytes;
   if (with_output) {
     // A tied LM head on the head device reuses the embedding table it already holds.
     const bool shared = with_embedding && spec_.tied_embeddings;

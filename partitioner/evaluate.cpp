@@ -41,6 +41,7 @@ void check_spec(std::vector<std::string>& out, const ModelSpec& spec) {
     out.push_back("model layer_shares_kv must have n_layers entries");
   for (double f : spec.layer_flops_per_token) check_not_negative(out, "model layer_flops_per_token", f);
   check_not_negative(out, "model embedding_bytes", spec.embedding_bytes);
+  check_not_negative(out, "model per_layer_input_bytes", spec.per_layer_input_bytes);
   check_not_negative(out, "model output_bytes", spec.output_bytes);
   check_not_negative(out, "model output_flops_per_token", spec.output_flops_per_token);
   check_positive(out, "model n_head", spec.n_head);

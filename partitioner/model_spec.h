@@ -21,6 +21,7 @@ struct ModelSpec {
   std::vector<double> layer_flops_per_token;  // FLOP per token per block, linear layers only, [n_layers]
   std::string weight_type;                    // GGUF type name of the block weights ("q4_0", ...)
   double embedding_bytes = 0;                 // bytes, token embedding table (n_vocab, n_embd)
+  double per_layer_input_bytes = 0;           // bytes, Gemma 4 E2B/E4B's per-layer tables, also on the first stage
   double output_bytes = 0;                    // bytes, final norm + LM head (n_embd, n_vocab)
   double output_flops_per_token = 0;          // FLOP per sampled token in the LM head
   bool tied_embeddings = false;               // LM head reuses the embedding table
@@ -78,6 +79,32 @@ struct ModelShape {
   // MoE: the GGUF type of the expert matrices where a release fixes it whatever the rest is
   // quantized to (gpt-oss's experts are published in MXFP4); empty = weight_type.
   std::string expert_type;
+
+  // Layers of two kinds: every full_attention_period-th one (l % period == period - 1) attends
+  // over the whole context; the others slide over a window (Gemma) or, when linear_v_heads > 0,
+  // are gated delta-nets that keep a fixed state instead of a KV cache (Qwen 3.5). 0 = all full.
+  int full_attention_period = 0;
+  // Gemma 4's full layers: heads of their own size, their own KV head count, and K standing in
+  // for V (no V projection). 0 = as the other layers.
+  int head_dim_full = 0;
+  int n_kv_head_full = 0;
+  bool full_k_is_v = false;
+  // Gemma 4 E2B/E4B: per-layer embeddings of this many values per layer (a table of n_vocab x
+  // n_layers x this on the first stage, a gate and projection in each layer), and the last
+  // n_shared_kv_layers layers reading an earlier layer's cache (no K/V of their own; E2B's
+  // also have an FFN twice as wide).
+  int n_embd_per_layer = 0;
+  int n_shared_kv_layers = 0;
+  bool shared_kv_double_ffn = false;
+  int n_ff_dense = 0;          // MoE: a dense FFN of this width beside the experts (Gemma 4 26B-A4B)
+  int n_ff_shared_expert = 0;  // MoE: an always-on shared expert of this width (Qwen 3.5), gated
+  // Qwen 3.5's gated delta-net layers: key and value heads of linear_head_dim, a causal
+  // convolution of linear_conv_kernel taps.
+  int linear_k_heads = 0;
+  int linear_v_heads = 0;
+  int linear_head_dim = 128;
+  int linear_conv_kernel = 4;
+  bool attn_output_gate = false;  // the query projection also yields a per-head gate (Qwen 3.5)
 };
 
 // Bytes per weight of a GGUF type including block scales (q4_0: 18 bytes per 32
@@ -95,7 +122,7 @@ ModelSpec model_spec_from_shape(const ModelShape& shape);
 // Shape of a well-known model by name ("llama-3-8b", "qwen2.5-7b", ...), with
 // weight_type "f16"; nothing for an unknown name.
 std::optional<ModelShape> preset_shape(std::string_view name);
-std::vector<std::string_view> preset_names();
+std::vector<std::string> preset_names();
 
 // Bytes of a full copy of the weights (one embedding table when tied): roughly the GGUF size.
 double total_weight_bytes(const ModelSpec& spec);

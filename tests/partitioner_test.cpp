@@ -255,7 +255,7 @@ TEST_CASE("partitioner: presets produce the published sizes") {
   CHECK(total_weight_bytes(preset("gemma-3-12b", "f16")) == doctest::Approx(23.54 * GB).epsilon(0.02));
   CHECK(total_weight_bytes(preset("gemma-3-27b", "f16")) == doctest::Approx(54.0 * GB).epsilon(0.02));
   CHECK(preset("gemma-3-27b", "f16").head_dim == 128);
-  CHECK(preset_names().size() == 22);
+  CHECK(preset_names().size() == 31);
   CHECK_FALSE(preset_shape("gpt-5").has_value());
   CHECK(*bytes_per_weight("q4_k") == doctest::Approx(4.5 / 8));
   ModelShape bad = *preset_shape("llama-2-7b");
@@ -301,6 +301,56 @@ TEST_CASE("partitioner: MoE presets have their published total and active parame
   // A dense model reads every byte.
   const ModelSpec dense = preset("llama-3-8b", "q4_0");
   CHECK(active_weight_bytes(dense) == doctest::Approx(total_weight_bytes(dense) - dense.embedding_bytes - dense.output_bytes));
+}
+
+TEST_CASE("partitioner: Gemma 4 and Qwen 3.5 presets have their published sizes and layouts") {
+  // Parameter counts (2 bytes each in f16) of the text models. Gemma 4 (model card): 31B 30.7B;
+  // 26B-A4B 25.2B, 3.8B active counting the (tied) embedding once; E2B and E4B 2.3B and 4.5B
+  // "effective", i.e. all but the per-layer embedding table (their totals include vision and
+  // audio encoders). Qwen 3.5: the size in the name, whose published counts also hold a vision
+  // encoder (0.1-0.5B: the small model is checked more loosely); the active size in the name is
+  // rounded from a count that may or may not include the embedding table (A3B fits without it,
+  // A10B and A17B with it), so it must lie between the two.
+  struct Case {
+    const char* name;
+    double total, tolerance;
+  };
+  for (const Case c : {Case{"gemma-4-31b", 30.7e9, 0.02}, Case{"gemma-4-26b-a4b", 25.2e9, 0.02},
+                       Case{"qwen3.5-0.8b", 0.8e9, 0.08}, Case{"qwen3.5-27b", 27e9, 0.02}, Case{"qwen3.5-35b-a3b", 35e9, 0.02},
+                       Case{"qwen3.5-122b-a10b", 122e9, 0.02}, Case{"qwen3.5-397b-a17b", 397e9, 0.02}}) {
+    CAPTURE(std::string(c.name));
+    CHECK(total_weight_bytes(preset(c.name, "f16")) == doctest::Approx(2 * c.total).epsilon(c.tolerance));
+  }
+  for (const auto& [name, active] :
+       {std::pair{"qwen3.5-35b-a3b", 3e9}, std::pair{"qwen3.5-122b-a10b", 10e9}, std::pair{"qwen3.5-397b-a17b", 17e9}}) {
+    CAPTURE(std::string(name));
+    const ModelSpec s = preset(name, "f16");
+    CHECK(active_weight_bytes(s) + s.output_bytes < 2 * active * 1.05);
+    CHECK(active_weight_bytes(s) + s.output_bytes + s.embedding_bytes > 2 * active * 0.95);
+  }
+  const ModelSpec moe = preset("gemma-4-26b-a4b", "f16");
+  CHECK(active_weight_bytes(moe) + moe.embedding_bytes == doctest::Approx(2 * 3.8e9).epsilon(0.02));
+  for (const auto& [name, effective] : {std::pair{"gemma-4-e2b", 2.3e9}, std::pair{"gemma-4-e4b", 4.5e9}}) {
+    CAPTURE(std::string(name));
+    const ModelSpec s = preset(name, "f16");
+    const double table = 2.0 * s.n_vocab * s.n_layers * 256;
+    CHECK(total_weight_bytes(s) - table == doctest::Approx(2 * effective).epsilon(0.04));
+  }
+
+  // E2B: layers 15-34 read the caches of layers 13 (sliding) and 14 (full), so no stage may
+  // start after layer 13 and before the end; they hold no KV.
+  const ModelSpec e2b = preset("gemma-4-e2b", "q4_k");
+  REQUIRE(e2b.no_cut_at.size() == 36);
+  for (int b = 0; b <= 35; ++b) CHECK(can_cut(e2b, b) == (b <= 13 || b == 35));
+  CHECK(std::count(e2b.layer_shares_kv.begin(), e2b.layer_shares_kv.end(), true) == 20);
+  CHECK(e2b.layer_weight_bytes[20] > 1.5 * e2b.layer_weight_bytes[10]);  // E2B's shared-KV layers have a double-wide FFN
+
+  // Qwen 3.5: three delta-nets of fixed state to every attention layer.
+  const ModelSpec q = preset("qwen3.5-27b", "q4_k");
+  REQUIRE(q.layer_state_bytes.size() == 64);
+  const double channels = 2 * 16 * 128 + 48 * 128;
+  for (int l = 0; l < 64; ++l)
+    CHECK(q.layer_state_bytes[static_cast<size_t>(l)] == doctest::Approx((l % 4 == 3) ? 0 : 4 * (3 * channels + 48 * 128 * 128)));
 }
 
 TEST_CASE("partitioner: recurrent layers hold a fixed state per stream instead of a KV cache") {

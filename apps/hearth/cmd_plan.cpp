@@ -426,7 +426,7 @@ void add_plan_command(CLI::App& app) {
   auto* model =
       cmd->add_option("-m,--model", a->model, "GGUF model file (sizes read from its tensor directory)")->check(CLI::ExistingFile);
   auto* preset = cmd->add_option("--preset", a->preset, "A well-known model shape instead of a file")
-                     ->check(CLI::IsMember(strings(partitioner::preset_names())));
+                     ->check(CLI::IsMember(partitioner::preset_names()));
   auto* type = cmd->add_option("--type", a->type, "Weight type of a --preset")
                    ->capture_default_str()
                    ->check(CLI::IsMember(strings(partitioner::weight_type_names())));

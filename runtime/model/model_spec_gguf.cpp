@@ -1,5 +1,6 @@
 #include "runtime/model/model_spec_gguf.h"
 
+#include <algorithm>
 #include <charconv>
 #include <map>
 #include <string_view>
@@ -80,7 +81,7 @@ partitioner::ModelSpec model_spec_from_gguf(const GgufFile& file, const ModelCon
   // where no layer of it reads the KV cache of a layer before it.
   for (const char* name : {"per_layer_token_embd.weight", "per_layer_model_proj.weight", "per_layer_proj_norm.weight"})
     if (const GgufTensorInfo* t = file.find_tensor(name); t && config.n_embd_per_layer > 0)
-      spec.embedding_bytes += static_cast<double>(t->n_bytes);
+      spec.per_layer_input_bytes += static_cast<double>(t->n_bytes);
   if (config.n_layer_kv > 0) {
     spec.no_cut_at.assign(static_cast<size_t>(config.n_layer) + 1, false);
     for (int b = 0; b <= config.n_layer; ++b) spec.no_cut_at[static_cast<size_t>(b)] = !config.stage_may_start_at(b);
@@ -99,9 +100,12 @@ partitioner::ModelSpec model_spec_from_gguf(const GgufFile& file, const ModelCon
     for (int l = 0; l < config.n_layer; ++l)
       spec.layer_state_bytes.push_back(config.is_recurrent(l) ? 4.0 * static_cast<double>(config.ssm_state_floats()) : 0.0);
   spec.n_head = config.n_head;
-  // Layers of different shapes (Gemma 4) are sized as the widest: the KV estimate is an upper bound.
+  // Layers of different shapes (Gemma 4) are sized as the widest layer's cache: the KV estimate is
+  // an upper bound.
+  int widest = 0;
+  for (int l = 0; l < config.n_layer; ++l) widest = std::max(widest, config.layer_kv_dim(l));
   spec.n_kv_head = config.n_head_kv;
-  spec.head_dim = config.max_kv_dim() / config.n_head_kv;
+  spec.head_dim = ((widest > 0 ? widest : config.kv_dim()) + config.n_head_kv - 1) / config.n_head_kv;
   spec.n_embd = config.n_embd;
   spec.n_ff = config.is_moe() ? config.n_ff_exp : config.n_ff;
   spec.n_vocab = config.n_vocab;
