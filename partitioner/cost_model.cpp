@@ -197,6 +197,10 @@ void CostModel::build_prefill_tables() {
 
 void CostModel::build_links() {
   const int n = n_devices();
+  hop_width_.assign(spec_.n_layers + 1, 1.0);
+  if (spec_.n_embd_per_layer > 0)
+    for (int b = 0; b <= spec_.n_layers; ++b)
+      hop_width_[b] = (spec_.n_embd + double(spec_.n_layers - b) * spec_.n_embd_per_layer) / spec_.n_embd;
   latency_.assign(n * n, 0.0);
   inv_bandwidth_.assign(n * n, 0.0);
   hop_bytes_per_token_.assign(n * n, activation_bytes_per_token_);
@@ -230,7 +234,8 @@ MemoryUse CostModel::memory(int /*d*/, int first, int last, bool with_embedding,
     use.weight_bytes += shared ? spec_.output_bytes - spec_.embedding_bytes : spec_.output_bytes;
   }
   use.kv_bytes = kv_prefix_[last] - kv_prefix_[first];
-  use.work_bytes = buffer_bytes_ + (last > first ? scratch_bytes_ : 0.0) + (with_output ? logits_bytes_ : 0.0);
+  use.work_bytes =
+      buffer_bytes_ * hop_width_[first] + (last > first ? scratch_bytes_ : 0.0) + (with_output ? logits_bytes_ : 0.0);
   return use;
 }
 

@@ -93,12 +93,14 @@ class CostModel {
     const int k = from * n_devices() + to;
     return latency_[k] + bytes * inv_bandwidth_[k];
   }
-  // Hop of `tokens` tokens' activations, at the bytes per element of that link (see
-  // PartitionOptions::compress_below_bytes_per_s); free on the same device.
-  double activation_hop_time(int from, int to, double tokens) const {
+  // Hop of `tokens` tokens' activations into the stage that starts at block `boundary`, at the
+  // bytes per element of that link (see PartitionOptions::compress_below_bytes_per_s); free on
+  // the same device. A row is n_embd wide, plus per-layer inputs of the blocks still to come
+  // (ModelSpec::n_embd_per_layer): the earlier the cut, the more a hop carries.
+  double activation_hop_time(int from, int to, double tokens, int boundary) const {
     if (from == to) return 0;
     const int k = from * n_devices() + to;
-    return latency_[k] + tokens * hop_bytes_per_token_[k] * inv_bandwidth_[k];
+    return latency_[k] + tokens * hop_bytes_per_token_[k] * hop_width_[boundary] * inv_bandwidth_[k];
   }
   // Whether the hop from -> to carries compressed activations (wire type auto on a slow link).
   bool compressed_hop(int from, int to) const {
@@ -166,6 +168,7 @@ class CostModel {
   std::vector<std::vector<std::vector<std::vector<double>>>> prefill_prefix_;  // [s][k][d][layer + 1]
   // Per link, [from * n + to]: seconds, seconds per byte, activation bytes per token.
   std::vector<double> latency_, inv_bandwidth_, hop_bytes_per_token_;
+  std::vector<double> hop_width_;  // a boundary's row width over n_embd, [n_layers + 1]; 1 without per-layer inputs
 };
 
 }  // namespace hearth::partitioner

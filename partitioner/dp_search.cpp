@@ -92,8 +92,8 @@ class SumOps {
     return true;
   }
   bool reached(int node, int i) const { return value_[cell(node, i)] < kInf; }
-  bool begin(int /*node*/, int /*i*/, int d, int e) {
-    hop_ = cm_.activation_hop_time(d, e, hop_tokens_);
+  bool begin(int /*node*/, int i, int d, int e) {
+    hop_ = cm_.activation_hop_time(d, e, hop_tokens_, i);
     return hop_ <= theta_;
   }
   bool relax(int node, int i, int nx, int e, int j) {
@@ -174,7 +174,7 @@ class ChunkOps {
     const std::vector<int>& f = front_[cell(node, i)];
     arrivals_.resize(f.size() * k_);
     for (size_t r = 0; r < f.size(); ++r)
-      prefill_hop(cm_, schedule_, d, e, label(f[r]), std::span<double>(arrivals_).subspan(r * k_, k_));
+      prefill_hop(cm_, schedule_, d, e, i, label(f[r]), std::span<double>(arrivals_).subspan(r * k_, k_));
     return true;
   }
   bool relax(int node, int i, int nx, int e, int j) {

@@ -34,7 +34,8 @@ int block_capacity(const CostModel& cm, int d) {
 }
 
 // Extra seconds per token of inserting device d, with no blocks yet, at the cheapest
-// place in the ring: two hops replace one, and d pays its step overhead.
+// place in the ring: two hops replace one, and d pays its step overhead. Rows are priced at
+// their narrowest (no per-layer inputs left): a lower bound.
 double insertion_cost(const CostModel& cm, std::span<const StageRange> ranges, int d) {
   double best = std::numeric_limits<double>::infinity();
   for (size_t s = 0; s < ranges.size(); ++s) {
@@ -43,9 +44,9 @@ double insertion_cost(const CostModel& cm, std::span<const StageRange> ranges, i
     const int v = to_head ? ranges[0].device : ranges[s + 1].device;
     // Out of a stage: one token's activations, or its id back to the head.
     const auto out = [&](int from, int to) {
-      return to_head ? cm.hop_time(from, to, kTokenIdBytes) : cm.activation_hop_time(from, to, 1);
+      return to_head ? cm.hop_time(from, to, kTokenIdBytes) : cm.activation_hop_time(from, to, 1, cm.n_layers());
     };
-    const double added = cm.activation_hop_time(u, d, 1) + out(d, v) - out(u, v);
+    const double added = cm.activation_hop_time(u, d, 1, cm.n_layers()) + out(d, v) - out(u, v);
     best = std::min(best, added);
   }
   return best + cm.devices()[d].step_overhead_s;

@@ -16,7 +16,7 @@ RingTimes ring_times(const CostModel& cm, std::span<const StageRange> stages, in
     const StageRange& st = stages[s];
     const bool is_last = s == n - 1;
     // Same summation order as the DP (stage, then hop + next stage) so values match bit for bit.
-    const double hop = s == 0 ? 0.0 : cm.activation_hop_time(stages[s - 1].device, st.device, m);
+    const double hop = s == 0 ? 0.0 : cm.activation_hop_time(stages[s - 1].device, st.device, m, st.first_layer);
     const double t = cm.decode_time_at(mi, st.device, st.first_layer, st.last_layer, is_last);
     r.ring_s = s == 0 ? t : r.ring_s + hop + t;
     period_link = std::max(period_link, hop);
@@ -59,11 +59,12 @@ void prefill_head(const CostModel& cm, int schedule, int head, int last, std::sp
   }
 }
 
-void prefill_hop(const CostModel& cm, int schedule, int from, int to, std::span<const double> done, std::span<double> arrived) {
+void prefill_hop(const CostModel& cm, int schedule, int from, int to, int boundary, std::span<const double> done,
+                 std::span<double> arrived) {
   const std::vector<PromptChunk>& chunks = cm.chunk_schedules()[schedule];
   double link_free = 0;
   for (size_t k = 0; k < done.size(); ++k) {
-    link_free = std::max(done[k], link_free) + cm.activation_hop_time(from, to, chunks[k].tokens);
+    link_free = std::max(done[k], link_free) + cm.activation_hop_time(from, to, chunks[k].tokens, boundary);
     arrived[k] = link_free;
   }
 }
@@ -83,7 +84,7 @@ double ttft_seconds(const CostModel& cm, std::span<const StageRange> stages, int
   const int head = stages[0].device;
   prefill_head(cm, schedule, head, stages[0].last_layer, done);
   for (size_t s = 1; s < stages.size(); ++s) {
-    prefill_hop(cm, schedule, stages[s - 1].device, stages[s].device, done, arrived);
+    prefill_hop(cm, schedule, stages[s - 1].device, stages[s].device, stages[s].first_layer, done, arrived);
     prefill_stage(cm, schedule, stages[s].device, stages[s].first_layer, stages[s].last_layer, arrived, done);
   }
   return done.back() + ttft_tail(cm, stages.back().device, head);

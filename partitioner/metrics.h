@@ -35,8 +35,10 @@ ThroughputPoint best_throughput(const CostModel& cm, std::span<const StageRange>
 // ---- chunked prefill (§4.7): every stage and every link serves chunks in order ----
 // Completion times of the chunks of `schedule` on the head stage over blocks [0, last).
 void prefill_head(const CostModel& cm, int schedule, int head, int last, std::span<double> done);
-// Arrival times at device `to` after the link from `from`, given completions upstream.
-void prefill_hop(const CostModel& cm, int schedule, int from, int to, std::span<const double> done, std::span<double> arrived);
+// Arrival times at device `to`, whose stage starts at block `boundary`, after the link from
+// `from`, given completions upstream.
+void prefill_hop(const CostModel& cm, int schedule, int from, int to, int boundary, std::span<const double> done,
+                 std::span<double> arrived);
 // Completion times on device `to` over blocks [first, last), given arrival times.
 void prefill_stage(const CostModel& cm, int schedule, int to, int first, int last, std::span<const double> arrived,
                    std::span<double> done);

@@ -305,6 +305,7 @@ ModelSpec model_spec_from_shape(const ModelShape& s) {
     spec.n_expert_used = s.n_expert_used;
   }
   if (s.n_shared_kv_layers > 0) spec.no_cut_at = shared_kv_cuts(s);
+  spec.n_embd_per_layer = s.n_embd_per_layer;
   spec.weight_type = s.weight_type;
   spec.embedding_bytes = double(s.n_vocab) * embd * bpw;
   if (s.n_embd_per_layer > 0) {  // the per-layer table and its projection from the embedding, on the first stage

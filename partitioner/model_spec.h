@@ -47,6 +47,10 @@ struct ModelSpec {
   // Layers that read another layer's KV cache and hold none (Gemma 4's shared-KV layers; they
   // still read it, so their time is as any layer's): [n_layers] or empty.
   std::vector<bool> layer_shares_kv;
+  // Gemma 4 E2B/E4B: values per layer of the per-layer inputs the first stage computes; a hop
+  // into the stage starting at block b carries those of blocks b..L-1 beside the n_embd hidden
+  // state. 0 = none.
+  int n_embd_per_layer = 0;
 };
 
 // Whether a stage may start at layer `boundary` (0 and n_layers always may).

@@ -63,8 +63,15 @@ std::vector<double> period_thresholds(const CostModel& cm, const SearchSpace& sp
       }
     }
   }
-  for (int d = 0; d < cm.n_devices(); ++d) {  // hops between any two devices, same group included
-    for (int e = 0; e < cm.n_devices(); ++e) t.push_back(cm.activation_hop_time(d, e, m));
+  // Hops between any two devices, same group included, at every boundary a stage may start at
+  // (they differ only where the rows carry per-layer inputs).
+  const bool widths_differ = cm.spec().n_embd_per_layer > 0;
+  for (int d = 0; d < cm.n_devices(); ++d) {
+    for (int e = 0; e < cm.n_devices(); ++e) {
+      if (!widths_differ) t.push_back(cm.activation_hop_time(d, e, m, n_layers));
+      for (int b = 1; widths_differ && b < n_layers; ++b)
+        if (can_cut(cm.spec(), b)) t.push_back(cm.activation_hop_time(d, e, m, b));
+    }
     t.push_back(cm.hop_time(d, head, m * kTokenIdBytes));
   }
   std::sort(t.begin(), t.end());
@@ -151,10 +158,11 @@ std::vector<std::vector<int>> seed_orders(const CostModel& cm) {
   std::stable_sort(by_memory.begin(), by_memory.end(),
                    [&](int a, int b) { return cm.devices()[a].usable_memory_bytes > cm.devices()[b].usable_memory_bytes; });
   orders.push_back(with_head(by_memory));
-  std::vector<int> nearest{0}, left = others;  // nearest neighbour on one token's hop time
+  std::vector<int> nearest{0}, left = others;  // nearest neighbour on one token's hop time (its narrowest row)
+  const int n_layers = cm.n_layers();
   while (!left.empty()) {
     auto it = std::min_element(left.begin(), left.end(), [&](int a, int b) {
-      return cm.activation_hop_time(nearest.back(), a, 1) < cm.activation_hop_time(nearest.back(), b, 1);
+      return cm.activation_hop_time(nearest.back(), a, 1, n_layers) < cm.activation_hop_time(nearest.back(), b, 1, n_layers);
     });
     nearest.push_back(*it);
     left.erase(it);

@@ -75,7 +75,7 @@ Job decode_job(const CostModel& cm, std::span<const StageRange> r, int m, int pa
     const bool last = s + 1 == n;
     job.service.push_back(cm.decode_time(r[s].device, r[s].first_layer, r[s].last_layer, last, m));
     job.service.push_back(last ? cm.hop_time(r[s].device, r[0].device, m * kTokenIdBytes)
-                               : cm.activation_hop_time(r[s].device, r[s + 1].device, m));
+                               : cm.activation_hop_time(r[s].device, r[s + 1].device, m, r[s + 1].first_layer));
   }
   return job;
 }
@@ -92,7 +92,7 @@ Job prefill_job(const CostModel& cm, std::span<const StageRange> r, int schedule
     if (last && final_chunk) t += cm.output_time(r[s].device, 1);
     job.service.push_back(t);
     const double hop = last ? cm.hop_time(r[s].device, r[0].device, kTokenIdBytes)
-                            : cm.activation_hop_time(r[s].device, r[s + 1].device, chunks[k].tokens);
+                            : cm.activation_hop_time(r[s].device, r[s + 1].device, chunks[k].tokens, r[s + 1].first_layer);
     // Only the final chunk's token goes back to the head; earlier chunks leave the ring.
     job.service.push_back(last && !final_chunk ? 0.0 : hop);
   }

@@ -85,6 +85,8 @@ Instance random_instance(std::mt19937& rng, int max_devices, int max_layers) {
   in.options.ctx = 512 * uniform_int(rng, 1, 4);
   in.options.streams = 1;
   in.options.prompt_tokens = uniform_int(rng, 4, 64);
+  // A quarter carry Gemma 4 E-style per-layer inputs: hops grow wider the earlier the cut.
+  if (uniform_int(rng, 0, 3) == 0) in.spec.n_embd_per_layer = in.spec.n_embd / 8 * uniform_int(rng, 1, 3);
   return in;
 }
 
@@ -588,15 +590,15 @@ TEST_CASE("partitioner: activations on the wire: bytes per hop by type, and auto
   const CostModel chosen(spec, devices, links, automatic);
   // 512 tokens of 2048 values: 4 MiB as f32 over 50 Mbit/s.
   const double bytes = 512.0 * spec.n_embd;
-  CHECK(plain.activation_hop_time(0, 1, 512) == doctest::Approx(0.005 + bytes * 4 / (50e6 / 8)));
-  CHECK(half.activation_hop_time(0, 1, 512) == doctest::Approx(0.005 + bytes * 2 / (50e6 / 8)));
-  CHECK(quarter.activation_hop_time(0, 1, 512) == doctest::Approx(0.005 + bytes * 34 / 32 / (50e6 / 8)));
-  CHECK(chosen.activation_hop_time(0, 1, 512) == half.activation_hop_time(0, 1, 512));  // slow: f16
-  CHECK(chosen.activation_hop_time(0, 2, 512) == plain.activation_hop_time(0, 2, 512));  // gigabit: f32
+  CHECK(plain.activation_hop_time(0, 1, 512, 11) == doctest::Approx(0.005 + bytes * 4 / (50e6 / 8)));
+  CHECK(half.activation_hop_time(0, 1, 512, 11) == doctest::Approx(0.005 + bytes * 2 / (50e6 / 8)));
+  CHECK(quarter.activation_hop_time(0, 1, 512, 11) == doctest::Approx(0.005 + bytes * 34 / 32 / (50e6 / 8)));
+  CHECK(chosen.activation_hop_time(0, 1, 512, 11) == half.activation_hop_time(0, 1, 512, 11));   // slow: f16
+  CHECK(chosen.activation_hop_time(0, 2, 512, 11) == plain.activation_hop_time(0, 2, 512, 11));  // gigabit: f32
   CHECK(chosen.compressed_hop(0, 1));
   CHECK_FALSE(chosen.compressed_hop(0, 2));
   CHECK_FALSE(plain.compressed_hop(0, 1));
-  CHECK(chosen.activation_hop_time(1, 1, 512) == 0);
+  CHECK(chosen.activation_hop_time(1, 1, 512, 11) == 0);
 
   // A plan over the Wi-Fi hop: its stage says it compresses, and the predicted first token comes
   // sooner than with f32 on the wire.
@@ -609,6 +611,35 @@ TEST_CASE("partitioner: activations on the wire: bytes per hop by type, and auto
   CHECK(pauto.stages[0].hop_time_s < p32.stages[0].hop_time_s);
   CHECK(pauto.predicted.ttft_ms < p32.predicted.ttft_ms);
   CHECK(describe_plan(pauto)[0].find("compressed") != std::string::npos);
+}
+
+TEST_CASE("partitioner: a Gemma 4 E model's hops carry the per-layer inputs of the blocks after the cut") {
+  const ModelSpec e2b = preset("gemma-4-e2b", "q4_k");
+  REQUIRE(e2b.n_embd_per_layer == 256);
+  // The head device holds the tables (1.6 GB) and little else; the other holds the blocks.
+  const std::vector<DeviceProfile> devices{device("phone", 2.5, 20), device("laptop", 8, 20)};
+  LinkTable links;
+  links.set_both(0, 1, {20e6 / 8, 0.005});  // a weak Wi-Fi link: 20 Mbit/s, 5 ms
+  PartitionOptions o;
+  const CostModel cm(e2b, devices, links, o);
+  for (const int b : {0, 1, 10, 13, 35}) {
+    CAPTURE(b);
+    CHECK(cm.activation_hop_time(0, 1, 1, b) == doctest::Approx(0.005 + (1536 + (35 - b) * 256) * 4 / (20e6 / 8)));
+  }
+  const PlanResult with_inputs = plan_partition(e2b, devices, links, o);
+  ModelSpec narrow = e2b;  // as if the hops carried the hidden state alone
+  narrow.n_embd_per_layer = 0;
+  const PlanResult without = plan_partition(narrow, devices, links, o);
+  REQUIRE(with_inputs.ok());
+  REQUIRE(without.ok());
+  REQUIRE(with_inputs.plan->stages.size() == 2);
+  const int cut = with_inputs.plan->stages[0].last_layer;
+  MESSAGE("cut at " << cut << " with per-layer inputs, " << without.plan->stages[0].last_layer << " without");
+  CHECK(cut > without.plan->stages[0].last_layer);  // 13: the latest cut the shared KV allows
+  CHECK(with_inputs.plan->stages[0].hop_time_s == doctest::Approx(cm.activation_hop_time(0, 1, 1, cut)));
+  // What it predicts is what the plan costs: the simulator, which knows only the ranges, agrees.
+  const SimulationResult sim = simulate_plan(e2b, devices, links, o, *with_inputs.plan);
+  CHECK(sim.ms_per_token == doctest::Approx(with_inputs.plan->predicted.ms_per_token));
 }
 
 TEST_CASE("partitioner: a device too small for one block is left out with a reason") {

@@ -82,6 +82,7 @@ partitioner::ModelSpec model_spec_from_gguf(const GgufFile& file, const ModelCon
   for (const char* name : {"per_layer_token_embd.weight", "per_layer_model_proj.weight", "per_layer_proj_norm.weight"})
     if (const GgufTensorInfo* t = file.find_tensor(name); t && config.n_embd_per_layer > 0)
       spec.per_layer_input_bytes += static_cast<double>(t->n_bytes);
+  spec.n_embd_per_layer = config.n_embd_per_layer;
   if (config.n_layer_kv > 0) {
     spec.no_cut_at.assign(static_cast<size_t>(config.n_layer) + 1, false);
     for (int b = 0; b <= config.n_layer; ++b) spec.no_cut_at[static_cast<size_t>(b)] = !config.stage_may_start_at(b);
