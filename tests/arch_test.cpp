@@ -442,7 +442,16 @@ TEST_SUITE("arch") {
       o.shape.n_expert_used = 2;
       o.shape.n_ff_exp = 64;
     };
-    for (const auto& layout : {std::function<void(MakeModelOptions&)>(e2b), std::function<void(MakeModelOptions&)>(a4b)}) {
+    // E2B as published: the full layers keep a V projection and the sliding layers' KV heads,
+    // and the shared-KV layers' FFN is twice as wide (feed_forward_length per layer).
+    const auto e2b_published = [&](MakeModelOptions& o) {
+      e2b(o);
+      o.full_kv_heads = o.shape.n_head_kv;
+      o.full_v_from_k = false;
+      o.double_wide_shared_ffn = true;
+    };
+    for (const auto& layout : {std::function<void(MakeModelOptions&)>(e2b), std::function<void(MakeModelOptions&)>(a4b),
+                               std::function<void(MakeModelOptions&)>(e2b_published)}) {
       for (TensorType t : {TensorType::F32, TensorType::Q8_0}) {
         MakeModelOptions o = opts("gemma4", 7);
         o.type = t;
@@ -454,6 +463,9 @@ TEST_SUITE("arch") {
           CHECK(m.config.hidden_width(3) == m.config.n_embd + 7 * 32);
           CHECK(m.file.find_tensor("blk.7.attn_k.weight") == nullptr);
         }
+        CHECK(m.config.layer_n_ff(7) == (o.double_wide_shared_ffn ? 2 : 1) * m.config.layer_n_ff(3));
+        const std::string first_full = "blk." + std::to_string(o.full_layer_period - 1) + ".attn_v.weight";
+        CHECK((m.file.find_tensor(first_full) != nullptr) == !o.full_v_from_k);
         std::vector<int32_t> prompt;
         for (int i = 0; i < 16; ++i) prompt.push_back(1 + (i * 37) % 500);
         check_splits_and_decode(m, pool, prompt);
@@ -482,6 +494,12 @@ TEST_SUITE("arch") {
         if (std::string(arch) == "qwen35moe") {
           o.shape = *random_model_preset("tiny-moe");
           o.shape.n_layer = 7;
+          o.n_ff_shared_expert = 96;  // wider than the routed experts, as a shape may have it
+        }
+        if (t == TensorType::Q8_0) {  // delta-net heads of their own count and size, as the published models'
+          o.ssm_k_heads = 2;
+          o.ssm_v_heads = 8;
+          o.ssm_head_dim = 16;
         }
         o.type = t;
         const Model m = open_model(hearth::test::make_model(dir, "m.gguf", o));
@@ -489,7 +507,8 @@ TEST_SUITE("arch") {
         CHECK(m.config.is_recurrent(0));
         CHECK_FALSE(m.config.is_recurrent(3));
         CHECK(m.config.layer_kv_dim(0) == 0);  // no KV cache on a delta-net layer
-        CHECK((m.config.n_ff_shexp > 0) == (std::string(arch) == "qwen35moe"));
+        CHECK(m.config.n_ff_shexp == (std::string(arch) == "qwen35moe" ? 96 : 0));
+        CHECK(m.config.ssm_dt_rank == (o.ssm_v_heads > 0 ? 8 : o.shape.n_head));
         std::vector<int32_t> prompt;
         for (int i = 0; i < 16; ++i) prompt.push_back(1 + (i * 37) % 500);
         check_splits_and_decode(m, pool, prompt);

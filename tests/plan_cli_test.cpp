@@ -72,94 +72,80 @@ double sum_bytes(const hearth::runtime::GgufFile& f, const std::string& prefix) 
 TEST_SUITE("plan_cli") {
   TEST_CASE("model_spec_from_shape sizes Gemma 4 and Qwen 3.5 blocks as their GGUF files hold them") {
     // The planner's presets have no file: each layout's shape arithmetic is checked here against
-    // the tensor directory of a random model of the same shape (f32: one byte count per weight;
-    // the shape counts the norms only roughly, hence the 1.5%).
+    // the tensor directory of a random model mkmodel writes from the same shape (f32: one byte
+    // count per weight; the shape counts the norms only roughly, hence the 1.5%).
     using namespace hearth;
+    using partitioner::ModelShape;
     struct Case {
       const char* what;
-      runtime::MakeModelOptions options;
-      partitioner::ModelShape shape;
+      ModelShape shape;
     };
-    auto gemma4 = [](int layers, int period) {
-      runtime::MakeModelOptions o;
-      o.arch = "gemma4";
-      o.shape.n_layer = layers;
-      o.full_layer_period = period;
-      return o;
-    };
-    const partitioner::ModelShape base{.name = "m",
-                                       .n_layers = 10,
-                                       .n_embd = 128,
-                                       .n_ff = 384,
-                                       .n_head = 4,
-                                       .n_kv_head = 2,
-                                       .n_vocab = 512,
-                                       .weight_type = "f32",
-                                       .tied_embeddings = true};
+    const ModelShape gemma4{.name = "m",
+                            .n_layers = 10,
+                            .n_embd = 128,
+                            .n_ff = 384,
+                            .n_head = 4,
+                            .n_kv_head = 2,
+                            .n_vocab = 512,
+                            .weight_type = "f32",
+                            .tied_embeddings = true,
+                            .head_dim = 32,
+                            .full_attention_period = 5,
+                            .head_dim_full = 64};
+    const ModelShape qwen35{.name = "m",
+                            .n_layers = 8,
+                            .n_embd = 128,
+                            .n_ff = 384,
+                            .n_head = 4,
+                            .n_kv_head = 2,
+                            .n_vocab = 512,
+                            .weight_type = "f32",
+                            .head_dim = 32,
+                            .full_attention_period = 4,
+                            .linear_k_heads = 2,
+                            .linear_v_heads = 4,
+                            .linear_head_dim = 32,
+                            .attn_output_gate = true};
     std::vector<Case> cases;
-    {  // E2B-like: per-layer inputs, the last 5 layers reading the caches of layers 3 and 4
-      Case c{"gemma4 E", gemma4(10, 5), base};
-      c.options.per_layer_embd = 32;
-      c.options.shared_kv_layers = 5;
-      c.shape.full_attention_period = 5;
-      c.shape.head_dim_full = 64;  // mkmodel's full layers: twice the head size, half the KV heads, K as V
-      c.shape.n_kv_head_full = 1;
-      c.shape.full_k_is_v = true;
-      c.shape.n_embd_per_layer = 32;
-      c.shape.n_shared_kv_layers = 5;
-      cases.push_back(c);
+    {  // E2B as published: per-layer inputs, the last 5 layers reading the caches of layers 3 and
+       // 4 with a double-wide FFN, full layers with V and as many KV heads
+      ModelShape s = gemma4;
+      s.n_kv_head_full = 2;
+      s.n_embd_per_layer = 32;
+      s.n_shared_kv_layers = 5;
+      s.shared_kv_double_ffn = true;
+      cases.push_back({"gemma4 E", s});
     }
-    {  // 26B-A4B-like: a dense FFN beside 8 experts
-      Case c{"gemma4 MoE", gemma4(6, 6), base};
-      c.options.shape.n_expert = 8;
-      c.options.shape.n_expert_used = 2;
-      c.options.shape.n_ff_exp = 96;
-      c.shape = partitioner::ModelShape{.name = "m",
-                                        .n_layers = 6,
-                                        .n_embd = 128,
-                                        .n_ff = 96,
-                                        .n_head = 4,
-                                        .n_kv_head = 2,
-                                        .n_vocab = 512,
-                                        .weight_type = "f32",
-                                        .tied_embeddings = true,
-                                        .n_expert = 8,
-                                        .n_expert_used = 2,
-                                        .full_attention_period = 6,
-                                        .head_dim_full = 64,
-                                        .n_kv_head_full = 1,
-                                        .full_k_is_v = true,
-                                        .n_ff_dense = 384};
-      cases.push_back(c);
+    {  // 26B-A4B-like: a dense FFN beside 8 experts, full layers with one KV head and K as V
+      ModelShape s = gemma4;
+      s.n_layers = 6;
+      s.full_attention_period = 6;
+      s.n_ff = 96;
+      s.n_expert = 8;
+      s.n_expert_used = 2;
+      s.n_ff_dense = 384;
+      s.n_kv_head_full = 1;
+      s.full_k_is_v = true;
+      cases.push_back({"gemma4 MoE", s});
     }
-    for (const bool moe : {false, true}) {  // Qwen 3.5: mkmodel's delta-nets have a key head per two value heads
-      Case c{moe ? "qwen35moe" : "qwen35", {}, base};
-      c.options.arch = moe ? "qwen35moe" : "qwen35";
-      c.options.shape.n_layer = 8;
-      c.shape.n_layers = 8;
-      c.shape.tied_embeddings = false;
-      c.shape.full_attention_period = 4;
-      c.shape.linear_k_heads = 2;
-      c.shape.linear_v_heads = 4;
-      c.shape.linear_head_dim = 32;
-      c.shape.attn_output_gate = true;
-      if (moe) {
-        c.options.shape.n_expert = 8;
-        c.options.shape.n_expert_used = 2;
-        c.options.shape.n_ff_exp = 96;
-        c.shape.n_ff = 96;
-        c.shape.n_expert = 8;
-        c.shape.n_expert_used = 2;
-        c.shape.n_ff_shared_expert = 96;
-      }
-      cases.push_back(c);
+    cases.push_back({"qwen35", qwen35});
+    {
+      ModelShape s = qwen35;
+      s.n_ff = 96;
+      s.n_expert = 8;
+      s.n_expert_used = 2;
+      s.n_ff_shared_expert = 128;
+      cases.push_back({"qwen35moe", s});
     }
     TempDir dir;
     for (const Case& c : cases) {
       CAPTURE(std::string(c.what));
-      const runtime::GgufFile f = runtime::GgufFile::open(test::make_model(dir, std::string(c.what) + ".gguf", c.options));
+      runtime::MakeModelOptions o;
+      runtime::apply_preset_layout(c.shape, o);
+      CHECK(std::string(c.what).starts_with(o.arch));
+      const runtime::GgufFile f = runtime::GgufFile::open(test::make_model(dir, std::string(c.what) + ".gguf", o));
       const partitioner::ModelSpec file = runtime::model_spec_from_gguf(f, runtime::read_model_config(f));
-      const partitioner::ModelSpec shape = partitioner::model_spec_from_shape(c.shape);
+      const partitioner::ModelSpec shape = partitioner::model_spec_from_shape(c.shape);  // f32, as the file
       REQUIRE(shape.n_layers == file.n_layers);
       for (int l = 0; l < file.n_layers; ++l) {
         CAPTURE(l);
@@ -177,6 +163,12 @@ TEST_SUITE("plan_cli") {
       // A tied head reuses the token table, not the per-layer ones: every byte counted once (but
       // Gemma 4's 128-byte rope_freqs, which no stage's estimate holds).
       CHECK(partitioner::total_weight_bytes(file) == doctest::Approx(sum_bytes(f, "")).epsilon(1e-4));
+    }
+    // Every planner preset has a layout mkmodel can write (`hearth mkmodel --preset NAME`).
+    for (const std::string& name : partitioner::preset_names()) {
+      CAPTURE(name);
+      runtime::MakeModelOptions o;
+      CHECK_NOTHROW(runtime::apply_preset_layout(*partitioner::preset_shape(name), o));
     }
   }
 

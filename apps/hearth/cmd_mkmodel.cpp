@@ -3,8 +3,10 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 
 #include "apps/hearth/commands.h"
+#include "partitioner/model_spec.h"
 #include "runtime/format/mapped_file.h"
 #include "runtime/model/model_maker.h"
 
@@ -28,7 +30,9 @@ void add_mkmodel_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--expert-type", a->expert_type,
                   "MoE: the expert matrices' type, if not --type (gpt-oss is published with mxfp4 experts)");
-  cmd->add_option("--preset", a->preset, "Shape: tiny, tinyllama-1.1b, llama-2-7b; MoE: tiny-moe, qwen3-30b-a3b")
+  cmd->add_option("--preset", a->preset,
+                  "Shape: tiny, tinyllama-1.1b, llama-2-7b; MoE: tiny-moe, qwen3-30b-a3b; or any `hearth plan --preset` shape "
+                  "(gemma-4-e2b, qwen3.5-35b-a3b, ...), written with its architecture's layout")
       ->capture_default_str();
   cmd->add_option("--dim", a->dim, "Override: embedding size");
   cmd->add_option("--layers", a->layers, "Override: transformer blocks");
@@ -52,12 +56,23 @@ void add_mkmodel_command(CLI::App& app) {
   cmd->add_option("--seed", a->opt.seed, "Random seed")->capture_default_str();
   cmd->add_option("--vocab-from", a->opt.vocab_from, "Copy the tokenizer from this GGUF")->check(CLI::ExistingFile);
   cmd->add_option("--name", a->opt.name, "general.name of the model")->capture_default_str();
-  cmd->callback([a] {
-    auto shape = runtime::random_model_preset(a->preset);
+  cmd->callback([a, cmd] {
+    // A planner preset fixes the architecture and its layout; the small presets leave them to the flags.
+    std::optional<runtime::RandomModelShape> shape = runtime::random_model_preset(a->preset);
     if (!shape) {
-      std::string names;
-      for (const auto& n : runtime::random_model_preset_names()) names += (names.empty() ? "" : ", ") + n;
-      throw std::invalid_argument("unknown preset '" + a->preset + "' (" + names + ")");
+      const std::optional<partitioner::ModelShape> planned = partitioner::preset_shape(a->preset);
+      if (!planned) {
+        std::string names;
+        for (const auto& n : runtime::random_model_preset_names()) names += (names.empty() ? "" : ", ") + n;
+        for (const auto& n : partitioner::preset_names()) names += ", " + n;
+        throw std::invalid_argument("unknown preset '" + a->preset + "' (" + names + ")");
+      }
+      const std::string asked = a->arch;
+      runtime::apply_preset_layout(*planned, a->opt);
+      if (cmd->count("--arch") > 0 && asked != a->opt.arch)
+        throw std::invalid_argument("preset '" + a->preset + "' has the layout of --arch " + a->opt.arch + ", not " + asked);
+      a->arch = a->opt.arch;
+      shape = a->opt.shape;
     }
     const auto computable_type = [](const std::string& name) {
       auto type = runtime::tensor_type_from_name(name);

@@ -159,6 +159,28 @@ std::vector<int64_t> per_layer(const GgufMetadata& md, const std::string& key, i
   return out;
 }
 
+// feed_forward_length: one width, or one per layer as llama.cpp also reads it (Gemma 4 E2B's
+// shared-KV layers are twice as wide as the others). A model whose every layer is MoE needs no
+// dense width; llama.cpp's qwen3moe files still carry one.
+void read_ffn_widths(const GgufMetadata& md, const std::string& a, ModelConfig& c) {
+  const std::string key = a + "feed_forward_length";
+  c.n_ff_layers.clear();
+  const GgufValue* e = md.find(key);
+  if (e == nullptr && c.is_moe()) {
+    c.n_ff = 0;
+    return;
+  }
+  if (e == nullptr || !std::holds_alternative<GgufArray>(e->value)) {
+    c.n_ff = positive(md, key);
+    return;
+  }
+  for (int64_t v : per_layer(md, key, c.n_layer)) {
+    if (v <= 0 || v > (1 << 24)) throw GgufError("metadata '" + key + "' holds " + std::to_string(v) + ", not a layer width");
+    c.n_ff_layers.push_back(static_cast<int>(v));
+  }
+  c.n_ff = *std::max_element(c.n_ff_layers.begin(), c.n_ff_layers.end());
+}
+
 // Gemma 4's shared-KV layers, as llama.cpp reads them: the last shared_kv_layers layers reuse the
 // cache of layer n_layer_kv - 2 (sliding ones) or n_layer_kv - 1 (full ones), which must be of
 // their kind and shape.
@@ -288,7 +310,7 @@ ModelConfig read_model_config(const GgufFile& file) {
   else c.n_head_kv = md.has(a + "attention.head_count_kv") ? positive(md, a + "attention.head_count_kv", 4096) : c.n_head;
   read_experts(md, a, *arch, c);
   // A model whose every layer is MoE needs no dense width; llama.cpp's qwen3moe files still carry one.
-  c.n_ff = c.is_moe() && !md.has(a + "feed_forward_length") ? 0 : positive(md, a + "feed_forward_length");
+  read_ffn_widths(md, a, c);
   if (c.is_moe() && c.n_ff_exp == 0) c.n_ff_exp = c.n_ff;
   c.n_ctx_train = positive(md, a + "context_length");
   if (c.n_embd % c.n_head != 0 && !md.has(a + "attention.key_length"))

@@ -33,7 +33,8 @@ struct ModelConfig {
   int n_head = 0;       // query heads
   int n_head_kv = 0;    // key/value heads (GQA when < n_head)
   int head_dim = 0;     // n_embd / n_head unless the file says otherwise
-  int n_ff = 0;         // feed-forward hidden size of a dense layer (0 when every layer is MoE and the file has none)
+  int n_ff = 0;  // feed-forward hidden size of a dense layer, the widest if they differ (0 when every layer is MoE and the file
+                 // has none)
   int n_ctx_train = 0;  // context length the model was trained for
   int n_rot = 0;        // dimensions of each head that RoPE rotates
   float rms_eps = 1e-5f;
@@ -101,6 +102,7 @@ struct ModelConfig {
   int head_dim_swa = 0;               // 0 = head_dim
   int n_rot_swa = 0;                  // 0 = n_rot
   std::vector<int> n_head_kv_layers;  // empty = n_head_kv everywhere
+  std::vector<int> n_ff_layers;       // feed_forward_length per layer when the file gives an array; empty = n_ff everywhere
   bool v_from_k = false;              // a layer without attn_v takes V from attn_k
   bool v_norm = false;
   TensorNeed layer_out_scale = TensorNeed::Absent;  // blk.N.layer_output_scale.weight, one value
@@ -155,6 +157,7 @@ struct ModelConfig {
   }
   int layer_head_dim(int l) const { return is_swa(l) && head_dim_swa > 0 ? head_dim_swa : head_dim; }
   int layer_n_rot(int l) const { return is_swa(l) && n_rot_swa > 0 ? n_rot_swa : n_rot; }
+  int layer_n_ff(int l) const { return n_ff_layers.empty() ? n_ff : n_ff_layers[static_cast<size_t>(l)]; }
   int layer_n_head_kv(int l) const { return n_head_kv_layers.empty() ? n_head_kv : n_head_kv_layers[static_cast<size_t>(l)]; }
   int layer_q_dim(int l) const { return n_head * layer_head_dim(l); }
   int layer_kv_dim(int l) const { return is_recurrent(l) ? 0 : layer_n_head_kv(l) * layer_head_dim(l); }

@@ -141,6 +141,65 @@ std::optional<RandomModelShape> random_model_preset(const std::string& name) {
   return std::nullopt;
 }
 
+namespace {
+
+// The architecture whose files have a planner shape's layout.
+std::string arch_of(const partitioner::ModelShape& s) {
+  if (s.linear_v_heads > 0) return s.n_expert > 0 ? "qwen35moe" : "qwen35";
+  if (s.head_dim_full > 0 || s.n_embd_per_layer > 0) return "gemma4";
+  if (s.full_attention_period > 0) return "gemma3";
+  if (s.expert_type == "mxfp4") return "gpt-oss";
+  if (s.n_expert > 0) return "qwen3moe";
+  return s.qkv_bias ? "qwen2" : "llama";
+}
+
+}  // namespace
+
+void apply_preset_layout(const partitioner::ModelShape& s, MakeModelOptions& o) {
+  o.arch = arch_of(s);
+  RandomModelShape& r = o.shape;
+  r = RandomModelShape{};
+  r.n_vocab = s.n_vocab;
+  r.n_embd = s.n_embd;
+  r.n_layer = s.n_layers;
+  r.n_head = s.n_head;
+  r.n_head_kv = s.n_kv_head;
+  r.n_ctx = 4096;
+  r.head_dim = s.head_dim;
+  r.rms_eps = 1e-6f;
+  r.n_ff = s.n_expert > 0 && s.n_ff_dense > 0 ? s.n_ff_dense : s.n_ff;
+  if (s.n_expert > 0) {
+    r.n_expert = s.n_expert;
+    r.n_expert_used = s.n_expert_used;
+    r.n_ff_exp = s.n_ff;
+  }
+  o.tied_output = s.tied_embeddings;
+  if (!s.expert_type.empty() && !o.expert_type) o.expert_type = tensor_type_from_name(s.expert_type);
+  if (o.arch == "gemma3" && s.full_attention_period != 6)
+    throw std::invalid_argument("mkmodel writes gemma3 files with a full layer every sixth, not every " +
+                                std::to_string(s.full_attention_period));
+  if (o.arch == "gemma4") {
+    const int head_dim = s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head;
+    if (s.head_dim_full != 2 * head_dim)
+      throw std::invalid_argument("mkmodel writes gemma4 full layers with heads twice the sliding ones' size");
+    o.full_layer_period = s.full_attention_period;
+    o.full_kv_heads = s.n_kv_head_full;
+    o.full_v_from_k = s.full_k_is_v;
+    o.per_layer_embd = s.n_embd_per_layer;
+    o.shared_kv_layers = s.n_shared_kv_layers;
+    o.double_wide_shared_ffn = s.shared_kv_double_ffn;
+  }
+  if (s.linear_v_heads > 0) {
+    if (s.full_attention_period != 4 || s.linear_conv_kernel != 4 || !s.attn_output_gate)
+      throw std::invalid_argument(
+          "mkmodel writes qwen35 files with gated full attention every fourth layer and 4-tap convolutions");
+    o.ssm_k_heads = s.linear_k_heads;
+    o.ssm_v_heads = s.linear_v_heads;
+    o.ssm_head_dim = s.linear_head_dim;
+    o.n_ff_shared_expert = s.n_ff_shared_expert;
+  }
+}
+
 std::vector<std::string> random_model_arch_names() { return {std::begin(kArchs), std::end(kArchs)}; }
 
 TensorType k_quant_fallback(TensorType type) {
@@ -197,13 +256,21 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
         "the last layer with a KV cache of its own must be a full one and the one before it a sliding one "
         "(shared-KV layers read theirs): choose --shared-kv-layers to leave a multiple of the period");
   const auto own_kv = [&](int l) { return l < n_layer_kv; };
+  // Gemma 4 E2B: the shared-KV layers' FFN is twice as wide, said per layer as llama.cpp reads it.
+  if (o.double_wide_shared_ffn && (!gemma4 || o.shared_kv_layers == 0 || moe))
+    throw std::invalid_argument("a double-wide FFN is for the shared-KV layers of a dense gemma4 model");
+  const auto ffn_width = [&](int l) { return (o.double_wide_shared_ffn && !own_kv(l) ? 2 : 1) * s.n_ff; };
   // Qwen 3.5: three gated delta-net layers for each full-attention one (every fourth); the
   // delta-nets have a key head per two value heads, both of the attention's head size.
   const bool qwen35 = o.arch == "qwen35" || o.arch == "qwen35moe";
   const auto recurrent = [&](int l) { return qwen35 && (l + 1) % 4 != 0; };
-  const uint64_t ssm_v_heads = static_cast<uint64_t>(s.n_head), ssm_k_heads = std::max<uint64_t>(1, ssm_v_heads / 2);
+  const uint64_t ssm_v_heads = static_cast<uint64_t>(o.ssm_v_heads > 0 ? o.ssm_v_heads : s.n_head);
+  const uint64_t ssm_k_heads = o.ssm_k_heads > 0 ? static_cast<uint64_t>(o.ssm_k_heads) : std::max<uint64_t>(1, ssm_v_heads / 2);
+  if (ssm_v_heads % ssm_k_heads != 0) throw std::invalid_argument("the delta-nets' key heads must divide their value heads");
   if ((gemma || oss) && o.sliding_window <= 0) throw std::invalid_argument(o.arch + " needs a positive sliding window");
   const int hd = head_dim_of(s);
+  const uint64_t ssm_hd = static_cast<uint64_t>(o.ssm_head_dim > 0 ? o.ssm_head_dim : hd);
+  const uint64_t FS = static_cast<uint64_t>(o.n_ff_shared_expert > 0 ? o.n_ff_shared_expert : s.n_ff_exp);
   if (!o.rope_freq_factors.empty() && o.rope_freq_factors.size() != static_cast<size_t>(hd / 2))
     throw std::invalid_argument("rope_freq_factors needs head_dim / 2 = " + std::to_string(hd / 2) + " values");
 
@@ -216,14 +283,21 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   // As llama.cpp's converters write them: qwen3moe keeps the dense width beside a key for the
   // expert width; olmoe and Mixtral say the expert width as feed_forward_length.
   const bool own_expert_key = o.arch == "qwen3moe" || oss || qwen35 || gemma4;
-  md.set(a + "feed_forward_length", GgufValue::u32(static_cast<uint32_t>(moe && !own_expert_key ? s.n_ff_exp : s.n_ff)));
+  if (o.double_wide_shared_ffn) {
+    std::vector<GgufValue> widths;
+    for (int l = 0; l < s.n_layer; ++l) widths.push_back(GgufValue::i32(ffn_width(l)));
+    md.set(a + "feed_forward_length", GgufValue::array(GgufType::INT32, std::move(widths)));
+  } else {
+    md.set(a + "feed_forward_length", GgufValue::u32(static_cast<uint32_t>(moe && !own_expert_key ? s.n_ff_exp : s.n_ff)));
+  }
   if (moe) {
     md.set(a + "expert_count", GgufValue::u32(static_cast<uint32_t>(s.n_expert)));
     md.set(a + "expert_used_count", GgufValue::u32(static_cast<uint32_t>(s.n_expert_used)));
     if (own_expert_key) md.set(a + "expert_feed_forward_length", GgufValue::u32(static_cast<uint32_t>(s.n_ff_exp)));
   }
   md.set(a + "attention.head_count", GgufValue::u32(static_cast<uint32_t>(s.n_head)));
-  const int full_kv_heads = s.n_head_kv % 2 == 0 ? s.n_head_kv / 2 : s.n_head_kv;
+  const int full_kv_heads = o.full_kv_heads > 0 ? o.full_kv_heads : s.n_head_kv % 2 == 0 ? s.n_head_kv / 2 : s.n_head_kv;
+  if (gemma4 && s.n_head % full_kv_heads != 0) throw std::invalid_argument("the full layers' KV heads must divide the heads");
   if (gemma4) {
     std::vector<GgufValue> kv_heads, sliding;
     for (int l = 0; l < s.n_layer; ++l) {
@@ -253,15 +327,14 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       md.set(a + "attention.shared_kv_layers", GgufValue::u32(static_cast<uint32_t>(o.shared_kv_layers)));
   }
   if (qwen35) {
-    const auto hd64 = static_cast<uint64_t>(hd);
     md.set(a + "full_attention_interval", GgufValue::u32(4));
     md.set(a + "rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(hd / 4)));  // partial rotary, as Qwen 3.5's 0.25
     md.set(a + "ssm.conv_kernel", GgufValue::u32(4));
-    md.set(a + "ssm.state_size", GgufValue::u32(static_cast<uint32_t>(hd)));
+    md.set(a + "ssm.state_size", GgufValue::u32(static_cast<uint32_t>(ssm_hd)));
     md.set(a + "ssm.group_count", GgufValue::u32(static_cast<uint32_t>(ssm_k_heads)));
     md.set(a + "ssm.time_step_rank", GgufValue::u32(static_cast<uint32_t>(ssm_v_heads)));
-    md.set(a + "ssm.inner_size", GgufValue::u32(static_cast<uint32_t>(ssm_v_heads * hd64)));
-    if (moe) md.set(a + "expert_shared_feed_forward_length", GgufValue::u32(static_cast<uint32_t>(s.n_ff_exp)));
+    md.set(a + "ssm.inner_size", GgufValue::u32(static_cast<uint32_t>(ssm_v_heads * ssm_hd)));
+    if (moe) md.set(a + "expert_shared_feed_forward_length", GgufValue::u32(static_cast<uint32_t>(FS)));
   }
   md.set(a + "rope.freq_base", GgufValue::f32(s.rope_base));
   md.set(a + "attention.layer_norm_rms_epsilon", GgufValue::f32(s.rms_eps));
@@ -289,7 +362,7 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
     const uint64_t HD = gemma4_full(l) ? 2 * HD0 : HD0, Q = HD * static_cast<uint64_t>(s.n_head);
     const uint64_t KV = HD * static_cast<uint64_t>(gemma4_full(l) ? full_kv_heads : s.n_head_kv);
     if (recurrent(l)) {  // a gated delta-net in place of attention
-      const uint64_t C = (2 * ssm_k_heads + ssm_v_heads) * HD, DI = ssm_v_heads * HD;
+      const uint64_t C = (2 * ssm_k_heads + ssm_v_heads) * ssm_hd, DI = ssm_v_heads * ssm_hd;
       vector(p + "attn_norm.weight", E);
       matrix(p + "attn_qkv.weight", E, C);
       matrix(p + "attn_gate.weight", E, DI);
@@ -298,14 +371,14 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       vector(p + "ssm_a", ssm_v_heads);
       matrix(p + "ssm_beta.weight", E, ssm_v_heads);
       matrix(p + "ssm_alpha.weight", E, ssm_v_heads);
-      vector(p + "ssm_norm.weight", HD);
+      vector(p + "ssm_norm.weight", ssm_hd);
       matrix(p + "ssm_out.weight", DI, E);
     } else if (fused) {
       matrix(p + "attn_qkv.weight", E, Q + 2 * KV);
     } else {
       matrix(p + "attn_q.weight", E, qwen35 ? 2 * Q : Q);  // Qwen 3.5: each head's query, then its gate
       if (own_kv(l)) matrix(p + "attn_k.weight", E, KV);
-      if (own_kv(l) && !gemma4_full(l)) matrix(p + "attn_v.weight", E, KV);
+      if (own_kv(l) && !(gemma4_full(l) && o.full_v_from_k)) matrix(p + "attn_v.weight", E, KV);
     }
     if (o.arch == "qwen2" || oss) {
       vector(p + "attn_q.bias", Q);
@@ -350,17 +423,18 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
       }
       if (qwen35) {  // Qwen 3.5 MoE: a shared expert of the routed experts' width, sigmoid-gated
         vector(p + "ffn_gate_inp_shexp.weight", E);
-        matrix(p + "ffn_gate_shexp.weight", E, FX);
-        matrix(p + "ffn_up_shexp.weight", E, FX);
-        matrix(p + "ffn_down_shexp.weight", FX, E);
+        matrix(p + "ffn_gate_shexp.weight", E, FS);
+        matrix(p + "ffn_up_shexp.weight", E, FS);
+        matrix(p + "ffn_down_shexp.weight", FS, E);
       }
     } else if (fused) {  // gate rows, then up rows
       matrix(p + "ffn_up.weight", E, 2 * F);
       matrix(p + "ffn_down.weight", F, E);
     } else {
-      matrix(p + "ffn_gate.weight", E, F);
-      matrix(p + "ffn_down.weight", F, E);
-      matrix(p + "ffn_up.weight", E, F);
+      const auto FL = static_cast<uint64_t>(ffn_width(l));
+      matrix(p + "ffn_gate.weight", E, FL);
+      matrix(p + "ffn_down.weight", FL, E);
+      matrix(p + "ffn_up.weight", E, FL);
     }
     // gpt-oss and Qwen 3.5 name their pre-FFN norm so
     vector(p + (oss || qwen35 ? "post_attention_norm.weight" : "ffn_norm.weight"), E);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "partitioner/model_spec.h"
 #include "runtime/format/tensor_type.h"
 
 namespace hearth::runtime {
@@ -62,7 +63,26 @@ struct MakeModelOptions {
   int full_layer_period = 6;
   int per_layer_embd = 0;
   int shared_kv_layers = 0;
+  // gemma4: the full layers' KV heads (0 = half the sliding layers' when even, else as many)
+  // and whether they take V from K (26B-A4B, 31B) or have a V projection (E2B, E4B); whether
+  // the shared-KV layers' FFN is twice as wide (E2B; feed_forward_length is then per layer).
+  int full_kv_heads = 0;
+  bool full_v_from_k = true;
+  bool double_wide_shared_ffn = false;
+  // qwen35, qwen35moe: the gated delta-nets' key and value heads and their size (0 = half the
+  // attention heads, as many as them, and the attention's head size); qwen35moe's shared
+  // expert width (0 = the routed experts').
+  int ssm_k_heads = 0;
+  int ssm_v_heads = 0;
+  int ssm_head_dim = 0;
+  int n_ff_shared_expert = 0;
 };
+
+// Sets the shape, architecture and layout options that write a file of a planner preset's shape
+// (`hearth mkmodel --preset gemma-4-e2b`), leaving the rest of `options` (type, seed, ...) as
+// they are. Throws std::invalid_argument for a shape mkmodel cannot write (Gemma 4 full layers
+// whose heads are not twice the sliding ones', Qwen 3.5 full layers other than every fourth).
+void apply_preset_layout(const partitioner::ModelShape& shape, MakeModelOptions& options);
 
 // The type llama-quantize-like writers use for a matrix of `type` whose rows do not divide into
 // 256-element super-blocks.

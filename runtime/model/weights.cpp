@@ -232,7 +232,7 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
     return v;
   };
 
-  const uint64_t E = config.n_embd, F = config.n_ff;
+  const uint64_t E = config.n_embd;
   if (spec.has_embedding) token_embd_ = matrix("token_embd.weight", E, config.n_vocab);
   if (const uint64_t P = static_cast<uint64_t>(config.n_embd_per_layer); spec.has_embedding && P > 0) {
     const uint64_t all = P * static_cast<uint64_t>(config.n_layer);
@@ -241,6 +241,7 @@ StageWeights::StageWeights(const GgufFile& file, const ModelConfig& config, cons
     per_layer_embd_.proj_norm = vector(kPerLayerEmbdTensors[2], P);
   }
   for (int l = spec.first_layer; l < spec.last_layer; ++l) {
+    const uint64_t F = static_cast<uint64_t>(config.layer_n_ff(l));  // Gemma 4 E2B: its shared-KV layers are twice as wide
     const uint64_t Q = config.layer_q_dim(l), KV = config.layer_kv_dim(l);
     LayerWeights w;
     w.attn_norm = vector(blk(l, "attn_norm"), E);
