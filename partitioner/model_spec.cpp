@@ -39,48 +39,45 @@ constexpr double kF32 = 4.0;  // bytes: norms and biases stay f32 in GGUF files
 // and inference projects' configurations); tests/partitioner_test.cpp checks each family against
 // its published parameter counts.
 std::vector<ModelShape> presets() {
-  auto llama = [](const char* name, int layers, int embd, int ff, int heads, int kv, int vocab, bool tied, bool bias) {
-    return ModelShape{.name = name,
-                      .n_layers = layers,
-                      .n_embd = embd,
-                      .n_ff = ff,
-                      .n_head = heads,
-                      .n_kv_head = kv,
-                      .n_vocab = vocab,
-                      .tied_embeddings = tied,
-                      .qkv_bias = bias};
+  // Every family starts from the dimensions a config.json gives for a decoder.
+  auto decoder = [](const char* name, int layers, int embd, int ff, int heads, int kv, int vocab) {
+    ModelShape s;
+    s.name = name;
+    s.n_layers = layers;
+    s.n_embd = embd;
+    s.n_ff = ff;
+    s.n_head = heads;
+    s.n_kv_head = kv;
+    s.n_vocab = vocab;
+    return s;
+  };
+  auto llama = [&](const char* name, int layers, int embd, int ff, int heads, int kv, int vocab, bool tied, bool bias) {
+    ModelShape s = decoder(name, layers, embd, ff, heads, kv, vocab);
+    s.tied_embeddings = tied;
+    s.qkv_bias = bias;
+    return s;
   };
   // Gemma 3 (text): heads of 256 (27b: 128), not n_embd / n_head; tied embeddings; five sliding-
   // window layers to each full one (their KV caches are sized as full ones: the runtime keeps
   // them full length).
-  auto gemma3 = [](const char* name, int layers, int embd, int ff, int heads, int kv, int vocab, int head_dim) {
-    return ModelShape{.name = name,
-                      .n_layers = layers,
-                      .n_embd = embd,
-                      .n_ff = ff,
-                      .n_head = heads,
-                      .n_kv_head = kv,
-                      .n_vocab = vocab,
-                      .tied_embeddings = true,
-                      .head_dim = head_dim,
-                      .full_attention_period = 6};
+  auto gemma3 = [&](const char* name, int layers, int embd, int ff, int heads, int kv, int vocab, int head_dim) {
+    ModelShape s = decoder(name, layers, embd, ff, heads, kv, vocab);
+    s.tied_embeddings = true;
+    s.head_dim = head_dim;
+    s.full_attention_period = 6;
+    return s;
   };
   // Qwen 3.5: three gated delta-net layers to each full-attention one, whose query also yields a
   // gate; heads of 256, a 248320-token vocabulary, delta-net heads of 128.
-  auto qwen35 = [](const char* name, int layers, int embd, int ff, int heads, int kv, bool tied, int linear_v_heads) {
-    return ModelShape{.name = name,
-                      .n_layers = layers,
-                      .n_embd = embd,
-                      .n_ff = ff,
-                      .n_head = heads,
-                      .n_kv_head = kv,
-                      .n_vocab = 248320,
-                      .tied_embeddings = tied,
-                      .head_dim = 256,
-                      .full_attention_period = 4,
-                      .linear_k_heads = 16,
-                      .linear_v_heads = linear_v_heads,
-                      .attn_output_gate = true};
+  auto qwen35 = [&](const char* name, int layers, int embd, int ff, int heads, int kv, bool tied, int linear_v_heads) {
+    ModelShape s = decoder(name, layers, embd, ff, heads, kv, 248320);
+    s.tied_embeddings = tied;
+    s.head_dim = 256;
+    s.full_attention_period = 4;
+    s.linear_k_heads = 16;
+    s.linear_v_heads = linear_v_heads;
+    s.attn_output_gate = true;
+    return s;
   };
   auto moe = [](ModelShape s, int experts, int used, int shared_expert_ff = 0) {
     s.n_expert = experts;
@@ -90,20 +87,15 @@ std::vector<ModelShape> presets() {
   };
   // Gemma 4: sliding layers of 256-wide heads, full ones of 512 (with fewer KV heads and K as V
   // on the larger models); the E models add per-layer embeddings and share the last layers' KV.
-  auto gemma4 = [](const char* name, int layers, int embd, int ff, int heads, int kv, int period, int kv_full, bool k_is_v) {
-    return ModelShape{.name = name,
-                      .n_layers = layers,
-                      .n_embd = embd,
-                      .n_ff = ff,
-                      .n_head = heads,
-                      .n_kv_head = kv,
-                      .n_vocab = 262144,
-                      .tied_embeddings = true,
-                      .head_dim = 256,
-                      .full_attention_period = period,
-                      .head_dim_full = 512,
-                      .n_kv_head_full = kv_full,
-                      .full_k_is_v = k_is_v};
+  auto gemma4 = [&](const char* name, int layers, int embd, int ff, int heads, int kv, int period, int kv_full, bool k_is_v) {
+    ModelShape s = decoder(name, layers, embd, ff, heads, kv, 262144);
+    s.tied_embeddings = true;
+    s.head_dim = 256;
+    s.full_attention_period = period;
+    s.head_dim_full = 512;
+    s.n_kv_head_full = kv_full;
+    s.full_k_is_v = k_is_v;
+    return s;
   };
   auto e_model = [](ModelShape s, int shared_kv_layers, bool double_ffn) {
     s.n_embd_per_layer = 256;

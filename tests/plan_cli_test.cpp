@@ -80,32 +80,26 @@ TEST_SUITE("plan_cli") {
       const char* what;
       ModelShape shape;
     };
-    const ModelShape gemma4{.name = "m",
-                            .n_layers = 10,
-                            .n_embd = 128,
-                            .n_ff = 384,
-                            .n_head = 4,
-                            .n_kv_head = 2,
-                            .n_vocab = 512,
-                            .weight_type = "f32",
-                            .tied_embeddings = true,
-                            .head_dim = 32,
-                            .full_attention_period = 5,
-                            .head_dim_full = 64};
-    const ModelShape qwen35{.name = "m",
-                            .n_layers = 8,
-                            .n_embd = 128,
-                            .n_ff = 384,
-                            .n_head = 4,
-                            .n_kv_head = 2,
-                            .n_vocab = 512,
-                            .weight_type = "f32",
-                            .head_dim = 32,
-                            .full_attention_period = 4,
-                            .linear_k_heads = 2,
-                            .linear_v_heads = 4,
-                            .linear_head_dim = 32,
-                            .attn_output_gate = true};
+    const ModelShape small{.name = "m",
+                           .n_layers = 10,
+                           .n_embd = 128,
+                           .n_ff = 384,
+                           .n_head = 4,
+                           .n_kv_head = 2,
+                           .n_vocab = 512,
+                           .weight_type = "f32",
+                           .head_dim = 32};
+    ModelShape gemma4 = small;
+    gemma4.tied_embeddings = true;
+    gemma4.full_attention_period = 5;
+    gemma4.head_dim_full = 64;
+    ModelShape qwen35 = small;
+    qwen35.n_layers = 8;
+    qwen35.full_attention_period = 4;
+    qwen35.linear_k_heads = 2;
+    qwen35.linear_v_heads = 4;
+    qwen35.linear_head_dim = 32;
+    qwen35.attn_output_gate = true;
     std::vector<Case> cases;
     {  // E2B as published: per-layer inputs, the last 5 layers reading the caches of layers 3 and
        // 4 with a double-wide FFN, full layers with V and as many KV heads
