@@ -1,5 +1,5 @@
 // AVX-512 kernels (F, BW, VL, VNNI and VBMI: AMD Zen 4 and later, Intel Ice Lake and later) for
-// the kernels that are instruction-bound in AVX2 at two threads: Q4_0, Q8_0, MXFP4, IQ4_NL, Q4_K and Q5_K decode
+// the kernels that are instruction-bound in AVX2 at two threads: Q4_0, Q8_0, MXFP4, IQ4_NL, Q4_K, Q5_K, Q6_K and IQ4_XS decode
 // (about 12 instructions per Q4_0 block and row in AVX2, about 7 here: two rows per 512-bit
 // register, VNNI byte dot products, a VBMI permute to unpack, and the activations' share done
 // once per token by pack()), and f32/f16/bf16 prefill (twice the multiply-adds per instruction).
@@ -394,6 +394,87 @@ struct Q6KBlocks {
   }
 };
 
+// ---- IQ4_XS weights against Q8_K activations ----
+//
+// Bit for bit the AVX2 kernel's computation (IQ4XSTiles in kernels_avx2.cpp), rows r and r + 1
+// in the two halves of a register: per sub-block the pairs |x| * (w with x's sign) by maddubs
+// (AVX-512 has no sign instruction: w is negated under the mask of x's sign bits, which differs
+// from AVX2's sign only where x is 0 and the product is 0 anyway), weighted by the sub-block's
+// scale into the int32 lanes by VNNI's vpdpwssd as madd + add did, then one FMA per super-block
+// with d * d_x rounded as a float per row. The table values are looked up once per row pair.
+// The 8 signed scales of two super-blocks as words, row a's in words 0..7 and row b's in 8..15:
+// iq4_xs_scale()'s values, from the first 8 bytes of each block (d, scales_h, scales_l) with a
+// few shuffles and variable shifts where the scalar unpacking cost more than the products.
+HEARTH_AVX512 inline __m256i pair_iq4_xs_scales(const BlockIQ4_XS& a, const BlockIQ4_XS& b) {
+  static_assert(offsetof(BlockIQ4_XS, scales_h) == 2 && offsetof(BlockIQ4_XS, scales_l) == 4);
+  uint64_t ha, hb;
+  __builtin_memcpy(&ha, &a, 8);
+  __builtin_memcpy(&hb, &b, 8);
+  const __m256i v = _mm256_broadcastsi128_si256(_mm_set_epi64x(static_cast<long long>(hb), static_cast<long long>(ha)));
+  // Word j: byte scales_l[j / 2] (byte 4 + j / 2; row b's 8 bytes later), its nibble j % 2.
+  const __m256i low_bytes = _mm256_shuffle_epi8(v, _mm256_setr_epi8(4, -1, 4, -1, 5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1, 12,
+                                                                    -1, 12, -1, 13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1));
+  const __m256i low = _mm256_and_si256(
+      _mm256_srlv_epi16(low_bytes, _mm256_setr_epi16(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4)), _mm256_set1_epi16(0x0f));
+  // Word j: scales_h (bytes 2-3; row b's 10-11), its bits 2j and 2j + 1.
+  const __m256i high_words = _mm256_shuffle_epi8(v, _mm256_setr_epi8(2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 10, 11, 10,
+                                                                     11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11));
+  const __m256i high =
+      _mm256_and_si256(_mm256_srlv_epi16(high_words, _mm256_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14)),
+                       _mm256_set1_epi16(3));
+  return _mm256_sub_epi16(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), _mm256_set1_epi16(32));
+}
+
+// A block's activations as the IQ4_XS pairs read them: |x| and the mask of x's sign bits per
+// sub-block, both rows' halves alike, taken once per block for all its row pairs.
+template <int T>
+struct IQ4XSTokens {
+  __m512i abs[T][8];
+  __mmask64 negative[T][8];
+  float d[T];
+  HEARTH_AVX512 IQ4XSTokens(const uint8_t* base, size_t xs, int b) {
+    for (int t = 0; t < T; ++t) {
+      const BlockQ8_K& xb = reinterpret_cast<const BlockQ8_K*>(base + static_cast<size_t>(t) * xs)[b];
+      d[t] = xb.d;
+      for (int j = 0; j < 8; ++j) {
+        const __m512i xj = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs + 32 * j)));
+        abs[t][j] = _mm512_abs_epi8(xj);
+        negative[t][j] = _mm512_movepi8_mask(xj);
+      }
+    }
+  }
+};
+
+struct IQ4XSBlocks {
+  using Block = BlockIQ4_XS;
+  static constexpr int kTokens = 2, kDecodeRows = 2, kBlockElements = kQK;
+  template <int T>
+  using Tokens = IQ4XSTokens<T>;
+
+  template <int T>
+  HEARTH_AVX512_INLINE void add_block(const BlockIQ4_XS& ba, const BlockIQ4_XS& bb, const Tokens<T>& x, __m512 (&acc)[T]) {
+    const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Values)));
+    const __m512i sc = _mm512_castsi256_si512(pair_iq4_xs_scales(ba, bb));
+    __m512i q[8], scale[8];
+    for (int j = 0; j < 8; ++j) {
+      q[j] = _mm512_shuffle_epi8(table, pair_nibbles(ba.qs + 16 * j, bb.qs + 16 * j));
+      scale[j] = _mm512_permutexvar_epi16(
+          _mm512_inserti64x4(_mm512_set1_epi16(static_cast<short>(j)), _mm256_set1_epi16(static_cast<short>(8 + j)), 1), sc);
+    }
+    const float da = _cvtsh_ss(ba.d), db = _cvtsh_ss(bb.d);
+    for (int t = 0; t < T; ++t) {
+      __m512i sumi = _mm512_setzero_si512();
+      for (int j = 0; j < 8; ++j) {
+        const __m512i signed_q = _mm512_mask_sub_epi8(q[j], x.negative[t][j], _mm512_setzero_si512(), q[j]);
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(x.abs[t][j], signed_q), scale[j]);
+      }
+      const __m512 dxd = _mm512_castpd_ps(
+          _mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(da * x.d[t])), _mm256_castps_pd(_mm256_set1_ps(db * x.d[t])), 1));
+      acc[t] = _mm512_fmadd_ps(dxd, _mm512_cvtepi32_ps(sumi), acc[t]);
+    }
+  }
+};
+
 // ---- f32, f16, bf16 weights against f32 activations (prefill) ----
 //
 // The AVX2 kernels' computation bit for bit, two rows per register: each output has 4 8-lane
@@ -622,6 +703,7 @@ using IQ4_NLTiles = PairRows<PackedBlocks<WeightsIQ4_NL>>;
 using Q4_KTiles = PairRows<ScaleMinBlocks<false>>;
 using Q5_KTiles = PairRows<ScaleMinBlocks<true>>;
 using Q6_KTiles = PairRows<Q6KBlocks>;
+using IQ4_XSTiles = PairRows<IQ4XSBlocks>;
 
 size_t packed_bytes(TensorType weight, int n) {
   switch (weight) {
@@ -657,6 +739,9 @@ float packed_dot(TensorType weight, const void* w, const BlockQ8_0* x, int nb) {
 HEARTH_AVX512 float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) { return tiles::dot1<Q4_KTiles>(w, x, nb * kQK); }
 HEARTH_AVX512 float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) { return tiles::dot1<Q5_KTiles>(w, x, nb * kQK); }
 HEARTH_AVX512 float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* x, int nb) { return tiles::dot1<Q6_KTiles>(w, x, nb * kQK); }
+HEARTH_AVX512 float dot_iq4_xs(const BlockIQ4_XS* w, const BlockQ8_K* x, int nb) {
+  return tiles::dot1<IQ4_XSTiles>(w, x, nb * kQK);
+}
 
 float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q4_0Tiles>(TensorType::Q4_0, w, x, nb); }
 float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q8_0Tiles>(TensorType::Q8_0, w, x, nb); }
@@ -676,6 +761,8 @@ KernelTable make_table() {
   t.gemm_mxfp4 = tiles::gemm<MXFP4Tiles>;
   t.dot_iq4_nl = dot_iq4_nl;
   t.gemm_iq4_nl = tiles::gemm<IQ4_NLTiles>;
+  t.dot_iq4_xs = dot_iq4_xs;
+  t.gemm_iq4_xs = tiles::gemm<IQ4_XSTiles>;
   t.dot_q4_k = dot_q4_k;
   t.gemm_q4_k = tiles::gemm<Q4_KTiles>;
   t.dot_q5_k = dot_q5_k;
