@@ -73,6 +73,7 @@ void Head::emit(const GenerationEvent& e) {
   env.setRequestId(e.request_id);
   auto ev = env.initGenerateEvent();
   ev.setText(kj::StringPtr(e.piece.c_str(), e.piece.size()));
+  ev.setReasoning(e.reasoning);
   ev.setToken(e.token);
   ev.setDone(e.done);
   ev.setError(e.error);

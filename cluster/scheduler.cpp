@@ -278,8 +278,12 @@ bool Scheduler::deliver(uint64_t seq, Session& s, int32_t token) {
   }
   s.generated++;
   totals_.tokens_generated++;
-  emit_(
-      {.client = s.client, .request_id = s.request_id, .token = token, .piece = s.reply.visible(token, tokenizer_.piece(token))});
+  runtime::ReplyPiece shown = s.reply.next(token, tokenizer_.piece(token));
+  emit_({.client = s.client,
+         .request_id = s.request_id,
+         .token = token,
+         .piece = std::move(shown.text),
+         .reasoning = shown.part == runtime::ReplyPart::kReasoning});
   if (s.generated >= s.n_predict || s.next_pos >= n_ctx_) {
     finish(seq, "length");
     return false;

@@ -40,7 +40,8 @@ struct GenerationEvent {
   std::string client;  // who asked (control socket identity)
   uint64_t request_id = 0;
   int32_t token = -1;
-  std::string piece;  // bytes of the token (may be part of a UTF-8 character)
+  std::string piece;       // what of the token to show (may be part of a UTF-8 character)
+  bool reasoning = false;  // the piece is the model's reasoning, not its answer (reply_filter.h)
   bool done = false;
   std::string error;
   ErrorCategory category = ErrorCategory::INTERNAL;  // of the error, if any

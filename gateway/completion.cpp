@@ -20,6 +20,7 @@ HeadEvent HeadEvent::from_wire(transport::wire::GenerateEvent::Reader e) {
   HeadEvent h;
   const auto t = e.getText();
   h.text.assign(t.cStr(), t.size());
+  h.reasoning = e.getReasoning();
   h.done = e.getDone();
   h.error = e.getError().cStr();
   if (!h.error.empty()) {
@@ -46,7 +47,7 @@ HeadEvent HeadEvent::failure(int status, std::string code, std::string message) 
   return h;
 }
 
-Completion::Completion(std::shared_ptr<HttpConnection> connection, CompletionRequest request, ResponseHead head,
+Completion::Completion(std::shared_ptr<ResponseSink> connection, CompletionRequest request, ResponseHead head,
                        GatewayStats& stats, std::function<void(bool)> cancel, std::function<void()> on_end)
     : connection_(std::move(connection)),
       request_(std::move(request)),
@@ -63,7 +64,7 @@ void Completion::first_chunk_if_needed() {
   if (!request_.stream || streaming_) return;
   streaming_ = true;
   stats_.stream_started();
-  connection_->start_stream(200, "text/event-stream");
+  connection_->start_stream(200, "text/event-stream", {});
 }
 
 void Completion::on_event(const HeadEvent& e) {
@@ -77,19 +78,15 @@ void Completion::on_event(const HeadEvent& e) {
     first_token_ = Clock::now();
     stats_.observe_ttft(std::chrono::duration<double>(first_token_ - start_).count());
   }
+  if (e.reasoning) reasoning_tokens_++;
   if (stop_hit_) return;  // tokens already on their way when the cancel went out
-  const std::string text = stop_.push(utf8_.push(e.text));
-  if (request_.stream) {
-    first_chunk_if_needed();
-    // One chunk per token; a token whose text is held back (part of a character or of a
-    // possible stop string) gets none, except the very first, which carries the role.
-    if (!text.empty() || !sent_first_) {
-      connection_->send_chunk(sse_event(dump(completion_chunk(head_, text, !sent_first_, std::nullopt))));
-      sent_first_ = true;
-    }
-  } else {
-    text_ += text;
+  if (e.reasoning) {
+    add_reasoning(reasoning_utf8_.push(e.text));
+    return;
   }
+  // What was held of the reasoning (the start of a character) ends where the answer starts.
+  if (const std::string cut = reasoning_utf8_.flush(); !cut.empty()) add_reasoning(cut);
+  add_answer(stop_.push(utf8_.push(e.text)));
   if (stop_.stopped()) {
     stop_hit_ = true;
     stats_.stopped_by_stop_string();
@@ -97,12 +94,43 @@ void Completion::on_event(const HeadEvent& e) {
   }
 }
 
+// One chunk per token; a token whose text is held back (part of a character or of a possible
+// stop string) gets none, except the very first, which carries the role.
+void Completion::add_answer(const std::string& text) {
+  if (!request_.stream) {
+    text_ += text;
+    return;
+  }
+  first_chunk_if_needed();
+  if (!text.empty() || !sent_first_) {
+    connection_->send_chunk(sse_event(dump(completion_chunk(head_, text, !sent_first_, std::nullopt))));
+    sent_first_ = true;
+  }
+}
+
+void Completion::add_reasoning(const std::string& text) {
+  if (!request_.stream) {
+    reasoning_ += text;
+    return;
+  }
+  if (text.empty()) {
+    if (!sent_first_) add_answer(text);  // the role's chunk
+    return;
+  }
+  first_chunk_if_needed();
+  connection_->send_chunk(sse_event(dump(reasoning_chunk(head_, text, !sent_first_))));
+  sent_first_ = true;
+}
+
 void Completion::finish(const HeadEvent& e) {
   std::string rest;
-  if (!stop_hit_) rest = stop_.push(utf8_.flush()) + stop_.flush();
+  if (!stop_hit_) {
+    if (const std::string cut = reasoning_utf8_.flush(); !cut.empty()) add_reasoning(cut);
+    rest = stop_.push(utf8_.flush()) + stop_.flush();
+  }
   if (stop_.stopped()) stop_hit_ = true;
   const std::string finish_reason = stop_hit_ || e.finish_reason != "length" ? "stop" : "length";
-  const Usage usage{e.prompt_tokens, e.generated_tokens, e.cached_tokens};
+  const Usage usage{e.prompt_tokens, e.generated_tokens, e.cached_tokens, reasoning_tokens_};
   const json timings = {
       {"ttft_ms", e.ttft_ms},
       {"decode_tok_s", e.decode_tok_s},
@@ -120,7 +148,8 @@ void Completion::finish(const HeadEvent& e) {
     connection_->send_chunk(sse_event("[DONE]"));
     connection_->end_stream();
   } else {
-    connection_->respond(200, "application/json", dump(completion_response(head_, text_ + rest, finish_reason, usage, timings)));
+    connection_->respond(200, "application/json",
+                         dump(completion_response(head_, text_ + rest, reasoning_, finish_reason, usage, timings)), {});
   }
   spdlog::info("http: {} {}: {} prompt ({} cached) + {} generated tokens, first after {:.0f} ms, {:.1f} tok/s, {}",
                connection_->peer(), head_.id, e.prompt_tokens, e.cached_tokens, e.generated_tokens, e.ttft_ms, e.decode_tok_s,
@@ -131,7 +160,7 @@ void Completion::finish(const HeadEvent& e) {
 void Completion::fail(const HeadEvent& e) {
   const int status = e.status >= 400 && e.status < 600 ? e.status : 500;
   if (!streaming_) {
-    connection_->respond_error(status, e.error, e.error_code);
+    connection_->respond_error(status, e.error, e.error_code, "");
   } else {
     // The status line has gone: the error travels as an event, and there is no [DONE].
     connection_->send_chunk(sse_event(error_body(status, e.error, e.error_code)));

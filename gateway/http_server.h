@@ -27,17 +27,18 @@
 #include <boost/beast/http/string_body.hpp>
 #pragma GCC diagnostic pop
 
+#include "gateway/response_sink.h"
+
 namespace hearth::http {
 
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
-using Headers = std::vector<std::pair<std::string, std::string>>;
 
 // Largest request body accepted; a larger one gets 413.
 constexpr size_t kMaxRequestBody = 8u << 20;
 
-class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
+class HttpConnection : public ResponseSink, public std::enable_shared_from_this<HttpConnection> {
  public:
   using Handler = std::function<void(const std::shared_ptr<HttpConnection>&)>;
   // Told of every response status, with the route label the handler set (for /metrics).
@@ -49,17 +50,17 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   const Request& request() const { return *request_; }
   // A short name of the route for metrics ("/v1/chat/completions", "other"...).
   void set_route(std::string route) { route_ = std::move(route); }
-  std::string peer() const { return peer_; }
+  std::string peer() const override { return peer_; }
   bool open() const { return open_; }
 
   // A whole response. Keeps the connection alive when the client allows it and no disconnect
   // watch was started.
-  void respond(int status, const std::string& content_type, std::string body, const Headers& extra = {});
-  void respond_error(int status, const std::string& message, const std::string& code, const std::string& param = "");
+  void respond(int status, const std::string& content_type, std::string body, const Headers& extra = {}) override;
+  void respond_error(int status, const std::string& message, const std::string& code, const std::string& param = "") override;
   // A chunked response: headers now, then chunks, then the end. The connection closes after it.
-  void start_stream(int status, const std::string& content_type, const Headers& extra = {});
-  void send_chunk(const std::string& data);
-  void end_stream();
+  void start_stream(int status, const std::string& content_type, const Headers& extra = {}) override;
+  void send_chunk(const std::string& data) override;
+  void end_stream() override;
   // Calls on_gone (once) if the client closes the connection before the response has ended.
   void watch_disconnect(std::function<void()> on_gone);
 

@@ -221,14 +221,19 @@ json usage_json(const Usage& u) {
   return {{"prompt_tokens", u.prompt_tokens},
           {"completion_tokens", u.completion_tokens},
           {"total_tokens", u.prompt_tokens + u.completion_tokens},
-          {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}},
+          {"completion_tokens_details", {{"reasoning_tokens", u.reasoning_tokens}}}};
 }
 
-json completion_response(const ResponseHead& h, const std::string& text, const std::string& finish_reason, const Usage& usage,
-                         const json& timings) {
+json completion_response(const ResponseHead& h, const std::string& text, const std::string& reasoning,
+                         const std::string& finish_reason, const Usage& usage, const json& timings) {
   json choice = {{"index", 0}, {"finish_reason", finish_reason}, {"logprobs", nullptr}};
-  if (h.chat) choice["message"] = {{"role", "assistant"}, {"content", text}};
-  else choice["text"] = text;
+  if (h.chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+    if (!reasoning.empty()) choice["message"]["reasoning_content"] = reasoning;
+  } else {
+    choice["text"] = text;
+  }
   return {{"id", h.id},
           {"object", h.chat ? "chat.completion" : "text_completion"},
           {"created", h.created},
@@ -238,22 +243,41 @@ json completion_response(const ResponseHead& h, const std::string& text, const s
           {"hearth", timings}};
 }
 
+namespace {
+
+json chunk(const ResponseHead& h, json choice) {
+  return {{"id", h.id},
+          {"object", h.chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", h.created},
+          {"model", h.model},
+          {"choices", json::array({std::move(choice)})}};
+}
+
+json chat_delta(bool first) {
+  json delta = json::object();
+  if (first) delta["role"] = "assistant";
+  return delta;
+}
+
+}  // namespace
+
 json completion_chunk(const ResponseHead& h, const std::optional<std::string>& text, bool first,
                       const std::optional<std::string>& finish_reason) {
   json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason ? json(*finish_reason) : json(nullptr)}};
   if (h.chat) {
-    json delta = json::object();
-    if (first) delta["role"] = "assistant";
+    json delta = chat_delta(first);
     if (text) delta["content"] = *text;
     choice["delta"] = delta;
   } else {
     choice["text"] = text.value_or("");
   }
-  return {{"id", h.id},
-          {"object", h.chat ? "chat.completion.chunk" : "text_completion"},
-          {"created", h.created},
-          {"model", h.model},
-          {"choices", json::array({choice})}};
+  return chunk(h, std::move(choice));
+}
+
+json reasoning_chunk(const ResponseHead& h, const std::string& reasoning, bool first) {
+  json delta = chat_delta(first);
+  delta["reasoning_content"] = reasoning;
+  return chunk(h, {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}, {"delta", std::move(delta)}});
 }
 
 json usage_chunk(const ResponseHead& h, const Usage& usage) {

@@ -66,7 +66,8 @@ std::string dump(const nlohmann::json& j);
 struct Usage {
   uint32_t prompt_tokens = 0;
   uint32_t completion_tokens = 0;
-  uint32_t cached_tokens = 0;  // of the prompt, served from a kept KV cache
+  uint32_t cached_tokens = 0;     // of the prompt, served from a kept KV cache
+  uint32_t reasoning_tokens = 0;  // of the completion, the model's reasoning (reply_filter.h)
 };
 
 // The ids, names and times every object of one response shares.
@@ -77,12 +78,16 @@ struct ResponseHead {
   bool chat = true;
 };
 
-// A whole (non-streamed) response. `timings` goes under the extension key "hearth".
-nlohmann::json completion_response(const ResponseHead& h, const std::string& text, const std::string& finish_reason,
-                                   const Usage& usage, const nlohmann::json& timings);
+// A whole (non-streamed) response. `timings` goes under the extension key "hearth". A chat's
+// reasoning, if the model gave any, is the message's `reasoning_content` (llama.cpp's server and
+// vLLM name it so; OpenAI's own API returns none).
+nlohmann::json completion_response(const ResponseHead& h, const std::string& text, const std::string& reasoning,
+                                   const std::string& finish_reason, const Usage& usage, const nlohmann::json& timings);
 // A stream chunk: the first one of a chat carries the role, the last one the finish reason.
 nlohmann::json completion_chunk(const ResponseHead& h, const std::optional<std::string>& text, bool first,
                                 const std::optional<std::string>& finish_reason);
+// A chat stream chunk of reasoning: its delta's `reasoning_content`.
+nlohmann::json reasoning_chunk(const ResponseHead& h, const std::string& reasoning, bool first);
 // The usage chunk of stream_options.include_usage: no choices.
 nlohmann::json usage_chunk(const ResponseHead& h, const Usage& usage);
 nlohmann::json usage_json(const Usage& usage);

@@ -307,11 +307,9 @@ TEST_SUITE("chat_template") {
     CHECK(today.find("Current date: 20") != std::string::npos);
   }
 
-  TEST_CASE("a harmony reply shows only its final channel; <|end|> does not stop it, <|return|> does") {
+  // A vocabulary of these pieces: those in <...> are control tokens.
+  Vocab vocab_of(const std::vector<std::string>& pieces) {
     GgufMetadata md;
-    const std::vector<std::string> pieces = {"<unk>",       "<s>",       "</s>",   "<|start|>", "<|channel|>", "<|message|>",
-                                             "<|end|>",     "<|return|>", "<|call|>", "analysis", "final",      "assistant",
-                                             "Let me think", "4",         " ",       "commentary"};
     std::vector<GgufValue> tokens, types;
     for (const auto& p : pieces) {
       tokens.push_back(GgufValue::str(p));
@@ -321,33 +319,119 @@ TEST_SUITE("chat_template") {
     md.set("tokenizer.ggml.tokens", GgufValue::array(GgufType::STRING, std::move(tokens)));
     md.set("tokenizer.ggml.token_type", GgufValue::array(GgufType::INT32, std::move(types)));
     md.set("tokenizer.ggml.eot_token_id", GgufValue::u32(6));  // some conversions name <|end|> as EOT
-    const Vocab v = load_vocab(md);
+    return load_vocab(md);
+  }
+
+  // What a reply of these pieces shows: {answer, reasoning}.
+  std::pair<std::string, std::string> shown(ReplyFilter f, const Vocab& v, const std::vector<std::string>& reply) {
+    std::pair<std::string, std::string> out;
+    for (const auto& p : reply) {
+      const ReplyPiece piece = f.next(v.find(p), p);
+      (piece.part == ReplyPart::kAnswer ? out.first : out.second) += piece.text;
+    }
+    return out;
+  }
+
+  using Shown = std::pair<std::string, std::string>;
+
+  TEST_CASE(
+      "a harmony reply: the final channel is the answer, analysis the reasoning; <|end|> does not stop it, <|return|> does") {
+    const Vocab v = vocab_of({"<unk>", "<s>", "</s>", "<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>",
+                              "<|call|>", "analysis", "final", "assistant", "Let me think", "4", " ", "commentary", "\n"});
     const auto id = [&](const std::string& p) { return v.find(p); };
     CHECK(v.is_end_of_generation(id("<|return|>")));
     CHECK(v.is_end_of_generation(id("<|call|>")));
     CHECK_FALSE(v.is_end_of_generation(id("<|end|>")));
 
     const ChatTemplate harmony = detect_chat_template("<|start|> <|channel|>");
-    const auto shown = [&](ReplyFilter f, const std::vector<std::string>& reply) {
-      std::string out;
-      for (const auto& p : reply) out += f.visible(id(p), p);
-      return out;
-    };
     const std::vector<std::string> reply = {"<|channel|>", "analysis",  "<|message|>", "Let me think", "<|end|>",
                                             "<|start|>",   "assistant", "<|channel|>", "final",        "<|message|>",
                                             "4",           " ",         "4"};
-    CHECK(shown(ReplyFilter::for_chat(harmony, v), reply) == "4 4");
-    // A commentary message (a tool call) is not the answer either.
-    CHECK(shown(ReplyFilter::for_chat(harmony, v), {"<|channel|>", "commentary", "<|message|>", "4", "<|end|>", "<|start|>",
-                                                    "assistant", "<|channel|>", " final", "<|message|>", "4"}) == "4");
-    // A reply without a header is shown as it is; other templates show everything.
-    CHECK(shown(ReplyFilter::for_chat(harmony, v), {"4", " ", "4"}) == "4 4");
-    CHECK(shown(ReplyFilter::for_chat(detect_chat_template("<|im_start|>"), v), {"<|channel|>", "4"}) == "<|channel|>4");
+    CHECK(shown(ReplyFilter::for_chat(harmony, v), v, reply) == Shown{"4 4", "Let me think"});
+    // A commentary message (a tool call) is neither; two analysis messages are two paragraphs.
+    CHECK(shown(ReplyFilter::for_chat(harmony, v), v, {"<|channel|>",
+                                                       "analysis",
+                                                       "<|message|>",
+                                                       "Let me think",
+                                                       "<|end|>",
+                                                       "<|start|>",
+                                                       "assistant",
+                                                       "<|channel|>",
+                                                       "commentary",
+                                                       "<|message|>",
+                                                       "4",
+                                                       "<|end|>",
+                                                       "<|start|>",
+                                                       "assistant",
+                                                       "<|channel|>",
+                                                       "analysis",
+                                                       "<|message|>",
+                                                       "\n",
+                                                       "4",
+                                                       "\n",
+                                                       "<|end|>",
+                                                       "<|start|>",
+                                                       "assistant",
+                                                       "<|channel|>",
+                                                       " final",
+                                                       "<|message|>",
+                                                       "4"}) == Shown{"4", "Let me think\n\n4"});
+    // A reply without a header is all answer, as it is; other templates show everything.
+    CHECK(shown(ReplyFilter::for_chat(harmony, v), v, {" ", "4", " ", "4"}) == Shown{" 4 4", ""});
+    CHECK(shown(ReplyFilter::for_chat(detect_chat_template("<|im_start|>"), v), v, {"<|channel|>", "4"}) ==
+          Shown{"<|channel|>4", ""});
     // Carried mid-reply (a copy), the filter goes on where it was.
     ReplyFilter f = ReplyFilter::for_chat(harmony, v);
-    for (size_t i = 0; i < 10; ++i) f.visible(id(reply[i]), reply[i]);
+    for (size_t i = 0; i < 10; ++i) f.next(id(reply[i]), reply[i]);
     ReplyFilter carried = f;
-    CHECK(carried.visible(id("4"), "4") == "4");
+    const ReplyPiece p = carried.next(id("4"), "4");
+    CHECK(p.text == "4");
+    CHECK(p.part == ReplyPart::kAnswer);
+  }
+
+  TEST_CASE("a <think> block is the reasoning, without its markers and the blank lines around them") {
+    const Vocab v = vocab_of({"<unk>", "<s>", "</s>", "<think>", "</think>", "\n", "\n\n", "Hmm", ",", " so", " 4", "4", " "});
+    const ChatTemplate qwen3 = detect_chat_template("<|im_start|> {%- if '</think>' in content %}");
+    CHECK(qwen3.reasoning);
+    CHECK_FALSE(qwen3.think);
+    // The model opens the block itself (Qwen 3): leading and trailing blank lines go.
+    CHECK(shown(ReplyFilter::for_chat(qwen3, v), v,
+                {"<think>", "\n", "Hmm", ",", "\n\n", " so", " ", "\n", "</think>", "\n\n", "4", " 4", "\n"}) ==
+          Shown{"4 4\n", "Hmm,\n\n so"});
+    // A marker that changes nothing is hidden, and adds nothing.
+    CHECK(shown(ReplyFilter::for_chat(qwen3, v), v, {"<think>", "Hmm", "</think>", "4", "</think>", "4"}) == Shown{"44", "Hmm"});
+    // An empty block (thinking switched off) shows nothing of it.
+    CHECK(shown(ReplyFilter::for_chat(qwen3, v), v, {"<think>", "\n\n", "</think>", "\n\n", "4"}) == Shown{"4", ""});
+    // No block at all: the answer as it is, leading space included.
+    CHECK(shown(ReplyFilter::for_chat(qwen3, v), v, {" ", "4", "\n"}) == Shown{" 4\n", ""});
+    // The generation prompt opened the block (Qwen 3.5, QwQ, DeepSeek R1): the reply starts in it.
+    const ChatTemplate qwen35 =
+        detect_chat_template("<|im_start|> </think> {%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n' }}");
+    CHECK(qwen35.think);
+    CHECK(shown(ReplyFilter::for_chat(qwen35, v), v, {"Hmm", "\n", "</think>", "\n\n", "4"}) == Shown{"4", "Hmm"});
+    // A model that never closes it (cut by max_tokens) has said only reasoning.
+    CHECK(shown(ReplyFilter::for_chat(qwen35, v), v, {"Hmm", ",", " so"}) == Shown{"", "Hmm, so"});
+    // A vocabulary without the markers: nothing to separate.
+    const Vocab plain = vocab_of({"<unk>", "<s>", "</s>", "Hmm", "4"});
+    CHECK(shown(ReplyFilter::for_chat(qwen35, plain), plain, {"Hmm", "4"}) == Shown{"Hmm4", ""});
+    // A raw prompt (no chat) is shown whole, markers and all.
+    CHECK(shown(ReplyFilter(), v, {"<think>", "Hmm", "</think>", "4"}) == Shown{"<think>Hmm</think>4", ""});
+  }
+
+  TEST_CASE("ChatML of a reasoning model: the generation prompt opens <think>, earlier answers lose theirs") {
+    const std::vector<ChatMessage> chat = {{"user", "2+2?"}, {"assistant", "<think>\nadd\n</think>\n\n4"}, {"user", "and 3+3?"}};
+    const ChatTemplate qwen35 = detect_chat_template("<|im_start|> </think> '<|im_start|>assistant\\n<think>\\n'");
+    CHECK(qwen35.name == "chatml-think");
+    CHECK(render_chat(qwen35, chat) ==
+          "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\nand 3+3?<|im_end|>\n"
+          "<|im_start|>assistant\n<think>\n");
+    const ChatTemplate qwen3 = detect_chat_template("<|im_start|> </think>");
+    CHECK(qwen3.name == "chatml-reasoning");
+    CHECK(render_chat(qwen3, chat)
+              .ends_with("<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\nand 3+3?<|im_end|>\n"
+                         "<|im_start|>assistant\n"));
+    // Plain ChatML keeps an answer as it was written.
+    CHECK(render_chat(detect_chat_template("<|im_start|>"), chat).find("<think>\nadd") != std::string::npos);
   }
 
 }  // TEST_SUITE

@@ -12,6 +12,8 @@
 #include "runtime/model/model_config.h"
 #include "runtime/model/model_maker.h"
 #include "runtime/model/weights.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/text/reply_filter.h"
 #include "runtime/text/tokenizer.h"
 #include "runtime/text/vocab.h"
 #include "tests/test_util.h"
@@ -86,6 +88,7 @@ std::unique_ptr<Pipeline> make_pipeline(const Model& m, const std::vector<int>& 
 
 struct Reply {
   std::vector<int32_t> tokens;
+  std::vector<GenerationEvent> events;  // one per token
   GenerationEvent done;
 };
 
@@ -106,8 +109,9 @@ struct Driver {
     pipeline.results.clear();
     scheduler.on_sampled(results);
   }
-  Reply generate(uint64_t request_id, const std::vector<int32_t>& prompt, int n, const SamplingParams& sampling) {
-    scheduler.add("client", request_id, prompt, n, sampling);
+  Reply generate(uint64_t request_id, const std::vector<int32_t>& prompt, int n, const SamplingParams& sampling,
+                 hearth::runtime::ReplyFilter reply = {}) {
+    scheduler.add("client", request_id, prompt, n, sampling, "", std::move(reply));
     Reply r;
     for (int guard = 0; guard < 10000; ++guard) {
       scheduler.step();
@@ -120,6 +124,7 @@ struct Driver {
           return r;
         }
         r.tokens.push_back(e.token);
+        r.events.push_back(e);
       }
       std::erase_if(events, [&](const GenerationEvent& e) { return e.request_id == request_id; });
     }
@@ -297,6 +302,55 @@ TEST_SUITE("scheduler") {
     CHECK(head.generate(5, concat(a, ra.tokens), 4, greedy).done.cached_tokens == 0);
     CHECK(head.generate(6, c, 4, greedy).tokens == fresh(*m, {2}, c, 4, greedy).tokens);
     CHECK(head.scheduler.kept() <= 2);
+  }
+
+  TEST_CASE("a reasoning model's reply reaches the client as reasoning, then answer, the markers hidden") {
+    TempDir dir;
+    const auto m = open_model(hearth::test::make_model(dir, "m.gguf", tiny_model()));
+    const int V = m->config.n_vocab;
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    const auto prompt = random_tokens(20, 5, V);
+    hearth::runtime::ThreadPool pool(2);
+    auto p = make_pipeline(*m, {2}, pool);
+    Driver head(*p, *m, 4, true);
+    const Reply plain = head.generate(1, prompt, 12, greedy);
+    REQUIRE(plain.tokens.size() == 12);
+    // The model's vocabulary, with the token it says 6th named </think> (and one it never says
+    // <think>): a reasoning model that thinks for the first tokens, then answers.
+    const int32_t close = plain.tokens[5];
+    const size_t k = static_cast<size_t>(std::find(plain.tokens.begin(), plain.tokens.end(), close) - plain.tokens.begin());
+    int32_t open = 3;
+    while (std::find(plain.tokens.begin(), plain.tokens.end(), open) != plain.tokens.end()) ++open;
+    auto pieces = m->file.metadata().get_string_array("tokenizer.ggml.tokens");
+    pieces[static_cast<size_t>(close)] = "</think>";
+    pieces[static_cast<size_t>(open)] = "<think>";
+    hearth::runtime::GgufMetadata md;
+    std::vector<hearth::runtime::GgufValue> values;
+    for (const auto& t : pieces) values.push_back(hearth::runtime::GgufValue::str(t));
+    md.set("tokenizer.ggml.model", hearth::runtime::GgufValue::str("llama"));
+    md.set("tokenizer.ggml.tokens", hearth::runtime::GgufValue::array(hearth::runtime::GgufType::STRING, std::move(values)));
+    const auto thinking = hearth::runtime::detect_chat_template("<|im_start|> </think> '<|im_start|>assistant\\n<think>\\n'");
+    REQUIRE(thinking.think);
+    const Reply r =
+        head.generate(2, prompt, 12, greedy, hearth::runtime::ReplyFilter::for_chat(thinking, hearth::runtime::load_vocab(md)));
+    CHECK(r.tokens == plain.tokens);  // what is shown changes nothing of what is generated
+    std::string reasoning, answer, expected_reasoning, expected_answer;
+    for (size_t i = 0; i < r.events.size(); ++i) {
+      CAPTURE(i);
+      CHECK(r.events[i].reasoning == (i < k));
+      (r.events[i].reasoning ? reasoning : answer) += r.events[i].piece;
+      if (plain.tokens[i] == close) CHECK(r.events[i].piece.empty());  // every </think>, the second too
+      else (i < k ? expected_reasoning : expected_answer) += m->tokenizer.piece(plain.tokens[i]);
+    }
+    const auto trim = [](std::string t, bool both) {
+      t.erase(0, t.find_first_not_of(" \n\t\r"));
+      if (both) t.erase(t.find_last_not_of(" \n\t\r") + 1);
+      return t;
+    };
+    CHECK(reasoning == trim(expected_reasoning, true));
+    CHECK(answer == trim(expected_answer, false));
+    CHECK_FALSE(reasoning.empty());
   }
 
   TEST_CASE("a model with recurrent layers reuses a kept cache only to continue it, with the same tokens") {

@@ -468,6 +468,8 @@ struct GenerateEvent {
   chatTemplate @10 :Text;     # on the done event of a chat: which template family rendered it
   errorCategory @11 :ErrorCategory;  # on error
   cachedTokens @12 :UInt32;   # on done: prompt tokens found in a kept cache (not computed again)
+  reasoning @13 :Bool;        # text is the model's reasoning, not its answer (chats only: the
+                              # gateway, in the head's process, is the one client that sees it)
 }
 
 struct StatusRequest {}

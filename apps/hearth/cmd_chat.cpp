@@ -22,6 +22,7 @@
 #include <string>
 
 #include "apps/hearth/commands.h"
+#include "apps/hearth/reply_printer.h"
 #include "gateway/http_client.h"
 #include "gateway/sse.h"
 
@@ -31,6 +32,12 @@ namespace {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
+
+// A delta's text field, or "" when it is absent or not text.
+std::string text_field(const json& delta, const char* name) {
+  const auto it = delta.find(name);
+  return it != delta.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
 
 // A signal handler can reach only static storage: this is the one flag Ctrl-C sets while a
 // reply streams in.
@@ -63,6 +70,7 @@ struct ChatArgs {
   std::optional<float> temperature;
   std::optional<int> max_tokens;
   std::optional<uint64_t> seed;
+  bool hide_reasoning = false;
 };
 
 struct Reply {
@@ -150,6 +158,7 @@ class ChatSession {
     InterruptScope interrupt;
     const auto start = Clock::now();
     bool done = false;  // the stream's end marker came: anything else is a cut answer
+    ReplyPrinter printer(!args_.hide_reasoning);
     const auto on_event = [&](const std::string& data) {
       if (data == "[DONE]") {
         done = true;
@@ -163,14 +172,13 @@ class ChatSession {
       if (!j.contains("choices") || j["choices"].empty()) return;
       const json& c = j["choices"][0];
       if (c.contains("finish_reason") && c["finish_reason"].is_string()) reply.finish_reason = c["finish_reason"];
-      if (c.contains("delta") && c["delta"].contains("content") && c["delta"]["content"].is_string()) {
-        const std::string piece = c["delta"]["content"];
-        if (piece.empty()) return;
-        if (chunks++ == 0) reply.first_s = std::chrono::duration<double>(Clock::now() - start).count();
-        reply.text += piece;
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
-        std::fflush(stdout);
-      }
+      if (!c.contains("delta") || !c["delta"].is_object()) return;
+      const std::string answer = text_field(c["delta"], "content"), reasoning = text_field(c["delta"], "reasoning_content");
+      if (answer.empty() && reasoning.empty()) return;
+      if (chunks++ == 0) reply.first_s = std::chrono::duration<double>(Clock::now() - start).count();
+      reply.text += answer;  // the history keeps the answer: the templates drop earlier reasoning
+      printer.reasoning(reasoning);
+      printer.answer(answer);
     };
     constexpr const char* kCut =
         "the connection to the head was lost before the answer ended (did the head stop?): the reply above is incomplete";
@@ -318,6 +326,8 @@ void add_chat_command(CLI::App& app) {
   cmd->add_option("--max-tokens", a->max_tokens, "Tokens per reply at most (default: 512)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", a->seed, "Random seed (default: a new one per reply)");
+  cmd->add_flag("--hide-reasoning", a->hide_reasoning,
+                "Do not show a reasoning model's reasoning (shown dimmed on a terminal, never in a pipe)");
   cmd->callback([a] { chat(*a); });
 }
 

@@ -9,6 +9,7 @@
 #include "apps/hearth/kv_type_option.h"
 #include "apps/hearth/local_model.h"
 #include "apps/hearth/memory_limit.h"
+#include "apps/hearth/reply_printer.h"
 #include "profiles/profiler.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/text/reply_filter.h"
@@ -26,6 +27,7 @@ struct RunArgs {
   int threads = 0;
   int ctx = 0;
   bool chat = false;
+  bool hide_reasoning = false;
   std::string kv_type = kDefaultKvType;
   std::string gpu = "auto";
   uint64_t memory_limit = 0;  // 0: no limit, every weight stays mapped
@@ -54,7 +56,7 @@ void run(const RunArgs& a) {
   options.offload = gpu ? &gpu->offload() : nullptr;
   runtime::Stage stage(m.weights, options, pool);
   std::string text = a.prompt;
-  runtime::ReplyFilter reply;  // what of the reply is the answer (gpt-oss: its final channel)
+  runtime::ReplyFilter reply;  // what of the reply is the answer, what the reasoning
   if (a.chat) {  // the prompt as one user message in the model's chat format; BOS stays the tokenizer's
     const auto tmpl = runtime::detect_chat_template(m.file.metadata().get_string_opt("tokenizer.chat_template").value_or(""));
     spdlog::info("chat template: {}{}", tmpl.name, tmpl.fallback ? " (the model has none hearth recognises)" : "");
@@ -68,17 +70,23 @@ void run(const RunArgs& a) {
   const std::vector<int32_t> prompt = tok.encode(text, {.parse_special = a.chat});
   spdlog::debug("prompt: {} tokens, kernels: {}", prompt.size(), stage.kernels().name);
 
-  runtime::Utf8Stream utf8;
+  runtime::Utf8Stream utf8, reasoning_utf8;
+  ReplyPrinter printer(!a.hide_reasoning);
   runtime::Stage* stages[] = {&stage};
   const auto stats =
       runtime::generate(stages, 1, prompt, {.n_predict = a.n_predict, .sampling = a.sampling}, tok.vocab(), [&](int32_t id) {
-        const std::string text = utf8.push(reply.visible(id, tok.piece(id)));
-        std::fwrite(text.data(), 1, text.size(), stdout);
-        std::fflush(stdout);
+        const runtime::ReplyPiece p = reply.next(id, tok.piece(id));
+        if (p.part == runtime::ReplyPart::kReasoning) {
+          printer.reasoning(reasoning_utf8.push(p.text));
+        } else {
+          printer.reasoning(reasoning_utf8.flush());
+          printer.answer(utf8.push(p.text));
+        }
         return true;
       });
-  const std::string rest = utf8.flush();
-  std::fwrite(rest.data(), 1, rest.size(), stdout);
+  printer.reasoning(reasoning_utf8.flush());
+  printer.answer(utf8.flush());
+  printer.end();
   std::fputc('\n', stdout);
   spdlog::info("{} prompt tokens in {:.3f} s, {} tokens generated at {:.2f} tok/s", stats.prompt_tokens, stats.prefill_seconds,
                stats.generated_tokens, stats.decode_seconds > 0 ? (stats.generated_tokens - 1) / stats.decode_seconds : 0.0);
@@ -93,6 +101,8 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("-m,--model", a->model, "GGUF model file")->required()->check(CLI::ExistingFile);
   cmd->add_option("-p,--prompt", a->prompt, "Prompt text")->required();
   cmd->add_flag("--chat", a->chat, "Send the prompt as a user message in the model's chat template (ChatML if none)");
+  cmd->add_flag("--hide-reasoning", a->hide_reasoning,
+                "With --chat: do not show a reasoning model's reasoning (shown dimmed on a terminal, never in a pipe)");
   cmd->add_option("-n,--n-predict", a->n_predict, "Tokens to generate at most")->check(CLI::PositiveNumber);
   cmd->add_option("--temp", a->sampling.temperature, "Temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-k", a->sampling.top_k, "Keep the K most likely tokens; 0 = off")->check(CLI::NonNegativeNumber);

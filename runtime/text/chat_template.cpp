@@ -1,5 +1,6 @@
 #include "runtime/text/chat_template.h"
 
+#include <algorithm>
 #include <ctime>
 
 namespace hearth::runtime {
@@ -49,12 +50,27 @@ SystemSplit split_system(std::span<const ChatMessage> messages) {
   return {false, {}, messages};
 }
 
+// An earlier answer of a reasoning model without its reasoning: what follows the last </think>.
+std::string_view after_reasoning(std::string_view content) {
+  const size_t end = content.rfind("</think>");
+  return end == std::string_view::npos ? content : content.substr(end + 8);
+}
+
 std::string render_chatml(const ChatTemplate& t, std::span<const ChatMessage> messages, const ChatRenderOptions& o) {
   std::string out;
   if (!t.default_system.empty() && (messages.empty() || messages[0].role != "system"))
     out += "<|im_start|>system\n" + t.default_system + "<|im_end|>\n";
-  for (const auto& m : messages) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
-  if (o.add_generation_prompt) out += "<|im_start|>assistant\n";
+  for (const auto& m : messages) {
+    std::string_view content = m.content;
+    if (t.reasoning && m.role == "assistant") {  // Qwen 3's templates: the answer, from its first line
+      content = after_reasoning(content);
+      content.remove_prefix(std::min(content.find_first_not_of('\n'), content.size()));
+    }
+    out += "<|im_start|>" + m.role + "\n";
+    out += content;
+    out += "<|im_end|>\n";
+  }
+  if (o.add_generation_prompt) out += t.think ? "<|im_start|>assistant\n<think>\n" : "<|im_start|>assistant\n";
   return out;
 }
 
@@ -175,10 +191,10 @@ std::string render_deepseek_r1(const ChatTemplate& t, std::span<const ChatMessag
     if (m.role == "user") {
       out += kDsUser + m.content + (t.user_eos ? kDsEndOfSentence : "");
     } else if (m.role == "assistant") {
-      // Earlier reasoning is not shown again: only what follows the last </think>.
-      const size_t think_end = m.content.rfind("</think>");
-      const std::string answer = think_end == std::string::npos ? m.content : m.content.substr(think_end + 8);
-      out += kDsAssistant + answer + kDsEndOfSentence;
+      // Earlier reasoning is not shown again.
+      out += kDsAssistant;
+      out += after_reasoning(m.content);
+      out += kDsEndOfSentence;
     }
   }
   if (o.add_generation_prompt) out += kDsAssistant + (t.think ? "<think>\n" : "");
@@ -293,6 +309,12 @@ ChatTemplate detect_chat_template(std::string_view jinja) {
       t.default_system = kSmolLmSystem;
       t.name = "chatml-smollm2";
     }
+    // Qwen 3 and later, QwQ: the model reasons in <think> blocks, which earlier answers drop; the
+    // thinking-only ones (Qwen 3.5, Qwen3 2507 Thinking, QwQ) open the block in the generation prompt.
+    t.reasoning = has("</think>");
+    t.think = has("'<|im_start|>assistant\\n<think>\\n'");
+    if (t.think) t.name = "chatml-think";
+    else if (t.reasoning) t.name = "chatml-reasoning";
   } else if (has("[INST]")) {
     if (has("<<SYS>>")) {
       set(ChatFamily::LLAMA2);

@@ -69,7 +69,9 @@ struct ChatTemplate {
   bool dated_system = false;   // Llama 3.1+: system turn always written, with knowledge cut-off and date
   MistralVersion mistral = MistralVersion::V3;
   bool user_eos = false;  // DeepSeek R1 (llama.cpp's template): user turns end with EOS too
-  bool think = false;     // DeepSeek R1: the generation prompt opens "<think>\n"
+  bool think = false;     // DeepSeek R1, Qwen 3.5, QwQ: the generation prompt opens "<think>\n"
+  bool reasoning = false;  // ChatML of Qwen 3 and later: earlier answers are written without their
+                           // <think> block (DeepSeek R1's always are)
 };
 
 struct ChatRenderOptions {
