@@ -63,8 +63,12 @@ std::vector<int32_t> Head::encode_request(wire::GenerateRequest::Reader r, std::
   const runtime::ChatTemplate t =
       runtime::detect_chat_template(plan_->file->metadata().get_string_opt("tokenizer.chat_template").value_or(""));
   chat_template = t.name + (t.fallback ? " (fallback)" : "");
-  reply = runtime::ReplyFilter::for_chat(t, plan_->tokenizer->vocab());
-  return plan_->tokenizer->encode(runtime::render_chat(t, messages), {.add_bos = true, .parse_special = true});
+  runtime::ChatRenderOptions options{.thinking = r.getThinking()};
+  if (r.getReasoningEffort().size() > 0) options.reasoning_effort = r.getReasoningEffort().cStr();
+  if (options.reasoning_effort != "low" && options.reasoning_effort != "medium" && options.reasoning_effort != "high")
+    throw Failure(ErrorCategory::BAD_REQUEST, "reasoning effort '" + options.reasoning_effort + "': low, medium or high");
+  reply = runtime::ReplyFilter::for_chat(t, plan_->tokenizer->vocab(), options);
+  return plan_->tokenizer->encode(runtime::render_chat(t, messages, options), {.add_bos = true, .parse_special = true});
 }
 
 void Head::emit(const GenerationEvent& e) {

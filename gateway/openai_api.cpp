@@ -131,6 +131,21 @@ void parse_common(const json& j, CompletionRequest& r, uint64_t random_seed) {
   }
 }
 
+// How much a reasoning model thinks: OpenAI's reasoning_effort, and the enable_thinking switch
+// Qwen's templates read, as vLLM and llama.cpp's server take it.
+void parse_reasoning(const json& j, CompletionRequest& r) {
+  if (field(j, "reasoning_effort")) {
+    const std::string effort = text(j, "reasoning_effort");
+    if (effort == "none" || effort == "minimal") r.thinking = false;
+    else if (effort == "low" || effort == "medium" || effort == "high") r.reasoning_effort = effort;
+    else throw bad("reasoning_effort", "'reasoning_effort' must be none, minimal, low, medium or high");
+  }
+  if (const json* k = field(j, "chat_template_kwargs")) {
+    if (!k->is_object()) throw bad("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    if (field(*k, "enable_thinking")) r.thinking = r.thinking && boolean(*k, "enable_thinking");
+  }
+}
+
 // A message's content: a string, or a list of parts of which hearth reads the text ones.
 std::string message_content(const json& m, size_t index) {
   const std::string param = "messages[" + std::to_string(index) + "].content";
@@ -198,6 +213,7 @@ CompletionRequest parse_chat_request(const std::string& body, uint64_t random_se
   }
   if (field(j, "tools") && j["tools"].is_array() && !j["tools"].empty())
     throw bad("tools", "'tools' are not supported by hearth");
+  parse_reasoning(j, r);
   parse_common(j, r, random_seed);
   return r;
 }

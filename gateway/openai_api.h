@@ -54,6 +54,11 @@ struct CompletionRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool cache_prompt = true;    // llama.cpp's field: false computes the whole prompt again
+  // Chat: how much a reasoning model thinks. reasoning_effort low|medium|high is gpt-oss's
+  // effort; "none" or "minimal", or chat_template_kwargs.enable_thinking = false (vLLM's and
+  // llama.cpp's field), switches a Qwen 3 / 3.5 model's thinking off.
+  std::string reasoning_effort;  // "" = the model's default
+  bool thinking = true;
 };
 
 // Throw ApiError(400) naming the offending field.

@@ -409,6 +409,8 @@ TEST_SUITE("chat_template") {
         detect_chat_template("<|im_start|> </think> {%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n' }}");
     CHECK(qwen35.think);
     CHECK(shown(ReplyFilter::for_chat(qwen35, v), v, {"Hmm", "\n", "</think>", "\n\n", "4"}) == Shown{"4", "Hmm"});
+    // Thinking switched off: the prompt closed the block, the reply is the answer.
+    CHECK(shown(ReplyFilter::for_chat(qwen35, v, {.thinking = false}), v, {"4", " 4"}) == Shown{"4 4", ""});
     // A model that never closes it (cut by max_tokens) has said only reasoning.
     CHECK(shown(ReplyFilter::for_chat(qwen35, v), v, {"Hmm", ",", " so"}) == Shown{"", "Hmm, so"});
     // A vocabulary without the markers: nothing to separate.
@@ -430,6 +432,12 @@ TEST_SUITE("chat_template") {
     CHECK(render_chat(qwen3, chat)
               .ends_with("<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\nand 3+3?<|im_end|>\n"
                          "<|im_start|>assistant\n"));
+    // Thinking switched off (enable_thinking = false): the block is written closed and empty.
+    const std::vector<ChatMessage> one = {{"user", "2+2?"}};
+    for (const ChatTemplate& t : {qwen35, qwen3})
+      CHECK(render_chat(t, one, {.thinking = false}) ==
+            "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+    CHECK(render_chat(detect_chat_template("<|im_start|>"), one, {.thinking = false}).ends_with("assistant\n"));
     // Plain ChatML keeps an answer as it was written.
     CHECK(render_chat(detect_chat_template("<|im_start|>"), chat).find("<think>\nadd") != std::string::npos);
   }

@@ -255,11 +255,25 @@ TEST_SUITE("http") {
     CHECK(r.stop == std::vector<std::string>{"x"});
     CHECK(r.include_usage);
     CHECK(hearth::http::parse_chat_request(R"({"messages":[{"role":"user","content":"a"}]})", 99).sampling.seed == 99);
-    for (const char* bad : {"{", "[]", R"({"messages":[]})", R"({"messages":[{"role":"tool","content":"x"}]})",
-                            R"({"messages":[{"role":"user","content":"a"}],"temperature":"hot"})",
-                            R"({"messages":[{"role":"user","content":"a"}],"max_tokens":0})",
-                            R"({"messages":[{"role":"user","content":"a"}],"stop":[1]})",
-                            R"({"messages":[{"role":"user","content":"a"}],"n":2})"}) {
+    // How much a reasoning model thinks.
+    const auto plain = hearth::http::parse_chat_request(R"({"messages":[{"role":"user","content":"a"}]})", 1);
+    CHECK(plain.thinking);
+    CHECK(plain.reasoning_effort.empty());
+    CHECK(hearth::http::parse_chat_request(R"({"messages":[{"role":"user","content":"a"}],"reasoning_effort":"high"})", 1)
+              .reasoning_effort == "high");
+    CHECK_FALSE(hearth::http::parse_chat_request(R"({"messages":[{"role":"user","content":"a"}],"reasoning_effort":"none"})", 1)
+                    .thinking);
+    CHECK_FALSE(hearth::http::parse_chat_request(
+                    R"({"messages":[{"role":"user","content":"a"}],"chat_template_kwargs":{"enable_thinking":false}})", 1)
+                    .thinking);
+    for (const char* bad :
+         {"{", "[]", R"({"messages":[]})", R"({"messages":[{"role":"tool","content":"x"}]})",
+          R"({"messages":[{"role":"user","content":"a"}],"temperature":"hot"})",
+          R"({"messages":[{"role":"user","content":"a"}],"max_tokens":0})",
+          R"({"messages":[{"role":"user","content":"a"}],"stop":[1]})", R"({"messages":[{"role":"user","content":"a"}],"n":2})",
+          R"({"messages":[{"role":"user","content":"a"}],"reasoning_effort":"max"})",
+          R"({"messages":[{"role":"user","content":"a"}],"chat_template_kwargs":{"enable_thinking":"no"}})",
+          R"({"messages":[{"role":"user","content":"a"}],"chat_template_kwargs":[]})"}) {
       CAPTURE(bad);
       CHECK_THROWS_AS(hearth::http::parse_chat_request(bad, 1), hearth::http::ApiError);
     }

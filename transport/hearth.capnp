@@ -447,6 +447,8 @@ struct GenerateRequest {
   sampling @2 :SamplingParams;
   messages @3 :List(ChatMessage);  # a conversation: rendered with the model's chat template
   cachePrompt @4 :Bool = true;  # reuse a kept KV cache that shares the prompt's beginning
+  reasoningEffort @5 :Text;   # a chat of gpt-oss: low, medium or high ("" = medium)
+  thinking @6 :Bool = true;   # false: a chat of a model that may think (Qwen 3 / 3.5) is told not to
 }
 
 # Stops the generation this client started with `requestId`; its KV cache is freed.

@@ -70,7 +70,10 @@ std::string render_chatml(const ChatTemplate& t, std::span<const ChatMessage> me
     out += content;
     out += "<|im_end|>\n";
   }
-  if (o.add_generation_prompt) out += t.think ? "<|im_start|>assistant\n<think>\n" : "<|im_start|>assistant\n";
+  if (o.add_generation_prompt) {
+    out += "<|im_start|>assistant\n";
+    if (t.think || t.reasoning) out += o.thinking ? (t.think ? "<think>\n" : "") : "<think>\n\n</think>\n\n";
+  }
   return out;
 }
 

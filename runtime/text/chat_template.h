@@ -84,6 +84,9 @@ struct ChatRenderOptions {
   // Harmony's "Current date" (YYYY-MM-DD); empty = today (UTC), as the template's strftime_now.
   std::string iso_date;
   std::string reasoning_effort = "medium";  // harmony: "low", "medium" or "high"
+  // false: a template whose model may think (Qwen 3 / 3.5) is told not to, as its
+  // enable_thinking = false does: the generation prompt writes the <think> block closed and empty.
+  bool thinking = true;
 };
 
 // Recognises a tokenizer.chat_template's family; an empty or unknown template gives ChatML

@@ -8,7 +8,7 @@ bool is_space(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; 
 
 }  // namespace
 
-ReplyFilter ReplyFilter::for_chat(const ChatTemplate& tmpl, const Vocab& vocab) {
+ReplyFilter ReplyFilter::for_chat(const ChatTemplate& tmpl, const Vocab& vocab, const ChatRenderOptions& options) {
   ReplyFilter f;
   if (tmpl.family == ChatFamily::HARMONY) {
     f.start_ = vocab.find("<|start|>");
@@ -25,7 +25,7 @@ ReplyFilter ReplyFilter::for_chat(const ChatTemplate& tmpl, const Vocab& vocab) 
   f.think_close_ = vocab.find("</think>");
   if (f.think_open_ < 0 || f.think_close_ < 0) return f;
   f.mode_ = Mode::kThink;
-  if (tmpl.think) f.enter(ReplyPart::kReasoning);  // the generation prompt opened the block
+  if (tmpl.think && options.thinking) f.enter(ReplyPart::kReasoning);  // the generation prompt opened the block
   return f;
 }
 

@@ -41,8 +41,8 @@ class ReplyFilter {
  public:
   // Shows every token as the answer (raw prompts, and models that do not reason).
   ReplyFilter() = default;
-  // The filter for a reply to a conversation rendered with `tmpl`.
-  static ReplyFilter for_chat(const ChatTemplate& tmpl, const Vocab& vocab);
+  // The filter for a reply to a conversation rendered with `tmpl` and `options`.
+  static ReplyFilter for_chat(const ChatTemplate& tmpl, const Vocab& vocab, const ChatRenderOptions& options = {});
 
   // What to show of the reply's next token, and of which part.
   ReplyPiece next(int32_t token, std::string_view piece);
