@@ -124,9 +124,9 @@ void Head::check_pace(double passes_per_s) {
   const auto slow = explain_slow_pace(pace);
   if (slow && !plan_->slow_pace) {
     spdlog::warn("head: {}", *slow);
-    plan_->events.push_back(*slow);
+    plan_->events.add(*slow);
   } else if (!slow && plan_->slow_pace) {
-    plan_->events.push_back(
+    plan_->events.add(
         fmt::format("back on pace: {:.1f} ms/token (planned {:.1f})", pace.measured_ms_per_token, pace.planned_ms_per_token));
   }
   plan_->slow_pace = slow.has_value();

@@ -110,9 +110,10 @@ partitioner::PartitionPlan Head::fit_plan(LaunchedPlan& p, const std::vector<con
     p.partition = o;
     p.options.n_ctx = c;
     p.options.max_sequences = k;
-    p.events.push_back(sizes + ": the largest that fit the devices (" + std::to_string(ctx) + " tokens and " +
-                       std::to_string(streams) + " streams did not)");
-    spdlog::info("head: {}", p.events.back());
+    const std::string chosen = sizes + ": the largest that fit the devices (" + std::to_string(ctx) + " tokens and " +
+                               std::to_string(streams) + " streams did not)";
+    p.events.add(chosen);
+    spdlog::info("head: {}", chosen);
     return *plan;
   }
   throw Failure(ErrorCategory::NO_CAPACITY, std::string(first->what()) + "; not even --ctx 256 --streams 1 fits: " +
@@ -277,7 +278,7 @@ void Head::try_commit() {
   if (p->rebalance && scheduler_) carried = scheduler_->suspend();
   if (p->rebalance && plan_) {
     p->events = plan_->events;  // with what happened while it staged
-    p->events.push_back("re-balanced; replaying " + std::to_string(carried.size()) + " conversation(s)");
+    p->events.add("re-balanced; replaying " + std::to_string(carried.size()) + " conversation(s)");
   }
   unload_all("the model was replaced by " + p->config.name + " (hearth launch): send the request again");
   plan_ = std::move(p);
@@ -313,7 +314,7 @@ void Head::abandon_next(const std::string& reason, ErrorCategory category) {
   spdlog::error("head: launch of {} failed: {}", p->config.name, reason);
   for (size_t i = 1; i < p->stages.size(); ++i) send_stop(p->stages[i].node_id, p->id);
   if (!p->launcher.empty()) reply_launch_failure(p->launcher, p->launcher_request, reason, category);
-  if (plan_) plan_->events.push_back("a launch of " + p->config.name + " failed, this model kept serving: " + reason);
+  if (plan_) plan_->events.add("a launch of " + p->config.name + " failed, this model kept serving: " + reason);
 }
 
 // The client sees the plan before any weights move: the transfer can take minutes.

@@ -123,8 +123,9 @@ void Head::on_drift(const Drift& drift) {
       serving.stages[i].expected_ms = drift.measured_ms[i];
       serving.stages[i].speed = drift.speeds[i];
     }
-    serving.events.push_back(fmt::format("{}; {}: the plan stays", drift.figures, verdict));
-    spdlog::info("head: {}", serving.events.back());
+    const std::string stays = fmt::format("{}; {}: the plan stays", drift.figures, verdict);
+    serving.events.add(stays);
+    spdlog::info("head: {}", stays);
     return;
   }
   last_rebalance_ = now;
@@ -132,7 +133,7 @@ void Head::on_drift(const Drift& drift) {
       fmt::format("re-balancing: {}; decoding at about {:.2f} ms/token; the plan for the measured speeds ({}) predicts {:.2f}",
                   drift.figures, measured_ms, ranges_text(*candidate, devices), candidate->predicted.ms_per_token);
   spdlog::warn("head: {}", why);
-  serving.events.push_back(why);
+  serving.events.add(why);
   stage_rebalance(std::move(*candidate), devices);
 }
 
@@ -152,7 +153,7 @@ void Head::stage_rebalance(partitioner::PartitionPlan plan, const std::vector<co
     try_commit();
   } catch (const std::exception& e) {
     if (next_) abandon_next(std::string("the re-balance failed: ") + e.what(), category_of(e));
-    else plan_->events.push_back(std::string("the re-balance failed: ") + e.what());
+    else plan_->events.add(std::string("the re-balance failed: ") + e.what());
   }
 }
 

@@ -20,7 +20,7 @@ std::unique_ptr<LaunchedPlan> successor(LaunchedPlan& old, uint64_t id, const st
   p->tokenizer = std::move(old.tokenizer);
   p->spec = old.spec;
   carry_choices(old, *p);
-  p->events.push_back(reason);
+  p->events.add(reason);
   p->started = std::chrono::steady_clock::now();
   return p;
 }
@@ -50,8 +50,8 @@ void Head::recover(const std::string& lost_node_id, const std::string& reason) {
       for (const auto& a : plan_->plan.stages) used |= devices[static_cast<size_t>(a.device)]->node_id == s.node_id;
       if (!used && s.node_id != lost_node_id && s.node_id != self_.node_id) send_stop(s.node_id, old->id);
     }
-    plan_->events.push_back("re-planned on " + std::to_string(plan_->plan.stages.size()) + " device(s); replaying " +
-                            std::to_string(carried.size()) + " conversation(s)");
+    plan_->events.add("re-planned on " + std::to_string(plan_->plan.stages.size()) + " device(s); replaying " +
+                      std::to_string(carried.size()) + " conversation(s)");
     assign_stages(*plan_, devices, /*staged=*/false);
     start_serving();
     for (auto& c : carried) scheduler_->resume(std::move(c));  // they run once the stages are ready

@@ -61,7 +61,8 @@ void Head::fill_plan(const LaunchedPlan& p, wire::PlanReport::Builder out) const
   out.setNCtx(static_cast<uint32_t>(p.options.n_ctx));
   out.setKvType(std::string(runtime::tensor_type_name(p.options.kv_type)));
   out.setFailure(p.failure);
-  set_texts(out.initEvents(static_cast<unsigned>(p.events.size())), p.events);
+  set_texts(out.initEvents(static_cast<unsigned>(p.events.entries().size())), p.events.texts());
+  out.setEventsDropped(p.events.dropped());
   auto stages = out.initStages(static_cast<unsigned>(p.stages.size()));
   for (unsigned i = 0; i < p.stages.size(); ++i) fill_stage(p.stages[i], p.plan.stages[i], stages[i]);
   const auto& pr = p.plan.predicted;

@@ -23,6 +23,7 @@
 
 #include "cluster/device_registry.h"
 #include "cluster/drift.h"
+#include "cluster/event_log.h"
 #include "cluster/stage_file.h"
 #include "partitioner/partitioner.h"
 #include "runtime/format/gguf.h"
@@ -83,7 +84,7 @@ struct LaunchedPlan {
   partitioner::ModelSpec spec;
   partitioner::PartitionOptions partition;
   std::vector<std::string> wanted;  // --devices (empty: any)
-  std::vector<std::string> events;  // what happened to it (lost devices, re-plans), for status
+  EventLog events;                  // what happened to it (lost devices, re-plans), for status
   std::string failure;              // why it failed or waits (kFailed, kWaitingForDevice)
   std::string launcher;             // the client waiting for the launch to finish, if any
   uint64_t launcher_request = 0;

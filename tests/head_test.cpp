@@ -460,8 +460,8 @@ TEST_CASE("head: a device lost while it receives a launch's weights fails that l
   REQUIRE(h.head.plan() != nullptr);
   CHECK(h.head.plan()->id == serving);
   CHECK(h.head.plan()->ready());
-  REQUIRE_FALSE(h.head.plan()->events.empty());
-  CHECK(h.head.plan()->events.back().find("kept serving") != std::string::npos);
+  REQUIRE_FALSE(h.head.plan()->events.entries().empty());
+  CHECK(h.head.plan()->events.entries().back().what.find("kept serving") != std::string::npos);
   h.generate(8, "hello", 2);
   for (int i = 0; i < 20 && h.head.has_work(); ++i) h.head.tick();
   const auto events = h.outbox.to("client", wire::Envelope::GENERATE_EVENT);
@@ -520,7 +520,7 @@ TEST_CASE("head: a device lost mid-generation leads to a re-plan on the devices 
   CHECK_FALSE(h.head.devices().find("dev-b")->alive);
   for (const auto& s : p->stages) CHECK(s.node_id != "dev-b");
   bool replanned = false;
-  for (const auto& e : p->events)
+  for (const auto& e : p->events.texts())
     replanned |= e.find("re-planned on") != std::string::npos && e.find("replaying 1") != std::string::npos;
   CHECK(replanned);
   // The conversation was carried into the new plan, not failed.
@@ -562,7 +562,7 @@ TEST_CASE("head: a device that restarts within the heartbeat timeout lost its st
   REQUIRE(h.head.plan() != nullptr);
   CHECK(h.head.plan()->id != first_plan);
   bool said = false;
-  for (const auto& e : h.head.plan()->events) said |= e.find("device b (layers 3-3) restarted") != std::string::npos;
+  for (const auto& e : h.head.plan()->events.texts()) said |= e.find("device b (layers 3-3) restarted") != std::string::npos;
   CHECK(said);
   // A Hello from the same process again (a reconnect) is no loss.
   const uint64_t second_plan = h.head.plan()->id;
@@ -678,19 +678,19 @@ TEST_CASE("head: decoding at a third of the planned pace is reported once, namin
     for (int i = 0; i < 200 && h.head.has_work(); ++i) h.head.tick();
   };
   generate_to_end(1);  // the first only marks the counters
-  CHECK(h.head.plan()->events.empty());
+  CHECK(h.head.plan()->events.entries().empty());
   generate_to_end(2);
-  REQUIRE(h.head.plan()->events.size() == 1);
-  const std::string event = h.head.plan()->events[0];
+  REQUIRE(h.head.plan()->events.entries().size() == 1);
+  const std::string event = h.head.plan()->events.entries()[0].what;
   CAPTURE(event);
   CHECK(event.find("planned") != std::string::npos);
   CHECK(event.find("head computes its layers in") != std::string::npos);
   generate_to_end(3);  // still slow: said once, not again
-  CHECK(h.head.plan()->events.size() == 1);
+  CHECK(h.head.plan()->events.entries().size() == 1);
   h.stage.compute_time = std::chrono::milliseconds(0);
   generate_to_end(4);  // on pace again: said once
-  REQUIRE(h.head.plan()->events.size() == 2);
-  CHECK(h.head.plan()->events[1].find("back on pace") == 0);
+  REQUIRE(h.head.plan()->events.entries().size() == 2);
+  CHECK(h.head.plan()->events.entries()[1].what.find("back on pace") == 0);
 }
 
 }  // namespace hearth::cluster
@@ -709,9 +709,9 @@ TEST_CASE("head: without --ctx and --streams a launch takes the largest that fit
   CHECK(p.options.max_sequences < 4);
   CHECK(p.options.max_sequences == p.partition.streams);
   CHECK(p.options.n_ctx == p.partition.ctx);
-  REQUIRE(p.events.size() == 1);
-  CHECK(p.events[0].find("the largest that fit the devices") != std::string::npos);
-  MESSAGE(p.events[0]);
+  REQUIRE(p.events.entries().size() == 1);
+  CHECK(p.events.entries()[0].what.find("the largest that fit the devices") != std::string::npos);
+  MESSAGE(p.events.entries()[0].what);
 
   // Sizes the client named are kept: too large is an error that says what would fit.
   Harness g(7.6e6);
@@ -757,6 +757,17 @@ TEST_CASE("model library: every GGUF of its folders, unreadable ones with why, r
   CHECK(models[0].id == "b");
   CHECK(models[0].spec.has_value());
   CHECK(library.find("a") == nullptr);
+}
+
+TEST_CASE("a plan's event log keeps the latest events, stamped with their UTC time, and counts the rest") {
+  EventLog log;
+  const auto t0 = EventLog::Clock::from_time_t(1796506683);  // 2026-12-05T21:38:03Z
+  for (size_t i = 0; i < EventLog::kKept + 7; ++i) log.add("event " + std::to_string(i), t0 + std::chrono::seconds(i));
+  REQUIRE(log.entries().size() == EventLog::kKept);
+  CHECK(log.dropped() == 7);
+  CHECK(log.entries().front().what == "event 7");
+  CHECK(log.entries().back().what == "event " + std::to_string(EventLog::kKept + 6));
+  CHECK(log.texts().front() == "2026-12-05T21:38:10Z event 7");
 }
 
 }  // namespace hearth::cluster

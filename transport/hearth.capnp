@@ -391,7 +391,7 @@ struct PlanReport {
   maxSequences @7 :UInt32;
   nCtx @8 :UInt32;
   failure @9 :Text;
-  events @10 :List(Text);     # lost devices, re-plans, pace
+  events @10 :List(Text);     # lost devices, re-plans, pace: the latest, each "UTC-TIME what"
   stages @11 :List(StageReport);
   predictedSPerToken @12 :Float64;  # one stream decoding alone
   predictedTokensPerS @13 :Float64; # all streams at the best micro-batch
@@ -400,6 +400,7 @@ struct PlanReport {
   text @16 :List(Text);       # the planner's explanation, one line each
   predictedPromptTokens @17 :UInt32;
   kvType @18 :Text;           # f32, f16 or q8_0: what every stage's KV cache stores
+  eventsDropped @19 :UInt64;  # events older than those in `events`, not kept
 }
 
 # ---- the model library: GGUF files in the head's models directories ----

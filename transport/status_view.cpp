@@ -64,6 +64,7 @@ json plan_view(wire::PlanReport::Reader p) {
   j["kv_type"] = p.getKvType().cStr();
   if (p.getFailure().size() > 0) j["failure"] = p.getFailure().cStr();
   j["events"] = texts(p.getEvents());
+  if (p.getEventsDropped() > 0) j["events_dropped"] = p.getEventsDropped();
   j["stages"] = json::array();
   for (auto s : p.getStages()) j["stages"].push_back(stage_view(s));
   // One stream's pace and all streams' throughput are different figures: each says which it is.

@@ -319,6 +319,9 @@ void status(const HeadTarget& head, bool json) {
     std::printf("model: %s (%s)%s\n", p["model_name"].get<std::string>().c_str(), p["model"].get<std::string>().c_str(),
                 p.value("ready", false) ? "" : "  NOT READY");
     if (p.contains("failure")) std::printf("failure: %s\n", p["failure"].get<std::string>().c_str());
+    if (p.contains("events_dropped"))
+      std::printf("event: (%llu earlier events not kept)\n",
+                  static_cast<unsigned long long>(p["events_dropped"].get<uint64_t>()));
     if (p.contains("events"))
       for (const auto& e : p["events"]) std::printf("event: %s\n", e.get<std::string>().c_str());
     std::printf("%-16s %-10s %-10s %14s\n", "DEVICE", "LAYERS", "STATE", "RESIDENT");
