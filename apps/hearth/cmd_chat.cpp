@@ -71,6 +71,7 @@ struct ChatArgs {
   std::optional<int> max_tokens;
   std::optional<uint64_t> seed;
   bool hide_reasoning = false;
+  std::string reasoning_effort;  // "" = the model's default
 };
 
 struct Reply {
@@ -150,6 +151,7 @@ class ChatSession {
     if (args_.temperature) body["temperature"] = *args_.temperature;
     body["max_tokens"] = args_.max_tokens.value_or(kDefaultReplyTokens);
     if (args_.seed) body["seed"] = *args_.seed;
+    if (!args_.reasoning_effort.empty()) body["reasoning_effort"] = args_.reasoning_effort;
 
     Reply reply;
     std::string error;
@@ -326,6 +328,9 @@ void add_chat_command(CLI::App& app) {
   cmd->add_option("--max-tokens", a->max_tokens, "Tokens per reply at most (default: 512)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", a->seed, "Random seed (default: a new one per reply)");
+  cmd->add_option("--reasoning-effort", a->reasoning_effort,
+                  "Reasoning models: none (Qwen 3 / 3.5 answer without thinking), or low, medium, high (gpt-oss's effort)")
+      ->check(CLI::IsMember({"none", "minimal", "low", "medium", "high"}));
   cmd->add_flag("--hide-reasoning", a->hide_reasoning,
                 "Do not show a reasoning model's reasoning (shown dimmed on a terminal, never in a pipe)");
   cmd->callback([a] { chat(*a); });
