@@ -63,7 +63,8 @@ std::vector<int32_t> Head::encode_request(wire::GenerateRequest::Reader r, std::
   const runtime::ChatTemplate t =
       runtime::detect_chat_template(plan_->file->metadata().get_string_opt("tokenizer.chat_template").value_or(""));
   chat_template = t.name + (t.fallback ? " (fallback)" : "");
-  runtime::ChatRenderOptions options{.thinking = r.getThinking()};
+  runtime::ChatRenderOptions options;
+  if (r.getThinking() != wire::ThinkingSwitch::TEMPLATE_DEFAULT) options.thinking = r.getThinking() == wire::ThinkingSwitch::ON;
   if (r.getReasoningEffort().size() > 0) options.reasoning_effort = r.getReasoningEffort().cStr();
   if (options.reasoning_effort != "low" && options.reasoning_effort != "medium" && options.reasoning_effort != "high")
     throw Failure(ErrorCategory::BAD_REQUEST, "reasoning effort '" + options.reasoning_effort + "': low, medium or high");

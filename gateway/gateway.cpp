@@ -350,7 +350,9 @@ void Gateway::start_generation(const std::shared_ptr<HttpConnection>& c, Complet
   g.setNPredict(request.max_tokens > 0 ? request.max_tokens : kUnlimitedTokens);
   g.setCachePrompt(request.cache_prompt);
   g.setReasoningEffort(request.reasoning_effort);
-  g.setThinking(request.thinking);
+  g.setThinking(!request.thinking   ? transport::wire::ThinkingSwitch::TEMPLATE_DEFAULT
+                : *request.thinking ? transport::wire::ThinkingSwitch::ON
+                                    : transport::wire::ThinkingSwitch::OFF);
   cluster::to_wire(request.sampling, g.initSampling());
   // The head refuses control messages over this size: say so instead of waiting in vain.
   if (capnp::computeSerializedSizeInWords(*message) * sizeof(capnp::word) > transport::kMaxEnvelopeBytes)

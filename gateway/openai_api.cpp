@@ -136,13 +136,18 @@ void parse_common(const json& j, CompletionRequest& r, uint64_t random_seed) {
 void parse_reasoning(const json& j, CompletionRequest& r) {
   if (field(j, "reasoning_effort")) {
     const std::string effort = text(j, "reasoning_effort");
-    if (effort == "none" || effort == "minimal") r.thinking = false;
-    else if (effort == "low" || effort == "medium" || effort == "high") r.reasoning_effort = effort;
-    else throw bad("reasoning_effort", "'reasoning_effort' must be none, minimal, low, medium or high");
+    if (effort == "none" || effort == "minimal") {
+      r.thinking = false;
+    } else if (effort == "low" || effort == "medium" || effort == "high") {
+      r.reasoning_effort = effort;
+      r.thinking = true;  // asked to reason: a Qwen 3.5 that does not by default does
+    } else {
+      throw bad("reasoning_effort", "'reasoning_effort' must be none, minimal, low, medium or high");
+    }
   }
-  if (const json* k = field(j, "chat_template_kwargs")) {
+  if (const json* k = field(j, "chat_template_kwargs")) {  // the explicit switch wins
     if (!k->is_object()) throw bad("chat_template_kwargs", "'chat_template_kwargs' must be an object");
-    if (field(*k, "enable_thinking")) r.thinking = r.thinking && boolean(*k, "enable_thinking");
+    if (field(*k, "enable_thinking")) r.thinking = boolean(*k, "enable_thinking");
   }
 }
 

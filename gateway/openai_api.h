@@ -58,7 +58,7 @@ struct CompletionRequest {
   // effort; "none" or "minimal", or chat_template_kwargs.enable_thinking = false (vLLM's and
   // llama.cpp's field), switches a Qwen 3 / 3.5 model's thinking off.
   std::string reasoning_effort;  // "" = the model's default
-  bool thinking = true;
+  std::optional<bool> thinking;  // unset: the template's default
 };
 
 // Throw ApiError(400) naming the offending field.

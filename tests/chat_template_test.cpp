@@ -420,25 +420,61 @@ TEST_SUITE("chat_template") {
     CHECK(shown(ReplyFilter(), v, {"<think>", "Hmm", "</think>", "4"}) == Shown{"<think>Hmm</think>4", ""});
   }
 
-  TEST_CASE("ChatML of a reasoning model: the generation prompt opens <think>, earlier answers lose theirs") {
+  TEST_CASE("ChatML of a reasoning model: the generation prompt's <think> block, as each Qwen template writes it") {
     const std::vector<ChatMessage> chat = {{"user", "2+2?"}, {"assistant", "<think>\nadd\n</think>\n\n4"}, {"user", "and 3+3?"}};
-    const ChatTemplate qwen35 = detect_chat_template("<|im_start|> </think> '<|im_start|>assistant\\n<think>\\n'");
+    // The generation prompts of the three kinds of Qwen template (their literals as the Jinja
+    // text holds them, backslash-n included), and of a template that writes the open block in one.
+    const std::string header =
+        "<|im_start|> {%- if '</think>' in content %} {%- if add_generation_prompt %}"
+        "{{- '<|im_start|>assistant\\n' }}";
+    const ChatTemplate qwen3 = detect_chat_template(
+        header +
+        "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}");
+    const ChatTemplate qwen35 = detect_chat_template(
+        header +
+        "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}"
+        "{%- else %}{{- '<think>\\n' }}{%- endif %}");
+    const ChatTemplate qwen35_small =
+        detect_chat_template(header +
+                             "{%- if enable_thinking is defined and enable_thinking is true %}{{- '<think>\\n' }}"
+                             "{%- else %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}");
+    const ChatTemplate qwq = detect_chat_template("<|im_start|> </think> {{- '<|im_start|>assistant\\n<think>\\n' }}");
+    CHECK(qwen3.name == "chatml-reasoning");
     CHECK(qwen35.name == "chatml-think");
+    CHECK(qwen35_small.name == "chatml-think-off");
+    CHECK(qwq.name == "chatml-think");
+
+    // Earlier answers lose their reasoning; the prompt ends as the template's default does.
     CHECK(render_chat(qwen35, chat) ==
           "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\nand 3+3?<|im_end|>\n"
           "<|im_start|>assistant\n<think>\n");
-    const ChatTemplate qwen3 = detect_chat_template("<|im_start|> </think>");
-    CHECK(qwen3.name == "chatml-reasoning");
-    CHECK(render_chat(qwen3, chat)
-              .ends_with("<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\nand 3+3?<|im_end|>\n"
-                         "<|im_start|>assistant\n"));
-    // Thinking switched off (enable_thinking = false): the block is written closed and empty.
+    const std::string open = "<|im_start|>assistant\n<think>\n", closed = "<|im_start|>assistant\n<think>\n\n</think>\n\n",
+                      none = "<|im_start|>assistant\n";
     const std::vector<ChatMessage> one = {{"user", "2+2?"}};
-    for (const ChatTemplate& t : {qwen35, qwen3})
-      CHECK(render_chat(t, one, {.thinking = false}) ==
-            "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+    struct Case {
+      const ChatTemplate* t;
+      std::optional<bool> thinking;
+      const std::string* ends;
+      bool opens;
+    };
+    for (const Case& c : std::vector<Case>{{&qwen3, {}, &none, false},
+                                           {&qwen3, true, &none, false},
+                                           {&qwen3, false, &closed, false},
+                                           {&qwen35, {}, &open, true},
+                                           {&qwen35, true, &open, true},
+                                           {&qwen35, false, &closed, false},
+                                           {&qwen35_small, {}, &closed, false},
+                                           {&qwen35_small, true, &open, true},
+                                           {&qwen35_small, false, &closed, false},
+                                           {&qwq, {}, &open, true}}) {
+      CAPTURE(c.t->name);
+      CAPTURE(c.thinking.has_value() ? (*c.thinking ? "on" : "off") : "default");
+      const std::string prompt = render_chat(*c.t, one, {.thinking = c.thinking});
+      CHECK(prompt == "<|im_start|>user\n2+2?<|im_end|>\n" + *c.ends);
+      CHECK(opens_think_block(*c.t, {.thinking = c.thinking}) == c.opens);
+    }
+    // Plain ChatML ignores the switch and keeps an answer as it was written.
     CHECK(render_chat(detect_chat_template("<|im_start|>"), one, {.thinking = false}).ends_with("assistant\n"));
-    // Plain ChatML keeps an answer as it was written.
     CHECK(render_chat(detect_chat_template("<|im_start|>"), chat).find("<think>\nadd") != std::string::npos);
   }
 

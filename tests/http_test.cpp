@@ -257,15 +257,18 @@ TEST_SUITE("http") {
     CHECK(hearth::http::parse_chat_request(R"({"messages":[{"role":"user","content":"a"}]})", 99).sampling.seed == 99);
     // How much a reasoning model thinks.
     const auto plain = hearth::http::parse_chat_request(R"({"messages":[{"role":"user","content":"a"}]})", 1);
-    CHECK(plain.thinking);
+    CHECK_FALSE(plain.thinking.has_value());
     CHECK(plain.reasoning_effort.empty());
     CHECK(hearth::http::parse_chat_request(R"({"messages":[{"role":"user","content":"a"}],"reasoning_effort":"high"})", 1)
               .reasoning_effort == "high");
-    CHECK_FALSE(hearth::http::parse_chat_request(R"({"messages":[{"role":"user","content":"a"}],"reasoning_effort":"none"})", 1)
-                    .thinking);
-    CHECK_FALSE(hearth::http::parse_chat_request(
-                    R"({"messages":[{"role":"user","content":"a"}],"chat_template_kwargs":{"enable_thinking":false}})", 1)
-                    .thinking);
+    const auto thinking = [](const char* body) { return hearth::http::parse_chat_request(body, 1).thinking; };
+    CHECK(thinking(R"({"messages":[{"role":"user","content":"a"}],"reasoning_effort":"none"})") == false);
+    CHECK(thinking(R"({"messages":[{"role":"user","content":"a"}],"reasoning_effort":"low"})") == true);
+    CHECK(thinking(R"({"messages":[{"role":"user","content":"a"}],"chat_template_kwargs":{"enable_thinking":false}})") == false);
+    CHECK(thinking(R"({"messages":[{"role":"user","content":"a"}],"chat_template_kwargs":{"enable_thinking":true}})") == true);
+    // The explicit switch wins over the effort.
+    CHECK(thinking(R"({"messages":[{"role":"user","content":"a"}],"reasoning_effort":"high",
+                       "chat_template_kwargs":{"enable_thinking":false}})") == false);
     for (const char* bad :
          {"{", "[]", R"({"messages":[]})", R"({"messages":[{"role":"tool","content":"x"}]})",
           R"({"messages":[{"role":"user","content":"a"}],"temperature":"hot"})",

@@ -442,6 +442,12 @@ struct ChatMessage {
   content @1 :Text;
 }
 
+enum ThinkingSwitch {
+  templateDefault @0;         # what the model's template does when enable_thinking is not given
+  on @1;
+  off @2;
+}
+
 struct GenerateRequest {
   prompt @0 :Text;            # plain continuation when `messages` is empty
   nPredict @1 :UInt32;
@@ -449,7 +455,7 @@ struct GenerateRequest {
   messages @3 :List(ChatMessage);  # a conversation: rendered with the model's chat template
   cachePrompt @4 :Bool = true;  # reuse a kept KV cache that shares the prompt's beginning
   reasoningEffort @5 :Text;   # a chat of gpt-oss: low, medium or high ("" = medium)
-  thinking @6 :Bool = true;   # false: a chat of a model that may think (Qwen 3 / 3.5) is told not to
+  thinking @6 :ThinkingSwitch;  # Qwen 3 / 3.5's enable_thinking
 }
 
 # Stops the generation this client started with `requestId`; its KV cache is freed.

@@ -56,6 +56,17 @@ std::string_view after_reasoning(std::string_view content) {
   return end == std::string_view::npos ? content : content.substr(end + 8);
 }
 
+constexpr std::string_view kOpenThink = "<think>\n", kClosedThink = "<think>\n\n</think>\n\n";
+
+// What a ChatML reasoning template writes after the assistant's header, as its enable_thinking
+// branches do.
+std::string_view chatml_think_prompt(const ChatTemplate& t, const ChatRenderOptions& o) {
+  if (!t.reasoning && !t.think) return "";
+  if (!o.thinking) return t.think ? kOpenThink : t.think_off ? kClosedThink : "";
+  if (!*o.thinking) return kClosedThink;
+  return t.think || t.think_off ? kOpenThink : "";  // Qwen 3: thinking is its default, nothing written
+}
+
 std::string render_chatml(const ChatTemplate& t, std::span<const ChatMessage> messages, const ChatRenderOptions& o) {
   std::string out;
   if (!t.default_system.empty() && (messages.empty() || messages[0].role != "system"))
@@ -72,7 +83,7 @@ std::string render_chatml(const ChatTemplate& t, std::span<const ChatMessage> me
   }
   if (o.add_generation_prompt) {
     out += "<|im_start|>assistant\n";
-    if (t.think || t.reasoning) out += o.thinking ? (t.think ? "<think>\n" : "") : "<think>\n\n</think>\n\n";
+    out += chatml_think_prompt(t, o);
   }
   return out;
 }
@@ -200,7 +211,7 @@ std::string render_deepseek_r1(const ChatTemplate& t, std::span<const ChatMessag
       out += kDsEndOfSentence;
     }
   }
-  if (o.add_generation_prompt) out += kDsAssistant + (t.think ? "<think>\n" : "");
+  if (o.add_generation_prompt) out += kDsAssistant + std::string(t.think ? kOpenThink : "");
   return out;
 }
 
@@ -312,11 +323,15 @@ ChatTemplate detect_chat_template(std::string_view jinja) {
       t.default_system = kSmolLmSystem;
       t.name = "chatml-smollm2";
     }
-    // Qwen 3 and later, QwQ: the model reasons in <think> blocks, which earlier answers drop; the
-    // thinking-only ones (Qwen 3.5, Qwen3 2507 Thinking, QwQ) open the block in the generation prompt.
+    // Qwen 3 and later, QwQ: the model reasons in <think> blocks, which earlier answers drop. The
+    // generation prompt's literals tell the default (see ChatTemplate::think): '<think>\n' alone is
+    // the open block (an `else` of Qwen 3.5's enable_thinking check, or all QwQ writes); Qwen 3.5
+    // 0.8B/2B test `enable_thinking is true` and write the closed block otherwise.
     t.reasoning = has("</think>");
-    t.think = has("'<|im_start|>assistant\\n<think>\\n'");
+    t.think_off = has("enable_thinking is defined and enable_thinking is true");
+    t.think = !t.think_off && (has("'<think>\\n'") || has("'<|im_start|>assistant\\n<think>\\n'"));
     if (t.think) t.name = "chatml-think";
+    else if (t.think_off) t.name = "chatml-think-off";
     else if (t.reasoning) t.name = "chatml-reasoning";
   } else if (has("[INST]")) {
     if (has("<<SYS>>")) {
@@ -359,6 +374,14 @@ ChatTemplate detect_chat_template(std::string_view jinja) {
     t.fallback = true;  // ChatML: the most widely trained-on format
   }
   return t;
+}
+
+bool opens_think_block(const ChatTemplate& tmpl, const ChatRenderOptions& options) {
+  switch (tmpl.family) {
+    case ChatFamily::CHATML: return chatml_think_prompt(tmpl, options) == kOpenThink;
+    case ChatFamily::DEEPSEEK_R1: return tmpl.think;
+    default: return false;
+  }
 }
 
 std::string render_chat(const ChatTemplate& tmpl, std::span<const ChatMessage> messages, const ChatRenderOptions& options) {

@@ -23,6 +23,7 @@
 // goes where the family's newer templates put it (Gemma: in front of the first turn).
 #pragma once
 
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -69,7 +70,11 @@ struct ChatTemplate {
   bool dated_system = false;   // Llama 3.1+: system turn always written, with knowledge cut-off and date
   MistralVersion mistral = MistralVersion::V3;
   bool user_eos = false;  // DeepSeek R1 (llama.cpp's template): user turns end with EOS too
-  bool think = false;     // DeepSeek R1, Qwen 3.5, QwQ: the generation prompt opens "<think>\n"
+  // Reasoning models. Qwen's templates switch thinking with enable_thinking, and differ in what
+  // they do without it: Qwen 3 writes nothing (the model opens its own block), Qwen 3.5 (4B and
+  // up), Qwen3 2507 Thinking and QwQ open the block, Qwen 3.5 0.8B/2B write it closed.
+  bool think = false;      // the generation prompt opens "<think>\n" by default (DeepSeek R1: always)
+  bool think_off = false;  // ChatML: the generation prompt closes an empty block by default
   bool reasoning = false;  // ChatML of Qwen 3 and later: earlier answers are written without their
                            // <think> block (DeepSeek R1's always are)
 };
@@ -84,14 +89,17 @@ struct ChatRenderOptions {
   // Harmony's "Current date" (YYYY-MM-DD); empty = today (UTC), as the template's strftime_now.
   std::string iso_date;
   std::string reasoning_effort = "medium";  // harmony: "low", "medium" or "high"
-  // false: a template whose model may think (Qwen 3 / 3.5) is told not to, as its
-  // enable_thinking = false does: the generation prompt writes the <think> block closed and empty.
-  bool thinking = true;
+  // Qwen's enable_thinking: false writes the <think> block closed and empty, true asks a model
+  // that does not think by default to; unset keeps the template's default.
+  std::optional<bool> thinking;
 };
 
 // Recognises a tokenizer.chat_template's family; an empty or unknown template gives ChatML
 // with fallback = true.
 ChatTemplate detect_chat_template(std::string_view jinja);
+
+// Whether the generation prompt ends inside an open <think> block: the reply starts with reasoning.
+bool opens_think_block(const ChatTemplate& tmpl, const ChatRenderOptions& options);
 
 // The prompt text for `messages` in the template's format (without a leading BOS, see above).
 std::string render_chat(const ChatTemplate& tmpl, std::span<const ChatMessage> messages, const ChatRenderOptions& options = {});

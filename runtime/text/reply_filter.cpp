@@ -25,7 +25,7 @@ ReplyFilter ReplyFilter::for_chat(const ChatTemplate& tmpl, const Vocab& vocab, 
   f.think_close_ = vocab.find("</think>");
   if (f.think_open_ < 0 || f.think_close_ < 0) return f;
   f.mode_ = Mode::kThink;
-  if (tmpl.think && options.thinking) f.enter(ReplyPart::kReasoning);  // the generation prompt opened the block
+  if (opens_think_block(tmpl, options)) f.enter(ReplyPart::kReasoning);
   return f;
 }
 
