@@ -567,4 +567,19 @@ TEST_SUITE("arch") {
     CHECK_THROWS_WITH_AS(open_model(none), doctest::Contains("'qwen3moe.expert_count' is missing"), GgufError);
   }
 
+  TEST_CASE("mkmodel: a one-layer model is made (the shared-KV check asks for two layers only of models that share KV)") {
+    TempDir dir;
+    MakeModelOptions o;
+    o.shape = *random_model_preset("tiny");
+    o.shape.n_layer = 1;
+    const auto file = GgufFile::open(hearth::test::make_model(dir, "one.gguf", o));
+    CHECK(read_model_config(file).n_layer == 1);
+    o.arch = "gemma4";
+    o.shape.n_layer = 6;
+    o.full_layer_period = 5;
+    o.shared_kv_layers = 5;
+    CHECK_THROWS_WITH_AS(hearth::test::make_model(dir, "shared.gguf", o), doctest::Contains("at least two layers"),
+                         std::invalid_argument);
+  }
+
 }  // TEST_SUITE

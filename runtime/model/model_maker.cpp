@@ -248,7 +248,7 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   // Gemma 4 E2B/E4B: layers from n_layer_kv on read the cache of the last earlier layer of their kind.
   if ((o.per_layer_embd != 0 || o.shared_kv_layers != 0) && !gemma4)
     throw std::invalid_argument("per-layer embeddings and shared-KV layers are Gemma 4's (--arch gemma4)");
-  if (o.per_layer_embd < 0 || o.shared_kv_layers < 0 || o.shared_kv_layers + 2 > s.n_layer)
+  if (o.per_layer_embd < 0 || o.shared_kv_layers < 0 || (o.shared_kv_layers > 0 && o.shared_kv_layers + 2 > s.n_layer))
     throw std::invalid_argument("shared-KV layers must leave at least two layers with a cache of their own");
   const int n_layer_kv = s.n_layer - o.shared_kv_layers;
   if (o.shared_kv_layers > 0 && (!gemma4_full(n_layer_kv - 1) || gemma4_full(n_layer_kv - 2)))
