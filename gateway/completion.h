@@ -3,7 +3,10 @@
 // cuts the answer at a stop string and cancels the generation there, and cancels it when the
 // client goes away, so the head frees the conversation's KV cache at once. A reasoning model's
 // reasoning goes to `reasoning_content`, apart from the answer; stop strings are looked for in the
-// answer only (a stop string the model thinks about does not end its reply).
+// answer only (a stop string the model thinks about does not end its reply). Each part is
+// streamed in its own order; answer text held back (part of a character or of a possible stop
+// string) when reasoning comes after the answer has begun (a second block) is sent after that
+// reasoning.
 //
 // Lives on the gateway's Asio thread; events are posted to it from the head link's thread.
 #pragma once

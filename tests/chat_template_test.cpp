@@ -376,6 +376,10 @@ TEST_SUITE("chat_template") {
                                                        " final",
                                                        "<|message|>",
                                                        "4"}) == Shown{"4", "Let me think\n\n4"});
+    // A reply that opens with <|end|> goes on to the next header, as before any message.
+    CHECK(shown(ReplyFilter::for_chat(harmony, v), v,
+                {"<|end|>", "<|start|>", "assistant", "<|channel|>", "analysis", "<|message|>", "Let me think", "<|end|>",
+                 "<|start|>", "assistant", "<|channel|>", "final", "<|message|>", "4"}) == Shown{"4", "Let me think"});
     // A reply without a header is all answer, as it is; other templates show everything.
     CHECK(shown(ReplyFilter::for_chat(harmony, v), v, {" ", "4", " ", "4"}) == Shown{" 4 4", ""});
     CHECK(shown(ReplyFilter::for_chat(detect_chat_template("<|im_start|>"), v), v, {"<|channel|>", "4"}) ==
@@ -405,8 +409,10 @@ TEST_SUITE("chat_template") {
     // No block at all: the answer as it is, leading space included.
     CHECK(shown(ReplyFilter::for_chat(qwen3, v), v, {" ", "4", "\n"}) == Shown{" 4\n", ""});
     // The generation prompt opened the block (Qwen 3.5, QwQ, DeepSeek R1): the reply starts in it.
-    const ChatTemplate qwen35 =
-        detect_chat_template("<|im_start|> </think> {%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n' }}");
+    const ChatTemplate qwen35 = detect_chat_template(
+        "<|im_start|> </think> {%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+        "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}"
+        "{%- else %}{{- '<think>\\n' }}{%- endif %}");
     CHECK(qwen35.think);
     CHECK(shown(ReplyFilter::for_chat(qwen35, v), v, {"Hmm", "\n", "</think>", "\n\n", "4"}) == Shown{"4", "Hmm"});
     // Thinking switched off: the prompt closed the block, the reply is the answer.
@@ -466,13 +472,17 @@ TEST_SUITE("chat_template") {
                                            {&qwen35_small, {}, &closed, false},
                                            {&qwen35_small, true, &open, true},
                                            {&qwen35_small, false, &closed, false},
-                                           {&qwq, {}, &open, true}}) {
+                                           {&qwq, {}, &open, true},
+                                           {&qwq, false, &open, true}}) {  // no switch in its template
       CAPTURE(c.t->name);
       CAPTURE(c.thinking.has_value() ? (*c.thinking ? "on" : "off") : "default");
       const std::string prompt = render_chat(*c.t, one, {.thinking = c.thinking});
       CHECK(prompt == "<|im_start|>user\n2+2?<|im_end|>\n" + *c.ends);
       CHECK(opens_think_block(*c.t, {.thinking = c.thinking}) == c.opens);
     }
+    // An earlier answer without a block keeps its leading newlines, as the template does.
+    CHECK(render_chat(qwen3, std::vector<ChatMessage>{{"user", "a"}, {"assistant", "\n\nb"}, {"user", "c"}})
+              .find("<|im_start|>assistant\n\n\nb<|im_end|>") != std::string::npos);
     // Plain ChatML ignores the switch and keeps an answer as it was written.
     CHECK(render_chat(detect_chat_template("<|im_start|>"), one, {.thinking = false}).ends_with("assistant\n"));
     CHECK(render_chat(detect_chat_template("<|im_start|>"), chat).find("<think>\nadd") != std::string::npos);

@@ -62,7 +62,8 @@ constexpr std::string_view kOpenThink = "<think>\n", kClosedThink = "<think>\n\n
 // branches do.
 std::string_view chatml_think_prompt(const ChatTemplate& t, const ChatRenderOptions& o) {
   if (!t.reasoning && !t.think) return "";
-  if (!o.thinking) return t.think ? kOpenThink : t.think_off ? kClosedThink : "";
+  // Templates without the switch (QwQ, Qwen3 2507 Thinking) always write their default.
+  if (!o.thinking || !t.thinking_switch) return t.think ? kOpenThink : t.think_off ? kClosedThink : "";
   if (!*o.thinking) return kClosedThink;
   return t.think || t.think_off ? kOpenThink : "";  // Qwen 3: thinking is its default, nothing written
 }
@@ -73,7 +74,8 @@ std::string render_chatml(const ChatTemplate& t, std::span<const ChatMessage> me
     out += "<|im_start|>system\n" + t.default_system + "<|im_end|>\n";
   for (const auto& m : messages) {
     std::string_view content = m.content;
-    if (t.reasoning && m.role == "assistant") {  // Qwen 3's templates: the answer, from its first line
+    if (t.reasoning && m.role == "assistant" && content.find("</think>") != std::string_view::npos) {
+      // Qwen 3's templates: the answer after the block, from its first line.
       content = after_reasoning(content);
       content.remove_prefix(std::min(content.find_first_not_of('\n'), content.size()));
     }
@@ -330,6 +332,7 @@ ChatTemplate detect_chat_template(std::string_view jinja) {
     t.reasoning = has("</think>");
     t.think_off = has("enable_thinking is defined and enable_thinking is true");
     t.think = !t.think_off && (has("'<think>\\n'") || has("'<|im_start|>assistant\\n<think>\\n'"));
+    t.thinking_switch = has("enable_thinking");
     if (t.think) t.name = "chatml-think";
     else if (t.think_off) t.name = "chatml-think-off";
     else if (t.reasoning) t.name = "chatml-reasoning";

@@ -75,6 +75,7 @@ struct ChatTemplate {
   // up), Qwen3 2507 Thinking and QwQ open the block, Qwen 3.5 0.8B/2B write it closed.
   bool think = false;      // the generation prompt opens "<think>\n" by default (DeepSeek R1: always)
   bool think_off = false;  // ChatML: the generation prompt closes an empty block by default
+  bool thinking_switch = false;  // ChatML: the template reads enable_thinking (Qwen 3, 3.5)
   bool reasoning = false;  // ChatML of Qwen 3 and later: earlier answers are written without their
                            // <think> block (DeepSeek R1's always are)
 };

@@ -96,9 +96,9 @@ ReplyPiece ReplyFilter::harmony(int32_t token, std::string_view piece) {
         channel_name_.clear();
         return {};
       }
-      state_ = State::kBody;  // no header: plain text, all answer, shown as it is
+      state_ = State::kBody;  // no header: plain text, all answer, shown as it is (an <|end|> still ends it)
       body_ = Channel::kAnswer;
-      return shown(piece, ReplyPart::kAnswer);
+      return harmony(token, piece);
     case State::kRole:  // after <|start|>: "assistant", then a header
       if (token == channel_) {
         state_ = State::kChannel;
