@@ -209,7 +209,14 @@ void Head::choose_draft(wire::LaunchRequest::Reader r, LaunchedPlan& p) const {
     throw Failure(ErrorCategory::BAD_REQUEST,
                   "--draft: this model's recurrent layers cannot take back a rejected draft; launch it without one");
   try {
-    make_draft_source(p.draft, draft_target(p));
+    // Built once to check it (the file, its vocabulary, its layers), with the smallest cache and
+    // one thread: the launch may still choose a smaller context and stream count (fit_plan), so
+    // the source that serves is built with the final sizes in start_serving.
+    DraftTarget check = draft_target(p);
+    check.n_ctx = std::min(check.n_ctx, 64);
+    check.max_sequences = 1;
+    check.threads = 1;
+    make_draft_source(p.draft, check);
     if (is_draft_model(p.draft)) p.draft_bytes = std::filesystem::file_size(p.draft);
   } catch (const std::invalid_argument& e) {
     throw Failure(ErrorCategory::BAD_REQUEST, e.what());
