@@ -68,7 +68,7 @@ std::string error_code(const hearth::http::HttpResponse& r) {
 
 struct Streamed {
   int status = 0;
-  std::string text, finish_reason, error;
+  std::string text, reasoning, finish_reason, error;
   int content_chunks = 0;
   bool first_has_role = false, done = false;
   json usage;
@@ -95,6 +95,7 @@ Streamed stream_chat(const HttpClient& c, const json& body, const std::string& p
       const std::string piece = ch.contains("delta") ? ch["delta"].value("content", "") : ch.value("text", "");
       if (!piece.empty()) s.content_chunks++;
       s.text += piece;
+      if (ch.contains("delta")) s.reasoning += ch["delta"].value("reasoning_content", "");
     });
     return true;
   });
@@ -564,6 +565,55 @@ TEST_SUITE("http") {
       CHECK(narrow["backdrop"] == "block");
       CHECK(narrow["sidebar_after_backdrop"] == false);
     }
+  }
+
+  TEST_CASE("a reasoning model through the head and the gateway: reasoning_content apart, thinking switched off on request") {
+    // A Qwen 3.5-style chat model: ChatML control tokens, <think> markers, and a template that opens
+    // the block unless enable_thinking is false. Its random weights (seed 1) do not say </think> in
+    // 12 greedy tokens, so the whole reply is reasoning.
+    TempDir dir;
+    hearth::runtime::MakeModelOptions o;
+    o.shape = *hearth::runtime::random_model_preset("tiny");
+    o.control_tokens = {"<|im_start|>", "<|im_end|>", "<think>", "</think>"};
+    o.chat_template =
+        "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+        "{%- if '</think>' in message.content %}{%- endif %}{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+        "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}"
+        "{%- else %}{{- '<think>\\n' }}{%- endif %}{%- endif %}";
+    const std::string model = hearth::test::make_model(dir, "thinker.gguf", o);
+    Cluster c(dir);
+    c.start("head", {"--http", "127.0.0.1:0"});
+    c.start("a");
+    REQUIRE(c.cli({"launch", "--model", model, "--split", "head:2,a:2"}).exit_code == 0);
+    const HttpClient api(http_url(dir), "");
+
+    const auto r = api.post("/v1/chat/completions", chat_body("2+2?", 12).dump());
+    REQUIRE(r.status == 200);
+    const json j = json::parse(r.body);
+    CAPTURE(r.body);
+    CHECK(j["hearth"]["chat_template"] == "chatml-think");
+    const std::string reasoning = j["choices"][0]["message"].value("reasoning_content", "");
+    CHECK_FALSE(reasoning.empty());
+    CHECK(j["choices"][0]["message"]["content"] == "");
+    CHECK(j["usage"]["completion_tokens_details"]["reasoning_tokens"] == j["usage"]["completion_tokens"]);
+    // Streamed: the same reasoning in deltas, no answer.
+    const Streamed s = stream_chat(api, chat_body("2+2?", 12, true));
+    CHECK(s.done);
+    CHECK(s.first_has_role);
+    CHECK(s.reasoning == reasoning);
+    CHECK(s.text.empty());
+    // Thinking off: the prompt closes the block, and the reply, another one, is all answer.
+    json off = chat_body("2+2?", 12);
+    off["chat_template_kwargs"] = {{"enable_thinking", false}};
+    const auto r_off = api.post("/v1/chat/completions", off.dump());
+    REQUIRE(r_off.status == 200);
+    const json j_off = json::parse(r_off.body);
+    CAPTURE(r_off.body);
+    CHECK_FALSE(j_off["choices"][0]["message"].contains("reasoning_content"));
+    CHECK_FALSE(j_off["choices"][0]["message"]["content"].get<std::string>().empty());
+    CHECK(j_off["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0);
+    CHECK(j_off["usage"]["prompt_tokens"].get<int>() > j["usage"]["prompt_tokens"].get<int>());
   }
 
   TEST_CASE("a client that leaves cancels its generation, and bad requests do not disturb a running one") {

@@ -32,7 +32,7 @@ const std::string kSpace = "\xe2\x96\x81";
 
 // Byte-level SentencePiece vocabulary: <unk> <s> </s>, 256 byte tokens, the printable ASCII
 // characters and U+2581, then pseudo-words of those characters up to n_vocab.
-void add_byte_vocab(GgufMetadata& md, int n_vocab, uint64_t seed) {
+void add_byte_vocab(GgufMetadata& md, int n_vocab, uint64_t seed, const std::vector<std::string>& control) {
   std::vector<GgufValue> tokens, scores, types;
   const auto add = [&](std::string text, float score, int32_t type) {
     tokens.push_back(GgufValue::str(std::move(text)));
@@ -64,6 +64,14 @@ void add_byte_vocab(GgufMetadata& md, int n_vocab, uint64_t seed) {
       n /= std::size(syllables);
     } while (n > 0);
     add(w, -2.f - static_cast<float>(i) * 1e-4f, 1);
+  }
+  if (control.size() > static_cast<size_t>(n_vocab - first_word))
+    throw std::invalid_argument("the vocabulary has room for " + std::to_string(n_vocab - first_word) + " control tokens");
+  for (size_t c = 0; c < control.size(); ++c) {
+    const size_t at = tokens.size() - control.size() + c;
+    tokens[at] = GgufValue::str(control[c]);
+    scores[at] = GgufValue::f32(0.f);
+    types[at] = GgufValue::i32(3);
   }
   md.set("tokenizer.ggml.model", GgufValue::str("llama"));
   md.set("tokenizer.ggml.tokens", GgufValue::array(GgufType::STRING, std::move(tokens)));
@@ -225,10 +233,11 @@ void make_random_model(const std::string& path, const MakeModelOptions& o) {
   GgufMetadata& md = w.metadata();
   if (o.vocab_from.empty()) {
     if (s.n_vocab < 400) throw std::invalid_argument("the byte-level vocabulary needs at least 400 tokens");
-    add_byte_vocab(md, s.n_vocab, o.seed);
+    add_byte_vocab(md, s.n_vocab, o.seed, o.control_tokens);
   } else {
     s.n_vocab = copy_vocab(md, o.vocab_from);
   }
+  if (!o.chat_template.empty()) md.set("tokenizer.chat_template", GgufValue::str(o.chat_template));
   check_shape(s, o.type);
   if (o.expert_type) check_shape(s, *o.expert_type);
   check_arch(o.arch, s);

@@ -50,6 +50,10 @@ struct MakeModelOptions {
   uint64_t seed = 1;
   float weight_std = 0.02f;  // of the uniform distribution the weights are drawn from
   std::string vocab_from;    // copy tokenizer.* from this GGUF (n_vocab follows it)
+  // The byte-level vocabulary's last pseudo-words replaced by these control tokens ("<think>",
+  // "<|im_start|>"...), and a tokenizer.chat_template: a chat model's shape for the tests.
+  std::vector<std::string> control_tokens;
+  std::string chat_template;
   std::string name = "hearth-random";
   int threads = 0;                       // 0 = all hardware threads
   bool tied_output = false;              // no output.weight: the head reuses token_embd
