@@ -28,6 +28,7 @@ struct RunArgs {
   int ctx = 0;
   bool chat = false;
   bool hide_reasoning = false;
+  std::string reasoning_effort;  // "" = the template's default
   std::string kv_type = kDefaultKvType;
   std::string gpu = "auto";
   uint64_t memory_limit = 0;  // 0: no limit, every weight stays mapped
@@ -62,10 +63,13 @@ void run(const RunArgs& a) {
     spdlog::info("chat template: {}{}", tmpl.name, tmpl.fallback ? " (the model has none hearth recognises)" : "");
     const auto& v = tok.vocab();
     const runtime::ChatMessage user{"user", a.prompt};
-    text = runtime::render_chat(
-        tmpl, {&user, 1},
-        {.bos_token = v.bos >= 0 ? v.tokens[size_t(v.bos)] : "", .eos_token = v.eos >= 0 ? v.tokens[size_t(v.eos)] : ""});
-    reply = runtime::ReplyFilter::for_chat(tmpl, v);
+    runtime::ChatRenderOptions options{.bos_token = v.bos >= 0 ? v.tokens[size_t(v.bos)] : "",
+                                       .eos_token = v.eos >= 0 ? v.tokens[size_t(v.eos)] : ""};
+    // As the API takes it: none/minimal switch Qwen's thinking off, an effort asks for it.
+    if (!a.reasoning_effort.empty()) options.thinking = a.reasoning_effort != "none" && a.reasoning_effort != "minimal";
+    if (options.thinking == true) options.reasoning_effort = a.reasoning_effort;
+    text = runtime::render_chat(tmpl, {&user, 1}, options);
+    reply = runtime::ReplyFilter::for_chat(tmpl, v, options);
   }
   const std::vector<int32_t> prompt = tok.encode(text, {.parse_special = a.chat});
   spdlog::debug("prompt: {} tokens, kernels: {}", prompt.size(), stage.kernels().name);
@@ -101,6 +105,10 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("-m,--model", a->model, "GGUF model file")->required()->check(CLI::ExistingFile);
   cmd->add_option("-p,--prompt", a->prompt, "Prompt text")->required();
   cmd->add_flag("--chat", a->chat, "Send the prompt as a user message in the model's chat template (ChatML if none)");
+  cmd->add_option("--reasoning-effort", a->reasoning_effort,
+                  "With --chat, reasoning models: none (Qwen 3 / 3.5 answer without thinking), or low, medium, high "
+                  "(gpt-oss's effort)")
+      ->check(CLI::IsMember({"none", "minimal", "low", "medium", "high"}));
   cmd->add_flag("--hide-reasoning", a->hide_reasoning,
                 "With --chat: do not show a reasoning model's reasoning (shown dimmed on a terminal, never in a pipe)");
   cmd->add_option("-n,--n-predict", a->n_predict, "Tokens to generate at most")->check(CLI::PositiveNumber);
