@@ -10,6 +10,7 @@
 #include "cluster/activation_codec.h"
 #include "cluster/wire_choice.h"
 #include "cluster/wire_convert.h"
+#include "runtime/model/kv_layout.h"
 #include "runtime/model/kv_rows.h"
 #include "cluster/head.h"
 #include "transport/printable.h"
@@ -263,10 +264,14 @@ void Head::start_serving() {
                      .wire_type = p.stages[0].wire_type});
   p.stages[0].state = StageState::kReady;
   p.stages[0].resident_bytes = ports_.host.resident_bytes();
+  // How far back every stage can take a sequence (the same options on every stage): a draft is
+  // never longer than that.
+  const int max_rewind = runtime::kv_layout(p.config, 0, p.config.n_layer, p.options.n_ctx, p.options.max_batch).max_rewind;
+  const int max_draft = std::max(1, std::min(p.draft_max, max_rewind));
   scheduler_ = std::make_unique<Scheduler>(
-      ports_.stage, *p.tokenizer, p.options.n_ctx, static_cast<int>(p.stages.size()), p.options.max_sequences,
-      p.config.full_attention_interval == 0, [this](const GenerationEvent& e) { emit(e); }, make_draft_source(p.draft, draft_target(p)),
-      DraftPaceOptions{.max_draft = p.draft_max, .first_draft = std::min(4, p.draft_max)});
+      ports_.stage, *p.tokenizer, p.options.n_ctx, static_cast<int>(p.stages.size()), p.options.max_sequences, max_rewind,
+      [this](const GenerationEvent& e) { emit(e); }, make_draft_source(p.draft, draft_target(p)),
+      DraftPaceOptions{.max_draft = max_draft, .first_draft = std::min(4, max_draft)});
   if (alone) launch_finished(p, true, "");
 }
 

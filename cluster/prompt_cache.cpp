@@ -26,8 +26,9 @@ std::optional<PromptCache::Hit> PromptCache::take(std::span<const int32_t> promp
     const size_t shared = common_prefix(e.tokens, prompt);
     if (shared == 0 || static_cast<double>(shared) < kMinShare * static_cast<double>(e.tokens.size())) continue;
     size_t reuse = std::min(shared, max_reuse);
-    // Without rewinding, the request must continue from exactly where the caches are.
-    if (!can_rewind_ && reuse != e.tokens.size()) continue;
+    // The stages can go back only so far (not at all: the request continues exactly where the
+    // caches end).
+    if (e.tokens.size() - reuse > max_rewind_) continue;
     if (reuse == 0) continue;
     if (!best || reuse > best->reuse || (reuse == best->reuse && e.used > entries_[best_index].used)) {
       best = Hit{e.seq, reuse};

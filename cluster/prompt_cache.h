@@ -27,10 +27,12 @@ class PromptCache {
   // to the conversation it belongs to than the few tokens another one would save.
   static constexpr double kMinShare = 0.5;
 
-  // `can_rewind`: whether the stages can cut a sequence back to a prefix. A model with recurrent
-  // layers (Qwen 3.5's delta-nets) cannot: its state holds every token, so only a request that
-  // extends all of a kept sequence's tokens may reuse it.
-  explicit PromptCache(bool can_rewind) : can_rewind_(can_rewind) {}
+  // `max_rewind`: how many tokens back from a kept sequence's end the stages can cut it. A model
+  // with recurrent layers (Qwen 3.5's delta-nets) cannot at all (0): its state holds every token,
+  // so only a request that extends all of a kept sequence's tokens may reuse it. Sliding-window
+  // layers keep a ring a batch longer than their window (runtime/model/kv_layout.h), so a
+  // request may reuse a sequence only to within that many tokens of its end.
+  explicit PromptCache(size_t max_rewind) : max_rewind_(max_rewind) {}
 
   struct Hit {
     uint64_t seq = 0;
@@ -55,7 +57,7 @@ class PromptCache {
     std::vector<int32_t> tokens;
     uint64_t used = 0;  // when kept, by a counter
   };
-  bool can_rewind_;
+  size_t max_rewind_;
   std::vector<Entry> entries_;  // few: one per stream of the plan
   uint64_t clock_ = 0;
 };

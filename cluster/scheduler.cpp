@@ -13,10 +13,14 @@ namespace {
 
 double ms_between(Steady::time_point a, Steady::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
 
+// How far back a kept sequence may be cut: a stage may also hold the rejected tail of its last
+// draft beyond the tokens the prompt cache knows of, which the cut takes back too.
+size_t kept_rewind(int max_rewind, int max_draft) { return static_cast<size_t>(std::max(0, max_rewind - max_draft)); }
+
 }  // namespace
 
 Scheduler::Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences,
-                     bool can_rewind, Emit emit, std::unique_ptr<DraftSource> drafts, DraftPaceOptions draft_pace)
+                     int max_rewind, Emit emit, std::unique_ptr<DraftSource> drafts, DraftPaceOptions draft_pace)
     : stage_(stage),
       tokenizer_(tokenizer),
       n_ctx_(n_ctx),
@@ -25,9 +29,14 @@ Scheduler::Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int
       emit_(std::move(emit)),
       drafts_(std::move(drafts)),
       draft_pace_(draft_pace),
-      cache_(can_rewind) {
-  // A draft's rejected tail is undone by overwriting its positions: recurrent layers cannot.
-  if (drafts_ && !can_rewind) throw std::invalid_argument("speculative decoding needs a model whose caches can go back");
+      cache_(kept_rewind(max_rewind, drafts_ ? draft_pace.max_draft : 0)) {
+  // A draft's rejected tail is undone by overwriting its positions: recurrent layers cannot, and
+  // a sliding-window layer's ring only so far.
+  if (drafts_ && max_rewind <= 0) throw std::invalid_argument("speculative decoding needs a model whose caches can go back");
+  if (drafts_ && draft_pace.max_draft > max_rewind)
+    throw std::invalid_argument("drafts of " + std::to_string(draft_pace.max_draft) +
+                                " tokens cannot be taken back by stages that go back " + std::to_string(max_rewind) +
+                                ": use a smaller --draft-max");
 }
 
 size_t Scheduler::queued() const {

@@ -86,10 +86,11 @@ class Scheduler {
   static constexpr int kPrefillChunk = 64;
 
   // `max_sequences`: conversations the stages hold KV caches for (running or kept); more wait in
-  // arrival order. `can_rewind`: whether the stages can cut a sequence back (not a model with
-  // recurrent layers).
-  // `drafts`: where speculative decoding's drafts come from (nullptr: none; needs `can_rewind`).
-  Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences, bool can_rewind,
+  // arrival order. `max_rewind`: how many positions back from its end the stages can cut a
+  // sequence (runtime/model/kv_layout.h: 0 for a model with recurrent layers).
+  // `drafts`: where speculative decoding's drafts come from (nullptr: none; needs a max_rewind of
+  // at least draft_pace.max_draft, to take back a rejected draft).
+  Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences, int max_rewind,
             Emit emit, std::unique_ptr<DraftSource> drafts = nullptr, DraftPaceOptions draft_pace = {});
 
   // Starts a generation; emits an error event at once when it cannot start.

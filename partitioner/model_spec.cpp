@@ -354,4 +354,6 @@ bool can_cut(const ModelSpec& spec, int boundary) {
   return boundary <= 0 || boundary >= spec.n_layers || spec.no_cut_at.empty() || !spec.no_cut_at[static_cast<size_t>(boundary)];
 }
 
+int kv_cache_rows(int window, int n_ctx, int max_batch) { return window > 0 ? std::min(n_ctx, window + max_batch) : n_ctx; }
+
 }  // namespace hearth::partitioner

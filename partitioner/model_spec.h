@@ -56,6 +56,12 @@ struct ModelSpec {
 // Whether a stage may start at layer `boundary` (0 and n_layers always may).
 bool can_cut(const ModelSpec& spec, int boundary);
 
+// Rows of KV cache one sequence needs in a layer that sees the last `window` positions (0: all)
+// when a step brings at most `max_batch` of its tokens: a sliding-window layer keeps a ring of
+// its latest window + max_batch positions (a step stores all its keys before its first token
+// attends), never more than the context. The runtime allocates this and the planner counts it.
+int kv_cache_rows(int window, int n_ctx, int max_batch);
+
 // Bytes of block `layer` that a step of `tokens` tokens reads: all of a dense block; of a MoE
 // block, everything but the experts, plus the experts at least one of the tokens picks, expected
 // over uniform routing (n_expert * (1 - (1 - used / n_expert)^tokens) of them).

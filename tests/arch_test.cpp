@@ -107,6 +107,54 @@ void check_splits_and_decode(const Model& m, ThreadPool& pool, const std::vector
   }
 }
 
+// A model with sliding-window layers: stages taking 8 tokens a step keep rings of window + 8
+// rows, which a 40-token prompt wraps several times. Fed in chunks of 8, token by token, and
+// split in two and three, they give the bits of a stage whose cache holds everything; going
+// back exactly max_rewind positions recomputes the same logits, one more is refused.
+void check_ring(const Model& m, ThreadPool& pool) {
+  const int L = m.config.n_layer, V = m.config.n_vocab, W = m.config.n_swa;
+  REQUIRE(W == 4);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 40; ++i) prompt.push_back(1 + (i * 53) % 500);
+  const auto stage = [&](int first, int last, int max_batch) {
+    const StageSpec spec{first, last, first == 0, last == L};
+    return std::make_unique<Stage>(std::make_shared<StageWeights>(m.file, m.config, spec),
+                                   StageOptions{.n_ctx = 64, .max_batch = max_batch}, pool);
+  };
+  auto whole = stage(0, L, 64);
+  CHECK(whole->max_rewind() == 64);  // a window + 64 rows would exceed the context: no ring
+  Stage* one[] = {whole.get()};
+  const auto ref = run(one, 1, 0, prompt);
+  const auto allowed = [&](int b) {
+    while (!m.config.stage_may_start_at(b)) --b;
+    return b;
+  };
+  const int half = allowed(L / 2), late = allowed(L - 1);
+  auto r = stage(0, L, 8), a = stage(0, half, 8), b = stage(half, L, 8), x = stage(0, 1, 8), y = stage(1, late, 8),
+       z = stage(late, L, 8);
+  CHECK(r->max_rewind() == 8);
+  CHECK(r->memory_bytes(1) - r->memory_bytes(0) < whole->memory_bytes(1) - whole->memory_bytes(0));
+  Stage* ring[] = {r.get()};
+  Stage* two[] = {a.get(), b.get()};
+  Stage* three[] = {x.get(), y.get(), z.get()};
+  const auto rows = [&](const std::vector<float>& out, size_t first) {
+    return std::equal(out.begin(), out.end(), ref.begin() + static_cast<std::ptrdiff_t>(first * V));
+  };
+  for (std::span<Stage* const> chain :
+       {std::span<Stage* const>(ring), std::span<Stage* const>(two), std::span<Stage* const>(three)}) {
+    for (size_t p = 0; p < prompt.size(); p += 8)
+      CHECK(rows(run(chain, 1, static_cast<int>(p), {prompt.begin() + p, prompt.begin() + p + 8}), p));
+  }
+  for (size_t p = 0; p < prompt.size(); ++p) CHECK(rows(run(ring, 2, static_cast<int>(p), {prompt[p]}), p));
+  // Back 8 from 40: the rows 32..39 again. Back 9: refused, and the sequence is as it was.
+  CHECK(rows(run(ring, 1, 32, {prompt.begin() + 32, prompt.end()}), 32));
+  CHECK_THROWS_WITH_AS(run(ring, 1, 31, {prompt.begin() + 31, prompt.end()}), doctest::Contains("sliding-window"),
+                       std::invalid_argument);
+  CHECK(r->length(1) == 40);
+  CHECK(rows(run(ring, 1, 36, {prompt.begin() + 36, prompt.end()}), 36));
+  CHECK(rows(run(ring, 1, 0, {prompt.begin(), prompt.begin() + 8}), 0));  // start over: always allowed
+}
+
 }  // namespace
 
 TEST_SUITE("arch") {
@@ -481,6 +529,28 @@ TEST_SUITE("arch") {
     const size_t V = 512;
     CHECK(std::equal(narrow.begin(), narrow.begin() + 4 * V, wide.begin()));
     CHECK(max_diff(narrow, wide) > 1e-3);
+  }
+
+  TEST_CASE("sliding-window layers keep a ring of their latest positions: gemma3, gemma4 (E2B layout) and gpt-oss, bit for bit") {
+    TempDir dir;
+    ThreadPool pool(2);
+    for (const char* arch : {"gemma3", "gemma4", "gpt-oss"}) {
+      for (TensorType t : {TensorType::F32, TensorType::Q8_0}) {
+        CAPTURE(std::string(arch));
+        CAPTURE(std::string(tensor_type_name(t)));
+        MakeModelOptions o = opts(arch, 7);
+        if (std::string(arch) == "gpt-oss") o.shape = *random_model_preset("tiny-moe"), o.shape.n_layer = 5;
+        if (std::string(arch) == "gemma4") {  // E2B: shared-KV layers read their source's ring
+          o.shape.n_layer = 10;
+          o.full_layer_period = 5;
+          o.per_layer_embd = 32;
+          o.shared_kv_layers = 5;
+        }
+        o.type = t;
+        o.sliding_window = 4;
+        check_ring(open_model(hearth::test::make_model(dir, "ring.gguf", o)), pool);
+      }
+    }
   }
 
   TEST_CASE("qwen35 and qwen35moe from mkmodel: splits, and token-by-token decode through the recurrent state, agree bit for bit") {

@@ -9,6 +9,7 @@
 #include "cluster/scheduler.h"
 #include "runtime/format/gguf.h"
 #include "runtime/kernels/thread_pool.h"
+#include "runtime/model/kv_layout.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/model_maker.h"
 #include "runtime/model/weights.h"
@@ -72,16 +73,17 @@ std::unique_ptr<Model> open_model(const std::string& path) {
 }
 
 // Layers cut at `cuts` (e.g. {2} = two stages [0,2) and [2,n)).
-std::unique_ptr<Pipeline> make_pipeline(const Model& m, const std::vector<int>& cuts, hearth::runtime::ThreadPool& pool) {
+std::unique_ptr<Pipeline> make_pipeline(const Model& m, const std::vector<int>& cuts, hearth::runtime::ThreadPool& pool,
+                                        int max_batch = 64) {
   auto p = std::make_unique<Pipeline>();
   std::vector<int> bounds{0};
   bounds.insert(bounds.end(), cuts.begin(), cuts.end());
   bounds.push_back(m.config.n_layer);
   for (size_t i = 0; i + 1 < bounds.size(); ++i) {
     const hearth::runtime::StageSpec spec{bounds[i], bounds[i + 1], i == 0, i + 2 == bounds.size()};
-    p->hosts.push_back(
-        std::make_unique<StageHost>(std::make_shared<hearth::runtime::StageWeights>(m.file, m.config, spec),
-                                    hearth::runtime::StageOptions{.n_ctx = 256, .max_batch = 64, .max_sequences = 4}, pool));
+    p->hosts.push_back(std::make_unique<StageHost>(
+        std::make_shared<hearth::runtime::StageWeights>(m.file, m.config, spec),
+        hearth::runtime::StageOptions{.n_ctx = 256, .max_batch = max_batch, .max_sequences = 4}, pool));
   }
   return p;
 }
@@ -97,11 +99,13 @@ struct Driver {
   Pipeline& pipeline;
   std::vector<GenerationEvent> events;
   Scheduler scheduler;
-  Driver(Pipeline& p, const Model& m, int max_sequences, bool can_rewind, std::unique_ptr<DraftSource> drafts = nullptr,
+  // The stages go back as far as their caches allow, as the head tells its scheduler.
+  Driver(Pipeline& p, const Model& m, int max_sequences, std::unique_ptr<DraftSource> drafts = nullptr,
          DraftPaceOptions pace = {})
       : pipeline(p),
         scheduler(
-            p, m.tokenizer, 256, static_cast<int>(p.hosts.size()), max_sequences, can_rewind,
+            p, m.tokenizer, 256, static_cast<int>(p.hosts.size()), max_sequences,
+            hearth::runtime::kv_layout(m.config, 0, m.config.n_layer, 256, p.max_batch()).max_rewind,
             [this](const GenerationEvent& e) { events.push_back(e); }, std::move(drafts), pace) {}
 
   void deliver() {
@@ -161,7 +165,7 @@ std::vector<int32_t> head_of(const std::vector<int32_t>& a, size_t n) { return {
 Reply fresh(const Model& m, const std::vector<int>& cuts, const std::vector<int32_t>& prompt, int n, const SamplingParams& s) {
   hearth::runtime::ThreadPool pool(2);
   auto p = make_pipeline(m, cuts, pool);
-  Driver h(*p, m, 4, m.config.full_attention_interval == 0);
+  Driver h(*p, m, 4);
   return h.generate(1, prompt, n, s);
 }
 
@@ -211,7 +215,7 @@ size_t held_after(const std::vector<int32_t>& prompt, const Reply& r) {
 
 TEST_SUITE("scheduler") {
   TEST_CASE("the prompt cache takes the kept sequence with the longest shared prefix, and frees the least recently kept") {
-    PromptCache c(true);
+    PromptCache c(1000);
     c.keep(1, {5, 6, 7, 8});
     c.keep(2, {5, 6, 9, 9, 9, 9});
     c.keep(3, {1, 2, 3});
@@ -235,13 +239,75 @@ TEST_SUITE("scheduler") {
   }
 
   TEST_CASE("without rewinding, only a prompt that continues all of a kept sequence reuses it") {
-    PromptCache c(false);
+    PromptCache c(0);
     c.keep(1, {5, 6, 7, 8});
     CHECK_FALSE(c.take(std::vector<int32_t>{5, 6, 7, 9, 9}, 4));
     CHECK_FALSE(c.take(std::vector<int32_t>{5, 6, 7, 8, 9}, 3));  // the caller must compute from token 3
     auto hit = c.take(std::vector<int32_t>{5, 6, 7, 8, 9}, 4);
     REQUIRE(hit);
     CHECK(hit->reuse == 4);
+  }
+
+  TEST_CASE("the prompt cache reuses a kept sequence only as far back as the stages can go") {
+    PromptCache c(2);
+    c.keep(1, {5, 6, 7, 8});
+    auto hit = c.take(std::vector<int32_t>{5, 6, 9, 9}, 4);  // back 2: allowed
+    REQUIRE(hit);
+    CHECK(hit->reuse == 2);
+    c.keep(1, {5, 6, 7, 8});
+    c.keep(2, {1, 2, 3, 4, 5, 6});
+    CHECK_FALSE(c.take(std::vector<int32_t>{1, 2, 3, 9}, 3));  // back 3: sequence 2 stays kept
+    CHECK(c.size() == 2);
+    hit = c.take(std::vector<int32_t>{5, 6, 7, 8, 9}, 3);  // back 1
+    REQUIRE(hit);
+    CHECK(hit->seq == 1);
+    CHECK(hit->reuse == 3);
+  }
+
+  TEST_CASE("a sliding-window model whose rings wrap: kept turns, deep edits and drafts give what a fresh run does") {
+    // Stages of 8 tokens a step keep rings of 4 + 8 rows: they go back 8 positions at most, and a
+    // kept conversation is reused only to within 8 - 4 (the longest draft) of its end.
+    TempDir dir;
+    hearth::runtime::MakeModelOptions o = tiny_model();
+    o.arch = "gemma3";
+    o.sliding_window = 4;
+    const std::string path = hearth::test::make_model(dir, "swa.gguf", o);
+    const auto m = open_model(path);
+    REQUIRE(m->config.n_swa == 4);
+    const int V = m->config.n_vocab;
+    const DraftTarget target{.vocab = m->tokenizer.vocab(), .n_ctx = 256, .max_sequences = 4, .threads = 1};
+    // Drafts from n-grams, and from a draft model with sliding-window layers of its own.
+    for (const std::string& source : {std::string("ngram"), path})
+      for (const std::vector<int>& cuts : std::vector<std::vector<int>>{{}, {2}}) {
+        for (const auto& [name, sampling] : samplings()) {
+          CAPTURE(source);
+          CAPTURE(cuts.size() + 1);
+          CAPTURE(std::string(name));
+          hearth::runtime::ThreadPool pool(2);
+          auto p = make_pipeline(*m, cuts, pool, 8);
+          Driver head(*p, *m, 4, make_draft_source(source, target), {.max_draft = 4, .first_draft = 4});
+          const auto phrase = random_tokens(9, 11, V);
+          const auto p1 = concat(concat(concat(phrase, phrase), phrase), random_tokens(6, 12, V));
+          const Reply r1 = head.generate(1, p1, 12, sampling);
+          CHECK(r1.tokens == fresh(*m, cuts, p1, 12, sampling).tokens);
+          const auto p2 = concat(concat(p1, r1.tokens), random_tokens(10, 13, V));
+          const Reply r2 = head.generate(2, p2, 12, sampling);
+          // A repetition penalty's sampler sees the prompt's last 16 tokens computed again: 5 of
+          // them before the kept sequence's end, deeper than it may go.
+          const bool penalty = sampling.repeat_penalty != 1.0f;
+          CHECK((r2.done.cached_tokens > 0) == !penalty);
+          CHECK(r2.tokens == fresh(*m, cuts, p2, 12, sampling).tokens);
+          // An edit 20 tokens back: deeper than the rings reach, so the prompt is computed anew.
+          const auto p3 = concat(head_of(p2, p2.size() - 20), random_tokens(7, 14, V));
+          const Reply r3 = head.generate(3, p3, 12, sampling);
+          CHECK(r3.done.cached_tokens == 0);
+          CHECK(r3.tokens == fresh(*m, cuts, p3, 12, sampling).tokens);
+          // A regenerate goes back over the 12-token reply too: computed anew, to the same tokens.
+          const Reply r4 = head.generate(4, p3, 12, sampling);
+          CHECK(r4.done.cached_tokens == 0);
+          CHECK(r4.tokens == r3.tokens);
+        }
+      }
   }
 
   TEST_CASE("a conversation's next turns prefill only their new tokens and generate what a prefill from scratch does") {
@@ -254,7 +320,7 @@ TEST_SUITE("scheduler") {
         CAPTURE(name);
         hearth::runtime::ThreadPool pool(2);
         auto p = make_pipeline(*m, cuts, pool);
-        Driver head(*p, *m, 4, true);
+        Driver head(*p, *m, 4);
         const size_t computed = sampling.repeat_penalty != 1.0f ? 16 : 1;
         // Turn 1, then turn 2 extends it (the history with the reply, then a new message).
         const auto p1 = random_tokens(30, 1, V);
@@ -283,7 +349,7 @@ TEST_SUITE("scheduler") {
     const auto m = open_model(hearth::test::make_model(dir, "m.gguf", {.shape = *hearth::runtime::random_model_preset("tiny")}));
     hearth::runtime::ThreadPool pool(2);
     auto p = make_pipeline(*m, {2}, pool);
-    Driver head(*p, *m, 2, true);
+    Driver head(*p, *m, 2);
     SamplingParams greedy;
     greedy.temperature = 0;
     const int V = m->config.n_vocab;
@@ -313,7 +379,7 @@ TEST_SUITE("scheduler") {
     const auto prompt = random_tokens(20, 5, V);
     hearth::runtime::ThreadPool pool(2);
     auto p = make_pipeline(*m, {2}, pool);
-    Driver head(*p, *m, 4, true);
+    Driver head(*p, *m, 4);
     const Reply plain = head.generate(1, prompt, 12, greedy);
     REQUIRE(plain.tokens.size() == 12);
     // The model's vocabulary, with the token it says 6th named </think> (and one it never says
@@ -369,7 +435,7 @@ TEST_SUITE("scheduler") {
       seeded.seed = 3;
       hearth::runtime::ThreadPool pool(2);
       auto p = make_pipeline(*m, cuts, pool);
-      Driver head(*p, *m, 4, false);
+      Driver head(*p, *m, 4);
       const auto p1 = random_tokens(25, 4, V);
       const Reply r1 = head.generate(1, p1, 8, seeded);
       const auto p2 = concat(concat(p1, r1.tokens), random_tokens(10, 5, V));
@@ -389,7 +455,7 @@ TEST_SUITE("scheduler") {
     const auto m = open_model(hearth::test::make_model(dir, "m.gguf", {.shape = *hearth::runtime::random_model_preset("tiny")}));
     hearth::runtime::ThreadPool pool(2);
     auto p = make_pipeline(*m, {2}, pool);
-    Driver head(*p, *m, 4, true);
+    Driver head(*p, *m, 4);
     SamplingParams greedy;
     greedy.temperature = 0;
     const auto prompt = random_tokens(20, 20, m->config.n_vocab);
@@ -452,7 +518,7 @@ TEST_SUITE("scheduler") {
             CAPTURE(std::string(c.source));
             hearth::runtime::ThreadPool pool(2);
             auto p = make_pipeline(*m, cuts, pool);
-            Driver head(*p, *m, 4, true, std::move(c.drafts), {.max_draft = 4, .first_draft = 4});
+            Driver head(*p, *m, 4, std::move(c.drafts), {.max_draft = 4, .first_draft = 4});
             const Reply r = head.generate(1, prompt, n, sampling);
             CHECK(r.tokens == plain.tokens);
             CHECK(r.done.finish_reason == "length");
@@ -502,7 +568,7 @@ TEST_SUITE("scheduler") {
     both->y = script_source(b, pb.tokens, 0, V);
     hearth::runtime::ThreadPool pool(2);
     auto p = make_pipeline(*m, {2}, pool);
-    Driver head(*p, *m, 4, true, std::move(both), {.max_draft = 3, .first_draft = 3});
+    Driver head(*p, *m, 4, std::move(both), {.max_draft = 3, .first_draft = 3});
     head.scheduler.add("client", 1, a, 16, greedy);
     head.scheduler.add("client", 2, b, 7, greedy);  // ends in the middle of a draft
     std::map<uint64_t, std::vector<int32_t>> got;

@@ -151,6 +151,47 @@ TEST_SUITE("stage") {
     }
   }
 
+  TEST_CASE("attend_tokens over a ring of the latest positions equals it over the whole cache, bit for bit") {
+    // A sliding-window layer keeps position p in row p % ring: a window that crosses the wrap is
+    // read in two parts, and must give the bits one read gives.
+    std::mt19937 rng(4);
+    std::normal_distribution<float> d;
+    const int n_ctx = 300, ring = 40, hd = 64, n_q = 2;
+    const float sinks[n_q] = {0.5f, -1.f};
+    for (TensorType type : {TensorType::F32, TensorType::F16, TensorType::Q8_0}) {
+      CAPTURE(tensor_type_name(type));
+      KvCache whole(n_ctx, {hd}, {}, type), latest(n_ctx, {hd}, {}, type, {ring});
+      REQUIRE(latest.keys(0).ring == ring);
+      REQUIRE(whole.keys(0).ring == 0);
+      CHECK(latest.bytes() * n_ctx == whole.bytes() * ring);
+      std::vector<float> k(hd), v(hd);
+      int stored = 0;
+      // Ends where the ring wraps mid-window (300: rows 20..39 then 0..19), at its last row (280)
+      // and just after its first (241).
+      for (int end : {241, 280, 300}) {
+        CAPTURE(end);
+        for (; stored < end; ++stored) {
+          for (auto& x : k) x = d(rng);
+          for (auto& x : v) x = d(rng);
+          whole.store(0, stored, k.data(), v.data(), best_kernels());
+          latest.store(0, stored, k.data(), v.data(), best_kernels());
+        }
+        const int first[] = {end - ring, end - 33, end - 10}, count[] = {ring, 20, 10};
+        std::vector<float> q(3 * n_q * hd), qpack(q.size()), scores(3 * n_q * n_ctx), inv(3 * n_q), tile(kKvTileFloats);
+        for (auto& x : q) x = d(rng);
+        std::vector<float> from_whole(q.size()), from_ring(q.size());
+        for (auto [cache, out] : {std::pair{&whole, &from_whole}, std::pair{&latest, &from_ring}}) {
+          AttendToken tokens[3];
+          for (int i = 0; i < 3; ++i)
+            tokens[i] = {&q[static_cast<size_t>(i) * n_q * hd], &(*out)[static_cast<size_t>(i) * n_q * hd], first[i], count[i]};
+          attend_tokens(tokens, n_q, cache->keys(0), cache->values(0), hd, 0.125f, qpack.data(), scores.data(),
+                        static_cast<size_t>(n_ctx), inv.data(), tile.data(), best_kernels(), sinks);
+        }
+        CHECK(std::memcmp(from_whole.data(), from_ring.data(), from_whole.size() * sizeof(float)) == 0);
+      }
+    }
+  }
+
   TEST_CASE("attend equals a naive softmax attention") {
     std::mt19937 rng(2);
     std::normal_distribution<float> d;

@@ -99,14 +99,14 @@ void bench(const BenchArgs& a) {
   std::vector<runtime::SeqChunk> chunks(static_cast<size_t>(a.batch));
   runtime::GpuCounters gpu_decode;  // over the measured rounds' decode steps
   int gpu_steps = 0;
-  bool recurrent = false;
-  for (int l = 0; l < m.config.n_layer; ++l) recurrent = recurrent || m.config.is_recurrent(l);
+  // Later rounds go back to the history's end, unless the stage cannot go back that far (recurrent
+  // layers, a sliding-window ring shorter than a round): then they feed the history again.
+  const bool refeed = stage.max_rewind() < a.prompt_tokens + a.gen_tokens;
   std::vector<int32_t> toks(static_cast<size_t>(a.batch), 1);
   for (int r = 0; r < a.repeats + 1; ++r) {  // the first round warms caches and page mappings
     double prefill_s = 0;
-    // The history, not measured: once, as later rounds rewind to its end; every round for a
-    // model whose recurrent layers cannot rewind.
-    for (int b = 0; b < a.batch && (r == 0 || recurrent); ++b)
+    // The history, not measured: once, as later rounds rewind to its end, or every round.
+    for (int b = 0; b < a.batch && (r == 0 || refeed); ++b)
       for (int at = 0; at < a.depth; at += kDepthChunk) {
         const int n = std::min(kDepthChunk, a.depth - at);
         runtime::SeqChunk chunk{static_cast<uint64_t>(b + 1), at, n};
@@ -157,7 +157,7 @@ void bench(const BenchArgs& a) {
       storage_gb_s.push_back(read_s > 0 ? static_cast<double>(p.bytes_read - paged0.bytes_read) / read_s / 1e9 : 0);
       hidden.push_back(read_s > 0 ? std::max(0.0, 1.0 - wait_s / read_s) : 0);
     }
-    if (a.depth == 0 || recurrent)
+    if (a.depth == 0 || refeed)
       for (int b = 0; b < a.batch; ++b) stage.release(static_cast<uint64_t>(b + 1));
     if (r == 0) continue;
     prefill.push_back(a.prompt_tokens / prefill_s);

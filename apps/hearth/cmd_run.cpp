@@ -14,10 +14,13 @@
 #include "runtime/text/chat_template.h"
 #include "runtime/text/reply_filter.h"
 #include "runtime/model/generator.h"
+#include "runtime/model/kv_layout.h"
 
 namespace hearth::cli {
 
 namespace {
+
+constexpr int kMaxBatch = 256;  // prompt tokens per step
 
 struct RunArgs {
   std::string model;
@@ -36,9 +39,9 @@ struct RunArgs {
 
 // A context whose KV cache cannot fit this machine's memory is refused before it is allocated
 // (zero-filling one larger than memory would get the process killed, not an error).
-void check_context_fits(const runtime::ModelConfig& c, int ctx, runtime::TensorType kv_type) {
+void check_context_fits(const runtime::ModelConfig& c, int ctx, runtime::TensorType kv_type, int max_batch) {
   if (ctx <= 0) return;
-  const double kv = 2.0 * c.n_layer * static_cast<double>(ctx) * c.kv_dim() * runtime::kv_bytes_per_element(kv_type);
+  const auto kv = static_cast<double>(runtime::kv_layout(c, 0, c.n_layer, ctx, max_batch).bytes(kv_type));
   const profiles::MemoryBudget m = profiles::memory_budget(profiles::read_system_info(), 0);
   if (kv > static_cast<double>(m.basis_bytes))
     throw std::invalid_argument("--ctx " + std::to_string(ctx) + " needs a KV cache of " + std::to_string(kv / 1e9) +
@@ -48,10 +51,10 @@ void check_context_fits(const runtime::ModelConfig& c, int ctx, runtime::TensorT
 
 void run(const RunArgs& a) {
   LocalModel m = open_local_model(a.model);
-  check_context_fits(m.config, a.ctx, kv_type_named(a.kv_type));
+  check_context_fits(m.config, a.ctx, kv_type_named(a.kv_type), kMaxBatch);
   runtime::Tokenizer tok(runtime::load_vocab(m.file.metadata()));
   runtime::ThreadPool pool(a.threads > 0 ? a.threads : runtime::hardware_threads());
-  runtime::StageOptions options{.n_ctx = a.ctx, .max_batch = 256, .max_sequences = 1, .kv_type = kv_type_named(a.kv_type)};
+  runtime::StageOptions options{.n_ctx = a.ctx, .max_batch = kMaxBatch, .max_sequences = 1, .kv_type = kv_type_named(a.kv_type)};
   options.paging = paging_within(m, options, a.memory_limit, pool);
   const auto gpu = options.paging.empty() ? runtime::choose_stage_gpu(a.gpu, *m.weights) : nullptr;
   options.offload = gpu ? &gpu->offload() : nullptr;

@@ -58,8 +58,11 @@ std::vector<int32_t> DraftModel::propose(uint64_t seq, std::span<const int32_t> 
   const size_t same =
       static_cast<size_t>(std::mismatch(held.begin(), held.end(), history.begin(), history.end()).first - held.begin());
   // The last token is computed again if it is held already: its logits give the first draft token.
+  // A sliding-window draft model's ring goes back only so far: past it, the history is fed again.
+  size_t from = std::min(same, history.size() - 1);
+  if (from > 0 && static_cast<size_t>(stage_->length(seq)) - from > static_cast<size_t>(stage_->max_rewind())) from = 0;
   held.assign(history.begin(), history.end());
-  std::vector<int32_t> draft{feed(seq, held, std::min(same, held.size() - 1))};
+  std::vector<int32_t> draft{feed(seq, held, from)};
   while (draft.size() < static_cast<size_t>(k)) {
     held.push_back(draft.back());
     draft.push_back(feed(seq, held, held.size() - 1));

@@ -16,9 +16,11 @@ class KvCache {
  public:
   // Allocates the whole context up front: no allocation happens while tokens are added. Layer l
   // holds rows of layer_kv_dims[l] elements (layers may differ: Gemma 4's sliding and full
-  // layers) of `type` (kv_rows.h: f32, f16 or q8_0).
+  // layers) of `type` (kv_rows.h: f32, f16 or q8_0): n_ctx rows, or layer_rows[l] when given,
+  // and fewer rows than n_ctx make a ring that keeps only the latest positions (a sliding-window
+  // layer's; partitioner/model_spec.h's kv_cache_rows says how many it needs).
   KvCache(int n_ctx, const std::vector<int>& layer_kv_dims, const std::vector<int64_t>& layer_state_floats = {},
-          TensorType type = TensorType::F32);
+          TensorType type = TensorType::F32, const std::vector<int>& layer_rows = {});
   // Every layer with rows of kv_dim floats.
   KvCache(int n_layers, int n_ctx, int kv_dim) : KvCache(n_ctx, std::vector<int>(static_cast<size_t>(n_layers), kv_dim)) {}
 
@@ -30,9 +32,10 @@ class KvCache {
   // Stores the key and value rows of stage-local layer `l` at position `pos`, converted to the
   // cache's type (q8_0 rounds as `k` quantizes activations).
   void store(int l, int pos, const float* key, const float* value, const KernelTable& k);
-  // Layer l's rows from position 0.
-  KvRows keys(int l) const { return {k_.data() + layer_start_[static_cast<size_t>(l)], row_bytes_[static_cast<size_t>(l)], type_}; }
-  KvRows values(int l) const { return {v_.data() + layer_start_[static_cast<size_t>(l)], row_bytes_[static_cast<size_t>(l)], type_}; }
+  // Layer l's rows (a ring when rows(l) < n_ctx).
+  KvRows keys(int l) const { return rows_of(k_, l); }
+  KvRows values(int l) const { return rows_of(v_, l); }
+  int rows(int l) const { return rows_[static_cast<size_t>(l)]; }
   // The recurrent state of stage-local layer `l` (zero for a new sequence).
   float* state(int l) { return state_.data() + state_start_[static_cast<size_t>(l)]; }
   // Back to the state of no tokens (a sequence that starts over).
@@ -41,11 +44,14 @@ class KvCache {
   uint64_t bytes() const { return k_.size() + v_.size() + state_.size() * sizeof(float); }
 
  private:
+  KvRows rows_of(const std::vector<uint8_t>& half, int l) const;
+
   int n_ctx_;
   TensorType type_;
   std::vector<int> kv_dims_;
+  std::vector<int> rows_;            // of each layer: n_ctx, or a ring's
   std::vector<size_t> row_bytes_;    // of each layer's rows
-  std::vector<size_t> layer_start_;  // first byte of each layer's [n_ctx] rows
+  std::vector<size_t> layer_start_;  // first byte of each layer's rows
   int length_ = 0;
   std::vector<uint8_t> k_;
   std::vector<uint8_t> v_;

@@ -44,8 +44,8 @@ size_t kv_row_bytes(TensorType t, int n) {
   }
 }
 
-F32Rows read_rows(const KvRows& rows, int r0, int n_rows, int n, float* tile, const KernelTable& k) {
-  const uint8_t* first = rows.data + static_cast<size_t>(r0) * rows.row_bytes;
+F32Rows read_rows(const KvRows& rows, int p0, int n_rows, int n, float* tile, const KernelTable& k) {
+  const uint8_t* first = rows.data + static_cast<size_t>(rows.row(p0)) * rows.row_bytes;
   if (rows.type == TensorType::F32) return {reinterpret_cast<const float*>(first), rows.row_bytes / sizeof(float)};
   for (int r = 0; r < n_rows; ++r) {
     const uint8_t* row = first + static_cast<size_t>(r) * rows.row_bytes;

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,13 +34,19 @@ double kv_bytes_per_element(TensorType t);
 // Bytes of one cached row of n elements (n a multiple of the type's block).
 size_t kv_row_bytes(TensorType t, int n);
 
+// A sliding-window layer's cache is a ring: position p lives in row p % ring, so it holds only the
+// latest `ring` positions (kv_cache_rows in partitioner/model_spec.h says how many it needs).
 struct KvRows {
-  const uint8_t* data = nullptr;  // position 0, at the first element read
-  size_t row_bytes = 0;           // from one position to the next
+  const uint8_t* data = nullptr;  // row 0, at the first element read
+  size_t row_bytes = 0;           // from one row to the next
   TensorType type = TensorType::F32;
+  int ring = 0;  // rows of a ring; 0: position p is row p
 
   // The same rows from element `first` on (a head's slice): first a multiple of the type's block.
-  KvRows from(int first) const { return {data + kv_row_bytes(type, first), row_bytes, type}; }
+  KvRows from(int first) const { return {data + kv_row_bytes(type, first), row_bytes, type, ring}; }
+  int row(int pos) const { return ring > 0 ? pos % ring : pos; }
+  // Consecutive positions from `pos` on that lie in consecutive rows (up to the ring's wrap).
+  int run(int pos) const { return ring > 0 ? ring - pos % ring : std::numeric_limits<int>::max(); }
 };
 
 // Rows as f32: where they start and the floats from one to the next.
@@ -48,8 +55,8 @@ struct F32Rows {
   size_t stride;
 };
 
-// Rows [r0, r0 + n_rows) of `rows`, n elements each, as f32: the cache itself for f32, else
-// converted into `tile` (room for n_rows x n floats).
-F32Rows read_rows(const KvRows& rows, int r0, int n_rows, int n, float* tile, const KernelTable& k);
+// Positions [p0, p0 + n_rows) of `rows`, n elements each, as f32: the cache itself for f32, else
+// converted into `tile` (room for n_rows x n floats). n_rows <= rows.run(p0).
+F32Rows read_rows(const KvRows& rows, int p0, int n_rows, int n, float* tile, const KernelTable& k);
 
 }  // namespace hearth::runtime

@@ -96,8 +96,10 @@ void attend_tokens(std::span<const AttendToken> tokens, int n_q, const KvRows& k
   const int tile_rows =
       keys.type == TensorType::F32 ? hi - lo : std::max(1, static_cast<int>(kKvTileFloats / hd));
   const int n_rows = static_cast<int>(tokens.size()) * n_q;
-  for (int j0 = lo; j0 < hi; j0 += tile_rows) {
-    const int n = std::min(tile_rows, hi - j0);
+  // A ring's wrap ends a tile too. Scores stay indexed by position, and a score (or a value's
+  // term) does not depend on the tile it was read in, so a wrapped cache gives the same bits.
+  for (int j0 = lo, n = 0; j0 < hi; j0 += n) {
+    n = std::min({tile_rows, hi - j0, keys.run(j0)});
     const F32Rows kr = read_rows(keys, j0, n, head_dim, tile, k);
     attention_scores(score_order(keys.type), kr.data, kr.stride, n, qpack, hd, n_rows, head_dim, scores + (j0 - lo),
                      scores_stride, k);
@@ -108,8 +110,8 @@ void attend_tokens(std::span<const AttendToken> tokens, int n_q, const KvRows& k
     softmax_rows(scores_of(i) + (t.first_key - lo), scores_stride, n_q, t.n_keys, scale, sinks, inv + i * static_cast<size_t>(n_q), k);
     std::fill_n(t.out, row_floats, 0.f);
   }
-  for (int j0 = lo; j0 < hi; j0 += tile_rows) {
-    const int n = std::min(tile_rows, hi - j0);
+  for (int j0 = lo, n = 0; j0 < hi; j0 += n) {
+    n = std::min({tile_rows, hi - j0, values.run(j0)});
     const F32Rows vr = read_rows(values, j0, n, head_dim, tile, k);
     for (size_t i = 0; i < tokens.size(); ++i) {
       const AttendToken& t = tokens[i];

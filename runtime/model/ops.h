@@ -62,9 +62,9 @@ inline constexpr size_t kKvTileFloats = 8192;
 // heads in one matrix product against the keys, each key read once for all of them. Each
 // token's result equals attend_heads() on it alone over the rows read as f32, in the cache type's
 // score_order: either way a score's bits do not depend on what comes with it. `keys`/`values`
-// start at position 0 of one K/V head; `qpack` holds tokens x n_q x head_dim floats, `scores`
-// tokens x n_q rows of scores_stride (at least the keys' span), `inv` tokens x n_q floats and
-// `tile` kKvTileFloats.
+// start at row 0 of one K/V head (a ring's too: positions are mapped to rows as they are read); `qpack` holds tokens x n_q x
+// head_dim floats, `scores` tokens x n_q rows of scores_stride (at least the keys' span), `inv` tokens x n_q floats and `tile`
+// kKvTileFloats.
 void attend_tokens(std::span<const AttendToken> tokens, int n_q, const KvRows& keys, const KvRows& values, int head_dim,
                    float scale, float* qpack, float* scores, size_t scores_stride, float* inv, float* tile,
                    const KernelTable& k, const float* sinks = nullptr);

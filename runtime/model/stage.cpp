@@ -67,11 +67,8 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   const auto B = static_cast<size_t>(options_.max_batch);
   if (const std::string why = kv_type_unfit(options_.kv_type, c, spec().first_layer, spec().last_layer); !why.empty())
     throw std::invalid_argument(why);
-  for (int l = spec().first_layer; l < spec().last_layer; ++l) {
-    layer_kv_dims_.push_back(c.layer_cache_dim(l));
-    layer_state_floats_.push_back(c.is_recurrent(l) ? c.ssm_state_floats() : 0);
-    recurrent_ = recurrent_ || c.is_recurrent(l);
-  }
+  kv_ = kv_layout(c, spec().first_layer, spec().last_layer, n_ctx_, options_.max_batch);
+  recurrent_ = std::any_of(kv_.state_floats.begin(), kv_.state_floats.end(), [](int64_t f) { return f > 0; });
   if (recurrent_) {
     ssm_qkv_.resize(B * c.ssm_conv_channels());
     ssm_z_.resize(B * c.ssm_d_inner);
@@ -136,11 +133,7 @@ uint64_t Stage::memory_bytes(int n_sequences) const {
                                       &q_gate_,      &shexp_out_,   &ssm_qkv_, &ssm_z_,    &ssm_beta_, &ssm_alpha_,  &ssm_y_,
                                       &ssm_scratch_, &v_norm_ones_, &ple_,     &ple_gate_, &ple_row_,  &hidden_out_, &router_in_})
     floats += v->capacity();
-  uint64_t per_sequence = 0;
-  for (size_t l = 0; l < layer_kv_dims_.size(); ++l)
-    per_sequence += 2 * static_cast<uint64_t>(n_ctx_) * kv_row_bytes(options_.kv_type, layer_kv_dims_[l]) +
-                    static_cast<uint64_t>(layer_state_floats_[l]) * sizeof(float);
-  return floats * sizeof(float) + scratch_.bytes() + static_cast<uint64_t>(n_sequences) * per_sequence;
+  return floats * sizeof(float) + scratch_.bytes() + static_cast<uint64_t>(n_sequences) * kv_.bytes(options_.kv_type);
 }
 
 int Stage::length(uint64_t seq) const {
@@ -166,9 +159,13 @@ int Stage::validate(const StageInput& in) const {
     if (ch.pos < 0 || ch.pos > len)
       bad_input("sequence " + std::to_string(ch.seq) + " continues at position " + std::to_string(ch.pos) + " but holds " +
                 std::to_string(len) + " tokens");
-    if (recurrent_ && ch.pos != len && ch.pos != 0)
+    if (ch.pos != 0 && len - ch.pos > kv_.max_rewind)
       bad_input("sequence " + std::to_string(ch.seq) + " would go back to position " + std::to_string(ch.pos) + " of " +
-                std::to_string(len) + ": this model's recurrent layers cannot rewind (continue at the end or start over at 0)");
+                std::to_string(len) + ": " +
+                (recurrent_ ? std::string("this model's recurrent layers cannot rewind")
+                            : "its sliding-window layers keep only the last " + std::to_string(kv_.max_rewind) +
+                                  " positions beyond their window") +
+                " (continue at the end, or start over at 0)");
     if (ch.n_tokens > n_ctx_ - ch.pos)
       bad_input("sequence " + std::to_string(ch.seq) + " would exceed the context of " + std::to_string(n_ctx_) + " tokens");
     if (!caches_.count(ch.seq)) ++new_seqs;
@@ -194,7 +191,8 @@ std::span<const float> Stage::forward(const StageInput& in) {
   int t = 0;
   for (const SeqChunk& ch : in.chunks) {
     auto it = caches_.find(ch.seq);
-    if (it == caches_.end()) it = caches_.try_emplace(ch.seq, n_ctx_, layer_kv_dims_, layer_state_floats_, options_.kv_type).first;
+    if (it == caches_.end())
+      it = caches_.try_emplace(ch.seq, n_ctx_, kv_.dims, kv_.state_floats, options_.kv_type, kv_.rows).first;
     else if (ch.pos == 0 && it->second.has_state()) it->second.clear_state();  // starts over
     for (int i = 0; i < ch.n_tokens; ++i, ++t) {
       row_cache_[static_cast<size_t>(t)] = &it->second;

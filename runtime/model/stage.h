@@ -27,6 +27,7 @@
 #include "runtime/kernels/kernels.h"
 #include "runtime/model/expert_ffn.h"
 #include "runtime/model/kv_cache.h"
+#include "runtime/model/kv_layout.h"
 #include "runtime/model/layer_pager.h"
 #include "runtime/model/matmul.h"
 #include "runtime/model/matmul_offload.h"
@@ -77,6 +78,9 @@ class Stage {
   const ModelConfig& config() const { return weights_->config(); }
   int n_ctx() const { return n_ctx_; }
   int max_batch() const { return options_.max_batch; }
+  // How many positions back from its end a sequence may continue (kv_layout.h): a chunk at pos <
+  // length(seq) needs length(seq) - pos <= max_rewind(), or pos 0.
+  int max_rewind() const { return kv_.max_rewind; }
 
   // Runs the batch through this stage's layers. Returns hidden states [n_tokens x hidden_width(last_layer)], or on
   // the output stage logits [rows x n_vocab] (rows: each chunk's `logits`, in order, or every token
@@ -95,7 +99,7 @@ class Stage {
   uint64_t weight_bytes_read() const { return dense_bytes_read_ + (experts_ ? experts_->bytes_read() : 0); }
   const KernelTable& kernels() const { return kernels_; }
   // Memory the stage holds besides its weights when n_sequences caches are full: its buffers,
-  // and a KV cache (or recurrent state) of n_ctx tokens per sequence. What a budget subtracts
+  // and a KV cache (n_ctx rows, a sliding-window layer's ring) and recurrent states per sequence. What a budget subtracts
   // before it decides what of the weights must be paged.
   uint64_t memory_bytes(int n_sequences) const;
   // What paging read from storage, and how much of it the stage waited for (null: no paging).
@@ -132,9 +136,8 @@ class Stage {
   RopeSpec rope_;                           // how full layers rotate
   RopeSpec rope_swa_;                       // and sliding-window layers (Gemma: own base, no scaling)
   std::vector<float> rope_cos_, rope_sin_;  // (n_rot / 2), angles of one position
-  std::vector<int> layer_kv_dims_;          // of this stage's layers, for their KV caches
-  std::vector<int64_t> layer_state_floats_; // and their recurrent states (0: none)
-  bool recurrent_ = false;                  // some layer keeps a recurrent state (no rewinding)
+  KvLayout kv_;                             // of each sequence's caches on this stage's layers
+  bool recurrent_ = false;                  // some layer keeps a recurrent state
   std::vector<float> q_gate_;               // Qwen 3.5: the query projection with its gates
   std::vector<float> shexp_out_;            // Qwen 3.5 MoE: the shared expert's output; Gemma 4's experts'
   std::vector<float> router_in_;            // Gemma 4 26B-A4B: what its router reads

@@ -1,0 +1,33 @@
+#include "runtime/model/kv_layout.h"
+
+#include <algorithm>
+
+#include "partitioner/model_spec.h"
+#include "runtime/model/kv_rows.h"
+
+namespace hearth::runtime {
+
+uint64_t KvLayout::bytes(TensorType type) const {
+  uint64_t n = 0;
+  for (size_t l = 0; l < dims.size(); ++l)
+    n +=
+        2 * static_cast<uint64_t>(rows[l]) * kv_row_bytes(type, dims[l]) + static_cast<uint64_t>(state_floats[l]) * sizeof(float);
+  return n;
+}
+
+KvLayout kv_layout(const ModelConfig& c, int first_layer, int last_layer, int n_ctx, int max_batch) {
+  KvLayout k{.n_ctx = n_ctx, .max_rewind = n_ctx};
+  for (int l = first_layer; l < last_layer; ++l) {
+    const int rows = partitioner::kv_cache_rows(c.is_swa(l) ? c.n_swa : 0, n_ctx, max_batch);
+    k.dims.push_back(c.layer_cache_dim(l));
+    k.rows.push_back(rows);
+    k.state_floats.push_back(c.is_recurrent(l) ? c.ssm_state_floats() : 0);
+    // A layer reading another's cache (Gemma 4's shared KV) is bounded by its source's ring,
+    // which has the same window and is on the same stage.
+    if (c.is_recurrent(l)) k.max_rewind = 0;
+    else if (rows < n_ctx) k.max_rewind = std::min(k.max_rewind, rows - c.n_swa);
+  }
+  return k;
+}
+
+}  // namespace hearth::runtime
