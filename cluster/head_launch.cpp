@@ -196,6 +196,7 @@ partitioner::PartitionOptions Head::partition_options(wire::LaunchRequest::Reade
   opt.objective = *parsed;
   opt.ctx = ctx;
   opt.streams = streams;
+  opt.max_batch = kDefaultMaxBatch;  // the stages' step, which sizes sliding layers' rings
   opt.kv_bytes_per_elem = runtime::kv_bytes_per_element(kv);
   return opt;
 }

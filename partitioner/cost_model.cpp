@@ -96,12 +96,14 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
   for (int l = 0; l < spec_.n_layers; ++l) weight_prefix_[l + 1] = weight_prefix_[l] + spec_.layer_weight_bytes[l];
   // A recurrent layer holds its fixed state per stream instead of a KV cache; a shared-KV layer
   // holds neither.
+  // A sliding-window layer keeps a ring of its latest positions (kv_cache_rows).
   kv_prefix_.assign(spec_.n_layers + 1, 0.0);
   const bool states = spec_.layer_state_bytes.size() == static_cast<size_t>(spec_.n_layers);
   const bool shares = spec_.layer_shares_kv.size() == static_cast<size_t>(spec_.n_layers);
   for (int l = 0; l < spec_.n_layers; ++l) {
     const double state = states ? spec_.layer_state_bytes[static_cast<size_t>(l)] : 0.0;
-    const double kv = shares && spec_.layer_shares_kv[static_cast<size_t>(l)] ? 0.0 : kv_bytes_per_layer_;
+    const double rows = kv_cache_rows(layer_window(l), o.ctx, o.max_batch);
+    const double kv = shares && spec_.layer_shares_kv[static_cast<size_t>(l)] ? 0.0 : kv_token_layer_bytes_ * rows * o.streams;
     kv_prefix_[l + 1] = kv_prefix_[l] + (state > 0 ? state * o.streams : kv);
   }
 
@@ -119,9 +121,10 @@ int CostModel::micro_batch_index(int m) const {
 // Per-block roofline of §4.2: weights (and the KV rows read by attention) stream at
 // the device's decode rate, or the step is compute-bound, whichever is slower.
 double CostModel::layer_decode_time(int d, int layer, int m) const {
-  const double bytes_time =
-      layer_read_bytes(spec_, layer, m) / weight_rate_[d] + m * decode_ctx_ * kv_token_layer_bytes_ / kv_rate_[d];
-  const double flops = m * (spec_.layer_flops_per_token[layer] + attention_flops_per_pair_ * decode_ctx_);
+  const int window = layer_window(layer);  // a sliding layer reads its window's keys, not the context's
+  const double keys = window > 0 ? std::min(decode_ctx_, double(window)) : decode_ctx_;
+  const double bytes_time = layer_read_bytes(spec_, layer, m) / weight_rate_[d] + m * keys * kv_token_layer_bytes_ / kv_rate_[d];
+  const double flops = m * (spec_.layer_flops_per_token[layer] + attention_flops_per_pair_ * keys);
   return std::max(bytes_time, flops / flop_rate_[d]);
 }
 

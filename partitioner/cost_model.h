@@ -124,6 +124,8 @@ class CostModel {
   double kv_bytes_per_layer() const { return kv_bytes_per_layer_; }  // all streams, full ctx (a layer with a KV cache)
 
  private:
+  // Keys layer `layer`'s queries see: its sliding window, or 0 for the whole context.
+  int layer_window(int layer) const { return spec_.layer_window.empty() ? 0 : spec_.layer_window[static_cast<size_t>(layer)]; }
   double layer_decode_time(int d, int layer, int m) const;
   // The compute of decode_time_at, from the tables.
   double decode_compute_at(int mi, int d, int first, int last, bool with_output) const {

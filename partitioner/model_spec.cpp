@@ -58,13 +58,13 @@ std::vector<ModelShape> presets() {
     return s;
   };
   // Gemma 3 (text): heads of 256 (27b: 128), not n_embd / n_head; tied embeddings; five sliding-
-  // window layers to each full one (their KV caches are sized as full ones: the runtime keeps
-  // them full length).
-  auto gemma3 = [&](const char* name, int layers, int embd, int ff, int heads, int kv, int vocab, int head_dim) {
+  // window layers (1024 tokens; the 1B's 512) to each full one.
+  auto gemma3 = [&](const char* name, int layers, int embd, int ff, int heads, int kv, int vocab, int head_dim, int window) {
     ModelShape s = decoder(name, layers, embd, ff, heads, kv, vocab);
     s.tied_embeddings = true;
     s.head_dim = head_dim;
     s.full_attention_period = 6;
+    s.sliding_window = window;
     return s;
   };
   // Qwen 3.5: three gated delta-net layers to each full-attention one, whose query also yields a
@@ -87,11 +87,13 @@ std::vector<ModelShape> presets() {
   };
   // Gemma 4: sliding layers of 256-wide heads, full ones of 512 (with fewer KV heads and K as V
   // on the larger models); the E models add per-layer embeddings and share the last layers' KV.
+  // Windows: E2B/E4B 512 tokens, the larger ones 1024.
   auto gemma4 = [&](const char* name, int layers, int embd, int ff, int heads, int kv, int period, int kv_full, bool k_is_v) {
     ModelShape s = decoder(name, layers, embd, ff, heads, kv, 262144);
     s.tied_embeddings = true;
     s.head_dim = 256;
     s.full_attention_period = period;
+    s.sliding_window = embd <= 2560 ? 512 : 1024;
     s.head_dim_full = 512;
     s.n_kv_head_full = kv_full;
     s.full_k_is_v = k_is_v;
@@ -107,9 +109,11 @@ std::vector<ModelShape> presets() {
   gemma4_26b.n_ff_dense = 2112;
   ModelShape oss20 = moe(llama("gpt-oss-20b", 24, 2880, 2880, 64, 8, 201088, false, true), 32, 4);
   ModelShape oss120 = moe(llama("gpt-oss-120b", 36, 2880, 2880, 64, 8, 201088, false, true), 128, 4);
-  for (ModelShape* s : {&oss20, &oss120}) {
+  for (ModelShape* s : {&oss20, &oss120}) {  // every other layer slides over 128 tokens
     s->head_dim = 64;
     s->expert_type = "mxfp4";
+    s->full_attention_period = 2;
+    s->sliding_window = 128;
   }
   ModelShape qwen3_30b = moe(llama("qwen3-30b-a3b", 48, 2048, 768, 32, 4, 151936, false, false), 128, 8);
   ModelShape qwen3_235b = moe(llama("qwen3-235b-a22b", 94, 4096, 1536, 64, 4, 151936, false, false), 128, 8);
@@ -129,10 +133,10 @@ std::vector<ModelShape> presets() {
       llama("qwen2.5-14b", 48, 5120, 13824, 40, 8, 152064, false, true),
       llama("qwen2.5-32b", 64, 5120, 27648, 40, 8, 152064, false, true),
       llama("qwen2.5-72b", 80, 8192, 29568, 64, 8, 152064, false, true),
-      gemma3("gemma-3-1b", 26, 1152, 6912, 4, 1, 262144, 256),
-      gemma3("gemma-3-4b", 34, 2560, 10240, 8, 4, 262208, 256),
-      gemma3("gemma-3-12b", 48, 3840, 15360, 16, 8, 262208, 256),
-      gemma3("gemma-3-27b", 62, 5376, 21504, 32, 16, 262208, 128),
+      gemma3("gemma-3-1b", 26, 1152, 6912, 4, 1, 262144, 256, 512),
+      gemma3("gemma-3-4b", 34, 2560, 10240, 8, 4, 262208, 256, 1024),
+      gemma3("gemma-3-12b", 48, 3840, 15360, 16, 8, 262208, 256, 1024),
+      gemma3("gemma-3-27b", 62, 5376, 21504, 32, 16, 262208, 128, 1024),
       e_model(gemma4("gemma-4-e2b", 35, 1536, 6144, 8, 1, 5, 1, false), 20, true),
       e_model(gemma4("gemma-4-e4b", 42, 2560, 10240, 8, 2, 6, 2, false), 18, false),
       gemma4("gemma-4-31b", 60, 5376, 21504, 32, 16, 6, 4, true),
@@ -187,6 +191,8 @@ void check_shape(const ModelShape& s) {
   require_positive(s.n_vocab, "n_vocab");
   if (s.n_expert < 0 || (s.n_expert > 0 && (s.n_expert_used <= 0 || s.n_expert_used > s.n_expert)))
     throw std::invalid_argument("model shape: experts used must be between 1 and the expert count");
+  if (s.sliding_window < 0 || (s.sliding_window > 0 && s.full_attention_period < 1))
+    throw std::invalid_argument("model shape: a sliding window needs a full-attention period (which layers slide)");
   if (s.full_attention_period < 0 || s.head_dim_full < 0 || s.n_kv_head_full < 0 || s.n_embd_per_layer < 0 || s.n_ff_dense < 0 ||
       s.n_ff_shared_expert < 0 || s.linear_k_heads < 0 || s.linear_v_heads < 0)
     throw std::invalid_argument("model shape: a layer dimension is negative");
@@ -206,6 +212,7 @@ struct BlockSize {
   double flop_params = 0;    // matrix weights one token multiplies (used experts only)
   double state_bytes = 0;    // a recurrent layer's fixed state per stream
   double kv_dim = 0;         // K (or V) values per token this layer caches, 0 for none
+  bool full = true;          // attends over the whole context (not a sliding window, not a delta-net)
 };
 
 BlockSize block_size(const ModelShape& s, int layer, int head_dim) {
@@ -213,6 +220,7 @@ BlockSize block_size(const ModelShape& s, int layer, int head_dim) {
   const bool full = s.full_attention_period == 0 || layer % s.full_attention_period == s.full_attention_period - 1;
   const bool own_kv = layer < s.n_layers - s.n_shared_kv_layers;
   BlockSize b;
+  b.full = full;
   if (s.linear_v_heads > 0 && !full) {
     // A gated delta-net: q, k, v in one projection, an output gate z, per-head a and b, the
     // output projection; f32 convolution taps over q, k, v, a norm, A and dt per head.
@@ -290,6 +298,7 @@ ModelSpec model_spec_from_shape(const ModelShape& s) {
     if (s.n_expert > 0) spec.layer_expert_bytes.push_back(b.expert_params * expert_bpw);
     if (s.linear_v_heads > 0) spec.layer_state_bytes.push_back(b.state_bytes);
     if (s.n_shared_kv_layers > 0) spec.layer_shares_kv.push_back(b.kv_dim == 0);
+    if (s.sliding_window > 0 && s.linear_v_heads == 0) spec.layer_window.push_back(b.full ? 0 : s.sliding_window);
     max_kv_dim = std::max(max_kv_dim, b.kv_dim);
   }
   if (s.n_expert > 0) {

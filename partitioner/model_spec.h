@@ -51,6 +51,9 @@ struct ModelSpec {
   // into the stage starting at block b carries those of blocks b..L-1 beside the n_embd hidden
   // state. 0 = none.
   int n_embd_per_layer = 0;
+  // Sliding-window layers (Gemma, gpt-oss): the keys a layer's queries see, [n_layers] (0 for a
+  // layer that sees all) or empty (none slides). Such a layer keeps a ring of kv_cache_rows.
+  std::vector<int> layer_window;
 };
 
 // Whether a stage may start at layer `boundary` (0 and n_layers always may).
@@ -94,6 +97,7 @@ struct ModelShape {
   // over the whole context; the others slide over a window (Gemma) or, when linear_v_heads > 0,
   // are gated delta-nets that keep a fixed state instead of a KV cache (Qwen 3.5). 0 = all full.
   int full_attention_period = 0;
+  int sliding_window = 0;  // tokens a sliding layer sees (Gemma 3: 1024, gpt-oss: 128); 0 = none slides
   // Gemma 4's full layers: heads of their own size, their own KV head count, and K standing in
   // for V (no V projection). 0 = as the other layers.
   int head_dim_full = 0;

@@ -25,6 +25,7 @@ struct PartitionOptions {
   int ctx = 4096;                        // tokens of KV cache reserved per stream
   int decode_ctx = 0;                    // tokens of context assumed when timing decode; 0 = ctx / 2
   int streams = 1;                       // concurrent streams B; every stage keeps KV for all of them
+  int max_batch = 256;                   // tokens per step: a sliding-window layer's ring holds window + max_batch
   int prompt_tokens = 512;               // prompt length P for ttft
   int prefill_chunk = 0;                 // tokens per prefill chunk; 0 = best of 1..16 equal-FLOP chunks
   double kv_bytes_per_elem = 2;          // bytes per cached K/V element (f16 = 2, q8_0 = 34/32)

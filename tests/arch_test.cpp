@@ -9,6 +9,7 @@
 
 #include "runtime/model/expert_ffn.h"
 #include "runtime/model/generator.h"
+#include "partitioner/cost_model.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/model_spec_gguf.h"
 #include "runtime/model/rope.h"
@@ -133,7 +134,21 @@ void check_ring(const Model& m, ThreadPool& pool) {
   auto r = stage(0, L, 8), a = stage(0, half, 8), b = stage(half, L, 8), x = stage(0, 1, 8), y = stage(1, late, 8),
        z = stage(late, L, 8);
   CHECK(r->max_rewind() == 8);
-  CHECK(r->memory_bytes(1) - r->memory_bytes(0) < whole->memory_bytes(1) - whole->memory_bytes(0));
+  const uint64_t ring_bytes = r->memory_bytes(1) - r->memory_bytes(0);
+  CHECK(ring_bytes < whole->memory_bytes(1) - whole->memory_bytes(0));
+  if (m.config.n_head_kv_layers.empty() && m.config.head_dim_swa == 0) {  // layers alike: the planner's count is exact
+    hearth::partitioner::PartitionOptions o;
+    o.ctx = 64;
+    o.max_batch = 8;
+    o.kv_bytes_per_elem = 4;  // the stages' f32 cache
+    hearth::partitioner::DeviceProfile d;
+    d.name = "box";
+    d.usable_memory_bytes = 1e12;
+    d.memory_bandwidth_bytes_per_s = 1e10;
+    d.prefill_flop_s = 1e11;
+    const hearth::partitioner::CostModel cost(model_spec_from_gguf(m.file, m.config), {&d, 1}, {}, o);
+    CHECK(cost.memory(0, 0, L, false, false).kv_bytes == doctest::Approx(static_cast<double>(ring_bytes)));
+  }
   Stage* ring[] = {r.get()};
   Stage* two[] = {a.get(), b.get()};
   Stage* three[] = {x.get(), y.get(), z.get()};

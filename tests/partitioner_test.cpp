@@ -355,6 +355,37 @@ TEST_CASE("partitioner: Gemma 4 and Qwen 3.5 presets have their published sizes 
     CHECK(q.layer_state_bytes[static_cast<size_t>(l)] == doctest::Approx((l % 4 == 3) ? 0 : 4 * (3 * channels + 48 * 128 * 128)));
 }
 
+TEST_CASE("partitioner: sliding-window layers reserve a ring of window + max_batch rows, not the whole context") {
+  ModelSpec s = preset("gemma-3-27b", "q4_0");
+  REQUIRE(s.layer_window.size() == 62u);
+  CHECK(s.layer_window[0] == 1024);
+  CHECK(s.layer_window[5] == 0);  // every sixth layer sees everything
+  PartitionOptions o;
+  o.ctx = 32768;
+  o.kv_bytes_per_elem = 2;  // f16
+  const std::vector<DeviceProfile> one{device("box", 64, 50)};
+  const double per_row = 2.0 * 16 * 128 * 2;  // K and V of 16 heads of 128, f16
+  // 10 full layers of 32768 rows, 52 sliding ones of 1024 + 256: 3.2 GB where all full was 16.6.
+  const double kv = CostModel(s, one, LinkTable{}, o).memory(0, 0, 62, false, false).kv_bytes;
+  CHECK(kv == doctest::Approx((10 * 32768.0 + 52 * 1280.0) * per_row));
+  CHECK(kv < 3.3e9);
+  o.max_batch = 64;
+  CHECK(CostModel(s, one, LinkTable{}, o).memory(0, 0, 62, false, false).kv_bytes ==
+        doctest::Approx((10 * 32768.0 + 52 * 1088.0) * per_row));
+  o.ctx = 1000;  // a context shorter than a ring: every layer keeps it whole
+  CHECK(CostModel(s, one, LinkTable{}, o).memory(0, 0, 62, false, false).kv_bytes == doctest::Approx(62 * 1000.0 * per_row));
+  s.layer_window.clear();
+  o.ctx = 32768;
+  CHECK(CostModel(s, one, LinkTable{}, o).memory(0, 0, 62, false, false).kv_bytes == doctest::Approx(62 * 32768.0 * per_row));
+  // gpt-oss-20b: every other layer slides over 128 tokens; the 1B Gemma 3 over 512.
+  const ModelSpec oss = preset("gpt-oss-20b", "q4_0");
+  REQUIRE(oss.layer_window.size() == 24u);
+  CHECK(oss.layer_window[0] == 128);
+  CHECK(oss.layer_window[1] == 0);
+  CHECK(preset("gemma-3-1b", "q4_0").layer_window[0] == 512);
+  CHECK(preset("llama-3-8b", "q4_0").layer_window.empty());
+}
+
 TEST_CASE("partitioner: recurrent layers hold a fixed state per stream instead of a KV cache") {
   ModelSpec s = preset("llama-3-8b", "q4_0");
   PartitionOptions o;

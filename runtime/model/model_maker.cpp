@@ -155,8 +155,8 @@ namespace {
 std::string arch_of(const partitioner::ModelShape& s) {
   if (s.linear_v_heads > 0) return s.n_expert > 0 ? "qwen35moe" : "qwen35";
   if (s.head_dim_full > 0 || s.n_embd_per_layer > 0) return "gemma4";
-  if (s.full_attention_period > 0) return "gemma3";
   if (s.expert_type == "mxfp4") return "gpt-oss";
+  if (s.full_attention_period > 0) return "gemma3";
   if (s.n_expert > 0) return "qwen3moe";
   return s.qkv_bias ? "qwen2" : "llama";
 }
@@ -183,6 +183,10 @@ void apply_preset_layout(const partitioner::ModelShape& s, MakeModelOptions& o) 
   }
   o.tied_output = s.tied_embeddings;
   if (!s.expert_type.empty() && !o.expert_type) o.expert_type = tensor_type_from_name(s.expert_type);
+  if (s.sliding_window > 0) o.sliding_window = s.sliding_window;
+  if (o.arch == "gpt-oss" && s.full_attention_period != 2)
+    throw std::invalid_argument("mkmodel writes gpt-oss files with every other layer sliding, not a full one every " +
+                                std::to_string(s.full_attention_period));
   if (o.arch == "gemma3" && s.full_attention_period != 6)
     throw std::invalid_argument("mkmodel writes gemma3 files with a full layer every sixth, not every " +
                                 std::to_string(s.full_attention_period));

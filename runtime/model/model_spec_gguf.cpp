@@ -97,6 +97,8 @@ partitioner::ModelSpec model_spec_from_gguf(const GgufFile& file, const ModelCon
       static_cast<double>(output ? output->n_bytes : embd.n_bytes) + static_cast<double>(output_norm ? output_norm->n_bytes : 0);
   spec.output_flops_per_token = 2.0 * config.n_vocab * static_cast<double>(config.n_embd);
 
+  if (config.n_swa > 0)
+    for (int l = 0; l < config.n_layer; ++l) spec.layer_window.push_back(config.is_swa(l) ? config.n_swa : 0);
   if (config.full_attention_interval > 0)
     for (int l = 0; l < config.n_layer; ++l)
       spec.layer_state_bytes.push_back(config.is_recurrent(l) ? 4.0 * static_cast<double>(config.ssm_state_floats()) : 0.0);
