@@ -41,7 +41,8 @@ void add_mkmodel_command(CLI::App& app) {
   cmd->add_option("--ffn", a->ffn, "Override: feed-forward size");
   cmd->add_option("--vocab", a->vocab, "Override: vocabulary size (byte-level vocabulary)");
   cmd->add_option("--ctx", a->ctx, "Override: context length");
-  cmd->add_option("--sliding-window", a->opt.sliding_window, "gemma3, gemma4, gpt-oss: tokens a sliding-window layer attends to")
+  cmd->add_option("--sliding-window", a->opt.sliding_window,
+                  "gemma3, gemma4, gpt-oss: tokens a sliding-window layer attends to (a planner preset: its own)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--full-layer-period", a->opt.full_layer_period,
@@ -68,7 +69,9 @@ void add_mkmodel_command(CLI::App& app) {
         throw std::invalid_argument("unknown preset '" + a->preset + "' (" + names + ")");
       }
       const std::string asked = a->arch;
-      runtime::apply_preset_layout(*planned, a->opt);
+      const int window = a->opt.sliding_window;
+      runtime::apply_preset_layout(*planned, a->opt);  // its published window, unless one is asked for
+      if (cmd->count("--sliding-window") > 0) a->opt.sliding_window = window;
       if (cmd->count("--arch") > 0 && asked != a->opt.arch)
         throw std::invalid_argument("preset '" + a->preset + "' has the layout of --arch " + a->opt.arch + ", not " + asked);
       a->arch = a->opt.arch;
