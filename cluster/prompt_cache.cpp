@@ -13,9 +13,10 @@ size_t common_prefix(std::span<const int32_t> a, std::span<const int32_t> b) {
 
 }  // namespace
 
-void PromptCache::keep(uint64_t seq, std::vector<int32_t> tokens) {
+void PromptCache::keep(uint64_t seq, std::vector<int32_t> tokens, size_t reach) {
   std::erase_if(entries_, [&](const Entry& e) { return e.seq == seq; });
-  entries_.push_back({seq, std::move(tokens), ++clock_});
+  reach = std::max(reach, tokens.size());
+  entries_.push_back({seq, std::move(tokens), reach, ++clock_});
 }
 
 std::optional<PromptCache::Hit> PromptCache::take(std::span<const int32_t> prompt, size_t max_reuse) {
@@ -26,12 +27,12 @@ std::optional<PromptCache::Hit> PromptCache::take(std::span<const int32_t> promp
     const size_t shared = common_prefix(e.tokens, prompt);
     if (shared == 0 || static_cast<double>(shared) < kMinShare * static_cast<double>(e.tokens.size())) continue;
     size_t reuse = std::min(shared, max_reuse);
-    // The stages can go back only so far (not at all: the request continues exactly where the
-    // caches end).
-    if (e.tokens.size() - reuse > max_rewind_) continue;
+    // The stages can go back only so far from the furthest they stored (not at all: the request
+    // continues exactly where the caches end).
+    if (e.reach - reuse > max_rewind_) continue;
     if (reuse == 0) continue;
     if (!best || reuse > best->reuse || (reuse == best->reuse && e.used > entries_[best_index].used)) {
-      best = Hit{e.seq, reuse};
+      best = Hit{e.seq, reuse, e.reach};
       best_index = i;
     }
   }

@@ -27,20 +27,24 @@ class PromptCache {
   // to the conversation it belongs to than the few tokens another one would save.
   static constexpr double kMinShare = 0.5;
 
-  // `max_rewind`: how many tokens back from a kept sequence's end the stages can cut it. A model
-  // with recurrent layers (Qwen 3.5's delta-nets) cannot at all (0): its state holds every token,
-  // so only a request that extends all of a kept sequence's tokens may reuse it. Sliding-window
-  // layers keep a ring a batch longer than their window (runtime/model/kv_layout.h), so a
-  // request may reuse a sequence only to within that many tokens of its end.
+  // `max_rewind`: how many positions back from the furthest a kept sequence reached the stages
+  // can cut it. A model with recurrent layers (Qwen 3.5's delta-nets) cannot at all (0): its
+  // state holds every token, so only a request that extends all of a kept sequence's tokens may
+  // reuse it. Sliding-window layers keep a ring a batch longer than their window
+  // (runtime/model/kv_layout.h), so a request may reuse a sequence only to within that many
+  // positions of its reach.
   explicit PromptCache(size_t max_rewind) : max_rewind_(max_rewind) {}
 
   struct Hit {
     uint64_t seq = 0;
     size_t reuse = 0;  // leading prompt tokens the sequence's caches already hold
+    size_t reach = 0;  // the furthest position the stages stored for it (the request inherits it)
   };
 
-  // Remembers that sequence `seq` holds caches for `tokens`, in order (its most recent use).
-  void keep(uint64_t seq, std::vector<int32_t> tokens);
+  // Remembers that sequence `seq` holds caches for `tokens`, in order (its most recent use), and
+  // that the stages stored it as far as `reach` (beyond the tokens: a rejected draft's tail, an
+  // earlier turn that went further; at least tokens.size()).
+  void keep(uint64_t seq, std::vector<int32_t> tokens, size_t reach = 0);
   // Takes out the kept sequence that shares the longest prefix with `prompt`, reusing at most
   // `max_reuse` tokens (the caller keeps at least one token to compute, and more when its sampler
   // must see them). None when no kept sequence shares enough (kMinShare).
@@ -55,6 +59,7 @@ class PromptCache {
   struct Entry {
     uint64_t seq = 0;
     std::vector<int32_t> tokens;
+    size_t reach = 0;
     uint64_t used = 0;  // when kept, by a counter
   };
   size_t max_rewind_;

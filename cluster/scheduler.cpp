@@ -13,10 +13,6 @@ namespace {
 
 double ms_between(Steady::time_point a, Steady::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
 
-// How far back a kept sequence may be cut: a stage may also hold the rejected tail of its last
-// draft beyond the tokens the prompt cache knows of, which the cut takes back too.
-size_t kept_rewind(int max_rewind, int max_draft) { return static_cast<size_t>(std::max(0, max_rewind - max_draft)); }
-
 }  // namespace
 
 Scheduler::Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences,
@@ -29,7 +25,7 @@ Scheduler::Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int
       emit_(std::move(emit)),
       drafts_(std::move(drafts)),
       draft_pace_(draft_pace),
-      cache_(kept_rewind(max_rewind, drafts_ ? draft_pace.max_draft : 0)) {
+      cache_(static_cast<size_t>(std::max(0, max_rewind))) {
   // A draft's rejected tail is undone by overwriting its positions: recurrent layers cannot, and
   // a sliding-window layer's ring only so far.
   if (drafts_ && max_rewind <= 0) throw std::invalid_argument("speculative decoding needs a model whose caches can go back");
@@ -74,6 +70,7 @@ void Scheduler::admit(uint64_t seq) {
     node.key() = hit->seq;
     s.prompt_sent = s.cached = hit->reuse;
     s.fed.assign(s.prompt.begin(), s.prompt.begin() + static_cast<long>(hit->reuse));
+    s.reach = static_cast<int>(hit->reach);
   } else if (admitted() + draining_.size() + cache_.size() >= static_cast<size_t>(max_sequences_)) {
     stage_.release({*cache_.evict_oldest()});  // admit() left a slot: one is kept
   }
@@ -190,6 +187,7 @@ bool Scheduler::step() {
       s.pending.reset();
       s.draft = draft_for(seq, s, room - 1);
       const int drafts = static_cast<int>(s.draft.size());
+      s.sent(s.next_pos, 1 + drafts);
       batch.chunks.push_back({seq, s.next_pos++, 1 + drafts, false, true, s.sampling, false, drafts});
       batch.tokens.push_back(s.fed.back());
       batch.tokens.insert(batch.tokens.end(), s.draft.begin(), s.draft.end());
@@ -202,6 +200,7 @@ bool Scheduler::step() {
       // A request that continues a kept cache starts at its end: the last stage then needs to be
       // told to start a new sampler.
       const bool restarts = !s.started && s.prompt_sent > 0;
+      s.sent(static_cast<int>(s.prompt_sent), n);
       batch.chunks.push_back({seq, static_cast<int>(s.prompt_sent), n, true, last, s.sampling, restarts});
       const auto from = s.prompt.begin() + static_cast<long>(s.prompt_sent);
       batch.tokens.insert(batch.tokens.end(), from, from + n);
@@ -247,7 +246,7 @@ std::vector<int32_t> Scheduler::draft_for(uint64_t seq, Session& s, int room) {
 void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
   for (const SampledToken& t : tokens) {
     if (auto d = draining_.find(t.seq); d != draining_.end()) {
-      cache_.keep(t.seq, std::move(d->second));  // the token of a request that ended: dropped
+      cache_.keep(t.seq, std::move(d->second.tokens), d->second.reach);  // the token of a request that ended: dropped
       draining_.erase(d);
       continue;
     }
@@ -341,8 +340,8 @@ void Scheduler::finish(uint64_t seq, const std::string& reason, const std::strin
 void Scheduler::keep_or_release(uint64_t seq, const Session& s, const std::string& reason) {
   // After an error the caches may be anywhere, or their stage gone.
   if (reason == "error" || s.fed.empty()) stage_.release({seq});
-  else if (s.in_flight) draining_[seq] = s.fed;
-  else cache_.keep(seq, s.fed);
+  else if (s.in_flight) draining_[seq] = {s.fed, static_cast<size_t>(s.reach)};
+  else cache_.keep(seq, s.fed, static_cast<size_t>(s.reach));
 }
 
 void Scheduler::fail(const std::string& message, ErrorCategory category, const std::vector<uint64_t>& seqs) {

@@ -15,6 +15,7 @@
 // the same rows for the same positions, and the last stage starts the request's sampler afresh.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -124,6 +125,10 @@ class Scheduler {
     size_t original_prompt = 0;   // tokens of `prompt` the client sent (the rest it has seen generated)
     std::vector<int32_t> output;  // generated tokens, in order
     std::vector<int32_t> fed;     // tokens sent down the pipeline: what the caches hold, in order
+    // The furthest position the stages stored since the sequence last started at 0 (beyond fed:
+    // a rejected draft's tail, an earlier turn's); how far it may go back counts from here.
+    int reach = 0;
+    void sent(int pos, int n) { reach = pos == 0 ? n : std::max(reach, pos + n); }
     size_t cached = 0;            // leading prompt tokens a kept cache held when admitted
     bool use_cache = true;        // may reuse a kept cache
     bool started = false;         // its first chunk was sent
@@ -167,7 +172,11 @@ class Scheduler {
   PromptCache cache_;
   // Finished sequences with a sampled token still on its way back: kept once it arrives (until
   // then a new request could not tell that token from its own).
-  std::map<uint64_t, std::vector<int32_t>> draining_;
+  struct Draining {
+    std::vector<int32_t> tokens;
+    size_t reach = 0;
+  };
+  std::map<uint64_t, Draining> draining_;
   uint64_t next_seq_ = 1;
   uint64_t round_robin_ = 0;
   SchedulerTotals totals_;

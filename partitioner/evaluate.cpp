@@ -39,6 +39,9 @@ void check_spec(std::vector<std::string>& out, const ModelSpec& spec) {
     out.push_back("model no_cut_at must have n_layers + 1 entries");
   if (!spec.layer_shares_kv.empty() && static_cast<int>(spec.layer_shares_kv.size()) != spec.n_layers)
     out.push_back("model layer_shares_kv must have n_layers entries");
+  if (!spec.layer_window.empty() && static_cast<int>(spec.layer_window.size()) != spec.n_layers)
+    out.push_back("model layer_window must have n_layers entries");
+  for (int w : spec.layer_window) check_not_negative(out, "model layer_window", w);
   for (double f : spec.layer_flops_per_token) check_not_negative(out, "model layer_flops_per_token", f);
   check_not_negative(out, "model embedding_bytes", spec.embedding_bytes);
   check_not_negative(out, "model per_layer_input_bytes", spec.per_layer_input_bytes);
@@ -69,6 +72,7 @@ void check_options(std::vector<std::string>& out, const PartitionOptions& o) {
   check_positive(out, "ctx", o.ctx);
   check_not_negative(out, "decode_ctx", o.decode_ctx);
   check_positive(out, "streams", o.streams);
+  check_positive(out, "max_batch", o.max_batch);
   check_positive(out, "prompt_tokens", o.prompt_tokens);
   check_not_negative(out, "prefill_chunk", o.prefill_chunk);
   check_positive(out, "kv_bytes_per_elem", o.kv_bytes_per_elem);

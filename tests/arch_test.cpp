@@ -167,6 +167,14 @@ void check_ring(const Model& m, ThreadPool& pool) {
                        std::invalid_argument);
   CHECK(r->length(1) == 40);
   CHECK(rows(run(ring, 1, 36, {prompt.begin() + 36, prompt.end()}), 36));
+  // Back to 32 and only to 36: the rows of 36..39 still sit where 24..27 were. Going back to 30
+  // is 6 from the length but 10 from the furthest the sequence reached: refused.
+  CHECK(rows(run(ring, 1, 32, {prompt.begin() + 32, prompt.begin() + 36}), 32));
+  CHECK(r->length(1) == 36);
+  CHECK_FALSE(r->can_continue(1, 30));
+  CHECK_THROWS_AS(run(ring, 1, 30, {prompt.begin() + 30, prompt.end()}), std::invalid_argument);
+  CHECK(r->can_continue(1, 32));
+  CHECK(rows(run(ring, 1, 32, {prompt.begin() + 32, prompt.end()}), 32));
   CHECK(rows(run(ring, 1, 0, {prompt.begin(), prompt.begin() + 8}), 0));  // start over: always allowed
 }
 

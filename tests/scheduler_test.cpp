@@ -262,6 +262,13 @@ TEST_SUITE("scheduler") {
     REQUIRE(hit);
     CHECK(hit->seq == 1);
     CHECK(hit->reuse == 3);
+    CHECK(hit->reach == 4);
+    // Counted from the furthest the stages stored, not from the kept tokens' end.
+    c.keep(3, {5, 6, 7, 8}, 6);
+    CHECK_FALSE(c.take(std::vector<int32_t>{5, 6, 7, 9}, 4));  // 3 back from 6
+    hit = c.take(std::vector<int32_t>{5, 6, 7, 8, 9}, 4);
+    REQUIRE(hit);
+    CHECK(hit->reach == 6);
   }
 
   TEST_CASE("a sliding-window model whose rings wrap: kept turns, deep edits and drafts give what a fresh run does") {
@@ -293,9 +300,9 @@ TEST_SUITE("scheduler") {
           const auto p2 = concat(concat(p1, r1.tokens), random_tokens(10, 13, V));
           const Reply r2 = head.generate(2, p2, 12, sampling);
           // A repetition penalty's sampler sees the prompt's last 16 tokens computed again: 5 of
-          // them before the kept sequence's end, deeper than it may go.
+          // them before the kept sequence's end, within reach or not as the last draft went.
           const bool penalty = sampling.repeat_penalty != 1.0f;
-          CHECK((r2.done.cached_tokens > 0) == !penalty);
+          if (!penalty) CHECK(r2.done.cached_tokens > 0);
           CHECK(r2.tokens == fresh(*m, cuts, p2, 12, sampling).tokens);
           // An edit 20 tokens back: deeper than the rings reach, so the prompt is computed anew.
           const auto p3 = concat(head_of(p2, p2.size() - 20), random_tokens(7, 14, V));
@@ -306,6 +313,16 @@ TEST_SUITE("scheduler") {
           const Reply r4 = head.generate(4, p3, 12, sampling);
           CHECK(r4.done.cached_tokens == 0);
           CHECK(r4.tokens == r3.tokens);
+          // A turn that ends short of where the kept one reached, then an edit a few tokens before
+          // its end but further from that reach: what a fresh run gives, never an error.
+          const auto kept = concat(p3, head_of(r4.tokens, 11));
+          const auto p5 = concat(head_of(kept, kept.size() - 6), random_tokens(1, 15, V));
+          const Reply r5 = head.generate(5, p5, 1, sampling);
+          CHECK(r5.done.finish_reason == "length");
+          const auto p6 = concat(head_of(p5, p5.size() - 4), random_tokens(6, 16, V));
+          const Reply r6 = head.generate(6, p6, 8, sampling);
+          CHECK(r6.done.finish_reason == "length");
+          CHECK(r6.tokens == fresh(*m, cuts, p6, 8, sampling).tokens);
         }
       }
   }

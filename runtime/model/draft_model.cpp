@@ -28,7 +28,9 @@ DraftModel::DraftModel(const std::string& path, const Vocab& target, int n_ctx, 
   auto weights = std::make_shared<StageWeights>(file_, config_, StageSpec{0, config_.n_layer, true, true});
   weight_bytes_ = weights->mapped_bytes();
   stage_ =
-      std::make_unique<Stage>(weights, StageOptions{.n_ctx = n_ctx, .max_batch = 64, .max_sequences = max_sequences_}, pool_);
+      // 256 tokens a step, as the target's stages: a sliding-window draft model's ring then
+      // takes back any draft the head allows (at most 128) without feeding the history again.
+      std::make_unique<Stage>(weights, StageOptions{.n_ctx = n_ctx, .max_batch = 256, .max_sequences = max_sequences_}, pool_);
 }
 
 int32_t DraftModel::feed(uint64_t seq, std::span<const int32_t> tokens, size_t from) {
@@ -60,7 +62,7 @@ std::vector<int32_t> DraftModel::propose(uint64_t seq, std::span<const int32_t> 
   // The last token is computed again if it is held already: its logits give the first draft token.
   // A sliding-window draft model's ring goes back only so far: past it, the history is fed again.
   size_t from = std::min(same, history.size() - 1);
-  if (from > 0 && static_cast<size_t>(stage_->length(seq)) - from > static_cast<size_t>(stage_->max_rewind())) from = 0;
+  if (!stage_->can_continue(seq, static_cast<int>(from))) from = 0;
   held.assign(history.begin(), history.end());
   std::vector<int32_t> draft{feed(seq, held, from)};
   while (draft.size() < static_cast<size_t>(k)) {

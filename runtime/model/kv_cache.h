@@ -26,7 +26,15 @@ class KvCache {
 
   int n_ctx() const { return n_ctx_; }
   int length() const { return length_; }  // positions [0, length) hold valid entries
-  void set_length(int n) { length_ = n; }
+  // The furthest any chunk has reached since the sequence last started at 0: a ring's rows may
+  // still hold positions up to there (an earlier, longer turn; a rejected draft), which a chunk
+  // going back must not need to read past.
+  int reach() const { return reach_; }
+  // A chunk of n positions from pos was stored: the sequence now ends there.
+  void advance(int pos, int n) {
+    length_ = pos + n;
+    reach_ = pos == 0 ? length_ : std::max(reach_, length_);
+  }
   TensorType type() const { return type_; }
 
   // Stores the key and value rows of stage-local layer `l` at position `pos`, converted to the
@@ -53,6 +61,7 @@ class KvCache {
   std::vector<size_t> row_bytes_;    // of each layer's rows
   std::vector<size_t> layer_start_;  // first byte of each layer's rows
   int length_ = 0;
+  int reach_ = 0;
   std::vector<uint8_t> k_;
   std::vector<uint8_t> v_;
   std::vector<size_t> state_start_;

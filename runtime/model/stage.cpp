@@ -143,6 +143,11 @@ int Stage::length(uint64_t seq) const {
 
 void Stage::release(uint64_t seq) { caches_.erase(seq); }
 
+bool Stage::can_continue(uint64_t seq, int pos) const {
+  const auto it = caches_.find(seq);
+  return pos == 0 || it == caches_.end() || it->second.reach() - pos <= kv_.max_rewind;
+}
+
 int Stage::validate(const StageInput& in) const {
   const ModelConfig& c = config();
   if (in.chunks.empty()) bad_input("empty batch");
@@ -159,7 +164,7 @@ int Stage::validate(const StageInput& in) const {
     if (ch.pos < 0 || ch.pos > len)
       bad_input("sequence " + std::to_string(ch.seq) + " continues at position " + std::to_string(ch.pos) + " but holds " +
                 std::to_string(len) + " tokens");
-    if (ch.pos != 0 && len - ch.pos > kv_.max_rewind)
+    if (!can_continue(ch.seq, ch.pos))
       bad_input("sequence " + std::to_string(ch.seq) + " would go back to position " + std::to_string(ch.pos) + " of " +
                 std::to_string(len) + ": " +
                 (recurrent_ ? std::string("this model's recurrent layers cannot rewind")
@@ -218,7 +223,7 @@ std::span<const float> Stage::forward(const StageInput& in) {
   }
   dense_bytes_read_ += step_bytes_;
 
-  for (const SeqChunk& ch : in.chunks) caches_.at(ch.seq).set_length(ch.pos + ch.n_tokens);
+  for (const SeqChunk& ch : in.chunks) caches_.at(ch.seq).advance(ch.pos, ch.n_tokens);
 
   if (spec().has_output) return output_head(in, n_tokens);
   return write_hidden(n_tokens);

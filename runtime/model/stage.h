@@ -78,9 +78,12 @@ class Stage {
   const ModelConfig& config() const { return weights_->config(); }
   int n_ctx() const { return n_ctx_; }
   int max_batch() const { return options_.max_batch; }
-  // How many positions back from its end a sequence may continue (kv_layout.h): a chunk at pos <
-  // length(seq) needs length(seq) - pos <= max_rewind(), or pos 0.
+  // How many positions back a sequence may continue (kv_layout.h), counted from the furthest it
+  // has reached since it last started at 0 (KvCache::reach).
   int max_rewind() const { return kv_.max_rewind; }
+  // Whether a chunk of `seq` may start at `pos` (<= length(seq)) as far as the caches go: at 0,
+  // or within max_rewind() of its reach.
+  bool can_continue(uint64_t seq, int pos) const;
 
   // Runs the batch through this stage's layers. Returns hidden states [n_tokens x hidden_width(last_layer)], or on
   // the output stage logits [rows x n_vocab] (rows: each chunk's `logits`, in order, or every token
