@@ -30,6 +30,12 @@ void tile(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float
 #endif
 inline size_t prefetch_distance(size_t tile_bytes) { return std::max<size_t>(tile_bytes, HEARTH_PREFETCH_BYTES); }
 
+// Bytes of weight rows a tokens-outer gemm keeps in L2 while its token groups pass over them.
+#ifndef HEARTH_FLOAT_ROW_BLOCK_BYTES
+#define HEARTH_FLOAT_ROW_BLOCK_BYTES (128 * 1024)
+#endif
+inline constexpr size_t kFloatRowBlockBytes = HEARTH_FLOAT_ROW_BLOCK_BYTES;
+
 // table[(r - 1) * kTokens + t - 1] = tile<r, t>.
 template <class K, int... I>
 constexpr std::array<TileFn, sizeof...(I)> tile_table(std::integer_sequence<int, I...>) {
@@ -59,13 +65,19 @@ void gemm(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_
   }
   static constexpr auto table = tile_table<K>(std::make_integer_sequence<int, K::kRows * K::kTokens>{});
   if constexpr (K::kTokensOuter) {
-    for (int t = 0; t < n_tokens; t += K::kTokens) {
-      const int nt = std::min(K::kTokens, n_tokens - t);
-      for (int r = 0; r < n_rows; r += K::kRows) {
-        const int nr = std::min(K::kRows, n_rows - r);
-        table[static_cast<size_t>((nr - 1) * K::kTokens + nt - 1)](wb + static_cast<size_t>(r) * ws, ws,
-                                                                   xb + static_cast<size_t>(t) * xs, xs, n,
-                                                                   y + static_cast<size_t>(t) * ldy + r, ldy);
+    // Rows in blocks that stay in L2 while every token group passes over them: without the
+    // blocks each group of kTokens tokens streamed all the rows from memory again.
+    const int block = std::max(K::kRows, static_cast<int>(kFloatRowBlockBytes / std::max<size_t>(ws, 1)) / K::kRows * K::kRows);
+    for (int r0 = 0; r0 < n_rows; r0 += block) {
+      const int r_end = std::min(n_rows, r0 + block);
+      for (int t = 0; t < n_tokens; t += K::kTokens) {
+        const int nt = std::min(K::kTokens, n_tokens - t);
+        for (int r = r0; r < r_end; r += K::kRows) {
+          const int nr = std::min(K::kRows, r_end - r);
+          table[static_cast<size_t>((nr - 1) * K::kTokens + nt - 1)](wb + static_cast<size_t>(r) * ws, ws,
+                                                                     xb + static_cast<size_t>(t) * xs, xs, n,
+                                                                     y + static_cast<size_t>(t) * ldy + r, ldy);
+        }
       }
     }
     return;

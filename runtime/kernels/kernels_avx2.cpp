@@ -88,48 +88,85 @@ struct LoadBF16 {
 
 template <class L>
 struct FloatTiles {
-  // Each output has kAcc accumulators, step i of 8 elements going to accumulator i % kAcc, then
-  // (a0 + a1) + (a2 + a3), the horizontal sum and a scalar FMA tail: one row alone (decode) keeps
-  // 4 FMA chains in flight and streams its memory in order.
-  // Tiles of 1 row x 3 tokens: 12 accumulators + 3 activations + 1 weight vector = 16 ymm.
+  // Each output has kAcc accumulators, vector v (8 elements) of a row going to accumulator
+  // v % kAcc, then (a0 + a1) + (a2 + a3), the horizontal sum and a scalar FMA tail. One row alone
+  // (decode, the dot kernel) keeps the 4 FMA chains in flight at once and streams its memory in
+  // order. A prefill tile instead runs the chains one after another, each over every 4th vector
+  // (the same FMAs in the same order, so the same bits), which needs one register per output,
+  // not four: 4 rows x 3 tokens = 12 accumulators + 3 activations + 1 weight vector = 16 ymm,
+  // 12 FMAs per 7 loads where the 1 x 3 tile of four chains did 3 per 4. Its rows sit in L1 for
+  // the four passes (kernel_tiles.h keeps a block of rows in L2 while the tokens pass).
   static constexpr int kAcc = 4;
-  static constexpr int kRows = 1, kTokens = 3, kDecodeRows = 1;
+  static constexpr int kRows = 4, kTokens = 3, kDecodeRows = 1;
   static constexpr bool kTokensOuter = true;
+  static constexpr int kBlockVectors = 64;  // a multiple of kAcc
   template <int R, int T>
   static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
-    __m256 acc[R][T][kAcc];
-    for (int r = 0; r < R; ++r)
-      for (int t = 0; t < T; ++t)
-        for (int a = 0; a < kAcc; ++a) acc[r][t][a] = _mm256_setzero_ps();
-    const auto xt = [&](int t) { return reinterpret_cast<const float*>(x + static_cast<size_t>(t) * xs); };
-    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    if constexpr (R == 1 && T == 1) {
+      dot(w, ws, x, n, y);
+    } else {
+      tile<R, T>(w, ws, x, xs, n, y, ldy);
+    }
+  }
+
+ private:
+  static const float* token(const uint8_t* x, size_t xs, int t) {
+    return reinterpret_cast<const float*>(x + static_cast<size_t>(t) * xs);
+  }
+
+  // (a0 + a1) + (a2 + a3), the horizontal sum, and the elements past the last full vector.
+  static float finish(const __m256 (&acc)[kAcc], const uint8_t* row, const float* xt, int i, int n) {
+    const __m256 sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    float s = hsum(sum);
+    for (int j = i; j < n; ++j) s = std::fma(L::at(row, j), xt[j], s);
+    return s;
+  }
+
+  static void dot(const uint8_t* w, size_t ws, const uint8_t* x, int n, float* y) {
+    __m256 acc[kAcc];
+    for (int a = 0; a < kAcc; ++a) acc[a] = _mm256_setzero_ps();
+    const auto* xt = reinterpret_cast<const float*>(x);
+    const uint8_t* ahead = w + tiles::prefetch_distance(ws);
     int i = 0;
     for (; i + 8 * kAcc <= n; i += 8 * kAcc) {
-      prefetch_ahead<8 * kAcc * R * L::kElementBytes>(ahead, i / (8 * kAcc));
-      for (int a = 0; a < kAcc; ++a) {
-        __m256 xv[T];
-        for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(xt(t) + i + 8 * a);
-        for (int r = 0; r < R; ++r) {
-          const __m256 wv = L::load(w + static_cast<size_t>(r) * ws, i + 8 * a);
-          for (int t = 0; t < T; ++t) acc[r][t][a] = _mm256_fmadd_ps(wv, xv[t], acc[r][t][a]);
-        }
-      }
+      prefetch_ahead<8 * kAcc * L::kElementBytes>(ahead, i / (8 * kAcc));
+      for (int a = 0; a < kAcc; ++a) acc[a] = _mm256_fmadd_ps(L::load(w, i + 8 * a), _mm256_loadu_ps(xt + i + 8 * a), acc[a]);
     }
-    for (int a = 0; i + 8 <= n; i += 8, ++a) {  // fewer than 8 * kAcc left: one step each
-      __m256 xv[T];
-      for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(xt(t) + i);
-      for (int r = 0; r < R; ++r) {
-        const __m256 wv = L::load(w + static_cast<size_t>(r) * ws, i);
-        for (int t = 0; t < T; ++t) acc[r][t][a] = _mm256_fmadd_ps(wv, xv[t], acc[r][t][a]);
+    for (int a = 0; i + 8 <= n; i += 8, ++a) acc[a] = _mm256_fmadd_ps(L::load(w, i), _mm256_loadu_ps(xt + i), acc[a]);
+    *y = finish(acc, w, xt, i, n);
+  }
+
+  template <int R, int T>
+  static void tile(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    const int nv = n / 8;
+    __m256 chains[R][T][kAcc];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t)
+        for (int a = 0; a < kAcc; ++a) chains[r][t][a] = _mm256_setzero_ps();
+    // The passes go over a block of kBlockVectors at a time, whose weights and activations stay
+    // in L1 for the four passes (whole rows of 5632 did not).
+    for (int v0 = 0; v0 < nv; v0 += kBlockVectors) {
+      const int v_end = std::min(nv, v0 + kBlockVectors);
+      for (int a = 0; a < kAcc; ++a) {
+        __m256 acc[R][T];
+        for (int r = 0; r < R; ++r)
+          for (int t = 0; t < T; ++t) acc[r][t] = chains[r][t][a];
+        for (int v = v0 + a; v < v_end; v += kAcc) {
+          __m256 xv[T];
+          for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(token(x, xs, t) + 8 * v);
+          for (int r = 0; r < R; ++r) {
+            const __m256 wv = L::load(w + static_cast<size_t>(r) * ws, 8 * v);
+            for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+          }
+        }
+        for (int r = 0; r < R; ++r)
+          for (int t = 0; t < T; ++t) chains[r][t][a] = acc[r][t];
       }
     }
     for (int r = 0; r < R; ++r)
-      for (int t = 0; t < T; ++t) {
-        const __m256 sum = _mm256_add_ps(_mm256_add_ps(acc[r][t][0], acc[r][t][1]), _mm256_add_ps(acc[r][t][2], acc[r][t][3]));
-        float s = hsum(sum);
-        for (int j = i; j < n; ++j) s = std::fma(L::at(w + static_cast<size_t>(r) * ws, j), xt(t)[j], s);
-        y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] = s;
-      }
+      for (int t = 0; t < T; ++t)
+        y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] =
+            finish(chains[r][t], w + static_cast<size_t>(r) * ws, token(x, xs, t), 8 * nv, n);
   }
 };
 

@@ -516,46 +516,60 @@ struct PairBF16 {
 template <class L>
 struct FloatPairTiles {
   static constexpr int kAcc = 4;
-  // 2 rows (one register) x 6 tokens: 24 accumulators; tokens outer (see kernel_tiles.h).
-  static constexpr int kRows = 2, kTokens = 6, kDecodeRows = 2;
+  // The four chains of an output run one after another, each over every 4th vector of a block
+  // of kBlockVectors (the same FMAs in the same order as the AVX2 dot kernel: the same bits), so
+  // an output needs one 8-lane half of a register: 4 row pairs x 5 tokens = 20 accumulators +
+  // 5 activations + 1 weight register, 20 multiply-adds per 9 loads. The block's weights and
+  // activations stay in L1 for its four passes; kernel_tiles.h keeps a block of rows in L2
+  // while the tokens pass.
+  static constexpr int kPairs = 4;
+  static constexpr int kRows = 2 * kPairs, kTokens = 5, kDecodeRows = 2;
   static constexpr bool kTokensOuter = true;
+  static constexpr int kBlockVectors = 64;  // a multiple of kAcc
   template <int R, int T>
   HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
-    const uint8_t* ra = w;
-    const uint8_t* rb = R > 1 ? w + ws : w;  // a single row is paired with itself
-    __m512 acc[T][kAcc];
-    for (int t = 0; t < T; ++t)
-      for (int a = 0; a < kAcc; ++a) acc[t][a] = _mm512_setzero_ps();
+    constexpr int P = (R + 1) / 2;
+    const uint8_t* rows[2 * P];
+    for (int r = 0; r < 2 * P; ++r) rows[r] = w + static_cast<size_t>(std::min(r, R - 1)) * ws;  // an odd row pairs with itself
     const float* xt[T];
     for (int t = 0; t < T; ++t) xt[t] = reinterpret_cast<const float*>(x + static_cast<size_t>(t) * xs);
-    int i = 0;
-    for (; i + 8 * kAcc <= n; i += 8 * kAcc)
+    const int nv = n / 8;
+    __m512 chains[P][T][kAcc];
+    for (int p = 0; p < P; ++p)
+      for (int t = 0; t < T; ++t)
+        for (int a = 0; a < kAcc; ++a) chains[p][t][a] = _mm512_setzero_ps();
+    for (int v0 = 0; v0 < nv; v0 += kBlockVectors) {
+      const int v_end = std::min(nv, v0 + kBlockVectors);
       for (int a = 0; a < kAcc; ++a) {
-        const __m512 wv = L::load(ra, rb, i + 8 * a);
-        for (int t = 0; t < T; ++t) {
-          const __m512 xv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(xt[t] + i + 8 * a))));
-          acc[t][a] = _mm512_fmadd_ps(wv, xv, acc[t][a]);
+        __m512 acc[P][T];
+        for (int p = 0; p < P; ++p)
+          for (int t = 0; t < T; ++t) acc[p][t] = chains[p][t][a];
+        for (int v = v0 + a; v < v_end; v += kAcc) {
+          __m512 xv[T];
+          for (int t = 0; t < T; ++t)
+            xv[t] = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(xt[t] + 8 * v))));
+          for (int p = 0; p < P; ++p) {
+            const __m512 wv = L::load(rows[2 * p], rows[2 * p + 1], 8 * v);
+            for (int t = 0; t < T; ++t) acc[p][t] = _mm512_fmadd_ps(wv, xv[t], acc[p][t]);
+          }
+        }
+        for (int p = 0; p < P; ++p)
+          for (int t = 0; t < T; ++t) chains[p][t][a] = acc[p][t];
+      }
+    }
+    for (int p = 0; p < P; ++p)
+      for (int t = 0; t < T; ++t) {
+        const __m512 sum =
+            _mm512_add_ps(_mm512_add_ps(chains[p][t][0], chains[p][t][1]), _mm512_add_ps(chains[p][t][2], chains[p][t][3]));
+        float* yt = y + static_cast<size_t>(t) * ldy;
+        for (int h = 0; h < 2 && 2 * p + h < R; ++h) {
+          const __m256 half =
+              h == 0 ? _mm512_castps512_ps256(sum) : _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1));
+          float s = hsum8(half);
+          for (int j = 8 * nv; j < n; ++j) s = std::fma(L::at(rows[2 * p + h], j), xt[t][j], s);
+          yt[2 * p + h] = s;
         }
       }
-    for (int a = 0; i + 8 <= n; i += 8, ++a) {
-      const __m512 wv = L::load(ra, rb, i);
-      for (int t = 0; t < T; ++t) {
-        const __m512 xv = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(xt[t] + i))));
-        acc[t][a] = _mm512_fmadd_ps(wv, xv, acc[t][a]);
-      }
-    }
-    for (int t = 0; t < T; ++t) {
-      const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), _mm512_add_ps(acc[t][2], acc[t][3]));
-      float* yt = y + static_cast<size_t>(t) * ldy;
-      for (int r = 0; r < R; ++r) {
-        const __m256 half =
-            r == 0 ? _mm512_castps512_ps256(sum) : _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1));
-        float s = hsum8(half);
-        const uint8_t* row = r == 0 ? ra : rb;
-        for (int j = i; j < n; ++j) s = std::fma(L::at(row, j), xt[t][j], s);
-        yt[r] = s;
-      }
-    }
   }
 };
 
