@@ -477,32 +477,29 @@ struct IQ4XSBlocks {
 
 // ---- f32, f16, bf16 weights against f32 activations (prefill) ----
 //
-// The AVX2 kernels' computation bit for bit, two rows per register: each output has 4 8-lane
-// accumulators, step i of 8 elements going to accumulator i % 4, then (a0 + a1) + (a2 + a3),
-// the horizontal sum and a scalar FMA tail. Only batches use these (twice the multiply-adds per
-// instruction); decode keeps the AVX2 kernel, which streams one row at a time.
+// The AVX2 kernels' computation bit for bit: each output has 4 8-lane FMA chains, vector v of 8
+// elements going to chain v % 4, then (c0 + c1) + (c2 + c3), the horizontal sum and a scalar FMA
+// tail. Only batches use these; decode keeps the AVX2 kernel, which streams one row at a time.
+// A register holds two chains side by side: 16 consecutive elements are vectors v and v + 1, so
+// a pass over vectors 0-1, 4-5, 8-9, ... runs chains 0 and 1, a second pass over 2-3, 6-7, ...
+// chains 2 and 3 (each chain's FMAs in the same order as the dot kernel's), with plain loads of
+// weights and activations (no broadcasts, no pairing of rows).
 
-struct PairF32 {
-  HEARTH_AVX512_INLINE __m512 load(const uint8_t* a, const uint8_t* b, int i) {
-    return _mm512_castpd_ps(
-        _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(reinterpret_cast<const float*>(a) + i))),
-                           _mm256_castps_pd(_mm256_loadu_ps(reinterpret_cast<const float*>(b) + i)), 1));
+struct WideF32 {
+  HEARTH_AVX512_INLINE __m512 load(const uint8_t* row, int i, __mmask16 m) {
+    return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(row) + i);
   }
   static float at(const uint8_t* row, int i) { return reinterpret_cast<const float*>(row)[i]; }
 };
-struct PairF16 {
-  HEARTH_AVX512_INLINE __m512 load(const uint8_t* a, const uint8_t* b, int i) {
-    const __m128i ha = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(a) + i));
-    const __m128i hb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(b) + i));
-    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(ha), hb, 1));
+struct WideF16 {
+  HEARTH_AVX512_INLINE __m512 load(const uint8_t* row, int i, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(row) + i));
   }
   HEARTH_AVX512 static float at(const uint8_t* row, int i) { return _cvtsh_ss(reinterpret_cast<const uint16_t*>(row)[i]); }
 };
-struct PairBF16 {
-  HEARTH_AVX512_INLINE __m512 load(const uint8_t* a, const uint8_t* b, int i) {
-    const __m128i ha = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(a) + i));
-    const __m128i hb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(b) + i));
-    const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(ha), hb, 1);
+struct WideBF16 {
+  HEARTH_AVX512_INLINE __m512 load(const uint8_t* row, int i, __mmask16 m) {
+    const __m256i h = _mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(row) + i);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
   static float at(const uint8_t* row, int i) {
@@ -514,80 +511,79 @@ struct PairBF16 {
 };
 
 template <class L>
-struct FloatPairTiles {
-  static constexpr int kAcc = 4;
-  // The four chains of an output run one after another, each over every 4th vector of a block
-  // of kBlockVectors (the same FMAs in the same order as the AVX2 dot kernel: the same bits), so
-  // an output needs one 8-lane half of a register: 4 row pairs x 5 tokens = 20 accumulators +
-  // 5 activations + 1 weight register, 20 multiply-adds per 9 loads. The block's weights and
-  // activations stay in L1 for its four passes; kernel_tiles.h keeps a block of rows in L2
-  // while the tokens pass.
-  static constexpr int kPairs = 4;
-  static constexpr int kRows = 2 * kPairs, kTokens = 5, kDecodeRows = 2;
+struct FloatWideTiles {
+  // 4 rows x 5 tokens = 20 accumulators + 5 activations + 1 weight register; each pass goes over
+  // a block of kBlockVectors whose weights and activations stay in L1 for both passes
+  // (kernel_tiles.h keeps a block of rows in L2 while the tokens pass).
+  static constexpr int kRows = 4, kTokens = 5, kDecodeRows = 1;
   static constexpr bool kTokensOuter = true;
-  static constexpr int kBlockVectors = 64;  // a multiple of kAcc
+  static constexpr int kBlockVectors = 64;  // a multiple of 4
   template <int R, int T>
   HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
-    constexpr int P = (R + 1) / 2;
-    const uint8_t* rows[2 * P];
-    for (int r = 0; r < 2 * P; ++r) rows[r] = w + static_cast<size_t>(std::min(r, R - 1)) * ws;  // an odd row pairs with itself
     const float* xt[T];
     for (int t = 0; t < T; ++t) xt[t] = reinterpret_cast<const float*>(x + static_cast<size_t>(t) * xs);
     const int nv = n / 8;
-    __m512 chains[P][T][kAcc];
-    for (int p = 0; p < P; ++p)
-      for (int t = 0; t < T; ++t)
-        for (int a = 0; a < kAcc; ++a) chains[p][t][a] = _mm512_setzero_ps();
+    __m512 chains[2][R][T];  // [0]: chains 0 | 1, [1]: chains 2 | 3
+    for (int c = 0; c < 2; ++c)
+      for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) chains[c][r][t] = _mm512_setzero_ps();
     for (int v0 = 0; v0 < nv; v0 += kBlockVectors) {
       const int v_end = std::min(nv, v0 + kBlockVectors);
-      for (int a = 0; a < kAcc; ++a) {
-        __m512 acc[P][T];
-        for (int p = 0; p < P; ++p)
-          for (int t = 0; t < T; ++t) acc[p][t] = chains[p][t][a];
-        for (int v = v0 + a; v < v_end; v += kAcc) {
-          __m512 xv[T];
-          for (int t = 0; t < T; ++t)
-            xv[t] = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(xt[t] + 8 * v))));
-          for (int p = 0; p < P; ++p) {
-            const __m512 wv = L::load(rows[2 * p], rows[2 * p + 1], 8 * v);
-            for (int t = 0; t < T; ++t) acc[p][t] = _mm512_fmadd_ps(wv, xv[t], acc[p][t]);
-          }
-        }
-        for (int p = 0; p < P; ++p)
-          for (int t = 0; t < T; ++t) chains[p][t][a] = acc[p][t];
+      for (int c = 0; c < 2; ++c) {
+        __m512 acc[R][T];
+        for (int r = 0; r < R; ++r)
+          for (int t = 0; t < T; ++t) acc[r][t] = chains[c][r][t];
+        int v = v0 + 2 * c;
+        for (; v + 2 <= v_end; v += 4) step<R, T>(w, ws, xt, 8 * v, 0xffff, acc);
+        // The block's last vector alone: the other half of the register keeps its chain as is.
+        if (v < v_end) step<R, T>(w, ws, xt, 8 * v, 0x00ff, acc);
+        for (int r = 0; r < R; ++r)
+          for (int t = 0; t < T; ++t) chains[c][r][t] = acc[r][t];
       }
     }
-    for (int p = 0; p < P; ++p)
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* row = w + static_cast<size_t>(r) * ws;
       for (int t = 0; t < T; ++t) {
-        const __m512 sum =
-            _mm512_add_ps(_mm512_add_ps(chains[p][t][0], chains[p][t][1]), _mm512_add_ps(chains[p][t][2], chains[p][t][3]));
-        float* yt = y + static_cast<size_t>(t) * ldy;
-        for (int h = 0; h < 2 && 2 * p + h < R; ++h) {
-          const __m256 half =
-              h == 0 ? _mm512_castps512_ps256(sum) : _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1));
-          float s = hsum8(half);
-          for (int j = 8 * nv; j < n; ++j) s = std::fma(L::at(rows[2 * p + h], j), xt[t][j], s);
-          yt[2 * p + h] = s;
-        }
+        const __m512 c01 = chains[0][r][t], c23 = chains[1][r][t];
+        const __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm512_castps512_ps256(c01), high_half(c01)),
+                                         _mm256_add_ps(_mm512_castps512_ps256(c23), high_half(c23)));
+        float s = hsum8(sum);
+        for (int j = 8 * nv; j < n; ++j) s = std::fma(L::at(row, j), xt[t][j], s);
+        y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] = s;
       }
+    }
+  }
+
+ private:
+  HEARTH_AVX512_INLINE __m256 high_half(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
+  // acc += w * x over elements [i, i + 16) of every row and token, lanes outside m unchanged.
+  template <int R, int T>
+  HEARTH_AVX512_INLINE void step(const uint8_t* w, size_t ws, const float* const (&xt)[T], int i, __mmask16 m,
+                                 __m512 (&acc)[R][T]) {
+    __m512 xv[T];
+    for (int t = 0; t < T; ++t) xv[t] = _mm512_maskz_loadu_ps(m, xt[t] + i);
+    for (int r = 0; r < R; ++r) {
+      const __m512 wv = L::load(w + static_cast<size_t>(r) * ws, i, m);
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_mask3_fmadd_ps(wv, xv[t], acc[r][t], m);
+    }
   }
 };
 
-// Batches through the pair tiles, decode through the AVX2 kernel (the same bits either way).
+// Batches through the wide tiles, decode through the AVX2 kernel (the same bits either way).
 template <class L>
 void gemm_float(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy,
                 GemmKernel decode) {
   if (n_tokens == 1) decode(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
-  else tiles::gemm<FloatPairTiles<L>>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
+  else tiles::gemm<FloatWideTiles<L>>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
 }
 void gemm_f32(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
-  gemm_float<PairF32>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f32);
+  gemm_float<WideF32>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f32);
 }
 void gemm_f16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
-  gemm_float<PairF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f16);
+  gemm_float<WideF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f16);
 }
 void gemm_bf16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
-  gemm_float<PairBF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_bf16);
+  gemm_float<WideBF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_bf16);
 }
 
 // ---- attention's scores ----
