@@ -346,8 +346,8 @@ TEST_SUITE("kernels") {
   TEST_CASE("gemm kernels equal their table's dot kernel bit for bit, whatever the tile (batch invariance)") {
     // Row and token counts around every tile shape (1..8 rows, 1..4 tokens and their remainders),
     // rows with a partial last group of blocks (n = 96, 160: 3 and 5 blocks of 32), a strided
-    // output, and an output row stride larger than the rows computed. 19 rows of 2048 f32 are
-    // more than a float gemm's block of rows (kernel_tiles.h): a block boundary falls inside.
+    // output, and an output row stride larger than the rows computed. 17 or more rows of 2048 f32
+    // are more than a float gemm's block of rows (kernel_tiles.h): a block boundary falls inside.
     for (const KernelTable* k : tables()) {
       CAPTURE(std::string(k->name));
       for (TensorType t : kAllTypes) {
@@ -355,49 +355,56 @@ TEST_SUITE("kernels") {
         const bool kquant = dot_type(t) == TensorType::Q8_K;
         const bool float_weights = dot_type(t) == TensorType::F32;
         for (int n : kquant ? std::vector<int>{256, 768}
-                     // float rows: 5, 6, 7 vectors of 8 (a partial group of the 4 FMA chains), a scalar tail
-                     : float_weights ? std::vector<int>{32, 40, 48, 56, 108, 160, 2048}
+                     // float rows: fewer than 8 elements, 1-7 vectors of 8 (a partial group of the 4 FMA
+                     // chains), scalar tails, and past a 64-vector block (1000: 125 vectors; 1052:
+                     // 131 and a tail), so a partial block and a lone last vector follow full ones
+                     : float_weights ? std::vector<int>{5, 8, 20, 32, 40, 48, 56, 108, 160, 1000, 1052, 2048}
                                      : std::vector<int>{32, 96, 160, 2048}) {
           CAPTURE(n);
-          const int n_rows = 19;
-          const auto w = random_matrix(t, n, n_rows, 100u + static_cast<uint32_t>(n));
-          const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
-          for (int n_tok : {1, 2, 3, 4, 5, 9}) {
-            CAPTURE(n_tok);
-            const auto x = random_floats(static_cast<size_t>(n_tok) * static_cast<size_t>(n), 7u + static_cast<uint32_t>(n_tok));
-            std::vector<TokenActivations> acts;
-            for (int tk = 0; tk < n_tok; ++tk)
-              acts.push_back(activations_for(*k, t, &x[static_cast<size_t>(tk) * static_cast<size_t>(n)], n));
-            // The gemm's input: every token's activations side by side, as matmul lays them out.
-            const std::vector<uint8_t>& first = dot_type(t) == TensorType::F32 ? std::vector<uint8_t>{}
-                                                : acts[0].packed.empty()       ? acts[0].blocks
-                                                                               : acts[0].packed;
-            const size_t xs = dot_type(t) == TensorType::F32 ? static_cast<size_t>(n) * 4 : first.size();
-            std::vector<uint8_t> xin(xs * static_cast<size_t>(n_tok));
-            for (int tk = 0; tk < n_tok; ++tk) {
-              const auto& a = acts[static_cast<size_t>(tk)];
-              const uint8_t* src = dot_type(t) == TensorType::F32 ? reinterpret_cast<const uint8_t*>(a.f32.data())
-                                   : a.packed.empty()             ? a.blocks.data()
-                                                                  : a.packed.data();
-              std::memcpy(&xin[static_cast<size_t>(tk) * xs], src, xs);
-            }
-            const size_t ldy = n_rows + 3;
-            std::vector<float> y(ldy * static_cast<size_t>(n_tok), -1.f);
-            gemm_kernel(*k, t)(w.data(), ws, n_rows, xin.data(), xs, n_tok, n, y.data(), ldy);
-            for (int tk = 0; tk < n_tok; ++tk)
-              for (int r = 0; r < n_rows; ++r) {
-                const float want = table_dot(*k, t, w.data() + static_cast<size_t>(r) * ws, acts[static_cast<size_t>(tk)], n);
-                const float got = y[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r)];
-                if (float_to_bits(got) != float_to_bits(want))
-                  FAIL_CHECK("row " << r << " token " << tk << ": " << got << " != " << want);
+          // With the sub-range below (5 rows fewer), every remainder of a tile of 4 rows (float
+          // tiles) or 8 (AVX-512 quantized tiles) appears.
+          for (const int n_rows : {17, 18, 19, 23}) {
+            CAPTURE(n_rows);
+            const auto w = random_matrix(t, n, n_rows, 100u + static_cast<uint32_t>(n));
+            const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
+            for (int n_tok : {1, 2, 3, 4, 5, 9}) {
+              CAPTURE(n_tok);
+              const auto x =
+                  random_floats(static_cast<size_t>(n_tok) * static_cast<size_t>(n), 7u + static_cast<uint32_t>(n_tok));
+              std::vector<TokenActivations> acts;
+              for (int tk = 0; tk < n_tok; ++tk)
+                acts.push_back(activations_for(*k, t, &x[static_cast<size_t>(tk) * static_cast<size_t>(n)], n));
+              // The gemm's input: every token's activations side by side, as matmul lays them out.
+              const std::vector<uint8_t>& first = dot_type(t) == TensorType::F32 ? std::vector<uint8_t>{}
+                                                  : acts[0].packed.empty()       ? acts[0].blocks
+                                                                                 : acts[0].packed;
+              const size_t xs = dot_type(t) == TensorType::F32 ? static_cast<size_t>(n) * 4 : first.size();
+              std::vector<uint8_t> xin(xs * static_cast<size_t>(n_tok));
+              for (int tk = 0; tk < n_tok; ++tk) {
+                const auto& a = acts[static_cast<size_t>(tk)];
+                const uint8_t* src = dot_type(t) == TensorType::F32 ? reinterpret_cast<const uint8_t*>(a.f32.data())
+                                     : a.packed.empty()             ? a.blocks.data()
+                                                                    : a.packed.data();
+                std::memcpy(&xin[static_cast<size_t>(tk) * xs], src, xs);
               }
-            // Also a sub-range of rows starting inside: the tiles shift, the results may not.
-            std::vector<float> y2(ldy * static_cast<size_t>(n_tok), -1.f);
-            gemm_kernel(*k, t)(w.data() + 5 * ws, ws, n_rows - 5, xin.data(), xs, n_tok, n, y2.data(), ldy);
-            for (int tk = 0; tk < n_tok; ++tk)
-              for (int r = 5; r < n_rows; ++r)
-                REQUIRE(float_to_bits(y2[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r - 5)]) ==
-                        float_to_bits(y[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r)]));
+              const size_t ldy = n_rows + 3;
+              std::vector<float> y(ldy * static_cast<size_t>(n_tok), -1.f);
+              gemm_kernel(*k, t)(w.data(), ws, n_rows, xin.data(), xs, n_tok, n, y.data(), ldy);
+              for (int tk = 0; tk < n_tok; ++tk)
+                for (int r = 0; r < n_rows; ++r) {
+                  const float want = table_dot(*k, t, w.data() + static_cast<size_t>(r) * ws, acts[static_cast<size_t>(tk)], n);
+                  const float got = y[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r)];
+                  if (float_to_bits(got) != float_to_bits(want))
+                    FAIL_CHECK("row " << r << " token " << tk << ": " << got << " != " << want);
+                }
+              // Also a sub-range of rows starting inside: the tiles shift, the results may not.
+              std::vector<float> y2(ldy * static_cast<size_t>(n_tok), -1.f);
+              gemm_kernel(*k, t)(w.data() + 5 * ws, ws, n_rows - 5, xin.data(), xs, n_tok, n, y2.data(), ldy);
+              for (int tk = 0; tk < n_tok; ++tk)
+                for (int r = 5; r < n_rows; ++r)
+                  REQUIRE(float_to_bits(y2[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r - 5)]) ==
+                          float_to_bits(y[static_cast<size_t>(tk) * ldy + static_cast<size_t>(r)]));
+            }
           }
         }
       }
