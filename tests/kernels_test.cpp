@@ -344,7 +344,7 @@ TEST_SUITE("kernels") {
   }
 
   TEST_CASE("gemm kernels equal their table's dot kernel bit for bit, whatever the tile (batch invariance)") {
-    // Row and token counts around every tile shape (1..8 rows, 1..4 tokens and their remainders),
+    // Row and token counts around every tile shape (1..16 rows, 1..12 tokens and their remainders),
     // rows with a partial last group of blocks (n = 96, 160: 3 and 5 blocks of 32), a strided
     // output, and an output row stride larger than the rows computed. 17 or more rows of 2048 f32
     // are more than a float gemm's block of rows (kernel_tiles.h): a block boundary falls inside.
@@ -362,12 +362,13 @@ TEST_SUITE("kernels") {
                                      : std::vector<int>{32, 96, 160, 2048}) {
           CAPTURE(n);
           // With the sub-range below (5 rows fewer), every remainder of a tile of 4 rows (float
-          // tiles) or 8 (AVX-512 quantized tiles) appears.
+          // tiles) or 8 (AVX-512 quantized tiles) appears, and groups of 16 rows (Q4_0) full and cut short.
           for (const int n_rows : {17, 18, 19, 23}) {
             CAPTURE(n_rows);
             const auto w = random_matrix(t, n, n_rows, 100u + static_cast<uint32_t>(n));
             const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
-            for (int n_tok : {1, 2, 3, 4, 5, 9}) {
+            // 13: a full tile of 12 tokens (AVX-512 Q4_0) and one more; of 8 (AVX2 Q4_0) and 5 more.
+            for (int n_tok : {1, 2, 3, 4, 5, 9, 13}) {
               CAPTURE(n_tok);
               const auto x =
                   random_floats(static_cast<size_t>(n_tok) * static_cast<size_t>(n), 7u + static_cast<uint32_t>(n_tok));

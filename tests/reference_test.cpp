@@ -103,7 +103,9 @@ TEST_SUITE("reference") {
   // 6e-4 on these logits (std ~0.3); 2e-3 bounds that. For scale: llama.cpp's own f16-KV vs
   // f32-KV runs differ by up to 1e-3 (f32/f16) and 1.5e-2 (q8_0/q4_0).
   //
-  // Those 1e-4 hold for the x86 tables, which sum in llama.cpp's x86 order. Tables with another
+  // Those 1e-4 hold for the x86 tables, which sum in llama.cpp's x86 order (Q8_0: its AVX2 dot
+  // product's 8 lanes; Q4_0: its repacked kernels' one chain per output, which gives these logits
+  // exactly, 0 difference, where the 8 lanes gave 1.5e-7). Tables with another
   // order (scalar, NEON: the same products, summed in another order) may flip the
   // int8 rounding of one activation element at a .5 boundary, which moves these logits by ~1e-2
   // (scalar q8_0: 9.7e-3, q4_0: 1.2e-7): the same discontinuity as llama.cpp's own f16-/f32-KV

@@ -10,10 +10,12 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "runtime/kernels/kernel_tiles.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/kernels/softmax_exp.h"
+#include "runtime/kernels/summed_q8.h"
 #include "runtime/kernels/kquants.h"
 #include "runtime/kernels/lut_quants.h"
 
@@ -170,7 +172,7 @@ struct FloatTiles {
   }
 };
 
-// ---- Q8_0, Q4_0, Q5_0, MXFP4, IQ4_NL weights against Q8_0 activations ----
+// ---- Q8_0, Q5_0, MXFP4, IQ4_NL weights against Q8_0 activations (Q4_0: Q4_0RowGroups) ----
 //
 // Per block and output, 8 int32 lanes each hold the exact sum of 4 products w * x (lane l:
 // elements 4l..4l+3), then acc += (d_w * d_x) * float(lanes). How the lanes are formed differs
@@ -179,7 +181,7 @@ struct FloatTiles {
 //   Q8_0, MXFP4, IQ4_NL: signed weights (MXFP4 and IQ4_NL looked up in their 16-entry table
 //         with a byte shuffle). |x| (unsigned) times w with x's sign; maddubs pairs into int16
 //         (at most 2 * 127 * 128, never saturated), madd pairs again.
-//   Q4_0, Q5_0: the stored unsigned values u = w + offset (0..15, 0..31) times x, less
+//   Q5_0: the stored unsigned values u = w + offset (0..31) times x, less
 //         offset * (sum of x over the lane's 4 elements), computed once per token and block.
 
 // Where a weight's value comes from: kOffsetShift = log2 of the offset of unsigned values, or 0
@@ -192,18 +194,6 @@ struct DecodeQ8_0 {
   static constexpr int kOffsetShift = 0;
   static constexpr int kDecodeRows = 1;
   static __m256i values(const Block& b) { return load32(b.qs); }
-  static __m256 scale(const Block& b) { return broadcast_half(b.d); }
-};
-struct DecodeQ4_0 {
-  using Block = BlockQ4_0;
-  static constexpr int kOffsetShift = 3;
-  static constexpr int kDecodeRows = 4;
-  static __m256i values(const Block& b) {
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
-    // Low nibbles are elements 0..15, high nibbles 16..31.
-    const __m256i q = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-    return _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
-  }
   static __m256 scale(const Block& b) { return broadcast_half(b.d); }
 };
 struct DecodeQ5_0 {
@@ -295,6 +285,142 @@ struct Q8Tiles {
     }
     for (int r = 0; r < R; ++r)
       for (int t = 0; t < T; ++t) y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] = hsum(acc[r][t]);
+  }
+};
+
+// ---- Q4_0 weights: one exact integer per block and output ----
+//
+// Per block and output, the exact integer dot product of the block's 32 weights with the
+// token's 32 activations, then acc = fma(float(sumi), d_w * d_x, acc), block after block: one
+// float chain per output, so an output's bits do not depend on how many outputs share a register
+// (the AVX-512 kernels keep 16 per register and give the same bits). It is also the order of
+// llama.cpp's repacked Q4_0 kernels.
+//
+// Eight rows at a time are transposed in registers, so that lane j holds row j: register k of a
+// block holds bytes 4k..4k+3 of each row's nibbles (their low nibbles are elements 4k..4k+3, the
+// high ones 16+4k..16+4k+3). A token's 4 activations of an element group, broadcast to every
+// lane, then multiply all eight rows at once and the products of the block's 8 groups add up in
+// place: no horizontal sums, and one conversion and FMA per block for 8 outputs. maddubs pairs
+// products into int16 (at most 2 * 15 * 128 = 3840 each, so the 8 groups' sum stays below
+// 32768), madd widens once per block, and the packed activations' offset (-8 * their sum)
+// removes Q4_0's +8.
+struct Q4_0RowGroups {
+  static constexpr int kRows = 8, kTokens = 8, kDecodeRows = 16;
+  static constexpr bool kTokensOuter = false;
+
+  // Row r of a tile of R rows (past the last row, the last again), in strides from row 0: a
+  // constant once the loops are unrolled, so that rows are addressed from two pointers, one per
+  // half of a group (q[i] = row first + 4i), and multiples of the stride that x86 addressing
+  // forms itself: an array of 8 or 16 row pointers spilled and cost more than it saved.
+  static constexpr int row_of(int r, int R) { return r < R ? r : R - 1; }
+
+  template <int R>
+  static const uint8_t* row_block(const uint8_t* const (&q)[2], const uint8_t* block0, size_t ws, int first, int i, int c) {
+    if (first + 8 <= R) return q[i] + static_cast<size_t>(c) * ws;
+    return block0 + static_cast<size_t>(row_of(first + 4 * i + c, R)) * ws;
+  }
+  template <int R>
+  static void halves(const uint8_t* block0, size_t ws, int first, const uint8_t* (&q)[2]) {
+    q[0] = block0 + static_cast<size_t>(row_of(first, R)) * ws;
+    q[1] = block0 + static_cast<size_t>(row_of(first + 4, R)) * ws;
+  }
+
+  // Rows first..first + 7 of one block (at block0 in row 0), transposed: k[i] lane j = bytes
+  // 4i..4i+3 of row first + j's nibbles; and the rows' scales.
+  template <int R>
+  static void load(const uint8_t* block0, size_t ws, int first, __m256i (&k)[4], __m256& dw) {
+    const uint8_t* q[2];
+    halves<R>(block0, ws, first, q);
+    const auto nibbles = [&](int i, int c) {
+      return _mm_loadu_si128(
+          reinterpret_cast<const __m128i*>(row_block<R>(q, block0, ws, first, i, c) + offsetof(BlockQ4_0, qs)));
+    };
+    const auto two = [&](int c) { return _mm256_inserti128_si256(_mm256_castsi128_si256(nibbles(0, c)), nibbles(1, c), 1); };
+    const __m256i a = two(0), c = two(1), e = two(2), f = two(3);
+    const __m256i t0 = _mm256_unpacklo_epi32(a, c), t1 = _mm256_unpackhi_epi32(a, c);
+    const __m256i t2 = _mm256_unpacklo_epi32(e, f), t3 = _mm256_unpackhi_epi32(e, f);
+    k[0] = _mm256_unpacklo_epi64(t0, t2);
+    k[1] = _mm256_unpackhi_epi64(t0, t2);
+    k[2] = _mm256_unpacklo_epi64(t1, t3);
+    k[3] = _mm256_unpackhi_epi64(t1, t3);
+    short d[8];
+    for (int j = 0; j < 8; ++j) {
+      uint16_t h;
+      std::memcpy(&h, row_block<R>(q, block0, ws, first, j / 4, j % 4), sizeof(h));
+      d[j] = static_cast<short>(h);
+    }
+    dw = _mm256_cvtph_ps(_mm_setr_epi16(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]));
+  }
+
+  // Decode reads 16 rows at once, a few bytes from each per block. Prefetching the next tile's
+  // bytes in memory order (as the other kernels do) reaches its last rows only at the end of this
+  // tile, too late; and 16 rows of it crowd L1. So each row is prefetched kAheadBlocks blocks
+  // ahead of its use (every other block, so that no cache line is skipped), and the rows after
+  // the tile only into L2. Without this, decode was 10-18% slower than with the 8-lane kernels.
+  // A prefill tile is 8 rows x 8 tokens (+10% over 4 tokens), decode 16 rows (+8% over 8).
+  static constexpr int kAheadBlocks = 16;
+  template <int R>
+  static void prefetch_rows(const uint8_t* block0, size_t ws, int first) {
+    const uint8_t* q[2];
+    halves<R>(block0, ws, first, q);
+    for (int j = 0; j < 8; ++j)
+      if (first + j < R)
+        _mm_prefetch(reinterpret_cast<const char*>(row_block<R>(q, block0, ws, first, j / 4, j % 4)), _MM_HINT_T0);
+  }
+
+  template <int R, int T>
+  static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    constexpr int G = (R + 7) / 8;  // groups of 8 rows
+    const SummedQ8Block* xt[T];
+    for (int t = 0; t < T; ++t) xt[t] = reinterpret_cast<const SummedQ8Block*>(x + static_cast<size_t>(t) * xs);
+    __m256 acc[G][T];
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < T; ++t) acc[g][t] = _mm256_setzero_ps();
+    const __m256i low4 = _mm256_set1_epi8(0x0f), ones16 = _mm256_set1_epi16(1);
+    const int nb = n / kQ4_0Block;
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    constexpr int kAheadPerBlock = R * static_cast<int>(sizeof(BlockQ4_0));
+    for (int b = 0; b < kAheadBlocks; b += 2)
+      for (int g = 0; g < G; ++g) prefetch_rows<R>(w + static_cast<size_t>(b) * sizeof(BlockQ4_0), ws, 8 * g);
+    for (int b = 0; b < nb; ++b) {
+      const uint8_t* pf = ahead + static_cast<size_t>(b) * kAheadPerBlock;
+      for (int o = 0; o < kAheadPerBlock; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T1);
+      const uint8_t* block0 = w + static_cast<size_t>(b) * sizeof(BlockQ4_0);
+      if ((b & 1) == 0)
+        for (int g = 0; g < G; ++g) prefetch_rows<R>(block0 + kAheadBlocks * sizeof(BlockQ4_0), ws, 8 * g);
+      for (int g = 0; g < G; ++g) {
+        __m256i k[4];
+        __m256 dw;
+        load<R>(block0, ws, 8 * g, k, dw);
+        __m256i u[8];  // u[i]: the stored values of elements 4i..4i+3 (i < 4), 16+4(i-4).. (i >= 4)
+        for (int i = 0; i < 4; ++i) {
+          u[i] = _mm256_and_si256(k[i], low4);
+          u[i + 4] = _mm256_and_si256(_mm256_srli_epi16(k[i], 4), low4);
+        }
+        for (int t = 0; t < T; ++t) {
+          const SummedQ8Block& xb = xt[t][b];
+          int32_t q4[8];
+          std::memcpy(q4, xb.q, sizeof(q4));
+          __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(q4[0]));
+          for (int i = 1; i < 8; ++i) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[i], _mm256_set1_epi32(q4[i])));
+          const __m256i sumi = _mm256_add_epi32(_mm256_madd_epi16(s16, ones16), _mm256_set1_epi32(xb.offset));
+          acc[g][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), acc[g][t]);
+        }
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      const int rows_here = std::min(8, R - 8 * g);
+      for (int t = 0; t < T; ++t) {
+        float* yt = y + static_cast<size_t>(t) * ldy + static_cast<size_t>(8 * g);
+        if (rows_here == 8) {
+          _mm256_storeu_ps(yt, acc[g][t]);
+        } else {
+          alignas(32) float out[8];
+          _mm256_store_ps(out, acc[g][t]);
+          std::copy(out, out + rows_here, yt);
+        }
+      }
+    }
   }
 };
 
@@ -511,7 +637,15 @@ float dot_f32(const float* w, const float* x, int n) { return dot1<FloatTiles<Lo
 float dot_f16(const uint16_t* w, const float* x, int n) { return dot1<FloatTiles<LoadF16>>(w, x, n); }
 float dot_bf16(const uint16_t* w, const float* x, int n) { return dot1<FloatTiles<LoadBF16>>(w, x, n); }
 float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, int nb) { return dot1<Q8Tiles<DecodeQ8_0>>(w, x, nb * kQ8_0Block); }
-float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int nb) { return dot1<Q8Tiles<DecodeQ4_0>>(w, x, nb * kQ4_0Block); }
+// Q4_0's kernels read packed activations (summed_q8.h): its dot kernel packs them first, in a
+// buffer of the thread's that grows to the longest row seen (it serves tests and one-off
+// products; matmul packs once per token).
+float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int nb) {
+  thread_local std::vector<SummedQ8Block> packed;
+  packed.resize(std::max(packed.size(), static_cast<size_t>(nb)));
+  pack_summed_q8(x, packed.data(), nb);
+  return dot1<Q4_0RowGroups>(w, packed.data(), nb * kQ4_0Block);
+}
 float dot_q5_0(const BlockQ5_0* w, const BlockQ8_0* x, int nb) { return dot1<Q8Tiles<DecodeQ5_0>>(w, x, nb * kQ5_0Block); }
 float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) { return dot1<ScaleMinTiles<false>>(w, x, nb * kQK); }
 float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) { return dot1<ScaleMinTiles<true>>(w, x, nb * kQK); }
@@ -520,9 +654,14 @@ float dot_mxfp4(const BlockMXFP4* w, const BlockQ8_0* x, int nb) { return dot1<Q
 float dot_iq4_nl(const BlockIQ4_NL* w, const BlockQ8_0* x, int nb) { return dot1<Q8Tiles<DecodeIQ4_NL>>(w, x, nb * kIq4NlBlock); }
 float dot_iq4_xs(const BlockIQ4_XS* w, const BlockQ8_K* x, int nb) { return dot1<IQ4XSTiles>(w, x, nb * kQK); }
 
-// These kernels read the Q8_0 and Q8_K blocks as they are.
-size_t no_packing(TensorType, int) { return 0; }
-void no_pack(TensorType, const void*, void*, int) {}
+// Q4_0 reads its activations packed; the other kernels read the Q8_0 and Q8_K blocks as they are.
+size_t packed_bytes(TensorType weight, int n) {
+  return weight == TensorType::Q4_0 ? static_cast<size_t>(n / kQ8_0Block) * sizeof(SummedQ8Block) : 0;
+}
+void pack(TensorType weight, const void* blocks, void* out, int n) {
+  if (weight == TensorType::Q4_0)
+    pack_summed_q8(static_cast<const BlockQ8_0*>(blocks), static_cast<SummedQ8Block*>(out), n / kQ8_0Block);
+}
 
 void axpy(float a, const float* x, float* y, int n) {
   const __m256 va = _mm256_set1_ps(a);
@@ -755,7 +894,7 @@ const KernelTable& avx2_kernels() {
                                      .gemm_f16 = gemm<FloatTiles<LoadF16>>,
                                      .gemm_bf16 = gemm<FloatTiles<LoadBF16>>,
                                      .gemm_q8_0 = gemm<Q8Tiles<DecodeQ8_0>>,
-                                     .gemm_q4_0 = gemm<Q8Tiles<DecodeQ4_0>>,
+                                     .gemm_q4_0 = gemm<Q4_0RowGroups>,
                                      .gemm_q5_0 = gemm<Q8Tiles<DecodeQ5_0>>,
                                      .gemm_q4_k = gemm<ScaleMinTiles<false>>,
                                      .gemm_q5_k = gemm<ScaleMinTiles<true>>,
@@ -763,8 +902,8 @@ const KernelTable& avx2_kernels() {
                                      .gemm_mxfp4 = gemm<Q8Tiles<DecodeMXFP4>>,
                                      .gemm_iq4_nl = gemm<Q8Tiles<DecodeIQ4_NL>>,
                                      .gemm_iq4_xs = gemm<IQ4XSTiles>,
-                                     .packed_bytes = no_packing,
-                                     .pack = no_pack,
+                                     .packed_bytes = packed_bytes,
+                                     .pack = pack,
                                      .attention_scores = attention_scores,
                                      .axpy = axpy,
                                      .weighted_sum = weighted_sum,

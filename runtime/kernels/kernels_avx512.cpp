@@ -1,10 +1,12 @@
 // AVX-512 kernels (F, BW, VL, VNNI and VBMI: AMD Zen 4 and later, Intel Ice Lake and later) for
 // the kernels that are instruction-bound in AVX2 at two threads: Q4_0, Q8_0, MXFP4, IQ4_NL, Q4_K, Q5_K, Q6_K and IQ4_XS decode
-// (about 12 instructions per Q4_0 block and row in AVX2, about 7 here: two rows per 512-bit
+// (about 12 instructions per Q8_0 block and row in AVX2, about 7 here: two rows per 512-bit
 // register, VNNI byte dot products, a VBMI permute to unpack, and the activations' share done
-// once per token by pack()), and f32/f16/bf16 prefill (twice the multiply-adds per instruction).
+// once per token by pack()), Q4_0 (16 rows per register), and f32/f16/bf16 prefill (twice the multiply-adds per instruction).
 // Every kernel gives the AVX2 kernel's results bit for bit, so a device with AVX-512 and one
-// without produce the same tokens; the rest of the table is the AVX2 table.
+// without produce the same tokens; the rest of the table is the AVX2 table. Q4_0 reads its
+// activations packed as summed_q8.h says (the AVX2 table too); Q8_0, MXFP4 and IQ4_NL as
+// PackedBlock below.
 //
 // The file is compiled with the baseline flags; each function carries its target attribute, and
 // kernels.cpp picks this table only when the CPU reports every feature.
@@ -30,6 +32,7 @@
 #include "runtime/kernels/kernel_tiles.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/kernels/lut_quants.h"
+#include "runtime/kernels/summed_q8.h"
 
 #define HEARTH_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
 // A kernel piece that must be inlined into its loop (a call per block would cost more than the block).
@@ -41,7 +44,7 @@ const KernelTable& avx2_kernels();  // kernels_avx2.cpp
 
 namespace {
 
-// ---- Q8_0 and Q4_0 weights against packed Q8_0 activations ----
+// ---- Q8_0, MXFP4 and IQ4_NL weights against packed Q8_0 activations ----
 //
 // These kernels compute exactly what the AVX2 kernels compute, bit for bit: per block and
 // output, 8 int32 lanes (lane l: the exact sum of the products of elements 4l..4l+3), then
@@ -52,7 +55,7 @@ namespace {
 // its own 256-bit half, so a table with AVX-512 and one without give the same tokens.
 //
 // The lanes come from VNNI, which multiplies unsigned by signed bytes: the weights enter as
-// u = w + offset (Q4_0: the stored nibble, offset 8; Q8_0: w ^ 0x80, offset 128) and the lanes
+// u = w + offset (Q8_0: w ^ 0x80, offset 128; the tables' values likewise) and the lanes
 // start from -offset * (the sum of the lane's 4 activations), which pack() computes once per
 // token together with the activations' scale as a float.
 
@@ -77,8 +80,6 @@ HEARTH_AVX512 void pack_blocks(const BlockQ8_0* x, PackedBlock* out, int nb) {
   }
 }
 
-// Rows r and r + 1 of block b: the unsigned values u as [row r | row r + 1] (32 bytes each, in
-// element order) and the scales [d_r x8 | d_r+1 x8].
 // The 32 nibbles of two blocks in Q4_0's order (16 bytes each: low nibbles are elements 0..15,
 // high 16..31) as bytes 0..15: [row a | row b], 32 elements each.
 HEARTH_AVX512_INLINE __m512i pair_nibbles(const uint8_t* a, const uint8_t* b) {
@@ -100,15 +101,6 @@ HEARTH_AVX512_INLINE __m512 pair_halves(uint16_t a, uint16_t b) {
   return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a))),
                                                  _mm_set1_epi16(static_cast<short>(b)), 1));
 }
-
-struct WeightsQ4_0 {
-  using Block = BlockQ4_0;
-  static constexpr int kOffsetShift = 3;
-  HEARTH_AVX512_INLINE void load(const Block& a, const Block& b, __m512i& u, __m512& d) {
-    u = pair_nibbles(a.qs, b.qs);
-    d = pair_halves(a.d, b.d);
-  }
-};
 
 // MXFP4 and IQ4_NL: the nibbles index a table of signed values, which VNNI takes unsigned as
 // value + 128 (the offset of Q8_0's u = w ^ 0x80): a byte shuffle of the table so shifted.
@@ -162,8 +154,8 @@ HEARTH_AVX512 inline float hsum8(__m256 v) {
 // kernels' horizontal sum per output. K says what one block is: K::Tokens<T> reads a tile's
 // activations for a block once for all its row pairs, K::add_block() adds a row pair's block
 // into the pair's accumulator for each token. A prefill tile takes 4 row pairs, so a block's
-// activations (loaded, broadcast) serve 8 rows: 8-11% faster prefill than 2 pairs for Q4_0, Q4_K
-// and Q8_0.
+// activations (loaded, broadcast) serve 8 rows: 8-11% faster prefill than 2 pairs for Q4_K and
+// Q8_0.
 template <class K>
 struct PairRows {
   static constexpr int kRows = 8, kTokens = K::kTokens, kDecodeRows = K::kDecodeRows;
@@ -196,7 +188,7 @@ struct PairRows {
   }
 };
 
-// Q4_0 and Q8_0 blocks against packed activations.
+// Q8_0, MXFP4 and IQ4_NL blocks against packed activations.
 template <class W>
 struct PackedBlocks {
   using Block = typename W::Block;
@@ -222,6 +214,147 @@ struct PackedBlocks {
     for (int t = 0; t < T; ++t) {
       const __m512i lanes = _mm512_dpbusd_epi32(x.offset[t], u, x.q[t]);
       acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, x.d[t]), _mm512_cvtepi32_ps(lanes), acc[t]);
+    }
+  }
+};
+
+// ---- Q4_0 weights: sixteen rows at a time, one exact integer per block and output ----
+//
+// The AVX2 kernels' computation (Q4_0RowGroups in kernels_avx2.cpp), bit for bit: per block and
+// output the exact integer dot product, then acc = fma(float(sumi), d_w * d_x, acc), one chain
+// per output, whatever the register holding it. Here 16 rows are transposed into the lanes of a
+// register, and VNNI adds each 4-element group's products of all 16 rows into place (unsigned
+// stored values times signed activations, starting from the packed activations' -8 * sum).
+// A prefill tile is 16 rows x 12 tokens (+5% over 8 tokens, +15% 8 over 4), decode 16 rows (32
+// were slower).
+struct Q4_0RowGroups {
+  static constexpr int kRows = 16, kTokens = 12, kDecodeRows = 16;
+  static constexpr bool kTokensOuter = false;
+
+  // Row r of a tile of R rows (past the last row, the last again), in strides from row 0: a
+  // constant once the loops are unrolled, so that every row is addressed from one pointer
+  // (an array of row pointers spilled and cost more than the arithmetic it saved).
+  static constexpr int row_of(int r, int R) { return r < R ? r : R - 1; }
+
+  // Where a group of 16 rows starts in each of its quarters: q[i] = block b of row first + 4i.
+  // Rows first + 4i + c are then q[i] + c * ws, which x86 addressing forms from two registers
+  // (an array of 16 row pointers spilled and cost more than the arithmetic it saved). A group cut
+  // short by the tile's last row instead reads the last row again.
+  template <int R>
+  HEARTH_AVX512_INLINE const uint8_t* row_block(const uint8_t* const (&q)[4], const uint8_t* block0, size_t ws, int first, int i,
+                                                int c) {
+    if (first + 16 <= R) return q[i] + static_cast<size_t>(c) * ws;
+    return block0 + static_cast<size_t>(row_of(first + 4 * i + c, R)) * ws;
+  }
+
+  HEARTH_AVX512_INLINE __m128i nibbles(const uint8_t* block) {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + offsetof(BlockQ4_0, qs)));
+  }
+  HEARTH_AVX512_INLINE short scale(const uint8_t* block) {
+    uint16_t d;
+    __builtin_memcpy(&d, block, sizeof(d));
+    return static_cast<short>(d);
+  }
+
+  // The nibbles of rows first + c, first + c + 4, first + c + 8 and first + c + 12, one per
+  // 128-bit lane.
+  template <int R>
+  HEARTH_AVX512_INLINE __m512i four_rows(const uint8_t* const (&q)[4], const uint8_t* block0, size_t ws, int first, int c) {
+    __m512i v = _mm512_castsi128_si512(nibbles(row_block<R>(q, block0, ws, first, 0, c)));
+    v = _mm512_inserti32x4(v, nibbles(row_block<R>(q, block0, ws, first, 1, c)), 1);
+    v = _mm512_inserti32x4(v, nibbles(row_block<R>(q, block0, ws, first, 2, c)), 2);
+    return _mm512_inserti32x4(v, nibbles(row_block<R>(q, block0, ws, first, 3, c)), 3);
+  }
+
+  // Rows first..first + 15 of one block (at block0 in row 0), transposed: k[i] lane j = bytes
+  // 4i..4i+3 of row first + j's nibbles; and the rows' scales.
+  template <int R>
+  HEARTH_AVX512_INLINE void load(const uint8_t* block0, size_t ws, int first, __m512i (&k)[4], __m512& dw) {
+    const uint8_t* const q[4] = {
+        block0 + static_cast<size_t>(row_of(first, R)) * ws, block0 + static_cast<size_t>(row_of(first + 4, R)) * ws,
+        block0 + static_cast<size_t>(row_of(first + 8, R)) * ws, block0 + static_cast<size_t>(row_of(first + 12, R)) * ws};
+    const __m512i a = four_rows<R>(q, block0, ws, first, 0), c = four_rows<R>(q, block0, ws, first, 1);
+    const __m512i e = four_rows<R>(q, block0, ws, first, 2), f = four_rows<R>(q, block0, ws, first, 3);
+    const __m512i t0 = _mm512_unpacklo_epi32(a, c), t1 = _mm512_unpackhi_epi32(a, c);
+    const __m512i t2 = _mm512_unpacklo_epi32(e, f), t3 = _mm512_unpackhi_epi32(e, f);
+    k[0] = _mm512_unpacklo_epi64(t0, t2);
+    k[1] = _mm512_unpackhi_epi64(t0, t2);
+    k[2] = _mm512_unpacklo_epi64(t1, t3);
+    k[3] = _mm512_unpackhi_epi64(t1, t3);
+    short d[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) d[j] = scale(row_block<R>(q, block0, ws, first, j / 4, j % 4));
+    dw = _mm512_cvtph_ps(
+        _mm256_setr_epi16(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15]));
+  }
+
+  // Each row prefetched kAheadBlocks ahead of its use, the rows after the tile only into L2 (as
+  // in the AVX2 kernel, where the reason is given).
+  static constexpr int kAheadBlocks = 16;
+  template <int R>
+  HEARTH_AVX512_INLINE void prefetch_rows(const uint8_t* block0, size_t ws, int first) {
+    const uint8_t* const q[4] = {
+        block0 + static_cast<size_t>(row_of(first, R)) * ws, block0 + static_cast<size_t>(row_of(first + 4, R)) * ws,
+        block0 + static_cast<size_t>(row_of(first + 8, R)) * ws, block0 + static_cast<size_t>(row_of(first + 12, R)) * ws};
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j)
+      if (first + j < R)
+        _mm_prefetch(reinterpret_cast<const char*>(row_block<R>(q, block0, ws, first, j / 4, j % 4)), _MM_HINT_T0);
+  }
+
+  template <int R, int T>
+  HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    constexpr int G = (R + 15) / 16;  // groups of 16 rows
+    const SummedQ8Block* xt[T];
+    for (int t = 0; t < T; ++t) xt[t] = reinterpret_cast<const SummedQ8Block*>(x + static_cast<size_t>(t) * xs);
+    __m512 acc[G][T];
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < T; ++t) acc[g][t] = _mm512_setzero_ps();
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    const int nb = n / kQ4_0Block;
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    constexpr int kAheadPerBlock = R * static_cast<int>(sizeof(BlockQ4_0));
+    for (int b = 0; b < kAheadBlocks; b += 2)
+      for (int g = 0; g < G; ++g) prefetch_rows<R>(w + static_cast<size_t>(b) * sizeof(BlockQ4_0), ws, 16 * g);
+    for (int b = 0; b < kAheadBlocks; b += 2)
+      for (int g = 0; g < G; ++g) prefetch_rows<R>(w + static_cast<size_t>(b) * sizeof(BlockQ4_0), ws, 16 * g);
+    for (int b = 0; b < nb; ++b) {
+      const uint8_t* pf = ahead + static_cast<size_t>(b) * kAheadPerBlock;
+      for (int o = 0; o < kAheadPerBlock; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T1);
+      const uint8_t* block0 = w + static_cast<size_t>(b) * sizeof(BlockQ4_0);
+      if ((b & 1) == 0)
+        for (int g = 0; g < G; ++g) prefetch_rows<R>(block0 + kAheadBlocks * sizeof(BlockQ4_0), ws, 16 * g);
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) {
+        __m512i k[4];
+        __m512 dw;
+        load<R>(block0, ws, 16 * g, k, dw);
+        __m512i u[8];  // u[i]: the stored values of elements 4i..4i+3 (i < 4), 16+4(i-4).. (i >= 4)
+        for (int i = 0; i < 4; ++i) {
+          u[i] = _mm512_and_si512(k[i], low4);
+          u[i + 4] = _mm512_and_si512(_mm512_srli_epi16(k[i], 4), low4);
+        }
+        for (int t = 0; t < T; ++t) {
+          const SummedQ8Block& xb = xt[t][b];
+          int32_t q4[8];
+          __builtin_memcpy(q4, xb.q, sizeof(q4));
+          // Two chains of dependent VNNI steps instead of one, for decode's sake.
+          __m512i s0 = _mm512_dpbusd_epi32(_mm512_set1_epi32(xb.offset), u[0], _mm512_set1_epi32(q4[0]));
+          __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[4], _mm512_set1_epi32(q4[4]));
+          for (int i = 1; i < 4; ++i) {
+            s0 = _mm512_dpbusd_epi32(s0, u[i], _mm512_set1_epi32(q4[i]));
+            s1 = _mm512_dpbusd_epi32(s1, u[i + 4], _mm512_set1_epi32(q4[i + 4]));
+          }
+          const __m512i sumi = _mm512_add_epi32(s0, s1);
+          acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(dw, _mm512_set1_ps(xb.d)), acc[g][t]);
+        }
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      const int rows_here = std::min(16, R - 16 * g);
+      for (int t = 0; t < T; ++t)
+        _mm512_mask_storeu_ps(y + static_cast<size_t>(t) * ldy + static_cast<size_t>(16 * g),
+                              static_cast<__mmask16>((1u << rows_here) - 1), acc[g][t]);
     }
   }
 };
@@ -708,7 +841,6 @@ HEARTH_AVX512 void weighted_sum(const float* p, size_t p_stride, const float* in
     weighted_columns<1>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col, static_cast<__mmask16>((1u << (n - col)) - 1));
 }
 
-using Q4_0Tiles = PairRows<PackedBlocks<WeightsQ4_0>>;
 using Q8_0Tiles = PairRows<PackedBlocks<WeightsQ8_0>>;
 using MXFP4Tiles = PairRows<PackedBlocks<WeightsMXFP4>>;
 using IQ4_NLTiles = PairRows<PackedBlocks<WeightsIQ4_NL>>;
@@ -719,7 +851,7 @@ using IQ4_XSTiles = PairRows<IQ4XSBlocks>;
 
 size_t packed_bytes(TensorType weight, int n) {
   switch (weight) {
-    case TensorType::Q4_0:
+    case TensorType::Q4_0: return static_cast<size_t>(n / kQ8_0Block) * sizeof(SummedQ8Block);
     case TensorType::Q8_0:
     case TensorType::MXFP4:
     case TensorType::IQ4_NL: return static_cast<size_t>(n / kQ8_0Block) * sizeof(PackedBlock);
@@ -729,7 +861,7 @@ size_t packed_bytes(TensorType weight, int n) {
 
 void pack(TensorType weight, const void* blocks, void* out, int n) {
   const auto* x = static_cast<const BlockQ8_0*>(blocks);
-  if (weight == TensorType::Q4_0) pack_blocks<WeightsQ4_0::kOffsetShift>(x, static_cast<PackedBlock*>(out), n / kQ8_0Block);
+  if (weight == TensorType::Q4_0) pack_summed_q8(x, static_cast<SummedQ8Block*>(out), n / kQ8_0Block);
   // Q8_0, MXFP4 and IQ4_NL share the offset of 128, and so their packed activations.
   if (weight == TensorType::Q8_0 || weight == TensorType::MXFP4 || weight == TensorType::IQ4_NL)
     pack_blocks<WeightsQ8_0::kOffsetShift>(x, static_cast<PackedBlock*>(out), n / kQ8_0Block);
@@ -755,7 +887,7 @@ HEARTH_AVX512 float dot_iq4_xs(const BlockIQ4_XS* w, const BlockQ8_K* x, int nb)
   return tiles::dot1<IQ4_XSTiles>(w, x, nb * kQK);
 }
 
-float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q4_0Tiles>(TensorType::Q4_0, w, x, nb); }
+float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q4_0RowGroups>(TensorType::Q4_0, w, x, nb); }
 float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, int nb) { return packed_dot<Q8_0Tiles>(TensorType::Q8_0, w, x, nb); }
 float dot_mxfp4(const BlockMXFP4* w, const BlockQ8_0* x, int nb) { return packed_dot<MXFP4Tiles>(TensorType::MXFP4, w, x, nb); }
 float dot_iq4_nl(const BlockIQ4_NL* w, const BlockQ8_0* x, int nb) {
@@ -766,7 +898,7 @@ KernelTable make_table() {
   KernelTable t = avx2_kernels();
   t.name = "avx512";
   t.dot_q4_0 = dot_q4_0;
-  t.gemm_q4_0 = tiles::gemm<Q4_0Tiles>;
+  t.gemm_q4_0 = tiles::gemm<Q4_0RowGroups>;
   t.dot_q8_0 = dot_q8_0;
   t.gemm_q8_0 = tiles::gemm<Q8_0Tiles>;
   t.dot_mxfp4 = dot_mxfp4;
