@@ -304,73 +304,117 @@ struct Q8Tiles {
 // products into int16 (at most 2 * 15 * 128 = 3840 each, so the 8 groups' sum stays below
 // 32768), madd widens once per block, and the packed activations' offset (-8 * their sum)
 // removes Q4_0's +8.
+// Eight rows of a tile of R rows at one block (block0: that block in row 0), rows first..first+7;
+// past the tile's last row, the last again. Rows are addressed from two pointers, one per half
+// of the group, and multiples of the stride that x86 addressing forms itself (an array of 8 or
+// 16 row pointers spilled and cost more than it saved); `first` and j are constants once the
+// loops are unrolled.
+template <int R>
+struct RowGroup {
+  const uint8_t* block0;
+  size_t ws;
+  int first;
+  const uint8_t* half[2];
+  static constexpr int row_of(int r) { return r < R ? r : R - 1; }
+  RowGroup(const uint8_t* b0, size_t stride, int f)
+      : block0(b0),
+        ws(stride),
+        first(f),
+        half{b0 + static_cast<size_t>(row_of(f)) * stride, b0 + static_cast<size_t>(row_of(f + 4)) * stride} {}
+  const uint8_t* row(int j) const {
+    if (first + 8 <= R) return half[j / 4] + static_cast<size_t>(j % 4) * ws;
+    return block0 + static_cast<size_t>(row_of(first + j)) * ws;
+  }
+  // The 16 bytes at `at` of every row, transposed (transpose8).
+  void transposed(size_t at, __m256i (&k)[4]) const;
+  // The f16 at `at` of every row, as 8 floats in row order.
+  __m256 halves_at(size_t at) const {
+    short d[8];
+    for (int j = 0; j < 8; ++j) {
+      uint16_t h;
+      std::memcpy(&h, row(j) + at, sizeof(h));
+      d[j] = static_cast<short>(h);
+    }
+    return _mm256_cvtph_ps(_mm_setr_epi16(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]));
+  }
+  void prefetch() const {
+    for (int j = 0; j < 8; ++j)
+      if (first + j < R) _mm_prefetch(reinterpret_cast<const char*>(row(j)), _MM_HINT_T0);
+  }
+  void prefetch_l2() const {
+    for (int j = 0; j < 8; ++j)
+      if (first + j < R) _mm_prefetch(reinterpret_cast<const char*>(row(j)), _MM_HINT_T1);
+  }
+  // Every cache line of `bytes` bytes of every row, into L2 (a prefill tile's rows are read
+  // slowly enough for L2 to serve them; 16 rows of lines in L1 crowded it).
+  void prefetch(int bytes) const {
+    for (int o = 0; o < bytes; o += 64) RowGroup(block0 + o, ws, first).prefetch_l2();
+  }
+};
+
+// 16 bytes of each of 8 rows -> k[i] lane j = bytes 4i..4i+3 of row j.
+inline void transpose8(const __m128i (&v)[8], __m256i (&k)[4]) {
+  const auto two = [&](int j) { return _mm256_inserti128_si256(_mm256_castsi128_si256(v[j]), v[j + 4], 1); };
+  const __m256i a = two(0), c = two(1), e = two(2), f = two(3);
+  const __m256i t0 = _mm256_unpacklo_epi32(a, c), t1 = _mm256_unpackhi_epi32(a, c);
+  const __m256i t2 = _mm256_unpacklo_epi32(e, f), t3 = _mm256_unpackhi_epi32(e, f);
+  k[0] = _mm256_unpacklo_epi64(t0, t2);
+  k[1] = _mm256_unpackhi_epi64(t0, t2);
+  k[2] = _mm256_unpacklo_epi64(t1, t3);
+  k[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
+// v[i]'s 8 lanes summed into lane i (exact: integers).
+inline __m256i reduce8(const __m256i (&v)[8]) {
+  const __m256i g0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+  const __m256i g1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+  // g0 = [v0..v3 over lanes 0-3 | v0..v3 over lanes 4-7], g1 likewise for v4..v7.
+  return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20), _mm256_permute2x128_si256(g0, g1, 0x31));
+}
+
+template <int R>
+void RowGroup<R>::transposed(size_t at, __m256i (&k)[4]) const {
+  __m128i v[8];
+  for (int j = 0; j < 8; ++j) v[j] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row(j) + at));
+  transpose8(v, k);
+}
+
+// Decode reads 16 rows at once, a few bytes from each per block. Prefetching the next tile's
+// bytes in memory order (as the other kernels do) reaches its last rows only at the end of this
+// tile, too late; and 16 rows of it crowd L1. So each row is prefetched kAheadBytes ahead of its
+// use (at least every 64 bytes, so that no cache line is skipped), and the rows after the tile
+// only into L2. Without this, Q4_0 decode was 10-18% slower than with the 8-lane kernels.
+inline constexpr int kRowAheadBytes = 288;
+// A prefill tile's rows of super-blocks of 256 (144 bytes and more): 4 super-blocks ahead.
+inline constexpr int kSuperBlocksAhead = 4;
+
+// Stores groups of 8 outputs (rows 8g..8g+7 of each token) to y, the last group cut to the tile.
+template <int R, int T, int G>
+void store_groups(const __m256 (&acc)[G][T], float* y, size_t ldy) {
+  for (int g = 0; g < G; ++g) {
+    const int rows_here = std::min(8, R - 8 * g);
+    for (int t = 0; t < T; ++t) {
+      float* yt = y + static_cast<size_t>(t) * ldy + static_cast<size_t>(8 * g);
+      if (rows_here == 8) {
+        _mm256_storeu_ps(yt, acc[g][t]);
+      } else {
+        alignas(32) float out[8];
+        _mm256_store_ps(out, acc[g][t]);
+        std::copy(out, out + rows_here, yt);
+      }
+    }
+  }
+}
+
 struct Q4_0RowGroups {
   static constexpr int kRows = 8, kTokens = 8, kDecodeRows = 16;
   static constexpr bool kTokensOuter = false;
 
-  // Row r of a tile of R rows (past the last row, the last again), in strides from row 0: a
-  // constant once the loops are unrolled, so that rows are addressed from two pointers, one per
-  // half of a group (q[i] = row first + 4i), and multiples of the stride that x86 addressing
-  // forms itself: an array of 8 or 16 row pointers spilled and cost more than it saved.
-  static constexpr int row_of(int r, int R) { return r < R ? r : R - 1; }
-
-  template <int R>
-  static const uint8_t* row_block(const uint8_t* const (&q)[2], const uint8_t* block0, size_t ws, int first, int i, int c) {
-    if (first + 8 <= R) return q[i] + static_cast<size_t>(c) * ws;
-    return block0 + static_cast<size_t>(row_of(first + 4 * i + c, R)) * ws;
-  }
-  template <int R>
-  static void halves(const uint8_t* block0, size_t ws, int first, const uint8_t* (&q)[2]) {
-    q[0] = block0 + static_cast<size_t>(row_of(first, R)) * ws;
-    q[1] = block0 + static_cast<size_t>(row_of(first + 4, R)) * ws;
-  }
-
-  // Rows first..first + 7 of one block (at block0 in row 0), transposed: k[i] lane j = bytes
-  // 4i..4i+3 of row first + j's nibbles; and the rows' scales.
-  template <int R>
-  static void load(const uint8_t* block0, size_t ws, int first, __m256i (&k)[4], __m256& dw) {
-    const uint8_t* q[2];
-    halves<R>(block0, ws, first, q);
-    const auto nibbles = [&](int i, int c) {
-      return _mm_loadu_si128(
-          reinterpret_cast<const __m128i*>(row_block<R>(q, block0, ws, first, i, c) + offsetof(BlockQ4_0, qs)));
-    };
-    const auto two = [&](int c) { return _mm256_inserti128_si256(_mm256_castsi128_si256(nibbles(0, c)), nibbles(1, c), 1); };
-    const __m256i a = two(0), c = two(1), e = two(2), f = two(3);
-    const __m256i t0 = _mm256_unpacklo_epi32(a, c), t1 = _mm256_unpackhi_epi32(a, c);
-    const __m256i t2 = _mm256_unpacklo_epi32(e, f), t3 = _mm256_unpackhi_epi32(e, f);
-    k[0] = _mm256_unpacklo_epi64(t0, t2);
-    k[1] = _mm256_unpackhi_epi64(t0, t2);
-    k[2] = _mm256_unpacklo_epi64(t1, t3);
-    k[3] = _mm256_unpackhi_epi64(t1, t3);
-    short d[8];
-    for (int j = 0; j < 8; ++j) {
-      uint16_t h;
-      std::memcpy(&h, row_block<R>(q, block0, ws, first, j / 4, j % 4), sizeof(h));
-      d[j] = static_cast<short>(h);
-    }
-    dw = _mm256_cvtph_ps(_mm_setr_epi16(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]));
-  }
-
-  // Decode reads 16 rows at once, a few bytes from each per block. Prefetching the next tile's
-  // bytes in memory order (as the other kernels do) reaches its last rows only at the end of this
-  // tile, too late; and 16 rows of it crowd L1. So each row is prefetched kAheadBlocks blocks
-  // ahead of its use (every other block, so that no cache line is skipped), and the rows after
-  // the tile only into L2. Without this, decode was 10-18% slower than with the 8-lane kernels.
   // A prefill tile is 8 rows x 8 tokens (+10% over 4 tokens), decode 16 rows (+8% over 8).
-  static constexpr int kAheadBlocks = 16;
-  template <int R>
-  static void prefetch_rows(const uint8_t* block0, size_t ws, int first) {
-    const uint8_t* q[2];
-    halves<R>(block0, ws, first, q);
-    for (int j = 0; j < 8; ++j)
-      if (first + j < R)
-        _mm_prefetch(reinterpret_cast<const char*>(row_block<R>(q, block0, ws, first, j / 4, j % 4)), _MM_HINT_T0);
-  }
-
   template <int R, int T>
   static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
     constexpr int G = (R + 7) / 8;  // groups of 8 rows
+    constexpr int kAheadBlocks = kRowAheadBytes / static_cast<int>(sizeof(BlockQ4_0));
     const SummedQ8Block* xt[T];
     for (int t = 0; t < T; ++t) xt[t] = reinterpret_cast<const SummedQ8Block*>(x + static_cast<size_t>(t) * xs);
     __m256 acc[G][T];
@@ -381,17 +425,18 @@ struct Q4_0RowGroups {
     const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
     constexpr int kAheadPerBlock = R * static_cast<int>(sizeof(BlockQ4_0));
     for (int b = 0; b < kAheadBlocks; b += 2)
-      for (int g = 0; g < G; ++g) prefetch_rows<R>(w + static_cast<size_t>(b) * sizeof(BlockQ4_0), ws, 8 * g);
+      for (int g = 0; g < G; ++g) RowGroup<R>(w + static_cast<size_t>(b) * sizeof(BlockQ4_0), ws, 8 * g).prefetch();
     for (int b = 0; b < nb; ++b) {
       const uint8_t* pf = ahead + static_cast<size_t>(b) * kAheadPerBlock;
       for (int o = 0; o < kAheadPerBlock; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T1);
       const uint8_t* block0 = w + static_cast<size_t>(b) * sizeof(BlockQ4_0);
       if ((b & 1) == 0)
-        for (int g = 0; g < G; ++g) prefetch_rows<R>(block0 + kAheadBlocks * sizeof(BlockQ4_0), ws, 8 * g);
+        for (int g = 0; g < G; ++g) RowGroup<R>(block0 + kAheadBlocks * sizeof(BlockQ4_0), ws, 8 * g).prefetch();
       for (int g = 0; g < G; ++g) {
+        const RowGroup<R> rg(block0, ws, 8 * g);
         __m256i k[4];
-        __m256 dw;
-        load<R>(block0, ws, 8 * g, k, dw);
+        rg.transposed(offsetof(BlockQ4_0, qs), k);
+        const __m256 dw = rg.halves_at(offsetof(BlockQ4_0, d));
         __m256i u[8];  // u[i]: the stored values of elements 4i..4i+3 (i < 4), 16+4(i-4).. (i >= 4)
         for (int i = 0; i < 4; ++i) {
           u[i] = _mm256_and_si256(k[i], low4);
@@ -408,19 +453,7 @@ struct Q4_0RowGroups {
         }
       }
     }
-    for (int g = 0; g < G; ++g) {
-      const int rows_here = std::min(8, R - 8 * g);
-      for (int t = 0; t < T; ++t) {
-        float* yt = y + static_cast<size_t>(t) * ldy + static_cast<size_t>(8 * g);
-        if (rows_here == 8) {
-          _mm256_storeu_ps(yt, acc[g][t]);
-        } else {
-          alignas(32) float out[8];
-          _mm256_store_ps(out, acc[g][t]);
-          std::copy(out, out + rows_here, yt);
-        }
-      }
-    }
+    store_groups<R, T>(acc, y, ldy);
   }
 };
 
@@ -537,6 +570,165 @@ struct ScaleMinTiles {
   }
 };
 
+// Q4_K, eight rows at a time (the row groups of Q4_0RowGroups): per super-block and output two
+// exact integers, A = sum_j scale_j * (q_j . x_j) and B = sum_j min_j * (sum of x over j), then
+// acc = fma(float(A), d * d_x, acc) and acc = fnma(float(B), dmin * d_x, acc): one chain per
+// output, the bits of the AVX-512 kernel's 16. A row group's values are transposed and unpacked
+// once per super-block into u (64 registers' worth, kept in L1) for all the tile's tokens; its
+// scales and mins are transposed the same way, so that lane j holds row j's. maddubs pairs
+// products into int16 (the 8 groups of a sub-block sum to at most 16 * 15 * 128 = 30720), madd
+// with the lane's scale widens and scales at once.
+struct Q4_KRowGroups {
+  static constexpr int kRows = 8, kTokens = 8, kDecodeRows = 4;
+  static constexpr bool kTokensOuter = false;
+
+  // A row group's super-block, unpacked: u[j][i] lane r = the stored values of elements 4i..4i+3
+  // of sub-block j of row r; scale[j] and min[j] lane r = row r's as a pair of int16 (madd's
+  // other operand); d and dmin lane r = row r's.
+  struct Unpacked {
+    __m256i u[8][8];
+    __m256i scale[8], min[8];
+    __m256 d, dmin;
+  };
+
+  template <int R>
+  static void unpack(const RowGroup<R>& rg, Unpacked& out) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    for (int c = 0; c < 4; ++c) {
+      // Bytes 32c..32c+31: low nibbles are sub-block 2c, high nibbles 2c + 1.
+      __m256i k[8];
+      rg.transposed(offsetof(BlockQ4_K, qs) + 32 * c, reinterpret_cast<__m256i(&)[4]>(k[0]));
+      rg.transposed(offsetof(BlockQ4_K, qs) + 32 * c + 16, reinterpret_cast<__m256i(&)[4]>(k[4]));
+      for (int i = 0; i < 8; ++i) {
+        out.u[2 * c][i] = _mm256_and_si256(k[i], low4);
+        out.u[2 * c + 1][i] = _mm256_and_si256(_mm256_srli_epi16(k[i], 4), low4);
+      }
+    }
+    __m128i v[8];
+    for (int j = 0; j < 8; ++j) v[j] = scales_and_mins(reinterpret_cast<const BlockQ4_K*>(rg.row(j))->scales);
+    __m256i sm[4];  // lane r: row r's scales 0-3, scales 4-7, mins 0-3, mins 4-7 (bytes)
+    transpose8(v, sm);
+    for (int j = 0; j < 8; ++j) {
+      // Byte j % 4 of each lane, zero-extended into both 16-bit halves.
+      const char b = static_cast<char>(j % 4);
+      const __m256i pick = _mm256_setr_epi8(b, -1, b, -1, b + 4, -1, b + 4, -1, b + 8, -1, b + 8, -1, b + 12, -1, b + 12, -1, b,
+                                            -1, b, -1, b + 4, -1, b + 4, -1, b + 8, -1, b + 8, -1, b + 12, -1, b + 12, -1);
+      out.scale[j] = _mm256_shuffle_epi8(sm[j / 4], pick);
+      out.min[j] = _mm256_shuffle_epi8(sm[2 + j / 4], pick);
+    }
+    out.d = rg.halves_at(offsetof(BlockQ4_K, d));
+    out.dmin = rg.halves_at(offsetof(BlockQ4_K, dmin));
+  }
+
+  // The first super-blocks of the tile's rows, which no earlier step prefetched.
+  template <int R>
+  static void prefetch_start(const uint8_t* w, size_t ws) {
+    for (int b = 0; b < kSuperBlocksAhead; ++b)
+      for (int g = 0; g < (R + 7) / 8; ++g)
+        RowGroup<R>(w + static_cast<size_t>(b) * sizeof(BlockQ4_K), ws, 8 * g).prefetch(sizeof(BlockQ4_K));
+  }
+
+  // One row's A and B of one super-block, each as 8 lanes that sum to it.
+  static void row_sums(const BlockQ4_K& wb, const BlockQ8_K& xb, __m256i& a, __m256i& m) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m128i sm = scales_and_mins(wb.scales);
+    alignas(16) int16_t sc[8];
+    _mm_store_si128(reinterpret_cast<__m128i*>(sc), _mm_cvtepu8_epi16(sm));
+    // Each min twice, to meet the bsums of the two halves (16 each) of its sub-block.
+    const __m128i m16 = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+    m = _mm256_madd_epi16(load32(xb.bsums), _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16)));
+    a = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i packed = load32(wb.qs + 32 * c);
+      const __m256i lo = _mm256_and_si256(packed, low4), hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
+      a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(xb.qs + 64 * c)), _mm256_set1_epi16(sc[2 * c])));
+      a = _mm256_add_epi32(
+          a, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load32(xb.qs + 64 * c + 32)), _mm256_set1_epi16(sc[2 * c + 1])));
+    }
+  }
+
+  // Decode: a token's products need no transposing, and 8 or 16 rows read at once from memory
+  // were 20-60% slower than a few rows taken one after another (the prefetches did not keep up).
+  // So rows in fours, as they lie in memory: each row's A and B as 8 partial lanes, the 4 rows'
+  // summed into one register ([A0..A3 | B0..B3]: integers, the tiles' A and B), then the same
+  // two FMAs per output.
+  template <int R>
+  static void decode(const uint8_t* w, size_t ws, const BlockQ8_K* x, int nb, float* y) {
+    constexpr int Q = (R + 3) / 4;  // groups of 4 rows (past the last row, the last again)
+    __m128 acc[Q];
+    for (int q = 0; q < Q; ++q) acc[q] = _mm_setzero_ps();
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    for (int b = 0; b < nb; ++b) {
+      prefetch_ahead<R* static_cast<int>(sizeof(BlockQ4_K))>(ahead, b);
+      const __m128 dx = _mm_set1_ps(x[b].d);
+      for (int q = 0; q < Q; ++q) {
+        const BlockQ4_K* rows[4];
+        for (int j = 0; j < 4; ++j)
+          rows[j] = reinterpret_cast<const BlockQ4_K*>(w + static_cast<size_t>(std::min(4 * q + j, R - 1)) * ws) + b;
+        __m256i v[8];  // A of rows 0-3, then B of rows 0-3
+        for (int j = 0; j < 4; ++j) row_sums(*rows[j], x[b], v[j], v[4 + j]);
+        const __m256 am = _mm256_cvtepi32_ps(reduce8(v));
+        // d and dmin are adjacent: [d0 dmin0 d1 dmin1 ..] as f16, then d's and dmin's apart.
+        int32_t dd4[4];
+        for (int j = 0; j < 4; ++j) std::memcpy(&dd4[j], &rows[j]->d, sizeof(int32_t));
+        const __m256 dd = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_setr_epi32(dd4[0], dd4[1], dd4[2], dd4[3])),
+                                                   _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+        const __m128 d = _mm256_castps256_ps128(dd), dmin = _mm256_extractf128_ps(dd, 1);
+        acc[q] = _mm_fmadd_ps(_mm256_castps256_ps128(am), _mm_mul_ps(d, dx), acc[q]);
+        acc[q] = _mm_fnmadd_ps(_mm256_extractf128_ps(am, 1), _mm_mul_ps(dmin, dx), acc[q]);
+      }
+    }
+    for (int q = 0; q < Q; ++q) {
+      alignas(16) float out[4];
+      _mm_store_ps(out, acc[q]);
+      for (int j = 0; j < 4 && 4 * q + j < R; ++j) y[4 * q + j] = out[j];
+    }
+  }
+
+  template <int R, int T>
+  static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    constexpr int G = (R + 7) / 8;  // groups of 8 rows
+    const BlockQ8_K* xt[T];
+    for (int t = 0; t < T; ++t) xt[t] = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * xs);
+    __m256 acc[G][T];
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < T; ++t) acc[g][t] = _mm256_setzero_ps();
+    const int nb = n / kQK;
+    if constexpr (T == 1) {
+      decode<R>(w, ws, xt[0], nb, y);
+      return;
+    }
+    prefetch_start<R>(w, ws);
+    Unpacked un;
+    for (int b = 0; b < nb; ++b) {
+      const uint8_t* block0 = w + static_cast<size_t>(b) * sizeof(BlockQ4_K);
+      for (int g = 0; g < G; ++g) {
+        const RowGroup<R> rg(block0, ws, 8 * g);
+        RowGroup<R>(block0 + kSuperBlocksAhead * sizeof(BlockQ4_K), ws, 8 * g).prefetch(sizeof(BlockQ4_K));
+        unpack(rg, un);
+        for (int t = 0; t < T; ++t) {
+          const BlockQ8_K& xb = xt[t][b];
+          __m256i a = _mm256_setzero_si256(), m = _mm256_setzero_si256();
+          for (int j = 0; j < 8; ++j) {
+            int32_t q4[8];
+            std::memcpy(q4, xb.qs + 32 * j, sizeof(q4));
+            __m256i s16 = _mm256_maddubs_epi16(un.u[j][0], _mm256_set1_epi32(q4[0]));
+            for (int i = 1; i < 8; ++i) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(un.u[j][i], _mm256_set1_epi32(q4[i])));
+            a = _mm256_add_epi32(a, _mm256_madd_epi16(s16, un.scale[j]));
+            int32_t bs;
+            std::memcpy(&bs, xb.bsums + 2 * j, sizeof(bs));
+            m = _mm256_add_epi32(m, _mm256_madd_epi16(un.min[j], _mm256_set1_epi32(bs)));
+          }
+          const __m256 dx = _mm256_set1_ps(xb.d);
+          acc[g][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(un.d, dx), acc[g][t]);
+          acc[g][t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(un.dmin, dx), acc[g][t]);
+        }
+      }
+    }
+    store_groups<R, T>(acc, y, ldy);
+  }
+};
+
 // Q6_K: 16 sub-blocks of 16 values stored as q + 32 (0..63, what maddubs needs unsigned) with a
 // signed 8-bit scale each; the 32 comes back out through the sums of x per sub-block.
 struct Q6KTiles {
@@ -647,7 +839,7 @@ float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int nb) {
   return dot1<Q4_0RowGroups>(w, packed.data(), nb * kQ4_0Block);
 }
 float dot_q5_0(const BlockQ5_0* w, const BlockQ8_0* x, int nb) { return dot1<Q8Tiles<DecodeQ5_0>>(w, x, nb * kQ5_0Block); }
-float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) { return dot1<ScaleMinTiles<false>>(w, x, nb * kQK); }
+float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) { return dot1<Q4_KRowGroups>(w, x, nb * kQK); }
 float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) { return dot1<ScaleMinTiles<true>>(w, x, nb * kQK); }
 float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* x, int nb) { return dot1<Q6KTiles>(w, x, nb * kQK); }
 float dot_mxfp4(const BlockMXFP4* w, const BlockQ8_0* x, int nb) { return dot1<Q8Tiles<DecodeMXFP4>>(w, x, nb * kMxfp4Block); }
@@ -896,7 +1088,7 @@ const KernelTable& avx2_kernels() {
                                      .gemm_q8_0 = gemm<Q8Tiles<DecodeQ8_0>>,
                                      .gemm_q4_0 = gemm<Q4_0RowGroups>,
                                      .gemm_q5_0 = gemm<Q8Tiles<DecodeQ5_0>>,
-                                     .gemm_q4_k = gemm<ScaleMinTiles<false>>,
+                                     .gemm_q4_k = gemm<Q4_KRowGroups>,
                                      .gemm_q5_k = gemm<ScaleMinTiles<true>>,
                                      .gemm_q6_k = gemm<Q6KTiles>,
                                      .gemm_mxfp4 = gemm<Q8Tiles<DecodeMXFP4>>,

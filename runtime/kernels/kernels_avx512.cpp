@@ -37,6 +37,7 @@
 #define HEARTH_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
 // A kernel piece that must be inlined into its loop (a call per block would cost more than the block).
 #define HEARTH_AVX512_INLINE HEARTH_AVX512 static inline __attribute__((always_inline))
+#define HEARTH_AVX512_MEMBER HEARTH_AVX512 inline __attribute__((always_inline))
 
 namespace hearth::runtime {
 
@@ -227,80 +228,91 @@ struct PackedBlocks {
 // stored values times signed activations, starting from the packed activations' -8 * sum).
 // A prefill tile is 16 rows x 12 tokens (+5% over 8 tokens, +15% 8 over 4), decode 16 rows (32
 // were slower).
+// Sixteen rows of a tile of R rows at one block (block0: that block in row 0), rows
+// first..first+15; past the tile's last row, the last again. Rows are addressed from four
+// pointers, one per quarter of the group, and multiples of the stride that x86 addressing forms
+// itself (an array of 16 row pointers spilled and cost more than it saved); `first` and j are
+// constants once the loops are unrolled.
+HEARTH_AVX512_INLINE __m128i load16(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+
+template <int R>
+struct RowGroup {
+  const uint8_t* block0;
+  size_t ws;
+  int first;
+  const uint8_t* quarter[4];
+  static constexpr int row_of(int r) { return r < R ? r : R - 1; }
+  HEARTH_AVX512 RowGroup(const uint8_t* b0, size_t stride, int f)
+      : block0(b0),
+        ws(stride),
+        first(f),
+        quarter{b0 + static_cast<size_t>(row_of(f)) * stride, b0 + static_cast<size_t>(row_of(f + 4)) * stride,
+                b0 + static_cast<size_t>(row_of(f + 8)) * stride, b0 + static_cast<size_t>(row_of(f + 12)) * stride} {}
+  HEARTH_AVX512_MEMBER const uint8_t* row(int j) const {
+    if (first + 16 <= R) return quarter[j / 4] + static_cast<size_t>(j % 4) * ws;
+    return block0 + static_cast<size_t>(row_of(first + j)) * ws;
+  }
+  // 16 bytes at `at` of rows c, c + 4, c + 8 and c + 12, one per 128-bit lane.
+  HEARTH_AVX512_MEMBER __m512i four_rows(size_t at, int c) const {
+    __m512i v = _mm512_castsi128_si512(load16(row(c) + at));
+    v = _mm512_inserti32x4(v, load16(row(c + 4) + at), 1);
+    v = _mm512_inserti32x4(v, load16(row(c + 8) + at), 2);
+    return _mm512_inserti32x4(v, load16(row(c + 12) + at), 3);
+  }
+  // The f16 at `at` of every row, as 16 floats in row order.
+  HEARTH_AVX512_MEMBER __m512 halves_at(size_t at) const {
+    short d[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) {
+      uint16_t h;
+      __builtin_memcpy(&h, row(j) + at, sizeof(h));
+      d[j] = static_cast<short>(h);
+    }
+    return _mm512_cvtph_ps(
+        _mm256_setr_epi16(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15]));
+  }
+  HEARTH_AVX512_MEMBER void prefetch() const {
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j)
+      if (first + j < R) _mm_prefetch(reinterpret_cast<const char*>(row(j)), _MM_HINT_T0);
+  }
+  HEARTH_AVX512_MEMBER void prefetch_l2() const {
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j)
+      if (first + j < R) _mm_prefetch(reinterpret_cast<const char*>(row(j)), _MM_HINT_T1);
+  }
+  // Every cache line of `bytes` bytes of every row, into L2 (a prefill tile's rows are read
+  // slowly enough for L2 to serve them; 16 rows of lines in L1 crowded it).
+  HEARTH_AVX512_MEMBER void prefetch(int bytes) const {
+    for (int o = 0; o < bytes; o += 64) RowGroup(block0 + o, ws, first).prefetch_l2();
+  }
+};
+
+// Rows as four_rows gives them (a: rows 0, 4, 8, 12; c: 1, 5, 9, 13; e: 2, ...; f: 3, ...),
+// transposed: k[i] lane j = bytes 4i..4i+3 of row j.
+HEARTH_AVX512_INLINE void transpose16(__m512i a, __m512i c, __m512i e, __m512i f, __m512i (&k)[4]) {
+  const __m512i t0 = _mm512_unpacklo_epi32(a, c), t1 = _mm512_unpackhi_epi32(a, c);
+  const __m512i t2 = _mm512_unpacklo_epi32(e, f), t3 = _mm512_unpackhi_epi32(e, f);
+  k[0] = _mm512_unpacklo_epi64(t0, t2);
+  k[1] = _mm512_unpackhi_epi64(t0, t2);
+  k[2] = _mm512_unpacklo_epi64(t1, t3);
+  k[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+// The 16 bytes at `at` of each of a group's rows, transposed.
+template <int R>
+HEARTH_AVX512_INLINE void transposed(const RowGroup<R>& g, size_t at, __m512i (&k)[4]) {
+  transpose16(g.four_rows(at, 0), g.four_rows(at, 1), g.four_rows(at, 2), g.four_rows(at, 3), k);
+}
+
+// Each row is prefetched kRowAheadBytes ahead of its use, the rows after the tile only into L2
+// (kernels_avx2.cpp says why).
+inline constexpr int kRowAheadBytes = 288;
+inline constexpr int kSuperBlocksAhead = 4;  // prefill, super-blocks of 256, as in kernels_avx2.cpp
+
 struct Q4_0RowGroups {
   static constexpr int kRows = 16, kTokens = 12, kDecodeRows = 16;
   static constexpr bool kTokensOuter = false;
-
-  // Row r of a tile of R rows (past the last row, the last again), in strides from row 0: a
-  // constant once the loops are unrolled, so that every row is addressed from one pointer
-  // (an array of row pointers spilled and cost more than the arithmetic it saved).
-  static constexpr int row_of(int r, int R) { return r < R ? r : R - 1; }
-
-  // Where a group of 16 rows starts in each of its quarters: q[i] = block b of row first + 4i.
-  // Rows first + 4i + c are then q[i] + c * ws, which x86 addressing forms from two registers
-  // (an array of 16 row pointers spilled and cost more than the arithmetic it saved). A group cut
-  // short by the tile's last row instead reads the last row again.
-  template <int R>
-  HEARTH_AVX512_INLINE const uint8_t* row_block(const uint8_t* const (&q)[4], const uint8_t* block0, size_t ws, int first, int i,
-                                                int c) {
-    if (first + 16 <= R) return q[i] + static_cast<size_t>(c) * ws;
-    return block0 + static_cast<size_t>(row_of(first + 4 * i + c, R)) * ws;
-  }
-
-  HEARTH_AVX512_INLINE __m128i nibbles(const uint8_t* block) {
-    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + offsetof(BlockQ4_0, qs)));
-  }
-  HEARTH_AVX512_INLINE short scale(const uint8_t* block) {
-    uint16_t d;
-    __builtin_memcpy(&d, block, sizeof(d));
-    return static_cast<short>(d);
-  }
-
-  // The nibbles of rows first + c, first + c + 4, first + c + 8 and first + c + 12, one per
-  // 128-bit lane.
-  template <int R>
-  HEARTH_AVX512_INLINE __m512i four_rows(const uint8_t* const (&q)[4], const uint8_t* block0, size_t ws, int first, int c) {
-    __m512i v = _mm512_castsi128_si512(nibbles(row_block<R>(q, block0, ws, first, 0, c)));
-    v = _mm512_inserti32x4(v, nibbles(row_block<R>(q, block0, ws, first, 1, c)), 1);
-    v = _mm512_inserti32x4(v, nibbles(row_block<R>(q, block0, ws, first, 2, c)), 2);
-    return _mm512_inserti32x4(v, nibbles(row_block<R>(q, block0, ws, first, 3, c)), 3);
-  }
-
-  // Rows first..first + 15 of one block (at block0 in row 0), transposed: k[i] lane j = bytes
-  // 4i..4i+3 of row first + j's nibbles; and the rows' scales.
-  template <int R>
-  HEARTH_AVX512_INLINE void load(const uint8_t* block0, size_t ws, int first, __m512i (&k)[4], __m512& dw) {
-    const uint8_t* const q[4] = {
-        block0 + static_cast<size_t>(row_of(first, R)) * ws, block0 + static_cast<size_t>(row_of(first + 4, R)) * ws,
-        block0 + static_cast<size_t>(row_of(first + 8, R)) * ws, block0 + static_cast<size_t>(row_of(first + 12, R)) * ws};
-    const __m512i a = four_rows<R>(q, block0, ws, first, 0), c = four_rows<R>(q, block0, ws, first, 1);
-    const __m512i e = four_rows<R>(q, block0, ws, first, 2), f = four_rows<R>(q, block0, ws, first, 3);
-    const __m512i t0 = _mm512_unpacklo_epi32(a, c), t1 = _mm512_unpackhi_epi32(a, c);
-    const __m512i t2 = _mm512_unpacklo_epi32(e, f), t3 = _mm512_unpackhi_epi32(e, f);
-    k[0] = _mm512_unpacklo_epi64(t0, t2);
-    k[1] = _mm512_unpackhi_epi64(t0, t2);
-    k[2] = _mm512_unpacklo_epi64(t1, t3);
-    k[3] = _mm512_unpackhi_epi64(t1, t3);
-    short d[16];
-#pragma GCC unroll 16
-    for (int j = 0; j < 16; ++j) d[j] = scale(row_block<R>(q, block0, ws, first, j / 4, j % 4));
-    dw = _mm512_cvtph_ps(
-        _mm256_setr_epi16(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15]));
-  }
-
-  // Each row prefetched kAheadBlocks ahead of its use, the rows after the tile only into L2 (as
-  // in the AVX2 kernel, where the reason is given).
-  static constexpr int kAheadBlocks = 16;
-  template <int R>
-  HEARTH_AVX512_INLINE void prefetch_rows(const uint8_t* block0, size_t ws, int first) {
-    const uint8_t* const q[4] = {
-        block0 + static_cast<size_t>(row_of(first, R)) * ws, block0 + static_cast<size_t>(row_of(first + 4, R)) * ws,
-        block0 + static_cast<size_t>(row_of(first + 8, R)) * ws, block0 + static_cast<size_t>(row_of(first + 12, R)) * ws};
-#pragma GCC unroll 16
-    for (int j = 0; j < 16; ++j)
-      if (first + j < R)
-        _mm_prefetch(reinterpret_cast<const char*>(row_block<R>(q, block0, ws, first, j / 4, j % 4)), _MM_HINT_T0);
-  }
 
   template <int R, int T>
   HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
@@ -314,21 +326,21 @@ struct Q4_0RowGroups {
     const int nb = n / kQ4_0Block;
     const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
     constexpr int kAheadPerBlock = R * static_cast<int>(sizeof(BlockQ4_0));
+    constexpr int kAheadBlocks = kRowAheadBytes / static_cast<int>(sizeof(BlockQ4_0));
     for (int b = 0; b < kAheadBlocks; b += 2)
-      for (int g = 0; g < G; ++g) prefetch_rows<R>(w + static_cast<size_t>(b) * sizeof(BlockQ4_0), ws, 16 * g);
-    for (int b = 0; b < kAheadBlocks; b += 2)
-      for (int g = 0; g < G; ++g) prefetch_rows<R>(w + static_cast<size_t>(b) * sizeof(BlockQ4_0), ws, 16 * g);
+      for (int g = 0; g < G; ++g) RowGroup<R>(w + static_cast<size_t>(b) * sizeof(BlockQ4_0), ws, 16 * g).prefetch();
     for (int b = 0; b < nb; ++b) {
       const uint8_t* pf = ahead + static_cast<size_t>(b) * kAheadPerBlock;
       for (int o = 0; o < kAheadPerBlock; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T1);
       const uint8_t* block0 = w + static_cast<size_t>(b) * sizeof(BlockQ4_0);
       if ((b & 1) == 0)
-        for (int g = 0; g < G; ++g) prefetch_rows<R>(block0 + kAheadBlocks * sizeof(BlockQ4_0), ws, 16 * g);
+        for (int g = 0; g < G; ++g) RowGroup<R>(block0 + kAheadBlocks * sizeof(BlockQ4_0), ws, 16 * g).prefetch();
 #pragma GCC unroll 4
       for (int g = 0; g < G; ++g) {
+        const RowGroup<R> rg(block0, ws, 16 * g);
         __m512i k[4];
-        __m512 dw;
-        load<R>(block0, ws, 16 * g, k, dw);
+        transposed(rg, offsetof(BlockQ4_0, qs), k);
+        const __m512 dw = rg.halves_at(offsetof(BlockQ4_0, d));
         __m512i u[8];  // u[i]: the stored values of elements 4i..4i+3 (i < 4), 16+4(i-4).. (i >= 4)
         for (int i = 0; i < 4; ++i) {
           u[i] = _mm512_and_si512(k[i], low4);
@@ -412,16 +424,21 @@ struct ScaleMinBlocks {
   template <int T>
   using Tokens = Q8KTokens<T>;
 
-  template <int T>
-  HEARTH_AVX512_INLINE void add_block(const Block& ba, const Block& bb, const Tokens<T>& x, __m512 (&acc)[T]) {
+  // Two rows' super-block, unpacked: rows a and b in the two halves of each register.
+  struct Pair {
+    __m512i q[8], scale[8], mins;
+    __m512 d, dmin;
+  };
+
+  HEARTH_AVX512_INLINE void unpack(const Block& ba, const Block& bb, Pair& p) {
     const __m512i low4 = _mm512_set1_epi8(0x0f);
     // Scales and mins as 16-bit words: row a's in words 0..15, row b's in words 16..31; each
     // min twice, to meet the bsums of the two halves (16 each) of its sub-block.
     const __m512i sc = _mm512_cvtepu8_epi16(pair_scales_and_mins(ba.scales, bb.scales));
-    const __m512i mins = _mm512_permutexvar_epi16(_mm512_set_epi16(31, 31, 30, 30, 29, 29, 28, 28, 27, 27, 26, 26, 25, 25, 24, 24,
-                                                                   15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8),
-                                                  sc);
-    __m512i q[8];
+    p.mins = _mm512_permutexvar_epi16(_mm512_set_epi16(31, 31, 30, 30, 29, 29, 28, 28, 27, 27, 26, 26, 25, 25, 24, 24, 15, 15, 14,
+                                                       14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8),
+                                      sc);
+    __m512i(&q)[8] = p.q;
     for (int c = 0; c < 4; ++c) {
       const __m512i packed = pair_load(ba.qs + 32 * c, bb.qs + 32 * c);
       q[2 * c] = _mm512_and_si512(packed, low4);
@@ -440,9 +457,8 @@ struct ScaleMinBlocks {
       q[6] = _mm512_or_si512(q[6], _mm512_and_si512(_mm512_srli_epi16(qh, 2), bit4));
       q[7] = _mm512_or_si512(q[7], _mm512_and_si512(_mm512_srli_epi16(qh, 3), bit4));
     }
-    __m512i scale[8];
     for (int j = 0; j < 8; ++j)
-      scale[j] = _mm512_permutexvar_epi16(
+      p.scale[j] = _mm512_permutexvar_epi16(
           _mm512_inserti64x4(_mm512_set1_epi16(static_cast<short>(j)), _mm256_set1_epi16(static_cast<short>(16 + j)), 1), sc);
     // [d_a, dmin_a, d_b, dmin_b] (adjacent in each block), then each spread over its row's half.
     uint32_t dda, ddb;
@@ -450,21 +466,186 @@ struct ScaleMinBlocks {
     __builtin_memcpy(&ddb, &bb.d, 4);
     const __m512 dd = _mm512_castps128_ps512(
         _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(dda)), static_cast<int>(ddb), 1)));
-    const __m512 d = _mm512_permutexvar_ps(_mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0), dd);
-    const __m512 dmin = _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1), dd);
+    p.d = _mm512_permutexvar_ps(_mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0), dd);
+    p.dmin = _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1), dd);
+  }
+
+  // A token's sum_j scale_j * (q_j . x_j) and mins . bsums, each as 8 lanes per row.
+  HEARTH_AVX512_INLINE void sums(const Pair& p, const BlockQ8_K& xb, __m512i& sumi, __m512i& summ) {
+    sumi = _mm512_setzero_si512();
+    for (int j = 0; j < 8; ++j) {
+      const __m512i xj = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs + 32 * j)));
+      sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(p.q[j], xj), p.scale[j]);
+    }
+    const __m512i bsums = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums)));
+    summ = _mm512_madd_epi16(bsums, p.mins);
+  }
+
+  template <int T>
+  HEARTH_AVX512_INLINE void add_block(const Block& ba, const Block& bb, const Tokens<T>& x, __m512 (&acc)[T]) {
+    Pair p;
+    unpack(ba, bb, p);
     for (int t = 0; t < T; ++t) {
       const BlockQ8_K& xb = *x.x[t];
-      __m512i sumi = _mm512_setzero_si512();
-      for (int j = 0; j < 8; ++j) {
-        const __m512i xj = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs + 32 * j)));
-        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[j], xj), scale[j]);
-      }
-      const __m512i bsums = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.bsums)));
-      const __m512i summ = _mm512_madd_epi16(bsums, mins);
+      __m512i sumi, summ;
+      sums(p, xb, sumi, summ);
       const __m512 xd = _mm512_set1_ps(xb.d);
-      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, xd), _mm512_cvtepi32_ps(sumi), acc[t]);
-      acc[t] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, xd), _mm512_cvtepi32_ps(summ), acc[t]);
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(p.d, xd), _mm512_cvtepi32_ps(sumi), acc[t]);
+      acc[t] = _mm512_fnmadd_ps(_mm512_mul_ps(p.dmin, xd), _mm512_cvtepi32_ps(summ), acc[t]);
     }
+  }
+};
+
+// Q4_K, sixteen rows at a time: the AVX2 kernel's computation (Q4_KRowGroups in kernels_avx2.cpp),
+// bit for bit: per super-block and output the exact A = sum_j scale_j * (q_j . x_j) and
+// B = sum_j min_j * (sum of x over j), then acc = fma(float(A), d * d_x, acc) and
+// acc = fnma(float(B), dmin * d_x, acc). A prefill tile transposes a row group's values, scales and
+// mins once per super-block into lanes (row j in lane j) for all its tokens; VNNI adds each
+// 4-element group of a sub-block into place and one multiply applies the lane's scale. Decode,
+// with one token to share that work, computes each row pair's sums as ScaleMinBlocks does (8
+// lanes per row) and adds 16 rows' lanes into one register: the same integers.
+struct Q4_KRowGroups {
+  static constexpr int kRows = 16, kTokens = 12, kDecodeRows = 4;
+  static constexpr bool kTokensOuter = false;
+  using Pairs = ScaleMinBlocks<false>;
+
+  struct Unpacked {
+    __m512i u[8][8];   // u[j][i] lane r: the stored values of elements 4i..4i+3 of sub-block j of row r
+    __m512i scale[8];  // lane r: row r's scale of sub-block j (int32)
+    __m512i min[8];    // lane r: row r's min of sub-block j, twice (int16 pairs, for the bsums' pair)
+    __m512 d, dmin;
+  };
+
+  template <int R>
+  HEARTH_AVX512_INLINE void unpack(const RowGroup<R>& rg, Unpacked& out) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    for (int c = 0; c < 4; ++c) {
+      // Bytes 32c..32c+31: low nibbles are sub-block 2c, high nibbles 2c + 1.
+      __m512i k[8];
+      transposed(rg, offsetof(BlockQ4_K, qs) + 32 * c, reinterpret_cast<__m512i(&)[4]>(k[0]));
+      transposed(rg, offsetof(BlockQ4_K, qs) + 32 * c + 16, reinterpret_cast<__m512i(&)[4]>(k[4]));
+      for (int i = 0; i < 8; ++i) {
+        out.u[2 * c][i] = _mm512_and_si512(k[i], low4);
+        out.u[2 * c + 1][i] = _mm512_and_si512(_mm512_srli_epi16(k[i], 4), low4);
+      }
+    }
+    // Scales (bytes 0-7) and mins (8-15) of rows c, c + 4, c + 8, c + 12, as four_rows lays rows out.
+    __m512i four[4];
+    for (int c = 0; c < 4; ++c) {
+      constexpr size_t at = offsetof(BlockQ4_K, scales);
+      four[c] = _mm512_inserti64x4(_mm512_castsi256_si512(pair_scales_and_mins(rg.row(c) + at, rg.row(c + 4) + at)),
+                                   pair_scales_and_mins(rg.row(c + 8) + at, rg.row(c + 12) + at), 1);
+    }
+    __m512i sm[4];  // lane r: row r's scales 0-3, scales 4-7, mins 0-3, mins 4-7 (bytes)
+    transpose16(four[0], four[1], four[2], four[3], sm);
+    for (int j = 0; j < 8; ++j) {
+      const char b = static_cast<char>(j % 4);
+      const __m512i word =
+          _mm512_broadcast_i32x4(_mm_setr_epi8(b, -1, -1, -1, b + 4, -1, -1, -1, b + 8, -1, -1, -1, b + 12, -1, -1, -1));
+      const __m512i pair =
+          _mm512_broadcast_i32x4(_mm_setr_epi8(b, -1, b, -1, b + 4, -1, b + 4, -1, b + 8, -1, b + 8, -1, b + 12, -1, b + 12, -1));
+      out.scale[j] = _mm512_shuffle_epi8(sm[j / 4], word);
+      out.min[j] = _mm512_shuffle_epi8(sm[2 + j / 4], pair);
+    }
+    out.d = rg.halves_at(offsetof(BlockQ4_K, d));
+    out.dmin = rg.halves_at(offsetof(BlockQ4_K, dmin));
+  }
+
+  // The first super-blocks of the tile's rows, which no earlier step prefetched.
+  template <int R>
+  HEARTH_AVX512_INLINE void prefetch_start(const uint8_t* w, size_t ws) {
+    for (int b = 0; b < kSuperBlocksAhead; ++b)
+      for (int g = 0; g < (R + 15) / 16; ++g)
+        RowGroup<R>(w + static_cast<size_t>(b) * sizeof(BlockQ4_K), ws, 16 * g).prefetch(sizeof(BlockQ4_K));
+  }
+
+  // Decode: rows in pairs as ScaleMinBlocks takes them (16 rows read at once from memory were
+  // 40-90% slower: the prefetches did not keep up), each pair's A and B (8 lanes per row)
+  // summed within the register, then the same two FMAs: the same integers, so the tiles' bits.
+  template <int R>
+  HEARTH_AVX512 static void decode(const uint8_t* w, size_t ws, const BlockQ8_K* x, int nb, float* y) {
+    constexpr int P = (R + 1) / 2;
+    __m512 acc[P];
+    for (int p = 0; p < P; ++p) acc[p] = _mm512_setzero_ps();
+    const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
+    constexpr int kAheadPerBlock = R * static_cast<int>(sizeof(BlockQ4_K));
+    for (int b = 0; b < nb; ++b) {
+      const uint8_t* pf = ahead + static_cast<size_t>(b) * kAheadPerBlock;
+      for (int o = 0; o < kAheadPerBlock; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
+      const __m512 dx = _mm512_set1_ps(x[b].d);
+      for (int p = 0; p < P; ++p) {
+        const auto* ra = reinterpret_cast<const BlockQ4_K*>(w + static_cast<size_t>(2 * p) * ws) + b;
+        const auto* rb = reinterpret_cast<const BlockQ4_K*>(w + static_cast<size_t>(std::min(2 * p + 1, R - 1)) * ws) + b;
+        Pairs::Pair pair;
+        Pairs::unpack(*ra, *rb, pair);
+        __m512i a, m;
+        Pairs::sums(pair, x[b], a, m);
+        // Per 128-bit chunk [a0+a2, m0+m2, a1+a3, m1+m3], then [a, m, a, m] of the chunk, then
+        // each 256-bit half's: lane 0 = A and lane 1 = B of row a, lanes 8 and 9 of row b.
+        __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi32(a, m), _mm512_unpackhi_epi32(a, m));
+        t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
+        t = _mm512_add_epi32(t, _mm512_shuffle_i32x4(t, t, 0xb1));
+        const __m512 am = _mm512_cvtepi32_ps(t);
+        acc[p] = _mm512_fmadd_ps(am, _mm512_mul_ps(pair.d, dx), acc[p]);
+        acc[p] = _mm512_fnmadd_ps(_mm512_movehdup_ps(am), _mm512_mul_ps(pair.dmin, dx), acc[p]);
+      }
+    }
+    for (int p = 0; p < P; ++p) {
+      alignas(64) float out[16];
+      _mm512_store_ps(out, acc[p]);
+      y[2 * p] = out[0];
+      if (2 * p + 1 < R) y[2 * p + 1] = out[8];
+    }
+  }
+
+  template <int R, int T>
+  HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    const int nb = n / kQK;
+    if constexpr (T == 1) {
+      decode<R>(w, ws, reinterpret_cast<const BlockQ8_K*>(x), nb, y);
+      return;
+    }
+    constexpr int G = (R + 15) / 16;
+    const BlockQ8_K* xt[T];
+    for (int t = 0; t < T; ++t) xt[t] = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * xs);
+    __m512 acc[G][T];
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < T; ++t) acc[g][t] = _mm512_setzero_ps();
+    Unpacked un;
+    prefetch_start<R>(w, ws);
+    for (int b = 0; b < nb; ++b) {
+      const uint8_t* block0 = w + static_cast<size_t>(b) * sizeof(BlockQ4_K);
+      for (int g = 0; g < G; ++g) {
+        const RowGroup<R> rg(block0, ws, 16 * g);
+        RowGroup<R>(block0 + kSuperBlocksAhead * sizeof(BlockQ4_K), ws, 16 * g).prefetch(sizeof(BlockQ4_K));
+        unpack(rg, un);
+        for (int t = 0; t < T; ++t) {
+          const BlockQ8_K& xb = xt[t][b];
+          __m512i a = _mm512_setzero_si512(), m = _mm512_setzero_si512();
+          for (int j = 0; j < 8; ++j) {
+            int32_t q4[8];
+            __builtin_memcpy(q4, xb.qs + 32 * j, sizeof(q4));
+            __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), un.u[j][0], _mm512_set1_epi32(q4[0]));
+            __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), un.u[j][4], _mm512_set1_epi32(q4[4]));
+            for (int i = 1; i < 4; ++i) {
+              s0 = _mm512_dpbusd_epi32(s0, un.u[j][i], _mm512_set1_epi32(q4[i]));
+              s1 = _mm512_dpbusd_epi32(s1, un.u[j][i + 4], _mm512_set1_epi32(q4[i + 4]));
+            }
+            a = _mm512_add_epi32(a, _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), un.scale[j]));
+            int32_t bs;
+            __builtin_memcpy(&bs, xb.bsums + 2 * j, sizeof(bs));
+            m = _mm512_dpwssd_epi32(m, un.min[j], _mm512_set1_epi32(bs));
+          }
+          const __m512 dx = _mm512_set1_ps(xb.d);
+          acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(un.d, dx), acc[g][t]);
+          acc[g][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(un.dmin, dx), acc[g][t]);
+        }
+      }
+    }
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < T; ++t)
+        _mm512_mask_storeu_ps(y + static_cast<size_t>(t) * ldy + static_cast<size_t>(16 * g),
+                              static_cast<__mmask16>((1u << std::min(16, R - 16 * g)) - 1), acc[g][t]);
   }
 };
 
@@ -844,7 +1025,6 @@ HEARTH_AVX512 void weighted_sum(const float* p, size_t p_stride, const float* in
 using Q8_0Tiles = PairRows<PackedBlocks<WeightsQ8_0>>;
 using MXFP4Tiles = PairRows<PackedBlocks<WeightsMXFP4>>;
 using IQ4_NLTiles = PairRows<PackedBlocks<WeightsIQ4_NL>>;
-using Q4_KTiles = PairRows<ScaleMinBlocks<false>>;
 using Q5_KTiles = PairRows<ScaleMinBlocks<true>>;
 using Q6_KTiles = PairRows<Q6KBlocks>;
 using IQ4_XSTiles = PairRows<IQ4XSBlocks>;
@@ -880,7 +1060,9 @@ float packed_dot(TensorType weight, const void* w, const BlockQ8_0* x, int nb) {
   return y;
 }
 
-HEARTH_AVX512 float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) { return tiles::dot1<Q4_KTiles>(w, x, nb * kQK); }
+HEARTH_AVX512 float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int nb) {
+  return tiles::dot1<Q4_KRowGroups>(w, x, nb * kQK);
+}
 HEARTH_AVX512 float dot_q5_k(const BlockQ5_K* w, const BlockQ8_K* x, int nb) { return tiles::dot1<Q5_KTiles>(w, x, nb * kQK); }
 HEARTH_AVX512 float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* x, int nb) { return tiles::dot1<Q6_KTiles>(w, x, nb * kQK); }
 HEARTH_AVX512 float dot_iq4_xs(const BlockIQ4_XS* w, const BlockQ8_K* x, int nb) {
@@ -908,7 +1090,7 @@ KernelTable make_table() {
   t.dot_iq4_xs = dot_iq4_xs;
   t.gemm_iq4_xs = tiles::gemm<IQ4_XSTiles>;
   t.dot_q4_k = dot_q4_k;
-  t.gemm_q4_k = tiles::gemm<Q4_KTiles>;
+  t.gemm_q4_k = tiles::gemm<Q4_KRowGroups>;
   t.dot_q5_k = dot_q5_k;
   t.gemm_q5_k = tiles::gemm<Q5_KTiles>;
   t.dot_q6_k = dot_q6_k;
