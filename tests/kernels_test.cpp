@@ -362,13 +362,15 @@ TEST_SUITE("kernels") {
                                      : std::vector<int>{32, 96, 160, 2048}) {
           CAPTURE(n);
           // With the sub-range below (5 rows fewer), every remainder of a tile of 4 rows (float
-          // tiles) or 8 (AVX-512 quantized tiles) appears, and groups of 16 rows (Q4_0) full and cut short.
+          // tiles) or 8 (AVX-512 quantized tiles) appears, and groups of 16 rows (Q4_0, Q4_K) full and
+          // cut short.
           for (const int n_rows : {17, 18, 19, 23}) {
             CAPTURE(n_rows);
             const auto w = random_matrix(t, n, n_rows, 100u + static_cast<uint32_t>(n));
             const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
-            // 13: a full tile of 12 tokens (AVX-512 Q4_0) and one more; of 8 (AVX2 Q4_0) and 5 more.
-            for (int n_tok : {1, 2, 3, 4, 5, 9, 13}) {
+            // 13: a full tile of 12 tokens (AVX-512 Q4_0, Q4_K) and one more; of 8 (AVX2) and 5
+            // more. 7 and 11: the other remainders of those tiles.
+            for (int n_tok : {1, 2, 3, 4, 5, 7, 9, 11, 13}) {
               CAPTURE(n_tok);
               const auto x =
                   random_floats(static_cast<size_t>(n_tok) * static_cast<size_t>(n), 7u + static_cast<uint32_t>(n_tok));
@@ -434,27 +436,70 @@ TEST_SUITE("kernels") {
       }
   }
 
+  TEST_CASE("Q4_0 and Q4_K at their extremes: no table's integer sums overflow") {
+    // The x86 kernels add a block's products in int16 pairs (at most 16 products of 15 x 127 =
+    // 30480 per pair) before widening: every stored value 15 (and 0) against activations of
+    // +127 and -127 everywhere, with the largest Q4_K scales, must still equal the scalar sums.
+    const int n = 512;
+    for (TensorType t : {TensorType::Q4_0, TensorType::Q4_K})
+      for (const uint8_t nibbles : {uint8_t{0xff}, uint8_t{0x00}})
+        for (const float sign : {1.f, -1.f}) {
+          CAPTURE(std::string(tensor_type_name(t)));
+          CAPTURE(int{nibbles});
+          CAPTURE(sign);
+          std::vector<uint8_t> w(row_bytes(t, n));
+          if (t == TensorType::Q4_0) {
+            for (int b = 0; b < n / kQ4_0Block; ++b) {
+              BlockQ4_0 blk{};
+              blk.d = fp32_to_fp16(1.f);
+              std::memset(blk.qs, nibbles, sizeof(blk.qs));
+              std::memcpy(&w[static_cast<size_t>(b) * sizeof(blk)], &blk, sizeof(blk));
+            }
+          } else {
+            for (int b = 0; b < n / kQK; ++b) {
+              BlockQ4_K blk{};
+              blk.d = fp32_to_fp16(1.f);
+              blk.dmin = fp32_to_fp16(0.5f);
+              std::memset(blk.scales, 0xff, sizeof(blk.scales));  // every scale and min 63
+              std::memset(blk.qs, nibbles, sizeof(blk.qs));
+              std::memcpy(&w[static_cast<size_t>(b) * sizeof(blk)], &blk, sizeof(blk));
+            }
+          }
+          const std::vector<float> x(static_cast<size_t>(n), sign);  // quantizes to +-127
+          const TokenActivations ref = activations_for(scalar_kernels(), t, x.data(), n);
+          const float want = table_dot(scalar_kernels(), t, w.data(), ref, n);
+          for (const KernelTable* k : tables()) {
+            CAPTURE(std::string(k->name));
+            const float got = table_dot(*k, t, w.data(), activations_for(*k, t, x.data(), n), n);
+            CHECK(std::fabs(got - want) <= 1e-5f * std::fabs(want) + 1e-3f);
+          }
+        }
+  }
+
   TEST_CASE("the x86 SIMD tables (avx2, avx512) give the same bits, so devices with and without AVX-512 agree") {
     std::vector<const KernelTable*> simd;
     for (const KernelTable* k : tables())
       if (k->name != "scalar") simd.push_back(k);
     if (simd.size() < 2) return;
-    const int n_in = 512, n_out = 21, n_tok = 5;
-    for (TensorType t : kAllTypes) {
-      CAPTURE(std::string(tensor_type_name(t)));
-      const auto data = random_matrix(t, n_in, n_out, 21);
-      const WeightMatrix w{t, data.data(), n_in, n_out, row_bytes(t, n_in)};
-      const auto x = random_floats(static_cast<size_t>(n_tok * n_in), 22);
-      MatmulScratch scratch(n_tok, n_in);
-      ThreadPool pool(2);
-      std::vector<float> first(static_cast<size_t>(n_tok * n_out)), other(first.size());
-      matmul(w, x.data(), n_tok, first.data(), scratch, pool, *simd[0]);
-      for (size_t i = 1; i < simd.size(); ++i) {
-        CAPTURE(std::string(simd[i]->name));
-        matmul(w, x.data(), n_tok, other.data(), scratch, pool, *simd[i]);
-        CHECK(std::memcmp(first.data(), other.data(), first.size() * 4) == 0);
+    // 1 token (decode kernels), 5, and 13 (a full tile of 12 and of 8 tokens, and remainders).
+    const int n_in = 512, n_out = 21;
+    for (const int n_tok : {1, 5, 13})
+      for (TensorType t : kAllTypes) {
+        CAPTURE(n_tok);
+        CAPTURE(std::string(tensor_type_name(t)));
+        const auto data = random_matrix(t, n_in, n_out, 21);
+        const WeightMatrix w{t, data.data(), n_in, n_out, row_bytes(t, n_in)};
+        const auto x = random_floats(static_cast<size_t>(n_tok * n_in), 22);
+        MatmulScratch scratch(n_tok, n_in);
+        ThreadPool pool(2);
+        std::vector<float> first(static_cast<size_t>(n_tok * n_out)), other(first.size());
+        matmul(w, x.data(), n_tok, first.data(), scratch, pool, *simd[0]);
+        for (size_t i = 1; i < simd.size(); ++i) {
+          CAPTURE(std::string(simd[i]->name));
+          matmul(w, x.data(), n_tok, other.data(), scratch, pool, *simd[i]);
+          CHECK(std::memcmp(first.data(), other.data(), first.size() * 4) == 0);
+        }
       }
-    }
   }
 
   TEST_CASE("matmul gives the same bits for a token alone and in a batch, at 1 and 2 threads") {

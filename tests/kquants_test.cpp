@@ -330,14 +330,15 @@ TEST_SUITE("kquants") {
       CAPTURE(std::string(k->name));
       for (TensorType t : kKTypes) {
         CAPTURE(std::string(tensor_type_name(t)));
-        const int n_blocks = 3, n = n_blocks * kQK, n_rows = 11;
+        // 19 rows: a full group of 16 (the x86 Q4_K prefill tiles) and a partial one.
+        const int n_blocks = 3, n = n_blocks * kQK, n_rows = 19;
         std::vector<uint8_t> w;
         for (int r = 0; r < n_rows; ++r) {
           const auto row = random_blocks(t, n_blocks, 50u + static_cast<uint32_t>(r));
           w.insert(w.end(), row.begin(), row.end());
         }
         const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
-        for (int n_tok : {1, 2, 3, 7}) {
+        for (int n_tok : {1, 2, 3, 7, 13}) {
           CAPTURE(n_tok);
           const auto x = random_floats(static_cast<size_t>(n_tok * n), 60u + static_cast<uint32_t>(n_tok));
           std::vector<BlockQ8_K> xq(static_cast<size_t>(n_tok * n_blocks));

@@ -18,6 +18,7 @@
 #include "runtime/kernels/half.h"
 #include "runtime/kernels/kquants.h"
 #include "runtime/kernels/lut_quants.h"
+#include "runtime/kernels/summed_q8.h"
 
 namespace hearth::runtime {
 
@@ -214,6 +215,18 @@ void weighted_sum_scalar(const float* p, size_t p_stride, const float* inv, int 
 }
 
 }  // namespace
+
+void pack_summed_q8(const BlockQ8_0* x, SummedQ8Block* out, int nb) {
+  for (int b = 0; b < nb; ++b) {
+    int32_t sum = 0;
+    for (int j = 0; j < kQ8_0Block; ++j) {
+      out[b].q[j] = x[b].qs[j];
+      sum += x[b].qs[j];
+    }
+    out[b].d = fp16_to_fp32(x[b].d);
+    out[b].offset = -8 * sum;
+  }
+}
 
 GemmKernel gemm_kernel(const KernelTable& k, TensorType t) {
   switch (t) {

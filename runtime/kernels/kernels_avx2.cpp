@@ -326,7 +326,7 @@ struct RowGroup {
     return block0 + static_cast<size_t>(row_of(first + j)) * ws;
   }
   // The 16 bytes at `at` of every row, transposed (transpose8).
-  void transposed(size_t at, __m256i (&k)[4]) const;
+  void transposed(size_t at, __m256i* k) const;
   // The f16 at `at` of every row, as 8 floats in row order.
   __m256 halves_at(size_t at) const {
     short d[8];
@@ -353,7 +353,7 @@ struct RowGroup {
 };
 
 // 16 bytes of each of 8 rows -> k[i] lane j = bytes 4i..4i+3 of row j.
-inline void transpose8(const __m128i (&v)[8], __m256i (&k)[4]) {
+inline void transpose8(const __m128i (&v)[8], __m256i* k) {
   const auto two = [&](int j) { return _mm256_inserti128_si256(_mm256_castsi128_si256(v[j]), v[j + 4], 1); };
   const __m256i a = two(0), c = two(1), e = two(2), f = two(3);
   const __m256i t0 = _mm256_unpacklo_epi32(a, c), t1 = _mm256_unpackhi_epi32(a, c);
@@ -373,7 +373,7 @@ inline __m256i reduce8(const __m256i (&v)[8]) {
 }
 
 template <int R>
-void RowGroup<R>::transposed(size_t at, __m256i (&k)[4]) const {
+void RowGroup<R>::transposed(size_t at, __m256i* k) const {
   __m128i v[8];
   for (int j = 0; j < 8; ++j) v[j] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row(j) + at));
   transpose8(v, k);
@@ -381,7 +381,7 @@ void RowGroup<R>::transposed(size_t at, __m256i (&k)[4]) const {
 
 // Decode reads 16 rows at once, a few bytes from each per block. Prefetching the next tile's
 // bytes in memory order (as the other kernels do) reaches its last rows only at the end of this
-// tile, too late; and 16 rows of it crowd L1. So each row is prefetched kAheadBytes ahead of its
+// tile, too late; and 16 rows of it crowd L1. So each row is prefetched kRowAheadBytes ahead of its
 // use (at least every 64 bytes, so that no cache line is skipped), and the rows after the tile
 // only into L2. Without this, Q4_0 decode was 10-18% slower than with the 8-lane kernels.
 inline constexpr int kRowAheadBytes = 288;
@@ -484,7 +484,7 @@ void quantize_q8_0(const float* x, BlockQ8_0* y, int n) {
   }
 }
 
-// ---- K-quants against Q8_K activations ----
+// ---- K-quants against Q8_K activations (Q4_K: Q4_KRowGroups, below) ----
 //
 // Per super-block and output, the integer sum of scale * (q . x) over sub-blocks is built in 8
 // int32 lanes: maddubs multiplies the unsigned weight values (0..63) by the signed activations
@@ -597,8 +597,8 @@ struct Q4_KRowGroups {
     for (int c = 0; c < 4; ++c) {
       // Bytes 32c..32c+31: low nibbles are sub-block 2c, high nibbles 2c + 1.
       __m256i k[8];
-      rg.transposed(offsetof(BlockQ4_K, qs) + 32 * c, reinterpret_cast<__m256i(&)[4]>(k[0]));
-      rg.transposed(offsetof(BlockQ4_K, qs) + 32 * c + 16, reinterpret_cast<__m256i(&)[4]>(k[4]));
+      rg.transposed(offsetof(BlockQ4_K, qs) + 32 * c, k);
+      rg.transposed(offsetof(BlockQ4_K, qs) + 32 * c + 16, k + 4);
       for (int i = 0; i < 8; ++i) {
         out.u[2 * c][i] = _mm256_and_si256(k[i], low4);
         out.u[2 * c + 1][i] = _mm256_and_si256(_mm256_srli_epi16(k[i], 4), low4);
@@ -669,8 +669,9 @@ struct Q4_KRowGroups {
         for (int j = 0; j < 4; ++j) row_sums(*rows[j], x[b], v[j], v[4 + j]);
         const __m256 am = _mm256_cvtepi32_ps(reduce8(v));
         // d and dmin are adjacent: [d0 dmin0 d1 dmin1 ..] as f16, then d's and dmin's apart.
+        static_assert(offsetof(BlockQ4_K, dmin) == offsetof(BlockQ4_K, d) + 2);
         int32_t dd4[4];
-        for (int j = 0; j < 4; ++j) std::memcpy(&dd4[j], &rows[j]->d, sizeof(int32_t));
+        for (int j = 0; j < 4; ++j) std::memcpy(&dd4[j], reinterpret_cast<const uint8_t*>(rows[j]) + offsetof(BlockQ4_K, d), 4);
         const __m256 dd = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_setr_epi32(dd4[0], dd4[1], dd4[2], dd4[3])),
                                                    _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
         const __m128 d = _mm256_castps256_ps128(dd), dmin = _mm256_extractf128_ps(dd, 1);

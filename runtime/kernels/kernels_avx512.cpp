@@ -63,7 +63,7 @@ namespace {
 // One token's activations for one block, as the kernels read them (broadcast to both halves).
 struct PackedBlock {
   int8_t q[32];
-  int32_t offset[8];  // -offset * sums of 4 (the weight type decides the offset)
+  int32_t offset[8];  // -128 * sums of 4
   float d;
 };
 static_assert(sizeof(PackedBlock) == 68);
@@ -155,8 +155,8 @@ HEARTH_AVX512 inline float hsum8(__m256 v) {
 // kernels' horizontal sum per output. K says what one block is: K::Tokens<T> reads a tile's
 // activations for a block once for all its row pairs, K::add_block() adds a row pair's block
 // into the pair's accumulator for each token. A prefill tile takes 4 row pairs, so a block's
-// activations (loaded, broadcast) serve 8 rows: 8-11% faster prefill than 2 pairs for Q4_K and
-// Q8_0.
+// activations (loaded, broadcast) serve 8 rows: 8-11% faster prefill than 2 pairs for Q8_0 (and
+// for Q4_K, before it had kernels of its own).
 template <class K>
 struct PairRows {
   static constexpr int kRows = 8, kTokens = K::kTokens, kDecodeRows = K::kDecodeRows;
@@ -290,7 +290,7 @@ struct RowGroup {
 
 // Rows as four_rows gives them (a: rows 0, 4, 8, 12; c: 1, 5, 9, 13; e: 2, ...; f: 3, ...),
 // transposed: k[i] lane j = bytes 4i..4i+3 of row j.
-HEARTH_AVX512_INLINE void transpose16(__m512i a, __m512i c, __m512i e, __m512i f, __m512i (&k)[4]) {
+HEARTH_AVX512_INLINE void transpose16(__m512i a, __m512i c, __m512i e, __m512i f, __m512i* k) {
   const __m512i t0 = _mm512_unpacklo_epi32(a, c), t1 = _mm512_unpackhi_epi32(a, c);
   const __m512i t2 = _mm512_unpacklo_epi32(e, f), t3 = _mm512_unpackhi_epi32(e, f);
   k[0] = _mm512_unpacklo_epi64(t0, t2);
@@ -301,7 +301,7 @@ HEARTH_AVX512_INLINE void transpose16(__m512i a, __m512i c, __m512i e, __m512i f
 
 // The 16 bytes at `at` of each of a group's rows, transposed.
 template <int R>
-HEARTH_AVX512_INLINE void transposed(const RowGroup<R>& g, size_t at, __m512i (&k)[4]) {
+HEARTH_AVX512_INLINE void transposed(const RowGroup<R>& g, size_t at, __m512i* k) {
   transpose16(g.four_rows(at, 0), g.four_rows(at, 1), g.four_rows(at, 2), g.four_rows(at, 3), k);
 }
 
@@ -380,13 +380,13 @@ struct Q8KTokens {
   }
 };
 
-// ---- Q4_K and Q5_K weights against Q8_K activations ----
+// ---- Q5_K weights against Q8_K activations (and Q4_K's decode sums) ----
 //
 // Bit for bit the AVX2 kernels' computation (see kernels_avx2.cpp): per super-block and output,
 // 8 int32 lanes of sum_j scale_j * (q_j . x_j) (maddubs, then VNNI's vpdpwssd adding the
 // scale-weighted pairs into the lanes as madd + add did), then acc += (d * d_x) * lanes and
 // acc -= (dmin * d_x) * (mins . bsums), in one 8-lane accumulator, rows r and r + 1 in the two
-// halves of a register.
+// halves of a register. Q4_K's kernels (Q4_KRowGroups, below) take only unpack() and sums().
 
 // The 8 scales (bytes 0..7) and 8 mins (bytes 8..15) of two super-blocks, unpack_scale_min's
 // values, row a's in the low 128 bits and row b's in the high: a few shuffles for both rows where
@@ -502,10 +502,11 @@ struct ScaleMinBlocks {
 // acc = fnma(float(B), dmin * d_x, acc). A prefill tile transposes a row group's values, scales and
 // mins once per super-block into lanes (row j in lane j) for all its tokens; VNNI adds each
 // 4-element group of a sub-block into place and one multiply applies the lane's scale. Decode,
-// with one token to share that work, computes each row pair's sums as ScaleMinBlocks does (8
-// lanes per row) and adds 16 rows' lanes into one register: the same integers.
+// with one token to share that work, computes a row pair's sums as ScaleMinBlocks does (8 lanes
+// per row) and adds each row's lanes within the register: the same integers. Decode tiles are
+// one pair: 4 rows (two pairs) were 10% slower from memory, 16 rows 40-90%.
 struct Q4_KRowGroups {
-  static constexpr int kRows = 16, kTokens = 12, kDecodeRows = 4;
+  static constexpr int kRows = 16, kTokens = 12, kDecodeRows = 2;
   static constexpr bool kTokensOuter = false;
   using Pairs = ScaleMinBlocks<false>;
 
@@ -522,8 +523,8 @@ struct Q4_KRowGroups {
     for (int c = 0; c < 4; ++c) {
       // Bytes 32c..32c+31: low nibbles are sub-block 2c, high nibbles 2c + 1.
       __m512i k[8];
-      transposed(rg, offsetof(BlockQ4_K, qs) + 32 * c, reinterpret_cast<__m512i(&)[4]>(k[0]));
-      transposed(rg, offsetof(BlockQ4_K, qs) + 32 * c + 16, reinterpret_cast<__m512i(&)[4]>(k[4]));
+      transposed(rg, offsetof(BlockQ4_K, qs) + 32 * c, k);
+      transposed(rg, offsetof(BlockQ4_K, qs) + 32 * c + 16, k + 4);
       for (int i = 0; i < 8; ++i) {
         out.u[2 * c][i] = _mm512_and_si512(k[i], low4);
         out.u[2 * c + 1][i] = _mm512_and_si512(_mm512_srli_epi16(k[i], 4), low4);
