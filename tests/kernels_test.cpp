@@ -344,7 +344,7 @@ TEST_SUITE("kernels") {
   }
 
   TEST_CASE("gemm kernels equal their table's dot kernel bit for bit, whatever the tile (batch invariance)") {
-    // Row and token counts around every tile shape (1..16 rows, 1..12 tokens and their remainders),
+    // Row and token counts around every tile shape (1..16 rows, 1..8 tokens and their remainders),
     // rows with a partial last group of blocks (n = 96, 160: 3 and 5 blocks of 32), a strided
     // output, and an output row stride larger than the rows computed. 17 or more rows of 2048 f32
     // are more than a float gemm's block of rows (kernel_tiles.h): a block boundary falls inside.
@@ -368,8 +368,8 @@ TEST_SUITE("kernels") {
             CAPTURE(n_rows);
             const auto w = random_matrix(t, n, n_rows, 100u + static_cast<uint32_t>(n));
             const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
-            // 13: a full tile of 12 tokens (AVX-512 Q4_0, Q4_K) and one more; of 8 (AVX2) and 5
-            // more. 7 and 11: the other remainders of those tiles.
+            // 9 and 13: a full tile of 8 tokens (Q4_0, Q4_K) and 1 or 5 more; 7 and 11 likewise
+            // around tiles of 4.
             for (int n_tok : {1, 2, 3, 4, 5, 7, 9, 11, 13}) {
               CAPTURE(n_tok);
               const auto x =
