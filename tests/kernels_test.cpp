@@ -344,7 +344,8 @@ TEST_SUITE("kernels") {
   }
 
   TEST_CASE("gemm kernels equal their table's dot kernel bit for bit, whatever the tile (batch invariance)") {
-    // Row and token counts around every tile shape (1..16 rows, 1..8 tokens and their remainders),
+    // Row and token counts around every tile shape (tiles of 4, 8 or 16 rows, a last one that
+    // overlaps the one before, single rows when fewer than a tile; 1..8 tokens and remainders),
     // rows with a partial last group of blocks (n = 96, 160: 3 and 5 blocks of 32), a strided
     // output, and an output row stride larger than the rows computed. 17 or more rows of 2048 f32
     // are more than a float gemm's block of rows (kernel_tiles.h): a block boundary falls inside.
@@ -368,8 +369,8 @@ TEST_SUITE("kernels") {
             CAPTURE(n_rows);
             const auto w = random_matrix(t, n, n_rows, 100u + static_cast<uint32_t>(n));
             const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
-            // 9 and 13: a full tile of 8 tokens (Q4_0, Q4_K) and 1 or 5 more; 7 and 11 likewise
-            // around tiles of 4.
+            // 9 and 13: a full tile of 8 tokens (Q4_0, Q4_K) and 1 or 5 more, 13 also one of 12
+            // (AVX-512 Q4_0) and 1 more; 7 and 11 likewise around tiles of 4.
             for (int n_tok : {1, 2, 3, 4, 5, 7, 9, 11, 13}) {
               CAPTURE(n_tok);
               const auto x =
@@ -400,6 +401,9 @@ TEST_SUITE("kernels") {
                   if (float_to_bits(got) != float_to_bits(want))
                     FAIL_CHECK("row " << r << " token " << tk << ": " << got << " != " << want);
                 }
+              // Nothing is written past the last row (a last tile ends at it, see kernel_tiles.h).
+              for (int tk = 0; tk < n_tok; ++tk)
+                for (size_t r = static_cast<size_t>(n_rows); r < ldy; ++r) REQUIRE(y[static_cast<size_t>(tk) * ldy + r] == -1.f);
               // Also a sub-range of rows starting inside: the tiles shift, the results may not.
               std::vector<float> y2(ldy * static_cast<size_t>(n_tok), -1.f);
               gemm_kernel(*k, t)(w.data() + 5 * ws, ws, n_rows - 5, xin.data(), xs, n_tok, n, y2.data(), ldy);

@@ -36,61 +36,73 @@ inline size_t prefetch_distance(size_t tile_bytes) { return std::max<size_t>(til
 #endif
 inline constexpr size_t kFloatRowBlockBytes = HEARTH_FLOAT_ROW_BLOCK_BYTES;
 
-// table[(r - 1) * kTokens + t - 1] = tile<r, t>.
+// The instances a gemm runs: for each token count T up to kTokens, a tile of kRows rows and one of
+// a single row; decode, kDecodeRows rows and one. Only full-height tiles and single rows, not every
+// height: the heights between bought nothing (a matrix's last rows are recomputed instead, see
+// rows()) and their instances, up to 16 x 8 per kernel, cost most of the compile time of the
+// kernel tables, four times over in the sanitizer builds.
 template <class K, int... I>
-constexpr std::array<TileFn, sizeof...(I)> tile_table(std::integer_sequence<int, I...>) {
-  return {&tile<K, I / K::kTokens + 1, I % K::kTokens + 1>...};
+constexpr std::array<TileFn, sizeof...(I)> tall_tiles(std::integer_sequence<int, I...>) {
+  return {&tile<K, K::kRows, I + 1>...};
 }
-// table[r - 1] = tile<r, 1>: decode (one token) takes taller tiles, as it has registers to spare.
 template <class K, int... I>
-constexpr std::array<TileFn, sizeof...(I)> decode_table(std::integer_sequence<int, I...>) {
-  return {&tile<K, I + 1, 1>...};
+constexpr std::array<TileFn, sizeof...(I)> row_tiles(std::integer_sequence<int, I...>) {
+  return {&tile<K, 1, I + 1>...};
+}
+
+// Calls f(r, tall) for the tiles covering rows [r0, r_end): tiles of `height` rows (tall), and
+// when rows remain past the last whole tile, one more whole tile ending at r_end, which computes
+// some rows again, to the same bits (an output never depends on its place in a tile) and in the
+// same thread (r0..r_end is within one task's share); only when fewer than `height` rows are there
+// at all, single rows.
+template <class F>
+void for_row_tiles(int height, int r0, int r_end, F f) {
+  if (r_end - r0 < height) {
+    for (int r = r0; r < r_end; ++r) f(r, false);
+    return;
+  }
+  int r = r0;
+  for (; r + height <= r_end; r += height) f(r, true);
+  if (r < r_end) f(r_end - height, true);
 }
 
 // Rows in groups, the outer loop: a group's weights stay in L1 while every token passes over
 // them. Kernels with K::kTokensOuter (f32 activations, several times larger than quantized ones)
-// take tokens as the outer loop instead, so that a tile's activations stay in L1 while rows pass. Remainders use smaller
-// instances of the same template.
+// take tokens as the outer loop instead, so that a tile's activations stay in L1 while rows pass.
 template <class K>
 void gemm(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
   const auto* wb = static_cast<const uint8_t*>(w);
   const auto* xb = static_cast<const uint8_t*>(x);
+  auto run = [&](TileFn f, int r, int t) {
+    f(wb + static_cast<size_t>(r) * ws, ws, xb + static_cast<size_t>(t) * xs, xs, n, y + static_cast<size_t>(t) * ldy + r, ldy);
+  };
   if (n_tokens == 1) {
-    static constexpr auto table = decode_table<K>(std::make_integer_sequence<int, K::kDecodeRows>{});
-    for (int r = 0; r < n_rows; r += K::kDecodeRows) {
-      const int nr = std::min(K::kDecodeRows, n_rows - r);
-      table[static_cast<size_t>(nr - 1)](wb + static_cast<size_t>(r) * ws, ws, xb, xs, n, y + r, ldy);
-    }
+    for_row_tiles(K::kDecodeRows, 0, n_rows,
+                  [&](int r, bool tall) { run(tall ? &tile<K, K::kDecodeRows, 1> : &tile<K, 1, 1>, r, 0); });
     return;
   }
-  static constexpr auto table = tile_table<K>(std::make_integer_sequence<int, K::kRows * K::kTokens>{});
+  static constexpr auto tall = tall_tiles<K>(std::make_integer_sequence<int, K::kTokens>{});
+  static constexpr auto one = row_tiles<K>(std::make_integer_sequence<int, K::kTokens>{});
+  auto token_group = [&](int r, bool is_tall, int t) {
+    const auto nt = static_cast<size_t>(std::min(K::kTokens, n_tokens - t));
+    run(is_tall ? tall[nt - 1] : one[nt - 1], r, t);
+  };
   if constexpr (K::kTokensOuter) {
     // Rows in blocks that stay in L2 while every token group passes over them: without the
     // blocks each group of kTokens tokens streamed all the rows from memory again.
     const int block = std::max(K::kRows, static_cast<int>(kFloatRowBlockBytes / std::max<size_t>(ws, 1)) / K::kRows * K::kRows);
     for (int r0 = 0; r0 < n_rows; r0 += block) {
       const int r_end = std::min(n_rows, r0 + block);
-      for (int t = 0; t < n_tokens; t += K::kTokens) {
-        const int nt = std::min(K::kTokens, n_tokens - t);
-        for (int r = r0; r < r_end; r += K::kRows) {
-          const int nr = std::min(K::kRows, r_end - r);
-          table[static_cast<size_t>((nr - 1) * K::kTokens + nt - 1)](wb + static_cast<size_t>(r) * ws, ws,
-                                                                     xb + static_cast<size_t>(t) * xs, xs, n,
-                                                                     y + static_cast<size_t>(t) * ldy + r, ldy);
-        }
-      }
+      // A last block shorter than a tile starts earlier, into the block before (same thread).
+      const int start = std::max(0, std::min(r0, r_end - K::kRows));
+      for (int t = 0; t < n_tokens; t += K::kTokens)
+        for_row_tiles(K::kRows, start, r_end, [&](int r, bool is_tall) { token_group(r, is_tall, t); });
     }
     return;
   }
-  for (int r = 0; r < n_rows; r += K::kRows) {
-    const int nr = std::min(K::kRows, n_rows - r);
-    for (int t = 0; t < n_tokens; t += K::kTokens) {
-      const int nt = std::min(K::kTokens, n_tokens - t);
-      table[static_cast<size_t>((nr - 1) * K::kTokens + nt - 1)](wb + static_cast<size_t>(r) * ws, ws,
-                                                                 xb + static_cast<size_t>(t) * xs, xs, n,
-                                                                 y + static_cast<size_t>(t) * ldy + r, ldy);
-    }
-  }
+  for_row_tiles(K::kRows, 0, n_rows, [&](int r, bool is_tall) {
+    for (int t = 0; t < n_tokens; t += K::kTokens) token_group(r, is_tall, t);
+  });
 }
 
 // The dot kernel of a table: the 1x1 tile.

@@ -226,9 +226,9 @@ struct PackedBlocks {
 // per output, whatever the register holding it. Here 16 rows are transposed into the lanes of a
 // register, and VNNI adds each 4-element group's products of all 16 rows into place (unsigned
 // stored values times signed activations, starting from the packed activations' -8 * sum).
-// A prefill tile is 16 rows x 8 tokens (+15% over 4; 12 gave another ~5% but tripled the
-// sanitizer builds' compile time of this file, 16 x 12 tiles of two kernels), decode 16 rows (32
-// were slower).
+// A prefill tile is 16 rows x 12 tokens (+15% from 4 to 8 tokens, +6% from 8 to 12 in 256-token
+// prefill, each tile size costing ~10 s of the sanitizer builds' compile time of this file; Q4_K
+// gained 2% from 12 and keeps 8), decode 16 rows (32 were slower).
 // Sixteen rows of a tile of R rows at one block (block0: that block in row 0), rows
 // first..first+15; past the tile's last row, the last again. Rows are addressed from four
 // pointers, one per quarter of the group, and multiples of the stride that x86 addressing forms
@@ -312,7 +312,7 @@ inline constexpr int kRowAheadBytes = 288;
 inline constexpr int kSuperBlocksAhead = 4;  // prefill, super-blocks of 256, as in kernels_avx2.cpp
 
 struct Q4_0RowGroups {
-  static constexpr int kRows = 16, kTokens = 8, kDecodeRows = 16;
+  static constexpr int kRows = 16, kTokens = 12, kDecodeRows = 16;
   static constexpr bool kTokensOuter = false;
 
   template <int R, int T>
