@@ -1,10 +1,14 @@
 #include "runtime/gpu/vulkan_device.h"
 
+#include <dlfcn.h>
+#include <link.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace hearth::runtime {
 
@@ -23,6 +27,24 @@ const char* result_name(VkResult r) {
   }
 }
 
+// Keeps the drivers the Vulkan loader has loaded (every shared object loaded now) from being
+// unloaded when the instance goes. Why: lavapipe (mesa 22.3.6-1+deb12u2) allocates once, inside
+// vkEnumeratePhysicalDevices, memory only its own globals point to; unloaded at
+// vkDestroyInstance, that memory looked leaked to LeakSanitizer, which failed every sanitized
+// process that looked for a GPU. A driver once used staying mapped costs a process nothing.
+void keep_drivers_loaded() {
+  std::vector<std::string> loaded;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* out) {
+        if (info->dlpi_name != nullptr && info->dlpi_name[0] != '\0')
+          static_cast<std::vector<std::string>*>(out)->push_back(info->dlpi_name);
+        return 0;
+      },
+      &loaded);
+  // Outside the iteration, which holds the loader's lock. RTLD_NOLOAD: only marks what is loaded.
+  for (const std::string& name : loaded) dlopen(name.c_str(), RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 // Holds a VkInstance for as long as a scope needs one.
 struct Instance {
   VkInstance handle = VK_NULL_HANDLE;
@@ -33,6 +55,7 @@ struct Instance {
     VkInstanceCreateInfo ci{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
     ci.pApplicationInfo = &app;
     vk_check(vkCreateInstance(&ci, nullptr, &handle), "vkCreateInstance");
+    keep_drivers_loaded();
   }
   ~Instance() {
     if (handle) vkDestroyInstance(handle, nullptr);
