@@ -207,9 +207,6 @@ void Head::choose_draft(wire::LaunchRequest::Reader r, LaunchedPlan& p) const {
   if (p.draft == "none") p.draft.clear();
   if (r.getDraftMax() > 0) p.draft_max = static_cast<int>(std::min<uint32_t>(r.getDraftMax(), kDefaultMaxBatch / 2));
   if (p.draft.empty()) return;
-  if (p.config.full_attention_interval != 0)
-    throw Failure(ErrorCategory::BAD_REQUEST,
-                  "--draft: this model's recurrent layers cannot take back a rejected draft; launch it without one");
   try {
     // Built once to check it (the file, its vocabulary, its layers), with the smallest cache and
     // one thread: the launch may still choose a smaller context and stream count (fit_plan), so
@@ -267,10 +264,10 @@ void Head::start_serving() {
   p.stages[0].resident_bytes = ports_.host.resident_bytes();
   // How far back every stage can take a sequence (the same options on every stage): a draft is
   // never longer than that.
-  const int max_rewind = runtime::kv_layout(p.config, 0, p.config.n_layer, p.options.n_ctx, p.options.max_batch).max_rewind;
-  const int max_draft = std::max(1, std::min(p.draft_max, max_rewind));
+  const runtime::KvLayout caches = runtime::kv_layout(p.config, 0, p.config.n_layer, p.options.n_ctx, p.options.max_batch);
+  const int max_draft = std::max(1, std::min(p.draft_max, caches.max_draft));
   scheduler_ = std::make_unique<Scheduler>(
-      ports_.stage, *p.tokenizer, p.options.n_ctx, static_cast<int>(p.stages.size()), p.options.max_sequences, max_rewind,
+      ports_.stage, *p.tokenizer, p.options.n_ctx, static_cast<int>(p.stages.size()), p.options.max_sequences, caches,
       [this](const GenerationEvent& e) { emit(e); }, make_draft_source(p.draft, draft_target(p)),
       DraftPaceOptions{.max_draft = max_draft, .first_draft = std::min(4, max_draft)});
   if (alone) launch_finished(p, true, "");

@@ -16,7 +16,7 @@ double ms_between(Steady::time_point a, Steady::time_point b) { return std::chro
 }  // namespace
 
 Scheduler::Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences,
-                     int max_rewind, Emit emit, std::unique_ptr<DraftSource> drafts, DraftPaceOptions draft_pace)
+                     const runtime::KvLayout& caches, Emit emit, std::unique_ptr<DraftSource> drafts, DraftPaceOptions draft_pace)
     : stage_(stage),
       tokenizer_(tokenizer),
       n_ctx_(n_ctx),
@@ -25,13 +25,13 @@ Scheduler::Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int
       emit_(std::move(emit)),
       drafts_(std::move(drafts)),
       draft_pace_(draft_pace),
-      cache_(static_cast<size_t>(std::max(0, max_rewind))) {
-  // A draft's rejected tail is undone by overwriting its positions: recurrent layers cannot, and
-  // a sliding-window layer's ring only so far.
-  if (drafts_ && max_rewind <= 0) throw std::invalid_argument("speculative decoding needs a model whose caches can go back");
-  if (drafts_ && draft_pace.max_draft > max_rewind)
+      resend_accepted_(caches.recurrent),
+      cache_(static_cast<size_t>(std::max(0, caches.max_rewind))) {
+  // A draft's rejected tail is undone by overwriting its positions (a sliding-window layer's ring
+  // only so far), or by going back to the recurrent state before it.
+  if (drafts_ && draft_pace.max_draft > caches.max_draft)
     throw std::invalid_argument("drafts of " + std::to_string(draft_pace.max_draft) +
-                                " tokens cannot be taken back by stages that go back " + std::to_string(max_rewind) +
+                                " tokens cannot be taken back by stages that go back " + std::to_string(caches.max_draft) +
                                 ": use a smaller --draft-max");
 }
 
@@ -181,16 +181,20 @@ bool Scheduler::step() {
     const int room = room_total - batch.n_tokens();
     if (room <= 0) break;
     if (s.pending) {
-      if (decode_tokens == micro_batch) continue;
+      if (decode_tokens == micro_batch || room < 1 + s.resend) continue;
       ++decode_tokens;
       s.fed.push_back(*s.pending);
       s.pending.reset();
-      s.draft = draft_for(seq, s, room - 1);
+      s.draft = draft_for(seq, s, room - 1 - s.resend);
       const int drafts = static_cast<int>(s.draft.size());
-      s.sent(s.next_pos, 1 + drafts);
-      batch.chunks.push_back({seq, s.next_pos++, 1 + drafts, false, true, s.sampling, false, drafts});
-      batch.tokens.push_back(s.fed.back());
+      // Recurrent stages went back to their state before the last draft: its accepted part again.
+      const int from = s.next_pos - s.resend, n = s.resend + 1 + drafts;
+      s.sent(from, n);
+      batch.chunks.push_back({seq, from, n, false, true, s.sampling, false, drafts});
+      batch.tokens.insert(batch.tokens.end(), s.fed.end() - (s.resend + 1), s.fed.end());
       batch.tokens.insert(batch.tokens.end(), s.draft.begin(), s.draft.end());
+      s.next_pos++;
+      s.resend = 0;
       s.in_flight = true;
       s.decoding = true;
     } else if (s.prompt_sent < s.prompt.size()) {
@@ -260,6 +264,9 @@ void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
     const std::vector<int32_t> draft = std::move(s.draft);
     s.draft.clear();
     const int accepted = std::min(t.accepted, static_cast<int>(draft.size()));
+    // Recurrent stages hold the state after the whole chunk: right if all of the draft was
+    // accepted, else they go back to the state before the draft, and the accepted part goes again.
+    if (resend_accepted_ && accepted < static_cast<int>(draft.size())) s.resend = accepted;
     // A decode step's cycle, from the conversation's previous result: its drafting and its pass.
     const auto now = Steady::now();
     if (s.decoding && s.last_result)

@@ -31,6 +31,7 @@
 #include "cluster/host.h"
 #include "cluster/prompt_cache.h"
 #include "cluster/stage_host.h"
+#include "runtime/model/kv_layout.h"
 #include "runtime/model/sampler.h"
 #include "runtime/text/reply_filter.h"
 #include "runtime/text/tokenizer.h"
@@ -87,12 +88,14 @@ class Scheduler {
   static constexpr int kPrefillChunk = 64;
 
   // `max_sequences`: conversations the stages hold KV caches for (running or kept); more wait in
-  // arrival order. `max_rewind`: how many positions back from its end the stages can cut a
-  // sequence (runtime/model/kv_layout.h: 0 for a model with recurrent layers).
-  // `drafts`: where speculative decoding's drafts come from (nullptr: none; needs a max_rewind of
-  // at least draft_pace.max_draft, to take back a rejected draft).
-  Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences, int max_rewind,
-            Emit emit, std::unique_ptr<DraftSource> drafts = nullptr, DraftPaceOptions draft_pace = {});
+  // arrival order. `caches`: how far back the stages can take a sequence (runtime/model/kv_layout.h,
+  // the whole model's with the stages' options): a kept cache is reused within its max_rewind.
+  // `drafts`: where speculative decoding's drafts come from (nullptr: none; draft_pace.max_draft
+  // at most caches.max_draft, to take back a rejected draft; with recurrent layers, which go back
+  // only to their state before a draft, the accepted part of a draft cut short is sent again).
+  Scheduler(LocalStage& stage, const runtime::Tokenizer& tokenizer, int n_ctx, int n_stages, int max_sequences,
+            const runtime::KvLayout& caches, Emit emit, std::unique_ptr<DraftSource> drafts = nullptr,
+            DraftPaceOptions draft_pace = {});
 
   // Starts a generation; emits an error event at once when it cannot start.
   void add(const std::string& client, uint64_t request_id, std::vector<int32_t> prompt, int n_predict,
@@ -139,6 +142,7 @@ class Scheduler {
     runtime::SamplingParams sampling;
     std::optional<int32_t> pending;  // sampled, waiting to be fed back
     std::vector<int32_t> draft;      // sent behind the last fed token, waiting to be checked
+    int resend = 0;                  // accepted draft tokens recurrent stages must compute again
     DraftPace pace;
     int passes = 0;                  // decode steps sent
     bool decoding = false;           // the chunk in flight is a decode step (timed for the pace)
@@ -168,6 +172,7 @@ class Scheduler {
   Emit emit_;
   std::unique_ptr<DraftSource> drafts_;
   DraftPaceOptions draft_pace_;
+  bool resend_accepted_;  // recurrent stages: see the constructor
   std::map<uint64_t, Session> sessions_;
   PromptCache cache_;
   // Finished sequences with a sampled token still on its way back: kept once it arrives (until

@@ -18,7 +18,7 @@ StageOutput StageHost::run(const Batch& batch) {
     if (c.drafts < 0 || c.drafts >= c.n_tokens || (c.drafts > 0 && !c.want_token))
       throw std::invalid_argument("sequence " + std::to_string(c.seq) + ": a chunk of " + std::to_string(c.n_tokens) +
                                   " tokens cannot carry a draft of " + std::to_string(c.drafts));
-    chunks_.push_back({c.seq, c.pos, c.n_tokens, c.drafts + 1});
+    chunks_.push_back({c.seq, c.pos, c.n_tokens, c.drafts + 1, c.drafts});
   }
   const runtime::StageInput in{
       .chunks = chunks_,

@@ -285,13 +285,28 @@ TEST_SUITE("cluster") {
     const auto missing = c.cli({"launch", "--model", *model, "--draft", "oracle:" + dir.file("none.txt")});
     CHECK(missing.exit_code != 0);
     CHECK(missing.err.find("cannot read") != std::string::npos);
-    // A model whose recurrent layers cannot take a rejected draft back: refused, saying so.
+    // A model with recurrent layers speculates too: its stages go back to their state before a
+    // draft (scheduler_test.cpp checks drafts cut short; here the wire, with the oracle's).
     hearth::runtime::MakeModelOptions o;
     o.shape = *hearth::runtime::random_model_preset("tiny");
     o.arch = "qwen35";
-    const auto hybrid = c.cli({"launch", "--model", hearth::test::make_model(dir, "q.gguf", o), "--draft", "ngram"});
-    CHECK(hybrid.exit_code != 0);
-    CHECK(hybrid.err.find("recurrent layers") != std::string::npos);
+    o.weight_std = 0.08f;
+    const std::string hybrid = hearth::test::make_model(dir, "q.gguf", o);
+    l = c.cli({"launch", "--model", hybrid, "--split", "head:2,a:1,b:1"});
+    REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+    const std::string hybrid_ids = dir.file("hybrid-ids.txt");
+    auto hybrid_gen = gen_args("Once upon a time", {"--temp", "0"}, 40);
+    hybrid_gen.insert(hybrid_gen.begin(), "generate");
+    hybrid_gen.insert(hybrid_gen.end(), {"--ids", hybrid_ids});
+    const auto hybrid_plain = c.cli(hybrid_gen);
+    REQUIRE(hybrid_plain.exit_code == 0);
+    l = c.cli({"launch", "--model", hybrid, "--split", "head:2,a:1,b:1", "--draft", "oracle:" + hybrid_ids, "--draft-max", "4"});
+    REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+    hybrid_gen.resize(hybrid_gen.size() - 2);
+    CHECK(c.cli(hybrid_gen).out == hybrid_plain.out);
+    sp = speculation();
+    CHECK(sp["tokens_drafted"].get<uint64_t>() > 0);
+    CHECK(sp["tokens_accepted"] == sp["tokens_drafted"]);
   }
 
   // Issue 18's check: a GPU stage in the middle of a pipeline of CPU stages (in CI, lavapipe).

@@ -105,7 +105,7 @@ struct Driver {
       : pipeline(p),
         scheduler(
             p, m.tokenizer, 256, static_cast<int>(p.hosts.size()), max_sequences,
-            hearth::runtime::kv_layout(m.config, 0, m.config.n_layer, 256, p.max_batch()).max_rewind,
+            hearth::runtime::kv_layout(m.config, 0, m.config.n_layer, 256, p.max_batch()),
             [this](const GenerationEvent& e) { events.push_back(e); }, std::move(drafts), pace) {}
 
   void deliver() {
@@ -182,25 +182,27 @@ std::vector<std::pair<const char*, SamplingParams>> samplings() {
 }
 
 // Drafts from a fixed script: what follows the history in it, with `wrong` added to every token
-// (0: the target's own continuation, every draft accepted; 1: a draft that never agrees).
+// but the first `right` of a draft (wrong 0: the target's own continuation, every draft accepted;
+// 1: a draft that never agrees, or that agrees `right` tokens and no further).
 struct ScriptSource final : DraftSource {
   std::vector<int32_t> script;
-  int wrong = 0, n_vocab = 0;
+  int wrong = 0, right = 0, n_vocab = 0;
   std::vector<int32_t> propose(uint64_t, std::span<const int32_t> history, int k) override {
     if (history.size() >= script.size() || !std::equal(history.begin(), history.end(), script.begin())) return {};
     std::vector<int32_t> out;
     for (size_t i = history.size(); i < script.size() && out.size() < static_cast<size_t>(k); ++i)
-      out.push_back((script[i] + wrong) % n_vocab);
+      out.push_back((script[i] + (out.size() < static_cast<size_t>(right) ? 0 : wrong)) % n_vocab);
     return out;
   }
   std::string name() const override { return "script"; }
 };
 
 std::unique_ptr<DraftSource> script_source(const std::vector<int32_t>& prompt, const std::vector<int32_t>& reply, int wrong,
-                                           int V) {
+                                           int V, int right = 0) {
   auto s = std::make_unique<ScriptSource>();
   s->script = concat(prompt, reply);
   s->wrong = wrong;
+  s->right = right;
   s->n_vocab = V;
   return s;
 }
@@ -558,6 +560,62 @@ TEST_SUITE("scheduler") {
             CHECK(r2.done.cached_tokens > static_cast<int>(prompt.size()));
             CHECK(r2.tokens == fresh(*m, cuts, next, 8, sampling).tokens);
           }
+        }
+      }
+    }
+  }
+
+  TEST_CASE("a model with recurrent layers speculates: the accepted part of a draft cut short is computed again") {
+    TempDir dir;
+    hearth::runtime::MakeModelOptions o;
+    o.shape = *hearth::runtime::random_model_preset("tiny");
+    o.arch = "qwen35";
+    o.weight_std = 0.08f;
+    const auto m = open_model(hearth::test::make_model(dir, "q.gguf", o));
+    REQUIRE(m->config.full_attention_interval > 0);
+    const int V = m->config.n_vocab;
+    const auto phrase = random_tokens(9, 31, V);
+    const auto prompt = concat(concat(phrase, phrase), head_of(phrase, 4));
+    const int n = 20;
+    const DraftTarget target{.vocab = m->tokenizer.vocab(), .n_ctx = 256, .max_sequences = 4, .threads = 1};
+    // Stages of recurrent layers only, of both kinds, and the whole model on the head.
+    for (const std::vector<int>& cuts : std::vector<std::vector<int>>{{}, {2}, {1, 3}}) {
+      for (const auto& [name, sampling] : samplings()) {
+        CAPTURE(cuts.size() + 1);
+        CAPTURE(std::string(name));
+        const Reply plain = fresh(*m, cuts, prompt, n, sampling);
+        REQUIRE(plain.tokens.size() == static_cast<size_t>(n));
+        struct Case {
+          const char* source;
+          std::unique_ptr<DraftSource> drafts;
+          int accepted_per_draft;  // -1: not known in advance
+        };
+        std::vector<Case> cases;
+        cases.push_back({"oracle", script_source(prompt, plain.tokens, 0, V), 4});
+        cases.push_back({"never agrees", script_source(prompt, plain.tokens, 1, V), 0});
+        cases.push_back({"agrees twice, then not", script_source(prompt, plain.tokens, 1, V, 2), 2});
+        cases.push_back({"ngram", make_draft_source("ngram", target), -1});
+        for (auto& c : cases) {
+          CAPTURE(std::string(c.source));
+          hearth::runtime::ThreadPool pool(2);
+          auto p = make_pipeline(*m, cuts, pool);
+          Driver head(*p, *m, 4, std::move(c.drafts), {.max_draft = 4, .first_draft = 4});
+          const Reply r = head.generate(1, prompt, n, sampling);
+          CHECK(r.tokens == plain.tokens);
+          const SchedulerTotals& t = head.scheduler.totals();
+          CHECK(t.decode_passes + 1 + t.tokens_accepted == static_cast<uint64_t>(n));
+          if (c.accepted_per_draft == 2) {
+            CHECK(t.tokens_accepted > 0);
+            CHECK(t.tokens_accepted < t.tokens_drafted);
+          } else if (c.accepted_per_draft >= 0) {
+            CHECK(t.tokens_accepted == (c.accepted_per_draft == 0 ? 0 : t.tokens_drafted));
+            CHECK(t.tokens_drafted > 0);
+          }
+          // The caches are left as a plain run's would be, or not reused: the next turn gives a
+          // fresh run's tokens either way.
+          const auto next = concat(concat(prompt, r.tokens), head_of(phrase, 5));
+          const Reply r2 = head.generate(2, next, 6, sampling);
+          CHECK(r2.tokens == fresh(*m, cuts, next, 6, sampling).tokens);
         }
       }
     }

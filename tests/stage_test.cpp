@@ -327,6 +327,44 @@ TEST_SUITE("stage") {
     CHECK(s->length(2) == 10);
   }
 
+  TEST_CASE("recurrent layers go back only to their state before the last chunk's draft, and from there compute alike") {
+    TempDir dir;
+    MakeModelOptions o = opts(TensorType::Q8_0, 4);
+    o.arch = "qwen35";
+    const Model m = open_model(hearth::test::make_model(dir, "q.gguf", o));
+    REQUIRE(m.config.full_attention_interval > 0);
+    ThreadPool pool(2);
+    auto s = make_stage(m, 0, 4, pool);
+    Stage* chain[] = {s.get()};
+    const auto tokens = some_tokens(12, 4, m.config.n_vocab);
+    const auto plain = run(chain, 1, 0, tokens, true);
+    const auto V = static_cast<size_t>(m.config.n_vocab);
+    auto forward = [&](int pos, std::span<const int32_t> ids, int drafts) {
+      const SeqChunk chunk{.seq = 2, .pos = pos, .n_tokens = static_cast<int>(ids.size()), .logits = 1, .drafts = drafts};
+      const auto out = forward_chain(chain, {.chunks = {&chunk, 1}, .tokens = ids, .all_logits = true});
+      return std::vector<float>(out.begin(), out.end());
+    };
+    const std::span<const int32_t> all(tokens);
+    forward(0, all.first(6), 0);
+    // Positions 6-10, the last three a draft that turns out wrong from its second token.
+    std::vector<int32_t> drafted(tokens.begin() + 6, tokens.begin() + 11);
+    drafted[3] = (drafted[3] + 1) % m.config.n_vocab;
+    drafted[4] = (drafted[4] + 1) % m.config.n_vocab;
+    forward(6, drafted, 3);
+    CHECK(s->length(2) == 11);
+    // Not back to a position inside the draft: only to the state before it (length 8).
+    CHECK_FALSE(s->can_continue(2, 9));
+    CHECK_THROWS_WITH_AS(forward(9, all.subspan(9, 1), 0), doctest::Contains("recurrent layers cannot rewind"),
+                         std::invalid_argument);
+    REQUIRE(s->can_continue(2, 8));
+    // From there, the accepted draft token and the rest: what the plain run computed.
+    const auto again = forward(8, all.subspan(8), 0);
+    CHECK(again == std::vector<float>(plain.begin() + 8 * static_cast<long>(V), plain.end()));
+    // A chunk without a draft dropped the checkpoint: nothing to go back to any more.
+    CHECK_FALSE(s->can_continue(2, 8));
+    CHECK(s->can_continue(2, 12));
+  }
+
   TEST_CASE("several sequences in one batch give the same results as each alone") {
     TempDir dir;
     const Model m = open_model(hearth::test::make_model(dir, "m.gguf", opts(TensorType::Q4_0)));

@@ -1,6 +1,7 @@
 #include "runtime/model/kv_cache.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -53,9 +54,23 @@ KvCache::KvCache(int n_ctx, const std::vector<int>& layer_kv_dims, const std::ve
   size_t states = 0;
   for (int64_t f : layer_state_floats) {
     state_start_.push_back(states);
+    state_size_.push_back(static_cast<size_t>(f));
     states += static_cast<size_t>(f);
   }
   state_.assign(states, 0.f);
+}
+
+void KvCache::expect_checkpoint(int len) {
+  saved_.resize(state_.size());
+  checkpoint_ = len;
+}
+
+void KvCache::save_checkpoint(int l, int pos) {
+  if (pos + 1 != checkpoint_) return;
+  const auto layer = static_cast<size_t>(l);
+  const auto from = state_.begin() + static_cast<std::ptrdiff_t>(state_start_[layer]);
+  std::copy(from, from + static_cast<std::ptrdiff_t>(state_size_[layer]),
+            saved_.begin() + static_cast<std::ptrdiff_t>(state_start_[layer]));
 }
 
 KvRows KvCache::rows_of(const std::vector<uint8_t>& half, int l) const {

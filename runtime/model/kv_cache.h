@@ -49,7 +49,20 @@ class KvCache {
   // Back to the state of no tokens (a sequence that starts over).
   void clear_state() { std::fill(state_.begin(), state_.end(), 0.f); }
   bool has_state() const { return !state_.empty(); }
-  uint64_t bytes() const { return k_.size() + v_.size() + state_.size() * sizeof(float); }
+
+  // A recurrent state cannot take back a rejected draft the way keys and values are overwritten,
+  // so a chunk that ends in a draft keeps a checkpoint: every layer's state after the chunk's
+  // certain tokens, i.e. at length checkpoint(). Only the next chunk may go back there; a chunk
+  // without a draft drops it. (-1: none.)
+  int checkpoint() const { return checkpoint_; }
+  // The chunk about to run saves the state at length `len` (save_checkpoint, layer by layer).
+  void expect_checkpoint(int len);
+  void drop_checkpoint() { checkpoint_ = -1; }
+  // Layer l has just computed position `pos`: saves its state if that makes the checkpoint's length.
+  void save_checkpoint(int l, int pos);
+  // Every layer's state back to the checkpoint's.
+  void restore_checkpoint() { std::copy(saved_.begin(), saved_.end(), state_.begin()); }
+  uint64_t bytes() const { return k_.size() + v_.size() + (state_.size() + saved_.size()) * sizeof(float); }
 
  private:
   KvRows rows_of(const std::vector<uint8_t>& half, int l) const;
@@ -66,6 +79,9 @@ class KvCache {
   std::vector<uint8_t> v_;
   std::vector<size_t> state_start_;
   std::vector<float> state_;
+  std::vector<size_t> state_size_;  // floats of each layer's state
+  int checkpoint_ = -1;
+  std::vector<float> saved_;  // the checkpoint's states (allocated by the first draft)
 };
 
 }  // namespace hearth::runtime

@@ -16,7 +16,7 @@ uint64_t KvLayout::bytes(TensorType type) const {
 }
 
 KvLayout kv_layout(const ModelConfig& c, int first_layer, int last_layer, int n_ctx, int max_batch) {
-  KvLayout k{.n_ctx = n_ctx, .max_rewind = n_ctx};
+  KvLayout k{.n_ctx = n_ctx, .max_rewind = n_ctx, .max_draft = n_ctx};
   for (int l = first_layer; l < last_layer; ++l) {
     const int rows = partitioner::kv_cache_rows(c.is_swa(l) ? c.n_swa : 0, n_ctx, max_batch);
     k.dims.push_back(c.layer_cache_dim(l));
@@ -24,9 +24,10 @@ KvLayout kv_layout(const ModelConfig& c, int first_layer, int last_layer, int n_
     k.state_floats.push_back(c.is_recurrent(l) ? c.ssm_state_floats() : 0);
     // A layer reading another's cache (Gemma 4's shared KV) is bounded by its source's ring,
     // which has the same window and is on the same stage.
-    if (c.is_recurrent(l)) k.max_rewind = 0;
-    else if (rows < n_ctx) k.max_rewind = std::min(k.max_rewind, rows - c.n_swa);
+    if (c.is_recurrent(l)) k.recurrent = true;
+    else if (rows < n_ctx) k.max_draft = std::min(k.max_draft, rows - c.n_swa);
   }
+  k.max_rewind = k.recurrent ? 0 : k.max_draft;
   return k;
 }
 

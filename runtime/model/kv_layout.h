@@ -21,6 +21,11 @@ struct KvLayout {
   // length - pos <= max_rewind, or pos 0): a ring holds max_batch positions more than its window,
   // a recurrent state none; n_ctx when every layer keeps the whole context.
   int max_rewind = 0;
+  // Recurrent layers keep, besides their state, the state before a chunk's draft (speculative
+  // decoding), and the next chunk may go back to it; how long a draft may be is then bounded by the
+  // other layers' rings alone (max_draft; = max_rewind without recurrent layers).
+  bool recurrent = false;
+  int max_draft = 0;
 
   // Bytes of one sequence's keys, values and states, in a cache of `type`.
   uint64_t bytes(TensorType type) const;

@@ -145,7 +145,10 @@ void Stage::release(uint64_t seq) { caches_.erase(seq); }
 
 bool Stage::can_continue(uint64_t seq, int pos) const {
   const auto it = caches_.find(seq);
-  return pos == 0 || it == caches_.end() || it->second.reach() - pos <= kv_.max_rewind;
+  if (pos == 0 || it == caches_.end()) return true;
+  const KvCache& kc = it->second;
+  if (!recurrent_) return kc.reach() - pos <= kv_.max_rewind;
+  return (pos == kc.length() || pos == kc.checkpoint()) && kc.reach() - pos <= kv_.max_draft;
 }
 
 int Stage::validate(const StageInput& in) const {
@@ -156,6 +159,9 @@ int Stage::validate(const StageInput& in) const {
   size_t new_seqs = 0;
   for (const SeqChunk& ch : in.chunks) {
     if (ch.n_tokens <= 0) bad_input("chunk of sequence " + std::to_string(ch.seq) + " has no tokens");
+    if (ch.drafts < 0 || ch.drafts >= ch.n_tokens)
+      bad_input("chunk of sequence " + std::to_string(ch.seq) + " has " + std::to_string(ch.n_tokens) +
+                " tokens and a draft of " + std::to_string(ch.drafts));
     if (ch.logits < 1 || ch.logits > ch.n_tokens)
       bad_input("chunk of sequence " + std::to_string(ch.seq) + " asks for " + std::to_string(ch.logits) +
                 " rows of logits from " + std::to_string(ch.n_tokens) + " tokens");
@@ -167,7 +173,8 @@ int Stage::validate(const StageInput& in) const {
     if (!can_continue(ch.seq, ch.pos))
       bad_input("sequence " + std::to_string(ch.seq) + " would go back to position " + std::to_string(ch.pos) + " of " +
                 std::to_string(len) + ": " +
-                (recurrent_ ? std::string("this model's recurrent layers cannot rewind")
+                (recurrent_ ? std::string("this model's recurrent layers cannot rewind (only to before the draft of the "
+                                          "chunk before)")
                             : "its sliding-window layers keep only the last " + std::to_string(kv_.max_rewind) +
                                   " positions beyond their window") +
                 " (continue at the end, or start over at 0)");
@@ -199,6 +206,9 @@ std::span<const float> Stage::forward(const StageInput& in) {
     if (it == caches_.end())
       it = caches_.try_emplace(ch.seq, n_ctx_, kv_.dims, kv_.state_floats, options_.kv_type, kv_.rows).first;
     else if (ch.pos == 0 && it->second.has_state()) it->second.clear_state();  // starts over
+    else if (recurrent_ && ch.pos < it->second.length()) it->second.restore_checkpoint();  // validate: there is one
+    if (recurrent_ && ch.drafts > 0) it->second.expect_checkpoint(ch.pos + ch.n_tokens - ch.drafts);
+    else if (recurrent_) it->second.drop_checkpoint();
     for (int i = 0; i < ch.n_tokens; ++i, ++t) {
       row_cache_[static_cast<size_t>(t)] = &it->second;
       row_pos_[static_cast<size_t>(t)] = ch.pos + i;
@@ -393,7 +403,8 @@ void Stage::shared_expert_forward(const LayerWeights& w, int n_tokens) {
 
 // A gated delta-net (delta_net.h) in place of attention: the projections of every token at once,
 // then the recurrence token by token in row order, each row on its own sequence's state (a
-// sequence's rows come in order), then ssm_out into tmp_.
+// sequence's rows come in order; after a chunk's last token before its draft, the state is also
+// kept as the checkpoint), then ssm_out into tmp_.
 void Stage::delta_net_forward(int l, const LayerWeights& w, int n_tokens) {
   const ModelConfig& c = config();
   const MatmulTarget in[] = {{&w.ssm_qkv, ssm_qkv_.data()}, {&w.ssm_z, ssm_z_.data()}, {&w.ssm_beta, ssm_beta_.data()},
@@ -406,6 +417,7 @@ void Stage::delta_net_forward(int l, const LayerWeights& w, int n_tokens) {
     const auto r = static_cast<size_t>(t);
     delta_net_token(c, w, &ssm_qkv_[r * C], &ssm_z_[r * DI], &ssm_beta_[r * H], &ssm_alpha_[r * H],
                     row_cache_[r]->state(local), &ssm_y_[r * DI], ssm_scratch_.data(), pool_, kernels_);
+    row_cache_[r]->save_checkpoint(local, row_pos_[r]);
   }
   project(w.ssm_out, ssm_y_.data(), n_tokens, tmp_.data());
 }

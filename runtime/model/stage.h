@@ -61,6 +61,9 @@ struct SeqChunk {
   // Rows of logits the output stage returns for it: its last `logits` tokens (speculative
   // decoding verifies a draft with one row per drafted token, plus one).
   int logits = 1;
+  // Its last `drafts` tokens are a draft that may be rejected (less than n_tokens): recurrent
+  // layers keep their state from before them, which the next chunk may go back to.
+  int drafts = 0;
 };
 
 struct StageInput {
@@ -82,7 +85,8 @@ class Stage {
   // has reached since it last started at 0 (KvCache::reach).
   int max_rewind() const { return kv_.max_rewind; }
   // Whether a chunk of `seq` may start at `pos` (<= length(seq)) as far as the caches go: at 0,
-  // or within max_rewind() of its reach.
+  // or within max_rewind() of its reach; with recurrent layers at its end or at the checkpoint
+  // before the last chunk's draft (KvCache::checkpoint), within the rings' reach (kv_layout.h).
   bool can_continue(uint64_t seq, int pos) const;
 
   // Runs the batch through this stage's layers. Returns hidden states [n_tokens x hidden_width(last_layer)], or on
