@@ -307,6 +307,26 @@ TEST_SUITE("cluster") {
     sp = speculation();
     CHECK(sp["tokens_drafted"].get<uint64_t>() > 0);
     CHECK(sp["tokens_accepted"] == sp["tokens_drafted"]);
+    // A recording wrong at its third token: the first draft is accepted up to there, so every
+    // stage goes back to its state before the draft and the head sends the accepted token again.
+    std::vector<int32_t> recorded;
+    {
+      std::ifstream in(hybrid_ids);
+      for (int32_t id = 0; in >> id;) recorded.push_back(id);
+    }
+    REQUIRE(recorded.size() > 4);
+    recorded[2] = (recorded[2] + 1) % 512;  // the tiny preset's vocabulary
+    const std::string wrong_ids = dir.file("hybrid-wrong-ids.txt");
+    {
+      std::ofstream out(wrong_ids);
+      for (int32_t id : recorded) out << id << '\n';
+    }
+    l = c.cli({"launch", "--model", hybrid, "--split", "head:2,a:1,b:1", "--draft", "oracle:" + wrong_ids, "--draft-max", "4"});
+    REQUIRE_MESSAGE(l.exit_code == 0, l.err);
+    CHECK(c.cli(hybrid_gen).out == hybrid_plain.out);
+    sp = speculation();
+    CHECK(sp["tokens_accepted"].get<uint64_t>() >= 1);
+    CHECK(sp["tokens_accepted"].get<uint64_t>() < sp["tokens_drafted"].get<uint64_t>());
   }
 
   // Issue 18's check: a GPU stage in the middle of a pipeline of CPU stages (in CI, lavapipe).

@@ -207,6 +207,17 @@ std::unique_ptr<DraftSource> script_source(const std::vector<int32_t>& prompt, c
   return s;
 }
 
+// A tiny Qwen 3.5-shaped model: delta-net layers, and full attention every 4th layer.
+std::unique_ptr<Model> open_hybrid_model(TempDir& dir) {
+  hearth::runtime::MakeModelOptions o;
+  o.shape = *hearth::runtime::random_model_preset("tiny");
+  o.arch = "qwen35";
+  o.weight_std = 0.08f;
+  auto m = open_model(hearth::test::make_model(dir, "q.gguf", o));
+  REQUIRE(m->config.full_attention_interval > 0);
+  return m;
+}
+
 // Tokens a turn's caches hold after it: the prompt and the generated tokens, but the last of a
 // reply cut by its length (never fed back; an end-of-generation token is not among `tokens`).
 size_t held_after(const std::vector<int32_t>& prompt, const Reply& r) {
@@ -440,12 +451,7 @@ TEST_SUITE("scheduler") {
 
   TEST_CASE("a model with recurrent layers reuses a kept cache only to continue it, with the same tokens") {
     TempDir dir;
-    hearth::runtime::MakeModelOptions o;
-    o.shape = *hearth::runtime::random_model_preset("tiny");
-    o.arch = "qwen35";
-    o.weight_std = 0.08f;
-    const auto m = open_model(hearth::test::make_model(dir, "q.gguf", o));
-    REQUIRE(m->config.full_attention_interval > 0);
+    const auto m = open_hybrid_model(dir);
     const int V = m->config.n_vocab;
     for (const std::vector<int>& cuts : std::vector<std::vector<int>>{{}, {2}}) {
       CAPTURE(cuts.size() + 1);
@@ -567,12 +573,7 @@ TEST_SUITE("scheduler") {
 
   TEST_CASE("a model with recurrent layers speculates: the accepted part of a draft cut short is computed again") {
     TempDir dir;
-    hearth::runtime::MakeModelOptions o;
-    o.shape = *hearth::runtime::random_model_preset("tiny");
-    o.arch = "qwen35";
-    o.weight_std = 0.08f;
-    const auto m = open_model(hearth::test::make_model(dir, "q.gguf", o));
-    REQUIRE(m->config.full_attention_interval > 0);
+    const auto m = open_hybrid_model(dir);
     const int V = m->config.n_vocab;
     const auto phrase = random_tokens(9, 31, V);
     const auto prompt = concat(concat(phrase, phrase), head_of(phrase, 4));
