@@ -37,7 +37,7 @@ fi
 if [ -z "${HEARTH_SKIP_SANITIZE:-}" ]; then
   phase "tests (ASan + UBSan)"
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Release -DHEARTH_SANITIZE=ON -DHEARTH_WERROR=$werror >/dev/null
-  cmake --build build-asan -j 2
+  cmake --build build-asan -j 2 --target hearth_tests  # and the hearth, hearthd it starts
   phase "tests (ASan + UBSan): built, running"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j 2 "$@"
