@@ -50,7 +50,8 @@ void StageLoader::on_assignment(wire::Assignment::Reader a) {
   l.options = {.n_ctx = static_cast<int>(a.getNCtx()),
                .max_batch = static_cast<int>(a.getMaxBatch()),
                .max_sequences = static_cast<int>(a.getMaxSequences()),
-               .kv_type = *kv_type_from_wire(a.getKvType())};
+               .kv_type = *kv_type_from_wire(a.getKvType()),
+               .drafts = a.getDrafts()};
   l.next = {.endpoint = transport::tcp_endpoint(a.getNextEndpoint().cStr()),
             .key = a.getNextKey().cStr(),
             .wire_type = *dtype_from_wire(a.getWireType())};

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 
+#include "runtime/model/draft_model.h"
 #include "runtime/model/generator.h"
 #include "runtime/model/kv_cache.h"
 #include "runtime/model/model_config.h"
@@ -363,6 +364,65 @@ TEST_SUITE("stage") {
     // A chunk without a draft dropped the checkpoint: nothing to go back to any more.
     CHECK_FALSE(s->can_continue(2, 8));
     CHECK(s->can_continue(2, 12));
+    CHECK(s->checkpoint(2) == -1);
+    // Chunks that are all draft (a draft model's own tokens, one at a time) keep the state from
+    // before the first of them.
+    forward(0, all.first(9), 0);
+    forward(9, std::vector<int32_t>{drafted[3]}, 1);
+    forward(10, std::vector<int32_t>{drafted[4]}, 1);
+    CHECK(s->checkpoint(2) == 9);
+    CHECK_FALSE(s->can_continue(2, 10));
+    const auto resumed = forward(9, all.subspan(9), 0);
+    CHECK(resumed == std::vector<float>(plain.begin() + 9 * static_cast<long>(V), plain.end()));
+    // Starting over forgets it.
+    forward(0, all.first(2), 2);
+    CHECK(s->checkpoint(2) == 0);
+    forward(0, all.first(3), 0);
+    CHECK(s->checkpoint(2) == -1);
+  }
+
+  TEST_CASE("a draft model proposes what a fresh one would, whatever part of its last draft the model took") {
+    for (const char* arch : {"llama", "qwen35"}) {
+      CAPTURE(std::string(arch));
+      TempDir dir;
+      MakeModelOptions o = opts(TensorType::Q8_0, 4);
+      o.arch = arch;
+      const std::string path = hearth::test::make_model(dir, "d.gguf", o);
+      const Model m = open_model(path);
+      const Vocab vocab = load_vocab(m.file.metadata());
+      DraftModel kept(path, vocab, 128, 2, 2);
+      std::vector<int32_t> history = some_tokens(12, 5, m.config.n_vocab);
+      for (int round = 0; round < 8; ++round) {
+        CAPTURE(round);
+        const std::vector<int32_t> draft = kept.propose(1, history, 4);
+        REQUIRE(draft.size() == 4);
+        CHECK(draft == DraftModel(path, vocab, 128, 1, 1).propose(1, history, 4));
+        // The model takes `a` of its tokens, then one of its own (not the draft's next).
+        const size_t a = static_cast<size_t>(round) % 5;
+        history.insert(history.end(), draft.begin(), draft.begin() + static_cast<long>(a));
+        history.push_back(a < draft.size() ? (draft[a] + 1) % m.config.n_vocab : draft[0]);
+      }
+    }
+  }
+
+  TEST_CASE("a stage told that chunks may end in drafts counts each recurrent state twice per sequence") {
+    TempDir dir;
+    MakeModelOptions o = opts(TensorType::Q8_0, 4);
+    o.arch = "qwen35";
+    const Model m = open_model(hearth::test::make_model(dir, "q.gguf", o));
+    ThreadPool pool(2);
+    const KvLayout k = kv_layout(m.config, 0, 4, 128, 32);
+    uint64_t state_bytes = 0;
+    for (const int64_t f : k.state_floats) state_bytes += static_cast<uint64_t>(f) * sizeof(float);
+    REQUIRE(state_bytes > 0);
+    const auto plain = make_stage(m, 0, 4, pool);
+    const auto drafting = make_stage(m, 0, 4, pool, {.n_ctx = 128, .max_batch = 32, .drafts = true});
+    CHECK(drafting->memory_bytes(3) - plain->memory_bytes(3) == 3 * state_bytes);
+    CHECK(k.bytes(TensorType::F32, true) - k.bytes(TensorType::F32) == state_bytes);
+    // Only the states: a model without recurrent layers counts the same either way.
+    const Model dense = open_model(hearth::test::make_model(dir, "d.gguf", opts(TensorType::Q8_0)));
+    CHECK(make_stage(dense, 0, 5, pool, {.n_ctx = 128, .max_batch = 32, .drafts = true})->memory_bytes(3) ==
+          make_stage(dense, 0, 5, pool)->memory_bytes(3));
   }
 
   TEST_CASE("several sequences in one batch give the same results as each alone") {

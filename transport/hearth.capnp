@@ -154,6 +154,8 @@ struct Assignment {
   staged @16 :Bool;
   kvType @17 :KvType;
   wireType @18 :Forward.DType; # how this stage's output hop carries activations
+  drafts @19 :Bool;           # the launch drafts: a stage's recurrent layers keep a second state
+                              # per sequence (the checkpoint before a draft), so its memory counts it
 }
 
 # Every device of a staged plan has its weights: drop the old stage, load this plan's.
@@ -215,7 +217,9 @@ struct SeqChunk {
   restarts @6 :Bool;          # the first chunk of a request that continues the sequence's kept
                               # caches from pos > 0: the last stage starts a new sampler
   drafts @7 :UInt32;          # speculative decoding: the chunk's last `drafts` tokens are a draft
-                              # the last stage checks (less than nTokens; wantToken set)
+                              # the last stage checks (less than nTokens; wantToken set); a stage's
+                              # recurrent layers keep their state from before the draft, and the
+                              # sequence's next chunk may start there (pos = this pos + nTokens - drafts)
 }
 
 # Followed by a raw frame: [sum(nTokens) x nEmbd] values of `dtype`, little-endian, row-major

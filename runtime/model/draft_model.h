@@ -4,8 +4,9 @@
 //
 // Its caches follow the conversation by themselves: each call finds how much of what it holds
 // for a sequence the history still starts with, goes back there (an earlier position overwrites
-// the cache) and computes only the rest. So rejected drafts, and the target's corrections, cost
-// it nothing to forget.
+// the cache; recurrent layers go back to their state before its last draft and compute the
+// accepted tokens again) and computes only the rest. So rejected drafts, and the target's
+// corrections, cost it little to forget.
 #pragma once
 
 #include <cstdint>
@@ -28,8 +29,7 @@ namespace hearth::runtime {
 class DraftModel {
  public:
   // Opens the GGUF at `path`. Throws std::invalid_argument when it cannot draft for a target of
-  // vocabulary `target` (another vocabulary, or recurrent layers, which cannot go back), and
-  // GgufError for a file that is not a model.
+  // vocabulary `target` (another vocabulary), and GgufError for a file that is not a model.
   DraftModel(const std::string& path, const Vocab& target, int n_ctx, int max_sequences, int threads);
 
   const ModelConfig& config() const { return config_; }
@@ -40,8 +40,9 @@ class DraftModel {
   void forget(uint64_t seq);
 
  private:
-  // Feeds tokens [from, end) of `tokens` at their positions; returns the last row's argmax.
-  int32_t feed(uint64_t seq, std::span<const int32_t> tokens, size_t from);
+  // Feeds tokens [from, end) of `tokens` at their positions (as a draft: recurrent layers keep
+  // their state from before the first such token); returns the last row's argmax.
+  int32_t feed(uint64_t seq, std::span<const int32_t> tokens, size_t from, bool draft);
   void make_room(uint64_t seq);
 
   GgufFile file_;

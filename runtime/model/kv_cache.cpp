@@ -65,6 +65,11 @@ void KvCache::expect_checkpoint(int len) {
   checkpoint_ = len;
 }
 
+void KvCache::save_checkpoint_now(int len) {
+  saved_ = state_;
+  checkpoint_ = len;
+}
+
 void KvCache::save_checkpoint(int l, int pos) {
   if (pos + 1 != checkpoint_) return;
   const auto layer = static_cast<size_t>(l);

@@ -60,6 +60,8 @@ class KvCache {
   void drop_checkpoint() { checkpoint_ = -1; }
   // Layer l has just computed position `pos`: saves its state if that makes the checkpoint's length.
   void save_checkpoint(int l, int pos);
+  // Keeps every layer's state as it is now as the checkpoint (a chunk that is all draft, with none).
+  void save_checkpoint_now(int len);
   // Every layer's state back to the checkpoint's.
   void restore_checkpoint() { std::copy(saved_.begin(), saved_.end(), state_.begin()); }
   uint64_t bytes() const { return k_.size() + v_.size() + (state_.size() + saved_.size()) * sizeof(float); }

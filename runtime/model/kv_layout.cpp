@@ -7,11 +7,12 @@
 
 namespace hearth::runtime {
 
-uint64_t KvLayout::bytes(TensorType type) const {
+uint64_t KvLayout::bytes(TensorType type, bool drafts) const {
+  const uint64_t states = drafts ? 2 : 1;
   uint64_t n = 0;
   for (size_t l = 0; l < dims.size(); ++l)
-    n +=
-        2 * static_cast<uint64_t>(rows[l]) * kv_row_bytes(type, dims[l]) + static_cast<uint64_t>(state_floats[l]) * sizeof(float);
+    n += 2 * static_cast<uint64_t>(rows[l]) * kv_row_bytes(type, dims[l]) +
+         states * static_cast<uint64_t>(state_floats[l]) * sizeof(float);
   return n;
 }
 

@@ -27,8 +27,9 @@ struct KvLayout {
   bool recurrent = false;
   int max_draft = 0;
 
-  // Bytes of one sequence's keys, values and states, in a cache of `type`.
-  uint64_t bytes(TensorType type) const;
+  // Bytes of one sequence's keys, values and states, in a cache of `type`; with `drafts`, a
+  // recurrent layer's state twice (the checkpoint before a draft).
+  uint64_t bytes(TensorType type, bool drafts = false) const;
 };
 
 // For a stage that takes up to max_batch tokens per step.

@@ -133,7 +133,8 @@ uint64_t Stage::memory_bytes(int n_sequences) const {
                                       &q_gate_,      &shexp_out_,   &ssm_qkv_, &ssm_z_,    &ssm_beta_, &ssm_alpha_,  &ssm_y_,
                                       &ssm_scratch_, &v_norm_ones_, &ple_,     &ple_gate_, &ple_row_,  &hidden_out_, &router_in_})
     floats += v->capacity();
-  return floats * sizeof(float) + scratch_.bytes() + static_cast<uint64_t>(n_sequences) * kv_.bytes(options_.kv_type);
+  return floats * sizeof(float) + scratch_.bytes() +
+         static_cast<uint64_t>(n_sequences) * kv_.bytes(options_.kv_type, options_.drafts);
 }
 
 int Stage::length(uint64_t seq) const {
@@ -151,6 +152,19 @@ bool Stage::can_continue(uint64_t seq, int pos) const {
   return (pos == kc.length() || pos == kc.checkpoint()) && kc.reach() - pos <= kv_.max_draft;
 }
 
+// Which state a chunk's recurrent layers keep to go back to (SeqChunk::drafts).
+void Stage::keep_checkpoint(KvCache& kc, const SeqChunk& ch) {
+  if (ch.drafts == 0) kc.drop_checkpoint();
+  else if (ch.drafts < ch.n_tokens) kc.expect_checkpoint(ch.pos + ch.n_tokens - ch.drafts);  // saved as computed
+  else if (kc.checkpoint() < 0) kc.save_checkpoint_now(ch.pos);                              // all draft: a draft starts here
+  // (all draft, with a checkpoint: the draft before it goes on, and its checkpoint stays)
+}
+
+int Stage::checkpoint(uint64_t seq) const {
+  const auto it = caches_.find(seq);
+  return recurrent_ && it != caches_.end() ? it->second.checkpoint() : -1;
+}
+
 int Stage::validate(const StageInput& in) const {
   const ModelConfig& c = config();
   if (in.chunks.empty()) bad_input("empty batch");
@@ -159,7 +173,7 @@ int Stage::validate(const StageInput& in) const {
   size_t new_seqs = 0;
   for (const SeqChunk& ch : in.chunks) {
     if (ch.n_tokens <= 0) bad_input("chunk of sequence " + std::to_string(ch.seq) + " has no tokens");
-    if (ch.drafts < 0 || ch.drafts >= ch.n_tokens)
+    if (ch.drafts < 0 || ch.drafts > ch.n_tokens)
       bad_input("chunk of sequence " + std::to_string(ch.seq) + " has " + std::to_string(ch.n_tokens) +
                 " tokens and a draft of " + std::to_string(ch.drafts));
     if (ch.logits < 1 || ch.logits > ch.n_tokens)
@@ -205,10 +219,14 @@ std::span<const float> Stage::forward(const StageInput& in) {
     auto it = caches_.find(ch.seq);
     if (it == caches_.end())
       it = caches_.try_emplace(ch.seq, n_ctx_, kv_.dims, kv_.state_floats, options_.kv_type, kv_.rows).first;
-    else if (ch.pos == 0 && it->second.has_state()) it->second.clear_state();  // starts over
-    else if (recurrent_ && ch.pos < it->second.length()) it->second.restore_checkpoint();  // validate: there is one
-    if (recurrent_ && ch.drafts > 0) it->second.expect_checkpoint(ch.pos + ch.n_tokens - ch.drafts);
-    else if (recurrent_) it->second.drop_checkpoint();
+    KvCache& kc = it->second;
+    if (ch.pos == 0 && kc.has_state()) {  // starts over
+      kc.clear_state();
+      kc.drop_checkpoint();
+    } else if (recurrent_ && ch.pos < kc.length()) {
+      kc.restore_checkpoint();  // validate: there is one
+    }
+    if (recurrent_) keep_checkpoint(kc, ch);
     for (int i = 0; i < ch.n_tokens; ++i, ++t) {
       row_cache_[static_cast<size_t>(t)] = &it->second;
       row_pos_[static_cast<size_t>(t)] = ch.pos + i;

@@ -50,6 +50,10 @@ struct StageOptions {
   // Layers whose largest matrices are read from the model file as each pass reaches them, not
   // kept in memory (layer_pager.h); empty: every weight stays mapped.
   PagingPlan paging;
+  // Chunks may end in drafts (speculative decoding): recurrent layers then keep a second state
+  // per sequence, the checkpoint before a draft. memory_bytes() counts it; it is allocated by a
+  // sequence's first draft, which works without this too, uncounted.
+  bool drafts = false;
 };
 
 // A run of consecutive tokens of one sequence within a batch.
@@ -61,8 +65,11 @@ struct SeqChunk {
   // Rows of logits the output stage returns for it: its last `logits` tokens (speculative
   // decoding verifies a draft with one row per drafted token, plus one).
   int logits = 1;
-  // Its last `drafts` tokens are a draft that may be rejected (less than n_tokens): recurrent
-  // layers keep their state from before them, which the next chunk may go back to.
+  // Its last `drafts` tokens are a draft that may be rejected: recurrent layers keep their state
+  // from before them, which the next chunk may go back to. All of the chunk (drafts == n_tokens)
+  // continues the draft of the chunk before: the state from before that one stays the one kept
+  // (a draft model feeds its own draft a token at a time). The pipeline's chunks have drafts <
+  // n_tokens, the last stage checking the draft with the logits of the token before it.
   int drafts = 0;
 };
 
@@ -88,6 +95,8 @@ class Stage {
   // or within max_rewind() of its reach; with recurrent layers at its end or at the checkpoint
   // before the last chunk's draft (KvCache::checkpoint), within the rings' reach (kv_layout.h).
   bool can_continue(uint64_t seq, int pos) const;
+  // The length at which `seq`'s recurrent layers kept their state before its draft; -1: none.
+  int checkpoint(uint64_t seq) const;
 
   // Runs the batch through this stage's layers. Returns hidden states [n_tokens x hidden_width(last_layer)], or on
   // the output stage logits [rows x n_vocab] (rows: each chunk's `logits`, in order, or every token
@@ -106,14 +115,16 @@ class Stage {
   uint64_t weight_bytes_read() const { return dense_bytes_read_ + (experts_ ? experts_->bytes_read() : 0); }
   const KernelTable& kernels() const { return kernels_; }
   // Memory the stage holds besides its weights when n_sequences caches are full: its buffers,
-  // and a KV cache (n_ctx rows, a sliding-window layer's ring) and recurrent states per sequence. What a budget subtracts
-  // before it decides what of the weights must be paged.
+  // and a KV cache (n_ctx rows, a sliding-window layer's ring) and recurrent states (two with
+  // StageOptions::drafts) per sequence. What a budget subtracts before it decides what of the
+  // weights must be paged.
   uint64_t memory_bytes(int n_sequences) const;
   // What paging read from storage, and how much of it the stage waited for (null: no paging).
   const LayerPager* pager() const { return pager_.get(); }
 
  private:
   int validate(const StageInput& in) const;
+  static void keep_checkpoint(KvCache& kc, const SeqChunk& ch);
   void embed(const StageInput& in, int n_tokens);
   void attention(int layer, int n_tokens);
   // w: layer l's weights (its paged matrices in the pager's buffer).
