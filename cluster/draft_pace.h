@@ -34,7 +34,9 @@ class DraftPace {
   void checked(int drafted, int accepted);
   // A step went without a draft (resting, or the source had none).
   void plain_step();
-  // One step's cycle took `seconds` and gave `tokens`, with a draft of `drafted` (0: plain).
+  // One step's cycle took `seconds` and gave `tokens`, with `drafted` tokens that drafting made
+  // it carry (its draft, and the accepted part of a draft cut short that recurrent stages compute
+  // again; 0: a plain step).
   void timed(int drafted, int tokens, double seconds);
   // Whether steps with drafts are measured to give tokens faster than plain steps.
   bool pays() const;

@@ -24,6 +24,7 @@ namespace {
 
 constexpr uint32_t kMaxWeightChunk = 8u << 20;
 constexpr int kDefaultMaxBatch = 256;
+constexpr int kFirstDraft = 4;  // tokens a conversation's first draft holds
 
 }  // namespace
 
@@ -190,6 +191,9 @@ partitioner::PartitionOptions Head::partition_options(wire::LaunchRequest::Reade
     throw Failure(ErrorCategory::BAD_REQUEST, e.what());
   }
   choose_draft(r, p);
+  p.options.drafts = opt.drafts = !p.draft.empty();
+  // The plan minimises a pass with the draft a conversation starts with (DraftPaceOptions).
+  if (opt.drafts) opt.draft_tokens = std::min(kFirstDraft, p.draft_max);
   const std::string objective = r.getObjective().size() ? r.getObjective().cStr() : "latency";
   const auto parsed = partitioner::objective_from_string(objective);
   if (!parsed) throw Failure(ErrorCategory::BAD_REQUEST, "unknown objective '" + objective + "'");
@@ -269,7 +273,7 @@ void Head::start_serving() {
   scheduler_ = std::make_unique<Scheduler>(
       ports_.stage, *p.tokenizer, p.options.n_ctx, static_cast<int>(p.stages.size()), p.options.max_sequences, caches,
       [this](const GenerationEvent& e) { emit(e); }, make_draft_source(p.draft, draft_target(p)),
-      DraftPaceOptions{.max_draft = max_draft, .first_draft = std::min(4, max_draft)});
+      DraftPaceOptions{.max_draft = max_draft, .first_draft = std::min(kFirstDraft, max_draft)});
   if (alone) launch_finished(p, true, "");
 }
 
@@ -363,6 +367,7 @@ void Head::send_assignment(const LaunchedPlan& p, size_t i, const std::vector<st
   a.setStaged(staged);
   a.setKvType(kv_type_to_wire(p.options.kv_type));
   a.setWireType(dtype_to_wire(s.wire_type));
+  a.setDrafts(p.options.drafts);
   if (!ports_.outbox.send(s.node_id, b))
     throw Failure(ErrorCategory::LOST_DEVICE, "device " + registry_.at(s.node_id).profile.name + " is unreachable");
 }

@@ -70,7 +70,7 @@ void Scheduler::admit(uint64_t seq) {
     node.key() = hit->seq;
     s.prompt_sent = s.cached = hit->reuse;
     s.fed.assign(s.prompt.begin(), s.prompt.begin() + static_cast<long>(hit->reuse));
-    s.reach = static_cast<int>(hit->reach);
+    s.reach = s.end = static_cast<int>(hit->reach);
   } else if (admitted() + draining_.size() + cache_.size() >= static_cast<size_t>(max_sequences_)) {
     stage_.release({*cache_.evict_oldest()});  // admit() left a slot: one is kept
   }
@@ -189,11 +189,12 @@ bool Scheduler::step() {
       const int drafts = static_cast<int>(s.draft.size());
       // Recurrent stages went back to their state before the last draft: its accepted part again.
       const int from = s.next_pos - s.resend, n = s.resend + 1 + drafts;
-      s.sent(from, n);
+      s.sent(from, n, drafts);
       batch.chunks.push_back({seq, from, n, false, true, s.sampling, false, drafts});
       batch.tokens.insert(batch.tokens.end(), s.fed.end() - (s.resend + 1), s.fed.end());
       batch.tokens.insert(batch.tokens.end(), s.draft.begin(), s.draft.end());
       s.next_pos++;
+      s.resent = s.resend;
       s.resend = 0;
       s.in_flight = true;
       s.decoding = true;
@@ -269,8 +270,10 @@ void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
     if (resend_accepted_ && accepted < static_cast<int>(draft.size())) s.resend = accepted;
     // A decode step's cycle, from the conversation's previous result: its drafting and its pass.
     const auto now = Steady::now();
+    // Tokens sent again are what the draft before cost: a step carrying them counts as drafting's.
     if (s.decoding && s.last_result)
-      s.pace.timed(static_cast<int>(draft.size()), accepted + 1, std::chrono::duration<double>(now - *s.last_result).count());
+      s.pace.timed(static_cast<int>(draft.size()) + s.resent, accepted + 1,
+                   std::chrono::duration<double>(now - *s.last_result).count());
     s.decoding = false;
     s.last_result = now;
     if (!draft.empty()) s.pace.checked(static_cast<int>(draft.size()), accepted);
@@ -345,10 +348,24 @@ void Scheduler::finish(uint64_t seq, const std::string& reason, const std::strin
 }
 
 void Scheduler::keep_or_release(uint64_t seq, const Session& s, const std::string& reason) {
+  Kept k = kept(s);
   // After an error the caches may be anywhere, or their stage gone.
-  if (reason == "error" || s.fed.empty()) stage_.release({seq});
-  else if (s.in_flight) draining_[seq] = {s.fed, static_cast<size_t>(s.reach)};
-  else cache_.keep(seq, s.fed, static_cast<size_t>(s.reach));
+  if (reason == "error" || k.tokens.empty()) stage_.release({seq});
+  else if (s.in_flight) draining_[seq] = std::move(k);
+  else cache_.keep(seq, std::move(k.tokens), k.reach);
+}
+
+// Recurrent stages continue a sequence only where their state is: after its last chunk, or at
+// the checkpoint before that chunk's draft. The last chunk may end past the fed tokens (a draft
+// cut short, one that ended the reply inside it, one still in flight), and reach, the furthest
+// position ever stored, may stay past them after a chunk went back: the sequence is kept as far
+// as the state a chunk can start from (none: freed).
+Scheduler::Kept Scheduler::kept(const Session& s) const {
+  if (!resend_accepted_) return {s.fed, static_cast<size_t>(s.reach)};
+  const int fed = static_cast<int>(s.fed.size());
+  const int at = s.end <= fed ? s.end : s.checkpoint <= fed ? s.checkpoint : -1;
+  if (at <= 0) return {};
+  return {{s.fed.begin(), s.fed.begin() + at}, static_cast<size_t>(at)};
 }
 
 void Scheduler::fail(const std::string& message, ErrorCategory category, const std::vector<uint64_t>& seqs) {

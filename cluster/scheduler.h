@@ -131,7 +131,15 @@ class Scheduler {
     // The furthest position the stages stored since the sequence last started at 0 (beyond fed:
     // a rejected draft's tail, an earlier turn's); how far it may go back counts from here.
     int reach = 0;
-    void sent(int pos, int n) { reach = pos == 0 ? n : std::max(reach, pos + n); }
+    // Where the last chunk sent ends, and the checkpoint before its draft (-1: none): where
+    // recurrent stages can continue the sequence.
+    int end = 0;
+    int checkpoint = -1;
+    void sent(int pos, int n, int drafts = 0) {
+      reach = pos == 0 ? n : std::max(reach, pos + n);
+      end = pos + n;
+      checkpoint = drafts > 0 ? end - drafts : -1;
+    }
     size_t cached = 0;            // leading prompt tokens a kept cache held when admitted
     bool use_cache = true;        // may reuse a kept cache
     bool started = false;         // its first chunk was sent
@@ -143,6 +151,7 @@ class Scheduler {
     std::optional<int32_t> pending;  // sampled, waiting to be fed back
     std::vector<int32_t> draft;      // sent behind the last fed token, waiting to be checked
     int resend = 0;                  // accepted draft tokens recurrent stages must compute again
+    int resent = 0;                  // of those, carried by the chunk in flight
     DraftPace pace;
     int passes = 0;                  // decode steps sent
     bool decoding = false;           // the chunk in flight is a decode step (timed for the pace)
@@ -157,6 +166,13 @@ class Scheduler {
   size_t admitted() const;
   // Leaves a finished sequence's caches on the stages for a later request (or frees them).
   void keep_or_release(uint64_t seq, const Session& s, const std::string& reason);
+  // What a finished sequence's caches hold that a later request may continue: tokens in order,
+  // and the furthest position the stages stored.
+  struct Kept {
+    std::vector<int32_t> tokens;
+    size_t reach = 0;
+  };
+  Kept kept(const Session& s) const;
   void finish(uint64_t seq, const std::string& reason, const std::string& error = "",
               ErrorCategory category = ErrorCategory::INTERNAL);
   // The draft to send behind a decoding session's pending token, within `room` batch tokens.
@@ -177,11 +193,7 @@ class Scheduler {
   PromptCache cache_;
   // Finished sequences with a sampled token still on its way back: kept once it arrives (until
   // then a new request could not tell that token from its own).
-  struct Draining {
-    std::vector<int32_t> tokens;
-    size_t reach = 0;
-  };
-  std::map<uint64_t, Draining> draining_;
+  std::map<uint64_t, Kept> draining_;
   uint64_t next_seq_ = 1;
   uint64_t round_robin_ = 0;
   SchedulerTotals totals_;

@@ -94,8 +94,8 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
   for (double b : spec_.layer_weight_bytes) widest_layer_bytes_ = std::max(widest_layer_bytes_, b);
   weight_prefix_.assign(spec_.n_layers + 1, 0.0);
   for (int l = 0; l < spec_.n_layers; ++l) weight_prefix_[l + 1] = weight_prefix_[l] + spec_.layer_weight_bytes[l];
-  // A recurrent layer holds its fixed state per stream instead of a KV cache; a shared-KV layer
-  // holds neither.
+  // A recurrent layer holds its fixed state per stream instead of a KV cache (twice when the
+  // launch drafts: the checkpoint before a draft); a shared-KV layer holds neither.
   // A sliding-window layer keeps a ring of its latest positions (kv_cache_rows).
   kv_prefix_.assign(spec_.n_layers + 1, 0.0);
   const bool states = spec_.layer_state_bytes.size() == static_cast<size_t>(spec_.n_layers);
@@ -104,7 +104,7 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
     const double state = states ? spec_.layer_state_bytes[static_cast<size_t>(l)] : 0.0;
     const double rows = kv_cache_rows(layer_window(l), o.ctx, o.max_batch);
     const double kv = shares && spec_.layer_shares_kv[static_cast<size_t>(l)] ? 0.0 : kv_token_layer_bytes_ * rows * o.streams;
-    kv_prefix_[l + 1] = kv_prefix_[l] + (state > 0 ? state * o.streams : kv);
+    kv_prefix_[l + 1] = kv_prefix_[l] + (state > 0 ? state * o.streams * (o.drafts ? 2 : 1) : kv);
   }
 
   build_decode_tables();
@@ -159,6 +159,7 @@ void CostModel::build_decode_tables() {
   // m = 1 (one stream's latency, micro_batch_index(1)) even when B > kMaxMicroBatches stops the
   // loop above at ceil(B / 16) >= 2: without it index -1 was read (head crash at --streams 17).
   micro_batches_.push_back(1);
+  micro_batches_.push_back(latency_rows());
   std::sort(micro_batches_.begin(), micro_batches_.end());
   micro_batches_.erase(std::unique(micro_batches_.begin(), micro_batches_.end()), micro_batches_.end());
   for (int m : micro_batches_) {

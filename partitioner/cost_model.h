@@ -65,8 +65,11 @@ class CostModel {
   int n_devices() const { return static_cast<int>(devices_.size()); }
 
   // ---- workload candidates ----
-  // Micro-batch sizes m worth trying: ceil(B / G) for G = 1..min(B, kMaxMicroBatches); ascending, has 1.
+  // Micro-batch sizes m worth trying: ceil(B / G) for G = 1..min(B, kMaxMicroBatches); ascending, has 1,
+  // and the rows of a drafting pass (latency_rows(), which may exceed B: no throughput candidate then).
   const std::vector<int>& micro_batches() const { return micro_batches_; }
+  // Rows of one stream's decode pass: 1, or a draft's tokens + 1 (PartitionOptions::draft_tokens).
+  int latency_rows() const { return 1 + std::max(0, options_.draft_tokens); }
   int micro_batch_index(int m) const;  // index into micro_batches(), or -1
   // Prompt chunkings worth trying for ttft (one entry when prefill_chunk is fixed).
   const std::vector<std::vector<PromptChunk>>& chunk_schedules() const { return schedules_; }

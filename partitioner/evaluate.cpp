@@ -79,6 +79,10 @@ void check_options(std::vector<std::string>& out, const PartitionOptions& o) {
   check_positive(out, "activation_bytes_per_elem", o.activation_bytes_per_elem);
   check_positive(out, "compressed_bytes_per_elem", o.compressed_bytes_per_elem);
   check_not_negative(out, "compress_below_bytes_per_s", o.compress_below_bytes_per_s);
+  check_not_negative(out, "draft_tokens", o.draft_tokens);
+  if (o.draft_tokens >= o.max_batch) out.push_back("draft_tokens must be below max_batch (a pass is one step)");
+  check_not_negative(out, "tokens_per_pass", o.tokens_per_pass);
+  if (o.tokens_per_pass > o.draft_tokens + 1) out.push_back("tokens_per_pass cannot exceed draft_tokens + 1");
 }
 
 }  // namespace

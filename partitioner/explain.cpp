@@ -189,6 +189,7 @@ std::vector<std::string> describe_plan(const PartitionPlan& plan) {
   lines.push_back(printf_string("predicted: %.1f ms/token for one stream", p.ms_per_token) +
                   printf_string(", %.2f tokens/s", p.tokens_per_s) + " at micro-batch " + std::to_string(p.micro_batch) +
                   printf_string(", TTFT %.0f ms", p.ttft_ms) + " (" + std::to_string(p.prefill_chunks) + " prefill chunk(s))");
+  if (p.draft_pass_ms > 0) lines.push_back(printf_string("predicted: %.1f ms per pass with a draft", p.draft_pass_ms));
   for (const std::string& r : plan.left_out_reasons) lines.push_back("left out: " + r);
   if (!plan.exact) lines.push_back("note: searched with the fast path; the optimum is not guaranteed");
   return lines;

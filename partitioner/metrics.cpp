@@ -41,6 +41,7 @@ ThroughputPoint best_throughput(const CostModel& cm, std::span<const StageRange>
   best.tokens_per_s = -1;
   for (int mi = 0; mi < static_cast<int>(cm.micro_batches().size()); ++mi) {
     const int m = cm.micro_batches()[mi];
+    if (m > b) continue;  // a drafting pass's rows, not streams
     const double g = std::ceil(b / m);
     const RingTimes r = ring_times(cm, stages, mi);
     const double x = std::min(b / r.ring_s, b / (g * r.period_s));
@@ -111,11 +112,15 @@ Prediction predict(const CostModel& cm, std::span<const StageRange> stages) {
   const TtftPoint t = best_ttft(cm, stages);
   p.ttft_ms = t.seconds * 1e3;
   p.prefill_chunks = static_cast<int>(cm.chunk_schedules()[t.schedule].size());
+  if (cm.latency_rows() > 1) {
+    p.draft_pass_ms = ring_times(cm, stages, cm.micro_batch_index(cm.latency_rows())).ring_s * 1e3;
+    if (cm.options().tokens_per_pass > 0) p.draft_ms_per_token = p.draft_pass_ms / cm.options().tokens_per_pass;
+  }
   return p;
 }
 
 PlanScore score(const CostModel& cm, std::span<const StageRange> stages, Objective objective) {
-  const double ring = ring_times(cm, stages, cm.micro_batch_index(1)).ring_s;
+  const double ring = ring_times(cm, stages, cm.micro_batch_index(cm.latency_rows())).ring_s;
   switch (objective) {
     case Objective::latency: return {ring, 0.0};
     case Objective::throughput: return {-best_throughput(cm, stages).tokens_per_s, ring};

@@ -38,6 +38,15 @@ struct PartitionOptions {
   // Devices whose profile has a storage read rate may hold more weights than their memory and
   // read the rest from storage every step (issue 19), when that is faster or nothing else fits.
   bool allow_paging = true;
+  // The launch drafts (speculative decoding): a recurrent layer keeps its state twice per stream,
+  // the second being the checkpoint before a draft.
+  bool drafts = false;
+  // Speculative decoding's passes carry a draft of this many tokens behind their token (0: none):
+  // the latency objective then minimises the time of a pass of draft_tokens + 1 rows, which costs
+  // compute-bound devices more than memory-bound ones. A pass gives tokens_per_pass tokens on
+  // average (1 + the accepted part; 0: not known), which only the prediction uses.
+  int draft_tokens = 0;
+  double tokens_per_pass = 0;
 };
 
 std::string_view to_string(Objective objective);

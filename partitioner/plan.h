@@ -46,6 +46,10 @@ struct Prediction {
   int bottleneck_stage = -1;       // stage whose compute sets period_ms; -1 = a link does
   double ttft_ms = 0;              // ms from prompt arrival at the head to its first token
   int prefill_chunks = 1;          // prompt chunks K behind ttft_ms
+  // With drafts (PartitionOptions::draft_tokens): ms of one stream's pass carrying a draft, and
+  // that per token at PartitionOptions::tokens_per_pass (0: no drafts, or not known).
+  double draft_pass_ms = 0;
+  double draft_ms_per_token = 0;
 };
 
 struct PartitionPlan {

@@ -106,9 +106,13 @@ void search_throughput_at(const CostModel& cm, const SearchSpace& space, int mi,
 SearchOutcome search_space(const CostModel& cm, const SearchSpace& space, int front_cap) {
   SearchOutcome out;
   switch (cm.options().objective) {
-    case Objective::latency: keep_better(cm, space, min_ring_time(cm, space, cm.micro_batch_index(1), kNoLimit), out); break;
+    case Objective::latency:
+      keep_better(cm, space, min_ring_time(cm, space, cm.micro_batch_index(cm.latency_rows()), kNoLimit), out);
+      break;
     case Objective::throughput:
-      for (int mi = 0; mi < static_cast<int>(cm.micro_batches().size()); ++mi) search_throughput_at(cm, space, mi, out);
+      for (int mi = 0; mi < static_cast<int>(cm.micro_batches().size()); ++mi)
+        if (cm.micro_batches()[static_cast<size_t>(mi)] <= std::max(1, cm.options().streams))
+          search_throughput_at(cm, space, mi, out);
       break;
     case Objective::ttft:
       for (int s = 0; s < static_cast<int>(cm.chunk_schedules().size()); ++s)

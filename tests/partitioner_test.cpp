@@ -402,6 +402,13 @@ TEST_CASE("partitioner: recurrent layers hold a fixed state per stream instead o
   CHECK(dense.memory(0, 0, 8, false, false).kv_bytes == doctest::Approx(8 * kv));
   CHECK(hybrid.memory(0, 0, 8, false, false).kv_bytes == doctest::Approx(2 * kv + 6 * 2e6));
   CHECK(hybrid.memory(0, 3, 4, false, false).kv_bytes == doctest::Approx(kv));  // the attention layer alone
+  // A launch that drafts keeps a checkpoint of every state beside it; K/V rows need none.
+  PartitionOptions drafting = o;
+  drafting.drafts = true;
+  const CostModel hybrid_drafts(s, one, LinkTable{}, drafting);
+  CHECK(hybrid_drafts.memory(0, 0, 8, false, false).kv_bytes == doctest::Approx(2 * kv + 6 * 2 * 2e6));
+  CHECK(CostModel(preset("llama-3-8b", "q4_0"), one, LinkTable{}, drafting).memory(0, 0, 8, false, false).kv_bytes ==
+        doctest::Approx(8 * kv));
   ModelSpec shared = preset("llama-3-8b", "q4_0");  // Gemma 4 E-style: the last 20 layers read others' caches
   shared.layer_shares_kv.assign(static_cast<size_t>(shared.n_layers), false);
   for (int l = shared.n_layers - 20; l < shared.n_layers; ++l) shared.layer_shares_kv[static_cast<size_t>(l)] = true;
@@ -438,6 +445,40 @@ TEST_CASE("partitioner: a MoE block's read bytes grow with the batch towards all
   MESSAGE("MoE / dense: bytes read " << read_ratio << ", predicted ms/token " << time_ratio);
   CHECK(time_ratio < 0.2);
   CHECK(time_ratio == doctest::Approx(read_ratio).epsilon(0.25));  // KV reads and step overhead are the same in both
+}
+
+TEST_CASE("partitioner: with drafts, latency weighs a pass of the draft's rows, which compute-bound devices pay for") {
+  const ModelSpec spec = preset("llama-3-8b", "q4_0");
+  // a reads its weights twice as fast as b but computes a fifth as fast: one row is memory-bound
+  // on both, nine rows are compute-bound on a.
+  const std::vector<DeviceProfile> devices{device("a", 16, 60, 400e9), device("b", 16, 30, 2000e9)};
+  PartitionOptions o;
+  o.ctx = 1024;
+  const auto layers_on_a = [](const PartitionPlan& p) {
+    int n = 0;
+    for (const StageAssignment& s : p.stages) n += s.device_name == "a" ? s.last_layer - s.first_layer : 0;
+    return n;
+  };
+  const PlanResult plain = plan_partition(spec, devices, LinkTable{}, o);
+  REQUIRE(plain.ok());
+  CHECK(plain.plan->predicted.draft_pass_ms == 0);
+  o.draft_tokens = 8;
+  o.tokens_per_pass = 4;
+  const PlanResult drafting = plan_partition(spec, devices, LinkTable{}, o);
+  REQUIRE(drafting.ok());
+  MESSAGE("layers on a: " << layers_on_a(*plain.plan) << " plain, " << layers_on_a(*drafting.plan) << " drafting");
+  CHECK(layers_on_a(*drafting.plan) < layers_on_a(*plain.plan));
+  const Prediction& p = drafting.plan->predicted;
+  CHECK(p.draft_pass_ms > p.ms_per_token);
+  CHECK(p.draft_ms_per_token == doctest::Approx(p.draft_pass_ms / 4));
+  // The plain plan's pass with the same draft is slower than the drafting plan's.
+  const Prediction plain_with_drafts = evaluate_plan(spec, devices, LinkTable{}, o, *plain.plan);
+  CHECK(plain_with_drafts.draft_pass_ms > p.draft_pass_ms);
+  o.tokens_per_pass = 10;  // more than a pass can give
+  CHECK_FALSE(plan_partition(spec, devices, LinkTable{}, o).ok());
+  o.tokens_per_pass = 4;
+  o.draft_tokens = -1;
+  CHECK_FALSE(plan_partition(spec, devices, LinkTable{}, o).ok());
 }
 
 TEST_CASE("partitioner: infeasible plans say how many bytes are missing") {

@@ -579,6 +579,14 @@ TEST_SUITE("scheduler") {
     const auto prompt = concat(concat(phrase, phrase), head_of(phrase, 4));
     const int n = 20;
     const DraftTarget target{.vocab = m->tokenizer.vocab(), .n_ctx = 256, .max_sequences = 4, .threads = 1};
+    // Draft models with recurrent layers too: the model itself, and another of its vocabulary.
+    const std::string self = dir.file("q.gguf");
+    hearth::runtime::MakeModelOptions other;
+    other.shape = *hearth::runtime::random_model_preset("tiny");
+    other.arch = "qwen35";
+    other.seed = 99;
+    other.vocab_from = self;
+    const std::string other_path = hearth::test::make_model(dir, "other.gguf", other);
     // Stages of recurrent layers only, of both kinds, and the whole model on the head.
     for (const std::vector<int>& cuts : std::vector<std::vector<int>>{{}, {2}, {1, 3}}) {
       for (const auto& [name, sampling] : samplings()) {
@@ -596,6 +604,9 @@ TEST_SUITE("scheduler") {
         cases.push_back({"never agrees", script_source(prompt, plain.tokens, 1, V), 0});
         cases.push_back({"agrees twice, then not", script_source(prompt, plain.tokens, 1, V, 2), 2});
         cases.push_back({"ngram", make_draft_source("ngram", target), -1});
+        // Its greedy continuation is the model's own when the model samples greedily.
+        cases.push_back({"draft model: the model itself", make_draft_source(self, target), sampling.temperature == 0 ? 4 : -1});
+        cases.push_back({"draft model: another", make_draft_source(other_path, target), -1});
         for (auto& c : cases) {
           CAPTURE(std::string(c.source));
           hearth::runtime::ThreadPool pool(2);
@@ -612,14 +623,52 @@ TEST_SUITE("scheduler") {
             CHECK(t.tokens_accepted == (c.accepted_per_draft == 0 ? 0 : t.tokens_drafted));
             CHECK(t.tokens_drafted > 0);
           }
-          // The caches are left as a plain run's would be, or not reused: the next turn gives a
-          // fresh run's tokens either way.
+          // The next turn continues the kept caches from where the recurrent state is (after the
+          // last chunk, or its checkpoint when the last draft was cut short) and gives a fresh
+          // run's tokens. (Not with a repetition penalty: its window is computed again, and a
+          // recurrent state cannot go back over it.)
           const auto next = concat(concat(prompt, r.tokens), head_of(phrase, 5));
           const Reply r2 = head.generate(2, next, 6, sampling);
+          if (sampling.repeat_penalty == 1.0f) CHECK(r2.done.cached_tokens > static_cast<int>(prompt.size()));
           CHECK(r2.tokens == fresh(*m, cuts, next, 6, sampling).tokens);
         }
       }
     }
+  }
+
+  TEST_CASE("a model with recurrent layers whose reply ends inside an accepted draft keeps its caches from before it") {
+    TempDir dir;
+    const auto m = open_hybrid_model(dir);
+    const int V = m->config.n_vocab;
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    const auto prompt = random_tokens(12, 50, V);
+    const Reply plain = fresh(*m, {2}, prompt, 24, greedy);
+    // A token of the reply that a draft proposes after its first (drafts of 4 accepted whole: the
+    // model's own tokens come at 5, 10, ...), not seen before it, becomes an end of generation.
+    size_t j = 2;
+    while (j < plain.tokens.size() && (j % 5 < 2 || std::find(plain.tokens.begin(), plain.tokens.begin() + static_cast<long>(j),
+                                                              plain.tokens[j]) != plain.tokens.begin() + static_cast<long>(j)))
+      ++j;
+    REQUIRE(j < plain.tokens.size());
+    hearth::runtime::Vocab vocab = m->tokenizer.vocab();
+    vocab.eot = plain.tokens[j];
+    m->tokenizer = hearth::runtime::Tokenizer(vocab);
+    hearth::runtime::ThreadPool pool(2);
+    auto p = make_pipeline(*m, {2}, pool);
+    Driver head(*p, *m, 4, script_source(prompt, plain.tokens, 0, V), {.max_draft = 4, .first_draft = 4});
+    const Reply r = head.generate(1, prompt, 24, greedy);
+    CHECK(r.done.finish_reason == "stop");
+    CHECK(r.tokens == head_of(plain.tokens, j));
+    CHECK(head.scheduler.totals().tokens_accepted == head.scheduler.totals().tokens_drafted);
+    // The stages hold the whole draft's state, past the reply's end: the next turn starts from
+    // the state before that draft, and gives a fresh run's tokens.
+    const auto next = concat(concat(prompt, r.tokens), random_tokens(6, 51, V));
+    const Reply r2 = head.generate(2, next, 6, greedy);
+    CHECK(r2.done.error.empty());
+    CHECK(r2.done.cached_tokens > static_cast<int>(prompt.size()));
+    CHECK(r2.done.cached_tokens == static_cast<int>(prompt.size() + j - j % 5 + 1));
+    CHECK(r2.tokens == fresh(*m, {2}, next, 6, greedy).tokens);
   }
 
   TEST_CASE("conversations speculate side by side, and one that ends inside an accepted draft stops there") {
@@ -665,7 +714,7 @@ TEST_SUITE("scheduler") {
     CHECK(head.scheduler.totals().tokens_accepted > 10);
   }
 
-  TEST_CASE("a draft model must share the model's vocabulary and be able to go back") {
+  TEST_CASE("a draft model must share the model's vocabulary") {
     TempDir dir;
     hearth::runtime::MakeModelOptions o;
     o.shape = *hearth::runtime::random_model_preset("tiny");
@@ -675,10 +724,9 @@ TEST_SUITE("scheduler") {
     larger.shape.n_vocab = 600;
     CHECK_THROWS_WITH_AS(make_draft_source(hearth::test::make_model(dir, "v.gguf", larger), target),
                          doctest::Contains("must share the model's vocabulary"), std::invalid_argument);
-    hearth::runtime::MakeModelOptions hybrid = o;
+    hearth::runtime::MakeModelOptions hybrid = o;  // recurrent layers go back to their checkpoint
     hybrid.arch = "qwen35";
-    CHECK_THROWS_WITH_AS(make_draft_source(hearth::test::make_model(dir, "q.gguf", hybrid), target),
-                         doctest::Contains("recurrent"), std::invalid_argument);
+    CHECK(make_draft_source(hearth::test::make_model(dir, "q.gguf", hybrid), target) != nullptr);
     const std::string junk = dir.file("junk.gguf");
     hearth::test::write_bytes(junk, {1, 2, 3});
     CHECK_THROWS_WITH_AS(make_draft_source(junk, target), doctest::Contains("the draft model"), std::invalid_argument);

@@ -47,6 +47,8 @@ struct PlanArgs {
   int ctx = 0;  // 0 = the model's training context (at most 4096), 4096 for presets
   int streams = 1;
   int prompt_tokens = 512;
+  int draft_tokens = 0;
+  double tokens_per_pass = 0;
   bool json = false;
   std::string kv_type = kDefaultKvType;
   std::string wire_type = "f32";
@@ -304,6 +306,13 @@ void print_plan(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfi
                 p.bottleneck_stage >= 0 ? ("stage " + std::to_string(p.bottleneck_stage) + " (*)").c_str() : "a link");
   std::printf("          TTFT %.0f ms for a %d-token prompt (%d prefill chunk(s))\n", p.ttft_ms, o.prompt_tokens,
               p.prefill_chunks);
+  if (o.draft_tokens > 0) {
+    std::printf("          a pass with a draft of %d tokens: %.1f ms", o.draft_tokens, p.draft_pass_ms);
+    if (p.draft_ms_per_token > 0)
+      std::printf(", %.1f ms/token (%.1f tokens/s) at %.2f tokens per pass", p.draft_ms_per_token, 1e3 / p.draft_ms_per_token,
+                  o.tokens_per_pass);
+    std::printf("\n");
+  }
   if (!plan.left_out_reasons.empty()) {
     std::printf("left out\n");
     for (const std::string& r : plan.left_out_reasons) std::printf("  %s\n", r.c_str());
@@ -355,6 +364,8 @@ nlohmann::json plan_json(const pt::PartitionPlan& plan, const std::vector<pt::De
             {"ctx", o.ctx},
             {"streams", o.streams},
             {"prompt_tokens", o.prompt_tokens},
+            {"draft_tokens", o.draft_tokens},
+            {"tokens_per_pass", o.tokens_per_pass},
             {"kv_bytes_per_elem", o.kv_bytes_per_elem}}},
           {"links", {{"default", links.source}, {"statement", links.statement}, {"overrides", overrides}}},
           {"stages", stages},
@@ -366,7 +377,9 @@ nlohmann::json plan_json(const pt::PartitionPlan& plan, const std::vector<pt::De
             {"period_ms", p.period_ms},
             {"bottleneck_stage", p.bottleneck_stage},
             {"ttft_ms", p.ttft_ms},
-            {"prefill_chunks", p.prefill_chunks}}},
+            {"prefill_chunks", p.prefill_chunks},
+            {"draft_pass_ms", p.draft_pass_ms},
+            {"draft_ms_per_token", p.draft_ms_per_token}}},
           {"left_out", plan.left_out_reasons},
           {"exact", plan.exact}};
 }
@@ -385,6 +398,9 @@ void plan(const PlanArgs& a) {
   o.ctx = a.ctx > 0 ? a.ctx : model.ctx_default;
   o.streams = a.streams;
   o.prompt_tokens = a.prompt_tokens;
+  o.drafts = a.draft_tokens > 0;
+  o.draft_tokens = a.draft_tokens;
+  o.tokens_per_pass = a.tokens_per_pass;
   const runtime::TensorType kv = kv_type_named(a.kv_type);
   o.kv_bytes_per_elem = runtime::kv_bytes_per_element(kv);
   if (const std::string why = model.config ? runtime::kv_type_unfit(kv, *model.config, 0, model.config->n_layer)
@@ -454,6 +470,13 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--algorithm", a->algorithm, "dp = optimal search; memory / equal = the splits other tools use")
       ->capture_default_str()
       ->check(CLI::IsMember({"dp", "exhaustive", "memory", "equal"}));
+  cmd->add_option("--draft-tokens", a->draft_tokens,
+                  "Speculative decoding (launch --draft): tokens a draft holds; the plan minimises a pass of that many "
+                  "tokens + 1, and recurrent layers keep a second state per stream")
+      ->check(CLI::Range(0, 128));
+  cmd->add_option("--tokens-per-pass", a->tokens_per_pass,
+                  "With --draft-tokens: tokens a pass gives on average (1 + the accepted part), for the prediction")
+      ->check(CLI::Range(0.0, 129.0));
   cmd->add_flag("--json", a->json, "Print the plan as JSON");
   add_kv_type_option(cmd, a->kv_type);
   add_wire_type_option(cmd, a->wire_type);
