@@ -10,7 +10,8 @@
 // as moving averages for steps with a draft and steps without.
 //
 // - While steps with drafts are measured to give tokens faster than plain steps, every step
-//   drafts max_draft tokens: misses and all, drafting pays, and longer drafts catch longer runs.
+//   drafts max_draft tokens: misses and all, drafting pays, and longer drafts catch longer runs;
+//   but one step in 32 goes plain, to measure plain steps again.
 // - Otherwise (or before both are measured) k follows what the drafts earn: +1 after a draft
 //   accepted whole, one past the accepted part after a partial one; and drafts rejected outright
 //   twice in a row stop drafting for a while, doubling each time (1, 2, 4 ... 64 steps), so a
@@ -49,6 +50,8 @@ class DraftPace {
   // Moving averages (0: not measured yet): a plain step's cycle; a drafting step's cycle and
   // the tokens it gave.
   double plain_s_ = 0, draft_s_ = 0, draft_tokens_ = 0;
+  int since_plain_ = 0;  // drafting steps since the last plain one
+  bool probe_ = false;   // the plain step in flight measures plain steps afresh
 };
 
 }  // namespace hearth::cluster

@@ -161,6 +161,26 @@ TEST_SUITE("draft") {
     CHECK(pace.next() == 0);
   }
 
+  TEST_CASE("while drafting pays, a plain step now and then measures plain steps again") {
+    cluster::DraftPace pace({.max_draft = 4, .first_draft = 4});
+    pace.timed(0, 1, 0.400);  // a plain step slow once (the machine busy)
+    pace.timed(4, 1, 0.180);  // drafts that never agree, each step one token
+    REQUIRE(pace.pays());
+    int drafting = 0;
+    while (pace.next() > 0 && drafting < 100) {
+      pace.checked(4, 0);
+      pace.timed(4, 1, 0.180);
+      ++drafting;
+    }
+    CHECK(drafting == 32);
+    pace.plain_step();
+    pace.timed(0, 1, 0.085);  // what a plain step takes now
+    CHECK_FALSE(pace.pays());
+    pace.checked(4, 0);
+    pace.checked(4, 0);
+    CHECK(pace.next() == 0);  // resting
+  }
+
   TEST_CASE("draft sources: none, ngram and an oracle from a file; anything else is refused with the choices") {
     const runtime::Vocab vocab;
     const auto make = [&](const std::string& choice) { return cluster::make_draft_source(choice, {.vocab = vocab}); };
