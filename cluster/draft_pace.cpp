@@ -41,8 +41,9 @@ void DraftPace::checked(int drafted, int accepted) {
   if (++misses_ >= kMissesBeforeRest) rest_ = std::min(kLongestRest, 1 << std::min(misses_ - kMissesBeforeRest, 6));
 }
 
-void DraftPace::plain_step() {
+void DraftPace::plain_step(bool clean) {
   if (rest_ > 0) --rest_;
+  if (!clean) return;  // the probe waits for a step that is plain through and through
   probe_ = since_plain_ >= kProbeEvery;
   since_plain_ = 0;
 }

@@ -33,8 +33,9 @@ class DraftPace {
   int next() const;
   // A draft of `drafted` tokens came back with `accepted` of them taken.
   void checked(int drafted, int accepted);
-  // A step went without a draft (resting, or the source had none).
-  void plain_step();
+  // A step went without a draft (resting, or the source had none); `clean`: carrying nothing a
+  // draft left either (recurrent stages' re-sent tokens), so it may measure plain steps afresh.
+  void plain_step(bool clean = true);
   // One step's cycle took `seconds` and gave `tokens`, with `drafted` tokens that drafting made
   // it carry (its draft, and the accepted part of a draft cut short that recurrent stages compute
   // again; 0: a plain step).

@@ -243,7 +243,7 @@ std::vector<int32_t> Scheduler::draft_for(uint64_t seq, Session& s, int room) {
   std::vector<int32_t> draft;
   if (k > 0) draft = drafts_->propose(seq, s.fed, k);
   if (draft.size() > static_cast<size_t>(std::max(0, k))) draft.resize(static_cast<size_t>(std::max(0, k)));
-  if (draft.empty()) s.pace.plain_step();
+  if (draft.empty()) s.pace.plain_step(s.resend == 0);
   totals_.tokens_drafted += draft.size();
   return draft;
 }

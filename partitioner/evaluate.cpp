@@ -82,7 +82,8 @@ void check_options(std::vector<std::string>& out, const PartitionOptions& o) {
   check_not_negative(out, "draft_tokens", o.draft_tokens);
   if (o.draft_tokens >= o.max_batch) out.push_back("draft_tokens must be below max_batch (a pass is one step)");
   check_not_negative(out, "tokens_per_pass", o.tokens_per_pass);
-  if (o.tokens_per_pass > o.draft_tokens + 1) out.push_back("tokens_per_pass cannot exceed draft_tokens + 1");
+  if (o.tokens_per_pass != 0 && !(o.tokens_per_pass >= 1 && o.tokens_per_pass <= o.draft_tokens + 1))
+    out.push_back("tokens_per_pass must be 0 (not known) or from 1 to draft_tokens + 1");
 }
 
 }  // namespace

@@ -476,6 +476,8 @@ TEST_CASE("partitioner: with drafts, latency weighs a pass of the draft's rows, 
   CHECK(plain_with_drafts.draft_pass_ms > p.draft_pass_ms);
   o.tokens_per_pass = 10;  // more than a pass can give
   CHECK_FALSE(plan_partition(spec, devices, LinkTable{}, o).ok());
+  o.tokens_per_pass = 0.5;  // less than its own token
+  CHECK_FALSE(plan_partition(spec, devices, LinkTable{}, o).ok());
   o.tokens_per_pass = 4;
   o.draft_tokens = -1;
   CHECK_FALSE(plan_partition(spec, devices, LinkTable{}, o).ok());

@@ -375,6 +375,8 @@ TEST_SUITE("stage") {
     const auto resumed = forward(9, all.subspan(9), 0);
     CHECK(resumed == std::vector<float>(plain.begin() + 9 * static_cast<long>(V), plain.end()));
     // Starting over forgets it.
+    forward(12, std::vector<int32_t>{drafted[4]}, 1);
+    REQUIRE(s->checkpoint(2) == 12);
     forward(0, all.first(2), 2);
     CHECK(s->checkpoint(2) == 0);
     forward(0, all.first(3), 0);

@@ -66,7 +66,8 @@ std::vector<int32_t> DraftModel::propose(uint64_t seq, std::span<const int32_t> 
   size_t from = std::min(same, history.size() - 1);
   if (!stage_->can_continue(seq, static_cast<int>(from))) {
     const int checkpoint = stage_->checkpoint(seq);
-    from = checkpoint >= 0 && static_cast<size_t>(checkpoint) <= from ? static_cast<size_t>(checkpoint) : 0;
+    const bool back = checkpoint >= 0 && static_cast<size_t>(checkpoint) <= from && stage_->can_continue(seq, checkpoint);
+    from = back ? static_cast<size_t>(checkpoint) : 0;
   }
   held.assign(history.begin(), history.end());
   std::vector<int32_t> draft{feed(seq, held, from, false)};
