@@ -128,10 +128,11 @@ void check_shape(const RandomModelShape& s, TensorType type) {
   }
 }
 
-const char* const kArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gemma3", "gemma4", "qwen35", "qwen35moe", "gpt-oss"};
+const char* const kMakeableArchs[] = {"llama",  "qwen2",  "qwen3",  "qwen3moe",  "olmoe",  "phi3",
+                                      "gemma3", "gemma4", "qwen35", "qwen35moe", "gpt-oss"};
 
 void check_arch(const std::string& arch, const RandomModelShape& s) {
-  if (std::find(std::begin(kArchs), std::end(kArchs), arch) == std::end(kArchs))
+  if (std::find(std::begin(kMakeableArchs), std::end(kMakeableArchs), arch) == std::end(kMakeableArchs))
     throw std::invalid_argument("unknown architecture '" + arch +
                                 "' (llama, qwen2, qwen3, qwen3moe, olmoe, phi3, gemma3, gemma4, qwen35, qwen35moe, gpt-oss)");
   const bool moe_arch = arch == "qwen3moe" || arch == "olmoe" || arch == "gpt-oss" || arch == "qwen35moe";
@@ -212,7 +213,7 @@ void apply_preset_layout(const partitioner::ModelShape& s, MakeModelOptions& o) 
   }
 }
 
-std::vector<std::string> random_model_arch_names() { return {std::begin(kArchs), std::end(kArchs)}; }
+std::vector<std::string> random_model_arch_names() { return {std::begin(kMakeableArchs), std::end(kMakeableArchs)}; }
 
 TensorType k_quant_fallback(TensorType type) {
   switch (type) {
