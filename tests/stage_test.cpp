@@ -20,18 +20,18 @@ using hearth::test::TempDir;
 
 namespace {
 
-struct StageModel {
+struct Model {
   GgufFile file;
   ModelConfig config;
 };
 
-StageModel open_stage_model(const std::string& path) {
+Model open_model(const std::string& path) {
   GgufFile f = GgufFile::open(path);
   ModelConfig c = read_model_config(f);
   return {std::move(f), std::move(c)};
 }
 
-std::unique_ptr<Stage> make_stage(const StageModel& m, int first, int last, ThreadPool& pool,
+std::unique_ptr<Stage> make_stage(const Model& m, int first, int last, ThreadPool& pool,
                                   StageOptions o = {.n_ctx = 128, .max_batch = 32}) {
   const StageSpec spec{first, last, first == 0, last == m.config.n_layer};
   return std::make_unique<Stage>(std::make_shared<StageWeights>(m.file, m.config, spec), o, pool);
@@ -249,7 +249,7 @@ TEST_SUITE("stage") {
       hearth::test::write_bytes(mha, bytes);
     }
     ThreadPool pool(2);
-    const StageModel a = open_stage_model(gqa), b = open_stage_model(mha);
+    const Model a = open_model(gqa), b = open_model(mha);
     CHECK(a.config.n_head_kv == 2);
     CHECK(b.config.n_head_kv == 4);
     auto sa = make_stage(a, 0, 2, pool), sb = make_stage(b, 0, 2, pool);
@@ -267,7 +267,7 @@ TEST_SUITE("stage") {
     TempDir dir;
     for (TensorType t : {TensorType::F32, TensorType::Q4_0}) {
       CAPTURE(std::string(tensor_type_name(t)));
-      const StageModel m = open_stage_model(hearth::test::make_model(dir, "m.gguf", opts(t)));
+      const Model m = open_model(hearth::test::make_model(dir, "m.gguf", opts(t)));
       ThreadPool pool(2);
       auto whole = make_stage(m, 0, 5, pool);
       auto a = make_stage(m, 0, 2, pool), b = make_stage(m, 2, 5, pool);
@@ -307,7 +307,7 @@ TEST_SUITE("stage") {
   TEST_CASE("KV cache reuse: prefill then decode equals one batch; rewinding regenerates the same logits") {
     TempDir dir;
     // Q8_0 uses the same kernel at any batch size, so the results must be bit-identical.
-    const StageModel m = open_stage_model(hearth::test::make_model(dir, "m.gguf", opts(TensorType::Q8_0)));
+    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", opts(TensorType::Q8_0)));
     ThreadPool pool(2);
     auto s = make_stage(m, 0, 5, pool);
     Stage* chain[] = {s.get()};
@@ -332,7 +332,7 @@ TEST_SUITE("stage") {
     TempDir dir;
     MakeModelOptions o = opts(TensorType::Q8_0, 4);
     o.arch = "qwen35";
-    const StageModel m = open_stage_model(hearth::test::make_model(dir, "q.gguf", o));
+    const Model m = open_model(hearth::test::make_model(dir, "q.gguf", o));
     REQUIRE(m.config.full_attention_interval > 0);
     ThreadPool pool(2);
     auto s = make_stage(m, 0, 4, pool);
@@ -390,7 +390,7 @@ TEST_SUITE("stage") {
       MakeModelOptions o = opts(TensorType::Q8_0, 4);
       o.arch = arch;
       const std::string path = hearth::test::make_model(dir, "d.gguf", o);
-      const StageModel m = open_stage_model(path);
+      const Model m = open_model(path);
       const Vocab vocab = load_vocab(m.file.metadata());
       DraftModel kept(path, vocab, 128, 2, 2);
       std::vector<int32_t> history = some_tokens(12, 5, m.config.n_vocab);
@@ -411,7 +411,7 @@ TEST_SUITE("stage") {
     TempDir dir;
     MakeModelOptions o = opts(TensorType::Q8_0, 4);
     o.arch = "qwen35";
-    const StageModel m = open_stage_model(hearth::test::make_model(dir, "q.gguf", o));
+    const Model m = open_model(hearth::test::make_model(dir, "q.gguf", o));
     ThreadPool pool(2);
     const KvLayout k = kv_layout(m.config, 0, 4, 128, 32);
     uint64_t state_bytes = 0;
@@ -422,14 +422,14 @@ TEST_SUITE("stage") {
     CHECK(drafting->memory_bytes(3) - plain->memory_bytes(3) == 3 * state_bytes);
     CHECK(k.bytes(TensorType::F32, true) - k.bytes(TensorType::F32) == state_bytes);
     // Only the states: a model without recurrent layers counts the same either way.
-    const StageModel dense = open_stage_model(hearth::test::make_model(dir, "d.gguf", opts(TensorType::Q8_0)));
+    const Model dense = open_model(hearth::test::make_model(dir, "d.gguf", opts(TensorType::Q8_0)));
     CHECK(make_stage(dense, 0, 5, pool, {.n_ctx = 128, .max_batch = 32, .drafts = true})->memory_bytes(3) ==
           make_stage(dense, 0, 5, pool)->memory_bytes(3));
   }
 
   TEST_CASE("several sequences in one batch give the same results as each alone") {
     TempDir dir;
-    const StageModel m = open_stage_model(hearth::test::make_model(dir, "m.gguf", opts(TensorType::Q4_0)));
+    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", opts(TensorType::Q4_0)));
     ThreadPool pool(2);
     auto s = make_stage(m, 0, 5, pool);
     Stage* chain[] = {s.get()};
@@ -486,7 +486,7 @@ TEST_SUITE("stage") {
   TEST_CASE("f16 and q8_0 KV caches: prefill then decode equals one batch, batched sequences equal each alone, splits "
             "change no bit") {
     TempDir dir;
-    const StageModel m = open_stage_model(hearth::test::make_model(dir, "m.gguf", any_type_model(TensorType::Q8_0)));
+    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", any_type_model(TensorType::Q8_0)));
     ThreadPool pool(2);
     const size_t V = static_cast<size_t>(m.config.n_vocab);
     for (TensorType kv : {TensorType::F16, TensorType::Q8_0}) {
@@ -526,7 +526,7 @@ TEST_SUITE("stage") {
     heads16.shape.n_embd = 64;
     heads16.shape.n_head = 4;
     heads16.shape.n_head_kv = 2;
-    const StageModel small = open_stage_model(hearth::test::make_model(dir, "small.gguf", heads16));
+    const Model small = open_model(hearth::test::make_model(dir, "small.gguf", heads16));
     REQUIRE(small.config.head_dim % 32 != 0);
     CHECK_THROWS_WITH_AS(make_stage(small, 0, 5, pool, {.n_ctx = 64, .max_batch = 8, .kv_type = TensorType::Q8_0}),
                          doctest::Contains("--kv-type f16"), std::invalid_argument);
@@ -536,7 +536,7 @@ TEST_SUITE("stage") {
     TempDir dir;
     for (TensorType t : kEveryType) {
       CAPTURE(std::string(tensor_type_name(t)));
-      const StageModel m = open_stage_model(hearth::test::make_model(dir, "m.gguf", any_type_model(t)));
+      const Model m = open_model(hearth::test::make_model(dir, "m.gguf", any_type_model(t)));
       ThreadPool pool(2);
       auto s = make_stage(m, 0, 3, pool);
       Stage* chain[] = {s.get()};
@@ -555,7 +555,7 @@ TEST_SUITE("stage") {
     TempDir dir;
     for (TensorType t : kEveryType) {
       CAPTURE(std::string(tensor_type_name(t)));
-      const StageModel m = open_stage_model(hearth::test::make_model(dir, "m.gguf", any_type_model(t)));
+      const Model m = open_model(hearth::test::make_model(dir, "m.gguf", any_type_model(t)));
       ThreadPool pool(2);
       auto s = make_stage(m, 0, 3, pool);
       Stage* chain[] = {s.get()};
@@ -592,7 +592,7 @@ TEST_SUITE("stage") {
     for (TensorType t :
          {TensorType::F32, TensorType::F16, TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_K, TensorType::Q6_K}) {
       CAPTURE(std::string(tensor_type_name(t)));
-      const StageModel m = open_stage_model(hearth::test::make_model(dir, "m.gguf", any_type_model(t)));
+      const Model m = open_model(hearth::test::make_model(dir, "m.gguf", any_type_model(t)));
       const auto greedy = [&](int threads) {
         ThreadPool pool(threads);
         auto s = make_stage(m, 0, 3, pool);
@@ -616,7 +616,7 @@ TEST_SUITE("stage") {
 
   TEST_CASE("bad input is refused with a clear message and changes nothing") {
     TempDir dir;
-    const StageModel m = open_stage_model(hearth::test::make_model(dir, "m.gguf", opts(TensorType::F32, 2)));
+    const Model m = open_model(hearth::test::make_model(dir, "m.gguf", opts(TensorType::F32, 2)));
     ThreadPool pool(1);
     auto first = make_stage(m, 0, 1, pool, {.n_ctx = 16, .max_batch = 8, .max_sequences = 2});
     auto second = make_stage(m, 1, 2, pool, {.n_ctx = 16, .max_batch = 8, .max_sequences = 2});
@@ -669,7 +669,7 @@ TEST_SUITE("stage") {
     o.shape.n_head = 8;
     o.shape.n_head_kv = 8;
     o.shape.n_ff = 1536;
-    const StageModel m = open_stage_model(hearth::test::make_model(dir, "big.gguf", o));
+    const Model m = open_model(hearth::test::make_model(dir, "big.gguf", o));
     const uint64_t layer_bytes = (4ull * 512 * 512 + 3ull * 512 * 1536) * 2;  // ~5.8 MB
     ThreadPool pool(2);
     const uint64_t before = rss_file_bytes();
