@@ -18,8 +18,13 @@
 #include "runtime/model/matmul.h"
 #include "runtime/kernels/row_split.h"
 #include "runtime/model/ops.h"
+#include "tests/kernel_test_util.h"
 
 using namespace hearth::runtime;
+using hearth::test::dequantized;
+using hearth::test::naive_dot;
+using hearth::test::quantized;
+using hearth::test::random_floats;
 
 namespace {
 
@@ -28,33 +33,7 @@ __attribute__((target("f16c"))) uint16_t hw_to_half(float f) { return _cvtss_sh(
 __attribute__((target("f16c"))) float hw_from_half(uint16_t h) { return _cvtsh_ss(h); }
 #endif
 
-std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
 std::vector<const KernelTable*> tables() { return supported_kernels(); }
-
-double naive_dot(const std::vector<float>& a, const std::vector<float>& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += double{a[i]} * double{b[i]};
-  return s;
-}
-
-std::vector<uint8_t> quantized(TensorType t, const std::vector<float>& x) {
-  std::vector<uint8_t> out(row_bytes(t, x.size()));
-  quantize_row(t, x.data(), out.data(), static_cast<int64_t>(x.size()));
-  return out;
-}
-
-std::vector<float> dequantized(TensorType t, const std::vector<uint8_t>& q, size_t n) {
-  std::vector<float> out(n);
-  dequantize_row(t, q.data(), out.data(), static_cast<int64_t>(n));
-  return out;
-}
 
 constexpr TensorType kAllTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16,  TensorType::Q8_0,
                                     TensorType::Q4_0, TensorType::Q5_0, TensorType::Q4_K,  TensorType::Q5_K,
@@ -205,7 +184,7 @@ TEST_SUITE("kernels") {
           Case{TensorType::Q4_0, 1.0 / 8 + 1e-3}, Case{TensorType::Q5_0, 1.0 / 16 + 1e-3}, Case{TensorType::MXFP4, 0.25},
           Case{TensorType::IQ4_NL, 0.15}, Case{TensorType::IQ4_XS, 0.2}}) {
       CAPTURE(std::string(tensor_type_name(c.type)));
-      const auto y = dequantized(c.type, quantized(c.type, x), x.size());
+      const auto y = dequantized(c.type, quantized(c.type, x).data(), x.size());
       for (size_t b = 0; b < x.size(); b += 32) {
         float amax = 0;
         for (size_t i = b; i < b + 32; ++i) amax = std::max(amax, std::fabs(x[i]));
@@ -227,7 +206,7 @@ TEST_SUITE("kernels") {
 
         for (TensorType t : {TensorType::F16, TensorType::BF16}) {
           const auto q = quantized(t, w);
-          const auto wd = dequantized(t, q, w.size());
+          const auto wd = dequantized(t, q.data(), w.size());
           const auto* h = reinterpret_cast<const uint16_t*>(q.data());
           const float got = t == TensorType::F16 ? k->dot_f16(h, x.data(), n) : k->dot_bf16(h, x.data(), n);
           CHECK(std::fabs(got - naive_dot(wd, x)) < 1e-5 * scale);
@@ -240,14 +219,11 @@ TEST_SUITE("kernels") {
         std::vector<BlockQ8_0> xq_ref(xq.size());
         scalar_kernels().quantize_q8_0(x.data(), xq_ref.data(), n);
         REQUIRE(std::memcmp(xq.data(), xq_ref.data(), xq.size() * sizeof(BlockQ8_0)) == 0);
-        const auto xd = dequantized(
-            TensorType::Q8_0,
-            std::vector<uint8_t>(reinterpret_cast<uint8_t*>(xq.data()), reinterpret_cast<uint8_t*>(xq.data() + xq.size())),
-            x.size());
+        const auto xd = dequantized(TensorType::Q8_0, xq.data(), x.size());
         for (TensorType t : {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0, TensorType::MXFP4, TensorType::IQ4_NL}) {
           CAPTURE(std::string(tensor_type_name(t)));
           const auto q = quantized(t, w);
-          const auto wd = dequantized(t, q, w.size());
+          const auto wd = dequantized(t, q.data(), w.size());
           const float got = q8_0_dot(*k, t, q.data(), xq.data(), n / 32);
           CHECK(std::fabs(got - naive_dot(wd, xd)) < 1e-5 * scale);
         }
@@ -274,11 +250,12 @@ TEST_SUITE("kernels") {
         CHECK(y1 == y2);  // rows are split across threads, never a row's sum
         for (int tk = 0; tk < n_tok; ++tk) {
           std::vector<float> xt(x.begin() + tk * n_in, x.begin() + (tk + 1) * n_in);
-          if (dot_type(t) == TensorType::Q8_0) xt = dequantized(TensorType::Q8_0, quantized(TensorType::Q8_0, xt), xt.size());
+          if (dot_type(t) == TensorType::Q8_0)
+            xt = dequantized(TensorType::Q8_0, quantized(TensorType::Q8_0, xt).data(), xt.size());
           if (dot_type(t) == TensorType::Q8_K) {
             std::vector<uint8_t> q(row_bytes(TensorType::Q8_K, xt.size()));
             best_kernels().quantize_q8_k(xt.data(), reinterpret_cast<BlockQ8_K*>(q.data()), n_in);
-            xt = dequantized(TensorType::Q8_K, q, xt.size());
+            xt = dequantized(TensorType::Q8_K, q.data(), xt.size());
           }
           for (int r = 0; r < n_out; ++r) {
             std::vector<float> wr(static_cast<size_t>(n_in));
@@ -690,3 +667,4 @@ TEST_CASE("matmul's row split: every row in exactly one task, tasks on granules 
   CHECK(huge.tasks() == RowSplit::kMaxTasks);
   CHECK(huge.rows(RowSplit::kMaxTasks - 1).second == int64_t{1} << 40);
 }
+

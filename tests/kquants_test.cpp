@@ -13,45 +13,25 @@
 #include "runtime/kernels/kquants.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/stage.h"
+#include "tests/kernel_test_util.h"
 #include "tests/test_util.h"
 
 using namespace hearth::runtime;
+using hearth::test::dequantized;
+using hearth::test::naive_dot;
+using hearth::test::quantized;
+using hearth::test::random_floats;
 using hearth::test::TempDir;
 
 namespace {
 
 constexpr TensorType kKTypes[] = {TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
 
-std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-std::vector<const KernelTable*> tables() {
+// The scalar reference table and the one this CPU computes with.
+std::vector<const KernelTable*> reference_and_best_tables() {
   std::vector<const KernelTable*> t{&scalar_kernels()};
   if (&best_kernels() != &scalar_kernels()) t.push_back(&best_kernels());
   return t;
-}
-
-double naive_dot(const std::vector<float>& a, const std::vector<float>& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += double{a[i]} * double{b[i]};
-  return s;
-}
-
-std::vector<uint8_t> quantized(TensorType t, const std::vector<float>& x) {
-  std::vector<uint8_t> out(row_bytes(t, x.size()));
-  quantize_row(t, x.data(), out.data(), static_cast<int64_t>(x.size()));
-  return out;
-}
-
-std::vector<float> dequantized(TensorType t, const void* q, size_t n) {
-  std::vector<float> out(n);
-  dequantize_row(t, q, out.data(), static_cast<int64_t>(n));
-  return out;
 }
 
 float kernel_dot(const KernelTable& k, TensorType t, const void* w, const BlockQ8_K* x, int n_blocks) {
@@ -245,7 +225,7 @@ TEST_SUITE("kquants") {
       if (n > 256) std::fill(x.begin() + 512, x.begin() + 768, 0.f);  // an all-zero block
       std::vector<BlockQ8_K> ref(static_cast<size_t>(n / kQK));
       scalar_kernels().quantize_q8_k(x.data(), ref.data(), n);
-      for (const KernelTable* k : tables()) {
+      for (const KernelTable* k : reference_and_best_tables()) {
         CAPTURE(std::string(k->name));
         std::vector<BlockQ8_K> q(ref.size());
         k->quantize_q8_k(x.data(), q.data(), n);
@@ -299,7 +279,7 @@ TEST_SUITE("kquants") {
   }
 
   TEST_CASE("K-quant dot kernels agree with naive loops over the dequantized operands, in every table") {
-    for (const KernelTable* k : tables()) {
+    for (const KernelTable* k : reference_and_best_tables()) {
       CAPTURE(std::string(k->name));
       for (int n : {256, 512, 4096, 5632}) {
         CAPTURE(n);
