@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #endif
 
+#include "runtime/kernels/aligned_vector.h"
 #include "runtime/kernels/half.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/kernels/lut_quants.h"
@@ -668,3 +669,14 @@ TEST_CASE("matmul's row split: every row in exactly one task, tasks on granules 
   CHECK(huge.rows(RowSplit::kMaxTasks - 1).second == int64_t{1} << 40);
 }
 
+TEST_CASE("activation buffers start a cache line, whatever their size and however they grow") {
+  // glibc's malloc gives 16-byte alignment, and a block large enough to be mapped sits 16 bytes
+  // past a page: the case the allocator exists for.
+  for (size_t n : {size_t{1}, size_t{5}, size_t{1000}, size_t{1} << 20, size_t{3} << 20}) {
+    CAPTURE(n);
+    AlignedVector<float> v(n);
+    CHECK(reinterpret_cast<uintptr_t>(v.data()) % kCacheLine == 0);
+    v.resize(2 * n + 3);
+    CHECK(reinterpret_cast<uintptr_t>(v.data()) % kCacheLine == 0);
+  }
+}

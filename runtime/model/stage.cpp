@@ -128,10 +128,11 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
 
 uint64_t Stage::memory_bytes(int n_sequences) const {
   uint64_t floats = 0;
-  for (const std::vector<float>* v : {&x_,           &xn_,          &q_,       &k_,        &v_,        &attn_,       &gate_,
-                                      &up_,          &tmp_,         &scores_,  &qpack_,    &inv_,      &kv_tile_,    &logits_,
-                                      &q_gate_,      &shexp_out_,   &ssm_qkv_, &ssm_z_,    &ssm_beta_, &ssm_alpha_,  &ssm_y_,
-                                      &ssm_scratch_, &v_norm_ones_, &ple_,     &ple_gate_, &ple_row_,  &hidden_out_, &router_in_})
+  for (const AlignedVector<float>* v :
+       {&x_,           &xn_,          &q_,       &k_,        &v_,        &attn_,       &gate_,
+        &up_,          &tmp_,         &scores_,  &qpack_,    &inv_,      &kv_tile_,    &logits_,
+        &q_gate_,      &shexp_out_,   &ssm_qkv_, &ssm_z_,    &ssm_beta_, &ssm_alpha_,  &ssm_y_,
+        &ssm_scratch_, &v_norm_ones_, &ple_,     &ple_gate_, &ple_row_,  &hidden_out_, &router_in_})
     floats += v->capacity();
   return floats * sizeof(float) + scratch_.bytes() +
          static_cast<uint64_t>(n_sequences) * kv_.bytes(options_.kv_type, options_.drafts);

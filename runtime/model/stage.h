@@ -24,6 +24,7 @@
 #include <span>
 #include <vector>
 
+#include "runtime/kernels/aligned_vector.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/model/expert_ffn.h"
 #include "runtime/model/kv_cache.h"
@@ -153,31 +154,31 @@ class Stage {
   int n_ctx_;
   RopeSpec rope_;                           // how full layers rotate
   RopeSpec rope_swa_;                       // and sliding-window layers (Gemma: own base, no scaling)
-  std::vector<float> rope_cos_, rope_sin_;  // (n_rot / 2), angles of one position
+  AlignedVector<float> rope_cos_, rope_sin_;  // (n_rot / 2), angles of one position
   KvLayout kv_;                             // of each sequence's caches on this stage's layers
   bool recurrent_ = false;                  // some layer keeps a recurrent state
-  std::vector<float> q_gate_;               // Qwen 3.5: the query projection with its gates
-  std::vector<float> shexp_out_;            // Qwen 3.5 MoE: the shared expert's output; Gemma 4's experts'
-  std::vector<float> router_in_;            // Gemma 4 26B-A4B: what its router reads
-  std::vector<float> ssm_qkv_, ssm_z_, ssm_beta_, ssm_alpha_, ssm_y_, ssm_scratch_;  // gated delta-net
-  std::vector<float> v_norm_ones_;          // the weight of a norm without one (Gemma 4's V)
+  AlignedVector<float> q_gate_;             // Qwen 3.5: the query projection with its gates
+  AlignedVector<float> shexp_out_;          // Qwen 3.5 MoE: the shared expert's output; Gemma 4's experts'
+  AlignedVector<float> router_in_;          // Gemma 4 26B-A4B: what its router reads
+  AlignedVector<float> ssm_qkv_, ssm_z_, ssm_beta_, ssm_alpha_, ssm_y_, ssm_scratch_;  // gated delta-net
+  AlignedVector<float> v_norm_ones_;  // the weight of a norm without one (Gemma 4's V)
   // Per-layer embeddings: every layer's inputs, (max_batch, n_layer, n_embd_per_layer); a row's
   // gated input; one token's row of the table; the hidden states a stage hands on with them.
-  std::vector<float> ple_, ple_gate_, ple_row_, hidden_out_;
+  AlignedVector<float> ple_, ple_gate_, ple_row_, hidden_out_;
   std::map<uint64_t, KvCache> caches_;
 
   // Working buffers, sized for max_batch tokens at construction.
   MatmulScratch scratch_;
-  std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, tmp_;
+  AlignedVector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, tmp_;
   // Attention's tokens at a time per sequence (a prompt chunk's), and its buffers for them.
   static constexpr int kTokenBlock = 8;
-  std::vector<float> scores_;  // (n_head, kTokenBlock, n_ctx)
-  std::vector<float> qpack_;   // (n_head, kTokenBlock, head_dim)
-  std::vector<float> inv_;     // (n_head, kTokenBlock): the softmax's 1 / sums
-  std::vector<float> kv_tile_; // (tasks, kKvTileFloats): cached rows read as f32 (not for f32 caches)
+  AlignedVector<float> scores_;   // (n_head, kTokenBlock, n_ctx)
+  AlignedVector<float> qpack_;    // (n_head, kTokenBlock, head_dim)
+  AlignedVector<float> inv_;      // (n_head, kTokenBlock): the softmax's 1 / sums
+  AlignedVector<float> kv_tile_;  // (tasks, kKvTileFloats): cached rows read as f32 (not for f32 caches)
   std::vector<KvCache*> row_cache_;
   std::vector<int> row_pos_;
-  std::vector<float> logits_;
+  AlignedVector<float> logits_;
   std::optional<ExpertFfn> experts_;  // MoE models
   std::unique_ptr<LayerPager> pager_;  // when options_.paging pages some layer
   uint64_t step_bytes_ = 0;           // matrices every forward() reads (all but the experts)
