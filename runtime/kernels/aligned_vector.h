@@ -1,7 +1,8 @@
 // Buffers whose first element starts a cache line. The SIMD kernels load activations 32 or 64
 // bytes at a time; from a plain std::vector (malloc aligns to 16 bytes, and a large block sits 16
-// bytes past a page) every other 32-byte load and every 64-byte load spanned two cache lines,
-// which cost the AVX-512 float prefill a fifth of its speed (measured in docs/performance.md).
+// bytes past a page) every other 32-byte load and every 64-byte load spanned two cache lines:
+// the AVX-512 f16 gemm ran 7-10% slower at prefill shapes, half as fast with its data in L1
+// (docs/performance.md, session 26).
 #pragma once
 
 #include <cstddef>
