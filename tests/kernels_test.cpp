@@ -347,9 +347,10 @@ TEST_SUITE("kernels") {
             CAPTURE(n_rows);
             const auto w = random_matrix(t, n, n_rows, 100u + static_cast<uint32_t>(n));
             const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
-            // 9 and 13: a full tile of 8 tokens (Q4_0, Q4_K) and 1 or 5 more, 13 also one of 12
-            // (AVX-512 Q4_0) and 1 more; 7 and 11 likewise around tiles of 4.
-            for (int n_tok : {1, 2, 3, 4, 5, 7, 9, 11, 13}) {
+            // 9 and 13: a full tile of 8 tokens (AVX2 Q4_0) and 1 or 5 more, 13 also one of 12
+            // (AVX-512 Q4_0) and 1 more, 17 one of 16 (Q4_K) and 1 more; 7 and 11 likewise around
+            // tiles of 4.
+            for (int n_tok : {1, 2, 3, 4, 5, 7, 9, 11, 13, 17}) {
               CAPTURE(n_tok);
               const auto x =
                   random_floats(static_cast<size_t>(n_tok) * static_cast<size_t>(n), 7u + static_cast<uint32_t>(n_tok));
@@ -463,9 +464,10 @@ TEST_SUITE("kernels") {
     for (const KernelTable* k : tables())
       if (k->name != "scalar") simd.push_back(k);
     if (simd.size() < 2) return;
-    // 1 token (decode kernels), 5, and 13 (a full tile of 12 and of 8 tokens, and remainders).
+    // 1 token (decode kernels), 5, 13 (a full tile of 12 and of 8 tokens, and remainders) and 17
+    // (one of 16 and 1 more).
     const int n_in = 512, n_out = 21;
-    for (const int n_tok : {1, 5, 13})
+    for (const int n_tok : {1, 5, 13, 17})
       for (TensorType t : kAllTypes) {
         CAPTURE(n_tok);
         CAPTURE(std::string(tensor_type_name(t)));
@@ -672,7 +674,7 @@ TEST_CASE("matmul's row split: every row in exactly one task, tasks on granules 
 TEST_CASE("activation buffers start a cache line, whatever their size and however they grow") {
   // glibc's malloc gives 16-byte alignment, and a block large enough to be mapped sits 16 bytes
   // past a page: the case the allocator exists for.
-  for (size_t n : {size_t{1}, size_t{5}, size_t{1000}, size_t{1} << 20, size_t{3} << 20}) {
+  for (size_t n : {size_t{1}, size_t{5}, size_t{1000}, size_t{1} << 16, size_t{3} << 16}) {
     CAPTURE(n);
     AlignedVector<float> v(n);
     CHECK(reinterpret_cast<uintptr_t>(v.data()) % kCacheLine == 0);

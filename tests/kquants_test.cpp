@@ -318,7 +318,7 @@ TEST_SUITE("kquants") {
           w.insert(w.end(), row.begin(), row.end());
         }
         const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
-        // 17: a full group of 16 tokens (the AVX2 Q4_K prefill tile) and one more.
+        // 17: a full group of 16 tokens (the x86 Q4_K prefill tiles) and one more.
         for (int n_tok : {1, 2, 3, 7, 13, 17}) {
           CAPTURE(n_tok);
           const auto x = random_floats(static_cast<size_t>(n_tok * n), 60u + static_cast<uint32_t>(n_tok));

@@ -2,24 +2,14 @@
 
 #include <spdlog/spdlog.h>
 
-#include <cctype>
 #include <sstream>
+
+#include "transport/printable.h"
 
 namespace hearth::transport {
 
 namespace asio = boost::asio;
 using asio::ip::udp;
-
-namespace {
-
-bool valid_node_id(std::string_view id) {
-  if (id.empty() || id.size() > 64) return false;
-  for (char c : id)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) return false;
-  return true;
-}
-
-}  // namespace
 
 std::string encode_beacon(const Beacon& b) {
   return "hearth/1 " + b.node_id + " " + std::to_string(b.control_port) + (b.is_head ? " head" : " node");
