@@ -147,8 +147,9 @@ TEST_SUITE("gpu") {
 
   // Whole models: the products' small differences pass through every later layer. These random
   // models are chaotic at Q8_0 rounding boundaries (reference_test: llama.cpp's own f16- and
-  // f32-KV logits differ by 1.5e-2 on them), and llama.cpp's f16 path rounds activations to f16
-  // (5.5e-4 from hearth's CPU as from this), so those bounds are the reference test's.
+  // f32-KV logits differ by 1.5e-2 on them), and at f16 ones for f16 weights, whose activations
+  // are rounded to f16 on the GPU as on the CPU and in llama.cpp (measured: 3.6e-4 from the CPU,
+  // 3.4e-4 from llama.cpp), so those bounds are the reference test's.
   TEST_CASE("random-tiny: logits of every weight type near the CPU's and llama.cpp's") {
     const auto gpu_choice = test_gpu();
     if (!gpu_choice) return;
@@ -156,7 +157,7 @@ TEST_SUITE("gpu") {
       const char* type;
       double vs_cpu, vs_llama;  // bounds relative to the largest logit
     };
-    for (const Case c : {Case{"f32", 1e-5, 1e-5}, Case{"f16", 1e-5, 2e-3}, Case{"q8_0", 2e-2, 2e-2}, Case{"q4_0", 2e-2, 2e-2}}) {
+    for (const Case c : {Case{"f32", 1e-5, 1e-5}, Case{"f16", 2e-3, 2e-3}, Case{"q8_0", 2e-2, 2e-2}, Case{"q4_0", 2e-2, 2e-2}}) {
       const std::string type = c.type;
       CAPTURE(type);
       const std::string base = "models/random-tiny/";
@@ -217,7 +218,9 @@ TEST_SUITE("gpu") {
     const auto gpu_choice = test_gpu();
     if (!gpu_choice) return;
     hearth::test::TempDir dir;
-    const WholeModel m = open_whole_model(hearth::test::make_model(dir, "m.gguf", random_model(TensorType::F16)));
+    // f32 weights: no rounding of activations, whose flips at a boundary would hide the small
+    // differences this compares (f16 and Q8_0 logits move by 1e-4 to 1e-2 for one flip).
+    const WholeModel m = open_whole_model(hearth::test::make_model(dir, "m.gguf", random_model(TensorType::F32)));
     // Room for two of the four layers' matrices, not the output head.
     uint64_t layer_bytes = 0;
     for (const WeightMatrix* w : {&m.weights->layer(0).wq, &m.weights->layer(0).wk, &m.weights->layer(0).wv, &m.weights->layer(0).wo,

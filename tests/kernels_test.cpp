@@ -79,6 +79,26 @@ TEST_SUITE("kernels") {
     CHECK(fp32_to_bf16(bits_to_float(0x3f818000)) == 0x3f82);
   }
 
+  TEST_CASE("every table rounds f16 activations as the scalar conversion does, bit for bit") {
+    // Random bit patterns (every exponent: subnormal results, overflow to infinity) and the ties
+    // halfway between two halves, 8-wide and 4-wide vectors plus a scalar tail (n = 4099).
+    std::mt19937 rng(11);
+    std::vector<float> x(4099);
+    for (size_t i = 0; i < x.size(); ++i) {
+      float f = bits_to_float(rng());
+      if (i % 3 == 0) f = bits_to_float((rng() & 0x80000000u) | ((rng() % 40 + 100) << 23) | (rng() & 0x7fe000u) | 0x1000u);
+      x[i] = std::isnan(f) ? 1.f : f;
+    }
+    std::vector<uint16_t> want(x.size());
+    for (size_t i = 0; i < x.size(); ++i) want[i] = fp32_to_fp16(x[i]);
+    for (const KernelTable* k : tables()) {
+      CAPTURE(std::string(k->name));
+      std::vector<uint16_t> got(x.size());
+      k->f32_to_f16(x.data(), got.data(), static_cast<int>(x.size()));
+      CHECK(got == want);
+    }
+  }
+
   TEST_CASE("hand-built Q8_0 and Q4_0 blocks dequantize to known values") {
     BlockQ8_0 q8{};
     q8.d = fp32_to_fp16(0.5f);
@@ -205,12 +225,16 @@ TEST_SUITE("kernels") {
 
         CHECK(std::fabs(k->dot_f32(w.data(), x.data(), n) - naive_dot(w, x)) < 1e-5 * scale);
 
+        // f16 weights meet activations rounded to f16 (their dot type), bf16 weights f32 ones.
+        std::vector<uint16_t> x16(x.size());
+        k->f32_to_f16(x.data(), x16.data(), n);
+        const auto x16d = dequantized(TensorType::F16, x16.data(), x.size());
         for (TensorType t : {TensorType::F16, TensorType::BF16}) {
           const auto q = quantized(t, w);
           const auto wd = dequantized(t, q.data(), w.size());
           const auto* h = reinterpret_cast<const uint16_t*>(q.data());
-          const float got = t == TensorType::F16 ? k->dot_f16(h, x.data(), n) : k->dot_bf16(h, x.data(), n);
-          CHECK(std::fabs(got - naive_dot(wd, x)) < 1e-5 * scale);
+          const float got = t == TensorType::F16 ? k->dot_f16(h, x16.data(), n) : k->dot_bf16(h, x.data(), n);
+          CHECK(std::fabs(got - naive_dot(wd, t == TensorType::F16 ? x16d : x)) < 1e-5 * scale);
         }
 
         // Quantized weights against Q8_0 activations: compare with the exact integer-domain sum
@@ -282,7 +306,7 @@ TEST_SUITE("kernels") {
   // One token's activations for `t` in table k's packed form, and the dot kernel of k on row w.
   struct TokenActivations {
     std::vector<float> f32;
-    std::vector<uint8_t> blocks;  // Q8_0 or Q8_K
+    std::vector<uint8_t> blocks;  // Q8_0, Q8_K or f16
     std::vector<uint8_t> packed;  // k.pack() of the blocks, if k packs for t
   };
 
@@ -295,6 +319,9 @@ TEST_SUITE("kernels") {
     } else if (dot_type(t) == TensorType::Q8_K) {
       a.blocks.resize(static_cast<size_t>(n / 256) * sizeof(BlockQ8_K));
       k.quantize_q8_k(x, reinterpret_cast<BlockQ8_K*>(a.blocks.data()), n);
+    } else if (dot_type(t) == TensorType::F16) {
+      a.blocks.resize(static_cast<size_t>(n) * sizeof(uint16_t));
+      k.f32_to_f16(x, reinterpret_cast<uint16_t*>(a.blocks.data()), n);
     }
     if (const size_t bytes = k.packed_bytes(t, n); bytes > 0) {
       a.packed.resize(bytes);
@@ -307,7 +334,8 @@ TEST_SUITE("kernels") {
     const void* x = a.blocks.data();
     switch (t) {
       case TensorType::F32: return k.dot_f32(reinterpret_cast<const float*>(w), a.f32.data(), n);
-      case TensorType::F16: return k.dot_f16(reinterpret_cast<const uint16_t*>(w), a.f32.data(), n);
+      case TensorType::F16:
+        return k.dot_f16(reinterpret_cast<const uint16_t*>(w), reinterpret_cast<const uint16_t*>(a.blocks.data()), n);
       case TensorType::BF16: return k.dot_bf16(reinterpret_cast<const uint16_t*>(w), a.f32.data(), n);
       case TensorType::Q8_0:
       case TensorType::Q4_0:

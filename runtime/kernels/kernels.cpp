@@ -39,9 +39,9 @@ float dot_f32_scalar(const float* w, const float* x, int n) {
   return s;
 }
 
-float dot_f16_scalar(const uint16_t* w, const float* x, int n) {
+float dot_f16_scalar(const uint16_t* w, const uint16_t* x, int n) {
   float s = 0.f;
-  for (int i = 0; i < n; ++i) s += fp16_to_fp32(w[i]) * x[i];
+  for (int i = 0; i < n; ++i) s += fp16_to_fp32(w[i]) * fp16_to_fp32(x[i]);
   return s;
 }
 
@@ -189,6 +189,10 @@ void f16_to_f32_scalar(const uint16_t* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] = fp16_to_fp32(x[i]);
 }
 
+void f32_to_f16_scalar(const float* x, uint16_t* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] = fp32_to_fp16(x[i]);
+}
+
 void attention_scores_scalar(const float* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n,
                              float* s, size_t s_stride) {
   for (int r = 0; r < n_q; ++r)
@@ -260,10 +264,11 @@ const KernelTable& scalar_kernels() {
                                      .dot_mxfp4 = dot_mxfp4_scalar,
                                      .dot_iq4_nl = dot_iq4_nl_scalar,
                                      .dot_iq4_xs = dot_iq4_xs_scalar,
+                                     .f32_to_f16 = f32_to_f16_scalar,
                                      .quantize_q8_0 = quantize_q8_0_scalar,
                                      .quantize_q8_k = quantize_q8_k_scalar,
                                      .gemm_f32 = gemm_by_dots<float, float, dot_f32_scalar, 1>,
-                                     .gemm_f16 = gemm_by_dots<uint16_t, float, dot_f16_scalar, 1>,
+                                     .gemm_f16 = gemm_by_dots<uint16_t, uint16_t, dot_f16_scalar, 1>,
                                      .gemm_bf16 = gemm_by_dots<uint16_t, float, dot_bf16_scalar, 1>,
                                      .gemm_q8_0 = gemm_by_dots<BlockQ8_0, BlockQ8_0, dot_q8_0_scalar, kQ8_0Block>,
                                      .gemm_q4_0 = gemm_by_dots<BlockQ4_0, BlockQ8_0, dot_q4_0_scalar, kQ4_0Block>,
@@ -340,6 +345,7 @@ TensorType dot_type(TensorType t) {
     case TensorType::Q5_K:
     case TensorType::Q6_K:
     case TensorType::IQ4_XS: return TensorType::Q8_K;
+    case TensorType::F16: return TensorType::F16;
     default: return TensorType::F32;
   }
 }

@@ -1,7 +1,8 @@
 // Dot-product kernels behind one seam: a table of function pointers chosen once for this CPU.
 //
 // Activations are converted once per token to the "dot type" of the weight (Q8_0 for Q8_0, Q4_0,
-// Q5_0, MXFP4 and IQ4_NL weights, Q8_K for the K-quants and IQ4_XS, as llama.cpp does; f32 otherwise), then every weight row is dotted with them
+// Q5_0, MXFP4 and IQ4_NL weights, Q8_K for the K-quants and IQ4_XS, f16 for f16, as llama.cpp
+// does; f32 otherwise), then every weight row is dotted with them
 // block by block in the weights' packed form. The scalar table is the reference every SIMD table
 // (AVX2, AVX-512 on x86-64; NEON, NEON with the dot-product extension on AArch64) is tested against.
 //
@@ -33,7 +34,9 @@ using GemmKernel = void (*)(const void* w, size_t w_stride, int n_rows, const vo
 struct KernelTable {
   std::string_view name;  // "scalar", "avx2", "avx512", "neon", "neon-dotprod"
   float (*dot_f32)(const float* w, const float* x, int n);
-  float (*dot_f16)(const uint16_t* w, const float* x, int n);
+  // f16 weights meet f16 activations (rounded to nearest even by f32_to_f16), as llama.cpp's
+  // do: half the bytes of f32 activations to load in a prefill tile, and llama.cpp's outputs.
+  float (*dot_f16)(const uint16_t* w, const uint16_t* x, int n);
   float (*dot_bf16)(const uint16_t* w, const float* x, int n);
   float (*dot_q8_0)(const BlockQ8_0* w, const BlockQ8_0* x, int n_blocks);
   float (*dot_q4_0)(const BlockQ4_0* w, const BlockQ8_0* x, int n_blocks);
@@ -44,6 +47,8 @@ struct KernelTable {
   float (*dot_mxfp4)(const BlockMXFP4* w, const BlockQ8_0* x, int n_blocks);
   float (*dot_iq4_nl)(const BlockIQ4_NL* w, const BlockQ8_0* x, int n_blocks);
   float (*dot_iq4_xs)(const BlockIQ4_XS* w, const BlockQ8_K* x, int n_blocks);
+  // x[n] -> n f16 values, rounded to nearest even (F16C's vcvtps2ph) in every implementation.
+  void (*f32_to_f16)(const float* x, uint16_t* y, int n);
   // x[n] -> n/32 Q8_0 blocks; rounding is to nearest even in every implementation.
   void (*quantize_q8_0)(const float* x, BlockQ8_0* y, int n);
   // x[n] -> n/256 Q8_K blocks, bit-identical in every implementation.
@@ -87,7 +92,7 @@ struct KernelTable {
 GemmKernel gemm_kernel(const KernelTable& k, TensorType t);
 
 // The type activations are converted to before a dot product with weights of type `t`: Q8_0,
-// Q8_K, or F32 (used as is).
+// Q8_K, F16, or F32 (used as is).
 TensorType dot_type(TensorType t);
 
 // Every quantized weight type the tables compute (the ones whose dot type is not F32).

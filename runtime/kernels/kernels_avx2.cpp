@@ -60,7 +60,7 @@ inline void prefetch_ahead(const uint8_t* ahead, int step) {
   for (int o = 0; o < kBytesPerStep; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
 }
 
-// ---- f32, f16, bf16 weights against f32 activations ----
+// ---- f32, bf16 weights against f32 activations; f16 weights against f16 activations ----
 
 struct LoadF32 {
   static constexpr int kElementBytes = 4;
@@ -88,7 +88,8 @@ struct LoadBF16 {
   }
 };
 
-template <class L>
+// L loads the weights, A the activations (LoadF32, or LoadF16 for f16 weights: their dot type).
+template <class L, class A = LoadF32>
 struct FloatTiles {
   // Each output has kAcc accumulators, vector v (8 elements) of a row going to accumulator
   // v % kAcc, then (a0 + a1) + (a2 + a3), the horizontal sum and a scalar FMA tail. One row alone
@@ -112,29 +113,27 @@ struct FloatTiles {
   }
 
  private:
-  static const float* token(const uint8_t* x, size_t xs, int t) {
-    return reinterpret_cast<const float*>(x + static_cast<size_t>(t) * xs);
-  }
+  static const uint8_t* token(const uint8_t* x, size_t xs, int t) { return x + static_cast<size_t>(t) * xs; }
 
   // (a0 + a1) + (a2 + a3), the horizontal sum, and the elements past the last full vector.
-  static float finish(const __m256 (&acc)[kAcc], const uint8_t* row, const float* xt, int i, int n) {
+  static float finish(const __m256 (&acc)[kAcc], const uint8_t* row, const uint8_t* xt, int i, int n) {
     const __m256 sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
     float s = hsum(sum);
-    for (int j = i; j < n; ++j) s = std::fma(L::at(row, j), xt[j], s);
+    for (int j = i; j < n; ++j) s = std::fma(L::at(row, j), A::at(xt, j), s);
     return s;
   }
 
   static void dot(const uint8_t* w, size_t ws, const uint8_t* x, int n, float* y) {
     __m256 acc[kAcc];
     for (int a = 0; a < kAcc; ++a) acc[a] = _mm256_setzero_ps();
-    const auto* xt = reinterpret_cast<const float*>(x);
+    const uint8_t* xt = x;
     const uint8_t* ahead = w + tiles::prefetch_distance(ws);
     int i = 0;
     for (; i + 8 * kAcc <= n; i += 8 * kAcc) {
       prefetch_ahead<8 * kAcc * L::kElementBytes>(ahead, i / (8 * kAcc));
-      for (int a = 0; a < kAcc; ++a) acc[a] = _mm256_fmadd_ps(L::load(w, i + 8 * a), _mm256_loadu_ps(xt + i + 8 * a), acc[a]);
+      for (int a = 0; a < kAcc; ++a) acc[a] = _mm256_fmadd_ps(L::load(w, i + 8 * a), A::load(xt, i + 8 * a), acc[a]);
     }
-    for (int a = 0; i + 8 <= n; i += 8, ++a) acc[a] = _mm256_fmadd_ps(L::load(w, i), _mm256_loadu_ps(xt + i), acc[a]);
+    for (int a = 0; i + 8 <= n; i += 8, ++a) acc[a] = _mm256_fmadd_ps(L::load(w, i), A::load(xt, i), acc[a]);
     *y = finish(acc, w, xt, i, n);
   }
 
@@ -155,7 +154,7 @@ struct FloatTiles {
           for (int t = 0; t < T; ++t) acc[r][t] = chains[r][t][a];
         for (int v = v0 + a; v < v_end; v += kAcc) {
           __m256 xv[T];
-          for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(token(x, xs, t) + 8 * v);
+          for (int t = 0; t < T; ++t) xv[t] = A::load(token(x, xs, t), 8 * v);
           for (int r = 0; r < R; ++r) {
             const __m256 wv = L::load(w + static_cast<size_t>(r) * ws, 8 * v);
             for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
@@ -830,7 +829,7 @@ struct IQ4XSTiles {
 };
 
 float dot_f32(const float* w, const float* x, int n) { return dot1<FloatTiles<LoadF32>>(w, x, n); }
-float dot_f16(const uint16_t* w, const float* x, int n) { return dot1<FloatTiles<LoadF16>>(w, x, n); }
+float dot_f16(const uint16_t* w, const uint16_t* x, int n) { return dot1<FloatTiles<LoadF16, LoadF16>>(w, x, n); }
 float dot_bf16(const uint16_t* w, const float* x, int n) { return dot1<FloatTiles<LoadBF16>>(w, x, n); }
 float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, int nb) { return dot1<Q8Tiles<DecodeQ8_0>>(w, x, nb * kQ8_0Block); }
 // Q4_0's kernels read packed activations (summed_q8.h): its dot kernel packs them first, in a
@@ -864,6 +863,13 @@ void axpy(float a, const float* x, float* y, int n) {
   int i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);
+}
+
+void f32_to_f16(const float* x, uint16_t* y, int n) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
 void f16_to_f32(const uint16_t* x, float* y, int n) {
@@ -1084,10 +1090,11 @@ const KernelTable& avx2_kernels() {
                                      .dot_mxfp4 = dot_mxfp4,
                                      .dot_iq4_nl = dot_iq4_nl,
                                      .dot_iq4_xs = dot_iq4_xs,
+                                     .f32_to_f16 = f32_to_f16,
                                      .quantize_q8_0 = quantize_q8_0,
                                      .quantize_q8_k = quantize_q8_k,
                                      .gemm_f32 = gemm<FloatTiles<LoadF32>>,
-                                     .gemm_f16 = gemm<FloatTiles<LoadF16>>,
+                                     .gemm_f16 = gemm<FloatTiles<LoadF16, LoadF16>>,
                                      .gemm_bf16 = gemm<FloatTiles<LoadBF16>>,
                                      .gemm_q8_0 = gemm<Q8Tiles<DecodeQ8_0>>,
                                      .gemm_q4_0 = gemm<Q4_0RowGroups>,

@@ -794,7 +794,7 @@ struct IQ4XSBlocks {
   }
 };
 
-// ---- f32, f16, bf16 weights against f32 activations (prefill) ----
+// ---- f32, bf16 weights against f32 activations, f16 against f16 (prefill) ----
 //
 // The AVX2 kernels' computation bit for bit: each output has 4 8-lane FMA chains, vector v of 8
 // elements going to chain v % 4, then (c0 + c1) + (c2 + c3), the horizontal sum and a scalar FMA
@@ -829,7 +829,8 @@ struct WideBF16 {
   }
 };
 
-template <class L>
+// L loads the weights, A the activations (WideF32, or WideF16 for f16 weights: their dot type).
+template <class L, class A = WideF32>
 struct FloatWideTiles {
   // 4 rows x 5 tokens = 20 accumulators + 5 activations + 1 weight register; each pass goes over
   // a block of kBlockVectors whose weights and activations stay in L1 for both passes
@@ -839,8 +840,8 @@ struct FloatWideTiles {
   static constexpr int kBlockVectors = 64;  // a multiple of 4
   template <int R, int T>
   HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
-    const float* xt[T];
-    for (int t = 0; t < T; ++t) xt[t] = reinterpret_cast<const float*>(x + static_cast<size_t>(t) * xs);
+    const uint8_t* xt[T];
+    for (int t = 0; t < T; ++t) xt[t] = x + static_cast<size_t>(t) * xs;
     const int nv = n / 8;
     __m512 chains[2][R][T];  // [0]: chains 0 | 1, [1]: chains 2 | 3
     for (int c = 0; c < 2; ++c)
@@ -867,7 +868,7 @@ struct FloatWideTiles {
         const __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm512_castps512_ps256(c01), high_half(c01)),
                                          _mm256_add_ps(_mm512_castps512_ps256(c23), high_half(c23)));
         float s = hsum8(sum);
-        for (int j = 8 * nv; j < n; ++j) s = std::fma(L::at(row, j), xt[t][j], s);
+        for (int j = 8 * nv; j < n; ++j) s = std::fma(L::at(row, j), A::at(xt[t], j), s);
         y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] = s;
       }
     }
@@ -877,10 +878,10 @@ struct FloatWideTiles {
   HEARTH_AVX512_INLINE __m256 high_half(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
   // acc += w * x over elements [i, i + 16) of every row and token, lanes outside m unchanged.
   template <int R, int T>
-  HEARTH_AVX512_INLINE void step(const uint8_t* w, size_t ws, const float* const (&xt)[T], int i, __mmask16 m,
+  HEARTH_AVX512_INLINE void step(const uint8_t* w, size_t ws, const uint8_t* const (&xt)[T], int i, __mmask16 m,
                                  __m512 (&acc)[R][T]) {
     __m512 xv[T];
-    for (int t = 0; t < T; ++t) xv[t] = _mm512_maskz_loadu_ps(m, xt[t] + i);
+    for (int t = 0; t < T; ++t) xv[t] = A::load(xt[t], i, m);
     for (int r = 0; r < R; ++r) {
       const __m512 wv = L::load(w + static_cast<size_t>(r) * ws, i, m);
       for (int t = 0; t < T; ++t) acc[r][t] = _mm512_mask3_fmadd_ps(wv, xv[t], acc[r][t], m);
@@ -889,17 +890,17 @@ struct FloatWideTiles {
 };
 
 // Batches through the wide tiles, decode through the AVX2 kernel (the same bits either way).
-template <class L>
+template <class L, class A = WideF32>
 void gemm_float(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy,
                 GemmKernel decode) {
   if (n_tokens == 1) decode(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
-  else tiles::gemm<FloatWideTiles<L>>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
+  else tiles::gemm<FloatWideTiles<L, A>>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
 }
 void gemm_f32(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
   gemm_float<WideF32>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f32);
 }
 void gemm_f16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
-  gemm_float<WideF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f16);
+  gemm_float<WideF16, WideF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f16);
 }
 void gemm_bf16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
   gemm_float<WideBF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_bf16);

@@ -105,7 +105,7 @@ struct SdotLanes {
 // own accumulators per output, whose operations never depend on R, T or the output's place in the
 // tile; its 1x1 instance is the dot kernel.
 
-// ---- f32, f16, bf16 weights against f32 activations ----
+// ---- f32, bf16 weights against f32 activations; f16 weights against f16 activations ----
 
 struct LoadF32 {
   static constexpr int kElementBytes = 4;
@@ -127,7 +127,8 @@ struct LoadBF16 {
   static float at(const uint8_t* row, int i) { return bf16_to_fp32(reinterpret_cast<const uint16_t*>(row)[i]); }
 };
 
-template <class L>
+// L loads the weights, A the activations (LoadF32, or LoadF16 for f16 weights: their dot type).
+template <class L, class A = LoadF32>
 struct FloatTiles {
   // Each output has kAcc accumulators, step i of 4 elements going to accumulator i % kAcc, then
   // (a0 + a1) + (a2 + a3), the horizontal sum and a scalar FMA tail (as in AVX2, 4 lanes wide).
@@ -141,14 +142,14 @@ struct FloatTiles {
     for (int r = 0; r < R; ++r)
       for (int t = 0; t < T; ++t)
         for (int a = 0; a < kAcc; ++a) acc[r][t][a] = vdupq_n_f32(0.f);
-    const auto xt = [&](int t) { return reinterpret_cast<const float*>(x + static_cast<size_t>(t) * xs); };
+    const auto xt = [&](int t) { return x + static_cast<size_t>(t) * xs; };
     const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
     int i = 0;
     for (; i + 4 * kAcc <= n; i += 4 * kAcc) {
       prefetch_ahead<4 * kAcc * R * L::kElementBytes>(ahead, i / (4 * kAcc));
       for (int a = 0; a < kAcc; ++a) {
         float32x4_t xv[T];
-        for (int t = 0; t < T; ++t) xv[t] = vld1q_f32(xt(t) + i + 4 * a);
+        for (int t = 0; t < T; ++t) xv[t] = A::load(xt(t), i + 4 * a);
         for (int r = 0; r < R; ++r) {
           const float32x4_t wv = L::load(w + static_cast<size_t>(r) * ws, i + 4 * a);
           for (int t = 0; t < T; ++t) acc[r][t][a] = vfmaq_f32(acc[r][t][a], wv, xv[t]);
@@ -157,7 +158,7 @@ struct FloatTiles {
     }
     for (int a = 0; i + 4 <= n; i += 4, ++a) {  // fewer than 4 * kAcc left: one step each
       float32x4_t xv[T];
-      for (int t = 0; t < T; ++t) xv[t] = vld1q_f32(xt(t) + i);
+      for (int t = 0; t < T; ++t) xv[t] = A::load(xt(t), i);
       for (int r = 0; r < R; ++r) {
         const float32x4_t wv = L::load(w + static_cast<size_t>(r) * ws, i);
         for (int t = 0; t < T; ++t) acc[r][t][a] = vfmaq_f32(acc[r][t][a], wv, xv[t]);
@@ -167,7 +168,7 @@ struct FloatTiles {
       for (int t = 0; t < T; ++t) {
         const float32x4_t sum = vaddq_f32(vaddq_f32(acc[r][t][0], acc[r][t][1]), vaddq_f32(acc[r][t][2], acc[r][t][3]));
         float s = vaddvq_f32(sum);
-        for (int j = i; j < n; ++j) s = std::fma(L::at(w + static_cast<size_t>(r) * ws, j), xt(t)[j], s);
+        for (int j = i; j < n; ++j) s = std::fma(L::at(w + static_cast<size_t>(r) * ws, j), A::at(xt(t), j), s);
         y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] = s;
       }
   }
@@ -519,6 +520,13 @@ void axpy(float a, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);
 }
 
+// Rounded to nearest even: FPCR's default rounding mode, which nothing here changes.
+void f32_to_f16(const float* x, uint16_t* y, int n) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) vst1_u16(y + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(x + i))));
+  for (; i < n; ++i) y[i] = fp32_to_fp16(x[i]);
+}
+
 void f16_to_f32(const uint16_t* x, float* y, int n) {
   int i = 0;
   for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x + i))));
@@ -620,7 +628,7 @@ void attention_scores(const float* k, size_t k_stride, int n_keys, const float* 
 template <class Lanes>
 struct Table {
   static float dot_f32(const float* w, const float* x, int n) { return dot1<FloatTiles<LoadF32>>(w, x, n); }
-  static float dot_f16(const uint16_t* w, const float* x, int n) { return dot1<FloatTiles<LoadF16>>(w, x, n); }
+  static float dot_f16(const uint16_t* w, const uint16_t* x, int n) { return dot1<FloatTiles<LoadF16, LoadF16>>(w, x, n); }
   static float dot_bf16(const uint16_t* w, const float* x, int n) { return dot1<FloatTiles<LoadBF16>>(w, x, n); }
   static float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, int nb) {
     return dot1<Q8Tiles<DecodeQ8_0, Lanes>>(w, x, nb * kQ8_0Block);
@@ -660,10 +668,11 @@ struct Table {
                        .dot_mxfp4 = dot_mxfp4,
                        .dot_iq4_nl = dot_iq4_nl,
                        .dot_iq4_xs = dot_iq4_xs,
+                       .f32_to_f16 = f32_to_f16,
                        .quantize_q8_0 = quantize_q8_0,
                        .quantize_q8_k = quantize_q8_k,
                        .gemm_f32 = gemm<FloatTiles<LoadF32>>,
-                       .gemm_f16 = gemm<FloatTiles<LoadF16>>,
+                       .gemm_f16 = gemm<FloatTiles<LoadF16, LoadF16>>,
                        .gemm_bf16 = gemm<FloatTiles<LoadBF16>>,
                        .gemm_q8_0 = gemm<Q8Tiles<DecodeQ8_0, Lanes>>,
                        .gemm_q4_0 = gemm<Q8Tiles<DecodeQ4_0, Lanes>>,

@@ -27,8 +27,8 @@ TensorType activation_key(const KernelTable& k, TensorType weight, int64_t n_in)
   return k.packed_bytes(weight, static_cast<int>(n_in)) > 0 ? weight : dot_type(weight);
 }
 
-// Converts x for `weight` (all tokens, in parallel over tokens): quantized to the dot type and
-// packed if the table packs; f32 is used as is.
+// Converts x for `weight` (all tokens, in parallel over tokens): to f16 for f16 weights, quantized
+// to the dot type and packed if the table packs; f32 is used as is.
 Activations prepare(TensorType weight, const float* x, int64_t n_in, int n_tokens, MatmulScratch& scratch, ThreadPool& pool,
                     const KernelTable& k) {
   const TensorType dt = dot_type(weight);
@@ -38,6 +38,10 @@ Activations prepare(TensorType weight, const float* x, int64_t n_in, int n_token
   const auto one = [&](int t) {
     const float* xt = x + static_cast<int64_t>(t) * n_in;
     const void* blocks;
+    if (dt == TensorType::F16) {
+      k.f32_to_f16(xt, scratch.f16(t, n_in), n);
+      return;
+    }
     if (dt == TensorType::Q8_0) {
       k.quantize_q8_0(xt, scratch.q8(t, n_in), n);
       blocks = scratch.q8(t, n_in);
@@ -49,6 +53,7 @@ Activations prepare(TensorType weight, const float* x, int64_t n_in, int n_token
   };
   if (n_tokens == 1) one(0);
   else pool.run(n_tokens, one);
+  if (dt == TensorType::F16) return {scratch.f16(0, n_in), static_cast<size_t>(n_in) * sizeof(uint16_t)};
   if (packed > 0) return {scratch.packed(0, packed), packed};
   if (dt == TensorType::Q8_0) return {scratch.q8(0, n_in), static_cast<size_t>(n_in / kQ8_0Block) * sizeof(BlockQ8_0)};
   return {scratch.q8k(0, n_in), static_cast<size_t>(n_in / kQK) * sizeof(BlockQ8_K)};
@@ -85,10 +90,10 @@ void gated(FfnActivation activation, float* gate, float* up, const float* gate_b
   }
 }
 
-
-MatmulScratch::MatmulScratch(int max_tokens, int64_t max_n_in)
+MatmulScratch::MatmulScratch(int max_tokens, int64_t max_n_in, bool f16_weights)
     : q8_(static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in / kQ8_0Block + 1)),
-      q8k_(static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in / kQK + 1)) {
+      q8k_(static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in / kQK + 1)),
+      f16_(f16_weights ? static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in) : 0) {
   size_t packed = 0;
   for (const KernelTable* k : supported_kernels())
     for (TensorType t : kQuantizedWeightTypes)

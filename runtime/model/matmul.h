@@ -9,8 +9,10 @@
 
 #include <cstdint>
 #include <span>
+#include <stdexcept>
 #include <vector>
 
+#include "runtime/kernels/aligned_vector.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/kernels/thread_pool.h"
 #include "runtime/model/weights.h"
@@ -18,20 +20,28 @@
 namespace hearth::runtime {
 
 // Reusable buffers for activations converted to a weight's dot type. Sized once for the largest
-// batch and row, so no allocation happens per token.
+// batch and row, so no allocation happens per token. The f16 buffer (2 bytes per element, the
+// largest) only where f16 weights will read it.
 class MatmulScratch {
  public:
-  MatmulScratch(int max_tokens, int64_t max_n_in);
+  MatmulScratch(int max_tokens, int64_t max_n_in, bool f16_weights = true);
   BlockQ8_0* q8(int token, int64_t n_in) { return q8_.data() + static_cast<int64_t>(token) * (n_in / kQ8_0Block); }
   BlockQ8_K* q8k(int token, int64_t n_in) { return q8k_.data() + static_cast<int64_t>(token) * (n_in / kQK); }
   // A kernel table's packed activations (KernelTable::pack), `bytes` per token.
   uint8_t* packed(int token, size_t bytes) { return packed_.data() + static_cast<size_t>(token) * bytes; }
-  uint64_t bytes() const { return q8_.size() * sizeof(BlockQ8_0) + q8k_.size() * sizeof(BlockQ8_K) + packed_.size(); }
+  uint16_t* f16(int token, int64_t n_in) {
+    if (f16_.empty()) throw std::logic_error("f16 weights met a matmul scratch made without f16 room");
+    return f16_.data() + static_cast<int64_t>(token) * n_in;
+  }
+  uint64_t bytes() const {
+    return q8_.size() * sizeof(BlockQ8_0) + q8k_.size() * sizeof(BlockQ8_K) + packed_.size() + f16_.size() * sizeof(uint16_t);
+  }
 
  private:
   std::vector<BlockQ8_0> q8_;
   std::vector<BlockQ8_K> q8k_;
   std::vector<uint8_t> packed_;  // room for the largest layout of any table this CPU supports
+  AlignedVector<uint16_t> f16_;
 };
 
 // y[t * w.n_out + r] = dot(row r of w, x[t * w.n_in ...]) for t in [0, n_tokens).

@@ -1,6 +1,7 @@
 #include "runtime/model/stage.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <set>
 #include <stdexcept>
@@ -34,6 +35,27 @@ int64_t widest_input(const ModelConfig& c) {
 
 [[noreturn]] void bad_input(const std::string& what) { throw std::invalid_argument("stage input: " + what); }
 
+// A layer's matrices read once per step (the experts apart: a step reads only the routed ones).
+std::array<const WeightMatrix*, 18> step_matrices(const LayerWeights& w) {
+  return {&w.wq,    &w.wk,       &w.wv,        &w.wo,      &w.w_gate,     &w.w_up,     &w.w_down,     &w.router,   &w.ssm_qkv,
+          &w.ssm_z, &w.ssm_beta, &w.ssm_alpha, &w.ssm_out, &w.gate_shexp, &w.up_shexp, &w.down_shexp, &w.ple_gate, &w.ple_proj};
+}
+
+// Whether any matmul of the stage has f16 weights (and so needs f16 activations).
+bool reads_f16(const StageWeights& weights) {
+  const auto f16 = [](const WeightMatrix& m) { return m.type == TensorType::F16; };
+  const StageSpec& spec = weights.spec();
+  if (spec.has_embedding && f16(weights.per_layer_embd().model_proj)) return true;
+  if (spec.has_output && f16(weights.output())) return true;
+  for (int l = spec.first_layer; l < spec.last_layer; ++l) {
+    const LayerWeights& w = weights.layer(l);
+    for (const WeightMatrix* m : step_matrices(w))
+      if (f16(*m)) return true;
+    if (f16(w.gate_exps.first) || f16(w.up_exps.first) || f16(w.down_exps.first)) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& options, ThreadPool& pool)
@@ -42,7 +64,8 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
       pool_(pool),
       kernels_(best_kernels()),
       n_ctx_(options.n_ctx > 0 ? options.n_ctx : std::min(weights_->config().n_ctx_train, kDefaultMaxCtx)),
-      scratch_(std::max(options.max_batch, weights_->config().n_expert_used), widest_input(weights_->config())) {
+      scratch_(std::max(options.max_batch, weights_->config().n_expert_used), widest_input(weights_->config()),
+               reads_f16(*weights_)) {
   const ModelConfig& c = config();
   if (options_.max_batch <= 0 || options_.max_sequences <= 0)
     throw std::invalid_argument("max_batch and max_sequences must be positive");
@@ -115,11 +138,7 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
     if (!spec().has_output) hidden_out_.resize(B * static_cast<size_t>(c.hidden_width(spec().last_layer)));
   }
   for (int l = spec().first_layer; l < spec().last_layer; ++l) {
-    const LayerWeights& w = weights_->layer(l);
-    for (const WeightMatrix* m :
-         {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.router, &w.ssm_qkv, &w.ssm_z, &w.ssm_beta, &w.ssm_alpha,
-          &w.ssm_out, &w.gate_shexp, &w.up_shexp, &w.down_shexp, &w.ple_gate, &w.ple_proj})
-      step_bytes_ += m->bytes();
+    for (const WeightMatrix* m : step_matrices(weights_->layer(l))) step_bytes_ += m->bytes();
   }
   if (spec().has_embedding) step_bytes_ += weights_->per_layer_embd().model_proj.bytes();
   if (spec().has_output) step_bytes_ += weights_->output().bytes();

@@ -6,8 +6,10 @@
 // each keeping TOK sums, then add them in shared memory. Weights are read as 32-bit words and
 // split into 16-bit halves in the shader, so that a GPU needs no 8- or 16-bit storage feature
 // (every row and block of these types starts on an even byte). As on the CPU, quantized weights
-// meet activations rounded to Q8_0 (a block's sum is exact in integers) and f32/f16 weights f32
-// activations; results differ from the CPU's only in the order of f32 sums.
+// meet activations rounded to Q8_0 (a block's sum is exact in integers), f16 weights activations
+// rounded to f16 and f32 weights f32 activations; results differ from the CPU's only in the order
+// of f32 sums (and where packHalf2x16 would round other than to nearest even, which the Vulkan
+// spec leaves to the implementation).
 layout(local_size_x = 64) in;
 
 layout(std430, binding = 0) readonly buffer Weights { uint w[]; };
@@ -55,7 +57,8 @@ void main() {
     const vec2 v = unpackHalf2x16(w[(base >> 1) + e2]);
     for (uint t = 0; t < nt; ++t) {
       const uint xi = (t0 + t) * p.n_in + 2 * e2;
-      acc[t] += v.x * x[xi] + v.y * x[xi + 1];
+      const vec2 xh = unpackHalf2x16(packHalf2x16(vec2(x[xi], x[xi + 1])));  // the CPU's f16 activations
+      acc[t] += v.x * xh.x + v.y * xh.y;
     }
   }
 #elif defined(TYPE_Q8_0)
