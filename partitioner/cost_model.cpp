@@ -78,7 +78,7 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
   const double moe_row =
       spec_.n_expert > 0 ? double(spec_.n_expert) + (2.0 + spec_.n_expert_used) * spec_.n_embd + 2.0 * spec_.n_expert_used : 0.0;
   scratch_bytes_ = u * (3.0 * spec_.n_embd + 2 * q_dim + 2 * kv_dim + 2.0 * spec_.n_ff + moe_row) * kScratchElemBytes +
-                   u * widest_input * kQuantizedInputBytesPerElem +
+                   u * widest_input * (kQuantizedInputBytesPerElem + (spec_.weight_type == "f16" ? kF16InputBytesPerElem : 0.0)) +
                    double(spec_.n_head) * (kAttentionTokens * double(o.ctx) * kScratchElemBytes +
                                            (o.kv_bytes_per_elem < kScratchElemBytes ? kKvTileBytes : 0.0));
   logits_bytes_ = double(o.streams) * spec_.n_vocab * kScratchElemBytes;

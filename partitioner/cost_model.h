@@ -21,6 +21,8 @@ inline constexpr double kScratchElemBytes = 4;  // bytes per element of f32 comp
 // bytes per input element of a matmul's quantized activations: a q8_0 row (34 B per 32) and a
 // q8_k row (292 B per 256), both kept by the runtime's MatmulScratch
 inline constexpr double kQuantizedInputBytesPerElem = 34.0 / 32 + 292.0 / 256;
+// and, for f16 weights, their f16 activations
+inline constexpr double kF16InputBytesPerElem = 2;
 // Attention's buffers per head, as runtime/model/stage.h sizes them: score rows for 8 tokens at a
 // time (Stage::kTokenBlock), and a 32 KiB tile (kKvTileFloats) a non-f32 KV cache is read into.
 inline constexpr double kAttentionTokens = 8;

@@ -214,6 +214,27 @@ TEST_SUITE("kernels") {
     }
   }
 
+  TEST_CASE("float dot kernels agree with naive loops on rows with scalar tails, in every table") {
+    for (const KernelTable* k : tables()) {
+      CAPTURE(std::string(k->name));
+      for (int n : {5, 13, 1052}) {  // no full vector; a lone last vector and a tail
+        CAPTURE(n);
+        const auto w = random_floats(static_cast<size_t>(n), 30u + static_cast<uint32_t>(n));
+        const auto x = random_floats(static_cast<size_t>(n), 40u + static_cast<uint32_t>(n));
+        const double bound = 1e-5 * std::sqrt(double(n));
+        CHECK(std::fabs(k->dot_f32(w.data(), x.data(), n) - naive_dot(w, x)) < bound);
+        std::vector<uint16_t> x16(x.size());
+        k->f32_to_f16(x.data(), x16.data(), n);
+        const auto w16 = quantized(TensorType::F16, w), wb16 = quantized(TensorType::BF16, w);
+        const float f16 = k->dot_f16(reinterpret_cast<const uint16_t*>(w16.data()), x16.data(), n);
+        CHECK(std::fabs(f16 - naive_dot(dequantized(TensorType::F16, w16.data(), w.size()),
+                                        dequantized(TensorType::F16, x16.data(), x.size()))) < bound);
+        const float bf16 = k->dot_bf16(reinterpret_cast<const uint16_t*>(wb16.data()), x.data(), n);
+        CHECK(std::fabs(bf16 - naive_dot(dequantized(TensorType::BF16, wb16.data(), w.size()), x)) < bound);
+      }
+    }
+  }
+
   TEST_CASE("dot kernels agree with naive loops, in every table") {
     for (const KernelTable* k : tables()) {
       CAPTURE(std::string(k->name));
@@ -275,17 +296,20 @@ TEST_SUITE("kernels") {
         CHECK(y1 == y2);  // rows are split across threads, never a row's sum
         for (int tk = 0; tk < n_tok; ++tk) {
           std::vector<float> xt(x.begin() + tk * n_in, x.begin() + (tk + 1) * n_in);
-          if (dot_type(t) == TensorType::Q8_0)
-            xt = dequantized(TensorType::Q8_0, quantized(TensorType::Q8_0, xt).data(), xt.size());
+          if (dot_type(t) == TensorType::Q8_0 || dot_type(t) == TensorType::F16)
+            xt = dequantized(dot_type(t), quantized(dot_type(t), xt).data(), xt.size());
           if (dot_type(t) == TensorType::Q8_K) {
             std::vector<uint8_t> q(row_bytes(TensorType::Q8_K, xt.size()));
             best_kernels().quantize_q8_k(xt.data(), reinterpret_cast<BlockQ8_K*>(q.data()), n_in);
             xt = dequantized(TensorType::Q8_K, q.data(), xt.size());
           }
+          // Float weights against their dot type differ only in summation order (~1e-6 here; f16
+          // activations left unrounded would be ~1e-3 off); the quantized ones within 2e-2.
+          const bool float_weights = t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
           for (int r = 0; r < n_out; ++r) {
             std::vector<float> wr(static_cast<size_t>(n_in));
             dequantize_row(t, w.row(r), wr.data(), n_in);
-            REQUIRE(std::fabs(y1[static_cast<size_t>(tk * n_out + r)] - naive_dot(wr, xt)) < 2e-2);
+            REQUIRE(std::fabs(y1[static_cast<size_t>(tk * n_out + r)] - naive_dot(wr, xt)) < (float_weights ? 1e-4 : 2e-2));
           }
         }
       }
@@ -360,7 +384,7 @@ TEST_SUITE("kernels") {
       for (TensorType t : kAllTypes) {
         CAPTURE(std::string(tensor_type_name(t)));
         const bool kquant = dot_type(t) == TensorType::Q8_K;
-        const bool float_weights = dot_type(t) == TensorType::F32;
+        const bool float_weights = t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
         for (int n : kquant ? std::vector<int>{256, 768}
                      // float rows: fewer than 8 elements, 1-7 vectors of 8 (a partial group of the 4 FMA
                      // chains), scalar tails, and past a 64-vector block (1000: 125 vectors; 1052:

@@ -67,7 +67,7 @@ void for_row_tiles(int height, int r0, int r_end, F f) {
 }
 
 // Rows in groups, the outer loop: a group's weights stay in L1 while every token passes over
-// them. Kernels with K::kTokensOuter (f32 activations, several times larger than quantized ones)
+// them. Kernels with K::kTokensOuter (f32 or f16 activations, larger than quantized ones)
 // take tokens as the outer loop instead, so that a tile's activations stay in L1 while rows pass.
 template <class K>
 void gemm(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {

@@ -95,7 +95,7 @@ GemmKernel gemm_kernel(const KernelTable& k, TensorType t);
 // Q8_K, F16, or F32 (used as is).
 TensorType dot_type(TensorType t);
 
-// Every quantized weight type the tables compute (the ones whose dot type is not F32).
+// Every quantized weight type the tables compute (the ones whose dot type is Q8_0 or Q8_K).
 inline constexpr TensorType kQuantizedWeightTypes[] = {TensorType::Q8_0, TensorType::Q4_0,  TensorType::Q5_0,
                                                        TensorType::Q4_K, TensorType::Q5_K,  TensorType::Q6_K,
                                                        TensorType::MXFP4, TensorType::IQ4_NL, TensorType::IQ4_XS};

@@ -836,8 +836,8 @@ struct FloatWideTiles {
   // a block of kBlockVectors whose weights and activations stay in L1 for both passes
   // (kernel_tiles.h keeps a block of rows in L2 while the tokens pass). With f16 activations,
   // half the bytes to load, 4 x 6 (31 registers) ran 1.05x 4 x 5 (TinyLlama f16 pp512, 5
-  // pairs, all faster); 5 x 5 did no better than 4 x 6. f32 kept 4 x 5 (session 26: 4 x 6 no
-  // faster).
+  // pairs, all faster); 5 x 5 did no better than 4 x 6. f32 and bf16 (f32 activations) keep
+  // 4 x 5 (session 26: 4 x 6 no faster).
   static constexpr int kRows = 4, kTokens = std::is_same_v<A, WideF16> ? 6 : 5, kDecodeRows = 1;
   static constexpr bool kTokensOuter = true;
   static constexpr int kBlockVectors = 64;  // a multiple of 4

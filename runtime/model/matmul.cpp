@@ -12,7 +12,7 @@ namespace hearth::runtime {
 namespace {
 
 // Tokens per gemm call inside a task: their activations (about 256 KiB) stay in L2 while the
-// task's rows pass over them. Only f32 activations of long rows need more than one call.
+// task's rows pass over them. Only f32 and f16 activations of long rows need more than one call.
 constexpr size_t kActivationBudget = size_t{256} << 10;
 
 // The input of one matmul as its gemm kernel reads it, for every token.

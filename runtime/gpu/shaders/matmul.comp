@@ -8,8 +8,7 @@
 // (every row and block of these types starts on an even byte). As on the CPU, quantized weights
 // meet activations rounded to Q8_0 (a block's sum is exact in integers), f16 weights activations
 // rounded to f16 and f32 weights f32 activations; results differ from the CPU's only in the order
-// of f32 sums (and where packHalf2x16 would round other than to nearest even, which the Vulkan
-// spec leaves to the implementation).
+// of f32 sums.
 layout(local_size_x = 64) in;
 
 layout(std430, binding = 0) readonly buffer Weights { uint w[]; };
@@ -37,6 +36,20 @@ uint half_word(uint i) {  // the i-th 16-bit word of the weights
 
 float half_value(uint i) { return unpackHalf2x16(half_word(i)).x; }
 
+// f rounded to the nearest f16 value, ties to even, as an f32: the CPU's f32_to_f16. Not
+// packHalf2x16, whose rounding Vulkan leaves to the implementation (some round toward zero).
+// The f16 step at f's binade (2^-24 below the normal range) scales f to an integer below 2^11
+// and back, exactly, since it is a power of two.
+float to_half(float f) {
+  if (isnan(f)) return f;
+  int e;
+  frexp(f, e);                     // |f| = m * 2^e, m in [0.5, 1)
+  const int step = max(e - 11, -24);  // 10 fraction bits after the leading one
+  const float r = ldexp(roundEven(ldexp(abs(f), -step)), step);
+  const float h = r > 65504.0 ? uintBitsToFloat(0x7f800000u) : r;  // past the largest half: inf
+  return f < 0.0 ? -h : h;
+}
+
 void main() {
   const uint row = gl_WorkGroupID.y * p.rows_per_y + gl_WorkGroupID.x;
   if (row >= p.n_out) return;  // the same for the whole workgroup
@@ -57,8 +70,7 @@ void main() {
     const vec2 v = unpackHalf2x16(w[(base >> 1) + e2]);
     for (uint t = 0; t < nt; ++t) {
       const uint xi = (t0 + t) * p.n_in + 2 * e2;
-      const vec2 xh = unpackHalf2x16(packHalf2x16(vec2(x[xi], x[xi + 1])));  // the CPU's f16 activations
-      acc[t] += v.x * xh.x + v.y * xh.y;
+      acc[t] += v.x * to_half(x[xi]) + v.y * to_half(x[xi + 1]);  // the CPU's f16 activations
     }
   }
 #elif defined(TYPE_Q8_0)
