@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 namespace hearth::cluster {
 
 bool DriftWatch::off(const StageWindow& s) const {
@@ -9,13 +11,19 @@ bool DriftWatch::off(const StageWindow& s) const {
   return s.measured_ms >= options_.factor * s.expected_ms || s.measured_ms * options_.factor <= s.expected_ms;
 }
 
-std::optional<Drift> DriftWatch::observe(const std::vector<StageWindow>& window) {
-  bool any = false;
+bool DriftWatch::off(const LinksWindow& l) const {
+  if (l.measured_ms < 0 || std::abs(l.measured_ms - l.expected_ms) < options_.links_min_gap_ms) return false;
+  return l.measured_ms >= options_.factor * l.expected_ms || l.measured_ms * options_.factor <= l.expected_ms;
+}
+
+std::optional<Drift> DriftWatch::observe(const std::vector<StageWindow>& window, LinksWindow links) {
+  bool any = off(links);
   for (const StageWindow& s : window) any |= off(s);
   // A window of another shape is another plan's: the run so far does not continue.
-  if (!any || (!run_.empty() && run_.front().size() != window.size())) run_.clear();
+  if (!any || (!run_.empty() && run_.front().size() != window.size())) run_.clear(), links_run_.clear();
   if (!any) return std::nullopt;
   run_.push_back(window);
+  links_run_.push_back(links);
   if (static_cast<int>(run_.size()) < options_.windows) return std::nullopt;
   Drift d;
   for (size_t i = 0; i < window.size(); ++i) {
@@ -25,11 +33,27 @@ std::optional<Drift> DriftWatch::observe(const std::vector<StageWindow>& window)
                            measured / static_cast<double>(run_.size()), window[i].speed};
     d.measured_ms.push_back(mean.measured_ms);
     d.speeds.push_back(off(mean) ? mean.speed * mean.expected_ms / mean.measured_ms : mean.speed);
-    if (off(mean))
+    if (off(mean)) {
+      d.stages_off = true;
       d.figures += fmt::format("{}{} computes its layers in {:.2f} ms (expected {:.2f})", d.figures.empty() ? "" : "; ",
                                mean.device, mean.measured_ms, mean.expected_ms);
+    }
+  }
+  // The links, over the windows that measured them.
+  LinksWindow mean{0, 0};
+  int measured = 0;
+  for (const LinksWindow& l : links_run_)
+    if (l.measured_ms >= 0) mean.expected_ms += l.expected_ms, mean.measured_ms += l.measured_ms, ++measured;
+  if (measured > 0) {
+    mean.expected_ms /= measured, mean.measured_ms /= measured;
+    d.links_ms = mean.measured_ms;
+    d.links_off = off(mean);
+    if (d.links_off)
+      d.figures += fmt::format("{}the links take {:.2f} ms a token (expected {:.2f})", d.figures.empty() ? "" : "; ",
+                               mean.measured_ms, mean.expected_ms);
   }
   run_.clear();
+  links_run_.clear();
   if (d.figures.empty()) return std::nullopt;  // off now and then, never on average
   return d;
 }

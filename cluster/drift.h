@@ -5,6 +5,10 @@
 // what the plan expects of it, window by window (the head closes one every second or so), and
 // calls it drift only when some stage stays off by `factor` or more, slower or faster, for
 // `windows` windows in a row: one slow second (a page fault storm, a GC pause) moves nothing.
+// The links are watched the same way, as one figure: the time a decode step spends outside the
+// stages' compute (a pass through the pipeline, as the head times it, less every stage's
+// compute), against the hops the plan expects. A phone that walked away from the access point
+// shows there, not in any stage; which link it is, only a new measurement of the links says.
 #pragma once
 
 #include <optional>
@@ -20,12 +24,23 @@ struct StageWindow {
   double speed = 1;        // the device's speed (1: its profile's) behind the expectation
 };
 
+// The time a decode step spends on the links, for one window; measured_ms < 0: not measured in
+// it (the head times passes of a conversation decoding alone, without a draft).
+struct LinksWindow {
+  double expected_ms = 0;
+  double measured_ms = -1;
+};
+
 struct DriftOptions {
   double factor = 1.5;  // a stage this much slower (or faster) than expected is off
   int windows = 3;      // for this many windows in a row
   // Stages the plan expects to take less are not judged: their time is fixed costs and jitter
   // (a head that only embeds, a small model's layers), not a device's speed.
   double min_ms = 0.5;
+  // The links are off only when also this many ms away from their expected time: loopback's
+  // hops are planned at fractions of a millisecond, and a step's own overheads (messages decoded,
+  // a scheduler's turn) are about that too.
+  double links_min_gap_ms = 2;
 };
 
 struct Drift {
@@ -34,21 +49,27 @@ struct Drift {
   // three times slower than assumed), else the speed assumed.
   std::vector<double> measured_ms;
   std::vector<double> speeds;
-  std::string figures;  // "b computes its layers in 9.12 ms (expected 3.04)", the stages off
+  std::string figures;      // "b computes its layers in 9.12 ms (expected 3.04)", what is off
+  bool stages_off = false;  // some stage is off on average
+  bool links_off = false;   // the links are off on average
+  double links_ms = -1;     // their time per step over the windows that measured it (-1: none did)
 };
 
 class DriftWatch {
  public:
   explicit DriftWatch(DriftOptions options = {}) : options_(options) {}
-  // One window, a StageWindow per stage of the plan. A Drift when this window closes a run of
-  // `windows` with some stage off; the run starts again after.
-  std::optional<Drift> observe(const std::vector<StageWindow>& window);
+  // One window, a StageWindow per stage of the plan, and the links' time. A Drift when this
+  // window closes a run of `windows` with some stage or the links off; the run starts again after.
+  std::optional<Drift> observe(const std::vector<StageWindow>& window, LinksWindow links = {});
 
  private:
   bool off(const StageWindow& s) const;
+  bool off(const LinksWindow& l) const;
 
   DriftOptions options_;
-  std::vector<std::vector<StageWindow>> run_;  // the windows in a row with a stage off
+  // The windows in a row with something off.
+  std::vector<std::vector<StageWindow>> run_;
+  std::vector<LinksWindow> links_run_;
 };
 
 }  // namespace hearth::cluster

@@ -1,5 +1,6 @@
 #include "cluster/head.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <cmath>
@@ -188,13 +189,17 @@ void Head::request_probe(const std::string& prober, const std::vector<const Devi
 void Head::on_link_report(const std::string& identity, wire::LinkReport::Reader r) {
   const Device* from = registry_.by_identity(identity);
   if (from == nullptr) return;
+  std::string figures;
   for (auto l : r.getLinks()) {
     const std::string to = l.getTo().cStr();
     const partitioner::Link link{l.getBandwidthBytesPerS(), l.getLatencyS()};
-    if (registry_.set_link(from->node_id, to, link))
-      spdlog::info("head: link {} -> {}: {:.2f} ms, {:.0f} MB/s", from->profile.name, registry_.at(to).profile.name,
-                   link.latency_s * 1e3, link.bandwidth_bytes_per_s / 1e6);
+    if (!registry_.set_link(from->node_id, to, link)) continue;
+    const std::string figure = fmt::format("{} -> {} {:.2f} ms, {:.0f} Mbit/s", from->profile.name, registry_.at(to).profile.name,
+                                           link.latency_s * 1e3, link.bandwidth_bytes_per_s * 8 / 1e6);
+    spdlog::info("head: link {}", figure);
+    figures += (figures.empty() ? "" : ", ") + figure;
   }
+  reprobe_reported(from->node_id, figures);
 }
 
 void Head::on_heartbeat(const std::string& identity, wire::Heartbeat::Reader h) {

@@ -125,6 +125,11 @@ class Head final : public HeadRole {
   // Speeds measured long ago on devices that run no stage now are forgotten before a plan is made.
   void forget_stale_speeds();
   void on_drift(const Drift& drift);
+  // Links drifted: the plan's devices measured them again (or some did, by the deadline).
+  void reprobe_reported(const std::string& node_id, const std::string& figures);
+  void replan_after_reprobe();
+  // Plans again with the measured figures; a re-balance when it pays, else they become the plan's.
+  void replan(const Drift& drift);
   void stage_rebalance(partitioner::PartitionPlan plan, const std::vector<const Device*>& devices);
 
   // head_clients.cpp

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <thread>
 
@@ -234,6 +235,10 @@ DraftTarget Head::draft_target(const LaunchedPlan& p) const {
 }
 
 void Head::assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devices, bool staged) {
+  // A token's trip, less its stages: its hops.
+  p.expected_links_ms = p.plan.predicted.ms_per_token;
+  for (const auto& a : p.plan.stages) p.expected_links_ms -= a.stage_time_s * 1e3;
+  p.expected_links_ms = std::max(0.0, p.expected_links_ms);
   for (const auto& a : p.plan.stages) {
     PlannedStage s;
     s.node_id = devices[static_cast<size_t>(a.device)]->node_id;

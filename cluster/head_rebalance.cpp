@@ -1,5 +1,6 @@
 // A plan that follows the devices: when a stage keeps computing at another speed than its plan
-// expects (cluster/drift.h), the head plans again with the measured speeds and, when that pays,
+// expects, or the links take another time (cluster/drift.h), the head plans again with the
+// measured speeds, or with the links measured again, and, when that pays,
 // stages the new plan beside the serving one (the moved layers stream while tokens keep coming)
 // and switches between two tokens, the open conversations replayed on the new stages.
 #include <fmt/format.h>
@@ -20,6 +21,8 @@ constexpr uint64_t kDriftSteps = 8;
 constexpr double kMinGain = 0.2;
 constexpr double kMinGainMs = 1.0;
 constexpr auto kRebalanceRest = std::chrono::seconds(30);
+// How long the head waits for the links measured again after the links drifted.
+constexpr auto kReprobeWait = std::chrono::seconds(15);
 // How long a speed measured on a device that no longer runs a stage still counts.
 constexpr auto kSpeedMemory = std::chrono::minutes(10);
 
@@ -58,8 +61,12 @@ void Head::forget_stale_speeds() {
 // Called every tick: closes a window of decode steps when it is long enough, and hands it to the
 // plan's drift watch.
 void Head::watch_drift() {
-  if (!plan_ || !plan_->ready() || plan_->split_by_user || next_) return;
+  if (!plan_ || !plan_->ready() || plan_->split_by_user || next_ || !scheduler_) return;
   const auto now = ports_.clock.now();
+  if (plan_->reprobe) {
+    if (now >= plan_->reprobe->deadline) replan_after_reprobe();
+    return;
+  }
   auto& mark = plan_->drift_mark;
   if (mark.size() == plan_->stages.size() && now - plan_->drift_mark_at < kDriftWindow) return;  // the loop ticks often
   std::vector<std::pair<uint64_t, uint64_t>> counts;
@@ -67,12 +74,15 @@ void Head::watch_drift() {
     const StageCounters c = counters_of(s.node_id);
     counts.emplace_back(c.decode_steps, c.decode_ns);
   }
+  const std::pair<uint64_t, uint64_t> passes{scheduler_->totals().lone_passes, scheduler_->totals().lone_pass_ns};
   const auto restart = [&] {
     mark = counts;
+    plan_->drift_pass_mark = passes;
     plan_->drift_mark_at = now;
   };
   if (mark.size() != counts.size()) return restart();
   std::vector<StageWindow> window;
+  double stages_ms = 0;
   for (size_t i = 0; i < counts.size(); ++i) {
     if (counts[i].first < mark[i].first || counts[i].second < mark[i].second) return restart();  // a daemon restarted
     const uint64_t steps = counts[i].first - mark[i].first;
@@ -82,20 +92,65 @@ void Head::watch_drift() {
                       .expected_ms = s.expected_ms,
                       .measured_ms = static_cast<double>(counts[i].second - mark[i].second) * 1e-6 / static_cast<double>(steps),
                       .speed = s.speed});
+    stages_ms += window.back().measured_ms;
   }
+  // The links: a lone pass's cycle less the stages' compute, when enough passes were lone ones.
+  LinksWindow links{.expected_ms = plan_->expected_links_ms};
+  const uint64_t lone = passes.first - plan_->drift_pass_mark.first;
+  if (lone >= kDriftSteps && plan_->stages.size() > 1)
+    links.measured_ms = std::max(
+        0.0, static_cast<double>(passes.second - plan_->drift_pass_mark.second) * 1e-6 / static_cast<double>(lone) - stages_ms);
   restart();
-  if (auto drift = plan_->drift.observe(window)) on_drift(*drift);
+  if (auto drift = plan_->drift.observe(window, links)) on_drift(*drift);
 }
 
-// The measured speeds become the devices' figures for every later plan; the serving plan is
-// re-balanced when the planner, given them, predicts enough of a gain.
+// A stage off its plan: its measured speed is the device's figure from now on, and the plan is
+// re-balanced when the planner, given it, predicts enough of a gain. The links off with every
+// stage on plan: which link changed is not known yet, so the plan's devices measure theirs
+// again first (a probe costs the pipeline a second or so of its bandwidth; once per drift).
 void Head::on_drift(const Drift& drift) {
   LaunchedPlan& serving = *plan_;
-  double measured_ms = serving.plan.predicted.ms_per_token;  // the plan's hops, its stages as measured
-  for (size_t i = 0; i < serving.stages.size(); ++i) {
-    registry_.set_speed(serving.stages[i].node_id, drift.speeds[i]);
-    measured_ms += drift.measured_ms[i] - serving.plan.stages[i].stage_time_s * 1e3;
+  for (size_t i = 0; i < serving.stages.size(); ++i) registry_.set_speed(serving.stages[i].node_id, drift.speeds[i]);
+  if (drift.stages_off || !drift.links_off) return replan(drift);
+  LaunchedPlan::Reprobe reprobe{.drift = drift, .deadline = ports_.clock.now() + kReprobeWait};
+  const std::vector<const Device*> devices = registry_.candidates(serving.wanted);
+  for (const auto& s : serving.stages) {
+    const Device& d = registry_.at(s.node_id);
+    if (d.is_self) continue;  // the head measures nothing itself: its links are its workers' figures
+    std::vector<const Device*> targets;
+    for (const Device* o : devices)
+      if (o->node_id != d.node_id) targets.push_back(o);
+    request_probe(d.node_id, targets);
+    reprobe.waiting.insert(d.node_id);
   }
+  const std::string why = fmt::format("{}; measuring the links again", drift.figures);
+  spdlog::info("head: {}", why);
+  serving.events.add(why);
+  serving.reprobe = std::move(reprobe);
+}
+
+// A device of a re-probe reported its links (head.cpp took the figures): plan again once all did.
+void Head::reprobe_reported(const std::string& node_id, const std::string& figures) {
+  if (!plan_ || !plan_->reprobe || plan_->reprobe->waiting.erase(node_id) == 0) return;
+  auto& said = plan_->reprobe->figures;
+  if (!figures.empty()) said += (said.empty() ? "" : ", ") + figures;
+  if (plan_->reprobe->waiting.empty()) replan_after_reprobe();
+}
+
+void Head::replan_after_reprobe() {
+  Drift drift = std::move(plan_->reprobe->drift);
+  if (!plan_->reprobe->figures.empty()) drift.figures += " (measured again: " + plan_->reprobe->figures + ")";
+  plan_->reprobe.reset();
+  replan(drift);
+}
+
+void Head::replan(const Drift& drift) {
+  LaunchedPlan& serving = *plan_;
+  // The plan's prediction with what was measured in place of what it expected.
+  double measured_ms = serving.plan.predicted.ms_per_token;
+  for (size_t i = 0; i < serving.stages.size(); ++i)
+    measured_ms += drift.measured_ms[i] - serving.plan.stages[i].stage_time_s * 1e3;
+  if (drift.links_ms >= 0) measured_ms += drift.links_ms - serving.expected_links_ms;
   forget_stale_speeds();
   const std::vector<const Device*> devices = registry_.candidates(serving.wanted);
   std::optional<partitioner::PartitionPlan> candidate;
@@ -123,6 +178,7 @@ void Head::on_drift(const Drift& drift) {
       serving.stages[i].expected_ms = drift.measured_ms[i];
       serving.stages[i].speed = drift.speeds[i];
     }
+    if (drift.links_ms >= 0) serving.expected_links_ms = drift.links_ms;
     const std::string stays = fmt::format("{}; {}: the plan stays", drift.figures, verdict);
     serving.events.add(stays);
     spdlog::info("head: {}", stays);
@@ -130,7 +186,7 @@ void Head::on_drift(const Drift& drift) {
   }
   last_rebalance_ = now;
   const std::string why =
-      fmt::format("re-balancing: {}; decoding at about {:.2f} ms/token; the plan for the measured speeds ({}) predicts {:.2f}",
+      fmt::format("re-balancing: {}; decoding at about {:.2f} ms/token; the plan for the measured figures ({}) predicts {:.2f}",
                   drift.figures, measured_ms, ranges_text(*candidate, devices), candidate->predicted.ms_per_token);
   spdlog::warn("head: {}", why);
   serving.events.add(why);

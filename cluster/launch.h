@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -99,7 +100,19 @@ struct LaunchedPlan {
   bool split_by_user = false;
   DriftWatch drift;
   std::vector<std::pair<uint64_t, uint64_t>> drift_mark;
+  std::pair<uint64_t, uint64_t> drift_pass_mark;  // the head's lone passes (count, ns), likewise
   Clock::time_point drift_mark_at{};
+  // What the drift watch expects of the links per decode step (the plan's hops at first).
+  double expected_links_ms = 0;
+  // The links drifted with every stage on plan: the plan's devices measure their links again,
+  // and the head plans again once they all reported (or at `deadline`).
+  struct Reprobe {
+    Drift drift;
+    std::set<std::string> waiting;  // node ids of the devices still measuring
+    Clock::time_point deadline;
+    std::string figures;  // the links measured: "b -> c 12.10 ms, 48 Mbit/s"
+  };
+  std::optional<Reprobe> reprobe;
   // A re-balance of the serving plan: it switches as soon as its stages have their weights, and
   // the conversations go on on it, replayed, instead of being drained.
   bool rebalance = false;

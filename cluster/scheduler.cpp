@@ -271,9 +271,14 @@ void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
     // A decode step's cycle, from the conversation's previous result: its drafting and its pass.
     const auto now = Steady::now();
     // Tokens sent again are what the draft before cost: a step carrying them counts as drafting's.
-    if (s.decoding && s.last_result)
-      s.pace.timed(static_cast<int>(draft.size()) + s.resent, accepted + 1,
-                   std::chrono::duration<double>(now - *s.last_result).count());
+    if (s.decoding && s.last_result) {
+      const auto cycle = now - *s.last_result;
+      s.pace.timed(static_cast<int>(draft.size()) + s.resent, accepted + 1, std::chrono::duration<double>(cycle).count());
+      if (draft.empty() && s.resent == 0 && sessions_.size() == 1) {
+        totals_.lone_passes++;
+        totals_.lone_pass_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(cycle).count());
+      }
+    }
     s.decoding = false;
     s.last_result = now;
     if (!draft.empty()) s.pace.checked(static_cast<int>(draft.size()), accepted);

@@ -63,6 +63,10 @@ struct SchedulerTotals {
   // Speculative decoding: draft tokens sent to be checked, those the last stage accepted, and the
   // decode passes (one token of a conversation through the pipeline, with or without a draft).
   uint64_t tokens_drafted = 0, tokens_accepted = 0, decode_passes = 0;
+  // Decode passes without a draft of a conversation decoding alone, and their cycles (from its
+  // previous result to this one): what a token's trip through the pipeline takes, links included
+  // (the drift watch's measure of the links, cluster/drift.h).
+  uint64_t lone_passes = 0, lone_pass_ns = 0;
   double last_decode_tok_s = 0;
   double last_ttft_ms = 0;
 };

@@ -69,6 +69,49 @@ TEST_SUITE("drift") {
     for (int i = 0; i < 3; ++i) CHECK_FALSE(watch.observe({{.device = "head", .expected_ms = 0.2, .measured_ms = 0.9}}));
   }
 
+  TEST_CASE("the links off their plan for three windows, every stage on it, is drift of the links") {
+    DriftWatch watch;
+    const LinksWindow slow{.expected_ms = 3, .measured_ms = 14};
+    CHECK_FALSE(watch.observe(window(3, 1), slow));
+    CHECK_FALSE(watch.observe(window(3, 1), {.expected_ms = 3, .measured_ms = 16}));
+    const auto d = watch.observe(window(3, 1), slow);
+    REQUIRE(d);
+    CHECK(d->links_off);
+    CHECK_FALSE(d->stages_off);
+    CHECK(d->links_ms == doctest::Approx(44.0 / 3));
+    CHECK(d->figures == "the links take 14.67 ms a token (expected 3.00)");
+    for (double speed : d->speeds) CHECK(speed > 0.4);  // no device is measured slower for it
+    // With a stage off too, both are said.
+    for (int i = 0; i < 2; ++i) CHECK_FALSE(watch.observe(window(9, 1), slow));
+    const auto both = watch.observe(window(9, 1), slow);
+    REQUIRE(both);
+    CHECK(both->stages_off);
+    CHECK(both->links_off);
+    CHECK(both->figures == "a computes its layers in 9.00 ms (expected 3.00); the links take 14.00 ms a token (expected 3.00)");
+  }
+
+  TEST_CASE("links: a gap under 2 ms is not drift, windows that did not measure them judge only the stages") {
+    DriftWatch watch;
+    // Loopback: hops planned at 0.2 ms, a step's overheads measured at 1.5 (7.5x, but 1.3 ms).
+    for (int i = 0; i < 4; ++i) CHECK_FALSE(watch.observe(window(3, 1), {.expected_ms = 0.2, .measured_ms = 1.5}));
+    // Faster than planned counts too: a phone back near its access point.
+    for (int i = 0; i < 2; ++i) CHECK_FALSE(watch.observe(window(3, 1), {.expected_ms = 20, .measured_ms = 6}));
+    const auto back = watch.observe(window(3, 1), {.expected_ms = 20, .measured_ms = 6});
+    REQUIRE(back);
+    CHECK(back->links_off);
+    // Not measured (several conversations, or drafts): a window with a stage off judges that alone,
+    // and a window with neither breaks the run.
+    CHECK_FALSE(watch.observe(window(3, 1), {.expected_ms = 3, .measured_ms = 14}));
+    CHECK_FALSE(watch.observe(window(3, 1), {.expected_ms = 3}));
+    CHECK_FALSE(watch.observe(window(3, 1), {.expected_ms = 3, .measured_ms = 14}));
+    CHECK_FALSE(watch.observe(window(9, 1), {.expected_ms = 3}));
+    const auto stages = watch.observe(window(9, 1), {.expected_ms = 3});
+    REQUIRE(stages);  // the third window in a row with something off
+    CHECK(stages->stages_off);
+    CHECK(stages->links_ms == doctest::Approx(14));  // the one window that measured them
+    CHECK(stages->links_off);
+  }
+
   TEST_CASE("a device at a third of its speed: compute figures scaled, memory, storage and link kept") {
     partitioner::DeviceProfile p;
     p.name = "laptop";

@@ -200,6 +200,36 @@ struct Harness {
     REQUIRE(head.plan()->ready());
     return head.plan()->id;
   }
+  // A heartbeat with the stage's decode counters (since the daemon started).
+  void heartbeat(const std::string& id, uint64_t decode_steps, uint64_t decode_ns) {
+    capnp::MallocMessageBuilder b;
+    auto h = b.initRoot<wire::Envelope>().initHeartbeat();
+    h.setNodeId(id);
+    h.setIncarnation(incarnations[id]);
+    h.setDecodeSteps(decode_steps);
+    h.setDecodeNs(decode_ns);
+    deliver(id + "/hb", b);
+  }
+  // The last stage's sampled token for sequence `seq`.
+  void result(uint64_t plan_id, uint64_t seq, int32_t token) {
+    capnp::MallocMessageBuilder b;
+    auto r = b.initRoot<wire::Result>();
+    r.setPlanId(plan_id);
+    auto t = r.initTokens(1)[0];
+    t.setSeq(seq);
+    t.setToken(token);
+    head.on_result(r.asReader());
+  }
+  void link_report(const std::string& from, const std::string& from_name, const std::string& to, double latency_s,
+                   double bytes_per_s) {
+    capnp::MallocMessageBuilder b;
+    auto l = b.initRoot<wire::Envelope>().initLinkReport().initLinks(1)[0];
+    l.setFrom(from_name);
+    l.setTo(to);
+    l.setLatencyS(latency_s);
+    l.setBandwidthBytesPerS(bytes_per_s);
+    deliver(from + "/links-1", b);
+  }
   // Time passes; only `alive` keep sending heartbeats.
   void pass(std::chrono::milliseconds d, const std::vector<std::string>& alive) {
     for (auto t = std::chrono::milliseconds(0); t < d; t += std::chrono::milliseconds(400)) {
@@ -696,6 +726,115 @@ TEST_CASE("head: decoding at a third of the planned pace is reported once, namin
 }  // namespace hearth::cluster
 
 namespace hearth::cluster {
+
+// Issue 16: a link that slows down (a phone walking away from the access point) shows in no
+// stage's compute, only in a token's trip. The head sees the trip take longer than its stages
+// and hops should, asks the plan's devices to measure their links again, and plans with what
+// they measured.
+namespace {
+
+// The head and a, a reading its memory 20x faster: the plan gives a the layers, over a link
+// measured loopback-fast at start. Tokens' trips take what the test says, in real time (the
+// scheduler times them); each stage computes as planned.
+struct TwoStageDecode {
+  test::TempDir dir;
+  Harness h{8e9, "", 1e9};
+  uint64_t plan_id = 0, a_steps = 0;
+  double a_ms = 0;
+
+  TwoStageDecode() {
+    hearth::runtime::MakeModelOptions o;
+    // ~26 MB: 26 ms a token on the head alone, ~1.3 on a.
+    o.shape = {.n_vocab = 512, .n_embd = 512, .n_layer = 2, .n_head = 8, .n_head_kv = 4, .n_ff = 1408, .n_ctx = 512};
+    const std::string model = test::make_model(dir, "m.gguf", o);
+    h.hello("dev-a", "a", "KA");
+    h.link_report("dev-a", "a", "head-id", 0.0002, 1e9);
+    h.launch(model, "", 512);
+    h.bring_up();
+    REQUIRE(h.head.plan() != nullptr);
+    REQUIRE(h.head.plan()->ready());
+    const LaunchedPlan& p = *h.head.plan();
+    REQUIRE(p.stages.size() == 2);
+    REQUIRE(p.stages[1].node_id == "dev-a");
+    plan_id = p.id;
+    a_ms = p.stages[1].expected_ms;
+    h.stage.compute_time = std::chrono::milliseconds(std::llround(p.stages[0].expected_ms));
+    MESSAGE("planned " << p.plan.predicted.ms_per_token << " ms/token: head " << p.stages[0].expected_ms << ", a " << a_ms
+                       << ", links " << p.expected_links_ms);
+    h.generate(1, "once upon a time", 400);
+  }
+  // `windows` drift windows: a second of the head's clock and 10 steps of each stage each.
+  void decode(int windows, std::chrono::milliseconds trip) {
+    for (int w = 0; w < windows; ++w) {
+      for (int i = 0; i < 10; ++i) {
+        h.head.tick();  // the head's stage computes and sends the step on
+        std::this_thread::sleep_for(trip);
+        h.result(plan_id, 1, 65);
+        ++a_steps;
+      }
+      a_beat();
+      h.clock.advance(std::chrono::milliseconds(1100));
+      h.head.tick();
+    }
+  }
+  void a_beat() { h.heartbeat("dev-a", a_steps, static_cast<uint64_t>(static_cast<double>(a_steps) * a_ms * 1e6)); }
+  size_t probes_to_a() const { return h.outbox.to("dev-a", wire::Envelope::LINK_PROBE).size(); }
+  std::vector<std::string> events() const { return h.head.plan()->events.texts(); }
+};
+
+}  // namespace
+
+TEST_CASE("head: the links slower than planned: the devices measure them again, and the head re-plans with them") {
+  TwoStageDecode t;
+  const size_t probes_at_start = t.probes_to_a();
+  t.decode(5, std::chrono::milliseconds(0));  // on plan (the trip: the head's own overheads): nothing happens
+  CHECK(t.probes_to_a() == probes_at_start);
+  CHECK(t.events().empty());
+  // The link slows: trips now take 70 ms.
+  t.decode(4, std::chrono::milliseconds(70));
+  REQUIRE(t.probes_to_a() == probes_at_start + 1);
+  REQUIRE(t.events().size() == 1);
+  CAPTURE(t.events()[0]);
+  CHECK(t.events()[0].find("the links take") != std::string::npos);
+  CHECK(t.events()[0].find("measuring the links again") != std::string::npos);
+  CHECK(t.h.head.next() == nullptr);  // nothing moves before the links are measured
+  // a measured its link to the head: 33 ms one way, 50 Mbit/s. Two hops of it cost more than
+  // the head computing every layer itself.
+  t.h.link_report("dev-a", "a", "head-id", 0.033, 50e6 / 8);
+  // The new plan needs no device's weights: the head switches to it at once, and the
+  // conversation goes on there.
+  REQUIRE(t.h.head.plan() != nullptr);
+  CHECK(t.h.head.plan()->id != t.plan_id);
+  CHECK(t.h.head.plan()->stages.size() == 1);
+  const std::vector<std::string> events = t.events();
+  CAPTURE(events.size());
+  REQUIRE(events.size() >= 3);
+  CAPTURE(events[1]);
+  CHECK(events[1].find("re-balancing: the links take") != std::string::npos);
+  CHECK(events[1].find("(measured again: a -> head 33.00 ms, 50 Mbit/s)") != std::string::npos);
+  CHECK(events[2].find("re-balanced; replaying 1 conversation(s)") != std::string::npos);
+}
+
+TEST_CASE("head: links measured again that change nothing: the plan stays and expects what was measured") {
+  TwoStageDecode t;
+  t.decode(4, std::chrono::milliseconds(20));
+  REQUIRE(t.h.head.plan()->reprobe.has_value());
+  // a never reports (busy, or its report lost): the head plans with the figures it has once the
+  // wait is over. They are the start-up ones, so nothing moves; the trip measured becomes what
+  // the watch expects, and the same slow trips are no longer drift.
+  t.h.pass(std::chrono::milliseconds(16000), {"dev-a"});
+  CHECK_FALSE(t.h.head.plan()->reprobe.has_value());
+  REQUIRE(t.events().size() == 2);
+  CAPTURE(t.events()[1]);
+  CHECK(t.events()[1].find("the plan stays") != std::string::npos);
+  CHECK(t.events()[1].find("measured again") == std::string::npos);
+  CHECK(t.h.head.plan()->expected_links_ms > 15);
+  CHECK(t.h.head.next() == nullptr);
+  t.a_beat();
+  t.decode(5, std::chrono::milliseconds(20));
+  CHECK(t.events().size() == 2);
+  CHECK_FALSE(t.h.head.plan()->reprobe.has_value());
+}
 
 TEST_CASE("head: without --ctx and --streams a launch takes the largest that fit, and says so") {
   test::TempDir dir;
