@@ -118,6 +118,7 @@ void Head::tick() {
   check_recovery_deadline();
   try_commit();
   watch_drift();
+  watch_drafts();
   if (scheduler_ && plan_ && plan_->ready()) scheduler_->step();
 }
 

@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -130,6 +131,13 @@ class Head final : public HeadRole {
   void replan_after_reprobe();
   // Plans again with the measured figures; a re-balance when it pays, else they become the plan's.
   void replan(const Drift& drift);
+  // Plans with the devices' figures as they are now, and moves the serving plan when the new one's
+  // `cost` is predicted to save enough of `serving_ms`; an event says which, and why, with `figures`.
+  enum class Verdict { kStays, kWaits, kMoves };
+  Verdict follow(const std::string& figures, double serving_ms, const std::function<double(const partitioner::Prediction&)>& cost,
+                 const char* unit = "ms/token");
+  // The drafts' measured length and acceptance, against what a drafting launch was planned for.
+  void watch_drafts();
   void stage_rebalance(partitioner::PartitionPlan plan, const std::vector<const Device*>& devices);
 
   // head_clients.cpp
@@ -169,6 +177,7 @@ class Head final : public HeadRole {
   std::vector<CarriedSession> carried_;  // conversations waiting for a device (see recover())
   Clock::time_point recovery_deadline_{};
   std::optional<Clock::time_point> last_rebalance_;           // when the serving plan last followed the devices
+  std::optional<Clock::time_point> last_reprobe_;             // when the links were last measured again for a drift
   std::map<std::string, Clock::time_point> hello_requested_;  // unknown node ids we asked to register
   uint64_t next_plan_id_;
   std::map<std::string, uint64_t> hash_cache_;  // model path + size + mtime -> XXH3

@@ -6,7 +6,12 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
 #include "cluster/head.h"
+#include "partitioner/evaluate.h"
 
 namespace hearth::cluster {
 
@@ -21,8 +26,13 @@ constexpr uint64_t kDriftSteps = 8;
 constexpr double kMinGain = 0.2;
 constexpr double kMinGainMs = 1.0;
 constexpr auto kRebalanceRest = std::chrono::seconds(30);
+// Decode passes the drafts watch measures before it judges: drafting rests up to 64 steps after
+// drafts that fail, so a few hundred passes show a source's real share of plain ones.
+constexpr uint64_t kDraftWindow = 256;
 // How long the head waits for the links measured again after the links drifted.
 constexpr auto kReprobeWait = std::chrono::seconds(15);
+// And measures them again only this long after the last time.
+constexpr auto kReprobeRest = std::chrono::seconds(60);
 // How long a speed measured on a device that no longer runs a stage still counts.
 constexpr auto kSpeedMemory = std::chrono::minutes(10);
 
@@ -111,18 +121,24 @@ void Head::watch_drift() {
 void Head::on_drift(const Drift& drift) {
   LaunchedPlan& serving = *plan_;
   for (size_t i = 0; i < serving.stages.size(); ++i) registry_.set_speed(serving.stages[i].node_id, drift.speeds[i]);
-  if (drift.stages_off || !drift.links_off) return replan(drift);
-  LaunchedPlan::Reprobe reprobe{.drift = drift, .deadline = ports_.clock.now() + kReprobeWait};
+  const auto now = ports_.clock.now();
+  // Measured again lately: what drifts now is the time around the figures (a busy device's
+  // messages waiting for its CPU, a step's overheads), not a link the probes would find changed.
+  if (drift.stages_off || !drift.links_off || (last_reprobe_ && now - *last_reprobe_ < kReprobeRest)) return replan(drift);
+  last_reprobe_ = now;
+  // Every device measures its links to every other, not only the pipeline's hops: a device whose
+  // Wi-Fi got slow is slow to reach from anywhere, and the plan that avoids it needs that too.
+  LaunchedPlan::Reprobe reprobe{.drift = drift, .deadline = now + kReprobeWait};
   const std::vector<const Device*> devices = registry_.candidates(serving.wanted);
-  for (const auto& s : serving.stages) {
-    const Device& d = registry_.at(s.node_id);
-    if (d.is_self) continue;  // the head measures nothing itself: its links are its workers' figures
+  for (const Device* d : devices) {
+    if (d->is_self) continue;  // the head measures nothing itself: its links are its workers' figures
     std::vector<const Device*> targets;
     for (const Device* o : devices)
-      if (o->node_id != d.node_id) targets.push_back(o);
-    request_probe(d.node_id, targets);
-    reprobe.waiting.insert(d.node_id);
+      if (o != d) targets.push_back(o);
+    request_probe(d->node_id, targets);
+    reprobe.waiting.insert(d->node_id);
   }
+  if (reprobe.waiting.empty()) return replan(drift);  // the head alone: no link to measure
   const std::string why = fmt::format("{}; measuring the links again", drift.figures);
   spdlog::info("head: {}", why);
   serving.events.add(why);
@@ -152,6 +168,19 @@ void Head::replan(const Drift& drift) {
     measured_ms += drift.measured_ms[i] - serving.plan.stages[i].stage_time_s * 1e3;
   if (drift.links_ms >= 0) measured_ms += drift.links_ms - serving.expected_links_ms;
   forget_stale_speeds();
+  const Verdict v = follow(drift.figures, measured_ms, [](const partitioner::Prediction& p) { return p.ms_per_token; });
+  if (v != Verdict::kStays) return;
+  // What was measured is what to expect from now on, so that only a further change counts as drift.
+  for (size_t i = 0; i < serving.stages.size(); ++i) {
+    serving.stages[i].expected_ms = drift.measured_ms[i];
+    serving.stages[i].speed = drift.speeds[i];
+  }
+  if (drift.links_ms >= 0) serving.expected_links_ms = drift.links_ms;
+}
+
+Head::Verdict Head::follow(const std::string& figures, double serving_ms,
+                           const std::function<double(const partitioner::Prediction&)>& cost, const char* unit) {
+  LaunchedPlan& serving = *plan_;
   const std::vector<const Device*> devices = registry_.candidates(serving.wanted);
   std::optional<partitioner::PartitionPlan> candidate;
   std::string verdict;
@@ -162,35 +191,74 @@ void Head::replan(const Drift& drift) {
   } catch (const Failure& f) {
     verdict = std::string("no plan fits the measured figures (") + f.what() + ")";
   }
-  const double gain = candidate ? measured_ms - candidate->predicted.ms_per_token : 0;
+  const double candidate_ms = candidate ? cost(candidate->predicted) : 0;
+  const double gain = serving_ms - candidate_ms;
   if (candidate && same_stages(serving, *candidate, devices)) verdict = "the planner keeps the same layers";
-  else if (candidate && gain < std::max(kMinGainMs, kMinGain * measured_ms))
-    verdict = fmt::format("re-planning would save {:.2f} ms of {:.2f}", std::max(0.0, gain), measured_ms);
+  else if (candidate && gain < std::max(kMinGainMs, kMinGain * serving_ms))
+    verdict = fmt::format("re-planning would save {:.2f} ms of {:.2f}", std::max(0.0, gain), serving_ms);
   const auto now = ports_.clock.now();
   if (verdict.empty() && last_rebalance_ && now - *last_rebalance_ < kRebalanceRest) {
-    spdlog::info("head: {}; a re-balance waits: the last was less than {} s ago", drift.figures, kRebalanceRest.count());
-    return;  // the watch measures again, and a later drift may re-balance
+    spdlog::info("head: {}; a re-balance waits: the last was less than {} s ago", figures, kRebalanceRest.count());
+    return Verdict::kWaits;  // the watch measures again, and a later drift may re-balance
   }
   if (!verdict.empty()) {
-    // The plan stays; what was measured is what to expect from now on, so that only a further
-    // change counts as drift.
-    for (size_t i = 0; i < serving.stages.size(); ++i) {
-      serving.stages[i].expected_ms = drift.measured_ms[i];
-      serving.stages[i].speed = drift.speeds[i];
-    }
-    if (drift.links_ms >= 0) serving.expected_links_ms = drift.links_ms;
-    const std::string stays = fmt::format("{}; {}: the plan stays", drift.figures, verdict);
+    const std::string stays = fmt::format("{}; {}: the plan stays", figures, verdict);
     serving.events.add(stays);
     spdlog::info("head: {}", stays);
-    return;
+    return Verdict::kStays;
   }
   last_rebalance_ = now;
   const std::string why =
-      fmt::format("re-balancing: {}; decoding at about {:.2f} ms/token; the plan for the measured figures ({}) predicts {:.2f}",
-                  drift.figures, measured_ms, ranges_text(*candidate, devices), candidate->predicted.ms_per_token);
+      fmt::format("re-balancing: {}; decoding at about {:.2f} {}; the plan for the measured figures ({}) predicts {:.2f}",
+                  figures, serving_ms, unit, ranges_text(*candidate, devices), candidate_ms);
   spdlog::warn("head: {}", why);
   serving.events.add(why);
   stage_rebalance(std::move(*candidate), devices);
+  return Verdict::kMoves;
+}
+
+// A drafting launch was planned for passes of draft_tokens + 1 rows: the draft a conversation
+// starts with (head_launch.cpp). Once the drafts measure two tokens or more away from that, the
+// measured figures replace it: a source that rarely agrees rests, and its passes are mostly
+// plain ones, which a plan for one row serves better; one that keeps agreeing drafts the most it
+// may. Every later plan (a drift's, a recovery's) uses them; this one moves when that pays.
+void Head::watch_drafts() {
+  if (!plan_ || !plan_->ready() || plan_->draft.empty() || plan_->split_by_user || next_ || !scheduler_ || plan_->reprobe) return;
+  const SchedulerTotals& t = scheduler_->totals();
+  const LaunchedPlan::DraftMark now{t.decode_passes, t.tokens_drafted, t.tokens_accepted};
+  auto& mark = plan_->draft_mark;
+  if (!mark || now.passes < mark->passes) {  // a new scheduler counts from 0
+    mark = now;
+    return;
+  }
+  const uint64_t passes = now.passes - mark->passes;
+  if (passes < kDraftWindow) return;
+  const double drafted = static_cast<double>(now.drafted - mark->drafted) / static_cast<double>(passes);
+  const double tokens = 1 + static_cast<double>(now.accepted - mark->accepted) / static_cast<double>(passes);
+  mark = now;
+  const int k = static_cast<int>(std::lround(drafted));
+  LaunchedPlan& serving = *plan_;
+  if (std::abs(k - serving.partition.draft_tokens) < 2) return;
+  const std::string figures = fmt::format("passes carry drafts of {:.1f} tokens and give {:.2f} (planned for drafts of {})",
+                                          drafted, tokens, serving.partition.draft_tokens);
+  serving.partition.draft_tokens = k;
+  serving.partition.tokens_per_pass = k > 0 ? tokens : 0;
+  // The serving plan's pass under the measured figures, as the planner predicts it: the same
+  // prediction a candidate gets, so that the two compare.
+  const auto cost = [k](const partitioner::Prediction& p) { return k > 0 ? p.draft_pass_ms : p.ms_per_token; };
+  const std::vector<const Device*> devices = registry_.candidates(serving.wanted);
+  Device head_copy;
+  const std::vector<const Device*> planning = planning_devices(serving, devices, head_copy);
+  partitioner::PartitionPlan current = serving.plan;
+  for (size_t i = 0; i < serving.stages.size(); ++i) {
+    const auto at =
+        std::find_if(planning.begin(), planning.end(), [&](const Device* d) { return d->node_id == serving.stages[i].node_id; });
+    if (at == planning.end()) return;  // a device of the plan is gone: recovery's to re-plan
+    current.stages[i].device = static_cast<int>(at - planning.begin());
+  }
+  const partitioner::Prediction predicted =
+      partitioner::evaluate_plan(serving.spec, profiles_of(planning), registry_.link_table(devices), serving.partition, current);
+  follow(figures, cost(predicted), cost, k > 0 ? "ms a pass" : "ms/token");
 }
 
 // The new plan stages beside the serving one like a launch with no client; try_commit switches

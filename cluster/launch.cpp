@@ -71,15 +71,11 @@ std::vector<std::pair<std::string, int>> parse_split(const std::string& text) {
   return out;
 }
 
-namespace {
-
 std::vector<partitioner::DeviceProfile> profiles_of(const std::vector<const Device*>& devices) {
   std::vector<partitioner::DeviceProfile> profiles;
   for (const Device* d : devices) profiles.push_back(d->profile);
   return profiles;
 }
-
-}  // namespace
 
 void carry_choices(const LaunchedPlan& from, LaunchedPlan& to) {
   to.options = from.options;

@@ -113,6 +113,12 @@ struct LaunchedPlan {
     std::string figures;  // the links measured: "b -> c 12.10 ms, 48 Mbit/s"
   };
   std::optional<Reprobe> reprobe;
+  // The scheduler's decode passes, draft tokens sent and accepted where the drafts watch's
+  // window opened (head_rebalance.cpp).
+  struct DraftMark {
+    uint64_t passes = 0, drafted = 0, accepted = 0;
+  };
+  std::optional<DraftMark> draft_mark;
   // A re-balance of the serving plan: it switches as soon as its stages have their weights, and
   // the conversations go on on it, replayed, instead of being drained.
   bool rebalance = false;
@@ -144,6 +150,9 @@ std::vector<std::pair<int, int>> fallback_sizes(int ctx, int streams);
 
 // "head:2,a:2,b:1" -> [(name, layers)]; throws Failure(BAD_REQUEST).
 std::vector<std::pair<std::string, int>> parse_split(const std::string& text);
+
+// The devices' profiles, in order: what the planner plans with.
+std::vector<partitioner::DeviceProfile> profiles_of(const std::vector<const Device*>& devices);
 
 // The planner's choice on `devices` (the head first); throws Failure(NO_CAPACITY) when nothing fits.
 partitioner::PartitionPlan plan_by_planner(const partitioner::ModelSpec& spec, const std::vector<const Device*>& devices,

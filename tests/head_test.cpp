@@ -129,6 +129,10 @@ struct Harness {
   }
   void hello(const std::string& id, const std::string& name, const char* key, double memory = 8e9,
              uint16_t version = wire::PROTOCOL_VERSION, uint64_t incarnation = 7) {
+    hello(id, device_profile(name, memory), key, version, incarnation);
+  }
+  void hello(const std::string& id, const profiles::Profile& profile, const char* key, uint16_t version = wire::PROTOCOL_VERSION,
+             uint64_t incarnation = 7) {
     capnp::MallocMessageBuilder b;
     auto h = b.initRoot<wire::Envelope>().initHello();
     h.setProtocolVersion(version);
@@ -136,7 +140,7 @@ struct Harness {
     h.setControlEndpoint("tcp://127.0.0.1:6000");
     h.setDataEndpoint("tcp://127.0.0.1:6001");
     h.setIncarnation(incarnations[id] = incarnation);
-    to_wire(device_profile(name, memory), h.initProfile());
+    to_wire(profile, h.initProfile());
     deliver(id, b, key);
   }
   void heartbeat(const std::string& id) {
@@ -146,7 +150,7 @@ struct Harness {
     h.setIncarnation(incarnations[id]);
     deliver(id + "/hb", b);
   }
-  void launch(const std::string& model, const std::string& split = "", uint32_t ctx = 64) {
+  void launch(const std::string& model, const std::string& split = "", uint32_t ctx = 64, const std::string& draft = "") {
     capnp::MallocMessageBuilder b;
     auto env = b.initRoot<wire::Envelope>();
     env.setRequestId(1);
@@ -154,6 +158,7 @@ struct Harness {
     r.setModelPath(model);
     r.setSplit(split);
     r.setCtx(ctx);
+    r.setDraft(draft);
     deliver("cli", b);
   }
   void load_status(const std::string& id, uint64_t plan_id, wire::LoadStatus::State state, const std::string& message = "") {
@@ -210,14 +215,15 @@ struct Harness {
     h.setDecodeNs(decode_ns);
     deliver(id + "/hb", b);
   }
-  // The last stage's sampled token for sequence `seq`.
-  void result(uint64_t plan_id, uint64_t seq, int32_t token) {
+  // The last stage's sampled token for sequence `seq`, after `accepted` tokens of its draft.
+  void result(uint64_t plan_id, uint64_t seq, int32_t token, uint32_t accepted = 0) {
     capnp::MallocMessageBuilder b;
     auto r = b.initRoot<wire::Result>();
     r.setPlanId(plan_id);
     auto t = r.initTokens(1)[0];
     t.setSeq(seq);
     t.setToken(token);
+    t.setAccepted(accepted);
     head.on_result(r.asReader());
   }
   void link_report(const std::string& from, const std::string& from_name, const std::string& to, double latency_s,
@@ -834,6 +840,56 @@ TEST_CASE("head: links measured again that change nothing: the plan stays and ex
   t.decode(5, std::chrono::milliseconds(20));
   CHECK(t.events().size() == 2);
   CHECK_FALSE(t.h.head.plan()->reprobe.has_value());
+}
+
+// Issue 16: the planner's objective with drafts. A drafting launch is planned for passes of 5
+// rows (the first draft, 4 tokens, behind its token): b, which computes fast, gets the layers,
+// though a reads its memory twice as fast. The drafts then never agree; drafting rests, the
+// passes are nearly all plain ones, and for those a is the faster device. The head measures
+// what the passes carry, plans with it, and moves the layers to a.
+TEST_CASE("head: drafts that carry far fewer tokens than planned: the head re-plans with the measured drafts") {
+  test::TempDir dir;
+  hearth::runtime::MakeModelOptions o;
+  o.shape = {.n_vocab = 512, .n_embd = 512, .n_layer = 2, .n_head = 8, .n_head_kv = 4, .n_ff = 1408, .n_ctx = 512};
+  const std::string model = test::make_model(dir, "m.gguf", o);
+  Harness h(8e9, "", 1e9);  // the head reads its memory slowly: it gets no layers
+  profiles::Profile a = device_profile("a", 8e9, 20e9), b = device_profile("b", 8e9, 10e9);
+  a.device.prefill_flop_s = 10e9;
+  b.device.prefill_flop_s = 500e9;
+  h.hello("dev-a", a, "KA");
+  h.hello("dev-b", b, "KB");
+  for (const auto& [from, name] : {std::pair{"dev-a", "a"}, std::pair{"dev-b", "b"}})
+    for (const std::string to : {"head-id", "dev-a", "dev-b"})
+      if (to != from) h.link_report(from, name, to, 0.0002, 1e9);
+  h.launch(model, "", 512, "ngram");
+  h.bring_up();
+  REQUIRE(h.head.plan() != nullptr);
+  REQUIRE(h.head.plan()->ready());
+  const auto layers_of = [&](const std::string& node) {
+    int n = 0;
+    for (const auto& s : h.head.plan()->stages)
+      if (s.node_id == node) n += s.spec.last_layer - s.spec.first_layer;
+    return n;
+  };
+  REQUIRE(h.head.plan()->partition.draft_tokens == 4);
+  REQUIRE(layers_of("dev-b") == 2);
+  const uint64_t plan_id = h.head.plan()->id;
+  h.generate(1, "once upon a time", 400);
+  for (int i = 0; i < 300 && h.head.next() == nullptr; ++i) {
+    h.head.tick();
+    h.result(plan_id, 1, 65, 0);  // whatever was drafted, none of it
+  }
+  const std::vector<std::string> events = h.head.plan()->events.texts();
+  REQUIRE_FALSE(events.empty());
+  CAPTURE(events.back());
+  CHECK(events.back().find("re-balancing: passes carry drafts of") != std::string::npos);
+  CHECK(events.back().find("(planned for drafts of 4)") != std::string::npos);
+  CHECK(h.head.plan()->partition.draft_tokens == 0);  // later plans (a drift's, a recovery's) too
+  REQUIRE(h.head.next() != nullptr);
+  int a_layers = 0;
+  for (const auto& s : h.head.next()->stages)
+    if (s.node_id == "dev-a") a_layers += s.spec.last_layer - s.spec.first_layer;
+  CHECK(a_layers == 2);
 }
 
 TEST_CASE("head: without --ctx and --streams a launch takes the largest that fit, and says so") {
