@@ -162,11 +162,9 @@ void Head::replan_after_reprobe() {
 
 void Head::replan(const Drift& drift) {
   LaunchedPlan& serving = *plan_;
-  // The plan's prediction with what was measured in place of what it expected.
-  double measured_ms = serving.plan.predicted.ms_per_token;
-  for (size_t i = 0; i < serving.stages.size(); ++i)
-    measured_ms += drift.measured_ms[i] - serving.plan.stages[i].stage_time_s * 1e3;
-  if (drift.links_ms >= 0) measured_ms += drift.links_ms - serving.expected_links_ms;
+  // A token's time as measured: its stages, and its links (as expected where not measured).
+  double measured_ms = drift.links_ms >= 0 ? drift.links_ms : serving.expected_links_ms;
+  for (const double ms : drift.measured_ms) measured_ms += ms;
   forget_stale_speeds();
   const Verdict v = follow(drift.figures, measured_ms, [](const partitioner::Prediction& p) { return p.ms_per_token; });
   if (v != Verdict::kStays) return;

@@ -20,10 +20,11 @@ std::string printf_string(const char* format, double value) {
 
 std::string quoted(const CostModel& cm, int d) { return "'" + cm.devices()[d].name + "'"; }
 
-// Seconds per block of device d in single-stream decode, averaged over the model.
+// Seconds per block of device d in one stream's decode pass (its token, and a draft's tokens
+// when the launch drafts), averaged over the model.
 double block_time(const CostModel& cm, int d) {
   const int n = cm.n_layers();
-  return (cm.decode_time(d, 0, n, false, 1) - cm.devices()[d].step_overhead_s) / n;
+  return (cm.decode_time(d, 0, n, false, cm.latency_rows()) - cm.devices()[d].step_overhead_s) / n;
 }
 
 // Blocks device d can hold as a middle stage (no embedding, no LM head).
@@ -33,20 +34,22 @@ int block_capacity(const CostModel& cm, int d) {
   return j;
 }
 
-// Extra seconds per token of inserting device d, with no blocks yet, at the cheapest
-// place in the ring: two hops replace one, and d pays its step overhead. Rows are priced at
-// their narrowest (no per-layer inputs left): a lower bound.
+// Extra seconds per pass of inserting device d, with no blocks yet, at the cheapest place in
+// the ring: two hops replace one, and d pays its step overhead. Rows are priced at their
+// narrowest (no per-layer inputs left): a lower bound. A pass carries one token, or a draft's
+// tokens behind it.
 double insertion_cost(const CostModel& cm, std::span<const StageRange> ranges, int d) {
   double best = std::numeric_limits<double>::infinity();
+  const double rows = cm.latency_rows();
   for (size_t s = 0; s < ranges.size(); ++s) {
     const int u = ranges[s].device;
     const bool to_head = s + 1 == ranges.size();
     const int v = to_head ? ranges[0].device : ranges[s + 1].device;
     // Out of a stage: one token's activations, or its id back to the head.
     const auto out = [&](int from, int to) {
-      return to_head ? cm.hop_time(from, to, kTokenIdBytes) : cm.activation_hop_time(from, to, 1, cm.n_layers());
+      return to_head ? cm.hop_time(from, to, kTokenIdBytes) : cm.activation_hop_time(from, to, rows, cm.n_layers());
     };
-    const double added = cm.activation_hop_time(u, d, 1, cm.n_layers()) + out(d, v) - out(u, v);
+    const double added = cm.activation_hop_time(u, d, rows, cm.n_layers()) + out(d, v) - out(u, v);
     best = std::min(best, added);
   }
   return best + cm.devices()[d].step_overhead_s;
@@ -75,8 +78,8 @@ std::string searched_reason(const CostModel& cm, std::span<const StageRange> ran
   // For latency (a pure sum) this bound proves the device useless; for the other
   // objectives only the search itself does.
   if (cm.options().objective == Objective::latency && saving <= cost)
-    return quoted(cm, d) + ": joining costs at least " + format_ms(cost) +
-           " per token in hops and step overhead, more than the at most " + format_ms(saving) + " its blocks could save" + facts;
+    return quoted(cm, d) + ": joining costs at least " + format_ms(cost) + (cm.latency_rows() > 1 ? " per pass" : " per token") +
+           " in hops and step overhead, more than the at most " + format_ms(saving) + " its blocks could save" + facts;
   return quoted(cm, d) + ": no plan using it predicts a better " + std::string(to_string(cm.options().objective)) + facts;
 }
 

@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (tests/fuzz/, clang 14 + ASan + UBSan) in build-fuzz/ and runs each
 # for SECONDS (default 60), starting from its seed corpus in tests/fuzz/corpus/<target>/.
 #   scripts/fuzz.sh                    # every target, 60 s each
-#   scripts/fuzz.sh 20                 # CI: every target briefly (about 5 x 20 s after the build)
+#   scripts/fuzz.sh 20                 # CI: every target briefly (5 x 20 s over the cores, after the build)
 #   scripts/fuzz.sh 300 gguf_fuzz      # one target, longer
 #   HEARTH_FUZZ_JOBS=1 scripts/fuzz.sh # build with one job (default: all cores)
 # Prints executions, new coverage inputs and crashes per target; exits 1 if any target crashed
@@ -32,12 +32,11 @@ trap 'rm -rf "$work"' EXIT
 export ASAN_SYMBOLIZER_PATH=${ASAN_SYMBOLIZER_PATH:-/usr/lib/llvm-14/bin/llvm-symbolizer}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-failed=0
-rows=()
-for t in "${targets[@]}"; do
+# One target: its summary row in $work/$t/row, and $work/$t/failed if it crashed.
+fuzz_target() {
+  local t=$1 bin seeds n_seeds dict rc execs rate cov n_corpus crashes slow note
   bin="$build/fuzz/$t"
   seeds="tests/fuzz/corpus/$t"
-  [ -x "$bin" ] || { echo "fuzz: no target '$t'" >&2; exit 2; }
   # The fuzzer grows a copy of the seeds; new inputs stay in the temporary directory.
   mkdir -p "$work/$t/corpus" "$work/$t/artifacts"
   cp "$seeds"/* "$work/$t/corpus/" 2>/dev/null || true
@@ -61,7 +60,7 @@ for t in "${targets[@]}"; do
     echo "fuzz: $t: $slow input(s) took over 10 s (copied to $build/findings/$t/)" >&2
   fi
   if [ "$rc" -ne 0 ] || [ "$crashes" -gt 0 ]; then
-    failed=1
+    touch "$work/$t/failed"
     mkdir -p "$build/findings/$t"
     cp "$work/$t/artifacts"/* "$build/findings/$t/" 2>/dev/null || true
     cp "$work/$t/log" "$build/findings/$t/log.txt"
@@ -71,7 +70,31 @@ for t in "${targets[@]}"; do
   note=""
   [ "$rc" -ne 0 ] && note=" (exit $rc)"
   [ "$slow" -gt 0 ] && note="$note, $slow slow"
-  rows+=("| $t | $seconds | ${execs:-?} | ${rate:-?} | ${cov:-?} | $n_seeds -> $n_corpus | $crashes$note |")
+  echo "| $t | $seconds | ${execs:-?} | ${rate:-?} | ${cov:-?} | $n_seeds -> $n_corpus | $crashes$note |" >"$work/$t/row"
+}
+
+for t in "${targets[@]}"; do
+  [ -x "$build/fuzz/$t" ] || { echo "fuzz: no target '$t'" >&2; exit 2; }
+done
+# A target is one process on one core: as many at once as there are cores (CI's two halve the
+# phase's wall time).
+running=0
+for t in "${targets[@]}"; do
+  if [ "$running" -ge "$(nproc)" ]; then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  fuzz_target "$t" &
+  running=$((running + 1))
+done
+wait
+
+failed=0
+rows=()
+for t in "${targets[@]}"; do
+  [ ! -e "$work/$t/failed" ] || failed=1
+  rows+=("$(cat "$work/$t/row" 2>/dev/null || echo "| $t | $seconds | ? | ? | ? | ? | did not finish |")")
+  [ -e "$work/$t/row" ] || failed=1
 done
 
 echo
