@@ -126,7 +126,7 @@ class Head final : public HeadRole {
   // Speeds measured long ago on devices that run no stage now are forgotten before a plan is made.
   void forget_stale_speeds();
   void on_drift(const Drift& drift);
-  // Links drifted: the plan's devices measured them again (or some did, by the deadline).
+  // Links drifted: the devices measured them again (or some did, by the deadline).
   void reprobe_reported(const std::string& node_id, const std::string& figures);
   void replan_after_reprobe();
   // Plans again with the measured figures; a re-balance when it pays, else they become the plan's.

@@ -106,6 +106,7 @@ void Head::watch_drift() {
   }
   // The links: a lone pass's cycle less the stages' compute, when enough passes were lone ones.
   LinksWindow links{.expected_ms = plan_->expected_links_ms};
+  if (passes.first < plan_->drift_pass_mark.first) return restart();  // another scheduler's counts
   const uint64_t lone = passes.first - plan_->drift_pass_mark.first;
   if (lone >= kDriftSteps && plan_->stages.size() > 1)
     links.measured_ms = std::max(
@@ -116,8 +117,8 @@ void Head::watch_drift() {
 
 // A stage off its plan: its measured speed is the device's figure from now on, and the plan is
 // re-balanced when the planner, given it, predicts enough of a gain. The links off with every
-// stage on plan: which link changed is not known yet, so the plan's devices measure theirs
-// again first (a probe costs the pipeline a second or so of its bandwidth; once per drift).
+// stage on plan: which link changed is not known yet, so every device measures its links again
+// first (a probe costs the pipeline a second or so of its bandwidth: at most once a minute).
 void Head::on_drift(const Drift& drift) {
   LaunchedPlan& serving = *plan_;
   for (size_t i = 0; i < serving.stages.size(); ++i) registry_.set_speed(serving.stages[i].node_id, drift.speeds[i]);
@@ -150,20 +151,24 @@ void Head::reprobe_reported(const std::string& node_id, const std::string& figur
   if (!plan_ || !plan_->reprobe || plan_->reprobe->waiting.erase(node_id) == 0) return;
   auto& said = plan_->reprobe->figures;
   if (!figures.empty()) said += (said.empty() ? "" : ", ") + figures;
-  if (plan_->reprobe->waiting.empty()) replan_after_reprobe();
+  // A launch staging meanwhile is the client's: the deadline's re-plan waits for it to end.
+  if (plan_->reprobe->waiting.empty() && !next_) replan_after_reprobe();
 }
 
 void Head::replan_after_reprobe() {
   Drift drift = std::move(plan_->reprobe->drift);
   if (!plan_->reprobe->figures.empty()) drift.figures += " (measured again: " + plan_->reprobe->figures + ")";
   plan_->reprobe.reset();
+  plan_->drift_mark.clear();  // the next window opens now, without the probes' traffic
   replan(drift);
 }
 
 void Head::replan(const Drift& drift) {
   LaunchedPlan& serving = *plan_;
-  // A token's time as measured: its stages, and its links (as expected where not measured).
-  double measured_ms = drift.links_ms >= 0 ? drift.links_ms : serving.expected_links_ms;
+  // A token's time as measured: its stages, and its links where they drifted (else as expected:
+  // a measured trip also holds the loop's and the messages' overheads, which no plan predicts,
+  // and would make every plan for a stage's drift look like a gain).
+  double measured_ms = drift.links_off ? drift.links_ms : serving.expected_links_ms;
   for (const double ms : drift.measured_ms) measured_ms += ms;
   forget_stale_speeds();
   const Verdict v = follow(drift.figures, measured_ms, [](const partitioner::Prediction& p) { return p.ms_per_token; });
@@ -178,6 +183,7 @@ void Head::replan(const Drift& drift) {
 
 Head::Verdict Head::follow(const std::string& figures, double serving_ms,
                            const std::function<double(const partitioner::Prediction&)>& cost, const char* unit) {
+  if (next_) return Verdict::kWaits;  // a launch stages: it is the client's, not to be replaced
   LaunchedPlan& serving = *plan_;
   const std::vector<const Device*> devices = registry_.candidates(serving.wanted);
   std::optional<partitioner::PartitionPlan> candidate;
@@ -239,8 +245,12 @@ void Head::watch_drafts() {
   if (std::abs(k - serving.partition.draft_tokens) < 2) return;
   const std::string figures = fmt::format("passes carry drafts of {:.1f} tokens and give {:.2f} (planned for drafts of {})",
                                           drafted, tokens, serving.partition.draft_tokens);
+  forget_stale_speeds();
+  const partitioner::PartitionOptions planned = serving.partition;
   serving.partition.draft_tokens = k;
-  serving.partition.tokens_per_pass = k > 0 ? tokens : 0;
+  // A pass gives at most its draft and one token (the planner refuses more): a fractional
+  // draft length rounded down can be outgiven by its acceptance.
+  serving.partition.tokens_per_pass = k > 0 ? std::min(tokens, k + 1.0) : 0;
   // The serving plan's pass under the measured figures, as the planner predicts it: the same
   // prediction a candidate gets, so that the two compare.
   const auto cost = [k](const partitioner::Prediction& p) { return k > 0 ? p.draft_pass_ms : p.ms_per_token; };
@@ -256,7 +266,9 @@ void Head::watch_drafts() {
   }
   const partitioner::Prediction predicted =
       partitioner::evaluate_plan(serving.spec, profiles_of(planning), registry_.link_table(devices), serving.partition, current);
-  follow(figures, cost(predicted), cost, k > 0 ? "ms a pass" : "ms/token");
+  // A re-balance that must wait (the last was less than kRebalanceRest ago) is tried again when
+  // the next window closes: the figures it would move for stay unapplied until then.
+  if (follow(figures, cost(predicted), cost, k > 0 ? "ms a pass" : "ms/token") == Verdict::kWaits) serving.partition = planned;
 }
 
 // The new plan stages beside the serving one like a launch with no client; try_commit switches

@@ -104,8 +104,8 @@ struct LaunchedPlan {
   Clock::time_point drift_mark_at{};
   // What the drift watch expects of the links per decode step (the plan's hops at first).
   double expected_links_ms = 0;
-  // The links drifted with every stage on plan: the plan's devices measure their links again,
-  // and the head plans again once they all reported (or at `deadline`).
+  // The links drifted with every stage on plan: every device measures its links again, and the
+  // head plans again once they all reported (or at `deadline`).
   struct Reprobe {
     Drift drift;
     std::set<std::string> waiting;  // node ids of the devices still measuring

@@ -52,6 +52,7 @@ struct FakeStage final : LocalStage {
   uint64_t plan_id = 0;
   int loads = 0, forwards = 0;
   std::chrono::milliseconds compute_time{0};  // each batch takes this long (a busy device)
+  std::chrono::milliseconds row_time{0};      // and this long for each of its tokens
   StageCounters work;
   void load(uint64_t id, const std::string&, const runtime::StageSpec& s, const runtime::StageOptions&, const NextHop&) override {
     is_loaded = true, spec = s, plan_id = id, ++loads;
@@ -61,7 +62,7 @@ struct FakeStage final : LocalStage {
   int max_batch() const override { return 256; }
   bool has_output() const override { return spec.has_output; }
   StageOutput compute(const Batch& batch) override {
-    std::this_thread::sleep_for(compute_time);
+    std::this_thread::sleep_for(compute_time + row_time * batch.n_tokens());
     work.batches++;
     if (batch.n_tokens() == static_cast<int>(batch.chunks.size())) {
       work.decode_steps++;
@@ -874,6 +875,10 @@ TEST_CASE("head: drafts that carry far fewer tokens than planned: the head re-pl
   REQUIRE(h.head.plan()->partition.draft_tokens == 4);
   REQUIRE(layers_of("dev-b") == 2);
   const uint64_t plan_id = h.head.plan()->id;
+  // A pass with a draft costs its rows, so that drafting never measures as paying (it would
+  // draft every step, and the drafts would measure longer than the plan's), whatever the
+  // machine's hiccups.
+  h.stage.row_time = std::chrono::milliseconds(2);
   h.generate(1, "once upon a time", 400);
   for (int i = 0; i < 300 && h.head.next() == nullptr; ++i) {
     h.head.tick();
