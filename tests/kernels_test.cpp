@@ -4,9 +4,15 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
+
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -354,13 +360,13 @@ TEST_SUITE("kernels") {
     return a;
   }
 
-  float table_dot(const KernelTable& k, TensorType t, const uint8_t* w, const TokenActivations& a, int n) {
-    const void* x = a.blocks.data();
+  // The dot kernel of k for `t` on row w, with a token's activations as floats (f32, bf16 weights)
+  // or as blocks of its dot type (the others).
+  float dot_at(const KernelTable& k, TensorType t, const uint8_t* w, const float* x_f32, const void* x, int n) {
     switch (t) {
-      case TensorType::F32: return k.dot_f32(reinterpret_cast<const float*>(w), a.f32.data(), n);
-      case TensorType::F16:
-        return k.dot_f16(reinterpret_cast<const uint16_t*>(w), reinterpret_cast<const uint16_t*>(a.blocks.data()), n);
-      case TensorType::BF16: return k.dot_bf16(reinterpret_cast<const uint16_t*>(w), a.f32.data(), n);
+      case TensorType::F32: return k.dot_f32(reinterpret_cast<const float*>(w), x_f32, n);
+      case TensorType::F16: return k.dot_f16(reinterpret_cast<const uint16_t*>(w), static_cast<const uint16_t*>(x), n);
+      case TensorType::BF16: return k.dot_bf16(reinterpret_cast<const uint16_t*>(w), x_f32, n);
       case TensorType::Q8_0:
       case TensorType::Q4_0:
       case TensorType::Q5_0:
@@ -371,6 +377,24 @@ TEST_SUITE("kernels") {
       case TensorType::Q5_K: return k.dot_q5_k(reinterpret_cast<const BlockQ5_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
       default: return k.dot_q6_k(reinterpret_cast<const BlockQ6_K*>(w), static_cast<const BlockQ8_K*>(x), n / 256);
     }
+  }
+
+  float table_dot(const KernelTable& k, TensorType t, const uint8_t* w, const TokenActivations& a, int n) {
+    return dot_at(k, t, w, a.f32.data(), a.blocks.data(), n);
+  }
+
+  // A gemm kernel's input: every token's activations side by side, as matmul lays them out, each
+  // `stride` bytes.
+  std::vector<uint8_t> gemm_input(TensorType t, const std::vector<TokenActivations>& acts, size_t& stride) {
+    const auto bytes_of = [&](const TokenActivations& a) -> std::pair<const uint8_t*, size_t> {
+      if (dot_type(t) == TensorType::F32) return {reinterpret_cast<const uint8_t*>(a.f32.data()), a.f32.size() * 4};
+      const auto& v = a.packed.empty() ? a.blocks : a.packed;
+      return {v.data(), v.size()};
+    };
+    stride = bytes_of(acts[0]).second;
+    std::vector<uint8_t> in(stride * acts.size());
+    for (size_t tk = 0; tk < acts.size(); ++tk) std::memcpy(&in[tk * stride], bytes_of(acts[tk]).first, stride);
+    return in;
   }
 
   TEST_CASE("gemm kernels equal their table's dot kernel bit for bit, whatever the tile (batch invariance)") {
@@ -409,19 +433,8 @@ TEST_SUITE("kernels") {
               std::vector<TokenActivations> acts;
               for (int tk = 0; tk < n_tok; ++tk)
                 acts.push_back(activations_for(*k, t, &x[static_cast<size_t>(tk) * static_cast<size_t>(n)], n));
-              // The gemm's input: every token's activations side by side, as matmul lays them out.
-              const std::vector<uint8_t>& first = dot_type(t) == TensorType::F32 ? std::vector<uint8_t>{}
-                                                  : acts[0].packed.empty()       ? acts[0].blocks
-                                                                                 : acts[0].packed;
-              const size_t xs = dot_type(t) == TensorType::F32 ? static_cast<size_t>(n) * 4 : first.size();
-              std::vector<uint8_t> xin(xs * static_cast<size_t>(n_tok));
-              for (int tk = 0; tk < n_tok; ++tk) {
-                const auto& a = acts[static_cast<size_t>(tk)];
-                const uint8_t* src = dot_type(t) == TensorType::F32 ? reinterpret_cast<const uint8_t*>(a.f32.data())
-                                     : a.packed.empty()             ? a.blocks.data()
-                                                                    : a.packed.data();
-                std::memcpy(&xin[static_cast<size_t>(tk) * xs], src, xs);
-              }
+              size_t xs = 0;
+              const std::vector<uint8_t> xin = gemm_input(t, acts, xs);
               const size_t ldy = n_rows + 3;
               std::vector<float> y(ldy * static_cast<size_t>(n_tok), -1.f);
               gemm_kernel(*k, t)(w.data(), ws, n_rows, xin.data(), xs, n_tok, n, y.data(), ldy);
@@ -447,6 +460,159 @@ TEST_SUITE("kernels") {
         }
       }
     }
+  }
+
+  // Memory with an inaccessible page on each side. A buffer copied against either guard makes a
+  // kernel that reads one byte before or after it fault, in every build: the sanitized build's
+  // kernels do not check their own loads (runtime/kernels/read_checks.h checks their callers).
+  class GuardedPages {
+   public:
+    explicit GuardedPages(size_t bytes)
+        : page_(static_cast<size_t>(sysconf(_SC_PAGESIZE))), inner_((bytes + page_ - 1) / page_ * page_ + page_) {
+      void* p = mmap(nullptr, inner_ + 2 * page_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      REQUIRE(p != MAP_FAILED);
+      base_ = static_cast<uint8_t*>(p);
+      REQUIRE(mprotect(base_, page_, PROT_NONE) == 0);
+      REQUIRE(mprotect(base_ + page_ + inner_, page_, PROT_NONE) == 0);
+    }
+    GuardedPages(const GuardedPages&) = delete;
+    GuardedPages& operator=(const GuardedPages&) = delete;
+    ~GuardedPages() { munmap(base_, inner_ + 2 * page_); }
+
+    // A copy of `bytes` bytes of data that ends at the back guard, or starts at the front one.
+    template <class T>
+    T* copy(const T* data, size_t bytes, bool against_end) {
+      uint8_t* p = against_end ? base_ + page_ + inner_ - bytes : base_ + page_;
+      if (bytes > 0) std::memcpy(p, data, bytes);  // data may be an empty vector's nullptr
+      return reinterpret_cast<T*>(p);
+    }
+
+   private:
+    size_t page_, inner_;
+    uint8_t* base_ = nullptr;
+  };
+
+  TEST_CASE("no kernel reads a byte before or after the rows, tokens, keys and values it is given (guard pages)") {
+    for (const KernelTable* k : tables()) {
+      CAPTURE(std::string(k->name));
+      for (TensorType t : kAllTypes) {
+        CAPTURE(std::string(tensor_type_name(t)));
+        const bool kquant = dot_type(t) == TensorType::Q8_K;
+        const bool float_weights = t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
+        for (int n : kquant          ? std::vector<int>{256, 768}
+                     : float_weights ? std::vector<int>{5, 20, 40, 108, 1052}
+                                     : std::vector<int>{32, 96, 160}) {
+          CAPTURE(n);
+          for (const int n_rows : {1, 2, 5, 9, 17}) {
+            CAPTURE(n_rows);
+            const auto w = random_matrix(t, n, n_rows, 300u + static_cast<uint32_t>(n));
+            const size_t ws = row_bytes(t, static_cast<uint64_t>(n));
+            for (int n_tok : {1, 3, 5, 13}) {
+              CAPTURE(n_tok);
+              const auto x = random_floats(static_cast<size_t>(n_tok) * static_cast<size_t>(n), 9u);
+              std::vector<TokenActivations> acts;
+              for (int tk = 0; tk < n_tok; ++tk)
+                acts.push_back(activations_for(*k, t, &x[static_cast<size_t>(tk) * static_cast<size_t>(n)], n));
+              size_t xs = 0;
+              const std::vector<uint8_t> xin = gemm_input(t, acts, xs);
+              const size_t outs = static_cast<size_t>(n_rows) * static_cast<size_t>(n_tok);
+              std::vector<float> want(outs), got(outs);
+              gemm_kernel(*k, t)(w.data(), ws, n_rows, xin.data(), xs, n_tok, n, want.data(), n_rows);
+              for (const bool at_end : {true, false}) {
+                CAPTURE(at_end);
+                GuardedPages gw(w.size()), gx(xin.size());
+                gemm_kernel(*k, t)(gw.copy(w.data(), w.size(), at_end), ws, n_rows, gx.copy(xin.data(), xin.size(), at_end), xs,
+                                   n_tok, n, got.data(), n_rows);
+                CHECK(std::memcmp(got.data(), want.data(), outs * 4) == 0);
+              }
+            }
+          }
+          // The dot kernel, its one row and one token against each guard; and how the token got
+          // there: converted (f16, Q8_0, Q8_K) and packed.
+          const auto w = random_matrix(t, n, 1, 17u);
+          const auto x = random_floats(static_cast<size_t>(n), 18u);
+          const TokenActivations a = activations_for(*k, t, x.data(), n);
+          for (const bool at_end : {true, false}) {
+            CAPTURE(at_end);
+            GuardedPages gw(w.size()), gf(a.f32.size() * 4), gb(a.blocks.size());
+            const float got = dot_at(*k, t, gw.copy(w.data(), w.size(), at_end), gf.copy(a.f32.data(), a.f32.size() * 4, at_end),
+                                     gb.copy(a.blocks.data(), a.blocks.size(), at_end), n);
+            CHECK(float_to_bits(got) == float_to_bits(table_dot(*k, t, w.data(), a, n)));
+            const TokenActivations again = activations_for(*k, t, gf.copy(x.data(), x.size() * 4, at_end), n);
+            CHECK(again.blocks == a.blocks);
+            if (!a.packed.empty()) {
+              std::vector<uint8_t> packed(a.packed.size());
+              k->pack(t, gb.copy(a.blocks.data(), a.blocks.size(), at_end), packed.data(), n);
+              CHECK(packed == a.packed);
+            }
+          }
+        }
+      }
+      // Attention: keys, queries, scores, probabilities and values against each guard.
+      for (const int n : {5, 16, 64, 72, 128}) {
+        for (const int n_keys : {1, 3, 17}) {
+          for (const int n_q : {1, 4}) {
+            CAPTURE(n);
+            CAPTURE(n_keys);
+            CAPTURE(n_q);
+            const size_t stride = static_cast<size_t>(n) + 3, kv_bytes = ((n_keys - 1) * stride + n) * 4,
+                         q_bytes = ((n_q - 1) * stride + n) * 4;
+            const auto keys = random_floats(kv_bytes / 4, 1u), q = random_floats(q_bytes / 4, 2u);
+            const auto p = random_floats(static_cast<size_t>(n_q) * static_cast<size_t>(n_keys), 3u);
+            const auto inv = random_floats(static_cast<size_t>(n_q), 4u);
+            std::vector<float> s_want(p.size()), s_got(p.size()), out_want(static_cast<size_t>(n_q * n)),
+                out_got(out_want.size());
+            k->attention_scores(keys.data(), stride, n_keys, q.data(), stride, n_q, n, s_want.data(), n_keys);
+            k->weighted_sum(p.data(), n_keys, inv.data(), n_q, keys.data(), stride, n_keys, n, out_want.data());
+            std::vector<float> e_want = p;
+            const double sum_want = k->exp_sum(e_want.data(), static_cast<int>(e_want.size()), 1.f);
+            std::vector<uint16_t> halves(static_cast<size_t>(n));
+            for (int i = 0; i < n; ++i) halves[static_cast<size_t>(i)] = fp32_to_fp16(keys[static_cast<size_t>(i)]);
+            std::vector<float> h_want(static_cast<size_t>(n)), h_got(h_want.size());
+            k->f16_to_f32(halves.data(), h_want.data(), n);
+            for (const bool at_end : {true, false}) {
+              CAPTURE(at_end);
+              GuardedPages gk(kv_bytes), gq(q_bytes), gp(p.size() * 4), gi(inv.size() * 4), gh(halves.size() * 2);
+              const float* kg = gk.copy(keys.data(), kv_bytes, at_end);
+              k->attention_scores(kg, stride, n_keys, gq.copy(q.data(), q_bytes, at_end), stride, n_q, n, s_got.data(), n_keys);
+              CHECK(s_got == s_want);
+              std::fill(out_got.begin(), out_got.end(), 0.f);
+              k->weighted_sum(gp.copy(p.data(), p.size() * 4, at_end), n_keys, gi.copy(inv.data(), inv.size() * 4, at_end), n_q,
+                              kg, stride, n_keys, n, out_got.data());
+              CHECK(out_got == out_want);
+              float* e = gp.copy(p.data(), p.size() * 4, at_end);
+              CHECK(k->exp_sum(e, static_cast<int>(p.size()), 1.f) == sum_want);
+              k->axpy(0.5f, kg + (n_keys - 1) * stride, out_got.data(), n);
+              k->f16_to_f32(gh.copy(halves.data(), halves.size() * 2, at_end), h_got.data(), n);
+              CHECK(h_got == h_want);
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // The sanitized build's kernels leave their loads unchecked; the table's read checks
+  // (runtime/kernels/read_checks.h) must still stop a caller that hands one a short buffer.
+  TEST_CASE("a kernel given a buffer shorter than it reads is stopped in the sanitized build") {
+#if defined(__SANITIZE_ADDRESS__)
+    for (const KernelTable* k : tables()) {
+      CAPTURE(std::string(k->name));
+      const pid_t pid = ::fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
+        std::signal(SIGABRT, SIG_DFL);                    // not doctest's crash report: the parent judges
+        const std::vector<float> w(64, 1.f), x(63, 1.f);  // one float short
+        const float s = k->dot_f32(w.data(), x.data(), 64);
+        std::_Exit(s > 0 ? 0 : 1);  // not stopped
+      }
+      int status = 0;
+      REQUIRE(::waitpid(pid, &status, 0) == pid);
+      CHECK(WIFSIGNALED(status));
+    }
+#else
+    MESSAGE("skipped: not a sanitized build (HEARTH_SANITIZE)");
+#endif
   }
 
   TEST_CASE("every table's dot kernels stay within rounding of the scalar reference on the same activations") {

@@ -19,6 +19,9 @@
 #include "runtime/kernels/kquants.h"
 #include "runtime/kernels/lut_quants.h"
 #include "runtime/kernels/summed_q8.h"
+#if defined(HEARTH_KERNEL_READ_CHECKS)
+#include "runtime/kernels/read_checks.h"
+#endif
 
 namespace hearth::runtime {
 
@@ -250,7 +253,8 @@ GemmKernel gemm_kernel(const KernelTable& k, TensorType t) {
   }
 }
 
-const KernelTable& scalar_kernels() {
+namespace {
+const KernelTable& scalar_table() {
   static constexpr KernelTable table{.name = "scalar",
                                      .dot_f32 = dot_f32_scalar,
                                      .dot_f16 = dot_f16_scalar,
@@ -289,6 +293,19 @@ const KernelTable& scalar_kernels() {
   return table;
 }
 
+// The table every caller gets for `Table`: in sanitized builds its read-checked twin.
+template <const KernelTable& (*Table)()>
+const KernelTable& served() {
+#if defined(HEARTH_KERNEL_READ_CHECKS)
+  return read_checks::Checked<Table>::table();
+#else
+  return Table();
+#endif
+}
+}  // namespace
+
+const KernelTable& scalar_kernels() { return served<scalar_table>(); }
+
 #if defined(HEARTH_HAVE_AVX2_KERNELS)
 // CPUID leaf 1, ECX bit 29. (clang 14 does not accept __builtin_cpu_supports("f16c"); GCC does.)
 static bool cpu_has_f16c() {
@@ -304,16 +321,16 @@ std::vector<const KernelTable*> supported_kernels() {
   static const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
                                  __builtin_cpu_supports("avx512vbmi");
-  if (has_avx2) tables.push_back(&avx2_kernels());
-  if (has_avx512) tables.push_back(&avx512_kernels());
+  if (has_avx2) tables.push_back(&served<avx2_kernels>());
+  if (has_avx512) tables.push_back(&served<avx512_kernels>());
 #endif
 #if defined(HEARTH_HAVE_NEON_KERNELS)
   // NEON is part of every AArch64 core; the dot-product instructions (ARMv8.2's SDOT) are not,
   // and the kernel tells (HWCAP_ASIMDDP, bit 20 of AT_HWCAP, also on Android).
   constexpr unsigned long kHwcapAsimddp = 1ul << 20;
   static const bool has_dotprod = (getauxval(AT_HWCAP) & kHwcapAsimddp) != 0;
-  tables.push_back(&neon_kernels());
-  if (has_dotprod) tables.push_back(&neon_dotprod_kernels());
+  tables.push_back(&served<neon_kernels>());
+  if (has_dotprod) tables.push_back(&served<neon_dotprod_kernels>());
 #endif
   return tables;
 }
