@@ -42,6 +42,8 @@ __attribute__((target("f16c"))) float hw_from_half(uint16_t h) { return _cvtsh_s
 
 std::vector<const KernelTable*> tables() { return supported_kernels(); }
 
+bool is_float(TensorType t) { return t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16; }
+
 constexpr TensorType kAllTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16,  TensorType::Q8_0,
                                     TensorType::Q4_0, TensorType::Q5_0, TensorType::Q4_K,  TensorType::Q5_K,
                                     TensorType::Q6_K, TensorType::MXFP4, TensorType::IQ4_NL, TensorType::IQ4_XS};
@@ -311,7 +313,7 @@ TEST_SUITE("kernels") {
           }
           // Float weights against their dot type differ only in summation order (~1e-6 here; f16
           // activations left unrounded would be ~1e-3 off); the quantized ones within 2e-2.
-          const bool float_weights = t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
+          const bool float_weights = is_float(t);
           for (int r = 0; r < n_out; ++r) {
             std::vector<float> wr(static_cast<size_t>(n_in));
             dequantize_row(t, w.row(r), wr.data(), n_in);
@@ -383,6 +385,14 @@ TEST_SUITE("kernels") {
     return dot_at(k, t, w, a.f32.data(), a.blocks.data(), n);
   }
 
+  // The activations of each token of x (n floats each).
+  std::vector<TokenActivations> tokens_for(const KernelTable& k, TensorType t, const std::vector<float>& x, int n) {
+    std::vector<TokenActivations> acts;
+    for (size_t at = 0; at + static_cast<size_t>(n) <= x.size(); at += static_cast<size_t>(n))
+      acts.push_back(activations_for(k, t, &x[at], n));
+    return acts;
+  }
+
   // A gemm kernel's input: every token's activations side by side, as matmul lays them out, each
   // `stride` bytes.
   std::vector<uint8_t> gemm_input(TensorType t, const std::vector<TokenActivations>& acts, size_t& stride) {
@@ -408,7 +418,7 @@ TEST_SUITE("kernels") {
       for (TensorType t : kAllTypes) {
         CAPTURE(std::string(tensor_type_name(t)));
         const bool kquant = dot_type(t) == TensorType::Q8_K;
-        const bool float_weights = t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
+        const bool float_weights = is_float(t);
         for (int n : kquant ? std::vector<int>{256, 768}
                      // float rows: fewer than 8 elements, 1-7 vectors of 8 (a partial group of the 4 FMA
                      // chains), scalar tails, and past a 64-vector block (1000: 125 vectors; 1052:
@@ -430,9 +440,7 @@ TEST_SUITE("kernels") {
               CAPTURE(n_tok);
               const auto x =
                   random_floats(static_cast<size_t>(n_tok) * static_cast<size_t>(n), 7u + static_cast<uint32_t>(n_tok));
-              std::vector<TokenActivations> acts;
-              for (int tk = 0; tk < n_tok; ++tk)
-                acts.push_back(activations_for(*k, t, &x[static_cast<size_t>(tk) * static_cast<size_t>(n)], n));
+              const std::vector<TokenActivations> acts = tokens_for(*k, t, x, n);
               size_t xs = 0;
               const std::vector<uint8_t> xin = gemm_input(t, acts, xs);
               const size_t ldy = n_rows + 3;
@@ -498,7 +506,7 @@ TEST_SUITE("kernels") {
       for (TensorType t : kAllTypes) {
         CAPTURE(std::string(tensor_type_name(t)));
         const bool kquant = dot_type(t) == TensorType::Q8_K;
-        const bool float_weights = t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
+        const bool float_weights = is_float(t);
         for (int n : kquant          ? std::vector<int>{256, 768}
                      : float_weights ? std::vector<int>{5, 20, 40, 108, 1052}
                                      : std::vector<int>{32, 96, 160}) {
@@ -510,9 +518,7 @@ TEST_SUITE("kernels") {
             for (int n_tok : {1, 3, 5, 13}) {
               CAPTURE(n_tok);
               const auto x = random_floats(static_cast<size_t>(n_tok) * static_cast<size_t>(n), 9u);
-              std::vector<TokenActivations> acts;
-              for (int tk = 0; tk < n_tok; ++tk)
-                acts.push_back(activations_for(*k, t, &x[static_cast<size_t>(tk) * static_cast<size_t>(n)], n));
+              const std::vector<TokenActivations> acts = tokens_for(*k, t, x, n);
               size_t xs = 0;
               const std::vector<uint8_t> xin = gemm_input(t, acts, xs);
               const size_t outs = static_cast<size_t>(n_rows) * static_cast<size_t>(n_tok);
