@@ -174,8 +174,9 @@ void Head::replan(const Drift& drift) {
   const Verdict v = follow(drift.figures, measured_ms, [](const partitioner::Prediction& p) { return p.ms_per_token; });
   if (v != Verdict::kStays) return;
   // What was measured is what to expect from now on, so that only a further change counts as drift.
-  // The links' share only when it was what drifted: beside a busy stage it also holds that
-  // device's messages waiting for its CPU, and the next links drift would be judged against that.
+  // The links' share only when it drifted: beside a busy stage alone it also holds that device's
+  // messages waiting for its CPU, and the next links drift would be judged against that. (When
+  // both drifted, the measured share, that wait included, is the best figure there is.)
   for (size_t i = 0; i < serving.stages.size(); ++i) {
     serving.stages[i].expected_ms = drift.measured_ms[i];
     serving.stages[i].speed = drift.speeds[i];

@@ -843,6 +843,26 @@ TEST_CASE("head: links measured again that change nothing: the plan stays and ex
   CHECK_FALSE(t.h.head.plan()->reprobe.has_value());
 }
 
+TEST_CASE("head: a stage slower than planned whose layers stay: the links' expectation stays the plan's") {
+  TwoStageDecode t;
+  const double planned_links = t.h.head.plan()->expected_links_ms;
+  // a reports a third of its planned speed (3 x ~1.8 ms); trips take 6 ms, so a token's links
+  // seem to take the rest and the harness's overheads, about a ms: not off (that takes 5 ms more
+  // than planned), and not what the links were planned at either (~0.4 ms).
+  t.a_ms *= 3;
+  t.decode(4, std::chrono::milliseconds(6));
+  const std::vector<std::string> events = t.events();
+  REQUIRE(events.size() == 1);
+  CAPTURE(events[0]);
+  CHECK(events[0].find("a computes its layers in") != std::string::npos);
+  CHECK(events[0].find("the plan stays") != std::string::npos);  // the head alone would take ~26 ms
+  CHECK_FALSE(t.h.head.plan()->reprobe.has_value());
+  // a's measured time is what to expect from a now; the links were not off, so their share, a
+  // busy device's waits included, is not.
+  CHECK(t.h.head.plan()->stages[1].expected_ms == doctest::Approx(t.a_ms).epsilon(0.05));
+  CHECK(t.h.head.plan()->expected_links_ms == planned_links);
+}
+
 // Issue 16: the planner's objective with drafts. A drafting launch is planned for passes of 5
 // rows (the first draft, 4 tokens, behind its token): b, which computes fast, gets the layers,
 // though a reads its memory twice as fast. The drafts then never agree; drafting rests, the
