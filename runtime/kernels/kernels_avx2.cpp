@@ -92,21 +92,26 @@ struct LoadBF16 {
 template <class L, class A = LoadF32>
 struct FloatTiles {
   // Each output has kAcc accumulators, vector v (8 elements) of a row going to accumulator
-  // v % kAcc, then (a0 + a1) + (a2 + a3), the horizontal sum and a scalar FMA tail. One row alone
-  // (decode, the dot kernel) keeps the 4 FMA chains in flight at once and streams its memory in
-  // order. A prefill tile instead runs the chains one after another, each over every 4th vector
-  // (the same FMAs in the same order, so the same bits), which needs one register per output,
-  // not four: 4 rows x 3 tokens = 12 accumulators + 3 activations + 1 weight vector = 16 ymm,
-  // 12 FMAs per 7 loads where the 1 x 3 tile of four chains did 3 per 4. Its rows sit in L1 for
-  // the four passes (kernel_tiles.h keeps a block of rows in L2 while the tokens pass).
-  static constexpr int kAcc = 4;
-  static constexpr int kRows = 4, kTokens = 3, kDecodeRows = 1;
+  // v % kAcc, then (a0 + a1) + (a2 + a3) (or a0 + a1), the horizontal sum and a scalar FMA tail.
+  // One row alone (decode, the dot kernel) keeps the FMA chains in flight at once and streams its
+  // memory in order. A prefill tile instead runs the chains one after another, each over every
+  // kAcc-th vector (the same FMAs in the same order, so the same bits), which needs one register
+  // per output, not kAcc: 4 rows x 3 tokens = 12 accumulators + 3 activations + 1 weight vector
+  // = 16 ymm, 12 FMAs per 7 loads where the 1 x 3 tile of four chains did 3 per 4. Its rows sit in
+  // L1 for the passes (kernel_tiles.h keeps a block of rows in L2 while the tokens pass).
+  // f16 has two chains, element i in lane i % 16 of a 16-lane sum: the AVX-512 tile then holds an
+  // output's chains in one register and runs its rows once, without passes (kernels_avx512.cpp).
+  static constexpr int kAcc = std::is_same_v<A, LoadF16> ? 2 : 4;
+  // Decode takes f16's rows four at a time, 8 chains in flight: one row's two chains waited on
+  // the FMA latency (0.7x of the old four chains, 2048 x 2048 in L3, one core), four rows ran
+  // 1.25x the old kernel and 1.05-1.1x two rows.
+  static constexpr int kRows = 4, kTokens = 3, kDecodeRows = kAcc == 2 ? 4 : 1;
   static constexpr bool kTokensOuter = true;
   static constexpr int kBlockVectors = 64;  // a multiple of kAcc
   template <int R, int T>
   static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
-    if constexpr (R == 1 && T == 1) {
-      dot(w, ws, x, n, y);
+    if constexpr (T == 1 && R <= kDecodeRows) {
+      rows<R>(w, ws, x, n, y);
     } else {
       tile<R, T>(w, ws, x, xs, n, y, ldy);
     }
@@ -115,26 +120,37 @@ struct FloatTiles {
  private:
   static const uint8_t* token(const uint8_t* x, size_t xs, int t) { return x + static_cast<size_t>(t) * xs; }
 
-  // (a0 + a1) + (a2 + a3), the horizontal sum, and the elements past the last full vector.
+  // (a0 + a1) + (a2 + a3) (or a0 + a1), the horizontal sum, and the elements past the last full vector.
   static float finish(const __m256 (&acc)[kAcc], const uint8_t* row, const uint8_t* xt, int i, int n) {
-    const __m256 sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    __m256 sum = _mm256_add_ps(acc[0], acc[1]);
+    if constexpr (kAcc == 4) sum = _mm256_add_ps(sum, _mm256_add_ps(acc[2], acc[3]));
     float s = hsum(sum);
     for (int j = i; j < n; ++j) s = std::fma(L::at(row, j), A::at(xt, j), s);
     return s;
   }
 
-  static void dot(const uint8_t* w, size_t ws, const uint8_t* x, int n, float* y) {
-    __m256 acc[kAcc];
-    for (int a = 0; a < kAcc; ++a) acc[a] = _mm256_setzero_ps();
-    const uint8_t* xt = x;
-    const uint8_t* ahead = w + tiles::prefetch_distance(ws);
+  // R rows against one token, start to end with all their chains at once (the dot kernel is
+  // R = 1), the token's vectors loaded once for the R rows.
+  template <int R>
+  static void rows(const uint8_t* w, size_t ws, const uint8_t* x, int n, float* y) {
+    __m256 acc[R][kAcc];
+    for (int r = 0; r < R; ++r)
+      for (int a = 0; a < kAcc; ++a) acc[r][a] = _mm256_setzero_ps();
+    const uint8_t* ahead = w + tiles::prefetch_distance(R * ws);
     int i = 0;
     for (; i + 8 * kAcc <= n; i += 8 * kAcc) {
-      prefetch_ahead<8 * kAcc * L::kElementBytes>(ahead, i / (8 * kAcc));
-      for (int a = 0; a < kAcc; ++a) acc[a] = _mm256_fmadd_ps(L::load(w, i + 8 * a), A::load(xt, i + 8 * a), acc[a]);
+      prefetch_ahead<R * 8 * kAcc * L::kElementBytes>(ahead, i / (8 * kAcc));
+      for (int a = 0; a < kAcc; ++a) {
+        const __m256 xv = A::load(x, i + 8 * a);
+        for (int r = 0; r < R; ++r)
+          acc[r][a] = _mm256_fmadd_ps(L::load(w + static_cast<size_t>(r) * ws, i + 8 * a), xv, acc[r][a]);
+      }
     }
-    for (int a = 0; i + 8 <= n; i += 8, ++a) acc[a] = _mm256_fmadd_ps(L::load(w, i), A::load(xt, i), acc[a]);
-    *y = finish(acc, w, xt, i, n);
+    for (int a = 0; i + 8 <= n; i += 8, ++a) {
+      const __m256 xv = A::load(x, i);
+      for (int r = 0; r < R; ++r) acc[r][a] = _mm256_fmadd_ps(L::load(w + static_cast<size_t>(r) * ws, i), xv, acc[r][a]);
+    }
+    for (int r = 0; r < R; ++r) y[r] = finish(acc[r], w + static_cast<size_t>(r) * ws, x, i, n);
   }
 
   template <int R, int T>

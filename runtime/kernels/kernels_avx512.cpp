@@ -796,7 +796,7 @@ struct IQ4XSBlocks {
 
 // ---- f32, bf16 weights against f32 activations, f16 against f16 (prefill) ----
 //
-// The AVX2 kernels' computation bit for bit: each output has 4 8-lane FMA chains, vector v of 8
+// The AVX2 kernels' computation bit for bit. f32 and bf16: each output has 4 8-lane FMA chains, vector v of 8
 // elements going to chain v % 4, then (c0 + c1) + (c2 + c3), the horizontal sum and a scalar FMA
 // tail. Only batches use these; decode keeps the AVX2 kernel, which streams one row at a time.
 // A register holds two chains side by side: 16 consecutive elements are vectors v and v + 1, so
@@ -829,16 +829,15 @@ struct WideBF16 {
   }
 };
 
-// L loads the weights, A the activations (WideF32, or WideF16 for f16 weights: their dot type).
-template <class L, class A = WideF32>
+// L loads the weights (f32 or bf16), the activations are f32.
+template <class L>
 struct FloatWideTiles {
+  using A = WideF32;
   // 4 rows x 5 tokens = 20 accumulators + 5 activations + 1 weight register; each pass goes over
   // a block of kBlockVectors whose weights and activations stay in L1 for both passes
-  // (kernel_tiles.h keeps a block of rows in L2 while the tokens pass). With f16 activations,
-  // half the bytes to load, 4 x 6 (31 registers) ran 1.05x 4 x 5 (TinyLlama f16 pp512, 5
-  // pairs, all faster); 5 x 5 did no better than 4 x 6. f32 and bf16 (f32 activations) keep
-  // 4 x 5 (session 26: 4 x 6 no faster).
-  static constexpr int kRows = 4, kTokens = std::is_same_v<A, WideF16> ? 6 : 5, kDecodeRows = 1;
+  // (kernel_tiles.h keeps a block of rows in L2 while the tokens pass). 4 x 6 ran no faster
+  // (session 26).
+  static constexpr int kRows = 4, kTokens = 5, kDecodeRows = 1;
   static constexpr bool kTokensOuter = true;
   static constexpr int kBlockVectors = 64;  // a multiple of 4
   template <int R, int T>
@@ -892,21 +891,85 @@ struct FloatWideTiles {
   }
 };
 
+// f16 weights against f16 activations, the AVX2 kernel's computation bit for bit: its two
+// 8-lane chains (vector v to chain v % 2) side by side in one register, element i in lane i % 16,
+// then chain 0 + chain 1, the horizontal sum and a scalar FMA tail. One accumulator per output,
+// so a tile runs its rows once, start to end: 4 rows x 6 tokens = 24 accumulators + 4 weights + 1
+// activation register, 24 FMAs per 10 loads, no passes and no accumulators spilled between
+// them (the 4-chain tile above ran ~0.85x of this one on a 2048 x 2048 x 504 product).
+struct F16WideTiles {
+  static constexpr int kRows = 4, kTokens = 6, kDecodeRows = 1;
+  static constexpr bool kTokensOuter = true;
+  template <int R, int T>
+  HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
+    const uint8_t* xt[T];
+    for (int t = 0; t < T; ++t) xt[t] = x + static_cast<size_t>(t) * xs;
+    const int nv = n / 8;
+    __m256 sums[R][T];  // chain 0 + chain 1 of every output
+    {
+      __m512 acc[R][T];
+      for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+      int v = 0;
+      for (; v + 2 <= nv; v += 2) step<R, T>(w, ws, xt, 8 * v, acc);
+      // An odd last vector belongs to chain 0: the upper lanes keep chain 1 as it is.
+      if (v < nv) last_vector<R, T>(w, ws, xt, 8 * v, acc);
+      for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t)
+          sums[r][t] = _mm256_add_ps(_mm512_castps512_ps256(acc[r][t]),
+                                     _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r][t]), 1)));
+    }
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* row = w + static_cast<size_t>(r) * ws;
+      for (int t = 0; t < T; ++t) {
+        float s = hsum8(sums[r][t]);
+        for (int j = 8 * nv; j < n; ++j) s = std::fma(WideF16::at(row, j), WideF16::at(xt[t], j), s);
+        y[static_cast<size_t>(t) * ldy + static_cast<size_t>(r)] = s;
+      }
+    }
+  }
+
+ private:
+  HEARTH_AVX512_INLINE __m512 load16(const uint8_t* row, int i) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const uint16_t*>(row) + i)));
+  }
+  // acc += w * x over elements [i, i + 16) of every row and token. The rows' weights first, then
+  // one token at a time: 29 registers live. Unmasked on purpose: with the masked FMA of the
+  // 4-chain tiles (mask all ones) the compiler stored every accumulator on every step.
+  template <int R, int T>
+  HEARTH_AVX512_INLINE void step(const uint8_t* w, size_t ws, const uint8_t* const (&xt)[T], int i, __m512 (&acc)[R][T]) {
+    __m512 wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = load16(w + static_cast<size_t>(r) * ws, i);
+    for (int t = 0; t < T; ++t) {
+      const __m512 xv = load16(xt[t], i);
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+  // acc's lower 8 lanes += w * x over elements [i, i + 8).
+  template <int R, int T>
+  HEARTH_AVX512_INLINE void last_vector(const uint8_t* w, size_t ws, const uint8_t* const (&xt)[T], int i, __m512 (&acc)[R][T]) {
+    for (int r = 0; r < R; ++r) {
+      const __m512 wv = WideF16::load(w + static_cast<size_t>(r) * ws, i, 0x00ff);
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_mask3_fmadd_ps(wv, WideF16::load(xt[t], i, 0x00ff), acc[r][t], 0x00ff);
+    }
+  }
+};
+
 // Batches through the wide tiles, decode through the AVX2 kernel (the same bits either way).
-template <class L, class A = WideF32>
-void gemm_float(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy,
-                GemmKernel decode) {
+template <class Tiles>
+void gemm_wide(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy,
+               GemmKernel decode) {
   if (n_tokens == 1) decode(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
-  else tiles::gemm<FloatWideTiles<L, A>>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
+  else tiles::gemm<Tiles>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
 }
 void gemm_f32(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
-  gemm_float<WideF32>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f32);
+  gemm_wide<FloatWideTiles<WideF32>>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f32);
 }
 void gemm_f16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
-  gemm_float<WideF16, WideF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f16);
+  gemm_wide<F16WideTiles>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_f16);
 }
 void gemm_bf16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
-  gemm_float<WideBF16>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_bf16);
+  gemm_wide<FloatWideTiles<WideBF16>>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_bf16);
 }
 
 // ---- attention's scores ----

@@ -11,14 +11,22 @@ namespace hearth::runtime {
 
 namespace {
 
-// Tokens per gemm call inside a task: their activations (about 256 KiB) stay in L2 while the
-// task's rows pass over them. Only f32 and f16 activations of long rows need more than one call.
-constexpr size_t kActivationBudget = size_t{256} << 10;
+// Bytes of activations per gemm call inside a task: each call streams the task's rows from
+// memory again. Quantized activations meet tiles that keep a few rows in L1 while every token
+// passes, so theirs must stay in L2: about 256 KiB. Float activations (f32, and f16 for f16
+// weights) meet tokens-outer tiles, which keep a block of rows in L2 themselves while the tokens
+// stream past from L3 (kernel_tiles.h): 2 MiB of them, the weights streamed 8 times less often.
+// TinyLlama f16, 2 threads, 2 MiB against 256 KiB: pp512 1.035x AVX2 and 1.02x AVX-512, pp2048
+// 1.02-1.04x; without a limit pp512 gained as much but pp2048 ran 0.88x (23 MB of activations
+// per call of the widest matrix, past this machine's 32 MB L3 beside the weights).
+constexpr size_t kQuantizedActivationBudget = size_t{256} << 10;
+constexpr size_t kFloatActivationBudget = size_t{2} << 20;
 
 // The input of one matmul as its gemm kernel reads it, for every token.
 struct Activations {
   const void* x;
   size_t stride;  // bytes between tokens
+  size_t budget;  // bytes of them per gemm call
 };
 
 // Activations are shared by weights that read them the same way: the same dot type, and the
@@ -32,7 +40,7 @@ TensorType activation_key(const KernelTable& k, TensorType weight, int64_t n_in)
 Activations prepare(TensorType weight, const float* x, int64_t n_in, int n_tokens, MatmulScratch& scratch, ThreadPool& pool,
                     const KernelTable& k) {
   const TensorType dt = dot_type(weight);
-  if (dt == TensorType::F32) return {x, static_cast<size_t>(n_in) * sizeof(float)};
+  if (dt == TensorType::F32) return {x, static_cast<size_t>(n_in) * sizeof(float), kFloatActivationBudget};
   const int n = static_cast<int>(n_in);
   const size_t packed = k.packed_bytes(weight, n);
   const auto one = [&](int t) {
@@ -53,10 +61,11 @@ Activations prepare(TensorType weight, const float* x, int64_t n_in, int n_token
   };
   if (n_tokens == 1) one(0);
   else pool.run(n_tokens, one);
-  if (dt == TensorType::F16) return {scratch.f16(0, n_in), static_cast<size_t>(n_in) * sizeof(uint16_t)};
-  if (packed > 0) return {scratch.packed(0, packed), packed};
-  if (dt == TensorType::Q8_0) return {scratch.q8(0, n_in), static_cast<size_t>(n_in / kQ8_0Block) * sizeof(BlockQ8_0)};
-  return {scratch.q8k(0, n_in), static_cast<size_t>(n_in / kQK) * sizeof(BlockQ8_K)};
+  if (dt == TensorType::F16) return {scratch.f16(0, n_in), static_cast<size_t>(n_in) * sizeof(uint16_t), kFloatActivationBudget};
+  if (packed > 0) return {scratch.packed(0, packed), packed, kQuantizedActivationBudget};
+  if (dt == TensorType::Q8_0)
+    return {scratch.q8(0, n_in), static_cast<size_t>(n_in / kQ8_0Block) * sizeof(BlockQ8_0), kQuantizedActivationBudget};
+  return {scratch.q8k(0, n_in), static_cast<size_t>(n_in / kQK) * sizeof(BlockQ8_K), kQuantizedActivationBudget};
 }
 
 GemmKernel kernel_of(const KernelTable& k, TensorType t) {
@@ -68,7 +77,7 @@ GemmKernel kernel_of(const KernelTable& k, TensorType t) {
 // Rows [r0, r1) of w for every token, in token chunks that fit the activation budget.
 void rows_times_tokens(const WeightMatrix& w, GemmKernel g, const Activations& a, int64_t r0, int64_t r1, int n_tokens,
                        float* y) {
-  const int chunk = static_cast<int>(std::clamp<size_t>(kActivationBudget / a.stride, 1, static_cast<size_t>(n_tokens)));
+  const int chunk = static_cast<int>(std::clamp<size_t>(a.budget / a.stride, 1, static_cast<size_t>(n_tokens)));
   for (int t = 0; t < n_tokens; t += chunk) {
     const int nt = std::min(chunk, n_tokens - t);
     g(w.row(r0), w.row_bytes, static_cast<int>(r1 - r0), static_cast<const uint8_t*>(a.x) + static_cast<size_t>(t) * a.stride,
