@@ -118,6 +118,12 @@ int CostModel::micro_batch_index(int m) const {
   return -1;
 }
 
+int CostModel::throughput_streams(int mi) const {
+  const int m = micro_batches_[static_cast<size_t>(mi)];
+  const int s = m / latency_rows();
+  return m % latency_rows() == 0 && s <= std::max(1, options_.streams) ? s : 0;
+}
+
 // Per-block roofline of §4.2: weights (and the KV rows read by attention) stream at
 // the device's decode rate, or the step is compute-bound, whichever is slower.
 double CostModel::layer_decode_time(int d, int layer, int m) const {
@@ -155,7 +161,7 @@ double CostModel::decode_compute_time(int d, int first, int last, bool with_outp
 
 void CostModel::build_decode_tables() {
   const int b = std::max(1, options_.streams);
-  for (int g = 1; g <= std::min(b, kMaxMicroBatches); ++g) micro_batches_.push_back((b + g - 1) / g);
+  for (int g = 1; g <= std::min(b, kMaxMicroBatches); ++g) micro_batches_.push_back((b + g - 1) / g * latency_rows());
   // m = 1 (one stream's latency, micro_batch_index(1)) even when B > kMaxMicroBatches stops the
   // loop above at ceil(B / 16) >= 2: without it index -1 was read (head crash at --streams 17).
   micro_batches_.push_back(1);

@@ -37,16 +37,18 @@ RingTimes ring_times(const CostModel& cm, std::span<const StageRange> stages, in
 
 ThroughputPoint best_throughput(const CostModel& cm, std::span<const StageRange> stages) {
   const double b = std::max(1, cm.options().streams);
+  // A drafting pass gives each stream tokens_per_pass tokens (1 when not known: passes).
+  const double per_pass = cm.options().tokens_per_pass > 0 ? cm.options().tokens_per_pass : 1.0;
   ThroughputPoint best;
   best.tokens_per_s = -1;
   for (int mi = 0; mi < static_cast<int>(cm.micro_batches().size()); ++mi) {
-    const int m = cm.micro_batches()[mi];
-    if (m > b) continue;  // a drafting pass's rows, not streams
-    const double g = std::ceil(b / m);
+    const int s = cm.throughput_streams(mi);
+    if (s == 0) continue;
+    const double g = std::ceil(b / s);
     const RingTimes r = ring_times(cm, stages, mi);
-    const double x = std::min(b / r.ring_s, b / (g * r.period_s));
+    const double x = per_pass * std::min(b / r.ring_s, b / (g * r.period_s));
     if (x > best.tokens_per_s) {
-      best = {x, std::max(r.ring_s, g * r.period_s), m, r};
+      best = {x, std::max(r.ring_s, g * r.period_s) / per_pass, s, r};
     }
   }
   return best;

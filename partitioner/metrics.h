@@ -23,13 +23,15 @@ RingTimes ring_times(const CostModel& cm, std::span<const StageRange> stages, in
 
 struct ThroughputPoint {
   double tokens_per_s = 0;        // over all streams
-  double stream_s_per_token = 0;  // seconds between one stream's tokens: max(R, G x Phi)
-  int micro_batch = 1;            // m
+  double stream_s_per_token = 0;  // seconds between one stream's tokens: max(R, G x Phi) / tokens per pass
+  int micro_batch = 1;            // streams per micro-batch, s
   RingTimes ring;                 // at m
 };
 
-// Best X(m) = min(B / R(m), B / (G x Phi(m))), G = ceil(B / m), over the candidate
-// micro-batches (§4.6); ties go to the smaller m.
+// Best X(m) = t x min(B / R(m), B / (G x Phi(m))), G = ceil(B / s), over the candidate
+// micro-batches (§4.6) of s streams' passes, m = s x latency_rows() rows, each pass giving a
+// stream t = PartitionOptions::tokens_per_pass tokens (1 without drafts, or when not known);
+// ties go to the smaller m.
 ThroughputPoint best_throughput(const CostModel& cm, std::span<const StageRange> stages);
 
 // ---- chunked prefill (§4.7): every stage and every link serves chunks in order ----

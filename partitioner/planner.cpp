@@ -83,7 +83,7 @@ std::vector<double> period_thresholds(const CostModel& cm, const SearchSpace& sp
 // and B/(G theta) falling in theta, the optimum sits where they cross: binary-search
 // the first threshold with minR(theta) <= G theta, then try it and its predecessor.
 void search_throughput_at(const CostModel& cm, const SearchSpace& space, int mi, SearchOutcome& out) {
-  const double g = std::ceil(double(cm.options().streams) / cm.micro_batches()[mi]);
+  const double g = std::ceil(double(std::max(1, cm.options().streams)) / cm.throughput_streams(mi));
   if (g <= 1) return keep_better(cm, space, min_ring_time(cm, space, mi, kNoLimit), out);
   const std::vector<double> thresholds = period_thresholds(cm, space, mi);
   std::map<int, std::optional<DpResult>> cache;
@@ -111,8 +111,7 @@ SearchOutcome search_space(const CostModel& cm, const SearchSpace& space, int fr
       break;
     case Objective::throughput:
       for (int mi = 0; mi < static_cast<int>(cm.micro_batches().size()); ++mi)
-        if (cm.micro_batches()[static_cast<size_t>(mi)] <= std::max(1, cm.options().streams))
-          search_throughput_at(cm, space, mi, out);
+        if (cm.throughput_streams(mi) > 0) search_throughput_at(cm, space, mi, out);
       break;
     case Objective::ttft:
       for (int s = 0; s < static_cast<int>(cm.chunk_schedules().size()); ++s)
@@ -126,8 +125,11 @@ SearchOutcome search_space(const CostModel& cm, const SearchSpace& space, int fr
 double dp_runs(const CostModel& cm) {
   switch (cm.options().objective) {
     case Objective::latency: return 1;
-    case Objective::throughput:  // ~log2(thresholds) runs per m, most of them cut short by the cap
-      return static_cast<double>(cm.micro_batches().size()) * kThroughputRunsPerBatch;
+    case Objective::throughput: {  // ~log2(thresholds) runs per m, most of them cut short by the cap
+      double candidates = 0;
+      for (int mi = 0; mi < static_cast<int>(cm.micro_batches().size()); ++mi) candidates += cm.throughput_streams(mi) > 0;
+      return candidates * kThroughputRunsPerBatch;
+    }
     case Objective::ttft: {
       double chunks = 0;  // a label costs a pass over its chunks; fronts hold several labels
       for (const auto& s : cm.chunk_schedules()) chunks += kTtftLabelsPerCell * static_cast<double>(s.size());

@@ -117,16 +117,18 @@ SimulationResult simulate_plan(const CostModel& cm, std::span<const StageRange> 
   const Trace alone = run_ring(n_stations, {decode_job(cm, ranges, 1, 4)});
   out.ms_per_token = (alone.pass_done[0][3] - alone.pass_done[0][2]) * 1e3;
 
-  // All streams in G micro-batches of m (the last one may be smaller).
+  // All streams in G micro-batches of m (the last one may be smaller), each stream's pass
+  // latency_rows() rows that give it tokens_per_pass tokens (1 without drafts, or not known).
   const int b = cm.options().streams;
   const int m = std::clamp(options.micro_batch > 0 ? options.micro_batch : 1, 1, b);
+  const double per_pass = cm.options().tokens_per_pass > 0 ? cm.options().tokens_per_pass : 1.0;
   std::vector<Job> jobs;
-  for (int left = b; left > 0; left -= m) jobs.push_back(decode_job(cm, ranges, std::min(m, left), trips));
+  for (int left = b; left > 0; left -= m) jobs.push_back(decode_job(cm, ranges, std::min(m, left) * cm.latency_rows(), trips));
   const Trace load = run_ring(n_stations, jobs);
   const int p0 = trips / 4, p1 = trips - 1;
   const double window = load.pass_done[0][p1] - load.pass_done[0][p0];
-  out.tokens_per_s = b * double(p1 - p0) / window;
-  out.stream_ms_per_token = window / (p1 - p0) * 1e3;
+  out.tokens_per_s = per_pass * b * double(p1 - p0) / window;
+  out.stream_ms_per_token = window / (p1 - p0) * 1e3 / per_pass;
   for (int s = 0; s < n_stations; s += 2) out.stage_busy.push_back(load.busy[s] / load.end);
 
   // The prompt, chunk by chunk.

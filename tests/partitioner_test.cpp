@@ -483,6 +483,51 @@ TEST_CASE("partitioner: with drafts, latency weighs a pass of the draft's rows, 
   CHECK_FALSE(plan_partition(spec, devices, LinkTable{}, o).ok());
 }
 
+TEST_CASE("partitioner: with drafts, throughput counts a stream's pass as the draft's rows and its tokens") {
+  // One device: every stream's pass carries 1 + 3 rows and gives 2.5 tokens on average. Four
+  // streams in one micro-batch are one pass of 16 rows; the old model took them for 4 rows
+  // giving a token each.
+  const ModelSpec spec = preset("llama-3-8b", "q4_0");
+  const std::vector<DeviceProfile> one{device("a", 16, 60, 400e9)};
+  PartitionOptions o;
+  o.ctx = 1024;
+  o.objective = Objective::throughput;
+  o.streams = 4;
+  o.draft_tokens = 3;
+  o.tokens_per_pass = 2.5;
+  const PlanResult r = plan_partition(spec, one, LinkTable{}, o);
+  REQUIRE(r.ok());
+  const CostModel cm(spec, one, LinkTable{}, o);
+  const double pass_16 = cm.decode_time(0, 0, cm.n_layers(), true, 16);
+  CHECK(r.plan->predicted.micro_batch == 4);
+  CHECK(r.plan->predicted.tokens_per_s == doctest::Approx(2.5 * 4 / pass_16));
+  CHECK(r.plan->predicted.stream_ms_per_token == doctest::Approx(pass_16 * 1e3 / 2.5));
+  // Without a measured acceptance a pass counts as one token.
+  o.tokens_per_pass = 0;
+  const PlanResult unknown = plan_partition(spec, one, LinkTable{}, o);
+  REQUIRE(unknown.ok());
+  CHECK(unknown.plan->predicted.tokens_per_s == doctest::Approx(4 / pass_16));
+}
+
+TEST_CASE("partitioner: with drafts, dp equals exhaustive for throughput and the simulator agrees") {
+  std::mt19937 rng(31);
+  for_random_instances(250, 32, Objective::throughput, 4, 8, 6, [&](Instance in, int i) {
+    in.options.draft_tokens = uniform_int(rng, 1, 4);
+    in.options.max_batch = 64;
+    in.options.tokens_per_pass = uniform(rng, 1, in.options.draft_tokens + 1);
+    CAPTURE(i);
+    check_dp_equals_exhaustive(in, i);
+    const PlanResult r = plan(in, Algorithm::dp);
+    if (!r.ok()) return;
+    const Prediction& p = r.plan->predicted;
+    const SimulationResult sim = simulate_plan(in.spec, in.devices, in.links, in.options, *r.plan);
+    if (in.options.streams % p.micro_batch == 0) {
+      CHECK(close(sim.tokens_per_s, p.tokens_per_s, 1e-3));
+      CHECK(close(sim.stream_ms_per_token, p.stream_ms_per_token, 1e-3));
+    }
+  });
+}
+
 TEST_CASE("partitioner: infeasible plans say how many bytes are missing") {
   const ModelSpec spec = preset("llama-2-7b", "f16");
   const std::vector<DeviceProfile> devices{device("a", 2.5, 10), device("b", 2.5, 10), device("c", 2.5, 10)};
