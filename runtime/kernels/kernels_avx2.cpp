@@ -201,15 +201,13 @@ struct FloatTiles {
 
 // Where a weight's value comes from: kOffsetShift = log2 of the offset of unsigned values, or 0
 // for signed values.
-// An f16 scale broadcast to 8 floats (exact, as _cvtsh_ss).
-inline __m256 broadcast_half(uint16_t h) { return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(h))); }
 
 struct DecodeQ8_0 {
   using Block = BlockQ8_0;
   static constexpr int kOffsetShift = 0;
   static constexpr int kDecodeRows = 1;
   static __m256i values(const Block& b) { return load32(b.qs); }
-  static __m256 scale(const Block& b) { return broadcast_half(b.d); }
+  static uint16_t half_scale(const Block& b) { return b.d; }
 };
 struct DecodeQ5_0 {
   using Block = BlockQ5_0;
@@ -227,7 +225,7 @@ struct DecodeQ5_0 {
     const __m256i bits = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(qh)), spread), bit_of_byte);
     return _mm256_or_si256(q, _mm256_and_si256(_mm256_cmpeq_epi8(bits, bit_of_byte), _mm256_set1_epi8(16)));
   }
-  static __m256 scale(const Block& b) { return broadcast_half(b.d); }
+  static uint16_t half_scale(const Block& b) { return b.d; }
 };
 
 // 32 nibbles in Q4_0's order (16 bytes: low nibbles are elements 0..15, high 16..31) looked up
@@ -243,15 +241,44 @@ struct DecodeMXFP4 {
   static constexpr int kOffsetShift = 0;
   static constexpr int kDecodeRows = 4;
   static __m256i values(const Block& b) { return table_values(b.qs, kMxfp4Values); }
-  static __m256 scale(const Block& b) { return _mm256_set1_ps(mxfp4_scale(b.e)); }
+  static float float_scale(const Block& b) { return mxfp4_scale(b.e); }
 };
 struct DecodeIQ4_NL {
   using Block = BlockIQ4_NL;
   static constexpr int kOffsetShift = 0;
   static constexpr int kDecodeRows = 4;
   static __m256i values(const Block& b) { return table_values(b.qs, kIq4Values); }
-  static __m256 scale(const Block& b) { return broadcast_half(b.d); }
+  static uint16_t half_scale(const Block& b) { return b.d; }
 };
+
+// The scales of up to 4 rows' blocks in the lanes of one register (lanes past R: 0). f16 scales
+// are gathered as bits and converted at once.
+template <class D, int R>
+inline __m128 row_scales(const uint8_t* w, size_t ws, int b) {
+  static_assert(R <= 4);
+  const auto& block = [&](int r) -> const typename D::Block& {
+    return reinterpret_cast<const typename D::Block*>(w + static_cast<size_t>(r) * ws)[b];
+  };
+  if constexpr (requires { D::half_scale(block(0)); }) {
+    uint64_t bits = 0;
+    for (int r = 0; r < R; ++r) bits |= static_cast<uint64_t>(D::half_scale(block(r))) << (16 * r);
+    return _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(bits)));
+  } else {
+    float f[4] = {};
+    for (int r = 0; r < R; ++r) f[r] = D::float_scale(block(r));
+    return _mm_loadu_ps(f);
+  }
+}
+
+// Lane r (of 4) of each 128-bit half, in all 8 lanes when v repeats one 4-lane vector.
+inline __m256 broadcast_lane(__m256 v, int r) {
+  switch (r) {
+    case 0: return _mm256_permute_ps(v, 0x00);
+    case 1: return _mm256_permute_ps(v, 0x55);
+    case 2: return _mm256_permute_ps(v, 0xaa);
+    default: return _mm256_permute_ps(v, 0xff);
+  }
+}
 
 template <class D>
 struct Q8Tiles {
@@ -269,13 +296,19 @@ struct Q8Tiles {
     const uint8_t* ahead = w + tiles::prefetch_distance(static_cast<size_t>(R) * ws);
     for (int b = 0; b < nb; ++b) {
       prefetch_ahead<R * sizeof(Block)>(ahead, b);
-      // Per token: the activations, and either |x| (signed weights) or offset * sums of 4.
+      // The scales' products d_w * d_x, each the single float multiply it always was, for 4 rows
+      // at once per token, then broadcast per row by a shuffle: a multiply per row and token
+      // loaded the multiply ports as much as the integer work's maddubs and madd did.
+      const __m128 dw = row_scales<D, std::min(R, 4)>(w, ws, b);
+      // Per token: the activations, the scales' products, and either |x| (signed weights) or
+      // offset * sums of 4.
       __m256i qx[T], aux[T];
-      __m256 dx[T];
+      __m256 dwx[T];
       for (int t = 0; t < T; ++t) {
         const BlockQ8_0& xb = reinterpret_cast<const BlockQ8_0*>(x + static_cast<size_t>(t) * xs)[b];
         qx[t] = load32(xb.qs);
-        dx[t] = broadcast_half(xb.d);
+        const __m128 p = _mm_mul_ps(dw, _mm_set1_ps(_cvtsh_ss(xb.d)));
+        dwx[t] = _mm256_set_m128(p, p);
         if constexpr (kUnsigned) {
           const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qx[t]), ones16);
           aux[t] = _mm256_slli_epi32(sums, D::kOffsetShift);
@@ -286,7 +319,6 @@ struct Q8Tiles {
       for (int r = 0; r < R; ++r) {
         const Block& wb = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws)[b];
         const __m256i qw = D::values(wb);
-        const __m256 dw = D::scale(wb);
         for (int t = 0; t < T; ++t) {
           __m256i lanes;
           if constexpr (kUnsigned) {
@@ -294,7 +326,7 @@ struct Q8Tiles {
           } else {
             lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(aux[t], _mm256_sign_epi8(qw, qx[t])), ones16);
           }
-          acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx[t]), _mm256_cvtepi32_ps(lanes), acc[r][t]);
+          acc[r][t] = _mm256_fmadd_ps(broadcast_lane(dwx[t], r), _mm256_cvtepi32_ps(lanes), acc[r][t]);
         }
       }
     }
