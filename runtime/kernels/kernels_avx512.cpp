@@ -154,12 +154,14 @@ HEARTH_AVX512 inline float hsum8(__m256 v) {
 // last row paired with itself), blocks in order with the prefetch ahead of them, then the AVX2
 // kernels' horizontal sum per output. K says what one block is: K::Tokens<T> reads a tile's
 // activations for a block once for all its row pairs, K::add_block() adds a row pair's block
-// into the pair's accumulator for each token. A prefill tile takes 4 row pairs, so a block's
-// activations (loaded, broadcast) serve 8 rows: 8-11% faster prefill than 2 pairs for Q8_0 (and
-// for Q4_K, before it had kernels of its own).
+// into the pair's accumulator for each token. K sets the tile: Q8_0-like blocks take 4 row
+// pairs, so a block's activations (loaded, broadcast) serve 8 rows (8-11% faster prefill than 2
+// pairs); Q5_K and Q6_K one pair against 16 tokens, so that a pair's super-block is unpacked once
+// for 16 tokens, not 2 (TinyLlama pp512: Q6_K 85-90 -> 127-130 tok/s, Q5_K 91-93 -> 130-134;
+// IQ4_XS ran slower that way, 75 -> 59, and keeps 4 pairs x 2 tokens).
 template <class K>
 struct PairRows {
-  static constexpr int kRows = 8, kTokens = K::kTokens, kDecodeRows = K::kDecodeRows;
+  static constexpr int kRows = K::kRows, kTokens = K::kTokens, kDecodeRows = K::kDecodeRows;
   static constexpr bool kTokensOuter = false;
   using Block = typename K::Block;
 
@@ -193,7 +195,7 @@ struct PairRows {
 template <class W>
 struct PackedBlocks {
   using Block = typename W::Block;
-  static constexpr int kTokens = 4, kDecodeRows = 2, kBlockElements = kQ8_0Block;
+  static constexpr int kRows = 8, kTokens = 4, kDecodeRows = 2, kBlockElements = kQ8_0Block;
   template <int T>
   struct Tokens {
     __m512i q[T], offset[T];
@@ -421,7 +423,7 @@ template <bool kFifthBit>
 struct ScaleMinBlocks {
   using Block = std::conditional_t<kFifthBit, BlockQ5_K, BlockQ4_K>;
   static_assert(offsetof(Block, dmin) == offsetof(Block, d) + 2 && offsetof(Block, scales) + 16 <= sizeof(Block));
-  static constexpr int kTokens = 2, kDecodeRows = 2, kBlockElements = kQK;
+  static constexpr int kRows = 2, kTokens = 16, kDecodeRows = 2, kBlockElements = kQK;
   template <int T>
   using Tokens = Q8KTokens<T>;
 
@@ -661,7 +663,7 @@ struct Q4_KRowGroups {
 // with one permute, where AVX2 builds them from 16 broadcasts per row.
 struct Q6KBlocks {
   using Block = BlockQ6_K;
-  static constexpr int kTokens = 2, kDecodeRows = 2, kBlockElements = kQK;
+  static constexpr int kRows = 2, kTokens = 16, kDecodeRows = 2, kBlockElements = kQK;
   template <int T>
   using Tokens = Q8KTokens<T>;
 
@@ -766,7 +768,7 @@ struct IQ4XSTokens {
 
 struct IQ4XSBlocks {
   using Block = BlockIQ4_XS;
-  static constexpr int kTokens = 2, kDecodeRows = 2, kBlockElements = kQK;
+  static constexpr int kRows = 8, kTokens = 2, kDecodeRows = 2, kBlockElements = kQK;
   template <int T>
   using Tokens = IQ4XSTokens<T>;
 
