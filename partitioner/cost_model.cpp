@@ -161,7 +161,10 @@ double CostModel::decode_compute_time(int d, int first, int last, bool with_outp
 
 void CostModel::build_decode_tables() {
   const int b = std::max(1, options_.streams);
-  for (int g = 1; g <= std::min(b, kMaxMicroBatches); ++g) micro_batches_.push_back((b + g - 1) / g * latency_rows());
+  // A step holds at most max_batch rows: the scheduler packs no more streams' passes into one.
+  const int most_streams = std::max(1, options_.max_batch / latency_rows());
+  for (int g = 1; g <= std::min(b, kMaxMicroBatches); ++g)
+    micro_batches_.push_back(std::min((b + g - 1) / g, most_streams) * latency_rows());
   // m = 1 (one stream's latency, micro_batch_index(1)) even when B > kMaxMicroBatches stops the
   // loop above at ceil(B / 16) >= 2: without it index -1 was read (head crash at --streams 17).
   micro_batches_.push_back(1);

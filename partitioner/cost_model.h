@@ -68,15 +68,16 @@ class CostModel {
 
   // ---- workload candidates ----
   // Micro-batch sizes m worth trying, in rows: the passes of ceil(B / G) streams for G =
-  // 1..min(B, kMaxMicroBatches), each stream's pass latency_rows() rows; ascending, and with 1 and
+  // 1..min(B, kMaxMicroBatches), each stream's pass latency_rows() rows, at most max_batch rows
+  // (fewer streams then); ascending, and with 1 and
   // latency_rows() (one stream's pass: the latency objective's).
   const std::vector<int>& micro_batches() const { return micro_batches_; }
   // Rows of one stream's decode pass: 1, or a draft's tokens + 1 (PartitionOptions::draft_tokens).
   int latency_rows() const { return 1 + std::max(0, options_.draft_tokens); }
   int micro_batch_index(int m) const;  // index into micro_batches(), or -1
   // Streams whose passes make up micro_batches()[mi], for the throughput objective: m /
-  // latency_rows() when that is a whole number from 1 to B, else 0 (1 row of a drafting launch,
-  // a latency candidate only).
+  // latency_rows() when that is a whole number from 1 to B, else 0 (the 1-row entry of a
+  // drafting launch, which only Prediction::ms_per_token reads).
   int throughput_streams(int mi) const;
   // Prompt chunkings worth trying for ttft (one entry when prefill_chunk is fixed).
   const std::vector<std::vector<PromptChunk>>& chunk_schedules() const { return schedules_; }

@@ -408,7 +408,7 @@ TEST_SUITE("kernels") {
   }
 
   TEST_CASE("gemm kernels equal their table's dot kernel bit for bit, whatever the tile (batch invariance)") {
-    // Row and token counts around every tile shape (tiles of 4, 8 or 16 rows, a last one that
+    // Row and token counts around every tile shape (tiles of 1, 2, 4, 8 or 16 rows, a last one that
     // overlaps the one before, single rows when fewer than a tile; 1..8 tokens and remainders),
     // rows with a partial last group of blocks (n = 96, 160: 3 and 5 blocks of 32), a strided
     // output, and an output row stride larger than the rows computed. 17 or more rows of 2048 f32
@@ -421,8 +421,9 @@ TEST_SUITE("kernels") {
         const bool float_weights = is_float(t);
         for (int n : kquant ? std::vector<int>{256, 768}
                      // float rows: fewer than 8 elements, 1-7 vectors of 8 (a partial group of the 4 FMA
-                     // chains), scalar tails, and past a 64-vector block (1000: 125 vectors; 1052:
-                     // 131 and a tail), so a partial block and a lone last vector follow full ones
+                     // chains, 2 for f16), scalar tails, and past a 64-vector block (1000: 125
+                     // vectors; 1052: 131 and a tail, past f16's 128-vector block too), so a partial
+                     // block and a lone last vector follow full ones
                      : float_weights ? std::vector<int>{5, 8, 20, 32, 40, 48, 56, 108, 160, 1000, 1052, 2048}
                                      : std::vector<int>{32, 96, 160, 2048}) {
           CAPTURE(n);

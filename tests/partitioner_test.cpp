@@ -507,13 +507,20 @@ TEST_CASE("partitioner: with drafts, throughput counts a stream's pass as the dr
   const PlanResult unknown = plan_partition(spec, one, LinkTable{}, o);
   REQUIRE(unknown.ok());
   CHECK(unknown.plan->predicted.tokens_per_s == doctest::Approx(4 / pass_16));
+  // A step holds at most max_batch rows: passes of 4 rows, at most 2 streams in a micro-batch.
+  o.tokens_per_pass = 2.5;
+  o.max_batch = 9;
+  const PlanResult capped = plan_partition(spec, one, LinkTable{}, o);
+  REQUIRE(capped.ok());
+  CHECK(capped.plan->predicted.micro_batch <= 2);
+  CHECK(capped.plan->predicted.tokens_per_s < r.plan->predicted.tokens_per_s);
 }
 
 TEST_CASE("partitioner: with drafts, dp equals exhaustive for throughput and the simulator agrees") {
   std::mt19937 rng(31);
   for_random_instances(250, 32, Objective::throughput, 4, 8, 6, [&](Instance in, int i) {
     in.options.draft_tokens = uniform_int(rng, 1, 4);
-    in.options.max_batch = 64;
+    in.options.max_batch = uniform_int(rng, 8, 32);  // at times fewer rows than all streams' passes
     in.options.tokens_per_pass = uniform(rng, 1, in.options.draft_tokens + 1);
     CAPTURE(i);
     check_dp_equals_exhaustive(in, i);

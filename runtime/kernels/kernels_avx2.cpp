@@ -107,8 +107,8 @@ struct FloatTiles {
   // 1.25x the old kernel and 1.05-1.1x two rows.
   static constexpr int kRows = 4, kTokens = 3, kDecodeRows = kAcc == 2 ? 4 : 1;
   static constexpr bool kTokensOuter = true;
-  // A multiple of kAcc. f16's two passes take blocks of 128 vectors (4 KiB of a row's weights and
-  // 2 KiB of each token's activations, in L1): fewer accumulators saved and restored between blocks,
+  // A multiple of kAcc. f16's two passes take blocks of 128 vectors (2 KiB of each row's weights and
+  // of each token's activations, 14 KiB for the tile, in L1): fewer accumulators saved and restored between blocks,
   // 1.01-1.04x over 64 in 6 of 6 pairs (TinyLlama pp512); 256 did no better.
   static constexpr int kBlockVectors = kAcc == 2 ? 128 : 64;
   template <int R, int T>
@@ -164,7 +164,7 @@ struct FloatTiles {
       for (int t = 0; t < T; ++t)
         for (int a = 0; a < kAcc; ++a) chains[r][t][a] = _mm256_setzero_ps();
     // The passes go over a block of kBlockVectors at a time, whose weights and activations stay
-    // in L1 for the four passes (whole rows of 5632 did not).
+    // in L1 for the kAcc passes (whole rows of 5632 did not).
     for (int v0 = 0; v0 < nv; v0 += kBlockVectors) {
       const int v_end = std::min(nv, v0 + kBlockVectors);
       for (int a = 0; a < kAcc; ++a) {

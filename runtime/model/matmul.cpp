@@ -14,7 +14,7 @@ namespace {
 // Bytes of activations per gemm call inside a task: each call streams the task's rows from
 // memory again. Quantized activations meet tiles that keep a few rows in L1 while every token
 // passes, so theirs must stay in L2: about 256 KiB. Float activations (f32, and f16 for f16
-// weights) meet tokens-outer tiles, which keep a block of rows in L2 themselves while the tokens
+// weights) meet the SIMD tables' tokens-outer tiles, which keep a block of rows in L2 themselves while the tokens
 // stream past from L3 (kernel_tiles.h): 2 MiB of them, the weights streamed 8 times less often.
 // TinyLlama f16, 2 threads, 2 MiB against 256 KiB: pp512 1.035x AVX2 and 1.02x AVX-512, pp2048
 // 1.02-1.04x; without a limit pp512 gained as much but pp2048 ran 0.88x (23 MB of activations
