@@ -2,9 +2,44 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace hearth::cluster {
+
+namespace {
+
+// Said of a figure measured on steps of more than one row (drafting steps among them).
+std::string rows_text(double rows) { return rows > 1.05 ? fmt::format(", one-token steps from steps of {:.1f} rows", rows) : ""; }
+
+}  // namespace
+
+double StepTime::at(double rows) const {
+  if (!drafts() || rows <= 1) return one_ms;
+  return one_ms + (draft_ms - one_ms) * (rows - 1) / (draft_rows - 1);
+}
+
+double StepTime::stage_as_one(double measured_ms, double rows) const {
+  const double expected = at(rows);
+  return expected > 0 ? measured_ms * one_ms / expected : measured_ms;
+}
+
+double StepTime::links_as_one(double measured_ms, double rows) const { return std::max(0.0, measured_ms - (at(rows) - one_ms)); }
+
+void StepTime::scale_to(double ms) {
+  if (one_ms > 0) draft_ms *= ms / one_ms;
+  one_ms = ms;
+}
+
+void StepTime::shift_to(double ms) {
+  if (drafts()) draft_ms = std::max(0.0, draft_ms + ms - one_ms);
+  one_ms = ms;
+}
+
+std::optional<StepCount> StepCount::since(const StepCount& mark) const {
+  if (steps < mark.steps || rows < mark.rows || ns < mark.ns) return std::nullopt;
+  return StepCount{steps - mark.steps, rows - mark.rows, ns - mark.ns};
+}
 
 bool DriftWatch::off(const StageWindow& s) const {
   if (s.expected_ms < options_.min_ms || s.measured_ms <= 0) return false;
@@ -27,30 +62,30 @@ std::optional<Drift> DriftWatch::observe(const std::vector<StageWindow>& window,
   if (static_cast<int>(run_.size()) < options_.windows) return std::nullopt;
   Drift d;
   for (size_t i = 0; i < window.size(); ++i) {
-    double expected = 0, measured = 0;
-    for (const auto& w : run_) expected += w[i].expected_ms, measured += w[i].measured_ms;
-    const StageWindow mean{window[i].device, expected / static_cast<double>(run_.size()),
-                           measured / static_cast<double>(run_.size()), window[i].speed};
+    double expected = 0, measured = 0, rows = 0;
+    for (const auto& w : run_) expected += w[i].expected_ms, measured += w[i].measured_ms, rows += w[i].rows;
+    const auto n = static_cast<double>(run_.size());
+    const StageWindow mean{window[i].device, expected / n, measured / n, window[i].speed, rows / n};
     d.measured_ms.push_back(mean.measured_ms);
     d.speeds.push_back(off(mean) ? mean.speed * mean.expected_ms / mean.measured_ms : mean.speed);
     if (off(mean)) {
       d.stages_off = true;
-      d.figures += fmt::format("{}{} computes its layers in {:.2f} ms (expected {:.2f})", d.figures.empty() ? "" : "; ",
-                               mean.device, mean.measured_ms, mean.expected_ms);
+      d.figures += fmt::format("{}{} computes its layers in {:.2f} ms (expected {:.2f}{})", d.figures.empty() ? "" : "; ",
+                               mean.device, mean.measured_ms, mean.expected_ms, rows_text(mean.rows));
     }
   }
   // The links, over the windows that measured them.
-  LinksWindow mean{0, 0};
+  LinksWindow mean{0, 0, 0};
   int measured = 0;
   for (const LinksWindow& l : links_run_)
-    if (l.measured_ms >= 0) mean.expected_ms += l.expected_ms, mean.measured_ms += l.measured_ms, ++measured;
+    if (l.measured_ms >= 0) mean.expected_ms += l.expected_ms, mean.measured_ms += l.measured_ms, mean.rows += l.rows, ++measured;
   if (measured > 0) {
-    mean.expected_ms /= measured, mean.measured_ms /= measured;
+    mean.expected_ms /= measured, mean.measured_ms /= measured, mean.rows /= measured;
     d.links_ms = mean.measured_ms;
     d.links_off = off(mean);
     if (d.links_off)
-      d.figures += fmt::format("{}the links take {:.2f} ms a token (expected {:.2f})", d.figures.empty() ? "" : "; ",
-                               mean.measured_ms, mean.expected_ms);
+      d.figures += fmt::format("{}the links take {:.2f} ms a token (expected {:.2f}{})", d.figures.empty() ? "" : "; ",
+                               mean.measured_ms, mean.expected_ms, rows_text(mean.rows));
   }
   run_.clear();
   links_run_.clear();

@@ -9,26 +9,62 @@
 // stages' compute (a pass through the pipeline, as the head times it, less every stage's
 // compute), against the hops the plan expects. A phone that walked away from the access point
 // shows there, not in any stage; which link it is, only a new measurement of the links says.
+// A launch that drafts may send no one-token step at all: its drafting steps count too, judged
+// against what the plan expects of a step at their rows (StepTime) and handed to the watch as
+// one-token steps.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace hearth::cluster {
 
+// What the plan expects of a step, a stage's compute or the links' share of a pass, by its rows:
+// a one-token step's time, and a drafting pass's at `draft_rows` rows (0: the plan expects no
+// drafts), linear between the two (a step reads the same weights whatever its rows; its
+// arithmetic, and a hop's bytes, grow with them).
+struct StepTime {
+  double one_ms = 0;
+  double draft_ms = 0;
+  int draft_rows = 0;
+  bool drafts() const { return draft_rows > 1; }
+  double at(double rows) const;
+  // Measured at `rows`, the figure as one-token steps: stages scale (a device's speed is a ratio),
+  // the links shift (their share is mostly latency, which rows do not change).
+  double stage_as_one(double measured_ms, double rows) const;
+  double links_as_one(double measured_ms, double rows) const;
+  void scale_to(double one_ms);  // a stage measured at one_ms a one-token step: both figures scale
+  void shift_to(double one_ms);  // the links measured at one_ms: both figures shift
+};
+
+// Steps counted since some start: how many, their rows, and their time.
+struct StepCount {
+  uint64_t steps = 0, rows = 0, ns = 0;
+  StepCount operator+(const StepCount& o) const { return {steps + o.steps, rows + o.rows, ns + o.ns}; }
+  // Those since `mark`; nullopt when a counter went back (a daemon restarted, a new scheduler).
+  std::optional<StepCount> since(const StepCount& mark) const;
+  double mean_ms() const { return steps ? static_cast<double>(ns) * 1e-6 / static_cast<double>(steps) : 0; }
+  double mean_rows() const { return steps ? static_cast<double>(rows) / static_cast<double>(steps) : 1; }
+};
+
+// The figures of the two windows below are one-token steps' (StepTime), whatever the rows
+// measured: what the plan's one-token figures and the planner compare with.
 struct StageWindow {
   std::string device;      // its name, for the figures
   double expected_ms = 0;  // what the plan expects of the stage per decode step
   double measured_ms = 0;  // what its steps took over the window, on average
   double speed = 1;        // the device's speed (1: its profile's) behind the expectation
+  double rows = 1;         // the steps' mean rows (more than 1: drafting steps among them)
 };
 
 // The time a decode step spends on the links, for one window; measured_ms < 0: not measured in
-// it (the head times passes of a conversation decoding alone, without a draft).
+// it (the head times passes of a conversation decoding alone).
 struct LinksWindow {
   double expected_ms = 0;
   double measured_ms = -1;
+  double rows = 1;
 };
 
 struct DriftOptions {

@@ -235,15 +235,19 @@ DraftTarget Head::draft_target(const LaunchedPlan& p) const {
 }
 
 void Head::assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devices, bool staged) {
-  // A token's trip, less its stages: its hops.
-  p.expected_links_ms = p.plan.predicted.ms_per_token;
-  for (const auto& a : p.plan.stages) p.expected_links_ms -= a.stage_time_s * 1e3;
-  p.expected_links_ms = std::max(0.0, p.expected_links_ms);
+  // A token's trip, less its stages: its hops; and a drafting pass's, less its stages' steps.
+  const bool drafts = p.plan.predicted.draft_pass_ms > 0;
+  const int rows = drafts ? 1 + p.partition.draft_tokens : 0;
+  p.expected_links = {.one_ms = p.plan.predicted.ms_per_token, .draft_ms = p.plan.predicted.draft_pass_ms, .draft_rows = rows};
+  for (const auto& a : p.plan.stages)
+    p.expected_links.one_ms -= a.stage_time_s * 1e3, p.expected_links.draft_ms -= a.draft_step_time_s * 1e3;
+  p.expected_links.one_ms = std::max(0.0, p.expected_links.one_ms);
+  p.expected_links.draft_ms = std::max(0.0, p.expected_links.draft_ms);
   for (const auto& a : p.plan.stages) {
     PlannedStage s;
     s.node_id = devices[static_cast<size_t>(a.device)]->node_id;
     s.spec = {a.first_layer, a.last_layer, a.has_embedding, a.has_output};
-    s.expected_ms = a.stage_time_s * 1e3;
+    s.expected = {.one_ms = a.stage_time_s * 1e3, .draft_ms = a.draft_step_time_s * 1e3, .draft_rows = rows};
     s.speed = devices[static_cast<size_t>(a.device)]->speed;
     if (!a.has_output) s.wire_type = hop_wire_type(p.wire_type, a.compressed_hop);
     p.stages.push_back(std::move(s));

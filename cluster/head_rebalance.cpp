@@ -79,12 +79,18 @@ void Head::watch_drift() {
   }
   auto& mark = plan_->drift_mark;
   if (mark.size() == plan_->stages.size() && now - plan_->drift_mark_at < kDriftWindow) return;  // the loop ticks often
-  std::vector<std::pair<uint64_t, uint64_t>> counts;
+  // Drafting steps count where the plan says what they cost: after a re-plan for drafts that
+  // rarely agree, it does not, and the few drafts still sent are left out.
+  std::vector<StepCount> counts;
   for (const auto& s : plan_->stages) {
     const StageCounters c = counters_of(s.node_id);
-    counts.emplace_back(c.decode_steps, c.decode_ns);
+    counts.push_back(StepCount{c.decode_steps, c.decode_steps, c.decode_ns} +
+                     (s.expected.drafts() ? StepCount{c.draft_steps, c.draft_rows, c.draft_ns} : StepCount{}));
   }
-  const std::pair<uint64_t, uint64_t> passes{scheduler_->totals().lone_passes, scheduler_->totals().lone_pass_ns};
+  const SchedulerTotals& t = scheduler_->totals();
+  const StepCount passes =
+      StepCount{t.lone_passes, t.lone_passes, t.lone_pass_ns} +
+      (plan_->expected_links.drafts() ? StepCount{t.lone_draft_passes, t.lone_draft_rows, t.lone_draft_ns} : StepCount{});
   const auto restart = [&] {
     mark = counts;
     plan_->drift_pass_mark = passes;
@@ -92,25 +98,28 @@ void Head::watch_drift() {
   };
   if (mark.size() != counts.size()) return restart();
   std::vector<StageWindow> window;
-  double stages_ms = 0;
+  double stages_ms = 0;  // as measured, at the steps' rows
   for (size_t i = 0; i < counts.size(); ++i) {
-    if (counts[i].first < mark[i].first || counts[i].second < mark[i].second) return restart();  // a daemon restarted
-    const uint64_t steps = counts[i].first - mark[i].first;
-    if (steps < kDriftSteps) return;  // idle, or a heartbeat late: the window stays open
+    const std::optional<StepCount> steps = counts[i].since(mark[i]);
+    if (!steps) return restart();            // a daemon restarted
+    if (steps->steps < kDriftSteps) return;  // idle, or a heartbeat late: the window stays open
     const PlannedStage& s = plan_->stages[i];
+    const double rows = steps->mean_rows();
     window.push_back({.device = registry_.at(s.node_id).profile.name,
-                      .expected_ms = s.expected_ms,
-                      .measured_ms = static_cast<double>(counts[i].second - mark[i].second) * 1e-6 / static_cast<double>(steps),
-                      .speed = s.speed});
-    stages_ms += window.back().measured_ms;
+                      .expected_ms = s.expected.one_ms,
+                      .measured_ms = s.expected.stage_as_one(steps->mean_ms(), rows),
+                      .speed = s.speed,
+                      .rows = rows});
+    stages_ms += steps->mean_ms();
   }
   // The links: a lone pass's cycle less the stages' compute, when enough passes were lone ones.
-  LinksWindow links{.expected_ms = plan_->expected_links_ms};
-  if (passes.first < plan_->drift_pass_mark.first) return restart();  // another scheduler's counts
-  const uint64_t lone = passes.first - plan_->drift_pass_mark.first;
-  if (lone >= kDriftSteps && plan_->stages.size() > 1)
-    links.measured_ms = std::max(
-        0.0, static_cast<double>(passes.second - plan_->drift_pass_mark.second) * 1e-6 / static_cast<double>(lone) - stages_ms);
+  LinksWindow links{.expected_ms = plan_->expected_links.one_ms};
+  const std::optional<StepCount> lone = passes.since(plan_->drift_pass_mark);
+  if (!lone) return restart();  // another scheduler's counts
+  if (lone->steps >= kDriftSteps && plan_->stages.size() > 1) {
+    links.rows = lone->mean_rows();
+    links.measured_ms = plan_->expected_links.links_as_one(std::max(0.0, lone->mean_ms() - stages_ms), links.rows);
+  }
   restart();
   if (auto drift = plan_->drift.observe(window, links)) on_drift(*drift);
 }
@@ -168,7 +177,7 @@ void Head::replan(const Drift& drift) {
   // A token's time as measured: its stages, and its links where they drifted (else as expected:
   // a measured trip also holds the loop's and the messages' overheads, which no plan predicts,
   // and would make every plan for a stage's drift look like a gain).
-  double measured_ms = drift.links_off ? drift.links_ms : serving.expected_links_ms;
+  double measured_ms = drift.links_off ? drift.links_ms : serving.expected_links.one_ms;
   for (const double ms : drift.measured_ms) measured_ms += ms;
   forget_stale_speeds();
   const Verdict v = follow(drift.figures, measured_ms, [](const partitioner::Prediction& p) { return p.ms_per_token; });
@@ -178,10 +187,10 @@ void Head::replan(const Drift& drift) {
   // messages waiting for its CPU, and the next links drift would be judged against that. (When
   // both drifted, the measured share, that wait included, is the best figure there is.)
   for (size_t i = 0; i < serving.stages.size(); ++i) {
-    serving.stages[i].expected_ms = drift.measured_ms[i];
+    serving.stages[i].expected.scale_to(drift.measured_ms[i]);
     serving.stages[i].speed = drift.speeds[i];
   }
-  if (drift.links_off) serving.expected_links_ms = drift.links_ms;
+  if (drift.links_off) serving.expected_links.shift_to(drift.links_ms);
 }
 
 Head::Verdict Head::follow(const std::string& figures, double serving_ms,

@@ -59,8 +59,8 @@ struct PlannedStage {
   std::string message;
   runtime::TensorType wire_type = runtime::TensorType::F32;  // how its output hop carries activations
   // What the drift watch expects of it per decode step, and its device's speed behind that: the
-  // plan's figure at first, what was measured once a drift did not pay a re-plan.
-  double expected_ms = 0;
+  // plan's figures at first, what was measured once a drift did not pay a re-plan.
+  StepTime expected;
   double speed = 1;
 };
 
@@ -96,14 +96,14 @@ struct LaunchedPlan {
   std::vector<std::pair<uint64_t, uint64_t>> pace_mark;
   bool slow_pace = false;
   // A plan that follows the devices (cluster/drift.h): only the planner's (a --split is the
-  // user's to keep); each stage's decode counters (steps, ns) where the drift window opened.
+  // user's to keep); each stage's decode steps (cluster/drift.h) where the drift window opened.
   bool split_by_user = false;
   DriftWatch drift;
-  std::vector<std::pair<uint64_t, uint64_t>> drift_mark;
-  std::pair<uint64_t, uint64_t> drift_pass_mark;  // the head's lone passes (count, ns), likewise
+  std::vector<StepCount> drift_mark;
+  StepCount drift_pass_mark;  // the head's lone passes, likewise
   Clock::time_point drift_mark_at{};
   // What the drift watch expects of the links per decode step (the plan's hops at first).
-  double expected_links_ms = 0;
+  StepTime expected_links;
   // The links drifted with every stage on plan: every device measures its links again, and the
   // head plans again once they all reported (or at `deadline`).
   struct Reprobe {

@@ -241,7 +241,9 @@ std::vector<int32_t> Scheduler::draft_for(uint64_t seq, Session& s, int room) {
   // No further than the context, the tokens still wanted, and the batch allow.
   const int k = std::min({s.pace.next(), room, n_ctx_ - s.next_pos - 1, s.n_predict - s.generated - 1});
   std::vector<int32_t> draft;
+  const auto t0 = Steady::now();
   if (k > 0) draft = drafts_->propose(seq, s.fed, k);
+  s.drafting = std::chrono::duration_cast<std::chrono::nanoseconds>(Steady::now() - t0);
   if (draft.size() > static_cast<size_t>(std::max(0, k))) draft.resize(static_cast<size_t>(std::max(0, k)));
   if (draft.empty()) s.pace.plain_step(s.resend == 0);
   totals_.tokens_drafted += draft.size();
@@ -274,9 +276,14 @@ void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
     if (s.decoding && s.last_result) {
       const auto cycle = now - *s.last_result;
       s.pace.timed(static_cast<int>(draft.size()) + s.resent, accepted + 1, std::chrono::duration<double>(cycle).count());
-      if (draft.empty() && s.resent == 0 && sessions_.size() == 1) {
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(cycle);
+      if (sessions_.size() == 1 && draft.empty() && s.resent == 0) {
         totals_.lone_passes++;
-        totals_.lone_pass_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(cycle).count());
+        totals_.lone_pass_ns += static_cast<uint64_t>(ns.count());
+      } else if (sessions_.size() == 1 && !draft.empty()) {
+        totals_.lone_draft_passes++;
+        totals_.lone_draft_rows += draft.size() + static_cast<size_t>(s.resent) + 1;
+        totals_.lone_draft_ns += static_cast<uint64_t>(std::max<int64_t>(0, (ns - s.drafting).count()));
       }
     }
     s.decoding = false;

@@ -67,6 +67,9 @@ struct SchedulerTotals {
   // previous result to this one): what a token's trip through the pipeline takes, links included
   // (the drift watch's measure of the links, cluster/drift.h).
   uint64_t lone_passes = 0, lone_pass_ns = 0;
+  // Those with a draft: their rows (the draft, its token, tokens sent again), and their cycles
+  // less the head's time proposing the draft.
+  uint64_t lone_draft_passes = 0, lone_draft_rows = 0, lone_draft_ns = 0;
   double last_decode_tok_s = 0;
   double last_ttft_ms = 0;
 };
@@ -154,6 +157,7 @@ class Scheduler {
     runtime::SamplingParams sampling;
     std::optional<int32_t> pending;  // sampled, waiting to be fed back
     std::vector<int32_t> draft;      // sent behind the last fed token, waiting to be checked
+    std::chrono::nanoseconds drafting{0};  // what proposing it took the head
     int resend = 0;                  // accepted draft tokens recurrent stages must compute again
     int resent = 0;                  // of those, carried by the chunk in flight
     DraftPace pace;

@@ -182,6 +182,10 @@ StageOutput StageRunner::compute(const Batch& batch) {
   if (batch.n_tokens() == 1) {
     work_.decode_steps++;
     work_.decode_ns += ns;
+  } else if (batch.chunks.size() == 1 && batch.chunks[0].drafts > 0) {
+    work_.draft_steps++;
+    work_.draft_rows += static_cast<uint64_t>(batch.n_tokens());
+    work_.draft_ns += ns;
   }
   count_paging();
   return out;

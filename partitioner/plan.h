@@ -32,6 +32,9 @@ struct StageAssignment {
   double paged_bytes = 0;      // bytes read from storage every step (paging, issue 19); 0 = all in memory
   double paged_time_s = 0;     // seconds that read takes; the step takes the longer of it and the compute
   double stage_time_s = 0;     // seconds per decode step of one stream, LM head included
+  // Seconds per step of one stream's pass carrying a draft (CostModel::latency_rows() rows); 0
+  // without drafts. The drift watch judges drafting steps against it (cluster/drift.h).
+  double draft_step_time_s = 0;
   double compute_time_s = 0;   // of which the compute (and fixed overhead): the step if nothing were paged
   double hop_time_s = 0;       // seconds to send one token's output on (or back to the head)
   bool compressed_hop = false;  // its output hop carries compressed activations (wire type auto, slow link)

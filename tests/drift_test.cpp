@@ -114,6 +114,61 @@ TEST_SUITE("drift") {
     CHECK(stages->links_off);
   }
 
+  TEST_CASE("drafting steps: judged against the plan's step at their rows, as one-token steps") {
+    // A stage planned at 2 ms a one-token step and 4 ms a step of 5 rows (4 drafts and a token).
+    const StepTime stage{.one_ms = 2, .draft_ms = 4, .draft_rows = 5};
+    CHECK(stage.drafts());
+    CHECK(stage.at(1) == doctest::Approx(2));
+    CHECK(stage.at(3) == doctest::Approx(3));
+    CHECK(stage.at(5) == doctest::Approx(4));
+    // Steps of 3 rows at 9 ms: three times the plan's 3 ms, so a one-token step of 6 ms.
+    CHECK(stage.stage_as_one(9, 3) == doctest::Approx(6));
+    CHECK(stage.stage_as_one(2, 1) == doctest::Approx(2));
+    // Without drafts in the plan, every step is expected at the one-token figure.
+    const StepTime plain{.one_ms = 2};
+    CHECK_FALSE(plain.drafts());
+    CHECK(plain.at(4) == doctest::Approx(2));
+    // The links shift: planned at 1 ms plain and 1.5 with a draft of 4; passes of 5 rows
+    // measured at 31.5 are one-token passes of 31.
+    const StepTime links{.one_ms = 1, .draft_ms = 1.5, .draft_rows = 5};
+    CHECK(links.links_as_one(31.5, 5) == doctest::Approx(31));
+    CHECK(links.links_as_one(0.2, 5) == doctest::Approx(0));  // never below nothing
+    // What was measured becomes what is expected, at every row.
+    StepTime measured = stage;
+    measured.scale_to(6);
+    CHECK(measured.at(5) == doctest::Approx(12));
+    StepTime moved = links;
+    moved.shift_to(31);
+    CHECK(moved.at(5) == doctest::Approx(31.5));
+  }
+
+  TEST_CASE("step counts: a window is the difference of two counts; a count that went back is none") {
+    const StepCount a{.steps = 10, .rows = 30, .ns = 50'000'000}, b{.steps = 18, .rows = 62, .ns = 98'000'000};
+    const auto w = b.since(a);
+    REQUIRE(w);
+    CHECK(w->steps == 8);
+    CHECK(w->mean_rows() == doctest::Approx(4));
+    CHECK(w->mean_ms() == doctest::Approx(6));
+    CHECK_FALSE(a.since(b));
+    CHECK_FALSE((StepCount{.steps = 20, .rows = 20, .ns = 1}).since(a));  // a restarted daemon's time
+    CHECK((a + b).rows == 92);
+    CHECK(StepCount{}.mean_rows() == 1);
+  }
+
+  TEST_CASE("a stage off in drafting steps says so in its figures") {
+    DriftWatch watch;
+    auto w = window(9, 1);
+    w[1].rows = 4.3;
+    CHECK_FALSE(watch.observe(w));
+    CHECK_FALSE(watch.observe(w));
+    const auto drift = watch.observe(w);
+    REQUIRE(drift);
+    CAPTURE(drift->figures);
+    CHECK(drift->figures.find("a computes its layers in 9.00 ms (expected 3.00, one-token steps from steps of 4.3 rows)") !=
+          std::string::npos);
+    CHECK(drift->speeds[1] == doctest::Approx(1.0 / 3));
+  }
+
   TEST_CASE("a device at a third of its speed: compute figures scaled, memory, storage and link kept") {
     partitioner::DeviceProfile p;
     p.name = "laptop";

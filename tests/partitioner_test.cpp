@@ -471,6 +471,17 @@ TEST_CASE("partitioner: with drafts, latency weighs a pass of the draft's rows, 
   const Prediction& p = drafting.plan->predicted;
   CHECK(p.draft_pass_ms > p.ms_per_token);
   CHECK(p.draft_ms_per_token == doctest::Approx(p.draft_pass_ms / 4));
+  // Each stage's step with the draft, what the head's drift watch expects of drafting steps: the
+  // pass's stages less than the pass, a's nine rows compute-bound, b's no faster than one row.
+  double steps_ms = 0;
+  for (const StageAssignment& s : drafting.plan->stages) {
+    CAPTURE(s.device_name);
+    CHECK(s.draft_step_time_s >= s.stage_time_s);
+    if (s.device_name == "a" && s.last_layer > s.first_layer) CHECK(s.draft_step_time_s > 2 * s.stage_time_s);
+    steps_ms += s.draft_step_time_s * 1e3;
+  }
+  CHECK(steps_ms < p.draft_pass_ms);
+  for (const StageAssignment& s : plain.plan->stages) CHECK(s.draft_step_time_s == 0);
   // The plain plan's pass with the same draft is slower than the drafting plan's.
   const Prediction plain_with_drafts = evaluate_plan(spec, devices, LinkTable{}, o, *plain.plan);
   CHECK(plain_with_drafts.draft_pass_ms > p.draft_pass_ms);

@@ -119,6 +119,11 @@ struct Heartbeat {
   pagedReadBytes @12 :UInt64;
   pagedReadNs @13 :UInt64;
   pagedWaitNs @14 :UInt64;
+  # Of the batches, the steps of one stream carrying a draft: their rows and compute time (a
+  # launch that drafts every step has no one-token steps to compare with the plan).
+  draftSteps @15 :UInt64;
+  draftRows @16 :UInt64;
+  draftNs @17 :UInt64;
 }
 
 # ---- loading a stage ----
@@ -382,6 +387,11 @@ struct StageReport {
   # pagedBytes at the device's profiled storage rate. The step takes the longer of the two.
   computeTimeS @28 :Float64;
   pagedTimeS @29 :Float64;
+  # Speculative decoding: planned, a step of one stream carrying the plan's draft (0: no drafts);
+  # measured, counters since its daemon started, its steps of one stream with a draft and their rows.
+  draftStepTimeS @30 :Float64;
+  draftSteps @31 :UInt64;
+  draftRows @32 :UInt64;
 }
 
 struct PlanReport {

@@ -44,6 +44,9 @@ json stage_view(wire::StageReport::Reader s) {
           {"stage_time_ms", s.getStageTimeS() * 1e3},
           {"compute_time_ms", s.getComputeTimeS() * 1e3},
           {"paged_time_ms", s.getPagedTimeS() * 1e3},
+          {"draft_step_time_ms", s.getDraftStepTimeS() * 1e3},
+          {"draft_steps", s.getDraftSteps()},
+          {"draft_rows", s.getDraftRows()},
           {"hop_time_ms", s.getHopTimeS() * 1e3},
           {"wire_type", s.getWireType().cStr()}};
 }
