@@ -32,13 +32,13 @@ struct WorkStats {
   std::atomic<uint64_t> paged_read_bytes{0};
   std::atomic<uint64_t> paged_read_ns{0};
   std::atomic<uint64_t> paged_wait_ns{0};
-  // Of the batches, the steps of one stream carrying a draft: their rows and compute time.
-  std::atomic<uint64_t> draft_steps{0};
-  std::atomic<uint64_t> draft_rows{0};
-  std::atomic<uint64_t> draft_ns{0};
+  // Of the batches, the decode steps of more than one row: their rows and compute time.
+  std::atomic<uint64_t> batched_steps{0};
+  std::atomic<uint64_t> batched_rows{0};
+  std::atomic<uint64_t> batched_ns{0};
   StageCounters snapshot() const {
-    return {batches,          tokens,        compute_ns,    bytes_out,   decode_steps, decode_ns,
-            paged_read_bytes, paged_read_ns, paged_wait_ns, draft_steps, draft_rows,   draft_ns};
+    return {batches,          tokens,        compute_ns,    bytes_out,     decode_steps, decode_ns,
+            paged_read_bytes, paged_read_ns, paged_wait_ns, batched_steps, batched_rows, batched_ns};
   }
 };
 

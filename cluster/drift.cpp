@@ -9,31 +9,42 @@ namespace hearth::cluster {
 
 namespace {
 
-// Said of a figure measured on steps of more than one row (drafting steps among them).
+// Said of a figure measured on steps of more than one row (drafts', or several streams').
 std::string rows_text(double rows) { return rows > 1.05 ? fmt::format(", one-token steps from steps of {:.1f} rows", rows) : ""; }
 
 }  // namespace
 
+StepTime& StepTime::with(double rows, double ms) {
+  if (!points.empty() && rows > points.back().rows) points.push_back({rows, ms});
+  return *this;
+}
+
 double StepTime::at(double rows) const {
-  if (!drafts() || rows <= 1) return one_ms;
-  return one_ms + (draft_ms - one_ms) * (rows - 1) / (draft_rows - 1);
+  if (points.empty()) return 0;
+  if (points.size() == 1 || rows <= 1) return points.front().ms;
+  size_t i = 1;  // the piece [i - 1, i] that holds rows, or the last
+  while (i + 1 < points.size() && rows > points[i].rows) ++i;
+  const Point &a = points[i - 1], &b = points[i];
+  return std::max(0.0, a.ms + (b.ms - a.ms) * (rows - a.rows) / (b.rows - a.rows));
 }
 
 double StepTime::stage_as_one(double measured_ms, double rows) const {
   const double expected = at(rows);
-  return expected > 0 ? measured_ms * one_ms / expected : measured_ms;
+  return expected > 0 ? measured_ms * one_ms() / expected : measured_ms;
 }
 
-double StepTime::links_as_one(double measured_ms, double rows) const { return std::max(0.0, measured_ms - (at(rows) - one_ms)); }
+double StepTime::links_as_one(double measured_ms, double rows) const {
+  return std::max(0.0, measured_ms - (at(rows) - one_ms()));
+}
 
 void StepTime::scale_to(double ms) {
-  if (one_ms > 0) draft_ms *= ms / one_ms;
-  one_ms = ms;
+  const double one = one_ms();
+  for (Point& p : points) p.ms = one > 0 ? p.ms * ms / one : ms;
 }
 
 void StepTime::shift_to(double ms) {
-  if (drafts()) draft_ms = std::max(0.0, draft_ms + ms - one_ms);
-  one_ms = ms;
+  const double by = ms - one_ms();
+  for (Point& p : points) p.ms = std::max(0.0, p.ms + by);
 }
 
 std::optional<StepCount> StepCount::since(const StepCount& mark) const {

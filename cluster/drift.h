@@ -9,9 +9,9 @@
 // stages' compute (a pass through the pipeline, as the head times it, less every stage's
 // compute), against the hops the plan expects. A phone that walked away from the access point
 // shows there, not in any stage; which link it is, only a new measurement of the links says.
-// A launch that drafts may send no one-token step at all: its drafting steps count too, judged
-// against what the plan expects of a step at their rows (StepTime) and handed to the watch as
-// one-token steps.
+// A launch that drafts, or serves several conversations at once, may send no one-token step at
+// all: its steps of several rows count too, judged against what the plan expects of a step at
+// their rows (StepTime) and handed to the watch as one-token steps.
 #pragma once
 
 #include <cstdint>
@@ -22,21 +22,29 @@
 namespace hearth::cluster {
 
 // What the plan expects of a step, a stage's compute or the links' share of a pass, by its rows:
-// a one-token step's time, and a drafting pass's at `draft_rows` rows (0: the plan expects no
-// drafts), linear between the two (a step reads the same weights whatever its rows; its
-// arithmetic, and a hop's bytes, grow with them).
+// the plan's figures at a few row counts (a one-token step; a drafting pass; a micro-batch of
+// every stream), linear between them and along the last piece past them. (A step reads the same
+// weights whatever its rows; its arithmetic, and a hop's bytes, grow with them: the time is
+// flat, then rises once compute-bound, and points where the plan runs keep that bend.)
 struct StepTime {
-  double one_ms = 0;
-  double draft_ms = 0;
-  int draft_rows = 0;
-  bool drafts() const { return draft_rows > 1; }
+  struct Point {
+    double rows = 1, ms = 0;
+  };
+  std::vector<Point> points;  // ascending rows, the first at one row
+
+  StepTime() = default;
+  explicit StepTime(double one_ms) : points{{1, one_ms}} {}
+  // Adds the plan's figure for steps of `rows` rows, when more than the last point's.
+  StepTime& with(double rows, double ms);
+  double one_ms() const { return points.empty() ? 0 : points.front().ms; }
+  bool batched() const { return points.size() > 1; }  // it says what a step of several rows costs
   double at(double rows) const;
   // Measured at `rows`, the figure as one-token steps: stages scale (a device's speed is a ratio),
   // the links shift (their share is mostly latency, which rows do not change).
   double stage_as_one(double measured_ms, double rows) const;
   double links_as_one(double measured_ms, double rows) const;
-  void scale_to(double one_ms);  // a stage measured at one_ms a one-token step: both figures scale
-  void shift_to(double one_ms);  // the links measured at one_ms: both figures shift
+  void scale_to(double one_ms);  // a stage measured at one_ms a one-token step: every point scales
+  void shift_to(double one_ms);  // the links measured at one_ms: every point shifts
 };
 
 // Steps counted since some start: how many, their rows, and their time.

@@ -217,9 +217,9 @@ void Head::on_heartbeat(const std::string& identity, wire::Heartbeat::Reader h) 
                      .paged_read_bytes = h.getPagedReadBytes(),
                      .paged_read_ns = h.getPagedReadNs(),
                      .paged_wait_ns = h.getPagedWaitNs(),
-                     .draft_steps = h.getDraftSteps(),
-                     .draft_rows = h.getDraftRows(),
-                     .draft_ns = h.getDraftNs()}};
+                     .batched_steps = h.getBatchedSteps(),
+                     .batched_rows = h.getBatchedRows(),
+                     .batched_ns = h.getBatchedNs()}};
   const std::string node_id = node_of(identity);
   switch (registry_.heartbeat(node_id, beat)) {
     case DeviceRegistry::BeatResult::kUnknown: ask_to_register(node_id); break;

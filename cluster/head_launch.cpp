@@ -235,19 +235,23 @@ DraftTarget Head::draft_target(const LaunchedPlan& p) const {
 }
 
 void Head::assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devices, bool staged) {
-  // A token's trip, less its stages: its hops; and a drafting pass's, less its stages' steps.
-  const bool drafts = p.plan.predicted.draft_pass_ms > 0;
-  const int rows = drafts ? 1 + p.partition.draft_tokens : 0;
-  p.expected_links = {.one_ms = p.plan.predicted.ms_per_token, .draft_ms = p.plan.predicted.draft_pass_ms, .draft_rows = rows};
-  for (const auto& a : p.plan.stages)
-    p.expected_links.one_ms -= a.stage_time_s * 1e3, p.expected_links.draft_ms -= a.draft_step_time_s * 1e3;
-  p.expected_links.one_ms = std::max(0.0, p.expected_links.one_ms);
-  p.expected_links.draft_ms = std::max(0.0, p.expected_links.draft_ms);
+  // A token's trip, less its stages: its hops; and a drafting pass's (the plan's draft and its
+  // token), less its stages' steps. A stage's step at one row, a draft's and a micro-batch's.
+  const partitioner::Prediction& predicted = p.plan.predicted;
+  const bool drafts = predicted.draft_pass_ms > 0;
+  const double draft_rows = 1 + p.partition.draft_tokens;
+  double one_ms = predicted.ms_per_token, draft_ms = predicted.draft_pass_ms;
+  for (const auto& a : p.plan.stages) one_ms -= a.stage_time_s * 1e3, draft_ms -= a.draft_step_time_s * 1e3;
+  p.expected_links = StepTime(std::max(0.0, one_ms));
+  if (drafts) p.expected_links.with(draft_rows, std::max(0.0, draft_ms));
   for (const auto& a : p.plan.stages) {
     PlannedStage s;
     s.node_id = devices[static_cast<size_t>(a.device)]->node_id;
     s.spec = {a.first_layer, a.last_layer, a.has_embedding, a.has_output};
-    s.expected = {.one_ms = a.stage_time_s * 1e3, .draft_ms = a.draft_step_time_s * 1e3, .draft_rows = rows};
+    s.expected = StepTime(a.stage_time_s * 1e3);
+    if (drafts) s.expected.with(draft_rows, a.draft_step_time_s * 1e3);
+    // (A point past the last only: batched_step_time_s is 0 where a micro-batch is a draft's pass.)
+    s.expected.with(predicted.batched_rows, a.batched_step_time_s * 1e3);
     s.speed = devices[static_cast<size_t>(a.device)]->speed;
     if (!a.has_output) s.wire_type = hop_wire_type(p.wire_type, a.compressed_hop);
     p.stages.push_back(std::move(s));

@@ -79,18 +79,19 @@ void Head::watch_drift() {
   }
   auto& mark = plan_->drift_mark;
   if (mark.size() == plan_->stages.size() && now - plan_->drift_mark_at < kDriftWindow) return;  // the loop ticks often
-  // Drafting steps count where the plan says what they cost: after a re-plan for drafts that
-  // rarely agree, it does not, and the few drafts still sent are left out.
+  // Steps of several rows count where the plan says what they cost (drafts, several streams):
+  // a plan for one stream without drafts does not, and the few such steps (batches a stage
+  // merged, a draft after a re-plan for drafts that rarely agree) are left out.
   std::vector<StepCount> counts;
   for (const auto& s : plan_->stages) {
     const StageCounters c = counters_of(s.node_id);
     counts.push_back(StepCount{c.decode_steps, c.decode_steps, c.decode_ns} +
-                     (s.expected.drafts() ? StepCount{c.draft_steps, c.draft_rows, c.draft_ns} : StepCount{}));
+                     (s.expected.batched() ? StepCount{c.batched_steps, c.batched_rows, c.batched_ns} : StepCount{}));
   }
   const SchedulerTotals& t = scheduler_->totals();
   const StepCount passes =
       StepCount{t.lone_passes, t.lone_passes, t.lone_pass_ns} +
-      (plan_->expected_links.drafts() ? StepCount{t.lone_draft_passes, t.lone_draft_rows, t.lone_draft_ns} : StepCount{});
+      (plan_->expected_links.batched() ? StepCount{t.lone_draft_passes, t.lone_draft_rows, t.lone_draft_ns} : StepCount{});
   const auto restart = [&] {
     mark = counts;
     plan_->drift_pass_mark = passes;
@@ -106,14 +107,14 @@ void Head::watch_drift() {
     const PlannedStage& s = plan_->stages[i];
     const double rows = steps->mean_rows();
     window.push_back({.device = registry_.at(s.node_id).profile.name,
-                      .expected_ms = s.expected.one_ms,
+                      .expected_ms = s.expected.one_ms(),
                       .measured_ms = s.expected.stage_as_one(steps->mean_ms(), rows),
                       .speed = s.speed,
                       .rows = rows});
     stages_ms += steps->mean_ms();
   }
   // The links: a lone pass's cycle less the stages' compute, when enough passes were lone ones.
-  LinksWindow links{.expected_ms = plan_->expected_links.one_ms};
+  LinksWindow links{.expected_ms = plan_->expected_links.one_ms()};
   const std::optional<StepCount> lone = passes.since(plan_->drift_pass_mark);
   if (!lone) return restart();  // another scheduler's counts
   if (lone->steps >= kDriftSteps && plan_->stages.size() > 1) {
@@ -177,7 +178,7 @@ void Head::replan(const Drift& drift) {
   // A token's time as measured: its stages, and its links where they drifted (else as expected:
   // a measured trip also holds the loop's and the messages' overheads, which no plan predicts,
   // and would make every plan for a stage's drift look like a gain).
-  double measured_ms = drift.links_off ? drift.links_ms : serving.expected_links.one_ms;
+  double measured_ms = drift.links_off ? drift.links_ms : serving.expected_links.one_ms();
   for (const double ms : drift.measured_ms) measured_ms += ms;
   forget_stale_speeds();
   const Verdict v = follow(drift.figures, measured_ms, [](const partitioner::Prediction& p) { return p.ms_per_token; });

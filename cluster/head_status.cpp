@@ -107,9 +107,8 @@ void Head::fill_stage(const PlannedStage& s, const partitioner::StageAssignment&
   out.setPagedWaitS(static_cast<double>(w.paged_wait_ns) * 1e-9);
   out.setStageTimeS(a.stage_time_s);
   out.setComputeTimeS(a.compute_time_s);
-  out.setDraftStepTimeS(a.draft_step_time_s);
-  out.setDraftSteps(w.draft_steps);
-  out.setDraftRows(w.draft_rows);
+  out.setBatchedSteps(w.batched_steps);
+  out.setBatchedRows(w.batched_rows);
   out.setPagedTimeS(a.paged_time_s);
   out.setHopTimeS(a.hop_time_s);
   if (!s.spec.has_output) out.setWireType(std::string(runtime::tensor_type_name(s.wire_type)));

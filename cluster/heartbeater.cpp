@@ -48,9 +48,9 @@ void Heartbeater::loop(const transport::SocketFactory& sockets, std::string endp
       hb.setPagedReadBytes(w.paged_read_bytes);
       hb.setPagedReadNs(w.paged_read_ns);
       hb.setPagedWaitNs(w.paged_wait_ns);
-      hb.setDraftSteps(w.draft_steps);
-      hb.setDraftRows(w.draft_rows);
-      hb.setDraftNs(w.draft_ns);
+      hb.setBatchedSteps(w.batched_steps);
+      hb.setBatchedRows(w.batched_rows);
+      hb.setBatchedNs(w.batched_ns);
       hb.setRefusedHandshakes(zap_ ? zap_->denied() : 0);
       hb.setIncarnation(incarnation_);
       s.send(transport::encode(b), zmq::send_flags::dontwait);

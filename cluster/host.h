@@ -35,10 +35,10 @@ struct StageCounters {
   // A paging stage's reads from storage (issue 19): bytes, the reader's time in reads, and the
   // compute's time waiting for a layer (the part of the reads not hidden behind compute).
   uint64_t paged_read_bytes = 0, paged_read_ns = 0, paged_wait_ns = 0;
-  // Of the batches, the steps of one stream carrying a draft: their rows (the draft, its token,
-  // and tokens sent again) and compute time. A launch that drafts every step has no one-token
-  // steps: the drift watch judges these against the plan's step at their rows.
-  uint64_t draft_steps = 0, draft_rows = 0, draft_ns = 0;
+  // Of the batches, the decode steps of more than one row (a draft's, several streams'): their
+  // rows and compute time. A launch that drafts every step, or serves several conversations at
+  // once, may have no one-token steps: the drift watch judges these at their rows.
+  uint64_t batched_steps = 0, batched_rows = 0, batched_ns = 0;
 };
 
 // Messages a daemon refused, by reason.

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -177,15 +178,17 @@ StageOutput StageRunner::compute(const Batch& batch) {
   work_.batches++;
   work_.tokens += static_cast<uint64_t>(batch.n_tokens());
   work_.compute_ns += ns;
-  // A step of one token of one stream: what the plan predicts a stage's step to cost (several
-  // streams, or a draft's rows, cost more and say nothing of the device's speed).
+  // A step of one token of one stream: what the plan predicts a stage's step to cost. Decode
+  // steps of more than one row (several streams, a draft) apart: they cost more, and the drift
+  // watch compares them with the plan's step at their rows.
+  const bool decodes = std::none_of(batch.chunks.begin(), batch.chunks.end(), [](const BatchChunk& c) { return c.is_prompt; });
   if (batch.n_tokens() == 1) {
     work_.decode_steps++;
     work_.decode_ns += ns;
-  } else if (batch.chunks.size() == 1 && batch.chunks[0].drafts > 0) {
-    work_.draft_steps++;
-    work_.draft_rows += static_cast<uint64_t>(batch.n_tokens());
-    work_.draft_ns += ns;
+  } else if (decodes) {
+    work_.batched_steps++;
+    work_.batched_rows += static_cast<uint64_t>(batch.n_tokens());
+    work_.batched_ns += ns;
   }
   count_paging();
   return out;

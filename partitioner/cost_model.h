@@ -74,6 +74,12 @@ class CostModel {
   const std::vector<int>& micro_batches() const { return micro_batches_; }
   // Rows of one stream's decode pass: 1, or a draft's tokens + 1 (PartitionOptions::draft_tokens).
   int latency_rows() const { return 1 + std::max(0, options_.draft_tokens); }
+  // Rows of a decode step with every stream decoding on a pipeline of n_stages stages: the head's
+  // scheduler sends ceil(B / n_stages) streams' passes in each micro-batch, at most max_batch rows.
+  int batched_rows(int n_stages) const {
+    const int streams = (std::max(1, options_.streams) + n_stages - 1) / std::max(1, n_stages);
+    return std::min(std::max(1, options_.max_batch), streams * latency_rows());
+  }
   int micro_batch_index(int m) const;  // index into micro_batches(), or -1
   // Streams whose passes make up micro_batches()[mi], for the throughput objective: m /
   // latency_rows() when that is a whole number from 1 to B, else 0 (the 1-row entry of a

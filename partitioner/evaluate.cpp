@@ -162,6 +162,8 @@ PartitionPlan assemble_plan(const CostModel& cm, std::span<const StageRange> ran
     a.stage_time_s = cm.decode_time(r.device, r.first_layer, r.last_layer, last, 1);
     if (cm.latency_rows() > 1)
       a.draft_step_time_s = cm.decode_time(r.device, r.first_layer, r.last_layer, last, cm.latency_rows());
+    if (const int rows = cm.batched_rows(static_cast<int>(ranges.size())); rows > cm.latency_rows())
+      a.batched_step_time_s = cm.decode_time(r.device, r.first_layer, r.last_layer, last, rows);
     a.compute_time_s = cm.devices()[r.device].step_overhead_s + cm.decode_compute_time(r.device, r.first_layer, r.last_layer, last, 1);
     a.hop_time_s = last ? cm.hop_time(r.device, head, kTokenIdBytes)
                         : cm.activation_hop_time(r.device, ranges[s + 1].device, 1, r.last_layer);

@@ -114,6 +114,7 @@ Prediction predict(const CostModel& cm, std::span<const StageRange> stages) {
   const TtftPoint t = best_ttft(cm, stages);
   p.ttft_ms = t.seconds * 1e3;
   p.prefill_chunks = static_cast<int>(cm.chunk_schedules()[t.schedule].size());
+  p.batched_rows = cm.batched_rows(static_cast<int>(stages.size()));
   if (cm.latency_rows() > 1) {
     p.draft_pass_ms = ring_times(cm, stages, cm.micro_batch_index(cm.latency_rows())).ring_s * 1e3;
     if (cm.options().tokens_per_pass > 0) p.draft_ms_per_token = p.draft_pass_ms / cm.options().tokens_per_pass;

@@ -32,9 +32,11 @@ struct StageAssignment {
   double paged_bytes = 0;      // bytes read from storage every step (paging, issue 19); 0 = all in memory
   double paged_time_s = 0;     // seconds that read takes; the step takes the longer of it and the compute
   double stage_time_s = 0;     // seconds per decode step of one stream, LM head included
-  // Seconds per step of one stream's pass carrying a draft (CostModel::latency_rows() rows); 0
-  // without drafts. The drift watch judges drafting steps against it (cluster/drift.h).
+  // Seconds per step of one stream's pass carrying a draft (CostModel::latency_rows() rows), 0
+  // without drafts; and of Prediction::batched_rows rows, 0 when that is no more. The head's
+  // drift watch judges steps of several rows against them (cluster/drift.h).
   double draft_step_time_s = 0;
+  double batched_step_time_s = 0;
   double compute_time_s = 0;   // of which the compute (and fixed overhead): the step if nothing were paged
   double hop_time_s = 0;       // seconds to send one token's output on (or back to the head)
   bool compressed_hop = false;  // its output hop carries compressed activations (wire type auto, slow link)
@@ -53,6 +55,8 @@ struct Prediction {
   // that per token at PartitionOptions::tokens_per_pass (0: no drafts, or not known).
   double draft_pass_ms = 0;
   double draft_ms_per_token = 0;
+  // Rows of a decode step with every stream decoding (CostModel::batched_rows).
+  int batched_rows = 1;
 };
 
 struct PartitionPlan {

@@ -287,21 +287,19 @@ TEST_SUITE("cluster") {
     CHECK(sp["tokens_accepted"] == sp["tokens_drafted"]);
     CHECK(sp["tokens_per_pass"].get<double>() > 4.0);  // 4 drafted and the target's own, but near the end
     // Every stage counted the drafting steps (what the drift watch judges a launch that drafts
-    // every step by) and their rows, 4 drafts and a token but near the end; and the plan's step
-    // for them. (The counters are since each daemon started.)
+    // every step by) and their rows, 4 drafts and a token but near the end. (The counters are
+    // since each daemon started.)
     const nlohmann::json stages = settled_status(c)["plan"]["stages"];
     REQUIRE(stages.size() == 3);
     REQUIRE(before.size() == 3);
     for (size_t i = 0; i < stages.size(); ++i) {
       const auto& s = stages[i];
       CAPTURE(s.dump());
-      const uint64_t steps = s["draft_steps"].get<uint64_t>() - before[i]["draft_steps"].get<uint64_t>();
-      const uint64_t rows = s["draft_rows"].get<uint64_t>() - before[i]["draft_rows"].get<uint64_t>();
+      const uint64_t steps = s["batched_steps"].get<uint64_t>() - before[i]["batched_steps"].get<uint64_t>();
+      const uint64_t rows = s["batched_rows"].get<uint64_t>() - before[i]["batched_rows"].get<uint64_t>();
       CHECK(steps >= 8);
       CHECK(rows >= 4 * steps);
       CHECK(rows <= 5 * steps);
-      CHECK(s["draft_step_time_ms"].get<double>() >= s["stage_time_ms"].get<double>());
-      CHECK(s["draft_step_time_ms"].get<double>() > 0);
     }
 
     // A draft model on the head: the model itself, so its greedy drafts are all accepted.

@@ -114,29 +114,36 @@ TEST_SUITE("drift") {
     CHECK(stages->links_off);
   }
 
-  TEST_CASE("drafting steps: judged against the plan's step at their rows, as one-token steps") {
-    // A stage planned at 2 ms a one-token step and 4 ms a step of 5 rows (4 drafts and a token).
-    const StepTime stage{.one_ms = 2, .draft_ms = 4, .draft_rows = 5};
-    CHECK(stage.drafts());
+  TEST_CASE("steps of several rows: judged against the plan's step at their rows, as one-token steps") {
+    // A stage planned at 2 ms a one-token step, still 2 at 5 rows (4 drafts and a token: it reads
+    // its weights either way), and 10 at 13 rows (a micro-batch of every stream: compute-bound).
+    const StepTime stage = StepTime(2).with(5, 2).with(13, 10);
+    CHECK(stage.batched());
+    CHECK(stage.one_ms() == 2);
     CHECK(stage.at(1) == doctest::Approx(2));
-    CHECK(stage.at(3) == doctest::Approx(3));
-    CHECK(stage.at(5) == doctest::Approx(4));
-    // Steps of 3 rows at 9 ms: three times the plan's 3 ms, so a one-token step of 6 ms.
-    CHECK(stage.stage_as_one(9, 3) == doctest::Approx(6));
+    CHECK(stage.at(3) == doctest::Approx(2));  // the bend kept: not the line from 1 to 13 rows
+    CHECK(stage.at(9) == doctest::Approx(6));
+    CHECK(stage.at(17) == doctest::Approx(14));  // past the last point, along the last piece
+    // Steps of 9 rows at 18 ms: three times the plan's 6 ms, so a one-token step of 6 ms.
+    CHECK(stage.stage_as_one(18, 9) == doctest::Approx(6));
     CHECK(stage.stage_as_one(2, 1) == doctest::Approx(2));
-    // Without drafts in the plan, every step is expected at the one-token figure.
-    const StepTime plain{.one_ms = 2};
-    CHECK_FALSE(plain.drafts());
+    // A point at no more rows than the last adds nothing.
+    CHECK(StepTime(2).with(1, 5).points.size() == 1);
+    // A plan for one stream without drafts: every step is expected at the one-token figure.
+    const StepTime plain(2);
+    CHECK_FALSE(plain.batched());
     CHECK(plain.at(4) == doctest::Approx(2));
+    CHECK(StepTime().at(3) == 0);
     // The links shift: planned at 1 ms plain and 1.5 with a draft of 4; passes of 5 rows
     // measured at 31.5 are one-token passes of 31.
-    const StepTime links{.one_ms = 1, .draft_ms = 1.5, .draft_rows = 5};
+    const StepTime links = StepTime(1).with(5, 1.5);
     CHECK(links.links_as_one(31.5, 5) == doctest::Approx(31));
     CHECK(links.links_as_one(0.2, 5) == doctest::Approx(0));  // never below nothing
     // What was measured becomes what is expected, at every row.
     StepTime measured = stage;
     measured.scale_to(6);
-    CHECK(measured.at(5) == doctest::Approx(12));
+    CHECK(measured.at(5) == doctest::Approx(6));
+    CHECK(measured.at(13) == doctest::Approx(30));
     StepTime moved = links;
     moved.shift_to(31);
     CHECK(moved.at(5) == doctest::Approx(31.5));

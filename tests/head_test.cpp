@@ -53,8 +53,14 @@ struct FakeStage final : LocalStage {
   int loads = 0, forwards = 0;
   std::chrono::milliseconds compute_time{0};  // each batch takes this long (a busy device)
   std::chrono::milliseconds row_time{0};      // and this long for each of its tokens
-  int last_rows = 0, last_drafts = 0;         // of the last batch computed
-  int32_t last_token = -1;
+  // The batches computed, for a test to answer as the pipeline's last stage would.
+  struct Computed {
+    std::vector<uint64_t> seqs;
+    int rows = 0, drafts = 0;  // drafts: of a batch of one chunk
+    bool decodes = false;      // no prompt in it
+    int32_t last_token = -1;
+  };
+  std::vector<Computed> computed;
   StageCounters work;
   void load(uint64_t id, const std::string&, const runtime::StageSpec& s, const runtime::StageOptions&, const NextHop&) override {
     is_loaded = true, spec = s, plan_id = id, ++loads;
@@ -66,16 +72,19 @@ struct FakeStage final : LocalStage {
   StageOutput compute(const Batch& batch) override {
     std::this_thread::sleep_for(compute_time + row_time * batch.n_tokens());
     work.batches++;
-    last_rows = batch.n_tokens();
-    last_drafts = batch.chunks.size() == 1 ? batch.chunks[0].drafts : 0;
-    last_token = batch.tokens.empty() ? -1 : batch.tokens.back();
-    if (batch.n_tokens() == static_cast<int>(batch.chunks.size())) {
+    Computed& c = computed.emplace_back();
+    for (const auto& chunk : batch.chunks) c.seqs.push_back(chunk.seq);
+    c.rows = batch.n_tokens();
+    c.drafts = batch.chunks.size() == 1 ? batch.chunks[0].drafts : 0;
+    c.decodes = std::none_of(batch.chunks.begin(), batch.chunks.end(), [](const BatchChunk& b) { return b.is_prompt; });
+    c.last_token = batch.tokens.empty() ? -1 : batch.tokens.back();
+    if (batch.n_tokens() == 1) {
       work.decode_steps++;
       work.decode_ns += static_cast<uint64_t>(std::chrono::nanoseconds(compute_time).count());
-    } else if (last_drafts > 0) {  // as StageRunner counts a drafting step
-      work.draft_steps++;
-      work.draft_rows += static_cast<uint64_t>(last_rows);
-      work.draft_ns += static_cast<uint64_t>(std::chrono::nanoseconds(compute_time + row_time * last_rows).count());
+    } else if (c.decodes) {  // as StageRunner counts a decode step of several rows
+      work.batched_steps++;
+      work.batched_rows += static_cast<uint64_t>(c.rows);
+      work.batched_ns += static_cast<uint64_t>(std::chrono::nanoseconds(compute_time + row_time * c.rows).count());
     }
     StageOutput out;
     for (const auto& c : batch.chunks)
@@ -215,17 +224,18 @@ struct Harness {
     REQUIRE(head.plan()->ready());
     return head.plan()->id;
   }
-  // A heartbeat with the stage's decode counters (since the daemon started), and its drafting steps'.
-  void heartbeat(const std::string& id, uint64_t decode_steps, uint64_t decode_ns, const StepCount& drafting = {}) {
+  // A heartbeat with the stage's decode counters (since the daemon started), and its steps' of
+  // several rows.
+  void heartbeat(const std::string& id, uint64_t decode_steps, uint64_t decode_ns, const StepCount& batched = {}) {
     capnp::MallocMessageBuilder b;
     auto h = b.initRoot<wire::Envelope>().initHeartbeat();
     h.setNodeId(id);
     h.setIncarnation(incarnations[id]);
     h.setDecodeSteps(decode_steps);
     h.setDecodeNs(decode_ns);
-    h.setDraftSteps(drafting.steps);
-    h.setDraftRows(drafting.rows);
-    h.setDraftNs(drafting.ns);
+    h.setBatchedSteps(batched.steps);
+    h.setBatchedRows(batched.rows);
+    h.setBatchedNs(batched.ns);
     deliver(id + "/hb", b);
   }
   // The last stage's sampled token for sequence `seq`, after `accepted` tokens of its draft.
@@ -755,16 +765,16 @@ namespace {
 // The head and a, a reading its memory 20x faster: the plan gives a the layers, over a link
 // measured loopback-fast at start. Tokens' trips take what the test says, in real time (the
 // scheduler times them); each stage computes as planned. With `draft` the launch drafts, and
-// every draft is accepted.
+// every draft is accepted; `conversations` decode at once.
 struct TwoStageDecode {
   test::TempDir dir;
   Harness h{8e9, "", 1e9};
   uint64_t plan_id = 0;
   double a_ms = 0;                // a's one-token step
-  StepTime a_planned;             // what the plan expected of a's steps; a's take a_ms / a_planned.one_ms of it
-  StepCount a_plain, a_drafting;  // a's steps so far, one-token and drafting
+  StepTime a_planned;             // what the plan expected of a's steps; a's take a_ms / a_planned.one_ms() of it
+  StepCount a_plain, a_batched;   // a's decode steps so far, of one row and of several
 
-  explicit TwoStageDecode(const std::string& draft = "") {
+  explicit TwoStageDecode(const std::string& draft = "", int conversations = 1) {
     hearth::runtime::MakeModelOptions o;
     // ~26 MB: 26 ms a token on the head alone, ~1.3 on a.
     // A drafting conversation makes 7 tokens a pass: a longer context to decode as many passes.
@@ -782,11 +792,12 @@ struct TwoStageDecode {
     REQUIRE(p.stages[1].node_id == "dev-a");
     plan_id = p.id;
     a_planned = p.stages[1].expected;
-    a_ms = a_planned.one_ms;
-    h.stage.compute_time = std::chrono::milliseconds(std::llround(p.stages[0].expected.one_ms));
-    MESSAGE("planned " << p.plan.predicted.ms_per_token << " ms/token: head " << p.stages[0].expected.one_ms << ", a " << a_ms
-                       << ", links " << p.expected_links.one_ms);
-    h.generate(1, "once upon a time", static_cast<uint32_t>(ctx - 100));
+    a_ms = a_planned.one_ms();
+    h.stage.compute_time = std::chrono::milliseconds(std::llround(p.stages[0].expected.one_ms()));
+    MESSAGE("planned " << p.plan.predicted.ms_per_token << " ms/token: head " << p.stages[0].expected.one_ms() << ", a " << a_ms
+                       << ", links " << p.expected_links.one_ms());
+    for (int c = 1; c <= conversations; ++c)
+      h.generate(static_cast<uint64_t>(c), "once upon a time", static_cast<uint32_t>(ctx - 100));
   }
   // `windows` drift windows: a second of the head's clock and 10 steps of each stage each.
   void decode(int windows, std::chrono::milliseconds trip) {
@@ -794,21 +805,22 @@ struct TwoStageDecode {
       for (int i = 0; i < 10; ++i) {
         h.head.tick();  // the head's stage computes and sends the step on
         std::this_thread::sleep_for(trip);
-        const int rows = h.stage.last_rows, drafts = h.stage.last_drafts;
-        // Every draft accepted, and the token after them the next of a cycle of 6: the output
-        // repeats every 6 tokens, so the ngram source drafts up to 5.
-        const int32_t last = h.stage.last_token;
-        h.result(plan_id, 1, last >= 65 && last < 71 ? 65 + (last - 64) % 6 : 65, static_cast<uint32_t>(drafts));
-        if (drafts > 0) a_drafting = a_drafting + StepCount{1, static_cast<uint64_t>(rows), a_ns(rows)};
-        else a_plain = a_plain + StepCount{1, 1, a_ns(1)};
+        for (const FakeStage::Computed& c : std::exchange(h.stage.computed, {})) {
+          // Every draft accepted, and the token after them the next of a cycle of 6: the output
+          // repeats every 6 tokens, so the ngram source drafts up to 5.
+          const int32_t last = c.last_token, next = last >= 65 && last < 71 ? 65 + (last - 64) % 6 : 65;
+          for (const uint64_t seq : c.seqs) h.result(plan_id, seq, next, static_cast<uint32_t>(c.drafts));
+          if (c.rows == 1) a_plain = a_plain + StepCount{1, 1, a_ns(1)};
+          else if (c.decodes) a_batched = a_batched + StepCount{1, static_cast<uint64_t>(c.rows), a_ns(c.rows)};
+        }
       }
       a_beat();
       h.clock.advance(std::chrono::milliseconds(1100));
       h.head.tick();
     }
   }
-  uint64_t a_ns(int rows) const { return static_cast<uint64_t>(a_planned.at(rows) * a_ms / a_planned.one_ms * 1e6); }
-  void a_beat() { h.heartbeat("dev-a", a_plain.steps, a_plain.ns, a_drafting); }
+  uint64_t a_ns(int rows) const { return static_cast<uint64_t>(a_planned.at(rows) * a_ms / a_planned.one_ms() * 1e6); }
+  void a_beat() { h.heartbeat("dev-a", a_plain.steps, a_plain.ns, a_batched); }
   size_t probes_to_a() const { return h.outbox.to("dev-a", wire::Envelope::LINK_PROBE).size(); }
   std::vector<std::string> events() const { return h.head.plan()->events.texts(); }
 };
@@ -859,7 +871,7 @@ TEST_CASE("head: links measured again that change nothing: the plan stays and ex
   CAPTURE(t.events()[1]);
   CHECK(t.events()[1].find("the plan stays") != std::string::npos);
   CHECK(t.events()[1].find("measured again") == std::string::npos);
-  CHECK(t.h.head.plan()->expected_links.one_ms > 15);
+  CHECK(t.h.head.plan()->expected_links.one_ms() > 15);
   CHECK(t.h.head.next() == nullptr);
   t.a_beat();
   t.decode(5, std::chrono::milliseconds(20));
@@ -869,7 +881,7 @@ TEST_CASE("head: links measured again that change nothing: the plan stays and ex
 
 TEST_CASE("head: a stage slower than planned whose layers stay: the links' expectation stays the plan's") {
   TwoStageDecode t;
-  const double planned_links = t.h.head.plan()->expected_links.one_ms;
+  const double planned_links = t.h.head.plan()->expected_links.one_ms();
   // a reports a third of its planned speed (3 x ~1.8 ms); trips take 6 ms, so a token's links
   // seem to take the rest and the harness's overheads, about a ms: not off (that takes 5 ms more
   // than planned), and not what the links were planned at either (~0.4 ms).
@@ -883,8 +895,8 @@ TEST_CASE("head: a stage slower than planned whose layers stay: the links' expec
   CHECK_FALSE(t.h.head.plan()->reprobe.has_value());
   // a's measured time is what to expect from a now; the links were not off, so their share, a
   // busy device's waits included, is not.
-  CHECK(t.h.head.plan()->stages[1].expected.one_ms == doctest::Approx(t.a_ms).epsilon(0.05));
-  CHECK(t.h.head.plan()->expected_links.one_ms == planned_links);
+  CHECK(t.h.head.plan()->stages[1].expected.one_ms() == doctest::Approx(t.a_ms).epsilon(0.05));
+  CHECK(t.h.head.plan()->expected_links.one_ms() == planned_links);
 }
 
 // A launch whose drafts keep agreeing drafts at every step: no stage ever computes a one-token
@@ -892,13 +904,14 @@ TEST_CASE("head: a stage slower than planned whose layers stay: the links' expec
 TEST_CASE("head: a launch that drafts every step: a stage slower than planned shows in its drafting steps") {
   TwoStageDecode t("ngram");
   const StepTime planned = t.h.head.plan()->stages[1].expected;
-  REQUIRE(planned.drafts());
-  CHECK(planned.draft_ms > planned.one_ms);
+  REQUIRE(planned.batched());
+  REQUIRE(planned.points[1].rows == 5);  // the plan's first draft, 4 tokens, behind its token
+  CHECK(planned.points[1].ms > planned.one_ms());
   t.decode(5, std::chrono::milliseconds(0));  // on plan: nothing happens
   CHECK(t.events().empty());
-  REQUIRE(t.a_drafting.steps >= 30);  // the drafts begin once the output repeats, then every step drafts
-  const double rows = static_cast<double>(t.a_drafting.rows) / static_cast<double>(t.a_drafting.steps);
-  MESSAGE("a drafted " << t.a_drafting.steps << " steps of " << rows << " rows; " << t.a_plain.steps << " plain");
+  REQUIRE(t.a_batched.steps >= 30);  // the drafts begin once the output repeats, then every step drafts
+  const double rows = t.a_batched.mean_rows();
+  MESSAGE("a drafted " << t.a_batched.steps << " steps of " << rows << " rows; " << t.a_plain.steps << " plain");
   CHECK(rows > 2);
   t.a_ms *= 3;
   t.decode(4, std::chrono::milliseconds(6));
@@ -910,14 +923,39 @@ TEST_CASE("head: a launch that drafts every step: a stage slower than planned sh
   CHECK(events[0].find("the plan stays") != std::string::npos);
   // What is expected of a now: its one-token step three times the plan's, and its drafting step too.
   const StepTime& now = t.h.head.plan()->stages[1].expected;
-  CHECK(now.one_ms == doctest::Approx(3 * planned.one_ms).epsilon(0.05));
-  CHECK(now.draft_ms == doctest::Approx(3 * planned.draft_ms).epsilon(0.05));
+  CHECK(now.one_ms() == doctest::Approx(3 * planned.one_ms()).epsilon(0.05));
+  CHECK(now.at(5) == doctest::Approx(3 * planned.at(5)).epsilon(0.05));
   CHECK(t.h.head.plan()->stages[1].speed == doctest::Approx(1.0 / 3).epsilon(0.05));
+}
+
+// Four conversations on two stages: the head sends two streams' tokens in each step, and no
+// stage computes a one-token step. The watch judges their steps at their rows; the links it
+// cannot see (no conversation decodes alone), so a slow stage is what it reports.
+TEST_CASE("head: several conversations at once: a stage slower than planned shows in their steps of several rows") {
+  TwoStageDecode t("", 4);
+  const StepTime planned = t.h.head.plan()->stages[1].expected;
+  REQUIRE(planned.batched());
+  MESSAGE("a: " << planned.one_ms() << " ms a one-token step, " << planned.points.back().ms << " at "
+                << planned.points.back().rows << " rows");
+  t.decode(4, std::chrono::milliseconds(0));
+  CHECK(t.events().empty());
+  REQUIRE(t.a_batched.steps >= 30);
+  CHECK(t.a_batched.mean_rows() == doctest::Approx(2));
+  CHECK(t.a_plain.steps < 5);  // the prompts' first tokens, if any
+  t.a_ms *= 3;
+  t.decode(4, std::chrono::milliseconds(6));
+  const std::vector<std::string> events = t.events();
+  REQUIRE(events.size() == 1);
+  CAPTURE(events[0]);
+  CHECK(events[0].find("a computes its layers in") != std::string::npos);
+  CHECK(events[0].find("one-token steps from steps of 2.0 rows") != std::string::npos);
+  CHECK(events[0].find("the links") == std::string::npos);
+  CHECK(t.h.head.plan()->stages[1].expected.one_ms() == doctest::Approx(3 * planned.one_ms()).epsilon(0.05));
 }
 
 TEST_CASE("head: a launch that drafts every step: links slower than planned show in its drafting passes") {
   TwoStageDecode t("ngram");
-  REQUIRE(t.h.head.plan()->expected_links.drafts());
+  REQUIRE(t.h.head.plan()->expected_links.batched());
   const size_t probes_at_start = t.probes_to_a();
   t.decode(5, std::chrono::milliseconds(0));
   CHECK(t.probes_to_a() == probes_at_start);

@@ -482,6 +482,17 @@ TEST_CASE("partitioner: with drafts, latency weighs a pass of the draft's rows, 
   }
   CHECK(steps_ms < p.draft_pass_ms);
   for (const StageAssignment& s : plain.plan->stages) CHECK(s.draft_step_time_s == 0);
+  // One stream: no step holds more rows than its pass.
+  CHECK(p.batched_rows == 9);
+  for (const StageAssignment& s : drafting.plan->stages) CHECK(s.batched_step_time_s == 0);
+  // Eight streams: the head's scheduler sends ceil(8 / stages) streams' passes in a step.
+  PartitionOptions many = o;
+  many.streams = 8;
+  const PlanResult batched = plan_partition(spec, devices, LinkTable{}, many);
+  REQUIRE(batched.ok());
+  const auto n_stages = static_cast<int>(batched.plan->stages.size());
+  CHECK(batched.plan->predicted.batched_rows == (8 + n_stages - 1) / n_stages * 9);
+  for (const StageAssignment& s : batched.plan->stages) CHECK(s.batched_step_time_s >= s.draft_step_time_s);
   // The plain plan's pass with the same draft is slower than the drafting plan's.
   const Prediction plain_with_drafts = evaluate_plan(spec, devices, LinkTable{}, o, *plain.plan);
   CHECK(plain_with_drafts.draft_pass_ms > p.draft_pass_ms);

@@ -119,11 +119,12 @@ struct Heartbeat {
   pagedReadBytes @12 :UInt64;
   pagedReadNs @13 :UInt64;
   pagedWaitNs @14 :UInt64;
-  # Of the batches, the steps of one stream carrying a draft: their rows and compute time (a
-  # launch that drafts every step has no one-token steps to compare with the plan).
-  draftSteps @15 :UInt64;
-  draftRows @16 :UInt64;
-  draftNs @17 :UInt64;
+  # Of the batches, the decode steps of more than one row (a draft's, several streams'): their
+  # rows and compute time (a launch that drafts every step, or serves several conversations at
+  # once, may have no one-token steps to compare with the plan).
+  batchedSteps @15 :UInt64;
+  batchedRows @16 :UInt64;
+  batchedNs @17 :UInt64;
 }
 
 # ---- loading a stage ----
@@ -387,11 +388,10 @@ struct StageReport {
   # pagedBytes at the device's profiled storage rate. The step takes the longer of the two.
   computeTimeS @28 :Float64;
   pagedTimeS @29 :Float64;
-  # Speculative decoding: planned, a step of one stream carrying the plan's draft (0: no drafts);
-  # measured, counters since its daemon started, its steps of one stream with a draft and their rows.
-  draftStepTimeS @30 :Float64;
-  draftSteps @31 :UInt64;
-  draftRows @32 :UInt64;
+  # Counters since its daemon started: its decode steps of more than one row (a draft's, several
+  # streams'), and their rows.
+  batchedSteps @30 :UInt64;
+  batchedRows @31 :UInt64;
 }
 
 struct PlanReport {

@@ -44,9 +44,8 @@ json stage_view(wire::StageReport::Reader s) {
           {"stage_time_ms", s.getStageTimeS() * 1e3},
           {"compute_time_ms", s.getComputeTimeS() * 1e3},
           {"paged_time_ms", s.getPagedTimeS() * 1e3},
-          {"draft_step_time_ms", s.getDraftStepTimeS() * 1e3},
-          {"draft_steps", s.getDraftSteps()},
-          {"draft_rows", s.getDraftRows()},
+          {"batched_steps", s.getBatchedSteps()},
+          {"batched_rows", s.getBatchedRows()},
           {"hop_time_ms", s.getHopTimeS() * 1e3},
           {"wire_type", s.getWireType().cStr()}};
 }
