@@ -36,9 +36,12 @@ struct WorkStats {
   std::atomic<uint64_t> batched_steps{0};
   std::atomic<uint64_t> batched_rows{0};
   std::atomic<uint64_t> batched_ns{0};
+  // The plan's time for the decode steps and for the batched ones.
+  std::atomic<uint64_t> decode_planned_ns{0};
+  std::atomic<uint64_t> batched_planned_ns{0};
   StageCounters snapshot() const {
-    return {batches,          tokens,        compute_ns,    bytes_out,     decode_steps, decode_ns,
-            paged_read_bytes, paged_read_ns, paged_wait_ns, batched_steps, batched_rows, batched_ns};
+    return {batches,       tokens,        compute_ns,    bytes_out,    decode_steps, decode_ns,         paged_read_bytes,
+            paged_read_ns, paged_wait_ns, batched_steps, batched_rows, batched_ns,   decode_planned_ns, batched_planned_ns};
   }
 };
 

@@ -28,18 +28,8 @@ double StepTime::at(double rows) const {
   return std::max(0.0, a.ms + (b.ms - a.ms) * (rows - a.rows) / (b.rows - a.rows));
 }
 
-double StepTime::stage_as_one(double measured_ms, double rows) const {
-  const double expected = at(rows);
-  return expected > 0 ? measured_ms * one_ms() / expected : measured_ms;
-}
-
 double StepTime::links_as_one(double measured_ms, double rows) const {
   return std::max(0.0, measured_ms - (at(rows) - one_ms()));
-}
-
-void StepTime::scale_to(double ms) {
-  const double one = one_ms();
-  for (Point& p : points) p.ms = one > 0 ? p.ms * ms / one : ms;
 }
 
 void StepTime::shift_to(double ms) {
@@ -48,8 +38,8 @@ void StepTime::shift_to(double ms) {
 }
 
 std::optional<StepCount> StepCount::since(const StepCount& mark) const {
-  if (steps < mark.steps || rows < mark.rows || ns < mark.ns) return std::nullopt;
-  return StepCount{steps - mark.steps, rows - mark.rows, ns - mark.ns};
+  if (steps < mark.steps || rows < mark.rows || ns < mark.ns || planned_ns < mark.planned_ns) return std::nullopt;
+  return StepCount{steps - mark.steps, rows - mark.rows, ns - mark.ns, planned_ns - mark.planned_ns};
 }
 
 bool DriftWatch::off(const StageWindow& s) const {

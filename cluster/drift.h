@@ -39,32 +39,36 @@ struct StepTime {
   double one_ms() const { return points.empty() ? 0 : points.front().ms; }
   bool batched() const { return points.size() > 1; }  // it says what a step of several rows costs
   double at(double rows) const;
-  // Measured at `rows`, the figure as one-token steps: stages scale (a device's speed is a ratio),
-  // the links shift (their share is mostly latency, which rows do not change).
-  double stage_as_one(double measured_ms, double rows) const;
+  // The links' share of passes measured at `rows`, as one-token passes: it shifts (mostly
+  // latency, which rows do not change). (A stage's figure scales instead: StepCount::vs_plan.)
   double links_as_one(double measured_ms, double rows) const;
-  void scale_to(double one_ms);  // a stage measured at one_ms a one-token step: every point scales
   void shift_to(double one_ms);  // the links measured at one_ms: every point shifts
 };
 
-// Steps counted since some start: how many, their rows, and their time.
+// Steps counted since some start: how many, their rows, their time, and the plan's time for
+// them (StepTime::at of each step's rows, added up; 0 where nobody adds it up).
 struct StepCount {
-  uint64_t steps = 0, rows = 0, ns = 0;
-  StepCount operator+(const StepCount& o) const { return {steps + o.steps, rows + o.rows, ns + o.ns}; }
+  uint64_t steps = 0, rows = 0, ns = 0, planned_ns = 0;
+  StepCount operator+(const StepCount& o) const { return {steps + o.steps, rows + o.rows, ns + o.ns, planned_ns + o.planned_ns}; }
   // Those since `mark`; nullopt when a counter went back (a daemon restarted, a new scheduler).
   std::optional<StepCount> since(const StepCount& mark) const;
   double mean_ms() const { return steps ? static_cast<double>(ns) * 1e-6 / static_cast<double>(steps) : 0; }
   double mean_rows() const { return steps ? static_cast<double>(rows) / static_cast<double>(steps) : 1; }
+  // Their time over the plan's (1: as planned); nullopt where nothing was planned.
+  std::optional<double> vs_plan() const {
+    if (planned_ns == 0) return std::nullopt;
+    return static_cast<double>(ns) / static_cast<double>(planned_ns);
+  }
 };
 
-// The figures of the two windows below are one-token steps' (StepTime), whatever the rows
-// measured: what the plan's one-token figures and the planner compare with.
+// The figures of the two windows below are one-token steps', whatever the rows measured: what
+// the plan's one-token figures and the planner compare with.
 struct StageWindow {
   std::string device;      // its name, for the figures
-  double expected_ms = 0;  // what the plan expects of the stage per decode step
-  double measured_ms = 0;  // what its steps took over the window, on average
+  double expected_ms = 0;  // what the plan expects of the stage per one-token step
+  double measured_ms = 0;  // what its steps over the window make of that (StepCount::vs_plan)
   double speed = 1;        // the device's speed (1: its profile's) behind the expectation
-  double rows = 1;         // the steps' mean rows (more than 1: drafting steps among them)
+  double rows = 1;         // the steps' mean rows (more than 1: drafts', several streams')
 };
 
 // The time a decode step spends on the links, for one window; measured_ms < 0: not measured in
@@ -90,7 +94,7 @@ struct DriftOptions {
 };
 
 struct Drift {
-  // Per stage, in the plan's order: its time per step measured over the windows, and its
+  // Per stage, in the plan's order: its time per one-token step measured over the windows, and its
   // device's speed: for a stage off on average, speed x expected / measured (0.33 for a device
   // three times slower than assumed), else the speed assumed.
   std::vector<double> measured_ms;
@@ -98,7 +102,7 @@ struct Drift {
   std::string figures;      // "b computes its layers in 9.12 ms (expected 3.04)", what is off
   bool stages_off = false;  // some stage is off on average
   bool links_off = false;   // the links are off on average
-  double links_ms = -1;     // their time per step over the windows that measured it (-1: none did)
+  double links_ms = -1;     // their time per one-token pass over the windows that measured it (-1: none did)
 };
 
 class DriftWatch {

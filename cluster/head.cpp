@@ -219,7 +219,9 @@ void Head::on_heartbeat(const std::string& identity, wire::Heartbeat::Reader h) 
                      .paged_wait_ns = h.getPagedWaitNs(),
                      .batched_steps = h.getBatchedSteps(),
                      .batched_rows = h.getBatchedRows(),
-                     .batched_ns = h.getBatchedNs()}};
+                     .batched_ns = h.getBatchedNs(),
+                     .decode_planned_ns = h.getDecodePlannedNs(),
+                     .batched_planned_ns = h.getBatchedPlannedNs()}};
   const std::string node_id = node_of(identity);
   switch (registry_.heartbeat(node_id, beat)) {
     case DeviceRegistry::BeatResult::kUnknown: ask_to_register(node_id); break;

@@ -248,10 +248,11 @@ void Head::assign_stages(LaunchedPlan& p, const std::vector<const Device*>& devi
     PlannedStage s;
     s.node_id = devices[static_cast<size_t>(a.device)]->node_id;
     s.spec = {a.first_layer, a.last_layer, a.has_embedding, a.has_output};
-    s.expected = StepTime(a.stage_time_s * 1e3);
-    if (drafts) s.expected.with(draft_rows, a.draft_step_time_s * 1e3);
+    s.planned = StepTime(a.stage_time_s * 1e3);
+    if (drafts) s.planned.with(draft_rows, a.draft_step_time_s * 1e3);
     // (A point past the last only: batched_step_time_s is 0 where a micro-batch is a draft's pass.)
-    s.expected.with(predicted.batched_rows, a.batched_step_time_s * 1e3);
+    s.planned.with(predicted.batched_rows, a.batched_step_time_s * 1e3);
+    s.expected_ms = a.stage_time_s * 1e3;
     s.speed = devices[static_cast<size_t>(a.device)]->speed;
     if (!a.has_output) s.wire_type = hop_wire_type(p.wire_type, a.compressed_hop);
     p.stages.push_back(std::move(s));
@@ -276,7 +277,8 @@ void Head::start_serving() {
   ports_.stage.load(p.id, p.model_path, p.stages[0].spec, p.options,
                     {.endpoint = alone ? "" : registry_.at(p.stages[1].node_id).data_endpoint,
                      .key = alone ? self_.public_key : registry_.at(p.stages[1].node_id).public_key,
-                     .wire_type = p.stages[0].wire_type});
+                     .wire_type = p.stages[0].wire_type},
+                    p.stages[0].planned);
   p.stages[0].state = StageState::kReady;
   p.stages[0].resident_bytes = ports_.host.resident_bytes();
   // How far back every stage can take a sequence (the same options on every stage): a draft is
@@ -381,6 +383,9 @@ void Head::send_assignment(const LaunchedPlan& p, size_t i, const std::vector<st
   a.setKvType(kv_type_to_wire(p.options.kv_type));
   a.setWireType(dtype_to_wire(s.wire_type));
   a.setDrafts(p.options.drafts);
+  auto points = a.initStepPlan(static_cast<unsigned>(s.planned.points.size()));
+  for (unsigned k = 0; k < points.size(); ++k)
+    points[k].setRows(s.planned.points[k].rows), points[k].setMs(s.planned.points[k].ms);
   if (!ports_.outbox.send(s.node_id, b))
     throw Failure(ErrorCategory::LOST_DEVICE, "device " + registry_.at(s.node_id).profile.name + " is unreachable");
 }

@@ -80,13 +80,14 @@ void Head::watch_drift() {
   auto& mark = plan_->drift_mark;
   if (mark.size() == plan_->stages.size() && now - plan_->drift_mark_at < kDriftWindow) return;  // the loop ticks often
   // Steps of several rows count where the plan says what they cost (drafts, several streams):
-  // a plan for one stream without drafts does not, and the few such steps (batches a stage
-  // merged, a draft after a re-plan for drafts that rarely agree) are left out.
+  // a plan with one point does not (its stages' steps have one row but for batches a stage
+  // merged, a draft after a re-plan for drafts that rarely agree), and they are left out.
   std::vector<StepCount> counts;
   for (const auto& s : plan_->stages) {
     const StageCounters c = counters_of(s.node_id);
-    counts.push_back(StepCount{c.decode_steps, c.decode_steps, c.decode_ns} +
-                     (s.expected.batched() ? StepCount{c.batched_steps, c.batched_rows, c.batched_ns} : StepCount{}));
+    counts.push_back(
+        StepCount{c.decode_steps, c.decode_steps, c.decode_ns, c.decode_planned_ns} +
+        (s.planned.batched() ? StepCount{c.batched_steps, c.batched_rows, c.batched_ns, c.batched_planned_ns} : StepCount{}));
   }
   const SchedulerTotals& t = scheduler_->totals();
   const StepCount passes =
@@ -99,26 +100,30 @@ void Head::watch_drift() {
   };
   if (mark.size() != counts.size()) return restart();
   std::vector<StageWindow> window;
-  double stages_ms = 0;  // as measured, at the steps' rows
+  std::vector<double> vs_plan;  // each stage's time over the plan's for the same steps
   for (size_t i = 0; i < counts.size(); ++i) {
     const std::optional<StepCount> steps = counts[i].since(mark[i]);
     if (!steps) return restart();            // a daemon restarted
     if (steps->steps < kDriftSteps) return;  // idle, or a heartbeat late: the window stays open
     const PlannedStage& s = plan_->stages[i];
     const double rows = steps->mean_rows();
+    // A daemon that adds up no plan (an older one) is judged at the window's mean rows.
+    vs_plan.push_back(steps->vs_plan().value_or(steps->mean_ms() / std::max(1e-9, s.planned.at(rows))));
     window.push_back({.device = registry_.at(s.node_id).profile.name,
-                      .expected_ms = s.expected.one_ms(),
-                      .measured_ms = s.expected.stage_as_one(steps->mean_ms(), rows),
+                      .expected_ms = s.expected_ms,
+                      .measured_ms = s.planned.one_ms() * vs_plan.back(),
                       .speed = s.speed,
                       .rows = rows});
-    stages_ms += steps->mean_ms();
   }
-  // The links: a lone pass's cycle less the stages' compute, when enough passes were lone ones.
+  // The links: a lone pass's cycle less its stages' compute (the plan's for its rows, at each
+  // stage's measured pace), when enough passes were lone ones.
   LinksWindow links{.expected_ms = plan_->expected_links.one_ms()};
   const std::optional<StepCount> lone = passes.since(plan_->drift_pass_mark);
   if (!lone) return restart();  // another scheduler's counts
   if (lone->steps >= kDriftSteps && plan_->stages.size() > 1) {
     links.rows = lone->mean_rows();
+    double stages_ms = 0;
+    for (size_t i = 0; i < counts.size(); ++i) stages_ms += plan_->stages[i].planned.at(links.rows) * vs_plan[i];
     links.measured_ms = plan_->expected_links.links_as_one(std::max(0.0, lone->mean_ms() - stages_ms), links.rows);
   }
   restart();
@@ -188,7 +193,7 @@ void Head::replan(const Drift& drift) {
   // messages waiting for its CPU, and the next links drift would be judged against that. (When
   // both drifted, the measured share, that wait included, is the best figure there is.)
   for (size_t i = 0; i < serving.stages.size(); ++i) {
-    serving.stages[i].expected.scale_to(drift.measured_ms[i]);
+    serving.stages[i].expected_ms = drift.measured_ms[i];
     serving.stages[i].speed = drift.speeds[i];
   }
   if (drift.links_off) serving.expected_links.shift_to(drift.links_ms);

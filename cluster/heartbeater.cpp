@@ -51,6 +51,8 @@ void Heartbeater::loop(const transport::SocketFactory& sockets, std::string endp
       hb.setBatchedSteps(w.batched_steps);
       hb.setBatchedRows(w.batched_rows);
       hb.setBatchedNs(w.batched_ns);
+      hb.setDecodePlannedNs(w.decode_planned_ns);
+      hb.setBatchedPlannedNs(w.batched_planned_ns);
       hb.setRefusedHandshakes(zap_ ? zap_->denied() : 0);
       hb.setIncarnation(incarnation_);
       s.send(transport::encode(b), zmq::send_flags::dontwait);

@@ -10,6 +10,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "cluster/drift.h"
 #include "cluster/stage_host.h"
 #include "profiles/profiler.h"
 #include "runtime/model/stage.h"
@@ -39,6 +40,10 @@ struct StageCounters {
   // rows and compute time. A launch that drafts every step, or serves several conversations at
   // once, may have no one-token steps: the drift watch judges these at their rows.
   uint64_t batched_steps = 0, batched_rows = 0, batched_ns = 0;
+  // What the plan expects of those steps, added up step by step (LocalStage::load's `planned`):
+  // a window's time against it is exact whatever its mix of rows, which a mean of the rows is
+  // not where the plan's time bends (memory-bound to compute-bound).
+  uint64_t decode_planned_ns = 0, batched_planned_ns = 0;
 };
 
 // Messages a daemon refused, by reason.
@@ -61,8 +66,11 @@ struct NextHop {
 class LocalStage {
  public:
   virtual ~LocalStage() = default;
+  // `planned`: what the plan expects of its decode steps by their rows, which it adds up for the
+  // steps it computes (StageCounters::decode_planned_ns) so that the head's drift watch compares
+  // like with like whatever mix of rows a window held.
   virtual void load(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec,
-                    const runtime::StageOptions& options, const NextHop& next) = 0;
+                    const runtime::StageOptions& options, const NextHop& next, const StepTime& planned) = 0;
   virtual void unload() = 0;
   virtual bool loaded() const = 0;
   virtual int max_batch() const = 0;

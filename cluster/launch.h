@@ -58,9 +58,11 @@ struct PlannedStage {
   uint64_t resident_bytes = 0;
   std::string message;
   runtime::TensorType wire_type = runtime::TensorType::F32;  // how its output hop carries activations
-  // What the drift watch expects of it per decode step, and its device's speed behind that: the
-  // plan's figures at first, what was measured once a drift did not pay a re-plan.
-  StepTime expected;
+  // What the plan expects of its decode steps by their rows (the stage adds it up for the steps it
+  // computes); what the drift watch expects of it per one-token step, and its device's speed
+  // behind that: the plan's figures at first, what was measured once a drift did not pay a re-plan.
+  StepTime planned;
+  double expected_ms = 0;
   double speed = 1;
 };
 

@@ -276,14 +276,16 @@ void Scheduler::on_sampled(const std::vector<SampledToken>& tokens) {
     if (s.decoding && s.last_result) {
       const auto cycle = now - *s.last_result;
       s.pace.timed(static_cast<int>(draft.size()) + s.resent, accepted + 1, std::chrono::duration<double>(cycle).count());
-      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(cycle);
+      // The pass alone: less the head's time proposing a draft (which may have proposed nothing).
+      const auto ns = static_cast<uint64_t>(
+          std::max<int64_t>(0, (std::chrono::duration_cast<std::chrono::nanoseconds>(cycle) - s.drafting).count()));
       if (sessions_.size() == 1 && draft.empty() && s.resent == 0) {
         totals_.lone_passes++;
-        totals_.lone_pass_ns += static_cast<uint64_t>(ns.count());
+        totals_.lone_pass_ns += ns;
       } else if (sessions_.size() == 1 && !draft.empty()) {
         totals_.lone_draft_passes++;
         totals_.lone_draft_rows += draft.size() + static_cast<size_t>(s.resent) + 1;
-        totals_.lone_draft_ns += static_cast<uint64_t>(std::max<int64_t>(0, (ns - s.drafting).count()));
+        totals_.lone_draft_ns += ns;
       }
     }
     s.decoding = false;

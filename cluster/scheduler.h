@@ -64,8 +64,9 @@ struct SchedulerTotals {
   // decode passes (one token of a conversation through the pipeline, with or without a draft).
   uint64_t tokens_drafted = 0, tokens_accepted = 0, decode_passes = 0;
   // Decode passes without a draft of a conversation decoding alone, and their cycles (from its
-  // previous result to this one): what a token's trip through the pipeline takes, links included
-  // (the drift watch's measure of the links, cluster/drift.h).
+  // previous result to this one) less the head's time proposing a draft (none may come of it):
+  // what a token's trip through the pipeline takes, links included (the drift watch's measure of
+  // the links, cluster/drift.h).
   uint64_t lone_passes = 0, lone_pass_ns = 0;
   // Those with a draft: their rows (the draft, its token, tokens sent again), and their cycles
   // less the head's time proposing the draft.

@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
+#include <optional>
+
 #include "cluster/activation_codec.h"
 #include "cluster/wire_convert.h"
 #include "profiles/process_memory.h"
@@ -22,6 +25,20 @@ std::string hex64(uint64_t v) {
   return buf;
 }
 
+// The plan's time for the stage's decode steps; nullopt for points out of order, the first not
+// at one row, or times that are no times. (None at all, from an older head: nothing planned.)
+std::optional<StepTime> step_plan_from_wire(capnp::List<wire::StepPoint>::Reader points) {
+  if (points.size() > 16) return std::nullopt;
+  StepTime t;
+  for (const auto p : points) {
+    const double rows = p.getRows(), ms = p.getMs();
+    if (!std::isfinite(rows) || !std::isfinite(ms) || ms < 0 || ms > 1e7) return std::nullopt;
+    if (t.points.empty() ? rows != 1 : rows <= t.points.back().rows || rows > 1e6) return std::nullopt;
+    t.points.push_back({rows, ms});
+  }
+  return t;
+}
+
 }  // namespace
 
 StageLoader::StageLoader(const DaemonConfig& config, StageRunner& runner, SendToHead send_to_head, Admit admit)
@@ -37,7 +54,7 @@ void StageLoader::on_assignment(wire::Assignment::Reader a) {
   if (a.getFirstLayer() > a.getLastLayer() || a.getLastLayer() > 4096 || bytes == 0 || bytes > (uint64_t{1} << 42) ||
       a.getNCtx() == 0 || a.getNCtx() > (1u << 20) || a.getMaxBatch() == 0 || a.getMaxBatch() > 4096 ||
       a.getMaxSequences() == 0 || a.getMaxSequences() > 1024 || a.getHasEmbedding() || !kv_type_from_wire(a.getKvType()) ||
-      !dtype_from_wire(a.getWireType()))
+      !dtype_from_wire(a.getWireType()) || !step_plan_from_wire(a.getStepPlan()))
     throw std::invalid_argument("assignment out of range");
   Loading l;
   l.plan_id = a.getPlanId();
@@ -56,6 +73,7 @@ void StageLoader::on_assignment(wire::Assignment::Reader a) {
             .key = a.getNextKey().cStr(),
             .wire_type = *dtype_from_wire(a.getWireType())};
   for (auto k : a.getMemberKeys()) admit_(k.cStr());
+  l.planned = *step_plan_from_wire(a.getStepPlan());
   const std::string name = hex64(a.getModelHash()) + "-" + std::to_string(l.spec.first_layer) + "-" +
                            std::to_string(l.spec.last_layer) + (l.spec.has_output ? "-out-" : "-") + hex64(a.getStageFileHash()) +
                            ".gguf";
@@ -161,7 +179,7 @@ void StageLoader::finish_loading(uint64_t plan_id) {
   try {
     report(wire::LoadStatus::State::LOADING, "", l.plan_id, 0, 0);
     if (l.receiver && !l.here) l.receiver->finish();
-    runner_.load(l.plan_id, l.receiver ? l.receiver->final_path() : l.local_model, l.spec, l.options, l.next);
+    runner_.load(l.plan_id, l.receiver ? l.receiver->final_path() : l.local_model, l.spec, l.options, l.next, l.planned);
     report(wire::LoadStatus::State::READY,
            !l.receiver                ? "local copy"
            : l.receiver->was_cached() ? "cached"

@@ -43,6 +43,7 @@ class StageLoader {
     runtime::StageSpec spec;
     runtime::StageOptions options;
     NextHop next;
+    StepTime planned;
     std::unique_ptr<WeightReceiver> receiver;
     std::string local_model;  // or: a GGUF of the same model this device already has
     bool staged = false;      // waits for a Commit once its weights are here

@@ -29,7 +29,7 @@ StageRunner::StageRunner(const transport::SocketFactory& sockets, runtime::Threa
       reports_(std::move(reports)) {}
 
 void StageRunner::load(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec,
-                       const runtime::StageOptions& options, const NextHop& next) {
+                       const runtime::StageOptions& options, const NextHop& next, const StepTime& planned) {
   unload();
   auto st = std::make_unique<Loaded>();
   st->file = std::make_unique<runtime::GgufFile>(runtime::GgufFile::open(model_path));
@@ -46,6 +46,7 @@ void StageRunner::load(uint64_t plan_id, const std::string& model_path, const ru
     throw std::invalid_argument(why);
   st->next_endpoint = next.endpoint;
   st->wire_type = next.wire_type;
+  st->planned = planned;
   if (!next.endpoint.empty()) st->push.emplace(sockets_.connect_push(next.endpoint, {.send_hwm = 64, .server_key = next.key}));
   stage_ = std::move(st);
   plan_id_ = plan_id;
@@ -182,13 +183,16 @@ StageOutput StageRunner::compute(const Batch& batch) {
   // steps of more than one row (several streams, a draft) apart: they cost more, and the drift
   // watch compares them with the plan's step at their rows.
   const bool decodes = std::none_of(batch.chunks.begin(), batch.chunks.end(), [](const BatchChunk& c) { return c.is_prompt; });
+  const auto planned_ns = [&] { return static_cast<uint64_t>(stage_->planned.at(batch.n_tokens()) * 1e6); };
   if (batch.n_tokens() == 1) {
     work_.decode_steps++;
     work_.decode_ns += ns;
+    work_.decode_planned_ns += planned_ns();
   } else if (decodes) {
     work_.batched_steps++;
     work_.batched_rows += static_cast<uint64_t>(batch.n_tokens());
     work_.batched_ns += ns;
+    work_.batched_planned_ns += planned_ns();
   }
   count_paging();
   return out;

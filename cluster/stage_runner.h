@@ -41,7 +41,7 @@ class StageRunner final : public LocalStage {
   // LocalStage. `load` maps the stage's layers from a GGUF file: the whole model (the head's own
   // stage, or a device's local copy) or the stage file a device received.
   void load(uint64_t plan_id, const std::string& model_path, const runtime::StageSpec& spec, const runtime::StageOptions& options,
-            const NextHop& next) override;
+            const NextHop& next, const StepTime& planned) override;
   void unload() override;
   bool loaded() const override { return stage_ != nullptr; }
   int max_batch() const override { return stage_->host->max_batch(); }
@@ -73,6 +73,7 @@ class StageRunner final : public LocalStage {
     std::string next_endpoint;
     runtime::TensorType wire_type = runtime::TensorType::F32;  // of the forwards it pushes
     runtime::PagerStats paged;  // its pager's figures already added to work_
+    StepTime planned;           // the plan's time for its decode steps
   };
   // A queued item: a batch, or (no chunks) a release of `released` kept in order with batches.
   struct Pending {

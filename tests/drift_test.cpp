@@ -124,9 +124,6 @@ TEST_SUITE("drift") {
     CHECK(stage.at(3) == doctest::Approx(2));  // the bend kept: not the line from 1 to 13 rows
     CHECK(stage.at(9) == doctest::Approx(6));
     CHECK(stage.at(17) == doctest::Approx(14));  // past the last point, along the last piece
-    // Steps of 9 rows at 18 ms: three times the plan's 6 ms, so a one-token step of 6 ms.
-    CHECK(stage.stage_as_one(18, 9) == doctest::Approx(6));
-    CHECK(stage.stage_as_one(2, 1) == doctest::Approx(2));
     // A point at no more rows than the last adds nothing.
     CHECK(StepTime(2).with(1, 5).points.size() == 1);
     // A plan for one stream without drafts: every step is expected at the one-token figure.
@@ -139,27 +136,41 @@ TEST_SUITE("drift") {
     const StepTime links = StepTime(1).with(5, 1.5);
     CHECK(links.links_as_one(31.5, 5) == doctest::Approx(31));
     CHECK(links.links_as_one(0.2, 5) == doctest::Approx(0));  // never below nothing
-    // What was measured becomes what is expected, at every row.
-    StepTime measured = stage;
-    measured.scale_to(6);
-    CHECK(measured.at(5) == doctest::Approx(6));
-    CHECK(measured.at(13) == doctest::Approx(30));
+    // What the links were measured at becomes what is expected, at every row.
     StepTime moved = links;
     moved.shift_to(31);
     CHECK(moved.at(5) == doctest::Approx(31.5));
   }
 
   TEST_CASE("step counts: a window is the difference of two counts; a count that went back is none") {
-    const StepCount a{.steps = 10, .rows = 30, .ns = 50'000'000}, b{.steps = 18, .rows = 62, .ns = 98'000'000};
+    const StepCount a{.steps = 10, .rows = 30, .ns = 50'000'000, .planned_ns = 25'000'000};
+    const StepCount b{.steps = 18, .rows = 62, .ns = 98'000'000, .planned_ns = 41'000'000};
     const auto w = b.since(a);
     REQUIRE(w);
     CHECK(w->steps == 8);
     CHECK(w->mean_rows() == doctest::Approx(4));
     CHECK(w->mean_ms() == doctest::Approx(6));
+    CHECK(w->vs_plan() == doctest::Approx(3));
     CHECK_FALSE(a.since(b));
     CHECK_FALSE((StepCount{.steps = 20, .rows = 20, .ns = 1}).since(a));  // a restarted daemon's time
     CHECK((a + b).rows == 92);
     CHECK(StepCount{}.mean_rows() == 1);
+    CHECK_FALSE(StepCount{.steps = 3, .rows = 3, .ns = 9}.vs_plan());  // nothing planned
+  }
+
+  TEST_CASE("a window's mix of rows: the plan's time added up step by step, not at the mean rows") {
+    // The plan: 1 ms a one-token step, 1.3 at 5 rows, 3 at 10 (compute-bound past 5).
+    const StepTime plan = StepTime(1).with(5, 1.3).with(10, 3);
+    // Half one-token steps, half of 9 rows, each exactly as planned.
+    StepCount window;
+    for (int i = 0; i < 10; ++i)
+      for (const int rows : {1, 9}) {
+        const auto ns = static_cast<uint64_t>(plan.at(rows) * 1e6);
+        window = window + StepCount{1, static_cast<uint64_t>(rows), ns, ns};
+      }
+    CHECK(window.vs_plan() == doctest::Approx(1));
+    // At the mean rows the same steps would read 1.4x the plan: nearly drift, with nothing off.
+    CHECK(window.mean_ms() / plan.at(window.mean_rows()) > 1.35);
   }
 
   TEST_CASE("a stage off in drafting steps says so in its figures") {

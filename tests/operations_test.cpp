@@ -11,6 +11,7 @@
 #include <xxhash.h>
 
 #include <atomic>
+#include <limits>
 #include <thread>
 
 #include <csignal>
@@ -156,6 +157,42 @@ TEST_CASE("operations: a device that cannot store its weights fails the launch a
   loader.on_weight_chunk(c.asReader(), &chunk, drops);
   CHECK(to_head.size() == sent);
   CHECK(drops.out_of_plan == 1);
+}
+
+TEST_CASE("operations: an assignment whose step plan is no plan is refused, and nothing is requested") {
+  LoaderRig rig;
+  auto& [dir, context, sockets, pool, drops, runner, config, to_head, loader] = rig;
+  const auto assign = [&](const std::vector<std::pair<double, double>>& points) {
+    capnp::MallocMessageBuilder b;
+    auto a = b.initRoot<wire::Envelope>().initAssignment();
+    a.setPlanId(9);
+    a.setModelHash(0x1234);
+    a.setFirstLayer(0);
+    a.setLastLayer(1);
+    a.setStageFileBytes(1000);
+    a.setStageFileHash(9);
+    a.setNextEndpoint("127.0.0.1:1");
+    a.setNCtx(64);
+    a.setKvType(wire::KvType::F16);
+    a.setMaxBatch(16);
+    a.setMaxSequences(1);
+    auto plan = a.initStepPlan(static_cast<unsigned>(points.size()));
+    for (unsigned i = 0; i < points.size(); ++i) plan[i].setRows(points[i].first), plan[i].setMs(points[i].second);
+    loader.on_assignment(a.asReader());
+  };
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (const auto& bad : std::vector<std::vector<std::pair<double, double>>>{{{2, 1}},               // not from one row
+                                                                             {{1, 1}, {1, 2}},       // rows not ascending
+                                                                             {{1, 1}, {5, -1}},      // a negative time
+                                                                             {{1, nan}},             // no number
+                                                                             {{1, 1}, {nan, 2}}}) {  // no rows
+    CAPTURE(bad.size());
+    CHECK_THROWS_AS(assign(bad), std::invalid_argument);
+  }
+  CHECK(to_head.empty());
+  assign({{1, 1.5}, {5, 2}, {10, 4}});  // a plan: the weights are requested
+  REQUIRE_FALSE(to_head.empty());
+  CHECK(to_head.front().envelope().isWeightRequest());
 }
 
 TEST_CASE("operations: the memory a device offers, what it holds back, and why") {

@@ -34,7 +34,7 @@ struct Pipeline final : LocalStage {
   std::vector<uint64_t> released;
 
   void load(uint64_t, const std::string&, const hearth::runtime::StageSpec&, const hearth::runtime::StageOptions&,
-            const hearth::cluster::NextHop&) override {}
+            const hearth::cluster::NextHop&, const hearth::cluster::StepTime&) override {}
   void unload() override {}
   bool loaded() const override { return true; }
   int max_batch() const override { return hosts.front()->max_batch(); }

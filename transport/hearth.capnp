@@ -110,8 +110,8 @@ struct Heartbeat {
   bytesOut @7 :UInt64;        # activation bytes pushed to the next stage
   refusedHandshakes @8 :UInt64;  # connections its ZAP handler refused (unpaired keys)
   incarnation @9 :UInt64;     # as in its Hello: heartbeats of another incarnation wait for its Hello
-  # Of those, the decode steps (batches of one token per sequence) and their compute time: what
-  # the head compares with the plan's stage time when decoding is slow.
+  # Of those, the decode steps of one token of one stream and their compute time: what the head
+  # compares with the plan's stage time when decoding is slow.
   decodeSteps @10 :UInt64;
   decodeNs @11 :UInt64;
   # A paging stage's reads from storage (issue 19): bytes, time in reads, and the compute's time
@@ -125,6 +125,10 @@ struct Heartbeat {
   batchedSteps @15 :UInt64;
   batchedRows @16 :UInt64;
   batchedNs @17 :UInt64;
+  # The plan's time for those decode steps and for the batched ones (Assignment.stepPlan), added
+  # up step by step.
+  decodePlannedNs @18 :UInt64;
+  batchedPlannedNs @19 :UInt64;
 }
 
 # ---- loading a stage ----
@@ -135,6 +139,11 @@ enum KvType {
   f32 @1;
   f16 @2;
   q80 @3;                     # q8_0: heads of a multiple of 32 elements
+}
+
+struct StepPoint {
+  rows @0 :Float64;
+  ms @1 :Float64;
 }
 
 struct Assignment {
@@ -161,6 +170,9 @@ struct Assignment {
   kvType @17 :KvType;
   wireType @18 :Forward.DType; # how this stage's output hop carries activations
   drafts @19 :Bool;           # the launch drafts: a stage's recurrent layers keep a second state
+  # What the plan expects of a decode step of this stage by its rows: points (rows ascending, the
+  # first at one row), linear between them and along the last piece past them (cluster/drift.h).
+  stepPlan @20 :List(StepPoint);
                               # per sequence (the checkpoint before a draft), so its memory counts it
 }
 
