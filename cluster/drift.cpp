@@ -42,6 +42,11 @@ std::optional<StepCount> StepCount::since(const StepCount& mark) const {
   return StepCount{steps - mark.steps, rows - mark.rows, ns - mark.ns, planned_ns - mark.planned_ns};
 }
 
+double StepCount::vs_plan(const StepTime& plan) const {
+  if (planned_ns > 0) return static_cast<double>(ns) / static_cast<double>(planned_ns);
+  return mean_ms() / std::max(1e-9, plan.at(mean_rows()));
+}
+
 bool DriftWatch::off(const StageWindow& s) const {
   if (s.expected_ms < options_.min_ms || s.measured_ms <= 0) return false;
   return s.measured_ms >= options_.factor * s.expected_ms || s.measured_ms * options_.factor <= s.expected_ms;

@@ -54,11 +54,9 @@ struct StepCount {
   std::optional<StepCount> since(const StepCount& mark) const;
   double mean_ms() const { return steps ? static_cast<double>(ns) * 1e-6 / static_cast<double>(steps) : 0; }
   double mean_rows() const { return steps ? static_cast<double>(rows) / static_cast<double>(steps) : 1; }
-  // Their time over the plan's (1: as planned); nullopt where nothing was planned.
-  std::optional<double> vs_plan() const {
-    if (planned_ns == 0) return std::nullopt;
-    return static_cast<double>(ns) / static_cast<double>(planned_ns);
-  }
+  // Their time over the plan's (1: as planned): the plan's added up step by step, or, where
+  // nobody added it up (a daemon older than that), `plan` at their mean rows.
+  double vs_plan(const StepTime& plan) const;
 };
 
 // The figures of the two windows below are one-token steps', whatever the rows measured: what

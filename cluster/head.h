@@ -157,6 +157,9 @@ class Head final : public HeadRole {
   void fill_plan(const LaunchedPlan& p, transport::wire::PlanReport::Builder out) const;
   void fill_stage(const PlannedStage& s, const partitioner::StageAssignment& a, transport::wire::StageReport::Builder out) const;
   StageCounters counters_of(const std::string& node_id) const;
+  // A stage's decode steps so far (cluster/drift.h): its one-token steps, and its steps of
+  // several rows where its plan says what they cost.
+  StepCount steps_of(const PlannedStage& stage) const;
 
   // head_models.cpp: the model library, each model planned on the devices up now as a launch with no sizes would be.
   void on_models(const std::string& client, uint64_t request_id);

@@ -108,16 +108,18 @@ void Head::check_pace(double passes_per_s) {
   Pace pace;
   pace.planned_ms_per_token = plan_->plan.predicted.ms_per_token;
   pace.measured_ms_per_token = 1e3 / passes_per_s;
-  std::vector<std::pair<uint64_t, uint64_t>> now;
+  std::vector<StepCount> now;
   for (size_t i = 0; i < plan_->stages.size(); ++i) {
-    const StageCounters c = counters_of(plan_->stages[i].node_id);
-    now.emplace_back(c.decode_steps, c.decode_ns);
+    const PlannedStage& s = plan_->stages[i];
+    now.push_back(steps_of(s));
     if (first) continue;
-    const auto [steps0, ns0] = plan_->pace_mark[i];
     // A device's counters come with its heartbeats (every 400 ms): without new ones, judge later.
-    if (c.decode_steps <= steps0 || c.decode_ns < ns0) return;
-    pace.stages.push_back({registry_.at(plan_->stages[i].node_id).profile.name, plan_->plan.stages[i].stage_time_s * 1e3,
-                           static_cast<double>(c.decode_ns - ns0) * 1e-6 / static_cast<double>(c.decode_steps - steps0)});
+    const std::optional<StepCount> steps = now.back().since(plan_->pace_mark[i]);
+    if (!steps || steps->steps == 0) return;
+    // As one-token steps (a drafting launch's steps carry drafts): against the plan's time for
+    // the same steps.
+    pace.stages.push_back(
+        {registry_.at(s.node_id).profile.name, s.planned.one_ms(), s.planned.one_ms() * steps->vs_plan(s.planned)});
   }
   plan_->pace_mark = now;
   if (first) return;

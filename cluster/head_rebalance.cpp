@@ -79,16 +79,8 @@ void Head::watch_drift() {
   }
   auto& mark = plan_->drift_mark;
   if (mark.size() == plan_->stages.size() && now - plan_->drift_mark_at < kDriftWindow) return;  // the loop ticks often
-  // Steps of several rows count where the plan says what they cost (drafts, several streams):
-  // a plan with one point does not (its stages' steps have one row but for batches a stage
-  // merged, a draft after a re-plan for drafts that rarely agree), and they are left out.
   std::vector<StepCount> counts;
-  for (const auto& s : plan_->stages) {
-    const StageCounters c = counters_of(s.node_id);
-    counts.push_back(
-        StepCount{c.decode_steps, c.decode_steps, c.decode_ns, c.decode_planned_ns} +
-        (s.planned.batched() ? StepCount{c.batched_steps, c.batched_rows, c.batched_ns, c.batched_planned_ns} : StepCount{}));
-  }
+  for (const auto& s : plan_->stages) counts.push_back(steps_of(s));
   const SchedulerTotals& t = scheduler_->totals();
   const StepCount passes =
       StepCount{t.lone_passes, t.lone_passes, t.lone_pass_ns} +
@@ -107,8 +99,7 @@ void Head::watch_drift() {
     if (steps->steps < kDriftSteps) return;  // idle, or a heartbeat late: the window stays open
     const PlannedStage& s = plan_->stages[i];
     const double rows = steps->mean_rows();
-    // A daemon that adds up no plan (an older one) is judged at the window's mean rows.
-    vs_plan.push_back(steps->vs_plan().value_or(steps->mean_ms() / std::max(1e-9, s.planned.at(rows))));
+    vs_plan.push_back(steps->vs_plan(s.planned));
     window.push_back({.device = registry_.at(s.node_id).profile.name,
                       .expected_ms = s.expected_ms,
                       .measured_ms = s.planned.one_ms() * vs_plan.back(),

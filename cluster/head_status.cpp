@@ -19,6 +19,16 @@ StageCounters Head::counters_of(const std::string& node_id) const {
   return node_id == self_.node_id ? ports_.stage.counters() : registry_.at(node_id).work;
 }
 
+// Steps of several rows count where the plan says what they cost (drafts, several streams): a
+// plan with one point does not (its steps have one row but for batches a stage merged, or a
+// draft after a re-plan for drafts that rarely agree), and they are left out.
+StepCount Head::steps_of(const PlannedStage& stage) const {
+  const StageCounters c = counters_of(stage.node_id);
+  const StepCount one_token{c.decode_steps, c.decode_steps, c.decode_ns, c.decode_planned_ns};
+  if (!stage.planned.batched()) return one_token;
+  return one_token + StepCount{c.batched_steps, c.batched_rows, c.batched_ns, c.batched_planned_ns};
+}
+
 void Head::on_devices(const std::string& client, uint64_t request_id) {
   capnp::MallocMessageBuilder b;
   auto env = b.initRoot<wire::Envelope>();

@@ -93,9 +93,9 @@ struct LaunchedPlan {
   uint64_t launcher_request = 0;
   std::chrono::steady_clock::time_point started;
   std::optional<std::chrono::steady_clock::time_point> staged_at;  // when every stage had its weights (head clock)
-  // Each stage's decode counters (steps, ns) when the pace was last checked, and whether a slow
+  // Each stage's decode steps when the pace was last checked, and whether a slow
   // pace is being reported (an event when it starts and one when it ends).
-  std::vector<std::pair<uint64_t, uint64_t>> pace_mark;
+  std::vector<StepCount> pace_mark;
   bool slow_pace = false;
   // A plan that follows the devices (cluster/drift.h): only the planner's (a --split is the
   // user's to keep); each stage's decode steps (cluster/drift.h) where the drift window opened.

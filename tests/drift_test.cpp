@@ -150,12 +150,13 @@ TEST_SUITE("drift") {
     CHECK(w->steps == 8);
     CHECK(w->mean_rows() == doctest::Approx(4));
     CHECK(w->mean_ms() == doctest::Approx(6));
-    CHECK(w->vs_plan() == doctest::Approx(3));
+    CHECK(w->vs_plan(StepTime(1)) == doctest::Approx(3));
     CHECK_FALSE(a.since(b));
     CHECK_FALSE((StepCount{.steps = 20, .rows = 20, .ns = 1}).since(a));  // a restarted daemon's time
     CHECK((a + b).rows == 92);
     CHECK(StepCount{}.mean_rows() == 1);
-    CHECK_FALSE(StepCount{.steps = 3, .rows = 3, .ns = 9}.vs_plan());  // nothing planned
+    // Nothing added up: the plan at the mean rows, 3 ms a step here against 1.5 planned.
+    CHECK(StepCount{.steps = 3, .rows = 3, .ns = 9'000'000}.vs_plan(StepTime(1.5)) == doctest::Approx(2));
   }
 
   TEST_CASE("a window's mix of rows: the plan's time added up step by step, not at the mean rows") {
@@ -168,7 +169,7 @@ TEST_SUITE("drift") {
         const auto ns = static_cast<uint64_t>(plan.at(rows) * 1e6);
         window = window + StepCount{1, static_cast<uint64_t>(rows), ns, ns};
       }
-    CHECK(window.vs_plan() == doctest::Approx(1));
+    CHECK(window.vs_plan(plan) == doctest::Approx(1));
     // At the mean rows the same steps would read 1.4x the plan: nearly drift, with nothing off.
     CHECK(window.mean_ms() / plan.at(window.mean_rows()) > 1.35);
   }
