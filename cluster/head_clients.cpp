@@ -106,16 +106,22 @@ void Head::check_pace(double passes_per_s) {
   // earlier plans included); later ones judge the steps since the last check.
   const bool first = plan_->pace_mark.empty();
   Pace pace;
-  pace.planned_ms_per_token = plan_->plan.predicted.ms_per_token;
+  // A drafting launch's passes carry drafts: the plan's pass with its draft is what they should
+  // take at most (passes that drafted less take less).
+  const partitioner::Prediction& predicted = plan_->plan.predicted;
+  pace.planned_ms_per_token = std::max(predicted.ms_per_token, predicted.draft_pass_ms);
   pace.measured_ms_per_token = 1e3 / passes_per_s;
   std::vector<StepCount> now;
-  for (size_t i = 0; i < plan_->stages.size(); ++i) {
+  for (const PlannedStage& s : plan_->stages) now.push_back(steps_of(s));
+  for (size_t i = 0; i < plan_->stages.size() && !first; ++i) {
     const PlannedStage& s = plan_->stages[i];
-    now.push_back(steps_of(s));
-    if (first) continue;
+    const std::optional<StepCount> steps = now[i].since(plan_->pace_mark[i]);
+    if (!steps) {  // a daemon restarted: count from here
+      plan_->pace_mark = now;
+      return;
+    }
     // A device's counters come with its heartbeats (every 400 ms): without new ones, judge later.
-    const std::optional<StepCount> steps = now.back().since(plan_->pace_mark[i]);
-    if (!steps || steps->steps == 0) return;
+    if (steps->steps == 0) return;
     // As one-token steps (a drafting launch's steps carry drafts): against the plan's time for
     // the same steps.
     pace.stages.push_back(

@@ -58,10 +58,11 @@ struct PlannedStage {
   uint64_t resident_bytes = 0;
   std::string message;
   runtime::TensorType wire_type = runtime::TensorType::F32;  // how its output hop carries activations
-  // What the plan expects of its decode steps by their rows (the stage adds it up for the steps it
-  // computes); what the drift watch expects of it per one-token step, and its device's speed
-  // behind that: the plan's figures at first, what was measured once a drift did not pay a re-plan.
+  // What the plan expects of its decode steps by their rows, sent with its assignment (the stage
+  // adds it up for the steps it computes); it stays the plan's.
   StepTime planned;
+  // What the drift watch expects of it per one-token step, and its device's speed behind that:
+  // the plan's figures at first, what was measured once a drift did not pay a re-plan.
   double expected_ms = 0;
   double speed = 1;
 };

@@ -26,16 +26,19 @@ std::string hex64(uint64_t v) {
 }
 
 // The plan's time for the stage's decode steps; nullopt for points out of order, the first not
-// at one row, or times that are no times. (None at all, from an older head: nothing planned.)
-std::optional<StepTime> step_plan_from_wire(capnp::List<wire::StepPoint>::Reader points) {
+// at one row, times that are no times, or a last piece that runs past any time at the most rows a
+// step may hold. (None at all, from an older head: nothing planned.)
+std::optional<StepTime> step_plan_from_wire(capnp::List<wire::StepPoint>::Reader points, uint32_t max_batch) {
+  constexpr double kMostMs = 1e7;  // a step of hours: beyond any device
   if (points.size() > 16) return std::nullopt;
   StepTime t;
   for (const auto p : points) {
     const double rows = p.getRows(), ms = p.getMs();
-    if (!std::isfinite(rows) || !std::isfinite(ms) || ms < 0 || ms > 1e7) return std::nullopt;
+    if (!std::isfinite(rows) || !std::isfinite(ms) || ms < 0 || ms > kMostMs) return std::nullopt;
     if (t.points.empty() ? rows != 1 : rows <= t.points.back().rows || rows > 1e6) return std::nullopt;
     t.points.push_back({rows, ms});
   }
+  if (t.at(std::max<double>(1, max_batch)) > kMostMs) return std::nullopt;
   return t;
 }
 
@@ -54,8 +57,10 @@ void StageLoader::on_assignment(wire::Assignment::Reader a) {
   if (a.getFirstLayer() > a.getLastLayer() || a.getLastLayer() > 4096 || bytes == 0 || bytes > (uint64_t{1} << 42) ||
       a.getNCtx() == 0 || a.getNCtx() > (1u << 20) || a.getMaxBatch() == 0 || a.getMaxBatch() > 4096 ||
       a.getMaxSequences() == 0 || a.getMaxSequences() > 1024 || a.getHasEmbedding() || !kv_type_from_wire(a.getKvType()) ||
-      !dtype_from_wire(a.getWireType()) || !step_plan_from_wire(a.getStepPlan()))
+      !dtype_from_wire(a.getWireType()))
     throw std::invalid_argument("assignment out of range");
+  const std::optional<StepTime> planned = step_plan_from_wire(a.getStepPlan(), a.getMaxBatch());
+  if (!planned) throw std::invalid_argument("assignment out of range: its step plan");
   Loading l;
   l.plan_id = a.getPlanId();
   l.staged = a.getStaged();
@@ -73,7 +78,7 @@ void StageLoader::on_assignment(wire::Assignment::Reader a) {
             .key = a.getNextKey().cStr(),
             .wire_type = *dtype_from_wire(a.getWireType())};
   for (auto k : a.getMemberKeys()) admit_(k.cStr());
-  l.planned = *step_plan_from_wire(a.getStepPlan());
+  l.planned = *planned;
   const std::string name = hex64(a.getModelHash()) + "-" + std::to_string(l.spec.first_layer) + "-" +
                            std::to_string(l.spec.last_layer) + (l.spec.has_output ? "-out-" : "-") + hex64(a.getStageFileHash()) +
                            ".gguf";

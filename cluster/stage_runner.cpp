@@ -183,7 +183,8 @@ StageOutput StageRunner::compute(const Batch& batch) {
   // steps of more than one row (several streams, a draft) apart: they cost more, and the drift
   // watch compares them with the plan's step at their rows.
   const bool decodes = std::none_of(batch.chunks.begin(), batch.chunks.end(), [](const BatchChunk& c) { return c.is_prompt; });
-  const auto planned_ns = [&] { return static_cast<uint64_t>(stage_->planned.at(batch.n_tokens()) * 1e6); };
+  // (Within a step of hours: the loader refuses plans past that, the cast stays defined.)
+  const auto planned_ns = [&] { return static_cast<uint64_t>(std::clamp(stage_->planned.at(batch.n_tokens()), 0.0, 1e7) * 1e6); };
   if (batch.n_tokens() == 1) {
     work_.decode_steps++;
     work_.decode_ns += ns;

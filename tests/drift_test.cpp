@@ -172,6 +172,14 @@ TEST_SUITE("drift") {
     CHECK(window.vs_plan(plan) == doctest::Approx(1));
     // At the mean rows the same steps would read 1.4x the plan: nearly drift, with nothing off.
     CHECK(window.mean_ms() / plan.at(window.mean_rows()) > 1.35);
+    // A device twice as slow on its 9-row steps alone: (10 x 1 + 10 x 2 x 2.66) / (10 x 1 + 10 x 2.66).
+    StepCount slower;
+    for (int i = 0; i < 10; ++i)
+      for (const int rows : {1, 9}) {
+        const auto planned = static_cast<uint64_t>(plan.at(rows) * 1e6);
+        slower = slower + StepCount{1, static_cast<uint64_t>(rows), rows == 9 ? 2 * planned : planned, planned};
+      }
+    CHECK(slower.vs_plan(plan) == doctest::Approx((10 + 10 * 2 * plan.at(9)) / (10 + 10 * plan.at(9))));
   }
 
   TEST_CASE("a stage off in drafting steps says so in its figures") {

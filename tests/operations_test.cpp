@@ -180,19 +180,32 @@ TEST_CASE("operations: an assignment whose step plan is no plan is refused, and 
     for (unsigned i = 0; i < points.size(); ++i) plan[i].setRows(points[i].first), plan[i].setMs(points[i].second);
     loader.on_assignment(a.asReader());
   };
-  const double nan = std::numeric_limits<double>::quiet_NaN();
-  for (const auto& bad : std::vector<std::vector<std::pair<double, double>>>{{{2, 1}},               // not from one row
-                                                                             {{1, 1}, {1, 2}},       // rows not ascending
-                                                                             {{1, 1}, {5, -1}},      // a negative time
-                                                                             {{1, nan}},             // no number
-                                                                             {{1, 1}, {nan, 2}}}) {  // no rows
-    CAPTURE(bad.size());
-    CHECK_THROWS_AS(assign(bad), std::invalid_argument);
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  std::vector<std::pair<double, double>> many;
+  for (int i = 1; i <= 17; ++i) many.emplace_back(i, i);
+  const std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>> bad{
+      {"not from one row", {{2, 1}}},
+      {"rows not ascending", {{1, 1}, {1, 2}}},
+      {"a negative time", {{1, 1}, {5, -1}}},
+      {"no number", {{1, nan}}},
+      {"no rows", {{1, 1}, {nan, 2}}},
+      {"an endless time", {{1, inf}}},
+      {"endless rows", {{1, 1}, {inf, 2}}},
+      {"more than 16 points", many},
+      {"a step of hours", {{1, 1e8}}},
+      // Each point within bounds, but the last piece reaches 1e10 ms by max_batch's 16 rows.
+      {"a last piece that runs away", {{1, 0}, {1.000001, 1e3}}}};
+  for (const auto& [why, points] : bad) {
+    CAPTURE(why);
+    CHECK_THROWS_AS(assign(points), std::invalid_argument);
   }
   CHECK(to_head.empty());
   assign({{1, 1.5}, {5, 2}, {10, 4}});  // a plan: the weights are requested
   REQUIRE_FALSE(to_head.empty());
   CHECK(to_head.front().envelope().isWeightRequest());
+  to_head.clear();
+  assign({});  // none, from a head older than step plans: nothing planned, loaded all the same
+  CHECK_FALSE(to_head.empty());
 }
 
 TEST_CASE("operations: the memory a device offers, what it holds back, and why") {

@@ -170,10 +170,10 @@ struct Assignment {
   kvType @17 :KvType;
   wireType @18 :Forward.DType; # how this stage's output hop carries activations
   drafts @19 :Bool;           # the launch drafts: a stage's recurrent layers keep a second state
+                              # per sequence (the checkpoint before a draft), so its memory counts it
   # What the plan expects of a decode step of this stage by its rows: points (rows ascending, the
   # first at one row), linear between them and along the last piece past them (cluster/drift.h).
   stepPlan @20 :List(StepPoint);
-                              # per sequence (the checkpoint before a draft), so its memory counts it
 }
 
 # Every device of a staged plan has its weights: drop the old stage, load this plan's.
