@@ -831,23 +831,29 @@ struct TwoStageDecode {
   void a_beat() { h.heartbeat("dev-a", a_plain, a_batched); }
   size_t probes_to_a() const { return h.outbox.to("dev-a", wire::Envelope::LINK_PROBE).size(); }
   std::vector<std::string> events() const { return h.head.plan()->events.texts(); }
+  // Decoding on plan changes nothing (the trip: the head's own overheads); then the link slows,
+  // trips take 70 ms, and the devices are asked to measure their links again: the event that says so.
+  std::string links_slow_down() {
+    const size_t probes_at_start = probes_to_a();
+    decode(5, std::chrono::milliseconds(0));
+    CHECK(probes_to_a() == probes_at_start);
+    CHECK(events().empty());
+    decode(4, std::chrono::milliseconds(70));
+    REQUIRE(probes_to_a() == probes_at_start + 1);
+    REQUIRE(events().size() == 1);
+    const std::string event = events()[0];
+    CHECK(event.find("the links take") != std::string::npos);
+    CHECK(event.find("measuring the links again") != std::string::npos);
+    return event;
+  }
 };
 
 }  // namespace
 
 TEST_CASE("head: the links slower than planned: the devices measure them again, and the head re-plans with them") {
   TwoStageDecode t;
-  const size_t probes_at_start = t.probes_to_a();
-  t.decode(5, std::chrono::milliseconds(0));  // on plan (the trip: the head's own overheads): nothing happens
-  CHECK(t.probes_to_a() == probes_at_start);
-  CHECK(t.events().empty());
-  // The link slows: trips now take 70 ms.
-  t.decode(4, std::chrono::milliseconds(70));
-  REQUIRE(t.probes_to_a() == probes_at_start + 1);
-  REQUIRE(t.events().size() == 1);
-  CAPTURE(t.events()[0]);
-  CHECK(t.events()[0].find("the links take") != std::string::npos);
-  CHECK(t.events()[0].find("measuring the links again") != std::string::npos);
+  const std::string event = t.links_slow_down();
+  CHECK(event.find("one-token steps from") == std::string::npos);  // plain passes
   CHECK(t.h.head.next() == nullptr);  // nothing moves before the links are measured
   // a measured its link to the head: 33 ms one way, 50 Mbit/s. Two hops of it cost more than
   // the head computing every layer itself.
@@ -962,17 +968,9 @@ TEST_CASE("head: several conversations at once: a stage slower than planned show
 TEST_CASE("head: a launch that drafts every step: links slower than planned show in its drafting passes") {
   TwoStageDecode t("ngram");
   REQUIRE(t.h.head.plan()->expected_links.batched());
-  const size_t probes_at_start = t.probes_to_a();
-  t.decode(5, std::chrono::milliseconds(0));
-  CHECK(t.probes_to_a() == probes_at_start);
-  CHECK(t.events().empty());
-  t.decode(4, std::chrono::milliseconds(70));
-  REQUIRE(t.probes_to_a() == probes_at_start + 1);
-  REQUIRE(t.events().size() == 1);
-  CAPTURE(t.events()[0]);
-  CHECK(t.events()[0].find("the links take") != std::string::npos);
-  CHECK(t.events()[0].find("one-token steps from steps of") != std::string::npos);
-  CHECK(t.events()[0].find("measuring the links again") != std::string::npos);
+  const std::string event = t.links_slow_down();
+  CAPTURE(event);
+  CHECK(event.find("one-token steps from steps of") != std::string::npos);
 }
 
 // Issue 16: the planner's objective with drafts. A drafting launch is planned for passes of 5
