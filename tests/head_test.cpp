@@ -846,6 +846,18 @@ struct TwoStageDecode {
     CHECK(event.find("measuring the links again") != std::string::npos);
     return event;
   }
+  // a slows to a third of its speed: the one event, naming a, whose one-token step is expected
+  // at three times the plan's from then on.
+  std::string a_slows_down() {
+    const double planned_ms = a_planned.one_ms();
+    a_ms *= 3;
+    decode(4, std::chrono::milliseconds(6));
+    REQUIRE(events().size() == 1);
+    const std::string event = events()[0];
+    CHECK(event.find("a computes its layers in") != std::string::npos);
+    CHECK(h.head.plan()->stages[1].expected_ms == doctest::Approx(3 * planned_ms).epsilon(0.05));
+    return event;
+  }
 };
 
 }  // namespace
@@ -927,16 +939,10 @@ TEST_CASE("head: a launch that drafts every step: a stage slower than planned sh
   const double rows = t.a_batched.mean_rows();
   MESSAGE("a drafted " << t.a_batched.steps << " steps of " << rows << " rows; " << t.a_plain.steps << " plain");
   CHECK(rows > 2);
-  t.a_ms *= 3;
-  t.decode(4, std::chrono::milliseconds(6));
-  const std::vector<std::string> events = t.events();
-  REQUIRE(events.size() == 1);
-  CAPTURE(events[0]);
-  CHECK(events[0].find("a computes its layers in") != std::string::npos);
-  CHECK(events[0].find("one-token steps from steps of") != std::string::npos);
-  CHECK(events[0].find("the plan stays") != std::string::npos);
-  // What is expected of a now: its one-token step three times the plan's.
-  CHECK(t.h.head.plan()->stages[1].expected_ms == doctest::Approx(3 * planned.one_ms()).epsilon(0.05));
+  const std::string event = t.a_slows_down();
+  CAPTURE(event);
+  CHECK(event.find("one-token steps from steps of") != std::string::npos);
+  CHECK(event.find("the plan stays") != std::string::npos);
   CHECK(t.h.head.plan()->stages[1].speed == doctest::Approx(1.0 / 3).epsilon(0.05));
 }
 
@@ -954,15 +960,10 @@ TEST_CASE("head: several conversations at once: a stage slower than planned show
   REQUIRE(t.a_batched.steps >= 30);
   CHECK(t.a_batched.mean_rows() == doctest::Approx(2));
   CHECK(t.a_plain.steps < 5);  // the prompts' first tokens, if any
-  t.a_ms *= 3;
-  t.decode(4, std::chrono::milliseconds(6));
-  const std::vector<std::string> events = t.events();
-  REQUIRE(events.size() == 1);
-  CAPTURE(events[0]);
-  CHECK(events[0].find("a computes its layers in") != std::string::npos);
-  CHECK(events[0].find("one-token steps from steps of 2.0 rows") != std::string::npos);
-  CHECK(events[0].find("the links") == std::string::npos);
-  CHECK(t.h.head.plan()->stages[1].expected_ms == doctest::Approx(3 * planned.one_ms()).epsilon(0.05));
+  const std::string event = t.a_slows_down();
+  CAPTURE(event);
+  CHECK(event.find("one-token steps from steps of 2.0 rows") != std::string::npos);
+  CHECK(event.find("the links") == std::string::npos);
 }
 
 TEST_CASE("head: a launch that drafts every step: links slower than planned show in its drafting passes") {
