@@ -6,7 +6,7 @@
 //   Stage stage(weights, {.offload = &gpu->offload()}, pool);
 //
 // What runs on the GPU (this slice of issue 18): the dense weight matrices of the stage's layers
-// and its output head, of types F32, F16, Q8_0 and Q4_0, uploaded once, first layers first until
+// and its output head, of types F32, F16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K, uploaded once, first layers first until
 // the memory budget is spent; the rest of each layer (norms, RoPE, attention, activations) and
 // the matrices not uploaded run on the CPU, and activations cross to the GPU and back per product.
 #pragma once

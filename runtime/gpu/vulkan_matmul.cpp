@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 #include <optional>
+#include <tuple>
 
 namespace hearth::runtime {
 
@@ -22,8 +23,20 @@ const uint32_t kMatmulQ8_0[] = {
 const uint32_t kMatmulQ4_0[] = {
 #include "matmul_q4_0.spv.inc"
 };
+const uint32_t kMatmulQ4_K[] = {
+#include "matmul_q4_k.spv.inc"
+};
+const uint32_t kMatmulQ5_K[] = {
+#include "matmul_q5_k.spv.inc"
+};
+const uint32_t kMatmulQ6_K[] = {
+#include "matmul_q6_k.spv.inc"
+};
 const uint32_t kQuantizeQ8_0[] = {
 #include "quantize_q8_0.spv.inc"
+};
+const uint32_t kQuantizeQ8_K[] = {
+#include "quantize_q8_k.spv.inc"
 };
 
 struct ShaderCode {
@@ -36,15 +49,27 @@ const ShaderCode kShaders[] = {
     {TensorType::F16, kMatmulF16, sizeof(kMatmulF16)},
     {TensorType::Q8_0, kMatmulQ8_0, sizeof(kMatmulQ8_0)},
     {TensorType::Q4_0, kMatmulQ4_0, sizeof(kMatmulQ4_0)},
-    {std::nullopt, kQuantizeQ8_0, sizeof(kQuantizeQ8_0)},  // activations for the quantized ones
+    {TensorType::Q4_K, kMatmulQ4_K, sizeof(kMatmulQ4_K)},
+    {TensorType::Q5_K, kMatmulQ5_K, sizeof(kMatmulQ5_K)},
+    {TensorType::Q6_K, kMatmulQ6_K, sizeof(kMatmulQ6_K)},
+    {std::nullopt, kQuantizeQ8_0, sizeof(kQuantizeQ8_0)},  // activations for Q8_0 and Q4_0 weights
+    {std::nullopt, kQuantizeQ8_K, sizeof(kQuantizeQ8_K)},  // activations for the K-quants
 };
-constexpr int kQuantizePipeline = 4;
+constexpr int kQuantizeQ8_0Pipeline = static_cast<int>(std::size(kShaders)) - 2;
+constexpr int kQuantizeQ8_KPipeline = static_cast<int>(std::size(kShaders)) - 1;
 
-// Whether a type's shader reads the activations as Q8_0 blocks (as the CPU's dot products do).
-bool quantized(TensorType t) { return t == TensorType::Q8_0 || t == TensorType::Q4_0; }
+// The activations a type's shader reads, as the CPU's dot products take them: Q8_0 blocks, Q8_K
+// blocks, or floats.
+enum class ActivationBlocks { none, q8_0, q8_k };
+ActivationBlocks activation_blocks(TensorType t) {
+  if (t == TensorType::Q8_0 || t == TensorType::Q4_0) return ActivationBlocks::q8_0;
+  if (t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K) return ActivationBlocks::q8_k;
+  return ActivationBlocks::none;
+}
 
-// Bytes of Q8_0 activation blocks for n floats: 9 words per 32.
+// Bytes of Q8_0 activation blocks for n floats: 9 words per 32; of Q8_K blocks: 73 per 256.
 uint64_t q8_bytes(uint64_t n) { return n / 32 * 9 * 4; }
+uint64_t q8_k_bytes(uint64_t n) { return n / 256 * 73 * 4; }
 
 int shader_of(TensorType t) {
   for (size_t i = 0; i < std::size(kShaders); ++i)
@@ -58,7 +83,7 @@ struct Shape {  // the shader's push constants
 
 constexpr uint32_t kTokensPerGroup = 8;  // TOK in the shader
 constexpr int kSetsPerPool = 256;
-constexpr uint32_t kBindings = 4;  // weights, activations, products, activations as Q8_0
+constexpr uint32_t kBindings = 5;  // weights, activations, products, activations as Q8_0, as Q8_K
 
 void barrier(VkCommandBuffer cmd, VkPipelineStageFlags from, VkAccessFlags from_access, VkPipelineStageFlags to, VkAccessFlags to_access) {
   VkMemoryBarrier b{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
@@ -119,7 +144,7 @@ void VulkanMatmul::release() {
   VkDevice d = gpu_.device();
   for (auto& [_, r] : resident_) gpu_.destroy(r.weights);
   resident_.clear();
-  for (VulkanBuffer* b : {&x_dev_, &y_dev_, &xq_dev_, &x_host_, &y_host_}) gpu_.destroy(*b);
+  for (VulkanBuffer* b : {&x_dev_, &y_dev_, &xq_dev_, &xk_dev_, &x_host_, &y_host_}) gpu_.destroy(*b);
   for (VkDescriptorPool p : pools_) vkDestroyDescriptorPool(d, p, nullptr);
   pools_.clear();
   for (VkPipeline p : pipelines_) vkDestroyPipeline(d, p, nullptr);
@@ -134,6 +159,7 @@ void VulkanMatmul::release() {
 
 std::string VulkanMatmul::unfit(const WeightMatrix& w) const {
   if (shader_of(w.type) < 0) return "no GPU shader for " + std::string(tensor_type_name(w.type)) + " weights yet";
+  if (activation_blocks(w.type) == ActivationBlocks::q8_k && w.n_in % 256 != 0) return "K-quant rows not a multiple of 256";
   if (w.bytes() > gpu_.max_buffer_bytes())
     return "the matrix (" + std::to_string(w.bytes() >> 20) + " MiB) is larger than the GPU's largest buffer (" +
            std::to_string(gpu_.max_buffer_bytes() >> 20) + " MiB)";
@@ -165,10 +191,12 @@ VkDescriptorSet VulkanMatmul::allocate_set() {
 }
 
 void VulkanMatmul::bind_io(VkDescriptorSet set) const {
-  const VkDescriptorBufferInfo io[3] = {
-      {x_dev_.buffer, 0, VK_WHOLE_SIZE}, {y_dev_.buffer, 0, VK_WHOLE_SIZE}, {xq_dev_.buffer, 0, VK_WHOLE_SIZE}};
-  VkWriteDescriptorSet writes[3]{};
-  for (uint32_t i = 0; i < 3; ++i) {
+  const VkDescriptorBufferInfo io[4] = {{x_dev_.buffer, 0, VK_WHOLE_SIZE},
+                                        {y_dev_.buffer, 0, VK_WHOLE_SIZE},
+                                        {xq_dev_.buffer, 0, VK_WHOLE_SIZE},
+                                        {xk_dev_.buffer, 0, VK_WHOLE_SIZE}};
+  VkWriteDescriptorSet writes[4]{};
+  for (uint32_t i = 0; i < 4; ++i) {
     writes[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
     writes[i].dstSet = set;
     writes[i].dstBinding = i + 1;
@@ -176,17 +204,18 @@ void VulkanMatmul::bind_io(VkDescriptorSet set) const {
     writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
     writes[i].pBufferInfo = &io[i];
   }
-  vkUpdateDescriptorSets(gpu_.device(), 3, writes, 0, nullptr);
+  vkUpdateDescriptorSets(gpu_.device(), 4, writes, 0, nullptr);
 }
 
 void VulkanMatmul::ensure_io(uint64_t x_floats, uint64_t y_floats) {
   const uint64_t xb = x_floats * sizeof(float), yb = y_floats * sizeof(float);
   if (x_dev_.buffer && x_dev_.size >= xb && y_dev_.size >= yb) return;
   const uint64_t x_size = std::max({xb, x_dev_.size, uint64_t{1} << 16}), y_size = std::max({yb, y_dev_.size, uint64_t{1} << 16});
-  for (VulkanBuffer* b : {&x_dev_, &y_dev_, &xq_dev_, &x_host_, &y_host_}) gpu_.destroy(*b);
+  for (VulkanBuffer* b : {&x_dev_, &y_dev_, &xq_dev_, &xk_dev_, &x_host_, &y_host_}) gpu_.destroy(*b);
   x_dev_ = gpu_.create_buffer(x_size, true);
   y_dev_ = gpu_.create_buffer(y_size, true);
   xq_dev_ = gpu_.create_buffer(q8_bytes(x_size / sizeof(float)) + 64, true);
+  xk_dev_ = gpu_.create_buffer(q8_k_bytes(x_size / sizeof(float)) + 512, true);
   if (!x_dev_.mapped) x_host_ = gpu_.create_buffer(x_size, false);
   if (!y_dev_.mapped) y_host_ = gpu_.create_buffer(y_size, false);
   for (const auto& [_, r] : resident_) bind_io(r.set);
@@ -236,16 +265,25 @@ void VulkanMatmul::matmul(std::span<const MatmulTarget> targets, const float* x,
   }
   const uint32_t max_x = std::min<uint32_t>(gpu_.max_group_count_x(), 65535);
   gpu_.stamp(cmd, 0);
-  if (std::any_of(targets.begin(), targets.end(), [](const MatmulTarget& t) { return quantized(t.w->type); })) {
-    // Once for all targets: their n_in is the same. Any target's set binds x and xq.
+  // The activations' blocks, once for all targets that read them (their n_in is the same); any
+  // target's set binds x, xq and xk.
+  bool quantizing = false;
+  for (const auto& [blocks, pipeline, block_floats] : {std::tuple{ActivationBlocks::q8_0, kQuantizeQ8_0Pipeline, 32},
+                                                       std::tuple{ActivationBlocks::q8_k, kQuantizeQ8_KPipeline, 256}}) {
+    if (std::none_of(targets.begin(), targets.end(),
+                     [&](const MatmulTarget& t) { return activation_blocks(t.w->type) == blocks; }))
+      continue;
     const Shape shape{static_cast<uint32_t>(n_in), 0, static_cast<uint32_t>(n_tokens), 0, 0, 0};
-    vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipelines_[kQuantizePipeline]);
+    vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipelines_[pipeline]);
     vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 1, &resident_.at(targets[0].w->data).set, 0, nullptr);
     vkCmdPushConstants(cmd, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(shape), &shape);
-    const uint64_t blocks = x_floats / 32;
-    vkCmdDispatch(cmd, static_cast<uint32_t>((blocks + 63) / 64), 1, 1);
-    barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+    const uint64_t n_blocks = x_floats / static_cast<uint64_t>(block_floats);
+    vkCmdDispatch(cmd, static_cast<uint32_t>((n_blocks + 63) / 64), 1, 1);
+    quantizing = true;
   }
+  if (quantizing)
+    barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+            VK_ACCESS_SHADER_READ_BIT);
   uint64_t y_at = 0;
   int bound = -1;
   for (const MatmulTarget& t : targets) {

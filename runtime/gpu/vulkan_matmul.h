@@ -46,7 +46,7 @@ class VulkanMatmul : public MatmulOffload {
   VkDescriptorSetLayout set_layout_ = VK_NULL_HANDLE;
   VkPipelineLayout layout_ = VK_NULL_HANDLE;
   std::vector<VkShaderModule> modules_;
-  std::vector<VkPipeline> pipelines_;  // F32, F16, Q8_0, Q4_0, then the Q8_0 activation quantizer
+  std::vector<VkPipeline> pipelines_;  // one per matmul shader, then the Q8_0 and Q8_K activation quantizers
   std::vector<VkDescriptorPool> pools_;
   int sets_left_ = 0;                  // in pools_.back()
   std::unordered_map<const uint8_t*, Resident> resident_;  // by where the weights are mapped
@@ -54,7 +54,7 @@ class VulkanMatmul : public MatmulOffload {
   GpuCounters counters_;
   // Activations in and products out: on the GPU (x_dev_, y_dev_), and where the CPU writes and
   // reads them when that memory is not the CPU's (x_host_, y_host_ stay empty on unified memory).
-  VulkanBuffer x_dev_, y_dev_, xq_dev_, x_host_, y_host_;
+  VulkanBuffer x_dev_, y_dev_, xq_dev_, xk_dev_, x_host_, y_host_;
 };
 
 }  // namespace hearth::runtime

@@ -1,14 +1,15 @@
 #version 450
 // y[t * n_out + r] = dot(row r of W, x[t * n_in ...]) for one weight type (TYPE_F32, TYPE_F16,
-// TYPE_Q8_0 or TYPE_Q4_0, chosen when glslc compiles this file).
+// TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_K, TYPE_Q5_K or TYPE_Q6_K, chosen when glslc compiles this file).
 //
-// One workgroup per row and block of TOK tokens: its 64 invocations take the row's blocks in turn,
+// One workgroup per row and block of TOK tokens: its 64 invocations take the row's blocks (the
+// K-quants: their sub-blocks of 32, so that a row of 4096 keeps every invocation busy) in turn,
 // each keeping TOK sums, then add them in shared memory. Weights are read as 32-bit words and
 // split into 16-bit halves in the shader, so that a GPU needs no 8- or 16-bit storage feature
 // (every row and block of these types starts on an even byte). As on the CPU, quantized weights
 // meet activations rounded to Q8_0 (a block's sum is exact in integers), f16 weights activations
-// rounded to f16 and f32 weights f32 activations; results differ from the CPU's only in the order
-// of f32 sums.
+// rounded to f16 and f32 weights f32 activations, K-quants activations rounded to Q8_K
+// (quantize_q8_k.comp); results differ from the CPU's only in the order of f32 sums.
 layout(local_size_x = 64) in;
 
 layout(std430, binding = 0) readonly buffer Weights { uint w[]; };
@@ -16,6 +17,9 @@ layout(std430, binding = 1) readonly buffer Inputs { float x[]; };
 layout(std430, binding = 2) writeonly buffer Outputs { float y[]; };
 // Activations as Q8_0 blocks for quantized weights (quantize_q8_0.comp): 9 words per block.
 layout(std430, binding = 3) readonly buffer Quantized { uint xq[]; };
+// Activations as Q8_K blocks for K-quant weights (quantize_q8_k.comp): 73 words per 256 values:
+// d, the 256 signed bytes, then the sum of each 32 of them.
+layout(std430, binding = 4) readonly buffer QuantizedK { uint xk[]; };
 
 layout(push_constant) uniform Shape {
   uint n_in;       // elements per row
@@ -35,6 +39,44 @@ uint half_word(uint i) {  // the i-th 16-bit word of the weights
 }
 
 float half_value(uint i) { return unpackHalf2x16(half_word(i)).x; }
+
+// The 32-bit word at byte b of the weights, wherever b falls (a Q6_K block is 210 bytes long).
+uint word_at_byte(uint b) {
+  const uint i = b >> 2, s = 8 * (b & 3u);
+  return s == 0u ? w[i] : (w[i] >> s) | (w[i + 1] << (32u - s));
+}
+
+uint byte_at(uint b) { return (w[b >> 2] >> (8 * (b & 3u))) & 0xffu; }
+
+// Sum over i < 4 of weight value q[i] times the activations' signed byte i of word x.
+int dot4(ivec4 q, uint x) {
+  return q.x * bitfieldExtract(int(x), 0, 8) + q.y * bitfieldExtract(int(x), 8, 8) + q.z * bitfieldExtract(int(x), 16, 8) +
+         q.w * bitfieldExtract(int(x), 24, 8);
+}
+
+uvec4 bytes_of(uint v) { return uvec4(v & 0xffu, (v >> 8) & 0xffu, (v >> 16) & 0xffu, v >> 24); }
+
+// Q4_K and Q5_K: sub-block j's 6-bit scale and min from the 12 packed bytes at byte s of the
+// block (llama.cpp's get_scale_min_k4).
+uvec2 scale_min(uint s, uint j) {
+  if (j < 4u) return uvec2(byte_at(s + j) & 63u, byte_at(s + j + 4u) & 63u);
+  const uint hi = byte_at(s + j + 4u);
+  return uvec2((hi & 0xfu) | ((byte_at(s + j - 4u) >> 6) << 4), (hi >> 4) | ((byte_at(s + j) >> 6) << 4));
+}
+
+// Sub-block u's (32 values) contribution of Q4_K or Q5_K weights at byte `at` (a block's start),
+// for one token's Q8_K block at xb: x.d * (d * scale * dot - dmin * min * sum(x)), the terms
+// the CPU adds per block in integers first (only the f32 order differs).
+#if defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
+float scale_min_sub_block(uint at, uint j, const ivec4 q[8], uint xb) {
+  const uvec2 sm = scale_min(at + 4u, j);
+  int dot = 0;
+  for (uint k = 0; k < 8; ++k) dot += dot4(q[k], xk[xb + 1 + 8 * j + k]);
+  const vec2 dm = unpackHalf2x16(w[at >> 2]);  // d, dmin
+  const float xd = uintBitsToFloat(xk[xb]);
+  return xd * (dm.x * float(int(sm.x) * dot) - dm.y * float(int(sm.y) * int(xk[xb + 65 + j])));
+}
+#endif
 
 // f rounded to the nearest f16 value, ties to even, as an f32: the CPU's f32_to_f16. Not
 // packHalf2x16, whose rounding Vulkan leaves to the implementation (some round toward zero).
@@ -116,8 +158,56 @@ void main() {
       acc[t] += float(s) * (d * uintBitsToFloat(xq[xb]));
     }
   }
+#elif defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
+  // A block is 144 (Q4_K) or 176 (Q5_K) bytes: d and dmin, 12 bytes of scales and mins, (Q5_K:
+  // 32 bytes of fifth bits,) 128 bytes of nibbles; element 64c + l is byte 32c + l's low nibble,
+  // 64c + 32 + l its high one. Both sizes are whole words, so a row's blocks start on a word.
+#if defined(TYPE_Q4_K)
+  const uint block_bytes = 144, qs_at = 16;
 #else
-#error "define one of TYPE_F32, TYPE_F16, TYPE_Q8_0, TYPE_Q4_0"
+  const uint block_bytes = 176, qs_at = 48;
+#endif
+  const uint row_byte = base * 2;
+  for (uint u = lane; u < p.n_in / 32; u += 64) {
+    const uint b = u / 8, j = u % 8, c = j / 2, hi = j % 2;
+    const uint at = row_byte + b * block_bytes;
+    ivec4 q[8];
+    for (uint k = 0; k < 8; ++k) {
+      uvec4 v = (bytes_of(w[(at + qs_at + 32 * c + 4 * k) >> 2]) >> (4 * hi)) & 0xfu;
+#if defined(TYPE_Q5_K)
+      v |= ((bytes_of(w[(at + 16 + 4 * k) >> 2]) >> (2 * c + hi)) & 1u) << 4;
+#endif
+      q[k] = ivec4(v);
+    }
+    for (uint t = 0; t < nt; ++t) acc[t] += scale_min_sub_block(at, j, q, ((t0 + t) * (p.n_in / 256) + b) * 73);
+  }
+#elif defined(TYPE_Q6_K)
+  // A block is 210 bytes: 128 of low nibbles (ql), 64 of high bit pairs (qh), 16 signed scales,
+  // then d. Sub-block j of 32 values (half h = j / 4, part c = j % 4): element l is ql[64h +
+  // 32(c % 2) + l]'s nibble c / 2 with qh[32h + l]'s bit pair c, less 32; its 16s take scales
+  // 2j and 2j + 1.
+  const uint row_byte = base * 2;
+  for (uint u = lane; u < p.n_in / 32; u += 64) {
+    const uint b = u / 8, j = u % 8, h = j / 4, c = j % 4;
+    const uint at = row_byte + b * 210;
+    ivec4 q[8];
+    for (uint k = 0; k < 8; ++k) {
+      const uvec4 lo = (bytes_of(word_at_byte(at + 64 * h + 32 * (c % 2) + 4 * k)) >> (4 * (c / 2))) & 0xfu;
+      const uvec4 hb = (bytes_of(word_at_byte(at + 128 + 32 * h + 4 * k)) >> (2 * c)) & 3u;
+      q[k] = ivec4(lo | (hb << 4)) - 32;
+    }
+    const int sc0 = bitfieldExtract(int(byte_at(at + 192 + 2 * j)), 0, 8), sc1 = bitfieldExtract(int(byte_at(at + 193 + 2 * j)), 0, 8);
+    const float d = half_value((at + 208) / 2);
+    for (uint t = 0; t < nt; ++t) {
+      const uint xb = ((t0 + t) * (p.n_in / 256) + b) * 73;
+      int s0 = 0, s1 = 0;
+      for (uint k = 0; k < 4; ++k) s0 += dot4(q[k], xk[xb + 1 + 8 * j + k]);
+      for (uint k = 4; k < 8; ++k) s1 += dot4(q[k], xk[xb + 1 + 8 * j + k]);
+      acc[t] += d * uintBitsToFloat(xk[xb]) * float(sc0 * s0 + sc1 * s1);
+    }
+  }
+#else
+#error "define one of TYPE_F32, TYPE_F16, TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_K, TYPE_Q5_K, TYPE_Q6_K"
 #endif
 
   // The sums of the group's tokens only (nt is the same for the whole workgroup): a decoded
