@@ -30,6 +30,22 @@ void to_wire(const profiles::Profile& p, wire::DeviceProfile::Builder out) {
   out.setMemoryHeldBackWhy(p.memory.held_back_why);
   out.setStorageReadBytesPerS(p.device.storage_read_bytes_per_s);
   out.setStorageFreeBytes(static_cast<uint64_t>(p.device.storage_free_bytes));
+  if (const auto& g = p.device.gpu) {
+    auto gpu = out.initGpu();
+    gpu.setName(g->name);
+    gpu.setMemoryBytes(static_cast<uint64_t>(g->memory_bytes));
+    gpu.setUnifiedMemory(g->unified_memory);
+    gpu.setMemoryBandwidthBytesPerS(g->memory_bandwidth_bytes_per_s);
+    auto rates = gpu.initDecode(static_cast<unsigned>(g->decode_bytes_per_s.size()));
+    unsigned k = 0;
+    for (const auto& [type, rate] : g->decode_bytes_per_s) {
+      rates[k].setType(type);
+      rates[k].setBytesPerS(rate);
+      ++k;
+    }
+    gpu.setPrefillFlopS(g->prefill_flop_s);
+    gpu.setLayerOverheadS(g->layer_overhead_s);
+  }
 }
 
 profiles::MemoryBudget memory_from_wire(wire::DeviceProfile::Reader in) {
@@ -61,6 +77,20 @@ partitioner::DeviceProfile from_wire(wire::DeviceProfile::Reader in) {
   if (!std::isfinite(d.storage_read_bytes_per_s) || d.storage_read_bytes_per_s < 0)
     throw std::invalid_argument("profile storage read rate must be >= 0");
   d.storage_free_bytes = static_cast<double>(in.getStorageFreeBytes());
+  if (in.hasGpu()) {
+    const auto g = in.getGpu();
+    partitioner::GpuProfile gpu;
+    gpu.name = transport::printable(g.getName().cStr(), 64);
+    gpu.memory_bytes = static_cast<double>(g.getMemoryBytes());
+    gpu.unified_memory = g.getUnifiedMemory();
+    gpu.memory_bandwidth_bytes_per_s = positive(g.getMemoryBandwidthBytesPerS(), "GPU memory bandwidth");
+    for (auto t : g.getDecode()) gpu.decode_bytes_per_s[t.getType().cStr()] = positive(t.getBytesPerS(), "GPU decode rate");
+    gpu.prefill_flop_s = positive(g.getPrefillFlopS(), "GPU FLOP/s");
+    gpu.layer_overhead_s = g.getLayerOverheadS();
+    if (!std::isfinite(gpu.layer_overhead_s) || gpu.layer_overhead_s < 0)
+      throw std::invalid_argument("profile GPU layer overhead must be >= 0");
+    d.gpu = gpu;
+  }
   return d;
 }
 

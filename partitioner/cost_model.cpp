@@ -90,6 +90,12 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
     flop_rate_.push_back(d.prefill_flop_s);
     overhead_.push_back(d.step_overhead_s);
     storage_rate_.push_back(o.allow_paging ? d.storage_read_bytes_per_s : 0.0);
+    // A MoE model's experts have no GPU shader yet: its blocks are planned on the CPU.
+    const bool gpu = d.gpu && spec_.n_expert == 0;
+    gpu_budget_.push_back(gpu ? d.gpu->memory_bytes : 0.0);
+    gpu_weight_rate_.push_back(gpu ? weight_read_rate(*d.gpu, spec_.weight_type) : 0.0);
+    gpu_flop_rate_.push_back(gpu ? d.gpu->prefill_flop_s : 0.0);
+    gpu_overhead_.push_back(gpu ? d.gpu->layer_overhead_s : 0.0);
   }
   for (double b : spec_.layer_weight_bytes) widest_layer_bytes_ = std::max(widest_layer_bytes_, b);
   weight_prefix_.assign(spec_.n_layers + 1, 0.0);
@@ -134,6 +140,44 @@ double CostModel::layer_decode_time(int d, int layer, int m) const {
   return std::max(bytes_time, flops / flop_rate_[d]);
 }
 
+double CostModel::gpu_layer_decode_time(int d, int layer, int m) const {
+  const int window = layer_window(layer);
+  const double keys = window > 0 ? std::min(decode_ctx_, double(window)) : decode_ctx_;
+  const double products = std::max(layer_read_bytes(spec_, layer, m) / gpu_weight_rate_[d],
+                                   m * spec_.layer_flops_per_token[layer] / gpu_flop_rate_[d]);
+  const double attention =
+      std::max(m * keys * kv_token_layer_bytes_ / kv_rate_[d], m * attention_flops_per_pair_ * keys / flop_rate_[d]);
+  return products + attention + gpu_overhead_[d];
+}
+
+double CostModel::gpu_layer_prefill_time(int d, int layer, const PromptChunk& c) const {
+  const double p = c.tokens, q = c.offset;
+  const double products = std::max(layer_read_bytes(spec_, layer, p) / gpu_weight_rate_[d],
+                                   p * spec_.layer_flops_per_token[layer] / gpu_flop_rate_[d]);
+  const double attention = std::max((q + p) * kv_token_layer_bytes_ / kv_rate_[d],
+                                    attention_flops_per_pair_ * (p * q + p * (p + 1) / 2) / flop_rate_[d]);
+  return products + attention + gpu_overhead_[d];
+}
+
+double CostModel::gpu_output_time(int d, int m) const {
+  return std::max(spec_.output_bytes / gpu_weight_rate_[d], m * spec_.output_flops_per_token / gpu_flop_rate_[d]) +
+         gpu_overhead_[d];
+}
+
+int CostModel::gpu_end(int d, int first, int last) const {
+  const double budget = gpu_budget_[d];
+  if (budget <= 0 || last <= first) return first;
+  // The largest g with the weights of [first, g) within the budget (weight_prefix_ ascends).
+  const auto begin = weight_prefix_.begin() + first, end = weight_prefix_.begin() + last + 1;
+  const auto past = std::upper_bound(begin, end, weight_prefix_[first] + budget);
+  return static_cast<int>(past - weight_prefix_.begin()) - 1;
+}
+
+bool CostModel::gpu_output(int d, int first, int last, bool with_output) const {
+  return with_output && gpu_budget_[d] > 0 && gpu_end(d, first, last) == last &&
+         weight_prefix_[last] - weight_prefix_[first] + spec_.output_bytes <= gpu_budget_[d];
+}
+
 double CostModel::layer_prefill_time(int d, int layer, const PromptChunk& c) const {
   const double p = c.tokens, q = c.offset;
   const double bytes_time = layer_read_bytes(spec_, layer, p) / weight_rate_[d] + (q + p) * kv_token_layer_bytes_ / kv_rate_[d];
@@ -154,9 +198,11 @@ double CostModel::decode_time(int d, int first, int last, bool with_output, int 
 double CostModel::decode_compute_time(int d, int first, int last, bool with_output, int m) const {
   const int mi = micro_batch_index(m);
   if (mi >= 0) return decode_compute_at(mi, d, first, last, with_output);
+  const int g = gpu_end(d, first, last);
   double t = 0;
-  for (int l = first; l < last; ++l) t += layer_decode_time(d, l, m);
-  return t + (with_output ? output_time(d, m) : 0.0);
+  for (int l = first; l < last; ++l) t += l < g ? gpu_layer_decode_time(d, l, m) : layer_decode_time(d, l, m);
+  if (with_output) t += gpu_output(d, first, last, true) ? gpu_output_time(d, m) : output_time(d, m);
+  return t;
 }
 
 void CostModel::build_decode_tables() {
@@ -172,16 +218,24 @@ void CostModel::build_decode_tables() {
   std::sort(micro_batches_.begin(), micro_batches_.end());
   micro_batches_.erase(std::unique(micro_batches_.begin(), micro_batches_.end()), micro_batches_.end());
   for (int m : micro_batches_) {
-    std::vector<std::vector<double>> per_device;
-    std::vector<double> outputs;
+    std::vector<std::vector<double>> per_device, gpu_per_device;
+    std::vector<double> outputs, gpu_outputs;
     for (int d = 0; d < n_devices(); ++d) {
       std::vector<double> prefix(spec_.n_layers + 1, 0.0);
-      for (int l = 0; l < spec_.n_layers; ++l) prefix[l + 1] = prefix[l] + layer_decode_time(d, l, m);
+      std::vector<double> on_gpu(spec_.n_layers + 1, 0.0);
+      for (int l = 0; l < spec_.n_layers; ++l) {
+        prefix[l + 1] = prefix[l] + layer_decode_time(d, l, m);
+        if (gpu_budget_[d] > 0) on_gpu[l + 1] = on_gpu[l] + gpu_layer_decode_time(d, l, m);
+      }
       per_device.push_back(std::move(prefix));
+      gpu_per_device.push_back(std::move(on_gpu));
       outputs.push_back(output_time(d, m));
+      gpu_outputs.push_back(gpu_budget_[d] > 0 ? gpu_output_time(d, m) : 0.0);
     }
     decode_prefix_.push_back(std::move(per_device));
     output_time_.push_back(std::move(outputs));
+    gpu_decode_prefix_.push_back(std::move(gpu_per_device));
+    gpu_output_time_.push_back(std::move(gpu_outputs));
   }
 }
 
@@ -194,17 +248,23 @@ void CostModel::build_prefill_tables() {
       if (k <= p) schedules_.push_back(equal_flop_chunks(spec_, p, k));
   }
   for (const std::vector<PromptChunk>& schedule : schedules_) {
-    std::vector<std::vector<std::vector<double>>> per_chunk;
+    std::vector<std::vector<std::vector<double>>> per_chunk, gpu_per_chunk;
     for (const PromptChunk& chunk : schedule) {
-      std::vector<std::vector<double>> per_device;
+      std::vector<std::vector<double>> per_device, gpu_per_device;
       for (int d = 0; d < n_devices(); ++d) {
-        std::vector<double> prefix(spec_.n_layers + 1, 0.0);
-        for (int l = 0; l < spec_.n_layers; ++l) prefix[l + 1] = prefix[l] + layer_prefill_time(d, l, chunk);
+        std::vector<double> prefix(spec_.n_layers + 1, 0.0), on_gpu(spec_.n_layers + 1, 0.0);
+        for (int l = 0; l < spec_.n_layers; ++l) {
+          prefix[l + 1] = prefix[l] + layer_prefill_time(d, l, chunk);
+          if (gpu_budget_[d] > 0) on_gpu[l + 1] = on_gpu[l] + gpu_layer_prefill_time(d, l, chunk);
+        }
         per_device.push_back(std::move(prefix));
+        gpu_per_device.push_back(std::move(on_gpu));
       }
       per_chunk.push_back(std::move(per_device));
+      gpu_per_chunk.push_back(std::move(gpu_per_device));
     }
     prefill_prefix_.push_back(std::move(per_chunk));
+    gpu_prefill_prefix_.push_back(std::move(gpu_per_chunk));
   }
 }
 
@@ -229,23 +289,26 @@ void CostModel::build_links() {
   }
 }
 
-// Memory does not depend on the device yet (same runtime everywhere); `d` is kept
-// for backends with their own buffer needs.
 double CostModel::paged_bytes(int d, int first, int last, bool with_embedding, bool with_output) const {
   if (storage_rate_[d] <= 0 || last <= first) return 0;
   const double excess = memory(d, first, last, with_embedding, with_output).total() - devices_[d].usable_memory_bytes;
   return excess > 0 ? excess + 2 * widest_layer_bytes_ : 0;
 }
 
-MemoryUse CostModel::memory(int /*d*/, int first, int last, bool with_embedding, bool with_output) const {
+MemoryUse CostModel::memory(int d, int first, int last, bool with_embedding, bool with_output) const {
   MemoryUse use;
   use.weight_bytes = weight_prefix_[last] - weight_prefix_[first];
   if (with_embedding) use.weight_bytes += spec_.embedding_bytes + spec_.per_layer_input_bytes;
-  if (with_output) {
-    // A tied LM head on the head device reuses the embedding table it already holds.
-    const bool shared = with_embedding && spec_.tied_embeddings;
-    use.weight_bytes += shared ? spec_.output_bytes - spec_.embedding_bytes : spec_.output_bytes;
-  }
+  // A tied LM head on the head device reuses the embedding table it already holds.
+  const bool shared = with_output && with_embedding && spec_.tied_embeddings;
+  if (with_output) use.weight_bytes += shared ? spec_.output_bytes - spec_.embedding_bytes : spec_.output_bytes;
+  // The GPU's copies; on a graphics card RAM no longer holds them (but the embedding table a
+  // tied head shares, which the CPU still reads), on unified memory it holds them still.
+  const int g = gpu_end(d, first, last);
+  const bool output_on_gpu = gpu_output(d, first, last, with_output);
+  use.gpu_weight_bytes = weight_prefix_[g] - weight_prefix_[first] + (output_on_gpu ? spec_.output_bytes : 0.0);
+  if (use.gpu_weight_bytes > 0 && !devices_[d].gpu->unified_memory)
+    use.off_ram_bytes = weight_prefix_[g] - weight_prefix_[first] + (output_on_gpu && !shared ? spec_.output_bytes : 0.0);
   use.kv_bytes = kv_prefix_[last] - kv_prefix_[first];
   use.work_bytes =
       buffer_bytes_ * hop_width_[first] + (last > first ? scratch_bytes_ : 0.0) + (with_output ? logits_bytes_ : 0.0);

@@ -50,7 +50,9 @@ struct MemoryUse {
   double weight_bytes = 0;  // bytes: blocks, plus embedding / LM head when held
   double kv_bytes = 0;      // bytes: ctx x streams tokens of K and V for each held block
   double work_bytes = 0;    // bytes: scratch buffers, logits, activation messages
-  double total() const { return weight_bytes + kv_bytes + work_bytes; }
+  double gpu_weight_bytes = 0;  // of weight_bytes, those copied to the device's GPU
+  double off_ram_bytes = 0;     // of those, the ones RAM no longer holds (a graphics card's own memory)
+  double total() const { return weight_bytes - off_ram_bytes + kv_bytes + work_bytes; }  // in the device's RAM
 };
 
 class CostModel {
@@ -102,7 +104,10 @@ class CostModel {
   // Prefill of chunk `chunk` of schedule `schedule` on device d over blocks [first, last).
   double prefill_time(int d, int first, int last, int schedule, int chunk) const {
     const std::vector<double>& p = prefill_prefix_[schedule][chunk][d];
-    return overhead_[d] + with_paging(d, first, last, false, p[last] - p[first]);
+    const int g = gpu_end(d, first, last);
+    double t = p[last] - p[g];
+    if (g > first) t += gpu_prefill_prefix_[schedule][chunk][d][g] - gpu_prefill_prefix_[schedule][chunk][d][first];
+    return overhead_[d] + with_paging(d, first, last, false, t);
   }
   // Hop of `bytes` from device `from` to device `to`; free on the same device.
   double hop_time(int from, int to, double bytes) const {
@@ -124,6 +129,14 @@ class CostModel {
     return from != to && hop_bytes_per_token_[from * n_devices() + to] < activation_bytes_per_token_;
   }
 
+  // ---- the device's GPU ----
+  // End of the first blocks of [first, last) on device d's GPU: those whose weights fit its
+  // budget together, as runtime/gpu places them (first layers first); `first` for none, and
+  // for a device without a GPU or a mixture-of-experts model (its experts stay on the CPU).
+  int gpu_end(int d, int first, int last) const;
+  // Whether the LM head is on the GPU too: every block of the stage is, and it fits beside them.
+  bool gpu_output(int d, int first, int last, bool with_output) const;
+
   // ---- memory, bytes ----
   MemoryUse memory(int d, int first, int last, bool with_embedding, bool with_output) const;
   // Fits the device's memory, or with paging (paged_bytes()) its storage makes up the rest.
@@ -144,10 +157,17 @@ class CostModel {
   // Keys layer `layer`'s queries see: its sliding window, or 0 for the whole context.
   int layer_window(int layer) const { return spec_.layer_window.empty() ? 0 : spec_.layer_window[static_cast<size_t>(layer)]; }
   double layer_decode_time(int d, int layer, int m) const;
-  // The compute of decode_time_at, from the tables.
+  // A block's products on device d's GPU, its attention on the CPU, and the GPU's per-layer cost.
+  double gpu_layer_decode_time(int d, int layer, int m) const;
+  double gpu_output_time(int d, int m) const;
+  // The compute of decode_time_at, from the tables: the GPU's blocks, then the CPU's.
   double decode_compute_at(int mi, int d, int first, int last, bool with_output) const {
     const std::vector<double>& p = decode_prefix_[mi][d];
-    return (p[last] - p[first]) + (with_output ? output_time_[mi][d] : 0.0);
+    const int g = gpu_end(d, first, last);
+    double t = p[last] - p[g];
+    if (g > first) t += gpu_decode_prefix_[mi][d][g] - gpu_decode_prefix_[mi][d][first];
+    if (with_output) t += gpu_output(d, first, last, true) ? gpu_output_time_[mi][d] : output_time_[mi][d];
+    return t;
   }
   // A step's time on device d with its paged bytes read alongside the compute (the reader runs a
   // layer ahead): max(compute, read), not their sum. first == 0 holds the embedding.
@@ -157,6 +177,7 @@ class CostModel {
     return paged > 0 ? std::max(compute, paged / storage_rate_[d]) : compute;
   }
   double layer_prefill_time(int d, int layer, const PromptChunk& chunk) const;
+  double gpu_layer_prefill_time(int d, int layer, const PromptChunk& chunk) const;
   void build_decode_tables();
   void build_prefill_tables();
   void build_links();
@@ -177,14 +198,19 @@ class CostModel {
 
   std::vector<double> weight_rate_, kv_rate_, flop_rate_, overhead_;  // per device
   std::vector<double> storage_rate_;  // bytes/s a device pages at; 0 = it does not page
+  // Per device with a GPU (0 without): weight bytes it holds at most, its rates, per-layer cost.
+  std::vector<double> gpu_budget_, gpu_weight_rate_, gpu_flop_rate_, gpu_overhead_;
   double widest_layer_bytes_ = 0;
   std::vector<double> weight_prefix_;                                 // bytes, [n_layers + 1]
   std::vector<double> kv_prefix_;  // bytes of KV caches (or recurrent states), all streams, [n_layers + 1]
   std::vector<int> micro_batches_;
   std::vector<std::vector<std::vector<double>>> decode_prefix_;  // [mi][d][layer + 1], seconds
   std::vector<std::vector<double>> output_time_;                 // [mi][d], seconds
+  std::vector<std::vector<std::vector<double>>> gpu_decode_prefix_;  // the same on the GPU (0 without one)
+  std::vector<std::vector<double>> gpu_output_time_;
   std::vector<std::vector<PromptChunk>> schedules_;
   std::vector<std::vector<std::vector<std::vector<double>>>> prefill_prefix_;  // [s][k][d][layer + 1]
+  std::vector<std::vector<std::vector<std::vector<double>>>> gpu_prefill_prefix_;
   // Per link, [from * n + to]: seconds, seconds per byte, activation bytes per token.
   std::vector<double> latency_, inv_bandwidth_, hop_bytes_per_token_;
   std::vector<double> hop_width_;  // a boundary's row width over n_embd, [n_layers + 1]; 1 without per-layer inputs

@@ -15,6 +15,23 @@ namespace hearth::partitioner {
 // has no measured rate for a weight type (design note §4.1: eta^B ~ 0.7).
 inline constexpr double kDefaultBandwidthEfficiency = 0.7;
 
+// A GPU that takes the first layers of the device's stage (runtime/gpu): what it holds and how
+// fast it reads. In this slice the GPU runs a layer's matrix products; attention and its KV
+// cache stay on the device's CPU, and each layer pays the products' submissions and copies.
+struct GpuProfile {
+  std::string name;
+  // Weight bytes the GPU may hold: its device-local memory less the runtime's margin
+  // (max(10%, 512 MiB): runtime/gpu's default budget).
+  double memory_bytes = 0;
+  // True where the GPU shares the device's RAM (a Jetson, a phone): its weights count against
+  // usable_memory_bytes as well. A graphics card's do not.
+  bool unified_memory = false;
+  double memory_bandwidth_bytes_per_s = 0;
+  std::map<std::string, double> decode_bytes_per_s;  // as DeviceProfile's, for the GPU's shaders
+  double prefill_flop_s = 0;
+  double layer_overhead_s = 0;  // per layer and step: submissions, activations copied in and out
+};
+
 struct DeviceProfile {
   std::string name;
   double usable_memory_bytes = 0;           // bytes the runtime may fill: free RAM minus a safety margin
@@ -29,6 +46,7 @@ struct DeviceProfile {
   double storage_read_bytes_per_s = 0;
   double storage_free_bytes = 0;
   std::optional<Link> link;    // access link to the home network (to the switch / AP)
+  std::optional<GpuProfile> gpu;  // a GPU the device's stage uses (`hearthd --gpu`)
 };
 
 // bytes/s at which `device` streams weights of `weight_type` in decode; falls back
@@ -37,6 +55,9 @@ double weight_read_rate(const DeviceProfile& device, std::string_view weight_typ
 
 // bytes/s at which `device` reads the KV cache (f16 rows, like an f16 matvec).
 double kv_read_rate(const DeviceProfile& device);
+
+// The same for a GPU's shaders.
+double weight_read_rate(const GpuProfile& gpu, std::string_view weight_type);
 
 // The device computing `speed` times as fast as `device` says (a busy laptop: 0.3), as measured
 // while it runs a stage: its compute figures scaled, its memory, storage and link as they were.

@@ -61,6 +61,12 @@ void check_device(std::vector<std::string>& out, const ModelSpec& spec, const De
   check_positive(out, who + "KV read rate (f16 decode rate or memory bandwidth)", kv_read_rate(d));
   check_positive(out, who + "prefill_flop_s", d.prefill_flop_s);
   check_not_negative(out, who + "step_overhead_s", d.step_overhead_s);
+  if (d.gpu) {
+    check_not_negative(out, who + "gpu.memory_bytes", d.gpu->memory_bytes);
+    check_positive(out, who + "gpu decode rate for " + spec.weight_type, weight_read_rate(*d.gpu, spec.weight_type));
+    check_positive(out, who + "gpu.prefill_flop_s", d.gpu->prefill_flop_s);
+    check_not_negative(out, who + "gpu.layer_overhead_s", d.gpu->layer_overhead_s);
+  }
 }
 
 void check_link(std::vector<std::string>& out, const std::string& who, const Link& link) {
@@ -168,6 +174,9 @@ PartitionPlan assemble_plan(const CostModel& cm, std::span<const StageRange> ran
     a.hop_time_s = last ? cm.hop_time(r.device, head, kTokenIdBytes)
                         : cm.activation_hop_time(r.device, ranges[s + 1].device, 1, r.last_layer);
     a.compressed_hop = !last && cm.compressed_hop(r.device, ranges[s + 1].device);
+    a.gpu_layers = cm.gpu_end(r.device, r.first_layer, r.last_layer) - r.first_layer;
+    a.gpu_output = cm.gpu_output(r.device, r.first_layer, r.last_layer, last);
+    a.gpu_weight_bytes = use.gpu_weight_bytes;
     plan.stages.push_back(a);
   }
   plan.predicted = predict(cm, ranges);

@@ -169,6 +169,20 @@ std::vector<std::string> left_out_reasons(const CostModel& cm, std::span<const S
   return reasons;
 }
 
+namespace {
+
+// "GPU: blocks 0-19 + LM head (3.9 GB), CPU: blocks 20-31" for a stage a GPU shares.
+std::string gpu_share(const StageAssignment& a) {
+  const int split = a.first_layer + a.gpu_layers;
+  std::string on_gpu = a.gpu_layers > 0 ? "blocks " + std::to_string(a.first_layer) + "-" + std::to_string(split - 1) : "";
+  if (a.gpu_output) on_gpu += on_gpu.empty() ? "LM head" : " + LM head";
+  std::string text = "GPU: " + on_gpu + " (" + format_bytes(a.gpu_weight_bytes) + ")";
+  if (split < a.last_layer) text += ", CPU: blocks " + std::to_string(split) + "-" + std::to_string(a.last_layer - 1);
+  return text;
+}
+
+}  // namespace
+
 std::vector<std::string> describe_plan(const PartitionPlan& plan) {
   std::vector<std::string> lines;
   for (size_t s = 0; s < plan.stages.size(); ++s) {
@@ -178,6 +192,7 @@ std::vector<std::string> describe_plan(const PartitionPlan& plan) {
     if (a.last_layer == a.first_layer) line = "stage " + std::to_string(s) + ": " + a.device_name + ", no blocks";
     if (a.has_embedding) line += " + embedding";
     if (a.has_output) line += " + LM head";
+    if (a.gpu_layers > 0 || a.gpu_output) line += "; " + gpu_share(a);
     if (a.paged_bytes > 0)
       line += "; memory " + format_bytes(a.memory_bytes) + ", " + format_bytes(a.paged_bytes) +
               " of its layers read from storage every step (" + format_ms(a.paged_time_s) + ", behind the compute)";

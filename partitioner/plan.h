@@ -40,6 +40,11 @@ struct StageAssignment {
   double compute_time_s = 0;   // of which the compute (and fixed overhead): the step if nothing were paged
   double hop_time_s = 0;       // seconds to send one token's output on (or back to the head)
   bool compressed_hop = false;  // its output hop carries compressed activations (wire type auto, slow link)
+  // The device's GPU: the stage's first gpu_layers blocks run there (their weights copied to it,
+  // gpu_weight_bytes with the LM head's when gpu_output), the rest on its CPU. 0: none.
+  int gpu_layers = 0;
+  bool gpu_output = false;
+  double gpu_weight_bytes = 0;
 };
 
 struct Prediction {

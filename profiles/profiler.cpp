@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
@@ -235,6 +236,14 @@ std::string profile_to_json(const Profile& p) {
   }
   if (p.device.link)
     j["link"] = {{"bandwidth_bytes_per_s", p.device.link->bandwidth_bytes_per_s}, {"latency_s", p.device.link->latency_s}};
+  if (const auto& g = p.device.gpu)
+    j["gpu"] = {{"name", g->name},
+                {"memory_bytes", g->memory_bytes},
+                {"unified_memory", g->unified_memory},
+                {"memory_bandwidth_bytes_per_s", g->memory_bandwidth_bytes_per_s},
+                {"decode_bytes_per_s", g->decode_bytes_per_s},
+                {"prefill_flop_s", g->prefill_flop_s},
+                {"layer_overhead_s", g->layer_overhead_s}};
   j["system"] = {{"cpu", p.system.cpu},
                  {"os", p.system.os},
                  {"arch", p.system.arch},
@@ -247,6 +256,46 @@ std::string profile_to_json(const Profile& p) {
   return j.dump(2);
 }
 
+namespace {
+
+double number_of(const nlohmann::json& j, const std::string& key, const std::string& where) {
+  if (!j.contains(key) || !j[key].is_number()) throw std::runtime_error(where + " lacks the number '" + key + "'");
+  return j[key].get<double>();
+}
+
+std::map<std::string, double> rates_of(const nlohmann::json& j, const std::string& where) {
+  std::map<std::string, double> rates;
+  if (!j.contains("decode_bytes_per_s")) return rates;
+  if (!j["decode_bytes_per_s"].is_object()) throw std::runtime_error(where + " field 'decode_bytes_per_s' must be an object");
+  for (const auto& [k, v] : j["decode_bytes_per_s"].items()) {
+    if (!v.is_number()) throw std::runtime_error(where + " decode_bytes_per_s." + k + " must be a number");
+    rates[k] = v.get<double>();
+  }
+  return rates;
+}
+
+partitioner::GpuProfile gpu_from_json(const nlohmann::json& g) {
+  const std::string where = "profile's gpu";
+  if (!g.is_object()) throw std::runtime_error("profile field 'gpu' must be an object");
+  partitioner::GpuProfile gpu;
+  if (!g.contains("name") || !g["name"].is_string()) throw std::runtime_error(where + " lacks the string 'name'");
+  gpu.name = g["name"].get<std::string>();
+  gpu.memory_bytes = number_of(g, "memory_bytes", where);
+  if (g.contains("unified_memory")) {
+    if (!g["unified_memory"].is_boolean()) throw std::runtime_error(where + " field 'unified_memory' must be true or false");
+    gpu.unified_memory = g["unified_memory"].get<bool>();
+  }
+  gpu.memory_bandwidth_bytes_per_s = number_of(g, "memory_bandwidth_bytes_per_s", where);
+  gpu.decode_bytes_per_s = rates_of(g, where);
+  gpu.prefill_flop_s = number_of(g, "prefill_flop_s", where);
+  gpu.layer_overhead_s = g.contains("layer_overhead_s") ? number_of(g, "layer_overhead_s", where) : 0.0;
+  if (gpu.memory_bytes < 0 || gpu.memory_bandwidth_bytes_per_s <= 0 || gpu.prefill_flop_s <= 0 || gpu.layer_overhead_s < 0)
+    throw std::runtime_error(where + ": memory and overhead must be >= 0, bandwidth and FLOP/s > 0");
+  return gpu;
+}
+
+}  // namespace
+
 partitioner::DeviceProfile device_profile_from_json(const std::string& text) {
   nlohmann::json j;
   try {
@@ -254,22 +303,13 @@ partitioner::DeviceProfile device_profile_from_json(const std::string& text) {
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(std::string("profile is not valid JSON: ") + e.what());
   }
-  const auto number = [&](const char* key) {
-    if (!j.contains(key) || !j[key].is_number()) throw std::runtime_error(std::string("profile lacks the number '") + key + "'");
-    return j[key].get<double>();
-  };
+  const auto number = [&](const char* key) { return number_of(j, key, "profile"); };
   partitioner::DeviceProfile d;
   if (!j.contains("name") || !j["name"].is_string()) throw std::runtime_error("profile lacks the string 'name'");
   d.name = j["name"].get<std::string>();
   d.usable_memory_bytes = number("usable_memory_bytes");
   d.memory_bandwidth_bytes_per_s = number("memory_bandwidth_bytes_per_s");
-  if (j.contains("decode_bytes_per_s")) {
-    if (!j["decode_bytes_per_s"].is_object()) throw std::runtime_error("profile field 'decode_bytes_per_s' must be an object");
-    for (const auto& [k, v] : j["decode_bytes_per_s"].items()) {
-      if (!v.is_number()) throw std::runtime_error("decode_bytes_per_s." + k + " must be a number");
-      d.decode_bytes_per_s[k] = v.get<double>();
-    }
-  }
+  d.decode_bytes_per_s = rates_of(j, "profile");
   d.prefill_flop_s = number("prefill_flop_s");
   d.step_overhead_s = j.contains("step_overhead_s") ? number("step_overhead_s") : 0.0;
   d.storage_read_bytes_per_s = j.contains("storage_read_bytes_per_s") ? number("storage_read_bytes_per_s") : 0.0;
@@ -281,6 +321,7 @@ partitioner::DeviceProfile device_profile_from_json(const std::string& text) {
       throw std::runtime_error("profile field 'link' needs bandwidth_bytes_per_s and latency_s");
     d.link = partitioner::Link{l["bandwidth_bytes_per_s"].get<double>(), l["latency_s"].get<double>()};
   }
+  if (j.contains("gpu")) d.gpu = gpu_from_json(j["gpu"]);
   return d;
 }
 

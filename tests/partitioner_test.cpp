@@ -65,6 +65,17 @@ DeviceProfile random_device(std::mt19937& rng, int index) {
   d.decode_bytes_per_s["q8_0"] = d.memory_bandwidth_bytes_per_s * uniform(rng, 0.3, 0.8);
   d.prefill_flop_s = uniform(rng, 20, 2000) * 1e9;
   d.step_overhead_s = uniform(rng, 0, 0.002);
+  if (uniform(rng, 0, 1) < 0.3) {  // a GPU taking the first blocks of its stage
+    GpuProfile g;
+    g.name = "gpu" + std::to_string(index);
+    g.memory_bytes = uniform(rng, 0.05, 1.0) * GB;
+    g.unified_memory = uniform(rng, 0, 1) < 0.5;
+    g.memory_bandwidth_bytes_per_s = uniform(rng, 20, 400) * GB;
+    g.decode_bytes_per_s["q8_0"] = g.memory_bandwidth_bytes_per_s * uniform(rng, 0.1, 0.6);
+    g.prefill_flop_s = uniform(rng, 200, 10000) * 1e9;
+    g.layer_overhead_s = uniform(rng, 0, 0.001);
+    d.gpu = g;
+  }
   return d;
 }
 
@@ -695,6 +706,85 @@ TEST_CASE("partitioner: a faster device with equal memory never gets fewer block
       CHECK(blocks_on(*r.plan, 2) >= blocks_on(*r.plan, 1));
     }
   }
+}
+
+// A device's GPU takes its stage's first blocks while their weights fit its budget (as
+// runtime/gpu places them), runs their products at its own rates, and holds them in its own memory
+// (a graphics card) or in the device's RAM (unified memory).
+TEST_CASE("partitioner: a GPU takes the stage's first blocks that fit it; a graphics card's leave RAM") {
+  const ModelSpec spec = preset("llama-2-7b", "q4_0");  // 32 blocks of ~0.11 GB
+  const double block = spec.layer_weight_bytes[0];
+  DeviceProfile laptop = device("laptop", 16, 30);
+  GpuProfile card;
+  card.name = "card";
+  card.memory_bytes = 10.5 * block;  // ten blocks
+  card.memory_bandwidth_bytes_per_s = 200 * GB;
+  card.decode_bytes_per_s["q4_0"] = 120 * GB;
+  card.prefill_flop_s = 5e12;
+  card.layer_overhead_s = 0.0002;
+  laptop.gpu = card;
+  PartitionOptions o;
+  o.ctx = 512;
+  const std::vector<DeviceProfile> with_card{laptop};
+  const std::vector<DeviceProfile> cpu_only{device("laptop", 16, 30)};
+  const CostModel cm(spec, with_card, LinkTable{}, o), cpu(spec, cpu_only, LinkTable{}, o);
+  CHECK(cm.gpu_end(0, 0, 32) == 10);
+  CHECK(cm.gpu_end(0, 5, 12) == 12);  // a stage of 7 blocks: all
+  CHECK(cm.gpu_end(0, 20, 32) == 30);
+  CHECK_FALSE(cm.gpu_output(0, 0, 32, true));
+  CHECK(cm.gpu_output(0, 25, 32, true) == (7 * block + spec.output_bytes <= card.memory_bytes));
+  // Time: the GPU's blocks at its rate plus their attention on the CPU and the per-layer cost,
+  // the rest as on the CPU alone.
+  const double gpu_blocks = cm.decode_compute_time(0, 0, 10, false, 1), cpu_blocks = cpu.decode_compute_time(0, 0, 10, false, 1);
+  CHECK(gpu_blocks < cpu_blocks / 2);
+  // A stage from block 10 has its own first ten on the GPU.
+  CHECK(cm.decode_compute_time(0, 10, 32, false, 1) ==
+        doctest::Approx(cm.decode_compute_time(0, 10, 20, false, 1) + cpu.decode_compute_time(0, 20, 32, false, 1)));
+  CHECK(cm.decode_compute_time(0, 10, 20, false, 1) == doctest::Approx(gpu_blocks));
+  CHECK(cm.decode_compute_time(0, 0, 32, true, 1) == doctest::Approx(gpu_blocks + cpu.decode_compute_time(0, 10, 32, true, 1)));
+  // Memory: the card holds ten blocks; RAM the rest.
+  const MemoryUse use = cm.memory(0, 0, 32, true, true), ram = cpu.memory(0, 0, 32, true, true);
+  CHECK(use.weight_bytes == doctest::Approx(ram.weight_bytes));
+  CHECK(use.gpu_weight_bytes == doctest::Approx(10 * block));
+  CHECK(use.total() == doctest::Approx(ram.total() - 10 * block));
+  // Unified memory: the same blocks on the GPU, all still in RAM.
+  laptop.gpu->unified_memory = true;
+  const std::vector<DeviceProfile> unified{laptop};
+  const CostModel um(spec, unified, LinkTable{}, o);
+  CHECK(um.memory(0, 0, 32, true, true).gpu_weight_bytes == doctest::Approx(10 * block));
+  CHECK(um.memory(0, 0, 32, true, true).total() == doctest::Approx(ram.total()));
+  // The plan says so.
+  const PlanResult r = plan_partition(spec, with_card, LinkTable{}, o);
+  REQUIRE(r.ok());
+  CHECK(r.plan->stages[0].gpu_layers == 10);
+  CHECK_FALSE(r.plan->stages[0].gpu_output);
+  CHECK(r.plan->stages[0].gpu_weight_bytes == doctest::Approx(10 * block));
+  CHECK(r.plan->stages[0].memory_bytes == doctest::Approx(ram.total() - 10 * block));
+  CHECK(describe_plan(*r.plan)[0].find("GPU: blocks 0-9") != std::string::npos);
+}
+
+TEST_CASE("partitioner: a device's GPU wins it blocks; a MoE model's blocks are planned on CPUs") {
+  const ModelSpec spec = preset("llama-2-7b", "q4_0");
+  DeviceProfile head = device("head", 2.0, 20), other = device("other", 8, 20);
+  PartitionOptions o;
+  o.ctx = 512;
+  const PlanResult before = plan_partition(spec, std::vector<DeviceProfile>{head, other}, LinkTable{}, o);
+  GpuProfile g;
+  g.name = "card";
+  g.memory_bytes = 8 * GB;
+  g.memory_bandwidth_bytes_per_s = 400 * GB;
+  g.decode_bytes_per_s["q4_0"] = 200 * GB;
+  g.prefill_flop_s = 10e12;
+  other.gpu = g;
+  const PlanResult after = plan_partition(spec, std::vector<DeviceProfile>{head, other}, LinkTable{}, o);
+  REQUIRE(before.ok());
+  REQUIRE(after.ok());
+  CHECK(blocks_on(*after.plan, 1) >= blocks_on(*before.plan, 1));
+  CHECK(after.plan->predicted.ms_per_token < before.plan->predicted.ms_per_token);
+  // Experts have no GPU shader yet: the GPU takes none of a MoE model's blocks.
+  const ModelSpec moe = preset("qwen3-30b-a3b", "q4_0");
+  const CostModel cm(moe, std::vector<DeviceProfile>{head, other}, LinkTable{}, o);
+  CHECK(cm.gpu_end(1, 0, moe.n_layers) == 0);
 }
 
 TEST_CASE("partitioner: a very slow link keeps everything on one device") {

@@ -67,6 +67,18 @@ struct DeviceProfile {
   # 0 = not measured.
   storageReadBytesPerS @14 :Float64;
   storageFreeBytes @15 :UInt64;
+  # The GPU its stages use (hearthd --gpu), measured; absent without one.
+  gpu @16 :GpuProfile;
+}
+
+struct GpuProfile {
+  name @0 :Text;
+  memoryBytes @1 :UInt64;     # weight bytes it may hold (its memory less the runtime's margin)
+  unifiedMemory @2 :Bool;     # shares the device's RAM (an integrated GPU)
+  memoryBandwidthBytesPerS @3 :Float64;
+  decode @4 :List(TypeThroughput);
+  prefillFlopS @5 :Float64;
+  layerOverheadS @6 :Float64; # per layer and step: its products' submissions
 }
 
 struct Hello {

@@ -130,6 +130,19 @@ json devices_view(wire::DevicesReply::Reader r) {
     const auto p = d.getProfile();
     json decode = json::object();
     for (auto t : p.getDecode()) decode[t.getType().cStr()] = t.getBytesPerS();
+    json gpu = nullptr;
+    if (p.hasGpu()) {
+      const auto g = p.getGpu();
+      json rates = json::object();
+      for (auto t : g.getDecode()) rates[t.getType().cStr()] = t.getBytesPerS();
+      gpu = {{"name", g.getName().cStr()},
+             {"memory_bytes", g.getMemoryBytes()},
+             {"unified_memory", g.getUnifiedMemory()},
+             {"memory_bandwidth_bytes_per_s", g.getMemoryBandwidthBytesPerS()},
+             {"decode_bytes_per_s", rates},
+             {"prefill_flop_s", g.getPrefillFlopS()},
+             {"layer_overhead_s", g.getLayerOverheadS()}};
+    }
     out.push_back({{"name", p.getName().cStr()},
                    {"node_id", d.getNodeId().cStr()},
                    {"endpoint", d.getControlEndpoint().cStr()},
@@ -150,7 +163,8 @@ json devices_view(wire::DevicesReply::Reader r) {
                    {"storage_free_bytes", p.getStorageFreeBytes()},
                    {"cores", p.getCores()},
                    {"cpu", p.getCpu().cStr()},
-                   {"arch", p.getArch().cStr()}});
+                   {"arch", p.getArch().cStr()},
+                   {"gpu", gpu}});
   }
   return out;
 }

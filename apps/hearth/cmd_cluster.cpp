@@ -85,6 +85,20 @@ void devices(const HeadTarget& head, bool json) {
       std::printf("* storage: the rate its paging read at; the next plan uses it rather than its start-up probe\n");
       break;
     }
+  // The GPU a device's stages use: where its share of the weights goes, and how fast it reads.
+  for (const auto& d : out) {
+    if (!d.contains("gpu") || d["gpu"].is_null()) continue;
+    const auto& g = d["gpu"];
+    std::string rates;
+    for (const auto& [type, rate] : g["decode_bytes_per_s"].items())
+      rates +=
+          (rates.empty() ? "" : ", ") + type + " " + std::to_string(static_cast<int>(rate.get<double>() / 1e9 + 0.5)) + " GB/s";
+    std::printf("%s: GPU %s, %s for weights (%s), decode %s; %.2f ms per layer's submissions\n",
+                d["name"].get<std::string>().c_str(), g["name"].get<std::string>().c_str(),
+                gb(g["memory_bytes"].get<double>()).c_str(),
+                g["unified_memory"].get<bool>() ? "shared with its RAM" : "its own memory", rates.c_str(),
+                g["layer_overhead_s"].get<double>() * 1e3);
+  }
   // Why a device offers less than it has: "usable 23 MB" for --memory-limit 60M needs its reason.
   for (const auto& d : out) {
     const auto& m = d["memory"];

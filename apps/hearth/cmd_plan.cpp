@@ -243,6 +243,17 @@ std::string layers_text(const pt::StageAssignment& s) {
   return t;
 }
 
+// "0-19 (20) +head, 3.9 of 4.0 GB": the stage's first layers whose products its device's GPU runs.
+std::string gpu_text(const pt::StageAssignment& s, const pt::DeviceProfile& device) {
+  if (!device.gpu) return "-";
+  if (s.gpu_layers == 0 && !s.gpu_output) return "none";
+  std::string t = s.gpu_layers > 0 ? std::to_string(s.first_layer) + "-" + std::to_string(s.first_layer + s.gpu_layers - 1) +
+                                         " (" + std::to_string(s.gpu_layers) + ")"
+                                   : "";
+  if (s.gpu_output) t += t.empty() ? "+head" : " +head";
+  return t + ", " + pt::format_bytes(s.gpu_weight_bytes) + " of " + pt::format_bytes(device.gpu->memory_bytes);
+}
+
 void print_table(const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width;
   for (const auto& r : rows)
@@ -285,8 +296,12 @@ void print_plan(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfi
                 describe_link(l.link).c_str());
   std::printf("\n");
 
+  // A column for the GPUs' share only where a used device has one: "memory" is then its RAM.
+  const bool gpus = std::any_of(plan.stages.begin(), plan.stages.end(),
+                                [&](const pt::StageAssignment& a) { return profiles[a.device].gpu.has_value(); });
   std::vector<std::vector<std::string>> rows{
       {"stage", "device", "layers", "weights", "KV", "memory", "headroom", "paged", "step ms", "hop ms"}};
+  if (gpus) rows[0].insert(rows[0].begin() + 4, "on its GPU");
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     const pt::StageAssignment& a = plan.stages[s];
     const double usable = profiles[a.device].usable_memory_bytes;
@@ -296,6 +311,7 @@ void print_plan(const pt::PartitionPlan& plan, const std::vector<pt::DeviceProfi
                     a.paged_bytes > 0 ? pt::format_bytes(a.paged_bytes) + fmt(" (%.1f ms)", a.paged_time_s * 1e3) : "-",
                     fmt("%.2f", a.stage_time_s * 1e3) + (static_cast<int>(s) == p.bottleneck_stage ? "*" : ""),
                     fmt("%.2f", a.hop_time_s * 1e3) + (s + 1 == plan.stages.size() ? " ->head" : " " + wire.of(a))});
+    if (gpus) rows.back().insert(rows.back().begin() + 4, gpu_text(a, profiles[a.device]));
   }
   print_table(rows);
   std::printf("\n");
@@ -341,7 +357,10 @@ nlohmann::json plan_json(const pt::PartitionPlan& plan, const std::vector<pt::De
                       {"compute_time_ms", a.compute_time_s * 1e3},
                       {"stage_time_ms", a.stage_time_s * 1e3},
                       {"hop_time_ms", a.hop_time_s * 1e3},
-                      {"wire_type", a.has_output ? "" : wire.of(a)}});
+                      {"wire_type", a.has_output ? "" : wire.of(a)},
+                      {"gpu_layers", a.gpu_layers},
+                      {"gpu_output", a.gpu_output},
+                      {"gpu_weight_bytes", a.gpu_weight_bytes}});
   const pt::Prediction& p = plan.predicted;
   json overrides = json::array();
   for (const LinkOverride& l : links.overrides)
