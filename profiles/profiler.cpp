@@ -209,6 +209,13 @@ Profile measure_profile(const ProfileOptions& o) {
   }
   d.prefill_flop_s = measure_prefill(pool, 64, o.quick ? 2 : 5);
   d.step_overhead_s = measure_step_overhead(pool, o.quick ? 10 : 40);
+  if (o.gpu != "none") {
+    try {
+      d.gpu = gpu_profile(runtime::measure_gpu(o.gpu, o.quick ? (32u << 20) : (128u << 20)));
+    } catch (const runtime::GpuError& e) {
+      p.gpu_error = e.what();
+    }
+  }
   if (!o.storage_dir.empty()) {
     try {  // a device whose disk is full still computes: it says so, and offers no paging
       p.storage = measure_storage(o.storage_dir, o.quick ? (32u << 20) : (128u << 20));
@@ -219,6 +226,35 @@ Profile measure_profile(const ProfileOptions& o) {
     }
   }
   return p;
+}
+
+namespace {
+
+nlohmann::json gpu_json(const partitioner::GpuProfile& g) {
+  return {{"name", g.name},
+          {"memory_bytes", g.memory_bytes},
+          {"unified_memory", g.unified_memory},
+          {"memory_bandwidth_bytes_per_s", g.memory_bandwidth_bytes_per_s},
+          {"decode_bytes_per_s", g.decode_bytes_per_s},
+          {"prefill_flop_s", g.prefill_flop_s},
+          {"layer_overhead_s", g.layer_overhead_s}};
+}
+
+}  // namespace
+
+std::string gpu_profile_to_json(const partitioner::GpuProfile& gpu) { return gpu_json(gpu).dump(); }
+
+partitioner::GpuProfile gpu_profile(const runtime::GpuSpeeds& speeds) {
+  partitioner::GpuProfile g;
+  g.name = speeds.info.name;
+  g.memory_bytes = static_cast<double>(speeds.budget_bytes);
+  g.unified_memory = speeds.info.kind == "integrated" || speeds.info.kind == "cpu";
+  g.decode_bytes_per_s = speeds.decode_bytes_per_s;
+  for (const auto& [type, rate] : speeds.decode_bytes_per_s)
+    g.memory_bandwidth_bytes_per_s = std::max(g.memory_bandwidth_bytes_per_s, rate);  // at least what its best product read
+  g.prefill_flop_s = speeds.prefill_flop_s;
+  g.layer_overhead_s = 4 * speeds.submission_s;
+  return g;
 }
 
 std::string profile_to_json(const Profile& p) {
@@ -236,14 +272,7 @@ std::string profile_to_json(const Profile& p) {
   }
   if (p.device.link)
     j["link"] = {{"bandwidth_bytes_per_s", p.device.link->bandwidth_bytes_per_s}, {"latency_s", p.device.link->latency_s}};
-  if (const auto& g = p.device.gpu)
-    j["gpu"] = {{"name", g->name},
-                {"memory_bytes", g->memory_bytes},
-                {"unified_memory", g->unified_memory},
-                {"memory_bandwidth_bytes_per_s", g->memory_bandwidth_bytes_per_s},
-                {"decode_bytes_per_s", g->decode_bytes_per_s},
-                {"prefill_flop_s", g->prefill_flop_s},
-                {"layer_overhead_s", g->layer_overhead_s}};
+  if (p.device.gpu) j["gpu"] = gpu_json(*p.device.gpu);
   j["system"] = {{"cpu", p.system.cpu},
                  {"os", p.system.os},
                  {"arch", p.system.arch},
@@ -323,6 +352,18 @@ partitioner::DeviceProfile device_profile_from_json(const std::string& text) {
   }
   if (j.contains("gpu")) d.gpu = gpu_from_json(j["gpu"]);
   return d;
+}
+
+}  // namespace hearth::profiles
+
+namespace hearth::profiles {
+
+partitioner::GpuProfile gpu_profile_from_json(const std::string& text) {
+  try {
+    return gpu_from_json(nlohmann::json::parse(text));
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(std::string("GPU profile is not valid JSON: ") + e.what());
+  }
 }
 
 }  // namespace hearth::profiles

@@ -7,6 +7,7 @@
 
 #include "partitioner/device_profile.h"
 #include "profiles/storage.h"
+#include "runtime/gpu/gpu.h"
 
 namespace hearth::profiles {
 
@@ -46,6 +47,7 @@ struct ProfileOptions {
   uint64_t memory_limit = 0;  // 0 = none
   bool quick = true;          // ~1-2 s instead of ~10 s
   std::string storage_dir;    // the data directory, whose storage is measured (storage.h); empty = not
+  std::string gpu = "none";   // the GPU its stages use (`--gpu`), measured too; "auto": none when there is none
 };
 
 struct Profile {
@@ -54,7 +56,18 @@ struct Profile {
   int threads = 1;
   MemoryBudget memory;  // behind device.usable_memory_bytes
   StorageProfile storage;  // behind device.storage_*; read_bytes_per_s 0 when not measured
+  std::string gpu_error;   // why no GPU was measured, when one was asked for
 };
+
+// The planner's view of a measured GPU: the weights a stage would put on it, its rates, and a
+// dense layer's products as four submissions (q/k/v, output, gate/up, down: runtime/model/stage).
+// An integrated GPU (or a CPU device such as lavapipe) shares the device's RAM.
+partitioner::GpuProfile gpu_profile(const runtime::GpuSpeeds& speeds);
+
+// A GpuProfile alone, as JSON (the "gpu" object of a profile), and back; throws
+// std::runtime_error naming the missing or wrong field.
+std::string gpu_profile_to_json(const partitioner::GpuProfile& gpu);
+partitioner::GpuProfile gpu_profile_from_json(const std::string& text);
 
 Profile measure_profile(const ProfileOptions& options);
 

@@ -386,6 +386,21 @@ TEST_SUITE("cluster") {
     const std::string log((std::istreambuf_iterator<char>(f)), {});
     CHECK(log.find("llvmpipe") != std::string::npos);
     CHECK(log.find("2 of 2 layers") != std::string::npos);
+    // The planner knows a's GPU: measured at its start, carried to the head, listed by devices.
+    const auto d = c.cli({"devices", "--json"});
+    REQUIRE_MESSAGE(d.exit_code == 0, d.err);
+    for (const auto& device : nlohmann::json::parse(d.out)) {
+      CAPTURE(device["name"]);
+      if (device["name"] != "a") {
+        CHECK(device["gpu"].is_null());
+        continue;
+      }
+      REQUIRE(device["gpu"].is_object());
+      CHECK(device["gpu"]["name"].get<std::string>().find("llvmpipe") != std::string::npos);
+      CHECK(device["gpu"]["unified_memory"].get<bool>());  // a CPU device shares the RAM
+      CHECK(device["gpu"]["decode_bytes_per_s"]["q4_k"].get<double>() > 0);
+      CHECK(device["gpu"]["layer_overhead_s"].get<double>() > 0);
+    }
   }
 
   TEST_CASE("a random model split by the planner across memory-limited daemons: same tokens, bounded memory, cached weights") {

@@ -212,6 +212,25 @@ TEST_SUITE("gpu") {
     }
   }
 
+  // The planner's figures of the GPU (hearth profile --gpu, hearthd): every type a stage puts there
+  // timed, the budget the stage uses. lavapipe's figures are a functional check, not a speed.
+  TEST_CASE("measuring a GPU times each weight type's product and a submission") {
+    const auto gpu_choice = test_gpu();
+    if (!gpu_choice) return;
+    const GpuSpeeds s = measure_gpu(*gpu_choice, 1u << 20);
+    CHECK(s.budget_bytes == default_gpu_budget(s.info.memory_bytes));
+    for (const char* type : {"f16", "q8_0", "q4_0", "q4_k", "q6_k"}) {
+      CAPTURE(type);
+      REQUIRE(s.decode_bytes_per_s.count(type) == 1);
+      CHECK(s.decode_bytes_per_s.at(type) > 0);
+    }
+    CHECK(s.prefill_flop_s > 0);
+    CHECK(s.submission_s > 0);
+    MESSAGE(s.info.name << ": q8_0 " << s.decode_bytes_per_s.at("q8_0") / 1e9 << " GB/s, prefill " << s.prefill_flop_s / 1e9
+                        << " GFLOP/s, a submission " << s.submission_s * 1e3 << " ms");
+    CHECK_THROWS_AS(measure_gpu("99", 1u << 20), GpuError);
+  }
+
   TEST_CASE("sequences batched on the GPU get what each gets alone") {
     const auto gpu_choice = test_gpu();
     if (!gpu_choice) return;

@@ -28,9 +28,11 @@ const std::map<std::string, std::set<std::string>>& allowed() {
       {"runtime/kernels", {"runtime/kernels", "runtime/format"}},
       {"runtime/model", {"runtime/model", "runtime/kernels", "runtime/text", "runtime/format", "partitioner"}},
       {"runtime/gpu", {"runtime/gpu", "runtime/model", "runtime/kernels", "runtime/text", "runtime/format", "partitioner"}},
-      {"profiles", {"profiles", "runtime/model", "runtime/kernels", "runtime/text", "runtime/format", "partitioner"}},
+      {"profiles",
+       {"profiles", "runtime/gpu", "runtime/model", "runtime/kernels", "runtime/text", "runtime/format", "partitioner"}},
       {"cluster",
-       {"cluster", "runtime/gpu", "runtime/model", "runtime/kernels", "runtime/text", "runtime/format", "partitioner", "profiles", "transport"}},
+       {"cluster", "runtime/gpu", "runtime/model", "runtime/kernels", "runtime/text", "runtime/format", "partitioner", "profiles",
+        "transport"}},
       // The gateway reaches the head over the wire; of the cluster it uses the wire conversions only.
       {"gateway", {"gateway", "transport", "runtime/model", "runtime/text", "runtime/format", "cluster/wire_convert.h"}},
       {"tools", {"tools"}},

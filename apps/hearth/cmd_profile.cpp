@@ -22,6 +22,7 @@
 #include <string>
 
 #include "apps/hearth/commands.h"
+#include "apps/hearth/gpu_option.h"
 #include "partitioner/explain.h"
 #include "profiles/profiler.h"
 
@@ -40,6 +41,7 @@ struct ProfileArgs {
   std::string name;
   std::string data_dir;
   bool refresh = false;
+  std::string gpu = "auto";
 };
 
 fs::path default_data_dir() {
@@ -98,6 +100,7 @@ void write_cache(const fs::path& path, const json& j) {
 std::string cache_mismatch(const json& cached, const ProfileArgs& a, int threads) {
   const json& w = cached["measured_with"];
   if (w.value("threads", 0) != threads) return "it used " + std::to_string(w.value("threads", 0)) + " threads";
+  if (w.value("gpu", std::string("none")) != a.gpu) return "it was measured with --gpu " + w.value("gpu", std::string("none"));
   if (w.value("quick", true) && !a.quick) return "it was a --quick measurement";
   if (!cached.contains("storage_read_bytes_per_s")) return "it has no storage figure";
   return "";
@@ -136,6 +139,18 @@ void print_summary(const json& j, const std::string& origin) {
                 j["storage"].value("path", std::string("?")).c_str(), bytes(j["storage_free_bytes"]).c_str());
   else if (j.contains("storage_error"))
     std::printf("storage        not measured: %s\n", j["storage_error"].get<std::string>().c_str());
+  if (j.contains("gpu")) {
+    const json& g = j["gpu"];
+    std::string rates;
+    for (const auto& [type, rate] : g["decode_bytes_per_s"].items())
+      rates += (rates.empty() ? "" : ", ") + type + " " + gb_s(rate.get<double>());
+    std::printf("gpu            %s: %s for weights (%s); decode %s; prefill %.1f GFLOP/s; %.2f ms per layer's submissions\n",
+                g["name"].get<std::string>().c_str(), partitioner::format_bytes(g["memory_bytes"].get<double>()).c_str(),
+                g["unified_memory"].get<bool>() ? "shared with RAM" : "its own memory", rates.c_str(),
+                g["prefill_flop_s"].get<double>() / 1e9, g["layer_overhead_s"].get<double>() * 1e3);
+  } else if (j.contains("gpu_error")) {
+    std::printf("gpu            none used: %s\n", j["gpu_error"].get<std::string>().c_str());
+  }
 }
 
 void profile(const ProfileArgs& a) {
@@ -162,13 +177,18 @@ void profile(const ProfileArgs& a) {
     const auto t0 = std::chrono::steady_clock::now();
     std::error_code ec;
     fs::create_directories(dir, ec);  // the storage is measured there (write_cache says what failed)
-    const profiles::Profile p = profiles::measure_profile(
-        {.name = "", .threads = threads, .memory_limit = a.memory_limit, .quick = a.quick, .storage_dir = dir.string()});
+    const profiles::Profile p = profiles::measure_profile({.name = "",
+                                                           .threads = threads,
+                                                           .memory_limit = a.memory_limit,
+                                                           .quick = a.quick,
+                                                           .storage_dir = dir.string(),
+                                                           .gpu = a.gpu});
     const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     j = json::parse(profiles::profile_to_json(p));
     if (!p.storage.error.empty()) j["storage_error"] = p.storage.error;
+    if (!p.gpu_error.empty()) j["gpu_error"] = p.gpu_error;
     j["measured_at"] = now_utc();
-    j["measured_with"] = {{"quick", a.quick}, {"threads", threads}, {"seconds", took}};
+    j["measured_with"] = {{"quick", a.quick}, {"threads", threads}, {"seconds", took}, {"gpu", a.gpu}};
     char took_text[32];
     std::snprintf(took_text, sizeof took_text, "%.1f s", took);
     origin = std::string("measured now in ") + took_text + ", saved to " + path.string();
@@ -209,6 +229,7 @@ void add_profile_command(CLI::App& app) {
   cmd->add_option("--name", a->name, "Device name in plans (default: the host name)");
   cmd->add_option("--data-dir", a->data_dir, "Where profile.json is kept (default: $HEARTH_DATA_DIR or ~/.local/share/hearth)");
   cmd->add_flag("--refresh", a->refresh, "Measure again even if a cached profile exists");
+  add_gpu_option(cmd, a->gpu);
   // `hearth --data-dir X profile` names the directory with the global option (the cluster
   // commands'): honour it as every command does, rather than measure into the default one.
   cmd->callback([a, &app] {

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -50,36 +51,6 @@ std::string load_node_id(const std::string& dir) {
   // Whole or not at all (a full disk leaves no empty file behind): written aside, then renamed.
   hearth::transport::write_private_file(p, std::string(buf) + "\n");
   return buf;
-}
-
-// Measured once and cached; the memory figure is recomputed at every start because what is free
-// (and the limit) changes.
-hearth::profiles::Profile load_profile(const DaemonConfig& c) {
-  const fs::path path = fs::path(c.data_dir) / "profile.json";
-  hearth::profiles::Profile p;
-  if (!c.reprofile && fs::exists(path)) {
-    try {
-      std::ifstream in(path);
-      const std::string text((std::istreambuf_iterator<char>(in)), {});
-      p.device = hearth::profiles::device_profile_from_json(text);
-      p.system = hearth::profiles::read_system_info();
-      p.threads = c.threads > 0 ? c.threads : p.system.cores;
-    } catch (const std::exception& e) {
-      spdlog::warn("cached profile unusable ({}): measuring again", e.what());
-      p = {};
-    }
-  }
-  if (p.device.memory_bandwidth_bytes_per_s <= 0) {
-    spdlog::info("measuring this device (once; cached in {})", path.string());
-    p = hearth::profiles::measure_profile(
-        {.name = c.name, .threads = c.threads, .memory_limit = c.memory_limit, .quick = true, .storage_dir = c.data_dir});
-    if (!p.storage.error.empty()) spdlog::warn("{}: this device offers no paging", p.storage.error);
-    hearth::transport::write_private_file(path, hearth::profiles::profile_to_json(p) + "\n");
-  }
-  p.device.name = c.name;
-  p.memory = hearth::profiles::memory_budget(p.system, c.memory_limit);
-  p.device.usable_memory_bytes = static_cast<double>(p.memory.usable_bytes);
-  return p;
 }
 
 // Everything hearthd reads from its command line and environment.
@@ -142,22 +113,27 @@ void add_options(CLI::App& app, Options& o, bool& no_discovery) {
 }
 
 // What the command line cannot check by itself; "" when the options are usable.
-// The GPUs, listed by a child process: creating a Vulkan instance loads every installed driver
-// (Mesa's take ~56 MB of resident memory with their LLVM, and keep it after the instance is
-// gone), which a daemon without a GPU should not carry. Called while the daemon is one thread.
-std::vector<hearth::runtime::GpuInfo> list_gpus_apart() {
+// What `work` writes, computed in a child process: creating a Vulkan instance loads every
+// installed driver (Mesa's take ~56 MB of resident memory with their LLVM, and keep it after the
+// instance is gone), which a daemon should not carry for a look at its GPUs. "" when the child
+// could not run. Called while the daemon is one thread.
+std::string run_apart(const std::function<std::string()>& work) {
   int fds[2];
-  if (::pipe(fds) != 0) return {};
+  if (::pipe(fds) != 0) return "";
   const pid_t pid = ::fork();
   if (pid < 0) {
     ::close(fds[0]);
     ::close(fds[1]);
-    return {};
+    return "";
   }
-  if (pid == 0) {  // the child: one line per GPU, "index kind" (names may hold spaces: not needed)
+  if (pid == 0) {
     ::close(fds[0]);
     std::string out;
-    for (const auto& g : hearth::runtime::list_gpus()) out += std::to_string(g.index) + " " + g.kind + "\n";
+    try {
+      out = work();
+    } catch (...) {
+      ::_exit(1);
+    }
     const ssize_t written = ::write(fds[1], out.data(), out.size());
     ::_exit(written == static_cast<ssize_t>(out.size()) ? 0 : 1);
   }
@@ -168,6 +144,16 @@ std::vector<hearth::runtime::GpuInfo> list_gpus_apart() {
   ::close(fds[0]);
   int status = 0;
   ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? text : "";
+}
+
+// The GPUs, one line each: "index kind" (names may hold spaces: not needed).
+std::vector<hearth::runtime::GpuInfo> list_gpus_apart() {
+  const std::string text = run_apart([] {
+    std::string out;
+    for (const auto& g : hearth::runtime::list_gpus()) out += std::to_string(g.index) + " " + g.kind + "\n";
+    return out;
+  });
   std::vector<hearth::runtime::GpuInfo> gpus;
   std::istringstream lines(text);
   hearth::runtime::GpuInfo g;
@@ -190,6 +176,65 @@ std::string resolve_gpu_choice(std::string& choice) {
   for (const hearth::runtime::GpuInfo& g : gpus)
     if (std::to_string(g.index) == choice) return "";
   return "--gpu " + choice + " names no GPU of this device (`hearth gpus` lists them; auto or none always work)";
+}
+
+// The GPU its stages use, measured once (in a child: see run_apart) and kept in the cached
+// profile; none with --gpu none. `--reprofile` measures it again (another GPU, a new driver).
+void add_gpu(const DaemonConfig& c, const fs::path& path, hearth::profiles::Profile& p) {
+  if (c.gpu == "none") {
+    p.device.gpu.reset();
+    return;
+  }
+  if (p.device.gpu) return;
+  spdlog::info("measuring GPU {} (once; cached in {})", c.gpu, path.string());
+  const std::string choice = c.gpu;
+  const std::string text = run_apart([&choice] {
+    try {
+      return hearth::profiles::gpu_profile_to_json(
+          hearth::profiles::gpu_profile(hearth::runtime::measure_gpu(choice, 32u << 20)));
+    } catch (const std::exception& e) {
+      return std::string("!") + e.what();  // not JSON: the reason
+    }
+  });
+  try {
+    if (text.empty() || text[0] == '!') throw std::runtime_error(text.empty() ? "the measuring process failed" : text.substr(1));
+    p.device.gpu = hearth::profiles::gpu_profile_from_json(text);
+  } catch (const std::exception& e) {
+    spdlog::warn("GPU {} could not be measured ({}): the planner sees this device as its CPU alone", c.gpu, e.what());
+    return;
+  }
+  hearth::transport::write_private_file(path, hearth::profiles::profile_to_json(p) + "\n");
+}
+
+// Measured once and cached; the memory figure is recomputed at every start because what is free
+// (and the limit) changes.
+hearth::profiles::Profile load_profile(const DaemonConfig& c) {
+  const fs::path path = fs::path(c.data_dir) / "profile.json";
+  hearth::profiles::Profile p;
+  if (!c.reprofile && fs::exists(path)) {
+    try {
+      std::ifstream in(path);
+      const std::string text((std::istreambuf_iterator<char>(in)), {});
+      p.device = hearth::profiles::device_profile_from_json(text);
+      p.system = hearth::profiles::read_system_info();
+      p.threads = c.threads > 0 ? c.threads : p.system.cores;
+    } catch (const std::exception& e) {
+      spdlog::warn("cached profile unusable ({}): measuring again", e.what());
+      p = {};
+    }
+  }
+  if (p.device.memory_bandwidth_bytes_per_s <= 0) {
+    spdlog::info("measuring this device (once; cached in {})", path.string());
+    p = hearth::profiles::measure_profile(
+        {.name = c.name, .threads = c.threads, .memory_limit = c.memory_limit, .quick = true, .storage_dir = c.data_dir});
+    if (!p.storage.error.empty()) spdlog::warn("{}: this device offers no paging", p.storage.error);
+    hearth::transport::write_private_file(path, hearth::profiles::profile_to_json(p) + "\n");
+  }
+  add_gpu(c, path, p);
+  p.device.name = c.name;
+  p.memory = hearth::profiles::memory_budget(p.system, c.memory_limit);
+  p.device.usable_memory_bytes = static_cast<double>(p.memory.usable_bytes);
+  return p;
 }
 
 std::string check_options(const Options& o) {

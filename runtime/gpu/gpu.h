@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -52,8 +53,12 @@ struct GpuPlacement {
 };
 
 struct StageGpuOptions {
-  uint64_t budget_bytes = 0;  // weight bytes to upload at most; 0: the GPU's memory less a margin
+  uint64_t budget_bytes = 0;  // weight bytes to upload at most; 0: default_gpu_budget()
 };
+
+// The weight bytes a stage puts on a GPU of `memory_bytes` by default: its memory less
+// max(10%, 512 MiB) for the activation buffers, the driver's own, and a display's use of it.
+uint64_t default_gpu_budget(uint64_t memory_bytes);
 
 // What the GPU did so far: the products it ran and the time they took, on the GPU (its
 // timestamps, from the first dispatch of a submission to its last's end) and around them on the
@@ -73,6 +78,25 @@ class StageGpu {
   virtual MatmulOffload& offload() = 0;
   virtual GpuCounters counters() const = 0;
 };
+
+// The index a `--gpu` choice names: -1 for "auto", N for "N". Throws GpuError for anything else
+// ("none" is the programs' to handle before).
+int parse_gpu_choice(const std::string& choice);
+
+// What a GPU does for the planner (partitioner::GpuProfile), measured with the shaders a stage
+// uses: `hearth profile --gpu` and hearthd with a GPU. Each rate is seen from the CPU (copies,
+// submission and waiting included), as a stage sees it.
+struct GpuSpeeds {
+  GpuInfo info;
+  uint64_t budget_bytes = 0;                         // the weight bytes a stage would put on it (its memory less a margin)
+  std::map<std::string, double> decode_bytes_per_s;  // by type name: weight bytes/s of one-token products
+  double prefill_flop_s = 0;                         // of a 64-token Q8_0 product
+  double submission_s = 0;                           // one product of a tiny matrix: what each submission costs
+};
+
+// Measures the GPU `choice` names (as open_stage_gpu() takes it; "auto" too) on matrices of about
+// `matrix_bytes` each. Throws GpuError as open_stage_gpu() does.
+GpuSpeeds measure_gpu(const std::string& choice, uint64_t matrix_bytes);
 
 // "auto" (the best GPU: discrete, then integrated, then virtual; never a CPU device such as
 // lavapipe, which the CPU tables outrun on the same cores), or an index of list_gpus(). Throws GpuError when the choice names no GPU, none exists, or the driver fails.

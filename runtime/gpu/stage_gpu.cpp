@@ -12,9 +12,7 @@
 
 namespace hearth::runtime {
 
-namespace {
-
-int parse_choice(const std::string& choice) {
+int parse_gpu_choice(const std::string& choice) {
   if (choice == "auto") return -1;
   int index = -1;
   const auto [end, ec] = std::from_chars(choice.data(), choice.data() + choice.size(), index);
@@ -23,7 +21,10 @@ int parse_choice(const std::string& choice) {
   return index;
 }
 
-}  // namespace
+uint64_t default_gpu_budget(uint64_t memory_bytes) {
+  const uint64_t margin = std::max<uint64_t>(memory_bytes / 10, uint64_t{512} << 20);
+  return memory_bytes > margin ? memory_bytes - margin : 0;
+}
 
 #ifdef HEARTH_HAVE_VULKAN
 
@@ -39,17 +40,10 @@ std::vector<const WeightMatrix*> layer_matrices(const LayerWeights& w) {
   return out;
 }
 
-// The GPU's memory kept free of weights: the activation buffers, the driver's own, and other
-// programs' use of a GPU that is also a display's.
-uint64_t default_budget(uint64_t memory_bytes) {
-  const uint64_t margin = std::max<uint64_t>(memory_bytes / 10, uint64_t{512} << 20);
-  return memory_bytes > margin ? memory_bytes - margin : 0;
-}
-
 class VulkanStageGpu : public StageGpu {
  public:
   VulkanStageGpu(int index, const StageWeights& weights, const StageGpuOptions& options) : device_(index), matmul_(device_) {
-    place(weights, options.budget_bytes ? options.budget_bytes : default_budget(device_.info().memory_bytes));
+    place(weights, options.budget_bytes ? options.budget_bytes : default_gpu_budget(device_.info().memory_bytes));
   }
   const GpuInfo& info() const override { return device_.info(); }
   const GpuPlacement& placement() const override { return placement_; }
@@ -112,7 +106,7 @@ bool gpu_support_built() { return true; }
 std::vector<GpuInfo> list_gpus() { return VulkanDevice::list(); }
 
 std::unique_ptr<StageGpu> open_stage_gpu(const std::string& choice, const StageWeights& weights, const StageGpuOptions& options) {
-  return std::make_unique<VulkanStageGpu>(parse_choice(choice), weights, options);
+  return std::make_unique<VulkanStageGpu>(parse_gpu_choice(choice), weights, options);
 }
 
 #else  // built without Vulkan
@@ -121,9 +115,18 @@ bool gpu_support_built() { return false; }
 
 std::vector<GpuInfo> list_gpus() { return {}; }
 
+namespace {
+const char kNoVulkan[] = "this build of hearth has no GPU support (configure it where libvulkan-dev and glslc are installed)";
+}
+
 std::unique_ptr<StageGpu> open_stage_gpu(const std::string& choice, const StageWeights&, const StageGpuOptions&) {
-  parse_choice(choice);
-  throw GpuError("this build of hearth has no GPU support (configure it where libvulkan-dev and glslc are installed)");
+  parse_gpu_choice(choice);
+  throw GpuError(kNoVulkan);
+}
+
+GpuSpeeds measure_gpu(const std::string& choice, uint64_t) {
+  parse_gpu_choice(choice);
+  throw GpuError(kNoVulkan);
 }
 
 #endif
