@@ -37,8 +37,17 @@ void StageRunner::load(uint64_t plan_id, const std::string& model_path, const ru
   auto weights = std::make_shared<runtime::StageWeights>(*st->file, cfg, spec);
   const double mapped_mb = weights->mapped_bytes() / 1e6;
   runtime::StageOptions with_gpu = options;
-  with_gpu.paging = paging_for(weights, options);
-  st->gpu = with_gpu.paging.empty() ? runtime::choose_stage_gpu(gpu_, *weights) : nullptr;
+  // A graphics card's weights leave RAM (their mapped pages are clean and dropped under pressure),
+  // so the RAM budget is for the rest, as the planner counts it (CostModel::gpu_share). Paging
+  // and a GPU do not combine: a stage that must page even so runs on the CPU alone.
+  st->gpu = runtime::choose_stage_gpu(gpu_, *weights);
+  const bool card = st->gpu && st->gpu->info().kind != "integrated" && st->gpu->info().kind != "cpu";
+  with_gpu.paging = paging_for(weights, options, card ? st->gpu->placement().bytes : 0);
+  if (!with_gpu.paging.empty() && st->gpu) {
+    spdlog::info("the stage pages: its GPU is not used");
+    st->gpu.reset();
+    with_gpu.paging = paging_for(weights, options, 0);
+  }
   with_gpu.offload = st->gpu ? &st->gpu->offload() : nullptr;
   st->host = std::make_unique<StageHost>(std::move(weights), with_gpu, pool_);
   if (const std::string why = wire_type_unfit(next.wire_type, static_cast<size_t>(cfg.hidden_width(spec.last_layer)));
@@ -62,10 +71,10 @@ void StageRunner::load(uint64_t plan_id, const std::string& model_path, const ru
 // measures its own caches and buffers, so it pages what its own count says does not fit. One that
 // cannot fit even so is loaded whole, as before paging existed, with a warning.
 runtime::PagingPlan StageRunner::paging_for(const std::shared_ptr<runtime::StageWeights>& weights,
-                                            const runtime::StageOptions& options) {
+                                            const runtime::StageOptions& options, uint64_t off_ram_bytes) {
   if (memory_budget_ == 0) return {};
   try {
-    const runtime::PagingPlan plan = runtime::budget_stage(weights, options, memory_budget_, pool_).paging;
+    const runtime::PagingPlan plan = runtime::budget_stage(weights, options, memory_budget_ + off_ram_bytes, pool_).paging;
     if (!plan.empty())
       spdlog::info("paging {} of the stage's {} layers from {} ({} MB read per step): its weights do not fit {} MB",
                    plan.layers.size(), weights->spec().last_layer - weights->spec().first_layer, weights->path(),

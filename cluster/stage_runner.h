@@ -64,7 +64,9 @@ class StageRunner final : public LocalStage {
   const WorkStats& work() const { return work_; }
 
  private:
-  runtime::PagingPlan paging_for(const std::shared_ptr<runtime::StageWeights>& weights, const runtime::StageOptions& options);
+  // off_ram_bytes: weights a graphics card holds, which the RAM budget need not.
+  runtime::PagingPlan paging_for(const std::shared_ptr<runtime::StageWeights>& weights, const runtime::StageOptions& options,
+                                 uint64_t off_ram_bytes);
   struct Loaded {
     std::unique_ptr<runtime::GgufFile> file;
     std::unique_ptr<runtime::StageGpu> gpu;  // what of the stage runs on a GPU (null: none); outlives host

@@ -8,6 +8,13 @@ namespace hearth::partitioner {
 
 namespace {
 
+// The weight types runtime/gpu has a matmul shader for (shaders/matmul.comp).
+bool gpu_shader_for(const std::string& type) {
+  for (const char* t : {"f32", "f16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"})
+    if (type == t) return true;
+  return false;
+}
+
 // Chunk counts tried when prefill chunking is automatic (§4.7 suggests K* of a few to ~15).
 constexpr int kChunkCounts[] = {1, 2, 3, 4, 6, 8, 12, 16};
 
@@ -91,7 +98,7 @@ CostModel::CostModel(const ModelSpec& spec, std::span<const DeviceProfile> devic
     overhead_.push_back(d.step_overhead_s);
     storage_rate_.push_back(o.allow_paging ? d.storage_read_bytes_per_s : 0.0);
     // A MoE model's experts have no GPU shader yet: its blocks are planned on the CPU.
-    const bool gpu = d.gpu && spec_.n_expert == 0;
+    const bool gpu = d.gpu && spec_.n_expert == 0 && gpu_shader_for(spec_.weight_type);
     gpu_budget_.push_back(gpu ? d.gpu->memory_bytes : 0.0);
     gpu_weight_rate_.push_back(gpu ? weight_read_rate(*d.gpu, spec_.weight_type) : 0.0);
     gpu_flop_rate_.push_back(gpu ? d.gpu->prefill_flop_s : 0.0);
@@ -164,18 +171,18 @@ double CostModel::gpu_output_time(int d, int m) const {
          gpu_overhead_[d];
 }
 
-int CostModel::gpu_end(int d, int first, int last) const {
+CostModel::GpuShare CostModel::gpu_share(int d, int first, int last, bool with_output) const {
+  const GpuShare none{first, false};
   const double budget = gpu_budget_[d];
-  if (budget <= 0 || last <= first) return first;
+  if (budget <= 0) return none;
   // The largest g with the weights of [first, g) within the budget (weight_prefix_ ascends).
   const auto begin = weight_prefix_.begin() + first, end = weight_prefix_.begin() + last + 1;
   const auto past = std::upper_bound(begin, end, weight_prefix_[first] + budget);
-  return static_cast<int>(past - weight_prefix_.begin()) - 1;
-}
-
-bool CostModel::gpu_output(int d, int first, int last, bool with_output) const {
-  return with_output && gpu_budget_[d] > 0 && gpu_end(d, first, last) == last &&
-         weight_prefix_[last] - weight_prefix_[first] + spec_.output_bytes <= gpu_budget_[d];
+  GpuShare share{static_cast<int>(past - weight_prefix_.begin()) - 1, false};
+  share.output = with_output && share.end == last && weight_prefix_[last] - weight_prefix_[first] + spec_.output_bytes <= budget;
+  if (share.end == first && !share.output) return none;
+  const bool fits_ram = memory_with(d, first, last, first == 0, with_output, share).total() <= devices_[d].usable_memory_bytes;
+  return fits_ram ? share : none;
 }
 
 double CostModel::layer_prefill_time(int d, int layer, const PromptChunk& c) const {
@@ -198,10 +205,10 @@ double CostModel::decode_time(int d, int first, int last, bool with_output, int 
 double CostModel::decode_compute_time(int d, int first, int last, bool with_output, int m) const {
   const int mi = micro_batch_index(m);
   if (mi >= 0) return decode_compute_at(mi, d, first, last, with_output);
-  const int g = gpu_end(d, first, last);
+  const GpuShare g = gpu_share(d, first, last, with_output);
   double t = 0;
-  for (int l = first; l < last; ++l) t += l < g ? gpu_layer_decode_time(d, l, m) : layer_decode_time(d, l, m);
-  if (with_output) t += gpu_output(d, first, last, true) ? gpu_output_time(d, m) : output_time(d, m);
+  for (int l = first; l < last; ++l) t += l < g.end ? gpu_layer_decode_time(d, l, m) : layer_decode_time(d, l, m);
+  if (with_output) t += g.output ? gpu_output_time(d, m) : output_time(d, m);
   return t;
 }
 
@@ -296,6 +303,10 @@ double CostModel::paged_bytes(int d, int first, int last, bool with_embedding, b
 }
 
 MemoryUse CostModel::memory(int d, int first, int last, bool with_embedding, bool with_output) const {
+  return memory_with(d, first, last, with_embedding, with_output, gpu_share(d, first, last, with_output));
+}
+
+MemoryUse CostModel::memory_with(int d, int first, int last, bool with_embedding, bool with_output, GpuShare share) const {
   MemoryUse use;
   use.weight_bytes = weight_prefix_[last] - weight_prefix_[first];
   if (with_embedding) use.weight_bytes += spec_.embedding_bytes + spec_.per_layer_input_bytes;
@@ -304,8 +315,8 @@ MemoryUse CostModel::memory(int d, int first, int last, bool with_embedding, boo
   if (with_output) use.weight_bytes += shared ? spec_.output_bytes - spec_.embedding_bytes : spec_.output_bytes;
   // The GPU's copies; on a graphics card RAM no longer holds them (but the embedding table a
   // tied head shares, which the CPU still reads), on unified memory it holds them still.
-  const int g = gpu_end(d, first, last);
-  const bool output_on_gpu = gpu_output(d, first, last, with_output);
+  const int g = share.end;
+  const bool output_on_gpu = share.output;
   use.gpu_weight_bytes = weight_prefix_[g] - weight_prefix_[first] + (output_on_gpu ? spec_.output_bytes : 0.0);
   if (use.gpu_weight_bytes > 0 && !devices_[d].gpu->unified_memory)
     use.off_ram_bytes = weight_prefix_[g] - weight_prefix_[first] + (output_on_gpu && !shared ? spec_.output_bytes : 0.0);

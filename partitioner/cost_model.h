@@ -104,7 +104,7 @@ class CostModel {
   // Prefill of chunk `chunk` of schedule `schedule` on device d over blocks [first, last).
   double prefill_time(int d, int first, int last, int schedule, int chunk) const {
     const std::vector<double>& p = prefill_prefix_[schedule][chunk][d];
-    const int g = gpu_end(d, first, last);
+    const int g = gpu_share(d, first, last, last == n_layers()).end;
     double t = p[last] - p[g];
     if (g > first) t += gpu_prefill_prefix_[schedule][chunk][d][g] - gpu_prefill_prefix_[schedule][chunk][d][first];
     return overhead_[d] + with_paging(d, first, last, false, t);
@@ -130,12 +130,21 @@ class CostModel {
   }
 
   // ---- the device's GPU ----
-  // End of the first blocks of [first, last) on device d's GPU: those whose weights fit its
-  // budget together, as runtime/gpu places them (first layers first); `first` for none, and
-  // for a device without a GPU or a mixture-of-experts model (its experts stay on the CPU).
-  int gpu_end(int d, int first, int last) const;
-  // Whether the LM head is on the GPU too: every block of the stage is, and it fits beside them.
-  bool gpu_output(int d, int first, int last, bool with_output) const;
+  // What of stage [first, last) (with the LM head when with_output; the embedding when first is
+  // 0) device d's GPU runs, as runtime/gpu places it: the first blocks whose weights fit its
+  // budget together, [first, end), and the LM head when every block did and it fits beside them.
+  // None without a GPU, for a weight type it has no shader for, for a mixture-of-experts model
+  // (its experts stay on the CPU), and when the stage does not fit the device's RAM even so: it
+  // then pages, which the runtime does only without a GPU.
+  struct GpuShare {
+    int end = 0;
+    bool output = false;
+  };
+  GpuShare gpu_share(int d, int first, int last, bool with_output) const;
+  // The LM head's time for m rows on the stage [first, n_layers) of device d: on its GPU or CPU.
+  double stage_output_time(int d, int first, int m) const {
+    return gpu_share(d, first, n_layers(), true).output ? gpu_output_time(d, m) : output_time(d, m);
+  }
 
   // ---- memory, bytes ----
   MemoryUse memory(int d, int first, int last, bool with_embedding, bool with_output) const;
@@ -163,10 +172,10 @@ class CostModel {
   // The compute of decode_time_at, from the tables: the GPU's blocks, then the CPU's.
   double decode_compute_at(int mi, int d, int first, int last, bool with_output) const {
     const std::vector<double>& p = decode_prefix_[mi][d];
-    const int g = gpu_end(d, first, last);
-    double t = p[last] - p[g];
-    if (g > first) t += gpu_decode_prefix_[mi][d][g] - gpu_decode_prefix_[mi][d][first];
-    if (with_output) t += gpu_output(d, first, last, true) ? gpu_output_time_[mi][d] : output_time_[mi][d];
+    const GpuShare g = gpu_share(d, first, last, with_output);
+    double t = p[last] - p[g.end];
+    if (g.end > first) t += gpu_decode_prefix_[mi][d][g.end] - gpu_decode_prefix_[mi][d][first];
+    if (with_output) t += g.output ? gpu_output_time_[mi][d] : output_time_[mi][d];
     return t;
   }
   // A step's time on device d with its paged bytes read alongside the compute (the reader runs a
@@ -176,6 +185,8 @@ class CostModel {
     const double paged = paged_bytes(d, first, last, first == 0, with_output);
     return paged > 0 ? std::max(compute, paged / storage_rate_[d]) : compute;
   }
+  // memory() with the GPU's share given.
+  MemoryUse memory_with(int d, int first, int last, bool with_embedding, bool with_output, GpuShare share) const;
   double layer_prefill_time(int d, int layer, const PromptChunk& chunk) const;
   double gpu_layer_prefill_time(int d, int layer, const PromptChunk& chunk) const;
   void build_decode_tables();

@@ -223,7 +223,7 @@ class ChunkOps {
   // block only the finished TTFT matters, so one label per node is kept.
   void add(int node, int first, int last, int parent) {
     if (last == n_layers_) {
-      const double v = scratch_.back() + ttft_tail(cm_, space_.device_of_node[node], head_);
+      const double v = scratch_.back() + ttft_tail(cm_, space_.device_of_node[node], first, head_);
       if (v < final_value_[node]) {
         final_value_[node] = v;
         final_label_[node] = push_label(node, first, last, parent);

@@ -174,8 +174,9 @@ PartitionPlan assemble_plan(const CostModel& cm, std::span<const StageRange> ran
     a.hop_time_s = last ? cm.hop_time(r.device, head, kTokenIdBytes)
                         : cm.activation_hop_time(r.device, ranges[s + 1].device, 1, r.last_layer);
     a.compressed_hop = !last && cm.compressed_hop(r.device, ranges[s + 1].device);
-    a.gpu_layers = cm.gpu_end(r.device, r.first_layer, r.last_layer) - r.first_layer;
-    a.gpu_output = cm.gpu_output(r.device, r.first_layer, r.last_layer, last);
+    const CostModel::GpuShare share = cm.gpu_share(r.device, r.first_layer, r.last_layer, last);
+    a.gpu_layers = share.end - r.first_layer;
+    a.gpu_output = share.output;
     a.gpu_weight_bytes = use.gpu_weight_bytes;
     plan.stages.push_back(a);
   }

@@ -99,17 +99,28 @@ Infeasible diagnose_infeasible(const CostModel& cm) {
   const int n = cm.n_layers();
   const int head = 0;
   const MemoryUse whole = cm.memory(head, 0, n, true, true);
+  // Everything the model needs, against every device's RAM and graphics card (a unified GPU's
+  // memory is its RAM, already counted).
+  const double need = whole.weight_bytes + whole.kv_bytes + whole.work_bytes;
   double offer = 0;
-  for (const DeviceProfile& d : cm.devices()) offer += d.usable_memory_bytes;
+  bool cards = false;
+  for (const DeviceProfile& d : cm.devices()) {
+    offer += d.usable_memory_bytes;
+    if (d.gpu && !d.gpu->unified_memory) {
+      offer += d.gpu->memory_bytes;
+      cards = true;
+    }
+  }
   Infeasible e;
   e.kind = Infeasibility::insufficient_memory;
-  if (offer < whole.total()) {
-    e.missing_bytes = whole.total() - offer;
+  if (offer < need) {
+    e.missing_bytes = need - offer;
     const PartitionOptions& o = cm.options();
-    e.message = "model needs " + format_bytes(whole.total()) + " (weights " + format_bytes(whole.weight_bytes) + ", KV cache " +
+    e.message = "model needs " + format_bytes(need) + " (weights " + format_bytes(whole.weight_bytes) + ", KV cache " +
                 format_bytes(whole.kv_bytes) + " for " + std::to_string(o.streams) + " stream(s) x " + std::to_string(o.ctx) +
                 " tokens, buffers " + format_bytes(whole.work_bytes) + "), the " + std::to_string(cm.n_devices()) +
-                " device(s) offer " + format_bytes(offer) + " usable: " + format_bytes(e.missing_bytes) + " missing";
+                " device(s) offer " + format_bytes(offer) + " usable" + (cards ? " (graphics cards included)" : "") + ": " +
+                format_bytes(e.missing_bytes) + " missing";
     return e;
   }
   const MemoryUse thin = cm.memory(head, 0, 0, true, false);

@@ -90,7 +90,7 @@ double ttft_seconds(const CostModel& cm, std::span<const StageRange> stages, int
     prefill_hop(cm, schedule, stages[s - 1].device, stages[s].device, stages[s].first_layer, done, arrived);
     prefill_stage(cm, schedule, stages[s].device, stages[s].first_layer, stages[s].last_layer, arrived, done);
   }
-  return done.back() + ttft_tail(cm, stages.back().device, head);
+  return done.back() + ttft_tail(cm, stages.back().device, stages.back().first_layer, head);
 }
 
 TtftPoint best_ttft(const CostModel& cm, std::span<const StageRange> stages) {

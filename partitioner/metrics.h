@@ -44,9 +44,10 @@ void prefill_hop(const CostModel& cm, int schedule, int from, int to, int bounda
 // Completion times on device `to` over blocks [first, last), given arrival times.
 void prefill_stage(const CostModel& cm, int schedule, int to, int first, int last, std::span<const double> arrived,
                    std::span<double> done);
-// From the last chunk's completion to the first token at the head: LM head + return hop.
-inline double ttft_tail(const CostModel& cm, int last_device, int head) {
-  return cm.output_time(last_device, 1) + cm.hop_time(last_device, head, kTokenIdBytes);
+// From the last chunk's completion to the first token at the head: LM head + return hop. The
+// last stage starts at block `first` (whether its GPU holds the LM head depends on its blocks).
+inline double ttft_tail(const CostModel& cm, int last_device, int first, int head) {
+  return cm.stage_output_time(last_device, first, 1) + cm.hop_time(last_device, head, kTokenIdBytes);
 }
 
 // TTFT in seconds for one chunk schedule.

@@ -89,7 +89,7 @@ Job prefill_job(const CostModel& cm, std::span<const StageRange> r, int schedule
   for (int s = 0; s < n; ++s) {
     const bool last = s + 1 == n;
     double t = cm.prefill_time(r[s].device, r[s].first_layer, r[s].last_layer, schedule, k);
-    if (last && final_chunk) t += cm.output_time(r[s].device, 1);
+    if (last && final_chunk) t += cm.stage_output_time(r[s].device, r[s].first_layer, 1);
     job.service.push_back(t);
     const double hop = last ? cm.hop_time(r[s].device, r[0].device, kTokenIdBytes)
                             : cm.activation_hop_time(r[s].device, r[s + 1].device, chunks[k].tokens, r[s + 1].first_layer);

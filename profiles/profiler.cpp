@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -212,6 +213,7 @@ Profile measure_profile(const ProfileOptions& o) {
   if (o.gpu != "none") {
     try {
       d.gpu = gpu_profile(runtime::measure_gpu(o.gpu, o.quick ? (32u << 20) : (128u << 20)));
+      p.gpu_choice = o.gpu;
     } catch (const runtime::GpuError& e) {
       p.gpu_error = e.what();
     }
@@ -273,6 +275,7 @@ std::string profile_to_json(const Profile& p) {
   if (p.device.link)
     j["link"] = {{"bandwidth_bytes_per_s", p.device.link->bandwidth_bytes_per_s}, {"latency_s", p.device.link->latency_s}};
   if (p.device.gpu) j["gpu"] = gpu_json(*p.device.gpu);
+  if (!p.gpu_choice.empty()) j["gpu_choice"] = p.gpu_choice;
   j["system"] = {{"cpu", p.system.cpu},
                  {"os", p.system.os},
                  {"arch", p.system.arch},
@@ -287,9 +290,12 @@ std::string profile_to_json(const Profile& p) {
 
 namespace {
 
+// A figure the planner computes with: a finite number (JSON's 1e400 reads as infinity).
 double number_of(const nlohmann::json& j, const std::string& key, const std::string& where) {
   if (!j.contains(key) || !j[key].is_number()) throw std::runtime_error(where + " lacks the number '" + key + "'");
-  return j[key].get<double>();
+  const double v = j[key].get<double>();
+  if (!std::isfinite(v)) throw std::runtime_error(where + " field '" + key + "' must be a finite number");
+  return v;
 }
 
 std::map<std::string, double> rates_of(const nlohmann::json& j, const std::string& where) {
@@ -297,7 +303,8 @@ std::map<std::string, double> rates_of(const nlohmann::json& j, const std::strin
   if (!j.contains("decode_bytes_per_s")) return rates;
   if (!j["decode_bytes_per_s"].is_object()) throw std::runtime_error(where + " field 'decode_bytes_per_s' must be an object");
   for (const auto& [k, v] : j["decode_bytes_per_s"].items()) {
-    if (!v.is_number()) throw std::runtime_error(where + " decode_bytes_per_s." + k + " must be a number");
+    if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < 0)
+      throw std::runtime_error(where + " decode_bytes_per_s." + k + " must be a finite number >= 0");
     rates[k] = v.get<double>();
   }
   return rates;
@@ -348,7 +355,8 @@ partitioner::DeviceProfile device_profile_from_json(const std::string& text) {
     const auto& l = j["link"];
     if (!l.is_object() || !l.contains("bandwidth_bytes_per_s") || !l.contains("latency_s"))
       throw std::runtime_error("profile field 'link' needs bandwidth_bytes_per_s and latency_s");
-    d.link = partitioner::Link{l["bandwidth_bytes_per_s"].get<double>(), l["latency_s"].get<double>()};
+    d.link =
+        partitioner::Link{number_of(l, "bandwidth_bytes_per_s", "profile's link"), number_of(l, "latency_s", "profile's link")};
   }
   if (j.contains("gpu")) d.gpu = gpu_from_json(j["gpu"]);
   return d;
@@ -363,6 +371,19 @@ partitioner::GpuProfile gpu_profile_from_json(const std::string& text) {
     return gpu_from_json(nlohmann::json::parse(text));
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(std::string("GPU profile is not valid JSON: ") + e.what());
+  }
+}
+
+}  // namespace hearth::profiles
+
+namespace hearth::profiles {
+
+std::string gpu_choice_of(const std::string& text) {
+  try {
+    const nlohmann::json j = nlohmann::json::parse(text);
+    return j.contains("gpu_choice") && j["gpu_choice"].is_string() ? j["gpu_choice"].get<std::string>() : "";
+  } catch (const nlohmann::json::exception&) {
+    return "";
   }
 }
 

@@ -57,6 +57,7 @@ struct Profile {
   MemoryBudget memory;  // behind device.usable_memory_bytes
   StorageProfile storage;  // behind device.storage_*; read_bytes_per_s 0 when not measured
   std::string gpu_error;   // why no GPU was measured, when one was asked for
+  std::string gpu_choice;  // the --gpu choice device.gpu was measured for ("auto", "0"...); "" = none
 };
 
 // The planner's view of a measured GPU: the weights a stage would put on it, its rates, and a
@@ -68,6 +69,8 @@ partitioner::GpuProfile gpu_profile(const runtime::GpuSpeeds& speeds);
 // std::runtime_error naming the missing or wrong field.
 std::string gpu_profile_to_json(const partitioner::GpuProfile& gpu);
 partitioner::GpuProfile gpu_profile_from_json(const std::string& text);
+// The --gpu choice a cached profile's GPU was measured for; "" when none is said.
+std::string gpu_choice_of(const std::string& text);
 
 Profile measure_profile(const ProfileOptions& options);
 

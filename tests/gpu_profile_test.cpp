@@ -55,6 +55,11 @@ TEST_SUITE("gpu_profile") {
       REQUIRE(received.gpu.has_value());
       CHECK(same(*received.gpu, *p.device.gpu));
     }
+    // The choice a GPU was measured for goes with it (hearthd measures again for another).
+    hearth::profiles::Profile chosen = with_gpu(false);
+    chosen.gpu_choice = "1";
+    CHECK(hearth::profiles::gpu_choice_of(hearth::profiles::profile_to_json(chosen)) == "1");
+    CHECK(hearth::profiles::gpu_choice_of(hearth::profiles::profile_to_json(with_gpu(false))).empty());
     hearth::profiles::Profile none = with_gpu(false);
     none.device.gpu.reset();
     CHECK_FALSE(hearth::profiles::device_profile_from_json(hearth::profiles::profile_to_json(none)).gpu.has_value());
@@ -71,7 +76,9 @@ TEST_SUITE("gpu_profile") {
          {std::pair<std::string, std::string>{"\"prefill_flop_s\": 2000000000000.0", "\"prefill_flop_s\": 0"},
           {"\"unified_memory\": false", "\"unified_memory\": \"no\""},
           {"\"layer_overhead_s\": 0.0003", "\"layer_overhead_s\": -1"},
-          {"\"memory_bytes\": 7700000000.0", "\"memory_bytes\": \"big\""}}) {
+          {"\"memory_bytes\": 7700000000.0", "\"memory_bytes\": \"big\""},
+          {"\"memory_bytes\": 7700000000.0", "\"memory_bytes\": 1e400"},  // reads as infinity
+          {"\"q4_0\": 64000000000.0", "\"q4_0\": -1"}}) {
       CAPTURE(from);
       std::string bad = good;
       const auto at = bad.find(from);

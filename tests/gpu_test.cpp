@@ -219,7 +219,7 @@ TEST_SUITE("gpu") {
     if (!gpu_choice) return;
     const GpuSpeeds s = measure_gpu(*gpu_choice, 1u << 20);
     CHECK(s.budget_bytes == default_gpu_budget(s.info.memory_bytes));
-    for (const char* type : {"f16", "q8_0", "q4_0", "q4_k", "q6_k"}) {
+    for (const char* type : {"f32", "f16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"}) {
       CAPTURE(type);
       REQUIRE(s.decode_bytes_per_s.count(type) == 1);
       CHECK(s.decode_bytes_per_s.at(type) > 0);

@@ -728,11 +728,14 @@ TEST_CASE("partitioner: a GPU takes the stage's first blocks that fit it; a grap
   const std::vector<DeviceProfile> with_card{laptop};
   const std::vector<DeviceProfile> cpu_only{device("laptop", 16, 30)};
   const CostModel cm(spec, with_card, LinkTable{}, o), cpu(spec, cpu_only, LinkTable{}, o);
-  CHECK(cm.gpu_end(0, 0, 32) == 10);
-  CHECK(cm.gpu_end(0, 5, 12) == 12);  // a stage of 7 blocks: all
-  CHECK(cm.gpu_end(0, 20, 32) == 30);
-  CHECK_FALSE(cm.gpu_output(0, 0, 32, true));
-  CHECK(cm.gpu_output(0, 25, 32, true) == (7 * block + spec.output_bytes <= card.memory_bytes));
+  CHECK(cm.gpu_share(0, 0, 32, true).end == 10);
+  CHECK_FALSE(cm.gpu_share(0, 0, 32, true).output);
+  CHECK(cm.gpu_share(0, 5, 12, false).end == 12);  // a stage of 7 blocks: all
+  CHECK(cm.gpu_share(0, 20, 32, true).end == 30);
+  CHECK_FALSE(cm.gpu_share(0, 20, 32, true).output);  // blocks 30-31 are not there
+  REQUIRE(7 * block + spec.output_bytes < card.memory_bytes);
+  CHECK(cm.gpu_share(0, 25, 32, true).output);                                  // 7 blocks and the LM head fit
+  CHECK(cm.stage_output_time(0, 25, 1) < cpu.stage_output_time(0, 25, 1) / 2);  // TTFT's LM head too
   // Time: the GPU's blocks at its rate plus their attention on the CPU and the per-layer cost,
   // the rest as on the CPU alone.
   const double gpu_blocks = cm.decode_compute_time(0, 0, 10, false, 1), cpu_blocks = cpu.decode_compute_time(0, 0, 10, false, 1);
@@ -765,7 +768,8 @@ TEST_CASE("partitioner: a GPU takes the stage's first blocks that fit it; a grap
 
 TEST_CASE("partitioner: a device's GPU wins it blocks; a MoE model's blocks are planned on CPUs") {
   const ModelSpec spec = preset("llama-2-7b", "q4_0");
-  DeviceProfile head = device("head", 2.0, 20), other = device("other", 8, 20);
+  // Twin CPUs: the head alone is best (no hop), until the other has a GPU ten times as fast.
+  DeviceProfile head = device("head", 8, 20), other = device("other", 8, 20);
   PartitionOptions o;
   o.ctx = 512;
   const PlanResult before = plan_partition(spec, std::vector<DeviceProfile>{head, other}, LinkTable{}, o);
@@ -779,12 +783,45 @@ TEST_CASE("partitioner: a device's GPU wins it blocks; a MoE model's blocks are 
   const PlanResult after = plan_partition(spec, std::vector<DeviceProfile>{head, other}, LinkTable{}, o);
   REQUIRE(before.ok());
   REQUIRE(after.ok());
-  CHECK(blocks_on(*after.plan, 1) >= blocks_on(*before.plan, 1));
+  CHECK(blocks_on(*before.plan, 1) == 0);
+  CHECK(blocks_on(*after.plan, 1) > 0);
   CHECK(after.plan->predicted.ms_per_token < before.plan->predicted.ms_per_token);
   // Experts have no GPU shader yet: the GPU takes none of a MoE model's blocks.
   const ModelSpec moe = preset("qwen3-30b-a3b", "q4_0");
   const CostModel cm(moe, std::vector<DeviceProfile>{head, other}, LinkTable{}, o);
-  CHECK(cm.gpu_end(1, 0, moe.n_layers) == 0);
+  CHECK(cm.gpu_share(1, 0, moe.n_layers, true).end == 0);
+  // Nor of a weight type without a shader (its matrices stay on the CPU in the runtime).
+  for (const char* type : {"bf16", "q5_0", "iq4_xs"}) {
+    CAPTURE(type);
+    const CostModel other_type(preset("llama-2-7b", type), std::vector<DeviceProfile>{head, other}, LinkTable{}, o);
+    CHECK(other_type.gpu_share(1, 0, 32, true).end == 0);
+  }
+}
+
+// The runtime pages a stage only without a GPU (stage_runner.cpp): a stage that does not fit the
+// device's RAM even with the card's share runs on the CPU, paging, and the planner says so.
+TEST_CASE("partitioner: a stage that must page gets no GPU share") {
+  const ModelSpec spec = preset("llama-2-7b", "q4_0");
+  const double block = spec.layer_weight_bytes[0];
+  DeviceProfile d = device("small", 1.5, 20);
+  d.storage_read_bytes_per_s = 2 * GB;
+  d.storage_free_bytes = 100 * GB;
+  GpuProfile g;
+  g.name = "card";
+  g.memory_bytes = 4 * block;
+  g.memory_bandwidth_bytes_per_s = 200 * GB;
+  g.prefill_flop_s = 5e12;
+  d.gpu = g;
+  PartitionOptions o;
+  o.ctx = 512;
+  const CostModel cm(spec, std::vector<DeviceProfile>{d}, LinkTable{}, o);
+  // 12 blocks: 1.36 GB, less 4 on the card: fits 1.5 GB of RAM.
+  CHECK(cm.gpu_share(0, 1, 13, false).end == 5);
+  CHECK(cm.paged_bytes(0, 1, 13, false, false) == 0);
+  // 20 blocks: 2.3 GB, less 4 on the card, is still over: it pages, all on the CPU.
+  CHECK(cm.gpu_share(0, 1, 21, false).end == 1);
+  CHECK(cm.paged_bytes(0, 1, 21, false, false) > 0);
+  CHECK(cm.memory(0, 1, 21, false, false).gpu_weight_bytes == 0);
 }
 
 TEST_CASE("partitioner: a very slow link keeps everything on one device") {

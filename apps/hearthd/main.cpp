@@ -1,6 +1,7 @@
 // hearthd: the daemon every device runs. One of them is started with --head.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,6 +10,9 @@
 #include <atomic>
 #include <utility>  // before Asio: Boost 1.74 uses std::exchange without including it
 #include <boost/asio.hpp>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -138,13 +142,34 @@ std::string run_apart(const std::function<std::string()>& work) {
     ::_exit(written == static_cast<ssize_t>(out.size()) ? 0 : 1);
   }
   ::close(fds[1]);
+  // A driver that hangs must not hold the daemon's start: the child gets kTimeout, then is killed.
+  constexpr auto kTimeout = std::chrono::seconds(120);
+  const auto deadline = std::chrono::steady_clock::now() + kTimeout;
   std::string text;
-  char buf[256];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, static_cast<size_t>(n));
+  bool complete = false;
+  for (char buf[256];;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    pollfd pfd{fds[0], POLLIN, 0};
+    const int ready = left > 0 ? ::poll(&pfd, 1, static_cast<int>(left)) : 0;
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) break;  // timed out, or poll failed
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      complete = n == 0;
+      break;
+    }
+    text.append(buf, static_cast<size_t>(n));
+  }
   ::close(fds[0]);
+  if (!complete) {
+    spdlog::warn("the GPU look-up did not finish within {} s: stopped", kTimeout.count());
+    ::kill(pid, SIGKILL);
+  }
   int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? text : "";
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return complete && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? text : "";
 }
 
 // The GPUs, one line each: "index kind" (names may hold spaces: not needed).
@@ -185,7 +210,8 @@ void add_gpu(const DaemonConfig& c, const fs::path& path, hearth::profiles::Prof
     p.device.gpu.reset();
     return;
   }
-  if (p.device.gpu) return;
+  if (p.device.gpu && p.gpu_choice == c.gpu) return;
+  p.device.gpu.reset();
   spdlog::info("measuring GPU {} (once; cached in {})", c.gpu, path.string());
   const std::string choice = c.gpu;
   const std::string text = run_apart([&choice] {
@@ -199,6 +225,7 @@ void add_gpu(const DaemonConfig& c, const fs::path& path, hearth::profiles::Prof
   try {
     if (text.empty() || text[0] == '!') throw std::runtime_error(text.empty() ? "the measuring process failed" : text.substr(1));
     p.device.gpu = hearth::profiles::gpu_profile_from_json(text);
+    p.gpu_choice = c.gpu;
   } catch (const std::exception& e) {
     spdlog::warn("GPU {} could not be measured ({}): the planner sees this device as its CPU alone", c.gpu, e.what());
     return;
@@ -216,6 +243,7 @@ hearth::profiles::Profile load_profile(const DaemonConfig& c) {
       std::ifstream in(path);
       const std::string text((std::istreambuf_iterator<char>(in)), {});
       p.device = hearth::profiles::device_profile_from_json(text);
+      p.gpu_choice = hearth::profiles::gpu_choice_of(text);
       p.system = hearth::profiles::read_system_info();
       p.threads = c.threads > 0 ? c.threads : p.system.cores;
     } catch (const std::exception& e) {

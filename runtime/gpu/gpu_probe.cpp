@@ -63,7 +63,8 @@ GpuSpeeds measure_gpu(const std::string& choice, uint64_t matrix_bytes) {
   // A CPU device (lavapipe) is measured as a functional check only: small matrices keep it quick.
   if (s.info.kind == "cpu") matrix_bytes = std::min<uint64_t>(matrix_bytes, kCpuDeviceMatrixBytes);
   // Each type on its own VulkanMatmul, so that one matrix at a time is on the GPU.
-  for (const TensorType type : {TensorType::F16, TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_K, TensorType::Q6_K}) {
+  for (const TensorType type : {TensorType::F32, TensorType::F16, TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_K,
+                                TensorType::Q5_K, TensorType::Q6_K}) {
     VulkanMatmul matmul(device);
     const SyntheticMatrix m(type, matrix_bytes);
     matmul.upload(m.w);

@@ -3,7 +3,10 @@
 // (kquants.cpp, quantize_q8_k_scalar): per 256 values, the value of largest magnitude (the
 // first of equals) maps to -127, q = x * (-127 / max) rounded half to even (at most 127),
 // d = 1 / (-127 / max) kept as f32. Each invocation takes one block; a block is 73 words: d,
-// the 256 signed bytes, then the sum of each 32 of them (for the K-quants' mins).
+// the 256 signed bytes, then the sum of each 32 of them (for the K-quants' mins). Vulkan lets a
+// division be up to 2.5 ULP off (lavapipe's are correctly rounded): on such a GPU a value at a
+// rounding boundary may round to the other integer than on the CPU, a difference of one step of
+// one activation, as quantize_q8_0.comp's division may.
 layout(local_size_x = 64) in;
 
 layout(std430, binding = 1) readonly buffer Inputs { float x[]; };
