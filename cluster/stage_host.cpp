@@ -1,5 +1,7 @@
 #include "cluster/stage_host.h"
 
+#include <spdlog/spdlog.h>
+
 #include <stdexcept>
 
 #include "runtime/model/draft_check.h"
@@ -8,7 +10,10 @@ namespace hearth::cluster {
 
 StageHost::StageHost(std::shared_ptr<const runtime::StageWeights> weights, const runtime::StageOptions& options,
                      runtime::ThreadPool& pool)
-    : weights_(weights), stage_(weights, options, pool) {}
+    : weights_(weights), stage_(weights, options, pool) {
+  if (!stage_.layers_refused().empty())
+    spdlog::warn("the GPU runs this stage's products only, not its layers whole: {}", stage_.layers_refused());
+}
 
 StageOutput StageHost::run(const Batch& batch) {
   chunks_.clear();

@@ -385,7 +385,7 @@ TEST_SUITE("cluster") {
     std::ifstream f(c.daemon("a").log);
     const std::string log((std::istreambuf_iterator<char>(f)), {});
     CHECK(log.find("llvmpipe") != std::string::npos);
-    CHECK(log.find("2 of 2 layers") != std::string::npos);
+    CHECK(log.find("2 of 2 layers (2 whole)") != std::string::npos);  // norms, attention and its cache there too
     // The planner knows a's GPU: measured at its start, carried to the head, listed by devices.
     const auto d = c.cli({"devices", "--json"});
     REQUIRE_MESSAGE(d.exit_code == 0, d.err);

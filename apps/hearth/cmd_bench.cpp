@@ -71,6 +71,7 @@ void bench(const BenchArgs& a) {
   options.paging = paging_within(m, options, a.memory_limit, pool);
   const auto gpu = options.paging.empty() ? runtime::choose_stage_gpu(a.gpu, *m.weights) : nullptr;
   options.offload = gpu ? &gpu->offload() : nullptr;
+  options.layers = gpu ? gpu->layers() : nullptr;
   runtime::Stage stage(m.weights, options, pool);
   runtime::Rng rng(42);
   std::vector<int32_t> prompt(static_cast<size_t>(a.prompt_tokens)), history(static_cast<size_t>(a.depth));
@@ -220,9 +221,11 @@ void bench(const BenchArgs& a) {
   std::printf("model          %s (%s)\n", a.model.c_str(), m.config.name.c_str());
   std::printf("threads        %d (%s kernels)\n", threads, std::string(stage.kernels().name).c_str());
   if (gpu)
-    std::printf("gpu            %s (%s): %d layers%s, %.1f MiB of weights; the rest on the CPU\n", gpu->info().name.c_str(),
-                gpu->info().kind.c_str(), gpu->placement().layers, gpu->placement().output ? " and the output head" : "",
-                static_cast<double>(gpu->placement().bytes) / (1 << 20));
+    std::printf("gpu            %s (%s): %d layers (%d whole, with their KV cache)%s, %.1f MiB of weights; the rest on the CPU\n",
+                gpu->info().name.c_str(), gpu->info().kind.c_str(), gpu->placement().layers,
+                stage.layers_refused().empty() ? gpu->placement().whole_layers : 0,
+                gpu->placement().output ? " and the output head" : "", static_cast<double>(gpu->placement().bytes) / (1 << 20));
+  if (gpu && !stage.layers_refused().empty()) std::printf("               not whole: %s\n", stage.layers_refused().c_str());
   std::printf("kv cache       %s%s\n", a.kv_type.c_str(),
               a.depth > 0 ? (", " + std::to_string(a.depth) + " tokens of history before the prompt").c_str() : "");
   std::printf("prefill        %8.2f tok/s  (%d tokens, median of %d)\n", pf, a.prompt_tokens, a.repeats);
@@ -239,9 +242,10 @@ void bench(const BenchArgs& a) {
                 "behind compute\n",
                 paged / 1e6, storage, stage.pager()->stats().direct ? "direct I/O" : "buffered", 100 * hidden_share);
   if (gpu && gpu_steps > 0)
-    std::printf("gpu decode     %8.2f ms     of products per step on the GPU (%.2f ms with copies, submission and waiting; %.0f "
-                "submissions), reading %.1f GB/s while busy\n",
-                gpu_busy_ms, gpu_wall_ms, gpu_decode.submissions / steps, gpu_read_gb_s);
+    std::printf(
+        "gpu decode     %8.2f ms     of GPU work per step (%.2f ms with copies, submission and waiting; %.0f "
+        "submissions), reading %.1f GB/s of weights while busy\n",
+        gpu_busy_ms, gpu_wall_ms, gpu_decode.submissions / steps, gpu_read_gb_s);
   std::printf("cpu wait       %8.0f %%     (of decode time, threads runnable but waiting for a core: other processes)\n",
               100 * median(cpu_wait));
 }

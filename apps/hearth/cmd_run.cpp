@@ -58,6 +58,7 @@ void run(const RunArgs& a) {
   options.paging = paging_within(m, options, a.memory_limit, pool);
   const auto gpu = options.paging.empty() ? runtime::choose_stage_gpu(a.gpu, *m.weights) : nullptr;
   options.offload = gpu ? &gpu->offload() : nullptr;
+  options.layers = gpu ? gpu->layers() : nullptr;
   runtime::Stage stage(m.weights, options, pool);
   std::string text = a.prompt;
   runtime::ReplyFilter reply;  // what of the reply is the answer, what the reasoning

@@ -5,10 +5,12 @@
 //   auto gpu = open_stage_gpu("auto", *weights, {});
 //   Stage stage(weights, {.offload = &gpu->offload()}, pool);
 //
-// What runs on the GPU (this slice of issue 18): the dense weight matrices of the stage's layers
-// and its output head, of types F32, F16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K, uploaded once, first layers first until
-// the memory budget is spent; the rest of each layer (norms, RoPE, attention, activations) and
-// the matrices not uploaded run on the CPU, and activations cross to the GPU and back per product.
+// What runs on the GPU (issue 18, so far): the dense weight matrices of the stage's layers and
+// its output head, of types F32, F16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K, uploaded once, first
+// layers first until the memory budget is spent; of those layers, the first ones of a llama-style
+// model run there whole (vulkan_layers.h: norms, RoPE, attention over a KV cache in GPU memory,
+// SwiGLU, residuals; one submission per forward()); other layers' products go one call at a
+// time, the rest of them on the CPU; the matrices not uploaded run on the CPU.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/model/layer_offload.h"
 #include "runtime/model/matmul_offload.h"
 #include "runtime/model/weights.h"
 
@@ -46,6 +49,7 @@ std::vector<GpuInfo> list_gpus();
 // What a GPU holds of a stage.
 struct GpuPlacement {
   int layers = 0;           // the stage's first layers whose matrices are all on the GPU
+  int whole_layers = 0;     // of those, the first ones that run there whole (layer_offload.h)
   int matrices = 0;         // matrices uploaded (those layers', and the output head's)
   bool output = false;      // the output head
   uint64_t bytes = 0;       // weight bytes uploaded
@@ -54,6 +58,7 @@ struct GpuPlacement {
 
 struct StageGpuOptions {
   uint64_t budget_bytes = 0;  // weight bytes to upload at most; 0: default_gpu_budget()
+  bool whole_layers = true;   // run the layers it can whole there, not product by product
 };
 
 // The weight bytes a stage puts on a GPU of `memory_bytes` by default: its memory less
@@ -76,6 +81,8 @@ class StageGpu {
   virtual const GpuInfo& info() const = 0;
   virtual const GpuPlacement& placement() const = 0;
   virtual MatmulOffload& offload() = 0;
+  // The stage's first layers run whole on the GPU (placement().whole_layers); null for none.
+  virtual LayerOffload* layers() = 0;
   virtual GpuCounters counters() const = 0;
 };
 

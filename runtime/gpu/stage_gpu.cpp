@@ -7,6 +7,7 @@
 #include "runtime/gpu/gpu.h"
 #ifdef HEARTH_HAVE_VULKAN
 #include "runtime/gpu/vulkan_device.h"
+#include "runtime/gpu/vulkan_layers.h"
 #include "runtime/gpu/vulkan_matmul.h"
 #endif
 
@@ -44,10 +45,12 @@ class VulkanStageGpu : public StageGpu {
  public:
   VulkanStageGpu(int index, const StageWeights& weights, const StageGpuOptions& options) : device_(index), matmul_(device_) {
     place(weights, options.budget_bytes ? options.budget_bytes : default_gpu_budget(device_.info().memory_bytes));
+    if (options.whole_layers) run_whole(weights);
   }
   const GpuInfo& info() const override { return device_.info(); }
   const GpuPlacement& placement() const override { return placement_; }
   MatmulOffload& offload() override { return matmul_; }
+  LayerOffload* layers() override { return layers_.get(); }
   GpuCounters counters() const override { return matmul_.counters(); }
 
  private:
@@ -94,9 +97,28 @@ class VulkanStageGpu : public StageGpu {
     }
   }
 
+  // The placed layers that run whole on the GPU: the first ones whose model the layer shaders
+  // cover; from the first that does not, the rest go product by product.
+  void run_whole(const StageWeights& weights) {
+    const int first = weights.spec().first_layer;
+    int end = first;
+    for (; end < first + placement_.layers; ++end) {
+      const std::string why = VulkanLayers::unfit(weights.config(), weights.layer(end), end);
+      if (!why.empty()) {
+        placement_.left.push_back("layers " + std::to_string(end) + "-" + std::to_string(first + placement_.layers - 1) +
+                                  " run product by product: " + why);
+        break;
+      }
+    }
+    if (end == first) return;
+    layers_ = std::make_unique<VulkanLayers>(device_, matmul_, weights, end);
+    placement_.whole_layers = end - first;
+  }
+
   VulkanDevice device_;
   VulkanMatmul matmul_;
   GpuPlacement placement_;
+  std::unique_ptr<VulkanLayers> layers_;  // before matmul_ and device_ go
 };
 
 }  // namespace
@@ -143,10 +165,10 @@ std::unique_ptr<StageGpu> choose_stage_gpu(const std::string& choice, const Stag
   }
   const GpuPlacement& p = gpu->placement();
   const StageSpec& spec = weights.spec();
-  spdlog::info("GPU {}: {} ({}, {:.1f} GiB, {}): {} of {} layers{}, {} matrices, {:.1f} MiB of weights", gpu->info().index,
-               gpu->info().name, gpu->info().kind, static_cast<double>(gpu->info().memory_bytes) / (1 << 30), gpu->info().api,
-               p.layers, spec.last_layer - spec.first_layer, p.output ? " and the output head" : "", p.matrices,
-               static_cast<double>(p.bytes) / (1 << 20));
+  spdlog::info("GPU {}: {} ({}, {:.1f} GiB, {}): {} of {} layers ({} whole){}, {} matrices, {:.1f} MiB of weights",
+               gpu->info().index, gpu->info().name, gpu->info().kind, static_cast<double>(gpu->info().memory_bytes) / (1 << 30),
+               gpu->info().api, p.layers, spec.last_layer - spec.first_layer, p.whole_layers,
+               p.output ? " and the output head" : "", p.matrices, static_cast<double>(p.bytes) / (1 << 20));
   for (const std::string& why : p.left) spdlog::info("  on the CPU: {}", why);
   return gpu;
 }

@@ -219,6 +219,7 @@ void VulkanMatmul::ensure_io(uint64_t x_floats, uint64_t y_floats) {
   if (!x_dev_.mapped) x_host_ = gpu_.create_buffer(x_size, false);
   if (!y_dev_.mapped) y_host_ = gpu_.create_buffer(y_size, false);
   for (const auto& [_, r] : resident_) bind_io(r.set);
+  ++io_generation_;
 }
 
 void VulkanMatmul::upload(const WeightMatrix& w) {
@@ -263,8 +264,37 @@ void VulkanMatmul::matmul(std::span<const MatmulTarget> targets, const float* x,
     vkCmdCopyBuffer(cmd, x_host_.buffer, x_dev_.buffer, 1, &region);
     barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
   }
-  const uint32_t max_x = std::min<uint32_t>(gpu_.max_group_count_x(), 65535);
   gpu_.stamp(cmd, 0);
+  record(cmd, targets, n_tokens);
+  gpu_.stamp(cmd, 1);
+  if (y_host_.buffer) {
+    barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+            VK_ACCESS_TRANSFER_READ_BIT);
+    const VkBufferCopy region{0, 0, y_floats * sizeof(float)};
+    vkCmdCopyBuffer(cmd, y_dev_.buffer, y_host_.buffer, 1, &region);
+    barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+            VK_ACCESS_HOST_READ_BIT);
+  } else {
+    barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+            VK_ACCESS_HOST_READ_BIT);
+  }
+  gpu_.submit();
+  const auto* y = static_cast<const float*>(y_host_.buffer ? y_host_.mapped : y_dev_.mapped);
+  for (const MatmulTarget& t : targets) {
+    const size_t n = static_cast<size_t>(t.w->n_out) * static_cast<size_t>(n_tokens);
+    std::memcpy(t.y, y, n * sizeof(float));
+    y += n;
+    counters_.weight_bytes += t.w->bytes();
+  }
+  counters_.submissions++;
+  counters_.gpu_s += gpu_.stamped_seconds();
+  counters_.wall_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void VulkanMatmul::record(VkCommandBuffer cmd, std::span<const MatmulTarget> targets, int n_tokens) {
+  const uint32_t max_x = std::min<uint32_t>(gpu_.max_group_count_x(), 65535);
+  const int64_t n_in = targets[0].w->n_in;
+  const uint64_t x_floats = static_cast<uint64_t>(n_in) * static_cast<uint64_t>(n_tokens);
   // The activations' blocks, once for all targets that read them (their n_in is the same); any
   // target's set binds x, xq and xk.
   bool quantizing = false;
@@ -301,26 +331,6 @@ void VulkanMatmul::matmul(std::span<const MatmulTarget> targets, const float* x,
     vkCmdDispatch(cmd, gx, (n_out + gx - 1) / gx, (static_cast<uint32_t>(n_tokens) + kTokensPerGroup - 1) / kTokensPerGroup);
     y_at += static_cast<uint64_t>(n_out) * static_cast<uint64_t>(n_tokens);
   }
-  gpu_.stamp(cmd, 1);
-  if (y_host_.buffer) {
-    barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
-    const VkBufferCopy region{0, 0, y_floats * sizeof(float)};
-    vkCmdCopyBuffer(cmd, y_dev_.buffer, y_host_.buffer, 1, &region);
-    barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
-  } else {
-    barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
-  }
-  gpu_.submit();
-  const auto* y = static_cast<const float*>(y_host_.buffer ? y_host_.mapped : y_dev_.mapped);
-  for (const MatmulTarget& t : targets) {
-    const size_t n = static_cast<size_t>(t.w->n_out) * static_cast<size_t>(n_tokens);
-    std::memcpy(t.y, y, n * sizeof(float));
-    y += n;
-    counters_.weight_bytes += t.w->bytes();
-  }
-  counters_.submissions++;
-  counters_.gpu_s += gpu_.stamped_seconds();
-  counters_.wall_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace hearth::runtime

@@ -31,6 +31,23 @@ class VulkanMatmul : public MatmulOffload {
   bool holds(const WeightMatrix& w) const override { return resident_.count(w.data) != 0; }
   void matmul(std::span<const MatmulTarget> targets, const float* x, int n_tokens) override;
 
+  // For work that keeps its data on the GPU between products (vulkan_layers.h): the buffers the
+  // products read (activations, n_tokens x n_in) and write (each target's n_tokens x n_out, back
+  // to back), sized by ensure_io(), which may replace them (io_generation() then changes); and the
+  // products recorded into a command buffer, after which y_buffer() holds them.
+  void ensure_io(uint64_t x_floats, uint64_t y_floats);
+  const VulkanBuffer& x_buffer() const { return x_dev_; }
+  const VulkanBuffer& y_buffer() const { return y_dev_; }
+  uint64_t io_generation() const { return io_generation_; }
+  void record(VkCommandBuffer cmd, std::span<const MatmulTarget> targets, int n_tokens);
+  // Adds a submission made around record() to counters(): the weight bytes it read, its GPU time.
+  void count(uint64_t weight_bytes, double gpu_s, double wall_s) {
+    counters_.submissions++;
+    counters_.weight_bytes += weight_bytes;
+    counters_.gpu_s += gpu_s;
+    counters_.wall_s += wall_s;
+  }
+
  private:
   struct Resident {
     VulkanBuffer weights;
@@ -38,7 +55,6 @@ class VulkanMatmul : public MatmulOffload {
     int pipeline = 0;  // index into pipelines_
   };
   void release();
-  void ensure_io(uint64_t x_floats, uint64_t y_floats);
   void bind_io(VkDescriptorSet set) const;
   VkDescriptorSet allocate_set();
 
@@ -51,6 +67,7 @@ class VulkanMatmul : public MatmulOffload {
   int sets_left_ = 0;                  // in pools_.back()
   std::unordered_map<const uint8_t*, Resident> resident_;  // by where the weights are mapped
   uint64_t bytes_ = 0;
+  uint64_t io_generation_ = 0;
   GpuCounters counters_;
   // Activations in and products out: on the GPU (x_dev_, y_dev_), and where the CPU writes and
   // reads them when that memory is not the CPU's (x_host_, y_host_ stay empty on unified memory).

@@ -130,6 +130,22 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
   if (options_.kv_type != TensorType::F32) kv_tile_.resize(static_cast<size_t>(c.n_head) * kKvTileFloats);
   row_cache_.resize(B);
   row_pos_.resize(B);
+  row_seq_.resize(B);
+  if (options_.layers) {
+    // Where its caches do not fit (or cannot hold this type), its layers go back to the CPU's
+    // loop (their products still on the GPU through options_.offload).
+    try {
+      options_.layers->prepare(n_ctx_, options_.max_sequences, options_.max_batch, options_.kv_type);
+      offload_pos_.resize(B);
+      offload_slot_.resize(B);
+      offload_rope_.resize(B * static_cast<size_t>(rope_.n_rot));
+      // Their keys and values live there: the CPU's caches hold nothing for them.
+      for (int l = spec().first_layer; l < options_.layers->end(); ++l) kv_.dims[static_cast<size_t>(l - spec().first_layer)] = 0;
+    } catch (const std::exception& e) {
+      layers_refused_ = e.what();
+      options_.layers = nullptr;
+    }
+  }
   if (c.is_moe()) experts_.emplace(c, options_.max_batch);
   if (const auto P = static_cast<size_t>(c.n_embd_per_layer); P > 0) {
     ple_.resize(B * static_cast<size_t>(c.n_layer) * P);
@@ -162,7 +178,10 @@ int Stage::length(uint64_t seq) const {
   return it == caches_.end() ? 0 : it->second.length();
 }
 
-void Stage::release(uint64_t seq) { caches_.erase(seq); }
+void Stage::release(uint64_t seq) {
+  caches_.erase(seq);
+  slots_.erase(seq);
+}
 
 bool Stage::can_continue(uint64_t seq, int pos) const {
   const auto it = caches_.find(seq);
@@ -250,6 +269,7 @@ std::span<const float> Stage::forward(const StageInput& in) {
     for (int i = 0; i < ch.n_tokens; ++i, ++t) {
       row_cache_[static_cast<size_t>(t)] = &it->second;
       row_pos_[static_cast<size_t>(t)] = ch.pos + i;
+      row_seq_[static_cast<size_t>(t)] = ch.seq;
     }
   }
 
@@ -260,7 +280,12 @@ std::span<const float> Stage::forward(const StageInput& in) {
     read_hidden(in.hidden, n_tokens);
   }
 
-  for (int l = spec().first_layer; l < spec().last_layer; ++l) {
+  int l0 = spec().first_layer;
+  if (options_.layers && options_.layers->end() > l0) {
+    offload_layers(n_tokens);
+    l0 = options_.layers->end();
+  }
+  for (int l = l0; l < spec().last_layer; ++l) {
     if (pager_ && pager_->pages(l)) {
       const LayerWeights& paged = pager_->acquire(l);
       const ReleaseOnExit done{*pager_, l};  // a layer that throws must not keep its read buffer
@@ -275,6 +300,31 @@ std::span<const float> Stage::forward(const StageInput& in) {
 
   if (spec().has_output) return output_head(in, n_tokens);
   return write_hidden(n_tokens);
+}
+
+// The layers options_.layers runs, on x_: each token's slot (a sequence's first gets the lowest
+// free one; validate() keeps sequences within max_sequences), position and RoPE angles.
+void Stage::offload_layers(int n_tokens) {
+  const int n_pairs = rope_.n_rot / 2;
+  const auto slot_of = [&](uint64_t seq) {
+    if (const auto it = slots_.find(seq); it != slots_.end()) return it->second;
+    std::vector<bool> taken(static_cast<size_t>(options_.max_sequences));
+    for (const auto& [_, s] : slots_) taken[static_cast<size_t>(s)] = true;
+    const int free = static_cast<int>(std::find(taken.begin(), taken.end(), false) - taken.begin());
+    slots_.emplace(seq, free);
+    return free;
+  };
+  for (int t = 0; t < n_tokens; ++t) {
+    const int pos = row_pos_[static_cast<size_t>(t)];
+    offload_pos_[static_cast<size_t>(t)] = pos;
+    offload_slot_[static_cast<size_t>(t)] = slot_of(row_seq_[static_cast<size_t>(t)]);
+    float* angles = &offload_rope_[static_cast<size_t>(t) * 2 * n_pairs];
+    rope_angles(pos, rope_, angles, angles + n_pairs);
+  }
+  options_.layers->forward(x_.data(), {.n_tokens = n_tokens,
+                                       .pos = {offload_pos_.data(), static_cast<size_t>(n_tokens)},
+                                       .slot = {offload_slot_.data(), static_cast<size_t>(n_tokens)},
+                                       .rope = {offload_rope_.data(), static_cast<size_t>(n_tokens) * 2 * n_pairs}});
 }
 
 void Stage::read_hidden(std::span<const float> hidden, int n_tokens) {

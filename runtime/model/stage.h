@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "runtime/kernels/aligned_vector.h"
@@ -29,6 +30,7 @@
 #include "runtime/model/expert_ffn.h"
 #include "runtime/model/kv_cache.h"
 #include "runtime/model/kv_layout.h"
+#include "runtime/model/layer_offload.h"
 #include "runtime/model/layer_pager.h"
 #include "runtime/model/matmul.h"
 #include "runtime/model/matmul_offload.h"
@@ -48,6 +50,9 @@ struct StageOptions {
   // Where the products of the matrices it holds run (a GPU, runtime/gpu/gpu.h); the rest, and
   // everything else of a layer, run on the CPU. Not owned; must outlive the stage.
   MatmulOffload* offload = nullptr;
+  // Where its first layers run whole (a GPU), with their KV caches: [first_layer, layers->end()).
+  // Not owned; must outlive the stage.
+  LayerOffload* layers = nullptr;
   // Layers whose largest matrices are read from the model file as each pass reaches them, not
   // kept in memory (layer_pager.h); empty: every weight stays mapped.
   PagingPlan paging;
@@ -122,6 +127,9 @@ class Stage {
   uint64_t memory_bytes(int n_sequences) const;
   // What paging read from storage, and how much of it the stage waited for (null: no paging).
   const LayerPager* pager() const { return pager_.get(); }
+  // Why StageOptions::layers could not take the layers it offered (its caches did not fit...);
+  // empty when it did or none was offered.
+  const std::string& layers_refused() const { return layers_refused_; }
 
  private:
   int validate(const StageInput& in) const;
@@ -166,6 +174,13 @@ class Stage {
   // gated input; one token's row of the table; the hidden states a stage hands on with them.
   AlignedVector<float> ple_, ple_gate_, ple_row_, hidden_out_;
   std::map<uint64_t, KvCache> caches_;
+  // options_.layers: each sequence's cache slot there, and a batch's positions, slots and RoPE
+  // angles for it.
+  std::map<uint64_t, int> slots_;
+  std::vector<int> offload_pos_, offload_slot_;
+  std::string layers_refused_;
+  AlignedVector<float> offload_rope_;
+  void offload_layers(int n_tokens);
 
   // Working buffers, sized for max_batch tokens at construction.
   MatmulScratch scratch_;
@@ -178,6 +193,7 @@ class Stage {
   AlignedVector<float> kv_tile_;  // (tasks, kKvTileFloats): cached rows read as f32 (not for f32 caches)
   std::vector<KvCache*> row_cache_;
   std::vector<int> row_pos_;
+  std::vector<uint64_t> row_seq_;
   AlignedVector<float> logits_;
   std::optional<ExpertFfn> experts_;  // MoE models
   std::unique_ptr<LayerPager> pager_;  // when options_.paging pages some layer

@@ -9,6 +9,7 @@ StageBudget budget_stage(const std::shared_ptr<const StageWeights>& weights, con
                          ThreadPool& pool) {
   StageOptions resident = options;
   resident.offload = nullptr;
+  resident.layers = nullptr;
   resident.paging = {};
   // A stage not yet run allocates its buffers but no cache: memory_bytes() counts both.
   StageBudget b{.other_bytes = Stage(weights, resident, pool).memory_bytes(options.max_sequences)};
