@@ -244,7 +244,9 @@ TEST_SUITE("gpu") {
     for (const TensorType kv : {TensorType::F32, TensorType::F16}) {
       CAPTURE(tensor_type_name(kv));
       const auto cpu = all_logits(m, ids, nullptr, kv);
+      const uint64_t before = whole->counters().submissions;
       const auto on_whole = all_logits(m, ids, whole.get(), kv);
+      CHECK(whole->counters().submissions - before == 2);  // the layers, then the output head: not 4 per layer
       const auto on_products = all_logits(m, ids, products.get(), kv);
       const double scale = max_abs(cpu);
       MESSAGE(tensor_type_name(kv) << " cache: whole layers " << max_abs_diff(on_whole, cpu) / scale << " from the CPU, "

@@ -173,16 +173,37 @@ void VulkanLayers::release() {
 void VulkanLayers::prepare(int n_ctx, int max_sequences, int max_batch, TensorType kv_type) {
   if (kv_type != TensorType::F32 && kv_type != TensorType::F16)
     throw GpuError("the GPU's KV cache keeps f32 or f16 values, not " + std::string(tensor_type_name(kv_type)));
+  // A new stage (a relaunch, a test's next one) starts from empty caches sized for it: what an
+  // earlier prepare() made goes first. One stage uses these at a time.
+  unprepare();
+  const uint64_t cache_floats = uint64_t{static_cast<uint32_t>(max_sequences)} * static_cast<uint32_t>(n_ctx) * 2 * kv_dim_;
+  if (cache_floats * sizeof(float) > gpu_.max_buffer_bytes() || cache_floats > UINT32_MAX)
+    throw GpuError("a layer's KV cache (" + std::to_string(cache_floats * sizeof(float) >> 20) +
+                   " MiB) is larger than the GPU's largest buffer or the shaders' 32-bit indices");
   n_ctx_ = static_cast<uint32_t>(n_ctx);
   max_sequences_ = static_cast<uint32_t>(max_sequences);
   max_batch_ = static_cast<uint32_t>(max_batch);
   kv_f16_ = kv_type == TensorType::F16;
-  const uint64_t cache_bytes = uint64_t{max_sequences_} * n_ctx_ * 2 * kv_dim_ * sizeof(float);
-  if (cache_bytes > gpu_.max_buffer_bytes())
-    throw GpuError("a layer's KV cache (" + std::to_string(cache_bytes >> 20) + " MiB) is larger than the GPU's largest buffer");
-  for (Layer& l : layers_) {
-    if (!l.cache.buffer) l.cache = gpu_.create_buffer(cache_bytes, true);
+  try {
+    prepare_buffers(cache_floats * sizeof(float));
+  } catch (...) {
+    unprepare();
+    throw;
   }
+}
+
+void VulkanLayers::unprepare() {
+  for (Layer& l : layers_) {
+    gpu_.destroy(l.cache);
+    l.set = VK_NULL_HANDLE;
+  }
+  for (VulkanBuffer* b : {&hidden_, &hidden_host_, &batch_}) gpu_.destroy(*b);
+  if (pool_) vkResetDescriptorPool(gpu_.device(), pool_, 0);
+  max_batch_ = 0;
+}
+
+void VulkanLayers::prepare_buffers(uint64_t cache_bytes) {
+  for (Layer& l : layers_) l.cache = gpu_.create_buffer(cache_bytes, true);
   hidden_ = gpu_.create_buffer(uint64_t{max_batch_} * n_embd_ * sizeof(float), true);
   if (!hidden_.mapped) hidden_host_ = gpu_.create_buffer(hidden_.size, false);
   batch_ = gpu_.create_buffer(uint64_t{max_batch_} * (2 + 2 * n_pairs_) * sizeof(uint32_t), false);
@@ -241,7 +262,7 @@ void VulkanLayers::forward(float* x, const LayerOffloadBatch& batch) {
   const auto n = static_cast<uint32_t>(batch.n_tokens);
   if (n == 0) return;
   const auto start = std::chrono::steady_clock::now();
-  if (n > max_batch_) throw GpuError("a batch larger than the GPU layers were prepared for");
+  if (n > max_batch_) throw GpuError("a batch larger than the GPU layers were prepared for (or none was)");
   if (matmul_.io_generation() != io_generation_) {  // the products' buffers were replaced
     for (Layer& l : layers_) bind(l);
     io_generation_ = matmul_.io_generation();

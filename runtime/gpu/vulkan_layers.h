@@ -44,6 +44,8 @@ class VulkanLayers : public LayerOffload {
   enum Op { kRmsNorm, kRopeStore, kAttention, kAdd, kSwiglu, kOps };
   struct Shape;  // layer_ops.comp's push constants
   void release();
+  void unprepare();  // what prepare() made
+  void prepare_buffers(uint64_t cache_bytes);
   void bind(Layer& layer);
   void op(VkCommandBuffer cmd, Op op, const Layer& layer, uint32_t groups, uint32_t norm_at, uint32_t n_tokens) const;
   void products(VkCommandBuffer cmd, std::initializer_list<const WeightMatrix*> ws, int n_tokens);
