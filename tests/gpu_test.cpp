@@ -263,6 +263,33 @@ TEST_SUITE("gpu") {
     const Stage q8(m.weights, on(whole.get(), {.n_ctx = 64, .max_batch = 8, .max_sequences = 1, .kv_type = TensorType::Q8_0}),
                    pool);
     CHECK(q8.layers_refused().find("q8_0") != std::string::npos);
+    // So do caches that do not fit what the weights left of the GPU's budget.
+    auto tight = open_stage_gpu(*gpu_choice, *m.weights, {.budget_bytes = whole->placement().bytes});
+    REQUIRE(tight->layers() != nullptr);
+    const Stage big(m.weights, on(tight.get(), {.n_ctx = 256, .max_batch = 8, .max_sequences = 4}), pool);
+    CHECK(big.layers_refused().find("budget") != std::string::npos);
+    // A stage made on the same GPU after another takes its caches: the first one's batches are refused.
+    Stage first(m.weights, on(whole.get(), {.n_ctx = 64, .max_batch = 8, .max_sequences = 1}), pool);
+    const Stage second(m.weights, on(whole.get(), {.n_ctx = 64, .max_batch = 8, .max_sequences = 1}), pool);
+    const SeqChunk chunk{1, 0, 2};
+    const std::vector<int32_t> two = {1, 2};
+    CHECK_THROWS_AS(first.forward({.chunks = {&chunk, 1}, .tokens = two}), GpuError);
+  }
+
+  // A layer with a matrix of a type without a shader (Q5_0 here) runs on the per-product path,
+  // those products on the CPU; before, the whole-layer path asked the GPU for a matrix it lacked.
+  TEST_CASE("whole layers on the GPU: not for a layer with a matrix the GPU does not hold") {
+    const auto gpu_choice = test_gpu();
+    if (!gpu_choice) return;
+    hearth::test::TempDir dir;
+    const WholeModel m = open_whole_model(hearth::test::make_model(dir, "m.gguf", random_model(TensorType::Q5_0)));
+    auto gpu = open_stage_gpu(*gpu_choice, *m.weights, {});
+    CHECK(gpu->layers() == nullptr);
+    CHECK(gpu->placement().whole_layers == 0);
+    const std::vector<int32_t> ids = {1, 17, 33, 2, 90, 41};
+    const auto on_gpu = all_logits(m, ids, gpu.get());
+    const auto cpu = all_logits(m, ids, nullptr);
+    CHECK(max_abs_diff(on_gpu, cpu) / max_abs(cpu) < 2e-2);
   }
 
   // Decoding token by token and rewinding (a regenerated answer) read and overwrite the GPU's
@@ -277,6 +304,7 @@ TEST_SUITE("gpu") {
     ThreadPool pool(2);
     Stage cpu(m.weights, {.n_ctx = 64, .max_batch = 16, .max_sequences = 2}, pool);
     Stage on_gpu(m.weights, on(gpu.get(), {.n_ctx = 64, .max_batch = 16, .max_sequences = 2}), pool);
+    REQUIRE(on_gpu.layers_refused().empty());
     const auto step = [&](Stage& s, uint64_t seq, int pos, std::vector<int32_t> tokens) {
       const SeqChunk chunk{seq, pos, static_cast<int>(tokens.size())};
       const auto out = s.forward({.chunks = {&chunk, 1}, .tokens = tokens});
@@ -326,6 +354,7 @@ TEST_SUITE("gpu") {
     ThreadPool pool(2);
     REQUIRE(gpu->layers() != nullptr);  // whole layers, each sequence's cache in its own slot
     Stage stage(m.weights, on(gpu.get(), {.n_ctx = 64, .max_batch = 64, .max_sequences = 8}), pool);
+    REQUIRE(stage.layers_refused().empty());
     const std::vector<std::vector<int32_t>> prompts = {{1, 5, 9}, {1, 7, 3, 8, 2}, {1, 4}};
     // Alone: each prompt, then its last logits row.
     std::vector<std::vector<float>> alone;

@@ -44,7 +44,8 @@ std::vector<const WeightMatrix*> layer_matrices(const LayerWeights& w) {
 class VulkanStageGpu : public StageGpu {
  public:
   VulkanStageGpu(int index, const StageWeights& weights, const StageGpuOptions& options) : device_(index), matmul_(device_) {
-    place(weights, options.budget_bytes ? options.budget_bytes : default_gpu_budget(device_.info().memory_bytes));
+    budget_bytes_ = options.budget_bytes ? options.budget_bytes : default_gpu_budget(device_.info().memory_bytes);
+    place(weights, budget_bytes_);
     if (options.whole_layers) run_whole(weights);
   }
   const GpuInfo& info() const override { return device_.info(); }
@@ -103,7 +104,11 @@ class VulkanStageGpu : public StageGpu {
     const int first = weights.spec().first_layer;
     int end = first;
     for (; end < first + placement_.layers; ++end) {
-      const std::string why = VulkanLayers::unfit(weights.config(), weights.layer(end), end);
+      const LayerWeights& w = weights.layer(end);
+      std::string why = VulkanLayers::unfit(weights.config(), w, end);
+      for (const WeightMatrix* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down})
+        if (why.empty() && !matmul_.holds(*m))
+          why = "a matrix of a type without a GPU shader (" + std::string(tensor_type_name(m->type)) + ")";
       if (!why.empty()) {
         placement_.left.push_back("layers " + std::to_string(end) + "-" + std::to_string(first + placement_.layers - 1) +
                                   " run product by product: " + why);
@@ -111,13 +116,15 @@ class VulkanStageGpu : public StageGpu {
       }
     }
     if (end == first) return;
-    layers_ = std::make_unique<VulkanLayers>(device_, matmul_, weights, end);
+    const uint64_t budget = budget_bytes_ > placement_.bytes ? budget_bytes_ - placement_.bytes : 0;
+    layers_ = std::make_unique<VulkanLayers>(device_, matmul_, weights, end, budget);
     placement_.whole_layers = end - first;
   }
 
   VulkanDevice device_;
   VulkanMatmul matmul_;
   GpuPlacement placement_;
+  uint64_t budget_bytes_ = 0;             // for weights, then the whole layers' caches
   std::unique_ptr<VulkanLayers> layers_;  // before matmul_ and device_ go
 };
 

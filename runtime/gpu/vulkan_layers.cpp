@@ -76,8 +76,8 @@ std::string VulkanLayers::unfit(const ModelConfig& c, const LayerWeights& w, int
   return "";
 }
 
-VulkanLayers::VulkanLayers(VulkanDevice& gpu, VulkanMatmul& matmul, const StageWeights& weights, int end)
-    : gpu_(gpu), matmul_(matmul), end_(end) {
+VulkanLayers::VulkanLayers(VulkanDevice& gpu, VulkanMatmul& matmul, const StageWeights& weights, int end, uint64_t cache_budget)
+    : gpu_(gpu), matmul_(matmul), end_(end), cache_budget_(cache_budget) {
   const ModelConfig& c = weights.config();
   const int first = weights.spec().first_layer;
   n_embd_ = static_cast<uint32_t>(c.n_embd);
@@ -170,7 +170,7 @@ void VulkanLayers::release() {
   set_layout_ = VK_NULL_HANDLE;
 }
 
-void VulkanLayers::prepare(int n_ctx, int max_sequences, int max_batch, TensorType kv_type) {
+uint64_t VulkanLayers::prepare(int n_ctx, int max_sequences, int max_batch, TensorType kv_type) {
   if (kv_type != TensorType::F32 && kv_type != TensorType::F16)
     throw GpuError("the GPU's KV cache keeps f32 or f16 values, not " + std::string(tensor_type_name(kv_type)));
   // A new stage (a relaunch, a test's next one) starts from empty caches sized for it: what an
@@ -180,6 +180,13 @@ void VulkanLayers::prepare(int n_ctx, int max_sequences, int max_batch, TensorTy
   if (cache_floats * sizeof(float) > gpu_.max_buffer_bytes() || cache_floats > UINT32_MAX)
     throw GpuError("a layer's KV cache (" + std::to_string(cache_floats * sizeof(float) >> 20) +
                    " MiB) is larger than the GPU's largest buffer or the shaders' 32-bit indices");
+  // The caches share the budget the weights were placed in (the margin stays the driver's and
+  // the display's): a stage whose caches do not fit runs its layers product by product.
+  const uint64_t caches = cache_floats * sizeof(float) * layers_.size();
+  if (caches > cache_budget_)
+    throw GpuError("the GPU layers' KV caches (" + std::to_string(caches >> 20) + " MiB for " + std::to_string(max_sequences) +
+                   " x " + std::to_string(n_ctx) + " tokens) do not fit what the weights left of its budget (" +
+                   std::to_string(cache_budget_ >> 20) + " MiB)");
   n_ctx_ = static_cast<uint32_t>(n_ctx);
   max_sequences_ = static_cast<uint32_t>(max_sequences);
   max_batch_ = static_cast<uint32_t>(max_batch);
@@ -190,6 +197,7 @@ void VulkanLayers::prepare(int n_ctx, int max_sequences, int max_batch, TensorTy
     unprepare();
     throw;
   }
+  return ++token_;
 }
 
 void VulkanLayers::unprepare() {
@@ -200,6 +208,7 @@ void VulkanLayers::unprepare() {
   for (VulkanBuffer* b : {&hidden_, &hidden_host_, &batch_}) gpu_.destroy(*b);
   if (pool_) vkResetDescriptorPool(gpu_.device(), pool_, 0);
   max_batch_ = 0;
+  ++token_;  // no earlier stage runs on what is gone
 }
 
 void VulkanLayers::prepare_buffers(uint64_t cache_bytes) {
@@ -239,14 +248,17 @@ void VulkanLayers::bind(Layer& layer) {
   vkUpdateDescriptorSets(gpu_.device(), kOpBindings, writes, 0, nullptr);
 }
 
-void VulkanLayers::op(VkCommandBuffer cmd, Op op, const Layer& layer, uint32_t groups, uint32_t norm_at,
+void VulkanLayers::op(VkCommandBuffer cmd, Op op, const Layer& layer, uint64_t groups, uint32_t norm_at,
                       uint32_t n_tokens) const {
   const Shape shape{n_tokens, n_embd_,  q_dim_,          kv_dim_,           head_dim_, n_head_, n_head_kv_, n_ff_,
                     n_ctx_,   n_pairs_, neox_ ? 1u : 0u, kv_f16_ ? 1u : 0u, norm_at,   eps_,    scale_};
   vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipelines_[op]);
   vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 1, &layer.set, 0, nullptr);
   vkCmdPushConstants(cmd, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(shape), &shape);
-  vkCmdDispatch(cmd, groups, 1, 1);
+  // Counts past the GPU's largest x count go to a second dimension (layer_ops.comp's group_index).
+  const uint64_t max_x = std::min<uint32_t>(gpu_.max_group_count_x(), 65535);
+  const uint64_t gx = std::min(groups, max_x);
+  vkCmdDispatch(cmd, static_cast<uint32_t>(gx), static_cast<uint32_t>((groups + gx - 1) / gx), 1);
   after_writes(cmd);
 }
 
@@ -258,7 +270,8 @@ void VulkanLayers::products(VkCommandBuffer cmd, std::initializer_list<const Wei
   after_writes(cmd);
 }
 
-void VulkanLayers::forward(float* x, const LayerOffloadBatch& batch) {
+void VulkanLayers::forward(uint64_t token, float* x, const LayerOffloadBatch& batch) {
+  if (token != token_) throw GpuError("the GPU layers were prepared for another stage since");
   const auto n = static_cast<uint32_t>(batch.n_tokens);
   if (n == 0) return;
   const auto start = std::chrono::steady_clock::now();
@@ -269,6 +282,10 @@ void VulkanLayers::forward(float* x, const LayerOffloadBatch& batch) {
   }
   auto* b = static_cast<uint32_t*>(batch_.mapped);
   for (uint32_t t = 0; t < n; ++t) {
+    // The stage's validate() keeps these in range; the shaders index the cache by them unchecked.
+    if (batch.pos[t] < 0 || static_cast<uint32_t>(batch.pos[t]) >= n_ctx_ || batch.slot[t] < 0 ||
+        static_cast<uint32_t>(batch.slot[t]) >= max_sequences_)
+      throw GpuError("a position or cache slot out of the GPU layers' range");
     b[2 * t] = static_cast<uint32_t>(batch.pos[t]);
     b[2 * t + 1] = static_cast<uint32_t>(batch.slot[t]);
   }
@@ -287,7 +304,7 @@ void VulkanLayers::forward(float* x, const LayerOffloadBatch& batch) {
     op(cmd, kRmsNorm, l, n, l.attn_norm, n);
     products(cmd, {&l.wq, &l.wk, &l.wv}, static_cast<int>(n));
     op(cmd, kRopeStore, l, n, 0, n);
-    op(cmd, kAttention, l, n * n_head_, 0, n);
+    op(cmd, kAttention, l, uint64_t{n} * n_head_, 0, n);
     products(cmd, {&l.wo}, static_cast<int>(n));
     op(cmd, kAdd, l, groups_of(uint64_t{n} * n_embd_), 0, n);
     op(cmd, kRmsNorm, l, n, l.ffn_norm, n);

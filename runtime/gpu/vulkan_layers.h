@@ -21,8 +21,9 @@ namespace hearth::runtime {
 
 class VulkanLayers : public LayerOffload {
  public:
-  // Layers [weights.spec().first_layer, end), whose matrices `matmul` holds, each fit().
-  VulkanLayers(VulkanDevice& gpu, VulkanMatmul& matmul, const StageWeights& weights, int end);
+  // Layers [weights.spec().first_layer, end), whose matrices `matmul` holds, none unfit(); their
+  // KV caches may take at most cache_budget bytes of the GPU's memory.
+  VulkanLayers(VulkanDevice& gpu, VulkanMatmul& matmul, const StageWeights& weights, int end, uint64_t cache_budget);
   ~VulkanLayers() override;
   VulkanLayers(const VulkanLayers&) = delete;
   VulkanLayers& operator=(const VulkanLayers&) = delete;
@@ -31,8 +32,8 @@ class VulkanLayers : public LayerOffload {
   static std::string unfit(const ModelConfig& c, const LayerWeights& w, int l);
 
   int end() const override { return end_; }
-  void prepare(int n_ctx, int max_sequences, int max_batch, TensorType kv_type) override;
-  void forward(float* x, const LayerOffloadBatch& batch) override;
+  uint64_t prepare(int n_ctx, int max_sequences, int max_batch, TensorType kv_type) override;
+  void forward(uint64_t token, float* x, const LayerOffloadBatch& batch) override;
 
  private:
   struct Layer {
@@ -47,12 +48,14 @@ class VulkanLayers : public LayerOffload {
   void unprepare();  // what prepare() made
   void prepare_buffers(uint64_t cache_bytes);
   void bind(Layer& layer);
-  void op(VkCommandBuffer cmd, Op op, const Layer& layer, uint32_t groups, uint32_t norm_at, uint32_t n_tokens) const;
+  void op(VkCommandBuffer cmd, Op op, const Layer& layer, uint64_t groups, uint32_t norm_at, uint32_t n_tokens) const;
   void products(VkCommandBuffer cmd, std::initializer_list<const WeightMatrix*> ws, int n_tokens);
 
   VulkanDevice& gpu_;
   VulkanMatmul& matmul_;
   int end_;
+  uint64_t cache_budget_;
+  uint64_t token_ = 0;  // prepare()'s latest: the stage that may run
   // The model's shape, the same in every layer here.
   uint32_t n_embd_, q_dim_, kv_dim_, head_dim_, n_head_, n_head_kv_, n_ff_, n_pairs_;
   bool neox_;

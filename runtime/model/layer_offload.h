@@ -23,11 +23,13 @@ class LayerOffload {
   virtual ~LayerOffload() = default;
   // The end of the stage's first layers it runs whole, [first_layer, end()); first_layer: none.
   virtual int end() const = 0;
-  // Sizes its caches and buffers for the stage. Throws (a GpuError) when they do not fit.
-  virtual void prepare(int n_ctx, int max_sequences, int max_batch, TensorType kv_type) = 0;
+  // Sizes its caches and buffers for a stage, empty, and returns the token that stage passes to
+  // forward(): one stage uses it at a time, and an earlier stage's token is refused from then on
+  // (its caches are gone). Throws (a GpuError) when they do not fit.
+  virtual uint64_t prepare(int n_ctx, int max_sequences, int max_batch, TensorType kv_type) = 0;
   // Runs the layers on x ([n_tokens x n_embd], the hidden state in and out), storing each token's
   // keys and values in its slot at its position (a smaller position than before rewinds).
-  virtual void forward(float* x, const LayerOffloadBatch& batch) = 0;
+  virtual void forward(uint64_t token, float* x, const LayerOffloadBatch& batch) = 0;
 };
 
 }  // namespace hearth::runtime

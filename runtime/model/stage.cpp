@@ -135,7 +135,7 @@ Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& op
     // Where its caches do not fit (or cannot hold this type), its layers go back to the CPU's
     // loop (their products still on the GPU through options_.offload).
     try {
-      options_.layers->prepare(n_ctx_, options_.max_sequences, options_.max_batch, options_.kv_type);
+      layers_token_ = options_.layers->prepare(n_ctx_, options_.max_sequences, options_.max_batch, options_.kv_type);
       offload_pos_.resize(B);
       offload_slot_.resize(B);
       offload_rope_.resize(B * static_cast<size_t>(rope_.n_rot));
@@ -321,10 +321,11 @@ void Stage::offload_layers(int n_tokens) {
     float* angles = &offload_rope_[static_cast<size_t>(t) * 2 * n_pairs];
     rope_angles(pos, rope_, angles, angles + n_pairs);
   }
-  options_.layers->forward(x_.data(), {.n_tokens = n_tokens,
-                                       .pos = {offload_pos_.data(), static_cast<size_t>(n_tokens)},
-                                       .slot = {offload_slot_.data(), static_cast<size_t>(n_tokens)},
-                                       .rope = {offload_rope_.data(), static_cast<size_t>(n_tokens) * 2 * n_pairs}});
+  options_.layers->forward(layers_token_, x_.data(),
+                           {.n_tokens = n_tokens,
+                            .pos = {offload_pos_.data(), static_cast<size_t>(n_tokens)},
+                            .slot = {offload_slot_.data(), static_cast<size_t>(n_tokens)},
+                            .rope = {offload_rope_.data(), static_cast<size_t>(n_tokens) * 2 * n_pairs}});
 }
 
 void Stage::read_hidden(std::span<const float> hidden, int n_tokens) {

@@ -179,6 +179,7 @@ class Stage {
   std::map<uint64_t, int> slots_;
   std::vector<int> offload_pos_, offload_slot_;
   std::string layers_refused_;
+  uint64_t layers_token_ = 0;  // options_.layers' for this stage
   AlignedVector<float> offload_rope_;
   void offload_layers(int n_tokens);
 

@@ -84,41 +84,60 @@ float rope_sin(uint t, uint i) { return uintBitsToFloat(batch[2 * p.n_tokens + t
 uint cache_row(uint t) { return (tok_slot(t) * p.n_ctx + tok_pos(t)) * 2 * p.kv_dim; }
 
 #if defined(OP_ROPE_STORE)
-// Pair i of the head at `at` in y: (a, b) adjacent, or n_pairs apart.
-void rotate(uint t, uint at, uint i) {
-  const uint a = at + (p.neox != 0u ? i : 2 * i), b = a + (p.neox != 0u ? p.n_pairs : 1u);
-  const float x0 = y[a], x1 = y[b], c = rope_cos(t, i), s = rope_sin(t, i);
-  y[a] = x0 * c - x1 * s;
-  y[b] = x0 * s + x1 * c;
+// Pair i of a head: its two dimensions, adjacent or n_pairs apart (below n_rot either way).
+uvec2 pair_dims(uint i) { return p.neox != 0u ? uvec2(i, i + p.n_pairs) : uvec2(2 * i, 2 * i + 1); }
+vec2 rotated(uint t, uint i, vec2 v) {
+  const float c = rope_cos(t, i), s = rope_sin(t, i);
+  return vec2(v.x * c - v.y * s, v.x * s + v.y * c);
 }
 #endif
+
+// The workgroup's index in a dispatch that may be two-dimensional (dispatch() in
+// vulkan_layers.cpp splits counts past a GPU's largest x count).
+uint group_index() { return gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x; }
 
 void main() {
   const uint lane = gl_LocalInvocationID.x;
 #if defined(OP_RMSNORM)
-  const uint t = gl_WorkGroupID.x, at = t * p.n_embd;
+  const uint t = group_index(), at = t * p.n_embd;
+  if (t >= p.n_tokens) return;  // the same for the whole workgroup
   float ss = 0.0;
   for (uint i = lane; i < p.n_embd; i += 64) ss += h[at + i] * h[at + i];
   const float scale = 1.0 / sqrt(sum64(ss) / float(p.n_embd) + p.eps);
   for (uint i = lane; i < p.n_embd; i += 64) x[at + i] = h[at + i] * scale * norms[p.norm_at + i];
 #elif defined(OP_ROPE_STORE)
-  const uint t = gl_WorkGroupID.x;
+  // Each invocation writes only what it read: queries rotated in place; keys rotated straight
+  // into the cache, their dimensions past n_rot and the values copied there (no invocation reads
+  // another's writes, so no barrier or coherence is needed).
+  const uint t = group_index();
+  if (t >= p.n_tokens) return;
   const uint q_at = t * p.q_dim, k_at = p.n_tokens * p.q_dim + t * p.kv_dim, v_at = p.n_tokens * (p.q_dim + p.kv_dim) + t * p.kv_dim;
-  for (uint j = lane; j < p.n_head * p.n_pairs; j += 64) rotate(t, q_at + (j / p.n_pairs) * p.head_dim, j % p.n_pairs);
-  for (uint j = lane; j < p.n_head_kv * p.n_pairs; j += 64) rotate(t, k_at + (j / p.n_pairs) * p.head_dim, j % p.n_pairs);
-  memoryBarrierBuffer();  // the rotated keys, written by other invocations, before they are stored
-  barrier();
   const uint row = cache_row(t);
+  for (uint j = lane; j < p.n_head * p.n_pairs; j += 64) {
+    const uint at = q_at + (j / p.n_pairs) * p.head_dim, i = j % p.n_pairs;
+    const uvec2 d = pair_dims(i);
+    const vec2 r = rotated(t, i, vec2(y[at + d.x], y[at + d.y]));
+    y[at + d.x] = r.x;
+    y[at + d.y] = r.y;
+  }
+  for (uint j = lane; j < p.n_head_kv * p.n_pairs; j += 64) {
+    const uint head = (j / p.n_pairs) * p.head_dim, i = j % p.n_pairs;
+    const uvec2 d = pair_dims(i);
+    const vec2 r = rotated(t, i, vec2(y[k_at + head + d.x], y[k_at + head + d.y]));
+    kv[row + head + d.x] = p.kv_f16 != 0u ? to_half(r.x) : r.x;
+    kv[row + head + d.y] = p.kv_f16 != 0u ? to_half(r.y) : r.y;
+  }
   for (uint i = lane; i < p.kv_dim; i += 64) {
     const float k = y[k_at + i], v = y[v_at + i];
-    kv[row + i] = p.kv_f16 != 0u ? to_half(k) : k;
+    if (i % p.head_dim >= 2 * p.n_pairs) kv[row + i] = p.kv_f16 != 0u ? to_half(k) : k;
     kv[row + p.kv_dim + i] = p.kv_f16 != 0u ? to_half(v) : v;
   }
 #elif defined(OP_ATTENTION)
   // Online softmax over blocks of 64 keys (one per invocation): each block's scores, its max and
   // sum, then every invocation's share of the head's dimensions (at most 4 of 256) rescaled and
   // added to. No scratch the size of the context.
-  const uint t = gl_WorkGroupID.x / p.n_head, head = gl_WorkGroupID.x % p.n_head;
+  if (group_index() >= p.n_tokens * p.n_head) return;  // the same for the whole workgroup
+  const uint t = group_index() / p.n_head, head = group_index() % p.n_head;
   const uint kvh = head / (p.n_head / p.n_head_kv);
   const uint q_at = t * p.q_dim + head * p.head_dim;
   const uint n_keys = tok_pos(t) + 1;
@@ -158,10 +177,10 @@ void main() {
     if (dim < p.head_dim) x[q_at + dim] = o[r] / total;
   }
 #elif defined(OP_ADD)
-  const uint i = gl_GlobalInvocationID.x;
+  const uint i = group_index() * 64 + lane;
   if (i < p.n_tokens * p.n_embd) h[i] += y[i];
 #elif defined(OP_SWIGLU)
-  const uint i = gl_GlobalInvocationID.x;
+  const uint i = group_index() * 64 + lane;
   if (i < p.n_tokens * p.n_ff) {
     const float g = y[i];
     x[i] = g / (1.0 + exp(-g)) * y[p.n_tokens * p.n_ff + i];
