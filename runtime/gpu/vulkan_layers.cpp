@@ -25,15 +25,11 @@ const uint32_t kAddCode[] = {
 const uint32_t kSwigluCode[] = {
 #include "layer_swiglu.spv.inc"
 };
-struct Code {
-  const uint32_t* words;
-  size_t bytes;
-};
-const Code kCode[] = {{kRmsNormCode, sizeof(kRmsNormCode)},
-                      {kRopeStoreCode, sizeof(kRopeStoreCode)},
-                      {kAttentionCode, sizeof(kAttentionCode)},
-                      {kAddCode, sizeof(kAddCode)},
-                      {kSwigluCode, sizeof(kSwigluCode)}};
+const SpirvCode kCode[] = {{kRmsNormCode, sizeof(kRmsNormCode)},
+                           {kRopeStoreCode, sizeof(kRopeStoreCode)},
+                           {kAttentionCode, sizeof(kAttentionCode)},
+                           {kAddCode, sizeof(kAddCode)},
+                           {kSwigluCode, sizeof(kSwigluCode)}};
 
 constexpr uint32_t kOpBindings = 6;    // hidden, products' input, products' output, cache, batch, norms
 constexpr uint32_t kMaxHeadDim = 256;  // the attention shader's 4 dimensions per invocation
@@ -77,7 +73,11 @@ std::string VulkanLayers::unfit(const ModelConfig& c, const LayerWeights& w, int
 }
 
 VulkanLayers::VulkanLayers(VulkanDevice& gpu, VulkanMatmul& matmul, const StageWeights& weights, int end, uint64_t cache_budget)
-    : gpu_(gpu), matmul_(matmul), end_(end), cache_budget_(cache_budget) {
+    : gpu_(gpu),
+      matmul_(matmul),
+      end_(end),
+      cache_budget_(cache_budget),
+      programs_(gpu.device(), kOpBindings, sizeof(Shape), kCode) {
   const ModelConfig& c = weights.config();
   const int first = weights.spec().first_layer;
   n_embd_ = static_cast<uint32_t>(c.n_embd);
@@ -105,41 +105,6 @@ VulkanLayers::VulkanLayers(VulkanDevice& gpu, VulkanMatmul& matmul, const StageW
   try {
     norms_ = gpu_.create_buffer(norms.size() * sizeof(float), true);
     gpu_.upload(norms_, norms.data(), norms.size() * sizeof(float));
-    VkDescriptorSetLayoutBinding bindings[kOpBindings]{};
-    for (uint32_t i = 0; i < kOpBindings; ++i) {
-      bindings[i].binding = i;
-      bindings[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
-      bindings[i].descriptorCount = 1;
-      bindings[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
-    }
-    VkDescriptorSetLayoutCreateInfo li{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
-    li.bindingCount = kOpBindings;
-    li.pBindings = bindings;
-    vk_check(vkCreateDescriptorSetLayout(d, &li, nullptr, &set_layout_), "vkCreateDescriptorSetLayout");
-    const VkPushConstantRange push{VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(Shape)};
-    VkPipelineLayoutCreateInfo pi{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
-    pi.setLayoutCount = 1;
-    pi.pSetLayouts = &set_layout_;
-    pi.pushConstantRangeCount = 1;
-    pi.pPushConstantRanges = &push;
-    vk_check(vkCreatePipelineLayout(d, &pi, nullptr, &layout_), "vkCreatePipelineLayout");
-    for (const Code& code : kCode) {
-      VkShaderModuleCreateInfo mi{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
-      mi.codeSize = code.bytes;
-      mi.pCode = code.words;
-      VkShaderModule module;
-      vk_check(vkCreateShaderModule(d, &mi, nullptr, &module), "vkCreateShaderModule");
-      modules_.push_back(module);
-      VkComputePipelineCreateInfo ci{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
-      ci.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
-      ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
-      ci.stage.module = module;
-      ci.stage.pName = "main";
-      ci.layout = layout_;
-      VkPipeline pipeline;
-      vk_check(vkCreateComputePipelines(d, VK_NULL_HANDLE, 1, &ci, nullptr, &pipeline), "vkCreateComputePipelines");
-      pipelines_.push_back(pipeline);
-    }
     const VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, kOpBindings * static_cast<uint32_t>(layers_.size())};
     VkDescriptorPoolCreateInfo dpi{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
     dpi.maxSets = static_cast<uint32_t>(layers_.size());
@@ -160,14 +125,6 @@ void VulkanLayers::release() {
   for (VulkanBuffer* b : {&hidden_, &hidden_host_, &batch_, &norms_}) gpu_.destroy(*b);
   if (pool_) vkDestroyDescriptorPool(d, pool_, nullptr);
   pool_ = VK_NULL_HANDLE;
-  for (VkPipeline p : pipelines_) vkDestroyPipeline(d, p, nullptr);
-  pipelines_.clear();
-  for (VkShaderModule m : modules_) vkDestroyShaderModule(d, m, nullptr);
-  modules_.clear();
-  if (layout_) vkDestroyPipelineLayout(d, layout_, nullptr);
-  if (set_layout_) vkDestroyDescriptorSetLayout(d, set_layout_, nullptr);
-  layout_ = VK_NULL_HANDLE;
-  set_layout_ = VK_NULL_HANDLE;
 }
 
 uint64_t VulkanLayers::prepare(int n_ctx, int max_sequences, int max_batch, TensorType kv_type) {
@@ -222,7 +179,8 @@ void VulkanLayers::prepare_buffers(uint64_t cache_bytes) {
     VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
     ai.descriptorPool = pool_;
     ai.descriptorSetCount = 1;
-    ai.pSetLayouts = &set_layout_;
+    const VkDescriptorSetLayout set_layout = programs_.set_layout();
+    ai.pSetLayouts = &set_layout;
     vk_check(vkAllocateDescriptorSets(gpu_.device(), &ai, &l.set), "vkAllocateDescriptorSets");
     bind(l);
   }
@@ -252,9 +210,9 @@ void VulkanLayers::op(VkCommandBuffer cmd, Op op, const Layer& layer, uint64_t g
                       uint32_t n_tokens) const {
   const Shape shape{n_tokens, n_embd_,  q_dim_,          kv_dim_,           head_dim_, n_head_, n_head_kv_, n_ff_,
                     n_ctx_,   n_pairs_, neox_ ? 1u : 0u, kv_f16_ ? 1u : 0u, norm_at,   eps_,    scale_};
-  vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipelines_[op]);
-  vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 1, &layer.set, 0, nullptr);
-  vkCmdPushConstants(cmd, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(shape), &shape);
+  vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, programs_.pipeline(op));
+  vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, programs_.layout(), 0, 1, &layer.set, 0, nullptr);
+  vkCmdPushConstants(cmd, programs_.layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(shape), &shape);
   // Counts past the GPU's largest x count go to a second dimension (layer_ops.comp's group_index).
   const uint64_t max_x = std::min<uint32_t>(gpu_.max_group_count_x(), 65535);
   const uint64_t gx = std::min(groups, max_x);

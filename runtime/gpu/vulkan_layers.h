@@ -14,6 +14,7 @@
 
 #include "runtime/gpu/vulkan_device.h"
 #include "runtime/gpu/vulkan_matmul.h"
+#include "runtime/gpu/vulkan_programs.h"
 #include "runtime/model/layer_offload.h"
 #include "runtime/model/weights.h"
 
@@ -64,11 +65,8 @@ class VulkanLayers : public LayerOffload {
   bool kv_f16_ = false;
   std::vector<Layer> layers_;
   VulkanBuffer hidden_, hidden_host_, batch_, norms_;
-  VkDescriptorSetLayout set_layout_ = VK_NULL_HANDLE;
-  VkPipelineLayout layout_ = VK_NULL_HANDLE;
+  VulkanPrograms programs_;  // one per Op
   VkDescriptorPool pool_ = VK_NULL_HANDLE;
-  std::vector<VkShaderModule> modules_;
-  std::vector<VkPipeline> pipelines_;
   uint64_t io_generation_ = ~uint64_t{0};  // matmul_'s buffers the sets bind
 };
 

@@ -41,20 +41,25 @@ const uint32_t kQuantizeQ8_K[] = {
 
 struct ShaderCode {
   std::optional<TensorType> type;  // the weights a matmul shader reads; none for the quantizer
-  const uint32_t* words;
-  size_t bytes;
+  SpirvCode code;
 };
 const ShaderCode kShaders[] = {
-    {TensorType::F32, kMatmulF32, sizeof(kMatmulF32)},
-    {TensorType::F16, kMatmulF16, sizeof(kMatmulF16)},
-    {TensorType::Q8_0, kMatmulQ8_0, sizeof(kMatmulQ8_0)},
-    {TensorType::Q4_0, kMatmulQ4_0, sizeof(kMatmulQ4_0)},
-    {TensorType::Q4_K, kMatmulQ4_K, sizeof(kMatmulQ4_K)},
-    {TensorType::Q5_K, kMatmulQ5_K, sizeof(kMatmulQ5_K)},
-    {TensorType::Q6_K, kMatmulQ6_K, sizeof(kMatmulQ6_K)},
-    {std::nullopt, kQuantizeQ8_0, sizeof(kQuantizeQ8_0)},  // activations for Q8_0 and Q4_0 weights
-    {std::nullopt, kQuantizeQ8_K, sizeof(kQuantizeQ8_K)},  // activations for the K-quants
+    {TensorType::F32, {kMatmulF32, sizeof(kMatmulF32)}},
+    {TensorType::F16, {kMatmulF16, sizeof(kMatmulF16)}},
+    {TensorType::Q8_0, {kMatmulQ8_0, sizeof(kMatmulQ8_0)}},
+    {TensorType::Q4_0, {kMatmulQ4_0, sizeof(kMatmulQ4_0)}},
+    {TensorType::Q4_K, {kMatmulQ4_K, sizeof(kMatmulQ4_K)}},
+    {TensorType::Q5_K, {kMatmulQ5_K, sizeof(kMatmulQ5_K)}},
+    {TensorType::Q6_K, {kMatmulQ6_K, sizeof(kMatmulQ6_K)}},
+    {std::nullopt, {kQuantizeQ8_0, sizeof(kQuantizeQ8_0)}},  // activations for Q8_0 and Q4_0 weights
+    {std::nullopt, {kQuantizeQ8_K, sizeof(kQuantizeQ8_K)}},  // activations for the K-quants
 };
+
+std::vector<SpirvCode> shader_codes() {
+  std::vector<SpirvCode> codes;
+  for (const ShaderCode& s : kShaders) codes.push_back(s.code);
+  return codes;
+}
 constexpr int kQuantizeQ8_0Pipeline = static_cast<int>(std::size(kShaders)) - 2;
 constexpr int kQuantizeQ8_KPipeline = static_cast<int>(std::size(kShaders)) - 1;
 
@@ -94,49 +99,7 @@ void barrier(VkCommandBuffer cmd, VkPipelineStageFlags from, VkAccessFlags from_
 
 }  // namespace
 
-VulkanMatmul::VulkanMatmul(VulkanDevice& gpu) : gpu_(gpu) {
-  VkDevice d = gpu_.device();
-  VkDescriptorSetLayoutBinding bindings[kBindings]{};
-  for (uint32_t i = 0; i < kBindings; ++i) {
-    bindings[i].binding = i;
-    bindings[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
-    bindings[i].descriptorCount = 1;
-    bindings[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
-  }
-  VkDescriptorSetLayoutCreateInfo li{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
-  li.bindingCount = kBindings;
-  li.pBindings = bindings;
-  const VkPushConstantRange push{VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(Shape)};
-  try {
-    vk_check(vkCreateDescriptorSetLayout(d, &li, nullptr, &set_layout_), "vkCreateDescriptorSetLayout");
-    VkPipelineLayoutCreateInfo pi{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
-    pi.setLayoutCount = 1;
-    pi.pSetLayouts = &set_layout_;
-    pi.pushConstantRangeCount = 1;
-    pi.pPushConstantRanges = &push;
-    vk_check(vkCreatePipelineLayout(d, &pi, nullptr, &layout_), "vkCreatePipelineLayout");
-    for (const ShaderCode& s : kShaders) {
-      VkShaderModuleCreateInfo mi{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
-      mi.codeSize = s.bytes;
-      mi.pCode = s.words;
-      VkShaderModule module;
-      vk_check(vkCreateShaderModule(d, &mi, nullptr, &module), "vkCreateShaderModule");
-      modules_.push_back(module);
-      VkComputePipelineCreateInfo ci{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
-      ci.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
-      ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
-      ci.stage.module = module;
-      ci.stage.pName = "main";
-      ci.layout = layout_;
-      VkPipeline pipeline;
-      vk_check(vkCreateComputePipelines(d, VK_NULL_HANDLE, 1, &ci, nullptr, &pipeline), "vkCreateComputePipelines");
-      pipelines_.push_back(pipeline);
-    }
-  } catch (...) {
-    release();  // the constructor did not finish, so no destructor will run
-    throw;
-  }
-}
+VulkanMatmul::VulkanMatmul(VulkanDevice& gpu) : gpu_(gpu), programs_(gpu.device(), kBindings, sizeof(Shape), shader_codes()) {}
 
 VulkanMatmul::~VulkanMatmul() { release(); }
 
@@ -147,14 +110,6 @@ void VulkanMatmul::release() {
   for (VulkanBuffer* b : {&x_dev_, &y_dev_, &xq_dev_, &xk_dev_, &x_host_, &y_host_}) gpu_.destroy(*b);
   for (VkDescriptorPool p : pools_) vkDestroyDescriptorPool(d, p, nullptr);
   pools_.clear();
-  for (VkPipeline p : pipelines_) vkDestroyPipeline(d, p, nullptr);
-  pipelines_.clear();
-  for (VkShaderModule m : modules_) vkDestroyShaderModule(d, m, nullptr);
-  modules_.clear();
-  if (layout_) vkDestroyPipelineLayout(d, layout_, nullptr);
-  if (set_layout_) vkDestroyDescriptorSetLayout(d, set_layout_, nullptr);
-  layout_ = VK_NULL_HANDLE;
-  set_layout_ = VK_NULL_HANDLE;
 }
 
 std::string VulkanMatmul::unfit(const WeightMatrix& w) const {
@@ -183,7 +138,8 @@ VkDescriptorSet VulkanMatmul::allocate_set() {
   VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
   ai.descriptorPool = pools_.back();
   ai.descriptorSetCount = 1;
-  ai.pSetLayouts = &set_layout_;
+  const VkDescriptorSetLayout set_layout = programs_.set_layout();
+  ai.pSetLayouts = &set_layout;
   VkDescriptorSet set;
   vk_check(vkAllocateDescriptorSets(d, &ai, &set), "vkAllocateDescriptorSets");
   --sets_left_;
@@ -304,9 +260,10 @@ void VulkanMatmul::record(VkCommandBuffer cmd, std::span<const MatmulTarget> tar
                      [&](const MatmulTarget& t) { return activation_blocks(t.w->type) == blocks; }))
       continue;
     const Shape shape{static_cast<uint32_t>(n_in), 0, static_cast<uint32_t>(n_tokens), 0, 0, 0};
-    vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipelines_[pipeline]);
-    vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 1, &resident_.at(targets[0].w->data).set, 0, nullptr);
-    vkCmdPushConstants(cmd, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(shape), &shape);
+    vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, programs_.pipeline(static_cast<size_t>(pipeline)));
+    vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, programs_.layout(), 0, 1, &resident_.at(targets[0].w->data).set,
+                            0, nullptr);
+    vkCmdPushConstants(cmd, programs_.layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(shape), &shape);
     const uint64_t n_blocks = x_floats / static_cast<uint64_t>(block_floats);
     vkCmdDispatch(cmd, static_cast<uint32_t>((n_blocks + 63) / 64), 1, 1);
     quantizing = true;
@@ -319,15 +276,15 @@ void VulkanMatmul::record(VkCommandBuffer cmd, std::span<const MatmulTarget> tar
   for (const MatmulTarget& t : targets) {
     const Resident& r = resident_.at(t.w->data);
     if (r.pipeline != bound) {
-      vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipelines_[static_cast<size_t>(r.pipeline)]);
+      vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, programs_.pipeline(static_cast<size_t>(r.pipeline)));
       bound = r.pipeline;
     }
-    vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 1, &r.set, 0, nullptr);
+    vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, programs_.layout(), 0, 1, &r.set, 0, nullptr);
     const auto n_out = static_cast<uint32_t>(t.w->n_out);
     const uint32_t gx = std::min(n_out, max_x);
     const Shape shape{static_cast<uint32_t>(n_in), n_out, static_cast<uint32_t>(n_tokens), static_cast<uint32_t>(t.w->row_bytes / 2), gx,
                       static_cast<uint32_t>(y_at)};
-    vkCmdPushConstants(cmd, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(shape), &shape);
+    vkCmdPushConstants(cmd, programs_.layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(shape), &shape);
     vkCmdDispatch(cmd, gx, (n_out + gx - 1) / gx, (static_cast<uint32_t>(n_tokens) + kTokensPerGroup - 1) / kTokensPerGroup);
     y_at += static_cast<uint64_t>(n_out) * static_cast<uint64_t>(n_tokens);
   }

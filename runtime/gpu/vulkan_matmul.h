@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/gpu/vulkan_device.h"
+#include "runtime/gpu/vulkan_programs.h"
 #include "runtime/model/matmul_offload.h"
 
 namespace hearth::runtime {
@@ -59,10 +60,7 @@ class VulkanMatmul : public MatmulOffload {
   VkDescriptorSet allocate_set();
 
   VulkanDevice& gpu_;
-  VkDescriptorSetLayout set_layout_ = VK_NULL_HANDLE;
-  VkPipelineLayout layout_ = VK_NULL_HANDLE;
-  std::vector<VkShaderModule> modules_;
-  std::vector<VkPipeline> pipelines_;  // one per matmul shader, then the Q8_0 and Q8_K activation quantizers
+  VulkanPrograms programs_;  // one per matmul shader, then the Q8_0 and Q8_K activation quantizers
   std::vector<VkDescriptorPool> pools_;
   int sets_left_ = 0;                  // in pools_.back()
   std::unordered_map<const uint8_t*, Resident> resident_;  // by where the weights are mapped
