@@ -4,6 +4,7 @@
 #include <capnp/message.h>
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>

@@ -263,11 +263,21 @@ TEST_SUITE("gpu") {
     const Stage q8(m.weights, on(whole.get(), {.n_ctx = 64, .max_batch = 8, .max_sequences = 1, .kv_type = TensorType::Q8_0}),
                    pool);
     CHECK(q8.layers_refused().find("q8_0") != std::string::npos);
-    // So do caches that do not fit what the weights left of the GPU's budget.
+    // So do caches of which none fits what the weights left of the GPU's budget; where some
+    // fit, that many layers run whole, from the first, and the rest product by product.
     auto tight = open_stage_gpu(*gpu_choice, *m.weights, {.budget_bytes = whole->placement().bytes});
     REQUIRE(tight->layers() != nullptr);
     const Stage big(m.weights, on(tight.get(), {.n_ctx = 256, .max_batch = 8, .max_sequences = 4}), pool);
     CHECK(big.layers_refused().find("budget") != std::string::npos);
+    const uint64_t layer_cache =
+        uint64_t{1} * 256 * 2 * static_cast<uint64_t>(m.config.kv_dim()) * sizeof(float);  // 1 x 256 tokens
+    auto part =
+        open_stage_gpu(*gpu_choice, *m.weights, {.budget_bytes = whole->placement().bytes + 2 * layer_cache + layer_cache / 2});
+    const uint64_t before = part->counters().submissions;
+    const auto on_part = all_logits(m, ids, part.get());  // n_ctx 256, one sequence
+    CHECK(part->layers()->end() == 2);
+    CHECK(part->counters().submissions - before == 1 + 2 * 4 + 1);  // layers 0-1, 4 products each of 2-3, the head
+    CHECK(max_abs_diff(on_part, all_logits(m, ids, nullptr)) / max_abs(on_part) < 1e-5);
     // A stage made on the same GPU after another takes its caches: the first one's batches are refused.
     Stage first(m.weights, on(whole.get(), {.n_ctx = 64, .max_batch = 8, .max_sequences = 1}), pool);
     const Stage second(m.weights, on(whole.get(), {.n_ctx = 64, .max_batch = 8, .max_sequences = 1}), pool);

@@ -57,12 +57,13 @@ struct GpuPlacement {
 };
 
 struct StageGpuOptions {
-  uint64_t budget_bytes = 0;  // weight bytes to upload at most; 0: default_gpu_budget()
+  uint64_t budget_bytes = 0;  // bytes of weights, then of whole layers' KV caches, at most; 0: default_gpu_budget()
   bool whole_layers = true;   // run the layers it can whole there, not product by product
 };
 
-// The weight bytes a stage puts on a GPU of `memory_bytes` by default: its memory less
-// max(10%, 512 MiB) for the activation buffers, the driver's own, and a display's use of it.
+// The bytes a stage puts on a GPU of `memory_bytes` by default (weights first, then the KV caches
+// of the layers it runs whole): its memory less max(10%, 512 MiB) for the activation buffers, the
+// driver's own, and a display's use of it.
 uint64_t default_gpu_budget(uint64_t memory_bytes);
 
 // What the GPU did so far: the products it ran and the time they took, on the GPU (its

@@ -75,7 +75,8 @@ std::string VulkanLayers::unfit(const ModelConfig& c, const LayerWeights& w, int
 VulkanLayers::VulkanLayers(VulkanDevice& gpu, VulkanMatmul& matmul, const StageWeights& weights, int end, uint64_t cache_budget)
     : gpu_(gpu),
       matmul_(matmul),
-      end_(end),
+      first_(weights.spec().first_layer),
+      active_(static_cast<size_t>(end - weights.spec().first_layer)),
       cache_budget_(cache_budget),
       programs_(gpu.device(), kOpBindings, sizeof(Shape), kCode) {
   const ModelConfig& c = weights.config();
@@ -130,26 +131,29 @@ void VulkanLayers::release() {
 uint64_t VulkanLayers::prepare(int n_ctx, int max_sequences, int max_batch, TensorType kv_type) {
   if (kv_type != TensorType::F32 && kv_type != TensorType::F16)
     throw GpuError("the GPU's KV cache keeps f32 or f16 values, not " + std::string(tensor_type_name(kv_type)));
+  const uint64_t cache_floats = uint64_t{static_cast<uint32_t>(max_sequences)} * static_cast<uint32_t>(n_ctx) * 2 * kv_dim_;
+  const uint64_t cache_bytes = cache_floats * sizeof(float);
+  if (cache_bytes > gpu_.max_buffer_bytes() || cache_floats > UINT32_MAX)
+    throw GpuError("a layer's KV cache (" + std::to_string(cache_bytes >> 20) +
+                   " MiB) is larger than the GPU's largest buffer or the shaders' 32-bit indices");
+  // The caches share the budget the weights were placed in (the margin stays the driver's and
+  // the display's): as many of the layers run whole as their caches fit, from the first; the
+  // others go product by product. Checked before anything of an earlier stage is released.
+  const size_t fit = std::min<uint64_t>(layers_.size(), cache_budget_ / cache_bytes);
+  if (fit == 0)
+    throw GpuError("no GPU layer's KV cache (" + std::to_string(cache_bytes >> 20) + " MiB for " + std::to_string(max_sequences) +
+                   " x " + std::to_string(n_ctx) + " tokens) fits what the weights left of its budget (" +
+                   std::to_string(cache_budget_ >> 20) + " MiB)");
   // A new stage (a relaunch, a test's next one) starts from empty caches sized for it: what an
   // earlier prepare() made goes first. One stage uses these at a time.
   unprepare();
-  const uint64_t cache_floats = uint64_t{static_cast<uint32_t>(max_sequences)} * static_cast<uint32_t>(n_ctx) * 2 * kv_dim_;
-  if (cache_floats * sizeof(float) > gpu_.max_buffer_bytes() || cache_floats > UINT32_MAX)
-    throw GpuError("a layer's KV cache (" + std::to_string(cache_floats * sizeof(float) >> 20) +
-                   " MiB) is larger than the GPU's largest buffer or the shaders' 32-bit indices");
-  // The caches share the budget the weights were placed in (the margin stays the driver's and
-  // the display's): a stage whose caches do not fit runs its layers product by product.
-  const uint64_t caches = cache_floats * sizeof(float) * layers_.size();
-  if (caches > cache_budget_)
-    throw GpuError("the GPU layers' KV caches (" + std::to_string(caches >> 20) + " MiB for " + std::to_string(max_sequences) +
-                   " x " + std::to_string(n_ctx) + " tokens) do not fit what the weights left of its budget (" +
-                   std::to_string(cache_budget_ >> 20) + " MiB)");
+  active_ = fit;
   n_ctx_ = static_cast<uint32_t>(n_ctx);
   max_sequences_ = static_cast<uint32_t>(max_sequences);
   max_batch_ = static_cast<uint32_t>(max_batch);
   kv_f16_ = kv_type == TensorType::F16;
   try {
-    prepare_buffers(cache_floats * sizeof(float));
+    prepare_buffers(cache_bytes);
   } catch (...) {
     unprepare();
     throw;
@@ -169,13 +173,14 @@ void VulkanLayers::unprepare() {
 }
 
 void VulkanLayers::prepare_buffers(uint64_t cache_bytes) {
-  for (Layer& l : layers_) l.cache = gpu_.create_buffer(cache_bytes, true);
+  for (size_t i = 0; i < active_; ++i) layers_[i].cache = gpu_.create_buffer(cache_bytes, true);
   hidden_ = gpu_.create_buffer(uint64_t{max_batch_} * n_embd_ * sizeof(float), true);
   if (!hidden_.mapped) hidden_host_ = gpu_.create_buffer(hidden_.size, false);
   batch_ = gpu_.create_buffer(uint64_t{max_batch_} * (2 + 2 * n_pairs_) * sizeof(uint32_t), false);
   matmul_.ensure_io(uint64_t{max_batch_} * std::max({n_embd_, q_dim_, n_ff_}),
                     uint64_t{max_batch_} * std::max({q_dim_ + 2 * kv_dim_, 2 * n_ff_, n_embd_}));
-  for (Layer& l : layers_) {
+  for (size_t i = 0; i < active_; ++i) {
+    Layer& l = layers_[i];
     VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
     ai.descriptorPool = pool_;
     ai.descriptorSetCount = 1;
@@ -235,7 +240,7 @@ void VulkanLayers::forward(uint64_t token, float* x, const LayerOffloadBatch& ba
   const auto start = std::chrono::steady_clock::now();
   if (n > max_batch_) throw GpuError("a batch larger than the GPU layers were prepared for (or none was)");
   if (matmul_.io_generation() != io_generation_) {  // the products' buffers were replaced
-    for (Layer& l : layers_) bind(l);
+    for (size_t i = 0; i < active_; ++i) bind(layers_[i]);
     io_generation_ = matmul_.io_generation();
   }
   auto* b = static_cast<uint32_t*>(batch_.mapped);
@@ -258,7 +263,8 @@ void VulkanLayers::forward(uint64_t token, float* x, const LayerOffloadBatch& ba
     after_writes(cmd);
   }
   gpu_.stamp(cmd, 0);
-  for (const Layer& l : layers_) {
+  for (size_t i = 0; i < active_; ++i) {
+    const Layer& l = layers_[i];
     op(cmd, kRmsNorm, l, n, l.attn_norm, n);
     products(cmd, {&l.wq, &l.wk, &l.wv}, static_cast<int>(n));
     op(cmd, kRopeStore, l, n, 0, n);
@@ -286,8 +292,10 @@ void VulkanLayers::forward(uint64_t token, float* x, const LayerOffloadBatch& ba
   gpu_.submit();
   std::memcpy(x, hidden_host_.buffer ? hidden_host_.mapped : hidden_.mapped, hidden_bytes);
   uint64_t bytes = 0;
-  for (const Layer& l : layers_)
+  for (size_t i = 0; i < active_; ++i) {
+    const Layer& l = layers_[i];
     for (const WeightMatrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down}) bytes += w->bytes();
+  }
   matmul_.count(bytes, gpu_.stamped_seconds(), std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 

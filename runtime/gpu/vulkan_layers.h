@@ -32,7 +32,8 @@ class VulkanLayers : public LayerOffload {
   // Why layer l cannot run whole here ("" when it can): a feature of its model the shaders lack.
   static std::string unfit(const ModelConfig& c, const LayerWeights& w, int l);
 
-  int end() const override { return end_; }
+  // Before prepare(): every layer offered; after: those whose caches fit (prepare()).
+  int end() const override { return first_ + static_cast<int>(active_); }
   uint64_t prepare(int n_ctx, int max_sequences, int max_batch, TensorType kv_type) override;
   void forward(uint64_t token, float* x, const LayerOffloadBatch& batch) override;
 
@@ -54,7 +55,8 @@ class VulkanLayers : public LayerOffload {
 
   VulkanDevice& gpu_;
   VulkanMatmul& matmul_;
-  int end_;
+  int first_;
+  size_t active_;  // the first layers_ that run, their caches allocated
   uint64_t cache_budget_;
   uint64_t token_ = 0;  // prepare()'s latest: the stage that may run
   // The model's shape, the same in every layer here.

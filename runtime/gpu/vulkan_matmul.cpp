@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cstring>
 #include <optional>
-#include <tuple>
 
 namespace hearth::runtime {
 
@@ -254,17 +253,23 @@ void VulkanMatmul::record(VkCommandBuffer cmd, std::span<const MatmulTarget> tar
   // The activations' blocks, once for all targets that read them (their n_in is the same); any
   // target's set binds x, xq and xk.
   bool quantizing = false;
-  for (const auto& [blocks, pipeline, block_floats] : {std::tuple{ActivationBlocks::q8_0, kQuantizeQ8_0Pipeline, 32},
-                                                       std::tuple{ActivationBlocks::q8_k, kQuantizeQ8_KPipeline, 256}}) {
+  // (A struct, not a tuple's structured bindings: clang 14, the fuzz build's, cannot capture those.)
+  struct Quantizer {
+    ActivationBlocks blocks;
+    int pipeline;
+    uint64_t block_floats;
+  };
+  for (const Quantizer& q : {Quantizer{ActivationBlocks::q8_0, kQuantizeQ8_0Pipeline, 32},
+                             Quantizer{ActivationBlocks::q8_k, kQuantizeQ8_KPipeline, 256}}) {
     if (std::none_of(targets.begin(), targets.end(),
-                     [&](const MatmulTarget& t) { return activation_blocks(t.w->type) == blocks; }))
+                     [&](const MatmulTarget& t) { return activation_blocks(t.w->type) == q.blocks; }))
       continue;
     const Shape shape{static_cast<uint32_t>(n_in), 0, static_cast<uint32_t>(n_tokens), 0, 0, 0};
-    vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, programs_.pipeline(static_cast<size_t>(pipeline)));
+    vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, programs_.pipeline(static_cast<size_t>(q.pipeline)));
     vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, programs_.layout(), 0, 1, &resident_.at(targets[0].w->data).set,
                             0, nullptr);
     vkCmdPushConstants(cmd, programs_.layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(shape), &shape);
-    const uint64_t n_blocks = x_floats / static_cast<uint64_t>(block_floats);
+    const uint64_t n_blocks = x_floats / q.block_floats;
     vkCmdDispatch(cmd, static_cast<uint32_t>((n_blocks + 63) / 64), 1, 1);
     quantizing = true;
   }

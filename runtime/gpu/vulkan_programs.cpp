@@ -25,6 +25,8 @@ VulkanPrograms::VulkanPrograms(VkDevice device, uint32_t bindings, uint32_t push
     pi.pushConstantRangeCount = 1;
     pi.pPushConstantRanges = &push;
     vk_check(vkCreatePipelineLayout(device_, &pi, nullptr, &layout_), "vkCreatePipelineLayout");
+    modules_.reserve(programs.size());  // no push_back may throw between a handle's creation and its keeping
+    pipelines_.reserve(programs.size());
     for (const SpirvCode& code : programs) {
       VkShaderModuleCreateInfo mi{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
       mi.codeSize = code.bytes;

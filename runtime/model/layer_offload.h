@@ -24,8 +24,9 @@ class LayerOffload {
   // The end of the stage's first layers it runs whole, [first_layer, end()); first_layer: none.
   virtual int end() const = 0;
   // Sizes its caches and buffers for a stage, empty, and returns the token that stage passes to
-  // forward(): one stage uses it at a time, and an earlier stage's token is refused from then on
-  // (its caches are gone). Throws (a GpuError) when they do not fit.
+  // forward(): one stage uses it at a time, and once a prepare() succeeds an earlier stage's
+  // token is refused (its caches are gone). May run fewer layers than offered (end() then says
+  // how many); throws (a GpuError), leaving an earlier stage's caches as they were, when none fits.
   virtual uint64_t prepare(int n_ctx, int max_sequences, int max_batch, TensorType kv_type) = 0;
   // Runs the layers on x ([n_tokens x n_embd], the hidden state in and out), storing each token's
   // keys and values in its slot at its position (a smaller position than before rewinds).

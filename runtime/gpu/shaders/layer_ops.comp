@@ -1,8 +1,8 @@
 #version 450
 // The parts of a layer between its matrix products (vulkan_layers.cpp), one per OP_* define:
 //   OP_RMSNORM     X[t] = H[t] * rsqrt(mean(H[t]^2) + eps) * norm         (a workgroup per token)
-//   OP_ROPE_STORE  rotates Y's queries and keys in place, stores keys and values in the cache
-//                  (rounded to f16 for an f16 cache, as the CPU's)            (a workgroup per token)
+//   OP_ROPE_STORE  rotates Y's queries in place, stores the rotated keys and the values in the
+//                  cache (rounded to f16 for an f16 cache, as the CPU's)     (a workgroup per token)
 //   OP_ATTENTION   X[t, head] = softmax(q.K * scale) V over positions 0..pos  (a workgroup per token and head)
 //   OP_ADD         H += Y                                                     (an invocation per element)
 //   OP_SWIGLU      X = silu(gate) * up, gate and up from Y                    (an invocation per element)
@@ -92,8 +92,8 @@ vec2 rotated(uint t, uint i, vec2 v) {
 }
 #endif
 
-// The workgroup's index in a dispatch that may be two-dimensional (dispatch() in
-// vulkan_layers.cpp splits counts past a GPU's largest x count).
+// The workgroup's index in a dispatch that may be two-dimensional (VulkanLayers::op() splits
+// counts past min(the GPU's largest x count, 65535)).
 uint group_index() { return gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x; }
 
 void main() {
