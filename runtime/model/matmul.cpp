@@ -68,15 +68,20 @@ Activations prepare(TensorType weight, const float* x, int64_t n_in, int n_token
   return {scratch.q8k(0, n_in), static_cast<size_t>(n_in / kQK) * sizeof(BlockQ8_K), kQuantizedActivationBudget};
 }
 
-GemmKernel kernel_of(const KernelTable& k, TensorType t) {
-  const GemmKernel g = gemm_kernel(k, t);
-  if (g == nullptr) throw std::runtime_error("no kernel for weights of type " + std::string(tensor_type_name(t)));
+GemmKernel kernel_of(const KernelTable& k, const WeightMatrix& w) {
+  const GemmKernel g = gemm_kernel(k, w.type, w.layout);
+  if (g == nullptr)
+    throw std::runtime_error("no " + std::string(k.name) + " kernel for weights of type " +
+                             std::string(tensor_type_name(w.type)) +
+                             (w.layout == RowLayout::kRows ? "" : " with interleaved rows"));
   return g;
 }
 
 // Rows [r0, r1) of w for every token, in token chunks that fit the activation budget.
 void rows_times_tokens(const WeightMatrix& w, GemmKernel g, const Activations& a, int64_t r0, int64_t r1, int n_tokens,
                        float* y) {
+  if (w.layout == RowLayout::kInterleaved8 && r0 % kInterleavedRows != 0)
+    throw std::logic_error("matmul: a task of interleaved rows starts inside a group");
   const int chunk = static_cast<int>(std::clamp<size_t>(a.budget / a.stride, 1, static_cast<size_t>(n_tokens)));
   for (int t = 0; t < n_tokens; t += chunk) {
     const int nt = std::min(chunk, n_tokens - t);
@@ -140,7 +145,7 @@ void matmul_many(std::span<const MatmulTarget> targets, const float* x, int n_to
     const WeightMatrix& w = *targets[i].w;
     split[i] = RowSplit(w.n_out, pool.size());
     first[i + 1] = first[i] + split[i].tasks();
-    gemm[i] = kernel_of(k, w.type);
+    gemm[i] = kernel_of(k, w);
   }
   pool.run(first[targets.size()], [&](int task) {
     size_t i = 0;
@@ -166,7 +171,7 @@ void matmul_swiglu(const WeightMatrix& gate, const WeightMatrix& up, const float
     return;
   }
   const Activations act = prepare(gate.type, x, n_in, n_tokens, scratch, pool, k);
-  const GemmKernel gg = kernel_of(k, gate.type), gu = kernel_of(k, up.type);
+  const GemmKernel gg = kernel_of(k, gate), gu = kernel_of(k, up);
   const RowSplit split(n_out, pool.size());
   pool.run(split.tasks(), [&](int task) {
     const auto [r0, r1] = split.rows(task);
@@ -187,7 +192,7 @@ void matmul_experts(std::span<const ExpertTarget> experts, const float* x, Matmu
 
   // Gate and up of every expert over the one input: tasks numbered expert by expert.
   const Activations act = prepare(e0.gate->type, x, n_in, 1, scratch, pool, k);
-  const GemmKernel gg = kernel_of(k, e0.gate->type), gu = kernel_of(k, e0.up->type), gd = kernel_of(k, e0.down->type);
+  const GemmKernel gg = kernel_of(k, *e0.gate), gu = kernel_of(k, *e0.up), gd = kernel_of(k, *e0.down);
   const RowSplit ff_split(n_ff, pool.size());
   pool.run(n * ff_split.tasks(), [&](int task) {
     const ExpertTarget& e = experts[static_cast<size_t>(task / ff_split.tasks())];

@@ -1,7 +1,10 @@
 #include "runtime/model/stage.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <set>
 #include <stdexcept>
@@ -57,6 +60,18 @@ bool reads_f16(const StageWeights& weights) {
 }
 
 }  // namespace
+
+uint64_t lay_out_for_cpu(StageWeights& weights, const StageOptions& options) {
+  if (!options.paging.empty()) return 0;
+  const MatmulOffload* gpu = options.offload;
+  const auto start = std::chrono::steady_clock::now();
+  const uint64_t bytes =
+      weights.interleave(best_kernels(), [&](const WeightMatrix& m) { return gpu != nullptr && gpu->holds(m); });
+  if (bytes > 0)
+    spdlog::info("{:.1f} MB of weights interleaved for the {} kernels in {:.2f} s", static_cast<double>(bytes) / 1e6,
+                 best_kernels().name, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return bytes;
+}
 
 Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& options, ThreadPool& pool)
     : weights_(std::move(weights)),

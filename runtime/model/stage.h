@@ -86,6 +86,12 @@ struct StageInput {
   bool all_logits = false;          // output stage: logits for every token, not just each chunk's last rows
 };
 
+// Lays `weights` out for this CPU's kernels (StageWeights::interleave) before a Stage with
+// `options` runs them: every dense matrix but those options.offload computes; nothing for a
+// stage that pages (options.paging), whose layers are read from the file again. Returns the
+// bytes rewritten.
+uint64_t lay_out_for_cpu(StageWeights& weights, const StageOptions& options);
+
 class Stage {
  public:
   Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& options, ThreadPool& pool);

@@ -367,6 +367,7 @@ uint64_t StageWeights::mapped_bytes() const {
 }
 
 void StageWeights::prepare_for_paging(const std::vector<std::pair<uint64_t, uint64_t>>& paged) const {
+  if (interleaved_bytes_ > 0) throw std::logic_error("a stage with interleaved weights cannot page");
   for (const auto& r : regions_) {
     r.advise(MappedRegion::Advice::Random, r.offset(), r.size());
     uint64_t at = r.offset();
@@ -383,6 +384,39 @@ uint64_t StageWeights::file_offset(const uint8_t* mapped) const {
   for (const auto& r : regions_)
     if (mapped >= r.data() && mapped < r.data() + r.size()) return r.offset() + static_cast<uint64_t>(mapped - r.data());
   throw std::logic_error("StageWeights::file_offset: the pointer is not in this stage's mappings");
+}
+
+uint64_t StageWeights::interleave(const KernelTable& kernels, const std::function<bool(const WeightMatrix&)>& keep) {
+  std::vector<WeightMatrix*> dense;
+  for (LayerWeights& w : layers_)
+    for (WeightMatrix* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.gate_shexp, &w.up_shexp, &w.down_shexp})
+      dense.push_back(m);
+  if (spec_.has_output && !(spec_.has_embedding && output_.data == token_embd_.data)) dense.push_back(&output_);
+  // A tensor two matrices share (none today) keeps its rows: it would be rewritten twice.
+  const auto shared = [&](const WeightMatrix* m) {
+    return std::count_if(dense.begin(), dense.end(), [&](const WeightMatrix* o) { return o->data == m->data; }) > 1;
+  };
+  std::vector<uint8_t> scratch;
+  uint64_t bytes = 0;
+  for (WeightMatrix* m : dense) {
+    if (m->data == nullptr || m->n_out == 0 || m->n_out % kInterleavedRows != 0 || m->layout != RowLayout::kRows ||
+        !interleavable(m->type) || gemm_kernel(kernels, m->type, RowLayout::kInterleaved8) == nullptr || keep(*m) || shared(m))
+      continue;
+    const uint64_t offset = file_offset(m->data);
+    MappedRegion& region = *std::find_if(regions_.begin(), regions_.end(), [&](const MappedRegion& r) {
+      return offset >= r.offset() && offset < r.offset() + r.size();
+    });
+    uint8_t* rows = region.writable(offset, m->bytes());
+    scratch.resize(kInterleavedRows * m->row_bytes);
+    for (int64_t r = 0; r < m->n_out; r += kInterleavedRows)
+      interleave_q4_k(rows + static_cast<uint64_t>(r) * m->row_bytes, m->row_bytes, scratch.data());
+    region.read_only(offset, m->bytes());
+    drop_cached_pages(path_, offset, m->bytes());
+    m->layout = RowLayout::kInterleaved8;
+    bytes += m->bytes();
+  }
+  interleaved_bytes_ += bytes;
+  return bytes;
 }
 
 }  // namespace hearth::runtime

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -12,16 +13,21 @@
 #include "runtime/format/mapped_file.h"
 #include "runtime/model/model_config.h"
 #include "runtime/format/tensor_type.h"
+#include "runtime/kernels/interleaved_rows.h"
+#include "runtime/kernels/kernels.h"
 
 namespace hearth::runtime {
 
-// A 2-D weight used in place from the mapping: n_out rows of n_in elements, row-major.
+// A 2-D weight used in place from the mapping: n_out rows of n_in elements, row-major, or with
+// interleaved rows (StageWeights::interleave) groups of 8 rows in their kernel's layout.
 struct WeightMatrix {
   TensorType type = TensorType::F32;
   const uint8_t* data = nullptr;
   int64_t n_in = 0;        // elements per row (GGUF ne[0])
   int64_t n_out = 0;       // rows (GGUF ne[1])
   uint64_t row_bytes = 0;  // bytes per row
+  RowLayout layout = RowLayout::kRows;
+  // Row r; with interleaved rows, for r a multiple of 8, the group r starts.
   const uint8_t* row(int64_t r) const { return data + static_cast<uint64_t>(r) * row_bytes; }
   uint64_t bytes() const { return row_bytes * static_cast<uint64_t>(n_out); }
 };
@@ -137,13 +143,24 @@ class StageWeights {
   // around the mapping's faults (it would bring paged bytes into the page cache, which a memory
   // cgroup charges, and under a tight limit evict the resident weights for them), what of them
   // is mapped unmapped (so the page cache can let it go), and the rest of the mapping read in now.
+  // REQUIRES: no matrix interleaved (the advice would drop their copies, throws std::logic_error).
   void prepare_for_paging(const std::vector<std::pair<uint64_t, uint64_t>>& paged) const;
+
+  // Rewrites the dense matrices that `kernels` computes faster with interleaved rows (Q4_K on the
+  // x86 tables; interleaved_rows.h) into that layout, in place, except those `keep` says another
+  // reader needs as rows (a GPU's). A stage's weights then take the memory they took before: the
+  // rewritten pages are the process's own and the file's copies leave the page cache. The file
+  // is not changed. Matrices read row by row elsewhere (the token embedding, and an output head
+  // tied to it) and a stage that pages (its layers are read from the file again) keep their rows.
+  // Returns the bytes rewritten.
+  uint64_t interleave(const KernelTable& kernels, const std::function<bool(const WeightMatrix&)>& keep);
 
  private:
   ModelConfig config_;
   StageSpec spec_;
   std::string path_;
   std::vector<MappedRegion> regions_;
+  uint64_t interleaved_bytes_ = 0;
   WeightMatrix token_embd_;
   WeightMatrix output_;
   PerLayerEmbedding per_layer_embd_;

@@ -1,0 +1,52 @@
+// Weight rows stored interleaved by eights, a layout chosen at load for kernels that take 8 rows
+// in the lanes of one vector.
+//
+// Why: a decode step streams every weight once, and the AVX2 Q4_K kernel over rows as the file
+// stores them spent ~90 instructions per row and super-block (scales unpacked row by row, 8
+// partial lanes per row added up at the end): instruction-bound at about half the memory's read
+// rate. With 8 rows' bytes side by side, one 32-byte load holds 4 bytes of each row, the scales
+// of 8 rows unpack with a handful of vector operations, and each lane ends a super-block holding
+// its row's exact integer sum: ~35 instructions per row and super-block, 1.9x the kernel's speed
+// in cache and 1.5x from memory on one core (docs/performance.md). The results are the same bits
+// (the same exact integers, then the same float operations per output; kernels_test checks it).
+//
+// The layout is a permutation of the matrix's bytes within each group of 8 rows, so it takes
+// exactly the memory of the original and can be made in place (StageWeights::interleave).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "runtime/format/tensor_type.h"
+
+namespace hearth::runtime {
+
+// How a weight matrix's rows lie in memory.
+enum class RowLayout : uint8_t {
+  kRows,          // as the GGUF file stores them: row after row
+  kInterleaved8,  // groups of 8 rows, each group super-block by super-block (below)
+};
+
+// Q4_K rows interleaved by eights. A group of 8 rows (8 x row_bytes bytes, where row r started)
+// holds, for each super-block b in order, 1152 bytes (8 x 144):
+//   [0, 16)      the 8 rows' d (f16), row 0 first
+//   [16, 32)     their dmin
+//   [32, 128)    the 12 scale bytes of each row as three 32-byte vectors: vector v holds bytes
+//                4v..4v+3 of row r at 4r..4r+3
+//   [128, 1152)  the 128 quant bytes of each row as 32 vectors: vector 8c + i holds bytes
+//                32c + 4i .. 32c + 4i + 3 of row r at 4r..4r+3
+// Row r of a matrix whose rows are interleaved is no longer at data + r * row_bytes: only the
+// groups are (rows 8g..8g+7 start at data + 8g * row_bytes).
+inline constexpr int kInterleavedRows = 8;
+inline constexpr size_t kQ4_KInterleavedBlockBytes = kInterleavedRows * sizeof(BlockQ4_K);
+
+// Whether `type` has an interleaved layout at all.
+bool interleavable(TensorType type);
+
+// Rewrites one group of 8 Q4_K rows (at `rows`, row_bytes each, row_bytes a multiple of 144) into
+// the interleaved layout, in place; `scratch` holds 8 x row_bytes bytes.
+void interleave_q4_k(uint8_t* rows, size_t row_bytes, uint8_t* scratch);
+// The inverse: one interleaved group back to 8 rows (tests, and anyone who needs the rows again).
+void deinterleave_q4_k(uint8_t* rows, size_t row_bytes, uint8_t* scratch);
+
+}  // namespace hearth::runtime
