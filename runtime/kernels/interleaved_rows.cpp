@@ -1,6 +1,8 @@
 #include "runtime/kernels/interleaved_rows.h"
 
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 namespace hearth::runtime {
 
@@ -8,11 +10,26 @@ namespace {
 
 constexpr size_t kHeaderBytes = 128;  // d, dmin, the scale vectors
 static_assert(kHeaderBytes + kInterleavedRows * sizeof(BlockQ4_K::qs) == kQ4_KInterleavedBlockBytes);
+static_assert(16 + kInterleavedRows * sizeof(BlockQ4_0::qs) == kQ4_0InterleavedBlockBytes);
 
-// Calls copy(block_offset_in_row, interleaved_offset_in_group, bytes) for every piece of the
-// permutation of one group: the one description both directions use.
+// Calls copy(offset_in_rows, offset_in_group, bytes) for every piece of the permutation of one
+// group: the one description both directions use.
 template <class F>
-void for_each_piece(size_t row_bytes, F copy) {
+void q4_0_pieces(size_t row_bytes, F copy) {
+  const size_t nb = row_bytes / sizeof(BlockQ4_0);
+  for (size_t b = 0; b < nb; ++b) {
+    const size_t group = b * kQ4_0InterleavedBlockBytes;
+    for (int r = 0; r < kInterleavedRows; ++r) {
+      const size_t row = static_cast<size_t>(r) * row_bytes + b * sizeof(BlockQ4_0);
+      copy(row + offsetof(BlockQ4_0, d), group + static_cast<size_t>(2 * r), 2);
+      for (size_t i = 0; i < 4; ++i)
+        copy(row + offsetof(BlockQ4_0, qs) + 4 * i, group + 16 + 32 * i + static_cast<size_t>(4 * r), 4);
+    }
+  }
+}
+
+template <class F>
+void q4_k_pieces(size_t row_bytes, F copy) {
   const size_t nb = row_bytes / sizeof(BlockQ4_K);
   for (size_t b = 0; b < nb; ++b) {
     const size_t group = b * kQ4_KInterleavedBlockBytes;
@@ -29,20 +46,25 @@ void for_each_piece(size_t row_bytes, F copy) {
   }
 }
 
-}  // namespace
-
-bool interleavable(TensorType type) { return type == TensorType::Q4_K; }
-
-void interleave_q4_k(uint8_t* rows, size_t row_bytes, uint8_t* scratch) {
-  const size_t bytes = kInterleavedRows * row_bytes;
-  std::memcpy(scratch, rows, bytes);
-  for_each_piece(row_bytes, [&](size_t from, size_t to, size_t n) { std::memcpy(rows + to, scratch + from, n); });
+template <class F>
+void pieces(TensorType type, size_t row_bytes, F copy) {
+  if (type == TensorType::Q4_0) q4_0_pieces(row_bytes, copy);
+  else if (type == TensorType::Q4_K) q4_k_pieces(row_bytes, copy);
+  else throw std::invalid_argument("no interleaved layout for " + std::string(tensor_type_name(type)) + " rows");
 }
 
-void deinterleave_q4_k(uint8_t* rows, size_t row_bytes, uint8_t* scratch) {
-  const size_t bytes = kInterleavedRows * row_bytes;
-  std::memcpy(scratch, rows, bytes);
-  for_each_piece(row_bytes, [&](size_t from, size_t to, size_t n) { std::memcpy(rows + from, scratch + to, n); });
+}  // namespace
+
+bool interleavable(TensorType type) { return type == TensorType::Q4_0 || type == TensorType::Q4_K; }
+
+void interleave_rows(TensorType type, uint8_t* rows, size_t row_bytes, uint8_t* scratch) {
+  std::memcpy(scratch, rows, kInterleavedRows * row_bytes);
+  pieces(type, row_bytes, [&](size_t from, size_t to, size_t n) { std::memcpy(rows + to, scratch + from, n); });
+}
+
+void deinterleave_rows(TensorType type, uint8_t* rows, size_t row_bytes, uint8_t* scratch) {
+  std::memcpy(scratch, rows, kInterleavedRows * row_bytes);
+  pieces(type, row_bytes, [&](size_t from, size_t to, size_t n) { std::memcpy(rows + from, scratch + to, n); });
 }
 
 }  // namespace hearth::runtime

@@ -236,7 +236,10 @@ void pack_summed_q8(const BlockQ8_0* x, SummedQ8Block* out, int nb) {
 }
 
 GemmKernel gemm_kernel(const KernelTable& k, TensorType t, RowLayout layout) {
-  if (layout == RowLayout::kInterleaved8) return t == TensorType::Q4_K ? k.gemm_q4_k_x8 : nullptr;
+  if (layout == RowLayout::kInterleaved8) {
+    if (t == TensorType::Q4_0) return k.gemm_q4_0_x8;
+    return t == TensorType::Q4_K ? k.gemm_q4_k_x8 : nullptr;
+  }
   switch (t) {
     case TensorType::F32: return k.gemm_f32;
     case TensorType::F16: return k.gemm_f16;

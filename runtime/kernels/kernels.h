@@ -61,10 +61,11 @@ struct KernelTable {
   // sums and scales precomputed, so that decode can take rows one at a time).
   GemmKernel gemm_f32, gemm_f16, gemm_bf16, gemm_q8_0, gemm_q4_0, gemm_q5_0, gemm_q4_k, gemm_q5_k, gemm_q6_k, gemm_mxfp4,
       gemm_iq4_nl, gemm_iq4_xs;
-  // Q4_K rows interleaved by eights (interleaved_rows.h), null where the table has no kernel for
-  // them (then a stage leaves its rows as they are). w points at a group, n_rows is a multiple of
-  // 8; outputs are the same bits as gemm_q4_k's on the rows before interleaving.
-  GemmKernel gemm_q4_k_x8;
+  // Q4_0 and Q4_K rows interleaved by eights (interleaved_rows.h), null where the table has no
+  // kernel for them (then a stage leaves its rows as they are). w points at a group, n_rows is a
+  // multiple of 8; outputs are the same bits as gemm_q4_0's and gemm_q4_k's on the rows before
+  // interleaving, from the same activations.
+  GemmKernel gemm_q4_0_x8, gemm_q4_k_x8;
   // Bytes of one token's packed activations for `weight` and rows of n elements; 0 = the blocks.
   size_t (*packed_bytes)(TensorType weight, int n);
   // One token's dot-type blocks (n elements) -> its packed activations for `weight`.

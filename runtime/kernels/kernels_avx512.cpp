@@ -1163,8 +1163,10 @@ KernelTable make_table() {
   t.gemm_iq4_xs = tiles::gemm<IQ4_XSTiles>;
   t.dot_q4_k = dot_q4_k;
   t.gemm_q4_k = tiles::gemm<Q4_KRowGroups>;
-  // Not the AVX2 table's interleaved Q4_K kernel: beside this table's 16-row tiles it was slower
-  // for prefill (TinyLlama pp16 94-106 against 130-139 tok/s) and no faster for decode.
+  // Not the AVX2 table's kernels for interleaved rows: beside this table's 16-row tiles the Q4_K
+  // one was slower for prefill (TinyLlama pp16 94-106 against 130-139 tok/s) and no faster for
+  // decode. (This table's Q4_0 activations are packed its own way, too.)
+  t.gemm_q4_0_x8 = nullptr;
   t.gemm_q4_k_x8 = nullptr;
   t.dot_q5_k = dot_q5_k;
   t.gemm_q5_k = tiles::gemm<Q5_KTiles>;

@@ -150,6 +150,7 @@ struct Checked {
                                .gemm_mxfp4 = gemm<TT::MXFP4, &K::gemm_mxfp4>,
                                .gemm_iq4_nl = gemm<TT::IQ4_NL, &K::gemm_iq4_nl>,
                                .gemm_iq4_xs = gemm<TT::IQ4_XS, &K::gemm_iq4_xs>,
+                               .gemm_q4_0_x8 = T().gemm_q4_0_x8 ? gemm<TT::Q4_0, &K::gemm_q4_0_x8> : nullptr,
                                .gemm_q4_k_x8 = T().gemm_q4_k_x8 ? gemm<TT::Q4_K, &K::gemm_q4_k_x8> : nullptr,
                                .packed_bytes = T().packed_bytes,
                                .pack = pack,

@@ -409,7 +409,7 @@ uint64_t StageWeights::interleave(const KernelTable& kernels, const std::functio
     uint8_t* rows = region.writable(offset, m->bytes());
     scratch.resize(kInterleavedRows * m->row_bytes);
     for (int64_t r = 0; r < m->n_out; r += kInterleavedRows)
-      interleave_q4_k(rows + static_cast<uint64_t>(r) * m->row_bytes, m->row_bytes, scratch.data());
+      interleave_rows(m->type, rows + static_cast<uint64_t>(r) * m->row_bytes, m->row_bytes, scratch.data());
     region.read_only(offset, m->bytes());
     drop_cached_pages(path_, offset, m->bytes());
     m->layout = RowLayout::kInterleaved8;

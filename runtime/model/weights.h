@@ -146,8 +146,8 @@ class StageWeights {
   // REQUIRES: no matrix interleaved (the advice would drop their copies, throws std::logic_error).
   void prepare_for_paging(const std::vector<std::pair<uint64_t, uint64_t>>& paged) const;
 
-  // Rewrites the dense matrices that `kernels` computes faster with interleaved rows (Q4_K on the
-  // x86 tables; interleaved_rows.h) into that layout, in place, except those `keep` says another
+  // Rewrites the dense matrices that `kernels` computes faster with interleaved rows (Q4_0 and
+  // Q4_K on the AVX2 table; interleaved_rows.h) into that layout, in place, except those `keep` says another
   // reader needs as rows (a GPU's). A stage's weights then take the memory they took before: the
   // rewritten pages are the process's own and the file's copies leave the page cache. The file
   // is not changed. Matrices read row by row elsewhere (the token embedding, and an output head
