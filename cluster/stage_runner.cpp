@@ -42,15 +42,16 @@ void StageRunner::load(uint64_t plan_id, const std::string& model_path, const ru
   // and a GPU do not combine: a stage that must page even so runs on the CPU alone.
   st->gpu = runtime::choose_stage_gpu(gpu_, *weights);
   const bool card = st->gpu && st->gpu->info().kind != "integrated" && st->gpu->info().kind != "cpu";
-  with_gpu.paging = paging_for(weights, options, card ? st->gpu->placement().bytes : 0);
+  uint64_t weight_room = 0;
+  with_gpu.paging = paging_for(weights, options, card ? st->gpu->placement().bytes : 0, weight_room);
   if (!with_gpu.paging.empty() && st->gpu) {
     spdlog::info("the stage pages: its GPU is not used");
     st->gpu.reset();
-    with_gpu.paging = paging_for(weights, options, 0);
+    with_gpu.paging = paging_for(weights, options, 0, weight_room);
   }
   with_gpu.offload = st->gpu ? &st->gpu->offload() : nullptr;
   with_gpu.layers = st->gpu ? st->gpu->layers() : nullptr;
-  runtime::lay_out_for_cpu(*weights, with_gpu);
+  runtime::lay_out_for_cpu(*weights, with_gpu, weight_room);
   st->host = std::make_unique<StageHost>(std::move(weights), with_gpu, pool_);
   if (const std::string why = wire_type_unfit(next.wire_type, static_cast<size_t>(cfg.hidden_width(spec.last_layer)));
       !why.empty())
@@ -73,10 +74,14 @@ void StageRunner::load(uint64_t plan_id, const std::string& model_path, const ru
 // measures its own caches and buffers, so it pages what its own count says does not fit. One that
 // cannot fit even so is loaded whole, as before paging existed, with a warning.
 runtime::PagingPlan StageRunner::paging_for(const std::shared_ptr<runtime::StageWeights>& weights,
-                                            const runtime::StageOptions& options, uint64_t off_ram_bytes) {
+                                            const runtime::StageOptions& options, uint64_t off_ram_bytes, uint64_t& weight_room) {
+  weight_room = 0;
   if (memory_budget_ == 0) return {};
+  weight_room = 1;  // unless the count below says how much
   try {
-    const runtime::PagingPlan plan = runtime::budget_stage(weights, options, memory_budget_ + off_ram_bytes, pool_).paging;
+    const runtime::StageBudget budget = runtime::budget_stage(weights, options, memory_budget_ + off_ram_bytes, pool_);
+    const runtime::PagingPlan& plan = budget.paging;
+    weight_room = memory_budget_ + off_ram_bytes - budget.other_bytes;
     if (!plan.empty())
       spdlog::info("paging {} of the stage's {} layers from {} ({} MB read per step): its weights do not fit {} MB",
                    plan.layers.size(), weights->spec().last_layer - weights->spec().first_layer, weights->path(),

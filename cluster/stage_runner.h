@@ -65,8 +65,10 @@ class StageRunner final : public LocalStage {
 
  private:
   // off_ram_bytes: weights a graphics card holds, which the RAM budget need not.
+  // weight_room: what the weights may take of the device's memory, 0 when not known (as
+  // runtime::lay_out_for_cpu takes it).
   runtime::PagingPlan paging_for(const std::shared_ptr<runtime::StageWeights>& weights, const runtime::StageOptions& options,
-                                 uint64_t off_ram_bytes);
+                                 uint64_t off_ram_bytes, uint64_t& weight_room);
   struct Loaded {
     std::unique_ptr<runtime::GgufFile> file;
     std::unique_ptr<runtime::StageGpu> gpu;  // what of the stage runs on a GPU (null: none); outlives host

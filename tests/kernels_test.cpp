@@ -29,6 +29,7 @@
 
 using namespace hearth::runtime;
 using hearth::test::dequantized;
+using hearth::test::GuardedPages;
 using hearth::test::naive_dot;
 using hearth::test::quantized;
 using hearth::test::random_floats;
@@ -470,37 +471,6 @@ TEST_SUITE("kernels") {
       }
     }
   }
-
-  // Memory with an inaccessible page on each side. A buffer copied against either guard makes a
-  // kernel that reads one byte before or after it fault, in every build: the sanitized build's
-  // kernels do not check their own loads (runtime/kernels/read_checks.h checks their callers).
-  class GuardedPages {
-   public:
-    explicit GuardedPages(size_t bytes)
-        : page_(static_cast<size_t>(sysconf(_SC_PAGESIZE))), inner_((bytes + page_ - 1) / page_ * page_ + page_) {
-      void* p = mmap(nullptr, inner_ + 2 * page_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      REQUIRE(p != MAP_FAILED);
-      base_ = static_cast<uint8_t*>(p);
-      const bool guarded = mprotect(base_, page_, PROT_NONE) == 0 && mprotect(base_ + page_ + inner_, page_, PROT_NONE) == 0;
-      if (!guarded) munmap(base_, inner_ + 2 * page_);  // no destructor runs after a throw here
-      REQUIRE(guarded);
-    }
-    GuardedPages(const GuardedPages&) = delete;
-    GuardedPages& operator=(const GuardedPages&) = delete;
-    ~GuardedPages() { munmap(base_, inner_ + 2 * page_); }
-
-    // A copy of `bytes` bytes of data that ends at the back guard, or starts at the front one.
-    template <class T>
-    T* copy(const T* data, size_t bytes, bool against_end) {
-      uint8_t* p = against_end ? base_ + page_ + inner_ - bytes : base_ + page_;
-      if (bytes > 0) std::memcpy(p, data, bytes);  // data may be an empty vector's nullptr
-      return reinterpret_cast<T*>(p);
-    }
-
-   private:
-    size_t page_, inner_;
-    uint8_t* base_ = nullptr;
-  };
 
   TEST_CASE("no kernel reads a byte before or after the rows, tokens, keys and values it is given (guard pages)") {
     for (const KernelTable* k : tables()) {

@@ -72,7 +72,7 @@ void bench(const BenchArgs& a) {
   const auto gpu = options.paging.empty() ? runtime::choose_stage_gpu(a.gpu, *m.weights) : nullptr;
   options.offload = gpu ? &gpu->offload() : nullptr;
   options.layers = gpu ? gpu->layers() : nullptr;
-  runtime::lay_out_for_cpu(*m.weights, options);
+  lay_out_within(m, options, a.memory_limit, pool);
   runtime::Stage stage(m.weights, options, pool);
   runtime::Rng rng(42);
   std::vector<int32_t> prompt(static_cast<size_t>(a.prompt_tokens)), history(static_cast<size_t>(a.depth));

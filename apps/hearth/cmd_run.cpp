@@ -59,7 +59,7 @@ void run(const RunArgs& a) {
   const auto gpu = options.paging.empty() ? runtime::choose_stage_gpu(a.gpu, *m.weights) : nullptr;
   options.offload = gpu ? &gpu->offload() : nullptr;
   options.layers = gpu ? gpu->layers() : nullptr;
-  runtime::lay_out_for_cpu(*m.weights, options);
+  lay_out_within(m, options, a.memory_limit, pool);
   runtime::Stage stage(m.weights, options, pool);
   std::string text = a.prompt;
   runtime::ReplyFilter reply;  // what of the reply is the answer, what the reasoning

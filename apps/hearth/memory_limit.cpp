@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "profiles/profiler.h"
+
 namespace hearth::cli {
 
 namespace {
@@ -15,6 +17,19 @@ namespace {
 constexpr uint64_t kProcessBytes = 32ull << 20;
 
 }  // namespace
+
+void lay_out_within(LocalModel& m, const runtime::StageOptions& options, uint64_t limit, runtime::ThreadPool& pool) {
+  if (!options.paging.empty()) return;  // a paging stage keeps the file's layout
+  const uint64_t usable = profiles::usable_memory(profiles::read_system_info(), limit);
+  uint64_t room = 1;  // none, unless the stage's own count says how much
+  try {
+    const runtime::StageBudget b = runtime::budget_stage(m.weights, options, usable, pool);
+    if (b.paging.empty()) room = usable - b.other_bytes;
+  } catch (const std::invalid_argument&) {
+    // The caches alone exceed it: the weights keep their reclaimable pages.
+  }
+  runtime::lay_out_for_cpu(*m.weights, options, room);
+}
 
 void add_memory_limit_option(CLI::App* cmd, uint64_t& bytes) {
   cmd->add_option("--memory-limit", bytes,

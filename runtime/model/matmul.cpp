@@ -80,8 +80,8 @@ GemmKernel kernel_of(const KernelTable& k, const WeightMatrix& w) {
 // Rows [r0, r1) of w for every token, in token chunks that fit the activation budget.
 void rows_times_tokens(const WeightMatrix& w, GemmKernel g, const Activations& a, int64_t r0, int64_t r1, int n_tokens,
                        float* y) {
-  if (w.layout == RowLayout::kInterleaved8 && r0 % kInterleavedRows != 0)
-    throw std::logic_error("matmul: a task of interleaved rows starts inside a group");
+  if (w.layout == RowLayout::kInterleaved8 && (r0 % kInterleavedRows != 0 || r1 % kInterleavedRows != 0))
+    throw std::logic_error("matmul: a task of interleaved rows starts or ends inside a group");
   const int chunk = static_cast<int>(std::clamp<size_t>(a.budget / a.stride, 1, static_cast<size_t>(n_tokens)));
   for (int t = 0; t < n_tokens; t += chunk) {
     const int nt = std::min(chunk, n_tokens - t);

@@ -61,8 +61,13 @@ bool reads_f16(const StageWeights& weights) {
 
 }  // namespace
 
-uint64_t lay_out_for_cpu(StageWeights& weights, const StageOptions& options) {
+uint64_t lay_out_for_cpu(StageWeights& weights, const StageOptions& options, uint64_t weight_room) {
   if (!options.paging.empty()) return 0;
+  if (weight_room > 0 && weights.mapped_bytes() > weight_room) {
+    spdlog::info("weights left in the file's layout: their {:.1f} MB exceed the {:.1f} MB of memory left to them",
+                 static_cast<double>(weights.mapped_bytes()) / 1e6, static_cast<double>(weight_room) / 1e6);
+    return 0;
+  }
   const MatmulOffload* gpu = options.offload;
   const auto start = std::chrono::steady_clock::now();
   const uint64_t bytes =

@@ -1,5 +1,7 @@
 #include "runtime/model/weights.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -406,7 +408,15 @@ uint64_t StageWeights::interleave(const KernelTable& kernels, const std::functio
     MappedRegion& region = *std::find_if(regions_.begin(), regions_.end(), [&](const MappedRegion& r) {
       return offset >= r.offset() && offset < r.offset() + r.size();
     });
-    uint8_t* rows = region.writable(offset, m->bytes());
+    uint8_t* rows = nullptr;
+    try {
+      rows = region.writable(offset, m->bytes());
+    } catch (const std::runtime_error& e) {
+      // A speed-up, not a need (e.g. no commit charge left under strict overcommit): the rest
+      // keep the file's layout.
+      spdlog::warn("{}: the remaining weights keep the file's layout", e.what());
+      break;
+    }
     scratch.resize(kInterleavedRows * m->row_bytes);
     for (int64_t r = 0; r < m->n_out; r += kInterleavedRows)
       interleave_rows(m->type, rows + static_cast<uint64_t>(r) * m->row_bytes, m->row_bytes, scratch.data());
@@ -414,8 +424,8 @@ uint64_t StageWeights::interleave(const KernelTable& kernels, const std::functio
     drop_cached_pages(path_, offset, m->bytes());
     m->layout = RowLayout::kInterleaved8;
     bytes += m->bytes();
+    interleaved_bytes_ += m->bytes();
   }
-  interleaved_bytes_ += bytes;
   return bytes;
 }
 
