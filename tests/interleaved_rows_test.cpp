@@ -218,14 +218,7 @@ TEST_SUITE("interleaved_rows") {
         continue;
       }
       hearth::test::TempDir dir;
-      MakeModelOptions o;
-      o.type = t;
-      o.shape.n_embd = 256;
-      o.shape.n_head = 4;
-      o.shape.n_head_kv = 2;
-      o.shape.n_ff = 512;
-      o.shape.n_layer = 3;
-      o.weight_std = 0.05f;
+      const MakeModelOptions o = hearth::test::superblock_model(t, 3);
       const std::string path = hearth::test::make_model(dir, "model.gguf", o);
       const std::vector<uint8_t> before = hearth::test::read_bytes(path);
       const GgufFile file = GgufFile::open(path);
@@ -279,13 +272,7 @@ TEST_SUITE("interleaved_rows") {
       return;
     }
     hearth::test::TempDir dir;
-    MakeModelOptions o;
-    o.type = TensorType::Q4_K;
-    o.shape.n_embd = 256;
-    o.shape.n_head = 4;
-    o.shape.n_head_kv = 2;
-    o.shape.n_ff = 512;
-    o.shape.n_layer = 2;
+    MakeModelOptions o = hearth::test::superblock_model(TensorType::Q4_K, 2);
     o.tied_output = true;
     const std::string path = hearth::test::make_model(dir, "tied.gguf", o);
     const GgufFile file = GgufFile::open(path);

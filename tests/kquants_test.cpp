@@ -86,19 +86,6 @@ std::vector<float> run(std::span<Stage* const> stages, uint64_t seq, int pos, co
   return {out.begin(), out.end()};
 }
 
-// A shape whose every matrix row divides into 256-element super-blocks.
-MakeModelOptions k_model(TensorType t) {
-  MakeModelOptions o;
-  o.type = t;
-  o.shape.n_embd = 256;
-  o.shape.n_head = 4;
-  o.shape.n_head_kv = 2;
-  o.shape.n_ff = 512;
-  o.shape.n_layer = 4;
-  o.weight_std = 0.05f;
-  return o;
-}
-
 // The same model with every quantized tensor replaced by its dequantized f32 values.
 std::string dequantized_copy(const std::string& src, const std::string& dst) {
   hearth::test::rewrite_gguf(src, dst, [](GgufMetadata&, std::vector<GgufTensorInfo>& tensors) {
@@ -347,7 +334,7 @@ TEST_SUITE("kquants") {
     for (TensorType t : kKTypes) {
       CAPTURE(std::string(tensor_type_name(t)));
       const std::string name = std::string(tensor_type_name(t));
-      const std::string path = hearth::test::make_model(dir, name + ".gguf", k_model(t));
+      const std::string path = hearth::test::make_model(dir, name + ".gguf", hearth::test::superblock_model(t));
       const Model m = open_model(path);
       for (const auto& info : m.file.tensors())
         if (info.shape.size() == 2) REQUIRE(info.type == t);
@@ -381,7 +368,7 @@ TEST_SUITE("kquants") {
     ThreadPool pool(2);
     for (TensorType t : kKTypes) {
       CAPTURE(std::string(tensor_type_name(t)));
-      MakeModelOptions o = k_model(t);
+      MakeModelOptions o = hearth::test::superblock_model(t);
       o.shape.n_ff = 384;  // ffn_down rows of 384 elements: not a multiple of 256
       const Model m = open_model(hearth::test::make_model(dir, "mixed.gguf", o));
       CHECK(m.file.require_tensor("blk.0.ffn_down.weight").type == k_quant_fallback(t));
@@ -395,7 +382,7 @@ TEST_SUITE("kquants") {
 
   TEST_CASE("a tensor type without kernels is refused at load, naming the supported types") {
     TempDir dir;
-    const std::string src = hearth::test::make_model(dir, "m.gguf", k_model(TensorType::Q4_K));
+    const std::string src = hearth::test::make_model(dir, "m.gguf", hearth::test::superblock_model(TensorType::Q4_K));
     const std::string dst = dir.file("q2k.gguf");
     hearth::test::rewrite_gguf(src, dst, [](GgufMetadata&, std::vector<GgufTensorInfo>& tensors) {
       for (auto& t : tensors)

@@ -42,6 +42,18 @@ std::optional<std::string> shared_file(const std::string& relative) {
   return (*dir / relative).string();
 }
 
+runtime::MakeModelOptions superblock_model(runtime::TensorType t, int n_layer) {
+  runtime::MakeModelOptions o;
+  o.type = t;
+  o.shape.n_embd = 256;
+  o.shape.n_head = 4;
+  o.shape.n_head_kv = 2;
+  o.shape.n_ff = 512;
+  o.shape.n_layer = n_layer;
+  o.weight_std = 0.05f;
+  return o;
+}
+
 std::string make_model(const TempDir& dir, const std::string& name, runtime::MakeModelOptions options) {
   const std::string path = dir.file(name);
   if (options.threads == 0) options.threads = 2;

@@ -35,6 +35,9 @@ std::optional<std::string> shared_file(const std::string& relative);
 
 // Writes a small random llama model (default: the "tiny" preset) and returns its path.
 std::string make_model(const TempDir& dir, const std::string& name, runtime::MakeModelOptions options);
+// A small model of type t whose every matrix row divides into 256-element super-blocks (the
+// K-quants' and IQ4_XS's), with enough signal that every layer matters to the logits.
+runtime::MakeModelOptions superblock_model(runtime::TensorType t, int n_layer = 4);
 
 std::vector<uint8_t> read_bytes(const std::string& path);
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);
