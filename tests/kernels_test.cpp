@@ -287,42 +287,45 @@ TEST_SUITE("kernels") {
   }
 
   TEST_CASE("matmul equals row-by-row dot products for 1 and many tokens, any thread count") {
-    const int n_in = 256, n_out = 100;
-    const auto wf = random_floats(static_cast<size_t>(n_in * n_out), 5);
-    for (TensorType t : kAllTypes) {
-      CAPTURE(std::string(tensor_type_name(t)));
-      std::vector<uint8_t> data(row_bytes(t, n_in) * n_out);
-      for (int r = 0; r < n_out; ++r)
-        quantize_row(t, &wf[static_cast<size_t>(r * n_in)], data.data() + r * row_bytes(t, n_in), n_in);
-      const WeightMatrix w{t, data.data(), n_in, n_out, row_bytes(t, n_in)};
-      for (int n_tok : {1, 3, 17}) {
-        const auto x = random_floats(static_cast<size_t>(n_tok * n_in), 7u + static_cast<uint32_t>(n_tok));
-        std::vector<float> y1(static_cast<size_t>(n_tok * n_out)), y2(y1.size());
-        MatmulScratch scratch(n_tok, n_in);
-        ThreadPool one(1), two(2);
-        matmul(w, x.data(), n_tok, y1.data(), scratch, one, best_kernels());
-        matmul(w, x.data(), n_tok, y2.data(), scratch, two, best_kernels());
-        CHECK(y1 == y2);  // rows are split across threads, never a row's sum
-        for (int tk = 0; tk < n_tok; ++tk) {
-          std::vector<float> xt(x.begin() + tk * n_in, x.begin() + (tk + 1) * n_in);
-          if (dot_type(t) == TensorType::Q8_0 || dot_type(t) == TensorType::F16)
-            xt = dequantized(dot_type(t), quantized(dot_type(t), xt).data(), xt.size());
-          if (dot_type(t) == TensorType::Q8_K) {
-            std::vector<uint8_t> q(row_bytes(TensorType::Q8_K, xt.size()));
-            best_kernels().quantize_q8_k(xt.data(), reinterpret_cast<BlockQ8_K*>(q.data()), n_in);
-            xt = dequantized(TensorType::Q8_K, q.data(), xt.size());
-          }
-          // Float weights against their dot type differ only in summation order (~1e-6 here; f16
-          // activations left unrounded would be ~1e-3 off); the quantized ones within 2e-2.
-          const bool float_weights = is_float(t);
-          for (int r = 0; r < n_out; ++r) {
-            std::vector<float> wr(static_cast<size_t>(n_in));
-            dequantize_row(t, w.row(r), wr.data(), n_in);
-            REQUIRE(std::fabs(y1[static_cast<size_t>(tk * n_out + r)] - naive_dot(wr, xt)) < (float_weights ? 1e-4 : 2e-2));
+    // 512: f16 activations of a multiple of 512 elements are laid out a line apart (f16_stride).
+    for (const int n_in : {256, 512})
+      for (TensorType t : kAllTypes) {
+        const int n_out = 100;
+        const auto wf = random_floats(static_cast<size_t>(n_in * n_out), 5);
+        CAPTURE(n_in);
+        CAPTURE(std::string(tensor_type_name(t)));
+        std::vector<uint8_t> data(row_bytes(t, n_in) * n_out);
+        for (int r = 0; r < n_out; ++r)
+          quantize_row(t, &wf[static_cast<size_t>(r * n_in)], data.data() + r * row_bytes(t, n_in), n_in);
+        const WeightMatrix w{t, data.data(), n_in, n_out, row_bytes(t, n_in)};
+        for (int n_tok : {1, 3, 17}) {
+          const auto x = random_floats(static_cast<size_t>(n_tok * n_in), 7u + static_cast<uint32_t>(n_tok));
+          std::vector<float> y1(static_cast<size_t>(n_tok * n_out)), y2(y1.size());
+          MatmulScratch scratch(n_tok, n_in);
+          ThreadPool one(1), two(2);
+          matmul(w, x.data(), n_tok, y1.data(), scratch, one, best_kernels());
+          matmul(w, x.data(), n_tok, y2.data(), scratch, two, best_kernels());
+          CHECK(y1 == y2);  // rows are split across threads, never a row's sum
+          for (int tk = 0; tk < n_tok; ++tk) {
+            std::vector<float> xt(x.begin() + tk * n_in, x.begin() + (tk + 1) * n_in);
+            if (dot_type(t) == TensorType::Q8_0 || dot_type(t) == TensorType::F16)
+              xt = dequantized(dot_type(t), quantized(dot_type(t), xt).data(), xt.size());
+            if (dot_type(t) == TensorType::Q8_K) {
+              std::vector<uint8_t> q(row_bytes(TensorType::Q8_K, xt.size()));
+              best_kernels().quantize_q8_k(xt.data(), reinterpret_cast<BlockQ8_K*>(q.data()), n_in);
+              xt = dequantized(TensorType::Q8_K, q.data(), xt.size());
+            }
+            // Float weights against their dot type differ only in summation order (~1e-6 here; f16
+            // activations left unrounded would be ~1e-3 off); the quantized ones within 2e-2.
+            const bool float_weights = is_float(t);
+            for (int r = 0; r < n_out; ++r) {
+              std::vector<float> wr(static_cast<size_t>(n_in));
+              dequantize_row(t, w.row(r), wr.data(), n_in);
+              REQUIRE(std::fabs(y1[static_cast<size_t>(tk * n_out + r)] - naive_dot(wr, xt)) < (float_weights ? 1e-4 : 2e-2));
+            }
           }
         }
       }
-    }
   }
 
   // Weights of every computable type with random values; K-quant rows need multiples of 256.

@@ -61,7 +61,9 @@ Activations prepare(TensorType weight, const float* x, int64_t n_in, int n_token
   };
   if (n_tokens == 1) one(0);
   else pool.run(n_tokens, one);
-  if (dt == TensorType::F16) return {scratch.f16(0, n_in), static_cast<size_t>(n_in) * sizeof(uint16_t), kFloatActivationBudget};
+  if (dt == TensorType::F16)
+    return {scratch.f16(0, n_in), static_cast<size_t>(MatmulScratch::f16_stride(n_in)) * sizeof(uint16_t),
+            kFloatActivationBudget};
   if (packed > 0) return {scratch.packed(0, packed), packed, kQuantizedActivationBudget};
   if (dt == TensorType::Q8_0)
     return {scratch.q8(0, n_in), static_cast<size_t>(n_in / kQ8_0Block) * sizeof(BlockQ8_0), kQuantizedActivationBudget};
@@ -107,7 +109,7 @@ void gated(FfnActivation activation, float* gate, float* up, const float* gate_b
 MatmulScratch::MatmulScratch(int max_tokens, int64_t max_n_in, bool f16_weights)
     : q8_(static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in / kQ8_0Block + 1)),
       q8k_(static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in / kQK + 1)),
-      f16_(f16_weights ? static_cast<size_t>(max_tokens) * static_cast<size_t>(max_n_in) : 0) {
+      f16_(f16_weights ? static_cast<size_t>(max_tokens) * static_cast<size_t>(f16_stride(max_n_in)) : 0) {
   size_t packed = 0;
   for (const KernelTable* k : supported_kernels())
     for (TensorType t : kQuantizedWeightTypes)
