@@ -1001,6 +1001,15 @@ void gemm_interleaved(const void* w, size_t ws, int n_rows, const void* x, size_
 
 // Q6_K: 16 sub-blocks of 16 values stored as q + 32 (0..63, what maddubs needs unsigned) with a
 // signed 8-bit scale each; the 32 comes back out through the sums of x per sub-block.
+// Byte shuffles giving, in every int16 of the low 128-bit lane, word 2k of the lane, and in the
+// high lane word 2k + 1 (k = 0..3): sub-blocks 2k and 2k + 1's scales.
+alignas(32) constexpr uint8_t kQ6ScalePairs[4][32] = {
+    {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
+    {4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7},
+    {8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
+    {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13,
+     14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15}};
+
 struct Q6KTiles {
   static constexpr int kRows = 1, kTokens = 16, kDecodeRows = 1;
   static constexpr bool kTokensOuter = false;
@@ -1022,8 +1031,11 @@ struct Q6KTiles {
         // Group k of half h (32 elements) spans sub-blocks j, j + 1 (j = 8h + 2k): one per
         // 128-bit lane, as maddubs and madd keep lanes apart.
         __m256i scale[8], q[8];
-        for (int g = 0; g < 8; ++g)
-          scale[g] = _mm256_set_m128i(_mm_set1_epi16(wb.scales[2 * g + 1]), _mm_set1_epi16(wb.scales[2 * g]));
+        // Scales 0-7 (then 8-15) as int16 in both 128-bit lanes, each group's pair picked by a
+        // byte shuffle: two broadcasts from scalars and an insert per group were a third of a
+        // decode step's instructions.
+        const __m256i first = _mm256_permute4x64_epi64(sc16, 0x44), second = _mm256_permute4x64_epi64(sc16, 0xee);
+        for (int g = 0; g < 8; ++g) scale[g] = _mm256_shuffle_epi8(g < 4 ? first : second, load32(kQ6ScalePairs[g % 4]));
         for (int h = 0; h < 2; ++h) {
           const __m256i ql0 = load32(wb.ql + 64 * h), ql1 = load32(wb.ql + 64 * h + 32);
           const __m256i qh = load32(wb.qh + 32 * h);
