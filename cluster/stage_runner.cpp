@@ -51,7 +51,7 @@ void StageRunner::load(uint64_t plan_id, const std::string& model_path, const ru
   }
   with_gpu.offload = st->gpu ? &st->gpu->offload() : nullptr;
   with_gpu.layers = st->gpu ? st->gpu->layers() : nullptr;
-  runtime::lay_out_for_cpu(*weights, with_gpu, weight_room);
+  runtime::lay_out_for_cpu(*weights, with_gpu, weight_room, pool_);
   st->host = std::make_unique<StageHost>(std::move(weights), with_gpu, pool_);
   if (const std::string why = wire_type_unfit(next.wire_type, static_cast<size_t>(cfg.hidden_width(spec.last_layer)));
       !why.empty())

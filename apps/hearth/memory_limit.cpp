@@ -28,7 +28,7 @@ void lay_out_within(LocalModel& m, const runtime::StageOptions& options, uint64_
   } catch (const std::invalid_argument&) {
     // The caches alone exceed it: the weights keep their reclaimable pages.
   }
-  runtime::lay_out_for_cpu(*m.weights, options, room);
+  runtime::lay_out_for_cpu(*m.weights, options, room, pool);
 }
 
 void add_memory_limit_option(CLI::App* cmd, uint64_t& bytes) {

@@ -80,11 +80,17 @@ uint8_t* MappedRegion::writable(uint64_t offset, uint64_t size) {
   const auto [p, n] = pages(offset, size);
   if (::mprotect(p, n, PROT_READ | PROT_WRITE) != 0)
     throw std::runtime_error(std::string("cannot make mapped weights writable: ") + std::strerror(errno));
-#ifdef MADV_POPULATE_WRITE
-  // Every page copied in one call rather than one fault each (Linux 5.14+; older ones fault).
-  ::madvise(p, n, MADV_POPULATE_WRITE);
-#endif
   return base_ + lead_ + (offset - offset_);
+}
+
+void MappedRegion::populate(uint64_t offset, uint64_t size) const {
+#ifdef MADV_POPULATE_WRITE
+  const auto [p, n] = pages(offset, size);
+  ::madvise(p, n, MADV_POPULATE_WRITE);
+#else
+  (void)offset;
+  (void)size;
+#endif
 }
 
 void MappedRegion::read_only(uint64_t offset, uint64_t size) {

@@ -42,6 +42,10 @@ class MappedRegion {
   // changes. The copies are the process's own memory from then on: DontNeed would drop them and
   // map the file's bytes again. Throws std::runtime_error when the kernel refuses.
   uint8_t* writable(uint64_t offset, uint64_t size);
+  // Makes the copies of writable pages of [offset, offset + size) now, in one call rather than a
+  // fault per page at the first write (Linux 5.14+; best effort: older kernels fault). Threads
+  // may populate parts of a range at once.
+  void populate(uint64_t offset, uint64_t size) const;
   // Those pages read-only again (their copies stay).
   void read_only(uint64_t offset, uint64_t size);
 

@@ -25,7 +25,7 @@ DraftModel::DraftModel(const std::string& path, const Vocab& target, int n_ctx, 
   check_vocabulary(load_vocab(file_.metadata()), target, path);
   auto weights = std::make_shared<StageWeights>(file_, config_, StageSpec{0, config_.n_layer, true, true});
   weight_bytes_ = weights->mapped_bytes();
-  lay_out_for_cpu(*weights, StageOptions{}, 0);  // a draft model is small beside its target
+  lay_out_for_cpu(*weights, StageOptions{}, 0, pool_);  // a draft model is small beside its target
   stage_ =
       // 256 tokens a step, as the target's stages: a sliding-window draft model's ring then
       // takes back any draft the head allows (at most 128) without feeding the history again.

@@ -61,7 +61,7 @@ bool reads_f16(const StageWeights& weights) {
 
 }  // namespace
 
-uint64_t lay_out_for_cpu(StageWeights& weights, const StageOptions& options, uint64_t weight_room) {
+uint64_t lay_out_for_cpu(StageWeights& weights, const StageOptions& options, uint64_t weight_room, ThreadPool& pool) {
   if (!options.paging.empty()) return 0;
   if (weight_room > 0 && weights.mapped_bytes() > weight_room) {
     spdlog::info("weights left in the file's layout: their {:.1f} MB exceed the {:.1f} MB of memory left to them",
@@ -70,8 +70,8 @@ uint64_t lay_out_for_cpu(StageWeights& weights, const StageOptions& options, uin
   }
   const MatmulOffload* gpu = options.offload;
   const auto start = std::chrono::steady_clock::now();
-  const uint64_t bytes =
-      weights.interleave(best_kernels(), [&](const WeightMatrix& m) { return gpu != nullptr && gpu->holds(m); });
+  const uint64_t bytes = weights.interleave(
+      best_kernels(), [&](const WeightMatrix& m) { return gpu != nullptr && gpu->holds(m); }, pool);
   if (bytes > 0)
     spdlog::info("{:.1f} MB of weights interleaved for the {} kernels in {:.2f} s", static_cast<double>(bytes) / 1e6,
                  best_kernels().name, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());

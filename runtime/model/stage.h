@@ -93,7 +93,7 @@ struct StageInput {
 // (0: not known): rewritten pages are the process's own, which the kernel cannot drop and read
 // again from the file as it does mapped ones, so a stage that does not fit would be killed where
 // it was merely slow. Returns the bytes rewritten.
-uint64_t lay_out_for_cpu(StageWeights& weights, const StageOptions& options, uint64_t weight_room);
+uint64_t lay_out_for_cpu(StageWeights& weights, const StageOptions& options, uint64_t weight_room, ThreadPool& pool);
 
 class Stage {
  public:

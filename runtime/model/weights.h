@@ -15,6 +15,7 @@
 #include "runtime/format/tensor_type.h"
 #include "runtime/kernels/interleaved_rows.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/thread_pool.h"
 
 namespace hearth::runtime {
 
@@ -152,8 +153,9 @@ class StageWeights {
   // rewritten pages are the process's own and the file's copies leave the page cache. The file
   // is not changed. Matrices read row by row elsewhere (the token embedding, and an output head
   // tied to it) and a stage that pages (its layers are read from the file again) keep their rows.
-  // Returns the bytes rewritten.
-  uint64_t interleave(const KernelTable& kernels, const std::function<bool(const WeightMatrix&)>& keep);
+  // The work (the pages' copies and the permutation) is spread over `pool`. Returns the bytes
+  // rewritten.
+  uint64_t interleave(const KernelTable& kernels, const std::function<bool(const WeightMatrix&)>& keep, ThreadPool& pool);
 
  private:
   ModelConfig config_;
