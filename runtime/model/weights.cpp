@@ -417,18 +417,20 @@ uint64_t StageWeights::interleave(const KernelTable& kernels, const std::functio
       spdlog::warn("{}: the remaining weights keep the file's layout", e.what());
       break;
     }
-    // Runs of groups, a few per thread: each copies its pages and permutes them. On one thread
-    // both took about 1 s per GB, half of it the kernel's copies.
+    // A run of groups per thread: each copies its pages and permutes them. On one thread both
+    // took about 1 s per GB, half of it the kernel's copies. The scratch is allocated before any
+    // byte moves, so that a failure leaves the matrix as the file has it.
     const int64_t groups = m->n_out / kInterleavedRows;
-    const int64_t tasks = std::min<int64_t>(groups, 4 * static_cast<int64_t>(pool.size()));
+    const int64_t tasks = std::min<int64_t>(groups, pool.size());
     const uint64_t group_bytes = kInterleavedRows * m->row_bytes;
+    std::vector<uint8_t> scratch(static_cast<size_t>(tasks) * group_bytes);
     pool.run(static_cast<int>(tasks), [&](int task) {
       const int64_t g0 = groups * task / tasks, g1 = groups * (task + 1) / tasks;
       const uint64_t at = static_cast<uint64_t>(g0) * group_bytes;
       region.populate(offset + at, static_cast<uint64_t>(g1 - g0) * group_bytes);
-      std::vector<uint8_t> scratch(group_bytes);
+      uint8_t* own = scratch.data() + static_cast<size_t>(task) * group_bytes;
       for (int64_t g = g0; g < g1; ++g)
-        interleave_rows(m->type, rows + static_cast<uint64_t>(g) * group_bytes, m->row_bytes, scratch.data());
+        interleave_rows(m->type, rows + static_cast<uint64_t>(g) * group_bytes, m->row_bytes, own);
     });
     region.read_only(offset, m->bytes());
     drop_cached_pages(path_, offset, m->bytes());
