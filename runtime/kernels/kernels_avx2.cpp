@@ -999,8 +999,6 @@ void gemm_interleaved(const void* w, size_t ws, int n_rows, const void* x, size_
   }
 }
 
-// Q6_K: 16 sub-blocks of 16 values stored as q + 32 (0..63, what maddubs needs unsigned) with a
-// signed 8-bit scale each; the 32 comes back out through the sums of x per sub-block.
 // Byte shuffles giving, in every int16 of the low 128-bit lane, word 2k of the lane, and in the
 // high lane word 2k + 1 (k = 0..3): sub-blocks 2k and 2k + 1's scales.
 alignas(32) constexpr uint8_t kQ6ScalePairs[4][32] = {
@@ -1010,6 +1008,8 @@ alignas(32) constexpr uint8_t kQ6ScalePairs[4][32] = {
     {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13,
      14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15}};
 
+// Q6_K: 16 sub-blocks of 16 values stored as q + 32 (0..63, what maddubs needs unsigned) with a
+// signed 8-bit scale each; the 32 comes back out through the sums of x per sub-block.
 struct Q6KTiles {
   static constexpr int kRows = 1, kTokens = 16, kDecodeRows = 1;
   static constexpr bool kTokensOuter = false;
