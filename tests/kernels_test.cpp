@@ -789,6 +789,71 @@ TEST_SUITE("kernels") {
     }
   }
 
+  TEST_CASE("attention over an f16 cache's rows where they lie: the bits of the f32 kernels on the rows read back") {
+    for (const KernelTable* k : tables()) {
+      if (!k->attention_scores_f16) continue;
+      CAPTURE(std::string(k->name));
+      for (int n : {64, 128, 80, 13, 8, 256}) {
+        for (int n_q : {1, 2, 3, 8, 11}) {
+          CAPTURE(n);
+          CAPTURE(n_q);
+          const int n_keys = 71;
+          const size_t stride = static_cast<size_t>(n) * 3 + 5, q_stride = static_cast<size_t>(n) + 3, s_stride = 80;
+          std::vector<uint16_t> halves(stride * n_keys);
+          k->f32_to_f16(random_floats(halves.size(), 41).data(), halves.data(), static_cast<int>(halves.size()));
+          std::vector<float> rows(halves.size());
+          k->f16_to_f32(halves.data(), rows.data(), static_cast<int>(rows.size()));
+          const auto q = random_floats(q_stride * static_cast<size_t>(n_q), 42);
+          std::vector<float> want(s_stride * static_cast<size_t>(n_q), -1.f), got = want;
+          k->attention_scores(rows.data(), stride, n_keys, q.data(), q_stride, n_q, n, want.data(), s_stride);
+          k->attention_scores_f16(halves.data(), stride, n_keys, q.data(), q_stride, n_q, n, got.data(), s_stride);
+          CHECK(std::memcmp(want.data(), got.data(), want.size() * 4) == 0);
+          const size_t p_stride = 75;
+          const auto p = random_floats(p_stride * static_cast<size_t>(n_q), 43);
+          const auto inv = random_floats(static_cast<size_t>(n_q), 44);
+          std::vector<float> out_want = random_floats(static_cast<size_t>(n_q * n), 45), out_got = out_want;
+          k->weighted_sum(p.data(), p_stride, inv.data(), n_q, rows.data(), stride, n_keys, n, out_want.data());
+          k->weighted_sum_f16(p.data(), p_stride, inv.data(), n_q, halves.data(), stride, n_keys, n, out_got.data());
+          CHECK(std::memcmp(out_want.data(), out_got.data(), out_want.size() * 4) == 0);
+        }
+      }
+    }
+  }
+
+  // A pipeline whose stages run on an AVX2 laptop and an AVX-512 desktop must give the tokens of
+  // either alone: the two tables' scores are the same bits (the matmuls are, by their dot kernels).
+  TEST_CASE("attention's scores are the same bits in the avx2 and avx512 tables") {
+    const KernelTable* avx2 = nullptr;
+    const KernelTable* avx512 = nullptr;
+    for (const KernelTable* k : tables()) {
+      if (k->name == "avx2") avx2 = k;
+      if (k->name == "avx512") avx512 = k;
+    }
+    if (!avx2 || !avx512) {
+      MESSAGE("skipped: this CPU has no AVX-512 table to compare with AVX2");
+      return;
+    }
+    for (int n : {64, 128, 80, 13, 8, 256, 96}) {
+      for (int n_q : {1, 2, 3, 4, 5, 9}) {
+        CAPTURE(n);
+        CAPTURE(n_q);
+        const int n_keys = 37;
+        const size_t stride = static_cast<size_t>(n) + 7, s_stride = 40;
+        const auto keys = random_floats(stride * n_keys, 51);
+        const auto q = random_floats(stride * static_cast<size_t>(n_q), 52);
+        std::vector<uint16_t> halves(keys.size());
+        avx2->f32_to_f16(keys.data(), halves.data(), static_cast<int>(keys.size()));
+        std::vector<float> a(s_stride * static_cast<size_t>(n_q), -1.f), b = a, a16 = a, b16 = a;
+        avx2->attention_scores(keys.data(), stride, n_keys, q.data(), stride, n_q, n, a.data(), s_stride);
+        avx512->attention_scores(keys.data(), stride, n_keys, q.data(), stride, n_q, n, b.data(), s_stride);
+        CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+        avx2->attention_scores_f16(halves.data(), stride, n_keys, q.data(), stride, n_q, n, a16.data(), s_stride);
+        avx512->attention_scores_f16(halves.data(), stride, n_keys, q.data(), stride, n_q, n, b16.data(), s_stride);
+        CHECK(std::memcmp(a16.data(), b16.data(), a16.size() * 4) == 0);
+      }
+    }
+  }
+
   TEST_CASE("f16_to_f32 reads every f16 value as the reference conversion does, in a vector or alone") {
     std::vector<uint16_t> all(65536);
     for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);

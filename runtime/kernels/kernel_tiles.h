@@ -113,21 +113,37 @@ float dot1(const W* w, const X* x, int n) {
   return y;
 }
 
+// How far ahead of the key (or value) being read attention prefetches a cached row. At a
+// conversation's depth the cache comes from memory, a head's 128-256 bytes a row, rows 0.5-4 KiB
+// apart: the hardware prefetchers lose such a stream at every page, and attention waited on
+// memory for most of its time (docs/performance.md, session 35: 8-24 rows all gave the same).
+inline constexpr int kKeysAhead = 16;
+
+// Prefetches rows [first, last) of n elements, `stride` elements apart, into L1.
+template <class Elem>
+inline __attribute__((always_inline)) void prefetch_rows(const Elem* rows, size_t stride, int first, int last, int n) {
+  for (int j = first; j < last; ++j)
+    for (size_t b = 0; b < static_cast<size_t>(n) * sizeof(Elem); b += 64)
+      __builtin_prefetch(reinterpret_cast<const char*>(rows + static_cast<size_t>(j) * stride) + b);
+}
+
 // Attention's scores (KernelTable::attention_scores) over tiles of kRows query rows x kKeys keys,
 // keys taken kKeyBlock at a time so that a block stays in L1 while every group of rows passes.
 // tile(q_rows, keys, n, s, s_stride, rows, n_keys) computes one tile: a row or key past the last
 // points at the last again, and it stores only the first `rows` x `n_keys` scores.
+// Keys are floats or halves (an f16 cache read where it lies), k_stride in elements.
 // Always inlined: in its caller's target (AVX-512) the tile can be inlined in turn.
-template <int kRows, int kKeys, int kKeyBlock, class Tile>
-inline __attribute__((always_inline)) void score_tiles(const float* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n, float* s,
-                 size_t s_stride, Tile tile) {
+template <int kRows, int kKeys, int kKeyBlock, class Key, class Tile>
+inline __attribute__((always_inline)) void score_tiles(const Key* k, size_t k_stride, int n_keys, const float* q, size_t q_stride,
+                                                       int n_q, int n, float* s, size_t s_stride, Tile tile) {
   for (int j1 = 0; j1 < n_keys; j1 += kKeyBlock) {
     const int j_end = std::min(n_keys, j1 + kKeyBlock);
     for (int r0 = 0; r0 < n_q; r0 += kRows) {
       const float* qr[kRows];
       for (int r = 0; r < kRows; ++r) qr[r] = q + static_cast<size_t>(std::min(r0 + r, n_q - 1)) * q_stride;
       for (int j0 = j1; j0 < j_end; j0 += kKeys) {
-        const float* kj[kKeys];
+        if (r0 == 0) prefetch_rows(k, k_stride, j0 + kKeysAhead, std::min(j0 + kKeysAhead + kKeys, n_keys), n);
+        const Key* kj[kKeys];
         for (int m = 0; m < kKeys; ++m) kj[m] = k + static_cast<size_t>(std::min(j0 + m, n_keys - 1)) * k_stride;
         tile(qr, kj, n, s + static_cast<size_t>(r0) * s_stride + static_cast<size_t>(j0), s_stride, std::min(kRows, n_q - r0),
              std::min(kKeys, j_end - j0));

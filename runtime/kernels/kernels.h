@@ -73,9 +73,11 @@ struct KernelTable {
   // Attention's scores: s[r * s_stride + j] = the dot product of query row r (at q + r * q_stride)
   // and key j (at k + j * k_stride), n elements each, for r < n_q and j < n_keys; strides in
   // floats. Unlike the gemm kernels these need not equal dot_f32: the SIMD x86 tables keep a
-  // score's elements in vector lanes and add the lanes of 16 (avx512) or 8 (avx2) scores at once in
-  // a tree, instead of a horizontal sum per score (which cost as much as the products). A score's
-  // bits are the same wherever it lies, however many rows and keys come with it (batch invariance).
+  // score's elements in 8 vector lanes (element i in lane i % 8) and add the lanes of several scores
+  // at once in one tree, instead of a horizontal sum per score (which cost as much as the
+  // products); avx512 carries two keys' 8 lanes in a vector, so avx2 and avx512 give a score the
+  // same bits. A score's bits are the same wherever it lies, however many rows and keys come with
+  // it (batch invariance).
   void (*attention_scores)(const float* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n,
                            float* s, size_t s_stride);
   // y[i] += a * x[i] for i < n (attention's weighted sum of values).
@@ -92,6 +94,14 @@ struct KernelTable {
   double (*exp_sum)(float* s, int n, float max);
   // y[i] = x[i] as f32 for i < n (exact): an f16 KV cache read back for attention.
   void (*f16_to_f32)(const uint16_t* x, float* y, int n);
+  // attention_scores and weighted_sum reading an f16 cache's keys and values where they lie
+  // (strides in halves): the bits of the f32 kernels on the rows converted by f16_to_f32, without
+  // the pass that converts them (at a conversation's depth the rows come from memory, once per
+  // token). Null where a table has none: attention then reads rows back a tile at a time.
+  void (*attention_scores_f16)(const uint16_t* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n,
+                               float* s, size_t s_stride) = nullptr;
+  void (*weighted_sum_f16)(const float* p, size_t p_stride, const float* inv, int n_q, const uint16_t* v, size_t v_stride,
+                           int n_keys, int n, float* out) = nullptr;
 };
 
 // The gemm kernel of `t` in `k` for rows laid out as `layout` (nullptr where the table has none).

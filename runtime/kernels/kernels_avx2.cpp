@@ -1193,11 +1193,32 @@ double exp_sum(float* s, int n, float max) {
   return sum;
 }
 
+// A KV cache's rows as attention's kernels load them, 8 elements at a time: floats, or halves
+// converted (exactly). load_tail() reads the count < 8 elements left and zero-fills the rest.
+struct CacheF32 {
+  static float at(const float* x) { return *x; }
+  static __m256 load(const float* k) { return _mm256_loadu_ps(k); }
+  static __m256 load_tail(const float* k, int count) {
+    alignas(32) static constexpr int32_t kLanes[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    return _mm256_maskload_ps(
+        k, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_load_si256(reinterpret_cast<const __m256i*>(kLanes))));
+  }
+};
+struct CacheF16 {
+  static float at(const uint16_t* x) { return half_to_float(*x); }
+  static __m256 load(const uint16_t* k) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k))); }
+  static __m256 load_tail(const uint16_t* k, int count) {
+    alignas(16) uint16_t h[8] = {};  // 0x0000 is +0.0, as maskload's zeros
+    std::memcpy(h, k, static_cast<size_t>(count) * sizeof(uint16_t));
+    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
+  }
+};
+
 // Heads in pairs, 8 x kVecs columns at a time held in registers across all keys: every element
 // gets axpy's fused multiply-adds in axpy's order (its tail elements too, by std::fma).
-template <int kVecs>
-void weighted_columns(const float* p, size_t p_stride, const float* inv, int n_q, const float* v, size_t v_stride, int n_keys,
-                      int n, float* out, int col) {
+template <int kVecs, class Cache, class V>
+void weighted_columns(const float* p, size_t p_stride, const float* inv, int n_q, const V* v, size_t v_stride, int n_keys, int n,
+                      float* out, int col) {
   int h = 0;
   for (; h + 2 <= n_q; h += 2) {
     float* o0 = out + static_cast<size_t>(h) * static_cast<size_t>(n) + col;
@@ -1207,10 +1228,13 @@ void weighted_columns(const float* p, size_t p_stride, const float* inv, int n_q
     __m256 a0[kVecs], a1[kVecs];
     for (int k = 0; k < kVecs; ++k) a0[k] = _mm256_loadu_ps(o0 + 8 * k), a1[k] = _mm256_loadu_ps(o1 + 8 * k);
     for (int j = 0; j < n_keys; ++j) {
-      const float* vj = v + static_cast<size_t>(j) * v_stride + col;
+      const V* vj = v + static_cast<size_t>(j) * v_stride + col;
+      // The first heads' pass brings the rows the others read.
+      if (h == 0 && j + tiles::kKeysAhead < n_keys)
+        tiles::prefetch_rows(vj, v_stride, tiles::kKeysAhead, tiles::kKeysAhead + 1, 8 * kVecs);
       const __m256 w0 = _mm256_set1_ps(p0[j] * inv[h]), w1 = _mm256_set1_ps(p1[j] * inv[h + 1]);
       for (int k = 0; k < kVecs; ++k) {
-        const __m256 x = _mm256_loadu_ps(vj + 8 * k);
+        const __m256 x = Cache::load(vj + 8 * k);
         a0[k] = _mm256_fmadd_ps(w0, x, a0[k]);
         a1[k] = _mm256_fmadd_ps(w1, x, a1[k]);
       }
@@ -1223,20 +1247,33 @@ void weighted_columns(const float* p, size_t p_stride, const float* inv, int n_q
     __m256 a[kVecs];
     for (int k = 0; k < kVecs; ++k) a[k] = _mm256_loadu_ps(o + 8 * k);
     for (int j = 0; j < n_keys; ++j) {
-      const float* vj = v + static_cast<size_t>(j) * v_stride + col;
+      const V* vj = v + static_cast<size_t>(j) * v_stride + col;
+      if (h == 0 && j + tiles::kKeysAhead < n_keys)
+        tiles::prefetch_rows(vj, v_stride, tiles::kKeysAhead, tiles::kKeysAhead + 1, 8 * kVecs);
       const __m256 w = _mm256_set1_ps(ph[j] * inv[h]);
-      for (int k = 0; k < kVecs; ++k) a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 8 * k), a[k]);
+      for (int k = 0; k < kVecs; ++k) a[k] = _mm256_fmadd_ps(w, Cache::load(vj + 8 * k), a[k]);
     }
     for (int k = 0; k < kVecs; ++k) _mm256_storeu_ps(o + 8 * k, a[k]);
   }
 }
 
+template <class Cache, class V>
+void weighted_sum_of(const float* p, size_t p_stride, const float* inv, int n_q, const V* v, size_t v_stride, int n_keys, int n,
+                     float* out) {
+  int col = 0;
+  for (; col + 32 <= n; col += 32) weighted_columns<4, Cache>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
+  for (; col + 8 <= n; col += 8) weighted_columns<1, Cache>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
+  for (; col < n; ++col) softmax_exp::weighted_sum_column(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col, Cache::at);
+}
+
 void weighted_sum(const float* p, size_t p_stride, const float* inv, int n_q, const float* v, size_t v_stride, int n_keys, int n,
                   float* out) {
-  int col = 0;
-  for (; col + 32 <= n; col += 32) weighted_columns<4>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
-  for (; col + 8 <= n; col += 8) weighted_columns<1>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
-  for (; col < n; ++col) softmax_exp::weighted_sum_column(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
+  weighted_sum_of<CacheF32>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out);
+}
+
+void weighted_sum_f16(const float* p, size_t p_stride, const float* inv, int n_q, const uint16_t* v, size_t v_stride, int n_keys,
+                      int n, float* out) {
+  weighted_sum_of<CacheF16>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out);
 }
 
 // ---- attention's scores ----
@@ -1260,39 +1297,39 @@ inline __m256 sum_lanes8(const __m256 v[8]) {
   return _mm256_add_ps(_mm256_permute2f128_ps(u[0], u[1], 0x20), _mm256_permute2f128_ps(u[0], u[1], 0x31));
 }
 
-// Scores of 2 query rows x 4 keys (accumulator 4r + m: row r, key m); rows and keys past the
-// last repeat it, and only real ones are stored.
-void scores_2x4(const float* const q[2], const float* const k[4], int n, float* s, size_t s_stride, int rows, int keys) {
+// Scores of kRows query rows x kKeys keys (accumulator kKeys * r + m: row r, key m, 8 of them);
+// rows and keys past the last repeat it, and only real ones are stored.
+template <class Keys, int kRows, int kKeys, class Key>
+void scores_tile(const float* const q[kRows], const Key* const k[kKeys], int n, float* s, size_t s_stride, int rows, int keys) {
+  static_assert(kRows * kKeys == 8);
   __m256 acc[8];
 #pragma GCC unroll 16
   for (__m256& a : acc) a = _mm256_setzero_ps();
   int i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256 kv[4];
+    __m256 kv[kKeys];
 #pragma GCC unroll 16
-    for (int m = 0; m < 4; ++m) kv[m] = _mm256_loadu_ps(k[m] + i);
+    for (int m = 0; m < kKeys; ++m) kv[m] = Keys::load(k[m] + i);
 #pragma GCC unroll 16
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < kRows; ++r) {
       const __m256 qv = _mm256_loadu_ps(q[r] + i);
 #pragma GCC unroll 16
-      for (int m = 0; m < 4; ++m) acc[4 * r + m] = _mm256_fmadd_ps(qv, kv[m], acc[4 * r + m]);
+      for (int m = 0; m < kKeys; ++m) acc[kKeys * r + m] = _mm256_fmadd_ps(qv, kv[m], acc[kKeys * r + m]);
     }
   }
   if (i < n) {
-    alignas(32) static constexpr int32_t kLanes[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - i), _mm256_load_si256(reinterpret_cast<const __m256i*>(kLanes)));
-    __m256 kv[4];
+    __m256 kv[kKeys];
 #pragma GCC unroll 16
-    for (int m = 0; m < 4; ++m) kv[m] = _mm256_maskload_ps(k[m] + i, mask);
+    for (int m = 0; m < kKeys; ++m) kv[m] = Keys::load_tail(k[m] + i, n - i);
 #pragma GCC unroll 16
-    for (int r = 0; r < 2; ++r) {
-      const __m256 qv = _mm256_maskload_ps(q[r] + i, mask);
+    for (int r = 0; r < kRows; ++r) {
+      const __m256 qv = CacheF32::load_tail(q[r] + i, n - i);
 #pragma GCC unroll 16
-      for (int m = 0; m < 4; ++m) acc[4 * r + m] = _mm256_fmadd_ps(qv, kv[m], acc[4 * r + m]);
+      for (int m = 0; m < kKeys; ++m) acc[kKeys * r + m] = _mm256_fmadd_ps(qv, kv[m], acc[kKeys * r + m]);
     }
   }
   const __m256 sum = sum_lanes8(acc);
-  if (keys == 4) {
+  if (kKeys == 4 && keys == 4) {
     _mm_storeu_ps(s, _mm256_castps256_ps128(sum));
     if (rows > 1) _mm_storeu_ps(s + s_stride, _mm256_extractf128_ps(sum, 1));
     return;
@@ -1302,12 +1339,18 @@ void scores_2x4(const float* const q[2], const float* const k[4], int n, float* 
 #pragma GCC unroll 16
   for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 16
-    for (int m = 0; m < keys; ++m) s[static_cast<size_t>(r) * s_stride + static_cast<size_t>(m)] = out[4 * r + m];
+    for (int m = 0; m < keys; ++m) s[static_cast<size_t>(r) * s_stride + static_cast<size_t>(m)] = out[kKeys * r + m];
 }
 
 void attention_scores(const float* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n, float* s,
                       size_t s_stride) {
-  tiles::score_tiles<2, 4, 64>(k, k_stride, n_keys, q, q_stride, n_q, n, s, s_stride, scores_2x4);
+  tiles::score_tiles<2, 4, 64>(k, k_stride, n_keys, q, q_stride, n_q, n, s, s_stride, scores_tile<CacheF32, 2, 4, float>);
+}
+
+// Halves cost a conversion per load: 4 rows x 2 keys converts half as many as 2 x 4.
+void attention_scores_f16(const uint16_t* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n,
+                          float* s, size_t s_stride) {
+  tiles::score_tiles<4, 2, 64>(k, k_stride, n_keys, q, q_stride, n_q, n, s, s_stride, scores_tile<CacheF16, 4, 2, uint16_t>);
 }
 
 // Bit-identical to quantize_q8_k_scalar: the same float products, rounded to nearest even.
@@ -1392,7 +1435,9 @@ const KernelTable& avx2_kernels() {
                                      .axpy = axpy,
                                      .weighted_sum = weighted_sum,
                                      .exp_sum = exp_sum,
-                                     .f16_to_f32 = f16_to_f32};
+                                     .f16_to_f32 = f16_to_f32,
+                                     .attention_scores_f16 = attention_scores_f16,
+                                     .weighted_sum_f16 = weighted_sum_f16};
   return table;
 }
 

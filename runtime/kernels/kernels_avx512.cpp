@@ -976,68 +976,110 @@ void gemm_bf16(const void* w, size_t ws, int n_rows, const void* x, size_t xs, i
 
 // ---- attention's scores ----
 //
-// As the AVX2 table's (element i of a score in lane i % 16, one FMA chain per lane from 0, the last
-// partial vector zero-filled), with 16 scores' lanes added at once by sum_lanes16.
+// The AVX2 table's order, so that both give a score the same bits: element i of a score in lane
+// i % 8, one FMA chain per lane from 0, the last partial vector zero-filled, the 8 lanes added in
+// sum_lanes8's tree. A vector carries two keys' 8 lanes (key m in the low half, key m + 4 in the
+// high half) against a query's 8 elements in both halves: the tree then runs on whole vectors and
+// adds 16 scores' lanes in 21 instructions.
 
-// Lane 4a + b of the result: the sum of v[4a + b]'s lanes (a fixed tree: pairs within 128-bit
-// lanes twice, then across them twice).
-HEARTH_AVX512_INLINE __m512 sum_lanes16(const __m512 v[16]) {
-  __m512 t[8];
-#pragma GCC unroll 16
-  for (int i = 0; i < 8; ++i) t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-  __m512 u[4];
-#pragma GCC unroll 16
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(t[2 * i]), b = _mm512_castps_pd(t[2 * i + 1]);
-    u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+// A KV cache's rows, two keys' 8 elements (from a and b) at a time in a vector's halves: floats,
+// or halves converted (exactly). mask keeps the first elements and zero-fills the rest.
+struct CacheF32 {
+  HEARTH_AVX512_MEMBER static __m512 pair(const float* a, const float* b, __mmask8 mask) {
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm256_maskz_loadu_ps(mask, a))),
+                                               _mm256_castps_pd(_mm256_maskz_loadu_ps(mask, b)), 1));
   }
-  const __m512 w01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
-  const __m512 w23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
-  return _mm512_add_ps(_mm512_shuffle_f32x4(w01, w23, 0x88), _mm512_shuffle_f32x4(w01, w23, 0xDD));
+  HEARTH_AVX512_MEMBER static __m512 load(const float* v, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, v); }
+};
+struct CacheF16 {
+  HEARTH_AVX512_MEMBER static __m512 pair(const uint16_t* a, const uint16_t* b, __mmask8 mask) {
+    return _mm512_cvtph_ps(
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_maskz_loadu_epi16(mask, a)), _mm_maskz_loadu_epi16(mask, b), 1));
+  }
+  HEARTH_AVX512_MEMBER static __m512 load(const uint16_t* v, __mmask16 mask) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, v));
+  }
+};
+
+// sum_lanes8 (kernels_avx2.cpp) on the 8 keys of rows a and b: lanes 0-7 hold row a's scores of
+// keys 0-7, lanes 8-15 row b's. a[m] and b[m] carry keys m and m + 4.
+HEARTH_AVX512_INLINE __m512 sum_lanes8_x2(const __m512 a[4], const __m512 b[4]) {
+  const __m512 v[8] = {a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]};
+  __m512 t[4];
+#pragma GCC unroll 16
+  for (int i = 0; i < 4; ++i)
+    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  __m512 u[2];
+#pragma GCC unroll 16
+  for (int i = 0; i < 2; ++i) {
+    const __m512d x = _mm512_castps_pd(t[2 * i]), y = _mm512_castps_pd(t[2 * i + 1]);
+    u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+  }
+  // 128-bit lanes of u[i]: keys 0-3's sums of lanes 0-3, of lanes 4-7, keys 4-7's the same.
+  return _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
 }
 
-// Scores of 4 query rows x 4 keys (accumulator 4r + m: row r, key m); rows and keys past the
-// last repeat it, and only real ones are stored.
-HEARTH_AVX512 void scores_4x4(const float* const q[4], const float* const k[4], int n, float* s, size_t s_stride, int rows,
-                              int keys) {
-  __m512 acc[16];
+// A query's 8 elements from i on, in both halves (those past n zero-filled by mask).
+HEARTH_AVX512_INLINE __m512 query8(const float* q, __mmask8 mask) {
+  return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_maskz_loadu_ps(mask, q))));
+}
+
+// One step of scores_tile: elements i to i + 7 (those past n zero-filled by mask).
+template <class Cache, int kRows, class Key>
+HEARTH_AVX512_INLINE void scores_step(__m512 (&acc)[kRows][4], const float* const q[], const Key* const k[8], int i,
+                                      __mmask8 mask) {
+  __m512 kv[4];
 #pragma GCC unroll 16
-  for (__m512& a : acc) a = _mm512_setzero_ps();
+  for (int m = 0; m < 4; ++m) kv[m] = Cache::pair(k[m] + i, k[m + 4] + i, mask);
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows; ++r) {
+    const __m512 qv = query8(q[r] + i, mask);
+#pragma GCC unroll 16
+    for (int m = 0; m < 4; ++m) acc[r][m] = _mm512_fmadd_ps(qv, kv[m], acc[r][m]);
+  }
+}
+
+// Scores of kRows query rows x 8 keys; keys past the last repeat it, and only real ones (and the
+// first `rows` rows) are stored.
+template <class Cache, int kRows, class Key>
+HEARTH_AVX512 void scores_tile(const float* const q[], const Key* const k[8], int n, float* s, size_t s_stride, int rows,
+                               int keys) {
+  __m512 acc[kRows][4];
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 16
+    for (__m512& a : acc[r]) a = _mm512_setzero_ps();
   int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    __m512 kv[4];
-#pragma GCC unroll 16
-    for (int m = 0; m < 4; ++m) kv[m] = _mm512_loadu_ps(k[m] + i);
-#pragma GCC unroll 16
-    for (int r = 0; r < 4; ++r) {
-      const __m512 qv = _mm512_loadu_ps(q[r] + i);
-#pragma GCC unroll 16
-      for (int m = 0; m < 4; ++m) acc[4 * r + m] = _mm512_fmadd_ps(qv, kv[m], acc[4 * r + m]);
-    }
-  }
-  if (i < n) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1);
-    __m512 kv[4];
-#pragma GCC unroll 16
-    for (int m = 0; m < 4; ++m) kv[m] = _mm512_maskz_loadu_ps(mask, k[m] + i);
-#pragma GCC unroll 16
-    for (int r = 0; r < 4; ++r) {
-      const __m512 qv = _mm512_maskz_loadu_ps(mask, q[r] + i);
-#pragma GCC unroll 16
-      for (int m = 0; m < 4; ++m) acc[4 * r + m] = _mm512_fmadd_ps(qv, kv[m], acc[4 * r + m]);
-    }
-  }
-  const __m512 sum = sum_lanes16(acc);
+  for (; i + 8 <= n; i += 8) scores_step<Cache, kRows>(acc, q, k, i, 0xFF);
+  if (i < n) scores_step<Cache, kRows>(acc, q, k, i, static_cast<__mmask8>((1u << (n - i)) - 1));
   const __mmask8 kmask = static_cast<__mmask8>((1u << keys) - 1);
-  _mm_mask_storeu_ps(s, kmask, _mm512_castps512_ps128(sum));
-  if (rows > 1) _mm_mask_storeu_ps(s + s_stride, kmask, _mm512_extractf32x4_ps(sum, 1));
-  if (rows > 2) _mm_mask_storeu_ps(s + 2 * s_stride, kmask, _mm512_extractf32x4_ps(sum, 2));
-  if (rows > 3) _mm_mask_storeu_ps(s + 3 * s_stride, kmask, _mm512_extractf32x4_ps(sum, 3));
+#pragma GCC unroll 16
+  for (int r = 0; r < kRows && r < rows; r += 2) {
+    const __m512 sum = sum_lanes8_x2(acc[r], acc[r + 1 < kRows ? r + 1 : r]);
+    _mm256_mask_storeu_ps(s + static_cast<size_t>(r) * s_stride, kmask, _mm512_castps512_ps256(sum));
+    if (r + 1 < rows)
+      _mm256_mask_storeu_ps(s + static_cast<size_t>(r + 1) * s_stride, kmask,
+                            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1)));
+  }
+}
+
+// 4 rows x 8 keys a tile, fewer rows where fewer are left (a decode token's few query heads).
+template <class Cache, class Key>
+HEARTH_AVX512 void scores_rows(const float* const q[4], const Key* const k[8], int n, float* s, size_t s_stride, int rows,
+                               int keys) {
+  if (rows <= 1) scores_tile<Cache, 1>(q, k, n, s, s_stride, rows, keys);
+  else if (rows == 2) scores_tile<Cache, 2>(q, k, n, s, s_stride, rows, keys);
+  else scores_tile<Cache, 4>(q, k, n, s, s_stride, rows, keys);
 }
 
 HEARTH_AVX512 void attention_scores(const float* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n,
                                     float* s, size_t s_stride) {
-  tiles::score_tiles<4, 4, 64>(k, k_stride, n_keys, q, q_stride, n_q, n, s, s_stride, scores_4x4);
+  tiles::score_tiles<4, 8, 64>(k, k_stride, n_keys, q, q_stride, n_q, n, s, s_stride, scores_rows<CacheF32, float>);
+}
+
+HEARTH_AVX512 void attention_scores_f16(const uint16_t* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q,
+                                        int n, float* s, size_t s_stride) {
+  tiles::score_tiles<4, 8, 64>(k, k_stride, n_keys, q, q_stride, n_q, n, s, s_stride, scores_rows<CacheF16, uint16_t>);
 }
 
 // ---- attention's weighted sum of values ----
@@ -1046,8 +1088,8 @@ HEARTH_AVX512 void attention_scores(const float* k, size_t k_stride, int n_keys,
 // the same order (an element's FMA does not depend on the vector it is in), so the bits are
 // those of the axpy calls; kHeads heads at a time share each load of a value row. `mask` cuts
 // the last vector of a row short.
-template <int kVecs, int kHeads>
-HEARTH_AVX512 void weighted_block(const float* p, size_t p_stride, const float* inv, int h0, const float* v, size_t v_stride,
+template <int kVecs, int kHeads, class Cache, class V>
+HEARTH_AVX512 void weighted_block(const float* p, size_t p_stride, const float* inv, int h0, const V* v, size_t v_stride,
                                   int n_keys, int n, float* out, int col, __mmask16 mask) {
   __m512 a[kHeads][kVecs];
   float* o[kHeads];
@@ -1060,10 +1102,13 @@ HEARTH_AVX512 void weighted_block(const float* p, size_t p_stride, const float* 
     for (int k = 0; k < kVecs; ++k) a[h][k] = _mm512_maskz_loadu_ps(k == kVecs - 1 ? mask : 0xFFFF, o[h] + 16 * k);
   }
   for (int j = 0; j < n_keys; ++j) {
-    const float* vj = v + static_cast<size_t>(j) * v_stride + col;
+    const V* vj = v + static_cast<size_t>(j) * v_stride + col;
+    // The first heads' pass brings the rows the others read.
+    if (h0 == 0 && j + tiles::kKeysAhead < n_keys)
+      tiles::prefetch_rows(vj, v_stride, tiles::kKeysAhead, tiles::kKeysAhead + 1, 16 * kVecs);
     __m512 x[kVecs];
 #pragma GCC unroll 16
-    for (int k = 0; k < kVecs; ++k) x[k] = _mm512_maskz_loadu_ps(k == kVecs - 1 ? mask : 0xFFFF, vj + 16 * k);
+    for (int k = 0; k < kVecs; ++k) x[k] = Cache::load(vj + 16 * k, k == kVecs - 1 ? mask : 0xFFFF);
 #pragma GCC unroll 16
     for (int h = 0; h < kHeads; ++h) {
       const __m512 w = _mm512_set1_ps(ph[h][j] * inv[h0 + h]);
@@ -1077,21 +1122,33 @@ HEARTH_AVX512 void weighted_block(const float* p, size_t p_stride, const float* 
     for (int k = 0; k < kVecs; ++k) _mm512_mask_storeu_ps(o[h] + 16 * k, k == kVecs - 1 ? mask : 0xFFFF, a[h][k]);
 }
 
-template <int kVecs>
-HEARTH_AVX512 void weighted_columns(const float* p, size_t p_stride, const float* inv, int n_q, const float* v, size_t v_stride,
+template <int kVecs, class Cache, class V>
+HEARTH_AVX512 void weighted_columns(const float* p, size_t p_stride, const float* inv, int n_q, const V* v, size_t v_stride,
                                     int n_keys, int n, float* out, int col, __mmask16 mask) {
   int h = 0;
-  for (; h + 4 <= n_q; h += 4) weighted_block<kVecs, 4>(p, p_stride, inv, h, v, v_stride, n_keys, n, out, col, mask);
-  for (; h < n_q; ++h) weighted_block<kVecs, 1>(p, p_stride, inv, h, v, v_stride, n_keys, n, out, col, mask);
+  for (; h + 4 <= n_q; h += 4) weighted_block<kVecs, 4, Cache>(p, p_stride, inv, h, v, v_stride, n_keys, n, out, col, mask);
+  for (; h < n_q; ++h) weighted_block<kVecs, 1, Cache>(p, p_stride, inv, h, v, v_stride, n_keys, n, out, col, mask);
+}
+
+template <class Cache, class V>
+HEARTH_AVX512 void weighted_sum_of(const float* p, size_t p_stride, const float* inv, int n_q, const V* v, size_t v_stride,
+                                   int n_keys, int n, float* out) {
+  int col = 0;
+  for (; col + 64 <= n; col += 64) weighted_columns<4, Cache>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col, 0xFFFF);
+  for (; col + 16 <= n; col += 16) weighted_columns<1, Cache>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col, 0xFFFF);
+  if (col < n)
+    weighted_columns<1, Cache>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col,
+                               static_cast<__mmask16>((1u << (n - col)) - 1));
 }
 
 HEARTH_AVX512 void weighted_sum(const float* p, size_t p_stride, const float* inv, int n_q, const float* v, size_t v_stride,
                                 int n_keys, int n, float* out) {
-  int col = 0;
-  for (; col + 64 <= n; col += 64) weighted_columns<4>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col, 0xFFFF);
-  for (; col + 16 <= n; col += 16) weighted_columns<1>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col, 0xFFFF);
-  if (col < n)
-    weighted_columns<1>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col, static_cast<__mmask16>((1u << (n - col)) - 1));
+  weighted_sum_of<CacheF32>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out);
+}
+
+HEARTH_AVX512 void weighted_sum_f16(const float* p, size_t p_stride, const float* inv, int n_q, const uint16_t* v,
+                                    size_t v_stride, int n_keys, int n, float* out) {
+  weighted_sum_of<CacheF16>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out);
 }
 
 using Q8_0Tiles = PairRows<PackedBlocks<WeightsQ8_0>>;
@@ -1177,6 +1234,8 @@ KernelTable make_table() {
   t.gemm_bf16 = gemm_bf16;
   t.attention_scores = attention_scores;
   t.weighted_sum = weighted_sum;
+  t.attention_scores_f16 = attention_scores_f16;
+  t.weighted_sum_f16 = weighted_sum_f16;
   t.packed_bytes = packed_bytes;
   t.pack = pack;
   return t;

@@ -615,7 +615,8 @@ void weighted_sum(const float* p, size_t p_stride, const float* inv, int n_q, co
   int col = 0;
   for (; col + 16 <= n; col += 16) weighted_columns<4>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
   for (; col + 4 <= n; col += 4) weighted_columns<1>(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
-  for (; col < n; ++col) softmax_exp::weighted_sum_column(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col);
+  for (; col < n; ++col)
+    softmax_exp::weighted_sum_column(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out, col, [](const float* x) { return *x; });
 }
 
 // Attention's scores through the f32 gemm: each equals this table's dot_f32.

@@ -119,6 +119,24 @@ struct Checked {
     T().f16_to_f32(x, y, n);
   }
 
+  static void attention_scores_f16(const uint16_t* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q,
+                                   int n, float* s, size_t s_stride) {
+    const size_t h = sizeof(uint16_t), f = sizeof(float);
+    check(name(), "attention_scores_f16", "keys", k, span_bytes(n_keys, k_stride * h, static_cast<size_t>(n) * h));
+    check(name(), "attention_scores_f16", "queries", q, span_bytes(n_q, q_stride * f, static_cast<size_t>(n) * f));
+    T().attention_scores_f16(k, k_stride, n_keys, q, q_stride, n_q, n, s, s_stride);
+  }
+
+  static void weighted_sum_f16(const float* p, size_t p_stride, const float* inv, int n_q, const uint16_t* v, size_t v_stride,
+                               int n_keys, int n, float* out) {
+    const size_t f = sizeof(float), h = sizeof(uint16_t);
+    check(name(), "weighted_sum_f16", "probabilities", p, span_bytes(n_q, p_stride * f, static_cast<size_t>(n_keys) * f));
+    check(name(), "weighted_sum_f16", "inverse sums", inv, static_cast<size_t>(n_q) * f);
+    check(name(), "weighted_sum_f16", "values", v, span_bytes(n_keys, v_stride * h, static_cast<size_t>(n) * h));
+    check(name(), "weighted_sum_f16", "outputs", out, static_cast<size_t>(n_q) * static_cast<size_t>(n) * f);
+    T().weighted_sum_f16(p, p_stride, inv, n_q, v, v_stride, n_keys, n, out);
+  }
+
   static const KernelTable& table() {
     using K = KernelTable;
     using TT = TensorType;
@@ -158,7 +176,9 @@ struct Checked {
                                .axpy = axpy,
                                .weighted_sum = weighted_sum,
                                .exp_sum = exp_sum,
-                               .f16_to_f32 = f16_to_f32};
+                               .f16_to_f32 = f16_to_f32,
+                               .attention_scores_f16 = T().attention_scores_f16 ? attention_scores_f16 : nullptr,
+                               .weighted_sum_f16 = T().weighted_sum_f16 ? weighted_sum_f16 : nullptr};
     return t;
   }
 };

@@ -31,13 +31,16 @@ inline float exp_nonpositive(float x) {
   return p * scale;
 }
 
-// weighted_sum's columns past the last full vector: axpy's tail arithmetic (std::fma), key by key.
-inline void weighted_sum_column(const float* p, size_t p_stride, const float* inv, int n_q, const float* v, size_t v_stride,
-                                int n_keys, int n, float* out, int col) {
+// weighted_sum's columns past the last full vector: axpy's tail arithmetic (std::fma), key by key;
+// at(&v[i]) reads a value as f32 (the cache's floats, or its halves converted).
+template <class V, class At>
+inline void weighted_sum_column(const float* p, size_t p_stride, const float* inv, int n_q, const V* v, size_t v_stride,
+                                int n_keys, int n, float* out, int col, At at) {
   for (int h = 0; h < n_q; ++h) {
     float* o = out + static_cast<size_t>(h) * static_cast<size_t>(n) + col;
     for (int j = 0; j < n_keys; ++j)
-      *o = std::fma(p[static_cast<size_t>(h) * p_stride + static_cast<size_t>(j)] * inv[h], v[static_cast<size_t>(j) * v_stride + col], *o);
+      *o = std::fma(p[static_cast<size_t>(h) * p_stride + static_cast<size_t>(j)] * inv[h],
+                    at(&v[static_cast<size_t>(j) * v_stride + col]), *o);
   }
 }
 

@@ -12,9 +12,9 @@ namespace {
 
 // Both halves of a conversation's cache, or an error that says what was asked for (a huge
 // --ctx used to surface as "std::bad_alloc").
-std::vector<uint8_t> allocate(size_t n, size_t n_layers, int n_ctx) {
+HugePageVector<uint8_t> allocate(size_t n, size_t n_layers, int n_ctx) {
   try {
-    return std::vector<uint8_t>(n);
+    return HugePageVector<uint8_t>(n);
   } catch (const std::bad_alloc&) {
     throw std::runtime_error("the KV cache of one conversation (" + std::to_string(n_layers) + " layers, " +
                              std::to_string(n_ctx) + " tokens, " + std::to_string(2 * n / 1000000) +
@@ -78,7 +78,7 @@ void KvCache::save_checkpoint(int l, int pos) {
             saved_.begin() + static_cast<std::ptrdiff_t>(state_start_[layer]));
 }
 
-KvRows KvCache::rows_of(const std::vector<uint8_t>& half, int l) const {
+KvRows KvCache::rows_of(const HugePageVector<uint8_t>& half, int l) const {
   const auto layer = static_cast<size_t>(l);
   const int rows = rows_[layer];
   return {half.data() + layer_start_[layer], row_bytes_[layer], type_, rows < n_ctx_ ? rows : 0};

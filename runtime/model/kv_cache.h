@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/kernels/aligned_vector.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/model/kv_rows.h"
 
@@ -67,7 +68,7 @@ class KvCache {
   uint64_t bytes() const { return k_.size() + v_.size() + (state_.size() + saved_.size()) * sizeof(float); }
 
  private:
-  KvRows rows_of(const std::vector<uint8_t>& half, int l) const;
+  KvRows rows_of(const HugePageVector<uint8_t>& half, int l) const;
 
   int n_ctx_;
   TensorType type_;
@@ -77,8 +78,8 @@ class KvCache {
   std::vector<size_t> layer_start_;  // first byte of each layer's rows
   int length_ = 0;
   int reach_ = 0;
-  std::vector<uint8_t> k_;
-  std::vector<uint8_t> v_;
+  HugePageVector<uint8_t> k_;  // on 2 MiB pages: attention reads them in short strided pieces
+  HugePageVector<uint8_t> v_;
   std::vector<size_t> state_start_;
   std::vector<float> state_;
   std::vector<size_t> state_size_;  // floats of each layer's state

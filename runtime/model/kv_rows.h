@@ -1,5 +1,6 @@
 // The cached keys (or values) of one layer as attention reads them: one row per position, stored
-// as f32, f16 or q8_0 (the cache's type), and read back a tile of positions at a time as f32.
+// as f32, f16 or q8_0 (the cache's type), and read back a tile of positions at a time as f32
+// (an f16 cache is read where it lies where the kernel table has kernels for halves).
 //
 // Reading back is exact (an f16 or a q8_0 element is a float), so attention over an f16 cache
 // computes exactly what the f32 path computes on the rounded keys and values, with the same

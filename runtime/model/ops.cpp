@@ -92,17 +92,28 @@ void attend_tokens(std::span<const AttendToken> tokens, int n_q, const KvRows& k
   const size_t hd = static_cast<size_t>(head_dim);
   const size_t row_floats = static_cast<size_t>(n_q) * hd;  // one token's heads
   for (size_t i = 0; i < tokens.size(); ++i) std::copy_n(tokens[i].q, row_floats, qpack + i * row_floats);
-  // An f32 cache is read in place, all at once; other types a tile at a time, converted.
+  // An f32 cache is read in place, all at once, and so is an f16 one where the table has kernels
+  // for halves; other caches a tile at a time, converted.
+  const bool f16_in_place =
+      keys.type == TensorType::F16 && values.type == TensorType::F16 && k.attention_scores_f16 && k.weighted_sum_f16;
   const int tile_rows =
-      keys.type == TensorType::F32 ? hi - lo : std::max(1, static_cast<int>(kKvTileFloats / hd));
+      keys.type == TensorType::F32 || f16_in_place ? hi - lo : std::max(1, static_cast<int>(kKvTileFloats / hd));
   const int n_rows = static_cast<int>(tokens.size()) * n_q;
+  const auto halves = [](const KvRows& rows, int pos) {
+    return reinterpret_cast<const uint16_t*>(rows.data + static_cast<size_t>(rows.row(pos)) * rows.row_bytes);
+  };
+  const size_t half_stride = keys.row_bytes / sizeof(uint16_t);
   // A ring's wrap ends a tile too. Scores stay indexed by position, and a score (or a value's
   // term) does not depend on the tile it was read in, so a wrapped cache gives the same bits.
   for (int j0 = lo, n = 0; j0 < hi; j0 += n) {
     n = std::min({tile_rows, hi - j0, keys.run(j0)});
-    const F32Rows kr = read_rows(keys, j0, n, head_dim, tile, k);
-    attention_scores(score_order(keys.type), kr.data, kr.stride, n, qpack, hd, n_rows, head_dim, scores + (j0 - lo),
-                     scores_stride, k);
+    float* s = scores + (j0 - lo);
+    if (f16_in_place) {
+      k.attention_scores_f16(halves(keys, j0), half_stride, n, qpack, hd, n_rows, head_dim, s, scores_stride);
+    } else {
+      const F32Rows kr = read_rows(keys, j0, n, head_dim, tile, k);
+      attention_scores(score_order(keys.type), kr.data, kr.stride, n, qpack, hd, n_rows, head_dim, s, scores_stride, k);
+    }
   }
   const auto scores_of = [&](size_t i) { return scores + i * static_cast<size_t>(n_q) * scores_stride; };
   for (size_t i = 0; i < tokens.size(); ++i) {
@@ -112,13 +123,19 @@ void attend_tokens(std::span<const AttendToken> tokens, int n_q, const KvRows& k
   }
   for (int j0 = lo, n = 0; j0 < hi; j0 += n) {
     n = std::min({tile_rows, hi - j0, values.run(j0)});
-    const F32Rows vr = read_rows(values, j0, n, head_dim, tile, k);
+    const F32Rows vr = f16_in_place ? F32Rows{} : read_rows(values, j0, n, head_dim, tile, k);
     for (size_t i = 0; i < tokens.size(); ++i) {
       const AttendToken& t = tokens[i];
       const int a = std::max(j0, t.first_key), b = std::min(j0 + n, t.first_key + t.n_keys);
       if (a >= b) continue;
-      k.weighted_sum(scores_of(i) + (a - lo), scores_stride, inv + i * static_cast<size_t>(n_q), n_q,
-                     vr.data + static_cast<size_t>(a - j0) * vr.stride, vr.stride, b - a, head_dim, t.out);
+      const float* p = scores_of(i) + (a - lo);
+      const float* inv_i = inv + i * static_cast<size_t>(n_q);
+      if (f16_in_place)
+        k.weighted_sum_f16(p, scores_stride, inv_i, n_q, halves(values, a), values.row_bytes / sizeof(uint16_t), b - a, head_dim,
+                           t.out);
+      else
+        k.weighted_sum(p, scores_stride, inv_i, n_q, vr.data + static_cast<size_t>(a - j0) * vr.stride, vr.stride, b - a,
+                       head_dim, t.out);
     }
   }
 }
