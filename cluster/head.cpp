@@ -113,7 +113,11 @@ void Head::on_control(const std::string& identity, const char* peer_address, con
 }
 
 void Head::tick() {
-  for (const std::string& id : registry_.expire()) device_lost(id, "stopped responding (no heartbeat for 2 s)");
+  for (const std::string& id : registry_.expire()) {
+    probes_.forget(id);
+    device_lost(id, "stopped responding (no heartbeat for 2 s)");
+  }
+  send_probes();  // the turn of a device that never reported has passed
   if (ports_.stage.loaded()) learn_storage(self_.node_id, ports_.stage.counters());
   check_recovery_deadline();
   try_commit();
@@ -176,15 +180,31 @@ void Head::on_hello(const std::string& identity, const char* peer_address, const
 }
 
 void Head::request_probe(const std::string& prober, const std::vector<const Device*>& targets) {
-  if (targets.empty()) return;
-  capnp::MallocMessageBuilder b;
-  auto list = b.initRoot<wire::Envelope>().initLinkProbe().initTargets(static_cast<unsigned>(targets.size()));
-  for (unsigned i = 0; i < targets.size(); ++i) {
-    list[i].setNodeId(targets[i]->node_id);
-    list[i].setControlEndpoint(targets[i]->control_endpoint);
-    list[i].setPublicKey(targets[i]->public_key);
+  std::vector<std::string> ids;
+  for (const Device* t : targets) ids.push_back(t->node_id);
+  probes_.add(prober, ids);
+  send_probes();
+}
+
+void Head::send_probes() {
+  while (auto r = probes_.next(ports_.clock.now())) {
+    const Device* prober = registry_.find(r->prober);
+    std::vector<const Device*> targets;
+    for (const std::string& id : r->targets)
+      if (const Device* t = registry_.find(id); t != nullptr && t->alive && t != prober) targets.push_back(t);
+    if (prober == nullptr || !prober->alive || targets.empty()) {
+      probes_.reported(r->prober);  // nothing to measure: the next device's turn
+      continue;
+    }
+    capnp::MallocMessageBuilder b;
+    auto list = b.initRoot<wire::Envelope>().initLinkProbe().initTargets(static_cast<unsigned>(targets.size()));
+    for (unsigned i = 0; i < targets.size(); ++i) {
+      list[i].setNodeId(targets[i]->node_id);
+      list[i].setControlEndpoint(targets[i]->control_endpoint);
+      list[i].setPublicKey(targets[i]->public_key);
+    }
+    ports_.outbox.send(r->prober, b);
   }
-  ports_.outbox.send(prober, b);
 }
 
 void Head::on_link_report(const std::string& identity, wire::LinkReport::Reader r) {
@@ -200,6 +220,8 @@ void Head::on_link_report(const std::string& identity, wire::LinkReport::Reader 
     spdlog::info("head: link {}", figure);
     figures += (figures.empty() ? "" : ", ") + figure;
   }
+  probes_.reported(from->node_id);
+  send_probes();
   reprobe_reported(from->node_id, figures);
 }
 

@@ -31,6 +31,7 @@
 #include "cluster/model_library.h"
 #include "cluster/pairing.h"
 #include "cluster/pairing_throttle.h"
+#include "cluster/probe_queue.h"
 #include "cluster/scheduler.h"
 #include "profiles/profiler.h"
 #include "transport/codec.h"
@@ -74,7 +75,10 @@ class Head final : public HeadRole {
   void learn_storage(const std::string& node_id, const StageCounters& work);
   void on_error(const std::string& identity, transport::wire::Error::Reader e);
   void on_link_report(const std::string& identity, transport::wire::LinkReport::Reader r);
+  // Asks `prober` to measure its links to `targets`, in its turn: one device measures at a time.
   void request_probe(const std::string& prober, const std::vector<const Device*>& targets);
+  // Sends the probes whose turn has come (cluster/probe_queue.h).
+  void send_probes();
   void ask_to_register(const std::string& node_id);
   // `what` happened to it: "stopped responding (...)", "restarted, and lost its stage".
   void device_lost(const std::string& node_id, const std::string& what);
@@ -181,6 +185,7 @@ class Head final : public HeadRole {
   Clock::time_point recovery_deadline_{};
   std::optional<Clock::time_point> last_rebalance_;           // when the serving plan last followed the devices
   std::optional<Clock::time_point> last_reprobe_;             // when the links were last measured again for a drift
+  ProbeQueue probes_;                                         // link probes waiting their turn
   std::map<std::string, Clock::time_point> hello_requested_;  // unknown node ids we asked to register
   uint64_t next_plan_id_;
   std::map<std::string, uint64_t> hash_cache_;  // model path + size + mtime -> XXH3

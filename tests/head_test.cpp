@@ -862,6 +862,41 @@ struct TwoStageDecode {
 
 }  // namespace
 
+// On a home's Wi-Fi the devices share one medium: two measuring at once each report part of it.
+TEST_CASE("head: devices measure their links one at a time, the next when the one measuring has reported") {
+  Harness h;
+  const auto probes_to = [&](const std::string& id) { return h.outbox.to(id, wire::Envelope::LINK_PROBE).size(); };
+  h.hello("dev-a", "a", "KA");
+  h.hello("dev-b", "b", "KB");
+  h.hello("dev-c", "c", "KC");
+  // a measures (to the head, then to b and to c as they came: its own turn); b and c wait.
+  CHECK(probes_to("dev-a") == 3);
+  CHECK(probes_to("dev-b") == 0);
+  CHECK(probes_to("dev-c") == 0);
+  h.link_report("dev-a", "a", "head-id", 0.0002, 1e9);
+  h.link_report("dev-a", "a", "dev-b", 0.0002, 1e9);
+  CHECK(probes_to("dev-b") == 0);  // a's probe of c still runs
+  h.link_report("dev-a", "a", "dev-c", 0.0002, 1e9);
+  REQUIRE(probes_to("dev-b") == 1);  // its way to everyone, and to the newcomer c: one request
+  CHECK(h.outbox.to("dev-b", wire::Envelope::LINK_PROBE)[0].getLinkProbe().getTargets().size() == 3);
+  CHECK(probes_to("dev-c") == 0);
+  // b never reports (its report lost): c's turn comes once b's probes have had their time.
+  h.pass(std::chrono::seconds(40), {"dev-a", "dev-b", "dev-c"});
+  CHECK(probes_to("dev-c") == 0);
+  h.pass(std::chrono::seconds(30), {"dev-a", "dev-b", "dev-c"});
+  CHECK(probes_to("dev-c") == 1);
+}
+
+// A device lost while measuring gives up its turn at once.
+TEST_CASE("head: a device lost while measuring its links: the next device measures at once") {
+  Harness h;
+  h.hello("dev-a", "a", "KA");
+  h.hello("dev-b", "b", "KB");
+  CHECK(h.outbox.to("dev-b", wire::Envelope::LINK_PROBE).empty());
+  h.pass(std::chrono::seconds(3), {"dev-b"});  // a stops responding
+  CHECK(h.outbox.to("dev-b", wire::Envelope::LINK_PROBE).size() == 1);
+}
+
 TEST_CASE("head: the links slower than planned: the devices measure them again, and the head re-plans with them") {
   TwoStageDecode t;
   const std::string event = t.links_slow_down();
