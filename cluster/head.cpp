@@ -171,10 +171,13 @@ void Head::on_hello(const std::string& identity, const char* peer_address, const
   // Links for the planner: the newcomer measures its way to everyone, and every other worker
   // its way to the newcomer. The head measures nothing itself (its loop must stay responsive);
   // a link between a worker and the head is taken as the same both ways.
+  // The others first: a device admits a newcomer's CURVE key when a probe request names it, and
+  // the newcomer's own probes (it learned every key from the HelloAck) must find it admitted.
+  // The probes go one device at a time, in this order (cluster/probe_queue.h).
   const std::vector<const Device*> others = registry_.alive_except(d.node_id);
-  request_probe(d.node_id, others);
   for (const Device* o : others)
     if (!o->is_self) request_probe(o->node_id, {registry_.find(d.node_id)});
+  request_probe(d.node_id, others);
   if (restarted) device_lost(d.node_id, "restarted, and lost its stage");
   retry_recovery("device " + d.profile.name + " registered");
 }

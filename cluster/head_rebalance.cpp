@@ -29,8 +29,10 @@ constexpr auto kRebalanceRest = std::chrono::seconds(30);
 // Decode passes the drafts watch measures before it judges: drafting rests up to 64 steps after
 // drafts that fail, so a few hundred passes show a source's real share of plain ones.
 constexpr uint64_t kDraftWindow = 256;
-// How long the head waits for the links measured again after the links drifted.
+// How long the head waits for the links measured again after the links drifted: at least this,
+// and a turn per device measuring (they measure one at a time, cluster/probe_queue.h).
 constexpr auto kReprobeWait = std::chrono::seconds(15);
+constexpr auto kReprobeTurn = std::chrono::seconds(5);
 // And measures them again only this long after the last time.
 constexpr auto kReprobeRest = std::chrono::seconds(60);
 // How long a speed measured on a device that no longer runs a stage still counts.
@@ -146,6 +148,7 @@ void Head::on_drift(const Drift& drift) {
     reprobe.waiting.insert(d->node_id);
   }
   if (reprobe.waiting.empty()) return replan(drift);  // the head alone: no link to measure
+  reprobe.deadline = now + std::max<std::chrono::seconds>(kReprobeWait, kReprobeTurn * static_cast<int>(reprobe.waiting.size()));
   const std::string why = fmt::format("{}; measuring the links again", drift.figures);
   spdlog::info("head: {}", why);
   serving.events.add(why);

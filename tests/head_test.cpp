@@ -887,6 +887,21 @@ TEST_CASE("head: devices measure their links one at a time, the next when the on
   CHECK(probes_to("dev-c") == 1);
 }
 
+// A device admits a newcomer's key when a probe request names it: the newcomer's own probe waits
+// for that (else its pings to the device are refused, and it never reports).
+TEST_CASE("head: a newcomer measures its links after the devices it will reach have been told its key") {
+  Harness h;
+  h.hello("dev-a", "a", "KA");
+  h.link_report("dev-a", "a", "head-id", 0.0002, 1e9);  // nobody measures now
+  h.hello("dev-b", "b", "KB");
+  const auto to_a = h.outbox.to("dev-a", wire::Envelope::LINK_PROBE);
+  REQUIRE(to_a.size() == 2);
+  CHECK(std::string(to_a[1].getLinkProbe().getTargets()[0].getPublicKey().cStr()) == "KB");
+  CHECK(h.outbox.to("dev-b", wire::Envelope::LINK_PROBE).empty());
+  h.link_report("dev-a", "a", "dev-b", 0.0002, 1e9);
+  CHECK(h.outbox.to("dev-b", wire::Envelope::LINK_PROBE).size() == 1);
+}
+
 // A device lost while measuring gives up its turn at once.
 TEST_CASE("head: a device lost while measuring its links: the next device measures at once") {
   Harness h;
