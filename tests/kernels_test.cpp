@@ -551,9 +551,28 @@ TEST_SUITE("kernels") {
             for (int i = 0; i < n; ++i) halves[static_cast<size_t>(i)] = fp32_to_fp16(keys[static_cast<size_t>(i)]);
             std::vector<float> h_want(static_cast<size_t>(n)), h_got(h_want.size());
             k->f16_to_f32(halves.data(), h_want.data(), n);
+            // The same keys as an f16 cache, read where they lie.
+            std::vector<uint16_t> keys16(kv_bytes / 4);
+            for (size_t i = 0; i < keys16.size(); ++i) keys16[i] = fp32_to_fp16(keys[i]);
+            std::vector<float> s16_want(p.size()), s16_got(p.size()), o16_want(out_want.size()), o16_got(out_want.size());
+            if (k->attention_scores_f16) {
+              k->attention_scores_f16(keys16.data(), stride, n_keys, q.data(), stride, n_q, n, s16_want.data(), n_keys);
+              k->weighted_sum_f16(p.data(), n_keys, inv.data(), n_q, keys16.data(), stride, n_keys, n, o16_want.data());
+            }
             for (const bool at_end : {true, false}) {
               CAPTURE(at_end);
-              GuardedPages gk(kv_bytes), gq(q_bytes), gp(p.size() * 4), gi(inv.size() * 4), gh(halves.size() * 2);
+              GuardedPages gk(kv_bytes), gq(q_bytes), gp(p.size() * 4), gi(inv.size() * 4), gh(halves.size() * 2),
+                  gk16(keys16.size() * 2);
+              if (k->attention_scores_f16) {
+                const uint16_t* k16 = gk16.copy(keys16.data(), keys16.size() * 2, at_end);
+                k->attention_scores_f16(k16, stride, n_keys, gq.copy(q.data(), q_bytes, at_end), stride, n_q, n, s16_got.data(),
+                                        n_keys);
+                CHECK(s16_got == s16_want);
+                std::fill(o16_got.begin(), o16_got.end(), 0.f);
+                k->weighted_sum_f16(gp.copy(p.data(), p.size() * 4, at_end), n_keys, gi.copy(inv.data(), inv.size() * 4, at_end),
+                                    n_q, k16, stride, n_keys, n, o16_got.data());
+                CHECK(o16_got == o16_want);
+              }
               const float* kg = gk.copy(keys.data(), kv_bytes, at_end);
               k->attention_scores(kg, stride, n_keys, gq.copy(q.data(), q_bytes, at_end), stride, n_q, n, s_got.data(), n_keys);
               CHECK(s_got == s_want);

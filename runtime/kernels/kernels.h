@@ -95,9 +95,9 @@ struct KernelTable {
   // y[i] = x[i] as f32 for i < n (exact): an f16 KV cache read back for attention.
   void (*f16_to_f32)(const uint16_t* x, float* y, int n);
   // attention_scores and weighted_sum reading an f16 cache's keys and values where they lie
-  // (strides in halves): the bits of the f32 kernels on the rows converted by f16_to_f32, without
-  // the pass that converts them (at a conversation's depth the rows come from memory, once per
-  // token). Null where a table has none: attention then reads rows back a tile at a time.
+  // (k_stride and v_stride in halves, the other strides in floats): the bits of the f32 kernels on the rows converted by
+  // f16_to_f32, without the pass that converts them (at a conversation's depth the rows come from memory, once per token). Null
+  // where a table has none: attention then reads rows back a tile at a time.
   void (*attention_scores_f16)(const uint16_t* k, size_t k_stride, int n_keys, const float* q, size_t q_stride, int n_q, int n,
                                float* s, size_t s_stride) = nullptr;
   void (*weighted_sum_f16)(const float* p, size_t p_stride, const float* inv, int n_q, const uint16_t* v, size_t v_stride,
