@@ -174,6 +174,7 @@ void Head::on_hello(const std::string& identity, const char* peer_address, const
   // The others first: a device admits a newcomer's CURVE key when a probe request names it, and
   // the newcomer's own probes (it learned every key from the HelloAck) must find it admitted.
   // The probes go one device at a time, in this order (cluster/probe_queue.h).
+  if (restarted) probes_.forget(d.node_id);  // the old process's report will not come
   const std::vector<const Device*> others = registry_.alive_except(d.node_id);
   for (const Device* o : others)
     if (!o->is_self) request_probe(o->node_id, {registry_.find(d.node_id)});

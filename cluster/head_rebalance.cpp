@@ -30,9 +30,11 @@ constexpr auto kRebalanceRest = std::chrono::seconds(30);
 // drafts that fail, so a few hundred passes show a source's real share of plain ones.
 constexpr uint64_t kDraftWindow = 256;
 // How long the head waits for the links measured again after the links drifted: at least this,
-// and a turn per device measuring (they measure one at a time, cluster/probe_queue.h).
+// and 2 s per link measured (the devices measure one at a time, cluster/probe_queue.h; a link of
+// a home takes 0.2-1.5 s). A report lost still ends the wait at the deadline, with the figures
+// that came.
 constexpr auto kReprobeWait = std::chrono::seconds(15);
-constexpr auto kReprobeTurn = std::chrono::seconds(5);
+constexpr auto kReprobeLink = std::chrono::seconds(2);
 // And measures them again only this long after the last time.
 constexpr auto kReprobeRest = std::chrono::seconds(60);
 // How long a speed measured on a device that no longer runs a stage still counts.
@@ -148,7 +150,8 @@ void Head::on_drift(const Drift& drift) {
     reprobe.waiting.insert(d->node_id);
   }
   if (reprobe.waiting.empty()) return replan(drift);  // the head alone: no link to measure
-  reprobe.deadline = now + std::max<std::chrono::seconds>(kReprobeWait, kReprobeTurn * static_cast<int>(reprobe.waiting.size()));
+  const auto links = static_cast<int>(reprobe.waiting.size() * (devices.size() - 1));
+  reprobe.deadline = now + std::max<std::chrono::seconds>(kReprobeWait, kReprobeLink * links);
   const std::string why = fmt::format("{}; measuring the links again", drift.figures);
   spdlog::info("head: {}", why);
   serving.events.add(why);

@@ -1,6 +1,7 @@
 #include "cluster/probe_queue.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace hearth::cluster {
 
@@ -39,9 +40,6 @@ void ProbeQueue::reported(const std::string& prober) {
 
 void ProbeQueue::forget(const std::string& node_id) {
   if (measuring_ && *measuring_ == node_id) measuring_.reset();
-  std::erase_if(waiting_, [&](const Request& r) { return r.prober == node_id; });
-  for (Request& r : waiting_) std::erase(r.targets, node_id);
-  std::erase_if(waiting_, [](const Request& r) { return r.targets.empty(); });
 }
 
 }  // namespace hearth::cluster

@@ -35,7 +35,9 @@ class ProbeQueue {
   // `prober` reported the figures of one request: once it has reported all it was sent, the
   // next device may measure.
   void reported(const std::string& prober);
-  // A device is gone: it measures nothing more, and nobody measures a link to it.
+  // A device stopped responding, or restarted: a turn it had ends (no report will come from it).
+  // Its requests, and those naming it, keep their place: at their turn the head leaves out the
+  // devices that are down (a device back by then is measured).
   void forget(const std::string& node_id);
   // Who is measuring now, if anyone (for tests and status).
   const std::optional<std::string>& measuring() const { return measuring_; }

@@ -902,6 +902,17 @@ TEST_CASE("head: a newcomer measures its links after the devices it will reach h
   CHECK(h.outbox.to("dev-b", wire::Envelope::LINK_PROBE).size() == 1);
 }
 
+// A device that restarted while measuring: its old process's report will not come.
+TEST_CASE("head: a device that restarts while measuring its links gives its turn up") {
+  Harness h;
+  h.hello("dev-a", "a", "KA");
+  h.hello("dev-b", "b", "KB");
+  CHECK(h.outbox.to("dev-b", wire::Envelope::LINK_PROBE).empty());
+  h.hello("dev-a", "a", "KA", 8e9, wire::PROTOCOL_VERSION, 8);          // a new incarnation
+  CHECK(h.outbox.to("dev-b", wire::Envelope::LINK_PROBE).size() == 1);  // b's turn, then a's again
+  CHECK(h.outbox.to("dev-a", wire::Envelope::LINK_PROBE).size() == 2);
+}
+
 // A device lost while measuring gives up its turn at once.
 TEST_CASE("head: a device lost while measuring its links: the next device measures at once") {
   Harness h;
