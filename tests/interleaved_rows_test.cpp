@@ -241,7 +241,7 @@ TEST_SUITE("interleaved_rows") {
       const auto plain = std::make_shared<StageWeights>(file, config, StageSpec::whole(config.n_layer));
       const std::vector<float> want = logits(plain);
       const auto inter = std::make_shared<StageWeights>(file, config, StageSpec::whole(config.n_layer));
-      const uint64_t bytes = lay_out_for_cpu(*inter, options, 0, pool);
+      const uint64_t bytes = lay_out_for_cpu(*inter, options, 0, pool).interleaved;
       // Every layer's 7 matrices and the output head (the embedding keeps its rows).
       uint64_t dense = inter->output().bytes();
       for (int l = 0; l < config.n_layer; ++l) {
@@ -257,7 +257,7 @@ TEST_SUITE("interleaved_rows") {
       const std::vector<float> got = logits(inter);
       REQUIRE(got.size() == want.size());
       CHECK(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0);
-      CHECK(lay_out_for_cpu(*inter, options, 0, pool) == 0);  // once only
+      CHECK(lay_out_for_cpu(*inter, options, 0, pool).moved == 0);  // once only
       CHECK_THROWS_AS(inter->prepare_for_paging({}), std::logic_error);
       CHECK(hearth::test::read_bytes(path) == before);
       // The plain stage's weights, mapped from the same file, did not change either.
@@ -280,19 +280,20 @@ TEST_SUITE("interleaved_rows") {
     StageWeights w(file, config, StageSpec::whole(config.n_layer));
     const uint8_t* kept = w.layer(1).w_down.data;
     ThreadPool pool(2);
-    w.interleave(
+    w.hold_in_memory(
         best_kernels(), [&](const WeightMatrix& m) { return m.data == kept; }, pool);
     CHECK(w.layer(1).w_down.layout == RowLayout::kRows);
+    CHECK(w.layer(1).w_down.data == kept);  // the GPU's copy came from there: it stays mapped
     CHECK(w.layer(1).w_up.layout == RowLayout::kInterleaved8);
     CHECK(w.output().layout == RowLayout::kRows);  // it is the token embedding
     StageWeights paged(file, config, StageSpec::whole(config.n_layer));
     StageOptions options;
     options.paging.layers = {1};
-    CHECK(lay_out_for_cpu(paged, options, 0, pool) == 0);
+    CHECK(lay_out_for_cpu(paged, options, 0, pool).moved == 0);
     // Weights beyond the stage's memory stay the file's pages, which the kernel can drop.
     StageWeights big(file, config, StageSpec::whole(config.n_layer));
-    CHECK(lay_out_for_cpu(big, StageOptions{}, big.mapped_bytes() - 1, pool) == 0);
+    CHECK(lay_out_for_cpu(big, StageOptions{}, big.mapped_bytes() - 1, pool).moved == 0);
     CHECK(big.layer(0).wq.layout == RowLayout::kRows);
-    CHECK(lay_out_for_cpu(big, StageOptions{}, big.mapped_bytes(), pool) > 0);
+    CHECK(lay_out_for_cpu(big, StageOptions{}, big.mapped_bytes(), pool).interleaved > 0);
   }
 }

@@ -72,7 +72,7 @@ void bench(const BenchArgs& a) {
   const auto gpu = options.paging.empty() ? runtime::choose_stage_gpu(a.gpu, *m.weights) : nullptr;
   options.offload = gpu ? &gpu->offload() : nullptr;
   options.layers = gpu ? gpu->layers() : nullptr;
-  lay_out_within(m, options, a.memory_limit, pool);
+  const runtime::StageWeights::HeldBytes held = lay_out_within(m, options, a.memory_limit, pool);
   runtime::Stage stage(m.weights, options, pool);
   runtime::Rng rng(42);
   std::vector<int32_t> prompt(static_cast<size_t>(a.prompt_tokens)), history(static_cast<size_t>(a.depth));
@@ -179,43 +179,49 @@ void bench(const BenchArgs& a) {
   const double gpu_busy_ms = gpu_decode.gpu_s / steps * 1e3, gpu_wall_ms = gpu_decode.wall_s / steps * 1e3;
   const double gpu_read_gb_s = gpu_decode.gpu_s > 0 ? static_cast<double>(gpu_decode.weight_bytes) / gpu_decode.gpu_s / 1e9 : 0;
   if (a.json) {
-    nlohmann::json j = {{"model", a.model},
-                        {"weight_type", std::string(runtime::tensor_type_name(m.weights->layer(0).wq.type))},
-                        {"threads", threads},
-                        {"kernels", stage.kernels().name},
-                        {"gpu", gpu ? nlohmann::json{{"name", gpu->info().name},
-                                                     {"kind", gpu->info().kind},
-                                                     {"layers", gpu->placement().layers},
-                                                     {"output_head", gpu->placement().output},
-                                                     {"weight_bytes", gpu->placement().bytes},
-                                                     {"decode_busy_ms", gpu_busy_ms},
-                                                     {"decode_products_ms", gpu_wall_ms},
-                                                     {"decode_submissions", gpu_decode.submissions / steps},
-                                                     {"decode_busy_read_gb_s", gpu_read_gb_s}}
-                                    : nlohmann::json(nullptr)},
-                        {"prompt_tokens", a.prompt_tokens},
-                        {"gen_tokens", a.gen_tokens},
-                        {"batch", a.batch},
-                        {"depth", a.depth},
-                        {"kv_type", a.kv_type},
-                        {"repeats", a.repeats},
-                        {"prefill_tok_s", pf},
-                        {"decode_tok_s", dc},
-                        {"decode_weight_bytes", bytes},
-                        {"decode_read_gb_s", read_gb_s},
-                        {"memory_read_gb_s", mem_gb_s},
-                        {"decode_fraction_of_bandwidth", fraction},
-                        {"decode_cpu_wait_fraction", median(cpu_wait)},
-                        {"memory_limit_bytes", a.memory_limit},
-                        {"paging", stage.pager() ? nlohmann::json{{"layers", stage.pager()->plan().layers.size()},
-                                                                  {"part", stage.pager()->plan().part == runtime::PagedPart::Ffn
-                                                                               ? "ffn" : "ffn+attention"},
-                                                                  {"resident_bytes", runtime::paging_cost(*m.weights, stage.pager()->plan()).resident_bytes},
-                                                                  {"decode_storage_bytes", paged},
-                                                                  {"storage_read_gb_s", storage},
-                                                                  {"read_hidden_fraction", hidden_share},
-                                                                  {"direct_io", stage.pager()->stats().direct}}
-                                                 : nlohmann::json(nullptr)}};
+    nlohmann::json j = {
+        {"model", a.model},
+        {"weight_type", std::string(runtime::tensor_type_name(m.weights->layer(0).wq.type))},
+        {"threads", threads},
+        {"kernels", stage.kernels().name},
+        {"gpu", gpu ? nlohmann::json{{"name", gpu->info().name},
+                                     {"kind", gpu->info().kind},
+                                     {"layers", gpu->placement().layers},
+                                     {"output_head", gpu->placement().output},
+                                     {"weight_bytes", gpu->placement().bytes},
+                                     {"decode_busy_ms", gpu_busy_ms},
+                                     {"decode_products_ms", gpu_wall_ms},
+                                     {"decode_submissions", gpu_decode.submissions / steps},
+                                     {"decode_busy_read_gb_s", gpu_read_gb_s}}
+                    : nlohmann::json(nullptr)},
+        {"prompt_tokens", a.prompt_tokens},
+        {"gen_tokens", a.gen_tokens},
+        {"batch", a.batch},
+        {"depth", a.depth},
+        {"kv_type", a.kv_type},
+        {"repeats", a.repeats},
+        {"prefill_tok_s", pf},
+        {"decode_tok_s", dc},
+        {"decode_weight_bytes", bytes},
+        {"decode_read_gb_s", read_gb_s},
+        {"memory_read_gb_s", mem_gb_s},
+        {"memory_read_huge_page_bytes", probe.huge_bytes()},
+        {"weights_in_memory_bytes", held.moved},
+        {"weights_huge_page_bytes", held.huge},
+        {"weights_interleaved_bytes", held.interleaved},
+        {"decode_fraction_of_bandwidth", fraction},
+        {"decode_cpu_wait_fraction", median(cpu_wait)},
+        {"memory_limit_bytes", a.memory_limit},
+        {"paging",
+         stage.pager()
+             ? nlohmann::json{{"layers", stage.pager()->plan().layers.size()},
+                              {"part", stage.pager()->plan().part == runtime::PagedPart::Ffn ? "ffn" : "ffn+attention"},
+                              {"resident_bytes", runtime::paging_cost(*m.weights, stage.pager()->plan()).resident_bytes},
+                              {"decode_storage_bytes", paged},
+                              {"storage_read_gb_s", storage},
+                              {"read_hidden_fraction", hidden_share},
+                              {"direct_io", stage.pager()->stats().direct}}
+             : nlohmann::json(nullptr)}};
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -227,6 +233,12 @@ void bench(const BenchArgs& a) {
                 stage.layers_refused().empty() ? gpu->placement().whole_layers : 0,
                 gpu->placement().output ? " and the output head" : "", static_cast<double>(gpu->placement().bytes) / (1 << 20));
   if (gpu && !stage.layers_refused().empty()) std::printf("               not whole: %s\n", stage.layers_refused().c_str());
+  if (held.moved > 0)
+    std::printf("weights        %.1f MB in memory, %.1f MB of it on 2 MiB pages%s; %.1f MB mapped from the file\n",
+                held.moved / 1e6, held.huge / 1e6,
+                held.interleaved > 0 ? (", " + std::to_string(held.interleaved / 1000000) + " MB interleaved").c_str() : "",
+                (m.weights->mapped_bytes() - held.moved) / 1e6);
+  else std::printf("weights        %.1f MB mapped from the file\n", m.weights->mapped_bytes() / 1e6);
   std::printf("kv cache       %s%s\n", a.kv_type.c_str(),
               a.depth > 0 ? (", " + std::to_string(a.depth) + " tokens of history before the prompt").c_str() : "");
   std::printf("prefill        %8.2f tok/s  (%d tokens, median of %d)\n", pf, a.prompt_tokens, a.repeats);
@@ -234,8 +246,9 @@ void bench(const BenchArgs& a) {
   std::printf("decode reads   %8.2f GB/s   (%.1f MB of weights per step%s)\n", read_gb_s, bytes / 1e6,
               m.config.is_moe() ? ": attention, routers, the experts chosen and the output head" : "");
   if (probing) {
-    std::printf("memory read    %8.2f GB/s   (%d threads streaming %.0f MiB between decode tokens, median of %zu)\n", mem_gb_s,
-                threads, static_cast<double>(probe.bytes()) / (1 << 20), bandwidth.size());
+    std::printf("memory read    %8.2f GB/s   (%d threads streaming %.0f MiB%s between decode tokens, median of %zu)\n", mem_gb_s,
+                threads, static_cast<double>(probe.bytes()) / (1 << 20), probe.huge_bytes() > 0 ? " on 2 MiB pages" : "",
+                bandwidth.size());
     std::printf("decode / read  %8.0f %%\n", 100 * fraction);
   }
   if (stage.pager())

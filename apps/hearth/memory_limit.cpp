@@ -18,8 +18,9 @@ constexpr uint64_t kProcessBytes = 32ull << 20;
 
 }  // namespace
 
-void lay_out_within(LocalModel& m, const runtime::StageOptions& options, uint64_t limit, runtime::ThreadPool& pool) {
-  if (!options.paging.empty()) return;  // a paging stage keeps the file's layout
+runtime::StageWeights::HeldBytes lay_out_within(LocalModel& m, const runtime::StageOptions& options, uint64_t limit,
+                                                runtime::ThreadPool& pool) {
+  if (!options.paging.empty()) return {};  // a paging stage keeps the file's layout
   const uint64_t usable = profiles::usable_memory(profiles::read_system_info(), limit);
   uint64_t room = 1;  // none, unless the stage's own count says how much
   try {
@@ -28,7 +29,7 @@ void lay_out_within(LocalModel& m, const runtime::StageOptions& options, uint64_
   } catch (const std::invalid_argument&) {
     // The caches alone exceed it: the weights keep their reclaimable pages.
   }
-  runtime::lay_out_for_cpu(*m.weights, options, room, pool);
+  return runtime::lay_out_for_cpu(*m.weights, options, room, pool);
 }
 
 void add_memory_limit_option(CLI::App* cmd, uint64_t& bytes) {

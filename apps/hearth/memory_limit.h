@@ -21,9 +21,10 @@ void add_memory_limit_option(CLI::App* cmd, uint64_t& bytes);
 runtime::PagingPlan paging_within(const LocalModel& m, const runtime::StageOptions& options, uint64_t limit,
                                   runtime::ThreadPool& pool);
 
-// Lays m's weights out for this CPU's kernels (runtime::lay_out_for_cpu) when a stage with
-// `options` fits `limit` (0: no limit), this machine's available memory and its cgroup's limit.
-void lay_out_within(LocalModel& m, const runtime::StageOptions& options, uint64_t limit, runtime::ThreadPool& pool);
+// Lays m's weights out for this CPU (runtime::lay_out_for_cpu) when a stage with `options` fits
+// `limit` (0: no limit), this machine's available memory and its cgroup's limit. Returns what moved.
+runtime::StageWeights::HeldBytes lay_out_within(LocalModel& m, const runtime::StageOptions& options, uint64_t limit,
+                                                runtime::ThreadPool& pool);
 
 // "paged: 905 MB read from storage in 0.330 s (2744 MB/s, direct I/O), 34% of it hidden behind compute"
 void log_paging(const runtime::PagerStats& stats);

@@ -10,7 +10,7 @@
 #include <new>
 #include <vector>
 
-#include <sys/mman.h>
+#include "runtime/kernels/huge_pages.h"
 
 namespace hearth::runtime {
 
@@ -34,40 +34,24 @@ template <class T>
 using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
 
 // Large buffers read in short strided pieces (a KV cache: attention reads one head's 128-256
-// bytes of each position's row) on 2 MiB pages where the kernel allows them (transparent huge
-// pages in "madvise" mode, Debian's default): on 4 KiB pages every 8 positions' rows cost a TLB
-// miss at a conversation's depth, 6% of attention's time from memory (docs/performance.md,
-// session 35). Those of 2 MiB and more are mapped on their own, not taken from the heap, whose
-// memory would keep the advice after the buffer is freed; smaller ones keep the cache-line
-// alignment.
-inline constexpr std::size_t kHugePage = std::size_t{2} << 20;
-
+// bytes of each position's row) on 2 MiB pages where the kernel allows them (huge_pages.h): on
+// 4 KiB pages every 8 positions' rows cost a TLB miss at a conversation's depth, 6% of
+// attention's time from memory (docs/performance.md, session 35). Those of 2 MiB and more are
+// mapped on their own, not taken from the heap, whose memory would keep the advice after the
+// buffer is freed; smaller ones keep the cache-line alignment.
 template <class T>
 struct HugePageAllocator {
   using value_type = T;
   HugePageAllocator() = default;
   template <class U>
   HugePageAllocator(const HugePageAllocator<U>&) noexcept {}
-  static std::size_t mapped_bytes(std::size_t n) { return (n * sizeof(T) + kHugePage - 1) / kHugePage * kHugePage; }
   T* allocate(std::size_t n) {
     if (n * sizeof(T) < kHugePage) return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{kCacheLine}));
-    // One huge page more than needed, then the ends trimmed so that the buffer starts on one.
-    const std::size_t len = mapped_bytes(n);
-    void* p = mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    const auto start = reinterpret_cast<std::uintptr_t>(p);
-    const std::uintptr_t aligned = (start + kHugePage - 1) & ~(kHugePage - 1);
-    if (aligned > start) munmap(p, aligned - start);
-    if (const std::size_t tail = start + len + kHugePage - (aligned + len); tail > 0)
-      munmap(reinterpret_cast<void*>(aligned + len), tail);
-#ifdef MADV_HUGEPAGE
-    madvise(reinterpret_cast<void*>(aligned), len, MADV_HUGEPAGE);  // advice only: refused, small pages work
-#endif
-    return reinterpret_cast<T*>(aligned);
+    return static_cast<T*>(map_huge_pages(n * sizeof(T)));
   }
   void deallocate(T* p, std::size_t n) noexcept {
     if (n * sizeof(T) < kHugePage) ::operator delete (p, std::align_val_t{kCacheLine});
-    else munmap(p, mapped_bytes(n));
+    else unmap_huge_pages(p, n * sizeof(T));
   }
   template <class U>
   bool operator==(const HugePageAllocator<U>&) const noexcept {

@@ -51,10 +51,11 @@ uint64_t read_chunk(const uint64_t* p, size_t n) {
 }  // namespace
 
 ReadBandwidthProbe::ReadBandwidthProbe(size_t bytes)
-    : buf_(new uint64_t[std::max<size_t>(bytes / sizeof(uint64_t), kChunkWords)]),
-      n_words_(std::max<size_t>(bytes / sizeof(uint64_t), kChunkWords) / kChunkWords * kChunkWords) {
+    : n_words_(std::max<size_t>(bytes / sizeof(uint64_t), kChunkWords) / kChunkWords * kChunkWords) {
+  buf_ = HugePageBuffer(n_words_ * sizeof(uint64_t));
   // Written, not just allocated: untouched pages all map the zero page and would read from cache.
-  for (size_t i = 0; i < n_words_; ++i) buf_[i] = i * 0x9e3779b97f4a7c15ull;
+  uint64_t* w = words();
+  for (size_t i = 0; i < n_words_; ++i) w[i] = i * 0x9e3779b97f4a7c15ull;
 }
 
 double ReadBandwidthProbe::measure(ThreadPool& pool, int passes) {
@@ -64,7 +65,7 @@ double ReadBandwidthProbe::measure(ThreadPool& pool, int passes) {
     std::atomic<uint64_t> acc{0};
     const auto t0 = std::chrono::steady_clock::now();
     pool.run(n_chunks, [&](int c) {
-      acc.fetch_xor(read_chunk(buf_.get() + static_cast<size_t>(c) * kChunkWords, kChunkWords), std::memory_order_relaxed);
+      acc.fetch_xor(read_chunk(words() + static_cast<size_t>(c) * kChunkWords, kChunkWords), std::memory_order_relaxed);
     });
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     sink_ ^= acc.load();

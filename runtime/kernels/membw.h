@@ -6,8 +6,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 
+#include "runtime/kernels/huge_pages.h"
 #include "runtime/kernels/thread_pool.h"
 
 namespace hearth::runtime {
@@ -20,9 +20,13 @@ class ReadBandwidthProbe {
   // one streaming the whole buffer.
   double measure(ThreadPool& pool, int passes = 3);
   size_t bytes() const { return n_words_ * sizeof(uint64_t); }
+  // Of them, on huge pages: the buffer asks for them, as a stage's weights do (huge_pages.h),
+  // so that decode is measured against memory held the same way.
+  uint64_t huge_bytes() const { return buf_.huge_bytes(); }
 
  private:
-  std::unique_ptr<uint64_t[]> buf_;
+  uint64_t* words() const { return reinterpret_cast<uint64_t*>(const_cast<uint8_t*>(buf_.data())); }
+  HugePageBuffer buf_;
   size_t n_words_;
   uint64_t sink_ = 0;  // keeps the reads from being optimised away
 };

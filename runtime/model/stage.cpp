@@ -38,12 +38,6 @@ int64_t widest_input(const ModelConfig& c) {
 
 [[noreturn]] void bad_input(const std::string& what) { throw std::invalid_argument("stage input: " + what); }
 
-// A layer's matrices read once per step (the experts apart: a step reads only the routed ones).
-std::array<const WeightMatrix*, 18> step_matrices(const LayerWeights& w) {
-  return {&w.wq,    &w.wk,       &w.wv,        &w.wo,      &w.w_gate,     &w.w_up,     &w.w_down,     &w.router,   &w.ssm_qkv,
-          &w.ssm_z, &w.ssm_beta, &w.ssm_alpha, &w.ssm_out, &w.gate_shexp, &w.up_shexp, &w.down_shexp, &w.ple_gate, &w.ple_proj};
-}
-
 // Whether any matmul of the stage has f16 weights (and so needs f16 activations).
 bool reads_f16(const StageWeights& weights) {
   const auto f16 = [](const WeightMatrix& m) { return m.type == TensorType::F16; };
@@ -61,21 +55,25 @@ bool reads_f16(const StageWeights& weights) {
 
 }  // namespace
 
-uint64_t lay_out_for_cpu(StageWeights& weights, const StageOptions& options, uint64_t weight_room, ThreadPool& pool) {
-  if (!options.paging.empty()) return 0;
+StageWeights::HeldBytes lay_out_for_cpu(StageWeights& weights, const StageOptions& options, uint64_t weight_room,
+                                        ThreadPool& pool) {
+  if (!options.paging.empty()) return {};
   if (weight_room > 0 && weights.mapped_bytes() > weight_room) {
-    spdlog::info("weights left in the file's layout: their {:.1f} MB exceed the {:.1f} MB of memory left to them",
+    spdlog::info("weights left mapped from the file: their {:.1f} MB exceed the {:.1f} MB of memory left to them",
                  static_cast<double>(weights.mapped_bytes()) / 1e6, static_cast<double>(weight_room) / 1e6);
-    return 0;
+    return {};
   }
   const MatmulOffload* gpu = options.offload;
   const auto start = std::chrono::steady_clock::now();
-  const uint64_t bytes = weights.interleave(
+  const StageWeights::HeldBytes held = weights.hold_in_memory(
       best_kernels(), [&](const WeightMatrix& m) { return gpu != nullptr && gpu->holds(m); }, pool);
-  if (bytes > 0)
-    spdlog::info("{:.1f} MB of weights interleaved for the {} kernels in {:.2f} s", static_cast<double>(bytes) / 1e6,
-                 best_kernels().name, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  return bytes;
+  if (held.moved > 0)
+    spdlog::info(
+        "{:.1f} MB of weights moved to memory ({:.1f} MB on 2 MiB pages), {:.1f} MB of them interleaved for the {} kernels, "
+        "in {:.2f} s",
+        static_cast<double>(held.moved) / 1e6, static_cast<double>(held.huge) / 1e6, static_cast<double>(held.interleaved) / 1e6,
+        best_kernels().name, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return held;
 }
 
 Stage::Stage(std::shared_ptr<const StageWeights> weights, const StageOptions& options, ThreadPool& pool)

@@ -86,14 +86,16 @@ struct StageInput {
   bool all_logits = false;          // output stage: logits for every token, not just each chunk's last rows
 };
 
-// Lays `weights` out for this CPU's kernels (StageWeights::interleave) before a Stage with
-// `options` runs them: every dense matrix but those options.offload computes. Nothing for a stage
-// that pages (options.paging), whose layers are read from the file again, nor for weights larger
-// than `weight_room`, what the device's memory leaves them beside the stage's caches and buffers
-// (0: not known): rewritten pages are the process's own, which the kernel cannot drop and read
-// again from the file as it does mapped ones, so a stage that does not fit would be killed where
-// it was merely slow. Returns the bytes rewritten.
-uint64_t lay_out_for_cpu(StageWeights& weights, const StageOptions& options, uint64_t weight_room, ThreadPool& pool);
+// Lays `weights` out for this CPU (StageWeights::hold_in_memory) before a Stage with `options`
+// runs them: every matrix but those options.offload computes moves to memory on 2 MiB pages,
+// the dense ones the kernels read faster interleaved so rewritten. Nothing for a stage that pages
+// (options.paging), whose layers are read from the file again, nor for weights larger than
+// `weight_room`, what the device's memory leaves them beside the stage's caches and buffers (0:
+// not known): moved pages are the process's own, which the kernel cannot drop and read again
+// from the file as it does mapped ones, so a stage that does not fit would be killed where it
+// was merely slow.
+StageWeights::HeldBytes lay_out_for_cpu(StageWeights& weights, const StageOptions& options, uint64_t weight_room,
+                                        ThreadPool& pool);
 
 class Stage {
  public:

@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <stdexcept>
 #include <string_view>
 
+#include "runtime/kernels/aligned_vector.h"
 #include "runtime/kernels/kernels.h"
 
 namespace hearth::runtime {
@@ -369,7 +371,7 @@ uint64_t StageWeights::mapped_bytes() const {
 }
 
 void StageWeights::prepare_for_paging(const std::vector<std::pair<uint64_t, uint64_t>>& paged) const {
-  if (interleaved_bytes_ > 0) throw std::logic_error("a stage with interleaved weights cannot page");
+  if (!memory_.empty()) throw std::logic_error("a stage whose weights are held in memory cannot page");
   for (const auto& r : regions_) {
     r.advise(MappedRegion::Advice::Random, r.offset(), r.size());
     uint64_t at = r.offset();
@@ -383,62 +385,139 @@ void StageWeights::prepare_for_paging(const std::vector<std::pair<uint64_t, uint
 }
 
 uint64_t StageWeights::file_offset(const uint8_t* mapped) const {
+  for (const MovedSpan& m : moved_)
+    if (mapped >= m.at && mapped < m.at + m.bytes) return m.file_offset + static_cast<uint64_t>(mapped - m.at);
   for (const auto& r : regions_)
     if (mapped >= r.data() && mapped < r.data() + r.size()) return r.offset() + static_cast<uint64_t>(mapped - r.data());
   throw std::logic_error("StageWeights::file_offset: the pointer is not in this stage's mappings");
 }
 
-uint64_t StageWeights::interleave(const KernelTable& kernels, const std::function<bool(const WeightMatrix&)>& keep,
-                                  ThreadPool& pool) {
+std::array<const WeightMatrix*, 18> step_matrices(const LayerWeights& w) {
+  return {&w.wq,    &w.wk,       &w.wv,        &w.wo,      &w.w_gate,     &w.w_up,     &w.w_down,     &w.router,   &w.ssm_qkv,
+          &w.ssm_z, &w.ssm_beta, &w.ssm_alpha, &w.ssm_out, &w.gate_shexp, &w.up_shexp, &w.down_shexp, &w.ple_gate, &w.ple_proj};
+}
+
+std::array<WeightMatrix*, 18> step_matrices(LayerWeights& w) {
+  return {&w.wq,    &w.wk,       &w.wv,        &w.wo,      &w.w_gate,     &w.w_up,     &w.w_down,     &w.router,   &w.ssm_qkv,
+          &w.ssm_z, &w.ssm_beta, &w.ssm_alpha, &w.ssm_out, &w.gate_shexp, &w.up_shexp, &w.down_shexp, &w.ple_gate, &w.ple_proj};
+}
+
+std::vector<WeightMatrix*> StageWeights::all_matrices() {
+  std::vector<WeightMatrix*> all{&token_embd_, &output_, &per_layer_embd_.token_embd, &per_layer_embd_.model_proj};
+  for (LayerWeights& w : layers_) {
+    for (WeightMatrix* m : step_matrices(w)) all.push_back(m);
+    for (ExpertMatrix* e : {&w.gate_exps, &w.up_exps, &w.down_exps}) all.push_back(&e->first);
+  }
+  return all;
+}
+
+std::vector<WeightMatrix*> StageWeights::interleavable_matrices(const KernelTable& kernels,
+                                                                const std::function<bool(const WeightMatrix&)>& keep) {
   std::vector<WeightMatrix*> dense;
   for (LayerWeights& w : layers_)
     for (WeightMatrix* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.gate_shexp, &w.up_shexp, &w.down_shexp})
       dense.push_back(m);
+  // The token embedding reads its rows one by one: an output head tied to it keeps them.
   if (spec_.has_output && !(spec_.has_embedding && output_.data == token_embd_.data)) dense.push_back(&output_);
   // A tensor two matrices share (none today) keeps its rows: it would be rewritten twice.
   const auto shared = [&](const WeightMatrix* m) {
     return std::count_if(dense.begin(), dense.end(), [&](const WeightMatrix* o) { return o->data == m->data; }) > 1;
   };
-  uint64_t bytes = 0;
-  for (WeightMatrix* m : dense) {
-    if (m->data == nullptr || m->n_out == 0 || m->n_out % kInterleavedRows != 0 || m->layout != RowLayout::kRows ||
-        !interleavable(m->type) || gemm_kernel(kernels, m->type, RowLayout::kInterleaved8) == nullptr || keep(*m) || shared(m))
-      continue;
-    const uint64_t offset = file_offset(m->data);
-    MappedRegion& region = *std::find_if(regions_.begin(), regions_.end(), [&](const MappedRegion& r) {
-      return offset >= r.offset() && offset < r.offset() + r.size();
-    });
-    uint8_t* rows = nullptr;
-    try {
-      rows = region.writable(offset, m->bytes());
-    } catch (const std::runtime_error& e) {
-      // A speed-up, not a need (e.g. no commit charge left under strict overcommit): the rest
-      // keep the file's layout.
-      spdlog::warn("{}: the remaining weights keep the file's layout", e.what());
-      break;
+  std::vector<WeightMatrix*> out;
+  for (WeightMatrix* m : dense)
+    if (m->data != nullptr && m->n_out > 0 && m->n_out % kInterleavedRows == 0 && m->layout == RowLayout::kRows &&
+        interleavable(m->type) && gemm_kernel(kernels, m->type, RowLayout::kInterleaved8) != nullptr && !keep(*m) && !shared(m))
+      out.push_back(m);
+  return out;
+}
+
+void StageWeights::interleave_in_memory(WeightMatrix& m, ThreadPool& pool) {
+  // A run of groups per thread, each permuting with its own scratch.
+  const int64_t groups = m.n_out / kInterleavedRows;
+  const int64_t tasks = std::min<int64_t>(groups, pool.size());
+  const uint64_t group_bytes = kInterleavedRows * m.row_bytes;
+  std::vector<uint8_t> scratch(static_cast<size_t>(tasks) * group_bytes);
+  auto* rows = const_cast<uint8_t*>(m.data);  // in memory_, still writable
+  pool.run(static_cast<int>(tasks), [&](int task) {
+    uint8_t* own = scratch.data() + static_cast<size_t>(task) * group_bytes;
+    for (int64_t g = groups * task / tasks; g < groups * (task + 1) / tasks; ++g)
+      interleave_rows(m.type, rows + static_cast<uint64_t>(g) * group_bytes, m.row_bytes, own);
+  });
+  m.layout = RowLayout::kInterleaved8;
+}
+
+StageWeights::HeldBytes StageWeights::hold_in_memory(const KernelTable& kernels,
+                                                     const std::function<bool(const WeightMatrix&)>& keep, ThreadPool& pool) {
+  if (!memory_.empty()) return {};
+  const std::vector<WeightMatrix*> to_interleave = interleavable_matrices(kernels, keep);
+  // What moves, as spans of the mapping: a step's matrices, or without huge pages only those
+  // that change layout. A tensor two views share (a fused gate-up's experts) is one span.
+  struct Span {
+    const uint8_t* begin;
+    const uint8_t* end;
+    uint64_t at = 0;  // in memory_
+  };
+  std::vector<Span> spans;
+  const auto add = [&](const WeightMatrix& m, uint64_t bytes) {
+    if (m.data != nullptr && bytes > 0 && !keep(m)) spans.push_back({m.data, m.data + bytes});
+  };
+  if (huge_pages_available()) {
+    for (LayerWeights& w : layers_) {
+      for (const WeightMatrix* m : step_matrices(w)) add(*m, m->bytes());
+      for (const ExpertMatrix* e : {&w.gate_exps, &w.up_exps, &w.down_exps})
+        if (e->n_expert > 0)
+          add(e->first, static_cast<uint64_t>(e->n_expert - 1) * (e->stride ? e->stride : e->first.bytes()) + e->first.bytes());
     }
-    // A run of groups per thread: each copies its pages and permutes them. On one thread both
-    // took about 1 s per GB, half of it the kernel's copies. The scratch is allocated before any
-    // byte moves, so that a failure leaves the matrix as the file has it.
-    const int64_t groups = m->n_out / kInterleavedRows;
-    const int64_t tasks = std::min<int64_t>(groups, pool.size());
-    const uint64_t group_bytes = kInterleavedRows * m->row_bytes;
-    std::vector<uint8_t> scratch(static_cast<size_t>(tasks) * group_bytes);
-    pool.run(static_cast<int>(tasks), [&](int task) {
-      const int64_t g0 = groups * task / tasks, g1 = groups * (task + 1) / tasks;
-      const uint64_t at = static_cast<uint64_t>(g0) * group_bytes;
-      region.populate(offset + at, static_cast<uint64_t>(g1 - g0) * group_bytes);
-      uint8_t* own = scratch.data() + static_cast<size_t>(task) * group_bytes;
-      for (int64_t g = g0; g < g1; ++g)
-        interleave_rows(m->type, rows + static_cast<uint64_t>(g) * group_bytes, m->row_bytes, own);
-    });
-    region.read_only(offset, m->bytes());
-    drop_cached_pages(path_, offset, m->bytes());
-    m->layout = RowLayout::kInterleaved8;
-    bytes += m->bytes();
-    interleaved_bytes_ += m->bytes();
+    if (spec_.has_output) add(output_, output_.bytes());
+    if (spec_.has_embedding) add(per_layer_embd_.model_proj, per_layer_embd_.model_proj.bytes());
+  } else {
+    for (const WeightMatrix* m : to_interleave) add(*m, m->bytes());
   }
-  return bytes;
+  if (spans.empty()) return {};
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  std::vector<Span> merged;
+  for (const Span& sp : spans)
+    if (!merged.empty() && sp.begin < merged.back().end) merged.back().end = std::max(merged.back().end, sp.end);
+    else merged.push_back(sp);
+  uint64_t total = 0;
+  for (Span& sp : merged) {
+    sp.at = (total + kCacheLine - 1) / kCacheLine * kCacheLine;
+    total = sp.at + static_cast<uint64_t>(sp.end - sp.begin);
+  }
+  try {
+    memory_ = HugePageBuffer(total);
+  } catch (const std::bad_alloc&) {
+    // A speed-up, not a need (e.g. no commit charge left under strict overcommit).
+    spdlog::warn("no memory for a copy of the weights ({:.1f} MB): they stay mapped from the file",
+                 static_cast<double>(total) / 1e6);
+    return {};
+  }
+  // Tensor by tensor, each copied by all threads, then its file pages let go: the stage never
+  // holds much more than one tensor twice.
+  HeldBytes held;
+  for (const Span& sp : merged) {
+    const uint64_t bytes = static_cast<uint64_t>(sp.end - sp.begin), offset = file_offset(sp.begin);
+    constexpr uint64_t kPiece = uint64_t{1} << 20;
+    const int pieces = static_cast<int>((bytes + kPiece - 1) / kPiece);
+    pool.run(pieces, [&](int i) {
+      const uint64_t at = static_cast<uint64_t>(i) * kPiece, n = std::min(kPiece, bytes - at);
+      std::memcpy(memory_.data() + sp.at + at, sp.begin + at, n);
+    });
+    for (const MappedRegion& r : regions_) r.advise(MappedRegion::Advice::DontNeed, offset, bytes);
+    drop_cached_pages(path_, offset, bytes);
+    moved_.push_back({memory_.data() + sp.at, bytes, offset});
+    held.moved += bytes;
+  }
+  for (WeightMatrix* m : all_matrices())
+    for (const Span& sp : merged)
+      if (m->data >= sp.begin && m->data < sp.end) m->data = memory_.data() + sp.at + (m->data - sp.begin);
+  for (WeightMatrix* m : to_interleave) {
+    interleave_in_memory(*m, pool);
+    held.interleaved += m->bytes();
+  }
+  memory_.seal();
+  held.huge = std::min(memory_.huge_bytes(), held.moved);  // whole pages, the last one partly empty
+  return held;
 }
 
 }  // namespace hearth::runtime

@@ -4,6 +4,7 @@
 // it holds them); nothing else of the file is mapped, so other layers never enter its memory.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -13,6 +14,7 @@
 #include "runtime/format/mapped_file.h"
 #include "runtime/model/model_config.h"
 #include "runtime/format/tensor_type.h"
+#include "runtime/kernels/huge_pages.h"
 #include "runtime/kernels/interleaved_rows.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/kernels/thread_pool.h"
@@ -20,7 +22,7 @@
 namespace hearth::runtime {
 
 // A 2-D weight used in place from the mapping: n_out rows of n_in elements, row-major, or with
-// interleaved rows (StageWeights::interleave) groups of 8 rows in their kernel's layout.
+// interleaved rows (StageWeights::hold_in_memory) groups of 8 rows in their kernel's layout.
 struct WeightMatrix {
   TensorType type = TensorType::F32;
   const uint8_t* data = nullptr;
@@ -101,6 +103,10 @@ struct LayerWeights {
   std::vector<float> ple_post_norm;  // post_norm: (n_embd)
 };
 
+// A layer's matrices read once per step (the experts apart: a step reads only the routed ones).
+std::array<const WeightMatrix*, 18> step_matrices(const LayerWeights& w);
+std::array<WeightMatrix*, 18> step_matrices(LayerWeights& w);
+
 // What the first stage turns token ids into per-layer inputs with (Gemma 4 E2B/E4B).
 struct PerLayerEmbedding {
   WeightMatrix token_embd;       // per_layer_token_embd: (n_layer x n_embd_per_layer) per token
@@ -135,34 +141,55 @@ class StageWeights {
   // original context, as llama.cpp chooses).
   const std::vector<float>& rope_factors(int n_ctx) const;
   const LayerWeights& layer(int l) const { return layers_[static_cast<size_t>(l - spec_.first_layer)]; }
-  // Bytes of tensor data this stage maps.
+  // Bytes of tensor data this stage maps (or mapped, before hold_in_memory()).
   uint64_t mapped_bytes() const;
-  // The model file, and the offset in it of a byte this stage maps (what a LayerPager reads).
+  // The model file, and the offset in it of a byte of this stage's weights (what a LayerPager reads).
   const std::string& path() const { return path_; }
   uint64_t file_offset(const uint8_t* mapped) const;
   // For a stage that reads the file ranges `paged` ([begin, end), sorted) itself: no readahead
   // around the mapping's faults (it would bring paged bytes into the page cache, which a memory
   // cgroup charges, and under a tight limit evict the resident weights for them), what of them
   // is mapped unmapped (so the page cache can let it go), and the rest of the mapping read in now.
-  // REQUIRES: no matrix interleaved (the advice would drop their copies, throws std::logic_error).
+  // REQUIRES: nothing held in memory (hold_in_memory; throws std::logic_error).
   void prepare_for_paging(const std::vector<std::pair<uint64_t, uint64_t>>& paged) const;
 
-  // Rewrites the dense matrices that `kernels` computes faster with interleaved rows (Q4_0 and
-  // Q4_K on the AVX2 table; interleaved_rows.h) into that layout, in place, except those `keep` says another
-  // reader needs as rows (a GPU's). A stage's weights then take the memory they took before: the
-  // rewritten pages are the process's own and the file's copies leave the page cache. The file
-  // is not changed. Matrices read row by row elsewhere (the token embedding, and an output head
-  // tied to it) and a stage that pages (its layers are read from the file again) keep their rows.
-  // The work (the pages' copies and the permutation) is spread over `pool`. Returns the bytes
-  // rewritten.
-  uint64_t interleave(const KernelTable& kernels, const std::function<bool(const WeightMatrix&)>& keep, ThreadPool& pool);
+  // Moves the matrices a step reads (every layer matrix, the experts, the output head) out of the
+  // file's mapping into the process's own memory, on 2 MiB pages (huge_pages.h), and rewrites on
+  // the way the dense ones that `kernels` computes faster with interleaved rows (Q4_0 and Q4_K on
+  // the AVX2 table; interleaved_rows.h) into that layout; except those `keep` says another reader
+  // needs where they are (a GPU's). The token embedding, read a row per token, stays mapped, and
+  // so does every matrix when this kernel gives no huge pages (then only the interleaved ones
+  // move). A stage's weights take the memory they took before: each tensor's file pages leave
+  // the mapping and the page cache once copied. The file is not changed. The copies and the
+  // permutation are spread over `pool`. Once only; not for a stage that pages (its layers are read
+  // from the file again). A failure to get the memory leaves everything mapped (a warning).
+  struct HeldBytes {
+    uint64_t moved = 0;        // tensor bytes now in the process's memory
+    uint64_t interleaved = 0;  // of them, rewritten with interleaved rows
+    uint64_t huge = 0;         // the kernel's huge pages under them, as it reports them
+  };
+  HeldBytes hold_in_memory(const KernelTable& kernels, const std::function<bool(const WeightMatrix&)>& keep, ThreadPool& pool);
 
  private:
   ModelConfig config_;
   StageSpec spec_;
   std::string path_;
+  // A tensor's bytes moved into memory_ (hold_in_memory): where they are, and where the file has them.
+  struct MovedSpan {
+    const uint8_t* at = nullptr;
+    uint64_t bytes = 0;
+    uint64_t file_offset = 0;
+  };
+  // Every matrix of the stage (the experts' first), for moving them.
+  std::vector<WeightMatrix*> all_matrices();
+  // The dense matrices hold_in_memory() rewrites with interleaved rows.
+  std::vector<WeightMatrix*> interleavable_matrices(const KernelTable& kernels,
+                                                    const std::function<bool(const WeightMatrix&)>& keep);
+  void interleave_in_memory(WeightMatrix& m, ThreadPool& pool);
+
   std::vector<MappedRegion> regions_;
-  uint64_t interleaved_bytes_ = 0;
+  HugePageBuffer memory_;  // the weights hold_in_memory() moved
+  std::vector<MovedSpan> moved_;
   WeightMatrix token_embd_;
   WeightMatrix output_;
   PerLayerEmbedding per_layer_embd_;
