@@ -799,8 +799,8 @@ struct Q4_KRowGroups {
 // operations, with a group's rows in lanes in memory instead of transposed per block.
 struct Q4_0Interleaved {
   static constexpr int kTokens = 8, kBlock = kQ4_0Block;
-  // As Q4_KInterleaved's. TinyLlama Q4_0 decode, 1024 to 8192 bytes in 3 rounds: 2048 the
-  // fastest in each (47.9, 56.6, 59.2 tok/s; 8192 45.0, 50.5, 47.6).
+  // Prefill prefetches its stream this far ahead into L2 (decode leaves its stream to the
+  // hardware prefetchers, as Q4_KInterleaved's does).
   static constexpr size_t kAheadBytes = 2048;
 
   // u[i], i < 4: the stored values of elements 4i..4i+3 of each row (lane r); i >= 4: of
@@ -830,9 +830,6 @@ struct Q4_0Interleaved {
     __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < nb; ++b) {
       const uint8_t* block = group + static_cast<size_t>(b) * kQ4_0InterleavedBlockBytes;
-      if ((b & 3) == 0)  // 4 blocks are 576 bytes: 9 lines
-        for (size_t o = 0; o < 4 * kQ4_0InterleavedBlockBytes; o += 64)
-          _mm_prefetch(reinterpret_cast<const char*>(block + kAheadBytes + o), _MM_HINT_T0);
       __m256i u[8];
       __m256 d;
       unpack(block, u, d);
@@ -872,10 +869,12 @@ struct Q4_0Interleaved {
 struct Q4_KInterleaved {
   static constexpr int kTokens = 16, kBlock = kQK;
   using Unpacked = Q4_KRowGroups::Unpacked;
-  // Decode reads a group as one stream (and the groups of a task one after another): prefetched
-  // this far ahead, wherever that falls. TinyLlama Q4_K decode, 2 threads, against 1152 to 32768
-  // bytes: 2048 the fastest in two rounds (47.9 and 47.8 tok/s; 8192 44.1 and 34.5, none 38-49).
-  static constexpr size_t kAheadBytes = 2048;
+  // Decode reads a group as one stream, and the groups of a task one after another: one
+  // sequential stream per thread, which the hardware prefetchers follow. Prefetching every line
+  // 2048 bytes ahead as well (session 33, on 4 KiB pages) took the core's miss buffers the
+  // hardware's prefetches would use: a stand-alone loop of this kernel over 580 MB on 2 MiB
+  // pages read 54.8 GB/s with it and 58.9 without (the plain read 62.9), in TinyLlama 75.4 and
+  // 82.4 tok/s, level when the machine's memory is slower (docs/performance.md, session 36).
 
   // Lane r of the result: row r's scales 0-3, scales 4-7, mins 0-3 and mins 4-7 (bytes), from the
   // three vectors of scale bytes (unpack_scale_min's arithmetic on 8 rows at once).
@@ -917,8 +916,6 @@ struct Q4_KInterleaved {
     __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < nb; ++b) {
       const uint8_t* block = group + static_cast<size_t>(b) * kQ4_KInterleavedBlockBytes;
-      for (size_t o = 0; o < kQ4_KInterleavedBlockBytes; o += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(block + kAheadBytes + o), _MM_HINT_T0);
       const BlockQ8_K& xb = x[b];
       __m256i sm[4];
       scales_and_mins(block, sm);
