@@ -23,12 +23,14 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
 
+#include "runtime/kernels/interleaved_rows.h"
 #include "runtime/kernels/kernel_tiles.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/kernels/lut_quants.h"
@@ -543,15 +545,7 @@ struct Q4_KRowGroups {
     }
     __m512i sm[4];  // lane r: row r's scales 0-3, scales 4-7, mins 0-3, mins 4-7 (bytes)
     transpose16(four[0], four[1], four[2], four[3], sm);
-    for (int j = 0; j < 8; ++j) {
-      const char b = static_cast<char>(j % 4);
-      const __m512i word =
-          _mm512_broadcast_i32x4(_mm_setr_epi8(b, -1, -1, -1, b + 4, -1, -1, -1, b + 8, -1, -1, -1, b + 12, -1, -1, -1));
-      const __m512i pair =
-          _mm512_broadcast_i32x4(_mm_setr_epi8(b, -1, b, -1, b + 4, -1, b + 4, -1, b + 8, -1, b + 8, -1, b + 12, -1, b + 12, -1));
-      out.scale[j] = _mm512_shuffle_epi8(sm[j / 4], word);
-      out.min[j] = _mm512_shuffle_epi8(sm[2 + j / 4], pair);
-    }
+    spread_scales(sm, out);
     out.d = rg.halves_at(offsetof(BlockQ4_K, d));
     out.dmin = rg.halves_at(offsetof(BlockQ4_K, dmin));
   }
@@ -562,6 +556,42 @@ struct Q4_KRowGroups {
     for (int b = 0; b < kSuperBlocksAhead; ++b)
       for (int g = 0; g < (R + 15) / 16; ++g)
         RowGroup<R>(w + static_cast<size_t>(b) * sizeof(BlockQ4_K), ws, 16 * g).prefetch(sizeof(BlockQ4_K));
+  }
+
+  // One token's two FMAs into acc (lane r: row r of the 16) from an unpacked super-block.
+  HEARTH_AVX512_INLINE void accumulate(const Unpacked& un, const BlockQ8_K& xb, __m512& acc) {
+    __m512i a = _mm512_setzero_si512(), m = _mm512_setzero_si512();
+    for (int j = 0; j < 8; ++j) {
+      int32_t q4[8];
+      __builtin_memcpy(q4, xb.qs + 32 * j, sizeof(q4));
+      __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), un.u[j][0], _mm512_set1_epi32(q4[0]));
+      __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), un.u[j][4], _mm512_set1_epi32(q4[4]));
+      for (int i = 1; i < 4; ++i) {
+        s0 = _mm512_dpbusd_epi32(s0, un.u[j][i], _mm512_set1_epi32(q4[i]));
+        s1 = _mm512_dpbusd_epi32(s1, un.u[j][i + 4], _mm512_set1_epi32(q4[i + 4]));
+      }
+      a = _mm512_add_epi32(a, _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), un.scale[j]));
+      int32_t bs;
+      __builtin_memcpy(&bs, xb.bsums + 2 * j, sizeof(bs));
+      m = _mm512_dpwssd_epi32(m, un.min[j], _mm512_set1_epi32(bs));
+    }
+    const __m512 dx = _mm512_set1_ps(xb.d);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(un.d, dx), acc);
+    acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(un.dmin, dx), acc);
+  }
+
+  // Row r's byte j % 4 of each 32-bit lane of sm[j / 4] (scales) as an int32, and of
+  // sm[2 + j / 4] (mins) twice as int16: madd's and dpwssd's operands.
+  HEARTH_AVX512_INLINE void spread_scales(const __m512i (&sm)[4], Unpacked& out) {
+    for (int j = 0; j < 8; ++j) {
+      const char b = static_cast<char>(j % 4);
+      const __m512i word =
+          _mm512_broadcast_i32x4(_mm_setr_epi8(b, -1, -1, -1, b + 4, -1, -1, -1, b + 8, -1, -1, -1, b + 12, -1, -1, -1));
+      const __m512i pair =
+          _mm512_broadcast_i32x4(_mm_setr_epi8(b, -1, b, -1, b + 4, -1, b + 4, -1, b + 8, -1, b + 8, -1, b + 12, -1, b + 12, -1));
+      out.scale[j] = _mm512_shuffle_epi8(sm[j / 4], word);
+      out.min[j] = _mm512_shuffle_epi8(sm[2 + j / 4], pair);
+    }
   }
 
   // Decode: rows in pairs as ScaleMinBlocks takes them (16 rows read at once from memory were
@@ -624,27 +654,7 @@ struct Q4_KRowGroups {
         const RowGroup<R> rg(block0, ws, 16 * g);
         RowGroup<R>(block0 + kSuperBlocksAhead * sizeof(BlockQ4_K), ws, 16 * g).prefetch(sizeof(BlockQ4_K));
         unpack(rg, un);
-        for (int t = 0; t < T; ++t) {
-          const BlockQ8_K& xb = xt[t][b];
-          __m512i a = _mm512_setzero_si512(), m = _mm512_setzero_si512();
-          for (int j = 0; j < 8; ++j) {
-            int32_t q4[8];
-            __builtin_memcpy(q4, xb.qs + 32 * j, sizeof(q4));
-            __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), un.u[j][0], _mm512_set1_epi32(q4[0]));
-            __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), un.u[j][4], _mm512_set1_epi32(q4[4]));
-            for (int i = 1; i < 4; ++i) {
-              s0 = _mm512_dpbusd_epi32(s0, un.u[j][i], _mm512_set1_epi32(q4[i]));
-              s1 = _mm512_dpbusd_epi32(s1, un.u[j][i + 4], _mm512_set1_epi32(q4[i + 4]));
-            }
-            a = _mm512_add_epi32(a, _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), un.scale[j]));
-            int32_t bs;
-            __builtin_memcpy(&bs, xb.bsums + 2 * j, sizeof(bs));
-            m = _mm512_dpwssd_epi32(m, un.min[j], _mm512_set1_epi32(bs));
-          }
-          const __m512 dx = _mm512_set1_ps(xb.d);
-          acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(un.d, dx), acc[g][t]);
-          acc[g][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(un.dmin, dx), acc[g][t]);
-        }
+        for (int t = 0; t < T; ++t) accumulate(un, xt[t][b], acc[g][t]);
       }
     }
     for (int g = 0; g < G; ++g)
@@ -653,6 +663,103 @@ struct Q4_KRowGroups {
                               static_cast<__mmask16>((1u << std::min(16, R - 16 * g)) - 1), acc[g][t]);
   }
 };
+
+// Q4_K rows interleaved by eights (interleaved_rows.h), two groups to a register: lanes 0-7 the
+// first group's rows, 8-15 the second's (a lone last group twice). The layout already holds each
+// 4-byte piece of 8 rows side by side, so Q4_KRowGroups's unpacked form comes from loads and
+// masks, without its transposes, and its tokens' loop gives its bits. Decode is the AVX2 table's
+// kernel over the same layout (one stream per group, which this table's row pairs could not
+// match: TinyLlama decode 52 tok/s on the plain rows whatever the memory, 75-83 interleaved at
+// the machine's fast moments; docs/performance.md, session 36).
+struct Q4_KInterleaved {
+  static constexpr int kTokens = 16;
+  using Unpacked = Q4_KRowGroups::Unpacked;
+
+  // 32 bytes of group a then 32 of group b, each at `offset` in its block.
+  HEARTH_AVX512_INLINE __m512i both(const uint8_t* a, const uint8_t* b, size_t offset) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + offset))),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + offset)), 1);
+  }
+  // The 8 halves at `offset` of each group's block, as 16 floats.
+  HEARTH_AVX512_INLINE __m512 halves(const uint8_t* a, const uint8_t* b, size_t offset) {
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + offset));
+    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + offset));
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
+  }
+
+  // A block of each group: d (16 bytes), dmin (16), three vectors of scale bytes, 32 of values.
+  HEARTH_AVX512_INLINE void unpack(const uint8_t* a, const uint8_t* b, Unpacked& out) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), low6 = _mm512_set1_epi8(0x3f), high2 = _mm512_set1_epi8(0x30);
+    for (int c = 0; c < 4; ++c)
+      for (int i = 0; i < 8; ++i) {
+        const __m512i k = both(a, b, 128 + 32 * static_cast<size_t>(8 * c + i));
+        out.u[2 * c][i] = _mm512_and_si512(k, low4);
+        out.u[2 * c + 1][i] = _mm512_and_si512(_mm512_srli_epi16(k, 4), low4);
+      }
+    // unpack_scale_min's arithmetic on 16 rows at once (the AVX2 kernel's, twice as wide).
+    const __m512i s0 = both(a, b, 32), s1 = both(a, b, 64), s2 = both(a, b, 96);
+    const __m512i sm[4] = {
+        _mm512_and_si512(s0, low6),
+        _mm512_or_si512(_mm512_and_si512(s2, low4), _mm512_and_si512(_mm512_srli_epi16(s0, 2), high2)),
+        _mm512_and_si512(s1, low6),
+        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(s2, 4), low4), _mm512_and_si512(_mm512_srli_epi16(s1, 2), high2))};
+    Q4_KRowGroups::spread_scales(sm, out);
+    out.d = halves(a, b, 0);
+    out.dmin = halves(a, b, 16);
+  }
+
+  // Groups a and b (rows lanes of which `rows` are stored: 16, or 8 for a lone group) against T tokens.
+  template <int T>
+  HEARTH_AVX512 static void run(const uint8_t* a, const uint8_t* b, int rows, const uint8_t* x, size_t xs, int nb, float* y,
+                                size_t ldy) {
+    __m512 acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    Unpacked un;
+    for (int k = 0; k < nb; ++k) {
+      const size_t at = static_cast<size_t>(k) * kQ4_KInterleavedBlockBytes;
+      const size_t ahead = at + kSuperBlocksAhead * kQ4_KInterleavedBlockBytes;
+      for (size_t o = 0; o < kQ4_KInterleavedBlockBytes; o += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(a + ahead + o), _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(b + ahead + o), _MM_HINT_T1);
+      }
+      unpack(a + at, b + at, un);
+      for (int t = 0; t < T; ++t)
+        Q4_KRowGroups::accumulate(un, reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * xs)[k], acc[t]);
+    }
+    const auto mask = static_cast<__mmask16>((1u << rows) - 1);
+    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + static_cast<size_t>(t) * ldy, mask, acc[t]);
+  }
+
+  template <int... I>
+  static constexpr std::array<void (*)(const uint8_t*, const uint8_t*, int, const uint8_t*, size_t, int, float*, size_t),
+                              sizeof...(I)>
+  tiles(std::integer_sequence<int, I...>) {
+    return {&run<I + 1>...};
+  }
+};
+
+// Interleaved Q4_K rows: decode by the AVX2 kernel, prefill two groups and up to 16 tokens a tile.
+HEARTH_AVX512 void gemm_q4_k_x8(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y,
+                                size_t ldy) {
+  if (n_tokens == 1) {
+    avx2_kernels().gemm_q4_k_x8(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
+    return;
+  }
+  static constexpr auto tiles = Q4_KInterleaved::tiles(std::make_integer_sequence<int, Q4_KInterleaved::kTokens>{});
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const auto* xb = static_cast<const uint8_t*>(x);
+  const int nb = n / kQK;
+  for (int r = 0; r < n_rows; r += 2 * kInterleavedRows) {
+    const uint8_t* a = wb + static_cast<size_t>(r) * ws;
+    const int rows = std::min(2 * kInterleavedRows, n_rows - r);
+    const uint8_t* b = rows > kInterleavedRows ? a + kInterleavedRows * ws : a;
+    for (int t = 0; t < n_tokens; t += Q4_KInterleaved::kTokens) {
+      const int nt = std::min(Q4_KInterleaved::kTokens, n_tokens - t);
+      tiles[static_cast<size_t>(nt - 1)](a, b, rows, xb + static_cast<size_t>(t) * xs, xs, nb,
+                                         y + static_cast<size_t>(t) * ldy + r, ldy);
+    }
+  }
+}
 
 // ---- Q6_K weights against Q8_K activations ----
 //
@@ -1220,11 +1327,10 @@ KernelTable make_table() {
   t.gemm_iq4_xs = tiles::gemm<IQ4_XSTiles>;
   t.dot_q4_k = dot_q4_k;
   t.gemm_q4_k = tiles::gemm<Q4_KRowGroups>;
-  // Not the AVX2 table's kernels for interleaved rows: beside this table's 16-row tiles the Q4_K
-  // one was slower for prefill (TinyLlama pp16 94-106 against 130-139 tok/s) and no faster for
-  // decode. (This table's Q4_0 activations are packed its own way, too.)
+  // Not the AVX2 table's Q4_0 kernel for interleaved rows: this table's Q4_0 activations are
+  // packed its own way.
   t.gemm_q4_0_x8 = nullptr;
-  t.gemm_q4_k_x8 = nullptr;
+  t.gemm_q4_k_x8 = gemm_q4_k_x8;
   t.dot_q5_k = dot_q5_k;
   t.gemm_q5_k = tiles::gemm<Q5_KTiles>;
   t.dot_q6_k = dot_q6_k;
