@@ -102,10 +102,13 @@ struct FloatTiles {
   // f16 has two chains, element i in lane i % 16 of a 16-lane sum: the AVX-512 tile then holds an
   // output's chains in one register and runs its rows once, without passes (kernels_avx512.cpp).
   static constexpr int kAcc = std::is_same_v<A, LoadF16> ? 2 : 4;
-  // Decode takes f16's rows four at a time, 8 chains in flight: one row's two chains waited on
-  // the FMA latency (0.7x of the old four chains, 2048 x 2048 in L3, one core), four rows ran
-  // 1.25x the old kernel and 1.05-1.1x two rows.
-  static constexpr int kRows = 4, kTokens = 3, kDecodeRows = kAcc == 2 ? 4 : 1;
+  // Decode takes rows one at a time: a thread's rows are then one sequential stream from memory.
+  // Four f16 rows at once (8 chains in flight) ran 1.25x one row with the weights in L3 (one
+  // row's two chains wait on the FMA latency), but from memory, on 2 MiB pages, four streams a
+  // thread read 40 GB/s where one read 60 (plain read 66; a stand-alone loop over 1 GB, two
+  // threads): TinyLlama f16 decode 22.6-22.9 -> 25.1-25.6 tok/s at the machine's fast moments,
+  // 16.4-16.6 -> 16.9 at its slow ones (docs/performance.md, session 36).
+  static constexpr int kRows = 4, kTokens = 3, kDecodeRows = 1;
   static constexpr bool kTokensOuter = true;
   // A multiple of kAcc. f16's two passes take blocks of 128 vectors (2 KiB of each row's weights and
   // of each token's activations, 14 KiB for the tile, in L1): fewer accumulators saved and restored between blocks,
