@@ -15,6 +15,8 @@
 #include "runtime/model/matmul.h"
 #include "runtime/model/sampler.h"
 #include "runtime/format/tensor_type.h"
+#include "runtime/kernels/huge_pages.h"
+#include "runtime/kernels/membw.h"
 #include "runtime/kernels/thread_pool.h"
 
 namespace hearth::profiles {
@@ -74,34 +76,23 @@ std::string cpu_name() {
   return "unknown";
 }
 
-// Multi-threaded streaming read of a buffer much larger than the caches; best of a few passes.
+// Multi-threaded streaming read of a buffer much larger than the caches, on 2 MiB pages as a
+// stage's weights are; best of a few passes.
 double measure_bandwidth(runtime::ThreadPool& pool, size_t bytes, int passes) {
-  std::vector<uint64_t> buf(bytes / 8);
-  for (size_t i = 0; i < buf.size(); ++i) buf[i] = i;
-  std::vector<uint64_t> sums(static_cast<size_t>(pool.size()) * 8);
-  double best = 0;
-  for (int p = 0; p < passes; ++p) {
-    const auto t0 = Clock::now();
-    const int tasks = pool.size();
-    pool.run(tasks, [&](int t) {
-      const size_t n = buf.size() / static_cast<size_t>(tasks);
-      const uint64_t* b = buf.data() + n * static_cast<size_t>(t);
-      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      for (size_t i = 0; i + 4 <= n; i += 4) s0 += b[i], s1 += b[i + 1], s2 += b[i + 2], s3 += b[i + 3];
-      sums[static_cast<size_t>(t) * 8] = s0 + s1 + s2 + s3;
-    });
-    best = std::max(best, static_cast<double>(bytes) / seconds(t0, Clock::now()));
-  }
-  return best;
+  runtime::ReadBandwidthProbe probe(bytes);
+  return probe.measure(pool, passes);
 }
 
-std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
-  std::vector<uint8_t> v(n);
+// Weights to stream, on 2 MiB pages as a stage holds them (StageWeights::hold_in_memory).
+runtime::HugePageBuffer random_bytes(size_t n, uint64_t seed) {
+  runtime::HugePageBuffer v(n);
   runtime::Rng rng(seed);
-  for (size_t i = 0; i + 8 <= n; i += 8) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
     uint64_t x = rng.next() & 0x3bff3bff3bff3bffull;  // keeps f16/bf16 values finite and small
-    std::memcpy(&v[i], &x, 8);
+    std::memcpy(v.data() + i, &x, 8);
   }
+  std::memset(v.data() + i, 0, n - i);
   return v;
 }
 

@@ -67,37 +67,6 @@ void MappedRegion::advise(Advice advice, uint64_t offset, uint64_t size) const {
   ::madvise(base_ + aligned, end - begin + (at - aligned), flag);
 }
 
-std::pair<uint8_t*, size_t> MappedRegion::pages(uint64_t offset, uint64_t size) const {
-  if (base_ == nullptr || offset < offset_ || size > offset_ + size_ - offset)
-    throw std::logic_error("MappedRegion: [" + std::to_string(offset) + ", +" + std::to_string(size) + ") is not in the region");
-  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  const uint64_t at = lead_ + (offset - offset_);
-  const uint64_t aligned = at / page * page;
-  return {base_ + aligned, static_cast<size_t>(at + size - aligned)};
-}
-
-uint8_t* MappedRegion::writable(uint64_t offset, uint64_t size) {
-  const auto [p, n] = pages(offset, size);
-  if (::mprotect(p, n, PROT_READ | PROT_WRITE) != 0)
-    throw std::runtime_error(std::string("cannot make mapped weights writable: ") + std::strerror(errno));
-  return base_ + lead_ + (offset - offset_);
-}
-
-void MappedRegion::populate(uint64_t offset, uint64_t size) const {
-#ifdef MADV_POPULATE_WRITE
-  const auto [p, n] = pages(offset, size);
-  ::madvise(p, n, MADV_POPULATE_WRITE);
-#else
-  (void)offset;
-  (void)size;
-#endif
-}
-
-void MappedRegion::read_only(uint64_t offset, uint64_t size) {
-  const auto [p, n] = pages(offset, size);
-  ::mprotect(p, n, PROT_READ);
-}
-
 void drop_cached_pages(const std::string& path, uint64_t offset, uint64_t size) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
