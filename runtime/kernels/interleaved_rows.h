@@ -1,5 +1,5 @@
 // Weight rows stored interleaved by eights, a layout chosen at load for kernels that take 8 rows
-// in the lanes of one vector (Q4_0 on the AVX2 table, Q4_K on the AVX2 and AVX-512 tables).
+// in the lanes of one vector (Q4_0 and Q4_K, the AVX2 and AVX-512 tables).
 //
 // Why: a decode step streams every weight once, and the AVX2 Q4_K kernel over rows as the file
 // stores them spent ~90 instructions per row and super-block (scales unpacked row by row, 8

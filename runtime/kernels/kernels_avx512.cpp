@@ -319,6 +319,22 @@ struct Q4_0RowGroups {
   static constexpr int kRows = 16, kTokens = 12, kDecodeRows = 16;
   static constexpr bool kTokensOuter = false;
 
+  // One token's block into acc (lane r: row r of the 16), u[i] the stored values of elements
+  // 4i..4i+3 of each row (i < 4), of 16 + 4(i - 4).. (i >= 4), dw the rows' scales.
+  HEARTH_AVX512_INLINE void accumulate(const __m512i (&u)[8], __m512 dw, const SummedQ8Block& xb, __m512& acc) {
+    int32_t q4[8];
+    __builtin_memcpy(q4, xb.q, sizeof(q4));
+    // Two chains of dependent VNNI steps instead of one, for decode's sake.
+    __m512i s0 = _mm512_dpbusd_epi32(_mm512_set1_epi32(xb.offset), u[0], _mm512_set1_epi32(q4[0]));
+    __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[4], _mm512_set1_epi32(q4[4]));
+    for (int i = 1; i < 4; ++i) {
+      s0 = _mm512_dpbusd_epi32(s0, u[i], _mm512_set1_epi32(q4[i]));
+      s1 = _mm512_dpbusd_epi32(s1, u[i + 4], _mm512_set1_epi32(q4[i + 4]));
+    }
+    const __m512i sumi = _mm512_add_epi32(s0, s1);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(dw, _mm512_set1_ps(xb.d)), acc);
+  }
+
   template <int R, int T>
   HEARTH_AVX512 static void run(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int n, float* y, size_t ldy) {
     constexpr int G = (R + 15) / 16;  // groups of 16 rows
@@ -351,20 +367,7 @@ struct Q4_0RowGroups {
           u[i] = _mm512_and_si512(k[i], low4);
           u[i + 4] = _mm512_and_si512(_mm512_srli_epi16(k[i], 4), low4);
         }
-        for (int t = 0; t < T; ++t) {
-          const SummedQ8Block& xb = xt[t][b];
-          int32_t q4[8];
-          __builtin_memcpy(q4, xb.q, sizeof(q4));
-          // Two chains of dependent VNNI steps instead of one, for decode's sake.
-          __m512i s0 = _mm512_dpbusd_epi32(_mm512_set1_epi32(xb.offset), u[0], _mm512_set1_epi32(q4[0]));
-          __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[4], _mm512_set1_epi32(q4[4]));
-          for (int i = 1; i < 4; ++i) {
-            s0 = _mm512_dpbusd_epi32(s0, u[i], _mm512_set1_epi32(q4[i]));
-            s1 = _mm512_dpbusd_epi32(s1, u[i + 4], _mm512_set1_epi32(q4[i + 4]));
-          }
-          const __m512i sumi = _mm512_add_epi32(s0, s1);
-          acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(dw, _mm512_set1_ps(xb.d)), acc[g][t]);
-        }
+        for (int t = 0; t < T; ++t) accumulate(u, dw, xt[t][b], acc[g][t]);
       }
     }
     for (int g = 0; g < G; ++g) {
@@ -664,101 +667,142 @@ struct Q4_KRowGroups {
   }
 };
 
-// Q4_K rows interleaved by eights (interleaved_rows.h), two groups to a register: lanes 0-7 the
-// first group's rows, 8-15 the second's (a lone last group twice). The layout already holds each
-// 4-byte piece of 8 rows side by side, so Q4_KRowGroups's unpacked form comes from loads and
-// masks, without its transposes, and its tokens' loop gives its bits. Decode is the AVX2 table's
-// kernel over the same layout (one stream per group, which this table's row pairs could not
-// match: TinyLlama decode 52 tok/s on the plain rows whatever the memory, 75-83 interleaved at
-// the machine's fast moments; docs/performance.md, session 36).
-struct Q4_KInterleaved {
-  static constexpr int kTokens = 16;
-  using Unpacked = Q4_KRowGroups::Unpacked;
+// ---- Q4_0 and Q4_K rows interleaved by eights (interleaved_rows.h) ----
+//
+// Two groups to a register: lanes 0-7 the first group's rows, 8-15 the second's (a lone last
+// group twice). The layout already holds each 4-byte piece of 8 rows side by side, so the 16-row
+// tiles' unpacked form (Q4_0RowGroups, Q4_KRowGroups) comes from loads and masks, without their
+// transposes, and their tokens' loops give their bits. Decode is the AVX2 table's kernel over the
+// same layout (one stream per group, which this table's row tiles could not match: TinyLlama Q4_K
+// decode 52 tok/s on the plain rows whatever the memory, 75-83 interleaved at the machine's fast
+// moments; docs/performance.md, session 36). Both tables read Q4_0 activations as SummedQ8Block.
 
-  // 32 bytes of group a then 32 of group b, each at `offset` in its block.
-  HEARTH_AVX512_INLINE __m512i both(const uint8_t* a, const uint8_t* b, size_t offset) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + offset))),
-                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + offset)), 1);
-  }
-  // The 8 halves at `offset` of each group's block, as 16 floats.
-  HEARTH_AVX512_INLINE __m512 halves(const uint8_t* a, const uint8_t* b, size_t offset) {
-    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + offset));
-    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + offset));
-    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
-  }
+// 32 bytes of group a then 32 of group b, each at `offset` in its block.
+HEARTH_AVX512_INLINE __m512i both_groups(const uint8_t* a, const uint8_t* b, size_t offset) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + offset))),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + offset)), 1);
+}
+// The 8 halves at `offset` of each group's block, as 16 floats.
+HEARTH_AVX512_INLINE __m512 both_groups_halves(const uint8_t* a, const uint8_t* b, size_t offset) {
+  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + offset));
+  const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + offset));
+  return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
+}
+
+struct Q4_KInterleaved {
+  static constexpr int kTokens = 16, kBlock = kQK;
+  static constexpr size_t kBlockBytes = kQ4_KInterleavedBlockBytes;
+  using Unpacked = Q4_KRowGroups::Unpacked;
 
   // A block of each group: d (16 bytes), dmin (16), three vectors of scale bytes, 32 of values.
   HEARTH_AVX512_INLINE void unpack(const uint8_t* a, const uint8_t* b, Unpacked& out) {
     const __m512i low4 = _mm512_set1_epi8(0x0f), low6 = _mm512_set1_epi8(0x3f), high2 = _mm512_set1_epi8(0x30);
     for (int c = 0; c < 4; ++c)
       for (int i = 0; i < 8; ++i) {
-        const __m512i k = both(a, b, 128 + 32 * static_cast<size_t>(8 * c + i));
+        const __m512i k = both_groups(a, b, 128 + 32 * static_cast<size_t>(8 * c + i));
         out.u[2 * c][i] = _mm512_and_si512(k, low4);
         out.u[2 * c + 1][i] = _mm512_and_si512(_mm512_srli_epi16(k, 4), low4);
       }
     // unpack_scale_min's arithmetic on 16 rows at once (the AVX2 kernel's, twice as wide).
-    const __m512i s0 = both(a, b, 32), s1 = both(a, b, 64), s2 = both(a, b, 96);
+    const __m512i s0 = both_groups(a, b, 32), s1 = both_groups(a, b, 64), s2 = both_groups(a, b, 96);
     const __m512i sm[4] = {
         _mm512_and_si512(s0, low6),
         _mm512_or_si512(_mm512_and_si512(s2, low4), _mm512_and_si512(_mm512_srli_epi16(s0, 2), high2)),
         _mm512_and_si512(s1, low6),
         _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(s2, 4), low4), _mm512_and_si512(_mm512_srli_epi16(s1, 2), high2))};
     Q4_KRowGroups::spread_scales(sm, out);
-    out.d = halves(a, b, 0);
-    out.dmin = halves(a, b, 16);
+    out.d = both_groups_halves(a, b, 0);
+    out.dmin = both_groups_halves(a, b, 16);
   }
 
-  // Groups a and b (rows lanes of which `rows` are stored: 16, or 8 for a lone group) against T tokens.
+  // Block k of groups a and b into acc (T tokens).
   template <int T>
-  HEARTH_AVX512 static void run(const uint8_t* a, const uint8_t* b, int rows, const uint8_t* x, size_t xs, int nb, float* y,
-                                size_t ldy) {
-    __m512 acc[T];
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  HEARTH_AVX512_INLINE void add_block(const uint8_t* a, const uint8_t* b, int k, const uint8_t* x, size_t xs, __m512 (&acc)[T]) {
+    const size_t at = static_cast<size_t>(k) * kBlockBytes;
     Unpacked un;
-    for (int k = 0; k < nb; ++k) {
-      const size_t at = static_cast<size_t>(k) * kQ4_KInterleavedBlockBytes;
-      const size_t ahead = at + kSuperBlocksAhead * kQ4_KInterleavedBlockBytes;
-      for (size_t o = 0; o < kQ4_KInterleavedBlockBytes; o += 64) {
-        _mm_prefetch(reinterpret_cast<const char*>(a + ahead + o), _MM_HINT_T1);
-        _mm_prefetch(reinterpret_cast<const char*>(b + ahead + o), _MM_HINT_T1);
-      }
-      unpack(a + at, b + at, un);
-      for (int t = 0; t < T; ++t)
-        Q4_KRowGroups::accumulate(un, reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * xs)[k], acc[t]);
-    }
-    const auto mask = static_cast<__mmask16>((1u << rows) - 1);
-    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + static_cast<size_t>(t) * ldy, mask, acc[t]);
-  }
-
-  template <int... I>
-  static constexpr std::array<void (*)(const uint8_t*, const uint8_t*, int, const uint8_t*, size_t, int, float*, size_t),
-                              sizeof...(I)>
-  tiles(std::integer_sequence<int, I...>) {
-    return {&run<I + 1>...};
+    unpack(a + at, b + at, un);
+    for (int t = 0; t < T; ++t)
+      Q4_KRowGroups::accumulate(un, reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * xs)[k], acc[t]);
   }
 };
 
-// Interleaved Q4_K rows: decode by the AVX2 kernel, prefill two groups and up to 16 tokens a tile.
-HEARTH_AVX512 void gemm_q4_k_x8(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y,
-                                size_t ldy) {
+// Q4_0 rows interleaved by eights, two groups to a register: per block the rows' d (16 bytes),
+// then 4 vectors of 4 quant bytes of each row; Q4_0RowGroups's token loop.
+struct Q4_0Interleaved {
+  static constexpr int kTokens = 12, kBlock = kQ4_0Block;
+  static constexpr size_t kBlockBytes = kQ4_0InterleavedBlockBytes;
+  template <int T>
+  HEARTH_AVX512_INLINE void add_block(const uint8_t* a, const uint8_t* b, int k, const uint8_t* x, size_t xs, __m512 (&acc)[T]) {
+    const size_t at = static_cast<size_t>(k) * kBlockBytes;
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    __m512i u[8];
+    for (int i = 0; i < 4; ++i) {
+      const __m512i q = both_groups(a + at, b + at, 16 + 32 * static_cast<size_t>(i));
+      u[i] = _mm512_and_si512(q, low4);
+      u[i + 4] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+    }
+    const __m512 dw = both_groups_halves(a + at, b + at, 0);
+    for (int t = 0; t < T; ++t)
+      Q4_0RowGroups::accumulate(u, dw, reinterpret_cast<const SummedQ8Block*>(x + static_cast<size_t>(t) * xs)[k], acc[t]);
+  }
+};
+
+// Groups a and b (of which `rows` lanes are stored: 16, or 8 for a lone group) against T tokens.
+template <class K, int T>
+HEARTH_AVX512 void interleaved_tile(const uint8_t* a, const uint8_t* b, int rows, const uint8_t* x, size_t xs, int nb, float* y,
+                                    size_t ldy) {
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  // Into L2 about as far ahead as the AVX2 prefill kernels ask: 4 super-blocks, 16 Q4_0 blocks.
+  constexpr size_t kAhead = (K::kBlock == kQK ? 4 : 16) * K::kBlockBytes;
+  for (int k = 0; k < nb; ++k) {
+    const size_t at = static_cast<size_t>(k) * K::kBlockBytes;
+    for (size_t o = 0; o < K::kBlockBytes; o += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(a + at + kAhead + o), _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(b + at + kAhead + o), _MM_HINT_T1);
+    }
+    K::add_block(a, b, k, x, xs, acc);
+  }
+  const auto mask = static_cast<__mmask16>((1u << rows) - 1);
+  for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + static_cast<size_t>(t) * ldy, mask, acc[t]);
+}
+
+using InterleavedTile = void (*)(const uint8_t*, const uint8_t*, int, const uint8_t*, size_t, int, float*, size_t);
+template <class K, int... I>
+constexpr std::array<InterleavedTile, sizeof...(I)> interleaved_tiles(std::integer_sequence<int, I...>) {
+  return {&interleaved_tile<K, I + 1>...};
+}
+
+// Interleaved rows of K's type: decode by the AVX2 table's kernel `decode` (one stream per group,
+// which this table's row tiles could not match), prefill two groups and up to K::kTokens tokens
+// a tile.
+template <class K>
+void gemm_interleaved(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy,
+                      GemmKernel decode) {
   if (n_tokens == 1) {
-    avx2_kernels().gemm_q4_k_x8(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
+    decode(w, ws, n_rows, x, xs, n_tokens, n, y, ldy);
     return;
   }
-  static constexpr auto tiles = Q4_KInterleaved::tiles(std::make_integer_sequence<int, Q4_KInterleaved::kTokens>{});
+  static constexpr auto tiles = interleaved_tiles<K>(std::make_integer_sequence<int, K::kTokens>{});
   const auto* wb = static_cast<const uint8_t*>(w);
   const auto* xb = static_cast<const uint8_t*>(x);
-  const int nb = n / kQK;
+  const int nb = n / K::kBlock;
   for (int r = 0; r < n_rows; r += 2 * kInterleavedRows) {
     const uint8_t* a = wb + static_cast<size_t>(r) * ws;
     const int rows = std::min(2 * kInterleavedRows, n_rows - r);
     const uint8_t* b = rows > kInterleavedRows ? a + kInterleavedRows * ws : a;
-    for (int t = 0; t < n_tokens; t += Q4_KInterleaved::kTokens) {
-      const int nt = std::min(Q4_KInterleaved::kTokens, n_tokens - t);
+    for (int t = 0; t < n_tokens; t += K::kTokens) {
+      const int nt = std::min(K::kTokens, n_tokens - t);
       tiles[static_cast<size_t>(nt - 1)](a, b, rows, xb + static_cast<size_t>(t) * xs, xs, nb,
                                          y + static_cast<size_t>(t) * ldy + r, ldy);
     }
   }
+}
+void gemm_q4_0_x8(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
+  gemm_interleaved<Q4_0Interleaved>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_q4_0_x8);
+}
+void gemm_q4_k_x8(const void* w, size_t ws, int n_rows, const void* x, size_t xs, int n_tokens, int n, float* y, size_t ldy) {
+  gemm_interleaved<Q4_KInterleaved>(w, ws, n_rows, x, xs, n_tokens, n, y, ldy, avx2_kernels().gemm_q4_k_x8);
 }
 
 // ---- Q6_K weights against Q8_K activations ----
@@ -1327,9 +1371,7 @@ KernelTable make_table() {
   t.gemm_iq4_xs = tiles::gemm<IQ4_XSTiles>;
   t.dot_q4_k = dot_q4_k;
   t.gemm_q4_k = tiles::gemm<Q4_KRowGroups>;
-  // Not the AVX2 table's Q4_0 kernel for interleaved rows: this table's Q4_0 activations are
-  // packed its own way.
-  t.gemm_q4_0_x8 = nullptr;
+  t.gemm_q4_0_x8 = gemm_q4_0_x8;
   t.gemm_q4_k_x8 = gemm_q4_k_x8;
   t.dot_q5_k = dot_q5_k;
   t.gemm_q5_k = tiles::gemm<Q5_KTiles>;

@@ -155,8 +155,8 @@ class StageWeights {
 
   // Moves the matrices a step reads (every layer matrix, the experts, the output head) out of the
   // file's mapping into the process's own memory, on 2 MiB pages (huge_pages.h), and rewrites on
-  // the way the dense ones that `kernels` computes faster with interleaved rows (Q4_0 on the AVX2
-  // table, Q4_K on the AVX2 and AVX-512 ones; interleaved_rows.h) into that layout; except those `keep` says another reader
+  // the way the dense ones that `kernels` computes faster with interleaved rows (Q4_0 and Q4_K on
+  // the x86 tables; interleaved_rows.h) into that layout; except those `keep` says another reader
   // needs where they are (a GPU's). The token embedding, read a row per token, stays mapped, and
   // so does every matrix when this kernel gives no huge pages (then only the interleaved ones
   // move). A stage's weights take the memory they took before: each tensor's file pages leave
