@@ -107,6 +107,7 @@ TEST_SUITE("held_weights") {
             CHECK(held->file_offset(he.expert(pe.n_expert - 1).data) == plain->file_offset(pe.expert(pe.n_expert - 1).data));
         }
       }
+      CHECK(held->file_offset(held->output().data) == plain->file_offset(plain->output().data));
       if (c.options.tied_output) CHECK(held->output().data == held->token_embd().data);  // one tensor, moved once
 
       CHECK(lay_out_for_cpu(*held, StageOptions{}, 0, pool).moved == 0);  // once only
@@ -116,7 +117,7 @@ TEST_SUITE("held_weights") {
     }
   }
 
-  TEST_CASE("a buffer on huge pages starts on a 2 MiB boundary and turns read-only when sealed") {
+  TEST_CASE("a buffer on huge pages starts on a 2 MiB boundary and keeps its bytes when sealed and moved") {
     HugePageBuffer b(3 * kHugePage + 5);
     CHECK(reinterpret_cast<uintptr_t>(b.data()) % kHugePage == 0);
     std::memset(b.data(), 7, b.size());

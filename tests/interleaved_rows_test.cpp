@@ -138,9 +138,9 @@ TEST_SUITE("interleaved_rows") {
             CAPTURE(n_rows);
             const std::vector<uint8_t> w = random_rows(t, n, n_rows, 100u + static_cast<uint32_t>(n));
             const std::vector<uint8_t> x8 = interleaved(t, w, rb);
-            // 1: decode; 8, 9, 16 and 17: whole tiles (8 tokens for Q4_0, 16 for Q4_K) and one
-            // more; 33: several.
-            for (const int n_tok : {1, 2, 7, 8, 9, 16, 17, 33}) {
+            // 1: decode; 8, 9, 12, 13, 16 and 17: whole tiles (AVX2: 8 tokens for Q4_0, 16 for
+            // Q4_K; AVX-512: 12 and 16) and one more; 33: several.
+            for (const int n_tok : {1, 2, 7, 8, 9, 12, 13, 16, 17, 33}) {
               CAPTURE(n_tok);
               const auto seed = 7u + static_cast<uint32_t>(n_tok);
               size_t xs = 0, scalar_xs = 0;

@@ -34,7 +34,7 @@ struct RunArgs {
   std::string reasoning_effort;  // "" = the template's default
   std::string kv_type = kDefaultKvType;
   std::string gpu = "auto";
-  uint64_t memory_limit = 0;  // 0: no limit, every weight stays mapped
+  uint64_t memory_limit = 0;  // 0: no limit
 };
 
 // A context whose KV cache cannot fit this machine's memory is refused before it is allocated

@@ -1,6 +1,7 @@
 #include "runtime/kernels/huge_pages.h"
 
 #include <sys/mman.h>
+#include <sys/prctl.h>
 
 #include <cstdio>
 #include <fstream>
@@ -17,6 +18,9 @@ std::size_t whole_pages(std::size_t bytes) { return (bytes + kHugePage - 1) / kH
 }  // namespace
 
 bool huge_pages_available() {
+#ifdef PR_GET_THP_DISABLE
+  if (::prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1) return false;  // this process's own switch (systemd, containers)
+#endif
   std::ifstream f("/sys/kernel/mm/transparent_hugepage/enabled");
   std::string line;
   if (!std::getline(f, line)) return false;
@@ -45,8 +49,8 @@ void unmap_huge_pages(void* p, std::size_t bytes) noexcept {
 
 uint64_t huge_page_bytes(const void* p, std::size_t bytes) {
   // smaps lists each mapping as "start-end perms ..." followed by its fields; the mappings that
-  // overlap [p, p + bytes) are summed whole (the buffer is its own mappings: one, or a few where
-  // protection split it).
+  // overlap [p, p + bytes) are summed whole, so the figure is an upper bound (a neighbouring
+  // anonymous region with the same flags may have merged with the buffer's).
   const auto begin = reinterpret_cast<std::uintptr_t>(p), end = begin + bytes;
   std::ifstream f("/proc/self/smaps");
   std::string line;
@@ -72,6 +76,12 @@ HugePageBuffer& HugePageBuffer::operator=(HugePageBuffer&& o) noexcept {
     size_ = std::exchange(o.size_, 0);
   }
   return *this;
+}
+
+void HugePageBuffer::collapse() {
+#ifdef MADV_COLLAPSE
+  if (data_ != nullptr) ::madvise(data_, whole_pages(size_), MADV_COLLAPSE);
+#endif
 }
 
 void HugePageBuffer::seal() {

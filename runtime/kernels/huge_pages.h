@@ -46,8 +46,12 @@ class HugePageBuffer {
   const uint8_t* data() const { return data_; }
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
+  // Asks the kernel to put what has small pages on huge ones now (MADV_COLLAPSE, Linux 6.1+;
+  // best effort: memory too fragmented leaves them).
+  void collapse();
   // Read-only from now on (a stray write faults instead of changing weights). The whole mapping
-  // at once: protecting part of a huge page would split it into small ones.
+  // at once: protecting part of a huge page would split it into small ones. The kernel no longer
+  // collapses small pages of a read-only mapping into huge ones, so seal what is on huge pages.
   void seal();
   uint64_t huge_bytes() const { return data_ ? huge_page_bytes(data_, size_) : 0; }
 

@@ -12,7 +12,7 @@
 // integers, then the same float operations per output; tests/interleaved_rows_test.cpp).
 //
 // The layout is a permutation of the matrix's bytes within each group of 8 rows, so it takes
-// exactly the memory of the original and can be made in place (StageWeights::interleave).
+// exactly the memory of the original and can be made in place (StageWeights::hold_in_memory).
 #pragma once
 
 #include <cstddef>

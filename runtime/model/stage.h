@@ -54,7 +54,7 @@ struct StageOptions {
   // Not owned; must outlive the stage.
   LayerOffload* layers = nullptr;
   // Layers whose largest matrices are read from the model file as each pass reaches them, not
-  // kept in memory (layer_pager.h); empty: every weight stays mapped.
+  // kept in memory (layer_pager.h); empty: none (lay_out_for_cpu may then move them into memory).
   PagingPlan paging;
   // Chunks may end in drafts (speculative decoding): recurrent layers then keep a second state
   // per sequence, the checkpoint before a draft. memory_bytes() counts it; it is allocated by a

@@ -8,6 +8,7 @@
 #include <map>
 #include <stdexcept>
 #include <string_view>
+#include <utility>
 
 #include "runtime/kernels/aligned_vector.h"
 #include "runtime/kernels/kernels.h"
@@ -398,8 +399,10 @@ std::array<const WeightMatrix*, 18> step_matrices(const LayerWeights& w) {
 }
 
 std::array<WeightMatrix*, 18> step_matrices(LayerWeights& w) {
-  return {&w.wq,    &w.wk,       &w.wv,        &w.wo,      &w.w_gate,     &w.w_up,     &w.w_down,     &w.router,   &w.ssm_qkv,
-          &w.ssm_z, &w.ssm_beta, &w.ssm_alpha, &w.ssm_out, &w.gate_shexp, &w.up_shexp, &w.down_shexp, &w.ple_gate, &w.ple_proj};
+  std::array<WeightMatrix*, 18> out{};
+  const auto in = step_matrices(std::as_const(w));
+  for (size_t i = 0; i < in.size(); ++i) out[i] = const_cast<WeightMatrix*>(in[i]);
+  return out;
 }
 
 std::vector<WeightMatrix*> StageWeights::all_matrices() {
@@ -437,6 +440,8 @@ void StageWeights::interleave_in_memory(WeightMatrix& m, ThreadPool& pool) {
   const int64_t tasks = std::min<int64_t>(groups, pool.size());
   const uint64_t group_bytes = kInterleavedRows * m.row_bytes;
   std::vector<uint8_t> scratch(static_cast<size_t>(tasks) * group_bytes);
+  if (m.data < memory_.data() || m.data >= memory_.data() + memory_.size())
+    throw std::logic_error("StageWeights: a matrix to interleave is not in the stage's memory");
   auto* rows = const_cast<uint8_t*>(m.data);  // in memory_, still writable
   pool.run(static_cast<int>(tasks), [&](int task) {
     uint8_t* own = scratch.data() + static_cast<size_t>(task) * group_bytes;
@@ -484,6 +489,9 @@ StageWeights::HeldBytes StageWeights::hold_in_memory(const KernelTable& kernels,
     sp.at = (total + kCacheLine - 1) / kCacheLine * kCacheLine;
     total = sp.at + static_cast<uint64_t>(sp.end - sp.begin);
   }
+  // Everything a failure could stop halfway is allocated before a byte moves.
+  moved_.reserve(merged.size());
+  const std::vector<WeightMatrix*> all = all_matrices();
   try {
     memory_ = HugePageBuffer(total);
   } catch (const std::bad_alloc&) {
@@ -508,15 +516,31 @@ StageWeights::HeldBytes StageWeights::hold_in_memory(const KernelTable& kernels,
     moved_.push_back({memory_.data() + sp.at, bytes, offset});
     held.moved += bytes;
   }
-  for (WeightMatrix* m : all_matrices())
+  for (WeightMatrix* m : all) {
+    if (m->data == nullptr || keep(*m)) continue;  // a GPU finds its matrices by where they are
     for (const Span& sp : merged)
-      if (m->data >= sp.begin && m->data < sp.end) m->data = memory_.data() + sp.at + (m->data - sp.begin);
-  for (WeightMatrix* m : to_interleave) {
-    interleave_in_memory(*m, pool);
-    held.interleaved += m->bytes();
+      if (m->data >= sp.begin && m->data < sp.end) {
+        m->data = memory_.data() + sp.at + (m->data - sp.begin);
+        break;
+      }
   }
-  memory_.seal();
+  try {
+    for (WeightMatrix* m : to_interleave) {
+      interleave_in_memory(*m, pool);
+      held.interleaved += m->bytes();
+    }
+  } catch (const std::bad_alloc&) {
+    // Its scratch, before the matrix changed: this one and the rest keep their rows.
+    spdlog::warn("no memory to interleave the remaining weights: they keep the file's layout");
+  }
   held.huge = std::min(memory_.huge_bytes(), held.moved);  // whole pages, the last one partly empty
+  if (held.huge < held.moved) {
+    memory_.collapse();
+    held.huge = std::min(memory_.huge_bytes(), held.moved);
+  }
+  // Sealed only when all of it is on huge pages: the kernel leaves small pages of a read-only
+  // mapping as they are, and the weights would keep them for the stage's life.
+  if (held.huge == held.moved) memory_.seal();
   return held;
 }
 

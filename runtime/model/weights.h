@@ -21,7 +21,8 @@
 
 namespace hearth::runtime {
 
-// A 2-D weight used in place from the mapping: n_out rows of n_in elements, row-major, or with
+// A 2-D weight, read where it lies (the file's mapping, or the stage's memory after
+// StageWeights::hold_in_memory): n_out rows of n_in elements, row-major, or with
 // interleaved rows (StageWeights::hold_in_memory) groups of 8 rows in their kernel's layout.
 struct WeightMatrix {
   TensorType type = TensorType::F32;
@@ -157,12 +158,12 @@ class StageWeights {
   // file's mapping into the process's own memory, on 2 MiB pages (huge_pages.h), and rewrites on
   // the way the dense ones that `kernels` computes faster with interleaved rows (Q4_0 and Q4_K on
   // the x86 tables; interleaved_rows.h) into that layout; except those `keep` says another reader
-  // needs where they are (a GPU's). The token embedding, read a row per token, stays mapped, and
-  // so does every matrix when this kernel gives no huge pages (then only the interleaved ones
-  // move). A stage's weights take the memory they took before: each tensor's file pages leave
-  // the mapping and the page cache once copied. The file is not changed. The copies and the
-  // permutation are spread over `pool`. Once only; not for a stage that pages (its layers are read
-  // from the file again). A failure to get the memory leaves everything mapped (a warning).
+  // needs where they are (a GPU's). The token embedding, read a row per token, stays mapped
+  // (unless the output head is that tensor), and so does every matrix when this process gets no
+  // huge pages (then only the interleaved ones move). A stage's weights take the memory they took before: each tensor's file
+  // pages leave the mapping and the page cache once copied. The file is not changed. The copies and the permutation are spread
+  // over `pool`. Once only; not for a stage that pages (its layers are read from the file again). A failure to get the memory
+  // leaves everything mapped (a warning).
   struct HeldBytes {
     uint64_t moved = 0;        // tensor bytes now in the process's memory
     uint64_t interleaved = 0;  // of them, rewritten with interleaved rows
